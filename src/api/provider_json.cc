@@ -1,0 +1,162 @@
+#include "api/provider_json.h"
+
+#include <nlohmann/json.hpp>
+
+namespace dyad {
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxCredentialFields = 64;
+constexpr size_t kMaxCredentialValue = 64 * 1024;
+
+Error Invalid(const std::string& field, const std::string& what) {
+  return MakeError(ErrorCode::kInvalidArgument, "field '" + field + "' " + what);
+}
+
+bool ValidSlug(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+bool ValidFieldName(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
+  }
+  return true;
+}
+
+Result<std::string> String(const json& j, const std::string& field, size_t max, bool allow_empty) {
+  if (!j.is_string()) return Invalid(field, "must be a string");
+  auto s = j.get<std::string>();
+  if (!allow_empty && s.empty()) return Invalid(field, "must not be empty");
+  if (s.size() > max) return Invalid(field, "must be at most " + std::to_string(max) + " characters");
+  return s;
+}
+
+Result<std::string> Models(const json& j) {
+  if (!j.is_array()) return Invalid("models", "must be an array");
+  if (j.size() > 1000) return Invalid("models", "has more than 1000 entries");
+  for (size_t i = 0; i < j.size(); ++i) {
+    const json& m = j[i];
+    std::string where = "models[" + std::to_string(i) + "]";
+    if (!m.is_object()) return Invalid(where, "must be an object");
+    for (auto it = m.begin(); it != m.end(); ++it) {
+      const std::string& k = it.key();
+      if (k == "dyadModelId" || k == "adapterModelId") {
+        DYAD_RETURN_IF_ERROR(String(it.value(), where + "." + k, 256, false));
+      } else if (k == "maxTokens" || k == "contextWindow") {
+        if (!it.value().is_number_integer() || it.value().get<int64_t>() <= 0) {
+          return Invalid(where + "." + k, "must be a positive integer");
+        }
+      } else {
+        return Invalid(where + "." + k, "is unknown; models take dyadModelId, adapterModelId, maxTokens, contextWindow");
+      }
+    }
+    if (!m.contains("dyadModelId")) return Invalid(where + ".dyadModelId", "is required");
+    if (!m.contains("adapterModelId")) return Invalid(where + ".adapterModelId", "is required");
+  }
+  return j.dump();
+}
+
+Result<CredentialFields> CredentialFieldsFrom(const json& j) {
+  if (!j.is_object()) return Invalid("credentials", "must be an object of string values");
+  if (j.size() > kMaxCredentialFields) return Invalid("credentials", "has more than 64 fields");
+  CredentialFields out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    std::string where = "credentials." + it.key().substr(0, 64);
+    if (!ValidFieldName(it.key())) return Invalid(where, "is not a valid name; use 1-64 of letters, digits, '_', '-', '.'");
+    if (!it.value().is_string()) return Invalid(where, "must be a string");
+    const auto& v = it.value().get_ref<const std::string&>();
+    if (v.size() > kMaxCredentialValue) return Invalid(where, "is longer than 65536 bytes");
+    out.emplace(it.key(), SecretBytes(v));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<json> ParseJsonObject(std::string_view body) {
+  json j = json::parse(body.begin(), body.end(), nullptr, false);
+  if (j.is_discarded()) return MakeError(ErrorCode::kInvalidArgument, "malformed JSON in the request body");
+  if (!j.is_object()) return MakeError(ErrorCode::kInvalidArgument, "the request body must be a JSON object");
+  return j;
+}
+
+Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind) {
+  DYAD_ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  ProviderPatch p;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const json& v = it.value();
+    if (k == "name") {
+      DYAD_ASSIGN_OR_RETURN(p.name, String(v, k, 200, false));
+    } else if (k == "slug") {
+      DYAD_ASSIGN_OR_RETURN(std::string slug, String(v, k, 64, false));
+      if (!ValidSlug(slug)) return Invalid(k, "must match [a-z0-9-]+ (at most 64 characters)");
+      p.slug = slug;
+    } else if (k == "type") {
+      DYAD_ASSIGN_OR_RETURN(std::string type, String(v, k, 32, false));
+      if (type != "spawn-cli" && type != "http-sdk" && type != "proxy" && type != "local") {
+        return Invalid(k, "must be one of spawn-cli, http-sdk, proxy, local");
+      }
+      p.type = type;
+    } else if (k == "description") {
+      DYAD_ASSIGN_OR_RETURN(p.description, String(v, k, 2000, true));
+    } else if (k == "enabled") {
+      if (!v.is_boolean()) return Invalid(k, "must be true or false");
+      p.enabled = v.get<bool>();
+    } else if (k == "models") {
+      DYAD_ASSIGN_OR_RETURN(p.models_json, Models(v));
+    } else if (k == "adapterConfig") {
+      if (!v.is_object()) return Invalid(k, "must be an object");
+      p.adapter_config_json = v.dump();
+    } else if (k == "credentials") {
+      DYAD_ASSIGN_OR_RETURN(p.credentials, CredentialFieldsFrom(v));
+    } else if (k == "id" || k == "createdAt" || k == "updatedAt") {
+      continue;  // read-only: a client may send back what it read
+    } else {
+      return Invalid(k.substr(0, 64), "is unknown");
+    }
+  }
+  if (kind == BodyKind::kCreate) {
+    if (!p.name) return Invalid("name", "is required");
+    if (!p.slug) return Invalid("slug", "is required");
+    if (!p.type) return Invalid("type", "is required");
+  }
+  return p;
+}
+
+Result<CredentialFields> ParseCredentialsBody(std::string_view body) {
+  DYAD_ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  if (!j.contains("credentials")) return Invalid("credentials", "is required");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() != "credentials") return Invalid(it.key().substr(0, 64), "is unknown");
+  }
+  DYAD_ASSIGN_OR_RETURN(CredentialFields fields, CredentialFieldsFrom(j["credentials"]));
+  if (fields.empty()) return Invalid("credentials", "must hold at least one field");
+  return fields;
+}
+
+json ProviderToJson(const Provider& p) {
+  json creds = json::object();
+  for (const auto& f : p.credential_fields) creds[f] = "[STORED_EXTERNALLY]";
+  return {{"id", p.id},
+          {"name", p.name},
+          {"slug", p.slug},
+          {"type", p.type},
+          {"description", p.description},
+          {"enabled", p.enabled},
+          {"models", json::parse(p.models_json, nullptr, false)},
+          {"adapterConfig", json::parse(p.adapter_config_json, nullptr, false)},
+          {"credentials", creds},
+          {"credentialsVersion", p.credentials_version},
+          {"createdAt", p.created_at},
+          {"updatedAt", p.updated_at}};
+}
+
+}  // namespace dyad

@@ -1,0 +1,165 @@
+#include "api/routes.h"
+
+#include <nlohmann/json.hpp>
+
+#include "api/provider_json.h"
+#include "server/envelope.h"
+
+namespace dyad {
+namespace {
+
+using nlohmann::json;
+
+Caller CallerOf(const RouteContext& ctx) { return Caller{ctx.principal.identity, ctx.request.request_id}; }
+
+Result<int64_t> IntParam(const HttpRequest& req, const std::string& name, int64_t def, int64_t min, int64_t max) {
+  auto v = QueryParam(req.query, name);
+  if (!v) return def;
+  try {
+    size_t used = 0;
+    int64_t n = std::stoll(*v, &used);
+    if (used == v->size() && n >= min && n <= max) return n;
+  } catch (...) {
+  }
+  return MakeError(ErrorCode::kInvalidArgument, "query parameter '" + name + "' must be an integer from " +
+                                                    std::to_string(min) + " to " + std::to_string(max));
+}
+
+json HealthJson(const SecretsHealth& h) {
+  json j = {{"status", h.status},       {"provider", h.provider},          {"cacheEnabled", h.cache_enabled},
+            {"cacheSize", h.cache_size}, {"lastChecked", h.last_checked},   {"auditLogHealthy", h.audit_ok},
+            {"staleServes", h.stale_serves}, {"fallbackReads", h.fallback_reads}};
+  if (!h.store_error.empty()) j["storeError"] = h.store_error;
+  if (h.key_state) {
+    json versions = json::array();
+    for (const auto& v : h.key_state->versions) {
+      versions.push_back({{"version", v.version}, {"state", v.state}, {"createdAt", v.created_at}});
+    }
+    j["keyManager"] = {{"status", "healthy"},
+                       {"kind", h.key_state->kind},
+                       {"keyId", h.key_state->key_id},
+                       {"primaryVersion", h.key_state->primary_version},
+                       {"versions", versions}};
+  } else {
+    j["keyManager"] = {{"status", "unhealthy"}, {"error", h.key_error}};
+  }
+  return j;
+}
+
+void ProviderRoutes(Router& r, ApiContext api) {
+  r.Add("POST", "/admin/providers", [api](const RouteContext& ctx) {
+    auto patch = ParseProviderBody(ctx.request.body, BodyKind::kCreate);
+    if (!patch.ok()) return JsonError(patch.error());
+    auto p = api.providers.Create(*patch, CallerOf(ctx));
+    return p.ok() ? JsonSuccess(ProviderToJson(*p), 201) : JsonError(p.error());
+  });
+  r.Add("GET", "/admin/providers", [api](const RouteContext& ctx) {
+    auto limit = IntParam(ctx.request, "limit", 50, 1, 500);
+    if (!limit.ok()) return JsonError(limit.error());
+    auto offset = IntParam(ctx.request, "offset", 0, 0, INT64_MAX);
+    if (!offset.ok()) return JsonError(offset.error());
+    auto page = api.providers.List(*offset, *limit);
+    if (!page.ok()) return JsonError(page.error());
+    json items = json::array();
+    for (const auto& p : page->items) items.push_back(ProviderToJson(p));
+    return JsonSuccess({{"items", items}, {"total", page->total}, {"limit", *limit}, {"offset", *offset}});
+  });
+  r.Add("GET", "/admin/providers/{id}", [api](const RouteContext& ctx) {
+    auto p = api.providers.Get(ctx.params[0]);
+    return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
+  });
+  r.Add("PUT", "/admin/providers/{id}", [api](const RouteContext& ctx) {
+    auto patch = ParseProviderBody(ctx.request.body, BodyKind::kUpdate);
+    if (!patch.ok()) return JsonError(patch.error());
+    auto p = api.providers.Update(ctx.params[0], *patch, CallerOf(ctx));
+    return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
+  });
+  r.Add("DELETE", "/admin/providers/{id}", [api](const RouteContext& ctx) {
+    Status s = api.providers.Delete(ctx.params[0], CallerOf(ctx));
+    return s.ok() ? JsonSuccess({{"id", ctx.params[0]}, {"deleted", true}}) : JsonError(s.error());
+  });
+  r.Add("POST", "/admin/providers/{id}/credentials/rotate", [api](const RouteContext& ctx) {
+    auto creds = ParseCredentialsBody(ctx.request.body);
+    if (!creds.ok()) return JsonError(creds.error());
+    auto p = api.providers.RotateCredentials(ctx.params[0], *creds, CallerOf(ctx));
+    return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
+  });
+}
+
+void SecretsRoutes(Router& r, ApiContext api) {
+  r.Add("GET", "/admin/secrets/health", [api](const RouteContext&) {
+    return JsonSuccess(HealthJson(api.secrets.Health()));
+  });
+  r.Add("POST", "/admin/secrets/test-connection", [api](const RouteContext& ctx) {
+    auto steps = api.secrets.TestConnection(CallerOf(ctx));
+    json js = json::array();
+    const ProbeStep* failed = nullptr;
+    for (const auto& s : steps) {
+      json j = {{"step", s.name}, {"ok", s.ok}, {"latencyMs", s.latency_ms}};
+      if (!s.ok) {
+        j["error"] = s.error;
+        if (!failed) failed = &s;
+      }
+      js.push_back(j);
+    }
+    if (failed) {
+      return JsonError(503, "SERVICE_UNAVAILABLE", "test-connection failed at step " + failed->name + ": " + failed->error);
+    }
+    return JsonSuccess({{"connected", true}, {"provider", api.secrets.store().Name()}, {"steps", js}});
+  });
+  r.Add("POST", "/admin/secrets/clear-cache", [api](const RouteContext& ctx) {
+    return JsonSuccess({{"cleared", api.secrets.ClearCache(CallerOf(ctx))}});
+  });
+  r.Add("POST", "/admin/secrets/providers/{id}/credentials/validate", [api](const RouteContext& ctx) {
+    auto report = api.providers.Validate(ctx.params[0], CallerOf(ctx));
+    if (!report.ok()) return JsonError(report.error());
+    json checks = json::array();
+    for (const auto& c : report->checks) {
+      json j = {{"check", c.name}, {"ok", c.ok}};
+      if (!c.message.empty()) j["message"] = c.message;
+      checks.push_back(j);
+    }
+    json data = {{"providerId", ctx.params[0]}, {"valid", report->valid}, {"source", report->source},
+                 {"checks", checks}};
+    if (!report->fingerprint.empty()) {
+      data["credentialsVersion"] = report->credentials_version;
+      data["fingerprint"] = report->fingerprint;
+    }
+    return JsonSuccess(data);
+  });
+}
+
+void OperationsRoutes(Router& r, ApiContext api) {
+  static const std::string kHealthz = R"({"status":"success","data":{"status":"ok"}})";
+  r.Add("GET", "/healthz", [](const RouteContext&) {
+    HttpResponse resp;
+    resp.body = kHealthz;
+    return resp;
+  });
+  r.Add("GET", "/readyz", [api](const RouteContext&) {
+    Status db = api.repo.Ping();
+    if (!db.ok()) return JsonError(503, "SERVICE_UNAVAILABLE", "registry unreachable: " + db.error().message);
+    SecretsHealth h = api.secrets.Health();
+    if (h.status == "unhealthy") {
+      return JsonError(503, "SERVICE_UNAVAILABLE",
+                       "secrets backend unhealthy: " + (h.store_error.empty() ? h.key_error : h.store_error));
+    }
+    return JsonSuccess({{"status", "ready"}, {"secrets", h.status}});
+  });
+  r.Add("GET", "/metrics", [api](const RouteContext&) {
+    HttpResponse resp;
+    resp.body = api.metrics.Render();
+    resp.content_type = "text/plain; version=0.0.4";
+    return resp;
+  });
+}
+
+}  // namespace
+
+void RegisterRoutes(Router& router, ApiContext api) {
+  ProviderRoutes(router, api);
+  SecretsRoutes(router, api);
+  OperationsRoutes(router, api);
+}
+
+}  // namespace dyad

@@ -1,0 +1,24 @@
+// The HTTP API of DESIGN.md §8, registered on a Router. Handlers turn a
+// request into a response through the services; they do no I/O of their own.
+#pragma once
+
+#include <string>
+
+#include "metrics/metrics.h"
+#include "registry/provider_repository.h"
+#include "server/router.h"
+#include "service/provider_service.h"
+#include "service/secrets_service.h"
+
+namespace dyad {
+
+struct ApiContext {
+  ProviderService& providers;
+  SecretsService& secrets;
+  ProviderRepository& repo;
+  Metrics& metrics;
+};
+
+void RegisterRoutes(Router& router, ApiContext api);
+
+}  // namespace dyad

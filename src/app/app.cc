@@ -1,0 +1,85 @@
+#include "app/app.h"
+
+#include <spdlog/spdlog.h>
+
+#include "api/routes.h"
+#include "audit/audit_log.h"
+#include "backends/environment/local_keyring.h"
+#include "backends/environment/sqlite_secret_store.h"
+#include "metrics/metrics.h"
+#include "registry/sqlite_provider_repository.h"
+#include "server/auth.h"
+#include "server/router.h"
+#include "service/provider_service.h"
+#include "service/secrets_service.h"
+
+namespace dyad {
+
+struct App::Parts {
+  const Clock* clock = nullptr;
+  std::shared_ptr<SqliteDb> db;
+  std::unique_ptr<ProviderRepository> repo;
+  std::unique_ptr<KeyManager> keys;
+  std::unique_ptr<SecretStore> store;
+  std::unique_ptr<FileAuditLog> audit;
+  std::unique_ptr<Metrics> metrics;
+  std::unique_ptr<TokenAuthenticator> auth;
+  std::unique_ptr<SecretsService> secrets;
+  std::unique_ptr<ProviderService> providers;
+  std::unique_ptr<Router> router;
+};
+
+App::App() : parts_(std::make_unique<Parts>()) {}
+App::~App() = default;
+
+ProviderService& App::providers() { return *parts_->providers; }
+SecretsService& App::secrets() { return *parts_->secrets; }
+
+Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& clock) {
+  std::unique_ptr<App> app(new App());
+  Parts& p = *app->parts_;
+  p.clock = &clock;
+  DYAD_ASSIGN_OR_RETURN(p.db, SqliteDb::Open(config.database_path));
+  p.repo = NewSqliteProviderRepository(p.db);
+  if (!config.encryption_key) return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY: is required");
+  LocalKeyringOptions ko{config.encryption_key_id, *config.encryption_key, config.encryption_key_previous};
+  DYAD_ASSIGN_OR_RETURN(p.keys, NewLocalKeyring(std::move(ko), p.db, DefaultRandom(), clock));
+  p.store = NewSqliteSecretStore(p.db, clock);
+  DYAD_ASSIGN_OR_RETURN(p.audit, FileAuditLog::Open(config.audit_log_path, clock));
+  p.metrics = std::make_unique<Metrics>();
+  DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file));
+
+  SecretsOptions so;
+  so.prefix = config.secrets_prefix;
+  so.cache_enabled = config.cache_enabled;
+  so.cache.max_entries = static_cast<size_t>(config.cache_max_size);
+  so.cache.ttl = std::chrono::seconds(config.cache_ttl_seconds);
+  so.cache.stale_if_error = std::chrono::seconds(config.cache_stale_if_error_seconds);
+  so.fallback_enabled = config.fallback_enabled;
+  so.fallback_to_env = config.fallback_to_env;
+  p.secrets = std::make_unique<SecretsService>(so, *p.store, *p.keys, *p.repo, *p.audit, *p.metrics, clock,
+                                               DefaultRandom(), config.env);
+  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
+  p.router = std::make_unique<Router>(p.auth.get());
+  RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics});
+
+  auto orphans = p.secrets->ReconcileOrphans();
+  if (!orphans.ok()) spdlog::warn("orphan sweep failed: {}", orphans.error().message);
+  else if (!orphans->empty()) spdlog::warn("removed {} orphaned secret(s) left by an interrupted write", orphans->size());
+  return app;
+}
+
+HttpResponse App::Handle(const HttpRequest& request) {
+  auto t0 = parts_->clock->Now();
+  Principal who;
+  HttpResponse resp = parts_->router->Handle(request, who);
+  parts_->metrics->CountHttpRequest(resp.status);
+  if (spdlog::should_log(spdlog::level::info)) {
+    double ms = std::chrono::duration<double, std::milli>(parts_->clock->Now() - t0).count();
+    spdlog::info("{} {} {} {:.3f}ms id={} rid={} peer={}", request.method, request.path, resp.status, ms, who.identity,
+                 request.request_id, request.peer);
+  }
+  return resp;
+}
+
+}  // namespace dyad

@@ -1,0 +1,40 @@
+// App: the service wired together from a Config — registry, secrets
+// backend, key manager, cache, audit log, metrics, services and routes —
+// and the request entry point with the access log. Thread-safe once built.
+#pragma once
+
+#include <memory>
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "server/http_types.h"
+
+namespace dyad {
+
+class ProviderService;
+class SecretsService;
+
+class App {
+ public:
+  static Result<std::unique_ptr<App>> Create(const Config& config, const Clock& clock);
+  ~App();
+
+  HttpResponse Handle(const HttpRequest& request);
+
+  ProviderService& providers();
+  SecretsService& secrets();
+
+ private:
+  App();
+  struct Parts;
+  std::unique_ptr<Parts> parts_;
+};
+
+// Creates the data dir (0700) if needed.
+Status EnsureDataDir(const std::string& dir);
+
+// `serve --dev` without ENCRYPTION_KEY / GATEWAY_ADMIN_API_KEY: generates
+// them once into the data dir (0600) and announces the token once.
+Status PrepareDevSecrets(Config& config);
+
+}  // namespace dyad

@@ -1,0 +1,88 @@
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "app/app.h"
+#include "core/encoding.h"
+#include "core/random.h"
+
+namespace dyad {
+namespace {
+
+// Reads a one-line secret file, or creates it (0600) with `make()`.
+Result<std::string> ReadOrCreate(const std::string& path, const std::function<std::string()>& make, bool& created) {
+  created = false;
+  std::ifstream in(path);
+  if (in) {
+    std::string line;
+    std::getline(in, line);
+    if (!line.empty()) return line;
+  }
+  std::string value = make();
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return MakeError(ErrorCode::kUnavailable, "cannot write " + path);
+  std::string text = value + "\n";
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ok = (::fchmod(fd, 0600) == 0) && ok;
+  ::close(fd);
+  Cleanse(text);
+  if (!ok) return MakeError(ErrorCode::kUnavailable, "cannot write " + path);
+  created = true;
+  return value;
+}
+
+std::string RandomHex(size_t bytes) {
+  std::string raw(bytes, '\0');
+  if (!DefaultRandom().Fill(reinterpret_cast<uint8_t*>(raw.data()), raw.size()).ok()) std::abort();
+  std::string hex = HexEncode(raw);
+  Cleanse(raw);
+  return hex;
+}
+
+}  // namespace
+
+Status EnsureDataDir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_DATA_DIR: cannot create '" + dir + "': " + ec.message());
+  return OkStatus();
+}
+
+Status PrepareDevSecrets(Config& config) {
+  DYAD_RETURN_IF_ERROR(EnsureDataDir(config.data_dir));
+  ::chmod(config.data_dir.c_str(), 0700);
+  bool created = false;
+  if (!config.encryption_key) {
+    std::string path = config.data_dir + "/dev-encryption-key";
+    DYAD_ASSIGN_OR_RETURN(std::string hex, ReadOrCreate(path, [] { return RandomHex(32); }, created));
+    auto raw = HexDecode(hex);
+    if (!raw || raw->size() != 32) {
+      return MakeError(ErrorCode::kDataLoss, path + " does not hold 64 hex characters; remove it to start afresh");
+    }
+    config.encryption_key = SecretBytes(*raw);
+    Cleanse(*raw);
+    Cleanse(hex);
+    if (created) std::fprintf(stderr, "dev mode: generated ENCRYPTION_KEY in %s\n", path.c_str());
+  }
+  if (!config.admin_api_key && config.admin_tokens_file.empty()) {
+    std::string path = config.data_dir + "/dev-admin-token";
+    DYAD_ASSIGN_OR_RETURN(std::string token, ReadOrCreate(path, [] { return "dgw_" + RandomHex(24); }, created));
+    config.admin_api_key = SecretBytes(token);
+    if (created) {
+      std::fprintf(stdout, "dev mode: admin token (shown once; kept in %s): %s\n", path.c_str(), token.c_str());
+      std::fflush(stdout);
+    } else {
+      std::fprintf(stderr, "dev mode: admin token is in %s\n", path.c_str());
+    }
+    Cleanse(token);
+  }
+  return OkStatus();
+}
+
+}  // namespace dyad

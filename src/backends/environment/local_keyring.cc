@@ -1,0 +1,229 @@
+#include "backends/environment/local_keyring.h"
+
+#include <map>
+#include <shared_mutex>
+
+#include "core/time_format.h"
+#include "secrets/aes_gcm.h"
+
+namespace dyad {
+namespace {
+
+constexpr size_t kWrappedSize = kGcmNonceSize + kAesKeySize + kGcmTagSize;
+
+std::string VersionAad(std::string_view label, const std::string& key_id, uint32_t version) {
+  return std::string(label) + '\0' + key_id + '\0' + std::to_string(version);
+}
+
+class LocalKeyring final : public KeyManager {
+ public:
+  LocalKeyring(LocalKeyringOptions options, std::shared_ptr<SqliteDb> db, Random& random, const Clock& clock)
+      : options_(std::move(options)), db_(std::move(db)), random_(random), clock_(clock) {}
+
+  const std::string& Kind() const override { return kind_; }
+  const std::string& KeyId() const override { return options_.key_id; }
+
+  // Loads every version, re-sealing those under a previous master; creates
+  // version 1 on an empty keyring.
+  Status Load() {
+    struct Row { uint32_t version; std::string sealed, state, created; };
+    std::vector<Row> rows;
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "SELECT version, sealed, state, created_at FROM key_versions WHERE key_id=? ORDER BY version"));
+      st.Bind(1, options_.key_id);
+      while (true) {
+        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) return true;
+        rows.push_back({static_cast<uint32_t>(st.Int(0)), st.Blob(1), st.Text(2), st.Text(3)});
+      }
+    });
+    if (!r.ok()) return r.error();
+    std::map<uint32_t, Version> loaded;
+    for (auto& row : rows) {
+      DYAD_ASSIGN_OR_RETURN(SecretBytes key, Unseal(row.version, row.sealed));
+      loaded[row.version] = Version{std::move(key), row.state, row.created};
+    }
+    std::unique_lock lock(mu_);
+    versions_ = std::move(loaded);
+    primary_ = 0;
+    for (auto& [v, info] : versions_) {
+      if (info.state == "active") primary_ = v;
+    }
+    lock.unlock();
+    if (primary_ == 0) return Rotate().ok() ? OkStatus() : Status(MakeError(ErrorCode::kInternal, "cannot create key version 1"));
+    return OkStatus();
+  }
+
+  Result<DataKey> GenerateDataKey() override {
+    DataKey dk;
+    dk.plaintext = SecretBytes(kAesKeySize);
+    DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), kAesKeySize));
+    std::shared_lock lock(mu_);
+    dk.version = primary_;
+    DYAD_ASSIGN_OR_RETURN(dk.wrapped, Wrap(versions_.at(primary_).key, primary_, dk.plaintext));
+    return dk;
+  }
+
+  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped) override {
+    if (wrapped.size() != kWrappedSize) {
+      return MakeError(ErrorCode::kDataLoss, "local keyring: wrapped key has " + std::to_string(wrapped.size()) +
+                                                 " bytes, expected " + std::to_string(kWrappedSize));
+    }
+    DYAD_ASSIGN_OR_RETURN(SecretBytes key, KeyFor(version));
+    auto dek = AesGcmOpen(key, wrapped.substr(0, kGcmNonceSize), VersionAad("dyad-dek-v1", options_.key_id, version),
+                          wrapped.substr(kGcmNonceSize));
+    if (!dek.ok()) {
+      return MakeError(ErrorCode::kDataLoss, "local keyring: wrapped key does not authenticate under version " +
+                                                 std::to_string(version));
+    }
+    return dek;
+  }
+
+  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) override {
+    DYAD_ASSIGN_OR_RETURN(SecretBytes dek, Decrypt(version, wrapped));
+    std::shared_lock lock(mu_);
+    WrappedKey out;
+    out.version = primary_;
+    DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(versions_.at(primary_).key, primary_, dek));
+    return out;
+  }
+
+  Result<uint32_t> Rotate() override {
+    SecretBytes key(kAesKeySize);
+    DYAD_RETURN_IF_ERROR(random_.Fill(key.data(), kAesKeySize));
+    std::string created = FormatIso8601(clock_.WallNow());
+    uint32_t version = 0;
+    Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT COALESCE(MAX(version),0) FROM key_versions WHERE key_id=?"));
+      q.Bind(1, options_.key_id);
+      DYAD_RETURN_IF_ERROR(q.Step());
+      version = static_cast<uint32_t>(q.Int(0)) + 1;
+      DYAD_ASSIGN_OR_RETURN(std::string sealed, Seal(version, key));
+      DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare(
+          "INSERT INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?,?,?,'active',?)"));
+      return ins.Bind(1, options_.key_id).Bind(2, static_cast<int64_t>(version)).BindBlob(3, sealed).Bind(4, created).Run();
+    });
+    if (!s.ok()) return s.error();
+    std::unique_lock lock(mu_);
+    versions_[version] = Version{std::move(key), "active", created};
+    primary_ = std::max(primary_, version);
+    return version;
+  }
+
+  Status Retire(uint32_t version) override {
+    {
+      std::shared_lock lock(mu_);
+      if (version == primary_) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
+      if (!versions_.count(version)) return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
+    }
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state='retired' WHERE key_id=? AND version=?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, options_.key_id).Bind(2, static_cast<int64_t>(version)).Run());
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    std::unique_lock lock(mu_);
+    versions_[version].state = "retired";
+    versions_[version].key.clear();  // a retired version cannot decrypt
+    return OkStatus();
+  }
+
+  Result<KeyState> Describe() override {
+    std::shared_lock lock(mu_);
+    KeyState s{kind_, options_.key_id, primary_, {}};
+    for (auto& [v, info] : versions_) s.versions.push_back({v, info.state, info.created_at});
+    return s;
+  }
+
+ private:
+  struct Version {
+    SecretBytes key;
+    std::string state;
+    std::string created_at;
+  };
+
+  Result<SecretBytes> KeyFor(uint32_t version) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      {
+        std::shared_lock lock(mu_);
+        auto it = versions_.find(version);
+        if (it != versions_.end()) {
+          if (it->second.state == "retired") {
+            return MakeError(ErrorCode::kFailedPrecondition, "key version " + std::to_string(version) + " is retired");
+          }
+          return it->second.key;
+        }
+      }
+      if (attempt == 0) DYAD_RETURN_IF_ERROR(Load());  // rotated by another process?
+    }
+    return MakeError(ErrorCode::kNotFound, "local keyring '" + options_.key_id + "' has no key version " +
+                                               std::to_string(version));
+  }
+
+  Result<std::string> Wrap(const SecretBytes& key, uint32_t version, const SecretBytes& dek) {
+    std::string nonce(kGcmNonceSize, '\0');
+    DYAD_RETURN_IF_ERROR(random_.Fill(reinterpret_cast<uint8_t*>(nonce.data()), nonce.size()));
+    DYAD_ASSIGN_OR_RETURN(std::string ct, AesGcmSeal(key, nonce, VersionAad("dyad-dek-v1", options_.key_id, version),
+                                                     dek.view()));
+    return nonce + ct;
+  }
+
+  Result<std::string> Seal(uint32_t version, const SecretBytes& key) {
+    std::string nonce(kGcmNonceSize, '\0');
+    DYAD_RETURN_IF_ERROR(random_.Fill(reinterpret_cast<uint8_t*>(nonce.data()), nonce.size()));
+    DYAD_ASSIGN_OR_RETURN(std::string ct, AesGcmSeal(options_.master, nonce,
+                                                     VersionAad("dyad-keyring-v1", options_.key_id, version), key.view()));
+    return nonce + ct;
+  }
+
+  // Opens a sealed version with the master, else with a previous master (and
+  // then re-seals it under the current one).
+  Result<SecretBytes> Unseal(uint32_t version, const std::string& sealed) {
+    if (sealed.size() != kWrappedSize) {
+      return MakeError(ErrorCode::kDataLoss, "keyring version " + std::to_string(version) + " is corrupt");
+    }
+    std::string aad = VersionAad("dyad-keyring-v1", options_.key_id, version);
+    auto nonce = std::string_view(sealed).substr(0, kGcmNonceSize);
+    auto ct = std::string_view(sealed).substr(kGcmNonceSize);
+    if (auto key = AesGcmOpen(options_.master, nonce, aad, ct); key.ok()) return key;
+    for (const auto& old : options_.previous_masters) {
+      auto key = AesGcmOpen(old, nonce, aad, ct);
+      if (!key.ok()) continue;
+      DYAD_ASSIGN_OR_RETURN(std::string resealed, Seal(version, *key));
+      auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+        DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET sealed=? WHERE key_id=? AND version=?"));
+        DYAD_RETURN_IF_ERROR(st.BindBlob(1, resealed).Bind(2, options_.key_id).Bind(3, static_cast<int64_t>(version)).Run());
+        return true;
+      });
+      if (!r.ok()) return r.error();
+      return key;
+    }
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "ENCRYPTION_KEY does not open keyring version " + std::to_string(version) + " of '" +
+                         options_.key_id + "'; if the master key was changed, list the old one in ENCRYPTION_KEY_PREVIOUS");
+  }
+
+  const std::string kind_ = "local";
+  LocalKeyringOptions options_;
+  std::shared_ptr<SqliteDb> db_;
+  Random& random_;
+  const Clock& clock_;
+  std::shared_mutex mu_;
+  std::map<uint32_t, Version> versions_;
+  uint32_t primary_ = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<KeyManager>> NewLocalKeyring(LocalKeyringOptions options, std::shared_ptr<SqliteDb> db,
+                                                    Random& random, const Clock& clock) {
+  if (options.master.size() != kAesKeySize) {
+    return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY: must be a 256-bit key");
+  }
+  auto keyring = std::make_unique<LocalKeyring>(std::move(options), std::move(db), random, clock);
+  DYAD_RETURN_IF_ERROR(keyring->Load());
+  return std::unique_ptr<KeyManager>(std::move(keyring));
+}
+
+}  // namespace dyad

@@ -1,0 +1,31 @@
+// The local keyring KeyManager (environment backend): random 256-bit key
+// versions kept in the registry database, each sealed with AES-256-GCM under
+// the master ENCRYPTION_KEY.
+//
+// At open, every version is unsealed; a version sealed under a master listed
+// in ENCRYPTION_KEY_PREVIOUS is re-sealed under the current master. DEKs are
+// wrapped as nonce ‖ ciphertext ‖ tag with AAD binding key id and version.
+// Thread-safe; a version unknown in memory is looked up again in the
+// database, so a rotation by another process on the same database is seen.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backends/key_manager.h"
+#include "core/clock.h"
+#include "core/random.h"
+#include "registry/sqlite_db.h"
+
+namespace dyad {
+
+struct LocalKeyringOptions {
+  std::string key_id;
+  SecretBytes master;
+  std::vector<SecretBytes> previous_masters;
+};
+
+Result<std::unique_ptr<KeyManager>> NewLocalKeyring(LocalKeyringOptions options, std::shared_ptr<SqliteDb> db,
+                                                    Random& random, const Clock& clock);
+
+}  // namespace dyad

@@ -1,0 +1,59 @@
+// KeyManager: the KMS key that wraps data keys (DEKs), with versions.
+//
+// GenerateDataKey() returns a fresh 256-bit DEK in clear and wrapped under
+// the primary key version; Decrypt() unwraps a DEK wrapped under any version
+// not yet retired; ReEncrypt() moves a wrapped DEK to the primary version
+// without handing it out; Rotate() makes a new primary version; Retire()
+// stops a version from decrypting. Implementations are thread-safe. Errors:
+// kDataLoss for a wrapped key that fails authentication, kNotFound for an
+// unknown version, kFailedPrecondition for a retired one, kUnavailable when
+// the KMS cannot be reached.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "core/secret_bytes.h"
+
+namespace dyad {
+
+struct DataKey {
+  SecretBytes plaintext;
+  std::string wrapped;
+  uint32_t version = 0;
+};
+
+struct WrappedKey {
+  std::string wrapped;
+  uint32_t version = 0;
+};
+
+struct KeyVersionInfo {
+  uint32_t version = 0;
+  std::string state;  // active | retired
+  std::string created_at;
+};
+
+struct KeyState {
+  std::string kind;    // "local", "aws-kms", …
+  std::string key_id;
+  uint32_t primary_version = 0;
+  std::vector<KeyVersionInfo> versions;
+};
+
+class KeyManager {
+ public:
+  virtual ~KeyManager() = default;
+  virtual const std::string& Kind() const = 0;
+  virtual const std::string& KeyId() const = 0;
+  virtual Result<DataKey> GenerateDataKey() = 0;
+  virtual Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped) = 0;
+  virtual Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) = 0;
+  virtual Result<uint32_t> Rotate() = 0;
+  virtual Status Retire(uint32_t version) = 0;
+  virtual Result<KeyState> Describe() = 0;
+};
+
+}  // namespace dyad

@@ -1,0 +1,51 @@
+// Clock: the time source, injected so tests can move time by hand.
+//
+// Now() is monotonic (for TTLs and durations); WallNow() is UTC wall time
+// (for timestamps shown to people and for schedules). Implementations are
+// thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+
+namespace dyad {
+
+class Clock {
+ public:
+  using Duration = std::chrono::nanoseconds;
+  using Instant = std::chrono::steady_clock::time_point;
+  using WallTime = std::chrono::system_clock::time_point;
+
+  virtual ~Clock() = default;
+  virtual Instant Now() const = 0;
+  virtual WallTime WallNow() const = 0;
+};
+
+class SystemClock final : public Clock {
+ public:
+  Instant Now() const override { return std::chrono::steady_clock::now(); }
+  WallTime WallNow() const override { return std::chrono::system_clock::now(); }
+};
+
+// A clock that moves only when told to. Thread-safe.
+class FakeClock final : public Clock {
+ public:
+  FakeClock() : mono_(0), wall_(1767225600LL * 1000000000LL) {}  // 2026-01-01T00:00:00Z
+  Instant Now() const override { return Instant(Duration(mono_.load())); }
+  WallTime WallNow() const override {
+    return WallTime(std::chrono::duration_cast<WallTime::duration>(Duration(wall_.load())));
+  }
+  void Advance(Duration d) {
+    mono_ += d.count();
+    wall_ += d.count();
+  }
+  void SetWall(WallTime t) {
+    wall_ = std::chrono::duration_cast<Duration>(t.time_since_epoch()).count();
+  }
+
+ private:
+  std::atomic<long long> mono_;
+  std::atomic<long long> wall_;
+};
+
+}  // namespace dyad

@@ -1,0 +1,208 @@
+#include "core/config.h"
+
+#include <charconv>
+#include <thread>
+
+#include "core/encoding.h"
+
+namespace dyad {
+namespace {
+
+Error Bad(std::string_view var, std::string_view what) {
+  return MakeError(ErrorCode::kInvalidArgument, std::string(var) + ": " + std::string(what));
+}
+
+const std::string* Find(const EnvMap& env, const std::string& name) {
+  auto it = env.find(name);
+  return it == env.end() ? nullptr : &it->second;
+}
+
+Status ReadBool(const EnvMap& env, const std::string& name, bool& out) {
+  const std::string* v = Find(env, name);
+  if (!v) return OkStatus();
+  std::string s;
+  for (char c : *v) s.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  if (s == "true" || s == "1" || s == "yes" || s == "on") out = true;
+  else if (s == "false" || s == "0" || s == "no" || s == "off") out = false;
+  else return Bad(name, "'" + *v + "' is not a boolean; use true or false");
+  return OkStatus();
+}
+
+template <typename Int>
+Status ReadInt(const EnvMap& env, const std::string& name, long long min, long long max,
+               Int& out) {
+  const std::string* v = Find(env, name);
+  if (!v) return OkStatus();
+  long long n = 0;
+  auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+  if (v->empty() || ec != std::errc() || ptr != v->data() + v->size() || n < min || n > max) {
+    return Bad(name, "'" + *v + "' is not valid; use an integer from " + std::to_string(min) +
+                         " to " + std::to_string(max));
+  }
+  out = static_cast<Int>(n);
+  return OkStatus();
+}
+
+Status ReadOneOf(const EnvMap& env, const std::string& name,
+                 std::initializer_list<std::string_view> allowed, std::string& out) {
+  const std::string* v = Find(env, name);
+  if (!v) return OkStatus();
+  std::string accepted;
+  for (auto a : allowed) {
+    if (*v == a) {
+      out = *v;
+      return OkStatus();
+    }
+    accepted += (accepted.empty() ? "" : ", ") + std::string(a);
+  }
+  return Bad(name, "'" + *v + "' is not one of: " + accepted);
+}
+
+// A 256-bit key as 64 hex characters. The value is never echoed.
+Result<SecretBytes> ParseHexKey(std::string_view name, std::string_view value) {
+  if (value.size() != 64) {
+    return Bad(name, "must be 64 hexadecimal characters (a 256-bit key); got " +
+                         std::to_string(value.size()) + " characters");
+  }
+  auto raw = HexDecode(value);
+  if (!raw) return Bad(name, "must be 64 hexadecimal characters (0-9, a-f); found another character");
+  SecretBytes key(*raw);
+  Cleanse(*raw);
+  return key;
+}
+
+Status ReadDatabase(const EnvMap& env, Config& c) {
+  const std::string* url = Find(env, "GATEWAY_DATABASE_URL");
+  c.database_url = url ? *url : "sqlite://" + c.data_dir + "/gateway.db";
+  constexpr std::string_view kSqlite = "sqlite://";
+  if (c.database_url.rfind(kSqlite, 0) == 0) {
+    c.database_path = c.database_url.substr(kSqlite.size());
+    if (c.database_path.empty()) {
+      return Bad("GATEWAY_DATABASE_URL", "the sqlite:// URL needs a file path, e.g. sqlite://./data/gateway.db");
+    }
+    return OkStatus();
+  }
+  if (c.database_url.rfind("postgresql://", 0) == 0 || c.database_url.rfind("postgres://", 0) == 0) {
+    return Bad("GATEWAY_DATABASE_URL", "postgresql:// (cluster mode) is not available in this build yet; use sqlite://PATH");
+  }
+  return Bad("GATEWAY_DATABASE_URL", "unsupported scheme; use sqlite://PATH");
+}
+
+Status ReadKeys(const EnvMap& env, Config& c) {
+  if (const std::string* v = Find(env, "ENCRYPTION_KEY_ID")) {
+    if (v->empty() || v->size() > 256) return Bad("ENCRYPTION_KEY_ID", "must be 1 to 256 characters");
+    c.encryption_key_id = *v;
+  }
+  if (const std::string* v = Find(env, "ENCRYPTION_KEY")) {
+    DYAD_ASSIGN_OR_RETURN(SecretBytes key, ParseHexKey("ENCRYPTION_KEY", *v));
+    c.encryption_key = std::move(key);
+  }
+  if (const std::string* v = Find(env, "ENCRYPTION_KEY_PREVIOUS"); v && !v->empty()) {
+    std::string_view rest = *v;
+    int index = 0;
+    while (true) {
+      auto comma = rest.find(',');
+      std::string_view item = rest.substr(0, comma);
+      auto key = ParseHexKey("ENCRYPTION_KEY_PREVIOUS (entry " + std::to_string(++index) + ")", item);
+      if (!key.ok()) return key.error();
+      c.encryption_key_previous.push_back(std::move(key).value());
+      if (comma == std::string_view::npos) break;
+      rest = rest.substr(comma + 1);
+    }
+  }
+  if (c.secrets_provider == "environment" && !c.encryption_key && !c.dev) {
+    return Bad("ENCRYPTION_KEY", "is required when SECRETS_PROVIDER=environment; set 64 hex characters "
+                                 "(e.g. from `openssl rand -hex 32`) or run `serve --dev`");
+  }
+  return OkStatus();
+}
+
+// Five whitespace-separated fields of cron characters. The full grammar is
+// checked by the scheduler's parser.
+Status ReadSchedule(const EnvMap& env, Config& c) {
+  const std::string* v = Find(env, "KEY_ROTATION_SCHEDULE");
+  if (!v || v->empty()) return OkStatus();
+  int fields = 0;
+  bool in_field = false;
+  for (char ch : *v) {
+    bool space = ch == ' ' || ch == '\t';
+    if (!space && !in_field) ++fields;
+    in_field = !space;
+  }
+  if (fields != 5) {
+    return Bad("KEY_ROTATION_SCHEDULE", "'" + *v + "' has " + std::to_string(fields) +
+                                            " fields; use 5 cron fields: minute hour day-of-month month day-of-week");
+  }
+  c.key_rotation_schedule = *v;
+  return OkStatus();
+}
+
+Status ReadAdmin(const EnvMap& env, Config& c) {
+  if (const std::string* v = Find(env, "GATEWAY_ADMIN_API_KEY"); v && !v->empty()) {
+    if (v->size() < 16) return Bad("GATEWAY_ADMIN_API_KEY", "must be at least 16 characters");
+    c.admin_api_key = SecretBytes(*v);
+  }
+  if (const std::string* v = Find(env, "GATEWAY_ADMIN_TOKENS_FILE")) c.admin_tokens_file = *v;
+  if (!c.admin_api_key && c.admin_tokens_file.empty() && !c.dev) {
+    return Bad("GATEWAY_ADMIN_API_KEY", "is required (or GATEWAY_ADMIN_TOKENS_FILE); the admin API "
+                                        "never runs without a token outside `serve --dev`");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Result<Config> LoadConfig(const EnvMap& env, bool dev) {
+  Config c;
+  c.dev = dev;
+  c.env = env;
+  DYAD_RETURN_IF_ERROR(ReadOneOf(env, "SECRETS_PROVIDER", {"aws", "azure", "vault", "environment"},
+                                 c.secrets_provider));
+  if (c.secrets_provider != "environment") {
+    return Bad("SECRETS_PROVIDER", "'" + c.secrets_provider +
+                                       "' is not available in this build yet; use environment");
+  }
+  DYAD_RETURN_IF_ERROR(ReadOneOf(env, "SECRETS_ENCRYPTION_MODE", {"envelope", "provider"},
+                                 c.encryption_mode));
+  if (const std::string* v = Find(env, "SECRETS_PREFIX")) {
+    bool ok = !v->empty() && v->size() <= 128;
+    for (char ch : *v) ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '/');
+    if (!ok) return Bad("SECRETS_PREFIX", "use 1 to 128 characters of letters, digits, '-', '_' and '/'");
+    c.secrets_prefix = *v;
+  }
+  DYAD_RETURN_IF_ERROR(ReadBool(env, "KEY_ROTATION_ENABLED", c.key_rotation_enabled));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "KEY_ROTATION_INTERVAL_HOURS", 1, 24 * 366, c.key_rotation_interval_hours));
+  DYAD_RETURN_IF_ERROR(ReadSchedule(env, c));
+  DYAD_RETURN_IF_ERROR(ReadBool(env, "SECRETS_CACHE_ENABLED", c.cache_enabled));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "SECRETS_CACHE_TTL_SECONDS", 1, 86400, c.cache_ttl_seconds));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "SECRETS_CACHE_MAX_SIZE", 1, 1000000, c.cache_max_size));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "SECRETS_CACHE_STALE_IF_ERROR_SECONDS", 0, 7 * 86400,
+                               c.cache_stale_if_error_seconds));
+  DYAD_RETURN_IF_ERROR(ReadBool(env, "SECRETS_FALLBACK_ENABLED", c.fallback_enabled));
+  DYAD_RETURN_IF_ERROR(ReadBool(env, "SECRETS_FALLBACK_TO_ENV", c.fallback_to_env));
+  DYAD_RETURN_IF_ERROR(ReadOneOf(env, "GATEWAY_LOG_LEVEL",
+                                 {"trace", "debug", "info", "warn", "error", "critical", "off"},
+                                 c.log_level));
+  if (const std::string* v = Find(env, "GATEWAY_HOST")) {
+    if (v->empty()) return Bad("GATEWAY_HOST", "must be an IP address such as 127.0.0.1");
+    c.host = *v;
+  }
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_PORT", 0, 65535, c.port));
+  if (const std::string* v = Find(env, "GATEWAY_DATA_DIR")) {
+    if (v->empty()) return Bad("GATEWAY_DATA_DIR", "must be a directory path");
+    c.data_dir = *v;
+  }
+  DYAD_RETURN_IF_ERROR(ReadDatabase(env, c));
+  const std::string* audit = Find(env, "AUDIT_LOG_PATH");
+  c.audit_log_path = audit && !audit->empty() ? *audit : c.data_dir + "/audit.log";
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_MAX_BODY_BYTES", 1024, 64 << 20, c.max_body_bytes));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_HEADER_TIMEOUT_SECONDS", 1, 3600, c.header_timeout_seconds));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_IDLE_TIMEOUT_SECONDS", 1, 3600, c.idle_timeout_seconds));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_THREADS", 0, 256, c.threads));
+  if (c.threads == 0) c.threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
+  DYAD_RETURN_IF_ERROR(ReadKeys(env, c));
+  DYAD_RETURN_IF_ERROR(ReadAdmin(env, c));
+  return c;
+}
+
+}  // namespace dyad

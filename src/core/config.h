@@ -1,0 +1,65 @@
+// Config: every setting of the service, parsed and validated from an EnvMap.
+//
+// LoadConfig() reads the variables of DESIGN.md §3 with their documented
+// defaults. Any bad value is an kInvalidArgument error whose message names the
+// variable, says what is wrong and the accepted form, and never repeats a
+// secret value. The result is immutable and safe to share between threads.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/environment.h"
+#include "core/result.h"
+#include "core/secret_bytes.h"
+
+namespace dyad {
+
+struct Config {
+  bool dev = false;
+
+  // Secrets backend and keys.
+  std::string secrets_provider = "environment";  // aws|azure|vault|environment
+  std::string encryption_key_id = "dyad-gateway-encryption-key";
+  std::optional<SecretBytes> encryption_key;      // 32 bytes (ENCRYPTION_KEY)
+  std::vector<SecretBytes> encryption_key_previous;  // ENCRYPTION_KEY_PREVIOUS, comma-separated
+  std::string encryption_mode = "envelope";       // envelope|provider
+  std::string secrets_prefix = "dyad-gateway";
+
+  // Key rotation.
+  bool key_rotation_enabled = false;
+  int key_rotation_interval_hours = 168;
+  std::string key_rotation_schedule;  // empty: generated from the interval
+
+  // Cache and fallback.
+  bool cache_enabled = true;
+  int cache_ttl_seconds = 300;
+  int cache_max_size = 100;
+  int cache_stale_if_error_seconds = 3600;
+  bool fallback_enabled = true;
+  bool fallback_to_env = true;
+
+  // Gateway.
+  std::string log_level = "info";
+  std::string host = "127.0.0.1";
+  uint16_t port = 3001;
+  std::string data_dir = "./data";
+  std::string database_url;   // sqlite://PATH or postgresql://…
+  std::string database_path;  // the SQLite file, when database_url is sqlite
+  std::optional<SecretBytes> admin_api_key;
+  std::string admin_tokens_file;
+  std::string audit_log_path;
+  size_t max_body_bytes = 1 << 20;
+  int header_timeout_seconds = 10;
+  int idle_timeout_seconds = 60;
+  int threads = 0;  // 0: one per core
+
+  // Every variable of the process, for DYAD_PROVIDER_* lookups.
+  EnvMap env;
+};
+
+Result<Config> LoadConfig(const EnvMap& env, bool dev);
+
+}  // namespace dyad

@@ -1,0 +1,23 @@
+// Hex and base64 (standard alphabet, padded) text encodings, and SHA-256.
+// Pure functions; thread-safe. Decoders reject malformed input.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace dyad {
+
+std::string HexEncode(std::string_view bytes);
+std::optional<std::string> HexDecode(std::string_view hex);
+
+std::string Base64Encode(std::string_view bytes);
+std::optional<std::string> Base64Decode(std::string_view text);
+
+// SHA-256 digest, raw 32 bytes.
+std::string Sha256(std::string_view data);
+
+// Equality in time that depends only on the lengths.
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
+
+}  // namespace dyad

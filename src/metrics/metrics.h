@@ -1,0 +1,36 @@
+// Metrics: the service's Prometheus metrics, rendered as text for /metrics.
+//
+// Store and key-manager calls are counted and timed per operation and
+// outcome; fallback reads are counted. Cache counters are read at scrape
+// time from the cache's own per-shard counters, so the hit path pays for no
+// shared atomic. Thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "secrets/credential_cache.h"
+
+namespace dyad {
+
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+
+  void ObserveStore(std::string_view op, double seconds, bool ok);
+  void ObserveKeyManager(std::string_view op, double seconds, bool ok);
+  void CountFallbackRead();
+  void CountHttpRequest(int status);
+  void SetCacheStats(std::function<CacheStats()> source);
+
+  std::string Render() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dyad

@@ -1,0 +1,13 @@
+// The registry's schema, as migrations versioned in code. Entry i brings the
+// schema from version i to i+1; entries are never edited once released, only
+// appended.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace dyad {
+
+const std::vector<std::string>& Migrations();
+
+}  // namespace dyad

@@ -1,0 +1,35 @@
+// Provider: one upstream model provider as the registry keeps it.
+//
+// Models and adapter configuration are kept as validated JSON text (the
+// registry does not interpret them). Credentials never live here: only their
+// field names, shown as "[STORED_EXTERNALLY]", and a version counter that
+// grows with every credentials write.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dyad {
+
+struct Provider {
+  std::string id;
+  std::string name;
+  std::string slug;
+  std::string type;  // spawn-cli | http-sdk | proxy | local
+  std::string description;
+  bool enabled = true;
+  std::string models_json = "[]";
+  std::string adapter_config_json = "{}";
+  std::vector<std::string> credential_fields;  // sorted
+  int64_t credentials_version = 0;
+  std::string created_at;
+  std::string updated_at;
+};
+
+struct ProviderPage {
+  std::vector<Provider> items;
+  int64_t total = 0;
+};
+
+}  // namespace dyad

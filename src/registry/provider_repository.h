@@ -1,0 +1,28 @@
+// ProviderRepository: durable storage of Provider rows.
+//
+// Thread-safe. Errors: kNotFound for an unknown id, kAlreadyExists when a slug
+// (or id) is taken, kUnavailable when the database cannot be reached, with
+// the database's own message.
+#pragma once
+
+#include <string>
+
+#include "core/result.h"
+#include "registry/provider.h"
+
+namespace dyad {
+
+class ProviderRepository {
+ public:
+  virtual ~ProviderRepository() = default;
+  virtual Status Insert(const Provider& p) = 0;
+  virtual Result<Provider> Get(const std::string& id) = 0;
+  virtual Status Update(const Provider& p) = 0;
+  virtual Status Delete(const std::string& id) = 0;
+  // Providers in creation order.
+  virtual Result<ProviderPage> List(int64_t offset, int64_t limit) = 0;
+  // A cheap query that proves the database answers.
+  virtual Status Ping() = 0;
+};
+
+}  // namespace dyad

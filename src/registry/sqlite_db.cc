@@ -1,0 +1,182 @@
+#include "registry/sqlite_db.h"
+
+#include <sqlite3.h>
+
+#include "registry/migrations.h"
+
+namespace dyad {
+namespace {
+
+Error SqliteError(sqlite3* db, int rc, std::string_view what) {
+  ErrorCode code = ErrorCode::kInternal;
+  int primary = rc & 0xff;
+  if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) code = ErrorCode::kAlreadyExists;
+  else if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) code = ErrorCode::kUnavailable;
+  else if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) code = ErrorCode::kDataLoss;
+  else if (primary == SQLITE_CANTOPEN || primary == SQLITE_IOERR || primary == SQLITE_FULL) code = ErrorCode::kUnavailable;
+  const char* msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  return MakeError(code, std::string(what) + ": " + msg);
+}
+
+}  // namespace
+
+Statement::~Statement() {
+  if (stmt_) {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+}
+
+Statement& Statement::Bind(int index, std::string_view text) {
+  sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  return *this;
+}
+Statement& Statement::BindBlob(int index, std::string_view bytes) {
+  sqlite3_bind_blob(stmt_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  return *this;
+}
+Statement& Statement::Bind(int index, int64_t value) {
+  sqlite3_bind_int64(stmt_, index, value);
+  return *this;
+}
+Statement& Statement::BindNull(int index) {
+  sqlite3_bind_null(stmt_, index);
+  return *this;
+}
+
+Result<bool> Statement::Step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqliteError(sqlite3_db_handle(stmt_), sqlite3_extended_errcode(sqlite3_db_handle(stmt_)), "sqlite");
+}
+
+Status Statement::Run() {
+  while (true) {
+    auto r = Step();
+    if (!r.ok()) return r.error();
+    if (!*r) return OkStatus();
+  }
+}
+
+std::string Statement::Text(int col) const {
+  auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))) : std::string();
+}
+std::string Statement::Blob(int col) const {
+  auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
+  return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))) : std::string();
+}
+int64_t Statement::Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+bool Statement::IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+SqliteConnection::~SqliteConnection() {
+  for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+  sqlite3_close(db_);
+}
+
+Result<Statement> SqliteConnection::Prepare(const std::string& sql) {
+  auto it = cache_.find(sql);
+  if (it != cache_.end()) return Statement(it->second);
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
+                              SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db_, rc, "sqlite prepare");
+  cache_.emplace(sql, stmt);
+  return Statement(stmt);
+}
+
+Status SqliteConnection::Exec(const std::string& sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errstr(rc);
+    sqlite3_free(err);
+    Error e = SqliteError(nullptr, sqlite3_extended_errcode(db_), "sqlite");
+    e.message = "sqlite: " + msg;
+    return e;
+  }
+  return OkStatus();
+}
+
+int64_t SqliteConnection::Changes() const { return sqlite3_changes64(db_); }
+
+Result<std::shared_ptr<SqliteDb>> SqliteDb::Open(const std::string& path) {
+  std::shared_ptr<SqliteDb> db(new SqliteDb(path));
+  DYAD_RETURN_IF_ERROR(db->Migrate());
+  return db;
+}
+
+SqliteDb::~SqliteDb() = default;
+
+Result<std::unique_ptr<SqliteConnection>> SqliteDb::Acquire() {
+  {
+    std::lock_guard lock(mu_);
+    if (!idle_.empty()) {
+      auto conn = std::move(idle_.back());
+      idle_.pop_back();
+      return conn;
+    }
+  }
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path_.c_str(), &raw,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    Error e = SqliteError(raw, rc, "cannot open database " + path_);
+    sqlite3_close(raw);
+    return e;
+  }
+  auto conn = std::make_unique<SqliteConnection>(raw);
+  sqlite3_busy_timeout(raw, 5000);
+  DYAD_RETURN_IF_ERROR(conn->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
+  return conn;
+}
+
+void SqliteDb::Release(std::unique_ptr<SqliteConnection> conn) {
+  std::lock_guard lock(mu_);
+  if (idle_.size() < 16) idle_.push_back(std::move(conn));
+}
+
+Status SqliteDb::Transaction(const std::function<Status(SqliteConnection&)>& fn) {
+  auto r = With<bool>([&](SqliteConnection& c) -> Result<bool> {
+    DYAD_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
+    Status s = fn(c);
+    if (s.ok()) s = c.Exec("COMMIT");
+    if (!s.ok()) {
+      (void)c.Exec("ROLLBACK");
+      return s.error();
+    }
+    return true;
+  });
+  if (!r.ok()) return r.error();
+  return OkStatus();
+}
+
+Status SqliteDb::Migrate() {
+  return Transaction([this](SqliteConnection& c) -> Status {
+    DYAD_RETURN_IF_ERROR(c.Exec("CREATE TABLE IF NOT EXISTS schema_migrations("
+                                "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"));
+    int current = 0;
+    {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT COALESCE(MAX(version),0) FROM schema_migrations"));
+      DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row) current = static_cast<int>(st.Int(0));
+    }
+    const auto& migrations = Migrations();
+    if (current > static_cast<int>(migrations.size())) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       "database schema version " + std::to_string(current) +
+                           " is newer than this build knows (" + std::to_string(migrations.size()) + ")");
+    }
+    for (size_t v = static_cast<size_t>(current); v < migrations.size(); ++v) {
+      DYAD_RETURN_IF_ERROR(c.Exec(migrations[v]));
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "INSERT INTO schema_migrations(version, applied_at) VALUES(?, strftime('%Y-%m-%dT%H:%M:%fZ','now'))"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(v + 1)).Run());
+    }
+    schema_version_ = static_cast<int>(migrations.size());
+    return OkStatus();
+  });
+}
+
+}  // namespace dyad

@@ -1,0 +1,101 @@
+// SqliteDb: a pool of SQLite connections to one database file, with the
+// schema migrations applied at open.
+//
+// Thread-safe: each thread leases its own connection (WAL mode lets readers
+// run beside one writer). A connection caches its prepared statements.
+// Errors carry SQLite's own message; a UNIQUE violation is kAlreadyExists,
+// SQLITE_BUSY after the busy timeout is kUnavailable.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/result.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace dyad {
+
+// A prepared statement, reset when it goes out of scope.
+class Statement {
+ public:
+  explicit Statement(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  Statement(Statement&& o) noexcept : stmt_(o.stmt_) { o.stmt_ = nullptr; }
+  Statement(const Statement&) = delete;
+  ~Statement();
+
+  Statement& Bind(int index, std::string_view text);
+  Statement& BindBlob(int index, std::string_view bytes);
+  Statement& Bind(int index, int64_t value);
+  Statement& BindNull(int index);
+
+  // Steps once: true with a row, false when done.
+  Result<bool> Step();
+  // Steps to the end (for statements without rows).
+  Status Run();
+
+  std::string Text(int col) const;
+  std::string Blob(int col) const;
+  int64_t Int(int col) const;
+  bool IsNull(int col) const;
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+class SqliteConnection {
+ public:
+  explicit SqliteConnection(sqlite3* db) : db_(db) {}
+  ~SqliteConnection();
+  SqliteConnection(const SqliteConnection&) = delete;
+
+  Result<Statement> Prepare(const std::string& sql);
+  Status Exec(const std::string& sql);
+  int64_t Changes() const;
+
+ private:
+  sqlite3* db_;
+  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+};
+
+class SqliteDb {
+ public:
+  // Opens (creating if needed) the file, sets WAL and applies migrations.
+  static Result<std::shared_ptr<SqliteDb>> Open(const std::string& path);
+  ~SqliteDb();
+
+  // Runs `fn` on a leased connection.
+  template <typename T>
+  Result<T> With(const std::function<Result<T>(SqliteConnection&)>& fn) {
+    auto conn = Acquire();
+    if (!conn.ok()) return conn.error();
+    auto result = fn(**conn);
+    Release(std::move(conn).value());
+    return result;
+  }
+  // Runs `fn` inside BEGIN IMMEDIATE … COMMIT; rolls back when it fails.
+  Status Transaction(const std::function<Status(SqliteConnection&)>& fn);
+
+  int SchemaVersion() const { return schema_version_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit SqliteDb(std::string path) : path_(std::move(path)) {}
+  Result<std::unique_ptr<SqliteConnection>> Acquire();
+  void Release(std::unique_ptr<SqliteConnection> conn);
+  Status Migrate();
+
+  std::string path_;
+  int schema_version_ = 0;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<SqliteConnection>> idle_;
+};
+
+}  // namespace dyad

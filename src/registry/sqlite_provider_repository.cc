@@ -1,0 +1,158 @@
+#include "registry/sqlite_provider_repository.h"
+
+namespace dyad {
+namespace {
+
+constexpr char kColumns[] =
+    "id, slug, name, type, description, enabled, models, adapter_config, credential_fields, "
+    "credentials_version, created_at, updated_at";
+
+std::string JoinFields(const std::vector<std::string>& fields) {
+  std::string out;
+  for (const auto& f : fields) out += (out.empty() ? "" : ",") + f;
+  return out;
+}
+
+std::vector<std::string> SplitFields(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t comma = s.find(',', start);
+    if (comma == std::string::npos) comma = s.size();
+    out.push_back(s.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
+Provider ReadRow(const Statement& st) {
+  Provider p;
+  p.id = st.Text(0);
+  p.slug = st.Text(1);
+  p.name = st.Text(2);
+  p.type = st.Text(3);
+  p.description = st.Text(4);
+  p.enabled = st.Int(5) != 0;
+  p.models_json = st.Text(6);
+  p.adapter_config_json = st.Text(7);
+  p.credential_fields = SplitFields(st.Text(8));
+  p.credentials_version = st.Int(9);
+  p.created_at = st.Text(10);
+  p.updated_at = st.Text(11);
+  return p;
+}
+
+// Binds every column but id (at index 12 for UPDATE, 1 for INSERT).
+void BindBody(Statement& st, const Provider& p, int first) {
+  st.Bind(first, p.slug)
+      .Bind(first + 1, p.name)
+      .Bind(first + 2, p.type)
+      .Bind(first + 3, p.description)
+      .Bind(first + 4, static_cast<int64_t>(p.enabled))
+      .Bind(first + 5, p.models_json)
+      .Bind(first + 6, p.adapter_config_json)
+      .Bind(first + 7, JoinFields(p.credential_fields))
+      .Bind(first + 8, p.credentials_version)
+      .Bind(first + 9, p.created_at)
+      .Bind(first + 10, p.updated_at);
+}
+
+Error SlugTaken(const Provider& p) {
+  return MakeError(ErrorCode::kAlreadyExists, "a provider with slug '" + p.slug + "' already exists");
+}
+
+class SqliteProviderRepository final : public ProviderRepository {
+ public:
+  explicit SqliteProviderRepository(std::shared_ptr<SqliteDb> db) : db_(std::move(db)) {}
+
+  Status Insert(const Provider& p) override {
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(std::string("INSERT INTO providers(") + kColumns +
+                                                     ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?)"));
+      st.Bind(1, p.id);
+      BindBody(st, p, 2);
+      DYAD_RETURN_IF_ERROR(st.Run());
+      return true;
+    });
+    if (!r.ok()) return r.code() == ErrorCode::kAlreadyExists ? SlugTaken(p) : r.error();
+    return OkStatus();
+  }
+
+  Result<Provider> Get(const std::string& id) override {
+    return db_->With<Provider>([&](SqliteConnection& c) -> Result<Provider> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(std::string("SELECT ") + kColumns +
+                                                     " FROM providers WHERE id = ?"));
+      st.Bind(1, id);
+      DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) return MakeError(ErrorCode::kNotFound, "provider '" + id + "' not found");
+      return ReadRow(st);
+    });
+  }
+
+  Status Update(const Provider& p) override {
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "UPDATE providers SET slug=?, name=?, type=?, description=?, enabled=?, models=?, "
+          "adapter_config=?, credential_fields=?, credentials_version=?, created_at=?, updated_at=? "
+          "WHERE id=?"));
+      BindBody(st, p, 1);
+      st.Bind(12, p.id);
+      DYAD_RETURN_IF_ERROR(st.Run());
+      if (c.Changes() == 0) return MakeError(ErrorCode::kNotFound, "provider '" + p.id + "' not found");
+      return true;
+    });
+    if (!r.ok()) return r.code() == ErrorCode::kAlreadyExists ? SlugTaken(p) : r.error();
+    return OkStatus();
+  }
+
+  Status Delete(const std::string& id) override {
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("DELETE FROM providers WHERE id = ?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, id).Run());
+      if (c.Changes() == 0) return MakeError(ErrorCode::kNotFound, "provider '" + id + "' not found");
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    return OkStatus();
+  }
+
+  Result<ProviderPage> List(int64_t offset, int64_t limit) override {
+    return db_->With<ProviderPage>([&](SqliteConnection& c) -> Result<ProviderPage> {
+      ProviderPage page;
+      {
+        DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT COUNT(*) FROM providers"));
+        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (row) page.total = st.Int(0);
+      }
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(std::string("SELECT ") + kColumns +
+                                                     " FROM providers ORDER BY rowid LIMIT ? OFFSET ?"));
+      st.Bind(1, limit).Bind(2, offset);
+      while (true) {
+        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        page.items.push_back(ReadRow(st));
+      }
+      return page;
+    });
+  }
+
+  Status Ping() override {
+    auto r = db_->With<bool>([](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT 1"));
+      return st.Step();
+    });
+    if (!r.ok()) return r.error();
+    return OkStatus();
+  }
+
+ private:
+  std::shared_ptr<SqliteDb> db_;
+};
+
+}  // namespace
+
+std::unique_ptr<ProviderRepository> NewSqliteProviderRepository(std::shared_ptr<SqliteDb> db) {
+  return std::make_unique<SqliteProviderRepository>(std::move(db));
+}
+
+}  // namespace dyad

@@ -1,0 +1,239 @@
+#include "secrets/credential_cache.h"
+
+#include <condition_variable>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+
+namespace dyad {
+
+struct CredentialCache::Flight {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result<CredentialsPtr>> result;
+};
+
+struct alignas(64) CredentialCache::Shard {
+  struct Entry {
+    CredentialsPtr value;  // null: a cached "not found"
+    Clock::Instant expires;
+    Clock::Instant stale_until;
+    Clock::Instant retry_after;
+    Clock::Instant last_access;
+    bool refreshing = false;
+  };
+  std::mutex mu;
+  std::unordered_map<std::string, Entry> entries;
+  std::unordered_map<std::string, std::shared_ptr<Flight>> flights;
+  uint64_t epoch = 0;  // bumped by every invalidation in this shard
+  uint64_t hits = 0, misses = 0, stale = 0, loads = 0, load_errors = 0;
+};
+
+CredentialCache::CredentialCache(CacheOptions options, const Clock& clock, Spawner spawn)
+    : options_(options), clock_(clock), spawn_(std::move(spawn)) {
+  if (options_.shards == 0) options_.shards = 1;
+  shards_ = std::make_unique<Shard[]>(options_.shards);
+}
+
+CredentialCache::~CredentialCache() = default;
+
+CredentialCache::Shard& CredentialCache::ShardFor(const std::string& key) {
+  return shards_[std::hash<std::string>{}(key) % options_.shards];
+}
+
+static Error NotFoundError(const std::string& key) {
+  return MakeError(ErrorCode::kNotFound, "no credentials for '" + key + "'");
+}
+
+Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loader) {
+  const Clock::Instant now = clock_.Now();
+  Shard& shard = ShardFor(key);
+  std::unique_lock lock(shard.mu);
+  CredentialsPtr stale_value;
+  Clock::Instant stale_until{};
+  auto it = shard.entries.find(key);
+  if (it != shard.entries.end()) {
+    auto& e = it->second;
+    if (now < e.expires) {
+      e.last_access = now;
+      ++shard.hits;
+      if (!e.value) return NotFoundError(key);
+      CacheRead read{e.value, CacheSource::kHit};
+      auto ahead = std::chrono::duration_cast<Clock::Duration>(options_.ttl * options_.refresh_ahead_fraction);
+      if (!e.refreshing && now >= e.expires - ahead && spawn_) {
+        e.refreshing = true;
+        lock.unlock();
+        StartRefresh(shard, key, loader);
+      }
+      return read;
+    }
+    if (e.value && now < e.stale_until && now < e.retry_after) {
+      // The last load failed moments ago: serve stale without asking again.
+      e.last_access = now;
+      ++shard.stale;
+      return CacheRead{e.value, CacheSource::kStale};
+    }
+    stale_value = e.value;
+    stale_until = e.stale_until;
+  }
+  ++shard.misses;
+  return LoadOrJoin(shard, key, loader, lock, std::move(stale_value), stale_until);
+}
+
+Result<CacheRead> CredentialCache::LoadOrJoin(Shard& shard, const std::string& key, const Loader& loader,
+                                              std::unique_lock<std::mutex>& lock, CredentialsPtr stale_value,
+                                              Clock::Instant stale_until) {
+  std::shared_ptr<Flight> flight;
+  bool leader = false;
+  if (auto f = shard.flights.find(key); f != shard.flights.end()) {
+    flight = f->second;
+  } else {
+    flight = std::make_shared<Flight>();
+    shard.flights.emplace(key, flight);
+    leader = true;
+  }
+  const uint64_t epoch = shard.epoch;
+  lock.unlock();
+
+  std::optional<Result<CredentialsPtr>> result;
+  if (leader) {
+    result.emplace(loader());
+    Publish(shard, key, epoch, *result, clock_.Now());
+    {
+      std::lock_guard fl(flight->mu);
+      flight->result = *result;
+    }
+    flight->cv.notify_all();
+  } else {
+    std::unique_lock fl(flight->mu);
+    flight->cv.wait(fl, [&] { return flight->result.has_value(); });
+    result = *flight->result;
+  }
+  if (result->ok()) return CacheRead{result->value(), CacheSource::kLoaded};
+  if (result->code() == ErrorCode::kUnavailable && stale_value && clock_.Now() < stale_until) {
+    std::lock_guard relock(shard.mu);
+    ++shard.stale;
+    return CacheRead{std::move(stale_value), CacheSource::kStale};
+  }
+  return result->error();
+}
+
+void CredentialCache::Publish(Shard& shard, const std::string& key, uint64_t epoch,
+                              const Result<CredentialsPtr>& result, Clock::Instant now) {
+  bool grew = false;
+  {
+    std::lock_guard lock(shard.mu);
+    shard.flights.erase(key);
+    ++shard.loads;
+    if (!result.ok()) ++shard.load_errors;
+    bool current = shard.epoch == epoch;  // no invalidation since the load began
+    auto it = shard.entries.find(key);
+    if (result.ok() || result.code() == ErrorCode::kNotFound) {
+      if (!current) return;
+      Shard::Entry e;
+      e.value = result.ok() ? result.value() : nullptr;
+      e.expires = now + (result.ok() ? options_.ttl : options_.negative_ttl);
+      e.stale_until = result.ok() ? e.expires + options_.stale_if_error : e.expires;
+      e.retry_after = now;
+      e.last_access = now;
+      if (it == shard.entries.end()) {
+        shard.entries.emplace(key, std::move(e));
+        grew = true;
+      } else {
+        it->second = std::move(e);
+      }
+    } else if (it != shard.entries.end()) {
+      it->second.retry_after = now + options_.error_backoff;
+      it->second.refreshing = false;
+    }
+  }
+  if (grew) {
+    size_.fetch_add(1, std::memory_order_relaxed);
+    EvictIfFull();
+  }
+}
+
+void CredentialCache::StartRefresh(Shard& shard, const std::string& key, const Loader& loader) {
+  std::shared_ptr<Flight> flight;
+  uint64_t epoch;
+  {
+    std::lock_guard lock(shard.mu);
+    if (shard.flights.count(key)) return;
+    flight = std::make_shared<Flight>();
+    shard.flights.emplace(key, flight);
+    epoch = shard.epoch;
+  }
+  spawn_([this, &shard, key, loader, flight, epoch] {
+    Result<CredentialsPtr> result = loader();
+    Publish(shard, key, epoch, result, clock_.Now());
+    {
+      std::lock_guard fl(flight->mu);
+      flight->result = result;
+    }
+    flight->cv.notify_all();
+  });
+}
+
+void CredentialCache::EvictIfFull() {
+  while (size_.load(std::memory_order_relaxed) > options_.max_entries) {
+    size_t best_shard = options_.shards;
+    std::string best_key;
+    Clock::Instant best_time = Clock::Instant::max();
+    for (size_t i = 0; i < options_.shards; ++i) {
+      std::lock_guard lock(shards_[i].mu);
+      for (const auto& [k, e] : shards_[i].entries) {
+        if (e.last_access < best_time) {
+          best_time = e.last_access;
+          best_shard = i;
+          best_key = k;
+        }
+      }
+    }
+    if (best_shard == options_.shards) return;
+    std::lock_guard lock(shards_[best_shard].mu);
+    auto& entries = shards_[best_shard].entries;
+    auto it = entries.find(best_key);
+    if (it != entries.end() && it->second.last_access == best_time) {
+      entries.erase(it);  // the value is zeroed when its last reader drops it
+      size_.fetch_sub(1, std::memory_order_relaxed);
+      evictions_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+void CredentialCache::Invalidate(const std::string& key) {
+  Shard& shard = ShardFor(key);
+  std::lock_guard lock(shard.mu);
+  ++shard.epoch;
+  if (shard.entries.erase(key)) size_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+size_t CredentialCache::Clear() {
+  size_t cleared = 0;
+  for (size_t i = 0; i < options_.shards; ++i) {
+    std::lock_guard lock(shards_[i].mu);
+    ++shards_[i].epoch;
+    cleared += shards_[i].entries.size();
+    size_.fetch_sub(shards_[i].entries.size(), std::memory_order_relaxed);
+    shards_[i].entries.clear();
+  }
+  return cleared;
+}
+
+CacheStats CredentialCache::Stats() const {
+  CacheStats s;
+  for (size_t i = 0; i < options_.shards; ++i) {
+    std::lock_guard lock(shards_[i].mu);
+    s.hits += shards_[i].hits;
+    s.misses += shards_[i].misses;
+    s.stale += shards_[i].stale;
+    s.loads += shards_[i].loads;
+    s.load_errors += shards_[i].load_errors;
+  }
+  s.evictions = evictions_.load(std::memory_order_relaxed);
+  s.size = Size();
+  return s;
+}
+
+}  // namespace dyad

@@ -1,0 +1,83 @@
+// CredentialCache: the in-memory read cache of DESIGN.md §6.
+//
+// Keyed by provider id. TTL expiry; an entry bound with least-recently-used
+// eviction across all shards; sharded locks so hits on two cores do not
+// contend; single-flight (concurrent misses of one key make one load);
+// refresh ahead of expiry through the injected spawner; stale-if-error
+// within a window when the load fails with kUnavailable (failed refreshes
+// back off, so a down backend sees no storm); short negative caching of
+// kNotFound; Invalidate()/Clear() on every write, and a load that started
+// before an invalidation never re-inserts its older value. Values are
+// shared_ptr<const Credentials>: an evicted value is zeroed when its last
+// reader lets it go. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <mutex>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "secrets/credentials.h"
+
+namespace dyad {
+
+struct CacheOptions {
+  size_t max_entries = 100;
+  Clock::Duration ttl = std::chrono::seconds(300);
+  Clock::Duration stale_if_error = std::chrono::seconds(3600);
+  Clock::Duration negative_ttl = std::chrono::seconds(5);
+  Clock::Duration error_backoff = std::chrono::seconds(5);
+  double refresh_ahead_fraction = 0.1;  // refresh in the last 10% of the TTL
+  size_t shards = 16;
+};
+
+enum class CacheSource { kHit, kLoaded, kStale };
+
+struct CacheRead {
+  CredentialsPtr value;
+  CacheSource source = CacheSource::kHit;
+};
+
+struct CacheStats {
+  uint64_t hits = 0, misses = 0, stale = 0, evictions = 0, loads = 0, load_errors = 0;
+  size_t size = 0;
+};
+
+class CredentialCache {
+ public:
+  using Loader = std::function<Result<CredentialsPtr>()>;
+  using Spawner = std::function<void(std::function<void()>)>;
+
+  CredentialCache(CacheOptions options, const Clock& clock, Spawner spawn);
+  ~CredentialCache();
+
+  Result<CacheRead> Get(const std::string& key, const Loader& loader);
+  void Invalidate(const std::string& key);
+  size_t Clear();  // returns how many entries it dropped
+  size_t Size() const { return size_.load(std::memory_order_relaxed); }
+  CacheStats Stats() const;
+
+ private:
+  struct Shard;
+  struct Flight;
+  Shard& ShardFor(const std::string& key);
+  Result<CacheRead> LoadOrJoin(Shard& shard, const std::string& key, const Loader& loader,
+                               std::unique_lock<std::mutex>& lock, CredentialsPtr stale_value,
+                               Clock::Instant stale_until);
+  void Publish(Shard& shard, const std::string& key, uint64_t epoch, const Result<CredentialsPtr>& result,
+               Clock::Instant now);
+  void StartRefresh(Shard& shard, const std::string& key, const Loader& loader);
+  void EvictIfFull();
+
+  CacheOptions options_;
+  const Clock& clock_;
+  Spawner spawn_;
+  std::unique_ptr<Shard[]> shards_;
+  std::atomic<size_t> size_{0};
+  std::atomic<uint64_t> evictions_{0};
+};
+
+}  // namespace dyad

@@ -1,0 +1,36 @@
+// Credentials: a provider's credential fields in clear, as the read path
+// hands them out (shared, immutable, zeroed when the last reference goes).
+//
+// The payload sealed in an envelope is the canonical JSON object of the
+// fields (keys sorted, compact). Fingerprint() is the first 16 hex digits of
+// SHA-256 over that text: enough to tell two values apart in an API
+// response, never enough to recover one.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/result.h"
+#include "core/secret_bytes.h"
+
+namespace dyad {
+
+using CredentialFields = std::map<std::string, SecretBytes>;
+
+struct Credentials {
+  CredentialFields fields;
+  int64_t version = 0;      // credentials version (envelope cv)
+  std::string origin;       // store | environment | fallback
+  uint32_t key_version = 0; // 0 when not from an envelope
+};
+
+using CredentialsPtr = std::shared_ptr<const Credentials>;
+
+SecretBytes CredentialsToJson(const CredentialFields& fields);
+// Parses a JSON object of string values; errors never include values.
+Result<CredentialFields> CredentialsFromJson(std::string_view json);
+std::string Fingerprint(const CredentialFields& fields);
+
+}  // namespace dyad

@@ -1,0 +1,42 @@
+// Envelope format v1 (DESIGN.md §5): the self-describing JSON document that
+// holds one sealed credential payload.
+//
+//   {"v":1,"kms":"local","kid":"<key id>","kver":3,"cv":7,
+//    "dek":"<b64 wrapped DEK>","iv":"<b64 12 bytes>","ct":"<b64 ciphertext‖tag>"}
+//
+// kver is the KMS key version that wrapped the DEK; cv the credentials
+// version. The AAD binds format version ‖ secret name ‖ cv, so a blob moved
+// to another name or replayed under another version fails to open.
+// ParseEnvelope is bounded (kMaxEnvelopeBytes) and names the field at fault.
+// Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/result.h"
+
+namespace dyad {
+
+inline constexpr size_t kMaxEnvelopeBytes = 256 * 1024;
+inline constexpr size_t kMaxWrappedKeyBytes = 4096;
+
+struct Envelope {
+  int format_version = 1;
+  std::string kms;     // key manager kind
+  std::string key_id;
+  uint32_t key_version = 0;
+  int64_t credentials_version = 0;
+  std::string wrapped_dek;  // raw bytes
+  std::string nonce;        // raw 12 bytes
+  std::string ciphertext;   // raw ciphertext ‖ tag
+};
+
+std::string SerializeEnvelope(const Envelope& e);
+Result<Envelope> ParseEnvelope(std::string_view text);
+
+// Length-prefixed: "dyad-envelope-v1" ‖ len(name) ‖ name ‖ cv (8 bytes BE).
+std::string EnvelopeAad(std::string_view secret_name, int64_t credentials_version);
+
+}  // namespace dyad

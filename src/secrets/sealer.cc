@@ -1,0 +1,53 @@
+#include "secrets/sealer.h"
+
+#include "secrets/aes_gcm.h"
+
+namespace dyad {
+
+Result<std::string> Sealer::Seal(std::string_view secret_name, int64_t credentials_version,
+                                 const SecretBytes& payload) {
+  DYAD_ASSIGN_OR_RETURN(DataKey dek, keys_.GenerateDataKey());
+  Envelope e;
+  e.kms = keys_.Kind();
+  e.key_id = keys_.KeyId();
+  e.key_version = dek.version;
+  e.credentials_version = credentials_version;
+  e.wrapped_dek = std::move(dek.wrapped);
+  e.nonce.assign(kGcmNonceSize, '\0');
+  DYAD_RETURN_IF_ERROR(random_.Fill(reinterpret_cast<uint8_t*>(e.nonce.data()), e.nonce.size()));
+  DYAD_ASSIGN_OR_RETURN(e.ciphertext, AesGcmSeal(dek.plaintext, e.nonce, EnvelopeAad(secret_name, credentials_version),
+                                                 payload.view()));
+  return SerializeEnvelope(e);
+}
+
+Result<OpenedSecret> Sealer::Open(std::string_view secret_name, std::string_view envelope_text) {
+  DYAD_ASSIGN_OR_RETURN(Envelope e, ParseEnvelope(envelope_text));
+  if (e.kms != keys_.Kind() || e.key_id != keys_.KeyId()) {
+    return MakeError(ErrorCode::kFailedPrecondition, "envelope was sealed by " + e.kms + " key '" + e.key_id +
+                                                         "', not the configured " + keys_.Kind() + " key '" +
+                                                         keys_.KeyId() + "'");
+  }
+  DYAD_ASSIGN_OR_RETURN(SecretBytes dek, keys_.Decrypt(e.key_version, e.wrapped_dek));
+  auto payload = AesGcmOpen(dek, e.nonce, EnvelopeAad(secret_name, e.credentials_version), e.ciphertext);
+  if (!payload.ok()) {
+    return MakeError(ErrorCode::kDataLoss, "envelope of '" + std::string(secret_name) +
+                                               "': payload authentication failed (tampered, moved or corrupt)");
+  }
+  return OpenedSecret{std::move(payload).value(), e.credentials_version, e.key_version};
+}
+
+Result<std::string> Sealer::Rewrap(std::string_view secret_name, std::string_view envelope_text, uint32_t primary,
+                                   bool force) {
+  DYAD_ASSIGN_OR_RETURN(Envelope e, ParseEnvelope(envelope_text));
+  if (e.key_version >= primary && !force) {
+    return MakeError(ErrorCode::kAlreadyExists, "already on the primary key version");
+  }
+  DYAD_ASSIGN_OR_RETURN(WrappedKey moved, keys_.ReEncrypt(e.key_version, e.wrapped_dek));
+  e.wrapped_dek = std::move(moved.wrapped);
+  e.key_version = moved.version;
+  std::string text = SerializeEnvelope(e);
+  DYAD_RETURN_IF_ERROR(Open(secret_name, text));  // verify before it replaces the old blob
+  return text;
+}
+
+}  // namespace dyad

@@ -1,0 +1,63 @@
+#include "server/envelope.h"
+
+#include <nlohmann/json.hpp>
+
+namespace dyad {
+
+HttpResponse JsonSuccess(const nlohmann::json& data, int status) {
+  HttpResponse r;
+  r.status = status;
+  // "status" first, as the seed shows it (a json object would sort it last).
+  r.body = "{\"status\":\"success\",\"data\":" +
+           data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "}";
+  return r;
+}
+
+HttpResponse JsonError(int status, std::string_view code, std::string_view message) {
+  HttpResponse r;
+  r.status = status;
+  nlohmann::json error = {{"code", std::string(code)}, {"message", std::string(message)}};
+  r.body = "{\"status\":\"error\",\"error\":" +
+           error.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "}";
+  return r;
+}
+
+int HttpStatusFor(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kUnauthenticated: return 401;
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kConflict:
+    case ErrorCode::kFailedPrecondition: return 409;
+    case ErrorCode::kUnimplemented: return 501;
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kDataLoss:
+    case ErrorCode::kInternal: return 500;
+  }
+  return 500;
+}
+
+static std::string_view EnvelopeCode(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return "VALIDATION_ERROR";
+    case ErrorCode::kUnauthenticated: return "UNAUTHORIZED";
+    case ErrorCode::kPermissionDenied: return "FORBIDDEN";
+    case ErrorCode::kNotFound: return "NOT_FOUND";
+    case ErrorCode::kAlreadyExists: return "CONFLICT";
+    case ErrorCode::kConflict: return "CONFLICT";
+    case ErrorCode::kFailedPrecondition: return "FAILED_PRECONDITION";
+    case ErrorCode::kUnimplemented: return "NOT_IMPLEMENTED";
+    case ErrorCode::kUnavailable: return "SERVICE_UNAVAILABLE";
+    case ErrorCode::kDataLoss: return "DATA_LOSS";
+    case ErrorCode::kInternal: return "INTERNAL_ERROR";
+  }
+  return "INTERNAL_ERROR";
+}
+
+HttpResponse JsonError(const Error& error) {
+  return JsonError(HttpStatusFor(error.code), EnvelopeCode(error.code), error.message);
+}
+
+}  // namespace dyad

@@ -1,0 +1,22 @@
+// The JSON envelope of every response (DESIGN.md §8):
+//   {"status":"success","data":…}
+//   {"status":"error","error":{"code":"NOT_FOUND","message":"…"}}
+// and the one mapping from ErrorCode to HTTP status and error code.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+#include <string_view>
+
+#include "core/result.h"
+#include "server/http_types.h"
+
+namespace dyad {
+
+HttpResponse JsonSuccess(const nlohmann::json& data, int status = 200);
+HttpResponse JsonError(int status, std::string_view code, std::string_view message);
+// Maps an Error to its HTTP status and envelope, keeping its message.
+HttpResponse JsonError(const Error& error);
+
+int HttpStatusFor(ErrorCode code);
+
+}  // namespace dyad

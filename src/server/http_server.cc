@@ -1,0 +1,258 @@
+#include "server/http_server.h"
+
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "core/encoding.h"
+
+namespace dyad {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+bool PrintableId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+std::string GenerateRequestId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  uint64_t v[2] = {rng(), rng()};
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(v), sizeof v));
+}
+
+}  // namespace
+
+class Session;
+
+struct HttpServer::Impl {
+  HttpServerOptions options;
+  RequestHandler handler;
+  asio::io_context ioc;
+  tcp::acceptor acceptor{ioc};
+  asio::signal_set signals{ioc};
+  asio::steady_timer grace_timer{ioc};
+  std::atomic<bool> stopping{false};
+  std::mutex mu;
+  uint64_t next_session = 0;
+  std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions;
+
+  void Accept();
+  void BeginShutdown();
+  void Forget(uint64_t id);
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, HttpServer::Impl* server, uint64_t id)
+      : stream_(std::move(socket)), server_(server), id_(id) {}
+  ~Session() { server_->Forget(id_); }
+
+  void Start() { asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); }); }
+
+  // Called on the session's strand when the server shuts down.
+  void OnShutdown() {
+    if (!busy_ && !(parser_ && parser_->got_some())) {
+      beast::error_code ec;
+      stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+      stream_.cancel();
+    }
+  }
+  auto executor() { return stream_.get_executor(); }
+
+ private:
+  void Read() {
+    parser_.emplace();
+    parser_->body_limit(server_->options.max_body_bytes);
+    parser_->header_limit(16 * 1024);
+    stream_.expires_after(first_ ? server_->options.header_timeout : server_->options.idle_timeout);
+    first_ = false;
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  }
+
+  void OnRead(beast::error_code ec) {
+    if (ec == http::error::body_limit) {
+      return Reply(413, "PAYLOAD_TOO_LARGE",
+                   "the request body exceeds " + std::to_string(server_->options.max_body_bytes) + " bytes");
+    }
+    if (ec == http::error::header_limit) return Reply(431, "HEADERS_TOO_LARGE", "request headers too large");
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted ||
+        ec == asio::error::connection_reset || ec == asio::error::eof) {
+      return Close();
+    }
+    if (ec) return Reply(400, "BAD_REQUEST", "malformed HTTP request");
+    busy_ = true;
+    auto& msg = parser_->get();
+    HttpRequest req;
+    req.method = std::string(msg.method_string());
+    std::string_view target = msg.target();
+    auto q = target.find('?');
+    req.path = std::string(target.substr(0, q));
+    if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
+    req.authorization = std::string(msg[http::field::authorization]);
+    req.content_type = std::string(msg[http::field::content_type]);
+    std::string_view rid = msg["X-Request-Id"];
+    req.request_id = PrintableId(rid) ? std::string(rid) : GenerateRequestId();
+    beast::error_code peer_ec;
+    auto ep = stream_.socket().remote_endpoint(peer_ec);
+    if (!peer_ec) req.peer = ep.address().to_string();
+    req.body = std::move(msg.body());
+    keep_alive_ = msg.keep_alive();
+    HttpResponse resp = server_->handler(req);
+    Write(std::move(resp), req.request_id, msg.version());
+  }
+
+  void Reply(int status, std::string_view code, const std::string& message) {
+    HttpResponse r;
+    r.status = status;
+    r.body = std::string(R"({"status":"error","error":{"code":")") + std::string(code) +
+             R"(","message":")" + message + "\"}}";
+    keep_alive_ = false;
+    busy_ = true;
+    Write(std::move(r), GenerateRequestId(), 11);
+  }
+
+  void Write(HttpResponse resp, const std::string& request_id, unsigned version) {
+    auto res = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(resp.status), version);
+    res->set(http::field::server, "dyad-gateway");
+    res->set(http::field::content_type, resp.content_type);
+    res->set("X-Request-Id", request_id);
+    for (auto& [k, v] : resp.headers) res->set(k, v);
+    res->body() = std::move(resp.body);
+    res->keep_alive(keep_alive_ && !server_->stopping);
+    res->prepare_payload();
+    stream_.expires_after(server_->options.idle_timeout);
+    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
+      self->busy_ = false;
+      if (ec || !res->keep_alive()) return self->Close();
+      self->Read();
+    });
+  }
+
+  void Close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  HttpServer::Impl* server_;
+  uint64_t id_;
+  bool first_ = true;
+  bool busy_ = false;
+  bool keep_alive_ = true;
+};
+
+void HttpServer::Impl::Accept() {
+  acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (stopping || !acceptor.is_open()) return;
+      return Accept();  // e.g. EMFILE: keep serving the others
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    std::shared_ptr<Session> session;
+    {
+      std::lock_guard lock(mu);
+      uint64_t id = next_session++;
+      session = std::make_shared<Session>(std::move(socket), this, id);
+      sessions[id] = session;
+    }
+    session->Start();
+    Accept();
+  });
+}
+
+void HttpServer::Impl::Forget(uint64_t id) {
+  std::lock_guard lock(mu);
+  sessions.erase(id);
+  if (stopping && sessions.empty()) {
+    asio::post(ioc, [this] { grace_timer.cancel(); });
+  }
+}
+
+void HttpServer::Impl::BeginShutdown() {
+  if (stopping.exchange(true)) return;
+  beast::error_code ec;
+  acceptor.close(ec);
+  signals.cancel(ec);
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard lock(mu);
+    for (auto& [id, weak] : sessions) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+    if (sessions.empty()) return;  // nothing to wait for
+  }
+  for (auto& s : live) asio::post(s->executor(), [s] { s->OnShutdown(); });
+  grace_timer.expires_after(options.shutdown_grace);
+  grace_timer.async_wait([this](beast::error_code ec) {
+    if (!ec) ioc.stop();  // requests still running past the grace period
+  });
+}
+
+HttpServer::HttpServer(HttpServerOptions options, RequestHandler handler) : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  impl_->handler = std::move(handler);
+}
+
+HttpServer::~HttpServer() = default;
+
+Status HttpServer::Listen() {
+  beast::error_code ec;
+  auto address = asio::ip::make_address(impl_->options.host, ec);
+  std::string where = impl_->options.host + ":" + std::to_string(impl_->options.port);
+  if (ec) return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_HOST: '" + impl_->options.host + "' is not an IP address");
+  tcp::endpoint endpoint(address, impl_->options.port);
+  auto& acc = impl_->acceptor;
+  acc.open(endpoint.protocol(), ec);
+  if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acc.bind(endpoint, ec);
+  if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return MakeError(ErrorCode::kUnavailable, "cannot listen on " + where + ": " + ec.message());
+  return OkStatus();
+}
+
+uint16_t HttpServer::port() const {
+  beast::error_code ec;
+  auto ep = impl_->acceptor.local_endpoint(ec);
+  return ec ? 0 : ep.port();
+}
+
+void HttpServer::Run() {
+  impl_->signals.add(SIGINT);
+  impl_->signals.add(SIGTERM);
+  impl_->signals.async_wait([this](beast::error_code ec, int) {
+    if (!ec) impl_->BeginShutdown();
+  });
+  impl_->Accept();
+  std::vector<std::thread> threads;
+  for (int i = 1; i < impl_->options.threads; ++i) threads.emplace_back([this] { impl_->ioc.run(); });
+  impl_->ioc.run();
+  for (auto& t : threads) t.join();
+}
+
+void HttpServer::Shutdown() {
+  asio::post(impl_->ioc, [this] { impl_->BeginShutdown(); });
+}
+
+}  // namespace dyad

@@ -1,0 +1,159 @@
+#include "service/provider_service.h"
+
+#include "core/time_format.h"
+
+namespace dyad {
+namespace {
+
+std::vector<std::string> Names(const CredentialFields& fields) {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : fields) out.push_back(k);
+  return out;
+}
+
+void Apply(const ProviderPatch& patch, Provider& p) {
+  if (patch.name) p.name = *patch.name;
+  if (patch.slug) p.slug = *patch.slug;
+  if (patch.type) p.type = *patch.type;
+  if (patch.description) p.description = *patch.description;
+  if (patch.enabled) p.enabled = *patch.enabled;
+  if (patch.models_json) p.models_json = *patch.models_json;
+  if (patch.adapter_config_json) p.adapter_config_json = *patch.adapter_config_json;
+}
+
+}  // namespace
+
+std::vector<std::string> RequiredCredentialFields(const std::string& type) {
+  if (type == "http-sdk" || type == "proxy") return {"api_key"};
+  return {};
+}
+
+void ProviderService::Audit(const std::string& action, const std::string& id, const Status& s, const Caller& caller,
+                            std::vector<std::string> fields) {
+  AuditEvent e;
+  e.actor = caller.actor;
+  e.request_id = caller.request_id;
+  e.action = action;
+  e.resource = id;
+  e.fields = std::move(fields);
+  if (!s.ok()) {
+    e.outcome = "failure";
+    e.error_code = std::string(ErrorCodeName(s.code()));
+    e.detail = s.error().message;
+  }
+  audit_.Record(e);
+}
+
+Result<Provider> ProviderService::Create(const ProviderPatch& input, const Caller& caller) {
+  Provider p;
+  p.id = NewUuid(random_);
+  Apply(input, p);
+  p.created_at = p.updated_at = FormatIso8601(clock_.WallNow());
+  auto lock = secrets_.LockProvider(p.id);
+  Status s;
+  if (input.credentials && !input.credentials->empty()) {
+    p.credential_fields = Names(*input.credentials);
+    p.credentials_version = 1;
+    s = secrets_.Create(p.id, p.credentials_version, *input.credentials, caller);
+  }
+  if (s.ok()) {
+    s = repo_.Insert(p);
+    if (!s.ok() && p.credentials_version > 0) {
+      Status undo = secrets_.RestoreRaw(p.id, std::nullopt);  // no secret without its row
+      if (!undo.ok()) Audit("secret.orphaned", p.id, undo, caller);
+    }
+  }
+  Audit("provider.create", p.id, s, caller, p.credential_fields);
+  if (!s.ok()) return s.error();
+  return p;
+}
+
+Result<Provider> ProviderService::Update(const std::string& id, const ProviderPatch& patch, const Caller& caller) {
+  auto lock = secrets_.LockProvider(id);
+  auto result = [&]() -> Result<Provider> {
+    DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
+    Apply(patch, p);
+    p.updated_at = FormatIso8601(clock_.WallNow());
+    std::optional<std::string> previous;
+    bool wrote_secret = false;
+    if (patch.credentials) {
+      DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
+      if (patch.credentials->empty()) {
+        if (previous) DYAD_RETURN_IF_ERROR(secrets_.Delete(id, caller));
+        p.credential_fields.clear();
+      } else {
+        p.credential_fields = Names(*patch.credentials);
+        DYAD_RETURN_IF_ERROR(secrets_.Put(id, p.credentials_version + 1, *patch.credentials, caller));
+      }
+      ++p.credentials_version;
+      wrote_secret = true;
+    }
+    Status s = repo_.Update(p);
+    if (!s.ok() && wrote_secret) {
+      Status undo = secrets_.RestoreRaw(id, previous);  // the row and the secret stay in step
+      if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller);
+    }
+    if (!s.ok()) return s.error();
+    return p;
+  }();
+  Audit(patch.credentials ? "credentials.rotate" : "provider.update", id,
+        result.ok() ? OkStatus() : Status(result.error()), caller,
+        patch.credentials ? Names(*patch.credentials) : std::vector<std::string>{});
+  return result;
+}
+
+Result<Provider> ProviderService::RotateCredentials(const std::string& id, const CredentialFields& credentials,
+                                                    const Caller& caller) {
+  ProviderPatch patch;
+  patch.credentials = credentials;
+  return Update(id, patch, caller);
+}
+
+Status ProviderService::Delete(const std::string& id, const Caller& caller) {
+  auto lock = secrets_.LockProvider(id);
+  Status s = repo_.Delete(id);
+  if (s.ok()) {
+    // The row goes first: a secret whose delete fails is an orphan that the
+    // reconciliation sweep removes, never a row without its secret.
+    Status gone = secrets_.Delete(id, caller);
+    if (!gone.ok()) Audit("secret.orphaned", id, gone, caller);
+  }
+  Audit("provider.delete", id, s, caller);
+  return s;
+}
+
+Result<ValidationReport> ProviderService::Validate(const std::string& id, const Caller& caller) {
+  DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
+  ValidationReport report;
+  auto read = secrets_.GetUncached(id, caller);
+  bool needs = !RequiredCredentialFields(p.type).empty() || !p.credential_fields.empty();
+  if (!read.ok() && read.code() == ErrorCode::kNotFound && !needs) {
+    report.valid = true;
+    report.source = "none";
+    report.checks.push_back({"present", true, "this provider type needs no credentials"});
+    return report;
+  }
+  bool present = read.ok() || (read.code() != ErrorCode::kNotFound);
+  report.checks.push_back({"present", present, present ? "" : read.error().message});
+  report.checks.push_back({"decryptable", read.ok(), read.ok() ? "" : read.error().message});
+  std::vector<std::string> missing;
+  if (read.ok()) {
+    report.source = read->source;
+    report.credentials_version = read->credentials->version;
+    report.fingerprint = Fingerprint(read->credentials->fields);
+    for (const auto& field : RequiredCredentialFields(p.type)) {
+      auto it = read->credentials->fields.find(field);
+      if (it == read->credentials->fields.end() || it->second.empty()) missing.push_back(field);
+    }
+  } else {
+    missing = RequiredCredentialFields(p.type);
+  }
+  std::string msg;
+  for (const auto& m : missing) msg += (msg.empty() ? "missing: " : ", ") + m;
+  report.checks.push_back({"required_fields", missing.empty(), msg});
+  report.valid = read.ok() && missing.empty();
+  Audit("credentials.validate", id, OkStatus(), caller);
+  return report;
+}
+
+}  // namespace dyad

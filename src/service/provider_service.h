@@ -1,0 +1,72 @@
+// ProviderService: the provider registry with its credentials kept outside
+// the row (DESIGN.md §4).
+//
+// Create, update, credential rotation and delete are all-or-nothing: the
+// secret is written first under the provider's write lock, and undone
+// (deleted, or put back as it was) when the row write fails, so there is no
+// row without its secret and no secret left behind. Rows show each
+// credential field as "[STORED_EXTERNALLY]". Thread-safe.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/random.h"
+#include "registry/provider_repository.h"
+#include "service/secrets_service.h"
+
+namespace dyad {
+
+// Fields a create or update sets; unset fields keep their value.
+struct ProviderPatch {
+  std::optional<std::string> name, slug, type, description;
+  std::optional<bool> enabled;
+  std::optional<std::string> models_json, adapter_config_json;
+  std::optional<CredentialFields> credentials;
+};
+
+struct ValidationCheck {
+  std::string name;
+  bool ok = false;
+  std::string message;
+};
+
+struct ValidationReport {
+  bool valid = false;
+  std::string source;
+  int64_t credentials_version = 0;
+  std::string fingerprint;
+  std::vector<ValidationCheck> checks;
+};
+
+class ProviderService {
+ public:
+  ProviderService(ProviderRepository& repo, SecretsService& secrets, const Clock& clock, Random& random,
+                  AuditSink& audit)
+      : repo_(repo), secrets_(secrets), clock_(clock), random_(random), audit_(audit) {}
+
+  Result<Provider> Create(const ProviderPatch& input, const Caller& caller);
+  Result<Provider> Get(const std::string& id) { return repo_.Get(id); }
+  Result<ProviderPage> List(int64_t offset, int64_t limit) { return repo_.List(offset, limit); }
+  Result<Provider> Update(const std::string& id, const ProviderPatch& patch, const Caller& caller);
+  Result<Provider> RotateCredentials(const std::string& id, const CredentialFields& credentials, const Caller& caller);
+  Status Delete(const std::string& id, const Caller& caller);
+  Result<ValidationReport> Validate(const std::string& id, const Caller& caller);
+
+ private:
+  void Audit(const std::string& action, const std::string& id, const Status& s, const Caller& caller,
+             std::vector<std::string> fields = {});
+
+  ProviderRepository& repo_;
+  SecretsService& secrets_;
+  const Clock& clock_;
+  Random& random_;
+  AuditSink& audit_;
+};
+
+// Fields a provider type needs in its credentials.
+std::vector<std::string> RequiredCredentialFields(const std::string& type);
+
+}  // namespace dyad

@@ -1,0 +1,355 @@
+#include "service/secrets_service.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "core/time_format.h"
+
+namespace dyad {
+namespace {
+
+using Seconds = std::chrono::duration<double>;
+
+std::string EnvSegment(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    out.push_back(std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::toupper(static_cast<unsigned char>(c)))
+                                                               : '_');
+  }
+  return out;
+}
+
+std::vector<std::string> FieldNames(const CredentialFields& fields) {
+  std::vector<std::string> names;
+  for (const auto& [k, v] : fields) names.push_back(k);
+  return names;
+}
+
+}  // namespace
+
+SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyManager& keys,
+                               ProviderRepository& providers, AuditSink& audit, Metrics& metrics, const Clock& clock,
+                               Random& random, EnvMap env)
+    : options_(std::move(options)),
+      store_(store),
+      keys_(keys),
+      providers_(providers),
+      audit_(audit),
+      metrics_(metrics),
+      clock_(clock),
+      sealer_(keys, random),
+      env_(std::move(env)),
+      cache_(options_.cache, clock, [this](std::function<void()> task) { Spawn(std::move(task)); }) {
+  metrics_.SetCacheStats([this] { return cache_.Stats(); });
+  worker_ = std::thread([this] {
+    std::unique_lock lock(work_mu_);
+    while (true) {
+      work_cv_.wait(lock, [this] { return stopping_ || !work_.empty(); });
+      if (work_.empty()) return;  // stopping with nothing left
+      auto task = std::move(work_.front());
+      work_.pop_front();
+      lock.unlock();
+      task();
+      lock.lock();
+    }
+  });
+}
+
+SecretsService::~SecretsService() {
+  {
+    std::lock_guard lock(work_mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  worker_.join();
+  metrics_.SetCacheStats(nullptr);
+}
+
+void SecretsService::Spawn(std::function<void()> task) {
+  {
+    std::lock_guard lock(work_mu_);
+    if (stopping_) return;
+    work_.push_back(std::move(task));
+  }
+  work_cv_.notify_one();
+}
+
+std::string SecretsService::SecretName(const std::string& provider_id) const {
+  return options_.prefix + "/providers/" + provider_id;
+}
+
+std::unique_lock<std::mutex> SecretsService::LockProvider(const std::string& provider_id) {
+  return std::unique_lock(provider_locks_[std::hash<std::string>{}(provider_id) % provider_locks_.size()]);
+}
+
+template <typename F>
+auto SecretsService::TimedStore(std::string_view op, F&& f) {
+  auto t0 = clock_.Now();
+  auto r = f();
+  bool ok = r.ok() || r.code() == ErrorCode::kNotFound;
+  metrics_.ObserveStore(op, Seconds(clock_.Now() - t0).count(), ok);
+  return r;
+}
+
+void SecretsService::Audit(AuditEvent event, const Caller& caller) {
+  event.actor = caller.actor;
+  event.request_id = caller.request_id;
+  audit_.Record(event);
+}
+
+Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
+  const std::string name = SecretName(provider_id);
+  auto blob = TimedStore("get", [&] { return store_.Get(name); });
+  if (!blob.ok()) {
+    if (blob.code() == ErrorCode::kNotFound && store_.Name() == "environment") {
+      return FromEnvironment(provider_id, "environment");
+    }
+    return blob.error();
+  }
+  auto t0 = clock_.Now();
+  auto opened = sealer_.Open(name, *blob);
+  metrics_.ObserveKeyManager("decrypt", Seconds(clock_.Now() - t0).count(), opened.ok());
+  if (!opened.ok()) return opened.error();
+  DYAD_ASSIGN_OR_RETURN(CredentialFields fields, CredentialsFromJson(opened->payload.view()));
+  auto creds = std::make_shared<Credentials>();
+  creds->fields = std::move(fields);
+  creds->version = opened->credentials_version;
+  creds->key_version = opened->key_version;
+  creds->origin = "store";
+  return CredentialsPtr(std::move(creds));
+}
+
+Result<CredentialsPtr> SecretsService::FromEnvironment(const std::string& provider_id, const std::string& origin) {
+  DYAD_ASSIGN_OR_RETURN(Provider p, providers_.Get(provider_id));
+  std::vector<std::string> names = p.credential_fields;
+  if (std::find(names.begin(), names.end(), "api_key") == names.end()) names.push_back("api_key");
+  auto creds = std::make_shared<Credentials>();
+  creds->origin = origin;
+  const std::string prefix = "DYAD_PROVIDER_" + EnvSegment(p.slug) + "_";
+  for (const auto& field : names) {
+    auto it = env_.find(prefix + EnvSegment(field));
+    if (it != env_.end() && !it->second.empty()) creds->fields.emplace(field, SecretBytes(it->second));
+  }
+  if (creds->fields.empty()) {
+    return MakeError(ErrorCode::kNotFound, "no stored credentials and no " + prefix + "* variables for provider '" +
+                                               provider_id + "'");
+  }
+  return CredentialsPtr(std::move(creds));
+}
+
+Result<CredentialRead> SecretsService::ReadThrough(const std::string& provider_id, const Caller& caller,
+                                                   bool use_cache) {
+  auto t0 = clock_.Now();
+  Result<CredentialRead> read = MakeError(ErrorCode::kInternal, "unset");
+  if (use_cache && options_.cache_enabled) {
+    auto r = cache_.Get(provider_id, [this, provider_id] { return Load(provider_id); });
+    if (r.ok()) {
+      if (r->source == CacheSource::kHit) return CredentialRead{r->value, "cache"};  // not audited: the hot path
+      std::string source = r->source == CacheSource::kStale ? "stale" : r->value->origin;
+      read = CredentialRead{r->value, source};
+    } else {
+      read = r.error();
+    }
+  } else {
+    auto r = Load(provider_id);
+    if (r.ok()) read = CredentialRead{*r, (*r)->origin};
+    else read = r.error();
+  }
+  std::string store_error;
+  if (!read.ok() && read.code() == ErrorCode::kUnavailable && options_.fallback_enabled && options_.fallback_to_env) {
+    store_error = read.error().message;
+    auto fb = FromEnvironment(provider_id, "fallback");
+    if (fb.ok()) {
+      read = CredentialRead{*fb, "fallback"};
+      fallback_reads_.fetch_add(1, std::memory_order_relaxed);
+      metrics_.CountFallbackRead();
+    }
+  }
+  if (read.ok() && read->source == "stale") stale_serves_.fetch_add(1, std::memory_order_relaxed);
+  if (read.ok() && (read->source == "stale" || read->source == "fallback")) {
+    last_degraded_ns_ = clock_.Now().time_since_epoch().count();
+  }
+  AuditEvent e;
+  e.action = "secret.get";
+  e.resource = provider_id;
+  e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
+  if (read.ok()) {
+    e.source = read->source;
+    e.fields = FieldNames(read->credentials->fields);
+    e.detail = store_error;
+  } else {
+    e.outcome = "failure";
+    e.error_code = std::string(ErrorCodeName(read.code()));
+    e.detail = read.error().message;
+  }
+  Audit(std::move(e), caller);
+  return read;
+}
+
+Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const Caller& caller) {
+  return ReadThrough(provider_id, caller, true);
+}
+
+Result<CredentialRead> SecretsService::GetUncached(const std::string& provider_id, const Caller& caller) {
+  return ReadThrough(provider_id, caller, false);
+}
+
+Status SecretsService::Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                             const Caller& caller, bool create) {
+  const std::string name = SecretName(provider_id);
+  auto t0 = clock_.Now();
+  SecretBytes payload = CredentialsToJson(fields);
+  auto sealed = sealer_.Seal(name, version, payload);
+  metrics_.ObserveKeyManager("seal", Seconds(clock_.Now() - t0).count(), sealed.ok());
+  Status s = sealed.ok() ? TimedStore(create ? "create" : "put",
+                                      [&] { return create ? store_.Create(name, *sealed) : store_.Put(name, *sealed); })
+                         : Status(sealed.error());
+  cache_.Invalidate(provider_id);
+  AuditEvent e;
+  e.action = "secret.put";
+  e.resource = provider_id;
+  e.fields = FieldNames(fields);
+  e.source = "store";
+  e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
+  if (!s.ok()) {
+    e.outcome = "failure";
+    e.error_code = std::string(ErrorCodeName(s.code()));
+    e.detail = s.error().message;
+  }
+  Audit(std::move(e), caller);
+  return s;
+}
+
+Status SecretsService::Create(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                              const Caller& caller) {
+  return Write(provider_id, version, fields, caller, true);
+}
+
+Status SecretsService::Put(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                           const Caller& caller) {
+  return Write(provider_id, version, fields, caller, false);
+}
+
+Status SecretsService::Delete(const std::string& provider_id, const Caller& caller) {
+  auto t0 = clock_.Now();
+  Status s = TimedStore("delete", [&] { return store_.Delete(SecretName(provider_id)); });
+  cache_.Invalidate(provider_id);
+  AuditEvent e;
+  e.action = "secret.delete";
+  e.resource = provider_id;
+  e.source = "store";
+  e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
+  if (!s.ok() && s.code() != ErrorCode::kNotFound) {
+    e.outcome = "failure";
+    e.error_code = std::string(ErrorCodeName(s.code()));
+    e.detail = s.error().message;
+  }
+  Audit(std::move(e), caller);
+  return s.ok() || s.code() == ErrorCode::kNotFound ? OkStatus() : s;
+}
+
+Result<std::optional<std::string>> SecretsService::ReadRaw(const std::string& provider_id) {
+  auto r = TimedStore("get", [&] { return store_.Get(SecretName(provider_id)); });
+  if (r.ok()) return std::optional<std::string>(std::move(r).value());
+  if (r.code() == ErrorCode::kNotFound) return std::optional<std::string>();
+  return r.error();
+}
+
+Status SecretsService::RestoreRaw(const std::string& provider_id, const std::optional<std::string>& raw) {
+  Status s = raw ? store_.Put(SecretName(provider_id), *raw) : store_.Delete(SecretName(provider_id));
+  cache_.Invalidate(provider_id);
+  if (!s.ok() && !(s.code() == ErrorCode::kNotFound && !raw)) return s;
+  return OkStatus();
+}
+
+size_t SecretsService::ClearCache(const Caller& caller) {
+  size_t n = cache_.Clear();
+  AuditEvent e;
+  e.action = "cache.clear";
+  e.detail = std::to_string(n) + " entries";
+  Audit(std::move(e), caller);
+  return n;
+}
+
+SecretsHealth SecretsService::Health() {
+  SecretsHealth h;
+  h.provider = store_.Name();
+  h.cache_enabled = options_.cache_enabled;
+  h.cache_size = cache_.Size();
+  h.last_checked = FormatIso8601(clock_.WallNow());
+  auto probe = TimedStore("get", [&] { return store_.Get(options_.prefix + "/health-check"); });
+  if (!probe.ok() && probe.code() != ErrorCode::kNotFound) h.store_error = probe.error().message;
+  auto ks = keys_.Describe();
+  if (ks.ok()) h.key_state = *ks;
+  else h.key_error = ks.error().message;
+  h.audit_ok = audit_.Healthy();
+  h.stale_serves = stale_serves_.load();
+  h.fallback_reads = fallback_reads_.load();
+  bool recently_degraded =
+      clock_.Now().time_since_epoch().count() - last_degraded_ns_.load() < std::chrono::nanoseconds(std::chrono::minutes(5)).count();
+  if (!h.store_error.empty() || !h.key_error.empty()) h.status = "unhealthy";
+  else if (!h.audit_ok || recently_degraded) h.status = "degraded";
+  else h.status = "healthy";
+  return h;
+}
+
+std::vector<ProbeStep> SecretsService::TestConnection(const Caller& caller) {
+  std::vector<ProbeStep> steps;
+  auto step = [&](std::string name, auto&& fn) {
+    auto t0 = clock_.Now();
+    Status s = fn();
+    steps.push_back({std::move(name), s.ok(), Seconds(clock_.Now() - t0).count() * 1000,
+                     s.ok() ? "" : s.error().message});
+    return s.ok();
+  };
+  std::string name = options_.prefix + "/probe/" + NewUuid(DefaultRandom());
+  CredentialFields probe;
+  probe.emplace("probe", SecretBytes(NewUuid(DefaultRandom())));
+  std::string sealed;
+  bool ok = step("key.wrap", [&]() -> Status {
+    DYAD_ASSIGN_OR_RETURN(sealed, sealer_.Seal(name, 0, CredentialsToJson(probe)));
+    return OkStatus();
+  });
+  ok = ok && step("store.write", [&] { return store_.Create(name, sealed); });
+  ok = ok && step("store.read", [&]() -> Status {
+    DYAD_ASSIGN_OR_RETURN(std::string back, store_.Get(name));
+    if (back != sealed) return MakeError(ErrorCode::kDataLoss, "the probe read back differs from what was written");
+    return OkStatus();
+  });
+  ok = ok && step("key.unwrap", [&]() -> Status {
+    DYAD_ASSIGN_OR_RETURN(OpenedSecret opened, sealer_.Open(name, sealed));
+    if (!(opened.payload == CredentialsToJson(probe))) return MakeError(ErrorCode::kDataLoss, "probe payload differs");
+    return OkStatus();
+  });
+  if (steps.size() >= 2 && steps[1].ok) step("store.delete", [&] { return store_.Delete(name); });
+  AuditEvent e;
+  e.action = "secrets.test_connection";
+  e.resource = name;
+  bool all = std::all_of(steps.begin(), steps.end(), [](const ProbeStep& s) { return s.ok; }) && steps.size() == 5;
+  e.outcome = all ? "success" : "failure";
+  Audit(std::move(e), caller);
+  return steps;
+}
+
+Result<std::vector<std::string>> SecretsService::ReconcileOrphans() {
+  DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, store_.List(options_.prefix + "/providers/"));
+  std::vector<std::string> removed;
+  const size_t skip = (options_.prefix + "/providers/").size();
+  for (const auto& name : names) {
+    std::string id = name.substr(skip);
+    auto lock = LockProvider(id);
+    auto row = providers_.Get(id);
+    if (row.ok() || row.code() != ErrorCode::kNotFound) continue;
+    if (store_.Delete(name).ok()) {
+      removed.push_back(name);
+      AuditEvent e;
+      e.action = "secret.delete";
+      e.resource = id;
+      e.detail = "orphaned secret removed by reconciliation";
+      Audit(std::move(e), Caller{});
+    }
+  }
+  return removed;
+}
+
+}  // namespace dyad

@@ -1,0 +1,144 @@
+// SecretsService: the read and write paths of provider credentials
+// (DESIGN.md §4–§6) over one SecretStore and one KeyManager.
+//
+// Get(): cache → store → (on kUnavailable only) stale-if-error → the
+// DYAD_PROVIDER_<SLUG>_<FIELD> fallback. With the environment provider those
+// variables are also the read-only source of a provider with no stored
+// secret. Writes seal with a fresh DEK, replace the secret and invalidate the
+// cache. Every read that misses the cache, every write and every admin
+// action is audited; nothing here logs a value. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "audit/audit_sink.h"
+#include "backends/key_manager.h"
+#include "backends/secret_store.h"
+#include "core/clock.h"
+#include "core/environment.h"
+#include "core/random.h"
+#include "metrics/metrics.h"
+#include "registry/provider_repository.h"
+#include "secrets/credential_cache.h"
+#include "secrets/sealer.h"
+
+namespace dyad {
+
+struct SecretsOptions {
+  std::string prefix = "dyad-gateway";
+  bool cache_enabled = true;
+  CacheOptions cache;
+  bool fallback_enabled = true;
+  bool fallback_to_env = true;
+};
+
+// Who asked, for the audit log.
+struct Caller {
+  std::string actor = "system";
+  std::string request_id;
+};
+
+struct CredentialRead {
+  CredentialsPtr credentials;
+  std::string source;  // cache | store | stale | fallback | environment
+};
+
+struct SecretsHealth {
+  std::string status;  // healthy | degraded | unhealthy
+  std::string provider;
+  bool cache_enabled = false;
+  size_t cache_size = 0;
+  std::string last_checked;
+  std::string store_error;  // empty when the store answered
+  std::optional<KeyState> key_state;
+  std::string key_error;
+  bool audit_ok = true;
+  uint64_t stale_serves = 0;
+  uint64_t fallback_reads = 0;
+};
+
+struct ProbeStep {
+  std::string name;
+  bool ok = false;
+  double latency_ms = 0;
+  std::string error;
+};
+
+class SecretsService {
+ public:
+  SecretsService(SecretsOptions options, SecretStore& store, KeyManager& keys, ProviderRepository& providers,
+                 AuditSink& audit, Metrics& metrics, const Clock& clock, Random& random, EnvMap env);
+  ~SecretsService();
+
+  std::string SecretName(const std::string& provider_id) const;
+
+  // The hot path.
+  Result<CredentialRead> Get(const std::string& provider_id, const Caller& caller);
+  // The same read without the cache (validation).
+  Result<CredentialRead> GetUncached(const std::string& provider_id, const Caller& caller);
+
+  // Seals and stores; Create fails with kAlreadyExists on a taken name.
+  Status Create(const std::string& provider_id, int64_t version, const CredentialFields& fields, const Caller& caller);
+  Status Put(const std::string& provider_id, int64_t version, const CredentialFields& fields, const Caller& caller);
+  Status Delete(const std::string& provider_id, const Caller& caller);
+  // The stored document as it is, for compensation; nullopt when absent.
+  Result<std::optional<std::string>> ReadRaw(const std::string& provider_id);
+  Status RestoreRaw(const std::string& provider_id, const std::optional<std::string>& raw);
+
+  // Serialises writers of one provider (credential writes, re-encryption).
+  std::unique_lock<std::mutex> LockProvider(const std::string& provider_id);
+
+  size_t ClearCache(const Caller& caller);
+  SecretsHealth Health();
+  std::vector<ProbeStep> TestConnection(const Caller& caller);
+  // Deletes stored secrets whose provider row is gone; returns their names.
+  Result<std::vector<std::string>> ReconcileOrphans();
+
+  CredentialCache& cache() { return cache_; }
+  SecretStore& store() { return store_; }
+  KeyManager& keys() { return keys_; }
+  Sealer& sealer() { return sealer_; }
+
+ private:
+  Result<CredentialsPtr> Load(const std::string& provider_id);
+  Result<CredentialsPtr> FromEnvironment(const std::string& provider_id, const std::string& origin);
+  Result<CredentialRead> ReadThrough(const std::string& provider_id, const Caller& caller, bool use_cache);
+  Status Write(const std::string& provider_id, int64_t version, const CredentialFields& fields, const Caller& caller,
+               bool create);
+  void Audit(AuditEvent event, const Caller& caller);
+  template <typename F>
+  auto TimedStore(std::string_view op, F&& f);
+  void Spawn(std::function<void()> task);
+
+  SecretsOptions options_;
+  SecretStore& store_;
+  KeyManager& keys_;
+  ProviderRepository& providers_;
+  AuditSink& audit_;
+  Metrics& metrics_;
+  const Clock& clock_;
+  Sealer sealer_;
+  EnvMap env_;
+  CredentialCache cache_;
+  std::atomic<uint64_t> stale_serves_{0}, fallback_reads_{0};
+  std::atomic<int64_t> last_degraded_ns_{INT64_MIN / 2};
+  std::array<std::mutex, 64> provider_locks_;
+
+  // Refresh-ahead worker (declared last: stopped first).
+  std::mutex work_mu_;
+  std::condition_variable work_cv_;
+  std::deque<std::function<void()>> work_;
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
+}  // namespace dyad
