@@ -1,0 +1,151 @@
+#include "core/config.h"
+
+#include <gtest/gtest.h>
+
+namespace dyad {
+namespace {
+
+const std::string kKey(64, 'a');
+
+EnvMap Base() { return {{"ENCRYPTION_KEY", kKey}, {"GATEWAY_ADMIN_API_KEY", "0123456789abcdef-admin"}}; }
+
+std::string ErrorFor(EnvMap env, bool dev = false) {
+  auto c = LoadConfig(env, dev);
+  EXPECT_FALSE(c.ok());
+  return c.ok() ? "" : c.error().message;
+}
+
+TEST(Config, DefaultsMatchTheSeed) {
+  auto c = LoadConfig(Base(), false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->secrets_provider, "environment");
+  EXPECT_EQ(c->encryption_key_id, "dyad-gateway-encryption-key");
+  EXPECT_FALSE(c->key_rotation_enabled);
+  EXPECT_EQ(c->key_rotation_interval_hours, 168);
+  EXPECT_TRUE(c->cache_enabled);
+  EXPECT_EQ(c->cache_ttl_seconds, 300);
+  EXPECT_EQ(c->cache_max_size, 100);
+  EXPECT_EQ(c->cache_stale_if_error_seconds, 3600);
+  EXPECT_TRUE(c->fallback_enabled);
+  EXPECT_TRUE(c->fallback_to_env);
+  EXPECT_EQ(c->host, "127.0.0.1");
+  EXPECT_EQ(c->port, 3001);
+  EXPECT_EQ(c->database_path, "./data/gateway.db");
+  EXPECT_EQ(c->audit_log_path, "./data/audit.log");
+  EXPECT_EQ(c->secrets_prefix, "dyad-gateway");
+  EXPECT_EQ(c->encryption_mode, "envelope");
+  EXPECT_EQ(c->max_body_bytes, 1u << 20);
+  ASSERT_TRUE(c->encryption_key.has_value());
+  EXPECT_EQ(c->encryption_key->size(), 32u);
+}
+
+TEST(Config, BadBooleanNamesTheVariableAndTheForm) {
+  auto env = Base();
+  env["SECRETS_CACHE_ENABLED"] = "maybe";
+  std::string m = ErrorFor(env);
+  EXPECT_NE(m.find("SECRETS_CACHE_ENABLED"), std::string::npos);
+  EXPECT_NE(m.find("true or false"), std::string::npos);
+}
+
+TEST(Config, BadIntegerNamesRange) {
+  for (auto [var, value] : std::vector<std::pair<std::string, std::string>>{
+           {"GATEWAY_PORT", "70000"}, {"GATEWAY_PORT", "abc"}, {"SECRETS_CACHE_TTL_SECONDS", "0"},
+           {"SECRETS_CACHE_MAX_SIZE", "-5"}, {"KEY_ROTATION_INTERVAL_HOURS", "1.5"}, {"GATEWAY_PORT", ""}}) {
+    auto env = Base();
+    env[var] = value;
+    std::string m = ErrorFor(env);
+    EXPECT_EQ(m.rfind(var + ":", 0), 0u) << m;
+    EXPECT_NE(m.find("integer from"), std::string::npos) << m;
+  }
+}
+
+TEST(Config, BadEnumListsAcceptedValues) {
+  auto env = Base();
+  env["SECRETS_PROVIDER"] = "gcp";
+  std::string m = ErrorFor(env);
+  EXPECT_NE(m.find("SECRETS_PROVIDER"), std::string::npos);
+  EXPECT_NE(m.find("aws, azure, vault, environment"), std::string::npos);
+  env = Base();
+  env["GATEWAY_LOG_LEVEL"] = "loud";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_LOG_LEVEL"), std::string::npos);
+}
+
+TEST(Config, EncryptionKeyMustBe64HexAndIsNeverEchoed) {
+  auto env = Base();
+  env["ENCRYPTION_KEY"] = "s3cr3t-value-123";
+  std::string m = ErrorFor(env);
+  EXPECT_NE(m.find("ENCRYPTION_KEY"), std::string::npos);
+  EXPECT_NE(m.find("64 hexadecimal"), std::string::npos);
+  EXPECT_EQ(m.find("s3cr3t"), std::string::npos);
+  env["ENCRYPTION_KEY"] = std::string(63, 'a') + "z";
+  m = ErrorFor(env);
+  EXPECT_NE(m.find("0-9, a-f"), std::string::npos);
+  EXPECT_EQ(m.find("aaaa"), std::string::npos);
+}
+
+TEST(Config, EncryptionKeyRequiredForEnvironmentOutsideDev) {
+  EnvMap env = {{"GATEWAY_ADMIN_API_KEY", "0123456789abcdef-admin"}};
+  EXPECT_NE(ErrorFor(env).find("ENCRYPTION_KEY: is required"), std::string::npos);
+  EXPECT_TRUE(LoadConfig(env, true).ok());
+}
+
+TEST(Config, AdminTokenRequiredOutsideDev) {
+  EnvMap env = {{"ENCRYPTION_KEY", kKey}};
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_ADMIN_API_KEY"), std::string::npos);
+  env["GATEWAY_ADMIN_API_KEY"] = "short";
+  EXPECT_NE(ErrorFor(env).find("at least 16"), std::string::npos);
+}
+
+TEST(Config, PreviousKeysAreParsedAndNamedByEntry) {
+  auto env = Base();
+  env["ENCRYPTION_KEY_PREVIOUS"] = std::string(64, 'b') + "," + std::string(64, 'c');
+  auto c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->encryption_key_previous.size(), 2u);
+  env["ENCRYPTION_KEY_PREVIOUS"] = std::string(64, 'b') + ",xyz";
+  EXPECT_NE(ErrorFor(env).find("entry 2"), std::string::npos);
+}
+
+TEST(Config, ScheduleNeedsFiveFields) {
+  auto env = Base();
+  env["KEY_ROTATION_SCHEDULE"] = "0 3 * *";
+  std::string m = ErrorFor(env);
+  EXPECT_NE(m.find("KEY_ROTATION_SCHEDULE"), std::string::npos);
+  EXPECT_NE(m.find("4 fields"), std::string::npos);
+  env["KEY_ROTATION_SCHEDULE"] = "0 3 * * 0";
+  EXPECT_TRUE(LoadConfig(env, false).ok());
+}
+
+TEST(Config, DatabaseUrl) {
+  auto env = Base();
+  env["GATEWAY_DATA_DIR"] = "/tmp/x";
+  auto c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->database_path, "/tmp/x/gateway.db");
+  EXPECT_EQ(c->audit_log_path, "/tmp/x/audit.log");
+  env["GATEWAY_DATABASE_URL"] = "mysql://x";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_DATABASE_URL"), std::string::npos);
+  env["GATEWAY_DATABASE_URL"] = "sqlite://";
+  EXPECT_NE(ErrorFor(env).find("file path"), std::string::npos);
+}
+
+TEST(Dotenv, ParsesQuotesCommentsAndExport) {
+  auto env = ParseDotenv("# comment\nexport A=1\nB = \"two words\"\nC='x#y'\nD=plain # trailing\n\n");
+  ASSERT_TRUE(env.ok());
+  EXPECT_EQ((*env)["A"], "1");
+  EXPECT_EQ((*env)["B"], "two words");
+  EXPECT_EQ((*env)["C"], "x#y");
+  EXPECT_EQ((*env)["D"], "plain");
+}
+
+TEST(Dotenv, ErrorsNameTheLineNotTheValue) {
+  auto env = ParseDotenv("A=1\nthis is wrong\n");
+  ASSERT_FALSE(env.ok());
+  EXPECT_NE(env.error().message.find("line 2"), std::string::npos);
+  env = ParseDotenv("SECRET=\"hunter2\n");
+  ASSERT_FALSE(env.ok());
+  EXPECT_EQ(env.error().message.find("hunter2"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dyad

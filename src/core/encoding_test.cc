@@ -1,0 +1,37 @@
+#include "core/encoding.h"
+
+#include <gtest/gtest.h>
+
+namespace dyad {
+namespace {
+
+TEST(Encoding, Base64RoundTripsEveryLength) {
+  std::string data;
+  for (int i = 0; i < 40; ++i) {
+    auto back = Base64Decode(Base64Encode(data));
+    ASSERT_TRUE(back.has_value());
+    EXPECT_EQ(*back, data);
+    data.push_back(static_cast<char>(i * 37));
+  }
+}
+
+TEST(Encoding, Base64RejectsMalformed) {
+  EXPECT_FALSE(Base64Decode("abc").has_value());
+  EXPECT_FALSE(Base64Decode("ab!d").has_value());
+  EXPECT_FALSE(Base64Decode("a=bc").has_value());
+  EXPECT_FALSE(Base64Decode("ab=c").has_value());
+}
+
+TEST(Encoding, HexRoundTripAndRejects) {
+  EXPECT_EQ(HexEncode("\x01\xab"), "01ab");
+  EXPECT_EQ(*HexDecode("01AB"), "\x01\xab");
+  EXPECT_FALSE(HexDecode("0g").has_value());
+  EXPECT_FALSE(HexDecode("abc").has_value());
+}
+
+TEST(Encoding, Sha256KnownAnswer) {
+  EXPECT_EQ(HexEncode(Sha256("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+}  // namespace
+}  // namespace dyad

@@ -1,0 +1,145 @@
+#include "secrets/envelope.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/environment/local_keyring.h"
+#include "core/encoding.h"
+#include "secrets/sealer.h"
+#include "testing/fakes.h"
+
+namespace dyad {
+namespace {
+
+class EnvelopeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = SqliteDb::Open(dir_.File("t.db"));
+    ASSERT_TRUE(db.ok()) << db.error().message;
+    db_ = *db;
+    auto keys = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_);
+    ASSERT_TRUE(keys.ok()) << keys.error().message;
+    keys_ = std::move(keys).value();
+    sealer_ = std::make_unique<Sealer>(*keys_, DefaultRandom());
+  }
+
+  std::string Seal(const std::string& name = "p/1", int64_t cv = 3) {
+    auto s = sealer_->Seal(name, cv, payload_);
+    EXPECT_TRUE(s.ok());
+    return *s;
+  }
+
+  // Rewrites one JSON field of a sealed envelope.
+  std::string With(const std::string& text, const std::string& field, nlohmann::json value) {
+    auto j = nlohmann::json::parse(text);
+    if (value.is_null()) j.erase(field);
+    else j[field] = value;
+    return j.dump();
+  }
+
+  std::string OpenError(const std::string& text, const std::string& name = "p/1") {
+    auto r = sealer_->Open(name, text);
+    EXPECT_FALSE(r.ok());
+    return r.ok() ? "" : r.error().message;
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  std::shared_ptr<SqliteDb> db_;
+  std::unique_ptr<KeyManager> keys_;
+  std::unique_ptr<Sealer> sealer_;
+  SecretBytes payload_{std::string(R"({"api_key":"sk-canary-0123456789"})")};
+};
+
+TEST_F(EnvelopeTest, RoundTrip) {
+  std::string text = Seal();
+  EXPECT_EQ(text.find("canary"), std::string::npos);
+  auto opened = sealer_->Open("p/1", text);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  EXPECT_EQ(opened->payload, payload_);
+  EXPECT_EQ(opened->credentials_version, 3);
+  EXPECT_EQ(opened->key_version, 1u);
+}
+
+TEST_F(EnvelopeTest, FreshDekAndNonceEveryWrite) {
+  auto a = *ParseEnvelope(Seal());
+  auto b = *ParseEnvelope(Seal());
+  EXPECT_NE(a.wrapped_dek, b.wrapped_dek);
+  EXPECT_NE(a.nonce, b.nonce);
+  EXPECT_NE(a.ciphertext, b.ciphertext);
+}
+
+TEST_F(EnvelopeTest, AadBindsNameAndCredentialsVersion) {
+  std::string text = Seal("p/1", 3);
+  EXPECT_NE(OpenError(text, "p/2").find("authentication failed"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "cv", 4)).find("authentication failed"), std::string::npos);
+}
+
+TEST_F(EnvelopeTest, EveryTamperedFieldFails) {
+  std::string text = Seal();
+  auto e = *ParseEnvelope(text);
+  auto flip = [](std::string s) {
+    s[s.size() / 2] ^= 0x01;
+    return Base64Encode(s);
+  };
+  EXPECT_FALSE(sealer_->Open("p/1", With(text, "ct", flip(e.ciphertext))).ok());
+  EXPECT_FALSE(sealer_->Open("p/1", With(text, "iv", flip(e.nonce))).ok());
+  EXPECT_FALSE(sealer_->Open("p/1", With(text, "dek", flip(e.wrapped_dek))).ok());
+  EXPECT_NE(OpenError(With(text, "kver", 7)).find("no key version 7"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "kid", "other")).find("other"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "kms", "aws-kms")).find("aws-kms"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "v", 2)).find("\"v\""), std::string::npos);
+}
+
+TEST_F(EnvelopeTest, ParserNamesTheBadField) {
+  std::string text = Seal();
+  EXPECT_NE(OpenError(With(text, "iv", nullptr)).find("\"iv\" is missing"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "iv", "AAAA")).find("\"iv\" has a bad decoded length"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "ct", "not base64!")).find("\"ct\" is not valid base64"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "kver", "1")).find("\"kver\" must be an integer"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "kver", 0)).find("\"kver\" is out of range"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "extra", 1)).find("\"extra\" is unknown"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "ct", Base64Encode("short"))).find("\"ct\""), std::string::npos);
+  EXPECT_NE(OpenError("[1,2]").find("not a JSON object"), std::string::npos);
+  EXPECT_NE(OpenError(std::string(kMaxEnvelopeBytes + 1, ' ')).find("larger than"), std::string::npos);
+}
+
+TEST_F(EnvelopeTest, TruncationFailsAtEveryLength) {
+  std::string text = Seal();
+  for (size_t n = 0; n < text.size(); n += 7) {
+    EXPECT_FALSE(sealer_->Open("p/1", text.substr(0, n)).ok()) << n;
+  }
+}
+
+TEST_F(EnvelopeTest, RewrapMovesToThePrimaryVersionAndStillOpens) {
+  std::string text = Seal();
+  ASSERT_TRUE(keys_->Rotate().ok());
+  auto moved = sealer_->Rewrap("p/1", text, 2, false);
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  auto opened = sealer_->Open("p/1", *moved);
+  ASSERT_TRUE(opened.ok());
+  EXPECT_EQ(opened->key_version, 2u);
+  EXPECT_EQ(opened->payload, payload_);
+  EXPECT_EQ(sealer_->Rewrap("p/1", *moved, 2, false).code(), ErrorCode::kAlreadyExists);
+  ASSERT_TRUE(keys_->Retire(1).ok());
+  EXPECT_EQ(sealer_->Open("p/1", text).code(), ErrorCode::kFailedPrecondition);
+}
+
+TEST_F(EnvelopeTest, KeyringNeedsItsMasterOrAPreviousOne) {
+  std::string text = Seal();
+  auto wrong = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'x')), {}}, db_, DefaultRandom(), clock_);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.error().message.find("ENCRYPTION_KEY_PREVIOUS"), std::string::npos);
+  // A master change with the old master listed re-seals the keyring.
+  auto moved = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'x')), {SecretBytes(std::string(32, 'm'))}},
+                               db_, DefaultRandom(), clock_);
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  auto after = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'x')), {}}, db_, DefaultRandom(), clock_);
+  ASSERT_TRUE(after.ok()) << after.error().message;
+  Sealer s(**after, DefaultRandom());
+  EXPECT_TRUE(s.Open("p/1", text).ok());
+}
+
+}  // namespace
+}  // namespace dyad
