@@ -229,6 +229,10 @@ Status HttpServer::Listen() {
   if (!ec) acc.bind(endpoint, ec);
   if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return MakeError(ErrorCode::kUnavailable, "cannot listen on " + where + ": " + ec.message());
+  // Caught from here on (queued until Run() waits), so a signal sent as soon
+  // as the port is announced still shuts down gracefully.
+  impl_->signals.add(SIGINT);
+  impl_->signals.add(SIGTERM);
   return OkStatus();
 }
 
@@ -239,8 +243,6 @@ uint16_t HttpServer::port() const {
 }
 
 void HttpServer::Run() {
-  impl_->signals.add(SIGINT);
-  impl_->signals.add(SIGTERM);
   impl_->signals.async_wait([this](beast::error_code ec, int) {
     if (!ec) impl_->BeginShutdown();
   });

@@ -4,7 +4,7 @@
 // Keep-alive, a request-body limit (413), a header limit, a timeout for the
 // first request of a connection and an idle timeout between requests, an
 // X-Request-Id echoed (when printable and at most 128 bytes) or generated.
-// Shutdown() (or SIGTERM/SIGINT while Run() is active) stops accepting, lets
+// Shutdown() (or SIGTERM/SIGINT, caught from Listen() on) stops accepting, lets
 // requests in flight finish, closes idle connections and makes Run() return.
 // Beast stays inside http_server.cc.
 #pragma once

@@ -125,7 +125,7 @@ Status ProviderService::Delete(const std::string& id, const Caller& caller) {
 Result<ValidationReport> ProviderService::Validate(const std::string& id, const Caller& caller) {
   DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
   ValidationReport report;
-  auto read = secrets_.GetUncached(id, caller);
+  auto read = secrets_.Get(id, caller);
   bool needs = !RequiredCredentialFields(p.type).empty() || !p.credential_fields.empty();
   if (!read.ok() && read.code() == ErrorCode::kNotFound && !needs) {
     report.valid = true;

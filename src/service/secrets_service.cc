@@ -137,11 +137,10 @@ Result<CredentialsPtr> SecretsService::FromEnvironment(const std::string& provid
   return CredentialsPtr(std::move(creds));
 }
 
-Result<CredentialRead> SecretsService::ReadThrough(const std::string& provider_id, const Caller& caller,
-                                                   bool use_cache) {
+Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const Caller& caller) {
   auto t0 = clock_.Now();
   Result<CredentialRead> read = MakeError(ErrorCode::kInternal, "unset");
-  if (use_cache && options_.cache_enabled) {
+  if (options_.cache_enabled) {
     auto r = cache_.Get(provider_id, [this, provider_id] { return Load(provider_id); });
     if (r.ok()) {
       if (r->source == CacheSource::kHit) return CredentialRead{r->value, "cache"};  // not audited: the hot path
@@ -184,14 +183,6 @@ Result<CredentialRead> SecretsService::ReadThrough(const std::string& provider_i
   }
   Audit(std::move(e), caller);
   return read;
-}
-
-Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const Caller& caller) {
-  return ReadThrough(provider_id, caller, true);
-}
-
-Result<CredentialRead> SecretsService::GetUncached(const std::string& provider_id, const Caller& caller) {
-  return ReadThrough(provider_id, caller, false);
 }
 
 Status SecretsService::Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,

@@ -81,10 +81,8 @@ class SecretsService {
 
   std::string SecretName(const std::string& provider_id) const;
 
-  // The hot path.
+  // The hot path (through the cache unless SECRETS_CACHE_ENABLED=false).
   Result<CredentialRead> Get(const std::string& provider_id, const Caller& caller);
-  // The same read without the cache (validation).
-  Result<CredentialRead> GetUncached(const std::string& provider_id, const Caller& caller);
 
   // Seals and stores; Create fails with kAlreadyExists on a taken name.
   Status Create(const std::string& provider_id, int64_t version, const CredentialFields& fields, const Caller& caller);
@@ -111,7 +109,6 @@ class SecretsService {
  private:
   Result<CredentialsPtr> Load(const std::string& provider_id);
   Result<CredentialsPtr> FromEnvironment(const std::string& provider_id, const std::string& origin);
-  Result<CredentialRead> ReadThrough(const std::string& provider_id, const Caller& caller, bool use_cache);
   Status Write(const std::string& provider_id, int64_t version, const CredentialFields& fields, const Caller& caller,
                bool create);
   void Audit(AuditEvent event, const Caller& caller);

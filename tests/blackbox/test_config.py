@@ -1,0 +1,76 @@
+"""Start-up configuration errors: non-zero exit, the variable named, no secret echoed."""
+import subprocess
+
+import pytest
+
+from conftest import BINARY
+
+GOOD = {"ENCRYPTION_KEY": "ab" * 32, "GATEWAY_ADMIN_API_KEY": "admin-" + "x" * 20}
+
+
+def run(env, args=("serve",), tmp_path=None):
+    full = {"PATH": "/usr/bin:/bin", "GATEWAY_PORT": "0"}
+    if tmp_path:
+        full["GATEWAY_DATA_DIR"] = str(tmp_path)
+    full.update(env)
+    return subprocess.run([BINARY, *args], env=full, capture_output=True, text=True, timeout=20)
+
+
+@pytest.mark.parametrize("var,value,expect", [
+    ("SECRETS_CACHE_ENABLED", "maybe", "true or false"),
+    ("GATEWAY_PORT", "99999", "integer from 0 to 65535"),
+    ("SECRETS_CACHE_TTL_SECONDS", "ten", "integer from"),
+    ("SECRETS_PROVIDER", "gcp", "aws, azure, vault, environment"),
+    ("SECRETS_ENCRYPTION_MODE", "both", "envelope, provider"),
+    ("GATEWAY_LOG_LEVEL", "chatty", "trace, debug, info"),
+    ("KEY_ROTATION_SCHEDULE", "0 3 *", "5 cron fields"),
+    ("GATEWAY_DATABASE_URL", "mysql://db", "sqlite://"),
+    ("ENCRYPTION_KEY", "tooshort", "64 hexadecimal"),
+    ("GATEWAY_ADMIN_API_KEY", "short", "at least 16"),
+    ("GATEWAY_HOST", "not-an-ip", "not an IP address"),
+])
+def test_bad_value_names_variable(var, value, expect, tmp_path):
+    env = dict(GOOD)
+    env[var] = value
+    r = run(env, tmp_path=tmp_path)
+    assert r.returncode != 0
+    assert var in r.stderr
+    assert expect in r.stderr
+    if var in ("ENCRYPTION_KEY", "GATEWAY_ADMIN_API_KEY"):
+        assert value not in r.stderr + r.stdout
+
+
+def test_missing_encryption_key(tmp_path):
+    r = run({"GATEWAY_ADMIN_API_KEY": GOOD["GATEWAY_ADMIN_API_KEY"]}, tmp_path=tmp_path)
+    assert r.returncode != 0
+    assert "ENCRYPTION_KEY: is required" in r.stderr
+
+
+def test_bad_tokens_file(tmp_path):
+    f = tmp_path / "tokens.json"
+    f.write_text('{"tokens":[{"name":"x","role":"god","sha256":"00"}]}')
+    r = run({**GOOD, "GATEWAY_ADMIN_TOKENS_FILE": str(f)}, tmp_path=tmp_path)
+    assert r.returncode != 0
+    assert "GATEWAY_ADMIN_TOKENS_FILE" in r.stderr and "tokens[0].role" in r.stderr
+
+
+def test_bad_env_file_line(tmp_path):
+    f = tmp_path / ".env"
+    f.write_text("GOOD=1\nthis line is wrong\n")
+    r = run(GOOD, args=("serve", "--env-file", str(f)), tmp_path=tmp_path)
+    assert r.returncode != 0
+    assert "line 2" in r.stderr
+
+
+def test_env_file_supplies_variables(tmp_path):
+    f = tmp_path / ".env"
+    f.write_text("SECRETS_CACHE_MAX_SIZE=bogus\n")
+    r = run(GOOD, args=("serve", "--env-file", str(f)), tmp_path=tmp_path)
+    assert r.returncode != 0 and "SECRETS_CACHE_MAX_SIZE" in r.stderr
+
+
+def test_help_and_version():
+    r = subprocess.run([BINARY, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "serve" in r.stdout
+    r = subprocess.run([BINARY, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "dyad-gateway" in r.stdout

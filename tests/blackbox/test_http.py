@@ -1,0 +1,120 @@
+"""HTTP behaviour: auth, envelope, errors, limits, request ids, shutdown."""
+import json
+import signal
+import socket
+import subprocess
+
+import requests
+
+from conftest import ADMIN_TOKEN, VIEWER_TOKEN, provider_body
+
+
+def assert_error(r, status, code):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["status"] == "error"
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+def test_healthz_needs_no_token(gateway):
+    r = requests.get(gateway.url + "/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "success", "data": {"status": "ok"}}
+    r = requests.get(gateway.url + "/readyz")
+    assert r.status_code == 200 and r.json()["data"]["status"] == "ready"
+
+
+def test_auth_no_wrong_viewer_admin(gateway):
+    assert_error(gateway.call("GET", "/admin/providers", token=None), 401, "UNAUTHORIZED")
+    assert_error(gateway.call("GET", "/admin/providers", token="wrong-token"), 401, "UNAUTHORIZED")
+    assert gateway.call("GET", "/admin/providers", token=VIEWER_TOKEN).status_code == 200
+    assert_error(gateway.call("POST", "/admin/providers", token=VIEWER_TOKEN, json=provider_body()), 403, "FORBIDDEN")
+    assert_error(gateway.call("POST", "/admin/secrets/clear-cache", token=VIEWER_TOKEN), 403, "FORBIDDEN")
+    assert gateway.call("POST", "/admin/providers", json=provider_body()).status_code == 201
+    # Tokens never reach the logs.
+    assert ADMIN_TOKEN not in gateway.logs() and VIEWER_TOKEN not in gateway.logs()
+
+
+def test_unknown_route_and_wrong_method(gateway):
+    assert_error(requests.get(gateway.url + "/nope"), 404, "NOT_FOUND")
+    assert_error(gateway.call("GET", "/admin/nope"), 404, "NOT_FOUND")
+    r = gateway.call("PATCH", "/admin/providers")
+    assert_error(r, 405, "METHOD_NOT_ALLOWED")
+    assert "GET" in r.headers["Allow"] and "POST" in r.headers["Allow"]
+
+
+def test_malformed_json_and_wrong_types(gateway):
+    r = gateway.call("POST", "/admin/providers", data="{not json", headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "VALIDATION_ERROR")
+    assert "malformed JSON" in r.json()["error"]["message"]
+    r = gateway.call("POST", "/admin/providers", json=provider_body(enabled="yes"))
+    assert_error(r, 400, "VALIDATION_ERROR")
+    assert "enabled" in r.json()["error"]["message"]
+    r = gateway.call("POST", "/admin/providers", json=provider_body(models=[{"dyadModelId": 3}]))
+    assert_error(r, 400, "VALIDATION_ERROR")
+    assert "models[0].dyadModelId" in r.json()["error"]["message"]
+    r = gateway.call("POST", "/admin/providers", json=provider_body(slug="Not Valid"))
+    assert "slug" in r.json()["error"]["message"]
+    r = gateway.call("POST", "/admin/providers", json=provider_body(type="grpc"))
+    assert_error(r, 400, "VALIDATION_ERROR")
+    r = gateway.call("GET", "/admin/providers?limit=0")
+    assert_error(r, 400, "VALIDATION_ERROR")
+
+
+def test_two_mebibyte_body_is_413(gateway):
+    r = gateway.call("POST", "/admin/providers", data="x" * (2 << 20), headers={"Content-Type": "application/json"})
+    assert_error(r, 413, "PAYLOAD_TOO_LARGE")
+    assert requests.get(gateway.url + "/healthz").status_code == 200  # still serving
+
+
+def test_unknown_id_is_404(gateway):
+    for method, path in [("GET", "/admin/providers/nope"), ("PUT", "/admin/providers/nope"),
+                         ("DELETE", "/admin/providers/nope"),
+                         ("POST", "/admin/secrets/providers/nope/credentials/validate"),
+                         ("POST", "/admin/providers/nope/credentials/rotate")]:
+        body = {"credentials": {"api_key": "k"}} if path.endswith("rotate") else {"name": "x"}
+        assert_error(gateway.call(method, path, json=body), 404, "NOT_FOUND")
+
+
+def test_request_id_echoed_or_generated(gateway):
+    r = requests.get(gateway.url + "/healthz", headers={"X-Request-Id": "trace-123"})
+    assert r.headers["X-Request-Id"] == "trace-123"
+    r = requests.get(gateway.url + "/healthz")
+    assert len(r.headers["X-Request-Id"]) == 32
+    r = gateway.call("GET", "/admin/providers", headers={"X-Request-Id": "abc-789"})
+    assert "rid=abc-789" in gateway.logs()
+
+
+def test_keep_alive_reuses_the_connection(gateway):
+    with socket.create_connection(("127.0.0.1", gateway.port)) as s:
+        for _ in range(3):
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while b'"ok"}}' not in data:
+                chunk = s.recv(4096)
+                assert chunk, "connection closed between keep-alive requests"
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200")
+
+
+def test_sigterm_exits_cleanly_with_an_idle_keepalive_connection(gateway):
+    s = socket.create_connection(("127.0.0.1", gateway.port))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.recv(4096)
+    assert gateway.stop(signal.SIGTERM) == 0
+    s.close()
+
+
+def test_sigint_exits_cleanly(gateway):
+    assert gateway.stop(signal.SIGINT) == 0
+
+
+def test_metrics_exposition(gateway):
+    requests.get(gateway.url + "/healthz")
+    r = requests.get(gateway.url + "/metrics")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    for name in ["dyad_cache_hits_total", "dyad_cache_misses_total", "dyad_cache_stale_serves_total",
+                 "dyad_cache_evictions_total", "dyad_http_requests_total"]:
+        assert name in r.text

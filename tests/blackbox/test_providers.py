@@ -1,0 +1,82 @@
+"""Provider registry CRUD through the API, persistence and conflicts."""
+import os
+import stat
+import subprocess
+
+from conftest import BINARY, provider_body
+
+
+def data(r, status=200):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["status"] == "success"
+    return body["data"]
+
+
+def test_crud_round_trip(gateway):
+    created = data(gateway.call("POST", "/admin/providers", json=provider_body(description="first")), 201)
+    pid = created["id"]
+    assert created["slug"] == "openai" and created["type"] == "http-sdk" and created["enabled"] is True
+    assert created["models"][0]["adapterModelId"] == "gpt-4o-2024"
+    assert created["adapterConfig"] == {"baseUrl": "https://api.example"}
+    assert created["credentials"] == {}
+    assert created["createdAt"].endswith("Z")
+
+    got = data(gateway.call("GET", f"/admin/providers/{pid}"))
+    assert got == created
+
+    updated = data(gateway.call("PUT", f"/admin/providers/{pid}", json={"description": "second", "enabled": False}))
+    assert updated["description"] == "second" and updated["enabled"] is False
+    assert updated["name"] == "OpenAI"
+
+    assert data(gateway.call("DELETE", f"/admin/providers/{pid}"))["deleted"] is True
+    assert gateway.call("GET", f"/admin/providers/{pid}").status_code == 404
+
+
+def test_list_is_paginated(gateway):
+    for i in range(5):
+        data(gateway.call("POST", "/admin/providers", json=provider_body(slug=f"p-{i}")), 201)
+    page = data(gateway.call("GET", "/admin/providers?limit=2&offset=1"))
+    assert page["total"] == 5 and page["limit"] == 2 and page["offset"] == 1
+    assert [p["slug"] for p in page["items"]] == ["p-1", "p-2"]
+    assert len(data(gateway.call("GET", "/admin/providers"))["items"]) == 5
+
+
+def test_duplicate_slug_is_409(gateway):
+    data(gateway.call("POST", "/admin/providers", json=provider_body()), 201)
+    r = gateway.call("POST", "/admin/providers", json=provider_body(name="Other"))
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "CONFLICT"
+    assert "openai" in r.json()["error"]["message"]
+    other = data(gateway.call("POST", "/admin/providers", json=provider_body(slug="other")), 201)
+    r = gateway.call("PUT", f"/admin/providers/{other['id']}", json={"slug": "openai"})
+    assert r.status_code == 409
+
+
+def test_data_persists_across_restart(gateway):
+    created = data(gateway.call("POST", "/admin/providers", json=provider_body()), 201)
+    gateway.restart()
+    assert data(gateway.call("GET", f"/admin/providers/{created['id']}")) == created
+
+
+def test_dev_mode_generates_token_once_with_0600(make_gateway):
+    gw = make_gateway({"GATEWAY_ADMIN_API_KEY": None, "ENCRYPTION_KEY": None, "GATEWAY_ADMIN_TOKENS_FILE": None},
+                      args=("serve", "--dev"))
+    gw.start()
+    token_file = gw.data_dir / "dev-admin-token"
+    token = token_file.read_text().strip()
+    assert token in gw.stdout
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(gw.data_dir / "dev-encryption-key").st_mode) == 0o600
+    assert gw.call("GET", "/admin/providers", token=token).status_code == 200
+    gw.restart()
+    assert token not in gw.stdout.split("listening on")[-1]  # announced once only
+    assert token not in gw.logs()
+    assert gw.call("GET", "/admin/providers", token=token).status_code == 200
+
+
+def test_without_token_outside_dev_refuses_to_start(tmp_path):
+    r = subprocess.run([BINARY, "serve"], env={"PATH": "/usr/bin:/bin", "ENCRYPTION_KEY": "ab" * 32,
+                                               "GATEWAY_DATA_DIR": str(tmp_path)},
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "GATEWAY_ADMIN_API_KEY" in r.stderr
