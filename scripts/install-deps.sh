@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages dyad-gateway builds and tests with
+# (DESIGN.md §2), and the Python packages of the black-box suite.
+set -euo pipefail
+PKGS=(cmake ninja-build ccache g++ pkg-config
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libcurl4-openssl-dev libssl-dev
+  nlohmann-json3-dev libsqlite3-dev libpq-dev libspdlog-dev libcli11-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev)
+if [ "${1:-}" = "--test" ]; then
+  PKGS+=(clang-14 libclang-rt-14-dev wrk python3-pip)
+fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if [ "${1:-}" = "--test" ]; then
+  python3 -m pip install -q --disable-pip-version-check -r "$(dirname "$0")/../tests/blackbox/requirements.txt"
+fi

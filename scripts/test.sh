@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# README command 2: install dependencies and test peers, build, and run every
+# suite: unit tests (ctest), the same under ASan+UBSan, the black-box pytest
+# suite against the real binary, and a short run of each libFuzzer target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "dependencies"
+bash scripts/install-deps.sh --test
+
+step "build (release)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$JOBS"
+
+step "unit tests"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+
+step "black-box tests"
+DYAD_GATEWAY_BIN="$PWD/build/dyad-gateway" python3 -m pytest -q tests/blackbox
+
+step "unit tests under ASan+UBSan"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDYAD_SANITIZE=ON -DDYAD_BENCH=OFF
+cmake --build build-asan -j "$JOBS" --target dyad_unit_tests
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+
+step "fuzzers (${FUZZ_SECONDS}s each)"
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDYAD_FUZZ=ON \
+  -DDYAD_TESTS=OFF -DDYAD_BENCH=OFF
+fuzzers=$(cd fuzz && ls *_fuzz.cc | sed 's/\.cc$//')
+cmake --build build-fuzz -j "$JOBS" --target $fuzzers
+for f in $fuzzers; do
+  work=$(mktemp -d)
+  mkdir "$work/corpus"
+  if ! ./build-fuzz/"$f" -max_total_time="$FUZZ_SECONDS" -max_len=8192 -artifact_prefix="$work/" \
+      "$work/corpus" "fuzz/corpus/${f%_fuzz}" >"$work/log" 2>&1; then
+    tail -n 60 "$work/log"
+    echo "fuzzer $f failed; the input is in $work"
+    exit 1
+  fi
+  echo "$f: $(grep -E '^Done' "$work/log")"
+  rm -rf "$work"
+done
+
+echo
+echo "all suites passed"
