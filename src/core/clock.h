@@ -6,6 +6,8 @@
 #pragma once
 
 #include <atomic>
+#include <time.h>
+
 #include <chrono>
 
 namespace dyad {
@@ -18,12 +20,21 @@ class Clock {
 
   virtual ~Clock() = default;
   virtual Instant Now() const = 0;
+  // Monotonic with a few milliseconds' resolution, for hot-path TTL checks.
+  virtual Instant CoarseNow() const { return Now(); }
   virtual WallTime WallNow() const = 0;
 };
 
 class SystemClock final : public Clock {
  public:
   Instant Now() const override { return std::chrono::steady_clock::now(); }
+  // CLOCK_MONOTONIC_COARSE: the same clock as steady_clock (CLOCK_MONOTONIC)
+  // at tick resolution, read without a timer access.
+  Instant CoarseNow() const override {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return Instant(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+  }
   WallTime WallNow() const override { return std::chrono::system_clock::now(); }
 };
 

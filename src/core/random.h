@@ -1,6 +1,7 @@
 // Random: the source of randomness (keys, nonces, ids), injected for tests.
 //
-// SecureRandom draws from OpenSSL's CSPRNG and is thread-safe. Fill() fails
+// SecureRandom draws from OpenSSL's CSPRNG (buffered per thread, reset in a
+// forked child) and is thread-safe. Fill() fails
 // only if the CSPRNG is unavailable, which callers treat as fatal for the
 // operation at hand.
 #pragma once

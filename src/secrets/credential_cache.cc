@@ -1,5 +1,7 @@
 #include "secrets/credential_cache.h"
 
+#include <algorithm>
+#include <bit>
 #include <condition_variable>
 #include <limits>
 #include <mutex>
@@ -23,23 +25,28 @@ struct alignas(64) CredentialCache::Shard {
     Clock::Instant last_access;
     bool refreshing = false;
   };
+  // What a hit writes (the lock and the hit count) shares the first cache
+  // line with nothing else; the maps after it are only read by hits.
   std::mutex mu;
-  std::unordered_map<std::string, Entry> entries;
+  uint64_t hits = 0;
+  alignas(64) std::unordered_map<std::string, Entry> entries;
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights;
   uint64_t epoch = 0;  // bumped by every invalidation in this shard
-  uint64_t hits = 0, misses = 0, stale = 0, loads = 0, load_errors = 0;
+  uint64_t misses = 0, stale = 0, loads = 0, load_errors = 0;
 };
 
 CredentialCache::CredentialCache(CacheOptions options, const Clock& clock, Spawner spawn)
     : options_(options), clock_(clock), spawn_(std::move(spawn)) {
-  if (options_.shards == 0) options_.shards = 1;
+  size_t want = options_.shards ? options_.shards : std::clamp<size_t>(options_.max_entries * 8, 64, 4096);
+  options_.shards = std::bit_ceil(want);
+  shard_mask_ = options_.shards - 1;
   shards_ = std::make_unique<Shard[]>(options_.shards);
 }
 
 CredentialCache::~CredentialCache() = default;
 
 CredentialCache::Shard& CredentialCache::ShardFor(const std::string& key) {
-  return shards_[std::hash<std::string>{}(key) % options_.shards];
+  return shards_[std::hash<std::string>{}(key) & shard_mask_];
 }
 
 static Error NotFoundError(const std::string& key) {
@@ -47,7 +54,7 @@ static Error NotFoundError(const std::string& key) {
 }
 
 Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loader) {
-  const Clock::Instant now = clock_.Now();
+  const Clock::Instant now = clock_.CoarseNow();
   Shard& shard = ShardFor(key);
   std::unique_lock lock(shard.mu);
   CredentialsPtr stale_value;
@@ -56,7 +63,7 @@ Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loa
   if (it != shard.entries.end()) {
     auto& e = it->second;
     if (now < e.expires) {
-      e.last_access = now;
+      if (e.last_access != now) e.last_access = now;  // coarse time: rarely a write
       ++shard.hits;
       if (!e.value) return NotFoundError(key);
       CacheRead read{e.value, CacheSource::kHit};
@@ -99,7 +106,7 @@ Result<CacheRead> CredentialCache::LoadOrJoin(Shard& shard, const std::string& k
   std::optional<Result<CredentialsPtr>> result;
   if (leader) {
     result.emplace(loader());
-    Publish(shard, key, epoch, *result, clock_.Now());
+    Publish(shard, key, epoch, *result, clock_.CoarseNow());
     {
       std::lock_guard fl(flight->mu);
       flight->result = *result;
@@ -111,7 +118,7 @@ Result<CacheRead> CredentialCache::LoadOrJoin(Shard& shard, const std::string& k
     result = *flight->result;
   }
   if (result->ok()) return CacheRead{result->value(), CacheSource::kLoaded};
-  if (result->code() == ErrorCode::kUnavailable && stale_value && clock_.Now() < stale_until) {
+  if (result->code() == ErrorCode::kUnavailable && stale_value && clock_.CoarseNow() < stale_until) {
     std::lock_guard relock(shard.mu);
     ++shard.stale;
     return CacheRead{std::move(stale_value), CacheSource::kStale};
@@ -166,7 +173,7 @@ void CredentialCache::StartRefresh(Shard& shard, const std::string& key, const L
   }
   spawn_([this, &shard, key, loader, flight, epoch] {
     Result<CredentialsPtr> result = loader();
-    Publish(shard, key, epoch, result, clock_.Now());
+    Publish(shard, key, epoch, result, clock_.CoarseNow());
     {
       std::lock_guard fl(flight->mu);
       flight->result = result;

@@ -7,7 +7,8 @@
 // within a window when the load fails with kUnavailable (failed refreshes
 // back off, so a down backend sees no storm); short negative caching of
 // kNotFound; Invalidate()/Clear() on every write, and a load that started
-// before an invalidation never re-inserts its older value. Values are
+// before an invalidation never re-inserts its older value. Times come from
+// Clock::CoarseNow(): TTLs and LRU order are exact to a few milliseconds. Values are
 // shared_ptr<const Credentials>: an evicted value is zeroed when its last
 // reader lets it go. Thread-safe.
 #pragma once
@@ -31,7 +32,10 @@ struct CacheOptions {
   Clock::Duration negative_ttl = std::chrono::seconds(5);
   Clock::Duration error_backoff = std::chrono::seconds(5);
   double refresh_ahead_fraction = 0.1;  // refresh in the last 10% of the TTL
-  size_t shards = 16;
+  // 0: a power of two near 8 × max_entries (64 to 4096). Hits on different
+  // keys then rarely share a shard's lock line, which is what lets reads
+  // scale with cores; a shard is 256 bytes.
+  size_t shards = 0;
 };
 
 enum class CacheSource { kHit, kLoaded, kStale };
@@ -76,6 +80,7 @@ class CredentialCache {
   const Clock& clock_;
   Spawner spawn_;
   std::unique_ptr<Shard[]> shards_;
+  size_t shard_mask_ = 0;
   std::atomic<size_t> size_{0};
   std::atomic<uint64_t> evictions_{0};
 };

@@ -19,7 +19,9 @@ namespace dyad {
 
 using CredentialFields = std::map<std::string, SecretBytes>;
 
-struct Credentials {
+// Cache-line aligned: readers on different cores bump the reference counts
+// of different values, and those counts must not share a line with anything.
+struct alignas(64) Credentials {
   CredentialFields fields;
   int64_t version = 0;      // credentials version (envelope cv)
   std::string origin;       // store | environment | fallback

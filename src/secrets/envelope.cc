@@ -40,14 +40,29 @@ Result<std::string> Base64Field(const json::object& o, std::string_view name, si
   return *raw;
 }
 
+// A JSON string literal; plain identifiers (the usual case) skip the escaper.
+void AppendJsonString(std::string& out, std::string_view s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == '"' || c == '\\' || c >= 0x7f) {
+      out += json::serialize(json::string_view(s.data(), s.size()));
+      return;
+    }
+  }
+  out += '"';
+  out += s;
+  out += '"';
+}
+
 }  // namespace
 
 std::string SerializeEnvelope(const Envelope& e) {
   std::string out;
   out.reserve(128 + e.key_id.size() + 4 * (e.wrapped_dek.size() + e.ciphertext.size()) / 3);
   out += "{\"v\":" + std::to_string(e.format_version);
-  out += ",\"kms\":" + json::serialize(json::string_view(e.kms));
-  out += ",\"kid\":" + json::serialize(json::string_view(e.key_id));
+  out += ",\"kms\":";
+  AppendJsonString(out, e.kms);
+  out += ",\"kid\":";
+  AppendJsonString(out, e.key_id);
   out += ",\"kver\":" + std::to_string(e.key_version);
   out += ",\"cv\":" + std::to_string(e.credentials_version);
   out += ",\"dek\":\"" + Base64Encode(e.wrapped_dek);
