@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/provider_json.h"
+#include "core/time_format.h"
 #include "server/envelope.h"
 
 namespace dyad {
@@ -129,6 +130,83 @@ void SecretsRoutes(Router& r, ApiContext api) {
   });
 }
 
+json RunJson(const RotationRun& run) {
+  json j = {{"id", run.id},
+            {"trigger", run.trigger},
+            {"status", run.status},
+            {"force", run.force},
+            {"startedAt", run.started_at},
+            {"finishedAt", run.finished_at.empty() ? json(nullptr) : json(run.finished_at)},
+            {"fromKeyVersion", run.from_version},
+            {"toKeyVersion", run.to_version},
+            {"total", run.total},
+            {"done", run.done},
+            {"reencrypted", run.reencrypted},
+            {"skipped", run.skipped},
+            {"failed", run.failed},
+            {"durationMs", run.duration_ms},
+            {"error", run.error.empty() ? json(nullptr) : json(run.error)}};
+  return j;
+}
+
+// Reads {"force":bool} or {"enabled":bool}; an empty body means `fallback`.
+Result<bool> BoolField(const std::string& body, const std::string& field, std::optional<bool> fallback) {
+  if (body.empty() && fallback) return *fallback;
+  DYAD_ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() != field) return MakeError(ErrorCode::kInvalidArgument, "field '" + it.key().substr(0, 64) + "' is unknown");
+  }
+  if (!j.contains(field)) {
+    if (fallback) return *fallback;
+    return MakeError(ErrorCode::kInvalidArgument, "field '" + field + "' is required");
+  }
+  if (!j[field].is_boolean()) return MakeError(ErrorCode::kInvalidArgument, "field '" + field + "' must be true or false");
+  return j[field].get<bool>();
+}
+
+void RotationRoutes(Router& r, ApiContext api) {
+  r.Add("GET", "/admin/secrets/key-rotation/status", [api](const RouteContext&) {
+    auto enabled = api.scheduler.Enabled();
+    if (!enabled.ok()) return JsonError(enabled.error());
+    auto history = api.rotation.History(20);
+    if (!history.ok()) return JsonError(history.error());
+    json runs = json::array();
+    for (const auto& run : *history) runs.push_back(RunJson(run));
+    auto current = api.rotation.Current();
+    json progress = nullptr;
+    if (current) progress = {{"id", current->id}, {"done", current->done}, {"total", current->total}, {"startedAt", current->started_at}};
+    auto next = api.scheduler.NextRun();
+    auto keys = api.secrets.keys().Describe();
+    return JsonSuccess({{"enabled", *enabled},
+                        {"schedule", api.scheduler.schedule().expression()},
+                        {"nextRun", next && *enabled ? json(FormatIso8601(*next)) : json(nullptr)},
+                        {"inProgress", progress},
+                        {"primaryKeyVersion", keys.ok() ? json(keys->primary_version) : json(nullptr)},
+                        {"history", runs}});
+  });
+  r.Add("POST", "/admin/secrets/key-rotation/perform", [api](const RouteContext& ctx) {
+    auto force = BoolField(ctx.request.body, "force", false);
+    if (!force.ok()) return JsonError(force.error());
+    auto id = api.rotation.Start(*force, "manual", CallerOf(ctx));
+    if (!id.ok()) return JsonError(id.error());
+    return JsonSuccess({{"id", *id}, {"status", "running"}, {"force", *force}}, 202);
+  });
+  r.Add("POST", "/admin/secrets/key-rotation/toggle", [api](const RouteContext& ctx) {
+    auto enabled = BoolField(ctx.request.body, "enabled", std::nullopt);
+    if (!enabled.ok()) return JsonError(enabled.error());
+    Status s = api.scheduler.SetEnabled(*enabled);
+    if (!s.ok()) return JsonError(s.error());
+    AuditEvent e;
+    e.actor = ctx.principal.identity;
+    e.request_id = ctx.request.request_id;
+    e.action = "key_rotation.toggle";
+    e.detail = *enabled ? "enabled" : "disabled";
+    api.audit.Record(e);
+    auto next = api.scheduler.NextRun();
+    return JsonSuccess({{"enabled", *enabled}, {"nextRun", next && *enabled ? json(FormatIso8601(*next)) : json(nullptr)}});
+  });
+}
+
 void OperationsRoutes(Router& r, ApiContext api) {
   static const std::string kHealthz = R"({"status":"success","data":{"status":"ok"}})";
   r.Add("GET", "/healthz", [](const RouteContext&) {
@@ -159,6 +237,7 @@ void OperationsRoutes(Router& r, ApiContext api) {
 void RegisterRoutes(Router& router, ApiContext api) {
   ProviderRoutes(router, api);
   SecretsRoutes(router, api);
+  RotationRoutes(router, api);
   OperationsRoutes(router, api);
 }
 

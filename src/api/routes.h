@@ -7,7 +7,9 @@
 #include "metrics/metrics.h"
 #include "registry/provider_repository.h"
 #include "server/router.h"
+#include "service/key_rotation_service.h"
 #include "service/provider_service.h"
+#include "service/rotation_scheduler.h"
 #include "service/secrets_service.h"
 
 namespace dyad {
@@ -17,6 +19,9 @@ struct ApiContext {
   SecretsService& secrets;
   ProviderRepository& repo;
   Metrics& metrics;
+  KeyRotationService& rotation;
+  RotationScheduler& scheduler;
+  AuditSink& audit;
 };
 
 void RegisterRoutes(Router& router, ApiContext api);

@@ -10,7 +10,10 @@
 #include "registry/sqlite_provider_repository.h"
 #include "server/auth.h"
 #include "server/router.h"
+#include "core/cron.h"
+#include "service/key_rotation_service.h"
 #include "service/provider_service.h"
+#include "service/rotation_scheduler.h"
 #include "service/secrets_service.h"
 
 namespace dyad {
@@ -26,6 +29,8 @@ struct App::Parts {
   std::unique_ptr<TokenAuthenticator> auth;
   std::unique_ptr<SecretsService> secrets;
   std::unique_ptr<ProviderService> providers;
+  std::unique_ptr<KeyRotationService> rotation;
+  std::unique_ptr<RotationScheduler> scheduler;
   std::unique_ptr<Router> router;
 };
 
@@ -34,8 +39,10 @@ App::~App() = default;
 
 ProviderService& App::providers() { return *parts_->providers; }
 SecretsService& App::secrets() { return *parts_->secrets; }
+KeyRotationService& App::rotation() { return *parts_->rotation; }
+RotationScheduler& App::scheduler() { return *parts_->scheduler; }
 
-Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& clock) {
+Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& clock, bool serving) {
   std::unique_ptr<App> app(new App());
   Parts& p = *app->parts_;
   p.clock = &clock;
@@ -60,8 +67,19 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.secrets = std::make_unique<SecretsService>(so, *p.store, *p.keys, *p.repo, *p.audit, *p.metrics, clock,
                                                DefaultRandom(), config.env);
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
+  p.rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{config.secrets_prefix, 500}, p.db,
+                                                    *p.secrets, *p.audit, clock);
+  DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));
+  p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, p.db, std::move(schedule),
+                                                    config.key_rotation_enabled, clock);
   p.router = std::make_unique<Router>(p.auth.get());
-  RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics});
+  RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler, *p.audit});
+  if (serving) {
+    auto resumed = p.rotation->ResumeInterrupted(Caller{"system", ""});
+    if (!resumed.ok()) spdlog::error("cannot resume the interrupted key rotation: {}", resumed.error().message);
+    else if (*resumed) spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
+    p.scheduler->StartThread();
+  }
 
   auto orphans = p.secrets->ReconcileOrphans();
   if (!orphans.ok()) spdlog::warn("orphan sweep failed: {}", orphans.error().message);

@@ -13,16 +13,22 @@ namespace dyad {
 
 class ProviderService;
 class SecretsService;
+class KeyRotationService;
+class RotationScheduler;
 
 class App {
  public:
-  static Result<std::unique_ptr<App>> Create(const Config& config, const Clock& clock);
+  // `serving` also starts the rotation scheduler and resumes a rotation
+  // that a stopped process left half done.
+  static Result<std::unique_ptr<App>> Create(const Config& config, const Clock& clock, bool serving);
   ~App();
 
   HttpResponse Handle(const HttpRequest& request);
 
   ProviderService& providers();
   SecretsService& secrets();
+  KeyRotationService& rotation();
+  RotationScheduler& scheduler();
 
  private:
   App();

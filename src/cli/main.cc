@@ -10,7 +10,12 @@
 #include "audit/audit_log.h"
 #include "core/config.h"
 #include "core/encoding.h"
+#include "core/time_format.h"
 #include "server/http_server.h"
+#include "service/key_rotation_service.h"
+#include "service/rotation_scheduler.h"
+#include "service/secrets_service.h"
+#include <unistd.h>
 
 namespace {
 
@@ -35,7 +40,7 @@ int Serve(bool dev, const std::string& env_file) {
   Status s = dev ? PrepareDevSecrets(*config) : EnsureDataDir(config->data_dir);
   if (!s.ok()) return Fail(s.error().message);
   SystemClock clock;
-  auto app = App::Create(*config, clock);
+  auto app = App::Create(*config, clock, true);
   if (!app.ok()) return Fail("cannot start: " + app.error().message);
   HttpServerOptions opts;
   opts.host = config->host;
@@ -54,6 +59,105 @@ int Serve(bool dev, const std::string& env_file) {
   server.Run();
   spdlog::warn("dyad-gateway stopped");
   return 0;
+}
+
+// Builds the service (no HTTP) for a CLI command on the configured database.
+Result<std::unique_ptr<App>> OpenApp(const std::string& env_file, const SystemClock& clock) {
+  auto config = LoadFrom(env_file, false);
+  if (!config.ok()) {
+    // The CLI reads the same data dir as `serve --dev`: accept its generated key.
+    auto dev = LoadFrom(env_file, true);
+    if (!dev.ok()) return config.error();
+    config = std::move(dev);
+  }
+  spdlog::set_level(spdlog::level::warn);
+  if (config->dev || !config->encryption_key) DYAD_RETURN_IF_ERROR(PrepareDevSecrets(*config));
+  return App::Create(*config, clock, false);
+}
+
+void PrintRun(const RotationRun& r) {
+  std::printf("%s  %-9s %-11s v%u -> v%u  re-encrypted %lld, skipped %lld, failed %lld  %s  %lld ms%s%s\n",
+              r.id.c_str(), r.trigger.c_str(), r.status.c_str(), r.from_version, r.to_version,
+              static_cast<long long>(r.reencrypted), static_cast<long long>(r.skipped),
+              static_cast<long long>(r.failed), r.started_at.c_str(), static_cast<long long>(r.duration_ms),
+              r.error.empty() ? "" : "  error: ", r.error.c_str());
+}
+
+int SecretsRotate(const std::string& env_file, bool force, bool dry_run) {
+  SystemClock clock;
+  auto app = OpenApp(env_file, clock);
+  if (!app.ok()) return Fail(app.error().message);
+  KeyRotationService& rotation = (*app)->rotation();
+  if (dry_run) {
+    auto report = rotation.DryRun();
+    if (!report.ok()) return Fail(report.error().message);
+    std::printf("primary key version: %u\n", report->primary_version);
+    for (const auto& [v, n] : report->secrets_per_version) std::printf("  key version %u: %lld secret(s)\n", v, static_cast<long long>(n));
+    if (report->unreadable) std::printf("  unreadable: %lld\n", static_cast<long long>(report->unreadable));
+    std::printf("a rotation would make key version %u and re-encrypt %lld secret(s); nothing was written\n",
+                report->primary_version + 1, static_cast<long long>(report->would_reencrypt));
+    return 0;
+  }
+  const bool tty = isatty(STDOUT_FILENO);
+  auto progress = [tty](const RotationRun& r) {
+    int64_t left = r.total - r.done;
+    if (tty) {
+      int width = 30, filled = r.total ? static_cast<int>(width * r.done / r.total) : width;
+      std::printf("\r[%s%s] %lld/%lld  to visit %lld, re-encrypted %lld, skipped %lld, failed %lld",
+                  std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                  static_cast<long long>(r.done), static_cast<long long>(r.total), static_cast<long long>(left),
+                  static_cast<long long>(r.reencrypted), static_cast<long long>(r.skipped),
+                  static_cast<long long>(r.failed));
+    } else {
+      std::printf("progress %lld/%lld to_visit=%lld reencrypted=%lld skipped=%lld failed=%lld\n",
+                  static_cast<long long>(r.done), static_cast<long long>(r.total), static_cast<long long>(left),
+                  static_cast<long long>(r.reencrypted), static_cast<long long>(r.skipped),
+                  static_cast<long long>(r.failed));
+    }
+    std::fflush(stdout);
+  };
+  Caller caller{"cli", ""};
+  auto resumed = rotation.ResumeInterrupted(caller);
+  if (resumed.ok() && *resumed) {
+    std::printf("resuming an interrupted rotation as run %s\n", (*resumed)->c_str());
+    rotation.WaitIdle();
+  }
+  auto run = rotation.Run(force, "manual", caller, progress);
+  if (tty) std::printf("\n");
+  if (!run.ok()) return Fail(run.error().message);
+  PrintRun(*run);
+  return run->status == "completed" ? 0 : 1;
+}
+
+int SecretsRotationStatus(const std::string& env_file) {
+  SystemClock clock;
+  auto app = OpenApp(env_file, clock);
+  if (!app.ok()) return Fail(app.error().message);
+  auto enabled = (*app)->scheduler().Enabled();
+  auto next = (*app)->scheduler().NextRun();
+  std::printf("scheduled rotation: %s  schedule: %s  next run: %s\n", enabled.ok() && *enabled ? "enabled" : "disabled",
+              (*app)->scheduler().schedule().expression().c_str(),
+              next && enabled.ok() && *enabled ? FormatIso8601(*next).c_str() : "-");
+  if (auto current = (*app)->rotation().Current()) {
+    std::printf("in progress: %s %lld/%lld\n", current->id.c_str(), static_cast<long long>(current->done),
+                static_cast<long long>(current->total));
+  }
+  auto history = (*app)->rotation().History(20);
+  if (!history.ok()) return Fail(history.error().message);
+  for (const auto& r : *history) PrintRun(r);
+  return 0;
+}
+
+int SecretsVerify(const std::string& env_file) {
+  SystemClock clock;
+  auto app = OpenApp(env_file, clock);
+  if (!app.ok()) return Fail(app.error().message);
+  auto report = (*app)->secrets().VerifyAll();
+  if (!report.ok()) return Fail(report.error().message);
+  std::printf("%lld secret(s): %lld open, %lld failed%s%s\n", static_cast<long long>(report->total),
+              static_cast<long long>(report->ok), static_cast<long long>(report->failed),
+              report->first_error.empty() ? "" : "; first: ", report->first_error.c_str());
+  return report->failed == 0 ? 0 : 1;
 }
 
 int AuditVerify(const std::string& path_arg, const std::string& env_file) {
@@ -97,7 +201,22 @@ int main(int argc, char** argv) {
   token->require_subcommand(1);
   auto* hash = token->add_subcommand("hash", "Print the SHA-256 of a token read from stdin, for GATEWAY_ADMIN_TOKENS_FILE");
 
+  auto* secrets = cli.add_subcommand("secrets", "Secrets operations on the configured database");
+  secrets->require_subcommand(1);
+  bool force = false, dry_run = false;
+  auto* rotate = secrets->add_subcommand("rotate", "Rotate the encryption key and re-encrypt every credential");
+  rotate->add_flag("--force", force, "Re-encrypt secrets already on the newest key version too");
+  rotate->add_flag("--dry-run", dry_run, "Count secrets per key version; write nothing");
+  rotate->add_option("--env-file", env_file, "Read variables from a dotenv file");
+  auto* status = secrets->add_subcommand("rotation-status", "Show the rotation schedule and history");
+  status->add_option("--env-file", env_file, "Read variables from a dotenv file");
+  auto* sverify = secrets->add_subcommand("verify", "Check that every stored credential decrypts");
+  sverify->add_option("--env-file", env_file, "Read variables from a dotenv file");
+
   CLI11_PARSE(cli, argc, argv);
+  if (*rotate) return SecretsRotate(env_file, force, dry_run);
+  if (*status) return SecretsRotationStatus(env_file);
+  if (*sverify) return SecretsVerify(env_file);
   if (*serve) return Serve(dev, env_file);
   if (*verify) return AuditVerify(audit_path, env_file);
   if (*hash) {

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <thread>
 
+#include "core/cron.h"
 #include "core/encoding.h"
 
 namespace dyad {
@@ -117,21 +118,19 @@ Status ReadKeys(const EnvMap& env, Config& c) {
   return OkStatus();
 }
 
-// Five whitespace-separated fields of cron characters. The full grammar is
-// checked by the scheduler's parser.
+// The schedule, parsed in full so that a bad one stops the start; generated
+// from the interval when unset.
 Status ReadSchedule(const EnvMap& env, Config& c) {
   const std::string* v = Find(env, "KEY_ROTATION_SCHEDULE");
-  if (!v || v->empty()) return OkStatus();
-  int fields = 0;
-  bool in_field = false;
-  for (char ch : *v) {
-    bool space = ch == ' ' || ch == '\t';
-    if (!space && !in_field) ++fields;
-    in_field = !space;
+  if (!v || v->empty()) {
+    c.key_rotation_schedule = CronSchedule::FromIntervalHours(c.key_rotation_interval_hours);
+    c.key_rotation_schedule_generated = true;
+    return OkStatus();
   }
-  if (fields != 5) {
-    return Bad("KEY_ROTATION_SCHEDULE", "'" + *v + "' has " + std::to_string(fields) +
-                                            " fields; use 5 cron fields: minute hour day-of-month month day-of-week");
+  auto parsed = CronSchedule::Parse(*v);
+  if (!parsed.ok()) {
+    return Bad("KEY_ROTATION_SCHEDULE", "'" + *v + "' is not a valid cron expression: " + parsed.error().message +
+                                            " (5 fields, UTC: minute hour day-of-month month day-of-week)");
   }
   c.key_rotation_schedule = *v;
   return OkStatus();

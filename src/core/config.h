@@ -31,7 +31,8 @@ struct Config {
   // Key rotation.
   bool key_rotation_enabled = false;
   int key_rotation_interval_hours = 168;
-  std::string key_rotation_schedule;  // empty: generated from the interval
+  std::string key_rotation_schedule;  // always set: given, or generated from the interval
+  bool key_rotation_schedule_generated = false;
 
   // Cache and fallback.
   bool cache_enabled = true;

@@ -106,14 +106,21 @@ TEST(Config, PreviousKeysAreParsedAndNamedByEntry) {
   EXPECT_NE(ErrorFor(env).find("entry 2"), std::string::npos);
 }
 
-TEST(Config, ScheduleNeedsFiveFields) {
+TEST(Config, ScheduleIsParsedOrGenerated) {
   auto env = Base();
   env["KEY_ROTATION_SCHEDULE"] = "0 3 * *";
   std::string m = ErrorFor(env);
   EXPECT_NE(m.find("KEY_ROTATION_SCHEDULE"), std::string::npos);
-  EXPECT_NE(m.find("4 fields"), std::string::npos);
+  EXPECT_NE(m.find("expected 5 fields"), std::string::npos);
+  env["KEY_ROTATION_SCHEDULE"] = "0 25 * * *";
+  EXPECT_NE(ErrorFor(env).find("hour field '25'"), std::string::npos);
   env["KEY_ROTATION_SCHEDULE"] = "0 3 * * 0";
-  EXPECT_TRUE(LoadConfig(env, false).ok());
+  EXPECT_EQ(LoadConfig(env, false)->key_rotation_schedule, "0 3 * * 0");
+  env.erase("KEY_ROTATION_SCHEDULE");
+  env["KEY_ROTATION_INTERVAL_HOURS"] = "24";
+  auto c = LoadConfig(env, false);
+  EXPECT_EQ(c->key_rotation_schedule, "0 0 * * *");
+  EXPECT_TRUE(c->key_rotation_schedule_generated);
 }
 
 TEST(Config, DatabaseUrl) {

@@ -35,6 +35,31 @@ CREATE TABLE key_versions(
   created_at TEXT NOT NULL,
   PRIMARY KEY(key_id, version));
 )sql",
+      // 3: key rotation runs, the deployment-wide rotation lock.
+      R"sql(
+CREATE TABLE rotation_runs(
+  id TEXT PRIMARY KEY,
+  trigger TEXT NOT NULL,
+  status TEXT NOT NULL,
+  force INTEGER NOT NULL,
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  from_version INTEGER NOT NULL,
+  to_version INTEGER NOT NULL DEFAULT 0,
+  total INTEGER NOT NULL DEFAULT 0,
+  done INTEGER NOT NULL DEFAULT 0,
+  reencrypted INTEGER NOT NULL DEFAULT 0,
+  skipped INTEGER NOT NULL DEFAULT 0,
+  failed INTEGER NOT NULL DEFAULT 0,
+  cursor TEXT NOT NULL DEFAULT '',
+  error TEXT NOT NULL DEFAULT '',
+  duration_ms INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE rotation_lock(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  run_id TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  heartbeat_at INTEGER NOT NULL);
+)sql",
   };
   return kMigrations;
 }

@@ -43,7 +43,9 @@ TEST(AesGcmWycheproof, Aes256Nonce96) {
       } else if (result == "invalid") {
         ++invalid;
         EXPECT_FALSE(opened.ok());
-        if (!opened.ok()) EXPECT_EQ(opened.code(), ErrorCode::kDataLoss);
+        if (!opened.ok()) {
+          EXPECT_EQ(opened.code(), ErrorCode::kDataLoss);
+        }
       }
       ++checked;
     }

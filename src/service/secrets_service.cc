@@ -322,6 +322,27 @@ std::vector<ProbeStep> SecretsService::TestConnection(const Caller& caller) {
   return steps;
 }
 
+Result<SecretsService::VerifyReport> SecretsService::VerifyAll() {
+  DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, store_.List(options_.prefix + "/providers/"));
+  VerifyReport report;
+  for (const auto& name : names) {
+    ++report.total;
+    auto blob = store_.Get(name);
+    auto opened = blob.ok() ? sealer_.Open(name, *blob) : Result<OpenedSecret>(blob.error());
+    if (opened.ok() && CredentialsFromJson(opened->payload.view()).ok()) {
+      ++report.ok;
+    } else if (!blob.ok() && blob.code() == ErrorCode::kNotFound) {
+      --report.total;  // deleted meanwhile
+    } else {
+      ++report.failed;
+      if (report.first_error.empty()) {
+        report.first_error = name + ": " + (opened.ok() ? "payload is not a credentials object" : opened.error().message);
+      }
+    }
+  }
+  return report;
+}
+
 Result<std::vector<std::string>> SecretsService::ReconcileOrphans() {
   DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, store_.List(options_.prefix + "/providers/"));
   std::vector<std::string> removed;

@@ -98,6 +98,12 @@ class SecretsService {
   size_t ClearCache(const Caller& caller);
   SecretsHealth Health();
   std::vector<ProbeStep> TestConnection(const Caller& caller);
+  // Opens every stored provider secret; names the first that fails.
+  struct VerifyReport {
+    int64_t total = 0, ok = 0, failed = 0;
+    std::string first_error;
+  };
+  Result<VerifyReport> VerifyAll();
   // Deletes stored secrets whose provider row is gone; returns their names.
   Result<std::vector<std::string>> ReconcileOrphans();
 

@@ -1,0 +1,100 @@
+// KeyRotationService: rotates the KMS key and re-encrypts every stored
+// credential onto the new version (DESIGN.md §7).
+//
+// One rotation at a time: in process, and across processes through the
+// `rotation_lock` row (a lock whose owner process is gone, or whose heartbeat
+// is older than two minutes, is taken over). A run rotates the key, then
+// visits every secret in name order in batches, each under its provider's
+// write lock (so a credential written meanwhile is never overwritten by an
+// older value); each rewrapped blob must open before it replaces the old
+// one; progress (counts and the last name visited) is saved after every
+// batch, so a run cut short is resumed from there; when nothing failed, the
+// older key versions are retired. Readers never wait. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "registry/sqlite_db.h"
+#include "service/secrets_service.h"
+
+namespace dyad {
+
+struct RotationRun {
+  std::string id;
+  std::string trigger;  // manual | scheduled | resumed
+  std::string status;   // running | completed | failed | interrupted
+  bool force = false;
+  std::string started_at, finished_at;
+  uint32_t from_version = 0, to_version = 0;
+  int64_t total = 0, done = 0, reencrypted = 0, skipped = 0, failed = 0;
+  std::string cursor;  // last secret name visited
+  std::string error;
+  int64_t duration_ms = 0;
+};
+
+struct DryRunReport {
+  uint32_t primary_version = 0;
+  std::map<uint32_t, int64_t> secrets_per_version;
+  int64_t unreadable = 0;
+  int64_t would_reencrypt = 0;
+};
+
+using RotationProgress = std::function<void(const RotationRun&)>;
+
+class KeyRotationService {
+ public:
+  struct Options {
+    std::string prefix = "dyad-gateway";
+    size_t batch_size = 500;
+  };
+
+  KeyRotationService(Options options, std::shared_ptr<SqliteDb> db, SecretsService& secrets, AuditSink& audit,
+                     const Clock& clock);
+  ~KeyRotationService();
+
+  // Starts a run on a background thread; kConflict names the running run.
+  Result<std::string> Start(bool force, const std::string& trigger, const Caller& caller);
+  // Runs to the end on this thread (the CLI).
+  Result<RotationRun> Run(bool force, const std::string& trigger, const Caller& caller,
+                          const RotationProgress& progress = nullptr);
+  // Resumes, in the background, a run left "running" by a process that is
+  // gone; returns its new id, or nullopt when there is none.
+  Result<std::optional<std::string>> ResumeInterrupted(const Caller& caller);
+  void WaitIdle();
+
+  Result<std::vector<RotationRun>> History(int limit);
+  std::optional<RotationRun> Current();
+  // Counts secrets per key version; writes nothing.
+  Result<DryRunReport> DryRun();
+
+ private:
+  Result<RotationRun> Begin(bool force, const std::string& trigger, const RotationRun* resume_from);
+  Status Execute(RotationRun& run, const Caller& caller, const RotationProgress& progress);
+  Status SaveProgress(const RotationRun& run, bool final);
+  void ReleaseLock(const std::string& run_id);
+  void Launch(RotationRun run, const Caller& caller);
+  std::string SecretsPrefix() const { return options_.prefix + "/providers/"; }
+
+  Options options_;
+  std::shared_ptr<SqliteDb> db_;
+  SecretsService& secrets_;
+  AuditSink& audit_;
+  const Clock& clock_;
+  const std::string owner_;
+
+  std::mutex mu_;
+  std::condition_variable idle_cv_;
+  std::optional<RotationRun> current_;  // the run in this process
+  std::thread worker_;
+};
+
+}  // namespace dyad

@@ -1,0 +1,214 @@
+#include "service/key_rotation_service.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "backends/environment/local_keyring.h"
+#include "backends/environment/sqlite_secret_store.h"
+#include "registry/sqlite_provider_repository.h"
+#include "secrets/envelope.h"
+#include "service/provider_service.h"
+#include "testing/fakes.h"
+
+namespace dyad {
+namespace {
+
+class RotationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = *SqliteDb::Open(dir_.File("r.db"));
+    repo_ = NewSqliteProviderRepository(db_);
+    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_)).value();
+    store_ = NewSqliteSecretStore(db_, clock_);
+    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, *keys_, *repo_, audit_, metrics_, clock_,
+                                                DefaultRandom(), EnvMap{});
+    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+    rotation_ = NewRotation();
+  }
+  std::unique_ptr<KeyRotationService> NewRotation() {
+    return std::make_unique<KeyRotationService>(KeyRotationService::Options{"dyad-gateway", 250}, db_, *secrets_,
+                                                audit_, clock_);
+  }
+  std::vector<std::string> Seed(int n) {
+    std::vector<std::string> ids;
+    for (int i = 0; i < n; ++i) {
+      ProviderPatch p;
+      p.name = p.slug = "p-" + std::to_string(i);
+      p.type = "http-sdk";
+      p.credentials = CredentialFields{};
+      p.credentials->emplace("api_key", SecretBytes("key-" + std::to_string(i) + "-v0"));
+      ids.push_back(providers_->Create(p, Caller{})->id);
+    }
+    return ids;
+  }
+  std::map<uint32_t, int> VersionsInUse() {
+    std::map<uint32_t, int> out;
+    auto names = store_->List("dyad-gateway/providers/");
+    for (const auto& name : *names) out[ParseEnvelope(*store_->Get(name))->key_version]++;
+    return out;
+  }
+
+  testing::TempDir dir_;
+  SystemClock clock_;
+  std::shared_ptr<SqliteDb> db_;
+  std::unique_ptr<ProviderRepository> repo_;
+  std::unique_ptr<KeyManager> keys_;
+  std::unique_ptr<SecretStore> store_;
+  testing::MemoryAudit audit_;
+  Metrics metrics_;
+  std::unique_ptr<SecretsService> secrets_;
+  std::unique_ptr<ProviderService> providers_;
+  std::unique_ptr<KeyRotationService> rotation_;
+};
+
+TEST_F(RotationTest, TenThousandProvidersWithReadersAndWriters) {
+  auto ids = Seed(10000);
+  SecretsOptions uncached;
+  uncached.cache_enabled = false;  // every read opens a blob mid-rotation
+  SecretsService reader(uncached, *store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> reads{0}, failed_reads{0};
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 8; ++r) {
+    threads.emplace_back([&, r] {
+      size_t i = static_cast<size_t>(r) * 1249;
+      while (!stop) {
+        auto v = reader.Get(ids[i++ % ids.size()], Caller{});
+        ++reads;
+        if (!v.ok()) ++failed_reads;
+        std::this_thread::sleep_for(std::chrono::microseconds(200));  // 2 cores: leave the rotation some
+      }
+    });
+  }
+  std::vector<std::string> last_written(2);
+  for (int w = 0; w < 2; ++w) {
+    threads.emplace_back([&, w] {
+      for (int n = 1; !stop; ++n) {
+        CredentialFields f;
+        std::string value = "writer-" + std::to_string(w) + "-" + std::to_string(n);
+        f.emplace("api_key", SecretBytes(value));
+        if (providers_->RotateCredentials(ids[static_cast<size_t>(w)], f, Caller{}).ok()) last_written[w] = value;
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+      }
+    });
+  }
+  auto run = rotation_->Run(false, "manual", Caller{});
+  stop = true;
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "completed") << run->error;
+  EXPECT_EQ(run->from_version, 1u);
+  EXPECT_EQ(run->to_version, 2u);
+  EXPECT_EQ(run->total, 10000);
+  EXPECT_EQ(run->failed, 0);
+  EXPECT_EQ(run->reencrypted + run->skipped, 10000);
+  EXPECT_GT(reads, 0);
+  EXPECT_EQ(failed_reads, 0);
+  for (int w = 0; w < 2; ++w) {  // no lost update
+    secrets_->cache().Invalidate(ids[static_cast<size_t>(w)]);
+    auto got = secrets_->Get(ids[static_cast<size_t>(w)], Caller{});
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(got->credentials->fields.at("api_key").view(), last_written[w]);
+  }
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 10000}}));
+  auto state = keys_->Describe();
+  EXPECT_EQ(state->versions[0].state, "retired");
+  EXPECT_EQ(state->primary_version, 2u);
+  auto verify = secrets_->VerifyAll();
+  EXPECT_EQ(verify->ok, 10000);
+}
+
+TEST_F(RotationTest, OneRotationAtATimeInProcessAndAcrossInstances) {
+  Seed(2000);
+  auto first = rotation_->Start(false, "manual", Caller{});
+  ASSERT_TRUE(first.ok());
+  auto second = rotation_->Start(false, "manual", Caller{});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.code(), ErrorCode::kConflict);
+  EXPECT_NE(second.error().message.find(*first), std::string::npos);
+  // A second instance on the same database (another process, as far as the lock knows).
+  auto other = NewRotation();
+  auto third = other->Start(false, "manual", Caller{});
+  EXPECT_EQ(third.code(), ErrorCode::kConflict);
+  rotation_->WaitIdle();
+  auto history = rotation_->History(10);
+  ASSERT_EQ(history->size(), 1u);
+  EXPECT_EQ(history->front().status, "completed");
+  EXPECT_TRUE(other->Start(false, "manual", Caller{}).ok());  // free again
+  other->WaitIdle();
+}
+
+TEST_F(RotationTest, ResumesARunWhoseProcessDiedAndSaysSo) {
+  Seed(1000);
+  // What a process killed after two batches leaves: a running row, its lock,
+  // progress up to the cursor.
+  auto run = rotation_->Run(false, "manual", Caller{});  // v1 -> v2, for a realistic cursor
+  ASSERT_TRUE(run.ok());
+  auto names = *store_->List("dyad-gateway/providers/");
+  std::sort(names.begin(), names.end());
+  ASSERT_TRUE(keys_->Rotate().ok());  // v3 made; the dead run had moved the first 500
+  for (size_t i = 0; i < 500; ++i) {
+    ASSERT_TRUE(store_->Put(names[i], *secrets_->sealer().Rewrap(names[i], *store_->Get(names[i]), 3, false)).ok());
+  }
+  ASSERT_TRUE(db_->Transaction([&](SqliteConnection& c) -> Status {
+                  DYAD_RETURN_IF_ERROR(c.Exec(
+                      "INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                      "done, cursor) VALUES('dead-run','manual','running',0,'2026-01-01T00:00:00.000Z',2,3,500,'" +
+                      names[499] + "')"));
+                  char host[256] = {};
+                  gethostname(host, sizeof host - 1);
+                  return c.Exec("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','" +
+                                std::string(host) + ":999999:x', 0)");
+                }).ok());
+  auto resumed = rotation_->ResumeInterrupted(Caller{});
+  ASSERT_TRUE(resumed.ok()) << resumed.error().message;
+  ASSERT_TRUE(resumed->has_value());
+  rotation_->WaitIdle();
+  auto history = *rotation_->History(10);
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_EQ(history[0].trigger, "resumed");
+  EXPECT_EQ(history[0].status, "completed");
+  EXPECT_EQ(history[0].to_version, 3u);
+  EXPECT_EQ(history[0].reencrypted, 500);  // only what the dead run had not visited
+  EXPECT_EQ(history[1].id, "dead-run");
+  EXPECT_EQ(history[1].status, "interrupted");
+  EXPECT_NE(history[1].error.find("resumed as run " + **resumed), std::string::npos);
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{3u, 1000}}));
+  EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
+  EXPECT_EQ(keys_->Describe()->versions[1].state, "retired");
+}
+
+TEST_F(RotationTest, NeverRetiresAVersionABlobStillUses) {
+  Seed(20);
+  ASSERT_TRUE(keys_->Rotate().ok());
+  auto names = *store_->List("dyad-gateway/providers/");
+  std::sort(names.begin(), names.end());
+  // A run whose cursor claims everything was visited, though nothing moved.
+  ASSERT_TRUE(db_->Transaction([&](SqliteConnection& c) -> Status {
+                  return c.Exec("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, "
+                                "to_version, cursor) VALUES('r','manual','running',0,'x',1,2,'" + names.back() + "')");
+                }).ok());
+  ASSERT_TRUE(rotation_->ResumeInterrupted(Caller{})->has_value());
+  rotation_->WaitIdle();
+  EXPECT_EQ(keys_->Describe()->versions[0].state, "active");  // v1 still referenced: kept
+  EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
+}
+
+TEST_F(RotationTest, DryRunCountsAndWritesNothing) {
+  Seed(30);
+  auto before = store_->List("dyad-gateway/")->size();
+  auto report = rotation_->DryRun();
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->primary_version, 1u);
+  EXPECT_EQ(report->secrets_per_version.at(1), 30);
+  EXPECT_EQ(report->would_reencrypt, 30);
+  EXPECT_EQ(keys_->Describe()->primary_version, 1u);
+  EXPECT_EQ(store_->List("dyad-gateway/")->size(), before);
+  EXPECT_TRUE(rotation_->History(5)->empty());
+}
+
+}  // namespace
+}  // namespace dyad

@@ -1,0 +1,80 @@
+#include "service/rotation_scheduler.h"
+
+#include <spdlog/spdlog.h>
+
+namespace dyad {
+
+namespace {
+constexpr char kEnabledKey[] = "key_rotation.enabled";
+}
+
+RotationScheduler::RotationScheduler(KeyRotationService& rotation, std::shared_ptr<SqliteDb> db,
+                                     CronSchedule schedule, bool enabled_by_env, const Clock& clock)
+    : rotation_(rotation), db_(std::move(db)), schedule_(std::move(schedule)), enabled_by_env_(enabled_by_env),
+      clock_(clock), next_(schedule_.Next(clock.WallNow())) {}
+
+RotationScheduler::~RotationScheduler() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void RotationScheduler::StartThread() {
+  thread_ = std::thread([this] {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      cv_.wait_for(lock, std::chrono::seconds(30));  // wall-clock schedule: re-check often
+      if (stopping_) return;
+      lock.unlock();
+      Tick(clock_.WallNow());
+      lock.lock();
+    }
+  });
+}
+
+Result<bool> RotationScheduler::Enabled() {
+  return db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value FROM settings WHERE key=?"));
+    st.Bind(1, kEnabledKey);
+    DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+    return row ? st.Text(0) == "true" : enabled_by_env_;
+  });
+}
+
+Status RotationScheduler::SetEnabled(bool enabled) {
+  auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+        "INSERT INTO settings(key, value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"));
+    DYAD_RETURN_IF_ERROR(st.Bind(1, kEnabledKey).Bind(2, enabled ? "true" : "false").Run());
+    return true;
+  });
+  if (!r.ok()) return r.error();
+  return OkStatus();
+}
+
+std::optional<std::chrono::system_clock::time_point> RotationScheduler::NextRun() const {
+  std::lock_guard lock(mu_);
+  return next_;
+}
+
+std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::time_point now) {
+  {
+    std::lock_guard lock(mu_);
+    if (!next_ || now < *next_) return std::nullopt;
+    next_ = schedule_.Next(now);
+  }
+  auto enabled = Enabled();
+  if (!enabled.ok() || !*enabled) return std::nullopt;
+  auto id = rotation_.Start(false, "scheduled", Caller{"scheduler", ""});
+  if (!id.ok()) {
+    spdlog::warn("scheduled key rotation not started: {}", id.error().message);
+    return std::nullopt;
+  }
+  spdlog::warn("scheduled key rotation {} started", *id);
+  return *id;
+}
+
+}  // namespace dyad
