@@ -1,0 +1,157 @@
+"""Key rotation through the API and the CLI: status, perform, toggle, kill -9 and resume, one at a time."""
+import concurrent.futures
+import signal
+import subprocess
+import time
+
+import requests
+
+from conftest import ADMIN_TOKEN, BINARY, canary, provider_body
+
+
+def data(r, status=200):
+    assert r.status_code == status, r.text
+    return r.json()["data"]
+
+
+def seed(gw, n, threads=4):
+    def make(chunk):
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+        for i in chunk:
+            r = s.post(gw.url + "/admin/providers",
+                       json=provider_body(slug=f"p-{i}", credentials={"api_key": f"sk-{i}-{canary()}"}), timeout=30)
+            assert r.status_code == 201, r.text
+    chunks = [range(k, n, threads) for k in range(threads)]
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        list(ex.map(make, chunks))
+
+
+def status(gw):
+    return data(gw.call("GET", "/admin/secrets/key-rotation/status"))
+
+
+def wait_idle(gw, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = status(gw)
+        if st["inProgress"] is None:
+            return st
+        time.sleep(0.05)
+    raise AssertionError("rotation did not finish")
+
+
+def cli(gw, *args):
+    return subprocess.run([BINARY, *args], env=gw.env(), capture_output=True, text=True, timeout=300)
+
+
+def test_status_perform_history(gateway):
+    seed(gateway, 20)
+    st = status(gateway)
+    assert st["enabled"] is False and st["schedule"] == "0 0 * * 0" and st["nextRun"] is None
+    assert st["primaryKeyVersion"] == 1 and st["history"] == []
+    run = data(gateway.call("POST", "/admin/secrets/key-rotation/perform", json={"force": False}), 202)
+    st = wait_idle(gateway)
+    h = st["history"][0]
+    assert h["id"] == run["id"] and h["trigger"] == "manual" and h["status"] == "completed"
+    assert (h["fromKeyVersion"], h["toKeyVersion"]) == (1, 2)
+    assert h["reencrypted"] == 20 and h["skipped"] == 0 and h["failed"] == 0
+    assert h["startedAt"].endswith("Z") and h["finishedAt"].endswith("Z") and h["durationMs"] >= 0
+    assert st["primaryKeyVersion"] == 2
+    health = data(gateway.call("GET", "/admin/secrets/health"))
+    assert [v["state"] for v in health["keyManager"]["versions"]] == ["retired", "active"]
+    assert '"action":"key.rotate"' in (gateway.data_dir / "audit.log").read_text()
+
+
+def test_perform_rejects_bad_bodies(gateway):
+    r = gateway.call("POST", "/admin/secrets/key-rotation/perform", json={"force": "yes"})
+    assert r.status_code == 400 and "force" in r.json()["error"]["message"]
+    r = gateway.call("POST", "/admin/secrets/key-rotation/toggle", json={})
+    assert r.status_code == 400 and "enabled" in r.json()["error"]["message"]
+    r = gateway.call("POST", "/admin/secrets/key-rotation/toggle", data="{", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_toggle_survives_restart(make_gateway):
+    gw = make_gateway({"KEY_ROTATION_SCHEDULE": "30 2 * * MON"}).start()
+    assert status(gw)["enabled"] is False
+    t = data(gw.call("POST", "/admin/secrets/key-rotation/toggle", json={"enabled": True}))
+    assert t["enabled"] is True and t["nextRun"].endswith("T02:30:00.000Z")
+    gw.restart()
+    st = status(gw)
+    assert st["enabled"] is True and st["schedule"] == "30 2 * * MON"
+    gw.stop()
+    gw.env_extra["KEY_ROTATION_ENABLED"] = "false"  # the stored choice wins over the environment
+    gw.start()
+    assert status(gw)["enabled"] is True
+
+
+def test_one_rotation_at_a_time_across_processes(make_gateway, tmp_path):
+    shared = {"GATEWAY_DATA_DIR": str(tmp_path / "shared")}
+    a = make_gateway(shared, name="a").start()
+    b = make_gateway(shared, name="b").start()
+    seed(a, 3000)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(lambda gw: gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), [a, b]))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [202, 409], [r.text for r in results]
+    winner = next(r for r in results if r.status_code == 202).json()["data"]["id"]
+    loser = next(r for r in results if r.status_code == 409).json()["error"]
+    assert loser["code"] == "CONFLICT" and winner in loser["message"]
+    # In one process too.
+    again = a.call("POST", "/admin/secrets/key-rotation/perform", json={})
+    assert again.status_code in (202, 409)
+    wait_idle(a)
+    time.sleep(0.2)
+    wait_idle(a)
+    assert all(h["status"] == "completed" for h in status(a)["history"])
+
+
+def test_kill_9_at_ten_points_then_resume(make_gateway):
+    gw = make_gateway({"GATEWAY_LOG_LEVEL": "warn"}).start()
+    seed(gw, 10000, threads=6)
+    points = [0, 500, 1500, 2500, 3500, 4500, 5500, 6500, 8000, 9500]
+    expected_version = 1
+    for target in points:
+        run = data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)["id"]
+        expected_version += 1
+        while target:
+            st = status(gw)
+            prog = st["inProgress"]
+            if prog is None or prog["done"] >= target:
+                break
+            time.sleep(0.002)
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+        gw.stop()
+        gw.start()  # resumes by itself: no second trigger
+        st = wait_idle(gw)
+        latest = st["history"][0]
+        assert latest["status"] == "completed", latest
+        if latest["id"] != run:  # the kill landed before the run finished
+            assert latest["trigger"] == "resumed"
+            killed = next(h for h in st["history"] if h["id"] == run)
+            assert killed["status"] == "interrupted" and latest["id"] in killed["error"]
+        assert st["primaryKeyVersion"] == expected_version
+        v = cli(gw, "secrets", "verify")
+        assert v.returncode == 0 and "10000 secret(s): 10000 open, 0 failed" in v.stdout, v.stdout + v.stderr
+    resumed = [h for h in status(gw)["history"] if h["trigger"] == "resumed"]
+    assert len(resumed) >= 5
+
+
+def test_cli_rotate_dry_run_and_status(make_gateway):
+    gw = make_gateway().start()
+    seed(gw, 12)
+    gw.stop()
+    dry = cli(gw, "secrets", "rotate", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "key version 1: 12 secret(s)" in dry.stdout and "nothing was written" in dry.stdout
+    run = cli(gw, "secrets", "rotate")
+    assert run.returncode == 0, run.stderr
+    assert "progress 12/12 to_visit=0 reencrypted=12 skipped=0 failed=0" in run.stdout
+    assert "completed" in run.stdout
+    st = cli(gw, "secrets", "rotation-status")
+    assert st.returncode == 0 and "v1 -> v2" in st.stdout and "schedule: 0 0 * * 0" in st.stdout
+    forced = cli(gw, "secrets", "rotate", "--force")
+    assert forced.returncode == 0 and "v2 -> v3" in forced.stdout
+    assert cli(gw, "secrets", "verify").returncode == 0
