@@ -25,6 +25,34 @@ class SecretStore {
   virtual Status Put(const std::string& name, std::string_view value) = 0;  // create or replace
   virtual Status Delete(const std::string& name) = 0;
   virtual Result<std::vector<std::string>> List(std::string_view prefix) = 0;
+
+  // Values of many names at once (one round trip or transaction where the
+  // backend can); a missing name gives kNotFound in its slot.
+  virtual Result<std::vector<Result<std::string>>> GetMany(const std::vector<std::string>& names) {
+    std::vector<Result<std::string>> out;
+    for (const auto& name : names) out.push_back(Get(name));
+    return out;
+  }
+
+  // Replaces each value that still equals `expected`; `replaced[i]` says
+  // whether item i was. Used by re-encryption so that a credential written
+  // meanwhile is never overwritten by an older one. This default is not
+  // atomic between read and write: a backend with a conditional write (or a
+  // transaction, like SQLite's) overrides it.
+  struct Swap {
+    std::string name, expected, replacement;
+  };
+  virtual Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) {
+    std::vector<bool> replaced;
+    for (const auto& item : items) {
+      auto current = Get(item.name);
+      if (!current.ok() && current.code() != ErrorCode::kNotFound) return current.error();
+      bool same = current.ok() && *current == item.expected;
+      if (same) DYAD_RETURN_IF_ERROR(Put(item.name, item.replacement));
+      replaced.push_back(same);
+    }
+    return replaced;
+  }
 };
 
 }  // namespace dyad

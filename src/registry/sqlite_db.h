@@ -38,7 +38,8 @@ class Statement {
 
   // Steps once: true with a row, false when done.
   Result<bool> Step();
-  // Steps to the end (for statements without rows).
+  // Steps to the end (for statements without rows), then resets so the
+  // statement can run again with new bindings.
   Status Run();
 
   std::string Text(int col) const;
@@ -80,8 +81,9 @@ class SqliteDb {
     Release(std::move(conn).value());
     return result;
   }
-  // Runs `fn` inside BEGIN IMMEDIATE … COMMIT; rolls back when it fails.
-  Status Transaction(const std::function<Status(SqliteConnection&)>& fn);
+  // Runs `fn` inside BEGIN IMMEDIATE (or, for reads, BEGIN) … COMMIT;
+  // rolls back when it fails.
+  Status Transaction(const std::function<Status(SqliteConnection&)>& fn, bool write = true);
 
   int SchemaVersion() const { return schema_version_; }
   const std::string& path() const { return path_; }

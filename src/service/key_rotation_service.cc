@@ -218,10 +218,17 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
   std::string first_error;
   while (i < names->size()) {
     size_t end = std::min(names->size(), i + options_.batch_size);
-    for (; i < end; ++i) {
-      const std::string& name = (*names)[i];
-      auto lock = secrets_.LockProvider(name.substr(SecretsPrefix().size()));
-      auto blob = store.Get(name);
+    std::vector<std::string> batch(names->begin() + static_cast<std::ptrdiff_t>(i),
+                                   names->begin() + static_cast<std::ptrdiff_t>(end));
+    auto blobs = store.GetMany(batch);
+    if (!blobs.ok()) return finish(blobs.error());
+    // Rewrap, then write the batch only where the stored value is still the
+    // one rewrapped: a credential written meanwhile (sealed under the new
+    // primary, under its provider's write lock) is never overwritten.
+    std::vector<SecretStore::Swap> swaps;
+    for (size_t k = 0; k < batch.size(); ++k) {
+      const std::string& name = batch[k];
+      auto& blob = (*blobs)[k];
       if (!blob.ok() && blob.code() == ErrorCode::kNotFound) {  // deleted meanwhile
         ++run.skipped;
         continue;
@@ -232,13 +239,20 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
         ++run.skipped;
         continue;
       }
-      Status put = next.ok() ? store.Put(name, *next) : Status(next.error());
-      if (!put.ok()) {
+      if (!next.ok()) {
         ++run.failed;
-        if (first_error.empty()) first_error = name + ": " + put.error().message;
+        if (first_error.empty()) first_error = name + ": " + next.error().message;
         continue;
       }
-      ++run.reencrypted;
+      swaps.push_back({name, std::move(blob).value(), std::move(next).value()});
+    }
+    i = end;
+    auto replaced = store.ReplaceIfUnchanged(swaps);
+    if (!replaced.ok()) {
+      run.failed += static_cast<int64_t>(swaps.size());
+      if (first_error.empty()) first_error = replaced.error().message;
+    } else {
+      for (bool r : *replaced) r ? ++run.reencrypted : ++run.skipped;
     }
     run.done = static_cast<int64_t>(i);
     run.cursor = (*names)[i - 1];

@@ -4,10 +4,12 @@
 // One rotation at a time: in process, and across processes through the
 // `rotation_lock` row (a lock whose owner process is gone, or whose heartbeat
 // is older than two minutes, is taken over). A run rotates the key, then
-// visits every secret in name order in batches, each under its provider's
-// write lock (so a credential written meanwhile is never overwritten by an
-// older value); each rewrapped blob must open before it replaces the old
-// one; progress (counts and the last name visited) is saved after every
+// visits every secret in name order in batches (one read and one
+// conditional write per batch), writing each rewrapped blob only where the
+// stored value is still the one rewrapped — writers hold the provider's
+// write lock and seal under the new primary, so a credential updated
+// meanwhile is never overwritten by an older value; each rewrapped blob must
+// open before it replaces the old one; progress (counts and the last name visited) is saved after every
 // batch, so a run cut short is resumed from there; when nothing failed, the
 // older key versions are retired. Readers never wait. Thread-safe.
 #pragma once

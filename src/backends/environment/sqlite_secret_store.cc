@@ -56,6 +56,42 @@ class SqliteSecretStore final : public SecretStore {
     });
   }
 
+ // One read transaction for the batch: SQLite takes its file locks once.
+  Result<std::vector<Result<std::string>>> GetMany(const std::vector<std::string>& names) override {
+    std::vector<Result<std::string>> out;
+    Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
+      out.clear();
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value FROM secrets WHERE name=?"));
+      for (const auto& name : names) {
+        st.Bind(1, name);
+        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (row) out.emplace_back(st.Text(0));
+        else out.emplace_back(MakeError(ErrorCode::kNotFound, "secret '" + name + "' not found"));
+        DYAD_RETURN_IF_ERROR(st.Run());  // finish and reset for the next name
+      }
+      return OkStatus();
+    }, /*write=*/false);
+    if (!s.ok()) return s.error();
+    return out;
+  }
+
+  // One transaction for the whole batch: one commit instead of one per item.
+  Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) override {
+    std::vector<bool> replaced;
+    const std::string now = FormatIso8601(clock_.WallNow());
+    Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
+      replaced.clear();
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE secrets SET value=?, updated_at=? WHERE name=? AND value=?"));
+      for (const auto& item : items) {
+        DYAD_RETURN_IF_ERROR(st.Bind(1, item.replacement).Bind(2, now).Bind(3, item.name).Bind(4, item.expected).Run());
+        replaced.push_back(c.Changes() == 1);
+      }
+      return OkStatus();
+    });
+    if (!s.ok()) return s.error();
+    return replaced;
+  }
+
  private:
   Status Write(const char* sql, const std::string& name, std::string_view value) {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
