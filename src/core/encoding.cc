@@ -47,27 +47,32 @@ std::string Base64Encode(std::string_view bytes) {
 }
 
 std::optional<std::string> Base64Decode(std::string_view text) {
-  static constexpr auto kValid = [] {
-    std::array<bool, 256> t{};
-    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
-    for (int c = '0'; c <= '9'; ++c) t[c] = true;
-    t['+'] = t['/'] = true;
+  // One table lookup per character: 0-63 for the alphabet, 64 for anything
+  // else (EVP_DecodeBlock is several times slower and accepts whitespace).
+  static constexpr auto kValue = [] {
+    std::array<uint8_t, 256> t{};
+    t.fill(64);
+    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<uint8_t>(i);
     return t;
   }();
   if (text.size() % 4 != 0) return std::nullopt;
   size_t pad = 0;
   if (!text.empty() && text.back() == '=') ++pad;
   if (text.size() >= 2 && text[text.size() - 2] == '=') ++pad;
-  for (size_t i = 0; i < text.size() - pad; ++i) {
-    if (!kValid[static_cast<unsigned char>(text[i])]) return std::nullopt;
+  std::string out;
+  out.resize(3 * text.size() / 4 - pad);
+  size_t o = 0;
+  for (size_t i = 0; i < text.size(); i += 4) {
+    uint32_t v = 0;
+    for (size_t k = 0; k < 4; ++k) {
+      size_t at = i + k;
+      uint8_t d = at >= text.size() - pad ? 0 : kValue[static_cast<unsigned char>(text[at])];
+      if (d == 64) return std::nullopt;
+      v = v << 6 | d;
+    }
+    for (int k = 2; k >= 0 && o < out.size(); --k) out[o++] = static_cast<char>(v >> (8 * k));
   }
-  std::string out(3 * text.size() / 4, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  out.resize(static_cast<size_t>(n) - pad);
   return out;
 }
 
