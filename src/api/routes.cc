@@ -34,7 +34,8 @@ json HealthJson(const SecretsHealth& h) {
   if (h.key_state) {
     json versions = json::array();
     for (const auto& v : h.key_state->versions) {
-      versions.push_back({{"version", v.version}, {"state", v.state}, {"createdAt", v.created_at}});
+      versions.push_back({{"version", v.version}, {"state", v.state}, {"createdAt", v.created_at},
+                          {"encryptions", v.encryptions}});
     }
     j["keyManager"] = {{"status", "healthy"},
                        {"kind", h.key_state->kind},

@@ -70,8 +70,9 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{config.secrets_prefix, 500}, p.db,
                                                     *p.secrets, *p.audit, clock);
   DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));
-  p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, p.db, std::move(schedule),
-                                                    config.key_rotation_enabled, clock);
+  p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.keys, p.db, std::move(schedule),
+                                                    config.key_rotation_enabled, config.key_rotation_max_encryptions,
+                                                    clock);
   p.router = std::make_unique<Router>(p.auth.get());
   RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler, *p.audit});
   if (serving) {

@@ -34,6 +34,9 @@ struct KeyVersionInfo {
   uint32_t version = 0;
   std::string state;  // active | retired
   std::string created_at;
+  // Encryptions made under this version with random 96-bit nonces (key
+  // wear; NIST SP 800-38D bounds them at 2^32). May over-count, never under.
+  uint64_t encryptions = 0;
 };
 
 struct KeyState {

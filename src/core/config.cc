@@ -172,6 +172,7 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev) {
   DYAD_RETURN_IF_ERROR(ReadBool(env, "KEY_ROTATION_ENABLED", c.key_rotation_enabled));
   DYAD_RETURN_IF_ERROR(ReadInt(env, "KEY_ROTATION_INTERVAL_HOURS", 1, 24 * 366, c.key_rotation_interval_hours));
   DYAD_RETURN_IF_ERROR(ReadSchedule(env, c));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "KEY_ROTATION_MAX_ENCRYPTIONS", 1000, 4294967295LL, c.key_rotation_max_encryptions));
   DYAD_RETURN_IF_ERROR(ReadBool(env, "SECRETS_CACHE_ENABLED", c.cache_enabled));
   DYAD_RETURN_IF_ERROR(ReadInt(env, "SECRETS_CACHE_TTL_SECONDS", 1, 86400, c.cache_ttl_seconds));
   DYAD_RETURN_IF_ERROR(ReadInt(env, "SECRETS_CACHE_MAX_SIZE", 1, 1000000, c.cache_max_size));

@@ -33,6 +33,7 @@ struct Config {
   int key_rotation_interval_hours = 168;
   std::string key_rotation_schedule;  // always set: given, or generated from the interval
   bool key_rotation_schedule_generated = false;
+  uint64_t key_rotation_max_encryptions = 4294967295ULL;  // 2^32 - 1
 
   // Cache and fallback.
   bool cache_enabled = true;

@@ -60,6 +60,10 @@ CREATE TABLE rotation_lock(
   owner TEXT NOT NULL,
   heartbeat_at INTEGER NOT NULL);
 )sql",
+      // 4: key wear: encryptions made under each key version (an upper bound).
+      R"sql(
+ALTER TABLE key_versions ADD COLUMN encryptions INTEGER NOT NULL DEFAULT 0;
+)sql",
   };
   return kMigrations;
 }

@@ -38,7 +38,7 @@ TEST(SqliteRepository, CrudAndPersistenceAcrossReopen) {
   }
   auto db = SqliteDb::Open(dir.File("r.db"));
   ASSERT_TRUE(db.ok());
-  EXPECT_EQ((*db)->SchemaVersion(), 3);
+  EXPECT_EQ((*db)->SchemaVersion(), 4);
   auto repo = NewSqliteProviderRepository(*db);
   auto page = repo->List(0, 10);
   ASSERT_TRUE(page.ok());

@@ -61,15 +61,19 @@ RotationRun ReadRun(const Statement& st) {
 Result<std::map<uint32_t, int64_t>> CountKeyVersions(SecretStore& store, const std::string& prefix) {
   DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, store.List(prefix));
   std::map<uint32_t, int64_t> counts;
-  for (const auto& name : names) {
-    auto blob = store.Get(name);
-    if (!blob.ok()) {
-      if (blob.code() == ErrorCode::kNotFound) continue;
-      return blob.error();
+  constexpr size_t kChunk = 1000;
+  for (size_t i = 0; i < names.size(); i += kChunk) {
+    std::vector<std::string> chunk(names.begin() + static_cast<std::ptrdiff_t>(i),
+                                   names.begin() + static_cast<std::ptrdiff_t>(std::min(names.size(), i + kChunk)));
+    DYAD_ASSIGN_OR_RETURN(auto blobs, store.GetMany(chunk));
+    for (auto& blob : blobs) {
+      if (!blob.ok()) {
+        if (blob.code() == ErrorCode::kNotFound) continue;
+        return blob.error();
+      }
+      auto env = ParseEnvelope(*blob);
+      ++counts[env.ok() ? env->key_version : 0];
     }
-    auto env = ParseEnvelope(*blob);
-    if (env.ok()) ++counts[env->key_version];
-    else ++counts[0];
   }
   return counts;
 }

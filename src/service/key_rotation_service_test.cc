@@ -10,7 +10,9 @@
 #include "backends/environment/sqlite_secret_store.h"
 #include "registry/sqlite_provider_repository.h"
 #include "secrets/envelope.h"
+#include "core/time_format.h"
 #include "service/provider_service.h"
+#include "service/rotation_scheduler.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -195,6 +197,43 @@ TEST_F(RotationTest, NeverRetiresAVersionABlobStillUses) {
   rotation_->WaitIdle();
   EXPECT_EQ(keys_->Describe()->versions[0].state, "active");  // v1 still referenced: kept
   EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
+}
+
+TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
+  Seed(5);
+  auto at = [](const char* iso_minute) {  // "2026-03-02T02:30"
+    std::tm tm{};
+    strptime(iso_minute, "%Y-%m-%dT%H:%M", &tm);
+    return std::chrono::system_clock::from_time_t(timegm(&tm));
+  };
+  FakeClock fake;
+  fake.SetWall(at("2026-03-01T00:00"));
+  RotationScheduler scheduler(*rotation_, *keys_, db_, *CronSchedule::Parse("30 2 * * MON"), false, 1000000, fake);
+  ASSERT_TRUE(scheduler.NextRun().has_value());
+  EXPECT_EQ(FormatIso8601(*scheduler.NextRun()), "2026-03-02T02:30:00.000Z");
+  EXPECT_FALSE(scheduler.Tick(at("2026-03-02T02:29")).has_value());  // not yet
+  EXPECT_FALSE(scheduler.Tick(at("2026-03-02T02:30")).has_value());  // due, but disabled
+  EXPECT_EQ(FormatIso8601(*scheduler.NextRun()), "2026-03-09T02:30:00.000Z");
+  ASSERT_TRUE(scheduler.SetEnabled(true).ok());
+  RotationScheduler reopened(*rotation_, *keys_, db_, *CronSchedule::Parse("30 2 * * MON"), false, 1000000, fake);
+  EXPECT_TRUE(*reopened.Enabled());  // the toggle is stored, not the environment's
+  auto id = scheduler.Tick(at("2026-03-09T02:30"));
+  ASSERT_TRUE(id.has_value());
+  rotation_->WaitIdle();
+  EXPECT_EQ(rotation_->History(1)->front().trigger, "scheduled");
+  EXPECT_EQ(keys_->Describe()->primary_version, 2u);
+
+  // Key wear: a limit of 5000 is reached by the next block reservation.
+  ASSERT_TRUE(scheduler.SetEnabled(false).ok());
+  RotationScheduler worn(*rotation_, *keys_, db_, *CronSchedule::Parse("30 2 * * MON"), false, 5000, fake);
+  EXPECT_FALSE(worn.KeyWorn());
+  for (int i = 0; i < 4100; ++i) ASSERT_TRUE(keys_->GenerateDataKey().ok());
+  EXPECT_GE(keys_->Describe()->versions.back().encryptions, 4100u);
+  EXPECT_TRUE(worn.KeyWorn());
+  ASSERT_TRUE(worn.Tick(at("2026-03-10T00:00")).has_value());  // not due, not enabled: worn
+  rotation_->WaitIdle();
+  EXPECT_EQ(keys_->Describe()->primary_version, 3u);
+  EXPECT_FALSE(worn.KeyWorn());
 }
 
 TEST_F(RotationTest, DryRunCountsAndWritesNothing) {

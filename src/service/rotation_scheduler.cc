@@ -8,10 +8,12 @@ namespace {
 constexpr char kEnabledKey[] = "key_rotation.enabled";
 }
 
-RotationScheduler::RotationScheduler(KeyRotationService& rotation, std::shared_ptr<SqliteDb> db,
-                                     CronSchedule schedule, bool enabled_by_env, const Clock& clock)
-    : rotation_(rotation), db_(std::move(db)), schedule_(std::move(schedule)), enabled_by_env_(enabled_by_env),
-      clock_(clock), next_(schedule_.Next(clock.WallNow())) {}
+RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& keys, std::shared_ptr<SqliteDb> db,
+                                     CronSchedule schedule, bool enabled_by_env, uint64_t max_encryptions,
+                                     const Clock& clock)
+    : rotation_(rotation), keys_(keys), db_(std::move(db)), schedule_(std::move(schedule)),
+      enabled_by_env_(enabled_by_env), max_encryptions_(max_encryptions), clock_(clock),
+      next_(schedule_.Next(clock.WallNow())) {}
 
 RotationScheduler::~RotationScheduler() {
   {
@@ -60,20 +62,38 @@ std::optional<std::chrono::system_clock::time_point> RotationScheduler::NextRun(
   return next_;
 }
 
+bool RotationScheduler::KeyWorn() {
+  auto state = keys_.Describe();
+  if (!state.ok()) return false;
+  for (const auto& v : state->versions) {
+    if (v.version == state->primary_version) return v.encryptions >= max_encryptions_ - max_encryptions_ / 16;
+  }
+  return false;
+}
+
 std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::time_point now) {
+  bool due = false;
   {
     std::lock_guard lock(mu_);
-    if (!next_ || now < *next_) return std::nullopt;
-    next_ = schedule_.Next(now);
+    if (next_ && now >= *next_) {
+      due = true;
+      next_ = schedule_.Next(now);
+    }
   }
-  auto enabled = Enabled();
-  if (!enabled.ok() || !*enabled) return std::nullopt;
+  const char* why = nullptr;
+  if (KeyWorn()) {
+    why = "key wear";
+  } else if (due) {
+    auto enabled = Enabled();
+    if (enabled.ok() && *enabled) why = "schedule";
+  }
+  if (!why) return std::nullopt;
   auto id = rotation_.Start(false, "scheduled", Caller{"scheduler", ""});
   if (!id.ok()) {
-    spdlog::warn("scheduled key rotation not started: {}", id.error().message);
+    if (id.code() != ErrorCode::kConflict) spdlog::warn("scheduled key rotation not started: {}", id.error().message);
     return std::nullopt;
   }
-  spdlog::warn("scheduled key rotation {} started", *id);
+  spdlog::warn("key rotation {} started ({})", *id, why);
   return *id;
 }
 

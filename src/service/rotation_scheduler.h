@@ -4,7 +4,10 @@
 // KEY_ROTATION_INTERVAL_HOURS) in UTC. Whether it is enabled is stored in
 // the registry's settings (the toggle endpoint), so the choice survives
 // restarts; KEY_ROTATION_ENABLED gives the value until the first toggle.
-// A run already in progress makes a scheduled start a no-op. Thread-safe.
+// A run already in progress makes a scheduled start a no-op. Independently
+// of the schedule and the toggle, a rotation starts when the primary key
+// version nears `max_encryptions` (key wear: at 15/16 of it), so random
+// 96-bit nonces stay inside the NIST SP 800-38D bound. Thread-safe.
 #pragma once
 
 #include <condition_variable>
@@ -19,8 +22,8 @@ namespace dyad {
 
 class RotationScheduler {
  public:
-  RotationScheduler(KeyRotationService& rotation, std::shared_ptr<SqliteDb> db, CronSchedule schedule,
-                    bool enabled_by_env, const Clock& clock);
+  RotationScheduler(KeyRotationService& rotation, KeyManager& keys, std::shared_ptr<SqliteDb> db,
+                    CronSchedule schedule, bool enabled_by_env, uint64_t max_encryptions, const Clock& clock);
   ~RotationScheduler();
 
   void StartThread();
@@ -28,14 +31,18 @@ class RotationScheduler {
   Status SetEnabled(bool enabled);
   std::optional<std::chrono::system_clock::time_point> NextRun() const;
   const CronSchedule& schedule() const { return schedule_; }
-  // Starts a scheduled rotation if one is due at `now`; returns its id.
+  // Starts a rotation if the schedule is due at `now` or the key is worn;
+  // returns its id.
   std::optional<std::string> Tick(std::chrono::system_clock::time_point now);
+  bool KeyWorn();
 
  private:
   KeyRotationService& rotation_;
+  KeyManager& keys_;
   std::shared_ptr<SqliteDb> db_;
   const CronSchedule schedule_;
   const bool enabled_by_env_;
+  const uint64_t max_encryptions_;
   const Clock& clock_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -118,3 +118,26 @@ def test_metrics_exposition(gateway):
     for name in ["dyad_cache_hits_total", "dyad_cache_misses_total", "dyad_cache_stale_serves_total",
                  "dyad_cache_evictions_total", "dyad_http_requests_total"]:
         assert name in r.text
+
+
+def _closed_within(sock, seconds):
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(4096) == b""
+    except (socket.timeout, TimeoutError):
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_header_and_idle_timeouts(make_gateway):
+    gw = make_gateway({"GATEWAY_HEADER_TIMEOUT_SECONDS": "1", "GATEWAY_IDLE_TIMEOUT_SECONDS": "2"}).start()
+    slow = socket.create_connection(("127.0.0.1", gw.port))
+    slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+    assert _closed_within(slow, 4)
+    idle = socket.create_connection(("127.0.0.1", gw.port))
+    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle.settimeout(5)
+    assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+    assert _closed_within(idle, 5)
+    assert requests.get(gw.url + "/healthz").status_code == 200

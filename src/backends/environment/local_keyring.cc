@@ -1,6 +1,8 @@
 #include "backends/environment/local_keyring.h"
 
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <shared_mutex>
 
 #include "core/time_format.h"
@@ -26,23 +28,24 @@ class LocalKeyring final : public KeyManager {
   // Loads every version, re-sealing those under a previous master; creates
   // version 1 on an empty keyring.
   Status Load() {
-    struct Row { uint32_t version; std::string sealed, state, created; };
+    struct Row { uint32_t version; std::string sealed, state, created; uint64_t encryptions; };
     std::vector<Row> rows;
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "SELECT version, sealed, state, created_at FROM key_versions WHERE key_id=? ORDER BY version"));
+          "SELECT version, sealed, state, created_at, encryptions FROM key_versions WHERE key_id=? ORDER BY version"));
       st.Bind(1, options_.key_id);
       while (true) {
         DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
         if (!row) return true;
-        rows.push_back({static_cast<uint32_t>(st.Int(0)), st.Blob(1), st.Text(2), st.Text(3)});
+        rows.push_back({static_cast<uint32_t>(st.Int(0)), st.Blob(1), st.Text(2), st.Text(3),
+                        static_cast<uint64_t>(st.Int(4))});
       }
     });
     if (!r.ok()) return r.error();
     std::map<uint32_t, Version> loaded;
     for (auto& row : rows) {
       DYAD_ASSIGN_OR_RETURN(SecretBytes key, Unseal(row.version, row.sealed));
-      loaded[row.version] = Version{std::move(key), row.state, row.created};
+      loaded[row.version] = Version{std::move(key), row.state, row.created, row.encryptions, row.encryptions};
     }
     std::unique_lock lock(mu_);
     versions_ = std::move(loaded);
@@ -61,6 +64,7 @@ class LocalKeyring final : public KeyManager {
     DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), kAesKeySize));
     std::shared_lock lock(mu_);
     dk.version = primary_;
+    DYAD_RETURN_IF_ERROR(CountEncryption(dk.version));
     DYAD_ASSIGN_OR_RETURN(dk.wrapped, Wrap(versions_.at(primary_).key, primary_, dk.plaintext));
     return dk;
   }
@@ -85,6 +89,7 @@ class LocalKeyring final : public KeyManager {
     std::shared_lock lock(mu_);
     WrappedKey out;
     out.version = primary_;
+    DYAD_RETURN_IF_ERROR(CountEncryption(out.version));
     DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(versions_.at(primary_).key, primary_, dek));
     return out;
   }
@@ -106,7 +111,7 @@ class LocalKeyring final : public KeyManager {
     });
     if (!s.ok()) return s.error();
     std::unique_lock lock(mu_);
-    versions_[version] = Version{std::move(key), "active", created};
+    versions_[version] = Version{std::move(key), "active", created, 0, 0};
     primary_ = std::max(primary_, version);
     return version;
   }
@@ -132,16 +137,48 @@ class LocalKeyring final : public KeyManager {
   Result<KeyState> Describe() override {
     std::shared_lock lock(mu_);
     KeyState s{kind_, options_.key_id, primary_, {}};
-    for (auto& [v, info] : versions_) s.versions.push_back({v, info.state, info.created_at});
+    for (auto& [v, info] : versions_) {
+      s.versions.push_back({v, info.state, info.created_at, info.reserved->load(std::memory_order_relaxed)});
+    }
     return s;
   }
 
  private:
   struct Version {
+    Version() = default;
+    Version(SecretBytes k, std::string s, std::string c, uint64_t used_count, uint64_t reserved_count)
+        : key(std::move(k)), state(std::move(s)), created_at(std::move(c)),
+          used(std::make_shared<std::atomic<uint64_t>>(used_count)),
+          reserved(std::make_shared<std::atomic<uint64_t>>(reserved_count)) {}
     SecretBytes key;
     std::string state;
     std::string created_at;
+    // Encryptions made, and the bound already recorded in the database.
+    std::shared_ptr<std::atomic<uint64_t>> used = std::make_shared<std::atomic<uint64_t>>(0);
+    std::shared_ptr<std::atomic<uint64_t>> reserved = std::make_shared<std::atomic<uint64_t>>(0);
   };
+
+  // Counts one encryption under `version` (caller holds mu_ shared). The
+  // database records a bound ahead of use, in blocks, so a crash can make
+  // the count too high but never too low.
+  Status CountEncryption(uint32_t version) {
+    static constexpr uint64_t kBlock = 4096;
+    Version& v = versions_.at(version);
+    uint64_t n = v.used->fetch_add(1, std::memory_order_relaxed) + 1;
+    if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
+    std::lock_guard reserve(reserve_mu_);
+    if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "UPDATE key_versions SET encryptions = MAX(encryptions, ?) + ? WHERE key_id=? AND version=?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(v.reserved->load())).Bind(2, static_cast<int64_t>(kBlock))
+                               .Bind(3, options_.key_id).Bind(4, static_cast<int64_t>(version)).Run());
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    v.reserved->fetch_add(kBlock, std::memory_order_release);
+    return OkStatus();
+  }
 
   Result<SecretBytes> KeyFor(uint32_t version) {
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -210,6 +247,7 @@ class LocalKeyring final : public KeyManager {
   Random& random_;
   const Clock& clock_;
   std::shared_mutex mu_;
+  std::mutex reserve_mu_;
   std::map<uint32_t, Version> versions_;
   uint32_t primary_ = 0;
 };
