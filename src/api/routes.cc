@@ -169,11 +169,14 @@ void RotationRoutes(Router& r, ApiContext api) {
   r.Add("GET", "/admin/secrets/key-rotation/status", [api](const RouteContext&) {
     auto enabled = api.scheduler.Enabled();
     if (!enabled.ok()) return JsonError(enabled.error());
+    // The run in progress first, then the history: read the other way round,
+    // a run finishing in between would show as running in the history and
+    // absent from inProgress.
+    auto current = api.rotation.Current();
     auto history = api.rotation.History(20);
     if (!history.ok()) return JsonError(history.error());
     json runs = json::array();
     for (const auto& run : *history) runs.push_back(RunJson(run));
-    auto current = api.rotation.Current();
     json progress = nullptr;
     if (current) progress = {{"id", current->id}, {"done", current->done}, {"total", current->total}, {"startedAt", current->started_at}};
     auto next = api.scheduler.NextRun();

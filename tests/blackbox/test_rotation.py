@@ -35,7 +35,7 @@ def wait_idle(gw, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
         st = status(gw)
-        if st["inProgress"] is None:
+        if st["inProgress"] is None and all(h["status"] != "running" for h in st["history"][:1]):
             return st
         time.sleep(0.05)
     raise AssertionError("rotation did not finish")
