@@ -34,6 +34,12 @@ std::string LastHash(const std::string& path) {
 
 }  // namespace
 
+void SetFailure(AuditEvent& event, const Error& error) {
+  event.outcome = "failure";
+  event.error_code = std::string(ErrorCodeName(error.code));
+  event.detail = error.message;
+}
+
 Result<std::unique_ptr<FileAuditLog>> FileAuditLog::Open(const std::string& path, const Clock& clock) {
   std::string last = LastHash(path);
   std::FILE* f = std::fopen(path.c_str(), "ae");

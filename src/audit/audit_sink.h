@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "core/result.h"
+
 namespace dyad {
 
 struct AuditEvent {
@@ -22,6 +24,9 @@ struct AuditEvent {
   std::string request_id;
   std::string detail;
 };
+
+// Marks an event as failed with the error's code and message.
+void SetFailure(AuditEvent& event, const Error& error);
 
 class AuditSink {
  public:

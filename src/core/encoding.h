@@ -14,6 +14,10 @@ std::optional<std::string> HexDecode(std::string_view hex);
 std::string Base64Encode(std::string_view bytes);
 std::optional<std::string> Base64Decode(std::string_view text);
 
+// Decodes %XX escapes (a malformed escape stays as it is); '+' becomes a
+// space only when asked (form encoding).
+std::string PercentDecode(std::string_view s, bool plus_as_space);
+
 // SHA-256 digest, raw 32 bytes.
 std::string Sha256(std::string_view data);
 

@@ -37,9 +37,7 @@ void ProviderService::Audit(const std::string& action, const std::string& id, co
   e.resource = id;
   e.fields = std::move(fields);
   if (!s.ok()) {
-    e.outcome = "failure";
-    e.error_code = std::string(ErrorCodeName(s.code()));
-    e.detail = s.error().message;
+    SetFailure(e, s.error());
   }
   audit_.Record(e);
 }

@@ -177,9 +177,7 @@ Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const
     e.fields = FieldNames(read->credentials->fields);
     e.detail = store_error;
   } else {
-    e.outcome = "failure";
-    e.error_code = std::string(ErrorCodeName(read.code()));
-    e.detail = read.error().message;
+    SetFailure(e, read.error());
   }
   Audit(std::move(e), caller);
   return read;
@@ -203,9 +201,7 @@ Status SecretsService::Write(const std::string& provider_id, int64_t version, co
   e.source = "store";
   e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
   if (!s.ok()) {
-    e.outcome = "failure";
-    e.error_code = std::string(ErrorCodeName(s.code()));
-    e.detail = s.error().message;
+    SetFailure(e, s.error());
   }
   Audit(std::move(e), caller);
   return s;
@@ -231,9 +227,7 @@ Status SecretsService::Delete(const std::string& provider_id, const Caller& call
   e.source = "store";
   e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
   if (!s.ok() && s.code() != ErrorCode::kNotFound) {
-    e.outcome = "failure";
-    e.error_code = std::string(ErrorCodeName(s.code()));
-    e.detail = s.error().message;
+    SetFailure(e, s.error());
   }
   Audit(std::move(e), caller);
   return s.ok() || s.code() == ErrorCode::kNotFound ? OkStatus() : s;

@@ -29,20 +29,6 @@ std::string Encode(std::string_view s, bool keep_slash) {
   return out;
 }
 
-std::string Decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
 std::string Hmac(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -108,8 +94,8 @@ std::string SigV4CanonicalQuery(std::string_view query) {
     std::string_view pair = query.substr(start, amp - start);
     if (!pair.empty()) {
       size_t eq = pair.find('=');
-      std::string key = Encode(Decode(pair.substr(0, eq)), false);
-      std::string value = eq == std::string_view::npos ? "" : Encode(Decode(pair.substr(eq + 1)), false);
+      std::string key = Encode(PercentDecode(pair.substr(0, eq), false), false);
+      std::string value = eq == std::string_view::npos ? "" : Encode(PercentDecode(pair.substr(eq + 1), false), false);
       params.emplace_back(std::move(key), std::move(value));
     }
     start = amp + 1;
