@@ -64,6 +64,17 @@ CREATE TABLE rotation_lock(
       R"sql(
 ALTER TABLE key_versions ADD COLUMN encryptions INTEGER NOT NULL DEFAULT 0;
 )sql",
+      // 5: secrets clustered by name, so a re-encryption pass in name order
+      // rewrites neighbouring rows on the same pages.
+      R"sql(
+CREATE TABLE secrets_by_name(
+  name TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  updated_at TEXT NOT NULL) WITHOUT ROWID;
+INSERT INTO secrets_by_name(name, value, updated_at) SELECT name, value, updated_at FROM secrets;
+DROP TABLE secrets;
+ALTER TABLE secrets_by_name RENAME TO secrets;
+)sql",
   };
   return kMigrations;
 }

@@ -38,7 +38,7 @@ TEST(SqliteRepository, CrudAndPersistenceAcrossReopen) {
   }
   auto db = SqliteDb::Open(dir.File("r.db"));
   ASSERT_TRUE(db.ok());
-  EXPECT_EQ((*db)->SchemaVersion(), 4);
+  EXPECT_EQ((*db)->SchemaVersion(), 5);
   auto repo = NewSqliteProviderRepository(*db);
   auto page = repo->List(0, 10);
   ASSERT_TRUE(page.ok());
@@ -48,6 +48,38 @@ TEST(SqliteRepository, CrudAndPersistenceAcrossReopen) {
   EXPECT_EQ(repo->List(1, 10)->items.size(), 1u);
   ASSERT_TRUE(repo->Delete("1").ok());
   EXPECT_EQ(repo->List(0, 10)->total, 1);
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(SqliteMigrations, SecretsSurviveTheMoveToANameClusteredTable) {
+  testing::TempDir dir;
+  const std::string path = dir.File("old.db");
+  {
+    // A database as schema version 4 left it, with one secret.
+    auto db = SqliteDb::Open(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Transaction([](SqliteConnection& c) -> Status {
+                       DYAD_RETURN_IF_ERROR(c.Exec("DROP TABLE secrets; DELETE FROM schema_migrations WHERE version = 5"));
+                       return c.Exec("CREATE TABLE secrets(name TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                                     "updated_at TEXT NOT NULL); INSERT INTO secrets VALUES('a/b','blob','t')");
+                     }).ok());
+  }
+  auto db = SqliteDb::Open(path);
+  ASSERT_TRUE(db.ok()) << db.error().message;
+  EXPECT_EQ((*db)->SchemaVersion(), 5);
+  auto value = (*db)->With<std::string>([](SqliteConnection& c) -> Result<std::string> {
+    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value FROM secrets WHERE name='a/b'"));
+    DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return MakeError(ErrorCode::kNotFound, "lost");
+    return st.Text(0);
+  });
+  ASSERT_TRUE(value.ok()) << value.error().message;
+  EXPECT_EQ(*value, "blob");
 }
 
 }  // namespace
