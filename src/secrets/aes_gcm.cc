@@ -73,11 +73,12 @@ Result<SecretBytes> AesGcmOpen(const SecretBytes& key, std::string_view nonce, s
   if (!ctx) return MakeError(ErrorCode::kInternal, "AES-GCM is not available");
   SecretBytes out(n);
   int len = 0;
-  std::string tag(ciphertext_and_tag.substr(n));
+  // OpenSSL takes the tag through a non-const pointer but only reads it.
+  auto* tag = const_cast<char*>(ciphertext_and_tag.data() + n);
   bool ok = EVP_DecryptInit_ex2(ctx, nullptr, key.data(), U(nonce), nullptr) == 1 &&
             (aad.empty() || EVP_DecryptUpdate(ctx, nullptr, &len, U(aad), static_cast<int>(aad.size())) == 1) &&
             EVP_DecryptUpdate(ctx, out.data(), &len, U(ciphertext_and_tag), static_cast<int>(n)) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kGcmTagSize, tag.data()) == 1 &&
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kGcmTagSize, tag) == 1 &&
             EVP_DecryptFinal_ex(ctx, out.data() + len, &len) == 1;
   if (!ok) {
     out.clear();

@@ -3,6 +3,7 @@ import json
 import signal
 import socket
 import subprocess
+import time
 
 import requests
 
@@ -141,3 +142,25 @@ def test_header_and_idle_timeouts(make_gateway):
     assert idle.recv(4096).startswith(b"HTTP/1.1 200")
     assert _closed_within(idle, 5)
     assert requests.get(gw.url + "/healthz").status_code == 200
+
+
+def test_sigterm_lets_a_request_in_flight_finish(gateway):
+    body = json.dumps(provider_body(slug="in-flight")).encode()
+    s = socket.create_connection(("127.0.0.1", gateway.port))
+    s.sendall(b"POST /admin/providers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + ADMIN_TOKEN.encode() +
+              b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" +
+              body[:10])
+    time.sleep(0.3)
+    gateway.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    s.sendall(body[10:])
+    s.settimeout(10)
+    response = b""
+    while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 201"), response[:200]
+    assert b"Connection: close" in response
+    assert gateway.proc.wait(timeout=20) == 0

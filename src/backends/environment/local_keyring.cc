@@ -74,14 +74,27 @@ class LocalKeyring final : public KeyManager {
       return MakeError(ErrorCode::kDataLoss, "local keyring: wrapped key has " + std::to_string(wrapped.size()) +
                                                  " bytes, expected " + std::to_string(kWrappedSize));
     }
-    DYAD_ASSIGN_OR_RETURN(SecretBytes key, KeyFor(version));
-    auto dek = AesGcmOpen(key, wrapped.substr(0, kGcmNonceSize), VersionAad("dyad-dek-v1", options_.key_id, version),
-                          wrapped.substr(kGcmNonceSize));
-    if (!dek.ok()) {
-      return MakeError(ErrorCode::kDataLoss, "local keyring: wrapped key does not authenticate under version " +
-                                                 std::to_string(version));
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      {
+        std::shared_lock lock(mu_);
+        auto it = versions_.find(version);
+        if (it != versions_.end()) {
+          if (it->second.state == "retired") {
+            return MakeError(ErrorCode::kFailedPrecondition, "key version " + std::to_string(version) + " is retired");
+          }
+          auto dek = AesGcmOpen(it->second.key, wrapped.substr(0, kGcmNonceSize),
+                                VersionAad("dyad-dek-v1", options_.key_id, version), wrapped.substr(kGcmNonceSize));
+          if (!dek.ok()) {
+            return MakeError(ErrorCode::kDataLoss, "local keyring: wrapped key does not authenticate under version " +
+                                                       std::to_string(version));
+          }
+          return dek;
+        }
+      }
+      if (attempt == 0) DYAD_RETURN_IF_ERROR(Load());  // rotated by another process?
     }
-    return dek;
+    return MakeError(ErrorCode::kNotFound, "local keyring '" + options_.key_id + "' has no key version " +
+                                               std::to_string(version));
   }
 
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) override {
@@ -178,24 +191,6 @@ class LocalKeyring final : public KeyManager {
     if (!r.ok()) return r.error();
     v.reserved->fetch_add(kBlock, std::memory_order_release);
     return OkStatus();
-  }
-
-  Result<SecretBytes> KeyFor(uint32_t version) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      {
-        std::shared_lock lock(mu_);
-        auto it = versions_.find(version);
-        if (it != versions_.end()) {
-          if (it->second.state == "retired") {
-            return MakeError(ErrorCode::kFailedPrecondition, "key version " + std::to_string(version) + " is retired");
-          }
-          return it->second.key;
-        }
-      }
-      if (attempt == 0) DYAD_RETURN_IF_ERROR(Load());  // rotated by another process?
-    }
-    return MakeError(ErrorCode::kNotFound, "local keyring '" + options_.key_id + "' has no key version " +
-                                               std::to_string(version));
   }
 
   Result<std::string> Wrap(const SecretBytes& key, uint32_t version, const SecretBytes& dek) {
