@@ -36,7 +36,8 @@ cmake --build build-fuzz -j "$JOBS" --target $fuzzers
 for f in $fuzzers; do
   work=$(mktemp -d)
   mkdir "$work/corpus"
-  if ! ./build-fuzz/"$f" -max_total_time="$FUZZ_SECONDS" -max_len=8192 -artifact_prefix="$work/" \
+  # A fixed seed: the same inputs on every run, so CI results repeat.
+  if ! ./build-fuzz/"$f" -seed=1 -max_total_time="$FUZZ_SECONDS" -max_len=8192 -artifact_prefix="$work/" \
       "$work/corpus" "fuzz/corpus/${f%_fuzz}" >"$work/log" 2>&1; then
     tail -n 60 "$work/log"
     echo "fuzzer $f failed; the input is in $work"

@@ -65,7 +65,7 @@ std::string Format(std::chrono::system_clock::time_point t, const char* fmt) {
 
 std::string SigV4CanonicalUri(std::string_view path, bool normalize) {
   if (path.empty()) return "/";
-  if (!normalize) return Encode(path, true);
+  if (!normalize) return (path.front() == '/' ? "" : "/") + Encode(path, true);  // always absolute
   std::vector<std::string_view> stack;
   size_t start = 0;
   while (start <= path.size()) {

@@ -79,6 +79,13 @@ TEST(sigv4_suite, HeaderSigningMatchesEveryCase) {
   EXPECT_GE(cases, 25);
 }
 
+TEST(sigv4_unit, CanonicalUriIsAlwaysAbsolute) {
+  // Found by sigv4_fuzz: a path without its leading slash, unnormalised.
+  EXPECT_EQ(SigV4CanonicalUri(".example space/", false), "/.example%20space/");
+  EXPECT_EQ(SigV4CanonicalUri("a/../b", true), "/b");
+  EXPECT_EQ(SigV4CanonicalUri("", false), "/");
+}
+
 TEST(sigv4_unit, MissingCredentialsAreAnErrorWithoutTheSecret) {
   SigV4Signer signer;
   auto r = signer.Sign({"GET", "/", "", {{"Host", "x"}}, ""}, AwsCredentials{"", SecretBytes(std::string("s3cr3t")), ""},
