@@ -90,6 +90,7 @@ KeyRotationService::KeyRotationService(Options options, std::shared_ptr<SqliteDb
       owner_(MakeOwner()) {}
 
 KeyRotationService::~KeyRotationService() {
+  stopping_ = true;
   if (worker_.joinable()) worker_.join();
 }
 
@@ -262,6 +263,10 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     run.cursor = (*names)[i - 1];
     if (Status s = SaveProgress(run, false); !s.ok()) return finish(s);
     if (progress) progress(run);
+    if (stopping_ && i < names->size()) {  // shutting down: the next start resumes from here
+      ReleaseLock(run.id);
+      return OkStatus();
+    }
   }
   if (run.failed > 0) {
     run.status = "failed";

@@ -61,6 +61,8 @@ class KeyRotationService {
 
   KeyRotationService(Options options, std::shared_ptr<SqliteDb> db, SecretsService& secrets, AuditSink& audit,
                      const Clock& clock);
+  // Stops a background run after its current batch: its progress is saved
+  // and the lock released, and the next start resumes it.
   ~KeyRotationService();
 
   // Starts a run on a background thread; kConflict names the running run.
@@ -96,6 +98,7 @@ class KeyRotationService {
   std::mutex mu_;
   std::condition_variable idle_cv_;
   std::optional<RotationRun> current_;  // the run in this process
+  std::atomic<bool> stopping_{false};
   std::thread worker_;
 };
 

@@ -183,6 +183,26 @@ TEST_F(RotationTest, ResumesARunWhoseProcessDiedAndSaysSo) {
   EXPECT_EQ(keys_->Describe()->versions[1].state, "retired");
 }
 
+TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
+  Seed(3000);
+  ASSERT_TRUE(rotation_->Start(false, "manual", Caller{}).ok());
+  rotation_.reset();  // graceful stop: at most the batch in hand completes
+  auto next = NewRotation();
+  auto history = *next->History(5);
+  ASSERT_EQ(history.size(), 1u);
+  if (history[0].status == "running") {  // stopped before the end, as is likely
+    EXPECT_LT(history[0].done, 3000);
+    auto resumed = next->ResumeInterrupted(Caller{});
+    ASSERT_TRUE(resumed.ok() && resumed->has_value());
+    next->WaitIdle();
+    history = *next->History(5);
+    EXPECT_EQ(history[0].trigger, "resumed");
+    EXPECT_EQ(history[1].status, "interrupted");
+  }
+  EXPECT_EQ(history[0].status, "completed");
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 3000}}));
+}
+
 TEST_F(RotationTest, NeverRetiresAVersionABlobStillUses) {
   Seed(20);
   ASSERT_TRUE(keys_->Rotate().ok());
