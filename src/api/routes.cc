@@ -35,7 +35,7 @@ json HealthJson(const SecretsHealth& h) {
     json versions = json::array();
     for (const auto& v : h.key_state->versions) {
       versions.push_back({{"version", v.version}, {"state", v.state}, {"createdAt", v.created_at},
-                          {"encryptions", v.encryptions}});
+                          {"encryptionsUpperBound", v.encryptions}});  // recorded a block ahead of use
     }
     j["keyManager"] = {{"status", "healthy"},
                        {"kind", h.key_state->kind},
