@@ -86,7 +86,6 @@ class SqliteDb {
   Status Transaction(const std::function<Status(SqliteConnection&)>& fn, bool write = true);
 
   int SchemaVersion() const { return schema_version_; }
-  const std::string& path() const { return path_; }
 
  private:
   explicit SqliteDb(std::string path) : path_(std::move(path)) {}

@@ -36,7 +36,6 @@ class TokenAuthenticator {
   // "Bearer <token>".
   std::optional<Principal> Authenticate(std::string_view authorization) const;
 
-  size_t size() const { return entries_.size(); }
 
  private:
   struct Entry {
