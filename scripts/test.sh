@@ -11,6 +11,7 @@ step() { printf '\n==== %s ====\n' "$*"; }
 
 step "dependencies"
 bash scripts/install-deps.sh --test
+bash scripts/install-peers.sh
 
 step "build (release)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release

@@ -4,8 +4,7 @@
 
 #include "api/routes.h"
 #include "audit/audit_log.h"
-#include "backends/environment/local_keyring.h"
-#include "backends/environment/sqlite_secret_store.h"
+#include "app/backend.h"
 #include "metrics/metrics.h"
 #include "registry/sqlite_provider_repository.h"
 #include "server/auth.h"
@@ -22,8 +21,7 @@ struct App::Parts {
   const Clock* clock = nullptr;
   std::shared_ptr<SqliteDb> db;
   std::unique_ptr<ProviderRepository> repo;
-  std::unique_ptr<KeyManager> keys;
-  std::unique_ptr<SecretStore> store;
+  Backend backend;
   std::unique_ptr<FileAuditLog> audit;
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<TokenAuthenticator> auth;
@@ -48,10 +46,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.clock = &clock;
   DYAD_ASSIGN_OR_RETURN(p.db, SqliteDb::Open(config.database_path));
   p.repo = NewSqliteProviderRepository(p.db);
-  if (!config.encryption_key) return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY: is required");
-  LocalKeyringOptions ko{config.encryption_key_id, *config.encryption_key, config.encryption_key_previous};
-  DYAD_ASSIGN_OR_RETURN(p.keys, NewLocalKeyring(std::move(ko), p.db, DefaultRandom(), clock));
-  p.store = NewSqliteSecretStore(p.db, clock);
+  DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock));
   DYAD_ASSIGN_OR_RETURN(p.audit, FileAuditLog::Open(config.audit_log_path, clock));
   p.metrics = std::make_unique<Metrics>();
   DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file));
@@ -64,13 +59,14 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.cache.stale_if_error = std::chrono::seconds(config.cache_stale_if_error_seconds);
   so.fallback_enabled = config.fallback_enabled;
   so.fallback_to_env = config.fallback_to_env;
-  p.secrets = std::make_unique<SecretsService>(so, *p.store, *p.keys, *p.repo, *p.audit, *p.metrics, clock,
+  so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
+  p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics, clock,
                                                DefaultRandom(), config.env);
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
   p.rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{config.secrets_prefix, 500}, p.db,
                                                     *p.secrets, *p.audit, clock);
   DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));
-  p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.keys, p.db, std::move(schedule),
+  p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.db, std::move(schedule),
                                                     config.key_rotation_enabled, config.key_rotation_max_encryptions,
                                                     clock);
   p.router = std::make_unique<Router>(p.auth.get());

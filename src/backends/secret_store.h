@@ -24,6 +24,9 @@ class SecretStore {
   virtual Status Create(const std::string& name, std::string_view value) = 0;
   virtual Status Put(const std::string& name, std::string_view value) = 0;  // create or replace
   virtual Status Delete(const std::string& name) = 0;
+  // Deletes at once, skipping any recovery window the store keeps deleted
+  // secrets in: for undoing a failed create and for probes and orphans.
+  virtual Status DeleteNow(const std::string& name) { return Delete(name); }
   virtual Result<std::vector<std::string>> List(std::string_view prefix) = 0;
 
   // Values of many names at once (one round trip or transaction where the

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include <chrono>
+#include <thread>
 
 namespace dyad {
 
@@ -23,6 +24,8 @@ class Clock {
   // Monotonic with a few milliseconds' resolution, for hot-path TTL checks.
   virtual Instant CoarseNow() const { return Now(); }
   virtual WallTime WallNow() const = 0;
+  // Waits (retry backoff); a fake clock moves instead.
+  virtual void SleepFor(Duration d) const { std::this_thread::sleep_for(d); }
 };
 
 class SystemClock final : public Clock {
@@ -50,13 +53,21 @@ class FakeClock final : public Clock {
     mono_ += d.count();
     wall_ += d.count();
   }
+  // Sleeping moves the fake clock, so code that backs off needs no real wait.
+  void SleepFor(Duration d) const override {
+    slept_ += d.count();
+    mono_ += d.count();
+    wall_ += d.count();
+  }
+  Duration Slept() const { return Duration(slept_.load()); }
   void SetWall(WallTime t) {
     wall_ = std::chrono::duration_cast<Duration>(t.time_since_epoch()).count();
   }
 
  private:
-  std::atomic<long long> mono_;
-  std::atomic<long long> wall_;
+  mutable std::atomic<long long> mono_;
+  mutable std::atomic<long long> wall_;
+  mutable std::atomic<long long> slept_{0};
 };
 
 }  // namespace dyad

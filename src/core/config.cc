@@ -5,6 +5,7 @@
 
 #include "core/cron.h"
 #include "core/encoding.h"
+#include "core/ini.h"
 
 namespace dyad {
 namespace {
@@ -118,6 +119,66 @@ Status ReadKeys(const EnvMap& env, Config& c) {
   return OkStatus();
 }
 
+// `region` of the AWS_PROFILE (default) profile in AWS_CONFIG_FILE or ~/.aws/config.
+std::optional<std::string> ProfileRegion(const EnvMap& env) {
+  const std::string* file = Find(env, "AWS_CONFIG_FILE");
+  const std::string* home = Find(env, "HOME");
+  std::string path = file && !file->empty() ? *file : home && !home->empty() ? *home + "/.aws/config" : "";
+  if (path.empty()) return std::nullopt;
+  auto text = ReadSmallFile(path);
+  if (!text.ok()) return std::nullopt;
+  const std::string* p = Find(env, "AWS_PROFILE");
+  std::string profile = p && !p->empty() ? *p : "default";
+  return IniValue(*text, profile == "default" ? profile : "profile " + profile, "region");
+}
+
+Status ReadEndpoint(const EnvMap& env, const std::string& specific, const std::string& service,
+                    const std::string& region, std::string& out) {
+  const std::string* v = Find(env, specific);
+  std::string name = specific;
+  if (!v || v->empty()) {
+    v = Find(env, "AWS_ENDPOINT_URL");
+    name = "AWS_ENDPOINT_URL";
+  }
+  if (!v || v->empty()) {
+    out = "https://" + service + "." + region + ".amazonaws.com";
+    return OkStatus();
+  }
+  std::string_view e = *v;
+  while (!e.empty() && e.back() == '/') e.remove_suffix(1);
+  size_t scheme = e.find("://");
+  bool ok = scheme != std::string_view::npos && (e.substr(0, scheme) == "https" || e.substr(0, scheme) == "http") &&
+            e.size() > scheme + 3 && e.substr(scheme + 3).find_first_of("/?#@ ") == std::string_view::npos;
+  if (!ok) return Bad(name, "'" + *v + "' is not an endpoint URL; use https://host[:port] (no path)");
+  out = std::string(e);
+  return OkStatus();
+}
+
+Status ReadAws(const EnvMap& env, AwsSettings& aws) {
+  for (const char* name : {"AWS_REGION", "AWS_DEFAULT_REGION"}) {
+    if (const std::string* v = Find(env, name); v && !v->empty() && aws.region.empty()) aws.region = *v;
+  }
+  if (aws.region.empty()) {
+    if (auto r = ProfileRegion(env)) aws.region = *r;
+  }
+  if (aws.region.empty()) {
+    return Bad("AWS_REGION", "is required when SECRETS_PROVIDER=aws (or AWS_DEFAULT_REGION, or region in the "
+                             "profile of ~/.aws/config), e.g. us-east-1");
+  }
+  bool region_ok = aws.region.size() <= 64;
+  for (char ch : aws.region) region_ok = region_ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '-');
+  if (!region_ok) return Bad("AWS_REGION", "'" + aws.region + "' is not a region name such as us-east-1");
+  DYAD_RETURN_IF_ERROR(ReadEndpoint(env, "AWS_ENDPOINT_URL_SECRETS_MANAGER", "secretsmanager", aws.region,
+                                    aws.endpoint_secrets_manager));
+  DYAD_RETURN_IF_ERROR(ReadEndpoint(env, "AWS_ENDPOINT_URL_KMS", "kms", aws.region, aws.endpoint_kms));
+  DYAD_RETURN_IF_ERROR(ReadEndpoint(env, "AWS_ENDPOINT_URL_STS", "sts", aws.region, aws.endpoint_sts));
+  if (const std::string* v = Find(env, "AWS_CA_BUNDLE")) aws.ca_bundle = *v;
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "AWS_MAX_ATTEMPTS", 1, 10, aws.max_attempts));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "AWS_SECRETS_RECOVERY_WINDOW_DAYS", 7, 30, aws.recovery_window_days));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "AWS_REQUEST_TIMEOUT_MS", 100, 120000, aws.timeout_ms));
+  return OkStatus();
+}
+
 // The schedule, parsed in full so that a bad one stops the start; generated
 // from the interval when unset.
 Status ReadSchedule(const EnvMap& env, Config& c) {
@@ -157,18 +218,25 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev) {
   c.env = env;
   DYAD_RETURN_IF_ERROR(ReadOneOf(env, "SECRETS_PROVIDER", {"aws", "azure", "vault", "environment"},
                                  c.secrets_provider));
-  if (c.secrets_provider != "environment") {
+  if (c.secrets_provider != "environment" && c.secrets_provider != "aws") {
     return Bad("SECRETS_PROVIDER", "'" + c.secrets_provider +
-                                       "' is not available in this build yet; use environment");
+                                       "' is not available in this build yet; use environment or aws");
   }
   DYAD_RETURN_IF_ERROR(ReadOneOf(env, "SECRETS_ENCRYPTION_MODE", {"envelope", "provider"},
                                  c.encryption_mode));
+  if (c.encryption_mode == "provider" && c.secrets_provider == "environment") {
+    return Bad("SECRETS_ENCRYPTION_MODE", "provider relies on the store's own encryption, which the environment "
+                                          "provider does not have; use envelope, or SECRETS_PROVIDER=aws");
+  }
   if (const std::string* v = Find(env, "SECRETS_PREFIX")) {
+    // AWS Secrets Manager names allow letters, digits and /_+=.@- (the
+    // tightest of the stores the prefix is used with, Azure aside).
     bool ok = !v->empty() && v->size() <= 128;
-    for (char ch : *v) ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '/');
-    if (!ok) return Bad("SECRETS_PREFIX", "use 1 to 128 characters of letters, digits, '-', '_' and '/'");
+    for (char ch : *v) ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || std::string_view("/_+=.@-").find(ch) != std::string_view::npos);
+    if (!ok) return Bad("SECRETS_PREFIX", "use 1 to 128 characters of letters, digits and /_+=.@-");
     c.secrets_prefix = *v;
   }
+  if (c.secrets_provider == "aws") DYAD_RETURN_IF_ERROR(ReadAws(env, c.aws));
   DYAD_RETURN_IF_ERROR(ReadBool(env, "KEY_ROTATION_ENABLED", c.key_rotation_enabled));
   DYAD_RETURN_IF_ERROR(ReadInt(env, "KEY_ROTATION_INTERVAL_HOURS", 1, 24 * 366, c.key_rotation_interval_hours));
   DYAD_RETURN_IF_ERROR(ReadSchedule(env, c));

@@ -17,6 +17,19 @@
 
 namespace dyad {
 
+// SECRETS_PROVIDER=aws. Credentials are not here: the AWS credential chain
+// reads them from `Config::env` when it needs them.
+struct AwsSettings {
+  std::string region;  // AWS_REGION, AWS_DEFAULT_REGION, or the profile's region
+  std::string endpoint_secrets_manager;  // AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL, or AWS's
+  std::string endpoint_kms;              // AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, or AWS's
+  std::string endpoint_sts;              // AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, or AWS's
+  std::string ca_bundle;                 // AWS_CA_BUNDLE
+  int max_attempts = 3;                  // AWS_MAX_ATTEMPTS
+  int recovery_window_days = 30;         // AWS_SECRETS_RECOVERY_WINDOW_DAYS (7–30)
+  int timeout_ms = 10000;                // AWS_REQUEST_TIMEOUT_MS
+};
+
 struct Config {
   bool dev = false;
 
@@ -27,6 +40,7 @@ struct Config {
   std::vector<SecretBytes> encryption_key_previous;  // ENCRYPTION_KEY_PREVIOUS, comma-separated
   std::string encryption_mode = "envelope";       // envelope|provider
   std::string secrets_prefix = "dyad-gateway";
+  AwsSettings aws;
 
   // Key rotation.
   bool key_rotation_enabled = false;

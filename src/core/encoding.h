@@ -16,7 +16,12 @@ std::optional<std::string> Base64Decode(std::string_view text);
 
 // Decodes %XX escapes (a malformed escape stays as it is); '+' becomes a
 // space only when asked (form encoding).
+// Without leading and trailing whitespace (isspace).
+std::string_view TrimSpace(std::string_view s);
+
 std::string PercentDecode(std::string_view s, bool plus_as_space);
+// RFC 3986: every byte but A-Z a-z 0-9 - _ . ~ (and '/' if kept) as %XX.
+std::string PercentEncode(std::string_view s, bool keep_slash);
 
 // SHA-256 digest, raw 32 bytes.
 std::string Sha256(std::string_view data);

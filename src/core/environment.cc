@@ -1,7 +1,8 @@
 #include "core/environment.h"
 
 #include <fstream>
-#include <sstream>
+
+#include "core/encoding.h"
 
 extern char** environ;
 
@@ -18,11 +19,6 @@ EnvMap ReadProcessEnvironment() {
   return env;
 }
 
-static std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
 
 static bool ValidName(std::string_view name) {
   if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
@@ -39,17 +35,17 @@ Result<EnvMap> ParseDotenv(std::string_view text) {
   while (!text.empty()) {
     ++line_no;
     auto nl = text.find('\n');
-    std::string_view line = Trim(text.substr(0, nl));
+    std::string_view line = TrimSpace(text.substr(0, nl));
     text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
     if (line.empty() || line.front() == '#') continue;
-    if (line.substr(0, 7) == "export ") line = Trim(line.substr(7));
+    if (line.substr(0, 7) == "export ") line = TrimSpace(line.substr(7));
     auto eq = line.find('=');
     if (eq == std::string_view::npos) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "line " + std::to_string(line_no) + ": expected KEY=VALUE");
     }
-    std::string_view name = Trim(line.substr(0, eq));
-    std::string_view value = Trim(line.substr(eq + 1));
+    std::string_view name = TrimSpace(line.substr(0, eq));
+    std::string_view value = TrimSpace(line.substr(eq + 1));
     if (!ValidName(name)) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "line " + std::to_string(line_no) +
@@ -64,19 +60,34 @@ Result<EnvMap> ParseDotenv(std::string_view text) {
       }
       value = value.substr(1, value.size() - 2);
     } else if (auto hash = value.find(" #"); hash != std::string_view::npos) {
-      value = Trim(value.substr(0, hash));
+      value = TrimSpace(value.substr(0, hash));
     }
     env[std::string(name)] = std::string(value);
   }
   return env;
 }
 
-Status MergeDotenvFile(const std::string& path, EnvMap& env) {
+Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(ErrorCode::kNotFound, "cannot read env file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto parsed = ParseDotenv(ss.str());
+  if (!in) return MakeError(ErrorCode::kNotFound, "cannot read " + path);
+  std::string text;
+  char buf[8192];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in.gcount()));
+    if (text.size() > max_bytes) {
+      return MakeError(ErrorCode::kInvalidArgument, path + ": larger than " + std::to_string(max_bytes) + " bytes");
+    }
+  }
+  return text;
+}
+
+Status MergeDotenvFile(const std::string& path, EnvMap& env) {
+  auto text = ReadSmallFile(path);
+  if (!text.ok()) {
+    return MakeError(text.code(), text.code() == ErrorCode::kNotFound ? "cannot read env file " + path
+                                                                       : text.error().message);
+  }
+  auto parsed = ParseDotenv(*text);
   if (!parsed.ok()) {
     return MakeError(ErrorCode::kInvalidArgument, path + ": " + parsed.error().message);
   }

@@ -24,4 +24,8 @@ Result<EnvMap> ParseDotenv(std::string_view text);
 // (the process environment wins, as in every dotenv loader).
 Status MergeDotenvFile(const std::string& path, EnvMap& env);
 
+// A whole (small) file: kNotFound when it cannot be opened, kInvalidArgument
+// when it is larger than `max_bytes`.
+Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 << 20);
+
 }  // namespace dyad

@@ -2,10 +2,15 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace dyad {
 
 std::string FormatIso8601(std::chrono::system_clock::time_point t);
+// "YYYY-MM-DDThh:mm:ss[.fff](Z|+00:00)" → time (fraction dropped); nullopt
+// for anything else, including other offsets.
+std::optional<std::chrono::system_clock::time_point> ParseIso8601(std::string_view text);
 
 }  // namespace dyad

@@ -6,6 +6,7 @@ namespace dyad {
 
 Result<std::string> Sealer::Seal(std::string_view secret_name, int64_t credentials_version,
                                  const SecretBytes& payload) {
+  if (mode_ == SealMode::kProvider) return std::string(payload.view());
   DYAD_ASSIGN_OR_RETURN(DataKey dek, keys_.GenerateDataKey());
   Envelope e;
   e.kms = keys_.Kind();
@@ -21,6 +22,7 @@ Result<std::string> Sealer::Seal(std::string_view secret_name, int64_t credentia
 }
 
 Result<OpenedSecret> Sealer::Open(std::string_view secret_name, std::string_view envelope_text) {
+  if (mode_ == SealMode::kProvider) return OpenedSecret{SecretBytes(envelope_text), 0, 0};
   DYAD_ASSIGN_OR_RETURN(Envelope e, ParseEnvelope(envelope_text));
   if (e.kms != keys_.Kind() || e.key_id != keys_.KeyId()) {
     return MakeError(ErrorCode::kFailedPrecondition, "envelope was sealed by " + e.kms + " key '" + e.key_id +
@@ -38,6 +40,7 @@ Result<OpenedSecret> Sealer::Open(std::string_view secret_name, std::string_view
 
 Result<std::string> Sealer::Rewrap(std::string_view secret_name, std::string_view envelope_text, uint32_t primary,
                                    bool force) {
+  if (mode_ == SealMode::kProvider) return std::string(envelope_text);
   DYAD_ASSIGN_OR_RETURN(Envelope e, ParseEnvelope(envelope_text));
   if (e.key_version >= primary && !force) {
     return MakeError(ErrorCode::kAlreadyExists, "already on the primary key version");

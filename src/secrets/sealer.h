@@ -5,7 +5,12 @@
 // document. Open() parses, unwraps and decrypts, failing with kDataLoss on
 // any tampering. Rewrap() moves an envelope to the primary key version
 // without touching the payload ciphertext, and checks the result opens.
-// Thread-safe when its KeyManager and Random are.
+//
+// In provider mode (SECRETS_ENCRYPTION_MODE=provider) the store's own
+// encryption is relied on: Seal() and Open() pass the payload (the
+// credentials JSON) through unchanged, and Rewrap() returns it as it is, so
+// that a rotation rewrites it and the store re-encrypts it under its key's
+// current material. Thread-safe when its KeyManager and Random are.
 #pragma once
 
 #include "backends/key_manager.h"
@@ -21,9 +26,13 @@ struct OpenedSecret {
   uint32_t key_version = 0;
 };
 
+enum class SealMode { kEnvelope, kProvider };
+
 class Sealer {
  public:
-  Sealer(KeyManager& keys, Random& random) : keys_(keys), random_(random) {}
+  Sealer(KeyManager& keys, Random& random, SealMode mode = SealMode::kEnvelope)
+      : keys_(keys), random_(random), mode_(mode) {}
+  SealMode mode() const { return mode_; }
 
   Result<std::string> Seal(std::string_view secret_name, int64_t credentials_version, const SecretBytes& payload);
   Result<OpenedSecret> Open(std::string_view secret_name, std::string_view envelope_text);
@@ -34,6 +43,7 @@ class Sealer {
  private:
   KeyManager& keys_;
   Random& random_;
+  SealMode mode_;
 };
 
 }  // namespace dyad

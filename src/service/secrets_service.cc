@@ -37,7 +37,7 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
       audit_(audit),
       metrics_(metrics),
       clock_(clock),
-      sealer_(keys, random),
+      sealer_(keys, random, options_.seal_mode),
       env_(std::move(env)),
       cache_(options_.cache, clock, [this](std::function<void()> task) { Spawn(std::move(task)); }) {
   metrics_.SetCacheStats([this] { return cache_.Stats(); });
@@ -241,7 +241,7 @@ Result<std::optional<std::string>> SecretsService::ReadRaw(const std::string& pr
 }
 
 Status SecretsService::RestoreRaw(const std::string& provider_id, const std::optional<std::string>& raw) {
-  Status s = raw ? store_.Put(SecretName(provider_id), *raw) : store_.Delete(SecretName(provider_id));
+  Status s = raw ? store_.Put(SecretName(provider_id), *raw) : store_.DeleteNow(SecretName(provider_id));
   cache_.Invalidate(provider_id);
   if (!s.ok() && !(s.code() == ErrorCode::kNotFound && !raw)) return s;
   return OkStatus();
@@ -306,7 +306,7 @@ std::vector<ProbeStep> SecretsService::TestConnection(const Caller& caller) {
     if (!(opened.payload == CredentialsToJson(probe))) return MakeError(ErrorCode::kDataLoss, "probe payload differs");
     return OkStatus();
   });
-  if (steps.size() >= 2 && steps[1].ok) step("store.delete", [&] { return store_.Delete(name); });
+  if (steps.size() >= 2 && steps[1].ok) step("store.delete", [&] { return store_.DeleteNow(name); });
   AuditEvent e;
   e.action = "secrets.test_connection";
   e.resource = name;
@@ -346,7 +346,7 @@ Result<std::vector<std::string>> SecretsService::ReconcileOrphans() {
     auto lock = LockProvider(id);
     auto row = providers_.Get(id);
     if (row.ok() || row.code() != ErrorCode::kNotFound) continue;
-    if (store_.Delete(name).ok()) {
+    if (store_.DeleteNow(name).ok()) {
       removed.push_back(name);
       AuditEvent e;
       e.action = "secret.delete";

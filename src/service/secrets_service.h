@@ -39,6 +39,7 @@ struct SecretsOptions {
   CacheOptions cache;
   bool fallback_enabled = true;
   bool fallback_to_env = true;
+  SealMode seal_mode = SealMode::kEnvelope;
 };
 
 // Who asked, for the audit log.

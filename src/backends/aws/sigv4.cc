@@ -10,24 +10,6 @@
 namespace dyad {
 namespace {
 
-bool Unreserved(unsigned char c) {
-  return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
-}
-
-std::string Encode(std::string_view s, bool keep_slash) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (Unreserved(c) || (keep_slash && c == '/')) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    }
-  }
-  return out;
-}
 
 std::string Hmac(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
@@ -65,7 +47,7 @@ std::string Format(std::chrono::system_clock::time_point t, const char* fmt) {
 
 std::string SigV4CanonicalUri(std::string_view path, bool normalize) {
   if (path.empty()) return "/";
-  if (!normalize) return (path.front() == '/' ? "" : "/") + Encode(path, true);  // always absolute
+  if (!normalize) return (path.front() == '/' ? "" : "/") + PercentEncode(path, true);  // always absolute
   std::vector<std::string_view> stack;
   size_t start = 0;
   while (start <= path.size()) {
@@ -80,7 +62,7 @@ std::string SigV4CanonicalUri(std::string_view path, bool normalize) {
     start = slash + 1;
   }
   std::string out = "/";
-  for (size_t i = 0; i < stack.size(); ++i) out += (i ? "/" : "") + Encode(stack[i], false);
+  for (size_t i = 0; i < stack.size(); ++i) out += (i ? "/" : "") + PercentEncode(stack[i], false);
   if (!stack.empty() && path.back() == '/') out += '/';
   return out;
 }
@@ -94,8 +76,8 @@ std::string SigV4CanonicalQuery(std::string_view query) {
     std::string_view pair = query.substr(start, amp - start);
     if (!pair.empty()) {
       size_t eq = pair.find('=');
-      std::string key = Encode(PercentDecode(pair.substr(0, eq), false), false);
-      std::string value = eq == std::string_view::npos ? "" : Encode(PercentDecode(pair.substr(eq + 1), false), false);
+      std::string key = PercentEncode(PercentDecode(pair.substr(0, eq), false), false);
+      std::string value = eq == std::string_view::npos ? "" : PercentEncode(PercentDecode(pair.substr(eq + 1), false), false);
       params.emplace_back(std::move(key), std::move(value));
     }
     start = amp + 1;

@@ -1,0 +1,242 @@
+#include "backends/aws/kms_key_manager.h"
+
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "core/encoding.h"
+#include "core/time_format.h"
+
+namespace dyad {
+namespace {
+
+using nlohmann::json;
+
+struct VersionRow {
+  std::string state;
+  std::string created_at;
+};
+
+class KmsKeyManager final : public KeyManager {
+ public:
+  KmsKeyManager(std::string key_id, std::unique_ptr<AwsJsonClient> client, std::shared_ptr<SqliteDb> db,
+                const Clock& clock)
+      : key_id_(std::move(key_id)),
+        reference_(KmsKeyReference(key_id_)),
+        row_key_("aws-kms:" + key_id_),
+        client_(std::move(client)),
+        db_(std::move(db)),
+        clock_(clock) {}
+
+  const std::string& Kind() const override { return kind_; }
+  const std::string& KeyId() const override { return key_id_; }
+
+  Status Init() {
+    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "INSERT OR IGNORE INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?, 1, X'', 'active', ?)"));
+      return st.Bind(1, row_key_).Bind(2, FormatIso8601(clock_.WallNow())).Run();
+    }));
+    return Reload();
+  }
+
+  Result<DataKey> GenerateDataKey() override {
+    DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
+    uint32_t version = Primary();
+    DYAD_ASSIGN_OR_RETURN(json answer, Send("GenerateDataKey", {{"KeyId", reference_}, {"KeySpec", "AES_256"}}, arn));
+    DataKey dk;
+    DYAD_ASSIGN_OR_RETURN(std::string plain, Bytes(answer, "Plaintext", "GenerateDataKey"));
+    dk.plaintext = SecretBytes(plain);
+    Cleanse(plain);
+    DYAD_ASSIGN_OR_RETURN(dk.wrapped, Bytes(answer, "CiphertextBlob", "GenerateDataKey"));
+    dk.version = version;
+    return dk;
+  }
+
+  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped) override {
+    DYAD_RETURN_IF_ERROR(CheckUsable(version));
+    DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
+    DYAD_ASSIGN_OR_RETURN(json answer,
+                          Send("Decrypt", {{"CiphertextBlob", Base64Encode(wrapped)}, {"KeyId", reference_}}, arn));
+    DYAD_ASSIGN_OR_RETURN(std::string plain, Bytes(answer, "Plaintext", "Decrypt"));
+    SecretBytes key(plain);
+    Cleanse(plain);
+    return key;
+  }
+
+  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) override {
+    DYAD_RETURN_IF_ERROR(CheckUsable(version));
+    DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
+    uint32_t primary = Primary();
+    DYAD_ASSIGN_OR_RETURN(json answer, Send("ReEncrypt",
+                                            {{"CiphertextBlob", Base64Encode(wrapped)},
+                                             {"SourceKeyId", reference_},
+                                             {"DestinationKeyId", reference_}},
+                                            arn));
+    WrappedKey out;
+    DYAD_ASSIGN_OR_RETURN(out.wrapped, Bytes(answer, "CiphertextBlob", "ReEncrypt"));
+    out.version = primary;
+    return out;
+  }
+
+  Result<uint32_t> Rotate() override {
+    DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
+    auto rotated = client_->Call("RotateKeyOnDemand", json{{"KeyId", arn}}.dump());
+    if (!rotated.ok()) {
+      if (rotated.code() != ErrorCode::kUnimplemented) return rotated.error();
+      spdlog::warn("KMS endpoint does not implement RotateKeyOnDemand ({}); the new key version re-encrypts under "
+                   "the key material KMS uses now", rotated.error().message);
+    }
+    uint32_t next = 0;
+    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT COALESCE(MAX(version),0) FROM key_versions WHERE key_id=?"));
+      q.Bind(1, row_key_);
+      DYAD_RETURN_IF_ERROR(q.Step());
+      next = static_cast<uint32_t>(q.Int(0)) + 1;
+      DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare(
+          "INSERT INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?, ?, X'', 'active', ?)"));
+      return ins.Bind(1, row_key_).Bind(2, static_cast<int64_t>(next)).Bind(3, FormatIso8601(clock_.WallNow())).Run();
+    }));
+    DYAD_RETURN_IF_ERROR(Reload());
+    spdlog::info("KMS key {} rotated: version {}", key_id_, next);
+    return next;
+  }
+
+  Status Retire(uint32_t version) override {
+    if (version == Primary()) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
+    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state='retired' WHERE key_id=? AND version=?"));
+      return st.Bind(1, row_key_).Bind(2, static_cast<int64_t>(version)).Run();
+    }));
+    return Reload();
+  }
+
+  Result<KeyState> Describe() override {
+    DYAD_RETURN_IF_ERROR(Reload());
+    KeyState s;
+    s.kind = kind_;
+    s.key_id = key_id_;
+    std::lock_guard lock(mu_);
+    s.primary_version = primary_;
+    for (const auto& [v, row] : versions_) s.versions.push_back({v, row.state, row.created_at, 0});
+    return s;
+  }
+
+ private:
+  Status Reload() {
+    std::map<uint32_t, VersionRow> rows;
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "SELECT version, state, created_at FROM key_versions WHERE key_id=? ORDER BY version"));
+      st.Bind(1, row_key_);
+      while (true) {
+        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) return true;
+        rows[static_cast<uint32_t>(st.Int(0))] = {st.Text(1), st.Text(2)};
+      }
+    });
+    if (!r.ok()) return r.error();
+    std::lock_guard lock(mu_);
+    versions_ = std::move(rows);
+    primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
+    return OkStatus();
+  }
+
+  uint32_t Primary() {
+    std::lock_guard lock(mu_);
+    return primary_;
+  }
+
+  // A version this process has not seen may come from another instance's
+  // rotation: look again before refusing it.
+  Status CheckUsable(uint32_t version) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      {
+        std::lock_guard lock(mu_);
+        auto it = versions_.find(version);
+        if (it != versions_.end()) {
+          if (it->second.state == "retired") {
+            return MakeError(ErrorCode::kFailedPrecondition,
+                             "KMS key " + key_id_ + " version " + std::to_string(version) + " is retired");
+          }
+          return OkStatus();
+        }
+      }
+      if (attempt == 0) DYAD_RETURN_IF_ERROR(Reload());
+    }
+    return MakeError(ErrorCode::kNotFound, "KMS key " + key_id_ + " has no version " + std::to_string(version));
+  }
+
+  Result<std::string> Arn() {
+    {
+      std::lock_guard lock(mu_);
+      if (!arn_.empty()) return arn_;
+    }
+    DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call("DescribeKey", json{{"KeyId", reference_}}.dump()));
+    auto j = json::parse(text, nullptr, false);
+    std::string arn;
+    if (j.is_object() && j.contains("KeyMetadata") && j["KeyMetadata"].is_object()) {
+      arn = j["KeyMetadata"].value("Arn", "");
+    }
+    if (arn.empty()) return MakeError(ErrorCode::kUnavailable, "DescribeKey: the answer has no KeyMetadata.Arn");
+    std::lock_guard lock(mu_);
+    arn_ = arn;
+    return arn;
+  }
+
+  // Calls `action` and checks that the key that answered is ours: a
+  // ciphertext of another key must never decrypt as one of ours.
+  Result<json> Send(const std::string& action, const json& request, const std::string& arn) {
+    DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call(action, request.dump()));
+    auto j = json::parse(text, nullptr, false);
+    Cleanse(text);
+    if (!j.is_object()) return MakeError(ErrorCode::kUnavailable, action + ": the answer is not a JSON object");
+    std::string answered = j.value("KeyId", "");
+    if (answered != arn) {
+      return MakeError(ErrorCode::kDataLoss, action + ": answered by KMS key '" + answered + "', not the configured '" +
+                                                 arn + "'");
+    }
+    return j;
+  }
+
+  static Result<std::string> Bytes(json& answer, const char* field, const std::string& action) {
+    auto it = answer.find(field);
+    if (it == answer.end() || !it->is_string()) {
+      return MakeError(ErrorCode::kUnavailable, action + ": the answer has no " + field);
+    }
+    auto bytes = Base64Decode(it->get<std::string>());
+    Cleanse(it->get_ref<std::string&>());
+    if (!bytes) return MakeError(ErrorCode::kUnavailable, action + ": " + field + " is not base64");
+    return std::move(*bytes);
+  }
+
+  const std::string kind_ = "aws-kms";
+  const std::string key_id_, reference_, row_key_;
+  std::unique_ptr<AwsJsonClient> client_;
+  std::shared_ptr<SqliteDb> db_;
+  const Clock& clock_;
+  std::mutex mu_;
+  std::string arn_;
+  std::map<uint32_t, VersionRow> versions_;
+  uint32_t primary_ = 0;
+};
+
+}  // namespace
+
+std::string KmsKeyReference(const std::string& key_id) {
+  bool uuid = key_id.size() == 36 && key_id.find_first_not_of("0123456789abcdefABCDEF-") == std::string::npos;
+  if (uuid || key_id.starts_with("arn:") || key_id.starts_with("alias/") || key_id.starts_with("mrk-")) return key_id;
+  return "alias/" + key_id;
+}
+
+Result<std::unique_ptr<KeyManager>> NewKmsKeyManager(std::string key_id, std::unique_ptr<AwsJsonClient> client,
+                                                     std::shared_ptr<SqliteDb> db, const Clock& clock) {
+  if (key_id.empty()) return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY_ID: is empty");
+  auto km = std::make_unique<KmsKeyManager>(std::move(key_id), std::move(client), std::move(db), clock);
+  DYAD_RETURN_IF_ERROR(km->Init());
+  return std::unique_ptr<KeyManager>(std::move(km));
+}
+
+}  // namespace dyad

@@ -1,0 +1,33 @@
+// The AWS KMS KeyManager: data keys from GenerateDataKey (AES_256), unwrapped
+// by Decrypt and moved to the current key material by ReEncrypt, each answer's
+// KeyId checked against the configured key's ARN (DescribeKey, resolved on
+// first use so the service starts while KMS is down).
+//
+// ENCRYPTION_KEY_ID may be a key id, a key or alias ARN, "alias/NAME", or a
+// bare NAME (taken as alias/NAME). Key versions are the gateway's: version 1
+// is the key as first used; Rotate() calls RotateKeyOnDemand (new backing
+// material in KMS) and records the next version in the registry database,
+// so every instance on that database agrees. KMS keeps every backing key, so
+// Retire() is the gateway refusing that version from then on. An endpoint
+// that does not implement RotateKeyOnDemand (HTTP 501, e.g. local-kms, which
+// rotates its material on its own schedule) still gets a new version: the
+// rotation run then re-encrypts everything under whatever material is
+// current. Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backends/aws/aws_json_client.h"
+#include "backends/key_manager.h"
+#include "registry/sqlite_db.h"
+
+namespace dyad {
+
+Result<std::unique_ptr<KeyManager>> NewKmsKeyManager(std::string key_id, std::unique_ptr<AwsJsonClient> client,
+                                                     std::shared_ptr<SqliteDb> db, const Clock& clock);
+
+// The KeyId sent to KMS for a configured ENCRYPTION_KEY_ID.
+std::string KmsKeyReference(const std::string& key_id);
+
+}  // namespace dyad

@@ -1,0 +1,29 @@
+// The AWS Secrets Manager SecretStore (JSON 1.1 API).
+//
+// Get → GetSecretValue (AWSCURRENT); Create → CreateSecret with the
+// `kms_key_id` (provider mode) and tags; Put → PutSecretValue (the previous
+// value stays as AWSPREVIOUS), creating the secret when it is absent;
+// Delete → DeleteSecret with the configured recovery window, or
+// ForceDeleteWithoutRecovery for DeleteNow (undoing a failed create); List →
+// ListSecrets with a name-prefix filter, following NextToken; Ping →
+// ListSecrets of one name. A secret scheduled for deletion reads as
+// kNotFound. Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backends/aws/aws_json_client.h"
+#include "backends/secret_store.h"
+
+namespace dyad {
+
+struct SecretsManagerOptions {
+  std::string kms_key_id;       // "": the account's aws/secretsmanager key
+  int recovery_window_days = 30;  // 7–30
+};
+
+std::unique_ptr<SecretStore> NewSecretsManagerStore(SecretsManagerOptions options,
+                                                    std::unique_ptr<AwsJsonClient> client);
+
+}  // namespace dyad

@@ -1,0 +1,45 @@
+// The one retry policy of outbound calls: up to `max_attempts` tries while
+// the attempt fails with kUnavailable (transport failure, timeout, 5xx,
+// throttling), waiting between tries a "full jitter" backoff: uniform in
+// [0, min(cap, base · 2^retry)] (the AWS Architecture Blog's recommendation;
+// many clients retrying together spread out instead of arriving in waves).
+// Waiting goes through the injected Clock, so tests never sleep.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "core/clock.h"
+#include "core/random.h"
+#include "core/result.h"
+
+namespace dyad {
+
+struct RetryPolicy {
+  int max_attempts = 3;
+  std::chrono::milliseconds base{100};
+  std::chrono::milliseconds cap{5000};
+};
+
+// The wait before retry number `retry` (0 for the first retry).
+Clock::Duration FullJitterBackoff(const RetryPolicy& policy, int retry, Random& random);
+
+// Calls `attempt()` (returning Result<T> or Status) until it succeeds, fails
+// with another code than kUnavailable, or the attempts run out; the last
+// error then says how many attempts were made.
+template <typename F>
+auto WithRetries(const RetryPolicy& policy, const Clock& clock, Random& random, F&& attempt) -> decltype(attempt()) {
+  for (int i = 1;; ++i) {
+    auto r = attempt();
+    if (r.ok() || r.code() != ErrorCode::kUnavailable) return r;
+    if (i >= policy.max_attempts) {
+      if (policy.max_attempts > 1) {
+        return MakeError(r.code(), r.error().message + " (after " + std::to_string(i) + " attempts)");
+      }
+      return r;
+    }
+    clock.SleepFor(FullJitterBackoff(policy, i - 1, random));
+  }
+}
+
+}  // namespace dyad

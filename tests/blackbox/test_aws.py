@@ -1,0 +1,278 @@
+"""SECRETS_PROVIDER=aws against real peers: moto_server with SigV4 verification, local-kms, ec2-metadata-mock."""
+import json
+import time
+import uuid
+
+import pytest
+
+from aws_peers import LocalKms, MetadataMock, Moto
+from conftest import canary, fingerprint, provider_body
+from fault_proxy import FaultProxy
+from test_rotation import wait_idle
+
+
+def data(r, status=200):
+    assert r.status_code == status, r.text
+    return r.json()["data"]
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    m = Moto(tmp_path_factory.mktemp("moto"))
+    yield m
+    m.stop()
+
+
+def unique(name):
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def aws_gateway(make_gateway, moto, mode="envelope", name="data", **env):
+    """A gateway on moto with its own KMS key and secret prefix (tests share one moto)."""
+    key = None
+    if "ENCRYPTION_KEY_ID" not in env:
+        alias = unique("dyad-key")
+        key = moto.make_key(alias)
+        env["ENCRYPTION_KEY_ID"] = alias
+    env.setdefault("SECRETS_PREFIX", unique("dyad"))
+    gw = make_gateway(moto.gateway_env(SECRETS_ENCRYPTION_MODE=mode, **env), name=name)
+    gw.prefix, gw.kms_key = env["SECRETS_PREFIX"], key
+    return gw.start()
+
+
+def create(gw, slug, creds):
+    return data(gw.call("POST", "/admin/providers", json=provider_body(slug=slug, credentials=creds)), 201)
+
+
+def validate(gw, pid):
+    return data(gw.call("POST", f"/admin/secrets/providers/{pid}/credentials/validate"))
+
+
+def test_lifecycle_rotate_validate_health(make_gateway, moto):
+    gw = aws_gateway(make_gateway, moto)
+    sm = moto.client("secretsmanager")
+    creds = {"api_key": canary(), "note": "naïve “quotes” \"x\" 'y'\nline two\t🔑 日本語"}
+    p = create(gw, "openai", creds)
+    name = f"{gw.prefix}/providers/{p['id']}"
+    stored = sm.get_secret_value(SecretId=name)["SecretString"]
+    envelope = json.loads(stored)
+    assert envelope["kms"] == "aws-kms" and envelope["kver"] == 1 and creds["api_key"] not in stored
+    assert {"Key": "managed-by", "Value": "dyad-gateway"} in sm.describe_secret(SecretId=name)["Tags"]
+    v = validate(gw, p["id"])
+    assert v["valid"] is True and v["source"] == "store" and v["fingerprint"] == fingerprint(creds)
+    assert validate(gw, p["id"])["source"] == "cache"
+
+    new = {"api_key": canary()}
+    data(gw.call("POST", f"/admin/providers/{p['id']}/credentials/rotate", json={"credentials": new}))
+    v = validate(gw, p["id"])
+    assert v["fingerprint"] == fingerprint(new) and v["source"] == "store"
+    versions = sm.list_secret_version_ids(SecretId=name)["Versions"]
+    assert sorted(s for v in versions for s in v.get("VersionStages", [])) == ["AWSCURRENT", "AWSPREVIOUS"]
+
+    h = data(gw.call("GET", "/admin/secrets/health"))
+    assert h["status"] == "healthy" and h["provider"] == "aws" and h["keyManager"]["kind"] == "aws-kms"
+    t = data(gw.call("POST", "/admin/secrets/test-connection"))
+    assert t["connected"] is True and all(s["ok"] for s in t["steps"])
+
+    data(gw.call("DELETE", f"/admin/providers/{p['id']}"))
+    assert "DeletedDate" in sm.describe_secret(SecretId=name)  # kept for the recovery window
+    listed = sm.list_secrets(Filters=[{"Key": "name", "Values": [gw.prefix + "/"]}])["SecretList"]
+    assert listed == []  # test-connection's probe was deleted at once, the provider's is pending deletion
+    for text in (gw.logs(), gw.stdout):
+        assert creds["api_key"] not in text and new["api_key"] not in text
+
+
+def test_key_rotation_reencrypts_every_secret(make_gateway, moto):
+    gw = aws_gateway(make_gateway, moto)
+    made = {create(gw, f"p-{i}", {"api_key": f"sk-{i}-{canary()}"})["id"]: i for i in range(12)}
+    run = data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
+    h = wait_idle(gw)["history"][0]
+    assert h["id"] == run["id"] and h["status"] == "completed", h
+    assert (h["fromKeyVersion"], h["toKeyVersion"], h["reencrypted"], h["failed"]) == (1, 2, 12, 0), h
+    sm = moto.client("secretsmanager")
+    rotations = moto.client("kms").list_key_rotations(KeyId=gw.kms_key["KeyId"])
+    assert len(rotations["Rotations"]) == 1  # RotateKeyOnDemand reached KMS
+    for pid in made:
+        stored = sm.get_secret_value(SecretId=f"{gw.prefix}/providers/{pid}", VersionStage="AWSCURRENT")
+        assert json.loads(stored["SecretString"])["kver"] == 2
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    for pid in made:
+        assert validate(gw, pid)["valid"] is True
+    h = data(gw.call("GET", "/admin/secrets/health"))
+    assert [v["state"] for v in h["keyManager"]["versions"]] == ["retired", "active"]
+
+
+def test_prefix_with_every_allowed_character_and_64k_values(make_gateway, moto):
+    prefix = unique("a/b_c+d=e.f@g-h")
+    gw = aws_gateway(make_gateway, moto, mode="provider", SECRETS_PREFIX=prefix)
+    big = {"api_key": "k" * (65536 - len('{"api_key":""}'))}  # exactly the 64 KiB SecretString limit
+    p = create(gw, "big", big)
+    got = moto.client("secretsmanager").get_secret_value(SecretId=f"{prefix}/providers/{p['id']}")["SecretString"]
+    assert len(got.encode()) == 65536 and json.loads(got) == big
+    assert validate(gw, p["id"])["fingerprint"] == fingerprint(big)
+    too_big = {"api_key": "k" * 65536}
+    r = gw.call("POST", "/admin/providers", json=provider_body(slug="too-big", credentials=too_big))
+    assert r.status_code in (400, 413, 422), r.text
+    assert too_big["api_key"] not in r.text
+    assert [x["slug"] for x in data(gw.call("GET", "/admin/providers"))["items"]] == ["big"]
+
+
+def test_provider_mode_interop_with_boto3(make_gateway, moto):
+    alias = unique("sm-key")
+    key = moto.make_key(alias)
+    gw = aws_gateway(make_gateway, moto, mode="provider", ENCRYPTION_KEY_ID=alias)
+    sm = moto.client("secretsmanager")
+    creds = {"api_key": canary(), "org": "ünïcode \"q\"\n"}
+    p = create(gw, "interop", creds)
+    name = f"{gw.prefix}/providers/{p['id']}"
+    assert json.loads(sm.get_secret_value(SecretId=name)["SecretString"]) == creds  # boto3 reads the gateway's
+    assert sm.describe_secret(SecretId=name)["KmsKeyId"] in ("alias/" + alias, key["Arn"], key["KeyId"])
+    theirs = {"api_key": canary()}
+    sm.put_secret_value(SecretId=name, SecretString=json.dumps(theirs))  # the gateway reads boto3's
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    assert validate(gw, p["id"])["fingerprint"] == fingerprint(theirs)
+    run = data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
+    h = wait_idle(gw)["history"][0]
+    assert h["id"] == run["id"] and h["status"] == "completed" and h["reencrypted"] == 1, h
+    current = sm.get_secret_value(SecretId=name, VersionStage="AWSCURRENT")
+    assert json.loads(current["SecretString"]) == theirs  # rewritten, unchanged
+
+
+def test_wrong_secret_key_fails_health_and_test_connection_without_fallback(make_gateway, moto):
+    gw = aws_gateway(make_gateway, moto, AWS_SECRET_ACCESS_KEY="wrong" + moto.secret_key[5:],
+                     DYAD_PROVIDER_OPENAI_API_KEY="sk-from-env")
+    r = gw.call("POST", "/admin/secrets/test-connection")
+    assert r.status_code == 503 and "SignatureDoesNotMatch" in r.text, r.text
+    h = data(gw.call("GET", "/admin/secrets/health"))
+    assert h["status"] == "unhealthy" and "SignatureDoesNotMatch" in h["storeError"]
+    r = gw.call("POST", "/admin/providers", json=provider_body(slug="openai", credentials={"api_key": canary()}))
+    assert r.status_code >= 400 and data(gw.call("GET", "/admin/providers"))["items"] == []
+
+
+def test_moto_stopped_then_back_cache_stale_fallback_recovery(make_gateway, tmp_path):
+    moto = Moto(tmp_path / "own-moto")
+    try:
+        gw = aws_gateway(make_gateway, moto, SECRETS_CACHE_TTL_SECONDS="1", AWS_REQUEST_TIMEOUT_MS="400",
+                         AWS_MAX_ATTEMPTS="2", DYAD_PROVIDER_ANTHROPIC_API_KEY="sk-env-fallback")
+        a = create(gw, "openai", {"api_key": canary()})
+        b = create(gw, "anthropic", {"api_key": canary()})
+        assert validate(gw, a["id"])["source"] == "store"
+        moto.pause()  # a stopped process: connections hang until the request timeout
+        assert validate(gw, a["id"])["source"] == "cache"
+        time.sleep(1.2)
+        assert validate(gw, a["id"])["source"] == "stale"
+        vb = validate(gw, b["id"])
+        assert vb["source"] == "fallback" and vb["fingerprint"] == fingerprint({"api_key": "sk-env-fallback"})
+        h = data(gw.call("GET", "/admin/secrets/health"))
+        assert h["status"] == "unhealthy" and h["staleServes"] >= 1 and h["fallbackReads"] >= 1
+        moto.resume()
+        deadline = time.time() + 20
+        while validate(gw, b["id"])["source"] != "store":  # the 5 s error backoff, then the store again
+            assert time.time() < deadline, "no recovery after moto came back"
+            time.sleep(0.5)
+        assert data(gw.call("GET", "/admin/secrets/health"))["status"] in ("healthy", "degraded")
+        audit = [json.loads(line) for line in (gw.data_dir / "audit.log").read_text().splitlines()]
+        sources = {e.get("source") for e in audit if e.get("action") == "secret.get"}
+        assert {"stale", "fallback", "store"} <= sources, sources
+    finally:
+        moto.stop()
+
+
+def test_throttling_is_retried_with_backoff_without_a_storm(make_gateway, moto, tmp_path):
+    proxy = FaultProxy(moto.endpoint)
+    try:
+        gw = aws_gateway(make_gateway, moto, AWS_ENDPOINT_URL_SECRETS_MANAGER=proxy.endpoint, AWS_MAX_ATTEMPTS="5",
+                         SECRETS_CACHE_ENABLED="false")
+        p = create(gw, "openai", {"api_key": canary()})
+        for fault in ("throttle", "503"):
+            proxy.fail_next(fault, 3)  # three refusals, then through
+            v = validate(gw, p["id"])
+            assert v["valid"] is True and v["source"] == "store"
+            tries = proxy.requests_since_fault()
+            assert len(tries) == 4, tries  # three refused + one served: retried, not given up, no storm
+            gaps = [b - a for a, b in zip(tries, tries[1:])]
+            assert sum(gaps) > 0.01, gaps  # full-jitter waits of up to 100, 200, 400 ms
+        proxy.fail_next("throttle", 1000)  # throttled throughout: bounded attempts per read
+        r = gw.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate")
+        assert r.status_code in (200, 503)
+        assert len(proxy.requests_since_fault()) == 5
+    finally:
+        proxy.stop()
+
+
+def test_credentials_from_profile_file(make_gateway, moto, tmp_path):
+    files = tmp_path / "aws"
+    files.mkdir()
+    (files / "credentials").write_text(
+        f"[default]\naws_access_key_id = AKIAWRONGWRONGWRONG\naws_secret_access_key = nope\n\n"
+        f"[dyad]\naws_access_key_id = {moto.access_key}\naws_secret_access_key = {moto.secret_key}\n")
+    (files / "config").write_text(f"[profile dyad]\nregion = {'us-east-1'}\n")
+    gw = aws_gateway(make_gateway, moto, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None, AWS_REGION=None,
+                     AWS_PROFILE="dyad", AWS_SHARED_CREDENTIALS_FILE=str(files / "credentials"),
+                     AWS_CONFIG_FILE=str(files / "config"))
+    assert data(gw.call("GET", "/admin/secrets/health"))["status"] == "healthy"
+    assert data(gw.call("POST", "/admin/secrets/test-connection"))["connected"] is True
+    assert "using profile dyad" in gw.logs()
+
+
+def test_credentials_from_imdsv2(make_gateway, moto, tmp_path):
+    imds = MetadataMock(tmp_path, moto.access_key, moto.secret_key, "2099-01-01T00:00:00Z")
+    try:
+        assert imds.token_required()
+        gw = aws_gateway(make_gateway, moto, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None,
+                         AWS_EC2_METADATA_DISABLED=None, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint,
+                         HOME=str(tmp_path))
+        p = create(gw, "openai", {"api_key": canary()})
+        assert validate(gw, p["id"])["valid"] is True
+        assert "using instance metadata" in gw.logs()
+    finally:
+        imds.stop()
+
+
+def test_no_credentials_anywhere_is_a_clear_error(make_gateway, moto, tmp_path):
+    gw = aws_gateway(make_gateway, moto, ENCRYPTION_KEY_ID="unused", AWS_ACCESS_KEY_ID=None,
+                     AWS_SECRET_ACCESS_KEY=None, HOME=str(tmp_path))
+    h = data(gw.call("GET", "/admin/secrets/health"))
+    assert h["status"] == "unhealthy" and "no AWS credentials found" in h["storeError"]
+
+
+def test_local_kms_backing_key_rotation(make_gateway, moto, tmp_path):
+    """Old envelopes decrypt after local-kms rotates its material; a rewrap moves them to the new material, so they
+    still open when the old material is gone."""
+    key_id, alias = str(uuid.uuid4()), unique("lkms")
+    k1, k2, other = (uuid.uuid4().hex + uuid.uuid4().hex for _ in range(3))
+    kms = LocalKms(tmp_path / "kms1", key_id, alias, [k1])
+    gw = aws_gateway(make_gateway, moto, AWS_ENDPOINT_URL_KMS=kms.endpoint, ENCRYPTION_KEY_ID=alias)
+    sm = moto.client("secretsmanager")
+
+    import base64
+
+    def material(pid):  # local-kms blobs: ident length, ident, little-endian backing-key index, ciphertext
+        # AWSCURRENT named: moto's unlabelled read misses a label moved by UpdateSecretVersionStage.
+        stored = sm.get_secret_value(SecretId=f"{gw.prefix}/providers/{pid}", VersionStage="AWSCURRENT")
+        blob = base64.b64decode(json.loads(stored["SecretString"])["dek"])
+        n = blob[0]
+        return int.from_bytes(blob[1 + n:5 + n], "little")
+
+    made = {create(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(5)}
+    assert {material(pid) for pid in made} == {0}
+    kms.stop()
+    kms = LocalKms(tmp_path / "kms2", key_id, alias, [k1, k2])  # rotated: same key, new backing material
+    try:
+        gw.env_extra["AWS_ENDPOINT_URL_KMS"] = kms.endpoint
+        gw.restart()
+        data(gw.call("POST", "/admin/secrets/clear-cache"))
+        assert all(validate(gw, pid)["valid"] for pid in made)  # old envelopes still decrypt
+        data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
+        h = wait_idle(gw)["history"][0]
+        assert h["status"] == "completed" and h["reencrypted"] == 5, h
+        assert {material(pid) for pid in made} == {1}  # rewrapped under the new material
+    finally:
+        kms.stop()
+    kms = LocalKms(tmp_path / "kms3", key_id, alias, [other, k2])  # the old material gone
+    try:
+        gw.env_extra["AWS_ENDPOINT_URL_KMS"] = kms.endpoint
+        gw.restart()
+        assert all(validate(gw, pid)["valid"] for pid in made)
+    finally:
+        kms.stop()
