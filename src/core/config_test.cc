@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
+#include "testing/fakes.h"
+
 namespace dyad {
 namespace {
 
@@ -134,6 +138,61 @@ TEST(Config, DatabaseUrl) {
   EXPECT_NE(ErrorFor(env).find("GATEWAY_DATABASE_URL"), std::string::npos);
   env["GATEWAY_DATABASE_URL"] = "sqlite://";
   EXPECT_NE(ErrorFor(env).find("file path"), std::string::npos);
+}
+
+TEST(Config, AwsNeedsARegionAndTakesEndpointOverrides) {
+  EnvMap env = {{"SECRETS_PROVIDER", "aws"}, {"GATEWAY_ADMIN_API_KEY", "0123456789abcdef-admin"}, {"HOME", "/nonexistent"}};
+  EXPECT_NE(ErrorFor(env).find("AWS_REGION: is required"), std::string::npos);
+  env["AWS_DEFAULT_REGION"] = "eu-west-1";
+  auto c = LoadConfig(env, false);  // no ENCRYPTION_KEY needed: KMS holds the key
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->aws.region, "eu-west-1");
+  EXPECT_EQ(c->aws.endpoint_kms, "https://kms.eu-west-1.amazonaws.com");
+  EXPECT_EQ(c->aws.endpoint_secrets_manager, "https://secretsmanager.eu-west-1.amazonaws.com");
+  EXPECT_EQ(c->aws.recovery_window_days, 30);
+  env["AWS_REGION"] = "us-east-2";
+  env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:4566/";
+  env["AWS_ENDPOINT_URL_KMS"] = "http://127.0.0.1:8080";
+  c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->aws.region, "us-east-2");
+  EXPECT_EQ(c->aws.endpoint_secrets_manager, "http://127.0.0.1:4566");
+  EXPECT_EQ(c->aws.endpoint_kms, "http://127.0.0.1:8080");
+  env["AWS_ENDPOINT_URL_KMS"] = "kms.local:8080";
+  EXPECT_NE(ErrorFor(env).find("AWS_ENDPOINT_URL_KMS: 'kms.local:8080' is not an endpoint URL"), std::string::npos);
+  env.erase("AWS_ENDPOINT_URL_KMS");
+  env["AWS_SECRETS_RECOVERY_WINDOW_DAYS"] = "3";
+  EXPECT_NE(ErrorFor(env).find("AWS_SECRETS_RECOVERY_WINDOW_DAYS"), std::string::npos);
+  env.erase("AWS_SECRETS_RECOVERY_WINDOW_DAYS");
+  env["AWS_REGION"] = "us east";
+  EXPECT_NE(ErrorFor(env).find("AWS_REGION: 'us east' is not a region"), std::string::npos);
+}
+
+TEST(Config, AwsRegionFromTheProfileConfigFile) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("config")) << "[default]\nregion = ap-south-1\n[profile dev]\nregion = sa-east-1\n";
+  EnvMap env = {{"SECRETS_PROVIDER", "aws"}, {"GATEWAY_ADMIN_API_KEY", "0123456789abcdef-admin"},
+                {"AWS_CONFIG_FILE", dir.File("config")}};
+  EXPECT_EQ(LoadConfig(env, false)->aws.region, "ap-south-1");
+  env["AWS_PROFILE"] = "dev";
+  EXPECT_EQ(LoadConfig(env, false)->aws.region, "sa-east-1");
+}
+
+TEST(Config, ProviderModeNeedsAStoreWithItsOwnEncryption) {
+  EnvMap env = Base();
+  env["SECRETS_ENCRYPTION_MODE"] = "provider";
+  EXPECT_NE(ErrorFor(env).find("SECRETS_ENCRYPTION_MODE"), std::string::npos);
+  env["SECRETS_PROVIDER"] = "aws";
+  env["AWS_REGION"] = "us-east-1";
+  EXPECT_TRUE(LoadConfig(env, false).ok());
+}
+
+TEST(Config, SecretsPrefixTakesEveryCharacterAwsAllowsInNames) {
+  EnvMap env = Base();
+  env["SECRETS_PREFIX"] = "a/b_c+d=e.f@g-h";
+  EXPECT_EQ(LoadConfig(env, false)->secrets_prefix, "a/b_c+d=e.f@g-h");
+  env["SECRETS_PREFIX"] = "has space";
+  EXPECT_NE(ErrorFor(env).find("SECRETS_PREFIX"), std::string::npos);
 }
 
 TEST(Dotenv, ParsesQuotesCommentsAndExport) {

@@ -11,9 +11,13 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <variant>
+#include <vector>
 
 #include "audit/audit_sink.h"
 #include "backends/secret_store.h"
+#include "core/random.h"
+#include "transport/http_transport.h"
 
 namespace dyad::testing {
 
@@ -113,6 +117,57 @@ class TempDir {
 
  private:
   std::filesystem::path path_;
+};
+
+// An HttpTransport that answers from a script and records what it was sent.
+// A reply or an error per call, in order; once the script is used up, the
+// last one repeats.
+class ScriptedTransport final : public HttpTransport {
+ public:
+  void Then(int status, std::string body, HttpHeaders headers = {}) {
+    std::lock_guard lock(mu_);
+    script_.push_back(HttpReply{status, std::move(headers), std::move(body)});
+  }
+  void ThenFail(Error e) {
+    std::lock_guard lock(mu_);
+    script_.push_back(std::move(e));
+  }
+  Result<HttpReply> Send(const HttpCall& call) override {
+    std::lock_guard lock(mu_);
+    calls.push_back(call);
+    if (!script_.empty()) {
+      last_ = script_.front();
+      script_.erase(script_.begin());
+    }
+    if (!last_) return MakeError(ErrorCode::kInternal, "nothing scripted");
+    if (auto* e = std::get_if<Error>(&*last_)) return *e;
+    return std::get<HttpReply>(*last_);
+  }
+  static std::string HeaderOf(const HttpCall& call, std::string_view name) {
+    for (const auto& [k, v] : call.headers) {
+      if (k == name) return v;
+    }
+    return "";
+  }
+  std::vector<HttpCall> calls;
+
+ private:
+  std::mutex mu_;
+  std::vector<std::variant<HttpReply, Error>> script_;
+  std::optional<std::variant<HttpReply, Error>> last_;
+};
+
+// A Random that returns the same byte everywhere.
+class ConstantRandom final : public Random {
+ public:
+  explicit ConstantRandom(uint8_t byte) : byte_(byte) {}
+  Status Fill(uint8_t* out, size_t n) override {
+    std::fill(out, out + n, byte_);
+    return OkStatus();
+  }
+
+ private:
+  uint8_t byte_;
 };
 
 }  // namespace dyad::testing

@@ -1,0 +1,93 @@
+#include "backends/aws/kms_key_manager.h"
+
+#include <gtest/gtest.h>
+
+#include "core/encoding.h"
+#include "testing/fakes.h"
+
+namespace dyad {
+namespace {
+
+const std::string kArn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+class StaticCredentials final : public AwsCredentialSource {
+ public:
+  Result<AwsCredentials> Get() override { return AwsCredentials{"AKID", SecretBytes("s"), ""}; }
+  std::string SourceName() override { return "static"; }
+};
+
+class KmsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { db_ = *SqliteDb::Open(dir_.File("k.db")); }
+
+  std::unique_ptr<KeyManager> Open(testing::ScriptedTransport*& http) {
+    auto t = std::make_unique<testing::ScriptedTransport>();
+    http = t.get();
+    auto client = std::move(AwsJsonClient::Create({"kms", "TrentService", "http://127.0.0.1:1", "us-east-1", {}},
+                                                  creds_, std::move(t), clock_, random_))
+                      .value();
+    return std::move(NewKmsKeyManager("dyad-key", std::move(client), db_, clock_)).value();
+  }
+
+  static std::string Described() { return R"({"KeyMetadata":{"Arn":")" + kArn + R"(","KeyId":"1234"}})"; }
+
+  testing::TempDir dir_;
+  std::shared_ptr<SqliteDb> db_;
+  FakeClock clock_;
+  testing::ConstantRandom random_{7};
+  StaticCredentials creds_;
+};
+
+TEST_F(KmsTest, DataKeysAndTheKeyIdCheck) {
+  testing::ScriptedTransport* http;
+  auto km = Open(http);
+  EXPECT_EQ(KmsKeyReference("dyad-key"), "alias/dyad-key");
+  EXPECT_EQ(KmsKeyReference(kArn), kArn);
+  EXPECT_EQ(KmsKeyReference("1234abcd-12ab-34cd-56ef-1234567890ab"), "1234abcd-12ab-34cd-56ef-1234567890ab");
+  std::string plain(32, 'p');
+  http->Then(200, Described());
+  http->Then(200, R"({"KeyId":")" + kArn + R"(","Plaintext":")" + Base64Encode(plain) +
+                      R"(","CiphertextBlob":")" + Base64Encode("blob") + "\"}");
+  auto dk = km->GenerateDataKey();
+  ASSERT_TRUE(dk.ok()) << dk.error().message;
+  EXPECT_EQ(dk->plaintext.view(), plain);
+  EXPECT_EQ(dk->wrapped, "blob");
+  EXPECT_EQ(dk->version, 1u);
+  EXPECT_EQ(testing::ScriptedTransport::HeaderOf(http->calls[0], "X-Amz-Target"), "TrentService.DescribeKey");
+  EXPECT_NE(http->calls[0].body.find("alias/dyad-key"), std::string::npos);
+
+  // A ciphertext that another key decrypts is not ours.
+  http->Then(200, R"({"KeyId":"arn:aws:kms:us-east-1:111122223333:key/other","Plaintext":")" + Base64Encode(plain) + "\"}");
+  auto wrong = km->Decrypt(1, "blob");
+  EXPECT_EQ(wrong.code(), ErrorCode::kDataLoss);
+  EXPECT_NE(wrong.error().message.find("not the configured"), std::string::npos);
+  EXPECT_EQ(km->Decrypt(9, "blob").code(), ErrorCode::kNotFound);
+  http->Then(400, R"({"__type":"InvalidCiphertextException"})");
+  EXPECT_EQ(km->Decrypt(1, "tampered").code(), ErrorCode::kDataLoss);
+}
+
+TEST_F(KmsTest, VersionsLiveInTheRegistryAndSurviveAnEndpointWithoutOnDemandRotation) {
+  testing::ScriptedTransport* http;
+  auto km = Open(http);
+  http->Then(200, Described());
+  http->Then(501, "Passed X-Amz-Target (TrentService.RotateKeyOnDemand) is not implemented");
+  auto v = km->Rotate();
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  EXPECT_EQ(*v, 2u);
+
+  testing::ScriptedTransport* other_http;
+  auto other = Open(other_http);  // a second instance on the same database
+  EXPECT_EQ(other->Describe()->primary_version, 2u);
+
+  http->Then(400, R"({"__type":"AccessDeniedException","message":"not allowed to rotate"})");
+  EXPECT_EQ(km->Rotate().code(), ErrorCode::kPermissionDenied);  // denial is not ignored
+  EXPECT_EQ(km->Describe()->primary_version, 2u);
+
+  EXPECT_EQ(km->Retire(2).code(), ErrorCode::kFailedPrecondition);  // never the primary
+  ASSERT_TRUE(km->Retire(1).ok());
+  EXPECT_EQ(other->Describe()->versions.at(0).state, "retired");  // seen by the other instance on its next look
+  EXPECT_EQ(other->Decrypt(1, "blob").code(), ErrorCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace dyad
