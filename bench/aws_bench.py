@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Cache-miss GetSecretValue round trip against moto_server, three clients in one run (issue 5):
+
+  ours   build/dyad_aws_get_bench: SecretsManagerStore::Get (SigV4, JSON, pooled libcurl keep-alive)
+  boto3  client.get_secret_value on a warm client
+  floor  the same request unsigned, sent by the curl CLI on one kept-alive connection (curl -w %{time_total});
+         it carries a fixed Authorization header that nobody computes, because moto picks the service from the
+         credential scope in it (without one the request is routed to S3)
+
+moto runs without signature checking here so that it does the same work for all three. Rounds alternate between the
+clients so that machine noise falls on all of them. Prints p50/p99 per client and the client-side overhead
+(round trip minus the floor's) of ours and boto3's, and their ratio.
+
+Usage: python3 bench/aws_bench.py [ROUNDS] [PER_ROUND]
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import boto3
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "blackbox"))
+from aws_peers import REGION, free_port, wait_port  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+PER_ROUND = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+KEY, SECRET = "AKIABENCHMARK0000000", "bench-secret-key"
+
+
+def pct(samples, p):
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+def main():
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, moto, "moto_server")
+        sm = boto3.client("secretsmanager", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=KEY,
+                          aws_secret_access_key=SECRET)
+        name = "dyad-gateway/providers/bench"
+        # About the size of a sealed provider credential envelope.
+        sm.create_secret(Name=name, SecretString=json.dumps({"v": 1, "kms": "aws-kms", "ct": "x" * 300}))
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": REGION}
+        body = json.dumps({"SecretId": name, "VersionStage": "AWSCURRENT"})
+        samples = {"ours": [], "boto3": [], "floor": []}
+        for _ in range(ROUNDS):
+            out = subprocess.run([str(ROOT / "build" / "dyad_aws_get_bench"), endpoint, name, str(PER_ROUND)],
+                                 env=env, capture_output=True, text=True, check=True).stdout
+            samples["ours"] += [float(x) for x in out.split()]
+            sm.get_secret_value(SecretId=name)  # warm
+            for _ in range(PER_ROUND):
+                t0 = time.perf_counter()
+                sm.get_secret_value(SecretId=name, VersionStage="AWSCURRENT")
+                samples["boto3"].append((time.perf_counter() - t0) * 1e6)
+            args = ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}\n", "-H",
+                    "Content-Type: application/x-amz-json-1.1", "-H", "X-Amz-Target: secretsmanager.GetSecretValue",
+                    "-H", f"Authorization: AWS4-HMAC-SHA256 Credential={KEY}/20260101/{REGION}/secretsmanager/"
+                          "aws4_request, SignedHeaders=host, Signature=0", "--data-binary", body]
+            for _ in range(PER_ROUND):
+                args += ["--url", endpoint + "/", "-o", "/dev/null"]
+            out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+            samples["floor"] += [float(x) * 1e6 for x in out.split()]
+        floor50 = pct(samples["floor"], 50)
+        print(f"{ROUNDS} rounds x {PER_ROUND} requests per client, moto_server on loopback\n")
+        print("| client | p50 µs | p99 µs | overhead over the floor at p50 µs |")
+        print("| --- | --- | --- | --- |")
+        for k in ("ours", "boto3", "floor"):
+            over = "" if k == "floor" else f"{pct(samples[k], 50) - floor50:.0f}"
+            print(f"| {k} | {pct(samples[k], 50):.0f} | {pct(samples[k], 99):.0f} | {over} |")
+        ours, theirs = pct(samples["ours"], 50) - floor50, pct(samples["boto3"], 50) - floor50
+        print(f"\nclient-side overhead ratio ours/boto3 at p50: {ours / theirs:.3f}")
+    finally:
+        moto.terminate()
+        moto.wait()
+
+
+if __name__ == "__main__":
+    main()
