@@ -36,12 +36,13 @@ Result<int> Value(const FieldSpec& f, std::string_view field, std::string_view s
     for (size_t i = 0; i < f.names.size() && f.names[i]; ++i) {
       if (upper == f.names[i]) return f.min + static_cast<int>(i);
     }
-    return FieldError(f, field, "'" + std::string(s) + "' is not a " + f.name + " name");
+    // Appended, not `"'" + std::string(s) + …`: GCC 12 warns falsely (-Wrestrict) on that form.
+    return FieldError(f, field, std::string("'").append(s).append("' is not a ").append(f.name).append(" name"));
   }
   int v = 0;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc() || p != s.data() + s.size()) {
-    return FieldError(f, field, "'" + std::string(s) + "' is not a number");
+    return FieldError(f, field, std::string("'").append(s).append("' is not a number"));
   }
   if (v < f.min || v > f.max) {
     return FieldError(f, field, std::to_string(v) + " is out of range " + std::to_string(f.min) + "-" +

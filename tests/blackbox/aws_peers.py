@@ -79,12 +79,14 @@ class Process:
 
 
 class Moto(Process):
-    """moto_server with signature checking on, and an IAM user allowed everything."""
+    """moto_server with signature checking on (unless told otherwise), and an IAM user allowed everything."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, verify_signatures=True):
         port = free_port()
-        super().__init__([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                         {"INITIAL_NO_AUTH_ACTION_COUNT": "3", "MOTO_ALLOW_NONEXISTENT_REGION": "true"},
+        env = {"MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+        if verify_signatures:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
+        super().__init__([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env,
                          pathlib.Path(workdir) / f"moto-{port}.log", port, "moto_server")
         bootstrap = dict(endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id="bootstrap",
                          aws_secret_access_key="bootstrap")

@@ -276,3 +276,23 @@ def test_local_kms_backing_key_rotation(make_gateway, moto, tmp_path):
         assert all(validate(gw, pid)["valid"] for pid in made)
     finally:
         kms.stop()
+
+
+def test_credentials_from_web_identity_through_sts(make_gateway, tmp_path):
+    # AssumeRoleWithWebIdentity is an unsigned call, which moto refuses while it checks signatures (it looks for an
+    # Authorization header on every action): this moto does not check them; the STS exchange is what is tested.
+    moto = Moto(tmp_path / "sts-moto", verify_signatures=False)
+    try:
+        iam = moto.client("iam")
+        role = iam.create_role(RoleName="gw-role", AssumeRolePolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Federated": "oidc"},
+                                                     "Action": "sts:AssumeRoleWithWebIdentity"}]}))["Role"]
+        token = tmp_path / "token"
+        token.write_text("eyJhbGciOiJub25lIn0.eyJzdWIiOiJkeWFkIn0.\n")
+        gw = aws_gateway(make_gateway, moto, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None,
+                         HOME=str(tmp_path), AWS_WEB_IDENTITY_TOKEN_FILE=str(token), AWS_ROLE_ARN=role["Arn"])
+        p = create(gw, "openai", {"api_key": canary()})
+        assert validate(gw, p["id"])["valid"] is True
+        assert "using web identity" in gw.logs()
+    finally:
+        moto.stop()
