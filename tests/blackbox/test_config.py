@@ -75,3 +75,22 @@ def test_help_and_version():
     assert r.returncode == 0 and "serve" in r.stdout
     r = subprocess.run([BINARY, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "dyad-gateway" in r.stdout
+
+
+@pytest.mark.parametrize("env,var,expect", [
+    ({}, "AWS_REGION", "is required when SECRETS_PROVIDER=aws"),
+    ({"AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_KMS": "localhost:4566"}, "AWS_ENDPOINT_URL_KMS", "https://host"),
+    ({"AWS_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "0"}, "AWS_MAX_ATTEMPTS", "integer from 1 to 10"),
+    ({"AWS_REGION": "us-east-1", "AWS_SECRETS_RECOVERY_WINDOW_DAYS": "90"}, "AWS_SECRETS_RECOVERY_WINDOW_DAYS",
+     "integer from 7 to 30"),
+    ({"AWS_REGION": "us-east-1", "SECRETS_PREFIX": "no spaces"}, "SECRETS_PREFIX", "/_+=.@-"),
+])
+def test_aws_settings_are_checked_at_start(env, var, expect, tmp_path):
+    r = run({"SECRETS_PROVIDER": "aws", "GATEWAY_ADMIN_API_KEY": GOOD["GATEWAY_ADMIN_API_KEY"],
+             "HOME": str(tmp_path), **env}, tmp_path=tmp_path)
+    assert r.returncode != 0 and var in r.stderr and expect in r.stderr, r.stderr
+
+
+def test_provider_mode_is_refused_for_the_environment_provider(tmp_path):
+    r = run({**GOOD, "SECRETS_ENCRYPTION_MODE": "provider"}, tmp_path=tmp_path)
+    assert r.returncode != 0 and "SECRETS_ENCRYPTION_MODE" in r.stderr and "envelope" in r.stderr
