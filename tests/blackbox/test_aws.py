@@ -102,6 +102,20 @@ def test_key_rotation_reencrypts_every_secret(make_gateway, moto):
     assert [v["state"] for v in h["keyManager"]["versions"]] == ["retired", "active"]
 
 
+def test_a_rotation_kms_makes_on_its_own_is_seen_and_reencrypted(make_gateway, moto):
+    gw = aws_gateway(make_gateway, moto)
+    made = [create(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(3)]
+    assert data(gw.call("GET", "/admin/secrets/key-rotation/status"))["primaryKeyVersion"] == 1
+    moto.client("kms").rotate_key_on_demand(KeyId=gw.kms_key["KeyId"])  # outside the gateway
+    assert data(gw.call("GET", "/admin/secrets/key-rotation/status"))["primaryKeyVersion"] == 2
+    assert "was rotated outside the gateway" in gw.logs()
+    data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
+    h = wait_idle(gw)["history"][0]
+    assert h["status"] == "completed" and h["reencrypted"] == 3 and h["toKeyVersion"] >= 2, h
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    assert all(validate(gw, pid)["valid"] for pid in made)
+
+
 def test_prefix_with_every_allowed_character_and_64k_values(make_gateway, moto):
     prefix = unique("a/b_c+d=e.f@g-h")
     gw = aws_gateway(make_gateway, moto, mode="provider", SECRETS_PREFIX=prefix)

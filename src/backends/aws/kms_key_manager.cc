@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -36,7 +39,7 @@ class KmsKeyManager final : public KeyManager {
   Status Init() {
     DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "INSERT OR IGNORE INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?, 1, X'', 'active', ?)"));
+          "INSERT OR IGNORE INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?, 1, '', 'active', ?)"));
       return st.Bind(1, row_key_).Bind(2, FormatIso8601(clock_.WallNow())).Run();
     }));
     return Reload();
@@ -89,15 +92,17 @@ class KmsKeyManager final : public KeyManager {
       spdlog::warn("KMS endpoint does not implement RotateKeyOnDemand ({}); the new key version re-encrypts under "
                    "the key material KMS uses now", rotated.error().message);
     }
+    // ListKeyRotations may lag behind an on-demand rotation: never record
+    // fewer rotations than the one just made, or a later sync would take
+    // it for another.
+    auto listed = KmsRotations(arn);
     uint32_t next = 0;
     DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT COALESCE(MAX(version),0) FROM key_versions WHERE key_id=?"));
-      q.Bind(1, row_key_);
-      DYAD_RETURN_IF_ERROR(q.Step());
-      next = static_cast<uint32_t>(q.Int(0)) + 1;
-      DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare(
-          "INSERT INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?, ?, X'', 'active', ?)"));
-      return ins.Bind(1, row_key_).Bind(2, static_cast<int64_t>(next)).Bind(3, FormatIso8601(clock_.WallNow())).Run();
+      DYAD_ASSIGN_OR_RETURN(Latest latest, LatestRow(c));
+      int64_t count = latest.rotations + (rotated.ok() ? 1 : 0);
+      if (listed.ok()) count = std::max(count, *listed);
+      next = latest.version + 1;
+      return InsertVersion(c, next, count);
     }));
     DYAD_RETURN_IF_ERROR(Reload());
     spdlog::info("KMS key {} rotated: version {}", key_id_, next);
@@ -114,6 +119,7 @@ class KmsKeyManager final : public KeyManager {
   }
 
   Result<KeyState> Describe() override {
+    SyncWithKms();
     DYAD_RETURN_IF_ERROR(Reload());
     KeyState s;
     s.kind = kind_;
@@ -125,6 +131,81 @@ class KmsKeyManager final : public KeyManager {
   }
 
  private:
+  // For aws-kms rows the `sealed` column holds how many rotations
+  // ListKeyRotations showed when the version was made ("" before the first
+  // look): a larger count later means KMS rotated the key on its own
+  // (automatic rotation), which becomes a new version here.
+  struct Latest {
+    uint32_t version = 0;
+    int64_t rotations = 0;
+    bool known = false;
+  };
+
+  Result<Latest> LatestRow(SqliteConnection& c) {
+    DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare(
+        "SELECT version, sealed FROM key_versions WHERE key_id=? ORDER BY version DESC LIMIT 1"));
+    q.Bind(1, row_key_);
+    DYAD_ASSIGN_OR_RETURN(bool row, q.Step());
+    Latest latest;
+    if (!row) return latest;
+    latest.version = static_cast<uint32_t>(q.Int(0));
+    std::string count = q.Blob(1);
+    latest.known = !count.empty();
+    if (latest.known) latest.rotations = std::strtoll(count.c_str(), nullptr, 10);
+    return latest;
+  }
+
+  Status InsertVersion(SqliteConnection& c, uint32_t version, int64_t rotations) {
+    DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare(
+        "INSERT INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?, ?, ?, 'active', ?)"));
+    return ins.Bind(1, row_key_).Bind(2, static_cast<int64_t>(version)).BindBlob(3, std::to_string(rotations))
+        .Bind(4, FormatIso8601(clock_.WallNow())).Run();
+  }
+
+  // The number of rotations KMS lists for the key (every page).
+  Result<int64_t> KmsRotations(const std::string& arn) {
+    int64_t count = 0;
+    json req = {{"KeyId", arn}, {"Limit", 1000}};
+    for (int page = 0; page < 1000; ++page) {
+      DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call("ListKeyRotations", req.dump()));
+      auto j = json::parse(text, nullptr, false);
+      if (!j.is_object()) return MakeError(ErrorCode::kUnavailable, "ListKeyRotations: the answer is not JSON");
+      if (j.contains("Rotations") && j["Rotations"].is_array()) count += static_cast<int64_t>(j["Rotations"].size());
+      if (!j.value("Truncated", false) || !j.contains("NextMarker")) return count;
+      req["Marker"] = j["NextMarker"];
+    }
+    return count;
+  }
+
+  // Makes a rotation KMS did on its own a new version. Best effort: with
+  // KMS unreachable, or ListKeyRotations not allowed or not implemented,
+  // the versions stay as the registry has them.
+  void SyncWithKms() {
+    auto arn = Arn();
+    if (!arn.ok()) return;
+    auto listed = KmsRotations(*arn);
+    if (!listed.ok()) {
+      if (!sync_warned_.exchange(true)) {
+        spdlog::warn("KMS key {}: cannot list its rotations, so rotations KMS makes on its own are not seen: {}",
+                     key_id_, listed.error().message);
+      }
+      return;
+    }
+    Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Latest latest, LatestRow(c));
+      if (!latest.known) {
+        DYAD_ASSIGN_OR_RETURN(Statement up, c.Prepare("UPDATE key_versions SET sealed=? WHERE key_id=? AND version=?"));
+        return up.BindBlob(1, std::to_string(*listed)).Bind(2, row_key_).Bind(3, static_cast<int64_t>(latest.version)).Run();
+      }
+      if (*listed <= latest.rotations) return OkStatus();
+      spdlog::warn("KMS key {} was rotated outside the gateway ({} rotations listed, {} known): version {} is now "
+                   "primary; a key rotation run re-encrypts the credentials", key_id_, *listed, latest.rotations,
+                   latest.version + 1);
+      return InsertVersion(c, latest.version + 1, *listed);
+    });
+    if (!s.ok()) spdlog::warn("KMS key {}: cannot record its versions: {}", key_id_, s.error().message);
+  }
+
   Status Reload() {
     std::map<uint32_t, VersionRow> rows;
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
@@ -217,6 +298,7 @@ class KmsKeyManager final : public KeyManager {
   std::unique_ptr<AwsJsonClient> client_;
   std::shared_ptr<SqliteDb> db_;
   const Clock& clock_;
+  std::atomic<bool> sync_warned_{false};
   std::mutex mu_;
   std::string arn_;
   std::map<uint32_t, VersionRow> versions_;

@@ -4,15 +4,17 @@
 // first use so the service starts while KMS is down).
 //
 // ENCRYPTION_KEY_ID may be a key id, a key or alias ARN, "alias/NAME", or a
-// bare NAME (taken as alias/NAME). Key versions are the gateway's: version 1
-// is the key as first used; Rotate() calls RotateKeyOnDemand (new backing
-// material in KMS) and records the next version in the registry database,
-// so every instance on that database agrees. KMS keeps every backing key, so
-// Retire() is the gateway refusing that version from then on. An endpoint
-// that does not implement RotateKeyOnDemand (HTTP 501, e.g. local-kms, which
-// rotates its material on its own schedule) still gets a new version: the
-// rotation run then re-encrypts everything under whatever material is
-// current. Thread-safe.
+// bare NAME (taken as alias/NAME). Key versions are the gateway's, kept in the
+// registry database so that every instance on it agrees: version 1 is the key
+// as first used; Rotate() calls RotateKeyOnDemand (new backing material) and
+// records the next version; Describe() counts the key's rotations with
+// ListKeyRotations and makes a rotation KMS did on its own (automatic
+// rotation) a new version too, so the rotation status shows what is left to
+// re-encrypt. KMS keeps every backing key, so Retire() is the gateway
+// refusing that version from then on. An endpoint that does not implement
+// RotateKeyOnDemand (HTTP 501, e.g. local-kms, which rotates its material on
+// its own schedule) still gets a new version: the rotation run then
+// re-encrypts everything under whatever material is current. Thread-safe.
 #pragma once
 
 #include <memory>

@@ -89,5 +89,29 @@ TEST_F(KmsTest, VersionsLiveInTheRegistryAndSurviveAnEndpointWithoutOnDemandRota
   EXPECT_EQ(other->Decrypt(1, "blob").code(), ErrorCode::kFailedPrecondition);
 }
 
+TEST_F(KmsTest, RotationsKmsMakesOnItsOwnBecomeVersions) {
+  testing::ScriptedTransport* http;
+  auto km = Open(http);
+  auto rotations = [](int n) {
+    std::string list;
+    for (int i = 0; i < n; ++i) list += std::string(i ? "," : "") + R"({"RotationType":"AUTOMATIC"})";
+    return R"({"Rotations":[)" + list + R"(],"Truncated":false})";
+  };
+  http->Then(200, Described());
+  http->Then(200, rotations(0));
+  EXPECT_EQ(km->Describe()->primary_version, 1u);
+  http->Then(200, rotations(2));  // KMS rotated twice on its own: one new version for the material now in use
+  EXPECT_EQ(km->Describe()->primary_version, 2u);
+  http->Then(200, "{}");            // RotateKeyOnDemand
+  http->Then(200, rotations(2));  // the listing lags behind the rotation just made
+  EXPECT_EQ(*km->Rotate(), 3u);
+  http->Then(200, rotations(3));  // caught up: not another version
+  auto state = km->Describe();
+  EXPECT_EQ(state->primary_version, 3u);
+  EXPECT_EQ(state->versions.size(), 3u);
+  http->Then(400, R"({"__type":"AccessDeniedException","message":"kms:ListKeyRotations"})");
+  EXPECT_EQ(km->Describe()->primary_version, 3u);  // not allowed to list: the registry's versions stand
+}
+
 }  // namespace
 }  // namespace dyad
