@@ -11,7 +11,6 @@
 #include <mutex>
 #include <optional>
 #include <random>
-#include <variant>
 #include <vector>
 
 #include "audit/audit_sink.h"
@@ -126,11 +125,11 @@ class ScriptedTransport final : public HttpTransport {
  public:
   void Then(int status, std::string body, HttpHeaders headers = {}) {
     std::lock_guard lock(mu_);
-    script_.push_back(HttpReply{status, std::move(headers), std::move(body)});
+    script_.push_back(Step{HttpReply{status, std::move(headers), std::move(body)}, std::nullopt});
   }
   void ThenFail(Error e) {
     std::lock_guard lock(mu_);
-    script_.push_back(std::move(e));
+    script_.push_back(Step{HttpReply{}, std::move(e)});
   }
   Result<HttpReply> Send(const HttpCall& call) override {
     std::lock_guard lock(mu_);
@@ -140,8 +139,8 @@ class ScriptedTransport final : public HttpTransport {
       script_.erase(script_.begin());
     }
     if (!last_) return MakeError(ErrorCode::kInternal, "nothing scripted");
-    if (auto* e = std::get_if<Error>(&*last_)) return *e;
-    return std::get<HttpReply>(*last_);
+    if (last_->error) return *last_->error;
+    return last_->reply;
   }
   static std::string HeaderOf(const HttpCall& call, std::string_view name) {
     for (const auto& [k, v] : call.headers) {
@@ -153,8 +152,12 @@ class ScriptedTransport final : public HttpTransport {
 
  private:
   std::mutex mu_;
-  std::vector<std::variant<HttpReply, Error>> script_;
-  std::optional<std::variant<HttpReply, Error>> last_;
+  struct Step {
+    HttpReply reply;
+    std::optional<Error> error;
+  };
+  std::vector<Step> script_;
+  std::optional<Step> last_;
 };
 
 // A Random that returns the same byte everywhere.

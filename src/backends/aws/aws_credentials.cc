@@ -116,12 +116,19 @@ class Chain final : public AwsCredentialSource {
 
  private:
   Result<Fetched> Resolve() {
+    std::string imds_error;
     for (auto& source : sources_) {
       auto r = source.fetch();
       if (r.ok()) {
         chosen_ = &source;
         spdlog::info("AWS credentials: using {}", source.name == "profile" ? "profile " + Profile() : source.name);
         return r;
+      }
+      // Instance metadata is the implicit last resort: off EC2 it is simply
+      // not there, which means "nothing configured", not an outage.
+      if (&source == &sources_.back() && r.code() == ErrorCode::kUnavailable) {
+        imds_error = " (instance metadata: " + r.error().message + ")";
+        break;
       }
       if (r.code() != ErrorCode::kNotFound) {
         return MakeError(r.code(), "AWS credentials (" + source.name + "): " + r.error().message);
@@ -130,7 +137,7 @@ class Chain final : public AwsCredentialSource {
     return MakeError(ErrorCode::kFailedPrecondition,
                      "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in "
                      "~/.aws/credentials (AWS_PROFILE), AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, or run where "
-                     "container or instance credentials are served");
+                     "container or instance credentials are served" + imds_error);
   }
 
   std::string Profile() const {

@@ -18,14 +18,22 @@ EnvMap NoImds(EnvMap env) {
   return env;
 }
 
+AwsChainOptions Options(EnvMap env, std::string region = "us-east-1", std::string sts = "") {
+  AwsChainOptions o;
+  o.env = std::move(env);
+  o.region = std::move(region);
+  o.sts_endpoint = std::move(sts);
+  return o;
+}
+
 void Write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
 TEST(AwsCredentialChain, EnvironmentFirst) {
   FakeClock clock;
   ScriptedTransport http;
   auto chain = NewAwsCredentialChain(
-      {NoImds({{"AWS_ACCESS_KEY_ID", "AKIAENV"}, {"AWS_SECRET_ACCESS_KEY", "s"}, {"AWS_SESSION_TOKEN", "t"}}), "us-east-1"},
-      http, clock);
+      Options(NoImds({{"AWS_ACCESS_KEY_ID", "AKIAENV"}, {"AWS_SECRET_ACCESS_KEY", "s"}, {"AWS_SESSION_TOKEN", "t"}})), http,
+      clock);
   auto c = chain->Get();
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->access_key_id, "AKIAENV");
@@ -37,7 +45,7 @@ TEST(AwsCredentialChain, EnvironmentFirst) {
 TEST(AwsCredentialChain, HalfSetEnvironmentNamesTheMissingVariable) {
   FakeClock clock;
   ScriptedTransport http;
-  auto c = NewAwsCredentialChain({NoImds({{"AWS_ACCESS_KEY_ID", "AKIAENV"}}), "us-east-1"}, http, clock)->Get();
+  auto c = NewAwsCredentialChain(Options(NoImds({{"AWS_ACCESS_KEY_ID", "AKIAENV"}})), http, clock)->Get();
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.error().message.find("AWS_SECRET_ACCESS_KEY"), std::string::npos);
 }
@@ -50,27 +58,38 @@ TEST(AwsCredentialChain, ProfileFromCredentialsThenConfigFile) {
   FakeClock clock;
   ScriptedTransport http;
   EnvMap env = NoImds({{"AWS_SHARED_CREDENTIALS_FILE", dir.File("credentials")}, {"AWS_CONFIG_FILE", dir.File("config")}});
-  auto c = NewAwsCredentialChain({env, "us-east-1"}, http, clock)->Get();
+  auto c = NewAwsCredentialChain(Options(env), http, clock)->Get();
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->access_key_id, "AKIADEFAULT");
 
   env["AWS_PROFILE"] = "work";
-  auto chain = NewAwsCredentialChain({env, "us-east-1"}, http, clock);
+  auto chain = NewAwsCredentialChain(Options(env), http, clock);
   c = chain->Get();
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->access_key_id, "AKIAWORK");
   EXPECT_EQ(chain->SourceName(), "profile work");
 
   Write(dir.File("credentials"), "[work]\naws_access_key_id = AKIAHALF\n");
-  c = NewAwsCredentialChain({env, "us-east-1"}, http, clock)->Get();
+  c = NewAwsCredentialChain(Options(env), http, clock)->Get();
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.error().message.find("needs both"), std::string::npos);
+}
+
+TEST(AwsCredentialChain, UnreachableInstanceMetadataMeansNothingConfigured) {
+  FakeClock clock;
+  ScriptedTransport http;
+  http.ThenFail(MakeError(ErrorCode::kUnavailable, "Connection timed out"));
+  auto c = NewAwsCredentialChain(Options({{"HOME", "/nonexistent"}}), http, clock)->Get();
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(c.error().message.find("no AWS credentials found"), std::string::npos);
+  EXPECT_NE(c.error().message.find("Connection timed out"), std::string::npos);
 }
 
 TEST(AwsCredentialChain, NothingConfiguredSaysWhatWasLookedFor) {
   FakeClock clock;
   ScriptedTransport http;
-  auto c = NewAwsCredentialChain({NoImds({{"HOME", "/nonexistent"}}), "us-east-1"}, http, clock)->Get();
+  auto c = NewAwsCredentialChain(Options(NoImds({{"HOME", "/nonexistent"}})), http, clock)->Get();
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(c.error().message.find("AWS_ACCESS_KEY_ID"), std::string::npos);
@@ -89,7 +108,7 @@ TEST(AwsCredentialChain, InstanceMetadataWithTokenAndRefreshBeforeExpiry) {
   http.Then(200, "role-a\n");
   http.Then(200, ImdsCredentials("ASIAFIRST", expires));
   EnvMap env = {{"HOME", "/nonexistent"}, {"AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1338/"}};
-  auto chain = NewAwsCredentialChain({env, "us-east-1"}, http, clock);
+  auto chain = NewAwsCredentialChain(Options(env), http, clock);
   auto c = chain->Get();
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->access_key_id, "ASIAFIRST");
@@ -121,7 +140,7 @@ TEST(AwsCredentialChain, FailedRefreshKeepsValidCredentialsUntilTheyExpire) {
   http.Then(200, "role");
   http.Then(200, ImdsCredentials("ASIAOLD", clock.WallNow() + std::chrono::minutes(10)));
   http.ThenFail(MakeError(ErrorCode::kUnavailable, "Timeout was reached"));
-  auto chain = NewAwsCredentialChain({{{"HOME", "/nonexistent"}}, "us-east-1"}, http, clock);
+  auto chain = NewAwsCredentialChain(Options({{"HOME", "/nonexistent"}}), http, clock);
   ASSERT_TRUE(chain->Get().ok());
   clock.Advance(std::chrono::minutes(7));  // refresh due, metadata service down
   auto c = chain->Get();
@@ -137,7 +156,7 @@ TEST(AwsCredentialChain, ContainerEndpointWithAuthorizationToken) {
   http.Then(200, ImdsCredentials("ASIAECS", clock.WallNow() + std::chrono::hours(6)));
   EnvMap env = NoImds({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:51679/creds"},
                        {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer abc"}});
-  auto c = NewAwsCredentialChain({env, "us-east-1"}, http, clock)->Get();
+  auto c = NewAwsCredentialChain(Options(env), http, clock)->Get();
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->access_key_id, "ASIAECS");
   EXPECT_EQ(ScriptedTransport::HeaderOf(http.calls.at(0), "Authorization"), "Bearer abc");
@@ -155,7 +174,7 @@ TEST(AwsCredentialChain, WebIdentityThroughSts) {
             "</AssumeRoleWithWebIdentityResponse>");
   EnvMap env = NoImds({{"AWS_WEB_IDENTITY_TOKEN_FILE", dir.File("token")},
                        {"AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/gw"}});
-  auto c = NewAwsCredentialChain({env, "eu-west-1", "http://127.0.0.1:5000"}, http, clock)->Get();
+  auto c = NewAwsCredentialChain(Options(env, "eu-west-1", "http://127.0.0.1:5000"), http, clock)->Get();
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->access_key_id, "ASIAWEB");
   EXPECT_EQ(c->session_token, "wt");

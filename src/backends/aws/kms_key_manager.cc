@@ -53,6 +53,10 @@ class KmsKeyManager final : public KeyManager {
     DYAD_ASSIGN_OR_RETURN(std::string plain, Bytes(answer, "Plaintext", "GenerateDataKey"));
     dk.plaintext = SecretBytes(plain);
     Cleanse(plain);
+    if (dk.plaintext.size() != 32) {
+      return MakeError(ErrorCode::kDataLoss, "GenerateDataKey: a data key of " + std::to_string(dk.plaintext.size()) +
+                                                 " bytes, not 32");
+    }
     DYAD_ASSIGN_OR_RETURN(dk.wrapped, Bytes(answer, "CiphertextBlob", "GenerateDataKey"));
     dk.version = version;
     return dk;

@@ -47,7 +47,10 @@ std::string Format(std::chrono::system_clock::time_point t, const char* fmt) {
 
 std::string SigV4CanonicalUri(std::string_view path, bool normalize) {
   if (path.empty()) return "/";
-  if (!normalize) return (path.front() == '/' ? "" : "/") + PercentEncode(path, true);  // always absolute
+  if (!normalize) {  // always absolute
+    std::string out = path.front() == '/' ? "" : "/";
+    return out.append(PercentEncode(path, true));
+  }
   std::vector<std::string_view> stack;
   size_t start = 0;
   while (start <= path.size()) {
@@ -62,7 +65,10 @@ std::string SigV4CanonicalUri(std::string_view path, bool normalize) {
     start = slash + 1;
   }
   std::string out = "/";
-  for (size_t i = 0; i < stack.size(); ++i) out += (i ? "/" : "") + PercentEncode(stack[i], false);
+  for (size_t i = 0; i < stack.size(); ++i) {
+    if (i) out += '/';
+    out += PercentEncode(stack[i], false);
+  }
   if (!stack.empty() && path.back() == '/') out += '/';
   return out;
 }
@@ -126,7 +132,7 @@ Result<SignedRequest> SigV4Signer::Sign(const SigningRequest& request, const Aws
     std::string lower;
     for (char c : name) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
     auto [it, inserted] = headers.emplace(lower, Trimmed(value));
-    if (!inserted) it->second += "," + Trimmed(value);
+    if (!inserted) it->second.append(",").append(Trimmed(value));
   };
   for (const auto& [k, v] : request.headers) add(k, v);
   for (const auto& [k, v] : out.headers) add(k, v);
