@@ -81,8 +81,8 @@ class Process:
 class Moto(Process):
     """moto_server with signature checking on (unless told otherwise), and an IAM user allowed everything."""
 
-    def __init__(self, workdir, verify_signatures=True):
-        port = free_port()
+    def __init__(self, workdir, verify_signatures=True, port=None):
+        port = port or free_port()
         env = {"MOTO_ALLOW_NONEXISTENT_REGION": "true"}
         if verify_signatures:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"

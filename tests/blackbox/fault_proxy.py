@@ -19,6 +19,7 @@ class FaultProxy:
         self.upstream = urllib.parse.urlparse(upstream)
         self.lock = threading.Lock()
         self.fault, self.remaining, self.arrivals = None, 0, []
+        self.connections = 0
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -26,6 +27,11 @@ class FaultProxy:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                with proxy.lock:
+                    proxy.connections += 1
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -164,32 +164,61 @@ def test_wrong_secret_key_fails_health_and_test_connection_without_fallback(make
 
 
 def test_moto_stopped_then_back_cache_stale_fallback_recovery(make_gateway, tmp_path):
+    """Secrets Manager down, first stopped (SIGSTOP: requests hang until the timeout), then killed (connections
+    refused) and restarted on the same port: reads go cache → stale → fallback, each audited, and come back from
+    the store without restarting the gateway. KMS is local-kms here so that keys outlive the moto restart."""
     moto = Moto(tmp_path / "own-moto")
+    key_id, alias = str(uuid.uuid4()), unique("stop-key")
+    kms = LocalKms(tmp_path / "kms", key_id, alias, [uuid.uuid4().hex + uuid.uuid4().hex])
     try:
-        gw = aws_gateway(make_gateway, moto, SECRETS_CACHE_TTL_SECONDS="1", AWS_REQUEST_TIMEOUT_MS="400",
-                         AWS_MAX_ATTEMPTS="2", DYAD_PROVIDER_ANTHROPIC_API_KEY="sk-env-fallback")
+        gw = aws_gateway(make_gateway, moto, ENCRYPTION_KEY_ID=alias, AWS_ENDPOINT_URL_KMS=kms.endpoint,
+                         SECRETS_CACHE_TTL_SECONDS="1", AWS_REQUEST_TIMEOUT_MS="400", AWS_MAX_ATTEMPTS="2",
+                         DYAD_PROVIDER_ANTHROPIC_API_KEY="sk-env-fallback")
         a = create(gw, "openai", {"api_key": canary()})
         b = create(gw, "anthropic", {"api_key": canary()})
-        assert validate(gw, a["id"])["source"] == "store"
-        moto.pause()  # a stopped process: connections hang until the request timeout
-        assert validate(gw, a["id"])["source"] == "cache"
-        time.sleep(1.2)
-        assert validate(gw, a["id"])["source"] == "stale"
-        vb = validate(gw, b["id"])
-        assert vb["source"] == "fallback" and vb["fingerprint"] == fingerprint({"api_key": "sk-env-fallback"})
-        h = data(gw.call("GET", "/admin/secrets/health"))
-        assert h["status"] == "unhealthy" and h["staleServes"] >= 1 and h["fallbackReads"] >= 1
+        names = [f"{gw.prefix}/providers/{x['id']}" for x in (a, b)]
+        saved = {n: moto.client("secretsmanager").get_secret_value(SecretId=n)["SecretString"] for n in names}
+
+        def degraded():
+            data(gw.call("POST", "/admin/secrets/clear-cache"))  # b is never cached: it can only fall back
+            assert validate(gw, a["id"])["source"] == "store"
+            assert validate(gw, a["id"])["source"] == "cache"
+            time.sleep(1.2)
+            outage()
+            assert validate(gw, a["id"])["source"] == "stale"
+            vb = validate(gw, b["id"])
+            assert vb["source"] == "fallback" and vb["fingerprint"] == fingerprint({"api_key": "sk-env-fallback"})
+            h = data(gw.call("GET", "/admin/secrets/health"))
+            assert h["status"] == "unhealthy" and h["staleServes"] >= 1 and h["fallbackReads"] >= 1
+
+        def recovers():
+            deadline = time.time() + 20
+            for x in (b, a):
+                while validate(gw, x["id"])["source"] != "store":  # after the 5 s error backoff, the store again
+                    assert time.time() < deadline, "no recovery after moto came back"
+                    time.sleep(0.5)
+
+        outage = moto.pause
+        degraded()
         moto.resume()
-        deadline = time.time() + 20
-        while validate(gw, b["id"])["source"] != "store":  # the 5 s error backoff, then the store again
-            assert time.time() < deadline, "no recovery after moto came back"
-            time.sleep(0.5)
-        assert data(gw.call("GET", "/admin/secrets/health"))["status"] in ("healthy", "degraded")
+        recovers()
+
+        port = moto.port
+        outage = moto.stop
+        degraded()
+        # A new process on the same port starts empty and does not know the old access key: it runs without
+        # signature checks, and the secrets are put back as they were.
+        moto = Moto(tmp_path / "own-moto-2", verify_signatures=False, port=port)
+        for n, v in saved.items():
+            moto.client("secretsmanager").create_secret(Name=n, SecretString=v)
+        recovers()
+
         audit = [json.loads(line) for line in (gw.data_dir / "audit.log").read_text().splitlines()]
-        sources = {e.get("source") for e in audit if e.get("action") == "secret.get"}
-        assert {"stale", "fallback", "store"} <= sources, sources
+        sources = [e.get("source") for e in audit if e.get("action") == "secret.get"]
+        assert sources.count("stale") >= 2 and sources.count("fallback") >= 2 and "store" in sources, sources
     finally:
         moto.stop()
+        kms.stop()
 
 
 def test_throttling_is_retried_with_backoff_without_a_storm(make_gateway, moto, tmp_path):
@@ -210,6 +239,20 @@ def test_throttling_is_retried_with_backoff_without_a_storm(make_gateway, moto, 
         r = gw.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate")
         assert r.status_code in (200, 503)
         assert len(proxy.requests_since_fault()) == 5
+    finally:
+        proxy.stop()
+
+
+def test_one_kept_alive_connection_per_endpoint(make_gateway, moto):
+    proxy = FaultProxy(moto.endpoint)  # speaks HTTP/1.1 keep-alive, unlike moto itself
+    try:
+        gw = aws_gateway(make_gateway, moto, AWS_ENDPOINT_URL_SECRETS_MANAGER=proxy.endpoint,
+                         SECRETS_CACHE_ENABLED="false")
+        p = create(gw, "openai", {"api_key": canary()})
+        before = proxy.connections
+        for _ in range(20):
+            assert validate(gw, p["id"])["source"] == "store"
+        assert proxy.connections - before <= 1, proxy.connections  # 20 reads, at most one new connection
     finally:
         proxy.stop()
 
