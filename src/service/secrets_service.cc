@@ -115,6 +115,10 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   creds->fields = std::move(fields);
   creds->version = opened->credentials_version;
   creds->key_version = opened->key_version;
+  if (sealer_.mode() == SealMode::kProvider) {  // plain JSON carries no version: the registry row has it
+    auto row = providers_.Get(provider_id);
+    if (row.ok()) creds->version = row->credentials_version;
+  }
   creds->origin = "store";
   return CredentialsPtr(std::move(creds));
 }

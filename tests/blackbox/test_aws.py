@@ -84,11 +84,11 @@ def test_lifecycle_rotate_validate_health(make_gateway, moto):
 
 def test_key_rotation_reencrypts_every_secret(make_gateway, moto):
     gw = aws_gateway(make_gateway, moto)
-    made = {create(gw, f"p-{i}", {"api_key": f"sk-{i}-{canary()}"})["id"]: i for i in range(12)}
+    made = {create(gw, f"p-{i}", {"api_key": f"sk-{i}-{canary()}"})["id"]: i for i in range(110)}  # > 1 page
     run = data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
     h = wait_idle(gw)["history"][0]
     assert h["id"] == run["id"] and h["status"] == "completed", h
-    assert (h["fromKeyVersion"], h["toKeyVersion"], h["reencrypted"], h["failed"]) == (1, 2, 12, 0), h
+    assert (h["fromKeyVersion"], h["toKeyVersion"], h["reencrypted"], h["failed"]) == (1, 2, 110, 0), h
     sm = moto.client("secretsmanager")
     rotations = moto.client("kms").list_key_rotations(KeyId=gw.kms_key["KeyId"])
     assert len(rotations["Rotations"]) == 1  # RotateKeyOnDemand reached KMS
@@ -144,7 +144,8 @@ def test_provider_mode_interop_with_boto3(make_gateway, moto):
     theirs = {"api_key": canary()}
     sm.put_secret_value(SecretId=name, SecretString=json.dumps(theirs))  # the gateway reads boto3's
     data(gw.call("POST", "/admin/secrets/clear-cache"))
-    assert validate(gw, p["id"])["fingerprint"] == fingerprint(theirs)
+    v = validate(gw, p["id"])
+    assert v["fingerprint"] == fingerprint(theirs) and v["credentialsVersion"] == 1
     run = data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
     h = wait_idle(gw)["history"][0]
     assert h["id"] == run["id"] and h["status"] == "completed" and h["reencrypted"] == 1, h
