@@ -266,11 +266,22 @@ SecretsHealth SecretsService::Health() {
   h.cache_enabled = options_.cache_enabled;
   h.cache_size = cache_.Size();
   h.last_checked = FormatIso8601(clock_.WallNow());
-  auto probe = TimedStore("get", [&] { return store_.Get(options_.prefix + "/health-check"); });
-  if (!probe.ok() && probe.code() != ErrorCode::kNotFound) h.store_error = probe.error().message;
-  auto ks = keys_.Describe();
-  if (ks.ok()) h.key_state = *ks;
-  else h.key_error = ks.error().message;
+  {
+    std::lock_guard lock(probe_mu_);  // one probe at a time; callers within a second share it
+    if (!last_probe_ || clock_.Now() - last_probe_->at >= std::chrono::seconds(1)) {
+      BackendProbe p;
+      auto probe = TimedStore("get", [&] { return store_.Get(options_.prefix + "/health-check"); });
+      if (!probe.ok() && probe.code() != ErrorCode::kNotFound) p.store_error = probe.error().message;
+      auto ks = keys_.Describe();
+      if (ks.ok()) p.key_state = std::move(ks).value();
+      else p.key_error = ks.error().message;
+      p.at = clock_.Now();
+      last_probe_ = std::move(p);
+    }
+    h.store_error = last_probe_->store_error;
+    h.key_state = last_probe_->key_state;
+    h.key_error = last_probe_->key_error;
+  }
   h.audit_ok = audit_.Healthy();
   h.stale_serves = stale_serves_.load();
   h.fallback_reads = fallback_reads_.load();

@@ -136,6 +136,17 @@ class SecretsService {
   std::atomic<uint64_t> stale_serves_{0}, fallback_reads_{0};
   std::atomic<int64_t> last_degraded_ns_{INT64_MIN / 2};
   std::array<std::mutex, 64> provider_locks_;
+  // The backend half of Health() (a store probe, the key state), reused for
+  // a second: /readyz is unauthenticated, and with a cloud backend every
+  // probe is a billed API call that shares the account's request quota with
+  // the gateway's own reads.
+  struct BackendProbe {
+    Clock::Instant at;
+    std::string store_error, key_error;
+    std::optional<KeyState> key_state;
+  };
+  std::mutex probe_mu_;
+  std::optional<BackendProbe> last_probe_;
 
   // Refresh-ahead worker (declared last: stopped first).
   std::mutex work_mu_;

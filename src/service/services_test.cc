@@ -129,6 +129,19 @@ TEST_F(ServicesTest, DeleteRemovesRowAndSecret) {
   EXPECT_EQ(providers_->Delete(p.id, caller_).code(), ErrorCode::kNotFound);
 }
 
+TEST_F(ServicesTest, HealthProbesTheBackendAtMostOncePerSecond) {
+  int before = store_.gets.load();
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(secrets_->Health().status, "healthy");
+  EXPECT_EQ(store_.gets.load() - before, 1);
+  store_.Fail(MakeError(ErrorCode::kPermissionDenied, "AccessDenied"));
+  EXPECT_EQ(secrets_->Health().status, "healthy");  // the probe of a moment ago still stands
+  clock_.Advance(std::chrono::seconds(1));
+  auto h = secrets_->Health();
+  EXPECT_EQ(h.status, "unhealthy");
+  EXPECT_EQ(h.store_error, "AccessDenied");
+  EXPECT_EQ(store_.gets.load() - before, 2);
+}
+
 TEST_F(ServicesTest, FallbackOnUnavailabilityOnly) {
   Provider p = Create("open-ai");
   Build({{"DYAD_PROVIDER_OPEN_AI_API_KEY", "from-env"}});
