@@ -146,8 +146,16 @@ class MetadataMock(Process):
             "iam-security-credentials": {"Code": "Success", "LastUpdated": "2026-01-01T00:00:00Z", "Type": "AWS-HMAC",
                                          "AccessKeyId": access_key, "SecretAccessKey": secret_key, "Token": "",
                                          "Expiration": expiration}}}}))
+        self.log_path = workdir / f"imds-{port}.log"
         super().__init__([peer_binary("ec2-metadata-mock"), "-n", "127.0.0.1", "-p", str(port), "-I", "-c",
-                          str(config)], {}, workdir / f"imds-{port}.log", port, "ec2-metadata-mock")
+                          str(config)], {}, self.log_path, port, "ec2-metadata-mock")
+
+    def credential_fetches(self):
+        """How many times the role's credentials were served (the mock logs every request)."""
+        self.log.flush()
+        text = self.log_path.read_text(errors="replace")
+        return text.count("Received request to mock static metadata: /latest/meta-data/iam/security-credentials/"
+                          "dyad-gateway-role")
 
     def token_required(self):
         """IMDSv1 (no token) must be refused."""

@@ -1,4 +1,5 @@
 """SECRETS_PROVIDER=aws against real peers: moto_server with SigV4 verification, local-kms, ec2-metadata-mock."""
+import datetime
 import json
 import time
 import uuid
@@ -127,8 +128,16 @@ def test_prefix_with_every_allowed_character_and_64k_values(make_gateway, moto):
     too_big = {"api_key": "k" * 65536}
     r = gw.call("POST", "/admin/providers", json=provider_body(slug="too-big", credentials=too_big))
     assert r.status_code in (400, 413, 422), r.text
-    assert too_big["api_key"] not in r.text
+    assert too_big["api_key"] not in r.text and "65536" in r.text
     assert [x["slug"] for x in data(gw.call("GET", "/admin/providers"))["items"]] == ["big"]
+    # Envelope mode: base64 and the wrapped key take a quarter of the room.
+    env_gw = aws_gateway(make_gateway, moto, name="envelope")
+    fits = {"api_key": "é" * 22000}  # 44,000 bytes of UTF-8
+    p = create(env_gw, "fits", fits)
+    assert validate(env_gw, p["id"])["fingerprint"] == fingerprint(fits)
+    r = env_gw.call("POST", "/admin/providers", json=provider_body(slug="no-room", credentials={"api_key": "k" * 50000}))
+    assert r.status_code == 400 and "AWS Secrets Manager stores at most 65536" in r.text, r.text
+    assert [x["slug"] for x in data(env_gw.call("GET", "/admin/providers"))["items"]] == ["fits"]
 
 
 def test_provider_mode_interop_with_boto3(make_gateway, moto):
@@ -283,6 +292,26 @@ def test_credentials_from_imdsv2(make_gateway, moto, tmp_path):
         p = create(gw, "openai", {"api_key": canary()})
         assert validate(gw, p["id"])["valid"] is True
         assert "using instance metadata" in gw.logs()
+    finally:
+        imds.stop()
+
+
+def test_expiring_instance_credentials_are_refreshed_before_they_expire(make_gateway, moto, tmp_path):
+    expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5, seconds=8)
+    imds = MetadataMock(tmp_path, moto.access_key, moto.secret_key, expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    try:
+        gw = aws_gateway(make_gateway, moto, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None,
+                         AWS_EC2_METADATA_DISABLED=None, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint,
+                         HOME=str(tmp_path), SECRETS_CACHE_ENABLED="false")
+        p = create(gw, "openai", {"api_key": canary()})
+        fetched = imds.credential_fetches()
+        assert fetched == 1
+        for _ in range(3):
+            assert validate(gw, p["id"])["valid"] is True
+        assert imds.credential_fetches() == fetched  # more than five minutes left: kept
+        time.sleep(max(0.0, (expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds() - 300 + 0.5))
+        assert validate(gw, p["id"])["valid"] is True
+        assert imds.credential_fetches() > fetched  # inside the five-minute window: fetched again
     finally:
         imds.stop()
 
