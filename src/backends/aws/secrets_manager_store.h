@@ -1,13 +1,15 @@
 // The AWS Secrets Manager SecretStore (JSON 1.1 API).
 //
 // Get → GetSecretValue (AWSCURRENT); Create → CreateSecret with the
-// `kms_key_id` (provider mode) and tags; Put → PutSecretValue (the previous
-// value stays as AWSPREVIOUS), creating the secret when it is absent;
-// Delete → DeleteSecret with the configured recovery window, or
-// ForceDeleteWithoutRecovery for DeleteNow (undoing a failed create); List →
-// ListSecrets with a name-prefix filter, following NextToken; Ping →
-// ListSecrets of one name. A secret scheduled for deletion reads as
-// kNotFound. Thread-safe.
+// `kms_key_id` (provider mode), a tag managed-by=dyad-gateway and an
+// idempotency token, so a retried create cannot make two versions; Put →
+// PutSecretValue (the previous value stays as AWSPREVIOUS), creating the
+// secret when it is absent; Delete → DeleteSecret with the configured
+// recovery window, DeleteNow → ForceDeleteWithoutRecovery (undoing a failed
+// create, probes, orphans); List → ListSecrets with a name-prefix filter,
+// every page; ReplaceIfUnchanged → a compare-and-swap on the AWSCURRENT
+// label. Values over the 64 KiB SecretString limit are refused before they
+// are sent; a secret scheduled for deletion reads as kNotFound. Thread-safe.
 #pragma once
 
 #include <memory>
