@@ -127,13 +127,15 @@ Result<std::string> AwsJsonClient::Attempt(const std::string& action, const std:
   params.service = options_.service;
   params.time = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
       clock_.WallNow() + Clock::Duration(skew_ns_.load(std::memory_order_relaxed)));
-  DYAD_ASSIGN_OR_RETURN(SignedRequest signed_req, signer_.Sign(req, creds, params));
+  auto signed_req = signer_.Sign(req, creds, params);
+  Cleanse(req.body);  // the body may carry a credential (provider mode)
+  if (!signed_req.ok()) return signed_req.error();
 
   HttpCall call;
   call.method = "POST";
   call.url = options_.endpoint + "/";
   call.headers = std::move(req.headers);
-  for (auto& h : signed_req.headers) call.headers.push_back(std::move(h));
+  for (auto& h : signed_req->headers) call.headers.push_back(std::move(h));
   call.body = request_json;
   auto reply = http_->Send(call);
   Cleanse(call.body);
