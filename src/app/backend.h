@@ -20,6 +20,8 @@ struct Backend {
   std::unique_ptr<AwsCredentialSource> aws_credentials;
   std::unique_ptr<KeyManager> keys;
   std::unique_ptr<SecretStore> store;
+  // Secrets a key rotation rewraps at once (a remote KMS: round trips add up).
+  size_t rotation_parallelism = 1;
 };
 
 Result<Backend> OpenBackend(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& clock);

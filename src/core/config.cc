@@ -176,6 +176,7 @@ Status ReadAws(const EnvMap& env, AwsSettings& aws) {
   DYAD_RETURN_IF_ERROR(ReadInt(env, "AWS_MAX_ATTEMPTS", 1, 10, aws.max_attempts));
   DYAD_RETURN_IF_ERROR(ReadInt(env, "AWS_SECRETS_RECOVERY_WINDOW_DAYS", 7, 30, aws.recovery_window_days));
   DYAD_RETURN_IF_ERROR(ReadInt(env, "AWS_REQUEST_TIMEOUT_MS", 100, 120000, aws.timeout_ms));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "AWS_CONCURRENCY", 1, 64, aws.concurrency));
   return OkStatus();
 }
 

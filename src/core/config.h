@@ -28,6 +28,7 @@ struct AwsSettings {
   int max_attempts = 3;                  // AWS_MAX_ATTEMPTS
   int recovery_window_days = 30;         // AWS_SECRETS_RECOVERY_WINDOW_DAYS (7–30)
   int timeout_ms = 10000;                // AWS_REQUEST_TIMEOUT_MS
+  int concurrency = 8;                   // AWS_CONCURRENCY: calls at once of a batch (key rotation)
 };
 
 struct Config {

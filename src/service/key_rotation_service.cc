@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "core/parallel.h"
 #include "core/time_format.h"
 #include "secrets/envelope.h"
 
@@ -230,6 +231,12 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     // Rewrap, then write the batch only where the stored value is still the
     // one rewrapped: a credential written meanwhile (sealed under the new
     // primary, under its provider's write lock) is never overwritten.
+    std::vector<Result<std::string>> rewrapped(batch.size(), Result<std::string>(std::string()));
+    ParallelFor(batch.size(), options_.parallelism, [&](size_t k) {
+      const auto& blob = (*blobs)[k];
+      rewrapped[k] = blob.ok() ? secrets_.sealer().Rewrap(batch[k], *blob, run.to_version, run.force)
+                               : Result<std::string>(blob.error());
+    });
     std::vector<SecretStore::Swap> swaps;
     for (size_t k = 0; k < batch.size(); ++k) {
       const std::string& name = batch[k];
@@ -238,8 +245,7 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
         ++run.skipped;
         continue;
       }
-      Result<std::string> next = blob.ok() ? secrets_.sealer().Rewrap(name, *blob, run.to_version, run.force)
-                                           : Result<std::string>(blob.error());
+      Result<std::string>& next = rewrapped[k];
       if (!next.ok() && next.code() == ErrorCode::kAlreadyExists) {
         ++run.skipped;
         continue;

@@ -57,6 +57,9 @@ class KeyRotationService {
   struct Options {
     std::string prefix = "dyad-gateway";
     size_t batch_size = 500;
+    // Secrets of a batch rewrapped at once: 1 for a local key manager, more
+    // for a remote KMS whose round trips would otherwise add up.
+    size_t parallelism = 1;
   };
 
   KeyRotationService(Options options, std::shared_ptr<SqliteDb> db, SecretsService& secrets, AuditSink& audit,

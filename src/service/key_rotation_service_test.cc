@@ -31,7 +31,7 @@ class RotationTest : public ::testing::Test {
     rotation_ = NewRotation();
   }
   std::unique_ptr<KeyRotationService> NewRotation() {
-    return std::make_unique<KeyRotationService>(KeyRotationService::Options{"dyad-gateway", 250}, db_, *secrets_,
+    return std::make_unique<KeyRotationService>(KeyRotationService::Options{"dyad-gateway", 250, 4}, db_, *secrets_,
                                                 audit_, clock_);
   }
   std::vector<std::string> Seed(int n) {

@@ -2,6 +2,7 @@
 that it can answer the next N with AWS's throttling error or a 503, and it records when each request arrived."""
 import http.client
 import http.server
+import socket
 import threading
 import time
 import urllib.parse
@@ -15,8 +16,10 @@ FAULTS = {
 
 
 class FaultProxy:
-    def __init__(self, upstream):
+    def __init__(self, upstream, delay=0.0):
+        """`delay` seconds are added to every forwarded request (a far-away service's round trip)."""
         self.upstream = urllib.parse.urlparse(upstream)
+        self.delay = delay
         self.lock = threading.Lock()
         self.fault, self.remaining, self.arrivals = None, 0, []
         self.connections = 0
@@ -30,6 +33,9 @@ class FaultProxy:
 
             def setup(self):
                 super().setup()
+                # Headers and body go out as separate writes: without this, Nagle's algorithm holds the body until
+                # the client's delayed ACK (~40 ms per answer on a kept-alive connection).
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with proxy.lock:
                     proxy.connections += 1
 
@@ -47,6 +53,8 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                if proxy.delay:
+                    time.sleep(proxy.delay)
                 conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
                 # The signature covers Host: forward it unchanged.
                 conn.request("POST", self.path, body, dict(self.headers.items()))

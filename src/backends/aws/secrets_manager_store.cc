@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/parallel.h"
 #include "core/random.h"
 
 namespace dyad {
@@ -102,33 +103,28 @@ class SecretsManagerStore final : public SecretStore {
     return MakeError(ErrorCode::kInternal, "ListSecrets: too many pages");
   }
 
+  Result<std::vector<Result<std::string>>> GetMany(const std::vector<std::string>& names) override {
+    std::vector<Result<std::string>> out(names.size(), Result<std::string>(std::string()));
+    ParallelFor(names.size(), options_.parallelism, [&](size_t i) { out[i] = Get(names[i]); });
+    return out;
+  }
+
   // Compare-and-swap with version stages: the replacement is stored as a new
   // version labelled "dyad-rewrap", then AWSCURRENT moves to it only if it is
   // still on the version that held `expected` (UpdateSecretVersionStage
   // refuses otherwise), so a credential written meanwhile is never lost.
   Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) override {
-    std::vector<bool> replaced(items.size(), false);
-    for (size_t i = 0; i < items.size(); ++i) {
-      auto current = GetCurrent(items[i].name);
-      if (!current.ok()) {
-        if (current.code() == ErrorCode::kNotFound) continue;
-        return current.error();
-      }
-      if (current->value != items[i].expected) continue;
-      std::string staged;
-      auto put = PutValue(items[i].name, items[i].replacement, &staged);
-      if (!put.ok()) return put.error();
-      auto moved = Send("UpdateSecretVersionStage", {{"SecretId", items[i].name},
-                                                     {"VersionStage", "AWSCURRENT"},
-                                                     {"MoveToVersionId", staged},
-                                                     {"RemoveFromVersionId", current->version_id}});
-      if (moved.ok()) {
-        replaced[i] = true;
-      } else if (moved.code() != ErrorCode::kInvalidArgument && moved.code() != ErrorCode::kNotFound) {
-        return moved.error();  // kInvalidArgument: AWSCURRENT moved on meanwhile
-      }
+    std::vector<Status> outcome(items.size(), OkStatus());
+    std::vector<char> replaced(items.size(), 0);
+    ParallelFor(items.size(), options_.parallelism, [&](size_t i) {
+      auto r = Swap1(items[i]);
+      if (r.ok()) replaced[i] = *r;
+      else outcome[i] = r.error();
+    });
+    for (const Status& s : outcome) {
+      if (!s.ok()) return s.error();
     }
-    return replaced;
+    return std::vector<bool>(replaced.begin(), replaced.end());
   }
 
  private:
@@ -136,6 +132,26 @@ class SecretsManagerStore final : public SecretStore {
     std::string value;
     std::string version_id;
   };
+
+  Result<bool> Swap1(const Swap& item) {
+    auto current = GetCurrent(item.name);
+    if (!current.ok()) {
+      if (current.code() == ErrorCode::kNotFound) return false;
+      return current.error();
+    }
+    if (current->value != item.expected) return false;
+    std::string staged;
+    auto put = PutValue(item.name, item.replacement, &staged);
+    if (!put.ok()) return put.error();
+    auto moved = Send("UpdateSecretVersionStage", {{"SecretId", item.name},
+                                                   {"VersionStage", "AWSCURRENT"},
+                                                   {"MoveToVersionId", staged},
+                                                   {"RemoveFromVersionId", current->version_id}});
+    if (moved.ok()) return true;
+    // kInvalidArgument: AWSCURRENT moved on meanwhile; kNotFound: deleted.
+    if (moved.code() == ErrorCode::kInvalidArgument || moved.code() == ErrorCode::kNotFound) return false;
+    return moved.error();
+  }
 
   Result<json> Send(const std::string& action, const json& request) {
     std::string body = request.dump();

@@ -8,7 +8,8 @@
 // recovery window, DeleteNow → ForceDeleteWithoutRecovery (undoing a failed
 // create, probes, orphans); List → ListSecrets with a name-prefix filter,
 // every page; ReplaceIfUnchanged → a compare-and-swap on the AWSCURRENT
-// label. Values over the 64 KiB SecretString limit are refused before they
+// label; both batch calls fan out over `parallelism` connections. Values over
+// the 64 KiB SecretString limit are refused before they
 // are sent; a secret scheduled for deletion reads as kNotFound. Thread-safe.
 #pragma once
 
@@ -23,6 +24,7 @@ namespace dyad {
 struct SecretsManagerOptions {
   std::string kms_key_id;       // "": the account's aws/secretsmanager key
   int recovery_window_days = 30;  // 7–30
+  size_t parallelism = 8;         // concurrent calls of one GetMany or ReplaceIfUnchanged
 };
 
 std::unique_ptr<SecretStore> NewSecretsManagerStore(SecretsManagerOptions options,
