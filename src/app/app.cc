@@ -60,11 +60,11 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.fallback_enabled = config.fallback_enabled;
   so.fallback_to_env = config.fallback_to_env;
   so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
-  p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics, clock,
-                                               DefaultRandom(), config.env);
+  p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics,
+                                               clock, DefaultRandom(), config.env);
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
-  p.rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{config.secrets_prefix, 500, p.backend.rotation_parallelism}, p.db,
-                                                    *p.secrets, *p.audit, clock);
+  KeyRotationService::Options ro{config.secrets_prefix, 500, p.backend.rotation_parallelism};
+  p.rotation = std::make_unique<KeyRotationService>(ro, p.db, *p.secrets, *p.audit, clock);
   DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));
   p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.db, std::move(schedule),
                                                     config.key_rotation_enabled, config.key_rotation_max_encryptions,

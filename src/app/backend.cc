@@ -31,9 +31,8 @@ Status OpenAws(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& 
   if (config.encryption_mode == "provider") so.kms_key_id = KmsKeyReference(config.encryption_key_id);
   so.recovery_window_days = aws.recovery_window_days;
   so.parallelism = static_cast<size_t>(aws.concurrency);
-  const size_t parallelism = so.parallelism;
+  b.rotation_parallelism = so.parallelism;
   b.store = NewSecretsManagerStore(std::move(so), std::move(sm));
-  b.rotation_parallelism = parallelism;
   return OkStatus();
 }
 

@@ -233,7 +233,9 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev) {
     // AWS Secrets Manager names allow letters, digits and /_+=.@- (the
     // tightest of the stores the prefix is used with, Azure aside).
     bool ok = !v->empty() && v->size() <= 128;
-    for (char ch : *v) ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || std::string_view("/_+=.@-").find(ch) != std::string_view::npos);
+    for (char ch : *v) {
+      ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || std::string_view("/_+=.@-").find(ch) != std::string_view::npos);
+    }
     if (!ok) return Bad("SECRETS_PREFIX", "use 1 to 128 characters of letters, digits and /_+=.@-");
     c.secrets_prefix = *v;
   }

@@ -150,8 +150,8 @@ class Chain final : public AwsCredentialSource {
     std::string secret = EnvValue(options_.env, "AWS_SECRET_ACCESS_KEY");
     if (id.empty() && secret.empty()) return NotConfigured();
     if (id.empty() || secret.empty()) {
-      return MakeError(ErrorCode::kInvalidArgument, std::string(id.empty() ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY") +
-                                                        ": is required when the other is set");
+      std::string missing = id.empty() ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY";
+      return MakeError(ErrorCode::kInvalidArgument, missing + ": is required when the other is set");
     }
     Fetched f;
     f.credentials = {id, SecretBytes(secret), EnvValue(options_.env, "AWS_SESSION_TOKEN")};
@@ -196,7 +196,9 @@ class Chain final : public AwsCredentialSource {
                        "AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN must be set together");
     }
     auto token = ReadSmallFile(token_file, 64 << 10);
-    if (!token.ok()) return MakeError(ErrorCode::kInvalidArgument, "AWS_WEB_IDENTITY_TOKEN_FILE: " + token.error().message);
+    if (!token.ok()) {
+      return MakeError(ErrorCode::kInvalidArgument, "AWS_WEB_IDENTITY_TOKEN_FILE: " + token.error().message);
+    }
     std::string session = EnvValue(options_.env, "AWS_ROLE_SESSION_NAME");
     if (session.empty()) session = "dyad-gateway";
     std::string endpoint = options_.sts_endpoint.empty() ? "https://sts." + options_.region + ".amazonaws.com"
@@ -240,7 +242,9 @@ class Chain final : public AwsCredentialSource {
     std::string auth = EnvValue(options_.env, "AWS_CONTAINER_AUTHORIZATION_TOKEN");
     if (std::string file = EnvValue(options_.env, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"); !file.empty()) {
       auto t = ReadSmallFile(file, 16 << 10);
-      if (!t.ok()) return MakeError(ErrorCode::kInvalidArgument, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: " + t.error().message);
+      if (!t.ok()) {
+        return MakeError(ErrorCode::kInvalidArgument, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: " + t.error().message);
+      }
       auth = std::string(TrimSpace(*t));
     }
     if (!auth.empty()) call.headers.emplace_back("Authorization", auth);

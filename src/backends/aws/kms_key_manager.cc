@@ -116,7 +116,8 @@ class KmsKeyManager final : public KeyManager {
   Status Retire(uint32_t version) override {
     if (version == Primary()) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
     DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state='retired' WHERE key_id=? AND version=?"));
+      DYAD_ASSIGN_OR_RETURN(Statement st,
+                            c.Prepare("UPDATE key_versions SET state='retired' WHERE key_id=? AND version=?"));
       return st.Bind(1, row_key_).Bind(2, static_cast<int64_t>(version)).Run();
     }));
     return Reload();
@@ -199,7 +200,8 @@ class KmsKeyManager final : public KeyManager {
       DYAD_ASSIGN_OR_RETURN(Latest latest, LatestRow(c));
       if (!latest.known) {
         DYAD_ASSIGN_OR_RETURN(Statement up, c.Prepare("UPDATE key_versions SET sealed=? WHERE key_id=? AND version=?"));
-        return up.BindBlob(1, std::to_string(*listed)).Bind(2, row_key_).Bind(3, static_cast<int64_t>(latest.version)).Run();
+        up.BindBlob(1, std::to_string(*listed)).Bind(2, row_key_).Bind(3, static_cast<int64_t>(latest.version));
+        return up.Run();
       }
       if (*listed <= latest.rotations) return OkStatus();
       spdlog::warn("KMS key {} was rotated outside the gateway ({} rotations listed, {} known): version {} is now "
