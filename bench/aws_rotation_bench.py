@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "blackbox"))
 from aws_peers import Moto  # noqa: E402
-from conftest import ADMIN_TOKEN, Gateway, provider_body  # noqa: E402
+from conftest import Gateway, provider_body  # noqa: E402
 from fault_proxy import FaultProxy  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200

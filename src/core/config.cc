@@ -5,6 +5,7 @@
 
 #include "core/cron.h"
 #include "core/encoding.h"
+#include "core/endpoint.h"
 #include "core/ini.h"
 
 namespace dyad {
@@ -144,13 +145,9 @@ Status ReadEndpoint(const EnvMap& env, const std::string& specific, const std::s
     out = "https://" + service + "." + region + ".amazonaws.com";
     return OkStatus();
   }
-  std::string_view e = *v;
-  while (!e.empty() && e.back() == '/') e.remove_suffix(1);
-  size_t scheme = e.find("://");
-  bool ok = scheme != std::string_view::npos && (e.substr(0, scheme) == "https" || e.substr(0, scheme) == "http") &&
-            e.size() > scheme + 3 && e.substr(scheme + 3).find_first_of("/?#@ ") == std::string_view::npos;
-  if (!ok) return Bad(name, "'" + *v + "' is not an endpoint URL; use https://host[:port] (no path)");
-  out = std::string(e);
+  auto endpoint = ParseEndpoint(*v);
+  if (!endpoint) return Bad(name, "'" + *v + "' is not an endpoint URL; use https://host[:port] (no path)");
+  out = endpoint->url;
   return OkStatus();
 }
 

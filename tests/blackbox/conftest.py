@@ -112,6 +112,18 @@ def make_gateway(tmp_path):
             gw.stop()
 
 
+def data(r, status=200):
+    """The `data` of a success envelope, after checking the status code."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["status"] == "success"
+    return body["data"]
+
+
+def create_provider(gw, slug, creds):
+    return data(gw.call("POST", "/admin/providers", json=provider_body(slug=slug, credentials=creds)), 201)
+
+
 def provider_body(slug="openai", **over):
     body = {"name": "OpenAI", "slug": slug, "type": "http-sdk",
             "models": [{"dyadModelId": "gpt-4o", "adapterModelId": "gpt-4o-2024", "maxTokens": 4096,

@@ -7,14 +7,9 @@ import uuid
 import pytest
 
 from aws_peers import LocalKms, MetadataMock, Moto
-from conftest import canary, fingerprint, provider_body
+from conftest import canary, create_provider, data, fingerprint, provider_body
 from fault_proxy import FaultProxy
 from test_rotation import wait_idle
-
-
-def data(r, status=200):
-    assert r.status_code == status, r.text
-    return r.json()["data"]
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +36,6 @@ def aws_gateway(make_gateway, moto, mode="envelope", name="data", **env):
     return gw.start()
 
 
-def create(gw, slug, creds):
-    return data(gw.call("POST", "/admin/providers", json=provider_body(slug=slug, credentials=creds)), 201)
-
-
 def validate(gw, pid):
     return data(gw.call("POST", f"/admin/secrets/providers/{pid}/credentials/validate"))
 
@@ -53,7 +44,7 @@ def test_lifecycle_rotate_validate_health(make_gateway, moto):
     gw = aws_gateway(make_gateway, moto)
     sm = moto.client("secretsmanager")
     creds = {"api_key": canary(), "note": "naïve “quotes” \"x\" 'y'\nline two\t🔑 日本語"}
-    p = create(gw, "openai", creds)
+    p = create_provider(gw, "openai", creds)
     name = f"{gw.prefix}/providers/{p['id']}"
     stored = sm.get_secret_value(SecretId=name)["SecretString"]
     envelope = json.loads(stored)
@@ -85,7 +76,7 @@ def test_lifecycle_rotate_validate_health(make_gateway, moto):
 
 def test_key_rotation_reencrypts_every_secret(make_gateway, moto):
     gw = aws_gateway(make_gateway, moto)
-    made = {create(gw, f"p-{i}", {"api_key": f"sk-{i}-{canary()}"})["id"]: i for i in range(110)}  # > 1 page
+    made = {create_provider(gw, f"p-{i}", {"api_key": f"sk-{i}-{canary()}"})["id"]: i for i in range(110)}  # > 1 page
     run = data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
     h = wait_idle(gw)["history"][0]
     assert h["id"] == run["id"] and h["status"] == "completed", h
@@ -105,9 +96,10 @@ def test_key_rotation_reencrypts_every_secret(make_gateway, moto):
 
 def test_a_rotation_kms_makes_on_its_own_is_seen_and_reencrypted(make_gateway, moto):
     gw = aws_gateway(make_gateway, moto)
-    made = [create(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(3)]
+    made = [create_provider(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(3)]
     assert data(gw.call("GET", "/admin/secrets/key-rotation/status"))["primaryKeyVersion"] == 1
     moto.client("kms").rotate_key_on_demand(KeyId=gw.kms_key["KeyId"])  # outside the gateway
+    time.sleep(1.1)  # KMS is asked about rotations at most once a second
     assert data(gw.call("GET", "/admin/secrets/key-rotation/status"))["primaryKeyVersion"] == 2
     assert "was rotated outside the gateway" in gw.logs()
     data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
@@ -121,7 +113,7 @@ def test_prefix_with_every_allowed_character_and_64k_values(make_gateway, moto):
     prefix = unique("a/b_c+d=e.f@g-h")
     gw = aws_gateway(make_gateway, moto, mode="provider", SECRETS_PREFIX=prefix)
     big = {"api_key": "k" * (65536 - len('{"api_key":""}'))}  # exactly the 64 KiB SecretString limit
-    p = create(gw, "big", big)
+    p = create_provider(gw, "big", big)
     got = moto.client("secretsmanager").get_secret_value(SecretId=f"{prefix}/providers/{p['id']}")["SecretString"]
     assert len(got.encode()) == 65536 and json.loads(got) == big
     assert validate(gw, p["id"])["fingerprint"] == fingerprint(big)
@@ -133,7 +125,7 @@ def test_prefix_with_every_allowed_character_and_64k_values(make_gateway, moto):
     # Envelope mode: base64 and the wrapped key take a quarter of the room.
     env_gw = aws_gateway(make_gateway, moto, name="envelope")
     fits = {"api_key": "é" * 22000}  # 44,000 bytes of UTF-8
-    p = create(env_gw, "fits", fits)
+    p = create_provider(env_gw, "fits", fits)
     assert validate(env_gw, p["id"])["fingerprint"] == fingerprint(fits)
     r = env_gw.call("POST", "/admin/providers", json=provider_body(slug="no-room", credentials={"api_key": "k" * 50000}))
     assert r.status_code == 400 and "AWS Secrets Manager stores at most 65536" in r.text, r.text
@@ -146,7 +138,7 @@ def test_provider_mode_interop_with_boto3(make_gateway, moto):
     gw = aws_gateway(make_gateway, moto, mode="provider", ENCRYPTION_KEY_ID=alias)
     sm = moto.client("secretsmanager")
     creds = {"api_key": canary(), "org": "ünïcode \"q\"\n"}
-    p = create(gw, "interop", creds)
+    p = create_provider(gw, "interop", creds)
     name = f"{gw.prefix}/providers/{p['id']}"
     assert json.loads(sm.get_secret_value(SecretId=name)["SecretString"]) == creds  # boto3 reads the gateway's
     assert sm.describe_secret(SecretId=name)["KmsKeyId"] in ("alias/" + alias, key["Arn"], key["KeyId"])
@@ -184,8 +176,8 @@ def test_moto_stopped_then_back_cache_stale_fallback_recovery(make_gateway, tmp_
         gw = aws_gateway(make_gateway, moto, ENCRYPTION_KEY_ID=alias, AWS_ENDPOINT_URL_KMS=kms.endpoint,
                          SECRETS_CACHE_TTL_SECONDS="1", AWS_REQUEST_TIMEOUT_MS="400", AWS_MAX_ATTEMPTS="2",
                          DYAD_PROVIDER_ANTHROPIC_API_KEY="sk-env-fallback")
-        a = create(gw, "openai", {"api_key": canary()})
-        b = create(gw, "anthropic", {"api_key": canary()})
+        a = create_provider(gw, "openai", {"api_key": canary()})
+        b = create_provider(gw, "anthropic", {"api_key": canary()})
         names = [f"{gw.prefix}/providers/{x['id']}" for x in (a, b)]
         saved = {n: moto.client("secretsmanager").get_secret_value(SecretId=n)["SecretString"] for n in names}
 
@@ -236,7 +228,7 @@ def test_throttling_is_retried_with_backoff_without_a_storm(make_gateway, moto, 
     try:
         gw = aws_gateway(make_gateway, moto, AWS_ENDPOINT_URL_SECRETS_MANAGER=proxy.endpoint, AWS_MAX_ATTEMPTS="5",
                          SECRETS_CACHE_ENABLED="false")
-        p = create(gw, "openai", {"api_key": canary()})
+        p = create_provider(gw, "openai", {"api_key": canary()})
         for fault in ("throttle", "503"):
             proxy.fail_next(fault, 3)  # three refusals, then through
             v = validate(gw, p["id"])
@@ -258,7 +250,7 @@ def test_one_kept_alive_connection_per_endpoint(make_gateway, moto):
     try:
         gw = aws_gateway(make_gateway, moto, AWS_ENDPOINT_URL_SECRETS_MANAGER=proxy.endpoint,
                          SECRETS_CACHE_ENABLED="false")
-        p = create(gw, "openai", {"api_key": canary()})
+        p = create_provider(gw, "openai", {"api_key": canary()})
         before = proxy.connections
         for _ in range(20):
             assert validate(gw, p["id"])["source"] == "store"
@@ -289,7 +281,7 @@ def test_credentials_from_imdsv2(make_gateway, moto, tmp_path):
         gw = aws_gateway(make_gateway, moto, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None,
                          AWS_EC2_METADATA_DISABLED=None, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint,
                          HOME=str(tmp_path))
-        p = create(gw, "openai", {"api_key": canary()})
+        p = create_provider(gw, "openai", {"api_key": canary()})
         assert validate(gw, p["id"])["valid"] is True
         assert "using instance metadata" in gw.logs()
     finally:
@@ -303,7 +295,7 @@ def test_expiring_instance_credentials_are_refreshed_before_they_expire(make_gat
         gw = aws_gateway(make_gateway, moto, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None,
                          AWS_EC2_METADATA_DISABLED=None, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint,
                          HOME=str(tmp_path), SECRETS_CACHE_ENABLED="false")
-        p = create(gw, "openai", {"api_key": canary()})
+        p = create_provider(gw, "openai", {"api_key": canary()})
         fetched = imds.credential_fetches()
         assert fetched == 1
         for _ in range(3):
@@ -341,7 +333,7 @@ def test_local_kms_backing_key_rotation(make_gateway, moto, tmp_path):
         n = blob[0]
         return int.from_bytes(blob[1 + n:5 + n], "little")
 
-    made = {create(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(5)}
+    made = {create_provider(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(5)}
     assert {material(pid) for pid in made} == {0}
     kms.stop()
     kms = LocalKms(tmp_path / "kms2", key_id, alias, [k1, k2])  # rotated: same key, new backing material
@@ -378,7 +370,7 @@ def test_credentials_from_web_identity_through_sts(make_gateway, tmp_path):
         token.write_text("eyJhbGciOiJub25lIn0.eyJzdWIiOiJkeWFkIn0.\n")
         gw = aws_gateway(make_gateway, moto, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None,
                          HOME=str(tmp_path), AWS_WEB_IDENTITY_TOKEN_FILE=str(token), AWS_ROLE_ARN=role["Arn"])
-        p = create(gw, "openai", {"api_key": canary()})
+        p = create_provider(gw, "openai", {"api_key": canary()})
         assert validate(gw, p["id"])["valid"] is True
         assert "using web identity" in gw.logs()
     finally:

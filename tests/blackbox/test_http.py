@@ -2,7 +2,6 @@
 import json
 import signal
 import socket
-import subprocess
 import time
 
 import requests

@@ -3,14 +3,7 @@ import os
 import stat
 import subprocess
 
-from conftest import BINARY, provider_body
-
-
-def data(r, status=200):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["status"] == "success"
-    return body["data"]
+from conftest import BINARY, data, provider_body
 
 
 def test_crud_round_trip(gateway):

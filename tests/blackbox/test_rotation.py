@@ -6,12 +6,7 @@ import time
 
 import requests
 
-from conftest import ADMIN_TOKEN, BINARY, canary, provider_body
-
-
-def data(r, status=200):
-    assert r.status_code == status, r.text
-    return r.json()["data"]
+from conftest import ADMIN_TOKEN, BINARY, canary, data, provider_body
 
 
 def seed(gw, n, threads=4):

@@ -3,20 +3,11 @@ import pathlib
 import subprocess
 import threading
 
-from conftest import ADMIN_TOKEN, BINARY, canary, fingerprint, provider_body
-
-
-def data(r, status=200):
-    assert r.status_code == status, r.text
-    return r.json()["data"]
-
-
-def create(gw, slug, creds):
-    return data(gw.call("POST", "/admin/providers", json=provider_body(slug=slug, credentials=creds)), 201)
+from conftest import ADMIN_TOKEN, BINARY, canary, create_provider, data, fingerprint, provider_body
 
 
 def test_credentials_stored_externally_then_valid_after_restart(gateway):
-    p = create(gateway, "openai", {"api_key": canary(), "organization": "org-1"})
+    p = create_provider(gateway, "openai", {"api_key": canary(), "organization": "org-1"})
     assert p["credentials"] == {"api_key": "[STORED_EXTERNALLY]", "organization": "[STORED_EXTERNALLY]"}
     gateway.restart()
     v = data(gateway.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
@@ -26,7 +17,7 @@ def test_credentials_stored_externally_then_valid_after_restart(gateway):
 
 
 def test_validate_reports_missing_required_field(gateway):
-    p = create(gateway, "proxy-a", {"token": "t-1"})
+    p = create_provider(gateway, "proxy-a", {"token": "t-1"})
     v = data(gateway.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
     assert v["valid"] is False
     failed = [c for c in v["checks"] if not c["ok"]]
@@ -43,7 +34,7 @@ def test_environment_variables_are_a_read_only_source(make_gateway):
 
 def test_rotate_while_eight_clients_read(gateway):
     old, new = {"api_key": canary()}, {"api_key": canary()}
-    p = create(gateway, "openai", old)
+    p = create_provider(gateway, "openai", old)
     allowed = {fingerprint(old), fingerprint(new)}
     failures, seen = [], set()
     stop = threading.Event()
@@ -90,8 +81,8 @@ def test_health_test_connection_clear_cache(gateway):
 
 
 def test_cache_fills_on_read_and_clear_cache_counts(gateway):
-    a = create(gateway, "openai", {"api_key": canary()})
-    b = create(gateway, "other", {"api_key": canary()})
+    a = create_provider(gateway, "openai", {"api_key": canary()})
+    b = create_provider(gateway, "other", {"api_key": canary()})
     validate = lambda p: data(gateway.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
     assert validate(a)["source"] == "store"
     assert validate(a)["source"] == "cache"
@@ -107,7 +98,7 @@ def test_cache_fills_on_read_and_clear_cache_counts(gateway):
 
 def test_cache_disabled_reads_the_store(make_gateway):
     gw = make_gateway({"SECRETS_CACHE_ENABLED": "false"}).start()
-    p = create(gw, "openai", {"api_key": canary()})
+    p = create_provider(gw, "openai", {"api_key": canary()})
     for _ in range(2):
         v = data(gw.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
         assert v["source"] == "store"
@@ -118,7 +109,7 @@ def test_cache_disabled_reads_the_store(make_gateway):
 def test_canary_never_in_clear_anywhere(gateway):
     secret = canary()
     rotated = canary()
-    p = create(gateway, "openai", {"api_key": secret})
+    p = create_provider(gateway, "openai", {"api_key": secret})
     responses = []
     for method, path, body in [
         ("GET", f"/admin/providers/{p['id']}", None), ("GET", "/admin/providers", None),
@@ -142,7 +133,7 @@ def test_canary_never_in_clear_anywhere(gateway):
 
 
 def test_audit_verify_detects_edits(gateway, tmp_path):
-    create(gateway, "openai", {"api_key": canary()})
+    create_provider(gateway, "openai", {"api_key": canary()})
     gateway.call("POST", "/admin/secrets/clear-cache")
     gateway.stop()
     log = gateway.data_dir / "audit.log"

@@ -28,6 +28,9 @@ struct Fetched {
 struct Source {
   std::string name;
   std::function<Result<Fetched>()> fetch;
+  // Tried without being configured (instance metadata): off EC2 it is just
+  // not there, so being unreachable means "nothing configured", not an outage.
+  bool implicit = false;
 };
 
 Error NotConfigured() { return MakeError(ErrorCode::kNotFound, "not configured"); }
@@ -86,7 +89,7 @@ class Chain final : public AwsCredentialSource {
                 {"profile", [this] { return FromProfile(); }},
                 {"web identity", [this] { return FromWebIdentity(); }},
                 {"container", [this] { return FromContainer(); }},
-                {"instance metadata", [this] { return FromInstanceMetadata(); }}};
+                {"instance metadata", [this] { return FromInstanceMetadata(); }, true}};
   }
 
   Result<AwsCredentials> Get() override {
@@ -116,7 +119,7 @@ class Chain final : public AwsCredentialSource {
 
  private:
   Result<Fetched> Resolve() {
-    std::string imds_error;
+    std::string unreachable;
     for (auto& source : sources_) {
       auto r = source.fetch();
       if (r.ok()) {
@@ -124,11 +127,9 @@ class Chain final : public AwsCredentialSource {
         spdlog::info("AWS credentials: using {}", source.name == "profile" ? "profile " + Profile() : source.name);
         return r;
       }
-      // Instance metadata is the implicit last resort: off EC2 it is simply
-      // not there, which means "nothing configured", not an outage.
-      if (&source == &sources_.back() && r.code() == ErrorCode::kUnavailable) {
-        imds_error = " (instance metadata: " + r.error().message + ")";
-        break;
+      if (source.implicit && r.code() == ErrorCode::kUnavailable) {
+        unreachable += " (" + source.name + ": " + r.error().message + ")";
+        continue;
       }
       if (r.code() != ErrorCode::kNotFound) {
         return MakeError(r.code(), "AWS credentials (" + source.name + "): " + r.error().message);
@@ -137,7 +138,7 @@ class Chain final : public AwsCredentialSource {
     return MakeError(ErrorCode::kFailedPrecondition,
                      "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile in "
                      "~/.aws/credentials (AWS_PROFILE), AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, or run where "
-                     "container or instance credentials are served" + imds_error);
+                     "container or instance credentials are served" + unreachable);
   }
 
   std::string Profile() const {

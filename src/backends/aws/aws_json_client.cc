@@ -6,6 +6,7 @@
 #include <set>
 
 #include "backends/aws/xml_text.h"
+#include "core/endpoint.h"
 #include "transport/curl_transport.h"
 
 namespace dyad {
@@ -84,19 +85,14 @@ Result<std::unique_ptr<AwsJsonClient>> AwsJsonClient::Create(AwsServiceOptions o
                                                              AwsCredentialSource& credentials,
                                                              std::unique_ptr<HttpTransport> http, const Clock& clock,
                                                              Random& random) {
-  std::string_view e = options.endpoint;
-  while (!e.empty() && e.back() == '/') e.remove_suffix(1);
-  size_t scheme = e.find("://");
-  std::string_view host = scheme == std::string_view::npos ? "" : e.substr(scheme + 3);
-  if (scheme == std::string_view::npos || (e.substr(0, scheme) != "https" && e.substr(0, scheme) != "http") ||
-      host.empty() || host.find_first_of("/?#@ ") != std::string_view::npos) {
+  auto endpoint = ParseEndpoint(options.endpoint);
+  if (!endpoint) {
     return MakeError(ErrorCode::kInvalidArgument, "endpoint of " + options.service + " '" + options.endpoint +
                                                       "' is not http(s)://host[:port]");
   }
-  std::string host_port(host);
-  options.endpoint = std::string(e);  // e and host view the old value: copied first
+  options.endpoint = endpoint->url;
   return std::unique_ptr<AwsJsonClient>(
-      new AwsJsonClient(std::move(options), std::move(host_port), credentials, std::move(http), clock, random));
+      new AwsJsonClient(std::move(options), std::move(endpoint->host), credentials, std::move(http), clock, random));
 }
 
 AwsJsonClient::AwsJsonClient(AwsServiceOptions options, std::string host, AwsCredentialSource& credentials,

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/encoding.h"
 #include "core/time_format.h"
@@ -124,7 +125,7 @@ class KmsKeyManager final : public KeyManager {
   }
 
   Result<KeyState> Describe() override {
-    SyncWithKms();
+    if (SyncDue()) SyncWithKms();
     DYAD_RETURN_IF_ERROR(Reload());
     KeyState s;
     s.kind = kind_;
@@ -180,6 +181,15 @@ class KmsKeyManager final : public KeyManager {
       req["Marker"] = j["NextMarker"];
     }
     return count;
+  }
+
+  // Status pages poll Describe(): KMS is asked at most once a second.
+  bool SyncDue() {
+    std::lock_guard lock(mu_);
+    auto now = clock_.Now();
+    if (last_sync_ && now - *last_sync_ < std::chrono::seconds(1)) return false;
+    last_sync_ = now;
+    return true;
   }
 
   // Makes a rotation KMS did on its own a new version. Best effort: with
@@ -306,6 +316,7 @@ class KmsKeyManager final : public KeyManager {
   const Clock& clock_;
   std::atomic<bool> sync_warned_{false};
   std::mutex mu_;
+  std::optional<Clock::Instant> last_sync_;
   std::string arn_;
   std::map<uint32_t, VersionRow> versions_;
   uint32_t primary_ = 0;

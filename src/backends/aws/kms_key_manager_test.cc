@@ -100,16 +100,20 @@ TEST_F(KmsTest, RotationsKmsMakesOnItsOwnBecomeVersions) {
   http->Then(200, Described());
   http->Then(200, rotations(0));
   EXPECT_EQ(km->Describe()->primary_version, 1u);
-  http->Then(200, rotations(2));  // KMS rotated twice on its own: one new version for the material now in use
+  http->Then(200, rotations(2));
+  EXPECT_EQ(km->Describe()->primary_version, 1u);  // asked a moment ago: KMS is not asked again yet
+  clock_.Advance(std::chrono::seconds(1));  // KMS rotated twice on its own: one new version for the material now in use
   EXPECT_EQ(km->Describe()->primary_version, 2u);
   http->Then(200, "{}");            // RotateKeyOnDemand
   http->Then(200, rotations(2));  // the listing lags behind the rotation just made
   EXPECT_EQ(*km->Rotate(), 3u);
   http->Then(200, rotations(3));  // caught up: not another version
+  clock_.Advance(std::chrono::seconds(1));
   auto state = km->Describe();
   EXPECT_EQ(state->primary_version, 3u);
   EXPECT_EQ(state->versions.size(), 3u);
   http->Then(400, R"({"__type":"AccessDeniedException","message":"kms:ListKeyRotations"})");
+  clock_.Advance(std::chrono::seconds(1));
   EXPECT_EQ(km->Describe()->primary_version, 3u);  // not allowed to list: the registry's versions stand
 }
 
