@@ -4,14 +4,23 @@
 // the primary key version; Decrypt() unwraps a DEK wrapped under any version
 // not yet retired; ReEncrypt() moves a wrapped DEK to the primary version
 // without handing it out; Rotate() makes a new primary version; Retire()
-// stops a version from decrypting. Implementations are thread-safe. Errors:
-// kDataLoss for a wrapped key that fails authentication, kNotFound for an
-// unknown version, kFailedPrecondition for a retired one, kUnavailable when
-// the KMS cannot be reached.
+// stops a version from decrypting; Probe() asks the KMS itself (not a copy in
+// memory) whether the key is reachable and usable, for health checks.
+//
+// `context` names what a data key protects (the secret's name). A KMS binds
+// it to the wrapped key (AWS: the EncryptionContext), so a DEK wrapped for
+// one secret does not unwrap under another's name; a keyring may bind it
+// into its wrap AAD. An empty context binds nothing: keys wrapped before
+// contexts were bound unwrap with an empty context, and ReEncrypt() moves
+// them from one context to another. Implementations are thread-safe.
+// Errors: kDataLoss for a wrapped key that fails authentication (a wrong
+// context included), kNotFound for an unknown version, kFailedPrecondition
+// for a retired one, kUnavailable when the KMS cannot be reached.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.h"
@@ -51,12 +60,21 @@ class KeyManager {
   virtual ~KeyManager() = default;
   virtual const std::string& Kind() const = 0;
   virtual const std::string& KeyId() const = 0;
-  virtual Result<DataKey> GenerateDataKey() = 0;
-  virtual Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped) = 0;
-  virtual Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) = 0;
+  virtual Result<DataKey> GenerateDataKey(std::string_view context) = 0;
+  virtual Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) = 0;
+  virtual Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
+                                       std::string_view to_context) = 0;
   virtual Result<uint32_t> Rotate() = 0;
   virtual Status Retire(uint32_t version) = 0;
+  // Describe() may answer from the registry alone; Probe() reaches the KMS.
+  // A key manager with nothing remote to reach answers OK.
   virtual Result<KeyState> Describe() = 0;
+  virtual Status Probe() { return OkStatus(); }
+
+  // Without a context (keys wrapped before contexts were bound).
+  Result<DataKey> GenerateDataKey() { return GenerateDataKey(std::string_view()); }
+  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped) { return Decrypt(version, wrapped, {}); }
+  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) { return ReEncrypt(version, wrapped, {}, {}); }
 };
 
 }  // namespace dyad

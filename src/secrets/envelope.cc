@@ -67,7 +67,9 @@ std::string SerializeEnvelope(const Envelope& e) {
   out += ",\"cv\":" + std::to_string(e.credentials_version);
   out += ",\"dek\":\"" + Base64Encode(e.wrapped_dek);
   out += "\",\"iv\":\"" + Base64Encode(e.nonce);
-  out += "\",\"ct\":\"" + Base64Encode(e.ciphertext) + "\"}";
+  out += "\",\"ct\":\"" + Base64Encode(e.ciphertext) + "\"";
+  if (e.context_bound) out += ",\"ctx\":1";
+  out += '}';
   return out;
 }
 
@@ -84,7 +86,7 @@ Result<Envelope> ParseEnvelope(std::string_view text) {
   if (ec) return MakeError(ErrorCode::kDataLoss, "envelope: not valid JSON (" + ec.message() + ")");
   auto* o = doc.if_object();
   if (!o) return MakeError(ErrorCode::kDataLoss, "envelope: not a JSON object");
-  static constexpr std::string_view kKnown[] = {"v", "kms", "kid", "kver", "cv", "dek", "iv", "ct"};
+  static constexpr std::string_view kKnown[] = {"v", "kms", "kid", "kver", "cv", "dek", "iv", "ct", "ctx"};
   for (const auto& kv : *o) {
     bool known = false;
     for (auto k : kKnown) known = known || kv.key() == k;
@@ -104,6 +106,10 @@ Result<Envelope> ParseEnvelope(std::string_view text) {
   DYAD_ASSIGN_OR_RETURN(e.wrapped_dek, Base64Field(*o, "dek", 1, kMaxWrappedKeyBytes));
   DYAD_ASSIGN_OR_RETURN(e.nonce, Base64Field(*o, "iv", 12, 12));
   DYAD_ASSIGN_OR_RETURN(e.ciphertext, Base64Field(*o, "ct", 16, kMaxEnvelopeBytes));
+  if (o->contains("ctx")) {
+    DYAD_ASSIGN_OR_RETURN(int64_t ctx, IntField(*o, "ctx", 1, 1));
+    e.context_bound = ctx == 1;
+  }
   return e;
 }
 

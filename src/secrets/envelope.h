@@ -2,10 +2,12 @@
 // holds one sealed credential payload.
 //
 //   {"v":1,"kms":"local","kid":"<key id>","kver":3,"cv":7,
-//    "dek":"<b64 wrapped DEK>","iv":"<b64 12 bytes>","ct":"<b64 ciphertext‖tag>"}
+//    "dek":"<b64 wrapped DEK>","iv":"<b64 12 bytes>","ct":"<b64 ciphertext‖tag>","ctx":1}
 //
 // kver is the KMS key version that wrapped the DEK; cv the credentials
-// version. The AAD binds format version ‖ secret name ‖ cv, so a blob moved
+// version. ctx (optional, absent in envelopes written before it existed)
+// says the DEK was wrapped with the secret name as its KMS context, so it
+// is unwrapped with that context; without it, with none. The AAD binds format version ‖ secret name ‖ cv, so a blob moved
 // to another name or replayed under another version fails to open.
 // ParseEnvelope is bounded (kMaxEnvelopeBytes) and names the field at fault.
 // Pure functions; thread-safe.
@@ -31,6 +33,7 @@ struct Envelope {
   std::string wrapped_dek;  // raw bytes
   std::string nonce;        // raw 12 bytes
   std::string ciphertext;   // raw ciphertext ‖ tag
+  bool context_bound = false;  // "ctx":1 — the DEK is bound to the secret name
 };
 
 std::string SerializeEnvelope(const Envelope& e);

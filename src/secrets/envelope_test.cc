@@ -6,6 +6,7 @@
 
 #include "backends/environment/local_keyring.h"
 #include "core/encoding.h"
+#include "secrets/aes_gcm.h"
 #include "secrets/sealer.h"
 #include "testing/fakes.h"
 
@@ -72,7 +73,7 @@ TEST_F(EnvelopeTest, FreshDekAndNonceEveryWrite) {
 
 TEST_F(EnvelopeTest, AadBindsNameAndCredentialsVersion) {
   std::string text = Seal("p/1", 3);
-  EXPECT_NE(OpenError(text, "p/2").find("authentication failed"), std::string::npos);
+  EXPECT_EQ(sealer_->Open("p/2", text).code(), ErrorCode::kDataLoss);  // the DEK is bound to the name, too
   EXPECT_NE(OpenError(With(text, "cv", 4)).find("authentication failed"), std::string::npos);
 }
 
@@ -139,6 +140,62 @@ TEST_F(EnvelopeTest, KeyringNeedsItsMasterOrAPreviousOne) {
   ASSERT_TRUE(after.ok()) << after.error().message;
   Sealer s(**after, DefaultRandom());
   EXPECT_TRUE(s.Open("p/1", text).ok());
+}
+
+// An envelope as this build wrote it before DEKs were bound to names: the
+// DEK wrapped with no context, and no "ctx" field.
+std::string LegacyEnvelope(KeyManager& keys, const std::string& name, int64_t cv, const SecretBytes& payload) {
+  auto dk = keys.GenerateDataKey();
+  EXPECT_TRUE(dk.ok());
+  Envelope e;
+  e.kms = keys.Kind();
+  e.key_id = keys.KeyId();
+  e.key_version = dk->version;
+  e.credentials_version = cv;
+  e.wrapped_dek = dk->wrapped;
+  e.nonce = std::string(kGcmNonceSize, '\x5a');
+  e.ciphertext = *AesGcmSeal(dk->plaintext, e.nonce, EnvelopeAad(name, cv), payload.view());
+  return SerializeEnvelope(e);
+}
+
+TEST_F(EnvelopeTest, SealBindsTheDekToTheSecretName) {
+  std::string text = Seal("p/1", 3);
+  auto e = *ParseEnvelope(text);
+  EXPECT_TRUE(e.context_bound);
+  EXPECT_NE(text.find("\"ctx\":1"), std::string::npos);
+  EXPECT_TRUE(keys_->Decrypt(e.key_version, e.wrapped_dek, "p/1").ok());
+  // The DEK itself does not unwrap under another secret's name, nor under none.
+  EXPECT_EQ(keys_->Decrypt(e.key_version, e.wrapped_dek, "p/2").code(), ErrorCode::kDataLoss);
+  EXPECT_EQ(keys_->Decrypt(e.key_version, e.wrapped_dek).code(), ErrorCode::kDataLoss);
+  // Dropping "ctx" does not get it opened without its context either.
+  EXPECT_FALSE(sealer_->Open("p/1", With(text, "ctx", nullptr)).ok());
+}
+
+TEST_F(EnvelopeTest, EnvelopeWithoutContextOpensAndRewrapBindsIt) {
+  std::string old = LegacyEnvelope(*keys_, "p/1", 3, payload_);
+  EXPECT_EQ(old.find("ctx"), std::string::npos);
+  auto opened = sealer_->Open("p/1", old);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  EXPECT_EQ(opened->payload, payload_);
+  // Already on the primary version, but not bound to its name: moved anyway.
+  auto moved = sealer_->Rewrap("p/1", old, 1, false);
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  auto e = *ParseEnvelope(*moved);
+  EXPECT_TRUE(e.context_bound);
+  EXPECT_EQ(e.ciphertext, ParseEnvelope(old)->ciphertext);  // the payload is untouched
+  EXPECT_EQ(sealer_->Open("p/1", *moved)->payload, payload_);
+  EXPECT_EQ(keys_->Decrypt(e.key_version, e.wrapped_dek, "p/2").code(), ErrorCode::kDataLoss);
+  EXPECT_EQ(sealer_->Rewrap("p/1", *moved, 1, false).code(), ErrorCode::kAlreadyExists);
+}
+
+TEST_F(EnvelopeTest, ContextFieldIsOptionalAndStrict) {
+  std::string text = Seal();
+  EXPECT_NE(OpenError(With(text, "ctx", 2)).find("\"ctx\" is out of range"), std::string::npos);
+  EXPECT_NE(OpenError(With(text, "ctx", "1")).find("\"ctx\" must be an integer"), std::string::npos);
+  auto e = *ParseEnvelope(text);
+  EXPECT_EQ(SerializeEnvelope(e), text);
+  e.context_bound = false;
+  EXPECT_FALSE(ParseEnvelope(SerializeEnvelope(e))->context_bound);
 }
 
 }  // namespace

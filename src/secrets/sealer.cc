@@ -3,17 +3,27 @@
 #include "secrets/aes_gcm.h"
 
 namespace dyad {
+namespace {
+
+// The KMS context a stored DEK was wrapped with: the secret name, or none
+// for an envelope written before names were bound.
+std::string_view KeyContext(const Envelope& e, std::string_view secret_name) {
+  return e.context_bound ? secret_name : std::string_view();
+}
+
+}  // namespace
 
 Result<std::string> Sealer::Seal(std::string_view secret_name, int64_t credentials_version,
                                  const SecretBytes& payload) {
   if (mode_ == SealMode::kProvider) return std::string(payload.view());
-  DYAD_ASSIGN_OR_RETURN(DataKey dek, keys_.GenerateDataKey());
+  DYAD_ASSIGN_OR_RETURN(DataKey dek, keys_.GenerateDataKey(secret_name));
   Envelope e;
   e.kms = keys_.Kind();
   e.key_id = keys_.KeyId();
   e.key_version = dek.version;
   e.credentials_version = credentials_version;
   e.wrapped_dek = std::move(dek.wrapped);
+  e.context_bound = true;
   e.nonce.assign(kGcmNonceSize, '\0');
   DYAD_RETURN_IF_ERROR(random_.Fill(reinterpret_cast<uint8_t*>(e.nonce.data()), e.nonce.size()));
   DYAD_ASSIGN_OR_RETURN(e.ciphertext, AesGcmSeal(dek.plaintext, e.nonce, EnvelopeAad(secret_name, credentials_version),
@@ -29,7 +39,7 @@ Result<OpenedSecret> Sealer::Open(std::string_view secret_name, std::string_view
                                                          "', not the configured " + keys_.Kind() + " key '" +
                                                          keys_.KeyId() + "'");
   }
-  DYAD_ASSIGN_OR_RETURN(SecretBytes dek, keys_.Decrypt(e.key_version, e.wrapped_dek));
+  DYAD_ASSIGN_OR_RETURN(SecretBytes dek, keys_.Decrypt(e.key_version, e.wrapped_dek, KeyContext(e, secret_name)));
   auto payload = AesGcmOpen(dek, e.nonce, EnvelopeAad(secret_name, e.credentials_version), e.ciphertext);
   if (!payload.ok()) {
     return MakeError(ErrorCode::kDataLoss, "envelope of '" + std::string(secret_name) +
@@ -42,12 +52,14 @@ Result<std::string> Sealer::Rewrap(std::string_view secret_name, std::string_vie
                                    bool force) {
   if (mode_ == SealMode::kProvider) return std::string(envelope_text);
   DYAD_ASSIGN_OR_RETURN(Envelope e, ParseEnvelope(envelope_text));
-  if (e.key_version >= primary && !force) {
+  if (e.key_version >= primary && e.context_bound && !force) {
     return MakeError(ErrorCode::kAlreadyExists, "already on the primary key version");
   }
-  DYAD_ASSIGN_OR_RETURN(WrappedKey moved, keys_.ReEncrypt(e.key_version, e.wrapped_dek));
+  DYAD_ASSIGN_OR_RETURN(WrappedKey moved,
+                        keys_.ReEncrypt(e.key_version, e.wrapped_dek, KeyContext(e, secret_name), secret_name));
   e.wrapped_dek = std::move(moved.wrapped);
   e.key_version = moved.version;
+  e.context_bound = true;
   std::string text = SerializeEnvelope(e);
   DYAD_RETURN_IF_ERROR(Open(secret_name, text));  // verify before it replaces the old blob
   return text;

@@ -2,9 +2,11 @@
 //
 // Seal() draws a fresh DEK per call, encrypts the payload with AES-256-GCM
 // under a random 96-bit nonce and the envelope AAD, and returns the envelope
-// document. Open() parses, unwraps and decrypts, failing with kDataLoss on
-// any tampering. Rewrap() moves an envelope to the primary key version
-// without touching the payload ciphertext, and checks the result opens.
+// document; the DEK is bound to the secret name as its KMS context. Open()
+// parses, unwraps and decrypts, failing with kDataLoss on any tampering.
+// Rewrap() moves an envelope to the primary key version, and an envelope
+// written before names were bound to its name's context, without touching
+// the payload ciphertext, and checks the result opens.
 //
 // In provider mode (SECRETS_ENCRYPTION_MODE=provider) the store's own
 // encryption is relied on: Seal() and Open() pass the payload (the
@@ -37,7 +39,7 @@ class Sealer {
   Result<std::string> Seal(std::string_view secret_name, int64_t credentials_version, const SecretBytes& payload);
   Result<OpenedSecret> Open(std::string_view secret_name, std::string_view envelope_text);
   // Returns the rewrapped document, or kAlreadyExists when it already uses
-  // the primary version and `force` is false.
+  // the primary version and its name's context and `force` is false.
   Result<std::string> Rewrap(std::string_view secret_name, std::string_view envelope_text, uint32_t primary, bool force);
 
  private:

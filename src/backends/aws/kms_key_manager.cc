@@ -46,10 +46,12 @@ class KmsKeyManager final : public KeyManager {
     return Reload();
   }
 
-  Result<DataKey> GenerateDataKey() override {
+  Result<DataKey> GenerateDataKey(std::string_view context) override {
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
     uint32_t version = Primary();
-    DYAD_ASSIGN_OR_RETURN(json answer, Send("GenerateDataKey", {{"KeyId", reference_}, {"KeySpec", "AES_256"}}, arn));
+    json request = {{"KeyId", reference_}, {"KeySpec", "AES_256"}};
+    WithContext(request, "EncryptionContext", context);
+    DYAD_ASSIGN_OR_RETURN(json answer, Send("GenerateDataKey", request, arn));
     DataKey dk;
     DYAD_ASSIGN_OR_RETURN(std::string plain, Bytes(answer, "Plaintext", "GenerateDataKey"));
     dk.plaintext = SecretBytes(plain);
@@ -63,26 +65,29 @@ class KmsKeyManager final : public KeyManager {
     return dk;
   }
 
-  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped) override {
+  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
     DYAD_RETURN_IF_ERROR(CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
-    DYAD_ASSIGN_OR_RETURN(json answer,
-                          Send("Decrypt", {{"CiphertextBlob", Base64Encode(wrapped)}, {"KeyId", reference_}}, arn));
+    json request = {{"CiphertextBlob", Base64Encode(wrapped)}, {"KeyId", reference_}};
+    WithContext(request, "EncryptionContext", context);
+    DYAD_ASSIGN_OR_RETURN(json answer, Send("Decrypt", request, arn));
     DYAD_ASSIGN_OR_RETURN(std::string plain, Bytes(answer, "Plaintext", "Decrypt"));
     SecretBytes key(plain);
     Cleanse(plain);
     return key;
   }
 
-  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) override {
+  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
+                               std::string_view to_context) override {
     DYAD_RETURN_IF_ERROR(CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
     uint32_t primary = Primary();
-    DYAD_ASSIGN_OR_RETURN(json answer, Send("ReEncrypt",
-                                            {{"CiphertextBlob", Base64Encode(wrapped)},
-                                             {"SourceKeyId", reference_},
-                                             {"DestinationKeyId", reference_}},
-                                            arn));
+    json request = {{"CiphertextBlob", Base64Encode(wrapped)},
+                    {"SourceKeyId", reference_},
+                    {"DestinationKeyId", reference_}};
+    WithContext(request, "SourceEncryptionContext", from_context);
+    WithContext(request, "DestinationEncryptionContext", to_context);
+    DYAD_ASSIGN_OR_RETURN(json answer, Send("ReEncrypt", request, arn));
     WrappedKey out;
     DYAD_ASSIGN_OR_RETURN(out.wrapped, Bytes(answer, "CiphertextBlob", "ReEncrypt"));
     out.version = primary;
@@ -122,6 +127,30 @@ class KmsKeyManager final : public KeyManager {
       return st.Bind(1, row_key_).Bind(2, static_cast<int64_t>(version)).Run();
     }));
     return Reload();
+  }
+
+  // DescribeKey, every time (one cheap call): the key answers, is the one
+  // first resolved (an alias moved to another key is not), and is enabled.
+  Status Probe() override {
+    DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call("DescribeKey", json{{"KeyId", reference_}}.dump()));
+    auto j = json::parse(text, nullptr, false);
+    if (!j.is_object() || !j.contains("KeyMetadata") || !j["KeyMetadata"].is_object()) {
+      return MakeError(ErrorCode::kUnavailable, "DescribeKey: the answer has no KeyMetadata");
+    }
+    const json& meta = j["KeyMetadata"];
+    std::string arn = meta.value("Arn", "");
+    {
+      std::lock_guard lock(mu_);
+      if (!arn_.empty() && arn != arn_) {
+        return MakeError(ErrorCode::kFailedPrecondition, "KMS key " + key_id_ + " is now '" + arn +
+                                                             "', not the key '" + arn_ + "' this process resolved");
+      }
+    }
+    std::string state = meta.value("KeyState", "Enabled");
+    if (state != "Enabled") {
+      return MakeError(ErrorCode::kFailedPrecondition, "KMS key " + key_id_ + " is " + state + ", not Enabled");
+    }
+    return OkStatus();
   }
 
   Result<KeyState> Describe() override {
@@ -296,6 +325,12 @@ class KmsKeyManager final : public KeyManager {
                                                  arn + "'");
     }
     return j;
+  }
+
+  // The secret a data key protects, as its EncryptionContext: KMS then
+  // refuses to unwrap it under any other name. Nothing for an empty context.
+  static void WithContext(json& request, const char* field, std::string_view context) {
+    if (!context.empty()) request[field] = json{{"secret", std::string(context)}};
   }
 
   static Result<std::string> Bytes(json& answer, const char* field, const std::string& action) {

@@ -1,7 +1,10 @@
 // The AWS KMS KeyManager: data keys from GenerateDataKey (AES_256), unwrapped
 // by Decrypt and moved to the current key material by ReEncrypt, each answer's
 // KeyId checked against the configured key's ARN (DescribeKey, resolved on
-// first use so the service starts while KMS is down).
+// first use so the service starts while KMS is down). The secret a data key
+// protects goes with every call as EncryptionContext {"secret": NAME}, so a
+// wrapped DEK unwraps under its own secret's name only. Probe() is a
+// DescribeKey, for health.
 //
 // ENCRYPTION_KEY_ID may be a key id, a key or alias ARN, "alias/NAME", or a
 // bare NAME (taken as alias/NAME). Key versions are the gateway's, kept in the

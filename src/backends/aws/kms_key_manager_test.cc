@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "core/encoding.h"
 #include "testing/fakes.h"
 
@@ -115,6 +117,53 @@ TEST_F(KmsTest, RotationsKmsMakesOnItsOwnBecomeVersions) {
   http->Then(400, R"({"__type":"AccessDeniedException","message":"kms:ListKeyRotations"})");
   clock_.Advance(std::chrono::seconds(1));
   EXPECT_EQ(km->Describe()->primary_version, 3u);  // not allowed to list: the registry's versions stand
+}
+
+TEST_F(KmsTest, TheSecretNameIsTheEncryptionContext) {
+  testing::ScriptedTransport* http;
+  auto km = Open(http);
+  std::string plain(32, 'p');
+  http->Then(200, Described());
+  http->Then(200, R"({"KeyId":")" + kArn + R"(","Plaintext":")" + Base64Encode(plain) +
+                      R"(","CiphertextBlob":")" + Base64Encode("blob") + "\"}");
+  ASSERT_TRUE(km->GenerateDataKey("dyad/providers/a").ok());
+  auto sent = [&](size_t i) { return nlohmann::json::parse(http->calls.at(i).body); };
+  const nlohmann::json context = {{"secret", "dyad/providers/a"}};
+  EXPECT_EQ(sent(1)["EncryptionContext"], context);
+
+  http->Then(200, R"({"KeyId":")" + kArn + R"(","Plaintext":")" + Base64Encode(plain) + "\"}");
+  ASSERT_TRUE(km->Decrypt(1, "blob", "dyad/providers/a").ok());
+  EXPECT_EQ(sent(2)["EncryptionContext"], context);
+  ASSERT_TRUE(km->Decrypt(1, "blob").ok());  // written before names were bound: no context
+  EXPECT_FALSE(sent(3).contains("EncryptionContext"));
+
+  // A rewrap moves such a key to its name.
+  http->Then(200, R"({"KeyId":")" + kArn + R"(","CiphertextBlob":")" + Base64Encode("moved") + "\"}");
+  ASSERT_TRUE(km->ReEncrypt(1, "blob", "", "dyad/providers/a").ok());
+  EXPECT_FALSE(sent(4).contains("SourceEncryptionContext"));
+  EXPECT_EQ(sent(4)["DestinationEncryptionContext"], context);
+  ASSERT_TRUE(km->ReEncrypt(1, "blob", "dyad/providers/a", "dyad/providers/a").ok());
+  EXPECT_EQ(sent(5)["SourceEncryptionContext"], context);
+}
+
+TEST_F(KmsTest, ProbeAsksKmsEveryTime) {
+  testing::ScriptedTransport* http;
+  auto km = Open(http);
+  http->Then(200, Described());
+  EXPECT_TRUE(km->Probe().ok());
+  http->ThenFail(MakeError(ErrorCode::kUnavailable, "connection refused"));
+  Status down = km->Probe();
+  EXPECT_EQ(down.code(), ErrorCode::kUnavailable);
+  EXPECT_TRUE(km->Describe().ok());  // the versions are the registry's: no answer from KMS in them
+  http->Then(200, R"({"KeyMetadata":{"Arn":")" + kArn + R"(","KeyState":"PendingDeletion"}})");
+  Status pending = km->Probe();
+  EXPECT_EQ(pending.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(pending.error().message.find("PendingDeletion"), std::string::npos);
+  size_t before = http->calls.size();
+  http->Then(200, R"({"KeyMetadata":{"Arn":")" + kArn + R"(","KeyState":"Enabled"}})");
+  EXPECT_TRUE(km->Probe().ok());
+  EXPECT_EQ(http->calls.size(), before + 1);
+  EXPECT_EQ(testing::ScriptedTransport::HeaderOf(http->calls.back(), "X-Amz-Target"), "TrentService.DescribeKey");
 }
 
 }  // namespace

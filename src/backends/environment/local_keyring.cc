@@ -17,6 +17,17 @@ std::string VersionAad(std::string_view label, const std::string& key_id, uint32
   return std::string(label) + '\0' + key_id + '\0' + std::to_string(version);
 }
 
+// The AAD of a wrapped DEK. Without a context it is what it always was (so
+// keys wrapped before contexts were bound still open); with one, the
+// context is bound too, length-prefixed under a label of its own.
+std::string DekAad(const std::string& key_id, uint32_t version, std::string_view context) {
+  if (context.empty()) return VersionAad("dyad-dek-v1", key_id, version);
+  std::string aad = VersionAad("dyad-dek-v2", key_id, version);
+  aad += '\0' + std::to_string(context.size()) + ':';
+  aad.append(context);
+  return aad;
+}
+
 class LocalKeyring final : public KeyManager {
  public:
   LocalKeyring(LocalKeyringOptions options, std::shared_ptr<SqliteDb> db, Random& random, const Clock& clock)
@@ -58,18 +69,18 @@ class LocalKeyring final : public KeyManager {
     return OkStatus();
   }
 
-  Result<DataKey> GenerateDataKey() override {
+  Result<DataKey> GenerateDataKey(std::string_view context) override {
     DataKey dk;
     dk.plaintext = SecretBytes(kAesKeySize);
     DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), kAesKeySize));
     std::shared_lock lock(mu_);
     dk.version = primary_;
     DYAD_RETURN_IF_ERROR(CountEncryption(dk.version));
-    DYAD_ASSIGN_OR_RETURN(dk.wrapped, Wrap(versions_.at(primary_).key, primary_, dk.plaintext));
+    DYAD_ASSIGN_OR_RETURN(dk.wrapped, Wrap(versions_.at(primary_).key, primary_, dk.plaintext, context));
     return dk;
   }
 
-  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped) override {
+  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
     if (wrapped.size() != kWrappedSize) {
       return MakeError(ErrorCode::kDataLoss, "local keyring: wrapped key has " + std::to_string(wrapped.size()) +
                                                  " bytes, expected " + std::to_string(kWrappedSize));
@@ -83,7 +94,7 @@ class LocalKeyring final : public KeyManager {
             return MakeError(ErrorCode::kFailedPrecondition, "key version " + std::to_string(version) + " is retired");
           }
           auto dek = AesGcmOpen(it->second.key, wrapped.substr(0, kGcmNonceSize),
-                                VersionAad("dyad-dek-v1", options_.key_id, version), wrapped.substr(kGcmNonceSize));
+                                DekAad(options_.key_id, version, context), wrapped.substr(kGcmNonceSize));
           if (!dek.ok()) {
             return MakeError(ErrorCode::kDataLoss, "local keyring: wrapped key does not authenticate under version " +
                                                        std::to_string(version));
@@ -97,13 +108,14 @@ class LocalKeyring final : public KeyManager {
                                                std::to_string(version));
   }
 
-  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) override {
-    DYAD_ASSIGN_OR_RETURN(SecretBytes dek, Decrypt(version, wrapped));
+  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
+                               std::string_view to_context) override {
+    DYAD_ASSIGN_OR_RETURN(SecretBytes dek, Decrypt(version, wrapped, from_context));
     std::shared_lock lock(mu_);
     WrappedKey out;
     out.version = primary_;
     DYAD_RETURN_IF_ERROR(CountEncryption(out.version));
-    DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(versions_.at(primary_).key, primary_, dek));
+    DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(versions_.at(primary_).key, primary_, dek, to_context));
     return out;
   }
 
@@ -193,11 +205,10 @@ class LocalKeyring final : public KeyManager {
     return OkStatus();
   }
 
-  Result<std::string> Wrap(const SecretBytes& key, uint32_t version, const SecretBytes& dek) {
+  Result<std::string> Wrap(const SecretBytes& key, uint32_t version, const SecretBytes& dek, std::string_view context) {
     std::string nonce(kGcmNonceSize, '\0');
     DYAD_RETURN_IF_ERROR(random_.Fill(reinterpret_cast<uint8_t*>(nonce.data()), nonce.size()));
-    DYAD_ASSIGN_OR_RETURN(std::string ct, AesGcmSeal(key, nonce, VersionAad("dyad-dek-v1", options_.key_id, version),
-                                                     dek.view()));
+    DYAD_ASSIGN_OR_RETURN(std::string ct, AesGcmSeal(key, nonce, DekAad(options_.key_id, version, context), dek.view()));
     return nonce + ct;
   }
 

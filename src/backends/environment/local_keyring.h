@@ -4,7 +4,8 @@
 //
 // At open, every version is unsealed; a version sealed under a master listed
 // in ENCRYPTION_KEY_PREVIOUS is re-sealed under the current master. DEKs are
-// wrapped as nonce ‖ ciphertext ‖ tag with AAD binding key id and version.
+// wrapped as nonce ‖ ciphertext ‖ tag with AAD binding key id, version and
+// the context (when one is given).
 // Thread-safe; a version unknown in memory is looked up again in the
 // database, so a rotation by another process on the same database is seen.
 #pragma once
