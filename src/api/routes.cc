@@ -37,11 +37,13 @@ json HealthJson(const SecretsHealth& h) {
       versions.push_back({{"version", v.version}, {"state", v.state}, {"createdAt", v.created_at},
                           {"encryptionsUpperBound", v.encryptions}});  // recorded a block ahead of use
     }
-    j["keyManager"] = {{"status", "healthy"},
+    // The versions come from the registry; the status from the KMS itself.
+    j["keyManager"] = {{"status", h.key_error.empty() ? "healthy" : "unhealthy"},
                        {"kind", h.key_state->kind},
                        {"keyId", h.key_state->key_id},
                        {"primaryVersion", h.key_state->primary_version},
                        {"versions", versions}};
+    if (!h.key_error.empty()) j["keyManager"]["error"] = h.key_error;
   } else {
     j["keyManager"] = {{"status", "unhealthy"}, {"error", h.key_error}};
   }

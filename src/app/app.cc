@@ -60,8 +60,16 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.fallback_enabled = config.fallback_enabled;
   so.fallback_to_env = config.fallback_to_env;
   so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
+  DYAD_ASSIGN_OR_RETURN(so.fingerprint_key, DeploymentFingerprintKey(*p.db, DefaultRandom()));
   p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics,
                                                clock, DefaultRandom(), config.env);
+  // A key that did not seal the data already stored is a start-up error,
+  // not a healthy service whose every read fails. A store down at start is
+  // not: the service starts and reports it in health.
+  if (Status keys = p.secrets->CheckStoredKeys(3); !keys.ok()) {
+    if (keys.code() != ErrorCode::kUnavailable) return keys.error();
+    spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
+  }
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
   KeyRotationService::Options ro{config.secrets_prefix, 500, p.backend.rotation_parallelism};
   p.rotation = std::make_unique<KeyRotationService>(ro, p.db, *p.secrets, *p.audit, clock);
@@ -76,6 +84,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     if (!resumed.ok()) spdlog::error("cannot resume the interrupted key rotation: {}", resumed.error().message);
     else if (*resumed) spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
     p.scheduler->StartThread();
+    p.secrets->Health();  // the first probe, so that the first /readyz has an answer
+    p.secrets->AwaitProbe(std::chrono::seconds(2));
   }
 
   auto orphans = p.secrets->ReconcileOrphans();

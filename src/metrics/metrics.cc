@@ -71,6 +71,8 @@ struct Metrics::Impl {
       .Help("Key manager call latency by operation").Register(*registry);
   pm::Family<pm::Counter>& fallback = pm::BuildCounter().Name("dyad_fallback_reads_total")
       .Help("Credential reads answered by the DYAD_PROVIDER_* fallback").Register(*registry);
+  pm::Family<pm::Counter>& tampered = pm::BuildCounter().Name("dyad_secrets_tampered_total")
+      .Help("Stored secrets refused as tampered, by reason (rollback, integrity)").Register(*registry);
   pm::Family<pm::Counter>& http = pm::BuildCounter().Name("dyad_http_requests_total")
       .Help("HTTP requests by status class").Register(*registry);
 
@@ -78,6 +80,7 @@ struct Metrics::Impl {
 
   Impl() {
     for (int c = 1; c <= 5; ++c) http_by_class[c] = &http.Add({{"code", std::to_string(c) + "xx"}});
+    for (const char* reason : {"rollback", "integrity"}) tampered.Add({{"reason", reason}});  // shown at 0
   }
 
   void Observe(pm::Family<pm::Counter>& calls, pm::Family<pm::Histogram>& latency, std::string_view op,
@@ -97,6 +100,7 @@ void Metrics::ObserveKeyManager(std::string_view op, double seconds, bool ok) {
   impl_->Observe(impl_->km_calls, impl_->km_latency, op, seconds, ok);
 }
 void Metrics::CountFallbackRead() { impl_->fallback.Add({}).Increment(); }
+void Metrics::CountTampered(std::string_view reason) { impl_->tampered.Add({{"reason", std::string(reason)}}).Increment(); }
 void Metrics::CountHttpRequest(int status) {
   int c = status / 100;
   impl_->http_by_class[(c >= 1 && c <= 5) ? c : 5]->Increment();

@@ -2,7 +2,13 @@
 
 #include <boost/json.hpp>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "core/encoding.h"
+#include "core/random.h"
+#include "registry/sqlite_db.h"
 
 namespace dyad {
 namespace json = boost::json;
@@ -39,9 +45,42 @@ Result<CredentialFields> CredentialsFromJson(std::string_view text) {
   return fields;
 }
 
-std::string Fingerprint(const CredentialFields& fields) {
+std::string Fingerprint(const SecretBytes& key, const CredentialFields& fields) {
   SecretBytes text = CredentialsToJson(fields);
-  return HexEncode(Sha256(text.view())).substr(0, 16);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(text.data()),
+       text.size(), mac, &len);
+  std::string hex = HexEncode(std::string_view(reinterpret_cast<const char*>(mac), len)).substr(0, 16);
+  OPENSSL_cleanse(mac, sizeof mac);
+  return hex;
+}
+
+Result<SecretBytes> DeploymentFingerprintKey(SqliteDb& db, Random& random) {
+  static constexpr char kSetting[] = "validate.fingerprint_key";
+  SecretBytes fresh(kFingerprintKeySize);
+  DYAD_RETURN_IF_ERROR(random.Fill(fresh.data(), fresh.size()));
+  std::string hex;
+  DYAD_RETURN_IF_ERROR(db.Transaction([&](SqliteConnection& c) -> Status {
+    std::string fresh_hex = HexEncode(fresh.view());
+    DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare("INSERT OR IGNORE INTO settings(key, value) VALUES(?, ?)"));
+    Status s = ins.Bind(1, kSetting).Bind(2, fresh_hex).Run();
+    Cleanse(fresh_hex);
+    DYAD_RETURN_IF_ERROR(s);
+    DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT value FROM settings WHERE key=?"));
+    q.Bind(1, kSetting);
+    DYAD_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) hex = q.Text(0);
+    return OkStatus();
+  }));
+  auto raw = HexDecode(hex);
+  Cleanse(hex);
+  if (!raw || raw->size() != kFingerprintKeySize) {
+    return MakeError(ErrorCode::kDataLoss, std::string("settings: '") + kSetting + "' is not a 32-byte hex key");
+  }
+  SecretBytes key(*raw);
+  Cleanse(*raw);
+  return key;
 }
 
 }  // namespace dyad

@@ -3,8 +3,12 @@
 //
 // The payload sealed in an envelope is the canonical JSON object of the
 // fields (keys sorted, compact). Fingerprint() is the first 16 hex digits of
-// SHA-256 over that text: enough to tell two values apart in an API
-// response, never enough to recover one.
+// HMAC-SHA-256 over that text under a per-deployment key: enough to tell two
+// values apart in an API response, never enough to recover one, and, keyed,
+// no way to confirm a guessed credential offline. The key is 32 random bytes
+// kept in the registry's settings table, made once (INSERT OR IGNORE) so that
+// every instance on one database agrees. Pure functions are thread-safe;
+// DeploymentFingerprintKey fails only when the database does.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +37,12 @@ using CredentialsPtr = std::shared_ptr<const Credentials>;
 SecretBytes CredentialsToJson(const CredentialFields& fields);
 // Parses a JSON object of string values; errors never include values.
 Result<CredentialFields> CredentialsFromJson(std::string_view json);
-std::string Fingerprint(const CredentialFields& fields);
+std::string Fingerprint(const SecretBytes& key, const CredentialFields& fields);
+
+class SqliteDb;
+class Random;
+inline constexpr size_t kFingerprintKeySize = 32;
+// The deployment's fingerprint key, created on first use.
+Result<SecretBytes> DeploymentFingerprintKey(SqliteDb& db, Random& random);
 
 }  // namespace dyad

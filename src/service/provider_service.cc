@@ -138,7 +138,7 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
   if (read.ok()) {
     report.source = read->source;
     report.credentials_version = read->credentials->version;
-    report.fingerprint = Fingerprint(read->credentials->fields);
+    report.fingerprint = secrets_.Fingerprint(read->credentials->fields);  // keyed: no offline guess check
     for (const auto& field : RequiredCredentialFields(p.type)) {
       auto it = read->credentials->fields.find(field);
       if (it == read->credentials->fields.end() || it->second.empty()) missing.push_back(field);

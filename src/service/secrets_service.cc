@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "core/time_format.h"
+#include "secrets/envelope.h"
 
 namespace dyad {
 namespace {
@@ -40,6 +41,12 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
       sealer_(keys, random, options_.seal_mode),
       env_(std::move(env)),
       cache_(options_.cache, clock, [this](std::function<void()> task) { Spawn(std::move(task)); }) {
+  if (options_.fingerprint_key.empty()) {
+    options_.fingerprint_key = SecretBytes(kFingerprintKeySize);
+    if (!random.Fill(options_.fingerprint_key.data(), kFingerprintKeySize).ok()) {
+      for (size_t i = 0; i < kFingerprintKeySize; ++i) options_.fingerprint_key.data()[i] = static_cast<uint8_t>(i);
+    }
+  }
   metrics_.SetCacheStats([this] { return cache_.Stats(); });
   worker_ = std::thread([this] {
     std::unique_lock lock(work_mu_);
@@ -56,6 +63,12 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
 }
 
 SecretsService::~SecretsService() {
+  {
+    std::lock_guard lock(probe_mu_);
+    probe_stopping_ = true;
+  }
+  probe_cv_.notify_all();
+  if (probe_thread_.joinable()) probe_thread_.join();
   {
     std::lock_guard lock(work_mu_);
     stopping_ = true;
@@ -97,8 +110,29 @@ void SecretsService::Audit(AuditEvent event, const Caller& caller) {
   audit_.Record(event);
 }
 
+void SecretsService::RecordTampered(const std::string& provider_id, std::string_view reason, const Error& error) {
+  metrics_.CountTampered(reason);
+  AuditEvent e;
+  e.action = "secret.tampered";
+  e.resource = provider_id;
+  e.source = "store";
+  SetFailure(e, error);
+  e.detail = std::string(reason) + ": " + e.detail;
+  Audit(std::move(e), Caller{});
+}
+
 Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   const std::string name = SecretName(provider_id);
+  // The row before the secret: a write stores the secret and then moves the
+  // row on, so a row read first never names a version newer than the
+  // secret read after it, and a stored version below the row's is a
+  // rollback, never a race with a writer.
+  std::optional<int64_t> row_version;
+  if (auto row = providers_.Get(provider_id); row.ok()) {
+    row_version = row->credentials_version;
+  } else if (row.code() != ErrorCode::kNotFound) {
+    return row.error();
+  }
   auto blob = TimedStore("get", [&] { return store_.Get(name); });
   if (!blob.ok()) {
     if (blob.code() == ErrorCode::kNotFound && store_.Name() == "environment") {
@@ -109,15 +143,25 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   auto t0 = clock_.Now();
   auto opened = sealer_.Open(name, *blob);
   metrics_.ObserveKeyManager("decrypt", Seconds(clock_.Now() - t0).count(), opened.ok());
-  if (!opened.ok()) return opened.error();
+  if (!opened.ok()) {
+    if (opened.code() == ErrorCode::kDataLoss) RecordTampered(provider_id, "integrity", opened.error());
+    return opened.error();
+  }
+  if (sealer_.mode() == SealMode::kEnvelope && row_version && opened->credentials_version < *row_version) {
+    Error rollback = MakeError(ErrorCode::kDataLoss,
+                               "stored credentials of provider '" + provider_id + "' are version " +
+                                   std::to_string(opened->credentials_version) + ", older than the registry's " +
+                                   std::to_string(*row_version) + ": refused as a rollback (tampered)");
+    RecordTampered(provider_id, "rollback", rollback);
+    return rollback;
+  }
   DYAD_ASSIGN_OR_RETURN(CredentialFields fields, CredentialsFromJson(opened->payload.view()));
   auto creds = std::make_shared<Credentials>();
   creds->fields = std::move(fields);
   creds->version = opened->credentials_version;
   creds->key_version = opened->key_version;
-  if (sealer_.mode() == SealMode::kProvider) {  // plain JSON carries no version: the registry row has it
-    auto row = providers_.Get(provider_id);
-    if (row.ok()) creds->version = row->credentials_version;
+  if (sealer_.mode() == SealMode::kProvider && row_version) {  // plain JSON carries no version: the row has it
+    creds->version = *row_version;
   }
   creds->origin = "store";
   return CredentialsPtr(std::move(creds));
@@ -260,27 +304,38 @@ size_t SecretsService::ClearCache(const Caller& caller) {
   return n;
 }
 
+// Health() only reads what the probe thread last found, and asks for a new
+// probe when that is older than probe_interval; a probe running longer than
+// probe_stuck_after is reported as hanging, in the part it waits for.
 SecretsHealth SecretsService::Health() {
   SecretsHealth h;
   h.provider = store_.Name();
   h.cache_enabled = options_.cache_enabled;
   h.cache_size = cache_.Size();
-  h.last_checked = FormatIso8601(clock_.WallNow());
   {
-    std::lock_guard lock(probe_mu_);  // one probe at a time; callers within a second share it
-    if (!last_probe_ || clock_.Now() - last_probe_->at >= std::chrono::seconds(1)) {
-      BackendProbe p;
-      auto probe = TimedStore("get", [&] { return store_.Get(options_.prefix + "/health-check"); });
-      if (!probe.ok() && probe.code() != ErrorCode::kNotFound) p.store_error = probe.error().message;
-      auto ks = keys_.Describe();
-      if (ks.ok()) p.key_state = std::move(ks).value();
-      else p.key_error = ks.error().message;
-      p.at = clock_.Now();
-      last_probe_ = std::move(p);
+    std::lock_guard lock(probe_mu_);
+    auto now = clock_.Now();
+    bool fresh = last_probe_ && now - last_probe_->at < options_.probe_interval;
+    if (!fresh && !probe_started_ && !probe_wanted_ && !probe_stopping_) {
+      probe_wanted_ = true;
+      if (!probe_thread_.joinable()) probe_thread_ = std::thread([this] { ProbeLoop(); });
+      probe_cv_.notify_one();
     }
-    h.store_error = last_probe_->store_error;
-    h.key_state = last_probe_->key_state;
-    h.key_error = last_probe_->key_error;
+    if (last_probe_) {
+      h.last_checked = last_probe_->checked_at;
+      h.store_error = last_probe_->store_error;
+      h.key_state = last_probe_->key_state;
+      h.key_error = last_probe_->key_error;
+    } else {
+      h.last_checked = FormatIso8601(clock_.WallNow());
+      h.store_error = h.key_error = "no health probe has answered yet";
+    }
+    if (probe_started_ && now - *probe_started_ >= options_.probe_stuck_after) {
+      auto secs = std::chrono::duration_cast<std::chrono::seconds>(now - *probe_started_).count();
+      std::string hung = "has not answered the health probe for " + std::to_string(secs) + " s";
+      if (std::string_view(probe_phase_) == "store") h.store_error = "the secret store " + hung;
+      else h.key_error = "the key manager " + hung;
+    }
   }
   h.audit_ok = audit_.Healthy();
   h.stale_serves = stale_serves_.load();
@@ -291,6 +346,77 @@ SecretsHealth SecretsService::Health() {
   else if (!h.audit_ok || recently_degraded) h.status = "degraded";
   else h.status = "healthy";
   return h;
+}
+
+void SecretsService::ProbeLoop() {
+  std::unique_lock lock(probe_mu_);
+  while (true) {
+    probe_cv_.wait(lock, [this] { return probe_stopping_ || probe_wanted_; });
+    if (probe_stopping_) return;
+    probe_wanted_ = false;
+    probe_started_ = clock_.Now();
+    probe_phase_ = "store";
+    lock.unlock();
+    BackendProbe p;
+    auto probe = TimedStore("get", [&] { return store_.Get(options_.prefix + "/health-check"); });
+    if (!probe.ok() && probe.code() != ErrorCode::kNotFound) p.store_error = probe.error().message;
+    {
+      std::lock_guard phase(probe_mu_);
+      probe_phase_ = "keyManager";
+    }
+    auto t0 = clock_.Now();
+    Status reached = keys_.Probe();
+    metrics_.ObserveKeyManager("probe", Seconds(clock_.Now() - t0).count(), reached.ok());
+    auto ks = keys_.Describe();
+    if (ks.ok()) p.key_state = std::move(ks).value();
+    if (!reached.ok()) p.key_error = reached.error().message;
+    else if (!ks.ok()) p.key_error = ks.error().message;
+    p.at = clock_.Now();
+    p.checked_at = FormatIso8601(clock_.WallNow());
+    lock.lock();
+    last_probe_ = std::move(p);
+    probe_started_.reset();
+    probe_phase_ = "";
+    probe_done_cv_.notify_all();
+  }
+}
+
+bool SecretsService::AwaitProbe(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(probe_mu_);
+  return probe_done_cv_.wait_for(lock, timeout, [this] {
+    return probe_stopping_ || (last_probe_ && !probe_wanted_ && !probe_started_);
+  });
+}
+
+Status SecretsService::CheckStoredKeys(size_t sample) {
+  if (sealer_.mode() == SealMode::kProvider || sample == 0) return OkStatus();
+  auto names = store_.List(options_.prefix + "/providers/");
+  if (!names.ok()) {
+    return MakeError(ErrorCode::kUnavailable, "cannot list the stored secrets: " + names.error().message);
+  }
+  const size_t n = std::min(sample, names->size());
+  for (size_t k = 0; k < n; ++k) {
+    const std::string& name = (*names)[n == 1 ? 0 : k * (names->size() - 1) / (n - 1)];
+    auto blob = store_.Get(name);
+    if (!blob.ok()) {
+      if (blob.code() == ErrorCode::kNotFound) continue;  // deleted meanwhile
+      return MakeError(ErrorCode::kUnavailable, "cannot read " + name + ": " + blob.error().message);
+    }
+    auto e = ParseEnvelope(*blob);
+    if (!e.ok()) continue;  // a damaged one says nothing about the key; reads report it
+    if (e->kms != keys_.Kind() || e->key_id != keys_.KeyId()) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       "the stored credentials (" + name + ") are sealed by " + e->kms + " key '" + e->key_id +
+                           "', but the configured key is " + keys_.Kind() + " key '" + keys_.KeyId() +
+                           "': every read would fail; set ENCRYPTION_KEY_ID (and the backend) back to the key "
+                           "that sealed them");
+    }
+  }
+  return OkStatus();
+}
+
+std::string SecretsService::Fingerprint(const CredentialFields& fields) const {
+  return dyad::Fingerprint(options_.fingerprint_key, fields);
 }
 
 std::vector<ProbeStep> SecretsService::TestConnection(const Caller& caller) {

@@ -7,6 +7,17 @@
 // secret. Writes seal with a fresh DEK, replace the secret and invalidate the
 // cache. Every read that misses the cache, every write and every admin
 // action is audited; nothing here logs a value. Thread-safe.
+//
+// A stored envelope whose credentials version is older than its registry
+// row's is a rollback (an old value put back behind the gateway's back): it
+// is refused with kDataLoss, audited as secret.tampered and counted in
+// /metrics, never served. (Provider mode stores plain JSON with no version,
+// so there the row's version is all there is.)
+//
+// Health() never waits for a backend: a probe thread asks the store and the
+// KMS (at most once a second, when health is asked for) and Health()
+// returns the last answer, or "unhealthy: … has not answered the health
+// probe for N s" while a probe hangs.
 #pragma once
 
 #include <atomic>
@@ -40,6 +51,13 @@ struct SecretsOptions {
   bool fallback_enabled = true;
   bool fallback_to_env = true;
   SealMode seal_mode = SealMode::kEnvelope;
+  // The key of the validate fingerprint (DeploymentFingerprintKey); a
+  // random one for this process when empty.
+  SecretBytes fingerprint_key;
+  // A health probe is asked for when the last answer is this old, and is
+  // reported as hanging when it has run this long.
+  std::chrono::milliseconds probe_interval{1000};
+  std::chrono::milliseconds probe_stuck_after{2000};
 };
 
 // Who asked, for the audit log.
@@ -97,7 +115,18 @@ class SecretsService {
   std::unique_lock<std::mutex> LockProvider(const std::string& provider_id);
 
   size_t ClearCache(const Caller& caller);
+  // Never blocks on a backend (see above); asks for a new probe when due.
   SecretsHealth Health();
+  // Waits (real time, up to `timeout`) until no probe is due or running
+  // and one has answered; false on timeout. For start-up and tests.
+  bool AwaitProbe(std::chrono::milliseconds timeout);
+  // Start-up check that the configured key sealed the data already stored:
+  // reads up to `sample` stored secrets spread over the list and fails with
+  // kFailedPrecondition naming both key ids when one was sealed by another
+  // key; kUnavailable (not a mismatch) when the store cannot be read.
+  Status CheckStoredKeys(size_t sample);
+  // The validate fingerprint of `fields` under the deployment's key.
+  std::string Fingerprint(const CredentialFields& fields) const;
   std::vector<ProbeStep> TestConnection(const Caller& caller);
   // Opens every stored provider secret; names the first that fails.
   struct VerifyReport {
@@ -122,6 +151,8 @@ class SecretsService {
   template <typename F>
   auto TimedStore(std::string_view op, F&& f);
   void Spawn(std::function<void()> task);
+  void RecordTampered(const std::string& provider_id, std::string_view reason, const Error& error);
+  void ProbeLoop();
 
   SecretsOptions options_;
   SecretStore& store_;
@@ -136,17 +167,25 @@ class SecretsService {
   std::atomic<uint64_t> stale_serves_{0}, fallback_reads_{0};
   std::atomic<int64_t> last_degraded_ns_{INT64_MIN / 2};
   std::array<std::mutex, 64> provider_locks_;
-  // The backend half of Health() (a store probe, the key state), reused for
-  // a second: /readyz is unauthenticated, and with a cloud backend every
-  // probe is a billed API call that shares the account's request quota with
-  // the gateway's own reads.
+  // The backend half of Health() (a store probe, a KMS probe, the key
+  // state), made by probe_thread_ and reused for probe_interval: /readyz is
+  // unauthenticated, and with a cloud backend every probe is a billed API
+  // call that shares the account's request quota with the gateway's reads.
   struct BackendProbe {
     Clock::Instant at;
+    std::string checked_at;
     std::string store_error, key_error;
     std::optional<KeyState> key_state;
   };
   std::mutex probe_mu_;
+  std::condition_variable probe_cv_;       // a probe is wanted, or stopping
+  std::condition_variable probe_done_cv_;  // a probe answered
   std::optional<BackendProbe> last_probe_;
+  bool probe_wanted_ = false;
+  bool probe_stopping_ = false;
+  std::optional<Clock::Instant> probe_started_;  // while one runs
+  const char* probe_phase_ = "";                // what it waits for
+  std::thread probe_thread_;                    // started on first use
 
   // Refresh-ahead worker (declared last: stopped first).
   std::mutex work_mu_;

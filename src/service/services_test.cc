@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+
 #include "backends/environment/local_keyring.h"
+#include "core/encoding.h"
 #include "registry/sqlite_provider_repository.h"
 #include "service/provider_service.h"
 #include "service/secrets_service.h"
@@ -11,6 +14,58 @@ namespace {
 
 using namespace std::chrono_literals;
 constexpr char kCanary[] = "sk-CANARY-7f3a9b";
+
+// A KeyManager in front of a real one whose Probe() can fail, or hang until
+// released (a KMS that stopped answering).
+class ControlledKeys final : public KeyManager {
+ public:
+  explicit ControlledKeys(KeyManager& inner) : inner_(inner) {}
+  const std::string& Kind() const override { return inner_.Kind(); }
+  const std::string& KeyId() const override { return inner_.KeyId(); }
+  Result<DataKey> GenerateDataKey(std::string_view c) override { return inner_.GenerateDataKey(c); }
+  Result<SecretBytes> Decrypt(uint32_t v, std::string_view w, std::string_view c) override {
+    return inner_.Decrypt(v, w, c);
+  }
+  Result<WrappedKey> ReEncrypt(uint32_t v, std::string_view w, std::string_view from, std::string_view to) override {
+    return inner_.ReEncrypt(v, w, from, to);
+  }
+  Result<uint32_t> Rotate() override { return inner_.Rotate(); }
+  Status Retire(uint32_t v) override { return inner_.Retire(v); }
+  Result<KeyState> Describe() override { return inner_.Describe(); }
+  Status Probe() override {
+    std::unique_lock lock(mu_);
+    ++entered_;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return !hang_; });
+    return answer_;
+  }
+  void Answer(Status s) {
+    std::lock_guard lock(mu_);
+    answer_ = std::move(s);
+  }
+  void Hang(bool hang) {
+    std::lock_guard lock(mu_);
+    hang_ = hang;
+    cv_.notify_all();
+  }
+  int Probes() {
+    std::lock_guard lock(mu_);
+    return entered_;
+  }
+  // Waits for the n-th probe to have started (an event, not a sleep).
+  void AwaitProbeStarted(int n) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return entered_ >= n; });
+  }
+
+ private:
+  KeyManager& inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool hang_ = false;
+  int entered_ = 0;
+  Status answer_;
+};
 
 class ServicesTest : public ::testing::Test {
  protected:
@@ -40,6 +95,12 @@ class ServicesTest : public ::testing::Test {
     return *r;
   }
   std::string ApiKey(const CredentialRead& r) { return std::string(r.credentials->fields.at("api_key").view()); }
+  // Health after a probe that started now has answered.
+  SecretsHealth Probed(SecretsService& s) {
+    s.Health();
+    EXPECT_TRUE(s.AwaitProbe(30s));
+    return s.Health();
+  }
 
   testing::TempDir dir_;
   FakeClock clock_;
@@ -131,15 +192,48 @@ TEST_F(ServicesTest, DeleteRemovesRowAndSecret) {
 
 TEST_F(ServicesTest, HealthProbesTheBackendAtMostOncePerSecond) {
   int before = store_.gets.load();
+  EXPECT_EQ(Probed(*secrets_).status, "healthy");
   for (int i = 0; i < 50; ++i) EXPECT_EQ(secrets_->Health().status, "healthy");
   EXPECT_EQ(store_.gets.load() - before, 1);
   store_.Fail(MakeError(ErrorCode::kPermissionDenied, "AccessDenied"));
   EXPECT_EQ(secrets_->Health().status, "healthy");  // the probe of a moment ago still stands
   clock_.Advance(std::chrono::seconds(1));
-  auto h = secrets_->Health();
+  auto h = Probed(*secrets_);
   EXPECT_EQ(h.status, "unhealthy");
   EXPECT_EQ(h.store_error, "AccessDenied");
   EXPECT_EQ(store_.gets.load() - before, 2);
+}
+
+TEST_F(ServicesTest, HealthNeverWaitsForAHangingKeyManager) {
+  ControlledKeys keys(*keys_);
+  SecretsService s(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  EXPECT_EQ(Probed(s).status, "healthy");
+  keys.Hang(true);
+  clock_.Advance(1s);
+  EXPECT_EQ(s.Health().status, "healthy");  // asks for a probe, answers with the last one at once
+  keys.AwaitProbeStarted(2);
+  clock_.Advance(3s);
+  auto started = std::chrono::steady_clock::now();
+  auto h = s.Health();  // the probe hangs in the KMS: Health does not
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);
+  EXPECT_EQ(h.status, "unhealthy");
+  EXPECT_EQ(h.key_error, "the key manager has not answered the health probe for 3 s");
+  EXPECT_TRUE(h.store_error.empty());
+  EXPECT_EQ(keys.Probes(), 2);  // no pile of probes behind the one that hangs
+  keys.Hang(false);
+  ASSERT_TRUE(s.AwaitProbe(30s));
+  EXPECT_EQ(s.Health().status, "healthy");
+}
+
+TEST_F(ServicesTest, UnreachableKmsMakesTheKeyManagerUnhealthy) {
+  ControlledKeys keys(*keys_);
+  SecretsService s(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  keys.Answer(MakeError(ErrorCode::kUnavailable, "KMS: connection refused"));
+  auto h = Probed(s);
+  EXPECT_EQ(h.status, "unhealthy");
+  EXPECT_EQ(h.key_error, "KMS: connection refused");
+  ASSERT_TRUE(h.key_state.has_value());  // the versions the registry knows are still shown
+  EXPECT_TRUE(h.store_error.empty());
 }
 
 TEST_F(ServicesTest, FallbackOnUnavailabilityOnly) {
@@ -151,7 +245,7 @@ TEST_F(ServicesTest, FallbackOnUnavailabilityOnly) {
   EXPECT_EQ(r->source, "fallback");
   EXPECT_EQ(ApiKey(*r), "from-env");
   EXPECT_EQ(secrets_->Health().fallback_reads, 1u);
-  EXPECT_EQ(secrets_->Health().status, "unhealthy");
+  EXPECT_EQ(Probed(*secrets_).store_error, "connection refused");
 
   store_.Fail(MakeError(ErrorCode::kPermissionDenied, "AccessDenied"));
   EXPECT_EQ(secrets_->Get(p.id, caller_).code(), ErrorCode::kPermissionDenied);
@@ -243,6 +337,77 @@ TEST_F(ServicesTest, CanaryNeverInAuditEvents) {
     }
   }
   EXPECT_EQ(metrics_.Render().find(kCanary), std::string::npos);
+}
+
+TEST_F(ServicesTest, RolledBackSecretIsRefusedAuditedAndCounted) {
+  Provider p = Create("openai", "v1");
+  std::string name = secrets_->SecretName(p.id);
+  std::string v1 = store_.data().at(name);
+  CredentialFields next;
+  next.emplace("api_key", SecretBytes("v2"));
+  ASSERT_TRUE(providers_->RotateCredentials(p.id, next, caller_).ok());
+  ASSERT_TRUE(store_.Put(name, v1).ok());  // the old, validly sealed value put back behind the gateway's back
+  secrets_->cache().Clear();
+  auto r = secrets_->Get(p.id, caller_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.code(), ErrorCode::kDataLoss);
+  EXPECT_NE(r.error().message.find("version 1, older than the registry's 2"), std::string::npos);
+  bool audited = false;
+  for (const auto& e : audit_.events()) {
+    audited = audited || (e.action == "secret.tampered" && e.resource == p.id && e.detail.rfind("rollback: ", 0) == 0);
+  }
+  EXPECT_TRUE(audited);
+  EXPECT_NE(metrics_.Render().find("dyad_secrets_tampered_total{reason=\"rollback\"} 1"), std::string::npos);
+  auto report = providers_->Validate(p.id, caller_);
+  ASSERT_TRUE(report.ok());
+  EXPECT_FALSE(report->valid);
+  // The current value (or a newer one a writer has not yet recorded) is served.
+  ASSERT_TRUE(providers_->RotateCredentials(p.id, next, caller_).ok());
+  EXPECT_EQ(ApiKey(*secrets_->Get(p.id, caller_)), "v2");
+}
+
+TEST_F(ServicesTest, StartupKeyCheckNamesBothKeys) {
+  EXPECT_TRUE(secrets_->CheckStoredKeys(3).ok());  // nothing stored yet
+  for (int i = 0; i < 5; ++i) Create("p" + std::to_string(i));
+  EXPECT_TRUE(secrets_->CheckStoredKeys(3).ok());
+  auto other = NewLocalKeyring({"k-changed", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_);
+  ASSERT_TRUE(other.ok());
+  SecretsService s(SecretsOptions{}, store_, **other, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  Status wrong = s.CheckStoredKeys(3);
+  EXPECT_EQ(wrong.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(wrong.error().message.find("local key 'k'"), std::string::npos) << wrong.error().message;
+  EXPECT_NE(wrong.error().message.find("local key 'k-changed'"), std::string::npos) << wrong.error().message;
+  store_.Fail(MakeError(ErrorCode::kUnavailable, "down"));
+  EXPECT_EQ(s.CheckStoredKeys(3).code(), ErrorCode::kUnavailable);  // not a mismatch: starts, health shows it
+}
+
+TEST_F(ServicesTest, FingerprintIsKeyedPerDeployment) {
+  auto key = DeploymentFingerprintKey(*db_, DefaultRandom());
+  ASSERT_TRUE(key.ok()) << key.error().message;
+  EXPECT_EQ(key->size(), kFingerprintKeySize);
+  EXPECT_TRUE(*DeploymentFingerprintKey(*db_, DefaultRandom()) == *key);  // made once: instances on one database agree
+  testing::TempDir elsewhere;
+  auto other_db = SqliteDb::Open(elsewhere.File("t.db"));
+  ASSERT_TRUE(other_db.ok());
+  auto other = DeploymentFingerprintKey(**other_db, DefaultRandom());
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(*other == *key);
+
+  SecretsOptions o;
+  o.fingerprint_key = *key;
+  providers_.reset();
+  secrets_.reset();
+  secrets_ = std::make_unique<SecretsService>(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                              EnvMap{});
+  providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+  Provider p = Create("openai");
+  std::string fp = providers_->Validate(p.id, caller_)->fingerprint;
+  CredentialFields fields;
+  fields.emplace("api_key", SecretBytes(kCanary));
+  EXPECT_EQ(fp.size(), 16u);
+  EXPECT_EQ(fp, Fingerprint(*key, fields));
+  EXPECT_NE(fp, Fingerprint(*other, fields));  // another deployment: another fingerprint
+  EXPECT_NE(fp, HexEncode(Sha256(CredentialsToJson(fields).view())).substr(0, 16));  // not the plain hash
 }
 
 }  // namespace
