@@ -66,9 +66,12 @@ class KeyManager {
                                        std::string_view to_context) = 0;
   virtual Result<uint32_t> Rotate() = 0;
   virtual Status Retire(uint32_t version) = 0;
-  // Describe() may answer from the registry alone; Probe() reaches the KMS.
-  // A key manager with nothing remote to reach answers OK.
+  // Describe() may ask the KMS (e.g. for rotations it made on its own);
+  // KnownState() never does: the versions as the registry or memory has
+  // them, for callers that must not wait on the KMS (health). Probe()
+  // reaches the KMS; one with nothing remote to reach answers OK.
   virtual Result<KeyState> Describe() = 0;
+  virtual Result<KeyState> KnownState() { return Describe(); }
   virtual Status Probe() { return OkStatus(); }
 
   // Without a context (keys wrapped before contexts were bound).

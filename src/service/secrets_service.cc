@@ -324,7 +324,6 @@ SecretsHealth SecretsService::Health() {
     if (last_probe_) {
       h.last_checked = last_probe_->checked_at;
       h.store_error = last_probe_->store_error;
-      h.key_state = last_probe_->key_state;
       h.key_error = last_probe_->key_error;
     } else {
       h.last_checked = FormatIso8601(clock_.WallNow());
@@ -337,6 +336,10 @@ SecretsHealth SecretsService::Health() {
       else h.key_error = "the key manager " + hung;
     }
   }
+  // The key versions as they are now (a rotation shows at once), from the
+  // registry: asking them waits on no KMS.
+  if (auto ks = keys_.KnownState(); ks.ok()) h.key_state = std::move(ks).value();
+  else if (h.key_error.empty()) h.key_error = ks.error().message;
   h.audit_ok = audit_.Healthy();
   h.stale_serves = stale_serves_.load();
   h.fallback_reads = fallback_reads_.load();
@@ -367,8 +370,7 @@ void SecretsService::ProbeLoop() {
     auto t0 = clock_.Now();
     Status reached = keys_.Probe();
     metrics_.ObserveKeyManager("probe", Seconds(clock_.Now() - t0).count(), reached.ok());
-    auto ks = keys_.Describe();
-    if (ks.ok()) p.key_state = std::move(ks).value();
+    auto ks = keys_.Describe();  // also lets a KMS report rotations it made on its own
     if (!reached.ok()) p.key_error = reached.error().message;
     else if (!ks.ok()) p.key_error = ks.error().message;
     p.at = clock_.Now();

@@ -17,7 +17,8 @@
 // Health() never waits for a backend: a probe thread asks the store and the
 // KMS (at most once a second, when health is asked for) and Health()
 // returns the last answer, or "unhealthy: … has not answered the health
-// probe for N s" while a probe hangs.
+// probe for N s" while a probe hangs; the key versions it shows are the
+// registry's as they are now (KeyManager::KnownState()).
 #pragma once
 
 #include <atomic>
@@ -167,15 +168,14 @@ class SecretsService {
   std::atomic<uint64_t> stale_serves_{0}, fallback_reads_{0};
   std::atomic<int64_t> last_degraded_ns_{INT64_MIN / 2};
   std::array<std::mutex, 64> provider_locks_;
-  // The backend half of Health() (a store probe, a KMS probe, the key
-  // state), made by probe_thread_ and reused for probe_interval: /readyz is
+  // The backend half of Health() (a store probe, a KMS probe), made by
+  // probe_thread_ and reused for probe_interval: /readyz is
   // unauthenticated, and with a cloud backend every probe is a billed API
   // call that shares the account's request quota with the gateway's reads.
   struct BackendProbe {
     Clock::Instant at;
     std::string checked_at;
     std::string store_error, key_error;
-    std::optional<KeyState> key_state;
   };
   std::mutex probe_mu_;
   std::condition_variable probe_cv_;       // a probe is wanted, or stopping

@@ -225,6 +225,14 @@ TEST_F(ServicesTest, HealthNeverWaitsForAHangingKeyManager) {
   EXPECT_EQ(s.Health().status, "healthy");
 }
 
+TEST_F(ServicesTest, HealthShowsAKeyRotationAtOnce) {
+  EXPECT_EQ(Probed(*secrets_).key_state->primary_version, 1u);
+  ASSERT_TRUE(keys_->Rotate().ok());
+  auto h = secrets_->Health();  // the probe of a moment ago stands; the versions are read now
+  EXPECT_EQ(h.key_state->primary_version, 2u);
+  EXPECT_EQ(h.key_state->versions.size(), 2u);
+}
+
 TEST_F(ServicesTest, UnreachableKmsMakesTheKeyManagerUnhealthy) {
   ControlledKeys keys(*keys_);
   SecretsService s(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});

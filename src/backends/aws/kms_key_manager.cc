@@ -155,6 +155,10 @@ class KmsKeyManager final : public KeyManager {
 
   Result<KeyState> Describe() override {
     if (SyncDue()) SyncWithKms();
+    return KnownState();
+  }
+
+  Result<KeyState> KnownState() override {
     DYAD_RETURN_IF_ERROR(Reload());
     KeyState s;
     s.kind = kind_;

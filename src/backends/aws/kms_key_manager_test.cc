@@ -164,6 +164,12 @@ TEST_F(KmsTest, ProbeAsksKmsEveryTime) {
   EXPECT_TRUE(km->Probe().ok());
   EXPECT_EQ(http->calls.size(), before + 1);
   EXPECT_EQ(testing::ScriptedTransport::HeaderOf(http->calls.back(), "X-Amz-Target"), "TrentService.DescribeKey");
+  clock_.Advance(std::chrono::seconds(5));
+  before = http->calls.size();
+  auto known = km->KnownState();  // for health: never waits on KMS
+  ASSERT_TRUE(known.ok());
+  EXPECT_EQ(known->primary_version, 1u);
+  EXPECT_EQ(http->calls.size(), before);
 }
 
 }  // namespace
