@@ -1,15 +1,19 @@
 """SECRETS_PROVIDER=aws against real peers: moto_server with SigV4 verification, local-kms, ec2-metadata-mock."""
+import base64
 import datetime
 import json
+import os
 import time
 import uuid
 
+import botocore.exceptions
 import pytest
 
 from aws_peers import LocalKms, MetadataMock, Moto
-from conftest import canary, create_provider, data, fingerprint, provider_body
+from conftest import canary, create_provider, data, provider_body
 from fault_proxy import FaultProxy
 from test_rotation import wait_idle
+from test_secrets import keyed_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +55,13 @@ def test_lifecycle_rotate_validate_health(make_gateway, moto):
     assert envelope["kms"] == "aws-kms" and envelope["kver"] == 1 and creds["api_key"] not in stored
     assert {"Key": "managed-by", "Value": "dyad-gateway"} in sm.describe_secret(SecretId=name)["Tags"]
     v = validate(gw, p["id"])
-    assert v["valid"] is True and v["source"] == "store" and v["fingerprint"] == fingerprint(creds)
+    assert v["valid"] is True and v["source"] == "store" and v["fingerprint"] == keyed_fingerprint(gw, creds)
     assert validate(gw, p["id"])["source"] == "cache"
 
     new = {"api_key": canary()}
     data(gw.call("POST", f"/admin/providers/{p['id']}/credentials/rotate", json={"credentials": new}))
     v = validate(gw, p["id"])
-    assert v["fingerprint"] == fingerprint(new) and v["source"] == "store"
+    assert v["fingerprint"] == keyed_fingerprint(gw, new) and v["source"] == "store"
     versions = sm.list_secret_version_ids(SecretId=name)["Versions"]
     assert sorted(s for v in versions for s in v.get("VersionStages", [])) == ["AWSCURRENT", "AWSPREVIOUS"]
 
@@ -116,7 +120,7 @@ def test_prefix_with_every_allowed_character_and_64k_values(make_gateway, moto):
     p = create_provider(gw, "big", big)
     got = moto.client("secretsmanager").get_secret_value(SecretId=f"{prefix}/providers/{p['id']}")["SecretString"]
     assert len(got.encode()) == 65536 and json.loads(got) == big
-    assert validate(gw, p["id"])["fingerprint"] == fingerprint(big)
+    assert validate(gw, p["id"])["fingerprint"] == keyed_fingerprint(gw, big)
     too_big = {"api_key": "k" * 65536}
     r = gw.call("POST", "/admin/providers", json=provider_body(slug="too-big", credentials=too_big))
     assert r.status_code in (400, 413, 422), r.text
@@ -126,7 +130,7 @@ def test_prefix_with_every_allowed_character_and_64k_values(make_gateway, moto):
     env_gw = aws_gateway(make_gateway, moto, name="envelope")
     fits = {"api_key": "é" * 22000}  # 44,000 bytes of UTF-8
     p = create_provider(env_gw, "fits", fits)
-    assert validate(env_gw, p["id"])["fingerprint"] == fingerprint(fits)
+    assert validate(env_gw, p["id"])["fingerprint"] == keyed_fingerprint(env_gw, fits)
     r = env_gw.call("POST", "/admin/providers", json=provider_body(slug="no-room", credentials={"api_key": "k" * 50000}))
     assert r.status_code == 400 and "AWS Secrets Manager stores at most 65536" in r.text, r.text
     assert [x["slug"] for x in data(env_gw.call("GET", "/admin/providers"))["items"]] == ["fits"]
@@ -146,7 +150,7 @@ def test_provider_mode_interop_with_boto3(make_gateway, moto):
     sm.put_secret_value(SecretId=name, SecretString=json.dumps(theirs))  # the gateway reads boto3's
     data(gw.call("POST", "/admin/secrets/clear-cache"))
     v = validate(gw, p["id"])
-    assert v["fingerprint"] == fingerprint(theirs) and v["credentialsVersion"] == 1
+    assert v["fingerprint"] == keyed_fingerprint(gw, theirs) and v["credentialsVersion"] == 1
     run = data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
     h = wait_idle(gw)["history"][0]
     assert h["id"] == run["id"] and h["status"] == "completed" and h["reencrypted"] == 1, h
@@ -189,9 +193,12 @@ def test_moto_stopped_then_back_cache_stale_fallback_recovery(make_gateway, tmp_
             outage()
             assert validate(gw, a["id"])["source"] == "stale"
             vb = validate(gw, b["id"])
-            assert vb["source"] == "fallback" and vb["fingerprint"] == fingerprint({"api_key": "sk-env-fallback"})
-            h = data(gw.call("GET", "/admin/secrets/health"))
-            assert h["status"] == "unhealthy" and h["staleServes"] >= 1 and h["fallbackReads"] >= 1
+            assert vb["source"] == "fallback" and vb["fingerprint"] == keyed_fingerprint(gw, {"api_key": "sk-env-fallback"})
+            deadline = time.time() + 10  # health answers from its background probe: unhealthy once that has failed
+            while (h := data(gw.call("GET", "/admin/secrets/health")))["status"] != "unhealthy":
+                assert time.time() < deadline, h
+                time.sleep(0.2)
+            assert h["staleServes"] >= 1 and h["fallbackReads"] >= 1
 
         def recovers():
             deadline = time.time() + 20
@@ -375,3 +382,164 @@ def test_credentials_from_web_identity_through_sts(make_gateway, tmp_path):
         assert "using web identity" in gw.logs()
     finally:
         moto.stop()
+
+
+def envelope_of(moto, name):
+    stored = moto.client("secretsmanager").get_secret_value(SecretId=name, VersionStage="AWSCURRENT")
+    return json.loads(stored["SecretString"])
+
+
+def kms_error(call):
+    with pytest.raises(botocore.exceptions.ClientError) as failed:
+        call()
+    return failed.value.response["Error"]["Code"]
+
+
+def test_a_dek_unwraps_under_its_own_secret_name_only(make_gateway, moto):
+    """Item 5: the secret name is the KMS EncryptionContext, so KMS itself refuses a DEK under another name."""
+    gw = aws_gateway(make_gateway, moto)
+    a, b = (create_provider(gw, slug, {"api_key": canary()}) for slug in ("a", "b"))
+    name_a, name_b = (f"{gw.prefix}/providers/{x['id']}" for x in (a, b))
+    env = envelope_of(moto, name_a)
+    assert env["ctx"] == 1
+    dek = base64.b64decode(env["dek"])
+    kms = moto.client("kms")
+    assert len(kms.decrypt(CiphertextBlob=dek, EncryptionContext={"secret": name_a})["Plaintext"]) == 32
+    assert kms_error(lambda: kms.decrypt(CiphertextBlob=dek, EncryptionContext={"secret": name_b})) == \
+        "InvalidCiphertextException"
+    assert kms_error(lambda: kms.decrypt(CiphertextBlob=dek)) == "InvalidCiphertextException"
+    # a's envelope under b's name opens for nobody.
+    moto.client("secretsmanager").put_secret_value(SecretId=name_b, SecretString=json.dumps(env))
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    assert validate(gw, b["id"])["valid"] is False and validate(gw, a["id"])["valid"] is True
+
+
+def test_envelopes_sealed_without_a_context_open_and_a_rotation_binds_them(make_gateway, moto):
+    """Item 5: an envelope as the gateway wrote it before contexts (DEK from GenerateDataKey with no context, no "ctx"
+    field) still opens, and the next key rotation moves its DEK to the secret's name."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    gw = aws_gateway(make_gateway, moto)
+    p = create_provider(gw, "legacy", {"api_key": canary()})
+    name = f"{gw.prefix}/providers/{p['id']}"
+    creds = {"api_key": canary()}
+    kms = moto.client("kms")
+    dk = kms.generate_data_key(KeyId="alias/" + gw.env_extra["ENCRYPTION_KEY_ID"], KeySpec="AES_256")
+    nonce = os.urandom(12)
+    aad = b"dyad-envelope-v1" + len(name).to_bytes(4, "big") + name.encode() + (1).to_bytes(8, "big")
+    payload = json.dumps(creds, sort_keys=True, separators=(",", ":")).encode()
+    legacy = {"v": 1, "kms": "aws-kms", "kid": gw.env_extra["ENCRYPTION_KEY_ID"], "kver": 1, "cv": 1,
+              "dek": base64.b64encode(dk["CiphertextBlob"]).decode(), "iv": base64.b64encode(nonce).decode(),
+              "ct": base64.b64encode(AESGCM(dk["Plaintext"]).encrypt(nonce, payload, aad)).decode()}
+    moto.client("secretsmanager").put_secret_value(SecretId=name, SecretString=json.dumps(legacy))
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    v = validate(gw, p["id"])
+    assert v["valid"] is True and v["fingerprint"] == keyed_fingerprint(gw, creds)
+    data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
+    assert wait_idle(gw)["history"][0]["status"] == "completed"
+    env = envelope_of(moto, name)
+    assert env["ctx"] == 1 and env["ct"] == legacy["ct"]
+    dek = base64.b64decode(env["dek"])
+    assert kms.decrypt(CiphertextBlob=dek, EncryptionContext={"secret": name})["Plaintext"] == dk["Plaintext"]
+    assert kms_error(lambda: kms.decrypt(CiphertextBlob=dek)) == "InvalidCiphertextException"
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    assert validate(gw, p["id"])["fingerprint"] == keyed_fingerprint(gw, creds)
+
+
+def test_a_rolled_back_secret_is_refused_as_tampered_not_served(make_gateway, moto):
+    """Item 5: an old, validly sealed envelope put back in Secrets Manager is refused (DATA_LOSS), audited and
+    counted in /metrics."""
+    gw = aws_gateway(make_gateway, moto)
+    p = create_provider(gw, "openai", {"api_key": canary()})
+    name = f"{gw.prefix}/providers/{p['id']}"
+    old = json.dumps(envelope_of(moto, name))
+    data(gw.call("POST", f"/admin/providers/{p['id']}/credentials/rotate", json={"credentials": {"api_key": canary()}}))
+    moto.client("secretsmanager").put_secret_value(SecretId=name, SecretString=old)
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    v = validate(gw, p["id"])
+    check = {c["check"]: c for c in v["checks"]}["decryptable"]
+    assert v["valid"] is False and not check["ok"] and "older than the registry's 2" in check["message"], v
+    assert 'dyad_secrets_tampered_total{reason="rollback"} 1' in gw.call("GET", "/metrics").text
+    audit = [json.loads(line) for line in (gw.data_dir / "audit.log").read_text().splitlines()]
+    assert [e for e in audit if e["action"] == "secret.tampered" and e.get("resource") == p["id"]]
+
+
+def timed(gw, path):
+    started = time.monotonic()
+    r = gw.call("GET", path)
+    return r, time.monotonic() - started
+
+
+def test_health_and_readyz_answer_at_once_while_moto_is_stopped(make_gateway, tmp_path):
+    """Item 6: with the store hanging (SIGSTOP), health and /readyz answer at once and say unhealthy; after SIGCONT
+    they recover. The bound is generous (1 s) on purpose: it is a hang that is being ruled out."""
+    moto = Moto(tmp_path / "own-moto")
+    try:
+        gw = aws_gateway(make_gateway, moto, AWS_REQUEST_TIMEOUT_MS="30000", AWS_MAX_ATTEMPTS="1")
+        create_provider(gw, "openai", {"api_key": canary()})
+        assert data(gw.call("GET", "/admin/secrets/health"))["status"] == "healthy"
+        moto.pause()
+        try:
+            deadline = time.time() + 20
+            while True:
+                ready, took_ready = timed(gw, "/readyz")
+                health, took_health = timed(gw, "/admin/secrets/health")
+                assert took_ready < 1 and took_health < 1, (took_ready, took_health)
+                h = data(health)
+                if ready.status_code == 503 and h["status"] == "unhealthy":
+                    break
+                assert time.time() < deadline, "health still says healthy with the store stopped"
+                time.sleep(0.2)
+            assert "has not answered the health probe" in h["storeError"], h
+            assert "secret store has not answered" in ready.json()["error"]["message"]
+        finally:
+            moto.resume()
+        deadline = time.time() + 20
+        while True:
+            ready, took_ready = timed(gw, "/readyz")
+            health, took_health = timed(gw, "/admin/secrets/health")
+            assert took_ready < 1 and took_health < 1, (took_ready, took_health)
+            if ready.status_code == 200 and data(health)["status"] == "healthy":
+                break
+            assert time.time() < deadline, "no recovery after SIGCONT"
+            time.sleep(0.2)
+    finally:
+        moto.stop()
+
+
+def test_an_unreachable_kms_makes_the_key_manager_unhealthy(make_gateway, moto, tmp_path):
+    """Item 6: keyManager.status comes from the KMS itself, not from the versions the registry remembers."""
+    key_id, alias = str(uuid.uuid4()), unique("probe-key")
+    kms = LocalKms(tmp_path / "kms", key_id, alias, [uuid.uuid4().hex + uuid.uuid4().hex])
+    try:
+        gw = aws_gateway(make_gateway, moto, ENCRYPTION_KEY_ID=alias, AWS_ENDPOINT_URL_KMS=kms.endpoint,
+                         AWS_MAX_ATTEMPTS="1", AWS_REQUEST_TIMEOUT_MS="1000")
+        create_provider(gw, "openai", {"api_key": canary()})
+        h = data(gw.call("GET", "/admin/secrets/health"))
+        assert h["status"] == "healthy" and h["keyManager"]["status"] == "healthy", h
+    finally:
+        kms.stop()
+    deadline = time.time() + 20
+    while True:
+        h, took = timed(gw, "/admin/secrets/health")
+        assert took < 1
+        km = data(h)["keyManager"]
+        if km["status"] == "unhealthy":
+            break
+        assert time.time() < deadline, "keyManager still healthy with KMS gone"
+        time.sleep(0.2)
+    assert km["error"] and km["kind"] == "aws-kms", km
+    assert gw.call("GET", "/readyz").status_code == 503
+
+
+def test_a_changed_kms_key_is_a_start_up_error_naming_both(make_gateway, moto):
+    """Item 6: ENCRYPTION_KEY_ID pointed at another key than the one that sealed the stored data stops the start."""
+    gw = aws_gateway(make_gateway, moto)
+    create_provider(gw, "openai", {"api_key": canary()})
+    gw.stop()
+    first, second = gw.env_extra["ENCRYPTION_KEY_ID"], unique("dyad-key")
+    moto.make_key(second)
+    gw.env_extra["ENCRYPTION_KEY_ID"] = second
+    with pytest.raises(RuntimeError) as failed:
+        gw.start()
+    assert f"'{first}'" in str(failed.value) and f"'{second}'" in str(failed.value), failed.value

@@ -1,9 +1,30 @@
 """Secrets core through the API: stored externally, validate, rotate under load, canary, audit."""
+import hashlib
+import hmac
+import json
 import pathlib
+import sqlite3
 import subprocess
 import threading
 
+import pytest
+
 from conftest import ADMIN_TOKEN, BINARY, canary, create_provider, data, fingerprint, provider_body
+
+
+def keyed_fingerprint(gw, credentials):
+    """The validate fingerprint: HMAC-SHA-256 under the deployment's key in the registry's settings table."""
+    db = sqlite3.connect(f"file:{gw.data_dir / 'gateway.db'}?mode=ro", uri=True)
+    try:
+        (key,) = db.execute("SELECT value FROM settings WHERE key='validate.fingerprint_key'").fetchone()
+    finally:
+        db.close()
+    text = json.dumps(credentials, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(bytes.fromhex(key), text.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def validate(gw, pid):
+    return data(gw.call("POST", f"/admin/secrets/providers/{pid}/credentials/validate"))
 
 
 def test_credentials_stored_externally_then_valid_after_restart(gateway):
@@ -29,13 +50,13 @@ def test_environment_variables_are_a_read_only_source(make_gateway):
     p = data(gw.call("POST", "/admin/providers", json=provider_body(slug="env-only")), 201)
     v = data(gw.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
     assert v["valid"] is True and v["source"] == "environment"
-    assert v["fingerprint"] == fingerprint({"api_key": "sk-from-env"})
+    assert v["fingerprint"] == keyed_fingerprint(gw, {"api_key": "sk-from-env"})
 
 
 def test_rotate_while_eight_clients_read(gateway):
     old, new = {"api_key": canary()}, {"api_key": canary()}
     p = create_provider(gateway, "openai", old)
-    allowed = {fingerprint(old), fingerprint(new)}
+    allowed = {keyed_fingerprint(gateway, old), keyed_fingerprint(gateway, new)}
     failures, seen = [], set()
     stop = threading.Event()
 
@@ -65,7 +86,7 @@ def test_rotate_while_eight_clients_read(gateway):
     assert failures == []
     assert seen == allowed
     v = data(gateway.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
-    assert v["fingerprint"] == fingerprint(old) and v["credentialsVersion"] == 21
+    assert v["fingerprint"] == keyed_fingerprint(gateway, old) and v["credentialsVersion"] == 21
 
 
 def test_health_test_connection_clear_cache(gateway):
@@ -150,3 +171,55 @@ def test_audit_verify_detects_edits(gateway, tmp_path):
     removed.write_text("\n".join(lines[:1] + lines[2:]) + "\n")
     r = subprocess.run([BINARY, "audit", "verify", str(removed)], capture_output=True, text=True)
     assert r.returncode != 0 and "line 2" in r.stderr
+
+
+def test_fingerprint_is_keyed_per_deployment(make_gateway):
+    """Item 13: the same credentials give one fingerprint on a deployment (every instance on its database, across
+    restarts) and another on another deployment; never the plain SHA-256 prefix a guess could be checked against."""
+    creds = {"api_key": canary()}
+    one = make_gateway(name="one").start()
+    beside = make_gateway({"GATEWAY_DATABASE_URL": f"sqlite://{one.data_dir / 'gateway.db'}"}, name="beside").start()
+    other = make_gateway(name="other").start()
+    p = create_provider(one, "openai", creds)
+    q = create_provider(other, "openai", creds)
+    fp = validate(one, p["id"])["fingerprint"]
+    assert len(fp) == 16 and fp != fingerprint(creds)
+    assert validate(beside, p["id"])["fingerprint"] == fp  # a second instance on the same database agrees
+    assert validate(other, q["id"])["fingerprint"] != fp
+    one.restart()
+    assert validate(one, p["id"])["fingerprint"] == fp == keyed_fingerprint(one, creds)
+
+
+def test_a_rolled_back_secret_is_refused_as_tampered(gateway):
+    """Item 5: an old, validly sealed value put back in the store is refused, audited and counted, not served."""
+    p = create_provider(gateway, "openai", {"api_key": canary()})
+    name = f"dyad-gateway/providers/{p['id']}"
+    db = gateway.data_dir / "gateway.db"
+    with sqlite3.connect(db) as c:
+        (old,) = c.execute("SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
+    data(gateway.call("POST", f"/admin/providers/{p['id']}/credentials/rotate", json={"credentials": {"api_key": canary()}}))
+    with sqlite3.connect(db) as c:
+        assert c.execute("UPDATE secrets SET value=? WHERE name=?", (old, name)).rowcount == 1
+    data(gateway.call("POST", "/admin/secrets/clear-cache"))
+    v = validate(gateway, p["id"])
+    check = {c["check"]: c for c in v["checks"]}["decryptable"]
+    assert v["valid"] is False and not check["ok"] and "rollback" in check["message"], v
+    assert 'dyad_secrets_tampered_total{reason="rollback"} 1' in gateway.call("GET", "/metrics").text
+    audit = [json.loads(line) for line in (gateway.data_dir / "audit.log").read_text().splitlines()]
+    assert [e for e in audit if e["action"] == "secret.tampered" and e.get("resource") == p["id"]]
+
+
+def test_a_changed_key_id_is_a_start_up_error_naming_both(make_gateway):
+    """Item 6: a keyring that did not seal the stored data stops the start, instead of a healthy service whose every
+    read fails."""
+    gw = make_gateway({"ENCRYPTION_KEY_ID": "keyring-one"}).start()
+    create_provider(gw, "openai", {"api_key": canary()})
+    gw.stop()
+    gw.env_extra["ENCRYPTION_KEY_ID"] = "keyring-two"
+    with pytest.raises(RuntimeError) as failed:
+        gw.start()
+    assert "'keyring-one'" in str(failed.value) and "'keyring-two'" in str(failed.value), failed.value
+    assert gw.proc.wait(timeout=20) != 0
+    gw.env_extra["ENCRYPTION_KEY_ID"] = "keyring-one"
+    gw.start()
+    assert data(gw.call("GET", "/admin/secrets/health"))["status"] == "healthy"
