@@ -44,7 +44,7 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
   if (options_.fingerprint_key.empty()) {
     options_.fingerprint_key = SecretBytes(kFingerprintKeySize);
     if (!random.Fill(options_.fingerprint_key.data(), kFingerprintKeySize).ok()) {
-      for (size_t i = 0; i < kFingerprintKeySize; ++i) options_.fingerprint_key.data()[i] = static_cast<uint8_t>(i);
+      options_.fingerprint_key = SecretBytes();  // no key, no fingerprint: never a guessable one
     }
   }
   metrics_.SetCacheStats([this] { return cache_.Stats(); });
@@ -418,6 +418,7 @@ Status SecretsService::CheckStoredKeys(size_t sample) {
 }
 
 std::string SecretsService::Fingerprint(const CredentialFields& fields) const {
+  if (options_.fingerprint_key.empty()) return "";
   return dyad::Fingerprint(options_.fingerprint_key, fields);
 }
 

@@ -126,7 +126,8 @@ class SecretsService {
   // kFailedPrecondition naming both key ids when one was sealed by another
   // key; kUnavailable (not a mismatch) when the store cannot be read.
   Status CheckStoredKeys(size_t sample);
-  // The validate fingerprint of `fields` under the deployment's key.
+  // The validate fingerprint of `fields` under the deployment's key ("" in
+  // the unlikely case that no key could be drawn).
   std::string Fingerprint(const CredentialFields& fields) const;
   std::vector<ProbeStep> TestConnection(const Caller& caller);
   // Opens every stored provider secret; names the first that fails.
