@@ -397,6 +397,8 @@ Status SecretsService::CheckStoredKeys(size_t sample) {
     return MakeError(ErrorCode::kUnavailable, "cannot list the stored secrets: " + names.error().message);
   }
   const size_t n = std::min(sample, names->size());
+  size_t unwrapped = 0, refused = 0;
+  std::string first_refusal, unreachable;
   for (size_t k = 0; k < n; ++k) {
     const std::string& name = (*names)[n == 1 ? 0 : k * (names->size() - 1) / (n - 1)];
     auto blob = store_.Get(name);
@@ -413,6 +415,28 @@ Status SecretsService::CheckStoredKeys(size_t sample) {
                            "': every read would fail; set ENCRYPTION_KEY_ID (and the backend) back to the key "
                            "that sealed them");
     }
+    // The same key id, but does the key behind it unwrap what it sealed (a
+    // keyring recreated, an alias moved to another KMS key)? Only the data
+    // key is tried: a damaged payload is one secret's problem, not the key's.
+    auto dek = keys_.Decrypt(e->key_version, e->wrapped_dek, e->context_bound ? std::string_view(name) : "");
+    if (dek.ok()) {
+      ++unwrapped;
+    } else if (dek.code() == ErrorCode::kUnavailable) {
+      unreachable = dek.error().message;
+      break;  // no use waiting for it again
+    } else if (++refused == 1) {
+      first_refusal = name + ": " + dek.error().message;
+    }
+  }
+  if (refused > 0 && unwrapped == 0 && unreachable.empty()) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "the configured " + keys_.Kind() + " key '" + keys_.KeyId() + "' does not unwrap the data keys " +
+                         "of the stored credentials (" + std::to_string(refused) + " of " + std::to_string(refused) +
+                         " tried; " + first_refusal + "): every read would fail; was the keyring recreated, or " +
+                         "the key id moved to another key?");
+  }
+  if (unwrapped == 0 && !unreachable.empty()) {
+    return MakeError(ErrorCode::kUnavailable, "cannot reach the key manager: " + unreachable);
   }
   return OkStatus();
 }

@@ -124,7 +124,8 @@ class SecretsService {
   // Start-up check that the configured key sealed the data already stored:
   // reads up to `sample` stored secrets spread over the list and fails with
   // kFailedPrecondition naming both key ids when one was sealed by another
-  // key; kUnavailable (not a mismatch) when the store cannot be read.
+  // key, or when the key (same id) unwraps none of their data keys;
+  // kUnavailable (not a mismatch) when the store or KMS cannot be reached.
   Status CheckStoredKeys(size_t sample);
   // The validate fingerprint of `fields` under the deployment's key ("" in
   // the unlikely case that no key could be drawn).

@@ -4,6 +4,7 @@
 
 #include "backends/environment/local_keyring.h"
 #include "core/encoding.h"
+#include "secrets/envelope.h"
 #include "registry/sqlite_provider_repository.h"
 #include "service/provider_service.h"
 #include "service/secrets_service.h"
@@ -387,6 +388,28 @@ TEST_F(ServicesTest, StartupKeyCheckNamesBothKeys) {
   EXPECT_NE(wrong.error().message.find("local key 'k-changed'"), std::string::npos) << wrong.error().message;
   store_.Fail(MakeError(ErrorCode::kUnavailable, "down"));
   EXPECT_EQ(s.CheckStoredKeys(3).code(), ErrorCode::kUnavailable);  // not a mismatch: starts, health shows it
+}
+
+TEST_F(ServicesTest, StartupKeyCheckRefusesARecreatedKeyring) {
+  for (int i = 0; i < 3; ++i) Create("p" + std::to_string(i));
+  // One damaged data key among good ones is that secret's problem, not the key's.
+  auto name = secrets_->SecretName(repo_->List(0, 10)->items.at(0).id);
+  auto e = *ParseEnvelope(store_.data().at(name));
+  e.wrapped_dek[0] ^= 1;
+  ASSERT_TRUE(store_.Put(name, SerializeEnvelope(e)).ok());
+  EXPECT_TRUE(secrets_->CheckStoredKeys(3).ok());
+
+  ASSERT_TRUE(db_->With<bool>([](SqliteConnection& c) -> Result<bool> {
+                   DYAD_RETURN_IF_ERROR(c.Exec("DELETE FROM key_versions"));
+                   return true;
+                 }).ok());
+  auto fresh = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_);
+  ASSERT_TRUE(fresh.ok());  // the same id, a new random version 1
+  SecretsService s(SecretsOptions{}, store_, **fresh, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  Status wrong = s.CheckStoredKeys(3);
+  EXPECT_EQ(wrong.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(wrong.error().message.find("local key 'k' does not unwrap the data keys"), std::string::npos)
+      << wrong.error().message;
 }
 
 TEST_F(ServicesTest, FingerprintIsKeyedPerDeployment) {

@@ -223,3 +223,17 @@ def test_a_changed_key_id_is_a_start_up_error_naming_both(make_gateway):
     gw.env_extra["ENCRYPTION_KEY_ID"] = "keyring-one"
     gw.start()
     assert data(gw.call("GET", "/admin/secrets/health"))["status"] == "healthy"
+
+
+def test_a_recreated_keyring_is_a_start_up_error(make_gateway):
+    """Item 6: the same key id over a keyring that did not seal the stored data (here: its versions deleted, so a new
+    random version 1 is made) stops the start instead of serving a service whose every read fails."""
+    gw = make_gateway().start()
+    create_provider(gw, "openai", {"api_key": canary()})
+    gw.stop()
+    with sqlite3.connect(gw.data_dir / "gateway.db") as c:
+        c.execute("DELETE FROM key_versions")
+    c.close()
+    with pytest.raises(RuntimeError) as failed:
+        gw.start()
+    assert "does not unwrap the data keys" in str(failed.value), failed.value
