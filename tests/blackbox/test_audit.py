@@ -160,3 +160,20 @@ def test_duration_is_real_for_every_action(gateway):
     for action in ("provider.create", "credentials.rotate", "credentials.validate", "key.rotate", "cache.clear"):
         assert action in seen, (action, run, sorted(seen))
         assert all(ms > 0 for ms in seen[action]), (action, seen[action])
+
+
+def test_audit_key_survives_rotations_that_retire_its_version(gateway):
+    pid = some_history(gateway, n=2)[0]
+    gateway.stop()
+    for _ in range(3):  # each run makes a new primary and retires the versions no secret uses
+        cli = subprocess.run([BINARY, "secrets", "rotate"], env=gateway.env(), capture_output=True, text=True,
+                             timeout=120)
+        assert cli.returncode == 0, (cli.stdout, cli.stderr)
+    status = subprocess.run([BINARY, "secrets", "rotation-status"], env=gateway.env(), capture_output=True, text=True)
+    assert "v3 -> v4" in status.stdout, status.stdout
+    gateway.start()
+    # The log opens its key again: operations are not refused, and the chain goes on.
+    data(gateway.call("POST", f"/admin/providers/{pid}/credentials/rotate", json={"credentials": {"api_key": canary()}}))
+    gateway.stop()
+    r = verify(gateway)
+    assert r.returncode == 0, r.stderr
