@@ -169,10 +169,10 @@ TEST_F(AuditTest, TwoWritersOnOneFileKeepOneChain) {
   auto b = Open(Key('k'));
   ASSERT_TRUE(a.ok() && b.ok());
   std::thread ta([&] {
-    for (int i = 0; i < 200; ++i) (*a)->Record(Event("a" + std::to_string(i)));
+    for (int i = 0; i < 200; ++i) (*a)->Record(Event(std::to_string(i).insert(0, "a")));
   });
   std::thread tb([&] {
-    for (int i = 0; i < 200; ++i) (*b)->Record(Event("b" + std::to_string(i)));
+    for (int i = 0; i < 200; ++i) (*b)->Record(Event(std::to_string(i).insert(0, "b")));
   });
   ta.join();
   tb.join();
@@ -210,6 +210,40 @@ TEST_F(AuditTest, HealthCanBeReadWhileWritesFail) {
   reader.join();
   EXPECT_FALSE((*log)->Healthy());
   EXPECT_FALSE((*log)->Ready());
+}
+
+// A line as the unkeyed chain of earlier releases wrote it.
+std::string LegacyLine(const std::string& resource, const std::string& prev, std::string* hash) {
+  std::string body = R"({"action":"secret.get","actor":"admin","prev":")" + prev + R"(","resource":")" + resource + "\"}";
+  *hash = HexEncode(Sha256(body));
+  return body.substr(0, body.size() - 1) + ",\"hash\":\"" + *hash + "\"}";
+}
+
+TEST(AuditUpgradeTest, UnkeyedLinesOfEarlierReleasesMayOnlyPrecedeTheKeyedChain) {
+  testing::TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("audit.log");
+  std::string h1, h2;
+  std::string l1 = LegacyLine("a", kAuditGenesis, &h1);
+  std::string l2 = LegacyLine("b", h1, &h2);
+  WriteLines(path, {l1, l2});
+  MemoryHeads heads;
+  {
+    auto log = FileAuditLog::Open({path, Key('k'), nullptr, &heads}, clock);
+    ASSERT_TRUE(log.ok());
+    (*log)->Record(Event("c"));
+  }
+  auto report = VerifyAuditLog(path, Key('k'), *heads.Load());
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->first_bad_line, 0u) << report->problem;
+  EXPECT_EQ(report->legacy_lines, 2u);
+  EXPECT_EQ(report->last_seq, 1u);
+  // An unkeyed line after keyed ones is a forgery.
+  auto lines = ReadLines(path);
+  std::string h3;
+  lines.push_back(LegacyLine("d", lines.back().substr(lines.back().size() - 66, 64), &h3));
+  WriteLines(path, lines);
+  EXPECT_EQ(VerifyAuditLog(path, Key('k'), *heads.Load())->first_bad_line, 4u);
 }
 
 // A process whose file-size limit the log reaches: it refuses (Ready() false)
