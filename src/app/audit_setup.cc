@@ -88,10 +88,11 @@ class SqliteAuditHeadStore final : public AuditHeadStore {
   Status Save(const AuditHead& head) override {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "INSERT INTO audit_head(id, seq, mac, updated_at) VALUES(1,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-          "seq=excluded.seq, mac=excluded.mac, updated_at=excluded.updated_at WHERE excluded.seq > audit_head.seq"));
-      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(head.seq)).Bind(2, head.mac)
-                               .Bind(3, FormatIso8601(clock_.WallNow())).Run());
+          "INSERT INTO audit_head(id, seq, mac, seal, updated_at) VALUES(1,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+          "seq=excluded.seq, mac=excluded.mac, seal=excluded.seal, updated_at=excluded.updated_at "
+          "WHERE excluded.seq > audit_head.seq"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(head.seq)).Bind(2, head.mac).Bind(3, head.seal)
+                               .Bind(4, FormatIso8601(clock_.WallNow())).Run());
       return true;
     });
     if (!r.ok()) return r.error();
@@ -100,10 +101,10 @@ class SqliteAuditHeadStore final : public AuditHeadStore {
 
   Result<std::optional<AuditHead>> Load() override {
     return db_->With<std::optional<AuditHead>>([](SqliteConnection& c) -> Result<std::optional<AuditHead>> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT seq, mac FROM audit_head WHERE id=1"));
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT seq, mac, seal FROM audit_head WHERE id=1"));
       DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) return std::optional<AuditHead>();
-      return std::optional<AuditHead>(AuditHead{static_cast<uint64_t>(st.Int(0)), st.Text(1)});
+      return std::optional<AuditHead>(AuditHead{static_cast<uint64_t>(st.Int(0)), st.Text(1), st.Text(2)});
     });
   }
 

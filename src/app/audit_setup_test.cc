@@ -64,12 +64,13 @@ TEST_F(AuditKeyTest, WriterMovesItToThePrimaryAtStart) {
 TEST_F(AuditKeyTest, HeadStoreNeverMovesBack) {
   auto heads = NewSqliteAuditHeadStore(db_, clock_);
   EXPECT_FALSE(heads->Load()->has_value());
-  ASSERT_TRUE(heads->Save({5, "aa"}).ok());
-  ASSERT_TRUE(heads->Save({3, "bb"}).ok());  // a slower writer's older head
+  ASSERT_TRUE(heads->Save({5, "aa", "s5"}).ok());
+  ASSERT_TRUE(heads->Save({3, "bb", "s3"}).ok());  // a slower writer's older head
   auto head = heads->Load();
   ASSERT_TRUE(head.ok() && head->has_value());
   EXPECT_EQ((*head)->seq, 5u);
   EXPECT_EQ((*head)->mac, "aa");
+  EXPECT_EQ((*head)->seal, "s5");
 }
 
 }  // namespace

@@ -44,6 +44,10 @@ std::string Mac(const SecretBytes& key, std::string_view body) {
   return HexEncode(std::string_view(reinterpret_cast<const char*>(out), len));
 }
 
+std::string HeadSeal(const SecretBytes& key, uint64_t seq, const std::string& mac) {
+  return Mac(key, "dyad-audit-head:" + std::to_string(seq) + ":" + mac);
+}
+
 // The flock of one append; released when it goes out of scope.
 class FileLock {
  public:
@@ -182,7 +186,7 @@ bool FileAuditLog::Append(std::string json_text) {
   last_mac_ = std::move(mac);
   // The head in the registry lags the file at most by the lines of a crash
   // between these two writes; verify accepts a log ahead of its head.
-  if (options_.heads) (void)options_.heads->Save(AuditHead{seq_, last_mac_});
+  if (options_.heads) (void)options_.heads->Save(AuditHead{seq_, last_mac_, HeadSeal(options_.key, seq_, last_mac_)});
   return true;
 }
 
@@ -285,6 +289,10 @@ Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBy
     if (!head) return MakeError(ErrorCode::kNotFound, "cannot read audit log '" + path + "'");
     report.first_bad_line = 1;
     report.problem = "the log cannot be read, but the registry recorded its head at seq " + std::to_string(head->seq);
+    return report;
+  }
+  if (head && !ConstantTimeEquals(HeadSeal(key, head->seq, head->mac), head->seal)) {
+    report.problem = "the chain head recorded in the registry is not sealed under the audit key (edited)";
     return report;
   }
   std::string line, prev = kAuditGenesis;

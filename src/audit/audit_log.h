@@ -38,10 +38,13 @@
 
 namespace dyad {
 
-// The chain's last line, as remembered outside the log.
+// The chain's last line, as remembered outside the log. `seal` is the hex
+// HMAC of seq and mac under the audit key: pointing the head at an earlier
+// line (to hide a removed tail) needs the key too.
 struct AuditHead {
   uint64_t seq = 0;
-  std::string mac;  // hex
+  std::string mac;   // hex
+  std::string seal;  // hex
 };
 
 // AuditHeadStore: keeps the chain's head beside the log (the registry
@@ -99,8 +102,8 @@ struct AuditVerifyReport {
   size_t lines = 0;
   size_t legacy_lines = 0;    // unkeyed lines before the keyed chain
   uint64_t last_seq = 0;
-  size_t first_bad_line = 0;  // 1-based; lines + 1 for a removed tail; 0 when intact
-  std::string problem;
+  size_t first_bad_line = 0;  // 1-based; lines + 1 for a removed tail; 0 for none
+  std::string problem;        // empty when intact
 };
 
 // Checks the chain under `key` and, when given, that it reaches `head`.

@@ -40,6 +40,10 @@ class MemoryHeads final : public AuditHeadStore {
     std::lock_guard lock(mu_);
     return head_;
   }
+  void Force(AuditHead head) {
+    std::lock_guard lock(mu_);
+    head_ = std::move(head);
+  }
 
  private:
   std::mutex mu_;
@@ -151,6 +155,20 @@ TEST_F(AuditTest, RemovedTailIsReportedAgainstTheRecordedHead) {
   EXPECT_NE(report.problem.find("the last 2 line(s) were removed"), std::string::npos) << report.problem;
   // Without the head the shortened chain would pass: the head is what tells.
   EXPECT_EQ(VerifyAuditLog(path_, Key('k'), std::nullopt)->first_bad_line, 0u);
+}
+
+TEST_F(AuditTest, HeadMovedBackToHideARemovedTailIsReported) {
+  // Someone with the database too cuts the tail and points the head at the
+  // new last line: without the key the head's seal cannot follow.
+  auto lines = ReadLines(path_);
+  lines.resize(2);
+  WriteLines(path_, lines);
+  AuditHead head = heads_.Load()->value();
+  head.seq = 2;
+  head.mac = lines[1].substr(lines[1].size() - 66, 64);
+  heads_.Force(head);
+  auto report = Verify();
+  EXPECT_NE(report.problem.find("not sealed under the audit key"), std::string::npos) << report.problem;
 }
 
 TEST_F(AuditTest, RewrittenChainIsReportedAgainstTheRecordedHead) {

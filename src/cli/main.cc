@@ -171,8 +171,12 @@ int AuditVerify(const std::string& path_arg, const std::string& env_file) {
   std::string path = path_arg;
   auto report = VerifyConfiguredAuditLog(*config, path, clock);
   if (!report.ok()) return Fail(report.error().message);
-  if (report->first_bad_line) {
-    std::fprintf(stderr, "%s: line %zu: %s\n", path.c_str(), report->first_bad_line, report->problem.c_str());
+  if (!report->problem.empty()) {
+    if (report->first_bad_line) {
+      std::fprintf(stderr, "%s: line %zu: %s\n", path.c_str(), report->first_bad_line, report->problem.c_str());
+    } else {
+      std::fprintf(stderr, "%s: %s\n", path.c_str(), report->problem.c_str());
+    }
     return 1;
   }
   std::printf("%s: %zu lines, chain intact up to seq %llu", path.c_str(), report->lines,

@@ -90,6 +90,7 @@ CREATE TABLE audit_head(
   id INTEGER PRIMARY KEY CHECK (id = 1),
   seq INTEGER NOT NULL,
   mac TEXT NOT NULL,
+  seal TEXT NOT NULL,
   updated_at TEXT NOT NULL);
 )sql",
   };

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 import resource
+import sqlite3
 import subprocess
 import threading
 import time
@@ -56,6 +57,14 @@ def test_removed_tail_is_reported(gateway):
     r = verify(gateway)
     assert r.returncode == 1, r.stdout
     assert f"line {len(lines) - 1}" in r.stderr and "the last 2 line(s) were removed" in r.stderr, r.stderr
+    # With the database in hand too, the head pointed at the new last line: its seal needs the key.
+    last = json.loads(lines[-3])
+    db = sqlite3.connect(gateway.data_dir / "gateway.db")
+    db.execute("UPDATE audit_head SET seq=?, mac=?", (last["seq"], last["mac"]))
+    db.commit()
+    db.close()
+    r = verify(gateway)
+    assert r.returncode == 1 and "not sealed under the audit key" in r.stderr, r.stderr
 
 
 def test_recomputed_chain_is_reported(gateway):
