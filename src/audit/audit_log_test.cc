@@ -177,7 +177,7 @@ TEST_F(AuditTest, RewrittenChainIsReportedAgainstTheRecordedHead) {
   std::filesystem::remove(path_);
   MemoryHeads other;
   auto log = Open(Key('k'), &other);
-  for (int i = 0; i < 6; ++i) (*log)->Record(Event("q" + std::to_string(i)));
+  for (int i = 0; i < 6; ++i) (*log)->Record(Event("rewritten"));
   EXPECT_EQ(BadLine(), 4u);
 }
 
@@ -228,6 +228,37 @@ TEST_F(AuditTest, HealthCanBeReadWhileWritesFail) {
   reader.join();
   EXPECT_FALSE((*log)->Healthy());
   EXPECT_FALSE((*log)->Ready());
+}
+
+TEST_F(AuditTest, KeyUnavailableAtStartRefusesUntilItCanBeHad) {
+  // The KMS is down when the service starts: the log opens without its key,
+  // refuses, asks again at most once a second, and then records the gap.
+  int asked = 0;
+  bool kms_up = false;
+  AuditLogOptions o;
+  o.path = path_;
+  o.heads = &heads_;
+  o.key_source = [&]() -> Result<SecretBytes> {
+    ++asked;
+    if (!kms_up) return MakeError(ErrorCode::kUnavailable, "KMS: connection refused");
+    return Key('k');
+  };
+  auto log = FileAuditLog::Open(std::move(o), clock_);
+  ASSERT_TRUE(log.ok());
+  EXPECT_FALSE((*log)->Ready());
+  EXPECT_NE((*log)->Problem().find("connection refused"), std::string::npos);
+  (*log)->Record(Event("lost"));
+  kms_up = true;
+  EXPECT_FALSE((*log)->Ready());  // asked less than a second ago
+  EXPECT_EQ(asked, 1);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_TRUE((*log)->Ready());
+  EXPECT_EQ(asked, 2);
+  (*log)->Record(Event("p4"));
+  auto lines = ReadLines(path_);
+  ASSERT_EQ(lines.size(), 6u);
+  EXPECT_NE(lines[4].find("1 event(s) could not be written"), std::string::npos) << lines[4];
+  EXPECT_EQ(Verify().problem, "");
 }
 
 // A line as the unkeyed chain of earlier releases wrote it.
