@@ -10,6 +10,8 @@ import threading
 import time
 
 from conftest import BINARY, canary, create_provider, data
+from test_aws import aws_gateway, moto  # noqa: F401 (the moto fixture)
+from test_rotation import wait_idle
 
 
 def verify(gw, path=None):
@@ -185,4 +187,21 @@ def test_audit_key_survives_rotations_that_retire_its_version(gateway):
     data(gateway.call("POST", f"/admin/providers/{pid}/credentials/rotate", json={"credentials": {"api_key": canary()}}))
     gateway.stop()
     r = verify(gateway)
+    assert r.returncode == 0, r.stderr
+
+
+def test_kms_wrapped_audit_key_survives_a_rotation_that_retires_its_version(make_gateway, moto):
+    gw = aws_gateway(make_gateway, moto)
+    pids = [create_provider(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(2)]
+    data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
+    assert wait_idle(gw)["history"][0]["status"] == "completed"
+    h = data(gw.call("GET", "/admin/secrets/health"))
+    assert [v["state"] for v in h["keyManager"]["versions"]] == ["retired", "active"]
+    db = sqlite3.connect(gw.data_dir / "gateway.db")
+    assert db.execute("SELECT kind, key_version FROM audit_key").fetchall() == [("aws-kms", 2)]
+    db.close()
+    gw.restart()  # unwraps the audit key again through KMS
+    assert data(gw.call("POST", f"/admin/secrets/providers/{pids[0]}/credentials/validate"))["valid"] is True
+    gw.stop()
+    r = verify(gw)
     assert r.returncode == 0, r.stderr
