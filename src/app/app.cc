@@ -1,13 +1,16 @@
 #include "app/app.h"
 
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include "api/routes.h"
 #include "audit/audit_log.h"
+#include "app/audit_setup.h"
 #include "app/backend.h"
 #include "metrics/metrics.h"
 #include "registry/sqlite_provider_repository.h"
 #include "server/auth.h"
+#include "server/envelope.h"
 #include "server/router.h"
 #include "core/cron.h"
 #include "service/key_rotation_service.h"
@@ -22,6 +25,7 @@ struct App::Parts {
   std::shared_ptr<SqliteDb> db;
   std::unique_ptr<ProviderRepository> repo;
   Backend backend;
+  std::unique_ptr<AuditHeadStore> audit_heads;
   std::unique_ptr<FileAuditLog> audit;
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<TokenAuthenticator> auth;
@@ -47,7 +51,26 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   DYAD_ASSIGN_OR_RETURN(p.db, SqliteDb::Open(config.database_path));
   p.repo = NewSqliteProviderRepository(p.db);
   DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock));
-  DYAD_ASSIGN_OR_RETURN(p.audit, FileAuditLog::Open(config.audit_log_path, clock));
+  // Every retirement goes through the guard, which first moves the audit key
+  // off the version retired (audit_setup.h): the key is never lost.
+  p.backend.keys = GuardAuditKey(std::move(p.backend.keys), p.db);
+  AuditLogOptions audit;
+  audit.path = config.audit_log_path;
+  // Asked again (once a second at most) while the KMS cannot be reached:
+  // the service starts, and refuses what it could not audit.
+  audit.key_source = [db = p.db, keys = p.backend.keys.get(), &clock] {
+    return LoadAuditKey(*db, *keys, clock, true);
+  };
+  p.audit_heads = NewSqliteAuditHeadStore(p.db, clock);
+  audit.heads = p.audit_heads.get();
+  // A write past RLIMIT_FSIZE must fail with EFBIG (the audit log then
+  // refuses operations) rather than kill the process.
+  signal(SIGXFSZ, SIG_IGN);
+  DYAD_ASSIGN_OR_RETURN(p.audit, FileAuditLog::Open(std::move(audit), clock));
+  if (!p.audit->Healthy()) {
+    spdlog::error("the audit log cannot be written ({}): requests other than GET get 503 until it can",
+                  p.audit->Problem());
+  }
   p.metrics = std::make_unique<Metrics>();
   DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file));
 
@@ -97,7 +120,17 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
 HttpResponse App::Handle(const HttpRequest& request) {
   auto t0 = parts_->clock->Now();
   Principal who;
-  HttpResponse resp = parts_->router->Handle(request, who);
+  HttpResponse resp;
+  // Whatever changes or reveals a secret (every method but GET and HEAD)
+  // waits until it can be audited, as Vault does.
+  if (request.method != "GET" && request.method != "HEAD" && !parts_->audit->Ready()) {
+    // Why, only to a known identity (the reason may be the KMS's answer).
+    std::string why = parts_->auth->Authenticate(request.authorization) ? ": " + parts_->audit->Problem() : "";
+    resp = JsonError(MakeError(ErrorCode::kUnavailable, "the audit log cannot be written" + why));
+    resp.headers.emplace_back("Retry-After", "1");
+  } else {
+    resp = parts_->router->Handle(request, who);
+  }
   parts_->metrics->CountHttpRequest(resp.status);
   if (spdlog::should_log(spdlog::level::info)) {
     double ms = std::chrono::duration<double, std::milli>(parts_->clock->Now() - t0).count();

@@ -1,5 +1,17 @@
 #include "audit/audit_log.h"
 
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -9,27 +21,58 @@
 namespace dyad {
 namespace {
 
-constexpr std::string_view kHashKey = ",\"hash\":\"";
-constexpr size_t kHashSuffix = kHashKey.size() + 64 + 2;  // ,"hash":"<64>"}
+constexpr std::string_view kMacKey = ",\"mac\":\"";
+constexpr std::string_view kLegacyKey = ",\"hash\":\"";
 
-// Splits a line into its hashed text (closed with '}') and its hash.
-bool SplitLine(const std::string& line, std::string& body, std::string& hash) {
-  if (line.size() < kHashSuffix + 2 || line.back() != '}' || line[line.size() - 2] != '"') return false;
-  size_t at = line.size() - kHashSuffix;
-  if (line.compare(at, kHashKey.size(), kHashKey) != 0) return false;
-  hash = line.substr(at + kHashKey.size(), 64);
-  body = line.substr(0, at) + "}";
+// Splits a line into its authenticated text (closed with '}') and the hex
+// digest after `key`; false when the line does not end that way.
+bool SplitLine(std::string_view line, std::string_view key, std::string& body, std::string& digest) {
+  const size_t suffix = key.size() + 64 + 2;  // ,"mac":"<64>"}
+  if (line.size() < suffix + 2 || line.back() != '}' || line[line.size() - 2] != '"') return false;
+  size_t at = line.size() - suffix;
+  if (line.compare(at, key.size(), key) != 0) return false;
+  digest = std::string(line.substr(at + key.size(), 64));
+  body = std::string(line.substr(0, at)) + "}";
   return true;
 }
 
-std::string LastHash(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string line, last;
-  while (std::getline(in, line)) {
-    if (!line.empty()) last = line;
+std::string Mac(const SecretBytes& key, std::string_view body) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(body.data()),
+       body.size(), out, &len);
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(out), len));
+}
+
+std::string HeadSeal(const SecretBytes& key, uint64_t seq, const std::string& mac) {
+  return Mac(key, "dyad-audit-head:" + std::to_string(seq) + ":" + mac);
+}
+
+// The flock of one append; released when it goes out of scope.
+class FileLock {
+ public:
+  explicit FileLock(int fd) : fd_(fd) {
+    while (flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+    }
   }
-  std::string body, hash;
-  return SplitLine(last, body, hash) ? hash : kAuditGenesis;
+  ~FileLock() { flock(fd_, LOCK_UN); }
+  FileLock(const FileLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+bool WriteAll(int fd, std::string_view data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t w = ::write(fd, data.data() + off, data.size() - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    off += static_cast<size_t>(w);
+  }
+  return true;
 }
 
 }  // namespace
@@ -40,19 +83,117 @@ void SetFailure(AuditEvent& event, const Error& error) {
   event.detail = error.message;
 }
 
-Result<std::unique_ptr<FileAuditLog>> FileAuditLog::Open(const std::string& path, const Clock& clock) {
-  std::string last = LastHash(path);
-  std::FILE* f = std::fopen(path.c_str(), "ae");
-  if (!f) return MakeError(ErrorCode::kUnavailable, "AUDIT_LOG_PATH: cannot open '" + path + "' for appending");
-  return std::unique_ptr<FileAuditLog>(new FileAuditLog(f, std::move(last), clock));
+Result<std::unique_ptr<FileAuditLog>> FileAuditLog::Open(AuditLogOptions options, const Clock& clock) {
+  if (options.key.size() != 32 && !(options.key.empty() && options.key_source)) {
+    return MakeError(ErrorCode::kInvalidArgument, "the audit key must be 32 bytes");
+  }
+  int fd = ::open(options.path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return MakeError(ErrorCode::kUnavailable, "AUDIT_LOG_PATH: cannot open '" + options.path + "' for appending");
+  }
+  std::unique_ptr<FileAuditLog> log(new FileAuditLog(fd, std::move(options), clock));
+  {
+    std::lock_guard lock(log->mu_);
+    FileLock file_lock(fd);
+    log->SyncTail();
+    if (!log->HaveKey()) log->healthy_.store(false);
+  }
+  return log;
 }
 
-FileAuditLog::~FileAuditLog() {
-  if (file_) std::fclose(file_);
+FileAuditLog::~FileAuditLog() { ::close(fd_); }
+
+void FileAuditLog::SyncTail() {
+  struct stat st;
+  if (fstat(fd_, &st) != 0 || st.st_size == end_) return;
+  // Read back from the end until the last complete line is in hand.
+  int64_t size = st.st_size, start = size;
+  std::string tail;
+  auto complete = [&] {
+    if (start == 0) return true;
+    size_t nl = tail.rfind('\n');
+    return nl != std::string::npos && nl > 0 && tail.rfind('\n', nl - 1) != std::string::npos;
+  };
+  while (!complete()) {
+    int64_t from = std::max<int64_t>(0, start - 65536);
+    std::string chunk(static_cast<size_t>(start - from), '\0');
+    ssize_t n = pread(fd_, chunk.data(), chunk.size(), from);
+    if (n != static_cast<ssize_t>(chunk.size())) return;  // cannot read it: the next append retries
+    tail.insert(0, chunk);
+    start = from;
+  }
+  size_t nl = tail.rfind('\n');
+  int64_t whole = nl == std::string::npos ? start : start + static_cast<int64_t>(nl) + 1;
+  if (whole < size) {
+    // A torn last line (a writer died or the disk filled mid-line): not a
+    // record of anything, and the next line must start on its own.
+    if (ftruncate(fd_, whole) == 0) size = whole;
+  }
+  std::string line;
+  if (nl != std::string::npos) {
+    size_t from = nl == 0 ? std::string::npos : tail.rfind('\n', nl - 1);
+    line = tail.substr(from == std::string::npos ? 0 : from + 1, nl - (from == std::string::npos ? 0 : from + 1));
+  }
+  seq_ = 0;
+  last_mac_ = kAuditGenesis;
+  std::string body, digest;
+  if (line.empty() && whole == 0) {
+    // empty log: the chain starts here
+  } else if (SplitLine(line, kMacKey, body, digest)) {
+    auto j = nlohmann::json::parse(body, nullptr, false);
+    if (j.is_object() && j.contains("seq") && j["seq"].is_number_unsigned()) seq_ = j["seq"].get<uint64_t>();
+    last_mac_ = digest;
+  } else if (SplitLine(line, kLegacyKey, body, digest)) {
+    last_mac_ = digest;  // the keyed chain goes on from an unkeyed one
+  } else {
+    last_mac_ = HexEncode(Sha256(line));  // a damaged line: verify names it; link past it
+  }
+  end_ = size;
 }
 
-void FileAuditLog::Record(const AuditEvent& e) {
-  nlohmann::json j = {{"time", FormatIso8601(clock_.WallNow())},
+bool FileAuditLog::HaveKey() {
+  if (!options_.key.empty()) return true;
+  if (key_asked_ && clock_.Now() - *key_asked_ < std::chrono::seconds(1)) return false;
+  key_asked_ = clock_.Now();
+  auto key = options_.key_source();
+  if (key.ok() && key->size() == 32) {
+    options_.key = std::move(key).value();
+    return true;
+  }
+  problem_ = key.ok() ? "the audit key is not 32 bytes" : key.error().message;
+  return false;
+}
+
+std::string FileAuditLog::Problem() {
+  std::lock_guard lock(mu_);
+  return problem_;
+}
+
+bool FileAuditLog::Append(std::string json_text) {
+  std::string mac = Mac(options_.key, json_text);
+  json_text.pop_back();  // reopen the object to append the MAC
+  json_text += kMacKey;
+  json_text += mac;
+  json_text += "\"}\n";
+  if (!WriteAll(fd_, json_text)) {
+    problem_ = std::string("cannot append to '") + options_.path + "': " + std::strerror(errno);
+    // Cut back what part of the line made it (file-size limit, disk full).
+    if (ftruncate(fd_, end_) != 0) end_ = -1;  // re-read the tail before the next line
+    return false;
+  }
+  end_ += static_cast<int64_t>(json_text.size());
+  ++seq_;
+  last_mac_ = std::move(mac);
+  // The head in the registry lags the file at most by the lines of a crash
+  // between these two writes; verify accepts a log ahead of its head.
+  if (options_.heads) (void)options_.heads->Save(AuditHead{seq_, last_mac_, HeadSeal(options_.key, seq_, last_mac_)});
+  return true;
+}
+
+namespace {
+
+nlohmann::json EventJson(const AuditEvent& e, const Clock& clock) {
+  nlohmann::json j = {{"time", FormatIso8601(clock.WallNow())},
                       {"actor", e.actor},
                       {"action", e.action},
                       {"outcome", e.outcome},
@@ -63,26 +204,99 @@ void FileAuditLog::Record(const AuditEvent& e) {
   if (!e.error_code.empty()) j["errorCode"] = e.error_code;
   if (!e.request_id.empty()) j["requestId"] = e.request_id;
   if (!e.detail.empty()) j["detail"] = e.detail;
-  std::lock_guard lock(mu_);
-  j["prev"] = last_hash_;
-  std::string body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  std::string hash = HexEncode(Sha256(body));
-  body.pop_back();  // reopen the object to append the hash
-  body += kHashKey;
-  body += hash;
-  body += "\"}\n";
-  if (std::fwrite(body.data(), 1, body.size(), file_) != body.size() || std::fflush(file_) != 0) {
-    healthy_ = false;
-    return;
-  }
-  last_hash_ = std::move(hash);
+  return j;
 }
 
-Result<AuditVerifyReport> VerifyAuditLog(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(ErrorCode::kNotFound, "cannot read audit log '" + path + "'");
+std::string Dump(nlohmann::json& j, uint64_t seq, const std::string& prev) {
+  j["seq"] = seq;
+  j["prev"] = prev;
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace
+
+void FileAuditLog::Record(const AuditEvent& e) {
+  nlohmann::json j = EventJson(e, clock_);
+  std::lock_guard lock(mu_);
+  if (!HaveKey()) {
+    ++dropped_;
+    return;
+  }
+  FileLock file_lock(fd_);
+  SyncTail();
+  if (!healthy_.load(std::memory_order_relaxed)) {
+    AuditEvent resumed;
+    resumed.actor = "system";
+    resumed.action = "audit.resumed";
+    resumed.detail = std::to_string(dropped_) + " event(s) could not be written while the audit log was unavailable";
+    nlohmann::json r = EventJson(resumed, clock_);
+    if (!Append(Dump(r, seq_ + 1, last_mac_))) {
+      ++dropped_;
+      return;
+    }
+    dropped_ = 0;
+    healthy_.store(true, std::memory_order_release);
+  }
+  if (!Append(Dump(j, seq_ + 1, last_mac_))) {
+    ++dropped_;
+    healthy_.store(false, std::memory_order_release);
+  }
+}
+
+bool FileAuditLog::HasHeadroom() const {
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return false;
+  const uint64_t need = static_cast<uint64_t>(st.st_size) + options_.headroom_bytes;
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && need > limit.rlim_cur) return false;
+  struct statvfs vfs;
+  if (fstatvfs(fd_, &vfs) == 0 && static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < options_.headroom_bytes) {
+    return false;
+  }
+  return true;
+}
+
+bool FileAuditLog::Ready() {
+  if (!HasHeadroom()) {
+    std::lock_guard lock(mu_);
+    problem_ = "less than " + std::to_string(options_.headroom_bytes) + " bytes can be appended to '" +
+               options_.path + "' (disk space or file-size limit)";
+    return false;
+  }
+  if (Healthy()) return true;
+  // Room again after a failed write: prove it with the "audit.resumed" line.
+  std::lock_guard lock(mu_);
+  if (healthy_.load(std::memory_order_relaxed)) return true;
+  if (!HaveKey()) return false;
+  FileLock file_lock(fd_);
+  SyncTail();
+  AuditEvent resumed;
+  resumed.actor = "system";
+  resumed.action = "audit.resumed";
+  resumed.detail = std::to_string(dropped_) + " event(s) could not be written while the audit log was unavailable";
+  nlohmann::json r = EventJson(resumed, clock_);
+  if (!Append(Dump(r, seq_ + 1, last_mac_))) return false;
+  dropped_ = 0;
+  healthy_.store(true, std::memory_order_release);
+  return true;
+}
+
+Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key,
+                                         const std::optional<AuditHead>& head) {
   AuditVerifyReport report;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (!head) return MakeError(ErrorCode::kNotFound, "cannot read audit log '" + path + "'");
+    report.first_bad_line = 1;
+    report.problem = "the log cannot be read, but the registry recorded its head at seq " + std::to_string(head->seq);
+    return report;
+  }
+  if (head && !ConstantTimeEquals(HeadSeal(key, head->seq, head->mac), head->seal)) {
+    report.problem = "the chain head recorded in the registry is not sealed under the audit key (edited)";
+    return report;
+  }
   std::string line, prev = kAuditGenesis;
+  bool keyed = false;
   while (std::getline(in, line)) {
     ++report.lines;
     auto fail = [&](std::string problem) {
@@ -90,17 +304,44 @@ Result<AuditVerifyReport> VerifyAuditLog(const std::string& path) {
       report.problem = std::move(problem);
       return report;
     };
-    std::string body, hash;
-    if (!SplitLine(line, body, hash)) return fail("line has no trailing \"hash\" member");
-    if (HexEncode(Sha256(body)) != hash) return fail("hash does not match the line's content (edited)");
+    std::string body, digest;
+    if (!keyed && SplitLine(line, kLegacyKey, body, digest)) {  // written before the chain was keyed
+      if (HexEncode(Sha256(body)) != digest) return fail("hash does not match the line's content (edited)");
+      auto j = nlohmann::json::parse(body, nullptr, false);
+      if (!j.is_object() || !j.contains("prev") || !j["prev"].is_string() || j["prev"].get<std::string>() != prev) {
+        return fail("\"prev\" does not match the previous line's hash (a line was removed or reordered)");
+      }
+      ++report.legacy_lines;
+      prev = digest;
+      continue;
+    }
+    if (!SplitLine(line, kMacKey, body, digest)) return fail("line has no trailing \"mac\" member");
+    if (!ConstantTimeEquals(Mac(key, body), digest)) {
+      return fail("MAC does not match the line's content (edited, or not written under this deployment's audit key)");
+    }
     auto j = nlohmann::json::parse(body, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("prev") || !j["prev"].is_string()) {
-      return fail("line is not a JSON object with \"prev\"");
+    if (j.is_discarded() || !j.is_object() || !j.contains("prev") || !j["prev"].is_string() || !j.contains("seq") ||
+        !j["seq"].is_number_unsigned()) {
+      return fail("line is not a JSON object with \"seq\" and \"prev\"");
     }
-    if (j["prev"].get<std::string>() != prev) {
-      return fail("\"prev\" does not match the previous line's hash (a line was removed or reordered)");
+    const uint64_t seq = j["seq"].get<uint64_t>();
+    const uint64_t expected = keyed ? report.last_seq + 1 : 1;
+    if (j["prev"].get<std::string>() != prev || seq != expected) {
+      return fail("seq " + std::to_string(seq) + " where " + std::to_string(expected) +
+                  " was expected, or \"prev\" does not match the previous line (a line was removed or reordered)");
     }
-    prev = hash;
+    if (head && seq == head->seq && !ConstantTimeEquals(digest, head->mac)) {
+      return fail("does not match the chain head recorded in the registry (the chain was rewritten)");
+    }
+    keyed = true;
+    report.last_seq = seq;
+    prev = digest;
+  }
+  if (head && head->seq > report.last_seq) {
+    report.first_bad_line = report.lines + 1;
+    report.problem = "the log ends at seq " + std::to_string(report.last_seq) + " but the registry recorded seq " +
+                     std::to_string(head->seq) + ": the last " + std::to_string(head->seq - report.last_seq) +
+                     " line(s) were removed";
   }
   return report;
 }

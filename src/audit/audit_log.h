@@ -1,47 +1,114 @@
-// FileAuditLog: the audit log as JSON lines with a hash chain.
+// FileAuditLog: the audit log as JSON lines on a keyed hash chain.
 //
-// Each line is a JSON object whose "prev" is the previous line's hash and
-// whose last member is "hash": hex SHA-256 of the line's text up to the
-// ",\"hash\"" suffix, closed with "}". Editing, removing or reordering a line
-// breaks the chain; VerifyAuditLog() names the first bad line. A reopened
-// log continues the chain from its last line. Thread-safe.
+// Each line is a JSON object with a sequence number "seq" (1, 2, …), the
+// previous line's MAC "prev", and as its last member "mac": hex
+// HMAC-SHA-256, under the audit key, of the line's text up to the ",\"mac\""
+// suffix, closed with "}". Without the key nobody can edit, remove, reorder
+// or recompute lines unnoticed; the chain's head (seq and MAC of the last
+// line) is also saved in an AuditHeadStore (the registry database), so a
+// removed tail is seen too. VerifyAuditLog() names the first bad line.
+//
+// Several processes may append to one file: each append holds an exclusive
+// flock on it and, when the file grew since this process last wrote, reads
+// the tail again, so all of them extend one chain. A write that fails (disk
+// full, file-size limit) is cut back so no torn line stays; the log is then
+// unhealthy and Ready() is false until a write succeeds again, which first
+// records an "audit.resumed" line counting the events lost. Ready() is also
+// false, before any failure, while less than `headroom_bytes` can be written
+// (free space, RLIMIT_FSIZE). When the key cannot be had at open (the KMS is
+// down), the log is unhealthy and asks `key_source` again at most once a
+// second. Lines written before the chain was keyed
+// (a legacy "hash" member, unkeyed SHA-256) may only precede the keyed ones.
+// Thread-safe. Errors: Open() returns kUnavailable when the file cannot be
+// opened and kInvalidArgument for a key that is not 32 bytes.
 #pragma once
 
-#include <cstdio>
+#include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "audit/audit_sink.h"
 #include "core/clock.h"
 #include "core/result.h"
+#include "core/secret_bytes.h"
 
 namespace dyad {
 
+// The chain's last line, as remembered outside the log. `seal` is the hex
+// HMAC of seq and mac under the audit key: pointing the head at an earlier
+// line (to hide a removed tail) needs the key too.
+struct AuditHead {
+  uint64_t seq = 0;
+  std::string mac;   // hex
+  std::string seal;  // hex
+};
+
+// AuditHeadStore: keeps the chain's head beside the log (the registry
+// database). Thread-safe. Save() never moves the head back to a lower seq.
+class AuditHeadStore {
+ public:
+  virtual ~AuditHeadStore() = default;
+  virtual Status Save(const AuditHead& head) = 0;
+  virtual Result<std::optional<AuditHead>> Load() = 0;
+};
+
+struct AuditLogOptions {
+  std::string path;
+  SecretBytes key;  // 32 bytes; or, when empty, asked of key_source
+  std::function<Result<SecretBytes>()> key_source;
+  AuditHeadStore* heads = nullptr;  // optional; must outlive the log
+  uint64_t headroom_bytes = 64 * 1024;
+};
+
 class FileAuditLog final : public AuditSink {
  public:
-  static Result<std::unique_ptr<FileAuditLog>> Open(const std::string& path, const Clock& clock);
+  static Result<std::unique_ptr<FileAuditLog>> Open(AuditLogOptions options, const Clock& clock);
   ~FileAuditLog() override;
   void Record(const AuditEvent& event) override;
-  bool Healthy() const override { return healthy_; }
+  bool Healthy() const override { return healthy_.load(std::memory_order_acquire); }
+  bool Ready() override;
+  // Why the log cannot be written, when it cannot (no secret in it).
+  std::string Problem();
 
  private:
-  FileAuditLog(std::FILE* f, std::string last_hash, const Clock& clock)
-      : file_(f), last_hash_(std::move(last_hash)), clock_(clock) {}
-  std::mutex mu_;
-  std::FILE* file_;
-  std::string last_hash_;
+  FileAuditLog(int fd, AuditLogOptions options, const Clock& clock)
+      : fd_(fd), options_(std::move(options)), clock_(clock) {}
+  // With mu_ and the flock held: the chain's tail as the file has it now.
+  void SyncTail();
+  // With mu_ and the flock held: appends one line; false when it failed.
+  bool Append(std::string body_without_chain);
+  bool HasHeadroom() const;
+  // With mu_ held: whether the key is in hand, asking key_source if due.
+  bool HaveKey();
+
+  const int fd_;
+  AuditLogOptions options_;  // key: guarded by mu_
   const Clock& clock_;
-  bool healthy_ = true;
+  std::mutex mu_;
+  std::optional<Clock::Instant> key_asked_;  // guarded by mu_
+  std::string problem_;                      // guarded by mu_
+  uint64_t seq_ = 0;       // guarded by mu_
+  std::string last_mac_;   // guarded by mu_
+  int64_t end_ = -1;       // guarded by mu_: file size after our last write
+  uint64_t dropped_ = 0;   // guarded by mu_: events lost since the last write failed
+  std::atomic<bool> healthy_{true};
 };
 
 struct AuditVerifyReport {
   size_t lines = 0;
-  size_t first_bad_line = 0;  // 1-based; 0 when intact
-  std::string problem;
+  size_t legacy_lines = 0;    // unkeyed lines before the keyed chain
+  uint64_t last_seq = 0;
+  size_t first_bad_line = 0;  // 1-based; lines + 1 for a removed tail; 0 for none
+  std::string problem;        // empty when intact
 };
 
-Result<AuditVerifyReport> VerifyAuditLog(const std::string& path);
+// Checks the chain under `key` and, when given, that it reaches `head`.
+Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key,
+                                         const std::optional<AuditHead>& head);
 
 // The genesis "prev" of the first line.
 inline const std::string kAuditGenesis(64, '0');

@@ -1,9 +1,13 @@
 #include "audit/audit_log.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "core/encoding.h"
 #include "testing/fakes.h"
@@ -23,40 +27,78 @@ void WriteLines(const std::string& path, const std::vector<std::string>& lines) 
   for (const auto& l : lines) out << l << "\n";
 }
 
+SecretBytes Key(char fill) { return SecretBytes(std::string(32, fill)); }
+
+class MemoryHeads final : public AuditHeadStore {
+ public:
+  Status Save(const AuditHead& head) override {
+    std::lock_guard lock(mu_);
+    if (!head_ || head.seq > head_->seq) head_ = head;
+    return OkStatus();
+  }
+  Result<std::optional<AuditHead>> Load() override {
+    std::lock_guard lock(mu_);
+    return head_;
+  }
+  void Force(AuditHead head) {
+    std::lock_guard lock(mu_);
+    head_ = std::move(head);
+  }
+
+ private:
+  std::mutex mu_;
+  std::optional<AuditHead> head_;
+};
+
+AuditEvent Event(const std::string& resource) {
+  AuditEvent e;
+  e.actor = "admin";
+  e.action = "secret.get";
+  e.resource = resource;
+  return e;
+}
+
 class AuditTest : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = dir_.File("audit.log");
-    auto log = FileAuditLog::Open(path_, clock_);
-    ASSERT_TRUE(log.ok());
-    for (int i = 0; i < 4; ++i) {
-      AuditEvent e;
-      e.actor = "admin";
-      e.action = "secret.get";
-      e.resource = "p" + std::to_string(i);
-      (*log)->Record(e);
-    }
+    auto log = Open(Key('k'));
+    ASSERT_TRUE(log.ok()) << log.error().message;
+    for (int i = 0; i < 4; ++i) (*log)->Record(Event("p" + std::to_string(i)));
   }
-  size_t BadLine() {
-    auto r = VerifyAuditLog(path_);
+  Result<std::unique_ptr<FileAuditLog>> Open(SecretBytes key, AuditHeadStore* heads = nullptr) {
+    AuditLogOptions o;
+    o.path = path_;
+    o.key = std::move(key);
+    o.heads = heads ? heads : &heads_;
+    return FileAuditLog::Open(std::move(o), clock_);
+  }
+  AuditVerifyReport Verify() {
+    auto r = VerifyAuditLog(path_, Key('k'), *heads_.Load());
     EXPECT_TRUE(r.ok());
-    return r->first_bad_line;
+    return r.ok() ? *r : AuditVerifyReport{};
   }
+  size_t BadLine() { return Verify().first_bad_line; }
+
   testing::TempDir dir_;
   FakeClock clock_;
+  MemoryHeads heads_;
   std::string path_;
 };
 
 TEST_F(AuditTest, IntactChainVerifiesAndContinuesAfterReopen) {
   EXPECT_EQ(BadLine(), 0u);
   {
-    auto log = FileAuditLog::Open(path_, clock_);
+    auto log = Open(Key('k'));
     AuditEvent e;
     e.action = "cache.clear";
     (*log)->Record(e);
   }
-  EXPECT_EQ(BadLine(), 0u);
-  EXPECT_EQ(VerifyAuditLog(path_)->lines, 5u);
+  auto report = Verify();
+  EXPECT_EQ(report.first_bad_line, 0u) << report.problem;
+  EXPECT_EQ(report.lines, 5u);
+  EXPECT_EQ(report.last_seq, 5u);
+  EXPECT_EQ(heads_.Load()->value().seq, 5u);
 }
 
 TEST_F(AuditTest, EditedLineIsNamed) {
@@ -80,14 +122,218 @@ TEST_F(AuditTest, ReorderedLinesAreNamed) {
   EXPECT_EQ(BadLine(), 3u);
 }
 
-TEST_F(AuditTest, RehashedEditStillBreaksTheChain) {
-  // Someone edits line 2 and recomputes its hash: line 3's "prev" no longer matches.
+TEST_F(AuditTest, EditWithRecomputedUnkeyedHashIsNamed) {
+  // Someone edits line 2 and recomputes a plain SHA-256 for it: without the
+  // key the MAC cannot be made, so the edited line itself is named.
   auto lines = ReadLines(path_);
-  std::string body = lines[1].substr(0, lines[1].rfind(",\"hash\"")) + "}";
+  std::string body = lines[1].substr(0, lines[1].rfind(",\"mac\"")) + "}";
   body.replace(body.find("p1"), 2, "p8");
-  lines[1] = body.substr(0, body.size() - 1) + ",\"hash\":\"" + HexEncode(Sha256(body)) + "\"}";
+  lines[1] = body.substr(0, body.size() - 1) + ",\"mac\":\"" + HexEncode(Sha256(body)) + "\"}";
   WriteLines(path_, lines);
-  EXPECT_EQ(BadLine(), 3u);
+  EXPECT_EQ(BadLine(), 2u);
+}
+
+TEST_F(AuditTest, ChainRecomputedUnderAnotherKeyIsReported) {
+  std::filesystem::remove(path_);
+  {
+    MemoryHeads other;
+    auto forged = Open(Key('x'), &other);
+    ASSERT_TRUE(forged.ok());
+    for (int i = 0; i < 4; ++i) (*forged)->Record(Event("p" + std::to_string(i)));
+  }
+  auto report = Verify();
+  EXPECT_EQ(report.first_bad_line, 1u);
+  EXPECT_NE(report.problem.find("MAC"), std::string::npos) << report.problem;
+}
+
+TEST_F(AuditTest, RemovedTailIsReportedAgainstTheRecordedHead) {
+  auto lines = ReadLines(path_);
+  lines.resize(2);
+  WriteLines(path_, lines);
+  auto report = Verify();
+  EXPECT_EQ(report.first_bad_line, 3u);
+  EXPECT_NE(report.problem.find("the last 2 line(s) were removed"), std::string::npos) << report.problem;
+  // Without the head the shortened chain would pass: the head is what tells.
+  EXPECT_EQ(VerifyAuditLog(path_, Key('k'), std::nullopt)->first_bad_line, 0u);
+}
+
+TEST_F(AuditTest, HeadMovedBackToHideARemovedTailIsReported) {
+  // Someone with the database too cuts the tail and points the head at the
+  // new last line: without the key the head's seal cannot follow.
+  auto lines = ReadLines(path_);
+  lines.resize(2);
+  WriteLines(path_, lines);
+  AuditHead head = heads_.Load()->value();
+  head.seq = 2;
+  head.mac = lines[1].substr(lines[1].size() - 66, 64);
+  heads_.Force(head);
+  auto report = Verify();
+  EXPECT_NE(report.problem.find("not sealed under the audit key"), std::string::npos) << report.problem;
+}
+
+TEST_F(AuditTest, RewrittenChainIsReportedAgainstTheRecordedHead) {
+  // The whole log replaced by a shorter-and-longer chain under the same key
+  // (an old copy extended, say): its line at the head's seq is another one.
+  std::filesystem::remove(path_);
+  MemoryHeads other;
+  auto log = Open(Key('k'), &other);
+  for (int i = 0; i < 6; ++i) (*log)->Record(Event("rewritten"));
+  EXPECT_EQ(BadLine(), 4u);
+}
+
+TEST_F(AuditTest, TwoWritersOnOneFileKeepOneChain) {
+  // Two opens of one file stand for the server and a CLI command beside it.
+  auto a = Open(Key('k'));
+  auto b = Open(Key('k'));
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::thread ta([&] {
+    for (int i = 0; i < 200; ++i) (*a)->Record(Event("from-a"));
+  });
+  std::thread tb([&] {
+    for (int i = 0; i < 200; ++i) (*b)->Record(Event("from-b"));
+  });
+  ta.join();
+  tb.join();
+  auto report = Verify();
+  EXPECT_EQ(report.first_bad_line, 0u) << report.problem;
+  EXPECT_EQ(report.lines, 404u);
+  EXPECT_EQ(report.last_seq, 404u);
+}
+
+TEST_F(AuditTest, TornLastLineIsCutBeforeTheNextOne) {
+  {
+    std::ofstream out(path_, std::ios::app);
+    out << R"({"action":"secret.get","seq":5,"prev":"00)";  // a writer died mid-line
+  }
+  auto log = Open(Key('k'));
+  (*log)->Record(Event("p4"));
+  auto report = Verify();
+  EXPECT_EQ(report.first_bad_line, 0u) << report.problem;
+  EXPECT_EQ(report.lines, 5u);
+}
+
+TEST_F(AuditTest, HealthCanBeReadWhileWritesFail) {
+  // ThreadSanitizer's check: health probes read Healthy() on other threads
+  // while Record() on a full disk (/dev/full) sets it.
+  path_ = "/dev/full";
+  auto log = Open(Key('k'));
+  ASSERT_TRUE(log.ok()) << log.error().message;
+  std::atomic<bool> done{false};
+  std::atomic<int> unhealthy{0};
+  std::thread reader([&] {
+    while (!done.load()) unhealthy += (*log)->Healthy() ? 0 : 1;
+  });
+  for (int i = 0; i < 100; ++i) (*log)->Record(Event("h"));
+  done = true;
+  reader.join();
+  EXPECT_FALSE((*log)->Healthy());
+  EXPECT_FALSE((*log)->Ready());
+}
+
+TEST_F(AuditTest, KeyUnavailableAtStartRefusesUntilItCanBeHad) {
+  // The KMS is down when the service starts: the log opens without its key,
+  // refuses, asks again at most once a second, and then records the gap.
+  int asked = 0;
+  bool kms_up = false;
+  AuditLogOptions o;
+  o.path = path_;
+  o.heads = &heads_;
+  o.key_source = [&]() -> Result<SecretBytes> {
+    ++asked;
+    if (!kms_up) return MakeError(ErrorCode::kUnavailable, "KMS: connection refused");
+    return Key('k');
+  };
+  auto log = FileAuditLog::Open(std::move(o), clock_);
+  ASSERT_TRUE(log.ok());
+  EXPECT_FALSE((*log)->Ready());
+  EXPECT_NE((*log)->Problem().find("connection refused"), std::string::npos);
+  (*log)->Record(Event("lost"));
+  kms_up = true;
+  EXPECT_FALSE((*log)->Ready());  // asked less than a second ago
+  EXPECT_EQ(asked, 1);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_TRUE((*log)->Ready());
+  EXPECT_EQ(asked, 2);
+  (*log)->Record(Event("p4"));
+  auto lines = ReadLines(path_);
+  ASSERT_EQ(lines.size(), 6u);
+  EXPECT_NE(lines[4].find("1 event(s) could not be written"), std::string::npos) << lines[4];
+  EXPECT_EQ(Verify().problem, "");
+}
+
+// A line as the unkeyed chain of earlier releases wrote it.
+std::string LegacyLine(const std::string& resource, const std::string& prev, std::string* hash) {
+  std::string body = R"({"action":"secret.get","actor":"admin","prev":")" + prev + R"(","resource":")" + resource + "\"}";
+  *hash = HexEncode(Sha256(body));
+  return body.substr(0, body.size() - 1) + ",\"hash\":\"" + *hash + "\"}";
+}
+
+TEST(AuditUpgradeTest, UnkeyedLinesOfEarlierReleasesMayOnlyPrecedeTheKeyedChain) {
+  testing::TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("audit.log");
+  std::string h1, h2;
+  std::string l1 = LegacyLine("a", kAuditGenesis, &h1);
+  std::string l2 = LegacyLine("b", h1, &h2);
+  WriteLines(path, {l1, l2});
+  MemoryHeads heads;
+  {
+    auto log = FileAuditLog::Open({path, Key('k'), nullptr, &heads}, clock);
+    ASSERT_TRUE(log.ok());
+    (*log)->Record(Event("c"));
+  }
+  auto report = VerifyAuditLog(path, Key('k'), *heads.Load());
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->first_bad_line, 0u) << report->problem;
+  EXPECT_EQ(report->legacy_lines, 2u);
+  EXPECT_EQ(report->last_seq, 1u);
+  // An unkeyed line after keyed ones is a forgery.
+  auto lines = ReadLines(path);
+  std::string h3;
+  lines.push_back(LegacyLine("d", lines.back().substr(lines.back().size() - 66, 64), &h3));
+  WriteLines(path, lines);
+  EXPECT_EQ(VerifyAuditLog(path, Key('k'), *heads.Load())->first_bad_line, 4u);
+}
+
+// A process whose file-size limit the log reaches: it refuses (Ready() false)
+// before and after a failed write, loses no line half-written, and accepts
+// again, recording the gap, once the limit is raised.
+void FileSizeLimitRun(const std::string& path) {
+  FakeClock clock;
+  MemoryHeads heads;
+  AuditLogOptions o;
+  o.path = path;
+  o.key = Key('k');
+  o.heads = &heads;
+  o.headroom_bytes = 4096;
+  auto log = FileAuditLog::Open(std::move(o), clock);
+  if (!log.ok()) std::exit(10);
+  signal(SIGXFSZ, SIG_IGN);
+  const auto size = std::filesystem::file_size(path);
+  rlimit limit{size + 100, RLIM_INFINITY};
+  if (setrlimit(RLIMIT_FSIZE, &limit) != 0) std::exit(11);
+  if ((*log)->Ready()) std::exit(12);  // no room for a line: refuse before writing
+  AuditEvent big = Event("p");
+  big.detail = std::string(300, 'd');
+  (*log)->Record(big);  // does not fit
+  if ((*log)->Healthy()) std::exit(13);
+  if (std::filesystem::file_size(path) != size) std::exit(14);  // the torn part was cut back
+  if ((*log)->Ready()) std::exit(15);
+  limit.rlim_cur = RLIM_INFINITY;
+  if (setrlimit(RLIMIT_FSIZE, &limit) != 0) std::exit(16);
+  if (!(*log)->Ready() || !(*log)->Healthy()) std::exit(17);
+  (*log)->Record(Event("after"));
+  auto report = VerifyAuditLog(path, Key('k'), *heads.Load());
+  if (!report.ok() || report->first_bad_line != 0 || report->lines != 6) std::exit(18);
+  auto lines = ReadLines(path);
+  if (lines[4].find("\"action\":\"audit.resumed\"") == std::string::npos) std::exit(19);
+  if (lines[4].find("1 event(s) could not be written") == std::string::npos) std::exit(20);
+  std::exit(0);
+}
+
+TEST_F(AuditTest, FileSizeLimitRefusesUntilTheLogCanBeWrittenAgain) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(FileSizeLimitRun(path_), ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // AuditSink: where audit events go (DESIGN.md §9). One event per secret
 // operation and admin action; never a secret value, never a token.
 // Implementations are thread-safe; Record() does not fail the operation it
-// describes (a sink that cannot write reports it through Healthy()).
+// describes (a sink that cannot write reports it through Healthy()). Ready()
+// is asked before an operation that changes or reveals a secret: false means
+// the operation must be refused (503), since it could not be audited.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +35,9 @@ class AuditSink {
   virtual ~AuditSink() = default;
   virtual void Record(const AuditEvent& event) = 0;
   virtual bool Healthy() const = 0;
+  // Whether an event recorded now would be written; may try to recover a
+  // sink that failed (so a sink that can write again starts accepting).
+  virtual bool Ready() { return Healthy(); }
 };
 
 }  // namespace dyad

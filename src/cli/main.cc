@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "app/app.h"
+#include "app/audit_setup.h"
 #include "audit/audit_log.h"
 #include "core/config.h"
 #include "core/encoding.h"
@@ -160,20 +161,28 @@ int SecretsVerify(const std::string& env_file) {
   return report->failed == 0 ? 0 : 1;
 }
 
+// Needs the configuration: the chain's key is opened through the configured
+// KeyManager and its head read from the registry database.
 int AuditVerify(const std::string& path_arg, const std::string& env_file) {
+  auto config = LoadFrom(env_file, false);
+  if (!config.ok()) return Fail("configuration error: " + config.error().message);
+  spdlog::set_level(spdlog::level::warn);
+  SystemClock clock;
   std::string path = path_arg;
-  if (path.empty()) {
-    auto config = LoadFrom(env_file, true);
-    if (!config.ok()) return Fail("configuration error: " + config.error().message);
-    path = config->audit_log_path;
-  }
-  auto report = VerifyAuditLog(path);
+  auto report = VerifyConfiguredAuditLog(*config, path, clock);
   if (!report.ok()) return Fail(report.error().message);
-  if (report->first_bad_line) {
-    std::fprintf(stderr, "%s: line %zu: %s\n", path.c_str(), report->first_bad_line, report->problem.c_str());
+  if (!report->problem.empty()) {
+    if (report->first_bad_line) {
+      std::fprintf(stderr, "%s: line %zu: %s\n", path.c_str(), report->first_bad_line, report->problem.c_str());
+    } else {
+      std::fprintf(stderr, "%s: %s\n", path.c_str(), report->problem.c_str());
+    }
     return 1;
   }
-  std::printf("%s: %zu lines, chain intact\n", path.c_str(), report->lines);
+  std::printf("%s: %zu lines, chain intact up to seq %llu", path.c_str(), report->lines,
+              static_cast<unsigned long long>(report->last_seq));
+  if (report->legacy_lines) std::printf(" (the first %zu unkeyed, from before the chain was keyed)", report->legacy_lines);
+  std::printf("\n");
   return 0;
 }
 

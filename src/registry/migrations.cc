@@ -75,6 +75,24 @@ INSERT INTO secrets_by_name(name, value, updated_at) SELECT name, value, updated
 DROP TABLE secrets;
 ALTER TABLE secrets_by_name RENAME TO secrets;
 )sql",
+      // 6: the audit chain's key (a data key wrapped by the KeyManager) and
+      // its head (seq and MAC of the last line), so `audit verify` sees a
+      // removed tail or a chain recomputed without the key.
+      R"sql(
+CREATE TABLE audit_key(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  kind TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  key_version INTEGER NOT NULL,
+  wrapped BLOB NOT NULL,
+  created_at TEXT NOT NULL);
+CREATE TABLE audit_head(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  seq INTEGER NOT NULL,
+  mac TEXT NOT NULL,
+  seal TEXT NOT NULL,
+  updated_at TEXT NOT NULL);
+)sql",
   };
   return kMigrations;
 }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "registry/migrations.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -38,7 +39,7 @@ TEST(SqliteRepository, CrudAndPersistenceAcrossReopen) {
   }
   auto db = SqliteDb::Open(dir.File("r.db"));
   ASSERT_TRUE(db.ok());
-  EXPECT_EQ((*db)->SchemaVersion(), 5);
+  EXPECT_EQ((*db)->SchemaVersion(), static_cast<int>(Migrations().size()));
   auto repo = NewSqliteProviderRepository(*db);
   auto page = repo->List(0, 10);
   ASSERT_TRUE(page.ok());
@@ -71,7 +72,7 @@ TEST(SqliteMigrations, SecretsSurviveTheMoveToANameClusteredTable) {
   }
   auto db = SqliteDb::Open(path);
   ASSERT_TRUE(db.ok()) << db.error().message;
-  EXPECT_EQ((*db)->SchemaVersion(), 5);
+  EXPECT_EQ((*db)->SchemaVersion(), static_cast<int>(Migrations().size()));
   auto value = (*db)->With<std::string>([](SqliteConnection& c) -> Result<std::string> {
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value FROM secrets WHERE name='a/b'"));
     DYAD_ASSIGN_OR_RETURN(bool row, st.Step());

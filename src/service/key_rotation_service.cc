@@ -196,7 +196,7 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     e.detail = run.trigger + " v" + std::to_string(run.from_version) + "->v" + std::to_string(run.to_version) + ": " +
                std::to_string(run.reencrypted) + " re-encrypted, " + std::to_string(run.skipped) + " skipped, " +
                std::to_string(run.failed) + " failed" + (run.error.empty() ? "" : "; " + run.error);
-    e.duration_ms = static_cast<double>(run.duration_ms);
+    e.duration_ms = std::chrono::duration<double, std::milli>(clock_.Now() - t0).count();  // not rounded to 0
     audit_.Record(e);
     if (progress) progress(run);
     return s.ok() ? saved : s;

@@ -29,8 +29,9 @@ std::vector<std::string> RequiredCredentialFields(const std::string& type) {
 }
 
 void ProviderService::Audit(const std::string& action, const std::string& id, const Status& s, const Caller& caller,
-                            std::vector<std::string> fields) {
+                            Clock::Instant started, std::vector<std::string> fields) {
   AuditEvent e;
+  e.duration_ms = std::chrono::duration<double, std::milli>(clock_.Now() - started).count();
   e.actor = caller.actor;
   e.request_id = caller.request_id;
   e.action = action;
@@ -43,6 +44,7 @@ void ProviderService::Audit(const std::string& action, const std::string& id, co
 }
 
 Result<Provider> ProviderService::Create(const ProviderPatch& input, const Caller& caller) {
+  const auto t0 = clock_.Now();
   Provider p;
   p.id = NewUuid(random_);
   Apply(input, p);
@@ -58,15 +60,16 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
     s = repo_.Insert(p);
     if (!s.ok() && p.credentials_version > 0) {
       Status undo = secrets_.RestoreRaw(p.id, std::nullopt);  // no secret without its row
-      if (!undo.ok()) Audit("secret.orphaned", p.id, undo, caller);
+      if (!undo.ok()) Audit("secret.orphaned", p.id, undo, caller, t0);
     }
   }
-  Audit("provider.create", p.id, s, caller, p.credential_fields);
+  Audit("provider.create", p.id, s, caller, t0, p.credential_fields);
   if (!s.ok()) return s.error();
   return p;
 }
 
 Result<Provider> ProviderService::Update(const std::string& id, const ProviderPatch& patch, const Caller& caller) {
+  const auto t0 = clock_.Now();
   auto lock = secrets_.LockProvider(id);
   auto result = [&]() -> Result<Provider> {
     DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
@@ -89,13 +92,13 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
     Status s = repo_.Update(p);
     if (!s.ok() && wrote_secret) {
       Status undo = secrets_.RestoreRaw(id, previous);  // the row and the secret stay in step
-      if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller);
+      if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
     }
     if (!s.ok()) return s.error();
     return p;
   }();
   Audit(patch.credentials ? "credentials.rotate" : "provider.update", id,
-        result.ok() ? OkStatus() : Status(result.error()), caller,
+        result.ok() ? OkStatus() : Status(result.error()), caller, t0,
         patch.credentials ? Names(*patch.credentials) : std::vector<std::string>{});
   return result;
 }
@@ -108,19 +111,21 @@ Result<Provider> ProviderService::RotateCredentials(const std::string& id, const
 }
 
 Status ProviderService::Delete(const std::string& id, const Caller& caller) {
+  const auto t0 = clock_.Now();
   auto lock = secrets_.LockProvider(id);
   Status s = repo_.Delete(id);
   if (s.ok()) {
     // The row goes first: a secret whose delete fails is an orphan that the
     // reconciliation sweep removes, never a row without its secret.
     Status gone = secrets_.Delete(id, caller);
-    if (!gone.ok()) Audit("secret.orphaned", id, gone, caller);
+    if (!gone.ok()) Audit("secret.orphaned", id, gone, caller, t0);
   }
-  Audit("provider.delete", id, s, caller);
+  Audit("provider.delete", id, s, caller, t0);
   return s;
 }
 
 Result<ValidationReport> ProviderService::Validate(const std::string& id, const Caller& caller) {
+  const auto t0 = clock_.Now();
   DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
   ValidationReport report;
   auto read = secrets_.Get(id, caller);
@@ -129,6 +134,7 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
     report.valid = true;
     report.source = "none";
     report.checks.push_back({"present", true, "this provider type needs no credentials"});
+    Audit("credentials.validate", id, OkStatus(), caller, t0);
     return report;
   }
   bool present = read.ok() || (read.code() != ErrorCode::kNotFound);
@@ -150,7 +156,7 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
   for (const auto& m : missing) msg += (msg.empty() ? "missing: " : ", ") + m;
   report.checks.push_back({"required_fields", missing.empty(), msg});
   report.valid = read.ok() && missing.empty();
-  Audit("credentials.validate", id, OkStatus(), caller);
+  Audit("credentials.validate", id, OkStatus(), caller, t0);
   return report;
 }
 

@@ -56,8 +56,9 @@ class ProviderService {
   Result<ValidationReport> Validate(const std::string& id, const Caller& caller);
 
  private:
+  // `started`: when the action began, for its durationMs.
   void Audit(const std::string& action, const std::string& id, const Status& s, const Caller& caller,
-             std::vector<std::string> fields = {});
+             Clock::Instant started, std::vector<std::string> fields = {});
 
   ProviderRepository& repo_;
   SecretsService& secrets_;

@@ -296,9 +296,11 @@ Status SecretsService::RestoreRaw(const std::string& provider_id, const std::opt
 }
 
 size_t SecretsService::ClearCache(const Caller& caller) {
+  auto t0 = clock_.Now();
   size_t n = cache_.Clear();
   AuditEvent e;
   e.action = "cache.clear";
+  e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
   e.detail = std::to_string(n) + " entries";
   Audit(std::move(e), caller);
   return n;
@@ -447,6 +449,7 @@ std::string SecretsService::Fingerprint(const CredentialFields& fields) const {
 }
 
 std::vector<ProbeStep> SecretsService::TestConnection(const Caller& caller) {
+  const auto started = clock_.Now();
   std::vector<ProbeStep> steps;
   auto step = [&](std::string name, auto&& fn) {
     auto t0 = clock_.Now();
@@ -478,6 +481,7 @@ std::vector<ProbeStep> SecretsService::TestConnection(const Caller& caller) {
   AuditEvent e;
   e.action = "secrets.test_connection";
   e.resource = name;
+  e.duration_ms = Seconds(clock_.Now() - started).count() * 1000;
   bool all = std::all_of(steps.begin(), steps.end(), [](const ProbeStep& s) { return s.ok; }) && steps.size() == 5;
   e.outcome = all ? "success" : "failure";
   Audit(std::move(e), caller);

@@ -158,18 +158,18 @@ def test_audit_verify_detects_edits(gateway, tmp_path):
     gateway.call("POST", "/admin/secrets/clear-cache")
     gateway.stop()
     log = gateway.data_dir / "audit.log"
-    ok = subprocess.run([BINARY, "audit", "verify", str(log)], capture_output=True, text=True)
+    ok = subprocess.run([BINARY, "audit", "verify", str(log)], env=gateway.env(), capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     lines = log.read_text().splitlines()
     assert len(lines) >= 3
     actors = [line for line in lines if '"actor":"admin"' in line]
     edited = tmp_path / "edited.log"
     edited.write_text("\n".join(lines).replace(actors[0], actors[0].replace('"actor":"admin"', '"actor":"eve"'), 1) + "\n")
-    r = subprocess.run([BINARY, "audit", "verify", str(edited)], capture_output=True, text=True)
+    r = subprocess.run([BINARY, "audit", "verify", str(edited)], env=gateway.env(), capture_output=True, text=True)
     assert r.returncode != 0 and f"line {lines.index(actors[0]) + 1}" in r.stderr
     removed = tmp_path / "removed.log"
     removed.write_text("\n".join(lines[:1] + lines[2:]) + "\n")
-    r = subprocess.run([BINARY, "audit", "verify", str(removed)], capture_output=True, text=True)
+    r = subprocess.run([BINARY, "audit", "verify", str(removed)], env=gateway.env(), capture_output=True, text=True)
     assert r.returncode != 0 and "line 2" in r.stderr
 
 
