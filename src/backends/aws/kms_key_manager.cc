@@ -48,7 +48,7 @@ class KmsKeyManager final : public KeyManager {
 
   Result<DataKey> GenerateDataKey() override {
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
-    uint32_t version = Primary();
+    DYAD_ASSIGN_OR_RETURN(uint32_t version, LivePrimary());
     DYAD_ASSIGN_OR_RETURN(json answer, Send("GenerateDataKey", {{"KeyId", reference_}, {"KeySpec", "AES_256"}}, arn));
     DataKey dk;
     DYAD_ASSIGN_OR_RETURN(std::string plain, Bytes(answer, "Plaintext", "GenerateDataKey"));
@@ -77,7 +77,7 @@ class KmsKeyManager final : public KeyManager {
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) override {
     DYAD_RETURN_IF_ERROR(CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
-    uint32_t primary = Primary();
+    DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
     DYAD_ASSIGN_OR_RETURN(json answer, Send("ReEncrypt",
                                             {{"CiphertextBlob", Base64Encode(wrapped)},
                                              {"SourceKeyId", reference_},
@@ -114,14 +114,17 @@ class KmsKeyManager final : public KeyManager {
     return next;
   }
 
-  Status Retire(uint32_t version) override {
-    if (version == Primary()) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
-    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Statement st,
-                            c.Prepare("UPDATE key_versions SET state='retired' WHERE key_id=? AND version=?"));
-      return st.Bind(1, row_key_).Bind(2, static_cast<int64_t>(version)).Run();
-    }));
-    return Reload();
+  Status Retire(uint32_t version) override { return SetState(version, "retired"); }
+  Status BeginRetire(uint32_t version) override { return SetState(version, "retiring"); }
+
+  // From the registry database, not from memory (see KeyManager).
+  Result<std::string> CurrentState(uint32_t version) override {
+    DYAD_RETURN_IF_ERROR(Reload());
+    std::lock_guard lock(mu_);
+    auto it = versions_.find(version);
+    if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, "KMS key " + key_id_ + " has no version " +
+                                                                          std::to_string(version));
+    return it->second.state;
   }
 
   Result<KeyState> Describe() override {
@@ -238,12 +241,36 @@ class KmsKeyManager final : public KeyManager {
     std::lock_guard lock(mu_);
     versions_ = std::move(rows);
     primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
+    last_reload_ = clock_.Now();
     return OkStatus();
   }
 
   uint32_t Primary() {
     std::lock_guard lock(mu_);
     return primary_;
+  }
+
+  Status SetState(uint32_t version, const char* state) {
+    if (version == Primary()) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
+    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state=? WHERE key_id=? AND version=?"));
+      return st.Bind(1, state).Bind(2, row_key_).Bind(3, static_cast<int64_t>(version)).Run();
+    }));
+    return Reload();
+  }
+
+  // The primary as the registry has it, read again at most every 500 ms
+  // (a database read, not a KMS call): a version another instance made is
+  // the one new writes are labelled with within a second.
+  Result<uint32_t> LivePrimary() {
+    bool due;
+    {
+      std::lock_guard lock(mu_);
+      auto now = clock_.Now();
+      due = !last_reload_ || now - *last_reload_ >= std::chrono::milliseconds(500);
+    }
+    if (due) DYAD_RETURN_IF_ERROR(Reload());
+    return Primary();
   }
 
   // A version this process has not seen may come from another instance's
@@ -317,6 +344,7 @@ class KmsKeyManager final : public KeyManager {
   std::atomic<bool> sync_warned_{false};
   std::mutex mu_;
   std::optional<Clock::Instant> last_sync_;
+  std::optional<Clock::Instant> last_reload_;  // of the versions, from the registry
   std::string arn_;
   std::map<uint32_t, VersionRow> versions_;
   uint32_t primary_ = 0;
