@@ -21,6 +21,7 @@ struct App::Parts {
   const Clock* clock = nullptr;
   std::shared_ptr<SqliteDb> db;
   std::unique_ptr<ProviderRepository> repo;
+  std::unique_ptr<ProviderLeases> leases;
   Backend backend;
   std::unique_ptr<FileAuditLog> audit;
   std::unique_ptr<Metrics> metrics;
@@ -46,6 +47,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.clock = &clock;
   DYAD_ASSIGN_OR_RETURN(p.db, SqliteDb::Open(config.database_path));
   p.repo = NewSqliteProviderRepository(p.db);
+  p.leases = NewSqliteProviderLeases(p.db, clock);
   DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock));
   DYAD_ASSIGN_OR_RETURN(p.audit, FileAuditLog::Open(config.audit_log_path, clock));
   p.metrics = std::make_unique<Metrics>();
@@ -62,7 +64,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
   p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics,
                                                clock, DefaultRandom(), config.env);
-  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
+  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit,
+                                                  p.leases.get());
   KeyRotationService::Options ro{config.secrets_prefix, 500, p.backend.rotation_parallelism};
   p.rotation = std::make_unique<KeyRotationService>(ro, p.db, *p.secrets, *p.audit, clock);
   DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));

@@ -75,6 +75,14 @@ INSERT INTO secrets_by_name(name, value, updated_at) SELECT name, value, updated
 DROP TABLE secrets;
 ALTER TABLE secrets_by_name RENAME TO secrets;
 )sql",
+      // 6: per-provider leases, so instances on one database serialise each
+      // read-modify-write of a provider row and its secret.
+      R"sql(
+CREATE TABLE provider_leases(
+  provider_id TEXT PRIMARY KEY,
+  owner TEXT NOT NULL,
+  expires_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+)sql",
   };
   return kMigrations;
 }

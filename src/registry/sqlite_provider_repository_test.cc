@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "registry/migrations.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -38,7 +39,7 @@ TEST(SqliteRepository, CrudAndPersistenceAcrossReopen) {
   }
   auto db = SqliteDb::Open(dir.File("r.db"));
   ASSERT_TRUE(db.ok());
-  EXPECT_EQ((*db)->SchemaVersion(), 5);
+  EXPECT_EQ((*db)->SchemaVersion(), static_cast<int>(Migrations().size()));
   auto repo = NewSqliteProviderRepository(*db);
   auto page = repo->List(0, 10);
   ASSERT_TRUE(page.ok());
@@ -71,7 +72,7 @@ TEST(SqliteMigrations, SecretsSurviveTheMoveToANameClusteredTable) {
   }
   auto db = SqliteDb::Open(path);
   ASSERT_TRUE(db.ok()) << db.error().message;
-  EXPECT_EQ((*db)->SchemaVersion(), 5);
+  EXPECT_EQ((*db)->SchemaVersion(), static_cast<int>(Migrations().size()));
   auto value = (*db)->With<std::string>([](SqliteConnection& c) -> Result<std::string> {
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value FROM secrets WHERE name='a/b'"));
     DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -80,6 +81,26 @@ TEST(SqliteMigrations, SecretsSurviveTheMoveToANameClusteredTable) {
   });
   ASSERT_TRUE(value.ok()) << value.error().message;
   EXPECT_EQ(*value, "blob");
+}
+
+// Issue 9 item 3: a lease has one owner until it expires, then anyone may
+// take it over; only its owner releases it.
+TEST(SqliteProviderLeases, OneOwnerUntilExpiryThenTakeover) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("l.db"));
+  FakeClock clock;
+  auto leases = NewSqliteProviderLeases(db, clock);
+  EXPECT_TRUE(*leases->TryAcquire("p", "a", std::chrono::seconds(30)));
+  EXPECT_FALSE(*leases->TryAcquire("p", "b", std::chrono::seconds(30)));
+  EXPECT_TRUE(*leases->TryAcquire("q", "b", std::chrono::seconds(30)));  // per provider
+  ASSERT_TRUE(leases->Release("p", "b").ok());  // not b's to release
+  EXPECT_FALSE(*leases->TryAcquire("p", "b", std::chrono::seconds(30)));
+  clock.Advance(std::chrono::seconds(30));
+  EXPECT_TRUE(*leases->TryAcquire("p", "b", std::chrono::seconds(30)));  // a's expired: taken over
+  ASSERT_TRUE(leases->Release("p", "a").ok());  // a, late, cannot free b's lease
+  EXPECT_FALSE(*leases->TryAcquire("p", "c", std::chrono::seconds(30)));
+  ASSERT_TRUE(leases->Release("p", "b").ok());
+  EXPECT_TRUE(*leases->TryAcquire("p", "c", std::chrono::seconds(30)));
 }
 
 }  // namespace
