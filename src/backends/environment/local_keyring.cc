@@ -147,6 +147,7 @@ class LocalKeyring final : public KeyManager {
   }
 
   Result<KeyState> Describe() override {
+    DYAD_RETURN_IF_ERROR(RefreshIfDue());  // health and a rotation's start see other processes' versions
     std::shared_lock lock(mu_);
     KeyState s{kind_, options_.key_id, primary_, {}};
     for (auto& [v, info] : versions_) {
