@@ -95,7 +95,9 @@ class SecretsService {
   Result<std::optional<std::string>> ReadRaw(const std::string& provider_id);
   Status RestoreRaw(const std::string& provider_id, const std::optional<std::string>& raw);
 
-  // Serialises writers of one provider (credential writes, re-encryption).
+  // Serialises writers of one provider (credential writes, re-encryption)
+  // in this process; across instances ProviderService also holds the
+  // provider's lease in the registry database.
   std::unique_lock<std::mutex> LockProvider(const std::string& provider_id);
 
   size_t ClearCache(const Caller& caller);
