@@ -24,6 +24,7 @@ struct App::Parts {
   const Clock* clock = nullptr;
   std::shared_ptr<SqliteDb> db;
   std::unique_ptr<ProviderRepository> repo;
+  std::unique_ptr<ProviderLeases> leases;
   Backend backend;
   std::unique_ptr<AuditHeadStore> audit_heads;
   std::unique_ptr<FileAuditLog> audit;
@@ -50,6 +51,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.clock = &clock;
   DYAD_ASSIGN_OR_RETURN(p.db, SqliteDb::Open(config.database_path));
   p.repo = NewSqliteProviderRepository(p.db);
+  p.leases = NewSqliteProviderLeases(p.db, clock);
   DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock));
   // Every retirement goes through the guard, which first moves the audit key
   // off the version retired (audit_setup.h): the key is never lost.
@@ -93,7 +95,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     if (keys.code() != ErrorCode::kUnavailable) return keys.error();
     spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
   }
-  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
+    p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit,
+                                                  p.leases.get());
   KeyRotationService::Options ro{config.secrets_prefix, 500, p.backend.rotation_parallelism};
   p.rotation = std::make_unique<KeyRotationService>(ro, p.db, *p.secrets, *p.audit, clock);
   DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));

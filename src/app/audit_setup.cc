@@ -62,19 +62,29 @@ class AuditKeyGuard final : public KeyManager {
       : inner_(std::move(inner)), db_(std::move(db)) {}
   const std::string& Kind() const override { return inner_->Kind(); }
   const std::string& KeyId() const override { return inner_->KeyId(); }
-  Result<DataKey> GenerateDataKey() override { return inner_->GenerateDataKey(); }
-  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped) override {
-    return inner_->Decrypt(version, wrapped);
+  Result<DataKey> GenerateDataKey(std::string_view context) override { return inner_->GenerateDataKey(context); }
+  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
+    return inner_->Decrypt(version, wrapped, context);
   }
-  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) override {
-    return inner_->ReEncrypt(version, wrapped);
+  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
+                               std::string_view to_context) override {
+    return inner_->ReEncrypt(version, wrapped, from_context, to_context);
   }
   Result<uint32_t> Rotate() override { return inner_->Rotate(); }
+  // Moved before the version stops sealing: a 'retiring' version still
+  // decrypts, so the move cannot fail for want of the old key.
+  Status BeginRetire(uint32_t version) override {
+    DYAD_RETURN_IF_ERROR(MoveAuditKey(*db_, *inner_, version));
+    return inner_->BeginRetire(version);
+  }
   Status Retire(uint32_t version) override {
     DYAD_RETURN_IF_ERROR(MoveAuditKey(*db_, *inner_, version));
     return inner_->Retire(version);
   }
   Result<KeyState> Describe() override { return inner_->Describe(); }
+  Result<KeyState> KnownState() override { return inner_->KnownState(); }
+  Status Probe() override { return inner_->Probe(); }
+  Result<std::string> CurrentState(uint32_t version) override { return inner_->CurrentState(version); }
 
  private:
   std::unique_ptr<KeyManager> inner_;

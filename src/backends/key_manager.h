@@ -41,7 +41,7 @@ struct WrappedKey {
 
 struct KeyVersionInfo {
   uint32_t version = 0;
-  std::string state;  // active | retired
+  std::string state;  // active | retiring | retired
   std::string created_at;
   // Encryptions made under this version with random 96-bit nonces (key
   // wear; NIST SP 800-38D bounds them at 2^32). May over-count, never under.
@@ -78,6 +78,24 @@ class KeyManager {
   Result<DataKey> GenerateDataKey() { return GenerateDataKey(std::string_view()); }
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped) { return Decrypt(version, wrapped, {}); }
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped) { return ReEncrypt(version, wrapped, {}, {}); }
+
+  // Two-step retirement, shared by every instance on one key record: a
+  // version marked 'retiring' seals nothing new (it is never primary) but
+  // still decrypts; Retire() follows once a recount finds no blob on it.
+  virtual Status BeginRetire(uint32_t version) {
+    (void)version;
+    return OkStatus();
+  }
+  // The state of `version` (active | retiring | retired) as the shared key
+  // record has it now, not as this process last saw it; also makes this
+  // process learn a newer primary. A writer asks after its store write.
+  virtual Result<std::string> CurrentState(uint32_t version) {
+    DYAD_ASSIGN_OR_RETURN(KeyState state, Describe());
+    for (const auto& v : state.versions) {
+      if (v.version == version) return v.state;
+    }
+    return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
+  }
 };
 
 }  // namespace dyad

@@ -93,6 +93,14 @@ CREATE TABLE audit_head(
   seal TEXT NOT NULL,
   updated_at TEXT NOT NULL);
 )sql",
+      // 7: per-provider leases, so instances on one database serialise each
+      // read-modify-write of a provider row and its secret.
+      R"sql(
+CREATE TABLE provider_leases(
+  provider_id TEXT PRIMARY KEY,
+  owner TEXT NOT NULL,
+  expires_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+)sql",
   };
   return kMigrations;
 }

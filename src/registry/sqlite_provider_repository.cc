@@ -149,7 +149,48 @@ class SqliteProviderRepository final : public ProviderRepository {
   std::shared_ptr<SqliteDb> db_;
 };
 
+class SqliteProviderLeases final : public ProviderLeases {
+ public:
+  SqliteProviderLeases(std::shared_ptr<SqliteDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
+
+  // One statement: insert, or take over a lease whose expiry has passed.
+  Result<bool> TryAcquire(const std::string& provider_id, const std::string& owner, Clock::Duration ttl) override {
+    const int64_t now = NowMs();
+    const int64_t until = now + std::chrono::duration_cast<std::chrono::milliseconds>(ttl).count();
+    return db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "INSERT INTO provider_leases(provider_id, owner, expires_at_ms) VALUES(?,?,?) "
+          "ON CONFLICT(provider_id) DO UPDATE SET owner=excluded.owner, expires_at_ms=excluded.expires_at_ms "
+          "WHERE provider_leases.expires_at_ms <= ?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, provider_id).Bind(2, owner).Bind(3, until).Bind(4, now).Run());
+      return c.Changes() > 0;
+    });
+  }
+
+  Status Release(const std::string& provider_id, const std::string& owner) override {
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("DELETE FROM provider_leases WHERE provider_id=? AND owner=?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, provider_id).Bind(2, owner).Run());
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    return OkStatus();
+  }
+
+ private:
+  int64_t NowMs() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.WallNow().time_since_epoch()).count();
+  }
+
+  std::shared_ptr<SqliteDb> db_;
+  const Clock& clock_;
+};
+
 }  // namespace
+
+std::unique_ptr<ProviderLeases> NewSqliteProviderLeases(std::shared_ptr<SqliteDb> db, const Clock& clock) {
+  return std::make_unique<SqliteProviderLeases>(std::move(db), clock);
+}
 
 std::unique_ptr<ProviderRepository> NewSqliteProviderRepository(std::shared_ptr<SqliteDb> db) {
   return std::make_unique<SqliteProviderRepository>(std::move(db));

@@ -83,5 +83,25 @@ TEST(SqliteMigrations, SecretsSurviveTheMoveToANameClusteredTable) {
   EXPECT_EQ(*value, "blob");
 }
 
+// Issue 9 item 3: a lease has one owner until it expires, then anyone may
+// take it over; only its owner releases it.
+TEST(SqliteProviderLeases, OneOwnerUntilExpiryThenTakeover) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("l.db"));
+  FakeClock clock;
+  auto leases = NewSqliteProviderLeases(db, clock);
+  EXPECT_TRUE(*leases->TryAcquire("p", "a", std::chrono::seconds(30)));
+  EXPECT_FALSE(*leases->TryAcquire("p", "b", std::chrono::seconds(30)));
+  EXPECT_TRUE(*leases->TryAcquire("q", "b", std::chrono::seconds(30)));  // per provider
+  ASSERT_TRUE(leases->Release("p", "b").ok());  // not b's to release
+  EXPECT_FALSE(*leases->TryAcquire("p", "b", std::chrono::seconds(30)));
+  clock.Advance(std::chrono::seconds(30));
+  EXPECT_TRUE(*leases->TryAcquire("p", "b", std::chrono::seconds(30)));  // a's expired: taken over
+  ASSERT_TRUE(leases->Release("p", "a").ok());  // a, late, cannot free b's lease
+  EXPECT_FALSE(*leases->TryAcquire("p", "c", std::chrono::seconds(30)));
+  ASSERT_TRUE(leases->Release("p", "b").ok());
+  EXPECT_TRUE(*leases->TryAcquire("p", "c", std::chrono::seconds(30)));
+}
+
 }  // namespace
 }  // namespace dyad

@@ -106,7 +106,7 @@ Result<CacheRead> CredentialCache::LoadOrJoin(Shard& shard, const std::string& k
   std::optional<Result<CredentialsPtr>> result;
   if (leader) {
     result.emplace(loader());
-    Publish(shard, key, epoch, *result, clock_.CoarseNow());
+    Publish(shard, key, flight, epoch, *result, clock_.CoarseNow());
     {
       std::lock_guard fl(flight->mu);
       flight->result = *result;
@@ -126,12 +126,14 @@ Result<CacheRead> CredentialCache::LoadOrJoin(Shard& shard, const std::string& k
   return result->error();
 }
 
-void CredentialCache::Publish(Shard& shard, const std::string& key, uint64_t epoch,
-                              const Result<CredentialsPtr>& result, Clock::Instant now) {
+void CredentialCache::Publish(Shard& shard, const std::string& key, const std::shared_ptr<Flight>& flight,
+                              uint64_t epoch, const Result<CredentialsPtr>& result, Clock::Instant now) {
   bool grew = false;
   {
     std::lock_guard lock(shard.mu);
-    shard.flights.erase(key);
+    // An invalidation may have detached this flight, and a later reader
+    // started another under the same key: that one is not ours to end.
+    if (auto f = shard.flights.find(key); f != shard.flights.end() && f->second == flight) shard.flights.erase(f);
     ++shard.loads;
     if (!result.ok()) ++shard.load_errors;
     bool current = shard.epoch == epoch;  // no invalidation since the load began
@@ -173,7 +175,7 @@ void CredentialCache::StartRefresh(Shard& shard, const std::string& key, const L
   }
   spawn_([this, &shard, key, loader, flight, epoch] {
     Result<CredentialsPtr> result = loader();
-    Publish(shard, key, epoch, result, clock_.CoarseNow());
+    Publish(shard, key, flight, epoch, result, clock_.CoarseNow());
     {
       std::lock_guard fl(flight->mu);
       flight->result = result;
@@ -213,6 +215,10 @@ void CredentialCache::Invalidate(const std::string& key) {
   Shard& shard = ShardFor(key);
   std::lock_guard lock(shard.mu);
   ++shard.epoch;
+  // A load in flight may have read the value this write replaced: readers
+  // arriving from now on start a load of their own instead of joining it
+  // (the detached one still answers the readers it already has).
+  shard.flights.erase(key);
   if (shard.entries.erase(key)) size_.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -221,6 +227,7 @@ size_t CredentialCache::Clear() {
   for (size_t i = 0; i < options_.shards; ++i) {
     std::lock_guard lock(shards_[i].mu);
     ++shards_[i].epoch;
+    shards_[i].flights.clear();  // as Invalidate(): no reader joins a load begun before
     cleared += shards_[i].entries.size();
     size_.fetch_sub(shards_[i].entries.size(), std::memory_order_relaxed);
     shards_[i].entries.clear();

@@ -6,8 +6,10 @@
 // refresh ahead of expiry through the injected spawner; stale-if-error
 // within a window when the load fails with kUnavailable (failed refreshes
 // back off, so a down backend sees no storm); short negative caching of
-// kNotFound; Invalidate()/Clear() on every write, and a load that started
-// before an invalidation never re-inserts its older value. Times come from
+// kNotFound; Invalidate()/Clear() on every write. Read-your-writes: a load
+// that started before an invalidation never re-inserts its older value, and
+// no reader arriving after the invalidation joins it (it is detached from
+// its key, so that reader starts a load of its own). Times come from
 // Clock::CoarseNow(): TTLs and LRU order are exact to a few milliseconds. Values are
 // shared_ptr<const Credentials>: an evicted value is zeroed when its last
 // reader lets it go. Thread-safe.
@@ -71,8 +73,8 @@ class CredentialCache {
   Result<CacheRead> LoadOrJoin(Shard& shard, const std::string& key, const Loader& loader,
                                std::unique_lock<std::mutex>& lock, CredentialsPtr stale_value,
                                Clock::Instant stale_until);
-  void Publish(Shard& shard, const std::string& key, uint64_t epoch, const Result<CredentialsPtr>& result,
-               Clock::Instant now);
+  void Publish(Shard& shard, const std::string& key, const std::shared_ptr<Flight>& flight, uint64_t epoch,
+               const Result<CredentialsPtr>& result, Clock::Instant now);
   void StartRefresh(Shard& shard, const std::string& key, const Loader& loader);
   void EvictIfFull();
 

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <future>
+#include <latch>
 #include <thread>
 
 namespace dyad {
@@ -167,6 +169,37 @@ TEST_F(CacheTest, LoadStartedBeforeInvalidationDoesNotReinsertOldValue) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(Value(*r), "old");  // the caller gets what it read ...
   EXPECT_EQ(cache.Get("a", Loader("new"))->source, CacheSource::kLoaded);  // ... but it was not cached
+}
+
+// Read-your-writes: a read that starts after a write was acknowledged never
+// joins a load that began before the write (and so may return the old value).
+TEST_F(CacheTest, ReadAfterInvalidationDoesNotJoinALoadBegunBefore) {
+  CredentialCache cache(Options(), clock_, Queue());
+  std::latch started(1), release(1);
+  auto slow_old = [&]() -> Result<CredentialsPtr> {
+    started.count_down();
+    release.wait();  // read the old value, then stalled before publishing
+    return Creds("old");
+  };
+  auto before = std::async(std::launch::async, [&] { return cache.Get("a", slow_old); });
+  started.wait();
+  cache.Invalidate("a");  // the write is acknowledged here
+  auto after = std::async(std::launch::async, [&] { return cache.Get("a", Loader("new")); });
+  // Joining the stalled load would block until it is released: give up
+  // waiting after a while, release it, and see what the late reader got.
+  bool answered_alone = after.wait_for(5s) == std::future_status::ready;
+  release.count_down();
+  auto late = after.get();
+  EXPECT_TRUE(answered_alone);
+  ASSERT_TRUE(late.ok());
+  EXPECT_EQ(Value(*late), "new");
+  auto early = before.get();
+  ASSERT_TRUE(early.ok());
+  EXPECT_EQ(Value(*early), "old");  // it started before the write: either answer is allowed
+  auto now = cache.Get("a", Loader("newer"));
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(Value(*now), "new");  // the old load published nothing over the new value
+  EXPECT_EQ(now->source, CacheSource::kHit);
 }
 
 TEST_F(CacheTest, RefreshAheadRunsInTheBackground) {

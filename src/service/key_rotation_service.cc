@@ -1,10 +1,8 @@
 #include "service/key_rotation_service.h"
 
-#include <signal.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
+#include <condition_variable>
+#include <set>
 
 #include "core/parallel.h"
 #include "core/time_format.h"
@@ -13,29 +11,42 @@
 namespace dyad {
 namespace {
 
-constexpr int64_t kStaleLockSeconds = 120;
 constexpr char kRunColumns[] =
     "id, trigger, status, force, started_at, COALESCE(finished_at,''), from_version, to_version, total, done, "
     "reencrypted, skipped, failed, cursor, error, duration_ms";
 
-std::string HostName() {
-  char buf[256] = {};
-  gethostname(buf, sizeof buf - 1);
-  return buf;
+int64_t WallSeconds(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::seconds>(clock.WallNow().time_since_epoch()).count();
 }
 
-std::string MakeOwner() { return HostName() + ":" + std::to_string(getpid()) + ":" + NewUuid(DefaultRandom()); }
+// Runs `beat` every `interval` on a thread of its own until destroyed, so a
+// slow batch on the run's thread cannot starve the lock's heartbeat.
+class Ticker {
+ public:
+  Ticker(Clock::Duration interval, std::function<void()> beat)
+      : thread_([this, interval, beat = std::move(beat)] {
+          std::unique_lock lock(mu_);
+          while (!cv_.wait_for(lock, interval, [this] { return stop_; })) {
+            lock.unlock();
+            beat();
+            lock.lock();
+          }
+        }) {}
+  ~Ticker() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
 
-// A lock is held while its owner process lives (same host) or, for another
-// host, while its heartbeat is fresh.
-bool OwnerAlive(const std::string& owner, int64_t heartbeat, int64_t now) {
-  auto first = owner.find(':');
-  auto second = owner.find(':', first + 1);
-  if (first == std::string::npos || second == std::string::npos) return now - heartbeat < kStaleLockSeconds;
-  if (owner.substr(0, first) != HostName()) return now - heartbeat < kStaleLockSeconds;
-  pid_t pid = static_cast<pid_t>(std::stol(owner.substr(first + 1, second - first - 1)));
-  return kill(pid, 0) == 0 || errno == EPERM;
-}
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the rest is built
+};
 
 RotationRun ReadRun(const Statement& st) {
   RotationRun r;
@@ -58,24 +69,34 @@ RotationRun ReadRun(const Statement& st) {
   return r;
 }
 
-// How many stored blobs use each key version; unreadable blobs count as 0.
-Result<std::map<uint32_t, int64_t>> CountKeyVersions(SecretStore& store, const std::string& prefix) {
+// Calls `visit(name, blob, key version)` for every stored blob; an
+// unreadable blob has version 0.
+Status ScanKeyVersions(SecretStore& store, const std::string& prefix,
+                       const std::function<void(const std::string&, std::string&, uint32_t)>& visit) {
   DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, store.List(prefix));
-  std::map<uint32_t, int64_t> counts;
   constexpr size_t kChunk = 1000;
   for (size_t i = 0; i < names.size(); i += kChunk) {
     std::vector<std::string> chunk(names.begin() + static_cast<std::ptrdiff_t>(i),
                                    names.begin() + static_cast<std::ptrdiff_t>(std::min(names.size(), i + kChunk)));
     DYAD_ASSIGN_OR_RETURN(auto blobs, store.GetMany(chunk));
-    for (auto& blob : blobs) {
+    for (size_t k = 0; k < blobs.size(); ++k) {
+      auto& blob = blobs[k];
       if (!blob.ok()) {
         if (blob.code() == ErrorCode::kNotFound) continue;
         return blob.error();
       }
       auto env = ParseEnvelope(*blob);
-      ++counts[env.ok() ? env->key_version : 0];
+      visit(chunk[k], *blob, env.ok() ? env->key_version : 0);
     }
   }
+  return OkStatus();
+}
+
+// How many stored blobs use each key version; unreadable blobs count as 0.
+Result<std::map<uint32_t, int64_t>> CountKeyVersions(SecretStore& store, const std::string& prefix) {
+  std::map<uint32_t, int64_t> counts;
+  DYAD_RETURN_IF_ERROR(
+      ScanKeyVersions(store, prefix, [&](const std::string&, std::string&, uint32_t version) { ++counts[version]; }));
   return counts;
 }
 
@@ -88,10 +109,11 @@ Error Conflict(const std::string& run_id) {
 KeyRotationService::KeyRotationService(Options options, std::shared_ptr<SqliteDb> db, SecretsService& secrets,
                                        AuditSink& audit, const Clock& clock)
     : options_(std::move(options)), db_(std::move(db)), secrets_(secrets), audit_(audit), clock_(clock),
-      owner_(MakeOwner()) {}
+      owner_("lease-" + NewUuid(DefaultRandom())) {}
 
 KeyRotationService::~KeyRotationService() {
   stopping_ = true;
+  std::lock_guard lock(worker_mu_);
   if (worker_.joinable()) worker_.join();
 }
 
@@ -112,13 +134,16 @@ Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& tri
     run.to_version = resume_from->to_version;
     run.cursor = resume_from->cursor;
   }
-  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(clock_.WallNow().time_since_epoch()).count();
+  const int64_t now = WallSeconds(clock_);
+  const int64_t takeover = std::chrono::duration_cast<std::chrono::seconds>(options_.lock_takeover).count();
   Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
-    DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT run_id, owner, heartbeat_at FROM rotation_lock WHERE id=1"));
+    DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT run_id, heartbeat_at FROM rotation_lock WHERE id=1"));
     DYAD_ASSIGN_OR_RETURN(bool held, q.Step());
     if (held) {
+      // Held while its heartbeat is fresh, whoever the owner is: its own
+      // thread beats it, so only a process that is gone lets it go stale.
       std::string holder = q.Text(0);
-      if (OwnerAlive(q.Text(1), q.Int(2), now)) return Conflict(holder);
+      if (now - q.Int(1) < takeover) return Conflict(holder);
       DYAD_RETURN_IF_ERROR(c.Exec("DELETE FROM rotation_lock WHERE id=1"));
     }
     // Any run its owner left "running" is over: say so in its history entry.
@@ -147,7 +172,7 @@ Status KeyRotationService::SaveProgress(const RotationRun& run, bool final) {
     std::lock_guard lock(mu_);
     if (current_ && current_->id == run.id) current_ = run;
   }
-  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(clock_.WallNow().time_since_epoch()).count();
+  const int64_t now = WallSeconds(clock_);
   return db_->Transaction([&](SqliteConnection& c) -> Status {
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
         "UPDATE rotation_runs SET status=?, finished_at=?, to_version=?, total=?, done=?, reencrypted=?, skipped=?, "
@@ -158,15 +183,24 @@ Status KeyRotationService::SaveProgress(const RotationRun& run, bool final) {
     DYAD_RETURN_IF_ERROR(st.Bind(3, static_cast<int64_t>(run.to_version)).Bind(4, run.total).Bind(5, run.done)
                              .Bind(6, run.reencrypted).Bind(7, run.skipped).Bind(8, run.failed).Bind(9, run.cursor)
                              .Bind(10, run.error).Bind(11, run.duration_ms).Bind(12, run.id).Run());
-    DYAD_ASSIGN_OR_RETURN(Statement hb, c.Prepare("UPDATE rotation_lock SET heartbeat_at=? WHERE run_id=?"));
-    return hb.Bind(1, now).Bind(2, run.id).Run();
+    DYAD_ASSIGN_OR_RETURN(Statement hb, c.Prepare("UPDATE rotation_lock SET heartbeat_at=? WHERE run_id=? AND owner=?"));
+    return hb.Bind(1, now).Bind(2, run.id).Bind(3, owner_).Run();
   });
+}
+
+bool KeyRotationService::Beat(const std::string& run_id) {
+  auto beat = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE rotation_lock SET heartbeat_at=? WHERE run_id=? AND owner=?"));
+    DYAD_RETURN_IF_ERROR(st.Bind(1, WallSeconds(clock_)).Bind(2, run_id).Bind(3, owner_).Run());
+    return c.Changes() > 0;
+  });
+  return !beat.ok() || *beat;  // a failed beat is retried; only a lock gone to another owner is lost
 }
 
 void KeyRotationService::ReleaseLock(const std::string& run_id) {
   (void)db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("DELETE FROM rotation_lock WHERE run_id=?"));
-    DYAD_RETURN_IF_ERROR(st.Bind(1, run_id).Run());
+    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("DELETE FROM rotation_lock WHERE run_id=? AND owner=?"));
+    DYAD_RETURN_IF_ERROR(st.Bind(1, run_id).Bind(2, owner_).Run());
     return true;
   });
   std::lock_guard lock(mu_);
@@ -178,6 +212,10 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
   const auto t0 = clock_.Now();
   SecretStore& store = secrets_.store();
   KeyManager& keys = secrets_.keys();
+  std::atomic<bool> lock_lost{false};
+  Ticker heartbeat(options_.heartbeat_interval, [this, &lock_lost, id = run.id] {
+    if (!Beat(id)) lock_lost = true;
+  });
   auto finish = [&](Status s) {
     run.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - t0).count();
     run.finished_at = FormatIso8601(clock_.WallNow());
@@ -267,6 +305,9 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     }
     run.done = static_cast<int64_t>(i);
     run.cursor = (*names)[i - 1];
+    if (lock_lost) {
+      return finish(MakeError(ErrorCode::kConflict, "the rotation lock was taken over by another process"));
+    }
     if (Status s = SaveProgress(run, false); !s.ok()) return finish(s);
     if (progress) progress(run);
     if (stopping_ && i < names->size()) {  // shutting down: the next start resumes from here
@@ -279,22 +320,58 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     run.error = std::to_string(run.failed) + " secret(s) could not be re-encrypted; first: " + first_error;
     return finish(OkStatus());
   }
-  // Retire the older versions that no stored blob refers to (counted again
-  // here: a resumed run trusts its cursor, this check trusts nothing).
-  auto in_use = CountKeyVersions(store, SecretsPrefix());
-  if (!in_use.ok()) return finish(in_use.error());
-  auto state = keys.Describe();
-  if (!state.ok()) return finish(state.error());
-  for (const auto& v : state->versions) {
-    if (v.version < run.to_version && v.state == "active" && !in_use->count(v.version)) {
-      if (Status s = keys.Retire(v.version); !s.ok()) return finish(s);
-    }
-  }
+  if (Status s = RetireOlderVersions(run); !s.ok()) return finish(s);
   run.status = "completed";
   return finish(OkStatus());
 }
 
+// Retirement in two steps, write-then-check on both sides: the older
+// versions are marked 'retiring' (they still decrypt, nothing seals under
+// them any more), and a writer re-checks its version after its store write
+// and seals again if it is no longer active. After a grace longer than the
+// interval in which every instance learns the primary, the blobs still on
+// those versions (written by a writer whose check came before the mark) are
+// rewrapped, and a version is retired only when a recount finds none on it.
+Status KeyRotationService::RetireOlderVersions(RotationRun& run) {
+  SecretStore& store = secrets_.store();
+  KeyManager& keys = secrets_.keys();
+  DYAD_ASSIGN_OR_RETURN(KeyState state, keys.Describe());
+  std::set<uint32_t> older;
+  for (const auto& v : state.versions) {
+    if (v.version >= run.to_version || v.state == "retired") continue;
+    if (v.state == "active") DYAD_RETURN_IF_ERROR(keys.BeginRetire(v.version));
+    older.insert(v.version);
+  }
+  if (older.empty()) return OkStatus();
+  clock_.SleepFor(options_.retire_grace);
+  constexpr int kPasses = 3;
+  for (int pass = 0; pass < kPasses; ++pass) {
+    std::vector<SecretStore::Swap> swaps;
+    DYAD_RETURN_IF_ERROR(ScanKeyVersions(store, SecretsPrefix(), [&](const std::string& name, std::string& blob,
+                                                                     uint32_t version) {
+      if (!older.count(version)) return;
+      auto next = secrets_.sealer().Rewrap(name, blob, run.to_version, false);
+      if (next.ok()) swaps.push_back({name, std::move(blob), std::move(next).value()});
+    }));
+    if (swaps.empty()) break;
+    DYAD_ASSIGN_OR_RETURN(std::vector<bool> replaced, store.ReplaceIfUnchanged(swaps));
+    for (bool r : replaced) run.reencrypted += r ? 1 : 0;
+  }
+  DYAD_ASSIGN_OR_RETURN(auto in_use, CountKeyVersions(store, SecretsPrefix()));
+  std::string kept;
+  for (uint32_t v : older) {
+    if (in_use.count(v)) {
+      kept += (kept.empty() ? "" : ", ") + std::to_string(v) + " (" + std::to_string(in_use[v]) + " secrets)";
+      continue;
+    }
+    DYAD_RETURN_IF_ERROR(keys.Retire(v));
+  }
+  if (!kept.empty()) run.error = "key versions still in use, left retiring for the next run: " + kept;
+  return OkStatus();
+}
+
 void KeyRotationService::Launch(RotationRun run, const Caller& caller) {
+  std::lock_guard lock(worker_mu_);
   if (worker_.joinable()) worker_.join();  // the previous run has released the lock
   worker_ = std::thread([this, run, caller]() mutable { (void)Execute(run, caller, nullptr); });
 }
@@ -314,7 +391,8 @@ Result<RotationRun> KeyRotationService::Run(bool force, const std::string& trigg
   return run;
 }
 
-Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const Caller& caller) {
+Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const Caller& caller, bool* waiting) {
+  if (waiting) *waiting = false;
   auto left = db_->With<std::optional<RotationRun>>([&](SqliteConnection& c) -> Result<std::optional<RotationRun>> {
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(std::string("SELECT ") + kRunColumns +
                                                    " FROM rotation_runs WHERE status='running' ORDER BY rowid DESC LIMIT 1"));
@@ -326,7 +404,10 @@ Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const C
   if (!*left) return std::optional<std::string>();
   auto run = Begin((*left)->force, "resumed", &**left);
   if (!run.ok()) {
-    if (run.code() == ErrorCode::kConflict) return std::optional<std::string>();  // its owner is still at it
+    if (run.code() == ErrorCode::kConflict) {  // its owner is still at it, or its lock not yet stale
+      if (waiting) *waiting = true;
+      return std::optional<std::string>();
+    }
     return run.error();
   }
   std::string id = run->id;

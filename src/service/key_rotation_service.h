@@ -2,8 +2,10 @@
 // credential onto the new version (DESIGN.md §7).
 //
 // One rotation at a time: in process, and across processes through the
-// `rotation_lock` row (a lock whose owner process is gone, or whose heartbeat
-// is older than two minutes, is taken over). A run rotates the key, then
+// `rotation_lock` row, owned by a random lease id and kept by a heartbeat
+// beaten from a thread of its own (a lock whose heartbeat is older than
+// `lock_takeover` is taken over; a run that finds its lock taken stops).
+// A run rotates the key, then
 // visits every secret in name order in batches (one read and one
 // conditional write per batch), writing each rewrapped blob only where the
 // stored value is still the one rewrapped — writers hold the provider's
@@ -11,7 +13,9 @@
 // meanwhile is never overwritten by an older value; each rewrapped blob must
 // open before it replaces the old one; progress (counts and the last name visited) is saved after every
 // batch, so a run cut short is resumed from there; when nothing failed, the
-// older key versions are retired. Readers never wait. Thread-safe.
+// older key versions are retired in two steps (RetireOlderVersions): no
+// blob is ever left on a retired version, whatever another instance writes
+// meanwhile. Readers never wait. Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -60,6 +64,14 @@ class KeyRotationService {
     // Secrets of a batch rewrapped at once: 1 for a local key manager, more
     // for a remote KMS whose round trips would otherwise add up.
     size_t parallelism = 1;
+    // The lock's heartbeat period (real time, on a thread of its own), and
+    // how old a heartbeat must be before another process takes the lock.
+    Clock::Duration heartbeat_interval = std::chrono::seconds(1);
+    Clock::Duration lock_takeover = std::chrono::seconds(10);
+    // Between marking the older versions retiring and the recount that
+    // retires them: longer than the 1 s in which every instance learns the
+    // primary, so writers rarely have to seal twice.
+    Clock::Duration retire_grace = std::chrono::seconds(2);
   };
 
   KeyRotationService(Options options, std::shared_ptr<SqliteDb> db, SecretsService& secrets, AuditSink& audit,
@@ -74,8 +86,10 @@ class KeyRotationService {
   Result<RotationRun> Run(bool force, const std::string& trigger, const Caller& caller,
                           const RotationProgress& progress = nullptr);
   // Resumes, in the background, a run left "running" by a process that is
-  // gone; returns its new id, or nullopt when there is none.
-  Result<std::optional<std::string>> ResumeInterrupted(const Caller& caller);
+  // gone; returns its new id, or nullopt when there is none. `waiting` (if
+  // given) says whether a run is left whose lock is still held: it can be
+  // taken over once its heartbeat is `lock_takeover` old.
+  Result<std::optional<std::string>> ResumeInterrupted(const Caller& caller, bool* waiting = nullptr);
   void WaitIdle();
 
   Result<std::vector<RotationRun>> History(int limit);
@@ -87,6 +101,9 @@ class KeyRotationService {
   Result<RotationRun> Begin(bool force, const std::string& trigger, const RotationRun* resume_from);
   Status Execute(RotationRun& run, const Caller& caller, const RotationProgress& progress);
   Status SaveProgress(const RotationRun& run, bool final);
+  // Renews the lock's heartbeat; false when another process holds it now.
+  bool Beat(const std::string& run_id);
+  Status RetireOlderVersions(RotationRun& run);
   void ReleaseLock(const std::string& run_id);
   void Launch(RotationRun run, const Caller& caller);
   std::string SecretsPrefix() const { return options_.prefix + "/providers/"; }
@@ -102,6 +119,7 @@ class KeyRotationService {
   std::condition_variable idle_cv_;
   std::optional<RotationRun> current_;  // the run in this process
   std::atomic<bool> stopping_{false};
+  std::mutex worker_mu_;  // guards worker_ (Launch and the destructor)
   std::thread worker_;
 };
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <latch>
 #include <thread>
 
 #include "backends/environment/local_keyring.h"
@@ -30,9 +31,21 @@ class RotationTest : public ::testing::Test {
     providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
     rotation_ = NewRotation();
   }
+  static KeyRotationService::Options RotationOptions() {
+    KeyRotationService::Options o{"dyad-gateway", 250, 4};
+    o.retire_grace = std::chrono::milliseconds(20);  // real time here: keep the suite quick
+    return o;
+  }
   std::unique_ptr<KeyRotationService> NewRotation() {
-    return std::make_unique<KeyRotationService>(KeyRotationService::Options{"dyad-gateway", 250, 4}, db_, *secrets_,
-                                                audit_, clock_);
+    return std::make_unique<KeyRotationService>(RotationOptions(), db_, *secrets_, audit_, clock_);
+  }
+  int64_t LockHeartbeat() {
+    auto r = db_->With<int64_t>([](SqliteConnection& c) -> Result<int64_t> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT heartbeat_at FROM rotation_lock WHERE id=1"));
+      DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+      return row ? st.Int(0) : int64_t{-1};
+    });
+    return r.ok() ? *r : -1;
   }
   std::vector<std::string> Seed(int n) {
     std::vector<std::string> ids;
@@ -203,7 +216,7 @@ TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
   EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 3000}}));
 }
 
-TEST_F(RotationTest, NeverRetiresAVersionABlobStillUses) {
+TEST_F(RotationTest, RetiresAVersionOnlyOnceARecountFindsNoBlobOnIt) {
   Seed(20);
   ASSERT_TRUE(keys_->Rotate().ok());
   auto names = *store_->List("dyad-gateway/providers/");
@@ -215,7 +228,136 @@ TEST_F(RotationTest, NeverRetiresAVersionABlobStillUses) {
                 }).ok());
   ASSERT_TRUE(rotation_->ResumeInterrupted(Caller{})->has_value());
   rotation_->WaitIdle();
-  EXPECT_EQ(keys_->Describe()->versions[0].state, "active");  // v1 still referenced: kept
+  // The recount after the cursor found every blob still on v1: they were
+  // moved first, and only then was v1 retired.
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 20}}));
+  EXPECT_EQ(keys_->Describe()->versions[0].state, "retired");
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
+}
+
+// Issue 9 item 3: instance B goes on writing with the keyring it loaded
+// before instance A rotated and retired; nothing it wrote may be lost.
+TEST_F(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
+  auto ids = Seed(300);
+  auto b_keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_))
+                    .value();
+  SecretsOptions uncached;
+  uncached.cache_enabled = false;
+  SecretsService b_secrets(uncached, *store_, *b_keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  ProviderService b_providers(*repo_, b_secrets, clock_, DefaultRandom(), audit_);
+  std::atomic<bool> stop{false};
+  std::atomic<int> writes{0}, failed_writes{0}, created{0};
+  std::thread writer([&] {
+    for (int i = 0; !stop; ++i) {
+      CredentialFields f;
+      f.emplace("api_key", SecretBytes("b-" + std::to_string(i)));
+      bool ok;
+      if (i % 4 == 0) {
+        ProviderPatch p;
+        p.name = p.slug = "b-" + std::to_string(i);
+        p.type = "http-sdk";
+        p.credentials = std::move(f);
+        ok = b_providers.Create(p, Caller{}).ok();
+        if (ok) ++created;
+      } else {
+        ok = b_providers.RotateCredentials(ids[static_cast<size_t>(i) % ids.size()], f, Caller{}).ok();
+      }
+      ++writes;
+      if (!ok) ++failed_writes;
+    }
+  });
+  auto run = rotation_->Run(false, "manual", Caller{});
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  const int at_end = writes.load();
+  while (writes.load() < at_end + 200) std::this_thread::yield();  // B writes on after v1 was retired
+  stop = true;
+  writer.join();
+  EXPECT_EQ(failed_writes.load(), 0);
+  EXPECT_EQ(run->status, "completed") << run->error;
+  EXPECT_EQ(keys_->Describe()->versions[0].state, "retired");
+  // A third process, started afterwards, opens everything.
+  auto c_keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_))
+                    .value();
+  SecretsService c_secrets(uncached, *store_, *c_keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto verify = c_secrets.VerifyAll();
+  ASSERT_TRUE(verify.ok());
+  EXPECT_EQ(verify->total, 300 + created.load());
+  EXPECT_EQ(verify->failed, 0) << verify->first_error;
+}
+
+// Issue 9 item 11: the owner is a random lease id, never a pid that may
+// have been reused: a lock whose heartbeat is stale is taken over even when
+// it names a live process of this host.
+TEST_F(RotationTest, AStaleLockIsTakenOverWhateverPidItNames) {
+  Seed(3);
+  FakeClock fake;
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(fake.WallNow().time_since_epoch()).count();
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  ASSERT_TRUE(db_->Transaction([&](SqliteConnection& c) -> Status {
+                  return c.Exec("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'old','" +
+                                std::string(host) + ":" + std::to_string(getpid()) + ":x', " +
+                                std::to_string(now - 3600) + ")");
+                }).ok());
+  KeyRotationService rotation(RotationOptions(), db_, *secrets_, audit_, fake);
+  auto run = rotation.Run(false, "manual", Caller{});
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "completed");
+  EXPECT_EQ(LockHeartbeat(), -1);  // released
+}
+
+// Issue 9 item 11: the heartbeat comes from its own thread, so a batch
+// slower than the takeover time does not lose the lock.
+TEST_F(RotationTest, HeartbeatOutlivesABatchSlowerThanTheTakeoverTime) {
+  Seed(600);
+  FakeClock fake;
+  auto options = RotationOptions();
+  options.heartbeat_interval = std::chrono::milliseconds(1);
+  options.lock_takeover = std::chrono::seconds(60);
+  KeyRotationService rotation(options, db_, *secrets_, audit_, fake);
+  std::latch in_batch(1), release(1);
+  std::atomic<int> batches{0};
+  Result<RotationRun> run = MakeError(ErrorCode::kInternal, "unset");
+  std::thread t([&] {
+    run = rotation.Run(false, "manual", Caller{}, [&](const RotationRun& r) {
+      if (r.status == "running" && batches++ == 0) {
+        in_batch.count_down();
+        release.wait();  // a batch that takes ten minutes
+      }
+    });
+  });
+  in_batch.wait();
+  fake.Advance(std::chrono::minutes(10));
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(fake.WallNow().time_since_epoch()).count();
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (LockHeartbeat() < now && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  EXPECT_GE(LockHeartbeat(), now);
+  KeyRotationService other(options, db_, *secrets_, audit_, fake);  // another instance
+  EXPECT_EQ(other.Start(false, "manual", Caller{}).code(), ErrorCode::kConflict);
+  release.count_down();
+  t.join();
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "completed");
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 600}}));
+}
+
+// Starts from several threads, back to back: each Launch replaces the
+// worker thread of the last run (a data race ThreadSanitizer reported).
+TEST_F(RotationTest, ConcurrentStartsShareTheWorkerSafely) {
+  Seed(3);
+  std::vector<std::thread> threads;
+  std::atomic<int> started{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        if (rotation_->Start(false, "manual", Caller{}).ok()) ++started;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  rotation_->WaitIdle();
+  EXPECT_GE(started.load(), 1);
   EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
 }
 

@@ -43,15 +43,30 @@ void ProviderService::Audit(const std::string& action, const std::string& id, co
   audit_.Record(e);
 }
 
+Result<std::unique_ptr<ProviderService::Held>> ProviderService::Hold(const std::string& id) {
+  auto lock = secrets_.LockProvider(id);
+  if (!leases_) return std::make_unique<Held>(std::move(lock), nullptr, id, "");
+  std::string owner = NewUuid(random_);
+  const auto deadline = clock_.Now() + lease_options_.max_wait;
+  while (true) {
+    DYAD_ASSIGN_OR_RETURN(bool held, leases_->TryAcquire(id, owner, lease_options_.ttl));
+    if (held) return std::make_unique<Held>(std::move(lock), leases_, id, std::move(owner));
+    if (clock_.Now() >= deadline) {
+      return MakeError(ErrorCode::kConflict, "provider '" + id + "' is being changed by another instance; try again");
+    }
+    clock_.SleepFor(lease_options_.poll);
+  }
+}
+
 Result<Provider> ProviderService::Create(const ProviderPatch& input, const Caller& caller) {
   const auto t0 = clock_.Now();
   Provider p;
   p.id = NewUuid(random_);
   Apply(input, p);
   p.created_at = p.updated_at = FormatIso8601(clock_.WallNow());
-  auto lock = secrets_.LockProvider(p.id);
-  Status s;
-  if (input.credentials && !input.credentials->empty()) {
+  auto held = Hold(p.id);
+  Status s = held.ok() ? OkStatus() : Status(held.error());
+  if (s.ok() && input.credentials && !input.credentials->empty()) {
     p.credential_fields = Names(*input.credentials);
     p.credentials_version = 1;
     s = secrets_.Create(p.id, p.credentials_version, *input.credentials, caller);
@@ -70,8 +85,8 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
 
 Result<Provider> ProviderService::Update(const std::string& id, const ProviderPatch& patch, const Caller& caller) {
   const auto t0 = clock_.Now();
-  auto lock = secrets_.LockProvider(id);
   auto result = [&]() -> Result<Provider> {
+    DYAD_ASSIGN_OR_RETURN(auto held, Hold(id));  // the row is read and written under it
     DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
     Apply(patch, p);
     p.updated_at = FormatIso8601(clock_.WallNow());
@@ -112,8 +127,8 @@ Result<Provider> ProviderService::RotateCredentials(const std::string& id, const
 
 Status ProviderService::Delete(const std::string& id, const Caller& caller) {
   const auto t0 = clock_.Now();
-  auto lock = secrets_.LockProvider(id);
-  Status s = repo_.Delete(id);
+  auto held = Hold(id);
+  Status s = held.ok() ? repo_.Delete(id) : Status(held.error());
   if (s.ok()) {
     // The row goes first: a secret whose delete fails is an orphan that the
     // reconciliation sweep removes, never a row without its secret.

@@ -5,15 +5,22 @@
 // secret is written first under the provider's write lock, and undone
 // (deleted, or put back as it was) when the row write fails, so there is no
 // row without its secret and no secret left behind. Rows show each
-// credential field as "[STORED_EXTERNALLY]". Thread-safe.
+// credential field as "[STORED_EXTERNALLY]". Each of them is one atomic
+// read-modify-write across instances: it runs holding the provider's
+// in-process lock and, given ProviderLeases, its lease in the registry
+// database (waited for with the injected clock; kConflict when another
+// instance keeps it past `max_wait`). Thread-safe.
 #pragma once
 
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/clock.h"
 #include "core/random.h"
+#include "registry/provider_lease.h"
 #include "registry/provider_repository.h"
 #include "service/secrets_service.h"
 
@@ -41,11 +48,20 @@ struct ValidationReport {
   std::vector<ValidationCheck> checks;
 };
 
+struct ProviderLeaseOptions {
+  // Longer than any create, update or delete takes (store retries included).
+  Clock::Duration ttl = std::chrono::seconds(30);
+  // Longer than the TTL, so a lease its holder abandoned is taken over.
+  Clock::Duration max_wait = std::chrono::seconds(40);
+  Clock::Duration poll = std::chrono::milliseconds(5);
+};
+
 class ProviderService {
  public:
   ProviderService(ProviderRepository& repo, SecretsService& secrets, const Clock& clock, Random& random,
-                  AuditSink& audit)
-      : repo_(repo), secrets_(secrets), clock_(clock), random_(random), audit_(audit) {}
+                  AuditSink& audit, ProviderLeases* leases = nullptr, ProviderLeaseOptions lease_options = {})
+      : repo_(repo), secrets_(secrets), clock_(clock), random_(random), audit_(audit), leases_(leases),
+        lease_options_(lease_options) {}
 
   Result<Provider> Create(const ProviderPatch& input, const Caller& caller);
   Result<Provider> Get(const std::string& id) { return repo_.Get(id); }
@@ -60,11 +76,30 @@ class ProviderService {
   void Audit(const std::string& action, const std::string& id, const Status& s, const Caller& caller,
              Clock::Instant started, std::vector<std::string> fields = {});
 
+  // The provider's in-process lock and its lease, released together.
+  class Held {
+   public:
+    Held(std::unique_lock<std::mutex> lock, ProviderLeases* leases, std::string id, std::string owner)
+        : lock_(std::move(lock)), leases_(leases), id_(std::move(id)), owner_(std::move(owner)) {}
+    Held(const Held&) = delete;
+    ~Held() {
+      if (leases_) (void)leases_->Release(id_, owner_);  // an unreleased lease expires
+    }
+
+   private:
+    std::unique_lock<std::mutex> lock_;
+    ProviderLeases* leases_;
+    std::string id_, owner_;
+  };
+  Result<std::unique_ptr<Held>> Hold(const std::string& id);
+
   ProviderRepository& repo_;
   SecretsService& secrets_;
   const Clock& clock_;
   Random& random_;
   AuditSink& audit_;
+  ProviderLeases* leases_;
+  const ProviderLeaseOptions lease_options_;
 };
 
 // Fields a provider type needs in its credentials.

@@ -25,10 +25,13 @@ RotationScheduler::~RotationScheduler() {
 }
 
 void RotationScheduler::StartThread() {
+  resume_waiting_ = true;  // until the first tick looks
   thread_ = std::thread([this] {
     std::unique_lock lock(mu_);
     while (!stopping_) {
-      cv_.wait_for(lock, std::chrono::seconds(30));  // wall-clock schedule: re-check often
+      // Wall-clock schedule: re-check often; every second while a run left
+      // by a process that is gone waits for its lock to go stale.
+      cv_.wait_for(lock, resume_waiting_ ? std::chrono::seconds(1) : std::chrono::seconds(30));
       if (stopping_) return;
       lock.unlock();
       Tick(clock_.WallNow());
@@ -72,6 +75,15 @@ bool RotationScheduler::KeyWorn() {
 }
 
 std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::time_point now) {
+  // A run left by a process that is gone resumes once its lock's heartbeat
+  // is stale enough to take over (no pid is trusted to say it is gone).
+  bool waiting = false;
+  auto resumed = rotation_.ResumeInterrupted(Caller{"scheduler", ""}, &waiting);
+  resume_waiting_ = waiting;
+  if (resumed.ok() && *resumed) {
+    spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
+    return **resumed;
+  }
   bool due = false;
   {
     std::lock_guard lock(mu_);

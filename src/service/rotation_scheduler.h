@@ -7,9 +7,12 @@
 // A run already in progress makes a scheduled start a no-op. Independently
 // of the schedule and the toggle, a rotation starts when the primary key
 // version nears `max_encryptions` (key wear: at 15/16 of it), so random
-// 96-bit nonces stay inside the NIST SP 800-38D bound. Thread-safe.
+// 96-bit nonces stay inside the NIST SP 800-38D bound. Each tick also
+// resumes a run whose process is gone, once its lock can be taken over.
+// Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -48,6 +51,7 @@ class RotationScheduler {
   std::condition_variable cv_;
   std::optional<std::chrono::system_clock::time_point> next_;
   bool stopping_ = false;
+  std::atomic<bool> resume_waiting_{false};
   std::thread thread_;
 };
 

@@ -241,6 +241,7 @@ Status SecretsService::Write(const std::string& provider_id, int64_t version, co
   Status s = sealed.ok() ? TimedStore(create ? "create" : "put",
                                       [&] { return create ? store_.Create(name, *sealed) : store_.Put(name, *sealed); })
                          : Status(sealed.error());
+  if (s.ok()) s = ResealIfRetiring(name, version, payload, *sealed);
   cache_.Invalidate(provider_id);
   AuditEvent e;
   e.action = "secret.put";
@@ -253,6 +254,25 @@ Status SecretsService::Write(const std::string& provider_id, int64_t version, co
   }
   Audit(std::move(e), caller);
   return s;
+}
+
+// Write-then-check: the key version sealed under is asked for after the
+// store write. Still active then, the retirer's recount (which runs after it
+// marks the version retiring) sees this blob; no longer active, the payload
+// is sealed again under the primary this process now knows, and checked
+// again. Either way no blob is left on a version that gets retired.
+Status SecretsService::ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
+                                        std::string sealed) {
+  if (sealer_.mode() != SealMode::kEnvelope) return OkStatus();
+  constexpr int kAttempts = 5;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    DYAD_ASSIGN_OR_RETURN(Envelope env, ParseEnvelope(sealed));
+    DYAD_ASSIGN_OR_RETURN(std::string state, keys_.CurrentState(env.key_version));
+    if (state == "active") return OkStatus();
+    DYAD_ASSIGN_OR_RETURN(sealed, sealer_.Seal(name, version, payload));
+    DYAD_RETURN_IF_ERROR(TimedStore("put", [&] { return store_.Put(name, sealed); }));
+  }
+  return MakeError(ErrorCode::kUnavailable, "'" + name + "': the key version kept changing while it was written");
 }
 
 Status SecretsService::Create(const std::string& provider_id, int64_t version, const CredentialFields& fields,

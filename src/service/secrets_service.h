@@ -4,8 +4,10 @@
 // Get(): cache → store → (on kUnavailable only) stale-if-error → the
 // DYAD_PROVIDER_<SLUG>_<FIELD> fallback. With the environment provider those
 // variables are also the read-only source of a provider with no stored
-// secret. Writes seal with a fresh DEK, replace the secret and invalidate the
-// cache. Every read that misses the cache, every write and every admin
+// secret. Writes seal with a fresh DEK, replace the secret, then ask for the
+// state of the key version sealed under and seal again under the primary if
+// it is no longer active (so a blob is never left on a version another
+// process retires meanwhile), and invalidate the cache. Every read that misses the cache, every write and every admin
 // action is audited; nothing here logs a value. Thread-safe.
 //
 // A stored envelope whose credentials version is older than its registry
@@ -112,7 +114,9 @@ class SecretsService {
   Result<std::optional<std::string>> ReadRaw(const std::string& provider_id);
   Status RestoreRaw(const std::string& provider_id, const std::optional<std::string>& raw);
 
-  // Serialises writers of one provider (credential writes, re-encryption).
+  // Serialises writers of one provider (credential writes, re-encryption)
+  // in this process; across instances ProviderService also holds the
+  // provider's lease in the registry database.
   std::unique_lock<std::mutex> LockProvider(const std::string& provider_id);
 
   size_t ClearCache(const Caller& caller);
@@ -150,6 +154,7 @@ class SecretsService {
   Result<CredentialsPtr> FromEnvironment(const std::string& provider_id, const std::string& origin);
   Status Write(const std::string& provider_id, int64_t version, const CredentialFields& fields, const Caller& caller,
                bool create);
+  Status ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload, std::string sealed);
   void Audit(AuditEvent event, const Caller& caller);
   template <typename F>
   auto TimedStore(std::string_view op, F&& f);

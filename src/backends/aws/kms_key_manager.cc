@@ -48,7 +48,7 @@ class KmsKeyManager final : public KeyManager {
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
-    uint32_t version = Primary();
+    DYAD_ASSIGN_OR_RETURN(uint32_t version, LivePrimary());
     json request = {{"KeyId", reference_}, {"KeySpec", "AES_256"}};
     WithContext(request, "EncryptionContext", context);
     DYAD_ASSIGN_OR_RETURN(json answer, Send("GenerateDataKey", request, arn));
@@ -81,7 +81,7 @@ class KmsKeyManager final : public KeyManager {
                                std::string_view to_context) override {
     DYAD_RETURN_IF_ERROR(CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
-    uint32_t primary = Primary();
+    DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
     json request = {{"CiphertextBlob", Base64Encode(wrapped)},
                     {"SourceKeyId", reference_},
                     {"DestinationKeyId", reference_}};
@@ -119,14 +119,17 @@ class KmsKeyManager final : public KeyManager {
     return next;
   }
 
-  Status Retire(uint32_t version) override {
-    if (version == Primary()) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
-    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Statement st,
-                            c.Prepare("UPDATE key_versions SET state='retired' WHERE key_id=? AND version=?"));
-      return st.Bind(1, row_key_).Bind(2, static_cast<int64_t>(version)).Run();
-    }));
-    return Reload();
+  Status Retire(uint32_t version) override { return SetState(version, "retired"); }
+  Status BeginRetire(uint32_t version) override { return SetState(version, "retiring"); }
+
+  // From the registry database, not from memory (see KeyManager).
+  Result<std::string> CurrentState(uint32_t version) override {
+    DYAD_RETURN_IF_ERROR(Reload());
+    std::lock_guard lock(mu_);
+    auto it = versions_.find(version);
+    if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, "KMS key " + key_id_ + " has no version " +
+                                                                          std::to_string(version));
+    return it->second.state;
   }
 
   // DescribeKey, every time (one cheap call): the key answers, is the one
@@ -271,12 +274,36 @@ class KmsKeyManager final : public KeyManager {
     std::lock_guard lock(mu_);
     versions_ = std::move(rows);
     primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
+    last_reload_ = clock_.Now();
     return OkStatus();
   }
 
   uint32_t Primary() {
     std::lock_guard lock(mu_);
     return primary_;
+  }
+
+  Status SetState(uint32_t version, const char* state) {
+    if (version == Primary()) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
+    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state=? WHERE key_id=? AND version=?"));
+      return st.Bind(1, state).Bind(2, row_key_).Bind(3, static_cast<int64_t>(version)).Run();
+    }));
+    return Reload();
+  }
+
+  // The primary as the registry has it, read again at most every 500 ms
+  // (a database read, not a KMS call): a version another instance made is
+  // the one new writes are labelled with within a second.
+  Result<uint32_t> LivePrimary() {
+    bool due;
+    {
+      std::lock_guard lock(mu_);
+      auto now = clock_.Now();
+      due = !last_reload_ || now - *last_reload_ >= std::chrono::milliseconds(500);
+    }
+    if (due) DYAD_RETURN_IF_ERROR(Reload());
+    return Primary();
   }
 
   // A version this process has not seen may come from another instance's
@@ -356,6 +383,7 @@ class KmsKeyManager final : public KeyManager {
   std::atomic<bool> sync_warned_{false};
   std::mutex mu_;
   std::optional<Clock::Instant> last_sync_;
+  std::optional<Clock::Instant> last_reload_;  // of the versions, from the registry
   std::string arn_;
   std::map<uint32_t, VersionRow> versions_;
   uint32_t primary_ = 0;

@@ -172,5 +172,34 @@ TEST_F(KmsTest, ProbeAsksKmsEveryTime) {
   EXPECT_EQ(http->calls.size(), before);
 }
 
+// Issue 9 item 3: an instance labels new data keys with a version another
+// instance made within a second, and reads a version's state from the
+// registry, not from memory.
+TEST_F(KmsTest, AnotherInstancesNewVersionIsUsedWithinASecond) {
+  const std::string plain(32, 'p');
+  const std::string data_key = R"({"KeyId":")" + kArn + R"(","Plaintext":")" + Base64Encode(plain) +
+                               R"(","CiphertextBlob":")" + Base64Encode("blob") + "\"}";
+  testing::ScriptedTransport* b_http;
+  auto b = Open(b_http);
+  b_http->Then(200, Described());
+  b_http->Then(200, data_key);
+  ASSERT_EQ(b->GenerateDataKey()->version, 1u);
+
+  testing::ScriptedTransport* a_http;
+  auto a = Open(a_http);
+  a_http->Then(200, Described());
+  a_http->Then(501, "Passed X-Amz-Target (TrentService.RotateKeyOnDemand) is not implemented");
+  ASSERT_EQ(*a->Rotate(), 2u);
+  clock_.Advance(std::chrono::seconds(1));  // B is not restarted and decrypts nothing new
+  b_http->Then(200, data_key);
+  auto dk = b->GenerateDataKey();
+  ASSERT_TRUE(dk.ok()) << dk.error().message;
+  EXPECT_EQ(dk->version, 2u);
+
+  ASSERT_TRUE(a->BeginRetire(1).ok());
+  EXPECT_EQ(*b->CurrentState(1), "retiring");  // no time passes: read from the registry
+  EXPECT_EQ(a->BeginRetire(2).code(), ErrorCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace dyad

@@ -39,6 +39,7 @@ class LocalKeyring final : public KeyManager {
   // Loads every version, re-sealing those under a previous master; creates
   // version 1 on an empty keyring.
   Status Load() {
+    last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
     struct Row { uint32_t version; std::string sealed, state, created; uint64_t encryptions; };
     std::vector<Row> rows;
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
@@ -70,6 +71,7 @@ class LocalKeyring final : public KeyManager {
   }
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
+    DYAD_RETURN_IF_ERROR(RefreshIfDue());
     DataKey dk;
     dk.plaintext = SecretBytes(kAesKeySize);
     DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), kAesKeySize));
@@ -111,6 +113,7 @@ class LocalKeyring final : public KeyManager {
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
                                std::string_view to_context) override {
     DYAD_ASSIGN_OR_RETURN(SecretBytes dek, Decrypt(version, wrapped, from_context));
+    DYAD_RETURN_IF_ERROR(RefreshIfDue());
     std::shared_lock lock(mu_);
     WrappedKey out;
     out.version = primary_;
@@ -141,25 +144,22 @@ class LocalKeyring final : public KeyManager {
     return version;
   }
 
-  Status Retire(uint32_t version) override {
-    {
-      std::shared_lock lock(mu_);
-      if (version == primary_) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
-      if (!versions_.count(version)) return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
-    }
-    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state='retired' WHERE key_id=? AND version=?"));
-      DYAD_RETURN_IF_ERROR(st.Bind(1, options_.key_id).Bind(2, static_cast<int64_t>(version)).Run());
-      return true;
-    });
-    if (!r.ok()) return r.error();
-    std::unique_lock lock(mu_);
-    versions_[version].state = "retired";
-    versions_[version].key.clear();  // a retired version cannot decrypt
-    return OkStatus();
+  Status Retire(uint32_t version) override { return SetState(version, "retired"); }
+  Status BeginRetire(uint32_t version) override { return SetState(version, "retiring"); }
+
+  // Reads the states from the database (never from memory), so a writer
+  // that sealed under a version another process has since begun to retire
+  // learns it, together with the new primary.
+  Result<std::string> CurrentState(uint32_t version) override {
+    DYAD_RETURN_IF_ERROR(Refresh());
+    std::shared_lock lock(mu_);
+    auto it = versions_.find(version);
+    if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
+    return it->second.state;
   }
 
   Result<KeyState> Describe() override {
+    DYAD_RETURN_IF_ERROR(RefreshIfDue());  // health and a rotation's start see other processes' versions
     std::shared_lock lock(mu_);
     KeyState s{kind_, options_.key_id, primary_, {}};
     for (auto& [v, info] : versions_) {
@@ -182,6 +182,71 @@ class LocalKeyring final : public KeyManager {
     std::shared_ptr<std::atomic<uint64_t>> used = std::make_shared<std::atomic<uint64_t>>(0);
     std::shared_ptr<std::atomic<uint64_t>> reserved = std::make_shared<std::atomic<uint64_t>>(0);
   };
+
+  // A writer learns a primary made by another process within this interval.
+  static constexpr Clock::Duration kRefreshInterval = std::chrono::milliseconds(500);
+
+  Status SetState(uint32_t version, const char* state) {
+    {
+      std::shared_lock lock(mu_);
+      if (version == primary_) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
+      if (!versions_.count(version)) return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
+    }
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state=? WHERE key_id=? AND version=?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, state).Bind(2, options_.key_id).Bind(3, static_cast<int64_t>(version)).Run());
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    std::unique_lock lock(mu_);
+    ApplyState(versions_[version], state);
+    return OkStatus();
+  }
+
+  // Caller holds mu_ exclusively.
+  static void ApplyState(Version& v, const std::string& state) {
+    v.state = state;
+    if (state == "retired") v.key.clear();  // a retired version cannot decrypt
+  }
+
+  Status RefreshIfDue() {
+    const int64_t now = clock_.Now().time_since_epoch().count();
+    if (now - last_refresh_ns_.load(std::memory_order_relaxed) < kRefreshInterval.count()) return OkStatus();
+    return Refresh();
+  }
+
+  // The key epoch: every version's state as the database has it. A version
+  // this process has not seen loads the whole keyring again; otherwise the
+  // states and the primary are brought up to date in memory.
+  Status Refresh() {
+    last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
+    std::map<uint32_t, std::string> states;
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT version, state FROM key_versions WHERE key_id=?"));
+      st.Bind(1, options_.key_id);
+      while (true) {
+        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) return true;
+        states[static_cast<uint32_t>(st.Int(0))] = st.Text(1);
+      }
+    });
+    if (!r.ok()) return r.error();
+    {
+      std::unique_lock lock(mu_);
+      bool unseen = false;
+      for (const auto& [v, state] : states) unseen = unseen || !versions_.count(v);
+      if (!unseen) {
+        uint32_t primary = 0;
+        for (const auto& [v, state] : states) {
+          if (versions_[v].state != state) ApplyState(versions_[v], state);
+          if (state == "active") primary = v;
+        }
+        if (primary != 0) primary_ = primary;
+        return OkStatus();
+      }
+    }
+    return Load();
+  }
 
   // Counts one encryption under `version` (caller holds mu_ shared). The
   // database records a bound ahead of use, in blocks, so a crash can make
@@ -256,6 +321,7 @@ class LocalKeyring final : public KeyManager {
   std::mutex reserve_mu_;
   std::map<uint32_t, Version> versions_;
   uint32_t primary_ = 0;
+  std::atomic<int64_t> last_refresh_ns_{INT64_MIN / 2};
 };
 
 }  // namespace

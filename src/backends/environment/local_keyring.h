@@ -6,8 +6,12 @@
 // in ENCRYPTION_KEY_PREVIOUS is re-sealed under the current master. DEKs are
 // wrapped as nonce ‖ ciphertext ‖ tag with AAD binding key id, version and
 // the context (when one is given).
-// Thread-safe; a version unknown in memory is looked up again in the
-// database, so a rotation by another process on the same database is seen.
+// Every instance writes under the live primary: the states of all versions
+// (the key epoch) are read again from the database at most every 500 ms on
+// the write path and on every CurrentState(), so a primary made by another
+// process on the same database is used within a second, and a version
+// unknown in memory is loaded when it is first met. A 'retiring' version
+// still decrypts but is never primary. Thread-safe.
 #pragma once
 
 #include <memory>

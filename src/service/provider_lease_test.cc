@@ -1,0 +1,112 @@
+// Two instances on one registry database (each with its own in-process
+// locks, keyring and cache): their read-modify-writes of one provider are
+// serialised by the provider lease (issue 9 item 3).
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "backends/environment/local_keyring.h"
+#include "backends/environment/sqlite_secret_store.h"
+#include "registry/sqlite_provider_repository.h"
+#include "service/provider_service.h"
+#include "service/secrets_service.h"
+#include "testing/fakes.h"
+
+namespace dyad {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Instance {
+  Instance(std::shared_ptr<SqliteDb> db, const Clock& clock, ProviderLeaseOptions lease_options = {}) {
+    repo = NewSqliteProviderRepository(db);
+    leases = NewSqliteProviderLeases(db, clock);
+    keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db, DefaultRandom(), clock)).value();
+    store = NewSqliteSecretStore(db, clock);
+    secrets = std::make_unique<SecretsService>(SecretsOptions{}, *store, *keys, *repo, audit, metrics, clock,
+                                               DefaultRandom(), EnvMap{});
+    providers = std::make_unique<ProviderService>(*repo, *secrets, clock, DefaultRandom(), audit, leases.get(),
+                                                  lease_options);
+  }
+  std::unique_ptr<ProviderRepository> repo;
+  std::unique_ptr<ProviderLeases> leases;
+  std::unique_ptr<KeyManager> keys;
+  std::unique_ptr<SecretStore> store;
+  testing::MemoryAudit audit;
+  Metrics metrics;
+  std::unique_ptr<SecretsService> secrets;
+  std::unique_ptr<ProviderService> providers;
+};
+
+CredentialFields Fields(std::initializer_list<std::pair<std::string, std::string>> kv) {
+  CredentialFields f;
+  for (const auto& [k, v] : kv) f.emplace(k, SecretBytes(v));
+  return f;
+}
+
+TEST(ProviderLease, AWriterWaitsForAnotherInstancesLeaseWithTheInjectedClock) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("t.db"));
+  FakeClock clock;
+  Instance a(db, clock);
+  ProviderPatch p;
+  p.name = p.slug = "one";
+  p.type = "http-sdk";
+  p.credentials = Fields({{"api_key", "v1"}});
+  auto made = a.providers->Create(p, Caller{});
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  // Another instance holds the lease, then vanishes without releasing it.
+  ASSERT_TRUE(*a.leases->TryAcquire(made->id, "gone-instance", 30s));
+  const auto before = clock.Slept();
+  auto rotated = a.providers->RotateCredentials(made->id, Fields({{"api_key", "v2"}}), Caller{});
+  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+  EXPECT_GE(clock.Slept() - before, 30s);  // waited (on the fake clock) for the lease to expire
+  EXPECT_EQ(rotated->credentials_version, 2);
+  // A lease kept past max_wait is a conflict, not a write behind its back.
+  ASSERT_TRUE(*a.leases->TryAcquire(made->id, "slow-instance", 10min));
+  auto refused = a.providers->RotateCredentials(made->id, Fields({{"api_key", "v3"}}), Caller{});
+  EXPECT_EQ(refused.code(), ErrorCode::kConflict);
+  EXPECT_EQ(a.repo->Get(made->id)->credentials_version, 2);
+}
+
+TEST(ProviderLease, RotationsOnOneInstanceAndRenamesOnAnotherLoseNoWrite) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("t.db"));
+  SystemClock clock;
+  Instance a(db, clock), b(db, clock);
+  ProviderPatch p;
+  p.name = p.slug = "shared";
+  p.type = "http-sdk";
+  p.credentials = Fields({{"api_key", "k0"}});
+  auto made = a.providers->Create(p, Caller{});
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  const std::string id = made->id;
+  constexpr int kRounds = 100;
+  std::thread renamer([&] {
+    for (int i = 0; i < kRounds; ++i) {
+      ProviderPatch rename;
+      rename.name = "name-" + std::to_string(i);
+      EXPECT_TRUE(a.providers->Update(id, rename, Caller{}).ok());
+    }
+  });
+  for (int i = 1; i <= kRounds; ++i) {
+    // Alternate field sets, so a row written from a stale read shows.
+    auto f = i % 2 ? Fields({{"api_key", "k" + std::to_string(i)}, {"org", "o"}}) : Fields({{"api_key", "k" + std::to_string(i)}});
+    EXPECT_TRUE(b.providers->RotateCredentials(id, f, Caller{}).ok());
+  }
+  renamer.join();
+  auto row = a.repo->Get(id);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->credentials_version, 1 + kRounds);
+  EXPECT_EQ(row->name, "name-" + std::to_string(kRounds - 1));
+  auto read = a.secrets->Get(id, Caller{});
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  std::vector<std::string> stored;
+  for (const auto& [k, v] : read->credentials->fields) stored.push_back(k);
+  EXPECT_EQ(row->credential_fields, stored);
+  EXPECT_EQ(read->credentials->version, 1 + kRounds);
+  EXPECT_EQ(std::string(read->credentials->fields.at("api_key").view()), "k" + std::to_string(kRounds));
+}
+
+}  // namespace
+}  // namespace dyad
