@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
 #include "core/encoding.h"
 #include "server/envelope.h"
 #include "server/router.h"
