@@ -92,6 +92,7 @@ struct HttpServer::Impl {
     try {
       return handler(request);
     } catch (...) {
+      spdlog::error("request {}: the handler threw; answered 500", request.request_id);
       HttpResponse r;
       r.status = 500;
       r.body = R"({"status":"error","error":{"code":"INTERNAL_ERROR","message":"internal error; request id )" +
