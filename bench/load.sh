@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 CONNS=${2:-32}
-BIN=build/dyad-gateway
+BIN=${BIN:-build/dyad-gateway}  # BIN=/path/to/other/dyad-gateway to compare builds
 DATA=$(mktemp -d)
 TOKEN="bench-admin-token-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 LOG_LEVEL=${GATEWAY_LOG_LEVEL:-info}

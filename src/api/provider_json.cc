@@ -1,11 +1,82 @@
 #include "api/provider_json.h"
 
 #include <nlohmann/json.hpp>
+#include <map>
+#include <unordered_set>
+#include <vector>
 
 namespace dyad {
 namespace {
 
 using nlohmann::json;
+
+// A SAX pass over a request body that only checks the JSON limits, before a
+// DOM is built: nlohmann's SAX parser keeps its own stack on the heap, so a
+// hostile nesting depth costs memory, never the call stack. It stops at the
+// first limit crossed and says which.
+class LimitsCheck final : public nlohmann::json_sax<json> {
+ public:
+  explicit LimitsCheck(const JsonLimits& limits) : limits_(limits) {}
+  const std::string& failure() const { return failure_; }
+  bool syntax_error() const { return syntax_error_; }
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t& s) override { return CheckString(s); }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    keys_.emplace_back();
+    return Enter();
+  }
+  bool key(string_t& k) override {
+    if (!CheckString(k)) return false;
+    if (++members_ > limits_.max_members) {
+      return Fail("more than " + std::to_string(limits_.max_members) + " object members in all");
+    }
+    if (!keys_.back().insert(k).second) return Fail("duplicate key '" + k.substr(0, 64) + "'");
+    return true;
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override { return Enter(); }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    syntax_error_ = true;
+    return false;
+  }
+
+ private:
+  bool Enter() {
+    if (++depth_ > limits_.max_depth) return Fail("nested deeper than " + std::to_string(limits_.max_depth) + " levels");
+    return true;
+  }
+  bool CheckString(const string_t& s) {
+    if (s.size() > limits_.max_string_bytes) {
+      return Fail("holds a string longer than " + std::to_string(limits_.max_string_bytes) + " bytes");
+    }
+    return true;
+  }
+  bool Fail(std::string what) {
+    failure_ = std::move(what);
+    return false;
+  }
+
+  const JsonLimits& limits_;
+  size_t depth_ = 0;
+  size_t members_ = 0;
+  std::vector<std::unordered_set<std::string>> keys_;  // per open object
+  std::string failure_;
+  bool syntax_error_ = false;
+};
 
 constexpr size_t kMaxCredentialFields = 64;
 constexpr size_t kMaxCredentialValue = 64 * 1024;
@@ -14,12 +85,28 @@ Error Invalid(const std::string& field, const std::string& what) {
   return MakeError(ErrorCode::kInvalidArgument, "field '" + field + "' " + what);
 }
 
+// [a-z0-9-], with at least one letter or digit ("-" would name no
+// DYAD_PROVIDER_<SLUG>_ variable anyone could tell apart).
 bool ValidSlug(const std::string& s) {
   if (s.empty() || s.size() > 64) return false;
+  bool alnum = false;
   for (char c : s) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+    bool letter_or_digit = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (!letter_or_digit && c != '-') return false;
+    alnum = alnum || letter_or_digit;
   }
-  return true;
+  return alnum;
+}
+
+// The <FIELD> part of the DYAD_PROVIDER_<SLUG>_<FIELD> fallback variable:
+// upper-cased, every other character as '_' (as SecretsService reads it).
+std::string EnvFieldName(std::string_view field) {
+  std::string out;
+  for (char c : field) {
+    auto u = static_cast<unsigned char>(c);
+    out.push_back(std::isalnum(u) ? static_cast<char>(std::toupper(u)) : '_');
+  }
+  return out;
 }
 
 bool ValidFieldName(const std::string& s) {
@@ -67,9 +154,15 @@ Result<CredentialFields> CredentialFieldsFrom(const json& j) {
   if (!j.is_object()) return Invalid("credentials", "must be an object of string values");
   if (j.size() > kMaxCredentialFields) return Invalid("credentials", "has more than 64 fields");
   CredentialFields out;
+  std::map<std::string, std::string> env_names;  // EnvFieldName -> field
   for (auto it = j.begin(); it != j.end(); ++it) {
     std::string where = "credentials." + it.key().substr(0, 64);
     if (!ValidFieldName(it.key())) return Invalid(where, "is not a valid name; use 1-64 of letters, digits, '_', '-', '.'");
+    auto [clash, fresh] = env_names.emplace(EnvFieldName(it.key()), it.key());
+    if (!fresh) {
+      return Invalid(where, "clashes with credentials." + clash->second + ": both map to DYAD_PROVIDER_<SLUG>_" +
+                                clash->first + "; rename one");
+    }
     if (!it.value().is_string()) return Invalid(where, "must be a string");
     const auto& v = it.value().get_ref<const std::string&>();
     if (v.size() > kMaxCredentialValue) return Invalid(where, "is longer than 65536 bytes");
@@ -80,7 +173,13 @@ Result<CredentialFields> CredentialFieldsFrom(const json& j) {
 
 }  // namespace
 
-Result<json> ParseJsonObject(std::string_view body) {
+Result<json> ParseJsonObject(std::string_view body, const JsonLimits& limits) {
+  LimitsCheck check(limits);
+  bool ok = json::sax_parse(body.begin(), body.end(), &check, nlohmann::detail::input_format_t::json, true);
+  if (!ok && !check.failure().empty()) {
+    return MakeError(ErrorCode::kInvalidArgument, "the request body " + check.failure());
+  }
+  if (!ok) return MakeError(ErrorCode::kInvalidArgument, "malformed JSON in the request body");
   json j = json::parse(body.begin(), body.end(), nullptr, false);
   if (j.is_discarded()) return MakeError(ErrorCode::kInvalidArgument, "malformed JSON in the request body");
   if (!j.is_object()) return MakeError(ErrorCode::kInvalidArgument, "the request body must be a JSON object");
@@ -97,7 +196,9 @@ Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind) {
       DYAD_ASSIGN_OR_RETURN(p.name, String(v, k, 200, false));
     } else if (k == "slug") {
       DYAD_ASSIGN_OR_RETURN(std::string slug, String(v, k, 64, false));
-      if (!ValidSlug(slug)) return Invalid(k, "must match [a-z0-9-]+ (at most 64 characters)");
+      if (!ValidSlug(slug)) {
+        return Invalid(k, "must match [a-z0-9-]+ with at least one letter or digit (at most 64 characters)");
+      }
       p.slug = slug;
     } else if (k == "type") {
       DYAD_ASSIGN_OR_RETURN(std::string type, String(v, k, 32, false));

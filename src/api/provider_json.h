@@ -21,7 +21,18 @@ Result<CredentialFields> ParseCredentialsBody(std::string_view body);
 
 nlohmann::json ProviderToJson(const Provider& p);
 
-// The JSON object of a body, or kInvalidArgument ("malformed JSON …").
-Result<nlohmann::json> ParseJsonObject(std::string_view body);
+// What a request body may hold. Checked before a DOM is built, so the
+// DOM and everything that walks it recursively (dump, destructors) stay
+// within max_depth.
+struct JsonLimits {
+  size_t max_depth = 64;           // objects and arrays open at once
+  size_t max_members = 10000;      // object members in the whole document
+  size_t max_string_bytes = 64 << 20;  // per string or key (the largest body limit)
+};
+
+// The JSON object of a body, or kInvalidArgument: "malformed JSON …", or
+// the limit crossed (nesting, members, string length), or the first
+// duplicate key, named.
+Result<nlohmann::json> ParseJsonObject(std::string_view body, const JsonLimits& limits = {});
 
 }  // namespace dyad

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/provider_json.h"
+#include "core/parse_int.h"
 #include "core/time_format.h"
 #include "server/envelope.h"
 
@@ -16,12 +17,7 @@ Caller CallerOf(const RouteContext& ctx) { return Caller{ctx.principal.identity,
 Result<int64_t> IntParam(const HttpRequest& req, const std::string& name, int64_t def, int64_t min, int64_t max) {
   auto v = QueryParam(req.query, name);
   if (!v) return def;
-  try {
-    size_t used = 0;
-    int64_t n = std::stoll(*v, &used);
-    if (used == v->size() && n >= min && n <= max) return n;
-  } catch (...) {
-  }
+  if (auto n = ParseInt<int64_t>(*v); n && *n >= min && *n <= max) return *n;
   return MakeError(ErrorCode::kInvalidArgument, "query parameter '" + name + "' must be an integer from " +
                                                     std::to_string(min) + " to " + std::to_string(max));
 }
@@ -67,11 +63,11 @@ void ProviderRoutes(Router& r, ApiContext api) {
     json items = json::array();
     for (const auto& p : page->items) items.push_back(ProviderToJson(p));
     return JsonSuccess({{"items", items}, {"total", page->total}, {"limit", *limit}, {"offset", *offset}});
-  });
+  }, HandlerCost::kInline);  // registry reads: SQLite, no backend
   r.Add("GET", "/admin/providers/{id}", [api](const RouteContext& ctx) {
     auto p = api.providers.Get(ctx.params[0]);
     return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
-  });
+  }, HandlerCost::kInline);
   r.Add("PUT", "/admin/providers/{id}", [api](const RouteContext& ctx) {
     auto patch = ParseProviderBody(ctx.request.body, BodyKind::kUpdate);
     if (!patch.ok()) return JsonError(patch.error());
@@ -93,7 +89,7 @@ void ProviderRoutes(Router& r, ApiContext api) {
 void SecretsRoutes(Router& r, ApiContext api) {
   r.Add("GET", "/admin/secrets/health", [api](const RouteContext&) {
     return JsonSuccess(HealthJson(api.secrets.Health()));
-  });
+  }, HandlerCost::kInline);  // Health() answers from what it last saw, never waits on a backend
   r.Add("POST", "/admin/secrets/test-connection", [api](const RouteContext& ctx) {
     auto steps = api.secrets.TestConnection(CallerOf(ctx));
     json js = json::array();
@@ -219,7 +215,7 @@ void OperationsRoutes(Router& r, ApiContext api) {
     HttpResponse resp;
     resp.body = kHealthz;
     return resp;
-  });
+  }, HandlerCost::kInline);
   r.Add("GET", "/readyz", [api](const RouteContext&) {
     Status db = api.repo.Ping();
     if (!db.ok()) return JsonError(503, "SERVICE_UNAVAILABLE", "registry unreachable: " + db.error().message);
@@ -229,13 +225,13 @@ void OperationsRoutes(Router& r, ApiContext api) {
                        "secrets backend unhealthy: " + (h.store_error.empty() ? h.key_error : h.store_error));
     }
     return JsonSuccess({{"status", "ready"}, {"secrets", h.status}});
-  });
+  }, HandlerCost::kInline);
   r.Add("GET", "/metrics", [api](const RouteContext&) {
     HttpResponse resp;
     resp.body = api.metrics.Render();
     resp.content_type = "text/plain; version=0.0.4";
     return resp;
-  });
+  }, HandlerCost::kInline);
 }
 
 }  // namespace

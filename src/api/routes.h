@@ -1,5 +1,8 @@
 // The HTTP API of DESIGN.md §8, registered on a Router. Handlers turn a
 // request into a response through the services; they do no I/O of their own.
+// Handlers that may wait on a backend are registered as kMayBlock (the
+// default), so the server runs them off its I/O threads; health, readiness,
+// metrics and registry reads are kInline.
 #pragma once
 
 #include <string>

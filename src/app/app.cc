@@ -103,7 +103,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.db, std::move(schedule),
                                                     config.key_rotation_enabled, config.key_rotation_max_encryptions,
                                                     clock);
-  p.router = std::make_unique<Router>(p.auth.get());
+  p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);
   RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler, *p.audit});
   if (serving) {
     auto resumed = p.rotation->ResumeInterrupted(Caller{"system", ""});
@@ -119,6 +119,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   else if (!orphans->empty()) spdlog::warn("removed {} orphaned secret(s) left by an interrupted write", orphans->size());
   return app;
 }
+
+bool App::MayBlock(const HttpRequest& request) const { return parts_->router->MayBlock(request); }
 
 HttpResponse App::Handle(const HttpRequest& request) {
   auto t0 = parts_->clock->Now();

@@ -24,6 +24,8 @@ class App {
   ~App();
 
   HttpResponse Handle(const HttpRequest& request);
+  // Whether Handle() may wait on a backend (run it off the I/O threads).
+  bool MayBlock(const HttpRequest& request) const;
 
   ProviderService& providers();
   SecretsService& secrets();

@@ -50,7 +50,10 @@ int Serve(bool dev, const std::string& env_file) {
   opts.max_body_bytes = config->max_body_bytes;
   opts.header_timeout = std::chrono::seconds(config->header_timeout_seconds);
   opts.idle_timeout = std::chrono::seconds(config->idle_timeout_seconds);
-  HttpServer server(opts, [&app](const HttpRequest& r) { return (*app)->Handle(r); });
+  opts.max_connections = static_cast<size_t>(config->max_connections);
+  opts.blocking_threads = config->blocking_threads;
+  HttpServer server(opts, [&app](const HttpRequest& r) { return (*app)->Handle(r); },
+                    [&app](const HttpRequest& r) { return (*app)->MayBlock(r); });
   s = server.Listen();
   if (!s.ok()) return Fail(s.error().message);
   spdlog::warn("dyad-gateway listening on http://{}:{} (provider {}, {} threads{})", config->host, server.port(),

@@ -267,6 +267,8 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev) {
   DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_HEADER_TIMEOUT_SECONDS", 1, 3600, c.header_timeout_seconds));
   DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_IDLE_TIMEOUT_SECONDS", 1, 3600, c.idle_timeout_seconds));
   DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_THREADS", 0, 256, c.threads));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_MAX_CONNECTIONS", 1, 1000000, c.max_connections));
+  DYAD_RETURN_IF_ERROR(ReadInt(env, "GATEWAY_BLOCKING_THREADS", 1, 1024, c.blocking_threads));
   if (c.threads == 0) c.threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   DYAD_RETURN_IF_ERROR(ReadKeys(env, c));
   DYAD_RETURN_IF_ERROR(ReadAdmin(env, c));

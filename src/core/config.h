@@ -72,6 +72,8 @@ struct Config {
   int header_timeout_seconds = 10;
   int idle_timeout_seconds = 60;
   int threads = 0;  // 0: one per core
+  int max_connections = 4096;  // GATEWAY_MAX_CONNECTIONS: open at once; more are closed at once
+  int blocking_threads = 16;   // GATEWAY_BLOCKING_THREADS: run handlers that wait on a backend
 
   // Every variable of the process, for DYAD_PROVIDER_* lookups.
   EnvMap env;

@@ -43,6 +43,26 @@ TEST(Config, DefaultsMatchTheSeed) {
   EXPECT_EQ(c->encryption_key->size(), 32u);
 }
 
+// Issue 9, item 8 (and 6): the connection cap and the blocking pool.
+TEST(Config, ConnectionCapAndBlockingThreads) {
+  auto c = LoadConfig(Base(), false);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->max_connections, 4096);
+  EXPECT_EQ(c->blocking_threads, 16);
+  auto env = Base();
+  env["GATEWAY_MAX_CONNECTIONS"] = "2";
+  env["GATEWAY_BLOCKING_THREADS"] = "4";
+  c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->max_connections, 2);
+  EXPECT_EQ(c->blocking_threads, 4);
+  env["GATEWAY_MAX_CONNECTIONS"] = "0";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_MAX_CONNECTIONS: '0' is not valid; use an integer from 1"), std::string::npos);
+  env["GATEWAY_MAX_CONNECTIONS"] = "10";
+  env["GATEWAY_BLOCKING_THREADS"] = "many";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_BLOCKING_THREADS"), std::string::npos);
+}
+
 TEST(Config, BadBooleanNamesTheVariableAndTheForm) {
   auto env = Base();
   env["SECRETS_CACHE_ENABLED"] = "maybe";
@@ -202,6 +222,18 @@ TEST(Dotenv, ParsesQuotesCommentsAndExport) {
   EXPECT_EQ((*env)["B"], "two words");
   EXPECT_EQ((*env)["C"], "x#y");
   EXPECT_EQ((*env)["D"], "plain");
+}
+
+// Issue 9, item 13: a quoted value followed by a comment.
+TEST(Dotenv, QuotedValueFollowedByAComment) {
+  auto env = ParseDotenv("A=\"quoted value\" # the comment\nB='single'   #c\nC=\"has # inside\" # and a comment\n"
+                         "D=\"x\"#tight\n");
+  ASSERT_TRUE(env.ok()) << env.error().message;
+  EXPECT_EQ((*env)["A"], "quoted value");
+  EXPECT_EQ((*env)["B"], "single");
+  EXPECT_EQ((*env)["C"], "has # inside");
+  EXPECT_EQ((*env)["D"], "x");
+  EXPECT_FALSE(ParseDotenv("E=\"x\" trailing words\n").ok());
 }
 
 TEST(Dotenv, ErrorsNameTheLineNotTheValue) {

@@ -1,6 +1,7 @@
 #include "core/environment.h"
 
 #include <fstream>
+#include <optional>
 
 #include "core/encoding.h"
 
@@ -29,6 +30,18 @@ static bool ValidName(std::string_view name) {
   return true;
 }
 
+// The inside of a quoted value: the value ends with its quote, or the quote
+// is followed by spaces and a '#' comment (KEY="a # b" # note is "a # b").
+static std::optional<std::string_view> UnquoteValue(std::string_view value) {
+  char q = value.front();
+  if (value.size() >= 2 && value.back() == q) return value.substr(1, value.size() - 2);
+  for (size_t hash = value.find('#', 1); hash != std::string_view::npos; hash = value.find('#', hash + 1)) {
+    std::string_view before = TrimSpace(value.substr(0, hash));
+    if (before.size() >= 2 && before.back() == q) return before.substr(1, before.size() - 2);
+  }
+  return std::nullopt;
+}
+
 Result<EnvMap> ParseDotenv(std::string_view text) {
   EnvMap env;
   size_t line_no = 0;
@@ -52,13 +65,13 @@ Result<EnvMap> ParseDotenv(std::string_view text) {
                            ": variable names take letters, digits and '_'");
     }
     if (!value.empty() && (value.front() == '"' || value.front() == '\'')) {
-      char q = value.front();
-      if (value.size() < 2 || value.back() != q) {
+      auto quoted = UnquoteValue(value);
+      if (!quoted) {
         return MakeError(ErrorCode::kInvalidArgument,
                          "line " + std::to_string(line_no) + ": unterminated quoted value for " +
-                             std::string(name));
+                             std::string(name) + " (a closing quote may be followed only by a # comment)");
       }
-      value = value.substr(1, value.size() - 2);
+      value = *quoted;
     } else if (auto hash = value.find(" #"); hash != std::string_view::npos) {
       value = TrimSpace(value.substr(0, hash));
     }

@@ -3,7 +3,8 @@
 // Configuration reads only from an EnvMap handed to it, never from getenv, so
 // tests pass the variables they want. ReadProcessEnvironment() snapshots
 // environ; ParseDotenv() reads a dotenv file (KEY=VALUE lines, '#' comments,
-// optional `export `, single or double quotes). Pure functions, thread-safe.
+// optional `export `, single or double quotes, a quoted value followed by a
+// `# comment`). Pure functions, thread-safe.
 #pragma once
 
 #include <map>

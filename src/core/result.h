@@ -3,10 +3,13 @@
 // An Error carries a canonical code (what callers branch on: retry, fall back,
 // map to an HTTP status) and a message that keeps the backend's own words. It
 // never carries secret material. Result<T> is either a T or an Error; it is a
-// plain value type with no thread-safety of its own.
+// plain value type with no thread-safety of its own. value() on an error (or
+// Result<T>::error() on a success) is a bug: it aborts with the error's code and message
+// in every build type, never reads the wrong alternative or throws.
 #pragma once
 
-#include <cassert>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,6 +42,20 @@ inline Error MakeError(ErrorCode code, std::string message) {
   return Error{code, std::move(message)};
 }
 
+namespace result_internal {
+// Out of line and cold, so the checks cost one predictable branch.
+[[noreturn, gnu::cold, gnu::noinline]] inline void DieOnMisuse(const char* what, const Error* error) {
+  if (error) {
+    std::fprintf(stderr, "fatal: %s on an error: %.*s: %s\n", what, static_cast<int>(ErrorCodeName(error->code).size()),
+                 ErrorCodeName(error->code).data(), error->message.c_str());
+  } else {
+    std::fprintf(stderr, "fatal: %s on a success\n", what);
+  }
+  std::fflush(stderr);
+  std::abort();
+}
+}  // namespace result_internal
+
 template <typename T>
 class [[nodiscard]] Result {
  public:
@@ -48,18 +65,24 @@ class [[nodiscard]] Result {
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
 
-  T& value() & { assert(ok()); return std::get<0>(v_); }
-  const T& value() const& { assert(ok()); return std::get<0>(v_); }
-  T&& value() && { assert(ok()); return std::get<0>(std::move(v_)); }
+  T& value() & { CheckOk(); return *std::get_if<0>(&v_); }
+  const T& value() const& { CheckOk(); return *std::get_if<0>(&v_); }
+  T&& value() && { CheckOk(); return std::move(*std::get_if<0>(&v_)); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
 
-  const Error& error() const { assert(!ok()); return std::get<1>(v_); }
+  const Error& error() const {
+    if (ok()) [[unlikely]] result_internal::DieOnMisuse("Result::error()", nullptr);
+    return *std::get_if<1>(&v_);
+  }
   ErrorCode code() const { return error().code; }
 
  private:
+  void CheckOk() const {
+    if (!ok()) [[unlikely]] result_internal::DieOnMisuse("Result::value()", std::get_if<1>(&v_));
+  }
   std::variant<T, Error> v_;
 };
 
@@ -71,7 +94,8 @@ class [[nodiscard]] Result<void> {
   Result(Error error) : error_(std::move(error)), ok_(false) {}  // NOLINT
   bool ok() const { return ok_; }
   explicit operator bool() const { return ok_; }
-  const Error& error() const { assert(!ok_); return error_; }
+  // On a success: an kInternal error with no message.
+  const Error& error() const { return error_; }
   ErrorCode code() const { return error_.code; }
 
  private:

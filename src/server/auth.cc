@@ -7,6 +7,15 @@
 #include "core/encoding.h"
 
 namespace dyad {
+namespace {
+
+Error NobodyCouldLogIn() {
+  return MakeError(ErrorCode::kInvalidArgument,
+                   "GATEWAY_ADMIN_TOKENS_FILE holds no token and GATEWAY_ADMIN_API_KEY is not set: nobody could log "
+                   "in; add an entry to the tokens file or set GATEWAY_ADMIN_API_KEY");
+}
+
+}  // namespace
 
 Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Create(
     const std::optional<SecretBytes>& admin_api_key, const std::string& tokens_file) {
@@ -28,11 +37,14 @@ Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::FromTokensJson(
     const std::optional<SecretBytes>& admin_api_key, std::string_view tokens_json) {
   auto auth = std::unique_ptr<TokenAuthenticator>(new TokenAuthenticator());
   if (admin_api_key) auth->entries_.push_back({Sha256(admin_api_key->view()), {"admin", Role::kAdmin}});
-  if (tokens_json.empty()) return auth;
   auto bad = [](const std::string& what) {
     return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_ADMIN_TOKENS_FILE: " + what +
                                                       "; expected {\"tokens\":[{\"name\":…,\"role\":\"admin\"|\"viewer\",\"sha256\":<64 hex>}]}");
   };
+  if (tokens_json.empty()) {
+    if (auth->entries_.empty()) return NobodyCouldLogIn();
+    return auth;
+  }
   nlohmann::json doc = nlohmann::json::parse(tokens_json, nullptr, false);
   if (doc.is_discarded()) return bad("not valid JSON");
   if (!doc.is_object() || !doc.contains("tokens") || !doc["tokens"].is_array()) return bad("no \"tokens\" array");
@@ -52,6 +64,7 @@ Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::FromTokensJson(
     if (!raw || raw->size() != 32) return bad(where + ".sha256 must be 64 hex characters");
     auth->entries_.push_back({*raw, {name->get<std::string>(), *role == "admin" ? Role::kAdmin : Role::kViewer}});
   }
+  if (auth->entries_.empty()) return NobodyCouldLogIn();
   return auth;
 }
 

@@ -26,7 +26,8 @@ struct Principal {
 
 class TokenAuthenticator {
  public:
-  // Errors name the tokens file and the entry at fault.
+  // Errors name the tokens file and the entry at fault; no token at all
+  // (an empty tokens file and no admin key) is an error: nobody could log in.
   static Result<std::unique_ptr<TokenAuthenticator>> Create(const std::optional<SecretBytes>& admin_api_key,
                                                             const std::string& tokens_file);
   static Result<std::unique_ptr<TokenAuthenticator>> FromTokensJson(const std::optional<SecretBytes>& admin_api_key,

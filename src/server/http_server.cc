@@ -5,13 +5,18 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include <spdlog/spdlog.h>
 
 #include "core/encoding.h"
 
@@ -32,6 +37,16 @@ bool PrintableId(std::string_view id) {
   return true;
 }
 
+// A printable-ASCII string as the inside of a JSON string.
+std::string JsonEscapePrintable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
 std::string GenerateRequestId() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   uint64_t v[2] = {rng(), rng()};
@@ -45,18 +60,46 @@ class Session;
 struct HttpServer::Impl {
   HttpServerOptions options;
   RequestHandler handler;
-  asio::io_context ioc;
-  tcp::acceptor acceptor{ioc};
-  asio::signal_set signals{ioc};
-  asio::steady_timer grace_timer{ioc};
+  BlockingPredicate may_block;
+  // Before ioc: sessions still queued in ioc when it is destroyed forget
+  // themselves here.
   std::atomic<bool> stopping{false};
+  std::atomic<bool> finished{false};  // Run() has returned
   std::mutex mu;
   uint64_t next_session = 0;
-  std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions;
+  std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions;  // guarded by mu
+  asio::io_context ioc;
+  // The acceptor, its back-off timer, the signals and the grace timer are
+  // used only on this strand.
+  asio::strand<asio::io_context::executor_type> control{ioc.get_executor()};
+  tcp::acceptor acceptor{control};
+  asio::steady_timer accept_timer{control};
+  std::chrono::milliseconds accept_backoff{0};
+  std::chrono::steady_clock::time_point last_refusal_log;
+  uint64_t refused = 0;
+  asio::signal_set signals{control};
+  asio::steady_timer grace_timer{control};
+  // After ioc, so destroyed first: work it dropped holds sessions whose
+  // sockets belong to ioc.
+  std::optional<asio::thread_pool> blocking;  // when may_block is set
 
   void Accept();
+  void OnAccepted(beast::error_code ec, tcp::socket socket);
   void BeginShutdown();
   void Forget(uint64_t id);
+  // The handler, with any exception turned into a 500.
+  HttpResponse Call(const HttpRequest& request) {
+    try {
+      return handler(request);
+    } catch (...) {
+      spdlog::error("request {}: the handler threw; answered 500", request.request_id);
+      HttpResponse r;
+      r.status = 500;
+      r.body = R"({"status":"error","error":{"code":"INTERNAL_ERROR","message":"internal error; request id )" +
+               JsonEscapePrintable(request.request_id) + "\"}}";
+      return r;
+    }
+  }
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -69,23 +112,44 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Called on the session's strand when the server shuts down.
   void OnShutdown() {
-    if (!busy_ && !(parser_ && parser_->got_some())) {
+    if (!busy_ && buffer_.size() == 0 && !(parser_ && parser_->got_some())) {
       beast::error_code ec;
       stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
       stream_.cancel();
     }
   }
   auto executor() { return stream_.get_executor(); }
+  void SetNoDelay(beast::error_code& ec) { stream_.socket().set_option(tcp::no_delay(true), ec); }
 
  private:
   void Read() {
     parser_.emplace();
     parser_->body_limit(server_->options.max_body_bytes);
     parser_->header_limit(16 * 1024);
-    stream_.expires_after(first_ ? server_->options.header_timeout : server_->options.idle_timeout);
-    first_ = false;
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+    if (first_ || buffer_.size() > 0) {
+      first_ = false;
+      return ReadHeader();
+    }
+    // Kept alive: the idle timeout until the next request's first byte,
+    // then the header timeout for its headers.
+    stream_.expires_after(server_->options.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      if (ec) return self->Close();
+      self->buffer_.commit(n);
+      self->ReadHeader();
+    });
+  }
+
+  void ReadHeader() {
+    stream_.expires_after(server_->options.header_timeout);
+    http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec || self->parser_->is_done()) return self->OnRead(ec);
+      // The body has the idle timeout: it must keep coming, not arrive
+      // within the header timeout.
+      self->stream_.expires_after(self->server_->options.idle_timeout);
+      http::async_read(self->stream_, self->buffer_, *self->parser_,
+                       [self](beast::error_code ec, size_t) { self->OnRead(ec); });
+    });
   }
 
   void OnRead(beast::error_code ec) {
@@ -103,10 +167,7 @@ class Session : public std::enable_shared_from_this<Session> {
     auto& msg = parser_->get();
     HttpRequest req;
     req.method = std::string(msg.method_string());
-    std::string_view target = msg.target();
-    auto q = target.find('?');
-    req.path = std::string(target.substr(0, q));
-    if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
+    SetTarget(req, msg.target());
     req.authorization = std::string(msg[http::field::authorization]);
     req.content_type = std::string(msg[http::field::content_type]);
     std::string_view rid = msg["X-Request-Id"];
@@ -116,8 +177,20 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!peer_ec) req.peer = ep.address().to_string();
     req.body = std::move(msg.body());
     keep_alive_ = msg.keep_alive();
-    HttpResponse resp = server_->handler(req);
-    Write(std::move(resp), req.request_id, msg.version());
+    unsigned version = msg.version();
+    if (server_->blocking && server_->may_block(req)) {
+      // Off the I/O threads; the answer comes back on this session's strand.
+      asio::post(*server_->blocking, [self = shared_from_this(), req = std::move(req), version] {
+        HttpResponse resp = self->server_->Call(req);
+        asio::post(self->stream_.get_executor(),
+                   [self, resp = std::move(resp), rid = req.request_id, version]() mutable {
+                     self->Write(std::move(resp), rid, version);
+                   });
+      });
+      return;
+    }
+    HttpResponse resp = server_->Call(req);
+    Write(std::move(resp), req.request_id, version);
   }
 
   void Reply(int status, std::string_view code, const std::string& message) {
@@ -164,29 +237,58 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 void HttpServer::Impl::Accept() {
-  acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
-    if (ec) {
-      if (stopping || !acceptor.is_open()) return;
-      return Accept();  // e.g. EMFILE: keep serving the others
-    }
-    socket.set_option(tcp::no_delay(true), ec);
-    std::shared_ptr<Session> session;
-    {
-      std::lock_guard lock(mu);
+  acceptor.async_accept(asio::make_strand(ioc), asio::bind_executor(control, [this](beast::error_code ec,
+                                                                                     tcp::socket socket) {
+    OnAccepted(ec, std::move(socket));
+  }));
+}
+
+void HttpServer::Impl::OnAccepted(beast::error_code ec, tcp::socket socket) {
+  if (stopping || !acceptor.is_open()) return;
+  if (ec) {
+    // EMFILE, ENFILE, ENOBUFS…: the connection stays in the backlog and the
+    // next accept would fail at once; wait (10 ms doubling to 1 s) instead.
+    if (accept_backoff.count() == 0) spdlog::warn("accept failed: {}; retrying with a back-off", ec.message());
+    accept_backoff = std::clamp(accept_backoff * 2, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+    accept_timer.expires_after(accept_backoff);
+    accept_timer.async_wait([this](beast::error_code ec) {
+      if (!ec && !stopping) Accept();
+    });
+    return;
+  }
+  accept_backoff = std::chrono::milliseconds(0);
+  std::shared_ptr<Session> session;
+  {
+    std::lock_guard lock(mu);
+    if (sessions.size() < options.max_connections) {
       uint64_t id = next_session++;
       session = std::make_shared<Session>(std::move(socket), this, id);
       sessions[id] = session;
     }
+  }
+  if (session) {
+    beast::error_code ignored;
+    session->SetNoDelay(ignored);
     session->Start();
-    Accept();
-  });
+  } else {
+    socket.close(ec);  // over GATEWAY_MAX_CONNECTIONS
+    ++refused;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_refusal_log >= std::chrono::seconds(10)) {
+      spdlog::warn("{} connection(s) closed at once: {} open, the GATEWAY_MAX_CONNECTIONS limit", refused,
+                   options.max_connections);
+      last_refusal_log = now;
+      refused = 0;
+    }
+  }
+  Accept();
 }
 
 void HttpServer::Impl::Forget(uint64_t id) {
   std::lock_guard lock(mu);
   sessions.erase(id);
-  if (stopping && sessions.empty()) {
-    asio::post(ioc, [this] { grace_timer.cancel(); });
+  if (stopping && sessions.empty() && !finished) {
+    asio::post(control, [this] { grace_timer.cancel(); });
   }
 }
 
@@ -194,6 +296,7 @@ void HttpServer::Impl::BeginShutdown() {
   if (stopping.exchange(true)) return;
   beast::error_code ec;
   acceptor.close(ec);
+  accept_timer.cancel();
   signals.cancel(ec);
   std::vector<std::shared_ptr<Session>> live;
   {
@@ -210,9 +313,12 @@ void HttpServer::Impl::BeginShutdown() {
   });
 }
 
-HttpServer::HttpServer(HttpServerOptions options, RequestHandler handler) : impl_(std::make_unique<Impl>()) {
+HttpServer::HttpServer(HttpServerOptions options, RequestHandler handler, BlockingPredicate may_block)
+    : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
   impl_->handler = std::move(handler);
+  impl_->may_block = std::move(may_block);
+  if (impl_->may_block) impl_->blocking.emplace(static_cast<size_t>(std::max(1, impl_->options.blocking_threads)));
 }
 
 HttpServer::~HttpServer() = default;
@@ -243,18 +349,25 @@ uint16_t HttpServer::port() const {
 }
 
 void HttpServer::Run() {
-  impl_->signals.async_wait([this](beast::error_code ec, int) {
-    if (!ec) impl_->BeginShutdown();
+  asio::dispatch(impl_->control, [this] {
+    impl_->signals.async_wait([this](beast::error_code ec, int) {
+      if (!ec) impl_->BeginShutdown();
+    });
+    impl_->Accept();
   });
-  impl_->Accept();
   std::vector<std::thread> threads;
   for (int i = 1; i < impl_->options.threads; ++i) threads.emplace_back([this] { impl_->ioc.run(); });
   impl_->ioc.run();
   for (auto& t : threads) t.join();
+  impl_->finished = true;
+  if (impl_->blocking) {
+    impl_->blocking->stop();  // queued work is dropped; running handlers finish
+    impl_->blocking->join();
+  }
 }
 
 void HttpServer::Shutdown() {
-  asio::post(impl_->ioc, [this] { impl_->BeginShutdown(); });
+  asio::post(impl_->control, [this] { impl_->BeginShutdown(); });
 }
 
 }  // namespace dyad

@@ -1,9 +1,16 @@
 // HttpServer: HTTP/1.1 over Boost.Beast, handing each request to one
 // callback as plain HttpRequest/HttpResponse values.
 //
-// Keep-alive, a request-body limit (413), a header limit, a timeout for the
-// first request of a connection and an idle timeout between requests, an
+// Keep-alive, a request-body limit (413), a header limit, an idle timeout
+// between requests (until the first byte of the next one) and a header
+// timeout for every request's headers (from the connection's start for the
+// first), a cap on open connections (one over it is closed at once), a pause
+// before accepting again when accept fails (EMFILE: no busy loop), an
 // X-Request-Id echoed (when printable and at most 128 bytes) or generated.
+// Requests for which `may_block` says true run on a separate pool of
+// `blocking_threads`, so a handler waiting on a backend never holds an I/O
+// thread; the others run on the I/O thread that read them. An exception out of
+// the handler is a 500 naming the request id.
 // Shutdown() (or SIGTERM/SIGINT, caught from Listen() on) stops accepting, lets
 // requests in flight finish, closes idle connections and makes Run() return.
 // Beast stays inside http_server.cc.
@@ -28,13 +35,17 @@ struct HttpServerOptions {
   std::chrono::seconds header_timeout{10};
   std::chrono::seconds idle_timeout{60};
   std::chrono::seconds shutdown_grace{15};
+  size_t max_connections = 4096;
+  int blocking_threads = 16;
 };
 
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
+// True when the handler may wait on a backend for this request. Thread-safe.
+using BlockingPredicate = std::function<bool(const HttpRequest&)>;
 
 class HttpServer {
  public:
-  HttpServer(HttpServerOptions options, RequestHandler handler);
+  HttpServer(HttpServerOptions options, RequestHandler handler, BlockingPredicate may_block = nullptr);
   ~HttpServer();
 
   // Binds and listens; the error names the address when it cannot.

@@ -4,6 +4,12 @@
 
 namespace dyad {
 
+void SetTarget(HttpRequest& request, std::string_view target) {
+  auto q = target.find('?');
+  request.path = std::string(target.substr(0, q));
+  request.query = q == std::string_view::npos ? std::string() : std::string(target.substr(q + 1));
+}
+
 std::optional<std::string> QueryParam(std::string_view query, std::string_view name) {
   while (!query.empty()) {
     auto amp = query.find('&');

@@ -28,6 +28,10 @@ struct HttpResponse {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
+// Splits a request target into path (before the first '?') and query, as
+// the server does; nothing is decoded or normalised here.
+void SetTarget(HttpRequest& request, std::string_view target);
+
 // The decoded value of `name` in an application/x-www-form-urlencoded query.
 std::optional<std::string> QueryParam(std::string_view query, std::string_view name);
 

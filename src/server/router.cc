@@ -1,53 +1,144 @@
 #include "server/router.h"
 
+#include <spdlog/spdlog.h>
+
+#include <exception>
+#include <typeinfo>
+
 #include "server/envelope.h"
 
 namespace dyad {
 namespace {
 
-std::vector<std::string_view> SplitPath(std::string_view path) {
-  std::vector<std::string_view> out;
+constexpr size_t kMaxDenialSources = 10000;
+constexpr auto kDenialInterval = std::chrono::seconds(1);
+
+bool IsUnreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+         c == '_' || c == '~';
+}
+
+// RFC 3986 pchar without pct-encoded: unreserved, sub-delims, ':' and '@'.
+bool IsPlainPathChar(unsigned char c) {
+  return IsUnreserved(c) || std::string_view("!$&'()*+,;=:@").find(static_cast<char>(c)) != std::string_view::npos;
+}
+
+int HexValue(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+Error NotCanonical(std::string_view what) {
+  return MakeError(ErrorCode::kInvalidArgument, "the request target is not in canonical form: " + std::string(what));
+}
+
+// One segment, decoded, or why it is not canonical.
+Result<std::string> DecodeSegment(std::string_view seg) {
+  if (seg.empty()) return NotCanonical("it has an empty segment ('//' or a trailing '/')");
+  if (seg == "." || seg == "..") return NotCanonical("it has a '.' or '..' segment");
+  std::string out;
+  out.reserve(seg.size());
+  for (size_t i = 0; i < seg.size(); ++i) {
+    auto c = static_cast<unsigned char>(seg[i]);
+    if (c == '%') {
+      int hi = i + 2 < seg.size() ? HexValue(static_cast<unsigned char>(seg[i + 1])) : -1;
+      int lo = hi < 0 ? -1 : HexValue(static_cast<unsigned char>(seg[i + 2]));
+      if (lo < 0) return NotCanonical("it has a '%' that is not followed by two hex digits");
+      auto d = static_cast<unsigned char>(hi * 16 + lo);
+      if (IsUnreserved(d)) return NotCanonical("it escapes a character that needs no escape (letters, digits, -._~)");
+      if (d == '/' || d == '\\') return NotCanonical("it has an escaped '/' or '\\'");
+      if (d < 0x20 || d == 0x7f) return NotCanonical("it has an escaped control character");
+      out.push_back(static_cast<char>(d));
+      i += 2;
+      continue;
+    }
+    if (c == '\\') return NotCanonical("it has a backslash");
+    if (!IsPlainPathChar(c)) return NotCanonical("it has a character outside RFC 3986 path characters");
+    out.push_back(static_cast<char>(c));
+  }
+  return out;
+}
+
+bool IsReadOnly(std::string_view method) { return method == "GET" || method == "HEAD"; }
+
+}  // namespace
+
+Result<std::vector<std::string>> ParseCanonicalPath(std::string_view path) {
+  if (path.empty() || path.front() != '/') {
+    return NotCanonical("it must be an absolute path starting with '/' (no absolute-form URL, no '*')");
+  }
+  std::vector<std::string> out;
+  if (path.size() == 1) return out;
   size_t start = 1;
-  while (start <= path.size()) {
+  while (true) {
     size_t slash = path.find('/', start);
-    if (slash == std::string_view::npos) slash = path.size();
-    if (slash > start) out.push_back(path.substr(start, slash - start));
+    std::string_view seg = path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    DYAD_ASSIGN_OR_RETURN(std::string decoded, DecodeSegment(seg));
+    out.push_back(std::move(decoded));
+    if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
   return out;
 }
 
-bool IsMutating(std::string_view method) { return method != "GET" && method != "HEAD"; }
-
-}  // namespace
-
-void Router::Add(std::string method, const std::string& pattern, Handler handler) {
-  Route r{std::move(method), {}, std::move(handler)};
-  for (auto seg : SplitPath(pattern)) r.segments.emplace_back(seg);
+void Router::Add(std::string method, const std::string& pattern, Handler handler, HandlerCost cost) {
+  Route r{std::move(method), {}, std::move(handler), cost};
+  std::string_view rest = pattern;
+  while (rest.size() > 1 && rest.front() == '/') {  // literal segments and {params}, as written
+    rest.remove_prefix(1);
+    size_t slash = rest.find('/');
+    r.segments.emplace_back(rest.substr(0, slash));
+    rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+  }
   routes_.push_back(std::move(r));
 }
 
-bool Router::Match(const Route& route, const std::vector<std::string_view>& path,
-                   std::vector<std::string>* params) {
+bool Router::Match(const Route& route, const std::vector<std::string>& path, std::vector<std::string>* params) {
   if (route.segments.size() != path.size()) return false;
   for (size_t i = 0; i < path.size(); ++i) {
     const std::string& seg = route.segments[i];
     bool is_param = seg.size() > 2 && seg.front() == '{' && seg.back() == '}';
     if (!is_param && seg != path[i]) return false;
-    if (is_param && params) params->emplace_back(path[i]);
+    if (is_param && params) params->push_back(path[i]);
   }
   return true;
 }
 
-HttpResponse Router::Handle(const HttpRequest& request, Principal& principal) const {
-  principal = Principal{"anonymous", Role::kViewer};
-  if (request.path.empty() || request.path.front() != '/') {
-    return JsonError(400, "BAD_REQUEST", "the request target must be an absolute path");
+bool Router::MayBlock(const HttpRequest& request) const {
+  auto path = ParseCanonicalPath(request.path);
+  if (!path.ok()) return false;
+  for (const auto& route : routes_) {
+    if (route.method == request.method && Match(route, *path, nullptr)) return route.cost == HandlerCost::kMayBlock;
   }
-  bool admin = request.path == "/admin" || request.path.rfind("/admin/", 0) == 0;
+  return false;
+}
+
+HttpResponse Router::Handle(const HttpRequest& request, Principal& principal) const {
+  try {
+    return Dispatch(request, principal);
+  } catch (const std::exception& e) {
+    // The type only: an exception's text may quote the input.
+    spdlog::error("request {} {}: unhandled exception of type {}", request.method, request.request_id,
+                  typeid(e).name());
+  } catch (...) {
+    spdlog::error("request {} {}: unhandled exception", request.method, request.request_id);
+  }
+  return JsonError(500, "INTERNAL_ERROR", "internal error; request id " + request.request_id);
+}
+
+HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal) const {
+  principal = Principal{"anonymous", Role::kViewer};
+  auto parsed = ParseCanonicalPath(request.path);
+  if (!parsed.ok()) return JsonError(400, "BAD_REQUEST", parsed.error().message);
+  const std::vector<std::string>& path = *parsed;
+  // Decided on the same parse the routes are matched against.
+  bool admin = !path.empty() && path.front() == "admin";
   if (admin) {
     auto who = auth_ ? auth_->Authenticate(request.authorization) : std::nullopt;
     if (!who) {
+      AuditDenial(request, principal, 401);
       HttpResponse r = JsonError(401, "UNAUTHORIZED",
                                  request.authorization.empty() ? "missing Authorization: Bearer <token>"
                                                                : "invalid bearer token");
@@ -56,7 +147,6 @@ HttpResponse Router::Handle(const HttpRequest& request, Principal& principal) co
     }
     principal = *who;
   }
-  auto path = SplitPath(request.path);
   std::string allow;
   for (const auto& route : routes_) {
     if (!Match(route, path, nullptr)) continue;
@@ -64,7 +154,8 @@ HttpResponse Router::Handle(const HttpRequest& request, Principal& principal) co
       allow += (allow.empty() ? "" : ", ") + route.method;
       continue;
     }
-    if (admin && IsMutating(request.method) && principal.role != Role::kAdmin) {
+    if (admin && !IsReadOnly(request.method) && principal.role != Role::kAdmin) {
+      AuditDenial(request, principal, 403);
       return JsonError(403, "FORBIDDEN", "identity '" + principal.identity + "' has the viewer role; "
                                          "this route needs admin");
     }
@@ -79,6 +170,37 @@ HttpResponse Router::Handle(const HttpRequest& request, Principal& principal) co
     return r;
   }
   return JsonError(404, "NOT_FOUND", "no route for " + request.method + " " + request.path);
+}
+
+void Router::AuditDenial(const HttpRequest& request, const Principal& who, int status) const {
+  if (!audit_ || !clock_) return;
+  uint64_t suppressed = 0;
+  {
+    std::lock_guard lock(denial_mu_);
+    auto now = clock_->Now();
+    auto [it, fresh] = denials_.try_emplace(request.peer);
+    if (!fresh && now - it->second.last < kDenialInterval) {
+      ++it->second.suppressed;
+      return;
+    }
+    suppressed = it->second.suppressed;
+    it->second = DenialSource{now, 0};
+    if (denials_.size() > kMaxDenialSources) {  // forget quiet sources (and what they had left out)
+      std::erase_if(denials_, [&](const auto& kv) { return now - kv.second.last >= kDenialInterval; });
+    }
+  }
+  AuditEvent e;
+  e.actor = who.identity;
+  e.action = status == 401 ? "auth.unauthenticated" : "auth.forbidden";
+  e.resource = request.method.substr(0, 16) + " " + request.path.substr(0, 256);
+  e.outcome = "denied";
+  e.error_code = status == 401 ? "UNAUTHORIZED" : "FORBIDDEN";
+  e.request_id = request.request_id;
+  e.detail = "from " + (request.peer.empty() ? std::string("unknown") : request.peer);
+  if (suppressed > 0) {
+    e.detail += "; " + std::to_string(suppressed) + " denial(s) from this address since the last such line not logged";
+  }
+  audit_->Record(e);
 }
 
 }  // namespace dyad

@@ -1,16 +1,29 @@
 // Router: maps method + path to a handler, with the admin auth rules.
 //
-// Patterns are literal segments and "{name}" parameters. Every path under
-// /admin/ needs a bearer token (401 otherwise, before any route is looked
-// up, so unknown admin paths reveal nothing); a viewer may only GET (403).
-// An unknown path is 404; a known path with another method is 405 with Allow.
-// Routes are added before serving; Handle() is then thread-safe.
+// The path is parsed once, by ParseCanonicalPath, and that parse is what both
+// authorization and routing see. A target not in canonical form (empty
+// segments as in "//" or a trailing "/", "." and "..", escapes of unreserved
+// characters or of '/', '\\' or other characters outside RFC 3986 pchar,
+// absolute-form "http://host/…", "*") is 400 before any auth decision or
+// handler. Patterns are literal segments and "{name}" parameters. Every path
+// whose first segment is "admin" needs a bearer token (401 otherwise, before
+// any route is looked up, so unknown admin paths reveal nothing); a viewer may
+// only GET (403). An unknown path is 404; a known path with another method is
+// 405 with Allow. 401 and 403 answers go to the AuditSink, if one is given, at
+// most one line per source address per second (the next line counts those
+// left out). A handler that throws becomes a 500 naming the request id.
+// Routes are added before serving; Handle() and MayBlock() are then
+// thread-safe.
 #pragma once
 
 #include <functional>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
+#include "audit/audit_sink.h"
+#include "core/clock.h"
 #include "server/auth.h"
 #include "server/http_types.h"
 
@@ -18,30 +31,54 @@ namespace dyad {
 
 struct RouteContext {
   const HttpRequest& request;
-  std::vector<std::string> params;  // path parameters in pattern order
+  std::vector<std::string> params;  // path parameters in pattern order, decoded
   Principal principal;              // identity "anonymous" on public routes
 };
 
 using Handler = std::function<HttpResponse(const RouteContext&)>;
 
+// Whether a handler may wait on a backend (a cloud call, a lock held across
+// one). The server runs those off its I/O threads.
+enum class HandlerCost { kMayBlock, kInline };
+
+// The decoded segments of a path in canonical form, or kInvalidArgument
+// saying what is not canonical. "/" is no segments.
+Result<std::vector<std::string>> ParseCanonicalPath(std::string_view path);
+
 class Router {
  public:
-  explicit Router(const TokenAuthenticator* auth) : auth_(auth) {}
-  void Add(std::string method, const std::string& pattern, Handler handler);
+  // `audit` and `clock` may be null (no audit of denials).
+  explicit Router(const TokenAuthenticator* auth, AuditSink* audit = nullptr, const Clock* clock = nullptr)
+      : auth_(auth), audit_(audit), clock_(clock) {}
+  void Add(std::string method, const std::string& pattern, Handler handler,
+           HandlerCost cost = HandlerCost::kMayBlock);
   // Routes the request; `principal` receives who made it (for the access log).
   HttpResponse Handle(const HttpRequest& request, Principal& principal) const;
+  // True when Handle() would run a handler marked kMayBlock.
+  bool MayBlock(const HttpRequest& request) const;
 
  private:
   struct Route {
     std::string method;
     std::vector<std::string> segments;
     Handler handler;
+    HandlerCost cost;
   };
-  static bool Match(const Route& route, const std::vector<std::string_view>& path,
-                    std::vector<std::string>* params);
+  static bool Match(const Route& route, const std::vector<std::string>& path, std::vector<std::string>* params);
+  HttpResponse Dispatch(const HttpRequest& request, Principal& principal) const;
+  void AuditDenial(const HttpRequest& request, const Principal& who, int status) const;
 
   const TokenAuthenticator* auth_;
+  AuditSink* audit_;
+  const Clock* clock_;
   std::vector<Route> routes_;
+
+  struct DenialSource {
+    Clock::Instant last;
+    uint64_t suppressed = 0;
+  };
+  mutable std::mutex denial_mu_;
+  mutable std::unordered_map<std::string, DenialSource> denials_;  // by peer address; guarded by denial_mu_
 };
 
 }  // namespace dyad

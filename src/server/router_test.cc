@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/envelope.h"
+#include "testing/fakes.h"
 
 namespace dyad {
 namespace {
@@ -18,21 +19,33 @@ class RouterTest : public ::testing::Test {
     auto a = TokenAuthenticator::FromTokensJson(SecretBytes(std::string("admin-key-0123456789")), tokens);
     ASSERT_TRUE(a.ok()) << a.error().message;
     auth_ = std::move(a).value();
-    router_ = std::make_unique<Router>(auth_.get());
+    router_ = std::make_unique<Router>(auth_.get(), &audit_, &clock_);
     router_->Add("GET", "/admin/things/{id}", [](const RouteContext& c) {
       return JsonSuccess({{"id", c.params[0]}, {"who", c.principal.identity}});
     });
     router_->Add("DELETE", "/admin/things/{id}", [](const RouteContext& c) { return JsonSuccess(true); });
-    router_->Add("GET", "/healthz", [](const RouteContext&) { return JsonSuccess(true); });
+    router_->Add("GET", "/healthz", [](const RouteContext&) { return JsonSuccess(true); }, HandlerCost::kInline);
+    router_->Add("POST", "/admin/things", [this](const RouteContext&) {
+      ++admin_runs_;
+      return JsonSuccess(true, 201);
+    });
+    router_->Add("POST", "/things/throw", [](const RouteContext&) -> HttpResponse {
+      throw std::runtime_error("boom with a secret sk-never-logged");
+    });
   }
-  HttpResponse Call(std::string method, std::string path, std::string auth = "") {
+  HttpResponse Call(std::string method, std::string path, std::string auth = "", std::string peer = "10.0.0.1") {
     HttpRequest r;
     r.method = std::move(method);
     r.path = std::move(path);
     r.authorization = std::move(auth);
+    r.peer = std::move(peer);
+    r.request_id = "rid-1234";
     Principal who;
     return router_->Handle(r, who);
   }
+  testing::MemoryAudit audit_;
+  FakeClock clock_;
+  int admin_runs_ = 0;
   std::unique_ptr<TokenAuthenticator> auth_;
   std::unique_ptr<Router> router_;
 };
@@ -69,6 +82,91 @@ TEST_F(RouterTest, UnknownRouteAndWrongMethod) {
   EXPECT_EQ(Call("GET", "/healthz").status, 200);
 }
 
+// Issue 9, item 1: `POST //admin/…` ran without a token (auth looked at the
+// raw target, routing dropped the empty segment).
+TEST_F(RouterTest, NonCanonicalTargetsAre400BeforeAuthOrHandler) {
+  for (const std::string& target : std::vector<std::string>{"//admin/things", "/admin//things", "/admin/things/", "/./admin/things",
+                             "/admin/./things", "/x/../admin/things", "/admin/x/../things", "/%61dmin/things",
+                             "/admin%2Fthings", "/admin%2fthings", "/admin/thing%73", "/admin/things%2E",
+                             "/admin\\things", "\\admin/things", "http://host/admin/things", "*", "",
+                             "admin/things", "/admin/things%", "/admin/things%4", "/admin/things%zz",
+                             "/admin/th ings", "/admin/things#x", "/admin/%00things", std::string("/admin/\0x", 10)}) {
+    for (std::string auth : {"", "Bearer viewer-token", "Bearer wrong"}) {
+      auto r = Call("POST", target, auth);
+      EXPECT_EQ(r.status, 400) << "'" << target << "' " << auth << ": " << r.body;
+      EXPECT_NE(r.body.find("canonical"), std::string::npos) << target;
+    }
+  }
+  EXPECT_EQ(admin_runs_, 0);
+  EXPECT_TRUE(audit_.events().empty());  // no auth decision was made
+  EXPECT_EQ(Call("POST", "/admin/things", "Bearer ops-token").status, 201);
+  EXPECT_EQ(admin_runs_, 1);
+  EXPECT_EQ(Call("GET", "/").status, 404);
+}
+
+TEST_F(RouterTest, EscapesOfReservedCharactersAreDecodedOnce) {
+  auto r = Call("GET", "/admin/things/a%20b%25%3A", "Bearer ops-token");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("\"id\":\"a b%:\""), std::string::npos) << r.body;
+  EXPECT_EQ(Call("GET", "/admin/things/a:b@c!$&'()*+,;=", "Bearer ops-token").status, 200);
+}
+
+TEST(CanonicalPath, Parses) {
+  auto p = ParseCanonicalPath("/admin/providers/p-1");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(*p, (std::vector<std::string>{"admin", "providers", "p-1"}));
+  EXPECT_TRUE(ParseCanonicalPath("/")->empty());
+  EXPECT_FALSE(ParseCanonicalPath("/a/").ok());
+  EXPECT_FALSE(ParseCanonicalPath("/a/%2e%2e").ok());
+}
+
+// Issue 9, item 9: denials are audited, at most one line per source per second.
+TEST_F(RouterTest, DenialsAreAuditedOncePerSourcePerSecond) {
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(Call("GET", "/admin/things/1", "Bearer wrong", "10.0.0.1").status, 401);
+  auto events = audit_.events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].action, "auth.unauthenticated");
+  EXPECT_EQ(events[0].outcome, "denied");
+  EXPECT_EQ(events[0].error_code, "UNAUTHORIZED");
+  EXPECT_EQ(events[0].request_id, "rid-1234");
+  EXPECT_NE(events[0].detail.find("10.0.0.1"), std::string::npos);
+  EXPECT_EQ(events[0].detail.find("wrong"), std::string::npos);
+  EXPECT_EQ(Call("DELETE", "/admin/things/1", "Bearer viewer-token", "10.0.0.2").status, 403);
+  ASSERT_EQ(audit_.events().size(), 2u);
+  EXPECT_EQ(audit_.events()[1].action, "auth.forbidden");
+  EXPECT_EQ(audit_.events()[1].actor, "ci");
+  clock_.Advance(std::chrono::milliseconds(999));
+  Call("GET", "/admin/things/1", "", "10.0.0.1");
+  EXPECT_EQ(audit_.events().size(), 2u);
+  clock_.Advance(std::chrono::milliseconds(1));
+  Call("GET", "/admin/things/1", "", "10.0.0.1");
+  events = audit_.events();
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_NE(events[2].detail.find("5 denial(s)"), std::string::npos) << events[2].detail;
+}
+
+// Issue 9, item 2: a throwing handler is a 500 naming the request id.
+TEST_F(RouterTest, HandlerExceptionIs500WithTheRequestId) {
+  auto r = Call("POST", "/things/throw");
+  EXPECT_EQ(r.status, 500);
+  EXPECT_NE(r.body.find("rid-1234"), std::string::npos);
+  EXPECT_EQ(r.body.find("sk-never-logged"), std::string::npos);
+  EXPECT_EQ(Call("GET", "/healthz").status, 200);
+}
+
+// Issue 9, item 6: the server asks which handlers may wait on a backend.
+TEST_F(RouterTest, MayBlockFollowsTheRoute) {
+  HttpRequest r;
+  r.method = "GET";
+  r.path = "/healthz";
+  EXPECT_FALSE(router_->MayBlock(r));
+  r.method = "POST";
+  r.path = "/admin/things";
+  EXPECT_TRUE(router_->MayBlock(r));
+  r.path = "//admin/things";
+  EXPECT_FALSE(router_->MayBlock(r));  // a 400, answered inline
+}
+
 TEST(TokensFile, ErrorsNameTheEntry) {
   auto bad = [](std::string json) {
     auto r = TokenAuthenticator::FromTokensJson(std::nullopt, json);
@@ -79,6 +177,17 @@ TEST(TokensFile, ErrorsNameTheEntry) {
   EXPECT_NE(bad("{\"tokens\":{}}").find("no \"tokens\" array"), std::string::npos);
   EXPECT_NE(bad(R"({"tokens":[{"name":"a","role":"root","sha256":"00"}]})").find("tokens[0].role"), std::string::npos);
   EXPECT_NE(bad(R"({"tokens":[{"name":"a","role":"admin","sha256":"00"}]})").find("tokens[0].sha256"), std::string::npos);
+}
+
+// Issue 9, item 13: a configuration nobody could log in with does not start.
+TEST(TokensFile, NoTokenAtAllIsRefused) {
+  for (std::string json : {"", R"({"tokens":[]})"}) {
+    auto r = TokenAuthenticator::FromTokensJson(std::nullopt, json);
+    ASSERT_FALSE(r.ok()) << json;
+    EXPECT_NE(r.error().message.find("nobody could log in"), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find("GATEWAY_ADMIN_API_KEY"), std::string::npos);
+  }
+  EXPECT_TRUE(TokenAuthenticator::FromTokensJson(SecretBytes(std::string("admin-key-0123456789")), "").ok());
 }
 
 TEST(QueryParams, Decodes) {

@@ -94,3 +94,26 @@ def test_aws_settings_are_checked_at_start(env, var, expect, tmp_path):
 def test_provider_mode_is_refused_for_the_environment_provider(tmp_path):
     r = run({**GOOD, "SECRETS_ENCRYPTION_MODE": "provider"}, tmp_path=tmp_path)
     assert r.returncode != 0 and "SECRETS_ENCRYPTION_MODE" in r.stderr and "envelope" in r.stderr
+
+
+@pytest.mark.parametrize("content", ["", '{"tokens":[]}'])
+def test_empty_tokens_file_without_admin_key_refuses_to_start(content, tmp_path):
+    """Issue 9 item 13: nobody could log in to such a gateway."""
+    f = tmp_path / "tokens.json"
+    f.write_text(content)
+    try:
+        r = run({"ENCRYPTION_KEY": GOOD["ENCRYPTION_KEY"], "GATEWAY_ADMIN_TOKENS_FILE": str(f)}, tmp_path=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the gateway started with no token anyone could use")
+    assert r.returncode != 0
+    assert "nobody could log in" in r.stderr and "GATEWAY_ADMIN_TOKENS_FILE" in r.stderr
+
+
+def test_env_file_quoted_values_may_be_followed_by_a_comment(make_gateway, tmp_path):
+    """Issue 9 item 13: KEY="value" # comment was an unterminated quoted value."""
+    f = tmp_path / ".env"
+    f.write_text(f'GATEWAY_ADMIN_API_KEY="{GOOD["GATEWAY_ADMIN_API_KEY"]}" # the admin token\n'
+                 f"ENCRYPTION_KEY='{GOOD['ENCRYPTION_KEY']}'   # 64 hex characters\n")
+    gw = make_gateway({"GATEWAY_ADMIN_API_KEY": None, "ENCRYPTION_KEY": None, "GATEWAY_ADMIN_TOKENS_FILE": None},
+                      args=("serve", "--env-file", str(f))).start()
+    assert gw.call("GET", "/admin/providers", token=GOOD["GATEWAY_ADMIN_API_KEY"]).status_code == 200

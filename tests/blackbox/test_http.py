@@ -2,11 +2,12 @@
 import json
 import signal
 import socket
+import subprocess
 import time
 
 import requests
 
-from conftest import ADMIN_TOKEN, VIEWER_TOKEN, provider_body
+from conftest import ADMIN_TOKEN, VIEWER_TOKEN, data, provider_body
 
 
 def assert_error(r, status, code):
@@ -163,3 +164,192 @@ def test_sigterm_lets_a_request_in_flight_finish(gateway):
     assert response.startswith(b"HTTP/1.1 201"), response[:200]
     assert b"Connection: close" in response
     assert gateway.proc.wait(timeout=20) == 0
+
+
+# ---- issue 9: hardening ------------------------------------------------------------------------------------------
+
+def raw_request(gw, method, target, headers=None, body=b"", timeout=10):
+    """One request over a raw socket (no client library to normalise the target); (status, body)."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close",
+             f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=timeout) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), payload
+
+
+def make_witness(gw):
+    """A provider with credentials, and its validate answer, to check after hostile input."""
+    p = data(gw.call("POST", "/admin/providers", json=provider_body(slug="witness", credentials={"api_key": "sk-w"})),
+             201)
+    return p["id"], validate(gw, p["id"])
+
+
+def validate(gw, pid):
+    return data(gw.call("POST", f"/admin/secrets/providers/{pid}/credentials/validate"))
+
+
+def assert_witness_intact(gw, witness):
+    pid, before = witness
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    after = validate(gw, pid)
+    assert after["valid"] is True and after["fingerprint"] == before["fingerprint"]
+    assert [p["slug"] for p in data(gw.call("GET", "/admin/providers"))["items"]] == ["witness"]
+
+
+ODD_SPELLINGS = ["//admin/providers", "/admin//providers", "/admin/providers/", "/./admin/providers",
+                 "/admin/./providers", "/x/../admin/providers", "/admin/x/../providers", "/%61dmin/providers",
+                 "/admin%2Fproviders", "/admin%2fproviders", "/admin/provider%73", "/admin\\providers",
+                 "/admin/providers%2F", "http://127.0.0.1/admin/providers", "*"]
+
+
+def test_odd_spellings_of_admin_paths_are_400_without_running_anything(gateway):
+    """Issue 9 item 1: `POST //admin/providers` created a provider without a token."""
+    witness = make_witness(gateway)
+    pid = witness[0]
+    body = json.dumps(provider_body(slug="evil", credentials={"api_key": "sk-evil"})).encode()
+    for target in ODD_SPELLINGS:
+        for auth in ({}, {"Authorization": "Bearer " + VIEWER_TOKEN}, {"Authorization": "Bearer wrong"}):
+            status, payload = raw_request(gateway, "POST", target, {"Content-Type": "application/json", **auth}, body)
+            assert status == 400, (target, auth, payload)
+            assert json.loads(payload)["error"]["code"] == "BAD_REQUEST"
+    rotate = json.dumps({"credentials": {"api_key": "sk-evil"}}).encode()
+    for target in [f"//admin/providers/{pid}/credentials/rotate", f"/admin/providers/{pid}//credentials/rotate",
+                   f"/admin/providers/{pid}/credentials/rotate/", f"//admin/providers/{pid}"]:
+        for method in ("POST", "PUT", "DELETE"):
+            status, payload = raw_request(gateway, method, target, {"Content-Type": "application/json"}, rotate)
+            assert status == 400, (method, target, payload)
+    assert_witness_intact(gateway, witness)
+
+
+def test_hostile_json_bodies_are_400_and_the_service_keeps_serving(gateway):
+    """Issue 9 item 2: a 100,000-deep adapterConfig killed the process (SIGSEGV)."""
+    witness = make_witness(gateway)
+    deep = ('{"name":"n","slug":"deep","type":"local","adapterConfig":' + '{"a":' * 100000 + "1" + "}" * 100000 +
+            "}")
+    r = gateway.call("POST", "/admin/providers", data=deep, headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "VALIDATION_ERROR")
+    assert "nested deeper than 64" in r.json()["error"]["message"]
+    r = gateway.call("PUT", f"/admin/providers/{witness[0]}", data="[" * 500000,
+                     headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "VALIDATION_ERROR")
+    r = gateway.call("POST", "/admin/providers", data='{"name":"n","slug":"a","slug":"b","type":"local"}',
+                     headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "VALIDATION_ERROR")
+    assert "duplicate key 'slug'" in r.json()["error"]["message"]
+    r = gateway.call("POST", f"/admin/providers/{witness[0]}/credentials/rotate",
+                     data='{"credentials":{"api_key":"sk-1","api_key":"sk-2"}}', headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "VALIDATION_ERROR")
+    assert "duplicate key 'api_key'" in r.json()["error"]["message"] and "sk-1" not in r.text
+    many = json.dumps(provider_body(slug="many", adapterConfig={f"k{i}": i for i in range(10001)}))
+    r = gateway.call("POST", "/admin/providers", data=many, headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "VALIDATION_ERROR")
+    assert "10000 object members" in r.json()["error"]["message"]
+    r = gateway.call("POST", "/admin/secrets/key-rotation/toggle", data='{"enabled":true,"enabled":false}',
+                     headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "VALIDATION_ERROR")
+    assert gateway.proc.poll() is None
+    assert_witness_intact(gateway, witness)
+
+
+def test_bad_numbers_in_the_query_are_400(gateway):
+    for q in ["limit=99999999999999999999999", "offset=-1", "limit=%2B5", "limit=5x", "offset=1e3"]:
+        assert_error(gateway.call("GET", "/admin/providers?" + q), 400, "VALIDATION_ERROR")
+
+
+def test_header_timeout_applies_to_every_request_on_a_kept_alive_connection(make_gateway):
+    """Issue 9 item 8: only the first request of a connection had the header timeout."""
+    gw = make_gateway({"GATEWAY_HEADER_TIMEOUT_SECONDS": "1", "GATEWAY_IDLE_TIMEOUT_SECONDS": "30"}).start()
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    for _ in range(2):
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(5)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    time.sleep(1.5)  # idle longer than the header timeout: still open (the idle timeout applies)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the next request's headers never finish
+    started = time.time()
+    assert _closed_within(s, 6)
+    assert time.time() - started < 6
+    assert requests.get(gw.url + "/healthz").status_code == 200
+
+
+def test_connections_over_the_cap_are_closed_at_once(make_gateway):
+    """Issue 9 item 8: GATEWAY_MAX_CONNECTIONS."""
+    gw = make_gateway({"GATEWAY_MAX_CONNECTIONS": "3", "GATEWAY_HEADER_TIMEOUT_SECONDS": "30"}).start()
+    held = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(5)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        held.append(s)
+    extra = socket.create_connection(("127.0.0.1", gw.port))
+    assert _closed_within(extra, 3)
+    extra.close()
+    held.pop().close()
+    deadline = time.time() + 5
+    while True:  # the freed slot is taken again once the server has seen the close
+        try:
+            r = requests.get(gw.url + "/healthz", timeout=2)
+            break
+        except requests.ConnectionError:
+            assert time.time() < deadline
+            time.sleep(0.05)
+    assert r.status_code == 200
+    for s in held:
+        s.close()
+
+
+def _cpu_ticks(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_accept_failing_with_emfile_does_not_spin(make_gateway):
+    """Issue 9 item 8: with no descriptor left, accept failed at once and was retried at once, forever."""
+    gw = make_gateway({"GATEWAY_HEADER_TIMEOUT_SECONDS": "60", "GATEWAY_IDLE_TIMEOUT_SECONDS": "60"}).start()
+    subprocess.run(["prlimit", f"--pid={gw.proc.pid}", "--nofile=48:48"], check=True)
+    clients = []
+    try:
+        for _ in range(80):  # more than the gateway can accept: the rest wait in the backlog
+            clients.append(socket.create_connection(("127.0.0.1", gw.port), timeout=5))
+        time.sleep(0.5)
+        before = _cpu_ticks(gw.proc.pid)
+        time.sleep(2)
+        used = _cpu_ticks(gw.proc.pid) - before
+        assert used < 40, f"{used} CPU ticks in 2 s while accept fails"  # a busy loop burns ~200
+        assert "accept failed" in gw.logs()
+    finally:
+        for c in clients:
+            c.close()
+    deadline = time.time() + 10
+    while True:
+        try:
+            if requests.get(gw.url + "/healthz", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.time() < deadline, "the gateway did not recover after descriptors were freed"
+        time.sleep(0.1)
+
+
+def test_denials_are_audited_a_line_per_source_per_second(gateway):
+    """Issue 9 item 9: 401 and 403 answers reach the audit log, rate-limited per source address."""
+    started = time.time()
+    for _ in range(20):
+        assert gateway.call("GET", "/admin/providers", token="wrong-token-123").status_code == 401
+    assert gateway.call("POST", "/admin/secrets/clear-cache", token=VIEWER_TOKEN).status_code == 403
+    seconds = time.time() - started
+    lines = [json.loads(line) for line in (gateway.data_dir / "audit.log").read_text().splitlines() if line.strip()]
+    denials = [e for e in lines if str(e.get("action", "")).startswith("auth.")]
+    assert 1 <= len(denials) <= int(seconds) + 2, denials
+    assert all(e.get("outcome") == "denied" for e in denials)
+    text = (gateway.data_dir / "audit.log").read_text()
+    assert "wrong-token-123" not in text and VIEWER_TOKEN not in text

@@ -73,3 +73,26 @@ def test_without_token_outside_dev_refuses_to_start(tmp_path):
                                                "GATEWAY_DATA_DIR": str(tmp_path)},
                        capture_output=True, text=True, timeout=20)
     assert r.returncode != 0 and "GATEWAY_ADMIN_API_KEY" in r.stderr
+
+
+def test_credential_names_for_one_variable_and_slugs_without_letters_are_400(gateway):
+    """Issue 9 item 13: api_key and API_KEY (api.key, api-key) are one DYAD_PROVIDER_<SLUG>_API_KEY variable."""
+    witness = data(gateway.call("POST", "/admin/providers", json=provider_body(slug="witness",
+                                                                                 credentials={"api_key": "sk-w"})), 201)
+    for other in ["API_KEY", "api.key", "api-key"]:
+        r = gateway.call("POST", "/admin/providers",
+                         json=provider_body(slug="clash", credentials={"api_key": "sk-1", other: "sk-2"}))
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert "clashes" in message and other in message and "API_KEY" in message and "sk-" not in message
+        r = gateway.call("POST", f"/admin/providers/{witness['id']}/credentials/rotate",
+                         json={"credentials": {"api_key": "sk-1", other: "sk-2"}})
+        assert r.status_code == 400 and "clashes" in r.json()["error"]["message"], r.text
+    for slug in ["-", "--"]:
+        r = gateway.call("POST", "/admin/providers", json=provider_body(slug=slug))
+        assert r.status_code == 400 and "slug" in r.json()["error"]["message"], r.text
+        r = gateway.call("PUT", f"/admin/providers/{witness['id']}", json={"slug": slug})
+        assert r.status_code == 400, r.text
+    assert [p["slug"] for p in data(gateway.call("GET", "/admin/providers"))["items"]] == ["witness"]
+    v = data(gateway.call("POST", f"/admin/secrets/providers/{witness['id']}/credentials/validate"))
+    assert v["valid"] is True

@@ -1,0 +1,106 @@
+// libFuzzer: the router's auth invariant (issue 9, item 1). Whatever the
+// bytes of the method, the target and the Authorization header, no admin
+// handler runs unless the header holds an admin token (or a viewer token on a
+// GET), and none runs on a target that is not in canonical form.
+//
+// Input: method '\n' target '\n' authorization (missing parts are empty).
+// The routes mirror src/api/routes.cc, plus catch-all parameter patterns.
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "core/encoding.h"
+#include "server/envelope.h"
+#include "server/router.h"
+
+namespace {
+
+constexpr std::string_view kAdminToken = "admin-token-0123456789";
+constexpr std::string_view kViewerToken = "viewer-token-0123456789";
+
+const dyad::TokenAuthenticator* auth = nullptr;
+
+[[noreturn]] void Violation(const char* what) {
+  fprintf(stderr, "invariant violated: %s\n", what);
+  abort();
+}
+
+bool IsAdminPath(std::string_view p) { return p == "/admin" || p.rfind("/admin/", 0) == 0; }
+
+dyad::HttpResponse CheckAdmin(const dyad::RouteContext& ctx) {
+  const dyad::HttpRequest& r = ctx.request;
+  auto who = auth->Authenticate(r.authorization);
+  if (!who) Violation("an admin handler ran without a valid token");
+  if (who->role != dyad::Role::kAdmin && r.method != "GET" && r.method != "HEAD") {
+    Violation("an admin handler ran for a viewer on a method other than GET");
+  }
+  if (ctx.principal.identity != who->identity) Violation("the handler saw another principal");
+  std::string_view p = r.path;
+  if (p.rfind("/admin/", 0) != 0) Violation("an admin handler ran on a path not under /admin/");
+  if (p.find("//") != p.npos || p.find("/./") != p.npos || p.find("/../") != p.npos || p.back() == '/' ||
+      p.find('\\') != p.npos) {
+    Violation("a handler ran on a non-canonical path");
+  }
+  return dyad::JsonSuccess(true);
+}
+
+dyad::Router& TheRouter() {
+  static std::unique_ptr<dyad::TokenAuthenticator> a = [] {
+    std::string tokens = R"({"tokens":[{"name":"v","role":"viewer","sha256":")" +
+                         dyad::HexEncode(dyad::Sha256(kViewerToken)) + "\"}]}";
+    return std::move(dyad::TokenAuthenticator::FromTokensJson(dyad::SecretBytes(std::string(kAdminToken)), tokens))
+        .value();
+  }();
+  static std::unique_ptr<dyad::Router> router = [] {
+    auth = a.get();
+    auto r = std::make_unique<dyad::Router>(a.get());
+    const char* admin[][2] = {
+        {"POST", "/admin/providers"}, {"GET", "/admin/providers"}, {"GET", "/admin/providers/{id}"},
+        {"PUT", "/admin/providers/{id}"}, {"DELETE", "/admin/providers/{id}"},
+        {"POST", "/admin/providers/{id}/credentials/rotate"}, {"GET", "/admin/secrets/health"},
+        {"POST", "/admin/secrets/test-connection"}, {"POST", "/admin/secrets/clear-cache"},
+        {"POST", "/admin/secrets/providers/{id}/credentials/validate"},
+        {"GET", "/admin/secrets/key-rotation/status"}, {"POST", "/admin/secrets/key-rotation/perform"},
+        {"POST", "/admin/secrets/key-rotation/toggle"}, {"GET", "/admin/{a}"}, {"POST", "/admin/{a}/{b}"},
+        {"PATCH", "/admin/{a}/{b}/{c}"}, {"HEAD", "/admin/providers/{id}"}};
+    for (auto& [method, pattern] : admin) r->Add(method, pattern, CheckAdmin);
+    for (const char* pattern : {"/healthz", "/readyz", "/metrics", "/{x}", "/{x}/{y}"}) {
+      r->Add("GET", pattern, [](const dyad::RouteContext& ctx) {
+        if (IsAdminPath(ctx.request.path) && !auth->Authenticate(ctx.request.authorization)) {
+          Violation("a handler ran on an admin path without a valid token");
+        }
+        return dyad::JsonSuccess(true);
+      });
+    }
+    return r;
+  }();
+  return *router;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view in(reinterpret_cast<const char*>(data), size);
+  std::string_view parts[3];
+  for (auto& part : parts) {
+    auto nl = in.find('\n');
+    part = in.substr(0, nl);
+    in = nl == in.npos ? std::string_view() : in.substr(nl + 1);
+  }
+  dyad::HttpRequest request;
+  request.method = std::string(parts[0]);
+  dyad::SetTarget(request, parts[1]);
+  request.authorization = std::string(parts[2]);
+  request.request_id = "fuzz";
+  dyad::Principal who;
+  dyad::HttpResponse response = TheRouter().Handle(request, who);
+  if (response.status < 300 && IsAdminPath(request.path) && !auth->Authenticate(request.authorization)) {
+    Violation("a 200 on an admin path without a valid token");
+  }
+  (void)TheRouter().MayBlock(request);
+  return 0;
+}
