@@ -17,24 +17,23 @@ RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& k
 
 RotationScheduler::~RotationScheduler() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
 void RotationScheduler::StartThread() {
   thread_ = std::thread([this] {
-    std::unique_lock lock(mu_);
-    while (!stopping_) {
-      cv_.wait_for(lock, std::chrono::seconds(30));  // wall-clock schedule: re-check often
-      if (stopping_) return;
-      lock.unlock();
-      Tick(clock_.WallNow());
-      lock.lock();
-    }
+    while (WaitForNextCheck()) Tick(clock_.WallNow());
   });
+}
+
+bool RotationScheduler::WaitForNextCheck() {
+  MutexLock lock(&mu_);
+  if (!stopping_) cv_.WaitFor(&mu_, std::chrono::seconds(30));  // wall-clock schedule: re-check often
+  return !stopping_;
 }
 
 Result<bool> RotationScheduler::Enabled() {
@@ -58,7 +57,7 @@ Status RotationScheduler::SetEnabled(bool enabled) {
 }
 
 std::optional<std::chrono::system_clock::time_point> RotationScheduler::NextRun() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return next_;
 }
 
@@ -74,7 +73,7 @@ bool RotationScheduler::KeyWorn() {
 std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::time_point now) {
   bool due = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (next_ && now >= *next_) {
       due = true;
       next_ = schedule_.Next(now);
