@@ -11,11 +11,20 @@
 #include <thread>
 
 // What the heap holds when a block is freed, for EvictedValueIsZeroedWhenItsLastReaderLetsGo:
-// the global operator new/delete of this test binary are replaced by malloc/free (what
-// libstdc++'s are) plus a look, at each free, at the bytes of up to two watched ranges.
-// A range is checked in the block that contains it, just before that block goes back
-// to the allocator: a SecretBytes that wiped its buffer shows zeros there, one that did
-// not still shows the secret. Everything else is untouched.
+// at each free, a look at the bytes of up to two watched ranges, in the block that contains
+// them, just before that block goes back to the allocator. A SecretBytes that wiped its
+// buffer shows zeros there, one that did not still shows the secret. In a plain build the
+// global operator new/delete of this test binary are replaced by malloc/free (what
+// libstdc++'s are) plus that look; a sanitizer's runtime owns operator new/delete, so
+// there the look is its free hook, which runs before the block is released.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define DYAD_TEST_SANITIZER_ALLOCATOR 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define DYAD_TEST_SANITIZER_ALLOCATOR 1
+#endif
+#endif
+
 namespace {
 struct FreeWatch {
   std::atomic<const unsigned char*> begin{nullptr};
@@ -25,21 +34,48 @@ struct FreeWatch {
 };
 FreeWatch g_free_watch[2];
 
-void LookBeforeFree(void* p) noexcept {
+void LookBeforeFree(const void* p, size_t block_size) noexcept {
   if (!p) return;
   const auto* block = static_cast<const unsigned char*>(p);
   for (auto& w : g_free_watch) {
     const unsigned char* begin = w.begin.load(std::memory_order_acquire);
-    if (!begin || begin < block || begin + w.size > block + malloc_usable_size(p)) continue;
+    if (!begin || begin < block || begin + w.size > block + block_size) continue;
     w.zeroed = std::all_of(begin, begin + w.size, [](unsigned char c) { return c == 0; });
     w.freed = true;
     w.begin.store(nullptr, std::memory_order_release);  // the block may be reused from here on
   }
 }
+}  // namespace
 
+#ifdef DYAD_TEST_SANITIZER_ALLOCATOR
+// From <sanitizer/allocator_interface.h>, which GCC does not ship (its runtimes have them).
+extern "C" int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void*, size_t),
+                                                         void (*free_hook)(const volatile void*));
+extern "C" size_t __sanitizer_get_allocated_size(const volatile void* p);
+
+namespace {
+void InstallFreeWatch() {
+  static const bool installed = __sanitizer_install_malloc_and_free_hooks(
+      [](const volatile void*, size_t) {},
+      [](const volatile void* p) {
+        const void* block = const_cast<const void*>(p);
+        if (g_free_watch[0].begin.load() || g_free_watch[1].begin.load()) {
+          LookBeforeFree(block, __sanitizer_get_allocated_size(p));
+        }
+      }) != 0;
+  ASSERT_TRUE(installed) << "no free hook";
+}
+}  // namespace
+#else
+namespace {
+void InstallFreeWatch() {}
 void* Allocate(std::size_t n) {
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
+}
+void Free(void* p) noexcept {
+  if (p && (g_free_watch[0].begin.load() || g_free_watch[1].begin.load())) LookBeforeFree(p, malloc_usable_size(p));
+  std::free(p);
 }
 }  // namespace
 
@@ -47,12 +83,13 @@ void* operator new(std::size_t n) { return Allocate(n); }
 void* operator new[](std::size_t n) { return Allocate(n); }
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return std::malloc(n ? n : 1); }
 void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return std::malloc(n ? n : 1); }
-void operator delete(void* p) noexcept { LookBeforeFree(p), std::free(p); }
-void operator delete[](void* p) noexcept { LookBeforeFree(p), std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { LookBeforeFree(p), std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { LookBeforeFree(p), std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { LookBeforeFree(p), std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { LookBeforeFree(p), std::free(p); }
+void operator delete(void* p) noexcept { Free(p); }
+void operator delete[](void* p) noexcept { Free(p); }
+void operator delete(void* p, std::size_t) noexcept { Free(p); }
+void operator delete[](void* p, std::size_t) noexcept { Free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { Free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { Free(p); }
+#endif
 
 namespace dyad {
 namespace {
@@ -248,6 +285,7 @@ TEST_F(CacheTest, ClearReturnsCount) {
 }
 
 TEST_F(CacheTest, EvictedValueIsZeroedWhenItsLastReaderLetsGo) {
+  InstallFreeWatch();
   CredentialCache cache(Options(), clock_, Queue());
   const std::string long_secret(100, 'L');  // on the heap
   const std::string short_secret = "s3cr";   // small enough to sit inside the object
