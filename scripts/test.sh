@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # README command 2: install dependencies and test peers, build, and run every
-# suite: unit tests (ctest), the same under ASan+UBSan, the black-box pytest
-# suite against the real binary, and a short run of each libFuzzer target.
+# suite: unit tests (ctest), the same under ASan+UBSan and under
+# ThreadSanitizer, the black-box pytest suite against the real binary, and a
+# short run of each libFuzzer target. The fuzzer build (clang) also checks
+# the lock annotations of the library (-Wthread-safety -Werror).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 
-step() { printf '\n==== %s ====\n' "$*"; }
+step() { printf '\n==== %s (at %d s) ====\n' "$*" "$SECONDS"; }
 
 step "dependencies"
 bash scripts/install-deps.sh --test
@@ -29,9 +31,16 @@ cmake --build build-asan -j "$JOBS" --target dyad_unit_tests
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$JOBS"
 
+step "unit tests under ThreadSanitizer"
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDYAD_TSAN=ON \
+  -DDYAD_BENCH=OFF
+cmake --build build-tsan -j "$JOBS" --target dyad_unit_tests
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --test-dir build-tsan --output-on-failure -j "$JOBS"
+
 step "fuzzers (${FUZZ_SECONDS}s each)"
+# Built with -Wthread-safety -Werror too: the lock annotations of the library are checked here.
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDYAD_FUZZ=ON \
-  -DDYAD_TESTS=OFF -DDYAD_BENCH=OFF
+  -DDYAD_THREAD_SAFETY_ANALYSIS=ON -DDYAD_TESTS=OFF -DDYAD_BENCH=OFF
 fuzzers=$(cd fuzz && ls *_fuzz.cc | sed 's/\.cc$//')
 cmake --build build-fuzz -j "$JOBS" --target $fuzzers
 for f in $fuzzers; do
@@ -49,4 +58,4 @@ for f in $fuzzers; do
 done
 
 echo
-echo "all suites passed"
+echo "all suites passed in $SECONDS s"

@@ -7,7 +7,8 @@
 #include <prometheus/text_serializer.h>
 
 #include <array>
-#include <mutex>
+
+#include "core/mutex.h"
 
 namespace dyad {
 namespace pm = prometheus;
@@ -25,11 +26,11 @@ pm::MetricFamily CounterFamily(std::string name, std::string help, double value)
 class CacheCollectable final : public pm::Collectable {
  public:
   void Set(std::function<CacheStats()> source) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     source_ = std::move(source);
   }
   std::vector<pm::MetricFamily> Collect() const override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (!source_) return {};
     CacheStats s = source_();
     std::vector<pm::MetricFamily> out;
@@ -46,8 +47,8 @@ class CacheCollectable final : public pm::Collectable {
   }
 
  private:
-  mutable std::mutex mu_;
-  std::function<CacheStats()> source_;
+  mutable Mutex mu_;
+  std::function<CacheStats()> source_ DYAD_GUARDED_BY(mu_);
 };
 
 const pm::Histogram::BucketBoundaries& LatencyBuckets() {

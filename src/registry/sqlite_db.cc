@@ -116,7 +116,7 @@ SqliteDb::~SqliteDb() = default;
 
 Result<std::unique_ptr<SqliteConnection>> SqliteDb::Acquire() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (!idle_.empty()) {
       auto conn = std::move(idle_.back());
       idle_.pop_back();
@@ -141,7 +141,7 @@ Result<std::unique_ptr<SqliteConnection>> SqliteDb::Acquire() {
 }
 
 void SqliteDb::Release(std::unique_ptr<SqliteConnection> conn) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (idle_.size() < 16) idle_.push_back(std::move(conn));
 }
 

@@ -10,12 +10,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "core/mutex.h"
 #include "core/result.h"
 
 struct sqlite3;
@@ -95,8 +95,8 @@ class SqliteDb {
 
   std::string path_;
   int schema_version_ = 0;
-  std::mutex mu_;
-  std::vector<std::unique_ptr<SqliteConnection>> idle_;
+  Mutex mu_;
+  std::vector<std::unique_ptr<SqliteConnection>> idle_ DYAD_GUARDED_BY(mu_);
 };
 
 }  // namespace dyad

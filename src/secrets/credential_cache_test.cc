@@ -1,11 +1,97 @@
 #include "secrets/credential_cache.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <future>
 #include <latch>
+#include <new>
 #include <thread>
+
+// What the heap holds when a block is freed, for EvictedValueIsZeroedWhenItsLastReaderLetsGo:
+// at each free, a look at the bytes of up to two watched ranges, in the block that contains
+// them, just before that block goes back to the allocator. A SecretBytes that wiped its
+// buffer shows zeros there, one that did not still shows the secret. In a plain build the
+// global operator new/delete of this test binary are replaced by malloc/free (what
+// libstdc++'s are) plus that look; a sanitizer's runtime owns operator new/delete, so
+// there the look is its free hook, which runs before the block is released.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define DYAD_TEST_SANITIZER_ALLOCATOR 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define DYAD_TEST_SANITIZER_ALLOCATOR 1
+#endif
+#endif
+
+namespace {
+struct FreeWatch {
+  std::atomic<const unsigned char*> begin{nullptr};
+  size_t size = 0;
+  std::atomic<bool> freed{false};
+  std::atomic<bool> zeroed{false};
+};
+FreeWatch g_free_watch[2];
+
+void LookBeforeFree(const void* p, size_t block_size) noexcept {
+  if (!p) return;
+  const auto* block = static_cast<const unsigned char*>(p);
+  for (auto& w : g_free_watch) {
+    const unsigned char* begin = w.begin.load(std::memory_order_acquire);
+    if (!begin || begin < block || begin + w.size > block + block_size) continue;
+    w.zeroed = std::all_of(begin, begin + w.size, [](unsigned char c) { return c == 0; });
+    w.freed = true;
+    w.begin.store(nullptr, std::memory_order_release);  // the block may be reused from here on
+  }
+}
+}  // namespace
+
+#ifdef DYAD_TEST_SANITIZER_ALLOCATOR
+// From <sanitizer/allocator_interface.h>, which GCC does not ship (its runtimes have them).
+extern "C" int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void*, size_t),
+                                                         void (*free_hook)(const volatile void*));
+extern "C" size_t __sanitizer_get_allocated_size(const volatile void* p);
+
+namespace {
+void InstallFreeWatch() {
+  static const bool installed = __sanitizer_install_malloc_and_free_hooks(
+      [](const volatile void*, size_t) {},
+      [](const volatile void* p) {
+        const void* block = const_cast<const void*>(p);
+        if (g_free_watch[0].begin.load() || g_free_watch[1].begin.load()) {
+          LookBeforeFree(block, __sanitizer_get_allocated_size(p));
+        }
+      }) != 0;
+  ASSERT_TRUE(installed) << "no free hook";
+}
+}  // namespace
+#else
+namespace {
+void InstallFreeWatch() {}
+void* Allocate(std::size_t n) {
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void Free(void* p) noexcept {
+  if (p && (g_free_watch[0].begin.load() || g_free_watch[1].begin.load())) LookBeforeFree(p, malloc_usable_size(p));
+  std::free(p);
+}
+}  // namespace
+
+void* operator new(std::size_t n) { return Allocate(n); }
+void* operator new[](std::size_t n) { return Allocate(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return std::malloc(n ? n : 1); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return std::malloc(n ? n : 1); }
+void operator delete(void* p) noexcept { Free(p); }
+void operator delete[](void* p) noexcept { Free(p); }
+void operator delete(void* p, std::size_t) noexcept { Free(p); }
+void operator delete[](void* p, std::size_t) noexcept { Free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { Free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { Free(p); }
+#endif
 
 namespace dyad {
 namespace {
@@ -102,8 +188,12 @@ TEST_F(CacheTest, SingleFlightThousandConcurrentMisses) {
       if (r.ok() && Value(*r) == "v") ++ok;
     });
   }
-  while (calls == 0) std::this_thread::yield();
-  std::this_thread::sleep_for(50ms);  // let the others pile up behind the one load
+  // Every thread has missed (and so joined the one load in flight) before it
+  // is let go: a miss is counted under the shard lock, before the join.
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (cache.Stats().misses < 1000 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  EXPECT_EQ(cache.Stats().misses, 1000u);
+  EXPECT_EQ(calls, 1);  // all of them waiting on that one load
   release = true;
   for (auto& t : threads) t.join();
   EXPECT_EQ(calls, 1);
@@ -227,18 +317,42 @@ TEST_F(CacheTest, ClearReturnsCount) {
   EXPECT_EQ(cache.Size(), 0u);
 }
 
-TEST_F(CacheTest, EvictedValueIsReleased) {
+TEST_F(CacheTest, EvictedValueIsZeroedWhenItsLastReaderLetsGo) {
+  InstallFreeWatch();
   CredentialCache cache(Options(), clock_, Queue());
+  const std::string long_secret(100, 'L');  // on the heap
+  const std::string short_secret = "s3cr";   // small enough to sit inside the object
   std::weak_ptr<const Credentials> weak;
   {
-    auto r = cache.Get("a", Loader("a"));
+    auto r = cache.Get("a", [&]() -> Result<CredentialsPtr> {
+      auto c = std::make_shared<Credentials>();
+      c->fields.emplace("api_key", SecretBytes(long_secret));
+      c->fields.emplace("org", SecretBytes(short_secret));
+      return CredentialsPtr(std::move(c));
+    });
+    ASSERT_TRUE(r.ok());
     weak = r->value;
+    const SecretBytes& a = r->value->fields.at("api_key");
+    const SecretBytes& o = r->value->fields.at("org");
+    ASSERT_EQ(a.view(), long_secret);
+    g_free_watch[0].size = a.size();
+    g_free_watch[0].begin = a.data();
+    g_free_watch[1].size = o.size();
+    g_free_watch[1].begin = o.data();
   }
+  EXPECT_FALSE(weak.expired());  // the cache still holds it
+  EXPECT_FALSE(g_free_watch[0].freed);
   for (std::string k : {"b", "c", "d"}) {
     clock_.Advance(1s);
     ASSERT_TRUE(cache.Get(k, Loader(k)).ok());
   }
-  EXPECT_TRUE(weak.expired());  // no reader holds it: its SecretBytes were zeroed
+  EXPECT_EQ(cache.Stats().evictions, 1u);
+  EXPECT_TRUE(weak.expired());  // evicted, and no reader holds it: released
+  for (auto& w : g_free_watch) {
+    w.begin = nullptr;
+    EXPECT_TRUE(w.freed) << "the secret's bytes were never handed back to the heap";
+    EXPECT_TRUE(w.zeroed) << "the secret's bytes were freed without being zeroed";
+  }
 }
 
 }  // namespace

@@ -79,6 +79,9 @@ class KeyRotationService {
   // Stops a background run after its current batch: its progress is saved
   // and the lock released, and the next start resumes it.
   ~KeyRotationService();
+  // Asks a background run to stop after its current batch, as the
+  // destructor does (which then waits for it).
+  void RequestStop() { stopping_ = true; }
 
   // Starts a run on a background thread; kConflict names the running run.
   Result<std::string> Start(bool force, const std::string& trigger, const Caller& caller);

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <latch>
+#include <mutex>
 #include <thread>
 
 #include "backends/environment/local_keyring.h"
@@ -18,6 +20,53 @@
 
 namespace dyad {
 namespace {
+
+// A SecretStore in front of another that holds the `hold_at`-th GetMany (a
+// rotation reads one batch per call) until the test opens the gate: the
+// rotation is then known to be between two batches, its earlier ones saved.
+class GatedStore final : public SecretStore {
+ public:
+  GatedStore(SecretStore& inner, int hold_at) : inner_(inner), hold_at_(hold_at) {}
+  const std::string& Name() const override { return inner_.Name(); }
+  Result<std::string> Get(const std::string& name) override { return inner_.Get(name); }
+  Status Create(const std::string& name, std::string_view value) override { return inner_.Create(name, value); }
+  Status Put(const std::string& name, std::string_view value) override { return inner_.Put(name, value); }
+  Status Delete(const std::string& name) override { return inner_.Delete(name); }
+  Status DeleteNow(const std::string& name) override { return inner_.DeleteNow(name); }
+  Result<std::vector<std::string>> List(std::string_view prefix) override { return inner_.List(prefix); }
+  Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) override {
+    return inner_.ReplaceIfUnchanged(items);
+  }
+  Result<std::vector<Result<std::string>>> GetMany(const std::vector<std::string>& names) override {
+    {
+      std::unique_lock lock(mu_);
+      if (++calls_ == hold_at_) {
+        held_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return open_; });
+      }
+    }
+    return inner_.GetMany(names);
+  }
+  // Waits (at most a minute) for the held call; false if it never came.
+  bool WaitUntilHeld() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::minutes(1), [&] { return held_; });
+  }
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  SecretStore& inner_;
+  const int hold_at_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int calls_ = 0;
+  bool held_ = false, open_ = false;
+};
 
 class RotationTest : public ::testing::Test {
  protected:
@@ -198,22 +247,48 @@ TEST_F(RotationTest, ResumesARunWhoseProcessDiedAndSaysSo) {
 
 TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
   Seed(3000);
-  ASSERT_TRUE(rotation_->Start(false, "manual", Caller{}).ok());
-  rotation_.reset();  // graceful stop: at most the batch in hand completes
+  auto names = *store_->List("dyad-gateway/providers/");
+  std::sort(names.begin(), names.end());
+  {
+    // The stop lands, for certain, after two batches of 250: the store holds
+    // the third batch's read until the stop has been asked for.
+    GatedStore gated(*store_, 3);
+    SecretsService secrets(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                           EnvMap{});
+    auto rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{"dyad-gateway", 250, 4}, db_,
+                                                         secrets, audit_, clock_);
+    ASSERT_TRUE(rotation->Start(false, "manual", Caller{}).ok());
+    bool held = gated.WaitUntilHeld();
+    rotation->RequestStop();
+    gated.Open();
+    ASSERT_TRUE(held) << "the rotation never read its third batch";
+    rotation.reset();  // graceful stop: the batch in hand completes, then the run stops
+  }
   auto next = NewRotation();
   auto history = *next->History(5);
   ASSERT_EQ(history.size(), 1u);
-  if (history[0].status == "running") {  // stopped before the end, as is likely
-    EXPECT_LT(history[0].done, 3000);
-    auto resumed = next->ResumeInterrupted(Caller{});
-    ASSERT_TRUE(resumed.ok() && resumed->has_value());
-    next->WaitIdle();
-    history = *next->History(5);
-    EXPECT_EQ(history[0].trigger, "resumed");
-    EXPECT_EQ(history[1].status, "interrupted");
-  }
+  EXPECT_EQ(history[0].status, "running");  // left for the next start, not failed, not finished
+  EXPECT_EQ(history[0].done, 750);
+  EXPECT_EQ(history[0].cursor, names[749]);
+  EXPECT_EQ(history[0].reencrypted, 750);
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{1u, 2250}, {2u, 750}}));
+  EXPECT_TRUE(next->Current().has_value());  // another "process" sees it as running
+
+  auto resumed = next->ResumeInterrupted(Caller{});
+  ASSERT_TRUE(resumed.ok()) << resumed.error().message;
+  ASSERT_TRUE(resumed->has_value());
+  next->WaitIdle();
+  history = *next->History(5);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].id, **resumed);
+  EXPECT_EQ(history[0].trigger, "resumed");
   EXPECT_EQ(history[0].status, "completed");
+  EXPECT_EQ(history[0].to_version, 2u);
+  EXPECT_EQ(history[0].reencrypted, 2250);  // only what the stopped run had not visited
+  EXPECT_EQ(history[1].status, "interrupted");
+  EXPECT_NE(history[1].error.find("resumed as run " + **resumed), std::string::npos);
   EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 3000}}));
+  EXPECT_EQ(keys_->Describe()->versions[0].state, "retired");
 }
 
 TEST_F(RotationTest, RetiresAVersionOnlyOnceARecountFindsNoBlobOnIt) {

@@ -17,27 +17,26 @@ RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& k
 
 RotationScheduler::~RotationScheduler() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
 void RotationScheduler::StartThread() {
   resume_waiting_ = true;  // until the first tick looks
   thread_ = std::thread([this] {
-    std::unique_lock lock(mu_);
-    while (!stopping_) {
-      // Wall-clock schedule: re-check often; every second while a run left
-      // by a process that is gone waits for its lock to go stale.
-      cv_.wait_for(lock, resume_waiting_ ? std::chrono::seconds(1) : std::chrono::seconds(30));
-      if (stopping_) return;
-      lock.unlock();
-      Tick(clock_.WallNow());
-      lock.lock();
-    }
+    while (WaitForNextCheck()) Tick(clock_.WallNow());
   });
+}
+
+bool RotationScheduler::WaitForNextCheck() {
+  MutexLock lock(&mu_);
+  // Wall-clock schedule: re-check often; every second while a run left by a
+  // process that is gone waits for its lock to go stale.
+  if (!stopping_) cv_.WaitFor(&mu_, resume_waiting_ ? std::chrono::seconds(1) : std::chrono::seconds(30));
+  return !stopping_;
 }
 
 Result<bool> RotationScheduler::Enabled() {
@@ -61,7 +60,7 @@ Status RotationScheduler::SetEnabled(bool enabled) {
 }
 
 std::optional<std::chrono::system_clock::time_point> RotationScheduler::NextRun() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return next_;
 }
 
@@ -86,7 +85,7 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
   }
   bool due = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (next_ && now >= *next_) {
       due = true;
       next_ = schedule_.Next(now);

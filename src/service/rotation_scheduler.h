@@ -13,12 +13,11 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <optional>
 #include <thread>
 
 #include "core/cron.h"
+#include "core/mutex.h"
 #include "service/key_rotation_service.h"
 
 namespace dyad {
@@ -32,11 +31,11 @@ class RotationScheduler {
   void StartThread();
   Result<bool> Enabled();
   Status SetEnabled(bool enabled);
-  std::optional<std::chrono::system_clock::time_point> NextRun() const;
+  std::optional<std::chrono::system_clock::time_point> NextRun() const DYAD_LOCKS_EXCLUDED(mu_);
   const CronSchedule& schedule() const { return schedule_; }
   // Starts a rotation if the schedule is due at `now` or the key is worn;
   // returns its id.
-  std::optional<std::string> Tick(std::chrono::system_clock::time_point now);
+  std::optional<std::string> Tick(std::chrono::system_clock::time_point now) DYAD_LOCKS_EXCLUDED(mu_);
   bool KeyWorn();
 
  private:
@@ -47,10 +46,13 @@ class RotationScheduler {
   const bool enabled_by_env_;
   const uint64_t max_encryptions_;
   const Clock& clock_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::optional<std::chrono::system_clock::time_point> next_;
-  bool stopping_ = false;
+  // Waits up to 30 s (1 s while an interrupted run waits to resume), or until the destructor says stop; false when stopping.
+  bool WaitForNextCheck() DYAD_LOCKS_EXCLUDED(mu_);
+
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::optional<std::chrono::system_clock::time_point> next_ DYAD_GUARDED_BY(mu_);
+  bool stopping_ DYAD_GUARDED_BY(mu_) = false;
   std::atomic<bool> resume_waiting_{false};
   std::thread thread_;
 };

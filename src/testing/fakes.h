@@ -8,13 +8,13 @@
 #include <atomic>
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <vector>
 
 #include "audit/audit_sink.h"
 #include "backends/secret_store.h"
+#include "core/mutex.h"
 #include "core/random.h"
 #include "transport/http_transport.h"
 
@@ -26,32 +26,32 @@ class MemoryStore final : public SecretStore {
   Result<std::string> Get(const std::string& name) override {
     ++gets;
     if (auto e = Failure()) return *e;
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = data_.find(name);
     if (it == data_.end()) return MakeError(ErrorCode::kNotFound, "no " + name);
     return it->second;
   }
   Status Create(const std::string& name, std::string_view value) override {
     if (auto e = Failure()) return *e;
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (data_.count(name)) return MakeError(ErrorCode::kAlreadyExists, "taken");
     data_[name] = std::string(value);
     return OkStatus();
   }
   Status Put(const std::string& name, std::string_view value) override {
     if (auto e = Failure()) return *e;
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     data_[name] = std::string(value);
     return OkStatus();
   }
   Status Delete(const std::string& name) override {
     if (auto e = Failure()) return *e;
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     return data_.erase(name) ? OkStatus() : Status(MakeError(ErrorCode::kNotFound, "no " + name));
   }
   Result<std::vector<std::string>> List(std::string_view prefix) override {
     if (auto e = Failure()) return *e;
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     std::vector<std::string> out;
     for (auto& [k, v] : data_) {
       if (k.rfind(prefix, 0) == 0) out.push_back(k);
@@ -59,45 +59,45 @@ class MemoryStore final : public SecretStore {
     return out;
   }
   void Fail(std::optional<Error> e) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     fail_ = std::move(e);
   }
   size_t size() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     return data_.size();
   }
   std::map<std::string, std::string> data() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     return data_;
   }
   std::atomic<int> gets{0};
 
  private:
-  std::optional<Error> Failure() {
-    std::lock_guard lock(mu_);
+  std::optional<Error> Failure() DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     return fail_;
   }
   std::string name_ = "memory";
-  std::mutex mu_;
-  std::map<std::string, std::string> data_;
-  std::optional<Error> fail_;
+  Mutex mu_;
+  std::map<std::string, std::string> data_ DYAD_GUARDED_BY(mu_);
+  std::optional<Error> fail_ DYAD_GUARDED_BY(mu_);
 };
 
 class MemoryAudit final : public AuditSink {
  public:
   void Record(const AuditEvent& e) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     events_.push_back(e);
   }
   bool Healthy() const override { return true; }
   std::vector<AuditEvent> events() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     return events_;
   }
 
  private:
-  std::mutex mu_;
-  std::vector<AuditEvent> events_;
+  Mutex mu_;
+  std::vector<AuditEvent> events_ DYAD_GUARDED_BY(mu_);
 };
 
 class TempDir {
@@ -124,15 +124,15 @@ class TempDir {
 class ScriptedTransport final : public HttpTransport {
  public:
   void Then(int status, std::string body, HttpHeaders headers = {}) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     script_.push_back(Step{HttpReply{status, std::move(headers), std::move(body)}, std::nullopt});
   }
   void ThenFail(Error e) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     script_.push_back(Step{HttpReply{}, std::move(e)});
   }
   Result<HttpReply> Send(const HttpCall& call) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     calls.push_back(call);
     if (!script_.empty()) {
       last_ = script_.front();
@@ -148,16 +148,18 @@ class ScriptedTransport final : public HttpTransport {
     }
     return "";
   }
+  // What Send was given, in order. Written under the lock; read it only
+  // while no Send runs (the tests look after the calls they made).
   std::vector<HttpCall> calls;
 
  private:
-  std::mutex mu_;
+  Mutex mu_;
   struct Step {
     HttpReply reply;
     std::optional<Error> error;
   };
-  std::vector<Step> script_;
-  std::optional<Step> last_;
+  std::vector<Step> script_ DYAD_GUARDED_BY(mu_);
+  std::optional<Step> last_ DYAD_GUARDED_BY(mu_);
 };
 
 // A Random that returns the same byte everywhere.

@@ -4,9 +4,10 @@
 
 #include <algorithm>
 #include <cctype>
-#include <mutex>
 #include <optional>
 #include <vector>
+
+#include "core/mutex.h"
 
 namespace dyad {
 
@@ -120,7 +121,7 @@ class CurlTransport final : public HttpTransport {
  private:
   CURL* Lease() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       if (!idle_.empty()) {
         CURL* h = idle_.back();
         idle_.pop_back();
@@ -140,13 +141,13 @@ class CurlTransport final : public HttpTransport {
     return h;
   }
   void Return(CURL* h) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     idle_.push_back(h);
   }
 
   CurlOptions options_;
-  std::mutex mu_;
-  std::vector<CURL*> idle_;
+  Mutex mu_;
+  std::vector<CURL*> idle_ DYAD_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -1,6 +1,8 @@
 """Key rotation through the API and the CLI: status, perform, toggle, kill -9 and resume, one at a time."""
 import concurrent.futures
+import contextlib
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -34,6 +36,18 @@ def wait_idle(gw, timeout=120):
             return st
         time.sleep(0.05)
     raise AssertionError("rotation did not finish")
+
+
+@contextlib.contextmanager
+def writes_held(db_path):
+    """Holds the database's write lock (BEGIN IMMEDIATE): a rotation in any process waits at its next write, so a run
+    seen running inside stays running until the block ends. Keep the block short: writers give up after 5 s."""
+    con = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        yield con
+    finally:
+        con.close()
 
 
 def cli(gw, *args):
@@ -93,13 +107,16 @@ def test_one_rotation_at_a_time_across_processes(make_gateway, tmp_path):
     winner = next(r for r in results if r.status_code == 202).json()["data"]["id"]
     loser = next(r for r in results if r.status_code == 409).json()["error"]
     assert loser["code"] == "CONFLICT" and winner in loser["message"]
-    # In one process too.
-    again = a.call("POST", "/admin/secrets/key-rotation/perform", json={})
-    assert again.status_code in (202, 409)
-    wait_idle(a)
-    time.sleep(0.2)
-    wait_idle(a)
-    assert all(h["status"] == "completed" for h in status(a)["history"])
+    # In one process too: with the run held between two writes, the winner refuses a second one.
+    winner_gw = a if results[0].status_code == 202 else b
+    with writes_held(tmp_path / "shared" / "gateway.db") as db:
+        row = db.execute("SELECT status FROM rotation_runs WHERE id=?", (winner,)).fetchone()
+        assert row == ("running",), f"the run was over before it could be held: {row}"
+        again = winner_gw.call("POST", "/admin/secrets/key-rotation/perform", json={})
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["code"] == "CONFLICT" and winner in again.json()["error"]["message"]
+    st = wait_idle(a)
+    assert [(h["id"], h["status"]) for h in st["history"]] == [(winner, "completed")]
 
 
 def test_kill_9_at_ten_points_then_resume(make_gateway):

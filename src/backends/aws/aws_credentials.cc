@@ -4,7 +4,6 @@
 
 #include <cctype>
 #include <functional>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "backends/aws/xml_text.h"
 #include "core/encoding.h"
 #include "core/ini.h"
+#include "core/mutex.h"
 #include "core/time_format.h"
 
 namespace dyad {
@@ -93,7 +93,7 @@ class Chain final : public AwsCredentialSource {
   }
 
   Result<AwsCredentials> Get() override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     WallTime now = clock_.WallNow();
     if (current_ && (!current_->expires || now < *current_->expires - options_.refresh_before)) {
       return current_->credentials;
@@ -112,13 +112,13 @@ class Chain final : public AwsCredentialSource {
   }
 
   std::string SourceName() override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (!chosen_) return "";
     return chosen_->name == "profile" ? "profile " + Profile() : chosen_->name;
   }
 
  private:
-  Result<Fetched> Resolve() {
+  Result<Fetched> Resolve() DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::string unreachable;
     for (auto& source : sources_) {
       auto r = source.fetch();
@@ -292,9 +292,9 @@ class Chain final : public AwsCredentialSource {
   HttpTransport& http_;
   const Clock& clock_;
   std::vector<Source> sources_;
-  std::mutex mu_;
-  Source* chosen_ = nullptr;
-  std::optional<Fetched> current_;
+  Mutex mu_;
+  Source* chosen_ DYAD_GUARDED_BY(mu_) = nullptr;
+  std::optional<Fetched> current_ DYAD_GUARDED_BY(mu_);
 };
 
 }  // namespace
