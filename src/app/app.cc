@@ -1,6 +1,9 @@
 #include "app/app.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <algorithm>
 
 #include "api/routes.h"
 #include "audit/audit_log.h"
@@ -48,6 +51,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.repo = NewSqliteProviderRepository(p.db);
   DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock));
   DYAD_ASSIGN_OR_RETURN(p.audit, FileAuditLog::Open(config.audit_log_path, clock));
+  ::chmod(config.audit_log_path.c_str(), 0600);  // made 0644 by an older build: owner only
   p.metrics = std::make_unique<Metrics>();
   DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file));
 
@@ -60,8 +64,15 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.fallback_enabled = config.fallback_enabled;
   so.fallback_to_env = config.fallback_to_env;
   so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
+  // Longer than a create can spend between its secret and its registry row:
+  // every attempt of the store's create at its timeout, or SQLite's busy wait.
+  so.min_orphan_age = std::chrono::seconds(60);
+  if (config.secrets_provider == "aws") {
+    so.min_orphan_age = std::max(so.min_orphan_age,
+                                 std::chrono::seconds(config.aws.max_attempts * (config.aws.timeout_ms / 1000 + 5)));
+  }
   p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics,
-                                               clock, DefaultRandom(), config.env);
+                                               clock, DefaultRandom(), config.provider_env);
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
   KeyRotationService::Options ro{config.secrets_prefix, 500, p.backend.rotation_parallelism};
   p.rotation = std::make_unique<KeyRotationService>(ro, p.db, *p.secrets, *p.audit, clock);
@@ -78,9 +89,14 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     p.scheduler->StartThread();
   }
 
-  auto orphans = p.secrets->ReconcileOrphans();
-  if (!orphans.ok()) spdlog::warn("orphan sweep failed: {}", orphans.error().message);
-  else if (!orphans->empty()) spdlog::warn("removed {} orphaned secret(s) left by an interrupted write", orphans->size());
+  if (serving) {
+    // Reported, never deleted here: a create in another process writes its
+    // secret before its row (`secrets gc` removes old orphans).
+    auto orphans = p.secrets->ReportOrphans();
+    if (!orphans.ok()) spdlog::warn("cannot count orphaned secrets: {}", orphans.error().message);
+    else if (*orphans) spdlog::warn("{} stored secret(s) have no provider row; `dyad-gateway secrets gc` removes "
+                                    "those older than an hour", *orphans);
+  }
   return app;
 }
 

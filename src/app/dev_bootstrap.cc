@@ -15,7 +15,8 @@
 namespace dyad {
 namespace {
 
-// Reads a one-line secret file, or creates it (0600) with `make()`.
+// Reads a one-line secret file, or creates it (0600) with `make()` when
+// `make` is set; kNotFound when the file is absent and there is no `make`.
 Result<std::string> ReadOrCreate(const std::string& path, const std::function<std::string()>& make, bool& created) {
   created = false;
   std::ifstream in(path);
@@ -23,6 +24,9 @@ Result<std::string> ReadOrCreate(const std::string& path, const std::function<st
     std::string line;
     std::getline(in, line);
     if (!line.empty()) return line;
+  }
+  if (!make) {
+    return MakeError(ErrorCode::kNotFound, path + " does not exist; only `dyad-gateway serve --dev` generates it");
   }
   std::string value = make();
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -51,16 +55,18 @@ Status EnsureDataDir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_DATA_DIR: cannot create '" + dir + "': " + ec.message());
+  ::chmod(dir.c_str(), 0700);  // also a dir an older build made 0755
   return OkStatus();
 }
 
-Status PrepareDevSecrets(Config& config) {
-  DYAD_RETURN_IF_ERROR(EnsureDataDir(config.data_dir));
-  ::chmod(config.data_dir.c_str(), 0700);
+Status PrepareDevSecrets(Config& config, bool generate) {
+  if (generate) DYAD_RETURN_IF_ERROR(EnsureDataDir(config.data_dir));
   bool created = false;
   if (!config.encryption_key) {
     std::string path = config.data_dir + "/dev-encryption-key";
-    DYAD_ASSIGN_OR_RETURN(std::string hex, ReadOrCreate(path, [] { return RandomHex(32); }, created));
+    std::function<std::string()> make;
+    if (generate) make = [] { return RandomHex(32); };
+    DYAD_ASSIGN_OR_RETURN(std::string hex, ReadOrCreate(path, make, created));
     auto raw = HexDecode(hex);
     if (!raw || raw->size() != 32) {
       return MakeError(ErrorCode::kDataLoss, path + " does not hold 64 hex characters; remove it to start afresh");
@@ -72,7 +78,9 @@ Status PrepareDevSecrets(Config& config) {
   }
   if (!config.admin_api_key && config.admin_tokens_file.empty()) {
     std::string path = config.data_dir + "/dev-admin-token";
-    DYAD_ASSIGN_OR_RETURN(std::string token, ReadOrCreate(path, [] { return "dgw_" + RandomHex(24); }, created));
+    std::function<std::string()> make;
+    if (generate) make = [] { return "dgw_" + RandomHex(24); };
+    DYAD_ASSIGN_OR_RETURN(std::string token, ReadOrCreate(path, make, created));
     config.admin_api_key = SecretBytes(token);
     if (created) {
       std::fprintf(stdout, "dev mode: admin token (shown once; kept in %s): %s\n", path.c_str(), token.c_str());
