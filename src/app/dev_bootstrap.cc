@@ -23,6 +23,7 @@ Result<std::string> ReadOrCreate(const std::string& path, const std::function<st
   if (in) {
     std::string line;
     std::getline(in, line);
+    ::chmod(path.c_str(), 0600);  // also a file an older build (or a copy) left readable
     if (!line.empty()) return line;
   }
   if (!make) {
@@ -76,7 +77,9 @@ Status PrepareDevSecrets(Config& config, bool generate) {
     Cleanse(hex);
     if (created) std::fprintf(stderr, "dev mode: generated ENCRYPTION_KEY in %s\n", path.c_str());
   }
-  if (!config.admin_api_key && config.admin_tokens_file.empty()) {
+  // A CLI command needs no admin token: it reads one only if there is one.
+  if (!config.admin_api_key && config.admin_tokens_file.empty() &&
+      (generate || std::filesystem::exists(config.data_dir + "/dev-admin-token"))) {
     std::string path = config.data_dir + "/dev-admin-token";
     std::function<std::string()> make;
     if (generate) make = [] { return "dgw_" + RandomHex(24); };
