@@ -36,8 +36,9 @@ class App {
   std::unique_ptr<Parts> parts_;
 };
 
-// Creates the data dir if needed and makes it 0700.
-Status EnsureDataDir(const std::string& dir);
+// Creates the data dir if needed (`create`) and makes it 0700 unless it is
+// a shared directory (sticky, like /tmp) or someone else's.
+Status EnsureDataDir(const std::string& dir, bool create = true);
 
 // Dev mode without ENCRYPTION_KEY / GATEWAY_ADMIN_API_KEY: reads them from
 // the data dir. With `generate` (only `serve --dev`) a missing one is

@@ -52,11 +52,17 @@ std::string RandomHex(size_t bytes) {
 
 }  // namespace
 
-Status EnsureDataDir(const std::string& dir) {
+Status EnsureDataDir(const std::string& dir, bool create) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  if (create) std::filesystem::create_directories(dir, ec);
   if (ec) return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_DATA_DIR: cannot create '" + dir + "': " + ec.message());
-  ::chmod(dir.c_str(), 0700);  // also a dir an older build made 0755
+  // Also a dir an older build (or mkdir under umask 022) made 0755; but never
+  // a shared one such as /tmp (sticky) or one that someone else owns.
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 077) && !(st.st_mode & S_ISVTX) &&
+      st.st_uid == ::geteuid()) {
+    ::chmod(dir.c_str(), 0700);
+  }
   return OkStatus();
 }
 

@@ -89,7 +89,7 @@ Result<std::unique_ptr<App>> OpenApp(const CliOptions& cli, const SystemClock& c
   auto config = LoadFrom(cli.env_file, cli.dev);
   if (!config.ok()) return MakeError(config.code(), "configuration error: " + config.error().message);
   spdlog::set_level(spdlog::level::warn);
-  ::chmod(config->data_dir.c_str(), 0700);  // if it exists: the CLI creates no directory
+  DYAD_RETURN_IF_ERROR(EnsureDataDir(config->data_dir, /*create=*/false));
   if (config->dev) DYAD_RETURN_IF_ERROR(PrepareDevSecrets(*config, /*generate=*/false));
   return App::Create(*config, clock, false);
 }

@@ -6,7 +6,10 @@
 // variables are also the read-only source of a provider with no stored
 // secret. Writes seal with a fresh DEK, replace the secret and invalidate the
 // cache. Every read that misses the cache, every write and every admin
-// action is audited; nothing here logs a value. Thread-safe.
+// action is audited; nothing here logs a value. Orphans (a stored secret
+// without its provider row) are only counted at start; CollectOrphans
+// (`secrets gc`) deletes old ones, never a secret whose create is running.
+// The DYAD_PROVIDER_* values are held as SecretBytes. Thread-safe.
 #pragma once
 
 #include <atomic>
