@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "core/encoding.h"
+#include "core/secret_bytes.h"
 
 extern char** environ;
 
@@ -88,10 +89,14 @@ Status MergeDotenvFile(const std::string& path, EnvMap& env) {
                                                                        : text.error().message);
   }
   auto parsed = ParseDotenv(*text);
+  Cleanse(*text);  // the file may hold ENCRYPTION_KEY and the like
   if (!parsed.ok()) {
     return MakeError(ErrorCode::kInvalidArgument, path + ": " + parsed.error().message);
   }
-  for (auto& [k, v] : *parsed) env.emplace(k, v);
+  for (auto& [k, v] : *parsed) {
+    env.emplace(k, v);
+    Cleanse(v);
+  }
   return OkStatus();
 }
 
