@@ -28,8 +28,8 @@ using SecretEnv = std::map<std::string, SecretBytes>;
 // SECRETS_PROVIDER=aws. The AWS credential chain reads the rest of its
 // variables from `Config::env` when it needs them.
 struct AwsSettings {
-  SecretBytes secret_access_key;  // AWS_SECRET_ACCESS_KEY
-  SecretBytes session_token;      // AWS_SESSION_TOKEN
+  SecretBytes secret_access_key{};  // AWS_SECRET_ACCESS_KEY
+  SecretBytes session_token{};      // AWS_SESSION_TOKEN
   std::string region;  // AWS_REGION, AWS_DEFAULT_REGION, or the profile's region
   std::string endpoint_secrets_manager;  // AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL, or AWS's
   std::string endpoint_kms;              // AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, or AWS's
