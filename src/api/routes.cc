@@ -27,6 +27,7 @@ json HealthJson(const SecretsHealth& h) {
             {"cacheSize", h.cache_size}, {"lastChecked", h.last_checked},   {"auditLogHealthy", h.audit_ok},
             {"staleServes", h.stale_serves}, {"fallbackReads", h.fallback_reads}};
   if (!h.store_error.empty()) j["storeError"] = h.store_error;
+  if (h.orphaned_secrets >= 0) j["orphanedSecrets"] = h.orphaned_secrets;  // counted at start; `secrets gc`
   if (h.key_state) {
     json versions = json::array();
     for (const auto& v : h.key_state->versions) {

@@ -2,6 +2,9 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <algorithm>
 
 #include "api/routes.h"
 #include "audit/audit_log.h"
@@ -73,6 +76,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     spdlog::error("the audit log cannot be written ({}): requests other than GET get 503 until it can",
                   p.audit->Problem());
   }
+  ::chmod(config.audit_log_path.c_str(), 0600);  // made 0644 by an older build: owner only
   p.metrics = std::make_unique<Metrics>();
   DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file));
 
@@ -86,8 +90,15 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.fallback_to_env = config.fallback_to_env;
   so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
   DYAD_ASSIGN_OR_RETURN(so.fingerprint_key, DeploymentFingerprintKey(*p.db, DefaultRandom()));
+  // Longer than a create can spend between its secret and its registry row:
+  // every attempt of the store's create at its timeout, or SQLite's busy wait.
+  so.min_orphan_age = std::chrono::seconds(60);
+  if (config.secrets_provider == "aws") {
+    so.min_orphan_age = std::max(so.min_orphan_age,
+                                 std::chrono::seconds(config.aws.max_attempts * (config.aws.timeout_ms / 1000 + 5)));
+  }
   p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics,
-                                               clock, DefaultRandom(), config.env);
+                                               clock, DefaultRandom(), config.provider_env);
   // A key that did not seal the data already stored is a start-up error,
   // not a healthy service whose every read fails. A store down at start is
   // not: the service starts and reports it in health.
@@ -95,7 +106,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     if (keys.code() != ErrorCode::kUnavailable) return keys.error();
     spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
   }
-    p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit,
+  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit,
                                                   p.leases.get());
   KeyRotationService::Options ro{config.secrets_prefix, 500, p.backend.rotation_parallelism};
   p.rotation = std::make_unique<KeyRotationService>(ro, p.db, *p.secrets, *p.audit, clock);
@@ -114,9 +125,14 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     p.secrets->AwaitProbe(std::chrono::seconds(2));
   }
 
-  auto orphans = p.secrets->ReconcileOrphans();
-  if (!orphans.ok()) spdlog::warn("orphan sweep failed: {}", orphans.error().message);
-  else if (!orphans->empty()) spdlog::warn("removed {} orphaned secret(s) left by an interrupted write", orphans->size());
+  if (serving) {
+    // Reported, never deleted here: a create in another process writes its
+    // secret before its row (`secrets gc` removes old orphans).
+    auto orphans = p.secrets->ReportOrphans();
+    if (!orphans.ok()) spdlog::warn("cannot count orphaned secrets: {}", orphans.error().message);
+    else if (*orphans) spdlog::warn("{} stored secret(s) have no provider row; `dyad-gateway secrets gc` removes "
+                                    "those older than an hour", *orphans);
+  }
   return app;
 }
 

@@ -38,11 +38,14 @@ class App {
   std::unique_ptr<Parts> parts_;
 };
 
-// Creates the data dir (0700) if needed.
-Status EnsureDataDir(const std::string& dir);
+// Creates the data dir if needed (`create`) and makes it 0700 unless it is
+// a shared directory (sticky, like /tmp) or someone else's.
+Status EnsureDataDir(const std::string& dir, bool create = true);
 
-// `serve --dev` without ENCRYPTION_KEY / GATEWAY_ADMIN_API_KEY: generates
-// them once into the data dir (0600) and announces the token once.
-Status PrepareDevSecrets(Config& config);
+// Dev mode without ENCRYPTION_KEY / GATEWAY_ADMIN_API_KEY: reads them from
+// the data dir. With `generate` (only `serve --dev`) a missing one is
+// generated once there (0600) and the token announced once; without it a
+// missing one is kNotFound and nothing is written.
+Status PrepareDevSecrets(Config& config, bool generate);
 
 }  // namespace dyad

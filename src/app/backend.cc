@@ -17,7 +17,10 @@ Status OpenAws(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& 
   curl.ca_file = aws.ca_bundle;
   curl.request_timeout = std::chrono::milliseconds(aws.timeout_ms);
   b.credentials_http = NewCurlTransport(curl);
-  b.aws_credentials = NewAwsCredentialChain({config.env, aws.region, aws.endpoint_sts}, *b.credentials_http, clock);
+  AwsChainOptions chain{config.env, aws.region, aws.endpoint_sts};
+  chain.secret_access_key = aws.secret_access_key;
+  chain.session_token = aws.session_token;
+  b.aws_credentials = NewAwsCredentialChain(std::move(chain), *b.credentials_http, clock);
   RetryPolicy retry;
   retry.max_attempts = aws.max_attempts;
   auto client = [&](const char* service, const char* target, const std::string& endpoint) {

@@ -15,14 +15,19 @@
 namespace dyad {
 namespace {
 
-// Reads a one-line secret file, or creates it (0600) with `make()`.
+// Reads a one-line secret file, or creates it (0600) with `make()` when
+// `make` is set; kNotFound when the file is absent and there is no `make`.
 Result<std::string> ReadOrCreate(const std::string& path, const std::function<std::string()>& make, bool& created) {
   created = false;
   std::ifstream in(path);
   if (in) {
     std::string line;
     std::getline(in, line);
+    ::chmod(path.c_str(), 0600);  // also a file an older build (or a copy) left readable
     if (!line.empty()) return line;
+  }
+  if (!make) {
+    return MakeError(ErrorCode::kNotFound, path + " does not exist; only `dyad-gateway serve --dev` generates it");
   }
   std::string value = make();
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -47,20 +52,28 @@ std::string RandomHex(size_t bytes) {
 
 }  // namespace
 
-Status EnsureDataDir(const std::string& dir) {
+Status EnsureDataDir(const std::string& dir, bool create) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  if (create) std::filesystem::create_directories(dir, ec);
   if (ec) return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_DATA_DIR: cannot create '" + dir + "': " + ec.message());
+  // Also a dir an older build (or mkdir under umask 022) made 0755; but never
+  // a shared one such as /tmp (sticky) or one that someone else owns.
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 077) && !(st.st_mode & S_ISVTX) &&
+      st.st_uid == ::geteuid()) {
+    ::chmod(dir.c_str(), 0700);
+  }
   return OkStatus();
 }
 
-Status PrepareDevSecrets(Config& config) {
-  DYAD_RETURN_IF_ERROR(EnsureDataDir(config.data_dir));
-  ::chmod(config.data_dir.c_str(), 0700);
+Status PrepareDevSecrets(Config& config, bool generate) {
+  if (generate) DYAD_RETURN_IF_ERROR(EnsureDataDir(config.data_dir));
   bool created = false;
   if (!config.encryption_key) {
     std::string path = config.data_dir + "/dev-encryption-key";
-    DYAD_ASSIGN_OR_RETURN(std::string hex, ReadOrCreate(path, [] { return RandomHex(32); }, created));
+    std::function<std::string()> make;
+    if (generate) make = [] { return RandomHex(32); };
+    DYAD_ASSIGN_OR_RETURN(std::string hex, ReadOrCreate(path, make, created));
     auto raw = HexDecode(hex);
     if (!raw || raw->size() != 32) {
       return MakeError(ErrorCode::kDataLoss, path + " does not hold 64 hex characters; remove it to start afresh");
@@ -70,9 +83,13 @@ Status PrepareDevSecrets(Config& config) {
     Cleanse(hex);
     if (created) std::fprintf(stderr, "dev mode: generated ENCRYPTION_KEY in %s\n", path.c_str());
   }
-  if (!config.admin_api_key && config.admin_tokens_file.empty()) {
+  // A CLI command needs no admin token: it reads one only if there is one.
+  if (!config.admin_api_key && config.admin_tokens_file.empty() &&
+      (generate || std::filesystem::exists(config.data_dir + "/dev-admin-token"))) {
     std::string path = config.data_dir + "/dev-admin-token";
-    DYAD_ASSIGN_OR_RETURN(std::string token, ReadOrCreate(path, [] { return "dgw_" + RandomHex(24); }, created));
+    std::function<std::string()> make;
+    if (generate) make = [] { return "dgw_" + RandomHex(24); };
+    DYAD_ASSIGN_OR_RETURN(std::string token, ReadOrCreate(path, make, created));
     config.admin_api_key = SecretBytes(token);
     if (created) {
       std::fprintf(stdout, "dev mode: admin token (shown once; kept in %s): %s\n", path.c_str(), token.c_str());

@@ -8,6 +8,8 @@
 // backend's own message.
 #pragma once
 
+#include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,9 +27,24 @@ class SecretStore {
   virtual Status Put(const std::string& name, std::string_view value) = 0;  // create or replace
   virtual Status Delete(const std::string& name) = 0;
   // Deletes at once, skipping any recovery window the store keeps deleted
-  // secrets in: for undoing a failed create and for probes and orphans.
+  // secrets in: for undoing a failed create and for probes (never for
+  // orphans, which `secrets gc` removes through Delete()).
   virtual Status DeleteNow(const std::string& name) { return Delete(name); }
   virtual Result<std::vector<std::string>> List(std::string_view prefix) = 0;
+
+  // List() with the time each secret was created or last changed, where the
+  // store records one (`changed_at` empty where it does not: such a secret
+  // never counts as old). For age-gated clean-up (`secrets gc`).
+  struct Listed {
+    std::string name;
+    std::optional<std::chrono::system_clock::time_point> changed_at;
+  };
+  virtual Result<std::vector<Listed>> ListWithTimes(std::string_view prefix) {
+    DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, List(prefix));
+    std::vector<Listed> out;
+    for (auto& n : names) out.push_back({std::move(n), std::nullopt});
+    return out;
+  }
 
   // Values of many names at once (one round trip or transaction where the
   // backend can); a missing name gives kNotFound in its slot.

@@ -1,9 +1,17 @@
-// dyad-gateway: `serve`, `audit verify`, `token hash`.
+// dyad-gateway: `serve`, `secrets …`, `audit verify`, `token hash`.
+//
+// Every command starts under umask 077 and removes the secret variables from
+// its environment once the configuration is read. Only `serve --dev`
+// generates anything: a configuration error in any command is reported and
+// exits 2.
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
+#include <chrono>
 #include <cstdio>
+#include <optional>
 #include <iostream>
 
 #include "app/app.h"
@@ -16,6 +24,7 @@
 #include "service/key_rotation_service.h"
 #include "service/rotation_scheduler.h"
 #include "service/secrets_service.h"
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace {
@@ -29,8 +38,13 @@ int Fail(const std::string& message) {
 
 Result<Config> LoadFrom(const std::string& env_file, bool dev) {
   EnvMap env = ReadProcessEnvironment();
-  if (!env_file.empty()) DYAD_RETURN_IF_ERROR(MergeDotenvFile(env_file, env));
-  return LoadConfig(env, dev);
+  Status merged = env_file.empty() ? OkStatus() : MergeDotenvFile(env_file, env);
+  auto config = merged.ok() ? LoadConfig(env, dev) : Result<Config>(merged.error());
+  for (auto& [name, value] : env) {
+    if (IsSecretVariable(name)) Cleanse(value);
+  }
+  ClearSecretVariables();  // parsed (or refused): no plain copy stays in the process
+  return config;
 }
 
 int Serve(bool dev, const std::string& env_file) {
@@ -38,7 +52,8 @@ int Serve(bool dev, const std::string& env_file) {
   if (!config.ok()) return Fail("configuration error: " + config.error().message);
   spdlog::set_default_logger(spdlog::stderr_logger_mt("dyad"));
   spdlog::set_level(spdlog::level::from_str(config->log_level));
-  Status s = dev ? PrepareDevSecrets(*config) : EnsureDataDir(config->data_dir);
+  Status s = EnsureDataDir(config->data_dir);
+  if (s.ok() && dev) s = PrepareDevSecrets(*config, /*generate=*/true);
   if (!s.ok()) return Fail(s.error().message);
   SystemClock clock;
   auto app = App::Create(*config, clock, true);
@@ -65,18 +80,71 @@ int Serve(bool dev, const std::string& env_file) {
   return 0;
 }
 
+// CLI options shared by the `secrets` commands.
+struct CliOptions {
+  std::string env_file;
+  bool dev = false;  // use the key `serve --dev` generated in the data dir (never generates one)
+};
+
 // Builds the service (no HTTP) for a CLI command on the configured database.
-Result<std::unique_ptr<App>> OpenApp(const std::string& env_file, const SystemClock& clock) {
-  auto config = LoadFrom(env_file, false);
-  if (!config.ok()) {
-    // The CLI reads the same data dir as `serve --dev`: accept its generated key.
-    auto dev = LoadFrom(env_file, true);
-    if (!dev.ok()) return config.error();
-    config = std::move(dev);
-  }
+// A configuration error is returned as it is: the CLI never falls back to
+// dev mode, and never generates a key.
+Result<std::unique_ptr<App>> OpenApp(const CliOptions& cli, const SystemClock& clock) {
+  auto config = LoadFrom(cli.env_file, cli.dev);
+  if (!config.ok()) return MakeError(config.code(), "configuration error: " + config.error().message);
   spdlog::set_level(spdlog::level::warn);
-  if (config->dev || !config->encryption_key) DYAD_RETURN_IF_ERROR(PrepareDevSecrets(*config));
+  DYAD_RETURN_IF_ERROR(EnsureDataDir(config->data_dir, /*create=*/false));
+  if (config->dev) DYAD_RETURN_IF_ERROR(PrepareDevSecrets(*config, /*generate=*/false));
   return App::Create(*config, clock, false);
+}
+
+// "90s", "30m", "2h", "7d" (or a sum: "1h30m"); nullopt for anything else.
+std::optional<std::chrono::seconds> ParseDuration(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  int64_t total = 0;
+  while (!text.empty()) {
+    size_t digits = 0;
+    int64_t n = 0;
+    while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) {
+      if (n > 100000000) return std::nullopt;
+      n = n * 10 + (text[digits++] - '0');
+    }
+    if (digits == 0 || digits == text.size()) return std::nullopt;
+    int64_t unit = text[digits] == 's' ? 1 : text[digits] == 'm' ? 60 : text[digits] == 'h' ? 3600
+                 : text[digits] == 'd' ? 86400 : 0;
+    if (unit == 0) return std::nullopt;
+    total += n * unit;
+    text.remove_prefix(digits + 1);
+  }
+  return std::chrono::seconds(total);
+}
+
+std::string FormatDuration(std::chrono::seconds d) {
+  int64_t s = d.count();
+  if (s % 3600 == 0 && s) return std::to_string(s / 3600) + "h";
+  if (s % 60 == 0 && s) return std::to_string(s / 60) + "m";
+  return std::to_string(s) + "s";
+}
+
+int SecretsGc(const CliOptions& cli, const std::string& older_than, bool dry_run) {
+  auto grace = ParseDuration(older_than);
+  if (!grace) return Fail("--older-than: '" + older_than + "' is not a duration; use e.g. 90s, 30m, 2h");
+  SystemClock clock;
+  auto app = OpenApp(cli, clock);
+  if (!app.ok()) return Fail(app.error().message);
+  auto report = (*app)->secrets().CollectOrphans(*grace, dry_run, Caller{"cli", ""});
+  if (!report.ok()) return Fail(report.error().message);
+  if (report->grace > *grace) {
+    std::fprintf(stderr, "dyad-gateway: grace raised from %s to %s: a create in progress writes its secret up to "
+                 "that long before its registry row\n", FormatDuration(*grace).c_str(),
+                 FormatDuration(report->grace).c_str());
+  }
+  for (const auto& item : report->items) std::printf("%s  %s\n", item.name.c_str(), item.outcome.c_str());
+  std::printf("%zu orphaned secret(s) (no provider row): %lld deleted, %lld kept, %lld failed; grace %s%s\n",
+              report->items.size(), static_cast<long long>(report->deleted), static_cast<long long>(report->kept),
+              static_cast<long long>(report->failed), FormatDuration(report->grace).c_str(),
+              dry_run ? "; dry run, nothing deleted" : "");
+  return report->failed == 0 ? 0 : 1;
 }
 
 void PrintRun(const RotationRun& r) {
@@ -87,9 +155,9 @@ void PrintRun(const RotationRun& r) {
               r.error.empty() ? "" : "  error: ", r.error.c_str());
 }
 
-int SecretsRotate(const std::string& env_file, bool force, bool dry_run) {
+int SecretsRotate(const CliOptions& cli, bool force, bool dry_run) {
   SystemClock clock;
-  auto app = OpenApp(env_file, clock);
+  auto app = OpenApp(cli, clock);
   if (!app.ok()) return Fail(app.error().message);
   KeyRotationService& rotation = (*app)->rotation();
   if (dry_run) {
@@ -133,9 +201,9 @@ int SecretsRotate(const std::string& env_file, bool force, bool dry_run) {
   return run->status == "completed" ? 0 : 1;
 }
 
-int SecretsRotationStatus(const std::string& env_file) {
+int SecretsRotationStatus(const CliOptions& cli) {
   SystemClock clock;
-  auto app = OpenApp(env_file, clock);
+  auto app = OpenApp(cli, clock);
   if (!app.ok()) return Fail(app.error().message);
   auto enabled = (*app)->scheduler().Enabled();
   auto next = (*app)->scheduler().NextRun();
@@ -152,9 +220,9 @@ int SecretsRotationStatus(const std::string& env_file) {
   return 0;
 }
 
-int SecretsVerify(const std::string& env_file) {
+int SecretsVerify(const CliOptions& cli) {
   SystemClock clock;
-  auto app = OpenApp(env_file, clock);
+  auto app = OpenApp(cli, clock);
   if (!app.ok()) return Fail(app.error().message);
   auto report = (*app)->secrets().VerifyAll();
   if (!report.ok()) return Fail(report.error().message);
@@ -192,6 +260,7 @@ int AuditVerify(const std::string& path_arg, const std::string& env_file) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ::umask(077);  // the data dir, database, WAL, audit log and key files: owner only, in every mode
   CLI::App cli{"dyad-gateway: the Dyad CLI Gateway's secrets-manager integration"};
   cli.set_version_flag("--version", std::string("dyad-gateway ") + DYAD_VERSION);
   cli.require_subcommand(1);
@@ -216,19 +285,30 @@ int main(int argc, char** argv) {
   auto* secrets = cli.add_subcommand("secrets", "Secrets operations on the configured database");
   secrets->require_subcommand(1);
   bool force = false, dry_run = false;
+  std::string older_than = "1h";
+  CliOptions options;
+  auto common = [&options](CLI::App* command) {
+    command->add_option("--env-file", options.env_file, "Read variables from a dotenv file");
+    command->add_flag("--dev", options.dev, "Use the ENCRYPTION_KEY `serve --dev` generated in the data dir");
+  };
   auto* rotate = secrets->add_subcommand("rotate", "Rotate the encryption key and re-encrypt every credential");
   rotate->add_flag("--force", force, "Re-encrypt secrets already on the newest key version too");
   rotate->add_flag("--dry-run", dry_run, "Count secrets per key version; write nothing");
-  rotate->add_option("--env-file", env_file, "Read variables from a dotenv file");
+  common(rotate);
   auto* status = secrets->add_subcommand("rotation-status", "Show the rotation schedule and history");
-  status->add_option("--env-file", env_file, "Read variables from a dotenv file");
+  common(status);
   auto* sverify = secrets->add_subcommand("verify", "Check that every stored credential decrypts");
-  sverify->add_option("--env-file", env_file, "Read variables from a dotenv file");
+  common(sverify);
+  auto* gc = secrets->add_subcommand("gc", "Delete stored secrets without a provider row (orphans) older than a grace");
+  gc->add_option("--older-than", older_than, "Grace, e.g. 90s, 30m, 2h (default 1h; never below a minute)");
+  gc->add_flag("--dry-run", dry_run, "List the orphans and what would be deleted; delete nothing");
+  common(gc);
 
   CLI11_PARSE(cli, argc, argv);
-  if (*rotate) return SecretsRotate(env_file, force, dry_run);
-  if (*status) return SecretsRotationStatus(env_file);
-  if (*sverify) return SecretsVerify(env_file);
+  if (*rotate) return SecretsRotate(options, force, dry_run);
+  if (*status) return SecretsRotationStatus(options);
+  if (*sverify) return SecretsVerify(options);
+  if (*gc) return SecretsGc(options, older_than, dry_run);
   if (*serve) return Serve(dev, env_file);
   if (*verify) return AuditVerify(audit_path, env_file);
   if (*hash) {

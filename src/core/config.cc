@@ -1,6 +1,13 @@
 #include "core/config.h"
 
+#include <openssl/crypto.h>
+#include <stdlib.h>
+
+#include <unistd.h>
+
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <thread>
 
 #include "core/cron.h"
@@ -210,10 +217,44 @@ Status ReadAdmin(const EnvMap& env, Config& c) {
 
 }  // namespace
 
+bool IsSecretVariable(std::string_view name) {
+  static constexpr std::string_view kSecret[] = {"ENCRYPTION_KEY", "ENCRYPTION_KEY_PREVIOUS", "GATEWAY_ADMIN_API_KEY",
+                                                 "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET",
+                                                 "VAULT_TOKEN"};
+  return name.starts_with("DYAD_PROVIDER_") || std::find(std::begin(kSecret), std::end(kSecret), name) != std::end(kSecret);
+}
+
+SecretEnv ProviderVariables(const EnvMap& env) {
+  SecretEnv out;
+  for (const auto& [name, value] : env) {
+    if (name.starts_with("DYAD_PROVIDER_")) out.emplace(name, SecretBytes(value));
+  }
+  return out;
+}
+
+void ClearSecretVariables() {
+  std::vector<std::string> names;
+  for (char** e = ::environ; e && *e; ++e) {
+    std::string_view entry(*e);
+    auto eq = entry.find('=');
+    if (eq == std::string_view::npos || !IsSecretVariable(entry.substr(0, eq))) continue;
+    names.emplace_back(entry.substr(0, eq));
+    // In place: the initial environment lives on the stack, where unsetenv
+    // would leave the bytes (and /proc/PID/environ shows them).
+    OPENSSL_cleanse(*e + eq + 1, entry.size() - eq - 1);
+  }
+  for (const auto& name : names) ::unsetenv(name.c_str());
+}
+
 Result<Config> LoadConfig(const EnvMap& env, bool dev) {
   Config c;
   c.dev = dev;
-  c.env = env;
+  for (const auto& [name, value] : env) {
+    if (!IsSecretVariable(name)) c.env.emplace(name, value);
+  }
+  c.provider_env = ProviderVariables(env);
+  if (const std::string* v = Find(env, "AWS_SECRET_ACCESS_KEY")) c.aws.secret_access_key = SecretBytes(*v);
+  if (const std::string* v = Find(env, "AWS_SESSION_TOKEN")) c.aws.session_token = SecretBytes(*v);
   DYAD_RETURN_IF_ERROR(ReadOneOf(env, "SECRETS_PROVIDER", {"aws", "azure", "vault", "environment"},
                                  c.secrets_provider));
   if (c.secrets_provider != "environment" && c.secrets_provider != "aws") {

@@ -4,9 +4,14 @@
 // defaults. Any bad value is an kInvalidArgument error whose message names the
 // variable, says what is wrong and the accepted form, and never repeats a
 // secret value. The result is immutable and safe to share between threads.
+//
+// Secret variables (keys, tokens, cloud secret keys, DYAD_PROVIDER_*) are
+// parsed into SecretBytes and are not in Config::env; after loading, the CLI
+// removes them from the process environment (ClearSecretVariables).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,9 +22,14 @@
 
 namespace dyad {
 
-// SECRETS_PROVIDER=aws. Credentials are not here: the AWS credential chain
-// reads them from `Config::env` when it needs them.
+// Secret variables by name, e.g. the DYAD_PROVIDER_* fallback values.
+using SecretEnv = std::map<std::string, SecretBytes>;
+
+// SECRETS_PROVIDER=aws. The AWS credential chain reads the rest of its
+// variables from `Config::env` when it needs them.
 struct AwsSettings {
+  SecretBytes secret_access_key{};  // AWS_SECRET_ACCESS_KEY
+  SecretBytes session_token{};      // AWS_SESSION_TOKEN
   std::string region;  // AWS_REGION, AWS_DEFAULT_REGION, or the profile's region
   std::string endpoint_secrets_manager;  // AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL, or AWS's
   std::string endpoint_kms;              // AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, or AWS's
@@ -75,10 +85,25 @@ struct Config {
   int max_connections = 4096;  // GATEWAY_MAX_CONNECTIONS: open at once; more are closed at once
   int blocking_threads = 16;   // GATEWAY_BLOCKING_THREADS: run handlers that wait on a backend
 
-  // Every variable of the process, for DYAD_PROVIDER_* lookups.
+  // Every variable of the process but the secret ones (IsSecretVariable).
   EnvMap env;
+  // DYAD_PROVIDER_<SLUG>_<FIELD>: the read-only source and fallback (§4).
+  SecretEnv provider_env;
 };
 
 Result<Config> LoadConfig(const EnvMap& env, bool dev);
+
+// ENCRYPTION_KEY, ENCRYPTION_KEY_PREVIOUS, GATEWAY_ADMIN_API_KEY,
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_CLIENT_SECRET, VAULT_TOKEN
+// and DYAD_PROVIDER_*.
+bool IsSecretVariable(std::string_view name);
+
+// The DYAD_PROVIDER_* variables of `env`, as SecretBytes.
+SecretEnv ProviderVariables(const EnvMap& env);
+
+// Zeroes the values of the secret variables in the process environment and
+// removes them (also from /proc/self/environ). Call once the configuration is
+// loaded, before any thread starts: the environment is not thread-safe.
+void ClearSecretVariables();
 
 }  // namespace dyad

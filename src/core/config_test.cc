@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
 #include <fstream>
+#include <string_view>
 
 #include "testing/fakes.h"
 
@@ -213,6 +216,38 @@ TEST(Config, SecretsPrefixTakesEveryCharacterAwsAllowsInNames) {
   EXPECT_EQ(LoadConfig(env, false)->secrets_prefix, "a/b_c+d=e.f@g-h");
   env["SECRETS_PREFIX"] = "has space";
   EXPECT_NE(ErrorFor(env).find("SECRETS_PREFIX"), std::string::npos);
+}
+
+TEST(Config, SecretVariablesAreKeptOnlyAsSecretBytes) {
+  EnvMap env = Base();
+  env["ENCRYPTION_KEY_PREVIOUS"] = std::string(64, 'b');
+  env["AWS_SECRET_ACCESS_KEY"] = "aws-secret-canary";
+  env["AWS_SESSION_TOKEN"] = "aws-token-canary";
+  env["DYAD_PROVIDER_OPENAI_API_KEY"] = "sk-fallback-canary";
+  env["GATEWAY_PORT"] = "4000";
+  auto c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  for (const char* name : {"ENCRYPTION_KEY", "ENCRYPTION_KEY_PREVIOUS", "GATEWAY_ADMIN_API_KEY", "AWS_SECRET_ACCESS_KEY",
+                           "AWS_SESSION_TOKEN", "DYAD_PROVIDER_OPENAI_API_KEY"}) {
+    EXPECT_EQ(c->env.count(name), 0u) << name << " is kept in the plain copy of the environment";
+  }
+  EXPECT_EQ(c->env.at("GATEWAY_PORT"), "4000");
+  ASSERT_EQ(c->provider_env.count("DYAD_PROVIDER_OPENAI_API_KEY"), 1u);
+  EXPECT_EQ(c->provider_env.at("DYAD_PROVIDER_OPENAI_API_KEY").view(), "sk-fallback-canary");
+  EXPECT_EQ(c->aws.secret_access_key.view(), "aws-secret-canary");
+  EXPECT_EQ(c->aws.session_token.view(), "aws-token-canary");
+}
+
+TEST(Config, ClearSecretVariablesZeroesAndRemovesThem) {
+  ASSERT_EQ(::setenv("DYAD_PROVIDER_T_API_KEY", "sk-process-canary", 1), 0);
+  ASSERT_EQ(::setenv("DYAD_TEST_PLAIN", "kept", 1), 0);
+  const char* value = ::getenv("DYAD_PROVIDER_T_API_KEY");
+  ASSERT_NE(value, nullptr);
+  ClearSecretVariables();
+  EXPECT_EQ(::getenv("DYAD_PROVIDER_T_API_KEY"), nullptr);
+  EXPECT_NE(std::string_view(value, 17), "sk-process-canary") << "the old bytes are still in memory";
+  ASSERT_NE(::getenv("DYAD_TEST_PLAIN"), nullptr);
+  ::unsetenv("DYAD_TEST_PLAIN");
 }
 
 TEST(Dotenv, ParsesQuotesCommentsAndExport) {

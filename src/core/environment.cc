@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "core/encoding.h"
+#include "core/secret_bytes.h"
 
 extern char** environ;
 
@@ -101,10 +102,14 @@ Status MergeDotenvFile(const std::string& path, EnvMap& env) {
                                                                        : text.error().message);
   }
   auto parsed = ParseDotenv(*text);
+  Cleanse(*text);  // the file may hold ENCRYPTION_KEY and the like
   if (!parsed.ok()) {
     return MakeError(ErrorCode::kInvalidArgument, path + ": " + parsed.error().message);
   }
-  for (auto& [k, v] : *parsed) env.emplace(k, v);
+  for (auto& [k, v] : *parsed) {
+    env.emplace(k, v);
+    Cleanse(v);
+  }
   return OkStatus();
 }
 

@@ -2,42 +2,60 @@
 
 #include <openssl/crypto.h>
 
+#include <atomic>
+
 namespace dyad {
+namespace {
+
+std::atomic<SecretFreeObserver> free_observer{nullptr};
+
+}  // namespace
+
+void SecureWipe(void* p, size_t n) {
+  if (p && n) OPENSSL_cleanse(p, n);
+}
+
+void SetSecretFreeObserverForTesting(SecretFreeObserver observer) { free_observer.store(observer); }
+
+void WipeAndObserve(void* p, size_t n) noexcept {
+  SecureWipe(p, n);
+  if (auto observer = free_observer.load()) observer(static_cast<const uint8_t*>(p), n);
+}
 
 void Cleanse(std::string& s) {
+  // The whole capacity: bytes past size() may hold an earlier, longer value.
+  s.resize(s.capacity());  // no reallocation
   if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
   s.clear();
 }
 
 SecretBytes& SecretBytes::operator=(const SecretBytes& other) {
   if (this != &other) {
-    Cleanse(data_);
+    clear();
     data_ = other.data_;
   }
   return *this;
 }
 
-SecretBytes::SecretBytes(SecretBytes&& other) noexcept : data_(std::move(other.data_)) {
-  Cleanse(other.data_);
-}
-
 SecretBytes& SecretBytes::operator=(SecretBytes&& other) noexcept {
   if (this != &other) {
-    Cleanse(data_);
-    data_ = std::move(other.data_);
-    Cleanse(other.data_);
+    clear();
+    data_.swap(other.data_);  // `other` gets this empty buffer; the old one was wiped
   }
   return *this;
 }
 
-SecretBytes::~SecretBytes() { Cleanse(data_); }
+SecretBytes::~SecretBytes() { clear(); }
 
 void SecretBytes::resize(size_t n) {
-  if (n < data_.size()) OPENSSL_cleanse(data_.data() + n, data_.size() - n);
+  if (n < data_.size()) SecureWipe(data_.data() + n, data_.size() - n);
   data_.resize(n);
 }
 
-void SecretBytes::clear() { Cleanse(data_); }
+void SecretBytes::clear() {
+  SecureWipe(data_.data(), data_.size());
+  data_.clear();
+}
 
 bool operator==(const SecretBytes& a, const SecretBytes& b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;

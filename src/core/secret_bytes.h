@@ -1,31 +1,68 @@
 // SecretBytes: the only home of plaintext secrets (credentials, keys).
 //
-// The buffer is zeroed (OPENSSL_cleanse) when destroyed or overwritten. It has
-// no stream operator and no implicit conversion to string, so it cannot end up
-// in a log line by accident: reading it takes an explicit view(). Not
-// thread-safe for mutation; const access from many threads is fine.
+// The bytes live in a vector whose allocator zeroes (OPENSSL_cleanse) every
+// buffer before it is freed, as Tink's SecretData does: growth, shrinking,
+// copies, moves and destruction leave no copy behind in freed memory, and the
+// object itself holds only pointers (no small-string buffer that a move would
+// copy and leave behind). It has no stream operator and no implicit
+// conversion to string, so it cannot end up in a log line by accident:
+// reading it takes an explicit view(). Not thread-safe for mutation; const
+// access from many threads is fine. No errors: allocation failure aborts as
+// in the rest of the standard library.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace dyad {
+
+// Zeroes `n` bytes that cannot be optimised away.
+void SecureWipe(void* p, size_t n);
+
+// For tests: called with every buffer a SecretBytes frees, after it was
+// wiped and before it goes back to the heap. nullptr (the default) turns it off.
+using SecretFreeObserver = void (*)(const uint8_t* p, size_t n);
+void SetSecretFreeObserverForTesting(SecretFreeObserver observer);
+
+// A std::allocator that wipes what it frees.
+template <typename T>
+struct WipingAllocator {
+  using value_type = T;
+  WipingAllocator() noexcept = default;
+  template <typename U>
+  WipingAllocator(const WipingAllocator<U>&) noexcept {}
+  T* allocate(size_t n) { return std::allocator<T>().allocate(n); }
+  void deallocate(T* p, size_t n) noexcept;
+  template <typename U>
+  bool operator==(const WipingAllocator<U>&) const noexcept { return true; }
+};
+
+void WipeAndObserve(void* p, size_t n) noexcept;
+
+template <typename T>
+void WipingAllocator<T>::deallocate(T* p, size_t n) noexcept {
+  WipeAndObserve(p, n * sizeof(T));
+  std::allocator<T>().deallocate(p, n);
+}
 
 class SecretBytes {
  public:
   SecretBytes() = default;
-  explicit SecretBytes(size_t size) : data_(size, '\0') {}
-  explicit SecretBytes(std::string_view bytes) : data_(bytes) {}
+  explicit SecretBytes(size_t size) : data_(size, 0) {}
+  explicit SecretBytes(std::string_view bytes) : data_(bytes.begin(), bytes.end()) {}
   SecretBytes(const SecretBytes&) = default;
   SecretBytes& operator=(const SecretBytes& other);
-  SecretBytes(SecretBytes&& other) noexcept;
+  SecretBytes(SecretBytes&& other) noexcept = default;  // takes the buffer; `other` is left empty
   SecretBytes& operator=(SecretBytes&& other) noexcept;
   ~SecretBytes();
 
-  std::string_view view() const { return data_; }
-  uint8_t* data() { return reinterpret_cast<uint8_t*>(data_.data()); }
-  const uint8_t* data() const { return reinterpret_cast<const uint8_t*>(data_.data()); }
+  std::string_view view() const { return {reinterpret_cast<const char*>(data_.data()), data_.size()}; }
+  uint8_t* data() { return data_.data(); }
+  const uint8_t* data() const { return data_.data(); }
   size_t size() const { return data_.size(); }
   bool empty() const { return data_.empty(); }
   void resize(size_t n);  // zeroes what it drops
@@ -34,7 +71,7 @@ class SecretBytes {
   friend bool operator==(const SecretBytes& a, const SecretBytes& b);
 
  private:
-  std::string data_;
+  std::vector<uint8_t, WipingAllocator<uint8_t>> data_;
 };
 
 // Zeroes a std::string that held secret material (e.g. a JSON dump).

@@ -1,6 +1,7 @@
 #include "registry/sqlite_db.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include "registry/migrations.h"
 
@@ -107,8 +108,15 @@ Status SqliteConnection::Exec(const std::string& sql) {
 int64_t SqliteConnection::Changes() const { return sqlite3_changes64(db_); }
 
 Result<std::shared_ptr<SqliteDb>> SqliteDb::Open(const std::string& path) {
+  // Owner only, also for files an older build made 0644: SQLite gives the
+  // WAL and SHM files it creates the database file's mode.
+  auto owner_only = [&path] {
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) ::chmod((path + suffix).c_str(), 0600);
+  };
+  owner_only();
   std::shared_ptr<SqliteDb> db(new SqliteDb(path));
   DYAD_RETURN_IF_ERROR(db->Migrate());
+  owner_only();  // and the files the first connection made
   return db;
 }
 

@@ -30,7 +30,7 @@ std::vector<std::string> FieldNames(const CredentialFields& fields) {
 
 SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyManager& keys,
                                ProviderRepository& providers, AuditSink& audit, Metrics& metrics, const Clock& clock,
-                               Random& random, EnvMap env)
+                               Random& random, SecretEnv provider_env)
     : options_(std::move(options)),
       store_(store),
       keys_(keys),
@@ -39,7 +39,7 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
       metrics_(metrics),
       clock_(clock),
       sealer_(keys, random, options_.seal_mode),
-      env_(std::move(env)),
+      env_(std::move(provider_env)),
       cache_(options_.cache, clock, [this](std::function<void()> task) { Spawn(std::move(task)); }) {
   if (options_.fingerprint_key.empty()) {
     options_.fingerprint_key = SecretBytes(kFingerprintKeySize);
@@ -176,7 +176,7 @@ Result<CredentialsPtr> SecretsService::FromEnvironment(const std::string& provid
   const std::string prefix = "DYAD_PROVIDER_" + EnvSegment(p.slug) + "_";
   for (const auto& field : names) {
     auto it = env_.find(prefix + EnvSegment(field));
-    if (it != env_.end() && !it->second.empty()) creds->fields.emplace(field, SecretBytes(it->second));
+    if (it != env_.end() && !it->second.empty()) creds->fields.emplace(field, it->second);
   }
   if (creds->fields.empty()) {
     return MakeError(ErrorCode::kNotFound, "no stored credentials and no " + prefix + "* variables for provider '" +
@@ -365,6 +365,7 @@ SecretsHealth SecretsService::Health() {
   h.audit_ok = audit_.Healthy();
   h.stale_serves = stale_serves_.load();
   h.fallback_reads = fallback_reads_.load();
+  h.orphaned_secrets = orphans_at_start_.load();
   bool recently_degraded =
       clock_.Now().time_since_epoch().count() - last_degraded_ns_.load() < std::chrono::nanoseconds(std::chrono::minutes(5)).count();
   if (!h.store_error.empty() || !h.key_error.empty()) h.status = "unhealthy";
@@ -529,25 +530,85 @@ Result<SecretsService::VerifyReport> SecretsService::VerifyAll() {
   return report;
 }
 
-Result<std::vector<std::string>> SecretsService::ReconcileOrphans() {
-  DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, store_.List(options_.prefix + "/providers/"));
-  std::vector<std::string> removed;
-  const size_t skip = (options_.prefix + "/providers/").size();
-  for (const auto& name : names) {
-    std::string id = name.substr(skip);
-    auto lock = LockProvider(id);
+Result<std::vector<SecretsService::Orphan>> SecretsService::FindOrphans() {
+  const std::string prefix = options_.prefix + "/providers/";
+  DYAD_ASSIGN_OR_RETURN(std::vector<SecretStore::Listed> listed, store_.ListWithTimes(prefix));
+  std::vector<Orphan> orphans;
+  for (auto& l : listed) {
+    std::string id = l.name.substr(prefix.size());
     auto row = providers_.Get(id);
-    if (row.ok() || row.code() != ErrorCode::kNotFound) continue;
-    if (store_.DeleteNow(name).ok()) {
-      removed.push_back(name);
-      AuditEvent e;
-      e.action = "secret.delete";
-      e.resource = id;
-      e.detail = "orphaned secret removed by reconciliation";
-      Audit(std::move(e), Caller{});
-    }
+    if (row.ok()) continue;
+    if (row.code() != ErrorCode::kNotFound) return row.error();
+    orphans.push_back({std::move(l.name), std::move(id), l.changed_at});
   }
-  return removed;
+  return orphans;
+}
+
+Result<size_t> SecretsService::ReportOrphans() {
+  DYAD_ASSIGN_OR_RETURN(std::vector<Orphan> orphans, FindOrphans());
+  orphans_at_start_ = static_cast<int64_t>(orphans.size());
+  return orphans.size();
+}
+
+// Why a create running meanwhile keeps its secret. A create writes its secret
+// (time t0, recorded by the store) and then its provider row, holding the
+// provider lock of its process. gc deletes a secret only if (1) it is at least
+// `grace` old at `now`, read before (2) the row is looked up again, under this
+// process's provider lock, right before Delete(). A create in this process is
+// excluded by the lock. A create in another process (the usual case: gc runs
+// from the CLI beside a server) loses its secret only if its row lands after
+// that re-check, i.e. more than `grace` after its secret was written; grace
+// is never below min_orphan_age, which App sets above the longest such gap a
+// live create has (AWS: every attempt of CreateSecret at its timeout; SQLite:
+// the busy timeout). The window left: a create whose process is stopped
+// (SIGSTOP, swapped out, a debugger) between its secret and its row for longer
+// than the grace, or clocks (the store's and this host's) apart by more than
+// the grace minus that gap. Such a create answers after its row is written; a
+// later read of it finds no secret (kNotFound), never another's.
+Result<SecretsService::GcReport> SecretsService::CollectOrphans(std::chrono::seconds older_than, bool dry_run,
+                                                                const Caller& caller) {
+  GcReport report;
+  report.grace = std::max(older_than, options_.min_orphan_age);
+  DYAD_ASSIGN_OR_RETURN(std::vector<Orphan> orphans, FindOrphans());
+  const Clock::WallTime now = clock_.WallNow();  // before every re-check below
+  for (const auto& o : orphans) {
+    GcItem item{o.name, ""};
+    if (!o.changed_at) {
+      item.outcome = "age unknown";
+    } else if (now - *o.changed_at < report.grace) {
+      item.outcome = "too young";
+    } else if (dry_run) {
+      item.outcome = "would delete";
+    } else {
+      auto lock = LockProvider(o.provider_id);
+      auto row = providers_.Get(o.provider_id);
+      if (row.ok()) {
+        item.outcome = "has a row";
+      } else if (row.code() != ErrorCode::kNotFound) {
+        item.outcome = "failed: " + row.error().message;
+      } else {
+        auto t0 = clock_.Now();
+        Status s = TimedStore("delete", [&] { return store_.Delete(o.name); });
+        cache_.Invalidate(o.provider_id);
+        AuditEvent e;
+        e.action = "secret.delete";
+        e.resource = o.provider_id;
+        e.source = "store";
+        e.detail = "orphaned secret removed by secrets gc (no provider row, unchanged for " +
+                   std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - *o.changed_at).count()) +
+                   " s)";
+        e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
+        if (!s.ok() && s.code() != ErrorCode::kNotFound) SetFailure(e, s.error());
+        Audit(std::move(e), caller);
+        item.outcome = s.ok() || s.code() == ErrorCode::kNotFound ? "deleted" : "failed: " + s.error().message;
+      }
+    }
+    if (item.outcome == "deleted") ++report.deleted;
+    else if (item.outcome.starts_with("failed")) ++report.failed;
+    else ++report.kept;
+    report.items.push_back(std::move(item));
+  }
+  return report;
 }
 
 }  // namespace dyad

@@ -7,8 +7,12 @@
 // secret. Writes seal with a fresh DEK, replace the secret, then ask for the
 // state of the key version sealed under and seal again under the primary if
 // it is no longer active (so a blob is never left on a version another
-// process retires meanwhile), and invalidate the cache. Every read that misses the cache, every write and every admin
-// action is audited; nothing here logs a value. Thread-safe.
+// process retires meanwhile), and invalidate the cache. Every read that
+// misses the cache, every write and every admin action is audited; nothing
+// here logs a value. Orphans (a stored secret without its provider row) are
+// only counted at start; CollectOrphans (`secrets gc`) deletes old ones,
+// never a secret whose create is running. The DYAD_PROVIDER_* values are
+// held as SecretBytes. Thread-safe.
 //
 // A stored envelope whose credentials version is older than its registry
 // row's is a rollback (an old value put back behind the gateway's back): it
@@ -24,6 +28,7 @@
 #pragma once
 
 #include <atomic>
+#include <concepts>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -38,6 +43,7 @@
 #include "backends/key_manager.h"
 #include "backends/secret_store.h"
 #include "core/clock.h"
+#include "core/config.h"
 #include "core/environment.h"
 #include "core/random.h"
 #include "metrics/metrics.h"
@@ -61,6 +67,10 @@ struct SecretsOptions {
   // reported as hanging when it has run this long.
   std::chrono::milliseconds probe_interval{1000};
   std::chrono::milliseconds probe_stuck_after{2000};
+  // `secrets gc` never deletes a secret changed more recently than this,
+  // whatever --older-than says: longer than a create can take from writing
+  // its secret to inserting its registry row (see CollectOrphans).
+  std::chrono::seconds min_orphan_age{60};
 };
 
 // Who asked, for the audit log.
@@ -86,6 +96,7 @@ struct SecretsHealth {
   bool audit_ok = true;
   uint64_t stale_serves = 0;
   uint64_t fallback_reads = 0;
+  int64_t orphaned_secrets = -1;  // found by ReportOrphans() at start; -1: not counted
 };
 
 struct ProbeStep {
@@ -97,8 +108,16 @@ struct ProbeStep {
 
 class SecretsService {
  public:
+  // `provider_env`: the DYAD_PROVIDER_* variables (Config::provider_env).
   SecretsService(SecretsOptions options, SecretStore& store, KeyManager& keys, ProviderRepository& providers,
-                 AuditSink& audit, Metrics& metrics, const Clock& clock, Random& random, EnvMap env);
+                 AuditSink& audit, Metrics& metrics, const Clock& clock, Random& random, SecretEnv provider_env);
+  // Takes the DYAD_PROVIDER_* variables of `env` (tests).
+  template <typename Env>
+    requires std::same_as<Env, EnvMap>
+  SecretsService(SecretsOptions options, SecretStore& store, KeyManager& keys, ProviderRepository& providers,
+                 AuditSink& audit, Metrics& metrics, const Clock& clock, Random& random, const Env& env)
+      : SecretsService(std::move(options), store, keys, providers, audit, metrics, clock, random,
+                       ProviderVariables(env)) {}
   ~SecretsService();
 
   std::string SecretName(const std::string& provider_id) const;
@@ -141,8 +160,32 @@ class SecretsService {
     std::string first_error;
   };
   Result<VerifyReport> VerifyAll();
-  // Deletes stored secrets whose provider row is gone; returns their names.
-  Result<std::vector<std::string>> ReconcileOrphans();
+
+  // Orphans: stored secrets under <prefix>/providers/ without a provider row
+  // (left by a failed compensation, or a create still between its secret and
+  // its row). Nothing deletes them at start; FindOrphans() deletes nothing.
+  struct Orphan {
+    std::string name, provider_id;
+    std::optional<Clock::WallTime> changed_at;  // from the store, if it knows
+  };
+  Result<std::vector<Orphan>> FindOrphans();
+  // FindOrphans() for start-up: the count is kept for Health().
+  Result<size_t> ReportOrphans();
+
+  // `secrets gc`: deletes, through the store's normal Delete() (a recovery
+  // window is kept), each orphan last changed at least max(older_than,
+  // min_orphan_age) ago, re-checking under the provider lock that it still
+  // has no row. Audited per secret. `dry_run` deletes nothing.
+  struct GcItem {
+    std::string name;
+    std::string outcome;  // deleted | would delete | too young | age unknown | has a row | failed: …
+  };
+  struct GcReport {
+    std::chrono::seconds grace{0};
+    std::vector<GcItem> items;
+    int64_t deleted = 0, kept = 0, failed = 0;
+  };
+  Result<GcReport> CollectOrphans(std::chrono::seconds older_than, bool dry_run, const Caller& caller);
 
   CredentialCache& cache() { return cache_; }
   SecretStore& store() { return store_; }
@@ -170,9 +213,10 @@ class SecretsService {
   Metrics& metrics_;
   const Clock& clock_;
   Sealer sealer_;
-  EnvMap env_;
+  SecretEnv env_;  // DYAD_PROVIDER_* only
   CredentialCache cache_;
   std::atomic<uint64_t> stale_serves_{0}, fallback_reads_{0};
+  std::atomic<int64_t> orphans_at_start_{-1};
   std::atomic<int64_t> last_degraded_ns_{INT64_MIN / 2};
   std::array<std::mutex, 64> provider_locks_;
   // The backend half of Health() (a store probe, a KMS probe), made by

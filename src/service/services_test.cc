@@ -270,7 +270,7 @@ TEST_F(ServicesTest, FallbackCanBeSwitchedOff) {
   SecretsOptions o;
   o.fallback_to_env = false;
   SecretsService s(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                   {{"DYAD_PROVIDER_OPENAI_API_KEY", "from-env"}});
+                   EnvMap{{"DYAD_PROVIDER_OPENAI_API_KEY", "from-env"}});
   store_.Fail(MakeError(ErrorCode::kUnavailable, "down"));
   EXPECT_EQ(s.Get(p.id, caller_).code(), ErrorCode::kUnavailable);
 }
@@ -314,15 +314,6 @@ TEST_F(ServicesTest, ValidateChecksRequiredFields) {
   EXPECT_EQ(providers_->Validate("nope", caller_).code(), ErrorCode::kNotFound);
   Provider good = Create("good");
   EXPECT_TRUE(providers_->Validate(good.id, caller_)->valid);
-}
-
-TEST_F(ServicesTest, ReconcileRemovesOrphansOnly) {
-  Provider p = Create("openai");
-  ASSERT_TRUE(store_.Put("dyad-gateway/providers/ghost", "x").ok());
-  auto removed = secrets_->ReconcileOrphans();
-  ASSERT_TRUE(removed.ok());
-  EXPECT_EQ(*removed, std::vector<std::string>{"dyad-gateway/providers/ghost"});
-  EXPECT_TRUE(secrets_->Get(p.id, caller_).ok());
 }
 
 TEST_F(ServicesTest, TestConnectionRunsEveryStepAndCleansUp) {

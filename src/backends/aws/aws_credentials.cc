@@ -85,6 +85,15 @@ class Chain final : public AwsCredentialSource {
  public:
   Chain(AwsChainOptions options, HttpTransport& http, const Clock& clock)
       : options_(std::move(options)), http_(http), clock_(clock) {
+    // Secret values are kept as SecretBytes only, never in the plain map.
+    for (auto [name, slot] : {std::pair{"AWS_SECRET_ACCESS_KEY", &options_.secret_access_key},
+                              std::pair{"AWS_SESSION_TOKEN", &options_.session_token}}) {
+      auto it = options_.env.find(name);
+      if (it == options_.env.end()) continue;
+      if (slot->empty()) *slot = SecretBytes(TrimSpace(it->second));
+      Cleanse(it->second);
+      options_.env.erase(it);
+    }
     sources_ = {{"environment", [this] { return FromEnvironment(); }},
                 {"profile", [this] { return FromProfile(); }},
                 {"web identity", [this] { return FromWebIdentity(); }},
@@ -148,14 +157,14 @@ class Chain final : public AwsCredentialSource {
 
   Result<Fetched> FromEnvironment() {
     std::string id = EnvValue(options_.env, "AWS_ACCESS_KEY_ID");
-    std::string secret = EnvValue(options_.env, "AWS_SECRET_ACCESS_KEY");
+    std::string_view secret = TrimSpace(options_.secret_access_key.view());
     if (id.empty() && secret.empty()) return NotConfigured();
     if (id.empty() || secret.empty()) {
       std::string missing = id.empty() ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY";
       return MakeError(ErrorCode::kInvalidArgument, missing + ": is required when the other is set");
     }
     Fetched f;
-    f.credentials = {id, SecretBytes(secret), EnvValue(options_.env, "AWS_SESSION_TOKEN")};
+    f.credentials = {id, SecretBytes(secret), std::string(TrimSpace(options_.session_token.view()))};
     return f;
   }
 

@@ -46,6 +46,10 @@ struct AwsChainOptions {
   std::string region;
   std::string sts_endpoint;  // "": https://sts.REGION.amazonaws.com
   std::chrono::seconds refresh_before{300};
+  // AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (Config keeps them out of
+  // `env`); when `env` has them, they are moved here.
+  SecretBytes secret_access_key{};
+  SecretBytes session_token{};
 };
 
 std::unique_ptr<AwsCredentialSource> NewAwsCredentialChain(AwsChainOptions options, HttpTransport& http,

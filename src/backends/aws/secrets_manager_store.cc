@@ -30,6 +30,18 @@ Status CheckSize(const std::string& name, std::string_view value) {
                                                     std::to_string(kMaxSecretString));
 }
 
+// The later of CreatedDate and LastChangedDate (epoch seconds, fractional).
+std::optional<std::chrono::system_clock::time_point> ChangedAt(const json& secret) {
+  std::optional<double> latest;
+  for (const char* field : {"CreatedDate", "LastChangedDate"}) {
+    auto it = secret.find(field);
+    if (it != secret.end() && it->is_number() && (!latest || it->get<double>() > *latest)) latest = it->get<double>();
+  }
+  if (!latest) return std::nullopt;
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(*latest)));
+}
+
 bool Mentions(const Error& e, std::string_view words) { return e.message.find(words) != std::string::npos; }
 
 // A secret scheduled for deletion answers InvalidRequestException; to the
@@ -84,7 +96,16 @@ class SecretsManagerStore final : public SecretStore {
   }
 
   Result<std::vector<std::string>> List(std::string_view prefix) override {
+    DYAD_ASSIGN_OR_RETURN(std::vector<Listed> listed, ListWithTimes(prefix));
     std::vector<std::string> names;
+    for (auto& l : listed) names.push_back(std::move(l.name));
+    return names;
+  }
+
+  // ListSecrets gives CreatedDate and LastChangedDate (epoch seconds); the
+  // later of the two is the secret's age.
+  Result<std::vector<Listed>> ListWithTimes(std::string_view prefix) override {
+    std::vector<Listed> out;
     json req = {{"MaxResults", 100}, {"SortOrder", "asc"}};
     if (!prefix.empty()) req["Filters"] = json::array({{{"Key", "name"}, {"Values", json::array({prefix})}}});
     for (int page = 0; page < 100000; ++page) {
@@ -93,11 +114,11 @@ class SecretsManagerStore final : public SecretStore {
         for (const auto& s : *list) {
           std::string n = StringField(s, "Name");
           // The service's name filter is a prefix match but not case-sensitive.
-          if (n.starts_with(prefix)) names.push_back(std::move(n));
+          if (n.starts_with(prefix)) out.push_back({std::move(n), ChangedAt(s)});
         }
       }
       std::string next = StringField(answer, "NextToken");
-      if (next.empty()) return names;
+      if (next.empty()) return out;
       req["NextToken"] = next;
     }
     return MakeError(ErrorCode::kInternal, "ListSecrets: too many pages");

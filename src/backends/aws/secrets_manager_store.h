@@ -6,8 +6,8 @@
 // PutSecretValue (the previous value stays as AWSPREVIOUS), creating the
 // secret when it is absent; Delete → DeleteSecret with the configured
 // recovery window, DeleteNow → ForceDeleteWithoutRecovery (undoing a failed
-// create, probes, orphans); List → ListSecrets with a name-prefix filter,
-// every page; ReplaceIfUnchanged → a compare-and-swap on the AWSCURRENT
+// create, probes); List → ListSecrets with a name-prefix filter, every page
+// (ListWithTimes: with the later of CreatedDate and LastChangedDate); ReplaceIfUnchanged → a compare-and-swap on the AWSCURRENT
 // label; both batch calls fan out over `parallelism` connections. Values over
 // the 64 KiB SecretString limit are refused before they
 // are sent; a secret scheduled for deletion reads as kNotFound. Thread-safe.

@@ -42,6 +42,20 @@ class SqliteSecretStore final : public SecretStore {
     return OkStatus();
   }
 
+  Result<std::vector<Listed>> ListWithTimes(std::string_view prefix) override {
+    return db_->With<std::vector<Listed>>([&](SqliteConnection& c) -> Result<std::vector<Listed>> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "SELECT name, updated_at FROM secrets WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name"));
+      st.Bind(1, prefix);
+      std::vector<Listed> out;
+      while (true) {
+        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) return out;
+        out.push_back({st.Text(0), ParseIso8601(st.Text(1))});
+      }
+    });
+  }
+
   Result<std::vector<std::string>> List(std::string_view prefix) override {
     return db_->With<std::vector<std::string>>([&](SqliteConnection& c) -> Result<std::vector<std::string>> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(

@@ -1,5 +1,7 @@
 // The environment backend's SecretStore: secret values (envelope documents)
-// in the registry's SQLite database, table `secrets`.
+// in the registry's SQLite database, table `secrets`. ListWithTimes() gives
+// each row's updated_at (set by every create, put and re-encryption).
+// Thread-safe; errors are the registry database's (kUnavailable when busy).
 #pragma once
 
 #include <memory>

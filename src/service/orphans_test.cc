@@ -1,0 +1,169 @@
+// Orphaned secrets (a stored secret without a provider row): start-up only
+// counts them; `secrets gc` (CollectOrphans) deletes old ones through the
+// store's normal Delete and never a secret whose create is still running.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "backends/environment/local_keyring.h"
+#include "backends/environment/sqlite_secret_store.h"
+#include "registry/sqlite_provider_repository.h"
+#include "service/provider_service.h"
+#include "service/secrets_service.h"
+#include "testing/fakes.h"
+
+namespace dyad {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The SQLite store, counting how secrets are deleted.
+class CountingStore final : public SecretStore {
+ public:
+  explicit CountingStore(std::unique_ptr<SecretStore> inner) : inner_(std::move(inner)) {}
+  const std::string& Name() const override { return inner_->Name(); }
+  Result<std::string> Get(const std::string& n) override { return inner_->Get(n); }
+  Status Create(const std::string& n, std::string_view v) override { return inner_->Create(n, v); }
+  Status Put(const std::string& n, std::string_view v) override { return inner_->Put(n, v); }
+  Status Delete(const std::string& n) override {
+    ++deletes;
+    return inner_->Delete(n);
+  }
+  Status DeleteNow(const std::string& n) override {
+    ++deletes_now;
+    return inner_->DeleteNow(n);
+  }
+  Result<std::vector<std::string>> List(std::string_view p) override { return inner_->List(p); }
+  Result<std::vector<Listed>> ListWithTimes(std::string_view p) override { return inner_->ListWithTimes(p); }
+  std::atomic<int> deletes{0}, deletes_now{0};
+
+ private:
+  std::unique_ptr<SecretStore> inner_;
+};
+
+class OrphansTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = *SqliteDb::Open(dir_.File("o.db"));
+    repo_ = NewSqliteProviderRepository(db_);
+    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_)).value();
+    store_ = std::make_unique<CountingStore>(NewSqliteSecretStore(db_, clock_));
+    Build(60s);
+  }
+  void Build(std::chrono::seconds min_age) {
+    providers_.reset();
+    secrets_.reset();
+    SecretsOptions o;
+    o.min_orphan_age = min_age;
+    secrets_ = std::make_unique<SecretsService>(o, *store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                                SecretEnv{});
+    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+  }
+  Result<Provider> Create(const std::string& slug) {
+    ProviderPatch p;
+    p.name = p.slug = slug;
+    p.type = "http-sdk";
+    p.credentials = CredentialFields{};
+    p.credentials->emplace("api_key", SecretBytes(std::string_view("sk-" + slug)));
+    return providers_->Create(p, caller_);
+  }
+  // A secret with no provider row, as a failed compensation leaves it.
+  void Ghost(const std::string& id) { ASSERT_TRUE(store_->Put("dyad-gateway/providers/" + id, "{}").ok()); }
+  bool Stored(const std::string& id) { return store_->Get("dyad-gateway/providers/" + id).ok(); }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  std::shared_ptr<SqliteDb> db_;
+  std::unique_ptr<ProviderRepository> repo_;
+  std::unique_ptr<KeyManager> keys_;
+  std::unique_ptr<CountingStore> store_;
+  testing::MemoryAudit audit_;
+  Metrics metrics_;
+  Caller caller_{"test", "rid"};
+  std::unique_ptr<SecretsService> secrets_;
+  std::unique_ptr<ProviderService> providers_;
+};
+
+TEST_F(OrphansTest, StartReportsAndDeletesNothing) {
+  auto p = Create("openai");
+  ASSERT_TRUE(p.ok());
+  Ghost("ghost");
+  clock_.Advance(48h);
+  EXPECT_EQ(secrets_->Health().orphaned_secrets, -1);
+  auto n = secrets_->ReportOrphans();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1u);
+  EXPECT_EQ(secrets_->Health().orphaned_secrets, 1);
+  EXPECT_TRUE(Stored("ghost"));
+  EXPECT_EQ(store_->deletes + store_->deletes_now, 0);
+}
+
+TEST_F(OrphansTest, GcDeletesOnlyOrphansOlderThanTheGraceThroughDelete) {
+  auto p = Create("openai");
+  ASSERT_TRUE(p.ok());
+  Ghost("old");
+  clock_.Advance(30min);
+  Ghost("young");
+  clock_.Advance(31min);  // old: 61 min, young: 31 min, the provider's secret: 61 min
+
+  auto dry = secrets_->CollectOrphans(1h, /*dry_run=*/true, caller_);
+  ASSERT_TRUE(dry.ok()) << dry.error().message;
+  ASSERT_EQ(dry->items.size(), 2u);
+  EXPECT_EQ(dry->items[0].name, "dyad-gateway/providers/old");
+  EXPECT_EQ(dry->items[0].outcome, "would delete");
+  EXPECT_EQ(dry->items[1].outcome, "too young");
+  EXPECT_TRUE(Stored("old"));
+
+  auto gc = secrets_->CollectOrphans(1h, /*dry_run=*/false, caller_);
+  ASSERT_TRUE(gc.ok());
+  EXPECT_EQ(gc->deleted, 1);
+  EXPECT_EQ(gc->kept, 1);
+  EXPECT_FALSE(Stored("old"));
+  EXPECT_TRUE(Stored("young"));
+  EXPECT_TRUE(Stored(p->id));
+  EXPECT_EQ(store_->deletes, 1);
+  EXPECT_EQ(store_->deletes_now, 0) << "gc keeps the store's recovery window";
+  bool audited = false;
+  for (const auto& e : audit_.events()) audited |= e.action == "secret.delete" && e.resource == "old";
+  EXPECT_TRUE(audited);
+}
+
+TEST_F(OrphansTest, GcNeverGoesBelowTheMinimumAge) {
+  Ghost("fresh");
+  clock_.Advance(10s);
+  auto gc = secrets_->CollectOrphans(0s, false, caller_);
+  ASSERT_TRUE(gc.ok());
+  EXPECT_EQ(gc->grace, 60s);
+  EXPECT_EQ(gc->items.at(0).outcome, "too young");
+  EXPECT_TRUE(Stored("fresh"));
+}
+
+// Creates in this process hold the provider lock from their secret to their
+// row: a gc with no grace at all re-checks the row under that lock, so none
+// of them loses its secret.
+TEST_F(OrphansTest, GcBesideCreatesLosesNoSecret) {
+  Build(0s);
+  std::atomic<bool> done{false};
+  std::vector<std::string> ids;
+  std::thread creator([&] {
+    for (int i = 0; i < 300; ++i) {
+      auto p = Create("p-" + std::to_string(i));
+      if (p.ok()) ids.push_back(p->id);
+    }
+    done = true;
+  });
+  int runs = 0;
+  while (!done) {
+    auto gc = secrets_->CollectOrphans(0s, false, caller_);
+    ASSERT_TRUE(gc.ok()) << gc.error().message;
+    ++runs;
+  }
+  creator.join();
+  ASSERT_EQ(ids.size(), 300u);
+  EXPECT_GT(runs, 1);
+  for (const auto& id : ids) EXPECT_TRUE(Stored(id)) << id << " lost its secret to gc";
+}
+
+}  // namespace
+}  // namespace dyad
