@@ -78,7 +78,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   }
   ::chmod(config.audit_log_path.c_str(), 0600);  // made 0644 by an older build: owner only
   p.metrics = std::make_unique<Metrics>();
-  DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file));
+  DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file, serving));
 
   SecretsOptions so;
   so.prefix = config.secrets_prefix;

@@ -9,6 +9,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <cmath>
@@ -48,19 +49,40 @@ std::string HeadSeal(const SecretBytes& key, uint64_t seq, const std::string& ma
   return Mac(key, "dyad-audit-head:" + std::to_string(seq) + ":" + mac);
 }
 
-// The flock of one append; released when it goes out of scope.
+// The flock of one append, released when it goes out of scope. Waited for
+// at most kLockWait: a writer in another process that hangs (or is stopped)
+// holding it makes this append fail — the log then refuses what it cannot
+// audit — rather than block every other process for good.
+constexpr std::chrono::seconds kLockWait{2};
+
 class FileLock {
  public:
-  explicit FileLock(int fd) : fd_(fd) {
-    while (flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+  FileLock(int fd, const Clock& clock) : fd_(fd) {
+    const auto deadline = clock.Now() + kLockWait;
+    auto pause = std::chrono::milliseconds(1);
+    while (true) {
+      if (flock(fd_, LOCK_EX | LOCK_NB) == 0) {
+        held_ = true;
+        return;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK || clock.Now() >= deadline) return;
+      clock.SleepFor(pause);
+      pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::milliseconds(50));
     }
   }
-  ~FileLock() { flock(fd_, LOCK_UN); }
+  ~FileLock() {
+    if (held_) flock(fd_, LOCK_UN);
+  }
   FileLock(const FileLock&) = delete;
+  bool held() const { return held_; }
 
  private:
   int fd_;
+  bool held_ = false;
 };
+
+constexpr char kLockBusy[] = "another process has held the audit log's lock for more than 2 s";
 
 bool WriteAll(int fd, std::string_view data) {
   size_t off = 0;
@@ -94,8 +116,13 @@ Result<std::unique_ptr<FileAuditLog>> FileAuditLog::Open(AuditLogOptions options
   std::unique_ptr<FileAuditLog> log(new FileAuditLog(fd, std::move(options), clock));
   {
     std::lock_guard lock(log->mu_);
-    FileLock file_lock(fd);
-    log->SyncTail();
+    FileLock file_lock(fd, clock);
+    if (file_lock.held()) {
+      log->SyncTail();
+    } else {
+      log->problem_ = kLockBusy;
+      log->healthy_.store(false);
+    }
     if (!log->HaveKey()) log->healthy_.store(false);
   }
   return log;
@@ -222,7 +249,13 @@ void FileAuditLog::Record(const AuditEvent& e) {
     ++dropped_;
     return;
   }
-  FileLock file_lock(fd_);
+  FileLock file_lock(fd_, clock_);
+  if (!file_lock.held()) {
+    problem_ = kLockBusy;
+    ++dropped_;
+    healthy_.store(false, std::memory_order_release);
+    return;
+  }
   SyncTail();
   if (!healthy_.load(std::memory_order_relaxed)) {
     AuditEvent resumed;
@@ -268,7 +301,11 @@ bool FileAuditLog::Ready() {
   std::lock_guard lock(mu_);
   if (healthy_.load(std::memory_order_relaxed)) return true;
   if (!HaveKey()) return false;
-  FileLock file_lock(fd_);
+  FileLock file_lock(fd_, clock_);
+  if (!file_lock.held()) {
+    problem_ = kLockBusy;
+    return false;
+  }
   SyncTail();
   AuditEvent resumed;
   resumed.actor = "system";

@@ -234,10 +234,13 @@ int SecretsVerify(const CliOptions& cli) {
 
 // Needs the configuration: the chain's key is opened through the configured
 // KeyManager and its head read from the registry database.
-int AuditVerify(const std::string& path_arg, const std::string& env_file) {
-  auto config = LoadFrom(env_file, false);
+int AuditVerify(const std::string& path_arg, const CliOptions& cli) {
+  auto config = LoadFrom(cli.env_file, cli.dev);
   if (!config.ok()) return Fail("configuration error: " + config.error().message);
   spdlog::set_level(spdlog::level::warn);
+  if (config->dev) {
+    if (Status s = PrepareDevSecrets(*config, /*generate=*/false); !s.ok()) return Fail(s.error().message);
+  }
   SystemClock clock;
   std::string path = path_arg;
   auto report = VerifyConfiguredAuditLog(*config, path, clock);
@@ -271,12 +274,17 @@ int main(int argc, char** argv) {
   serve->add_flag("--dev", dev, "Embedded default: generate a dev ENCRYPTION_KEY and admin token in the data dir");
   serve->add_option("--env-file", env_file, "Read variables from a dotenv file (the environment wins)");
 
+  CliOptions options;
+  auto common = [&options](CLI::App* command) {
+    command->add_option("--env-file", options.env_file, "Read variables from a dotenv file");
+    command->add_flag("--dev", options.dev, "Use the ENCRYPTION_KEY `serve --dev` generated in the data dir");
+  };
   auto* audit = cli.add_subcommand("audit", "Audit log tools");
   audit->require_subcommand(1);
   std::string audit_path;
   auto* verify = audit->add_subcommand("verify", "Check the audit log's hash chain");
   verify->add_option("path", audit_path, "Audit log (default: AUDIT_LOG_PATH)");
-  verify->add_option("--env-file", env_file, "Read variables from a dotenv file");
+  common(verify);
 
   auto* token = cli.add_subcommand("token", "Admin token tools");
   token->require_subcommand(1);
@@ -286,11 +294,6 @@ int main(int argc, char** argv) {
   secrets->require_subcommand(1);
   bool force = false, dry_run = false;
   std::string older_than = "1h";
-  CliOptions options;
-  auto common = [&options](CLI::App* command) {
-    command->add_option("--env-file", options.env_file, "Read variables from a dotenv file");
-    command->add_flag("--dev", options.dev, "Use the ENCRYPTION_KEY `serve --dev` generated in the data dir");
-  };
   auto* rotate = secrets->add_subcommand("rotate", "Rotate the encryption key and re-encrypt every credential");
   rotate->add_flag("--force", force, "Re-encrypt secrets already on the newest key version too");
   rotate->add_flag("--dry-run", dry_run, "Count secrets per key version; write nothing");
@@ -310,7 +313,7 @@ int main(int argc, char** argv) {
   if (*sverify) return SecretsVerify(options);
   if (*gc) return SecretsGc(options, older_than, dry_run);
   if (*serve) return Serve(dev, env_file);
-  if (*verify) return AuditVerify(audit_path, env_file);
+  if (*verify) return AuditVerify(audit_path, options);
   if (*hash) {
     std::string t;
     std::getline(std::cin, t);

@@ -18,7 +18,7 @@ Error NobodyCouldLogIn() {
 }  // namespace
 
 Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Create(
-    const std::optional<SecretBytes>& admin_api_key, const std::string& tokens_file) {
+    const std::optional<SecretBytes>& admin_api_key, const std::string& tokens_file, bool require_login) {
   std::string text;
   if (!tokens_file.empty()) {
     std::ifstream in(tokens_file, std::ios::binary);
@@ -30,11 +30,11 @@ Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Create(
     ss << in.rdbuf();
     text = ss.str();
   }
-  return FromTokensJson(admin_api_key, text);
+  return FromTokensJson(admin_api_key, text, require_login);
 }
 
 Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::FromTokensJson(
-    const std::optional<SecretBytes>& admin_api_key, std::string_view tokens_json) {
+    const std::optional<SecretBytes>& admin_api_key, std::string_view tokens_json, bool require_login) {
   auto auth = std::unique_ptr<TokenAuthenticator>(new TokenAuthenticator());
   if (admin_api_key) auth->entries_.push_back({Sha256(admin_api_key->view()), {"admin", Role::kAdmin}});
   auto bad = [](const std::string& what) {
@@ -42,7 +42,7 @@ Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::FromTokensJson(
                                                       "; expected {\"tokens\":[{\"name\":…,\"role\":\"admin\"|\"viewer\",\"sha256\":<64 hex>}]}");
   };
   if (tokens_json.empty()) {
-    if (auth->entries_.empty()) return NobodyCouldLogIn();
+    if (require_login && auth->entries_.empty()) return NobodyCouldLogIn();
     return auth;
   }
   nlohmann::json doc = nlohmann::json::parse(tokens_json, nullptr, false);
@@ -64,7 +64,7 @@ Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::FromTokensJson(
     if (!raw || raw->size() != 32) return bad(where + ".sha256 must be 64 hex characters");
     auth->entries_.push_back({*raw, {name->get<std::string>(), *role == "admin" ? Role::kAdmin : Role::kViewer}});
   }
-  if (auth->entries_.empty()) return NobodyCouldLogIn();
+  if (require_login && auth->entries_.empty()) return NobodyCouldLogIn();
   return auth;
 }
 

@@ -26,12 +26,14 @@ struct Principal {
 
 class TokenAuthenticator {
  public:
-  // Errors name the tokens file and the entry at fault; no token at all
-  // (an empty tokens file and no admin key) is an error: nobody could log in.
+  // Errors name the tokens file and the entry at fault. With
+  // `require_login` (a server), no token at all (an empty tokens file and no
+  // admin key) is an error: nobody could log in. A CLI command needs none.
   static Result<std::unique_ptr<TokenAuthenticator>> Create(const std::optional<SecretBytes>& admin_api_key,
-                                                            const std::string& tokens_file);
+                                                            const std::string& tokens_file, bool require_login = true);
   static Result<std::unique_ptr<TokenAuthenticator>> FromTokensJson(const std::optional<SecretBytes>& admin_api_key,
-                                                                    std::string_view tokens_json);
+                                                                    std::string_view tokens_json,
+                                                                    bool require_login = true);
 
   // The principal for an "Authorization" header value, if it holds a known
   // "Bearer <token>".
