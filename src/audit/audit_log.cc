@@ -15,6 +15,7 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "core/encoding.h"
 #include "core/time_format.h"
@@ -50,15 +51,16 @@ std::string HeadSeal(const SecretBytes& key, uint64_t seq, const std::string& ma
 }
 
 // The flock of one append, released when it goes out of scope. Waited for
-// at most kLockWait: a writer in another process that hangs (or is stopped)
+// at most kLockWait of real time (it waits on another process, not on the
+// service's clock): a writer in another process that hangs (or is stopped)
 // holding it makes this append fail — the log then refuses what it cannot
 // audit — rather than block every other process for good.
 constexpr std::chrono::seconds kLockWait{2};
 
 class FileLock {
  public:
-  FileLock(int fd, const Clock& clock) : fd_(fd) {
-    const auto deadline = clock.Now() + kLockWait;
+  explicit FileLock(int fd) : fd_(fd) {
+    const auto deadline = std::chrono::steady_clock::now() + kLockWait;
     auto pause = std::chrono::milliseconds(1);
     while (true) {
       if (flock(fd_, LOCK_EX | LOCK_NB) == 0) {
@@ -66,8 +68,8 @@ class FileLock {
         return;
       }
       if (errno == EINTR) continue;
-      if (errno != EWOULDBLOCK || clock.Now() >= deadline) return;
-      clock.SleepFor(pause);
+      if (errno != EWOULDBLOCK || std::chrono::steady_clock::now() >= deadline) return;
+      std::this_thread::sleep_for(pause);
       pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::milliseconds(50));
     }
   }
@@ -116,7 +118,7 @@ Result<std::unique_ptr<FileAuditLog>> FileAuditLog::Open(AuditLogOptions options
   std::unique_ptr<FileAuditLog> log(new FileAuditLog(fd, std::move(options), clock));
   {
     std::lock_guard lock(log->mu_);
-    FileLock file_lock(fd, clock);
+    FileLock file_lock(fd);
     if (file_lock.held()) {
       log->SyncTail();
     } else {
@@ -249,7 +251,7 @@ void FileAuditLog::Record(const AuditEvent& e) {
     ++dropped_;
     return;
   }
-  FileLock file_lock(fd_, clock_);
+  FileLock file_lock(fd_);
   if (!file_lock.held()) {
     problem_ = kLockBusy;
     ++dropped_;
@@ -301,7 +303,7 @@ bool FileAuditLog::Ready() {
   std::lock_guard lock(mu_);
   if (healthy_.load(std::memory_order_relaxed)) return true;
   if (!HaveKey()) return false;
-  FileLock file_lock(fd_, clock_);
+  FileLock file_lock(fd_);
   if (!file_lock.held()) {
     problem_ = kLockBusy;
     return false;

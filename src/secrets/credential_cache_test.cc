@@ -319,6 +319,10 @@ TEST_F(CacheTest, ClearReturnsCount) {
 
 TEST_F(CacheTest, EvictedValueIsZeroedWhenItsLastReaderLetsGo) {
   InstallFreeWatch();
+  for (auto& w : g_free_watch) {
+    w.freed = false;
+    w.zeroed = false;
+  }
   CredentialCache cache(Options(), clock_, Queue());
   const std::string long_secret(100, 'L');  // on the heap
   const std::string short_secret = "s3cr";   // small enough to sit inside the object
