@@ -2,9 +2,8 @@
 
 #include <atomic>
 #include <map>
-#include <mutex>
-#include <shared_mutex>
 
+#include "core/mutex.h"
 #include "core/time_format.h"
 #include "secrets/aes_gcm.h"
 
@@ -38,7 +37,7 @@ class LocalKeyring final : public KeyManager {
 
   // Loads every version, re-sealing those under a previous master; creates
   // version 1 on an empty keyring.
-  Status Load() {
+  Status Load() DYAD_LOCKS_EXCLUDED(mu_) {
     last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
     struct Row { uint32_t version; std::string sealed, state, created; uint64_t encryptions; };
     std::vector<Row> rows;
@@ -59,14 +58,17 @@ class LocalKeyring final : public KeyManager {
       DYAD_ASSIGN_OR_RETURN(SecretBytes key, Unseal(row.version, row.sealed));
       loaded[row.version] = Version{std::move(key), row.state, row.created, row.encryptions, row.encryptions};
     }
-    std::unique_lock lock(mu_);
-    versions_ = std::move(loaded);
-    primary_ = 0;
-    for (auto& [v, info] : versions_) {
-      if (info.state == "active") primary_ = v;
+    bool empty;
+    {
+      WriterMutexLock lock(&mu_);
+      versions_ = std::move(loaded);
+      primary_ = 0;
+      for (auto& [v, info] : versions_) {
+        if (info.state == "active") primary_ = v;
+      }
+      empty = primary_ == 0;  // read under the lock: a Rotate() may set it once released
     }
-    lock.unlock();
-    if (primary_ == 0) return Rotate().ok() ? OkStatus() : Status(MakeError(ErrorCode::kInternal, "cannot create key version 1"));
+    if (empty) return Rotate().ok() ? OkStatus() : Status(MakeError(ErrorCode::kInternal, "cannot create key version 1"));
     return OkStatus();
   }
 
@@ -75,7 +77,7 @@ class LocalKeyring final : public KeyManager {
     DataKey dk;
     dk.plaintext = SecretBytes(kAesKeySize);
     DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), kAesKeySize));
-    std::shared_lock lock(mu_);
+    ReaderMutexLock lock(&mu_);
     dk.version = primary_;
     DYAD_RETURN_IF_ERROR(CountEncryption(dk.version));
     DYAD_ASSIGN_OR_RETURN(dk.wrapped, Wrap(versions_.at(primary_).key, primary_, dk.plaintext, context));
@@ -89,7 +91,7 @@ class LocalKeyring final : public KeyManager {
     }
     for (int attempt = 0; attempt < 2; ++attempt) {
       {
-        std::shared_lock lock(mu_);
+        ReaderMutexLock lock(&mu_);
         auto it = versions_.find(version);
         if (it != versions_.end()) {
           if (it->second.state == "retired") {
@@ -114,7 +116,7 @@ class LocalKeyring final : public KeyManager {
                                std::string_view to_context) override {
     DYAD_ASSIGN_OR_RETURN(SecretBytes dek, Decrypt(version, wrapped, from_context));
     DYAD_RETURN_IF_ERROR(RefreshIfDue());
-    std::shared_lock lock(mu_);
+    ReaderMutexLock lock(&mu_);
     WrappedKey out;
     out.version = primary_;
     DYAD_RETURN_IF_ERROR(CountEncryption(out.version));
@@ -138,7 +140,7 @@ class LocalKeyring final : public KeyManager {
       return ins.Bind(1, options_.key_id).Bind(2, static_cast<int64_t>(version)).BindBlob(3, sealed).Bind(4, created).Run();
     });
     if (!s.ok()) return s.error();
-    std::unique_lock lock(mu_);
+    WriterMutexLock lock(&mu_);
     versions_[version] = Version{std::move(key), "active", created, 0, 0};
     primary_ = std::max(primary_, version);
     return version;
@@ -152,7 +154,7 @@ class LocalKeyring final : public KeyManager {
   // learns it, together with the new primary.
   Result<std::string> CurrentState(uint32_t version) override {
     DYAD_RETURN_IF_ERROR(Refresh());
-    std::shared_lock lock(mu_);
+    ReaderMutexLock lock(&mu_);
     auto it = versions_.find(version);
     if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
     return it->second.state;
@@ -160,7 +162,7 @@ class LocalKeyring final : public KeyManager {
 
   Result<KeyState> Describe() override {
     DYAD_RETURN_IF_ERROR(RefreshIfDue());  // health and a rotation's start see other processes' versions
-    std::shared_lock lock(mu_);
+    ReaderMutexLock lock(&mu_);
     KeyState s{kind_, options_.key_id, primary_, {}};
     for (auto& [v, info] : versions_) {
       s.versions.push_back({v, info.state, info.created_at, info.reserved->load(std::memory_order_relaxed)});
@@ -186,9 +188,9 @@ class LocalKeyring final : public KeyManager {
   // A writer learns a primary made by another process within this interval.
   static constexpr Clock::Duration kRefreshInterval = std::chrono::milliseconds(500);
 
-  Status SetState(uint32_t version, const char* state) {
+  Status SetState(uint32_t version, const char* state) DYAD_LOCKS_EXCLUDED(mu_) {
     {
-      std::shared_lock lock(mu_);
+      ReaderMutexLock lock(&mu_);
       if (version == primary_) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
       if (!versions_.count(version)) return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
     }
@@ -198,7 +200,7 @@ class LocalKeyring final : public KeyManager {
       return true;
     });
     if (!r.ok()) return r.error();
-    std::unique_lock lock(mu_);
+    WriterMutexLock lock(&mu_);
     ApplyState(versions_[version], state);
     return OkStatus();
   }
@@ -218,7 +220,7 @@ class LocalKeyring final : public KeyManager {
   // The key epoch: every version's state as the database has it. A version
   // this process has not seen loads the whole keyring again; otherwise the
   // states and the primary are brought up to date in memory.
-  Status Refresh() {
+  Status Refresh() DYAD_LOCKS_EXCLUDED(mu_) {
     last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
     std::map<uint32_t, std::string> states;
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
@@ -232,7 +234,7 @@ class LocalKeyring final : public KeyManager {
     });
     if (!r.ok()) return r.error();
     {
-      std::unique_lock lock(mu_);
+      WriterMutexLock lock(&mu_);
       bool unseen = false;
       for (const auto& [v, state] : states) unseen = unseen || !versions_.count(v);
       if (!unseen) {
@@ -251,12 +253,12 @@ class LocalKeyring final : public KeyManager {
   // Counts one encryption under `version` (caller holds mu_ shared). The
   // database records a bound ahead of use, in blocks, so a crash can make
   // the count too high but never too low.
-  Status CountEncryption(uint32_t version) {
+  Status CountEncryption(uint32_t version) DYAD_SHARED_LOCKS_REQUIRED(mu_) DYAD_LOCKS_EXCLUDED(reserve_mu_) {
     static constexpr uint64_t kBlock = 4096;
     Version& v = versions_.at(version);
     uint64_t n = v.used->fetch_add(1, std::memory_order_relaxed) + 1;
     if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
-    std::lock_guard reserve(reserve_mu_);
+    MutexLock reserve(&reserve_mu_);
     if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
@@ -317,10 +319,10 @@ class LocalKeyring final : public KeyManager {
   std::shared_ptr<SqliteDb> db_;
   Random& random_;
   const Clock& clock_;
-  std::shared_mutex mu_;
-  std::mutex reserve_mu_;
-  std::map<uint32_t, Version> versions_;
-  uint32_t primary_ = 0;
+  SharedMutex mu_;
+  Mutex reserve_mu_ DYAD_ACQUIRED_AFTER(mu_);  // taken within mu_ (shared) by CountEncryption
+  std::map<uint32_t, Version> versions_ DYAD_GUARDED_BY(mu_);
+  uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;
   std::atomic<int64_t> last_refresh_ns_{INT64_MIN / 2};
 };
 
