@@ -2,38 +2,9 @@
 
 #include <algorithm>
 #include <bit>
-#include <condition_variable>
 #include <limits>
-#include <mutex>
-#include <optional>
-#include <unordered_map>
 
 namespace dyad {
-
-struct CredentialCache::Flight {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::optional<Result<CredentialsPtr>> result;
-};
-
-struct alignas(64) CredentialCache::Shard {
-  struct Entry {
-    CredentialsPtr value;  // null: a cached "not found"
-    Clock::Instant expires;
-    Clock::Instant stale_until;
-    Clock::Instant retry_after;
-    Clock::Instant last_access;
-    bool refreshing = false;
-  };
-  // What a hit writes (the lock and the hit count) shares the first cache
-  // line with nothing else; the maps after it are only read by hits.
-  std::mutex mu;
-  uint64_t hits = 0;
-  alignas(64) std::unordered_map<std::string, Entry> entries;
-  std::unordered_map<std::string, std::shared_ptr<Flight>> flights;
-  uint64_t epoch = 0;  // bumped by every invalidation in this shard
-  uint64_t misses = 0, stale = 0, loads = 0, load_errors = 0;
-};
 
 CredentialCache::CredentialCache(CacheOptions options, const Clock& clock, Spawner spawn)
     : options_(options), clock_(clock), spawn_(std::move(spawn)) {
@@ -56,7 +27,7 @@ static Error NotFoundError(const std::string& key) {
 Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loader) {
   const Clock::Instant now = clock_.CoarseNow();
   Shard& shard = ShardFor(key);
-  std::unique_lock lock(shard.mu);
+  shard.mu.Lock();
   CredentialsPtr stale_value;
   Clock::Instant stale_until{};
   auto it = shard.entries.find(key);
@@ -65,32 +36,38 @@ Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loa
     if (now < e.expires) {
       if (e.last_access != now) e.last_access = now;  // coarse time: rarely a write
       ++shard.hits;
-      if (!e.value) return NotFoundError(key);
+      if (!e.value) {
+        shard.mu.Unlock();
+        return NotFoundError(key);
+      }
       CacheRead read{e.value, CacheSource::kHit};
       auto ahead = std::chrono::duration_cast<Clock::Duration>(options_.ttl * options_.refresh_ahead_fraction);
       if (!e.refreshing && now >= e.expires - ahead && spawn_) {
         e.refreshing = true;
-        lock.unlock();
+        shard.mu.Unlock();
         StartRefresh(shard, key, loader);
+        return read;
       }
+      shard.mu.Unlock();
       return read;
     }
     if (e.value && now < e.stale_until && now < e.retry_after) {
       // The last load failed moments ago: serve stale without asking again.
       e.last_access = now;
       ++shard.stale;
-      return CacheRead{e.value, CacheSource::kStale};
+      CacheRead read{e.value, CacheSource::kStale};
+      shard.mu.Unlock();
+      return read;
     }
     stale_value = e.value;
     stale_until = e.stale_until;
   }
   ++shard.misses;
-  return LoadOrJoin(shard, key, loader, lock, std::move(stale_value), stale_until);
+  return LoadOrJoin(shard, key, loader, std::move(stale_value), stale_until);
 }
 
 Result<CacheRead> CredentialCache::LoadOrJoin(Shard& shard, const std::string& key, const Loader& loader,
-                                              std::unique_lock<std::mutex>& lock, CredentialsPtr stale_value,
-                                              Clock::Instant stale_until) {
+                                              CredentialsPtr stale_value, Clock::Instant stale_until) {
   std::shared_ptr<Flight> flight;
   bool leader = false;
   if (auto f = shard.flights.find(key); f != shard.flights.end()) {
@@ -101,25 +78,25 @@ Result<CacheRead> CredentialCache::LoadOrJoin(Shard& shard, const std::string& k
     leader = true;
   }
   const uint64_t epoch = shard.epoch;
-  lock.unlock();
+  shard.mu.Unlock();
 
   std::optional<Result<CredentialsPtr>> result;
   if (leader) {
     result.emplace(loader());
     Publish(shard, key, flight, epoch, *result, clock_.CoarseNow());
     {
-      std::lock_guard fl(flight->mu);
+      MutexLock fl(&flight->mu);
       flight->result = *result;
     }
-    flight->cv.notify_all();
+    flight->cv.SignalAll();
   } else {
-    std::unique_lock fl(flight->mu);
-    flight->cv.wait(fl, [&] { return flight->result.has_value(); });
+    MutexLock fl(&flight->mu);
+    while (!flight->result.has_value()) flight->cv.Wait(&flight->mu);
     result = *flight->result;
   }
   if (result->ok()) return CacheRead{result->value(), CacheSource::kLoaded};
   if (result->code() == ErrorCode::kUnavailable && stale_value && clock_.CoarseNow() < stale_until) {
-    std::lock_guard relock(shard.mu);
+    MutexLock relock(&shard.mu);
     ++shard.stale;
     return CacheRead{std::move(stale_value), CacheSource::kStale};
   }
@@ -130,7 +107,7 @@ void CredentialCache::Publish(Shard& shard, const std::string& key, const std::s
                               uint64_t epoch, const Result<CredentialsPtr>& result, Clock::Instant now) {
   bool grew = false;
   {
-    std::lock_guard lock(shard.mu);
+    MutexLock lock(&shard.mu);
     // An invalidation may have detached this flight, and a later reader
     // started another under the same key: that one is not ours to end.
     if (auto f = shard.flights.find(key); f != shard.flights.end() && f->second == flight) shard.flights.erase(f);
@@ -167,7 +144,7 @@ void CredentialCache::StartRefresh(Shard& shard, const std::string& key, const L
   std::shared_ptr<Flight> flight;
   uint64_t epoch;
   {
-    std::lock_guard lock(shard.mu);
+    MutexLock lock(&shard.mu);
     if (shard.flights.count(key)) return;
     flight = std::make_shared<Flight>();
     shard.flights.emplace(key, flight);
@@ -177,10 +154,10 @@ void CredentialCache::StartRefresh(Shard& shard, const std::string& key, const L
     Result<CredentialsPtr> result = loader();
     Publish(shard, key, flight, epoch, result, clock_.CoarseNow());
     {
-      std::lock_guard fl(flight->mu);
+      MutexLock fl(&flight->mu);
       flight->result = result;
     }
-    flight->cv.notify_all();
+    flight->cv.SignalAll();
   });
 }
 
@@ -190,7 +167,7 @@ void CredentialCache::EvictIfFull() {
     std::string best_key;
     Clock::Instant best_time = Clock::Instant::max();
     for (size_t i = 0; i < options_.shards; ++i) {
-      std::lock_guard lock(shards_[i].mu);
+      MutexLock lock(&shards_[i].mu);
       for (const auto& [k, e] : shards_[i].entries) {
         if (e.last_access < best_time) {
           best_time = e.last_access;
@@ -200,7 +177,7 @@ void CredentialCache::EvictIfFull() {
       }
     }
     if (best_shard == options_.shards) return;
-    std::lock_guard lock(shards_[best_shard].mu);
+    MutexLock lock(&shards_[best_shard].mu);
     auto& entries = shards_[best_shard].entries;
     auto it = entries.find(best_key);
     if (it != entries.end() && it->second.last_access == best_time) {
@@ -213,7 +190,7 @@ void CredentialCache::EvictIfFull() {
 
 void CredentialCache::Invalidate(const std::string& key) {
   Shard& shard = ShardFor(key);
-  std::lock_guard lock(shard.mu);
+  MutexLock lock(&shard.mu);
   ++shard.epoch;
   // A load in flight may have read the value this write replaced: readers
   // arriving from now on start a load of their own instead of joining it
@@ -225,7 +202,7 @@ void CredentialCache::Invalidate(const std::string& key) {
 size_t CredentialCache::Clear() {
   size_t cleared = 0;
   for (size_t i = 0; i < options_.shards; ++i) {
-    std::lock_guard lock(shards_[i].mu);
+    MutexLock lock(&shards_[i].mu);
     ++shards_[i].epoch;
     shards_[i].flights.clear();  // as Invalidate(): no reader joins a load begun before
     cleared += shards_[i].entries.size();
@@ -238,7 +215,7 @@ size_t CredentialCache::Clear() {
 CacheStats CredentialCache::Stats() const {
   CacheStats s;
   for (size_t i = 0; i < options_.shards; ++i) {
-    std::lock_guard lock(shards_[i].mu);
+    MutexLock lock(&shards_[i].mu);
     s.hits += shards_[i].hits;
     s.misses += shards_[i].misses;
     s.stale += shards_[i].stale;

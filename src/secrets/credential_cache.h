@@ -17,12 +17,14 @@
 
 #include <atomic>
 #include <functional>
-#include <mutex>
 #include <memory>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/clock.h"
+#include "core/mutex.h"
 #include "secrets/credentials.h"
 
 namespace dyad {
@@ -67,15 +69,38 @@ class CredentialCache {
   CacheStats Stats() const;
 
  private:
-  struct Shard;
-  struct Flight;
+  struct Flight {
+    Mutex mu;
+    CondVar cv;
+    std::optional<Result<CredentialsPtr>> result DYAD_GUARDED_BY(mu);
+  };
+  struct alignas(64) Shard {
+    struct Entry {
+      CredentialsPtr value;  // null: a cached "not found"
+      Clock::Instant expires;
+      Clock::Instant stale_until;
+      Clock::Instant retry_after;
+      Clock::Instant last_access;
+      bool refreshing = false;
+    };
+    // What a hit writes (the lock and the hit count) shares the first cache
+    // line with nothing else; the maps after it are only read by hits.
+    mutable Mutex mu;
+    uint64_t hits DYAD_GUARDED_BY(mu) = 0;
+    alignas(64) std::unordered_map<std::string, Entry> entries DYAD_GUARDED_BY(mu);
+    std::unordered_map<std::string, std::shared_ptr<Flight>> flights DYAD_GUARDED_BY(mu);
+    uint64_t epoch DYAD_GUARDED_BY(mu) = 0;  // bumped by every invalidation in this shard
+    uint64_t misses DYAD_GUARDED_BY(mu) = 0, stale DYAD_GUARDED_BY(mu) = 0, loads DYAD_GUARDED_BY(mu) = 0,
+             load_errors DYAD_GUARDED_BY(mu) = 0;
+  };
   Shard& ShardFor(const std::string& key);
+  // Entered with shard.mu held; releases it.
   Result<CacheRead> LoadOrJoin(Shard& shard, const std::string& key, const Loader& loader,
-                               std::unique_lock<std::mutex>& lock, CredentialsPtr stale_value,
-                               Clock::Instant stale_until);
+                               CredentialsPtr stale_value, Clock::Instant stale_until)
+      DYAD_UNLOCK_FUNCTION(shard.mu);
   void Publish(Shard& shard, const std::string& key, const std::shared_ptr<Flight>& flight, uint64_t epoch,
-               const Result<CredentialsPtr>& result, Clock::Instant now);
-  void StartRefresh(Shard& shard, const std::string& key, const Loader& loader);
+               const Result<CredentialsPtr>& result, Clock::Instant now) DYAD_LOCKS_EXCLUDED(shard.mu);
+  void StartRefresh(Shard& shard, const std::string& key, const Loader& loader) DYAD_LOCKS_EXCLUDED(shard.mu);
   void EvictIfFull();
 
   CacheOptions options_;
