@@ -6,11 +6,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 
 #include "core/encoding.h"
+#include "core/mutex.h"
 #include "core/time_format.h"
 
 namespace dyad {
@@ -125,7 +125,7 @@ class KmsKeyManager final : public KeyManager {
   // From the registry database, not from memory (see KeyManager).
   Result<std::string> CurrentState(uint32_t version) override {
     DYAD_RETURN_IF_ERROR(Reload());
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = versions_.find(version);
     if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, "KMS key " + key_id_ + " has no version " +
                                                                           std::to_string(version));
@@ -143,7 +143,7 @@ class KmsKeyManager final : public KeyManager {
     const json& meta = j["KeyMetadata"];
     std::string arn = meta.value("Arn", "");
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       if (!arn_.empty() && arn != arn_) {
         return MakeError(ErrorCode::kFailedPrecondition, "KMS key " + key_id_ + " is now '" + arn +
                                                              "', not the key '" + arn_ + "' this process resolved");
@@ -166,7 +166,7 @@ class KmsKeyManager final : public KeyManager {
     KeyState s;
     s.kind = kind_;
     s.key_id = key_id_;
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     s.primary_version = primary_;
     for (const auto& [v, row] : versions_) s.versions.push_back({v, row.state, row.created_at, 0});
     return s;
@@ -220,8 +220,8 @@ class KmsKeyManager final : public KeyManager {
   }
 
   // Status pages poll Describe(): KMS is asked at most once a second.
-  bool SyncDue() {
-    std::lock_guard lock(mu_);
+  bool SyncDue() DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     auto now = clock_.Now();
     if (last_sync_ && now - *last_sync_ < std::chrono::seconds(1)) return false;
     last_sync_ = now;
@@ -258,7 +258,7 @@ class KmsKeyManager final : public KeyManager {
     if (!s.ok()) spdlog::warn("KMS key {}: cannot record its versions: {}", key_id_, s.error().message);
   }
 
-  Status Reload() {
+  Status Reload() DYAD_LOCKS_EXCLUDED(mu_) {
     std::map<uint32_t, VersionRow> rows;
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
@@ -271,15 +271,15 @@ class KmsKeyManager final : public KeyManager {
       }
     });
     if (!r.ok()) return r.error();
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     versions_ = std::move(rows);
     primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
     last_reload_ = clock_.Now();
     return OkStatus();
   }
 
-  uint32_t Primary() {
-    std::lock_guard lock(mu_);
+  uint32_t Primary() DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     return primary_;
   }
 
@@ -298,7 +298,7 @@ class KmsKeyManager final : public KeyManager {
   Result<uint32_t> LivePrimary() {
     bool due;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       auto now = clock_.Now();
       due = !last_reload_ || now - *last_reload_ >= std::chrono::milliseconds(500);
     }
@@ -311,7 +311,7 @@ class KmsKeyManager final : public KeyManager {
   Status CheckUsable(uint32_t version) {
     for (int attempt = 0; attempt < 2; ++attempt) {
       {
-        std::lock_guard lock(mu_);
+        MutexLock lock(&mu_);
         auto it = versions_.find(version);
         if (it != versions_.end()) {
           if (it->second.state == "retired") {
@@ -326,9 +326,9 @@ class KmsKeyManager final : public KeyManager {
     return MakeError(ErrorCode::kNotFound, "KMS key " + key_id_ + " has no version " + std::to_string(version));
   }
 
-  Result<std::string> Arn() {
+  Result<std::string> Arn() DYAD_LOCKS_EXCLUDED(mu_) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       if (!arn_.empty()) return arn_;
     }
     DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call("DescribeKey", json{{"KeyId", reference_}}.dump()));
@@ -338,7 +338,7 @@ class KmsKeyManager final : public KeyManager {
       arn = j["KeyMetadata"].value("Arn", "");
     }
     if (arn.empty()) return MakeError(ErrorCode::kUnavailable, "DescribeKey: the answer has no KeyMetadata.Arn");
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     arn_ = arn;
     return arn;
   }
@@ -381,12 +381,12 @@ class KmsKeyManager final : public KeyManager {
   std::shared_ptr<SqliteDb> db_;
   const Clock& clock_;
   std::atomic<bool> sync_warned_{false};
-  std::mutex mu_;
-  std::optional<Clock::Instant> last_sync_;
-  std::optional<Clock::Instant> last_reload_;  // of the versions, from the registry
-  std::string arn_;
-  std::map<uint32_t, VersionRow> versions_;
-  uint32_t primary_ = 0;
+  Mutex mu_;
+  std::optional<Clock::Instant> last_sync_ DYAD_GUARDED_BY(mu_);
+  std::optional<Clock::Instant> last_reload_ DYAD_GUARDED_BY(mu_);  // of the versions, from the registry
+  std::string arn_ DYAD_GUARDED_BY(mu_);
+  std::map<uint32_t, VersionRow> versions_ DYAD_GUARDED_BY(mu_);
+  uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace

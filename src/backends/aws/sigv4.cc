@@ -97,7 +97,7 @@ std::string SigV4CanonicalQuery(std::string_view query) {
 SecretBytes SigV4Signer::SigningKey(const AwsCredentials& credentials, const std::string& date,
                                     const SigningParams& params) {
   std::string cache_key = credentials.access_key_id + '\n' + date + '\n' + params.region + '\n' + params.service;
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = keys_.find(cache_key);
   if (it != keys_.end()) return it->second;
   std::string k = "AWS4" + std::string(credentials.secret_access_key.view());

@@ -11,11 +11,11 @@
 
 #include <chrono>
 #include <map>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "core/mutex.h"
 #include "core/result.h"
 #include "core/secret_bytes.h"
 
@@ -58,10 +58,11 @@ class SigV4Signer {
                              const SigningParams& params);
 
  private:
-  SecretBytes SigningKey(const AwsCredentials& credentials, const std::string& date, const SigningParams& params);
+  SecretBytes SigningKey(const AwsCredentials& credentials, const std::string& date, const SigningParams& params)
+      DYAD_LOCKS_EXCLUDED(mu_);
 
-  std::mutex mu_;
-  std::map<std::string, SecretBytes> keys_;  // access key id ‖ scope → key
+  Mutex mu_;
+  std::map<std::string, SecretBytes> keys_ DYAD_GUARDED_BY(mu_);  // access key id ‖ scope → key
 };
 
 // Pieces exposed for tests and fuzzing.
