@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/encoding.h"
+#include "core/mutex.h"
 
 namespace dyad {
 
@@ -65,9 +66,9 @@ struct HttpServer::Impl {
   // themselves here.
   std::atomic<bool> stopping{false};
   std::atomic<bool> finished{false};  // Run() has returned
-  std::mutex mu;
-  uint64_t next_session = 0;
-  std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions;  // guarded by mu
+  Mutex mu;
+  uint64_t next_session DYAD_GUARDED_BY(mu) = 0;
+  std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions DYAD_GUARDED_BY(mu);
   asio::io_context ioc;
   // The acceptor, its back-off timer, the signals and the grace timer are
   // used only on this strand.
@@ -84,9 +85,9 @@ struct HttpServer::Impl {
   std::optional<asio::thread_pool> blocking;  // when may_block is set
 
   void Accept();
-  void OnAccepted(beast::error_code ec, tcp::socket socket);
-  void BeginShutdown();
-  void Forget(uint64_t id);
+  void OnAccepted(beast::error_code ec, tcp::socket socket) DYAD_LOCKS_EXCLUDED(mu);
+  void BeginShutdown() DYAD_LOCKS_EXCLUDED(mu);
+  void Forget(uint64_t id) DYAD_LOCKS_EXCLUDED(mu);
   // The handler, with any exception turned into a 500.
   HttpResponse Call(const HttpRequest& request) {
     try {
@@ -259,7 +260,7 @@ void HttpServer::Impl::OnAccepted(beast::error_code ec, tcp::socket socket) {
   accept_backoff = std::chrono::milliseconds(0);
   std::shared_ptr<Session> session;
   {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     if (sessions.size() < options.max_connections) {
       uint64_t id = next_session++;
       session = std::make_shared<Session>(std::move(socket), this, id);
@@ -285,7 +286,7 @@ void HttpServer::Impl::OnAccepted(beast::error_code ec, tcp::socket socket) {
 }
 
 void HttpServer::Impl::Forget(uint64_t id) {
-  std::lock_guard lock(mu);
+  MutexLock lock(&mu);
   sessions.erase(id);
   if (stopping && sessions.empty() && !finished) {
     asio::post(control, [this] { grace_timer.cancel(); });
@@ -300,7 +301,7 @@ void HttpServer::Impl::BeginShutdown() {
   signals.cancel(ec);
   std::vector<std::shared_ptr<Session>> live;
   {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     for (auto& [id, weak] : sessions) {
       if (auto s = weak.lock()) live.push_back(std::move(s));
     }

@@ -176,7 +176,7 @@ void Router::AuditDenial(const HttpRequest& request, const Principal& who, int s
   if (!audit_ || !clock_) return;
   uint64_t suppressed = 0;
   {
-    std::lock_guard lock(denial_mu_);
+    MutexLock lock(&denial_mu_);
     auto now = clock_->Now();
     auto [it, fresh] = denials_.try_emplace(request.peer);
     if (!fresh && now - it->second.last < kDenialInterval) {

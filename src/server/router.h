@@ -17,13 +17,13 @@
 #pragma once
 
 #include <functional>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "audit/audit_sink.h"
 #include "core/clock.h"
+#include "core/mutex.h"
 #include "server/auth.h"
 #include "server/http_types.h"
 
@@ -66,7 +66,7 @@ class Router {
   };
   static bool Match(const Route& route, const std::vector<std::string>& path, std::vector<std::string>* params);
   HttpResponse Dispatch(const HttpRequest& request, Principal& principal) const;
-  void AuditDenial(const HttpRequest& request, const Principal& who, int status) const;
+  void AuditDenial(const HttpRequest& request, const Principal& who, int status) const DYAD_LOCKS_EXCLUDED(denial_mu_);
 
   const TokenAuthenticator* auth_;
   AuditSink* audit_;
@@ -77,8 +77,8 @@ class Router {
     Clock::Instant last;
     uint64_t suppressed = 0;
   };
-  mutable std::mutex denial_mu_;
-  mutable std::unordered_map<std::string, DenialSource> denials_;  // by peer address; guarded by denial_mu_
+  mutable Mutex denial_mu_;
+  mutable std::unordered_map<std::string, DenialSource> denials_ DYAD_GUARDED_BY(denial_mu_);  // by peer address
 };
 
 }  // namespace dyad
