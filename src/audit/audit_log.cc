@@ -117,7 +117,7 @@ Result<std::unique_ptr<FileAuditLog>> FileAuditLog::Open(AuditLogOptions options
   }
   std::unique_ptr<FileAuditLog> log(new FileAuditLog(fd, std::move(options), clock));
   {
-    std::lock_guard lock(log->mu_);
+    MutexLock lock(&log->mu_);
     FileLock file_lock(fd);
     if (file_lock.held()) {
       log->SyncTail();
@@ -194,7 +194,7 @@ bool FileAuditLog::HaveKey() {
 }
 
 std::string FileAuditLog::Problem() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return problem_;
 }
 
@@ -246,7 +246,7 @@ std::string Dump(nlohmann::json& j, uint64_t seq, const std::string& prev) {
 
 void FileAuditLog::Record(const AuditEvent& e) {
   nlohmann::json j = EventJson(e, clock_);
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (!HaveKey()) {
     ++dropped_;
     return;
@@ -293,14 +293,14 @@ bool FileAuditLog::HasHeadroom() const {
 
 bool FileAuditLog::Ready() {
   if (!HasHeadroom()) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     problem_ = "less than " + std::to_string(options_.headroom_bytes) + " bytes can be appended to '" +
                options_.path + "' (disk space or file-size limit)";
     return false;
   }
   if (Healthy()) return true;
   // Room again after a failed write: prove it with the "audit.resumed" line.
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (healthy_.load(std::memory_order_relaxed)) return true;
   if (!HaveKey()) return false;
   FileLock file_lock(fd_);

@@ -27,12 +27,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 
 #include "audit/audit_sink.h"
 #include "core/clock.h"
+#include "core/mutex.h"
 #include "core/result.h"
 #include "core/secret_bytes.h"
 
@@ -68,33 +68,33 @@ class FileAuditLog final : public AuditSink {
  public:
   static Result<std::unique_ptr<FileAuditLog>> Open(AuditLogOptions options, const Clock& clock);
   ~FileAuditLog() override;
-  void Record(const AuditEvent& event) override;
+  void Record(const AuditEvent& event) override DYAD_LOCKS_EXCLUDED(mu_);
   bool Healthy() const override { return healthy_.load(std::memory_order_acquire); }
-  bool Ready() override;
+  bool Ready() override DYAD_LOCKS_EXCLUDED(mu_);
   // Why the log cannot be written, when it cannot (no secret in it).
-  std::string Problem();
+  std::string Problem() DYAD_LOCKS_EXCLUDED(mu_);
 
  private:
   FileAuditLog(int fd, AuditLogOptions options, const Clock& clock)
       : fd_(fd), options_(std::move(options)), clock_(clock) {}
   // With mu_ and the flock held: the chain's tail as the file has it now.
-  void SyncTail();
+  void SyncTail() DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // With mu_ and the flock held: appends one line; false when it failed.
-  bool Append(std::string body_without_chain);
+  bool Append(std::string body_without_chain) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasHeadroom() const;
   // With mu_ held: whether the key is in hand, asking key_source if due.
-  bool HaveKey();
+  bool HaveKey() DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int fd_;
-  AuditLogOptions options_;  // key: guarded by mu_
+  AuditLogOptions options_;  // key: guarded by mu_ (the rest is constant, so the struct is not annotated)
   const Clock& clock_;
-  std::mutex mu_;
-  std::optional<Clock::Instant> key_asked_;  // guarded by mu_
-  std::string problem_;                      // guarded by mu_
-  uint64_t seq_ = 0;       // guarded by mu_
-  std::string last_mac_;   // guarded by mu_
-  int64_t end_ = -1;       // guarded by mu_: file size after our last write
-  uint64_t dropped_ = 0;   // guarded by mu_: events lost since the last write failed
+  Mutex mu_;
+  std::optional<Clock::Instant> key_asked_ DYAD_GUARDED_BY(mu_);
+  std::string problem_ DYAD_GUARDED_BY(mu_);
+  uint64_t seq_ DYAD_GUARDED_BY(mu_) = 0;
+  std::string last_mac_ DYAD_GUARDED_BY(mu_);
+  int64_t end_ DYAD_GUARDED_BY(mu_) = -1;      // file size after our last write
+  uint64_t dropped_ DYAD_GUARDED_BY(mu_) = 0;  // events lost since the last write failed
   std::atomic<bool> healthy_{true};
 };
 

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/encoding.h"
+#include "core/mutex.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -32,22 +33,22 @@ SecretBytes Key(char fill) { return SecretBytes(std::string(32, fill)); }
 class MemoryHeads final : public AuditHeadStore {
  public:
   Status Save(const AuditHead& head) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (!head_ || head.seq > head_->seq) head_ = head;
     return OkStatus();
   }
   Result<std::optional<AuditHead>> Load() override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     return head_;
   }
   void Force(AuditHead head) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     head_ = std::move(head);
   }
 
  private:
-  std::mutex mu_;
-  std::optional<AuditHead> head_;
+  Mutex mu_;
+  std::optional<AuditHead> head_ DYAD_GUARDED_BY(mu_);
 };
 
 AuditEvent Event(const std::string& resource) {
