@@ -1,7 +1,6 @@
 #include "service/key_rotation_service.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <set>
 
 #include "core/parallel.h"
@@ -25,26 +24,37 @@ class Ticker {
  public:
   Ticker(Clock::Duration interval, std::function<void()> beat)
       : thread_([this, interval, beat = std::move(beat)] {
-          std::unique_lock lock(mu_);
-          while (!cv_.wait_for(lock, interval, [this] { return stop_; })) {
-            lock.unlock();
+          mu_.Lock();
+          while (!StopWithin(interval)) {
+            mu_.Unlock();
             beat();
-            lock.lock();
+            mu_.Lock();
           }
+          mu_.Unlock();
         }) {}
   ~Ticker() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       stop_ = true;
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     thread_.join();
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
+  // std::condition_variable::wait_for(lock, interval, [] { return stop_; }).
+  bool StopWithin(Clock::Duration interval) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const auto deadline = std::chrono::steady_clock::now() + interval;
+    while (!stop_) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= left.zero() || !cv_.WaitFor(&mu_, left)) return stop_;
+    }
+    return true;
+  }
+
+  Mutex mu_;
+  CondVar cv_;
+  bool stop_ DYAD_GUARDED_BY(mu_) = false;
   std::thread thread_;  // last: starts once the rest is built
 };
 
@@ -113,12 +123,12 @@ KeyRotationService::KeyRotationService(Options options, std::shared_ptr<SqliteDb
 
 KeyRotationService::~KeyRotationService() {
   stopping_ = true;
-  std::lock_guard lock(worker_mu_);
+  MutexLock lock(&worker_mu_);
   if (worker_.joinable()) worker_.join();
 }
 
 Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& trigger, const RotationRun* resume_from) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (current_) return Conflict(current_->id);
   DYAD_ASSIGN_OR_RETURN(KeyState keys, secrets_.keys().Describe());
   RotationRun run;
@@ -169,7 +179,7 @@ Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& tri
 
 Status KeyRotationService::SaveProgress(const RotationRun& run, bool final) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (current_ && current_->id == run.id) current_ = run;
   }
   const int64_t now = WallSeconds(clock_);
@@ -203,9 +213,9 @@ void KeyRotationService::ReleaseLock(const std::string& run_id) {
     DYAD_RETURN_IF_ERROR(st.Bind(1, run_id).Bind(2, owner_).Run());
     return true;
   });
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   current_.reset();
-  idle_cv_.notify_all();
+  idle_cv_.SignalAll();
 }
 
 Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const RotationProgress& progress) {
@@ -371,7 +381,7 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run) {
 }
 
 void KeyRotationService::Launch(RotationRun run, const Caller& caller) {
-  std::lock_guard lock(worker_mu_);
+  MutexLock lock(&worker_mu_);
   if (worker_.joinable()) worker_.join();  // the previous run has released the lock
   worker_ = std::thread([this, run, caller]() mutable { (void)Execute(run, caller, nullptr); });
 }
@@ -416,8 +426,8 @@ Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const C
 }
 
 void KeyRotationService::WaitIdle() {
-  std::unique_lock lock(mu_);
-  idle_cv_.wait(lock, [this] { return !current_; });
+  MutexLock lock(&mu_);
+  while (current_) idle_cv_.Wait(&mu_);
 }
 
 Result<std::vector<RotationRun>> KeyRotationService::History(int limit) {
@@ -436,7 +446,7 @@ Result<std::vector<RotationRun>> KeyRotationService::History(int limit) {
 
 std::optional<RotationRun> KeyRotationService::Current() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (current_) return current_;
   }
   auto history = History(1);  // another process may be running one

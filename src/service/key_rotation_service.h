@@ -19,16 +19,15 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/mutex.h"
 #include "registry/sqlite_db.h"
 #include "service/secrets_service.h"
 
@@ -101,14 +100,15 @@ class KeyRotationService {
   Result<DryRunReport> DryRun();
 
  private:
-  Result<RotationRun> Begin(bool force, const std::string& trigger, const RotationRun* resume_from);
+  Result<RotationRun> Begin(bool force, const std::string& trigger, const RotationRun* resume_from)
+      DYAD_LOCKS_EXCLUDED(mu_);
   Status Execute(RotationRun& run, const Caller& caller, const RotationProgress& progress);
   Status SaveProgress(const RotationRun& run, bool final);
   // Renews the lock's heartbeat; false when another process holds it now.
   bool Beat(const std::string& run_id);
   Status RetireOlderVersions(RotationRun& run);
-  void ReleaseLock(const std::string& run_id);
-  void Launch(RotationRun run, const Caller& caller);
+  void ReleaseLock(const std::string& run_id) DYAD_LOCKS_EXCLUDED(mu_);
+  void Launch(RotationRun run, const Caller& caller) DYAD_LOCKS_EXCLUDED(worker_mu_);
   std::string SecretsPrefix() const { return options_.prefix + "/providers/"; }
 
   Options options_;
@@ -118,12 +118,12 @@ class KeyRotationService {
   const Clock& clock_;
   const std::string owner_;
 
-  std::mutex mu_;
-  std::condition_variable idle_cv_;
-  std::optional<RotationRun> current_;  // the run in this process
+  Mutex mu_;
+  CondVar idle_cv_;
+  std::optional<RotationRun> current_ DYAD_GUARDED_BY(mu_);  // the run in this process
   std::atomic<bool> stopping_{false};
-  std::mutex worker_mu_;  // guards worker_ (Launch and the destructor)
-  std::thread worker_;
+  Mutex worker_mu_;  // Launch and the destructor
+  std::thread worker_ DYAD_GUARDED_BY(worker_mu_);
 };
 
 }  // namespace dyad

@@ -4,15 +4,14 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <latch>
-#include <mutex>
 #include <thread>
 
 #include "backends/environment/local_keyring.h"
 #include "backends/environment/sqlite_secret_store.h"
 #include "registry/sqlite_provider_repository.h"
 #include "secrets/envelope.h"
+#include "core/mutex.h"
 #include "core/time_format.h"
 #include "service/provider_service.h"
 #include "service/rotation_scheduler.h"
@@ -39,33 +38,38 @@ class GatedStore final : public SecretStore {
   }
   Result<std::vector<Result<std::string>>> GetMany(const std::vector<std::string>& names) override {
     {
-      std::unique_lock lock(mu_);
+      MutexLock lock(&mu_);
       if (++calls_ == hold_at_) {
         held_ = true;
-        cv_.notify_all();
-        cv_.wait(lock, [&] { return open_; });
+        cv_.SignalAll();
+        while (!open_) cv_.Wait(&mu_);
       }
     }
     return inner_.GetMany(names);
   }
   // Waits (at most a minute) for the held call; false if it never came.
   bool WaitUntilHeld() {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, std::chrono::minutes(1), [&] { return held_; });
+    MutexLock lock(&mu_);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+    while (!held_) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= left.zero() || !cv_.WaitFor(&mu_, left)) return held_;
+    }
+    return true;
   }
   void Open() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     open_ = true;
-    cv_.notify_all();
+    cv_.SignalAll();
   }
 
  private:
   SecretStore& inner_;
   const int hold_at_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int calls_ = 0;
-  bool held_ = false, open_ = false;
+  Mutex mu_;
+  CondVar cv_;
+  int calls_ DYAD_GUARDED_BY(mu_) = 0;
+  bool held_ DYAD_GUARDED_BY(mu_) = false, open_ DYAD_GUARDED_BY(mu_) = false;
 };
 
 class RotationTest : public ::testing::Test {
