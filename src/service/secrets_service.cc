@@ -49,42 +49,43 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
   }
   metrics_.SetCacheStats([this] { return cache_.Stats(); });
   worker_ = std::thread([this] {
-    std::unique_lock lock(work_mu_);
+    work_mu_.Lock();
     while (true) {
-      work_cv_.wait(lock, [this] { return stopping_ || !work_.empty(); });
-      if (work_.empty()) return;  // stopping with nothing left
+      while (!stopping_ && work_.empty()) work_cv_.Wait(&work_mu_);
+      if (work_.empty()) break;  // stopping with nothing left
       auto task = std::move(work_.front());
       work_.pop_front();
-      lock.unlock();
+      work_mu_.Unlock();
       task();
-      lock.lock();
+      work_mu_.Lock();
     }
+    work_mu_.Unlock();
   });
 }
 
 SecretsService::~SecretsService() {
   {
-    std::lock_guard lock(probe_mu_);
+    MutexLock lock(&probe_mu_);
     probe_stopping_ = true;
   }
-  probe_cv_.notify_all();
+  probe_cv_.SignalAll();
   if (probe_thread_.joinable()) probe_thread_.join();
   {
-    std::lock_guard lock(work_mu_);
+    MutexLock lock(&work_mu_);
     stopping_ = true;
   }
-  work_cv_.notify_all();
+  work_cv_.SignalAll();
   worker_.join();
   metrics_.SetCacheStats(nullptr);
 }
 
 void SecretsService::Spawn(std::function<void()> task) {
   {
-    std::lock_guard lock(work_mu_);
+    MutexLock lock(&work_mu_);
     if (stopping_) return;
     work_.push_back(std::move(task));
   }
-  work_cv_.notify_one();
+  work_cv_.Signal();
 }
 
 std::string SecretsService::SecretName(const std::string& provider_id) const {
@@ -335,13 +336,13 @@ SecretsHealth SecretsService::Health() {
   h.cache_enabled = options_.cache_enabled;
   h.cache_size = cache_.Size();
   {
-    std::lock_guard lock(probe_mu_);
+    MutexLock lock(&probe_mu_);
     auto now = clock_.Now();
     bool fresh = last_probe_ && now - last_probe_->at < options_.probe_interval;
     if (!fresh && !probe_started_ && !probe_wanted_ && !probe_stopping_) {
       probe_wanted_ = true;
       if (!probe_thread_.joinable()) probe_thread_ = std::thread([this] { ProbeLoop(); });
-      probe_cv_.notify_one();
+      probe_cv_.Signal();
     }
     if (last_probe_) {
       h.last_checked = last_probe_->checked_at;
@@ -375,19 +376,19 @@ SecretsHealth SecretsService::Health() {
 }
 
 void SecretsService::ProbeLoop() {
-  std::unique_lock lock(probe_mu_);
+  probe_mu_.Lock();
   while (true) {
-    probe_cv_.wait(lock, [this] { return probe_stopping_ || probe_wanted_; });
-    if (probe_stopping_) return;
+    while (!probe_stopping_ && !probe_wanted_) probe_cv_.Wait(&probe_mu_);
+    if (probe_stopping_) break;
     probe_wanted_ = false;
     probe_started_ = clock_.Now();
     probe_phase_ = "store";
-    lock.unlock();
+    probe_mu_.Unlock();
     BackendProbe p;
     auto probe = TimedStore("get", [&] { return store_.Get(options_.prefix + "/health-check"); });
     if (!probe.ok() && probe.code() != ErrorCode::kNotFound) p.store_error = probe.error().message;
     {
-      std::lock_guard phase(probe_mu_);
+      MutexLock phase(&probe_mu_);
       probe_phase_ = "keyManager";
     }
     auto t0 = clock_.Now();
@@ -398,19 +399,27 @@ void SecretsService::ProbeLoop() {
     else if (!ks.ok()) p.key_error = ks.error().message;
     p.at = clock_.Now();
     p.checked_at = FormatIso8601(clock_.WallNow());
-    lock.lock();
+    probe_mu_.Lock();
     last_probe_ = std::move(p);
     probe_started_.reset();
     probe_phase_ = "";
-    probe_done_cv_.notify_all();
+    probe_done_cv_.SignalAll();
   }
+  probe_mu_.Unlock();
 }
 
 bool SecretsService::AwaitProbe(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(probe_mu_);
-  return probe_done_cv_.wait_for(lock, timeout, [this] {
+  MutexLock lock(&probe_mu_);
+  // probe_done_cv_.wait_for(lock, timeout, answered), spelled out for the analysis.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto answered = [&]() DYAD_EXCLUSIVE_LOCKS_REQUIRED(probe_mu_) {
     return probe_stopping_ || (last_probe_ && !probe_wanted_ && !probe_started_);
-  });
+  };
+  while (!answered()) {
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= left.zero() || !probe_done_cv_.WaitFor(&probe_mu_, left)) return answered();
+  }
+  return true;
 }
 
 Status SecretsService::CheckStoredKeys(size_t sample) {

@@ -29,7 +29,6 @@
 
 #include <atomic>
 #include <concepts>
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -45,6 +44,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/environment.h"
+#include "core/mutex.h"
 #include "core/random.h"
 #include "metrics/metrics.h"
 #include "registry/provider_repository.h"
@@ -140,10 +140,10 @@ class SecretsService {
 
   size_t ClearCache(const Caller& caller);
   // Never blocks on a backend (see above); asks for a new probe when due.
-  SecretsHealth Health();
+  SecretsHealth Health() DYAD_LOCKS_EXCLUDED(probe_mu_);
   // Waits (real time, up to `timeout`) until no probe is due or running
   // and one has answered; false on timeout. For start-up and tests.
-  bool AwaitProbe(std::chrono::milliseconds timeout);
+  bool AwaitProbe(std::chrono::milliseconds timeout) DYAD_LOCKS_EXCLUDED(probe_mu_);
   // Start-up check that the configured key sealed the data already stored:
   // reads up to `sample` stored secrets spread over the list and fails with
   // kFailedPrecondition naming both key ids when one was sealed by another
@@ -201,9 +201,9 @@ class SecretsService {
   void Audit(AuditEvent event, const Caller& caller);
   template <typename F>
   auto TimedStore(std::string_view op, F&& f);
-  void Spawn(std::function<void()> task);
+  void Spawn(std::function<void()> task) DYAD_LOCKS_EXCLUDED(work_mu_);
   void RecordTampered(const std::string& provider_id, std::string_view reason, const Error& error);
-  void ProbeLoop();
+  void ProbeLoop() DYAD_LOCKS_EXCLUDED(probe_mu_);
 
   SecretsOptions options_;
   SecretStore& store_;
@@ -218,6 +218,9 @@ class SecretsService {
   std::atomic<uint64_t> stale_serves_{0}, fallback_reads_{0};
   std::atomic<int64_t> orphans_at_start_{-1};
   std::atomic<int64_t> last_degraded_ns_{INT64_MIN / 2};
+  // Not a dyad::Mutex: these guard no member (they serialise a provider's
+  // writers), and a holder's std::unique_lock moves into a heap-allocated
+  // ProviderService::Held, a lifetime the analysis cannot follow.
   std::array<std::mutex, 64> provider_locks_;
   // The backend half of Health() (a store probe, a KMS probe), made by
   // probe_thread_ and reused for probe_interval: /readyz is
@@ -228,21 +231,23 @@ class SecretsService {
     std::string checked_at;
     std::string store_error, key_error;
   };
-  std::mutex probe_mu_;
-  std::condition_variable probe_cv_;       // a probe is wanted, or stopping
-  std::condition_variable probe_done_cv_;  // a probe answered
-  std::optional<BackendProbe> last_probe_;
-  bool probe_wanted_ = false;
-  bool probe_stopping_ = false;
-  std::optional<Clock::Instant> probe_started_;  // while one runs
-  const char* probe_phase_ = "";                // what it waits for
-  std::thread probe_thread_;                    // started on first use
+  Mutex probe_mu_;
+  CondVar probe_cv_;       // a probe is wanted, or stopping
+  CondVar probe_done_cv_;  // a probe answered
+  std::optional<BackendProbe> last_probe_ DYAD_GUARDED_BY(probe_mu_);
+  bool probe_wanted_ DYAD_GUARDED_BY(probe_mu_) = false;
+  bool probe_stopping_ DYAD_GUARDED_BY(probe_mu_) = false;
+  std::optional<Clock::Instant> probe_started_ DYAD_GUARDED_BY(probe_mu_);  // while one runs
+  const char* probe_phase_ DYAD_GUARDED_BY(probe_mu_) = "";                // what it waits for
+  // Started on first use under probe_mu_; joined by the destructor once
+  // probe_stopping_ forbids another start (not under the lock: the loop needs it).
+  std::thread probe_thread_;
 
   // Refresh-ahead worker (declared last: stopped first).
-  std::mutex work_mu_;
-  std::condition_variable work_cv_;
-  std::deque<std::function<void()>> work_;
-  bool stopping_ = false;
+  Mutex work_mu_;
+  CondVar work_cv_;
+  std::deque<std::function<void()>> work_ DYAD_GUARDED_BY(work_mu_);
+  bool stopping_ DYAD_GUARDED_BY(work_mu_) = false;
   std::thread worker_;
 };
 

@@ -1,9 +1,9 @@
 #include <gtest/gtest.h>
 
-#include <condition_variable>
 
 #include "backends/environment/local_keyring.h"
 #include "core/encoding.h"
+#include "core/mutex.h"
 #include "secrets/envelope.h"
 #include "registry/sqlite_provider_repository.h"
 #include "service/provider_service.h"
@@ -34,38 +34,38 @@ class ControlledKeys final : public KeyManager {
   Status Retire(uint32_t v) override { return inner_.Retire(v); }
   Result<KeyState> Describe() override { return inner_.Describe(); }
   Status Probe() override {
-    std::unique_lock lock(mu_);
+    MutexLock lock(&mu_);
     ++entered_;
-    cv_.notify_all();
-    cv_.wait(lock, [this] { return !hang_; });
+    cv_.SignalAll();
+    while (hang_) cv_.Wait(&mu_);
     return answer_;
   }
   void Answer(Status s) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     answer_ = std::move(s);
   }
   void Hang(bool hang) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     hang_ = hang;
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   int Probes() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     return entered_;
   }
   // Waits for the n-th probe to have started (an event, not a sleep).
   void AwaitProbeStarted(int n) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return entered_ >= n; });
+    MutexLock lock(&mu_);
+    while (entered_ < n) cv_.Wait(&mu_);
   }
 
  private:
   KeyManager& inner_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool hang_ = false;
-  int entered_ = 0;
-  Status answer_;
+  Mutex mu_;
+  CondVar cv_;
+  bool hang_ DYAD_GUARDED_BY(mu_) = false;
+  int entered_ DYAD_GUARDED_BY(mu_) = 0;
+  Status answer_ DYAD_GUARDED_BY(mu_);
 };
 
 class ServicesTest : public ::testing::Test {
