@@ -94,12 +94,14 @@ CREATE TABLE audit_head(
   updated_at TEXT NOT NULL);
 )sql",
       // 7: per-provider leases, so instances on one database serialise each
-      // read-modify-write of a provider row and its secret.
+      // read-modify-write of a provider row and its secret, and a row
+      // revision that fences a writer whose lease ran out.
       R"sql(
 CREATE TABLE provider_leases(
   provider_id TEXT PRIMARY KEY,
   owner TEXT NOT NULL,
   expires_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+ALTER TABLE providers ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 )sql",
   };
   return kMigrations;

@@ -23,6 +23,9 @@ struct Provider {
   std::string adapter_config_json = "{}";
   std::vector<std::string> credential_fields;  // sorted
   int64_t credentials_version = 0;
+  // Grows with every update of the row: an update is conditional on the
+  // revision it read, so a writer that lost its lease cannot overwrite.
+  int64_t revision = 0;
   std::string created_at;
   std::string updated_at;
 };

@@ -17,6 +17,9 @@ class ProviderRepository {
   virtual ~ProviderRepository() = default;
   virtual Status Insert(const Provider& p) = 0;
   virtual Result<Provider> Get(const std::string& id) = 0;
+  // Writes `p` only if the row's revision is still `p.revision` (the one
+  // read), and moves the revision on: kConflict when another writer updated
+  // the row meanwhile, kNotFound when it is gone.
   virtual Status Update(const Provider& p) = 0;
   virtual Status Delete(const std::string& id) = 0;
   // Providers in creation order.

@@ -5,7 +5,7 @@ namespace {
 
 constexpr char kColumns[] =
     "id, slug, name, type, description, enabled, models, adapter_config, credential_fields, "
-    "credentials_version, created_at, updated_at";
+    "credentials_version, created_at, updated_at, revision";
 
 std::string JoinFields(const std::vector<std::string>& fields) {
   std::string out;
@@ -39,6 +39,7 @@ Provider ReadRow(const Statement& st) {
   p.credentials_version = st.Int(9);
   p.created_at = st.Text(10);
   p.updated_at = st.Text(11);
+  p.revision = st.Int(12);
   return p;
 }
 
@@ -68,9 +69,10 @@ class SqliteProviderRepository final : public ProviderRepository {
   Status Insert(const Provider& p) override {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(std::string("INSERT INTO providers(") + kColumns +
-                                                     ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?)"));
+                                                     ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"));
       st.Bind(1, p.id);
       BindBody(st, p, 2);
+      st.Bind(13, p.revision);
       DYAD_RETURN_IF_ERROR(st.Run());
       return true;
     });
@@ -93,13 +95,17 @@ class SqliteProviderRepository final : public ProviderRepository {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
           "UPDATE providers SET slug=?, name=?, type=?, description=?, enabled=?, models=?, "
-          "adapter_config=?, credential_fields=?, credentials_version=?, created_at=?, updated_at=? "
-          "WHERE id=?"));
+          "adapter_config=?, credential_fields=?, credentials_version=?, created_at=?, updated_at=?, "
+          "revision=revision+1 WHERE id=? AND revision=?"));
       BindBody(st, p, 1);
-      st.Bind(12, p.id);
+      st.Bind(12, p.id).Bind(13, p.revision);
       DYAD_RETURN_IF_ERROR(st.Run());
-      if (c.Changes() == 0) return MakeError(ErrorCode::kNotFound, "provider '" + p.id + "' not found");
-      return true;
+      if (c.Changes() == 1) return true;
+      DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT 1 FROM providers WHERE id = ?"));
+      DYAD_ASSIGN_OR_RETURN(bool exists, q.Bind(1, p.id).Step());
+      if (!exists) return MakeError(ErrorCode::kNotFound, "provider '" + p.id + "' not found");
+      return MakeError(ErrorCode::kConflict,
+                       "provider '" + p.id + "' was changed by another writer meanwhile; read it again and retry");
     });
     if (!r.ok()) return r.code() == ErrorCode::kAlreadyExists ? SlugTaken(p) : r.error();
     return OkStatus();

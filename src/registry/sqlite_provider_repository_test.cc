@@ -30,8 +30,15 @@ TEST(SqliteRepository, CrudAndPersistenceAcrossReopen) {
     ASSERT_TRUE(repo->Insert(Make("2", "b")).ok());
     EXPECT_EQ(repo->Insert(Make("3", "a")).code(), ErrorCode::kAlreadyExists);
     Provider p = *repo->Get("2");
+    Provider stale = p;
     p.description = "changed";
     ASSERT_TRUE(repo->Update(p).ok());
+    stale.name = "lost";  // read before that update: fenced by the revision (issue 9 item 3)
+    EXPECT_EQ(repo->Update(stale).code(), ErrorCode::kConflict);
+    p = *repo->Get("2");
+    EXPECT_EQ(p.description, "changed");
+    EXPECT_EQ(p.name, Make("2", "b").name);
+    EXPECT_EQ(p.revision, 1);
     p.slug = "a";
     EXPECT_EQ(repo->Update(p).code(), ErrorCode::kAlreadyExists);
     EXPECT_EQ(repo->Get("nope").code(), ErrorCode::kNotFound);

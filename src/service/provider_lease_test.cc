@@ -3,6 +3,7 @@
 // serialised by the provider lease (issue 9 item 3).
 #include <gtest/gtest.h>
 
+#include <future>
 #include <thread>
 
 #include "backends/environment/local_keyring.h"
@@ -108,6 +109,95 @@ TEST(ProviderLease, RotationsOnOneInstanceAndRenamesOnAnotherLoseNoWrite) {
   EXPECT_EQ(row->credential_fields, stored);
   EXPECT_EQ(read->credentials->version, 1 + kRounds);
   EXPECT_EQ(std::string(read->credentials->fields.at("api_key").view()), "k" + std::to_string(kRounds));
+}
+
+
+// A store in front of another whose first ReplaceIfUnchanged waits until the
+// test lets it go: the writer stalls holding its lease, past the lease's TTL.
+class StallingStore final : public SecretStore {
+ public:
+  explicit StallingStore(SecretStore& inner) : inner_(inner) {}
+  const std::string& Name() const override { return inner_.Name(); }
+  Result<std::string> Get(const std::string& name) override { return inner_.Get(name); }
+  Status Create(const std::string& name, std::string_view value) override { return inner_.Create(name, value); }
+  Status Put(const std::string& name, std::string_view value) override { return inner_.Put(name, value); }
+  Status Delete(const std::string& name) override { return inner_.Delete(name); }
+  Status DeleteNow(const std::string& name) override { return inner_.DeleteNow(name); }
+  Result<std::vector<std::string>> List(std::string_view prefix) override { return inner_.List(prefix); }
+  Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) override {
+    if (!stalled_.exchange(true)) {
+      reached_.set_value();
+      resume_.get_future().wait();
+    }
+    return inner_.ReplaceIfUnchanged(items);
+  }
+  std::promise<void> reached_, resume_;
+
+ private:
+  SecretStore& inner_;
+  std::atomic<bool> stalled_{false};
+};
+
+// Issue 9 item 3: a writer that stalls past its lease's TTL (a pause, a slow
+// backend call) and resumes after another instance took the lease over and
+// wrote gets kConflict; the other instance's acknowledged write stands.
+TEST(ProviderLease, AWriterWhoseLeaseRanOutCannotOverwriteTheOneThatTookItOver) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("t.db"));
+  FakeClock clock;
+  Instance a(db, clock), b(db, clock);
+  ProviderPatch p;
+  p.name = p.slug = "fenced";
+  p.type = "http-sdk";
+  p.credentials = Fields({{"api_key", "v1"}});
+  auto made = a.providers->Create(p, Caller{});
+  ASSERT_TRUE(made.ok()) << made.error().message;
+
+  StallingStore stalling(*a.store);
+  SecretsService a_secrets(SecretsOptions{}, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
+                           EnvMap{});
+  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit, a.leases.get());
+  auto reached = stalling.reached_.get_future();
+  auto stalled = std::async(std::launch::async, [&] {
+    return a_providers.RotateCredentials(made->id, Fields({{"api_key", "from-a"}}), Caller{});
+  });
+  reached.wait();  // A holds the lease and has read the row and the secret
+  clock.Advance(ProviderLeaseOptions{}.ttl + 1s);
+  auto took_over = b.providers->RotateCredentials(made->id, Fields({{"api_key", "from-b"}}), Caller{});
+  ASSERT_TRUE(took_over.ok()) << took_over.error().message;
+  stalling.resume_.set_value();
+  auto late = stalled.get();
+  EXPECT_EQ(late.code(), ErrorCode::kConflict) << (late.ok() ? "acknowledged" : late.error().message);
+
+  auto row = b.repo->Get(made->id);
+  EXPECT_EQ(row->credentials_version, 2);
+  auto read = b.secrets->Get(made->id, Caller{});
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(read->credentials->fields.at("api_key").view(), "from-b");
+  EXPECT_EQ(read->credentials->version, 2);
+}
+
+// A validate on one instance after a credential rotation through another
+// reads the new credentials, not the copy it cached before.
+TEST(ProviderLease, ValidateAfterARotationElsewhereSeesTheNewCredentials) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("t.db"));
+  FakeClock clock;
+  Instance a(db, clock), b(db, clock);
+  ProviderPatch p;
+  p.name = p.slug = "seen";
+  p.type = "http-sdk";
+  p.credentials = Fields({{"api_key", "old"}});
+  auto made = a.providers->Create(p, Caller{});
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  auto first = a.providers->Validate(made->id, Caller{});
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(a.providers->Validate(made->id, Caller{}).ok());  // now from A's cache
+  ASSERT_TRUE(b.providers->RotateCredentials(made->id, Fields({{"api_key", "new"}}), Caller{}).ok());
+  auto after = a.providers->Validate(made->id, Caller{});
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->credentials_version, 2);
+  EXPECT_NE(after->fingerprint, first->fingerprint);
 }
 
 }  // namespace

@@ -66,15 +66,18 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   p.created_at = p.updated_at = FormatIso8601(clock_.WallNow());
   auto held = Hold(p.id);
   Status s = held.ok() ? OkStatus() : Status(held.error());
+  std::optional<std::string> written;
   if (s.ok() && input.credentials && !input.credentials->empty()) {
     p.credential_fields = Names(*input.credentials);
     p.credentials_version = 1;
-    s = secrets_.Create(p.id, p.credentials_version, *input.credentials, caller);
+    auto stored = secrets_.Create(p.id, p.credentials_version, *input.credentials, caller);
+    if (stored.ok()) written = std::move(stored).value();
+    else s = stored.error();
   }
   if (s.ok()) {
     s = repo_.Insert(p);
-    if (!s.ok() && p.credentials_version > 0) {
-      Status undo = secrets_.RestoreRaw(p.id, std::nullopt);  // no secret without its row
+    if (!s.ok() && written) {
+      Status undo = secrets_.RestoreRaw(p.id, written, std::nullopt);  // no secret without its row
       if (!undo.ok()) Audit("secret.orphaned", p.id, undo, caller, t0);
     }
   }
@@ -90,7 +93,10 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
     DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
     Apply(patch, p);
     p.updated_at = FormatIso8601(clock_.WallNow());
-    std::optional<std::string> previous;
+    // Both writes are fenced by what was read under the lease (the secret's
+    // document, the row's revision): a writer whose lease ran out while it
+    // stalled gets kConflict instead of overwriting the one that took over.
+    std::optional<std::string> previous, written;
     bool wrote_secret = false;
     if (patch.credentials) {
       DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
@@ -99,14 +105,15 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
         p.credential_fields.clear();
       } else {
         p.credential_fields = Names(*patch.credentials);
-        DYAD_RETURN_IF_ERROR(secrets_.Put(id, p.credentials_version + 1, *patch.credentials, caller));
+        DYAD_ASSIGN_OR_RETURN(written, secrets_.Put(id, p.credentials_version + 1, *patch.credentials, previous, caller));
       }
       ++p.credentials_version;
       wrote_secret = true;
     }
     Status s = repo_.Update(p);
+    if (s.ok()) ++p.revision;
     if (!s.ok() && wrote_secret) {
-      Status undo = secrets_.RestoreRaw(id, previous);  // the row and the secret stay in step
+      Status undo = secrets_.RestoreRaw(id, written, previous);  // the row and the secret stay in step
       if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
     }
     if (!s.ok()) return s.error();
@@ -144,6 +151,12 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
   DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
   ValidationReport report;
   auto read = secrets_.Get(id, caller);
+  if (read.ok() && read->source == "cache" && read->credentials->version < p.credentials_version) {
+    // Written through another instance since this one cached it: the row
+    // just read says so; validate what is stored now.
+    secrets_.cache().Invalidate(id);
+    read = secrets_.Get(id, caller);
+  }
   bool needs = !RequiredCredentialFields(p.type).empty() || !p.credential_fields.empty();
   if (!read.ok() && read.code() == ErrorCode::kNotFound && !needs) {
     report.valid = true;

@@ -232,17 +232,31 @@ Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const
   return read;
 }
 
-Status SecretsService::Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
-                             const Caller& caller, bool create) {
+namespace {
+
+Error ChangedMeanwhile(const std::string& name) {
+  return MakeError(ErrorCode::kConflict,
+                   "'" + name + "' was changed by another writer meanwhile; read the provider again and retry");
+}
+
+}  // namespace
+
+Result<std::string> SecretsService::Write(const std::string& provider_id, int64_t version,
+                                          const CredentialFields& fields, const Caller& caller, bool create,
+                                          const std::optional<std::string>& expected) {
   const std::string name = SecretName(provider_id);
   auto t0 = clock_.Now();
   SecretBytes payload = CredentialsToJson(fields);
   auto sealed = sealer_.Seal(name, version, payload);
   metrics_.ObserveKeyManager("seal", Seconds(clock_.Now() - t0).count(), sealed.ok());
-  Status s = sealed.ok() ? TimedStore(create ? "create" : "put",
-                                      [&] { return create ? store_.Create(name, *sealed) : store_.Put(name, *sealed); })
-                         : Status(sealed.error());
-  if (s.ok()) s = ResealIfRetiring(name, version, payload, *sealed);
+  Result<std::string> stored = sealed.ok() ? Result<std::string>(*sealed) : Result<std::string>(sealed.error());
+  if (stored.ok() && (create || !expected)) {
+    Status s = TimedStore("create", [&] { return store_.Create(name, *sealed); });
+    if (!s.ok()) stored = !create && s.code() == ErrorCode::kAlreadyExists ? ChangedMeanwhile(name) : s.error();
+  } else if (stored.ok()) {
+    stored = ReplaceFenced(name, *expected, *sealed);
+  }
+  if (stored.ok()) stored = ResealIfRetiring(name, version, payload, *stored);
   cache_.Invalidate(provider_id);
   AuditEvent e;
   e.action = "secret.put";
@@ -250,40 +264,63 @@ Status SecretsService::Write(const std::string& provider_id, int64_t version, co
   e.fields = FieldNames(fields);
   e.source = "store";
   e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
-  if (!s.ok()) {
-    SetFailure(e, s.error());
+  if (!stored.ok()) {
+    SetFailure(e, stored.error());
   }
   Audit(std::move(e), caller);
-  return s;
+  return stored;
+}
+
+// Replaces `expected` with `sealed`. A key rotation may have re-encrypted
+// `expected` meanwhile (the same credentials version under a newer key):
+// that is not another writer, so the swap is tried again on what it wrote.
+Result<std::string> SecretsService::ReplaceFenced(const std::string& name, std::string expected,
+                                                  const std::string& sealed) {
+  constexpr int kAttempts = 4;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    DYAD_ASSIGN_OR_RETURN(std::vector<bool> replaced,
+                          TimedStore("put", [&] { return store_.ReplaceIfUnchanged({{name, expected, sealed}}); }));
+    if (replaced.at(0)) return sealed;
+    auto current = store_.Get(name);
+    if (!current.ok()) return current.code() == ErrorCode::kNotFound ? ChangedMeanwhile(name) : current.error();
+    auto was = ParseEnvelope(expected);
+    auto now = ParseEnvelope(*current);
+    bool rewrapped = was.ok() && now.ok() && was->credentials_version == now->credentials_version;
+    if (!rewrapped) return ChangedMeanwhile(name);
+    expected = std::move(current).value();
+  }
+  return ChangedMeanwhile(name);
 }
 
 // Write-then-check: the key version sealed under is asked for after the
 // store write. Still active then, the retirer's recount (which runs after it
 // marks the version retiring) sees this blob; no longer active, the payload
-// is sealed again under the primary this process now knows, and checked
-// again. Either way no blob is left on a version that gets retired.
-Status SecretsService::ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
-                                        std::string sealed) {
-  if (sealer_.mode() != SealMode::kEnvelope) return OkStatus();
+// is sealed again under the primary this process now knows (replacing only
+// this writer's own document), and checked again. Either way no blob is
+// left on a version that gets retired.
+Result<std::string> SecretsService::ResealIfRetiring(const std::string& name, int64_t version,
+                                                     const SecretBytes& payload, std::string sealed) {
+  if (sealer_.mode() != SealMode::kEnvelope) return sealed;
   constexpr int kAttempts = 5;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     DYAD_ASSIGN_OR_RETURN(Envelope env, ParseEnvelope(sealed));
     DYAD_ASSIGN_OR_RETURN(std::string state, keys_.CurrentState(env.key_version));
-    if (state == "active") return OkStatus();
-    DYAD_ASSIGN_OR_RETURN(sealed, sealer_.Seal(name, version, payload));
-    DYAD_RETURN_IF_ERROR(TimedStore("put", [&] { return store_.Put(name, sealed); }));
+    if (state == "active") return sealed;
+    DYAD_ASSIGN_OR_RETURN(std::string again, sealer_.Seal(name, version, payload));
+    DYAD_ASSIGN_OR_RETURN(sealed, ReplaceFenced(name, sealed, again));
   }
   return MakeError(ErrorCode::kUnavailable, "'" + name + "': the key version kept changing while it was written");
 }
 
-Status SecretsService::Create(const std::string& provider_id, int64_t version, const CredentialFields& fields,
-                              const Caller& caller) {
-  return Write(provider_id, version, fields, caller, true);
+Result<std::string> SecretsService::Create(const std::string& provider_id, int64_t version,
+                                           const CredentialFields& fields, const Caller& caller) {
+  return Write(provider_id, version, fields, caller, true, std::nullopt);
 }
 
-Status SecretsService::Put(const std::string& provider_id, int64_t version, const CredentialFields& fields,
-                           const Caller& caller) {
-  return Write(provider_id, version, fields, caller, false);
+Result<std::string> SecretsService::Put(const std::string& provider_id, int64_t version,
+                                        const CredentialFields& fields, const std::optional<std::string>& expected,
+                                        const Caller& caller) {
+  return Write(provider_id, version, fields, caller, false, expected);
 }
 
 Status SecretsService::Delete(const std::string& provider_id, const Caller& caller) {
@@ -309,10 +346,23 @@ Result<std::optional<std::string>> SecretsService::ReadRaw(const std::string& pr
   return r.error();
 }
 
-Status SecretsService::RestoreRaw(const std::string& provider_id, const std::optional<std::string>& raw) {
-  Status s = raw ? store_.Put(SecretName(provider_id), *raw) : store_.DeleteNow(SecretName(provider_id));
+Status SecretsService::RestoreRaw(const std::string& provider_id, const std::optional<std::string>& written,
+                                  const std::optional<std::string>& raw) {
+  const std::string name = SecretName(provider_id);
+  Status s;
+  if (written && raw) {
+    auto replaced = store_.ReplaceIfUnchanged({{name, *written, *raw}});
+    if (!replaced.ok()) s = replaced.error();
+  } else if (written) {
+    auto current = store_.Get(name);
+    if (current.ok() && *current == *written) s = store_.DeleteNow(name);
+    else if (!current.ok() && current.code() != ErrorCode::kNotFound) s = current.error();
+  } else if (raw) {
+    s = store_.Create(name, *raw);
+    if (!s.ok() && s.code() == ErrorCode::kAlreadyExists) s = OkStatus();  // another writer's stands
+  }
   cache_.Invalidate(provider_id);
-  if (!s.ok() && !(s.code() == ErrorCode::kNotFound && !raw)) return s;
+  if (!s.ok() && s.code() != ErrorCode::kNotFound) return s;
   return OkStatus();
 }
 

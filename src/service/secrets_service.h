@@ -125,13 +125,23 @@ class SecretsService {
   // The hot path (through the cache unless SECRETS_CACHE_ENABLED=false).
   Result<CredentialRead> Get(const std::string& provider_id, const Caller& caller);
 
-  // Seals and stores; Create fails with kAlreadyExists on a taken name.
-  Status Create(const std::string& provider_id, int64_t version, const CredentialFields& fields, const Caller& caller);
-  Status Put(const std::string& provider_id, int64_t version, const CredentialFields& fields, const Caller& caller);
+  // Seal and store, returning the document stored. Create fails with
+  // kAlreadyExists on a taken name. Put replaces only if the store still
+  // holds `expected` (the document read under the provider's lease;
+  // nullopt: no secret), else kConflict: a writer whose lease ran out never
+  // overwrites the one that took it over.
+  Result<std::string> Create(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                             const Caller& caller);
+  Result<std::string> Put(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                          const std::optional<std::string>& expected, const Caller& caller);
   Status Delete(const std::string& provider_id, const Caller& caller);
   // The stored document as it is, for compensation; nullopt when absent.
   Result<std::optional<std::string>> ReadRaw(const std::string& provider_id);
-  Status RestoreRaw(const std::string& provider_id, const std::optional<std::string>& raw);
+  // Undoes a write: puts `raw` back (nullopt: deletes) only where the store
+  // still holds `written` (nullopt: still holds nothing); another writer's
+  // document stands.
+  Status RestoreRaw(const std::string& provider_id, const std::optional<std::string>& written,
+                    const std::optional<std::string>& raw);
 
   // Serialises writers of one provider (credential writes, re-encryption)
   // in this process; across instances ProviderService also holds the
@@ -195,9 +205,11 @@ class SecretsService {
  private:
   Result<CredentialsPtr> Load(const std::string& provider_id);
   Result<CredentialsPtr> FromEnvironment(const std::string& provider_id, const std::string& origin);
-  Status Write(const std::string& provider_id, int64_t version, const CredentialFields& fields, const Caller& caller,
-               bool create);
-  Status ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload, std::string sealed);
+  Result<std::string> Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                            const Caller& caller, bool create, const std::optional<std::string>& expected);
+  Result<std::string> ReplaceFenced(const std::string& name, std::string expected, const std::string& sealed);
+  Result<std::string> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
+                                       std::string sealed);
   void Audit(AuditEvent event, const Caller& caller);
   template <typename F>
   auto TimedStore(std::string_view op, F&& f);
