@@ -220,6 +220,12 @@ void OperationsRoutes(Router& r, ApiContext api) {
   r.Add("GET", "/readyz", [api](const RouteContext&) {
     Status db = api.repo.Ping();
     if (!db.ok()) return JsonError(503, "SERVICE_UNAVAILABLE", "registry unreachable: " + db.error().message);
+    // Every write is refused while the audit log cannot take it (a failed
+    // write, disk space, RLIMIT_FSIZE): not ready. Healthy() waits on no lock.
+    if (!api.audit.Healthy()) {
+      return JsonError(503, "SERVICE_UNAVAILABLE",
+                       "audit log cannot be written (disk space, file-size limit or audit key): writes are refused");
+    }
     SecretsHealth h = api.secrets.Health();
     if (h.status == "unhealthy") {
       return JsonError(503, "SERVICE_UNAVAILABLE",

@@ -298,7 +298,7 @@ bool FileAuditLog::Ready() {
                options_.path + "' (disk space or file-size limit)";
     return false;
   }
-  if (Healthy()) return true;
+  if (healthy_.load(std::memory_order_acquire)) return true;
   // Room again after a failed write: prove it with the "audit.resumed" line.
   MutexLock lock(&mu_);
   if (healthy_.load(std::memory_order_relaxed)) return true;

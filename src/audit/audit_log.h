@@ -69,7 +69,11 @@ class FileAuditLog final : public AuditSink {
   static Result<std::unique_ptr<FileAuditLog>> Open(AuditLogOptions options, const Clock& clock);
   ~FileAuditLog() override;
   void Record(const AuditEvent& event) override DYAD_LOCKS_EXCLUDED(mu_);
-  bool Healthy() const override { return healthy_.load(std::memory_order_acquire); }
+  // False after a failed write, and also while less than headroom_bytes can
+  // be appended (free space, RLIMIT_FSIZE), when every write is refused.
+  // Cheap syscalls only (fstat, getrlimit, fstatvfs): never waits on mu_ or
+  // the file lock, so I/O threads may call it.
+  bool Healthy() const override { return healthy_.load(std::memory_order_acquire) && HasHeadroom(); }
   bool Ready() override DYAD_LOCKS_EXCLUDED(mu_);
   // Why the log cannot be written, when it cannot (no secret in it).
   std::string Problem() DYAD_LOCKS_EXCLUDED(mu_);

@@ -1,6 +1,11 @@
 #include "core/environment.h"
 
-#include <fstream>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 
 #include "core/encoding.h"
@@ -82,16 +87,46 @@ Result<EnvMap> ParseDotenv(std::string_view text) {
 }
 
 Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(ErrorCode::kNotFound, "cannot read " + path);
-  std::string text;
-  char buf[8192];
-  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-    text.append(buf, static_cast<size_t>(in.gcount()));
-    if (text.size() > max_bytes) {
-      return MakeError(ErrorCode::kInvalidArgument, path + ": larger than " + std::to_string(max_bytes) + " bytes");
+  // The file may hold secrets (an --env-file with ENCRYPTION_KEY): it is read
+  // with read(2) straight into the result, with no stream or stack buffer in
+  // between. When the result must grow, the bytes are copied into a larger
+  // string and the old buffer is wiped; on every error path the partial
+  // result is wiped too. Only the returned string holds the plaintext; its
+  // owner wipes it (Cleanse, which covers the whole capacity).
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return MakeError(ErrorCode::kNotFound, "cannot read " + path);
+  std::string text(std::min<size_t>(4096, max_bytes + 1), '\0');
+  size_t len = 0;
+  auto fail = [&](ErrorCode code, std::string message) -> Result<std::string> {
+    ::close(fd);
+    Cleanse(text);
+    return MakeError(code, std::move(message));
+  };
+  while (true) {
+    if (len == text.size()) {
+      if (len > max_bytes) {
+        return fail(ErrorCode::kInvalidArgument, path + ": larger than " + std::to_string(max_bytes) + " bytes");
+      }
+      std::string bigger(std::min<size_t>(text.size() * 2, max_bytes + 1), '\0');
+      std::memcpy(bigger.data(), text.data(), len);
+      Cleanse(text);
+      text.swap(bigger);
     }
+    ssize_t n = ::read(fd, text.data() + len, text.size() - len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(ErrorCode::kNotFound, "cannot read " + path);
+    if (n == 0) break;
+    len += static_cast<size_t>(n);
   }
+  ::close(fd);
+  if (len > max_bytes) {
+    Cleanse(text);
+    return MakeError(ErrorCode::kInvalidArgument, path + ": larger than " + std::to_string(max_bytes) + " bytes");
+  }
+  text.resize(len);  // shrinking: no reallocation, nothing copied
   return text;
 }
 

@@ -178,7 +178,9 @@ void Router::AuditDenial(const HttpRequest& request, const Principal& who, int s
   {
     MutexLock lock(&denial_mu_);
     auto now = clock_->Now();
-    auto [it, fresh] = denials_.try_emplace(request.peer);
+    // One bucket per address and status: a 401 storm must not hide a 403
+    // (an authenticated principal trying what its role does not allow).
+    auto [it, fresh] = denials_.try_emplace(std::to_string(status) + " " + request.peer);
     if (!fresh && now - it->second.last < kDenialInterval) {
       ++it->second.suppressed;
       return;
@@ -198,7 +200,7 @@ void Router::AuditDenial(const HttpRequest& request, const Principal& who, int s
   e.request_id = request.request_id;
   e.detail = "from " + (request.peer.empty() ? std::string("unknown") : request.peer);
   if (suppressed > 0) {
-    e.detail += "; " + std::to_string(suppressed) + " denial(s) from this address since the last such line not logged";
+    e.detail += "; " + std::to_string(suppressed) + " denial(s) of this kind from this address since the last such line not logged";
   }
   audit_->Record(e);
 }

@@ -78,7 +78,7 @@ class Router {
     uint64_t suppressed = 0;
   };
   mutable Mutex denial_mu_;
-  mutable std::unordered_map<std::string, DenialSource> denials_ DYAD_GUARDED_BY(denial_mu_);  // by peer address
+  mutable std::unordered_map<std::string, DenialSource> denials_ DYAD_GUARDED_BY(denial_mu_);  // by "<status> <peer address>"
 };
 
 }  // namespace dyad

@@ -145,6 +145,23 @@ TEST_F(RouterTest, DenialsAreAuditedOncePerSourcePerSecond) {
   EXPECT_NE(events[2].detail.find("5 denial(s)"), std::string::npos) << events[2].detail;
 }
 
+// Security review: a 401 and a 403 from one address are rate-limited apart,
+// so an anonymous probe does not hide a viewer's forbidden attempt.
+TEST_F(RouterTest, UnauthenticatedDenialDoesNotHideForbidden) {
+  EXPECT_EQ(Call("GET", "/admin/things/1", "", "10.0.0.9").status, 401);
+  clock_.Advance(std::chrono::milliseconds(100));
+  EXPECT_EQ(Call("DELETE", "/admin/things/1", "Bearer viewer-token", "10.0.0.9").status, 403);
+  auto events = audit_.events();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].action, "auth.unauthenticated");
+  EXPECT_EQ(events[1].action, "auth.forbidden");
+  EXPECT_EQ(events[1].actor, "ci");
+  // Each kind is still limited on its own.
+  EXPECT_EQ(Call("DELETE", "/admin/things/1", "Bearer viewer-token", "10.0.0.9").status, 403);
+  EXPECT_EQ(Call("GET", "/admin/things/1", "", "10.0.0.9").status, 401);
+  EXPECT_EQ(audit_.events().size(), 2u);
+}
+
 // Issue 9, item 2: a throwing handler is a 500 naming the request id.
 TEST_F(RouterTest, HandlerExceptionIs500WithTheRequestId) {
   auto r = Call("POST", "/things/throw");

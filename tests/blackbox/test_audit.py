@@ -153,6 +153,33 @@ def test_file_size_limited_log_refuses_then_recovers(gateway):
     assert r.returncode == 0, r.stderr
 
 
+def test_log_without_headroom_is_reported_by_health_and_readyz(gateway):
+    """Security review, finding 1: while the audit log cannot take a line (past its headroom: RLIMIT_FSIZE or a
+    nearly full disk) every write gets 503; health and /readyz say so too, and recover with it."""
+    pid = create_provider(gateway, "openai", {"api_key": canary()})["id"]
+    log = gateway.data_dir / "audit.log"
+    assert gateway.call("GET", "/readyz").status_code == 200
+    assert data(gateway.call("GET", "/admin/secrets/health"))["auditLogHealthy"] is True
+    resource.prlimit(gateway.proc.pid, resource.RLIMIT_FSIZE, (log.stat().st_size + 200, resource.RLIM_INFINITY))
+    try:
+        assert gateway.call("POST", f"/admin/providers/{pid}/credentials/rotate",
+                            json={"credentials": {"api_key": canary()}}).status_code == 503
+        r = gateway.call("GET", "/readyz")
+        assert r.status_code == 503, r.text
+        assert "audit log" in r.json()["error"]["message"]
+        health = gateway.call("GET", "/admin/secrets/health").json()
+        health = health.get("data", health)
+        assert health["auditLogHealthy"] is False, health
+        assert health["status"] != "healthy", health
+    finally:
+        resource.prlimit(gateway.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert gateway.call("GET", "/readyz").status_code == 200
+    assert data(gateway.call("GET", "/admin/secrets/health"))["auditLogHealthy"] is True
+    rotated = data(gateway.call("POST", f"/admin/providers/{pid}/credentials/rotate",
+                                json={"credentials": {"api_key": canary()}}))
+    assert rotated["credentialsVersion"] == 2
+
+
 def test_duration_is_real_for_every_action(gateway):
     pid = some_history(gateway, n=1)[0]
     data(gateway.call("POST", f"/admin/secrets/providers/{pid}/credentials/validate"))

@@ -38,6 +38,19 @@ class LocalKeyring final : public KeyManager {
   // Loads every version, re-sealing those under a previous master; creates
   // version 1 on an empty keyring.
   Status Load() DYAD_LOCKS_EXCLUDED(mu_) {
+    bool none = false;
+    DYAD_RETURN_IF_ERROR(LoadVersions(&none));
+    if (!none) return OkStatus();
+    // No version at all: create version 1 unless another instance (process)
+    // starting at the same time did so first, then load whichever won. A
+    // plain Rotate() here made two fresh instances leave "1|active 2|active".
+    DYAD_RETURN_IF_ERROR(CreateFirstVersion());
+    DYAD_RETURN_IF_ERROR(LoadVersions(&none));
+    if (none) return MakeError(ErrorCode::kInternal, "cannot create key version 1");
+    return OkStatus();
+  }
+
+  Status LoadVersions(bool* none) DYAD_LOCKS_EXCLUDED(mu_) {
     last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
     struct Row { uint32_t version; std::string sealed, state, created; uint64_t encryptions; };
     std::vector<Row> rows;
@@ -68,8 +81,27 @@ class LocalKeyring final : public KeyManager {
       }
       empty = primary_ == 0;  // read under the lock: a Rotate() may set it once released
     }
-    if (empty) return Rotate().ok() ? OkStatus() : Status(MakeError(ErrorCode::kInternal, "cannot create key version 1"));
+    *none = rows.empty();
+    // Versions, but none active (all retired): a new primary, as before.
+    if (empty && !*none) {
+      return Rotate().ok() ? OkStatus() : Status(MakeError(ErrorCode::kInternal, "cannot create an active key version"));
+    }
     return OkStatus();
+  }
+
+  // Inserts version 1 only while the key has no version at all, in one
+  // statement within a write (BEGIN IMMEDIATE) transaction.
+  Status CreateFirstVersion() {
+    SecretBytes key(kAesKeySize);
+    DYAD_RETURN_IF_ERROR(random_.Fill(key.data(), kAesKeySize));
+    std::string created = FormatIso8601(clock_.WallNow());
+    DYAD_ASSIGN_OR_RETURN(std::string sealed, Seal(1, key));
+    return db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare(
+          "INSERT INTO key_versions(key_id, version, sealed, state, created_at) SELECT ?,1,?,'active',? "
+          "WHERE NOT EXISTS (SELECT 1 FROM key_versions WHERE key_id=?)"));
+      return ins.Bind(1, options_.key_id).BindBlob(2, sealed).Bind(3, created).Bind(4, options_.key_id).Run();
+    });
   }
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <string>
+#include <thread>
+
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -59,6 +63,48 @@ TEST_F(TwoKeyrings, RetiringStillDecryptsAndItsStateIsReadFromTheDatabase) {
   ASSERT_TRUE(a_->Retire(1).ok());
   EXPECT_EQ(*b_->CurrentState(1), "retired");
   EXPECT_EQ(b_->Decrypt(1, old->wrapped).code(), ErrorCode::kFailedPrecondition);
+}
+
+// Security review, finding 4: two fresh instances starting at once on an
+// empty database create one key version between them, not "1|active
+// 2|active". Each round uses a key id of its own, so each starts empty.
+TEST(LocalKeyringStart, ConcurrentFirstLoadsCreateOneVersion) {
+  testing::TempDir dir;
+  auto db = SqliteDb::Open(dir.File("k.db"));
+  ASSERT_TRUE(db.ok()) << db.error().message;
+  FakeClock clock;
+  for (int round = 0; round < 20; ++round) {
+    std::string key_id = "k" + std::to_string(round);
+    std::atomic<int> ready{0};
+    std::unique_ptr<KeyManager> made[2];
+    std::string errors[2];
+    auto start = [&](int i) {
+      ready.fetch_add(1);
+      while (ready.load() < 2) std::this_thread::yield();
+      auto k = NewLocalKeyring({key_id, SecretBytes(std::string(32, 'm')), {}}, *db, DefaultRandom(), clock);
+      if (k.ok()) made[i] = std::move(k).value();
+      else errors[i] = k.error().message;
+    };
+    std::thread t0(start, 0), t1(start, 1);
+    t0.join();
+    t1.join();
+    ASSERT_TRUE(made[0] && made[1]) << errors[0] << errors[1];
+    auto count = (*db)->With<int64_t>([&](SqliteConnection& c) -> Result<int64_t> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT COUNT(*) FROM key_versions WHERE key_id=?"));
+      st.Bind(1, key_id);
+      DYAD_RETURN_IF_ERROR(st.Step());
+      return st.Int(0);
+    });
+    ASSERT_TRUE(count.ok()) << count.error().message;
+    ASSERT_EQ(*count, 1) << "round " << round;
+    // Both use that version: what one wraps, the other opens.
+    auto dk = made[0]->GenerateDataKey("ctx");
+    ASSERT_TRUE(dk.ok()) << dk.error().message;
+    EXPECT_EQ(dk->version, 1u);
+    auto opened = made[1]->Decrypt(dk->version, dk->wrapped, "ctx");
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    EXPECT_TRUE(*opened == dk->plaintext);
+  }
 }
 
 }  // namespace
