@@ -74,7 +74,8 @@ TEST(LocalKeyringStart, ConcurrentFirstLoadsCreateOneVersion) {
   ASSERT_TRUE(db.ok()) << db.error().message;
   FakeClock clock;
   for (int round = 0; round < 20; ++round) {
-    std::string key_id = "k" + std::to_string(round);
+    std::string key_id = "k";
+    key_id += std::to_string(round);  // not "k" + to_string(): GCC 12 warns falsely (-Wrestrict)
     std::atomic<int> ready{0};
     std::unique_ptr<KeyManager> made[2];
     std::string errors[2];
