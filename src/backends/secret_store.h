@@ -73,6 +73,22 @@ class SecretStore {
     }
     return replaced;
   }
+
+  // A provider write fenced by what its writer read: replaces the value
+  // only if it is still `expected`; false when it is not. This default reads,
+  // compares and puts (a plain Put, so the stored value looks like any other
+  // write's): a write landing between its read and its put is not seen. A
+  // store with a cheap conditional write (SQLite) overrides it.
+  virtual Result<bool> PutIfUnchanged(const std::string& name, std::string_view expected, std::string_view value) {
+    auto current = Get(name);
+    if (!current.ok()) {
+      if (current.code() == ErrorCode::kNotFound) return false;
+      return current.error();
+    }
+    if (*current != expected) return false;
+    DYAD_RETURN_IF_ERROR(Put(name, value));
+    return true;
+  }
 };
 
 }  // namespace dyad

@@ -112,7 +112,7 @@ TEST(ProviderLease, RotationsOnOneInstanceAndRenamesOnAnotherLoseNoWrite) {
 }
 
 
-// A store in front of another whose first ReplaceIfUnchanged waits until the
+// A store in front of another whose first PutIfUnchanged waits until the
 // test lets it go: the writer stalls holding its lease, past the lease's TTL.
 class StallingStore final : public SecretStore {
  public:
@@ -124,12 +124,12 @@ class StallingStore final : public SecretStore {
   Status Delete(const std::string& name) override { return inner_.Delete(name); }
   Status DeleteNow(const std::string& name) override { return inner_.DeleteNow(name); }
   Result<std::vector<std::string>> List(std::string_view prefix) override { return inner_.List(prefix); }
-  Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) override {
+  Result<bool> PutIfUnchanged(const std::string& name, std::string_view expected, std::string_view value) override {
     if (!stalled_.exchange(true)) {
       reached_.set_value();
       resume_.get_future().wait();
     }
-    return inner_.ReplaceIfUnchanged(items);
+    return inner_.PutIfUnchanged(name, expected, value);
   }
   std::promise<void> reached_, resume_;
 

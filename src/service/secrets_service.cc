@@ -278,9 +278,8 @@ Result<std::string> SecretsService::ReplaceFenced(const std::string& name, std::
                                                   const std::string& sealed) {
   constexpr int kAttempts = 4;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    DYAD_ASSIGN_OR_RETURN(std::vector<bool> replaced,
-                          TimedStore("put", [&] { return store_.ReplaceIfUnchanged({{name, expected, sealed}}); }));
-    if (replaced.at(0)) return sealed;
+    DYAD_ASSIGN_OR_RETURN(bool replaced, TimedStore("put", [&] { return store_.PutIfUnchanged(name, expected, sealed); }));
+    if (replaced) return sealed;
     auto current = store_.Get(name);
     if (!current.ok()) return current.code() == ErrorCode::kNotFound ? ChangedMeanwhile(name) : current.error();
     auto was = ParseEnvelope(expected);

@@ -89,6 +89,13 @@ class SqliteSecretStore final : public SecretStore {
     return out;
   }
 
+  // Atomic: one conditional UPDATE.
+  Result<bool> PutIfUnchanged(const std::string& name, std::string_view expected, std::string_view value) override {
+    DYAD_ASSIGN_OR_RETURN(std::vector<bool> replaced,
+                          ReplaceIfUnchanged({{name, std::string(expected), std::string(value)}}));
+    return static_cast<bool>(replaced.at(0));
+  }
+
   // One transaction for the whole batch: one commit instead of one per item.
   Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) override {
     std::vector<bool> replaced;
