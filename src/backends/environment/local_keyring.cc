@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <map>
+#include <optional>
 
 #include "core/mutex.h"
 #include "core/time_format.h"
@@ -67,10 +68,25 @@ class LocalKeyring final : public KeyManager {
     });
     if (!r.ok()) return r.error();
     std::map<uint32_t, Version> loaded;
+    std::optional<Error> unopened;  // the first version no master opens
     for (auto& row : rows) {
-      DYAD_ASSIGN_OR_RETURN(SecretBytes key, Unseal(row.version, row.sealed));
-      loaded[row.version] = Version{std::move(key), row.state, row.created, row.encryptions, row.encryptions};
+      auto key = Unseal(row.version, row.sealed);
+      if (!key.ok() && key.code() != ErrorCode::kFailedPrecondition) return key.error();
+      if (!key.ok()) {
+        if (!unopened) unopened = key.error();
+        continue;
+      }
+      loaded[row.version] = Version{std::move(key).value(), row.state, row.created, row.encryptions, row.encryptions};
     }
+    // The master opens some versions but not this one: the version is
+    // damaged, not the master wrong (that would open none).
+    if (unopened && !loaded.empty()) {
+      return MakeError(ErrorCode::kDataLoss, "local keyring '" + options_.key_id + "' is damaged: " +
+                                                 unopened->message.substr(0, unopened->message.find(';')) +
+                                                 " although it opens the other versions; restore the registry "
+                                                 "database from a backup");
+    }
+    if (unopened) return *unopened;
     bool empty;
     {
       WriterMutexLock lock(&mu_);
@@ -323,7 +339,9 @@ class LocalKeyring final : public KeyManager {
   // then re-seals it under the current one).
   Result<SecretBytes> Unseal(uint32_t version, const std::string& sealed) {
     if (sealed.size() != kWrappedSize) {
-      return MakeError(ErrorCode::kDataLoss, "keyring version " + std::to_string(version) + " is corrupt");
+      return MakeError(ErrorCode::kDataLoss, "local keyring '" + options_.key_id + "' is damaged: version " +
+                                                 std::to_string(version) + " has " + std::to_string(sealed.size()) +
+                                                 " bytes, expected " + std::to_string(kWrappedSize));
     }
     std::string aad = VersionAad("dyad-keyring-v1", options_.key_id, version);
     auto nonce = std::string_view(sealed).substr(0, kGcmNonceSize);

@@ -68,6 +68,28 @@ TEST_F(TwoKeyrings, RetiringStillDecryptsAndItsStateIsReadFromTheDatabase) {
 // Security review, finding 4: two fresh instances starting at once on an
 // empty database create one key version between them, not "1|active
 // 2|active". Each round uses a key id of its own, so each starts empty.
+// Issue 9 item 13: a damaged keyring is reported as damaged, a wrong master
+// key as a wrong master key.
+TEST_F(TwoKeyrings, ADamagedVersionIsNotReportedAsAWrongMasterKey) {
+  ASSERT_TRUE(a_->Rotate().ok());  // versions 1 and 2
+  Status flipped = db_->Transaction([](SqliteConnection& c) -> Status {
+    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+        "UPDATE key_versions SET sealed = substr(sealed, 1, 20) || X'00' || substr(sealed, 22) "
+        "WHERE key_id='k' AND version=2"));
+    return st.Run();
+  });
+  ASSERT_TRUE(flipped.ok()) << flipped.error().message;
+  auto damaged = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_EQ(damaged.code(), ErrorCode::kDataLoss);
+  EXPECT_NE(damaged.error().message.find("is damaged"), std::string::npos) << damaged.error().message;
+  EXPECT_NE(damaged.error().message.find("version 2"), std::string::npos) << damaged.error().message;
+  auto wrong = NewLocalKeyring({"k", SecretBytes(std::string(32, 'w')), {}}, db_, DefaultRandom(), clock_);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(wrong.error().message.find("ENCRYPTION_KEY does not open"), std::string::npos) << wrong.error().message;
+}
+
 TEST(LocalKeyringStart, ConcurrentFirstLoadsCreateOneVersion) {
   testing::TempDir dir;
   auto db = SqliteDb::Open(dir.File("k.db"));
