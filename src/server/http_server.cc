@@ -137,12 +137,14 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](beast::error_code ec, size_t n) {
       if (ec) return self->Close();
       self->buffer_.commit(n);
-      self->ReadHeader();
+      // Headers already whole (the common case): no header timer to arm.
+      std::string_view got(static_cast<const char*>(self->buffer_.data().data()), self->buffer_.size());
+      self->ReadHeader(got.find("\r\n\r\n") == std::string_view::npos);
     });
   }
 
-  void ReadHeader() {
-    stream_.expires_after(server_->options.header_timeout);
+  void ReadHeader(bool arm_timer = true) {
+    if (arm_timer) stream_.expires_after(server_->options.header_timeout);
     http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec || self->parser_->is_done()) return self->OnRead(ec);
       // The body has the idle timeout: it must keep coming, not arrive
