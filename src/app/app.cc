@@ -81,7 +81,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file, serving));
 
   SecretsOptions so;
-  so.prefix = config.secrets_prefix;
+  so.leases = p.leases.get();
   so.cache_enabled = config.cache_enabled;
   so.cache.max_entries = static_cast<size_t>(config.cache_max_size);
   so.cache.ttl = std::chrono::seconds(config.cache_ttl_seconds);
@@ -89,6 +89,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.fallback_enabled = config.fallback_enabled;
   so.fallback_to_env = config.fallback_to_env;
   so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
+  so.env_is_source = config.secrets_provider == "environment";
   DYAD_ASSIGN_OR_RETURN(so.fingerprint_key, DeploymentFingerprintKey(*p.db, DefaultRandom()));
   // Longer than a create can spend between its secret and its registry row:
   // every attempt of the store's create at its timeout, or SQLite's busy wait.
@@ -106,9 +107,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     if (keys.code() != ErrorCode::kUnavailable) return keys.error();
     spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
   }
-  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit,
-                                                  p.leases.get());
-  KeyRotationService::Options ro{config.secrets_prefix, 500, p.backend.rotation_parallelism};
+  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
+  KeyRotationService::Options ro{500, p.backend.rotation_parallelism};
   p.rotation = std::make_unique<KeyRotationService>(ro, p.db, *p.secrets, *p.audit, clock);
   DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));
   p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.db, std::move(schedule),
@@ -129,8 +129,10 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     // Reported, never deleted here: a create in another process writes its
     // secret before its row (`secrets gc` removes old orphans).
     auto orphans = p.secrets->ReportOrphans();
-    if (!orphans.ok()) spdlog::warn("cannot count orphaned secrets: {}", orphans.error().message);
-    else if (*orphans) spdlog::warn("{} stored secret(s) have no provider row; `dyad-gateway secrets gc` removes "
+    if (!orphans.ok() && orphans.code() != ErrorCode::kPermissionDenied) {  // a refusal: said by the service
+      spdlog::warn("cannot count orphaned secrets: {}", orphans.error().message);
+    }
+    if (orphans.ok() && *orphans) spdlog::warn("{} stored secret(s) have no provider row; `dyad-gateway secrets gc` removes "
                                     "those older than an hour", *orphans);
   }
   return app;

@@ -31,6 +31,7 @@ Status OpenAws(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& 
   DYAD_ASSIGN_OR_RETURN(b.keys, NewKmsKeyManager(config.encryption_key_id, std::move(kms), std::move(db), clock));
   DYAD_ASSIGN_OR_RETURN(auto sm, client("secretsmanager", "secretsmanager", aws.endpoint_secrets_manager));
   SecretsManagerOptions so;
+  so.prefix = config.secrets_prefix;
   if (config.encryption_mode == "provider") so.kms_key_id = KmsKeyReference(config.encryption_key_id);
   so.recovery_window_days = aws.recovery_window_days;
   so.parallelism = static_cast<size_t>(aws.concurrency);
@@ -50,7 +51,7 @@ Result<Backend> OpenBackend(const Config& config, std::shared_ptr<SqliteDb> db, 
   if (!config.encryption_key) return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY: is required");
   LocalKeyringOptions ko{config.encryption_key_id, *config.encryption_key, config.encryption_key_previous};
   DYAD_ASSIGN_OR_RETURN(b.keys, NewLocalKeyring(std::move(ko), db, DefaultRandom(), clock));
-  b.store = NewSqliteSecretStore(db, clock);
+  b.store = NewSqliteSecretStore(db, clock, config.secrets_prefix);
   return b;
 }
 

@@ -1,11 +1,29 @@
-// SecretStore: named secret values in a secrets manager.
+// SecretStore: the secrets manager that holds each provider's credentials.
+//
+// Naming belongs to the store: SecretName() maps a provider id to the
+// backend's name for its secret (AWS `<prefix>/providers/<id>`, Azure
+// `<prefix>--providers--<id>`), ProviderIdOf() maps it back, and List()
+// returns the provider secrets under the store's prefix only.
 //
 // Values are what the service hands it: an envelope document in envelope
-// mode, the credentials JSON in provider mode. Implementations are
-// thread-safe. Errors: kNotFound, kAlreadyExists (Create of a taken name),
-// kPermissionDenied (never falls back), kUnavailable (connection failure,
-// timeout, 5xx, throttling after retries: may fall back), each with the
-// backend's own message.
+// mode, the credentials JSON in provider mode. Each stored value has an
+// opaque version token (AWS the VersionId, Vault KV the version, SQLite a
+// row revision); Create() and Replace() return the token of what they wrote.
+//
+// Conditional writes: Replace(name, value, version) writes only if `version`
+// is still the stored one, atomically, where HasConditionalWrites() is true;
+// otherwise the version is checked as well as the store can (or not at all)
+// and the caller must hold the provider's lease in the registry database
+// around its read and its write (SecretsService and KeyRotationService do).
+// A store that learns at run time that it cannot write conditionally (a
+// permission it lacks) answers kUnimplemented having written nothing, and
+// reports false from then on; the caller retries under the lease.
+//
+// Implementations are thread-safe. Errors: kNotFound, kAlreadyExists (Create
+// of a taken name), kConflict (Replace of a version that is no longer the
+// stored one), kPermissionDenied (never falls back), kUnavailable
+// (connection failure, timeout, 5xx, throttling after retries: may fall
+// back), each with the backend's own message.
 #pragma once
 
 #include <chrono>
@@ -18,77 +36,90 @@
 
 namespace dyad {
 
+struct StoredSecret {
+  std::string value;
+  std::string version;  // opaque; only for Replace() of the same name
+};
+
 class SecretStore {
  public:
   virtual ~SecretStore() = default;
-  virtual const std::string& Name() const = 0;  // "environment", "aws", …
-  virtual Result<std::string> Get(const std::string& name) = 0;
-  virtual Status Create(const std::string& name, std::string_view value) = 0;
-  virtual Status Put(const std::string& name, std::string_view value) = 0;  // create or replace
+  virtual const std::string& Name() const = 0;  // the SECRETS_PROVIDER name, for display
+
+  virtual std::string SecretName(std::string_view provider_id) const = 0;
+  // The provider id a secret of this store's prefix belongs to; nullopt for
+  // any other name.
+  virtual std::optional<std::string> ProviderIdOf(std::string_view secret_name) const = 0;
+  // A name outside every provider's, for probes that read, write and
+  // delete (`tag`: letters, digits and '-').
+  virtual std::string ProbeName(std::string_view tag) const = 0;
+
+  virtual bool HasConditionalWrites() const = 0;
+
+  virtual Result<StoredSecret> Get(const std::string& name) = 0;
+  virtual Result<std::string> Create(const std::string& name, std::string_view value) = 0;
+  virtual Result<std::string> Replace(const std::string& name, std::string_view value,
+                                      const std::string& version) = 0;
+  // Creates or replaces whatever is stored: for tools and tests, never for
+  // a credential write (which goes through Create or Replace).
+  virtual Status Put(const std::string& name, std::string_view value) = 0;
   virtual Status Delete(const std::string& name) = 0;
   // Deletes at once, skipping any recovery window the store keeps deleted
   // secrets in: for undoing a failed create and for probes (never for
   // orphans, which `secrets gc` removes through Delete()).
   virtual Status DeleteNow(const std::string& name) { return Delete(name); }
-  virtual Result<std::vector<std::string>> List(std::string_view prefix) = 0;
 
-  // List() with the time each secret was created or last changed, where the
-  // store records one (`changed_at` empty where it does not: such a secret
-  // never counts as old). For age-gated clean-up (`secrets gc`).
+  // Every provider secret under the store's prefix, with the time it was
+  // created or last changed where the store records one (empty where it does
+  // not: such a secret never counts as old, see `secrets gc`).
   struct Listed {
     std::string name;
     std::optional<std::chrono::system_clock::time_point> changed_at;
   };
-  virtual Result<std::vector<Listed>> ListWithTimes(std::string_view prefix) {
-    DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, List(prefix));
-    std::vector<Listed> out;
-    for (auto& n : names) out.push_back({std::move(n), std::nullopt});
-    return out;
-  }
+  virtual Result<std::vector<Listed>> List() = 0;
 
   // Values of many names at once (one round trip or transaction where the
   // backend can); a missing name gives kNotFound in its slot.
-  virtual Result<std::vector<Result<std::string>>> GetMany(const std::vector<std::string>& names) {
-    std::vector<Result<std::string>> out;
+  virtual Result<std::vector<Result<StoredSecret>>> GetMany(const std::vector<std::string>& names) {
+    std::vector<Result<StoredSecret>> out;
     for (const auto& name : names) out.push_back(Get(name));
     return out;
   }
 
-  // Replaces each value that still equals `expected`; `replaced[i]` says
-  // whether item i was. Used by re-encryption so that a credential written
-  // meanwhile is never overwritten by an older one. This default is not
-  // atomic between read and write: a backend with a conditional write (or a
-  // transaction, like SQLite's) overrides it.
+  // Replace() of many: `replaced[i]` says whether item i was (false for a
+  // version no longer stored or a deleted secret). Any other failure fails
+  // the call; items before it may have been written.
   struct Swap {
-    std::string name, expected, replacement;
+    std::string name, version, value;
   };
-  virtual Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) {
+  virtual Result<std::vector<bool>> ReplaceMany(const std::vector<Swap>& items) {
     std::vector<bool> replaced;
     for (const auto& item : items) {
-      auto current = Get(item.name);
-      if (!current.ok() && current.code() != ErrorCode::kNotFound) return current.error();
-      bool same = current.ok() && *current == item.expected;
-      if (same) DYAD_RETURN_IF_ERROR(Put(item.name, item.replacement));
-      replaced.push_back(same);
+      auto r = Replace(item.name, item.value, item.version);
+      if (!r.ok() && r.code() != ErrorCode::kConflict && r.code() != ErrorCode::kNotFound) return r.error();
+      replaced.push_back(r.ok());
     }
     return replaced;
   }
+};
 
-  // A provider write fenced by what its writer read: replaces the value
-  // only if it is still `expected`; false when it is not. This default reads,
-  // compares and puts (a plain Put, so the stored value looks like any other
-  // write's): a write landing between its read and its put is not seen. A
-  // store with a cheap conditional write (SQLite) overrides it.
-  virtual Result<bool> PutIfUnchanged(const std::string& name, std::string_view expected, std::string_view value) {
-    auto current = Get(name);
-    if (!current.ok()) {
-      if (current.code() == ErrorCode::kNotFound) return false;
-      return current.error();
-    }
-    if (*current != expected) return false;
-    DYAD_RETURN_IF_ERROR(Put(name, value));
-    return true;
+// The `<prefix><sep>providers<sep><id>` naming most stores use; probes
+// are `<prefix><sep>probe<sep><tag>`.
+class PrefixNaming {
+ public:
+  PrefixNaming(std::string prefix, std::string_view sep)
+      : providers_(prefix + std::string(sep) + "providers" + std::string(sep)),
+        probes_(prefix + std::string(sep) + "probe" + std::string(sep)) {}
+  std::string Name(std::string_view id) const { return providers_ + std::string(id); }
+  std::optional<std::string> IdOf(std::string_view name) const {
+    if (!name.starts_with(providers_) || name.size() == providers_.size()) return std::nullopt;
+    return std::string(name.substr(providers_.size()));
   }
+  std::string Probe(std::string_view tag) const { return probes_ + std::string(tag); }
+  const std::string& providers_prefix() const { return providers_; }
+
+ private:
+  std::string providers_, probes_;
 };
 
 }  // namespace dyad

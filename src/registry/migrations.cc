@@ -103,6 +103,11 @@ CREATE TABLE provider_leases(
   expires_at_ms INTEGER NOT NULL) WITHOUT ROWID;
 ALTER TABLE providers ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 )sql",
+      // 8: a revision per stored secret: the version token of the
+      // environment backend's conditional writes.
+      R"sql(
+ALTER TABLE secrets ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+)sql",
   };
   return kMigrations;
 }

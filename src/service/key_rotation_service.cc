@@ -81,21 +81,21 @@ RotationRun ReadRun(const Statement& st) {
 
 // Calls `visit(name, blob, key version)` for every stored blob; an
 // unreadable blob has version 0.
-Status ScanKeyVersions(SecretStore& store, const std::string& prefix,
-                       const std::function<void(const std::string&, std::string&, uint32_t)>& visit) {
-  DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, store.List(prefix));
+Status ScanKeyVersions(SecretsService& secrets,
+                       const std::function<void(const std::string&, StoredSecret&, uint32_t)>& visit) {
+  DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, secrets.StoredSecretNames());
   constexpr size_t kChunk = 1000;
   for (size_t i = 0; i < names.size(); i += kChunk) {
     std::vector<std::string> chunk(names.begin() + static_cast<std::ptrdiff_t>(i),
                                    names.begin() + static_cast<std::ptrdiff_t>(std::min(names.size(), i + kChunk)));
-    DYAD_ASSIGN_OR_RETURN(auto blobs, store.GetMany(chunk));
+    DYAD_ASSIGN_OR_RETURN(auto blobs, secrets.store().GetMany(chunk));
     for (size_t k = 0; k < blobs.size(); ++k) {
       auto& blob = blobs[k];
       if (!blob.ok()) {
         if (blob.code() == ErrorCode::kNotFound) continue;
         return blob.error();
       }
-      auto env = ParseEnvelope(*blob);
+      auto env = ParseEnvelope(blob->value);
       visit(chunk[k], *blob, env.ok() ? env->key_version : 0);
     }
   }
@@ -103,11 +103,16 @@ Status ScanKeyVersions(SecretStore& store, const std::string& prefix,
 }
 
 // How many stored blobs use each key version; unreadable blobs count as 0.
-Result<std::map<uint32_t, int64_t>> CountKeyVersions(SecretStore& store, const std::string& prefix) {
+Result<std::map<uint32_t, int64_t>> CountKeyVersions(SecretsService& secrets) {
   std::map<uint32_t, int64_t> counts;
   DYAD_RETURN_IF_ERROR(
-      ScanKeyVersions(store, prefix, [&](const std::string&, std::string&, uint32_t version) { ++counts[version]; }));
+      ScanKeyVersions(secrets, [&](const std::string&, StoredSecret&, uint32_t version) { ++counts[version]; }));
   return counts;
+}
+
+uint32_t KeyVersionOf(const std::string& blob) {
+  auto env = ParseEnvelope(blob);
+  return env.ok() ? env->key_version : 0;
 }
 
 Error Conflict(const std::string& run_id) {
@@ -220,7 +225,6 @@ void KeyRotationService::ReleaseLock(const std::string& run_id) {
 
 Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const RotationProgress& progress) {
   const auto t0 = clock_.Now();
-  SecretStore& store = secrets_.store();
   KeyManager& keys = secrets_.keys();
   std::atomic<bool> lock_lost{false};
   Ticker heartbeat(options_.heartbeat_interval, [this, &lock_lost, id = run.id] {
@@ -262,9 +266,8 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     }
     if (Status s = SaveProgress(run, false); !s.ok()) return finish(s);
   }
-  auto names = store.List(SecretsPrefix());
+  auto names = secrets_.StoredSecretNames();  // sorted
   if (!names.ok()) return finish(names.error());
-  std::sort(names->begin(), names->end());
   run.total = static_cast<int64_t>(names->size());
   size_t i = static_cast<size_t>(std::upper_bound(names->begin(), names->end(), run.cursor) - names->begin());
   if (run.cursor.empty()) i = 0;
@@ -274,45 +277,12 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     size_t end = std::min(names->size(), i + options_.batch_size);
     std::vector<std::string> batch(names->begin() + static_cast<std::ptrdiff_t>(i),
                                    names->begin() + static_cast<std::ptrdiff_t>(end));
-    auto blobs = store.GetMany(batch);
-    if (!blobs.ok()) return finish(blobs.error());
-    // Rewrap, then write the batch only where the stored value is still the
-    // one rewrapped: a credential written meanwhile (sealed under the new
-    // primary, under its provider's write lock) is never overwritten.
-    std::vector<Result<std::string>> rewrapped(batch.size(), Result<std::string>(std::string()));
-    ParallelFor(batch.size(), options_.parallelism, [&](size_t k) {
-      const auto& blob = (*blobs)[k];
-      rewrapped[k] = blob.ok() ? secrets_.sealer().Rewrap(batch[k], *blob, run.to_version, run.force)
-                               : Result<std::string>(blob.error());
-    });
-    std::vector<SecretStore::Swap> swaps;
-    for (size_t k = 0; k < batch.size(); ++k) {
-      const std::string& name = batch[k];
-      auto& blob = (*blobs)[k];
-      if (!blob.ok() && blob.code() == ErrorCode::kNotFound) {  // deleted meanwhile
-        ++run.skipped;
-        continue;
-      }
-      Result<std::string>& next = rewrapped[k];
-      if (!next.ok() && next.code() == ErrorCode::kAlreadyExists) {
-        ++run.skipped;
-        continue;
-      }
-      if (!next.ok()) {
-        ++run.failed;
-        if (first_error.empty()) first_error = name + ": " + next.error().message;
-        continue;
-      }
-      swaps.push_back({name, std::move(blob).value(), std::move(next).value()});
-    }
     i = end;
-    auto replaced = store.ReplaceIfUnchanged(swaps);
-    if (!replaced.ok()) {
-      run.failed += static_cast<int64_t>(swaps.size());
-      if (first_error.empty()) first_error = replaced.error().message;
-    } else {
-      for (bool r : *replaced) r ? ++run.reencrypted : ++run.skipped;
-    }
+    Reencrypted r = Reencrypt(batch, run.to_version, run.force, nullptr);
+    run.reencrypted += r.reencrypted;
+    run.skipped += r.skipped;
+    run.failed += r.failed;
+    if (first_error.empty()) first_error = r.first_error;
     run.done = static_cast<int64_t>(i);
     run.cursor = (*names)[i - 1];
     if (lock_lost) {
@@ -335,6 +305,98 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
   return finish(OkStatus());
 }
 
+// Rewrap, then write each secret only where the stored version is still
+// the one rewrapped: a credential written meanwhile (sealed under the new
+// primary, under its provider's lock) is never overwritten. A store with
+// conditional writes does it in one batch (one read per secret, its
+// version token fencing the write); in one without, each secret is read,
+// rewrapped and written under its provider's lock and lease.
+KeyRotationService::Reencrypted KeyRotationService::Reencrypt(const std::vector<std::string>& names,
+                                                              uint32_t to_version, bool force,
+                                                              const std::function<bool(uint32_t)>& wants) {
+  SecretStore& store = secrets_.store();
+  Sealer& sealer = secrets_.sealer();
+  Reencrypted out;
+  auto fail = [&out](const std::string& name, const Error& e) {
+    ++out.failed;
+    if (out.first_error.empty()) out.first_error = name + ": " + e.message;
+  };
+  if (store.HasConditionalWrites()) {
+    auto blobs = store.GetMany(names);
+    if (!blobs.ok()) {
+      for (const auto& name : names) fail(name, blobs.error());
+      return out;
+    }
+    std::vector<Result<std::string>> rewrapped(names.size(), Result<std::string>(std::string()));
+    ParallelFor(names.size(), options_.parallelism, [&](size_t k) {
+      const auto& blob = (*blobs)[k];
+      if (!blob.ok()) rewrapped[k] = blob.error();
+      else if (wants && !wants(KeyVersionOf(blob->value))) rewrapped[k] = MakeError(ErrorCode::kAlreadyExists, "");
+      else rewrapped[k] = sealer.Rewrap(names[k], blob->value, to_version, force);
+    });
+    std::vector<SecretStore::Swap> swaps;
+    for (size_t k = 0; k < names.size(); ++k) {
+      auto& blob = (*blobs)[k];
+      Result<std::string>& next = rewrapped[k];
+      if (!blob.ok() && blob.code() == ErrorCode::kNotFound) {  // deleted meanwhile
+        ++out.skipped;
+      } else if (!next.ok() && next.code() == ErrorCode::kAlreadyExists) {
+        ++out.skipped;
+      } else if (!next.ok()) {
+        fail(names[k], next.error());
+      } else {
+        swaps.push_back({names[k], std::move(blob->version), std::move(next).value()});
+      }
+    }
+    auto replaced = store.ReplaceMany(swaps);
+    if (replaced.ok()) {
+      for (bool r : *replaced) r ? ++out.reencrypted : ++out.skipped;
+      return out;
+    }
+    if (replaced.code() != ErrorCode::kUnimplemented) {
+      for (const auto& swap : swaps) fail(swap.name, replaced.error());
+      return out;
+    }
+    // The store has just found it cannot write conditionally: again, each
+    // under its lock (those already written now skip as rewrapped).
+    out = Reencrypted{};
+  }
+  std::vector<Result<bool>> done(names.size(), Result<bool>(false));
+  ParallelFor(names.size(), options_.parallelism, [&](size_t k) { done[k] = ReencryptHeld(names[k], to_version, force, wants); });
+  for (size_t k = 0; k < names.size(); ++k) {
+    if (!done[k].ok()) fail(names[k], done[k].error());
+    else *done[k] ? ++out.reencrypted : ++out.skipped;
+  }
+  return out;
+}
+
+// One secret under its provider's lock: true when rewritten, false when
+// there was nothing to do (deleted, already rewrapped, not wanted).
+Result<bool> KeyRotationService::ReencryptHeld(const std::string& name, uint32_t to_version, bool force,
+                                               const std::function<bool(uint32_t)>& wants) {
+  SecretStore& store = secrets_.store();
+  std::optional<std::string> id = store.ProviderIdOf(name);
+  if (!id) return MakeError(ErrorCode::kInternal, "not the name of a provider secret");
+  DYAD_ASSIGN_OR_RETURN(auto held, secrets_.locks().Hold(*id));
+  auto blob = store.Get(name);
+  if (!blob.ok()) {
+    if (blob.code() == ErrorCode::kNotFound) return false;
+    return blob.error();
+  }
+  if (wants && !wants(KeyVersionOf(blob->value))) return false;
+  auto next = secrets_.sealer().Rewrap(name, blob->value, to_version, force);
+  if (!next.ok()) {
+    if (next.code() == ErrorCode::kAlreadyExists) return false;
+    return next.error();
+  }
+  auto replaced = store.Replace(name, *next, blob->version);
+  if (!replaced.ok()) {
+    if (replaced.code() == ErrorCode::kConflict || replaced.code() == ErrorCode::kNotFound) return false;
+    return replaced.error();
+  }
+  return true;
+}
+
 // Retirement in two steps, write-then-check on both sides: the older
 // versions are marked 'retiring' (they still decrypt, nothing seals under
 // them any more), and a writer re-checks its version after its store write
@@ -343,7 +405,6 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
 // those versions (written by a writer whose check came before the mark) are
 // rewrapped, and a version is retired only when a recount finds none on it.
 Status KeyRotationService::RetireOlderVersions(RotationRun& run) {
-  SecretStore& store = secrets_.store();
   KeyManager& keys = secrets_.keys();
   DYAD_ASSIGN_OR_RETURN(KeyState state, keys.Describe());
   std::set<uint32_t> older;
@@ -356,18 +417,15 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run) {
   clock_.SleepFor(options_.retire_grace);
   constexpr int kPasses = 3;
   for (int pass = 0; pass < kPasses; ++pass) {
-    std::vector<SecretStore::Swap> swaps;
-    DYAD_RETURN_IF_ERROR(ScanKeyVersions(store, SecretsPrefix(), [&](const std::string& name, std::string& blob,
-                                                                     uint32_t version) {
-      if (!older.count(version)) return;
-      auto next = secrets_.sealer().Rewrap(name, blob, run.to_version, false);
-      if (next.ok()) swaps.push_back({name, std::move(blob), std::move(next).value()});
+    std::vector<std::string> names;
+    DYAD_RETURN_IF_ERROR(ScanKeyVersions(secrets_, [&](const std::string& name, StoredSecret&, uint32_t version) {
+      if (older.count(version)) names.push_back(name);
     }));
-    if (swaps.empty()) break;
-    DYAD_ASSIGN_OR_RETURN(std::vector<bool> replaced, store.ReplaceIfUnchanged(swaps));
-    for (bool r : replaced) run.reencrypted += r ? 1 : 0;
+    if (names.empty()) break;
+    Reencrypted r = Reencrypt(names, run.to_version, false, [&](uint32_t v) { return older.count(v) > 0; });
+    run.reencrypted += r.reencrypted;  // one that fails keeps its version retiring (the recount below)
   }
-  DYAD_ASSIGN_OR_RETURN(auto in_use, CountKeyVersions(store, SecretsPrefix()));
+  DYAD_ASSIGN_OR_RETURN(auto in_use, CountKeyVersions(secrets_));
   std::string kept;
   for (uint32_t v : older) {
     if (in_use.count(v)) {
@@ -458,7 +516,7 @@ Result<DryRunReport> KeyRotationService::DryRun() {
   DryRunReport report;
   DYAD_ASSIGN_OR_RETURN(KeyState keys, secrets_.keys().Describe());
   report.primary_version = keys.primary_version;
-  DYAD_ASSIGN_OR_RETURN(report.secrets_per_version, CountKeyVersions(secrets_.store(), SecretsPrefix()));
+  DYAD_ASSIGN_OR_RETURN(report.secrets_per_version, CountKeyVersions(secrets_));
   if (auto bad = report.secrets_per_version.find(0); bad != report.secrets_per_version.end()) {
     report.unreadable = bad->second;
     report.secrets_per_version.erase(bad);

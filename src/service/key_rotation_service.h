@@ -58,7 +58,6 @@ using RotationProgress = std::function<void(const RotationRun&)>;
 class KeyRotationService {
  public:
   struct Options {
-    std::string prefix = "dyad-gateway";
     size_t batch_size = 500;
     // Secrets of a batch rewrapped at once: 1 for a local key manager, more
     // for a remote KMS whose round trips would otherwise add up.
@@ -109,7 +108,15 @@ class KeyRotationService {
   Status RetireOlderVersions(RotationRun& run);
   void ReleaseLock(const std::string& run_id) DYAD_LOCKS_EXCLUDED(mu_);
   void Launch(RotationRun run, const Caller& caller) DYAD_LOCKS_EXCLUDED(worker_mu_);
-  std::string SecretsPrefix() const { return options_.prefix + "/providers/"; }
+  struct Reencrypted {
+    int64_t reencrypted = 0, skipped = 0, failed = 0;
+    std::string first_error;
+  };
+  // Moves `names` to `to_version` (only blobs on a version `wants`, if given).
+  Reencrypted Reencrypt(const std::vector<std::string>& names, uint32_t to_version, bool force,
+                        const std::function<bool(uint32_t)>& wants);
+  Result<bool> ReencryptHeld(const std::string& name, uint32_t to_version, bool force,
+                             const std::function<bool(uint32_t)>& wants);
 
   Options options_;
   std::shared_ptr<SqliteDb> db_;

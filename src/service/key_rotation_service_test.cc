@@ -23,20 +23,10 @@ namespace {
 // A SecretStore in front of another that holds the `hold_at`-th GetMany (a
 // rotation reads one batch per call) until the test opens the gate: the
 // rotation is then known to be between two batches, its earlier ones saved.
-class GatedStore final : public SecretStore {
+class GatedStore final : public testing::ForwardingStore {
  public:
-  GatedStore(SecretStore& inner, int hold_at) : inner_(inner), hold_at_(hold_at) {}
-  const std::string& Name() const override { return inner_.Name(); }
-  Result<std::string> Get(const std::string& name) override { return inner_.Get(name); }
-  Status Create(const std::string& name, std::string_view value) override { return inner_.Create(name, value); }
-  Status Put(const std::string& name, std::string_view value) override { return inner_.Put(name, value); }
-  Status Delete(const std::string& name) override { return inner_.Delete(name); }
-  Status DeleteNow(const std::string& name) override { return inner_.DeleteNow(name); }
-  Result<std::vector<std::string>> List(std::string_view prefix) override { return inner_.List(prefix); }
-  Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) override {
-    return inner_.ReplaceIfUnchanged(items);
-  }
-  Result<std::vector<Result<std::string>>> GetMany(const std::vector<std::string>& names) override {
+  GatedStore(SecretStore& inner, int hold_at) : ForwardingStore(inner), hold_at_(hold_at) {}
+  Result<std::vector<Result<StoredSecret>>> GetMany(const std::vector<std::string>& names) override {
     {
       MutexLock lock(&mu_);
       if (++calls_ == hold_at_) {
@@ -64,7 +54,6 @@ class GatedStore final : public SecretStore {
   }
 
  private:
-  SecretStore& inner_;
   const int hold_at_;
   Mutex mu_;
   CondVar cv_;
@@ -78,14 +67,14 @@ class RotationTest : public ::testing::Test {
     db_ = *SqliteDb::Open(dir_.File("r.db"));
     repo_ = NewSqliteProviderRepository(db_);
     keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_)).value();
-    store_ = NewSqliteSecretStore(db_, clock_);
+    store_ = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
     secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, *keys_, *repo_, audit_, metrics_, clock_,
                                                 DefaultRandom(), EnvMap{});
     providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
     rotation_ = NewRotation();
   }
   static KeyRotationService::Options RotationOptions() {
-    KeyRotationService::Options o{"dyad-gateway", 250, 4};
+    KeyRotationService::Options o{250, 4};
     o.retire_grace = std::chrono::milliseconds(20);  // real time here: keep the suite quick
     return o;
   }
@@ -114,8 +103,7 @@ class RotationTest : public ::testing::Test {
   }
   std::map<uint32_t, int> VersionsInUse() {
     std::map<uint32_t, int> out;
-    auto names = store_->List("dyad-gateway/providers/");
-    for (const auto& name : *names) out[ParseEnvelope(*store_->Get(name))->key_version]++;
+    for (const auto& name : testing::ListedNames(*store_)) out[ParseEnvelope(store_->Get(name)->value)->key_version]++;
     return out;
   }
 
@@ -228,11 +216,11 @@ TEST_F(RotationTest, ResumesARunWhoseProcessDiedAndSaysSo) {
   // progress up to the cursor.
   auto run = rotation_->Run(false, "manual", Caller{});  // v1 -> v2, for a realistic cursor
   ASSERT_TRUE(run.ok());
-  auto names = *store_->List("dyad-gateway/providers/");
+  auto names = testing::ListedNames(*store_);
   std::sort(names.begin(), names.end());
   ASSERT_TRUE(keys_->Rotate().ok());  // v3 made; the dead run had moved the first 500
   for (size_t i = 0; i < 500; ++i) {
-    ASSERT_TRUE(store_->Put(names[i], *secrets_->sealer().Rewrap(names[i], *store_->Get(names[i]), 3, false)).ok());
+    ASSERT_TRUE(store_->Put(names[i], *secrets_->sealer().Rewrap(names[i], store_->Get(names[i])->value, 3, false)).ok());
   }
   ASSERT_TRUE(db_->Transaction([&](SqliteConnection& c) -> Status {
                   DYAD_RETURN_IF_ERROR(c.Exec(
@@ -264,7 +252,7 @@ TEST_F(RotationTest, ResumesARunWhoseProcessDiedAndSaysSo) {
 
 TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
   Seed(3000);
-  auto names = *store_->List("dyad-gateway/providers/");
+  auto names = testing::ListedNames(*store_);
   std::sort(names.begin(), names.end());
   {
     // The stop lands, for certain, after two batches of 250: the store holds
@@ -272,7 +260,7 @@ TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
     GatedStore gated(*store_, 3);
     SecretsService secrets(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
                            EnvMap{});
-    auto rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{"dyad-gateway", 250, 4}, db_,
+    auto rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{250, 4}, db_,
                                                          secrets, audit_, clock_);
     ASSERT_TRUE(rotation->Start(false, "manual", Caller{}).ok());
     bool held = gated.WaitUntilHeld();
@@ -311,7 +299,7 @@ TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
 TEST_F(RotationTest, RetiresAVersionOnlyOnceARecountFindsNoBlobOnIt) {
   Seed(20);
   ASSERT_TRUE(keys_->Rotate().ok());
-  auto names = *store_->List("dyad-gateway/providers/");
+  auto names = testing::ListedNames(*store_);
   std::sort(names.begin(), names.end());
   // A run whose cursor claims everything was visited, though nothing moved.
   ASSERT_TRUE(db_->Transaction([&](SqliteConnection& c) -> Status {
@@ -492,14 +480,14 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
 
 TEST_F(RotationTest, DryRunCountsAndWritesNothing) {
   Seed(30);
-  auto before = store_->List("dyad-gateway/")->size();
+  auto before = store_->List()->size();
   auto report = rotation_->DryRun();
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->primary_version, 1u);
   EXPECT_EQ(report->secrets_per_version.at(1), 30);
   EXPECT_EQ(report->would_reencrypt, 30);
   EXPECT_EQ(keys_->Describe()->primary_version, 1u);
-  EXPECT_EQ(store_->List("dyad-gateway/")->size(), before);
+  EXPECT_EQ(store_->List()->size(), before);
   EXPECT_TRUE(rotation_->History(5)->empty());
 }
 

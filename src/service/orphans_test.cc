@@ -19,27 +19,18 @@ namespace {
 using namespace std::chrono_literals;
 
 // The SQLite store, counting how secrets are deleted.
-class CountingStore final : public SecretStore {
+class CountingStore final : public testing::ForwardingStore {
  public:
-  explicit CountingStore(std::unique_ptr<SecretStore> inner) : inner_(std::move(inner)) {}
-  const std::string& Name() const override { return inner_->Name(); }
-  Result<std::string> Get(const std::string& n) override { return inner_->Get(n); }
-  Status Create(const std::string& n, std::string_view v) override { return inner_->Create(n, v); }
-  Status Put(const std::string& n, std::string_view v) override { return inner_->Put(n, v); }
+  using ForwardingStore::ForwardingStore;
   Status Delete(const std::string& n) override {
     ++deletes;
-    return inner_->Delete(n);
+    return inner_.Delete(n);
   }
   Status DeleteNow(const std::string& n) override {
     ++deletes_now;
-    return inner_->DeleteNow(n);
+    return inner_.DeleteNow(n);
   }
-  Result<std::vector<std::string>> List(std::string_view p) override { return inner_->List(p); }
-  Result<std::vector<Listed>> ListWithTimes(std::string_view p) override { return inner_->ListWithTimes(p); }
   std::atomic<int> deletes{0}, deletes_now{0};
-
- private:
-  std::unique_ptr<SecretStore> inner_;
 };
 
 class OrphansTest : public ::testing::Test {
@@ -48,7 +39,8 @@ class OrphansTest : public ::testing::Test {
     db_ = *SqliteDb::Open(dir_.File("o.db"));
     repo_ = NewSqliteProviderRepository(db_);
     keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_)).value();
-    store_ = std::make_unique<CountingStore>(NewSqliteSecretStore(db_, clock_));
+    sqlite_ = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
+    store_ = std::make_unique<CountingStore>(*sqlite_);
     Build(60s);
   }
   void Build(std::chrono::seconds min_age) {
@@ -77,6 +69,7 @@ class OrphansTest : public ::testing::Test {
   std::shared_ptr<SqliteDb> db_;
   std::unique_ptr<ProviderRepository> repo_;
   std::unique_ptr<KeyManager> keys_;
+  std::unique_ptr<SecretStore> sqlite_;
   std::unique_ptr<CountingStore> store_;
   testing::MemoryAudit audit_;
   Metrics metrics_;

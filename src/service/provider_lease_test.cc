@@ -23,12 +23,14 @@ struct Instance {
     repo = NewSqliteProviderRepository(db);
     leases = NewSqliteProviderLeases(db, clock);
     keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db, DefaultRandom(), clock)).value();
-    store = NewSqliteSecretStore(db, clock);
-    secrets = std::make_unique<SecretsService>(SecretsOptions{}, *store, *keys, *repo, audit, metrics, clock,
-                                               DefaultRandom(), EnvMap{});
-    providers = std::make_unique<ProviderService>(*repo, *secrets, clock, DefaultRandom(), audit, leases.get(),
-                                                  lease_options);
+    store = NewSqliteSecretStore(db, clock, "dyad-gateway");
+    options.leases = leases.get();
+    options.lease = lease_options;
+    secrets = std::make_unique<SecretsService>(options, *store, *keys, *repo, audit, metrics, clock, DefaultRandom(),
+                                               EnvMap{});
+    providers = std::make_unique<ProviderService>(*repo, *secrets, clock, DefaultRandom(), audit);
   }
+  SecretsOptions options;
   std::unique_ptr<ProviderRepository> repo;
   std::unique_ptr<ProviderLeases> leases;
   std::unique_ptr<KeyManager> keys;
@@ -112,29 +114,21 @@ TEST(ProviderLease, RotationsOnOneInstanceAndRenamesOnAnotherLoseNoWrite) {
 }
 
 
-// A store in front of another whose first PutIfUnchanged waits until the
+// A store in front of another whose first Replace waits until the
 // test lets it go: the writer stalls holding its lease, past the lease's TTL.
-class StallingStore final : public SecretStore {
+class StallingStore final : public testing::ForwardingStore {
  public:
-  explicit StallingStore(SecretStore& inner) : inner_(inner) {}
-  const std::string& Name() const override { return inner_.Name(); }
-  Result<std::string> Get(const std::string& name) override { return inner_.Get(name); }
-  Status Create(const std::string& name, std::string_view value) override { return inner_.Create(name, value); }
-  Status Put(const std::string& name, std::string_view value) override { return inner_.Put(name, value); }
-  Status Delete(const std::string& name) override { return inner_.Delete(name); }
-  Status DeleteNow(const std::string& name) override { return inner_.DeleteNow(name); }
-  Result<std::vector<std::string>> List(std::string_view prefix) override { return inner_.List(prefix); }
-  Result<bool> PutIfUnchanged(const std::string& name, std::string_view expected, std::string_view value) override {
+  using ForwardingStore::ForwardingStore;
+  Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
     if (!stalled_.exchange(true)) {
       reached_.set_value();
       resume_.get_future().wait();
     }
-    return inner_.PutIfUnchanged(name, expected, value);
+    return inner_.Replace(name, value, version);
   }
   std::promise<void> reached_, resume_;
 
  private:
-  SecretStore& inner_;
   std::atomic<bool> stalled_{false};
 };
 
@@ -154,9 +148,9 @@ TEST(ProviderLease, AWriterWhoseLeaseRanOutCannotOverwriteTheOneThatTookItOver) 
   ASSERT_TRUE(made.ok()) << made.error().message;
 
   StallingStore stalling(*a.store);
-  SecretsService a_secrets(SecretsOptions{}, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
+  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
                            EnvMap{});
-  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit, a.leases.get());
+  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
   auto reached = stalling.reached_.get_future();
   auto stalled = std::async(std::launch::async, [&] {
     return a_providers.RotateCredentials(made->id, Fields({{"api_key", "from-a"}}), Caller{});

@@ -43,35 +43,20 @@ void ProviderService::Audit(const std::string& action, const std::string& id, co
   audit_.Record(e);
 }
 
-Result<std::unique_ptr<ProviderService::Held>> ProviderService::Hold(const std::string& id) {
-  auto lock = secrets_.LockProvider(id);
-  if (!leases_) return std::make_unique<Held>(std::move(lock), nullptr, id, "");
-  std::string owner = NewUuid(random_);
-  const auto deadline = clock_.Now() + lease_options_.max_wait;
-  while (true) {
-    DYAD_ASSIGN_OR_RETURN(bool held, leases_->TryAcquire(id, owner, lease_options_.ttl));
-    if (held) return std::make_unique<Held>(std::move(lock), leases_, id, std::move(owner));
-    if (clock_.Now() >= deadline) {
-      return MakeError(ErrorCode::kConflict, "provider '" + id + "' is being changed by another instance; try again");
-    }
-    clock_.SleepFor(lease_options_.poll);
-  }
-}
-
 Result<Provider> ProviderService::Create(const ProviderPatch& input, const Caller& caller) {
   const auto t0 = clock_.Now();
   Provider p;
   p.id = NewUuid(random_);
   Apply(input, p);
   p.created_at = p.updated_at = FormatIso8601(clock_.WallNow());
-  auto held = Hold(p.id);
+  auto held = secrets_.locks().Hold(p.id);
   Status s = held.ok() ? OkStatus() : Status(held.error());
-  std::optional<std::string> written;
+  std::optional<std::string> written;  // the version token of the secret written
   if (s.ok() && input.credentials && !input.credentials->empty()) {
     p.credential_fields = Names(*input.credentials);
     p.credentials_version = 1;
     auto stored = secrets_.Create(p.id, p.credentials_version, *input.credentials, caller);
-    if (stored.ok()) written = std::move(stored).value();
+    if (stored.ok()) written = std::move(stored->version);
     else s = stored.error();
   }
   if (s.ok()) {
@@ -89,14 +74,15 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
 Result<Provider> ProviderService::Update(const std::string& id, const ProviderPatch& patch, const Caller& caller) {
   const auto t0 = clock_.Now();
   auto result = [&]() -> Result<Provider> {
-    DYAD_ASSIGN_OR_RETURN(auto held, Hold(id));  // the row is read and written under it
+    DYAD_ASSIGN_OR_RETURN(auto held, secrets_.locks().Hold(id));  // the row is read and written under it
     DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
     Apply(patch, p);
     p.updated_at = FormatIso8601(clock_.WallNow());
     // Both writes are fenced by what was read under the lease (the secret's
-    // document, the row's revision): a writer whose lease ran out while it
+    // version, the row's revision): a writer whose lease ran out while it
     // stalled gets kConflict instead of overwriting the one that took over.
-    std::optional<std::string> previous, written;
+    std::optional<StoredSecret> previous;
+    std::optional<std::string> written;
     bool wrote_secret = false;
     if (patch.credentials) {
       DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
@@ -105,7 +91,9 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
         p.credential_fields.clear();
       } else {
         p.credential_fields = Names(*patch.credentials);
-        DYAD_ASSIGN_OR_RETURN(written, secrets_.Put(id, p.credentials_version + 1, *patch.credentials, previous, caller));
+        DYAD_ASSIGN_OR_RETURN(StoredSecret stored,
+                              secrets_.Put(id, p.credentials_version + 1, *patch.credentials, previous, caller));
+        written = std::move(stored.version);
       }
       ++p.credentials_version;
       wrote_secret = true;
@@ -113,7 +101,8 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
     Status s = repo_.Update(p);
     if (s.ok()) ++p.revision;
     if (!s.ok() && wrote_secret) {
-      Status undo = secrets_.RestoreRaw(id, written, previous);  // the row and the secret stay in step
+      // The row and the secret stay in step.
+      Status undo = secrets_.RestoreRaw(id, written, previous ? std::optional(previous->value) : std::nullopt);
       if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
     }
     if (!s.ok()) return s.error();
@@ -134,7 +123,7 @@ Result<Provider> ProviderService::RotateCredentials(const std::string& id, const
 
 Status ProviderService::Delete(const std::string& id, const Caller& caller) {
   const auto t0 = clock_.Now();
-  auto held = Hold(id);
+  auto held = secrets_.locks().Hold(id);
   Status s = held.ok() ? repo_.Delete(id) : Status(held.error());
   if (s.ok()) {
     // The row goes first: a secret whose delete fails is an orphan that the

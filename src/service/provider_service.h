@@ -48,20 +48,13 @@ struct ValidationReport {
   std::vector<ValidationCheck> checks;
 };
 
-struct ProviderLeaseOptions {
-  // Longer than any create, update or delete takes (store retries included).
-  Clock::Duration ttl = std::chrono::seconds(30);
-  // Longer than the TTL, so a lease its holder abandoned is taken over.
-  Clock::Duration max_wait = std::chrono::seconds(40);
-  Clock::Duration poll = std::chrono::milliseconds(5);
-};
-
 class ProviderService {
  public:
+  // Writers of one provider take secrets.locks() (its lease too, where
+  // SecretsOptions has the registry's ProviderLeases).
   ProviderService(ProviderRepository& repo, SecretsService& secrets, const Clock& clock, Random& random,
-                  AuditSink& audit, ProviderLeases* leases = nullptr, ProviderLeaseOptions lease_options = {})
-      : repo_(repo), secrets_(secrets), clock_(clock), random_(random), audit_(audit), leases_(leases),
-        lease_options_(lease_options) {}
+                  AuditSink& audit)
+      : repo_(repo), secrets_(secrets), clock_(clock), random_(random), audit_(audit) {}
 
   Result<Provider> Create(const ProviderPatch& input, const Caller& caller);
   Result<Provider> Get(const std::string& id) { return repo_.Get(id); }
@@ -76,30 +69,11 @@ class ProviderService {
   void Audit(const std::string& action, const std::string& id, const Status& s, const Caller& caller,
              Clock::Instant started, std::vector<std::string> fields = {});
 
-  // The provider's in-process lock and its lease, released together.
-  class Held {
-   public:
-    Held(std::unique_lock<std::mutex> lock, ProviderLeases* leases, std::string id, std::string owner)
-        : lock_(std::move(lock)), leases_(leases), id_(std::move(id)), owner_(std::move(owner)) {}
-    Held(const Held&) = delete;
-    ~Held() {
-      if (leases_) (void)leases_->Release(id_, owner_);  // an unreleased lease expires
-    }
-
-   private:
-    std::unique_lock<std::mutex> lock_;
-    ProviderLeases* leases_;
-    std::string id_, owner_;
-  };
-  Result<std::unique_ptr<Held>> Hold(const std::string& id);
-
   ProviderRepository& repo_;
   SecretsService& secrets_;
   const Clock& clock_;
   Random& random_;
   AuditSink& audit_;
-  ProviderLeases* leases_;
-  const ProviderLeaseOptions lease_options_;
 };
 
 // Fields a provider type needs in its credentials.

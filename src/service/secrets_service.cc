@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cctype>
 
+#include <set>
+
+#include <spdlog/spdlog.h>
+
 #include "core/time_format.h"
 #include "secrets/envelope.h"
 
@@ -40,6 +44,7 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
       clock_(clock),
       sealer_(keys, random, options_.seal_mode),
       env_(std::move(provider_env)),
+      locks_(options_.leases, clock, random, options_.lease),
       cache_(options_.cache, clock, [this](std::function<void()> task) { Spawn(std::move(task)); }) {
   if (options_.fingerprint_key.empty()) {
     options_.fingerprint_key = SecretBytes(kFingerprintKeySize);
@@ -88,14 +93,6 @@ void SecretsService::Spawn(std::function<void()> task) {
   work_cv_.Signal();
 }
 
-std::string SecretsService::SecretName(const std::string& provider_id) const {
-  return options_.prefix + "/providers/" + provider_id;
-}
-
-std::unique_lock<std::mutex> SecretsService::LockProvider(const std::string& provider_id) {
-  return std::unique_lock(provider_locks_[std::hash<std::string>{}(provider_id) % provider_locks_.size()]);
-}
-
 template <typename F>
 auto SecretsService::TimedStore(std::string_view op, F&& f) {
   auto t0 = clock_.Now();
@@ -136,13 +133,13 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   }
   auto blob = TimedStore("get", [&] { return store_.Get(name); });
   if (!blob.ok()) {
-    if (blob.code() == ErrorCode::kNotFound && store_.Name() == "environment") {
+    if (blob.code() == ErrorCode::kNotFound && options_.env_is_source) {
       return FromEnvironment(provider_id, "environment");
     }
     return blob.error();
   }
   auto t0 = clock_.Now();
-  auto opened = sealer_.Open(name, *blob);
+  auto opened = sealer_.Open(name, blob->value);
   metrics_.ObserveKeyManager("decrypt", Seconds(clock_.Now() - t0).count(), opened.ok());
   if (!opened.ok()) {
     if (opened.code() == ErrorCode::kDataLoss) RecordTampered(provider_id, "integrity", opened.error());
@@ -241,22 +238,25 @@ Error ChangedMeanwhile(const std::string& name) {
 
 }  // namespace
 
-Result<std::string> SecretsService::Write(const std::string& provider_id, int64_t version,
-                                          const CredentialFields& fields, const Caller& caller, bool create,
-                                          const std::optional<std::string>& expected) {
+Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64_t version,
+                                           const CredentialFields& fields, const Caller& caller, bool create,
+                                           const std::optional<StoredSecret>& expected) {
   const std::string name = SecretName(provider_id);
   auto t0 = clock_.Now();
   SecretBytes payload = CredentialsToJson(fields);
   auto sealed = sealer_.Seal(name, version, payload);
   metrics_.ObserveKeyManager("seal", Seconds(clock_.Now() - t0).count(), sealed.ok());
-  Result<std::string> stored = sealed.ok() ? Result<std::string>(*sealed) : Result<std::string>(sealed.error());
-  if (stored.ok() && (create || !expected)) {
-    Status s = TimedStore("create", [&] { return store_.Create(name, *sealed); });
-    if (!s.ok()) stored = !create && s.code() == ErrorCode::kAlreadyExists ? ChangedMeanwhile(name) : s.error();
-  } else if (stored.ok()) {
+  Result<StoredSecret> stored = MakeError(ErrorCode::kInternal, "unset");
+  if (!sealed.ok()) {
+    stored = sealed.error();
+  } else if (create || !expected) {
+    auto created = TimedStore("create", [&] { return store_.Create(name, *sealed); });
+    if (created.ok()) stored = StoredSecret{*sealed, std::move(created).value()};
+    else stored = !create && created.code() == ErrorCode::kAlreadyExists ? ChangedMeanwhile(name) : created.error();
+  } else {
     stored = ReplaceFenced(name, *expected, *sealed);
   }
-  if (stored.ok()) stored = ResealIfRetiring(name, version, payload, *stored);
+  if (stored.ok()) stored = ResealIfRetiring(name, version, payload, std::move(stored).value());
   cache_.Invalidate(provider_id);
   AuditEvent e;
   e.action = "secret.put";
@@ -274,16 +274,21 @@ Result<std::string> SecretsService::Write(const std::string& provider_id, int64_
 // Replaces `expected` with `sealed`. A key rotation may have re-encrypted
 // `expected` meanwhile (the same credentials version under a newer key):
 // that is not another writer, so the swap is tried again on what it wrote.
-Result<std::string> SecretsService::ReplaceFenced(const std::string& name, std::string expected,
-                                                  const std::string& sealed) {
+// A store that has just found it cannot write conditionally is tried again
+// at once: the caller holds the provider's lock and lease.
+Result<StoredSecret> SecretsService::ReplaceFenced(const std::string& name, StoredSecret expected,
+                                                   const std::string& sealed) {
   constexpr int kAttempts = 4;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    DYAD_ASSIGN_OR_RETURN(bool replaced, TimedStore("put", [&] { return store_.PutIfUnchanged(name, expected, sealed); }));
-    if (replaced) return sealed;
+    auto replaced = TimedStore("put", [&] { return store_.Replace(name, sealed, expected.version); });
+    if (replaced.ok()) return StoredSecret{sealed, std::move(replaced).value()};
+    if (replaced.code() == ErrorCode::kUnimplemented) continue;
+    if (replaced.code() == ErrorCode::kNotFound) return ChangedMeanwhile(name);
+    if (replaced.code() != ErrorCode::kConflict) return replaced.error();
     auto current = store_.Get(name);
     if (!current.ok()) return current.code() == ErrorCode::kNotFound ? ChangedMeanwhile(name) : current.error();
-    auto was = ParseEnvelope(expected);
-    auto now = ParseEnvelope(*current);
+    auto was = ParseEnvelope(expected.value);
+    auto now = ParseEnvelope(current->value);
     bool rewrapped = was.ok() && now.ok() && was->credentials_version == now->credentials_version;
     if (!rewrapped) return ChangedMeanwhile(name);
     expected = std::move(current).value();
@@ -297,12 +302,12 @@ Result<std::string> SecretsService::ReplaceFenced(const std::string& name, std::
 // is sealed again under the primary this process now knows (replacing only
 // this writer's own document), and checked again. Either way no blob is
 // left on a version that gets retired.
-Result<std::string> SecretsService::ResealIfRetiring(const std::string& name, int64_t version,
-                                                     const SecretBytes& payload, std::string sealed) {
+Result<StoredSecret> SecretsService::ResealIfRetiring(const std::string& name, int64_t version,
+                                                      const SecretBytes& payload, StoredSecret sealed) {
   if (sealer_.mode() != SealMode::kEnvelope) return sealed;
   constexpr int kAttempts = 5;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    DYAD_ASSIGN_OR_RETURN(Envelope env, ParseEnvelope(sealed));
+    DYAD_ASSIGN_OR_RETURN(Envelope env, ParseEnvelope(sealed.value));
     DYAD_ASSIGN_OR_RETURN(std::string state, keys_.CurrentState(env.key_version));
     if (state == "active") return sealed;
     DYAD_ASSIGN_OR_RETURN(std::string again, sealer_.Seal(name, version, payload));
@@ -311,14 +316,14 @@ Result<std::string> SecretsService::ResealIfRetiring(const std::string& name, in
   return MakeError(ErrorCode::kUnavailable, "'" + name + "': the key version kept changing while it was written");
 }
 
-Result<std::string> SecretsService::Create(const std::string& provider_id, int64_t version,
-                                           const CredentialFields& fields, const Caller& caller) {
+Result<StoredSecret> SecretsService::Create(const std::string& provider_id, int64_t version,
+                                            const CredentialFields& fields, const Caller& caller) {
   return Write(provider_id, version, fields, caller, true, std::nullopt);
 }
 
-Result<std::string> SecretsService::Put(const std::string& provider_id, int64_t version,
-                                        const CredentialFields& fields, const std::optional<std::string>& expected,
-                                        const Caller& caller) {
+Result<StoredSecret> SecretsService::Put(const std::string& provider_id, int64_t version,
+                                         const CredentialFields& fields, const std::optional<StoredSecret>& expected,
+                                         const Caller& caller) {
   return Write(provider_id, version, fields, caller, false, expected);
 }
 
@@ -338,10 +343,10 @@ Status SecretsService::Delete(const std::string& provider_id, const Caller& call
   return s.ok() || s.code() == ErrorCode::kNotFound ? OkStatus() : s;
 }
 
-Result<std::optional<std::string>> SecretsService::ReadRaw(const std::string& provider_id) {
+Result<std::optional<StoredSecret>> SecretsService::ReadRaw(const std::string& provider_id) {
   auto r = TimedStore("get", [&] { return store_.Get(SecretName(provider_id)); });
-  if (r.ok()) return std::optional<std::string>(std::move(r).value());
-  if (r.code() == ErrorCode::kNotFound) return std::optional<std::string>();
+  if (r.ok()) return std::optional<StoredSecret>(std::move(r).value());
+  if (r.code() == ErrorCode::kNotFound) return std::optional<StoredSecret>();
   return r.error();
 }
 
@@ -350,19 +355,48 @@ Status SecretsService::RestoreRaw(const std::string& provider_id, const std::opt
   const std::string name = SecretName(provider_id);
   Status s;
   if (written && raw) {
-    auto replaced = store_.ReplaceIfUnchanged({{name, *written, *raw}});
-    if (!replaced.ok()) s = replaced.error();
+    auto replaced = store_.Replace(name, *raw, *written);
+    if (!replaced.ok() && replaced.code() == ErrorCode::kUnimplemented) replaced = store_.Replace(name, *raw, *written);
+    if (!replaced.ok() && replaced.code() != ErrorCode::kConflict) s = replaced.error();
   } else if (written) {
     auto current = store_.Get(name);
-    if (current.ok() && *current == *written) s = store_.DeleteNow(name);
+    if (current.ok() && current->version == *written) s = store_.DeleteNow(name);
     else if (!current.ok() && current.code() != ErrorCode::kNotFound) s = current.error();
   } else if (raw) {
-    s = store_.Create(name, *raw);
-    if (!s.ok() && s.code() == ErrorCode::kAlreadyExists) s = OkStatus();  // another writer's stands
+    auto created = store_.Create(name, *raw);
+    if (!created.ok() && created.code() != ErrorCode::kAlreadyExists) s = created.error();  // another writer's stands
   }
   cache_.Invalidate(provider_id);
   if (!s.ok() && s.code() != ErrorCode::kNotFound) return s;
   return OkStatus();
+}
+
+void SecretsService::NoteListingRefused(const Error& e) {
+  if (!listing_refused_.exchange(true)) {
+    spdlog::warn("{}; the provider registry alone names the stored secrets (re-encryption, verify), and orphans "
+                 "are not counted", e.message);
+  }
+}
+
+Result<std::vector<std::string>> SecretsService::StoredSecretNames() {
+  std::set<std::string> names;
+  auto listed = store_.List();
+  if (listed.ok()) {
+    for (auto& l : *listed) names.insert(std::move(l.name));
+  } else if (listed.code() != ErrorCode::kPermissionDenied) {
+    return listed.error();
+  } else {
+    NoteListingRefused(listed.error());
+  }
+  constexpr int64_t kPage = 1000;
+  for (int64_t offset = 0;; offset += kPage) {
+    DYAD_ASSIGN_OR_RETURN(ProviderPage page, providers_.List(offset, kPage));
+    for (const auto& p : page.items) {
+      if (!p.credential_fields.empty()) names.insert(SecretName(p.id));
+    }
+    if (static_cast<int64_t>(page.items.size()) < kPage) break;
+  }
+  return std::vector<std::string>(names.begin(), names.end());
 }
 
 size_t SecretsService::ClearCache(const Caller& caller) {
@@ -434,7 +468,7 @@ void SecretsService::ProbeLoop() {
     probe_phase_ = "store";
     probe_mu_.Unlock();
     BackendProbe p;
-    auto probe = TimedStore("get", [&] { return store_.Get(options_.prefix + "/health-check"); });
+    auto probe = TimedStore("get", [&] { return store_.Get(store_.ProbeName("health-check")); });
     if (!probe.ok() && probe.code() != ErrorCode::kNotFound) p.store_error = probe.error().message;
     {
       MutexLock phase(&probe_mu_);
@@ -473,7 +507,7 @@ bool SecretsService::AwaitProbe(std::chrono::milliseconds timeout) {
 
 Status SecretsService::CheckStoredKeys(size_t sample) {
   if (sealer_.mode() == SealMode::kProvider || sample == 0) return OkStatus();
-  auto names = store_.List(options_.prefix + "/providers/");
+  auto names = StoredSecretNames();
   if (!names.ok()) {
     return MakeError(ErrorCode::kUnavailable, "cannot list the stored secrets: " + names.error().message);
   }
@@ -487,7 +521,7 @@ Status SecretsService::CheckStoredKeys(size_t sample) {
       if (blob.code() == ErrorCode::kNotFound) continue;  // deleted meanwhile
       return MakeError(ErrorCode::kUnavailable, "cannot read " + name + ": " + blob.error().message);
     }
-    auto e = ParseEnvelope(*blob);
+    auto e = ParseEnvelope(blob->value);
     if (!e.ok()) continue;  // a damaged one says nothing about the key; reads report it
     if (e->kms != keys_.Kind() || e->key_id != keys_.KeyId()) {
       return MakeError(ErrorCode::kFailedPrecondition,
@@ -537,7 +571,7 @@ std::vector<ProbeStep> SecretsService::TestConnection(const Caller& caller) {
                      s.ok() ? "" : s.error().message});
     return s.ok();
   };
-  std::string name = options_.prefix + "/probe/" + NewUuid(DefaultRandom());
+  std::string name = store_.ProbeName(NewUuid(DefaultRandom()));
   CredentialFields probe;
   probe.emplace("probe", SecretBytes(NewUuid(DefaultRandom())));
   std::string sealed;
@@ -545,10 +579,13 @@ std::vector<ProbeStep> SecretsService::TestConnection(const Caller& caller) {
     DYAD_ASSIGN_OR_RETURN(sealed, sealer_.Seal(name, 0, CredentialsToJson(probe)));
     return OkStatus();
   });
-  ok = ok && step("store.write", [&] { return store_.Create(name, sealed); });
+  ok = ok && step("store.write", [&]() -> Status {
+    auto created = store_.Create(name, sealed);
+    return created.ok() ? OkStatus() : Status(created.error());
+  });
   ok = ok && step("store.read", [&]() -> Status {
-    DYAD_ASSIGN_OR_RETURN(std::string back, store_.Get(name));
-    if (back != sealed) return MakeError(ErrorCode::kDataLoss, "the probe read back differs from what was written");
+    DYAD_ASSIGN_OR_RETURN(StoredSecret back, store_.Get(name));
+    if (back.value != sealed) return MakeError(ErrorCode::kDataLoss, "the probe read back differs from what was written");
     return OkStatus();
   });
   ok = ok && step("key.unwrap", [&]() -> Status {
@@ -568,12 +605,12 @@ std::vector<ProbeStep> SecretsService::TestConnection(const Caller& caller) {
 }
 
 Result<SecretsService::VerifyReport> SecretsService::VerifyAll() {
-  DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, store_.List(options_.prefix + "/providers/"));
+  DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, StoredSecretNames());
   VerifyReport report;
   for (const auto& name : names) {
     ++report.total;
     auto blob = store_.Get(name);
-    auto opened = blob.ok() ? sealer_.Open(name, *blob) : Result<OpenedSecret>(blob.error());
+    auto opened = blob.ok() ? sealer_.Open(name, blob->value) : Result<OpenedSecret>(blob.error());
     if (opened.ok() && CredentialsFromJson(opened->payload.view()).ok()) {
       ++report.ok;
     } else if (!blob.ok() && blob.code() == ErrorCode::kNotFound) {
@@ -589,11 +626,12 @@ Result<SecretsService::VerifyReport> SecretsService::VerifyAll() {
 }
 
 Result<std::vector<SecretsService::Orphan>> SecretsService::FindOrphans() {
-  const std::string prefix = options_.prefix + "/providers/";
-  DYAD_ASSIGN_OR_RETURN(std::vector<SecretStore::Listed> listed, store_.ListWithTimes(prefix));
+  DYAD_ASSIGN_OR_RETURN(std::vector<SecretStore::Listed> listed, store_.List());
   std::vector<Orphan> orphans;
   for (auto& l : listed) {
-    std::string id = l.name.substr(prefix.size());
+    std::optional<std::string> maybe_id = store_.ProviderIdOf(l.name);
+    if (!maybe_id) continue;
+    std::string id = std::move(*maybe_id);
     auto row = providers_.Get(id);
     if (row.ok()) continue;
     if (row.code() != ErrorCode::kNotFound) return row.error();
@@ -603,7 +641,9 @@ Result<std::vector<SecretsService::Orphan>> SecretsService::FindOrphans() {
 }
 
 Result<size_t> SecretsService::ReportOrphans() {
-  DYAD_ASSIGN_OR_RETURN(std::vector<Orphan> orphans, FindOrphans());
+  auto found = FindOrphans();
+  if (!found.ok() && found.code() == ErrorCode::kPermissionDenied) NoteListingRefused(found.error());
+  DYAD_ASSIGN_OR_RETURN(std::vector<Orphan> orphans, std::move(found));
   orphans_at_start_ = static_cast<int64_t>(orphans.size());
   return orphans.size();
 }
@@ -638,7 +678,7 @@ Result<SecretsService::GcReport> SecretsService::CollectOrphans(std::chrono::sec
     } else if (dry_run) {
       item.outcome = "would delete";
     } else {
-      auto lock = LockProvider(o.provider_id);
+      auto lock = locks_.LockInProcess(o.provider_id);
       auto row = providers_.Get(o.provider_id);
       if (row.ok()) {
         item.outcome = "has a row";

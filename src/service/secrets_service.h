@@ -50,16 +50,23 @@
 #include "registry/provider_repository.h"
 #include "secrets/credential_cache.h"
 #include "secrets/sealer.h"
+#include "service/provider_locks.h"
 
 namespace dyad {
 
 struct SecretsOptions {
-  std::string prefix = "dyad-gateway";
   bool cache_enabled = true;
   CacheOptions cache;
   bool fallback_enabled = true;
   bool fallback_to_env = true;
   SealMode seal_mode = SealMode::kEnvelope;
+  // The DYAD_PROVIDER_* variables are the read-only source of a provider
+  // with no stored secret (the environment backend), not only a fallback.
+  bool env_is_source = false;
+  // The registry's per-provider leases (nullptr: one process, in-process
+  // locks only) and their timing; see ProviderLocks.
+  ProviderLeases* leases = nullptr;
+  ProviderLeaseOptions lease;
   // The key of the validate fingerprint (DeploymentFingerprintKey); a
   // random one for this process when empty.
   SecretBytes fingerprint_key;
@@ -120,33 +127,39 @@ class SecretsService {
                        ProviderVariables(env)) {}
   ~SecretsService();
 
-  std::string SecretName(const std::string& provider_id) const;
+  std::string SecretName(const std::string& provider_id) const { return store_.SecretName(provider_id); }
 
   // The hot path (through the cache unless SECRETS_CACHE_ENABLED=false).
   Result<CredentialRead> Get(const std::string& provider_id, const Caller& caller);
 
-  // Seal and store, returning the document stored. Create fails with
-  // kAlreadyExists on a taken name. Put replaces only if the store still
-  // holds `expected` (the document read under the provider's lease;
-  // nullopt: no secret), else kConflict: a writer whose lease ran out never
-  // overwrites the one that took it over.
-  Result<std::string> Create(const std::string& provider_id, int64_t version, const CredentialFields& fields,
-                             const Caller& caller);
-  Result<std::string> Put(const std::string& provider_id, int64_t version, const CredentialFields& fields,
-                          const std::optional<std::string>& expected, const Caller& caller);
+  // Seal and store under the provider's lock (locks().Hold()), returning
+  // the document stored and its version. Create fails with kAlreadyExists
+  // on a taken name. Put replaces only if the store still holds `expected`
+  // (what ReadRaw() gave under the lock; nullopt: no secret), else
+  // kConflict: a writer whose lease ran out never overwrites the one that
+  // took it over.
+  Result<StoredSecret> Create(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                              const Caller& caller);
+  Result<StoredSecret> Put(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                           const std::optional<StoredSecret>& expected, const Caller& caller);
   Status Delete(const std::string& provider_id, const Caller& caller);
-  // The stored document as it is, for compensation; nullopt when absent.
-  Result<std::optional<std::string>> ReadRaw(const std::string& provider_id);
+  // The stored document and its version, for a fenced write and for
+  // compensation; nullopt when absent.
+  Result<std::optional<StoredSecret>> ReadRaw(const std::string& provider_id);
   // Undoes a write: puts `raw` back (nullopt: deletes) only where the store
-  // still holds `written` (nullopt: still holds nothing); another writer's
-  // document stands.
+  // still holds version `written` (nullopt: still holds nothing); another
+  // writer's document stands.
   Status RestoreRaw(const std::string& provider_id, const std::optional<std::string>& written,
                     const std::optional<std::string>& raw);
 
-  // Serialises writers of one provider (credential writes, re-encryption)
-  // in this process; across instances ProviderService also holds the
-  // provider's lease in the registry database.
-  std::unique_lock<std::mutex> LockProvider(const std::string& provider_id);
+  // One writer at a time per provider: credential writes, re-encryption in
+  // a store without conditional writes, `secrets gc`.
+  ProviderLocks& locks() { return locks_; }
+
+  // The names of every stored provider secret: the store's list and the
+  // registry's providers (a store may not permit listing: then the
+  // registry's alone, said once in the log). Sorted, unique.
+  Result<std::vector<std::string>> StoredSecretNames();
 
   size_t ClearCache(const Caller& caller);
   // Never blocks on a backend (see above); asks for a new probe when due.
@@ -205,17 +218,18 @@ class SecretsService {
  private:
   Result<CredentialsPtr> Load(const std::string& provider_id);
   Result<CredentialsPtr> FromEnvironment(const std::string& provider_id, const std::string& origin);
-  Result<std::string> Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
-                            const Caller& caller, bool create, const std::optional<std::string>& expected);
-  Result<std::string> ReplaceFenced(const std::string& name, std::string expected, const std::string& sealed);
-  Result<std::string> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
-                                       std::string sealed);
+  Result<StoredSecret> Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                             const Caller& caller, bool create, const std::optional<StoredSecret>& expected);
+  Result<StoredSecret> ReplaceFenced(const std::string& name, StoredSecret expected, const std::string& sealed);
+  Result<StoredSecret> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
+                                        StoredSecret sealed);
   void Audit(AuditEvent event, const Caller& caller);
   template <typename F>
   auto TimedStore(std::string_view op, F&& f);
   void Spawn(std::function<void()> task) DYAD_LOCKS_EXCLUDED(work_mu_);
   void RecordTampered(const std::string& provider_id, std::string_view reason, const Error& error);
   void ProbeLoop() DYAD_LOCKS_EXCLUDED(probe_mu_);
+  void NoteListingRefused(const Error& e);  // logs once
 
   SecretsOptions options_;
   SecretStore& store_;
@@ -230,10 +244,8 @@ class SecretsService {
   std::atomic<uint64_t> stale_serves_{0}, fallback_reads_{0};
   std::atomic<int64_t> orphans_at_start_{-1};
   std::atomic<int64_t> last_degraded_ns_{INT64_MIN / 2};
-  // Not a dyad::Mutex: these guard no member (they serialise a provider's
-  // writers), and a holder's std::unique_lock moves into a heap-allocated
-  // ProviderService::Held, a lifetime the analysis cannot follow.
-  std::array<std::mutex, 64> provider_locks_;
+  ProviderLocks locks_;
+  std::atomic<bool> listing_refused_{false};
   // The backend half of Health() (a store probe, a KMS probe), made by
   // probe_thread_ and reused for probe_interval: /readyz is
   // unauthenticated, and with a cloud backend every probe is a billed API

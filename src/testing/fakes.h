@@ -20,28 +20,47 @@
 
 namespace dyad::testing {
 
+// Secrets in a map, named `<prefix>/providers/<id>`, each with a revision.
+// Conditional by default; `conditional = false` makes it a store without a
+// conditional write (Replace ignores the version), as Azure Key Vault is.
 class MemoryStore final : public SecretStore {
  public:
+  explicit MemoryStore(std::string prefix = "dyad-gateway", bool conditional = true)
+      : naming_(std::move(prefix), "/"), conditional_(conditional) {}
   const std::string& Name() const override { return name_; }
-  Result<std::string> Get(const std::string& name) override {
+  std::string SecretName(std::string_view id) const override { return naming_.Name(id); }
+  std::optional<std::string> ProviderIdOf(std::string_view name) const override { return naming_.IdOf(name); }
+  std::string ProbeName(std::string_view tag) const override { return naming_.Probe(tag); }
+  bool HasConditionalWrites() const override { return conditional_; }
+
+  Result<StoredSecret> Get(const std::string& name) override {
     ++gets;
     if (auto e = Failure()) return *e;
     MutexLock lock(&mu_);
     auto it = data_.find(name);
     if (it == data_.end()) return MakeError(ErrorCode::kNotFound, "no " + name);
-    return it->second;
+    return StoredSecret{it->second.value, std::to_string(it->second.revision)};
   }
-  Status Create(const std::string& name, std::string_view value) override {
+  Result<std::string> Create(const std::string& name, std::string_view value) override {
     if (auto e = Failure()) return *e;
     MutexLock lock(&mu_);
     if (data_.count(name)) return MakeError(ErrorCode::kAlreadyExists, "taken");
-    data_[name] = std::string(value);
-    return OkStatus();
+    return Store(name, value);
+  }
+  Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
+    if (auto e = Failure()) return *e;
+    MutexLock lock(&mu_);
+    auto it = data_.find(name);
+    if (it == data_.end()) return MakeError(ErrorCode::kNotFound, "no " + name);
+    if (conditional_ && std::to_string(it->second.revision) != version) {
+      return MakeError(ErrorCode::kConflict, name + " changed");
+    }
+    return Store(name, value);
   }
   Status Put(const std::string& name, std::string_view value) override {
     if (auto e = Failure()) return *e;
     MutexLock lock(&mu_);
-    data_[name] = std::string(value);
+    Store(name, value);
     return OkStatus();
   }
   Status Delete(const std::string& name) override {
@@ -49,12 +68,12 @@ class MemoryStore final : public SecretStore {
     MutexLock lock(&mu_);
     return data_.erase(name) ? OkStatus() : Status(MakeError(ErrorCode::kNotFound, "no " + name));
   }
-  Result<std::vector<std::string>> List(std::string_view prefix) override {
+  Result<std::vector<Listed>> List() override {
     if (auto e = Failure()) return *e;
     MutexLock lock(&mu_);
-    std::vector<std::string> out;
+    std::vector<Listed> out;
     for (auto& [k, v] : data_) {
-      if (k.rfind(prefix, 0) == 0) out.push_back(k);
+      if (naming_.IdOf(k)) out.push_back({k, std::nullopt});
     }
     return out;
   }
@@ -68,20 +87,73 @@ class MemoryStore final : public SecretStore {
   }
   std::map<std::string, std::string> data() {
     MutexLock lock(&mu_);
-    return data_;
+    std::map<std::string, std::string> out;
+    for (const auto& [k, v] : data_) out.emplace(k, v.value);
+    return out;
   }
   std::atomic<int> gets{0};
 
  private:
+  struct Entry {
+    std::string value;
+    int64_t revision = 0;
+  };
+  std::string Store(const std::string& name, std::string_view value) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Entry& e = data_[name];
+    e.value = std::string(value);
+    e.revision = ++revisions_;  // never reused, also across a delete and a create
+    return std::to_string(e.revision);
+  }
   std::optional<Error> Failure() DYAD_LOCKS_EXCLUDED(mu_) {
     MutexLock lock(&mu_);
     return fail_;
   }
   std::string name_ = "memory";
+  PrefixNaming naming_;
+  const bool conditional_;
   Mutex mu_;
-  std::map<std::string, std::string> data_ DYAD_GUARDED_BY(mu_);
+  std::map<std::string, Entry> data_ DYAD_GUARDED_BY(mu_);
+  int64_t revisions_ DYAD_GUARDED_BY(mu_) = 0;
   std::optional<Error> fail_ DYAD_GUARDED_BY(mu_);
 };
+
+// Forwards every call to another store: a base for test stores that
+// intercept one or two calls (to stall, count or fail them).
+class ForwardingStore : public SecretStore {
+ public:
+  explicit ForwardingStore(SecretStore& inner) : inner_(inner) {}
+  const std::string& Name() const override { return inner_.Name(); }
+  std::string SecretName(std::string_view id) const override { return inner_.SecretName(id); }
+  std::optional<std::string> ProviderIdOf(std::string_view name) const override { return inner_.ProviderIdOf(name); }
+  std::string ProbeName(std::string_view tag) const override { return inner_.ProbeName(tag); }
+  bool HasConditionalWrites() const override { return inner_.HasConditionalWrites(); }
+  Result<StoredSecret> Get(const std::string& name) override { return inner_.Get(name); }
+  Result<std::string> Create(const std::string& name, std::string_view value) override {
+    return inner_.Create(name, value);
+  }
+  Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
+    return inner_.Replace(name, value, version);
+  }
+  Status Put(const std::string& name, std::string_view value) override { return inner_.Put(name, value); }
+  Status Delete(const std::string& name) override { return inner_.Delete(name); }
+  Status DeleteNow(const std::string& name) override { return inner_.DeleteNow(name); }
+  Result<std::vector<Listed>> List() override { return inner_.List(); }
+  Result<std::vector<Result<StoredSecret>>> GetMany(const std::vector<std::string>& names) override {
+    return inner_.GetMany(names);
+  }
+  Result<std::vector<bool>> ReplaceMany(const std::vector<Swap>& items) override { return inner_.ReplaceMany(items); }
+
+ protected:
+  SecretStore& inner_;
+};
+
+// The names a store lists, in its order.
+inline std::vector<std::string> ListedNames(SecretStore& store) {
+  std::vector<SecretStore::Listed> listed = store.List().value();
+  std::vector<std::string> names;
+  for (auto& l : listed) names.push_back(std::move(l.name));
+  return names;
+}
 
 class MemoryAudit final : public AuditSink {
  public:

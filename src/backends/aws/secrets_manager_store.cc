@@ -1,6 +1,9 @@
 #include "backends/aws/secrets_manager_store.h"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
 
 #include "core/parallel.h"
 #include "core/random.h"
@@ -54,37 +57,96 @@ Error Gone(Error e) {
 class SecretsManagerStore final : public SecretStore {
  public:
   SecretsManagerStore(SecretsManagerOptions options, std::unique_ptr<AwsJsonClient> client)
-      : options_(std::move(options)), client_(std::move(client)) {}
+      : naming_(options.prefix, "/"), options_(std::move(options)), client_(std::move(client)) {}
 
   const std::string& Name() const override { return name_; }
+  std::string SecretName(std::string_view provider_id) const override { return naming_.Name(provider_id); }
+  std::optional<std::string> ProviderIdOf(std::string_view name) const override { return naming_.IdOf(name); }
+  std::string ProbeName(std::string_view tag) const override { return naming_.Probe(tag); }
+  bool HasConditionalWrites() const override { return conditional_.load(std::memory_order_acquire); }
 
-  Result<std::string> Get(const std::string& name) override {
-    DYAD_ASSIGN_OR_RETURN(Current c, GetCurrent(name));
-    return std::move(c.value);
+  Result<StoredSecret> Get(const std::string& name) override {
+    // AWSCURRENT named explicitly: the default, and moto resolves a label
+    // moved by UpdateSecretVersionStage only when it is named.
+    auto answer = Send("GetSecretValue", {{"SecretId", name}, {"VersionStage", "AWSCURRENT"}});
+    if (!answer.ok()) return Gone(answer.error());
+    auto it = answer->find("SecretString");
+    if (it == answer->end() || !it->is_string()) {
+      return MakeError(ErrorCode::kFailedPrecondition, "secret '" + name + "' holds no SecretString");
+    }
+    StoredSecret out{it->get<std::string>(), StringField(*answer, "VersionId")};
+    Cleanse(it->get_ref<std::string&>());
+    return out;
   }
 
-  Status Create(const std::string& name, std::string_view value) override {
+  Result<std::string> Create(const std::string& name, std::string_view value) override {
     DYAD_RETURN_IF_ERROR(CheckSize(name, value));
+    const std::string version = NewUuid(DefaultRandom());
     json req = {{"Name", name},
                 {"SecretString", value},
-                {"ClientRequestToken", NewUuid(DefaultRandom())},
-                {"Description", "dyad-gateway provider credentials"},
-                {"Tags", json::array({{{"Key", "managed-by"}, {"Value", "dyad-gateway"}}})}};
+                {"ClientRequestToken", version},
+                {"Description", "dyad-gateway provider credentials"}};
+    if (!untagged_.load(std::memory_order_relaxed)) {
+      req["Tags"] = json::array({{{"Key", "managed-by"}, {"Value", "dyad-gateway"}}});
+    }
     if (!options_.kms_key_id.empty()) req["KmsKeyId"] = options_.kms_key_id;
     auto r = Send("CreateSecret", req);
+    if (!r.ok() && r.code() == ErrorCode::kPermissionDenied && Mentions(r.error(), "TagResource")) {
+      // Tagging at create needs secretsmanager:TagResource, which the
+      // minimal policy lacks: the tag is a courtesy, the secret is not.
+      if (!untagged_.exchange(true)) {
+        spdlog::warn("secretsmanager:TagResource is not permitted: secrets are created without the "
+                     "managed-by=dyad-gateway tag ({})", r.error().message);
+      }
+      req.erase("Tags");
+      r = Send("CreateSecret", req);
+    }
     if (!r.ok() && r.code() == ErrorCode::kFailedPrecondition && Mentions(r.error(), "scheduled for deletion")) {
       return MakeError(ErrorCode::kAlreadyExists, r.error().message);
     }
-    return r.ok() ? OkStatus() : Status(r.error());
+    if (!r.ok()) return r.error();
+    return VersionOf(*r, version);
+  }
+
+  Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
+    DYAD_RETURN_IF_ERROR(CheckSize(name, value));
+    if (!HasConditionalWrites()) return Update(name, value);
+    json put = {{"SecretId", name},
+                {"SecretString", value},
+                {"ClientRequestToken", NewUuid(DefaultRandom())},
+                {"VersionStages", json::array({"dyad-pending"})}};
+    auto staged = Send("PutSecretValue", put);
+    if (!staged.ok()) return Unconditional(Gone(staged.error()), "PutSecretValue");
+    const std::string next = StringField(*staged, "VersionId");
+    auto moved = Send("UpdateSecretVersionStage", {{"SecretId", name},
+                                                   {"VersionStage", "AWSCURRENT"},
+                                                   {"MoveToVersionId", next},
+                                                   {"RemoveFromVersionId", version}});
+    if (moved.ok()) return next;
+    // kInvalidArgument: AWSCURRENT is no longer on `version`.
+    if (moved.code() == ErrorCode::kInvalidArgument) {
+      return MakeError(ErrorCode::kConflict, "secret '" + name + "' was changed by another writer: " +
+                                                 moved.error().message);
+    }
+    return Unconditional(Gone(moved.error()), "UpdateSecretVersionStage");
   }
 
   Status Put(const std::string& name, std::string_view value) override {
-    auto r = PutValue(name, value, nullptr);
-    if (r.ok() || r.code() != ErrorCode::kNotFound) return r.ok() ? OkStatus() : Status(r.error());
-    Status created = Create(name, value);
-    if (created.ok() || created.code() != ErrorCode::kAlreadyExists) return created;
-    auto again = PutValue(name, value, nullptr);  // created by someone else meanwhile
-    return again.ok() ? OkStatus() : Status(again.error());
+    DYAD_RETURN_IF_ERROR(CheckSize(name, value));
+    Error last = MakeError(ErrorCode::kInternal, "unset");
+    for (int attempt = 0; attempt < 2; ++attempt) {  // the second: created by someone else meanwhile
+      json req = {{"SecretId", name}, {"SecretString", value}, {"ClientRequestToken", NewUuid(DefaultRandom())}};
+      auto r = Send(HasConditionalWrites() ? "PutSecretValue" : "UpdateSecret", req);
+      Cleanse(req["SecretString"].get_ref<std::string&>());
+      if (r.ok()) return OkStatus();
+      if (Error e = Gone(r.error()); e.code != ErrorCode::kNotFound) return e;
+      auto created = Create(name, value);
+      if (created.ok() || created.code() != ErrorCode::kAlreadyExists) {
+        return created.ok() ? OkStatus() : Status(created.error());
+      }
+      last = created.error();
+    }
+    return last;
   }
 
   Status Delete(const std::string& name) override {
@@ -95,52 +157,50 @@ class SecretsManagerStore final : public SecretStore {
     return Remove(name, {{"SecretId", name}, {"ForceDeleteWithoutRecovery", true}});
   }
 
-  Result<std::vector<std::string>> List(std::string_view prefix) override {
-    DYAD_ASSIGN_OR_RETURN(std::vector<Listed> listed, ListWithTimes(prefix));
-    std::vector<std::string> names;
-    for (auto& l : listed) names.push_back(std::move(l.name));
-    return names;
-  }
-
   // ListSecrets gives CreatedDate and LastChangedDate (epoch seconds); the
   // later of the two is the secret's age.
-  Result<std::vector<Listed>> ListWithTimes(std::string_view prefix) override {
+  Result<std::vector<Listed>> List() override {
+    const std::string& prefix = naming_.providers_prefix();
     std::vector<Listed> out;
     json req = {{"MaxResults", 100}, {"SortOrder", "asc"}};
-    if (!prefix.empty()) req["Filters"] = json::array({{{"Key", "name"}, {"Values", json::array({prefix})}}});
+    req["Filters"] = json::array({{{"Key", "name"}, {"Values", json::array({prefix})}}});
     for (int page = 0; page < 100000; ++page) {
-      DYAD_ASSIGN_OR_RETURN(json answer, Send("ListSecrets", req));
-      if (auto list = answer.find("SecretList"); list != answer.end() && list->is_array()) {
+      auto answer = Send("ListSecrets", req);
+      if (!answer.ok()) {
+        Error e = answer.error();
+        if (e.code == ErrorCode::kPermissionDenied) {
+          e.message = "secretsmanager:ListSecrets is not permitted (`secrets gc` and counting orphans need it): " +
+                      e.message;
+        }
+        return e;
+      }
+      if (auto list = answer->find("SecretList"); list != answer->end() && list->is_array()) {
         for (const auto& s : *list) {
           std::string n = StringField(s, "Name");
           // The service's name filter is a prefix match but not case-sensitive.
           if (n.starts_with(prefix)) out.push_back({std::move(n), ChangedAt(s)});
         }
       }
-      std::string next = StringField(answer, "NextToken");
+      std::string next = StringField(*answer, "NextToken");
       if (next.empty()) return out;
       req["NextToken"] = next;
     }
     return MakeError(ErrorCode::kInternal, "ListSecrets: too many pages");
   }
 
-  Result<std::vector<Result<std::string>>> GetMany(const std::vector<std::string>& names) override {
-    std::vector<Result<std::string>> out(names.size(), Result<std::string>(std::string()));
+  Result<std::vector<Result<StoredSecret>>> GetMany(const std::vector<std::string>& names) override {
+    std::vector<Result<StoredSecret>> out(names.size(), Result<StoredSecret>(StoredSecret{}));
     ParallelFor(names.size(), options_.parallelism, [&](size_t i) { out[i] = Get(names[i]); });
     return out;
   }
 
-  // Compare-and-swap with version stages: the replacement is stored as a new
-  // version labelled "dyad-rewrap", then AWSCURRENT moves to it only if it is
-  // still on the version that held `expected` (UpdateSecretVersionStage
-  // refuses otherwise), so a credential written meanwhile is never lost.
-  Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) override {
+  Result<std::vector<bool>> ReplaceMany(const std::vector<Swap>& items) override {
     std::vector<Status> outcome(items.size(), OkStatus());
     std::vector<char> replaced(items.size(), 0);
     ParallelFor(items.size(), options_.parallelism, [&](size_t i) {
-      auto r = Swap1(items[i]);
-      if (r.ok()) replaced[i] = *r;
-      else outcome[i] = r.error();
+      auto r = Replace(items[i].name, items[i].value, items[i].version);
+      if (r.ok()) replaced[i] = 1;
+      else if (r.code() != ErrorCode::kConflict && r.code() != ErrorCode::kNotFound) outcome[i] = r.error();
     });
     for (const Status& s : outcome) {
       if (!s.ok()) return s.error();
@@ -149,31 +209,6 @@ class SecretsManagerStore final : public SecretStore {
   }
 
  private:
-  struct Current {
-    std::string value;
-    std::string version_id;
-  };
-
-  Result<bool> Swap1(const Swap& item) {
-    auto current = GetCurrent(item.name);
-    if (!current.ok()) {
-      if (current.code() == ErrorCode::kNotFound) return false;
-      return current.error();
-    }
-    if (current->value != item.expected) return false;
-    std::string staged;
-    auto put = PutValue(item.name, item.replacement, &staged);
-    if (!put.ok()) return put.error();
-    auto moved = Send("UpdateSecretVersionStage", {{"SecretId", item.name},
-                                                   {"VersionStage", "AWSCURRENT"},
-                                                   {"MoveToVersionId", staged},
-                                                   {"RemoveFromVersionId", current->version_id}});
-    if (moved.ok()) return true;
-    // kInvalidArgument: AWSCURRENT moved on meanwhile; kNotFound: deleted.
-    if (moved.code() == ErrorCode::kInvalidArgument || moved.code() == ErrorCode::kNotFound) return false;
-    return moved.error();
-  }
-
   Result<json> Send(const std::string& action, const json& request) {
     std::string body = request.dump();
     auto text = client_->Call(action, body);
@@ -184,34 +219,30 @@ class SecretsManagerStore final : public SecretStore {
     return answer;
   }
 
-  static Result<Current> FromValue(const std::string& name, json& v) {
-    auto it = v.find("SecretString");
-    if (it == v.end() || !it->is_string()) {
-      return MakeError(ErrorCode::kFailedPrecondition, "secret '" + name + "' holds no SecretString");
+  static std::string VersionOf(const json& answer, const std::string& requested) {
+    std::string v = StringField(answer, "VersionId");
+    return v.empty() ? requested : v;
+  }
+
+  // UpdateSecret: a new version that takes AWSCURRENT, whatever holds it.
+  Result<std::string> Update(const std::string& name, std::string_view value) {
+    const std::string version = NewUuid(DefaultRandom());
+    auto r = Send("UpdateSecret", {{"SecretId", name}, {"SecretString", value}, {"ClientRequestToken", version}});
+    if (!r.ok()) return Gone(r.error());
+    return VersionOf(*r, version);
+  }
+
+  // A conditional write refused for want of `action`: the store goes on
+  // without conditional writes, and says so once.
+  Error Unconditional(Error e, const char* action) {
+    if (e.code != ErrorCode::kPermissionDenied) return e;
+    if (conditional_.exchange(false)) {
+      spdlog::warn("secretsmanager:{} is not permitted: credential writes and re-encryption now use UpdateSecret "
+                   "under the registry's per-provider lease instead of a compare-and-swap ({})",
+                   action, e.message);
     }
-    Current c{it->get<std::string>(), StringField(v, "VersionId")};
-    Cleanse(it->get_ref<std::string&>());
-    return c;
-  }
-
-  Result<Current> GetCurrent(const std::string& name) {
-    // AWSCURRENT named explicitly: the default, and moto resolves a label
-    // moved by UpdateSecretVersionStage only when it is named.
-    auto answer = Send("GetSecretValue", {{"SecretId", name}, {"VersionStage", "AWSCURRENT"}});
-    if (!answer.ok()) return Gone(answer.error());
-    return FromValue(name, *answer);
-  }
-
-  // PutSecretValue; with `staged`, the version gets only the label
-  // "dyad-rewrap" (AWSCURRENT stays) and its id is returned there.
-  Result<json> PutValue(const std::string& name, std::string_view value, std::string* staged) {
-    DYAD_RETURN_IF_ERROR(CheckSize(name, value));
-    json req = {{"SecretId", name}, {"SecretString", value}, {"ClientRequestToken", NewUuid(DefaultRandom())}};
-    if (staged) req["VersionStages"] = json::array({"dyad-rewrap"});
-    auto answer = Send("PutSecretValue", req);
-    if (!answer.ok()) return Gone(answer.error());
-    if (staged) *staged = StringField(*answer, "VersionId");
-    return answer;
+    return MakeError(ErrorCode::kUnimplemented, std::string("secretsmanager:") + action +
+                                                    " is not permitted; retry under the provider lease");
   }
 
   Status Remove(const std::string& name, const json& request) {
@@ -222,8 +253,11 @@ class SecretsManagerStore final : public SecretStore {
   }
 
   const std::string name_ = "aws";
+  PrefixNaming naming_;
   SecretsManagerOptions options_;
   std::unique_ptr<AwsJsonClient> client_;
+  std::atomic<bool> conditional_{true};
+  std::atomic<bool> untagged_{false};  // TagResource was refused
 };
 
 }  // namespace

@@ -1,16 +1,26 @@
-// The AWS Secrets Manager SecretStore (JSON 1.1 API).
+// The AWS Secrets Manager SecretStore (JSON 1.1 API), secrets named
+// `<prefix>/providers/<id>`.
 //
-// Get → GetSecretValue (AWSCURRENT); Create → CreateSecret with the
-// `kms_key_id` (provider mode), a tag managed-by=dyad-gateway and an
-// idempotency token, so a retried create cannot make two versions; Put →
-// PutSecretValue (the previous value stays as AWSPREVIOUS), creating the
-// secret when it is absent; Delete → DeleteSecret with the configured
+// Get → GetSecretValue (AWSCURRENT); the version token is the VersionId.
+// Create → CreateSecret with the `kms_key_id` (provider mode), a tag
+// managed-by=dyad-gateway and an idempotency token, so a retried create
+// cannot make two versions; Delete → DeleteSecret with the configured
 // recovery window, DeleteNow → ForceDeleteWithoutRecovery (undoing a failed
-// create, probes); List → ListSecrets with a name-prefix filter, every page
-// (ListWithTimes: with the later of CreatedDate and LastChangedDate); ReplaceIfUnchanged → a compare-and-swap on the AWSCURRENT
-// label; both batch calls fan out over `parallelism` connections. Values over
-// the 64 KiB SecretString limit are refused before they
-// are sent; a secret scheduled for deletion reads as kNotFound. Thread-safe.
+// create, probes); List → ListSecrets with a name-prefix filter, every page,
+// each with the later of CreatedDate and LastChangedDate.
+//
+// Replace is a compare-and-swap on the AWSCURRENT label: the value becomes a
+// new version labelled only "dyad-pending" (PutSecretValue), then AWSCURRENT
+// moves to it only if it is still on `version` (UpdateSecretVersionStage
+// with RemoveFromVersionId refuses otherwise). Under a policy without
+// secretsmanager:PutSecretValue or UpdateSecretVersionStage (the seed's
+// minimal one) the first refusal is logged once, naming the permission, and
+// answered kUnimplemented; from then on the store has no conditional writes
+// and Replace and Put are UpdateSecret (the caller holds the provider's
+// lease). A refused ListSecrets names secretsmanager:ListSecrets. Values over
+// the 64 KiB SecretString limit are refused before they are sent; a secret
+// scheduled for deletion reads as kNotFound. Batch calls fan out over
+// `parallelism` connections. Thread-safe.
 #pragma once
 
 #include <memory>
@@ -22,9 +32,10 @@
 namespace dyad {
 
 struct SecretsManagerOptions {
-  std::string kms_key_id;       // "": the account's aws/secretsmanager key
-  int recovery_window_days = 30;  // 7–30
-  size_t parallelism = 8;         // concurrent calls of one GetMany or ReplaceIfUnchanged
+  std::string prefix = "dyad-gateway";  // SECRETS_PREFIX
+  std::string kms_key_id;               // "": the account's aws/secretsmanager key
+  int recovery_window_days = 30;        // 7–30
+  size_t parallelism = 8;               // concurrent calls of one GetMany or ReplaceMany
 };
 
 std::unique_ptr<SecretStore> NewSecretsManagerStore(SecretsManagerOptions options,

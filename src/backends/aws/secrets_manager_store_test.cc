@@ -13,7 +13,7 @@ class StaticCredentials final : public AwsCredentialSource {
   std::string SourceName() override { return "static"; }
 };
 
-TEST(SecretsManagerStore, ListWithTimesTakesTheLaterOfCreatedAndLastChanged) {
+TEST(SecretsManagerStore, ListTakesTheLaterOfCreatedAndLastChanged) {
   FakeClock clock;
   testing::ConstantRandom random{7};
   StaticCredentials creds;
@@ -27,7 +27,7 @@ TEST(SecretsManagerStore, ListWithTimesTakesTheLaterOfCreatedAndLastChanged) {
                       "LastChangedDate":1700000100},{"Name":"DYAD-GATEWAY/providers/b","CreatedDate":1}],
                       "NextToken":"n1"})");
   http->Then(200, R"({"SecretList":[{"Name":"dyad-gateway/providers/c"}]})");
-  auto listed = store->ListWithTimes("dyad-gateway/providers/");
+  auto listed = store->List();
   ASSERT_TRUE(listed.ok()) << listed.error().message;
   ASSERT_EQ(listed->size(), 2u);  // the service's filter is not case-sensitive; ours is
   EXPECT_EQ((*listed)[0].name, "dyad-gateway/providers/a");

@@ -1,48 +1,69 @@
 #include "backends/environment/sqlite_secret_store.h"
 
+#include "core/parse_int.h"
 #include "core/time_format.h"
 
 namespace dyad {
 namespace {
 
+Error NotFound(const std::string& name) { return MakeError(ErrorCode::kNotFound, "secret '" + name + "' not found"); }
+
 class SqliteSecretStore final : public SecretStore {
  public:
-  SqliteSecretStore(std::shared_ptr<SqliteDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
+  SqliteSecretStore(std::shared_ptr<SqliteDb> db, const Clock& clock, std::string prefix)
+      : naming_(std::move(prefix), "/"), db_(std::move(db)), clock_(clock) {}
 
   const std::string& Name() const override { return name_; }
+  std::string SecretName(std::string_view provider_id) const override { return naming_.Name(provider_id); }
+  std::optional<std::string> ProviderIdOf(std::string_view name) const override { return naming_.IdOf(name); }
+  std::string ProbeName(std::string_view tag) const override { return naming_.Probe(tag); }
+  bool HasConditionalWrites() const override { return true; }
 
-  Result<std::string> Get(const std::string& name) override {
-    return db_->With<std::string>([&](SqliteConnection& c) -> Result<std::string> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value FROM secrets WHERE name=?"));
+  Result<StoredSecret> Get(const std::string& name) override {
+    return db_->With<StoredSecret>([&](SqliteConnection& c) -> Result<StoredSecret> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value, revision FROM secrets WHERE name=?"));
       st.Bind(1, name);
       DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row) return MakeError(ErrorCode::kNotFound, "secret '" + name + "' not found");
-      return st.Text(0);
+      if (!row) return NotFound(name);
+      return StoredSecret{st.Text(0), std::to_string(st.Int(1))};
     });
   }
 
-  Status Create(const std::string& name, std::string_view value) override {
-    return Write("INSERT INTO secrets(name, value, updated_at) VALUES(?,?,?)", name, value);
+  Result<std::string> Create(const std::string& name, std::string_view value) override {
+    DYAD_RETURN_IF_ERROR(Write("INSERT INTO secrets(name, value, updated_at, revision) VALUES(?,?,?,1)", name, value));
+    return std::string("1");
   }
 
   Status Put(const std::string& name, std::string_view value) override {
-    return Write("INSERT INTO secrets(name, value, updated_at) VALUES(?,?,?) "
-                 "ON CONFLICT(name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+    return Write("INSERT INTO secrets(name, value, updated_at, revision) VALUES(?,?,?,1) "
+                 "ON CONFLICT(name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at, "
+                 "revision=revision+1",
                  name, value);
+  }
+
+  Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
+    std::string written;
+    Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(written, ReplaceIn(c, name, value, version, FormatIso8601(clock_.WallNow())));
+      return OkStatus();
+    });
+    if (!s.ok()) return s.error();
+    return written;
   }
 
   Status Delete(const std::string& name) override {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("DELETE FROM secrets WHERE name=?"));
       DYAD_RETURN_IF_ERROR(st.Bind(1, name).Run());
-      if (c.Changes() == 0) return MakeError(ErrorCode::kNotFound, "secret '" + name + "' not found");
+      if (c.Changes() == 0) return NotFound(name);
       return true;
     });
     if (!r.ok()) return r.error();
     return OkStatus();
   }
 
-  Result<std::vector<Listed>> ListWithTimes(std::string_view prefix) override {
+  Result<std::vector<Listed>> List() override {
+    const std::string& prefix = naming_.providers_prefix();
     return db_->With<std::vector<Listed>>([&](SqliteConnection& c) -> Result<std::vector<Listed>> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
           "SELECT name, updated_at FROM secrets WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name"));
@@ -56,31 +77,17 @@ class SqliteSecretStore final : public SecretStore {
     });
   }
 
-  Result<std::vector<std::string>> List(std::string_view prefix) override {
-    return db_->With<std::vector<std::string>>([&](SqliteConnection& c) -> Result<std::vector<std::string>> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "SELECT name FROM secrets WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name"));
-      st.Bind(1, prefix);
-      std::vector<std::string> names;
-      while (true) {
-        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-        if (!row) return names;
-        names.push_back(st.Text(0));
-      }
-    });
-  }
-
- // One read transaction for the batch: SQLite takes its file locks once.
-  Result<std::vector<Result<std::string>>> GetMany(const std::vector<std::string>& names) override {
-    std::vector<Result<std::string>> out;
+  // One read transaction for the batch: SQLite takes its file locks once.
+  Result<std::vector<Result<StoredSecret>>> GetMany(const std::vector<std::string>& names) override {
+    std::vector<Result<StoredSecret>> out;
     Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
       out.clear();
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value FROM secrets WHERE name=?"));
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value, revision FROM secrets WHERE name=?"));
       for (const auto& name : names) {
         st.Bind(1, name);
         DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-        if (row) out.emplace_back(st.Text(0));
-        else out.emplace_back(MakeError(ErrorCode::kNotFound, "secret '" + name + "' not found"));
+        if (row) out.emplace_back(StoredSecret{st.Text(0), std::to_string(st.Int(1))});
+        else out.emplace_back(NotFound(name));
         DYAD_RETURN_IF_ERROR(st.Run());  // finish and reset for the next name
       }
       return OkStatus();
@@ -89,23 +96,16 @@ class SqliteSecretStore final : public SecretStore {
     return out;
   }
 
-  // Atomic: one conditional UPDATE.
-  Result<bool> PutIfUnchanged(const std::string& name, std::string_view expected, std::string_view value) override {
-    DYAD_ASSIGN_OR_RETURN(std::vector<bool> replaced,
-                          ReplaceIfUnchanged({{name, std::string(expected), std::string(value)}}));
-    return static_cast<bool>(replaced.at(0));
-  }
-
   // One transaction for the whole batch: one commit instead of one per item.
-  Result<std::vector<bool>> ReplaceIfUnchanged(const std::vector<Swap>& items) override {
+  Result<std::vector<bool>> ReplaceMany(const std::vector<Swap>& items) override {
     std::vector<bool> replaced;
     const std::string now = FormatIso8601(clock_.WallNow());
     Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
       replaced.clear();
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE secrets SET value=?, updated_at=? WHERE name=? AND value=?"));
       for (const auto& item : items) {
-        DYAD_RETURN_IF_ERROR(st.Bind(1, item.replacement).Bind(2, now).Bind(3, item.name).Bind(4, item.expected).Run());
-        replaced.push_back(c.Changes() == 1);
+        auto r = ReplaceIn(c, item.name, item.value, item.version, now);
+        if (!r.ok() && r.code() != ErrorCode::kConflict && r.code() != ErrorCode::kNotFound) return r.error();
+        replaced.push_back(r.ok());
       }
       return OkStatus();
     });
@@ -114,6 +114,21 @@ class SqliteSecretStore final : public SecretStore {
   }
 
  private:
+  // The new revision; kConflict when `version` is no longer the row's.
+  static Result<std::string> ReplaceIn(SqliteConnection& c, const std::string& name, std::string_view value,
+                                       const std::string& version, const std::string& now) {
+    auto revision = ParseInt<int64_t>(version);
+    if (!revision) return MakeError(ErrorCode::kConflict, "secret '" + name + "': not a version of this store");
+    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+        "UPDATE secrets SET value=?, updated_at=?, revision=revision+1 WHERE name=? AND revision=?"));
+    DYAD_RETURN_IF_ERROR(st.Bind(1, value).Bind(2, now).Bind(3, name).Bind(4, *revision).Run());
+    if (c.Changes() == 1) return std::to_string(*revision + 1);
+    DYAD_ASSIGN_OR_RETURN(Statement exists, c.Prepare("SELECT 1 FROM secrets WHERE name=?"));
+    DYAD_ASSIGN_OR_RETURN(bool row, exists.Bind(1, name).Step());
+    if (!row) return NotFound(name);
+    return MakeError(ErrorCode::kConflict, "secret '" + name + "' was changed by another writer");
+  }
+
   Status Write(const char* sql, const std::string& name, std::string_view value) {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(sql));
@@ -128,14 +143,16 @@ class SqliteSecretStore final : public SecretStore {
   }
 
   const std::string name_ = "environment";
+  PrefixNaming naming_;
   std::shared_ptr<SqliteDb> db_;
   const Clock& clock_;
 };
 
 }  // namespace
 
-std::unique_ptr<SecretStore> NewSqliteSecretStore(std::shared_ptr<SqliteDb> db, const Clock& clock) {
-  return std::make_unique<SqliteSecretStore>(std::move(db), clock);
+std::unique_ptr<SecretStore> NewSqliteSecretStore(std::shared_ptr<SqliteDb> db, const Clock& clock,
+                                                  std::string prefix) {
+  return std::make_unique<SqliteSecretStore>(std::move(db), clock, std::move(prefix));
 }
 
 }  // namespace dyad

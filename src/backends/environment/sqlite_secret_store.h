@@ -1,10 +1,13 @@
 // The environment backend's SecretStore: secret values (envelope documents)
-// in the registry's SQLite database, table `secrets`. ListWithTimes() gives
-// each row's updated_at (set by every create, put and re-encryption).
+// in the registry's SQLite database, table `secrets`, named
+// `<prefix>/providers/<id>`. The version token is the row's revision, moved
+// on by every write, so Replace() is one conditional UPDATE (atomic across
+// processes on one database). List() gives each row's updated_at.
 // Thread-safe; errors are the registry database's (kUnavailable when busy).
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "backends/secret_store.h"
 #include "core/clock.h"
@@ -12,6 +15,7 @@
 
 namespace dyad {
 
-std::unique_ptr<SecretStore> NewSqliteSecretStore(std::shared_ptr<SqliteDb> db, const Clock& clock);
+std::unique_ptr<SecretStore> NewSqliteSecretStore(std::shared_ptr<SqliteDb> db, const Clock& clock,
+                                                  std::string prefix);
 
 }  // namespace dyad

@@ -1,0 +1,70 @@
+// ProviderLocks: one writer at a time per provider, in this process and
+// across the instances that share the registry database.
+//
+// Hold() takes the provider's in-process mutex, then its lease in the
+// registry (ProviderLeases), polling until `max_wait`; the returned Held
+// releases both. Every read-modify-write of a provider's row and secret runs
+// under it, and so does each re-encryption of a secret in a store without
+// conditional writes (SecretStore::HasConditionalWrites()). Without a
+// ProviderLeases (unit tests, one process) only the mutex is taken.
+// Thread-safe.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "core/clock.h"
+#include "core/random.h"
+#include "core/result.h"
+#include "registry/provider_lease.h"
+
+namespace dyad {
+
+struct ProviderLeaseOptions {
+  // Longer than any create, update, delete or re-encryption takes (store
+  // retries included).
+  Clock::Duration ttl = std::chrono::seconds(30);
+  // Longer than the TTL, so a lease its holder abandoned is taken over.
+  Clock::Duration max_wait = std::chrono::seconds(40);
+  Clock::Duration poll = std::chrono::milliseconds(5);
+};
+
+class ProviderLocks {
+ public:
+  ProviderLocks(ProviderLeases* leases, const Clock& clock, Random& random, ProviderLeaseOptions options = {})
+      : leases_(leases), clock_(clock), random_(random), options_(options) {}
+
+  class Held {
+   public:
+    Held(std::unique_lock<std::mutex> lock, ProviderLeases* leases, std::string id, std::string owner)
+        : lock_(std::move(lock)), leases_(leases), id_(std::move(id)), owner_(std::move(owner)) {}
+    Held(const Held&) = delete;
+    ~Held() {
+      if (leases_) (void)leases_->Release(id_, owner_);  // an unreleased lease expires
+    }
+
+   private:
+    std::unique_lock<std::mutex> lock_;
+    ProviderLeases* leases_;
+    std::string id_, owner_;
+  };
+
+  // kConflict when another holder keeps the lease past max_wait.
+  Result<std::unique_ptr<Held>> Hold(const std::string& provider_id);
+  // The in-process mutex alone.
+  std::unique_lock<std::mutex> LockInProcess(const std::string& provider_id);
+
+ private:
+  ProviderLeases* leases_;
+  const Clock& clock_;
+  Random& random_;
+  const ProviderLeaseOptions options_;
+  // Not dyad::Mutex: these guard no member (they serialise a provider's
+  // writers), and a holder's std::unique_lock moves into a heap-allocated
+  // Held, a lifetime the analysis cannot follow.
+  std::array<std::mutex, 64> mutexes_;
+};
+
+}  // namespace dyad
