@@ -167,6 +167,15 @@ def test_lifecycle(make_gateway, moto, user):
 
     data(gw.call("DELETE", f"/admin/providers/{p['id']}"))
     assert "DeletedDate" in sm.describe_secret(SecretId=name)
+
+    # The store's missing permissions are named once each too (listing at start; the conditional write at the first
+    # update, which then goes straight to UpdateSecret); with them granted, nothing of Secrets Manager is refused.
+    if user["policy"] == "seed":
+        for permission in ("secretsmanager:ListSecrets", "secretsmanager:PutSecretValue"):
+            lines = log_lines(gw, permission)
+            assert len(lines) == 1, (permission, lines)
+    else:
+        assert log_lines(gw, "not authorized to perform: secretsmanager:") == []
     for text in (gw.logs(), gw.stdout):
         for c in (creds, updated, rotated):
             assert c["api_key"] not in text
