@@ -18,6 +18,18 @@ namespace {
 
 using nlohmann::json;
 
+// Encrypted to find the key's ARN, and to probe the key, when DescribeKey is
+// not permitted. Not a secret.
+constexpr std::string_view kProbePlaintext = "dyad-gateway key probe";
+
+// AWS refused `action` for want of a permission (AccessDenied or
+// AccessDeniedException), as opposed to a bad signature or expired
+// credentials, which are kPermissionDenied too but say nothing about the
+// policy. AwsErrorFromReply spells its message "<Action>: <Type>: …".
+bool NotPermitted(const Error& e, const std::string& action) {
+  return e.code == ErrorCode::kPermissionDenied && e.message.starts_with(action + ": AccessDenied");
+}
+
 struct VersionRow {
   std::string state;
   std::string created_at;
@@ -77,20 +89,44 @@ class KmsKeyManager final : public KeyManager {
     return key;
   }
 
+  // ReEncrypt keeps the data key inside KMS. Where the policy denies it
+  // (kms:ReEncrypt* is not in the seed's policy), Decrypt + Encrypt does the
+  // same with the data key passing through this process, wiped after; the
+  // denial is remembered, so later calls go straight to the fallback.
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
                                std::string_view to_context) override {
     DYAD_RETURN_IF_ERROR(CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
     DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
-    json request = {{"CiphertextBlob", Base64Encode(wrapped)},
-                    {"SourceKeyId", reference_},
-                    {"DestinationKeyId", reference_}};
-    WithContext(request, "SourceEncryptionContext", from_context);
-    WithContext(request, "DestinationEncryptionContext", to_context);
-    DYAD_ASSIGN_OR_RETURN(json answer, Send("ReEncrypt", request, arn));
     WrappedKey out;
-    DYAD_ASSIGN_OR_RETURN(out.wrapped, Bytes(answer, "CiphertextBlob", "ReEncrypt"));
     out.version = primary;
+    if (!reencrypt_denied_.load()) {
+      json request = {{"CiphertextBlob", Base64Encode(wrapped)},
+                      {"SourceKeyId", reference_},
+                      {"DestinationKeyId", reference_}};
+      WithContext(request, "SourceEncryptionContext", from_context);
+      WithContext(request, "DestinationEncryptionContext", to_context);
+      auto answer = Send("ReEncrypt", request, arn);
+      if (answer.ok()) {
+        DYAD_ASSIGN_OR_RETURN(out.wrapped, Bytes(*answer, "CiphertextBlob", "ReEncrypt"));
+        return out;
+      }
+      if (!NotPermitted(answer.error(), "ReEncrypt")) return answer.error();
+      WarnOnce(reencrypt_denied_, "kms:ReEncrypt*", answer.error(),
+               "data keys are re-encrypted with kms:Decrypt + kms:Encrypt instead, passing through this process");
+    }
+    DYAD_ASSIGN_OR_RETURN(SecretBytes dek, Decrypt(version, wrapped, from_context));
+    if (dek.size() != 32) {
+      return MakeError(ErrorCode::kDataLoss, "Decrypt: a data key of " + std::to_string(dek.size()) + " bytes, not 32");
+    }
+    json request = {{"KeyId", reference_}};
+    request["Plaintext"] = Base64Encode(dek.view());
+    WithContext(request, "EncryptionContext", to_context);
+    auto answer = Send("Encrypt", request, arn);
+    Cleanse(request["Plaintext"].get_ref<std::string&>());
+    if (!answer.ok()) return answer.error();
+    DYAD_ASSIGN_OR_RETURN(out.wrapped, Bytes(*answer, "CiphertextBlob", "Encrypt"));
+    if (out.wrapped.empty()) return MakeError(ErrorCode::kUnavailable, "Encrypt: the answer's CiphertextBlob is empty");
     return out;
   }
 
@@ -105,7 +141,8 @@ class KmsKeyManager final : public KeyManager {
     // ListKeyRotations may lag behind an on-demand rotation: never record
     // fewer rotations than the one just made, or a later sync would take
     // it for another.
-    auto listed = KmsRotations(arn);
+    Result<int64_t> listed = MakeError(ErrorCode::kPermissionDenied, "kms:ListKeyRotations is not permitted");
+    if (!list_denied_.load()) listed = KmsRotations(arn);
     uint32_t next = 0;
     DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
       DYAD_ASSIGN_OR_RETURN(Latest latest, LatestRow(c));
@@ -134,9 +171,18 @@ class KmsKeyManager final : public KeyManager {
 
   // DescribeKey, every time (one cheap call): the key answers, is the one
   // first resolved (an alias moved to another key is not), and is enabled.
+  // Where DescribeKey is not permitted, an Encrypt of a constant answers the
+  // same questions (a disabled key or one pending deletion refuses it),
+  // without the key's state by name.
   Status Probe() override {
-    DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call("DescribeKey", json{{"KeyId", reference_}}.dump()));
-    auto j = json::parse(text, nullptr, false);
+    if (describe_denied_.load()) return ProbeByEncrypt();
+    auto described = client_->Call("DescribeKey", json{{"KeyId", reference_}}.dump());
+    if (!described.ok()) {
+      if (!NotPermitted(described.error(), "DescribeKey")) return described.error();
+      DescribeDenied(described.error());
+      return ProbeByEncrypt();
+    }
+    auto j = json::parse(*described, nullptr, false);
     if (!j.is_object() || !j.contains("KeyMetadata") || !j["KeyMetadata"].is_object()) {
       return MakeError(ErrorCode::kUnavailable, "DescribeKey: the answer has no KeyMetadata");
     }
@@ -209,8 +255,16 @@ class KmsKeyManager final : public KeyManager {
     int64_t count = 0;
     json req = {{"KeyId", arn}, {"Limit", 1000}};
     for (int page = 0; page < 1000; ++page) {
-      DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call("ListKeyRotations", req.dump()));
-      auto j = json::parse(text, nullptr, false);
+      auto text = client_->Call("ListKeyRotations", req.dump());
+      if (!text.ok()) {
+        if (NotPermitted(text.error(), "ListKeyRotations")) {
+          WarnOnce(list_denied_, "kms:ListKeyRotations", text.error(),
+                   "key versions come from this gateway's own rotations (RotateKeyOnDemand) only: a rotation KMS "
+                   "makes on its own is not seen until the next rotation run");
+        }
+        return text.error();
+      }
+      auto j = json::parse(*text, nullptr, false);
       if (!j.is_object()) return MakeError(ErrorCode::kUnavailable, "ListKeyRotations: the answer is not JSON");
       if (j.contains("Rotations") && j["Rotations"].is_array()) count += static_cast<int64_t>(j["Rotations"].size());
       if (!j.value("Truncated", false) || !j.contains("NextMarker")) return count;
@@ -230,12 +284,15 @@ class KmsKeyManager final : public KeyManager {
 
   // Makes a rotation KMS did on its own a new version. Best effort: with
   // KMS unreachable, or ListKeyRotations not allowed or not implemented,
-  // the versions stay as the registry has them.
+  // the versions stay as the registry has them (not allowed: KMS is not
+  // asked again, and the versions are the gateway's own rotations only).
   void SyncWithKms() {
+    if (list_denied_.load()) return;
     auto arn = Arn();
     if (!arn.ok()) return;
     auto listed = KmsRotations(*arn);
     if (!listed.ok()) {
+      if (list_denied_.load()) return;  // said once, by KmsRotations
       if (!sync_warned_.exchange(true)) {
         spdlog::warn("KMS key {}: cannot list its rotations, so rotations KMS makes on its own are not seen: {}",
                      key_id_, listed.error().message);
@@ -326,27 +383,97 @@ class KmsKeyManager final : public KeyManager {
     return MakeError(ErrorCode::kNotFound, "KMS key " + key_id_ + " has no version " + std::to_string(version));
   }
 
+  // The ARN of the key ENCRYPTION_KEY_ID names, resolved once: from
+  // DescribeKey, or where that is not permitted from the KeyId of an Encrypt
+  // answer (the key KMS resolved the reference to, as DescribeKey would).
   Result<std::string> Arn() DYAD_LOCKS_EXCLUDED(mu_) {
     {
       MutexLock lock(&mu_);
       if (!arn_.empty()) return arn_;
     }
-    DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call("DescribeKey", json{{"KeyId", reference_}}.dump()));
-    auto j = json::parse(text, nullptr, false);
     std::string arn;
-    if (j.is_object() && j.contains("KeyMetadata") && j["KeyMetadata"].is_object()) {
-      arn = j["KeyMetadata"].value("Arn", "");
+    if (!describe_denied_.load()) {
+      auto text = client_->Call("DescribeKey", json{{"KeyId", reference_}}.dump());
+      if (text.ok()) {
+        auto j = json::parse(*text, nullptr, false);
+        if (j.is_object() && j.contains("KeyMetadata") && j["KeyMetadata"].is_object()) {
+          arn = j["KeyMetadata"].value("Arn", "");
+        }
+        if (arn.empty()) return MakeError(ErrorCode::kUnavailable, "DescribeKey: the answer has no KeyMetadata.Arn");
+      } else if (NotPermitted(text.error(), "DescribeKey")) {
+        DescribeDenied(text.error());
+      } else {
+        return text.error();
+      }
     }
-    if (arn.empty()) return MakeError(ErrorCode::kUnavailable, "DescribeKey: the answer has no KeyMetadata.Arn");
+    if (arn.empty()) {
+      DYAD_ASSIGN_OR_RETURN(arn, EncryptProbe());
+    }
+    DYAD_RETURN_IF_ERROR(CheckResolved(arn));
     MutexLock lock(&mu_);
-    arn_ = arn;
-    return arn;
+    if (arn_.empty()) arn_ = arn;
+    return arn_;
+  }
+
+  // A resolved ARN names a key (not an alias), and the very key that a key
+  // id or key ARN in ENCRYPTION_KEY_ID names.
+  Status CheckResolved(const std::string& arn) const {
+    bool ok = arn.starts_with("arn:") && arn.find(":key/") != std::string::npos;
+    if (ok && reference_.starts_with("arn:") && reference_.find(":key/") != std::string::npos) ok = arn == reference_;
+    else if (ok && !reference_.starts_with("arn:") && !reference_.starts_with("alias/")) {
+      ok = arn.ends_with(":key/" + reference_);
+    }
+    if (!ok) {
+      return MakeError(ErrorCode::kDataLoss, "KMS answered for key '" + arn + "', which is not a key that '" +
+                                                 reference_ + "' names");
+    }
+    return OkStatus();
+  }
+
+  // kms:Encrypt of a constant: the ARN of the key that answered.
+  Result<std::string> EncryptProbe() {
+    json request = {{"KeyId", reference_}, {"Plaintext", Base64Encode(kProbePlaintext)}};
+    DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call("Encrypt", request.dump()));
+    auto j = json::parse(text, nullptr, false);
+    if (!j.is_object()) return MakeError(ErrorCode::kUnavailable, "Encrypt: the answer is not a JSON object");
+    std::string answered = j.value("KeyId", "");
+    if (answered.empty() || !j.contains("CiphertextBlob")) {
+      return MakeError(ErrorCode::kUnavailable, "Encrypt: the answer has no KeyId or CiphertextBlob");
+    }
+    return answered;
+  }
+
+  Status ProbeByEncrypt() DYAD_LOCKS_EXCLUDED(mu_) {
+    DYAD_ASSIGN_OR_RETURN(std::string answered, EncryptProbe());
+    MutexLock lock(&mu_);
+    if (!arn_.empty() && answered != arn_) {
+      return MakeError(ErrorCode::kFailedPrecondition, "KMS key " + key_id_ + " is now '" + answered +
+                                                           "', not the key '" + arn_ + "' this process resolved");
+    }
+    return OkStatus();
+  }
+
+  void DescribeDenied(const Error& e) {
+    WarnOnce(describe_denied_, "kms:DescribeKey", e,
+             "the key's ARN is learnt from an Encrypt answer and health probes the key with kms:Encrypt, without "
+             "its state by name");
+  }
+
+  // One log line per missing permission, the first time it is missed; the
+  // flag then sends later calls straight to what works without it.
+  void WarnOnce(std::atomic<bool>& denied, const char* permission, const Error& e, const char* instead) {
+    if (denied.exchange(true)) return;
+    spdlog::warn("KMS key {}: {} is not permitted ({}); {}. Grant {} for the full feature", key_id_, permission,
+                 e.message, instead, permission);
   }
 
   // Calls `action` and checks that the key that answered is ours: a
   // ciphertext of another key must never decrypt as one of ours.
   Result<json> Send(const std::string& action, const json& request, const std::string& arn) {
-    DYAD_ASSIGN_OR_RETURN(std::string text, client_->Call(action, request.dump()));
+    std::string body = request.dump();  // Encrypt's holds a data key
+    auto sent = client_->Call(action, body);
+    Cleanse(body);
+    DYAD_ASSIGN_OR_RETURN(std::string text, std::move(sent));
     auto j = json::parse(text, nullptr, false);
     Cleanse(text);
     if (!j.is_object()) return MakeError(ErrorCode::kUnavailable, action + ": the answer is not a JSON object");
@@ -381,6 +508,8 @@ class KmsKeyManager final : public KeyManager {
   std::shared_ptr<SqliteDb> db_;
   const Clock& clock_;
   std::atomic<bool> sync_warned_{false};
+  // Permissions KMS refused (once refused, not asked for again).
+  std::atomic<bool> describe_denied_{false}, reencrypt_denied_{false}, list_denied_{false};
   Mutex mu_;
   std::optional<Clock::Instant> last_sync_ DYAD_GUARDED_BY(mu_);
   std::optional<Clock::Instant> last_reload_ DYAD_GUARDED_BY(mu_);  // of the versions, from the registry

@@ -1,10 +1,10 @@
 // The AWS KMS KeyManager: data keys from GenerateDataKey (AES_256), unwrapped
 // by Decrypt and moved to the current key material by ReEncrypt, each answer's
-// KeyId checked against the configured key's ARN (DescribeKey, resolved on
-// first use so the service starts while KMS is down). The secret a data key
-// protects goes with every call as EncryptionContext {"secret": NAME}, so a
-// wrapped DEK unwraps under its own secret's name only. Probe() is a
-// DescribeKey, for health.
+// KeyId checked against the configured key's ARN (DescribeKey, or the KeyId
+// of an Encrypt answer; resolved on first use so the service starts while KMS
+// is down). The secret a data key protects goes with every call as
+// EncryptionContext {"secret": NAME}, so a wrapped DEK unwraps under its own
+// secret's name only. Probe() is a DescribeKey (or an Encrypt), for health.
 //
 // ENCRYPTION_KEY_ID may be a key id, a key or alias ARN, "alias/NAME", or a
 // bare NAME (taken as alias/NAME). Key versions are the gateway's, kept in the
@@ -17,7 +17,14 @@
 // refusing that version from then on. An endpoint that does not implement
 // RotateKeyOnDemand (HTTP 501, e.g. local-kms, which rotates its material on
 // its own schedule) still gets a new version: the rotation run then
-// re-encrypts everything under whatever material is current. Thread-safe.
+// re-encrypts everything under whatever material is current.
+//
+// Under the seed's IAM policy (kms: Encrypt, Decrypt, GenerateDataKey,
+// RotateKeyOnDemand) every KMS-side feature works: a denied ReEncrypt becomes
+// Decrypt + Encrypt, a denied DescribeKey an Encrypt of a constant (for the
+// ARN and the probe), a denied ListKeyRotations leaves the versions to the
+// gateway's own rotations. Each denial is logged once, naming the missing
+// permission, and not asked for again by this process. Thread-safe.
 #pragma once
 
 #include <memory>
