@@ -26,6 +26,10 @@ std::string PercentEncode(std::string_view s, bool keep_slash);
 // SHA-256 digest, raw 32 bytes.
 std::string Sha256(std::string_view data);
 
+// Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+// above U+10FFFF): what a JSON string or a cloud API's text field takes.
+bool IsValidUtf8(std::string_view s);
+
 // Equality in time that depends only on the lengths.
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
 

@@ -63,7 +63,9 @@ def test_lifecycle_rotate_validate_health(make_gateway, moto):
     v = validate(gw, p["id"])
     assert v["fingerprint"] == keyed_fingerprint(gw, new) and v["source"] == "store"
     versions = sm.list_secret_version_ids(SecretId=name)["Versions"]
-    assert sorted(s for v in versions for s in v.get("VersionStages", [])) == ["AWSCURRENT", "AWSPREVIOUS"]
+    # A replace is a compare-and-swap: the new version was staged as "dyad-pending" before AWSCURRENT moved to it.
+    assert sorted(s for v in versions for s in v.get("VersionStages", [])) == ["AWSCURRENT", "AWSPREVIOUS",
+                                                                              "dyad-pending"]
 
     h = data(gw.call("GET", "/admin/secrets/health"))
     assert h["status"] == "healthy" and h["provider"] == "aws" and h["keyManager"]["kind"] == "aws-kms"
@@ -463,9 +465,14 @@ def test_a_rolled_back_secret_is_refused_as_tampered_not_served(make_gateway, mo
     gw = aws_gateway(make_gateway, moto)
     p = create_provider(gw, "openai", {"api_key": canary()})
     name = f"{gw.prefix}/providers/{p['id']}"
-    old = json.dumps(envelope_of(moto, name))
+    sm = moto.client("secretsmanager")
+    old = sm.get_secret_value(SecretId=name)["VersionId"]
     data(gw.call("POST", f"/admin/providers/{p['id']}/credentials/rotate", json={"credentials": {"api_key": canary()}}))
-    moto.client("secretsmanager").put_secret_value(SecretId=name, SecretString=old)
+    # The rollback: AWSCURRENT moved back to the old, validly sealed version (the label move, not a new version:
+    # moto mislabels a plain PutSecretValue after a staging-label move).
+    now = sm.get_secret_value(SecretId=name, VersionStage="AWSCURRENT")["VersionId"]
+    sm.update_secret_version_stage(SecretId=name, VersionStage="AWSCURRENT", MoveToVersionId=old,
+                                   RemoveFromVersionId=now)
     data(gw.call("POST", "/admin/secrets/clear-cache"))
     v = validate(gw, p["id"])
     check = {c["check"]: c for c in v["checks"]}["decryptable"]

@@ -5,6 +5,7 @@
 
 #include <atomic>
 
+#include "core/encoding.h"
 #include "core/parallel.h"
 #include "core/random.h"
 
@@ -26,11 +27,19 @@ std::string StringField(const json& j, const char* name) {
 
 constexpr size_t kMaxSecretString = 65536;  // Secrets Manager's SecretString limit, in bytes
 
-Status CheckSize(const std::string& name, std::string_view value) {
-  if (value.size() <= kMaxSecretString) return OkStatus();
-  return MakeError(ErrorCode::kInvalidArgument, "secret '" + name + "' would be " + std::to_string(value.size()) +
-                                                    " bytes; AWS Secrets Manager stores at most " +
-                                                    std::to_string(kMaxSecretString));
+// What SecretString takes: UTF-8 text of at most 64 KiB. Refused before it
+// is sent, never mangled.
+Status CheckValue(const std::string& name, std::string_view value) {
+  if (value.size() > kMaxSecretString) {
+    return MakeError(ErrorCode::kInvalidArgument, "secret '" + name + "' would be " + std::to_string(value.size()) +
+                                                      " bytes; AWS Secrets Manager stores at most " +
+                                                      std::to_string(kMaxSecretString));
+  }
+  if (!IsValidUtf8(value)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "secret '" + name + "' is not UTF-8 text, which is all a SecretString holds");
+  }
+  return OkStatus();
 }
 
 // The later of CreatedDate and LastChangedDate (epoch seconds, fractional).
@@ -80,7 +89,7 @@ class SecretsManagerStore final : public SecretStore {
   }
 
   Result<std::string> Create(const std::string& name, std::string_view value) override {
-    DYAD_RETURN_IF_ERROR(CheckSize(name, value));
+    DYAD_RETURN_IF_ERROR(CheckValue(name, value));
     const std::string version = NewUuid(DefaultRandom());
     json req = {{"Name", name},
                 {"SecretString", value},
@@ -109,7 +118,7 @@ class SecretsManagerStore final : public SecretStore {
   }
 
   Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
-    DYAD_RETURN_IF_ERROR(CheckSize(name, value));
+    DYAD_RETURN_IF_ERROR(CheckValue(name, value));
     if (!HasConditionalWrites()) return Update(name, value);
     json put = {{"SecretId", name},
                 {"SecretString", value},
@@ -132,7 +141,7 @@ class SecretsManagerStore final : public SecretStore {
   }
 
   Status Put(const std::string& name, std::string_view value) override {
-    DYAD_RETURN_IF_ERROR(CheckSize(name, value));
+    DYAD_RETURN_IF_ERROR(CheckValue(name, value));
     Error last = MakeError(ErrorCode::kInternal, "unset");
     for (int attempt = 0; attempt < 2; ++attempt) {  // the second: created by someone else meanwhile
       json req = {{"SecretId", name}, {"SecretString", value}, {"ClientRequestToken", NewUuid(DefaultRandom())}};

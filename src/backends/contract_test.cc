@@ -1,0 +1,332 @@
+// The SecretStore and KeyManager contracts (secret_store.h, key_manager.h),
+// one parameterised suite run against every backend: the environment
+// backend and the test-only memory backend here, AWS against moto from the
+// black-box suite (tests/blackbox/test_contract.py runs this binary with
+// DYAD_CONTRACT_AWS=1 and the AWS variables of its moto). A backend joins by
+// adding a ContractTarget below.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "app/backend.h"
+#include "backends/environment/local_keyring.h"
+#include "backends/environment/sqlite_secret_store.h"
+#include "core/config.h"
+#include "core/encoding.h"
+#include "core/random.h"
+#include "registry/sqlite_provider_repository.h"
+#include "service/provider_locks.h"
+#include "testing/fakes.h"
+
+namespace dyad {
+namespace {
+
+// One backend under test, with what its writers need where the store has
+// no conditional write: the registry database's leases.
+struct Opened {
+  std::shared_ptr<SqliteDb> db;
+  std::unique_ptr<ProviderLeases> leases;
+  Backend backend;
+  // Another key of the same backend (a second master, a second KMS key);
+  // nullptr where the target has none.
+  std::unique_ptr<KeyManager> other_keys;
+  Backend other;
+};
+
+struct ContractTarget {
+  std::string name;
+  std::function<Result<Opened>(const testing::TempDir&, const Clock&)> open;
+};
+
+void PrintTo(const ContractTarget& t, std::ostream* os) { *os << t.name; }
+
+Result<std::unique_ptr<KeyManager>> Keyring(std::shared_ptr<SqliteDb> db, char master, const Clock& clock) {
+  return NewLocalKeyring({"contract", SecretBytes(std::string(32, master)), {}}, std::move(db), DefaultRandom(), clock);
+}
+
+Result<Opened> OpenLocal(const testing::TempDir& dir, const Clock& clock, bool memory_store) {
+  Opened o;
+  DYAD_ASSIGN_OR_RETURN(o.db, SqliteDb::Open(dir.File("contract.db")));
+  o.leases = NewSqliteProviderLeases(o.db, clock);
+  DYAD_ASSIGN_OR_RETURN(o.backend.keys, Keyring(o.db, 'm', clock));
+  if (memory_store) o.backend.store = std::make_unique<testing::MemoryStore>("dyad-gateway", /*conditional=*/false);
+  else o.backend.store = NewSqliteSecretStore(o.db, clock, "dyad-gateway");
+  DYAD_ASSIGN_OR_RETURN(auto other_db, SqliteDb::Open(dir.File("other.db")));
+  DYAD_ASSIGN_OR_RETURN(o.other_keys, Keyring(other_db, 'o', clock));
+  return o;
+}
+
+// SECRETS_PROVIDER=aws through the production path, configured by the
+// environment the black-box suite passes; DYAD_CONTRACT_OTHER_KEY_ID names a
+// second KMS key for the wrong-key case.
+Result<Opened> OpenAws(const testing::TempDir& dir, const Clock& clock) {
+  EnvMap env = ReadProcessEnvironment();
+  env["SECRETS_PROVIDER"] = "aws";
+  env["SECRETS_PREFIX"] = "contract-" + NewUuid(DefaultRandom()).substr(0, 8);
+  env["GATEWAY_ADMIN_API_KEY"] = "contract-suite-token-not-used";  // LoadConfig wants one; nothing serves
+  env["GATEWAY_DATA_DIR"] = dir.File("data");
+  Opened o;
+  DYAD_ASSIGN_OR_RETURN(o.db, SqliteDb::Open(dir.File("contract.db")));
+  o.leases = NewSqliteProviderLeases(o.db, clock);
+  DYAD_ASSIGN_OR_RETURN(Config config, LoadConfig(env, false));
+  DYAD_ASSIGN_OR_RETURN(o.backend, OpenBackend(config, o.db, clock));
+  if (auto other = env.find("DYAD_CONTRACT_OTHER_KEY_ID"); other != env.end()) {
+    env["ENCRYPTION_KEY_ID"] = other->second;
+    DYAD_ASSIGN_OR_RETURN(Config other_config, LoadConfig(env, false));
+    DYAD_ASSIGN_OR_RETURN(auto other_db, SqliteDb::Open(dir.File("other.db")));
+    DYAD_ASSIGN_OR_RETURN(o.other, OpenBackend(other_config, other_db, clock));
+    o.other_keys = std::move(o.other.keys);
+  }
+  return o;
+}
+
+std::vector<ContractTarget> Targets() {
+  return {
+      {"environment", [](const testing::TempDir& d, const Clock& c) { return OpenLocal(d, c, false); }},
+      {"memory", [](const testing::TempDir& d, const Clock& c) { return OpenLocal(d, c, true); }},
+      {"aws", OpenAws},
+  };
+}
+
+class StoreContract : public ::testing::TestWithParam<ContractTarget> {
+ protected:
+  void SetUp() override {
+    if (GetParam().name == "aws" && !ReadProcessEnvironment().count("DYAD_CONTRACT_AWS")) {
+      GTEST_SKIP() << "AWS runs from the black-box suite (tests/blackbox/test_contract.py)";
+    }
+    auto opened = GetParam().open(dir_, clock_);
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    o_ = std::move(opened).value();
+    locks_ = std::make_unique<ProviderLocks>(o_.leases.get(), clock_, DefaultRandom());
+  }
+  void TearDown() override {
+    if (!o_.backend.store) return;
+    for (const auto& name : created_) (void)store().DeleteNow(name);
+  }
+  SecretStore& store() { return *o_.backend.store; }
+  KeyManager& keys() { return *o_.backend.keys; }
+  // A fresh provider secret name, deleted at the end.
+  std::string Fresh() {
+    std::string name = store().SecretName(NewUuid(DefaultRandom()));
+    created_.push_back(name);
+    return name;
+  }
+
+  testing::TempDir dir_;
+  SystemClock clock_;
+  Opened o_;
+  std::unique_ptr<ProviderLocks> locks_;
+  std::vector<std::string> created_;
+};
+
+TEST_P(StoreContract, NamesMapToProviderIdsAndBack) {
+  const std::string id = NewUuid(DefaultRandom());
+  EXPECT_EQ(store().ProviderIdOf(store().SecretName(id)), id);
+  EXPECT_EQ(store().ProviderIdOf(store().ProbeName("health-check")), std::nullopt);
+  EXPECT_EQ(store().ProviderIdOf("elsewhere/providers/" + id), std::nullopt);
+}
+
+TEST_P(StoreContract, UnknownNamesAreNotFound) {
+  const std::string name = store().SecretName(NewUuid(DefaultRandom()));
+  EXPECT_EQ(store().Get(name).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(store().Replace(name, "v", "1").code(), ErrorCode::kNotFound);
+  auto many = store().GetMany({name});
+  ASSERT_TRUE(many.ok()) << many.error().message;
+  EXPECT_EQ((*many)[0].code(), ErrorCode::kNotFound);
+}
+
+TEST_P(StoreContract, CreateTwiceIsAlreadyExistsAndKeepsTheFirst) {
+  const std::string name = Fresh();
+  auto first = store().Create(name, "first");
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(store().Create(name, "second").code(), ErrorCode::kAlreadyExists);
+  auto got = store().Get(name);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->value, "first");
+  EXPECT_EQ(got->version, *first);
+}
+
+TEST_P(StoreContract, ReplaceIsFencedByTheVersionRead) {
+  const std::string name = Fresh();
+  auto v1 = store().Create(name, "one");
+  ASSERT_TRUE(v1.ok()) << v1.error().message;
+  auto v2 = store().Replace(name, "two", *v1);
+  ASSERT_TRUE(v2.ok()) << v2.error().message;
+  EXPECT_NE(*v2, *v1);
+  auto got = store().Get(name);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->value, "two");
+  EXPECT_EQ(got->version, *v2);
+  if (!store().HasConditionalWrites()) return;  // the lease fences these writers (ConcurrentWriters)
+  auto stale = store().Replace(name, "stale", *v1);
+  EXPECT_EQ(stale.code(), ErrorCode::kConflict) << (stale.ok() ? "replaced" : stale.error().message);
+  EXPECT_EQ(store().Get(name)->value, "two");
+  auto many = store().ReplaceMany({{name, *v1, "stale again"}, {name, *v2, "three"}});
+  ASSERT_TRUE(many.ok()) << many.error().message;
+  EXPECT_EQ(*many, (std::vector<bool>{false, true}));
+  EXPECT_EQ(store().Get(name)->value, "three");
+}
+
+TEST_P(StoreContract, UnicodeAndBinaryLookingValuesRoundTrip) {
+  const std::vector<std::string> values = {
+      "{\"api_key\":\"sk-ключ-🔑-密钥\"}", "\x01\x02\x7f tab\t newline\n quote\" backslash\\ ",
+      "AAECAwQFBgcICQoLDA0ODw==", std::string(100, '\xff') + "\xc3\x28", "%00%2F../..\\u0000"};
+  for (const auto& v : values) {
+    const std::string name = Fresh();
+    auto made = store().Create(name, v);
+    if (!made.ok() && !IsValidUtf8(v) && made.code() == ErrorCode::kInvalidArgument) continue;  // a text store: refused, not mangled
+    ASSERT_TRUE(made.ok()) << made.error().message;
+    auto got = store().Get(name);
+    ASSERT_TRUE(got.ok()) << got.error().message;
+    EXPECT_EQ(got->value, v);
+  }
+}
+
+TEST_P(StoreContract, ValuesUpTo64KiBRoundTripAndLargerAreRefusedOrKeptWhole) {
+  const std::string name = Fresh();
+  const std::string limit(65536, 'x');
+  ASSERT_TRUE(store().Create(name, limit).ok());
+  EXPECT_EQ(store().Get(name)->value, limit);
+  const std::string big = Fresh();
+  const std::string huge(2 << 20, 'y');
+  auto made = store().Create(big, huge);
+  if (made.ok()) {
+    EXPECT_EQ(store().Get(big)->value.size(), huge.size());
+  } else {
+    EXPECT_EQ(made.code(), ErrorCode::kInvalidArgument) << made.error().message;
+    EXPECT_NE(made.error().message.find("bytes"), std::string::npos) << made.error().message;
+    EXPECT_EQ(store().Get(big).code(), ErrorCode::kNotFound);
+  }
+}
+
+TEST_P(StoreContract, ListFindsEveryProviderSecretPastOnePage) {
+  constexpr int kSecrets = 120;  // AWS lists 100 a page
+  std::set<std::string> made;
+  for (int i = 0; i < kSecrets; ++i) {
+    const std::string name = Fresh();
+    ASSERT_TRUE(store().Create(name, "v").ok());
+    made.insert(name);
+  }
+  const std::string probe = store().ProbeName("contract-" + NewUuid(DefaultRandom()).substr(0, 8));
+  created_.push_back(probe);
+  ASSERT_TRUE(store().Create(probe, "not a provider's").ok());
+  auto listed = store().List();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  std::set<std::string> seen;
+  for (const auto& l : *listed) {
+    EXPECT_TRUE(store().ProviderIdOf(l.name)) << l.name;
+    seen.insert(l.name);
+  }
+  for (const auto& name : made) EXPECT_TRUE(seen.count(name)) << name;
+  EXPECT_FALSE(seen.count(probe));
+}
+
+TEST_P(StoreContract, DeletedIsNotFoundAndDeleteNowFreesTheName) {
+  const std::string name = Fresh();
+  ASSERT_TRUE(store().Create(name, "v").ok());
+  ASSERT_TRUE(store().DeleteNow(name).ok());
+  EXPECT_EQ(store().Get(name).code(), ErrorCode::kNotFound);
+  auto again = store().Create(name, "again");
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(store().Get(name)->value, "again");
+}
+
+// Eight writers append to one secret by read-modify-write, as the services
+// do: under a conditional write they retry on kConflict; without one they
+// hold the provider's lease. Every acknowledged append must be there.
+TEST_P(StoreContract, ConcurrentWritersLoseNoAcknowledgedWrite) {
+  const std::string id = NewUuid(DefaultRandom());
+  const std::string name = store().SecretName(id);
+  created_.push_back(name);
+  ASSERT_TRUE(store().Create(name, "|").ok());
+  constexpr int kWriters = 8;
+  const int kEach = GetParam().name == "aws" ? 5 : 25;  // round trips to moto add up
+  std::atomic<int> failures{0};
+  std::vector<std::vector<std::string>> acked(kWriters);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWriters; ++w) {
+    threads.emplace_back([&, w] {
+      for (int i = 0; i < kEach; ++i) {
+        const std::string mark = "w" + std::to_string(w) + "." + std::to_string(i) + "|";
+        for (int attempt = 0; attempt < 200; ++attempt) {
+          std::unique_ptr<ProviderLocks::Held> held;
+          if (!store().HasConditionalWrites()) {
+            auto h = locks_->Hold(id);
+            if (!h.ok()) break;
+            held = std::move(h).value();
+          }
+          auto cur = store().Get(name);
+          if (!cur.ok()) break;
+          std::this_thread::yield();  // let another writer in between the read and the write
+          auto r = store().Replace(name, cur->value + mark, cur->version);
+          if (r.ok()) {
+            acked[w].push_back(mark);
+            break;
+          }
+          if (r.code() != ErrorCode::kConflict && r.code() != ErrorCode::kUnimplemented) break;
+        }
+        if (acked[w].size() != static_cast<size_t>(i + 1)) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto final = store().Get(name);
+  ASSERT_TRUE(final.ok()) << final.error().message;
+  for (const auto& marks : acked) {
+    for (const auto& mark : marks) EXPECT_NE(final->value.find("|" + mark), std::string::npos) << mark << " lost";
+  }
+}
+
+TEST_P(StoreContract, KeysUnwrapWhatTheyWrappedUnderTheSameContextOnly) {
+  auto dk = keys().GenerateDataKey("dyad-gateway/providers/a");
+  ASSERT_TRUE(dk.ok()) << dk.error().message;
+  EXPECT_EQ(dk->plaintext.size(), 32u);
+  auto back = keys().Decrypt(dk->version, dk->wrapped, "dyad-gateway/providers/a");
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_TRUE(*back == dk->plaintext);
+  EXPECT_EQ(keys().Decrypt(dk->version, dk->wrapped, "dyad-gateway/providers/b").code(), ErrorCode::kDataLoss);
+  std::string tampered = dk->wrapped;
+  tampered[tampered.size() / 2] ^= 0x01;
+  EXPECT_EQ(keys().Decrypt(dk->version, tampered, "dyad-gateway/providers/a").code(), ErrorCode::kDataLoss);
+}
+
+TEST_P(StoreContract, RotationKeepsOldVersionsDecryptingAndReEncryptMovesThem) {
+  auto before = keys().GenerateDataKey("ctx-1");
+  ASSERT_TRUE(before.ok()) << before.error().message;
+  auto next = keys().Rotate();
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  EXPECT_GT(*next, before->version);
+  auto old = keys().Decrypt(before->version, before->wrapped, "ctx-1");
+  ASSERT_TRUE(old.ok()) << old.error().message;
+  EXPECT_TRUE(*old == before->plaintext);
+  auto moved = keys().ReEncrypt(before->version, before->wrapped, "ctx-1", "ctx-2");
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  EXPECT_EQ(moved->version, *next);
+  auto opened = keys().Decrypt(moved->version, moved->wrapped, "ctx-2");
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  EXPECT_TRUE(*opened == before->plaintext);
+  auto fresh = keys().GenerateDataKey("ctx-3");
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->version, *next);
+  EXPECT_EQ(keys().Decrypt(*next + 100, fresh->wrapped, "ctx-3").code(), ErrorCode::kNotFound);
+}
+
+TEST_P(StoreContract, AnotherKeysDataKeyIsDataLoss) {
+  if (!o_.other_keys) GTEST_SKIP() << "no second key configured for " << GetParam().name;
+  auto dk = o_.other_keys->GenerateDataKey("ctx");
+  ASSERT_TRUE(dk.ok()) << dk.error().message;
+  auto opened = keys().Decrypt(dk->version, dk->wrapped, "ctx");
+  ASSERT_FALSE(opened.ok()) << "another key's data key opened";
+  // Never a fallback (kUnavailable). AWS KMS answers IncorrectKeyException
+  // (kDataLoss); moto answers a bare AccessDeniedException instead.
+  if (GetParam().name == "aws" && opened.code() == ErrorCode::kPermissionDenied) return;
+  EXPECT_EQ(opened.code(), ErrorCode::kDataLoss) << opened.error().message;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreContract, ::testing::ValuesIn(Targets()),
+                         [](const ::testing::TestParamInfo<ContractTarget>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace dyad
