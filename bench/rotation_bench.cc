@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   auto db = SqliteDb::Open(dir.File("bench.db")).value();
   auto repo = NewSqliteProviderRepository(db);
   auto keys = std::move(NewLocalKeyring({"bench", SecretBytes(std::string(32, 'm')), {}}, db, DefaultRandom(), clock)).value();
-  auto store = NewSqliteSecretStore(db, clock);
+  auto store = NewSqliteSecretStore(db, clock, "dyad-gateway");
   testing::MemoryAudit audit;
   Metrics metrics;
   SecretsOptions uncached;
@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   r1.join();
 
   // The rotation, with the same reader running throughout.
-  KeyRotationService rotation({"dyad-gateway", 500}, db, secrets, audit, clock);
+  KeyRotationService rotation({500}, db, secrets, audit, clock);
   stop = false;
   Latency during;
   std::thread r2([&] { during = ReadLoop(secrets, ids, stop); });
