@@ -232,6 +232,21 @@ TEST_P(StoreContract, DeletedIsNotFoundAndDeleteNowFreesTheName) {
   EXPECT_EQ(store().Get(name)->value, "again");
 }
 
+// A token read before a delete never fences a write of the secret created
+// again under the same name (no ABA).
+TEST_P(StoreContract, ATokenFromBeforeADeleteDoesNotMatchTheNameCreatedAgain) {
+  if (!store().HasConditionalWrites()) GTEST_SKIP() << "the lease fences this store's writers";
+  const std::string name = Fresh();
+  auto first = store().Create(name, "first");
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  ASSERT_TRUE(store().DeleteNow(name).ok());
+  auto second = store().Create(name, "second");
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_NE(*first, *second);
+  EXPECT_EQ(store().Replace(name, "stale", *first).code(), ErrorCode::kConflict);
+  EXPECT_EQ(store().Get(name)->value, "second");
+}
+
 // Eight writers append to one secret by read-modify-write, as the services
 // do: under a conditional write they retry on kConflict; without one they
 // hold the provider's lease. Every acknowledged append must be there.

@@ -30,15 +30,17 @@ class SqliteSecretStore final : public SecretStore {
   }
 
   Result<std::string> Create(const std::string& name, std::string_view value) override {
-    DYAD_RETURN_IF_ERROR(Write("INSERT INTO secrets(name, value, updated_at, revision) VALUES(?,?,?,1)", name, value));
-    return std::string("1");
+    const int64_t revision = FirstRevision();
+    DYAD_RETURN_IF_ERROR(
+        Write("INSERT INTO secrets(name, value, updated_at, revision) VALUES(?,?,?,?)", name, value, revision));
+    return std::to_string(revision);
   }
 
   Status Put(const std::string& name, std::string_view value) override {
-    return Write("INSERT INTO secrets(name, value, updated_at, revision) VALUES(?,?,?,1) "
+    return Write("INSERT INTO secrets(name, value, updated_at, revision) VALUES(?,?,?,?) "
                  "ON CONFLICT(name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at, "
                  "revision=revision+1",
-                 name, value);
+                 name, value, FirstRevision());
   }
 
   Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
@@ -129,10 +131,18 @@ class SqliteSecretStore final : public SecretStore {
     return MakeError(ErrorCode::kConflict, "secret '" + name + "' was changed by another writer");
   }
 
-  Status Write(const char* sql, const std::string& name, std::string_view value) {
+  // A secret's first revision: the creation time in microseconds, so that a
+  // name deleted and created again never repeats a revision (a token read
+  // before the delete cannot fence a write of the new secret).
+  int64_t FirstRevision() const {
+    return std::chrono::duration_cast<std::chrono::microseconds>(clock_.WallNow().time_since_epoch()).count();
+  }
+
+  Status Write(const char* sql, const std::string& name, std::string_view value, int64_t revision) {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(sql));
-      DYAD_RETURN_IF_ERROR(st.Bind(1, name).Bind(2, value).Bind(3, FormatIso8601(clock_.WallNow())).Run());
+      DYAD_RETURN_IF_ERROR(
+          st.Bind(1, name).Bind(2, value).Bind(3, FormatIso8601(clock_.WallNow())).Bind(4, revision).Run());
       return true;
     });
     if (!r.ok()) {

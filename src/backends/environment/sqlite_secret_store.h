@@ -1,8 +1,9 @@
 // The environment backend's SecretStore: secret values (envelope documents)
 // in the registry's SQLite database, table `secrets`, named
-// `<prefix>/providers/<id>`. The version token is the row's revision, moved
-// on by every write, so Replace() is one conditional UPDATE (atomic across
-// processes on one database). List() gives each row's updated_at.
+// `<prefix>/providers/<id>`. The version token is the row's revision: the
+// creation time in microseconds, moved on by every write, so Replace() is one
+// conditional UPDATE (atomic across processes on one database) and a name
+// created again after a delete does not repeat an old token. List() gives each row's updated_at.
 // Thread-safe; errors are the registry database's (kUnavailable when busy).
 #pragma once
 
