@@ -44,6 +44,17 @@ constexpr std::array<uint8_t, 256> kB64Value = [] {
   return t;
 }();
 
+// kB64Shifted[k][c]: character c's six bits in place for position k of a
+// group of four, or kB64Bad for a character outside the alphabet.
+constexpr uint32_t kB64Bad = 0x80000000u;
+constexpr auto kB64Shifted = [] {
+  std::array<std::array<uint32_t, 256>, 4> t{};
+  for (size_t k = 0; k < 4; ++k) {
+    for (size_t c = 0; c < 256; ++c) t[k][c] = kB64Value[c] == 64 ? kB64Bad : uint32_t{kB64Value[c]} << (18 - 6 * k);
+  }
+  return t;
+}();
+
 bool FastBase64Decode(std::string_view text, std::string& out) {
   const size_t n = text.size();
   if (n % 4 != 0) return false;
@@ -55,21 +66,21 @@ bool FastBase64Decode(std::string_view text, std::string& out) {
   const size_t pad = p[n - 1] != '=' ? 0 : p[n - 2] != '=' ? 1 : 2;
   out.resize(3 * n / 4 - pad);
   auto* o = reinterpret_cast<unsigned char*>(out.data());
-  uint32_t bad = 0;  // bit 6 set once any character was outside the alphabet (value 64)
+  uint32_t bad = 0;
   size_t i = 0;
+  // Every group but the last is followed by at least one more output byte,
+  // so each writes four bytes (the fourth is overwritten by the next group).
   for (; i + 4 < n; i += 4, o += 3) {
-    uint32_t a = kB64Value[p[i]], b = kB64Value[p[i + 1]], c = kB64Value[p[i + 2]], d = kB64Value[p[i + 3]];
-    bad |= a | b | c | d;
-    uint32_t v = a << 18 | b << 12 | c << 6 | d;
-    o[0] = static_cast<unsigned char>(v >> 16);
-    o[1] = static_cast<unsigned char>(v >> 8);
-    o[2] = static_cast<unsigned char>(v);
+    const uint32_t v = kB64Shifted[0][p[i]] | kB64Shifted[1][p[i + 1]] | kB64Shifted[2][p[i + 2]] |
+                       kB64Shifted[3][p[i + 3]];
+    bad |= v;
+    const uint32_t be = __builtin_bswap32(v << 8);
+    std::memcpy(o, &be, 4);
   }
-  uint32_t a = kB64Value[p[i]], b = kB64Value[p[i + 1]];
-  uint32_t c = pad >= 2 ? 0 : kB64Value[p[i + 2]], d = pad >= 1 ? 0 : kB64Value[p[i + 3]];
-  bad |= a | b | c | d;
-  if (bad & 64) return false;
-  uint32_t v = a << 18 | b << 12 | c << 6 | d;
+  const uint32_t v = kB64Shifted[0][p[i]] | kB64Shifted[1][p[i + 1]] | (pad >= 2 ? 0 : kB64Shifted[2][p[i + 2]]) |
+                     (pad >= 1 ? 0 : kB64Shifted[3][p[i + 3]]);
+  bad |= v;
+  if (bad & kB64Bad) return false;
   o[0] = static_cast<unsigned char>(v >> 16);
   if (pad < 2) o[1] = static_cast<unsigned char>(v >> 8);
   if (pad < 1) o[2] = static_cast<unsigned char>(v);
@@ -117,6 +128,14 @@ void AppendInt(std::string& out, Int n) {
   char buf[24];
   auto r = std::to_chars(buf, buf + sizeof buf, n);
   out.append(buf, r.ptr);
+}
+
+// Printable ASCII other than the backslash: a JSON string body that means
+// itself. Branch-free, so the compiler vectorises it.
+bool PlainAscii(std::string_view s) {
+  unsigned bad = 0;
+  for (unsigned char c : s) bad |= static_cast<unsigned>(static_cast<unsigned char>(c - 0x20) > 0x5e) | (c == '\\');
+  return bad == 0;
 }
 
 Error Bad(std::string_view field, std::string_view what) {
@@ -167,14 +186,6 @@ Result<Envelope> FromFields(const Fields& f, Decoder decode) {
     e.context_bound = ctx == 1;
   }
   return e;
-}
-
-// Printable ASCII other than the backslash: a JSON string body that means
-// itself. Branch-free, so the compiler vectorises it.
-bool PlainAscii(std::string_view s) {
-  unsigned bad = 0;
-  for (unsigned char c : s) bad |= static_cast<unsigned>(static_cast<unsigned char>(c - 0x20) > 0x5e) | (c == '\\');
-  return bad == 0;
 }
 
 // The canonical document, in place. Returns false, having decided nothing,
@@ -268,11 +279,9 @@ Status CheckSize(std::string_view text) {
 
 // A JSON string literal; plain identifiers (the usual case) skip the escaper.
 void AppendJsonString(std::string& out, std::string_view s) {
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == '"' || c == '\\' || c >= 0x7f) {
-      out += json::serialize(json::string_view(s.data(), s.size()));
-      return;
-    }
+  if (!PlainAscii(s) || s.find('"') != std::string_view::npos) {
+    out += json::serialize(json::string_view(s.data(), s.size()));
+    return;
   }
   out += '"';
   out += s;
@@ -325,16 +334,20 @@ Result<Envelope> ParseEnvelopeGeneralForTesting(std::string_view text) {
 }
 
 std::string EnvelopeAad(std::string_view secret_name, int64_t credentials_version) {
-  static constexpr std::string_view kLabel = "dyad-envelope-v1";
   std::string aad;
-  aad.reserve(kLabel.size() + 4 + secret_name.size() + 8);
+  AppendEnvelopeAad(aad, secret_name, credentials_version);
+  return aad;
+}
+
+void AppendEnvelopeAad(std::string& aad, std::string_view secret_name, int64_t credentials_version) {
+  static constexpr std::string_view kLabel = "dyad-envelope-v1";
+  aad.reserve(aad.size() + kLabel.size() + 4 + secret_name.size() + 8);
   aad.append(kLabel);
   uint32_t n = static_cast<uint32_t>(secret_name.size());
   for (int i = 3; i >= 0; --i) aad.push_back(static_cast<char>(n >> (8 * i)));
   aad.append(secret_name);
   auto cv = static_cast<uint64_t>(credentials_version);
   for (int i = 7; i >= 0; --i) aad.push_back(static_cast<char>(cv >> (8 * i)));
-  return aad;
 }
 
 }  // namespace dyad

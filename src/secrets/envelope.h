@@ -46,5 +46,7 @@ Result<Envelope> ParseEnvelopeGeneralForTesting(std::string_view text);
 
 // Length-prefixed: "dyad-envelope-v1" ‖ len(name) ‖ name ‖ cv (8 bytes BE).
 std::string EnvelopeAad(std::string_view secret_name, int64_t credentials_version);
+// The same, appended to `aad` (a buffer the caller reuses).
+void AppendEnvelopeAad(std::string& aad, std::string_view secret_name, int64_t credentials_version);
 
 }  // namespace dyad
