@@ -234,5 +234,54 @@ TEST(EnvelopeCompatibility, BlobsWrittenBeforeStillOpen) {
   EXPECT_EQ(sealer.Open(name, *moved)->payload, payload);
 }
 
+// ParseEnvelope reads the canonical document in place and everything else
+// through the general parser; both must answer alike (the fuzz target checks
+// the same on every input it makes).
+TEST(EnvelopeParser, InPlaceAndGeneralAgree) {
+  const std::string canonical = kFixedBound;
+  auto replace = [&](std::string from, std::string to) {
+    std::string t = canonical;
+    t.replace(t.find(from), from.size(), to);
+    return t;
+  };
+  const std::vector<std::string> texts = {
+      canonical,
+      kFixedLegacy,
+      replace("{\"v\":1,", "{ \"v\" : 1 ,"),                        // whitespace
+      replace("\"kid\":\"fixed-key\"", "\"kid\":\"fixed\\u002dkey\""),  // an escape
+      replace("\"kver\":1", "\"kver\":01"),                          // not JSON
+      replace("\"kver\":1", "\"kver\":1.0"),
+      replace("\"kver\":1", "\"kver\":-1"),
+      replace("\"kver\":1", "\"kver\":18446744073709551615"),
+      replace("\"cv\":7", "\"cv\":9223372036854775807"),
+      replace("\"cv\":7", "\"cv\":7,\"cv\":8"),                       // repeated key
+      replace("\"ctx\":1", "\"ctx\":true"),
+      replace("\"ctx\":1", "\"ctx\":1,\"x\":1"),
+      replace("\"iv\":\"ERERERERERERERER\"", "\"iv\":\"ERERERERERERER==\""),
+      replace("\"iv\":\"ERERERERERERERER\"", "\"iv\":\"ERERERERERER=ERE\""),
+      replace("\"iv\":\"ERERERERERERERER\"", "\"iv\":\"ERERERERERERERE\""),
+      replace("\"kms\":\"local\"", "\"kms\":\"lo\x7f" "cal\""),
+      replace("\"kms\":\"local\"", "\"kms\":[\"local\"]"),
+      canonical + " ",
+      canonical + "{}",
+      "{}",
+      "{\"v\":1}",
+  };
+  for (const auto& t : texts) {
+    auto fast = ParseEnvelope(t);
+    auto general = ParseEnvelopeGeneralForTesting(t);
+    ASSERT_EQ(fast.ok(), general.ok()) << t;
+    if (!fast.ok()) {
+      EXPECT_EQ(fast.error().message, general.error().message) << t;
+      continue;
+    }
+    EXPECT_EQ(SerializeEnvelope(*fast), SerializeEnvelope(*general)) << t;
+    EXPECT_EQ(fast->context_bound, general->context_bound) << t;
+  }
+  EXPECT_TRUE(ParseEnvelope(texts[2]).ok());  // whitespace and escapes still read
+  EXPECT_TRUE(ParseEnvelope(texts[3]).ok());
+  EXPECT_NE(ParseEnvelope(texts[11]).error().message.find("\"x\" is unknown"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace dyad
