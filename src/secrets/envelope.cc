@@ -165,9 +165,9 @@ Status Base64Field(const Fields& f, FieldIndex i, size_t min_raw, size_t max_raw
   return OkStatus();
 }
 
-// Every check, in the order the fields are named in the error.
-Result<Envelope> FromFields(const Fields& f, Decoder decode) {
-  Envelope e;
+// Every check, in the order the fields are named in the error. Sets every
+// member of `e`, reusing its buffers.
+Status FromFields(const Fields& f, Decoder decode, Envelope& e) {
   DYAD_ASSIGN_OR_RETURN(int64_t v, IntField(f, kV, 0, INT32_MAX));
   if (v != 1) return Bad("v", "is " + std::to_string(v) + "; this build reads format 1");
   e.format_version = 1;
@@ -181,11 +181,12 @@ Result<Envelope> FromFields(const Fields& f, Decoder decode) {
   DYAD_RETURN_IF_ERROR(Base64Field(f, kDek, 1, kMaxWrappedKeyBytes, decode, e.wrapped_dek));
   DYAD_RETURN_IF_ERROR(Base64Field(f, kIv, 12, 12, decode, e.nonce));
   DYAD_RETURN_IF_ERROR(Base64Field(f, kCt, 16, kMaxEnvelopeBytes, decode, e.ciphertext));
+  e.context_bound = false;
   if (f[kCtx].kind != Field::kMissing) {
     DYAD_ASSIGN_OR_RETURN(int64_t ctx, IntField(f, kCtx, 1, 1));
     e.context_bound = ctx == 1;
   }
-  return e;
+  return OkStatus();
 }
 
 // The canonical document, in place. Returns false, having decided nothing,
@@ -235,7 +236,7 @@ bool ScanCanonical(std::string_view t, Fields& f) {
   }
 }
 
-Result<Envelope> ParseWithBoost(std::string_view text) {
+Status ParseWithBoost(std::string_view text, Envelope& e) {
   unsigned char buf[4096];
   json::monotonic_resource mr(buf, sizeof buf);
   json::parse_options opt;
@@ -267,7 +268,7 @@ Result<Envelope> ParseWithBoost(std::string_view text) {
       f[i].kind = Field::kOther;
     }
   }
-  return FromFields(f, CoreBase64Decode);
+  return FromFields(f, CoreBase64Decode, e);
 }
 
 Status CheckSize(std::string_view text) {
@@ -316,21 +317,26 @@ std::string SerializeEnvelope(const Envelope& e) {
   return out;
 }
 
-Result<Envelope> ParseEnvelope(std::string_view text) {
+Status ParseEnvelopeInto(std::string_view text, Envelope& e) {
   DYAD_RETURN_IF_ERROR(CheckSize(text));
   Fields f;
-  if (ScanCanonical(text, f)) {
-    auto e = FromFields(f, FastBase64Decode);
-    if (e.ok()) return e;
-    // A failed check on the fast path is answered by the general one, so
-    // that the message is the one it has always been.
-  }
-  return ParseWithBoost(text);
+  // A failed check on the fast path is answered by the general one, so that
+  // the message is the one it has always been.
+  if (ScanCanonical(text, f) && FromFields(f, FastBase64Decode, e).ok()) return OkStatus();
+  return ParseWithBoost(text, e);
+}
+
+Result<Envelope> ParseEnvelope(std::string_view text) {
+  Envelope e;
+  DYAD_RETURN_IF_ERROR(ParseEnvelopeInto(text, e));
+  return e;
 }
 
 Result<Envelope> ParseEnvelopeGeneralForTesting(std::string_view text) {
   DYAD_RETURN_IF_ERROR(CheckSize(text));
-  return ParseWithBoost(text);
+  Envelope e;
+  DYAD_RETURN_IF_ERROR(ParseWithBoost(text, e));
+  return e;
 }
 
 std::string EnvelopeAad(std::string_view secret_name, int64_t credentials_version) {

@@ -40,6 +40,9 @@ struct Envelope {
 
 std::string SerializeEnvelope(const Envelope& e);
 Result<Envelope> ParseEnvelope(std::string_view text);
+// The same into `e`, reusing its buffers (a caller that parses many keeps
+// one); `e` is unspecified after an error.
+Status ParseEnvelopeInto(std::string_view text, Envelope& e);
 // The general parser alone (Boost.JSON, core Base64Decode), for the fuzz
 // target that checks ParseEnvelope answers exactly as it does.
 Result<Envelope> ParseEnvelopeGeneralForTesting(std::string_view text);

@@ -42,7 +42,12 @@ Result<std::string> Sealer::Seal(std::string_view secret_name, int64_t credentia
 
 Result<OpenedSecret> Sealer::Open(std::string_view secret_name, std::string_view envelope_text) {
   if (mode_ == SealMode::kProvider) return OpenedSecret{SecretBytes(envelope_text), 0, 0};
-  DYAD_ASSIGN_OR_RETURN(Envelope e, ParseEnvelope(envelope_text));
+  // Parsed into a per-thread envelope, whose buffers (wrapped key and
+  // ciphertext: nothing in clear) are reused from one read to the next.
+  thread_local Envelope parsed;
+  if (parsed.ciphertext.capacity() > 64 * 1024) parsed = Envelope();  // keep no large buffer for good
+  Envelope& e = parsed;
+  DYAD_RETURN_IF_ERROR(ParseEnvelopeInto(envelope_text, e));
   if (e.kms != keys_.Kind() || e.key_id != keys_.KeyId()) {
     return MakeError(ErrorCode::kFailedPrecondition, "envelope was sealed by " + e.kms + " key '" + e.key_id +
                                                          "', not the configured " + keys_.Kind() + " key '" +
