@@ -10,7 +10,9 @@
 // is unwrapped with that context; without it, with none. The AAD binds format version ‖ secret name ‖ cv, so a blob moved
 // to another name or replayed under another version fails to open.
 // ParseEnvelope is bounded (kMaxEnvelopeBytes) and names the field at fault.
-// Pure functions; thread-safe.
+// It reads the document as SerializeEnvelope writes it in place, and any
+// other valid JSON through a general parser, with the same checks and the
+// same errors either way. Pure functions; thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -38,8 +40,16 @@ struct Envelope {
 
 std::string SerializeEnvelope(const Envelope& e);
 Result<Envelope> ParseEnvelope(std::string_view text);
+// The same into `e`, reusing its buffers (a caller that parses many keeps
+// one); `e` is unspecified after an error.
+Status ParseEnvelopeInto(std::string_view text, Envelope& e);
+// The general parser alone (Boost.JSON, core Base64Decode), for the fuzz
+// target that checks ParseEnvelope answers exactly as it does.
+Result<Envelope> ParseEnvelopeGeneralForTesting(std::string_view text);
 
 // Length-prefixed: "dyad-envelope-v1" ‖ len(name) ‖ name ‖ cv (8 bytes BE).
 std::string EnvelopeAad(std::string_view secret_name, int64_t credentials_version);
+// The same, appended to `aad` (a buffer the caller reuses).
+void AppendEnvelopeAad(std::string& aad, std::string_view secret_name, int64_t credentials_version);
 
 }  // namespace dyad

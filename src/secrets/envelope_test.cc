@@ -198,5 +198,90 @@ TEST_F(EnvelopeTest, ContextFieldIsOptionalAndStrict) {
   EXPECT_FALSE(ParseEnvelope(SerializeEnvelope(e))->context_bound);
 }
 
+// Envelopes written by the build before the envelope code was made fast
+// (commit 9d0736c), byte for byte: with "ctx" and, as written before names
+// were bound, without. The keyring draws from ConstantRandom(0x11), so its
+// version 1 key is the same in every fresh database.
+constexpr char kFixedBound[] =
+    R"({"v":1,"kms":"local","kid":"fixed-key","kver":1,"cv":7,"dek":"ERERERERERERERERB8ZLEyflfByFI8WAutPzkanFK9MCS2vH/KV7UCjoWjAtd7jWpEVm26VdqXCabrEP","iv":"ERERERERERERERER","ct":"bfU7cl+rBmjtEO6z2KnP49m6W7Bqd0rn34dedA/OcxhuywYZwjKC2ax7ISgCV3+qQdc=","ctx":1})";
+constexpr char kFixedLegacy[] =
+    R"({"v":1,"kms":"local","kid":"fixed-key","kver":1,"cv":7,"dek":"ERERERERERERERERB8ZLEyflfByFI8WAutPzkanFK9MCS2vH/KV7UCjoWjAsS7fRFFUdiY5wm1diBM1p","iv":"WlpaWlpaWlpaWlpa","ct":"hZf0CCLDS867BpJqQTcUDXp25ttqu/QDBQLkwQg77yuLfuzXujW9KNYlzy+8hLWbGvI="})";
+
+TEST(EnvelopeCompatibility, BlobsWrittenBeforeStillOpen) {
+  testing::TempDir dir;
+  FakeClock clock;
+  testing::ConstantRandom random(0x11);
+  auto db = SqliteDb::Open(dir.File("f.db")).value();
+  auto keys = NewLocalKeyring({"fixed-key", SecretBytes(std::string(32, 'm')), {}}, db, random, clock);
+  ASSERT_TRUE(keys.ok()) << keys.error().message;
+  Sealer sealer(**keys, random);
+  const std::string name = "dyad-gateway/providers/p1";
+  const SecretBytes payload(std::string(R"({"api_key":"sk-canary-0123456789"})"));
+  for (const char* blob : {kFixedBound, kFixedLegacy}) {
+    auto opened = sealer.Open(name, blob);
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    EXPECT_EQ(opened->payload, payload);
+    EXPECT_EQ(opened->credentials_version, 7);
+    EXPECT_EQ(opened->key_version, 1u);
+    EXPECT_FALSE(sealer.Open("dyad-gateway/providers/p2", blob).ok());
+    EXPECT_EQ(SerializeEnvelope(*ParseEnvelope(blob)), blob);  // the writer still writes the same bytes
+  }
+  // What this build writes today is what it wrote then.
+  EXPECT_EQ(*sealer.Seal(name, 7, payload), kFixedBound);
+  auto moved = sealer.Rewrap(name, kFixedLegacy, 1, false);
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  EXPECT_TRUE(ParseEnvelope(*moved)->context_bound);
+  EXPECT_EQ(sealer.Open(name, *moved)->payload, payload);
+}
+
+// ParseEnvelope reads the canonical document in place and everything else
+// through the general parser; both must answer alike (the fuzz target checks
+// the same on every input it makes).
+TEST(EnvelopeParser, InPlaceAndGeneralAgree) {
+  const std::string canonical = kFixedBound;
+  auto replace = [&](std::string from, std::string to) {
+    std::string t = canonical;
+    t.replace(t.find(from), from.size(), to);
+    return t;
+  };
+  const std::vector<std::string> texts = {
+      canonical,
+      kFixedLegacy,
+      replace("{\"v\":1,", "{ \"v\" : 1 ,"),                        // whitespace
+      replace("\"kid\":\"fixed-key\"", "\"kid\":\"fixed\\u002dkey\""),  // an escape
+      replace("\"kver\":1", "\"kver\":01"),                          // not JSON
+      replace("\"kver\":1", "\"kver\":1.0"),
+      replace("\"kver\":1", "\"kver\":-1"),
+      replace("\"kver\":1", "\"kver\":18446744073709551615"),
+      replace("\"cv\":7", "\"cv\":9223372036854775807"),
+      replace("\"cv\":7", "\"cv\":7,\"cv\":8"),                       // repeated key
+      replace("\"ctx\":1", "\"ctx\":true"),
+      replace("\"ctx\":1", "\"ctx\":1,\"x\":1"),
+      replace("\"iv\":\"ERERERERERERERER\"", "\"iv\":\"ERERERERERERER==\""),
+      replace("\"iv\":\"ERERERERERERERER\"", "\"iv\":\"ERERERERERER=ERE\""),
+      replace("\"iv\":\"ERERERERERERERER\"", "\"iv\":\"ERERERERERERERE\""),
+      replace("\"kms\":\"local\"", "\"kms\":\"lo\x7f" "cal\""),
+      replace("\"kms\":\"local\"", "\"kms\":[\"local\"]"),
+      canonical + " ",
+      canonical + "{}",
+      "{}",
+      "{\"v\":1}",
+  };
+  for (const auto& t : texts) {
+    auto fast = ParseEnvelope(t);
+    auto general = ParseEnvelopeGeneralForTesting(t);
+    ASSERT_EQ(fast.ok(), general.ok()) << t;
+    if (!fast.ok()) {
+      EXPECT_EQ(fast.error().message, general.error().message) << t;
+      continue;
+    }
+    EXPECT_EQ(SerializeEnvelope(*fast), SerializeEnvelope(*general)) << t;
+    EXPECT_EQ(fast->context_bound, general->context_bound) << t;
+  }
+  EXPECT_TRUE(ParseEnvelope(texts[2]).ok());  // whitespace and escapes still read
+  EXPECT_TRUE(ParseEnvelope(texts[3]).ok());
+  EXPECT_NE(ParseEnvelope(texts[11]).error().message.find("\"x\" is unknown"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace dyad

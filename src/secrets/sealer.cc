@@ -11,6 +11,15 @@ std::string_view KeyContext(const Envelope& e, std::string_view secret_name) {
   return e.context_bound ? secret_name : std::string_view();
 }
 
+// The envelope AAD in a per-thread buffer: it is not secret (name and
+// version), and reusing the buffer saves an allocation per seal and open.
+std::string_view Aad(std::string_view secret_name, int64_t credentials_version) {
+  thread_local std::string buf;
+  buf.clear();
+  AppendEnvelopeAad(buf, secret_name, credentials_version);
+  return buf;
+}
+
 }  // namespace
 
 Result<std::string> Sealer::Seal(std::string_view secret_name, int64_t credentials_version,
@@ -26,21 +35,26 @@ Result<std::string> Sealer::Seal(std::string_view secret_name, int64_t credentia
   e.context_bound = true;
   e.nonce.assign(kGcmNonceSize, '\0');
   DYAD_RETURN_IF_ERROR(random_.Fill(reinterpret_cast<uint8_t*>(e.nonce.data()), e.nonce.size()));
-  DYAD_ASSIGN_OR_RETURN(e.ciphertext, AesGcmSeal(dek.plaintext, e.nonce, EnvelopeAad(secret_name, credentials_version),
+  DYAD_ASSIGN_OR_RETURN(e.ciphertext, AesGcmSeal(dek.plaintext, e.nonce, Aad(secret_name, credentials_version),
                                                  payload.view()));
   return SerializeEnvelope(e);
 }
 
 Result<OpenedSecret> Sealer::Open(std::string_view secret_name, std::string_view envelope_text) {
   if (mode_ == SealMode::kProvider) return OpenedSecret{SecretBytes(envelope_text), 0, 0};
-  DYAD_ASSIGN_OR_RETURN(Envelope e, ParseEnvelope(envelope_text));
+  // Parsed into a per-thread envelope, whose buffers (wrapped key and
+  // ciphertext: nothing in clear) are reused from one read to the next.
+  thread_local Envelope parsed;
+  if (parsed.ciphertext.capacity() > 64 * 1024) parsed = Envelope();  // keep no large buffer for good
+  Envelope& e = parsed;
+  DYAD_RETURN_IF_ERROR(ParseEnvelopeInto(envelope_text, e));
   if (e.kms != keys_.Kind() || e.key_id != keys_.KeyId()) {
     return MakeError(ErrorCode::kFailedPrecondition, "envelope was sealed by " + e.kms + " key '" + e.key_id +
                                                          "', not the configured " + keys_.Kind() + " key '" +
                                                          keys_.KeyId() + "'");
   }
   DYAD_ASSIGN_OR_RETURN(SecretBytes dek, keys_.Decrypt(e.key_version, e.wrapped_dek, KeyContext(e, secret_name)));
-  auto payload = AesGcmOpen(dek, e.nonce, EnvelopeAad(secret_name, e.credentials_version), e.ciphertext);
+  auto payload = AesGcmOpen(dek, e.nonce, Aad(secret_name, e.credentials_version), e.ciphertext);
   if (!payload.ok()) {
     return MakeError(ErrorCode::kDataLoss, "envelope of '" + std::string(secret_name) +
                                                "': payload authentication failed (tampered, moved or corrupt)");
