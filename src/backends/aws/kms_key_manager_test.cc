@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/encoding.h"
+#include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -28,7 +29,8 @@ class KmsTest : public ::testing::Test {
     auto client = std::move(AwsJsonClient::Create({"kms", "TrentService", "http://127.0.0.1:1", "us-east-1", {}},
                                                   creds_, std::move(t), clock_, random_))
                       .value();
-    return std::move(NewKmsKeyManager("dyad-key", std::move(client), db_, clock_)).value();
+    return std::move(NewKmsKeyManager("dyad-key", std::move(client),
+                                      NewSqliteKeyVersionRepository(db_), clock_)).value();
   }
 
   static std::string Described() { return R"({"KeyMetadata":{"Arn":")" + kArn + R"(","KeyId":"1234"}})"; }
