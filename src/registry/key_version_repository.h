@@ -59,8 +59,9 @@ class KeyVersionRepository {
   virtual Result<bool> CreateFirst(const std::string& key_id, const KeyVersionRecord& first) = 0;
 
   // In one write transaction: reads the latest version of `key_id` (nullopt
-  // when it has none), calls `decide` with it (inside the transaction: keep
-  // it short, no network) and applies the change. Returns the version
+  // when it has none), calls `decide` with it and applies the change.
+  // `decide` runs inside the transaction: keep it short, make no network
+  // call and do not call the repository from it. Returns the version
   // inserted, 0 when none was.
   using Decide = std::function<Result<KeyVersionChange>(const std::optional<KeyVersionRecord>& latest)>;
   virtual Result<uint32_t> Advance(const std::string& key_id, const Decide& decide) = 0;
