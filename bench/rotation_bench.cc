@@ -14,6 +14,8 @@
 #include "backends/environment/sqlite_secret_store.h"
 #include "registry/sqlite_provider_repository.h"
 #include "service/key_rotation_service.h"
+#include "registry/sqlite_key_version_repository.h"
+#include "registry/sqlite_rotation_repository.h"
 #include "testing/fakes.h"
 
 using namespace dyad;
@@ -54,7 +56,8 @@ int main(int argc, char** argv) {
   SystemClock clock;
   auto db = SqliteDb::Open(dir.File("bench.db")).value();
   auto repo = NewSqliteProviderRepository(db);
-  auto keys = std::move(NewLocalKeyring({"bench", SecretBytes(std::string(32, 'm')), {}}, db, DefaultRandom(), clock)).value();
+  auto keys = std::move(NewLocalKeyring({"bench", SecretBytes(std::string(32, 'm')), {}},
+                                        NewSqliteKeyVersionRepository(db), DefaultRandom(), clock)).value();
   auto store = NewSqliteSecretStore(db, clock, "dyad-gateway");
   testing::MemoryAudit audit;
   Metrics metrics;
@@ -81,7 +84,7 @@ int main(int argc, char** argv) {
   r1.join();
 
   // The rotation, with the same reader running throughout.
-  KeyRotationService rotation({500}, db, secrets, audit, clock);
+  KeyRotationService rotation({500}, NewSqliteRotationRepository(db, clock), secrets, audit, clock);
   stop = false;
   Latency during;
   std::thread r2([&] { during = ReadLoop(secrets, ids, stop); });

@@ -13,6 +13,7 @@
 #include "secrets/aes_gcm.h"
 #include "secrets/credential_cache.h"
 #include "secrets/sealer.h"
+#include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -96,7 +97,8 @@ struct SealFixture {
   testing::TempDir dir;
   std::shared_ptr<SqliteDb> db = SqliteDb::Open(dir.File("b.db")).value();
   std::unique_ptr<KeyManager> keys =
-      std::move(NewLocalKeyring({"bench", SecretBytes(std::string(32, 'm')), {}}, db, DefaultRandom(), g_clock)).value();
+      std::move(NewLocalKeyring({"bench", SecretBytes(std::string(32, 'm')), {}},
+                                NewSqliteKeyVersionRepository(db), DefaultRandom(), g_clock)).value();
   Sealer sealer{*keys, DefaultRandom()};
   SecretBytes payload{std::string(256, 'p')};
 };

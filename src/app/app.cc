@@ -11,7 +11,10 @@
 #include "app/audit_setup.h"
 #include "app/backend.h"
 #include "metrics/metrics.h"
+#include "registry/sqlite_audit_repository.h"
 #include "registry/sqlite_provider_repository.h"
+#include "registry/sqlite_rotation_repository.h"
+#include "registry/sqlite_settings_repository.h"
 #include "server/auth.h"
 #include "server/envelope.h"
 #include "server/router.h"
@@ -28,6 +31,8 @@ struct App::Parts {
   std::shared_ptr<SqliteDb> db;
   std::unique_ptr<ProviderRepository> repo;
   std::unique_ptr<ProviderLeases> leases;
+  std::shared_ptr<SettingsRepository> settings;
+  std::shared_ptr<AuditKeyRepository> audit_keys;
   Backend backend;
   std::unique_ptr<AuditHeadStore> audit_heads;
   std::unique_ptr<FileAuditLog> audit;
@@ -55,16 +60,18 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   DYAD_ASSIGN_OR_RETURN(p.db, SqliteDb::Open(config.database_path));
   p.repo = NewSqliteProviderRepository(p.db);
   p.leases = NewSqliteProviderLeases(p.db, clock);
+  p.settings = NewSqliteSettingsRepository(p.db);
+  p.audit_keys = NewSqliteAuditKeyRepository(p.db);
   DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock));
   // Every retirement goes through the guard, which first moves the audit key
   // off the version retired (audit_setup.h): the key is never lost.
-  p.backend.keys = GuardAuditKey(std::move(p.backend.keys), p.db);
+  p.backend.keys = GuardAuditKey(std::move(p.backend.keys), p.audit_keys);
   AuditLogOptions audit;
   audit.path = config.audit_log_path;
   // Asked again (once a second at most) while the KMS cannot be reached:
   // the service starts, and refuses what it could not audit.
-  audit.key_source = [db = p.db, keys = p.backend.keys.get(), &clock] {
-    return LoadAuditKey(*db, *keys, clock, true);
+  audit.key_source = [audit_keys = p.audit_keys, keys = p.backend.keys.get(), &clock] {
+    return LoadAuditKey(*audit_keys, *keys, clock, true);
   };
   p.audit_heads = NewSqliteAuditHeadStore(p.db, clock);
   audit.heads = p.audit_heads.get();
@@ -90,7 +97,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.fallback_to_env = config.fallback_to_env;
   so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
   so.env_is_source = config.secrets_provider == "environment";
-  DYAD_ASSIGN_OR_RETURN(so.fingerprint_key, DeploymentFingerprintKey(*p.db, DefaultRandom()));
+  DYAD_ASSIGN_OR_RETURN(so.fingerprint_key, DeploymentFingerprintKey(*p.settings, DefaultRandom()));
   // Longer than a create can spend between its secret and its registry row:
   // every attempt of the store's create at its timeout, or SQLite's busy wait.
   so.min_orphan_age = std::chrono::seconds(60);
@@ -109,9 +116,10 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   }
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
   KeyRotationService::Options ro{500, p.backend.rotation_parallelism};
-  p.rotation = std::make_unique<KeyRotationService>(ro, p.db, *p.secrets, *p.audit, clock);
+  p.rotation = std::make_unique<KeyRotationService>(ro, NewSqliteRotationRepository(p.db, clock), *p.secrets, *p.audit,
+                                                    clock);
   DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));
-  p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.db, std::move(schedule),
+  p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.settings, std::move(schedule),
                                                     config.key_rotation_enabled, config.key_rotation_max_encryptions,
                                                     clock);
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);

@@ -8,9 +8,11 @@
 // KeyManager and moves the audit key to the primary version (ReEncrypt)
 // before any version it is on is retired — if that move fails, so does the
 // retirement, and the key is never left on a retired version. A writer also
-// moves it to the primary at start. The head store keeps the seq and MAC of
-// the chain's last line. All thread-safe; errors are the KeyManager's and
-// SQLite's, and kNotFound when no audit key was ever made.
+// moves it to the primary at start. The key is kept in an AuditKeyRepository
+// and the chain's head (seq and MAC of its last line) in an AuditHeadStore
+// (registry/sqlite_audit_repository.h). All thread-safe; errors are the
+// KeyManager's and the repository's, and kNotFound when no audit key was
+// ever made.
 #pragma once
 
 #include <memory>
@@ -19,19 +21,18 @@
 #include "backends/key_manager.h"
 #include "core/clock.h"
 #include "core/config.h"
-#include "registry/sqlite_db.h"
+#include "registry/audit_key_repository.h"
 
 namespace dyad {
 
 // Unwraps the deployment's audit key; with `create`, makes it on first use
 // (the first process to store one wins) and moves it to the primary version.
-Result<SecretBytes> LoadAuditKey(SqliteDb& db, KeyManager& keys, const Clock& clock, bool create);
+Result<SecretBytes> LoadAuditKey(AuditKeyRepository& audit_keys, KeyManager& keys, const Clock& clock, bool create);
 
 // A KeyManager that moves the wrapped audit key off a version before
 // `inner` retires it; everything else goes straight to `inner`.
-std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner, std::shared_ptr<SqliteDb> db);
-
-std::unique_ptr<AuditHeadStore> NewSqliteAuditHeadStore(std::shared_ptr<SqliteDb> db, const Clock& clock);
+std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner,
+                                          std::shared_ptr<AuditKeyRepository> audit_keys);
 
 // `audit verify`: checks the log at `path` (AUDIT_LOG_PATH when empty) under
 // the configured deployment's audit key and against its recorded head.

@@ -4,6 +4,8 @@
 
 #include "backends/environment/local_keyring.h"
 #include "core/random.h"
+#include "registry/sqlite_audit_repository.h"
+#include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -13,52 +15,55 @@ class AuditKeyTest : public ::testing::Test {
  protected:
   void SetUp() override {
     db_ = *SqliteDb::Open(dir_.File("k.db"));
-    keys_ = GuardAuditKey(
-        std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_)).value(),
-        db_);
+    audit_keys_ = NewSqliteAuditKeyRepository(db_);
+    keys_ = GuardAuditKey(std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                                    NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_))
+                              .value(),
+                          audit_keys_);
   }
   testing::TempDir dir_;
   FakeClock clock_;
   std::shared_ptr<SqliteDb> db_;
+  std::shared_ptr<AuditKeyRepository> audit_keys_;
   std::unique_ptr<KeyManager> keys_;
 };
 
 TEST_F(AuditKeyTest, MadeOnceAndOpenedAgain) {
-  EXPECT_EQ(LoadAuditKey(*db_, *keys_, clock_, false).code(), ErrorCode::kNotFound);  // verify never makes one
-  auto made = LoadAuditKey(*db_, *keys_, clock_, true);
+  EXPECT_EQ(LoadAuditKey(*audit_keys_, *keys_, clock_, false).code(), ErrorCode::kNotFound);  // verify never makes one
+  auto made = LoadAuditKey(*audit_keys_, *keys_, clock_, true);
   ASSERT_TRUE(made.ok()) << made.error().message;
   EXPECT_EQ(made->size(), 32u);
-  auto again = LoadAuditKey(*db_, *keys_, clock_, false);
+  auto again = LoadAuditKey(*audit_keys_, *keys_, clock_, false);
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(*made == *again);
 }
 
 TEST_F(AuditKeyTest, SurvivesRotationAndRetirementOfItsVersion) {
-  auto made = LoadAuditKey(*db_, *keys_, clock_, true);
+  auto made = LoadAuditKey(*audit_keys_, *keys_, clock_, true);
   ASSERT_TRUE(made.ok());
   // What a key rotation does: a new primary, then the old version retired
   // because no stored secret uses it.
   ASSERT_EQ(*keys_->Rotate(), 2u);
   ASSERT_TRUE(keys_->Retire(1).ok());
-  auto after = LoadAuditKey(*db_, *keys_, clock_, false);
+  auto after = LoadAuditKey(*audit_keys_, *keys_, clock_, false);
   ASSERT_TRUE(after.ok()) << after.error().message;
   EXPECT_TRUE(*made == *after);
   ASSERT_EQ(*keys_->Rotate(), 3u);
   ASSERT_TRUE(keys_->Retire(2).ok());
-  EXPECT_TRUE(*LoadAuditKey(*db_, *keys_, clock_, false) == *made);
+  EXPECT_TRUE(*LoadAuditKey(*audit_keys_, *keys_, clock_, false) == *made);
 }
 
 TEST_F(AuditKeyTest, WriterMovesItToThePrimaryAtStart) {
-  auto made = LoadAuditKey(*db_, *keys_, clock_, true);
+  auto made = LoadAuditKey(*audit_keys_, *keys_, clock_, true);
   ASSERT_EQ(*keys_->Rotate(), 2u);
-  ASSERT_TRUE(LoadAuditKey(*db_, *keys_, clock_, true).ok());
+  ASSERT_TRUE(LoadAuditKey(*audit_keys_, *keys_, clock_, true).ok());
   auto version = db_->With<int64_t>([](SqliteConnection& c) -> Result<int64_t> {
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT key_version FROM audit_key"));
     DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
     return row ? st.Int(0) : -1;
   });
   EXPECT_EQ(*version, 2);
-  EXPECT_TRUE(*LoadAuditKey(*db_, *keys_, clock_, false) == *made);
+  EXPECT_TRUE(*LoadAuditKey(*audit_keys_, *keys_, clock_, false) == *made);
 }
 
 TEST_F(AuditKeyTest, HeadStoreNeverMovesBack) {

@@ -6,6 +6,7 @@
 #include "backends/environment/local_keyring.h"
 #include "backends/environment/sqlite_secret_store.h"
 #include "core/random.h"
+#include "registry/sqlite_key_version_repository.h"
 #include "transport/curl_transport.h"
 
 namespace dyad {
@@ -28,7 +29,8 @@ Status OpenAws(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& 
                                  NewCurlTransport(curl), clock, DefaultRandom());
   };
   DYAD_ASSIGN_OR_RETURN(auto kms, client("kms", "TrentService", aws.endpoint_kms));
-  DYAD_ASSIGN_OR_RETURN(b.keys, NewKmsKeyManager(config.encryption_key_id, std::move(kms), std::move(db), clock));
+  DYAD_ASSIGN_OR_RETURN(b.keys, NewKmsKeyManager(config.encryption_key_id, std::move(kms),
+                                                   NewSqliteKeyVersionRepository(std::move(db)), clock));
   DYAD_ASSIGN_OR_RETURN(auto sm, client("secretsmanager", "secretsmanager", aws.endpoint_secrets_manager));
   SecretsManagerOptions so;
   so.prefix = config.secrets_prefix;
@@ -50,7 +52,8 @@ Result<Backend> OpenBackend(const Config& config, std::shared_ptr<SqliteDb> db, 
   }
   if (!config.encryption_key) return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY: is required");
   LocalKeyringOptions ko{config.encryption_key_id, *config.encryption_key, config.encryption_key_previous};
-  DYAD_ASSIGN_OR_RETURN(b.keys, NewLocalKeyring(std::move(ko), db, DefaultRandom(), clock));
+  DYAD_ASSIGN_OR_RETURN(b.keys, NewLocalKeyring(std::move(ko),
+                                                NewSqliteKeyVersionRepository(db), DefaultRandom(), clock));
   b.store = NewSqliteSecretStore(db, clock, config.secrets_prefix);
   return b;
 }

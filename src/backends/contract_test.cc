@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/encoding.h"
 #include "core/random.h"
+#include "registry/sqlite_key_version_repository.h"
 #include "registry/sqlite_provider_repository.h"
 #include "service/provider_locks.h"
 #include "testing/fakes.h"
@@ -42,7 +43,8 @@ struct ContractTarget {
 void PrintTo(const ContractTarget& t, std::ostream* os) { *os << t.name; }
 
 Result<std::unique_ptr<KeyManager>> Keyring(std::shared_ptr<SqliteDb> db, char master, const Clock& clock) {
-  return NewLocalKeyring({"contract", SecretBytes(std::string(32, master)), {}}, std::move(db), DefaultRandom(), clock);
+  return NewLocalKeyring({"contract", SecretBytes(std::string(32, master)), {}},
+                         NewSqliteKeyVersionRepository(std::move(db)), DefaultRandom(), clock);
 }
 
 Result<Opened> OpenLocal(const testing::TempDir& dir, const Clock& clock, bool memory_store) {

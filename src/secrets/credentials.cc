@@ -8,7 +8,7 @@
 
 #include "core/encoding.h"
 #include "core/random.h"
-#include "registry/sqlite_db.h"
+#include "registry/settings_repository.h"
 
 namespace dyad {
 namespace json = boost::json;
@@ -56,23 +56,15 @@ std::string Fingerprint(const SecretBytes& key, const CredentialFields& fields) 
   return hex;
 }
 
-Result<SecretBytes> DeploymentFingerprintKey(SqliteDb& db, Random& random) {
+Result<SecretBytes> DeploymentFingerprintKey(SettingsRepository& settings, Random& random) {
   static constexpr char kSetting[] = "validate.fingerprint_key";
   SecretBytes fresh(kFingerprintKeySize);
   DYAD_RETURN_IF_ERROR(random.Fill(fresh.data(), fresh.size()));
-  std::string hex;
-  DYAD_RETURN_IF_ERROR(db.Transaction([&](SqliteConnection& c) -> Status {
-    std::string fresh_hex = HexEncode(fresh.view());
-    DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare("INSERT OR IGNORE INTO settings(key, value) VALUES(?, ?)"));
-    Status s = ins.Bind(1, kSetting).Bind(2, fresh_hex).Run();
-    Cleanse(fresh_hex);
-    DYAD_RETURN_IF_ERROR(s);
-    DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT value FROM settings WHERE key=?"));
-    q.Bind(1, kSetting);
-    DYAD_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (row) hex = q.Text(0);
-    return OkStatus();
-  }));
+  std::string fresh_hex = HexEncode(fresh.view());
+  auto stored = settings.PutIfAbsent(kSetting, fresh_hex);  // another instance's, if it was first
+  Cleanse(fresh_hex);
+  if (!stored.ok()) return stored.error();
+  std::string hex = std::move(stored).value();
   auto raw = HexDecode(hex);
   Cleanse(hex);
   if (!raw || raw->size() != kFingerprintKeySize) {

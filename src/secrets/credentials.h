@@ -6,8 +6,8 @@
 // HMAC-SHA-256 over that text under a per-deployment key: enough to tell two
 // values apart in an API response, never enough to recover one, and, keyed,
 // no way to confirm a guessed credential offline. The key is 32 random bytes
-// kept in the registry's settings table, made once (INSERT OR IGNORE) so that
-// every instance on one database agrees. Pure functions are thread-safe;
+// kept in the registry's settings, made once (SettingsRepository::
+// PutIfAbsent) so that every instance on one database agrees. Pure functions are thread-safe;
 // DeploymentFingerprintKey fails only when the database does.
 #pragma once
 
@@ -39,10 +39,10 @@ SecretBytes CredentialsToJson(const CredentialFields& fields);
 Result<CredentialFields> CredentialsFromJson(std::string_view json);
 std::string Fingerprint(const SecretBytes& key, const CredentialFields& fields);
 
-class SqliteDb;
+class SettingsRepository;
 class Random;
 inline constexpr size_t kFingerprintKeySize = 32;
 // The deployment's fingerprint key, created on first use.
-Result<SecretBytes> DeploymentFingerprintKey(SqliteDb& db, Random& random);
+Result<SecretBytes> DeploymentFingerprintKey(SettingsRepository& settings, Random& random);
 
 }  // namespace dyad

@@ -8,6 +8,7 @@
 #include "core/encoding.h"
 #include "secrets/aes_gcm.h"
 #include "secrets/sealer.h"
+#include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -19,7 +20,8 @@ class EnvelopeTest : public ::testing::Test {
     auto db = SqliteDb::Open(dir_.File("t.db"));
     ASSERT_TRUE(db.ok()) << db.error().message;
     db_ = *db;
-    auto keys = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_);
+    auto keys = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'm')), {}},
+                                NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
     ASSERT_TRUE(keys.ok()) << keys.error().message;
     keys_ = std::move(keys).value();
     sealer_ = std::make_unique<Sealer>(*keys_, DefaultRandom());
@@ -129,14 +131,16 @@ TEST_F(EnvelopeTest, RewrapMovesToThePrimaryVersionAndStillOpens) {
 
 TEST_F(EnvelopeTest, KeyringNeedsItsMasterOrAPreviousOne) {
   std::string text = Seal();
-  auto wrong = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'x')), {}}, db_, DefaultRandom(), clock_);
+  auto wrong = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'x')), {}},
+                               NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_FALSE(wrong.ok());
   EXPECT_NE(wrong.error().message.find("ENCRYPTION_KEY_PREVIOUS"), std::string::npos);
   // A master change with the old master listed re-seals the keyring.
   auto moved = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'x')), {SecretBytes(std::string(32, 'm'))}},
-                               db_, DefaultRandom(), clock_);
+                               NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_TRUE(moved.ok()) << moved.error().message;
-  auto after = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'x')), {}}, db_, DefaultRandom(), clock_);
+  auto after = NewLocalKeyring({"test-key", SecretBytes(std::string(32, 'x')), {}},
+                               NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_TRUE(after.ok()) << after.error().message;
   Sealer s(**after, DefaultRandom());
   EXPECT_TRUE(s.Open("p/1", text).ok());
@@ -212,7 +216,7 @@ TEST(EnvelopeCompatibility, BlobsWrittenBeforeStillOpen) {
   FakeClock clock;
   testing::ConstantRandom random(0x11);
   auto db = SqliteDb::Open(dir.File("f.db")).value();
-  auto keys = NewLocalKeyring({"fixed-key", SecretBytes(std::string(32, 'm')), {}}, db, random, clock);
+  auto keys = NewLocalKeyring({"fixed-key", SecretBytes(std::string(32, 'm')), {}}, NewSqliteKeyVersionRepository(db), random, clock);
   ASSERT_TRUE(keys.ok()) << keys.error().message;
   Sealer sealer(**keys, random);
   const std::string name = "dyad-gateway/providers/p1";

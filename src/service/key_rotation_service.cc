@@ -10,14 +10,6 @@
 namespace dyad {
 namespace {
 
-constexpr char kRunColumns[] =
-    "id, trigger, status, force, started_at, COALESCE(finished_at,''), from_version, to_version, total, done, "
-    "reencrypted, skipped, failed, cursor, error, duration_ms";
-
-int64_t WallSeconds(const Clock& clock) {
-  return std::chrono::duration_cast<std::chrono::seconds>(clock.WallNow().time_since_epoch()).count();
-}
-
 // Runs `beat` every `interval` on a thread of its own until destroyed, so a
 // slow batch on the run's thread cannot starve the lock's heartbeat.
 class Ticker {
@@ -57,27 +49,6 @@ class Ticker {
   bool stop_ DYAD_GUARDED_BY(mu_) = false;
   std::thread thread_;  // last: starts once the rest is built
 };
-
-RotationRun ReadRun(const Statement& st) {
-  RotationRun r;
-  r.id = st.Text(0);
-  r.trigger = st.Text(1);
-  r.status = st.Text(2);
-  r.force = st.Int(3) != 0;
-  r.started_at = st.Text(4);
-  r.finished_at = st.Text(5);
-  r.from_version = static_cast<uint32_t>(st.Int(6));
-  r.to_version = static_cast<uint32_t>(st.Int(7));
-  r.total = st.Int(8);
-  r.done = st.Int(9);
-  r.reencrypted = st.Int(10);
-  r.skipped = st.Int(11);
-  r.failed = st.Int(12);
-  r.cursor = st.Text(13);
-  r.error = st.Text(14);
-  r.duration_ms = st.Int(15);
-  return r;
-}
 
 // Calls `visit(name, blob, key version)` for every stored blob; an
 // unreadable blob has version 0.
@@ -121,9 +92,9 @@ Error Conflict(const std::string& run_id) {
 
 }  // namespace
 
-KeyRotationService::KeyRotationService(Options options, std::shared_ptr<SqliteDb> db, SecretsService& secrets,
-                                       AuditSink& audit, const Clock& clock)
-    : options_(std::move(options)), db_(std::move(db)), secrets_(secrets), audit_(audit), clock_(clock),
+KeyRotationService::KeyRotationService(Options options, std::shared_ptr<RotationRepository> runs,
+                                       SecretsService& secrets, AuditSink& audit, const Clock& clock)
+    : options_(std::move(options)), runs_(std::move(runs)), secrets_(secrets), audit_(audit), clock_(clock),
       owner_("lease-" + NewUuid(DefaultRandom())) {}
 
 KeyRotationService::~KeyRotationService() {
@@ -149,35 +120,12 @@ Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& tri
     run.to_version = resume_from->to_version;
     run.cursor = resume_from->cursor;
   }
-  const int64_t now = WallSeconds(clock_);
-  const int64_t takeover = std::chrono::duration_cast<std::chrono::seconds>(options_.lock_takeover).count();
-  Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
-    DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT run_id, heartbeat_at FROM rotation_lock WHERE id=1"));
-    DYAD_ASSIGN_OR_RETURN(bool held, q.Step());
-    if (held) {
-      // Held while its heartbeat is fresh, whoever the owner is: its own
-      // thread beats it, so only a process that is gone lets it go stale.
-      std::string holder = q.Text(0);
-      if (now - q.Int(1) < takeover) return Conflict(holder);
-      DYAD_RETURN_IF_ERROR(c.Exec("DELETE FROM rotation_lock WHERE id=1"));
-    }
-    // Any run its owner left "running" is over: say so in its history entry.
-    DYAD_ASSIGN_OR_RETURN(Statement mark, c.Prepare(
-        "UPDATE rotation_runs SET status='interrupted', finished_at=?, error=? WHERE status='running'"));
-    DYAD_RETURN_IF_ERROR(mark.Bind(1, run.started_at)
-                             .Bind(2, "the process stopped during re-encryption; " +
-                                          std::string(resume_from ? "resumed as run " : "superseded by run ") + run.id)
-                             .Run());
-    DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,?,?,?)"));
-    DYAD_RETURN_IF_ERROR(ins.Bind(1, run.id).Bind(2, owner_).Bind(3, now).Run());
-    DYAD_ASSIGN_OR_RETURN(Statement row, c.Prepare(
-        "INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, cursor) "
-        "VALUES(?,?,?,?,?,?,?,?)"));
-    return row.Bind(1, run.id).Bind(2, run.trigger).Bind(3, run.status).Bind(4, static_cast<int64_t>(run.force))
-        .Bind(5, run.started_at).Bind(6, static_cast<int64_t>(run.from_version))
-        .Bind(7, static_cast<int64_t>(run.to_version)).Bind(8, run.cursor).Run();
-  });
-  if (!s.ok()) return s.error();
+  // Any run its owner left "running" is over: its history entry says so.
+  const std::string interrupted = "the process stopped during re-encryption; " +
+                                  std::string(resume_from ? "resumed as run " : "superseded by run ") + run.id;
+  DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder,
+                        runs_->Begin(run, owner_, options_.lock_takeover, interrupted));
+  if (holder) return Conflict(*holder);
   current_ = run;
   return run;
 }
@@ -187,37 +135,16 @@ Status KeyRotationService::SaveProgress(const RotationRun& run, bool final) {
     MutexLock lock(&mu_);
     if (current_ && current_->id == run.id) current_ = run;
   }
-  const int64_t now = WallSeconds(clock_);
-  return db_->Transaction([&](SqliteConnection& c) -> Status {
-    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-        "UPDATE rotation_runs SET status=?, finished_at=?, to_version=?, total=?, done=?, reencrypted=?, skipped=?, "
-        "failed=?, cursor=?, error=?, duration_ms=? WHERE id=?"));
-    st.Bind(1, run.status);
-    if (final) st.Bind(2, run.finished_at);
-    else st.BindNull(2);
-    DYAD_RETURN_IF_ERROR(st.Bind(3, static_cast<int64_t>(run.to_version)).Bind(4, run.total).Bind(5, run.done)
-                             .Bind(6, run.reencrypted).Bind(7, run.skipped).Bind(8, run.failed).Bind(9, run.cursor)
-                             .Bind(10, run.error).Bind(11, run.duration_ms).Bind(12, run.id).Run());
-    DYAD_ASSIGN_OR_RETURN(Statement hb, c.Prepare("UPDATE rotation_lock SET heartbeat_at=? WHERE run_id=? AND owner=?"));
-    return hb.Bind(1, now).Bind(2, run.id).Bind(3, owner_).Run();
-  });
+  return runs_->SaveProgress(run, owner_, final);
 }
 
 bool KeyRotationService::Beat(const std::string& run_id) {
-  auto beat = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE rotation_lock SET heartbeat_at=? WHERE run_id=? AND owner=?"));
-    DYAD_RETURN_IF_ERROR(st.Bind(1, WallSeconds(clock_)).Bind(2, run_id).Bind(3, owner_).Run());
-    return c.Changes() > 0;
-  });
+  auto beat = runs_->Heartbeat(run_id, owner_);
   return !beat.ok() || *beat;  // a failed beat is retried; only a lock gone to another owner is lost
 }
 
 void KeyRotationService::ReleaseLock(const std::string& run_id) {
-  (void)db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("DELETE FROM rotation_lock WHERE run_id=? AND owner=?"));
-    DYAD_RETURN_IF_ERROR(st.Bind(1, run_id).Bind(2, owner_).Run());
-    return true;
-  });
+  (void)runs_->Release(run_id, owner_);
   MutexLock lock(&mu_);
   current_.reset();
   idle_cv_.SignalAll();
@@ -461,13 +388,7 @@ Result<RotationRun> KeyRotationService::Run(bool force, const std::string& trigg
 
 Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const Caller& caller, bool* waiting) {
   if (waiting) *waiting = false;
-  auto left = db_->With<std::optional<RotationRun>>([&](SqliteConnection& c) -> Result<std::optional<RotationRun>> {
-    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(std::string("SELECT ") + kRunColumns +
-                                                   " FROM rotation_runs WHERE status='running' ORDER BY rowid DESC LIMIT 1"));
-    DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) return std::optional<RotationRun>();
-    return std::optional<RotationRun>(ReadRun(st));
-  });
+  auto left = runs_->LatestRunning();
   if (!left.ok()) return left.error();
   if (!*left) return std::optional<std::string>();
   auto run = Begin((*left)->force, "resumed", &**left);
@@ -488,19 +409,7 @@ void KeyRotationService::WaitIdle() {
   while (current_) idle_cv_.Wait(&mu_);
 }
 
-Result<std::vector<RotationRun>> KeyRotationService::History(int limit) {
-  return db_->With<std::vector<RotationRun>>([&](SqliteConnection& c) -> Result<std::vector<RotationRun>> {
-    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(std::string("SELECT ") + kRunColumns +
-                                                   " FROM rotation_runs ORDER BY rowid DESC LIMIT ?"));
-    st.Bind(1, static_cast<int64_t>(limit));
-    std::vector<RotationRun> runs;
-    while (true) {
-      DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row) return runs;
-      runs.push_back(ReadRun(st));
-    }
-  });
-}
+Result<std::vector<RotationRun>> KeyRotationService::History(int limit) { return runs_->History(limit); }
 
 std::optional<RotationRun> KeyRotationService::Current() {
   {

@@ -2,8 +2,8 @@
 // credential onto the new version (DESIGN.md §7).
 //
 // One rotation at a time: in process, and across processes through the
-// `rotation_lock` row, owned by a random lease id and kept by a heartbeat
-// beaten from a thread of its own (a lock whose heartbeat is older than
+// rotation lock (RotationRepository), owned by a random lease id and kept by
+// a heartbeat beaten from a thread of its own (a lock whose heartbeat is older than
 // `lock_takeover` is taken over; a run that finds its lock taken stops).
 // A run rotates the key, then
 // visits every secret in name order in batches (one read and one
@@ -28,23 +28,10 @@
 #include <vector>
 
 #include "core/mutex.h"
-#include "registry/sqlite_db.h"
+#include "registry/rotation_repository.h"
 #include "service/secrets_service.h"
 
 namespace dyad {
-
-struct RotationRun {
-  std::string id;
-  std::string trigger;  // manual | scheduled | resumed
-  std::string status;   // running | completed | failed | interrupted
-  bool force = false;
-  std::string started_at, finished_at;
-  uint32_t from_version = 0, to_version = 0;
-  int64_t total = 0, done = 0, reencrypted = 0, skipped = 0, failed = 0;
-  std::string cursor;  // last secret name visited
-  std::string error;
-  int64_t duration_ms = 0;
-};
 
 struct DryRunReport {
   uint32_t primary_version = 0;
@@ -72,8 +59,9 @@ class KeyRotationService {
     Clock::Duration retire_grace = std::chrono::seconds(2);
   };
 
-  KeyRotationService(Options options, std::shared_ptr<SqliteDb> db, SecretsService& secrets, AuditSink& audit,
-                     const Clock& clock);
+  // `runs` keeps the lock and the history; give it the same clock.
+  KeyRotationService(Options options, std::shared_ptr<RotationRepository> runs, SecretsService& secrets,
+                     AuditSink& audit, const Clock& clock);
   // Stops a background run after its current batch: its progress is saved
   // and the lock released, and the next start resumes it.
   ~KeyRotationService();
@@ -119,7 +107,7 @@ class KeyRotationService {
                              const std::function<bool(uint32_t)>& wants);
 
   Options options_;
-  std::shared_ptr<SqliteDb> db_;
+  std::shared_ptr<RotationRepository> runs_;
   SecretsService& secrets_;
   AuditSink& audit_;
   const Clock& clock_;

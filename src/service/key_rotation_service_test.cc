@@ -15,6 +15,9 @@
 #include "core/time_format.h"
 #include "service/provider_service.h"
 #include "service/rotation_scheduler.h"
+#include "registry/sqlite_key_version_repository.h"
+#include "registry/sqlite_rotation_repository.h"
+#include "registry/sqlite_settings_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -66,7 +69,8 @@ class RotationTest : public ::testing::Test {
   void SetUp() override {
     db_ = *SqliteDb::Open(dir_.File("r.db"));
     repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_)).value();
+    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
     store_ = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
     secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, *keys_, *repo_, audit_, metrics_, clock_,
                                                 DefaultRandom(), EnvMap{});
@@ -79,7 +83,8 @@ class RotationTest : public ::testing::Test {
     return o;
   }
   std::unique_ptr<KeyRotationService> NewRotation() {
-    return std::make_unique<KeyRotationService>(RotationOptions(), db_, *secrets_, audit_, clock_);
+    return std::make_unique<KeyRotationService>(RotationOptions(), NewSqliteRotationRepository(db_, clock_), *secrets_,
+                                                audit_, clock_);
   }
   int64_t LockHeartbeat() {
     auto r = db_->With<int64_t>([](SqliteConnection& c) -> Result<int64_t> {
@@ -260,8 +265,9 @@ TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
     GatedStore gated(*store_, 3);
     SecretsService secrets(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
                            EnvMap{});
-    auto rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{250, 4}, db_,
-                                                         secrets, audit_, clock_);
+    auto rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{250, 4},
+                                                         NewSqliteRotationRepository(db_, clock_), secrets, audit_,
+                                                         clock_);
     ASSERT_TRUE(rotation->Start(false, "manual", Caller{}).ok());
     bool held = gated.WaitUntilHeld();
     rotation->RequestStop();
@@ -320,7 +326,8 @@ TEST_F(RotationTest, RetiresAVersionOnlyOnceARecountFindsNoBlobOnIt) {
 // before instance A rotated and retired; nothing it wrote may be lost.
 TEST_F(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
   auto ids = Seed(300);
-  auto b_keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_))
+  auto b_keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                          NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_))
                     .value();
   SecretsOptions uncached;
   uncached.cache_enabled = false;
@@ -357,7 +364,8 @@ TEST_F(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
   EXPECT_EQ(run->status, "completed") << run->error;
   EXPECT_EQ(keys_->Describe()->versions[0].state, "retired");
   // A third process, started afterwards, opens everything.
-  auto c_keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_))
+  auto c_keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                          NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_))
                     .value();
   SecretsService c_secrets(uncached, *store_, *c_keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
   auto verify = c_secrets.VerifyAll();
@@ -380,7 +388,7 @@ TEST_F(RotationTest, AStaleLockIsTakenOverWhateverPidItNames) {
                                 std::string(host) + ":" + std::to_string(getpid()) + ":x', " +
                                 std::to_string(now - 3600) + ")");
                 }).ok());
-  KeyRotationService rotation(RotationOptions(), db_, *secrets_, audit_, fake);
+  KeyRotationService rotation(RotationOptions(), NewSqliteRotationRepository(db_, fake), *secrets_, audit_, fake);
   auto run = rotation.Run(false, "manual", Caller{});
   ASSERT_TRUE(run.ok()) << run.error().message;
   EXPECT_EQ(run->status, "completed");
@@ -395,7 +403,7 @@ TEST_F(RotationTest, HeartbeatOutlivesABatchSlowerThanTheTakeoverTime) {
   auto options = RotationOptions();
   options.heartbeat_interval = std::chrono::milliseconds(1);
   options.lock_takeover = std::chrono::seconds(60);
-  KeyRotationService rotation(options, db_, *secrets_, audit_, fake);
+  KeyRotationService rotation(options, NewSqliteRotationRepository(db_, fake), *secrets_, audit_, fake);
   std::latch in_batch(1), release(1);
   std::atomic<int> batches{0};
   Result<RotationRun> run = MakeError(ErrorCode::kInternal, "unset");
@@ -413,7 +421,8 @@ TEST_F(RotationTest, HeartbeatOutlivesABatchSlowerThanTheTakeoverTime) {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (LockHeartbeat() < now && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
   EXPECT_GE(LockHeartbeat(), now);
-  KeyRotationService other(options, db_, *secrets_, audit_, fake);  // another instance
+  // another instance
+  KeyRotationService other(options, NewSqliteRotationRepository(db_, fake), *secrets_, audit_, fake);
   EXPECT_EQ(other.Start(false, "manual", Caller{}).code(), ErrorCode::kConflict);
   release.count_down();
   t.join();
@@ -450,14 +459,16 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
   };
   FakeClock fake;
   fake.SetWall(at("2026-03-01T00:00"));
-  RotationScheduler scheduler(*rotation_, *keys_, db_, *CronSchedule::Parse("30 2 * * MON"), false, 1000000, fake);
+  RotationScheduler scheduler(*rotation_, *keys_, NewSqliteSettingsRepository(db_),
+                              *CronSchedule::Parse("30 2 * * MON"), false, 1000000, fake);
   ASSERT_TRUE(scheduler.NextRun().has_value());
   EXPECT_EQ(FormatIso8601(*scheduler.NextRun()), "2026-03-02T02:30:00.000Z");
   EXPECT_FALSE(scheduler.Tick(at("2026-03-02T02:29")).has_value());  // not yet
   EXPECT_FALSE(scheduler.Tick(at("2026-03-02T02:30")).has_value());  // due, but disabled
   EXPECT_EQ(FormatIso8601(*scheduler.NextRun()), "2026-03-09T02:30:00.000Z");
   ASSERT_TRUE(scheduler.SetEnabled(true).ok());
-  RotationScheduler reopened(*rotation_, *keys_, db_, *CronSchedule::Parse("30 2 * * MON"), false, 1000000, fake);
+  RotationScheduler reopened(*rotation_, *keys_, NewSqliteSettingsRepository(db_),
+                             *CronSchedule::Parse("30 2 * * MON"), false, 1000000, fake);
   EXPECT_TRUE(*reopened.Enabled());  // the toggle is stored, not the environment's
   auto id = scheduler.Tick(at("2026-03-09T02:30"));
   ASSERT_TRUE(id.has_value());
@@ -467,7 +478,8 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
 
   // Key wear: a limit of 5000 is reached by the next block reservation.
   ASSERT_TRUE(scheduler.SetEnabled(false).ok());
-  RotationScheduler worn(*rotation_, *keys_, db_, *CronSchedule::Parse("30 2 * * MON"), false, 5000, fake);
+  RotationScheduler worn(*rotation_, *keys_, NewSqliteSettingsRepository(db_),
+                         *CronSchedule::Parse("30 2 * * MON"), false, 5000, fake);
   EXPECT_FALSE(worn.KeyWorn());
   for (int i = 0; i < 4100; ++i) ASSERT_TRUE(keys_->GenerateDataKey().ok());
   EXPECT_GE(keys_->Describe()->versions.back().encryptions, 4100u);

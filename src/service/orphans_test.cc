@@ -11,6 +11,7 @@
 #include "registry/sqlite_provider_repository.h"
 #include "service/provider_service.h"
 #include "service/secrets_service.h"
+#include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -38,7 +39,8 @@ class OrphansTest : public ::testing::Test {
   void SetUp() override {
     db_ = *SqliteDb::Open(dir_.File("o.db"));
     repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_)).value();
+    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
     sqlite_ = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
     store_ = std::make_unique<CountingStore>(*sqlite_);
     Build(60s);

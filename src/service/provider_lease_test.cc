@@ -11,6 +11,7 @@
 #include "registry/sqlite_provider_repository.h"
 #include "service/provider_service.h"
 #include "service/secrets_service.h"
+#include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -22,7 +23,8 @@ struct Instance {
   Instance(std::shared_ptr<SqliteDb> db, const Clock& clock, ProviderLeaseOptions lease_options = {}) {
     repo = NewSqliteProviderRepository(db);
     leases = NewSqliteProviderLeases(db, clock);
-    keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db, DefaultRandom(), clock)).value();
+    keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                     NewSqliteKeyVersionRepository(db), DefaultRandom(), clock)).value();
     store = NewSqliteSecretStore(db, clock, "dyad-gateway");
     options.leases = leases.get();
     options.lease = lease_options;

@@ -8,10 +8,10 @@ namespace {
 constexpr char kEnabledKey[] = "key_rotation.enabled";
 }
 
-RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& keys, std::shared_ptr<SqliteDb> db,
-                                     CronSchedule schedule, bool enabled_by_env, uint64_t max_encryptions,
-                                     const Clock& clock)
-    : rotation_(rotation), keys_(keys), db_(std::move(db)), schedule_(std::move(schedule)),
+RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& keys,
+                                     std::shared_ptr<SettingsRepository> settings, CronSchedule schedule,
+                                     bool enabled_by_env, uint64_t max_encryptions, const Clock& clock)
+    : rotation_(rotation), keys_(keys), settings_(std::move(settings)), schedule_(std::move(schedule)),
       enabled_by_env_(enabled_by_env), max_encryptions_(max_encryptions), clock_(clock),
       next_(schedule_.Next(clock.WallNow())) {}
 
@@ -40,23 +40,13 @@ bool RotationScheduler::WaitForNextCheck() {
 }
 
 Result<bool> RotationScheduler::Enabled() {
-  return db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT value FROM settings WHERE key=?"));
-    st.Bind(1, kEnabledKey);
-    DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-    return row ? st.Text(0) == "true" : enabled_by_env_;
-  });
+  auto value = settings_->Get(kEnabledKey);
+  if (!value.ok()) return value.error();
+  return value->has_value() ? value->value() == "true" : enabled_by_env_;
 }
 
 Status RotationScheduler::SetEnabled(bool enabled) {
-  auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-        "INSERT INTO settings(key, value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"));
-    DYAD_RETURN_IF_ERROR(st.Bind(1, kEnabledKey).Bind(2, enabled ? "true" : "false").Run());
-    return true;
-  });
-  if (!r.ok()) return r.error();
-  return OkStatus();
+  return settings_->Put(kEnabledKey, enabled ? "true" : "false");
 }
 
 std::optional<std::chrono::system_clock::time_point> RotationScheduler::NextRun() const {

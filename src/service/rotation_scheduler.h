@@ -2,8 +2,9 @@
 //
 // Follows KEY_ROTATION_SCHEDULE (or the schedule generated from
 // KEY_ROTATION_INTERVAL_HOURS) in UTC. Whether it is enabled is stored in
-// the registry's settings (the toggle endpoint), so the choice survives
-// restarts; KEY_ROTATION_ENABLED gives the value until the first toggle.
+// the registry's settings (SettingsRepository) by the toggle endpoint, so the
+// choice survives restarts; KEY_ROTATION_ENABLED gives the value until the
+// first toggle.
 // A run already in progress makes a scheduled start a no-op. Independently
 // of the schedule and the toggle, a rotation starts when the primary key
 // version nears `max_encryptions` (key wear: at 15/16 of it), so random
@@ -18,13 +19,14 @@
 
 #include "core/cron.h"
 #include "core/mutex.h"
+#include "registry/settings_repository.h"
 #include "service/key_rotation_service.h"
 
 namespace dyad {
 
 class RotationScheduler {
  public:
-  RotationScheduler(KeyRotationService& rotation, KeyManager& keys, std::shared_ptr<SqliteDb> db,
+  RotationScheduler(KeyRotationService& rotation, KeyManager& keys, std::shared_ptr<SettingsRepository> settings,
                     CronSchedule schedule, bool enabled_by_env, uint64_t max_encryptions, const Clock& clock);
   ~RotationScheduler();
 
@@ -41,7 +43,7 @@ class RotationScheduler {
  private:
   KeyRotationService& rotation_;
   KeyManager& keys_;
-  std::shared_ptr<SqliteDb> db_;
+  std::shared_ptr<SettingsRepository> settings_;
   const CronSchedule schedule_;
   const bool enabled_by_env_;
   const uint64_t max_encryptions_;

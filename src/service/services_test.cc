@@ -8,6 +8,8 @@
 #include "registry/sqlite_provider_repository.h"
 #include "service/provider_service.h"
 #include "service/secrets_service.h"
+#include "registry/sqlite_key_version_repository.h"
+#include "registry/sqlite_settings_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -73,7 +75,8 @@ class ServicesTest : public ::testing::Test {
   void SetUp() override {
     db_ = *SqliteDb::Open(dir_.File("t.db"));
     repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_)).value();
+    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
     Build({});
   }
   void Build(EnvMap env) {
@@ -370,7 +373,8 @@ TEST_F(ServicesTest, StartupKeyCheckNamesBothKeys) {
   EXPECT_TRUE(secrets_->CheckStoredKeys(3).ok());  // nothing stored yet
   for (int i = 0; i < 5; ++i) Create("p" + std::to_string(i));
   EXPECT_TRUE(secrets_->CheckStoredKeys(3).ok());
-  auto other = NewLocalKeyring({"k-changed", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_);
+  auto other = NewLocalKeyring({"k-changed", SecretBytes(std::string(32, 'm')), {}},
+                               NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_TRUE(other.ok());
   SecretsService s(SecretsOptions{}, store_, **other, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
   Status wrong = s.CheckStoredKeys(3);
@@ -394,7 +398,8 @@ TEST_F(ServicesTest, StartupKeyCheckRefusesARecreatedKeyring) {
                    DYAD_RETURN_IF_ERROR(c.Exec("DELETE FROM key_versions"));
                    return true;
                  }).ok());
-  auto fresh = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_);
+  auto fresh = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                               NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_TRUE(fresh.ok());  // the same id, a new random version 1
   SecretsService s(SecretsOptions{}, store_, **fresh, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
   Status wrong = s.CheckStoredKeys(3);
@@ -404,14 +409,15 @@ TEST_F(ServicesTest, StartupKeyCheckRefusesARecreatedKeyring) {
 }
 
 TEST_F(ServicesTest, FingerprintIsKeyedPerDeployment) {
-  auto key = DeploymentFingerprintKey(*db_, DefaultRandom());
+  auto key = DeploymentFingerprintKey(*NewSqliteSettingsRepository(db_), DefaultRandom());
   ASSERT_TRUE(key.ok()) << key.error().message;
   EXPECT_EQ(key->size(), kFingerprintKeySize);
-  EXPECT_TRUE(*DeploymentFingerprintKey(*db_, DefaultRandom()) == *key);  // made once: instances on one database agree
+  // made once: instances on one database agree
+  EXPECT_TRUE(*DeploymentFingerprintKey(*NewSqliteSettingsRepository(db_), DefaultRandom()) == *key);
   testing::TempDir elsewhere;
   auto other_db = SqliteDb::Open(elsewhere.File("t.db"));
   ASSERT_TRUE(other_db.ok());
-  auto other = DeploymentFingerprintKey(**other_db, DefaultRandom());
+  auto other = DeploymentFingerprintKey(*NewSqliteSettingsRepository(*other_db), DefaultRandom());
   ASSERT_TRUE(other.ok());
   EXPECT_FALSE(*other == *key);
 

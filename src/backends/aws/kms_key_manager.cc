@@ -37,24 +37,22 @@ struct VersionRow {
 
 class KmsKeyManager final : public KeyManager {
  public:
-  KmsKeyManager(std::string key_id, std::unique_ptr<AwsJsonClient> client, std::shared_ptr<SqliteDb> db,
-                const Clock& clock)
+  KmsKeyManager(std::string key_id, std::unique_ptr<AwsJsonClient> client,
+                std::shared_ptr<KeyVersionRepository> versions, const Clock& clock)
       : key_id_(std::move(key_id)),
         reference_(KmsKeyReference(key_id_)),
         row_key_("aws-kms:" + key_id_),
         client_(std::move(client)),
-        db_(std::move(db)),
+        repo_(std::move(versions)),
         clock_(clock) {}
 
   const std::string& Kind() const override { return kind_; }
   const std::string& KeyId() const override { return key_id_; }
 
   Status Init() {
-    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "INSERT OR IGNORE INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?, 1, '', 'active', ?)"));
-      return st.Bind(1, row_key_).Bind(2, FormatIso8601(clock_.WallNow())).Run();
-    }));
+    // Version 1 with no rotation count yet ("": SyncWithKms fills it in).
+    KeyVersionRecord first{1, "active", FormatIso8601(clock_.WallNow()), "", 0};
+    DYAD_RETURN_IF_ERROR(repo_->CreateFirst(row_key_, first));
     return Reload();
   }
 
@@ -143,13 +141,12 @@ class KmsKeyManager final : public KeyManager {
     // it for another.
     Result<int64_t> listed = MakeError(ErrorCode::kPermissionDenied, "kms:ListKeyRotations is not permitted");
     if (!list_denied_.load()) listed = KmsRotations(arn);
-    uint32_t next = 0;
-    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Latest latest, LatestRow(c));
+    DYAD_ASSIGN_OR_RETURN(uint32_t next, repo_->Advance(row_key_, [&](const std::optional<KeyVersionRecord>& row)
+                                                                      -> Result<KeyVersionChange> {
+      Latest latest = ReadLatest(row);
       int64_t count = latest.rotations + (rotated.ok() ? 1 : 0);
       if (listed.ok()) count = std::max(count, *listed);
-      next = latest.version + 1;
-      return InsertVersion(c, next, count);
+      return KeyVersionChange{std::nullopt, NewVersion(count)};
     }));
     DYAD_RETURN_IF_ERROR(Reload());
     spdlog::info("KMS key {} rotated: version {}", key_id_, next);
@@ -229,25 +226,19 @@ class KmsKeyManager final : public KeyManager {
     bool known = false;
   };
 
-  Result<Latest> LatestRow(SqliteConnection& c) {
-    DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare(
-        "SELECT version, sealed FROM key_versions WHERE key_id=? ORDER BY version DESC LIMIT 1"));
-    q.Bind(1, row_key_);
-    DYAD_ASSIGN_OR_RETURN(bool row, q.Step());
+  static Latest ReadLatest(const std::optional<KeyVersionRecord>& row) {
     Latest latest;
     if (!row) return latest;
-    latest.version = static_cast<uint32_t>(q.Int(0));
-    std::string count = q.Blob(1);
+    latest.version = row->version;
+    const std::string& count = row->material;
     latest.known = !count.empty();
     if (latest.known) latest.rotations = std::strtoll(count.c_str(), nullptr, 10);
     return latest;
   }
 
-  Status InsertVersion(SqliteConnection& c, uint32_t version, int64_t rotations) {
-    DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare(
-        "INSERT INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?, ?, ?, 'active', ?)"));
-    return ins.Bind(1, row_key_).Bind(2, static_cast<int64_t>(version)).BindBlob(3, std::to_string(rotations))
-        .Bind(4, FormatIso8601(clock_.WallNow())).Run();
+  // The next version, made when KMS listed `rotations` rotations.
+  KeyVersionRecord NewVersion(int64_t rotations) {
+    return KeyVersionRecord{0, "active", FormatIso8601(clock_.WallNow()), std::to_string(rotations), 0};
   }
 
   // The number of rotations KMS lists for the key (every page).
@@ -299,35 +290,27 @@ class KmsKeyManager final : public KeyManager {
       }
       return;
     }
-    Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Latest latest, LatestRow(c));
+    auto s = repo_->Advance(row_key_, [&](const std::optional<KeyVersionRecord>& row) -> Result<KeyVersionChange> {
+      Latest latest = ReadLatest(row);
+      KeyVersionChange change;
       if (!latest.known) {
-        DYAD_ASSIGN_OR_RETURN(Statement up, c.Prepare("UPDATE key_versions SET sealed=? WHERE key_id=? AND version=?"));
-        up.BindBlob(1, std::to_string(*listed)).Bind(2, row_key_).Bind(3, static_cast<int64_t>(latest.version));
-        return up.Run();
+        change.latest_material = std::to_string(*listed);
+        return change;
       }
-      if (*listed <= latest.rotations) return OkStatus();
+      if (*listed <= latest.rotations) return change;
       spdlog::warn("KMS key {} was rotated outside the gateway ({} rotations listed, {} known): version {} is now "
                    "primary; a key rotation run re-encrypts the credentials", key_id_, *listed, latest.rotations,
                    latest.version + 1);
-      return InsertVersion(c, latest.version + 1, *listed);
+      change.next = NewVersion(*listed);
+      return change;
     });
     if (!s.ok()) spdlog::warn("KMS key {}: cannot record its versions: {}", key_id_, s.error().message);
   }
 
   Status Reload() DYAD_LOCKS_EXCLUDED(mu_) {
     std::map<uint32_t, VersionRow> rows;
-    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "SELECT version, state, created_at FROM key_versions WHERE key_id=? ORDER BY version"));
-      st.Bind(1, row_key_);
-      while (true) {
-        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-        if (!row) return true;
-        rows[static_cast<uint32_t>(st.Int(0))] = {st.Text(1), st.Text(2)};
-      }
-    });
-    if (!r.ok()) return r.error();
+    DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> listed, repo_->List(row_key_));
+    for (auto& row : listed) rows[row.version] = {std::move(row.state), std::move(row.created_at)};
     MutexLock lock(&mu_);
     versions_ = std::move(rows);
     primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
@@ -342,10 +325,7 @@ class KmsKeyManager final : public KeyManager {
 
   Status SetState(uint32_t version, const char* state) {
     if (version == Primary()) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
-    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state=? WHERE key_id=? AND version=?"));
-      return st.Bind(1, state).Bind(2, row_key_).Bind(3, static_cast<int64_t>(version)).Run();
-    }));
+    DYAD_RETURN_IF_ERROR(repo_->SetState(row_key_, version, state));
     return Reload();
   }
 
@@ -505,7 +485,7 @@ class KmsKeyManager final : public KeyManager {
   const std::string kind_ = "aws-kms";
   const std::string key_id_, reference_, row_key_;
   std::unique_ptr<AwsJsonClient> client_;
-  std::shared_ptr<SqliteDb> db_;
+  std::shared_ptr<KeyVersionRepository> repo_;
   const Clock& clock_;
   std::atomic<bool> sync_warned_{false};
   // Permissions KMS refused (once refused, not asked for again).
@@ -527,9 +507,11 @@ std::string KmsKeyReference(const std::string& key_id) {
 }
 
 Result<std::unique_ptr<KeyManager>> NewKmsKeyManager(std::string key_id, std::unique_ptr<AwsJsonClient> client,
-                                                     std::shared_ptr<SqliteDb> db, const Clock& clock) {
+                                                     std::shared_ptr<KeyVersionRepository> versions,
+                                                     const Clock& clock) {
   if (key_id.empty()) return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY_ID: is empty");
-  auto km = std::make_unique<KmsKeyManager>(std::move(key_id), std::move(client), std::move(db), clock);
+  if (!versions) return MakeError(ErrorCode::kInvalidArgument, "KMS key manager: no key version repository");
+  auto km = std::make_unique<KmsKeyManager>(std::move(key_id), std::move(client), std::move(versions), clock);
   DYAD_RETURN_IF_ERROR(km->Init());
   return std::unique_ptr<KeyManager>(std::move(km));
 }

@@ -8,7 +8,8 @@
 //
 // ENCRYPTION_KEY_ID may be a key id, a key or alias ARN, "alias/NAME", or a
 // bare NAME (taken as alias/NAME). Key versions are the gateway's, kept in the
-// registry database so that every instance on it agrees: version 1 is the key
+// registry database (a KeyVersionRepository, key id "aws-kms:" +
+// ENCRYPTION_KEY_ID) so that every instance on it agrees: version 1 is the key
 // as first used; Rotate() calls RotateKeyOnDemand (new backing material) and
 // records the next version; Describe() counts the key's rotations with
 // ListKeyRotations and makes a rotation KMS did on its own (automatic
@@ -32,12 +33,13 @@
 
 #include "backends/aws/aws_json_client.h"
 #include "backends/key_manager.h"
-#include "registry/sqlite_db.h"
+#include "registry/key_version_repository.h"
 
 namespace dyad {
 
 Result<std::unique_ptr<KeyManager>> NewKmsKeyManager(std::string key_id, std::unique_ptr<AwsJsonClient> client,
-                                                     std::shared_ptr<SqliteDb> db, const Clock& clock);
+                                                     std::shared_ptr<KeyVersionRepository> versions,
+                                                     const Clock& clock);
 
 // The KeyId sent to KMS for a configured ENCRYPTION_KEY_ID.
 std::string KmsKeyReference(const std::string& key_id);

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/encoding.h"
+#include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -66,7 +67,8 @@ class KmsTest : public ::testing::Test {
     auto client = std::move(AwsJsonClient::Create({"kms", "TrentService", "http://127.0.0.1:1", "us-east-1", {}},
                                                   creds_, std::move(t), clock_, random_))
                       .value();
-    return std::move(NewKmsKeyManager("dyad-key", std::move(client), db_, clock_)).value();
+    return std::move(NewKmsKeyManager("dyad-key", std::move(client),
+                                      NewSqliteKeyVersionRepository(db_), clock_)).value();
   }
 
   static std::string Described() { return R"({"KeyMetadata":{"Arn":")" + kArn + R"(","KeyId":"1234"}})"; }
@@ -311,7 +313,7 @@ TEST_F(KmsTest, ProbeFindsDescribeKeyDeniedAndTheArnMustNameTheConfiguredKey) {
   auto* by_id_http = t.get();
   auto client = std::move(AwsJsonClient::Create({"kms", "TrentService", "http://127.0.0.1:1", "us-east-1", {}}, creds_,
                                                 std::move(t), clock_, random_)).value();
-  auto by_id = std::move(NewKmsKeyManager("1234abcd-12ab-34cd-56ef-1234567890ff", std::move(client), db_, clock_)).value();
+  auto by_id = std::move(NewKmsKeyManager("1234abcd-12ab-34cd-56ef-1234567890ff", std::move(client), NewSqliteKeyVersionRepository(db_), clock_)).value();
   by_id_http->Then(400, AwsDenied("kms:DescribeKey"));
   by_id_http->Then(200, Encrypted("probe"));  // kArn ends in …890ab, not …890ff
   EXPECT_EQ(by_id->GenerateDataKey().code(), ErrorCode::kDataLoss);

@@ -30,8 +30,9 @@ std::string DekAad(const std::string& key_id, uint32_t version, std::string_view
 
 class LocalKeyring final : public KeyManager {
  public:
-  LocalKeyring(LocalKeyringOptions options, std::shared_ptr<SqliteDb> db, Random& random, const Clock& clock)
-      : options_(std::move(options)), db_(std::move(db)), random_(random), clock_(clock) {}
+  LocalKeyring(LocalKeyringOptions options, std::shared_ptr<KeyVersionRepository> versions, Random& random,
+               const Clock& clock)
+      : options_(std::move(options)), repo_(std::move(versions)), random_(random), clock_(clock) {}
 
   const std::string& Kind() const override { return kind_; }
   const std::string& KeyId() const override { return options_.key_id; }
@@ -53,30 +54,18 @@ class LocalKeyring final : public KeyManager {
 
   Status LoadVersions(bool* none) DYAD_LOCKS_EXCLUDED(mu_) {
     last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
-    struct Row { uint32_t version; std::string sealed, state, created; uint64_t encryptions; };
-    std::vector<Row> rows;
-    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "SELECT version, sealed, state, created_at, encryptions FROM key_versions WHERE key_id=? ORDER BY version"));
-      st.Bind(1, options_.key_id);
-      while (true) {
-        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-        if (!row) return true;
-        rows.push_back({static_cast<uint32_t>(st.Int(0)), st.Blob(1), st.Text(2), st.Text(3),
-                        static_cast<uint64_t>(st.Int(4))});
-      }
-    });
-    if (!r.ok()) return r.error();
+    DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> rows, repo_->List(options_.key_id));
     std::map<uint32_t, Version> loaded;
     std::optional<Error> unopened;  // the first version no master opens
     for (auto& row : rows) {
-      auto key = Unseal(row.version, row.sealed);
+      auto key = Unseal(row.version, row.material);
       if (!key.ok() && key.code() != ErrorCode::kFailedPrecondition) return key.error();
       if (!key.ok()) {
         if (!unopened) unopened = key.error();
         continue;
       }
-      loaded[row.version] = Version{std::move(key).value(), row.state, row.created, row.encryptions, row.encryptions};
+      loaded[row.version] =
+          Version{std::move(key).value(), row.state, row.created_at, row.encryptions, row.encryptions};
     }
     // The master opens some versions but not this one: the version is
     // damaged, not the master wrong (that would open none).
@@ -105,19 +94,18 @@ class LocalKeyring final : public KeyManager {
     return OkStatus();
   }
 
-  // Inserts version 1 only while the key has no version at all, in one
-  // statement within a write (BEGIN IMMEDIATE) transaction.
+  // Inserts version 1 only while the key has no version at all (atomic:
+  // KeyVersionRepository::CreateFirst).
   Status CreateFirstVersion() {
     SecretBytes key(kAesKeySize);
     DYAD_RETURN_IF_ERROR(random_.Fill(key.data(), kAesKeySize));
-    std::string created = FormatIso8601(clock_.WallNow());
-    DYAD_ASSIGN_OR_RETURN(std::string sealed, Seal(1, key));
-    return db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare(
-          "INSERT INTO key_versions(key_id, version, sealed, state, created_at) SELECT ?,1,?,'active',? "
-          "WHERE NOT EXISTS (SELECT 1 FROM key_versions WHERE key_id=?)"));
-      return ins.Bind(1, options_.key_id).BindBlob(2, sealed).Bind(3, created).Bind(4, options_.key_id).Run();
-    });
+    KeyVersionRecord first;
+    first.state = "active";
+    first.created_at = FormatIso8601(clock_.WallNow());
+    DYAD_ASSIGN_OR_RETURN(first.material, Seal(1, key));
+    auto created = repo_->CreateFirst(options_.key_id, first);
+    if (!created.ok()) return created.error();
+    return OkStatus();
   }
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
@@ -176,18 +164,19 @@ class LocalKeyring final : public KeyManager {
     SecretBytes key(kAesKeySize);
     DYAD_RETURN_IF_ERROR(random_.Fill(key.data(), kAesKeySize));
     std::string created = FormatIso8601(clock_.WallNow());
-    uint32_t version = 0;
-    Status s = db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT COALESCE(MAX(version),0) FROM key_versions WHERE key_id=?"));
-      q.Bind(1, options_.key_id);
-      DYAD_RETURN_IF_ERROR(q.Step());
-      version = static_cast<uint32_t>(q.Int(0)) + 1;
-      DYAD_ASSIGN_OR_RETURN(std::string sealed, Seal(version, key));
-      DYAD_ASSIGN_OR_RETURN(Statement ins, c.Prepare(
-          "INSERT INTO key_versions(key_id, version, sealed, state, created_at) VALUES(?,?,?,'active',?)"));
-      return ins.Bind(1, options_.key_id).Bind(2, static_cast<int64_t>(version)).BindBlob(3, sealed).Bind(4, created).Run();
+    // The next version number and the insert in one transaction; the key
+    // is sealed under it (the version is in the AAD).
+    auto appended = repo_->Advance(options_.key_id, [&](const std::optional<KeyVersionRecord>& latest)
+                                                        -> Result<KeyVersionChange> {
+      KeyVersionChange change;
+      change.next.emplace();
+      change.next->state = "active";
+      change.next->created_at = created;
+      DYAD_ASSIGN_OR_RETURN(change.next->material, Seal((latest ? latest->version : 0) + 1, key));
+      return change;
     });
-    if (!s.ok()) return s.error();
+    if (!appended.ok()) return appended.error();
+    const uint32_t version = *appended;
     WriterMutexLock lock(&mu_);
     versions_[version] = Version{std::move(key), "active", created, 0, 0};
     primary_ = std::max(primary_, version);
@@ -242,12 +231,7 @@ class LocalKeyring final : public KeyManager {
       if (version == primary_) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
       if (!versions_.count(version)) return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
     }
-    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state=? WHERE key_id=? AND version=?"));
-      DYAD_RETURN_IF_ERROR(st.Bind(1, state).Bind(2, options_.key_id).Bind(3, static_cast<int64_t>(version)).Run());
-      return true;
-    });
-    if (!r.ok()) return r.error();
+    DYAD_RETURN_IF_ERROR(repo_->SetState(options_.key_id, version, state));
     WriterMutexLock lock(&mu_);
     ApplyState(versions_[version], state);
     return OkStatus();
@@ -271,16 +255,8 @@ class LocalKeyring final : public KeyManager {
   Status Refresh() DYAD_LOCKS_EXCLUDED(mu_) {
     last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
     std::map<uint32_t, std::string> states;
-    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT version, state FROM key_versions WHERE key_id=?"));
-      st.Bind(1, options_.key_id);
-      while (true) {
-        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-        if (!row) return true;
-        states[static_cast<uint32_t>(st.Int(0))] = st.Text(1);
-      }
-    });
-    if (!r.ok()) return r.error();
+    DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> rows, repo_->List(options_.key_id));
+    for (auto& row : rows) states[row.version] = std::move(row.state);
     {
       WriterMutexLock lock(&mu_);
       bool unseen = false;
@@ -308,14 +284,7 @@ class LocalKeyring final : public KeyManager {
     if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
     MutexLock reserve(&reserve_mu_);
     if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
-    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "UPDATE key_versions SET encryptions = MAX(encryptions, ?) + ? WHERE key_id=? AND version=?"));
-      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(v.reserved->load())).Bind(2, static_cast<int64_t>(kBlock))
-                               .Bind(3, options_.key_id).Bind(4, static_cast<int64_t>(version)).Run());
-      return true;
-    });
-    if (!r.ok()) return r.error();
+    DYAD_RETURN_IF_ERROR(repo_->ReserveEncryptions(options_.key_id, version, v.reserved->load(), kBlock));
     v.reserved->fetch_add(kBlock, std::memory_order_release);
     return OkStatus();
   }
@@ -351,12 +320,7 @@ class LocalKeyring final : public KeyManager {
       auto key = AesGcmOpen(old, nonce, aad, ct);
       if (!key.ok()) continue;
       DYAD_ASSIGN_OR_RETURN(std::string resealed, Seal(version, *key));
-      auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
-        DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET sealed=? WHERE key_id=? AND version=?"));
-        DYAD_RETURN_IF_ERROR(st.BindBlob(1, resealed).Bind(2, options_.key_id).Bind(3, static_cast<int64_t>(version)).Run());
-        return true;
-      });
-      if (!r.ok()) return r.error();
+      DYAD_RETURN_IF_ERROR(repo_->SetMaterial(options_.key_id, version, resealed));
       return key;
     }
     return MakeError(ErrorCode::kFailedPrecondition,
@@ -366,7 +330,7 @@ class LocalKeyring final : public KeyManager {
 
   const std::string kind_ = "local";
   LocalKeyringOptions options_;
-  std::shared_ptr<SqliteDb> db_;
+  std::shared_ptr<KeyVersionRepository> repo_;
   Random& random_;
   const Clock& clock_;
   SharedMutex mu_;
@@ -378,12 +342,14 @@ class LocalKeyring final : public KeyManager {
 
 }  // namespace
 
-Result<std::unique_ptr<KeyManager>> NewLocalKeyring(LocalKeyringOptions options, std::shared_ptr<SqliteDb> db,
-                                                    Random& random, const Clock& clock) {
+Result<std::unique_ptr<KeyManager>> NewLocalKeyring(LocalKeyringOptions options,
+                                                    std::shared_ptr<KeyVersionRepository> versions, Random& random,
+                                                    const Clock& clock) {
   if (options.master.size() != kAesKeySize) {
     return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY: must be a 256-bit key");
   }
-  auto keyring = std::make_unique<LocalKeyring>(std::move(options), std::move(db), random, clock);
+  if (!versions) return MakeError(ErrorCode::kInvalidArgument, "local keyring: no key version repository");
+  auto keyring = std::make_unique<LocalKeyring>(std::move(options), std::move(versions), random, clock);
   DYAD_RETURN_IF_ERROR(keyring->Load());
   return std::unique_ptr<KeyManager>(std::move(keyring));
 }

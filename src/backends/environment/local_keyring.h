@@ -11,7 +11,8 @@
 // the write path and on every CurrentState(), so a primary made by another
 // process on the same database is used within a second, and a version
 // unknown in memory is loaded when it is first met. A 'retiring' version
-// still decrypts but is never primary. Thread-safe.
+// still decrypts but is never primary. The versions live in a
+// KeyVersionRepository (material: the sealed key). Thread-safe.
 #pragma once
 
 #include <memory>
@@ -20,7 +21,7 @@
 #include "backends/key_manager.h"
 #include "core/clock.h"
 #include "core/random.h"
-#include "registry/sqlite_db.h"
+#include "registry/key_version_repository.h"
 
 namespace dyad {
 
@@ -30,7 +31,8 @@ struct LocalKeyringOptions {
   std::vector<SecretBytes> previous_masters;
 };
 
-Result<std::unique_ptr<KeyManager>> NewLocalKeyring(LocalKeyringOptions options, std::shared_ptr<SqliteDb> db,
-                                                    Random& random, const Clock& clock);
+Result<std::unique_ptr<KeyManager>> NewLocalKeyring(LocalKeyringOptions options,
+                                                    std::shared_ptr<KeyVersionRepository> versions, Random& random,
+                                                    const Clock& clock);
 
 }  // namespace dyad

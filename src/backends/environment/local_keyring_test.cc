@@ -6,6 +6,7 @@
 #include <string>
 #include <thread>
 
+#include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -23,7 +24,8 @@ class TwoKeyrings : public ::testing::Test {
     b_ = Open();
   }
   std::unique_ptr<KeyManager> Open() {
-    auto k = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_);
+    auto k = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                             NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
     EXPECT_TRUE(k.ok()) << k.error().message;
     return std::move(k).value();
   }
@@ -79,12 +81,14 @@ TEST_F(TwoKeyrings, ADamagedVersionIsNotReportedAsAWrongMasterKey) {
     return st.Run();
   });
   ASSERT_TRUE(flipped.ok()) << flipped.error().message;
-  auto damaged = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, db_, DefaultRandom(), clock_);
+  auto damaged = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                 NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_FALSE(damaged.ok());
   EXPECT_EQ(damaged.code(), ErrorCode::kDataLoss);
   EXPECT_NE(damaged.error().message.find("is damaged"), std::string::npos) << damaged.error().message;
   EXPECT_NE(damaged.error().message.find("version 2"), std::string::npos) << damaged.error().message;
-  auto wrong = NewLocalKeyring({"k", SecretBytes(std::string(32, 'w')), {}}, db_, DefaultRandom(), clock_);
+  auto wrong = NewLocalKeyring({"k", SecretBytes(std::string(32, 'w')), {}},
+                               NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(wrong.error().message.find("ENCRYPTION_KEY does not open"), std::string::npos) << wrong.error().message;
@@ -104,7 +108,8 @@ TEST(LocalKeyringStart, ConcurrentFirstLoadsCreateOneVersion) {
     auto start = [&](int i) {
       ready.fetch_add(1);
       while (ready.load() < 2) std::this_thread::yield();
-      auto k = NewLocalKeyring({key_id, SecretBytes(std::string(32, 'm')), {}}, *db, DefaultRandom(), clock);
+      auto k = NewLocalKeyring({key_id, SecretBytes(std::string(32, 'm')), {}},
+                               NewSqliteKeyVersionRepository(*db), DefaultRandom(), clock);
       if (k.ok()) made[i] = std::move(k).value();
       else errors[i] = k.error().message;
     };

@@ -1,0 +1,75 @@
+// RotationRepository: the state of key rotations kept in the registry
+// database — the deployment-wide rotation lock, and the history of runs with
+// each run's progress (counts and the resumable cursor).
+//
+// The lock is one row: the run holding it, its owner (a random lease id per
+// process) and a heartbeat in wall-clock seconds from the repository's
+// clock. Whoever holds it, it is held while its heartbeat is younger than
+// the takeover age the caller passes; an older one is taken over. Atomic,
+// also against other instances on the same database: Begin (the lock check,
+// the takeover, marking runs left 'running' as interrupted, taking the lock
+// and recording the new run: all or nothing), SaveProgress (the run's row
+// and the owner's heartbeat together), Heartbeat and Release (changed only
+// while (run id, owner) still holds the lock). Two instances may see a run
+// as 'running' in History while its owner is gone: only the lock says
+// whether anyone is at it.
+//
+// Thread-safe. Errors: kUnavailable when the database cannot be reached or
+// stays busy, with the database's message.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+
+namespace dyad {
+
+struct RotationRun {
+  std::string id;
+  std::string trigger;  // manual | scheduled | resumed
+  std::string status;   // running | completed | failed | interrupted
+  bool force = false;
+  std::string started_at, finished_at;
+  uint32_t from_version = 0, to_version = 0;
+  int64_t total = 0, done = 0, reencrypted = 0, skipped = 0, failed = 0;
+  std::string cursor;  // last secret name visited
+  std::string error;
+  int64_t duration_ms = 0;
+};
+
+class RotationRepository {
+ public:
+  virtual ~RotationRepository() = default;
+
+  // Takes the lock for `run` under `owner` and records `run` (its id,
+  // trigger, status, force, started_at, versions and cursor). When another
+  // holder's heartbeat is younger than `takeover`, writes nothing and
+  // returns that holder's run id; otherwise (free, or taken over) every run
+  // still 'running' is first marked 'interrupted' with finished_at =
+  // run.started_at and error = `interrupted_note`, and nullopt is returned.
+  virtual Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner,
+                                                   Clock::Duration takeover, const std::string& interrupted_note) = 0;
+
+  // Saves the run's status, versions, counts, cursor, error and duration
+  // (finished_at only when `final`, else cleared) and beats the heartbeat
+  // if (run.id, owner) still holds the lock.
+  virtual Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) = 0;
+
+  // Beats the heartbeat; false when (run_id, owner) no longer holds the lock.
+  virtual Result<bool> Heartbeat(const std::string& run_id, const std::string& owner) = 0;
+
+  // Frees the lock if (run_id, owner) still holds it.
+  virtual Status Release(const std::string& run_id, const std::string& owner) = 0;
+
+  // The most recently started run still 'running', if any.
+  virtual Result<std::optional<RotationRun>> LatestRunning() = 0;
+
+  // Up to `limit` runs, the most recently started first.
+  virtual Result<std::vector<RotationRun>> History(int limit) = 0;
+};
+
+}  // namespace dyad

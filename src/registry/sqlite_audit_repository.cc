@@ -1,0 +1,96 @@
+#include "registry/sqlite_audit_repository.h"
+
+#include "core/time_format.h"
+
+namespace dyad {
+namespace {
+
+class SqliteAuditKeyRepository final : public AuditKeyRepository {
+ public:
+  explicit SqliteAuditKeyRepository(std::shared_ptr<SqliteDb> db) : db_(std::move(db)) {}
+
+  Result<std::optional<AuditKeyRecord>> Get() override {
+    return db_->With<std::optional<AuditKeyRecord>>([](SqliteConnection& c) { return Read(c); });
+  }
+
+  Result<AuditKeyRecord> InsertIfAbsent(const AuditKeyRecord& key) override {
+    std::optional<AuditKeyRecord> stored;
+    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "INSERT OR IGNORE INTO audit_key(id, kind, key_id, key_version, wrapped, created_at) VALUES(1,?,?,?,?,?)"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, key.kind).Bind(2, key.key_id).Bind(3, static_cast<int64_t>(key.key_version))
+                               .BindBlob(4, key.wrapped).Bind(5, key.created_at).Run());
+      DYAD_ASSIGN_OR_RETURN(stored, Read(c));
+      return OkStatus();
+    }));
+    if (!stored) return MakeError(ErrorCode::kInternal, "the audit key was stored but cannot be read back");
+    return std::move(*stored);
+  }
+
+  Result<bool> ReplaceWrapping(uint32_t from_version, const std::string& from_wrapped, uint32_t to_version,
+                               const std::string& to_wrapped) override {
+    return db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "UPDATE audit_key SET key_version=?, wrapped=? WHERE id=1 AND key_version=? AND wrapped=?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(to_version)).BindBlob(2, to_wrapped)
+                               .Bind(3, static_cast<int64_t>(from_version)).BindBlob(4, from_wrapped).Run());
+      return c.Changes() > 0;
+    });
+  }
+
+ private:
+  static Result<std::optional<AuditKeyRecord>> Read(SqliteConnection& c) {
+    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+        "SELECT kind, key_id, key_version, wrapped, created_at FROM audit_key WHERE id=1"));
+    DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return std::optional<AuditKeyRecord>();
+    return std::optional<AuditKeyRecord>(
+        AuditKeyRecord{st.Text(0), st.Text(1), static_cast<uint32_t>(st.Int(2)), st.Blob(3), st.Text(4)});
+  }
+
+  std::shared_ptr<SqliteDb> db_;
+};
+
+class SqliteAuditHeadStore final : public AuditHeadStore {
+ public:
+  SqliteAuditHeadStore(std::shared_ptr<SqliteDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
+
+  Status Save(const AuditHead& head) override {
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "INSERT INTO audit_head(id, seq, mac, seal, updated_at) VALUES(1,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+          "seq=excluded.seq, mac=excluded.mac, seal=excluded.seal, updated_at=excluded.updated_at "
+          "WHERE excluded.seq > audit_head.seq"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(head.seq)).Bind(2, head.mac).Bind(3, head.seal)
+                               .Bind(4, FormatIso8601(clock_.WallNow())).Run());
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    return OkStatus();
+  }
+
+  Result<std::optional<AuditHead>> Load() override {
+    return db_->With<std::optional<AuditHead>>([](SqliteConnection& c) -> Result<std::optional<AuditHead>> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT seq, mac, seal FROM audit_head WHERE id=1"));
+      DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) return std::optional<AuditHead>();
+      return std::optional<AuditHead>(AuditHead{static_cast<uint64_t>(st.Int(0)), st.Text(1), st.Text(2)});
+    });
+  }
+
+ private:
+  std::shared_ptr<SqliteDb> db_;
+  const Clock& clock_;
+};
+
+}  // namespace
+
+std::unique_ptr<AuditKeyRepository> NewSqliteAuditKeyRepository(std::shared_ptr<SqliteDb> db) {
+  return std::make_unique<SqliteAuditKeyRepository>(std::move(db));
+}
+
+std::unique_ptr<AuditHeadStore> NewSqliteAuditHeadStore(std::shared_ptr<SqliteDb> db, const Clock& clock) {
+  return std::make_unique<SqliteAuditHeadStore>(std::move(db), clock);
+}
+
+}  // namespace dyad

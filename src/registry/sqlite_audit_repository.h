@@ -1,0 +1,19 @@
+// The SQLite audit key and head stores: the `audit_key` and `audit_head`
+// tables (migration 6), one row each. The head store's Save is one
+// statement that only moves the head to a higher seq (stamped with
+// `clock`'s wall time).
+#pragma once
+
+#include <memory>
+
+#include "audit/audit_log.h"
+#include "core/clock.h"
+#include "registry/audit_key_repository.h"
+#include "registry/sqlite_db.h"
+
+namespace dyad {
+
+std::unique_ptr<AuditKeyRepository> NewSqliteAuditKeyRepository(std::shared_ptr<SqliteDb> db);
+std::unique_ptr<AuditHeadStore> NewSqliteAuditHeadStore(std::shared_ptr<SqliteDb> db, const Clock& clock);
+
+}  // namespace dyad
