@@ -7,7 +7,7 @@
 
 #include "backends/aws/xml_text.h"
 #include "core/endpoint.h"
-#include "transport/curl_transport.h"
+#include "core/time_format.h"
 
 namespace dyad {
 namespace {
