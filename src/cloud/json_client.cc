@@ -75,7 +75,7 @@ Result<HttpReply> JsonClient::Call(const JsonRequest& request) {
   }
   const RetryPolicy& policy = options_.retry;
   bool auth_retry_left = true;
-  for (int attempt = 1;; ++attempt) {
+  for (int attempt = 1;;) {
     Result<HttpReply> sent = Send(request);
     Clock::Duration retry_after{0};
     Error error{ErrorCode::kInternal, ""};
@@ -87,9 +87,10 @@ Result<HttpReply> JsonClient::Call(const JsonRequest& request) {
       ReplyError decoded = options_.decode_error(request.op, *sent);
       if (decoded.throttled && options_.observer) options_.observer->OnThrottle(host_, request.op);
       if (decoded.auth_rejected && auth_retry_left && auth_ && auth_->OnRejected(request.op, *sent)) {
-        auth_retry_left = false;  // once per call: a correction that did not help is not tried again
+        // At once, and not one of the policy's attempts; once per call: a
+        // correction that did not help is not tried again.
+        auth_retry_left = false;
         if (options_.observer) options_.observer->OnRetry(host_, request.op);
-        --attempt;  // an immediate resend, not a backoff attempt
         continue;
       }
       error = std::move(decoded.error);
@@ -104,6 +105,7 @@ Result<HttpReply> JsonClient::Call(const JsonRequest& request) {
     wait = std::max(wait, std::min(retry_after, Clock::Duration(policy.cap)));
     if (options_.observer) options_.observer->OnRetry(host_, request.op);
     clock_.SleepFor(wait);
+    ++attempt;
   }
 }
 
