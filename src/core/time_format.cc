@@ -42,7 +42,13 @@ std::optional<std::chrono::system_clock::time_point> ParseIso8601(std::string_vi
   }
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
+  // system_clock counts nanoseconds in 64 bits: about 1678 to 2262.
+  const std::chrono::sys_seconds t{std::chrono::seconds(timegm(&tm))};
+  if (t < std::chrono::ceil<std::chrono::seconds>(std::chrono::system_clock::time_point::min()) ||
+      t > std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::time_point::max())) {
+    return std::nullopt;
+  }
+  return std::chrono::system_clock::time_point(t);
 }
 
 namespace {
@@ -167,7 +173,12 @@ std::optional<std::chrono::system_clock::time_point> ParseHttpDate(std::string_v
   year_month_day ymd{year(p->year), month(static_cast<unsigned>(p->month + 1)), day(static_cast<unsigned>(p->day))};
   // Second 60: a leap second, as the grammar allows.
   if (!ymd.ok() || p->hour > 23 || p->minute > 59 || p->second > 60) return std::nullopt;
-  return system_clock::time_point(sys_days(ymd)) + hours(p->hour) + minutes(p->minute) + seconds(p->second);
+  const sys_seconds t = sys_days(ymd) + hours(p->hour) + minutes(p->minute) + seconds(p->second);
+  // system_clock counts nanoseconds in 64 bits: about 1678 to 2262.
+  if (t < ceil<seconds>(system_clock::time_point::min()) || t > floor<seconds>(system_clock::time_point::max())) {
+    return std::nullopt;
+  }
+  return system_clock::time_point(t);
 }
 
 }  // namespace dyad

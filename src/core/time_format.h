@@ -15,7 +15,8 @@ namespace dyad {
 
 std::string FormatIso8601(std::chrono::system_clock::time_point t);
 // "YYYY-MM-DDThh:mm:ss[.fff](Z|+00:00)" → time (fraction dropped); nullopt
-// for anything else, including other offsets.
+// for anything else, including other offsets and times system_clock cannot
+// hold (before 1678, after 2262).
 std::optional<std::chrono::system_clock::time_point> ParseIso8601(std::string_view text);
 
 // IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT" (sub-seconds dropped).
@@ -26,7 +27,8 @@ std::string FormatHttpDate(std::chrono::system_clock::time_point t);
 //   asctime-date "Sun Nov  6 08:49:37 1994"
 // Names are case-sensitive as in the grammar; the weekday must be a weekday
 // name but is not checked against the date; an impossible date (31 Apr) or
-// time, another zone, or anything around the value is nullopt.
+// time, one system_clock cannot hold (after 2262), another zone, or anything
+// around the value is nullopt.
 std::optional<std::chrono::system_clock::time_point> ParseHttpDate(std::string_view text);
 
 }  // namespace dyad

@@ -9,6 +9,12 @@ using std::chrono::system_clock;
 
 system_clock::time_point At(const char* iso) { return ParseIso8601(iso).value(); }
 
+TEST(Iso8601, RefusesTimesSystemClockCannotHold) {
+  EXPECT_TRUE(ParseIso8601("2262-01-01T00:00:00Z"));
+  EXPECT_FALSE(ParseIso8601("0026-11-30T10:20:30.123Z"));  // found by aws_answers_fuzz
+  EXPECT_FALSE(ParseIso8601("9999-12-31T23:59:59Z"));
+}
+
 TEST(HttpDate, ParsesTheThreeFormsOfRfc7231) {
   const auto t = At("1994-11-06T08:49:37Z");
   EXPECT_EQ(ParseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT"), t);   // IMF-fixdate
@@ -35,6 +41,8 @@ TEST(HttpDate, RejectsEverythingElse) {
            "Sun, 29 Feb 2026 08:49:37 GMT",    // not a leap year
            "Sun, 06 Nov 1994 24:00:00 GMT",    // no such hour
            "Sun, 06 Nov 1994 08:60:00 GMT",    // no such minute
+           "Sun, 06 Nov 4726 08:49:37 GMT",    // past what system_clock holds
+           "Sun, 06 Nov 0001 08:49:37 GMT",
            " Sun, 06 Nov 1994 08:49:37 GMT",   // anything around the value
            "Sun, 06 Nov 1994 08:49:37 GMT ",
            "Sun, 06 Nov 1994 08:49:37 GMTx",
