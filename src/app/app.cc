@@ -31,12 +31,12 @@ struct App::Parts {
   std::shared_ptr<SqliteDb> db;
   std::unique_ptr<ProviderRepository> repo;
   std::unique_ptr<ProviderLeases> leases;
+  std::unique_ptr<Metrics> metrics;  // before the backend, whose clients report to it
   std::shared_ptr<SettingsRepository> settings;
   std::shared_ptr<AuditKeyRepository> audit_keys;
   Backend backend;
   std::unique_ptr<AuditHeadStore> audit_heads;
   std::unique_ptr<FileAuditLog> audit;
-  std::unique_ptr<Metrics> metrics;
   std::unique_ptr<TokenAuthenticator> auth;
   std::unique_ptr<SecretsService> secrets;
   std::unique_ptr<ProviderService> providers;
@@ -62,7 +62,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.leases = NewSqliteProviderLeases(p.db, clock);
   p.settings = NewSqliteSettingsRepository(p.db);
   p.audit_keys = NewSqliteAuditKeyRepository(p.db);
-  DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock));
+  p.metrics = std::make_unique<Metrics>();
+  DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock, p.metrics.get()));
   // Every retirement goes through the guard, which first moves the audit key
   // off the version retired (audit_setup.h): the key is never lost.
   p.backend.keys = GuardAuditKey(std::move(p.backend.keys), p.audit_keys);
@@ -84,7 +85,6 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
                   p.audit->Problem());
   }
   ::chmod(config.audit_log_path.c_str(), 0600);  // made 0644 by an older build: owner only
-  p.metrics = std::make_unique<Metrics>();
   DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file, serving));
 
   SecretsOptions so;

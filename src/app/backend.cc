@@ -12,7 +12,8 @@
 namespace dyad {
 namespace {
 
-Status OpenAws(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& clock, Backend& b) {
+Status OpenAws(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& clock, CloudCallObserver* observer,
+               Backend& b) {
   const AwsSettings& aws = config.aws;
   CurlOptions curl;
   curl.ca_file = aws.ca_bundle;
@@ -25,7 +26,7 @@ Status OpenAws(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& 
   RetryPolicy retry;
   retry.max_attempts = aws.max_attempts;
   auto client = [&](const char* service, const char* target, const std::string& endpoint) {
-    return AwsJsonClient::Create({service, target, endpoint, aws.region, retry}, *b.aws_credentials,
+    return AwsJsonClient::Create({service, target, endpoint, aws.region, retry, observer}, *b.aws_credentials,
                                  NewCurlTransport(curl), clock, DefaultRandom());
   };
   DYAD_ASSIGN_OR_RETURN(auto kms, client("kms", "TrentService", aws.endpoint_kms));
@@ -44,10 +45,11 @@ Status OpenAws(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& 
 
 }  // namespace
 
-Result<Backend> OpenBackend(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& clock) {
+Result<Backend> OpenBackend(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& clock,
+                            CloudCallObserver* observer) {
   Backend b;
   if (config.secrets_provider == "aws") {
-    DYAD_RETURN_IF_ERROR(OpenAws(config, std::move(db), clock, b));
+    DYAD_RETURN_IF_ERROR(OpenAws(config, std::move(db), clock, observer, b));
     return b;
   }
   if (!config.encryption_key) return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY: is required");

@@ -7,6 +7,7 @@
 #include "backends/aws/aws_credentials.h"
 #include "backends/key_manager.h"
 #include "backends/secret_store.h"
+#include "cloud/call_observer.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "registry/sqlite_db.h"
@@ -24,6 +25,9 @@ struct Backend {
   size_t rotation_parallelism = 1;
 };
 
-Result<Backend> OpenBackend(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& clock);
+// `observer` (optional, must outlive the backend) hears of every call a
+// cloud backend makes.
+Result<Backend> OpenBackend(const Config& config, std::shared_ptr<SqliteDb> db, const Clock& clock,
+                            CloudCallObserver* observer = nullptr);
 
 }  // namespace dyad

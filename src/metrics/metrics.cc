@@ -7,6 +7,7 @@
 #include <prometheus/text_serializer.h>
 
 #include <array>
+#include <cctype>
 
 #include "core/mutex.h"
 
@@ -76,6 +77,13 @@ struct Metrics::Impl {
       .Help("Stored secrets refused as tampered, by reason (rollback, integrity)").Register(*registry);
   pm::Family<pm::Counter>& http = pm::BuildCounter().Name("dyad_http_requests_total")
       .Help("HTTP requests by status class").Register(*registry);
+  pm::Family<pm::Counter>& cloud_calls = pm::BuildCounter().Name("dyad_cloud_calls_total")
+      .Help("Cloud service calls (all attempts of one) by endpoint, operation and outcome").Register(*registry);
+  pm::Family<pm::Counter>& cloud_retries = pm::BuildCounter().Name("dyad_cloud_retries_total")
+      .Help("Cloud service requests sent again, by endpoint and operation").Register(*registry);
+  pm::Family<pm::Counter>& cloud_throttles = pm::BuildCounter().Name("dyad_cloud_throttles_total")
+      .Help("Cloud service answers refusing for rate (429, throttling errors), by endpoint and operation")
+      .Register(*registry);
 
   std::array<pm::Counter*, 6> http_by_class{};
 
@@ -107,6 +115,22 @@ void Metrics::CountHttpRequest(int status) {
   impl_->http_by_class[(c >= 1 && c <= 5) ? c : 5]->Increment();
 }
 void Metrics::SetCacheStats(std::function<CacheStats()> source) { impl_->cache->Set(std::move(source)); }
+
+void Metrics::OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) {
+  std::string outcome = "ok";
+  if (error) {
+    outcome = ErrorCodeName(*error);
+    for (char& c : outcome) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  impl_->cloud_calls.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}, {"outcome", outcome}})
+      .Increment();
+}
+void Metrics::OnRetry(std::string_view endpoint, std::string_view op) {
+  impl_->cloud_retries.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}}).Increment();
+}
+void Metrics::OnThrottle(std::string_view endpoint, std::string_view op) {
+  impl_->cloud_throttles.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}}).Increment();
+}
 
 std::string Metrics::Render() const {
   auto families = impl_->registry->Collect();

@@ -5,7 +5,10 @@
 // tampered (by reason: "rollback" for a credentials version older than the
 // registry's, "integrity" for an envelope that fails authentication). Cache counters are read at scrape
 // time from the cache's own per-shard counters, so the hit path pays for no
-// shared atomic. Thread-safe.
+// shared atomic. Calls of cloud services are counted per endpoint and
+// operation (CloudCallObserver): dyad_cloud_calls_total by outcome ("ok" or
+// the error's code, e.g. "unavailable"), dyad_cloud_retries_total and
+// dyad_cloud_throttles_total. Thread-safe.
 #pragma once
 
 #include <functional>
@@ -13,14 +16,15 @@
 #include <string>
 #include <string_view>
 
+#include "cloud/call_observer.h"
 #include "secrets/credential_cache.h"
 
 namespace dyad {
 
-class Metrics {
+class Metrics final : public CloudCallObserver {
  public:
   Metrics();
-  ~Metrics();
+  ~Metrics() override;
 
   void ObserveStore(std::string_view op, double seconds, bool ok);
   void ObserveKeyManager(std::string_view op, double seconds, bool ok);
@@ -28,6 +32,10 @@ class Metrics {
   void CountTampered(std::string_view reason);
   void CountHttpRequest(int status);
   void SetCacheStats(std::function<CacheStats()> source);
+
+  void OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) override;
+  void OnRetry(std::string_view endpoint, std::string_view op) override;
+  void OnThrottle(std::string_view endpoint, std::string_view op) override;
 
   std::string Render() const;
 

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <optional>
 #include <vector>
 
 #include "core/mutex.h"
@@ -16,12 +15,6 @@ std::string HttpReply::Header(std::string_view name) const {
     if (k == name) return v;
   }
   return "";
-}
-
-std::optional<std::chrono::system_clock::time_point> ParseHttpDate(const std::string& value) {
-  time_t t = curl_getdate(value.c_str(), nullptr);
-  if (t < 0) return std::nullopt;
-  return std::chrono::system_clock::from_time_t(t);
 }
 
 namespace {

@@ -7,7 +7,6 @@
 
 #include <chrono>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "transport/http_transport.h"
@@ -22,8 +21,5 @@ struct CurlOptions {
 };
 
 std::unique_ptr<HttpTransport> NewCurlTransport(CurlOptions options = {});
-
-// RFC 7231 Date header → time (via curl_getdate); nullopt when unparsable.
-std::optional<std::chrono::system_clock::time_point> ParseHttpDate(const std::string& value);
 
 }  // namespace dyad

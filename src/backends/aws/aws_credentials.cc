@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cctype>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -9,9 +10,9 @@
 #include <vector>
 
 #include "backends/aws/xml_text.h"
+#include "cloud/refreshing_credential.h"
 #include "core/encoding.h"
 #include "core/ini.h"
-#include "core/mutex.h"
 #include "core/time_format.h"
 
 namespace dyad {
@@ -84,7 +85,10 @@ Error HttpFailure(const std::string& source, const HttpReply& reply) {
 class Chain final : public AwsCredentialSource {
  public:
   Chain(AwsChainOptions options, HttpTransport& http, const Clock& clock)
-      : options_(std::move(options)), http_(http), clock_(clock) {
+      : options_(std::move(options)),
+        http_(http),
+        current_([this] { return Fetch(); }, clock,
+                 RefreshOptions{"AWS credentials", options_.refresh_before, std::chrono::seconds(30)}) {
     // Secret values are kept as SecretBytes only, never in the plain map.
     for (auto [name, slot] : {std::pair{"AWS_SECRET_ACCESS_KEY", &options_.secret_access_key},
                               std::pair{"AWS_SESSION_TOKEN", &options_.session_token}}) {
@@ -101,38 +105,29 @@ class Chain final : public AwsCredentialSource {
                 {"instance metadata", [this] { return FromInstanceMetadata(); }, true}};
   }
 
-  Result<AwsCredentials> Get() override {
-    MutexLock lock(&mu_);
-    WallTime now = clock_.WallNow();
-    if (current_ && (!current_->expires || now < *current_->expires - options_.refresh_before)) {
-      return current_->credentials;
-    }
-    Result<Fetched> next = chosen_ ? chosen_->fetch() : Resolve();
-    if (next.ok()) {
-      current_ = std::move(next).value();
-      return current_->credentials;
-    }
-    if (current_ && current_->expires && now < *current_->expires) {
-      spdlog::warn("AWS credentials from {}: refresh failed, using the current ones until they expire: {}",
-                   chosen_->name, next.error().message);
-      return current_->credentials;
-    }
-    return next.error();
-  }
+  Result<AwsCredentials> Get() override { return current_.Get(); }
 
   std::string SourceName() override {
-    MutexLock lock(&mu_);
-    if (!chosen_) return "";
-    return chosen_->name == "profile" ? "profile " + Profile() : chosen_->name;
+    const Source* chosen = chosen_.load();
+    if (!chosen) return "";
+    return chosen->name == "profile" ? "profile " + Profile() : chosen->name;
   }
 
  private:
-  Result<Fetched> Resolve() DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // Called by current_, one call at a time: the source chosen first, from
+  // then on.
+  Result<Expiring<AwsCredentials>> Fetch() {
+    Source* chosen = chosen_.load();
+    DYAD_ASSIGN_OR_RETURN(Fetched f, chosen ? chosen->fetch() : Resolve());
+    return Expiring<AwsCredentials>{std::move(f.credentials), f.expires};
+  }
+
+  Result<Fetched> Resolve() {
     std::string unreachable;
     for (auto& source : sources_) {
       auto r = source.fetch();
       if (r.ok()) {
-        chosen_ = &source;
+        chosen_.store(&source);
         spdlog::info("AWS credentials: using {}", source.name == "profile" ? "profile " + Profile() : source.name);
         return r;
       }
@@ -299,11 +294,9 @@ class Chain final : public AwsCredentialSource {
 
   AwsChainOptions options_;
   HttpTransport& http_;
-  const Clock& clock_;
-  std::vector<Source> sources_;
-  Mutex mu_;
-  Source* chosen_ DYAD_GUARDED_BY(mu_) = nullptr;
-  std::optional<Fetched> current_ DYAD_GUARDED_BY(mu_);
+  std::vector<Source> sources_;  // fixed after construction
+  std::atomic<Source*> chosen_{nullptr};
+  RefreshingCredential<AwsCredentials> current_;
 };
 
 }  // namespace

@@ -11,10 +11,12 @@
 //   5. EC2 instance metadata, IMDSv2 (session token required), unless
 //      AWS_EC2_METADATA_DISABLED=true; AWS_EC2_METADATA_SERVICE_ENDPOINT.
 // The first source that is configured is used from then on. Temporary
-// credentials are refreshed from it five minutes before they expire; if the
-// refresh fails, the old ones are used until they do expire.
+// credentials are refreshed from it five minutes before they expire, by one
+// caller while the others keep using them; if the refresh fails, the old ones
+// are used until they do expire, and it is tried again 30 s later at the
+// earliest (cloud/refreshing_credential.h).
 //
-// Thread-safe (one refresh at a time). Errors: kFailedPrecondition when no
+// Thread-safe (one fetch at a time). Errors: kFailedPrecondition when no
 // source is configured (naming what was looked for), kUnavailable when a
 // configured source cannot be reached, kPermissionDenied when it refuses,
 // kInvalidArgument for a malformed file or answer. No error carries a secret.

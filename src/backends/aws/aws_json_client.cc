@@ -1,13 +1,9 @@
 #include "backends/aws/aws_json_client.h"
 
-#include <spdlog/spdlog.h>
-
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "backends/aws/xml_text.h"
-#include "core/endpoint.h"
-#include "transport/curl_transport.h"
 
 namespace dyad {
 namespace {
@@ -32,7 +28,7 @@ std::string ShortType(std::string type) {
 
 }  // namespace
 
-Error AwsErrorFromReply(const std::string& action, const HttpReply& reply, bool* clock_skew) {
+ReplyError DecodeAwsReply(std::string_view action, const HttpReply& reply) {
   std::string type = ShortType(reply.Header("x-amzn-errortype"));
   std::string message;
   auto j = nlohmann::json::parse(reply.body, nullptr, false);
@@ -56,10 +52,10 @@ Error AwsErrorFromReply(const std::string& action, const HttpReply& reply, bool*
                     (type == "InvalidSignatureException" &&
                      (message.find("Signature expired") != std::string::npos ||
                       message.find("not yet current") != std::string::npos));
-  if (clock_skew) *clock_skew = skew;
+  const bool throttled = kThrottling.count(type) || reply.status == 429;
 
   ErrorCode code;
-  if (kThrottling.count(type) || kServerSide.count(type) || reply.status >= 500) {
+  if (throttled || kServerSide.count(type) || reply.status >= 500) {
     code = reply.status == 501 ? ErrorCode::kUnimplemented : ErrorCode::kUnavailable;
   } else if (kDenied.count(type) || skew || reply.status == 401 || reply.status == 403) {
     code = ErrorCode::kPermissionDenied;
@@ -78,78 +74,41 @@ Error AwsErrorFromReply(const std::string& action, const HttpReply& reply, bool*
   } else {
     code = ErrorCode::kInternal;
   }
-  return MakeError(code, action + ": " + type + (message.empty() ? "" : ": " + message));
+  std::string text(action);
+  text += ": " + type;
+  if (!message.empty()) text += ": " + message;
+  return ReplyError{MakeError(code, std::move(text)), throttled, skew};
+}
+
+Error AwsErrorFromReply(const std::string& action, const HttpReply& reply, bool* clock_skew) {
+  ReplyError decoded = DecodeAwsReply(action, reply);
+  if (clock_skew) *clock_skew = decoded.auth_rejected;
+  return std::move(decoded.error);
 }
 
 Result<std::unique_ptr<AwsJsonClient>> AwsJsonClient::Create(AwsServiceOptions options,
                                                              AwsCredentialSource& credentials,
                                                              std::unique_ptr<HttpTransport> http, const Clock& clock,
                                                              Random& random) {
-  auto endpoint = ParseEndpoint(options.endpoint);
-  if (!endpoint) {
-    return MakeError(ErrorCode::kInvalidArgument, "endpoint of " + options.service + " '" + options.endpoint +
-                                                      "' is not http(s)://host[:port]");
-  }
-  options.endpoint = endpoint->url;
-  return std::unique_ptr<AwsJsonClient>(
-      new AwsJsonClient(std::move(options), std::move(endpoint->host), credentials, std::move(http), clock, random));
+  auto auth = std::make_unique<SigV4Auth>(credentials, options.region, options.service, clock);
+  SigV4Auth* auth_ptr = auth.get();
+  auto client = JsonClient::Create({options.endpoint, options.retry, DecodeAwsReply, options.observer},
+                                   std::move(auth), std::move(http), clock, random);
+  if (!client.ok()) return MakeError(client.code(), options.service + ": " + client.error().message);
+  options.endpoint = (*client)->url();
+  return std::unique_ptr<AwsJsonClient>(new AwsJsonClient(std::move(options), auth_ptr, std::move(client).value()));
 }
-
-AwsJsonClient::AwsJsonClient(AwsServiceOptions options, std::string host, AwsCredentialSource& credentials,
-                             std::unique_ptr<HttpTransport> http, const Clock& clock, Random& random)
-    : options_(std::move(options)),
-      host_(std::move(host)),
-      credentials_(credentials),
-      http_(std::move(http)),
-      clock_(clock),
-      random_(random) {}
 
 Result<std::string> AwsJsonClient::Call(const std::string& action, const std::string& request_json) {
-  return WithRetries(options_.retry, clock_, random_, [&] { return Attempt(action, request_json, true); });
-}
-
-Result<std::string> AwsJsonClient::Attempt(const std::string& action, const std::string& request_json,
-                                           bool skew_retry_left) {
-  DYAD_ASSIGN_OR_RETURN(AwsCredentials creds, credentials_.Get());
-  SigningRequest req;
-  req.method = "POST";
-  req.path = "/";
-  req.headers = {{"Host", host_},
-                 {"Content-Type", "application/x-amz-json-1.1"},
-                 {"X-Amz-Target", options_.target_prefix + "." + action}};
-  req.body = request_json;
-  SigningParams params;
-  params.region = options_.region;
-  params.service = options_.service;
-  params.time = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
-      clock_.WallNow() + Clock::Duration(skew_ns_.load(std::memory_order_relaxed)));
-  auto signed_req = signer_.Sign(req, creds, params);
-  Cleanse(req.body);  // the body may carry a credential (provider mode)
-  if (!signed_req.ok()) return signed_req.error();
-
-  HttpCall call;
-  call.method = "POST";
-  call.url = options_.endpoint + "/";
-  call.headers = std::move(req.headers);
-  for (auto& h : signed_req->headers) call.headers.push_back(std::move(h));
-  call.body = request_json;
-  auto reply = http_->Send(call);
-  Cleanse(call.body);
-  if (!reply.ok()) return MakeError(reply.code(), action + ": " + reply.error().message);
-  if (reply->status >= 200 && reply->status < 300) return std::move(reply->body);
-
-  bool skew = false;
-  Error error = AwsErrorFromReply(action, *reply, &skew);
-  if (skew && skew_retry_left) {
-    if (auto server = ParseHttpDate(reply->Header("date"))) {
-      auto offset = *server - clock_.WallNow();
-      skew_ns_.store(std::chrono::duration_cast<Clock::Duration>(offset).count());
-      spdlog::warn("{}: clock skew of {:.1f} s against {}; signing with the server's time", action,
-                   std::chrono::duration<double>(offset).count(), options_.service);
-      return Attempt(action, request_json, false);
-    }
-  }
-  return error;
+  JsonRequest request;
+  request.op = action;
+  request.headers = {{"Content-Type", "application/x-amz-json-1.1"},
+                     {"X-Amz-Target", options_.target_prefix + "." + action}};
+  request.body = request_json;
+  auto reply = client_->Call(request);
+  Cleanse(request.body);  // it may carry a credential (provider mode)
+  if (!reply.ok()) return reply.error();
+  return std::move(reply->body);
 }
 
 }  // namespace dyad

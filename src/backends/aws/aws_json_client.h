@@ -1,19 +1,23 @@
 // AwsJsonClient: calls of one AWS service over the JSON 1.1 protocol
-// (POST / with X-Amz-Target "<prefix>.<Action>"), signed with SigV4.
+// (POST / with X-Amz-Target "<prefix>.<Action>"): the shared cloud client
+// (cloud/json_client.h) with the SigV4 auth step (sigv4_auth.h) and AWS's
+// error decoder.
 //
 // Every call is retried by the shared RetryPolicy while it fails with
-// kUnavailable (transport failure, timeout, 5xx, throttling). A clock-skew
-// rejection corrects the signing clock by the response's Date header and is
-// retried once. Errors keep AWS's own type and message and map to codes
-// (AwsErrorFromReply). Thread-safe; one keep-alive transport per endpoint.
+// kUnavailable (transport failure, timeout, 5xx, throttling), honouring
+// Retry-After. A clock-skew rejection corrects the signing clock by the
+// response's Date header and is retried once. Errors keep AWS's own type and
+// message and map to codes (AwsErrorFromReply). Calls, retries and throttles
+// go to the optional observer. Thread-safe; one keep-alive transport per
+// endpoint.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <string>
 
 #include "backends/aws/aws_credentials.h"
-#include "backends/aws/sigv4.h"
+#include "backends/aws/sigv4_auth.h"
+#include "cloud/json_client.h"
 #include "core/clock.h"
 #include "core/random.h"
 #include "transport/http_transport.h"
@@ -27,6 +31,7 @@ struct AwsServiceOptions {
   std::string endpoint;       // scheme://host[:port], e.g. https://kms.eu-west-1.amazonaws.com
   std::string region;
   RetryPolicy retry;
+  CloudCallObserver* observer = nullptr;  // optional; must outlive the client
 };
 
 class AwsJsonClient {
@@ -41,26 +46,23 @@ class AwsJsonClient {
 
   const AwsServiceOptions& options() const { return options_; }
   // The signing clock's correction (server time − local time).
-  Clock::Duration skew() const { return Clock::Duration(skew_ns_.load()); }
+  Clock::Duration skew() const { return auth_->skew(); }
 
  private:
-  AwsJsonClient(AwsServiceOptions options, std::string host, AwsCredentialSource& credentials,
-                std::unique_ptr<HttpTransport> http, const Clock& clock, Random& random);
-  Result<std::string> Attempt(const std::string& action, const std::string& request_json, bool skew_retry_left);
+  AwsJsonClient(AwsServiceOptions options, SigV4Auth* auth, std::unique_ptr<JsonClient> client)
+      : options_(std::move(options)), auth_(auth), client_(std::move(client)) {}
 
-  AwsServiceOptions options_;
-  std::string host_;
-  AwsCredentialSource& credentials_;
-  std::unique_ptr<HttpTransport> http_;
-  const Clock& clock_;
-  Random& random_;
-  SigV4Signer signer_;
-  std::atomic<int64_t> skew_ns_{0};
+  const AwsServiceOptions options_;
+  SigV4Auth* const auth_;  // owned by client_
+  const std::unique_ptr<JsonClient> client_;
 };
 
 // What an AWS answer that is not 2xx means: the error code, and a message
 // "<Action>: <ErrorType>: <AWS's message>". `clock_skew` is set when the
 // request was refused for its signing time.
 Error AwsErrorFromReply(const std::string& action, const HttpReply& reply, bool* clock_skew = nullptr);
+// The same as JsonClient's ErrorDecoder: a throttling error is `throttled`,
+// a clock-skew refusal `auth_rejected`.
+ReplyError DecodeAwsReply(std::string_view action, const HttpReply& reply);
 
 }  // namespace dyad

@@ -125,6 +125,48 @@ TEST(AwsJsonClient, CorrectsClockSkewFromTheDateHeaderOnce) {
   EXPECT_EQ(g.http->calls.size(), 2u);
 }
 
+TEST(DecodeAwsReply, FlagsThrottlingAndClockSkew) {
+  ReplyError throttled = DecodeAwsReply("Decrypt", Reply(400, R"({"__type":"ThrottlingException"})"));
+  EXPECT_TRUE(throttled.throttled);
+  EXPECT_EQ(throttled.error.code, ErrorCode::kUnavailable);
+  EXPECT_TRUE(DecodeAwsReply("Decrypt", Reply(429, "")).throttled);
+  EXPECT_FALSE(DecodeAwsReply("Decrypt", Reply(503, "")).throttled);
+  ReplyError skew = DecodeAwsReply("Decrypt", Reply(400, R"({"__type":"RequestTimeTooSkewed"})"));
+  EXPECT_TRUE(skew.auth_rejected);
+  EXPECT_FALSE(skew.throttled);
+  EXPECT_FALSE(DecodeAwsReply("Decrypt", Reply(400, R"({"__type":"AccessDeniedException"})")).auth_rejected);
+}
+
+class CountingObserver final : public CloudCallObserver {
+ public:
+  void OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) override {
+    last = std::string(endpoint) + " " + std::string(op) + (error ? " error" : " ok");
+  }
+  void OnRetry(std::string_view, std::string_view) override { ++retries; }
+  void OnThrottle(std::string_view, std::string_view) override { ++throttles; }
+  std::string last;
+  int retries = 0, throttles = 0;
+};
+
+TEST(AwsJsonClient, ReportsCallsRetriesAndThrottlesAndHonoursRetryAfter) {
+  FakeClock clock;
+  testing::ConstantRandom random(0);
+  StaticCredentials creds;
+  CountingObserver observer;
+  auto t = std::make_unique<testing::ScriptedTransport>();
+  auto* http = t.get();
+  http->Then(400, R"({"__type":"ThrottlingException"})", {{"retry-after", "1"}});
+  http->Then(200, "{}");
+  auto client = AwsJsonClient::Create({"kms", "TrentService", "http://127.0.0.1:4566", "us-east-1", {}, &observer},
+                                      creds, std::move(t), clock, random)
+                    .value();
+  ASSERT_TRUE(client->Call("Decrypt", "{}").ok());
+  EXPECT_EQ(observer.last, "127.0.0.1:4566 Decrypt ok");
+  EXPECT_EQ(observer.retries, 1);
+  EXPECT_EQ(observer.throttles, 1);
+  EXPECT_EQ(clock.Slept(), std::chrono::seconds(1));
+}
+
 TEST(AwsJsonClient, RejectsEndpointsThatAreNotHostAndPort) {
   StaticCredentials creds;
   FakeClock clock;

@@ -9,7 +9,10 @@
 namespace dyad {
 
 inline std::string XmlElementText(std::string_view xml, std::string_view tag) {
-  std::string open = "<" + std::string(tag) + ">", close = "</" + std::string(tag) + ">";
+  // Appended, not "<" + std::string(tag): GCC 12 warns falsely (-Wrestrict) where that is inlined.
+  std::string open = "<", close = "</";
+  open.append(tag) += '>';
+  close.append(tag) += '>';
   auto start = xml.find(open);
   if (start == std::string_view::npos) return "";
   start += open.size();

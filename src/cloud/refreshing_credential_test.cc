@@ -1,0 +1,244 @@
+#include "cloud/refreshing_credential.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace dyad {
+namespace {
+
+using std::chrono::minutes;
+using std::chrono::seconds;
+
+// A source answering from a script (the last answer repeats) and counting calls.
+struct Source {
+  explicit Source(const FakeClock& c) : clock(c) {}
+  const FakeClock& clock;
+  std::deque<Result<Expiring<std::string>>> script;
+  std::atomic<int> calls{0};
+
+  void Then(std::string value, Clock::Duration lifetime) {
+    script.push_back(Expiring<std::string>{std::move(value), clock.WallNow() + lifetime});
+  }
+  void ThenFail(ErrorCode code) { script.push_back(MakeError(code, "source says no")); }
+  Result<Expiring<std::string>> operator()() {
+    ++calls;
+    auto r = script.front();
+    if (script.size() > 1) script.pop_front();
+    return r;
+  }
+};
+
+RefreshOptions Options() { return RefreshOptions{"test credential", minutes(5), seconds(30)}; }
+
+TEST(RefreshingCredential, ServesTheCurrentOneUntilTheRefreshWindowThenRefreshesAhead) {
+  FakeClock clock;
+  Source source{clock};
+  source.Then("first", minutes(60));
+  RefreshingCredential<std::string> cred([&] { return source(); }, clock, Options());
+  EXPECT_EQ(cred.Get().value(), "first");
+  clock.Advance(minutes(54));  // six minutes left
+  EXPECT_EQ(cred.Get().value(), "first");
+  EXPECT_EQ(source.calls, 1);
+
+  source.script.clear();
+  source.Then("second", minutes(60));
+  clock.Advance(minutes(2));  // four minutes left: refreshed before it expires
+  EXPECT_EQ(cred.Get().value(), "second");
+  EXPECT_EQ(source.calls, 2);
+}
+
+TEST(RefreshingCredential, ACredentialWithoutExpiryIsFetchedOnce) {
+  FakeClock clock;
+  int calls = 0;
+  RefreshingCredential<int> cred(
+      [&]() -> Result<Expiring<int>> { return Expiring<int>{++calls, std::nullopt}; }, clock, Options());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(cred.Get().value(), 1);
+    clock.Advance(std::chrono::hours(24 * 365));
+  }
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(RefreshingCredential, AFailedRefreshKeepsTheOldOneAndRetriesNoSoonerThanTheInterval) {
+  FakeClock clock;
+  Source source{clock};
+  source.Then("old", minutes(10));
+  source.ThenFail(ErrorCode::kUnavailable);
+  RefreshingCredential<std::string> cred([&] { return source(); }, clock, Options());
+  ASSERT_EQ(cred.Get().value(), "old");
+
+  clock.Advance(minutes(6));  // refresh due, source down
+  EXPECT_EQ(cred.Get().value(), "old");
+  EXPECT_EQ(source.calls, 2);
+  clock.Advance(seconds(29));  // within the retry interval: no call
+  EXPECT_EQ(cred.Get().value(), "old");
+  EXPECT_EQ(cred.Get().value(), "old");
+  EXPECT_EQ(source.calls, 2);
+  clock.Advance(seconds(1));  // the interval has passed: tried again, still down
+  EXPECT_EQ(cred.Get().value(), "old");
+  EXPECT_EQ(source.calls, 3);
+
+  source.script.clear();
+  source.Then("new", minutes(60));
+  clock.Advance(seconds(30));
+  EXPECT_EQ(cred.Get().value(), "new");
+  EXPECT_EQ(source.calls, 4);
+}
+
+TEST(RefreshingCredential, ExpiredAndFailingReturnsTheSourcesError) {
+  FakeClock clock;
+  Source source{clock};
+  source.Then("old", minutes(10));
+  source.ThenFail(ErrorCode::kPermissionDenied);
+  RefreshingCredential<std::string> cred([&] { return source(); }, clock, Options());
+  ASSERT_TRUE(cred.Get().ok());
+  clock.Advance(minutes(10));  // expired now
+  auto r = cred.Get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(r.error().message, "source says no");
+  // With nothing to serve, each call asks the source (no error is cached).
+  EXPECT_EQ(cred.Get().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(source.calls, 3);
+}
+
+TEST(RefreshingCredential, TheFirstFetchFailingIsTheSourcesError) {
+  FakeClock clock;
+  Source source{clock};
+  source.ThenFail(ErrorCode::kFailedPrecondition);
+  RefreshingCredential<std::string> cred([&] { return source(); }, clock, Options());
+  EXPECT_EQ(cred.Get().code(), ErrorCode::kFailedPrecondition);
+}
+
+TEST(RefreshingCredential, InvalidateFetchesAgainUnlessTheCredentialIsNew) {
+  FakeClock clock;
+  Source source{clock};
+  source.Then("a", minutes(60));
+  RefreshingCredential<std::string> cred([&] { return source(); }, clock, Options());
+  ASSERT_EQ(cred.Get().value(), "a");
+  cred.Invalidate();  // just fetched: a refusal of an older one, ignored
+  EXPECT_EQ(cred.Get().value(), "a");
+  EXPECT_EQ(source.calls, 1);
+
+  source.script.clear();
+  source.Then("b", minutes(60));
+  clock.Advance(minutes(1));
+  cred.Invalidate();
+  EXPECT_EQ(cred.Get().value(), "b");
+  EXPECT_EQ(source.calls, 2);
+}
+
+// Blocks the source until the test opens it.
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Pass() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+TEST(RefreshingCredential, WithNothingUsableManyCallersShareOneFetch) {
+  constexpr int kThreads = 16;
+  FakeClock clock;
+  std::atomic<int> calls{0};
+  Gate gate;
+  RefreshingCredential<std::string> cred(
+      [&]() -> Result<Expiring<std::string>> {
+        ++calls;
+        gate.Pass();
+        return Expiring<std::string>{"fresh", clock.WallNow() + minutes(60)};
+      },
+      clock, Options());
+  std::atomic<int> started{0};
+  std::vector<std::string> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      ++started;
+      got[i] = cred.Get().value();
+    });
+  }
+  while (started < kThreads) std::this_thread::yield();
+  gate.Open();
+  for (auto& t : threads) t.join();
+  // Callers that came after the fetch found it fresh; the others waited for it.
+  EXPECT_EQ(calls, 1);
+  for (const auto& v : got) EXPECT_EQ(v, "fresh");
+}
+
+TEST(RefreshingCredential, WhileOneCallerRefreshesTheOthersGetTheCurrentOne) {
+  constexpr int kThreads = 16;
+  FakeClock clock;
+  std::atomic<int> calls{0};
+  Gate gate;
+  RefreshingCredential<std::string> cred(
+      [&]() -> Result<Expiring<std::string>> {
+        if (++calls == 1) return Expiring<std::string>{"current", clock.WallNow() + minutes(10)};
+        gate.Pass();
+        return Expiring<std::string>{"next", clock.WallNow() + minutes(60)};
+      },
+      clock, Options());
+  ASSERT_EQ(cred.Get().value(), "current");
+  clock.Advance(minutes(6));  // refresh due, still valid
+
+  std::atomic<int> served_current{0};
+  std::thread refresher([&] { EXPECT_EQ(cred.Get().value(), "next"); });
+  while (calls < 2) std::this_thread::yield();  // the refresher is inside the source
+  std::vector<std::thread> others;
+  for (int i = 0; i < kThreads; ++i) {
+    others.emplace_back([&] {
+      if (cred.Get().value() == "current") ++served_current;
+    });
+  }
+  for (auto& t : others) t.join();  // none of them waited for the blocked fetch
+  EXPECT_EQ(served_current, kThreads);
+  gate.Open();
+  refresher.join();
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(cred.Get().value(), "next");
+}
+
+TEST(RefreshingCredential, WaitersShareAFailedFetchsError) {
+  FakeClock clock;
+  std::atomic<int> calls{0};
+  Gate gate;
+  RefreshingCredential<std::string> cred(
+      [&]() -> Result<Expiring<std::string>> {
+        ++calls;
+        gate.Pass();
+        return MakeError(ErrorCode::kUnavailable, "metadata service down");
+      },
+      clock, Options());
+  std::thread first([&] { EXPECT_EQ(cred.Get().code(), ErrorCode::kUnavailable); });
+  while (calls < 1) std::this_thread::yield();
+  // A second caller now waits for the fetch in flight (or, if it comes after,
+  // makes its own): either way it gets the source's error.
+  std::thread second([&] {
+    auto r = cred.Get();
+    EXPECT_EQ(r.code(), ErrorCode::kUnavailable);
+    EXPECT_EQ(r.error().message, "metadata service down");
+  });
+  gate.Open();
+  first.join();
+  second.join();
+  EXPECT_LE(calls, 2);
+}
+
+}  // namespace
+}  // namespace dyad
