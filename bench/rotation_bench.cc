@@ -71,7 +71,8 @@ int main(int argc, char** argv) {
     ids.push_back(NewUuid(DefaultRandom()));
     CredentialFields f;
     f.emplace("api_key", SecretBytes("sk-" + std::to_string(i) + std::string(40, 'x')));
-    if (!secrets.Create(ids.back(), 1, f, Caller{}).ok()) return 1;
+    auto held = secrets.locks().Hold(ids.back());
+    if (!held.ok() || !secrets.Create(ids.back(), 1, f, Caller{}, **held).ok()) return 1;
   }
   std::printf("seeded %d credentials in %.1f s\n", n, std::chrono::duration<double>(Clk::now() - t0).count());
 

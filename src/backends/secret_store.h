@@ -11,13 +11,12 @@
 // row revision); Create() and Replace() return the token of what they wrote.
 //
 // Conditional writes: Replace(name, value, version) writes only if `version`
-// is still the stored one, atomically, where HasConditionalWrites() is true;
-// otherwise the version is checked as well as the store can (or not at all)
-// and the caller must hold the provider's lease in the registry database
-// around its read and its write (SecretsService and KeyRotationService do).
-// A store that learns at run time that it cannot write conditionally (a
-// permission it lacks) answers kUnimplemented having written nothing, and
-// reports false from then on; the caller retries under the lease.
+// is still the stored one, atomically. A store without a conditional write
+// (HasConditionalWrites() false) answers kUnimplemented and writes nothing;
+// so does one that learns at run time that it cannot (a permission it
+// lacks), from then on. Its writers hold the provider's lease in the
+// registry database around their read and Overwrite() (SecretsService::
+// ReplaceHeld), so a writer without the lease can never overwrite.
 //
 // Implementations are thread-safe. Errors: kNotFound, kAlreadyExists (Create
 // of a taken name), kConflict (Replace of a version that is no longer the
@@ -60,6 +59,9 @@ class SecretStore {
   virtual Result<std::string> Create(const std::string& name, std::string_view value) = 0;
   virtual Result<std::string> Replace(const std::string& name, std::string_view value,
                                       const std::string& version) = 0;
+  // Replaces whatever is stored (kNotFound when nothing is): only under the
+  // provider's lease, after reading the version it replaces.
+  virtual Result<std::string> Overwrite(const std::string& name, std::string_view value) = 0;
   // Creates or replaces whatever is stored: for tools and tests, never for
   // a credential write (which goes through Create or Replace).
   virtual Status Put(const std::string& name, std::string_view value) = 0;
@@ -87,8 +89,9 @@ class SecretStore {
   }
 
   // Replace() of many: `replaced[i]` says whether item i was (false for a
-  // version no longer stored or a deleted secret). Any other failure fails
-  // the call; items before it may have been written.
+  // version no longer stored or a deleted secret). Any other failure
+  // (kUnimplemented included) fails the call; items before it may have been
+  // written.
   struct Swap {
     std::string name, version, value;
   };

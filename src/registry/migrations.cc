@@ -104,9 +104,19 @@ CREATE TABLE provider_leases(
 ALTER TABLE providers ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 )sql",
       // 8: a revision per stored secret: the version token of the
-      // environment backend's conditional writes.
+      // environment backend's conditional writes. The triggers keep it
+      // honest against a binary from before this migration still running on
+      // the database: its writes change the value without the revision, and
+      // its inserts start every secret at 1.
       R"sql(
 ALTER TABLE secrets ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+CREATE TRIGGER secrets_revision_on_update AFTER UPDATE OF value ON secrets
+  WHEN NEW.revision = OLD.revision
+  BEGIN UPDATE secrets SET revision = OLD.revision + 1 WHERE name = NEW.name; END;
+CREATE TRIGGER secrets_revision_on_insert AFTER INSERT ON secrets
+  WHEN NEW.revision = 1
+  BEGIN UPDATE secrets SET revision = CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)
+        WHERE name = NEW.name; END;
 )sql",
   };
   return kMigrations;

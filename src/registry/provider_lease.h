@@ -22,6 +22,9 @@ class ProviderLeases {
   virtual ~ProviderLeases() = default;
   // True when `owner` now holds the lease until now + ttl.
   virtual Result<bool> TryAcquire(const std::string& provider_id, const std::string& owner, Clock::Duration ttl) = 0;
+  // Extends `owner`'s lease to now + ttl; false when another owner holds it
+  // now (it ran out and was taken over).
+  virtual Result<bool> Renew(const std::string& provider_id, const std::string& owner, Clock::Duration ttl) = 0;
   virtual Status Release(const std::string& provider_id, const std::string& owner) = 0;
 };
 

@@ -173,6 +173,16 @@ class SqliteProviderLeases final : public ProviderLeases {
     });
   }
 
+  Result<bool> Renew(const std::string& provider_id, const std::string& owner, Clock::Duration ttl) override {
+    const int64_t until = NowMs() + std::chrono::duration_cast<std::chrono::milliseconds>(ttl).count();
+    return db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st,
+                            c.Prepare("UPDATE provider_leases SET expires_at_ms=? WHERE provider_id=? AND owner=?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, until).Bind(2, provider_id).Bind(3, owner).Run());
+      return c.Changes() > 0;
+    });
+  }
+
   Status Release(const std::string& provider_id, const std::string& owner) override {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("DELETE FROM provider_leases WHERE provider_id=? AND owner=?"));

@@ -316,7 +316,7 @@ Result<bool> KeyRotationService::ReencryptHeld(const std::string& name, uint32_t
     if (next.code() == ErrorCode::kAlreadyExists) return false;
     return next.error();
   }
-  auto replaced = store.Replace(name, *next, blob->version);
+  auto replaced = secrets_.ReplaceHeld(name, *next, blob->version, *held);
   if (!replaced.ok()) {
     if (replaced.code() == ErrorCode::kConflict || replaced.code() == ErrorCode::kNotFound) return false;
     return replaced.error();

@@ -173,6 +173,63 @@ TEST(ProviderLease, AWriterWhoseLeaseRanOutCannotOverwriteTheOneThatTookItOver) 
   EXPECT_EQ(read->credentials->version, 2);
 }
 
+// The same on a store without conditional writes (Azure's kind, or AWS under
+// the seed's policy), where the lease is the only fence: the late writer's
+// read-compare finds B's version, and a late Overwrite would first have to
+// renew a lease B now holds.
+TEST(ProviderLease, OnALeaseOnlyStoreALateWriterCannotOverwriteEither) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("t.db"));
+  FakeClock clock;
+  Instance a(db, clock), b(db, clock);
+  testing::MemoryStore shared("dyad-gateway", /*conditional=*/false);
+  SecretsService b_secrets(b.options, shared, *b.keys, *b.repo, b.audit, b.metrics, clock, DefaultRandom(), EnvMap{});
+  ProviderService b_providers(*b.repo, b_secrets, clock, DefaultRandom(), b.audit);
+  ProviderPatch p;
+  p.name = p.slug = "lease-only";
+  p.type = "http-sdk";
+  p.credentials = Fields({{"api_key", "v1"}});
+  auto made = b_providers.Create(p, Caller{});
+  ASSERT_TRUE(made.ok()) << made.error().message;
+
+  StallingStore stalling(shared);
+  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
+                           EnvMap{});
+  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
+  auto reached = stalling.reached_.get_future();
+  auto stalled = std::async(std::launch::async, [&] {
+    return a_providers.RotateCredentials(made->id, Fields({{"api_key", "from-a"}}), Caller{});
+  });
+  reached.wait();
+  clock.Advance(ProviderLeaseOptions{}.ttl + 1s);
+  auto took_over = b_providers.RotateCredentials(made->id, Fields({{"api_key", "from-b"}}), Caller{});
+  ASSERT_TRUE(took_over.ok()) << took_over.error().message;
+  stalling.resume_.set_value();
+  auto late = stalled.get();
+  EXPECT_EQ(late.code(), ErrorCode::kConflict) << (late.ok() ? "acknowledged" : late.error().message);
+
+  b_secrets.cache().Clear();
+  auto read = b_secrets.Get(made->id, Caller{});
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(read->credentials->fields.at("api_key").view(), "from-b");
+  EXPECT_EQ(read->credentials->version, 2);
+}
+
+// A lease that ran out and was taken over cannot be confirmed: a write only
+// the lease fences is refused.
+TEST(ProviderLease, ConfirmFailsOnceAnotherInstanceTookTheLeaseOver) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("t.db"));
+  FakeClock clock;
+  Instance a(db, clock);
+  auto held = a.secrets->locks().Hold("p1");
+  ASSERT_TRUE(held.ok()) << held.error().message;
+  EXPECT_TRUE((*held)->Confirm().ok());
+  clock.Advance(ProviderLeaseOptions{}.ttl + 1s);
+  ASSERT_TRUE(*a.leases->TryAcquire("p1", "another-instance", 30s));
+  EXPECT_EQ((*held)->Confirm().code(), ErrorCode::kConflict);
+}
+
 // A validate on one instance after a credential rotation through another
 // reads the new credentials, not the copy it cached before.
 TEST(ProviderLease, ValidateAfterARotationElsewhereSeesTheNewCredentials) {

@@ -1,25 +1,44 @@
 #include "service/provider_locks.h"
 
 namespace dyad {
+namespace {
 
-std::unique_lock<std::mutex> ProviderLocks::LockInProcess(const std::string& provider_id) {
-  return std::unique_lock(mutexes_[std::hash<std::string>{}(provider_id) % mutexes_.size()]);
+Error Busy(const std::string& provider_id) {
+  return MakeError(ErrorCode::kConflict, "provider '" + provider_id + "' is being changed by another writer; try again");
+}
+
+}  // namespace
+
+std::timed_mutex& ProviderLocks::MutexOf(const std::string& provider_id) {
+  return mutexes_[std::hash<std::string>{}(provider_id) % mutexes_.size()];
+}
+
+std::unique_lock<std::timed_mutex> ProviderLocks::LockInProcess(const std::string& provider_id) {
+  return std::unique_lock(MutexOf(provider_id));
 }
 
 Result<std::unique_ptr<ProviderLocks::Held>> ProviderLocks::Hold(const std::string& provider_id) {
-  auto lock = LockInProcess(provider_id);
-  if (!leases_) return std::make_unique<Held>(std::move(lock), nullptr, provider_id, "");
+  // The mutex is shared by the providers that hash to it: waited for with
+  // the same deadline as the lease (real time: it is this process's own).
+  std::unique_lock lock(MutexOf(provider_id), std::defer_lock);
+  if (!lock.try_lock_for(options_.max_wait)) return Busy(provider_id);
+  if (!leases_) return std::make_unique<Held>(std::move(lock), nullptr, provider_id, "", options_.ttl);
   std::string owner = NewUuid(random_);
   const auto deadline = clock_.Now() + options_.max_wait;
   while (true) {
     DYAD_ASSIGN_OR_RETURN(bool held, leases_->TryAcquire(provider_id, owner, options_.ttl));
-    if (held) return std::make_unique<Held>(std::move(lock), leases_, provider_id, std::move(owner));
-    if (clock_.Now() >= deadline) {
-      return MakeError(ErrorCode::kConflict,
-                       "provider '" + provider_id + "' is being changed by another instance; try again");
-    }
+    if (held) return std::make_unique<Held>(std::move(lock), leases_, provider_id, std::move(owner), options_.ttl);
+    if (clock_.Now() >= deadline) return Busy(provider_id);
     clock_.SleepFor(options_.poll);
   }
+}
+
+Status ProviderLocks::Held::Confirm() {
+  if (!leases_) return OkStatus();
+  DYAD_ASSIGN_OR_RETURN(bool renewed, leases_->Renew(id_, owner_, ttl_));
+  if (renewed) return OkStatus();
+  return MakeError(ErrorCode::kConflict, "the lease on provider '" + id_ +
+                                             "' ran out and another instance took it over; read it again and retry");
 }
 
 }  // namespace dyad

@@ -2,12 +2,16 @@
 // across the instances that share the registry database.
 //
 // Hold() takes the provider's in-process mutex, then its lease in the
-// registry (ProviderLeases), polling until `max_wait`; the returned Held
-// releases both. Every read-modify-write of a provider's row and secret runs
-// under it, and so does each re-encryption of a secret in a store without
-// conditional writes (SecretStore::HasConditionalWrites()). Without a
-// ProviderLeases (unit tests, one process) only the mutex is taken.
-// Thread-safe.
+// registry (ProviderLeases), waiting at most `max_wait` for both; the
+// returned Held releases both. Every read-modify-write of a provider's row
+// and secret runs under it, and so does each re-encryption of a secret in a
+// store without conditional writes (SecretStore::HasConditionalWrites()).
+// A lease can run out under a holder that stalls (a pause, a slow backend);
+// so a write that only the lease fences calls Confirm() right before it:
+// that renews the lease, or fails with kConflict when another instance has
+// taken it over. `ttl` must then exceed one store write (App derives it from
+// the backend's retry budget). Without a ProviderLeases (unit tests, one
+// process) only the mutex is taken. Thread-safe.
 #pragma once
 
 #include <array>
@@ -23,8 +27,8 @@
 namespace dyad {
 
 struct ProviderLeaseOptions {
-  // Longer than any create, update, delete or re-encryption takes (store
-  // retries included).
+  // Longer than one store write takes (its retries included): a holder
+  // renews the lease before each write only the lease fences.
   Clock::Duration ttl = std::chrono::seconds(30);
   // Longer than the TTL, so a lease its holder abandoned is taken over.
   Clock::Duration max_wait = std::chrono::seconds(40);
@@ -38,33 +42,39 @@ class ProviderLocks {
 
   class Held {
    public:
-    Held(std::unique_lock<std::mutex> lock, ProviderLeases* leases, std::string id, std::string owner)
-        : lock_(std::move(lock)), leases_(leases), id_(std::move(id)), owner_(std::move(owner)) {}
+    Held(std::unique_lock<std::timed_mutex> lock, ProviderLeases* leases, std::string id, std::string owner,
+         Clock::Duration ttl)
+        : lock_(std::move(lock)), leases_(leases), id_(std::move(id)), owner_(std::move(owner)), ttl_(ttl) {}
     Held(const Held&) = delete;
     ~Held() {
       if (leases_) (void)leases_->Release(id_, owner_);  // an unreleased lease expires
     }
+    // Renews the lease; kConflict when it was lost to another instance.
+    Status Confirm();
 
    private:
-    std::unique_lock<std::mutex> lock_;
+    std::unique_lock<std::timed_mutex> lock_;
     ProviderLeases* leases_;
     std::string id_, owner_;
+    Clock::Duration ttl_;
   };
 
-  // kConflict when another holder keeps the lease past max_wait.
+  // kConflict when another holder keeps the provider past max_wait.
   Result<std::unique_ptr<Held>> Hold(const std::string& provider_id);
-  // The in-process mutex alone.
-  std::unique_lock<std::mutex> LockInProcess(const std::string& provider_id);
+  // The in-process mutex alone, without a deadline (`secrets gc`).
+  std::unique_lock<std::timed_mutex> LockInProcess(const std::string& provider_id);
 
  private:
+  std::timed_mutex& MutexOf(const std::string& provider_id);
+
   ProviderLeases* leases_;
   const Clock& clock_;
   Random& random_;
   const ProviderLeaseOptions options_;
   // Not dyad::Mutex: these guard no member (they serialise a provider's
-  // writers), and a holder's std::unique_lock moves into a heap-allocated
-  // Held, a lifetime the analysis cannot follow.
-  std::array<std::mutex, 64> mutexes_;
+  // writers), and a holder's lock moves into a heap-allocated Held, a
+  // lifetime the analysis cannot follow.
+  std::array<std::timed_mutex, 64> mutexes_;
 };
 
 }  // namespace dyad

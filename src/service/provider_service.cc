@@ -55,14 +55,14 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   if (s.ok() && input.credentials && !input.credentials->empty()) {
     p.credential_fields = Names(*input.credentials);
     p.credentials_version = 1;
-    auto stored = secrets_.Create(p.id, p.credentials_version, *input.credentials, caller);
+    auto stored = secrets_.Create(p.id, p.credentials_version, *input.credentials, caller, **held);
     if (stored.ok()) written = std::move(stored->version);
     else s = stored.error();
   }
   if (s.ok()) {
     s = repo_.Insert(p);
     if (!s.ok() && written) {
-      Status undo = secrets_.RestoreRaw(p.id, written, std::nullopt);  // no secret without its row
+      Status undo = secrets_.RestoreRaw(p.id, written, std::nullopt, **held);  // no secret without its row
       if (!undo.ok()) Audit("secret.orphaned", p.id, undo, caller, t0);
     }
   }
@@ -92,7 +92,8 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
       } else {
         p.credential_fields = Names(*patch.credentials);
         DYAD_ASSIGN_OR_RETURN(StoredSecret stored,
-                              secrets_.Put(id, p.credentials_version + 1, *patch.credentials, previous, caller));
+                              secrets_.Put(id, p.credentials_version + 1, *patch.credentials, previous, caller,
+                                           *held));
         written = std::move(stored.version);
       }
       ++p.credentials_version;
@@ -100,9 +101,10 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
     }
     Status s = repo_.Update(p);
     if (s.ok()) ++p.revision;
-    if (!s.ok() && wrote_secret) {
-      // The row and the secret stay in step.
-      Status undo = secrets_.RestoreRaw(id, written, previous ? std::optional(previous->value) : std::nullopt);
+    // The row and the secret stay in step, unless the row moved on under
+    // another writer (this one's lease ran out): the secret is its now.
+    if (!s.ok() && wrote_secret && s.code() != ErrorCode::kConflict) {
+      Status undo = secrets_.RestoreRaw(id, written, previous ? std::optional(previous->value) : std::nullopt, *held);
       if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
     }
     if (!s.ok()) return s.error();

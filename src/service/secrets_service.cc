@@ -240,7 +240,7 @@ Error ChangedMeanwhile(const std::string& name) {
 
 Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64_t version,
                                            const CredentialFields& fields, const Caller& caller, bool create,
-                                           const std::optional<StoredSecret>& expected) {
+                                           const std::optional<StoredSecret>& expected, ProviderLocks::Held& held) {
   const std::string name = SecretName(provider_id);
   auto t0 = clock_.Now();
   SecretBytes payload = CredentialsToJson(fields);
@@ -254,9 +254,9 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
     if (created.ok()) stored = StoredSecret{*sealed, std::move(created).value()};
     else stored = !create && created.code() == ErrorCode::kAlreadyExists ? ChangedMeanwhile(name) : created.error();
   } else {
-    stored = ReplaceFenced(name, *expected, *sealed);
+    stored = ReplaceFenced(name, *expected, *sealed, held);
   }
-  if (stored.ok()) stored = ResealIfRetiring(name, version, payload, std::move(stored).value());
+  if (stored.ok()) stored = ResealIfRetiring(name, version, payload, std::move(stored).value(), held);
   cache_.Invalidate(provider_id);
   AuditEvent e;
   e.action = "secret.put";
@@ -271,25 +271,36 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   return stored;
 }
 
+Result<std::string> SecretsService::ReplaceHeld(const std::string& name, std::string_view value,
+                                                const std::string& version, ProviderLocks::Held& held) {
+  auto replaced = store_.Replace(name, value, version);
+  if (replaced.ok() || replaced.code() != ErrorCode::kUnimplemented) return replaced;
+  // No conditional write: the lease is the fence. Read, renew, write.
+  DYAD_ASSIGN_OR_RETURN(StoredSecret current, store_.Get(name));
+  if (current.version != version) {
+    return MakeError(ErrorCode::kConflict, "secret '" + name + "' was changed by another writer");
+  }
+  DYAD_RETURN_IF_ERROR(held.Confirm());
+  return store_.Overwrite(name, value);
+}
+
 // Replaces `expected` with `sealed`. A key rotation may have re-encrypted
-// `expected` meanwhile (the same credentials version under a newer key):
-// that is not another writer, so the swap is tried again on what it wrote.
-// A store that has just found it cannot write conditionally is tried again
-// at once: the caller holds the provider's lock and lease.
+// `expected` meanwhile (the same payload, nonce and ciphertext, its data key
+// wrapped under a newer key version): that is not another writer, so the
+// swap is tried again on what it wrote.
 Result<StoredSecret> SecretsService::ReplaceFenced(const std::string& name, StoredSecret expected,
-                                                   const std::string& sealed) {
+                                                   const std::string& sealed, ProviderLocks::Held& held) {
   constexpr int kAttempts = 4;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    auto replaced = TimedStore("put", [&] { return store_.Replace(name, sealed, expected.version); });
+    auto replaced = TimedStore("put", [&] { return ReplaceHeld(name, sealed, expected.version, held); });
     if (replaced.ok()) return StoredSecret{sealed, std::move(replaced).value()};
-    if (replaced.code() == ErrorCode::kUnimplemented) continue;
     if (replaced.code() == ErrorCode::kNotFound) return ChangedMeanwhile(name);
     if (replaced.code() != ErrorCode::kConflict) return replaced.error();
     auto current = store_.Get(name);
     if (!current.ok()) return current.code() == ErrorCode::kNotFound ? ChangedMeanwhile(name) : current.error();
     auto was = ParseEnvelope(expected.value);
     auto now = ParseEnvelope(current->value);
-    bool rewrapped = was.ok() && now.ok() && was->credentials_version == now->credentials_version;
+    bool rewrapped = was.ok() && now.ok() && was->nonce == now->nonce && was->ciphertext == now->ciphertext;
     if (!rewrapped) return ChangedMeanwhile(name);
     expected = std::move(current).value();
   }
@@ -303,7 +314,8 @@ Result<StoredSecret> SecretsService::ReplaceFenced(const std::string& name, Stor
 // this writer's own document), and checked again. Either way no blob is
 // left on a version that gets retired.
 Result<StoredSecret> SecretsService::ResealIfRetiring(const std::string& name, int64_t version,
-                                                      const SecretBytes& payload, StoredSecret sealed) {
+                                                      const SecretBytes& payload, StoredSecret sealed,
+                                                      ProviderLocks::Held& held) {
   if (sealer_.mode() != SealMode::kEnvelope) return sealed;
   constexpr int kAttempts = 5;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
@@ -311,20 +323,21 @@ Result<StoredSecret> SecretsService::ResealIfRetiring(const std::string& name, i
     DYAD_ASSIGN_OR_RETURN(std::string state, keys_.CurrentState(env.key_version));
     if (state == "active") return sealed;
     DYAD_ASSIGN_OR_RETURN(std::string again, sealer_.Seal(name, version, payload));
-    DYAD_ASSIGN_OR_RETURN(sealed, ReplaceFenced(name, sealed, again));
+    DYAD_ASSIGN_OR_RETURN(sealed, ReplaceFenced(name, sealed, again, held));
   }
   return MakeError(ErrorCode::kUnavailable, "'" + name + "': the key version kept changing while it was written");
 }
 
 Result<StoredSecret> SecretsService::Create(const std::string& provider_id, int64_t version,
-                                            const CredentialFields& fields, const Caller& caller) {
-  return Write(provider_id, version, fields, caller, true, std::nullopt);
+                                            const CredentialFields& fields, const Caller& caller,
+                                            ProviderLocks::Held& held) {
+  return Write(provider_id, version, fields, caller, true, std::nullopt, held);
 }
 
 Result<StoredSecret> SecretsService::Put(const std::string& provider_id, int64_t version,
                                          const CredentialFields& fields, const std::optional<StoredSecret>& expected,
-                                         const Caller& caller) {
-  return Write(provider_id, version, fields, caller, false, expected);
+                                         const Caller& caller, ProviderLocks::Held& held) {
+  return Write(provider_id, version, fields, caller, false, expected, held);
 }
 
 Status SecretsService::Delete(const std::string& provider_id, const Caller& caller) {
@@ -351,16 +364,18 @@ Result<std::optional<StoredSecret>> SecretsService::ReadRaw(const std::string& p
 }
 
 Status SecretsService::RestoreRaw(const std::string& provider_id, const std::optional<std::string>& written,
-                                  const std::optional<std::string>& raw) {
+                                  const std::optional<std::string>& raw, ProviderLocks::Held& held) {
   const std::string name = SecretName(provider_id);
   Status s;
   if (written && raw) {
-    auto replaced = store_.Replace(name, *raw, *written);
-    if (!replaced.ok() && replaced.code() == ErrorCode::kUnimplemented) replaced = store_.Replace(name, *raw, *written);
+    auto replaced = ReplaceHeld(name, *raw, *written, held);
     if (!replaced.ok() && replaced.code() != ErrorCode::kConflict) s = replaced.error();
   } else if (written) {
     auto current = store_.Get(name);
-    if (current.ok() && current->version == *written) s = store_.DeleteNow(name);
+    if (current.ok() && current->version == *written) {
+      s = held.Confirm();
+      if (s.ok()) s = store_.DeleteNow(name);
+    }
     else if (!current.ok() && current.code() != ErrorCode::kNotFound) s = current.error();
   } else if (raw) {
     auto created = store_.Create(name, *raw);

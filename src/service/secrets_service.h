@@ -139,9 +139,10 @@ class SecretsService {
   // kConflict: a writer whose lease ran out never overwrites the one that
   // took it over.
   Result<StoredSecret> Create(const std::string& provider_id, int64_t version, const CredentialFields& fields,
-                              const Caller& caller);
+                              const Caller& caller, ProviderLocks::Held& held);
   Result<StoredSecret> Put(const std::string& provider_id, int64_t version, const CredentialFields& fields,
-                           const std::optional<StoredSecret>& expected, const Caller& caller);
+                           const std::optional<StoredSecret>& expected, const Caller& caller,
+                           ProviderLocks::Held& held);
   Status Delete(const std::string& provider_id, const Caller& caller);
   // The stored document and its version, for a fenced write and for
   // compensation; nullopt when absent.
@@ -150,7 +151,14 @@ class SecretsService {
   // still holds version `written` (nullopt: still holds nothing); another
   // writer's document stands.
   Status RestoreRaw(const std::string& provider_id, const std::optional<std::string>& written,
-                    const std::optional<std::string>& raw);
+                    const std::optional<std::string>& raw, ProviderLocks::Held& held);
+
+  // Replaces version `version` of `name` with `value`, under the provider's
+  // `held` lock: a conditional write where the store has one, else a read
+  // that finds `version` still stored, the lease renewed, and Overwrite().
+  // kConflict when `version` is no longer stored or the lease was lost.
+  Result<std::string> ReplaceHeld(const std::string& name, std::string_view value, const std::string& version,
+                                  ProviderLocks::Held& held);
 
   // One writer at a time per provider: credential writes, re-encryption in
   // a store without conditional writes, `secrets gc`.
@@ -219,10 +227,12 @@ class SecretsService {
   Result<CredentialsPtr> Load(const std::string& provider_id);
   Result<CredentialsPtr> FromEnvironment(const std::string& provider_id, const std::string& origin);
   Result<StoredSecret> Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
-                             const Caller& caller, bool create, const std::optional<StoredSecret>& expected);
-  Result<StoredSecret> ReplaceFenced(const std::string& name, StoredSecret expected, const std::string& sealed);
+                             const Caller& caller, bool create, const std::optional<StoredSecret>& expected,
+                             ProviderLocks::Held& held);
+  Result<StoredSecret> ReplaceFenced(const std::string& name, StoredSecret expected, const std::string& sealed,
+                                     ProviderLocks::Held& held);
   Result<StoredSecret> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
-                                        StoredSecret sealed);
+                                        StoredSecret sealed, ProviderLocks::Held& held);
   void Audit(AuditEvent event, const Caller& caller);
   template <typename F>
   auto TimedStore(std::string_view op, F&& f);

@@ -22,7 +22,7 @@ namespace dyad::testing {
 
 // Secrets in a map, named `<prefix>/providers/<id>`, each with a revision.
 // Conditional by default; `conditional = false` makes it a store without a
-// conditional write (Replace ignores the version), as Azure Key Vault is.
+// conditional write (Replace is kUnimplemented), as Azure Key Vault is.
 class MemoryStore final : public SecretStore {
  public:
   explicit MemoryStore(std::string prefix = "dyad-gateway", bool conditional = true)
@@ -50,11 +50,16 @@ class MemoryStore final : public SecretStore {
   Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
     if (auto e = Failure()) return *e;
     MutexLock lock(&mu_);
+    if (!conditional_) return MakeError(ErrorCode::kUnimplemented, "no conditional writes");
     auto it = data_.find(name);
     if (it == data_.end()) return MakeError(ErrorCode::kNotFound, "no " + name);
-    if (conditional_ && std::to_string(it->second.revision) != version) {
-      return MakeError(ErrorCode::kConflict, name + " changed");
-    }
+    if (std::to_string(it->second.revision) != version) return MakeError(ErrorCode::kConflict, name + " changed");
+    return Store(name, value);
+  }
+  Result<std::string> Overwrite(const std::string& name, std::string_view value) override {
+    if (auto e = Failure()) return *e;
+    MutexLock lock(&mu_);
+    if (!data_.count(name)) return MakeError(ErrorCode::kNotFound, "no " + name);
     return Store(name, value);
   }
   Status Put(const std::string& name, std::string_view value) override {
@@ -133,6 +138,9 @@ class ForwardingStore : public SecretStore {
   }
   Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
     return inner_.Replace(name, value, version);
+  }
+  Result<std::string> Overwrite(const std::string& name, std::string_view value) override {
+    return inner_.Overwrite(name, value);
   }
   Status Put(const std::string& name, std::string_view value) override { return inner_.Put(name, value); }
   Status Delete(const std::string& name) override { return inner_.Delete(name); }

@@ -119,7 +119,7 @@ class SecretsManagerStore final : public SecretStore {
 
   Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
     DYAD_RETURN_IF_ERROR(CheckValue(name, value));
-    if (!HasConditionalWrites()) return Update(name, value);
+    if (!HasConditionalWrites()) return NotConditional();
     json put = {{"SecretId", name},
                 {"SecretString", value},
                 {"ClientRequestToken", NewUuid(DefaultRandom())},
@@ -138,6 +138,11 @@ class SecretsManagerStore final : public SecretStore {
                                                  moved.error().message);
     }
     return Unconditional(Gone(moved.error()), "UpdateSecretVersionStage");
+  }
+
+  Result<std::string> Overwrite(const std::string& name, std::string_view value) override {
+    DYAD_RETURN_IF_ERROR(CheckValue(name, value));
+    return Update(name, value);
   }
 
   Status Put(const std::string& name, std::string_view value) override {
@@ -207,7 +212,7 @@ class SecretsManagerStore final : public SecretStore {
     std::vector<Status> outcome(items.size(), OkStatus());
     std::vector<char> replaced(items.size(), 0);
     ParallelFor(items.size(), options_.parallelism, [&](size_t i) {
-      auto r = Replace(items[i].name, items[i].value, items[i].version);
+      auto r = Replace(items[i].name, items[i].value, items[i].version);  // never unconditional
       if (r.ok()) replaced[i] = 1;
       else if (r.code() != ErrorCode::kConflict && r.code() != ErrorCode::kNotFound) outcome[i] = r.error();
     });
@@ -250,8 +255,12 @@ class SecretsManagerStore final : public SecretStore {
                    "under the registry's per-provider lease instead of a compare-and-swap ({})",
                    action, e.message);
     }
-    return MakeError(ErrorCode::kUnimplemented, std::string("secretsmanager:") + action +
-                                                    " is not permitted; retry under the provider lease");
+    return NotConditional();
+  }
+
+  static Error NotConditional() {
+    return MakeError(ErrorCode::kUnimplemented, "no conditional write (secretsmanager:PutSecretValue or "
+                                                "UpdateSecretVersionStage is not permitted): write under the lease");
   }
 
   Status Remove(const std::string& name, const json& request) {

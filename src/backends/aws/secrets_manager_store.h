@@ -15,9 +15,9 @@
 // with RemoveFromVersionId refuses otherwise). Under a policy without
 // secretsmanager:PutSecretValue or UpdateSecretVersionStage (the seed's
 // minimal one) the first refusal is logged once, naming the permission, and
-// answered kUnimplemented; from then on the store has no conditional writes
-// and Replace and Put are UpdateSecret (the caller holds the provider's
-// lease). A refused ListSecrets names secretsmanager:ListSecrets. Values over
+// answered kUnimplemented; from then on the store has no conditional writes:
+// Replace answers kUnimplemented at once and its writers Overwrite() with
+// UpdateSecret under the provider's lease (Put uses UpdateSecret too). A refused ListSecrets names secretsmanager:ListSecrets. Values over
 // the 64 KiB SecretString limit are refused before they are sent; a secret
 // scheduled for deletion reads as kNotFound. Batch calls fan out over
 // `parallelism` connections. Thread-safe.

@@ -53,6 +53,17 @@ class SqliteSecretStore final : public SecretStore {
     return written;
   }
 
+  Result<std::string> Overwrite(const std::string& name, std::string_view value) override {
+    return db_->With<std::string>([&](SqliteConnection& c) -> Result<std::string> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "UPDATE secrets SET value=?, updated_at=?, revision=revision+1 WHERE name=? RETURNING revision"));
+      st.Bind(1, value).Bind(2, FormatIso8601(clock_.WallNow())).Bind(3, name);
+      DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) return NotFound(name);
+      return std::to_string(st.Int(0));
+    });
+  }
+
   Status Delete(const std::string& name) override {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("DELETE FROM secrets WHERE name=?"));
