@@ -48,14 +48,15 @@ SecretsService& App::secrets() { return *parts_->secrets; }
 KeyRotationService& App::rotation() { return *parts_->rotation; }
 RotationScheduler& App::scheduler() { return *parts_->scheduler; }
 
-Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& clock, bool serving) {
+Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& clock, bool serving,
+                                         const BackendRegistry& backends) {
   std::unique_ptr<App> app(new App());
   Parts& p = *app->parts_;
   p.clock = &clock;
   DYAD_ASSIGN_OR_RETURN(p.db, SqliteDb::Open(config.database_path));
   p.repo = NewSqliteProviderRepository(p.db);
   p.leases = NewSqliteProviderLeases(p.db, clock);
-  DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock));
+  DYAD_ASSIGN_OR_RETURN(p.backend, backends.Open(BackendContext{config, p.db, clock, DefaultRandom()}));
   // Every retirement goes through the guard, which first moves the audit key
   // off the version retired (audit_setup.h): the key is never lost.
   p.backend.keys = GuardAuditKey(std::move(p.backend.keys), p.db);
@@ -92,11 +93,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   DYAD_ASSIGN_OR_RETURN(so.fingerprint_key, DeploymentFingerprintKey(*p.db, DefaultRandom()));
   // Longer than a create can spend between its secret and its registry row:
   // every attempt of the store's create at its timeout, or SQLite's busy wait.
-  so.min_orphan_age = std::chrono::seconds(60);
-  if (config.secrets_provider == "aws") {
-    so.min_orphan_age = std::max(so.min_orphan_age,
-                                 std::chrono::seconds(config.aws.max_attempts * (config.aws.timeout_ms / 1000 + 5)));
-  }
+  so.min_orphan_age = std::max(std::chrono::seconds(60), p.backend.traits.longest_write);
+  so.env_is_source = p.backend.traits.env_is_source;
   p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics,
                                                clock, DefaultRandom(), config.provider_env);
   // A key that did not seal the data already stored is a start-up error,
@@ -108,7 +106,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   }
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit,
                                                   p.leases.get());
-  KeyRotationService::Options ro{config.secrets_prefix, 500, p.backend.rotation_parallelism};
+  KeyRotationService::Options ro{config.secrets_prefix, 500, p.backend.traits.rotation_parallelism};
   p.rotation = std::make_unique<KeyRotationService>(ro, p.db, *p.secrets, *p.audit, clock);
   DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));
   p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.db, std::move(schedule),

@@ -136,7 +136,7 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   }
   auto blob = TimedStore("get", [&] { return store_.Get(name); });
   if (!blob.ok()) {
-    if (blob.code() == ErrorCode::kNotFound && store_.Name() == "environment") {
+    if (blob.code() == ErrorCode::kNotFound && options_.env_is_source) {
       return FromEnvironment(provider_id, "environment");
     }
     return blob.error();

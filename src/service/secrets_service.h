@@ -59,6 +59,9 @@ struct SecretsOptions {
   CacheOptions cache;
   bool fallback_enabled = true;
   bool fallback_to_env = true;
+  // The DYAD_PROVIDER_* variables are also the read-only source of a
+  // provider with no stored secret (the backend's BackendTraits).
+  bool env_is_source = false;
   SealMode seal_mode = SealMode::kEnvelope;
   // The key of the validate fingerprint (DeploymentFingerprintKey); a
   // random one for this process when empty.
