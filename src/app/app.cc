@@ -92,7 +92,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
   DYAD_ASSIGN_OR_RETURN(so.fingerprint_key, DeploymentFingerprintKey(*p.db, DefaultRandom()));
   // Longer than a create can spend between its secret and its registry row:
-  // every attempt of the store's create at its timeout, or SQLite's busy wait.
+  // the backend's longest write (AWS: every attempt at its timeout), and at
+  // least SQLite's busy wait.
   so.min_orphan_age = std::max(std::chrono::seconds(60), p.backend.traits.longest_write);
   so.env_is_source = p.backend.traits.env_is_source;
   p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics,
