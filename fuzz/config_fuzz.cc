@@ -10,9 +10,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);
   auto env = dyad::ParseDotenv(text);
   if (!env.ok()) return 0;
-  for (bool dev : {false, true}) {
-    auto config = dyad::LoadConfig(*env, dev);
-    if (config.ok()) (void)dyad::BuiltinBackends().Check(*config);
-  }
+  auto check_backend = [](const dyad::Config& c) { return dyad::BuiltinBackends().Check(c); };
+  (void)dyad::LoadConfig(*env, false, check_backend);
+  (void)dyad::LoadConfig(*env, true, check_backend);
   return 0;
 }

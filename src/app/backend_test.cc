@@ -32,6 +32,22 @@ TEST(BuiltinBackends, AreEnvironmentAndAws) {
   EXPECT_EQ(s.error().message, "SECRETS_PROVIDER: 'gcp' is not a backend of this build; use one of: aws, environment");
 }
 
+// As the CLI loads its configuration: the backend's errors come after the
+// generic settings' and before a missing admin token's.
+TEST(BuiltinBackends, AreCheckedWhileTheConfigurationLoads) {
+  auto check = [](const Config& c) { return BuiltinBackends().Check(c); };
+  auto config = LoadConfig({{"SECRETS_PROVIDER", "gcp"}}, false, check);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.error().message.rfind("SECRETS_PROVIDER: 'gcp' is not a backend of this build", 0), 0u);
+  config = LoadConfig({}, false, check);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.error().message.rfind("ENCRYPTION_KEY: is required", 0), 0u) << config.error().message;
+  config = LoadConfig({{"SECRETS_PROVIDER", "aws"}, {"GATEWAY_PORT", "x"}}, false, check);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.error().message.rfind("GATEWAY_PORT:", 0), 0u) << config.error().message;
+  EXPECT_TRUE(LoadConfig({}, true, check).ok());  // dev: the key comes from the data dir
+}
+
 TEST(BuiltinBackends, TheTestBackendIsNotOneOfThem) {
   testing::TempDir dir;
   auto config = LoadConfig(Env(dir, "memory"), false);

@@ -139,7 +139,7 @@ void ClearSecretVariables() {
   for (const auto& name : names) ::unsetenv(name.c_str());
 }
 
-Result<Config> LoadConfig(const EnvMap& env, bool dev) {
+Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend) {
   Config c;
   c.dev = dev;
   for (const auto& [name, value] : env) {
@@ -189,6 +189,7 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev) {
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_BLOCKING_THREADS", 1, 1024, c.blocking_threads));
   if (c.threads == 0) c.threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   DYAD_RETURN_IF_ERROR(ReadKeys(env, c));
+  if (check_backend) DYAD_RETURN_IF_ERROR(check_backend(c));
   DYAD_RETURN_IF_ERROR(ReadAdmin(env, c));
   return c;
 }

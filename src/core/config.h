@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -79,7 +80,12 @@ struct Config {
   SecretEnv secret_env;
 };
 
-Result<Config> LoadConfig(const EnvMap& env, bool dev);
+// `check_backend` (the CLI passes BackendRegistry::Check) runs once the
+// generic settings and keys are read, before the admin token's: the
+// backend's errors (ENCRYPTION_KEY for the keyring, AWS_REGION, …) come
+// before a missing token's, as they always have.
+using BackendCheck = std::function<Status(const Config&)>;
+Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend = nullptr);
 
 // ENCRYPTION_KEY, ENCRYPTION_KEY_PREVIOUS, GATEWAY_ADMIN_API_KEY,
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_CLIENT_SECRET, VAULT_TOKEN
