@@ -53,7 +53,8 @@ SecretsService& App::secrets() { return *parts_->secrets; }
 KeyRotationService& App::rotation() { return *parts_->rotation; }
 RotationScheduler& App::scheduler() { return *parts_->scheduler; }
 
-Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& clock, bool serving) {
+Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& clock, bool serving,
+                                         const BackendRegistry& backends) {
   std::unique_ptr<App> app(new App());
   Parts& p = *app->parts_;
   p.clock = &clock;
@@ -63,7 +64,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.settings = NewSqliteSettingsRepository(p.db);
   p.audit_keys = NewSqliteAuditKeyRepository(p.db);
   p.metrics = std::make_unique<Metrics>();
-  DYAD_ASSIGN_OR_RETURN(p.backend, OpenBackend(config, p.db, clock, p.metrics.get()));
+  DYAD_ASSIGN_OR_RETURN(p.backend,
+                        backends.Open(BackendContext{config, p.db, clock, DefaultRandom(), p.metrics.get()}));
   // Every retirement goes through the guard, which first moves the audit key
   // off the version retired (audit_setup.h): the key is never lost.
   p.backend.keys = GuardAuditKey(std::move(p.backend.keys), p.audit_keys);
@@ -96,15 +98,16 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.fallback_enabled = config.fallback_enabled;
   so.fallback_to_env = config.fallback_to_env;
   so.seal_mode = config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope;
-  so.env_is_source = config.secrets_provider == "environment";
   DYAD_ASSIGN_OR_RETURN(so.fingerprint_key, DeploymentFingerprintKey(*p.settings, DefaultRandom()));
   // Longer than a create can spend between its secret and its registry row:
-  // every attempt of the store's create at its timeout, or SQLite's busy wait.
-  so.min_orphan_age = std::chrono::seconds(60);
-  if (config.secrets_provider == "aws") {
-    so.min_orphan_age = std::max(so.min_orphan_age,
-                                 std::chrono::seconds(config.aws.max_attempts * (config.aws.timeout_ms / 1000 + 5)));
-  }
+  // the backend's longest write (AWS: every attempt at its timeout), and at
+  // least SQLite's busy wait.
+  so.min_orphan_age = std::max(std::chrono::seconds(60), p.backend.traits.longest_write);
+  so.env_is_source = p.backend.traits.env_is_source;
+  // A holder renews its lease right before each write the lease alone
+  // fences: the lease must outlast one store write, its retries included.
+  so.lease.ttl = std::max<Clock::Duration>(std::chrono::seconds(30), 2 * p.backend.traits.longest_write);
+  so.lease.max_wait = so.lease.ttl + std::chrono::seconds(10);
   p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics,
                                                clock, DefaultRandom(), config.provider_env);
   // A key that did not seal the data already stored is a start-up error,
@@ -115,7 +118,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
   }
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
-  KeyRotationService::Options ro{500, p.backend.rotation_parallelism};
+  KeyRotationService::Options ro{500, p.backend.traits.rotation_parallelism};
   p.rotation = std::make_unique<KeyRotationService>(ro, NewSqliteRotationRepository(p.db, clock), *p.secrets, *p.audit,
                                                     clock);
   DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));

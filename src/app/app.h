@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "app/backend.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "server/http_types.h"
@@ -19,8 +20,10 @@ class RotationScheduler;
 class App {
  public:
   // `serving` also starts the rotation scheduler and resumes a rotation
-  // that a stopped process left half done.
-  static Result<std::unique_ptr<App>> Create(const Config& config, const Clock& clock, bool serving);
+  // that a stopped process left half done. The secrets backend is
+  // `backends`' factory named by SECRETS_PROVIDER.
+  static Result<std::unique_ptr<App>> Create(const Config& config, const Clock& clock, bool serving,
+                                             const BackendRegistry& backends = BuiltinBackends());
   ~App();
 
   HttpResponse Handle(const HttpRequest& request);

@@ -96,7 +96,8 @@ std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner,
   return std::make_unique<AuditKeyGuard>(std::move(inner), std::move(audit_keys));
 }
 
-Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::string& path, const Clock& clock) {
+Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::string& path, const Clock& clock,
+                                                   const BackendRegistry& backends) {
   if (path.empty()) path = config.audit_log_path;
   std::error_code ec;
   if (!std::filesystem::exists(config.database_path, ec)) {
@@ -104,7 +105,7 @@ Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::st
                                                "': the audit key and head live there");
   }
   DYAD_ASSIGN_OR_RETURN(std::shared_ptr<SqliteDb> db, SqliteDb::Open(config.database_path));
-  DYAD_ASSIGN_OR_RETURN(Backend backend, OpenBackend(config, db, clock));
+  DYAD_ASSIGN_OR_RETURN(Backend backend, backends.Open(BackendContext{config, db, clock, DefaultRandom()}));
   DYAD_ASSIGN_OR_RETURN(SecretBytes key, LoadAuditKey(*NewSqliteAuditKeyRepository(db), *backend.keys, clock, false));
   DYAD_ASSIGN_OR_RETURN(auto head, NewSqliteAuditHeadStore(db, clock)->Load());
   return VerifyAuditLog(path, key, head);

@@ -17,6 +17,7 @@
 
 #include <memory>
 
+#include "app/backend.h"
 #include "audit/audit_log.h"
 #include "backends/key_manager.h"
 #include "core/clock.h"
@@ -37,6 +38,7 @@ std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner,
 // `audit verify`: checks the log at `path` (AUDIT_LOG_PATH when empty) under
 // the configured deployment's audit key and against its recorded head.
 // Writes nothing. `path` is set to the log checked.
-Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::string& path, const Clock& clock);
+Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::string& path, const Clock& clock,
+                                                   const BackendRegistry& backends = BuiltinBackends());
 
 }  // namespace dyad

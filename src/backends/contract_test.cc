@@ -2,23 +2,22 @@
 // one parameterised suite run against every backend: the environment
 // backend and the test-only memory backend here, AWS against moto from the
 // black-box suite (tests/blackbox/test_contract.py runs this binary with
-// DYAD_CONTRACT_AWS=1 and the AWS variables of its moto). A backend joins by
-// adding a ContractTarget below.
+// DYAD_CONTRACT_AWS=1 and the AWS variables of its moto). Every target opens
+// through a BackendRegistry, as App does. A backend joins by adding a
+// ContractTarget below.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <thread>
 
 #include "app/backend.h"
-#include "backends/environment/local_keyring.h"
-#include "backends/environment/sqlite_secret_store.h"
 #include "core/config.h"
 #include "core/encoding.h"
 #include "core/random.h"
-#include "registry/sqlite_key_version_repository.h"
 #include "registry/sqlite_provider_repository.h"
 #include "service/provider_locks.h"
 #include "testing/fakes.h"
+#include "testing/memory_backend.h"
 
 namespace dyad {
 namespace {
@@ -42,51 +41,62 @@ struct ContractTarget {
 
 void PrintTo(const ContractTarget& t, std::ostream* os) { *os << t.name; }
 
-Result<std::unique_ptr<KeyManager>> Keyring(std::shared_ptr<SqliteDb> db, char master, const Clock& clock) {
-  return NewLocalKeyring({"contract", SecretBytes(std::string(32, master)), {}},
-                         NewSqliteKeyVersionRepository(std::move(db)), DefaultRandom(), clock);
-}
-
-Result<Opened> OpenLocal(const testing::TempDir& dir, const Clock& clock, bool memory_store) {
-  Opened o;
-  DYAD_ASSIGN_OR_RETURN(o.db, SqliteDb::Open(dir.File("contract.db")));
-  o.leases = NewSqliteProviderLeases(o.db, clock);
-  DYAD_ASSIGN_OR_RETURN(o.backend.keys, Keyring(o.db, 'm', clock));
-  if (memory_store) o.backend.store = std::make_unique<testing::MemoryStore>("dyad-gateway", /*conditional=*/false);
-  else o.backend.store = NewSqliteSecretStore(o.db, clock, "dyad-gateway");
-  DYAD_ASSIGN_OR_RETURN(auto other_db, SqliteDb::Open(dir.File("other.db")));
-  DYAD_ASSIGN_OR_RETURN(o.other_keys, Keyring(other_db, 'o', clock));
-  return o;
-}
-
-// SECRETS_PROVIDER=aws through the production path, configured by the
-// environment the black-box suite passes; DYAD_CONTRACT_OTHER_KEY_ID names a
-// second KMS key for the wrong-key case.
-Result<Opened> OpenAws(const testing::TempDir& dir, const Clock& clock) {
-  EnvMap env = ReadProcessEnvironment();
-  env["SECRETS_PROVIDER"] = "aws";
-  env["SECRETS_PREFIX"] = "contract-" + NewUuid(DefaultRandom()).substr(0, 8);
+// Opens SECRETS_PROVIDER=`env[SECRETS_PROVIDER]` through `registry`, as App
+// does, and, for the wrong-key case, the same backend with `other` applied
+// to its variables (another master, another KMS key) on its own database.
+Result<Opened> OpenThrough(const BackendRegistry& registry, EnvMap env, const EnvMap& other,
+                           const testing::TempDir& dir, const Clock& clock) {
   env["GATEWAY_ADMIN_API_KEY"] = "contract-suite-token-not-used";  // LoadConfig wants one; nothing serves
   env["GATEWAY_DATA_DIR"] = dir.File("data");
   Opened o;
   DYAD_ASSIGN_OR_RETURN(o.db, SqliteDb::Open(dir.File("contract.db")));
   o.leases = NewSqliteProviderLeases(o.db, clock);
-  DYAD_ASSIGN_OR_RETURN(Config config, LoadConfig(env, false));
-  DYAD_ASSIGN_OR_RETURN(o.backend, OpenBackend(config, o.db, clock));
-  if (auto other = env.find("DYAD_CONTRACT_OTHER_KEY_ID"); other != env.end()) {
-    env["ENCRYPTION_KEY_ID"] = other->second;
+  DYAD_ASSIGN_OR_RETURN(Config config, LoadConfig(env, false, [&](const Config& c) { return registry.Check(c); }));
+  DYAD_ASSIGN_OR_RETURN(o.backend, registry.Open(BackendContext{config, o.db, clock, DefaultRandom()}));
+  if (!other.empty()) {
+    for (const auto& [k, v] : other) env[k] = v;
     DYAD_ASSIGN_OR_RETURN(Config other_config, LoadConfig(env, false));
     DYAD_ASSIGN_OR_RETURN(auto other_db, SqliteDb::Open(dir.File("other.db")));
-    DYAD_ASSIGN_OR_RETURN(o.other, OpenBackend(other_config, other_db, clock));
+    DYAD_ASSIGN_OR_RETURN(o.other, registry.Open(BackendContext{other_config, other_db, clock, DefaultRandom()}));
     o.other_keys = std::move(o.other.keys);
   }
   return o;
 }
 
+const BackendRegistry& TestRegistry() {  // the built-in backends and the test-only one
+  static const BackendRegistry* registry = [] {
+    auto* r = new BackendRegistry();
+    if (!RegisterBuiltinBackends(*r).ok() || !testing::RegisterMemoryBackend(*r).ok()) std::abort();
+    return r;
+  }();
+  return *registry;
+}
+
+EnvMap Local(const std::string& provider) {
+  return {{"SECRETS_PROVIDER", provider}, {"ENCRYPTION_KEY", std::string(64, 'a')}};
+}
+
+// AWS is configured by the environment the black-box suite passes;
+// DYAD_CONTRACT_OTHER_KEY_ID names a second KMS key for the wrong-key case.
+Result<Opened> OpenAws(const testing::TempDir& dir, const Clock& clock) {
+  EnvMap env = ReadProcessEnvironment();
+  env["SECRETS_PROVIDER"] = "aws";
+  env["SECRETS_PREFIX"] = "contract-" + NewUuid(DefaultRandom()).substr(0, 8);
+  EnvMap other;
+  if (auto it = env.find("DYAD_CONTRACT_OTHER_KEY_ID"); it != env.end()) other["ENCRYPTION_KEY_ID"] = it->second;
+  return OpenThrough(TestRegistry(), env, other, dir, clock);
+}
+
 std::vector<ContractTarget> Targets() {
   return {
-      {"environment", [](const testing::TempDir& d, const Clock& c) { return OpenLocal(d, c, false); }},
-      {"memory", [](const testing::TempDir& d, const Clock& c) { return OpenLocal(d, c, true); }},
+      {"environment",
+       [](const testing::TempDir& d, const Clock& c) {
+         return OpenThrough(TestRegistry(), Local("environment"), {{"ENCRYPTION_KEY", std::string(64, 'b')}}, d, c);
+       }},
+      {"memory",
+       [](const testing::TempDir& d, const Clock& c) {
+         return OpenThrough(TestRegistry(), Local("memory"), {{"ENCRYPTION_KEY_ID", "another"}}, d, c);
+       }},
       {"aws", OpenAws},
   };
 }

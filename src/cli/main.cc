@@ -39,7 +39,9 @@ int Fail(const std::string& message) {
 Result<Config> LoadFrom(const std::string& env_file, bool dev) {
   EnvMap env = ReadProcessEnvironment();
   Status merged = env_file.empty() ? OkStatus() : MergeDotenvFile(env_file, env);
-  auto config = merged.ok() ? LoadConfig(env, dev) : Result<Config>(merged.error());
+  // The backend's own settings too, before anything is opened or created.
+  auto check_backend = [](const Config& c) { return BuiltinBackends().Check(c); };
+  auto config = merged.ok() ? LoadConfig(env, dev, check_backend) : Result<Config>(merged.error());
   for (auto& [name, value] : env) {
     if (IsSecretVariable(name)) Cleanse(value);
   }

@@ -1,9 +1,11 @@
 // Config: every setting of the service, parsed and validated from an EnvMap.
 //
 // LoadConfig() reads the variables of DESIGN.md §3 with their documented
-// defaults. Any bad value is an kInvalidArgument error whose message names the
-// variable, says what is wrong and the accepted form, and never repeats a
-// secret value. The result is immutable and safe to share between threads.
+// defaults, but for the secrets backend's own: those, SECRETS_PREFIX, the
+// encryption mode it takes and whether SECRETS_PROVIDER names a backend at
+// all are checked by its factory (BackendRegistry::Check). Any bad value is
+// an kInvalidArgument error whose message names the variable, says what is
+// wrong and the accepted form, and never repeats a secret value. The result is immutable and safe to share between threads.
 //
 // Secret variables (keys, tokens, cloud secret keys, DYAD_PROVIDER_*) are
 // parsed into SecretBytes and are not in Config::env; after loading, the CLI
@@ -11,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -25,33 +28,16 @@ namespace dyad {
 // Secret variables by name, e.g. the DYAD_PROVIDER_* fallback values.
 using SecretEnv = std::map<std::string, SecretBytes>;
 
-// SECRETS_PROVIDER=aws. The AWS credential chain reads the rest of its
-// variables from `Config::env` when it needs them.
-struct AwsSettings {
-  SecretBytes secret_access_key{};  // AWS_SECRET_ACCESS_KEY
-  SecretBytes session_token{};      // AWS_SESSION_TOKEN
-  std::string region;  // AWS_REGION, AWS_DEFAULT_REGION, or the profile's region
-  std::string endpoint_secrets_manager;  // AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL, or AWS's
-  std::string endpoint_kms;              // AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, or AWS's
-  std::string endpoint_sts;              // AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, or AWS's
-  std::string ca_bundle;                 // AWS_CA_BUNDLE
-  int max_attempts = 3;                  // AWS_MAX_ATTEMPTS
-  int recovery_window_days = 30;         // AWS_SECRETS_RECOVERY_WINDOW_DAYS (7–30)
-  int timeout_ms = 10000;                // AWS_REQUEST_TIMEOUT_MS
-  int concurrency = 8;                   // AWS_CONCURRENCY: calls at once of a batch (key rotation)
-};
-
 struct Config {
   bool dev = false;
 
   // Secrets backend and keys.
-  std::string secrets_provider = "environment";  // aws|azure|vault|environment
+  std::string secrets_provider = "environment";  // a name in the BackendRegistry (backends/registry.h)
   std::string encryption_key_id = "dyad-gateway-encryption-key";
   std::optional<SecretBytes> encryption_key;      // 32 bytes (ENCRYPTION_KEY)
   std::vector<SecretBytes> encryption_key_previous;  // ENCRYPTION_KEY_PREVIOUS, comma-separated
-  std::string encryption_mode = "envelope";       // envelope|provider
-  std::string secrets_prefix = "dyad-gateway";
-  AwsSettings aws;
+  std::string encryption_mode = "envelope";       // envelope|provider (whether the backend takes it: its factory)
+  std::string secrets_prefix = "dyad-gateway";    // checked by the backend against its own naming rules
 
   // Key rotation.
   bool key_rotation_enabled = false;
@@ -89,9 +75,17 @@ struct Config {
   EnvMap env;
   // DYAD_PROVIDER_<SLUG>_<FIELD>: the read-only source and fallback (§4).
   SecretEnv provider_env;
+  // The other secret variables, which backends parse themselves
+  // (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, …).
+  SecretEnv secret_env;
 };
 
-Result<Config> LoadConfig(const EnvMap& env, bool dev);
+// `check_backend` (the CLI passes BackendRegistry::Check) runs once the
+// generic settings and keys are read, before the admin token's: the
+// backend's errors (ENCRYPTION_KEY for the keyring, AWS_REGION, …) come
+// before a missing token's, as they always have.
+using BackendCheck = std::function<Status(const Config&)>;
+Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend = nullptr);
 
 // ENCRYPTION_KEY, ENCRYPTION_KEY_PREVIOUS, GATEWAY_ADMIN_API_KEY,
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_CLIENT_SECRET, VAULT_TOKEN

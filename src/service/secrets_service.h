@@ -59,10 +59,10 @@ struct SecretsOptions {
   CacheOptions cache;
   bool fallback_enabled = true;
   bool fallback_to_env = true;
-  SealMode seal_mode = SealMode::kEnvelope;
-  // The DYAD_PROVIDER_* variables are the read-only source of a provider
-  // with no stored secret (the environment backend), not only a fallback.
+  // The DYAD_PROVIDER_* variables are also the read-only source of a
+  // provider with no stored secret (the backend's BackendTraits).
   bool env_is_source = false;
+  SealMode seal_mode = SealMode::kEnvelope;
   // The registry's per-provider leases (nullptr: one process, in-process
   // locks only) and their timing; see ProviderLocks.
   ProviderLeases* leases = nullptr;

@@ -20,7 +20,7 @@ def run(env, args=("serve",), tmp_path=None):
     ("SECRETS_CACHE_ENABLED", "maybe", "true or false"),
     ("GATEWAY_PORT", "99999", "integer from 0 to 65535"),
     ("SECRETS_CACHE_TTL_SECONDS", "ten", "integer from"),
-    ("SECRETS_PROVIDER", "gcp", "aws, azure, vault, environment"),
+    ("SECRETS_PROVIDER", "gcp", "is not a backend of this build; use one of: aws, environment"),
     ("SECRETS_ENCRYPTION_MODE", "both", "envelope, provider"),
     ("GATEWAY_LOG_LEVEL", "chatty", "trace, debug, info"),
     ("KEY_ROTATION_SCHEDULE", "0 3 *", "expected 5 fields"),
@@ -34,7 +34,7 @@ def test_bad_value_names_variable(var, value, expect, tmp_path):
     env = dict(GOOD)
     env[var] = value
     r = run(env, tmp_path=tmp_path)
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert var in r.stderr
     assert expect in r.stderr
     if var in ("ENCRYPTION_KEY", "GATEWAY_ADMIN_API_KEY"):
@@ -88,7 +88,9 @@ def test_help_and_version():
 def test_aws_settings_are_checked_at_start(env, var, expect, tmp_path):
     r = run({"SECRETS_PROVIDER": "aws", "GATEWAY_ADMIN_API_KEY": GOOD["GATEWAY_ADMIN_API_KEY"],
              "HOME": str(tmp_path), **env}, tmp_path=tmp_path)
-    assert r.returncode != 0 and var in r.stderr and expect in r.stderr, r.stderr
+    assert r.returncode == 2 and var in r.stderr and expect in r.stderr, r.stderr
+    # The backend's settings are checked before anything is opened.
+    assert not (tmp_path / "gateway.db").exists()
 
 
 def test_provider_mode_is_refused_for_the_environment_provider(tmp_path):

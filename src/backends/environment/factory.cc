@@ -1,0 +1,59 @@
+#include "backends/environment/factory.h"
+
+#include <cctype>
+
+#include "backends/environment/local_keyring.h"
+#include "backends/environment/sqlite_secret_store.h"
+#include "core/env_vars.h"
+#include "registry/sqlite_key_version_repository.h"
+
+namespace dyad {
+namespace {
+
+class EnvironmentBackendFactory final : public BackendFactory {
+ public:
+  const std::string& Name() const override { return name_; }
+
+  Status Check(const Config& config) const override {
+    if (config.encryption_mode == "provider") {
+      return BadVariable("SECRETS_ENCRYPTION_MODE", "provider relies on the store's own encryption, which the "
+                                                    "environment provider does not have; use envelope, or "
+                                                    "SECRETS_PROVIDER=aws");
+    }
+    const std::string& prefix = config.secrets_prefix;
+    bool ok = !prefix.empty() && prefix.size() <= 128;
+    for (char ch : prefix) {
+      ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || std::string_view("/_+=.@-").find(ch) != std::string_view::npos);
+    }
+    if (!ok) return BadVariable("SECRETS_PREFIX", "use 1 to 128 characters of letters, digits and /_+=.@-");
+    if (!config.encryption_key && !config.dev) {
+      return BadVariable("ENCRYPTION_KEY", "is required when SECRETS_PROVIDER=environment; set 64 hex characters "
+                                           "(e.g. from `openssl rand -hex 32`) or run `serve --dev`");
+    }
+    return OkStatus();
+  }
+
+  Result<Backend> Open(const BackendContext& context) const override {
+    const Config& config = context.config;
+    // In dev mode the key is read (or generated) from the data dir by now.
+    if (!config.encryption_key) return BadVariable("ENCRYPTION_KEY", "is required");
+    Backend b;
+    LocalKeyringOptions ko{config.encryption_key_id, *config.encryption_key, config.encryption_key_previous};
+    DYAD_ASSIGN_OR_RETURN(b.keys, NewLocalKeyring(std::move(ko), NewSqliteKeyVersionRepository(context.db),
+                                                  context.random, context.clock));
+    b.store = NewSqliteSecretStore(context.db, context.clock, config.secrets_prefix);
+    b.traits.env_is_source = true;
+    return b;
+  }
+
+ private:
+  const std::string name_ = "environment";
+};
+
+}  // namespace
+
+Status RegisterEnvironmentBackend(BackendRegistry& registry) {
+  return registry.Register(std::make_unique<EnvironmentBackendFactory>());
+}
+
+}  // namespace dyad
