@@ -44,8 +44,8 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
       clock_(clock),
       sealer_(keys, random, options_.seal_mode),
       env_(std::move(provider_env)),
-      locks_(options_.leases, clock, random, options_.lease),
-      cache_(options_.cache, clock, [this](std::function<void()> task) { Spawn(std::move(task)); }) {
+      cache_(options_.cache, clock, [this](std::function<void()> task) { Spawn(std::move(task)); }),
+      locks_(options_.leases, clock, random, options_.lease) {
   if (options_.fingerprint_key.empty()) {
     options_.fingerprint_key = SecretBytes(kFingerprintKeySize);
     if (!random.Fill(options_.fingerprint_key.data(), kFingerprintKeySize).ok()) {

@@ -71,6 +71,11 @@ def test_lifecycle_rotate_validate_health(make_gateway, moto):
     assert h["status"] == "healthy" and h["provider"] == "aws" and h["keyManager"]["kind"] == "aws-kms"
     t = data(gw.call("POST", "/admin/secrets/test-connection"))
     assert t["connected"] is True and all(s["ok"] for s in t["steps"])
+    # Every cloud call is counted per endpoint and operation.
+    metrics = gw.call("GET", "/metrics").text
+    host = moto.endpoint.removeprefix("http://")
+    for op in ("GetSecretValue", "CreateSecret", "PutSecretValue", "UpdateSecretVersionStage", "GenerateDataKey"):
+        assert f'dyad_cloud_calls_total{{endpoint="{host}",op="{op}",outcome="ok"}}' in metrics, (op, metrics[-3000:])
 
     data(gw.call("DELETE", f"/admin/providers/{p['id']}"))
     assert "DeletedDate" in sm.describe_secret(SecretId=name)  # kept for the recovery window

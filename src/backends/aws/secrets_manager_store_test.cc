@@ -13,16 +13,34 @@ class StaticCredentials final : public AwsCredentialSource {
   std::string SourceName() override { return "static"; }
 };
 
-TEST(SecretsManagerStore, ListTakesTheLaterOfCreatedAndLastChanged) {
+// The store over a scripted transport: what it sends, what it makes of
+// Secrets Manager's answers.
+struct Scripted {
+  Scripted() {
+    auto t = std::make_unique<testing::ScriptedTransport>();
+    http = t.get();
+    auto client = std::move(AwsJsonClient::Create(
+                                {"secretsmanager", "secretsmanager", "http://127.0.0.1:1", "us-east-1", {}}, creds,
+                                std::move(t), clock, random))
+                      .value();
+    store = NewSecretsManagerStore({}, std::move(client));
+  }
   FakeClock clock;
   testing::ConstantRandom random{7};
   StaticCredentials creds;
-  auto t = std::make_unique<testing::ScriptedTransport>();
-  testing::ScriptedTransport* http = t.get();
-  auto client = std::move(AwsJsonClient::Create({"secretsmanager", "secretsmanager", "http://127.0.0.1:1", "us-east-1", {}},
-                                                creds, std::move(t), clock, random))
-                    .value();
-  auto store = NewSecretsManagerStore({}, std::move(client));
+  testing::ScriptedTransport* http;
+  std::unique_ptr<SecretStore> store;
+};
+
+std::string Denied(const std::string& action) {
+  return R"({"__type":"AccessDeniedException","Message":"User: arn:aws:iam::1:user/u is not authorized to perform: )" +
+         action + R"("})";
+}
+
+TEST(SecretsManagerStore, ListTakesTheLaterOfCreatedAndLastChanged) {
+  Scripted s;
+  auto* http = s.http;
+  auto& store = s.store;
   http->Then(200, R"({"SecretList":[{"Name":"dyad-gateway/providers/a","CreatedDate":1700000000.5,
                       "LastChangedDate":1700000100},{"Name":"DYAD-GATEWAY/providers/b","CreatedDate":1}],
                       "NextToken":"n1"})");
@@ -38,6 +56,41 @@ TEST(SecretsManagerStore, ListTakesTheLaterOfCreatedAndLastChanged) {
   EXPECT_FALSE((*listed)[1].changed_at);
   ASSERT_EQ(http->calls.size(), 2u);
   EXPECT_NE(http->calls[1].body.find("\"NextToken\":\"n1\""), std::string::npos);
+}
+
+// Tagging at create needs secretsmanager:TagResource, which the seed's
+// policy lacks: the create is made again without tags, and later ones skip them.
+TEST(SecretsManagerStore, CreateWithoutTagResourceCreatesUntagged) {
+  Scripted s;
+  s.http->Then(400, Denied("secretsmanager:TagResource"));
+  s.http->Then(200, R"({"VersionId":"v1"})");
+  auto made = s.store->Create("dyad-gateway/providers/a", "{}");
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  EXPECT_EQ(*made, "v1");
+  s.http->Then(200, R"({"VersionId":"v2"})");
+  ASSERT_TRUE(s.store->Create("dyad-gateway/providers/b", "{}").ok());
+  ASSERT_EQ(s.http->calls.size(), 3u);
+  EXPECT_NE(s.http->calls[0].body.find("\"Tags\""), std::string::npos);
+  EXPECT_EQ(s.http->calls[1].body.find("\"Tags\""), std::string::npos);
+  EXPECT_EQ(s.http->calls[2].body.find("\"Tags\""), std::string::npos);
+}
+
+// Without PutSecretValue the store stops writing conditionally, and says so
+// by kUnimplemented: Replace never turns into an unconditional write, not
+// even for the calls after the refusal.
+TEST(SecretsManagerStore, ReplaceNeverWritesUnconditionallyOnceConditionalWritesAreRefused) {
+  Scripted s;
+  s.http->Then(400, Denied("secretsmanager:PutSecretValue"));
+  EXPECT_TRUE(s.store->HasConditionalWrites());
+  EXPECT_EQ(s.store->Replace("dyad-gateway/providers/a", "{}", "v1").code(), ErrorCode::kUnimplemented);
+  EXPECT_FALSE(s.store->HasConditionalWrites());
+  auto many = s.store->ReplaceMany({{"dyad-gateway/providers/a", "v1", "{}"}, {"dyad-gateway/providers/b", "v1", "{}"}});
+  EXPECT_EQ(many.code(), ErrorCode::kUnimplemented);
+  ASSERT_EQ(s.http->calls.size(), 1u);  // nothing sent after the refusal
+  s.http->Then(200, R"({"VersionId":"v2"})");
+  auto over = s.store->Overwrite("dyad-gateway/providers/a", "{}");
+  ASSERT_TRUE(over.ok()) << over.error().message;
+  EXPECT_EQ(testing::ScriptedTransport::HeaderOf(s.http->calls.back(), "X-Amz-Target"), "secretsmanager.UpdateSecret");
 }
 
 }  // namespace
