@@ -316,7 +316,8 @@ Result<bool> KeyRotationService::ReencryptHeld(const std::string& name, uint32_t
     if (next.code() == ErrorCode::kAlreadyExists) return false;
     return next.error();
   }
-  auto replaced = secrets_.ReplaceHeld(name, *next, blob->version, *held);
+  // One read per secret: the version read above, under this hold, fences the write.
+  auto replaced = secrets_.ReplaceHeld(name, *next, blob->version, *held, /*read_under_held=*/true);
   if (!replaced.ok()) {
     if (replaced.code() == ErrorCode::kConflict || replaced.code() == ErrorCode::kNotFound) return false;
     return replaced.error();

@@ -272,13 +272,16 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
 }
 
 Result<std::string> SecretsService::ReplaceHeld(const std::string& name, std::string_view value,
-                                                const std::string& version, ProviderLocks::Held& held) {
+                                                const std::string& version, ProviderLocks::Held& held,
+                                                bool read_under_held) {
   auto replaced = store_.Replace(name, value, version);
   if (replaced.ok() || replaced.code() != ErrorCode::kUnimplemented) return replaced;
   // No conditional write: the lease is the fence. Read, renew, write.
-  DYAD_ASSIGN_OR_RETURN(StoredSecret current, store_.Get(name));
-  if (current.version != version) {
-    return MakeError(ErrorCode::kConflict, "secret '" + name + "' was changed by another writer");
+  if (!read_under_held) {
+    DYAD_ASSIGN_OR_RETURN(StoredSecret current, store_.Get(name));
+    if (current.version != version) {
+      return MakeError(ErrorCode::kConflict, "secret '" + name + "' was changed by another writer");
+    }
   }
   DYAD_RETURN_IF_ERROR(held.Confirm());
   return store_.Overwrite(name, value);

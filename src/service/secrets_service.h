@@ -155,10 +155,12 @@ class SecretsService {
 
   // Replaces version `version` of `name` with `value`, under the provider's
   // `held` lock: a conditional write where the store has one, else a read
-  // that finds `version` still stored, the lease renewed, and Overwrite().
-  // kConflict when `version` is no longer stored or the lease was lost.
+  // that finds `version` still stored (skipped when `read_under_held`: the
+  // caller read it under this same hold), the lease renewed, and
+  // Overwrite(). kConflict when `version` is no longer stored or the lease
+  // was lost.
   Result<std::string> ReplaceHeld(const std::string& name, std::string_view value, const std::string& version,
-                                  ProviderLocks::Held& held);
+                                  ProviderLocks::Held& held, bool read_under_held = false);
 
   // One writer at a time per provider: credential writes, re-encryption in
   // a store without conditional writes, `secrets gc`.
