@@ -29,9 +29,9 @@ struct Opened {
   std::unique_ptr<ProviderLeases> leases;
   Backend backend;
   // Another key of the same backend (a second master, a second KMS key);
-  // nullptr where the target has none.
-  std::unique_ptr<KeyManager> other_keys;
+  // nullptr where the target has none. Declared after what it uses.
   Backend other;
+  std::unique_ptr<KeyManager> other_keys;
 };
 
 struct ContractTarget {

@@ -70,6 +70,13 @@ class SecretStore {
   // secrets in: for undoing a failed create and for probes (never for
   // orphans, which `secrets gc` removes through Delete()).
   virtual Status DeleteNow(const std::string& name) { return Delete(name); }
+  // Deletes `name` only while `version` is stored, atomically (kConflict
+  // otherwise); kUnimplemented where the store cannot (then the caller
+  // deletes under the lease).
+  virtual Status DeleteIfVersion(const std::string& name, const std::string& version) {
+    (void)name, (void)version;
+    return MakeError(ErrorCode::kUnimplemented, "no conditional delete");
+  }
 
   // Every provider secret under the store's prefix, with the time it was
   // created or last changed where the store records one (empty where it does

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <future>
 #include <latch>
 #include <thread>
 
@@ -556,6 +557,75 @@ TEST_F(RotationTest, DryRunCountsAndWritesNothing) {
   EXPECT_EQ(keys_->Describe()->primary_version, 1u);
   EXPECT_EQ(store_->List()->size(), before);
   EXPECT_TRUE(rotation_->History(5)->empty());
+}
+
+// Found by review: a store that may not list (AWS under the seed's policy, where
+// ListSecrets is optional): the registry alone names the secrets a rotation
+// scans. A create writes its secret, checks its key version (still active),
+// then stalls before its row; the rotation retires that version meanwhile,
+// finding no blob on it. The create then succeeds, sealed under a retired
+// version.
+class UnlistableStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<std::vector<Listed>> List() override {
+    return MakeError(ErrorCode::kPermissionDenied, "secretsmanager:ListSecrets is not permitted");
+  }
+};
+
+class StallOnPutAudit final : public AuditSink {
+ public:
+  void Record(const AuditEvent& e) override {
+    if (e.action == "secret.put" && !stalled_.exchange(true)) {
+      reached_.set_value();
+      resume_.get_future().wait();
+    }
+  }
+  bool Healthy() const override { return true; }
+  std::promise<void> reached_, resume_;
+  std::atomic<bool> stalled_{false};
+};
+
+TEST(RotationWithoutListing, ACreateWhoseRowLandsAfterTheRecountIsNotLeftOnARetiredVersion) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("r.db"));
+  SystemClock clock;
+  auto repo = NewSqliteProviderRepository(db);
+  auto keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                        NewSqliteKeyVersionRepository(db), DefaultRandom(), clock)).value();
+  testing::MemoryStore memory;
+  UnlistableStore store(memory);
+  testing::MemoryAudit audit;
+  StallOnPutAudit stalling_audit;
+  Metrics metrics;
+  SecretsOptions uncached;
+  uncached.cache_enabled = false;
+  SecretsService creator(uncached, store, *keys, *repo, stalling_audit, metrics, clock, DefaultRandom(), EnvMap{});
+  ProviderService creating(*repo, creator, clock, DefaultRandom(), stalling_audit);
+  SecretsService secrets(uncached, store, *keys, *repo, audit, metrics, clock, DefaultRandom(), EnvMap{});
+  KeyRotationService::Options o{250, 4};
+  o.retire_grace = std::chrono::milliseconds(20);
+  KeyRotationService rotation(o, NewSqliteRotationRepository(db, clock), secrets, audit, clock);
+
+  auto reached = stalling_audit.reached_.get_future();
+  ProviderPatch p;
+  p.name = p.slug = "late-row";
+  p.type = "http-sdk";
+  CredentialFields f;
+  f.emplace("api_key", SecretBytes(std::string("sk-late")));
+  p.credentials = f;
+  auto made = std::async(std::launch::async, [&] { return creating.Create(p, Caller{}); });
+  reached.wait();  // the secret is stored under version 1 and checked 'active'; no row yet
+  auto run = rotation.Run(false, "manual", Caller{}, nullptr);
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "completed") << run->error;
+  stalling_audit.resume_.set_value();
+  auto created = made.get();
+  ASSERT_TRUE(created.ok()) << created.error().message;  // acknowledged
+  auto state = keys->Describe();
+  ASSERT_TRUE(state.ok());
+  auto read = secrets.Get(created->id, Caller{});
+  EXPECT_TRUE(read.ok()) << "the acknowledged create cannot be read: " << read.error().message;
 }
 
 }  // namespace

@@ -253,5 +253,103 @@ TEST(ProviderLease, ValidateAfterARotationElsewhereSeesTheNewCredentials) {
   EXPECT_NE(after->fingerprint, first->fingerprint);
 }
 
+// Found by review: a writer clearing credentials (empty map) deleted the
+// secret without a version; if it stalled in that delete past its lease and
+// another instance rotated meanwhile, the acknowledged rotation was deleted.
+// Now the row goes first and the delete is conditional on the version read.
+class StallingDeleteStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Status Delete(const std::string& name) override {
+    Stall();
+    return inner_.Delete(name);
+  }
+  Status DeleteIfVersion(const std::string& name, const std::string& version) override {
+    Stall();
+    return inner_.DeleteIfVersion(name, version);
+  }
+  void Stall() {
+    if (!stalled_.exchange(true)) {
+      reached_.set_value();
+      resume_.get_future().wait();
+    }
+  }
+  std::promise<void> reached_, resume_;
+
+ private:
+  std::atomic<bool> stalled_{false};
+};
+
+TEST(ProviderLease, ALateCredentialClearCannotDeleteAnotherInstancesAcknowledgedRotation) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("t.db"));
+  FakeClock clock;
+  Instance a(db, clock), b(db, clock);
+  ProviderPatch p;
+  p.name = p.slug = "cleared";
+  p.type = "http-sdk";
+  p.credentials = Fields({{"api_key", "v1"}});
+  auto made = a.providers->Create(p, Caller{});
+  ASSERT_TRUE(made.ok()) << made.error().message;
+
+  StallingDeleteStore stalling(*a.store);
+  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
+                           EnvMap{});
+  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
+  auto reached = stalling.reached_.get_future();
+  auto stalled = std::async(std::launch::async, [&] {
+    return a_providers.RotateCredentials(made->id, CredentialFields{}, Caller{});
+  });
+  reached.wait();
+  clock.Advance(ProviderLeaseOptions{}.ttl + 1s);
+  auto took_over = b.providers->RotateCredentials(made->id, Fields({{"api_key", "from-b"}}), Caller{});
+  ASSERT_TRUE(took_over.ok()) << took_over.error().message;
+  stalling.resume_.set_value();
+  // A's clear may stand (its row update landed first); B's later write must.
+  auto late = stalled.get();
+  (void)late;
+  b.secrets->cache().Clear();
+  auto read = b.secrets->Get(made->id, Caller{});
+  ASSERT_TRUE(read.ok()) << "B's acknowledged rotation is gone: " << read.error().message;
+  EXPECT_EQ(read->credentials->fields.at("api_key").view(), "from-b");
+}
+// Found by review: a credential write whose row update meets kConflict from a
+// row-only update elsewhere keeps its secret: the caller is told it failed,
+// yet readers get its credentials.
+TEST(ProviderLease, ARowConflictFromARenameRestoresTheFailedWritersSecret) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("t.db"));
+  FakeClock clock;
+  Instance a(db, clock), b(db, clock);
+  ProviderPatch p;
+  p.name = p.slug = "renamed";
+  p.type = "http-sdk";
+  p.credentials = Fields({{"api_key", "v1"}});
+  auto made = a.providers->Create(p, Caller{});
+  ASSERT_TRUE(made.ok()) << made.error().message;
+
+  StallingStore stalling(*a.store);
+  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
+                           EnvMap{});
+  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
+  auto reached = stalling.reached_.get_future();
+  auto stalled = std::async(std::launch::async, [&] {
+    return a_providers.RotateCredentials(made->id, Fields({{"api_key", "from-a"}}), Caller{});
+  });
+  reached.wait();
+  clock.Advance(ProviderLeaseOptions{}.ttl + 1s);
+  ProviderPatch rename;
+  rename.name = "renamed-by-b";
+  auto renamed = b.providers->Update(made->id, rename, Caller{});
+  ASSERT_TRUE(renamed.ok()) << renamed.error().message;
+  stalling.resume_.set_value();
+  auto late = stalled.get();
+  ASSERT_FALSE(late.ok());
+  b.secrets->cache().Clear();
+  auto read = b.secrets->Get(made->id, Caller{});
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(read->credentials->fields.at("api_key").view(), "v1") << "a write reported as failed is live";
+}
+
 }  // namespace
 }  // namespace dyad

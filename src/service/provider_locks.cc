@@ -13,10 +13,6 @@ std::timed_mutex& ProviderLocks::MutexOf(const std::string& provider_id) {
   return mutexes_[std::hash<std::string>{}(provider_id) % mutexes_.size()];
 }
 
-std::unique_lock<std::timed_mutex> ProviderLocks::LockInProcess(const std::string& provider_id) {
-  return std::unique_lock(MutexOf(provider_id));
-}
-
 Result<std::unique_ptr<ProviderLocks::Held>> ProviderLocks::Hold(const std::string& provider_id) {
   // The mutex is shared by the providers that hash to it: waited for with
   // the same deadline as the lease (real time: it is this process's own).

@@ -61,8 +61,6 @@ class ProviderLocks {
 
   // kConflict when another holder keeps the provider past max_wait.
   Result<std::unique_ptr<Held>> Hold(const std::string& provider_id);
-  // The in-process mutex alone, without a deadline (`secrets gc`).
-  std::unique_lock<std::timed_mutex> LockInProcess(const std::string& provider_id);
 
  private:
   std::timed_mutex& MutexOf(const std::string& provider_id);

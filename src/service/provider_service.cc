@@ -51,21 +51,22 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   p.created_at = p.updated_at = FormatIso8601(clock_.WallNow());
   auto held = secrets_.locks().Hold(p.id);
   Status s = held.ok() ? OkStatus() : Status(held.error());
-  std::optional<std::string> written;  // the version token of the secret written
+  std::optional<StoredSecret> written;
   if (s.ok() && input.credentials && !input.credentials->empty()) {
     p.credential_fields = Names(*input.credentials);
     p.credentials_version = 1;
     auto stored = secrets_.Create(p.id, p.credentials_version, *input.credentials, caller, **held);
-    if (stored.ok()) written = std::move(stored->version);
+    if (stored.ok()) written = std::move(stored).value();
     else s = stored.error();
   }
   if (s.ok()) {
     s = repo_.Insert(p);
     if (!s.ok() && written) {
-      Status undo = secrets_.RestoreRaw(p.id, written, std::nullopt, **held);  // no secret without its row
+      Status undo = secrets_.RestoreRaw(p.id, written->version, std::nullopt, **held);  // no secret without its row
       if (!undo.ok()) Audit("secret.orphaned", p.id, undo, caller, t0);
     }
   }
+  if (s.ok() && written) secrets_.Settle(p.id, p.credentials_version, *input.credentials, *written, **held);
   Audit("provider.create", p.id, s, caller, t0, p.credential_fields);
   if (!s.ok()) return s.error();
   return p;
@@ -83,11 +84,13 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
     // stalled gets kConflict instead of overwriting the one that took over.
     std::optional<StoredSecret> previous;
     std::optional<std::string> written;
-    bool wrote_secret = false;
+    bool wrote_secret = false, clearing = false;
     if (patch.credentials) {
       DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
       if (patch.credentials->empty()) {
-        if (previous) DYAD_RETURN_IF_ERROR(secrets_.Delete(id, caller));
+        // The row first (revision-fenced: a writer whose lease ran out
+        // fails here and touches nothing), then the secret it read.
+        clearing = previous.has_value();
         p.credential_fields.clear();
       } else {
         p.credential_fields = Names(*patch.credentials);
@@ -97,15 +100,21 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
         written = std::move(stored.version);
       }
       ++p.credentials_version;
-      wrote_secret = true;
+      wrote_secret = !patch.credentials->empty();
     }
     Status s = repo_.Update(p);
     if (s.ok()) ++p.revision;
-    // The row and the secret stay in step, unless the row moved on under
-    // another writer (this one's lease ran out): the secret is its now.
-    if (!s.ok() && wrote_secret && s.code() != ErrorCode::kConflict) {
+    // The row and the secret stay in step. The restore is fenced by the
+    // version written: another writer's secret is never undone.
+    if (!s.ok() && wrote_secret) {
       Status undo = secrets_.RestoreRaw(id, written, previous ? std::optional(previous->value) : std::nullopt, *held);
       if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
+    }
+    if (s.ok() && clearing) {
+      // Only the secret read under the lease; a failure leaves an orphan
+      // older than the row, which reads refuse and `secrets gc` removes.
+      Status gone = secrets_.DeleteIfUnchanged(id, *previous, caller, *held);
+      if (!gone.ok()) Audit("secret.orphaned", id, gone, caller, t0);
     }
     if (!s.ok()) return s.error();
     return p;

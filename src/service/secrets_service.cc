@@ -231,6 +231,15 @@ Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const
 
 namespace {
 
+// Two envelopes of one sealing: the same nonce and ciphertext, the data key
+// perhaps rewrapped under another key version by a rotation (which is not
+// another writer).
+bool SameSealedPayload(const std::string& a, const std::string& b) {
+  auto x = ParseEnvelope(a);
+  auto y = ParseEnvelope(b);
+  return x.ok() && y.ok() && x->nonce == y->nonce && x->ciphertext == y->ciphertext;
+}
+
 Error ChangedMeanwhile(const std::string& name) {
   return MakeError(ErrorCode::kConflict,
                    "'" + name + "' was changed by another writer meanwhile; read the provider again and retry");
@@ -256,7 +265,10 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   } else {
     stored = ReplaceFenced(name, *expected, *sealed, held);
   }
-  if (stored.ok()) stored = ResealIfRetiring(name, version, payload, std::move(stored).value(), held);
+  // A create settles once its row is in (ProviderService): until then a
+  // retirer's recount, which may only know the registry's providers, does
+  // not see this secret.
+  if (stored.ok() && !create) stored = Settle(provider_id, version, fields, std::move(stored).value(), held);
   cache_.Invalidate(provider_id);
   AuditEvent e;
   e.action = "secret.put";
@@ -301,10 +313,7 @@ Result<StoredSecret> SecretsService::ReplaceFenced(const std::string& name, Stor
     if (replaced.code() != ErrorCode::kConflict) return replaced.error();
     auto current = store_.Get(name);
     if (!current.ok()) return current.code() == ErrorCode::kNotFound ? ChangedMeanwhile(name) : current.error();
-    auto was = ParseEnvelope(expected.value);
-    auto now = ParseEnvelope(current->value);
-    bool rewrapped = was.ok() && now.ok() && was->nonce == now->nonce && was->ciphertext == now->ciphertext;
-    if (!rewrapped) return ChangedMeanwhile(name);
+    if (!SameSealedPayload(expected.value, current->value)) return ChangedMeanwhile(name);
     expected = std::move(current).value();
   }
   return ChangedMeanwhile(name);
@@ -331,6 +340,18 @@ Result<StoredSecret> SecretsService::ResealIfRetiring(const std::string& name, i
   return MakeError(ErrorCode::kUnavailable, "'" + name + "': the key version kept changing while it was written");
 }
 
+StoredSecret SecretsService::Settle(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                                    StoredSecret stored, ProviderLocks::Held& held) {
+  auto settled = ResealIfRetiring(SecretName(provider_id), version, CredentialsToJson(fields), stored, held);
+  if (settled.ok()) return std::move(settled).value();
+  // The write stands, on a version being retired: the retirer's recount
+  // finds it (the provider has its row) and keeps that version until a
+  // later run moves the secret.
+  spdlog::warn("provider {}: could not seal again under the primary key version: {}", provider_id,
+               settled.error().message);
+  return stored;
+}
+
 Result<StoredSecret> SecretsService::Create(const std::string& provider_id, int64_t version,
                                             const CredentialFields& fields, const Caller& caller,
                                             ProviderLocks::Held& held) {
@@ -341,6 +362,23 @@ Result<StoredSecret> SecretsService::Put(const std::string& provider_id, int64_t
                                          const CredentialFields& fields, const std::optional<StoredSecret>& expected,
                                          const Caller& caller, ProviderLocks::Held& held) {
   return Write(provider_id, version, fields, caller, false, expected, held);
+}
+
+Status SecretsService::DeleteIfUnchanged(const std::string& provider_id, const StoredSecret& read,
+                                         const Caller& caller, ProviderLocks::Held& held) {
+  auto current = store_.Get(SecretName(provider_id));
+  if (!current.ok()) return current.code() == ErrorCode::kNotFound ? OkStatus() : Status(current.error());
+  if (current->version != read.version && !SameSealedPayload(current->value, read.value)) {
+    return MakeError(ErrorCode::kConflict, "the secret of provider '" + provider_id +
+                                               "' was written by another writer since it was read; it stays");
+  }
+  Status s = store_.DeleteIfVersion(SecretName(provider_id), current->version);
+  if (s.ok() || s.code() != ErrorCode::kUnimplemented) {
+    cache_.Invalidate(provider_id);
+    return s;
+  }
+  DYAD_RETURN_IF_ERROR(held.Confirm());
+  return Delete(provider_id, caller);
 }
 
 Status SecretsService::Delete(const std::string& provider_id, const Caller& caller) {
@@ -667,19 +705,15 @@ Result<size_t> SecretsService::ReportOrphans() {
 }
 
 // Why a create running meanwhile keeps its secret. A create writes its secret
-// (time t0, recorded by the store) and then its provider row, holding the
-// provider lock of its process. gc deletes a secret only if (1) it is at least
-// `grace` old at `now`, read before (2) the row is looked up again, under this
-// process's provider lock, right before Delete(). A create in this process is
-// excluded by the lock. A create in another process (the usual case: gc runs
-// from the CLI beside a server) loses its secret only if its row lands after
-// that re-check, i.e. more than `grace` after its secret was written; grace
-// is never below min_orphan_age, which App sets above the longest such gap a
-// live create has (AWS: every attempt of CreateSecret at its timeout; SQLite:
-// the busy timeout). The window left: a create whose process is stopped
-// (SIGSTOP, swapped out, a debugger) between its secret and its row for longer
-// than the grace, or clocks (the store's and this host's) apart by more than
-// the grace minus that gap. Such a create answers after its row is written; a
+// and then its provider row, holding the provider's lock and its lease in the
+// registry database (ProviderLocks) throughout. gc deletes a secret only if it
+// is at least `grace` old and, under that same lock and lease, the row is still
+// missing right before Delete(): a create in any instance sharing the database
+// has then either inserted its row or given up (and removed its secret). What
+// is left: a create whose lease ran out while it stalled between its secret and
+// its row (longer than the lease TTL and the grace), or instances on separate
+// registry databases; grace is never below min_orphan_age, which App sets above
+// the longest store write. Such a create answers after its row is written; a
 // later read of it finds no secret (kNotFound), never another's.
 Result<SecretsService::GcReport> SecretsService::CollectOrphans(std::chrono::seconds older_than, bool dry_run,
                                                                 const Caller& caller) {
@@ -696,9 +730,14 @@ Result<SecretsService::GcReport> SecretsService::CollectOrphans(std::chrono::sec
     } else if (dry_run) {
       item.outcome = "would delete";
     } else {
-      auto lock = locks_.LockInProcess(o.provider_id);
-      auto row = providers_.Get(o.provider_id);
-      if (row.ok()) {
+      // The provider's lock and lease: a create in any instance holds them
+      // from its secret write to its row insert, so the row checked here is
+      // the one it will have.
+      auto held = locks_.Hold(o.provider_id);
+      auto row = held.ok() ? providers_.Get(o.provider_id) : Result<Provider>(held.error());
+      if (!held.ok()) {
+        item.outcome = "failed: " + held.error().message;
+      } else if (row.ok()) {
         item.outcome = "has a row";
       } else if (row.code() != ErrorCode::kNotFound) {
         item.outcome = "failed: " + row.error().message;

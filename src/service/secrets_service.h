@@ -144,6 +144,16 @@ class SecretsService {
                            const std::optional<StoredSecret>& expected, const Caller& caller,
                            ProviderLocks::Held& held);
   Status Delete(const std::string& provider_id, const Caller& caller);
+  // Deletes the provider's secret under its lock only if it is still the
+  // one `read` (or a rotation's rewrap of it); kConflict otherwise.
+  Status DeleteIfUnchanged(const std::string& provider_id, const StoredSecret& read, const Caller& caller,
+                           ProviderLocks::Held& held);
+  // After a Create() and its registry row: seals again under the primary
+  // if the version sealed under is no longer active (write-then-check, see
+  // ResealIfRetiring); returns what is stored. Never fails the write.
+  StoredSecret Settle(const std::string& provider_id, int64_t version, const CredentialFields& fields,
+                      StoredSecret stored, ProviderLocks::Held& held);
+
   // The stored document and its version, for a fenced write and for
   // compensation; nullopt when absent.
   Result<std::optional<StoredSecret>> ReadRaw(const std::string& provider_id);

@@ -145,6 +145,9 @@ class ForwardingStore : public SecretStore {
   Status Put(const std::string& name, std::string_view value) override { return inner_.Put(name, value); }
   Status Delete(const std::string& name) override { return inner_.Delete(name); }
   Status DeleteNow(const std::string& name) override { return inner_.DeleteNow(name); }
+  Status DeleteIfVersion(const std::string& name, const std::string& version) override {
+    return inner_.DeleteIfVersion(name, version);
+  }
   Result<std::vector<Listed>> List() override { return inner_.List(); }
   Result<std::vector<Result<StoredSecret>>> GetMany(const std::vector<std::string>& names) override {
     return inner_.GetMany(names);

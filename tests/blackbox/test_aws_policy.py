@@ -229,7 +229,7 @@ def test_gc_names_list_secrets_when_it_may_not_list(make_gateway, moto, user):
     if user["policy"] == "seed":
         # Degrades: the gateway's own message (not a crash) names the permission it lacks.
         said = [line for line in r.stderr.splitlines() if line.startswith("dyad-gateway") and "ListSecrets" in line]
-        assert said and "secretsmanager:ListSecrets" in said[-1], out
+        assert r.returncode == 2 and said and "secretsmanager:ListSecrets" in said[-1], out
     else:
         assert r.returncode == 0 and "0 orphaned secret(s)" in r.stdout, out
     gw.start()

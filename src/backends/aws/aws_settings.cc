@@ -36,7 +36,12 @@ Status ReadEndpoint(const EnvMap& env, const std::string& specific, const std::s
     return OkStatus();
   }
   auto endpoint = ParseEndpoint(*v);
-  if (!endpoint) return BadVariable(name, "'" + *v + "' is not an endpoint URL; use https://host[:port] (no path)");
+  if (!endpoint) {
+    // Never echo a password given as user:password@ in the URL.
+    std::string shown = *v;
+    if (auto at = shown.find('@'); at != std::string::npos) shown = "…" + shown.substr(at);
+    return BadVariable(name, "'" + shown + "' is not an endpoint URL; use https://host[:port] (no path, no user)");
+  }
   out = endpoint->url;
   return OkStatus();
 }

@@ -249,7 +249,9 @@ class SecretsManagerStore final : public SecretStore {
   // A conditional write refused for want of `action`: the store goes on
   // without conditional writes, and says so once.
   Error Unconditional(Error e, const char* action) {
-    if (e.code != ErrorCode::kPermissionDenied) return e;
+    // Only a policy that lacks the action: an expired token or a bad
+    // signature is denied too, and says nothing about the policy.
+    if (e.code != ErrorCode::kPermissionDenied || !Mentions(e, std::string("secretsmanager:") + action)) return e;
     if (conditional_.exchange(false)) {
       spdlog::warn("secretsmanager:{} is not permitted: credential writes and re-encryption now use UpdateSecret "
                    "under the registry's per-provider lease instead of a compare-and-swap ({})",

@@ -93,5 +93,17 @@ TEST(SecretsManagerStore, ReplaceNeverWritesUnconditionallyOnceConditionalWrites
   EXPECT_EQ(testing::ScriptedTransport::HeaderOf(s.http->calls.back(), "X-Amz-Target"), "secretsmanager.UpdateSecret");
 }
 
+// Found by review: an expired session token (or a skewed clock, or a KMS key the
+// secret's CMK refuses) answers a 4xx that decodes to kPermissionDenied; the
+// store then gives up conditional writes for the life of the process, as
+// if PutSecretValue were not permitted.
+TEST(SecretsManagerStore, AnExpiredTokenDoesNotTurnOffConditionalWrites) {
+  Scripted s;
+  s.http->Then(400, R"({"__type":"ExpiredTokenException","Message":"The security token included in the request is expired"})");
+  auto r = s.store->Replace("dyad-gateway/providers/a", "v2", "v1");
+  EXPECT_NE(r.code(), ErrorCode::kUnimplemented) << r.error().message;
+  EXPECT_TRUE(s.store->HasConditionalWrites()) << "a refused token switched the store to unconditional writes";
+}
+
 }  // namespace
 }  // namespace dyad

@@ -75,6 +75,19 @@ class SqliteSecretStore final : public SecretStore {
     return OkStatus();
   }
 
+  Status DeleteIfVersion(const std::string& name, const std::string& version) override {
+    auto revision = ParseInt<int64_t>(version);
+    if (!revision) return MakeError(ErrorCode::kConflict, "secret '" + name + "': not a version of this store");
+    auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("DELETE FROM secrets WHERE name=? AND revision=?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, name).Bind(2, *revision).Run());
+      return c.Changes() == 1;
+    });
+    if (!r.ok()) return r.error();
+    if (!*r) return MakeError(ErrorCode::kConflict, "secret '" + name + "' was changed by another writer");
+    return OkStatus();
+  }
+
   Result<std::vector<Listed>> List() override {
     const std::string& prefix = naming_.providers_prefix();
     return db_->With<std::vector<Listed>>([&](SqliteConnection& c) -> Result<std::vector<Listed>> {
