@@ -221,9 +221,12 @@ bool ScanCanonical(std::string_view t, Fields& f) {
     } else {
       const size_t d0 = i;
       int64_t num = 0;
-      while (i < n && t[i] >= '0' && t[i] <= '9') num = num * 10 + (t[i++] - '0');
+      while (i < n && t[i] >= '0' && t[i] <= '9') {
+        if (i - d0 == 18) return false;  // more digits than an int64 surely holds: the general parser decides
+        num = num * 10 + (t[i++] - '0');
+      }
       const size_t digits = i - d0;
-      if (digits == 0 || digits > 18 || (digits > 1 && t[d0] == '0')) return false;
+      if (digits == 0 || (digits > 1 && t[d0] == '0')) return false;
       field.kind = Field::kInt;
       field.num = num;
     }
