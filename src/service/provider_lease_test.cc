@@ -313,6 +313,37 @@ TEST(ProviderLease, ALateCredentialClearCannotDeleteAnotherInstancesAcknowledged
   ASSERT_TRUE(read.ok()) << "B's acknowledged rotation is gone: " << read.error().message;
   EXPECT_EQ(read->credentials->fields.at("api_key").view(), "from-b");
 }
+// Clearing credentials moves the row first and deletes the secret after: a
+// read in between finds no credentials, and is not alarmed as a rollback.
+TEST(ProviderLease, AReadBetweenAClearsRowAndItsDeleteFindsNoCredentialsNotTampering) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("t.db"));
+  FakeClock clock;
+  Instance a(db, clock), b(db, clock);
+  ProviderPatch p;
+  p.name = p.slug = "clearing";
+  p.type = "proxy";
+  p.credentials = Fields({{"api_key", "v1"}});
+  auto made = a.providers->Create(p, Caller{});
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  StallingDeleteStore stalling(*a.store);
+  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
+                           EnvMap{});
+  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
+  auto reached = stalling.reached_.get_future();
+  auto clearing = std::async(std::launch::async, [&] {
+    return a_providers.RotateCredentials(made->id, CredentialFields{}, Caller{});
+  });
+  reached.wait();  // the row says no credentials; the secret is still there
+  b.secrets->cache().Clear();
+  auto read = b.secrets->Get(made->id, Caller{});
+  EXPECT_EQ(read.code(), ErrorCode::kNotFound) << (read.ok() ? "served" : read.error().message);
+  for (const auto& e : b.audit.events()) EXPECT_NE(e.action, "secret.tampered");
+  stalling.resume_.set_value();
+  ASSERT_TRUE(clearing.get().ok());
+  EXPECT_EQ(a.store->Get(a.secrets->SecretName(made->id)).code(), ErrorCode::kNotFound);
+}
+
 // Found by review: a credential write whose row update meets kConflict from a
 // row-only update elsewhere keeps its secret: the caller is told it failed,
 // yet readers get its credentials.

@@ -111,8 +111,8 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
       if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
     }
     if (s.ok() && clearing) {
-      // Only the secret read under the lease; a failure leaves an orphan
-      // older than the row, which reads refuse and `secrets gc` removes.
+      // Only the secret read under the lease. Meanwhile (or if this fails)
+      // reads treat a secret older than a row without credentials as absent.
       Status gone = secrets_.DeleteIfUnchanged(id, *previous, caller, *held);
       if (!gone.ok()) Audit("secret.orphaned", id, gone, caller, t0);
     }

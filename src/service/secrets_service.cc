@@ -126,8 +126,10 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   // secret read after it, and a stored version below the row's is a
   // rollback, never a race with a writer.
   std::optional<int64_t> row_version;
+  bool cleared = false;  // the row says: no credentials (a clear deletes the secret after the row)
   if (auto row = providers_.Get(provider_id); row.ok()) {
     row_version = row->credentials_version;
+    cleared = row->credential_fields.empty() && row->credentials_version > 0;
   } else if (row.code() != ErrorCode::kNotFound) {
     return row.error();
   }
@@ -144,6 +146,10 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   if (!opened.ok()) {
     if (opened.code() == ErrorCode::kDataLoss) RecordTampered(provider_id, "integrity", opened.error());
     return opened.error();
+  }
+  if (cleared && opened->credentials_version < *row_version) {  // not a rollback: the clear's delete is behind
+    if (options_.env_is_source) return FromEnvironment(provider_id, "environment");
+    return MakeError(ErrorCode::kNotFound, "provider '" + provider_id + "' has no credentials");
   }
   if (sealer_.mode() == SealMode::kEnvelope && row_version && opened->credentials_version < *row_version) {
     Error rollback = MakeError(ErrorCode::kDataLoss,
