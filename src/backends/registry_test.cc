@@ -84,6 +84,7 @@ TEST(BackendRegistry, OpenChecksTheSettingsFirst) {
 TEST(BackendResources, AreDestroyedInReverseOrder) {
   std::vector<int> order;
   struct Noisy {
+    Noisy(std::vector<int>* o, int i) : order(o), id(i) {}  // clang 14: no parenthesised aggregate init
     std::vector<int>* order;
     int id;
     ~Noisy() { order->push_back(id); }

@@ -1,5 +1,7 @@
 #include "service/provider_locks.h"
 
+#include <thread>
+
 namespace dyad {
 namespace {
 
@@ -9,15 +11,20 @@ Error Busy(const std::string& provider_id) {
 
 }  // namespace
 
-std::timed_mutex& ProviderLocks::MutexOf(const std::string& provider_id) {
+std::mutex& ProviderLocks::MutexOf(const std::string& provider_id) {
   return mutexes_[std::hash<std::string>{}(provider_id) % mutexes_.size()];
 }
 
 Result<std::unique_ptr<ProviderLocks::Held>> ProviderLocks::Hold(const std::string& provider_id) {
   // The mutex is shared by the providers that hash to it: waited for with
   // the same deadline as the lease (real time: it is this process's own).
-  std::unique_lock lock(MutexOf(provider_id), std::defer_lock);
-  if (!lock.try_lock_for(options_.max_wait)) return Busy(provider_id);
+  std::unique_lock lock(MutexOf(provider_id), std::try_to_lock);
+  const auto mutex_deadline = std::chrono::steady_clock::now() + options_.max_wait;
+  while (!lock.owns_lock()) {
+    if (std::chrono::steady_clock::now() >= mutex_deadline) return Busy(provider_id);
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    (void)lock.try_lock();
+  }
   if (!leases_) return std::make_unique<Held>(std::move(lock), nullptr, provider_id, "", options_.ttl);
   std::string owner = NewUuid(random_);
   const auto deadline = clock_.Now() + options_.max_wait;

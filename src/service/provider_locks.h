@@ -42,7 +42,7 @@ class ProviderLocks {
 
   class Held {
    public:
-    Held(std::unique_lock<std::timed_mutex> lock, ProviderLeases* leases, std::string id, std::string owner,
+    Held(std::unique_lock<std::mutex> lock, ProviderLeases* leases, std::string id, std::string owner,
          Clock::Duration ttl)
         : lock_(std::move(lock)), leases_(leases), id_(std::move(id)), owner_(std::move(owner)), ttl_(ttl) {}
     Held(const Held&) = delete;
@@ -53,7 +53,7 @@ class ProviderLocks {
     Status Confirm();
 
    private:
-    std::unique_lock<std::timed_mutex> lock_;
+    std::unique_lock<std::mutex> lock_;
     ProviderLeases* leases_;
     std::string id_, owner_;
     Clock::Duration ttl_;
@@ -63,7 +63,7 @@ class ProviderLocks {
   Result<std::unique_ptr<Held>> Hold(const std::string& provider_id);
 
  private:
-  std::timed_mutex& MutexOf(const std::string& provider_id);
+  std::mutex& MutexOf(const std::string& provider_id);
 
   ProviderLeases* leases_;
   const Clock& clock_;
@@ -72,7 +72,9 @@ class ProviderLocks {
   // Not dyad::Mutex: these guard no member (they serialise a provider's
   // writers), and a holder's lock moves into a heap-allocated Held, a
   // lifetime the analysis cannot follow.
-  std::array<std::timed_mutex, 64> mutexes_;
+  // Plain mutexes polled with try_lock (ThreadSanitizer does not follow
+  // the timed waits of std::timed_mutex).
+  std::array<std::mutex, 64> mutexes_;
 };
 
 }  // namespace dyad
