@@ -49,16 +49,21 @@ CredentialFields Fields(std::initializer_list<std::pair<std::string, std::string
   return f;
 }
 
+// A provider with credentials {"api_key": "v1"}, made through `providers`.
+Result<Provider> CreateWithKey(ProviderService& providers, const std::string& slug, const std::string& type) {
+  ProviderPatch p;
+  p.name = p.slug = slug;
+  p.type = type;
+  p.credentials = Fields({{"api_key", "v1"}});
+  return providers.Create(p, Caller{});
+}
+
 TEST(ProviderLease, AWriterWaitsForAnotherInstancesLeaseWithTheInjectedClock) {
   testing::TempDir dir;
   auto db = *SqliteDb::Open(dir.File("t.db"));
   FakeClock clock;
   Instance a(db, clock);
-  ProviderPatch p;
-  p.name = p.slug = "one";
-  p.type = "http-sdk";
-  p.credentials = Fields({{"api_key", "v1"}});
-  auto made = a.providers->Create(p, Caller{});
+  auto made = CreateWithKey(*a.providers, "one", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
   // Another instance holds the lease, then vanishes without releasing it.
   ASSERT_TRUE(*a.leases->TryAcquire(made->id, "gone-instance", 30s));
@@ -142,11 +147,7 @@ TEST(ProviderLease, AWriterWhoseLeaseRanOutCannotOverwriteTheOneThatTookItOver) 
   auto db = *SqliteDb::Open(dir.File("t.db"));
   FakeClock clock;
   Instance a(db, clock), b(db, clock);
-  ProviderPatch p;
-  p.name = p.slug = "fenced";
-  p.type = "http-sdk";
-  p.credentials = Fields({{"api_key", "v1"}});
-  auto made = a.providers->Create(p, Caller{});
+  auto made = CreateWithKey(*a.providers, "fenced", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
 
   StallingStore stalling(*a.store);
@@ -185,11 +186,7 @@ TEST(ProviderLease, OnALeaseOnlyStoreALateWriterCannotOverwriteEither) {
   testing::MemoryStore shared("dyad-gateway", /*conditional=*/false);
   SecretsService b_secrets(b.options, shared, *b.keys, *b.repo, b.audit, b.metrics, clock, DefaultRandom(), EnvMap{});
   ProviderService b_providers(*b.repo, b_secrets, clock, DefaultRandom(), b.audit);
-  ProviderPatch p;
-  p.name = p.slug = "lease-only";
-  p.type = "http-sdk";
-  p.credentials = Fields({{"api_key", "v1"}});
-  auto made = b_providers.Create(p, Caller{});
+  auto made = CreateWithKey(b_providers, "lease-only", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
 
   StallingStore stalling(shared);
@@ -285,11 +282,7 @@ TEST(ProviderLease, ALateCredentialClearCannotDeleteAnotherInstancesAcknowledged
   auto db = *SqliteDb::Open(dir.File("t.db"));
   FakeClock clock;
   Instance a(db, clock), b(db, clock);
-  ProviderPatch p;
-  p.name = p.slug = "cleared";
-  p.type = "http-sdk";
-  p.credentials = Fields({{"api_key", "v1"}});
-  auto made = a.providers->Create(p, Caller{});
+  auto made = CreateWithKey(*a.providers, "cleared", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
 
   StallingDeleteStore stalling(*a.store);
@@ -320,11 +313,7 @@ TEST(ProviderLease, AReadBetweenAClearsRowAndItsDeleteFindsNoCredentialsNotTampe
   auto db = *SqliteDb::Open(dir.File("t.db"));
   FakeClock clock;
   Instance a(db, clock), b(db, clock);
-  ProviderPatch p;
-  p.name = p.slug = "clearing";
-  p.type = "proxy";
-  p.credentials = Fields({{"api_key", "v1"}});
-  auto made = a.providers->Create(p, Caller{});
+  auto made = CreateWithKey(*a.providers, "clearing", "proxy");
   ASSERT_TRUE(made.ok()) << made.error().message;
   StallingDeleteStore stalling(*a.store);
   SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
@@ -352,11 +341,7 @@ TEST(ProviderLease, ARowConflictFromARenameRestoresTheFailedWritersSecret) {
   auto db = *SqliteDb::Open(dir.File("t.db"));
   FakeClock clock;
   Instance a(db, clock), b(db, clock);
-  ProviderPatch p;
-  p.name = p.slug = "renamed";
-  p.type = "http-sdk";
-  p.credentials = Fields({{"api_key", "v1"}});
-  auto made = a.providers->Create(p, Caller{});
+  auto made = CreateWithKey(*a.providers, "renamed", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
 
   StallingStore stalling(*a.store);
