@@ -65,6 +65,36 @@ class GatedStore final : public testing::ForwardingStore {
   bool held_ DYAD_GUARDED_BY(mu_) = false, open_ DYAD_GUARDED_BY(mu_) = false;
 };
 
+// One thread per provider rotating its credentials until Stop(); the last
+// value each had acknowledged is in last_written.
+class CredentialWriters {
+ public:
+  CredentialWriters(ProviderService& providers, std::vector<std::string> ids, std::chrono::microseconds pause)
+      : last_written(ids.size()) {
+    for (size_t w = 0; w < ids.size(); ++w) {
+      threads_.emplace_back([this, &providers, id = ids[w], pause, w] {
+        for (int n = 1; !stop_; ++n) {
+          CredentialFields f;
+          std::string value = "writer-" + std::to_string(w) + "-" + std::to_string(n);
+          f.emplace("api_key", SecretBytes(value));
+          if (providers.RotateCredentials(id, f, Caller{}).ok()) last_written[w] = value;
+          if (pause.count() > 0) std::this_thread::sleep_for(pause);
+        }
+      });
+    }
+  }
+  ~CredentialWriters() { Stop(); }
+  void Stop() {
+    if (stop_.exchange(true)) return;
+    for (auto& t : threads_) t.join();
+  }
+  std::vector<std::string> last_written;  // read after Stop()
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
 class RotationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -145,28 +175,13 @@ TEST_F(RotationTest, TenThousandProvidersWithReadersAndWriters) {
       }
     });
   }
-  std::vector<std::string> last_written(2);
-  std::atomic<bool> stop_writers{false};
-  std::vector<std::thread> writers;
-  for (int w = 0; w < 2; ++w) {
-    writers.emplace_back([&, w] {
-      for (int n = 1; !stop_writers; ++n) {
-        CredentialFields f;
-        std::string value = "writer-" + std::to_string(w) + "-" + std::to_string(n);
-        f.emplace("api_key", SecretBytes(value));
-        if (providers_->RotateCredentials(ids[static_cast<size_t>(w)], f, Caller{}).ok()) last_written[w] = value;
-        std::this_thread::sleep_for(std::chrono::microseconds(500));
-      }
-    });
-  }
   // Writers run through the whole re-encryption pass and stop before the
   // retirement step: one descheduled between its seal and its store write
   // for longer than the (fake, instant) grace would leave version 1
   // 'retiring' for the next run, which is correct but not what this checks.
-  auto stop_writing = [&] {
-    if (stop_writers.exchange(true)) return;
-    for (auto& t : writers) t.join();
-  };
+  CredentialWriters writers(*providers_, {ids[0], ids[1]}, std::chrono::microseconds(500));
+  const std::vector<std::string>& last_written = writers.last_written;
+  auto stop_writing = [&] { writers.Stop(); };
   auto run = rotation_->Run(false, "manual", Caller{}, [&](const RotationRun& r) {
     if (r.done == r.total) stop_writing();
   });
@@ -233,23 +248,9 @@ TEST_F(RotationTest, OnALeaseOnlyStoreWritersDuringARotationLoseNothing) {
   providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
   rotation_ = NewRotation();
   auto ids = Seed(300);
-  std::vector<std::string> last_written(2);
-  std::atomic<bool> stop_writers{false};
-  std::vector<std::thread> writers;
-  for (int w = 0; w < 2; ++w) {
-    writers.emplace_back([&, w] {
-      for (int n = 1; !stop_writers; ++n) {
-        CredentialFields f;
-        std::string value = "writer-" + std::to_string(w) + "-" + std::to_string(n);
-        f.emplace("api_key", SecretBytes(value));
-        if (providers_->RotateCredentials(ids[static_cast<size_t>(w)], f, Caller{}).ok()) last_written[w] = value;
-      }
-    });
-  }
-  auto stop_writing = [&] {
-    if (stop_writers.exchange(true)) return;
-    for (auto& t : writers) t.join();
-  };
+  CredentialWriters writers(*providers_, {ids[0], ids[1]}, std::chrono::microseconds(0));
+  const std::vector<std::string>& last_written = writers.last_written;
+  auto stop_writing = [&] { writers.Stop(); };
   auto run = rotation_->Run(false, "manual", Caller{}, [&](const RotationRun& r) {
     if (r.done == r.total) stop_writing();
   });
