@@ -1,0 +1,61 @@
+// The Azure Key Vault KeyManager: data keys are 32 random bytes made here,
+// wrapped under a Key Vault key and unwrapped by Key Vault.
+//
+// An RSA key (RSA, RSA-HSM) wraps with RSA-OAEP-256: locally with the public
+// key read once from GET /keys/{name}/{version} (OpenSSL, OAEP with SHA-256
+// and MGF1-SHA-256, as the SDK's CryptographyClient does), or remotely with
+// POST /keys/{name}/{version}/wrapkey when the local wrap is not possible; an
+// `oct`/`oct-HSM` key (Managed HSM) wraps remotely with A256KW. Unwrap is
+// always remote: POST /keys/{name}/{version}/unwrapkey. Azure has no rewrap:
+// ReEncrypt is unwrap + wrap.
+//
+// Context binding: Key Vault's wrap takes no label or AAD, so the context
+// (the secret's name) is bound inside the wrapped plaintext, as the Vault
+// Transit key manager does (backends/key_binding.h): DEK ‖ the first 16
+// bytes of SHA-256(context), checked in constant time after the unwrap
+// (kDataLoss "bound to another secret" otherwise).
+//
+// Versions: the gateway's ordinals, kept in the registry database (a
+// KeyVersionRepository, key id "azure-kv:<vault host>/<key name>"), each
+// version's material the Key Vault key version (the kid's last segment, 32
+// hex). Ordinal 1 is the key as first used (the pinned version if
+// `key_version_pinned` is set); Rotate() is POST /keys/{name}/rotate and
+// records the new kid version as the next ordinal; Describe() lists GET
+// /keys/{name}/versions (every page) and makes a version created in Azure
+// since the latest ordinal (a rotation policy's) a new ordinal. The wrapped
+// form stored in an envelope names its Key Vault version as well, so it is
+// self-describing: "<kid version>:<base64url of the wrapped key>"; Decrypt
+// refuses one whose kid version is not its ordinal's (kDataLoss). An unwrap
+// Key Vault refuses because the version is disabled is kFailedPrecondition
+// naming the version. Retire() marks the ordinal retired in the registry only
+// (the key may be shared: nothing is disabled in Azure). A 403 names the RBAC
+// role "Key Vault Crypto Officer". Probe() is GET /keys/{name}. Thread-safe;
+// `client` must outlive the key manager.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backends/azure/azure_client.h"
+#include "backends/key_manager.h"
+#include "core/clock.h"
+#include "core/random.h"
+#include "registry/key_version_repository.h"
+
+namespace dyad {
+
+struct AzureKeyOptions {
+  std::string key_name;            // ENCRYPTION_KEY_ID: the key's name in the vault
+  std::string key_version_pinned;  // from a full key id URL (…/keys/NAME/VERSION); "" for the latest
+};
+
+Result<std::unique_ptr<KeyManager>> NewAzureKeyManager(AzureKeyOptions options, AzureClient& client,
+                                                       std::shared_ptr<KeyVersionRepository> versions,
+                                                       const Clock& clock, Random& random);
+
+// The key options for ENCRYPTION_KEY_ID: a bare name, or a key id URL
+// https://VAULT/keys/NAME[/VERSION] (kInvalidArgument for anything else, or
+// a URL on a host other than `vault_url`'s).
+Result<AzureKeyOptions> ParseAzureKeyId(const std::string& key_id, const std::string& vault_url);
+
+}  // namespace dyad
