@@ -347,6 +347,11 @@ class AzureDouble:
         with self.lock:
             self.down = mode
 
+    def clear_faults(self):
+        """Back to a healthy vault: no pending faults, nothing denied, up, RBAC not enforced."""
+        with self.lock:
+            self._faults, self._denied, self.down, self.enforce_rbac = [], set(), None, False
+
     def reset_counts(self):
         with self.lock:
             self.counts.clear()
@@ -477,8 +482,8 @@ class AzureDouble:
             raise aad_error(401, "invalid_client", 50027, "JWT token is invalid or malformed.")
         now = time.time()
         if claims.get("iss") == client_id and claims.get("sub") == client_id:  # a certificate credential
-            thumb = header.get("x5t#S256") or header.get("x5t")
-            key = app["certs"].get(thumb or "")
+            thumb = str(header.get("x5t#S256") or header.get("x5t") or "")
+            key = app["certs"].get(thumb.rstrip("=").replace("+", "-").replace("/", "_"))
             if key is None:
                 raise aad_error(401, "invalid_client", 700027, "The certificate with identifier used to sign the "
                                 f"client assertion is not registered on application. [Reason - The key was not "
@@ -908,6 +913,8 @@ class AzureDouble:
             self.token_ttl = int(p["seconds"])
         elif parts == ["reset"] and method == "POST":
             self.reset_counts()
+        elif parts == ["clear"] and method == "POST":
+            self.clear_faults()
         elif parts == ["counts"] and method == "GET":
             with self.lock:
                 return 200, {"counts": dict(self.counts), "statuses": {f"{o} {s}": c for (o, s), c in
