@@ -62,6 +62,7 @@ std::string RefusalText(const std::string& body) {
         j["error"]["message"].is_string()) {
       out = j["error"]["message"].get<std::string>();  // App Service's form
     }
+    if (out.empty() && j.contains("message") && j["message"].is_string()) out = j["message"].get<std::string>();
     if (j.contains("error_description") && j["error_description"].is_string()) {
       out += (out.empty() ? "" : ": ") + j["error_description"].get<std::string>();
     }

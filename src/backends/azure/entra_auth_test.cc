@@ -361,6 +361,11 @@ TEST(EntraAuth, ManagedIdentityThroughImdsAndAppService) {
             "http://127.0.0.1:41741/MSI/token/?api-version=2019-08-01&resource=https%3A%2F%2Fvault.azure.net");
   EXPECT_EQ(ScriptedTransport::HeaderOf(app.calls[0], "Metadata"), "");
   EXPECT_EQ(ScriptedTransport::HeaderOf(app.calls[0], "X-IDENTITY-HEADER"), "header-canary");
+  app.Then(401, R"({"statusCode":401,"message":"Unauthorized request"})");
+  r = (*app_source)->Fetch(kScope);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnauthenticated);
+  EXPECT_EQ(r.error().message, "Entra ID token (managed identity (App Service)): HTTP 401: Unauthorized request");
   app.Then(500, R"({"error":{"code":"Busy","message":"try later"}})");
   r = (*app_source)->Fetch(kScope);
   ASSERT_FALSE(r.ok());
