@@ -21,15 +21,15 @@ EnvMap Env(const testing::TempDir& dir, const std::string& provider) {
           {"GATEWAY_ADMIN_API_KEY", "0123456789abcdef-admin"}};
 }
 
-TEST(BuiltinBackends, AreEnvironmentAndAws) {
-  EXPECT_EQ(BuiltinBackends().Names(), (std::vector<std::string>{"aws", "environment"}));
+TEST(BuiltinBackends, AreEnvironmentAwsAndAzure) {
+  EXPECT_EQ(BuiltinBackends().Names(), (std::vector<std::string>{"aws", "azure", "environment"}));
   testing::TempDir dir;
   auto config = LoadConfig(Env(dir, "gcp"), false);
   ASSERT_TRUE(config.ok()) << config.error().message;
   Status s = BuiltinBackends().Check(*config);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(s.error().message, "SECRETS_PROVIDER: 'gcp' is not a backend of this build; use one of: aws, environment");
+  EXPECT_EQ(s.error().message, "SECRETS_PROVIDER: 'gcp' is not a backend of this build; use one of: aws, azure, environment");
 }
 
 // As the CLI loads its configuration: the backend's errors come after the
