@@ -67,7 +67,7 @@ TEST(BackendSeam, ATestOnlyBackendRunsTheServiceThroughTheProductionPath) {
   ASSERT_TRUE(RegisterBuiltinBackends(registry).ok());
   auto log = std::make_shared<testing::MemoryBackendLog>();
   ASSERT_TRUE(testing::RegisterMemoryBackend(registry, log).ok());
-  EXPECT_EQ(registry.Names(), (std::vector<std::string>{"aws", "environment", "memory"}));
+  EXPECT_EQ(registry.Names(), (std::vector<std::string>{"aws", "azure", "environment", "memory"}));
 
   auto config = LoadConfig(Env(dir, "memory"), false);
   ASSERT_TRUE(config.ok()) << config.error().message;
