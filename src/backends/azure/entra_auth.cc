@@ -7,6 +7,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -32,12 +33,12 @@ std::string ResourceOf(const std::string& scope) {
 
 // A whole number in a JSON number or string ("3599"); nullopt otherwise.
 std::optional<long long> WholeNumber(const json& j) {
-  if (j.is_number_integer()) return j.get<long long>();
-  if (j.is_number_unsigned()) {
-    auto u = j.get<unsigned long long>();
-    return u > static_cast<unsigned long long>(kMaxLifetimeSeconds) * 1000 ? std::nullopt
-                                                                          : std::optional<long long>(static_cast<long long>(u));
+  if (j.is_number_unsigned()) {  // before is_number_integer, which is true for it too
+    const auto u = j.get<unsigned long long>();
+    if (u > static_cast<unsigned long long>(std::numeric_limits<long long>::max())) return std::nullopt;
+    return static_cast<long long>(u);
   }
+  if (j.is_number_integer()) return j.get<long long>();
   if (!j.is_string()) return std::nullopt;
   const std::string& s = j.get_ref<const std::string&>();
   long long n = 0;
