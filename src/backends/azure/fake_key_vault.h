@@ -317,7 +317,10 @@ class FakeKeyVault final : public HttpTransport {
       return Error(404, "KeyNotFound", "A key with (name/id) " + name + " was not found in this key vault.");
     }
     Key& k = it->second;
-    if (seg.size() == 2 && method == "GET") return Reply(200, KeyBundle(name, k, k.versions.back()));
+    if (seg.size() == 2 && method == "GET") {
+      if (!k.versions.back().enabled) return Error(403, "Forbidden", "Operation get is not allowed on a disabled key.");
+      return Reply(200, KeyBundle(name, k, k.versions.back()));
+    }
     if (seg.size() == 3 && seg[2] == "rotate" && method == "POST") {
       NewKeyVersion(name);
       return Reply(200, KeyBundle(name, k, k.versions.back()));
