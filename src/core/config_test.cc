@@ -192,6 +192,23 @@ TEST(Config, SecretVariablesAreKeptOnlyAsSecretBytes) {
   EXPECT_EQ(c->secret_env.count("DYAD_PROVIDER_OPENAI_API_KEY"), 0u);
 }
 
+TEST(Config, AzureSecretVariablesAreKeptOnlyAsSecretBytes) {
+  EXPECT_TRUE(IsSecretVariable("AZURE_CLIENT_SECRET"));
+  EXPECT_TRUE(IsSecretVariable("IDENTITY_HEADER"));  // App Service's managed identity header
+  EXPECT_FALSE(IsSecretVariable("IDENTITY_ENDPOINT"));
+  EnvMap env = Base();
+  env["AZURE_CLIENT_SECRET"] = "az-secret-canary";
+  env["IDENTITY_HEADER"] = "az-header-canary";
+  env["IDENTITY_ENDPOINT"] = "http://127.0.0.1:41741/msi/token";
+  auto c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->env.count("AZURE_CLIENT_SECRET"), 0u);
+  EXPECT_EQ(c->env.count("IDENTITY_HEADER"), 0u);
+  EXPECT_EQ(c->env.at("IDENTITY_ENDPOINT"), "http://127.0.0.1:41741/msi/token");
+  EXPECT_EQ(c->secret_env.at("AZURE_CLIENT_SECRET").view(), "az-secret-canary");
+  EXPECT_EQ(c->secret_env.at("IDENTITY_HEADER").view(), "az-header-canary");
+}
+
 TEST(Config, ClearSecretVariablesZeroesAndRemovesThem) {
   ASSERT_EQ(::setenv("DYAD_PROVIDER_T_API_KEY", "sk-process-canary", 1), 0);
   ASSERT_EQ(::setenv("DYAD_TEST_PLAIN", "kept", 1), 0);
