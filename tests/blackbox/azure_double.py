@@ -982,6 +982,7 @@ class AzureDouble:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a gateway re-encrypting in parallel opens many connections at once
 
     def __init__(self, address, double):
         self.double = double
