@@ -158,6 +158,7 @@ class AzureKeyManager final : public KeyManager {
   }
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
+    DYAD_RETURN_IF_ERROR(EnsureKey());  // a key not used yet has its version 1 recorded first
     DYAD_RETURN_IF_ERROR(CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string recorded, KidVersion(version));
     DYAD_ASSIGN_OR_RETURN(auto parts, SplitWrapped(wrapped));

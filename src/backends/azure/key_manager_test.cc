@@ -274,6 +274,22 @@ TEST_F(AzureKeyTest, MalformedOrTamperedWrappedKeysAreDataLoss) {
   EXPECT_EQ(km->Decrypt(9, dk->wrapped, kCtx).code(), ErrorCode::kNotFound);
 }
 
+TEST_F(AzureKeyTest, AnotherKeysDataKeyIsDataLossEvenBeforeFirstUse) {
+  vault_->AddKey("dyad-key");
+  vault_->AddKey("other-key");
+  AzureKeyOptions other;
+  other.key_name = "other-key";
+  auto theirs = Open(other)->GenerateDataKey(kCtx);
+  ASSERT_TRUE(theirs.ok());
+  // A separate registry, as another deployment would have.
+  auto db = *SqliteDb::Open(dir_.File("mine.db"));
+  AzureKeyOptions mine;
+  mine.key_name = "dyad-key";
+  auto km = std::move(NewAzureKeyManager(mine, *client_, NewSqliteKeyVersionRepository(db), clock_, random_)).value();
+  auto opened = km->Decrypt(theirs->version, theirs->wrapped, kCtx);
+  EXPECT_EQ(opened.code(), ErrorCode::kDataLoss);
+}
+
 TEST_F(AzureKeyTest, AForbiddenCallNamesTheRole) {
   vault_->AddKey("dyad-key");
   vault_->forbidden.insert("POST /keys");
