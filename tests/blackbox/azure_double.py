@@ -12,7 +12,8 @@ standalone (`python3 azure_double.py DIR` writes DIR/double.json).
 Every vault request needs a bearer token this double issued for https://vault.azure.net in its tenant, not expired
 (token_ttl is settable, expire_tokens() ends them all); without one it answers 401 with Key Vault's challenge.
 Faults: fail_next(n, status, ops) (429 with Retry-After, 5xx, 403 with Key Vault's RBAC Forbidden body), deny(ops)
-(403 until allow()), set_down(mode) (connection reset or 503). counts[op] counts every request by operation name
+(403 until allow()), set_down(mode) (connection reset or 503), lag (deletes and recoveries complete only after that many
+further requests naming the secret, as Key Vault's do asynchronously). counts[op] counts every request by operation name
 ("get_secret", "unwrap_key", "token", "imds", ...), statuses[(op, status)] what was answered.
 """
 import base64
@@ -198,23 +199,35 @@ def aad_error(status, error, code, description):
 class AzureDouble:
     """The vault, its tenant and identities; all state behind one lock. start() before use, stop() after."""
 
-    def __init__(self, workdir=None, tenant_id=None, token_ttl=3600):
+    def __init__(self, workdir=None, tenant_id=None, token_ttl=3600, identity=None):
+        """identity: another AzureDouble whose tenant, apps and tokens this vault shares (a second vault, as for
+        AZURE_KEY_VAULT_KEY_URL): its challenge then names that double's authority."""
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="azure-double-")
         self.workdir = pathlib.Path(workdir or self._tmp.name)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.tenant_id = tenant_id or str(uuid.uuid4())
+        self.identity = identity
+        self.tenant_id = identity.tenant_id if identity else tenant_id or str(uuid.uuid4())
         self.token_ttl = token_ttl
         self.lock = threading.Lock()
-        self.ca_pem, self._server_pem, self._server_key = make_tls_files(self.workdir)
+        if identity:  # one CA for both, as a client trusting one bundle would see
+            self.ca_pem, self._server_pem, self._server_key = identity.ca_pem, identity._server_pem, identity._server_key
+        else:
+            self.ca_pem, self._server_pem, self._server_key = make_tls_files(self.workdir)
         self.secrets = {}          # name -> [version dicts], newest last
         self.deleted_secrets = {}  # name -> {"versions": [...], "deletedDate", "scheduledPurgeDate"}
         self.keys = {}             # name -> [version dicts], newest last
-        self.apps = {}             # client_id -> {"secret", "certs": {sha1: pubkey, sha256: pubkey}, "federated": set}
-        self.issuers = {}          # issuer -> private key that signs its federated tokens
-        self.managed = {}          # client_id -> object id; the first one is the system-assigned default
-        self.app_service_header = pysecrets.token_hex(16)
-        self.tokens = {}           # access token -> {"aud", "exp", "appid", "tid"}
-        self.roles = {}            # principal client_id -> set of role names (only consulted when enforce_rbac)
+        shared = identity.__dict__ if identity else {}
+        # client_id -> {"secret", "certs": {b64url sha1/sha256 thumbprint: public key}, "federated": {(iss, sub)}}
+        self.apps = shared.get("apps", {})
+        self.issuers = shared.get("issuers", {})  # issuer -> private key that signs its federated tokens
+        self.managed = shared.get("managed", {})  # client_id -> object id; the first one is the default identity
+        self.app_service_header = shared.get("app_service_header") or pysecrets.token_hex(16)
+        self.tokens = shared.get("tokens", {})    # access token -> {"aud", "exp", "appid", "tid"}
+        self.roles = shared.get("roles", {})      # client_id -> set of role names (only consulted when enforce_rbac)
+        # Deletes and recoveries complete asynchronously in Key Vault: for `lag` requests naming the secret after
+        # one, it reads as not there yet and a PUT is refused (409 ObjectIsBeingDeleted / ObjectIsBeingRecovered).
+        self.lag = 0
+        self._pending = {}         # secret name -> ["deleting" | "recovering", requests left]
         self.enforce_rbac = False
         self.counts = Counter()
         self.statuses = Counter()
@@ -257,7 +270,7 @@ class AzureDouble:
 
     @property
     def authority_host(self):
-        return f"https://127.0.0.1:{self.port}"
+        return self.identity.authority_host if self.identity else f"https://127.0.0.1:{self.port}"
 
     @property
     def imds_endpoint(self):
@@ -351,6 +364,7 @@ class AzureDouble:
         """Back to a healthy vault: no pending faults, nothing denied, up, RBAC not enforced."""
         with self.lock:
             self._faults, self._denied, self.down, self.enforce_rbac = [], set(), None, False
+            self.lag, self._pending = 0, {}
 
     def reset_counts(self):
         with self.lock:
@@ -613,10 +627,34 @@ class AzureDouble:
         if len(parts) > 1 and not NAME_RE.match(parts[1]):
             raise kv_error(400, "BadParameter", "The request URI contains an invalid name: " + parts[1])
         with self.lock:
+            if op in SECRET_ACTIONS and len(parts) > 1:
+                self._check_pending(op, parts[1])
             result = getattr(self, "_op_" + op)(parts, query, payload)
         return (200, result, {}) if not isinstance(result, tuple) else result
 
     # ---- secrets
+    def _check_pending(self, op, name):
+        pending = self._pending.get(name)
+        if pending is None:
+            return
+        pending[1] -= 1
+        if pending[1] < 0:
+            del self._pending[name]
+            return
+        state = pending[0]
+        if op == "set_secret":
+            if state == "deleting":
+                raise kv_error(409, "Conflict", f"Secret {name} is currently being deleted.", "ObjectIsBeingDeleted")
+            raise kv_error(409, "Conflict", f"Secret {name} is currently being recovered and cannot be re-created; "
+                           "retry later.", "ObjectIsBeingRecovered")
+        if state == "deleting" and op in ("get_deleted_secret", "recover_deleted_secret"):
+            raise kv_error(404, "SecretNotFound", f"Deleted Secret not found: {name}")
+        if state == "deleting" and op == "purge_deleted_secret":
+            raise kv_error(409, "Conflict", f"Secret {name} is currently being deleted.", "ObjectIsBeingDeleted")
+        if state == "recovering" and op in ("get_secret", "list_secret_versions", "update_secret"):
+            raise kv_error(404, "SecretNotFound", f"A secret with (name/id) {name} was not found in this key vault. "
+                           + HELP)
+
     def _sid(self, name, version=None, kind="secrets"):
         return f"{self.vault_url}/{kind}/{name}" + (f"/{version}" if version else "")
 
@@ -727,6 +765,8 @@ class AzureDouble:
         d = {"versions": self.secrets.pop(name), "deletedDate": now,
              "scheduledPurgeDate": now + RECOVERABLE_DAYS * 86400}
         self.deleted_secrets[name] = d
+        if self.lag:
+            self._pending[name] = ["deleting", self.lag]
         return self._deleted_bundle(name, d)
 
     def _deleted(self, name):
@@ -751,6 +791,8 @@ class AzureDouble:
         d = self._deleted(parts[1])
         del self.deleted_secrets[parts[1]]
         self.secrets[parts[1]] = d["versions"]
+        if self.lag:
+            self._pending[parts[1]] = ["recovering", self.lag]
         return self._secret_bundle(parts[1], d["versions"][-1], with_value=False)
 
     # ---- keys
@@ -909,6 +951,12 @@ class AzureDouble:
             self.set_down(p.get("mode"))
         elif parts == ["expire"] and method == "POST":
             self.expire_tokens()
+        elif parts == ["lag"] and method == "POST":
+            self.lag = int(p["requests"])
+        elif parts == ["rbac"] and method == "POST":
+            self.enforce_rbac = bool(p["enforce"])
+            for client_id, role in p.get("assign", []):
+                self.assign_role(client_id, role)
         elif parts == ["ttl"] and method == "POST":
             self.token_ttl = int(p["seconds"])
         elif parts == ["reset"] and method == "POST":
@@ -934,6 +982,7 @@ class AzureDouble:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a gateway re-encrypting in parallel opens many connections at once
 
     def __init__(self, address, double):
         self.double = double

@@ -133,6 +133,22 @@ def test_secret_delete_recover_purge_and_conflict(double):
     assert len(list(client.list_properties_of_secret_versions(n))) == 1
 
 
+def test_delete_and_recover_complete_asynchronously(double):
+    client, n = secrets_client(double), name()
+    client.set_secret(n, "v1")
+    double.lag = 2
+    poller = client.begin_delete_secret(n, _polling_interval=0.05)
+    with pytest.raises(ResourceExistsError) as err:  # the name is held while the delete completes
+        client.set_secret(n, "v2")
+    assert "currently being deleted" in err.value.message
+    poller.wait()  # a Key Vault poller's result() does not wait; wait() polls get_deleted_secret
+    assert poller.done() and poller.result().name == n
+    assert double.count("get_deleted_secret", 404) == 1 and double.count("get_deleted_secret", 200) >= 1
+    client.begin_recover_deleted_secret(n, _polling_interval=0.05).wait()
+    assert double.count("get_secret", 404) >= 1  # the poller looked until the secret read again
+    assert client.get_secret(n).value == "v1"
+
+
 # ------------------------------------------------------------------------------------------------ keys
 
 def test_key_create_get_rotate_versions_disable(double):
@@ -204,6 +220,20 @@ def test_oct_hsm_a256kw(double):
     assert len(wrapped.encrypted_key) == 40
     assert crypto.unwrap_key(KeyWrapAlgorithm.aes_256, wrapped.encrypted_key).key == dek
     assert double.count("wrap_key", 200) == 1 and double.count("unwrap_key", 200) == 1
+
+
+def test_key_in_a_second_vault_of_the_same_tenant(double):
+    other = AzureDouble(identity=double).start()
+    other.client_id = double.client_id
+    try:
+        key = keys_client(other).create_rsa_key(name("k"))
+        assert key.id.startswith(other.vault_url + "/keys/")
+        wrapped = CryptographyClient.from_jwk(key.key).wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"d" * 32)
+        unwrapped = crypto_client(other, key).unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)
+        assert unwrapped.key == b"d" * 32
+        assert other.count("token") == 0 and double.count("token") >= 1  # one tenant, one token endpoint
+    finally:
+        other.stop()
 
 
 # ------------------------------------------------------------------------------------------------ identities

@@ -57,7 +57,7 @@ class FakeKeyVault final : public HttpTransport {
   std::map<std::string, Key> keys;
   int recover_lag = 0;       // GETs of a recovered secret answering 404 first
   int purge_lag = 0;         // PUTs answering 409 after a purge
-  int delete_lag = 0;        // purges answering 409 after a delete
+  int delete_lag = 0;        // purges and PUTs answering 409 "being deleted" after a delete
   bool forbid_purge = false;
   std::set<std::string> forbidden;  // "METHOD /path-prefix" answered 403 Forbidden (RBAC)
   std::deque<std::pair<int, std::string>> inject;  // next answers, whatever is asked
@@ -190,6 +190,10 @@ class FakeKeyVault final : public HttpTransport {
       return Reply(200, SecretBundle(name, it->second));
     }
     if (method == "PUT") {
+      if (deleted.count(name) && deleting_ > 0) {
+        --deleting_;
+        return Error(409, "Conflict", "Secret " + name + " is currently being deleted.");
+      }
       if (deleted.count(name)) {
         return Error(409, "Conflict", "Secret " + name + " is currently in a deleted but recoverable state, and its "
                                       "name cannot be reused; in this state, the secret can only be recovered or purged.");
@@ -317,7 +321,10 @@ class FakeKeyVault final : public HttpTransport {
       return Error(404, "KeyNotFound", "A key with (name/id) " + name + " was not found in this key vault.");
     }
     Key& k = it->second;
-    if (seg.size() == 2 && method == "GET") return Reply(200, KeyBundle(name, k, k.versions.back()));
+    if (seg.size() == 2 && method == "GET") {
+      if (!k.versions.back().enabled) return Error(403, "Forbidden", "Operation get is not allowed on a disabled key.");
+      return Reply(200, KeyBundle(name, k, k.versions.back()));
+    }
     if (seg.size() == 3 && seg[2] == "rotate" && method == "POST") {
       NewKeyVersion(name);
       return Reply(200, KeyBundle(name, k, k.versions.back()));

@@ -1,13 +1,17 @@
 // The Azure Key Vault KeyManager: data keys are 32 random bytes made here,
 // wrapped under a Key Vault key and unwrapped by Key Vault.
 //
-// An RSA key (RSA, RSA-HSM) wraps with RSA-OAEP-256: locally with the public
-// key read once from GET /keys/{name}/{version} (OpenSSL, OAEP with SHA-256
-// and MGF1-SHA-256, as the SDK's CryptographyClient does), or remotely with
-// POST /keys/{name}/{version}/wrapkey when the local wrap is not possible; an
-// `oct`/`oct-HSM` key (Managed HSM) wraps remotely with A256KW. Unwrap is
-// always remote: POST /keys/{name}/{version}/unwrapkey. Azure has no rewrap:
-// ReEncrypt is unwrap + wrap.
+// An RSA key (RSA, RSA-HSM) wraps with RSA-OAEP-256 by POST
+// /keys/{name}/{version}/wrapkey, or with `wrap_locally` here with the public
+// key of GET /keys/{name}/{version} (OpenSSL, OAEP with SHA-256 and
+// MGF1-SHA-256, as the SDK's CryptographyClient does; the version's
+// attributes read again after a minute, so a version disabled in Azure stops
+// wrapping). Remote is the default: credential writes are rare, and Key Vault
+// then refuses a disabled or expired version at write time instead of a
+// blob being written that nobody can unwrap. An `oct`/`oct-HSM` key (Managed
+// HSM) wraps remotely with A256KW. Unwrap is always remote: POST
+// /keys/{name}/{version}/unwrapkey. Azure has no rewrap: ReEncrypt is unwrap
+// + wrap.
 //
 // Context binding: Key Vault's wrap takes no label or AAD, so the context
 // (the secret's name) is bound inside the wrapped plaintext, as the Vault
@@ -47,6 +51,7 @@ namespace dyad {
 struct AzureKeyOptions {
   std::string key_name;            // ENCRYPTION_KEY_ID: the key's name in the vault
   std::string key_version_pinned;  // from a full key id URL (…/keys/NAME/VERSION); "" for the latest
+  bool wrap_locally = false;       // RSA keys: wrap with the cached public key, not by a wrapkey call
 };
 
 Result<std::unique_ptr<KeyManager>> NewAzureKeyManager(AzureKeyOptions options, AzureClient& client,

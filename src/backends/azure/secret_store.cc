@@ -259,19 +259,33 @@ class AzureSecretStore final : public SecretStore {
     if (auto v = answer.find("value"); v != answer.end() && v->is_string()) Cleanse(v->get_ref<std::string&>());
   }
 
-  // PUT /secrets/{name}: a new version. A name a soft-deleted secret holds
-  // is, with `revive`, recovered (or purged) first.
+  // PUT /secrets/{name}: a new version. While a delete, purge or recovery
+  // of the name is still completing (409) the PUT is tried again, a bounded
+  // number of times; a name a soft-deleted secret holds is, with `revive`,
+  // recovered (or purged) first, once.
   Result<std::string> Set(const std::string& name, std::string_view value, bool revive) {
     json body = {{"value", value}, {"contentType", options_.content_type}};
     json tags = {{"managed-by", "dyad-gateway"}};
     if (auto id = ProviderIdOf(name)) tags["provider-id"] = *id;
     if (std::string cv = CredentialsVersionOf(value); !cv.empty()) tags["credentials-version"] = cv;
     body["tags"] = std::move(tags);
-    auto written = Call("secrets.set", "PUT", "/secrets/" + name, &body);
-    if (!written.ok() && revive && SoftDeleted(written.error())) {
-      Status revived = options_.purge_on_delete ? PurgeHeld(name) : Recover(name);
-      if (revived.ok()) written = WriteRetried(name, body);
-      else written = revived.error();
+    Result<json> written = MakeError(ErrorCode::kInternal, "unset");
+    bool revived = false;
+    for (int attempt = 0;; ++attempt) {
+      written = Call("secrets.set", "PUT", "/secrets/" + name, &body);
+      if (written.ok() || written.code() != ErrorCode::kConflict) break;
+      if (SoftDeleted(written.error())) {
+        if (!revive || revived) break;
+        revived = true;
+        Status s = options_.purge_on_delete ? PurgeHeld(name) : Recover(name);
+        if (!s.ok()) {
+          written = s.error();
+          break;
+        }
+        continue;
+      }
+      if (attempt + 1 >= kMaxWaits) break;
+      clock_.SleepFor(Backoff(attempt));  // being deleted, purged or recovered
     }
     Cleanse(body["value"].get_ref<std::string&>());
     if (!written.ok()) return written.error();
@@ -279,15 +293,6 @@ class AzureSecretStore final : public SecretStore {
     std::string version = LastSegment(StringField(*written, "id"));
     if (version.empty()) return MakeError(ErrorCode::kUnavailable, "secrets.set: the answer for '" + name + "' has no id");
     return version;
-  }
-
-  // The PUT again, while a purge or recovery still holds the name (409).
-  Result<json> WriteRetried(const std::string& name, const json& body) {
-    for (int attempt = 0;; ++attempt) {
-      auto written = Call("secrets.set", "PUT", "/secrets/" + name, &body);
-      if (written.ok() || written.code() != ErrorCode::kConflict || attempt + 1 >= kMaxWaits) return written;
-      clock_.SleepFor(Backoff(attempt));
-    }
   }
 
   // POST /deletedsecrets/{name}/recover, then looks until the secret reads.

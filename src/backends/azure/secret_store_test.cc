@@ -194,6 +194,26 @@ TEST_F(AzureStoreTest, CreateOverASoftDeletedNameRecoversWaitsAndWritesANewVersi
   EXPECT_EQ(vault_->secrets.at(kName).versions.size(), 2u);  // the old version is kept, the new one on top
 }
 
+TEST_F(AzureStoreTest, CreateRightAfterADeleteWaitsForTheDeleteThenRecovers) {
+  ASSERT_TRUE(store_->Create(kName, "old").ok());
+  vault_->delete_lag = 2;  // "currently being deleted" twice
+  ASSERT_TRUE(store_->Delete(kName).ok());
+  auto v = store_->Create(kName, "new");
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  EXPECT_EQ(store_->Get(kName)->value, "new");
+  EXPECT_EQ(vault_->CallsTo("PUT", "/secrets/" + kName), 5u);  // the first, two refused, one soft-deleted, the write
+  EXPECT_EQ(vault_->CallsTo("POST", "/deletedsecrets/" + kName + "/recover"), 1u);
+}
+
+TEST_F(AzureStoreTest, ADeleteThatNeverCompletesGivesUpBounded) {
+  ASSERT_TRUE(store_->Create(kName, "old").ok());
+  vault_->delete_lag = 1000;
+  ASSERT_TRUE(store_->Delete(kName).ok());
+  EXPECT_EQ(store_->Put(kName, "new").code(), ErrorCode::kConflict);
+  EXPECT_LT(vault_->CallsTo("PUT", "/secrets/"), 20u);
+  EXPECT_LT(clock_.Slept(), std::chrono::minutes(1));
+}
+
 TEST_F(AzureStoreTest, ARecoveryThatNeverCompletesGivesUpBounded) {
   ASSERT_TRUE(store_->Create(kName, "old").ok());
   ASSERT_TRUE(store_->Delete(kName).ok());

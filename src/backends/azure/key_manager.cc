@@ -1,0 +1,671 @@
+#include "backends/azure/key_manager.h"
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/rsa.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "backends/azure/base64url.h"
+#include "backends/azure/secret_store.h"
+#include "backends/key_binding.h"
+#include "core/mutex.h"
+#include "core/time_format.h"
+
+namespace dyad {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kRole = "Key Vault Crypto Officer";
+constexpr size_t kMaxWrappedChars = 4000;  // base64url of an RSA-16384 wrap fits
+// A key version's attributes (enabled) are read again after this long
+// before a local wrap relies on them.
+constexpr std::chrono::seconds kMaterialMaxAge{60};
+
+bool IsRsa(const std::string& kty) { return kty == "RSA" || kty == "RSA-HSM"; }
+bool IsOct(const std::string& kty) { return kty == "oct" || kty == "oct-HSM"; }
+
+// A Key Vault object version: 32 hex in Azure; letters and digits here.
+bool ValidVersion(std::string_view v) {
+  return !v.empty() && v.size() <= 64 &&
+         std::all_of(v.begin(), v.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// host[:port] of an http(s) URL, lower-cased; "" when it is not one.
+std::string HostOf(std::string_view url) {
+  for (std::string_view scheme : {"https://", "http://"}) {
+    if (url.starts_with(scheme)) {
+      url.remove_prefix(scheme.size());
+      return Lower(std::string(url.substr(0, url.find('/'))));
+    }
+  }
+  return "";
+}
+
+struct Row {
+  std::string state, created_at, kid_version;
+};
+
+// A key version as Key Vault describes it (GET /keys/{name}/{version}).
+struct Material {
+  std::string version;
+  std::string kty;
+  std::shared_ptr<EVP_PKEY> rsa;  // the public key, for a local wrap
+  bool enabled = true;
+  bool wraps = true;  // key_ops allow wrapKey and unwrapKey (or are not given)
+  Clock::Instant read_at;
+};
+
+std::shared_ptr<EVP_PKEY> RsaPublicKey(const std::string& n, const std::string& e) {
+  std::unique_ptr<BIGNUM, decltype(&BN_free)> bn_n(
+      BN_bin2bn(reinterpret_cast<const unsigned char*>(n.data()), static_cast<int>(n.size()), nullptr), BN_free);
+  std::unique_ptr<BIGNUM, decltype(&BN_free)> bn_e(
+      BN_bin2bn(reinterpret_cast<const unsigned char*>(e.data()), static_cast<int>(e.size()), nullptr), BN_free);
+  if (!bn_n || !bn_e || BN_num_bits(bn_n.get()) < 2048 || BN_num_bits(bn_n.get()) > 16384 || !BN_is_odd(bn_e.get()) ||
+      BN_is_one(bn_e.get())) {
+    return nullptr;
+  }
+  std::unique_ptr<OSSL_PARAM_BLD, decltype(&OSSL_PARAM_BLD_free)> bld(OSSL_PARAM_BLD_new(), OSSL_PARAM_BLD_free);
+  if (!bld || OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, bn_n.get()) != 1 ||
+      OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, bn_e.get()) != 1) {
+    return nullptr;
+  }
+  std::unique_ptr<OSSL_PARAM, decltype(&OSSL_PARAM_free)> params(OSSL_PARAM_BLD_to_param(bld.get()), OSSL_PARAM_free);
+  std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr),
+                                                                   EVP_PKEY_CTX_free);
+  EVP_PKEY* key = nullptr;
+  if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+      EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) != 1) {
+    return nullptr;
+  }
+  return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
+}
+
+// RSA-OAEP with SHA-256 and MGF1-SHA-256 (Key Vault's RSA-OAEP-256).
+Result<std::string> OaepWrap(EVP_PKEY* key, std::string_view plain) {
+  std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(EVP_PKEY_CTX_new(key, nullptr), EVP_PKEY_CTX_free);
+  size_t n = 0;
+  auto* in = reinterpret_cast<const unsigned char*>(plain.data());
+  if (!ctx || EVP_PKEY_encrypt_init(ctx.get()) != 1 ||
+      EVP_PKEY_CTX_set_rsa_padding(ctx.get(), RSA_PKCS1_OAEP_PADDING) != 1 ||
+      EVP_PKEY_CTX_set_rsa_oaep_md(ctx.get(), EVP_sha256()) != 1 ||
+      EVP_PKEY_CTX_set_rsa_mgf1_md(ctx.get(), EVP_sha256()) != 1 ||
+      EVP_PKEY_encrypt(ctx.get(), nullptr, &n, in, plain.size()) != 1) {
+    return MakeError(ErrorCode::kInternal, "RSA-OAEP-256: cannot set up the local wrap");
+  }
+  std::string out(n, '\0');
+  if (EVP_PKEY_encrypt(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &n, in, plain.size()) != 1) {
+    return MakeError(ErrorCode::kInternal, "RSA-OAEP-256: the local wrap failed");
+  }
+  out.resize(n);
+  return out;
+}
+
+// "<kid version>:<base64url>" → the version and the wrapped bytes.
+Result<std::pair<std::string, std::string>> SplitWrapped(std::string_view wrapped) {
+  auto colon = wrapped.find(':');
+  if (colon == std::string_view::npos || !ValidVersion(wrapped.substr(0, colon)) || colon + 1 == wrapped.size() ||
+      wrapped.size() - colon - 1 > kMaxWrappedChars) {
+    return MakeError(ErrorCode::kDataLoss, "not an Azure Key Vault wrapped key ('<key version>:<base64url>')");
+  }
+  auto bytes = Base64UrlDecode(wrapped.substr(colon + 1));
+  if (!bytes) return MakeError(ErrorCode::kDataLoss, "the Azure Key Vault wrapped key is not base64url");
+  return std::make_pair(std::string(wrapped.substr(0, colon)), std::move(*bytes));
+}
+
+class AzureKeyManager final : public KeyManager {
+ public:
+  AzureKeyManager(AzureKeyOptions options, AzureClient& client, std::shared_ptr<KeyVersionRepository> versions,
+                  const Clock& clock, Random& random)
+      : options_(std::move(options)),
+        key_id_(HostOf(client.options().vault_url) + "/" + options_.key_name),
+        row_key_("azure-kv:" + key_id_),
+        keys_path_("/keys/" + options_.key_name),
+        client_(client),
+        repo_(std::move(versions)),
+        clock_(clock),
+        random_(random) {}
+
+  const std::string& Kind() const override { return kind_; }
+  const std::string& KeyId() const override { return key_id_; }
+
+  // No Key Vault call: the key is read on first use, so the gateway starts
+  // while Key Vault is down.
+  Status Init() { return Reload(); }
+
+  Result<DataKey> GenerateDataKey(std::string_view context) override {
+    DYAD_RETURN_IF_ERROR(EnsureKey());
+    DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
+    DYAD_ASSIGN_OR_RETURN(std::string kid_version, KidVersion(primary));
+    DataKey dk;
+    dk.plaintext = SecretBytes(kBoundDekSize);
+    DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), dk.plaintext.size()));
+    DYAD_ASSIGN_OR_RETURN(dk.wrapped, Wrap(primary, kid_version, BindKey(dk.plaintext, context)));
+    dk.version = primary;
+    return dk;
+  }
+
+  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
+    DYAD_RETURN_IF_ERROR(EnsureKey());  // a key not used yet has its version 1 recorded first
+    DYAD_RETURN_IF_ERROR(CheckUsable(version));
+    DYAD_ASSIGN_OR_RETURN(std::string recorded, KidVersion(version));
+    DYAD_ASSIGN_OR_RETURN(auto parts, SplitWrapped(wrapped));
+    auto& [kid_version, bytes] = parts;
+    if (kid_version != recorded) {
+      return MakeError(ErrorCode::kDataLoss, "the data key was wrapped under Key Vault key version " + kid_version +
+                                                 ", not " + recorded + " (gateway version " + std::to_string(version) +
+                                                 ")");
+    }
+    DYAD_ASSIGN_OR_RETURN(Material m, MaterialOf(version, kid_version, std::nullopt));
+    json body = {{"alg", Alg(m.kty)}, {"value", Base64UrlEncode(bytes)}};
+    auto answer = Call("keys.unwrap", "POST", keys_path_ + "/" + kid_version + "/unwrapkey", &body);
+    if (!answer.ok()) {
+      Error e = KeyError(answer.error(), version, kid_version);
+      if (e.code == ErrorCode::kInvalidArgument) {
+        e.code = ErrorCode::kDataLoss;  // Key Vault could not unwrap what it was given
+      }
+      return e;
+    }
+    DYAD_ASSIGN_OR_RETURN(std::string plain, Field(*answer, "keys.unwrap", kid_version));
+    SecretBytes bound(plain);
+    Cleanse(plain);
+    return UnbindKey(bound, context, "Key Vault");
+  }
+
+  // Azure has no rewrap: unwrap, then wrap under the primary.
+  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
+                               std::string_view to_context) override {
+    DYAD_ASSIGN_OR_RETURN(SecretBytes dek, Decrypt(version, wrapped, from_context));
+    DYAD_RETURN_IF_ERROR(EnsureKey());
+    DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
+    DYAD_ASSIGN_OR_RETURN(std::string kid_version, KidVersion(primary));
+    WrappedKey out;
+    DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(primary, kid_version, BindKey(dek, to_context)));
+    out.version = primary;
+    return out;
+  }
+
+  Result<uint32_t> Rotate() override {
+    DYAD_RETURN_IF_ERROR(EnsureKey());
+    DYAD_ASSIGN_OR_RETURN(json answer, Call("keys.rotate", "POST", keys_path_ + "/rotate", nullptr));
+    DYAD_ASSIGN_OR_RETURN(Material m, ParseBundle(answer, "keys.rotate"));
+    const std::string kid_version = m.version;
+    Remember(m);
+    DYAD_RETURN_IF_ERROR(Record(kid_version, std::nullopt));
+    DYAD_ASSIGN_OR_RETURN(uint32_t ordinal, OrdinalOf(kid_version));
+    spdlog::info("Key Vault key {} rotated: Key Vault version {} is gateway version {}", key_id_, kid_version, ordinal);
+    return ordinal;
+  }
+
+  // Only in the registry: the key may be shared, so nothing is disabled in Azure.
+  Status Retire(uint32_t version) override { return SetState(version, "retired"); }
+  Status BeginRetire(uint32_t version) override {
+    DYAD_ASSIGN_OR_RETURN(std::string now, CurrentState(version));
+    if (now == "retired") return OkStatus();
+    return SetState(version, "retiring");
+  }
+
+  Result<std::string> CurrentState(uint32_t version) override {
+    DYAD_RETURN_IF_ERROR(Reload());
+    MutexLock lock(&mu_);
+    auto it = versions_.find(version);
+    if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, NoVersion(version));
+    return it->second.state;
+  }
+
+  // GET /keys/{name}: the key answers, is enabled and wraps; its version
+  // 1 is recorded on the way when this is the first use.
+  Status Probe() override {
+    DYAD_RETURN_IF_ERROR(EnsureKey());
+    auto answer = Call("keys.get", "GET", keys_path_, nullptr);
+    if (!answer.ok()) return LatestError(answer.error());
+    DYAD_ASSIGN_OR_RETURN(Material m, ParseBundle(*answer, "keys.get"));
+    return Usable(m);
+  }
+
+  // Key Vault is asked at most once a second (status pages poll this).
+  Result<KeyState> Describe() override {
+    if (SyncDue()) {
+      Status s = SyncWithVault();
+      if (!s.ok() && !sync_warned_.exchange(true)) {
+        spdlog::warn("Key Vault key {}: cannot read its versions, the registry's stand is shown: {}", key_id_,
+                     s.error().message);
+      }
+    }
+    return KnownState();
+  }
+
+  Result<KeyState> KnownState() override {
+    DYAD_RETURN_IF_ERROR(Reload());
+    KeyState s;
+    s.kind = kind_;
+    s.key_id = key_id_;
+    MutexLock lock(&mu_);
+    s.primary_version = primary_;
+    for (const auto& [v, row] : versions_) s.versions.push_back({v, row.state, row.created_at, 0});
+    return s;
+  }
+
+ private:
+  Result<json> Call(const std::string& op, const char* method, const std::string& path, const json* body,
+                    std::string query = "") {
+    AzureCall call;
+    call.op = op;
+    call.method = method;
+    call.path = path;
+    call.body = body;
+    call.query = std::move(query);
+    call.role = kRole;
+    return client_.Call(call);
+  }
+
+  static const char* Alg(const std::string& kty) { return IsOct(kty) ? "A256KW" : "RSA-OAEP-256"; }
+
+  std::string NoVersion(uint32_t version) const {
+    return "Key Vault key " + key_id_ + " has no gateway version " + std::to_string(version);
+  }
+
+  // Key Vault refuses any operation on a disabled key version with 403.
+  Error KeyError(Error e, uint32_t version, const std::string& kid_version) const {
+    if (e.code == ErrorCode::kPermissionDenied && e.message.find("disabled key") != std::string::npos) {
+      return MakeError(ErrorCode::kFailedPrecondition, "Key Vault key " + key_id_ + " version " + kid_version +
+                                                           " (gateway version " + std::to_string(version) +
+                                                           ") is disabled in Key Vault");
+    }
+    return e;
+  }
+
+  // A read of the key (its latest or pinned version) refused because that
+  // version is disabled.
+  Error LatestError(Error e) const {
+    if (e.code == ErrorCode::kPermissionDenied && e.message.find("disabled key") != std::string::npos) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       "Key Vault key " + key_id_ + ": its " +
+                           (options_.key_version_pinned.empty() ? "current version"
+                                                                : "version " + options_.key_version_pinned) +
+                           " is disabled in Key Vault");
+    }
+    return e;
+  }
+
+  // The key bundle's version, type, public key and state.
+  Result<Material> ParseBundle(const json& answer, const std::string& op) const {
+    auto bad = [&](const std::string& what) { return MakeError(ErrorCode::kUnavailable, op + ": the answer's " + what); };
+    if (!answer.contains("key") || !answer["key"].is_object()) return bad("key is not an object");
+    const json& k = answer["key"];
+    Material m;
+    std::string kid = k.contains("kid") && k["kid"].is_string() ? k["kid"].get<std::string>() : "";
+    const std::string prefix = keys_path_ + "/";
+    auto at = kid.find(prefix);
+    if (at == std::string::npos || HostOf(kid) != HostOf(client_.options().vault_url)) {
+      return bad("kid is not a version of key '" + options_.key_name + "' on this vault");
+    }
+    m.version = kid.substr(at + prefix.size());
+    if (!ValidVersion(m.version)) return bad("kid has no valid version");
+    m.kty = k.contains("kty") && k["kty"].is_string() ? k["kty"].get<std::string>() : "";
+    if (!IsRsa(m.kty) && !IsOct(m.kty)) {
+      return MakeError(ErrorCode::kFailedPrecondition, "Key Vault key " + key_id_ + " is of type '" + m.kty +
+                                                           "', which cannot wrap keys (RSA, RSA-HSM, oct, oct-HSM can)");
+    }
+    if (k.contains("key_ops") && k["key_ops"].is_array()) {
+      bool wrap = false, unwrap = false;
+      for (const auto& op_name : k["key_ops"]) {
+        wrap = wrap || op_name == "wrapKey";
+        unwrap = unwrap || op_name == "unwrapKey";
+      }
+      m.wraps = wrap && unwrap;
+    }
+    if (IsRsa(m.kty) && k.contains("n") && k["n"].is_string() && k.contains("e") && k["e"].is_string()) {
+      auto n = Base64UrlDecode(k["n"].get<std::string>());
+      auto e = Base64UrlDecode(k["e"].get<std::string>());
+      if (n && e) m.rsa = RsaPublicKey(*n, *e);
+    }
+    if (answer.contains("attributes") && answer["attributes"].is_object()) {
+      const json& a = answer["attributes"];
+      if (a.contains("enabled") && a["enabled"].is_boolean()) m.enabled = a["enabled"].get<bool>();
+    }
+    m.read_at = clock_.Now();
+    return m;
+  }
+
+  Status Usable(const Material& m) const {
+    if (!m.enabled) {
+      return MakeError(ErrorCode::kFailedPrecondition, "Key Vault key " + key_id_ + " version " + m.version +
+                                                           " is disabled in Key Vault");
+    }
+    if (!m.wraps) {
+      return MakeError(ErrorCode::kFailedPrecondition, "Key Vault key " + key_id_ + " does not permit wrapKey and "
+                                                                                     "unwrapKey (its key_ops)");
+    }
+    return OkStatus();
+  }
+
+  void Remember(const Material& m) DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    materials_[m.version] = m;
+  }
+
+  // The key version `kid_version` (gateway version `version`), from memory
+  // when read less than `max_age` ago (any age when nullopt).
+  Result<Material> MaterialOf(uint32_t version, const std::string& kid_version,
+                              std::optional<Clock::Duration> max_age) DYAD_LOCKS_EXCLUDED(mu_) {
+    {
+      MutexLock lock(&mu_);
+      auto it = materials_.find(kid_version);
+      if (it != materials_.end() && (!max_age || clock_.Now() - it->second.read_at < *max_age)) return it->second;
+    }
+    auto answer = Call("keys.get", "GET", keys_path_ + "/" + kid_version, nullptr);
+    if (!answer.ok()) return KeyError(answer.error(), version, kid_version);
+    DYAD_ASSIGN_OR_RETURN(Material m, ParseBundle(*answer, "keys.get"));
+    if (m.version != kid_version) {
+      return MakeError(ErrorCode::kDataLoss, "keys.get: asked for key version " + kid_version + ", answered " + m.version);
+    }
+    Remember(m);
+    return m;
+  }
+
+  // "<kid version>:<base64url>" of `plain` wrapped under `kid_version`:
+  // locally with the public key (RSA, when asked for), else by Key Vault.
+  Result<std::string> Wrap(uint32_t version, const std::string& kid_version, const SecretBytes& plain) {
+    DYAD_ASSIGN_OR_RETURN(Material m, MaterialOf(version, kid_version, kMaterialMaxAge));
+    DYAD_RETURN_IF_ERROR(Usable(m));
+    if (options_.wrap_locally && m.rsa) {
+      DYAD_ASSIGN_OR_RETURN(std::string wrapped, OaepWrap(m.rsa.get(), plain.view()));
+      return kid_version + ":" + Base64UrlEncode(wrapped);
+    }
+    json body = {{"alg", Alg(m.kty)}, {"value", Base64UrlEncode(plain.view())}};
+    auto answer = Call("keys.wrap", "POST", keys_path_ + "/" + kid_version + "/wrapkey", &body);
+    Cleanse(body["value"].get_ref<std::string&>());
+    if (!answer.ok()) return KeyError(answer.error(), version, kid_version);
+    DYAD_ASSIGN_OR_RETURN(std::string wrapped, Field(*answer, "keys.wrap", kid_version));
+    if (wrapped.empty()) return MakeError(ErrorCode::kUnavailable, "keys.wrap: the answer's value is empty");
+    return kid_version + ":" + Base64UrlEncode(wrapped);
+  }
+
+  // The base64url `value` of a wrap or unwrap answer, decoded; its `kid`,
+  // when given, must be the version asked for.
+  Result<std::string> Field(json& answer, const std::string& op, const std::string& kid_version) const {
+    auto v = answer.find("value");
+    if (v == answer.end() || !v->is_string()) return MakeError(ErrorCode::kUnavailable, op + ": the answer has no value");
+    auto bytes = Base64UrlDecode(v->get<std::string>());
+    Cleanse(v->get_ref<std::string&>());
+    if (!bytes) return MakeError(ErrorCode::kUnavailable, op + ": the answer's value is not base64url");
+    if (auto kid = answer.find("kid"); kid != answer.end() && kid->is_string() &&
+                                       !kid->get<std::string>().ends_with(keys_path_ + "/" + kid_version)) {
+      Cleanse(*bytes);
+      return MakeError(ErrorCode::kDataLoss, op + ": answered by key '" + kid->get<std::string>() + "', not version " +
+                                                 kid_version + " of " + key_id_);
+    }
+    return std::move(*bytes);
+  }
+
+  bool Ensured() DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    return ensured_;
+  }
+
+  // Version 1 is the key as first used (the pinned version, or the
+  // latest); recorded once for every instance on the registry.
+  Status EnsureKey() {
+    if (Ensured()) return OkStatus();
+    DYAD_RETURN_IF_ERROR(Reload());
+    bool empty;
+    {
+      MutexLock lock(&mu_);
+      empty = versions_.empty();
+    }
+    if (empty) {
+      std::string path = keys_path_;
+      if (!options_.key_version_pinned.empty()) path += "/" + options_.key_version_pinned;
+      auto answer = Call("keys.get", "GET", path, nullptr);
+      if (!answer.ok()) return LatestError(answer.error());
+      DYAD_ASSIGN_OR_RETURN(Material m, ParseBundle(*answer, "keys.get"));
+      DYAD_RETURN_IF_ERROR(Usable(m));
+      Remember(m);
+      KeyVersionRecord first{1, "active", FormatIso8601(clock_.WallNow()), m.version, 0};
+      if (auto made = repo_->CreateFirst(row_key_, first); !made.ok()) return made.error();
+      DYAD_RETURN_IF_ERROR(Reload());
+    } else if (!options_.key_version_pinned.empty() && !OrdinalOf(options_.key_version_pinned).ok()) {
+      spdlog::warn("Key Vault key {}: the configured version {} is not among the versions the registry records; the "
+                   "registry's primary wraps new data keys", key_id_, options_.key_version_pinned);
+    }
+    MutexLock lock(&mu_);
+    ensured_ = true;
+    return OkStatus();
+  }
+
+  // Records `kid_version` as the next gateway version unless it is already
+  // recorded; with `after`, only while the latest recorded is still that
+  // Key Vault version (a sync that raced with another instance adds nothing).
+  Status Record(const std::string& kid_version, std::optional<std::string> after) {
+    auto advanced = repo_->Advance(row_key_, [&](const std::optional<KeyVersionRecord>& latest) -> Result<KeyVersionChange> {
+      KeyVersionChange change;
+      if (latest && latest->material == kid_version) return change;
+      if (after && (!latest || latest->material != *after)) return change;
+      change.next = KeyVersionRecord{0, "active", FormatIso8601(clock_.WallNow()), kid_version, 0};
+      return change;
+    });
+    if (!advanced.ok()) return advanced.error();
+    return Reload();
+  }
+
+  // Makes a version created in Key Vault after the latest recorded one (a
+  // rotation policy's, or one made in the portal) the next gateway version:
+  // the newest enabled such version (versions between were never used here).
+  Status SyncWithVault() {
+    DYAD_RETURN_IF_ERROR(EnsureKey());
+    std::map<std::string, std::pair<int64_t, bool>> listed;  // version -> (created, enabled)
+    AzureCall call;
+    call.op = "keys.versions";
+    call.path = keys_path_ + "/versions";
+    call.query = "maxresults=25";
+    call.role = kRole;
+    auto page = client_.Call(call);
+    for (int pages = 0;; ++pages) {
+      if (!page.ok()) return page.error();
+      if (pages >= 10000) return MakeError(ErrorCode::kInternal, "keys.versions: too many pages");
+      auto items = page->find("value");
+      if (items == page->end() || !items->is_array()) {
+        return MakeError(ErrorCode::kUnavailable, "keys.versions: the answer's value is not a list");
+      }
+      for (const auto& item : *items) {
+        if (!item.is_object() || !item.contains("kid") || !item["kid"].is_string()) continue;
+        std::string kid = item["kid"].get<std::string>();
+        std::string version = kid.substr(kid.rfind('/') + 1);
+        if (!ValidVersion(version)) continue;
+        int64_t created = 0;
+        bool enabled = true;
+        if (item.contains("attributes") && item["attributes"].is_object()) {
+          const json& a = item["attributes"];
+          if (a.contains("created") && a["created"].is_number_integer()) created = a["created"].get<int64_t>();
+          if (a.contains("enabled") && a["enabled"].is_boolean()) enabled = a["enabled"].get<bool>();
+        }
+        listed[version] = {created, enabled};
+      }
+      auto next = page->find("nextLink");
+      if (next == page->end() || !next->is_string() || next->get<std::string>().empty()) break;
+      page = client_.CallUrl(call, next->get<std::string>());
+    }
+    std::string latest;
+    std::map<std::string, bool> known;
+    {
+      MutexLock lock(&mu_);
+      if (versions_.empty()) return OkStatus();
+      latest = versions_.rbegin()->second.kid_version;
+      for (const auto& [v, row] : versions_) known[row.kid_version] = true;
+    }
+    auto at = listed.find(latest);
+    const int64_t latest_created = at == listed.end() ? 0 : at->second.first;
+    std::string newest;
+    int64_t newest_created = latest_created;
+    for (const auto& [version, info] : listed) {
+      if (known.count(version) || !info.second || info.first <= newest_created) continue;
+      newest = version;
+      newest_created = info.first;
+    }
+    if (newest.empty()) return OkStatus();
+    DYAD_RETURN_IF_ERROR(Record(newest, latest));
+    auto ordinal = OrdinalOf(newest);
+    if (ordinal.ok()) {
+      spdlog::warn("Key Vault key {} has a version made outside the gateway ({}): gateway version {} is now primary; "
+                   "a key rotation run re-encrypts the credentials", key_id_, newest, *ordinal);
+    }
+    return OkStatus();
+  }
+
+  bool SyncDue() DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    auto now = clock_.Now();
+    if (last_sync_ && now - *last_sync_ < std::chrono::seconds(1)) return false;
+    last_sync_ = now;
+    return true;
+  }
+
+  Status Reload() DYAD_LOCKS_EXCLUDED(mu_) {
+    std::map<uint32_t, Row> rows;
+    DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> listed, repo_->List(row_key_));
+    for (auto& r : listed) rows[r.version] = {std::move(r.state), std::move(r.created_at), std::move(r.material)};
+    MutexLock lock(&mu_);
+    versions_ = std::move(rows);
+    primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
+    last_reload_ = clock_.Now();
+    return OkStatus();
+  }
+
+  // The primary as the registry has it, read again at most every 500 ms.
+  Result<uint32_t> LivePrimary() DYAD_LOCKS_EXCLUDED(mu_) {
+    bool due;
+    {
+      MutexLock lock(&mu_);
+      due = !last_reload_ || clock_.Now() - *last_reload_ >= std::chrono::milliseconds(500);
+    }
+    if (due) DYAD_RETURN_IF_ERROR(Reload());
+    MutexLock lock(&mu_);
+    if (primary_ == 0) return MakeError(ErrorCode::kFailedPrecondition, "Key Vault key " + key_id_ + " has no version yet");
+    return primary_;
+  }
+
+  Result<std::string> KidVersion(uint32_t version) DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    auto it = versions_.find(version);
+    if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, NoVersion(version));
+    if (!ValidVersion(it->second.kid_version)) {
+      return MakeError(ErrorCode::kDataLoss, "the registry records no Key Vault version for gateway version " +
+                                                 std::to_string(version) + " of " + key_id_);
+    }
+    return it->second.kid_version;
+  }
+
+  Result<uint32_t> OrdinalOf(const std::string& kid_version) DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    for (const auto& [v, row] : versions_) {
+      if (row.kid_version == kid_version) return v;
+    }
+    return MakeError(ErrorCode::kNotFound, "Key Vault key version " + kid_version + " is not recorded");
+  }
+
+  Status SetState(uint32_t version, const char* state) {
+    DYAD_RETURN_IF_ERROR(Reload());
+    {
+      MutexLock lock(&mu_);
+      if (version == primary_) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
+      if (!versions_.count(version)) return MakeError(ErrorCode::kNotFound, NoVersion(version));
+    }
+    DYAD_RETURN_IF_ERROR(repo_->SetState(row_key_, version, state));
+    return Reload();
+  }
+
+  // A version this process has not seen may come from another instance's
+  // rotation: look again before refusing it.
+  Status CheckUsable(uint32_t version) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      {
+        MutexLock lock(&mu_);
+        auto it = versions_.find(version);
+        if (it != versions_.end()) {
+          if (it->second.state == "retired") {
+            return MakeError(ErrorCode::kFailedPrecondition,
+                             "Key Vault key " + key_id_ + " version " + std::to_string(version) + " is retired");
+          }
+          return OkStatus();
+        }
+      }
+      if (attempt == 0) DYAD_RETURN_IF_ERROR(Reload());
+    }
+    return MakeError(ErrorCode::kNotFound, NoVersion(version));
+  }
+
+  const std::string kind_ = "azure-kv";
+  const AzureKeyOptions options_;
+  const std::string key_id_, row_key_, keys_path_;
+  AzureClient& client_;
+  std::shared_ptr<KeyVersionRepository> repo_;
+  const Clock& clock_;
+  Random& random_;
+  std::atomic<bool> sync_warned_{false};
+  Mutex mu_;
+  bool ensured_ DYAD_GUARDED_BY(mu_) = false;
+  std::optional<Clock::Instant> last_sync_ DYAD_GUARDED_BY(mu_);
+  std::optional<Clock::Instant> last_reload_ DYAD_GUARDED_BY(mu_);
+  std::map<uint32_t, Row> versions_ DYAD_GUARDED_BY(mu_);
+  uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;
+  std::map<std::string, Material> materials_ DYAD_GUARDED_BY(mu_);  // by Key Vault version
+};
+
+}  // namespace
+
+Result<AzureKeyOptions> ParseAzureKeyId(const std::string& key_id, const std::string& vault_url) {
+  auto bad = [&](const std::string& why) {
+    return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY_ID: '" + key_id.substr(0, 200) + "' " + why);
+  };
+  AzureKeyOptions out;
+  if (key_id.find("://") == std::string::npos) {
+    if (!IsValidKeyVaultName(key_id)) return bad("is not a Key Vault key name (1-127 of letters, digits and '-')");
+    out.key_name = key_id;
+    return out;
+  }
+  std::string host = HostOf(key_id);
+  if (host.empty()) return bad("is not an https:// key id");
+  if (host != HostOf(vault_url)) return bad("is a key on another vault than AZURE_KEY_VAULT_URL (" + vault_url + ")");
+  std::string path = key_id.substr(key_id.find("://") + 3 + host.size());
+  if (path.find_first_of("?#") != std::string::npos) return bad("has a query or fragment");
+  while (path.ends_with('/')) path.pop_back();
+  if (!path.starts_with("/keys/")) return bad("is not a key id (https://VAULT/keys/NAME[/VERSION])");
+  path = path.substr(6);
+  auto slash = path.find('/');
+  out.key_name = path.substr(0, slash);
+  if (slash != std::string::npos) out.key_version_pinned = path.substr(slash + 1);
+  if (!IsValidKeyVaultName(out.key_name)) return bad("names no valid key");
+  if (slash != std::string::npos && !ValidVersion(out.key_version_pinned)) return bad("names no valid key version");
+  return out;
+}
+
+Result<std::unique_ptr<KeyManager>> NewAzureKeyManager(AzureKeyOptions options, AzureClient& client,
+                                                       std::shared_ptr<KeyVersionRepository> versions,
+                                                       const Clock& clock, Random& random) {
+  if (!IsValidKeyVaultName(options.key_name)) {
+    return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY_ID: '" + options.key_name.substr(0, 200) +
+                                                      "' is not a Key Vault key name (1-127 of letters, digits and '-')");
+  }
+  if (!options.key_version_pinned.empty() && !ValidVersion(options.key_version_pinned)) {
+    return MakeError(ErrorCode::kInvalidArgument, "ENCRYPTION_KEY_ID: the key version is not valid");
+  }
+  if (!versions) return MakeError(ErrorCode::kInvalidArgument, "Key Vault key manager: no key version repository");
+  auto km = std::make_unique<AzureKeyManager>(std::move(options), client, std::move(versions), clock, random);
+  DYAD_RETURN_IF_ERROR(km->Init());
+  return std::unique_ptr<KeyManager>(std::move(km));
+}
+
+}  // namespace dyad
