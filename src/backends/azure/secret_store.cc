@@ -141,14 +141,18 @@ class AzureSecretStore final : public SecretStore {
   }
 
   Status DeleteNow(const std::string& name) override {
-    DYAD_RETURN_IF_ERROR(Delete(name));
+    DYAD_RETURN_IF_ERROR(CheckName(name));
+    auto deleted = Call("secrets.delete", "DELETE", "/secrets/" + name, nullptr);
+    if (!deleted.ok() && deleted.code() != ErrorCode::kNotFound) return deleted.error();
     if (!options_.purge_on_delete) return OkStatus();
     // The soft delete completes asynchronously: until it has, the purge
-    // answers 404 (not yet a deleted secret) or 409 (being deleted).
+    // answers 404 (not yet a deleted secret) or 409 (being deleted). A name
+    // that held no live secret is purged once, in case a deleted one holds it.
     for (int attempt = 0;; ++attempt) {
       auto purged = Purge(name);
       if (purged.ok()) return OkStatus();
       if (purged.code() == ErrorCode::kPermissionDenied) return OkStatus();  // said once by Purge; soft-deleted
+      if (purged.code() == ErrorCode::kNotFound && !deleted.ok()) return OkStatus();
       bool pending = purged.code() == ErrorCode::kNotFound || purged.code() == ErrorCode::kConflict;
       if (!pending) return purged;
       if (attempt + 1 >= kMaxWaits) {
@@ -315,11 +319,15 @@ class AzureSecretStore final : public SecretStore {
                                                   std::to_string(kMaxWaits) + " looks");
   }
 
-  // Purges the soft-deleted secret holding `name`.
+  // Purges the soft-deleted secret holding `name` (tried again while its
+  // delete completes).
   Status PurgeHeld(const std::string& name) {
-    auto purged = Purge(name);
-    if (purged.ok() || purged.code() == ErrorCode::kNotFound) return OkStatus();
-    return purged;
+    for (int attempt = 0;; ++attempt) {
+      auto purged = Purge(name);
+      if (purged.ok() || purged.code() == ErrorCode::kNotFound) return OkStatus();
+      if (purged.code() != ErrorCode::kConflict || attempt + 1 >= kMaxWaits) return purged;
+      clock_.SleepFor(Backoff(attempt));
+    }
   }
 
   // DELETE /deletedsecrets/{name}; a refusal is said once, naming what it needs.

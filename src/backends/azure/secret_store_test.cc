@@ -258,6 +258,35 @@ TEST_F(AzureStoreTest, DeleteNowPurgesOnlyWhenPermittedAndWaitsForTheDelete) {
   EXPECT_EQ(vault_->secrets.count(kName), 0u);
 }
 
+TEST_F(AzureStoreTest, WithPurgeOnDeleteAPutRightAfterADeleteWaitsThenPurges) {
+  AzureSecretStoreOptions o;
+  o.purge_on_delete = true;
+  Open(o);
+  ASSERT_TRUE(store_->Create(kName, "old").ok());
+  vault_->delete_lag = 2;
+  ASSERT_TRUE(store_->Delete(kName).ok());
+  ASSERT_TRUE(store_->Put(kName, "new").ok());
+  EXPECT_EQ(store_->Get(kName)->value, "new");
+  EXPECT_EQ(vault_->CallsTo("DELETE", "/deletedsecrets/" + kName), 1u);
+  MutexLock lock(&vault_->mu());
+  EXPECT_EQ(vault_->secrets.at(kName).versions.size(), 1u);
+}
+
+TEST_F(AzureStoreTest, DeleteNowOfANameWithNoSecretPurgesOnceAndDoesNotWait) {
+  AzureSecretStoreOptions o;
+  o.purge_on_delete = true;
+  Open(o);
+  ASSERT_TRUE(store_->DeleteNow(kName).ok());
+  EXPECT_EQ(vault_->CallsTo("DELETE", "/deletedsecrets/" + kName), 1u);
+  EXPECT_EQ(clock_.Slept(), Clock::Duration(0));
+  // One already soft-deleted is purged.
+  ASSERT_TRUE(store_->Create(kName, "a").ok());
+  ASSERT_TRUE(store_->Delete(kName).ok());
+  ASSERT_TRUE(store_->DeleteNow(kName).ok());
+  MutexLock lock(&vault_->mu());
+  EXPECT_EQ(vault_->deleted.count(kName), 0u);
+}
+
 TEST_F(AzureStoreTest, ARefusedPurgeIsLoggedOnceNamingTheRoleAndThePermission) {
   LogCapture log;
   AzureSecretStoreOptions o;
