@@ -246,7 +246,8 @@ class AzureSecretStore final : public SecretStore {
       return MakeError(ErrorCode::kUnavailable, "secrets.get: the answer for '" + name + "' has no value");
     }
     std::string version = LastSegment(StringField(answer, "id"));
-    if (auto a = answer.find("attributes"); a != answer.end() && a->is_object() && a->value("enabled", true) == false) {
+    if (auto a = answer.find("attributes"); a != answer.end() && a->is_object() && a->contains("enabled") &&
+                                            (*a)["enabled"] == false) {
       Wipe(answer);
       return MakeError(ErrorCode::kNotFound, "secret '" + name + "' is disabled");
     }
@@ -348,7 +349,9 @@ class AzureSecretStore final : public SecretStore {
     std::optional<int64_t> latest;
     for (const char* field : {"created", "updated"}) {
       auto it = a->find(field);
-      if (it != a->end() && it->is_number() && (!latest || it->get<int64_t>() > *latest)) latest = it->get<int64_t>();
+      if (it != a->end() && it->is_number_integer() && (!latest || it->get<int64_t>() > *latest)) {
+        latest = it->get<int64_t>();
+      }
     }
     if (!latest) return std::nullopt;
     return std::chrono::system_clock::time_point(std::chrono::seconds(*latest));

@@ -370,6 +370,16 @@ TEST_F(AzureStoreTest, MalformedAnswersAreUnavailableNotValues) {
   EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kUnavailable);
   vault_->inject.push_back({200, R"({"value":"v","id":"https://vault.test/secrets/n/1","attributes":{"enabled":false}})"});
   EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kNotFound);
+  vault_->inject.push_back({200, R"({"value":"v","id":"https://vault.test/secrets/n/1","attributes":{"enabled":"no"}})"});
+  EXPECT_TRUE(store_->Get(kName).ok());  // a wrong type is not a disabled secret, and throws nothing
+  vault_->inject.push_back({200, R"({"value":[],"nextLink":5})"});
+  EXPECT_TRUE(store_->List().ok());
+  vault_->inject.push_back({200, R"({"value":[{"id":"https://vault.test/secrets/dyad-gateway--providers--a",
+                                     "attributes":{"updated":1e300,"created":"x"}}, 7, {"id":3}]})"});
+  auto listed = store_->List();
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_FALSE((*listed)[0].changed_at);
   vault_->inject.push_back({200, R"([1,2])"});
   EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kUnavailable);
   // A PUT answered without an id.
