@@ -46,12 +46,12 @@ def make_key(double, kty="RSA"):
     return name
 
 
-def run_contract(double, key, other):
+def run_contract(double, key, other, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "SECRETS_", "ENCRYPTION_", "DYAD_"))}
     env.update(DYAD_CONTRACT_AZURE="1", DYAD_CONTRACT_OTHER_KEY_ID=other, ENCRYPTION_KEY_ID=key,
                AZURE_KEY_VAULT_URL=double.vault_url, AZURE_CA_BUNDLE=double.ca_pem, AZURE_AUTH_METHOD="secret",
                AZURE_TENANT_ID=double.tenant_id, AZURE_CLIENT_ID=double.client_id, AZURE_CLIENT_SECRET=SECRET,
-               AZURE_AUTHORITY_HOST=double.authority_host, AZURE_VERIFY_CHALLENGE_RESOURCE="false")
+               AZURE_AUTHORITY_HOST=double.authority_host, AZURE_VERIFY_CHALLENGE_RESOURCE="false", **extra)
     run = subprocess.run([str(unit_tests_binary()), "--gtest_filter=Backends/StoreContract.*/azure"], env=env,
                          capture_output=True, text=True, timeout=900)
     return run.returncode, run.stdout + run.stderr
@@ -68,3 +68,14 @@ def test_azure_passes_the_backend_contract(double):
 def test_azure_passes_the_key_contract_with_an_oct_hsm_key(double):
     rc, out = run_contract(double, make_key(double, "oct-HSM"), make_key(double, "oct-HSM"))
     assert rc == 0, out[-6000:]
+
+
+def test_azure_passes_the_store_contract_purging_deleted_secrets(double):
+    purged = double.count("purge_deleted_secret", 204)
+    double.lag = 1  # each purge waits once for its delete: 120 secrets are purged at the end of one case
+    try:
+        rc, out = run_contract(double, make_key(double), make_key(double), AZURE_PURGE_ON_DELETE="true")
+    finally:
+        double.lag = 2
+    assert rc == 0, out[-6000:]
+    assert double.count("purge_deleted_secret", 204) > purged

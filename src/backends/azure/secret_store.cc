@@ -141,14 +141,18 @@ class AzureSecretStore final : public SecretStore {
   }
 
   Status DeleteNow(const std::string& name) override {
-    DYAD_RETURN_IF_ERROR(Delete(name));
+    DYAD_RETURN_IF_ERROR(CheckName(name));
+    auto deleted = Call("secrets.delete", "DELETE", "/secrets/" + name, nullptr);
+    if (!deleted.ok() && deleted.code() != ErrorCode::kNotFound) return deleted.error();
     if (!options_.purge_on_delete) return OkStatus();
     // The soft delete completes asynchronously: until it has, the purge
-    // answers 404 (not yet a deleted secret) or 409 (being deleted).
+    // answers 404 (not yet a deleted secret) or 409 (being deleted). A name
+    // that held no live secret is purged once, in case a deleted one holds it.
     for (int attempt = 0;; ++attempt) {
       auto purged = Purge(name);
       if (purged.ok()) return OkStatus();
       if (purged.code() == ErrorCode::kPermissionDenied) return OkStatus();  // said once by Purge; soft-deleted
+      if (purged.code() == ErrorCode::kNotFound && !deleted.ok()) return OkStatus();
       bool pending = purged.code() == ErrorCode::kNotFound || purged.code() == ErrorCode::kConflict;
       if (!pending) return purged;
       if (attempt + 1 >= kMaxWaits) {
@@ -242,7 +246,8 @@ class AzureSecretStore final : public SecretStore {
       return MakeError(ErrorCode::kUnavailable, "secrets.get: the answer for '" + name + "' has no value");
     }
     std::string version = LastSegment(StringField(answer, "id"));
-    if (auto a = answer.find("attributes"); a != answer.end() && a->is_object() && a->value("enabled", true) == false) {
+    if (auto a = answer.find("attributes"); a != answer.end() && a->is_object() && a->contains("enabled") &&
+                                            (*a)["enabled"] == false) {
       Wipe(answer);
       return MakeError(ErrorCode::kNotFound, "secret '" + name + "' is disabled");
     }
@@ -315,11 +320,15 @@ class AzureSecretStore final : public SecretStore {
                                                   std::to_string(kMaxWaits) + " looks");
   }
 
-  // Purges the soft-deleted secret holding `name`.
+  // Purges the soft-deleted secret holding `name` (tried again while its
+  // delete completes).
   Status PurgeHeld(const std::string& name) {
-    auto purged = Purge(name);
-    if (purged.ok() || purged.code() == ErrorCode::kNotFound) return OkStatus();
-    return purged;
+    for (int attempt = 0;; ++attempt) {
+      auto purged = Purge(name);
+      if (purged.ok() || purged.code() == ErrorCode::kNotFound) return OkStatus();
+      if (purged.code() != ErrorCode::kConflict || attempt + 1 >= kMaxWaits) return purged;
+      clock_.SleepFor(Backoff(attempt));
+    }
   }
 
   // DELETE /deletedsecrets/{name}; a refusal is said once, naming what it needs.
@@ -340,7 +349,9 @@ class AzureSecretStore final : public SecretStore {
     std::optional<int64_t> latest;
     for (const char* field : {"created", "updated"}) {
       auto it = a->find(field);
-      if (it != a->end() && it->is_number() && (!latest || it->get<int64_t>() > *latest)) latest = it->get<int64_t>();
+      if (it != a->end() && it->is_number_integer() && (!latest || it->get<int64_t>() > *latest)) {
+        latest = it->get<int64_t>();
+      }
     }
     if (!latest) return std::nullopt;
     return std::chrono::system_clock::time_point(std::chrono::seconds(*latest));

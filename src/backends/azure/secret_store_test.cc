@@ -258,6 +258,35 @@ TEST_F(AzureStoreTest, DeleteNowPurgesOnlyWhenPermittedAndWaitsForTheDelete) {
   EXPECT_EQ(vault_->secrets.count(kName), 0u);
 }
 
+TEST_F(AzureStoreTest, WithPurgeOnDeleteAPutRightAfterADeleteWaitsThenPurges) {
+  AzureSecretStoreOptions o;
+  o.purge_on_delete = true;
+  Open(o);
+  ASSERT_TRUE(store_->Create(kName, "old").ok());
+  vault_->delete_lag = 2;
+  ASSERT_TRUE(store_->Delete(kName).ok());
+  ASSERT_TRUE(store_->Put(kName, "new").ok());
+  EXPECT_EQ(store_->Get(kName)->value, "new");
+  EXPECT_EQ(vault_->CallsTo("DELETE", "/deletedsecrets/" + kName), 1u);
+  MutexLock lock(&vault_->mu());
+  EXPECT_EQ(vault_->secrets.at(kName).versions.size(), 1u);
+}
+
+TEST_F(AzureStoreTest, DeleteNowOfANameWithNoSecretPurgesOnceAndDoesNotWait) {
+  AzureSecretStoreOptions o;
+  o.purge_on_delete = true;
+  Open(o);
+  ASSERT_TRUE(store_->DeleteNow(kName).ok());
+  EXPECT_EQ(vault_->CallsTo("DELETE", "/deletedsecrets/" + kName), 1u);
+  EXPECT_EQ(clock_.Slept(), Clock::Duration(0));
+  // One already soft-deleted is purged.
+  ASSERT_TRUE(store_->Create(kName, "a").ok());
+  ASSERT_TRUE(store_->Delete(kName).ok());
+  ASSERT_TRUE(store_->DeleteNow(kName).ok());
+  MutexLock lock(&vault_->mu());
+  EXPECT_EQ(vault_->deleted.count(kName), 0u);
+}
+
 TEST_F(AzureStoreTest, ARefusedPurgeIsLoggedOnceNamingTheRoleAndThePermission) {
   LogCapture log;
   AzureSecretStoreOptions o;
@@ -341,6 +370,16 @@ TEST_F(AzureStoreTest, MalformedAnswersAreUnavailableNotValues) {
   EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kUnavailable);
   vault_->inject.push_back({200, R"({"value":"v","id":"https://vault.test/secrets/n/1","attributes":{"enabled":false}})"});
   EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kNotFound);
+  vault_->inject.push_back({200, R"({"value":"v","id":"https://vault.test/secrets/n/1","attributes":{"enabled":"no"}})"});
+  EXPECT_TRUE(store_->Get(kName).ok());  // a wrong type is not a disabled secret, and throws nothing
+  vault_->inject.push_back({200, R"({"value":[],"nextLink":5})"});
+  EXPECT_TRUE(store_->List().ok());
+  vault_->inject.push_back({200, R"({"value":[{"id":"https://vault.test/secrets/dyad-gateway--providers--a",
+                                     "attributes":{"updated":1e300,"created":"x"}}, 7, {"id":3}]})"});
+  auto listed = store_->List();
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_FALSE((*listed)[0].changed_at);
   vault_->inject.push_back({200, R"([1,2])"});
   EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kUnavailable);
   // A PUT answered without an id.
