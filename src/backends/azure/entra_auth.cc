@@ -334,6 +334,10 @@ class EntraAuth final : public RequestAuth {
     DYAD_ASSIGN_OR_RETURN(SecretBytes token, credential_->Get(scope));
     std::string value = "Bearer ";
     value.append(token.view());
+    // JsonClient offers the reply to OnRejected on this thread, before this
+    // thread authorizes anything else: what it sent is known there.
+    sent_by_ = this;
+    sent_ = std::move(token);
     request.headers.emplace_back("Authorization", std::move(value));
     return OkStatus();
   }
@@ -341,33 +345,42 @@ class EntraAuth final : public RequestAuth {
   bool OnRejected(std::string_view op, const HttpReply& reply) override DYAD_LOCKS_EXCLUDED(mu_) {
     if (reply.status != 401) return false;
     auto challenge = ParseEntraChallenge(reply.Header("www-authenticate"));
-    MutexLock lock(&mu_);
-    if (!challenge) {
-      if (scope_.empty()) return false;
-      credential_->Invalidate(scope_);  // an expired or revoked token: one fresh one
-      return true;
+    std::string known;
+    {
+      MutexLock lock(&mu_);
+      known = scope_;
+      if (challenge && challenge->scope != scope_) {
+        if (verify_ && !ChallengeResourceMatches(vault_host_, challenge->scope)) {
+          spdlog::warn("Key Vault {} ({}): the 401 challenge is for {}, which this vault is not part of: no token is "
+                       "sent (AZURE_VERIFY_CHALLENGE_RESOURCE=false accepts it, for a private endpoint)",
+                       vault_host_, op, challenge->scope);
+          return false;
+        }
+        scope_ = challenge->scope;
+        return true;
+      }
     }
-    if (verify_ && !ChallengeResourceMatches(vault_host_, challenge->scope)) {
-      spdlog::warn("Key Vault {} ({}): the 401 challenge is for {}, which this vault is not part of: no token is sent "
-                   "(AZURE_VERIFY_CHALLENGE_RESOURCE=false accepts it, for a private endpoint)",
-                   vault_host_, op, challenge->scope);
-      return false;
-    }
-    if (challenge->scope == scope_) {
-      credential_->Invalidate(scope_);
-      return true;
-    }
-    scope_ = challenge->scope;
+    if (known.empty()) return false;  // refused without a challenge: nothing to learn
+    // The token this thread sent was refused (expired, revoked): one fresh one.
+    if (sent_by_ == this && !sent_.empty()) credential_->Reject(known, sent_);
+    sent_.clear();
     return true;
   }
 
  private:
+  // The token the current thread last sent through this step.
+  static thread_local const EntraAuth* sent_by_;
+  static thread_local SecretBytes sent_;
+
   const std::string vault_host_;
   const bool verify_;
   const std::shared_ptr<EntraCredential> credential_;
   Mutex mu_;
   std::string scope_ DYAD_GUARDED_BY(mu_);  // "" until the vault has challenged
 };
+
+thread_local const EntraAuth* EntraAuth::sent_by_ = nullptr;
+thread_local SecretBytes EntraAuth::sent_;
 
 }  // namespace
 
@@ -396,7 +409,7 @@ Result<std::unique_ptr<EntraTokenSource>> NewEntraTokenSource(const AzureSetting
 
 struct EntraCredential::Scopes {
   Mutex mu;
-  std::map<std::string, std::unique_ptr<RefreshingCredential<SecretBytes>>> by_scope DYAD_GUARDED_BY(mu);
+  std::map<std::string, std::shared_ptr<RefreshingCredential<SecretBytes>>> by_scope DYAD_GUARDED_BY(mu);
 };
 
 EntraCredential::EntraCredential(std::unique_ptr<EntraTokenSource> source, const Clock& clock, RefreshOptions refresh)
@@ -406,32 +419,39 @@ EntraCredential::~EntraCredential() = default;
 
 const std::string& EntraCredential::SourceName() const { return source_->Name(); }
 
+std::shared_ptr<RefreshingCredential<SecretBytes>> EntraCredential::NewHolder(const std::string& scope) const {
+  RefreshOptions options = refresh_;
+  if (options.name.empty()) options.name = "Entra ID token (" + source_->Name() + ")";
+  EntraTokenSource* source = source_.get();
+  return std::make_shared<RefreshingCredential<SecretBytes>>([source, scope] { return source->Fetch(scope); }, clock_,
+                                                              std::move(options));
+}
+
 Result<SecretBytes> EntraCredential::Get(const std::string& scope) {
-  RefreshingCredential<SecretBytes>* holder = nullptr;
+  std::shared_ptr<RefreshingCredential<SecretBytes>> holder;
   {
     MutexLock lock(&scopes_->mu);
     auto& slot = scopes_->by_scope[scope];
-    if (!slot) {
-      RefreshOptions options = refresh_;
-      if (options.name.empty()) options.name = "Entra ID token (" + source_->Name() + ")";
-      EntraTokenSource* source = source_.get();
-      slot = std::make_unique<RefreshingCredential<SecretBytes>>([source, scope] { return source->Fetch(scope); },
-                                                                  clock_, std::move(options));
-    }
-    holder = slot.get();  // never removed: lives as long as this
+    if (!slot) slot = NewHolder(scope);
+    holder = slot;
   }
-  return holder->Get();
+  return holder->Get();  // a fetch runs without the lock
 }
 
-void EntraCredential::Invalidate(const std::string& scope) {
-  RefreshingCredential<SecretBytes>* holder = nullptr;
+void EntraCredential::Reject(const std::string& scope, const SecretBytes& rejected) {
+  std::shared_ptr<RefreshingCredential<SecretBytes>> holder;
   {
     MutexLock lock(&scopes_->mu);
     auto it = scopes_->by_scope.find(scope);
     if (it == scopes_->by_scope.end()) return;
-    holder = it->second.get();
+    holder = it->second;
   }
-  holder->Invalidate();
+  // Outside the lock: this may fetch (when a refresh is due anyway).
+  auto current = holder->Get();
+  if (!current.ok() || !ConstantTimeEquals(current->view(), rejected.view())) return;
+  MutexLock lock(&scopes_->mu);
+  auto& slot = scopes_->by_scope[scope];
+  if (slot == holder) slot = NewHolder(scope);  // unless replaced meanwhile
 }
 
 std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header) {

@@ -44,12 +44,15 @@
 // resource's host (vault.azure.net, vault.azure.cn, vault.usgovcloudapi.net,
 // vault.microsoftazure.de): a token is never sent to a vault that does not
 // match. A 401 for a scope already known (an expired or revoked token)
-// invalidates it: one fresh token, one retry, then the call fails. The
+// rejects the token that request carried: one fresh token, one retry, then
+// the call fails. The
 // tenant is the configured one (AZURE_TENANT_ID); the challenge's
 // authority is not followed.
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <string>
 
 #include "backends/azure/azure_settings.h"
@@ -86,11 +89,16 @@ class EntraCredential {
   EntraCredential(std::unique_ptr<EntraTokenSource> source, const Clock& clock, RefreshOptions refresh = {});
   ~EntraCredential();
   Result<SecretBytes> Get(const std::string& scope);
-  void Invalidate(const std::string& scope);
+  // The vault refused `rejected` (expired or revoked early): when it is still
+  // the scope's current token, the next Get() fetches a new one. A burst of
+  // refusals of one token makes one fetch; a refusal of a token already
+  // replaced changes nothing.
+  void Reject(const std::string& scope, const SecretBytes& rejected);
   const std::string& SourceName() const;
 
  private:
   struct Scopes;
+  std::shared_ptr<RefreshingCredential<SecretBytes>> NewHolder(const std::string& scope) const;
   const std::unique_ptr<EntraTokenSource> source_;
   const Clock& clock_;
   const RefreshOptions refresh_;
