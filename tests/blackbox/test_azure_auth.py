@@ -107,3 +107,16 @@ def test_a_wrong_secret_fails_closed(make_gateway, double):
     assert r.status_code >= 400
     assert "wrong-" + SECRET not in gw.logs()
     assert not any(n.startswith(e["SECRETS_PREFIX"]) for n in double.secrets)
+
+
+def test_no_token_goes_to_a_vault_outside_the_challenge_resource(make_gateway, double):
+    # Verification on (the default): a loopback vault is not in vault.azure.net, so no token is ever fetched or sent.
+    e = azure_env(double, AZURE_CLIENT_ID=double.app, AZURE_CLIENT_SECRET=SECRET, AZURE_VERIFY_CHALLENGE_RESOURCE=None)
+    gw = make_gateway(e).start()
+    r = gw.call("POST", "/admin/providers", json={"name": "OpenAI", "slug": "openai", "type": "http-sdk",
+                                                    "credentials": {"api_key": canary()},
+                                                    "adapterConfig": {"baseUrl": "https://api.example"}})
+    assert r.status_code >= 400
+    assert double.count("token") == 0
+    assert "the 401 challenge is for https://vault.azure.net/.default, which this vault is not part of" in gw.logs()
+    assert not any(n.startswith(e["SECRETS_PREFIX"]) for n in double.secrets)

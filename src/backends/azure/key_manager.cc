@@ -158,6 +158,7 @@ class AzureKeyManager final : public KeyManager {
   }
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
+    DYAD_RETURN_IF_ERROR(EnsureKey());  // a key not used yet has its version 1 recorded first
     DYAD_RETURN_IF_ERROR(CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string recorded, KidVersion(version));
     DYAD_ASSIGN_OR_RETURN(auto parts, SplitWrapped(wrapped));
@@ -460,66 +461,32 @@ class AzureKeyManager final : public KeyManager {
     return Reload();
   }
 
-  // Makes a version created in Key Vault after the latest recorded one (a
-  // rotation policy's, or one made in the portal) the next gateway version:
-  // the newest enabled such version (versions between were never used here).
+  // Makes the key's current version in Key Vault (GET /keys/{name}), when
+  // it is not one the registry records, the next gateway version: a
+  // rotation made in Azure (a rotation policy's, the portal's). The current
+  // version is what Key Vault itself names the latest; the versions list
+  // cannot order versions made within one second (its times are seconds),
+  // and versions made between two looks were never used here.
   Status SyncWithVault() {
     DYAD_RETURN_IF_ERROR(EnsureKey());
-    std::map<std::string, std::pair<int64_t, bool>> listed;  // version -> (created, enabled)
-    AzureCall call;
-    call.op = "keys.versions";
-    call.path = keys_path_ + "/versions";
-    call.query = "maxresults=25";
-    call.role = kRole;
-    auto page = client_.Call(call);
-    for (int pages = 0;; ++pages) {
-      if (!page.ok()) return page.error();
-      if (pages >= 10000) return MakeError(ErrorCode::kInternal, "keys.versions: too many pages");
-      auto items = page->find("value");
-      if (items == page->end() || !items->is_array()) {
-        return MakeError(ErrorCode::kUnavailable, "keys.versions: the answer's value is not a list");
-      }
-      for (const auto& item : *items) {
-        if (!item.is_object() || !item.contains("kid") || !item["kid"].is_string()) continue;
-        std::string kid = item["kid"].get<std::string>();
-        std::string version = kid.substr(kid.rfind('/') + 1);
-        if (!ValidVersion(version)) continue;
-        int64_t created = 0;
-        bool enabled = true;
-        if (item.contains("attributes") && item["attributes"].is_object()) {
-          const json& a = item["attributes"];
-          if (a.contains("created") && a["created"].is_number_integer()) created = a["created"].get<int64_t>();
-          if (a.contains("enabled") && a["enabled"].is_boolean()) enabled = a["enabled"].get<bool>();
-        }
-        listed[version] = {created, enabled};
-      }
-      auto next = page->find("nextLink");
-      if (next == page->end() || !next->is_string() || next->get<std::string>().empty()) break;
-      page = client_.CallUrl(call, next->get<std::string>());
-    }
+    auto answer = Call("keys.get", "GET", keys_path_, nullptr);
+    if (!answer.ok()) return LatestError(answer.error());
+    DYAD_ASSIGN_OR_RETURN(Material m, ParseBundle(*answer, "keys.get"));
     std::string latest;
-    std::map<std::string, bool> known;
     {
       MutexLock lock(&mu_);
       if (versions_.empty()) return OkStatus();
       latest = versions_.rbegin()->second.kid_version;
-      for (const auto& [v, row] : versions_) known[row.kid_version] = true;
+      for (const auto& [v, row] : versions_) {
+        if (row.kid_version == m.version) return OkStatus();
+      }
     }
-    auto at = listed.find(latest);
-    const int64_t latest_created = at == listed.end() ? 0 : at->second.first;
-    std::string newest;
-    int64_t newest_created = latest_created;
-    for (const auto& [version, info] : listed) {
-      if (known.count(version) || !info.second || info.first <= newest_created) continue;
-      newest = version;
-      newest_created = info.first;
-    }
-    if (newest.empty()) return OkStatus();
-    DYAD_RETURN_IF_ERROR(Record(newest, latest));
-    auto ordinal = OrdinalOf(newest);
-    if (ordinal.ok()) {
+    if (!m.enabled || !m.wraps) return OkStatus();  // it could wrap nothing
+    Remember(m);
+    DYAD_RETURN_IF_ERROR(Record(m.version, latest));
+    if (auto ordinal = OrdinalOf(m.version); ordinal.ok()) {
       spdlog::warn("Key Vault key {} has a version made outside the gateway ({}): gateway version {} is now primary; "
-                   "a key rotation run re-encrypts the credentials", key_id_, newest, *ordinal);
+                   "a key rotation run re-encrypts the credentials", key_id_, m.version, *ordinal);
     }
     return OkStatus();
   }

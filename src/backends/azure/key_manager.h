@@ -24,9 +24,10 @@
 // version's material the Key Vault key version (the kid's last segment, 32
 // hex). Ordinal 1 is the key as first used (the pinned version if
 // `key_version_pinned` is set); Rotate() is POST /keys/{name}/rotate and
-// records the new kid version as the next ordinal; Describe() lists GET
-// /keys/{name}/versions (every page) and makes a version created in Azure
-// since the latest ordinal (a rotation policy's) a new ordinal. The wrapped
+// records the new kid version as the next ordinal; Describe() (at most once a
+// second) reads GET /keys/{name} and makes its current version, when not
+// recorded, the next ordinal (a rotation made in Azure: a rotation policy's,
+// the portal's). The wrapped
 // form stored in an envelope names its Key Vault version as well, so it is
 // self-describing: "<kid version>:<base64url of the wrapped key>"; Decrypt
 // refuses one whose kid version is not its ordinal's (kDataLoss). An unwrap

@@ -184,23 +184,28 @@ TEST_F(AzureKeyTest, RotateMakesTheNextVersionPrimaryAndReEncryptMovesKeysToIt) 
 
 TEST_F(AzureKeyTest, DescribeMakesARotationDoneInAzureTheNextVersion) {
   vault_->AddKey("dyad-key");
-  vault_->page_size = 1;  // the versions list takes several pages
   auto km = Open();
   ASSERT_TRUE(km->Probe().ok());
   vault_->RotateKey("dyad-key");
-  const std::string v3 = vault_->RotateKey("dyad-key");  // two rotations: only the newest is used
+  const std::string v3 = vault_->RotateKey("dyad-key");  // two rotations: only the current one is used
+  const size_t before = vault_->calls.size();
   auto state = km->Describe();
   ASSERT_TRUE(state.ok()) << state.error().message;
   EXPECT_EQ(state->primary_version, 2u);
   ASSERT_EQ(state->versions.size(), 2u);
-  EXPECT_EQ(vault_->CallsTo("GET", "/keys/dyad-key/versions"), 3u);
+  EXPECT_EQ(vault_->calls.size(), before + 1);  // one GET /keys/dyad-key
   auto dk = km->GenerateDataKey(kCtx);
   ASSERT_TRUE(dk.ok());
   EXPECT_EQ(dk->version, 2u);
   EXPECT_EQ(KidVersionOf(dk->wrapped), v3);
   // At most once a second; and nothing new makes no version.
   ASSERT_TRUE(km->Describe().ok());
-  EXPECT_EQ(vault_->CallsTo("GET", "/keys/dyad-key/versions"), 3u);
+  EXPECT_EQ(vault_->CallsTo("GET", "/keys/dyad-key"), 3u);
+  clock_.Advance(std::chrono::seconds(2));
+  EXPECT_EQ(km->Describe()->versions.size(), 2u);
+  // A current version that is disabled makes no version either.
+  const std::string v4 = vault_->RotateKey("dyad-key");
+  vault_->SetKeyVersionEnabled("dyad-key", v4, false);
   clock_.Advance(std::chrono::seconds(2));
   EXPECT_EQ(km->Describe()->versions.size(), 2u);
 }
@@ -272,6 +277,22 @@ TEST_F(AzureKeyTest, MalformedOrTamperedWrappedKeysAreDataLoss) {
     EXPECT_EQ(r.code(), ErrorCode::kDataLoss) << bad.substr(0, 60) << ": " << r.error().message;
   }
   EXPECT_EQ(km->Decrypt(9, dk->wrapped, kCtx).code(), ErrorCode::kNotFound);
+}
+
+TEST_F(AzureKeyTest, AnotherKeysDataKeyIsDataLossEvenBeforeFirstUse) {
+  vault_->AddKey("dyad-key");
+  vault_->AddKey("other-key");
+  AzureKeyOptions other;
+  other.key_name = "other-key";
+  auto theirs = Open(other)->GenerateDataKey(kCtx);
+  ASSERT_TRUE(theirs.ok());
+  // A separate registry, as another deployment would have.
+  auto db = *SqliteDb::Open(dir_.File("mine.db"));
+  AzureKeyOptions mine;
+  mine.key_name = "dyad-key";
+  auto km = std::move(NewAzureKeyManager(mine, *client_, NewSqliteKeyVersionRepository(db), clock_, random_)).value();
+  auto opened = km->Decrypt(theirs->version, theirs->wrapped, kCtx);
+  EXPECT_EQ(opened.code(), ErrorCode::kDataLoss);
 }
 
 TEST_F(AzureKeyTest, AForbiddenCallNamesTheRole) {
