@@ -7,9 +7,11 @@
 
 #include <cctype>
 #include <charconv>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "backends/azure/base64url.h"
 #include "core/encoding.h"
 #include "core/environment.h"
 #include "core/mutex.h"
@@ -22,13 +24,6 @@ using std::chrono::seconds;
 
 constexpr long long kMaxLifetimeSeconds = 366LL * 24 * 3600;
 
-std::string Base64Url(std::string_view bytes) {
-  std::string s = Base64Encode(bytes);
-  for (char& c : s) c = c == '+' ? '-' : c == '/' ? '_' : c;
-  while (s.ends_with('=')) s.pop_back();
-  return s;
-}
-
 // "https://vault.azure.net/.default" → "https://vault.azure.net" (IMDS takes a resource).
 std::string ResourceOf(const std::string& scope) {
   std::string r = scope;
@@ -38,12 +33,12 @@ std::string ResourceOf(const std::string& scope) {
 
 // A whole number in a JSON number or string ("3599"); nullopt otherwise.
 std::optional<long long> WholeNumber(const json& j) {
-  if (j.is_number_integer()) return j.get<long long>();
-  if (j.is_number_unsigned()) {
-    auto u = j.get<unsigned long long>();
-    return u > static_cast<unsigned long long>(kMaxLifetimeSeconds) * 1000 ? std::nullopt
-                                                                          : std::optional<long long>(static_cast<long long>(u));
+  if (j.is_number_unsigned()) {  // before is_number_integer, which is true for it too
+    const auto u = j.get<unsigned long long>();
+    if (u > static_cast<unsigned long long>(std::numeric_limits<long long>::max())) return std::nullopt;
+    return static_cast<long long>(u);
   }
+  if (j.is_number_integer()) return j.get<long long>();
   if (!j.is_string()) return std::nullopt;
   const std::string& s = j.get_ref<const std::string&>();
   long long n = 0;
@@ -160,7 +155,7 @@ Result<Certificate> LoadCertificate(const std::string& path) {
       Cleanse(*pem);
       return bad("holds a certificate that cannot be encoded");
     }
-    out.thumbprint = Base64Url(Sha256(std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(n))));
+    out.thumbprint = Base64UrlEncode(Sha256(std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(n))));
     OPENSSL_free(der);
   }
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())), BIO_free);
@@ -236,7 +231,7 @@ class ClientCredentialSource final : public EntraTokenSource {
     json header = {{"alg", "RS256"}, {"typ", "JWT"}, {"x5t#S256", cert_.thumbprint}};
     json claims = {{"aud", token_url_}, {"iss", client_id_}, {"sub", client_id_}, {"jti", NewUuid(random_)},
                    {"nbf", now}, {"iat", now}, {"exp", now + 600}};
-    std::string input = Base64Url(header.dump()) + "." + Base64Url(claims.dump());
+    std::string input = Base64UrlEncode(header.dump()) + "." + Base64UrlEncode(claims.dump());
     std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
     size_t n = 0;
     if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, cert_.key.get()) != 1 ||
@@ -249,7 +244,7 @@ class ClientCredentialSource final : public EntraTokenSource {
       return MakeError(ErrorCode::kInternal, what + ": cannot sign the client assertion");
     }
     sig.resize(n);
-    return input + "." + Base64Url(sig);
+    return input + "." + Base64UrlEncode(sig);
   }
 
   const AppCredential kind_;
