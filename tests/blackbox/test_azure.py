@@ -74,10 +74,11 @@ def base_env(double, key_name, prefix, mode="envelope"):
             "AZURE_VERIFY_CHALLENGE_RESOURCE": "false", "AZURE_TENANT_ID": double.tenant_id}
 
 
-def azure_gateway(make_gateway, double, mode="envelope", name="data", auth="secret", key_name=None, **env):
+def azure_gateway(make_gateway, double, mode="envelope", name="data", auth="secret", key_name=None, create_key=True,
+                  **env):
     """A gateway on the double with its own Key Vault key and secret prefix (tests share one double)."""
     key_name = key_name or unique("dyad-key")
-    if key_name not in double.keys:
+    if create_key and key_name not in double.keys:
         keys_sdk(double).create_rsa_key(key_name, size=2048)
     full = base_env(double, key_name, unique("dyad"), mode)
     if auth == "secret":
@@ -280,6 +281,11 @@ def test_throttling_and_5xx_are_retried_without_a_storm(make_gateway, double):
         v = validate(gw, p["id"])
         assert v["valid"] is True and v["source"] == "store", v
         assert double.count("get_secret") - before == 4  # three refused, one served
+    double.reset_counts()
+    double.fail_next(1, 429, ops=["get_secret"], retry_after=1)
+    assert validate(gw, p["id"])["valid"] is True
+    refused, served = double.times("get_secret")
+    assert served - refused >= 0.9  # Key Vault's Retry-After: 1 was honoured
     before = double.count("get_secret")
     double.fail_next(1000, 429, ops=["get_secret"], retry_after=0)
     v = validate(gw, p["id"])
@@ -329,3 +335,53 @@ def test_double_down_then_up_cache_stale_fallback_recovery(make_gateway, double)
     audit = [json.loads(line) for line in (gw.data_dir / "audit.log").read_text().splitlines()]
     sources = [e.get("source") for e in audit if e.get("action") == "secret.get"]
     assert sources.count("stale") >= 2 and sources.count("fallback") >= 2 and "store" in sources, sources
+
+
+def timed(gw, path):
+    started = time.monotonic()
+    r = gw.call("GET", path)
+    return r, time.monotonic() - started
+
+
+def test_health_and_readyz_answer_at_once_while_the_vault_hangs(make_gateway, double):
+    gw = azure_gateway(make_gateway, double, AZURE_REQUEST_TIMEOUT_MS="30000", AZURE_MAX_RETRIES="0")
+    create_provider(gw, "openai", {"api_key": canary()})
+    assert data(gw.call("GET", "/admin/secrets/health"))["status"] == "healthy"
+    double.set_down("hang")
+    try:
+        deadline = time.time() + 20
+        while True:
+            ready, took_ready = timed(gw, "/readyz")
+            health, took_health = timed(gw, "/admin/secrets/health")
+            assert took_ready < 1 and took_health < 1, (took_ready, took_health)
+            if ready.status_code == 503 and data(health)["status"] == "unhealthy":
+                break
+            assert time.time() < deadline, "health still says healthy with the vault hanging"
+            time.sleep(0.2)
+    finally:
+        double.set_down(None)
+    deadline = time.time() + 30
+    while not (gw.call("GET", "/readyz").status_code == 200
+               and data(gw.call("GET", "/admin/secrets/health"))["status"] == "healthy"):
+        assert time.time() < deadline, "no recovery after the vault answered again"
+        time.sleep(0.2)
+
+
+def test_the_key_in_another_vault(make_gateway, double):
+    """AZURE_KEY_VAULT_KEY_URL: secrets in one vault, the key in another of the same tenant (one credential)."""
+    keys_vault = AzureDouble(identity=double).start()
+    keys_vault.client_id = double.client_id
+    try:
+        key = keys_sdk(keys_vault).create_rsa_key(unique("far-key"))
+        gw = azure_gateway(make_gateway, double, key_name=key.name, create_key=False,
+                           ENCRYPTION_KEY_ID=f"{keys_vault.vault_url}/keys/{key.name}",
+                           AZURE_KEY_VAULT_KEY_URL=keys_vault.vault_url)
+        creds = {"api_key": canary()}
+        double.reset_counts()
+        p = create_provider(gw, "openai", creds)
+        data(gw.call("POST", "/admin/secrets/clear-cache"))
+        assert validate(gw, p["id"])["fingerprint"] == keyed_fingerprint(gw, creds)
+        assert keys_vault.count("unwrap_key", 200) >= 1 and double.count("unwrap_key") == 0
+        assert vault_name(double, gw, p["id"]) and not keys_vault.secrets
+    finally:
+        keys_vault.stop()
