@@ -128,7 +128,10 @@ def test_lifecycle_rotate_validate_health(make_gateway, double):
     assert h["status"] == "healthy" and h["provider"] == "azure", h
     t = data(gw.call("POST", "/admin/secrets/test-connection"))
     assert t["connected"] is True and all(s["ok"] for s in t["steps"]), t
-    assert double.api_versions["7.5"] > 0 and set(double.api_versions) >= {"7.5"}
+    metrics = gw.call("GET", "/metrics").text
+    host = double.vault_url.removeprefix("https://")
+    for op in ("secrets.set", "secrets.get", "keys.wrap", "keys.unwrap"):
+        assert f'dyad_cloud_calls_total{{endpoint="{host}",op="{op}",outcome="ok"}}' in metrics, (op, metrics[-3000:])
 
     data(gw.call("DELETE", f"/admin/providers/{p['id']}"))
     deleted = sdk.get_deleted_secret(name)  # soft-deleted: recoverable for the vault's retention
@@ -286,6 +289,7 @@ def test_throttling_and_5xx_are_retried_without_a_storm(make_gateway, double):
     assert validate(gw, p["id"])["valid"] is True
     refused, served = double.times("get_secret")
     assert served - refused >= 0.9  # Key Vault's Retry-After: 1 was honoured
+    assert set(double.api_versions) == {"7.5"}  # every gateway call names the GA api-version
     before = double.count("get_secret")
     double.fail_next(1000, 429, ops=["get_secret"], retry_after=0)
     v = validate(gw, p["id"])
