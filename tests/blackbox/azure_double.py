@@ -12,7 +12,7 @@ standalone (`python3 azure_double.py DIR` writes DIR/double.json).
 Every vault request needs a bearer token this double issued for https://vault.azure.net in its tenant, not expired
 (token_ttl is settable, expire_tokens() ends them all); without one it answers 401 with Key Vault's challenge.
 Faults: fail_next(n, status, ops) (429 with Retry-After, 5xx, 403 with Key Vault's RBAC Forbidden body), deny(ops)
-(403 until allow()), set_down(mode) (connection reset or 503), lag (deletes and recoveries complete only after that many
+(403 until allow()), set_down(mode) (connection reset, 503 or hang), lag (deletes and recoveries complete only after that many
 further requests naming the secret, as Key Vault's do asynchronously). counts[op] counts every request by operation name
 ("get_secret", "unwrap_key", "token", "imds", ...), statuses[(op, status)] what was answered.
 """
@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections import Counter
+from collections import Counter, deque
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -232,6 +232,9 @@ class AzureDouble:
         self.counts = Counter()
         self.statuses = Counter()
         self.api_versions = Counter()
+        self.history = deque(maxlen=100000)  # (time.monotonic(), op, status) of every answer, oldest first
+        self._up = threading.Event()
+        self._up.set()
         self._faults = []          # [remaining, status, ops or None, retry_after]
         self._denied = set()
         self.down = None           # None, "reset" or "503"
@@ -251,6 +254,7 @@ class AzureDouble:
         return self
 
     def stop(self):
+        self._up.set()  # release requests held by a "hang"
         for s in self._servers:
             s.shutdown()
             s.server_close()
@@ -356,21 +360,30 @@ class AzureDouble:
             self._denied = set() if ops is None else self._denied - set(ops)
 
     def set_down(self, mode="reset"):
-        """mode: "reset" (connections closed unanswered), "503", or None (up again)."""
+        """mode: "reset" (connections closed unanswered), "503", "hang" (requests wait unanswered until the double
+        is up again, at most 60 s, then are dropped), or None (up again)."""
         with self.lock:
             self.down = mode
+            (self._up.clear if mode == "hang" else self._up.set)()
 
     def clear_faults(self):
         """Back to a healthy vault: no pending faults, nothing denied, up, RBAC not enforced."""
         with self.lock:
             self._faults, self._denied, self.down, self.enforce_rbac = [], set(), None, False
+            self._up.set()
             self.lag, self._pending = 0, {}
 
     def reset_counts(self):
         with self.lock:
+            self.history.clear()
             self.counts.clear()
             self.statuses.clear()
             self.api_versions.clear()
+
+    def times(self, op):
+        """When each answer to `op` was sent (time.monotonic()), oldest first."""
+        with self.lock:
+            return [t for t, o, _ in self.history if o == op]
 
     def count(self, op, status=None):
         with self.lock:
@@ -398,6 +411,9 @@ class AzureDouble:
         with self.lock:
             self.counts[op] += 1
             down = self.down
+        if down == "hang":
+            self._up.wait(60)
+            raise ConnectionAbortedError
         if down == "reset":
             raise ConnectionAbortedError
         try:
@@ -410,6 +426,7 @@ class AzureDouble:
             status, reply, extra = r.status, r.body, r.headers
         with self.lock:
             self.statuses[(op, status)] += 1
+            self.history.append((time.monotonic(), op, status))
         return status, reply, extra
 
     def _route(self, method, parts, tls):
@@ -990,6 +1007,13 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):  # a dropped or failed TLS connection is not news
         pass
+
+    def get_request(self):
+        conn, addr = super().get_request()
+        # Headers and body go out in separate writes: without this, Nagle's algorithm and the client's delayed
+        # ACK add ~40 ms to every answer.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, addr
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

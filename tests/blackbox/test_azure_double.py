@@ -398,6 +398,8 @@ def test_429_then_success_and_no_storm(double):
     double.fail_next(1, 429, ops=["get_secret"], retry_after=1)
     assert client.get_secret(n).value == "v"
     assert double.count("get_secret", 429) == 1 and double.count("get_secret", 200) == 1
+    refused, served = double.times("get_secret")
+    assert served - refused >= 0.9  # Retry-After: 1 was honoured
     double.fail_next(2, 503, ops=["get_secret"])
     assert client.get_secret(n).value == "v"
     assert double.count("get_secret", 503) == 2 and double.count("get_secret") == 5  # 429+200, 503+503+200
@@ -434,6 +436,11 @@ def test_rbac_denial_roles_and_down(double):
     with pytest.raises(HttpResponseError) as err:
         quick.get_secret(n)
     assert err.value.status_code == 503
+    double.set_down("hang")
+    started = time.monotonic()
+    with pytest.raises(ServiceResponseError):
+        quick.get_secret(n, read_timeout=0.3)
+    assert time.monotonic() - started < 5
     double.set_down(None)
     assert quick.get_secret(n).value == "v"
 
