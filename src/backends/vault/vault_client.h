@@ -16,7 +16,8 @@
 // have expired (then the call is sent once more), else fails closed.
 //
 // X-Vault-Namespace goes with every call when a namespace is configured
-// (VAULT_NAMESPACE); a call may name another (auth mounts in a parent).
+// (VAULT_NAMESPACE); a login to an auth mount in another namespace uses a
+// client of its own. Listing is GET with list=true (no custom method).
 // Thread-safe; one keep-alive transport per server.
 #pragma once
 
