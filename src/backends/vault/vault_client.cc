@@ -89,9 +89,11 @@ Result<json> VaultClient::Call(const VaultCall& call) {
   request.path = "/v1/" + call.path;
   request.query = call.query;
   if (!options_.name_space.empty()) request.headers.emplace_back("X-Vault-Namespace", options_.name_space);
+  request.headers.insert(request.headers.end(), call.headers.begin(), call.headers.end());
   if (call.body) request.body = call.body->dump();
   auto reply = client_->Call(request);
   Cleanse(request.body);
+  for (auto& [name, value] : request.headers) Cleanse(value);
   if (!reply.ok()) {
     Error e = reply.error();
     if (e.code == ErrorCode::kPermissionDenied) {
