@@ -79,7 +79,9 @@ Result<json> DataOf(const std::string& name, std::string_view value) {
   json j = json::parse(value, nullptr, false);
   if (j.is_object() && !(j.size() == 1 && j.contains(kTextKey))) return j;
   WipeJson(j);
-  return json{{kTextKey, std::string(value)}};
+  json wrapped = json::object();
+  wrapped[kTextKey] = std::string(value);  // moved in: no copy left behind
+  return wrapped;
 }
 
 // The value a KV `data` object holds (DataOf's inverse, up to key order).
@@ -428,6 +430,7 @@ class KvStore final : public SecretStore {
     if (current == d->end() || !current->is_number_unsigned() || versions == d->end() || !versions->is_object()) {
       return out;
     }
+    if (current->get<uint64_t>() == 0) return std::nullopt;  // metadata alone, never a version
     auto latest = versions->find(std::to_string(current->get<uint64_t>()));
     if (latest == versions->end() || !latest->is_object()) return out;
     auto deletion = latest->find("deletion_time");
