@@ -551,6 +551,23 @@ TEST(VaultKvStore, ReadAnswersOfDeletedShapesAreNotFound) {
   EXPECT_EQ(kv.store->Get(kA).code(), ErrorCode::kNotFound);
 }
 
+// The store learns the version a create writes over from the 404 of a read.
+TEST(VaultKvStore, ANotFoundReadNamesTheDeletedOrDestroyedVersionOnly) {
+  auto note = [](std::string body) { return DecodeVaultReply("kv.read", HttpReply{404, {}, std::move(body)}); };
+  auto deleted = note(R"({"data":{"data":null,"metadata":{"version":3,"deletion_time":"2026-01-01T00:00:00Z"}}})");
+  EXPECT_EQ(deleted.error.code, ErrorCode::kNotFound);
+  EXPECT_EQ(deleted.error.message, "kv.read: HTTP 404: version 3 is deleted");
+  EXPECT_EQ(note(R"({"data":{"metadata":{"version":12,"deletion_time":"","destroyed":true}}})").error.message,
+            "kv.read: HTTP 404: version 12 is destroyed");
+  for (const std::string body : {R"({"errors":[]})", R"({"data":{"metadata":{"version":3,"deletion_time":""}}})",
+                                 R"({"data":{"metadata":{"version":"3","deletion_time":"t"}}})",
+                                 R"({"data":{"metadata":{"version":-3,"deletion_time":"t"}}})",
+                                 R"({"data":{"metadata":[3]}})", R"({"data":"x"})", "not json", ""}) {
+    EXPECT_EQ(note(body).error.message, "kv.read: HTTP 404") << body;
+  }
+  EXPECT_EQ(note(R"({"errors":["no handler for route"]})").error.message, "kv.read: HTTP 404: no handler for route");
+}
+
 TEST(VaultKvStore, AWriteAnswerWithoutAVersionIsAnError) {
   Kv kv;
   kv.fake->hook = [](const HttpCall& call) -> std::optional<HttpReply> {
