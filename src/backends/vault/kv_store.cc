@@ -4,9 +4,11 @@
 
 #include <atomic>
 #include <charconv>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/encoding.h"
+#include "core/mutex.h"
 #include "core/parallel.h"
 #include "core/secret_bytes.h"
 #include "core/time_format.h"
@@ -388,20 +390,29 @@ class KvStore final : public SecretStore {
 
   // The version written, after custom metadata where permitted: a
   // courtesy for operators, never a reason to fail the write.
+  // Written once per name and credentials version in this process: a
+  // re-encryption (same cv) costs no extra call.
   std::string Annotated(const std::string& name, const json& data, uint64_t version) {
     auto id = naming_.IdOf(name);
-    if (id && annotate_.load(std::memory_order_relaxed)) {
-      json custom = {{"provider_id", *id}, {"managed_by", "dyad-gateway"}};
-      if (auto cv = data.find("cv"); cv != data.end() && cv->is_number_integer()) {
-        custom["credentials_version"] = std::to_string(cv->get<int64_t>());
-      }
-      json body = {{"custom_metadata", std::move(custom)}};
-      auto r = client_.Call({"kv.metadata-write", "POST", Path("metadata", name), &body, "", "update"});
-      if (!r.ok() && r.code() == ErrorCode::kPermissionDenied) {
-        Refused(annotate_, r.error(), "custom metadata (provider id, credentials version) on each secret");
-      } else if (!r.ok()) {
-        spdlog::debug("custom metadata of '{}' not written: {}", name, r.error().message);
-      }
+    if (!id || !annotate_.load(std::memory_order_relaxed)) return std::to_string(version);
+    std::optional<int64_t> cv;
+    if (auto it = data.find("cv"); it != data.end() && it->is_number_integer()) cv = it->get<int64_t>();
+    {
+      MutexLock lock(&mu_);
+      auto seen = annotated_.find(name);
+      if (seen != annotated_.end() && seen->second == cv) return std::to_string(version);
+    }
+    json custom = {{"provider_id", *id}, {"managed_by", "dyad-gateway"}};
+    if (cv) custom["credentials_version"] = std::to_string(*cv);
+    json body = {{"custom_metadata", std::move(custom)}};
+    auto r = client_.Call({"kv.metadata-write", "POST", Path("metadata", name), &body, "", "update"});
+    if (r.ok()) {
+      MutexLock lock(&mu_);
+      annotated_[name] = cv;
+    } else if (r.code() == ErrorCode::kPermissionDenied) {
+      Refused(annotate_, r.error(), "custom metadata (provider id, credentials version) on each secret");
+    } else {
+      spdlog::debug("custom metadata of '{}' not written: {}", name, r.error().message);
     }
     return std::to_string(version);
   }
@@ -465,6 +476,9 @@ class KvStore final : public SecretStore {
   std::atomic<bool> metadata_read_{true};    // read on metadata/<name>
   std::atomic<bool> destroy_{true};          // update on destroy/<name>
   std::atomic<bool> delete_versions_{true};  // update on delete/<name>
+  Mutex mu_;
+  // The credentials version last written to each name's custom metadata.
+  std::map<std::string, std::optional<int64_t>> annotated_ DYAD_GUARDED_BY(mu_);
 };
 
 }  // namespace

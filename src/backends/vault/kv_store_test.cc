@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -213,13 +214,19 @@ TEST(VaultKvStore, AnEnvelopeComesBackParseableWithItsCredentialsVersionInCustom
   e.context_bound = true;
   ASSERT_TRUE(kv.store->Create(kA, SerializeEnvelope(e)).ok());
   EXPECT_EQ(kv.fake->secrets[kA].custom["credentials_version"], "7");
+  // A re-encryption (same cv) writes no metadata again; a new cv does.
+  ASSERT_TRUE(kv.store->Replace(kA, SerializeEnvelope(e), "1").ok());
+  EXPECT_EQ(std::count(kv.fake->calls.begin(), kv.fake->calls.end(), "POST secret/metadata/" + kA), 1);
+  e.credentials_version = 8;
+  ASSERT_TRUE(kv.store->Replace(kA, SerializeEnvelope(e), "2").ok());
+  EXPECT_EQ(kv.fake->secrets[kA].custom["credentials_version"], "8");
   auto got = kv.store->Get(kA);
   ASSERT_TRUE(got.ok());
   EXPECT_NE(got->value, SerializeEnvelope(e));  // re-serialised, keys sorted
   auto back = ParseEnvelope(got->value);
   ASSERT_TRUE(back.ok()) << back.error().message;
   EXPECT_EQ(back->key_version, 3u);
-  EXPECT_EQ(back->credentials_version, 7);
+  EXPECT_EQ(back->credentials_version, 8);
   EXPECT_EQ(back->wrapped_dek, e.wrapped_dek);
   EXPECT_EQ(back->ciphertext, e.ciphertext);
   EXPECT_TRUE(back->context_bound);
