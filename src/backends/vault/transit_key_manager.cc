@@ -460,20 +460,20 @@ class TransitKeyManager final : public KeyManager {
   // Batch decrypt: each item's plaintext, base64-decoded.
   std::vector<Result<SecretBytes>> DecryptMany(const std::vector<json>& input, size_t parallelism) {
     auto answers = Batch("transit.decrypt", "decrypt", input, "plaintext", parallelism);
-    std::vector<Result<SecretBytes>> out;
-    out.reserve(answers.size());
-    for (auto& a : answers) {
+    std::vector<Result<SecretBytes>> out(answers.size(), Result<SecretBytes>(SecretBytes()));
+    for (size_t i = 0; i < answers.size(); ++i) {
+      Result<std::string>& a = answers[i];
       if (!a.ok()) {
-        out.push_back(a.error());
+        out[i] = a.error();
         continue;
       }
       auto bytes = Base64Decode(*a);
       Cleanse(*a);
       if (!bytes) {
-        out.push_back(MakeError(ErrorCode::kDataLoss, "transit.decrypt: the answer's plaintext is not base64"));
+        out[i] = MakeError(ErrorCode::kDataLoss, "transit.decrypt: the answer's plaintext is not base64");
         continue;
       }
-      out.push_back(SecretBytes(*bytes));
+      out[i] = SecretBytes(*bytes);
       Cleanse(*bytes);
     }
     return out;
