@@ -5,12 +5,14 @@
 
 #include "backends/aws/factory.h"
 #include "backends/environment/factory.h"
+#include "backends/vault/factory.h"
 
 namespace dyad {
 
 Status RegisterBuiltinBackends(BackendRegistry& registry) {
   DYAD_RETURN_IF_ERROR(RegisterEnvironmentBackend(registry));
   DYAD_RETURN_IF_ERROR(RegisterAwsBackend(registry));
+  DYAD_RETURN_IF_ERROR(RegisterVaultBackend(registry));
   return OkStatus();
 }
 
