@@ -55,9 +55,13 @@ class VaultBackendFactory final : public BackendFactory {
     RetryPolicy retry;
     retry.max_attempts = vault.max_attempts;
 
-    // Logins and the token's own calls: no auth step, in the auth namespace.
+    // Logins and the token's own calls: no auth step, in the auth namespace,
+    // one attempt each: the data call that needs the token retries (a retry
+    // here too would multiply the attempts).
+    RetryPolicy once = retry;
+    once.max_attempts = 1;
     VaultClientOptions lo{vault.address, vault.auth_namespace.empty() ? vault.name_space : vault.auth_namespace,
-                          retry, context.observer};
+                          once, context.observer};
     DYAD_ASSIGN_OR_RETURN(auto login, VaultClient::Create(std::move(lo), nullptr, NewCurlTransport(curl),
                                                           context.clock, context.random));
     VaultClient& login_client = b.resources.Add(std::move(login));
