@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "registry/sqlite_db.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -61,6 +62,37 @@ TEST(VaultFactory, CheckNamesTheBadVariable) {
   two["VAULT_ROLE_ID"] = "r";
   two["VAULT_JWT_ROLE"] = "j";
   EXPECT_NE(CheckError(two).find("VAULT_ROLE_ID: and VAULT_JWT_ROLE"), std::string::npos);
+}
+
+// Open succeeds while Vault is down (nothing listens on port 1): that is
+// the services' concern (cache, stale, fallback), not a start-up failure.
+// The traits follow the settings.
+TEST(VaultFactory, OpensWhileVaultIsDownAndSizesItsTraits) {
+  testing::TempDir dir;
+  BackendRegistry registry;
+  ASSERT_TRUE(RegisterVaultBackend(registry).ok());
+  Config config = VaultConfig({{"VAULT_ADDR", "http://127.0.0.1:1"},
+                               {"VAULT_TOKEN", "hvs.open-canary"},
+                               {"VAULT_CONCURRENCY", "5"},
+                               {"VAULT_MAX_RETRIES", "3"},
+                               {"VAULT_CLIENT_TIMEOUT", "20"}});
+  auto db = SqliteDb::Open(dir.File("t.db"));
+  ASSERT_TRUE(db.ok()) << db.error().message;
+  FakeClock clock;
+  auto backend = registry.Open(BackendContext{config, *db, clock, DefaultRandom()});
+  ASSERT_TRUE(backend.ok()) << backend.error().message;
+  ASSERT_NE(backend->store, nullptr);
+  ASSERT_NE(backend->keys, nullptr);
+  EXPECT_TRUE(backend->store->HasConditionalWrites());
+  EXPECT_EQ(backend->traits.rotation_parallelism, 5u);
+  EXPECT_EQ(backend->traits.longest_write, std::chrono::seconds(4 * (20 + 5)));
+  EXPECT_FALSE(backend->traits.env_is_source);
+  EXPECT_EQ(backend->store->SecretName("abc"), "dyad-gateway/providers/abc");
+
+  config.env["VAULT_MOUNT_PATH"] = "..";
+  auto bad = registry.Open(BackendContext{config, *db, clock, DefaultRandom()});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message.rfind("VAULT_MOUNT_PATH:", 0), 0u);
 }
 
 }  // namespace
