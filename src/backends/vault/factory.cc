@@ -55,9 +55,9 @@ class VaultBackendFactory final : public BackendFactory {
     RetryPolicy retry;
     retry.max_attempts = vault.max_attempts;
 
-    // Logins and the token's own calls: no auth step, in the auth namespace,
-    // one attempt each: the data call that needs the token retries (a retry
-    // here too would multiply the attempts).
+    // Logins and the token's own calls: no auth step, in the auth namespace.
+    // One attempt each: they run inside a data call's Authorize(), whose
+    // client retries them already (3 x 3 attempts otherwise).
     RetryPolicy once = retry;
     once.max_attempts = 1;
     VaultClientOptions lo{vault.address, vault.auth_namespace.empty() ? vault.name_space : vault.auth_namespace,
