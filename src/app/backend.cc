@@ -4,8 +4,8 @@
 #include <cstdlib>
 
 #include "backends/aws/factory.h"
-#include "backends/environment/factory.h"
 #include "backends/vault/factory.h"
+#include "backends/environment/factory.h"
 
 namespace dyad {
 
