@@ -150,9 +150,37 @@ class TransitKeyManager final : public KeyManager {
     DYAD_RETURN_IF_ERROR(EnsureKey());
     std::vector<json> input(1);
     input[0]["ciphertext"] = std::string(wrapped);
-    auto plain = std::move(DecryptMany(input, 1).front());
+    auto plain = std::move(DecryptBatch(input, 1).front());
     if (!plain.ok()) return plain.error();
     return Unbind(*plain, context);
+  }
+
+  // One batch decrypt for them all.
+  std::vector<Result<SecretBytes>> DecryptMany(const std::vector<DecryptItem>& items, size_t parallelism) override {
+    std::vector<Result<SecretBytes>> out(items.size(), Result<SecretBytes>(SecretBytes()));
+    if (Status s = EnsureKey(); !s.ok()) {
+      for (auto& r : out) r = s.error();
+      return out;
+    }
+    std::vector<size_t> sent;
+    std::vector<json> input;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (Status s = CheckWrapped(items[i].version, items[i].wrapped); !s.ok()) {
+        out[i] = s.error();
+        continue;
+      }
+      json one;
+      one["ciphertext"] = std::string(items[i].wrapped);
+      input.push_back(std::move(one));
+      sent.push_back(i);
+    }
+    if (sent.empty()) return out;
+    auto plains = DecryptBatch(input, parallelism);
+    for (size_t k = 0; k < sent.size(); ++k) {
+      out[sent[k]] = plains[k].ok() ? Unbind(*plains[k], items[sent[k]].context) : Result<SecretBytes>(plains[k].error());
+      plains[k] = SecretBytes();
+    }
+    return out;
   }
 
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
@@ -431,7 +459,7 @@ class TransitKeyManager final : public KeyManager {
             std::vector<Result<WrappedKey>>& out) {
     std::vector<json> input(which.size());
     for (size_t k = 0; k < which.size(); ++k) input[k]["ciphertext"] = std::string(items[which[k]].wrapped);
-    auto plains = DecryptMany(input, parallelism);
+    auto plains = DecryptBatch(input, parallelism);
     std::vector<size_t> sealed;  // positions in `which` that go on to encrypt
     std::vector<json> plain_in;
     for (size_t k = 0; k < which.size(); ++k) {
@@ -458,7 +486,7 @@ class TransitKeyManager final : public KeyManager {
   }
 
   // Batch decrypt: each item's plaintext, base64-decoded.
-  std::vector<Result<SecretBytes>> DecryptMany(const std::vector<json>& input, size_t parallelism) {
+  std::vector<Result<SecretBytes>> DecryptBatch(const std::vector<json>& input, size_t parallelism) {
     auto answers = Batch("transit.decrypt", "decrypt", input, "plaintext", parallelism);
     std::vector<Result<SecretBytes>> out(answers.size(), Result<SecretBytes>(SecretBytes()));
     for (size_t i = 0; i < answers.size(); ++i) {
@@ -481,8 +509,11 @@ class TransitKeyManager final : public KeyManager {
 
   // One Transit call (`verb` under the mount, for the key) for many inputs:
   // each item's `field`, or its error. One item goes alone; more go as
-  // batch_input. Vault answers a batch whose items all failed with a 400
-  // that names none of them: then each is sent alone, for its own error.
+  // batch_input, with partial_failure_response_code 200 so that HashiCorp
+  // Vault answers a partly failed batch with its results (OpenBao 2.7 always
+  // does, and warns that it ignores the parameter). Vault answers a batch
+  // whose items all failed with a 400 that names none of them: then each is
+  // sent alone, for its own error.
   // Plaintext strings of the answer are wiped; the caller wipes its input.
   std::vector<Result<std::string>> Batch(const std::string& op, const std::string& verb, const std::vector<json>& input,
                                          const char* field, size_t parallelism) {
