@@ -196,11 +196,19 @@ class BaoApi:
     def root(self):
         return self.client()
 
+    def mount(self, mount, body, namespace=None):
+        """Enables a secrets engine at `mount`; one already there is kept."""
+        r = requests.post(f"{self.endpoint}/v1/sys/mounts/{mount}", json=body, timeout=30,
+                          headers={"X-Vault-Token": self.root_token, **({"X-Vault-Namespace": namespace}
+                                                                        if namespace else {})})
+        if r.status_code not in (200, 204) and "already in use" not in r.text:
+            raise RuntimeError(f"mount {mount}: {r.status_code} {r.text}")
+
     def enable_kv(self, mount="secret", namespace=None):
-        self.api("POST", f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "2"}}, namespace=namespace)
+        self.mount(mount, {"type": "kv", "options": {"version": "2"}}, namespace)
 
     def enable_transit(self, mount="transit", namespace=None):
-        self.api("POST", f"sys/mounts/{mount}", {"type": "transit"}, namespace=namespace)
+        self.mount(mount, {"type": "transit"}, namespace)
 
     def make_key(self, name=None, mount="transit", namespace=None):
         name = name or f"dyad-gateway-{uuid.uuid4().hex[:8]}"
