@@ -65,7 +65,8 @@ def test_lifecycle_envelope_rotate_validate_health_test_connection(make_gateway,
     creds = {"api_key": canary(), "note": "naïve “quotes” \"x\" 'y'\nline two\t🔑 日本語"}
     p = create_provider(gw, "openai", creds)
     stored = bao.kv_read(kv_path(p["id"]))  # hvac, root token
-    assert stored is not None and stored["kver"] == 1 and stored["dek"].startswith("vault:v1:"), stored
+    assert stored is not None and stored["kms"] == "vault-transit" and stored["kver"] == 1, stored
+    assert stored["dek"].startswith("vault:v1:"), stored  # the DEK wrapped by Transit, version 1
     assert creds["api_key"] not in json.dumps(stored) and "naïve" not in json.dumps(stored, ensure_ascii=False)
     v = validate(gw, p["id"])
     assert v["valid"] is True and v["source"] == "store" and v["fingerprint"] == keyed_fingerprint(gw, creds), v
@@ -82,7 +83,8 @@ def test_lifecycle_envelope_rotate_validate_health_test_connection(make_gateway,
     assert rotated["dek"] != stored["dek"] and new["api_key"] not in json.dumps(rotated)
 
     h = data(gw.call("GET", "/admin/secrets/health"))
-    assert h["status"] == "healthy" and h["provider"] == "vault", h
+    assert h["status"] == "healthy" and h["provider"] == "vault" and h["keyManager"]["kind"] == "vault-transit", h
+    assert gw.call("GET", "/readyz", token=None).status_code == 200
     t = data(gw.call("POST", "/admin/secrets/test-connection"))
     assert t["connected"] is True and all(s["ok"] for s in t["steps"]), t
     metrics = gw.call("GET", "/metrics").text
