@@ -339,3 +339,38 @@ def test_a_307_to_the_active_node_is_followed(make_gateway, bao):
         assert redirector.requests >= 3  # the KV write, the encrypt, the read: every call went through it
     finally:
         redirector.stop()
+
+
+@pytest.mark.parametrize("source", ["VAULT_TOKEN_FILE", "~/.vault-token"])
+def test_the_token_from_a_file(make_gateway, bao, tmp_path, source):
+    key, token = bao.seed()
+    home = tmp_path / "home"
+    home.mkdir()
+    path = home / (".vault-token" if source.startswith("~") else "token")
+    path.write_text(token + "\n")
+    env = {"VAULT_TOKEN_FILE": str(path)} if source == "VAULT_TOKEN_FILE" else {}
+    gw = vault_gateway(make_gateway, bao, token=None, key=key, VAULT_TOKEN=None, HOME=str(home), **env)
+    p = create_provider(gw, "openai", {"api_key": canary()})
+    assert validate(gw, p["id"])["valid"] is True
+    assert_never_logged(gw, token)
+
+
+def test_tls_with_the_servers_ca_and_none_without(make_gateway, tmp_path):
+    server = Bao(tmp_path, tls=True)
+    try:
+        key, token = server.seed()
+        gw = vault_gateway(make_gateway, server, token=token, key=key, VAULT_CACERT=str(server.ca))
+        p = create_provider(gw, "openai", {"api_key": canary()})
+        assert validate(gw, p["id"])["valid"] is True
+        named = vault_gateway(make_gateway, server, token=token, key=key, VAULT_CACERT=str(server.ca),
+                              VAULT_TLS_SERVER_NAME="localhost", name="named")  # a name of the certificate
+        assert data(named.call("POST", "/admin/secrets/test-connection"))["connected"] is True
+        untrusted = vault_gateway(make_gateway, server, token=token, key=key, name="untrusted")
+        r = untrusted.call("POST", "/admin/secrets/test-connection")
+        assert r.status_code == 503 and "certificate" in r.text.lower(), r.text
+        wrong = vault_gateway(make_gateway, server, token=token, key=key, VAULT_CACERT=str(server.ca),
+                              VAULT_TLS_SERVER_NAME="not-in-the-cert.example", name="wrong-name")
+        r = wrong.call("POST", "/admin/secrets/test-connection")
+        assert r.status_code == 503, r.text
+    finally:
+        server.stop()

@@ -179,26 +179,32 @@ class BaoApi:
     """Setup helpers over the HTTP API; needs `endpoint` and `root_token`."""
 
     root_token = "root"
+    ca = None  # the CA file of a TLS server
+
+    @property
+    def verify(self):
+        return str(self.ca) if self.ca else True
 
     def api(self, method, path, body=None, token=None, namespace=None, ok=(200, 204)):
         headers = {"X-Vault-Token": token or self.root_token}
         if namespace:
             headers["X-Vault-Namespace"] = namespace
-        r = requests.request(method, f"{self.endpoint}/v1/{path}", headers=headers, json=body, timeout=30)
+        r = requests.request(method, f"{self.endpoint}/v1/{path}", headers=headers, json=body, timeout=30,
+                             verify=self.verify)
         if ok and r.status_code not in ok:
             raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
         return r.json() if r.text else {}
 
     def client(self, token=None, namespace=None):
         """An hvac client (the official SDK) with the root token unless told otherwise."""
-        return hvac.Client(url=self.endpoint, token=token or self.root_token, namespace=namespace)
+        return hvac.Client(url=self.endpoint, token=token or self.root_token, namespace=namespace, verify=self.verify)
 
     def root(self):
         return self.client()
 
     def mount(self, mount, body, namespace=None):
         """Enables a secrets engine at `mount`; one already there is kept."""
-        r = requests.post(f"{self.endpoint}/v1/sys/mounts/{mount}", json=body, timeout=30,
+        r = requests.post(f"{self.endpoint}/v1/sys/mounts/{mount}", json=body, timeout=30, verify=self.verify,
                           headers={"X-Vault-Token": self.root_token, **({"X-Vault-Namespace": namespace}
                                                                         if namespace else {})})
         if r.status_code not in (200, 204) and "already in use" not in r.text:
@@ -338,18 +344,26 @@ class BaoApi:
 
 
 class Bao(Process, BaoApi):
-    """`bao server -dev`: in memory, unsealed, root token "root", KV v2 at secret/."""
+    """`bao server -dev`: in memory, unsealed, root token "root", KV v2 at secret/. With tls=True it serves HTTPS
+    with a certificate for localhost and 127.0.0.1 from its own CA (`ca`, a PEM file)."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, tls=False):
         workdir = pathlib.Path(workdir)
         port = port or free_port()
         home = workdir / f"bao-{port}"
         home.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
+        args = [bao_binary(), "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}"]
+        if tls:
+            args += ["-dev-tls", f"-dev-tls-cert-dir={home}"]
+            self.ca = home / "vault-ca.pem"
         # HOME: the dev server writes its token to ~/.vault-token; keep it out of the real home.
-        super().__init__([bao_binary(), "server", "-dev", "-dev-root-token-id=root",
-                          f"-dev-listen-address=127.0.0.1:{port}"], {"HOME": str(home)}, home / "bao.log", port,
-                         "bao server -dev")
+        super().__init__(args, {"HOME": str(home)}, home / "bao.log", port, "bao server -dev")
         wait_ready(self)
+
+    @property
+    def endpoint(self):
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
 
 def wait_ready(server, timeout=30):
@@ -357,7 +371,7 @@ def wait_ready(server, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            r = requests.get(server.endpoint + "/v1/sys/health", timeout=1)
+            r = requests.get(server.endpoint + "/v1/sys/health", timeout=1, verify=server.verify)
             # 200 only when active: a standby (raft still electing itself) says 429.
             if r.status_code == 200 or getattr(server, "sealed_ok", False) and r.status_code in (501, 503):
                 return r.status_code
