@@ -17,6 +17,9 @@ from test_secrets import keyed_fingerprint
 from vault_peers import POLICY, Bao, BaoFileServer, Redirector, seed_policy
 
 
+LOGINS = {"VAULT_ROLE_ID", "VAULT_K8S_ROLE", "VAULT_JWT_ROLE", "VAULT_TOKEN_FILE"}
+
+
 @pytest.fixture
 def bao(tmp_path):
     server = Bao(tmp_path)
@@ -25,12 +28,14 @@ def bao(tmp_path):
 
 
 def vault_gateway(make_gateway, bao, token=None, key=None, mode="envelope", name="data", namespace=None, **env):
-    """A gateway on `bao`; without a token, the seed's setup (Transit, a key, the policy) and a token of it."""
-    if token is None and "VAULT_ROLE_ID" not in env and "VAULT_K8S_ROLE" not in env and "VAULT_JWT_ROLE" not in env:
-        key, token = bao.seed(namespace=namespace, key=key)
-    elif key is None:
-        bao.enable_transit(namespace=namespace)
-        key = bao.make_key(namespace=namespace)
+    """A gateway on `bao`. Without key and token: the seed's setup (Transit, a key, the policy) and a token of it;
+    without a key only: a new Transit key."""
+    if key is None:
+        if token is None and not LOGINS & env.keys():
+            key, token = bao.seed(namespace=namespace)
+        else:
+            bao.enable_transit(namespace=namespace)
+            key = bao.make_key(namespace=namespace)
     if namespace:
         env["VAULT_NAMESPACE"] = namespace
     gw = make_gateway(bao.gateway_env(token=token, key=key, SECRETS_ENCRYPTION_MODE=mode, **env), name=name)
@@ -234,8 +239,9 @@ def test_approle_logs_in_again_past_the_token_max_ttl(make_gateway, bao, tmp_pat
 def test_namespaces_isolate_two_gateways(make_gateway, bao, tmp_path):
     bao.create_namespace("ns1")
     # One key name in both (the registry records it): only the namespace differs.
-    a = vault_gateway(make_gateway, bao, key="dyad-gateway-iso", namespace="ns1", name="a")
-    b = vault_gateway(make_gateway, bao, key="dyad-gateway-iso", name="b")
+    a = vault_gateway(make_gateway, bao, *bao.seed(namespace="ns1", key="dyad-gateway-iso")[::-1], namespace="ns1",
+                      name="a")
+    b = vault_gateway(make_gateway, bao, *bao.seed(key="dyad-gateway-iso")[::-1], name="b")
     pa = create_provider(a, "openai", {"api_key": canary()})
     pb = create_provider(b, "openai", {"api_key": canary()})
     assert bao.kv_read(kv_path(pa["id"]), namespace="ns1")["kver"] == 1
