@@ -1,5 +1,6 @@
 #include "secrets/sealer.h"
 
+#include "core/parallel.h"
 #include "secrets/aes_gcm.h"
 
 namespace dyad {
@@ -77,6 +78,54 @@ Result<std::string> Sealer::Rewrap(std::string_view secret_name, std::string_vie
   std::string text = SerializeEnvelope(e);
   DYAD_RETURN_IF_ERROR(Open(secret_name, text));  // verify before it replaces the old blob
   return text;
+}
+
+std::vector<Result<std::string>> Sealer::RewrapMany(const std::vector<RewrapItem>& items, uint32_t primary, bool force,
+                                                    size_t parallelism) {
+  std::vector<Result<std::string>> out(items.size(), Result<std::string>(std::string()));
+  if (mode_ == SealMode::kProvider) {
+    for (size_t i = 0; i < items.size(); ++i) out[i] = std::string(items[i].envelope_text);
+    return out;
+  }
+  std::vector<Envelope> parsed(items.size());  // not resized below: the views into it stay valid
+  std::vector<ReEncryptItem> moves;
+  std::vector<size_t> at;
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto e = ParseEnvelope(items[i].envelope_text);
+    if (!e.ok()) {
+      out[i] = e.error();
+      continue;
+    }
+    parsed[i] = std::move(e).value();
+    const Envelope& env = parsed[i];
+    if (env.key_version >= primary && env.context_bound && !force) {
+      out[i] = MakeError(ErrorCode::kAlreadyExists, "already on the primary key version");
+      continue;
+    }
+    moves.push_back({env.key_version, env.wrapped_dek, KeyContext(env, items[i].secret_name), items[i].secret_name});
+    at.push_back(i);
+  }
+  if (moves.empty()) return out;
+  std::vector<Result<WrappedKey>> moved = keys_.ReEncryptMany(moves, parallelism);
+  ParallelFor(at.size(), parallelism, [&](size_t j) {
+    const size_t i = at[j];
+    if (!moved[j].ok()) {
+      out[i] = moved[j].error();
+      return;
+    }
+    Envelope& e = parsed[i];
+    e.wrapped_dek = std::move(moved[j]->wrapped);
+    e.key_version = moved[j]->version;
+    e.context_bound = true;
+    std::string text = SerializeEnvelope(e);
+    auto opened = Open(items[i].secret_name, text);  // verify before it replaces the old blob
+    if (!opened.ok()) {
+      out[i] = opened.error();
+      return;
+    }
+    out[i] = std::move(text);
+  });
+  return out;
 }
 
 }  // namespace dyad
