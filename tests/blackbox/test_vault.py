@@ -1,5 +1,6 @@
 """SECRETS_PROVIDER=vault against real OpenBao 2.7 (vault_peers): every test has its own server on its own port and,
 unless it is about something else, a token holding exactly the seed's policy and `default`."""
+import base64
 import concurrent.futures
 import json
 import random
@@ -47,6 +48,13 @@ def kv_path(pid):
     return f"dyad-gateway/providers/{pid}"
 
 
+def wrapped(envelope):
+    """The Transit key version that wrapped an envelope's DEK."""
+    text = base64.b64decode(envelope["dek"]).decode()
+    assert text.startswith("vault:v"), text
+    return int(text.split(":")[1][1:])
+
+
 def validate(gw, pid):
     return data(gw.call("POST", f"/admin/secrets/providers/{pid}/credentials/validate"))
 
@@ -71,7 +79,7 @@ def test_lifecycle_envelope_rotate_validate_health_test_connection(make_gateway,
     p = create_provider(gw, "openai", creds)
     stored = bao.kv_read(kv_path(p["id"]))  # hvac, root token
     assert stored is not None and stored["kms"] == "vault-transit" and stored["kver"] == 1, stored
-    assert stored["dek"].startswith("vault:v1:"), stored  # the DEK wrapped by Transit, version 1
+    assert wrapped(stored) == 1, stored  # the DEK wrapped by Transit ("vault:v1:…", base64 in the envelope)
     assert creds["api_key"] not in json.dumps(stored) and "naïve" not in json.dumps(stored, ensure_ascii=False)
     v = validate(gw, p["id"])
     assert v["valid"] is True and v["source"] == "store" and v["fingerprint"] == keyed_fingerprint(gw, creds), v
@@ -141,31 +149,24 @@ def test_key_rotation_reencrypts_2000_while_four_readers_read(make_gateway, bao)
     assert failures == [] and min(reads) > 0, (failures[:5], reads)
     assert bao.root().secrets.transit.read_key(gw.key)["data"]["latest_version"] == 2
     client = bao.root()
-    kvers = {client.secrets.kv.v2.read_secret_version(path=kv_path(pid), raise_on_deleted_version=True)
-             ["data"]["data"]["kver"] for pid in made}
-    assert kvers == {2}
+    envelopes = [client.secrets.kv.v2.read_secret_version(path=kv_path(pid), raise_on_deleted_version=True)
+                 ["data"]["data"] for pid in made]
+    assert {e["kver"] for e in envelopes} == {2} and {wrapped(e) for e in envelopes} == {2}
     r = subprocess.run([BINARY, "secrets", "verify"], env=gw.env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and f"{n} open, 0 failed" in r.stdout, (r.stdout[-2000:], r.stderr[-2000:])
 
 
-def test_a_token_without_transit_decrypt_gets_an_error_naming_path_and_capability(make_gateway, bao):
+def test_a_token_missing_one_capability_gets_an_error_naming_path_and_capability(make_gateway, bao):
+    """Without transit/decrypt the gateway cannot open even its audit key (sealed by the same Transit key): every
+    audited call fails closed, naming the path and the capability; without encrypt, the same for encrypt."""
     key, _ = bao.seed()
-    without = "\n".join(line for line in seed_policy().splitlines() if "/decrypt/" not in line)
-    bao.write_policy("no-decrypt", without)
-    gw = vault_gateway(make_gateway, bao, token=bao.token(("no-decrypt",)), key=key, SECRETS_CACHE_ENABLED="false")
-    p = create_provider(gw, "openai", {"api_key": canary()})  # encrypt is allowed
-    v = validate(gw, p["id"])
-    message = checks(v)["decryptable"]["message"]
-    assert v["valid"] is False and "permission denied" in message, v
-    assert f"update on transit/decrypt/{key}" in message, message
-    # And without encrypt, the create itself is refused with the same kind of message; nothing is registered.
-    without = "\n".join(line for line in seed_policy().splitlines() if "/encrypt/" not in line)
-    bao.write_policy("no-encrypt", without)
-    gw2 = vault_gateway(make_gateway, bao, token=bao.token(("no-encrypt",)), key=key, name="no-encrypt")
-    r = gw2.call("POST", "/admin/providers", json=provider_body(slug="openai", credentials={"api_key": canary()}))
-    assert r.status_code in (403, 502, 503), r.text
-    assert f"update on transit/encrypt/{key}" in r.text, r.text
-    assert data(gw2.call("GET", "/admin/providers"))["items"] == []
+    for missing, name in (("decrypt", "no-decrypt"), ("encrypt", "no-encrypt")):
+        bao.write_policy(name, "\n".join(line for line in seed_policy().splitlines() if f"/{missing}/" not in line))
+        gw = vault_gateway(make_gateway, bao, token=bao.token((name,)), key=key, name=name)
+        r = gw.call("POST", "/admin/providers", json=provider_body(slug="openai", credentials={"api_key": canary()}))
+        assert r.status_code == 503, r.text
+        assert f"the token's policy needs 'update' on 'transit/{missing}/{key}'" in r.text, r.text
+        assert data(gw.call("GET", "/admin/providers"))["items"] == []
 
 
 def login_env(bao, method, tmp_path):
@@ -237,32 +238,43 @@ def test_approle_logs_in_again_past_the_token_max_ttl(make_gateway, bao, tmp_pat
 
 
 def test_namespaces_isolate_two_gateways(make_gateway, bao, tmp_path):
+    # One Transit key, the same material in both namespaces (backup, restore): only the namespace differs, so a
+    # registry moved to the other namespace still opens its audit key and can only fail to find its secrets.
+    key = "dyad-gateway-iso"
     bao.create_namespace("ns1")
-    # One key name in both (the registry records it): only the namespace differs.
-    a = vault_gateway(make_gateway, bao, *bao.seed(namespace="ns1", key="dyad-gateway-iso")[::-1], namespace="ns1",
-                      name="a")
-    b = vault_gateway(make_gateway, bao, *bao.seed(key="dyad-gateway-iso")[::-1], name="b")
+    bao.enable_transit()
+    bao.api("POST", f"transit/keys/{key}", {"exportable": True, "allow_plaintext_backup": True})
+    backup = bao.api("GET", f"transit/backup/{key}")["data"]["backup"]
+    bao.enable_kv(namespace="ns1")
+    bao.enable_transit(namespace="ns1")
+    bao.api("POST", f"transit/restore/{key}", {"backup": backup}, namespace="ns1")
+    bao.write_policy()
+    bao.write_policy(namespace="ns1")
+    a = vault_gateway(make_gateway, bao, bao.token(namespace="ns1"), key, namespace="ns1", name="a")
+    b = vault_gateway(make_gateway, bao, bao.token(), key, name="b")
     pa = create_provider(a, "openai", {"api_key": canary()})
     pb = create_provider(b, "openai", {"api_key": canary()})
     assert bao.kv_read(kv_path(pa["id"]), namespace="ns1")["kver"] == 1
     assert bao.kv_read(kv_path(pa["id"])) is None  # not in the root namespace
     assert bao.kv_read(kv_path(pb["id"]))["kver"] == 1
     assert bao.kv_read(kv_path(pb["id"]), namespace="ns1") is None
-    # A's token cannot read B's data in the root namespace, nor B's in ns1.
+    # A's token cannot read B's data in the root namespace, nor B's token A's in ns1.
     with pytest.raises(hvac.exceptions.Forbidden):
         bao.client(a.token).secrets.kv.v2.read_secret_version(path=kv_path(pb["id"]), raise_on_deleted_version=True)
     with pytest.raises(hvac.exceptions.Forbidden):
         bao.client(b.token, "ns1").secrets.kv.v2.read_secret_version(path=kv_path(pa["id"]),
                                                                         raise_on_deleted_version=True)
-    # Each gateway's registry moved under the other's settings: the provider is there, its secret is not visible.
-    for src, env_of, name in ((b, a, "b-in-ns1"), (a, b, "a-in-root")):
+    # Each gateway's registry under the other's settings: the provider is listed, its secret is not found.
+    for src, settings, pid, name in ((b, a, pb["id"], "b-in-ns1"), (a, b, pa["id"], "a-in-root")):
         src.stop()
         shutil.copytree(src.data_dir, tmp_path / name)
         src.start()
-        gw = make_gateway(env_of.env_extra, name=name).start()
-        pid = (pb if src is b else pa)["id"]
+        gw = make_gateway(settings.env_extra, name=name).start()
+        assert [x["id"] for x in data(gw.call("GET", "/admin/providers"))["items"]] == [pid]
         v = validate(gw, pid)
-        assert v["valid"] is False and checks(v)["decryptable"]["ok"] is False, v
+        present = checks(v)["present"]
+        assert v["valid"] is False and present["ok"] is False, v
+        assert present["message"] == f"secret '{kv_path(pid)}' does not exist", v
         gw.stop()
     assert validate(a, pa["id"])["valid"] is True and validate(b, pb["id"])["valid"] is True
 
