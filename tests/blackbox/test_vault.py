@@ -314,22 +314,29 @@ def test_seal_mid_run_cache_stale_fallback_then_recovery_without_restart(make_ga
 
 
 def test_a_tiny_rate_limit_quota(make_gateway, bao):
+    """One read per 2 s on one provider's secret: the next read is throttled three times (the first 429 says
+    Retry-After: 1, which the gateway waits) and fails as unavailable, without fallback; each 429 is counted; after
+    the window the reads succeed again. Only that secret's path is limited, so background probes cannot interfere."""
     gw = vault_gateway(make_gateway, bao, SECRETS_CACHE_ENABLED="false")
     p = create_provider(gw, "openai", {"api_key": canary()})
-    bao.rate_limit("tiny", rate=1, path="secret/", interval="2s")
-    try:
-        outcomes = []
-        for _ in range(4):
-            v = validate(gw, p["id"])
-            outcomes.append(v["valid"] or checks(v)["decryptable"]["message"])
-        assert outcomes[0] is True, outcomes
-        assert all(o is True or "rate limit quota exceeded" in o for o in outcomes), outcomes
-    finally:
-        bao.drop_rate_limit("tiny")
+    q = create_provider(gw, "other", {"api_key": canary()})
+    path = kv_path(p["id"])
+    bao.rate_limit("tiny", rate=1, path=f"secret/data/{path}", interval="2s")
+    assert validate(gw, p["id"])["valid"] is True  # the window's one read
+    started = time.monotonic()
+    v = validate(gw, p["id"])
+    waited = time.monotonic() - started
+    assert v["valid"] is False and v["source"] == "", v
+    assert checks(v)["decryptable"]["message"] == (f'kv.read: HTTP 429: request path "secret/data/{path}": '
+                                                "rate limit quota exceeded (after 3 attempts)"), v
+    assert 1.0 <= waited < 2.0, waited  # Retry-After: 1 honoured once, then Retry-After: 0 and jitter
+    assert validate(gw, q["id"])["valid"] is True  # another secret is not limited
     host = bao.endpoint.removeprefix("http://")
     metrics = gw.call("GET", "/metrics").text
-    assert f'dyad_cloud_throttles_total{{endpoint="{host}",op="kv.read"}}' in metrics, metrics[-3000:]
-    assert validate(gw, p["id"])["valid"] is True
+    assert f'dyad_cloud_throttles_total{{endpoint="{host}",op="kv.read"}} 3' in metrics, metrics[-3000:]
+    time.sleep(max(0.0, started + 2.1 - time.monotonic()))
+    assert validate(gw, p["id"])["valid"] is True  # the next window, no restart
+    bao.drop_rate_limit("tiny")
 
 
 def test_provider_mode_interop_with_hvac(make_gateway, bao):
