@@ -56,8 +56,12 @@ class VaultBackendFactory final : public BackendFactory {
     retry.max_attempts = vault.max_attempts;
 
     // Logins and the token's own calls: no auth step, in the auth namespace.
+    // One attempt each: they run inside a data call's Authorize(), whose
+    // client retries them already (3 x 3 attempts otherwise).
+    RetryPolicy once = retry;
+    once.max_attempts = 1;
     VaultClientOptions lo{vault.address, vault.auth_namespace.empty() ? vault.name_space : vault.auth_namespace,
-                          retry, context.observer};
+                          once, context.observer};
     DYAD_ASSIGN_OR_RETURN(auto login, VaultClient::Create(std::move(lo), nullptr, NewCurlTransport(curl),
                                                           context.clock, context.random));
     VaultClient& login_client = b.resources.Add(std::move(login));
