@@ -390,10 +390,13 @@ def test_tls_with_the_servers_ca_and_none_without(make_gateway, tmp_path):
         named = vault_gateway(make_gateway, server, token=token, key=key, VAULT_CACERT=str(server.ca),
                               VAULT_TLS_SERVER_NAME="localhost", name="named")  # a name of the certificate
         assert data(named.call("POST", "/admin/secrets/test-connection"))["connected"] is True
-        # A certificate that does not verify is retried like an outage: no retries here keeps the test short.
-        untrusted = vault_gateway(make_gateway, server, token=token, key=key, VAULT_MAX_RETRIES="0", name="untrusted")
-        r = untrusted.call("POST", "/admin/secrets/test-connection")
-        assert r.status_code == 503 and "certificate" in r.text.lower(), r.text
+        untrusted = vault_gateway(make_gateway, server, token=token, key=key, name="untrusted")
+        log = server.ca.parent / "bao.log"
+        before = log.read_text().count("TLS handshake error")
+        r = untrusted.call("POST", "/admin/providers", json=provider_body(credentials={"api_key": canary()}))
+        assert r.status_code == 503 and "SSL peer certificate" in r.text, r.text
+        # One call, VAULT_MAX_RETRIES=2: three attempts in all, the token lookup's included (not three each).
+        assert log.read_text().count("TLS handshake error") - before == 3
         wrong = vault_gateway(make_gateway, server, token=token, key=key, VAULT_CACERT=str(server.ca),
                               VAULT_TLS_SERVER_NAME="not-in-the-cert.example", VAULT_MAX_RETRIES="0",
                               name="wrong-name")
