@@ -307,7 +307,8 @@ def test_seal_mid_run_cache_stale_fallback_then_recovery_without_restart(make_ga
                 assert time.time() < deadline, "no recovery after unseal"
                 time.sleep(0.5)
         sources = [e.get("source") for e in audit(gw) if e.get("action") == "secret.get"]
-        assert "stale" in sources and "fallback" in sources and "store" in sources, sources
+        # Cache hits are not audited (the hot path, secrets_service.cc); validate's source showed them above.
+        assert {"store", "stale", "fallback"} <= set(sources), sources
         assert sources.index("stale") < len(sources) - 1 - sources[::-1].index("store")  # store after the outage
     finally:
         server.stop()
