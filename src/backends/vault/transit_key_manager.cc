@@ -146,8 +146,10 @@ class TransitKeyManager final : public KeyManager {
   }
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
-    DYAD_RETURN_IF_ERROR(CheckWrapped(version, wrapped));
+    // The key first, as ReEncryptMany does: it syncs the registry with Vault's
+    // versions, which a registry that has not used the key yet lacks.
     DYAD_RETURN_IF_ERROR(EnsureKey());
+    DYAD_RETURN_IF_ERROR(CheckWrapped(version, wrapped));
     std::vector<json> input(1);
     input[0]["ciphertext"] = std::string(wrapped);
     auto plain = std::move(DecryptMany(input, 1).front());
