@@ -21,6 +21,12 @@ using nlohmann::json;
 constexpr size_t kMaxValueBytes = 1 << 20;
 // The one key of the object a value that is not a JSON object is kept in.
 constexpr const char* kTextKey = "dyad_gateway_text";
+// The one key of a tombstone: what a delete writes before it soft-deletes.
+constexpr const char* kTombstoneKey = "dyad_gateway_deleted";
+
+bool IsReserved(const json& data) {
+  return data.is_object() && data.size() == 1 && (data.contains(kTextKey) || data.contains(kTombstoneKey));
+}
 constexpr int kAttempts = 3;  // writes that race another writer: read and try again
 
 // Every string in `j` zeroed: the parsed document may hold credentials.
@@ -68,7 +74,8 @@ Status CheckName(const std::string& name) {
 }
 
 // The KV `data` object for a value: a JSON object as it is; anything else
-// (and an object that looks like the wrapper) wrapped as {kTextKey: value}.
+// (and an object that looks like the wrapper or a tombstone) wrapped as
+// {kTextKey: value}.
 Result<json> DataOf(const std::string& name, std::string_view value) {
   if (value.size() > kMaxValueBytes) {
     return MakeError(ErrorCode::kInvalidArgument, "secret '" + name + "' would be " + std::to_string(value.size()) +
@@ -79,7 +86,7 @@ Result<json> DataOf(const std::string& name, std::string_view value) {
     return MakeError(ErrorCode::kInvalidArgument, "secret '" + name + "' is not UTF-8 text, which is all KV holds");
   }
   json j = json::parse(value, nullptr, false);
-  if (j.is_object() && !(j.size() == 1 && j.contains(kTextKey))) return j;
+  if (j.is_object() && !IsReserved(j)) return j;
   WipeJson(j);
   json wrapped = json::object();
   wrapped[kTextKey] = std::string(value);  // moved in: no copy left behind
@@ -194,35 +201,33 @@ class KvStore final : public SecretStore {
     return r.ok() ? OkStatus() : Status(r.error());
   }
 
+  // Deletes write a tombstone over the version read and soft-delete it:
+  // KV's cas compares with the latest version number, deleted or not, so
+  // a plain soft delete would let a token read before it write the secret
+  // back; after a tombstone that token conflicts and reads as deleted.
   Status Delete(const std::string& name) override {
-    DYAD_RETURN_IF_ERROR(CheckName(name));
-    auto r = client_.Call({"kv.delete", "DELETE", Path("data", name), nullptr, "", "delete"});
-    if (!r.ok() && r.code() != ErrorCode::kNotFound) return r.error();
-    return OkStatus();
+    auto r = Remove(name);
+    return r.ok() ? OkStatus() : Status(r.error());
   }
 
-  // A probe's name goes with its history (metadata/ DELETE). A provider's
-  // is soft-deleted, its data destroyed where destroy/ is permitted: its
-  // version count goes on, so a token read before the delete never
-  // matches the name written again (KV restarts at version 1 after a
-  // metadata delete).
+  // A probe goes with its history (metadata/ DELETE) where permitted. A
+  // provider's secret is removed as by Delete, then the version it held is
+  // destroyed where destroy/ is permitted: never a metadata/ DELETE, which
+  // restarts versions at 1 so that an old token would match again (ABA).
   Status DeleteNow(const std::string& name) override {
     DYAD_RETURN_IF_ERROR(CheckName(name));
     if (!naming_.IdOf(name) && metadata_delete_.load(std::memory_order_relaxed)) {
       auto r = client_.Call({"kv.delete-all", "DELETE", Path("metadata", name), nullptr, "", "delete"});
       if (r.ok() || r.code() == ErrorCode::kNotFound) return OkStatus();
       if (r.code() != ErrorCode::kPermissionDenied) return r.error();
-      Refused(metadata_delete_, r.error(), "deleting probes and their history");
+      Refused(metadata_delete_, r.error(), "deleting probes with their history");
     }
-    auto latest = Read(name);
-    if (!latest.ok() && latest.code() != ErrorCode::kNotFound) return latest.error();
-    DYAD_RETURN_IF_ERROR(Delete(name));
-    if (latest.ok() && latest->version > 0 && destroy_.load(std::memory_order_relaxed)) {
-      Cleanse(latest->secret.value);
-      json body = {{"versions", json::array({latest->version})}};
+    DYAD_ASSIGN_OR_RETURN(uint64_t held, Remove(name));
+    if (held > 0 && destroy_.load(std::memory_order_relaxed)) {
+      json body = {{"versions", json::array({held})}};
       auto r = client_.Call({"kv.destroy", "POST", Path("destroy", name), &body, "", "update"});
       if (!r.ok() && r.code() == ErrorCode::kPermissionDenied) {
-        Refused(destroy_, r.error(), "destroying deleted data at once (it stays recoverable until then)");
+        Refused(destroy_, r.error(), "destroying a removed secret's data at once (it stays in KV's history)");
       } else if (!r.ok()) {
         spdlog::debug("kv.destroy of '{}' failed: {}", name, r.error().message);
       }
@@ -230,24 +235,19 @@ class KvStore final : public SecretStore {
     return OkStatus();
   }
 
+  // The tombstone's cas is the check: atomic under the seed's policy.
   Status DeleteIfVersion(const std::string& name, const std::string& version) override {
     DYAD_RETURN_IF_ERROR(CheckName(name));
     DYAD_ASSIGN_OR_RETURN(uint64_t v, ParseVersion(version));
-    if (!delete_versions_.load(std::memory_order_relaxed)) return NoConditionalDelete();
-    json body = {{"versions", json::array({v})}};
-    auto r = client_.Call({"kv.delete-version", "POST", Path("delete", name), &body, "", "update"});
-    if (!r.ok() && r.code() == ErrorCode::kPermissionDenied) {
-      Refused(delete_versions_, r.error(), "deleting only the version read (the lease fences deletes instead)");
-      return NoConditionalDelete();
-    }
-    if (!r.ok() && r.code() != ErrorCode::kNotFound) return r.error();
+    auto buried = Bury(name, v);
+    if (buried.ok() || buried.code() != ErrorCode::kConflict) return buried.ok() ? OkStatus() : buried.error();
     DYAD_ASSIGN_OR_RETURN(Latest latest, Read(name));
     Cleanse(latest.secret.value);
     if (latest.state == Latest::kLive) {
       return MakeError(ErrorCode::kConflict,
                        "secret '" + name + "' is at version " + latest.secret.version + ", not " + version);
     }
-    return OkStatus();
+    return OkStatus();  // already gone
   }
 
   // metadata/ LIST of the providers' folder, then each key's metadata
@@ -348,6 +348,10 @@ class KvStore final : public SecretStore {
       return out;
     }
     if (!data->is_object()) return malformed("has a data.data that is not an object");
+    if (data->size() == 1 && data->contains(kTombstoneKey)) {
+      out.state = Latest::kDeleted;
+      return out;
+    }
     out.state = Latest::kLive;
     out.secret = StoredSecret{ValueOf(*data), std::to_string(out.version)};
     return out;
@@ -366,6 +370,46 @@ class KvStore final : public SecretStore {
       if (v != d->end() && v->is_number_unsigned() && v->get<uint64_t>() > 0) return v->get<uint64_t>();
     }
     return MakeError(ErrorCode::kInternal, "kv.write of '" + name + "': written, but the answer has no data.version");
+  }
+
+  // Delete's work: the live version it removed (0 when there was none).
+  Result<uint64_t> Remove(const std::string& name) {
+    DYAD_RETURN_IF_ERROR(CheckName(name));
+    Error last = MakeError(ErrorCode::kConflict, "secret '" + name + "' kept changing while it was deleted");
+    for (int attempt = 0; attempt < kAttempts; ++attempt) {
+      DYAD_ASSIGN_OR_RETURN(Latest latest, Read(name));
+      Cleanse(latest.secret.value);
+      if (latest.state != Latest::kLive) return uint64_t{0};
+      auto buried = Bury(name, latest.version);
+      if (buried.ok()) return latest.version;
+      if (buried.code() != ErrorCode::kConflict) return buried.error();
+      last = buried.error();
+    }
+    return last;
+  }
+
+  // The tombstone written with cas=`version`, then soft-deleted with the
+  // version it buries (delete/ where permitted; else DELETE of the latest,
+  // the tombstone itself unless a writer came in between). Returns the
+  // tombstone's version; a failed soft delete leaves a tombstone, which
+  // reads as deleted all the same.
+  Result<uint64_t> Bury(const std::string& name, uint64_t version) {
+    json tomb = {{kTombstoneKey, true}};
+    DYAD_ASSIGN_OR_RETURN(uint64_t t, Write(name, tomb, version));
+    if (delete_versions_.load(std::memory_order_relaxed)) {
+      json body = {{"versions", json::array({version, t})}};
+      auto r = client_.Call({"kv.delete-versions", "POST", Path("delete", name), &body, "", "update"});
+      if (r.ok()) return t;
+      if (r.code() == ErrorCode::kPermissionDenied) {
+        Refused(delete_versions_, r.error(), "soft-deleting the version a delete removes (it stays readable by "
+                                             "number in KV's history)");
+      }
+    }
+    auto r = client_.Call({"kv.delete", "DELETE", Path("data", name), nullptr, "", "delete"});
+    if (!r.ok() && r.code() != ErrorCode::kNotFound) {
+      spdlog::warn("Vault KV: the tombstone of '{}' is written but not soft-deleted: {}", name, r.error().message);
+    }
+    return t;
   }
 
   // Overwrite (`create` false: the name must hold a live version) or Put.
@@ -459,11 +503,6 @@ class KvStore final : public SecretStore {
   // A permission the policy lacks: not asked for again, said once.
   static void Refused(std::atomic<bool>& flag, const Error& e, const char* feature) {
     if (flag.exchange(false)) spdlog::warn("Vault KV: {} is off: {}", feature, e.message);
-  }
-
-  Error NoConditionalDelete() const {
-    return MakeError(ErrorCode::kUnimplemented, "no conditional delete: the token's policy needs 'update' on '" +
-                                                    options_.mount + "/delete/" + naming_.providers_prefix() + "*'");
   }
 
   const std::string name_ = "vault";

@@ -285,15 +285,19 @@ TEST(VaultKvStore, CreateOverADeletedOrDestroyedVersionWritesWithItsCas) {
   ASSERT_TRUE(kv.store->Delete(kA).ok());
   EXPECT_EQ(kv.store->Get(kA).code(), ErrorCode::kNotFound);
   kv.fake->calls.clear();
-  auto again = kv.store->Create(kA, "three");
+  auto again = kv.store->Create(kA, "three");  // over the tombstone, version 3
   ASSERT_TRUE(again.ok()) << again.error().message;
-  EXPECT_EQ(*again, "3");
-  EXPECT_EQ(kv.store->Replace(kA, "stale", "1").code(), ErrorCode::kConflict);
-  // destroyed
-  kv.fake->secrets[kA].versions[3].destroyed = true;
-  auto fourth = kv.store->Create(kA, "four");
-  ASSERT_TRUE(fourth.ok()) << fourth.error().message;
-  EXPECT_EQ(*fourth, "4");
+  EXPECT_EQ(*again, "4");
+  EXPECT_EQ(kv.store->Replace(kA, "stale", "2").code(), ErrorCode::kConflict);
+  // KV's own soft delete (hvac, the CLI) and destroy: no tombstone
+  kv.fake->secrets[kA].versions[4].deleted = true;
+  auto fifth = kv.store->Create(kA, "five");
+  ASSERT_TRUE(fifth.ok()) << fifth.error().message;
+  EXPECT_EQ(*fifth, "5");
+  kv.fake->secrets[kA].versions[5].destroyed = true;
+  auto sixth = kv.store->Create(kA, "six");
+  ASSERT_TRUE(sixth.ok()) << sixth.error().message;
+  EXPECT_EQ(*sixth, "6");
 }
 
 // Another creator wins between our read of the deleted version and our write.
@@ -370,8 +374,8 @@ TEST(VaultKvStore, OverwriteAndPutRetryAConflict) {
   EXPECT_TRUE(kv.store->Put(b, "new").ok());  // cas=0 create
   EXPECT_EQ(kv.store->Get(b)->version, "1");
   ASSERT_TRUE(kv.store->Delete(b).ok());
-  EXPECT_TRUE(kv.store->Put(b, "again").ok());  // over the deleted version
-  EXPECT_EQ(kv.store->Get(b)->version, "2");
+  EXPECT_TRUE(kv.store->Put(b, "again").ok());  // over the tombstone
+  EXPECT_EQ(kv.store->Get(b)->version, "3");
 }
 
 TEST(VaultKvStore, OverwriteGivesUpAfterAFewConflicts) {
@@ -385,19 +389,40 @@ TEST(VaultKvStore, OverwriteGivesUpAfterAFewConflicts) {
   EXPECT_EQ(kv.fake->calls.size(), 2u + 6u);  // the create's two, then three reads and writes
 }
 
-TEST(VaultKvStore, DeleteIsSoftAndToleratesAMissingName) {
+// A delete writes a tombstone over the version read and soft-deletes both:
+// a token read before the delete conflicts and reads as deleted, so it
+// never writes the secret back (KV's cas alone compares with a deleted
+// latest version as with a live one).
+TEST(VaultKvStore, DeleteBuriesTheVersionSoATokenReadBeforeNeverWritesItBack) {
   Kv kv;
   EXPECT_TRUE(kv.store->Delete(kA).ok());
   ASSERT_TRUE(kv.store->Create(kA, "one").ok());
+  auto read = kv.store->Get(kA);
+  ASSERT_TRUE(read.ok());
   EXPECT_TRUE(kv.store->Delete(kA).ok());
-  EXPECT_TRUE(kv.fake->secrets[kA].versions[1].deleted);
-  EXPECT_EQ(kv.fake->secrets[kA].versions[1].data, json({{"dyad_gateway_text", "one"}}));  // recoverable
+  const auto& s = kv.fake->secrets[kA];
+  EXPECT_EQ(s.current, 2u);
+  EXPECT_EQ(s.versions.at(2).data, json({{"dyad_gateway_deleted", true}}));
+  EXPECT_TRUE(s.versions.at(2).deleted);
+  EXPECT_TRUE(s.versions.at(1).deleted);
+  EXPECT_EQ(s.versions.at(1).data, json({{"dyad_gateway_text", "one"}}));  // recoverable
   EXPECT_EQ(kv.store->Get(kA).code(), ErrorCode::kNotFound);
   EXPECT_EQ(kv.store->GetMany({kA})->at(0).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(kv.store->Replace(kA, "written back", read->version).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(kv.store->ReplaceMany({{kA, read->version, "written back"}}).value(), std::vector<bool>{false});
+  EXPECT_EQ(kv.store->Overwrite(kA, "written back").code(), ErrorCode::kNotFound);
+  EXPECT_EQ(kv.fake->secrets[kA].current, 2u);
+  // A tombstone that was not soft-deleted reads as deleted all the same,
+  // and a value that looks like one is kept wrapped.
+  kv.fake->secrets[kA].versions[2].deleted = false;
+  EXPECT_EQ(kv.store->Get(kA).code(), ErrorCode::kNotFound);
+  const std::string b = kv.Name("b");
+  ASSERT_TRUE(kv.store->Create(b, R"({"dyad_gateway_deleted":true})").ok());
+  EXPECT_EQ(kv.store->Get(b)->value, R"({"dyad_gateway_deleted":true})");
 }
 
-// A provider's secret: soft delete and destroy of the version read, so the
-// version count goes on (no ABA); a probe goes with its metadata.
+// A provider's secret: buried, then the version it held destroyed (no
+// metadata delete: versions go on, no ABA); a probe goes with its metadata.
 TEST(VaultKvStore, DeleteNowDestroysAProvidersDataAndRemovesAProbeWhole) {
   Kv kv;
   ASSERT_TRUE(kv.store->Create(kA, "one").ok());
@@ -406,7 +431,8 @@ TEST(VaultKvStore, DeleteNowDestroysAProvidersDataAndRemovesAProbeWhole) {
   EXPECT_TRUE(kv.fake->secrets[kA].versions[1].data.is_null());
   auto again = kv.store->Create(kA, "again");
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(*again, "2");
+  EXPECT_EQ(*again, "3");
+  EXPECT_EQ(kv.store->Replace(kA, "stale", "1").code(), ErrorCode::kConflict);
   const std::string probe = kv.store->ProbeName("p1");
   ASSERT_TRUE(kv.store->Create(probe, "x").ok());
   ASSERT_TRUE(kv.store->DeleteNow(probe).ok());
@@ -414,8 +440,9 @@ TEST(VaultKvStore, DeleteNowDestroysAProvidersDataAndRemovesAProbeWhole) {
   EXPECT_TRUE(kv.store->DeleteNow(kv.Name("never")).ok());
 }
 
-// Under the seed's policy (data/ only): the soft delete alone, the refusals
-// asked once, and never a failed write for custom metadata.
+// Under the seed's policy (data/ only): delete is the tombstone and KV's
+// soft delete of the latest version, the refusals asked once, and never a
+// failed write for custom metadata.
 TEST(VaultKvStore, UnderTheSeedsPolicyOptionalPathsAreAskedOnceAndNeverFailAWrite) {
   Kv kv;
   kv.fake->denied = {"secret/metadata/", "secret/delete/", "secret/destroy/"};
@@ -429,18 +456,23 @@ TEST(VaultKvStore, UnderTheSeedsPolicyOptionalPathsAreAskedOnceAndNeverFailAWrit
   ASSERT_TRUE(kv.store->Create(probe, "p").ok());
   ASSERT_TRUE(kv.store->DeleteNow(probe).ok());
   ASSERT_TRUE(kv.store->DeleteNow(kv.store->ProbeName("q")).ok());
-  int metadata_writes = 0, destroys = 0, metadata_deletes = 0;
+  int metadata_writes = 0, destroys = 0, metadata_deletes = 0, version_deletes = 0;
   for (const auto& c : kv.fake->calls) {
     metadata_writes += c.starts_with("POST secret/metadata/");
     destroys += c.starts_with("POST secret/destroy/");
     metadata_deletes += c.starts_with("DELETE secret/metadata/");
+    version_deletes += c.starts_with("POST secret/delete/");
   }
   EXPECT_EQ(metadata_writes, 1);
   EXPECT_EQ(destroys, 1);
   EXPECT_EQ(metadata_deletes, 1);
+  EXPECT_EQ(version_deletes, 1);
   EXPECT_EQ(kv.store->Get(kA).code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(kv.fake->secrets[kA].versions[3].deleted);  // the tombstone, by DELETE data/
+  EXPECT_FALSE(kv.fake->secrets[kA].versions[2].deleted);  // in KV's history
   EXPECT_EQ(kv.store->Get(probe).code(), ErrorCode::kNotFound);
-  EXPECT_EQ(*kv.store->Create(kA, "again"), "3");
+  EXPECT_EQ(kv.store->Replace(kA, "back", "2").code(), ErrorCode::kNotFound);
+  EXPECT_EQ(*kv.store->Create(kA, "again"), "4");
 }
 
 TEST(VaultKvStore, DeleteIfVersionDeletesOnlyTheVersionRead) {
@@ -449,24 +481,27 @@ TEST(VaultKvStore, DeleteIfVersionDeletesOnlyTheVersionRead) {
   ASSERT_TRUE(kv.store->Replace(kA, "two", "1").ok());
   auto stale = kv.store->DeleteIfVersion(kA, "1");
   EXPECT_EQ(stale.code(), ErrorCode::kConflict);
+  EXPECT_NE(stale.error().message.find("version 2"), std::string::npos) << stale.error().message;
   EXPECT_EQ(kv.store->Get(kA)->value, "two");
   EXPECT_TRUE(kv.store->DeleteIfVersion(kA, "2").ok());
   EXPECT_EQ(kv.store->Get(kA).code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(kv.fake->secrets[kA].versions[2].deleted);  // delete/ of the version and its tombstone
+  EXPECT_TRUE(kv.fake->secrets[kA].versions[3].deleted);
   EXPECT_TRUE(kv.store->DeleteIfVersion(kv.Name("never"), "1").ok());
   EXPECT_EQ(kv.store->DeleteIfVersion(kA, "x").code(), ErrorCode::kInvalidArgument);
 }
 
-TEST(VaultKvStore, DeleteIfVersionWithoutDeletePermissionIsUnimplementedFromThenOn) {
+// The tombstone's cas is the condition: no delete/ permission needed.
+TEST(VaultKvStore, DeleteIfVersionWorksUnderTheSeedsPolicy) {
   Kv kv;
-  kv.fake->denied = {"secret/delete/"};
+  kv.fake->denied = {"secret/delete/", "secret/metadata/"};
   ASSERT_TRUE(kv.store->Create(kA, "one").ok());
-  const size_t before = kv.fake->calls.size();
-  auto first = kv.store->DeleteIfVersion(kA, "1");
-  EXPECT_EQ(first.code(), ErrorCode::kUnimplemented);
-  EXPECT_NE(first.error().message.find("secret/delete/"), std::string::npos) << first.error().message;
-  EXPECT_EQ(kv.store->DeleteIfVersion(kA, "1").code(), ErrorCode::kUnimplemented);
-  EXPECT_EQ(kv.fake->calls.size(), before + 1);  // asked once
-  EXPECT_EQ(kv.store->Get(kA)->value, "one");
+  ASSERT_TRUE(kv.store->Replace(kA, "two", "1").ok());
+  EXPECT_EQ(kv.store->DeleteIfVersion(kA, "1").code(), ErrorCode::kConflict);
+  EXPECT_EQ(kv.store->Get(kA)->value, "two");
+  EXPECT_TRUE(kv.store->DeleteIfVersion(kA, "2").ok());
+  EXPECT_EQ(kv.store->Get(kA).code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(kv.store->DeleteIfVersion(kA, "2").ok());  // already gone
 }
 
 TEST(VaultKvStore, ListGivesLiveProviderSecretsDatedByTheirLatestVersion) {

@@ -483,8 +483,11 @@ class TransitKeyManager final : public KeyManager {
 
   // One Transit call (`verb` under the mount, for the key) for many inputs:
   // each item's `field`, or its error. One item goes alone; more go as
-  // batch_input. Vault answers a batch whose items all failed with a 400
-  // that names none of them: then each is sent alone, for its own error.
+  // batch_input, with partial_failure_response_code 200 so that HashiCorp
+  // Vault answers a partly failed batch with its results (OpenBao 2.7 always
+  // does, and warns that it ignores the parameter). Vault answers a batch
+  // whose items all failed with a 400 that names none of them: then each is
+  // sent alone, for its own error.
   // Plaintext strings of the answer are wiped; the caller wipes its input.
   std::vector<Result<std::string>> Batch(const std::string& op, const std::string& verb, const std::vector<json>& input,
                                          const char* field, size_t parallelism) {

@@ -28,7 +28,7 @@ std::string Errors(const std::string& m) { return json{{"errors", {m}}}.dump(); 
 
 // Transit as Vault answers it, for one mount ("transit") and its keys:
 // versions, min_decryption_version, encrypt / decrypt / rewrap (single and
-// batch_input, with Vault's 400 for a batch whose items all failed),
+// batch_input, with HashiCorp Vault's 400 for a batch whose items all failed),
 // rotate, config, 403 for chosen paths, and a hook that answers a call in
 // place of the emulation (hostile answers).
 class FakeTransit final : public HttpTransport {
@@ -80,7 +80,9 @@ class FakeTransit final : public HttpTransport {
       }
     }
     batches_++;
-    int status = any_ok ? 200 : 400;  // all failed: 400, whatever partial_failure_response_code says
+    // HashiCorp Vault: all failed is 400, whatever partial_failure_response_code
+    // says (OpenBao 2.7 answers 200 and ignores that parameter).
+    int status = any_ok ? 200 : 400;
     return HttpReply{status, {}, json{{"data", {{"batch_results", results}}}}.dump()};
   }
 

@@ -54,7 +54,7 @@ struct VaultCall {
   std::string capability;
   // Sent besides the client's own (the token of a renew-self on the login
   // client); values are wiped after the call, never in errors.
-  HttpHeaders headers;
+  HttpHeaders headers{};
 };
 
 class VaultClient {
