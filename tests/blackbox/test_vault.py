@@ -316,27 +316,29 @@ def test_seal_mid_run_cache_stale_fallback_then_recovery_without_restart(make_ga
 
 
 def test_a_tiny_rate_limit_quota(make_gateway, bao):
-    """One read per 2 s on one provider's secret: the next read is throttled three times (the first 429 says
-    Retry-After: 1, which the gateway waits) and fails as unavailable, without fallback; each 429 is counted; after
-    the window the reads succeed again. Only that secret's path is limited, so background probes cannot interfere."""
-    gw = vault_gateway(make_gateway, bao, SECRETS_CACHE_ENABLED="false")
+    """One read per 3 s on one provider's secret, two attempts a call (VAULT_MAX_RETRIES=1): the next read is
+    throttled, waits the Retry-After Bao sends (2: whole seconds left, rounded down), is throttled again inside the
+    window and fails as unavailable, without fallback; each 429 is counted; after the window the reads succeed
+    again. Only that secret's path is limited, so background probes cannot interfere."""
+    gw = vault_gateway(make_gateway, bao, SECRETS_CACHE_ENABLED="false", VAULT_MAX_RETRIES="1")
     p = create_provider(gw, "openai", {"api_key": canary()})
     q = create_provider(gw, "other", {"api_key": canary()})
     path = kv_path(p["id"])
-    bao.rate_limit("tiny", rate=1, path=f"secret/data/{path}", interval="2s")
+    bao.rate_limit("tiny", rate=1, path=f"secret/data/{path}", interval="3s")
+    window = time.monotonic()
     assert validate(gw, p["id"])["valid"] is True  # the window's one read
     started = time.monotonic()
     v = validate(gw, p["id"])
     waited = time.monotonic() - started
     assert v["valid"] is False and v["source"] == "", v
     assert checks(v)["decryptable"]["message"] == (f'kv.read: HTTP 429: request path "secret/data/{path}": '
-                                                "rate limit quota exceeded (after 3 attempts)"), v
-    assert 1.0 <= waited < 2.0, waited  # Retry-After: 1 honoured once, then Retry-After: 0 and jitter
+                                                    "rate limit quota exceeded (after 2 attempts)"), v
+    assert 2.0 <= waited < 3.0, waited  # Retry-After: 2 honoured
     assert validate(gw, q["id"])["valid"] is True  # another secret is not limited
     host = bao.endpoint.removeprefix("http://")
     metrics = gw.call("GET", "/metrics").text
-    assert f'dyad_cloud_throttles_total{{endpoint="{host}",op="kv.read"}} 3' in metrics, metrics[-3000:]
-    time.sleep(max(0.0, started + 2.1 - time.monotonic()))
+    assert f'dyad_cloud_throttles_total{{endpoint="{host}",op="kv.read"}} 2' in metrics, metrics[-3000:]
+    time.sleep(max(0.0, window + 3.2 - time.monotonic()))
     assert validate(gw, p["id"])["valid"] is True  # the next window, no restart
     bao.drop_rate_limit("tiny")
 
