@@ -429,3 +429,21 @@ def test_vault_passes_the_backend_contract(bao):
     assert run.returncode == 0, out[-6000:]
     assert "[  SKIPPED ]" not in out, out[-6000:]  # every case ran, the wrong-key one included
     assert "[  PASSED  ] 14 tests." in out and token not in out, out[-3000:]
+
+
+def test_the_database_engine_peer_makes_and_revokes_postgres_users(bao):
+    """The harness's PostgreSQL and Bao's database engine on it (the dynamic-secrets tests build on both): a lease
+    makes a login role, revoking the lease drops it."""
+    from pg_peer import Postgres
+
+    pg = Postgres()
+    try:
+        role = bao.database(pg)
+        creds = bao.api("GET", f"database/creds/{role}")
+        user = creds["data"]["username"]
+        assert creds["lease_duration"] == 3600 and creds["renewable"] is True, creds
+        assert pg.psql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{user}'").strip() == "t"
+        bao.api("PUT", "sys/leases/revoke", {"lease_id": creds["lease_id"]})
+        assert pg.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{user}'").strip() == "0"
+    finally:
+        pg.stop()
