@@ -108,6 +108,8 @@ def test_lifecycle_envelope_rotate_validate_health_test_connection(make_gateway,
     data(gw.call("DELETE", f"/admin/providers/{p['id']}"))
     assert bao.kv_read(kv_path(p["id"])) is None  # soft-deleted: no current data
     assert data(gw.call("GET", "/admin/providers"))["items"] == []
+    # The seed's policy has no metadata/ capability: said once, not asked again.
+    assert gw.logs().count("custom metadata (provider id, credentials version) on each secret is off") == 1
     assert_never_logged(gw, creds["api_key"], new["api_key"], gw.token)
 
 
@@ -149,6 +151,7 @@ def test_key_rotation_reencrypts_2000_while_four_readers_read(make_gateway, bao)
     assert (h["fromKeyVersion"], h["toKeyVersion"], h["reencrypted"], h["failed"]) == (1, 2, n, 0), h
     assert failures == [] and min(reads) > 0, (failures[:5], reads)
     assert bao.root().secrets.transit.read_key(gw.key)["data"]["latest_version"] == 2
+    assert gw.logs().count("rewrap is not permitted") == 1  # the seed's policy: decrypt + encrypt, said once
     client = bao.root()
     envelopes = [client.secrets.kv.v2.read_secret_version(path=kv_path(pid), raise_on_deleted_version=True)
                  ["data"]["data"] for pid in made]
