@@ -139,6 +139,7 @@ class TransitKeyManager final : public KeyManager {
     std::vector<json> input(1);
     input[0]["plaintext"] = Base64Encode(Bind(dk.plaintext, context).view());
     auto wrapped = std::move(Batch("transit.encrypt", "encrypt", input, "ciphertext", 1).front());
+    WipeStrings(input[0]);
     if (!wrapped.ok()) return wrapped.error();
     DYAD_ASSIGN_OR_RETURN(dk.version, Learn(*wrapped));
     dk.wrapped = std::move(wrapped).value();
@@ -481,7 +482,7 @@ class TransitKeyManager final : public KeyManager {
     }
     if (sealed.empty()) return;
     auto wrapped = Batch("transit.encrypt", "encrypt", plain_in, "ciphertext", parallelism);
-    for (auto& one : plain_in) Cleanse(one["plaintext"].get_ref<std::string&>());
+    for (auto& one : plain_in) WipeStrings(one);
     for (size_t j = 0; j < sealed.size(); ++j) out[which[sealed[j]]] = Wrapped(std::move(wrapped[j]));
   }
 
@@ -525,6 +526,7 @@ class TransitKeyManager final : public KeyManager {
     }
     json body = {{"batch_input", input}, {"partial_failure_response_code", 200}};
     auto answer = Call(op, "POST", path, &body);
+    WipeStrings(body);  // a copy of the input, which may hold data keys
     if (!answer.ok() && answer.code() == ErrorCode::kInvalidArgument) {
       ParallelFor(input.size(), parallelism, [&](size_t i) { out[i] = One(op, path, input[i], field); });
       return out;
