@@ -48,6 +48,13 @@ struct ReEncryptItem {
   std::string_view to_context;
 };
 
+// One wrapped DEK to unwrap (DecryptMany); the views must outlive the call.
+struct DecryptItem {
+  uint32_t version = 0;
+  std::string_view wrapped;
+  std::string_view context;
+};
+
 struct KeyVersionInfo {
   uint32_t version = 0;
   std::string state;  // active | retiring | retired
@@ -81,6 +88,15 @@ class KeyManager {
     std::vector<Result<WrappedKey>> out(items.size(), Result<WrappedKey>(WrappedKey{}));
     ParallelFor(items.size(), parallelism, [&](size_t i) {
       out[i] = ReEncrypt(items[i].version, items[i].wrapped, items[i].from_context, items[i].to_context);
+    });
+    return out;
+  }
+  // Decrypt of many wrapped keys, the same way (one batch call, or Decrypt
+  // per item on up to `parallelism` threads).
+  virtual std::vector<Result<SecretBytes>> DecryptMany(const std::vector<DecryptItem>& items, size_t parallelism) {
+    std::vector<Result<SecretBytes>> out(items.size(), Result<SecretBytes>(SecretBytes()));
+    ParallelFor(items.size(), parallelism, [&](size_t i) {
+      out[i] = Decrypt(items[i].version, items[i].wrapped, items[i].context);
     });
     return out;
   }

@@ -21,7 +21,26 @@ std::string_view Aad(std::string_view secret_name, int64_t credentials_version) 
   return buf;
 }
 
+// The payload of `e` under its unwrapped DEK.
+Result<SecretBytes> OpenPayload(const SecretBytes& dek, const Envelope& e, std::string_view secret_name) {
+  auto payload = AesGcmOpen(dek, e.nonce, Aad(secret_name, e.credentials_version), e.ciphertext);
+  if (!payload.ok()) {
+    return MakeError(ErrorCode::kDataLoss, "envelope of '" + std::string(secret_name) +
+                                               "': payload authentication failed (tampered, moved or corrupt)");
+  }
+  return payload;
+}
+
 }  // namespace
+
+Status Sealer::CheckKey(const Envelope& e) const {
+  if (e.kms != keys_.Kind() || e.key_id != keys_.KeyId()) {
+    return MakeError(ErrorCode::kFailedPrecondition, "envelope was sealed by " + e.kms + " key '" + e.key_id +
+                                                         "', not the configured " + keys_.Kind() + " key '" +
+                                                         keys_.KeyId() + "'");
+  }
+  return OkStatus();
+}
 
 Result<std::string> Sealer::Seal(std::string_view secret_name, int64_t credentials_version,
                                  const SecretBytes& payload) {
@@ -49,17 +68,10 @@ Result<OpenedSecret> Sealer::Open(std::string_view secret_name, std::string_view
   if (parsed.ciphertext.capacity() > 64 * 1024) parsed = Envelope();  // keep no large buffer for good
   Envelope& e = parsed;
   DYAD_RETURN_IF_ERROR(ParseEnvelopeInto(envelope_text, e));
-  if (e.kms != keys_.Kind() || e.key_id != keys_.KeyId()) {
-    return MakeError(ErrorCode::kFailedPrecondition, "envelope was sealed by " + e.kms + " key '" + e.key_id +
-                                                         "', not the configured " + keys_.Kind() + " key '" +
-                                                         keys_.KeyId() + "'");
-  }
+  DYAD_RETURN_IF_ERROR(CheckKey(e));
   DYAD_ASSIGN_OR_RETURN(SecretBytes dek, keys_.Decrypt(e.key_version, e.wrapped_dek, KeyContext(e, secret_name)));
-  auto payload = AesGcmOpen(dek, e.nonce, Aad(secret_name, e.credentials_version), e.ciphertext);
-  if (!payload.ok()) {
-    return MakeError(ErrorCode::kDataLoss, "envelope of '" + std::string(secret_name) +
-                                               "': payload authentication failed (tampered, moved or corrupt)");
-  }
+  auto payload = OpenPayload(dek, e, secret_name);
+  if (!payload.ok()) return payload.error();
   return OpenedSecret{std::move(payload).value(), e.credentials_version, e.key_version};
 }
 
@@ -98,6 +110,10 @@ std::vector<Result<std::string>> Sealer::RewrapMany(const std::vector<RewrapItem
     }
     parsed[i] = std::move(e).value();
     const Envelope& env = parsed[i];
+    if (Status s = CheckKey(env); !s.ok()) {
+      out[i] = s.error();
+      continue;
+    }
     if (env.key_version >= primary && env.context_bound && !force) {
       out[i] = MakeError(ErrorCode::kAlreadyExists, "already on the primary key version");
       continue;
@@ -107,23 +123,37 @@ std::vector<Result<std::string>> Sealer::RewrapMany(const std::vector<RewrapItem
   }
   if (moves.empty()) return out;
   std::vector<Result<WrappedKey>> moved = keys_.ReEncryptMany(moves, parallelism);
-  ParallelFor(at.size(), parallelism, [&](size_t j) {
+  // Verified before they replace the old blobs: every moved key unwrapped
+  // again (one DecryptMany) and the payload opened under it.
+  std::vector<DecryptItem> checks;
+  std::vector<size_t> checked;
+  for (size_t j = 0; j < at.size(); ++j) {
     const size_t i = at[j];
     if (!moved[j].ok()) {
       out[i] = moved[j].error();
-      return;
+      continue;
     }
     Envelope& e = parsed[i];
     e.wrapped_dek = std::move(moved[j]->wrapped);
     e.key_version = moved[j]->version;
     e.context_bound = true;
-    std::string text = SerializeEnvelope(e);
-    auto opened = Open(items[i].secret_name, text);  // verify before it replaces the old blob
+    checks.push_back({e.key_version, e.wrapped_dek, items[i].secret_name});
+    checked.push_back(i);
+  }
+  if (checks.empty()) return out;
+  std::vector<Result<SecretBytes>> deks = keys_.DecryptMany(checks, parallelism);
+  ParallelFor(checked.size(), parallelism, [&](size_t k) {
+    const size_t i = checked[k];
+    if (!deks[k].ok()) {
+      out[i] = deks[k].error();
+      return;
+    }
+    auto opened = OpenPayload(*deks[k], parsed[i], items[i].secret_name);
     if (!opened.ok()) {
       out[i] = opened.error();
       return;
     }
-    out[i] = std::move(text);
+    out[i] = SerializeEnvelope(parsed[i]);
   });
   return out;
 }

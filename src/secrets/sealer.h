@@ -7,8 +7,9 @@
 // Rewrap() moves an envelope to the primary key version, and an envelope
 // written before names were bound to its name's context, without touching
 // the payload ciphertext, and checks the result opens. RewrapMany() does the
-// same for many envelopes with one KeyManager::ReEncryptMany (a KMS batch
-// call where there is one), the checks on up to `parallelism` threads.
+// same for many envelopes with one KeyManager::ReEncryptMany and checks them
+// with one DecryptMany (a KMS batch call each where there is one), the rest
+// on up to `parallelism` threads.
 //
 // In provider mode (SECRETS_ENCRYPTION_MODE=provider) the store's own
 // encryption is relied on: Seal() and Open() pass the payload (the
@@ -52,6 +53,9 @@ class Sealer {
                                               size_t parallelism);
 
  private:
+  // The envelope was sealed by the configured key.
+  Status CheckKey(const Envelope& e) const;
+
   KeyManager& keys_;
   Random& random_;
   SealMode mode_;

@@ -402,6 +402,13 @@ class CountingKeys final : public KeyManager {
     }
     return inner_.ReEncryptMany(items, parallelism);
   }
+  std::vector<Result<SecretBytes>> DecryptMany(const std::vector<DecryptItem>& items, size_t parallelism) override {
+    {
+      MutexLock lock(&mu_);
+      checks.push_back(items.size());
+    }
+    return inner_.DecryptMany(items, parallelism);
+  }
   Result<uint32_t> Rotate() override { return inner_.Rotate(); }
   Status Retire(uint32_t version) override { return inner_.Retire(version); }
   Status BeginRetire(uint32_t version) override { return inner_.BeginRetire(version); }
@@ -410,7 +417,7 @@ class CountingKeys final : public KeyManager {
   Result<std::string> CurrentState(uint32_t version) override { return inner_.CurrentState(version); }
 
   std::atomic<int> singles{0};
-  std::vector<size_t> batches;  // read once the rotation is over
+  std::vector<size_t> batches, checks;  // read once the rotation is over
 
  private:
   KeyManager& inner_;
@@ -418,7 +425,8 @@ class CountingKeys final : public KeyManager {
 };
 
 // On a store with conditional writes, a chunk's data keys move in one
-// ReEncryptMany (one KMS batch call where there is one).
+// ReEncryptMany and are checked in one DecryptMany (one KMS batch call each
+// where there is one).
 TEST_F(RotationTest, AChunkMovesItsDataKeysInOneReEncryptMany) {
   CountingKeys counting(*keys_);
   secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, counting, *repo_, audit_, metrics_, clock_,
@@ -433,6 +441,7 @@ TEST_F(RotationTest, AChunkMovesItsDataKeysInOneReEncryptMany) {
   EXPECT_EQ(run->reencrypted, 520);
   EXPECT_EQ(counting.singles.load(), 0);
   EXPECT_EQ(counting.batches, (std::vector<size_t>{250, 250, 20}));
+  EXPECT_EQ(counting.checks, counting.batches);  // each moved key unwrapped again, in one call per chunk
   EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 520}}));
   EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
 }

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,9 @@ using nlohmann::json;
 constexpr size_t kDekSize = 32;
 constexpr size_t kTagSize = 16;  // SHA-256(context)[0..16) after the DEK
 constexpr uint32_t kMaxVersion = 1u << 30;
+// Items per batch_input call: two JSON strings each, under OpenBao's limit
+// of 1000 strings in a request body.
+constexpr size_t kMaxBatch = 250;
 
 // The N of "vault:vN:…": decimal, no sign or leading zero, something after.
 Result<uint32_t> CiphertextVersion(std::string_view c) {
@@ -139,6 +143,7 @@ class TransitKeyManager final : public KeyManager {
     std::vector<json> input(1);
     input[0]["plaintext"] = Base64Encode(Bind(dk.plaintext, context).view());
     auto wrapped = std::move(Batch("transit.encrypt", "encrypt", input, "ciphertext", 1).front());
+    WipeStrings(input[0]);
     if (!wrapped.ok()) return wrapped.error();
     DYAD_ASSIGN_OR_RETURN(dk.version, Learn(*wrapped));
     dk.wrapped = std::move(wrapped).value();
@@ -152,9 +157,37 @@ class TransitKeyManager final : public KeyManager {
     DYAD_RETURN_IF_ERROR(CheckWrapped(version, wrapped));
     std::vector<json> input(1);
     input[0]["ciphertext"] = std::string(wrapped);
-    auto plain = std::move(DecryptMany(input, 1).front());
+    auto plain = std::move(DecryptBatch(input, 1).front());
     if (!plain.ok()) return plain.error();
     return Unbind(*plain, context);
+  }
+
+  // One batch decrypt for them all.
+  std::vector<Result<SecretBytes>> DecryptMany(const std::vector<DecryptItem>& items, size_t parallelism) override {
+    std::vector<Result<SecretBytes>> out(items.size(), Result<SecretBytes>(SecretBytes()));
+    if (Status s = EnsureKey(); !s.ok()) {
+      for (auto& r : out) r = s.error();
+      return out;
+    }
+    std::vector<size_t> sent;
+    std::vector<json> input;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (Status s = CheckWrapped(items[i].version, items[i].wrapped); !s.ok()) {
+        out[i] = s.error();
+        continue;
+      }
+      json one;
+      one["ciphertext"] = std::string(items[i].wrapped);
+      input.push_back(std::move(one));
+      sent.push_back(i);
+    }
+    if (sent.empty()) return out;
+    auto plains = DecryptBatch(input, parallelism);
+    for (size_t k = 0; k < sent.size(); ++k) {
+      out[sent[k]] = plains[k].ok() ? Unbind(*plains[k], items[sent[k]].context) : Result<SecretBytes>(plains[k].error());
+      plains[k] = SecretBytes();
+    }
+    return out;
   }
 
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
@@ -433,7 +466,7 @@ class TransitKeyManager final : public KeyManager {
             std::vector<Result<WrappedKey>>& out) {
     std::vector<json> input(which.size());
     for (size_t k = 0; k < which.size(); ++k) input[k]["ciphertext"] = std::string(items[which[k]].wrapped);
-    auto plains = DecryptMany(input, parallelism);
+    auto plains = DecryptBatch(input, parallelism);
     std::vector<size_t> sealed;  // positions in `which` that go on to encrypt
     std::vector<json> plain_in;
     for (size_t k = 0; k < which.size(); ++k) {
@@ -455,12 +488,12 @@ class TransitKeyManager final : public KeyManager {
     }
     if (sealed.empty()) return;
     auto wrapped = Batch("transit.encrypt", "encrypt", plain_in, "ciphertext", parallelism);
-    for (auto& one : plain_in) Cleanse(one["plaintext"].get_ref<std::string&>());
+    for (auto& one : plain_in) WipeStrings(one);
     for (size_t j = 0; j < sealed.size(); ++j) out[which[sealed[j]]] = Wrapped(std::move(wrapped[j]));
   }
 
   // Batch decrypt: each item's plaintext, base64-decoded.
-  std::vector<Result<SecretBytes>> DecryptMany(const std::vector<json>& input, size_t parallelism) {
+  std::vector<Result<SecretBytes>> DecryptBatch(const std::vector<json>& input, size_t parallelism) {
     auto answers = Batch("transit.decrypt", "decrypt", input, "plaintext", parallelism);
     std::vector<Result<SecretBytes>> out(answers.size(), Result<SecretBytes>(SecretBytes()));
     for (size_t i = 0; i < answers.size(); ++i) {
@@ -481,14 +514,12 @@ class TransitKeyManager final : public KeyManager {
     return out;
   }
 
-  // One Transit call (`verb` under the mount, for the key) for many inputs:
+  // Transit calls (`verb` under the mount, for the key) for many inputs:
   // each item's `field`, or its error. One item goes alone; more go as
-  // batch_input, with partial_failure_response_code 200 so that HashiCorp
-  // Vault answers a partly failed batch with its results (OpenBao 2.7 always
-  // does, and warns that it ignores the parameter). Vault answers a batch
-  // whose items all failed with a 400 that names none of them: then each is
-  // sent alone, for its own error.
-  // Plaintext strings of the answer are wiped; the caller wipes its input.
+  // batch_input, at most kMaxBatch to a call (OpenBao refuses a request
+  // body of more than 1000 JSON strings: "refused JSON input due to high
+  // complexity"), the calls on up to `parallelism` threads. Plaintext
+  // strings of the answers are wiped; the caller wipes its input.
   std::vector<Result<std::string>> Batch(const std::string& op, const std::string& verb, const std::vector<json>& input,
                                          const char* field, size_t parallelism) {
     const std::string path = options_.mount + "/" + verb + "/" + options_.key;
@@ -497,29 +528,46 @@ class TransitKeyManager final : public KeyManager {
       out[0] = One(op, path, input[0], field);
       return out;
     }
-    json body = {{"batch_input", input}, {"partial_failure_response_code", 200}};
+    const size_t calls = (input.size() + kMaxBatch - 1) / kMaxBatch;
+    ParallelFor(calls, parallelism, [&](size_t c) {
+      const size_t begin = c * kMaxBatch, end = std::min(input.size(), begin + kMaxBatch);
+      BatchCall(op, path, input, begin, end, field, out);
+    });
+    return out;
+  }
+
+  // One batch_input call for input[begin, end), with
+  // partial_failure_response_code 200 so that HashiCorp Vault answers a
+  // partly failed batch with its results (OpenBao 2.7 always does, and
+  // warns that it ignores the parameter). Vault answers a batch whose items
+  // all failed with a 400 that names none of them: then each is sent alone,
+  // for its own error.
+  void BatchCall(const std::string& op, const std::string& path, const std::vector<json>& input, size_t begin,
+                 size_t end, const char* field, std::vector<Result<std::string>>& out) {
+    json body = {{"batch_input", json::array()}, {"partial_failure_response_code", 200}};
+    for (size_t i = begin; i < end; ++i) body["batch_input"].push_back(input[i]);
     auto answer = Call(op, "POST", path, &body);
+    WipeStrings(body);  // a copy of the input, which may hold data keys
     if (!answer.ok() && answer.code() == ErrorCode::kInvalidArgument) {
-      ParallelFor(input.size(), parallelism, [&](size_t i) { out[i] = One(op, path, input[i], field); });
-      return out;
+      for (size_t i = begin; i < end; ++i) out[i] = One(op, path, input[i], field);
+      return;
     }
     if (!answer.ok()) {
-      for (auto& r : out) r = TransitError(answer.error());
-      return out;
+      for (size_t i = begin; i < end; ++i) out[i] = TransitError(answer.error());
+      return;
     }
     const json* results = nullptr;
     if (answer->contains("data") && (*answer)["data"].is_object() && (*answer)["data"].contains("batch_results")) {
       results = &(*answer)["data"]["batch_results"];
     }
-    if (!results || !results->is_array() || results->size() != input.size()) {
-      for (auto& r : out) r = MakeError(ErrorCode::kUnavailable, op + ": the answer's batch_results do not match the "
-                                                                      "batch_input");
-      WipeStrings(*answer);
-      return out;
+    if (!results || !results->is_array() || results->size() != end - begin) {
+      for (size_t i = begin; i < end; ++i) {
+        out[i] = MakeError(ErrorCode::kUnavailable, op + ": the answer's batch_results do not match the batch_input");
+      }
+    } else {
+      for (size_t i = begin; i < end; ++i) out[i] = Field(op, (*results)[i - begin], field);
     }
-    for (size_t i = 0; i < input.size(); ++i) out[i] = Field(op, (*results)[i], field);
     WipeStrings(*answer);
-    return out;
   }
 
   Result<std::string> One(const std::string& op, const std::string& path, const json& input, const char* field) {

@@ -27,7 +27,8 @@
 // the items that keep their context; the others, and all of them once rewrap
 // was refused (403, logged once naming 'update' on <mount>/rewrap/<key>, not
 // asked again), by one batch decrypt + one batch encrypt, the DEKs passing
-// through this process and wiped after. Per-item errors stay per item.
+// through this process and wiped after. DecryptMany is one batch decrypt.
+// Per-item errors stay per item.
 // Retire(v) stops the gateway using v and, only with VAULT_TRANSIT_RETIRE=
 // true, raises `min_decryption_version` to the oldest version the registry
 // has not retired (never past one still active or retiring; the key may be

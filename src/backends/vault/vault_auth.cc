@@ -106,6 +106,7 @@ bool VaultTokenAuth::LoginBased() const { return method_ != VaultAuthMethod::kTo
 Result<Expiring<SecretBytes>> VaultTokenAuth::Fetch() {
   MutexLock lock(&mu_);
   const bool rejected = rejected_.exchange(false);
+  bool renewal_refused = false;
   if (held_ && held_->renewable && !held_->capped && held_->ttl > 0 && !rejected) {
     auto renewed = Renew(*held_);
     if (renewed.ok()) {
@@ -118,10 +119,20 @@ Result<Expiring<SecretBytes>> VaultTokenAuth::Fetch() {
       return ToExpiring(*held_);
     }
     if (renewed.error().code == ErrorCode::kUnavailable) return renewed.error();
+    if (method_ == VaultAuthMethod::kToken && token_file_.empty()) {
+      // VAULT_TOKEN has no successor: used as it is until Vault refuses it.
+      spdlog::warn("Vault token renewal refused ({}); the token is used until it expires", renewed.error().message);
+      held_->renewable = false;
+      return ToExpiring(*held_);
+    }
     spdlog::info("Vault token renewal refused ({}); obtaining a new token", renewed.error().message);
+    renewal_refused = true;
   }
   auto fresh = Acquire();
   if (!fresh.ok()) return fresh.error();
+  // The token file still holds the token whose renewal was refused: not
+  // asked again (each try would come sooner, at 2/3 of what is left).
+  if (renewal_refused && fresh->token == held_->token) fresh->renewable = false;
   held_ = std::move(fresh).value();
   capped_logged_ = false;
   return ToExpiring(*held_);

@@ -18,7 +18,10 @@
 // lease's length) at two thirds of its lease. A renewal granting less than it
 // asked has met the token's max TTL: the token is not renewed again, and a
 // login method logs in anew at two thirds of what is left (a non-renewable
-// login token likewise). A renewal refused (403, 400) logs in again. The
+// login token likewise). A renewal refused (403, 400) logs in again, reads
+// the token file again, or (VAULT_TOKEN, or a file still holding the same
+// token) stops renewing that token; an unavailable Vault keeps the token
+// until it expires, trying again 30 s later. The
 // token's own calls (lookup-self, renew-self, login) go through the login
 // client, in VAULT_AUTH_NAMESPACE or else VAULT_NAMESPACE.
 //

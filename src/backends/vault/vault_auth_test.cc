@@ -141,6 +141,40 @@ TEST(VaultAuth, ARenewableTokenIsRenewedAtTwoThirdsUntilItsMaxTtlCapsIt) {
   EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), 1);
 }
 
+TEST(VaultAuth, ARefusedRenewalOfVaultTokenStopsRenewingIt) {
+  Harness h(TokenSettings());
+  h.vault->On("auth/token/lookup-self", 200, LookupAnswer(3000, true, 3000));
+  h.vault->On("auth/token/renew-self", 403, R"({"errors":["permission denied"]})");
+  ASSERT_TRUE(h.Token().ok());
+  h.clock.Advance(seconds(2000));
+  EXPECT_EQ(h.Token().value(), "hvs.static-canary");
+  h.clock.Advance(seconds(990));  // close to the end: no renewal or lookup storm
+  EXPECT_EQ(h.Token().value(), "hvs.static-canary");
+  EXPECT_EQ(h.vault->Count("auth/token/renew-self"), 1);
+  EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), 1);
+}
+
+TEST(VaultAuth, ATokenFileWhoseRenewalIsRefusedIsReadAgainAndAnUnchangedTokenNotRenewed) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("t")) << "hvs.file-one\n";
+  VaultSettings s;
+  s.token_file = dir.File("t");
+  Harness h(s);
+  h.vault->On("auth/token/lookup-self", 200, LookupAnswer(3000, true, 3000));
+  h.vault->On("auth/token/renew-self", 403, R"({"errors":["permission denied"]})");
+  ASSERT_EQ(h.Token().value(), "hvs.file-one");
+  h.clock.Advance(seconds(2000));
+  EXPECT_EQ(h.Token().value(), "hvs.file-one");  // refused, file read again: the same token
+  EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), 2);
+  h.clock.Advance(seconds(990));
+  EXPECT_EQ(h.Token().value(), "hvs.file-one");
+  EXPECT_EQ(h.vault->Count("auth/token/renew-self"), 1);
+  // At two thirds of the new lookup's ttl the file is read again: an agent's new token is taken.
+  std::ofstream(dir.File("t")) << "hvs.file-two\n";
+  h.clock.Advance(seconds(1100));
+  EXPECT_EQ(h.Token().value(), "hvs.file-two");
+}
+
 TEST(VaultAuth, ALookupTheTokenMayNotMakeIsANonExpiringToken) {
   Harness h(TokenSettings());
   h.vault->On("auth/token/lookup-self", 403, R"({"errors":["1 error occurred:\n\t* permission denied\n\n"]})");
