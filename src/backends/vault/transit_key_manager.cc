@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,9 @@ using nlohmann::json;
 constexpr size_t kDekSize = 32;
 constexpr size_t kTagSize = 16;  // SHA-256(context)[0..16) after the DEK
 constexpr uint32_t kMaxVersion = 1u << 30;
+// Items per batch_input call: two JSON strings each, under OpenBao's limit
+// of 1000 strings in a request body.
+constexpr size_t kMaxBatch = 250;
 
 // The N of "vault:vN:…": decimal, no sign or leading zero, something after.
 Result<uint32_t> CiphertextVersion(std::string_view c) {
@@ -139,6 +143,7 @@ class TransitKeyManager final : public KeyManager {
     std::vector<json> input(1);
     input[0]["plaintext"] = Base64Encode(Bind(dk.plaintext, context).view());
     auto wrapped = std::move(Batch("transit.encrypt", "encrypt", input, "ciphertext", 1).front());
+    WipeStrings(input[0]);
     if (!wrapped.ok()) return wrapped.error();
     DYAD_ASSIGN_OR_RETURN(dk.version, Learn(*wrapped));
     dk.wrapped = std::move(wrapped).value();
@@ -146,8 +151,10 @@ class TransitKeyManager final : public KeyManager {
   }
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
-    DYAD_RETURN_IF_ERROR(CheckWrapped(version, wrapped));
+    // The key first, as ReEncryptMany does: it syncs the registry with Vault's
+    // versions, which a registry that has not used the key yet lacks.
     DYAD_RETURN_IF_ERROR(EnsureKey());
+    DYAD_RETURN_IF_ERROR(CheckWrapped(version, wrapped));
     std::vector<json> input(1);
     input[0]["ciphertext"] = std::string(wrapped);
     auto plain = std::move(DecryptBatch(input, 1).front());
@@ -481,7 +488,7 @@ class TransitKeyManager final : public KeyManager {
     }
     if (sealed.empty()) return;
     auto wrapped = Batch("transit.encrypt", "encrypt", plain_in, "ciphertext", parallelism);
-    for (auto& one : plain_in) Cleanse(one["plaintext"].get_ref<std::string&>());
+    for (auto& one : plain_in) WipeStrings(one);
     for (size_t j = 0; j < sealed.size(); ++j) out[which[sealed[j]]] = Wrapped(std::move(wrapped[j]));
   }
 
@@ -507,14 +514,12 @@ class TransitKeyManager final : public KeyManager {
     return out;
   }
 
-  // One Transit call (`verb` under the mount, for the key) for many inputs:
+  // Transit calls (`verb` under the mount, for the key) for many inputs:
   // each item's `field`, or its error. One item goes alone; more go as
-  // batch_input, with partial_failure_response_code 200 so that HashiCorp
-  // Vault answers a partly failed batch with its results (OpenBao 2.7 always
-  // does, and warns that it ignores the parameter). Vault answers a batch
-  // whose items all failed with a 400 that names none of them: then each is
-  // sent alone, for its own error.
-  // Plaintext strings of the answer are wiped; the caller wipes its input.
+  // batch_input, at most kMaxBatch to a call (OpenBao refuses a request
+  // body of more than 1000 JSON strings: "refused JSON input due to high
+  // complexity"), the calls on up to `parallelism` threads. Plaintext
+  // strings of the answers are wiped; the caller wipes its input.
   std::vector<Result<std::string>> Batch(const std::string& op, const std::string& verb, const std::vector<json>& input,
                                          const char* field, size_t parallelism) {
     const std::string path = options_.mount + "/" + verb + "/" + options_.key;
@@ -523,29 +528,46 @@ class TransitKeyManager final : public KeyManager {
       out[0] = One(op, path, input[0], field);
       return out;
     }
-    json body = {{"batch_input", input}, {"partial_failure_response_code", 200}};
+    const size_t calls = (input.size() + kMaxBatch - 1) / kMaxBatch;
+    ParallelFor(calls, parallelism, [&](size_t c) {
+      const size_t begin = c * kMaxBatch, end = std::min(input.size(), begin + kMaxBatch);
+      BatchCall(op, path, input, begin, end, field, out);
+    });
+    return out;
+  }
+
+  // One batch_input call for input[begin, end), with
+  // partial_failure_response_code 200 so that HashiCorp Vault answers a
+  // partly failed batch with its results (OpenBao 2.7 always does, and
+  // warns that it ignores the parameter). Vault answers a batch whose items
+  // all failed with a 400 that names none of them: then each is sent alone,
+  // for its own error.
+  void BatchCall(const std::string& op, const std::string& path, const std::vector<json>& input, size_t begin,
+                 size_t end, const char* field, std::vector<Result<std::string>>& out) {
+    json body = {{"batch_input", json::array()}, {"partial_failure_response_code", 200}};
+    for (size_t i = begin; i < end; ++i) body["batch_input"].push_back(input[i]);
     auto answer = Call(op, "POST", path, &body);
+    WipeStrings(body);  // a copy of the input, which may hold data keys
     if (!answer.ok() && answer.code() == ErrorCode::kInvalidArgument) {
-      ParallelFor(input.size(), parallelism, [&](size_t i) { out[i] = One(op, path, input[i], field); });
-      return out;
+      for (size_t i = begin; i < end; ++i) out[i] = One(op, path, input[i], field);
+      return;
     }
     if (!answer.ok()) {
-      for (auto& r : out) r = TransitError(answer.error());
-      return out;
+      for (size_t i = begin; i < end; ++i) out[i] = TransitError(answer.error());
+      return;
     }
     const json* results = nullptr;
     if (answer->contains("data") && (*answer)["data"].is_object() && (*answer)["data"].contains("batch_results")) {
       results = &(*answer)["data"]["batch_results"];
     }
-    if (!results || !results->is_array() || results->size() != input.size()) {
-      for (auto& r : out) r = MakeError(ErrorCode::kUnavailable, op + ": the answer's batch_results do not match the "
-                                                                      "batch_input");
-      WipeStrings(*answer);
-      return out;
+    if (!results || !results->is_array() || results->size() != end - begin) {
+      for (size_t i = begin; i < end; ++i) {
+        out[i] = MakeError(ErrorCode::kUnavailable, op + ": the answer's batch_results do not match the batch_input");
+      }
+    } else {
+      for (size_t i = begin; i < end; ++i) out[i] = Field(op, (*results)[i - begin], field);
     }
-    for (size_t i = 0; i < input.size(); ++i) out[i] = Field(op, (*results)[i], field);
     WipeStrings(*answer);
-    return out;
   }
 
   Result<std::string> One(const std::string& op, const std::string& path, const json& input, const char* field) {

@@ -4,6 +4,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -47,6 +48,10 @@ class FakeTransit final : public HttpTransport {
     }
     if (denied_.count(path)) return HttpReply{403, {}, kDenied};
     json body = call.body.empty() ? json::object() : json::parse(call.body);
+    if (Strings(body) > 1000) {  // OpenBao's listener limit (max_request_json_strings)
+      return HttpReply{400, {}, Errors("refused JSON input due to high complexity: exceeded maximum number of strings")};
+    }
+    if (body.contains("batch_input")) batch_sizes_.push_back(body["batch_input"].size());
     const std::string mount = "transit/";
     if (!path.starts_with(mount)) return HttpReply{404, {}, Errors("no handler for route")};
     std::string rest = path.substr(mount.size());
@@ -121,9 +126,26 @@ class FakeTransit final : public HttpTransport {
   void Reset() {
     MutexLock lock(&mu_);
     calls_.clear();
+    batch_sizes_.clear();
+  }
+  std::vector<size_t> BatchSizes() {
+    MutexLock lock(&mu_);
+    return batch_sizes_;
   }
 
  private:
+  // JSON strings in `j`, object keys included (what OpenBao counts).
+  static size_t Strings(const json& j) {
+    if (j.is_string()) return 1;
+    size_t n = 0;
+    if (j.is_object()) {
+      for (const auto& [k, v] : j.items()) n += 1 + Strings(v);
+    } else if (j.is_array()) {
+      for (const auto& v : j) n += Strings(v);
+    }
+    return n;
+  }
+
   HttpReply KeysCall(const std::string& method, const std::string& name, const std::string& tail, const json& body)
       DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto key = keys_.find(name);
@@ -191,6 +213,7 @@ class FakeTransit final : public HttpTransport {
       DYAD_GUARDED_BY(mu_);
   int next_ DYAD_GUARDED_BY(mu_) = 0;
   int batches_ DYAD_GUARDED_BY(mu_) = 0;
+  std::vector<size_t> batch_sizes_ DYAD_GUARDED_BY(mu_);
 };
 
 // A transport that forwards to one FakeTransit owned by the test.
@@ -431,6 +454,24 @@ TEST_F(TransitTest, VersionsFollowVaultAndLiveInTheRegistry) {
   EXPECT_NE(refused.error().message.find("created again"), std::string::npos) << refused.error().message;
 }
 
+TEST_F(TransitTest, AFirstDecryptSyncsTheVersionsOfAKeyRotatedBefore) {
+  auto km = Open();
+  auto dk = km->GenerateDataKey("n");
+  ASSERT_TRUE(dk.ok());
+  ASSERT_TRUE(km->Rotate().ok());
+  // A registry that has not used the key yet (another data dir, the CLI):
+  // its first call is a decrypt of version 1, which Vault still has.
+  auto fresh_db = *SqliteDb::Open(dir_.File("fresh.db"));
+  TransitOptions t;
+  t.key = "dyad-gateway-k";
+  auto fresh = std::move(NewTransitKeyManager(t, *client_, NewSqliteKeyVersionRepository(fresh_db), clock_,
+                                              random_)).value();
+  auto back = fresh->Decrypt(1, dk->wrapped, "n");
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->view(), dk->plaintext.view());
+  EXPECT_EQ(fresh->Decrypt(3, "vault:v3:x", "n").code(), ErrorCode::kNotFound);  // beyond Vault's latest
+}
+
 TEST_F(TransitTest, RetireStaysInTheGatewayUnlessAskedAndNeverPassesALiveVersion) {
   vault_.key("dyad-gateway-k").latest = 3;
   auto km = Open();
@@ -565,6 +606,32 @@ TEST_F(TransitTest, ReEncryptManyIsOneBatchWithPerItemResults) {
   vault_.Reset();
   (void)km->ReEncryptMany(again, 4);
   EXPECT_EQ(vault_.Count("POST transit/rewrap"), 0u);  // not asked again
+}
+
+// OpenBao refuses a body of more than 1000 JSON strings: a large batch goes
+// as several calls of at most 250 items.
+TEST_F(TransitTest, LargeBatchesAreSplitUnderOpenBaosLimit) {
+  auto km = Open();
+  std::vector<std::string> names, wrapped;
+  for (int i = 0; i < 600; ++i) {
+    names.push_back("n" + std::to_string(i));
+    wrapped.push_back(km->GenerateDataKey(names.back())->wrapped);
+  }
+  ASSERT_TRUE(km->Rotate().ok());
+  std::vector<ReEncryptItem> items;
+  for (int i = 0; i < 600; ++i) items.push_back({1, wrapped[i], names[i], names[i]});
+  vault_.Reset();
+  auto out = km->ReEncryptMany(items, 3);
+  for (int i = 0; i < 600; ++i) ASSERT_TRUE(out[i].ok()) << i << ": " << out[i].error().message;
+  auto sizes = vault_.BatchSizes();
+  std::sort(sizes.begin(), sizes.end());
+  EXPECT_EQ(sizes, (std::vector<size_t>{100, 250, 250}));
+  EXPECT_EQ(vault_.Count("POST transit/rewrap"), 3u);
+  std::vector<DecryptItem> checks;
+  for (int i = 0; i < 600; ++i) checks.push_back({2, out[i]->wrapped, names[i]});
+  auto deks = km->DecryptMany(checks, 1);
+  for (int i = 0; i < 600; ++i) ASSERT_TRUE(deks[i].ok()) << i;
+  EXPECT_EQ(vault_.Count("POST transit/decrypt"), 3u);
 }
 
 TEST_F(TransitTest, HostileBatchAnswers) {
