@@ -151,8 +151,8 @@ class TransitKeyManager final : public KeyManager {
   }
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
+    DYAD_RETURN_IF_ERROR(EnsureKey());  // first: a process that only reads learns the versions here
     DYAD_RETURN_IF_ERROR(CheckWrapped(version, wrapped));
-    DYAD_RETURN_IF_ERROR(EnsureKey());
     std::vector<json> input(1);
     input[0]["ciphertext"] = std::string(wrapped);
     auto plain = std::move(DecryptBatch(input, 1).front());
