@@ -298,12 +298,12 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   const std::string name = SecretName(provider_id);
   auto t0 = clock_.Now();
   SecretBytes payload = CredentialsToJson(fields);
-  auto sealed = sealer_.Seal(name, version, payload);
-  metrics_.ObserveKeyManager("seal", Seconds(clock_.Now() - t0).count(), sealed.ok());
+  // A reference the backend cannot resolve is refused before any KMS call.
+  Status refs = CheckReferences(fields);
+  Result<std::string> sealed = refs.ok() ? sealer_.Seal(name, version, payload) : Result<std::string>(refs.error());
+  if (refs.ok()) metrics_.ObserveKeyManager("seal", Seconds(clock_.Now() - t0).count(), sealed.ok());
   Result<StoredSecret> stored = MakeError(ErrorCode::kInternal, "unset");
-  if (Status refs = CheckReferences(fields); !refs.ok()) {
-    stored = refs.error();
-  } else if (!sealed.ok()) {
+  if (!sealed.ok()) {
     stored = sealed.error();
   } else if (create || !expected) {
     auto created = TimedStore("create", [&] { return store_.Create(name, *sealed); });
