@@ -15,6 +15,16 @@ Error Malformed(const std::string& op, const std::string& what) {
   return MakeError(ErrorCode::kDataLoss, op + ": the answer's " + what);
 }
 
+VaultCall Call(std::string op, std::string method, std::string path, const json* body) {
+  VaultCall call;
+  call.op = std::move(op);
+  call.method = std::move(method);
+  call.path = std::move(path);
+  call.body = body;
+  call.capability = call.method == "GET" ? "read" : "update";
+  return call;
+}
+
 Result<std::chrono::seconds> LeaseSeconds(const json& answer, const std::string& op) {
   if (!answer.contains("lease_duration")) return std::chrono::seconds(0);
   const json& d = answer["lease_duration"];
@@ -31,7 +41,7 @@ class VaultDynamicSecrets final : public DynamicSecretSource {
 
   Result<DynamicSecret> Read(const std::string& path) override {
     const std::string op = "dynamic.read " + path;
-    DYAD_ASSIGN_OR_RETURN(json answer, client_.Call({"dynamic.read", "GET", path, nullptr, "", "read"}));
+    DYAD_ASSIGN_OR_RETURN(json answer, client_.Call(Call("dynamic.read", "GET", path, nullptr)));
     DynamicSecret out;
     if (!answer.contains("data") || !answer["data"].is_object()) return Malformed(op, "'data' is not an object");
     json* data = &answer["data"];
@@ -60,14 +70,14 @@ class VaultDynamicSecrets final : public DynamicSecretSource {
 
   Result<std::chrono::seconds> Renew(const std::string& lease_id, std::chrono::seconds increment) override {
     const json body = {{"lease_id", lease_id}, {"increment", increment.count()}};
-    DYAD_ASSIGN_OR_RETURN(json answer, client_.Call({"lease.renew", "PUT", "sys/leases/renew", &body, "", "update"}));
+    DYAD_ASSIGN_OR_RETURN(json answer, client_.Call(Call("lease.renew", "PUT", "sys/leases/renew", &body)));
     if (!answer.contains("lease_duration")) return Malformed("lease.renew", "'lease_duration' is missing");
     return LeaseSeconds(answer, "lease.renew");
   }
 
   Status Revoke(const std::string& lease_id) override {
     const json body = {{"lease_id", lease_id}};
-    auto r = client_.Call({"lease.revoke", "PUT", "sys/leases/revoke", &body, "", "update"});
+    auto r = client_.Call(Call("lease.revoke", "PUT", "sys/leases/revoke", &body));
     if (!r.ok()) return r.error();
     return OkStatus();
   }
