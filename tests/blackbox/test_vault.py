@@ -450,3 +450,19 @@ def test_the_database_engine_peer_makes_and_revokes_postgres_users(bao):
         assert pg.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{user}'").strip() == "0"
     finally:
         pg.stop()
+
+
+@pytest.mark.parametrize("retire", ["true", "false"])
+def test_a_rotation_retires_the_old_version_in_vault_only_when_asked(make_gateway, bao, retire):
+    gw = vault_gateway(make_gateway, bao, VAULT_TRANSIT_RETIRE=retire)
+    made = [create_provider(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(5)]
+    data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
+    h = wait_idle(gw)["history"][0]
+    assert h["status"] == "completed" and h["reencrypted"] == 5, h
+    key = bao.root().secrets.transit.read_key(gw.key)["data"]
+    assert key["latest_version"] == 2
+    assert key["min_decryption_version"] == (2 if retire == "true" else 1), key  # the key may be shared
+    versions = data(gw.call("GET", "/admin/secrets/health"))["keyManager"]["versions"]
+    assert [v["state"] for v in versions] == ["retired", "active"], versions  # the gateway stops using 1 either way
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    assert all(validate(gw, pid)["valid"] for pid in made)
