@@ -359,7 +359,11 @@ class Bao(Process, BaoApi):
             self.ca = home / "vault-ca.pem"
         # HOME: the dev server writes its token to ~/.vault-token; keep it out of the real home.
         super().__init__(args, {"HOME": str(home)}, home / "bao.log", port, "bao server -dev")
-        wait_ready(self)
+        try:
+            wait_ready(self)
+        except BaseException:
+            self.stop()  # never leave a server behind a failed start
+            raise
 
     @property
     def endpoint(self):
@@ -407,18 +411,26 @@ api_addr = "http://127.0.0.1:{self.port}"
 cluster_addr = "http://127.0.0.1:{cluster_port}"
 """)
         self.launch()
-        init = requests.put(self.endpoint + "/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1},
-                            timeout=30)
-        init.raise_for_status()
-        self.unseal_key, self.root_token = init.json()["keys"][0], init.json()["root_token"]
-        self.unseal()
-        self.enable_kv()
+        try:
+            init = requests.put(self.endpoint + "/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1},
+                                timeout=30)
+            init.raise_for_status()
+            self.unseal_key, self.root_token = init.json()["keys"][0], init.json()["root_token"]
+            self.unseal()
+            self.enable_kv()
+        except BaseException:
+            self.stop()  # never leave a server behind a failed start
+            raise
 
     def launch(self):
         self.sealed_ok = True
         Process.__init__(self, [bao_binary(), "server", f"-config={self.config}"], {"HOME": str(self.dir)},
                          self.dir / "bao.log", self.port, "bao server (raft storage)")
-        wait_ready(self)
+        try:
+            wait_ready(self)
+        except BaseException:
+            self.stop()
+            raise
 
     def seal(self):
         self.api("PUT", "sys/seal")
