@@ -151,9 +151,7 @@ class TransitKeyManager final : public KeyManager {
   }
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
-    // The key first, as ReEncryptMany does: it syncs the registry with Vault's
-    // versions, which a registry that has not used the key yet lacks.
-    DYAD_RETURN_IF_ERROR(EnsureKey());
+    DYAD_RETURN_IF_ERROR(EnsureKey());  // first: a process that only reads learns the versions here
     DYAD_RETURN_IF_ERROR(CheckWrapped(version, wrapped));
     std::vector<json> input(1);
     input[0]["ciphertext"] = std::string(wrapped);

@@ -322,6 +322,18 @@ TEST_F(TransitTest, CreatesTheKeyOnFirstUseAndBindsTheContext) {
   EXPECT_EQ(vault_.Count("GET "), 2u);
 }
 
+// A process whose first call is a Decrypt (a reader after a restart, on a
+// fresh registry) learns the versions from Vault first.
+TEST_F(TransitTest, AFirstDecryptLearnsTheVersions) {
+  vault_.key("dyad-gateway-k").latest = 3;
+  std::string wrapped = vault_.Wrap(Bound(std::string(32, 'k'), "n"), 2);
+  auto km = Open();
+  auto dek = km->Decrypt(2, wrapped, "n");
+  ASSERT_TRUE(dek.ok()) << dek.error().message;
+  EXPECT_EQ(dek->view(), std::string(32, 'k'));
+  EXPECT_EQ(km->KnownState()->primary_version, 3u);
+}
+
 TEST_F(TransitTest, DecryptRefusesWhatDoesNotMatch) {
   auto km = Open();
   auto dk = km->GenerateDataKey("n");
