@@ -29,6 +29,14 @@ def bao(tmp_path):
     server.stop()
 
 
+@pytest.fixture
+def audited_bao(tmp_path):
+    """A server whose file audit device logs every request (Bao.audit_paths)."""
+    server = Bao(tmp_path, audit=True)
+    yield server
+    server.stop()
+
+
 def vault_gateway(make_gateway, bao, token=None, key=None, mode="envelope", name="data", namespace=None, **env):
     """A gateway on `bao`. Without key and token: the seed's setup (Transit, a key, the policy) and a token of it;
     without a key only: a new Transit key."""
@@ -211,7 +219,8 @@ def test_login_methods_create_and_read_a_provider(make_gateway, bao, tmp_path, m
             review.stop()
 
 
-def test_a_short_renewable_token_is_renewed_and_keeps_working(make_gateway, bao):
+def test_a_short_renewable_token_is_renewed_and_keeps_working(make_gateway, audited_bao):
+    bao = audited_bao
     key, _ = bao.seed()
     ttl = 4
     token = bao.token(ttl=f"{ttl}s", renewable=True, explicit_max_ttl="10m")
@@ -223,10 +232,13 @@ def test_a_short_renewable_token_is_renewed_and_keeps_working(make_gateway, bao)
         time.sleep(0.5)
     info = bao.root().auth.token.lookup(token)["data"]
     assert info["last_renewal_time"] and info["ttl"] > 0, info  # renewed by the gateway, still alive
+    renewals = len(bao.audit_paths("auth/token/renew-self"))
+    assert 3 <= renewals <= 8, renewals  # at about two thirds of each 4 s lease over 10 s: no renewal per call
     assert validate(gw, p["id"])["valid"] is True
 
 
-def test_approle_logs_in_again_past_the_token_max_ttl(make_gateway, bao, tmp_path):
+def test_approle_logs_in_again_past_the_token_max_ttl(make_gateway, audited_bao, tmp_path):
+    bao = audited_bao
     bao.enable_transit()
     bao.write_policy()
     role_id, secret_id = bao.approle(token_ttl="4s", token_max_ttl="4s")
@@ -238,6 +250,8 @@ def test_approle_logs_in_again_past_the_token_max_ttl(make_gateway, bao, tmp_pat
         v = validate(gw, p["id"])
         assert v["valid"] is True, v
         time.sleep(0.5)
+    logins = len(bao.audit_paths("auth/approle/login"))
+    assert 3 <= logins <= 6, logins  # a new token as each one's max TTL nears: no login per call either
     assert_never_logged(gw, secret_id)
 
 

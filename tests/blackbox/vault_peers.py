@@ -295,6 +295,18 @@ class BaoApi:
                  namespace=namespace)
         return sa_token, review
 
+    audit_path = None  # the file audit device's log, when the server was started with one
+
+    def audit_paths(self, prefix=""):
+        """The request paths of the audit log's request entries starting with `prefix`, in order. The device writes
+        after answering: a call answered just before may be missing."""
+        out = []
+        for line in self.audit_path.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("type") == "request" and entry["request"]["path"].startswith(prefix):
+                out.append(entry["request"]["path"])
+        return out
+
     def create_namespace(self, name):
         self.api("POST", f"sys/namespaces/{name}", {})
         return name
@@ -345,9 +357,10 @@ class BaoApi:
 
 class Bao(Process, BaoApi):
     """`bao server -dev`: in memory, unsealed, root token "root", KV v2 at secret/. With tls=True it serves HTTPS
-    with a certificate for localhost and 127.0.0.1 from its own CA (`ca`, a PEM file)."""
+    with a certificate for localhost and 127.0.0.1 from its own CA (`ca`, a PEM file); with audit=True a file audit
+    device logs every request (audit_paths())."""
 
-    def __init__(self, workdir, port=None, tls=False):
+    def __init__(self, workdir, port=None, tls=False, audit=False):
         workdir = pathlib.Path(workdir)
         port = port or free_port()
         home = workdir / f"bao-{port}"
@@ -357,6 +370,12 @@ class Bao(Process, BaoApi):
         if tls:
             args += ["-dev-tls", f"-dev-tls-cert-dir={home}"]
             self.ca = home / "vault-ca.pem"
+        if audit:  # OpenBao 2 enables audit devices from its configuration only
+            self.audit_path = home / "audit.log"
+            config = home / "audit.hcl"
+            config.write_text('audit "file" "dyad-test" {\n  options {\n    file_path = "%s"\n  }\n}\n'
+                              % self.audit_path)
+            args.append(f"-config={config}")
         # HOME: the dev server writes its token to ~/.vault-token; keep it out of the real home.
         super().__init__(args, {"HOME": str(home)}, home / "bao.log", port, "bao server -dev")
         try:
