@@ -580,6 +580,26 @@ TEST(VaultKvStore, HostileReadAnswersAreErrorsThatNeverEchoTheBody) {
   }
 }
 
+// Deep nesting reaches no recursion: an answer is refused, a value kept as text.
+TEST(VaultKvStore, DeeplyNestedAnswersAreRefusedAndDeepValuesKeptAsText) {
+  const size_t depth = 200000;
+  Kv kv;
+  kv.AnswerReadsWith(200, R"({"data":{"metadata":{"version":1},"data":{"k":)" + std::string(depth, '[') +
+                              std::string(depth, ']') + "}}}");
+  auto got = kv.store->Get(kA);
+  EXPECT_EQ(got.code(), ErrorCode::kUnavailable);
+  kv.fake->hook = nullptr;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  const std::string deep_object = R"({"k":)" + std::string(40, '[') + std::string(40, ']') + "}";
+  for (const std::string& value : {deep, deep_object}) {
+    const std::string name = kv.Name(std::to_string(value.size()));
+    ASSERT_TRUE(kv.store->Create(name, value).ok());
+    EXPECT_EQ(kv.fake->secrets[name].versions[1].data.size(), 1u);
+    EXPECT_TRUE(kv.fake->secrets[name].versions[1].data.contains("dyad_gateway_text"));
+    EXPECT_EQ(kv.store->Get(name)->value, value);
+  }
+}
+
 TEST(VaultKvStore, ReadAnswersOfDeletedShapesAreNotFound) {
   for (const std::string body : {R"({"data":{"data":null,"metadata":{"version":2,"deletion_time":"t"}}})",
                                  R"({"data":{"metadata":{"version":2,"destroyed":true}}})",
