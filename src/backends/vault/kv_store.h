@@ -8,9 +8,11 @@
 // credentials object) is the KV `data` as it is, so hvac and the Vault CLI
 // read and write the same thing; Get returns it as Vault serialises it
 // (compact, keys sorted), which ParseEnvelope and CredentialsFromJson take.
-// Any other text (the seam's values are any text) and an object that would
-// read as the wrapper or a tombstone are kept whole as
-// {"dyad_gateway_text": "<value>"} and read back byte for byte. Values over 1 MiB or not UTF-8 are
+// Any other text (the seam's values are any text), an object that would
+// read as the wrapper or a tombstone, and one nested deeper than 32 levels
+// are kept whole as {"dyad_gateway_text": "<value>"} and read back byte for
+// byte; an answer nested deeper than that is kUnavailable (nothing recurses
+// over a depth Vault chooses). Values over 1 MiB or not UTF-8 are
 // kInvalidArgument, never echoed. Request bodies and parsed answers are
 // wiped after use.
 //

@@ -311,7 +311,7 @@ TEST(VaultKvStore, CreateLosingTheRaceOverADeletedVersionIsAlreadyExists) {
       // the other creator's write lands right after this read
       kv.fake->secrets[kA].current = 2;
       kv.fake->secrets[kA].versions[2] = FakeKv::Version{json{{"dyad_gateway_text", "theirs"}}};
-      return HttpReply{404, {}, R"({"data":{"data":null,"metadata":{"version":1,"deletion_time":"t","destroyed":false}}})"};
+      return HttpReply{404, {}, R"({"data":{"data":null,"metadata":{"version":1,"deletion_time":"t"}}})"};
     }
     return std::nullopt;
   };
@@ -539,6 +539,32 @@ TEST(VaultKvStore, ListWithoutMetadataReadFallsBackToDataReadsUndated) {
   EXPECT_FALSE((*listed)[0].changed_at);
 }
 
+// A key deleted between the LIST and its metadata read is left out; a
+// server failing meanwhile fails the List (no partial answer to gc).
+TEST(VaultKvStore, ListLeavesOutKeysGoneMeanwhileAndFailsOnAnUnavailableRead) {
+  Kv kv(1);
+  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(kv.store->Create(kv.Name(id), "x").ok());
+  kv.fake->hook = [](const HttpCall& call) -> std::optional<HttpReply> {
+    if (call.url.ends_with("/metadata/dyad-gateway/providers/b")) return HttpReply{404, {}, R"({"errors":[]})"};
+    if (call.url.ends_with("/metadata/dyad-gateway/providers/c")) {
+      return HttpReply{200, {}, R"({"data":{"current_version":"1","versions":[]}})"};  // ill-typed: listed, undated
+    }
+    return std::nullopt;
+  };
+  auto listed = kv.store->List();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].name, kv.Name("a"));
+  EXPECT_TRUE((*listed)[0].changed_at);
+  EXPECT_EQ((*listed)[1].name, kv.Name("c"));
+  EXPECT_FALSE((*listed)[1].changed_at);
+  kv.fake->hook = [](const HttpCall& call) -> std::optional<HttpReply> {
+    if (!call.url.ends_with("/metadata/dyad-gateway/providers/b")) return std::nullopt;
+    return HttpReply{503, {}, R"({"errors":["Vault is sealed"]})"};
+  };
+  EXPECT_EQ(kv.store->List().code(), ErrorCode::kUnavailable);
+}
+
 TEST(VaultKvStore, ListEmptyIsEmptyAndARefusalNamesListOnThePath) {
   Kv kv;
   auto none = kv.store->List();
@@ -577,6 +603,26 @@ TEST(VaultKvStore, HostileReadAnswersAreErrorsThatNeverEchoTheBody) {
     EXPECT_EQ(got.code(), ErrorCode::kUnavailable) << body.substr(0, 80);
     EXPECT_EQ(got.error().message.find("sk-leak"), std::string::npos) << got.error().message;
     EXPECT_LT(got.error().message.size(), 400u);
+  }
+}
+
+// Deep nesting reaches no recursion: an answer is refused, a value kept as text.
+TEST(VaultKvStore, DeeplyNestedAnswersAreRefusedAndDeepValuesKeptAsText) {
+  const size_t depth = 200000;
+  Kv kv;
+  kv.AnswerReadsWith(200, R"({"data":{"metadata":{"version":1},"data":{"k":)" + std::string(depth, '[') +
+                              std::string(depth, ']') + "}}}");
+  auto got = kv.store->Get(kA);
+  EXPECT_EQ(got.code(), ErrorCode::kUnavailable);
+  kv.fake->hook = nullptr;
+  const std::string deep = std::string(depth, '[') + std::string(depth, ']');
+  const std::string deep_object = R"({"k":)" + std::string(40, '[') + std::string(40, ']') + "}";
+  for (const std::string& value : {deep, deep_object}) {
+    const std::string name = kv.Name(std::to_string(value.size()));
+    ASSERT_TRUE(kv.store->Create(name, value).ok());
+    EXPECT_EQ(kv.fake->secrets[name].versions[1].data.size(), 1u);
+    EXPECT_TRUE(kv.fake->secrets[name].versions[1].data.contains("dyad_gateway_text"));
+    EXPECT_EQ(kv.store->Get(name)->value, value);
   }
 }
 

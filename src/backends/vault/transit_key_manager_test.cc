@@ -466,24 +466,6 @@ TEST_F(TransitTest, VersionsFollowVaultAndLiveInTheRegistry) {
   EXPECT_NE(refused.error().message.find("created again"), std::string::npos) << refused.error().message;
 }
 
-TEST_F(TransitTest, AFirstDecryptSyncsTheVersionsOfAKeyRotatedBefore) {
-  auto km = Open();
-  auto dk = km->GenerateDataKey("n");
-  ASSERT_TRUE(dk.ok());
-  ASSERT_TRUE(km->Rotate().ok());
-  // A registry that has not used the key yet (another data dir, the CLI):
-  // its first call is a decrypt of version 1, which Vault still has.
-  auto fresh_db = *SqliteDb::Open(dir_.File("fresh.db"));
-  TransitOptions t;
-  t.key = "dyad-gateway-k";
-  auto fresh = std::move(NewTransitKeyManager(t, *client_, NewSqliteKeyVersionRepository(fresh_db), clock_,
-                                              random_)).value();
-  auto back = fresh->Decrypt(1, dk->wrapped, "n");
-  ASSERT_TRUE(back.ok()) << back.error().message;
-  EXPECT_EQ(back->view(), dk->plaintext.view());
-  EXPECT_EQ(fresh->Decrypt(3, "vault:v3:x", "n").code(), ErrorCode::kNotFound);  // beyond Vault's latest
-}
-
 TEST_F(TransitTest, RetireStaysInTheGatewayUnlessAskedAndNeverPassesALiveVersion) {
   vault_.key("dyad-gateway-k").latest = 3;
   auto km = Open();
