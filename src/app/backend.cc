@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "backends/aws/factory.h"
+#include "backends/vault/factory.h"
 #include "backends/environment/factory.h"
 
 namespace dyad {
@@ -11,6 +12,7 @@ namespace dyad {
 Status RegisterBuiltinBackends(BackendRegistry& registry) {
   DYAD_RETURN_IF_ERROR(RegisterEnvironmentBackend(registry));
   DYAD_RETURN_IF_ERROR(RegisterAwsBackend(registry));
+  DYAD_RETURN_IF_ERROR(RegisterVaultBackend(registry));
   return OkStatus();
 }
 

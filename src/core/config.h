@@ -88,8 +88,8 @@ using BackendCheck = std::function<Status(const Config&)>;
 Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend = nullptr);
 
 // ENCRYPTION_KEY, ENCRYPTION_KEY_PREVIOUS, GATEWAY_ADMIN_API_KEY,
-// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_CLIENT_SECRET, VAULT_TOKEN
-// and DYAD_PROVIDER_*.
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_CLIENT_SECRET, VAULT_TOKEN,
+// VAULT_SECRET_ID and DYAD_PROVIDER_*.
 bool IsSecretVariable(std::string_view name);
 
 // The DYAD_PROVIDER_* variables of `env`, as SecretBytes.

