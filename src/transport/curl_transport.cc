@@ -1,6 +1,7 @@
 #include "transport/curl_transport.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 #include <cctype>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "core/mutex.h"
+#include "core/secret_bytes.h"
 
 namespace dyad {
 
@@ -19,6 +21,14 @@ std::string HttpReply::Header(std::string_view name) const {
 }
 
 namespace {
+
+// Frees a header list after wiping its lines: they may carry a token.
+void FreeWiped(curl_slist* list) {
+  for (curl_slist* item = list; item; item = item->next) {
+    if (item->data) OPENSSL_cleanse(item->data, std::char_traits<char>::length(item->data));
+  }
+  curl_slist_free_all(list);
+}
 
 struct Received {
   HttpReply* reply;
@@ -154,7 +164,9 @@ class CurlTransport final : public HttpTransport {
     curl_slist* headers = nullptr;
     for (const auto& [k, v] : call.headers) {
       if (redirected && IsHost(k)) continue;
-      headers = curl_slist_append(headers, (k + ": " + v).c_str());
+      std::string line = k + ": " + v;  // may carry a token (X-Vault-Token, Authorization)
+      headers = curl_slist_append(headers, line.c_str());
+      Cleanse(line);
     }
     headers = curl_slist_append(headers, "Expect:");  // no 100-continue round trip
     curl_slist* connect_to = target.connect_to.empty() ? nullptr : curl_slist_append(nullptr, target.connect_to.c_str());
@@ -184,7 +196,7 @@ class CurlTransport final : public HttpTransport {
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);
     curl_easy_setopt(h, CURLOPT_CONNECT_TO, nullptr);
-    curl_slist_free_all(headers);
+    FreeWiped(headers);
     curl_slist_free_all(connect_to);
     if (received.too_big) {
       return MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": response larger than " +
