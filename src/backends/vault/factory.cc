@@ -2,6 +2,7 @@
 
 #include <cctype>
 
+#include "backends/vault/dynamic_secrets.h"
 #include "backends/vault/kv_store.h"
 #include "backends/vault/transit_key_manager.h"
 #include "backends/vault/vault_auth.h"
@@ -85,6 +86,9 @@ class VaultBackendFactory final : public BackendFactory {
     // Every attempt of a write at its timeout, and the backoff between them.
     b.traits.longest_write = std::chrono::seconds(vault.max_attempts * (vault.timeout_ms / 1000 + 5));
     b.store = NewVaultKvStore(std::move(ko), client);
+    // Credential fields may refer to Vault secrets (database/creds/<role>, …)
+    // through the same client, token and namespace.
+    b.dynamic = NewVaultDynamicSecrets(client);
     return b;
   }
 

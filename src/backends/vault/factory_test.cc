@@ -83,6 +83,7 @@ TEST(VaultFactory, OpensWhileVaultIsDownAndSizesItsTraits) {
   ASSERT_TRUE(backend.ok()) << backend.error().message;
   ASSERT_NE(backend->store, nullptr);
   ASSERT_NE(backend->keys, nullptr);
+  EXPECT_NE(backend->dynamic, nullptr);  // credential fields may refer to Vault secrets
   EXPECT_TRUE(backend->store->HasConditionalWrites());
   EXPECT_EQ(backend->traits.rotation_parallelism, 5u);
   EXPECT_EQ(backend->traits.longest_write, std::chrono::seconds(4 * (20 + 5)));
