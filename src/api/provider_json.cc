@@ -150,8 +150,22 @@ Result<std::string> Models(const json& j) {
   return j.dump();
 }
 
+// {"vault":"<path>","field":"<name>"}: exactly these two keys, strings,
+// checked by CheckReference; encoded for CredentialFields.
+Result<SecretBytes> ReferenceFrom(const json& j, const std::string& where) {
+  const bool shape = j.size() == 2 && j.contains("vault") && j.contains("field");
+  if (!shape) {
+    return Invalid(where, "is an object: a reference takes exactly {\"vault\":\"<path>\",\"field\":\"<name>\"}");
+  }
+  if (!j["vault"].is_string()) return Invalid(where + ".vault", "must be a string");
+  if (!j["field"].is_string()) return Invalid(where + ".field", "must be a string");
+  CredentialReference ref{j["vault"].get<std::string>(), j["field"].get<std::string>()};
+  if (Status ok = CheckReference(ref); !ok.ok()) return Invalid(where, ok.error().message);
+  return EncodeReference(ref);
+}
+
 Result<CredentialFields> CredentialFieldsFrom(const json& j) {
-  if (!j.is_object()) return Invalid("credentials", "must be an object of string values");
+  if (!j.is_object()) return Invalid("credentials", "must be an object of string values (or references)");
   if (j.size() > kMaxCredentialFields) return Invalid("credentials", "has more than 64 fields");
   CredentialFields out;
   std::map<std::string, std::string> env_names;  // EnvFieldName -> field
@@ -163,7 +177,14 @@ Result<CredentialFields> CredentialFieldsFrom(const json& j) {
       return Invalid(where, "clashes with credentials." + clash->second + ": both map to DYAD_PROVIDER_<SLUG>_" +
                                 clash->first + "; rename one");
     }
-    if (!it.value().is_string()) return Invalid(where, "must be a string");
+    if (it.value().is_object()) {
+      DYAD_ASSIGN_OR_RETURN(SecretBytes ref, ReferenceFrom(it.value(), where));
+      out.emplace(it.key(), std::move(ref));
+      continue;
+    }
+    if (!it.value().is_string()) {
+      return Invalid(where, "must be a string, or a reference {\"vault\":\"<path>\",\"field\":\"<name>\"}");
+    }
     const auto& v = it.value().get_ref<const std::string&>();
     if (v.size() > kMaxCredentialValue) return Invalid(where, "is longer than 65536 bytes");
     out.emplace(it.key(), SecretBytes(v));

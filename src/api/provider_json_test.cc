@@ -149,5 +149,74 @@ TEST(ProviderJson, SlugNeedsALetterOrDigit) {
   EXPECT_TRUE(ParseProviderBody(R"({"name":"n","slug":"-a-","type":"local"})", BodyKind::kCreate).ok());
 }
 
+
+std::string RefError(const std::string& credential) {
+  auto r = ParseCredentialsBody(R"({"credentials":{"api_key":)" + credential + "}}");
+  EXPECT_FALSE(r.ok()) << credential;
+  return r.ok() ? "" : r.error().message;
+}
+
+TEST(ProviderJson, ACredentialMayReferToADynamicSecret) {
+  auto r = ParseCredentialsBody(
+      R"({"credentials":{"api_key":{"vault":"database/creds/readonly","field":"password"},"org":"o-1"}})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto ref = DecodeReference(r->at("api_key"));
+  ASSERT_TRUE(ref.has_value());
+  EXPECT_EQ(ref->path, "database/creds/readonly");
+  EXPECT_EQ(ref->field, "password");
+  EXPECT_FALSE(DecodeReference(r->at("org")).has_value());
+  // The payload keeps the object, and reads back as the same reference.
+  SecretBytes payload = CredentialsToJson(*r);
+  EXPECT_EQ(std::string(payload.view()),
+            R"({"api_key":{"field":"password","vault":"database/creds/readonly"},"org":"o-1"})");
+  auto back = CredentialsFromJson(payload.view());
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->at("api_key") == r->at("api_key"));
+}
+
+TEST(ProviderJson, HostileReferencesAreRefusedNamingTheField) {
+  const std::string shape = "field 'credentials.api_key' is an object: a reference takes exactly";
+  EXPECT_EQ(RefError(R"({})").rfind(shape, 0), 0u);
+  EXPECT_EQ(RefError(R"({"vault":"database/creds/r"})").rfind(shape, 0), 0u);
+  EXPECT_EQ(RefError(R"({"vault":"database/creds/r","field":"password","x":1})").rfind(shape, 0), 0u);
+  EXPECT_EQ(RefError(R"({"vault":"database/creds/r","value":"password"})").rfind(shape, 0), 0u);
+  EXPECT_EQ(RefError(R"({"vault":1,"field":"password"})"), "field 'credentials.api_key.vault' must be a string");
+  EXPECT_EQ(RefError(R"({"vault":"a/b","field":{"x":"y"}})"), "field 'credentials.api_key.field' must be a string");
+  const std::string segments = "field 'credentials.api_key' 'vault' must be segments of";
+  for (const char* path : {"", "/database/creds/r", "database/creds/r/", "database//r", "database/../sys/x",
+                           "database/./r", "..", "database/creds/r?x=1", "database/creds/r#f", "data base/r",
+                           "database\\creds", "database/creds/\u00e9"}) {
+    std::string err = RefError(std::string(R"({"vault":)") + nlohmann::json(path).dump() + R"(,"field":"f"})");
+    EXPECT_TRUE(err.rfind(segments, 0) == 0 || err.find("must be a path of 1-512 bytes") != std::string::npos)
+        << path << ": " << err;
+  }
+  EXPECT_NE(RefError(R"({"vault":")" + std::string(513, 'a') + R"(","field":"f"})").find("1-512 bytes"),
+            std::string::npos);
+  // The backend's own tokens and settings are never a credential.
+  for (const char* path : {"auth/token/lookup-self", "sys/wrapping/unwrap", "identity/oidc/token/x", "cubbyhole/x"}) {
+    EXPECT_NE(RefError(std::string(R"({"vault":")") + path + R"(","field":"id"})").find("may not name a path under"),
+              std::string::npos)
+        << path;
+  }
+  EXPECT_NE(RefError(R"({"vault":"database/creds/r","field":""})").find("'field' must be 1-128"), std::string::npos);
+  EXPECT_NE(RefError(R"({"vault":"database/creds/r","field":"a/b"})").find("'field' must be 1-128"), std::string::npos);
+  EXPECT_NE(RefError(R"({"vault":"database/creds/r","field":")" + std::string(129, 'f') + R"("})")
+                .find("'field' must be 1-128"),
+            std::string::npos);
+  EXPECT_EQ(RefError(R"(["database/creds/r"])"),
+            R"(field 'credentials.api_key' must be a string, or a reference {"vault":"<path>","field":"<name>"})");
+  // A stored payload is checked the same way (kDataLoss, the field named).
+  auto bad = CredentialsFromJson(R"({"api_key":{"vault":"auth/token/lookup-self","field":"id"}})");
+  ASSERT_EQ(bad.code(), ErrorCode::kDataLoss);
+  EXPECT_EQ(bad.error().message.rfind("credentials field 'api_key': 'vault' may not name", 0), 0u);
+  bad = CredentialsFromJson(R"({"api_key":{"vault":"a/b","field":"f","extra":"x"}})");
+  ASSERT_EQ(bad.code(), ErrorCode::kDataLoss);
+  bad = CredentialsFromJson(R"({"api_key":{"vault":"a/b","field":7}})");
+  ASSERT_EQ(bad.code(), ErrorCode::kDataLoss);
+  // A value starting with the tag byte is not valid UTF-8, so no JSON string
+  // can pose as a reference.
+  EXPECT_EQ(ParseCredentialsBody("{\"credentials\":{\"api_key\":\"\xff" "a/b\"}}").code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(CredentialsFromJson("{\"api_key\":\"\xff" "a/b\"}").code(), ErrorCode::kDataLoss);
+}
 }  // namespace
 }  // namespace dyad

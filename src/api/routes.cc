@@ -126,6 +126,7 @@ void SecretsRoutes(Router& r, ApiContext api) {
       data["credentialsVersion"] = report->credentials_version;
       data["fingerprint"] = report->fingerprint;
     }
+    if (!report->lease_ttl_seconds.empty()) data["leaseTtlSeconds"] = report->lease_ttl_seconds;
     return JsonSuccess(data);
   });
 }

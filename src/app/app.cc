@@ -104,6 +104,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   // least SQLite's busy wait.
   so.min_orphan_age = std::max(std::chrono::seconds(60), p.backend.traits.longest_write);
   so.env_is_source = p.backend.traits.env_is_source;
+  so.dynamic = p.backend.dynamic.get();
   // A holder renews its lease right before each write the lease alone
   // fences: the lease must outlast one store write, its retries included.
   so.lease.ttl = std::max<Clock::Duration>(std::chrono::seconds(30), 2 * p.backend.traits.longest_write);

@@ -47,6 +47,12 @@ class AuditKeyGuard final : public KeyManager {
                                std::string_view to_context) override {
     return inner_->ReEncrypt(version, wrapped, from_context, to_context);
   }
+  std::vector<Result<WrappedKey>> ReEncryptMany(const std::vector<ReEncryptItem>& items, size_t parallelism) override {
+    return inner_->ReEncryptMany(items, parallelism);
+  }
+  std::vector<Result<SecretBytes>> DecryptMany(const std::vector<DecryptItem>& items, size_t parallelism) override {
+    return inner_->DecryptMany(items, parallelism);
+  }
   Result<uint32_t> Rotate() override { return inner_->Rotate(); }
   // Moved before the version stops sealing: a 'retiring' version still
   // decrypts, so the move cannot fail for want of the old key.

@@ -5,6 +5,7 @@
 
 #include "backends/aws/factory.h"
 #include "backends/azure/factory.h"
+#include "backends/vault/factory.h"
 #include "backends/environment/factory.h"
 
 namespace dyad {
@@ -13,6 +14,7 @@ Status RegisterBuiltinBackends(BackendRegistry& registry) {
   DYAD_RETURN_IF_ERROR(RegisterEnvironmentBackend(registry));
   DYAD_RETURN_IF_ERROR(RegisterAwsBackend(registry));
   DYAD_RETURN_IF_ERROR(RegisterAzureBackend(registry));
+  DYAD_RETURN_IF_ERROR(RegisterVaultBackend(registry));
   return OkStatus();
 }
 

@@ -21,15 +21,16 @@ EnvMap Env(const testing::TempDir& dir, const std::string& provider) {
           {"GATEWAY_ADMIN_API_KEY", "0123456789abcdef-admin"}};
 }
 
-TEST(BuiltinBackends, AreEnvironmentAwsAndAzure) {
-  EXPECT_EQ(BuiltinBackends().Names(), (std::vector<std::string>{"aws", "azure", "environment"}));
+TEST(BuiltinBackends, AreEnvironmentAwsAzureAndVault) {
+  EXPECT_EQ(BuiltinBackends().Names(), (std::vector<std::string>{"aws", "azure", "environment", "vault"}));
   testing::TempDir dir;
   auto config = LoadConfig(Env(dir, "gcp"), false);
   ASSERT_TRUE(config.ok()) << config.error().message;
   Status s = BuiltinBackends().Check(*config);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(s.error().message, "SECRETS_PROVIDER: 'gcp' is not a backend of this build; use one of: aws, azure, environment");
+  EXPECT_EQ(s.error().message,
+            "SECRETS_PROVIDER: 'gcp' is not a backend of this build; use one of: aws, azure, environment, vault");
 }
 
 // As the CLI loads its configuration: the backend's errors come after the
@@ -67,7 +68,7 @@ TEST(BackendSeam, ATestOnlyBackendRunsTheServiceThroughTheProductionPath) {
   ASSERT_TRUE(RegisterBuiltinBackends(registry).ok());
   auto log = std::make_shared<testing::MemoryBackendLog>();
   ASSERT_TRUE(testing::RegisterMemoryBackend(registry, log).ok());
-  EXPECT_EQ(registry.Names(), (std::vector<std::string>{"aws", "azure", "environment", "memory"}));
+  EXPECT_EQ(registry.Names(), (std::vector<std::string>{"aws", "azure", "environment", "memory", "vault"}));
 
   auto config = LoadConfig(Env(dir, "memory"), false);
   ASSERT_TRUE(config.ok()) << config.error().message;

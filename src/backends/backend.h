@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/dynamic_secrets.h"
 #include "backends/key_manager.h"
 #include "backends/secret_store.h"
 #include "cloud/call_observer.h"
@@ -74,13 +75,15 @@ struct BackendTraits {
 struct Backend {
   Backend() = default;
   Backend(Backend&&) = default;
-  // The store and keys go before the resources they use.
+  // The store, keys and dynamic source go before the resources they use.
   Backend& operator=(Backend&& other) {
+    dynamic.reset();
     store.reset();
     keys.reset();
     resources = std::move(other.resources);
     keys = std::move(other.keys);
     store = std::move(other.store);
+    dynamic = std::move(other.dynamic);
     traits = other.traits;
     return *this;
   }
@@ -89,6 +92,9 @@ struct Backend {
   BackendResources resources;
   std::unique_ptr<KeyManager> keys;
   std::unique_ptr<SecretStore> store;
+  // Secrets made on demand with a lease, which a credential field may refer
+  // to; null for a backend without them (a reference is then refused).
+  std::unique_ptr<DynamicSecretSource> dynamic;
   BackendTraits traits;
 };
 

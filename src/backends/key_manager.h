@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/parallel.h"
 #include "core/result.h"
 #include "core/secret_bytes.h"
 
@@ -37,6 +38,21 @@ struct DataKey {
 struct WrappedKey {
   std::string wrapped;
   uint32_t version = 0;
+};
+
+// One wrapped DEK to move (ReEncryptMany); the views must outlive the call.
+struct ReEncryptItem {
+  uint32_t version = 0;
+  std::string_view wrapped;
+  std::string_view from_context;
+  std::string_view to_context;
+};
+
+// One wrapped DEK to unwrap (DecryptMany); the views must outlive the call.
+struct DecryptItem {
+  uint32_t version = 0;
+  std::string_view wrapped;
+  std::string_view context;
 };
 
 struct KeyVersionInfo {
@@ -64,6 +80,26 @@ class KeyManager {
   virtual Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) = 0;
   virtual Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
                                        std::string_view to_context) = 0;
+  // ReEncrypt of many wrapped keys: one result per item, in order (one
+  // item's failure is its own). A KMS with a batch call makes one call for
+  // them all; the default is ReEncrypt per item on up to `parallelism`
+  // threads.
+  virtual std::vector<Result<WrappedKey>> ReEncryptMany(const std::vector<ReEncryptItem>& items, size_t parallelism) {
+    std::vector<Result<WrappedKey>> out(items.size(), Result<WrappedKey>(WrappedKey{}));
+    ParallelFor(items.size(), parallelism, [&](size_t i) {
+      out[i] = ReEncrypt(items[i].version, items[i].wrapped, items[i].from_context, items[i].to_context);
+    });
+    return out;
+  }
+  // Decrypt of many wrapped keys, the same way (one batch call, or Decrypt
+  // per item on up to `parallelism` threads).
+  virtual std::vector<Result<SecretBytes>> DecryptMany(const std::vector<DecryptItem>& items, size_t parallelism) {
+    std::vector<Result<SecretBytes>> out(items.size(), Result<SecretBytes>(SecretBytes()));
+    ParallelFor(items.size(), parallelism, [&](size_t i) {
+      out[i] = Decrypt(items[i].version, items[i].wrapped, items[i].context);
+    });
+    return out;
+  }
   virtual Result<uint32_t> Rotate() = 0;
   virtual Status Retire(uint32_t version) = 0;
   // Describe() may ask the KMS (e.g. for rotations it made on its own);

@@ -129,6 +129,7 @@ Result<HttpReply> JsonClient::Send(const JsonRequest& request) {
   Cleanse(req.body);  // a short body's move leaves its bytes in the small-string buffer
   auto reply = http_->Send(call);
   Cleanse(call.body);
+  for (auto& header : call.headers) Cleanse(header.second);  // a token or signature
   if (!reply.ok()) return MakeError(reply.code(), request.op + ": " + reply.error().message);
   return reply;
 }

@@ -34,6 +34,9 @@ template <typename T>
 struct Expiring {
   T value;
   std::optional<Clock::WallTime> expires;  // nullopt: never expires
+  // When to fetch ahead (a Vault token at two thirds of its lease); nullopt:
+  // `refresh_before` its expiry.
+  std::optional<Clock::WallTime> refresh_at = std::nullopt;
 };
 
 struct RefreshOptions {
@@ -95,18 +98,23 @@ class RefreshingCredential {
   // The server refused the current credential (a revoked token): the next
   // Get() fetches and waits for a new one. Ignored for a credential fetched
   // less than `min_retry_interval` ago, so that a burst of refusals of the
-  // old one does not discard the new one.
-  void Invalidate() DYAD_LOCKS_EXCLUDED(mu_) {
+  // old one does not discard the new one. True when the next Get() fetches
+  // (a retry may get a new credential); false when it was ignored (a fresh
+  // credential refused: a policy's denial, not worth another request).
+  bool Invalidate() DYAD_LOCKS_EXCLUDED(mu_) {
     MutexLock lock(&mu_);
-    if (current_ && clock_.Now() >= fetched_at_ + options_.min_retry_interval) {
-      invalidated_ = true;
-      retry_after_ = Clock::Instant::min();
-    }
+    if (!current_ || invalidated_) return true;
+    if (clock_.Now() < fetched_at_ + options_.min_retry_interval) return false;
+    invalidated_ = true;
+    retry_after_ = Clock::Instant::min();
+    return true;
   }
 
  private:
   bool RefreshDue(Clock::WallTime now) const DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return invalidated_ || (current_->expires && now >= *current_->expires - options_.refresh_before);
+    if (invalidated_) return true;
+    if (current_->refresh_at) return now >= *current_->refresh_at;
+    return current_->expires && now >= *current_->expires - options_.refresh_before;
   }
   bool Usable(Clock::WallTime now) const DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return current_ && !invalidated_ && (!current_->expires || now < *current_->expires);

@@ -121,17 +121,41 @@ TEST(RefreshingCredential, InvalidateFetchesAgainUnlessTheCredentialIsNew) {
   Source source{clock};
   source.Then("a", minutes(60));
   RefreshingCredential<std::string> cred([&] { return source(); }, clock, Options());
+  EXPECT_TRUE(cred.Invalidate());  // nothing fetched yet: the first Get fetches anyway
   ASSERT_EQ(cred.Get().value(), "a");
-  cred.Invalidate();  // just fetched: a refusal of an older one, ignored
+  EXPECT_FALSE(cred.Invalidate());  // just fetched: a refusal of an older one, ignored
   EXPECT_EQ(cred.Get().value(), "a");
   EXPECT_EQ(source.calls, 1);
 
   source.script.clear();
   source.Then("b", minutes(60));
   clock.Advance(minutes(1));
-  cred.Invalidate();
+  EXPECT_TRUE(cred.Invalidate());
+  EXPECT_TRUE(cred.Invalidate());  // already invalidated: the next Get still fetches
   EXPECT_EQ(cred.Get().value(), "b");
   EXPECT_EQ(source.calls, 2);
+  EXPECT_FALSE(cred.Invalidate());
+}
+
+TEST(RefreshingCredential, ARefreshTimeOfItsOwnReplacesTheWindowBeforeExpiry) {
+  FakeClock clock;
+  int calls = 0;
+  RefreshingCredential<std::string> cred(
+      [&]() -> Result<Expiring<std::string>> {
+        ++calls;
+        // A 60 s lease refreshed at 40 s, although the window (5 min) is longer than the lease.
+        return Expiring<std::string>{std::to_string(calls), clock.WallNow() + seconds(60),
+                                     clock.WallNow() + seconds(40)};
+      },
+      clock, Options());
+  EXPECT_EQ(cred.Get().value(), "1");
+  clock.Advance(seconds(39));
+  EXPECT_EQ(cred.Get().value(), "1");
+  EXPECT_EQ(calls, 1);
+  clock.Advance(seconds(1));
+  EXPECT_EQ(cred.Get().value(), "2");
+  EXPECT_EQ(cred.Get().value(), "2");
+  EXPECT_EQ(calls, 2);
 }
 
 // Blocks the source until the test opens it.

@@ -113,7 +113,7 @@ bool IsCoreSecretVariable(std::string_view name) {
 bool IsSecretVariable(std::string_view name) {
   static constexpr std::string_view kSecret[] = {"ENCRYPTION_KEY", "ENCRYPTION_KEY_PREVIOUS", "GATEWAY_ADMIN_API_KEY",
                                                  "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET",
-                                                 "IDENTITY_HEADER", "VAULT_TOKEN"};
+                                                 "IDENTITY_HEADER", "VAULT_TOKEN", "VAULT_SECRET_ID"};
   return name.starts_with("DYAD_PROVIDER_") || std::find(std::begin(kSecret), std::end(kSecret), name) != std::end(kSecret);
 }
 

@@ -89,7 +89,7 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
 
 // ENCRYPTION_KEY, ENCRYPTION_KEY_PREVIOUS, GATEWAY_ADMIN_API_KEY,
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_CLIENT_SECRET, IDENTITY_HEADER
-// (App Service's managed identity), VAULT_TOKEN and DYAD_PROVIDER_*.
+// (App Service's managed identity), VAULT_TOKEN, VAULT_SECRET_ID and DYAD_PROVIDER_*.
 bool IsSecretVariable(std::string_view name);
 
 // The DYAD_PROVIDER_* variables of `env`, as SecretBytes.

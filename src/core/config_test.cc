@@ -209,6 +209,24 @@ TEST(Config, AzureSecretVariablesAreKeptOnlyAsSecretBytes) {
   EXPECT_EQ(c->secret_env.at("IDENTITY_HEADER").view(), "az-header-canary");
 }
 
+TEST(Config, VaultTokenAndSecretIdAreSecretVariables) {
+  EXPECT_TRUE(IsSecretVariable("VAULT_TOKEN"));
+  EXPECT_TRUE(IsSecretVariable("VAULT_SECRET_ID"));
+  EXPECT_FALSE(IsSecretVariable("VAULT_SECRET_ID_FILE"));  // a path, not a secret
+  EXPECT_FALSE(IsSecretVariable("VAULT_ROLE_ID"));
+  EnvMap env = Base();
+  env["VAULT_TOKEN"] = "hvs.token-canary";
+  env["VAULT_SECRET_ID"] = "secret-id-canary";
+  env["VAULT_SECRET_ID_FILE"] = "/run/secret-id";
+  auto c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->env.count("VAULT_TOKEN"), 0u);
+  EXPECT_EQ(c->env.count("VAULT_SECRET_ID"), 0u);
+  EXPECT_EQ(c->env.at("VAULT_SECRET_ID_FILE"), "/run/secret-id");
+  EXPECT_EQ(c->secret_env.at("VAULT_TOKEN").view(), "hvs.token-canary");
+  EXPECT_EQ(c->secret_env.at("VAULT_SECRET_ID").view(), "secret-id-canary");
+}
+
 TEST(Config, ClearSecretVariablesZeroesAndRemovesThem) {
   ASSERT_EQ(::setenv("DYAD_PROVIDER_T_API_KEY", "sk-process-canary", 1), 0);
   ASSERT_EQ(::setenv("DYAD_TEST_PLAIN", "kept", 1), 0);

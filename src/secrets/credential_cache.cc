@@ -42,7 +42,7 @@ Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loa
       }
       CacheRead read{e.value, CacheSource::kHit};
       auto ahead = std::chrono::duration_cast<Clock::Duration>(options_.ttl * options_.refresh_ahead_fraction);
-      if (!e.refreshing && now >= e.expires - ahead && spawn_) {
+      if (!e.refreshing && !e.leased && now >= e.expires - ahead && spawn_) {
         e.refreshing = true;
         shard.mu.Unlock();
         StartRefresh(shard, key, loader);
@@ -121,6 +121,13 @@ void CredentialCache::Publish(Shard& shard, const std::string& key, const std::s
       e.value = result.ok() ? result.value() : nullptr;
       e.expires = now + (result.ok() ? options_.ttl : options_.negative_ttl);
       e.stale_until = result.ok() ? e.expires + options_.stale_if_error : e.expires;
+      if (e.value && e.value->refresh_by < e.expires) {
+        // Leased: kept until the next renewal is due, which a load then makes
+        // (no refresh ahead: a load before then would find the same lease).
+        e.expires = e.value->refresh_by;
+        e.leased = true;
+      }
+      if (e.value) e.stale_until = std::min(e.stale_until, e.value->usable_until);
       e.retry_after = now;
       e.last_access = now;
       if (it == shard.entries.end()) {

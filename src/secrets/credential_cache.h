@@ -9,7 +9,10 @@
 // kNotFound; Invalidate()/Clear() on every write. Read-your-writes: a load
 // that started before an invalidation never re-inserts its older value, and
 // no reader arriving after the invalidation joins it (it is detached from
-// its key, so that reader starts a load of its own). Times come from
+// its key, so that reader starts a load of its own). A value holding leased
+// fields (Credentials::refresh_by, usable_until) is kept no longer than its
+// refresh_by, without refresh ahead, and never served stale after its
+// usable_until. Times come from
 // Clock::CoarseNow(): TTLs and LRU order are exact to a few milliseconds. Values are
 // shared_ptr<const Credentials>: an evicted value is zeroed when its last
 // reader lets it go. Thread-safe.
@@ -82,6 +85,7 @@ class CredentialCache {
       Clock::Instant retry_after;
       Clock::Instant last_access;
       bool refreshing = false;
+      bool leased = false;  // expires at the value's refresh_by
     };
     // What a hit writes (the lock and the hit count) shares the first cache
     // line with nothing else; the maps after it are only read by hits.

@@ -2,6 +2,9 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <cctype>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -12,6 +15,71 @@
 
 namespace dyad {
 namespace json = boost::json;
+namespace {
+
+constexpr char kReferenceTag = '\xFF';
+
+bool PathChar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+}
+
+Error BadReference(const std::string& what) { return MakeError(ErrorCode::kInvalidArgument, what); }
+
+}  // namespace
+
+Status CheckReference(const CredentialReference& ref) {
+  const std::string& p = ref.path;
+  if (p.empty() || p.size() > kMaxReferencePath) {
+    return BadReference("'vault' must be a path of 1-" + std::to_string(kMaxReferencePath) + " bytes");
+  }
+  size_t start = 0;
+  std::string first;
+  while (start <= p.size()) {
+    size_t end = p.find('/', start);
+    if (end == std::string::npos) end = p.size();
+    std::string_view seg(p.data() + start, end - start);
+    if (seg.empty() || seg == "." || seg == ".." || !std::all_of(seg.begin(), seg.end(), PathChar)) {
+      return BadReference("'vault' must be segments of letters, digits, '.', '_', '-' separated by single '/' "
+                          "(no leading or trailing '/', no '.' or '..' segment)");
+    }
+    if (first.empty()) first = std::string(seg);
+    start = end + 1;
+  }
+  for (const char* reserved : {"sys", "auth", "identity", "cubbyhole"}) {
+    if (first == reserved) {
+      return BadReference("'vault' may not name a path under " + first +
+                          "/ (the backend's own tokens and settings, never a provider credential)");
+    }
+  }
+  if (ref.field.empty() || ref.field.size() > kMaxReferenceField ||
+      !std::all_of(ref.field.begin(), ref.field.end(), PathChar)) {
+    return BadReference("'field' must be 1-" + std::to_string(kMaxReferenceField) +
+                        " of letters, digits, '.', '_', '-'");
+  }
+  return OkStatus();
+}
+
+SecretBytes EncodeReference(const CredentialReference& ref) {
+  std::string out;
+  out.reserve(ref.path.size() + ref.field.size() + 2);
+  out += kReferenceTag;
+  out += ref.path;
+  out += '\0';
+  out += ref.field;
+  return SecretBytes(out);  // names only: nothing to wipe
+}
+
+std::optional<CredentialReference> DecodeReference(const SecretBytes& value) {
+  std::string_view v = value.view();
+  if (v.empty() || v[0] != kReferenceTag) return std::nullopt;
+  size_t nul = v.find('\0', 1);
+  if (nul == std::string_view::npos) return std::nullopt;
+  return CredentialReference{std::string(v.substr(1, nul - 1)), std::string(v.substr(nul + 1))};
+}
+
+bool HasReferences(const CredentialFields& fields) {
+  return std::any_of(fields.begin(), fields.end(), [](const auto& kv) { return DecodeReference(kv.second).has_value(); });
+}
 
 SecretBytes CredentialsToJson(const CredentialFields& fields) {
   std::string out = "{";
@@ -19,6 +87,11 @@ SecretBytes CredentialsToJson(const CredentialFields& fields) {
     if (out.size() > 1) out += ',';
     out += json::serialize(json::string_view(name));
     out += ':';
+    if (auto ref = DecodeReference(value)) {  // keys sorted, as everywhere in the canonical form
+      out += "{\"field\":" + json::serialize(json::string_view(ref->field)) +
+             ",\"vault\":" + json::serialize(json::string_view(ref->path)) + "}";
+      continue;
+    }
     std::string v = json::serialize(json::string_view(value.view().data(), value.size()));
     out += v;
     Cleanse(v);
@@ -35,6 +108,20 @@ Result<CredentialFields> CredentialsFromJson(std::string_view text) {
   if (ec || !doc.is_object()) return MakeError(ErrorCode::kDataLoss, "credentials payload is not a JSON object");
   CredentialFields fields;
   for (auto& kv : doc.get_object()) {
+    if (auto* o = kv.value().if_object()) {
+      auto where = "credentials field '" + std::string(kv.key()) + "'";
+      auto* path = o->if_contains("vault");
+      auto* field = o->if_contains("field");
+      if (o->size() != 2 || !path || !field || !path->is_string() || !field->is_string()) {
+        return MakeError(ErrorCode::kDataLoss, where + " is an object other than {\"vault\":…,\"field\":…}");
+      }
+      CredentialReference ref{std::string(path->get_string()), std::string(field->get_string())};
+      if (Status ok = CheckReference(ref); !ok.ok()) {
+        return MakeError(ErrorCode::kDataLoss, where + ": " + ok.error().message);
+      }
+      fields.emplace(std::string(kv.key()), EncodeReference(ref));
+      continue;
+    }
     auto* s = kv.value().if_string();
     if (!s) {
       return MakeError(ErrorCode::kDataLoss, "credentials field '" + std::string(kv.key()) + "' is not a string");

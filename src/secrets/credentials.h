@@ -14,14 +14,39 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "core/clock.h"
 #include "core/result.h"
 #include "core/secret_bytes.h"
 
 namespace dyad {
 
 using CredentialFields = std::map<std::string, SecretBytes>;
+
+// A field may refer to a dynamic secret instead of holding a value; in JSON
+// (the API body and the sealed payload) it is the object
+// {"vault":"<path>","field":"<name>"}, e.g. {"vault":"database/creds/
+// readonly","field":"password"}. In CredentialFields such a field's value is
+// EncodeReference(): a 0xFF byte, which no JSON string holds (JSON text is
+// UTF-8), then the path, a NUL and the field name; so every write path
+// carries references without a type of its own, and the read path replaces
+// each with the value it resolves to (SecretsService) before anyone sees it.
+struct CredentialReference {
+  std::string path;   // "database/creds/readonly": segments of [A-Za-z0-9._-]
+  std::string field;  // a field of the secret read there: [A-Za-z0-9._-]
+};
+inline constexpr size_t kMaxReferencePath = 512;
+inline constexpr size_t kMaxReferenceField = 128;
+// Paths under these first segments are refused: they hold the backend's own
+// tokens and settings (auth/token/lookup-self answers with the token itself).
+// kInvalidArgument naming the part at fault ("vault" or "field").
+Status CheckReference(const CredentialReference& ref);
+SecretBytes EncodeReference(const CredentialReference& ref);
+// nullopt for a value that is not a reference.
+std::optional<CredentialReference> DecodeReference(const SecretBytes& value);
+bool HasReferences(const CredentialFields& fields);
 
 // Cache-line aligned: readers on different cores bump the reference counts
 // of different values, and those counts must not share a line with anything.
@@ -30,12 +55,20 @@ struct alignas(64) Credentials {
   int64_t version = 0;      // credentials version (envelope cv)
   std::string origin;       // store | environment | fallback
   uint32_t key_version = 0; // 0 when not from an envelope
+  // Fields resolved from leased secrets: the cache keeps these credentials
+  // no later than `refresh_by` (the next load renews a lease then) and never
+  // serves them, stale or not, after `usable_until` (the first lease ends).
+  // Clock::Instant::max() when no field is leased.
+  Clock::Instant refresh_by = Clock::Instant::max();
+  Clock::Instant usable_until = Clock::Instant::max();
+  std::map<std::string, Clock::Instant> lease_ends;  // leased field -> end of its lease
 };
 
 using CredentialsPtr = std::shared_ptr<const Credentials>;
 
 SecretBytes CredentialsToJson(const CredentialFields& fields);
-// Parses a JSON object of string values; errors never include values.
+// Parses a JSON object of string values and reference objects (checked as
+// CheckReference does); errors never include values.
 Result<CredentialFields> CredentialsFromJson(std::string_view json);
 std::string Fingerprint(const SecretBytes& key, const CredentialFields& fields);
 

@@ -6,7 +6,10 @@
 // parses, unwraps and decrypts, failing with kDataLoss on any tampering.
 // Rewrap() moves an envelope to the primary key version, and an envelope
 // written before names were bound to its name's context, without touching
-// the payload ciphertext, and checks the result opens.
+// the payload ciphertext, and checks the result opens. RewrapMany() does the
+// same for many envelopes with one KeyManager::ReEncryptMany and checks them
+// with one DecryptMany (a KMS batch call each where there is one), the rest
+// on up to `parallelism` threads.
 //
 // In provider mode (SECRETS_ENCRYPTION_MODE=provider) the store's own
 // encryption is relied on: Seal() and Open() pass the payload (the
@@ -41,8 +44,18 @@ class Sealer {
   // Returns the rewrapped document, or kAlreadyExists when it already uses
   // the primary version and its name's context and `force` is false.
   Result<std::string> Rewrap(std::string_view secret_name, std::string_view envelope_text, uint32_t primary, bool force);
+  struct RewrapItem {
+    std::string_view secret_name;
+    std::string_view envelope_text;
+  };
+  // Rewrap() of each item, one result per item in order.
+  std::vector<Result<std::string>> RewrapMany(const std::vector<RewrapItem>& items, uint32_t primary, bool force,
+                                              size_t parallelism);
 
  private:
+  // The envelope was sealed by the configured key.
+  Status CheckKey(const Envelope& e) const;
+
   KeyManager& keys_;
   Random& random_;
   SealMode mode_;

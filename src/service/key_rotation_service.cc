@@ -254,13 +254,24 @@ KeyRotationService::Reencrypted KeyRotationService::Reencrypt(const std::vector<
       for (const auto& name : names) fail(name, blobs.error());
       return out;
     }
+    // One RewrapMany for the chunk: a KMS with a batch call (Transit's
+    // rewrap) moves all their data keys at once.
     std::vector<Result<std::string>> rewrapped(names.size(), Result<std::string>(std::string()));
-    ParallelFor(names.size(), options_.parallelism, [&](size_t k) {
+    std::vector<Sealer::RewrapItem> items;
+    std::vector<size_t> at;
+    for (size_t k = 0; k < names.size(); ++k) {
       const auto& blob = (*blobs)[k];
-      if (!blob.ok()) rewrapped[k] = blob.error();
-      else if (wants && !wants(KeyVersionOf(blob->value))) rewrapped[k] = MakeError(ErrorCode::kAlreadyExists, "");
-      else rewrapped[k] = sealer.Rewrap(names[k], blob->value, to_version, force);
-    });
+      if (!blob.ok()) {
+        rewrapped[k] = blob.error();
+      } else if (wants && !wants(KeyVersionOf(blob->value))) {
+        rewrapped[k] = MakeError(ErrorCode::kAlreadyExists, "");
+      } else {
+        items.push_back({names[k], blob->value});
+        at.push_back(k);
+      }
+    }
+    auto moved = sealer.RewrapMany(items, to_version, force, options_.parallelism);
+    for (size_t j = 0; j < at.size(); ++j) rewrapped[at[j]] = std::move(moved[j]);
     std::vector<SecretStore::Swap> swaps;
     for (size_t k = 0; k < names.size(); ++k) {
       auto& blob = (*blobs)[k];

@@ -379,6 +379,73 @@ TEST_F(RotationTest, RetiresAVersionOnlyOnceARecountFindsNoBlobOnIt) {
   EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
 }
 
+// A KeyManager in front of another that records the size of every
+// ReEncryptMany and counts single ReEncrypt calls.
+class CountingKeys final : public KeyManager {
+ public:
+  explicit CountingKeys(KeyManager& inner) : inner_(inner) {}
+  const std::string& Kind() const override { return inner_.Kind(); }
+  const std::string& KeyId() const override { return inner_.KeyId(); }
+  Result<DataKey> GenerateDataKey(std::string_view context) override { return inner_.GenerateDataKey(context); }
+  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
+    return inner_.Decrypt(version, wrapped, context);
+  }
+  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from,
+                               std::string_view to) override {
+    ++singles;
+    return inner_.ReEncrypt(version, wrapped, from, to);
+  }
+  std::vector<Result<WrappedKey>> ReEncryptMany(const std::vector<ReEncryptItem>& items, size_t parallelism) override {
+    {
+      MutexLock lock(&mu_);
+      batches.push_back(items.size());
+    }
+    return inner_.ReEncryptMany(items, parallelism);
+  }
+  std::vector<Result<SecretBytes>> DecryptMany(const std::vector<DecryptItem>& items, size_t parallelism) override {
+    {
+      MutexLock lock(&mu_);
+      checks.push_back(items.size());
+    }
+    return inner_.DecryptMany(items, parallelism);
+  }
+  Result<uint32_t> Rotate() override { return inner_.Rotate(); }
+  Status Retire(uint32_t version) override { return inner_.Retire(version); }
+  Status BeginRetire(uint32_t version) override { return inner_.BeginRetire(version); }
+  Result<KeyState> Describe() override { return inner_.Describe(); }
+  Result<KeyState> KnownState() override { return inner_.KnownState(); }
+  Result<std::string> CurrentState(uint32_t version) override { return inner_.CurrentState(version); }
+
+  std::atomic<int> singles{0};
+  std::vector<size_t> batches, checks;  // read once the rotation is over
+
+ private:
+  KeyManager& inner_;
+  Mutex mu_;
+};
+
+// On a store with conditional writes, a chunk's data keys move in one
+// ReEncryptMany and are checked in one DecryptMany (one KMS batch call each
+// where there is one).
+TEST_F(RotationTest, AChunkMovesItsDataKeysInOneReEncryptMany) {
+  CountingKeys counting(*keys_);
+  secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, counting, *repo_, audit_, metrics_, clock_,
+                                              DefaultRandom(), EnvMap{});
+  providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+  rotation_ = NewRotation();
+  ASSERT_TRUE(store_->HasConditionalWrites());
+  Seed(520);
+  auto run = rotation_->Run(false, "manual", Caller{}, nullptr);
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "completed") << run->error;
+  EXPECT_EQ(run->reencrypted, 520);
+  EXPECT_EQ(counting.singles.load(), 0);
+  EXPECT_EQ(counting.batches, (std::vector<size_t>{250, 250, 20}));
+  EXPECT_EQ(counting.checks, counting.batches);  // each moved key unwrapped again, in one call per chunk
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 520}}));
+  EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
+}
+
 // Issue 9 item 3: instance B goes on writing with the keyring it loaded
 // before instance A rotated and retired; nothing it wrote may be lost.
 TEST_F(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {

@@ -173,6 +173,11 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
     report.source = read->source;
     report.credentials_version = read->credentials->version;
     report.fingerprint = secrets_.Fingerprint(read->credentials->fields);  // keyed: no offline guess check
+    const auto now = clock_.Now();
+    for (const auto& [field, end] : read->credentials->lease_ends) {
+      report.lease_ttl_seconds[field] =
+          end > now ? std::chrono::duration_cast<std::chrono::seconds>(end - now).count() : 0;
+    }
     for (const auto& field : RequiredCredentialFields(p.type)) {
       auto it = read->credentials->fields.find(field);
       if (it == read->credentials->fields.end() || it->second.empty()) missing.push_back(field);

@@ -12,6 +12,7 @@
 // instance keeps it past `max_wait`). Thread-safe.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -45,6 +46,9 @@ struct ValidationReport {
   std::string source;
   int64_t credentials_version = 0;
   std::string fingerprint;
+  // Fields resolved from a leased dynamic secret: the seconds their lease
+  // has left (0 once it has ended).
+  std::map<std::string, int64_t> lease_ttl_seconds;
   std::vector<ValidationCheck> checks;
 };
 

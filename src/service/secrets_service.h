@@ -17,7 +17,14 @@
 // A stored envelope whose credentials version is older than its registry
 // row's is a rollback (an old value put back behind the gateway's back): it
 // is refused with kDataLoss, audited as secret.tampered and counted in
-// /metrics, never served. (Provider mode stores plain JSON with no version,
+// /metrics, never served.
+//
+// A credential field may refer to a dynamic secret (CredentialReference)
+// when the backend has a DynamicSecretSource: Load() resolves it through
+// LeasedSecrets (one read per path, the lease reused and renewed), and the
+// cache keeps the result no longer than the next renewal. Replacing the
+// credentials, clearing them or deleting the provider revokes its leases
+// (best effort, audited as lease.revoke; a failure never fails the write). (Provider mode stores plain JSON with no version,
 // so there the row's version is all there is.)
 //
 // Health() never waits for a backend: a probe thread asks the store and the
@@ -50,6 +57,7 @@
 #include "registry/provider_repository.h"
 #include "secrets/credential_cache.h"
 #include "secrets/sealer.h"
+#include "service/leased_secrets.h"
 #include "service/provider_locks.h"
 
 namespace dyad {
@@ -78,6 +86,10 @@ struct SecretsOptions {
   // whatever --older-than says: longer than a create can take from writing
   // its secret to inserting its registry row (see CollectOrphans).
   std::chrono::seconds min_orphan_age{60};
+  // The backend's dynamic secrets (Backend::dynamic), which a credential
+  // field may refer to; null: a reference is refused (kInvalidArgument on
+  // write, kFailedPrecondition on read). Must outlive the service.
+  DynamicSecretSource* dynamic = nullptr;
 };
 
 // Who asked, for the audit log.
@@ -231,6 +243,8 @@ class SecretsService {
   Result<GcReport> CollectOrphans(std::chrono::seconds older_than, bool dry_run, const Caller& caller);
 
   CredentialCache& cache() { return cache_; }
+  // Null without a dynamic secret source.
+  LeasedSecrets* leased() { return leased_.get(); }
   SecretStore& store() { return store_; }
   KeyManager& keys() { return keys_; }
   Sealer& sealer() { return sealer_; }
@@ -246,6 +260,11 @@ class SecretsService {
   Result<StoredSecret> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
                                         StoredSecret sealed, ProviderLocks::Held& held);
   void Audit(AuditEvent event, const Caller& caller);
+  // A credential that refers to a dynamic secret needs a source of them.
+  Status CheckReferences(const CredentialFields& fields) const;
+  // Ends the provider's leases (best effort, audited): its credentials are
+  // gone or replaced. Never fails the caller.
+  void RevokeLeases(const std::string& provider_id, const Caller& caller, std::string_view why);
   template <typename F>
   auto TimedStore(std::string_view op, F&& f);
   void Spawn(std::function<void()> task) DYAD_LOCKS_EXCLUDED(work_mu_);
@@ -267,6 +286,7 @@ class SecretsService {
   std::atomic<int64_t> orphans_at_start_{-1};
   std::atomic<int64_t> last_degraded_ns_{INT64_MIN / 2};
   ProviderLocks locks_;
+  std::unique_ptr<LeasedSecrets> leased_;  // null without options_.dynamic
   std::atomic<bool> listing_refused_{false};
   // The backend half of Health() (a store probe, a KMS probe), made by
   // probe_thread_ and reused for probe_interval: /readyz is

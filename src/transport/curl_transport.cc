@@ -1,12 +1,15 @@
 #include "transport/curl_transport.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <vector>
 
 #include "core/mutex.h"
+#include "core/secret_bytes.h"
 
 namespace dyad {
 
@@ -18,6 +21,14 @@ std::string HttpReply::Header(std::string_view name) const {
 }
 
 namespace {
+
+// Frees a header list after wiping its lines: they may carry a token.
+void FreeWiped(curl_slist* list) {
+  for (curl_slist* item = list; item; item = item->next) {
+    if (item->data) OPENSSL_cleanse(item->data, std::char_traits<char>::length(item->data));
+  }
+  curl_slist_free_all(list);
+}
 
 struct Received {
   HttpReply* reply;
@@ -55,6 +66,55 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   return bytes;
 }
 
+constexpr int kMaxRedirects = 3;
+
+// Frees a CURLU on every path.
+struct UrlHandle {
+  UrlHandle() : u(curl_url()) {}
+  ~UrlHandle() { curl_url_cleanup(u); }
+  std::string Get(CURLUPart part, unsigned flags = 0) const {
+    char* out = nullptr;
+    if (curl_url_get(u, part, &out, flags) != CURLUE_OK || !out) return "";
+    std::string s(out);
+    curl_free(out);
+    return s;
+  }
+  CURLU* u;
+};
+
+// `location` (absolute or relative) resolved against `base`; "" when it is not a URL.
+std::string ResolveLocation(const std::string& base, const std::string& location) {
+  UrlHandle url;
+  if (!url.u || curl_url_set(url.u, CURLUPART_URL, base.c_str(), 0) != CURLUE_OK) return "";
+  if (curl_url_set(url.u, CURLUPART_URL, location.c_str(), 0) != CURLUE_OK) return "";
+  return url.Get(CURLUPART_URL);
+}
+
+// Where one hop goes: the URL curl is given, and the CONNECT_TO entry that
+// sends a URL naming the TLS server name to the real host.
+struct Target {
+  std::string url;
+  std::string connect_to;  // "" for none
+};
+
+Result<Target> TargetFor(const std::string& url, const std::string& server_name) {
+  if (server_name.empty()) return Target{url, ""};
+  UrlHandle u;
+  if (!u.u || curl_url_set(u.u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
+    return MakeError(ErrorCode::kInvalidArgument, "'" + url + "' is not a URL");
+  }
+  const std::string host = u.Get(CURLUPART_HOST), port = u.Get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  if (host.empty() || port.empty() || curl_url_set(u.u, CURLUPART_HOST, server_name.c_str(), 0) != CURLUE_OK) {
+    return MakeError(ErrorCode::kInvalidArgument, "'" + url + "' has no host to connect to as " + server_name);
+  }
+  return Target{u.Get(CURLUPART_URL), server_name + ":" + port + ":" + host + ":" + port};
+}
+
+bool IsHost(std::string_view header_name) {
+  return header_name.size() == 4 && (header_name[0] == 'H' || header_name[0] == 'h') &&
+         (header_name.substr(1) == "ost" || header_name.substr(1) == "OST");
+}
+
 class CurlTransport final : public HttpTransport {
  public:
   explicit CurlTransport(CurlOptions options) : options_(std::move(options)) {
@@ -68,13 +128,51 @@ class CurlTransport final : public HttpTransport {
   Result<HttpReply> Send(const HttpCall& call) override {
     CURL* h = Lease();
     if (!h) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
+    const auto timeout = call.timeout.count() > 0 ? call.timeout : options_.request_timeout;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::string url = call.url;
+    Result<HttpReply> reply = MakeError(ErrorCode::kInternal, "no request sent");
+    for (int hop = 0;; ++hop) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (hop > 0 && left.count() <= 0) {
+        reply = MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": timed out following a redirect");
+        break;
+      }
+      reply = Perform(h, call, url, hop > 0, hop == 0 ? timeout : left);
+      if (!reply.ok() || !options_.follow_redirects || (reply->status != 307 && reply->status != 308)) break;
+      const std::string next = ResolveLocation(url, reply->Header("location"));
+      if (next.empty() || hop == kMaxRedirects) break;  // the 3xx as it is: the caller says what it means
+      const bool https = next.starts_with("https://");
+      if (!https && !(call.url.starts_with("http://") && next.starts_with("http://"))) {
+        reply = MakeError(ErrorCode::kFailedPrecondition,
+                          call.method + " " + url + ": refused a redirect to a URL that is not https");
+        break;
+      }
+      url = next;
+    }
+    Return(h);
+    return reply;
+  }
+
+ private:
+  // One exchange with `url`; `redirected`: the caller's Host header is left out.
+  Result<HttpReply> Perform(CURL* h, const HttpCall& call, const std::string& url, bool redirected,
+                            std::chrono::milliseconds timeout) {
+    DYAD_ASSIGN_OR_RETURN(Target target, TargetFor(url, options_.tls_server_name));
     HttpReply reply;
     Received received{&reply, options_.max_response_bytes};
     curl_slist* headers = nullptr;
-    for (const auto& [k, v] : call.headers) headers = curl_slist_append(headers, (k + ": " + v).c_str());
+    for (const auto& [k, v] : call.headers) {
+      if (redirected && IsHost(k)) continue;
+      std::string line = k + ": " + v;  // may carry a token (X-Vault-Token, Authorization)
+      headers = curl_slist_append(headers, line.c_str());
+      Cleanse(line);
+    }
     headers = curl_slist_append(headers, "Expect:");  // no 100-continue round trip
+    curl_slist* connect_to = target.connect_to.empty() ? nullptr : curl_slist_append(nullptr, target.connect_to.c_str());
 
-    curl_easy_setopt(h, CURLOPT_URL, call.url.c_str());
+    curl_easy_setopt(h, CURLOPT_URL, target.url.c_str());
+    curl_easy_setopt(h, CURLOPT_CONNECT_TO, connect_to);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     if (call.method == "GET") {
       curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
@@ -85,7 +183,6 @@ class CurlTransport final : public HttpTransport {
     // A handle is reused: a verb set for an earlier request must not stick.
     bool plain = call.method == "GET" || call.method == "POST";
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, plain ? nullptr : call.method.c_str());
-    auto timeout = call.timeout.count() > 0 ? call.timeout : options_.request_timeout;
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(std::min(timeout, options_.connect_timeout).count()));
@@ -98,20 +195,20 @@ class CurlTransport final : public HttpTransport {
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);
-    curl_slist_free_all(headers);
-    Return(h);
+    curl_easy_setopt(h, CURLOPT_CONNECT_TO, nullptr);
+    FreeWiped(headers);
+    curl_slist_free_all(connect_to);
     if (received.too_big) {
-      return MakeError(ErrorCode::kUnavailable, call.method + " " + call.url + ": response larger than " +
+      return MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": response larger than " +
                                                     std::to_string(options_.max_response_bytes) + " bytes");
     }
     if (rc != CURLE_OK) {
-      return MakeError(ErrorCode::kUnavailable, call.method + " " + call.url + ": " + curl_easy_strerror(rc));
+      return MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": " + curl_easy_strerror(rc));
     }
     reply.status = static_cast<int>(status);
     return reply;
   }
 
- private:
   CURL* Lease() {
     {
       MutexLock lock(&mu_);
@@ -130,7 +227,20 @@ class CurlTransport final : public HttpTransport {
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
+    if (!options_.ca_file.empty()) {
+      curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
+    } else if (!options_.ca_path.empty()) {
+      curl_easy_setopt(h, CURLOPT_CAINFO, nullptr);  // the directory replaces the system bundle
+    }
+    if (!options_.ca_path.empty()) curl_easy_setopt(h, CURLOPT_CAPATH, options_.ca_path.c_str());
+    if (!options_.client_cert.empty()) {
+      curl_easy_setopt(h, CURLOPT_SSLCERT, options_.client_cert.c_str());
+      curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
+    }
+    if (!options_.client_key.empty()) {
+      curl_easy_setopt(h, CURLOPT_SSLKEY, options_.client_key.c_str());
+      curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
+    }
     return h;
   }
   void Return(CURL* h) {

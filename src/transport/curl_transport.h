@@ -1,8 +1,22 @@
 // The libcurl HttpTransport: a pool of easy handles, each keeping its
 // connection alive, so consecutive requests to one endpoint reuse a TCP (and
 // TLS) connection. TLS peer and host verification are always on; `ca_file`
-// replaces the system trust store (AWS_CA_BUNDLE). Thread-safe: a request
-// leases a handle for its duration.
+// and `ca_path` replace the system trust store (AWS_CA_BUNDLE, VAULT_CACERT,
+// VAULT_CAPATH); `client_cert`/`client_key` present a client certificate.
+//
+// `tls_server_name` (VAULT_TLS_SERVER_NAME) is the name sent as SNI and
+// verified in the server's certificate instead of the URL's host: the
+// request goes to the URL with its host replaced by that name, and
+// CURLOPT_CONNECT_TO ("name:port:realhost:port") connects it to the URL's
+// real host and port, so no DNS lookup of the name is made. The Host header
+// the caller sets is kept.
+//
+// `follow_redirects` follows 307 and 308 only (a Vault standby's answer
+// naming the active node), at most 3 hops, with the same method, body and
+// headers (but Host, which curl then derives from the new URL); an https
+// request is redirected only to https, an http one to http or https. Other
+// 3xx answers are returned as they are. Each hop gets what is left of the
+// request's timeout. Thread-safe: a request leases a handle for its duration.
 #pragma once
 
 #include <chrono>
@@ -14,7 +28,12 @@
 namespace dyad {
 
 struct CurlOptions {
-  std::string ca_file;  // empty: the system store
+  std::string ca_file;  // PEM bundle of CAs; empty (and no ca_path): the system store
+  std::string ca_path;  // directory of hashed PEM CAs (c_rehash)
+  std::string client_cert;  // PEM file of a client certificate (with client_key)
+  std::string client_key;   // PEM file of its private key
+  std::string tls_server_name;  // SNI and verified name; empty: the URL's host
+  bool follow_redirects = false;  // 307/308, as above
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds request_timeout{10000};
   size_t max_response_bytes = 4 << 20;

@@ -20,7 +20,7 @@ def run(env, args=("serve",), tmp_path=None):
     ("SECRETS_CACHE_ENABLED", "maybe", "true or false"),
     ("GATEWAY_PORT", "99999", "integer from 0 to 65535"),
     ("SECRETS_CACHE_TTL_SECONDS", "ten", "integer from"),
-    ("SECRETS_PROVIDER", "gcp", "is not a backend of this build; use one of: aws, azure, environment"),
+    ("SECRETS_PROVIDER", "gcp", "is not a backend of this build; use one of: aws, azure, environment, vault"),
     ("SECRETS_ENCRYPTION_MODE", "both", "envelope, provider"),
     ("GATEWAY_LOG_LEVEL", "chatty", "trace, debug, info"),
     ("KEY_ROTATION_SCHEDULE", "0 3 *", "expected 5 fields"),

@@ -1,0 +1,109 @@
+// VaultTokenAuth: the auth step of Vault's data calls (cloud/request_auth.h):
+// adds X-Vault-Token with a token held in a RefreshingCredential.
+//
+// Where the token comes from (VaultSettings::auth):
+// - a token: VAULT_TOKEN, or the file VAULT_TOKEN_FILE / ~/.vault-token
+//   (read again whenever a new token is wanted). On first use
+//   `auth/token/lookup-self` says its ttl and whether it is renewable; ttl 0
+//   (a root token) never expires; a lookup the policy denies (403) makes it a
+//   token that never expires, logged once.
+// - a login (no token sent), to the login client: AppRole `auth/<mount>/login`
+//   {role_id, secret_id} (VAULT_SECRET_ID_FILE read at each login),
+//   Kubernetes {role, jwt: the service-account token file, read at each
+//   login}, JWT {role, jwt: VAULT_JWT_FILE}, cert {name?} over the TLS client
+//   certificate of the login client's transport. The answer's
+//   auth.client_token, lease_duration and renewable make the token.
+//
+// A renewable token is renewed with `auth/token/renew-self` (increment: its
+// lease's length) at two thirds of its lease. A renewal granting less than it
+// asked has met the token's max TTL: the token is not renewed again, and a
+// login method logs in anew at two thirds of what is left (a non-renewable
+// login token likewise). A renewal refused (403, 400) logs in again, reads
+// the token file again, or (VAULT_TOKEN, or a file still holding the same
+// token) stops renewing that token; an unavailable Vault keeps the token
+// until it expires, trying again 30 s later. The
+// token's own calls (lookup-self, renew-self, login) go through the login
+// client, in VAULT_AUTH_NAMESPACE or else VAULT_NAMESPACE.
+//
+// OnRejected (a data call's 403): with a login method or a token file, the
+// token is invalidated and the call retried once with a new one, unless the
+// token was obtained less than 30 s ago (then it is the policy that refuses:
+// false, fail closed with no further request); with VAULT_TOKEN, false.
+//
+// Errors: the login client's codes (kUnavailable when Vault is down or sealed);
+// a refused login is kPermissionDenied with Vault's message. Tokens, secret
+// ids and JWTs never appear in logs or errors and are wiped after use.
+// Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "backends/vault/vault_client.h"
+#include "backends/vault/vault_settings.h"
+#include "cloud/refreshing_credential.h"
+#include "cloud/request_auth.h"
+#include "core/clock.h"
+#include "core/mutex.h"
+#include "core/secret_bytes.h"
+
+namespace dyad {
+
+class VaultTokenAuth final : public RequestAuth {
+ public:
+  // `login` (a VaultClient without auth, in the auth namespace) must outlive this.
+  VaultTokenAuth(const VaultSettings& settings, VaultClient& login, const Clock& clock);
+
+  Status Authorize(CloudRequest& request) override;
+  bool OnRejected(std::string_view op, const HttpReply& reply) override;
+
+  // The current token (fetched, renewed or logged in as needed).
+  Result<SecretBytes> Token() { return current_.Get(); }
+
+ private:
+  // What the auth step knows of the token it holds.
+  struct Held {
+    SecretBytes token;
+    bool renewable = false;
+    bool capped = false;      // at its max TTL: renewals no longer extend it
+    long long increment = 0;  // seconds a renewal asks for: the lease's length
+    long long ttl = 0;        // seconds left when learned; 0: never expires
+    Clock::WallTime learned{};
+  };
+
+  Result<Expiring<SecretBytes>> Fetch() DYAD_LOCKS_EXCLUDED(mu_);
+  // A token from the configured source, described.
+  Result<Held> Acquire() DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Result<Held> Login();
+  Result<Held> Describe(SecretBytes token) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // lookup-self
+  Result<Held> Renew(const Held& held);      // renew-self
+  Expiring<SecretBytes> ToExpiring(const Held& held) const;
+  bool LoginBased() const;
+
+  // What the settings say, copied (secret_id wiped with this object).
+  const VaultAuthMethod method_;
+  const SecretBytes static_token_;
+  const std::string token_file_;
+  const std::string role_id_;
+  const SecretBytes secret_id_;
+  const std::string secret_id_file_;
+  const std::string mount_;
+  const std::string role_;
+  const std::string jwt_file_;
+  const char* jwt_file_variable_;
+
+  VaultClient& login_;
+  const Clock& clock_;
+  Mutex mu_;
+  std::optional<Held> held_ DYAD_GUARDED_BY(mu_);
+  bool lookup_denied_logged_ DYAD_GUARDED_BY(mu_) = false;
+  bool capped_logged_ DYAD_GUARDED_BY(mu_) = false;
+  // A data call was refused with the held token: the next fetch does not
+  // try to renew it.
+  std::atomic<bool> rejected_{false};
+  RefreshingCredential<SecretBytes> current_;
+};
+
+}  // namespace dyad
