@@ -116,6 +116,7 @@ class StoreContract : public ::testing::TestWithParam<ContractTarget> {
     }
     if (GetParam().name == "vault" && !ReadProcessEnvironment().count("DYAD_CONTRACT_VAULT")) {
       GTEST_SKIP() << "Vault runs from the black-box suite against OpenBao (tests/blackbox/test_contract.py)";
+    }
     if (GetParam().name == "azure" && !ReadProcessEnvironment().count("DYAD_CONTRACT_AZURE")) {
       GTEST_SKIP() << "Azure runs from the black-box suite against the Key Vault double "
                       "(tests/blackbox/test_azure_contract.py)";
