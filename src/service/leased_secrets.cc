@@ -14,7 +14,8 @@ Clock::Instant RenewAt(Clock::Instant now, std::chrono::seconds ttl) {
 
 }  // namespace
 
-Result<const LeasedSecrets::Lease*> LeasedSecrets::LeaseFor(Held& held, const std::string& path, Lease& read_once) {
+Result<const LeasedSecrets::Lease*> LeasedSecrets::LeaseFor(Held& held, const std::string& path, Lease& read_once,
+                                                            std::vector<std::string>& dropped) {
   const Clock::Instant now = clock_.Now();
   if (auto it = held.by_path.find(path); it != held.by_path.end()) {
     Lease& lease = it->second;
@@ -35,7 +36,10 @@ Result<const LeasedSecrets::Lease*> LeasedSecrets::LeaseFor(Held& held, const st
       spdlog::info("dynamic secret {}: lease not renewed ({}); reading it again", path,
                    ttl.ok() ? "its max TTL is near" : ttl.error().message);
     }
-    held.by_path.erase(it);  // ended, not renewable, refused or cut short: left to run out
+    // Ended, not renewable, refused or cut short: revoked (best effort, after
+    // the lock), so it does not stay live until its max TTL.
+    if (now < lease.end) dropped.push_back(std::move(lease.lease_id));
+    held.by_path.erase(it);
   }
   DYAD_ASSIGN_OR_RETURN(DynamicSecret secret, source_.Read(path));
   Lease fresh;
@@ -79,7 +83,7 @@ Status LeasedSecrets::Resolve(const std::string& provider_id, Credentials& creds
     held.version = creds.version;
     std::map<std::string, Lease> once;  // per path, for secrets without a lease
     for (const auto& path : paths) {
-      auto lease = LeaseFor(held, path, once[path]);
+      auto lease = LeaseFor(held, path, once[path], stale);
       if (!lease.ok()) {
         std::string name;
         for (const auto& [n, r] : refs) {
@@ -91,12 +95,9 @@ Status LeasedSecrets::Resolve(const std::string& provider_id, Credentials& creds
       for (const auto& [name, ref] : refs) {
         if (ref.path != path) continue;
         auto f = (*lease)->fields.find(ref.field);
-        if (f == (*lease)->fields.end()) {
-          std::string has;
-          for (const auto& [k, v] : (*lease)->fields) has += (has.empty() ? "" : ", ") + k;
+        if (f == (*lease)->fields.end()) {  // the field asked for only: the others are the secret's business
           status = MakeError(ErrorCode::kFailedPrecondition, "credentials." + name + ": the dynamic secret " + path +
-                                                                 " has no string field '" + ref.field + "' (it has: " +
-                                                                 (has.empty() ? "none" : has) + ")");
+                                                                 " has no string field '" + ref.field + "'");
           break;
         }
         creds.fields[name] = f->second;
@@ -138,7 +139,7 @@ LeasedSecrets::Revoked LeasedSecrets::RevokeAll(const std::string& provider_id) 
 void LeasedSecrets::RevokeQuietly(const std::vector<std::string>& lease_ids) {
   for (const auto& id : lease_ids) {
     Status s = source_.Revoke(id);
-    if (!s.ok()) spdlog::warn("a lease no longer referred to was not revoked (it runs out at its TTL): {}", s.error().message);
+    if (!s.ok()) spdlog::warn("a lease no longer used was not revoked (it runs out at its TTL): {}", s.error().message);
   }
 }
 

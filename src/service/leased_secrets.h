@@ -8,8 +8,9 @@
 // last third (a renewable one, asking for its first TTL again); a lease that
 // is not renewable, that the backend refuses to renew, or whose renewal is
 // cut short by its max TTL (less than half of what was asked) is dropped and
-// the path read again (the old lease is left to run out: a request in flight
-// may still use it). A renewal that fails with kUnavailable keeps the lease
+// the path read again, and the old lease revoked quietly (best effort,
+// after the lock; one that has ended is not): it would otherwise stay live,
+// and its database role with it, until its max TTL. A renewal that fails with kUnavailable keeps the lease
 // until it ends. The credentials say until when the cache may keep them
 // (Credentials::refresh_by: the next renewal) and use them (usable_until).
 // A secret without a lease is read on every resolve (the cache TTL bounds
@@ -64,9 +65,10 @@ class LeasedSecrets {
     std::map<std::string, Lease> by_path;
   };
   // The lease of `path`, reused, renewed or read anew; `read_once` when the
-  // secret has no lease (used once, never kept).
-  Result<const Lease*> LeaseFor(Held& held, const std::string& path, Lease& read_once)
-      DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // secret has no lease (used once, never kept). A lease dropped for a new
+  // read (ended, refused, cut short) is added to `dropped`, to revoke.
+  Result<const Lease*> LeaseFor(Held& held, const std::string& path, Lease& read_once,
+                                std::vector<std::string>& dropped) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RevokeQuietly(const std::vector<std::string>& lease_ids);
 
   DynamicSecretSource& source_;

@@ -121,11 +121,16 @@ void SecretsService::Audit(AuditEvent event, const Caller& caller) {
 }
 
 Status SecretsService::CheckReferences(const CredentialFields& fields) const {
-  if (leased_) return OkStatus();
   for (const auto& [name, value] : fields) {
-    if (DecodeReference(value)) {
+    auto ref = DecodeReference(value);
+    if (!ref) continue;
+    if (!leased_) {
       return MakeError(ErrorCode::kInvalidArgument, "credentials." + name + ": references a Vault secret, but "
                                                     "SECRETS_PROVIDER=" + store_.Name() + " has no dynamic secrets");
+    }
+    // The backend says which paths a credential may read (its allowlist).
+    if (Status ok = options_.dynamic->CheckPath(ref->path); !ok.ok()) {
+      return MakeError(ErrorCode::kInvalidArgument, "credentials." + name + ": " + ok.error().message);
     }
   }
   return OkStatus();

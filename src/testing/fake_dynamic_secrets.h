@@ -1,7 +1,7 @@
 // A DynamicSecretSource of the tests: every Read of a path makes a new
 // "database credential" (username u<N>, password p<N> with a canary, lease
 // <path>/<N>), with the TTL and renewability set; renewals answer as told;
-// every call is counted and recorded. Thread-safe.
+// every call is counted and recorded; CheckPath refuses refused_prefix. Thread-safe.
 #pragma once
 
 #include <optional>
@@ -17,6 +17,13 @@ inline constexpr char kDynamicCanary[] = "pw-CANARY-91c2";
 
 class FakeDynamicSecrets final : public DynamicSecretSource {
  public:
+  // Paths starting with refused_prefix are refused (as an allowlist would).
+  Status CheckPath(std::string_view path) const override {
+    if (!refused_prefix.empty() && path.starts_with(refused_prefix)) {
+      return MakeError(ErrorCode::kInvalidArgument, "references a Vault secret outside VAULT_DYNAMIC_PATHS");
+    }
+    return OkStatus();
+  }
   Result<DynamicSecret> Read(const std::string& path) override {
     MutexLock lock(&mu_);
     reads_.push_back(path);
@@ -62,6 +69,7 @@ class FakeDynamicSecrets final : public DynamicSecretSource {
   bool leased = true;
   std::optional<Error> read_error, renew_error, revoke_error;
   std::optional<std::chrono::seconds> renew_grant;  // nullopt: the increment asked for
+  std::string refused_prefix;                       // "": every path allowed
 
  private:
   mutable Mutex mu_;

@@ -87,8 +87,13 @@ class VaultBackendFactory final : public BackendFactory {
     b.traits.longest_write = std::chrono::seconds(vault.max_attempts * (vault.timeout_ms / 1000 + 5));
     b.store = NewVaultKvStore(std::move(ko), client);
     // Credential fields may refer to Vault secrets (database/creds/<role>, …)
-    // through the same client, token and namespace.
-    b.dynamic = NewVaultDynamicSecrets(client);
+    // through the same client, token and namespace: only under
+    // VAULT_DYNAMIC_PATHS, never under the gateway's own mounts.
+    VaultDynamicOptions dyn;
+    dyn.allowed = vault.dynamic_paths;
+    dyn.kv_mount = vault.kv_mount;
+    dyn.transit_mount = vault.transit_mount;
+    b.dynamic = NewVaultDynamicSecrets(client, std::move(dyn));
     return b;
   }
 

@@ -55,6 +55,34 @@ Status ReadNamespace(const EnvMap& env, const std::string& name, std::string& ou
   return OkStatus();
 }
 
+// VAULT_DYNAMIC_PATHS: comma-separated path prefixes, spaces around each
+// ignored; each a safe path, stored with one trailing '/' (a whole-segment
+// prefix). An empty entry ("a,,b", a trailing comma) is an error.
+Status ReadDynamicPaths(const EnvMap& env, std::vector<std::string>& out) {
+  const std::string* v = FindVariable(env, "VAULT_DYNAMIC_PATHS");
+  if (!v) return OkStatus();
+  std::string_view all = *v;
+  while (!all.empty() && std::isspace(static_cast<unsigned char>(all.front()))) all.remove_prefix(1);
+  if (all.empty()) return OkStatus();
+  for (size_t start = 0;;) {
+    size_t comma = v->find(',', start);
+    std::string_view item = std::string_view(*v).substr(start, comma == std::string::npos ? std::string::npos
+                                                                                          : comma - start);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front()))) item.remove_prefix(1);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back()))) item.remove_suffix(1);
+    std::string_view path = item;
+    if (path.ends_with('/')) path.remove_suffix(1);
+    if (!PathSafe(path)) {
+      return BadVariable("VAULT_DYNAMIC_PATHS", "'" + std::string(item) + "' is not a path prefix; give comma-separated "
+                                                "prefixes of letters, digits and ._- in segments separated by '/', "
+                                                "without a leading '/' or '..' (e.g. database/creds/,aws/creds/)");
+    }
+    out.push_back(std::string(path) + "/");
+    if (comma == std::string::npos) return OkStatus();
+    start = comma + 1;
+  }
+}
+
 std::string Plain(const EnvMap& env, const std::string& name) {
   const std::string* v = FindVariable(env, name);
   return v ? *v : "";
@@ -243,6 +271,7 @@ Result<VaultSettings> ReadVaultSettings(const EnvMap& env, const SecretEnv& secr
   v.max_attempts = retries + 1;
   DYAD_RETURN_IF_ERROR(ReadTimeout(env, v.timeout_ms));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "VAULT_CONCURRENCY", 1, 64, v.concurrency));
+  DYAD_RETURN_IF_ERROR(ReadDynamicPaths(env, v.dynamic_paths));
   DYAD_RETURN_IF_ERROR(ReadTls(env, v));
   DYAD_RETURN_IF_ERROR(ChooseAuth(env, v));
   DYAD_RETURN_IF_ERROR(ReadLogin(env, secrets, v));

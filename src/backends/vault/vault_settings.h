@@ -18,6 +18,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "core/environment.h"
@@ -46,6 +47,11 @@ struct VaultSettings {
   int max_attempts = 3;         // VAULT_MAX_RETRIES + 1 (the CLI's VAULT_MAX_RETRIES, default 2, 0–10)
   int timeout_ms = 10000;       // VAULT_CLIENT_TIMEOUT (seconds, 1–300; default 10, not the CLI's 60) in ms
   int concurrency = 8;          // VAULT_CONCURRENCY: calls at once of a batch (key rotation), 1–64
+  // VAULT_DYNAMIC_PATHS: the path prefixes a credential reference may read
+  // (comma-separated, e.g. "database/creds/,aws/creds/"), each stored ending
+  // in '/' so it matches whole segments only ("database/creds" is
+  // "database/creds/"). Empty (unset or ""): references are refused.
+  std::vector<std::string> dynamic_paths;
 
   // Auth.
   VaultAuthMethod auth = VaultAuthMethod::kToken;

@@ -44,6 +44,27 @@ TEST(VaultSettings, DefaultsWithAnAddressAndAToken) {
   EXPECT_EQ(s->token_file, "");
 }
 
+TEST(VaultSettings, DynamicPathsArePrefixesEndingAtASegment) {
+  EnvMap env = Base();
+  EXPECT_TRUE(ReadVaultSettings(env, Token())->dynamic_paths.empty());  // unset: references are off
+  env["VAULT_DYNAMIC_PATHS"] = " ";
+  EXPECT_TRUE(ReadVaultSettings(env, Token())->dynamic_paths.empty());
+  env["VAULT_DYNAMIC_PATHS"] = "database/creds/, aws/creds ,ns1/db/creds/readonly";
+  auto s = ReadVaultSettings(env, Token());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  std::vector<std::string> want{"database/creds/", "aws/creds/", "ns1/db/creds/readonly/"};
+  EXPECT_EQ(s->dynamic_paths, want);
+  for (const char* bad : {"database/creds/,", ",database/creds/", "a,,b", "/", "/database/creds/", "database//x/",
+                          "database/../sys/", "database/creds//", "data base/", "database/creds/?x", "./",
+                          "database/\u00e9/"}) {
+    env["VAULT_DYNAMIC_PATHS"] = bad;
+    std::string e = ErrorFor(env);
+    EXPECT_TRUE(Has(e, "VAULT_DYNAMIC_PATHS: '")) << bad << ": " << e;
+  }
+  env["VAULT_DYNAMIC_PATHS"] = std::string(201, 'p') + "/";
+  EXPECT_TRUE(Has(ErrorFor(env), "VAULT_DYNAMIC_PATHS"));
+}
+
 TEST(VaultSettings, AddressIsRequiredAndMustBeAServerUrl) {
   EXPECT_TRUE(Has(ErrorFor({}), "VAULT_ADDR: is required"));
   EXPECT_TRUE(Has(ErrorFor({{"VAULT_ADDR", ""}}), "VAULT_ADDR: is required"));
