@@ -456,6 +456,30 @@ def test_a_redirect_to_another_host_is_refused_unless_allowed(make_gateway, bao,
         capture.stop()
 
 
+def test_a_policy_403_does_not_log_in_again(make_gateway, bao, tmp_path):
+    """A path the policy denies, refused on a token older than 30 s, is the policy's answer: the token is kept (no
+    new login spending a secret_id of one use) and works again once the policy allows the path."""
+    bao.enable_transit()
+    policy = bao.write_policy()
+    role_id, secret_id = bao.approle(secret_id_num_uses=1)
+    gw = vault_gateway(make_gateway, bao, VAULT_TOKEN=None, VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id,
+                       SECRETS_CACHE_ENABLED="false", HOME=str(tmp_path))
+    creds = {"api_key": canary()}
+    p = create_provider(gw, "openai", creds)
+    text = seed_policy()
+    denied = text.replace('path "secret/data/dyad-gateway/*" { capabilities = ["create", "read", "update", "delete"] }',
+                          'path "secret/data/dyad-gateway/*" { capabilities = ["create", "update", "delete"] }')
+    assert denied != text
+    bao.write_policy(policy, denied)
+    time.sleep(31)  # past the 30 s within which a refusal was always taken as the policy's
+    r = gw.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate")
+    assert r.status_code >= 400 or r.json()["data"]["valid"] is False, r.text
+    bao.write_policy(policy, text)
+    v = validate(gw, p["id"])
+    assert v["fingerprint"] == keyed_fingerprint(gw, creds), v  # the same token: the one-use secret_id is spent
+    assert "obtaining a new one" not in gw.logs()
+
+
 @pytest.mark.parametrize("source", ["VAULT_TOKEN_FILE", "~/.vault-token"])
 def test_the_token_from_a_file(make_gateway, bao, tmp_path, source):
     key, token = bao.seed()
