@@ -2,6 +2,7 @@
 unless it is about something else, a token holding exactly the seed's policy and `default`."""
 import base64
 import concurrent.futures
+import http.server
 import json
 import os
 import random
@@ -385,6 +386,98 @@ def test_a_307_to_the_active_node_is_followed(make_gateway, bao):
         assert redirector.requests >= 3  # the KV write, the encrypt, the read: every call went through it
     finally:
         redirector.stop()
+
+
+class Capture(http.server.ThreadingHTTPServer):
+    """A server on `host` that records every request (path, headers, body) and answers 503."""
+
+    def __init__(self, host):
+        self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def record(self):
+                length = int(self.headers.get("Content-Length", 0) or 0)
+                body = self.rfile.read(length) if length else b""
+                self.server.seen.append((self.path, dict(self.headers), body))
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_LIST = record
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__((host, 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.mark.parametrize("case", ["other-host", "listed", "userinfo"])
+def test_a_redirect_to_another_host_is_refused_unless_allowed(make_gateway, bao, tmp_path, case):
+    """A 307 naming a host other than VAULT_ADDR's does not get the login's secret_id (nor a token) unless the
+    operator listed that host in VAULT_REDIRECT_HOSTS; a Location with user@ is refused even to VAULT_ADDR's host."""
+    bao.enable_transit()
+    bao.write_policy()
+    role_id, secret_id = bao.approle()
+    host = "127.0.0.1" if case == "userinfo" else "127.0.0.2"
+    capture = Capture(host)
+    redirector = Redirector(f"http://{'user@' if case == 'userinfo' else ''}{host}:{capture.server_address[1]}")
+    allowed = case == "listed"
+    extra = {"VAULT_REDIRECT_HOSTS": "127.0.0.2"} if allowed else {}
+    try:
+        gw, started = None, True
+        try:
+            gw = vault_gateway(make_gateway, bao, VAULT_TOKEN=None, VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id,
+                               VAULT_ADDR=redirector.endpoint, VAULT_MAX_RETRIES="0", SECRETS_CACHE_ENABLED="false",
+                               HOME=str(tmp_path), name=f"redirect-{case}", **extra)
+        except RuntimeError as e:  # a start-up check of Vault failed: the error is in the exception
+            started, text = False, str(e)
+        if started:
+            r = gw.call("POST", "/admin/providers", json=provider_body("openai", credentials={"api_key": canary()}))
+            assert r.status_code >= 400, r.text
+            text = r.text + gw.logs()
+        assert redirector.requests >= 1
+        if allowed:
+            assert capture.seen, "the listed host is followed"
+            assert any(secret_id.encode() in body for _, _, body in capture.seen)
+        else:
+            assert capture.seen == [], "nothing reaches a host no one named"
+            assert f"refused a redirect to {host}" in text, text[-2000:]
+            assert "/v1/auth/approle/login" not in text.split(f"redirect to {host}", 1)[1][:200]
+            assert secret_id not in text
+    finally:
+        redirector.stop()
+        capture.stop()
+
+
+def test_a_policy_403_does_not_log_in_again(make_gateway, bao, tmp_path):
+    """A path the policy denies, refused on a token older than 30 s, is the policy's answer: the token is kept (no
+    new login spending a secret_id of one use) and works again once the policy allows the path."""
+    bao.enable_transit()
+    policy = bao.write_policy()
+    role_id, secret_id = bao.approle(secret_id_num_uses=1)
+    gw = vault_gateway(make_gateway, bao, VAULT_TOKEN=None, VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id,
+                       SECRETS_CACHE_ENABLED="false", HOME=str(tmp_path))
+    creds = {"api_key": canary()}
+    p = create_provider(gw, "openai", creds)
+    text = seed_policy()
+    denied = text.replace('path "secret/data/dyad-gateway/*" { capabilities = ["create", "read", "update", "delete"] }',
+                          'path "secret/data/dyad-gateway/*" { capabilities = ["create", "update", "delete"] }')
+    assert denied != text
+    bao.write_policy(policy, denied)
+    time.sleep(31)  # past the 30 s within which a refusal was always taken as the policy's
+    r = gw.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate")
+    assert r.status_code >= 400 or r.json()["data"]["valid"] is False, r.text
+    bao.write_policy(policy, text)
+    v = validate(gw, p["id"])
+    assert v["fingerprint"] == keyed_fingerprint(gw, creds), v  # the same token: the one-use secret_id is spent
+    assert "obtaining a new one" not in gw.logs()
 
 
 @pytest.mark.parametrize("source", ["VAULT_TOKEN_FILE", "~/.vault-token"])

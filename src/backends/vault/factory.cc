@@ -52,6 +52,7 @@ class VaultBackendFactory final : public BackendFactory {
     curl.client_key = vault.client_key;
     curl.tls_server_name = vault.tls_server_name;
     curl.follow_redirects = true;  // a standby's 307 to the active node
+  curl.redirect_hosts = vault.redirect_hosts;  // besides VAULT_ADDR's host
     curl.request_timeout = std::chrono::milliseconds(vault.timeout_ms);
     RetryPolicy retry;
     retry.max_attempts = vault.max_attempts;

@@ -1,6 +1,5 @@
 #include "backends/vault/transit_key_manager.h"
 
-#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "backends/key_binding.h"
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/parallel.h"
@@ -19,8 +19,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kDekSize = 32;
-constexpr size_t kTagSize = 16;  // SHA-256(context)[0..16) after the DEK
 constexpr uint32_t kMaxVersion = 1u << 30;
 // Items per batch_input call: two JSON strings each, under OpenBao's limit
 // of 1000 strings in a request body.
@@ -56,41 +54,6 @@ Error TransitError(Error e) {
     e.code = ErrorCode::kFailedPrecondition;
   }
   return e;
-}
-
-// The context's tag: the first 16 bytes of its SHA-256.
-std::string ContextTag(std::string_view context) { return Sha256(context).substr(0, kTagSize); }
-
-// The plaintext Transit wraps: the DEK, then the context's tag (none for an
-// empty context).
-SecretBytes Bind(const SecretBytes& dek, std::string_view context) {
-  SecretBytes bound(dek.size() + (context.empty() ? 0 : kTagSize));
-  std::copy(dek.data(), dek.data() + dek.size(), bound.data());
-  if (!context.empty()) {
-    std::string tag = ContextTag(context);
-    std::copy(tag.begin(), tag.end(), bound.data() + dek.size());
-  }
-  return bound;
-}
-
-// The DEK out of a decrypted plaintext, its tag checked against `context`.
-Result<SecretBytes> Unbind(const SecretBytes& plain, std::string_view context) {
-  const size_t want = kDekSize + (context.empty() ? 0 : kTagSize);
-  if (plain.size() != want) {
-    if (plain.size() == kDekSize || plain.size() == kDekSize + kTagSize) {
-      return MakeError(ErrorCode::kDataLoss, "wrapped key bound to another secret");
-    }
-    return MakeError(ErrorCode::kDataLoss, "Transit decrypted a data key of " + std::to_string(plain.size()) +
-                                               " bytes, not " + std::to_string(want));
-  }
-  if (!context.empty()) {
-    std::string tag = ContextTag(context);
-    if (CRYPTO_memcmp(plain.data() + kDekSize, tag.data(), kTagSize) != 0) {
-      return MakeError(ErrorCode::kDataLoss, "wrapped key bound to another secret");
-    }
-  }
-  SecretBytes dek(plain.view().substr(0, kDekSize));
-  return dek;
 }
 
 bool ValidName(std::string_view s, bool slashes) {
@@ -138,10 +101,10 @@ class TransitKeyManager final : public KeyManager {
   Result<DataKey> GenerateDataKey(std::string_view context) override {
     DYAD_RETURN_IF_ERROR(EnsureKey());
     DataKey dk;
-    dk.plaintext = SecretBytes(kDekSize);
+    dk.plaintext = SecretBytes(kBoundDekSize);
     DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), dk.plaintext.size()));
     std::vector<json> input(1);
-    input[0]["plaintext"] = Base64Encode(Bind(dk.plaintext, context).view());
+    input[0]["plaintext"] = Base64Encode(BindKey(dk.plaintext, context).view());
     auto wrapped = std::move(Batch("transit.encrypt", "encrypt", input, "ciphertext", 1).front());
     WipeStrings(input[0]);
     if (!wrapped.ok()) return wrapped.error();
@@ -157,7 +120,7 @@ class TransitKeyManager final : public KeyManager {
     input[0]["ciphertext"] = std::string(wrapped);
     auto plain = std::move(DecryptBatch(input, 1).front());
     if (!plain.ok()) return plain.error();
-    return Unbind(*plain, context);
+    return UnbindKey(*plain, context, "Transit");
   }
 
   // One batch decrypt for them all.
@@ -182,7 +145,8 @@ class TransitKeyManager final : public KeyManager {
     if (sent.empty()) return out;
     auto plains = DecryptBatch(input, parallelism);
     for (size_t k = 0; k < sent.size(); ++k) {
-      out[sent[k]] = plains[k].ok() ? Unbind(*plains[k], items[sent[k]].context) : Result<SecretBytes>(plains[k].error());
+      out[sent[k]] = plains[k].ok() ? UnbindKey(*plains[k], items[sent[k]].context, "Transit")
+                                    : Result<SecretBytes>(plains[k].error());
       plains[k] = SecretBytes();
     }
     return out;
@@ -473,14 +437,14 @@ class TransitKeyManager final : public KeyManager {
         out[which[k]] = plains[k].error();
         continue;
       }
-      auto dek = Unbind(*plains[k], item.from_context);
+      auto dek = UnbindKey(*plains[k], item.from_context, "Transit");
       plains[k] = SecretBytes();
       if (!dek.ok()) {
         out[which[k]] = dek.error();
         continue;
       }
       json one;
-      one["plaintext"] = Base64Encode(Bind(*dek, item.to_context).view());
+      one["plaintext"] = Base64Encode(BindKey(*dek, item.to_context).view());
       plain_in.push_back(std::move(one));
       sealed.push_back(k);
     }

@@ -159,6 +159,25 @@ TEST(VaultSettings, TlsFiles) {
   EXPECT_TRUE(Has(ErrorFor(env), "VAULT_TLS_SERVER_NAME: 'vault.internal:8200' is not a host name"));
 }
 
+TEST(VaultSettings, RedirectHostsAreHostsOrHostPortsAndNoneByDefault) {
+  EnvMap env = Base();
+  auto s = ReadVaultSettings(env, Token());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_TRUE(s->redirect_hosts.empty());
+  env["VAULT_REDIRECT_HOSTS"] = "Vault-B.internal, 10.0.0.7:8200,[::1]:8201,[fd00::2]";
+  s = ReadVaultSettings(env, Token());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->redirect_hosts,
+            (std::vector<std::string>{"vault-b.internal", "10.0.0.7:8200", "[::1]:8201", "[fd00::2]"}));
+  for (const std::string& bad : std::vector<std::string>{"a,,b", "a,", "user@host", "host:0", "host:65536", "host:", "host:80x",
+                                "http://host", "host/path", "[::1", "[zz::1]", "-host", "host:8200:1",
+                                std::string(300, 'h')}) {
+    env["VAULT_REDIRECT_HOSTS"] = bad;
+    EXPECT_TRUE(Has(ErrorFor(env), "VAULT_REDIRECT_HOSTS: '")) << bad;
+    EXPECT_TRUE(Has(ErrorFor(env), "is not a host or host:port")) << bad;
+  }
+}
+
 TEST(VaultSettings, TokenFromTheVariableThenTheFileThenHome) {
   testing::TempDir dir;
   EnvMap env = Base();
