@@ -1,9 +1,10 @@
 // A DynamicSecretSource of the tests: every Read of a path makes a new
 // "database credential" (username u<N>, password p<N> with a canary, lease
 // <path>/<N>), with the TTL and renewability set; renewals answer as told;
-// every call is counted and recorded; CheckPath refuses refused_prefix. Thread-safe.
+// every call is counted and recorded (before_read may block a Read); CheckPath refuses refused_prefix. Thread-safe.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@ class FakeDynamicSecrets final : public DynamicSecretSource {
     return OkStatus();
   }
   Result<DynamicSecret> Read(const std::string& path) override {
+    if (before_read) before_read(path);  // outside the lock: it may block (a slow backend)
     MutexLock lock(&mu_);
     reads_.push_back(path);
     if (read_error) return *read_error;
@@ -70,6 +72,7 @@ class FakeDynamicSecrets final : public DynamicSecretSource {
   std::optional<Error> read_error, renew_error, revoke_error;
   std::optional<std::chrono::seconds> renew_grant;  // nullopt: the increment asked for
   std::string refused_prefix;                       // "": every path allowed
+  std::function<void(const std::string& path)> before_read;  // called first by Read, e.g. to block it
 
  private:
   mutable Mutex mu_;
