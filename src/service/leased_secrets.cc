@@ -113,7 +113,7 @@ Status LeasedSecrets::Resolve(const std::string& provider_id, Credentials& creds
   std::shared_ptr<Slot> slot = SlotOf(provider_id);
   {
     MutexLock lock(&slot->mu);  // this provider's resolves one at a time; no other provider waits
-    if (creds.version <= slot->ended || creds.version < slot->version) {
+    if ((slot->ended > 0 && creds.version <= slot->ended) || creds.version < slot->version) {
       // A loader that read the store before an update or delete: these
       // credentials are no longer the provider's. Nothing read, nothing
       // revoked, nothing cached.

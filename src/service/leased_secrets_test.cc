@@ -109,6 +109,19 @@ TEST(LeasedSecretsTest, AResolveThatFailedStillMarksItsVersionForRevokeAll) {
   EXPECT_EQ(source.reads().size(), 1u);
 }
 
+TEST(LeasedSecretsTest, VersionZeroCredentialsStillResolveAndAreReused) {
+  testing::FakeDynamicSecrets source;
+  FakeClock clock;
+  LeasedSecrets leased(source, clock);
+  Credentials a = Refs(0), b = Refs(0);
+  ASSERT_TRUE(leased.Resolve("p", a).ok());
+  leased.RevokeAll("q");  // another provider, never resolved: no mark
+  ASSERT_TRUE(leased.Resolve("p", b).ok());
+  EXPECT_EQ(source.reads().size(), 1u);
+  Credentials q = Refs(1);
+  EXPECT_TRUE(leased.Resolve("q", q).ok());
+}
+
 TEST(LeasedSecretsTest, ASlowReadOfOneProviderDoesNotHoldUpAnother) {
   testing::FakeDynamicSecrets source;
   FakeClock clock;
