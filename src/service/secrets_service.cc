@@ -500,9 +500,10 @@ void SecretsService::NoteListingRefused(const Error& e) {
   }
 }
 
-Result<std::vector<std::string>> SecretsService::StoredSecretNames() {
+Result<std::vector<std::string>> SecretsService::StoredSecretNames(bool* listed_store) {
   std::set<std::string> names;
   auto listed = store_.List();
+  if (listed_store) *listed_store = listed.ok();
   if (listed.ok()) {
     for (auto& l : *listed) names.insert(std::move(l.name));
   } else if (listed.code() != ErrorCode::kPermissionDenied) {

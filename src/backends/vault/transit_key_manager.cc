@@ -105,10 +105,21 @@ class TransitKeyManager final : public KeyManager {
     DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), dk.plaintext.size()));
     std::vector<json> input(1);
     input[0]["plaintext"] = Base64Encode(BindKey(dk.plaintext, context).view());
-    auto wrapped = std::move(Batch("transit.encrypt", "encrypt", input, "ciphertext", 1).front());
+    // An encrypt answered under an older version than the registry's primary
+    // raced another instance's rotation (kConflict from Learn): asked once
+    // more, Vault's latest is the new primary.
+    Result<std::string> wrapped = std::string();
+    Result<uint32_t> version = 0u;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      wrapped = std::move(Batch("transit.encrypt", "encrypt", input, "ciphertext", 1).front());
+      if (!wrapped.ok()) break;
+      version = Learn(*wrapped);
+      if (version.ok() || version.code() != ErrorCode::kConflict) break;
+    }
     WipeStrings(input[0]);
     if (!wrapped.ok()) return wrapped.error();
-    DYAD_ASSIGN_OR_RETURN(dk.version, Learn(*wrapped));
+    if (!version.ok()) return version.error();
+    dk.version = *version;
     dk.wrapped = std::move(wrapped).value();
     return dk;
   }
@@ -222,11 +233,27 @@ class TransitKeyManager final : public KeyManager {
     return SetState(version, "retiring");
   }
 
-  // Vault's min_decryption_version is raised (with retire_in_vault) to the
-  // oldest version the registry does not have retired, never past a version
-  // still active or retiring: retiring 2 while 1 is kept raises nothing, and
-  // retiring 1 later raises it past both.
+  // Retired in the gateway only (the registry): Vault still decrypts it, so
+  // another instance with its own registry keeps reading its blobs.
+  // With retire_in_vault, said once: a rotation calls this (not
+  // RetireEverywhere) when it could not list the store.
   Status Retire(uint32_t version) override {
+    DYAD_RETURN_IF_ERROR(SetState(version, "retired"));
+    if (options_.retire_in_vault && !retire_local_warned_.exchange(true)) {
+      spdlog::warn("Transit key {}: version {} retired in the gateway only, Vault still decrypts it "
+                   "(VAULT_TRANSIT_RETIRE): the rotation could not list the secret store, so another instance's "
+                   "credentials may still use it; VAULT_TRANSIT_RETIRE needs 'list' on "
+                   "<kv mount>/metadata/<prefix>/providers",
+                   key_id_, version);
+    }
+    return OkStatus();
+  }
+
+  // Retire(), then Vault's min_decryption_version is raised (with
+  // retire_in_vault) to the oldest version the registry does not have
+  // retired, never past a version still active or retiring: retiring 2 while
+  // 1 is kept raises nothing, and retiring 1 later raises it past both.
+  Status RetireEverywhere(uint32_t version) override {
     DYAD_RETURN_IF_ERROR(SetState(version, "retired"));
     if (!options_.retire_in_vault) return OkStatus();
     uint32_t oldest_live;
@@ -401,9 +428,25 @@ class TransitKeyManager final : public KeyManager {
     DYAD_ASSIGN_OR_RETURN(uint32_t v, CiphertextVersion(ciphertext));
     DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
     if (v < primary) {
-      return MakeError(ErrorCode::kFailedPrecondition,
-                       "Transit key " + key_id_ + " wrapped under version " + std::to_string(v) + ", below the primary " +
-                           std::to_string(primary) + " the registry records (min_encryption_version, or a re-created key?)");
+      // Still usable (not retired, Vault decrypts it, Vault's key is not
+      // behind the registry): the call raced another instance's rotation,
+      // kConflict, and the caller may ask again.
+      auto below = [&](const std::string& why) {
+        return MakeError(ErrorCode::kFailedPrecondition, "Transit key " + key_id_ + " wrapped under version " +
+                                                             std::to_string(v) + ", below the primary " +
+                                                             std::to_string(primary) + " the registry records" + why);
+      };
+      {
+        MutexLock lock(&mu_);
+        auto it = versions_.find(v);
+        if (it != versions_.end() && it->second == "retired") return below(", and retired");
+      }
+      DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
+      if (v < key.min_decryption || key.latest < primary) {
+        return below(" (min_encryption_version, or a re-created key?)");
+      }
+      return MakeError(ErrorCode::kConflict, "Transit key " + key_id_ + " wrapped under version " + std::to_string(v) +
+                                                 " while another instance rotated it to " + std::to_string(primary));
     }
     if (v > primary) {
       DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
@@ -593,9 +636,25 @@ class TransitKeyManager final : public KeyManager {
           return OkStatus();
         }
       }
-      if (attempt == 0) DYAD_RETURN_IF_ERROR(Reload());
+      if (attempt == 0) {
+        DYAD_RETURN_IF_ERROR(Reload());
+        // Above the known primary: another instance with its own registry
+        // may have rotated; Vault is asked (at most once a second).
+        if (version > Primary() && VaultCheckDue()) {
+          DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
+          DYAD_RETURN_IF_ERROR(Sync(key));
+        }
+      }
     }
     return MakeError(ErrorCode::kNotFound, NoVersion(version));
+  }
+
+  bool VaultCheckDue() DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    auto now = clock_.Now();
+    if (last_vault_check_ && now - *last_vault_check_ < std::chrono::seconds(1)) return false;
+    last_vault_check_ = now;
+    return true;
   }
 
   std::string NoVersion(uint32_t version) const {
@@ -655,11 +714,12 @@ class TransitKeyManager final : public KeyManager {
   std::shared_ptr<KeyVersionRepository> repo_;
   const Clock& clock_;
   Random& random_;
-  std::atomic<bool> rewrap_denied_{false}, sync_warned_{false};
+  std::atomic<bool> rewrap_denied_{false}, sync_warned_{false}, retire_local_warned_{false};
   Mutex mu_;
   bool ensured_ DYAD_GUARDED_BY(mu_) = false;
   std::optional<Clock::Instant> last_sync_ DYAD_GUARDED_BY(mu_);
   std::optional<Clock::Instant> last_reload_ DYAD_GUARDED_BY(mu_);
+  std::optional<Clock::Instant> last_vault_check_ DYAD_GUARDED_BY(mu_);  // for an unknown version
   std::map<uint32_t, std::string> versions_ DYAD_GUARDED_BY(mu_);  // state by version
   std::map<uint32_t, std::string> created_ DYAD_GUARDED_BY(mu_);
   uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;
