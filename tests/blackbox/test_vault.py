@@ -115,7 +115,9 @@ def test_lifecycle_envelope_rotate_validate_health_test_connection(make_gateway,
     assert f'dyad_cloud_calls_total{{endpoint="{host}",op="transit.encrypt",outcome="ok"}}' in metrics, metrics[-3000:]
 
     data(gw.call("DELETE", f"/admin/providers/{p['id']}"))
-    assert bao.kv_read(kv_path(p["id"])) is None  # soft-deleted: no current data
+    # The seed's policy has no delete/: the tombstone stands (never an unversioned DELETE of the latest version,
+    # which could soft-delete another writer's version), and the gateway reads it as deleted.
+    assert bao.kv_read(kv_path(p["id"])) == {"dyad_gateway_deleted": True}
     assert data(gw.call("GET", "/admin/providers"))["items"] == []
     # The seed's policy has no metadata/ capability: said once, not asked again.
     assert gw.logs().count("custom metadata (provider id, credentials version) on each secret is off") == 1
