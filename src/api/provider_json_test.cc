@@ -193,10 +193,22 @@ TEST(ProviderJson, HostileReferencesAreRefusedNamingTheField) {
   EXPECT_NE(RefError(R"({"vault":")" + std::string(513, 'a') + R"(","field":"f"})").find("1-512 bytes"),
             std::string::npos);
   // The backend's own tokens and settings are never a credential.
-  for (const char* path : {"auth/token/lookup-self", "sys/wrapping/unwrap", "identity/oidc/token/x", "cubbyhole/x"}) {
+  // At any depth: ns1/auth/… is a child namespace's token.
+  for (const char* path : {"auth/token/lookup-self", "sys/wrapping/unwrap", "identity/oidc/token/x", "cubbyhole/x",
+                           "ns1/auth/token/lookup-self", "ns1/ns2/sys/wrapping/unwrap", "a/identity/oidc/token/x",
+                           "database/creds/cubbyhole", "ns1/cubbyhole/x"}) {
     EXPECT_NE(RefError(std::string(R"({"vault":")") + path + R"(","field":"id"})").find("may not name a path under"),
               std::string::npos)
         << path;
+  }
+  EXPECT_NE(RefError(R"({"vault":"ns1/auth/token/lookup-self","field":"id"})")
+                .find("'vault' may not name a path under auth/ at any depth (the backend's own tokens and settings, "
+                      "never a provider credential)"),
+            std::string::npos);
+  for (const char* path : {"database/creds/authors", "ns1/system/x", "db/sys.x/r"}) {  // whole segments only
+    auto ok = ParseCredentialsBody(std::string(R"({"credentials":{"api_key":{"vault":")") + path +
+                                   R"(","field":"id"}}})");
+    EXPECT_TRUE(ok.ok()) << path << ": " << ok.error().message;
   }
   EXPECT_NE(RefError(R"({"vault":"database/creds/r","field":""})").find("'field' must be 1-128"), std::string::npos);
   EXPECT_NE(RefError(R"({"vault":"database/creds/r","field":"a/b"})").find("'field' must be 1-128"), std::string::npos);

@@ -64,6 +64,10 @@ class AuditKeyGuard final : public KeyManager {
     DYAD_RETURN_IF_ERROR(MoveAuditKey(*audit_keys_, *inner_, version));
     return inner_->Retire(version);
   }
+  Status RetireEverywhere(uint32_t version) override {
+    DYAD_RETURN_IF_ERROR(MoveAuditKey(*audit_keys_, *inner_, version));
+    return inner_->RetireEverywhere(version);
+  }
   Result<KeyState> Describe() override { return inner_->Describe(); }
   Result<KeyState> KnownState() override { return inner_->KnownState(); }
   Status Probe() override { return inner_->Probe(); }

@@ -11,6 +11,14 @@
 // a max TTL near). Revoke(lease_id) ends the lease now (the backend deletes
 // what it made, e.g. the database role).
 //
+// CheckPath(path) says whether a credential may refer to `path` at all (the
+// operator's allowlist, the backend's own mounts): OkStatus, or
+// kInvalidArgument with a message to follow "credentials.<field>: " that
+// names the setting at fault, never a value. The service asks it when a
+// reference is written; Read and Renew enforce it again themselves (a
+// stored reference, or a lease of a path no longer allowed, is refused with
+// kFailedPrecondition).
+//
 // Errors keep the backend's message and never hold a value: kNotFound,
 // kPermissionDenied (naming the path and capability), kInvalidArgument (a
 // lease the backend refuses to renew: expired, unknown, not renewable),
@@ -21,6 +29,7 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "core/result.h"
 #include "core/secret_bytes.h"
@@ -37,6 +46,7 @@ struct DynamicSecret {
 class DynamicSecretSource {
  public:
   virtual ~DynamicSecretSource() = default;
+  virtual Status CheckPath(std::string_view path) const = 0;
   virtual Result<DynamicSecret> Read(const std::string& path) = 0;
   virtual Result<std::chrono::seconds> Renew(const std::string& lease_id, std::chrono::seconds increment) = 0;
   virtual Status Revoke(const std::string& lease_id) = 0;

@@ -102,6 +102,11 @@ class KeyManager {
   }
   virtual Result<uint32_t> Rotate() = 0;
   virtual Status Retire(uint32_t version) = 0;
+  // Retire(), and where the KMS itself can stop decrypting a version for
+  // every client of the key (Vault Transit's min_decryption_version), that
+  // too. Called by a rotation only when its scan listed the store itself, so
+  // no other instance's blob can still be on `version`.
+  virtual Status RetireEverywhere(uint32_t version) { return Retire(version); }
   // Describe() may ask the KMS (e.g. for rotations it made on its own);
   // KnownState() never does: the versions as the registry or memory has
   // them, for callers that must not wait on the KMS (health). Probe()

@@ -32,9 +32,7 @@ Status CheckReference(const CredentialReference& ref) {
   if (p.empty() || p.size() > kMaxReferencePath) {
     return BadReference("'vault' must be a path of 1-" + std::to_string(kMaxReferencePath) + " bytes");
   }
-  size_t start = 0;
-  std::string first;
-  while (start <= p.size()) {
+  for (size_t start = 0; start <= p.size();) {
     size_t end = p.find('/', start);
     if (end == std::string::npos) end = p.size();
     std::string_view seg(p.data() + start, end - start);
@@ -42,14 +40,14 @@ Status CheckReference(const CredentialReference& ref) {
       return BadReference("'vault' must be segments of letters, digits, '.', '_', '-' separated by single '/' "
                           "(no leading or trailing '/', no '.' or '..' segment)");
     }
-    if (first.empty()) first = std::string(seg);
-    start = end + 1;
-  }
-  for (const char* reserved : {"sys", "auth", "identity", "cubbyhole"}) {
-    if (first == reserved) {
-      return BadReference("'vault' may not name a path under " + first +
-                          "/ (the backend's own tokens and settings, never a provider credential)");
+    // At any depth: "ns1/auth/token/lookup-self" is a child namespace's.
+    for (const char* reserved : {"sys", "auth", "identity", "cubbyhole"}) {
+      if (seg == reserved) {
+        return BadReference("'vault' may not name a path under " + std::string(seg) +
+                            "/ at any depth (the backend's own tokens and settings, never a provider credential)");
+      }
     }
+    start = end + 1;
   }
   if (ref.field.empty() || ref.field.size() > kMaxReferenceField ||
       !std::all_of(ref.field.begin(), ref.field.end(), PathChar)) {

@@ -39,8 +39,11 @@ struct CredentialReference {
 };
 inline constexpr size_t kMaxReferencePath = 512;
 inline constexpr size_t kMaxReferenceField = 128;
-// Paths under these first segments are refused: they hold the backend's own
-// tokens and settings (auth/token/lookup-self answers with the token itself).
+// Paths with a sys, auth, identity or cubbyhole segment, at any depth, are
+// refused: they hold the backend's own tokens and settings
+// (auth/token/lookup-self answers with the token itself; ns1/auth/… is a
+// child namespace's). Which paths are allowed is the backend's to say
+// (DynamicSecretSource::CheckPath).
 // kInvalidArgument naming the part at fault ("vault" or "field").
 Status CheckReference(const CredentialReference& ref);
 SecretBytes EncodeReference(const CredentialReference& ref);

@@ -152,7 +152,25 @@ TEST_F(DynamicSecretsTest, ARefusedRenewalReadsTheSecretAgain) {
   EXPECT_EQ(Field(p->id, "user"), "u2");
   EXPECT_EQ(Field(p->id, "api_key"), std::string(kDynamicCanary) + "-p2");
   EXPECT_EQ(source_.reads().size(), 2u);
-  EXPECT_TRUE(source_.revoked().empty());  // the old lease runs out: a request in flight may use it
+  // The old lease is revoked, not left live until its max TTL.
+  EXPECT_EQ(source_.revoked(), std::vector<std::string>{std::string(kPath) + "/1"});
+}
+
+TEST_F(DynamicSecretsTest, AReplacedLeaseIsRevokedQuietlyEvenWhenTheRevokeFailsButNotOnceItHasEnded) {
+  auto p = CreateDb();
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(Field(p->id, "user"), "u1");
+  source_.renew_error = MakeError(ErrorCode::kInvalidArgument, "lease.renew: HTTP 400: lease not found");
+  source_.revoke_error = MakeError(ErrorCode::kPermissionDenied, "lease.revoke: HTTP 403: permission denied");
+  clock_.Advance(40s);
+  EXPECT_EQ(Field(p->id, "user"), "u2");  // the failed revoke does not fail the read
+  EXPECT_EQ(source_.revoked(), std::vector<std::string>{std::string(kPath) + "/1"});
+  EXPECT_EQ(secrets_->leased()->LeaseCount(p->id), 1u);
+  // A lease found after its end is gone already: read again, nothing to revoke.
+  source_.revoke_error.reset();
+  clock_.Advance(61s);
+  EXPECT_EQ(Field(p->id, "user"), "u3");
+  EXPECT_EQ(source_.revoked().size(), 1u);
 }
 
 TEST_F(DynamicSecretsTest, ARenewalCutShortByTheMaxTtlReadsAgain) {
@@ -163,6 +181,7 @@ TEST_F(DynamicSecretsTest, ARenewalCutShortByTheMaxTtlReadsAgain) {
   clock_.Advance(40s);
   EXPECT_EQ(Field(p->id, "user"), "u2");
   EXPECT_EQ(source_.renewals().size(), 1u);
+  EXPECT_EQ(source_.revoked(), std::vector<std::string>{std::string(kPath) + "/1"});
 }
 
 TEST_F(DynamicSecretsTest, ANonRenewableLeaseIsReadAgainInItsLastThird) {
@@ -173,6 +192,7 @@ TEST_F(DynamicSecretsTest, ANonRenewableLeaseIsReadAgainInItsLastThird) {
   clock_.Advance(40s);
   EXPECT_EQ(Field(p->id, "user"), "u2");
   EXPECT_TRUE(source_.renewals().empty());
+  EXPECT_EQ(source_.revoked(), std::vector<std::string>{std::string(kPath) + "/1"});
 }
 
 TEST_F(DynamicSecretsTest, ARenewalThatCannotReachTheBackendKeepsTheLeaseUntilItEnds) {
@@ -218,8 +238,9 @@ TEST_F(DynamicSecretsTest, AFieldTheSecretDoesNotHaveIsNamedWithoutAnyValue) {
   ASSERT_TRUE(p.ok());
   auto r = secrets_->Get(p->id, caller_);
   ASSERT_EQ(r.code(), ErrorCode::kFailedPrecondition);
+  // The field asked for only: not the names of the secret's others.
   EXPECT_EQ(r.error().message, "credentials.api_key: the dynamic secret database/creds/readonly has no string field "
-                               "'passwd' (it has: password, username)");
+                               "'passwd'");
   auto report = providers_->Validate(p->id, caller_);
   ASSERT_TRUE(report.ok());
   EXPECT_FALSE(report->valid);
@@ -301,6 +322,31 @@ TEST_F(DynamicSecretsTest, WithoutASourceAReferenceIsRefusedNamingTheField) {
   ASSERT_EQ(r.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(r.error().message.find("refer to dynamic secrets, but SECRETS_PROVIDER=memory has none"),
             std::string::npos);
+}
+
+TEST_F(DynamicSecretsTest, APathTheSourceRefusesIsA400NamingTheFieldAndNothingIsStored) {
+  source_.refused_prefix = "secret/";
+  ProviderPatch patch;
+  patch.name = patch.slug = "victim-reader";
+  patch.type = "http-sdk";
+  patch.credentials = CredentialFields{};
+  patch.credentials->emplace("org", SecretBytes("org-1"));
+  patch.credentials->emplace("token", Ref("secret/data/dyad-gateway/providers/victim", "api_key"));
+  auto p = providers_->Create(patch, caller_);
+  ASSERT_EQ(p.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(p.error().message, "credentials.token: references a Vault secret outside VAULT_DYNAMIC_PATHS");
+  EXPECT_EQ(store_.size(), 0u);
+  EXPECT_EQ(repo_->List(0, 10)->total, 0);
+  EXPECT_TRUE(source_.reads().empty());
+  // A rotation to such a reference is refused the same way.
+  auto made = CreateDb();
+  ASSERT_TRUE(made.ok());
+  CredentialFields next;
+  next.emplace("api_key", Ref("secret/data/x", "api_key"));
+  auto rotated = providers_->RotateCredentials(made->id, next, caller_);
+  ASSERT_EQ(rotated.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(rotated.error().message, "credentials.api_key: references a Vault secret outside VAULT_DYNAMIC_PATHS");
+  EXPECT_EQ(Field(made->id, "user"), "u1");
 }
 
 TEST_F(DynamicSecretsTest, ReferencesChangedBehindTheGatewayDropTheLeasesNoLongerReferredTo) {

@@ -51,10 +51,11 @@ class Ticker {
 };
 
 // Calls `visit(name, blob, key version)` for every stored blob; an
-// unreadable blob has version 0.
+// unreadable blob has version 0. `listed`: see StoredSecretNames.
 Status ScanKeyVersions(SecretsService& secrets,
-                       const std::function<void(const std::string&, StoredSecret&, uint32_t)>& visit) {
-  DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, secrets.StoredSecretNames());
+                       const std::function<void(const std::string&, StoredSecret&, uint32_t)>& visit,
+                       bool* listed = nullptr) {
+  DYAD_ASSIGN_OR_RETURN(std::vector<std::string> names, secrets.StoredSecretNames(listed));
   constexpr size_t kChunk = 1000;
   for (size_t i = 0; i < names.size(); i += kChunk) {
     std::vector<std::string> chunk(names.begin() + static_cast<std::ptrdiff_t>(i),
@@ -74,10 +75,10 @@ Status ScanKeyVersions(SecretsService& secrets,
 }
 
 // How many stored blobs use each key version; unreadable blobs count as 0.
-Result<std::map<uint32_t, int64_t>> CountKeyVersions(SecretsService& secrets) {
+Result<std::map<uint32_t, int64_t>> CountKeyVersions(SecretsService& secrets, bool* listed = nullptr) {
   std::map<uint32_t, int64_t> counts;
-  DYAD_RETURN_IF_ERROR(
-      ScanKeyVersions(secrets, [&](const std::string&, StoredSecret&, uint32_t version) { ++counts[version]; }));
+  DYAD_RETURN_IF_ERROR(ScanKeyVersions(
+      secrets, [&](const std::string&, StoredSecret&, uint32_t version) { ++counts[version]; }, listed));
   return counts;
 }
 
@@ -364,14 +365,18 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run) {
     Reencrypted r = Reencrypt(names, run.to_version, false, [&](uint32_t v) { return older.count(v) > 0; });
     run.reencrypted += r.reencrypted;  // one that fails keeps its version retiring (the recount below)
   }
-  DYAD_ASSIGN_OR_RETURN(auto in_use, CountKeyVersions(secrets_));
+  // A recount from the registry alone (the store refused its list) cannot
+  // see another instance's secrets: the version is retired in the gateway
+  // only, never in the KMS for every client of the key.
+  bool listed = false;
+  DYAD_ASSIGN_OR_RETURN(auto in_use, CountKeyVersions(secrets_, &listed));
   std::string kept;
   for (uint32_t v : older) {
     if (in_use.count(v)) {
       kept += (kept.empty() ? "" : ", ") + std::to_string(v) + " (" + std::to_string(in_use[v]) + " secrets)";
       continue;
     }
-    DYAD_RETURN_IF_ERROR(keys.Retire(v));
+    DYAD_RETURN_IF_ERROR(listed ? keys.RetireEverywhere(v) : keys.Retire(v));
   }
   if (!kept.empty()) run.error = "key versions still in use, left retiring for the next run: " + kept;
   return OkStatus();

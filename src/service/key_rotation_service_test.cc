@@ -410,7 +410,20 @@ class CountingKeys final : public KeyManager {
     return inner_.DecryptMany(items, parallelism);
   }
   Result<uint32_t> Rotate() override { return inner_.Rotate(); }
-  Status Retire(uint32_t version) override { return inner_.Retire(version); }
+  Status Retire(uint32_t version) override {
+    {
+      MutexLock lock(&mu_);
+      retired.push_back(version);
+    }
+    return inner_.Retire(version);
+  }
+  Status RetireEverywhere(uint32_t version) override {
+    {
+      MutexLock lock(&mu_);
+      retired_everywhere.push_back(version);
+    }
+    return inner_.RetireEverywhere(version);
+  }
   Status BeginRetire(uint32_t version) override { return inner_.BeginRetire(version); }
   Result<KeyState> Describe() override { return inner_.Describe(); }
   Result<KeyState> KnownState() override { return inner_.KnownState(); }
@@ -418,6 +431,7 @@ class CountingKeys final : public KeyManager {
 
   std::atomic<int> singles{0};
   std::vector<size_t> batches, checks;  // read once the rotation is over
+  std::vector<uint32_t> retired, retired_everywhere;
 
  private:
   KeyManager& inner_;
@@ -695,6 +709,44 @@ TEST(RotationWithoutListing, ACreateWhoseRowLandsAfterTheRecountIsNotLeftOnAReti
   auto read = secrets.Get(created->id, Caller{});
   EXPECT_TRUE(read.ok()) << "the acknowledged create cannot be read: " << read.error().message;
 }
+
+// Found by review: a KMS-wide retire (Transit's min_decryption_version) made
+// when the store refused its list strands another instance's secrets, which
+// only its own registry names. The version is then retired in the gateway
+// only; with the store listed, everywhere.
+class RetireScopeTest : public RotationTest {
+ protected:
+  void Check(bool listable) {
+    CountingKeys counting(*keys_);
+    UnlistableStore unlistable(*store_);
+    SecretStore& store = listable ? static_cast<SecretStore&>(*store_) : unlistable;
+    rotation_.reset();
+    providers_.reset();
+    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, store, counting, *repo_, audit_, metrics_, clock_,
+                                                DefaultRandom(), EnvMap{});
+    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+    rotation_ = NewRotation();
+    Seed(3);
+    auto run = rotation_->Run(false, "manual", Caller{}, nullptr);
+    ASSERT_TRUE(run.ok()) << run.error().message;
+    EXPECT_EQ(run->status, "completed") << run->error;
+    EXPECT_EQ(run->reencrypted, 3);
+    EXPECT_EQ(keys_->CurrentState(1).value(), "retired");
+    if (listable) {
+      EXPECT_TRUE(counting.retired.empty());
+      EXPECT_EQ(counting.retired_everywhere, (std::vector<uint32_t>{1}));
+    } else {
+      EXPECT_EQ(counting.retired, (std::vector<uint32_t>{1}));
+      EXPECT_TRUE(counting.retired_everywhere.empty());
+    }
+    rotation_.reset();
+    providers_.reset();
+    secrets_.reset();
+  }
+};
+
+TEST_F(RetireScopeTest, ListRefusedRetiresInTheGatewayOnly) { Check(false); }
+TEST_F(RetireScopeTest, StoreListedRetiresEverywhere) { Check(true); }
 
 }  // namespace
 }  // namespace dyad

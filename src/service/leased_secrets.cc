@@ -14,9 +14,10 @@ Clock::Instant RenewAt(Clock::Instant now, std::chrono::seconds ttl) {
 
 }  // namespace
 
-Result<const LeasedSecrets::Lease*> LeasedSecrets::LeaseFor(Held& held, const std::string& path, Lease& read_once) {
+Result<const LeasedSecrets::Lease*> LeasedSecrets::LeaseFor(Slot& slot, const std::string& path, Lease& read_once,
+                                                            std::vector<std::string>& dropped) {
   const Clock::Instant now = clock_.Now();
-  if (auto it = held.by_path.find(path); it != held.by_path.end()) {
+  if (auto it = slot.by_path.find(path); it != slot.by_path.end()) {
     Lease& lease = it->second;
     if (now < lease.renew_at) return &lease;
     if (now < lease.end && lease.renewable) {
@@ -35,7 +36,10 @@ Result<const LeasedSecrets::Lease*> LeasedSecrets::LeaseFor(Held& held, const st
       spdlog::info("dynamic secret {}: lease not renewed ({}); reading it again", path,
                    ttl.ok() ? "its max TTL is near" : ttl.error().message);
     }
-    held.by_path.erase(it);  // ended, not renewable, refused or cut short: left to run out
+    // Ended, not renewable, refused or cut short: revoked (best effort, after
+    // the lock), so it does not stay live until its max TTL.
+    if (now < lease.end) dropped.push_back(std::move(lease.lease_id));
+    slot.by_path.erase(it);
   }
   DYAD_ASSIGN_OR_RETURN(DynamicSecret secret, source_.Read(path));
   Lease fresh;
@@ -50,7 +54,48 @@ Result<const LeasedSecrets::Lease*> LeasedSecrets::LeaseFor(Held& held, const st
   }
   fresh.end = now + fresh.granted;
   fresh.renew_at = RenewAt(now, fresh.granted);
-  return &(held.by_path[path] = std::move(fresh));
+  return &(slot.by_path[path] = std::move(fresh));
+}
+
+std::shared_ptr<LeasedSecrets::Slot> LeasedSecrets::SlotOf(const std::string& provider_id) {
+  MutexLock lock(&mu_);
+  Entry& e = slots_[provider_id];
+  if (!e.slot) e.slot = std::make_shared<Slot>();
+  return e.slot;
+}
+
+void LeasedSecrets::Settle(const std::string& provider_id, Slot& slot, bool just_ended) {
+  MutexLock lock(&mu_);
+  auto it = slots_.find(provider_id);
+  if (it == slots_.end() || it->second.slot.get() != &slot) return;  // forgotten meanwhile: it held nothing
+  Entry& e = it->second;
+  e.leases = slot.by_path.size();
+  if (just_ended) {
+    e.ended = true;
+    e.ended_seq = ++ended_seq_;
+  }
+  // Nothing to remember (never a version: a resolve that failed still
+  // marks its version for RevokeAll), and nobody else waits on it (the
+  // caller's reference and the map's).
+  if (e.leases == 0 && !e.ended && slot.version == 0 && e.slot.use_count() <= 2) {
+    slots_.erase(it);
+    return;
+  }
+  if (!just_ended) return;
+  size_t marks = 0;
+  for (const auto& [id, other] : slots_) marks += other.leases == 0 && other.ended;
+  while (marks > kMaxEnded) {  // forget the oldest marks nobody is using
+    auto oldest = slots_.end();
+    for (auto o = slots_.begin(); o != slots_.end(); ++o) {
+      if (o->second.leases == 0 && o->second.ended && o->second.slot.use_count() == 1 &&
+          (oldest == slots_.end() || o->second.ended_seq < oldest->second.ended_seq)) {
+        oldest = o;
+      }
+    }
+    if (oldest == slots_.end()) break;
+    slots_.erase(oldest);
+    --marks;
+  }
 }
 
 Status LeasedSecrets::Resolve(const std::string& provider_id, Credentials& creds) {
@@ -65,50 +110,60 @@ Status LeasedSecrets::Resolve(const std::string& provider_id, Credentials& creds
   if (refs.empty()) return OkStatus();
   std::vector<std::string> stale;  // leases no longer referred to: revoked after the lock
   Status status;
+  std::shared_ptr<Slot> slot = SlotOf(provider_id);
   {
-    MutexLock lock(&mu_);
-    Held& held = held_[provider_id];
-    for (auto it = held.by_path.begin(); it != held.by_path.end();) {
-      if (held.version != creds.version || !paths.count(it->first)) {
-        stale.push_back(it->second.lease_id);
-        it = held.by_path.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    held.version = creds.version;
-    std::map<std::string, Lease> once;  // per path, for secrets without a lease
-    for (const auto& path : paths) {
-      auto lease = LeaseFor(held, path, once[path]);
-      if (!lease.ok()) {
-        std::string name;
-        for (const auto& [n, r] : refs) {
-          if (r.path == path) name += (name.empty() ? "" : ", ") + ("credentials." + n);
+    MutexLock lock(&slot->mu);  // this provider's resolves one at a time; no other provider waits
+    if ((slot->ended > 0 && creds.version <= slot->ended) || creds.version < slot->version) {
+      // A loader that read the store before an update or delete: these
+      // credentials are no longer the provider's. Nothing read, nothing
+      // revoked, nothing cached.
+      const int64_t newer = std::max(slot->ended, slot->version);
+      status = MakeError(ErrorCode::kConflict,
+                         "the credentials of provider '" + provider_id + "' (version " +
+                             std::to_string(creds.version) + ") were " +
+                             (creds.version <= slot->ended ? "replaced or deleted" : "replaced by version " +
+                                                                                         std::to_string(newer)) +
+                             " while they were loaded; read them again");
+    } else {
+      for (auto it = slot->by_path.begin(); it != slot->by_path.end();) {
+        if (slot->version != creds.version || !paths.count(it->first)) {  // a newer version, or a path dropped
+          stale.push_back(it->second.lease_id);
+          it = slot->by_path.erase(it);
+        } else {
+          ++it;
         }
-        status = MakeError(lease.code(), name + " (dynamic secret " + path + "): " + lease.error().message);
-        break;
       }
-      for (const auto& [name, ref] : refs) {
-        if (ref.path != path) continue;
-        auto f = (*lease)->fields.find(ref.field);
-        if (f == (*lease)->fields.end()) {
-          std::string has;
-          for (const auto& [k, v] : (*lease)->fields) has += (has.empty() ? "" : ", ") + k;
-          status = MakeError(ErrorCode::kFailedPrecondition, "credentials." + name + ": the dynamic secret " + path +
-                                                                 " has no string field '" + ref.field + "' (it has: " +
-                                                                 (has.empty() ? "none" : has) + ")");
+      slot->version = creds.version;
+      std::map<std::string, Lease> once;  // per path, for secrets without a lease
+      for (const auto& path : paths) {
+        auto lease = LeaseFor(*slot, path, once[path], stale);
+        if (!lease.ok()) {
+          std::string name;
+          for (const auto& [n, r] : refs) {
+            if (r.path == path) name += (name.empty() ? "" : ", ") + ("credentials." + n);
+          }
+          status = MakeError(lease.code(), name + " (dynamic secret " + path + "): " + lease.error().message);
           break;
         }
-        creds.fields[name] = f->second;
-        if ((*lease)->end != Clock::Instant::max()) {
-          creds.lease_ends[name] = (*lease)->end;
-          creds.refresh_by = std::min(creds.refresh_by, (*lease)->renew_at);
-          creds.usable_until = std::min(creds.usable_until, (*lease)->end);
+        for (const auto& [name, ref] : refs) {
+          if (ref.path != path) continue;
+          auto f = (*lease)->fields.find(ref.field);
+          if (f == (*lease)->fields.end()) {  // the field asked for only: the others are the secret's business
+            status = MakeError(ErrorCode::kFailedPrecondition, "credentials." + name + ": the dynamic secret " + path +
+                                                                   " has no string field '" + ref.field + "'");
+            break;
+          }
+          creds.fields[name] = f->second;
+          if ((*lease)->end != Clock::Instant::max()) {
+            creds.lease_ends[name] = (*lease)->end;
+            creds.refresh_by = std::min(creds.refresh_by, (*lease)->renew_at);
+            creds.usable_until = std::min(creds.usable_until, (*lease)->end);
+          }
         }
+        if (!status.ok()) break;
       }
-      if (!status.ok()) break;
     }
-    if (held.by_path.empty()) held_.erase(provider_id);
+    Settle(provider_id, *slot, false);
   }
   RevokeQuietly(stale);
   return status;
@@ -116,12 +171,16 @@ Status LeasedSecrets::Resolve(const std::string& provider_id, Credentials& creds
 
 LeasedSecrets::Revoked LeasedSecrets::RevokeAll(const std::string& provider_id) {
   std::vector<std::string> ids;
+  std::shared_ptr<Slot> slot = SlotOf(provider_id);
   {
-    MutexLock lock(&mu_);
-    auto it = held_.find(provider_id);
-    if (it == held_.end()) return {};
-    for (const auto& [path, lease] : it->second.by_path) ids.push_back(lease.lease_id);
-    held_.erase(it);
+    // Waits for a resolve of this provider that is running (it may be
+    // caching a lease), so nothing it caches outlives this.
+    MutexLock lock(&slot->mu);
+    for (const auto& [path, lease] : slot->by_path) ids.push_back(lease.lease_id);
+    slot->by_path.clear();
+    const bool mark = slot->version > slot->ended;
+    slot->ended = std::max(slot->ended, slot->version);
+    Settle(provider_id, *slot, mark);
   }
   Revoked out;
   for (const auto& id : ids) {
@@ -138,14 +197,20 @@ LeasedSecrets::Revoked LeasedSecrets::RevokeAll(const std::string& provider_id) 
 void LeasedSecrets::RevokeQuietly(const std::vector<std::string>& lease_ids) {
   for (const auto& id : lease_ids) {
     Status s = source_.Revoke(id);
-    if (!s.ok()) spdlog::warn("a lease no longer referred to was not revoked (it runs out at its TTL): {}", s.error().message);
+    if (!s.ok()) spdlog::warn("a lease no longer used was not revoked (it runs out at its TTL): {}", s.error().message);
   }
 }
 
 size_t LeasedSecrets::LeaseCount(const std::string& provider_id) const {
-  MutexLock lock(&mu_);
-  auto it = held_.find(provider_id);
-  return it == held_.end() ? 0 : it->second.by_path.size();
+  std::shared_ptr<Slot> slot;
+  {
+    MutexLock lock(&mu_);
+    auto it = slots_.find(provider_id);
+    if (it == slots_.end()) return 0;
+    slot = it->second.slot;
+  }
+  MutexLock lock(&slot->mu);
+  return slot->by_path.size();
 }
 
 }  // namespace dyad

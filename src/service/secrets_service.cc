@@ -121,11 +121,16 @@ void SecretsService::Audit(AuditEvent event, const Caller& caller) {
 }
 
 Status SecretsService::CheckReferences(const CredentialFields& fields) const {
-  if (leased_) return OkStatus();
   for (const auto& [name, value] : fields) {
-    if (DecodeReference(value)) {
+    auto ref = DecodeReference(value);
+    if (!ref) continue;
+    if (!leased_) {
       return MakeError(ErrorCode::kInvalidArgument, "credentials." + name + ": references a Vault secret, but "
                                                     "SECRETS_PROVIDER=" + store_.Name() + " has no dynamic secrets");
+    }
+    // The backend says which paths a credential may read (its allowlist).
+    if (Status ok = options_.dynamic->CheckPath(ref->path); !ok.ok()) {
+      return MakeError(ErrorCode::kInvalidArgument, "credentials." + name + ": " + ok.error().message);
     }
   }
   return OkStatus();
@@ -495,9 +500,10 @@ void SecretsService::NoteListingRefused(const Error& e) {
   }
 }
 
-Result<std::vector<std::string>> SecretsService::StoredSecretNames() {
+Result<std::vector<std::string>> SecretsService::StoredSecretNames(bool* listed_store) {
   std::set<std::string> names;
   auto listed = store_.List();
+  if (listed_store) *listed_store = listed.ok();
   if (listed.ok()) {
     for (auto& l : *listed) names.insert(std::move(l.name));
   } else if (listed.code() != ErrorCode::kPermissionDenied) {

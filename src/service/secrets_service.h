@@ -190,8 +190,10 @@ class SecretsService {
 
   // The names of every stored provider secret: the store's list and the
   // registry's providers (a store may not permit listing: then the
-  // registry's alone, said once in the log). Sorted, unique.
-  Result<std::vector<std::string>> StoredSecretNames();
+  // registry's alone, said once in the log). Sorted, unique. `listed`, when
+  // given, says whether the store's own list was read (false: only this
+  // instance's registry named them, and another instance's may be missing).
+  Result<std::vector<std::string>> StoredSecretNames(bool* listed = nullptr);
 
   size_t ClearCache(const Caller& caller);
   // Never blocks on a backend (see above); asks for a new probe when due.

@@ -1,9 +1,10 @@
 // A DynamicSecretSource of the tests: every Read of a path makes a new
 // "database credential" (username u<N>, password p<N> with a canary, lease
 // <path>/<N>), with the TTL and renewability set; renewals answer as told;
-// every call is counted and recorded. Thread-safe.
+// every call is counted and recorded (before_read may block a Read); CheckPath refuses refused_prefix. Thread-safe.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,7 +18,15 @@ inline constexpr char kDynamicCanary[] = "pw-CANARY-91c2";
 
 class FakeDynamicSecrets final : public DynamicSecretSource {
  public:
+  // Paths starting with refused_prefix are refused (as an allowlist would).
+  Status CheckPath(std::string_view path) const override {
+    if (!refused_prefix.empty() && path.starts_with(refused_prefix)) {
+      return MakeError(ErrorCode::kInvalidArgument, "references a Vault secret outside VAULT_DYNAMIC_PATHS");
+    }
+    return OkStatus();
+  }
   Result<DynamicSecret> Read(const std::string& path) override {
+    if (before_read) before_read(path);  // outside the lock: it may block (a slow backend)
     MutexLock lock(&mu_);
     reads_.push_back(path);
     if (read_error) return *read_error;
@@ -62,6 +71,8 @@ class FakeDynamicSecrets final : public DynamicSecretSource {
   bool leased = true;
   std::optional<Error> read_error, renew_error, revoke_error;
   std::optional<std::chrono::seconds> renew_grant;  // nullopt: the increment asked for
+  std::string refused_prefix;                       // "": every path allowed
+  std::function<void(const std::string& path)> before_read;  // called first by Read, e.g. to block it
 
  private:
   mutable Mutex mu_;

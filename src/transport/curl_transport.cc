@@ -110,6 +110,33 @@ Result<Target> TargetFor(const std::string& url, const std::string& server_name)
   return Target{u.Get(CURLUPART_URL), server_name + ":" + port + ":" + host + ":" + port};
 }
 
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+// Whether a redirect from `from` may go to `to`: "" when it may, else why not
+// (naming the target's host only: its path and query may carry anything).
+std::string RedirectRefusal(const std::string& from, const std::string& to,
+                            const std::vector<std::string>& allowed) {
+  UrlHandle a, b;
+  if (!a.u || !b.u || curl_url_set(a.u, CURLUPART_URL, from.c_str(), 0) != CURLUE_OK ||
+      curl_url_set(b.u, CURLUPART_URL, to.c_str(), 0) != CURLUE_OK) {
+    return "refused a redirect to a URL that cannot be parsed";
+  }
+  const std::string host = Lower(b.Get(CURLUPART_HOST));
+  const std::string port = b.Get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  if (!b.Get(CURLUPART_USER).empty() || !b.Get(CURLUPART_PASSWORD).empty()) {
+    return "refused a redirect to " + host + " with user information in its URL";
+  }
+  if (!host.empty() && host == Lower(a.Get(CURLUPART_HOST))) return "";
+  for (const std::string& entry : allowed) {
+    const std::string e = Lower(entry);
+    if (e == host || e == host + ":" + port) return "";
+  }
+  return "refused a redirect to " + host + ":" + port + ", a host that is neither the request's nor an allowed one";
+}
+
 bool IsHost(std::string_view header_name) {
   return header_name.size() == 4 && (header_name[0] == 'H' || header_name[0] == 'h') &&
          (header_name.substr(1) == "ost" || header_name.substr(1) == "OST");
@@ -146,6 +173,10 @@ class CurlTransport final : public HttpTransport {
       if (!https && !(call.url.starts_with("http://") && next.starts_with("http://"))) {
         reply = MakeError(ErrorCode::kFailedPrecondition,
                           call.method + " " + url + ": refused a redirect to a URL that is not https");
+        break;
+      }
+      if (std::string why = RedirectRefusal(call.url, next, options_.redirect_hosts); !why.empty()) {
+        reply = MakeError(ErrorCode::kFailedPrecondition, call.method + " " + url + ": " + why);
         break;
       }
       url = next;

@@ -14,14 +14,19 @@
 // `follow_redirects` follows 307 and 308 only (a Vault standby's answer
 // naming the active node), at most 3 hops, with the same method, body and
 // headers (but Host, which curl then derives from the new URL); an https
-// request is redirected only to https, an http one to http or https. Other
-// 3xx answers are returned as they are. Each hop gets what is left of the
+// request is redirected only to https, an http one to http or https. A
+// redirect goes only to the caller's URL's host (any port) or to a host
+// in `redirect_hosts`; a Location naming another host, or carrying userinfo
+// (user@host), is refused (kFailedPrecondition naming the target's host, not
+// its path or query): the token headers and the body are not re-sent to a
+// host no one named. Other 3xx answers are returned as they are. Each hop gets what is left of the
 // request's timeout. Thread-safe: a request leases a handle for its duration.
 #pragma once
 
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "transport/http_transport.h"
 
@@ -34,6 +39,9 @@ struct CurlOptions {
   std::string client_key;   // PEM file of its private key
   std::string tls_server_name;  // SNI and verified name; empty: the URL's host
   bool follow_redirects = false;  // 307/308, as above
+  // More hosts a redirect may go to: "host" (any port) or "host:port"
+  // ("[v6]" / "[v6]:port"), matched without regard to case.
+  std::vector<std::string> redirect_hosts;
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds request_timeout{10000};
   size_t max_response_bytes = 4 << 20;

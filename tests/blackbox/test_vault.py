@@ -2,6 +2,7 @@
 unless it is about something else, a token holding exactly the seed's policy and `default`."""
 import base64
 import concurrent.futures
+import http.server
 import json
 import os
 import random
@@ -114,7 +115,9 @@ def test_lifecycle_envelope_rotate_validate_health_test_connection(make_gateway,
     assert f'dyad_cloud_calls_total{{endpoint="{host}",op="transit.encrypt",outcome="ok"}}' in metrics, metrics[-3000:]
 
     data(gw.call("DELETE", f"/admin/providers/{p['id']}"))
-    assert bao.kv_read(kv_path(p["id"])) is None  # soft-deleted: no current data
+    # The seed's policy has no delete/: the tombstone stands (never an unversioned DELETE of the latest version,
+    # which could soft-delete another writer's version), and the gateway reads it as deleted.
+    assert bao.kv_read(kv_path(p["id"])) == {"dyad_gateway_deleted": True}
     assert data(gw.call("GET", "/admin/providers"))["items"] == []
     # The seed's policy has no metadata/ capability: said once, not asked again.
     assert gw.logs().count("custom metadata (provider id, credentials version) on each secret is off") == 1
@@ -387,6 +390,98 @@ def test_a_307_to_the_active_node_is_followed(make_gateway, bao):
         redirector.stop()
 
 
+class Capture(http.server.ThreadingHTTPServer):
+    """A server on `host` that records every request (path, headers, body) and answers 503."""
+
+    def __init__(self, host):
+        self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def record(self):
+                length = int(self.headers.get("Content-Length", 0) or 0)
+                body = self.rfile.read(length) if length else b""
+                self.server.seen.append((self.path, dict(self.headers), body))
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_LIST = record
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__((host, 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.mark.parametrize("case", ["other-host", "listed", "userinfo"])
+def test_a_redirect_to_another_host_is_refused_unless_allowed(make_gateway, bao, tmp_path, case):
+    """A 307 naming a host other than VAULT_ADDR's does not get the login's secret_id (nor a token) unless the
+    operator listed that host in VAULT_REDIRECT_HOSTS; a Location with user@ is refused even to VAULT_ADDR's host."""
+    bao.enable_transit()
+    bao.write_policy()
+    role_id, secret_id = bao.approle()
+    host = "127.0.0.1" if case == "userinfo" else "127.0.0.2"
+    capture = Capture(host)
+    redirector = Redirector(f"http://{'user@' if case == 'userinfo' else ''}{host}:{capture.server_address[1]}")
+    allowed = case == "listed"
+    extra = {"VAULT_REDIRECT_HOSTS": "127.0.0.2"} if allowed else {}
+    try:
+        gw, started = None, True
+        try:
+            gw = vault_gateway(make_gateway, bao, VAULT_TOKEN=None, VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id,
+                               VAULT_ADDR=redirector.endpoint, VAULT_MAX_RETRIES="0", SECRETS_CACHE_ENABLED="false",
+                               HOME=str(tmp_path), name=f"redirect-{case}", **extra)
+        except RuntimeError as e:  # a start-up check of Vault failed: the error is in the exception
+            started, text = False, str(e)
+        if started:
+            r = gw.call("POST", "/admin/providers", json=provider_body("openai", credentials={"api_key": canary()}))
+            assert r.status_code >= 400, r.text
+            text = r.text + gw.logs()
+        assert redirector.requests >= 1
+        if allowed:
+            assert capture.seen, "the listed host is followed"
+            assert any(secret_id.encode() in body for _, _, body in capture.seen)
+        else:
+            assert capture.seen == [], "nothing reaches a host no one named"
+            assert f"refused a redirect to {host}" in text, text[-2000:]
+            assert "/v1/auth/approle/login" not in text.split(f"redirect to {host}", 1)[1][:200]
+            assert secret_id not in text
+    finally:
+        redirector.stop()
+        capture.stop()
+
+
+def test_a_policy_403_does_not_log_in_again(make_gateway, bao, tmp_path):
+    """A path the policy denies, refused on a token older than 30 s, is the policy's answer: the token is kept (no
+    new login spending a secret_id of one use) and works again once the policy allows the path."""
+    bao.enable_transit()
+    policy = bao.write_policy()
+    role_id, secret_id = bao.approle(secret_id_num_uses=1)
+    gw = vault_gateway(make_gateway, bao, VAULT_TOKEN=None, VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id,
+                       SECRETS_CACHE_ENABLED="false", HOME=str(tmp_path))
+    creds = {"api_key": canary()}
+    p = create_provider(gw, "openai", creds)
+    text = seed_policy()
+    denied = text.replace('path "secret/data/dyad-gateway/*" { capabilities = ["create", "read", "update", "delete"] }',
+                          'path "secret/data/dyad-gateway/*" { capabilities = ["create", "update", "delete"] }')
+    assert denied != text
+    bao.write_policy(policy, denied)
+    time.sleep(31)  # past the 30 s within which a refusal was always taken as the policy's
+    r = gw.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate")
+    assert r.status_code >= 400 or r.json()["data"]["valid"] is False, r.text
+    bao.write_policy(policy, text)
+    v = validate(gw, p["id"])
+    assert v["fingerprint"] == keyed_fingerprint(gw, creds), v  # the same token: the one-use secret_id is spent
+    assert "obtaining a new one" not in gw.logs()
+
+
 @pytest.mark.parametrize("source", ["VAULT_TOKEN_FILE", "~/.vault-token"])
 def test_the_token_from_a_file(make_gateway, bao, tmp_path, source):
     key, token = bao.seed()
@@ -466,16 +561,27 @@ def test_the_database_engine_peer_makes_and_revokes_postgres_users(bao):
         pg.stop()
 
 
-@pytest.mark.parametrize("retire", ["true", "false"])
-def test_a_rotation_retires_the_old_version_in_vault_only_when_asked(make_gateway, bao, retire):
-    gw = vault_gateway(make_gateway, bao, VAULT_TRANSIT_RETIRE=retire)
+@pytest.mark.parametrize("retire,can_list", [("true", True), ("true", False), ("false", True)])
+def test_a_rotation_retires_the_old_version_in_vault_only_when_asked(make_gateway, bao, retire, can_list):
+    """min_decryption_version is raised only when asked (VAULT_TRANSIT_RETIRE) and only when the rotation listed
+    the store itself: under the seed's policy (no list) only this instance's registry names the secrets, and another
+    instance's may still be on the old version."""
+    token = key = None
+    if can_list:
+        key, _ = bao.seed()
+        bao.write_policy("dyad-list", 'path "secret/metadata/dyad-gateway/*" { capabilities = ["list"] }\n')
+        token = bao.token(("dyad-gateway", "dyad-list"))
+    gw = vault_gateway(make_gateway, bao, token=token, key=key, VAULT_TRANSIT_RETIRE=retire)
     made = [create_provider(gw, f"p-{i}", {"api_key": canary()})["id"] for i in range(5)]
     data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={}), 202)
     h = wait_idle(gw)["history"][0]
     assert h["status"] == "completed" and h["reencrypted"] == 5, h
     key = bao.root().secrets.transit.read_key(gw.key)["data"]
     assert key["latest_version"] == 2
-    assert key["min_decryption_version"] == (2 if retire == "true" else 1), key  # the key may be shared
+    in_vault = retire == "true" and can_list
+    assert key["min_decryption_version"] == (2 if in_vault else 1), key  # the key may be shared
+    warned = gw.logs().count("retired in the gateway only, Vault still decrypts it")
+    assert warned == (1 if retire == "true" and not can_list else 0), gw.logs()[-3000:]
     versions = data(gw.call("GET", "/admin/secrets/health"))["keyManager"]["versions"]
     assert [v["state"] for v in versions] == ["retired", "active"], versions  # the gateway stops using 1 either way
     data(gw.call("POST", "/admin/secrets/clear-cache"))

@@ -134,12 +134,14 @@ def proxy(bao):
     p.stop()
 
 
-def dynamic_gateway(make_gateway, bao, pg, proxy, max_ttl="1h"):
+def dynamic_gateway(make_gateway, bao, pg, proxy, max_ttl="1h", paths="database/creds/", policy=DYNAMIC_POLICY,
+                    mode="envelope"):
     bao.database(pg, role="readonly", default_ttl=f"{TTL}s", max_ttl=max_ttl)
     key, _ = bao.seed()
-    bao.write_policy("dyad-dynamic", text=DYNAMIC_POLICY)
+    bao.write_policy("dyad-dynamic", text=policy)
     token = bao.token(policies=(POLICY, "dyad-dynamic"))
-    return vault_gateway(make_gateway, bao, token=token, key=key, VAULT_ADDR=proxy.endpoint)
+    return vault_gateway(make_gateway, bao, token=token, key=key, mode=mode, VAULT_ADDR=proxy.endpoint,
+                         VAULT_DYNAMIC_PATHS=paths)
 
 
 def reference(field):
@@ -273,7 +275,75 @@ def test_references_are_checked_and_name_the_field(make_gateway, bao, pg, proxy)
     assert v["valid"] is False, v
     [(_, password, _)] = issued(proxy)
     message = json.dumps(v)
-    assert "no string field 'passwd' (it has: password, username)" in message and password not in message
+    # Only the field asked for is named: not the secret's other fields, nor any value.
+    assert "no string field 'passwd'" in message and "it has" not in message and "username" not in message, message
+    assert password not in message
+
+
+def create_ref(gw, path, field, slug="x"):
+    return gw.call("POST", "/admin/providers", json={"name": slug, "slug": slug, "type": "http-sdk",
+                                                     "credentials": {"api_key": {"vault": path, "field": field}}})
+
+
+def test_a_reference_outside_vault_dynamic_paths_is_a_400_naming_the_variable(make_gateway, bao, pg, proxy):
+    gw = dynamic_gateway(make_gateway, bao, pg, proxy)  # VAULT_DYNAMIC_PATHS=database/creds/
+    paths = ("database/static-creds/readonly", "database/credsX/readonly", "aws/creds/r", "kv/data/shared")
+    for path in paths:
+        r = create_ref(gw, path, "password")
+        assert r.status_code == 400, (path, r.text)
+        assert r.json()["error"]["message"] == "credentials.api_key: references a Vault secret outside VAULT_DYNAMIC_PATHS"
+    # Refused when written: none of them was read.
+    assert [c for c in proxy.calls if c[1].startswith(tuple("/v1/" + p for p in paths))] == []
+
+
+def test_without_vault_dynamic_paths_references_are_off(make_gateway, bao, pg, proxy):
+    gw = dynamic_gateway(make_gateway, bao, pg, proxy, paths="")
+    r = create_ref(gw, PATH, "password")
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == ("credentials.api_key: references a Vault secret outside "
+                                            "VAULT_DYNAMIC_PATHS (unset: dynamic secrets are off)")
+    assert issued(proxy) == []
+
+
+# A policy as broad as an operator might write: the token CAN read a child namespace's lookup-self, and every
+# provider's KV secret (the seed's policy). What refuses these references is the gateway, not OpenBao.
+BROAD_POLICY = DYNAMIC_POLICY + """path "ns1/*" { capabilities = ["read"] }
+path "secret/*" { capabilities = ["read"] }
+"""
+
+
+def test_the_tokens_own_secrets_and_the_gateways_kv_mount_are_refused_even_when_allow_listed(
+        make_gateway, bao, pg, proxy):
+    gw = dynamic_gateway(make_gateway, bao, pg, proxy, paths="ns1/,secret/,transit/,database/creds/",
+                         policy=BROAD_POLICY, mode="provider")
+    victim = data(gw.call("POST", "/admin/providers", json={"name": "victim", "slug": "victim", "type": "http-sdk",
+                                                             "credentials": {"api_key": "sk-VICTIM-canary"}}), 201)
+    # In provider mode the victim's KV secret holds its api_key as it is, and the token can read it: a reference
+    # to it would hand the key to whoever can create a provider.
+    kv = f"secret/data/dyad-gateway/providers/{victim['id']}"
+    probe = requests.get(f"{bao.endpoint}/v1/{kv}", headers={"X-Vault-Token": gw.token}, timeout=10)
+    assert probe.status_code == 200 and "sk-VICTIM-canary" in probe.text, probe.status_code
+    before = len(proxy.calls)
+    for path, why in [
+            # a child namespace's token endpoint: refused by its auth segment, whatever the allowlist
+            ("ns1/auth/token/lookup-self", "'vault' may not name a path under auth/ at any depth"),
+            ("ns1/sys/wrapping/unwrap", "'vault' may not name a path under sys/ at any depth"),
+            # the gateway's own KV mount (VAULT_MOUNT_PATH): every provider's credentials
+            (kv, "references a Vault secret under the gateway's own KV mount secret/ (VAULT_MOUNT_PATH"),
+            # ... and its Transit mount (VAULT_TRANSIT_MOUNT)
+            (f"transit/keys/{gw.key}", "under the gateway's own Transit mount transit/ (VAULT_TRANSIT_MOUNT)")]:
+        r = create_ref(gw, path, "api_key" if path == kv else "id", slug="thief")
+        assert r.status_code == 400, (path, r.text)
+        message = r.json()["error"]["message"]
+        assert why in message and message.startswith("field 'credentials.api_key'" if "'vault'" in why
+                                                     else "credentials.api_key: "), (path, message)
+        assert "sk-VICTIM-canary" not in r.text
+    # None of them was read: refused before any call to OpenBao.
+    assert [c for c in proxy.calls[before:] if c[1].startswith(("/v1/ns1/", "/v1/secret/", "/v1/transit/keys"))] == []
+    # The allowlist still lets through what it names.
+    p = create_dynamic(gw)
+    assert validate(gw, p["id"])["valid"] is True
+    assert "sk-VICTIM-canary" not in gw.logs()
 
 
 def test_without_dynamic_secrets_a_reference_is_a_400(make_gateway):

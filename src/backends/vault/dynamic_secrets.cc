@@ -35,12 +35,51 @@ Result<std::chrono::seconds> LeaseSeconds(const json& answer, const std::string&
   return std::chrono::seconds(d.get<int64_t>());
 }
 
+bool Under(std::string_view path, const std::string& mount) {
+  return path == mount || (path.starts_with(mount) && path.size() > mount.size() && path[mount.size()] == '/');
+}
+
+Error Refused(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
+
 class VaultDynamicSecrets final : public DynamicSecretSource {
  public:
-  explicit VaultDynamicSecrets(VaultClient& client) : client_(client) {}
+  VaultDynamicSecrets(VaultClient& client, VaultDynamicOptions options)
+      : client_(client), options_(std::move(options)) {}
+
+  Status CheckPath(std::string_view path) const override {
+    bool allowed = false;
+    for (const auto& prefix : options_.allowed) allowed = allowed || path.starts_with(prefix);
+    if (!allowed) {
+      return Refused(options_.allowed.empty()
+                         ? "references a Vault secret outside VAULT_DYNAMIC_PATHS (unset: dynamic secrets are off)"
+                         : "references a Vault secret outside VAULT_DYNAMIC_PATHS");
+    }
+    for (size_t start = 0; start <= path.size();) {
+      size_t end = path.find('/', start);
+      if (end == std::string_view::npos) end = path.size();
+      std::string_view seg = path.substr(start, end - start);
+      for (const char* reserved : {"sys", "auth", "identity", "cubbyhole"}) {
+        if (seg == reserved) {
+          return Refused("references a Vault secret with a '" + std::string(seg) +
+                         "' segment (the token's own secrets and settings), whatever VAULT_DYNAMIC_PATHS allows");
+        }
+      }
+      start = end + 1;
+    }
+    if (Under(path, options_.kv_mount)) {
+      return Refused("references a Vault secret under the gateway's own KV mount " + options_.kv_mount +
+                     "/ (VAULT_MOUNT_PATH: every provider's credentials), whatever VAULT_DYNAMIC_PATHS allows");
+    }
+    if (Under(path, options_.transit_mount)) {
+      return Refused("references a Vault secret under the gateway's own Transit mount " + options_.transit_mount +
+                     "/ (VAULT_TRANSIT_MOUNT), whatever VAULT_DYNAMIC_PATHS allows");
+    }
+    return OkStatus();
+  }
 
   Result<DynamicSecret> Read(const std::string& path) override {
     const std::string op = "dynamic.read " + path;
+    DYAD_RETURN_IF_ERROR(Enforce(op, path));
     DYAD_ASSIGN_OR_RETURN(json answer, client_.Call(Call("dynamic.read", "GET", path, nullptr)));
     DynamicSecret out;
     if (!answer.contains("data") || !answer["data"].is_object()) return Malformed(op, "'data' is not an object");
@@ -69,6 +108,7 @@ class VaultDynamicSecrets final : public DynamicSecretSource {
   }
 
   Result<std::chrono::seconds> Renew(const std::string& lease_id, std::chrono::seconds increment) override {
+    DYAD_RETURN_IF_ERROR(Enforce("lease.renew", lease_id));
     const json body = {{"lease_id", lease_id}, {"increment", increment.count()}};
     DYAD_ASSIGN_OR_RETURN(json answer, client_.Call(Call("lease.renew", "PUT", "sys/leases/renew", &body)));
     if (!answer.contains("lease_duration")) return Malformed("lease.renew", "'lease_duration' is missing");
@@ -83,13 +123,21 @@ class VaultDynamicSecrets final : public DynamicSecretSource {
   }
 
  private:
+  // CheckPath at use: a path (or a lease's) the settings no longer allow.
+  Status Enforce(const std::string& op, std::string_view path) const {
+    Status ok = CheckPath(path);
+    if (ok.ok()) return ok;
+    return MakeError(ErrorCode::kFailedPrecondition, op + ": " + ok.error().message);
+  }
+
   VaultClient& client_;
+  const VaultDynamicOptions options_;
 };
 
 }  // namespace
 
-std::unique_ptr<DynamicSecretSource> NewVaultDynamicSecrets(VaultClient& client) {
-  return std::make_unique<VaultDynamicSecrets>(client);
+std::unique_ptr<DynamicSecretSource> NewVaultDynamicSecrets(VaultClient& client, VaultDynamicOptions options) {
+  return std::make_unique<VaultDynamicSecrets>(client, std::move(options));
 }
 
 }  // namespace dyad

@@ -52,6 +52,7 @@ class VaultBackendFactory final : public BackendFactory {
     curl.client_key = vault.client_key;
     curl.tls_server_name = vault.tls_server_name;
     curl.follow_redirects = true;  // a standby's 307 to the active node
+  curl.redirect_hosts = vault.redirect_hosts;  // besides VAULT_ADDR's host
     curl.request_timeout = std::chrono::milliseconds(vault.timeout_ms);
     RetryPolicy retry;
     retry.max_attempts = vault.max_attempts;
@@ -87,8 +88,13 @@ class VaultBackendFactory final : public BackendFactory {
     b.traits.longest_write = std::chrono::seconds(vault.max_attempts * (vault.timeout_ms / 1000 + 5));
     b.store = NewVaultKvStore(std::move(ko), client);
     // Credential fields may refer to Vault secrets (database/creds/<role>, …)
-    // through the same client, token and namespace.
-    b.dynamic = NewVaultDynamicSecrets(client);
+    // through the same client, token and namespace: only under
+    // VAULT_DYNAMIC_PATHS, never under the gateway's own mounts.
+    VaultDynamicOptions dyn;
+    dyn.allowed = vault.dynamic_paths;
+    dyn.kv_mount = vault.kv_mount;
+    dyn.transit_mount = vault.transit_mount;
+    b.dynamic = NewVaultDynamicSecrets(client, std::move(dyn));
     return b;
   }
 

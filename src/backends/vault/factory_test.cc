@@ -75,7 +75,9 @@ TEST(VaultFactory, OpensWhileVaultIsDownAndSizesItsTraits) {
                                {"VAULT_TOKEN", "hvs.open-canary"},
                                {"VAULT_CONCURRENCY", "5"},
                                {"VAULT_MAX_RETRIES", "3"},
-                               {"VAULT_CLIENT_TIMEOUT", "20"}});
+                               {"VAULT_CLIENT_TIMEOUT", "20"},
+                               {"VAULT_DYNAMIC_PATHS", "database/creds/"},
+                               {"VAULT_MOUNT_PATH", "kv"}});
   auto db = SqliteDb::Open(dir.File("t.db"));
   ASSERT_TRUE(db.ok()) << db.error().message;
   FakeClock clock;
@@ -83,7 +85,15 @@ TEST(VaultFactory, OpensWhileVaultIsDownAndSizesItsTraits) {
   ASSERT_TRUE(backend.ok()) << backend.error().message;
   ASSERT_NE(backend->store, nullptr);
   ASSERT_NE(backend->keys, nullptr);
-  EXPECT_NE(backend->dynamic, nullptr);  // credential fields may refer to Vault secrets
+  ASSERT_NE(backend->dynamic, nullptr);  // credential fields may refer to Vault secrets
+  // … under VAULT_DYNAMIC_PATHS only, never under the KV mount it was given.
+  EXPECT_TRUE(backend->dynamic->CheckPath("database/creds/readonly").ok());
+  EXPECT_EQ(backend->dynamic->CheckPath("aws/creds/r").code(), ErrorCode::kInvalidArgument);
+  config.env["VAULT_DYNAMIC_PATHS"] = "database/creds/,kv/";
+  auto wide = registry.Open(BackendContext{config, *db, clock, DefaultRandom()});
+  ASSERT_TRUE(wide.ok()) << wide.error().message;
+  EXPECT_NE(wide->dynamic->CheckPath("kv/data/dyad-gateway/providers/x").error().message.find("own KV mount kv/"),
+            std::string::npos);
   EXPECT_TRUE(backend->store->HasConditionalWrites());
   EXPECT_EQ(backend->traits.rotation_parallelism, 5u);
   EXPECT_EQ(backend->traits.longest_write, std::chrono::seconds(4 * (20 + 5)));

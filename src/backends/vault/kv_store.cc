@@ -135,6 +135,9 @@ Result<uint64_t> ParseVersion(const std::string& version) {
 }
 
 // "version N is deleted|destroyed" in a 404's message (vault_client.cc).
+// Text, not structure: VaultClient::Call returns no body with an error.
+// Whatever answers at VAULT_ADDR could steer N, as it could any answer;
+// a wrong N only makes the next cas write conflict or be read back.
 std::optional<uint64_t> DeletedVersion(const Error& e) {
   const std::string& m = e.message;
   size_t at = m.rfind(": version ");
@@ -188,8 +191,10 @@ class KvStore final : public SecretStore {
       auto written = Write(name, data, cas);
       if (written.ok()) return Annotated(name, data, *written);
       if (written.code() != ErrorCode::kConflict) return written.error();
-      // Taken: by a live version, or by a deleted one we may write over.
+      // Taken: by our own write (its answer lost, the retry conflicted), by
+      // a live version, or by a deleted one we may write over.
       DYAD_ASSIGN_OR_RETURN(Latest latest, Read(name));
+      if (IsOurs(latest, data, cas)) return Annotated(name, data, latest.version);
       if (latest.state == Latest::kLive) {
         Cleanse(latest.secret.value);
         return MakeError(ErrorCode::kAlreadyExists,
@@ -209,6 +214,7 @@ class KvStore final : public SecretStore {
     if (written.ok()) return Annotated(name, data, *written);
     if (written.code() != ErrorCode::kConflict) return written.error();
     DYAD_ASSIGN_OR_RETURN(Latest latest, Read(name));
+    if (IsOurs(latest, data, cas)) return Annotated(name, data, latest.version);
     Cleanse(latest.secret.value);
     if (latest.state != Latest::kLive) return MakeError(ErrorCode::kNotFound, "secret '" + name + "' does not exist");
     return MakeError(ErrorCode::kConflict, "secret '" + name + "' is at version " + latest.secret.version +
@@ -414,26 +420,34 @@ class KvStore final : public SecretStore {
     return last;
   }
 
-  // The tombstone written with cas=`version`, then soft-deleted with the
-  // version it buries (delete/ where permitted; else DELETE of the latest,
-  // the tombstone itself unless a writer came in between). Returns the
-  // tombstone's version; a failed soft delete leaves a tombstone, which
-  // reads as deleted all the same.
+  // The tombstone written with cas=`version`, then the version it buries
+  // and the tombstone soft-deleted by number where delete/ is permitted.
+  // Never KV's unversioned DELETE of the latest version: another writer may
+  // have written over the tombstone meanwhile, and it would gain nothing
+  // (the tombstone holds nothing and reads as deleted as it is). Returns
+  // the tombstone's version; a conflict whose read-back shows a deleted
+  // version at version+1 is our tombstone, written though its answer was
+  // lost (or an identical one: the version is buried either way).
   Result<uint64_t> Bury(const std::string& name, uint64_t version) {
     json tomb = {{kTombstoneKey, true}};
-    DYAD_ASSIGN_OR_RETURN(uint64_t t, Write(name, tomb, version));
+    auto written = Write(name, tomb, version);
+    if (!written.ok() && written.code() == ErrorCode::kConflict) {
+      DYAD_ASSIGN_OR_RETURN(Latest latest, Read(name));
+      Cleanse(latest.secret.value);
+      if (latest.state != Latest::kDeleted || latest.version != version + 1) return written.error();
+      written = latest.version;
+    }
+    if (!written.ok()) return written.error();
+    const uint64_t t = *written;
     if (delete_versions_.load(std::memory_order_relaxed)) {
       json body = {{"versions", json::array({version, t})}};
       auto r = client_.Call({"kv.delete-versions", "POST", Path("delete", name), &body, "", "update"});
-      if (r.ok()) return t;
-      if (r.code() == ErrorCode::kPermissionDenied) {
+      if (!r.ok() && r.code() == ErrorCode::kPermissionDenied) {
         Refused(delete_versions_, r.error(), "soft-deleting the version a delete removes (it stays readable by "
                                              "number in KV's history)");
+      } else if (!r.ok()) {
+        spdlog::debug("kv.delete-versions of '{}' failed (the tombstone stands): {}", name, r.error().message);
       }
-    }
-    auto r = client_.Call({"kv.delete", "DELETE", Path("data", name), nullptr, "", "delete"});
-    if (!r.ok() && r.code() != ErrorCode::kNotFound) {
-      spdlog::warn("Vault KV: the tombstone of '{}' is written but not soft-deleted: {}", name, r.error().message);
     }
     return t;
   }
@@ -444,8 +458,10 @@ class KvStore final : public SecretStore {
     DYAD_ASSIGN_OR_RETURN(json data, DataOf(name, value));
     Wiped wipe(data);
     Error last = MakeError(ErrorCode::kConflict, "secret '" + name + "' kept changing while it was written");
+    std::optional<uint64_t> tried;  // the cas of the write that conflicted
     for (int attempt = 0; attempt < kAttempts; ++attempt) {
       DYAD_ASSIGN_OR_RETURN(Latest latest, Read(name));
+      if (tried && IsOurs(latest, data, *tried)) return Annotated(name, data, latest.version);
       Cleanse(latest.secret.value);
       if (latest.state != Latest::kLive && !create) {
         return MakeError(ErrorCode::kNotFound, "secret '" + name + "' does not exist");
@@ -454,8 +470,24 @@ class KvStore final : public SecretStore {
       if (written.ok()) return Annotated(name, data, *written);
       if (written.code() != ErrorCode::kConflict) return written.error();
       last = written.error();
+      tried = latest.version;
     }
     return last;
+  }
+
+  // Whether the latest version read after a cas conflict is our own write
+  // of `data` over `cas`: JsonClient retries a POST that failed as
+  // kUnavailable (reset, timeout, 502-504), also after Vault applied it,
+  // and the retry then conflicts with our own version. The documents are
+  // compared as the store writes them; an envelope's nonce makes each
+  // sealed value unique. Wipes the value read when it says yes.
+  static bool IsOurs(Latest& latest, const json& data, uint64_t cas) {
+    if (latest.state != Latest::kLive || latest.version != cas + 1) return false;
+    std::string ours = ValueOf(data);
+    const bool same = ours == latest.secret.value;
+    Cleanse(ours);
+    if (same) Cleanse(latest.secret.value);
+    return same;
   }
 
   // The version written, after custom metadata where permitted: a
@@ -491,7 +523,15 @@ class KvStore final : public SecretStore {
   Result<std::optional<Listed>> Dated(const std::string& name) {
     if (metadata_read_.load(std::memory_order_relaxed)) {
       auto r = client_.Call({"kv.metadata-read", "GET", Path("metadata", name), nullptr, "", "read"});
-      if (r.ok()) return FromMetadata(name, *r);
+      if (r.ok()) {
+        auto listed = FromMetadata(name, *r);
+        // Without delete/ a tombstone is a live version to metadata/.
+        if (!listed || delete_versions_.load(std::memory_order_relaxed)) return listed;
+        DYAD_ASSIGN_OR_RETURN(Latest latest, Read(name));
+        Cleanse(latest.secret.value);
+        if (latest.state != Latest::kLive) return std::optional<Listed>();
+        return listed;
+      }
       if (r.code() == ErrorCode::kNotFound) return std::optional<Listed>();
       if (r.code() != ErrorCode::kPermissionDenied) return r.error();
       Refused(metadata_read_, r.error(), "dating listed secrets without reading their data");

@@ -24,13 +24,22 @@
 // match" is kConflict, or kNotFound when the name then reads as deleted or
 // absent). Overwrite (a live version) and Put (anything) read the current
 // version and write with its cas, reading again on a conflict a couple of
-// times. Get reads the latest version; a tombstone, a soft-deleted or a
-// destroyed one is kNotFound. Answers without data.data as an object or
+// times. A write whose cas conflicts is read back: when the latest
+// version is exactly our document at cas+1 (the first version after the
+// deleted one, for a create), it is our own write whose answer was lost
+// and that the client retried, and the write succeeds with that version;
+// a tombstone likewise (a deleted version at cas+1). The same plain value
+// written twice over one version reads as such a retry (idempotent); a
+// sealed value never repeats (the envelope's nonce). Get reads the latest
+// version; a tombstone, a soft-deleted or a destroyed one is kNotFound. Answers without data.data as an object or
 // without an integer data.metadata.version are kUnavailable, never echoed.
 //
 // Deletes bury: a tombstone {"dyad_gateway_deleted":true} is written with
-// cas=<the version read>, then soft-deleted with that version (delete/
-// where permitted, else KV's DELETE of the latest version). KV's cas
+// cas=<the version read>, then it and that version are soft-deleted by
+// number where delete/ is permitted; without delete/ the tombstone stands
+// (it reads as deleted, and List leaves it out). Never KV's unversioned
+// DELETE of the latest version: it could soft-delete a version another
+// writer wrote over the tombstone just before. KV's cas
 // compares with the latest version number, deleted or not: after a plain
 // soft delete a token read before it would write the secret back (a
 // re-encryption racing a provider's delete); after a tombstone that token

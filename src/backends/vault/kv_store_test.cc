@@ -172,6 +172,48 @@ struct Kv {
 
 const std::string kA = "dyad-gateway/providers/a";
 
+// Applies every call to the fake, then loses the answer of the next POST to
+// data/ while `lose` is set (a reset after Vault applied the write): the
+// client's retry then meets our own version.
+class LoseAnswer final : public HttpTransport {
+ public:
+  explicit LoseAnswer(FakeKv& to) : to_(to) {}
+  Result<HttpReply> Send(const HttpCall& call) override {
+    auto r = to_.Send(call);
+    if (lose && call.method == "POST" && call.url.find("/secret/data/") != std::string::npos) {
+      lose = false;
+      return HttpReply{503, {}, R"({"errors":["upstream timed out"]})"};
+    }
+    return r;
+  }
+  bool lose = false;
+
+ private:
+  FakeKv& to_;
+};
+
+struct RetryingKv {
+  RetryingKv() {
+    VaultClientOptions o;
+    o.address = "http://vault.test:8200";
+    o.retry.max_attempts = 3;
+    auto t = std::make_unique<LoseAnswer>(fake);
+    lost = t.get();
+    client = std::move(VaultClient::Create(o, nullptr, std::move(t), clock, random)).value();
+    store = NewVaultKvStore(KvStoreOptions{}, *client);
+  }
+  int Posts() const {
+    return static_cast<int>(std::count_if(fake.calls.begin(), fake.calls.end(),
+                                           [](const std::string& c) { return c.starts_with("POST secret/data/"); }));
+  }
+  FakeClock clock;
+  testing::ConstantRandom random{7};
+  FakeKv fake;
+  LoseAnswer* lost;
+  std::unique_ptr<VaultClient> client;
+  std::unique_ptr<SecretStore> store;
+};
+
 TEST(VaultKvStore, NamesAreThePrefixsProvidersAndProbes) {
   Kv kv;
   EXPECT_EQ(kv.store->Name(), "vault");
@@ -440,8 +482,8 @@ TEST(VaultKvStore, DeleteNowDestroysAProvidersDataAndRemovesAProbeWhole) {
   EXPECT_TRUE(kv.store->DeleteNow(kv.Name("never")).ok());
 }
 
-// Under the seed's policy (data/ only): delete is the tombstone and KV's
-// soft delete of the latest version, the refusals asked once, and never a
+// Under the seed's policy (data/ only): delete is the tombstone alone (no
+// DELETE of the latest version), the refusals asked once, and never a
 // failed write for custom metadata.
 TEST(VaultKvStore, UnderTheSeedsPolicyOptionalPathsAreAskedOnceAndNeverFailAWrite) {
   Kv kv;
@@ -468,8 +510,10 @@ TEST(VaultKvStore, UnderTheSeedsPolicyOptionalPathsAreAskedOnceAndNeverFailAWrit
   EXPECT_EQ(metadata_deletes, 1);
   EXPECT_EQ(version_deletes, 1);
   EXPECT_EQ(kv.store->Get(kA).code(), ErrorCode::kNotFound);
-  EXPECT_TRUE(kv.fake->secrets[kA].versions[3].deleted);  // the tombstone, by DELETE data/
+  EXPECT_FALSE(kv.fake->secrets[kA].versions[3].deleted);  // the tombstone stands, read as deleted
+  EXPECT_EQ(kv.fake->secrets[kA].versions[3].data, json({{"dyad_gateway_deleted", true}}));
   EXPECT_FALSE(kv.fake->secrets[kA].versions[2].deleted);  // in KV's history
+  for (const auto& c : kv.fake->calls) EXPECT_FALSE(c.starts_with("DELETE secret/data/")) << c;
   EXPECT_EQ(kv.store->Get(probe).code(), ErrorCode::kNotFound);
   EXPECT_EQ(kv.store->Replace(kA, "back", "2").code(), ErrorCode::kNotFound);
   EXPECT_EQ(*kv.store->Create(kA, "again"), "4");
@@ -654,6 +698,110 @@ TEST(VaultKvStore, ANotFoundReadNamesTheDeletedOrDestroyedVersionOnly) {
     EXPECT_EQ(note(body).error.message, "kv.read: HTTP 404") << body;
   }
   EXPECT_EQ(note(R"({"errors":["no handler for route"]})").error.message, "kv.read: HTTP 404: no handler for route");
+}
+
+// A write Vault applied whose answer was lost: the client's retry conflicts
+// with our own version, which the store recognises by reading it back.
+TEST(VaultKvStore, AWriteAppliedThoughItsAnswerWasLostIsASuccessWithItsVersion) {
+  RetryingKv kv;
+  kv.lost->lose = true;
+  auto made = kv.store->Create(kA, R"({"api_key":"sk-1"})");
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  EXPECT_EQ(*made, "1");
+  EXPECT_EQ(kv.Posts(), 2);
+  kv.lost->lose = true;
+  auto replaced = kv.store->Replace(kA, R"({"api_key":"sk-2"})", "1");
+  ASSERT_TRUE(replaced.ok()) << replaced.error().message;
+  EXPECT_EQ(*replaced, "2");
+  kv.lost->lose = true;
+  auto over = kv.store->Overwrite(kA, "sk-3");
+  ASSERT_TRUE(over.ok()) << over.error().message;
+  EXPECT_EQ(*over, "3");
+  kv.lost->lose = true;
+  ASSERT_TRUE(kv.store->Put(kA, "sk-4").ok());
+  EXPECT_EQ(kv.fake.secrets[kA].current, 4u);  // each written once
+  EXPECT_EQ(kv.store->Get(kA)->value, "sk-4");
+  // Over a deleted version: the first version after it.
+  ASSERT_TRUE(kv.store->Delete(kA).ok());
+  kv.lost->lose = true;
+  auto again = kv.store->Create(kA, "sk-5");
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(*again, "6");
+  EXPECT_EQ(kv.fake.secrets[kA].current, 6u);
+}
+
+// Only exactly our value at exactly cas+1 is ours. (The same plain value
+// written twice over the same version cannot be told from a retry: it is
+// the idempotent success; sealed values never repeat, their nonce differs.)
+TEST(VaultKvStore, AConflictWithAnotherWritersVersionIsNotTakenForOurs) {
+  RetryingKv kv;
+  ASSERT_TRUE(kv.store->Create(kA, "same").ok());
+  EXPECT_EQ(kv.store->Create(kA, "not same").code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(kv.store->Create(kA, "same").value(), "1");  // as a retry of the first
+  ASSERT_TRUE(kv.store->Replace(kA, "other", "1").ok());
+  ASSERT_TRUE(kv.store->Replace(kA, "same", "2").ok());
+  EXPECT_EQ(kv.store->Create(kA, "same").code(), ErrorCode::kAlreadyExists);  // at 3, not 1
+  EXPECT_EQ(kv.store->Replace(kA, "same", "1").code(), ErrorCode::kConflict);  // at 3, not 2
+  EXPECT_EQ(kv.store->Replace(kA, "not same", "2").code(), ErrorCode::kConflict);
+  EXPECT_EQ(kv.store->Replace(kA, "same", "2").value(), "3");  // as a retry
+  EXPECT_EQ(kv.fake.secrets[kA].current, 3u);
+  // Equal documents up to key order are the same document.
+  const std::string b = kv.store->SecretName("b");
+  ASSERT_TRUE(kv.store->Create(b, R"({"x":1,"y":2})").ok());
+  ASSERT_TRUE(kv.store->Replace(b, R"({"y":3,"x":1})", "1").ok());
+  EXPECT_EQ(kv.store->Replace(b, R"({"x":1,"y":3})", "1").value(), "2");
+  EXPECT_EQ(kv.store->Replace(b, R"({"x":1,"y":4})", "1").code(), ErrorCode::kConflict);
+  EXPECT_EQ(kv.fake.secrets[b].current, 2u);
+}
+
+// DeleteNow whose tombstone's answer was lost still destroys the version
+// it removed, and soft-deletes it with the tombstone.
+TEST(VaultKvStore, DeleteNowWhoseTombstoneAnswerWasLostStillDestroysTheVersionItHeld) {
+  RetryingKv kv;
+  ASSERT_TRUE(kv.store->Create(kA, "one").ok());
+  kv.lost->lose = true;
+  ASSERT_TRUE(kv.store->DeleteNow(kA).ok());
+  const auto& s = kv.fake.secrets[kA];
+  EXPECT_EQ(s.current, 2u);
+  EXPECT_TRUE(s.versions.at(1).destroyed);
+  EXPECT_TRUE(s.versions.at(1).data.is_null());
+  EXPECT_TRUE(s.versions.at(2).deleted);
+  EXPECT_EQ(kv.store->Get(kA).code(), ErrorCode::kNotFound);
+}
+
+// Without delete/, no unversioned DELETE data/: it would soft-delete
+// whatever is latest, a version another instance wrote over the tombstone.
+TEST(VaultKvStore, WithoutDeleteVersionsTheTombstoneStandsAndANewerVersionIsKept) {
+  Kv kv;
+  ASSERT_TRUE(kv.store->Create(kA, R"({"api_key":"old"})").ok());
+  kv.fake->denied = {"secret/delete/"};
+  FakeKv* f = kv.fake;
+  bool once = true;
+  kv.fake->hook = [&once, f](const HttpCall& call) -> std::optional<HttpReply> {
+    if (once && call.method == "POST" && call.url.find("/secret/delete/") != std::string::npos) {
+      once = false;  // another instance creates over our tombstone just now
+      auto& s = f->secrets[kA];
+      s.current++;
+      s.versions[s.current] = FakeKv::Version{json{{"api_key", "new-by-B"}}};
+    }
+    return std::nullopt;
+  };
+  ASSERT_TRUE(kv.store->Delete(kA).ok());
+  ASSERT_TRUE(kv.store->Delete(kv.Name("b")).ok());
+  kv.fake->hook = nullptr;
+  auto got = kv.store->Get(kA);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->value, R"({"api_key":"new-by-B"})");
+  for (const auto& c : kv.fake->calls) EXPECT_FALSE(c.starts_with("DELETE secret/data/")) << c;
+  // A standing tombstone is left out of List though metadata/ calls it live.
+  const std::string c = kv.Name("c");
+  ASSERT_TRUE(kv.store->Create(c, "x").ok());
+  ASSERT_TRUE(kv.store->Delete(c).ok());
+  EXPECT_FALSE(kv.fake->secrets[c].versions[2].deleted);
+  auto listed = kv.store->List();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->at(0).name, kA);
 }
 
 TEST(VaultKvStore, AWriteAnswerWithoutAVersionIsAnError) {

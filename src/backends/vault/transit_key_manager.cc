@@ -1,6 +1,5 @@
 #include "backends/vault/transit_key_manager.h"
 
-#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "backends/key_binding.h"
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/parallel.h"
@@ -19,8 +19,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kDekSize = 32;
-constexpr size_t kTagSize = 16;  // SHA-256(context)[0..16) after the DEK
 constexpr uint32_t kMaxVersion = 1u << 30;
 // Items per batch_input call: two JSON strings each, under OpenBao's limit
 // of 1000 strings in a request body.
@@ -56,41 +54,6 @@ Error TransitError(Error e) {
     e.code = ErrorCode::kFailedPrecondition;
   }
   return e;
-}
-
-// The context's tag: the first 16 bytes of its SHA-256.
-std::string ContextTag(std::string_view context) { return Sha256(context).substr(0, kTagSize); }
-
-// The plaintext Transit wraps: the DEK, then the context's tag (none for an
-// empty context).
-SecretBytes Bind(const SecretBytes& dek, std::string_view context) {
-  SecretBytes bound(dek.size() + (context.empty() ? 0 : kTagSize));
-  std::copy(dek.data(), dek.data() + dek.size(), bound.data());
-  if (!context.empty()) {
-    std::string tag = ContextTag(context);
-    std::copy(tag.begin(), tag.end(), bound.data() + dek.size());
-  }
-  return bound;
-}
-
-// The DEK out of a decrypted plaintext, its tag checked against `context`.
-Result<SecretBytes> Unbind(const SecretBytes& plain, std::string_view context) {
-  const size_t want = kDekSize + (context.empty() ? 0 : kTagSize);
-  if (plain.size() != want) {
-    if (plain.size() == kDekSize || plain.size() == kDekSize + kTagSize) {
-      return MakeError(ErrorCode::kDataLoss, "wrapped key bound to another secret");
-    }
-    return MakeError(ErrorCode::kDataLoss, "Transit decrypted a data key of " + std::to_string(plain.size()) +
-                                               " bytes, not " + std::to_string(want));
-  }
-  if (!context.empty()) {
-    std::string tag = ContextTag(context);
-    if (CRYPTO_memcmp(plain.data() + kDekSize, tag.data(), kTagSize) != 0) {
-      return MakeError(ErrorCode::kDataLoss, "wrapped key bound to another secret");
-    }
-  }
-  SecretBytes dek(plain.view().substr(0, kDekSize));
-  return dek;
 }
 
 bool ValidName(std::string_view s, bool slashes) {
@@ -138,14 +101,25 @@ class TransitKeyManager final : public KeyManager {
   Result<DataKey> GenerateDataKey(std::string_view context) override {
     DYAD_RETURN_IF_ERROR(EnsureKey());
     DataKey dk;
-    dk.plaintext = SecretBytes(kDekSize);
+    dk.plaintext = SecretBytes(kBoundDekSize);
     DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), dk.plaintext.size()));
     std::vector<json> input(1);
-    input[0]["plaintext"] = Base64Encode(Bind(dk.plaintext, context).view());
-    auto wrapped = std::move(Batch("transit.encrypt", "encrypt", input, "ciphertext", 1).front());
+    input[0]["plaintext"] = Base64Encode(BindKey(dk.plaintext, context).view());
+    // An encrypt answered under an older version than the registry's primary
+    // raced another instance's rotation (kConflict from Learn): asked once
+    // more, Vault's latest is the new primary.
+    Result<std::string> wrapped = std::string();
+    Result<uint32_t> version = 0u;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      wrapped = std::move(Batch("transit.encrypt", "encrypt", input, "ciphertext", 1).front());
+      if (!wrapped.ok()) break;
+      version = Learn(*wrapped);
+      if (version.ok() || version.code() != ErrorCode::kConflict) break;
+    }
     WipeStrings(input[0]);
     if (!wrapped.ok()) return wrapped.error();
-    DYAD_ASSIGN_OR_RETURN(dk.version, Learn(*wrapped));
+    if (!version.ok()) return version.error();
+    dk.version = *version;
     dk.wrapped = std::move(wrapped).value();
     return dk;
   }
@@ -157,7 +131,7 @@ class TransitKeyManager final : public KeyManager {
     input[0]["ciphertext"] = std::string(wrapped);
     auto plain = std::move(DecryptBatch(input, 1).front());
     if (!plain.ok()) return plain.error();
-    return Unbind(*plain, context);
+    return UnbindKey(*plain, context, "Transit");
   }
 
   // One batch decrypt for them all.
@@ -182,7 +156,8 @@ class TransitKeyManager final : public KeyManager {
     if (sent.empty()) return out;
     auto plains = DecryptBatch(input, parallelism);
     for (size_t k = 0; k < sent.size(); ++k) {
-      out[sent[k]] = plains[k].ok() ? Unbind(*plains[k], items[sent[k]].context) : Result<SecretBytes>(plains[k].error());
+      out[sent[k]] = plains[k].ok() ? UnbindKey(*plains[k], items[sent[k]].context, "Transit")
+                                    : Result<SecretBytes>(plains[k].error());
       plains[k] = SecretBytes();
     }
     return out;
@@ -258,11 +233,27 @@ class TransitKeyManager final : public KeyManager {
     return SetState(version, "retiring");
   }
 
-  // Vault's min_decryption_version is raised (with retire_in_vault) to the
-  // oldest version the registry does not have retired, never past a version
-  // still active or retiring: retiring 2 while 1 is kept raises nothing, and
-  // retiring 1 later raises it past both.
+  // Retired in the gateway only (the registry): Vault still decrypts it, so
+  // another instance with its own registry keeps reading its blobs.
+  // With retire_in_vault, said once: a rotation calls this (not
+  // RetireEverywhere) when it could not list the store.
   Status Retire(uint32_t version) override {
+    DYAD_RETURN_IF_ERROR(SetState(version, "retired"));
+    if (options_.retire_in_vault && !retire_local_warned_.exchange(true)) {
+      spdlog::warn("Transit key {}: version {} retired in the gateway only, Vault still decrypts it "
+                   "(VAULT_TRANSIT_RETIRE): the rotation could not list the secret store, so another instance's "
+                   "credentials may still use it; VAULT_TRANSIT_RETIRE needs 'list' on "
+                   "<kv mount>/metadata/<prefix>/providers",
+                   key_id_, version);
+    }
+    return OkStatus();
+  }
+
+  // Retire(), then Vault's min_decryption_version is raised (with
+  // retire_in_vault) to the oldest version the registry does not have
+  // retired, never past a version still active or retiring: retiring 2 while
+  // 1 is kept raises nothing, and retiring 1 later raises it past both.
+  Status RetireEverywhere(uint32_t version) override {
     DYAD_RETURN_IF_ERROR(SetState(version, "retired"));
     if (!options_.retire_in_vault) return OkStatus();
     uint32_t oldest_live;
@@ -437,9 +428,25 @@ class TransitKeyManager final : public KeyManager {
     DYAD_ASSIGN_OR_RETURN(uint32_t v, CiphertextVersion(ciphertext));
     DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
     if (v < primary) {
-      return MakeError(ErrorCode::kFailedPrecondition,
-                       "Transit key " + key_id_ + " wrapped under version " + std::to_string(v) + ", below the primary " +
-                           std::to_string(primary) + " the registry records (min_encryption_version, or a re-created key?)");
+      // Still usable (not retired, Vault decrypts it, Vault's key is not
+      // behind the registry): the call raced another instance's rotation,
+      // kConflict, and the caller may ask again.
+      auto below = [&](const std::string& why) {
+        return MakeError(ErrorCode::kFailedPrecondition, "Transit key " + key_id_ + " wrapped under version " +
+                                                             std::to_string(v) + ", below the primary " +
+                                                             std::to_string(primary) + " the registry records" + why);
+      };
+      {
+        MutexLock lock(&mu_);
+        auto it = versions_.find(v);
+        if (it != versions_.end() && it->second == "retired") return below(", and retired");
+      }
+      DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
+      if (v < key.min_decryption || key.latest < primary) {
+        return below(" (min_encryption_version, or a re-created key?)");
+      }
+      return MakeError(ErrorCode::kConflict, "Transit key " + key_id_ + " wrapped under version " + std::to_string(v) +
+                                                 " while another instance rotated it to " + std::to_string(primary));
     }
     if (v > primary) {
       DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
@@ -473,14 +480,14 @@ class TransitKeyManager final : public KeyManager {
         out[which[k]] = plains[k].error();
         continue;
       }
-      auto dek = Unbind(*plains[k], item.from_context);
+      auto dek = UnbindKey(*plains[k], item.from_context, "Transit");
       plains[k] = SecretBytes();
       if (!dek.ok()) {
         out[which[k]] = dek.error();
         continue;
       }
       json one;
-      one["plaintext"] = Base64Encode(Bind(*dek, item.to_context).view());
+      one["plaintext"] = Base64Encode(BindKey(*dek, item.to_context).view());
       plain_in.push_back(std::move(one));
       sealed.push_back(k);
     }
@@ -629,9 +636,25 @@ class TransitKeyManager final : public KeyManager {
           return OkStatus();
         }
       }
-      if (attempt == 0) DYAD_RETURN_IF_ERROR(Reload());
+      if (attempt == 0) {
+        DYAD_RETURN_IF_ERROR(Reload());
+        // Above the known primary: another instance with its own registry
+        // may have rotated; Vault is asked (at most once a second).
+        if (version > Primary() && VaultCheckDue()) {
+          DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
+          DYAD_RETURN_IF_ERROR(Sync(key));
+        }
+      }
     }
     return MakeError(ErrorCode::kNotFound, NoVersion(version));
+  }
+
+  bool VaultCheckDue() DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    auto now = clock_.Now();
+    if (last_vault_check_ && now - *last_vault_check_ < std::chrono::seconds(1)) return false;
+    last_vault_check_ = now;
+    return true;
   }
 
   std::string NoVersion(uint32_t version) const {
@@ -691,11 +714,12 @@ class TransitKeyManager final : public KeyManager {
   std::shared_ptr<KeyVersionRepository> repo_;
   const Clock& clock_;
   Random& random_;
-  std::atomic<bool> rewrap_denied_{false}, sync_warned_{false};
+  std::atomic<bool> rewrap_denied_{false}, sync_warned_{false}, retire_local_warned_{false};
   Mutex mu_;
   bool ensured_ DYAD_GUARDED_BY(mu_) = false;
   std::optional<Clock::Instant> last_sync_ DYAD_GUARDED_BY(mu_);
   std::optional<Clock::Instant> last_reload_ DYAD_GUARDED_BY(mu_);
+  std::optional<Clock::Instant> last_vault_check_ DYAD_GUARDED_BY(mu_);  // for an unknown version
   std::map<uint32_t, std::string> versions_ DYAD_GUARDED_BY(mu_);  // state by version
   std::map<uint32_t, std::string> created_ DYAD_GUARDED_BY(mu_);
   uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;

@@ -18,7 +18,13 @@
 // Rotate, Probe, and Describe (at most once a second); a rotation made in
 // Vault by someone else becomes new versions. Encrypt sends no key_version:
 // Vault encrypts under its latest, and an answer under a newer version than
-// the primary is learnt (recorded, then returned). The primary is never
+// the primary is learnt (recorded, then returned); an answer under an older
+// version still usable (not retired, not below min_decryption_version, the
+// key not re-created) raced another instance's rotation: GenerateDataKey
+// asks once more, ReEncrypt's items fail kConflict. Decrypt of a version
+// above the known primary (another instance with its own registry rotated)
+// reads the key from Vault, at most once a second, before kNotFound. The
+// primary is never
 // 'retiring' (BeginRetire refuses it), so encrypting under Vault's latest
 // never seals under a version being retired. A key whose latest version is
 // below the registry's (deleted and created again) is kFailedPrecondition.
@@ -29,10 +35,14 @@
 // asked again), by one batch decrypt + one batch encrypt, the DEKs passing
 // through this process and wiped after. DecryptMany is one batch decrypt.
 // Per-item errors stay per item.
-// Retire(v) stops the gateway using v and, only with VAULT_TRANSIT_RETIRE=
-// true, raises `min_decryption_version` to the oldest version the registry
-// has not retired (never past one still active or retiring; the key may be
-// shared). A missing key is created (`keys/<key>` POST, aes256-gcm96) on
+// Retire(v) stops the gateway using v; Vault still decrypts it (with
+// VAULT_TRANSIT_RETIRE=true a warning, once, says why not). RetireEverywhere
+// (v), which a rotation calls only when it listed the store itself (so no
+// other instance's blob can be on v: the token has 'list' on <kv mount>/
+// metadata/<prefix>/providers), also raises, only with VAULT_TRANSIT_RETIRE=
+// true, `min_decryption_version` to the oldest version the registry has not
+// retired (never past one still active or retiring; the key may be shared).
+// A missing key is created (`keys/<key>` POST, aes256-gcm96) on
 // first use, not at start, so the gateway starts while Vault is down.
 // Probe reads the key (a 403 names 'read' on <mount>/keys/<key>).
 // Thread-safe.

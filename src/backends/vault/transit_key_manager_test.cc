@@ -471,7 +471,7 @@ TEST_F(TransitTest, RetireStaysInTheGatewayUnlessAskedAndNeverPassesALiveVersion
   auto km = Open();
   EXPECT_EQ(km->Describe()->primary_version, 3u);
   EXPECT_EQ(km->Retire(3).code(), ErrorCode::kFailedPrecondition);
-  ASSERT_TRUE(km->Retire(1).ok());
+  ASSERT_TRUE(km->RetireEverywhere(1).ok());
   EXPECT_EQ(vault_.Count("POST transit/keys/dyad-gateway-k/config"), 0u);
   EXPECT_EQ(vault_.key("dyad-gateway-k").min_decryption, 1u);
 
@@ -481,7 +481,7 @@ TEST_F(TransitTest, RetireStaysInTheGatewayUnlessAskedAndNeverPassesALiveVersion
   // Version 1 is retired already; 2 is marked retiring then retired: Vault's minimum moves past both.
   ASSERT_TRUE(in_vault->BeginRetire(2).ok());
   EXPECT_EQ(in_vault->CurrentState(2).value(), "retiring");
-  ASSERT_TRUE(in_vault->Retire(2).ok());
+  ASSERT_TRUE(in_vault->RetireEverywhere(2).ok());
   EXPECT_EQ(vault_.key("dyad-gateway-k").min_decryption, 3u);
 
   // Retiring a version while an older one is still retiring raises nothing.
@@ -489,17 +489,152 @@ TEST_F(TransitTest, RetireStaysInTheGatewayUnlessAskedAndNeverPassesALiveVersion
   clock_.Advance(std::chrono::seconds(1));
   ASSERT_EQ(in_vault->Describe()->primary_version, 6u);
   ASSERT_TRUE(in_vault->BeginRetire(3).ok());
-  ASSERT_TRUE(in_vault->Retire(4).ok());
+  ASSERT_TRUE(in_vault->RetireEverywhere(4).ok());
   EXPECT_EQ(vault_.key("dyad-gateway-k").min_decryption, 3u);
-  ASSERT_TRUE(in_vault->Retire(3).ok());
+  ASSERT_TRUE(in_vault->RetireEverywhere(3).ok());
   EXPECT_EQ(vault_.key("dyad-gateway-k").min_decryption, 5u);
 
   // Vault refuses the config: the gateway has it retired, and says Vault does not.
   vault_.Deny("transit/keys/dyad-gateway-k/config");
-  auto refused = in_vault->Retire(5);
+  auto refused = in_vault->RetireEverywhere(5);
   EXPECT_EQ(refused.code(), ErrorCode::kPermissionDenied);
   EXPECT_NE(refused.error().message.find("Vault still decrypts it"), std::string::npos);
   EXPECT_EQ(in_vault->CurrentState(5).value(), "retired");
+}
+
+// Retire() is the gateway's alone even with VAULT_TRANSIT_RETIRE (a rotation
+// that could not list the store calls it): Vault still decrypts the version
+// for another instance, and a warning, once, says what the token lacks.
+TEST_F(TransitTest, RetireWithoutEverywhereNeverRaisesVaultsMinimum) {
+  vault_.key("dyad-gateway-k").latest = 4;
+  auto km = Open(/*retire_in_vault=*/true);
+  ASSERT_EQ(km->Describe()->primary_version, 4u);
+  std::string old = vault_.Wrap(Bound(std::string(32, 'k'), "n"), 1);
+  LogCapture log;
+  ASSERT_TRUE(km->Retire(1).ok());
+  ASSERT_TRUE(km->Retire(2).ok());
+  EXPECT_EQ(km->CurrentState(1).value(), "retired");
+  EXPECT_EQ(vault_.Count("POST transit/keys/dyad-gateway-k/config"), 0u);
+  EXPECT_EQ(vault_.key("dyad-gateway-k").min_decryption, 1u);
+  EXPECT_EQ(log.Count("retired in the gateway only"), 1u);
+  EXPECT_EQ(log.Count("needs 'list' on <kv mount>/metadata/<prefix>/providers"), 1u);
+  // Another instance, its own registry: still reads its blob under version 1.
+  testing::TempDir other_dir;
+  auto other_db = *SqliteDb::Open(other_dir.File("b.db"));
+  TransitOptions t;
+  t.key = "dyad-gateway-k";
+  auto b = std::move(NewTransitKeyManager(t, *client_, NewSqliteKeyVersionRepository(other_db), clock_, random_)).value();
+  auto got = b->Decrypt(1, old, "n");
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->view(), std::string(32, 'k'));
+  // RetireEverywhere then raises it past both.
+  ASSERT_TRUE(km->RetireEverywhere(3).ok());
+  EXPECT_EQ(vault_.key("dyad-gateway-k").min_decryption, 4u);
+}
+
+// Two instances, each with its own registry, one Vault: the reader learns a
+// version another instance's rotation made from Vault, at most once a second.
+TEST_F(TransitTest, SeparateRegistriesReaderAfterOtherRotates) {
+  testing::TempDir other_dir;
+  auto other_db = *SqliteDb::Open(other_dir.File("b.db"));
+  auto a = Open();
+  TransitOptions t;
+  t.key = "dyad-gateway-k";
+  auto b = std::move(NewTransitKeyManager(t, *client_, NewSqliteKeyVersionRepository(other_db), clock_, random_)).value();
+  auto dk1 = a->GenerateDataKey("n");
+  ASSERT_TRUE(dk1.ok());
+  ASSERT_TRUE(b->Decrypt(dk1->version, dk1->wrapped, "n").ok());  // b ensured its key
+  ASSERT_TRUE(a->Rotate().ok());
+  auto re = a->ReEncrypt(dk1->version, dk1->wrapped, "n", "n");
+  ASSERT_TRUE(re.ok()) << re.error().message;
+  EXPECT_EQ(re->version, 2u);
+  clock_.Advance(std::chrono::seconds(5));
+  vault_.Reset();
+  auto got = b->Decrypt(re->version, re->wrapped, "n");
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->view(), dk1->plaintext.view());
+  EXPECT_EQ(b->KnownState()->primary_version, 2u);
+  EXPECT_EQ(vault_.Count("GET transit/keys/dyad-gateway-k"), 1u);
+  // A version Vault does not have either: kNotFound, Vault asked at most once a second.
+  EXPECT_EQ(b->Decrypt(7, "vault:v7:AAAA", "n").code(), ErrorCode::kNotFound);
+  EXPECT_EQ(vault_.Count("GET transit/keys/dyad-gateway-k"), 1u);  // asked just now, for version 2
+  clock_.Advance(std::chrono::seconds(1));
+  vault_.Reset();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(b->Decrypt(7, "vault:v7:AAAA", "n").code(), ErrorCode::kNotFound);
+  EXPECT_EQ(vault_.Count("GET transit/keys/dyad-gateway-k"), 1u);
+  clock_.Advance(std::chrono::seconds(1));
+  EXPECT_EQ(b->Decrypt(7, "vault:v7:AAAA", "n").code(), ErrorCode::kNotFound);
+  EXPECT_EQ(vault_.Count("GET transit/keys/dyad-gateway-k"), 2u);
+  // A hostile key read does not make the version known.
+  clock_.Advance(std::chrono::seconds(1));
+  vault_.Hook([](const std::string& m, const std::string& path, const std::string&) -> std::optional<HttpReply> {
+    if (m == "GET" && path == "transit/keys/dyad-gateway-k") return HttpReply{200, {}, R"({"data":{"latest_version":"9"}})"};
+    return std::nullopt;
+  });
+  EXPECT_EQ(b->Decrypt(9, "vault:v9:AAAA", "n").code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(b->KnownState()->primary_version, 2u);
+}
+
+// Shared registry: B's encrypt was answered under version 1 while A's
+// rotation to 2 landed in the registry. Version 1 still decrypts: B asks
+// once more (Vault answers under 2 now); an answer still under 1, or under
+// a retired version, is refused.
+TEST_F(TransitTest, EncryptRacingRotationIsAskedAgain) {
+  auto a = Open();
+  auto b = Open();
+  ASSERT_TRUE(b->GenerateDataKey("n").ok());
+  ASSERT_TRUE(a->Rotate().ok());
+  clock_.Advance(std::chrono::seconds(5));
+  int stale = 1;  // encrypt answers to give under version 1, as if sent before the rotation
+  vault_.Hook([&stale](const std::string&, const std::string& path, const std::string&) -> std::optional<HttpReply> {
+    if (path.starts_with("transit/encrypt/") && stale > 0) {
+      --stale;
+      return HttpReply{200, {}, R"({"data":{"ciphertext":"vault:v1:AAAA","key_version":1}})"};
+    }
+    return std::nullopt;
+  });
+  vault_.Reset();
+  auto dk = b->GenerateDataKey("m");
+  ASSERT_TRUE(dk.ok()) << dk.error().message;
+  EXPECT_EQ(dk->version, 2u);
+  EXPECT_TRUE(dk->wrapped.starts_with("vault:v2:"));
+  EXPECT_EQ(vault_.Count("POST transit/encrypt/"), 2u);
+  EXPECT_EQ(b->Decrypt(2, dk->wrapped, "m")->view(), dk->plaintext.view());
+
+  // Still under 1 when asked again: refused, not asked a third time.
+  stale = 2;
+  vault_.Reset();
+  auto twice = b->GenerateDataKey("m");
+  EXPECT_EQ(twice.code(), ErrorCode::kConflict);
+  EXPECT_NE(twice.error().message.find("another instance rotated it to 2"), std::string::npos);
+  EXPECT_EQ(vault_.Count("POST transit/encrypt/"), 2u);
+
+  // Version 1 retired: refused at once.
+  ASSERT_TRUE(a->Retire(1).ok());
+  clock_.Advance(std::chrono::seconds(5));
+  stale = 1;
+  vault_.Reset();
+  auto retired = b->GenerateDataKey("m");
+  EXPECT_EQ(retired.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(retired.error().message.find("and retired"), std::string::npos) << retired.error().message;
+  EXPECT_EQ(vault_.Count("POST transit/encrypt/"), 1u);
+
+  // Below Vault's min_decryption_version: refused at once.
+  vault_.key("dyad-gateway-k").min_decryption = 2;
+  vault_.key("dyad-gateway-k").latest = 3;
+  ASSERT_TRUE(a->Rotate().ok());  // registry at 4
+  clock_.Advance(std::chrono::seconds(5));
+  stale = 0;
+  vault_.Hook([](const std::string&, const std::string& path, const std::string&) -> std::optional<HttpReply> {
+    if (path.starts_with("transit/encrypt/")) return HttpReply{200, {}, R"({"data":{"ciphertext":"vault:v3:AAAA"}})"};
+    return std::nullopt;
+  });
+  vault_.key("dyad-gateway-k").min_decryption = 4;
+  vault_.Reset();
+  auto below = b->GenerateDataKey("m");
+  EXPECT_EQ(below.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(below.error().message.find("re-created key"), std::string::npos) << below.error().message;
+  EXPECT_EQ(vault_.Count("POST transit/encrypt/"), 1u);
 }
 
 TEST_F(TransitTest, ReEncryptRewrapsAndFallsBackOnceRefused) {

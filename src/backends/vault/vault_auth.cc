@@ -95,10 +95,63 @@ Status VaultTokenAuth::Authorize(CloudRequest& request) {
 bool VaultTokenAuth::OnRejected(std::string_view op, const HttpReply& reply) {
   // VAULT_TOKEN is the only token there is: asking again cannot help.
   if (method_ == VaultAuthMethod::kToken && token_file_.empty()) return false;
+  if (Probe(op) != Liveness::kDead) return false;  // the policy's answer (or Vault is away): fail closed
   const bool retry = current_.Invalidate();
   if (retry) rejected_ = true;
   if (retry) spdlog::info("{}: Vault refused the token (HTTP {}); obtaining a new one", op, reply.status);
   return retry;
+}
+
+VaultTokenAuth::Liveness VaultTokenAuth::Probe(std::string_view op) {
+  SecretBytes token;
+  {
+    MutexLock lock(&mu_);
+    if (!held_) return Liveness::kDead;
+    token = held_->token;
+  }
+  VaultCall call;
+  call.op = "auth.token.lookup-self";
+  call.path = "auth/token/lookup-self";
+  call.headers.emplace_back("X-Vault-Token", std::string(token.view()));
+  auto answer = login_.Call(call);
+  Cleanse(call.headers.back().second);
+  if (answer.ok()) {
+    WipeMember((*answer)["data"], "id");
+    MutexLock lock(&mu_);
+    // It may look itself up: a later refused lookup means it is dead.
+    if (held_ && held_->token == token) held_->after_dead = false;
+    return Liveness::kAlive;
+  }
+  const ErrorCode code = answer.error().code;
+  if (code != ErrorCode::kPermissionDenied && code != ErrorCode::kInvalidArgument) return Liveness::kUnknown;
+  MutexLock lock(&mu_);
+  if (!held_ || held_->token != token) return Liveness::kAlive;  // replaced meanwhile: the new one is tried next
+  if (code == ErrorCode::kPermissionDenied && (held_->lookup_denied || held_->after_dead)) {
+    // This token may not look itself up (no default policy): its lookup
+    // cannot tell a dead token from a denied path; taken as alive.
+    held_->lookup_denied = true;
+    if (!probe_denied_logged_) {
+      probe_denied_logged_ = true;
+      spdlog::warn("{}: refused, and the Vault token may not look itself up to tell whether it is still valid ({}); "
+                   "taking the refusal as the policy's",
+                   op, answer.error().message);
+    }
+    return Liveness::kAlive;
+  }
+  return Liveness::kDead;
+}
+
+void VaultTokenAuth::Revoke(const SecretBytes& token) {
+  VaultCall call;
+  call.op = "auth.token.revoke-self";
+  call.method = "POST";
+  call.path = "auth/token/revoke-self";
+  const json body = json::object();
+  call.body = &body;
+  call.headers.emplace_back("X-Vault-Token", std::string(token.view()));
+  auto answer = login_.Call(call);  // best effort: a token already dead or expired is refused
+  Cleanse(call.headers.back().second);
+  if (!answer.ok()) spdlog::debug("Vault: revoking the replaced token: {}", answer.error().message);
 }
 
 bool VaultTokenAuth::LoginBased() const { return method_ != VaultAuthMethod::kToken; }
@@ -130,6 +183,10 @@ Result<Expiring<SecretBytes>> VaultTokenAuth::Fetch() {
   }
   auto fresh = Acquire();
   if (!fresh.ok()) return fresh.error();
+  fresh->after_dead = rejected && LoginBased();
+  // A login replaced a token that may still be valid (at its max TTL, a
+  // refused renewal, a refusal): it is revoked rather than left to expire.
+  if (LoginBased() && held_ && held_->token != fresh->token) Revoke(held_->token);
   // The token file still holds the token whose renewal was refused: not
   // asked again (each try would come sooner, at 2/3 of what is left).
   if (renewal_refused && fresh->token == held_->token) fresh->renewable = false;
@@ -167,6 +224,7 @@ Result<VaultTokenAuth::Held> VaultTokenAuth::Describe(SecretBytes token) {
   held.learned = clock_.WallNow();
   if (!answer.ok()) {
     if (answer.error().code != ErrorCode::kPermissionDenied) return answer.error();
+    held.lookup_denied = true;
     if (!lookup_denied_logged_) {
       lookup_denied_logged_ = true;
       spdlog::warn("Vault: the token may not look itself up ({}); using it as a token that never expires",

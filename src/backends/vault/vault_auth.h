@@ -25,10 +25,19 @@
 // token's own calls (lookup-self, renew-self, login) go through the login
 // client, in VAULT_AUTH_NAMESPACE or else VAULT_NAMESPACE.
 //
-// OnRejected (a data call's 403): with a login method or a token file, the
-// token is invalidated and the call retried once with a new one, unless the
-// token was obtained less than 30 s ago (then it is the policy that refuses:
-// false, fail closed with no further request); with VAULT_TOKEN, false.
+// OnRejected (a data call's 403): Vault says 403 both for a dead token and
+// for a path the policy denies, so the held token is looked up first
+// (`auth/token/lookup-self` on the login client). It is alive: the policy
+// refused, false (fail closed, no login). Refused (403, 400): the token is
+// dead; with a login method or a token file it is invalidated and the call
+// retried once with a new one, unless the token was obtained less than 30 s
+// ago (false); with VAULT_TOKEN, false without a lookup. The lookup itself
+// denied for a token known not to be allowed it (its first lookup was
+// denied, or it is a fresh login's token right after one judged dead): the
+// token is taken as alive, logged once. Vault unavailable: false.
+// A login that replaces a token revokes the old one (`auth/token/revoke-self`
+// with it, best effort, errors ignored), so a token still valid does not
+// outlive its use; a token from VAULT_TOKEN or a file is never revoked.
 //
 // Errors: the login client's codes (kUnavailable when Vault is down or sealed);
 // a refused login is kPermissionDenied with Vault's message. Tokens, secret
@@ -71,7 +80,10 @@ class VaultTokenAuth final : public RequestAuth {
     long long increment = 0;  // seconds a renewal asks for: the lease's length
     long long ttl = 0;        // seconds left when learned; 0: never expires
     Clock::WallTime learned{};
+    bool lookup_denied = false;  // the policy does not let it look itself up
+    bool after_dead = false;     // a login's token replacing one Vault refused
   };
+  enum class Liveness { kAlive, kDead, kUnknown };
 
   Result<Expiring<SecretBytes>> Fetch() DYAD_LOCKS_EXCLUDED(mu_);
   // A token from the configured source, described.
@@ -79,6 +91,9 @@ class VaultTokenAuth final : public RequestAuth {
   Result<Held> Login();
   Result<Held> Describe(SecretBytes token) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // lookup-self
   Result<Held> Renew(const Held& held);      // renew-self
+  // Whether Vault still honours the held token (lookup-self).
+  Liveness Probe(std::string_view op) DYAD_LOCKS_EXCLUDED(mu_);
+  void Revoke(const SecretBytes& token);     // revoke-self, best effort
   Expiring<SecretBytes> ToExpiring(const Held& held) const;
   bool LoginBased() const;
 
@@ -100,6 +115,7 @@ class VaultTokenAuth final : public RequestAuth {
   std::optional<Held> held_ DYAD_GUARDED_BY(mu_);
   bool lookup_denied_logged_ DYAD_GUARDED_BY(mu_) = false;
   bool capped_logged_ DYAD_GUARDED_BY(mu_) = false;
+  bool probe_denied_logged_ DYAD_GUARDED_BY(mu_) = false;
   // A data call was refused with the held token: the next fetch does not
   // try to renew it.
   std::atomic<bool> rejected_{false};

@@ -217,21 +217,19 @@ TEST(VaultAuth, ATokenFileIsReadAgainWhenATokenIsRefused) {
   VaultSettings s;
   s.token_file = dir.File("t");
   Harness h(s);
-  h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));
+  h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));  // the first use
+  h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));  // after a 403: alive
+  h.vault->On("auth/token/lookup-self", 403, R"({"errors":["permission denied"]})");  // then dead
   EXPECT_EQ(h.Token().value(), "hvs.file-one");
-  EXPECT_FALSE(h.Rejected()) << "a token just read is refused by the policy, not for its age";
-  std::ofstream(dir.File("t")) << "hvs.file-two\n";  // an agent wrote a new one
   h.clock.Advance(seconds(31));
-  EXPECT_TRUE(h.Rejected());
-  EXPECT_EQ(h.Token().value(), "hvs.file-two");
+  EXPECT_FALSE(h.Rejected()) << "the token is alive: the policy refused";
   EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), 2);
-  std::filesystem::remove(dir.File("t"));
-  h.clock.Advance(seconds(31));
+  std::ofstream(dir.File("t")) << "hvs.file-two\n";  // an agent wrote a new one
   EXPECT_TRUE(h.Rejected());
-  auto gone = h.Token();
-  ASSERT_FALSE(gone.ok());
-  EXPECT_EQ(gone.error().code, ErrorCode::kFailedPrecondition);
-  EXPECT_NE(gone.error().message.find("VAULT_TOKEN_FILE: cannot read"), std::string::npos);
+  EXPECT_EQ(Header(h.vault->Last(), "X-Vault-Token"), "hvs.file-one");
+  h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));
+  EXPECT_EQ(h.Token().value(), "hvs.file-two");
+  EXPECT_EQ(h.vault->Count("auth/token/revoke-self"), 0) << "a file's token belongs to whoever wrote it";
 }
 
 TEST(VaultAuth, AppRoleLogsInWithoutATokenInTheAuthNamespaceAndReadsTheSecretIdFileEachTime) {
@@ -254,8 +252,15 @@ TEST(VaultAuth, AppRoleLogsInWithoutATokenInTheAuthNamespaceAndReadsTheSecretIdF
   EXPECT_EQ(h.Token().value(), "hvs.login-one");
   h.clock.Advance(seconds(1));
   EXPECT_EQ(h.Token().value(), "hvs.login-two");
-  EXPECT_EQ(json::parse(h.vault->Last().body)["secret_id"], "sid-two");
+  ASSERT_EQ(h.vault->calls.size(), 3u);
+  EXPECT_EQ(json::parse(h.vault->calls[1].body)["secret_id"], "sid-two");
   EXPECT_EQ(h.vault->Count("auth/token/renew-self"), 0);
+  // The token it replaced, still valid for 20 s, is revoked with itself.
+  const HttpCall revoke = h.vault->calls[2];
+  EXPECT_EQ(revoke.method, "POST");
+  EXPECT_EQ(revoke.url, "http://vault:8200/v1/auth/token/revoke-self");
+  EXPECT_EQ(Header(revoke, "X-Vault-Token"), "hvs.login-one");
+  EXPECT_EQ(Header(revoke, "X-Vault-Namespace"), "admin");
 }
 
 TEST(VaultAuth, ALoginTokenIsRenewedThenLogsInAgainAtItsMaxTtl) {
@@ -300,14 +305,46 @@ TEST(VaultAuth, ARefusedLoginTokenIsReplacedOnceButAFreshOneFailsClosed) {
   Harness h(AppRole());
   h.vault->On("auth/approle/login", 200, AuthAnswer("hvs.login-one", 3600, true));
   h.vault->On("auth/approle/login", 200, AuthAnswer("hvs.login-two", 3600, true));
+  h.vault->On("auth/token/lookup-self", 403, R"({"errors":["permission denied"]})");  // dead
+  h.vault->On("auth/token/revoke-self", 403, R"({"errors":["permission denied"]})");
   EXPECT_EQ(h.Token().value(), "hvs.login-one");
-  EXPECT_FALSE(h.Rejected());  // just logged in: the policy refuses, no new login
-  EXPECT_EQ(h.vault->calls.size(), 1u);
+  EXPECT_FALSE(h.Rejected());  // dead, but just logged in: no new login within 30 s
+  EXPECT_EQ(h.vault->Count("auth/approle/login"), 1);
   h.clock.Advance(seconds(60));
-  EXPECT_TRUE(h.Rejected());  // perhaps revoked: one new login
+  EXPECT_TRUE(h.Rejected());  // dead: one new login
   EXPECT_EQ(h.Token().value(), "hvs.login-two");
+  EXPECT_EQ(h.vault->Count("auth/token/revoke-self"), 1);  // refused (it is dead): ignored
+  h.clock.Advance(seconds(60));
+  // The fresh token's lookup is refused too: it may not look itself up (no
+  // default policy), so the refusal is the policy's; no third login.
+  EXPECT_FALSE(h.Rejected());
   EXPECT_FALSE(h.Rejected());
   EXPECT_EQ(h.vault->Count("auth/approle/login"), 2);
+  EXPECT_EQ(h.Token().value(), "hvs.login-two");
+}
+
+TEST(VaultAuth, ATokenThatMayNotLookItselfUpIsKeptOnA403AndAnUnavailableLookupFailsClosed) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("t")) << "hvs.file-one\n";
+  VaultSettings s;
+  s.token_file = dir.File("t");
+  Harness h(s);
+  h.vault->On("auth/token/lookup-self", 403, R"({"errors":["1 error occurred:\n\t* permission denied\n\n"]})");
+  EXPECT_EQ(h.Token().value(), "hvs.file-one");
+  h.clock.Advance(seconds(60));
+  EXPECT_FALSE(h.Rejected());
+  EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), 2);
+
+  Harness a(AppRole());
+  a.vault->On("auth/approle/login", 200, AuthAnswer("hvs.login-one", 3600, true));
+  a.vault->On("auth/token/lookup-self", 503, R"({"errors":["Vault is sealed"]})");
+  EXPECT_EQ(a.Token().value(), "hvs.login-one");
+  a.clock.Advance(seconds(60));
+  EXPECT_FALSE(a.Rejected());
+  EXPECT_EQ(a.vault->Count("auth/approle/login"), 1);
+  a.vault->On("auth/token/lookup-self", 200, "not json");
+  EXPECT_FALSE(a.Rejected());
+  EXPECT_EQ(a.vault->Count("auth/approle/login"), 1);
 }
 
 // Lends a transport to a second client.
@@ -328,6 +365,9 @@ TEST(VaultAuth, ADataCallRefusedForAnOldTokenIsSentOnceMoreWithANewOne) {
   h.vault->On("secret/data/x", 403, R"({"errors":["1 error occurred:\n\t* permission denied\n\n"]})");
   h.vault->On("secret/data/x", 200, R"({"data":{"data":{"a":2}}})");
   h.vault->On("secret/data/x", 403, R"({"errors":["permission denied"]})");
+  h.vault->On("auth/token/lookup-self", 403, R"({"errors":["permission denied"]})");  // login-one: dead
+  h.vault->On("auth/token/lookup-self", 200, LookupAnswer(3000, true));              // login-two: alive
+  h.vault->On("auth/token/revoke-self", 204, "");
   VaultClientOptions o{"http://vault:8200", "", RetryPolicy{1}, nullptr};
   auto data = VaultClient::Create(o, std::move(h.auth), std::make_unique<Lent>(*h.vault), h.clock, h.random).value();
   VaultCall read;
@@ -339,12 +379,26 @@ TEST(VaultAuth, ADataCallRefusedForAnOldTokenIsSentOnceMoreWithANewOne) {
   EXPECT_EQ(data->Call(read).value()["data"]["data"]["a"], 2);  // refused, new login, sent again
   EXPECT_EQ(Header(h.vault->Last(), "X-Vault-Token"), "hvs.login-two");
   EXPECT_EQ(h.vault->Count("auth/approle/login"), 2);
-  const size_t before = h.vault->calls.size();
-  auto denied = data->Call(read);  // the new token refused: the policy; no further login or retry
-  ASSERT_FALSE(denied.ok());
-  EXPECT_EQ(denied.error().code, ErrorCode::kPermissionDenied);
-  EXPECT_NE(denied.error().message.find("needs 'read' on 'secret/data/x'"), std::string::npos);
-  EXPECT_EQ(h.vault->calls.size(), before + 1);
+  EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), 1);
+  ASSERT_EQ(h.vault->Count("auth/token/revoke-self"), 1);
+  for (const auto& c : h.vault->calls) {
+    if (c.url.ends_with("revoke-self")) EXPECT_EQ(Header(c, "X-Vault-Token"), "hvs.login-one");
+  }
+  // The new token refused later: it is alive, so the policy refused; no
+  // further login or retry, however often it happens.
+  for (int i = 0; i < 3; ++i) {
+    h.clock.Advance(seconds(31));
+    const size_t before = h.vault->calls.size();
+    auto denied = data->Call(read);
+    ASSERT_FALSE(denied.ok());
+    EXPECT_EQ(denied.error().code, ErrorCode::kPermissionDenied);
+    EXPECT_NE(denied.error().message.find("needs 'read' on 'secret/data/x'"), std::string::npos);
+    ASSERT_EQ(h.vault->calls.size(), before + 2);  // the read, one lookup-self
+    EXPECT_TRUE(h.vault->calls[before + 1].url.ends_with("/v1/auth/token/lookup-self"));
+    EXPECT_EQ(Header(h.vault->calls[before + 1], "X-Vault-Token"), "hvs.login-two");
+  }
+  EXPECT_EQ(h.vault->Count("auth/approle/login"), 2);
+  EXPECT_EQ(h.vault->Count("auth/token/revoke-self"), 1);
 }
 
 TEST(VaultAuth, KubernetesJwtAndCertLoginBodies) {

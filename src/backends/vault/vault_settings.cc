@@ -1,5 +1,6 @@
 #include "backends/vault/vault_settings.h"
 
+#include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <string_view>
@@ -55,6 +56,34 @@ Status ReadNamespace(const EnvMap& env, const std::string& name, std::string& ou
   return OkStatus();
 }
 
+// VAULT_DYNAMIC_PATHS: comma-separated path prefixes, spaces around each
+// ignored; each a safe path, stored with one trailing '/' (a whole-segment
+// prefix). An empty entry ("a,,b", a trailing comma) is an error.
+Status ReadDynamicPaths(const EnvMap& env, std::vector<std::string>& out) {
+  const std::string* v = FindVariable(env, "VAULT_DYNAMIC_PATHS");
+  if (!v) return OkStatus();
+  std::string_view all = *v;
+  while (!all.empty() && std::isspace(static_cast<unsigned char>(all.front()))) all.remove_prefix(1);
+  if (all.empty()) return OkStatus();
+  for (size_t start = 0;;) {
+    size_t comma = v->find(',', start);
+    std::string_view item = std::string_view(*v).substr(start, comma == std::string::npos ? std::string::npos
+                                                                                          : comma - start);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front()))) item.remove_prefix(1);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back()))) item.remove_suffix(1);
+    std::string_view path = item;
+    if (path.ends_with('/')) path.remove_suffix(1);
+    if (!PathSafe(path)) {
+      return BadVariable("VAULT_DYNAMIC_PATHS", "'" + std::string(item) + "' is not a path prefix; give comma-separated "
+                                                "prefixes of letters, digits and ._- in segments separated by '/', "
+                                                "without a leading '/' or '..' (e.g. database/creds/,aws/creds/)");
+    }
+    out.push_back(std::string(path) + "/");
+    if (comma == std::string::npos) return OkStatus();
+    start = comma + 1;
+  }
+}
+
 std::string Plain(const EnvMap& env, const std::string& name) {
   const std::string* v = FindVariable(env, name);
   return v ? *v : "";
@@ -99,6 +128,63 @@ Status ReadTls(const EnvMap& env, VaultSettings& v) {
   if (skip) {
     return BadVariable("VAULT_SKIP_VERIFY", "is not supported: TLS verification is always on; give the server's CA "
                                             "with VAULT_CACERT or VAULT_CAPATH");
+  }
+  return OkStatus();
+}
+
+// One VAULT_REDIRECT_HOSTS entry: a host name or IPv4 address ([A-Za-z0-9.-]),
+// or an IPv6 one in brackets, then optionally ':' and a port 1-65535.
+bool IsRedirectHost(const std::string& entry) {
+  std::string_view host = entry, port;
+  if (entry.starts_with('[')) {
+    const size_t close = entry.find(']');
+    if (close == std::string::npos || close < 3) return false;
+    for (char c : entry.substr(1, close - 1)) {
+      if (!std::isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') return false;
+    }
+    host = std::string_view(entry).substr(0, close + 1);
+    std::string_view rest = std::string_view(entry).substr(close + 1);
+    if (!rest.empty() && (rest.front() != ':' || rest.size() == 1)) return false;
+    if (!rest.empty()) port = rest.substr(1);
+  } else {
+    const size_t colon = entry.find(':');
+    if (colon != std::string::npos) {
+      host = std::string_view(entry).substr(0, colon);
+      port = std::string_view(entry).substr(colon + 1);
+      if (port.empty()) return false;
+    }
+    if (host.empty() || host.size() > 253 || host.front() == '.' || host.front() == '-') return false;
+    for (char c : host) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') return false;
+    }
+  }
+  if (port.empty()) return true;
+  if (port.size() > 5) return false;
+  int n = 0;
+  for (char c : port) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+    n = n * 10 + (c - '0');
+  }
+  return n >= 1 && n <= 65535;
+}
+
+Status ReadRedirectHosts(const EnvMap& env, VaultSettings& v) {
+  const std::string list = Plain(env, "VAULT_REDIRECT_HOSTS");
+  size_t start = 0;
+  while (start <= list.size() && !list.empty()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    std::string entry = list.substr(start, comma - start);
+    while (!entry.empty() && entry.front() == ' ') entry.erase(entry.begin());
+    while (!entry.empty() && entry.back() == ' ') entry.pop_back();
+    if (!IsRedirectHost(entry)) {
+      return BadVariable("VAULT_REDIRECT_HOSTS", "'" + entry.substr(0, 300) +
+                                                     "' is not a host or host:port (comma-separated, e.g. "
+                                                     "vault-b.internal,10.0.0.7:8200)");
+    }
+    std::transform(entry.begin(), entry.end(), entry.begin(), [](unsigned char c) { return std::tolower(c); });
+    v.redirect_hosts.push_back(std::move(entry));
+    start = comma + 1;
   }
   return OkStatus();
 }
@@ -243,7 +329,9 @@ Result<VaultSettings> ReadVaultSettings(const EnvMap& env, const SecretEnv& secr
   v.max_attempts = retries + 1;
   DYAD_RETURN_IF_ERROR(ReadTimeout(env, v.timeout_ms));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "VAULT_CONCURRENCY", 1, 64, v.concurrency));
+  DYAD_RETURN_IF_ERROR(ReadDynamicPaths(env, v.dynamic_paths));
   DYAD_RETURN_IF_ERROR(ReadTls(env, v));
+  DYAD_RETURN_IF_ERROR(ReadRedirectHosts(env, v));
   DYAD_RETURN_IF_ERROR(ChooseAuth(env, v));
   DYAD_RETURN_IF_ERROR(ReadLogin(env, secrets, v));
   return v;

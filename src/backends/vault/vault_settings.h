@@ -18,6 +18,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "core/environment.h"
@@ -43,9 +44,18 @@ struct VaultSettings {
   std::string client_cert;      // VAULT_CLIENT_CERT
   std::string client_key;       // VAULT_CLIENT_KEY
   std::string tls_server_name;  // VAULT_TLS_SERVER_NAME: SNI and the name verified
+  // VAULT_REDIRECT_HOSTS: hosts besides VAULT_ADDR's a standby's 307/308 may
+  // send a call to, "host" (any port) or "host:port", comma-separated
+  // ("[v6]" in brackets); lower-cased.
+  std::vector<std::string> redirect_hosts;
   int max_attempts = 3;         // VAULT_MAX_RETRIES + 1 (the CLI's VAULT_MAX_RETRIES, default 2, 0–10)
   int timeout_ms = 10000;       // VAULT_CLIENT_TIMEOUT (seconds, 1–300; default 10, not the CLI's 60) in ms
   int concurrency = 8;          // VAULT_CONCURRENCY: calls at once of a batch (key rotation), 1–64
+  // VAULT_DYNAMIC_PATHS: the path prefixes a credential reference may read
+  // (comma-separated, e.g. "database/creds/,aws/creds/"), each stored ending
+  // in '/' so it matches whole segments only ("database/creds" is
+  // "database/creds/"). Empty (unset or ""): references are refused.
+  std::vector<std::string> dynamic_paths;
 
   // Auth.
   VaultAuthMethod auth = VaultAuthMethod::kToken;

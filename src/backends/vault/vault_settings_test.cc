@@ -44,6 +44,27 @@ TEST(VaultSettings, DefaultsWithAnAddressAndAToken) {
   EXPECT_EQ(s->token_file, "");
 }
 
+TEST(VaultSettings, DynamicPathsArePrefixesEndingAtASegment) {
+  EnvMap env = Base();
+  EXPECT_TRUE(ReadVaultSettings(env, Token())->dynamic_paths.empty());  // unset: references are off
+  env["VAULT_DYNAMIC_PATHS"] = " ";
+  EXPECT_TRUE(ReadVaultSettings(env, Token())->dynamic_paths.empty());
+  env["VAULT_DYNAMIC_PATHS"] = "database/creds/, aws/creds ,ns1/db/creds/readonly";
+  auto s = ReadVaultSettings(env, Token());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  std::vector<std::string> want{"database/creds/", "aws/creds/", "ns1/db/creds/readonly/"};
+  EXPECT_EQ(s->dynamic_paths, want);
+  for (const char* bad : {"database/creds/,", ",database/creds/", "a,,b", "/", "/database/creds/", "database//x/",
+                          "database/../sys/", "database/creds//", "data base/", "database/creds/?x", "./",
+                          "database/\u00e9/"}) {
+    env["VAULT_DYNAMIC_PATHS"] = bad;
+    std::string e = ErrorFor(env);
+    EXPECT_TRUE(Has(e, "VAULT_DYNAMIC_PATHS: '")) << bad << ": " << e;
+  }
+  env["VAULT_DYNAMIC_PATHS"] = std::string(201, 'p') + "/";
+  EXPECT_TRUE(Has(ErrorFor(env), "VAULT_DYNAMIC_PATHS"));
+}
+
 TEST(VaultSettings, AddressIsRequiredAndMustBeAServerUrl) {
   EXPECT_TRUE(Has(ErrorFor({}), "VAULT_ADDR: is required"));
   EXPECT_TRUE(Has(ErrorFor({{"VAULT_ADDR", ""}}), "VAULT_ADDR: is required"));
@@ -136,6 +157,25 @@ TEST(VaultSettings, TlsFiles) {
   env.erase("VAULT_CLIENT_KEY");
   env["VAULT_TLS_SERVER_NAME"] = "vault.internal:8200";
   EXPECT_TRUE(Has(ErrorFor(env), "VAULT_TLS_SERVER_NAME: 'vault.internal:8200' is not a host name"));
+}
+
+TEST(VaultSettings, RedirectHostsAreHostsOrHostPortsAndNoneByDefault) {
+  EnvMap env = Base();
+  auto s = ReadVaultSettings(env, Token());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_TRUE(s->redirect_hosts.empty());
+  env["VAULT_REDIRECT_HOSTS"] = "Vault-B.internal, 10.0.0.7:8200,[::1]:8201,[fd00::2]";
+  s = ReadVaultSettings(env, Token());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->redirect_hosts,
+            (std::vector<std::string>{"vault-b.internal", "10.0.0.7:8200", "[::1]:8201", "[fd00::2]"}));
+  for (const std::string& bad : std::vector<std::string>{"a,,b", "a,", "user@host", "host:0", "host:65536", "host:", "host:80x",
+                                "http://host", "host/path", "[::1", "[zz::1]", "-host", "host:8200:1",
+                                std::string(300, 'h')}) {
+    env["VAULT_REDIRECT_HOSTS"] = bad;
+    EXPECT_TRUE(Has(ErrorFor(env), "VAULT_REDIRECT_HOSTS: '")) << bad;
+    EXPECT_TRUE(Has(ErrorFor(env), "is not a host or host:port")) << bad;
+  }
 }
 
 TEST(VaultSettings, TokenFromTheVariableThenTheFileThenHome) {
