@@ -180,7 +180,7 @@ class AzureSecretStore final : public SecretStore {
     call.role = kRole;
     auto page = client_.Call(call);
     std::set<std::string> followed;
-    for (int pages = 0; pages < kMaxPages; ++pages) {
+    for (int pages = 1;; ++pages) {
       if (!page.ok()) return page.error();
       auto items = page->find("value");
       if (items != page->end() && !items->is_array()) {
@@ -196,6 +196,7 @@ class AzureSecretStore final : public SecretStore {
       }
       std::string next = StringField(*page, "nextLink");
       if (next.empty()) return out;
+      if (pages >= kMaxPages) break;
       if (!followed.insert(next).second) {
         return MakeError(ErrorCode::kUnavailable, "secrets.list: the answer's nextLink repeats a page already read");
       }

@@ -411,3 +411,102 @@ TEST_F(AzureStoreTest, GetManyFansOutAndKeepsEachSlotsAnswer) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST_F(AzureStoreTest, ARecoveryWhoseWriteFailsIsDeletedAgainNotLeftLive) {
+  ASSERT_TRUE(store_->Create(kName, "OLD-deleted-on-purpose").ok());
+  ASSERT_TRUE(store_->Delete(kName).ok());
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->fail_puts_after_recover = 1;
+  }
+  auto created = store_->Create(kName, "NEW");
+  ASSERT_FALSE(created.ok());
+  EXPECT_NE(created.error().message.find("deleted again"), std::string::npos) << created.error().message;
+  EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kNotFound);  // the old value is not live
+  MutexLock lock(&vault_->mu());
+  EXPECT_EQ(vault_->secrets.count(kName), 0u);
+  ASSERT_EQ(vault_->deleted.count(kName), 1u);
+}
+
+TEST_F(AzureStoreTest, WithPurgeOnDeleteAPurgeProtectedVaultRecoversInstead) {
+  AzureSecretStoreOptions o;
+  o.purge_on_delete = true;
+  Open(o);
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->forbid_purge = true;
+  }
+  ASSERT_TRUE(store_->Create(kName, "v1").ok());
+  ASSERT_TRUE(store_->DeleteNow(kName).ok());
+  auto again = store_->Create(kName, "v2");
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  auto read = store_->Get(kName);
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->value, "v2");
+}
+
+TEST_F(AzureStoreTest, AFirewall403IsAnErrorNotADisabledSecret) {
+  const std::string firewall =
+      R"({"error":{"code":"Forbidden","message":"Public network access is disabled and request is not from a trusted )"
+      R"(service nor via an approved private link.","innererror":{"code":"ForbiddenByConnection"}}})";
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->inject.push_back({403, firewall});
+  }
+  auto got = store_->Get(kName);
+  EXPECT_EQ(got.code(), ErrorCode::kPermissionDenied);
+  EXPECT_NE(got.error().message.find("[inner ForbiddenByConnection]"), std::string::npos) << got.error().message;
+  // The inner code in free text (the message) decides nothing either.
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->inject.push_back(
+        {403, R"({"error":{"code":"Forbidden","message":"[inner SecretDisabled] disabled secret"}})"});
+  }
+  EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kPermissionDenied);
+  // Create of a name behind the firewall is not "already exists (disabled)".
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->inject.push_back({403, firewall});
+  }
+  EXPECT_EQ(store_->Create(kName, "v").code(), ErrorCode::kPermissionDenied);
+  // Key Vault's own disabled secret still reads as not there.
+  ASSERT_TRUE(store_->Create(kName, "v").ok());
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->secrets[kName].enabled = false;
+  }
+  EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kNotFound);
+}
+
+TEST_F(AzureStoreTest, ListStopsOnARepeatedNextLinkAndCapsPages) {
+  const std::string link = std::string(FakeKeyVault::kUrl) + "/secrets?api-version=7.5&$skiptoken=1";
+  const std::string page = R"({"value":[],"nextLink":")" + link + R"("})";
+  {
+    MutexLock lock(&vault_->mu());
+    for (int i = 0; i < 3; ++i) vault_->inject.push_back({200, page});
+  }
+  auto listed = store_->List();
+  ASSERT_FALSE(listed.ok());
+  EXPECT_NE(listed.error().message.find("repeats"), std::string::npos) << listed.error().message;
+  {
+    MutexLock lock(&vault_->mu());
+    EXPECT_EQ(vault_->calls.size(), 2u);
+    vault_->inject.clear();
+    vault_->calls.clear();
+    for (int i = 0; i < 1005; ++i) {
+      vault_->inject.push_back(
+          {200, R"({"value":[],"nextLink":")" + link + std::to_string(i) + R"("})"});
+    }
+  }
+  listed = store_->List();
+  ASSERT_FALSE(listed.ok());
+  EXPECT_NE(listed.error().message.find("1000 pages"), std::string::npos) << listed.error().message;
+  MutexLock lock(&vault_->mu());
+  EXPECT_EQ(vault_->calls.size(), 1000u);
+}
+
+}  // namespace
+}  // namespace dyad
