@@ -356,6 +356,7 @@ TEST_F(AzureStoreTest, NamesKeyVaultDoesNotAllowAreRefusedBeforeSending) {
 TEST_F(AzureStoreTest, AForbiddenCallNamesTheRole) {
   vault_->forbidden.insert("GET /secrets");
   auto got = store_->Get(kName);
+  ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.code(), ErrorCode::kPermissionDenied);
   EXPECT_NE(got.error().message.find("Key Vault Secrets Officer"), std::string::npos);
   EXPECT_EQ(store_->List().code(), ErrorCode::kPermissionDenied);
@@ -425,7 +426,9 @@ TEST_F(AzureStoreTest, ARecoveryWhoseWriteFailsIsDeletedAgainNotLeftLive) {
   auto created = store_->Create(kName, "NEW");
   ASSERT_FALSE(created.ok());
   EXPECT_NE(created.error().message.find("deleted again"), std::string::npos) << created.error().message;
-  EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kNotFound);  // the old value is not live
+  auto old = store_->Get(kName);
+  ASSERT_FALSE(old.ok()) << "the deleted value is live again";
+  EXPECT_EQ(old.code(), ErrorCode::kNotFound);
   MutexLock lock(&vault_->mu());
   EXPECT_EQ(vault_->secrets.count(kName), 0u);
   ASSERT_EQ(vault_->deleted.count(kName), 1u);
@@ -457,6 +460,7 @@ TEST_F(AzureStoreTest, AFirewall403IsAnErrorNotADisabledSecret) {
     vault_->inject.push_back({403, firewall});
   }
   auto got = store_->Get(kName);
+  ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.code(), ErrorCode::kPermissionDenied);
   EXPECT_NE(got.error().message.find("[inner ForbiddenByConnection]"), std::string::npos) << got.error().message;
   // The inner code in free text (the message) decides nothing either.
@@ -471,7 +475,9 @@ TEST_F(AzureStoreTest, AFirewall403IsAnErrorNotADisabledSecret) {
     MutexLock lock(&vault_->mu());
     vault_->inject.push_back({403, firewall});
   }
-  EXPECT_EQ(store_->Create(kName, "v").code(), ErrorCode::kPermissionDenied);
+  auto behind = store_->Create(kName, "v");
+  ASSERT_FALSE(behind.ok());
+  EXPECT_EQ(behind.code(), ErrorCode::kPermissionDenied);
   // Key Vault's own disabled secret still reads as not there.
   ASSERT_TRUE(store_->Create(kName, "v").ok());
   {
