@@ -1,5 +1,7 @@
 #include "backends/azure/azure_client.h"
 
+#include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "core/endpoint.h"
@@ -29,6 +31,25 @@ std::string AzureMessage(const std::string& body) {
   return out;
 }
 
+// error.innererror.code ("SecretDisabled", "ForbiddenByConnection"), when
+// it is 1-64 letters and digits; "" otherwise.
+std::string InnerCode(const std::string& body) {
+  auto j = json::parse(body, nullptr, false);
+  if (!j.is_object() || !j.contains("error") || !j["error"].is_object()) return "";
+  const json& e = j["error"];
+  if (!e.contains("innererror") || !e["innererror"].is_object()) return "";
+  const json& inner = e["innererror"];
+  if (!inner.contains("code") || !inner["code"].is_string()) return "";
+  std::string code = inner["code"].get<std::string>();
+  if (code.empty() || code.size() > 64 ||
+      !std::all_of(code.begin(), code.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; })) {
+    return "";
+  }
+  return code;
+}
+
+std::string Prefix(std::string_view op, int status) { return std::string(op) + ": HTTP " + std::to_string(status); }
+
 }  // namespace
 
 ReplyError DecodeAzureReply(std::string_view op, const HttpReply& reply) {
@@ -41,9 +62,14 @@ ReplyError DecodeAzureReply(std::string_view op, const HttpReply& reply) {
                    : s >= 400           ? ErrorCode::kInvalidArgument
                                         : ErrorCode::kInternal;  // 1xx, 3xx: not followed
   if (s == 501) code = ErrorCode::kUnimplemented;
-  std::string text = std::string(op) + ": HTTP " + std::to_string(s);
+  std::string text = Prefix(op, s);
+  if (std::string inner = InnerCode(reply.body); !inner.empty()) text += " [inner " + inner + "]";
   if (std::string m = AzureMessage(reply.body); !m.empty()) text += ": " + m;
   return ReplyError{MakeError(code, std::move(text)), s == 429, s == 401};
+}
+
+bool AzureInnerCodeIs(const Error& e, std::string_view op, int status, std::string_view inner_code) {
+  return e.message.starts_with(Prefix(op, status) + " [inner " + std::string(inner_code) + "]");
 }
 
 Result<std::unique_ptr<AzureClient>> AzureClient::Create(AzureClientOptions options, std::unique_ptr<RequestAuth> auth,

@@ -7,7 +7,8 @@
 // given, and returns the answer's JSON (an empty object for 204). CallUrl()
 // follows a `nextLink` of a paged list (it must be on the same vault host:
 // anything else is refused, a token is never sent elsewhere). Errors keep Key
-// Vault's own {"error":{"code","message"}} ("<op>: <code>: <message>") and
+// Vault's own {"error":{"code","message"}} ("<op>: HTTP <status>[ [inner
+// <innererror code>]]: <code>: <message>") and
 // map to codes (DecodeAzureReply): 400 kInvalidArgument, 401
 // kUnauthenticated, 403 kPermissionDenied naming the RBAC role the call
 // needs, 404 kNotFound, 409 kConflict (a name held by a soft-deleted secret:
@@ -72,6 +73,15 @@ class AzureClient {
 
 // Key Vault's answers that are not 2xx, as above; a 401 is `auth_rejected`,
 // 429 `throttled`.
+// Key Vault's error.innererror.code (1-64 letters and digits), when given,
+// follows the status in a fixed form: "<op>: HTTP 403 [inner SecretDisabled]:
+// Forbidden: <message>" (Key Vault's own text comes after it, so it cannot
+// forge it).
 ReplyError DecodeAzureReply(std::string_view op, const HttpReply& reply);
+
+// Whether `e` is Key Vault's answer `status` to `op` whose inner error code is
+// exactly `inner_code` ("SecretDisabled", "KeyDisabled"). Decisions are made
+// on this, never on the free text of the message.
+bool AzureInnerCodeIs(const Error& e, std::string_view op, int status, std::string_view inner_code);
 
 }  // namespace dyad

@@ -59,6 +59,7 @@ class FakeKeyVault final : public HttpTransport {
   int purge_lag = 0;         // PUTs answering 409 after a purge
   int delete_lag = 0;        // purges and PUTs answering 409 "being deleted" after a delete
   bool forbid_purge = false;
+  int fail_puts_after_recover = 0;  // PUTs of a recovered secret answering 400 before it is written
   std::set<std::string> forbidden;  // "METHOD /path-prefix" answered 403 Forbidden (RBAC)
   std::deque<std::pair<int, std::string>> inject;  // next answers, whatever is asked
   size_t page_size = 2;
@@ -140,8 +141,11 @@ class FakeKeyVault final : public HttpTransport {
     return {rest.substr(0, q), rest.substr(q + 1)};
   }
   static HttpReply Reply(int status, const json& body) { return HttpReply{status, {}, body.dump()}; }
-  static HttpReply Error(int status, const std::string& code, const std::string& message) {
-    return Reply(status, {{"error", {{"code", code}, {"message", message}}}});
+  static HttpReply Error(int status, const std::string& code, const std::string& message,
+                         const std::string& inner = "") {
+    json e = {{"code", code}, {"message", message}};
+    if (!inner.empty()) e["innererror"] = {{"code", inner}};
+    return Reply(status, {{"error", e}});
   }
   static size_t Skip(const std::string& query) {
     auto at = query.find("$skiptoken=");
@@ -186,10 +190,15 @@ class FakeKeyVault final : public HttpTransport {
       if (it == secrets.end()) {
         return Error(404, "SecretNotFound", "A secret with (name/id) " + name + " was not found in this key vault.");
       }
-      if (!it->second.enabled) return Error(403, "Forbidden", "Operation get is not allowed on a disabled secret.");
+      if (!it->second.enabled) return Error(403, "Forbidden", "Operation get is not allowed on a disabled secret.",
+                                                 "SecretDisabled");
       return Reply(200, SecretBundle(name, it->second));
     }
     if (method == "PUT") {
+      if (recovering_.count(name) && fail_puts_after_recover > 0) {
+        --fail_puts_after_recover;
+        return Error(400, "BadParameter", "injected failure after a recovery");
+      }
       if (deleted.count(name) && deleting_ > 0) {
         --deleting_;
         return Error(409, "Conflict", "Secret " + name + " is currently being deleted.");
@@ -322,7 +331,7 @@ class FakeKeyVault final : public HttpTransport {
     }
     Key& k = it->second;
     if (seg.size() == 2 && method == "GET") {
-      if (!k.versions.back().enabled) return Error(403, "Forbidden", "Operation get is not allowed on a disabled key.");
+      if (!k.versions.back().enabled) return Error(403, "Forbidden", "Operation get is not allowed on a disabled key.", "KeyDisabled");
       return Reply(200, KeyBundle(name, k, k.versions.back()));
     }
     if (seg.size() == 3 && seg[2] == "rotate" && method == "POST") {
@@ -350,14 +359,14 @@ class FakeKeyVault final : public HttpTransport {
     }
     if (!v) return Error(404, "KeyNotFound", "A key with (name/id) " + name + "/" + seg[2] + " was not found.");
     if (seg.size() == 3 && method == "GET") {
-      if (!v->enabled) return Error(403, "Forbidden", "Operation get is not allowed on a disabled key.");
+      if (!v->enabled) return Error(403, "Forbidden", "Operation get is not allowed on a disabled key.", "KeyDisabled");
       return Reply(200, KeyBundle(name, k, *v));
     }
     if (seg.size() == 4 && method == "POST" && (seg[3] == "wrapkey" || seg[3] == "unwrapkey")) {
       const bool wrap = seg[3] == "wrapkey";
       if (!v->enabled) {
         return Error(403, "Forbidden", std::string("Operation ") + (wrap ? "wrapKey" : "unwrapKey") +
-                                           " is not allowed on a disabled key.");
+                                           " is not allowed on a disabled key.", "KeyDisabled");
       }
       std::string alg = body.value("alg", "");
       auto input = body.contains("value") && body["value"].is_string() ? Base64UrlDecode(body["value"].get<std::string>())

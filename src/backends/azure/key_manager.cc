@@ -197,16 +197,39 @@ class AzureKeyManager final : public KeyManager {
     return out;
   }
 
+  // With a pinned version (ENCRYPTION_KEY_ID …/keys/NAME/VERSION) refused:
+  // the pin says which version wraps. Otherwise the new kid version is
+  // recorded only while the latest recorded is still the one before the
+  // POST; when a sync recorded it (or a newer one) meanwhile, nothing is
+  // added and the ordinal it got is returned.
   Result<uint32_t> Rotate() override {
+    if (!options_.key_version_pinned.empty()) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       "Key Vault key " + key_id_ + " is pinned to version " + options_.key_version_pinned +
+                           " by ENCRYPTION_KEY_ID: rotating it would not change the version that wraps; set "
+                           "ENCRYPTION_KEY_ID to the key's name (or the new version's id) instead");
+    }
     DYAD_RETURN_IF_ERROR(EnsureKey());
+    DYAD_RETURN_IF_ERROR(Reload());
+    std::string before;
+    {
+      MutexLock lock(&mu_);
+      if (!versions_.empty()) before = versions_.rbegin()->second.kid_version;
+    }
     DYAD_ASSIGN_OR_RETURN(json answer, Call("keys.rotate", "POST", keys_path_ + "/rotate", nullptr));
     DYAD_ASSIGN_OR_RETURN(Material m, ParseBundle(answer, "keys.rotate"));
     const std::string kid_version = m.version;
     Remember(m);
-    DYAD_RETURN_IF_ERROR(Record(kid_version, std::nullopt));
+    DYAD_RETURN_IF_ERROR(Record(kid_version, before));
     DYAD_ASSIGN_OR_RETURN(uint32_t ordinal, OrdinalOf(kid_version));
-    spdlog::info("Key Vault key {} rotated: Key Vault version {} is gateway version {}", key_id_, kid_version, ordinal);
-    return ordinal;
+    uint32_t primary;
+    {
+      MutexLock lock(&mu_);
+      primary = primary_;
+    }
+    spdlog::info("Key Vault key {} rotated: Key Vault version {} is gateway version {}; the primary is {}", key_id_,
+                 kid_version, ordinal, primary);
+    return primary;  // the new primary (a newer version a sync recorded meanwhile, when there is one)
   }
 
   // Only in the registry: the key may be shared, so nothing is disabled in Azure.
@@ -277,9 +300,19 @@ class AzureKeyManager final : public KeyManager {
     return "Key Vault key " + key_id_ + " has no gateway version " + std::to_string(version);
   }
 
-  // Key Vault refuses any operation on a disabled key version with 403.
+  // Key Vault refuses any operation on a disabled key version with 403,
+  // inner error code KeyDisabled (decided on that code, never on the text: a
+  // firewall's 403 says "Public network access is disabled").
+  static bool KeyDisabled(const Error& e) {
+    if (e.code != ErrorCode::kPermissionDenied) return false;
+    for (const char* op : {"keys.get", "keys.wrap", "keys.unwrap"}) {
+      if (AzureInnerCodeIs(e, op, 403, "KeyDisabled")) return true;
+    }
+    return false;
+  }
+
   Error KeyError(Error e, uint32_t version, const std::string& kid_version) const {
-    if (e.code == ErrorCode::kPermissionDenied && e.message.find("disabled key") != std::string::npos) {
+    if (KeyDisabled(e)) {
       return MakeError(ErrorCode::kFailedPrecondition, "Key Vault key " + key_id_ + " version " + kid_version +
                                                            " (gateway version " + std::to_string(version) +
                                                            ") is disabled in Key Vault");
@@ -290,7 +323,7 @@ class AzureKeyManager final : public KeyManager {
   // A read of the key (its latest or pinned version) refused because that
   // version is disabled.
   Error LatestError(Error e) const {
-    if (e.code == ErrorCode::kPermissionDenied && e.message.find("disabled key") != std::string::npos) {
+    if (KeyDisabled(e)) {
       return MakeError(ErrorCode::kFailedPrecondition,
                        "Key Vault key " + key_id_ + ": its " +
                            (options_.key_version_pinned.empty() ? "current version"
@@ -450,6 +483,10 @@ class AzureKeyManager final : public KeyManager {
   // recorded; with `after`, only while the latest recorded is still that
   // Key Vault version (a sync that raced with another instance adds nothing).
   Status Record(const std::string& kid_version, std::optional<std::string> after) {
+    DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> recorded, repo_->List(row_key_));
+    for (const auto& r : recorded) {
+      if (r.material == kid_version) return Reload();  // already an ordinal: never a second one
+    }
     auto advanced = repo_->Advance(row_key_, [&](const std::optional<KeyVersionRecord>& latest) -> Result<KeyVersionChange> {
       KeyVersionChange change;
       if (latest && latest->material == kid_version) return change;
@@ -469,6 +506,9 @@ class AzureKeyManager final : public KeyManager {
   // and versions made between two looks were never used here.
   Status SyncWithVault() {
     DYAD_RETURN_IF_ERROR(EnsureKey());
+    // A pinned version (ENCRYPTION_KEY_ID …/keys/NAME/VERSION) stays the one
+    // that wraps: no other Azure version becomes primary here.
+    if (!options_.key_version_pinned.empty()) return OkStatus();
     auto answer = Call("keys.get", "GET", keys_path_, nullptr);
     if (!answer.ok()) return LatestError(answer.error());
     DYAD_ASSIGN_OR_RETURN(Material m, ParseBundle(*answer, "keys.get"));

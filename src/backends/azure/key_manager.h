@@ -34,7 +34,20 @@
 // Key Vault refuses because the version is disabled is kFailedPrecondition
 // naming the version. Retire() marks the ordinal retired in the registry only
 // (the key may be shared: nothing is disabled in Azure). A 403 names the RBAC
-// role "Key Vault Crypto Officer". Probe() is GET /keys/{name}. Thread-safe;
+// role "Key Vault Crypto Officer". Probe() is GET /keys/{name}.
+//
+// A pinned version (ENCRYPTION_KEY_ID https://VAULT/keys/NAME/VERSION) is
+// the one that wraps: Describe() never makes another Azure version primary,
+// and Rotate() is refused (kFailedPrecondition naming ENCRYPTION_KEY_ID).
+// Rotate() records its new kid version only while the registry's latest is
+// the version before the rotation, never a kid version twice, and returns
+// the primary after it.
+//
+// Ordinals live in the registry: every instance on one vault key must share
+// ONE registry database. Instances with separate registries number the same
+// Key Vault versions differently, and an envelope written by one may not
+// decrypt on another (Decrypt refuses a kid version that is not its
+// ordinal's, kDataLoss). Thread-safe;
 // `client` must outlive the key manager.
 #pragma once
 

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "backends/azure/base64url.h"
 #include "backends/azure/fake_key_vault.h"
 #include "registry/sqlite_key_version_repository.h"
@@ -367,6 +369,102 @@ TEST_F(AzureKeyTest, FactoryRefusesBadOptions) {
             ErrorCode::kInvalidArgument);
   o.key_version_pinned = "";
   EXPECT_EQ(NewAzureKeyManager(o, *client_, nullptr, clock_, random_).code(), ErrorCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+// Forwards to the fixture's fake; `after` runs between Key Vault's commit and the answer.
+class AfterTap final : public HttpTransport {
+ public:
+  explicit AfterTap(FakeKeyVault* v) : v_(v) {}
+  std::function<void(const HttpCall&)> after;
+  Result<HttpReply> Send(const HttpCall& call) override {
+    auto r = v_->Send(call);
+    if (after) after(call);
+    return r;
+  }
+
+ private:
+  FakeKeyVault* v_;
+};
+
+TEST_F(AzureKeyTest, ARotationRacingASyncGivesEachKidVersionOneOrdinalAndReturnsThePrimary) {
+  vault_->AddKey("dyad-key");
+  auto tap = std::make_unique<AfterTap>(vault_);
+  AfterTap* tap_ptr = tap.get();
+  AzureClientOptions co;
+  co.vault_url = FakeKeyVault::kUrl;
+  auto client_a = std::move(AzureClient::Create(co, nullptr, std::move(tap), clock_, random_)).value();
+  AzureKeyOptions o;
+  o.key_name = "dyad-key";
+  auto ka = std::move(NewAzureKeyManager(o, *client_a, NewSqliteKeyVersionRepository(db_), clock_, DefaultRandom()))
+                .value();
+  auto kb = Open();  // another instance on the same registry
+  ASSERT_TRUE(ka->GenerateDataKey(kCtx).ok());
+  std::string v3;
+  bool once = true;
+  tap_ptr->after = [&](const HttpCall& c) {
+    if (once && c.method == "POST" && c.url.find("/rotate") != std::string::npos) {
+      once = false;
+      EXPECT_TRUE(kb->Describe().ok());  // records A's new version as 2
+      v3 = vault_->RotateKey("dyad-key");
+      clock_.Advance(std::chrono::seconds(2));
+      EXPECT_TRUE(kb->Describe().ok());  // records the policy's as 3
+    }
+  };
+  auto v = ka->Rotate();
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  auto st = ka->KnownState();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->versions.size(), 3u);
+  EXPECT_EQ(st->primary_version, 3u);
+  EXPECT_EQ(*v, 3u);
+  clock_.Advance(std::chrono::seconds(1));
+  auto dk = ka->GenerateDataKey(kCtx);
+  ASSERT_TRUE(dk.ok());
+  EXPECT_EQ(KidVersionOf(dk->wrapped), v3);
+}
+
+TEST_F(AzureKeyTest, APinnedVersionIsNeverMovedBySyncAndRefusesRotate) {
+  const std::string v1 = vault_->AddKey("dyad-key");
+  AzureKeyOptions o;
+  o.key_name = "dyad-key";
+  o.key_version_pinned = v1;
+  auto km = Open(o);
+  ASSERT_TRUE(km->GenerateDataKey(kCtx).ok());
+  vault_->RotateKey("dyad-key");  // a rotation policy in Azure
+  clock_.Advance(std::chrono::seconds(5));
+  auto st = km->Describe();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->versions.size(), 1u);
+  EXPECT_EQ(st->primary_version, 1u);
+  auto dk = km->GenerateDataKey(kCtx);
+  ASSERT_TRUE(dk.ok());
+  EXPECT_EQ(KidVersionOf(dk->wrapped), v1);
+  const size_t rotations = vault_->CallsTo("POST", "/keys/dyad-key/rotate");
+  auto r = km->Rotate();
+  ASSERT_FALSE(r.ok()) << "rotated a pinned key to gateway version " << *r;
+  EXPECT_EQ(r.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE((r.ok() ? std::string() : r.error().message).find("ENCRYPTION_KEY_ID"), std::string::npos);
+  EXPECT_EQ(vault_->CallsTo("POST", "/keys/dyad-key/rotate"), rotations);  // nothing sent
+}
+
+TEST_F(AzureKeyTest, AFirewall403IsNotADisabledKey) {
+  vault_->AddKey("dyad-key");
+  auto km = Open();
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->inject.push_back(
+        {403, R"({"error":{"code":"Forbidden","message":"Public network access is disabled; operation on a disabled )"
+              R"(key is not the reason","innererror":{"code":"ForbiddenByConnection"}}})"});
+  }
+  Status p = km->Probe();
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.code(), ErrorCode::kPermissionDenied) << (p.ok() ? "ok" : p.error().message);
 }
 
 }  // namespace

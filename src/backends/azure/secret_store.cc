@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/encoding.h"
@@ -37,9 +38,16 @@ bool SoftDeleted(const Error& e) {
   return e.code == ErrorCode::kConflict && Mentions(e, "deleted but recoverable");
 }
 
-// Key Vault answers a read of a disabled secret with 403 "Operation get is
-// not allowed on a disabled secret." To the gateway it is not there.
-bool Disabled(const Error& e) { return e.code == ErrorCode::kPermissionDenied && Mentions(e, "disabled"); }
+// Key Vault answers a read of a disabled secret with 403, inner error code
+// SecretDisabled ("Operation get is not allowed on a disabled secret."). To
+// the gateway it is not there. Decided on the inner code only: a firewall's
+// 403 ("Public network access is disabled", ForbiddenByConnection) is an
+// error, not a missing secret.
+bool Disabled(const Error& e) {
+  return e.code == ErrorCode::kPermissionDenied && AzureInnerCodeIs(e, "secrets.get", 403, "SecretDisabled");
+}
+// A List follows at most this many pages.
+constexpr int kMaxPages = 1000;
 
 std::string StringField(const json& j, const char* name) {
   auto it = j.find(name);
@@ -171,7 +179,8 @@ class AzureSecretStore final : public SecretStore {
     call.query = "maxresults=25";
     call.role = kRole;
     auto page = client_.Call(call);
-    for (int pages = 0; pages < 100000; ++pages) {
+    std::set<std::string> followed;
+    for (int pages = 1;; ++pages) {
       if (!page.ok()) return page.error();
       auto items = page->find("value");
       if (items != page->end() && !items->is_array()) {
@@ -187,9 +196,14 @@ class AzureSecretStore final : public SecretStore {
       }
       std::string next = StringField(*page, "nextLink");
       if (next.empty()) return out;
+      if (pages >= kMaxPages) break;
+      if (!followed.insert(next).second) {
+        return MakeError(ErrorCode::kUnavailable, "secrets.list: the answer's nextLink repeats a page already read");
+      }
       page = client_.CallUrl(call, next);
     }
-    return MakeError(ErrorCode::kInternal, "secrets.list: too many pages");
+    return MakeError(ErrorCode::kUnavailable,
+                     "secrets.list: more than " + std::to_string(kMaxPages) + " pages; the listing is refused");
   }
 
   Result<std::vector<Result<StoredSecret>>> GetMany(const std::vector<std::string>& names) override {
@@ -275,14 +289,18 @@ class AzureSecretStore final : public SecretStore {
     if (std::string cv = CredentialsVersionOf(value); !cv.empty()) tags["credentials-version"] = cv;
     body["tags"] = std::move(tags);
     Result<json> written = MakeError(ErrorCode::kInternal, "unset");
-    bool revived = false;
+    bool revived = false, recovered = false;
     for (int attempt = 0;; ++attempt) {
       written = Call("secrets.set", "PUT", "/secrets/" + name, &body);
       if (written.ok() || written.code() != ErrorCode::kConflict) break;
       if (SoftDeleted(written.error())) {
         if (!revive || revived) break;
         revived = true;
-        Status s = options_.purge_on_delete ? PurgeHeld(name) : Recover(name);
+        Status s = options_.purge_on_delete ? PurgeHeld(name) : Recover(name, recovered);
+        if (!s.ok() && options_.purge_on_delete && s.code() == ErrorCode::kPermissionDenied) {
+          // Purge protection (or no purge permission): recover instead.
+          s = Recover(name, recovered);
+        }
         if (!s.ok()) {
           written = s.error();
           break;
@@ -293,6 +311,7 @@ class AzureSecretStore final : public SecretStore {
       clock_.SleepFor(Backoff(attempt));  // being deleted, purged or recovered
     }
     Cleanse(body["value"].get_ref<std::string&>());
+    if (!written.ok() && recovered) return Undo(name, written.error());
     if (!written.ok()) return written.error();
     Wipe(*written);
     std::string version = LastSegment(StringField(*written, "id"));
@@ -300,12 +319,34 @@ class AzureSecretStore final : public SecretStore {
     return version;
   }
 
-  // POST /deletedsecrets/{name}/recover, then looks until the secret reads.
-  Status Recover(const std::string& name) {
+  // A recovery made the deleted (old) value current again and the write
+  // after it failed: the name is deleted again, so the credential deleted on
+  // purpose does not come back. Best effort: one DELETE (the client's own
+  // retries bound it); the error says what became of it.
+  Error Undo(const std::string& name, Error e) {
+    auto again = Call("secrets.delete", "DELETE", "/secrets/" + name, nullptr);
+    if (again.ok() || again.code() == ErrorCode::kNotFound) {
+      spdlog::warn("Azure Key Vault: secret '{}' was recovered to write a new version, the write failed; deleted "
+                   "again", name);
+      e.message += " (the soft-deleted secret recovered for this write was deleted again)";
+    } else {
+      spdlog::error("Azure Key Vault: secret '{}' was recovered to write a new version, the write failed and the "
+                    "delete after it too: its old value is live again, delete it: {}", name, again.error().message);
+      e.message += " (the soft-deleted secret recovered for this write could not be deleted again: its OLD value is "
+                   "live; delete it: " + again.error().message + ")";
+    }
+    return e;
+  }
+
+  // POST /deletedsecrets/{name}/recover, then looks until the secret reads;
+  // `recovered` is set once the recovery was accepted.
+  Status Recover(const std::string& name, bool& recovered_out) {
     auto recovered = Call("secrets.recover", "POST", "/deletedsecrets/" + name + "/recover", nullptr);
     if (!recovered.ok()) return recovered.error();
+    recovered_out = true;
     Wipe(*recovered);
-    spdlog::info("Azure Key Vault: secret '{}' was soft-deleted; recovered to write a new version", name);
+    spdlog::warn("Azure Key Vault: secret '{}' was soft-deleted; recovered (its old value current again) to write a "
+                 "new version", name);
     for (int attempt = 0; attempt < kMaxWaits; ++attempt) {
       auto read = Call("secrets.get", "GET", "/secrets/" + name, nullptr);
       if (read.ok()) {

@@ -356,6 +356,7 @@ TEST_F(AzureStoreTest, NamesKeyVaultDoesNotAllowAreRefusedBeforeSending) {
 TEST_F(AzureStoreTest, AForbiddenCallNamesTheRole) {
   vault_->forbidden.insert("GET /secrets");
   auto got = store_->Get(kName);
+  ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.code(), ErrorCode::kPermissionDenied);
   EXPECT_NE(got.error().message.find("Key Vault Secrets Officer"), std::string::npos);
   EXPECT_EQ(store_->List().code(), ErrorCode::kPermissionDenied);
@@ -407,6 +408,110 @@ TEST_F(AzureStoreTest, GetManyFansOutAndKeepsEachSlotsAnswer) {
       EXPECT_EQ((*many)[i]->value, "v" + std::to_string(i));
     }
   }
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST_F(AzureStoreTest, ARecoveryWhoseWriteFailsIsDeletedAgainNotLeftLive) {
+  ASSERT_TRUE(store_->Create(kName, "OLD-deleted-on-purpose").ok());
+  ASSERT_TRUE(store_->Delete(kName).ok());
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->fail_puts_after_recover = 1;
+  }
+  auto created = store_->Create(kName, "NEW");
+  ASSERT_FALSE(created.ok());
+  EXPECT_NE(created.error().message.find("deleted again"), std::string::npos) << created.error().message;
+  auto old = store_->Get(kName);
+  ASSERT_FALSE(old.ok()) << "the deleted value is live again";
+  EXPECT_EQ(old.code(), ErrorCode::kNotFound);
+  MutexLock lock(&vault_->mu());
+  EXPECT_EQ(vault_->secrets.count(kName), 0u);
+  ASSERT_EQ(vault_->deleted.count(kName), 1u);
+}
+
+TEST_F(AzureStoreTest, WithPurgeOnDeleteAPurgeProtectedVaultRecoversInstead) {
+  AzureSecretStoreOptions o;
+  o.purge_on_delete = true;
+  Open(o);
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->forbid_purge = true;
+  }
+  ASSERT_TRUE(store_->Create(kName, "v1").ok());
+  ASSERT_TRUE(store_->DeleteNow(kName).ok());
+  auto again = store_->Create(kName, "v2");
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  auto read = store_->Get(kName);
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->value, "v2");
+}
+
+TEST_F(AzureStoreTest, AFirewall403IsAnErrorNotADisabledSecret) {
+  const std::string firewall =
+      R"({"error":{"code":"Forbidden","message":"Public network access is disabled and request is not from a trusted )"
+      R"(service nor via an approved private link.","innererror":{"code":"ForbiddenByConnection"}}})";
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->inject.push_back({403, firewall});
+  }
+  auto got = store_->Get(kName);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.code(), ErrorCode::kPermissionDenied);
+  EXPECT_NE(got.error().message.find("[inner ForbiddenByConnection]"), std::string::npos) << got.error().message;
+  // The inner code in free text (the message) decides nothing either.
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->inject.push_back(
+        {403, R"({"error":{"code":"Forbidden","message":"[inner SecretDisabled] disabled secret"}})"});
+  }
+  EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kPermissionDenied);
+  // Create of a name behind the firewall is not "already exists (disabled)".
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->inject.push_back({403, firewall});
+  }
+  auto behind = store_->Create(kName, "v");
+  ASSERT_FALSE(behind.ok());
+  EXPECT_EQ(behind.code(), ErrorCode::kPermissionDenied);
+  // Key Vault's own disabled secret still reads as not there.
+  ASSERT_TRUE(store_->Create(kName, "v").ok());
+  {
+    MutexLock lock(&vault_->mu());
+    vault_->secrets[kName].enabled = false;
+  }
+  EXPECT_EQ(store_->Get(kName).code(), ErrorCode::kNotFound);
+}
+
+TEST_F(AzureStoreTest, ListStopsOnARepeatedNextLinkAndCapsPages) {
+  const std::string link = std::string(FakeKeyVault::kUrl) + "/secrets?api-version=7.5&$skiptoken=1";
+  const std::string page = R"({"value":[],"nextLink":")" + link + R"("})";
+  {
+    MutexLock lock(&vault_->mu());
+    for (int i = 0; i < 3; ++i) vault_->inject.push_back({200, page});
+  }
+  auto listed = store_->List();
+  ASSERT_FALSE(listed.ok());
+  EXPECT_NE(listed.error().message.find("repeats"), std::string::npos) << listed.error().message;
+  {
+    MutexLock lock(&vault_->mu());
+    EXPECT_EQ(vault_->calls.size(), 2u);
+    vault_->inject.clear();
+    vault_->calls.clear();
+    for (int i = 0; i < 1005; ++i) {
+      vault_->inject.push_back(
+          {200, R"({"value":[],"nextLink":")" + link + std::to_string(i) + R"("})"});
+    }
+  }
+  listed = store_->List();
+  ASSERT_FALSE(listed.ok());
+  EXPECT_NE(listed.error().message.find("1000 pages"), std::string::npos) << listed.error().message;
+  MutexLock lock(&vault_->mu());
+  EXPECT_EQ(vault_->calls.size(), 1000u);
 }
 
 }  // namespace
