@@ -357,9 +357,15 @@ class EntraAuth final : public RequestAuth {
     }
     if (known.empty()) return false;  // refused without a challenge: nothing to learn
     // The token this thread sent was refused (expired, revoked): one fresh one.
-    if (sent_by_ == this && !sent_.empty()) credential_->Reject(known, sent_);
-    sent_.clear();
-    return true;
+    bool retry = true;
+    if (sent_by_ == this && !sent_.empty()) retry = credential_->Reject(known, sent_);
+    sent_ = SecretBytes();
+    sent_by_ = nullptr;
+    if (!retry) {
+      spdlog::warn("Key Vault {} ({}): a token fetched moments ago was refused; no other token is fetched", vault_host_,
+                   op);
+    }
+    return retry;
   }
 
  private:
@@ -433,20 +439,21 @@ Result<SecretBytes> EntraCredential::Get(const std::string& scope) {
   return holder->Get();  // a fetch runs without the lock
 }
 
-void EntraCredential::Reject(const std::string& scope, const SecretBytes& rejected) {
+bool EntraCredential::Reject(const std::string& scope, const SecretBytes& rejected) {
   std::shared_ptr<RefreshingCredential<SecretBytes>> holder;
   {
     MutexLock lock(&scopes_->mu);
     auto it = scopes_->by_scope.find(scope);
-    if (it == scopes_->by_scope.end()) return;
+    if (it == scopes_->by_scope.end()) return true;
     holder = it->second;
   }
   // Outside the lock: this may fetch (when a refresh is due anyway).
   auto current = holder->Get();
-  if (!current.ok() || !ConstantTimeEquals(current->view(), rejected.view())) return;
-  MutexLock lock(&scopes_->mu);
-  auto& slot = scopes_->by_scope[scope];
-  if (slot == holder) slot = NewHolder(scope);  // unless replaced meanwhile
+  if (!current.ok()) return false;
+  if (!ConstantTimeEquals(current->view(), rejected.view())) return true;  // already replaced: retry with it
+  // The holder's own guard: a token fetched less than min_retry_interval ago
+  // and refused is a denial (another tenant, no access), not worth a fetch.
+  return holder->Invalidate();
 }
 
 std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header) {
