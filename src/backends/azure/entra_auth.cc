@@ -1,6 +1,7 @@
 #include "backends/azure/entra_auth.h"
 
 #include <openssl/evp.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <spdlog/spdlog.h>
@@ -142,9 +143,10 @@ Result<Certificate> LoadCertificate(const std::string& path) {
   auto pem = ReadSmallFile(path);
   if (!pem.ok()) return bad("cannot be read: " + pem.error().message);
   Certificate out;
+  std::unique_ptr<X509, decltype(&X509_free)> cert(nullptr, X509_free);
   {
     std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())), BIO_free);
-    std::unique_ptr<X509, decltype(&X509_free)> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
+    cert.reset(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
     if (!cert) {
       Cleanse(*pem);
       return bad("holds no PEM certificate");
@@ -163,6 +165,10 @@ Result<Certificate> LoadCertificate(const std::string& path) {
   Cleanse(*pem);
   if (!out.key) return bad("holds no unencrypted PEM private key");
   if (EVP_PKEY_base_id(out.key.get()) != EVP_PKEY_RSA) return bad("holds a private key that is not RSA (RS256)");
+  if (X509_check_private_key(cert.get(), out.key.get()) != 1) {
+    ERR_clear_error();
+    return bad("holds a private key that does not match its certificate");
+  }
   return out;
 }
 

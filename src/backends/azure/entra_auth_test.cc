@@ -271,10 +271,14 @@ TEST(EntraAuth, BadCertificateFilesNameTheVariable) {
   std::ofstream(dir.File("ec.pem")) << ec.pem;
   std::ofstream(dir.File("junk.pem")) << "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
   std::ofstream(dir.File("nokey.pem")) << rsa.pem.substr(rsa.pem.find("-----BEGIN CERTIFICATE"));
+  TestCertificate other = MakeCertificate();
+  std::ofstream(dir.File("mismatch.pem")) << other.pem.substr(0, other.pem.find("-----BEGIN CERTIFICATE"))
+                                          << rsa.pem.substr(rsa.pem.find("-----BEGIN CERTIFICATE"));
   for (auto [file, why] : {std::pair<std::string, std::string>{"missing.pem", "cannot be read"},
                            {"junk.pem", "holds no PEM certificate"},
                            {"nokey.pem", "holds no unencrypted PEM private key"},
-                           {"ec.pem", "holds a private key that is not RSA"}}) {
+                           {"ec.pem", "holds a private key that is not RSA"},
+                           {"mismatch.pem", "holds a private key that does not match its certificate"}}) {
     s.client_certificate_path = dir.File(file);
     auto source = Source(s, http, clock);
     ASSERT_FALSE(source.ok()) << file;
