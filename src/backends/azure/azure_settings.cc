@@ -142,6 +142,12 @@ Status CheckAzureSecretsPrefix(const std::string& prefix) {
   bool ok = !prefix.empty();
   for (char ch : prefix) ok = ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '-');
   if (!ok) return BadVariable("SECRETS_PREFIX", "use letters, digits and '-' (the characters of Key Vault secret names)");
+  for (char ch : prefix) {
+    if (std::isupper(static_cast<unsigned char>(ch))) {
+      return BadVariable("SECRETS_PREFIX", "use lower case: Key Vault secret names are case-insensitive, so "
+                                           "'Dyad' and 'dyad' would name the same secrets");
+    }
+  }
   if (prefix.size() + kSuffix > kMaxName) {
     return BadVariable("SECRETS_PREFIX", "use at most " + std::to_string(kMaxName - kSuffix) +
                                              " characters: a Key Vault secret name is at most 127");

@@ -162,6 +162,12 @@ TEST(AzureSettings, SecretsPrefixTakesKeyVaultNameCharactersUpTo127InAll) {
     ASSERT_FALSE(s.ok()) << bad;
     EXPECT_NE(s.error().message.find("SECRETS_PREFIX: use letters, digits and '-'"), std::string::npos);
   }
+  // Key Vault names are case-insensitive: upper case is refused, not folded.
+  for (const char* upper : {"Dyad", "DYAD-GW", "dyad-gW"}) {
+    auto s = CheckAzureSecretsPrefix(upper);
+    ASSERT_FALSE(s.ok()) << upper;
+    EXPECT_NE(s.error().message.find("SECRETS_PREFIX: use lower case"), std::string::npos);
+  }
   // 78 + "--providers--" + a 36-character id = 127.
   EXPECT_TRUE(CheckAzureSecretsPrefix(std::string(78, 'p')).ok());
   auto s = CheckAzureSecretsPrefix(std::string(79, 'p'));

@@ -1,6 +1,7 @@
 #include "backends/azure/entra_auth.h"
 
 #include <openssl/evp.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <spdlog/spdlog.h>
@@ -142,9 +143,10 @@ Result<Certificate> LoadCertificate(const std::string& path) {
   auto pem = ReadSmallFile(path);
   if (!pem.ok()) return bad("cannot be read: " + pem.error().message);
   Certificate out;
+  std::unique_ptr<X509, decltype(&X509_free)> cert(nullptr, X509_free);
   {
     std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())), BIO_free);
-    std::unique_ptr<X509, decltype(&X509_free)> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
+    cert.reset(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
     if (!cert) {
       Cleanse(*pem);
       return bad("holds no PEM certificate");
@@ -163,6 +165,10 @@ Result<Certificate> LoadCertificate(const std::string& path) {
   Cleanse(*pem);
   if (!out.key) return bad("holds no unencrypted PEM private key");
   if (EVP_PKEY_base_id(out.key.get()) != EVP_PKEY_RSA) return bad("holds a private key that is not RSA (RS256)");
+  if (X509_check_private_key(cert.get(), out.key.get()) != 1) {
+    ERR_clear_error();
+    return bad("holds a private key that does not match its certificate");
+  }
   return out;
 }
 
@@ -357,9 +363,15 @@ class EntraAuth final : public RequestAuth {
     }
     if (known.empty()) return false;  // refused without a challenge: nothing to learn
     // The token this thread sent was refused (expired, revoked): one fresh one.
-    if (sent_by_ == this && !sent_.empty()) credential_->Reject(known, sent_);
-    sent_.clear();
-    return true;
+    bool retry = true;
+    if (sent_by_ == this && !sent_.empty()) retry = credential_->Reject(known, sent_);
+    sent_ = SecretBytes();
+    sent_by_ = nullptr;
+    if (!retry) {
+      spdlog::warn("Key Vault {} ({}): a token fetched moments ago was refused; no other token is fetched", vault_host_,
+                   op);
+    }
+    return retry;
   }
 
  private:
@@ -433,20 +445,21 @@ Result<SecretBytes> EntraCredential::Get(const std::string& scope) {
   return holder->Get();  // a fetch runs without the lock
 }
 
-void EntraCredential::Reject(const std::string& scope, const SecretBytes& rejected) {
+bool EntraCredential::Reject(const std::string& scope, const SecretBytes& rejected) {
   std::shared_ptr<RefreshingCredential<SecretBytes>> holder;
   {
     MutexLock lock(&scopes_->mu);
     auto it = scopes_->by_scope.find(scope);
-    if (it == scopes_->by_scope.end()) return;
+    if (it == scopes_->by_scope.end()) return true;
     holder = it->second;
   }
   // Outside the lock: this may fetch (when a refresh is due anyway).
   auto current = holder->Get();
-  if (!current.ok() || !ConstantTimeEquals(current->view(), rejected.view())) return;
-  MutexLock lock(&scopes_->mu);
-  auto& slot = scopes_->by_scope[scope];
-  if (slot == holder) slot = NewHolder(scope);  // unless replaced meanwhile
+  if (!current.ok()) return false;
+  if (!ConstantTimeEquals(current->view(), rejected.view())) return true;  // already replaced: retry with it
+  // The holder's own guard: a token fetched less than min_retry_interval ago
+  // and refused is a denial (another tenant, no access), not worth a fetch.
+  return holder->Invalidate();
 }
 
 std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header) {

@@ -92,8 +92,10 @@ class EntraCredential {
   // The vault refused `rejected` (expired or revoked early): when it is still
   // the scope's current token, the next Get() fetches a new one. A burst of
   // refusals of one token makes one fetch; a refusal of a token already
-  // replaced changes nothing.
-  void Reject(const std::string& scope, const SecretBytes& rejected);
+  // replaced changes nothing. False when the refused token is fresher than
+  // `min_retry_interval` (a denial, not an expiry): no new one is fetched and
+  // the call fails.
+  bool Reject(const std::string& scope, const SecretBytes& rejected);
   const std::string& SourceName() const;
 
  private:

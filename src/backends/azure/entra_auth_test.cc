@@ -271,10 +271,14 @@ TEST(EntraAuth, BadCertificateFilesNameTheVariable) {
   std::ofstream(dir.File("ec.pem")) << ec.pem;
   std::ofstream(dir.File("junk.pem")) << "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
   std::ofstream(dir.File("nokey.pem")) << rsa.pem.substr(rsa.pem.find("-----BEGIN CERTIFICATE"));
+  TestCertificate other = MakeCertificate();
+  std::ofstream(dir.File("mismatch.pem")) << other.pem.substr(0, other.pem.find("-----BEGIN CERTIFICATE"))
+                                          << rsa.pem.substr(rsa.pem.find("-----BEGIN CERTIFICATE"));
   for (auto [file, why] : {std::pair<std::string, std::string>{"missing.pem", "cannot be read"},
                            {"junk.pem", "holds no PEM certificate"},
                            {"nokey.pem", "holds no unencrypted PEM private key"},
-                           {"ec.pem", "holds a private key that is not RSA"}}) {
+                           {"ec.pem", "holds a private key that is not RSA"},
+                           {"mismatch.pem", "holds a private key that does not match its certificate"}}) {
     s.client_certificate_path = dir.File(file);
     auto source = Source(s, http, clock);
     ASSERT_FALSE(source.ok()) << file;
@@ -538,19 +542,48 @@ TEST(EntraAuth, ARejectedTokenIsRefreshedOnceThenTheCallFails) {
   CloudRequest r{"GET", "kv1.vault.azure.net", "/secrets/x", "", {}, ""};
   ASSERT_TRUE(auth->Authorize(r).ok());
   EXPECT_EQ(AuthorizationOf(r), "Bearer tok-1");
-  // Key Vault refuses the token at once (revoked): a fresh one for the retry.
+  // Key Vault refuses the token later (revoked): a fresh one for the retry.
+  clock.Advance(std::chrono::seconds(31));
   EXPECT_TRUE(auth->OnRejected("op", HttpReply{401, {{"www-authenticate", kChallenge}}, ""}));
   CloudRequest retry{"GET", "kv1.vault.azure.net", "/secrets/x", "", {}, ""};
   ASSERT_TRUE(auth->Authorize(retry).ok());
   EXPECT_EQ(AuthorizationOf(retry), "Bearer tok-2");
   // When the source then refuses, the call fails with its error (no token).
   source->fail = true;
+  clock.Advance(std::chrono::seconds(31));
   EXPECT_TRUE(auth->OnRejected("op", HttpReply{401, {}, ""}));
   CloudRequest failed{"GET", "kv1.vault.azure.net", "/secrets/x", "", {}, ""};
   auto s = auth->Authorize(failed);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, ErrorCode::kUnauthenticated);
   EXPECT_EQ(AuthorizationOf(failed), "");
+}
+
+// A vault that refuses every token (another tenant): a fresh token refused
+// fails the call; 50 calls fetch one token, not 50.
+TEST(EntraAuth, AFreshTokenRefusedFailsClosedWithoutAnotherFetch) {
+  FakeClock clock;
+  auto owned = std::make_unique<CountingSource>(clock);
+  CountingSource* source = owned.get();
+  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  auto auth = NewEntraAuth("kv1.vault.azure.net", true, credential);
+  ASSERT_TRUE(auth->OnRejected("op", Challenge401()));
+  for (int i = 0; i < 50; ++i) {
+    CloudRequest r{"GET", "kv1.vault.azure.net", "/secrets/x", "", {}, ""};
+    ASSERT_TRUE(auth->Authorize(r).ok());
+    EXPECT_EQ(AuthorizationOf(r), "Bearer tok-1");
+    EXPECT_FALSE(auth->OnRejected("op", Challenge401()));
+  }
+  EXPECT_EQ(source->scopes.size(), 1u);
+  // Past the retry interval a refusal earns one new token again.
+  clock.Advance(std::chrono::seconds(31));
+  CloudRequest r{"GET", "kv1.vault.azure.net", "/secrets/x", "", {}, ""};
+  ASSERT_TRUE(auth->Authorize(r).ok());
+  EXPECT_TRUE(auth->OnRejected("op", Challenge401()));
+  CloudRequest retry{"GET", "kv1.vault.azure.net", "/secrets/x", "", {}, ""};
+  ASSERT_TRUE(auth->Authorize(retry).ok());
+  EXPECT_EQ(AuthorizationOf(retry), "Bearer tok-2");
+  EXPECT_EQ(source->scopes.size(), 2u);
 }
 
 TEST(EntraAuth, RefusalsOfAnAlreadyReplacedTokenFetchNoOtherToken) {
@@ -578,7 +611,8 @@ TEST(EntraAuth, RefusalsOfAnAlreadyReplacedTokenFetchNoOtherToken) {
   CloudRequest r{"GET", "kv1.vault.azure.net", "/", "", {}, ""};
   ASSERT_TRUE(auth->Authorize(r).ok());
   EXPECT_EQ(AuthorizationOf(r), "Bearer tok-1");
-  EXPECT_TRUE(auth->OnRejected("op", Challenge401()));  // no time passed: still replaced at once
+  clock.Advance(std::chrono::seconds(31));
+  EXPECT_TRUE(auth->OnRejected("op", Challenge401()));
   CloudRequest retry{"GET", "kv1.vault.azure.net", "/", "", {}, ""};
   ASSERT_TRUE(auth->Authorize(retry).ok());
   EXPECT_EQ(AuthorizationOf(retry), "Bearer tok-2");
@@ -639,14 +673,23 @@ TEST(EntraAuth, AzureClientProbesThenSendsTheTokenFromTheChallenge) {
   EXPECT_EQ(ScriptedTransport::HeaderOf(vault->calls[0], "Authorization"), "");
   EXPECT_EQ(ScriptedTransport::HeaderOf(vault->calls[1], "Authorization"), "Bearer tok-entra");
   EXPECT_EQ(Form(entra.calls[0].body).size() > 0, true);
-  // A vault that keeps refusing a fresh token: one retry, then the 401 is the answer.
+  // A vault refusing the token just fetched (another tenant): no other token, the 401 is the answer.
+  vault->Then(401, R"({"error":{"code":"Unauthorized","message":"AKV10032: Invalid issuer."}})",
+              {{"www-authenticate", kChallenge}});
+  auto denied = (*client)->Call({"secrets.get", "GET", "/secrets/x"});
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.error().code, ErrorCode::kUnauthenticated);
+  EXPECT_EQ(vault->calls.size(), 3u);
+  EXPECT_EQ(entra.calls.size(), 1u);
+  // A vault that keeps refusing an older token: one retry, then the 401 is the answer.
+  clock.Advance(std::chrono::seconds(31));
   vault->Then(401, R"({"error":{"code":"Unauthorized","message":"expired"}})", {{"www-authenticate", kChallenge}});
   entra.Then(200, TokenAnswer("tok-entra-2"));
   auto refused = (*client)->Call({"secrets.get", "GET", "/secrets/x"});
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().code, ErrorCode::kUnauthenticated);
-  EXPECT_EQ(vault->calls.size(), 4u);
-  EXPECT_EQ(ScriptedTransport::HeaderOf(vault->calls[3], "Authorization"), "Bearer tok-entra-2");
+  EXPECT_EQ(vault->calls.size(), 5u);
+  EXPECT_EQ(ScriptedTransport::HeaderOf(vault->calls[4], "Authorization"), "Bearer tok-entra-2");
 }
 
 }  // namespace
