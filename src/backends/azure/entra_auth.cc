@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cctype>
+#include <algorithm>
 #include <charconv>
 #include <limits>
 #include <map>
@@ -117,6 +118,10 @@ Result<Expiring<SecretBytes>> ParseTokenAnswer(const std::string& what, HttpRepl
     return malformed("the token expires at " + std::to_string(*expires) + ", not within a year from now");
   }
   Expiring<SecretBytes> out{SecretBytes(std::string_view(token)), Clock::WallTime(seconds(*expires))};
+  // Fetch ahead 5 minutes before expiry, but never before half the lifetime
+  // has passed: a 30 s token is refetched after 15 s, not on every call.
+  const long long half = now_s + (*expires - now_s) / 2, ahead = *expires - 5 * 60;
+  out.refresh_at = Clock::WallTime(seconds(std::max(half, ahead)));
   Cleanse(token);
   return out;
 }

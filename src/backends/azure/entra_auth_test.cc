@@ -694,3 +694,34 @@ TEST(EntraAuth, AzureClientProbesThenSendsTheTokenFromTheChallenge) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(EntraAuth, AShortLivedTokenIsReusedForHalfItsLifetime) {
+  ScriptedTransport http;
+  FakeClock clock;
+  AzureSettings s = Settings();
+  s.client_secret = SecretBytes(std::string_view("s3cret"));
+  s.auth_method = "secret";
+  http.Then(200, TokenAnswer("tok-1", 30));
+  http.Then(200, TokenAnswer("tok-2", 30));
+  auto source = Source(s, http, clock);
+  ASSERT_TRUE(source.ok());
+  EntraCredential credential(std::move(*source), clock);
+  for (int i = 0; i < 10; ++i) {
+    auto token = credential.Get(kScope);
+    ASSERT_TRUE(token.ok()) << token.error().message;
+    EXPECT_EQ(token->view(), "tok-1");
+    clock.Advance(std::chrono::seconds(1));
+  }
+  EXPECT_EQ(http.calls.size(), 1u);
+  clock.Advance(std::chrono::seconds(6));  // 16 s after the fetch: past half of 30 s
+  auto token = credential.Get(kScope);
+  ASSERT_TRUE(token.ok()) << token.error().message;
+  EXPECT_EQ(token->view(), "tok-2");
+  EXPECT_EQ(http.calls.size(), 2u);
+}
+
+}  // namespace
+}  // namespace dyad
