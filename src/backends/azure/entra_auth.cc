@@ -501,14 +501,25 @@ std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header) {
   for (const char* k : {"authorization", "authorization_uri"}) {
     if (auto it = params.find(k); it != params.end() && out.authority.empty()) out.authority = it->second;
   }
+  // Only "https://<host>/.default", or a resource "https://<host>" ("/"):
+  // no other path, no query, no fragment.
+  auto path_at = [](const std::string& url) { return url.find_first_of("/?#", 8); };
   if (auto it = params.find("scope"); it != params.end() && !it->second.empty()) {
-    out.scope = it->second;
+    const std::string& scope = it->second;
+    if (!scope.starts_with("https://") || path_at(scope) == std::string::npos ||
+        scope.substr(path_at(scope)) != "/.default") {
+      return std::nullopt;
+    }
+    out.scope = scope;
   } else if (auto r = params.find("resource"); r != params.end() && !r->second.empty()) {
     std::string resource = r->second;
-    while (resource.ends_with('/')) resource.pop_back();
-    out.scope = resource.ends_with("/.default") ? resource : resource + "/.default";
+    if (!resource.starts_with("https://")) return std::nullopt;
+    const size_t at = path_at(resource);
+    if (at != std::string::npos && resource.substr(at) != "/") return std::nullopt;
+    if (at != std::string::npos) resource.resize(at);
+    out.scope = resource + "/.default";
   }
-  if (!out.scope.starts_with("https://") || out.scope.size() > 512) return std::nullopt;
+  if (!out.scope.starts_with("https://") || out.scope.size() > 512 || path_at(out.scope) == 8) return std::nullopt;
   for (char c : out.scope) {
     if (c <= 0x20 || c >= 0x7f) return std::nullopt;
   }

@@ -725,3 +725,45 @@ TEST(EntraAuth, AShortLivedTokenIsReusedForHalfItsLifetime) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(EntraAuth, OnlyAScopeOfExactlyDotDefaultIsAccepted) {
+  for (const char* good : {"Bearer scope=\"https://vault.azure.net/.default\"",
+                           "Bearer resource=\"https://vault.azure.net\"",
+                           "Bearer resource=\"https://vault.azure.net/\""}) {
+    auto c = ParseEntraChallenge(good);
+    ASSERT_TRUE(c) << good;
+    EXPECT_EQ(c->scope, kScope) << good;
+  }
+  for (const char* bad : {"Bearer scope=\"https://vault.azure.net/x/.default\"",
+                          "Bearer scope=\"https://vault.azure.net/.default?x=1\"",
+                          "Bearer scope=\"https://vault.azure.net/.default#f\"",
+                          "Bearer scope=\"https://vault.azure.net\"",
+                          "Bearer scope=\"https:///.default\"",
+                          "Bearer resource=\"https://vault.azure.net/x\"",
+                          "Bearer resource=\"https://vault.azure.net/x/.default\"",
+                          "Bearer resource=\"https://vault.azure.net?x=1\"",
+                          "Bearer resource=\"https://vault.azure.net//\""}) {
+    EXPECT_FALSE(ParseEntraChallenge(bad)) << bad;
+  }
+  FakeClock clock;
+  auto owned = std::make_unique<CountingSource>(clock);
+  CountingSource* source = owned.get();
+  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  auto auth = NewEntraAuth("kv1.vault.azure.net", true, credential);
+  for (const char* bad : {"Bearer authorization=\"https://login.microsoftonline.com/t\", "
+                          "scope=\"https://vault.azure.net/x/.default\"",
+                          "Bearer authorization=\"https://login.microsoftonline.com/t\", "
+                          "scope=\"https://vault.azure.net/.default?x=1\""}) {
+    EXPECT_FALSE(auth->OnRejected("secrets.get", Challenge401(bad))) << bad;  // the call fails with the 401
+    CloudRequest r{"GET", "kv1.vault.azure.net", "/secrets/x", "", {}, ""};
+    ASSERT_TRUE(auth->Authorize(r).ok());
+    EXPECT_EQ(AuthorizationOf(r), "");
+  }
+  EXPECT_TRUE(source->scopes.empty());
+}
+
+}  // namespace
+}  // namespace dyad
