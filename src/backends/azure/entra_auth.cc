@@ -317,10 +317,37 @@ class ManagedIdentitySource final : public EntraTokenSource {
 
 // ---- the auth step ----
 
+// The last path segment of "https://login.microsoftonline.com/<tenant>[/]"
+// (a tenant id or domain); "" when there is none.
+std::string TenantOf(const std::string& authority) {
+  std::string_view a = authority;
+  if (const auto q = a.find_first_of("?#"); q != std::string_view::npos) a = a.substr(0, q);
+  while (a.ends_with('/')) a.remove_suffix(1);
+  const auto scheme = a.find("://");
+  const auto slash = a.rfind('/');
+  if (scheme == std::string_view::npos || slash == std::string_view::npos || slash < scheme + 3) return "";
+  std::string tenant(a.substr(slash + 1));
+  for (char c : tenant) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') return "";
+  }
+  return tenant.size() <= 128 ? tenant : "";
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
 class EntraAuth final : public RequestAuth {
  public:
-  EntraAuth(std::string vault_host, bool verify, std::shared_ptr<EntraCredential> credential)
-      : vault_host_(std::move(vault_host)), verify_(verify), credential_(std::move(credential)) {}
+  EntraAuth(std::string vault_host, bool verify, std::shared_ptr<EntraCredential> credential, std::string tenant_id)
+      : vault_host_(std::move(vault_host)),
+        verify_(verify),
+        credential_(std::move(credential)),
+        tenant_id_(std::move(tenant_id)) {}
 
   Status Authorize(CloudRequest& request) override DYAD_LOCKS_EXCLUDED(mu_) {
     if (request.host != vault_host_) {
@@ -330,6 +357,7 @@ class EntraAuth final : public RequestAuth {
     {
       MutexLock lock(&mu_);
       scope = scope_;
+      if (scope.empty() && !refused_.empty()) return MakeError(ErrorCode::kUnauthenticated, refused_);
     }
     if (scope.empty()) {
       // The challenge probe: no token, no body (as the SDK sends it).
@@ -356,6 +384,13 @@ class EntraAuth final : public RequestAuth {
       MutexLock lock(&mu_);
       known = scope_;
       if (challenge && challenge->scope != scope_) {
+        const std::string tenant = TenantOf(challenge->authority);
+        if (!tenant_id_.empty() && !tenant.empty() && !EqualsIgnoreCase(tenant, tenant_id_)) {
+          refused_ = "Key Vault " + vault_host_ + " belongs to tenant " + tenant + ", not AZURE_TENANT_ID " +
+                     tenant_id_ + ": no token is sent";
+          spdlog::warn("{} ({})", refused_, op);
+          return false;
+        }
         if (verify_ && !ChallengeResourceMatches(vault_host_, challenge->scope)) {
           spdlog::warn("Key Vault {} ({}): the 401 challenge is for {}, which this vault is not part of: no token is "
                        "sent (AZURE_VERIFY_CHALLENGE_RESOURCE=false accepts it, for a private endpoint)",
@@ -389,6 +424,8 @@ class EntraAuth final : public RequestAuth {
   const std::shared_ptr<EntraCredential> credential_;
   Mutex mu_;
   std::string scope_ DYAD_GUARDED_BY(mu_);  // "" until the vault has challenged
+  const std::string tenant_id_;              // AZURE_TENANT_ID; "" for managed identity
+  std::string refused_ DYAD_GUARDED_BY(mu_);  // why no token is sent (another tenant)
 };
 
 thread_local const EntraAuth* EntraAuth::sent_by_ = nullptr;
@@ -543,8 +580,9 @@ bool ChallengeResourceMatches(std::string_view vault_host, std::string_view scop
 }
 
 std::unique_ptr<RequestAuth> NewEntraAuth(std::string vault_host, bool verify_challenge_resource,
-                                          std::shared_ptr<EntraCredential> credential) {
-  return std::make_unique<EntraAuth>(std::move(vault_host), verify_challenge_resource, std::move(credential));
+                                          std::shared_ptr<EntraCredential> credential, std::string tenant_id) {
+  return std::make_unique<EntraAuth>(std::move(vault_host), verify_challenge_resource, std::move(credential),
+                                     std::move(tenant_id));
 }
 
 }  // namespace dyad

@@ -767,3 +767,30 @@ TEST(EntraAuth, OnlyAScopeOfExactlyDotDefaultIsAccepted) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(EntraAuth, AChallengeFromAnotherTenantFailsClosedNamingBothTenants) {
+  FakeClock clock;
+  auto owned = std::make_unique<CountingSource>(clock);
+  CountingSource* source = owned.get();
+  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  auto same = NewEntraAuth("kv1.vault.azure.net", true, credential, kTenant);
+  EXPECT_TRUE(same->OnRejected("secrets.get", Challenge401()));
+  auto other = NewEntraAuth("kv2.vault.azure.net", true, credential, kTenant);
+  EXPECT_FALSE(other->OnRejected("secrets.get", Challenge401("Bearer authorization=\"https://login.microsoftonline.com/"
+                                                             "0000aaaa-1111-2222-3333-444455556666/\", "
+                                                             "resource=\"https://vault.azure.net\"")));
+  CloudRequest r{"GET", "kv2.vault.azure.net", "/secrets/x", "", {}, ""};
+  auto refused = other->Authorize(r);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnauthenticated);
+  EXPECT_NE(refused.error().message.find("0000aaaa-1111-2222-3333-444455556666"), std::string::npos);
+  EXPECT_NE(refused.error().message.find(kTenant), std::string::npos);
+  EXPECT_EQ(AuthorizationOf(r), "");
+  EXPECT_TRUE(source->scopes.empty());
+}
+
+}  // namespace
+}  // namespace dyad
