@@ -379,7 +379,7 @@ class EntraAuth final : public RequestAuth {
   bool OnRejected(std::string_view op, const HttpReply& reply) override DYAD_LOCKS_EXCLUDED(mu_) {
     if (reply.status != 401) return false;
     auto challenge = ParseEntraChallenge(reply.Header("www-authenticate"));
-    std::string known;
+    std::string known, replaced;
     {
       MutexLock lock(&mu_);
       known = scope_;
@@ -397,10 +397,12 @@ class EntraAuth final : public RequestAuth {
                        vault_host_, op, challenge->scope);
           return false;
         }
+        replaced = std::move(scope_);
         scope_ = challenge->scope;
-        return true;
       }
     }
+    if (!replaced.empty()) credential_->Forget(replaced);  // one token holder per vault
+    if (challenge && challenge->scope != known) return true;
     if (known.empty()) return false;  // refused without a challenge: nothing to learn
     // The token this thread sent was refused (expired, revoked): one fresh one.
     bool retry = true;
@@ -502,6 +504,16 @@ bool EntraCredential::Reject(const std::string& scope, const SecretBytes& reject
   // The holder's own guard: a token fetched less than min_retry_interval ago
   // and refused is a denial (another tenant, no access), not worth a fetch.
   return holder->Invalidate();
+}
+
+void EntraCredential::Forget(const std::string& scope) {
+  MutexLock lock(&scopes_->mu);
+  scopes_->by_scope.erase(scope);
+}
+
+size_t EntraCredential::ScopeCount() const {
+  MutexLock lock(&scopes_->mu);
+  return scopes_->by_scope.size();
 }
 
 std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header) {

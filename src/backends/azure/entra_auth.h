@@ -97,6 +97,11 @@ class EntraCredential {
   // `min_retry_interval` (a denial, not an expiry): no new one is fetched and
   // the call fails.
   bool Reject(const std::string& scope, const SecretBytes& rejected);
+  // Drops the token of a scope a vault no longer challenges for (the next
+  // Get() of it fetches again), so that the cache holds no more scopes than
+  // there are vaults.
+  void Forget(const std::string& scope);
+  size_t ScopeCount() const;
   const std::string& SourceName() const;
 
  private:

@@ -794,3 +794,26 @@ TEST(EntraAuth, AChallengeFromAnotherTenantFailsClosedNamingBothTenants) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(EntraAuth, ANewChallengeScopeReplacesTheOldTokenHolder) {
+  FakeClock clock;
+  auto owned = std::make_unique<CountingSource>(clock);
+  CountingSource* source = owned.get();
+  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  auto auth = NewEntraAuth("127.0.0.1:8443", false, credential);
+  for (int i = 0; i < 5; ++i) {
+    const std::string scope = "https://r" + std::to_string(i) + ".example/.default";
+    ASSERT_TRUE(auth->OnRejected("secrets.get", Challenge401("Bearer scope=\"" + scope + "\"")));
+    CloudRequest r{"GET", "127.0.0.1:8443", "/secrets/x", "", {}, ""};
+    ASSERT_TRUE(auth->Authorize(r).ok());
+    EXPECT_EQ(AuthorizationOf(r), "Bearer tok-" + std::to_string(i + 1));
+    EXPECT_EQ(credential->ScopeCount(), 1u);
+  }
+  EXPECT_EQ(source->scopes.size(), 5u);
+}
+
+}  // namespace
+}  // namespace dyad
