@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cctype>
+#include <algorithm>
 #include <charconv>
 #include <limits>
 #include <map>
@@ -117,6 +118,10 @@ Result<Expiring<SecretBytes>> ParseTokenAnswer(const std::string& what, HttpRepl
     return malformed("the token expires at " + std::to_string(*expires) + ", not within a year from now");
   }
   Expiring<SecretBytes> out{SecretBytes(std::string_view(token)), Clock::WallTime(seconds(*expires))};
+  // Fetch ahead 5 minutes before expiry, but never before half the lifetime
+  // has passed: a 30 s token is refetched after 15 s, not on every call.
+  const long long half = now_s + (*expires - now_s) / 2, ahead = *expires - 5 * 60;
+  out.refresh_at = Clock::WallTime(seconds(std::max(half, ahead)));
   Cleanse(token);
   return out;
 }
@@ -312,10 +317,37 @@ class ManagedIdentitySource final : public EntraTokenSource {
 
 // ---- the auth step ----
 
+// The last path segment of "https://login.microsoftonline.com/<tenant>[/]"
+// (a tenant id or domain); "" when there is none.
+std::string TenantOf(const std::string& authority) {
+  std::string_view a = authority;
+  if (const auto q = a.find_first_of("?#"); q != std::string_view::npos) a = a.substr(0, q);
+  while (a.ends_with('/')) a.remove_suffix(1);
+  const auto scheme = a.find("://");
+  const auto slash = a.rfind('/');
+  if (scheme == std::string_view::npos || slash == std::string_view::npos || slash < scheme + 3) return "";
+  std::string tenant(a.substr(slash + 1));
+  for (char c : tenant) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') return "";
+  }
+  return tenant.size() <= 128 ? tenant : "";
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
 class EntraAuth final : public RequestAuth {
  public:
-  EntraAuth(std::string vault_host, bool verify, std::shared_ptr<EntraCredential> credential)
-      : vault_host_(std::move(vault_host)), verify_(verify), credential_(std::move(credential)) {}
+  EntraAuth(std::string vault_host, bool verify, std::shared_ptr<EntraCredential> credential, std::string tenant_id)
+      : vault_host_(std::move(vault_host)),
+        verify_(verify),
+        credential_(std::move(credential)),
+        tenant_id_(std::move(tenant_id)) {}
 
   Status Authorize(CloudRequest& request) override DYAD_LOCKS_EXCLUDED(mu_) {
     if (request.host != vault_host_) {
@@ -325,6 +357,7 @@ class EntraAuth final : public RequestAuth {
     {
       MutexLock lock(&mu_);
       scope = scope_;
+      if (scope.empty() && !refused_.empty()) return MakeError(ErrorCode::kUnauthenticated, refused_);
     }
     if (scope.empty()) {
       // The challenge probe: no token, no body (as the SDK sends it).
@@ -346,21 +379,30 @@ class EntraAuth final : public RequestAuth {
   bool OnRejected(std::string_view op, const HttpReply& reply) override DYAD_LOCKS_EXCLUDED(mu_) {
     if (reply.status != 401) return false;
     auto challenge = ParseEntraChallenge(reply.Header("www-authenticate"));
-    std::string known;
+    std::string known, replaced;
     {
       MutexLock lock(&mu_);
       known = scope_;
       if (challenge && challenge->scope != scope_) {
+        const std::string tenant = TenantOf(challenge->authority);
+        if (!tenant_id_.empty() && !tenant.empty() && !EqualsIgnoreCase(tenant, tenant_id_)) {
+          refused_ = "Key Vault " + vault_host_ + " belongs to tenant " + tenant + ", not AZURE_TENANT_ID " +
+                     tenant_id_ + ": no token is sent";
+          spdlog::warn("{} ({})", refused_, op);
+          return false;
+        }
         if (verify_ && !ChallengeResourceMatches(vault_host_, challenge->scope)) {
           spdlog::warn("Key Vault {} ({}): the 401 challenge is for {}, which this vault is not part of: no token is "
                        "sent (AZURE_VERIFY_CHALLENGE_RESOURCE=false accepts it, for a private endpoint)",
                        vault_host_, op, challenge->scope);
           return false;
         }
+        replaced = std::move(scope_);
         scope_ = challenge->scope;
-        return true;
       }
     }
+    if (!replaced.empty()) credential_->Forget(replaced);  // one token holder per vault
+    if (challenge && challenge->scope != known) return true;
     if (known.empty()) return false;  // refused without a challenge: nothing to learn
     // The token this thread sent was refused (expired, revoked): one fresh one.
     bool retry = true;
@@ -384,6 +426,8 @@ class EntraAuth final : public RequestAuth {
   const std::shared_ptr<EntraCredential> credential_;
   Mutex mu_;
   std::string scope_ DYAD_GUARDED_BY(mu_);  // "" until the vault has challenged
+  const std::string tenant_id_;              // AZURE_TENANT_ID; "" for managed identity
+  std::string refused_ DYAD_GUARDED_BY(mu_);  // why no token is sent (another tenant)
 };
 
 thread_local const EntraAuth* EntraAuth::sent_by_ = nullptr;
@@ -462,6 +506,16 @@ bool EntraCredential::Reject(const std::string& scope, const SecretBytes& reject
   return holder->Invalidate();
 }
 
+void EntraCredential::Forget(const std::string& scope) {
+  MutexLock lock(&scopes_->mu);
+  scopes_->by_scope.erase(scope);
+}
+
+size_t EntraCredential::ScopeCount() const {
+  MutexLock lock(&scopes_->mu);
+  return scopes_->by_scope.size();
+}
+
 std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header) {
   // Bearer k="v", k="v" (also unquoted values); other schemes are ignored.
   header = TrimSpace(header);
@@ -496,14 +550,25 @@ std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header) {
   for (const char* k : {"authorization", "authorization_uri"}) {
     if (auto it = params.find(k); it != params.end() && out.authority.empty()) out.authority = it->second;
   }
+  // Only "https://<host>/.default", or a resource "https://<host>" ("/"):
+  // no other path, no query, no fragment.
+  auto path_at = [](const std::string& url) { return url.find_first_of("/?#", 8); };
   if (auto it = params.find("scope"); it != params.end() && !it->second.empty()) {
-    out.scope = it->second;
+    const std::string& scope = it->second;
+    if (!scope.starts_with("https://") || path_at(scope) == std::string::npos ||
+        scope.substr(path_at(scope)) != "/.default") {
+      return std::nullopt;
+    }
+    out.scope = scope;
   } else if (auto r = params.find("resource"); r != params.end() && !r->second.empty()) {
     std::string resource = r->second;
-    while (resource.ends_with('/')) resource.pop_back();
-    out.scope = resource.ends_with("/.default") ? resource : resource + "/.default";
+    if (!resource.starts_with("https://")) return std::nullopt;
+    const size_t at = path_at(resource);
+    if (at != std::string::npos && resource.substr(at) != "/") return std::nullopt;
+    if (at != std::string::npos) resource.resize(at);
+    out.scope = resource + "/.default";
   }
-  if (!out.scope.starts_with("https://") || out.scope.size() > 512) return std::nullopt;
+  if (!out.scope.starts_with("https://") || out.scope.size() > 512 || path_at(out.scope) == 8) return std::nullopt;
   for (char c : out.scope) {
     if (c <= 0x20 || c >= 0x7f) return std::nullopt;
   }
@@ -527,8 +592,9 @@ bool ChallengeResourceMatches(std::string_view vault_host, std::string_view scop
 }
 
 std::unique_ptr<RequestAuth> NewEntraAuth(std::string vault_host, bool verify_challenge_resource,
-                                          std::shared_ptr<EntraCredential> credential) {
-  return std::make_unique<EntraAuth>(std::move(vault_host), verify_challenge_resource, std::move(credential));
+                                          std::shared_ptr<EntraCredential> credential, std::string tenant_id) {
+  return std::make_unique<EntraAuth>(std::move(vault_host), verify_challenge_resource, std::move(credential),
+                                     std::move(tenant_id));
 }
 
 }  // namespace dyad

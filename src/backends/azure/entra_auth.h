@@ -43,7 +43,8 @@
 // private endpoints and loopback), the vault's host must end with "." + the
 // resource's host (vault.azure.net, vault.azure.cn, vault.usgovcloudapi.net,
 // vault.microsoftazure.de): a token is never sent to a vault that does not
-// match. A 401 for a scope already known (an expired or revoked token)
+// match, nor when the challenge names a tenant other than AZURE_TENANT_ID.
+// A 401 for a scope already known (an expired or revoked token)
 // rejects the token that request carried: one fresh token, one retry, then
 // the call fails. The
 // tenant is the configured one (AZURE_TENANT_ID); the challenge's
@@ -96,6 +97,11 @@ class EntraCredential {
   // `min_retry_interval` (a denial, not an expiry): no new one is fetched and
   // the call fails.
   bool Reject(const std::string& scope, const SecretBytes& rejected);
+  // Drops the token of a scope a vault no longer challenges for (the next
+  // Get() of it fetches again), so that the cache holds no more scopes than
+  // there are vaults.
+  void Forget(const std::string& scope);
+  size_t ScopeCount() const;
   const std::string& SourceName() const;
 
  private:
@@ -121,8 +127,10 @@ std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header);
 bool ChallengeResourceMatches(std::string_view vault_host, std::string_view scope);
 
 // The auth step of the vault at `vault_host` (host[:port]). `credential` is
-// shared with the other vault's step.
+// shared with the other vault's step. When `tenant_id` (AZURE_TENANT_ID) is
+// set and a challenge's authorization names another tenant, no token is sent
+// and the calls fail (kUnauthenticated naming both tenant ids).
 std::unique_ptr<RequestAuth> NewEntraAuth(std::string vault_host, bool verify_challenge_resource,
-                                          std::shared_ptr<EntraCredential> credential);
+                                          std::shared_ptr<EntraCredential> credential, std::string tenant_id = "");
 
 }  // namespace dyad

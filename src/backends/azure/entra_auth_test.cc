@@ -694,3 +694,126 @@ TEST(EntraAuth, AzureClientProbesThenSendsTheTokenFromTheChallenge) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(EntraAuth, AShortLivedTokenIsReusedForHalfItsLifetime) {
+  ScriptedTransport http;
+  FakeClock clock;
+  AzureSettings s = Settings();
+  s.client_secret = SecretBytes(std::string_view("s3cret"));
+  s.auth_method = "secret";
+  http.Then(200, TokenAnswer("tok-1", 30));
+  http.Then(200, TokenAnswer("tok-2", 30));
+  auto source = Source(s, http, clock);
+  ASSERT_TRUE(source.ok());
+  EntraCredential credential(std::move(*source), clock);
+  for (int i = 0; i < 10; ++i) {
+    auto token = credential.Get(kScope);
+    ASSERT_TRUE(token.ok()) << token.error().message;
+    EXPECT_EQ(token->view(), "tok-1");
+    clock.Advance(std::chrono::seconds(1));
+  }
+  EXPECT_EQ(http.calls.size(), 1u);
+  clock.Advance(std::chrono::seconds(6));  // 16 s after the fetch: past half of 30 s
+  auto token = credential.Get(kScope);
+  ASSERT_TRUE(token.ok()) << token.error().message;
+  EXPECT_EQ(token->view(), "tok-2");
+  EXPECT_EQ(http.calls.size(), 2u);
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(EntraAuth, OnlyAScopeOfExactlyDotDefaultIsAccepted) {
+  for (const char* good : {"Bearer scope=\"https://vault.azure.net/.default\"",
+                           "Bearer resource=\"https://vault.azure.net\"",
+                           "Bearer resource=\"https://vault.azure.net/\""}) {
+    auto c = ParseEntraChallenge(good);
+    ASSERT_TRUE(c) << good;
+    EXPECT_EQ(c->scope, kScope) << good;
+  }
+  for (const char* bad : {"Bearer scope=\"https://vault.azure.net/x/.default\"",
+                          "Bearer scope=\"https://vault.azure.net/.default?x=1\"",
+                          "Bearer scope=\"https://vault.azure.net/.default#f\"",
+                          "Bearer scope=\"https://vault.azure.net\"",
+                          "Bearer scope=\"https:///.default\"",
+                          "Bearer resource=\"https://vault.azure.net/x\"",
+                          "Bearer resource=\"https://vault.azure.net/x/.default\"",
+                          "Bearer resource=\"https://vault.azure.net?x=1\"",
+                          "Bearer resource=\"https://vault.azure.net//\""}) {
+    EXPECT_FALSE(ParseEntraChallenge(bad)) << bad;
+  }
+  FakeClock clock;
+  auto owned = std::make_unique<CountingSource>(clock);
+  CountingSource* source = owned.get();
+  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  auto auth = NewEntraAuth("kv1.vault.azure.net", true, credential);
+  for (const char* bad : {"Bearer authorization=\"https://login.microsoftonline.com/t\", "
+                          "scope=\"https://vault.azure.net/x/.default\"",
+                          "Bearer authorization=\"https://login.microsoftonline.com/t\", "
+                          "scope=\"https://vault.azure.net/.default?x=1\""}) {
+    EXPECT_FALSE(auth->OnRejected("secrets.get", Challenge401(bad))) << bad;  // the call fails with the 401
+    CloudRequest r{"GET", "kv1.vault.azure.net", "/secrets/x", "", {}, ""};
+    ASSERT_TRUE(auth->Authorize(r).ok());
+    EXPECT_EQ(AuthorizationOf(r), "");
+  }
+  EXPECT_TRUE(source->scopes.empty());
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(EntraAuth, AChallengeFromAnotherTenantFailsClosedNamingBothTenants) {
+  FakeClock clock;
+  auto owned = std::make_unique<CountingSource>(clock);
+  CountingSource* source = owned.get();
+  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  auto same = NewEntraAuth("kv1.vault.azure.net", true, credential, kTenant);
+  EXPECT_TRUE(same->OnRejected("secrets.get", Challenge401()));
+  auto other = NewEntraAuth("kv2.vault.azure.net", true, credential, kTenant);
+  EXPECT_FALSE(other->OnRejected("secrets.get", Challenge401("Bearer authorization=\"https://login.microsoftonline.com/"
+                                                             "0000aaaa-1111-2222-3333-444455556666/\", "
+                                                             "resource=\"https://vault.azure.net\"")));
+  CloudRequest r{"GET", "kv2.vault.azure.net", "/secrets/x", "", {}, ""};
+  auto refused = other->Authorize(r);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnauthenticated);
+  EXPECT_NE(refused.error().message.find("0000aaaa-1111-2222-3333-444455556666"), std::string::npos);
+  EXPECT_NE(refused.error().message.find(kTenant), std::string::npos);
+  EXPECT_EQ(AuthorizationOf(r), "");
+  EXPECT_TRUE(source->scopes.empty());
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(EntraAuth, ANewChallengeScopeReplacesTheOldTokenHolder) {
+  FakeClock clock;
+  auto owned = std::make_unique<CountingSource>(clock);
+  CountingSource* source = owned.get();
+  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  auto auth = NewEntraAuth("127.0.0.1:8443", false, credential);
+  for (int i = 0; i < 5; ++i) {
+    const std::string scope = "https://r" + std::to_string(i) + ".example/.default";
+    ASSERT_TRUE(auth->OnRejected("secrets.get", Challenge401("Bearer scope=\"" + scope + "\"")));
+    CloudRequest r{"GET", "127.0.0.1:8443", "/secrets/x", "", {}, ""};
+    ASSERT_TRUE(auth->Authorize(r).ok());
+    EXPECT_EQ(AuthorizationOf(r), "Bearer tok-" + std::to_string(i + 1));
+    EXPECT_EQ(credential->ScopeCount(), 1u);
+  }
+  EXPECT_EQ(source->scopes.size(), 5u);
+}
+
+}  // namespace
+}  // namespace dyad

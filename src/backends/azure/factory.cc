@@ -46,7 +46,7 @@ class AzureBackendFactory final : public BackendFactory {
       if (!endpoint) return MakeError(ErrorCode::kInvalidArgument, "not a vault URL: " + vault_url);
       const std::string host = endpoint->host;
       DYAD_ASSIGN_OR_RETURN(auto c, AzureClient::Create(std::move(options),
-                                                        NewEntraAuth(host, az.verify_challenge_resource, credential),
+                                                        NewEntraAuth(host, az.verify_challenge_resource, credential, az.tenant_id),
                                                         NewCurlTransport(curl), context.clock, context.random));
       return &b.resources.Add(std::move(c));
     };
