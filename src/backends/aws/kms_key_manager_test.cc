@@ -1,3 +1,4 @@
+#include "testing/log_capture.h"
 #include "backends/aws/kms_key_manager.h"
 
 #include <gtest/gtest.h>
@@ -24,25 +25,7 @@ class StaticCredentials final : public AwsCredentialSource {
 };
 
 // What spdlog writes while it lives.
-class LogCapture {
- public:
-  LogCapture() : previous_(spdlog::default_logger()) {
-    spdlog::set_default_logger(
-        std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)));
-  }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
-  std::string Text() const { return out_.str(); }
-  size_t Count(const std::string& needle) const {
-    std::string text = Text();
-    size_t n = 0;
-    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-    return n;
-  }
-
- private:
-  std::ostringstream out_;
-  std::shared_ptr<spdlog::logger> previous_;
-};
+using testing::LogCapture;
 
 // How moto (IAM policy checks on) refuses an action: 403 and a query-protocol
 // XML body, not AWS's 400 AccessDeniedException JSON.

@@ -1,3 +1,4 @@
+#include "testing/log_capture.h"
 #include "backends/azure/secret_store.h"
 
 #include <gtest/gtest.h>
@@ -16,24 +17,7 @@ namespace {
 using testing::FakeKeyVault;
 using nlohmann::json;
 
-class LogCapture {
- public:
-  LogCapture() : previous_(spdlog::default_logger()) {
-    spdlog::set_default_logger(
-        std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)));
-  }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
-  size_t Count(const std::string& needle) const {
-    std::string text = out_.str();
-    size_t n = 0;
-    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-    return n;
-  }
-
- private:
-  std::ostringstream out_;
-  std::shared_ptr<spdlog::logger> previous_;
-};
+using testing::LogCapture;
 
 class AzureStoreTest : public ::testing::Test {
  protected:

@@ -1,3 +1,4 @@
+#include "testing/log_capture.h"
 #include "backends/vault/transit_key_manager.h"
 
 #include <gtest/gtest.h>
@@ -226,24 +227,7 @@ class Forward final : public HttpTransport {
   FakeTransit& to_;
 };
 
-class LogCapture {
- public:
-  LogCapture() : previous_(spdlog::default_logger()) {
-    spdlog::set_default_logger(
-        std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)));
-  }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
-  size_t Count(const std::string& needle) const {
-    std::string text = out_.str();
-    size_t n = 0;
-    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-    return n;
-  }
-
- private:
-  std::ostringstream out_;
-  std::shared_ptr<spdlog::logger> previous_;
-};
+using testing::LogCapture;
 
 std::string Bound(const std::string& dek, const std::string& context) {
   return context.empty() ? dek : dek + Sha256(context).substr(0, 16);
