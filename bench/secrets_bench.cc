@@ -1,5 +1,7 @@
 // Secrets-core micro-benchmarks (issue 3): cache hits on 1 and 2 threads
-// beside a plain std::unordered_map + std::mutex, envelope seal/open of a
+// beside a plain std::unordered_map + std::mutex — each thread on its own
+// half of the keys (BM_CacheHit), and every thread on one hot key
+// (BM_CacheHotKey, issue 15: one provider takes most of a gateway's traffic) —, envelope seal/open of a
 // 256-byte credential beside raw OpenSSL AES-256-GCM, and a single-flight
 // miss. Run: build/dyad_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // Issue 10's target reads BM_EnvelopeSeal256 and BM_EnvelopeOpen256 against
@@ -63,6 +65,19 @@ void BM_CacheHit(benchmark::State& state) {
 }
 BENCHMARK(BM_CacheHit)->Threads(1)->Threads(2)->UseRealTime();
 
+// Every thread reads the same key: the gateway's common case.
+void BM_CacheHotKey(benchmark::State& state) {
+  CredentialCache& cache = SharedCache();
+  const std::string key = Keys()[7];
+  const CredentialCache::Loader loader = [] { return Result<CredentialsPtr>(Value()); };
+  for (auto _ : state) {
+    auto r = cache.Get(key, loader);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_CacheHotKey)->Threads(1)->Threads(2)->UseRealTime();
+
 // The comparison: one std::mutex around one std::unordered_map.
 struct PlainMap {
   std::mutex mu;
@@ -92,6 +107,21 @@ void BM_MutexMapHit(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_MutexMapHit)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_MutexMapHotKey(benchmark::State& state) {
+  PlainMap& m = SharedMap();
+  const std::string key = Keys()[7];
+  for (auto _ : state) {
+    CredentialsPtr v;
+    {
+      std::lock_guard lock(m.mu);
+      v = m.map.find(key)->second;
+    }
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_MutexMapHotKey)->Threads(1)->Threads(2)->UseRealTime();
 
 struct SealFixture {
   testing::TempDir dir;

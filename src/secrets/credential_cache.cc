@@ -5,19 +5,171 @@
 #include <limits>
 
 namespace dyad {
+namespace {
+
+std::atomic<uint64_t> g_next_cache_id{1};
+
+constexpr size_t kFrontProbes = 4;  // slots a key may sit in: hash, hash+1, …
+
+// The reference a front hands out: an alias of the shared value whose
+// control block is this holder's, made for one thread, so copying it counts
+// on a line of that thread's. The holder owns one reference to the value.
+// Aligned so that its counts share a cache line with nothing else.
+struct alignas(64) AliasHolder {
+  CredentialsPtr value;
+};
+
+CredentialsPtr PerThreadAlias(const CredentialsPtr& value) {
+  auto holder = std::make_shared<AliasHolder>(AliasHolder{value});
+  return CredentialsPtr(holder, value.get());
+}
+
+}  // namespace
+
+struct alignas(64) CredentialCache::Front {
+  struct Slot {
+    size_t hash = 0;
+    std::string key;
+    CredentialsPtr value;  // a per-thread alias; null: an empty slot
+    Clock::Instant until{};
+  };
+
+  explicit Front(size_t n) : mask(n - 1), slots(n) {}
+
+  // The owner's hit counter: only the owner writes it (a load and a store,
+  // no read-modify-write); Stats() reads it.
+  void CountHit() { hits.store(hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+
+  Slot* Find(size_t hash, const std::string& key) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (size_t i = 0; i < kFrontProbes; ++i) {
+      Slot& s = slots[(hash + i) & mask];
+      if (s.value && s.hash == hash && s.key == key) return &s;
+    }
+    return nullptr;
+  }
+  // The key's slot, else an empty or expired one, else the one expiring first.
+  Slot& Place(size_t hash, const std::string& key, Clock::Instant now) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (Slot* s = Find(hash, key)) return *s;
+    Slot* victim = &slots[hash & mask];
+    for (size_t i = 0; i < kFrontProbes; ++i) {
+      Slot& s = slots[(hash + i) & mask];
+      if (!s.value || s.until <= now) return s;
+      if (s.until < victim->until) victim = &s;
+    }
+    return *victim;
+  }
+  void Drop(const std::string* key) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!key) {
+      for (Slot& s : slots) s = Slot{};
+    } else if (Slot* s = Find(std::hash<std::string>{}(*key), *key)) {
+      *s = Slot{};
+    }
+  }
+  // Its thread ended, or its cache did: it is empty from now on.
+  void Retire() {
+    SpinLockHolder lock(&mu);
+    retired = true;
+    Drop(nullptr);
+  }
+
+  SpinLock mu;
+  std::atomic<uint64_t> hits{0};
+  const size_t mask;
+  bool retired DYAD_GUARDED_BY(mu) = false;
+  std::vector<Slot> slots DYAD_GUARDED_BY(mu);
+};
+
+struct CredentialCache::ThreadFronts {
+  uint64_t last_id = 0;  // the cache read last, and its front
+  Front* last = nullptr;
+  std::vector<std::pair<uint64_t, std::shared_ptr<Front>>> all;
+
+  ~ThreadFronts() {
+    for (auto& [id, front] : all) front->Retire();
+  }
+};
 
 CredentialCache::CredentialCache(CacheOptions options, const Clock& clock, Spawner spawn)
-    : options_(options), clock_(clock), spawn_(std::move(spawn)) {
+    : options_(options), clock_(clock), spawn_(std::move(spawn)), id_(g_next_cache_id.fetch_add(1)) {
   size_t want = options_.shards ? options_.shards : std::clamp<size_t>(options_.max_entries * 8, 64, 4096);
   options_.shards = std::bit_ceil(want);
   shard_mask_ = options_.shards - 1;
   shards_ = std::make_unique<Shard[]>(options_.shards);
+  refresh_ahead_ = std::chrono::duration_cast<Clock::Duration>(options_.ttl * options_.refresh_ahead_fraction);
+  front_slots_ = std::bit_ceil(std::clamp<size_t>(options_.max_entries * 2, 16, 512));
 }
 
-CredentialCache::~CredentialCache() = default;
+CredentialCache::~CredentialCache() {
+  MutexLock lock(&fronts_mu_);
+  for (auto& front : fronts_) front->Retire();
+}
 
-CredentialCache::Shard& CredentialCache::ShardFor(const std::string& key) {
-  return shards_[std::hash<std::string>{}(key) & shard_mask_];
+CredentialCache::ThreadFronts& CredentialCache::ThisThread() {
+  thread_local ThreadFronts fronts;
+  return fronts;
+}
+
+CredentialCache::Front* CredentialCache::FrontOfThisThread() {
+  ThreadFronts& t = ThisThread();
+  if (t.last_id == id_) return t.last;
+  for (auto& [id, front] : t.all) {
+    if (id == id_) {
+      t.last_id = id;
+      t.last = front.get();
+      return t.last;
+    }
+  }
+  return nullptr;
+}
+
+void CredentialCache::FillFront(Shard& shard, size_t hash, const std::string& key, const Shard::Entry& e,
+                                Clock::Instant now) {
+  // Never past the point where the shard path has work to do for this key.
+  Clock::Instant until = e.leased || !spawn_ ? e.expires : e.expires - refresh_ahead_;
+  until = std::min(until, now + kFrontLifetime);
+  if (until <= now || !e.value) return;
+  Front* front = FrontOfThisThread();
+  if (!front) {
+    ThreadFronts& t = ThisThread();
+    // Fronts of caches since destroyed are dropped here, as this thread
+    // meets a new cache.
+    std::erase_if(t.all, [](const auto& entry) {
+      SpinLockHolder lock(&entry.second->mu);
+      return entry.second->retired;
+    });
+    auto made = std::make_shared<Front>(front_slots_);
+    {
+      MutexLock lock(&fronts_mu_);
+      fronts_.push_back(made);
+    }
+    t.all.emplace_back(id_, made);
+    t.last_id = id_;
+    t.last = front = made.get();
+  }
+  SpinLockHolder lock(&front->mu);
+  Front::Slot& s = front->Place(hash, key, now);
+  if (s.value.get() != e.value.get() || s.hash != hash || s.key != key) {
+    s.hash = hash;
+    s.key = key;
+    s.value = PerThreadAlias(e.value);
+  }
+  s.until = until;
+}
+
+void CredentialCache::DropFromFronts(const std::string* key) {
+  MutexLock lock(&fronts_mu_);
+  for (size_t i = 0; i < fronts_.size();) {
+    const std::shared_ptr<Front> front = fronts_[i];  // outlives front_lock
+    SpinLockHolder front_lock(&front->mu);
+    if (front->retired) {  // its thread ended: keep its count, let it go
+      retired_front_hits_ += front->hits.load(std::memory_order_relaxed);
+      fronts_[i] = std::move(fronts_.back());
+      fronts_.pop_back();
+      continue;
+    }
+    front->Drop(key);
+    ++i;
+  }
 }
 
 static Error NotFoundError(const std::string& key) {
@@ -26,7 +178,18 @@ static Error NotFoundError(const std::string& key) {
 
 Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loader) {
   const Clock::Instant now = clock_.CoarseNow();
-  Shard& shard = ShardFor(key);
+  const size_t hash = std::hash<std::string>{}(key);
+  if (Front* front = FrontOfThisThread()) {
+    front->mu.Lock();
+    if (Front::Slot* s = front->Find(hash, key); s && now < s->until) {
+      CacheRead read{s->value, CacheSource::kHit};
+      front->mu.Unlock();
+      front->CountHit();
+      return read;
+    }
+    front->mu.Unlock();
+  }
+  Shard& shard = ShardFor(hash);
   shard.mu.Lock();
   CredentialsPtr stale_value;
   Clock::Instant stale_until{};
@@ -41,13 +204,13 @@ Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loa
         return NotFoundError(key);
       }
       CacheRead read{e.value, CacheSource::kHit};
-      auto ahead = std::chrono::duration_cast<Clock::Duration>(options_.ttl * options_.refresh_ahead_fraction);
-      if (!e.refreshing && !e.leased && now >= e.expires - ahead && spawn_) {
+      if (!e.refreshing && !e.leased && now >= e.expires - refresh_ahead_ && spawn_) {
         e.refreshing = true;
         shard.mu.Unlock();
         StartRefresh(shard, key, loader);
         return read;
       }
+      FillFront(shard, hash, key, e, now);
       shard.mu.Unlock();
       return read;
     }
@@ -105,7 +268,7 @@ Result<CacheRead> CredentialCache::LoadOrJoin(Shard& shard, const std::string& k
 
 void CredentialCache::Publish(Shard& shard, const std::string& key, const std::shared_ptr<Flight>& flight,
                               uint64_t epoch, const Result<CredentialsPtr>& result, Clock::Instant now) {
-  bool grew = false;
+  bool grew = false, replaced = false;
   {
     MutexLock lock(&shard.mu);
     // An invalidation may have detached this flight, and a later reader
@@ -134,6 +297,7 @@ void CredentialCache::Publish(Shard& shard, const std::string& key, const std::s
         shard.entries.emplace(key, std::move(e));
         grew = true;
       } else {
+        replaced = it->second.value != e.value;
         it->second = std::move(e);
       }
     } else if (it != shard.entries.end()) {
@@ -141,6 +305,7 @@ void CredentialCache::Publish(Shard& shard, const std::string& key, const std::s
       it->second.refreshing = false;
     }
   }
+  if (replaced) DropFromFronts(&key);
   if (grew) {
     size_.fetch_add(1, std::memory_order_relaxed);
     EvictIfFull();
@@ -184,26 +349,34 @@ void CredentialCache::EvictIfFull() {
       }
     }
     if (best_shard == options_.shards) return;
-    MutexLock lock(&shards_[best_shard].mu);
-    auto& entries = shards_[best_shard].entries;
-    auto it = entries.find(best_key);
-    if (it != entries.end() && it->second.last_access == best_time) {
-      entries.erase(it);  // the value is zeroed when its last reader drops it
-      size_.fetch_sub(1, std::memory_order_relaxed);
-      evictions_.fetch_add(1, std::memory_order_relaxed);
+    bool evicted = false;
+    {
+      MutexLock lock(&shards_[best_shard].mu);
+      auto& entries = shards_[best_shard].entries;
+      auto it = entries.find(best_key);
+      if (it != entries.end() && it->second.last_access == best_time) {
+        entries.erase(it);  // the value is zeroed when its last reader drops it
+        size_.fetch_sub(1, std::memory_order_relaxed);
+        evictions_.fetch_add(1, std::memory_order_relaxed);
+        evicted = true;
+      }
     }
+    if (evicted) DropFromFronts(&best_key);
   }
 }
 
 void CredentialCache::Invalidate(const std::string& key) {
-  Shard& shard = ShardFor(key);
-  MutexLock lock(&shard.mu);
-  ++shard.epoch;
-  // A load in flight may have read the value this write replaced: readers
-  // arriving from now on start a load of their own instead of joining it
-  // (the detached one still answers the readers it already has).
-  shard.flights.erase(key);
-  if (shard.entries.erase(key)) size_.fetch_sub(1, std::memory_order_relaxed);
+  Shard& shard = ShardFor(std::hash<std::string>{}(key));
+  {
+    MutexLock lock(&shard.mu);
+    ++shard.epoch;
+    // A load in flight may have read the value this write replaced: readers
+    // arriving from now on start a load of their own instead of joining it
+    // (the detached one still answers the readers it already has).
+    shard.flights.erase(key);
+    if (shard.entries.erase(key)) size_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  DropFromFronts(&key);
 }
 
 size_t CredentialCache::Clear() {
@@ -216,6 +389,7 @@ size_t CredentialCache::Clear() {
     size_.fetch_sub(shards_[i].entries.size(), std::memory_order_relaxed);
     shards_[i].entries.clear();
   }
+  DropFromFronts(nullptr);
   return cleared;
 }
 
@@ -228,6 +402,11 @@ CacheStats CredentialCache::Stats() const {
     s.stale += shards_[i].stale;
     s.loads += shards_[i].loads;
     s.load_errors += shards_[i].load_errors;
+  }
+  {
+    MutexLock lock(&fronts_mu_);
+    s.hits += retired_front_hits_;
+    for (const auto& front : fronts_) s.hits += front->hits.load(std::memory_order_relaxed);
   }
   s.evictions = evictions_.load(std::memory_order_relaxed);
   s.size = Size();

@@ -1,21 +1,54 @@
 // CredentialCache: the in-memory read cache of DESIGN.md §6.
 //
 // Keyed by provider id. TTL expiry; an entry bound with least-recently-used
-// eviction across all shards; sharded locks so hits on two cores do not
-// contend; single-flight (concurrent misses of one key make one load);
-// refresh ahead of expiry through the injected spawner; stale-if-error
-// within a window when the load fails with kUnavailable (failed refreshes
-// back off, so a down backend sees no storm); short negative caching of
-// kNotFound; Invalidate()/Clear() on every write. Read-your-writes: a load
-// that started before an invalidation never re-inserts its older value, and
-// no reader arriving after the invalidation joins it (it is detached from
-// its key, so that reader starts a load of its own). A value holding leased
-// fields (Credentials::refresh_by, usable_until) is kept no longer than its
-// refresh_by, without refresh ahead, and never served stale after its
-// usable_until. Times come from
-// Clock::CoarseNow(): TTLs and LRU order are exact to a few milliseconds. Values are
-// shared_ptr<const Credentials>: an evicted value is zeroed when its last
-// reader lets it go. Thread-safe.
+// eviction across all shards; single-flight (concurrent misses of one key
+// make one load); refresh ahead of expiry through the injected spawner;
+// stale-if-error within a window when the load fails with kUnavailable
+// (failed refreshes back off, so a down backend sees no storm); short
+// negative caching of kNotFound; Invalidate()/Clear() on every write.
+// Read-your-writes: a load that started before an invalidation never
+// re-inserts its older value, and no reader arriving after the invalidation
+// joins it (it is detached from its key, so that reader starts a load of its
+// own). A value holding leased fields (Credentials::refresh_by,
+// usable_until) is kept no longer than its refresh_by, without refresh
+// ahead, and never served stale after its usable_until. Times come from
+// Clock::CoarseNow(): TTLs and LRU order are exact to a few milliseconds.
+// Values are shared_ptr<const Credentials>: an evicted, replaced or
+// invalidated value is zeroed when its last reader lets it go. Thread-safe.
+//
+// Two levels, so that hits on one hot key scale with cores. The shards (a
+// mutex and a map each) hold the truth: entries, flights, LRU times. In
+// front of them each reading thread has a small table of its own (a
+// "front") of values it found fresh in a shard less than kFrontLifetime
+// (5 ms) ago. A hit in the front writes only memory of that thread: its
+// front's lock (uncontended: a SpinLock others take only to remove entries)
+// and its hit counter (relaxed, one writer), and it hands out a copy of a
+// per-thread alias of the value (a shared_ptr whose control block belongs to
+// that thread, owning one reference to the shared value), so no reference
+// count, lock or counter line moves between cores on the hit path.
+//
+// Why this stays correct (the memory-ordering argument):
+//  - A front is filled only under the shard's mutex, from the shard's current
+//    entry. Every change that makes a value unservable — Invalidate, Clear,
+//    eviction, a load publishing a different value — first changes the shard
+//    under that mutex and then, before returning, removes the key (or
+//    everything) from every front under the front's lock. A fill ordered
+//    before the change by the shard mutex is removed by that sweep (the
+//    front lock's release/acquire orders the fill before the removal); a
+//    fill ordered after it sees the changed shard. So once Invalidate()
+//    returns, no front holds the old value, and the owner's next lookup,
+//    which takes the front lock after the sweep released it, cannot find it:
+//    read-your-writes holds across threads.
+//  - A front entry expires at the earliest of: fill time + 5 ms, the entry's
+//    expiry (its lease's refresh_by if leased), and the start of its
+//    refresh-ahead window. Past that the read takes the shard path, which
+//    does everything the single-level cache did: TTL, refresh ahead,
+//    stale-if-error, and the LRU access time (so a hot key's LRU time is at
+//    most 5 ms old; eviction order is exact to that).
+//  - Fronts are swept on the events above, cleared when their thread exits
+//    and when the cache is destroyed, so a value is released (and zeroed)
+//    once the shard entry, every alias and every reader's copy are gone.
+//  - Lock order: shard mutex, then fronts_mu_, then a front's lock.
 #pragma once
 
 #include <atomic>
@@ -28,6 +61,7 @@
 
 #include "core/clock.h"
 #include "core/mutex.h"
+#include "core/spin_lock.h"
 #include "secrets/credentials.h"
 
 namespace dyad {
@@ -71,7 +105,13 @@ class CredentialCache {
   size_t Size() const { return size_.load(std::memory_order_relaxed); }
   CacheStats Stats() const;
 
+  // How long a thread serves a value from its own front before asking the
+  // shard again.
+  static constexpr Clock::Duration kFrontLifetime = std::chrono::milliseconds(5);
+
  private:
+  struct Front;         // one thread's table of recently found values
+  struct ThreadFronts;  // a thread's fronts, one per cache it read from
   struct Flight {
     Mutex mu;
     CondVar cv;
@@ -97,7 +137,14 @@ class CredentialCache {
     uint64_t misses DYAD_GUARDED_BY(mu) = 0, stale DYAD_GUARDED_BY(mu) = 0, loads DYAD_GUARDED_BY(mu) = 0,
              load_errors DYAD_GUARDED_BY(mu) = 0;
   };
-  Shard& ShardFor(const std::string& key);
+  Shard& ShardFor(size_t hash) { return shards_[hash & shard_mask_]; }
+  static ThreadFronts& ThisThread();
+  Front* FrontOfThisThread();
+  // Puts the shard's fresh entry `e` in this thread's front.
+  void FillFront(Shard& shard, size_t hash, const std::string& key, const Shard::Entry& e, Clock::Instant now)
+      DYAD_EXCLUSIVE_LOCKS_REQUIRED(shard.mu) DYAD_LOCKS_EXCLUDED(fronts_mu_);
+  // Removes `key` (every key when null) from every thread's front.
+  void DropFromFronts(const std::string* key) DYAD_LOCKS_EXCLUDED(fronts_mu_);
   // Entered with shard.mu held; releases it.
   Result<CacheRead> LoadOrJoin(Shard& shard, const std::string& key, const Loader& loader,
                                CredentialsPtr stale_value, Clock::Instant stale_until)
@@ -114,6 +161,12 @@ class CredentialCache {
   size_t shard_mask_ = 0;
   std::atomic<size_t> size_{0};
   std::atomic<uint64_t> evictions_{0};
+  Clock::Duration refresh_ahead_{};
+  size_t front_slots_ = 0;
+  const uint64_t id_;  // never reused: names this cache in threads' fronts
+  mutable Mutex fronts_mu_;
+  std::vector<std::shared_ptr<Front>> fronts_ DYAD_GUARDED_BY(fronts_mu_);
+  uint64_t retired_front_hits_ DYAD_GUARDED_BY(fronts_mu_) = 0;  // of fronts whose thread ended
 };
 
 }  // namespace dyad

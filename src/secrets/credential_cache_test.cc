@@ -359,5 +359,141 @@ TEST_F(CacheTest, EvictedValueIsZeroedWhenItsLastReaderLetsGo) {
   }
 }
 
+// The per-thread fronts (see the header's opening comment).
+
+TEST_F(CacheTest, HitsFromAThreadsFrontAreCounted) {
+  CredentialCache cache(Options(), clock_, Queue());
+  ASSERT_EQ(cache.Get("a", Loader("v1"))->source, CacheSource::kLoaded);
+  for (int i = 0; i < 5; ++i) {
+    auto r = cache.Get("a", Loader("v2"));
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->source, CacheSource::kHit);
+    EXPECT_EQ(Value(*r), "v1");
+  }
+  EXPECT_EQ(cache.Stats().hits, 5u);
+  EXPECT_EQ(loads_, 1);
+}
+
+// Read-your-writes across threads: a reader whose front holds the old value
+// reads the new one once Invalidate() has returned, with no clock movement.
+TEST_F(CacheTest, InvalidateReachesEveryThreadsFront) {
+  CredentialCache cache(Options(), clock_, Queue());
+  std::latch filled(1), written(1);
+  std::string seen_after;
+  CacheSource source_after = CacheSource::kHit;
+  std::thread reader([&] {
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(Value(*cache.Get("a", Loader("old"))), "old");  // load, fill, front hit
+    filled.count_down();
+    written.wait();
+    auto r = cache.Get("a", Loader("new"));
+    seen_after = Value(*r);
+    source_after = r->source;
+  });
+  filled.wait();
+  cache.Invalidate("a");
+  written.count_down();
+  reader.join();
+  EXPECT_EQ(seen_after, "new");
+  EXPECT_EQ(source_after, CacheSource::kLoaded);
+}
+
+// A front never serves past the start of the refresh-ahead window: the read
+// there goes to the shard, which starts the refresh.
+TEST_F(CacheTest, FrontEntryEndsWhereRefreshAheadBegins) {
+  CredentialCache cache(Options(), clock_, Queue());
+  ASSERT_TRUE(cache.Get("a", Loader("v1")).ok());
+  clock_.Advance(270s - 1ms);
+  ASSERT_EQ(cache.Get("a", Loader("v2"))->source, CacheSource::kHit);  // fills the front until 270 s
+  EXPECT_TRUE(queued_.empty());
+  clock_.Advance(2ms);
+  EXPECT_EQ(Value(*cache.Get("a", Loader("v2"))), "v1");
+  EXPECT_EQ(queued_.size(), 1u);
+}
+
+TEST_F(CacheTest, FrontEntryLivesAtMostTheFrontLifetime) {
+  CredentialCache cache(Options(), clock_, nullptr);
+  ASSERT_TRUE(cache.Get("a", Loader("v1")).ok());
+  ASSERT_TRUE(cache.Get("a", Loader("v1")).ok());  // fills the front
+  EXPECT_EQ(cache.Stats().hits, 1u);
+  ASSERT_TRUE(cache.Get("a", Loader("v1")).ok());  // served by the front
+  clock_.Advance(CredentialCache::kFrontLifetime);
+  ASSERT_TRUE(cache.Get("a", Loader("v1")).ok());  // back to the shard, which records the access for the LRU
+  EXPECT_EQ(cache.Stats().hits, 3u);
+  EXPECT_EQ(loads_, 1);
+}
+
+// An evicted value held only by another thread's front (that thread alive
+// and idle) is released: the eviction sweeps every front.
+TEST_F(CacheTest, EvictionReleasesTheValueFromAnIdleThreadsFront) {
+  CredentialCache cache(Options(), clock_, Queue());
+  std::weak_ptr<const Credentials> weak;
+  std::latch filled(1), done(1);
+  std::thread reader([&] {
+    auto first = cache.Get("a", Loader("a"));
+    weak = first->value;
+    first = MakeError(ErrorCode::kInternal, "drop the reader's own reference");
+    for (int i = 0; i < 2; ++i) ASSERT_EQ(cache.Get("a", Loader("a"))->source, CacheSource::kHit);
+    filled.count_down();
+    done.wait();
+  });
+  filled.wait();
+  EXPECT_FALSE(weak.expired());
+  for (std::string k : {"b", "c", "d"}) {
+    clock_.Advance(1s);
+    ASSERT_TRUE(cache.Get(k, Loader(k)).ok());
+  }
+  EXPECT_EQ(cache.Stats().evictions, 1u);
+  EXPECT_TRUE(weak.expired()) << "a thread's front kept an evicted value alive";
+  done.count_down();
+  reader.join();
+}
+
+TEST_F(CacheTest, ClearEmptiesEveryThreadsFront) {
+  CredentialCache cache(Options(), clock_, Queue());
+  std::weak_ptr<const Credentials> weak;
+  {
+    auto r = cache.Get("a", Loader("a"));
+    weak = r->value;
+  }
+  ASSERT_EQ(cache.Get("a", Loader("a"))->source, CacheSource::kHit);
+  ASSERT_EQ(cache.Get("a", Loader("a"))->source, CacheSource::kHit);
+  EXPECT_EQ(cache.Clear(), 1u);
+  EXPECT_TRUE(weak.expired());
+  EXPECT_EQ(cache.Get("a", Loader("b"))->source, CacheSource::kLoaded);
+}
+
+// Many readers of one hot key while a writer replaces it: a read that
+// begins after a write was acknowledged never returns an older version.
+TEST_F(CacheTest, HotKeyReadersNeverSeeAVersionOlderThanTheLastAcknowledgedWrite) {
+  CredentialCache cache(Options(), clock_, Queue());
+  std::atomic<int64_t> current{1}, acknowledged{1};
+  const CredentialCache::Loader load = [&]() -> Result<CredentialsPtr> { return Creds("v", current.load()); };
+  std::atomic<bool> stop{false};
+  std::atomic<int> stale_reads{0};
+  std::atomic<uint64_t> reads{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&] {
+      while (!stop.load()) {
+        const int64_t floor = acknowledged.load();
+        auto r = cache.Get("hot", load);
+        if (!r.ok() || r->value->version < floor) ++stale_reads;
+        if (++reads % 64 == 0) std::this_thread::yield();  // let the writer run on a busy machine
+      }
+    });
+  }
+  for (int64_t v = 2; v <= 200; ++v) {
+    current.store(v);
+    cache.Invalidate("hot");  // the write of version v is acknowledged when this returns
+    acknowledged.store(v);
+    if (v % 50 == 0) cache.Clear();
+    std::this_thread::yield();
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(stale_reads.load(), 0);
+  EXPECT_GT(reads.load(), 200u);
+}
+
 }  // namespace
 }  // namespace dyad
