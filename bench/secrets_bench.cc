@@ -43,7 +43,7 @@ CredentialCache& SharedCache() {
     o.max_entries = kKeys;
     o.ttl = std::chrono::hours(24);
     auto* c = new CredentialCache(o, g_clock, nullptr);
-    for (const auto& k : Keys()) (void)c->Get(k, [] { return Result<CredentialsPtr>(Value()); });
+    for (const auto& k : Keys()) (void)c->Get(k, [](const std::string&) { return Result<CredentialsPtr>(Value()); });
     return c;
   }();
   return *cache;
@@ -52,7 +52,7 @@ CredentialCache& SharedCache() {
 void BM_CacheHit(benchmark::State& state) {
   CredentialCache& cache = SharedCache();
   auto keys = Keys();
-  const CredentialCache::Loader loader = [] { return Result<CredentialsPtr>(Value()); };
+  const CredentialCache::Loader loader = [](const std::string&) { return Result<CredentialsPtr>(Value()); };
   // Each thread sweeps its own half of the keys: two gateway threads asking
   // for one provider's key at the same instant is the rare case.
   const size_t half = kKeys / 2, base = static_cast<size_t>(state.thread_index() % 2) * half;
@@ -69,7 +69,7 @@ BENCHMARK(BM_CacheHit)->Threads(1)->Threads(2)->UseRealTime();
 void BM_CacheHotKey(benchmark::State& state) {
   CredentialCache& cache = SharedCache();
   const std::string key = Keys()[7];
-  const CredentialCache::Loader loader = [] { return Result<CredentialsPtr>(Value()); };
+  const CredentialCache::Loader loader = [](const std::string&) { return Result<CredentialsPtr>(Value()); };
   for (auto _ : state) {
     auto r = cache.Get(key, loader);
     benchmark::DoNotOptimize(r);
@@ -168,7 +168,7 @@ void BM_SingleFlightMiss(benchmark::State& state) {
   o.max_entries = kKeys;
   CredentialCache cache(o, g_clock, nullptr);
   CredentialsPtr v = Value();
-  const CredentialCache::Loader loader = [&] { return Result<CredentialsPtr>(v); };
+  const CredentialCache::Loader loader = [&](const std::string&) { return Result<CredentialsPtr>(v); };
   const std::string key = "2f1c7e4a-8d3b-4c55-9e61-100000000000";
   for (auto _ : state) {
     auto r = cache.Get(key, loader);

@@ -245,7 +245,7 @@ Result<CacheRead> CredentialCache::LoadOrJoin(Shard& shard, const std::string& k
 
   std::optional<Result<CredentialsPtr>> result;
   if (leader) {
-    result.emplace(loader());
+    result.emplace(loader(key));
     Publish(shard, key, flight, epoch, *result, clock_.CoarseNow());
     {
       MutexLock fl(&flight->mu);
@@ -323,7 +323,7 @@ void CredentialCache::StartRefresh(Shard& shard, const std::string& key, const L
     epoch = shard.epoch;
   }
   spawn_([this, &shard, key, loader, flight, epoch] {
-    Result<CredentialsPtr> result = loader();
+    Result<CredentialsPtr> result = loader(key);
     Publish(shard, key, flight, epoch, result, clock_.CoarseNow());
     {
       MutexLock fl(&flight->mu);

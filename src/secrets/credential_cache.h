@@ -93,7 +93,9 @@ struct CacheStats {
 
 class CredentialCache {
  public:
-  using Loader = std::function<Result<CredentialsPtr>()>;
+  // Loads `key` on a miss or a refresh. Given the key so that one loader,
+  // made once, serves every key: a hit then allocates nothing.
+  using Loader = std::function<Result<CredentialsPtr>(const std::string& key)>;
   using Spawner = std::function<void(std::function<void()>)>;
 
   CredentialCache(CacheOptions options, const Clock& clock, Spawner spawn);

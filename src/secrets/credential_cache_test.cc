@@ -124,7 +124,7 @@ class CacheTest : public ::testing::Test {
     return [this](std::function<void()> f) { queued_.push_back(std::move(f)); };
   }
   CredentialCache::Loader Loader(const std::string& value) {
-    return [this, value]() -> Result<CredentialsPtr> {
+    return [this, value](const std::string&) -> Result<CredentialsPtr> {
       ++loads_;
       if (fail_) return *fail_;
       return Creds(value);
@@ -175,7 +175,7 @@ TEST_F(CacheTest, SingleFlightThousandConcurrentMisses) {
   CredentialCache cache(Options(), clock_, Queue());
   std::atomic<bool> release{false};
   std::atomic<int> calls{0};
-  auto slow = [&]() -> Result<CredentialsPtr> {
+  auto slow = [&](const std::string&) -> Result<CredentialsPtr> {
     ++calls;
     while (!release) std::this_thread::yield();
     return Creds("v");
@@ -251,7 +251,7 @@ TEST_F(CacheTest, InvalidationOnWrite) {
 
 TEST_F(CacheTest, LoadStartedBeforeInvalidationDoesNotReinsertOldValue) {
   CredentialCache cache(Options(), clock_, Queue());
-  auto racing = [&]() -> Result<CredentialsPtr> {
+  auto racing = [&](const std::string&) -> Result<CredentialsPtr> {
     cache.Invalidate("a");  // a write lands while this load is in flight
     return Creds("old");
   };
@@ -266,7 +266,7 @@ TEST_F(CacheTest, LoadStartedBeforeInvalidationDoesNotReinsertOldValue) {
 TEST_F(CacheTest, ReadAfterInvalidationDoesNotJoinALoadBegunBefore) {
   CredentialCache cache(Options(), clock_, Queue());
   std::latch started(1), release(1);
-  auto slow_old = [&]() -> Result<CredentialsPtr> {
+  auto slow_old = [&](const std::string&) -> Result<CredentialsPtr> {
     started.count_down();
     release.wait();  // read the old value, then stalled before publishing
     return Creds("old");
@@ -328,7 +328,7 @@ TEST_F(CacheTest, EvictedValueIsZeroedWhenItsLastReaderLetsGo) {
   const std::string short_secret = "s3cr";   // small enough to sit inside the object
   std::weak_ptr<const Credentials> weak;
   {
-    auto r = cache.Get("a", [&]() -> Result<CredentialsPtr> {
+    auto r = cache.Get("a", [&](const std::string&) -> Result<CredentialsPtr> {
       auto c = std::make_shared<Credentials>();
       c->fields.emplace("api_key", SecretBytes(long_secret));
       c->fields.emplace("org", SecretBytes(short_secret));
@@ -467,7 +467,7 @@ TEST_F(CacheTest, ClearEmptiesEveryThreadsFront) {
 TEST_F(CacheTest, HotKeyReadersNeverSeeAVersionOlderThanTheLastAcknowledgedWrite) {
   CredentialCache cache(Options(), clock_, Queue());
   std::atomic<int64_t> current{1}, acknowledged{1};
-  const CredentialCache::Loader load = [&]() -> Result<CredentialsPtr> { return Creds("v", current.load()); };
+  const CredentialCache::Loader load = [&](const std::string&) -> Result<CredentialsPtr> { return Creds("v", current.load()); };
   std::atomic<bool> stop{false};
   std::atomic<int> stale_reads{0};
   std::atomic<uint64_t> reads{0};

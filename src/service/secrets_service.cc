@@ -248,7 +248,7 @@ Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const
   auto t0 = clock_.Now();
   Result<CredentialRead> read = MakeError(ErrorCode::kInternal, "unset");
   if (options_.cache_enabled) {
-    auto r = cache_.Get(provider_id, [this, provider_id] { return Load(provider_id); });
+    auto r = cache_.Get(provider_id, load_);
     if (r.ok()) {
       if (r->source == CacheSource::kHit) return CredentialRead{r->value, "cache"};  // not audited: the hot path
       std::string source = r->source == CacheSource::kStale ? "stale" : r->value->origin;

@@ -284,6 +284,8 @@ class SecretsService {
   Sealer sealer_;
   SecretEnv env_;  // DYAD_PROVIDER_* only
   CredentialCache cache_;
+  // Made once, so that a cache hit allocates nothing for its loader.
+  const CredentialCache::Loader load_ = [this](const std::string& provider_id) { return Load(provider_id); };
   std::atomic<uint64_t> stale_serves_{0}, fallback_reads_{0};
   std::atomic<int64_t> orphans_at_start_{-1};
   std::atomic<int64_t> last_degraded_ns_{INT64_MIN / 2};
