@@ -34,10 +34,12 @@ GBENCH = ["BM_CacheHit", "BM_MutexMapHit", "BM_CacheHotKey", "BM_MutexMapHotKey"
           "BM_EnvelopeOpen256", "BM_RawAesGcmSeal256", "BM_SingleFlightMiss"]
 
 MODES = {  # what each mode runs; full is what BENCHMARKS.md reports
-    "quick": dict(gb_reps=3, gb_min_time="0.1", rotation=100000, load_secs=5, aws=(1, 6, 50), vault=(4, 50),
-                  azure=(4, 50), cloud_rotation=False),
+    # The rotation bench keeps its 100,000 credentials in quick mode (~30 s): its figure includes the rotation's fixed
+    # 2 s retirement grace, which would dominate a smaller count and sink it below the target for no fault of the code.
+    "quick": dict(gb_reps=3, gb_min_time="0.1", rotation=100000, load_secs=5, aws=(1, 10, 60), vault=(6, 50),
+                  azure=(6, 50), aws_rotation=None, vault_rotation=None),
     "full": dict(gb_reps=5, gb_min_time=None, rotation=100000, load_secs=10, aws=(3, 20, 100), vault=(10, 100),
-                 azure=(10, 100), cloud_rotation=True),
+                 azure=(10, 100), aws_rotation=(200, 20), vault_rotation=(2000, 8)),
 }
 
 
@@ -198,7 +200,10 @@ def overhead_row(label, runs, sdk):
     if len(runs) > 1:
         ratio += " (median of " + ", ".join(f"{x:.3f}" for x in ratios) + ")"
         fig += "; last run"
-    return row(label, fig, cmp, ratio, f"≤ 0.1× {sdk}'s", verdict(med <= 0.1))
+    met = verdict(med <= 0.1)
+    if med < 0:  # ours faster than the floor: the floor's own noise is larger than our overhead
+        met += " (ours below the floor: noise)"
+    return row(label, fig, cmp, ratio, f"≤ 0.1× {sdk}'s", met)
 
 
 def aws_rows(mode):
@@ -235,21 +240,22 @@ def azure_rows(mode):
 
 
 def aws_rotation_rows(mode):
-    if not mode["cloud_rotation"]:
+    if not mode["aws_rotation"]:
         raise Skip("full mode only")
-    r = run_json([sys.executable, "bench/aws_rotation_bench.py", "--json", 200, 20, 1, 8],
+    n, delay_ms = mode["aws_rotation"]
+    r = run_json([sys.executable, "bench/aws_rotation_bench.py", "--json", n, delay_ms, 1, 8],
                  env={"DYAD_GATEWAY_BIN": str(BUILD / "dyad-gateway")})
     one, eight = r["runs"][0], r["runs"][-1]
-    return [row("AWS key rotation, 200 credentials, 20 ms per call: AWS_CONCURRENCY 8 / 1",
+    return [row(f"AWS key rotation, {n:,} credentials, {delay_ms} ms per call: AWS_CONCURRENCY 8 / 1",
                 f"{eight['credentials_per_s']:.0f} credentials/s ({eight['seconds']:.1f} s)",
                 f"AWS_CONCURRENCY=1: {one['credentials_per_s']:.0f}/s ({one['seconds']:.1f} s)",
                 f"{eight['speedup']:.1f}×")]
 
 
 def vault_rotation_rows(mode):
-    if not mode["cloud_rotation"]:
+    if not mode["vault_rotation"]:
         raise Skip("full mode only")
-    r = run_json([sys.executable, "bench/vault_rotation_bench.py", "--json", 2000, 8],
+    r = run_json([sys.executable, "bench/vault_rotation_bench.py", "--json", *mode["vault_rotation"]],
                  env={"DYAD_GATEWAY_BIN": str(BUILD / "dyad-gateway")})
     a, b = r["runs"]
     n = r["credentials"]

@@ -80,6 +80,7 @@ def test_the_overhead_ratio_is_the_median_of_the_runs():
     assert r["ratio"].startswith("**0.090**") and "0.150, 0.050, 0.090" in r["ratio"]
     assert r["met"] == "**met**"
     assert run.overhead_row("aws", [one(0.11)], "boto3")["met"] == "not met"
+    assert run.overhead_row("aws", [one(-0.2)], "boto3")["met"] == "**met** (ours below the floor: noise)"
 
 
 def test_cells_with_a_pipe_do_not_break_the_table():
