@@ -124,6 +124,8 @@ def secrets_core_rows(m):
         cmp = f"1 thread: {one:.1f} M/s"
         if (plain, 2) in m:
             cmp += f"; mutex map, 2 threads: {mps(m[(plain, 2)]):.1f} M/s"
+            if (plain, 1) in m:
+                cmp += f" ({m[(plain, 1)] / m[(plain, 2)]:.2f}× its 1 thread)"
         else:
             cmp += f"; mutex map: missing ({plain})"
         rows.append(row(label, f"{two:.1f} M reads/s on 2 threads", cmp, f"**{two / one:.2f}×**", "≥ 1.7×",
