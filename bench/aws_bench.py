@@ -11,13 +11,19 @@ moto runs without signature checking here so that it does the same work for all 
 clients so that machine noise falls on all of them. Prints p50/p99 per client and the client-side overhead
 (round trip minus the floor's) of ours and boto3's, and their ratio.
 
-Usage: python3 bench/aws_bench.py [ROUNDS] [PER_ROUND]
+With --instructions it times nothing: it counts the instructions of ours per steady-state GetSecretValue instead,
+`valgrind --tool=callgrind` over N = 100 and N = 300 requests, (I300 - I100) / 200, so that start-up cancels out.
+
+Usage: python3 bench/aws_bench.py [--json] [--instructions] [ROUNDS] [PER_ROUND]
+  --json  one JSON object on stdout instead of the table (bench/run.py reads it)
+The bench binary is DYAD_BUILD_DIR/dyad_aws_get_bench (default build/).
 """
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 
 import boto3
@@ -26,8 +32,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "
 from aws_peers import REGION, free_port, wait_port  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-PER_ROUND = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+FLAGS = {a for a in sys.argv[1:] if a.startswith("--")}
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+if FLAGS - {"--json", "--instructions"}:
+    raise SystemExit(f"unknown option {sorted(FLAGS - {'--json', '--instructions'})[0]}: see the usage in the opening comment")
+ROUNDS = int(ARGS[0]) if len(ARGS) > 0 else 20
+PER_ROUND = int(ARGS[1]) if len(ARGS) > 1 else 100
+BENCH = pathlib.Path(os.environ.get("DYAD_BUILD_DIR", ROOT / "build")) / "dyad_aws_get_bench"
 KEY, SECRET = "AKIABENCHMARK0000000", "bench-secret-key"
 
 
@@ -50,9 +61,11 @@ def main():
         sm.create_secret(Name=name, SecretString=json.dumps({"v": 1, "kms": "aws-kms", "ct": "x" * 300}))
         env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": REGION}
         body = json.dumps({"SecretId": name, "VersionStage": "AWSCURRENT"})
+        if "--instructions" in FLAGS:
+            return count_instructions(endpoint, name, env)
         samples = {"ours": [], "boto3": [], "floor": []}
         for _ in range(ROUNDS):
-            out = subprocess.run([str(ROOT / "build" / "dyad_aws_get_bench"), endpoint, name, str(PER_ROUND)],
+            out = subprocess.run([str(BENCH), endpoint, name, str(PER_ROUND)],
                                  env=env, capture_output=True, text=True, check=True).stdout
             samples["ours"] += [float(x) for x in out.split()]
             sm.get_secret_value(SecretId=name)  # warm
@@ -69,17 +82,39 @@ def main():
             out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
             samples["floor"] += [float(x) * 1e6 for x in out.split()]
         floor50 = pct(samples["floor"], 50)
+        ours, theirs = pct(samples["ours"], 50) - floor50, pct(samples["boto3"], 50) - floor50
+        if "--json" in FLAGS:
+            print(json.dumps({"rounds": ROUNDS, "per_round": PER_ROUND, "ratio": ours / theirs,
+                              **{k: {"p50_us": pct(v, 50), "p99_us": pct(v, 99)} for k, v in samples.items()}}))
+            return
         print(f"{ROUNDS} rounds x {PER_ROUND} requests per client, moto_server on loopback\n")
         print("| client | p50 µs | p99 µs | overhead over the floor at p50 µs |")
         print("| --- | --- | --- | --- |")
         for k in ("ours", "boto3", "floor"):
             over = "" if k == "floor" else f"{pct(samples[k], 50) - floor50:.0f}"
             print(f"| {k} | {pct(samples[k], 50):.0f} | {pct(samples[k], 99):.0f} | {over} |")
-        ours, theirs = pct(samples["ours"], 50) - floor50, pct(samples["boto3"], 50) - floor50
         print(f"\nclient-side overhead ratio ours/boto3 at p50: {ours / theirs:.3f}")
     finally:
         moto.terminate()
         moto.wait()
+
+
+def count_instructions(endpoint, name, env):
+    """Instructions per steady-state request of ours: callgrind totals for N = 100 and N = 300, difference / 200."""
+    totals = {}
+    with tempfile.TemporaryDirectory(prefix="aws-callgrind-") as tmp:
+        for n in (100, 300):
+            out = pathlib.Path(tmp) / f"callgrind.{n}"
+            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(BENCH), endpoint, name,
+                            str(n)], env=env, capture_output=True, text=True, check=True)
+            totals[n] = next(int(line.split()[1]) for line in out.read_text().splitlines()
+                             if line.startswith("totals:") or line.startswith("summary:"))
+    per = (totals[300] - totals[100]) / 200
+    if "--json" in FLAGS:
+        print(json.dumps({"instructions_100": totals[100], "instructions_300": totals[300], "per_request": per}))
+    else:
+        print(f"callgrind: {totals[100]:,} instructions for 100 requests, {totals[300]:,} for 300: "
+              f"{per:,.0f} per request in steady state")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 """Key rotation over the AWS backend with a far-away service: moto behind a loopback proxy that adds DELAY_MS to
 every request (a cloud round trip), N providers, one rotation run per AWS_CONCURRENCY value, all in one run.
 
-Usage: python3 bench/aws_rotation_bench.py [N] [DELAY_MS] [CONCURRENCY ...]   (defaults: 200 20 1 8)
+Usage: python3 bench/aws_rotation_bench.py [--json] [N] [DELAY_MS] [CONCURRENCY ...]   (defaults: 200 20 1 8)
+  --json  one JSON object on stdout instead of the table (bench/run.py reads it)
+The gateway is DYAD_GATEWAY_BIN (default build/dyad-gateway).
 """
 import concurrent.futures
+import json
 import pathlib
 import sys
 import tempfile
@@ -15,9 +18,11 @@ from aws_peers import Moto  # noqa: E402
 from conftest import Gateway, provider_body  # noqa: E402
 from fault_proxy import FaultProxy  # noqa: E402
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-DELAY_MS = float(sys.argv[2]) if len(sys.argv) > 2 else 20
-LEVELS = [int(x) for x in sys.argv[3:]] or [1, 8]
+JSON = "--json" in sys.argv[1:]
+ARGS = [a for a in sys.argv[1:] if a != "--json"]
+N = int(ARGS[0]) if len(ARGS) > 0 else 200
+DELAY_MS = float(ARGS[1]) if len(ARGS) > 1 else 20
+LEVELS = [int(x) for x in ARGS[2:]] or [1, 8]
 
 
 def rotate_once(work, moto, proxy, concurrency):
@@ -55,6 +60,11 @@ def main():
             proxy.stop()
             moto.stop()
     base = results[LEVELS[0]]
+    if JSON:
+        print(json.dumps({"credentials": N, "delay_ms": DELAY_MS,
+                          "runs": [{"concurrency": c, "seconds": secs, "credentials_per_s": N / secs,
+                                    "speedup": base / secs} for c, secs in results.items()]}))
+        return
     print(f"{N} credentials, {DELAY_MS:g} ms added to every AWS request\n")
     print("| AWS_CONCURRENCY | rotation s | credentials/s | speed-up |")
     print("| ---: | ---: | ---: | ---: |")

@@ -17,7 +17,9 @@ written by the gateway's own code. Every client's first read of a run (challenge
 Rounds alternate between the clients so that machine noise falls on all of them. Prints p50/p99 per client, the
 client-side overhead (round trip minus the floor's) of ours and the SDK's, and their ratio.
 
-Usage: python3 bench/azure_bench.py [ROUNDS] [PER_ROUND]
+Usage: python3 bench/azure_bench.py [--json] [ROUNDS] [PER_ROUND]
+  --json  one JSON object on stdout instead of the table (bench/run.py reads it)
+The bench binary is DYAD_BUILD_DIR/dyad_azure_get_bench (default build/).
 """
 import base64
 import hashlib
@@ -38,8 +40,11 @@ from azure.keyvault.secrets import SecretClient
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-PER_ROUND = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+JSON = "--json" in sys.argv[1:]
+ARGS = [a for a in sys.argv[1:] if a != "--json"]
+ROUNDS = int(ARGS[0]) if len(ARGS) > 0 else 20
+PER_ROUND = int(ARGS[1]) if len(ARGS) > 1 else 100
+BENCH = pathlib.Path(os.environ.get("DYAD_BUILD_DIR", ROOT / "build")) / "dyad_azure_get_bench"
 KEY = "dyad-gateway-bench"
 NAME = "dyad-gateway--providers--bench"  # AzureSecretStore's name for provider "bench" under the default prefix
 CLIENT_ID, CLIENT_SECRET = "00000000-0000-4000-8000-00000000beec", "bench-client-secret-" + "q" * 20
@@ -110,7 +115,7 @@ def run(info):
             raise SystemExit("the data key is bound to another secret")
         return AESGCM(plain[:32]).decrypt(base64.b64decode(doc["iv"]), base64.b64decode(doc["ct"]), aad(doc["cv"]))
 
-    bench = str(ROOT / "build" / "dyad_azure_get_bench")
+    bench = str(BENCH)
     env = {**os.environ, "AZURE_KEY_VAULT_URL": vault, "AZURE_AUTHORITY_HOST": info["authority_host"],
            "AZURE_TENANT_ID": info["tenant_id"], "AZURE_CLIENT_ID": CLIENT_ID, "AZURE_CLIENT_SECRET": CLIENT_SECRET,
            "AZURE_CA_BUNDLE": ca, "AZURE_VERIFY_CHALLENGE_RESOURCE": "false", "ENCRYPTION_KEY_ID": KEY}
@@ -147,6 +152,12 @@ def run(info):
                                                         check=True).stdout.split()][1:]
         samples["floor"] += [times[i] + times[i + 1] for i in range(0, len(times) - 1, 2)]
     floor50 = pct(samples["floor"], 50)
+    ours, theirs = pct(samples["ours"], 50) - floor50, pct(samples["sdk"], 50) - floor50
+    counts = requests.get(info["control"] + "/counts").json()["counts"]
+    if JSON:
+        print(json.dumps({"rounds": ROUNDS, "per_round": PER_ROUND, "ratio": ours / theirs, "double_calls": counts,
+                          **{k: {"p50_us": pct(v, 50), "p99_us": pct(v, 99)} for k, v in samples.items()}}))
+        return
     print(f"{ROUNDS} rounds x {PER_ROUND} reads per client (get secret + unwrapKey RSA-OAEP-256 + AES-GCM open), "
           "Key Vault double on loopback\n")
     print("| client | p50 µs | p99 µs | overhead over the floor at p50 µs |")
@@ -154,9 +165,7 @@ def run(info):
     for k in ("ours", "sdk", "floor"):
         over = "" if k == "floor" else f"{pct(samples[k], 50) - floor50:.0f}"
         print(f"| {k} | {pct(samples[k], 50):.0f} | {pct(samples[k], 99):.0f} | {over} |")
-    ours, theirs = pct(samples["ours"], 50) - floor50, pct(samples["sdk"], 50) - floor50
     print(f"\nclient-side overhead ratio ours/sdk at p50: {ours / theirs:.3f}")
-    counts = requests.get(info["control"] + "/counts").json()["counts"]
     # Each read is two vault calls for every client: get_secret = unwrap_key ≈ 3 × ROUNDS × PER_ROUND (+ warm-ups).
     print("calls the double answered: " + ", ".join(f"{k} {counts.get(k, 0)}" for k in
                                                    ("get_secret", "unwrap_key", "get_key", "token")))

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # HTTP load on this machine (issue 2): /healthz and an authenticated
 # GET /admin/providers/{id}, with keep-alive, through wrk on loopback.
-#   bash bench/load.sh [seconds] [connections]
+#   bash bench/load.sh [--json] [seconds] [connections]
+# --json: one JSON object on stdout instead of wrk's lines (bench/run.py reads
+# it), through bench/wrk_json.lua.
 # Needs a Release build (build/dyad-gateway) and wrk (Debian package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+JSON=0
+if [ "${1:-}" = "--json" ]; then JSON=1; shift; fi
 SECS=${1:-10}
 CONNS=${2:-32}
 BIN=${BIN:-build/dyad-gateway}  # BIN=/path/to/other/dyad-gateway to compare builds
@@ -22,6 +26,17 @@ URL="http://127.0.0.1:$PORT"
 ID=$(curl -sf -H "Authorization: Bearer $TOKEN" -X POST "$URL/admin/providers" \
   -d '{"name":"Bench","slug":"bench","type":"http-sdk","credentials":{"api_key":"sk-bench"},"models":[{"dyadModelId":"m","adapterModelId":"a"}]}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
+if [ "$JSON" = 1 ]; then
+  sep='{"connections": '"$CONNS"', "seconds": '"$SECS"', "routes": {'
+  for target in "/healthz" "/admin/providers/$ID"; do
+    line=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s bench/wrk_json.lua -H "Authorization: Bearer $TOKEN" \
+      "$URL$target" | grep '^{')
+    printf '%s"%s": %s' "$sep" "${target/$ID/\{id\}}" "$line"
+    sep=', '
+  done
+  echo '}}'
+  exit 0
+fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); log level $LOG_LEVEL"
 for target in "/healthz" "/admin/providers/$ID"; do
   echo "== GET $target (wrk -t1 -c$CONNS -d${SECS}s --latency)"

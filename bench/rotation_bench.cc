@@ -2,11 +2,14 @@
 // local keyring and SQLite, and the credential-read latency (uncached: store
 // read + envelope open) on one reader thread with and without a rotation
 // running, measured in one run; then a second rotation with no reader.
-//   build/dyad_rotation_bench [N]
+//   build/dyad_rotation_bench [--json] [N]
+// --json: the human lines go to stderr and one JSON object to stdout
+// (bench/run.py reads it).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -51,7 +54,14 @@ Latency ReadLoop(SecretsService& reader, const std::vector<std::string>& ids, st
 }  // namespace
 
 int main(int argc, char** argv) {
+  const bool json = argc > 1 && std::strcmp(argv[1], "--json") == 0;
+  if (json) --argc, ++argv;
   const int n = argc > 1 ? std::atoi(argv[1]) : 100000;
+  if (n <= 0) {
+    std::fprintf(stderr, "N must be a positive count of credentials, got '%s'\n", argv[1]);
+    return 2;
+  }
+  FILE* out = json ? stderr : stdout;
   testing::TempDir dir;
   SystemClock clock;
   auto db = SqliteDb::Open(dir.File("bench.db")).value();
@@ -74,7 +84,7 @@ int main(int argc, char** argv) {
     auto held = secrets.locks().Hold(ids.back());
     if (!held.ok() || !secrets.Create(ids.back(), 1, f, Caller{}, **held).ok()) return 1;
   }
-  std::printf("seeded %d credentials in %.1f s\n", n, std::chrono::duration<double>(Clk::now() - t0).count());
+  std::fprintf(out, "seeded %d credentials in %.1f s\n", n, std::chrono::duration<double>(Clk::now() - t0).count());
 
   // Baseline: reads with no rotation, for 2 seconds.
   std::atomic<bool> stop{false};
@@ -92,21 +102,28 @@ int main(int argc, char** argv) {
   t0 = Clk::now();
   auto run = rotation.Run(false, "manual", Caller{});
   double secs = std::chrono::duration<double>(Clk::now() - t0).count();
+  const double with_reader_per_s = run.ok() ? run->reencrypted / secs : 0;
   stop = true;
   r2.join();
   if (!run.ok() || run->status != "completed") return 1;
-  std::printf("rotation: %lld re-encrypted in %.2f s = %.0f credentials/s (with one reader running)\n",
+  std::fprintf(out, "rotation: %lld re-encrypted in %.2f s = %.0f credentials/s (with one reader running)\n",
               static_cast<long long>(run->reencrypted), secs, run->reencrypted / secs);
-  std::printf("read latency without rotation: p50 %.1f us, p99 %.1f us (%zu reads)\n", idle.p50_us, idle.p99_us, idle.reads);
-  std::printf("read latency during rotation:  p50 %.1f us, p99 %.1f us (%zu reads)\n", during.p50_us, during.p99_us,
+  std::fprintf(out, "read latency without rotation: p50 %.1f us, p99 %.1f us (%zu reads)\n", idle.p50_us, idle.p99_us, idle.reads);
+  std::fprintf(out, "read latency during rotation:  p50 %.1f us, p99 %.1f us (%zu reads)\n", during.p50_us, during.p99_us,
               during.reads);
-  std::printf("p99 ratio during/without: %.2f\n", during.p99_us / idle.p99_us);
+  std::fprintf(out, "p99 ratio during/without: %.2f\n", during.p99_us / idle.p99_us);
 
   t0 = Clk::now();
   run = rotation.Run(false, "manual", Caller{});
   secs = std::chrono::duration<double>(Clk::now() - t0).count();
   if (!run.ok() || run->status != "completed") return 1;
-  std::printf("rotation alone: %lld re-encrypted in %.2f s = %.0f credentials/s\n",
-              static_cast<long long>(run->reencrypted), secs, run->reencrypted / secs);
+  std::fprintf(out, "rotation alone: %lld re-encrypted in %.2f s = %.0f credentials/s\n",
+               static_cast<long long>(run->reencrypted), secs, run->reencrypted / secs);
+  if (json) {
+    std::printf(
+        "{\"credentials\": %d, \"with_reader_per_s\": %.1f, \"alone_per_s\": %.1f, \"idle_p50_us\": %.2f, "
+        "\"idle_p99_us\": %.2f, \"during_p50_us\": %.2f, \"during_p99_us\": %.2f}\n",
+        n, with_reader_per_s, run->reencrypted / secs, idle.p50_us, idle.p99_us, during.p50_us, during.p99_us);
+  }
   return 0;
 }

