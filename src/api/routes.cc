@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/provider_json.h"
+#include "api/provider_patch.h"
 #include "core/parse_int.h"
 #include "core/time_format.h"
 #include "server/envelope.h"
@@ -73,6 +74,22 @@ void ProviderRoutes(Router& r, ApiContext api) {
     auto patch = ParseProviderBody(ctx.request.body, BodyKind::kUpdate);
     if (!patch.ok()) return JsonError(patch.error());
     auto p = api.providers.Update(ctx.params[0], *patch, CallerOf(ctx));
+    return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
+  });
+  r.Add("PATCH", "/admin/providers/{id}", [api](const RouteContext& ctx) {
+    if (!IsMergePatchMediaType(ctx.request.content_type)) {
+      return JsonError(415, "UNSUPPORTED_MEDIA_TYPE",
+                       "PATCH takes Content-Type application/merge-patch+json (or application/json), not '" +
+                           ctx.request.content_type.substr(0, 64) + "'");
+    }
+    auto patch = ParseJsonObject(ctx.request.body);
+    if (!patch.ok()) return JsonError(patch.error());
+    const json& change = *patch;
+    auto p = api.providers.Edit(ctx.params[0], PatchTouchesCredentials(change),
+                                [&change](const Provider& row, const CredentialFields& stored) {
+                                  return MergeProviderPatch(row, stored, change);
+                                },
+                                CallerOf(ctx));
     return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
   });
   r.Add("DELETE", "/admin/providers/{id}", [api](const RouteContext& ctx) {
