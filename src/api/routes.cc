@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/openapi.h"
 #include "api/provider_json.h"
 #include "api/provider_patch.h"
 #include "core/parse_int.h"
@@ -250,6 +251,11 @@ void OperationsRoutes(Router& r, ApiContext api) {
                        "secrets backend unhealthy: " + (h.store_error.empty() ? h.key_error : h.store_error));
     }
     return JsonSuccess({{"status", "ready"}, {"secrets", h.status}});
+  }, HandlerCost::kInline);
+  r.Add("GET", "/admin/openapi.json", [](const RouteContext&) {
+    HttpResponse resp;
+    resp.body = std::string(OpenApiDocument());  // as it is: what OpenAPI tools load
+    return resp;
   }, HandlerCost::kInline);
   r.Add("GET", "/metrics", [api](const RouteContext&) {
     HttpResponse resp;
