@@ -2,7 +2,9 @@
 // of the row and of the stored credentials, under the provider's lock.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <thread>
 #include <vector>
 

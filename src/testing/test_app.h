@@ -4,6 +4,7 @@
 // thread-safe as App::Handle().
 #pragma once
 
+#include <atomic>
 #include <fstream>
 #include <memory>
 #include <string>
