@@ -77,6 +77,8 @@ TEST_F(PatchRoute, MergesCredentialsWithTheStoredValues) {
     return Data(t_.Call("POST", "/admin/secrets/providers/" + pid + "/credentials/validate"))["fingerprint"];
   };
   EXPECT_EQ(fingerprint(id), fingerprint(twin));
+  // Removing a field that is not there changes nothing stored: no new version.
+  EXPECT_EQ(Data(Patch(id, R"({"credentials":{"org":null}})"))["credentialsVersion"], 2);
   p = Data(Patch(id, R"({"credentials":null})"));
   EXPECT_EQ(p["credentials"], json::object());
   EXPECT_FALSE(t_.app().secrets().Get(id, Caller{}).ok());
