@@ -5,6 +5,7 @@ import threading
 import requests
 
 from conftest import ADMIN_TOKEN, VIEWER_TOKEN, canary, data, provider_body
+from test_vault import bao, kv_path, vault_gateway  # noqa: F401 (the bao fixture)
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
@@ -112,13 +113,23 @@ def test_concurrent_patches_of_different_fields_all_land(gateway):
     key = canary()
     p = create(gateway, "openai", {"api_key": key})
     values = {f"field_{i}": canary() for i in range(6)}
+    assert concurrent_patches(gateway, p["id"], values) == {f: 200 for f in values}
+    got = data(gateway.call("GET", f"/admin/providers/{p['id']}"))
+    assert sorted(got["credentials"]) == sorted(["api_key", *values])
+    assert got["credentialsVersion"] == 1 + len(values)
+    twin = create(gateway, "twin", {"api_key": key, **values})
+    assert fingerprint(gateway, p["id"]) == fingerprint(gateway, twin["id"])
+
+
+def concurrent_patches(gw, pid, values):
+    """One PATCH per field, all released at once; returns their status codes by field."""
     start = threading.Barrier(len(values))
     results = {}
 
     def one(field, value):
         start.wait()
         with requests.Session() as s:
-            r = s.patch(f"{gateway.url}/admin/providers/{p['id']}", data=json.dumps({"credentials": {field: value}}),
+            r = s.patch(f"{gw.url}/admin/providers/{pid}", data=json.dumps({"credentials": {field: value}}),
                         headers={**MERGE, "Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60)
         results[field] = r.status_code
 
@@ -127,9 +138,17 @@ def test_concurrent_patches_of_different_fields_all_land(gateway):
         t.start()
     for t in threads:
         t.join()
-    assert results == {f: 200 for f in values}
-    got = data(gateway.call("GET", f"/admin/providers/{p['id']}"))
-    assert sorted(got["credentials"]) == sorted(["api_key", *values])
-    assert got["credentialsVersion"] == 1 + len(values)
-    twin = create(gateway, "twin", {"api_key": key, **values})
-    assert fingerprint(gateway, p["id"]) == fingerprint(gateway, twin["id"])
+    return results
+
+
+def test_on_vault_the_merge_is_what_kv_holds(make_gateway, bao):
+    """Vault KV v2 writes with cas: in provider mode hvac reads back exactly the merged set."""
+    gw = vault_gateway(make_gateway, bao, mode="provider")
+    key = canary()
+    p = create(gw, "openai", {"api_key": key, "org": "o-1"})
+    data(patch(gw, p["id"], {"credentials": {"org": None, "project": "pr-1"}}))
+    assert bao.kv_read(kv_path(p["id"])) == {"api_key": key, "project": "pr-1"}
+    values = {f"field_{i}": canary() for i in range(4)}
+    assert concurrent_patches(gw, p["id"], values) == {f: 200 for f in values}
+    assert bao.kv_read(kv_path(p["id"])) == {"api_key": key, "project": "pr-1", **values}
+    assert data(gw.call("GET", f"/admin/providers/{p['id']}"))["credentialsVersion"] == 2 + len(values)
