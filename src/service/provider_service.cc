@@ -112,10 +112,12 @@ Result<Provider> ProviderService::Edit(const std::string& id, bool reads_credent
       DYAD_ASSIGN_OR_RETURN(stored, StoredFields(p, previous));
     }
     DYAD_ASSIGN_OR_RETURN(ProviderPatch patch, edit(p, MaskValues(stored)));
-    if (patch.credentials) DYAD_RETURN_IF_ERROR(UnmaskValues(*patch.credentials, stored));
-    // A merge that changes nothing stored (removing a field that is not
-    // there) writes no new version.
-    if (reads_credentials && patch.credentials && *patch.credentials == stored) patch.credentials.reset();
+    if (reads_credentials && patch.credentials) {
+      DYAD_RETURN_IF_ERROR(UnmaskValues(*patch.credentials, stored));
+      // A merge that changes nothing stored (removing a field that is not
+      // there) writes no new version.
+      if (*patch.credentials == stored) patch.credentials.reset();
+    }
     if (patch.credentials) {
       credentials_written = true;
       fields = Names(*patch.credentials);
