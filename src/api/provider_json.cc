@@ -79,6 +79,7 @@ class LimitsCheck final : public nlohmann::json_sax<json> {
 };
 
 constexpr size_t kMaxCredentialFields = 64;
+constexpr std::string_view kPlaceholder = "[STORED_EXTERNALLY]";  // what a response shows for a value
 constexpr size_t kMaxCredentialValue = 64 * 1024;
 
 Error Invalid(const std::string& field, const std::string& what) {
@@ -186,6 +187,11 @@ Result<CredentialFields> CredentialFieldsFrom(const json& j) {
       return Invalid(where, "must be a string, or a reference {\"vault\":\"<path>\",\"field\":\"<name>\"}");
     }
     const auto& v = it.value().get_ref<const std::string&>();
+    if (v == kPlaceholder) {
+      return Invalid(where, "holds the placeholder " + std::string(kPlaceholder) +
+                                " that responses show, not a value; send the value (PATCH: leave the field out to "
+                                "keep it)");
+    }
     if (v.size() > kMaxCredentialValue) return Invalid(where, "is longer than 65536 bytes");
     out.emplace(it.key(), SecretBytes(v));
   }
@@ -209,6 +215,10 @@ Result<json> ParseJsonObject(std::string_view body, const JsonLimits& limits) {
 
 Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind) {
   DYAD_ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  return ParseProviderJson(j, kind);
+}
+
+Result<ProviderPatch> ParseProviderJson(const json& j, BodyKind kind) {
   ProviderPatch p;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
@@ -239,7 +249,7 @@ Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind) {
       p.adapter_config_json = v.dump();
     } else if (k == "credentials") {
       DYAD_ASSIGN_OR_RETURN(p.credentials, CredentialFieldsFrom(v));
-    } else if (k == "id" || k == "createdAt" || k == "updatedAt") {
+    } else if (k == "id" || k == "createdAt" || k == "updatedAt" || k == "credentialsVersion") {
       continue;  // read-only: a client may send back what it read
     } else {
       return Invalid(k.substr(0, 64), "is unknown");
@@ -266,7 +276,7 @@ Result<CredentialFields> ParseCredentialsBody(std::string_view body) {
 
 json ProviderToJson(const Provider& p) {
   json creds = json::object();
-  for (const auto& f : p.credential_fields) creds[f] = "[STORED_EXTERNALLY]";
+  for (const auto& f : p.credential_fields) creds[f] = kPlaceholder;
   return {{"id", p.id},
           {"name", p.name},
           {"slug", p.slug},

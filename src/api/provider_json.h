@@ -16,6 +16,8 @@ enum class BodyKind { kCreate, kUpdate };
 // Parses and validates a create or update body. kInvalidArgument errors name
 // the field; credential values never appear in messages.
 Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind);
+// The same, of a body already parsed (a merged PATCH document).
+Result<ProviderPatch> ParseProviderJson(const nlohmann::json& body, BodyKind kind);
 // Parses {"credentials":{…}} for the rotate route.
 Result<CredentialFields> ParseCredentialsBody(std::string_view body);
 

@@ -58,6 +58,20 @@ TEST(ProviderJson, UpdateNeedsNothingButRejectsBadFields) {
   EXPECT_NE(ErrorOf(R"({"slug":""})", BodyKind::kUpdate).find("'slug'"), std::string::npos);
 }
 
+// A client may send back what it read: the read-only members are ignored,
+// and the placeholder a response shows is refused rather than stored as
+// the credential.
+TEST(ProviderJson, WhatAResponseShowsIsNotTakenAsAValue) {
+  auto r = ParseProviderBody(R"({"description":"d","credentialsVersion":4,"createdAt":"t"})", BodyKind::kUpdate);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(ErrorOf(R"({"credentials":{"api_key":"[STORED_EXTERNALLY]"}})", BodyKind::kUpdate),
+            "field 'credentials.api_key' holds the placeholder [STORED_EXTERNALLY] that responses show, not a value; "
+            "send the value (PATCH: leave the field out to keep it)");
+  auto rotate = ParseCredentialsBody(R"({"credentials":{"org":"[STORED_EXTERNALLY]"}})");
+  ASSERT_FALSE(rotate.ok());
+  EXPECT_EQ(rotate.error().message.rfind("field 'credentials.org' holds the placeholder", 0), 0u);
+}
+
 TEST(ProviderJson, CredentialsBody) {
   EXPECT_TRUE(ParseCredentialsBody(R"({"credentials":{"api_key":"k"}})").ok());
   EXPECT_FALSE(ParseCredentialsBody(R"({"credentials":{}})").ok());

@@ -2,7 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/openapi.h"
 #include "api/provider_json.h"
+#include "api/provider_patch.h"
 #include "core/parse_int.h"
 #include "core/time_format.h"
 #include "server/envelope.h"
@@ -73,6 +75,22 @@ void ProviderRoutes(Router& r, ApiContext api) {
     auto patch = ParseProviderBody(ctx.request.body, BodyKind::kUpdate);
     if (!patch.ok()) return JsonError(patch.error());
     auto p = api.providers.Update(ctx.params[0], *patch, CallerOf(ctx));
+    return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
+  });
+  r.Add("PATCH", "/admin/providers/{id}", [api](const RouteContext& ctx) {
+    if (!IsMergePatchMediaType(ctx.request.content_type)) {
+      return JsonError(415, "UNSUPPORTED_MEDIA_TYPE",
+                       "PATCH takes Content-Type application/merge-patch+json (or application/json), not '" +
+                           ctx.request.content_type.substr(0, 64) + "'");
+    }
+    auto patch = ParseJsonObject(ctx.request.body);
+    if (!patch.ok()) return JsonError(patch.error());
+    const json& change = *patch;
+    auto p = api.providers.Edit(ctx.params[0], PatchTouchesCredentials(change),
+                                [&change](const Provider& row, const CredentialFields& stored) {
+                                  return MergeProviderPatch(row, stored, change);
+                                },
+                                CallerOf(ctx));
     return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
   });
   r.Add("DELETE", "/admin/providers/{id}", [api](const RouteContext& ctx) {
@@ -233,6 +251,11 @@ void OperationsRoutes(Router& r, ApiContext api) {
                        "secrets backend unhealthy: " + (h.store_error.empty() ? h.key_error : h.store_error));
     }
     return JsonSuccess({{"status", "ready"}, {"secrets", h.status}});
+  }, HandlerCost::kInline);
+  r.Add("GET", "/admin/openapi.json", [](const RouteContext&) {
+    HttpResponse resp;
+    resp.body = std::string(OpenApiDocument());  // as it is: what OpenAPI tools load
+    return resp;
   }, HandlerCost::kInline);
   r.Add("GET", "/metrics", [api](const RouteContext&) {
     HttpResponse resp;

@@ -150,6 +150,12 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   return app;
 }
 
+std::vector<std::pair<std::string, std::string>> App::Routes() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& r : parts_->router->Routes()) out.emplace_back(std::move(r.method), std::move(r.pattern));
+  return out;
+}
+
 bool App::MayBlock(const HttpRequest& request) const { return parts_->router->MayBlock(request); }
 
 HttpResponse App::Handle(const HttpRequest& request) {

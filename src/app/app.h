@@ -4,6 +4,9 @@
 #pragma once
 
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "app/backend.h"
 #include "core/clock.h"
@@ -29,6 +32,10 @@ class App {
   HttpResponse Handle(const HttpRequest& request);
   // Whether Handle() may wait on a backend (run it off the I/O threads).
   bool MayBlock(const HttpRequest& request) const;
+
+  // The routes served, as the router has them (the API description is
+  // checked against these).
+  std::vector<std::pair<std::string, std::string>> Routes() const;  // (method, pattern)
 
   ProviderService& providers();
   SecretsService& secrets();

@@ -84,7 +84,7 @@ Result<std::vector<std::string>> ParseCanonicalPath(std::string_view path) {
 }
 
 void Router::Add(std::string method, const std::string& pattern, Handler handler, HandlerCost cost) {
-  Route r{std::move(method), {}, std::move(handler), cost};
+  Route r{std::move(method), pattern, {}, std::move(handler), cost};
   std::string_view rest = pattern;
   while (rest.size() > 1 && rest.front() == '/') {  // literal segments and {params}, as written
     rest.remove_prefix(1);
@@ -93,6 +93,12 @@ void Router::Add(std::string method, const std::string& pattern, Handler handler
     rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
   }
   routes_.push_back(std::move(r));
+}
+
+std::vector<Router::RouteKey> Router::Routes() const {
+  std::vector<RouteKey> out;
+  for (const auto& r : routes_) out.push_back({r.method, r.pattern});
+  return out;
 }
 
 bool Router::Match(const Route& route, const std::vector<std::string>& path, std::vector<std::string>* params) {

@@ -16,6 +16,7 @@
 // thread-safe.
 #pragma once
 
+#include <compare>
 #include <functional>
 #include <string>
 #include <unordered_map>
@@ -56,10 +57,19 @@ class Router {
   HttpResponse Handle(const HttpRequest& request, Principal& principal) const;
   // True when Handle() would run a handler marked kMayBlock.
   bool MayBlock(const HttpRequest& request) const;
+  // Every route added, in order: what the API description must describe.
+  struct RouteKey {
+    std::string method;
+    std::string pattern;  // as given to Add()
+    bool operator==(const RouteKey&) const = default;
+    auto operator<=>(const RouteKey&) const = default;
+  };
+  std::vector<RouteKey> Routes() const;
 
  private:
   struct Route {
     std::string method;
+    std::string pattern;
     std::vector<std::string> segments;
     Handler handler;
     HandlerCost cost;

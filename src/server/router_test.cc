@@ -215,3 +215,19 @@ TEST(QueryParams, Decodes) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(RouterRoutes, ListsEachRouteAsAdded) {
+  Router router(nullptr);
+  router.Add("GET", "/admin/things/{id}", [](const RouteContext&) { return JsonSuccess(true); });
+  router.Add("PATCH", "/admin/things/{id}", [](const RouteContext&) { return JsonSuccess(true); });
+  router.Add("GET", "/healthz", [](const RouteContext&) { return JsonSuccess(true); }, HandlerCost::kInline);
+  EXPECT_EQ(router.Routes(), (std::vector<Router::RouteKey>{{"GET", "/admin/things/{id}"},
+                                                            {"PATCH", "/admin/things/{id}"},
+                                                            {"GET", "/healthz"}}));
+}
+
+}  // namespace
+}  // namespace dyad

@@ -21,6 +21,26 @@ void Apply(const ProviderPatch& patch, Provider& p) {
   if (patch.adapter_config_json) p.adapter_config_json = *patch.adapter_config_json;
 }
 
+// Plain values as kStoredValue; references (no secret) as they are.
+CredentialFields MaskValues(const CredentialFields& stored) {
+  CredentialFields out;
+  for (const auto& [k, v] : stored) out.emplace(k, DecodeReference(v) ? v : SecretBytes(kStoredValue));
+  return out;
+}
+
+// Each kStoredValue back to the value stored under its name.
+Status UnmaskValues(CredentialFields& fields, const CredentialFields& stored) {
+  for (auto& [k, v] : fields) {
+    if (v.view() != kStoredValue) continue;
+    auto it = stored.find(k);
+    if (it == stored.end()) {
+      return MakeError(ErrorCode::kInternal, "credentials." + k + " keeps a stored value that does not exist");
+    }
+    v = it->second;
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 std::vector<std::string> RequiredCredentialFields(const std::string& type) {
@@ -73,20 +93,46 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
 }
 
 Result<Provider> ProviderService::Update(const std::string& id, const ProviderPatch& patch, const Caller& caller) {
+  return Edit(id, false, [&](const Provider&, const CredentialFields&) -> Result<ProviderPatch> { return patch; },
+              caller);
+}
+
+Result<Provider> ProviderService::Edit(const std::string& id, bool reads_credentials, const ProviderEdit& edit,
+                                       const Caller& caller) {
   const auto t0 = clock_.Now();
+  bool credentials_written = false;
+  std::vector<std::string> fields;
   auto result = [&]() -> Result<Provider> {
     DYAD_ASSIGN_OR_RETURN(auto held, secrets_.locks().Hold(id));  // the row is read and written under it
     DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
+    std::optional<StoredSecret> previous;
+    CredentialFields stored;
+    if (reads_credentials) {
+      DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
+      DYAD_ASSIGN_OR_RETURN(stored, StoredFields(p, previous));
+    }
+    DYAD_ASSIGN_OR_RETURN(ProviderPatch patch, edit(p, MaskValues(stored)));
+    if (reads_credentials && patch.credentials) {
+      DYAD_RETURN_IF_ERROR(UnmaskValues(*patch.credentials, stored));
+      // A merge that changes nothing stored (removing a field that is not
+      // there) writes no new version.
+      if (*patch.credentials == stored) patch.credentials.reset();
+    }
+    if (patch.credentials) {
+      credentials_written = true;
+      fields = Names(*patch.credentials);
+    }
     Apply(patch, p);
     p.updated_at = FormatIso8601(clock_.WallNow());
     // Both writes are fenced by what was read under the lease (the secret's
     // version, the row's revision): a writer whose lease ran out while it
     // stalled gets kConflict instead of overwriting the one that took over.
-    std::optional<StoredSecret> previous;
     std::optional<std::string> written;
     bool wrote_secret = false, clearing = false;
     if (patch.credentials) {
-      DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
+      if (!reads_credentials) {
+        DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
+      }
       if (patch.credentials->empty()) {
         // The row first (revision-fenced: a writer whose lease ran out
         // fails here and touches nothing), then the secret it read.
@@ -94,10 +140,10 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
         p.credential_fields.clear();
       } else {
         p.credential_fields = Names(*patch.credentials);
-        DYAD_ASSIGN_OR_RETURN(StoredSecret stored,
+        DYAD_ASSIGN_OR_RETURN(StoredSecret stored_now,
                               secrets_.Put(id, p.credentials_version + 1, *patch.credentials, previous, caller,
                                            *held));
-        written = std::move(stored.version);
+        written = std::move(stored_now.version);
       }
       ++p.credentials_version;
       wrote_secret = !patch.credentials->empty();
@@ -119,10 +165,19 @@ Result<Provider> ProviderService::Update(const std::string& id, const ProviderPa
     if (!s.ok()) return s.error();
     return p;
   }();
-  Audit(patch.credentials ? "credentials.rotate" : "provider.update", id,
-        result.ok() ? OkStatus() : Status(result.error()), caller, t0,
-        patch.credentials ? Names(*patch.credentials) : std::vector<std::string>{});
+  Audit(credentials_written ? "credentials.rotate" : "provider.update", id,
+        result.ok() ? OkStatus() : Status(result.error()), caller, t0, fields);
   return result;
+}
+
+Result<CredentialFields> ProviderService::StoredFields(const Provider& row, const std::optional<StoredSecret>& raw) {
+  if (row.credential_fields.empty()) return CredentialFields{};  // none, or cleared (its delete may be behind)
+  if (!raw) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "provider '" + row.id + "' lists credential fields but no secret is stored under " +
+                         secrets_.SecretName(row.id) + "; replace the whole set with PUT");
+  }
+  return secrets_.OpenRaw(row.id, *raw, row.credentials_version);
 }
 
 Result<Provider> ProviderService::RotateCredentials(const std::string& id, const CredentialFields& credentials,

@@ -12,11 +12,13 @@
 // instance keeps it past `max_wait`). Thread-safe.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/clock.h"
@@ -34,6 +36,19 @@ struct ProviderPatch {
   std::optional<std::string> models_json, adapter_config_json;
   std::optional<CredentialFields> credentials;
 };
+
+// In ProviderService::Edit, a credential value that stands for the value
+// stored under its field's name: a 0xFE byte (which no JSON text holds, as
+// it is UTF-8) and a word, so it cannot come from a request.
+inline constexpr std::string_view kStoredValue = "\xFE" "stored";
+
+// A read-modify-write of a provider (PATCH, RFC 7396): given the row as
+// stored and its stored credentials, each plain value shown as kStoredValue
+// (references, which hold no secret, as they are; empty when it has none or
+// when the edit does not read them), the patch to apply in full. A
+// kStoredValue left in its credentials keeps that field's stored value; the
+// edit never sees one.
+using ProviderEdit = std::function<Result<ProviderPatch>(const Provider& row, const CredentialFields& stored)>;
 
 struct ValidationCheck {
   std::string name;
@@ -64,6 +79,11 @@ class ProviderService {
   Result<Provider> Get(const std::string& id) { return repo_.Get(id); }
   Result<ProviderPage> List(int64_t offset, int64_t limit) { return repo_.List(offset, limit); }
   Result<Provider> Update(const std::string& id, const ProviderPatch& patch, const Caller& caller);
+  // Runs `edit` under the provider's lock and writes what it returns as
+  // Update() does, fenced by what was read: a concurrent writer's change
+  // is never lost. `reads_credentials`: the edit needs the stored ones.
+  Result<Provider> Edit(const std::string& id, bool reads_credentials, const ProviderEdit& edit,
+                        const Caller& caller);
   Result<Provider> RotateCredentials(const std::string& id, const CredentialFields& credentials, const Caller& caller);
   Status Delete(const std::string& id, const Caller& caller);
   Result<ValidationReport> Validate(const std::string& id, const Caller& caller);
@@ -72,6 +92,9 @@ class ProviderService {
   // `started`: when the action began, for its durationMs.
   void Audit(const std::string& action, const std::string& id, const Status& s, const Caller& caller,
              Clock::Instant started, std::vector<std::string> fields = {});
+
+  // The credentials stored for `row` (read under its lock), in clear.
+  Result<CredentialFields> StoredFields(const Provider& row, const std::optional<StoredSecret>& raw);
 
   ProviderRepository& repo_;
   SecretsService& secrets_;

@@ -166,6 +166,32 @@ void SecretsService::RecordTampered(const std::string& provider_id, std::string_
   Audit(std::move(e), Caller{});
 }
 
+Result<OpenedSecret> SecretsService::OpenChecked(const std::string& provider_id, std::string_view stored) {
+  auto t0 = clock_.Now();
+  auto opened = sealer_.Open(SecretName(provider_id), stored);
+  metrics_.ObserveKeyManager("decrypt", Seconds(clock_.Now() - t0).count(), opened.ok());
+  if (!opened.ok() && opened.code() == ErrorCode::kDataLoss) RecordTampered(provider_id, "integrity", opened.error());
+  return opened;
+}
+
+Status SecretsService::CheckNotRolledBack(const std::string& provider_id, const OpenedSecret& opened,
+                                          int64_t row_version) {
+  if (sealer_.mode() != SealMode::kEnvelope || opened.credentials_version >= row_version) return OkStatus();
+  Error rollback = MakeError(ErrorCode::kDataLoss,
+                             "stored credentials of provider '" + provider_id + "' are version " +
+                                 std::to_string(opened.credentials_version) + ", older than the registry's " +
+                                 std::to_string(row_version) + ": refused as a rollback (tampered)");
+  RecordTampered(provider_id, "rollback", rollback);
+  return rollback;
+}
+
+Result<CredentialFields> SecretsService::OpenRaw(const std::string& provider_id, const StoredSecret& raw,
+                                                 int64_t row_version) {
+  DYAD_ASSIGN_OR_RETURN(OpenedSecret opened, OpenChecked(provider_id, raw.value));
+  DYAD_RETURN_IF_ERROR(CheckNotRolledBack(provider_id, opened, row_version));
+  return CredentialsFromJson(opened.payload.view());
+}
+
 Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   const std::string name = SecretName(provider_id);
   // The row before the secret: a write stores the secret and then moves the
@@ -187,30 +213,17 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
     }
     return blob.error();
   }
-  auto t0 = clock_.Now();
-  auto opened = sealer_.Open(name, blob->value);
-  metrics_.ObserveKeyManager("decrypt", Seconds(clock_.Now() - t0).count(), opened.ok());
-  if (!opened.ok()) {
-    if (opened.code() == ErrorCode::kDataLoss) RecordTampered(provider_id, "integrity", opened.error());
-    return opened.error();
-  }
-  if (cleared && opened->credentials_version < *row_version) {  // not a rollback: the clear's delete is behind
+  DYAD_ASSIGN_OR_RETURN(OpenedSecret opened, OpenChecked(provider_id, blob->value));
+  if (cleared && opened.credentials_version < *row_version) {  // not a rollback: the clear's delete is behind
     if (options_.env_is_source) return FromEnvironment(provider_id, "environment");
     return MakeError(ErrorCode::kNotFound, "provider '" + provider_id + "' has no credentials");
   }
-  if (sealer_.mode() == SealMode::kEnvelope && row_version && opened->credentials_version < *row_version) {
-    Error rollback = MakeError(ErrorCode::kDataLoss,
-                               "stored credentials of provider '" + provider_id + "' are version " +
-                                   std::to_string(opened->credentials_version) + ", older than the registry's " +
-                                   std::to_string(*row_version) + ": refused as a rollback (tampered)");
-    RecordTampered(provider_id, "rollback", rollback);
-    return rollback;
-  }
-  DYAD_ASSIGN_OR_RETURN(CredentialFields fields, CredentialsFromJson(opened->payload.view()));
+  if (row_version) DYAD_RETURN_IF_ERROR(CheckNotRolledBack(provider_id, opened, *row_version));
+  DYAD_ASSIGN_OR_RETURN(CredentialFields fields, CredentialsFromJson(opened.payload.view()));
   auto creds = std::make_shared<Credentials>();
   creds->fields = std::move(fields);
-  creds->version = opened->credentials_version;
-  creds->key_version = opened->key_version;
+  creds->version = opened.credentials_version;
+  creds->key_version = opened.key_version;
   if (sealer_.mode() == SealMode::kProvider && row_version) {  // plain JSON carries no version: the row has it
     creds->version = *row_version;
   }

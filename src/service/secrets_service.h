@@ -169,6 +169,11 @@ class SecretsService {
   // The stored document and its version, for a fenced write and for
   // compensation; nullopt when absent.
   Result<std::optional<StoredSecret>> ReadRaw(const std::string& provider_id);
+  // The fields of `raw` (what ReadRaw() gave under the provider's lock) in
+  // clear, references unresolved, for a read-modify-write of them: kDataLoss
+  // (audited as secret.tampered) when it does not open or is older than the
+  // registry row's `row_version` (a rollback).
+  Result<CredentialFields> OpenRaw(const std::string& provider_id, const StoredSecret& raw, int64_t row_version);
   // Undoes a write: puts `raw` back (nullopt: deletes) only where the store
   // still holds version `written` (nullopt: still holds nothing); another
   // writer's document stands.
@@ -253,6 +258,10 @@ class SecretsService {
 
  private:
   Result<CredentialsPtr> Load(const std::string& provider_id);
+  // Opens a stored document, counting the KMS call; kDataLoss is audited.
+  Result<OpenedSecret> OpenChecked(const std::string& provider_id, std::string_view stored);
+  // kDataLoss (audited) for an envelope older than its registry row.
+  Status CheckNotRolledBack(const std::string& provider_id, const OpenedSecret& opened, int64_t row_version);
   Result<CredentialsPtr> FromEnvironment(const std::string& provider_id, const std::string& origin);
   Result<StoredSecret> Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
                              const Caller& caller, bool create, const std::optional<StoredSecret>& expected,

@@ -369,6 +369,59 @@ TEST_F(ServicesTest, RolledBackSecretIsRefusedAuditedAndCounted) {
   EXPECT_EQ(ApiKey(*secrets_->Get(p.id, caller_)), "v2");
 }
 
+// PATCH merges with what is stored: the edit sees each value masked, and
+// the stored values come back in the write.
+TEST_F(ServicesTest, EditSeesTheStoredCredentialsMaskedAndKeepsThem) {
+  Provider p = Create("openai", kCanary);
+  CredentialFields seen;
+  auto edited = providers_->Edit(p.id, true, [&](const Provider& row, const CredentialFields& stored) {
+    seen = stored;
+    ProviderPatch patch;
+    patch.credentials = stored;
+    patch.credentials->emplace("org", SecretBytes("o-1"));
+    return Result<ProviderPatch>(std::move(patch));
+  }, caller_);
+  ASSERT_TRUE(edited.ok()) << edited.error().message;
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen.at("api_key").view(), kStoredValue);
+  EXPECT_EQ(edited->credentials_version, 2);
+  auto r = secrets_->Get(p.id, caller_);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(ApiKey(*r), kCanary);
+  EXPECT_EQ(r->credentials->fields.at("org").view(), "o-1");
+}
+
+// A stored value put back behind the gateway's back is not merged into a
+// new version (which would launder the rollback): refused, nothing written.
+TEST_F(ServicesTest, EditRefusesARolledBackSecretWithoutCallingTheEdit) {
+  Provider p = Create("openai", "v1");
+  std::string name = secrets_->SecretName(p.id);
+  std::string v1 = store_.data().at(name);
+  CredentialFields next;
+  next.emplace("api_key", SecretBytes("v2"));
+  ASSERT_TRUE(providers_->RotateCredentials(p.id, next, caller_).ok());
+  ASSERT_TRUE(store_.Put(name, v1).ok());
+  bool called = false;
+  auto edit = [&](const Provider&, const CredentialFields& stored) {
+    called = true;
+    ProviderPatch patch;
+    patch.credentials = stored;
+    return Result<ProviderPatch>(std::move(patch));
+  };
+  auto r = providers_->Edit(p.id, true, edit, caller_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.code(), ErrorCode::kDataLoss);
+  EXPECT_NE(r.error().message.find("version 1, older than the registry's 2"), std::string::npos);
+  EXPECT_FALSE(called);
+  EXPECT_EQ(store_.data().at(name), v1);
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
+  ASSERT_TRUE(store_.Put(name, "{\"not\":\"an envelope\"}").ok());
+  r = providers_->Edit(p.id, true, edit, caller_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.code(), ErrorCode::kDataLoss) << r.error().message;
+  EXPECT_FALSE(called);
+}
+
 TEST_F(ServicesTest, StartupKeyCheckNamesBothKeys) {
   EXPECT_TRUE(secrets_->CheckStoredKeys(3).ok());  // nothing stored yet
   for (int i = 0; i < 5; ++i) Create("p" + std::to_string(i));

@@ -1,0 +1,154 @@
+"""PATCH /admin/providers/{id}: JSON Merge Patch (RFC 7396) of a provider and of its stored credentials."""
+import json
+import threading
+
+import requests
+
+from conftest import ADMIN_TOKEN, VIEWER_TOKEN, canary, data, provider_body
+from test_vault import bao, kv_path, vault_gateway  # noqa: F401 (the bao fixture)
+
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+def patch(gw, pid, body, headers=MERGE, **kw):
+    text = body if isinstance(body, str) else json.dumps(body)
+    return gw.call("PATCH", f"/admin/providers/{pid}", data=text, headers=dict(headers), **kw)
+
+
+def create(gw, slug, creds, **over):
+    body = provider_body(slug=slug, credentials=creds,
+                         adapterConfig={"baseUrl": "https://api.example", "headers": {"a": "1", "b": "2"}})
+    body.update(over)
+    return data(gw.call("POST", "/admin/providers", json=body), 201)
+
+
+def fingerprint(gw, pid):
+    return data(gw.call("POST", f"/admin/secrets/providers/{pid}/credentials/validate"))["fingerprint"]
+
+
+def error(r, status):
+    assert r.status_code == status, r.text
+    return r.json()["error"]
+
+
+def test_fields_left_out_are_kept_and_objects_merge(gateway):
+    key = canary()
+    p = create(gateway, "openai", {"api_key": key, "org": "o-1"}, description="first")
+    got = data(patch(gateway, p["id"], {"description": "second", "adapterConfig": {"headers": {"a": None, "c": "3"}}}))
+    assert got["description"] == "second"
+    assert got["name"] == p["name"] and got["slug"] == p["slug"] and got["models"] == p["models"]
+    assert got["adapterConfig"] == {"baseUrl": "https://api.example", "headers": {"b": "2", "c": "3"}}
+    assert got["credentials"] == p["credentials"] and got["credentialsVersion"] == p["credentialsVersion"]
+    assert data(gateway.call("GET", f"/admin/providers/{p['id']}")) == got
+    # The credentials were not touched: the same stored set as a twin with the same values.
+    twin = create(gateway, "twin", {"api_key": key, "org": "o-1"})
+    assert fingerprint(gateway, p["id"]) == fingerprint(gateway, twin["id"])
+
+
+def test_credentials_merge_with_the_stored_values(gateway):
+    key, new = canary(), canary()
+    p = create(gateway, "openai", {"api_key": key, "org": "o-1"})
+    before = fingerprint(gateway, p["id"])
+    r = patch(gateway, p["id"], {"credentials": {"org": None, "project": new}})
+    got = data(r)
+    assert got["credentials"] == {"api_key": "[STORED_EXTERNALLY]", "project": "[STORED_EXTERNALLY]"}
+    assert got["credentialsVersion"] == p["credentialsVersion"] + 1
+    assert key not in r.text and new not in r.text
+    after = data(gateway.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
+    assert after["valid"] is True and after["credentialsVersion"] == got["credentialsVersion"]
+    assert after["fingerprint"] != before
+    # Exactly the merged set: api_key kept, org removed, project added.
+    twin = create(gateway, "twin", {"api_key": key, "project": new})
+    assert after["fingerprint"] == fingerprint(gateway, twin["id"])
+    assert key not in gateway.logs() and new not in gateway.logs()
+    audit = (gateway.data_dir / "audit.log").read_text()
+    assert key not in audit and new not in audit
+    line = [json.loads(x) for x in audit.splitlines() if r.headers["X-Request-Id"] in x]
+    assert [e["action"] for e in line if e["action"] == "credentials.rotate"] == ["credentials.rotate"]
+    assert [e["fields"] for e in line if e["action"] == "credentials.rotate"] == [["api_key", "project"]]
+
+
+def test_null_removes_every_credential(gateway):
+    p = create(gateway, "local-one", {"token": canary()}, type="local")
+    got = data(patch(gateway, p["id"], {"credentials": None}))
+    assert got["credentials"] == {}
+    report = data(gateway.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
+    assert report["valid"] is True and report["source"] == "none"
+
+
+def test_an_invalid_result_is_refused_naming_the_field(gateway):
+    key = canary()
+    p = create(gateway, "openai", {"api_key": key})
+    cases = [({"name": None}, "field 'name' is required"),
+             ({"models": [{"dyadModelId": "m"}]}, "field 'models[0].adapterModelId' is required"),
+             ({"type": "grpc"}, "field 'type' must be one of"),
+             ({"adapterConfig": [1]}, "field 'adapterConfig' must be an object"),
+             ({"credentials": {"API-KEY": canary()}}, "field 'credentials.api_key' clashes with credentials.API-KEY"),
+             ({"credentials": {"api_key": "[STORED_EXTERNALLY]"}}, "field 'credentials.api_key' holds the placeholder"),
+             ({"colour": "red"}, "field 'colour' is unknown")]
+    for body, message in cases:
+        e = error(patch(gateway, p["id"], body), 400)
+        assert e["code"] == "VALIDATION_ERROR" and e["message"].startswith(message), (body, e)
+    assert data(gateway.call("GET", f"/admin/providers/{p['id']}")) == p
+    other = create(gateway, "other", {"api_key": canary()})
+    assert error(patch(gateway, other["id"], {"slug": "openai"}), 409)["code"] == "CONFLICT"
+
+
+def test_unknown_id_viewer_malformed_and_media_type(gateway):
+    p = create(gateway, "openai", {"api_key": canary()})
+    assert error(patch(gateway, "no-such-provider", {"description": "x"}), 404)["code"] == "NOT_FOUND"
+    assert error(patch(gateway, p["id"], {"description": "x"}, token=VIEWER_TOKEN), 403)["code"] == "FORBIDDEN"
+    assert error(patch(gateway, p["id"], {"description": "x"}, token=None), 401)["code"] == "UNAUTHORIZED"
+    assert error(patch(gateway, p["id"], '{"description":'), 400)["message"] == "malformed JSON in the request body"
+    assert error(patch(gateway, p["id"], '"x"'), 400)["message"] == "the request body must be a JSON object"
+    e = error(patch(gateway, p["id"], {"description": "x"}, headers={"Content-Type": "text/plain"}), 415)
+    assert e["code"] == "UNSUPPORTED_MEDIA_TYPE" and "application/merge-patch+json" in e["message"]
+    assert data(patch(gateway, p["id"], {"description": "x"}, headers={"Content-Type": "application/json"}))[
+        "description"] == "x"
+    # requests' own json= sends application/json
+    assert data(gateway.call("PATCH", f"/admin/providers/{p['id']}", json={"enabled": False}))["enabled"] is False
+
+
+def test_concurrent_patches_of_different_fields_all_land(gateway):
+    key = canary()
+    p = create(gateway, "openai", {"api_key": key})
+    values = {f"field_{i}": canary() for i in range(6)}
+    assert concurrent_patches(gateway, p["id"], values) == {f: 200 for f in values}
+    got = data(gateway.call("GET", f"/admin/providers/{p['id']}"))
+    assert sorted(got["credentials"]) == sorted(["api_key", *values])
+    assert got["credentialsVersion"] == 1 + len(values)
+    twin = create(gateway, "twin", {"api_key": key, **values})
+    assert fingerprint(gateway, p["id"]) == fingerprint(gateway, twin["id"])
+
+
+def concurrent_patches(gw, pid, values):
+    """One PATCH per field, all released at once; returns their status codes by field."""
+    start = threading.Barrier(len(values))
+    results = {}
+
+    def one(field, value):
+        start.wait()
+        with requests.Session() as s:
+            r = s.patch(f"{gw.url}/admin/providers/{pid}", data=json.dumps({"credentials": {field: value}}),
+                        headers={**MERGE, "Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60)
+        results[field] = r.status_code
+
+    threads = [threading.Thread(target=one, args=kv) for kv in values.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_on_vault_the_merge_is_what_kv_holds(make_gateway, bao):
+    """Vault KV v2 writes with cas: in provider mode hvac reads back exactly the merged set."""
+    gw = vault_gateway(make_gateway, bao, mode="provider")
+    key = canary()
+    p = create(gw, "openai", {"api_key": key, "org": "o-1"})
+    data(patch(gw, p["id"], {"credentials": {"org": None, "project": "pr-1"}}))
+    assert bao.kv_read(kv_path(p["id"])) == {"api_key": key, "project": "pr-1"}
+    values = {f"field_{i}": canary() for i in range(4)}
+    assert concurrent_patches(gw, p["id"], values) == {f: 200 for f in values}
+    assert bao.kv_read(kv_path(p["id"])) == {"api_key": key, "project": "pr-1", **values}
+    assert data(gw.call("GET", f"/admin/providers/{p['id']}"))["credentialsVersion"] == 2 + len(values)
