@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
+
 #include "core/encoding.h"
 #include "core/secret_bytes.h"
 
@@ -10,6 +12,13 @@ namespace {
 
 constexpr int kMaxDepth = 32;
 constexpr size_t kMaxNumberChars = 15;  // cannot overflow a double or an int64: no range check needed
+
+// The bytes a string holds as they are: printable ASCII but '"' and '\\'.
+constexpr auto kPlainAscii = [] {
+  std::array<bool, 256> plain{};
+  for (int c = 0x20; c < 0x80; ++c) plain[c] = c != '"' && c != '\\';
+  return plain;
+}();
 
 Error NotAnObject() {
   return MakeError(ErrorCode::kUnavailable, "GetSecretValue: the answer is not a JSON object");
@@ -146,7 +155,10 @@ class Scanner {
     cp = 0;
     for (int k = 0; k < 4; ++k) {
       const char c = t_[i_++];
-      const int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      const int v = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
       if (v < 0) return false;
       cp = cp << 4 | static_cast<uint32_t>(v);
     }
@@ -178,13 +190,16 @@ class Scanner {
     while (true) {
       const size_t run = i_;
       while (i_ < t_.size()) {
+        while (i_ < t_.size() && kPlainAscii[static_cast<unsigned char>(t_[i_])]) ++i_;
+        if (i_ == t_.size()) break;
         const auto c = static_cast<unsigned char>(t_[i_]);
-        if (c == '"' || c == '\\' || c < 0x20) break;
-        ++i_;
+        if (c < 0x80) break;  // '"', '\\' or a control character
+        // A multi-byte sequence, by its lead byte's length, checked whole.
+        const size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (len == 0 || t_.size() - i_ < len || !IsValidUtf8(t_.substr(i_, len))) return false;
+        i_ += len;
       }
-      const std::string_view plain = t_.substr(run, i_ - run);
-      if (!IsValidUtf8(plain)) return false;  // an escape or quote never splits a sequence: both are ASCII
-      if (out) out->append(plain);
+      if (out) out->append(t_.data() + run, i_ - run);
       if (i_ == t_.size() || static_cast<unsigned char>(t_[i_]) < 0x20) return false;
       if (t_[i_++] == '"') return true;
       if (i_ == t_.size()) return false;
