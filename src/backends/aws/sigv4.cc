@@ -213,7 +213,7 @@ Result<SignedRequest> SigV4Signer::SignView(const SigningView& request, const Aw
     Canonical& h = headers.emplace_back();
     h.name.resize(name.size());
     std::transform(name.begin(), name.end(), h.name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+                   [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; });
     AppendTrimmed(h.value, value);
   };
   for (const auto& [k, v] : request.headers) add(k, v);
