@@ -7,7 +7,7 @@ PKGS=(cmake ninja-build ccache g++ pkg-config
   nlohmann-json3-dev libsqlite3-dev libpq-dev libspdlog-dev libcli11-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev)
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(clang-14 libclang-rt-14-dev wrk python3-pip)
+  PKGS+=(clang-14 libclang-rt-14-dev wrk python3-pip valgrind)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
