@@ -13,6 +13,7 @@ clients so that machine noise falls on all of them. Prints p50/p99 per client an
 
 Usage: python3 bench/aws_bench.py [ROUNDS] [PER_ROUND]
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -36,7 +37,9 @@ def pct(samples, p):
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-def main():
+@contextlib.contextmanager
+def moto_with_secret():
+    """moto_server without signature checks, holding the bench's ~400-byte secret: (endpoint, name, env, client)."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -49,6 +52,14 @@ def main():
         # About the size of a sealed provider credential envelope.
         sm.create_secret(Name=name, SecretString=json.dumps({"v": 1, "kms": "aws-kms", "ct": "x" * 300}))
         env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": REGION}
+        yield endpoint, name, env, sm
+    finally:
+        moto.terminate()
+        moto.wait()
+
+
+def main():
+    with moto_with_secret() as (endpoint, name, env, sm):
         body = json.dumps({"SecretId": name, "VersionStage": "AWSCURRENT"})
         samples = {"ours": [], "boto3": [], "floor": []}
         for _ in range(ROUNDS):
@@ -77,9 +88,6 @@ def main():
             print(f"| {k} | {pct(samples[k], 50):.0f} | {pct(samples[k], 99):.0f} | {over} |")
         ours, theirs = pct(samples["ours"], 50) - floor50, pct(samples["boto3"], 50) - floor50
         print(f"\nclient-side overhead ratio ours/boto3 at p50: {ours / theirs:.3f}")
-    finally:
-        moto.terminate()
-        moto.wait()
 
 
 if __name__ == "__main__":

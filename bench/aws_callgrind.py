@@ -9,34 +9,17 @@ per-request figure; the callgrind files stay in the working directory (callgrind
 
 Usage: python3 bench/aws_callgrind.py
 """
-import json
-import os
 import pathlib
 import re
 import subprocess
 import sys
 
-import boto3
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "blackbox"))
-from aws_peers import REGION, free_port, wait_port  # noqa: E402
-
-KEY, SECRET = "AKIABENCHMARK0000000", "bench-secret-key"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from aws_bench import ROOT, moto_with_secret  # noqa: E402
 
 
 def main():
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, moto, "moto_server")
-        sm = boto3.client("secretsmanager", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=KEY,
-                          aws_secret_access_key=SECRET)
-        name = "dyad-gateway/providers/bench"
-        sm.create_secret(Name=name, SecretString=json.dumps({"v": 1, "kms": "aws-kms", "ct": "x" * 300}))
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": REGION}
+    with moto_with_secret() as (endpoint, name, env, _):
         totals = {}
         for n in (100, 300):
             run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file=callgrind.aws.{n}.out",
@@ -45,9 +28,6 @@ def main():
             totals[n] = int(re.search(r"Collected : (\d+)", run.stderr).group(1))
             print(f"N={n}: {totals[n]:,} instructions")
         print(f"per request: {(totals[300] - totals[100]) / 200:,.0f} instructions")
-    finally:
-        moto.terminate()
-        moto.wait()
 
 
 if __name__ == "__main__":
