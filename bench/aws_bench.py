@@ -18,6 +18,7 @@ Usage: python3 bench/aws_bench.py [--json] [--instructions] [ROUNDS] [PER_ROUND]
   --json  one JSON object on stdout instead of the table (bench/run.py reads it)
 The bench binary is DYAD_BUILD_DIR/dyad_aws_get_bench (default build/).
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -47,7 +48,9 @@ def pct(samples, p):
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
-def main():
+@contextlib.contextmanager
+def moto_with_secret():
+    """moto_server without signature checks, holding the bench's ~400-byte secret: (endpoint, name, env, client)."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -60,6 +63,14 @@ def main():
         # About the size of a sealed provider credential envelope.
         sm.create_secret(Name=name, SecretString=json.dumps({"v": 1, "kms": "aws-kms", "ct": "x" * 300}))
         env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": REGION}
+        yield endpoint, name, env, sm
+    finally:
+        moto.terminate()
+        moto.wait()
+
+
+def main():
+    with moto_with_secret() as (endpoint, name, env, sm):
         body = json.dumps({"SecretId": name, "VersionStage": "AWSCURRENT"})
         if "--instructions" in FLAGS:
             return count_instructions(endpoint, name, env)
@@ -94,9 +105,6 @@ def main():
             over = "" if k == "floor" else f"{pct(samples[k], 50) - floor50:.0f}"
             print(f"| {k} | {pct(samples[k], 50):.0f} | {pct(samples[k], 99):.0f} | {over} |")
         print(f"\nclient-side overhead ratio ours/boto3 at p50: {ours / theirs:.3f}")
-    finally:
-        moto.terminate()
-        moto.wait()
 
 
 def count_instructions(endpoint, name, env):

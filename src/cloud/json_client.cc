@@ -110,7 +110,9 @@ Result<HttpReply> JsonClient::Call(const JsonRequest& request) {
 }
 
 Result<HttpReply> JsonClient::Send(const JsonRequest& request) {
-  CloudRequest req{request.method, host_, request.path, request.query, {{"Host", host_}}, request.body};
+  CloudRequest req{request.method, host_, request.path, request.query, {}, request.body};
+  req.headers.reserve(request.headers.size() + 6);  // with the auth step's: no growth
+  req.headers.emplace_back("Host", host_);
   req.headers.insert(req.headers.end(), request.headers.begin(), request.headers.end());
   if (!req.body.empty() && !HasHeader(req.headers, "Content-Type")) {
     req.headers.emplace_back("Content-Type", "application/json");
@@ -123,7 +125,9 @@ Result<HttpReply> JsonClient::Send(const JsonRequest& request) {
   }
   HttpCall call;
   call.method = std::move(req.method);
-  call.url = url_ + req.path + (req.query.empty() ? "" : "?" + req.query);
+  call.url.reserve(url_.size() + req.path.size() + req.query.size() + 1);
+  call.url.append(url_).append(req.path);
+  if (!req.query.empty()) call.url.append(1, '?').append(req.query);
   call.headers = std::move(req.headers);
   call.body = std::move(req.body);
   Cleanse(req.body);  // a short body's move leaves its bytes in the small-string buffer

@@ -22,19 +22,32 @@ std::string HttpReply::Header(std::string_view name) const {
 
 namespace {
 
-// Frees a header list after wiping its lines: they may carry a token.
-void FreeWiped(curl_slist* list) {
-  for (curl_slist* item = list; item; item = item->next) {
-    if (item->data) OPENSSL_cleanse(item->data, std::char_traits<char>::length(item->data));
-  }
-  curl_slist_free_all(list);
-}
+// An easy handle (keeping its connection) and the storage of its request
+// headers, reused from request to request: the lines are written into one
+// buffer and linked by nodes curl reads but does not own, so a request
+// allocates nothing for them once the buffer has grown to its size.
+struct Handle {
+  CURL* curl = nullptr;
+  std::string lines;  // "Name: value\0" each: may carry a token, wiped after every request
+  std::vector<size_t> starts;       // where each line starts in `lines`
+  std::vector<curl_slist> nodes;    // one per line, into `lines`
+};
 
 struct Received {
   HttpReply* reply;
   size_t limit;
   bool too_big = false;
 };
+
+// The Content-Length of an answer, when it is one and within `limit`.
+size_t ExpectedLength(std::string_view value, size_t limit) {
+  size_t n = 0;
+  for (char c : value) {
+    if (c < '0' || c > '9' || n > limit) return 0;
+    n = n * 10 + static_cast<size_t>(c - '0');
+  }
+  return n <= limit ? n : 0;
+}
 
 size_t OnBody(char* data, size_t size, size_t n, void* user) {
   auto* r = static_cast<Received*>(user);
@@ -62,6 +75,9 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   std::string_view value = line.substr(colon + 1);
   while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
   while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) value.remove_suffix(1);
+  // The body arrives in one buffer of its announced size: no copy of it is
+  // left behind in freed memory by growth.
+  if (name == "content-length") r->reply->body.reserve(ExpectedLength(value, r->limit));
   r->reply->headers.emplace_back(std::move(name), std::string(value));
   return bytes;
 }
@@ -149,11 +165,11 @@ class CurlTransport final : public HttpTransport {
     std::call_once(init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   }
   ~CurlTransport() override {
-    for (CURL* h : idle_) curl_easy_cleanup(h);
+    for (auto& h : idle_) curl_easy_cleanup(h->curl);
   }
 
   Result<HttpReply> Send(const HttpCall& call) override {
-    CURL* h = Lease();
+    std::unique_ptr<Handle> h = Lease();
     if (!h) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
     const auto timeout = call.timeout.count() > 0 ? call.timeout : options_.request_timeout;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -165,7 +181,7 @@ class CurlTransport final : public HttpTransport {
         reply = MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": timed out following a redirect");
         break;
       }
-      reply = Perform(h, call, url, hop > 0, hop == 0 ? timeout : left);
+      reply = Perform(*h, call, url, hop > 0, hop == 0 ? timeout : left);
       if (!reply.ok() || !options_.follow_redirects || (reply->status != 307 && reply->status != 308)) break;
       const std::string next = ResolveLocation(url, reply->Header("location"));
       if (next.empty() || hop == kMaxRedirects) break;  // the 3xx as it is: the caller says what it means
@@ -181,25 +197,19 @@ class CurlTransport final : public HttpTransport {
       }
       url = next;
     }
-    Return(h);
+    Return(std::move(h));
     return reply;
   }
 
  private:
   // One exchange with `url`; `redirected`: the caller's Host header is left out.
-  Result<HttpReply> Perform(CURL* h, const HttpCall& call, const std::string& url, bool redirected,
+  Result<HttpReply> Perform(Handle& handle, const HttpCall& call, const std::string& url, bool redirected,
                             std::chrono::milliseconds timeout) {
     DYAD_ASSIGN_OR_RETURN(Target target, TargetFor(url, options_.tls_server_name));
+    CURL* h = handle.curl;
     HttpReply reply;
     Received received{&reply, options_.max_response_bytes};
-    curl_slist* headers = nullptr;
-    for (const auto& [k, v] : call.headers) {
-      if (redirected && IsHost(k)) continue;
-      std::string line = k + ": " + v;  // may carry a token (X-Vault-Token, Authorization)
-      headers = curl_slist_append(headers, line.c_str());
-      Cleanse(line);
-    }
-    headers = curl_slist_append(headers, "Expect:");  // no 100-continue round trip
+    curl_slist* headers = LinkHeaders(handle, call.headers, redirected);
     curl_slist* connect_to = target.connect_to.empty() ? nullptr : curl_slist_append(nullptr, target.connect_to.c_str());
 
     curl_easy_setopt(h, CURLOPT_URL, target.url.c_str());
@@ -217,9 +227,7 @@ class CurlTransport final : public HttpTransport {
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(std::min(timeout, options_.connect_timeout).count()));
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &received);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &received);
 
     CURLcode rc = curl_easy_perform(h);
@@ -227,7 +235,7 @@ class CurlTransport final : public HttpTransport {
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);
     curl_easy_setopt(h, CURLOPT_CONNECT_TO, nullptr);
-    FreeWiped(headers);
+    Cleanse(handle.lines);  // a token or signature; the capacity stays for the next request
     curl_slist_free_all(connect_to);
     if (received.too_big) {
       return MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": response larger than " +
@@ -240,16 +248,43 @@ class CurlTransport final : public HttpTransport {
     return reply;
   }
 
-  CURL* Lease() {
+  // The request's header lines in the handle's buffer, and "Expect:" (no
+  // 100-continue round trip); `redirected`: without the caller's Host.
+  static curl_slist* LinkHeaders(Handle& handle, const HttpHeaders& headers, bool redirected) {
+    std::string& lines = handle.lines;
+    lines.clear();
+    size_t size = sizeof "Expect:";
+    for (const auto& [k, v] : headers) size += k.size() + v.size() + 3;
+    lines.reserve(size);  // no growth: no copy of a token left in freed memory
+    handle.starts.clear();
+    auto add = [&](std::string_view name, std::string_view value, bool colon_only) {
+      handle.starts.push_back(lines.size());
+      lines.append(name).append(colon_only ? ":" : ": ").append(value).push_back('\0');
+    };
+    for (const auto& [k, v] : headers) {
+      if (redirected && IsHost(k)) continue;
+      add(k, v, false);
+    }
+    add("Expect", "", true);
+    handle.nodes.resize(handle.starts.size());
+    for (size_t i = 0; i < handle.nodes.size(); ++i) {
+      handle.nodes[i].data = lines.data() + handle.starts[i];
+      handle.nodes[i].next = i + 1 < handle.nodes.size() ? &handle.nodes[i + 1] : nullptr;
+    }
+    return handle.nodes.data();
+  }
+
+  std::unique_ptr<Handle> Lease() {
     {
       MutexLock lock(&mu_);
       if (!idle_.empty()) {
-        CURL* h = idle_.back();
+        std::unique_ptr<Handle> h = std::move(idle_.back());
         idle_.pop_back();
         return h;
       }
     }
-    CURL* h = curl_easy_init();
+    auto handle = std::make_unique<Handle>();
+    CURL* h = handle->curl = curl_easy_init();
     if (!h) return nullptr;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
@@ -272,16 +307,19 @@ class CurlTransport final : public HttpTransport {
       curl_easy_setopt(h, CURLOPT_SSLKEY, options_.client_key.c_str());
       curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
     }
-    return h;
+    // The same for every request: set once.
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
+    return handle;
   }
-  void Return(CURL* h) {
+  void Return(std::unique_ptr<Handle> h) {
     MutexLock lock(&mu_);
-    idle_.push_back(h);
+    idle_.push_back(std::move(h));
   }
 
   CurlOptions options_;
   Mutex mu_;
-  std::vector<CURL*> idle_ DYAD_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Handle>> idle_ DYAD_GUARDED_BY(mu_);
 };
 
 }  // namespace

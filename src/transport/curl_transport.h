@@ -20,7 +20,9 @@
 // (user@host), is refused (kFailedPrecondition naming the target's host, not
 // its path or query): the token headers and the body are not re-sent to a
 // host no one named. Other 3xx answers are returned as they are. Each hop gets what is left of the
-// request's timeout. Thread-safe: a request leases a handle for its duration.
+// request's timeout. Thread-safe: a request leases a handle for its duration. A handle keeps the
+// storage of its request headers from request to request, wiped after each one (they carry tokens
+// and signatures).
 #pragma once
 
 #include <chrono>

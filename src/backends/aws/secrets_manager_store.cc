@@ -3,8 +3,10 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 
+#include "backends/aws/secret_value_answer.h"
 #include "core/encoding.h"
 #include "core/parallel.h"
 #include "core/random.h"
@@ -54,6 +56,18 @@ std::optional<std::chrono::system_clock::time_point> ChangedAt(const json& secre
       std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(*latest)));
 }
 
+// GetSecretValue's request as nlohmann/json writes it, without building a
+// document when the name needs no escaping (the gateway's names never do).
+std::string GetSecretValueRequest(const std::string& name) {
+  const bool plain = std::all_of(name.begin(), name.end(),
+                                 [](char c) { return c >= 0x20 && c < 0x7F && c != '"' && c != '\\'; });
+  if (!plain) return json{{"SecretId", name}, {"VersionStage", "AWSCURRENT"}}.dump();
+  std::string body;
+  body.reserve(name.size() + 48);
+  body.append(R"({"SecretId":")").append(name).append(R"(","VersionStage":"AWSCURRENT"})");
+  return body;
+}
+
 bool Mentions(const Error& e, std::string_view words) { return e.message.find(words) != std::string::npos; }
 
 // A secret scheduled for deletion answers InvalidRequestException; to the
@@ -77,14 +91,17 @@ class SecretsManagerStore final : public SecretStore {
   Result<StoredSecret> Get(const std::string& name) override {
     // AWSCURRENT named explicitly: the default, and moto resolves a label
     // moved by UpdateSecretVersionStage only when it is named.
-    auto answer = Send("GetSecretValue", {{"SecretId", name}, {"VersionStage", "AWSCURRENT"}});
-    if (!answer.ok()) return Gone(answer.error());
-    auto it = answer->find("SecretString");
-    if (it == answer->end() || !it->is_string()) {
+    // The answer is read in one pass, without a document (secret_value_answer.h).
+    auto text = client_->Call("GetSecretValue", GetSecretValueRequest(name));
+    if (!text.ok()) return Gone(text.error());
+    auto answer = ParseSecretValueAnswer(*text);
+    Cleanse(*text);
+    if (!answer.ok()) return answer.error();
+    if (!answer->secret_string) {
       return MakeError(ErrorCode::kFailedPrecondition, "secret '" + name + "' holds no SecretString");
     }
-    StoredSecret out{it->get<std::string>(), StringField(*answer, "VersionId")};
-    Cleanse(it->get_ref<std::string&>());
+    StoredSecret out{std::move(*answer->secret_string), std::move(answer->version_id)};
+    Cleanse(*answer->secret_string);  // what a short value's move leaves behind
     return out;
   }
 

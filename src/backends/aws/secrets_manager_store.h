@@ -1,7 +1,8 @@
 // The AWS Secrets Manager SecretStore (JSON 1.1 API), secrets named
 // `<prefix>/providers/<id>`.
 //
-// Get → GetSecretValue (AWSCURRENT); the version token is the VersionId.
+// Get → GetSecretValue (AWSCURRENT); the version token is the VersionId. Its
+// answer is read in one pass, without a JSON document (secret_value_answer.h).
 // Create → CreateSecret with the `kms_key_id` (provider mode), a tag
 // managed-by=dyad-gateway and an idempotency token, so a retried create
 // cannot make two versions; Delete → DeleteSecret with the configured

@@ -107,3 +107,42 @@ TEST(SecretsManagerStore, AnExpiredTokenDoesNotTurnOffConditionalWrites) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(SecretsManagerStore, GetSendsTheRequestNlohmannWouldWriteAndReadsTheAnswer) {
+  Scripted s;
+  s.http->Then(200, R"({"Name":"n","VersionId":"v1","SecretString":"{\"a\":\"\u00e9\"}","VersionStages":["AWSCURRENT"]})");
+  auto got = s.store->Get("dyad-gateway/providers/p1");
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->value, "{\"a\":\"\xC3\xA9\"}");
+  EXPECT_EQ(got->version, "v1");
+  // A name that needs escaping goes through the general writer.
+  s.http->Then(200, R"({"SecretString":"x"})");
+  ASSERT_TRUE(s.store->Get("a\"b\\c\x01").ok());
+  ASSERT_EQ(s.http->calls.size(), 2u);
+  EXPECT_EQ(s.http->calls[0].body, R"({"SecretId":"dyad-gateway/providers/p1","VersionStage":"AWSCURRENT"})");
+  EXPECT_EQ(s.http->calls[1].body, R"({"SecretId":"a\"b\\c\u0001","VersionStage":"AWSCURRENT"})");
+}
+
+TEST(SecretsManagerStore, GetNamesWhatIsWrongWithTheAnswer) {
+  Scripted s;
+  s.http->Then(200, R"({"SecretBinary":"AAEC","VersionId":"v1"})");
+  auto binary = s.store->Get("n");
+  ASSERT_FALSE(binary.ok());
+  EXPECT_EQ(binary.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(binary.error().message, "secret 'n' holds no SecretString");
+  s.http->Then(200, "<html>proxy</html>");
+  auto garbage = s.store->Get("n");
+  ASSERT_FALSE(garbage.ok());
+  EXPECT_EQ(garbage.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(garbage.error().message, "GetSecretValue: the answer is not a JSON object");
+  s.http->Then(400, R"({"__type":"InvalidRequestException","Message":"the secret is marked for deletion"})");
+  auto gone = s.store->Get("n");
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.code(), ErrorCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace dyad

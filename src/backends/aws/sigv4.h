@@ -4,13 +4,16 @@
 // segment and slash normalisation, sorted encoded query, lower-cased trimmed
 // sorted headers with duplicates joined, signed-header list, payload hash),
 // the string to sign and the signature, and the Authorization header. The
-// derived signing key is cached per access key, day, region and service.
+// derived signing key is cached per access key, day, region and service, as
+// the HMAC states of its padded key blocks, so a signature hashes only the
+// string to sign (a small list, most recent first; a new day's key pushes
+// the oldest out).
 // Thread-safe. Secrets never appear in errors or in the returned parts
 // except the signature itself.
 #pragma once
 
+#include <atomic>
 #include <chrono>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,17 +55,40 @@ struct SignedRequest {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
+// A request as the signer reads it, without copies (SigningRequest's fields,
+// or a cloud request's).
+struct SigningView {
+  std::string_view method;
+  std::string_view path;
+  std::string_view query;
+  const std::vector<std::pair<std::string, std::string>>& headers;
+  std::string_view body;
+};
+
 class SigV4Signer {
  public:
+  static constexpr size_t kMaxCachedKeys = 8;
+
   Result<SignedRequest> Sign(const SigningRequest& request, const AwsCredentials& credentials,
                              const SigningParams& params);
+  Result<SignedRequest> SignView(const SigningView& request, const AwsCredentials& credentials,
+                                 const SigningParams& params);
+
+  // How many signing keys were derived (not found in the cache); for tests.
+  size_t derived_keys() const { return derived_.load(std::memory_order_relaxed); }
 
  private:
-  SecretBytes SigningKey(const AwsCredentials& credentials, const std::string& date, const SigningParams& params)
-      DYAD_LOCKS_EXCLUDED(mu_);
+  struct CachedKey {
+    std::string access_key_id, date, region, service;
+    SecretBytes hmac_state;  // the HMAC-SHA256 states after the inner and outer padded key blocks
+  };
+  // The HMAC states of the signing key, copied to `state` (hmac_state's size).
+  void SigningKey(const AwsCredentials& credentials, std::string_view date, const SigningParams& params,
+                  unsigned char* state) DYAD_LOCKS_EXCLUDED(mu_);
 
   Mutex mu_;
-  std::map<std::string, SecretBytes> keys_ DYAD_GUARDED_BY(mu_);  // access key id ‖ scope → key
+  std::vector<CachedKey> keys_ DYAD_GUARDED_BY(mu_);  // most recently derived first
+  std::atomic<size_t> derived_{0};
 };
 
 // Pieces exposed for tests and fuzzing.

@@ -11,15 +11,14 @@ SigV4Auth::SigV4Auth(AwsCredentialSource& credentials, std::string region, std::
 
 Status SigV4Auth::Authorize(CloudRequest& request) {
   DYAD_ASSIGN_OR_RETURN(AwsCredentials creds, credentials_.Get());
-  // The body is lent to the signer, not copied: it may carry a credential.
-  SigningRequest to_sign{request.method, request.path, request.query, request.headers, std::move(request.body)};
+  // The request is read in place, not copied: its body may carry a credential.
   SigningParams params;
   params.region = region_;
   params.service = service_;
   params.time = std::chrono::time_point_cast<std::chrono::system_clock::duration>(clock_.WallNow() + skew());
-  auto signed_req = signer_.Sign(to_sign, creds, params);
-  request.body = std::move(to_sign.body);
-  Cleanse(to_sign.body);  // what a short body's move leaves behind
+  auto signed_req =
+      signer_.SignView(SigningView{request.method, request.path, request.query, request.headers, request.body}, creds,
+                   params);
   if (!signed_req.ok()) return signed_req.error();
   for (auto& h : signed_req->headers) request.headers.push_back(std::move(h));
   return OkStatus();

@@ -17,6 +17,8 @@
 #include <set>
 #include <sstream>
 
+#include "core/clock.h"
+
 namespace dyad {
 namespace {
 
@@ -199,6 +201,84 @@ TEST(sigv4_unit, MissingCredentialsAreAnErrorWithoutTheSecret) {
                        SigningParams{"us-east-1", "kms", std::chrono::system_clock::now()});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().message.find("s3cr3t"), std::string::npos);
+}
+
+
+// A signer that has never signed: its key is derived afresh.
+std::string FreshSignature(const SigningRequest& req, const AwsCredentials& creds, const SigningParams& params) {
+  SigV4Signer fresh;
+  auto r = fresh.Sign(req, creds, params);
+  return r.ok() ? r->signature : "error: " + r.error().message;
+}
+
+std::string Header(const SignedRequest& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == name) return v;
+  }
+  return "";
+}
+
+TEST(sigv4_unit, TheCachedKeyRollsOverAtMidnight) {
+  FakeClock clock;  // 2026-01-01T00:00:00Z
+  clock.Advance(std::chrono::hours(24) - std::chrono::seconds(2));
+  SigV4Signer signer;
+  const AwsCredentials creds{"AKIDEXAMPLE", SecretBytes(std::string("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")), ""};
+  const SigningRequest req{"POST", "/", "", {{"Host", "example.amazonaws.com"}, {"X-Amz-Target", "a.B"}}, "{}"};
+  auto sign = [&] {
+    SigningParams params{"us-east-1", "secretsmanager", clock.WallNow()};
+    auto r = signer.Sign(req, creds, params);
+    EXPECT_TRUE(r.ok());
+    EXPECT_EQ(r->signature, FreshSignature(req, creds, params));
+    return *r;
+  };
+  SignedRequest before = sign();
+  EXPECT_NE(Header(before, "Authorization").find("Credential=AKIDEXAMPLE/20260101/us-east-1/"), std::string::npos);
+  EXPECT_EQ(sign().signature, before.signature);  // the same second, from the cache
+  EXPECT_EQ(signer.derived_keys(), 1u);
+  clock.Advance(std::chrono::seconds(3));  // 2026-01-02T00:00:01Z
+  SignedRequest after = sign();
+  EXPECT_EQ(Header(after, "X-Amz-Date"), "20260102T000001Z");
+  EXPECT_NE(Header(after, "Authorization").find("Credential=AKIDEXAMPLE/20260102/us-east-1/"), std::string::npos);
+  EXPECT_EQ(signer.derived_keys(), 2u);
+  sign();
+  EXPECT_EQ(signer.derived_keys(), 2u);
+}
+
+TEST(sigv4_unit, KeysOfOtherScopesAndCredentialsAreNotMixedUp) {
+  SigV4Signer signer;
+  const SigningRequest req{"GET", "/", "a=1", {{"Host", "h"}}, ""};
+  const auto t = std::chrono::system_clock::time_point(std::chrono::seconds(1767225600));
+  size_t derived = 0;
+  // More scopes than the cache holds, twice over: the oldest drop out and come back right.
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < SigV4Signer::kMaxCachedKeys + 2; ++i) {
+      AwsCredentials creds{"AKID" + std::to_string(i % 3), SecretBytes("secret" + std::to_string(i % 3)), ""};
+      SigningParams params{"region-" + std::to_string(i), i % 2 ? "kms" : "secretsmanager", t};
+      auto r = signer.Sign(req, creds, params);
+      ASSERT_TRUE(r.ok());
+      EXPECT_EQ(r->signature, FreshSignature(req, creds, params)) << i;
+      ++derived;
+    }
+  }
+  EXPECT_EQ(signer.derived_keys(), derived);  // each one pushed out before it came back
+  // Another access key for a cached scope gets its own key.
+  AwsCredentials other{"AKIDOTHER", SecretBytes(std::string("other")), ""};
+  SigningParams params{"region-0", "secretsmanager", t};
+  auto r = signer.Sign(req, other, params);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->signature, FreshSignature(req, other, params));
+}
+
+TEST(sigv4_unit, RepeatedHeadersAreJoinedInTheOrderGiven) {
+  SigV4Signer signer;
+  auto r = signer.Sign({"GET", "/", "", {{"Host", "h"}, {"X-B", " two  words "}, {"x-a", "1"}, {"X-b", "\tlast"}}, ""},
+                       AwsCredentials{"AKID", SecretBytes(std::string("s")), ""},
+                       SigningParams{"us-east-1", "kms", std::chrono::system_clock::time_point()});
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->canonical_request.find("host:h\nx-a:1\nx-amz-date:19700101T000000Z\nx-b:two words,last\n\n"
+                                      "host;x-a;x-amz-date;x-b\n"),
+            std::string::npos)
+      << r->canonical_request;
 }
 
 }  // namespace
