@@ -23,13 +23,22 @@ class DYAD_LOCKABLE SpinLock {
   void Lock() DYAD_EXCLUSIVE_LOCK_FUNCTION() {
     while (held_.exchange(true, std::memory_order_acquire)) {
       for (int spins = 0; held_.load(std::memory_order_relaxed); ++spins) {
-        if (spins >= 64) std::this_thread::yield();
+        if (spins < 64) {
+          Pause();
+        } else {
+          std::this_thread::yield();
+        }
       }
     }
   }
   void Unlock() DYAD_UNLOCK_FUNCTION() { held_.store(false, std::memory_order_release); }
 
  private:
+  static void Pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();  // spin politely: the other hyperthread and the memory bus
+#endif
+  }
   std::atomic<bool> held_{false};
 };
 

@@ -47,29 +47,35 @@ struct alignas(64) CredentialCache::Front {
     }
     return nullptr;
   }
-  // The key's slot, else an empty or expired one, else the one expiring first.
-  Slot& Place(size_t hash, const std::string& key, Clock::Instant now) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (Slot* s = Find(hash, key)) return *s;
-    Slot* victim = &slots[hash & mask];
+  // An empty or expired slot where `hash` may go, else null: live entries
+  // are never pushed out, so a working set larger than the front leaves
+  // the rest to the shards instead of churning.
+  Slot* Free(size_t hash, Clock::Instant now) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     for (size_t i = 0; i < kFrontProbes; ++i) {
       Slot& s = slots[(hash + i) & mask];
-      if (!s.value || s.until <= now) return s;
-      if (s.until < victim->until) victim = &s;
+      if (!s.value || s.until <= now) return &s;
     }
-    return *victim;
+    return nullptr;
   }
-  void Drop(const std::string* key) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  // Empties the key's slot (every slot when `key` is null), moving the
+  // values to `released`, to be let go after the lock.
+  void Drop(const std::string* key, std::vector<CredentialsPtr>& released) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto empty = [&](Slot& s) {
+      if (s.value) released.push_back(std::move(s.value));
+      s = Slot{};
+    };
     if (!key) {
-      for (Slot& s : slots) s = Slot{};
+      for (Slot& s : slots) empty(s);
     } else if (Slot* s = Find(std::hash<std::string>{}(*key), *key)) {
-      *s = Slot{};
+      empty(*s);
     }
   }
-  // Its thread ended, or its cache did: it is empty from now on.
+  // Its thread ended, or its cache did: it stays empty from now on.
   void Retire() {
+    std::vector<CredentialsPtr> released;
     SpinLockHolder lock(&mu);
     retired = true;
-    Drop(nullptr);
+    Drop(nullptr, released);
   }
 
   SpinLock mu;
@@ -83,10 +89,6 @@ struct CredentialCache::ThreadFronts {
   uint64_t last_id = 0;  // the cache read last, and its front
   Front* last = nullptr;
   std::vector<std::pair<uint64_t, std::shared_ptr<Front>>> all;
-
-  ~ThreadFronts() {
-    for (auto& [id, front] : all) front->Retire();
-  }
 };
 
 CredentialCache::CredentialCache(CacheOptions options, const Clock& clock, Spawner spawn)
@@ -104,60 +106,91 @@ CredentialCache::~CredentialCache() {
   for (auto& front : fronts_) front->Retire();
 }
 
-CredentialCache::ThreadFronts& CredentialCache::ThisThread() {
-  thread_local ThreadFronts fronts;
+// The thread's fronts live behind trivially destructible thread_locals, so
+// code that runs while the thread's thread_locals are destroyed (another
+// one's destructor, or at exit static destructors and atexit handlers) can
+// still call Get(): once the reaper has run, reads skip the fronts.
+CredentialCache::ThreadFronts* CredentialCache::ThisThread(bool create) {
+  thread_local ThreadFronts* fronts = nullptr;
+  thread_local bool ended = false;
+  struct Reaper {
+    ~Reaper() {
+      ended = true;
+      for (auto& [id, front] : fronts->all) front->Retire();
+      delete fronts;
+      fronts = nullptr;
+    }
+  };
+  if (fronts || ended || !create) return fronts;
+  fronts = new ThreadFronts;
+  // Made after `fronts`: destroyed before every thread_local made earlier
+  // (whose destructors then find `ended`), after every one made later
+  // (whose destructors may still use the fronts).
+  thread_local Reaper reaper;
+  (void)reaper;
   return fronts;
 }
 
-CredentialCache::Front* CredentialCache::FrontOfThisThread() {
-  ThreadFronts& t = ThisThread();
-  if (t.last_id == id_) return t.last;
-  for (auto& [id, front] : t.all) {
+CredentialCache::Front* CredentialCache::FrontOfThisThread(bool create) {
+  ThreadFronts* t = ThisThread(create);
+  if (!t) return nullptr;
+  if (t->last_id == id_) return t->last;
+  for (auto& [id, front] : t->all) {
     if (id == id_) {
-      t.last_id = id;
-      t.last = front.get();
-      return t.last;
+      t->last_id = id;
+      t->last = front.get();
+      return t->last;
     }
   }
-  return nullptr;
+  if (!create) return nullptr;
+  // Fronts of caches since destroyed are dropped as this thread meets a new one.
+  std::erase_if(t->all, [](const auto& entry) {
+    SpinLockHolder lock(&entry.second->mu);
+    return entry.second->retired;
+  });
+  auto made = std::make_shared<Front>(front_slots_);
+  {
+    MutexLock lock(&fronts_mu_);
+    std::vector<CredentialsPtr> none;
+    SweepFronts(nullptr, /*drop=*/false, none);  // let go of the fronts of threads that ended
+    fronts_.push_back(made);
+  }
+  t->all.emplace_back(id_, made);
+  t->last_id = id_;
+  t->last = made.get();
+  return t->last;
 }
 
-void CredentialCache::FillFront(Shard& shard, size_t hash, const std::string& key, const Shard::Entry& e,
+void CredentialCache::FillFront(Shard& shard, Front& front, size_t hash, const std::string& key, const Shard::Entry& e,
                                 Clock::Instant now) {
   // Never past the point where the shard path has work to do for this key.
   Clock::Instant until = e.leased || !spawn_ ? e.expires : e.expires - refresh_ahead_;
   until = std::min(until, now + kFrontLifetime);
   if (until <= now || !e.value) return;
-  Front* front = FrontOfThisThread();
-  if (!front) {
-    ThreadFronts& t = ThisThread();
-    // Fronts of caches since destroyed are dropped here, as this thread
-    // meets a new cache.
-    std::erase_if(t.all, [](const auto& entry) {
-      SpinLockHolder lock(&entry.second->mu);
-      return entry.second->retired;
-    });
-    auto made = std::make_shared<Front>(front_slots_);
-    {
-      MutexLock lock(&fronts_mu_);
-      fronts_.push_back(made);
+  {
+    SpinLockHolder lock(&front.mu);
+    if (Front::Slot* s = front.Find(hash, key); s && s->value.get() == e.value.get()) {
+      s->until = until;  // the same value: no new alias
+      return;
     }
-    t.all.emplace_back(id_, made);
-    t.last_id = id_;
-    t.last = front = made.get();
+    if (!front.Find(hash, key) && !front.Free(hash, now)) return;  // no room: the shard serves this key
   }
-  SpinLockHolder lock(&front->mu);
-  Front::Slot& s = front->Place(hash, key, now);
-  if (s.value.get() != e.value.get() || s.hash != hash || s.key != key) {
-    s.hash = hash;
-    s.key = key;
-    s.value = PerThreadAlias(e.value);
-  }
-  s.until = until;
+  // Only this thread fills its front, and sweeps only empty slots, so the
+  // room found above is still there; the alias is made outside the lock.
+  CredentialsPtr alias = PerThreadAlias(e.value);
+  CredentialsPtr released;  // let go after the lock
+  SpinLockHolder lock(&front.mu);
+  Front::Slot* s = front.Find(hash, key);
+  if (!s) s = front.Free(hash, now);
+  if (!s) return;
+  released = std::move(s->value);
+  s->hash = hash;
+  if (s->key != key) s->key = key;
+  s->value = std::move(alias);
+  s->until = until;
 }
 
-void CredentialCache::DropFromFronts(const std::string* key) {
-  MutexLock lock(&fronts_mu_);
+void CredentialCache::SweepFronts(const std::string* key, bool drop, std::vector<CredentialsPtr>& released) {
   for (size_t i = 0; i < fronts_.size();) {
     const std::shared_ptr<Front> front = fronts_[i];  // outlives front_lock
     SpinLockHolder front_lock(&front->mu);
@@ -167,9 +200,15 @@ void CredentialCache::DropFromFronts(const std::string* key) {
       fronts_.pop_back();
       continue;
     }
-    front->Drop(key);
+    if (drop) front->Drop(key, released);
     ++i;
   }
+}
+
+void CredentialCache::DropFromFronts(const std::string* key) {
+  std::vector<CredentialsPtr> released;  // let go after the locks
+  MutexLock lock(&fronts_mu_);
+  SweepFronts(key, /*drop=*/true, released);
 }
 
 static Error NotFoundError(const std::string& key) {
@@ -179,7 +218,8 @@ static Error NotFoundError(const std::string& key) {
 Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loader) {
   const Clock::Instant now = clock_.CoarseNow();
   const size_t hash = std::hash<std::string>{}(key);
-  if (Front* front = FrontOfThisThread()) {
+  Front* front = FrontOfThisThread(/*create=*/true);
+  if (front) {
     front->mu.Lock();
     if (Front::Slot* s = front->Find(hash, key); s && now < s->until) {
       CacheRead read{s->value, CacheSource::kHit};
@@ -210,7 +250,7 @@ Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loa
         StartRefresh(shard, key, loader);
         return read;
       }
-      FillFront(shard, hash, key, e, now);
+      if (front) FillFront(shard, *front, hash, key, e, now);
       shard.mu.Unlock();
       return read;
     }

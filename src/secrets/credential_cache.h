@@ -48,6 +48,10 @@
 //  - Fronts are swept on the events above, cleared when their thread exits
 //    and when the cache is destroyed, so a value is released (and zeroed)
 //    once the shard entry, every alias and every reader's copy are gone.
+//    An ended thread's front is forgotten at the next sweep or the next new
+//    thread's first read. A front never pushes out a live entry: a working
+//    set larger than it (2 × max_entries slots, at most 512) is served by
+//    the shards for the keys that did not fit, as before.
 //  - Lock order: shard mutex, then fronts_mu_, then a front's lock.
 #pragma once
 
@@ -140,13 +144,19 @@ class CredentialCache {
              load_errors DYAD_GUARDED_BY(mu) = 0;
   };
   Shard& ShardFor(size_t hash) { return shards_[hash & shard_mask_]; }
-  static ThreadFronts& ThisThread();
-  Front* FrontOfThisThread();
-  // Puts the shard's fresh entry `e` in this thread's front.
-  void FillFront(Shard& shard, size_t hash, const std::string& key, const Shard::Entry& e, Clock::Instant now)
-      DYAD_EXCLUSIVE_LOCKS_REQUIRED(shard.mu) DYAD_LOCKS_EXCLUDED(fronts_mu_);
+  // This thread's fronts; null while its thread_locals are being destroyed
+  // (and, without `create`, before its first read).
+  static ThreadFronts* ThisThread(bool create);
+  Front* FrontOfThisThread(bool create) DYAD_LOCKS_EXCLUDED(fronts_mu_);
+  // Puts the shard's fresh entry `e` in this thread's `front`, if it has room.
+  void FillFront(Shard& shard, Front& front, size_t hash, const std::string& key, const Shard::Entry& e,
+                 Clock::Instant now) DYAD_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Removes `key` (every key when null) from every thread's front.
   void DropFromFronts(const std::string* key) DYAD_LOCKS_EXCLUDED(fronts_mu_);
+  // Forgets the fronts of ended threads and, with `drop`, empties `key`'s
+  // slots (every slot when null) of the others into `released`.
+  void SweepFronts(const std::string* key, bool drop, std::vector<CredentialsPtr>& released)
+      DYAD_EXCLUSIVE_LOCKS_REQUIRED(fronts_mu_);
   // Entered with shard.mu held; releases it.
   Result<CacheRead> LoadOrJoin(Shard& shard, const std::string& key, const Loader& loader,
                                CredentialsPtr stale_value, Clock::Instant stale_until)
