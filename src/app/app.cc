@@ -160,7 +160,7 @@ HttpResponse App::Handle(const HttpRequest& request) {
   // waits until it can be audited, as Vault does.
   if (request.method != "GET" && request.method != "HEAD" && !parts_->audit->Ready()) {
     // Why, only to a known identity (the reason may be the KMS's answer).
-    std::string why = parts_->auth->Authenticate(request.authorization) ? ": " + parts_->audit->Problem() : "";
+    std::string why = parts_->auth->Authenticate(request.authorization, request.client_cert_subject) ? ": " + parts_->audit->Problem() : "";
     resp = JsonError(MakeError(ErrorCode::kUnavailable, "the audit log cannot be written" + why));
     resp.headers.emplace_back("Retry-After", "1");
   } else {
