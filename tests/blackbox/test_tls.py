@@ -364,6 +364,13 @@ def test_bad_files_refuse_the_start_naming_variable_and_file(pki, tmp_path):
         assert body not in out
 
 
+def test_certificate_identities_without_client_ca_are_a_warning(make_gateway, pki, tmp_path):
+    tokens = tmp_path / "subject-tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"name": "ci", "role": "viewer", "clientCertSubject": "CN=ci"}]}))
+    gw = make_gateway(tls_env(pki, GATEWAY_ADMIN_TOKENS_FILE=str(tokens))).start()
+    assert "GATEWAY_TLS_CLIENT_CA_FILE is not set: no client certificate is asked for" in gw.logs()
+
+
 def test_group_readable_key_is_a_warning(make_gateway, pki):
     os.chmod(pki["key_file"], 0o640)
     gw = make_gateway(tls_env(pki)).start()
