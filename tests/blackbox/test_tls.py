@@ -227,6 +227,16 @@ def test_connection_cap_applies_to_tls(make_gateway, pki):
     held.close()
 
 
+def test_sigterm_closes_idle_tls_connections(make_gateway, pki):
+    gw = make_gateway(tls_env(pki)).start()
+    _, idle = served_serial(gw, client_context(pki))  # kept alive, idle
+    silent = socket.create_connection(("127.0.0.1", gw.port), timeout=30)  # mid-handshake
+    assert gw.stop(timeout=20) == 0
+    assert silent.recv(1) == b""
+    silent.close()
+    idle.close()
+
+
 # --- reload on SIGHUP ----------------------------------------------------------------------------------------------
 
 def test_sighup_reloads_for_new_connections_and_keeps_old_ones(make_gateway, pki):
@@ -305,8 +315,9 @@ def test_client_certificate_maps_to_a_viewer(mtls, pki):
     r = _get(gw, pki, files["stranger"], method="POST", json=provider_body(slug="by-token"), token="ops-token-0123456789")
     assert r.status_code == 201, r.text
     assert _get(gw, pki, files["ci"], token="wrong-token-0123456789").status_code == 401
-    audit = (gw.data_dir / "audit.log").read_text()
-    assert '"actor":"ops"' in audit
+    audit = [json.loads(line) for line in (gw.data_dir / "audit.log").read_text().splitlines()]
+    assert any(e["actor"] == "ci" and e["action"] == "auth.forbidden" for e in audit)  # the certificate's identity
+    assert any(e["actor"] == "ops" and e["action"] == "provider.create" for e in audit)
 
 
 def test_mtls_refuses_missing_and_wrong_ca_certificates(mtls, pki):
