@@ -4,7 +4,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -164,8 +163,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Tcp().expires_after(server_->options.header_timeout);
     stream_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
       if (ec) {
-        spdlog::debug("TLS handshake failed: {}", ec.message());
         beast::error_code ignored;
+        auto peer = self->Tcp().socket().remote_endpoint(ignored);
+        spdlog::debug("TLS handshake with {} failed: {}", ignored ? "?" : peer.address().to_string(), ec.message());
         self->Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
         return;
       }
@@ -281,13 +281,21 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Tcp().expires_after(server_->options.idle_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
       self->busy_ = false;
-      if (ec || !res->keep_alive()) return self->Close();
+      // A shutdown that began while this answer was being written found the
+      // session busy and left it: it closes here instead of waiting for a
+      // next request until the grace period ends.
+      if (ec || !res->keep_alive() || self->server_->stopping) return self->Close();
       self->Read();
     });
   }
 
   void Close() {
     if constexpr (kTls) {
+      if (server_->stopping) {  // no wait for the peer's close_notify
+        beast::error_code ignored;
+        Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+        return;
+      }
       // close_notify, then the TCP close; bounded like any other wait.
       Tcp().expires_after(server_->options.header_timeout);
       stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
@@ -409,7 +417,15 @@ void HttpServer::Impl::BeginShutdown() {
   for (auto& s : live) s->PostShutdown();
   grace_timer.expires_after(options.shutdown_grace);
   grace_timer.async_wait([this](beast::error_code ec) {
-    if (!ec) ioc.stop();  // requests still running past the grace period
+    if (ec) return;
+    size_t open = 0;
+    {
+      MutexLock lock(&mu);
+      open = sessions.size();
+    }
+    spdlog::warn("shutdown: {} connection(s) still open after the {}s grace period; stopping", open,
+                 options.shutdown_grace.count());
+    ioc.stop();  // requests still running past the grace period
   });
 }
 
