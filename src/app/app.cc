@@ -88,6 +88,10 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   }
   ::chmod(config.audit_log_path.c_str(), 0600);  // made 0644 by an older build: owner only
   DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file, serving));
+  if (serving && p.auth->HasClientCertSubjects() && config.tls.client_ca_file.empty()) {
+    spdlog::warn("GATEWAY_ADMIN_TOKENS_FILE names client certificate subjects but GATEWAY_TLS_CLIENT_CA_FILE is not "
+                 "set: no client certificate is asked for, so those identities cannot log in");
+  }
 
   SecretsOptions so;
   so.leases = p.leases.get();
@@ -166,7 +170,7 @@ HttpResponse App::Handle(const HttpRequest& request) {
   // waits until it can be audited, as Vault does.
   if (request.method != "GET" && request.method != "HEAD" && !parts_->audit->Ready()) {
     // Why, only to a known identity (the reason may be the KMS's answer).
-    std::string why = parts_->auth->Authenticate(request.authorization) ? ": " + parts_->audit->Problem() : "";
+    std::string why = parts_->auth->Authenticate(request.authorization, request.client_cert_subject) ? ": " + parts_->audit->Problem() : "";
     resp = JsonError(MakeError(ErrorCode::kUnavailable, "the audit log cannot be written" + why));
     resp.headers.emplace_back("Retry-After", "1");
   } else {

@@ -69,12 +69,14 @@ int Serve(bool dev, const std::string& env_file) {
   opts.idle_timeout = std::chrono::seconds(config->idle_timeout_seconds);
   opts.max_connections = static_cast<size_t>(config->max_connections);
   opts.blocking_threads = config->blocking_threads;
+  opts.tls = config->tls;
   HttpServer server(opts, [&app](const HttpRequest& r) { return (*app)->Handle(r); },
                     [&app](const HttpRequest& r) { return (*app)->MayBlock(r); });
   s = server.Listen();
   if (!s.ok()) return Fail(s.error().message);
-  spdlog::warn("dyad-gateway listening on http://{}:{} (provider {}, {} threads{})", config->host, server.port(),
-               config->secrets_provider, opts.threads, dev ? ", dev mode" : "");
+  spdlog::warn("dyad-gateway listening on {}://{}:{} (provider {}, {} threads{}{})", opts.tls.enabled() ? "https" : "http",
+               config->host, server.port(), config->secrets_provider, opts.threads,
+               opts.tls.client_ca_file.empty() ? "" : ", client certificates required", dev ? ", dev mode" : "");
   std::printf("listening on %s:%u\n", config->host.c_str(), static_cast<unsigned>(server.port()));
   std::fflush(stdout);
   server.Run();

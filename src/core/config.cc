@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -102,6 +103,39 @@ Status ReadAdmin(const EnvMap& env, Config& c) {
   return OkStatus();
 }
 
+// GATEWAY_HOST must be an IP address; one that is not loopback is served
+// only over TLS, or in plain text when GATEWAY_ALLOW_PLAINTEXT=true (behind a
+// TLS-terminating proxy): bearer tokens would otherwise cross the network in
+// clear.
+Status ReadListener(const EnvMap& env, Config& c) {
+  if (const std::string* v = FindVariable(env, "GATEWAY_HOST")) {
+    if (v->empty()) return BadVariable("GATEWAY_HOST", "must be an IP address such as 127.0.0.1");
+    c.host = *v;
+  }
+  unsigned char buf[sizeof(in6_addr)];
+  if (inet_pton(AF_INET, c.host.c_str(), buf) != 1 && inet_pton(AF_INET6, c.host.c_str(), buf) != 1) {
+    return BadVariable("GATEWAY_HOST", "'" + c.host + "' is not an IP address; use e.g. 127.0.0.1 or ::1");
+  }
+  const std::string* cert = FindVariable(env, "GATEWAY_TLS_CERT_FILE");
+  const std::string* key = FindVariable(env, "GATEWAY_TLS_KEY_FILE");
+  const std::string* ca = FindVariable(env, "GATEWAY_TLS_CLIENT_CA_FILE");
+  bool has_cert = cert && !cert->empty(), has_key = key && !key->empty(), has_ca = ca && !ca->empty();
+  if (has_cert && !has_key) return BadVariable("GATEWAY_TLS_KEY_FILE", "is required with GATEWAY_TLS_CERT_FILE (the certificate's private key, PEM)");
+  if (has_key && !has_cert) return BadVariable("GATEWAY_TLS_CERT_FILE", "is required with GATEWAY_TLS_KEY_FILE (the certificate chain, PEM)");
+  if (has_ca && !has_cert) {
+    return BadVariable("GATEWAY_TLS_CLIENT_CA_FILE", "needs GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE: client "
+                                                     "certificates are asked for only over TLS");
+  }
+  if (has_cert) c.tls = TlsFiles{*cert, *key, has_ca ? *ca : ""};
+  DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "GATEWAY_ALLOW_PLAINTEXT", c.allow_plaintext));
+  if (!c.tls.enabled() && !c.allow_plaintext && !IsLoopbackAddress(c.host)) {
+    return BadVariable("GATEWAY_HOST", "'" + c.host + "' is not a loopback address and GATEWAY_TLS_CERT_FILE is not "
+                                       "set: bearer tokens would cross the network in clear; set GATEWAY_TLS_CERT_FILE "
+                                       "and GATEWAY_TLS_KEY_FILE, or GATEWAY_ALLOW_PLAINTEXT=true behind a TLS proxy");
+  }
+  return OkStatus();
+}
+
 // The secret variables parsed here rather than by a backend.
 bool IsCoreSecretVariable(std::string_view name) {
   return name.starts_with("DYAD_PROVIDER_") || name == "ENCRYPTION_KEY" || name == "ENCRYPTION_KEY_PREVIOUS" ||
@@ -115,6 +149,15 @@ bool IsSecretVariable(std::string_view name) {
                                                  "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET",
                                                  "IDENTITY_HEADER", "VAULT_TOKEN", "VAULT_SECRET_ID"};
   return name.starts_with("DYAD_PROVIDER_") || std::find(std::begin(kSecret), std::end(kSecret), name) != std::end(kSecret);
+}
+
+bool IsLoopbackAddress(const std::string& host) {
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, host.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
 }
 
 SecretEnv ProviderVariables(const EnvMap& env) {
@@ -169,10 +212,7 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
   DYAD_RETURN_IF_ERROR(ReadOneOfVariable(env, "GATEWAY_LOG_LEVEL",
                                          {"trace", "debug", "info", "warn", "error", "critical", "off"},
                                          c.log_level));
-  if (const std::string* v = FindVariable(env, "GATEWAY_HOST")) {
-    if (v->empty()) return BadVariable("GATEWAY_HOST", "must be an IP address such as 127.0.0.1");
-    c.host = *v;
-  }
+  DYAD_RETURN_IF_ERROR(ReadListener(env, c));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_PORT", 0, 65535, c.port));
   if (const std::string* v = FindVariable(env, "GATEWAY_DATA_DIR")) {
     if (v->empty()) return BadVariable("GATEWAY_DATA_DIR", "must be a directory path");

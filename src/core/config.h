@@ -28,6 +28,15 @@ namespace dyad {
 // Secret variables by name, e.g. the DYAD_PROVIDER_* fallback values.
 using SecretEnv = std::map<std::string, SecretBytes>;
 
+// The admin listener's TLS files (GATEWAY_TLS_*): cert and key both or
+// neither; a client CA only with them. Only paths: the server reads the files.
+struct TlsFiles {
+  std::string cert_file;       // PEM chain, leaf first
+  std::string key_file;        // PEM private key, unencrypted
+  std::string client_ca_file;  // PEM CAs; set: every client must present a certificate they issued
+  bool enabled() const { return !cert_file.empty(); }
+};
+
 struct Config {
   bool dev = false;
 
@@ -56,8 +65,10 @@ struct Config {
 
   // Gateway.
   std::string log_level = "info";
-  std::string host = "127.0.0.1";
+  std::string host = "127.0.0.1";  // an IP address; non-loopback needs TLS or allow_plaintext
   uint16_t port = 3001;
+  TlsFiles tls;
+  bool allow_plaintext = false;  // GATEWAY_ALLOW_PLAINTEXT: a non-loopback host without TLS
   std::string data_dir = "./data";
   std::string database_url;   // sqlite://PATH or postgresql://…
   std::string database_path;  // the SQLite file, when database_url is sqlite
@@ -86,6 +97,10 @@ struct Config {
 // before a missing token's, as they always have.
 using BackendCheck = std::function<Status(const Config&)>;
 Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend = nullptr);
+
+// True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104; false for anything
+// else, including what is not an IP address.
+bool IsLoopbackAddress(const std::string& host);
 
 // ENCRYPTION_KEY, ENCRYPTION_KEY_PREVIOUS, GATEWAY_ADMIN_API_KEY,
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_CLIENT_SECRET, IDENTITY_HEADER

@@ -64,6 +64,55 @@ TEST(Config, ConnectionCapAndBlockingThreads) {
   EXPECT_NE(ErrorFor(env).find("GATEWAY_BLOCKING_THREADS"), std::string::npos);
 }
 
+// Issue 13, TLS listener: cert and key both or neither, the client CA only
+// with them, and no plain-text listener off loopback unless asked for.
+TEST(Config, TlsFilesBothOrNeither) {
+  auto env = Base();
+  env["GATEWAY_TLS_CERT_FILE"] = "/etc/gw/cert.pem";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_TLS_KEY_FILE: is required with GATEWAY_TLS_CERT_FILE"), std::string::npos);
+  env.erase("GATEWAY_TLS_CERT_FILE");
+  env["GATEWAY_TLS_KEY_FILE"] = "/etc/gw/key.pem";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_TLS_CERT_FILE: is required with GATEWAY_TLS_KEY_FILE"), std::string::npos);
+  env.erase("GATEWAY_TLS_KEY_FILE");
+  env["GATEWAY_TLS_CLIENT_CA_FILE"] = "/etc/gw/ca.pem";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_TLS_CLIENT_CA_FILE: needs GATEWAY_TLS_CERT_FILE"), std::string::npos);
+  env["GATEWAY_TLS_CERT_FILE"] = "/etc/gw/cert.pem";
+  env["GATEWAY_TLS_KEY_FILE"] = "/etc/gw/key.pem";
+  auto c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_TRUE(c->tls.enabled());
+  EXPECT_EQ(c->tls.cert_file, "/etc/gw/cert.pem");
+  EXPECT_EQ(c->tls.key_file, "/etc/gw/key.pem");
+  EXPECT_EQ(c->tls.client_ca_file, "/etc/gw/ca.pem");
+  EXPECT_FALSE(LoadConfig(Base(), false)->tls.enabled());
+}
+
+TEST(Config, NonLoopbackHostNeedsTlsOrAllowPlaintext) {
+  auto env = Base();
+  for (const char* host : {"0.0.0.0", "10.1.2.3", "::", "fe80::1", "::ffff:10.0.0.1"}) {
+    env["GATEWAY_HOST"] = host;
+    std::string e = ErrorFor(env);
+    EXPECT_NE(e.find("GATEWAY_HOST: '" + std::string(host) + "' is not a loopback address"), std::string::npos) << e;
+    EXPECT_NE(e.find("GATEWAY_ALLOW_PLAINTEXT=true"), std::string::npos) << e;
+    EXPECT_NE(e.find("GATEWAY_TLS_CERT_FILE"), std::string::npos) << e;
+  }
+  env["GATEWAY_ALLOW_PLAINTEXT"] = "true";
+  EXPECT_TRUE(LoadConfig(env, false).ok());
+  env["GATEWAY_ALLOW_PLAINTEXT"] = "perhaps";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_ALLOW_PLAINTEXT"), std::string::npos);
+  env.erase("GATEWAY_ALLOW_PLAINTEXT");
+  env["GATEWAY_TLS_CERT_FILE"] = "c.pem";
+  env["GATEWAY_TLS_KEY_FILE"] = "k.pem";
+  EXPECT_TRUE(LoadConfig(env, false).ok());
+  env = Base();
+  for (const char* host : {"127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"}) {
+    env["GATEWAY_HOST"] = host;
+    EXPECT_TRUE(LoadConfig(env, false).ok()) << host;
+  }
+  env["GATEWAY_HOST"] = "localhost";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_HOST: 'localhost' is not an IP address"), std::string::npos);
+}
+
 TEST(Config, BadBooleanNamesTheVariableAndTheForm) {
   auto env = Base();
   env["SECRETS_CACHE_ENABLED"] = "maybe";

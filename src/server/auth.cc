@@ -17,6 +17,28 @@ Error NobodyCouldLogIn() {
 
 }  // namespace
 
+// A subject as RFC 2253 prints it: non-empty, printable, "type=value"; one
+// identity per subject, or which one a certificate names would depend on the
+// order of the file.
+Result<std::string> TokenAuthenticator::CheckSubject(const nlohmann::json& subject, const std::string& where,
+                                                     const TokenAuthenticator& so_far) {
+  auto bad = [&](const std::string& what) {
+    return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_ADMIN_TOKENS_FILE: " + where + ".clientCertSubject " + what +
+                                                      "; expected the subject as `openssl x509 -noout -subject "
+                                                      "-nameopt RFC2253` prints it, e.g. \"CN=ci-runner,O=Example\"");
+  };
+  if (!subject.is_string()) return bad("must be a string");
+  std::string s = subject.get<std::string>();
+  if (s.empty() || s.size() > 4096 || s.find('=') == std::string::npos) return bad("must be a non-empty subject");
+  for (unsigned char ch : s) {
+    if (ch < 0x20 || ch == 0x7f) return bad("holds a control character");
+  }
+  for (const auto& e : so_far.subjects_) {
+    if (e.subject == s) return bad("is also the subject of identity '" + e.principal.identity + "'");
+  }
+  return s;
+}
+
 Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Create(
     const std::optional<SecretBytes>& admin_api_key, const std::string& tokens_file, bool require_login) {
   std::string text;
@@ -39,7 +61,8 @@ Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::FromTokensJson(
   if (admin_api_key) auth->entries_.push_back({Sha256(admin_api_key->view()), {"admin", Role::kAdmin}});
   auto bad = [](const std::string& what) {
     return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_ADMIN_TOKENS_FILE: " + what +
-                                                      "; expected {\"tokens\":[{\"name\":…,\"role\":\"admin\"|\"viewer\",\"sha256\":<64 hex>}]}");
+                                                      "; expected {\"tokens\":[{\"name\":…,\"role\":\"admin\"|\"viewer\",\"sha256\":<64 hex>"
+                                                      " and/or \"clientCertSubject\":<RFC 2253 subject>}]}");
   };
   if (tokens_json.empty()) {
     if (require_login && auth->entries_.empty()) return NobodyCouldLogIn();
@@ -59,12 +82,21 @@ Result<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::FromTokensJson(
       return bad(where + ".name must be a non-empty string");
     if (role == t.end() || !role->is_string() || (*role != "admin" && *role != "viewer"))
       return bad(where + ".role must be \"admin\" or \"viewer\"");
-    if (hash == t.end() || !hash->is_string()) return bad(where + ".sha256 must be a string");
-    auto raw = HexDecode(hash->get<std::string>());
-    if (!raw || raw->size() != 32) return bad(where + ".sha256 must be 64 hex characters");
-    auth->entries_.push_back({*raw, {name->get<std::string>(), *role == "admin" ? Role::kAdmin : Role::kViewer}});
+    auto subject = t.find("clientCertSubject");
+    if (hash == t.end() && subject == t.end()) return bad(where + " needs \"sha256\" or \"clientCertSubject\"");
+    Principal principal{name->get<std::string>(), *role == "admin" ? Role::kAdmin : Role::kViewer};
+    if (hash != t.end()) {
+      if (!hash->is_string()) return bad(where + ".sha256 must be a string");
+      auto raw = HexDecode(hash->get<std::string>());
+      if (!raw || raw->size() != 32) return bad(where + ".sha256 must be 64 hex characters");
+      auth->entries_.push_back({*raw, principal});
+    }
+    if (subject != t.end()) {
+      DYAD_ASSIGN_OR_RETURN(std::string s, CheckSubject(*subject, where, *auth));
+      auth->subjects_.push_back({std::move(s), principal});
+    }
   }
-  if (require_login && auth->entries_.empty()) return NobodyCouldLogIn();
+  if (require_login && auth->entries_.empty() && auth->subjects_.empty()) return NobodyCouldLogIn();
   return auth;
 }
 
@@ -83,6 +115,16 @@ std::optional<Principal> TokenAuthenticator::Authenticate(std::string_view autho
   }
   if (!found) return std::nullopt;
   return found->principal;
+}
+
+std::optional<Principal> TokenAuthenticator::Authenticate(std::string_view authorization,
+                                                          std::string_view client_cert_subject) const {
+  if (!authorization.empty()) return Authenticate(authorization);
+  if (client_cert_subject.empty()) return std::nullopt;
+  for (const auto& e : subjects_) {
+    if (e.subject == client_cert_subject) return e.principal;
+  }
+  return std::nullopt;
 }
 
 }  // namespace dyad

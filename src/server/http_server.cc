@@ -3,16 +3,19 @@
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <algorithm>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -20,6 +23,7 @@
 
 #include "core/encoding.h"
 #include "core/mutex.h"
+#include "server/tls_context.h"
 
 namespace dyad {
 
@@ -27,6 +31,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 namespace {
 
@@ -56,7 +61,14 @@ std::string GenerateRequestId() {
 
 }  // namespace
 
-class Session;
+// What the server keeps of a session, plain or TLS.
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void Start() = 0;
+  // Asks the session, on its own strand, to close if it is idle.
+  virtual void PostShutdown() = 0;
+};
 
 struct HttpServer::Impl {
   HttpServerOptions options;
@@ -68,7 +80,7 @@ struct HttpServer::Impl {
   std::atomic<bool> finished{false};  // Run() has returned
   Mutex mu;
   uint64_t next_session DYAD_GUARDED_BY(mu) = 0;
-  std::unordered_map<uint64_t, std::weak_ptr<Session>> sessions DYAD_GUARDED_BY(mu);
+  std::unordered_map<uint64_t, std::weak_ptr<SessionBase>> sessions DYAD_GUARDED_BY(mu);
   asio::io_context ioc;
   // The acceptor, its back-off timer, the signals and the grace timer are
   // used only on this strand.
@@ -80,11 +92,16 @@ struct HttpServer::Impl {
   uint64_t refused = 0;
   asio::signal_set signals{control};
   asio::steady_timer grace_timer{control};
+  // With TLS: what new connections handshake with; replaced on SIGHUP, while
+  // each session keeps the one it started with. Used only on `control`.
+  std::shared_ptr<asio::ssl::context> tls;
   // After ioc, so destroyed first: work it dropped holds sessions whose
   // sockets belong to ioc.
   std::optional<asio::thread_pool> blocking;  // when may_block is set
 
   void Accept();
+  void WaitForSignal();
+  void ReloadTls();
   void OnAccepted(beast::error_code ec, tcp::socket socket) DYAD_LOCKS_EXCLUDED(mu);
   void BeginShutdown() DYAD_LOCKS_EXCLUDED(mu);
   void Forget(uint64_t id) DYAD_LOCKS_EXCLUDED(mu);
@@ -103,26 +120,69 @@ struct HttpServer::Impl {
   }
 };
 
-class Session : public std::enable_shared_from_this<Session> {
- public:
-  Session(tcp::socket socket, HttpServer::Impl* server, uint64_t id)
-      : stream_(std::move(socket)), server_(server), id_(id) {}
-  ~Session() { server_->Forget(id_); }
+// One connection: HTTP/1.1 over a plain or a TLS stream (`Stream`). A TLS
+// session handshakes first, under the header timeout, so a client that
+// connects and says nothing holds its slot no longer than one that sends no
+// headers.
+template <class Stream>
+class Session : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
 
-  void Start() { asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); }); }
+ public:
+  Session(tcp::socket socket, HttpServer::Impl* server, uint64_t id, std::shared_ptr<asio::ssl::context> tls)
+      : tls_(std::move(tls)), stream_(MakeStream(std::move(socket), tls_.get())), server_(server), id_(id) {}
+  ~Session() override { server_->Forget(id_); }
+
+  void Start() override {
+    beast::error_code ignored;
+    Tcp().socket().set_option(tcp::no_delay(true), ignored);
+    asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (kTls) {
+        self->Handshake();
+      } else {
+        self->Read();
+      }
+    });
+  }
+
+  void PostShutdown() override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] { self->OnShutdown(); });
+  }
+
+ private:
+  static Stream MakeStream(tcp::socket socket, asio::ssl::context* tls) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+  beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
+
+  void Handshake() {
+    Tcp().expires_after(server_->options.header_timeout);
+    stream_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+      if (ec) {
+        beast::error_code ignored;
+        auto peer = self->Tcp().socket().remote_endpoint(ignored);
+        spdlog::debug("TLS handshake with {} failed: {}", ignored ? "?" : peer.address().to_string(), ec.message());
+        self->Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+        return;
+      }
+      self->client_cert_subject_ = PeerSubjectRfc2253(self->stream_.native_handle());
+      self->Read();
+    });
+  }
 
   // Called on the session's strand when the server shuts down.
   void OnShutdown() {
     if (!busy_ && buffer_.size() == 0 && !(parser_ && parser_->got_some())) {
       beast::error_code ec;
-      stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-      stream_.cancel();
+      Tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
+      Tcp().cancel();
     }
   }
-  auto executor() { return stream_.get_executor(); }
-  void SetNoDelay(beast::error_code& ec) { stream_.socket().set_option(tcp::no_delay(true), ec); }
 
- private:
   void Read() {
     parser_.emplace();
     parser_->body_limit(server_->options.max_body_bytes);
@@ -133,8 +193,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     // Kept alive: the idle timeout until the next request's first byte,
     // then the header timeout for its headers.
-    stream_.expires_after(server_->options.idle_timeout);
-    stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](beast::error_code ec, size_t n) {
+    Tcp().expires_after(server_->options.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
       if (ec) return self->Close();
       self->buffer_.commit(n);
       // Headers already whole (the common case): no header timer to arm.
@@ -144,12 +204,12 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void ReadHeader(bool arm_timer = true) {
-    if (arm_timer) stream_.expires_after(server_->options.header_timeout);
-    http::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+    if (arm_timer) Tcp().expires_after(server_->options.header_timeout);
+    http::async_read_header(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
       if (ec || self->parser_->is_done()) return self->OnRead(ec);
       // The body has the idle timeout: it must keep coming, not arrive
       // within the header timeout.
-      self->stream_.expires_after(self->server_->options.idle_timeout);
+      self->Tcp().expires_after(self->server_->options.idle_timeout);
       http::async_read(self->stream_, self->buffer_, *self->parser_,
                        [self](beast::error_code ec, size_t) { self->OnRead(ec); });
     });
@@ -161,11 +221,12 @@ class Session : public std::enable_shared_from_this<Session> {
                    "the request body exceeds " + std::to_string(server_->options.max_body_bytes) + " bytes");
     }
     if (ec == http::error::header_limit) return Reply(431, "HEADERS_TOO_LARGE", "request headers too large");
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted ||
-        ec == asio::error::connection_reset || ec == asio::error::eof) {
-      return Close();
+    // A malformed request gets a 400; anything else (end of stream, a
+    // timeout, a reset, a TLS error) closes the connection.
+    if (ec && ec != http::error::end_of_stream && ec.category() == http::make_error_code(http::error::bad_target).category()) {
+      return Reply(400, "BAD_REQUEST", "malformed HTTP request");
     }
-    if (ec) return Reply(400, "BAD_REQUEST", "malformed HTTP request");
+    if (ec) return Close();
     busy_ = true;
     auto& msg = parser_->get();
     HttpRequest req;
@@ -176,14 +237,15 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string_view rid = msg["X-Request-Id"];
     req.request_id = PrintableId(rid) ? std::string(rid) : GenerateRequestId();
     beast::error_code peer_ec;
-    auto ep = stream_.socket().remote_endpoint(peer_ec);
+    auto ep = Tcp().socket().remote_endpoint(peer_ec);
     if (!peer_ec) req.peer = ep.address().to_string();
+    req.client_cert_subject = client_cert_subject_;
     req.body = std::move(msg.body());
     keep_alive_ = msg.keep_alive();
     unsigned version = msg.version();
     if (server_->blocking && server_->may_block(req)) {
       // Off the I/O threads; the answer comes back on this session's strand.
-      asio::post(*server_->blocking, [self = shared_from_this(), req = std::move(req), version] {
+      asio::post(*server_->blocking, [self = this->shared_from_this(), req = std::move(req), version] {
         HttpResponse resp = self->server_->Call(req);
         asio::post(self->stream_.get_executor(),
                    [self, resp = std::move(resp), rid = req.request_id, version]() mutable {
@@ -216,20 +278,39 @@ class Session : public std::enable_shared_from_this<Session> {
     res->body() = std::move(resp.body);
     res->keep_alive(keep_alive_ && !server_->stopping);
     res->prepare_payload();
-    stream_.expires_after(server_->options.idle_timeout);
-    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
+    Tcp().expires_after(server_->options.idle_timeout);
+    http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
       self->busy_ = false;
-      if (ec || !res->keep_alive()) return self->Close();
+      // A shutdown that began while this answer was being written found the
+      // session busy and left it: it closes here instead of waiting for a
+      // next request until the grace period ends.
+      if (ec || !res->keep_alive() || self->server_->stopping) return self->Close();
       self->Read();
     });
   }
 
   void Close() {
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if constexpr (kTls) {
+      if (server_->stopping) {  // no wait for the peer's close_notify
+        beast::error_code ignored;
+        Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+        return;
+      }
+      // close_notify, then the TCP close; bounded like any other wait.
+      Tcp().expires_after(server_->options.header_timeout);
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
+        beast::error_code ignored;
+        self->Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+      });
+    } else {
+      beast::error_code ec;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    }
   }
 
-  beast::tcp_stream stream_;
+  std::shared_ptr<asio::ssl::context> tls_;  // before stream_, which uses it
+  Stream stream_;
+  std::string client_cert_subject_;  // RFC 2253; empty without a verified client certificate
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpServer::Impl* server_;
@@ -260,18 +341,20 @@ void HttpServer::Impl::OnAccepted(beast::error_code ec, tcp::socket socket) {
     return;
   }
   accept_backoff = std::chrono::milliseconds(0);
-  std::shared_ptr<Session> session;
+  std::shared_ptr<SessionBase> session;
   {
     MutexLock lock(&mu);
     if (sessions.size() < options.max_connections) {
       uint64_t id = next_session++;
-      session = std::make_shared<Session>(std::move(socket), this, id);
+      if (tls) {
+        session = std::make_shared<Session<TlsStream>>(std::move(socket), this, id, tls);
+      } else {
+        session = std::make_shared<Session<beast::tcp_stream>>(std::move(socket), this, id, nullptr);
+      }
       sessions[id] = session;
     }
   }
   if (session) {
-    beast::error_code ignored;
-    session->SetNoDelay(ignored);
     session->Start();
   } else {
     socket.close(ec);  // over GATEWAY_MAX_CONNECTIONS
@@ -285,6 +368,28 @@ void HttpServer::Impl::OnAccepted(beast::error_code ec, tcp::socket socket) {
     }
   }
   Accept();
+}
+
+void HttpServer::Impl::WaitForSignal() {
+  signals.async_wait([this](beast::error_code ec, int signal) {
+    if (ec) return;
+    if (signal != SIGHUP) return BeginShutdown();
+    ReloadTls();
+    WaitForSignal();
+  });
+}
+
+// New handshakes use the new files; sessions keep the context they started
+// with. A bad file keeps the current context.
+void HttpServer::Impl::ReloadTls() {
+  auto ctx = NewTlsServerContext(options.tls);
+  if (!ctx.ok()) {
+    spdlog::error("SIGHUP: TLS reload failed, still serving the previous certificate: {}", ctx.error().message);
+    return;
+  }
+  tls = std::make_shared<asio::ssl::context>(ctx->release());
+  spdlog::warn("SIGHUP: TLS certificate and key reloaded from '{}' and '{}'", options.tls.cert_file,
+               options.tls.key_file);
 }
 
 void HttpServer::Impl::Forget(uint64_t id) {
@@ -301,7 +406,7 @@ void HttpServer::Impl::BeginShutdown() {
   acceptor.close(ec);
   accept_timer.cancel();
   signals.cancel(ec);
-  std::vector<std::shared_ptr<Session>> live;
+  std::vector<std::shared_ptr<SessionBase>> live;
   {
     MutexLock lock(&mu);
     for (auto& [id, weak] : sessions) {
@@ -309,10 +414,18 @@ void HttpServer::Impl::BeginShutdown() {
     }
     if (sessions.empty()) return;  // nothing to wait for
   }
-  for (auto& s : live) asio::post(s->executor(), [s] { s->OnShutdown(); });
+  for (auto& s : live) s->PostShutdown();
   grace_timer.expires_after(options.shutdown_grace);
   grace_timer.async_wait([this](beast::error_code ec) {
-    if (!ec) ioc.stop();  // requests still running past the grace period
+    if (ec) return;
+    size_t open = 0;
+    {
+      MutexLock lock(&mu);
+      open = sessions.size();
+    }
+    spdlog::warn("shutdown: {} connection(s) still open after the {}s grace period; stopping", open,
+                 options.shutdown_grace.count());
+    ioc.stop();  // requests still running past the grace period
   });
 }
 
@@ -331,6 +444,10 @@ Status HttpServer::Listen() {
   auto address = asio::ip::make_address(impl_->options.host, ec);
   std::string where = impl_->options.host + ":" + std::to_string(impl_->options.port);
   if (ec) return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_HOST: '" + impl_->options.host + "' is not an IP address");
+  if (impl_->options.tls.enabled()) {  // before binding: a bad file is refused without touching the port
+    DYAD_ASSIGN_OR_RETURN(SslCtxPtr ctx, NewTlsServerContext(impl_->options.tls));
+    impl_->tls = std::make_shared<asio::ssl::context>(ctx.release());
+  }
   tcp::endpoint endpoint(address, impl_->options.port);
   auto& acc = impl_->acceptor;
   acc.open(endpoint.protocol(), ec);
@@ -342,6 +459,7 @@ Status HttpServer::Listen() {
   // as the port is announced still shuts down gracefully.
   impl_->signals.add(SIGINT);
   impl_->signals.add(SIGTERM);
+  if (impl_->tls) impl_->signals.add(SIGHUP);
   return OkStatus();
 }
 
@@ -353,9 +471,7 @@ uint16_t HttpServer::port() const {
 
 void HttpServer::Run() {
   asio::dispatch(impl_->control, [this] {
-    impl_->signals.async_wait([this](beast::error_code ec, int) {
-      if (!ec) impl_->BeginShutdown();
-    });
+    impl_->WaitForSignal();
     impl_->Accept();
   });
   std::vector<std::thread> threads;

@@ -13,6 +13,12 @@
 // the handler is a 500 naming the request id.
 // Shutdown() (or SIGTERM/SIGINT, caught from Listen() on) stops accepting, lets
 // requests in flight finish, closes idle connections and makes Run() return.
+// With options.tls: HTTPS only (server/tls_context.h says the policy), the
+// handshake under the header timeout, every other limit as for plain HTTP;
+// SIGHUP (caught from Listen() on) reloads the files for new connections,
+// keeping the old context when the new files are bad. With a client CA the
+// verified certificate's subject reaches the handler as
+// HttpRequest::client_cert_subject.
 // Beast stays inside http_server.cc.
 #pragma once
 
@@ -22,6 +28,7 @@
 #include <memory>
 #include <string>
 
+#include "core/config.h"
 #include "core/result.h"
 #include "server/http_types.h"
 
@@ -37,6 +44,7 @@ struct HttpServerOptions {
   std::chrono::seconds shutdown_grace{15};
   size_t max_connections = 4096;
   int blocking_threads = 16;
+  TlsFiles tls;  // cert_file set: HTTPS
 };
 
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
@@ -48,7 +56,8 @@ class HttpServer {
   HttpServer(HttpServerOptions options, RequestHandler handler, BlockingPredicate may_block = nullptr);
   ~HttpServer();
 
-  // Binds and listens; the error names the address when it cannot.
+  // Loads the TLS files (an error names the variable and file), binds and
+  // listens; the error names the address when it cannot.
   Status Listen();
   uint16_t port() const;
   // Serves on options.threads threads until shutdown; handles SIGTERM/SIGINT.

@@ -142,12 +142,14 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal) 
   // Decided on the same parse the routes are matched against.
   bool admin = !path.empty() && path.front() == "admin";
   if (admin) {
-    auto who = auth_ ? auth_->Authenticate(request.authorization) : std::nullopt;
+    auto who = auth_ ? auth_->Authenticate(request.authorization, request.client_cert_subject) : std::nullopt;
     if (!who) {
       AuditDenial(request, principal, 401);
       HttpResponse r = JsonError(401, "UNAUTHORIZED",
-                                 request.authorization.empty() ? "missing Authorization: Bearer <token>"
-                                                               : "invalid bearer token");
+                                 !request.authorization.empty()        ? "invalid bearer token"
+                                 : request.client_cert_subject.empty() ? "missing Authorization: Bearer <token>"
+                                                                       : "missing Authorization: Bearer <token>; the "
+                                                                         "client certificate names no identity");
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
       return r;
     }

@@ -1,0 +1,144 @@
+#include "server/tls_context.h"
+
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <fstream>
+
+namespace dyad {
+namespace {
+
+struct NameFree {
+  void operator()(X509_NAME* n) const { X509_NAME_free(n); }
+};
+
+// Entries in certificate order (least specific first); `set` -1 joins the
+// previous entry's RDN (a multi-valued RDN), 0 starts a new one.
+std::unique_ptr<X509_NAME, NameFree> Name(std::initializer_list<std::tuple<const char*, const char*, int>> entries) {
+  std::unique_ptr<X509_NAME, NameFree> name(X509_NAME_new());
+  for (auto [field, value, set] : entries) {
+    X509_NAME_add_entry_by_txt(name.get(), field, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(value), -1,
+                               -1, set);
+  }
+  return name;
+}
+
+// Issue 13: the exact string a tokens file's clientCertSubject is compared with.
+TEST(NameRfc2253, MostSpecificFirstWithSpecialCharactersEscaped) {
+  EXPECT_EQ(NameRfc2253(Name({{"O", "Example", 0}, {"CN", "ci-runner", 0}}).get()), "CN=ci-runner,O=Example");
+  // A comma inside a value is escaped, so it cannot forge an RDN boundary.
+  EXPECT_EQ(NameRfc2253(Name({{"CN", "ci-runner,O=Example", 0}}).get()), "CN=ci-runner\\,O=Example");
+  EXPECT_EQ(NameRfc2253(Name({{"CN", "a+b", 0}}).get()), "CN=a\\+b");
+  // A multi-valued RDN is joined by an unescaped "+" (OpenSSL reverses its
+  // entries too, as `openssl x509 -nameopt RFC2253` shows).
+  EXPECT_EQ(NameRfc2253(Name({{"O", "Example", 0}, {"CN", "ci", 0}, {"UID", "42", -1}}).get()),
+            "UID=42+CN=ci,O=Example");
+  EXPECT_EQ(NameRfc2253(nullptr), "");
+  EXPECT_EQ(PeerSubjectRfc2253(nullptr), "");
+}
+
+std::string TempFile(const std::string& name, const std::string& content) {
+  std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << content;
+  return path;
+}
+
+TEST(TlsServerContext, ErrorsNameTheVariableAndTheFile) {
+  std::string junk = TempFile("tls_junk.pem", "not a certificate\n");
+  auto r = NewTlsServerContext(TlsFiles{"/nonexistent/cert.pem", junk, ""});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("GATEWAY_TLS_CERT_FILE: '/nonexistent/cert.pem' cannot be read"), std::string::npos)
+      << r.error().message;
+  r = NewTlsServerContext(TlsFiles{junk, "/nonexistent/key.pem", ""});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("GATEWAY_TLS_KEY_FILE: '/nonexistent/key.pem' cannot be read"), std::string::npos)
+      << r.error().message;
+  r = NewTlsServerContext(TlsFiles{junk, junk, ""});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("GATEWAY_TLS_CERT_FILE: '" + junk + "' holds no usable PEM certificate"),
+            std::string::npos)
+      << r.error().message;
+  EXPECT_EQ(r.error().message.find("not a certificate"), std::string::npos);  // never the content
+  r = NewTlsServerContext(TlsFiles{::testing::TempDir(), junk, ""});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("is not a regular file"), std::string::npos) << r.error().message;
+}
+
+// A self-signed P-256 certificate and its key, as PEM files in the test's
+// temporary directory.
+TlsFiles MakeCertAndKey(const std::string& stem) {
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  X509* cert = X509_new();
+  ASN1_INTEGER_set(X509_get_serialNumber(cert), 7);
+  X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 86400);
+  X509_set_pubkey(cert, key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1, 0);
+  X509_set_issuer_name(cert, name);
+  X509_sign(cert, key, EVP_sha256());
+  TlsFiles files{::testing::TempDir() + "/" + stem + "_cert.pem", ::testing::TempDir() + "/" + stem + "_key.pem", ""};
+  FILE* f = std::fopen(files.cert_file.c_str(), "w");
+  PEM_write_X509(f, cert);
+  std::fclose(f);
+  f = std::fopen(files.key_file.c_str(), "w");
+  PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+  std::fclose(f);
+  ::chmod(files.key_file.c_str(), 0600);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return files;
+}
+
+TEST(TlsServerContext, PolicyIsTls12PlusWithoutCompressionOrRenegotiation) {
+  TlsFiles files = MakeCertAndKey("policy");
+  auto ctx = NewTlsServerContext(files);
+  ASSERT_TRUE(ctx.ok()) << ctx.error().message;
+  SSL_CTX* c = ctx->get();
+  EXPECT_EQ(SSL_CTX_get_min_proto_version(c), TLS1_2_VERSION);
+  uint64_t options = SSL_CTX_get_options(c);
+  EXPECT_TRUE(options & SSL_OP_NO_COMPRESSION);
+  EXPECT_TRUE(options & SSL_OP_NO_RENEGOTIATION);
+  EXPECT_FALSE(options & SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
+  EXPECT_EQ(SSL_CTX_get_verify_mode(c), SSL_VERIFY_NONE);  // no client CA: no certificate asked for
+  // Every TLS 1.2 suite offered is ECDHE with an AEAD.
+  SSL* ssl = SSL_new(c);
+  STACK_OF(SSL_CIPHER)* ciphers = SSL_get1_supported_ciphers(ssl);
+  ASSERT_NE(ciphers, nullptr);
+  int tls12 = 0;
+  for (int i = 0; i < sk_SSL_CIPHER_num(ciphers); ++i) {
+    const SSL_CIPHER* cipher = sk_SSL_CIPHER_value(ciphers, i);
+    if (SSL_CIPHER_get_kx_nid(cipher) == NID_kx_any) continue;  // TLS 1.3 (all AEAD)
+    ++tls12;
+    EXPECT_EQ(SSL_CIPHER_get_kx_nid(cipher), NID_kx_ecdhe) << SSL_CIPHER_get_name(cipher);
+    EXPECT_TRUE(SSL_CIPHER_is_aead(cipher)) << SSL_CIPHER_get_name(cipher);
+  }
+  EXPECT_GT(tls12, 0);
+  sk_SSL_CIPHER_free(ciphers);
+  SSL_free(ssl);
+  // With a client CA: a certificate is required.
+  files.client_ca_file = files.cert_file;
+  ctx = NewTlsServerContext(files);
+  ASSERT_TRUE(ctx.ok()) << ctx.error().message;
+  EXPECT_EQ(SSL_CTX_get_verify_mode(ctx->get()), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
+}
+
+TEST(TlsServerContext, KeyOfAnotherCertificateIsRefused) {
+  TlsFiles a = MakeCertAndKey("a");
+  TlsFiles b = MakeCertAndKey("b");
+  auto ctx = NewTlsServerContext(TlsFiles{a.cert_file, b.key_file, ""});
+  ASSERT_FALSE(ctx.ok());
+  EXPECT_NE(ctx.error().message.find("GATEWAY_TLS_KEY_FILE: '" + b.key_file + "' does not match the certificate of "
+                                     "GATEWAY_TLS_CERT_FILE '" + a.cert_file + "'"),
+            std::string::npos)
+      << ctx.error().message;
+  EXPECT_EQ(ctx.error().message.find("PRIVATE KEY"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dyad

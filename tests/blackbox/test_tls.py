@@ -1,0 +1,394 @@
+"""Issue 13, TLS listener: HTTPS with GATEWAY_TLS_CERT_FILE/KEY_FILE, reload on SIGHUP, client certificates
+mapped to identities of the tokens file, and no plain-text listener off loopback.
+
+Certificates are made here with `cryptography`; clients are curl, Python's ssl/http.client and requests."""
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conftest import ADMIN_TOKEN, BINARY, provider_body
+
+NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+def _name(cn, org="dyad-test"):
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _pem_key(key):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+class Ca:
+    def __init__(self, name):
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = _name(name)
+        self.cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=30))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+
+    def pem(self):
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, subject, serial=None, server=True, expired=False):
+        key = ec.generate_private_key(ec.SECP256R1())
+        start, end = (NOW - datetime.timedelta(days=10), NOW - datetime.timedelta(days=1)) if expired else \
+                     (NOW - datetime.timedelta(hours=1), NOW + datetime.timedelta(days=10))
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.name).public_key(key.public_key())
+             .serial_number(serial or x509.random_serial_number()).not_valid_before(start).not_valid_after(end))
+        if server:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(
+                "127.0.0.1"))]), critical=False)
+            b = b.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        else:
+            b = b.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        return b.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key
+
+
+def write(path, data, mode=0o600):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)  # as a deployment would: whole files, never half-written
+    return str(path)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    d = tmp_path / "pki"
+    d.mkdir()
+    ca = Ca("server-ca")
+    cert, key = ca.issue(_name("127.0.0.1"), serial=1001)
+    return {"dir": d, "ca": ca, "ca_file": write(d / "ca.pem", ca.pem()),
+            "cert_file": write(d / "cert.pem", cert), "key_file": write(d / "key.pem", _pem_key(key))}
+
+
+def tls_env(pki, **extra):
+    env = {"GATEWAY_TLS_CERT_FILE": pki["cert_file"], "GATEWAY_TLS_KEY_FILE": pki["key_file"]}
+    env.update(extra)
+    return env
+
+
+def https(gw, path="/healthz"):
+    return f"https://127.0.0.1:{gw.port}{path}"
+
+
+def client_context(pki, cert=None, key=None):
+    ctx = ssl.create_default_context(cafile=pki["ca_file"])
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def served_serial(gw, ctx):
+    """The serial number of the certificate a new connection is served, and that connection (kept alive)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", gw.port, context=ctx, timeout=30)
+    conn.request("GET", "/healthz")
+    r = conn.getresponse()
+    assert r.status == 200
+    r.read()
+    der = conn.sock.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).serial_number, conn
+
+
+def wait_for_log(gw, text, count=1):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if gw.logs().count(text) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged {count} time(s): {gw.logs()[-2000:]}")
+
+
+def run(env, tmp_path):
+    full = {"PATH": "/usr/bin:/bin", "GATEWAY_PORT": "0", "GATEWAY_DATA_DIR": str(tmp_path / "cfg"),
+            "ENCRYPTION_KEY": "ab" * 32, "GATEWAY_ADMIN_API_KEY": ADMIN_TOKEN}
+    full.update(env)
+    return subprocess.run([BINARY, "serve"], env=full, capture_output=True, text=True, timeout=20,
+                          stdin=subprocess.DEVNULL)
+
+
+# --- serving HTTPS -------------------------------------------------------------------------------------------------
+
+def test_curl_and_python_ssl_succeed_with_the_right_ca(make_gateway, pki):
+    gw = make_gateway(tls_env(pki)).start()
+    out = subprocess.run(["curl", "-sS", "--cacert", pki["ca_file"], https(gw)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "success"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as raw:
+        with client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            assert s.version() in ("TLSv1.2", "TLSv1.3")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    # Without the CA the server is not trusted; plain HTTP on the port gets no answer.
+    out = subprocess.run(["curl", "-sS", https(gw)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 60, out.stderr
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{gw.port}/healthz", timeout=30)
+    assert "listening on https://127.0.0.1" in gw.logs()
+
+
+def test_bearer_token_over_tls(make_gateway, pki):
+    gw = make_gateway(tls_env(pki)).start()
+    r = requests.get(https(gw, "/admin/providers"), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                     verify=pki["ca_file"], timeout=30)
+    assert r.status_code == 200, r.text
+    r = requests.post(https(gw, "/admin/providers"), json=provider_body(slug="tls-one"),
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, verify=pki["ca_file"], timeout=30)
+    assert r.status_code == 201, r.text
+    r = requests.get(https(gw, "/admin/providers"), headers={"Authorization": "Bearer wrong-token-0123456789"},
+                     verify=pki["ca_file"], timeout=30)
+    assert r.status_code == 401
+
+
+def test_expired_server_certificate_is_refused_by_clients(make_gateway, pki):
+    cert, key = pki["ca"].issue(_name("127.0.0.1"), expired=True)
+    write(pki["dir"] / "cert.pem", cert)
+    write(pki["dir"] / "key.pem", _pem_key(key))
+    gw = make_gateway(tls_env(pki)).start()
+    assert "has expired" in gw.logs()  # said at start, still served: the clients refuse it
+    out = subprocess.run(["curl", "-sS", "--cacert", pki["ca_file"], https(gw)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 60 and "expired" in out.stderr, out.stderr
+    with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as raw:
+            client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def _handshake(gw, ctx):
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            return s.version(), s.cipher()[0]
+
+
+def test_only_tls12_and_up_with_aead_suites(make_gateway, pki):
+    gw = make_gateway(tls_env(pki)).start()
+    old = client_context(pki)
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    # The server's alert, not the client declining to try.
+    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):
+        _handshake(gw, old)
+    tls12 = client_context(pki)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    version, cipher = _handshake(gw, tls12)
+    assert version == "TLSv1.2" and cipher.startswith("ECDHE-") and ("GCM" in cipher or "CHACHA20" in cipher)
+    cbc = client_context(pki)
+    cbc.maximum_version = ssl.TLSVersion.TLSv1_2
+    cbc.set_ciphers("ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA")
+    with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+        _handshake(gw, cbc)
+    assert _handshake(gw, client_context(pki))[0] == "TLSv1.3"
+
+
+def test_silent_client_does_not_hold_a_slot(make_gateway, pki):
+    # One connection allowed; a client that connects and never says hello is dropped after the header timeout,
+    # then a real client gets in.
+    gw = make_gateway(tls_env(pki, GATEWAY_MAX_CONNECTIONS="1", GATEWAY_HEADER_TIMEOUT_SECONDS="1")).start()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as silent:
+        assert silent.recv(1) == b""  # closed by the server, not by our 30 s timeout
+    # The slot is free once the server has forgotten the session (just after it closed it).
+    deadline = time.time() + 20
+    while True:
+        try:
+            assert requests.get(https(gw), verify=pki["ca_file"], timeout=30).status_code == 200
+            break
+        except requests.exceptions.ConnectionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_connection_cap_applies_to_tls(make_gateway, pki):
+    gw = make_gateway(tls_env(pki, GATEWAY_MAX_CONNECTIONS="1")).start()
+    _, held = served_serial(gw, client_context(pki))  # kept alive: the one slot
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        _handshake(gw, client_context(pki))
+    held.request("GET", "/healthz")
+    assert held.getresponse().status == 200
+    held.close()
+
+
+def test_sigterm_closes_idle_tls_connections(make_gateway, pki):
+    gw = make_gateway(tls_env(pki)).start()
+    silent = socket.create_connection(("127.0.0.1", gw.port), timeout=30)  # mid-handshake
+    # Accepted in order: once this one has been served, the silent one is a session too (not a backlog entry
+    # that closing the listener would reset).
+    _, idle = served_serial(gw, client_context(pki))  # kept alive, idle
+    assert gw.stop(timeout=30) == 0
+    assert "grace period" not in gw.logs()  # every connection closed at once, none waited out
+    assert silent.recv(1) == b""
+    silent.close()
+    idle.close()
+
+
+# --- reload on SIGHUP ----------------------------------------------------------------------------------------------
+
+def test_sighup_reloads_for_new_connections_and_keeps_old_ones(make_gateway, pki):
+    gw = make_gateway(tls_env(pki)).start()
+    ctx = client_context(pki)
+    serial, old = served_serial(gw, ctx)
+    assert serial == 1001
+    cert, key = pki["ca"].issue(_name("127.0.0.1"), serial=2002)
+    write(pki["dir"] / "key.pem", _pem_key(key))
+    write(pki["dir"] / "cert.pem", cert)
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for_log(gw, "TLS certificate and key reloaded")
+    serial, new = served_serial(gw, ctx)
+    assert serial == 2002
+    # The connection made before the reload still works, on its own certificate.
+    old.request("GET", "/healthz")
+    r = old.getresponse()
+    assert r.status == 200
+    r.read()
+    assert x509.load_der_x509_certificate(old.sock.getpeercert(binary_form=True)).serial_number == 1001
+    # A bad file: the reload fails, naming it, and the last good certificate stays.
+    write(pki["dir"] / "cert.pem", b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for_log(gw, "TLS reload failed")
+    assert f"GATEWAY_TLS_CERT_FILE: '{pki['cert_file']}'" in gw.logs()
+    assert served_serial(gw, ctx)[0] == 2002
+    # A key that does not match the certificate: refused as well.
+    write(pki["dir"] / "cert.pem", cert)
+    write(pki["dir"] / "key.pem", _pem_key(ec.generate_private_key(ec.SECP256R1())))
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for_log(gw, "TLS reload failed", count=2)
+    assert "does not match the certificate" in gw.logs()
+    assert served_serial(gw, ctx)[0] == 2002
+    assert gw.proc.poll() is None
+    old.close()
+    new.close()
+
+
+# --- client certificates -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def mtls(make_gateway, pki, tmp_path):
+    client_ca = Ca("client-ca")
+    files = {"client_ca": write(pki["dir"] / "client-ca.pem", client_ca.pem())}
+    for label, subject, issuer in [("ci", _name("ci-runner"), client_ca), ("stranger", _name("stranger"), client_ca),
+                                   ("forged", _name("ci-runner"), Ca("other-ca")),
+                                   ("tricky", _name("ci-runner,O=dyad-test"), client_ca)]:
+        cert, key = issuer.issue(subject, server=False)
+        files[label] = (write(pki["dir"] / f"{label}.pem", cert), write(pki["dir"] / f"{label}-key.pem", _pem_key(key)))
+    tokens = tmp_path / "mtls-tokens.json"
+    tokens.write_text(json.dumps({"tokens": [
+        {"name": "ci", "role": "viewer", "clientCertSubject": "CN=ci-runner,O=dyad-test"},
+        {"name": "ops", "role": "admin", "sha256": hashlib.sha256(b"ops-token-0123456789").hexdigest()}]}))
+    gw = make_gateway(tls_env(pki, GATEWAY_TLS_CLIENT_CA_FILE=files["client_ca"],
+                              GATEWAY_ADMIN_TOKENS_FILE=str(tokens))).start()
+    return gw, files
+
+
+def _get(gw, pki, cert, path="/admin/providers", method="GET", token=None, **kw):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.request(method, https(gw, path), cert=cert, verify=pki["ca_file"], headers=headers, timeout=30,
+                            **kw)
+
+
+def test_client_certificate_maps_to_a_viewer(mtls, pki):
+    gw, files = mtls
+    assert _get(gw, pki, files["ci"]).status_code == 200
+    r = _get(gw, pki, files["ci"], method="POST", json=provider_body(slug="by-cert"))
+    assert r.status_code == 403 and "identity 'ci' has the viewer role" in r.text
+    # A certificate the CA issued to someone the tokens file does not name: no role.
+    r = _get(gw, pki, files["stranger"])
+    assert r.status_code == 401 and "client certificate names no identity" in r.text
+    # A value with an escaped comma is not the two RDNs it looks like.
+    assert _get(gw, pki, files["tricky"]).status_code == 401
+    # A bearer token decides when present: a valid one is its own identity, an invalid one is refused.
+    r = _get(gw, pki, files["stranger"], method="POST", json=provider_body(slug="by-token"), token="ops-token-0123456789")
+    assert r.status_code == 201, r.text
+    assert _get(gw, pki, files["ci"], token="wrong-token-0123456789").status_code == 401
+    audit = [json.loads(line) for line in (gw.data_dir / "audit.log").read_text().splitlines()]
+    assert any(e["actor"] == "ci" and e["action"] == "auth.forbidden" for e in audit)  # the certificate's identity
+    assert any(e["actor"] == "ops" and e["action"] == "provider.create" for e in audit)
+
+
+def test_mtls_refuses_missing_and_wrong_ca_certificates(mtls, pki):
+    gw, files = mtls
+    for cert in (None, files["forged"]):
+        with pytest.raises(requests.exceptions.ConnectionError):  # SSLError is one
+            _get(gw, pki, cert, path="/healthz")
+    out = subprocess.run(["curl", "-sS", "--cacert", pki["ca_file"], "--cert", files["forged"][0], "--key",
+                          files["forged"][1], https(gw)], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    wait_for_log(gw, "TLS handshake with 127.0.0.1 failed")  # at debug, for the operator
+    out = subprocess.run(["curl", "-sS", "--cacert", pki["ca_file"], "--cert", files["ci"][0], "--key",
+                          files["ci"][1], https(gw, "/admin/providers")], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and json.loads(out.stdout)["status"] == "success", out.stderr
+
+
+# --- start-up refusals ---------------------------------------------------------------------------------------------
+
+def test_plaintext_off_loopback_is_refused_before_binding(tmp_path):
+    r = run({"GATEWAY_HOST": "0.0.0.0"}, tmp_path)
+    assert r.returncode == 2
+    assert "GATEWAY_HOST: '0.0.0.0' is not a loopback address" in r.stderr
+    assert "GATEWAY_ALLOW_PLAINTEXT=true" in r.stderr and "GATEWAY_TLS_CERT_FILE" in r.stderr
+    assert "listening" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("missing", ["GATEWAY_TLS_CERT_FILE", "GATEWAY_TLS_KEY_FILE"])
+def test_cert_and_key_both_or_neither(pki, tmp_path, missing):
+    env = tls_env(pki)
+    del env[missing]
+    r = run(env, tmp_path)
+    assert r.returncode == 2 and f"{missing}: is required" in r.stderr, r.stderr
+
+
+def test_bad_files_refuse_the_start_naming_variable_and_file(pki, tmp_path):
+    key_pem = (pki["dir"] / "key.pem").read_bytes()
+    r = run(tls_env(pki, GATEWAY_TLS_KEY_FILE=str(tmp_path / "absent.pem")), tmp_path)
+    assert r.returncode == 2 and f"GATEWAY_TLS_KEY_FILE: '{tmp_path / 'absent.pem'}' cannot be read" in r.stderr
+    other = write(pki["dir"] / "other-key.pem", _pem_key(ec.generate_private_key(ec.SECP256R1())))
+    r = run(tls_env(pki, GATEWAY_TLS_KEY_FILE=other), tmp_path)
+    assert r.returncode == 2 and f"GATEWAY_TLS_KEY_FILE: '{other}' does not match the certificate" in r.stderr
+    r = run(tls_env(pki, GATEWAY_TLS_CERT_FILE=pki["key_file"]), tmp_path)
+    assert r.returncode == 2 and f"GATEWAY_TLS_CERT_FILE: '{pki['key_file']}' holds no usable PEM certificate" in r.stderr
+    # An encrypted key is refused, without asking for a passphrase.
+    key = serialization.load_pem_private_key(key_pem, None)
+    enc = write(pki["dir"] / "enc-key.pem", key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase")))
+    r = run(tls_env(pki, GATEWAY_TLS_KEY_FILE=enc), tmp_path)
+    assert r.returncode == 2 and "GATEWAY_TLS_KEY_FILE" in r.stderr and "unencrypted" in r.stderr
+    bad_ca = write(pki["dir"] / "bad-ca.pem", b"nothing\n")
+    r = run(tls_env(pki, GATEWAY_TLS_CLIENT_CA_FILE=bad_ca), tmp_path)
+    assert r.returncode == 2 and f"GATEWAY_TLS_CLIENT_CA_FILE: '{bad_ca}'" in r.stderr
+    body = key_pem.decode().splitlines()[1]
+    for out in (r.stderr, r.stdout):
+        assert body not in out
+
+
+def test_certificate_identities_without_client_ca_are_a_warning(make_gateway, pki, tmp_path):
+    tokens = tmp_path / "subject-tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"name": "ci", "role": "viewer", "clientCertSubject": "CN=ci"}]}))
+    gw = make_gateway(tls_env(pki, GATEWAY_ADMIN_TOKENS_FILE=str(tokens))).start()
+    assert "GATEWAY_TLS_CLIENT_CA_FILE is not set: no client certificate is asked for" in gw.logs()
+
+
+def test_group_readable_key_is_a_warning(make_gateway, pki):
+    os.chmod(pki["key_file"], 0o640)
+    gw = make_gateway(tls_env(pki)).start()
+    assert f"GATEWAY_TLS_KEY_FILE: '{pki['key_file']}' is readable or writable by group or others (mode 0640)" \
+        in gw.logs()
+    assert requests.get(https(gw), verify=pki["ca_file"], timeout=30).status_code == 200
