@@ -87,6 +87,11 @@ struct Config {
 using BackendCheck = std::function<Status(const Config&)>;
 Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend = nullptr);
 
+// Only where the data lives — GATEWAY_DATA_DIR, GATEWAY_DATABASE_URL,
+// AUDIT_LOG_PATH — with the same defaults and checks; every other field keeps
+// its default. For `backup` and `restore`, which need no key and no token.
+Result<Config> LoadStorageConfig(const EnvMap& env);
+
 // ENCRYPTION_KEY, ENCRYPTION_KEY_PREVIOUS, GATEWAY_ADMIN_API_KEY,
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_CLIENT_SECRET, IDENTITY_HEADER
 // (App Service's managed identity), VAULT_TOKEN, VAULT_SECRET_ID and DYAD_PROVIDER_*.
