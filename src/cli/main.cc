@@ -218,7 +218,7 @@ int SecretsRotationStatus(const CliOptions& cli) {
   auto enabled = (*app)->scheduler().Enabled();
   auto next = (*app)->scheduler().NextRun();
   std::printf("scheduled rotation: %s  schedule: %s  next run: %s\n", enabled.ok() && *enabled ? "enabled" : "disabled",
-              (*app)->scheduler().schedule().expression().c_str(),
+              (*app)->scheduler().Describe().c_str(),
               next && enabled.ok() && *enabled ? FormatIso8601(*next).c_str() : "-");
   if (auto current = (*app)->rotation().Current()) {
     std::printf("in progress: %s %lld/%lld\n", current->id.c_str(), static_cast<long long>(current->done),

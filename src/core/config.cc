@@ -82,15 +82,11 @@ Status ReadKeys(const EnvMap& env, Config& c) {
   return OkStatus();
 }
 
-// The schedule, parsed in full so that a bad one stops the start; generated
-// from the interval when unset.
+// The schedule, parsed in full so that a bad one stops the start; when unset
+// the interval (KEY_ROTATION_INTERVAL_HOURS) is the timing.
 Status ReadSchedule(const EnvMap& env, Config& c) {
   const std::string* v = FindVariable(env, "KEY_ROTATION_SCHEDULE");
-  if (!v || v->empty()) {
-    c.key_rotation_schedule = CronSchedule::FromIntervalHours(c.key_rotation_interval_hours);
-    c.key_rotation_schedule_generated = true;
-    return OkStatus();
-  }
+  if (!v || v->empty()) return OkStatus();
   auto parsed = CronSchedule::Parse(*v);
   if (!parsed.ok()) {
     return BadVariable("KEY_ROTATION_SCHEDULE", "'" + *v + "' is not a valid cron expression: " + parsed.error().message +

@@ -42,8 +42,7 @@ struct Config {
   // Key rotation.
   bool key_rotation_enabled = false;
   int key_rotation_interval_hours = 168;
-  std::string key_rotation_schedule;  // always set: given, or generated from the interval
-  bool key_rotation_schedule_generated = false;
+  std::string key_rotation_schedule;  // KEY_ROTATION_SCHEDULE (cron); empty: the interval since the last success
   uint64_t key_rotation_max_encryptions = 4294967295ULL;  // 2^32 - 1
 
   // Cache and fallback.
