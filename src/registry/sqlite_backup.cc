@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
-#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -149,15 +148,12 @@ Result<BackupInfo> CopyInto(const std::string& from, int from_flags, const std::
   DYAD_ASSIGN_OR_RETURN(auto temp, TempFile::Beside(target));
   BackupInfo info;
   {
-    sqlite3* dst = nullptr;
-    int rc = sqlite3_open_v2(temp->path().c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
-    SqliteConnection dest(dst);
-    if (rc != SQLITE_OK) return SqliteFailure(dst, rc, "cannot open " + Quoted(temp->path()));
-    DYAD_RETURN_IF_ERROR(CopyPages(*source, dest, from));
+    DYAD_ASSIGN_OR_RETURN(auto dest, OpenFile(temp->path(), SQLITE_OPEN_READWRITE));  // the empty temporary
+    DYAD_RETURN_IF_ERROR(CopyPages(*source, *dest, from));
     // The copied header keeps the source's WAL flag: back to a rollback
     // journal, so the file stands alone (no -wal beside it to lose).
-    DYAD_RETURN_IF_ERROR(dest.Exec("PRAGMA journal_mode=DELETE"));
-    DYAD_ASSIGN_OR_RETURN(info.schema_version, CheckContents(dest, from));
+    DYAD_RETURN_IF_ERROR(dest->Exec("PRAGMA journal_mode=DELETE"));
+    DYAD_ASSIGN_OR_RETURN(info.schema_version, CheckContents(*dest, from));
   }
   DYAD_RETURN_IF_ERROR(temp->Install(target));
   struct stat st;
