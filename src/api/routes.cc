@@ -200,7 +200,9 @@ void RotationRoutes(Router& r, ApiContext api) {
     auto next = api.scheduler.NextRun();
     auto keys = api.secrets.keys().Describe();
     return JsonSuccess({{"enabled", *enabled},
-                        {"schedule", api.scheduler.schedule().expression()},
+                        {"schedule", api.scheduler.Describe()},
+                        {"intervalHours", api.scheduler.timing().cron ? json(nullptr)
+                                                                      : json(api.scheduler.timing().interval.count())},
                         {"nextRun", next && *enabled ? json(FormatIso8601(*next)) : json(nullptr)},
                         {"inProgress", progress},
                         {"primaryKeyVersion", keys.ok() ? json(keys->primary_version) : json(nullptr)},

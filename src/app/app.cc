@@ -126,8 +126,12 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   KeyRotationService::Options ro{500, p.backend.traits.rotation_parallelism};
   p.rotation = std::make_unique<KeyRotationService>(ro, NewSqliteRotationRepository(p.db, clock), *p.secrets, *p.audit,
                                                     clock);
-  DYAD_ASSIGN_OR_RETURN(CronSchedule schedule, CronSchedule::Parse(config.key_rotation_schedule));
-  p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.settings, std::move(schedule),
+  RotationTiming timing;
+  timing.interval = std::chrono::hours(config.key_rotation_interval_hours);
+  if (!config.key_rotation_schedule.empty()) {
+    DYAD_ASSIGN_OR_RETURN(timing.cron, CronSchedule::Parse(config.key_rotation_schedule));
+  }
+  p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.settings, std::move(timing),
                                                     config.key_rotation_enabled, config.key_rotation_max_encryptions,
                                                     clock);
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);
@@ -136,6 +140,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     auto resumed = p.rotation->ResumeInterrupted(Caller{"system", ""});
     if (!resumed.ok()) spdlog::error("cannot resume the interrupted key rotation: {}", resumed.error().message);
     else if (*resumed) spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
+    if (auto why = p.scheduler->ToggleOverride()) spdlog::warn("{}", *why);
     p.scheduler->StartThread();
     p.secrets->Health();  // the first probe, so that the first /readyz has an answer
     p.secrets->AwaitProbe(std::chrono::seconds(2));

@@ -52,6 +52,10 @@ class App {
 // a shared directory (sticky, like /tmp) or someone else's.
 Status EnsureDataDir(const std::string& dir, bool create = true);
 
+// kFailedPrecondition, naming the dir and a few of its entries, unless `dir`
+// is missing or empty: a restore never lands beside (or over) live data.
+Status RequireEmptyDataDir(const std::string& dir);
+
 // Dev mode without ENCRYPTION_KEY / GATEWAY_ADMIN_API_KEY: reads them from
 // the data dir. With `generate` (only `serve --dev`) a missing one is
 // generated once there (0600) and the token announced once; without it a

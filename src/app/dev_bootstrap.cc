@@ -66,6 +66,22 @@ Status EnsureDataDir(const std::string& dir, bool create) {
   return OkStatus();
 }
 
+Status RequireEmptyDataDir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec == std::errc::no_such_file_or_directory) return OkStatus();
+  if (ec) return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_DATA_DIR: cannot read '" + dir + "': " + ec.message());
+  std::string names;
+  int count = 0;
+  for (; it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    if (count++ < 3) names += (names.empty() ? "'" : ", '") + it->path().filename().string() + "'";
+  }
+  if (count == 0) return OkStatus();
+  return MakeError(ErrorCode::kFailedPrecondition,
+                   "GATEWAY_DATA_DIR '" + dir + "' is not empty (it holds " + names + (count > 3 ? ", …" : "") +
+                       "): restore only into an empty or new data dir");
+}
+
 Status PrepareDevSecrets(Config& config, bool generate) {
   if (generate) DYAD_RETURN_IF_ERROR(EnsureDataDir(config.data_dir));
   bool created = false;

@@ -1,4 +1,4 @@
-// dyad-gateway: `serve`, `secrets …`, `audit verify`, `token hash`.
+// dyad-gateway: `serve`, `secrets …`, `audit verify`, `token hash`, `backup`, `restore`.
 //
 // Every command starts under umask 077 and removes the secret variables from
 // its environment once the configuration is read. Only `serve --dev`
@@ -11,6 +11,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <iostream>
 
@@ -20,6 +21,7 @@
 #include "core/config.h"
 #include "core/encoding.h"
 #include "core/time_format.h"
+#include "registry/sqlite_backup.h"
 #include "server/http_server.h"
 #include "service/key_rotation_service.h"
 #include "service/rotation_scheduler.h"
@@ -36,17 +38,23 @@ int Fail(const std::string& message) {
   return 2;
 }
 
-Result<Config> LoadFrom(const std::string& env_file, bool dev) {
+// The environment and `env_file`, read by `load`; then no plain copy of a
+// secret variable stays in the process.
+Result<Config> LoadWith(const std::string& env_file, const std::function<Result<Config>(const EnvMap&)>& load) {
   EnvMap env = ReadProcessEnvironment();
   Status merged = env_file.empty() ? OkStatus() : MergeDotenvFile(env_file, env);
-  // The backend's own settings too, before anything is opened or created.
-  auto check_backend = [](const Config& c) { return BuiltinBackends().Check(c); };
-  auto config = merged.ok() ? LoadConfig(env, dev, check_backend) : Result<Config>(merged.error());
+  auto config = merged.ok() ? load(env) : Result<Config>(merged.error());
   for (auto& [name, value] : env) {
     if (IsSecretVariable(name)) Cleanse(value);
   }
   ClearSecretVariables();  // parsed (or refused): no plain copy stays in the process
   return config;
+}
+
+Result<Config> LoadFrom(const std::string& env_file, bool dev) {
+  // The backend's own settings too, before anything is opened or created.
+  auto check_backend = [](const Config& c) { return BuiltinBackends().Check(c); };
+  return LoadWith(env_file, [&](const EnvMap& env) { return LoadConfig(env, dev, check_backend); });
 }
 
 int Serve(bool dev, const std::string& env_file) {
@@ -212,7 +220,7 @@ int SecretsRotationStatus(const CliOptions& cli) {
   auto enabled = (*app)->scheduler().Enabled();
   auto next = (*app)->scheduler().NextRun();
   std::printf("scheduled rotation: %s  schedule: %s  next run: %s\n", enabled.ok() && *enabled ? "enabled" : "disabled",
-              (*app)->scheduler().schedule().expression().c_str(),
+              (*app)->scheduler().Describe().c_str(),
               next && enabled.ok() && *enabled ? FormatIso8601(*next).c_str() : "-");
   if (auto current = (*app)->rotation().Current()) {
     std::printf("in progress: %s %lld/%lld\n", current->id.c_str(), static_cast<long long>(current->done),
@@ -234,6 +242,33 @@ int SecretsVerify(const CliOptions& cli) {
               static_cast<long long>(report->ok), static_cast<long long>(report->failed),
               report->first_error.empty() ? "" : "; first: ", report->first_error.c_str());
   return report->failed == 0 ? 0 : 1;
+}
+
+// Only the storage settings: a backup job needs no key and no token.
+int Backup(const std::string& env_file, const std::string& out) {
+  auto config = LoadWith(env_file, LoadStorageConfig);
+  if (!config.ok()) return Fail("configuration error: " + config.error().message);
+  auto info = BackupDatabase(config->database_path, out);
+  if (!info.ok()) return Fail("backup: " + info.error().message);
+  std::printf("backup of %s written to %s (%lld bytes, schema version %d)\n", config->database_path.c_str(), out.c_str(),
+              static_cast<long long>(info->bytes), info->schema_version);
+  std::printf("it holds the sealed credentials and keyring but not the key that opens them: keep ENCRYPTION_KEY "
+              "(or the KMS key) apart from it, and the backup as private as the data dir\n");
+  return 0;
+}
+
+int Restore(const std::string& env_file, const std::string& file) {
+  auto config = LoadWith(env_file, LoadStorageConfig);
+  if (!config.ok()) return Fail("configuration error: " + config.error().message);
+  Status s = RequireEmptyDataDir(config->data_dir);
+  if (s.ok()) s = EnsureDataDir(config->data_dir);
+  if (!s.ok()) return Fail("restore: " + s.error().message);
+  auto info = RestoreDatabase(file, config->database_path);
+  if (!info.ok()) return Fail("restore: " + info.error().message);
+  std::printf("restored %s into %s (schema version %d); start the gateway with the same ENCRYPTION_KEY (or KMS key) "
+              "and check with `dyad-gateway secrets verify`\n", file.c_str(), config->database_path.c_str(),
+              info->schema_version);
+  return 0;
 }
 
 // Needs the configuration: the chain's key is opened through the configured
@@ -311,7 +346,17 @@ int main(int argc, char** argv) {
   gc->add_flag("--dry-run", dry_run, "List the orphans and what would be deleted; delete nothing");
   common(gc);
 
+  std::string backup_out, restore_file;
+  auto* backup = cli.add_subcommand("backup", "Snapshot the registry database (online, consistent) into a new file");
+  backup->add_option("--out", backup_out, "The backup file to create (never replaced)")->required();
+  backup->add_option("--env-file", env_file, "Read variables from a dotenv file");
+  auto* restore = cli.add_subcommand("restore", "Check a backup and install it into an empty data dir");
+  restore->add_option("file", restore_file, "The backup file")->required();
+  restore->add_option("--env-file", env_file, "Read variables from a dotenv file");
+
   CLI11_PARSE(cli, argc, argv);
+  if (*backup) return Backup(env_file, backup_out);
+  if (*restore) return Restore(env_file, restore_file);
   if (*rotate) return SecretsRotate(options, force, dry_run);
   if (*status) return SecretsRotationStatus(options);
   if (*sverify) return SecretsVerify(options);

@@ -47,6 +47,17 @@ Status ReadDatabase(const EnvMap& env, Config& c) {
   return BadVariable("GATEWAY_DATABASE_URL", "unsupported scheme; use sqlite://PATH");
 }
 
+Status ReadStorage(const EnvMap& env, Config& c) {
+  if (const std::string* v = FindVariable(env, "GATEWAY_DATA_DIR")) {
+    if (v->empty()) return BadVariable("GATEWAY_DATA_DIR", "must be a directory path");
+    c.data_dir = *v;
+  }
+  DYAD_RETURN_IF_ERROR(ReadDatabase(env, c));
+  const std::string* audit = FindVariable(env, "AUDIT_LOG_PATH");
+  c.audit_log_path = audit && !audit->empty() ? *audit : c.data_dir + "/audit.log";
+  return OkStatus();
+}
+
 Status ReadKeys(const EnvMap& env, Config& c) {
   if (const std::string* v = FindVariable(env, "ENCRYPTION_KEY_ID")) {
     if (v->empty() || v->size() > 256) return BadVariable("ENCRYPTION_KEY_ID", "must be 1 to 256 characters");
@@ -72,15 +83,11 @@ Status ReadKeys(const EnvMap& env, Config& c) {
   return OkStatus();
 }
 
-// The schedule, parsed in full so that a bad one stops the start; generated
-// from the interval when unset.
+// The schedule, parsed in full so that a bad one stops the start; when unset
+// the interval (KEY_ROTATION_INTERVAL_HOURS) is the timing.
 Status ReadSchedule(const EnvMap& env, Config& c) {
   const std::string* v = FindVariable(env, "KEY_ROTATION_SCHEDULE");
-  if (!v || v->empty()) {
-    c.key_rotation_schedule = CronSchedule::FromIntervalHours(c.key_rotation_interval_hours);
-    c.key_rotation_schedule_generated = true;
-    return OkStatus();
-  }
+  if (!v || v->empty()) return OkStatus();
   auto parsed = CronSchedule::Parse(*v);
   if (!parsed.ok()) {
     return BadVariable("KEY_ROTATION_SCHEDULE", "'" + *v + "' is not a valid cron expression: " + parsed.error().message +
@@ -214,13 +221,7 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
                                          c.log_level));
   DYAD_RETURN_IF_ERROR(ReadListener(env, c));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_PORT", 0, 65535, c.port));
-  if (const std::string* v = FindVariable(env, "GATEWAY_DATA_DIR")) {
-    if (v->empty()) return BadVariable("GATEWAY_DATA_DIR", "must be a directory path");
-    c.data_dir = *v;
-  }
-  DYAD_RETURN_IF_ERROR(ReadDatabase(env, c));
-  const std::string* audit = FindVariable(env, "AUDIT_LOG_PATH");
-  c.audit_log_path = audit && !audit->empty() ? *audit : c.data_dir + "/audit.log";
+  DYAD_RETURN_IF_ERROR(ReadStorage(env, c));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_MAX_BODY_BYTES", 1024, 64 << 20, c.max_body_bytes));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_HEADER_TIMEOUT_SECONDS", 1, 3600, c.header_timeout_seconds));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_IDLE_TIMEOUT_SECONDS", 1, 3600, c.idle_timeout_seconds));
@@ -231,6 +232,12 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
   DYAD_RETURN_IF_ERROR(ReadKeys(env, c));
   if (check_backend) DYAD_RETURN_IF_ERROR(check_backend(c));
   DYAD_RETURN_IF_ERROR(ReadAdmin(env, c));
+  return c;
+}
+
+Result<Config> LoadStorageConfig(const EnvMap& env) {
+  Config c;
+  DYAD_RETURN_IF_ERROR(ReadStorage(env, c));
   return c;
 }
 

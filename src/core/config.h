@@ -51,8 +51,7 @@ struct Config {
   // Key rotation.
   bool key_rotation_enabled = false;
   int key_rotation_interval_hours = 168;
-  std::string key_rotation_schedule;  // always set: given, or generated from the interval
-  bool key_rotation_schedule_generated = false;
+  std::string key_rotation_schedule;  // KEY_ROTATION_SCHEDULE (cron); empty: the interval since the last success
   uint64_t key_rotation_max_encryptions = 4294967295ULL;  // 2^32 - 1
 
   // Cache and fallback.
@@ -101,6 +100,11 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
 // True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104; false for anything
 // else, including what is not an IP address.
 bool IsLoopbackAddress(const std::string& host);
+
+// Only where the data lives — GATEWAY_DATA_DIR, GATEWAY_DATABASE_URL,
+// AUDIT_LOG_PATH — with the same defaults and checks; every other field keeps
+// its default. For `backup` and `restore`, which need no key and no token.
+Result<Config> LoadStorageConfig(const EnvMap& env);
 
 // ENCRYPTION_KEY, ENCRYPTION_KEY_PREVIOUS, GATEWAY_ADMIN_API_KEY,
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_CLIENT_SECRET, IDENTITY_HEADER

@@ -187,7 +187,7 @@ TEST(Config, PreviousKeysAreParsedAndNamedByEntry) {
   EXPECT_NE(ErrorFor(env).find("entry 2"), std::string::npos);
 }
 
-TEST(Config, ScheduleIsParsedOrGenerated) {
+TEST(Config, ScheduleIsParsedOrTheIntervalIsUsed) {
   auto env = Base();
   env["KEY_ROTATION_SCHEDULE"] = "0 3 * *";
   std::string m = ErrorFor(env);
@@ -200,8 +200,24 @@ TEST(Config, ScheduleIsParsedOrGenerated) {
   env.erase("KEY_ROTATION_SCHEDULE");
   env["KEY_ROTATION_INTERVAL_HOURS"] = "24";
   auto c = LoadConfig(env, false);
-  EXPECT_EQ(c->key_rotation_schedule, "0 0 * * *");
-  EXPECT_TRUE(c->key_rotation_schedule_generated);
+  EXPECT_EQ(c->key_rotation_schedule, "");  // no cron approximation of the interval
+  EXPECT_EQ(c->key_rotation_interval_hours, 24);
+  env["KEY_ROTATION_INTERVAL_HOURS"] = "0";
+  EXPECT_NE(ErrorFor(env).find("KEY_ROTATION_INTERVAL_HOURS"), std::string::npos);
+  env["KEY_ROTATION_INTERVAL_HOURS"] = "720";
+  EXPECT_EQ(LoadConfig(env, false)->key_rotation_interval_hours, 720);
+}
+
+TEST(Config, StorageAloneNeedsNoKeyOrToken) {
+  EnvMap env{{"GATEWAY_DATA_DIR", "/srv/gw"}};
+  auto c = LoadStorageConfig(env);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->database_path, "/srv/gw/gateway.db");
+  EXPECT_EQ(c->audit_log_path, "/srv/gw/audit.log");
+  env["GATEWAY_DATABASE_URL"] = "mysql://x";
+  auto bad = LoadStorageConfig(env);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("GATEWAY_DATABASE_URL"), std::string::npos);
 }
 
 TEST(Config, DatabaseUrl) {

@@ -130,13 +130,6 @@ Result<CronSchedule> CronSchedule::Parse(std::string_view expression) {
   return c;
 }
 
-std::string CronSchedule::FromIntervalHours(int hours) {
-  if (hours == 168) return "0 0 * * 0";  // the seed's default: weekly
-  if (hours < 24) return hours == 1 ? "0 * * * *" : "0 */" + std::to_string(hours) + " * * *";
-  int days = std::max(1, (hours + 12) / 24);  // longer intervals round to whole days
-  return days == 1 ? "0 0 * * *" : "0 0 */" + std::to_string(std::min(days, 31)) + " * *";
-}
-
 bool CronSchedule::Matches(std::chrono::system_clock::time_point t) const {
   std::tm tm = ToTm(t);
   if (!minutes_[tm.tm_min] || !hours_[tm.tm_hour] || !months_[tm.tm_mon + 1]) return false;

@@ -20,9 +20,6 @@ namespace dyad {
 class CronSchedule {
  public:
   static Result<CronSchedule> Parse(std::string_view expression);
-  // A schedule that runs every `hours` hours from midnight UTC (weekly at
-  // Sunday 00:00 for 168, daily for 24, …).
-  static std::string FromIntervalHours(int hours);
 
   // The first matching minute strictly after `after`; nullopt if none within
   // eight years (e.g. "0 0 30 2 *").

@@ -74,13 +74,5 @@ TEST(Cron, InvalidExpressionsSayWhy) {
   EXPECT_NE(err("a * * * *").find("is not a minute name"), std::string::npos);
 }
 
-TEST(Cron, GeneratedFromInterval) {
-  EXPECT_EQ(CronSchedule::FromIntervalHours(168), "0 0 * * 0");
-  EXPECT_EQ(CronSchedule::FromIntervalHours(24), "0 0 * * *");
-  EXPECT_EQ(CronSchedule::FromIntervalHours(6), "0 */6 * * *");
-  EXPECT_EQ(CronSchedule::FromIntervalHours(72), "0 0 */3 * *");
-  for (int h : {1, 5, 24, 48, 168, 720, 8784}) EXPECT_TRUE(CronSchedule::Parse(CronSchedule::FromIntervalHours(h)).ok()) << h;
-}
-
 }  // namespace
 }  // namespace dyad

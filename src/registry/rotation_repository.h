@@ -41,6 +41,12 @@ struct RotationRun {
   int64_t duration_ms = 0;
 };
 
+// The completed runs: how many there are, and when the latest finished.
+struct RotationSuccesses {
+  int64_t count = 0;
+  std::string last_finished_at;  // ISO 8601; empty when count is 0
+};
+
 class RotationRepository {
  public:
   virtual ~RotationRepository() = default;
@@ -51,8 +57,12 @@ class RotationRepository {
   // returns that holder's run id; otherwise (free, or taken over) every run
   // still 'running' is first marked 'interrupted' with finished_at =
   // run.started_at and error = `interrupted_note`, and nullopt is returned.
+  // With `if_successes`, also writes nothing unless exactly that many runs
+  // have completed (kFailedPrecondition): a scheduler that found a rotation
+  // due starts none if another instance completed one meanwhile.
   virtual Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner,
-                                                   Clock::Duration takeover, const std::string& interrupted_note) = 0;
+                                                   Clock::Duration takeover, const std::string& interrupted_note,
+                                                   std::optional<int64_t> if_successes = std::nullopt) = 0;
 
   // Saves the run's status, versions, counts, cursor, error and duration
   // (finished_at only when `final`, else cleared) and beats the heartbeat
@@ -67,6 +77,9 @@ class RotationRepository {
 
   // The most recently started run still 'running', if any.
   virtual Result<std::optional<RotationRun>> LatestRunning() = 0;
+
+  // The completed runs (what an interval counts from).
+  virtual Result<RotationSuccesses> Successes() = 0;
 
   // Up to `limit` runs, the most recently started first.
   virtual Result<std::vector<RotationRun>> History(int limit) = 0;

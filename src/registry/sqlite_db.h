@@ -60,6 +60,8 @@ class SqliteConnection {
   Result<Statement> Prepare(const std::string& sql);
   Status Exec(const std::string& sql);
   int64_t Changes() const;
+  // The SQLite handle, for what the wrapper does not cover (the backup API).
+  sqlite3* handle() const { return db_; }
 
  private:
   sqlite3* db_;

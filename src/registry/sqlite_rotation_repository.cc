@@ -28,12 +28,25 @@ RotationRun ReadRun(const Statement& st) {
   return r;
 }
 
+Result<RotationSuccesses> CountSuccesses(SqliteConnection& c) {
+  DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+      "SELECT COUNT(*), COALESCE(MAX(finished_at), '') FROM rotation_runs WHERE status='completed'"));
+  DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+  RotationSuccesses out;
+  if (row) {
+    out.count = st.Int(0);
+    out.last_finished_at = st.Text(1);
+  }
+  return out;
+}
+
 class SqliteRotationRepository final : public RotationRepository {
  public:
   SqliteRotationRepository(std::shared_ptr<SqliteDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
 
   Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
-                                           const std::string& interrupted_note) override {
+                                           const std::string& interrupted_note,
+                                           std::optional<int64_t> if_successes) override {
     const int64_t now = WallSeconds();
     const int64_t takeover_s = std::chrono::duration_cast<std::chrono::seconds>(takeover).count();
     std::optional<std::string> holder;
@@ -48,6 +61,13 @@ class SqliteRotationRepository final : public RotationRepository {
           return OkStatus();  // nothing written
         }
         DYAD_RETURN_IF_ERROR(c.Exec("DELETE FROM rotation_lock WHERE id=1"));
+      }
+      if (if_successes) {
+        DYAD_ASSIGN_OR_RETURN(RotationSuccesses done, CountSuccesses(c));
+        if (done.count != *if_successes) {
+          return MakeError(ErrorCode::kFailedPrecondition, "a key rotation completed meanwhile (at " +
+                                                               done.last_finished_at + ")");
+        }
       }
       // Any run its owner left "running" is over: say so in its history entry.
       DYAD_ASSIGN_OR_RETURN(Statement mark, c.Prepare(
@@ -112,6 +132,10 @@ class SqliteRotationRepository final : public RotationRepository {
       if (!row) return std::optional<RotationRun>();
       return std::optional<RotationRun>(ReadRun(st));
     });
+  }
+
+  Result<RotationSuccesses> Successes() override {
+    return db_->With<RotationSuccesses>([](SqliteConnection& c) { return CountSuccesses(c); });
   }
 
   Result<std::vector<RotationRun>> History(int limit) override {

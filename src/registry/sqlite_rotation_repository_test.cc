@@ -153,5 +153,32 @@ TEST_F(RotationRepoTest, ConcurrentBeginsOnAFreeLockHaveOneWinner) {
   }
 }
 
+TEST_F(RotationRepoTest, SuccessesAreSharedAndGuardABegin) {
+  EXPECT_EQ(b_->Successes()->count, 0);
+  EXPECT_EQ(b_->Successes()->last_finished_at, "");
+  RotationRun run = NewRun("run-1");
+  ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x", /*if_successes=*/0)->has_value());
+  run.status = "completed";
+  run.finished_at = "2026-01-01T00:05:00.000Z";
+  ASSERT_TRUE(a_->SaveProgress(run, "owner-a", true).ok());
+  ASSERT_TRUE(a_->Release("run-1", "owner-a").ok());
+  // The other instance sees it, and a begin conditional on the count it read before is refused, writing nothing.
+  EXPECT_EQ(b_->Successes()->count, 1);
+  EXPECT_EQ(b_->Successes()->last_finished_at, "2026-01-01T00:05:00.000Z");
+  auto stale = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", /*if_successes=*/0);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(b_->History(10)->size(), 1u);
+  ASSERT_TRUE(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", /*if_successes=*/1).ok());
+  EXPECT_EQ(b_->History(10)->size(), 2u);
+  // A run that failed is no success.
+  RotationRun failed = NewRun("run-2");
+  failed.status = "failed";
+  failed.finished_at = "2026-01-02T00:00:00.000Z";
+  ASSERT_TRUE(b_->SaveProgress(failed, "owner-b", true).ok());
+  EXPECT_EQ(a_->Successes()->count, 1);
+  EXPECT_EQ(a_->Successes()->last_finished_at, "2026-01-01T00:05:00.000Z");
+}
+
 }  // namespace
 }  // namespace dyad

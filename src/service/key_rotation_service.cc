@@ -104,7 +104,8 @@ KeyRotationService::~KeyRotationService() {
   if (worker_.joinable()) worker_.join();
 }
 
-Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& trigger, const RotationRun* resume_from) {
+Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& trigger, const RotationRun* resume_from,
+                                              std::optional<int64_t> if_successes) {
   MutexLock lock(&mu_);
   if (current_) return Conflict(current_->id);
   DYAD_ASSIGN_OR_RETURN(KeyState keys, secrets_.keys().Describe());
@@ -125,7 +126,7 @@ Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& tri
   const std::string interrupted = "the process stopped during re-encryption; " +
                                   std::string(resume_from ? "resumed as run " : "superseded by run ") + run.id;
   DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder,
-                        runs_->Begin(run, owner_, options_.lock_takeover, interrupted));
+                        runs_->Begin(run, owner_, options_.lock_takeover, interrupted, if_successes));
   if (holder) return Conflict(*holder);
   current_ = run;
   return run;
@@ -388,8 +389,9 @@ void KeyRotationService::Launch(RotationRun run, const Caller& caller) {
   worker_ = std::thread([this, run, caller]() mutable { (void)Execute(run, caller, nullptr); });
 }
 
-Result<std::string> KeyRotationService::Start(bool force, const std::string& trigger, const Caller& caller) {
-  DYAD_ASSIGN_OR_RETURN(RotationRun run, Begin(force, trigger, nullptr));
+Result<std::string> KeyRotationService::Start(bool force, const std::string& trigger, const Caller& caller,
+                                              std::optional<int64_t> if_successes) {
+  DYAD_ASSIGN_OR_RETURN(RotationRun run, Begin(force, trigger, nullptr, if_successes));
   std::string id = run.id;
   Launch(std::move(run), caller);
   return id;
@@ -427,6 +429,8 @@ void KeyRotationService::WaitIdle() {
 }
 
 Result<std::vector<RotationRun>> KeyRotationService::History(int limit) { return runs_->History(limit); }
+
+Result<RotationSuccesses> KeyRotationService::Successes() { return runs_->Successes(); }
 
 std::optional<RotationRun> KeyRotationService::Current() {
   {

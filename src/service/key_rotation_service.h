@@ -70,7 +70,10 @@ class KeyRotationService {
   void RequestStop() { stopping_ = true; }
 
   // Starts a run on a background thread; kConflict names the running run.
-  Result<std::string> Start(bool force, const std::string& trigger, const Caller& caller);
+  // With `if_successes`: only if exactly that many runs have completed, in
+  // any process (else kFailedPrecondition).
+  Result<std::string> Start(bool force, const std::string& trigger, const Caller& caller,
+                            std::optional<int64_t> if_successes = std::nullopt);
   // Runs to the end on this thread (the CLI).
   Result<RotationRun> Run(bool force, const std::string& trigger, const Caller& caller,
                           const RotationProgress& progress = nullptr);
@@ -82,13 +85,15 @@ class KeyRotationService {
   void WaitIdle();
 
   Result<std::vector<RotationRun>> History(int limit);
+  // The completed runs of every process on the database.
+  Result<RotationSuccesses> Successes();
   std::optional<RotationRun> Current();
   // Counts secrets per key version; writes nothing.
   Result<DryRunReport> DryRun();
 
  private:
-  Result<RotationRun> Begin(bool force, const std::string& trigger, const RotationRun* resume_from)
-      DYAD_LOCKS_EXCLUDED(mu_);
+  Result<RotationRun> Begin(bool force, const std::string& trigger, const RotationRun* resume_from,
+                            std::optional<int64_t> if_successes = std::nullopt) DYAD_LOCKS_EXCLUDED(mu_);
   Status Execute(RotationRun& run, const Caller& caller, const RotationProgress& progress);
   Status SaveProgress(const RotationRun& run, bool final);
   // Renews the lock's heartbeat; false when another process holds it now.

@@ -598,7 +598,7 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
   FakeClock fake;
   fake.SetWall(at("2026-03-01T00:00"));
   RotationScheduler scheduler(*rotation_, *keys_, NewSqliteSettingsRepository(db_),
-                              *CronSchedule::Parse("30 2 * * MON"), false, 1000000, fake);
+                              RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, false, 1000000, fake);
   ASSERT_TRUE(scheduler.NextRun().has_value());
   EXPECT_EQ(FormatIso8601(*scheduler.NextRun()), "2026-03-02T02:30:00.000Z");
   EXPECT_FALSE(scheduler.Tick(at("2026-03-02T02:29")).has_value());  // not yet
@@ -606,7 +606,7 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
   EXPECT_EQ(FormatIso8601(*scheduler.NextRun()), "2026-03-09T02:30:00.000Z");
   ASSERT_TRUE(scheduler.SetEnabled(true).ok());
   RotationScheduler reopened(*rotation_, *keys_, NewSqliteSettingsRepository(db_),
-                             *CronSchedule::Parse("30 2 * * MON"), false, 1000000, fake);
+                             RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, false, 1000000, fake);
   EXPECT_TRUE(*reopened.Enabled());  // the toggle is stored, not the environment's
   auto id = scheduler.Tick(at("2026-03-09T02:30"));
   ASSERT_TRUE(id.has_value());
@@ -617,7 +617,7 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
   // Key wear: a limit of 5000 is reached by the next block reservation.
   ASSERT_TRUE(scheduler.SetEnabled(false).ok());
   RotationScheduler worn(*rotation_, *keys_, NewSqliteSettingsRepository(db_),
-                         *CronSchedule::Parse("30 2 * * MON"), false, 5000, fake);
+                         RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, false, 5000, fake);
   EXPECT_FALSE(worn.KeyWorn());
   for (int i = 0; i < 4100; ++i) ASSERT_TRUE(keys_->GenerateDataKey().ok());
   EXPECT_GE(keys_->Describe()->versions.back().encryptions, 4100u);

@@ -2,18 +2,24 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
+#include "core/time_format.h"
+
 namespace dyad {
 
 namespace {
 constexpr char kEnabledKey[] = "key_rotation.enabled";
+// Interval mode, before any rotation completed: when a scheduler first ran.
+constexpr char kIntervalSinceKey[] = "key_rotation.interval_since";
 }
 
 RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& keys,
-                                     std::shared_ptr<SettingsRepository> settings, CronSchedule schedule,
+                                     std::shared_ptr<SettingsRepository> settings, RotationTiming timing,
                                      bool enabled_by_env, uint64_t max_encryptions, const Clock& clock)
-    : rotation_(rotation), keys_(keys), settings_(std::move(settings)), schedule_(std::move(schedule)),
+    : rotation_(rotation), keys_(keys), settings_(std::move(settings)), timing_(std::move(timing)),
       enabled_by_env_(enabled_by_env), max_encryptions_(max_encryptions), clock_(clock),
-      next_(schedule_.Next(clock.WallNow())) {}
+      next_(timing_.cron ? timing_.cron->Next(clock.WallNow()) : std::nullopt) {}
 
 RotationScheduler::~RotationScheduler() {
   {
@@ -49,9 +55,72 @@ Status RotationScheduler::SetEnabled(bool enabled) {
   return settings_->Put(kEnabledKey, enabled ? "true" : "false");
 }
 
-std::optional<std::chrono::system_clock::time_point> RotationScheduler::NextRun() const {
+std::optional<std::string> RotationScheduler::ToggleOverride() {
+  auto stored = settings_->Get(kEnabledKey);
+  if (!stored.ok() || !stored->has_value() || (**stored == "true") == enabled_by_env_) return std::nullopt;
+  return "scheduled key rotation is " + std::string(**stored == "true" ? "enabled" : "disabled") +
+         " by the toggle stored in the registry (key_rotation.enabled=" + **stored +
+         ", set by POST /admin/secrets/key-rotation/toggle), which overrides KEY_ROTATION_ENABLED=" +
+         (enabled_by_env_ ? "true" : "false");
+}
+
+std::string RotationScheduler::Describe() const {
+  if (timing_.cron) return timing_.cron->expression();
+  return "every " + std::to_string(timing_.interval.count()) + "h since the last successful rotation";
+}
+
+Result<RotationScheduler::IntervalBase> RotationScheduler::ReadIntervalBase(std::optional<WallTime> store) {
+  IntervalBase base;
+  DYAD_ASSIGN_OR_RETURN(RotationSuccesses done, rotation_.Successes());
+  base.successes = done.count;
+  if (done.count > 0) {
+    base.since = ParseIso8601(done.last_finished_at);
+    if (!base.since) return MakeError(ErrorCode::kDataLoss, "rotation_runs.finished_at: '" + done.last_finished_at +
+                                                                "' is not an ISO 8601 time");
+    return base;
+  }
+  std::optional<std::string> since;
+  if (store) {
+    DYAD_ASSIGN_OR_RETURN(since, settings_->PutIfAbsent(kIntervalSinceKey, FormatIso8601(*store)));
+  } else {
+    DYAD_ASSIGN_OR_RETURN(since, settings_->Get(kIntervalSinceKey));
+  }
+  if (since) base.since = ParseIso8601(*since);
+  return base;
+}
+
+std::optional<RotationScheduler::WallTime> RotationScheduler::NextRun() {
+  if (timing_.cron) {
+    MutexLock lock(&mu_);
+    return next_;
+  }
+  auto base = ReadIntervalBase(std::nullopt);
+  if (!base.ok()) return std::nullopt;
+  WallTime next = (base->since ? *base->since : clock_.WallNow()) + timing_.interval;
   MutexLock lock(&mu_);
-  return next_;
+  if (retry_after_) next = std::max(next, *retry_after_);
+  return next;
+}
+
+bool RotationScheduler::Due(WallTime now, std::optional<int64_t>& if_successes) {
+  if (timing_.cron) {
+    MutexLock lock(&mu_);
+    if (!next_ || now < *next_) return false;
+    next_ = timing_.cron->Next(now);
+    return true;
+  }
+  {
+    MutexLock lock(&mu_);
+    if (retry_after_ && now < *retry_after_) return false;
+  }
+  auto base = ReadIntervalBase(now);
+  if (!base.ok()) {
+    spdlog::warn("cannot read when the key was last rotated: {}", base.error().message);
+    return false;
+  }
+  if (!base->since || now < *base->since + timing_.interval) return false;
+  if_successes = base->successes;
+  return true;
 }
 
 bool RotationScheduler::KeyWorn() {
@@ -73,26 +142,30 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
     return **resumed;
   }
-  bool due = false;
-  {
-    MutexLock lock(&mu_);
-    if (next_ && now >= *next_) {
-      due = true;
-      next_ = schedule_.Next(now);
-    }
-  }
   const char* why = nullptr;
+  std::optional<int64_t> if_successes;
   if (KeyWorn()) {
     why = "key wear";
-  } else if (due) {
+  } else {
+    // A cron slot passes, and the interval's start is recorded, whether or
+    // not rotation is enabled.
+    bool due = Due(now, if_successes);
     auto enabled = Enabled();
-    if (enabled.ok() && *enabled) why = "schedule";
+    if (due && enabled.ok() && *enabled) why = "schedule";
   }
   if (!why) return std::nullopt;
-  auto id = rotation_.Start(false, "scheduled", Caller{"scheduler", ""});
+  auto id = rotation_.Start(false, "scheduled", Caller{"scheduler", ""}, if_successes);
   if (!id.ok()) {
-    if (id.code() != ErrorCode::kConflict) spdlog::warn("scheduled key rotation not started: {}", id.error().message);
+    // kConflict: one is running; kFailedPrecondition: another instance
+    // completed one since the interval was read.
+    if (id.code() != ErrorCode::kConflict && id.code() != ErrorCode::kFailedPrecondition) {
+      spdlog::warn("scheduled key rotation not started: {}", id.error().message);
+    }
     return std::nullopt;
+  }
+  if (if_successes) {  // should this run fail, the interval is due again: not before an hour
+    MutexLock lock(&mu_);
+    retry_after_ = now + std::min<std::chrono::hours>(std::chrono::hours(1), timing_.interval);
   }
   spdlog::warn("key rotation {} started ({})", *id, why);
   return *id;

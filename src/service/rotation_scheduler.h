@@ -1,10 +1,20 @@
 // RotationScheduler: starts scheduled key rotations.
 //
-// Follows KEY_ROTATION_SCHEDULE (or the schedule generated from
-// KEY_ROTATION_INTERVAL_HOURS) in UTC. Whether it is enabled is stored in
-// the registry's settings (SettingsRepository) by the toggle endpoint, so the
-// choice survives restarts; KEY_ROTATION_ENABLED gives the value until the
-// first toggle.
+// Two timings (RotationTiming): a cron schedule (KEY_ROTATION_SCHEDULE, UTC),
+// or — when none is given — an interval since the last successful rotation
+// (KEY_ROTATION_INTERVAL_HOURS). The interval counts from the latest run
+// completed by any process on the registry database (manual, scheduled or
+// key wear), or, before the first one, from when a scheduler first ran on
+// the database (a stored setting): a restart never resets it, and a
+// rotation missed while the service was down is due at the first tick after
+// start. Two instances on one database start it once: the start is
+// conditional on the count of completed runs it read (RotationRepository).
+// A due interval whose run fails is tried again an hour later at the
+// earliest (or after the interval, when shorter).
+//
+// Whether it is enabled is stored in the registry's settings
+// (SettingsRepository) by the toggle endpoint, so the choice survives
+// restarts; KEY_ROTATION_ENABLED gives the value until the first toggle.
 // A run already in progress makes a scheduled start a no-op. Independently
 // of the schedule and the toggle, a rotation starts when the primary key
 // version nears `max_encryptions` (key wear: at 15/16 of it), so random
@@ -14,6 +24,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <optional>
 #include <thread>
 
@@ -24,27 +35,53 @@
 
 namespace dyad {
 
+struct RotationTiming {
+  std::optional<CronSchedule> cron;  // set: follow it; the interval is unused
+  std::chrono::hours interval{168};
+};
+
 class RotationScheduler {
  public:
+  using WallTime = std::chrono::system_clock::time_point;
+
   RotationScheduler(KeyRotationService& rotation, KeyManager& keys, std::shared_ptr<SettingsRepository> settings,
-                    CronSchedule schedule, bool enabled_by_env, uint64_t max_encryptions, const Clock& clock);
+                    RotationTiming timing, bool enabled_by_env, uint64_t max_encryptions, const Clock& clock);
   ~RotationScheduler();
 
   void StartThread();
   Result<bool> Enabled();
   Status SetEnabled(bool enabled);
-  std::optional<std::chrono::system_clock::time_point> NextRun() const DYAD_LOCKS_EXCLUDED(mu_);
-  const CronSchedule& schedule() const { return schedule_; }
+  // When the toggle stored in the registry disagrees with KEY_ROTATION_ENABLED,
+  // a warning naming both; nullopt when they agree or nothing is stored.
+  std::optional<std::string> ToggleOverride();
+  // The next scheduled start (interval: the last success plus the interval,
+  // which may lie in the past: then the next tick starts it).
+  std::optional<WallTime> NextRun() DYAD_LOCKS_EXCLUDED(mu_);
+  // "0 3 * * 0" (cron), or "every 720h since the last successful rotation".
+  std::string Describe() const;
+  const RotationTiming& timing() const { return timing_; }
   // Starts a rotation if the schedule is due at `now` or the key is worn;
   // returns its id.
-  std::optional<std::string> Tick(std::chrono::system_clock::time_point now) DYAD_LOCKS_EXCLUDED(mu_);
+  std::optional<std::string> Tick(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
   bool KeyWorn();
 
  private:
+  // Interval mode: when the interval began (the last success, else the
+  // stored first start: stored at `now` when `store` and absent), and the
+  // count of completed runs read with it.
+  struct IntervalBase {
+    std::optional<WallTime> since;
+    int64_t successes = 0;
+  };
+  Result<IntervalBase> ReadIntervalBase(std::optional<WallTime> store);
+  // Due now: the cron slot passed, or the interval ran out (and no failed
+  // attempt waits for its retry). Sets `if_successes` in interval mode.
+  bool Due(WallTime now, std::optional<int64_t>& if_successes) DYAD_LOCKS_EXCLUDED(mu_);
+
   KeyRotationService& rotation_;
   KeyManager& keys_;
   std::shared_ptr<SettingsRepository> settings_;
-  const CronSchedule schedule_;
+  const RotationTiming timing_;
   const bool enabled_by_env_;
   const uint64_t max_encryptions_;
   const Clock& clock_;
@@ -53,7 +90,8 @@ class RotationScheduler {
 
   mutable Mutex mu_;
   CondVar cv_;
-  std::optional<std::chrono::system_clock::time_point> next_ DYAD_GUARDED_BY(mu_);
+  std::optional<WallTime> next_ DYAD_GUARDED_BY(mu_);           // cron mode
+  std::optional<WallTime> retry_after_ DYAD_GUARDED_BY(mu_);    // interval mode, after a started run
   bool stopping_ DYAD_GUARDED_BY(mu_) = false;
   std::atomic<bool> resume_waiting_{false};
   std::thread thread_;

@@ -1,6 +1,7 @@
 """Key rotation through the API and the CLI: status, perform, toggle, kill -9 and resume, one at a time."""
 import concurrent.futures
 import contextlib
+import datetime
 import signal
 import sqlite3
 import subprocess
@@ -57,7 +58,8 @@ def cli(gw, *args):
 def test_status_perform_history(gateway):
     seed(gateway, 20)
     st = status(gateway)
-    assert st["enabled"] is False and st["schedule"] == "0 0 * * 0" and st["nextRun"] is None
+    assert st["enabled"] is False and st["nextRun"] is None
+    assert st["schedule"] == "every 168h since the last successful rotation" and st["intervalHours"] == 168
     assert st["primaryKeyVersion"] == 1 and st["history"] == []
     run = data(gateway.call("POST", "/admin/secrets/key-rotation/perform", json={"force": False}), 202)
     st = wait_idle(gateway)
@@ -84,15 +86,20 @@ def test_perform_rejects_bad_bodies(gateway):
 def test_toggle_survives_restart(make_gateway):
     gw = make_gateway({"KEY_ROTATION_SCHEDULE": "30 2 * * MON"}).start()
     assert status(gw)["enabled"] is False
+    assert "overrides KEY_ROTATION_ENABLED" not in gw.logs()  # nothing stored yet
     t = data(gw.call("POST", "/admin/secrets/key-rotation/toggle", json={"enabled": True}))
     assert t["enabled"] is True and t["nextRun"].endswith("T02:30:00.000Z")
     gw.restart()
     st = status(gw)
-    assert st["enabled"] is True and st["schedule"] == "30 2 * * MON"
+    assert st["enabled"] is True and st["schedule"] == "30 2 * * MON" and st["intervalHours"] is None
+    # the stored toggle now disagrees with KEY_ROTATION_ENABLED (unset: false), and the start says so
+    assert "overrides KEY_ROTATION_ENABLED=false" in gw.logs()
     gw.stop()
     gw.env_extra["KEY_ROTATION_ENABLED"] = "false"  # the stored choice wins over the environment
     gw.start()
     assert status(gw)["enabled"] is True
+    # and the start says so, naming both
+    assert "key_rotation.enabled=true" in gw.logs() and "overrides KEY_ROTATION_ENABLED=false" in gw.logs()
 
 
 def test_one_rotation_at_a_time_across_processes(make_gateway, tmp_path):
@@ -163,7 +170,48 @@ def test_cli_rotate_dry_run_and_status(make_gateway):
     assert "progress 12/12 to_visit=0 reencrypted=12 skipped=0 failed=0" in run.stdout
     assert "completed" in run.stdout
     st = cli(gw, "secrets", "rotation-status")
-    assert st.returncode == 0 and "v1 -> v2" in st.stdout and "schedule: 0 0 * * 0" in st.stdout
+    assert st.returncode == 0 and "v1 -> v2" in st.stdout
+    assert "schedule: every 168h since the last successful rotation" in st.stdout
     forced = cli(gw, "secrets", "rotate", "--force")
     assert forced.returncode == 0 and "v2 -> v3" in forced.stdout
     assert cli(gw, "secrets", "verify").returncode == 0
+
+
+def iso_time(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def add_hours(iso, n):
+    t = datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ") + datetime.timedelta(hours=n)
+    return iso_time(t)
+
+
+def hours_ago(n):
+    return iso_time(datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=n))
+
+
+def test_an_interval_missed_while_down_runs_at_start(make_gateway):
+    """KEY_ROTATION_INTERVAL_HOURS counts from the last successful rotation in the database: one older than the
+    interval (the service was down) makes the next start rotate within seconds, and only once."""
+    gw = make_gateway({"KEY_ROTATION_ENABLED": "true", "KEY_ROTATION_INTERVAL_HOURS": "24"}).start()
+    seed(gw, 5)
+    data(gw.call("POST", "/admin/secrets/key-rotation/perform", json={"force": False}), 202)
+    st = wait_idle(gw)
+    assert st["primaryKeyVersion"] == 2
+    assert st["nextRun"][:19] == add_hours(st["history"][0]["finishedAt"], 24)[:19]  # to the second
+    gw.stop()
+    # Two days pass while it is down: the last success is 48 h old.
+    with sqlite3.connect(gw.data_dir / "gateway.db") as con:
+        con.execute("UPDATE rotation_runs SET started_at=?, finished_at=?", (hours_ago(48), hours_ago(48)))
+    gw.start()
+    deadline = time.time() + 20
+    while time.time() < deadline and status(gw)["primaryKeyVersion"] != 3:
+        time.sleep(0.2)
+    st = wait_idle(gw)
+    assert st["primaryKeyVersion"] == 3
+    assert [h["trigger"] for h in st["history"]] == ["scheduled", "manual"]
+    assert st["nextRun"][:19] == add_hours(st["history"][0]["finishedAt"], 24)[:19]
+    gw.restart()  # a restart neither resets nor repeats it
+    time.sleep(2)
+    st = wait_idle(gw)
+    assert st["primaryKeyVersion"] == 3 and len(st["history"]) == 2

@@ -1,0 +1,183 @@
+#include "registry/sqlite_backup.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include "registry/migrations.h"
+#include "registry/sqlite_db.h"
+
+namespace dyad {
+namespace {
+
+std::string Quoted(const std::string& path) { return "'" + path + "'"; }
+
+Error SqliteFailure(sqlite3* db, int rc, const std::string& what) {
+  int primary = rc & 0xff;
+  ErrorCode code = primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB ? ErrorCode::kDataLoss
+                   : primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_IOERR ||
+                           primary == SQLITE_FULL || primary == SQLITE_CANTOPEN
+                       ? ErrorCode::kUnavailable
+                       : ErrorCode::kInternal;
+  return MakeError(code, what + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+}
+
+// Opens an existing file (`flags` never holds SQLITE_OPEN_CREATE). The
+// connection closes the handle, also after a failed open.
+Result<std::unique_ptr<SqliteConnection>> OpenFile(const std::string& path, int flags) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  auto conn = std::make_unique<SqliteConnection>(raw);  // closes `raw` in every case
+  if (rc != SQLITE_OK) return SqliteFailure(raw, rc, "cannot open " + Quoted(path));
+  sqlite3_busy_timeout(raw, 5000);
+  return conn;
+}
+
+// What a restore trusts: SQLite's own integrity check, and a schema whose
+// migrations this build knows (older ones are migrated at the next open).
+Result<int> CheckContents(SqliteConnection& conn, const std::string& path) {
+  {
+    auto st = conn.Prepare("PRAGMA integrity_check(5)");
+    if (!st.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a readable SQLite database: " + st.error().message);
+    std::string problems;
+    while (true) {
+      auto row = st->Step();
+      if (!row.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " fails SQLite's integrity check: " + row.error().message);
+      if (!*row) break;
+      std::string line = st->Text(0);
+      if (line != "ok") problems += (problems.empty() ? "" : "; ") + line;
+    }
+    if (!problems.empty()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " fails SQLite's integrity check: " + problems);
+  }
+  auto st = conn.Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+  if (!st.ok()) {
+    return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a dyad-gateway database (no schema_migrations table: " +
+                                               st.error().message + ")");
+  }
+  auto row = st->Step();
+  if (!row.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + ": " + row.error().message);
+  int version = *row ? static_cast<int>(st->Int(0)) : 0;
+  const int known = static_cast<int>(Migrations().size());
+  if (version < 1) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a dyad-gateway database (no schema migration applied)");
+  if (version > known) {
+    return MakeError(ErrorCode::kFailedPrecondition, Quoted(path) + " has schema version " + std::to_string(version) +
+                                                         ", newer than this build knows (" + std::to_string(known) + ")");
+  }
+  return version;
+}
+
+// A 0600 temporary file next to `target`, removed on destruction unless
+// installed.
+class TempFile {
+ public:
+  static Result<std::unique_ptr<TempFile>> Beside(const std::string& target) {
+    std::filesystem::path t(target);
+    std::string dir = t.parent_path().empty() ? "." : t.parent_path().string();
+    std::string pattern = dir + "/." + t.filename().string() + ".tmp-XXXXXX";
+    int fd = ::mkstemp(pattern.data());
+    if (fd < 0) {
+      return MakeError(ErrorCode::kUnavailable, "cannot create a temporary file in " + Quoted(dir) + ": " + std::strerror(errno));
+    }
+    ::fchmod(fd, 0600);
+    ::close(fd);
+    return std::unique_ptr<TempFile>(new TempFile(pattern, dir));
+  }
+  ~TempFile() {
+    if (installed_) return;
+    for (const char* suffix : {"", "-journal", "-wal", "-shm"}) ::unlink((path_ + suffix).c_str());
+  }
+  const std::string& path() const { return path_; }
+
+  // fsyncs the file, renames it to `target` unless that exists, and fsyncs
+  // the directory so the rename survives a power cut.
+  Status Install(const std::string& target) {
+    int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) {
+      std::string why = std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      return MakeError(ErrorCode::kUnavailable, "cannot sync " + Quoted(path_) + ": " + why);
+    }
+    ::close(fd);
+    if (::renameat2(AT_FDCWD, path_.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST) return MakeError(ErrorCode::kAlreadyExists, Quoted(target) + " already exists and is never replaced");
+      return MakeError(ErrorCode::kUnavailable, "cannot rename " + Quoted(path_) + " to " + Quoted(target) + ": " +
+                                                    std::strerror(errno));
+    }
+    installed_ = true;
+    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+    return OkStatus();
+  }
+
+ private:
+  TempFile(std::string path, std::string dir) : path_(std::move(path)), dir_(std::move(dir)) {}
+  std::string path_, dir_;
+  bool installed_ = false;
+};
+
+// All pages in one step: one read transaction on the source, which WAL
+// mode lets writers work beside.
+Status CopyPages(SqliteConnection& from, SqliteConnection& to, const std::string& from_path) {
+  sqlite3_backup* backup = sqlite3_backup_init(to.handle(), "main", from.handle(), "main");
+  if (!backup) return SqliteFailure(to.handle(), sqlite3_errcode(to.handle()), "cannot copy " + Quoted(from_path));
+  int rc = sqlite3_backup_step(backup, -1);
+  int finished = sqlite3_backup_finish(backup);
+  if (rc != SQLITE_DONE) return SqliteFailure(nullptr, rc, "cannot copy " + Quoted(from_path));
+  if (finished != SQLITE_OK) return SqliteFailure(to.handle(), finished, "cannot copy " + Quoted(from_path));
+  return OkStatus();
+}
+
+// Copies `from` whole into the temporary file in one backup step (one read
+// transaction on `from`: a consistent snapshot), leaves it a single
+// rollback-journal file, and checks what was written.
+Result<BackupInfo> CopyInto(const std::string& from, int from_flags, const std::string& target) {
+  std::error_code ec;
+  if (std::filesystem::exists(target, ec)) {
+    return MakeError(ErrorCode::kAlreadyExists, Quoted(target) + " already exists and is never replaced");
+  }
+  DYAD_ASSIGN_OR_RETURN(auto source, OpenFile(from, from_flags));
+  DYAD_ASSIGN_OR_RETURN(auto temp, TempFile::Beside(target));
+  BackupInfo info;
+  {
+    DYAD_ASSIGN_OR_RETURN(auto dest, OpenFile(temp->path(), SQLITE_OPEN_READWRITE));  // the empty temporary
+    DYAD_RETURN_IF_ERROR(CopyPages(*source, *dest, from));
+    // The copied header keeps the source's WAL flag: back to a rollback
+    // journal, so the file stands alone (no -wal beside it to lose).
+    DYAD_RETURN_IF_ERROR(dest->Exec("PRAGMA journal_mode=DELETE"));
+    DYAD_ASSIGN_OR_RETURN(info.schema_version, CheckContents(*dest, from));
+  }
+  DYAD_RETURN_IF_ERROR(temp->Install(target));
+  struct stat st;
+  if (::stat(target.c_str(), &st) == 0) info.bytes = st.st_size;
+  return info;
+}
+
+}  // namespace
+
+Result<BackupInfo> BackupDatabase(const std::string& database_path, const std::string& out_path) {
+  struct stat st;
+  if (::stat(database_path.c_str(), &st) != 0) {
+    return MakeError(ErrorCode::kNotFound, "no database at " + Quoted(database_path) + ": " + std::strerror(errno));
+  }
+  // Read-write without create: a WAL reader may need to recover the -shm.
+  return CopyInto(database_path, SQLITE_OPEN_READWRITE, out_path);
+}
+
+Result<BackupInfo> RestoreDatabase(const std::string& backup_path, const std::string& database_path) {
+  struct stat st;
+  if (::stat(backup_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return MakeError(ErrorCode::kNotFound, "no backup file at " + Quoted(backup_path));
+  }
+  return CopyInto(backup_path, SQLITE_OPEN_READONLY, database_path);
+}
+
+}  // namespace dyad

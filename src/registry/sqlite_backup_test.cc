@@ -1,0 +1,166 @@
+#include "registry/sqlite_backup.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "registry/migrations.h"
+#include "registry/sqlite_db.h"
+#include "registry/sqlite_settings_repository.h"
+#include "testing/fakes.h"
+
+namespace dyad {
+namespace {
+
+int Mode(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 0777) : -1;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+size_t EntriesIn(const std::string& dir) {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++n;
+  return n;
+}
+
+TEST(SqliteBackup, SnapshotsBesideAWriterAndRestoresEveryRowCommittedBefore) {
+  testing::TempDir dir;
+  auto db = *SqliteDb::Open(dir.File("live.db"));
+  auto settings = NewSqliteSettingsRepository(db);
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(settings->Put("before." + std::to_string(i), "v").ok());
+  // Another pool on the same file keeps writing during the backup (WAL).
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    auto other = NewSqliteSettingsRepository(*SqliteDb::Open(dir.File("live.db")));
+    while (!stop) {
+      if (other->Put("during." + std::to_string(written), "v").ok()) ++written;
+    }
+  });
+  while (written < 20) std::this_thread::yield();
+  auto info = BackupDatabase(dir.File("live.db"), dir.File("backup.db"));
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(info.ok()) << info.error().message;
+  EXPECT_EQ(info->schema_version, static_cast<int>(Migrations().size()));
+  EXPECT_GT(info->bytes, 0);
+  EXPECT_EQ(Mode(dir.File("backup.db")), 0600);
+  EXPECT_FALSE(std::filesystem::exists(dir.File("backup.db-wal")));  // one self-contained file
+  EXPECT_EQ(ReadAll(dir.File("backup.db")).substr(18, 2), std::string("\x01\x01"));  // rollback journal, not WAL
+  EXPECT_EQ(EntriesIn(dir.File("")), 4u);  // live.db, -wal, -shm, backup.db: no temporary left
+
+  ASSERT_TRUE(std::filesystem::create_directory(dir.File("fresh")));
+  auto restored = RestoreDatabase(dir.File("backup.db"), dir.File("fresh/gateway.db"));
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  EXPECT_EQ(Mode(dir.File("fresh/gateway.db")), 0600);
+  auto back = NewSqliteSettingsRepository(*SqliteDb::Open(dir.File("fresh/gateway.db")));
+  for (int i = 0; i < 200; ++i) EXPECT_TRUE(back->Get("before." + std::to_string(i))->has_value()) << i;
+  // The snapshot is a prefix of the writer's sequence: no gap.
+  int during = 0;
+  while (back->Get("during." + std::to_string(during))->has_value()) ++during;
+  EXPECT_GE(during, 20);
+  EXPECT_FALSE(back->Get("during." + std::to_string(during + 1))->has_value());
+}
+
+TEST(SqliteBackup, NeverReplacesAnExistingFile) {
+  testing::TempDir dir;
+  ASSERT_TRUE(SqliteDb::Open(dir.File("live.db")).ok());
+  std::ofstream(dir.File("taken")) << "keep me";
+  auto info = BackupDatabase(dir.File("live.db"), dir.File("taken"));
+  ASSERT_FALSE(info.ok());
+  EXPECT_EQ(info.code(), ErrorCode::kAlreadyExists);
+  EXPECT_NE(info.error().message.find(dir.File("taken")), std::string::npos);
+  EXPECT_EQ(ReadAll(dir.File("taken")), "keep me");
+
+  ASSERT_TRUE(BackupDatabase(dir.File("live.db"), dir.File("b.db")).ok());
+  auto restored = RestoreDatabase(dir.File("b.db"), dir.File("taken"));
+  ASSERT_FALSE(restored.ok());
+  EXPECT_EQ(restored.code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(ReadAll(dir.File("taken")), "keep me");
+}
+
+TEST(SqliteBackup, MissingSourceIsNotFound) {
+  testing::TempDir dir;
+  auto info = BackupDatabase(dir.File("none.db"), dir.File("b.db"));
+  ASSERT_FALSE(info.ok());
+  EXPECT_EQ(info.code(), ErrorCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(dir.File("none.db")));  // not created by looking
+  EXPECT_FALSE(RestoreDatabase(dir.File("none.db"), dir.File("g.db")).ok());
+  EXPECT_EQ(EntriesIn(dir.File("")), 0u);
+}
+
+class DamagedBackup : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = *SqliteDb::Open(dir_.File("live.db"));
+    auto settings = NewSqliteSettingsRepository(db);
+    for (int i = 0; i < 2000; ++i) ASSERT_TRUE(settings->Put("key." + std::to_string(i), std::string(100, 'x')).ok());
+    ASSERT_TRUE(BackupDatabase(dir_.File("live.db"), dir_.File("backup.db")).ok());
+    ASSERT_TRUE(std::filesystem::create_directory(dir_.File("fresh")));
+  }
+  // The restore is refused with `code`, names the backup and leaves nothing.
+  void ExpectRefused(ErrorCode code) {
+    auto restored = RestoreDatabase(dir_.File("backup.db"), dir_.File("fresh/gateway.db"));
+    ASSERT_FALSE(restored.ok());
+    EXPECT_EQ(restored.code(), code) << restored.error().message;
+    EXPECT_NE(restored.error().message.find(dir_.File("backup.db")), std::string::npos) << restored.error().message;
+    EXPECT_EQ(EntriesIn(dir_.File("fresh")), 0u);
+  }
+  void Overwrite(std::streamoff at, const std::string& bytes) {
+    std::fstream f(dir_.File("backup.db"), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(at);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  testing::TempDir dir_;
+};
+
+TEST_F(DamagedBackup, TruncatedIsRefused) {
+  std::filesystem::resize_file(dir_.File("backup.db"), std::filesystem::file_size(dir_.File("backup.db")) / 2);
+  ExpectRefused(ErrorCode::kDataLoss);
+}
+
+TEST_F(DamagedBackup, GarbageHeaderIsRefused) {
+  Overwrite(0, std::string(100, '\x5a'));
+  ExpectRefused(ErrorCode::kDataLoss);
+}
+
+TEST_F(DamagedBackup, DamagedPageIsRefused) {
+  // Page 3's b-tree header (4096-byte pages): a page type no b-tree has.
+  Overwrite(2 * 4096, std::string(8, '\x07'));
+  ExpectRefused(ErrorCode::kDataLoss);
+}
+
+TEST_F(DamagedBackup, ANonGatewayDatabaseIsRefused) {
+  std::filesystem::remove(dir_.File("backup.db"));
+  {
+    auto other = *SqliteDb::Open(dir_.File("x.db"));
+    ASSERT_TRUE(other->Transaction([](SqliteConnection& c) { return c.Exec("DROP TABLE schema_migrations"); }).ok());
+  }
+  EXPECT_EQ(BackupDatabase(dir_.File("x.db"), dir_.File("backup.db")).code(), ErrorCode::kDataLoss);  // at backup too
+  std::filesystem::copy_file(dir_.File("x.db"), dir_.File("backup.db"));
+  ExpectRefused(ErrorCode::kDataLoss);
+}
+
+TEST_F(DamagedBackup, ANewerSchemaIsRefused) {
+  {
+    auto db = *SqliteDb::Open(dir_.File("backup.db"));
+    ASSERT_TRUE(db->Transaction([](SqliteConnection& c) {
+                    return c.Exec("INSERT INTO schema_migrations VALUES(999, 'future')");
+                  }).ok());
+  }
+  // Back to one file, as a backup is.
+  for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(dir_.File("backup.db") + suffix);
+  ExpectRefused(ErrorCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace dyad

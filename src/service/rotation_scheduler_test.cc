@@ -1,0 +1,201 @@
+// RotationScheduler in interval mode (KEY_ROTATION_INTERVAL_HOURS): an interval
+// since the last successful rotation, on a fake clock (no sleeping). The cron
+// mode and key wear are tested in key_rotation_service_test.cc.
+#include "service/rotation_scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <ctime>
+
+#include "backends/environment/local_keyring.h"
+#include "backends/environment/sqlite_secret_store.h"
+#include "core/time_format.h"
+#include "registry/sqlite_key_version_repository.h"
+#include "registry/sqlite_provider_repository.h"
+#include "registry/sqlite_rotation_repository.h"
+#include "registry/sqlite_settings_repository.h"
+#include "testing/fakes.h"
+
+namespace dyad {
+namespace {
+
+using std::chrono::hours;
+using WallTime = std::chrono::system_clock::time_point;
+
+WallTime At(const char* iso_minute) {  // "2026-03-05T10:00"
+  std::tm tm{};
+  strptime(iso_minute, "%Y-%m-%dT%H:%M", &tm);
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+class IntervalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    clock_.SetWall(At("2026-03-05T10:00"));
+    db_ = *SqliteDb::Open(dir_.File("r.db"));
+    repo_ = NewSqliteProviderRepository(db_);
+    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
+    store_ = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
+    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, *keys_, *repo_, audit_, metrics_, clock_,
+                                                DefaultRandom(), EnvMap{});
+    rotation_ = NewRotation(db_);
+  }
+  std::unique_ptr<KeyRotationService> NewRotation(std::shared_ptr<SqliteDb> db) {
+    KeyRotationService::Options o;
+    o.retire_grace = std::chrono::milliseconds(20);  // the fake clock moves by it
+    return std::make_unique<KeyRotationService>(o, NewSqliteRotationRepository(db, clock_), *secrets_, audit_, clock_);
+  }
+  // A scheduler as a (re)started service makes it: a new object on the same database.
+  std::unique_ptr<RotationScheduler> NewScheduler(KeyRotationService& rotation, int interval_hours = 720,
+                                                  bool enabled_by_env = true) {
+    return std::make_unique<RotationScheduler>(rotation, *keys_, NewSqliteSettingsRepository(db_),
+                                               RotationTiming{std::nullopt, hours(interval_hours)}, enabled_by_env,
+                                               1000000, clock_);
+  }
+  // Moves the clock to `t` and ticks there; waits for a run it started.
+  std::optional<std::string> TickAt(RotationScheduler& s, WallTime t) {
+    clock_.SetWall(t);
+    auto id = s.Tick(t);
+    rotation_->WaitIdle();
+    return id;
+  }
+  WallTime LastSuccess() { return *ParseIso8601(rotation_->Successes()->last_finished_at); }
+  uint32_t Primary() { return keys_->Describe()->primary_version; }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  std::shared_ptr<SqliteDb> db_;
+  std::unique_ptr<ProviderRepository> repo_;
+  std::unique_ptr<KeyManager> keys_;
+  std::unique_ptr<SecretStore> store_;
+  testing::MemoryAudit audit_;
+  Metrics metrics_;
+  std::unique_ptr<SecretsService> secrets_;
+  std::unique_ptr<KeyRotationService> rotation_;
+};
+
+TEST_F(IntervalTest, RotatesTheIntervalAfterTheLastSuccessAndNotOnThe31st) {
+  ASSERT_TRUE(rotation_->Start(false, "manual", Caller{}).ok());  // 2026-03-05T10:00: the last success
+  rotation_->WaitIdle();
+  ASSERT_EQ(Primary(), 2u);
+  const WallTime last = LastSuccess();
+  auto scheduler = NewScheduler(*rotation_);
+  EXPECT_EQ(scheduler->Describe(), "every 720h since the last successful rotation");
+  EXPECT_EQ(*scheduler->NextRun(), last + hours(720));  // 2026-04-04T10:00
+  // The old cron approximation of 720 h ("0 0 */30 * *") fired on the 31st.
+  ASSERT_TRUE(CronSchedule::Parse("0 0 */30 * *")->Matches(At("2026-03-31T00:00")));
+  EXPECT_FALSE(TickAt(*scheduler, At("2026-03-31T00:00")).has_value());
+  EXPECT_FALSE(TickAt(*scheduler, At("2026-04-01T00:00")).has_value());
+  EXPECT_FALSE(TickAt(*scheduler, last + hours(720) - std::chrono::seconds(1)).has_value());
+  EXPECT_EQ(Primary(), 2u);
+  auto id = TickAt(*scheduler, last + hours(720));
+  ASSERT_TRUE(id.has_value());
+  EXPECT_EQ(rotation_->History(1)->front().trigger, "scheduled");
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 3u);
+  // The interval now counts from that run.
+  EXPECT_EQ(*scheduler->NextRun(), LastSuccess() + hours(720));
+  EXPECT_FALSE(TickAt(*scheduler, last + hours(721)).has_value());
+  EXPECT_FALSE(TickAt(*scheduler, last + hours(1439)).has_value());
+  EXPECT_TRUE(TickAt(*scheduler, LastSuccess() + hours(720)).has_value());
+  EXPECT_EQ(Primary(), 4u);
+}
+
+TEST_F(IntervalTest, AScheduleMissedWhileDownRunsAtTheFirstTick) {
+  ASSERT_TRUE(rotation_->Start(false, "manual", Caller{}).ok());
+  rotation_->WaitIdle();
+  const WallTime last = LastSuccess();
+  // The service was down from day 2 to day 40: a new process starts then.
+  clock_.SetWall(last + hours(24 * 40));
+  auto restarted = NewScheduler(*rotation_);
+  EXPECT_LT(*restarted->NextRun(), clock_.WallNow());  // overdue
+  ASSERT_TRUE(TickAt(*restarted, last + hours(24 * 40)).has_value());
+  EXPECT_EQ(Primary(), 3u);
+}
+
+TEST_F(IntervalTest, ARestartDoesNotResetTheInterval) {
+  // No rotation ever: the interval counts from the first start on the database.
+  const WallTime first = clock_.WallNow();
+  auto scheduler = NewScheduler(*rotation_, 168);
+  EXPECT_FALSE(TickAt(*scheduler, first).has_value());
+  scheduler.reset();
+  // Restarted six days later: still due at the end of the first week.
+  clock_.SetWall(first + hours(144));
+  auto restarted = NewScheduler(*rotation_, 168);
+  EXPECT_EQ(*restarted->NextRun(), first + hours(168));
+  EXPECT_FALSE(TickAt(*restarted, first + hours(167)).has_value());
+  ASSERT_TRUE(TickAt(*restarted, first + hours(168)).has_value());
+  EXPECT_EQ(Primary(), 2u);
+  // And after a success, a restart counts from that success.
+  const WallTime last = LastSuccess();
+  restarted.reset();
+  clock_.SetWall(last + hours(100));
+  auto again = NewScheduler(*rotation_, 168);
+  EXPECT_EQ(*again->NextRun(), last + hours(168));
+  EXPECT_FALSE(TickAt(*again, last + hours(100)).has_value());
+  EXPECT_TRUE(TickAt(*again, last + hours(168)).has_value());
+}
+
+TEST_F(IntervalTest, AnyNAtLeastOneHour) {
+  const WallTime first = clock_.WallNow();
+  auto scheduler = NewScheduler(*rotation_, 1);
+  EXPECT_FALSE(TickAt(*scheduler, first).has_value());  // the first tick on the database starts the interval
+  EXPECT_FALSE(TickAt(*scheduler, first + std::chrono::minutes(59)).has_value());
+  ASSERT_TRUE(TickAt(*scheduler, first + hours(1)).has_value());
+  EXPECT_TRUE(TickAt(*scheduler, LastSuccess() + hours(1)).has_value());
+  EXPECT_EQ(Primary(), 3u);
+}
+
+TEST_F(IntervalTest, DisabledDoesNotRotate) {
+  const WallTime first = clock_.WallNow();
+  auto scheduler = NewScheduler(*rotation_, 24, /*enabled_by_env=*/false);
+  EXPECT_FALSE(TickAt(*scheduler, first).has_value());
+  EXPECT_FALSE(TickAt(*scheduler, first + hours(24 * 10)).has_value());
+  EXPECT_EQ(Primary(), 1u);
+  ASSERT_TRUE(scheduler->SetEnabled(true).ok());  // the toggle: overdue, so at the next tick
+  EXPECT_TRUE(TickAt(*scheduler, first + hours(24 * 10) + std::chrono::seconds(30)).has_value());
+}
+
+TEST_F(IntervalTest, TwoInstancesOnOneDatabaseRotateOnce) {
+  // Instance B: its own connections to the same file, its own rotation service and scheduler.
+  auto db_b = *SqliteDb::Open(dir_.File("r.db"));
+  auto rotation_b = NewRotation(db_b);
+  auto a = NewScheduler(*rotation_);
+  auto b = NewScheduler(*rotation_b);
+  const WallTime first = clock_.WallNow();
+  EXPECT_FALSE(TickAt(*a, first).has_value());
+  EXPECT_FALSE(TickAt(*b, first).has_value());
+  const WallTime due = first + hours(720);
+  ASSERT_TRUE(TickAt(*a, due).has_value());
+  EXPECT_FALSE(TickAt(*b, due).has_value());  // reads A's success from the database
+  EXPECT_FALSE(TickAt(*b, due + std::chrono::minutes(1)).has_value());
+  EXPECT_EQ(rotation_->Successes()->count, 1);
+  EXPECT_EQ(Primary(), 2u);
+  // B read the count before A's run completed: its start is refused, nothing is recorded.
+  auto late = rotation_b->Start(false, "scheduled", Caller{}, /*if_successes=*/0);
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(rotation_b->History(10)->size(), 1u);
+  EXPECT_TRUE(rotation_b->Start(false, "scheduled", Caller{}, /*if_successes=*/1).ok());
+  rotation_b->WaitIdle();
+  EXPECT_EQ(rotation_->Successes()->count, 2);
+}
+
+TEST_F(IntervalTest, AStoredToggleThatOverridesTheEnvironmentIsNamed) {
+  auto scheduler = NewScheduler(*rotation_, 168, /*enabled_by_env=*/false);
+  EXPECT_FALSE(scheduler->ToggleOverride().has_value());  // nothing stored
+  ASSERT_TRUE(scheduler->SetEnabled(false).ok());
+  EXPECT_FALSE(scheduler->ToggleOverride().has_value());  // they agree
+  ASSERT_TRUE(scheduler->SetEnabled(true).ok());
+  auto why = scheduler->ToggleOverride();
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("KEY_ROTATION_ENABLED=false"), std::string::npos) << *why;
+  EXPECT_NE(why->find("key_rotation.enabled=true"), std::string::npos) << *why;
+  EXPECT_NE(why->find("key-rotation/toggle"), std::string::npos) << *why;
+  auto enabled_env = NewScheduler(*rotation_, 168, /*enabled_by_env=*/true);
+  EXPECT_FALSE(enabled_env->ToggleOverride().has_value());
+}
+
+}  // namespace
+}  // namespace dyad

@@ -1,0 +1,169 @@
+"""Backup and restore (issue 13): an online snapshot of gateway.db taken while the service writes, restored onto a
+fresh machine layout (a new data dir, the same master key), where every credential opens and every provider
+acknowledged before the backup started is present; and what a backup and a restore refuse."""
+import os
+import pathlib
+import sqlite3
+import stat
+import subprocess
+import threading
+import time
+
+import requests
+
+from conftest import BINARY, Gateway, canary, create_provider, data, provider_body
+
+
+def run(*args, data_dir, **extra):
+    """A CLI command with only the storage variables (and `extra`): backup and restore need no key or token."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GATEWAY_DATA_DIR": str(data_dir), **extra}
+    return subprocess.run([BINARY, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def listed_ids(gw):
+    ids, offset = set(), 0
+    while True:
+        page = data(gw.call("GET", f"/admin/providers?limit=500&offset={offset}"))
+        ids |= {p["id"] for p in page["items"]}
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            return ids
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_backup_beside_a_writer_restores_on_a_fresh_layout(make_gateway, tmp_path):
+    gw = make_gateway().start()
+    acked = []  # (id, acknowledged before the backup started)
+    backup_started = threading.Event()
+    stop = threading.Event()
+    for i in range(20):
+        acked.append((create_provider(gw, f"seed-{i}", {"api_key": canary()})["id"], True))
+
+    errors = []
+
+    def writer():
+        n = 0
+        while not stop.is_set():
+            r = gw.call("POST", "/admin/providers", json=provider_body(slug=f"w-{n}", credentials={"api_key": canary()}))
+            if r.status_code != 201:
+                errors.append(r.text)
+                return
+            # Acknowledged before the backup started only if the event is still clear once the answer is in.
+            acked.append((r.json()["data"]["id"], not backup_started.is_set()))
+            n += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while len(acked) < 40 and thread.is_alive():
+        time.sleep(0.01)
+    out = tmp_path / "backups" / "gateway-backup.db"
+    out.parent.mkdir()
+    backup_started.set()
+    r = run("backup", "--out", str(out), data_dir=gw.data_dir)  # no ENCRYPTION_KEY, no token
+    during = len(acked)
+    while len(acked) < during + 5 and thread.is_alive():  # the writer goes on after the snapshot
+        time.sleep(0.01)
+    stop.set()
+    thread.join()
+    assert not errors, errors
+    assert r.returncode == 0, r.stderr
+    assert "written to" in r.stdout
+    assert mode(out) == 0o600
+    assert sorted(os.listdir(out.parent)) == ["gateway-backup.db"]  # no temporary, no -wal beside it
+    gw.stop()
+
+    before = {pid for pid, was_before in acked if was_before}
+    assert len(before) >= 40
+
+    # A fresh machine: a new data dir that does not exist yet, the same master key.
+    fresh = tmp_path / "machine2" / "data"
+    r = run("restore", str(out), data_dir=fresh)
+    assert r.returncode == 0, r.stderr
+    assert mode(fresh) == 0o700 and mode(fresh / "gateway.db") == 0o600
+    restored = Gateway(fresh)
+    verify = subprocess.run([BINARY, "secrets", "verify"], env=restored.env(), capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert ", 0 failed" in verify.stdout
+    restored.start()
+    try:
+        ids = listed_ids(restored)
+        assert before <= ids, before - ids
+        assert ids <= {pid for pid, _ in acked}
+        some = sorted(before)[0]
+        assert data(restored.call("POST", f"/admin/secrets/providers/{some}/credentials/validate"))["valid"] is True
+    finally:
+        restored.stop()
+
+    # Without the master key the backup opens nothing.
+    other_key = dict(restored.env(), ENCRYPTION_KEY="cd" * 32)
+    verify = subprocess.run([BINARY, "secrets", "verify"], env=other_key, capture_output=True, text=True, timeout=120)
+    assert verify.returncode != 0
+
+
+def backup_of_a_small_gateway(make_gateway, tmp_path):
+    gw = make_gateway().start()
+    create_provider(gw, "openai", {"api_key": canary()})
+    out = tmp_path / "b.db"
+    r = run("backup", "--out", str(out), data_dir=gw.data_dir)
+    assert r.returncode == 0, r.stderr
+    return gw, out
+
+
+def test_backup_never_replaces_a_file(make_gateway, tmp_path):
+    gw, out = backup_of_a_small_gateway(make_gateway, tmp_path)
+    first = out.read_bytes()
+    r = run("backup", "--out", str(out), data_dir=gw.data_dir)
+    assert r.returncode != 0
+    assert str(out) in r.stderr and "already exists" in r.stderr
+    assert out.read_bytes() == first
+
+
+def test_restore_refuses_a_data_dir_that_is_not_empty(make_gateway, tmp_path):
+    gw, out = backup_of_a_small_gateway(make_gateway, tmp_path)
+    gw.stop()
+    before = sorted(os.listdir(gw.data_dir))
+    r = run("restore", str(out), data_dir=gw.data_dir)
+    assert r.returncode != 0
+    assert str(gw.data_dir) in r.stderr and "not empty" in r.stderr, r.stderr
+    assert sorted(os.listdir(gw.data_dir)) == before
+    # A single stray file is enough.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    r = run("restore", str(out), data_dir=other)
+    assert r.returncode != 0 and "notes.txt" in r.stderr
+    assert os.listdir(other) == ["notes.txt"]
+
+
+def test_restore_refuses_a_damaged_backup(make_gateway, tmp_path):
+    gw, out = backup_of_a_small_gateway(make_gateway, tmp_path)
+    damaged = {
+        "truncated": out.read_bytes()[: len(out.read_bytes()) // 2],
+        "garbage header": b"\x5a" * 100 + out.read_bytes()[100:],
+        "not sqlite": b"these are not the bytes of a database\n" * 200,
+    }
+    for name, content in damaged.items():
+        bad = tmp_path / (name.replace(" ", "-") + ".db")
+        bad.write_bytes(content)
+        target = tmp_path / ("fresh-" + name.replace(" ", "-"))
+        r = run("restore", str(bad), data_dir=target)
+        assert r.returncode != 0, name
+        assert str(bad) in r.stderr, (name, r.stderr)
+        assert not (target / "gateway.db").exists() and os.listdir(target) == [], name
+    # The intact one restores.
+    r = run("restore", str(out), data_dir=tmp_path / "fresh-intact")
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_backup_file_alone_holds_every_table(make_gateway, tmp_path):
+    """`cp` of a running gateway.db misses what sits in its WAL; the backup is one rollback-journal file."""
+    gw, out = backup_of_a_small_gateway(make_gateway, tmp_path)
+    with sqlite3.connect(f"file:{out}?mode=ro", uri=True) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"providers", "secrets", "key_versions", "settings", "audit_key"} <= tables
+        assert db.execute("SELECT COUNT(*) FROM providers").fetchone()[0] == 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert not pathlib.Path(str(out) + "-wal").exists()
