@@ -169,6 +169,9 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
   DYAD_RETURN_IF_ERROR(ReadOneOfVariable(env, "GATEWAY_LOG_LEVEL",
                                          {"trace", "debug", "info", "warn", "error", "critical", "off"},
                                          c.log_level));
+  DYAD_RETURN_IF_ERROR(ReadOneOfVariable(env, "GATEWAY_LOG_FORMAT", {"text", "json"}, c.log_format));
+  DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "SECRETS_CACHE_WARM", c.cache_warm));
+  DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "SECRETS_CACHE_WARM_BLOCKS_READY", c.cache_warm_blocks_ready));
   if (const std::string* v = FindVariable(env, "GATEWAY_HOST")) {
     if (v->empty()) return BadVariable("GATEWAY_HOST", "must be an IP address such as 127.0.0.1");
     c.host = *v;
