@@ -25,6 +25,7 @@ void CacheWarmer::Start() {
     MutexLock lock(&mu_);
     if (stopping_) return;
     due_ = true;
+    metrics_.SetWarming(true);
     if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
   }
   cv_.SignalAll();
@@ -57,7 +58,6 @@ void CacheWarmer::Loop() {
     running_ = true;
     progress_ = Progress{};
     mu_.Unlock();
-    metrics_.SetWarming(true);
     Pass();
     mu_.Lock();
     running_ = false;
