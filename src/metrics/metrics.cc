@@ -67,8 +67,8 @@ class ReadCollectable final : public pm::Collectable {
   ReadCollectable() {
     for (auto& h : by_source_) h = std::make_unique<ShardedHistogram>(ShardedHistogram::OneTwoFive(1e-7, 10));
   }
-  void Observe(ReadSource source, Clock::Duration elapsed) {
-    by_source_[static_cast<size_t>(source)]->Observe(elapsed.count());
+  void Observe(ReadSource source, Clock::Duration elapsed, uint64_t weight) {
+    by_source_[static_cast<size_t>(source)]->Observe(elapsed.count(), weight);
   }
   std::vector<pm::MetricFamily> Collect() const override {
     pm::MetricFamily f{"dyad_credential_read_seconds",
@@ -243,7 +243,9 @@ void Metrics::CountHttpRequest(int status) {
   impl_->http_by_class[(c >= 1 && c <= 5) ? c : 5]->Increment();
 }
 void Metrics::SetCacheStats(std::function<CacheStats()> source) { impl_->cache->Set(std::move(source)); }
-void Metrics::ObserveRead(ReadSource source, Clock::Duration elapsed) { impl_->reads.Observe(source, elapsed); }
+void Metrics::ObserveRead(ReadSource source, Clock::Duration elapsed, uint64_t weight) {
+  impl_->reads.Observe(source, elapsed, weight);
+}
 void Metrics::ObserveHttpLatency(std::string_view method, std::string_view route, double seconds) {
   bool matched = !route.empty();
   impl_->http_latency

@@ -12,7 +12,8 @@
 //
 // Credential reads are timed end to end by source (dyad_credential_read_seconds,
 // 1-2-5 buckets from 100 ns to 10 s) in ShardedHistograms: a cache hit adds to
-// its thread's own stripe, never to a shared line. HTTP requests are timed by
+// its thread's own stripe, never to a shared line, and only 1 in kHitSample
+// hits is timed (SampleHit). HTTP requests are timed by
 // the router's pattern (never the raw path: no ids in labels). Key rotations:
 // duration by outcome, the last success's time, the secrets re-encrypted,
 // skipped and failed; the primary key version and its wear (encryptions under
@@ -49,8 +50,19 @@ class Metrics final : public CloudCallObserver {
   void CountTampered(std::string_view reason);
   void CountHttpRequest(int status);
   void SetCacheStats(std::function<CacheStats()> source);
-  // The end-to-end time of one credential read; cheap for kCache (see above).
-  void ObserveRead(ReadSource source, Clock::Duration elapsed);
+  // The end-to-end time of one credential read (`weight`: how many reads it
+  // stands for); cheap for kCache (see above).
+  void ObserveRead(ReadSource source, Clock::Duration elapsed, uint64_t weight = 1);
+  // Cache hits are timed 1 in kHitSample per thread (a thread's first hit
+  // among them), each sample observed with weight kHitSample: a hit then
+  // pays for a thread-local count, and one in kHitSample for a clock read
+  // and the observation. Counts and sums estimate all hits (the exact hit
+  // count is dyad_cache_hits_total).
+  static constexpr uint64_t kHitSample = 16;
+  static bool SampleHit() {
+    thread_local uint32_t hits = 0;
+    return hits++ % kHitSample == 0;
+  }
   // `route`: the router's pattern ("" when none matched); `method` only
   // when a route matched (a client's method is not a bounded set).
   void ObserveHttpLatency(std::string_view method, std::string_view route, double seconds);

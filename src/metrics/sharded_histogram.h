@@ -27,12 +27,13 @@ class ShardedHistogram {
   // `bounds`: upper bounds in seconds, ascending; more than kMaxBounds are cut.
   explicit ShardedHistogram(std::vector<double> bounds);
 
-  void Observe(int64_t nanoseconds) {
+  // `weight`: how many observations this one stands for (a sampled one).
+  void Observe(int64_t nanoseconds, uint64_t weight = 1) {
     size_t b = 0;
     while (b < nbounds_ && nanoseconds > bounds_ns_[b]) ++b;  // small, and nearly always the first few
     Stripe& s = stripes_[StripeIndex()];
-    s.buckets[b].fetch_add(1, std::memory_order_relaxed);
-    s.sum_ns.fetch_add(nanoseconds > 0 ? static_cast<uint64_t>(nanoseconds) : 0, std::memory_order_relaxed);
+    s.buckets[b].fetch_add(weight, std::memory_order_relaxed);
+    s.sum_ns.fetch_add(nanoseconds > 0 ? weight * static_cast<uint64_t>(nanoseconds) : 0, std::memory_order_relaxed);
   }
 
   struct Snapshot {

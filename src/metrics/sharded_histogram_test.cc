@@ -60,3 +60,18 @@ TEST(ShardedHistogram, CutsBoundsBeyondItsCapacity) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(ShardedHistogram, AWeightedObservationCountsAsThatManyInBucketsAndSum) {
+  ShardedHistogram h({1e-7, 1e-6});
+  h.Observe(40, 16);
+  auto s = h.Read();
+  EXPECT_EQ(s.cumulative[0], 16u);
+  EXPECT_EQ(s.count, 16u);
+  EXPECT_NEAR(s.sum_seconds, 640e-9, 1e-15);
+}
+
+}  // namespace
+}  // namespace dyad

@@ -264,7 +264,7 @@ Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const
     auto r = cache_.Get(provider_id, [this, provider_id] { return Load(provider_id); });
     if (r.ok()) {
       if (r->source == CacheSource::kHit) {  // not audited: the hot path
-        metrics_.ObserveRead(ReadSource::kCache, clock_.Now() - t0);
+        if (Metrics::SampleHit()) metrics_.ObserveRead(ReadSource::kCache, clock_.Now() - t0, Metrics::kHitSample);
         if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("cache hit: provider={}", provider_id);
         return CredentialRead{r->value, "cache"};
       }
