@@ -279,6 +279,9 @@ void Metrics::OnCall(std::string_view endpoint, std::string_view op, std::option
   }
   impl_->cloud_calls.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}, {"outcome", outcome}})
       .Increment();
+  // Shown at 0 beside the calls, so that retry and throttle rates have a series.
+  impl_->cloud_retries.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}});
+  impl_->cloud_throttles.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}});
 }
 void Metrics::OnRetry(std::string_view endpoint, std::string_view op) {
   impl_->cloud_retries.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}}).Increment();

@@ -19,6 +19,8 @@ TEST(Metrics, CountsCloudCallsRetriesAndThrottlesPerEndpointAndOperation) {
            R"(dyad_cloud_calls_total{endpoint="kms.eu-west-1.amazonaws.com",op="Decrypt",outcome="unavailable"} 1)",
            R"(dyad_cloud_retries_total{endpoint="kms.eu-west-1.amazonaws.com",op="Decrypt"} 1)",
            R"(dyad_cloud_throttles_total{endpoint="secretsmanager.eu-west-1.amazonaws.com",op="GetSecretValue"} 1)",
+           // At 0 beside a call, so that rates and alerts have a series before the first retry.
+           R"(dyad_cloud_throttles_total{endpoint="kms.eu-west-1.amazonaws.com",op="Decrypt"} 0)",
        }) {
     EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
   }

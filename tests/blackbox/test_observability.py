@@ -210,3 +210,25 @@ def test_warming_setting_is_checked(make_gateway):
     with pytest.raises(RuntimeError):
         gw.start()
     assert "SECRETS_CACHE_WARM" in gw.stdout + gw.logs()
+
+
+def test_on_vault_every_cloud_metric_is_served_and_each_attempt_has_a_debug_line_without_token(make_gateway, tmp_path):
+    from vault_peers import Bao
+    from test_vault import vault_gateway
+    bao = Bao(tmp_path)
+    try:
+        gw = vault_gateway(make_gateway, bao)
+        secret = canary()
+        p = create_provider(gw, "vault-obs", {"api_key": secret})
+        assert read(gw, p["id"]) == "store"
+        text = scrape(gw)
+        served = scraped_names(text)
+        assert CLOUD_ONLY <= served, sorted(CLOUD_ONLY - served)
+        assert re.search(r'dyad_cloud_calls_total\{endpoint="127\.0\.0\.1:\d+",op="[^"]+",outcome="ok"\} [1-9]', text)
+        log = gw.logs()
+        assert re.search(r"backend call: endpoint=127\.0\.0\.1:\d+ op=\S+ attempt=1 status=200 duration_ms=[0-9.]+",
+                         log)
+        assert re.search(r"backend call: keys\.seal secret=\S*" + p["id"] + " status=OK", log)
+        assert secret not in log and gw.token not in log
+    finally:
+        bao.stop()
