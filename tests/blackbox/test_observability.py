@@ -13,7 +13,7 @@ from conftest import ROOT, canary, create_provider, data
 VALIDATE = "/admin/secrets/providers/{}/credentials/validate"
 RULES = ROOT / "deploy" / "prometheus" / "dyad-gateway-alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dyad-gateway-dashboard.json"
-# Only a cloud backend (AWS, Vault, Azure) makes these; Metrics' unit test renders them.
+# Only a cloud backend (AWS, Vault, Azure) makes these: the Vault test below scrapes them live.
 CLOUD_ONLY = {"dyad_cloud_calls_total", "dyad_cloud_retries_total", "dyad_cloud_throttles_total"}
 
 
