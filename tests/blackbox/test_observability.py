@@ -232,3 +232,23 @@ def test_on_vault_every_cloud_metric_is_served_and_each_attempt_has_a_debug_line
         assert secret not in log and gw.token not in log
     finally:
         bao.stop()
+
+
+def test_an_envelope_failing_its_auth_tag_is_counted_as_an_integrity_refusal(gateway):
+    import base64
+    import sqlite3
+    p = create_provider(gateway, "tamper", {"api_key": canary()})
+    name = f"dyad-gateway/providers/{p['id']}"
+    db = gateway.data_dir / "gateway.db"
+    with sqlite3.connect(db) as c:
+        (value_text,) = c.execute("SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
+        env = json.loads(value_text)
+        ct = bytearray(base64.b64decode(env["ct"]))
+        ct[0] ^= 0x01  # one bit of the ciphertext: the GCM tag no longer matches
+        env["ct"] = base64.b64encode(bytes(ct)).decode()
+        assert c.execute("UPDATE secrets SET value=? WHERE name=?", (json.dumps(env, separators=(",", ":")), name)).rowcount == 1
+    assert value(scrape(gateway), 'dyad_secrets_tampered_total{reason="integrity"}') == 0
+    data(gateway.call("POST", "/admin/secrets/clear-cache"))
+    v = data(gateway.call("POST", VALIDATE.format(p["id"])))
+    assert v["valid"] is False
+    assert value(scrape(gateway), 'dyad_secrets_tampered_total{reason="integrity"}') == 1
