@@ -7,7 +7,8 @@ PKGS=(cmake ninja-build ccache g++ pkg-config
   nlohmann-json3-dev libsqlite3-dev libpq-dev libspdlog-dev libcli11-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev)
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(clang-14 libclang-rt-14-dev wrk valgrind python3-pip)  # wrk, valgrind: bench/run.sh
+  # wrk, valgrind: bench/run.sh; prometheus: its promtool checks deploy/prometheus/*.yml (test_observability.py)
+  PKGS+=(clang-14 libclang-rt-14-dev wrk valgrind python3-pip prometheus)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -127,7 +127,9 @@ void SecretsRoutes(Router& r, ApiContext api) {
     return JsonSuccess({{"connected", true}, {"provider", api.secrets.store().Name()}, {"steps", js}});
   });
   r.Add("POST", "/admin/secrets/clear-cache", [api](const RouteContext& ctx) {
-    return JsonSuccess({{"cleared", api.secrets.ClearCache(CallerOf(ctx))}});
+    size_t cleared = api.secrets.ClearCache(CallerOf(ctx));
+    if (api.warmer) api.warmer->Start();
+    return JsonSuccess({{"cleared", cleared}, {"warming", api.warmer != nullptr}});
   });
   r.Add("POST", "/admin/secrets/providers/{id}/credentials/validate", [api](const RouteContext& ctx) {
     auto report = api.providers.Validate(ctx.params[0], CallerOf(ctx));
@@ -246,6 +248,13 @@ void OperationsRoutes(Router& r, ApiContext api) {
     if (!api.audit.Healthy()) {
       return JsonError(503, "SERVICE_UNAVAILABLE",
                        "audit log cannot be written (disk space, file-size limit or audit key): writes are refused");
+    }
+    if (api.warmer && !api.warmer->Ready()) {
+      CacheWarmer::Progress p = api.warmer->progress();
+      return JsonError(503, "SERVICE_UNAVAILABLE",
+                       "the credential cache is being warmed (SECRETS_CACHE_WARM_BLOCKS_READY=true): " +
+                           std::to_string(p.loaded + p.failed + p.absent) + " of " + std::to_string(p.total) +
+                           " provider(s) done");
     }
     SecretsHealth h = api.secrets.Health();
     if (h.status == "unhealthy") {

@@ -10,6 +10,7 @@
 #include "metrics/metrics.h"
 #include "registry/provider_repository.h"
 #include "server/router.h"
+#include "service/cache_warmer.h"
 #include "service/key_rotation_service.h"
 #include "service/provider_service.h"
 #include "service/rotation_scheduler.h"
@@ -25,6 +26,9 @@ struct ApiContext {
   KeyRotationService& rotation;
   RotationScheduler& scheduler;
   AuditSink& audit;
+  // SECRETS_CACHE_WARM: warms again after clear-cache, and /readyz waits
+  // for it (CacheWarmer::Ready). Null: no warming.
+  CacheWarmer* warmer = nullptr;
 };
 
 void RegisterRoutes(Router& router, ApiContext api);

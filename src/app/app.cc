@@ -43,6 +43,7 @@ struct App::Parts {
   std::unique_ptr<KeyRotationService> rotation;
   std::unique_ptr<RotationScheduler> scheduler;
   std::unique_ptr<Router> router;
+  std::unique_ptr<CacheWarmer> warmer;  // last: stopped before what it reads
 };
 
 App::App() : parts_(std::make_unique<Parts>()) {}
@@ -124,6 +125,9 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   }
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
   KeyRotationService::Options ro{500, p.backend.traits.rotation_parallelism};
+  ro.metrics = p.metrics.get();
+  p.metrics->SetKeyState([keys = p.backend.keys.get()] { return keys->KnownState(); },
+                         config.key_rotation_max_encryptions);
   p.rotation = std::make_unique<KeyRotationService>(ro, NewSqliteRotationRepository(p.db, clock), *p.secrets, *p.audit,
                                                     clock);
   RotationTiming timing;
@@ -134,8 +138,17 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.scheduler = std::make_unique<RotationScheduler>(*p.rotation, *p.backend.keys, p.settings, std::move(timing),
                                                     config.key_rotation_enabled, config.key_rotation_max_encryptions,
                                                     clock);
+  if (serving && config.cache_warm && !config.cache_enabled) {
+    spdlog::warn("SECRETS_CACHE_WARM=true has no effect with SECRETS_CACHE_ENABLED=false");
+  } else if (serving && config.cache_warm) {
+    CacheWarmer::Options wo;
+    wo.max_entries = static_cast<size_t>(config.cache_max_size);
+    wo.blocks_ready = config.cache_warm_blocks_ready;
+    p.warmer = std::make_unique<CacheWarmer>(wo, *p.secrets, *p.repo, *p.metrics);
+  }
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);
-  RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler, *p.audit});
+  RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler,
+                                       *p.audit, p.warmer.get()});
   if (serving) {
     auto resumed = p.rotation->ResumeInterrupted(Caller{"system", ""});
     if (!resumed.ok()) spdlog::error("cannot resume the interrupted key rotation: {}", resumed.error().message);
@@ -144,6 +157,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     p.scheduler->StartThread();
     p.secrets->Health();  // the first probe, so that the first /readyz has an answer
     p.secrets->AwaitProbe(std::chrono::seconds(2));
+    if (p.warmer) p.warmer->Start();  // in the background: /readyz says when it is done, if asked to
   }
 
   if (serving) {
@@ -170,6 +184,7 @@ bool App::MayBlock(const HttpRequest& request) const { return parts_->router->Ma
 HttpResponse App::Handle(const HttpRequest& request) {
   auto t0 = parts_->clock->Now();
   Principal who;
+  std::string_view route;
   HttpResponse resp;
   // Whatever changes or reveals a secret (every method but GET and HEAD)
   // waits until it can be audited, as Vault does.
@@ -179,9 +194,11 @@ HttpResponse App::Handle(const HttpRequest& request) {
     resp = JsonError(MakeError(ErrorCode::kUnavailable, "the audit log cannot be written" + why));
     resp.headers.emplace_back("Retry-After", "1");
   } else {
-    resp = parts_->router->Handle(request, who);
+    resp = parts_->router->Handle(request, who, &route);
   }
   parts_->metrics->CountHttpRequest(resp.status);
+  parts_->metrics->ObserveHttpLatency(request.method, route,
+                                      std::chrono::duration<double>(parts_->clock->Now() - t0).count());
   if (spdlog::should_log(spdlog::level::info)) {
     double ms = std::chrono::duration<double, std::milli>(parts_->clock->Now() - t0).count();
     spdlog::info("{} {} {} {:.3f}ms id={} rid={} peer={}", request.method, request.path, resp.status, ms, who.identity,

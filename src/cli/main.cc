@@ -17,6 +17,7 @@
 
 #include "app/app.h"
 #include "app/audit_setup.h"
+#include "app/logging.h"
 #include "audit/audit_log.h"
 #include "core/config.h"
 #include "core/encoding.h"
@@ -60,8 +61,7 @@ Result<Config> LoadFrom(const std::string& env_file, bool dev) {
 int Serve(bool dev, const std::string& env_file) {
   auto config = LoadFrom(env_file, dev);
   if (!config.ok()) return Fail("configuration error: " + config.error().message);
-  spdlog::set_default_logger(spdlog::stderr_logger_mt("dyad"));
-  spdlog::set_level(spdlog::level::from_str(config->log_level));
+  ConfigureLogging(config->log_level, config->log_format);
   Status s = EnsureDataDir(config->data_dir);
   if (s.ok() && dev) s = PrepareDevSecrets(*config, /*generate=*/true);
   if (!s.ok()) return Fail(s.error().message);

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string_view>
 
+#include "core/clock.h"
 #include "core/result.h"
 
 namespace dyad {
@@ -24,6 +25,10 @@ class CloudCallObserver {
   // The service answered that the caller is over its rate (HTTP 429 or the
   // service's own throttling error).
   virtual void OnThrottle(std::string_view endpoint, std::string_view op) = 0;
+  // One attempt of a call was answered (`http_status`, 0 when no answer
+  // came: `error` then says why) after `elapsed`; `attempt` counts from 1.
+  virtual void OnAttempt(std::string_view /*endpoint*/, std::string_view /*op*/, int /*attempt*/,
+                         int /*http_status*/, std::optional<ErrorCode> /*error*/, Clock::Duration /*elapsed*/) {}
 };
 
 }  // namespace dyad

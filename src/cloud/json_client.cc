@@ -76,7 +76,13 @@ Result<HttpReply> JsonClient::Call(const JsonRequest& request) {
   const RetryPolicy& policy = options_.retry;
   bool auth_retry_left = true;
   for (int attempt = 1;;) {
+    const auto sent_at = options_.observer ? clock_.Now() : Clock::Instant{};
     Result<HttpReply> sent = Send(request);
+    if (options_.observer) {
+      options_.observer->OnAttempt(host_, request.op, attempt, sent.ok() ? sent->status : 0,
+                                   sent.ok() ? std::nullopt : std::optional<ErrorCode>(sent.code()),
+                                   clock_.Now() - sent_at);
+    }
     Clock::Duration retry_after{0};
     Error error{ErrorCode::kInternal, ""};
     if (!sent.ok()) {

@@ -64,6 +64,11 @@ struct Config {
 
   // Gateway.
   std::string log_level = "info";
+  std::string log_format = "text";  // GATEWAY_LOG_FORMAT: text | json
+  // SECRETS_CACHE_WARM: load the providers' credentials into the cache at
+  // start and after clear-cache; _BLOCKS_READY: /readyz waits for it.
+  bool cache_warm = false;
+  bool cache_warm_blocks_ready = false;
   std::string host = "127.0.0.1";  // an IP address; non-loopback needs TLS or allow_plaintext
   uint16_t port = 3001;
   TlsFiles tls;

@@ -142,6 +142,28 @@ TEST(Config, BadEnumListsAcceptedValues) {
   env = Base();
   env["SECRETS_ENCRYPTION_MODE"] = "both";
   EXPECT_NE(ErrorFor(env).find("SECRETS_ENCRYPTION_MODE: 'both' is not one of: envelope, provider"), std::string::npos);
+  env = Base();
+  env["GATEWAY_LOG_FORMAT"] = "xml";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_LOG_FORMAT: 'xml' is not one of: text, json"), std::string::npos);
+}
+
+TEST(Config, LogFormatAndCacheWarmingDefaultOffAndAreRead) {
+  auto c = LoadConfig(Base(), false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->log_format, "text");
+  EXPECT_FALSE(c->cache_warm);
+  EXPECT_FALSE(c->cache_warm_blocks_ready);
+  auto env = Base();
+  env["GATEWAY_LOG_FORMAT"] = "json";
+  env["SECRETS_CACHE_WARM"] = "true";
+  env["SECRETS_CACHE_WARM_BLOCKS_READY"] = "true";
+  c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->log_format, "json");
+  EXPECT_TRUE(c->cache_warm);
+  EXPECT_TRUE(c->cache_warm_blocks_ready);
+  env["SECRETS_CACHE_WARM"] = "sometimes";
+  EXPECT_EQ(ErrorFor(env).rfind("SECRETS_CACHE_WARM:", 0), 0u) << ErrorFor(env);
 }
 
 // Which names SECRETS_PROVIDER takes, and each backend's own settings

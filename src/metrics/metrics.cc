@@ -6,10 +6,16 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <prometheus/gauge.h>
+
 #include <array>
 #include <cctype>
+#include <limits>
+
+#include <spdlog/spdlog.h>
 
 #include "core/mutex.h"
+#include "metrics/sharded_histogram.h"
 
 namespace dyad {
 namespace pm = prometheus;
@@ -52,17 +58,111 @@ class CacheCollectable final : public pm::Collectable {
   std::function<CacheStats()> source_ DYAD_GUARDED_BY(mu_);
 };
 
+constexpr std::array<const char*, kReadSources> kReadSourceNames = {"cache", "store", "stale", "fallback",
+                                                                   "environment"};
+
+// dyad_credential_read_seconds{source}: one ShardedHistogram per source.
+class ReadCollectable final : public pm::Collectable {
+ public:
+  ReadCollectable() {
+    for (auto& h : by_source_) h = std::make_unique<ShardedHistogram>(ShardedHistogram::OneTwoFive(1e-7, 10));
+  }
+  void Observe(ReadSource source, Clock::Duration elapsed, uint64_t weight) {
+    by_source_[static_cast<size_t>(source)]->Observe(elapsed.count(), weight);
+  }
+  std::vector<pm::MetricFamily> Collect() const override {
+    pm::MetricFamily f{"dyad_credential_read_seconds",
+                       "End-to-end credential read latency by source (cache, store, stale, fallback, environment)",
+                       pm::MetricType::Histogram, {}};
+    for (size_t i = 0; i < kReadSources; ++i) {
+      ShardedHistogram::Snapshot s = by_source_[i]->Read();
+      pm::ClientMetric m;
+      m.label.push_back({"source", kReadSourceNames[i]});
+      m.histogram.sample_count = s.count;
+      m.histogram.sample_sum = s.sum_seconds;
+      for (size_t b = 0; b < s.bounds.size(); ++b) m.histogram.bucket.push_back({s.cumulative[b], s.bounds[b]});
+      m.histogram.bucket.push_back({s.count, std::numeric_limits<double>::infinity()});
+      f.metric.push_back(std::move(m));
+    }
+    return {f};
+  }
+
+ private:
+  std::array<std::unique_ptr<ShardedHistogram>, kReadSources> by_source_;
+};
+
+pm::MetricFamily GaugeFamily(std::string name, std::string help, double value) {
+  pm::MetricFamily f{std::move(name), std::move(help), pm::MetricType::Gauge, {}};
+  pm::ClientMetric m;
+  m.gauge.value = value;
+  f.metric.push_back(m);
+  return f;
+}
+
+// The primary key version and its wear, asked of the key manager's registry
+// when scraped.
+class KeyCollectable final : public pm::Collectable {
+ public:
+  void Set(std::function<Result<KeyState>()> source, uint64_t max_encryptions) {
+    MutexLock lock(&mu_);
+    source_ = std::move(source);
+    max_encryptions_ = max_encryptions;
+  }
+  std::vector<pm::MetricFamily> Collect() const override {
+    MutexLock lock(&mu_);
+    if (!source_) return {};
+    auto state = source_();
+    if (!state.ok()) return {};
+    uint64_t encryptions = 0;
+    for (const auto& v : state->versions) {
+      if (v.version == state->primary_version) encryptions = v.encryptions;
+    }
+    return {GaugeFamily("dyad_key_primary_version", "The key manager's primary key version",
+                        double(state->primary_version)),
+            GaugeFamily("dyad_key_primary_encryptions",
+                        "Encryptions made under the primary key version (an upper bound; key wear)",
+                        double(encryptions)),
+            GaugeFamily("dyad_key_max_encryptions",
+                        "Encryptions under one key version that trigger a rotation (KEY_ROTATION_MAX_ENCRYPTIONS)",
+                        double(max_encryptions_))};
+  }
+
+ private:
+  mutable Mutex mu_;
+  std::function<Result<KeyState>()> source_ DYAD_GUARDED_BY(mu_);
+  uint64_t max_encryptions_ DYAD_GUARDED_BY(mu_) = 0;
+};
+
 const pm::Histogram::BucketBoundaries& LatencyBuckets() {
   static const pm::Histogram::BucketBoundaries b = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                     0.01,   0.025,   0.05,   0.1,   0.25,   0.5, 1, 2.5, 5};
   return b;
 }
 
+const pm::Histogram::BucketBoundaries& HttpBuckets() {
+  static const pm::Histogram::BucketBoundaries b = ShardedHistogram::OneTwoFive(1e-5, 10);
+  return b;
+}
+
+const pm::Histogram::BucketBoundaries& RotationBuckets() {
+  static const pm::Histogram::BucketBoundaries b = {0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600};
+  return b;
+}
+
 }  // namespace
+
+ReadSource ReadSourceOf(std::string_view source) {
+  for (size_t i = 0; i < kReadSources; ++i) {
+    if (source == kReadSourceNames[i]) return static_cast<ReadSource>(i);
+  }
+  return ReadSource::kStore;
+}
 
 struct Metrics::Impl {
   std::shared_ptr<pm::Registry> registry = std::make_shared<pm::Registry>();
   std::shared_ptr<CacheCollectable> cache = std::make_shared<CacheCollectable>();
+  ReadCollectable reads;
+  KeyCollectable key;
   pm::Family<pm::Counter>& store_calls = pm::BuildCounter().Name("dyad_store_calls_total")
       .Help("Secret store calls by operation and outcome").Register(*registry);
   pm::Family<pm::Histogram>& store_latency = pm::BuildHistogram().Name("dyad_store_latency_seconds")
@@ -85,11 +185,39 @@ struct Metrics::Impl {
       .Help("Cloud service answers refusing for rate (429, throttling errors), by endpoint and operation")
       .Register(*registry);
 
+  pm::Family<pm::Histogram>& http_latency = pm::BuildHistogram().Name("dyad_http_request_duration_seconds")
+      .Help("HTTP request latency by method and route pattern (route=\"unmatched\": no route)").Register(*registry);
+  pm::Family<pm::Histogram>& rotation_duration = pm::BuildHistogram().Name("dyad_key_rotation_duration_seconds")
+      .Help("Key rotation run duration by outcome (completed, failed)").Register(*registry);
+  pm::Family<pm::Counter>& rotations = pm::BuildCounter().Name("dyad_key_rotations_total")
+      .Help("Key rotation runs ended, by outcome (completed, failed)").Register(*registry);
+  pm::Family<pm::Gauge>& rotation_last = pm::BuildGauge().Name("dyad_key_rotation_last_success_timestamp_seconds")
+      .Help("When the last key rotation completed (Unix seconds; 0: none since start)").Register(*registry);
+  pm::Family<pm::Counter>& rotation_secrets = pm::BuildCounter().Name("dyad_key_rotation_secrets_total")
+      .Help("Secrets visited by key rotations, by outcome (reencrypted, skipped, failed)").Register(*registry);
+  pm::Family<pm::Counter>& warm_loads = pm::BuildCounter().Name("dyad_cache_warm_loads_total")
+      .Help("Credentials loaded by cache warming, by outcome (ok, absent, error)").Register(*registry);
+  pm::Family<pm::Gauge>& warming = pm::BuildGauge().Name("dyad_cache_warming")
+      .Help("1 while the cache is being warmed").Register(*registry);
+
   std::array<pm::Counter*, 6> http_by_class{};
+  pm::Counter* rotation_secrets_by[3] = {};
+
 
   Impl() {
     for (int c = 1; c <= 5; ++c) http_by_class[c] = &http.Add({{"code", std::to_string(c) + "xx"}});
     for (const char* reason : {"rollback", "integrity"}) tampered.Add({{"reason", reason}});  // shown at 0
+    // Shown at 0 from the start, so that rates and alerts have a series.
+    for (const char* outcome : {"completed", "failed"}) rotations.Add({{"outcome", outcome}});
+    rotation_last.Add({});
+    const char* secret_outcomes[] = {"reencrypted", "skipped", "failed"};
+    for (int i = 0; i < 3; ++i) rotation_secrets_by[i] = &rotation_secrets.Add({{"outcome", secret_outcomes[i]}});
+    for (const char* outcome : {"ok", "absent", "error"}) warm_loads.Add({{"outcome", outcome}});
+    warming.Add({});
+    fallback.Add({});
+    for (const char* op : {"get", "put", "create", "delete"}) {
+      for (const char* outcome : {"ok", "error"}) store_calls.Add({{"op", op}, {"outcome", outcome}});
+    }
   }
 
   void Observe(pm::Family<pm::Counter>& calls, pm::Family<pm::Histogram>& latency, std::string_view op,
@@ -115,6 +243,33 @@ void Metrics::CountHttpRequest(int status) {
   impl_->http_by_class[(c >= 1 && c <= 5) ? c : 5]->Increment();
 }
 void Metrics::SetCacheStats(std::function<CacheStats()> source) { impl_->cache->Set(std::move(source)); }
+void Metrics::ObserveRead(ReadSource source, Clock::Duration elapsed, uint64_t weight) {
+  impl_->reads.Observe(source, elapsed, weight);
+}
+void Metrics::ObserveHttpLatency(std::string_view method, std::string_view route, double seconds) {
+  bool matched = !route.empty();
+  impl_->http_latency
+      .Add({{"method", matched ? std::string(method) : "other"}, {"route", matched ? std::string(route) : "unmatched"}},
+           HttpBuckets())
+      .Observe(seconds);
+}
+void Metrics::ObserveRotation(std::string_view outcome, double seconds, std::optional<double> completed_at) {
+  impl_->rotations.Add({{"outcome", std::string(outcome)}}).Increment();
+  impl_->rotation_duration.Add({{"outcome", std::string(outcome)}}, RotationBuckets()).Observe(seconds);
+  if (completed_at) impl_->rotation_last.Add({}).Set(*completed_at);
+}
+void Metrics::CountRotationSecrets(int64_t reencrypted, int64_t skipped, int64_t failed) {
+  impl_->rotation_secrets_by[0]->Increment(double(reencrypted));
+  impl_->rotation_secrets_by[1]->Increment(double(skipped));
+  impl_->rotation_secrets_by[2]->Increment(double(failed));
+}
+void Metrics::SetKeyState(std::function<Result<KeyState>()> source, uint64_t max_encryptions) {
+  impl_->key.Set(std::move(source), max_encryptions);
+}
+void Metrics::CountWarmLoad(std::string_view outcome) {
+  impl_->warm_loads.Add({{"outcome", std::string(outcome)}}).Increment();
+}
+void Metrics::SetWarming(bool warming) { impl_->warming.Add({}).Set(warming ? 1 : 0); }
 
 void Metrics::OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) {
   std::string outcome = "ok";
@@ -124,6 +279,9 @@ void Metrics::OnCall(std::string_view endpoint, std::string_view op, std::option
   }
   impl_->cloud_calls.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}, {"outcome", outcome}})
       .Increment();
+  // Shown at 0 beside the calls, so that retry and throttle rates have a series.
+  impl_->cloud_retries.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}});
+  impl_->cloud_throttles.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}});
 }
 void Metrics::OnRetry(std::string_view endpoint, std::string_view op) {
   impl_->cloud_retries.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}}).Increment();
@@ -132,10 +290,21 @@ void Metrics::OnThrottle(std::string_view endpoint, std::string_view op) {
   impl_->cloud_throttles.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}}).Increment();
 }
 
+void Metrics::OnAttempt(std::string_view endpoint, std::string_view op, int attempt, int http_status,
+                        std::optional<ErrorCode> error, Clock::Duration elapsed) {
+  if (!spdlog::should_log(spdlog::level::debug)) return;
+  spdlog::debug("backend call: endpoint={} op={} attempt={} status={} duration_ms={:.3f}", endpoint, op, attempt,
+                error ? std::string(ErrorCodeName(*error)) : std::to_string(http_status),
+                std::chrono::duration<double, std::milli>(elapsed).count());
+}
+
 std::string Metrics::Render() const {
   auto families = impl_->registry->Collect();
-  auto cache = impl_->cache->Collect();
-  families.insert(families.end(), cache.begin(), cache.end());
+  for (const pm::Collectable* c : std::initializer_list<const pm::Collectable*>{impl_->cache.get(), &impl_->reads,
+                                                                                &impl_->key}) {
+    auto more = c->Collect();
+    families.insert(families.end(), more.begin(), more.end());
+  }
   return pm::TextSerializer().Serialize(families);
 }
 

@@ -8,7 +8,17 @@
 // shared atomic. Calls of cloud services are counted per endpoint and
 // operation (CloudCallObserver): dyad_cloud_calls_total by outcome ("ok" or
 // the error's code, e.g. "unavailable"), dyad_cloud_retries_total and
-// dyad_cloud_throttles_total. Thread-safe.
+// dyad_cloud_throttles_total.
+//
+// Credential reads are timed end to end by source (dyad_credential_read_seconds,
+// 1-2-5 buckets from 100 ns to 10 s) in ShardedHistograms: a cache hit adds to
+// its thread's own stripe, never to a shared line, and only 1 in kHitSample
+// hits is timed (SampleHit). HTTP requests are timed by
+// the router's pattern (never the raw path: no ids in labels). Key rotations:
+// duration by outcome, the last success's time, the secrets re-encrypted,
+// skipped and failed; the primary key version and its wear (encryptions under
+// it, and the limit that triggers a rotation) are read from the key manager's
+// registry at scrape time. Cache warming counts its loads. Thread-safe.
 #pragma once
 
 #include <functional>
@@ -16,10 +26,18 @@
 #include <string>
 #include <string_view>
 
+#include "backends/key_manager.h"
 #include "cloud/call_observer.h"
+#include "core/clock.h"
 #include "secrets/credential_cache.h"
 
 namespace dyad {
+
+// Where a credential read was answered from (CredentialRead::source).
+enum class ReadSource : uint8_t { kCache, kStore, kStale, kFallback, kEnvironment };
+inline constexpr size_t kReadSources = 5;
+// "cache", "store", … → the enum; kStore for anything else.
+ReadSource ReadSourceOf(std::string_view source);
 
 class Metrics final : public CloudCallObserver {
  public:
@@ -32,10 +50,40 @@ class Metrics final : public CloudCallObserver {
   void CountTampered(std::string_view reason);
   void CountHttpRequest(int status);
   void SetCacheStats(std::function<CacheStats()> source);
+  // The end-to-end time of one credential read (`weight`: how many reads it
+  // stands for); cheap for kCache (see above).
+  void ObserveRead(ReadSource source, Clock::Duration elapsed, uint64_t weight = 1);
+  // Cache hits are timed 1 in kHitSample per thread (a thread's first hit
+  // among them), each sample observed with weight kHitSample: a hit then
+  // pays for a thread-local count, and one in kHitSample for a clock read
+  // and the observation. Counts and sums estimate all hits (the exact hit
+  // count is dyad_cache_hits_total).
+  static constexpr uint64_t kHitSample = 16;
+  static bool SampleHit() {
+    thread_local uint32_t hits = 0;
+    return hits++ % kHitSample == 0;
+  }
+  // `route`: the router's pattern ("" when none matched); `method` only
+  // when a route matched (a client's method is not a bounded set).
+  void ObserveHttpLatency(std::string_view method, std::string_view route, double seconds);
+  // One rotation run ended: `outcome` is "completed" or "failed";
+  // `completed_at` (Unix seconds) only when it completed.
+  void ObserveRotation(std::string_view outcome, double seconds, std::optional<double> completed_at);
+  void CountRotationSecrets(int64_t reencrypted, int64_t skipped, int64_t failed);
+  // The key manager's state, asked at scrape time (the registry's, no KMS
+  // call); `max_encryptions`: the wear limit (KEY_ROTATION_MAX_ENCRYPTIONS).
+  void SetKeyState(std::function<Result<KeyState>()> source, uint64_t max_encryptions);
+  // outcome: ok | absent (no credentials) | error
+  void CountWarmLoad(std::string_view outcome);
+  void SetWarming(bool warming);
 
   void OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) override;
   void OnRetry(std::string_view endpoint, std::string_view op) override;
   void OnThrottle(std::string_view endpoint, std::string_view op) override;
+  // Not a metric: one debug log line per attempt (endpoint, operation,
+  // attempt, HTTP status or error, duration); never a body or header.
+  void OnAttempt(std::string_view endpoint, std::string_view op, int attempt, int http_status,
+                 std::optional<ErrorCode> error, Clock::Duration elapsed) override;
 
   std::string Render() const;
 

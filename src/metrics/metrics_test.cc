@@ -19,9 +19,79 @@ TEST(Metrics, CountsCloudCallsRetriesAndThrottlesPerEndpointAndOperation) {
            R"(dyad_cloud_calls_total{endpoint="kms.eu-west-1.amazonaws.com",op="Decrypt",outcome="unavailable"} 1)",
            R"(dyad_cloud_retries_total{endpoint="kms.eu-west-1.amazonaws.com",op="Decrypt"} 1)",
            R"(dyad_cloud_throttles_total{endpoint="secretsmanager.eu-west-1.amazonaws.com",op="GetSecretValue"} 1)",
+           // At 0 beside a call, so that rates and alerts have a series before the first retry.
+           R"(dyad_cloud_throttles_total{endpoint="kms.eu-west-1.amazonaws.com",op="Decrypt"} 0)",
        }) {
     EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
   }
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(Metrics, TimesReadsBySourceWithBucketsFrom100NanosecondsTo10Seconds) {
+  Metrics metrics;
+  metrics.ObserveRead(ReadSource::kCache, std::chrono::nanoseconds(80));
+  metrics.ObserveRead(ReadSource::kStore, std::chrono::milliseconds(3));
+  std::string text = metrics.Render();
+  EXPECT_NE(text.find(R"(dyad_credential_read_seconds_bucket{source="cache",le="1e-07"} 1)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(dyad_credential_read_seconds_bucket{source="cache",le="10"} 1)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(dyad_credential_read_seconds_count{source="store"} 1)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(dyad_credential_read_seconds_bucket{source="store",le="0.002"} 0)"), std::string::npos);
+  EXPECT_NE(text.find(R"(dyad_credential_read_seconds_bucket{source="store",le="0.005"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(dyad_credential_read_seconds_count{source="fallback"} 0)"), std::string::npos);
+  EXPECT_EQ(ReadSourceOf("stale"), ReadSource::kStale);
+  EXPECT_EQ(ReadSourceOf("something else"), ReadSource::kStore);
+}
+
+TEST(Metrics, LabelsHttpLatencyByRoutePatternAndFoldsUnmatchedRequests) {
+  Metrics metrics;
+  metrics.ObserveHttpLatency("GET", "/admin/providers/{id}", 0.002);
+  metrics.ObserveHttpLatency("BREW", "", 0.001);
+  std::string text = metrics.Render();
+  EXPECT_NE(text.find(R"(dyad_http_request_duration_seconds_count{method="GET",route="/admin/providers/{id}"} 1)"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find(R"(dyad_http_request_duration_seconds_count{method="other",route="unmatched"} 1)"),
+            std::string::npos) << text;
+  EXPECT_EQ(text.find("BREW"), std::string::npos);
+}
+
+TEST(Metrics, RecordsRotationsTheirSecretsAndTheKeysWear) {
+  Metrics metrics;
+  EXPECT_NE(metrics.Render().find("dyad_key_rotation_last_success_timestamp_seconds 0"), std::string::npos);
+  metrics.ObserveRotation("completed", 12.5, 1700000000.0);
+  metrics.ObserveRotation("failed", 1, std::nullopt);
+  metrics.CountRotationSecrets(7, 2, 1);
+  KeyState state;
+  state.primary_version = 3;
+  state.versions.push_back(KeyVersionInfo{});
+  state.versions.back().version = 3;
+  state.versions.back().encryptions = 1234;
+  metrics.SetKeyState([state] { return Result<KeyState>(state); }, 4294967295ULL);
+  std::string text = metrics.Render();
+  for (const char* line : {
+           R"(dyad_key_rotations_total{outcome="completed"} 1)",
+           R"(dyad_key_rotations_total{outcome="failed"} 1)",
+           R"(dyad_key_rotation_duration_seconds_count{outcome="completed"} 1)",
+           "dyad_key_rotation_last_success_timestamp_seconds 1700000000",
+           R"(dyad_key_rotation_secrets_total{outcome="reencrypted"} 7)",
+           R"(dyad_key_rotation_secrets_total{outcome="skipped"} 2)",
+           R"(dyad_key_rotation_secrets_total{outcome="failed"} 1)",
+           "dyad_key_primary_version 3",
+           "dyad_key_primary_encryptions 1234",
+           "dyad_key_max_encryptions 4294967295",
+       }) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
+  }
+}
+
+TEST(Metrics, LeavesOutTheKeyGaugesWhenTheKeyStateCannotBeRead) {
+  Metrics metrics;
+  metrics.SetKeyState([] { return Result<KeyState>(MakeError(ErrorCode::kUnavailable, "down")); }, 10);
+  EXPECT_EQ(metrics.Render().find("dyad_key_primary_version"), std::string::npos);
 }
 
 }  // namespace

@@ -121,9 +121,10 @@ bool Router::MayBlock(const HttpRequest& request) const {
   return false;
 }
 
-HttpResponse Router::Handle(const HttpRequest& request, Principal& principal) const {
+HttpResponse Router::Handle(const HttpRequest& request, Principal& principal, std::string_view* route) const {
+  if (route) *route = {};
   try {
-    return Dispatch(request, principal);
+    return Dispatch(request, principal, route);
   } catch (const std::exception& e) {
     // The type only: an exception's text may quote the input.
     spdlog::error("request {} {}: unhandled exception of type {}", request.method, request.request_id,
@@ -134,7 +135,7 @@ HttpResponse Router::Handle(const HttpRequest& request, Principal& principal) co
   return JsonError(500, "INTERNAL_ERROR", "internal error; request id " + request.request_id);
 }
 
-HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal) const {
+HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, std::string_view* matched) const {
   principal = Principal{"anonymous", Role::kViewer};
   auto parsed = ParseCanonicalPath(request.path);
   if (!parsed.ok()) return JsonError(400, "BAD_REQUEST", parsed.error().message);
@@ -169,6 +170,7 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal) 
     }
     RouteContext ctx{request, {}, principal};
     Match(route, path, &ctx.params);
+    if (matched) *matched = route.pattern;
     return route.handler(ctx);
   }
   if (!allow.empty()) {

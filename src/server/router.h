@@ -53,8 +53,10 @@ class Router {
       : auth_(auth), audit_(audit), clock_(clock) {}
   void Add(std::string method, const std::string& pattern, Handler handler,
            HandlerCost cost = HandlerCost::kMayBlock);
-  // Routes the request; `principal` receives who made it (for the access log).
-  HttpResponse Handle(const HttpRequest& request, Principal& principal) const;
+  // Routes the request; `principal` receives who made it (for the access
+  // log), `route` (if given) the pattern of the route that ran, as Add()
+  // was given it ("" when none did): a bounded label for metrics.
+  HttpResponse Handle(const HttpRequest& request, Principal& principal, std::string_view* route = nullptr) const;
   // True when Handle() would run a handler marked kMayBlock.
   bool MayBlock(const HttpRequest& request) const;
   // Every route added, in order: what the API description must describe.
@@ -75,7 +77,7 @@ class Router {
     HandlerCost cost;
   };
   static bool Match(const Route& route, const std::vector<std::string>& path, std::vector<std::string>* params);
-  HttpResponse Dispatch(const HttpRequest& request, Principal& principal) const;
+  HttpResponse Dispatch(const HttpRequest& request, Principal& principal, std::string_view* route) const;
   void AuditDenial(const HttpRequest& request, const Principal& who, int status) const DYAD_LOCKS_EXCLUDED(denial_mu_);
 
   const TokenAuthenticator* auth_;

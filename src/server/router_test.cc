@@ -229,5 +229,28 @@ TEST(RouterRoutes, ListsEachRouteAsAdded) {
                                                             {"GET", "/healthz"}}));
 }
 
+// Issue 13: the route pattern, never the path, is what metrics label by.
+TEST_F(RouterTest, ReportsThePatternOfTheRouteThatRanAndNothingOtherwise) {
+  HttpRequest r;
+  r.method = "GET";
+  r.path = "/admin/things/6f1c2d3e-secret-looking-id";
+  r.authorization = "Bearer ops-token";
+  Principal who;
+  std::string_view route = "stale";
+  EXPECT_EQ(router_->Handle(r, who, &route).status, 200);
+  EXPECT_EQ(route, "/admin/things/{id}");
+  r.path = "/nope";
+  EXPECT_EQ(router_->Handle(r, who, &route).status, 404);
+  EXPECT_EQ(route, "");
+  r.path = "/admin/things/1";
+  r.method = "POST";
+  EXPECT_EQ(router_->Handle(r, who, &route).status, 405);
+  EXPECT_EQ(route, "");
+  r.method = "GET";
+  r.authorization = "";
+  EXPECT_EQ(router_->Handle(r, who, &route).status, 401);
+  EXPECT_EQ(route, "");
+}
+
 }  // namespace
 }  // namespace dyad

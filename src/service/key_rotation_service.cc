@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include <spdlog/spdlog.h>
+
 #include "core/parallel.h"
 #include "core/time_format.h"
 #include "secrets/envelope.h"
@@ -179,6 +181,13 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
                std::to_string(run.failed) + " failed" + (run.error.empty() ? "" : "; " + run.error);
     e.duration_ms = std::chrono::duration<double, std::milli>(clock_.Now() - t0).count();  // not rounded to 0
     audit_.Record(e);
+    if (options_.metrics) {
+      const bool completed = run.status == "completed";
+      options_.metrics->ObserveRotation(
+          completed ? "completed" : "failed", e.duration_ms / 1000,
+          completed ? std::optional<double>(std::chrono::duration<double>(clock_.WallNow().time_since_epoch()).count())
+                    : std::nullopt);
+    }
     if (progress) progress(run);
     return s.ok() ? saved : s;
   };
@@ -207,7 +216,15 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     std::vector<std::string> batch(names->begin() + static_cast<std::ptrdiff_t>(i),
                                    names->begin() + static_cast<std::ptrdiff_t>(end));
     i = end;
+    const auto batch_t0 = clock_.Now();
     Reencrypted r = Reencrypt(batch, run.to_version, run.force, nullptr);
+    if (options_.metrics) options_.metrics->CountRotationSecrets(r.reencrypted, r.skipped, r.failed);
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("key rotation batch: run={} to_version={} secrets={} first={} last={} reencrypted={} skipped={} "
+                    "failed={} duration_ms={:.3f}",
+                    run.id, run.to_version, batch.size(), batch.front(), batch.back(), r.reencrypted, r.skipped,
+                    r.failed, std::chrono::duration<double, std::milli>(clock_.Now() - batch_t0).count());
+    }
     run.reencrypted += r.reencrypted;
     run.skipped += r.skipped;
     run.failed += r.failed;

@@ -57,6 +57,8 @@ class KeyRotationService {
     // retires them: longer than the 1 s in which every instance learns the
     // primary, so writers rarely have to seal twice.
     Clock::Duration retire_grace = std::chrono::seconds(2);
+    // Optional: runs and their batches are counted here (dyad_key_rotation_*).
+    Metrics* metrics = nullptr;
   };
 
   // `runs` keeps the lock and the history; give it the same clock.

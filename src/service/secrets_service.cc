@@ -106,12 +106,24 @@ void SecretsService::Spawn(std::function<void()> task) {
 }
 
 template <typename F>
-auto SecretsService::TimedStore(std::string_view op, F&& f) {
+auto SecretsService::TimedStore(std::string_view op, const std::string& name, F&& f) {
   auto t0 = clock_.Now();
   auto r = f();
   bool ok = r.ok() || r.code() == ErrorCode::kNotFound;
-  metrics_.ObserveStore(op, Seconds(clock_.Now() - t0).count(), ok);
+  const auto elapsed = clock_.Now() - t0;
+  metrics_.ObserveStore(op, Seconds(elapsed).count(), ok);
+  LogBackendCall("store", op, name, r.ok() ? nullptr : &r.error(), elapsed);
   return r;
+}
+
+// At debug: the operation, the secret's name, the outcome and the time;
+// never a value (an error's message is left out too: a backend's answer
+// may quote what it was sent).
+void SecretsService::LogBackendCall(std::string_view part, std::string_view op, std::string_view name,
+                                    const Error* error, Clock::Duration elapsed) {
+  if (!spdlog::should_log(spdlog::level::debug)) return;
+  spdlog::debug("backend call: {}.{} secret={} status={} duration_ms={:.3f}", part, op, name,
+                error ? ErrorCodeName(error->code) : std::string_view("OK"), Seconds(elapsed).count() * 1000);
 }
 
 void SecretsService::Audit(AuditEvent event, const Caller& caller) {
@@ -168,8 +180,11 @@ void SecretsService::RecordTampered(const std::string& provider_id, std::string_
 
 Result<OpenedSecret> SecretsService::OpenChecked(const std::string& provider_id, std::string_view stored) {
   auto t0 = clock_.Now();
-  auto opened = sealer_.Open(SecretName(provider_id), stored);
-  metrics_.ObserveKeyManager("decrypt", Seconds(clock_.Now() - t0).count(), opened.ok());
+  const std::string name = SecretName(provider_id);
+  auto opened = sealer_.Open(name, stored);
+  const auto elapsed = clock_.Now() - t0;
+  metrics_.ObserveKeyManager("decrypt", Seconds(elapsed).count(), opened.ok());
+  LogBackendCall("keys", "decrypt", name, opened.ok() ? nullptr : &opened.error(), elapsed);
   if (!opened.ok() && opened.code() == ErrorCode::kDataLoss) RecordTampered(provider_id, "integrity", opened.error());
   return opened;
 }
@@ -206,7 +221,7 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   } else if (row.code() != ErrorCode::kNotFound) {
     return row.error();
   }
-  auto blob = TimedStore("get", [&] { return store_.Get(name); });
+  auto blob = TimedStore("get", name, [&] { return store_.Get(name); });
   if (!blob.ok()) {
     if (blob.code() == ErrorCode::kNotFound && options_.env_is_source) {
       return FromEnvironment(provider_id, "environment");
@@ -263,7 +278,11 @@ Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const
   if (options_.cache_enabled) {
     auto r = cache_.Get(provider_id, load_);
     if (r.ok()) {
-      if (r->source == CacheSource::kHit) return CredentialRead{r->value, "cache"};  // not audited: the hot path
+      if (r->source == CacheSource::kHit) {  // not audited: the hot path
+        if (Metrics::SampleHit()) metrics_.ObserveRead(ReadSource::kCache, clock_.Now() - t0, Metrics::kHitSample);
+        if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("cache hit: provider={}", provider_id);
+        return CredentialRead{r->value, "cache"};
+      }
       std::string source = r->source == CacheSource::kStale ? "stale" : r->value->origin;
       read = CredentialRead{r->value, source};
     } else {
@@ -288,10 +307,24 @@ Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const
   if (read.ok() && (read->source == "stale" || read->source == "fallback")) {
     last_degraded_ns_ = clock_.Now().time_since_epoch().count();
   }
+  const auto elapsed = clock_.Now() - t0;
+  if (read.ok()) metrics_.ObserveRead(ReadSourceOf(read->source), elapsed);
+  if (spdlog::should_log(spdlog::level::debug)) {
+    // The cache's decision: a miss loaded from the store (or the
+    // environment), a stale entry served, the fallback, or an error.
+    std::string_view decision = !options_.cache_enabled ? "bypassed"
+                                : !read.ok()            ? "error"
+                                : read->source == "stale"    ? "stale"
+                                : read->source == "fallback" ? "fallback"
+                                                             : "miss";
+    spdlog::debug("cache {}: provider={} source={} status={} duration_ms={:.3f}", decision, provider_id,
+                  read.ok() ? std::string_view(read->source) : std::string_view("none"),
+                  read.ok() ? std::string_view("OK") : ErrorCodeName(read.code()), Seconds(elapsed).count() * 1000);
+  }
   AuditEvent e;
   e.action = "secret.get";
   e.resource = provider_id;
-  e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
+  e.duration_ms = Seconds(elapsed).count() * 1000;
   if (read.ok()) {
     e.source = read->source;
     e.fields = FieldNames(read->credentials->fields);
@@ -330,12 +363,15 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   // A reference the backend cannot resolve is refused before any KMS call.
   Status refs = CheckReferences(fields);
   Result<std::string> sealed = refs.ok() ? sealer_.Seal(name, version, payload) : Result<std::string>(refs.error());
-  if (refs.ok()) metrics_.ObserveKeyManager("seal", Seconds(clock_.Now() - t0).count(), sealed.ok());
+  if (refs.ok()) {
+    metrics_.ObserveKeyManager("seal", Seconds(clock_.Now() - t0).count(), sealed.ok());
+    LogBackendCall("keys", "seal", name, sealed.ok() ? nullptr : &sealed.error(), clock_.Now() - t0);
+  }
   Result<StoredSecret> stored = MakeError(ErrorCode::kInternal, "unset");
   if (!sealed.ok()) {
     stored = sealed.error();
   } else if (create || !expected) {
-    auto created = TimedStore("create", [&] { return store_.Create(name, *sealed); });
+    auto created = TimedStore("create", name, [&] { return store_.Create(name, *sealed); });
     if (created.ok()) stored = StoredSecret{*sealed, std::move(created).value()};
     else stored = !create && created.code() == ErrorCode::kAlreadyExists ? ChangedMeanwhile(name) : created.error();
   } else {
@@ -384,7 +420,7 @@ Result<StoredSecret> SecretsService::ReplaceFenced(const std::string& name, Stor
                                                    const std::string& sealed, ProviderLocks::Held& held) {
   constexpr int kAttempts = 4;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    auto replaced = TimedStore("put", [&] { return ReplaceHeld(name, sealed, expected.version, held); });
+    auto replaced = TimedStore("put", name, [&] { return ReplaceHeld(name, sealed, expected.version, held); });
     if (replaced.ok()) return StoredSecret{sealed, std::move(replaced).value()};
     if (replaced.code() == ErrorCode::kNotFound) return ChangedMeanwhile(name);
     if (replaced.code() != ErrorCode::kConflict) return replaced.error();
@@ -461,7 +497,7 @@ Status SecretsService::DeleteIfUnchanged(const std::string& provider_id, const S
 
 Status SecretsService::Delete(const std::string& provider_id, const Caller& caller) {
   auto t0 = clock_.Now();
-  Status s = TimedStore("delete", [&] { return store_.Delete(SecretName(provider_id)); });
+  Status s = TimedStore("delete", SecretName(provider_id), [&] { return store_.Delete(SecretName(provider_id)); });
   cache_.Invalidate(provider_id);
   RevokeLeases(provider_id, caller, "credentials deleted");
   AuditEvent e;
@@ -477,7 +513,7 @@ Status SecretsService::Delete(const std::string& provider_id, const Caller& call
 }
 
 Result<std::optional<StoredSecret>> SecretsService::ReadRaw(const std::string& provider_id) {
-  auto r = TimedStore("get", [&] { return store_.Get(SecretName(provider_id)); });
+  auto r = TimedStore("get", SecretName(provider_id), [&] { return store_.Get(SecretName(provider_id)); });
   if (r.ok()) return std::optional<StoredSecret>(std::move(r).value());
   if (r.code() == ErrorCode::kNotFound) return std::optional<StoredSecret>();
   return r.error();
@@ -546,6 +582,32 @@ size_t SecretsService::ClearCache(const Caller& caller) {
   return n;
 }
 
+Status SecretsService::Warm(const std::string& provider_id) {
+  if (!options_.cache_enabled) {
+    return MakeError(ErrorCode::kFailedPrecondition, "SECRETS_CACHE_ENABLED=false: there is no cache to warm");
+  }
+  auto t0 = clock_.Now();
+  auto r = cache_.Get(provider_id, load_);
+  const auto elapsed = clock_.Now() - t0;
+  if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug("cache warm: provider={} status={} duration_ms={:.3f}", provider_id,
+                  r.ok() ? std::string_view("OK") : ErrorCodeName(r.code()), Seconds(elapsed).count() * 1000);
+  }
+  if (r.ok() && r->source == CacheSource::kHit) return OkStatus();  // already warm: nothing read
+  AuditEvent e;
+  e.action = "cache.warm";
+  e.resource = provider_id;
+  e.duration_ms = Seconds(elapsed).count() * 1000;
+  if (r.ok()) {
+    e.source = r->source == CacheSource::kStale ? "stale" : r->value->origin;
+    e.fields = FieldNames(r->value->fields);
+  } else {
+    SetFailure(e, r.error());
+  }
+  Audit(std::move(e), Caller{});
+  return r.ok() ? OkStatus() : Status(r.error());
+}
+
 // Health() only reads what the probe thread last found, and asks for a new
 // probe when that is older than probe_interval; a probe running longer than
 // probe_stuck_after is reported as hanging, in the part it waits for.
@@ -604,7 +666,7 @@ void SecretsService::ProbeLoop() {
     probe_phase_ = "store";
     probe_mu_.Unlock();
     BackendProbe p;
-    auto probe = TimedStore("get", [&] { return store_.Get(store_.ProbeName("health-check")); });
+    auto probe = TimedStore("get", store_.ProbeName("health-check"), [&] { return store_.Get(store_.ProbeName("health-check")); });
     if (!probe.ok() && probe.code() != ErrorCode::kNotFound) p.store_error = probe.error().message;
     {
       MutexLock phase(&probe_mu_);
@@ -823,7 +885,7 @@ Result<SecretsService::GcReport> SecretsService::CollectOrphans(std::chrono::sec
         item.outcome = "failed: " + row.error().message;
       } else {
         auto t0 = clock_.Now();
-        Status s = TimedStore("delete", [&] { return store_.Delete(o.name); });
+        Status s = TimedStore("delete", o.name, [&] { return store_.Delete(o.name); });
         cache_.Invalidate(o.provider_id);
         AuditEvent e;
         e.action = "secret.delete";

@@ -201,6 +201,10 @@ class SecretsService {
   Result<std::vector<std::string>> StoredSecretNames(bool* listed = nullptr);
 
   size_t ClearCache(const Caller& caller);
+  // Loads the provider's credentials into the cache as a miss would (no
+  // fallback), for CacheWarmer; audited as cache.warm. kFailedPrecondition
+  // with the cache disabled, kNotFound when it has no credentials.
+  Status Warm(const std::string& provider_id);
   // Never blocks on a backend (see above); asks for a new probe when due.
   SecretsHealth Health() DYAD_LOCKS_EXCLUDED(probe_mu_);
   // Waits (real time, up to `timeout`) until no probe is due or running
@@ -277,7 +281,9 @@ class SecretsService {
   // gone or replaced. Never fails the caller.
   void RevokeLeases(const std::string& provider_id, const Caller& caller, std::string_view why);
   template <typename F>
-  auto TimedStore(std::string_view op, F&& f);
+  auto TimedStore(std::string_view op, const std::string& name, F&& f);
+  static void LogBackendCall(std::string_view part, std::string_view op, std::string_view name, const Error* error,
+                             Clock::Duration elapsed);
   void Spawn(std::function<void()> task) DYAD_LOCKS_EXCLUDED(work_mu_);
   void RecordTampered(const std::string& provider_id, std::string_view reason, const Error& error);
   void ProbeLoop() DYAD_LOCKS_EXCLUDED(probe_mu_);

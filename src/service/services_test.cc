@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <algorithm>
 
 
 #include "backends/environment/local_keyring.h"
@@ -6,6 +7,7 @@
 #include "core/mutex.h"
 #include "secrets/envelope.h"
 #include "registry/sqlite_provider_repository.h"
+#include "service/cache_warmer.h"
 #include "service/provider_service.h"
 #include "service/secrets_service.h"
 #include "registry/sqlite_key_version_repository.h"
@@ -489,6 +491,99 @@ TEST_F(ServicesTest, FingerprintIsKeyedPerDeployment) {
   EXPECT_EQ(fp, Fingerprint(*key, fields));
   EXPECT_NE(fp, Fingerprint(*other, fields));  // another deployment: another fingerprint
   EXPECT_NE(fp, HexEncode(Sha256(CredentialsToJson(fields).view())).substr(0, 16));  // not the plain hash
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+// Issue 13: SECRETS_CACHE_WARM.
+TEST_F(ServicesTest, WarmingLoadsEnabledProvidersUpToTheCacheSizeSoTheirFirstReadIsAHit) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(Create("warm-" + std::to_string(i)).id);
+  ProviderPatch off;
+  off.enabled = false;
+  auto disabled = providers_->Update(ids[3], off, caller_);
+  ASSERT_TRUE(disabled.ok()) << disabled.error().message;
+  secrets_->ClearCache(caller_);
+  CacheWarmer warmer({/*max_entries=*/2, /*concurrency=*/4, /*blocks_ready=*/true}, *secrets_, *repo_, metrics_);
+  EXPECT_TRUE(warmer.Ready());  // nothing asked yet
+  warmer.Start();
+  warmer.WaitIdle();
+  EXPECT_TRUE(warmer.Ready());
+  auto p = warmer.progress();
+  EXPECT_FALSE(p.warming);
+  EXPECT_EQ(p.total, 2u);
+  EXPECT_EQ(p.loaded, 2u);
+  EXPECT_EQ(secrets_->cache().Size(), 2u);
+  auto first = secrets_->Get(ids[0], caller_);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->source, "cache");
+  auto events = audit_.events();
+  EXPECT_EQ(std::count_if(events.begin(), events.end(), [](const AuditEvent& e) { return e.action == "cache.warm"; }),
+            2);
+}
+
+// Reads wait until opened; then fail with kUnavailable while `fail` is set.
+class GatedStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<StoredSecret> Get(const std::string& name) override {
+    MutexLock lock(&mu_);
+    while (!open_) cv_.Wait(&mu_);
+    if (fail_) return MakeError(ErrorCode::kUnavailable, "store down");
+    return inner_.Get(name);
+  }
+  void Open(bool fail) {
+    {
+      MutexLock lock(&mu_);
+      open_ = true;
+      fail_ = fail;
+    }
+    cv_.SignalAll();
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  bool open_ DYAD_GUARDED_BY(mu_) = false;
+  bool fail_ DYAD_GUARDED_BY(mu_) = false;
+};
+
+TEST_F(ServicesTest, WarmingHoldsReadinessUntilItsPassEndsAndCountsFailuresWithoutFailing) {
+  std::string id = Create("warm-fail").id;
+  GatedStore gated(store_);
+  SecretsService s(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  CacheWarmer warmer({10, 4, /*blocks_ready=*/true}, s, *repo_, metrics_);
+  warmer.Start();
+  EXPECT_FALSE(warmer.Ready());  // its load waits on the store
+  EXPECT_TRUE(warmer.progress().warming);
+  EXPECT_NE(metrics_.Render().find("dyad_cache_warming 1"), std::string::npos);
+  gated.Open(/*fail=*/true);
+  warmer.WaitIdle();
+  EXPECT_TRUE(warmer.Ready());  // a failed pass is over: readiness is the backend's to say
+  EXPECT_EQ(warmer.progress().failed, 1u);
+  std::string text = metrics_.Render();
+  EXPECT_NE(text.find(R"(dyad_cache_warm_loads_total{outcome="error"} 1)"), std::string::npos) << text;
+  EXPECT_NE(text.find("dyad_cache_warming 0"), std::string::npos);
+  EXPECT_EQ(s.cache().Size(), 0u);
+  CacheWarmer lenient({10, 4, /*blocks_ready=*/false}, s, *repo_, metrics_);
+  lenient.Start();
+  EXPECT_TRUE(lenient.Ready());  // not asked to hold readiness
+  lenient.WaitIdle();
+  (void)id;
+}
+
+TEST_F(ServicesTest, WarmingRefusesWithTheCacheDisabled) {
+  std::string id = Create("warm-off").id;
+  SecretsOptions o;
+  o.cache_enabled = false;
+  SecretsService s(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  Status st = s.Warm(id);
+  EXPECT_EQ(st.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(st.error().message.find("SECRETS_CACHE_ENABLED"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,119 @@
+#include "service/cache_warmer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+
+#include "core/parallel.h"
+
+namespace dyad {
+
+CacheWarmer::CacheWarmer(Options options, SecretsService& secrets, ProviderRepository& providers, Metrics& metrics)
+    : options_(options), secrets_(secrets), providers_(providers), metrics_(metrics) {}
+
+CacheWarmer::~CacheWarmer() {
+  {
+    MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  cv_.SignalAll();
+  if (thread_.joinable()) thread_.join();
+}
+
+void CacheWarmer::Start() {
+  {
+    MutexLock lock(&mu_);
+    if (stopping_) return;
+    due_ = true;
+    metrics_.SetWarming(true);
+    if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+  }
+  cv_.SignalAll();
+}
+
+bool CacheWarmer::Ready() const {
+  if (!options_.blocks_ready) return true;
+  MutexLock lock(&mu_);
+  return !due_ && !running_;
+}
+
+CacheWarmer::Progress CacheWarmer::progress() const {
+  MutexLock lock(&mu_);
+  Progress p = progress_;
+  p.warming = due_ || running_;
+  return p;
+}
+
+void CacheWarmer::WaitIdle() {
+  MutexLock lock(&mu_);
+  while ((due_ || running_) && !stopping_) cv_.Wait(&mu_);
+}
+
+void CacheWarmer::Loop() {
+  mu_.Lock();
+  while (true) {
+    while (!due_ && !stopping_) cv_.Wait(&mu_);
+    if (stopping_) break;
+    due_ = false;
+    running_ = true;
+    progress_ = Progress{};
+    mu_.Unlock();
+    Pass();
+    mu_.Lock();
+    running_ = false;
+    if (!due_) metrics_.SetWarming(false);
+    cv_.SignalAll();
+  }
+  running_ = false;
+  due_ = false;
+  cv_.SignalAll();
+  mu_.Unlock();
+}
+
+void CacheWarmer::Pass() {
+  std::vector<std::string> ids;
+  constexpr int64_t kPage = 500;
+  for (int64_t offset = 0; ids.size() < options_.max_entries; offset += kPage) {
+    auto page = providers_.List(offset, kPage);
+    if (!page.ok()) {
+      spdlog::warn("cache warming: cannot list the providers: {}", page.error().message);
+      metrics_.CountWarmLoad("error");
+      break;
+    }
+    for (const auto& p : page->items) {
+      if (p.enabled && ids.size() < options_.max_entries) ids.push_back(p.id);
+    }
+    if (static_cast<int64_t>(page->items.size()) < kPage) break;
+  }
+  {
+    MutexLock lock(&mu_);
+    progress_.total = ids.size();
+  }
+  std::atomic<size_t> loaded{0}, failed{0}, absent{0};
+  ParallelFor(ids.size(), options_.concurrency, [&](size_t i) {
+    {
+      MutexLock lock(&mu_);
+      if (stopping_) return;
+    }
+    Status s = secrets_.Warm(ids[i]);
+    if (s.ok()) {
+      ++loaded;
+      metrics_.CountWarmLoad("ok");
+    } else if (s.code() == ErrorCode::kNotFound) {
+      ++absent;
+      metrics_.CountWarmLoad("absent");
+    } else {
+      ++failed;
+      metrics_.CountWarmLoad("error");
+      spdlog::warn("cache warming: provider {}: {}: {}", ids[i], ErrorCodeName(s.code()), s.error().message);
+    }
+    MutexLock lock(&mu_);
+    progress_.loaded = loaded;
+    progress_.failed = failed;
+    progress_.absent = absent;
+  });
+  spdlog::info("cache warming: {} of {} provider(s) loaded, {} without credentials, {} failed", loaded.load(),
+               ids.size(), absent.load(), failed.load());
+}
+
+}  // namespace dyad
