@@ -90,6 +90,15 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   ::chmod(config.audit_log_path.c_str(), 0600);  // made 0644 by an older build: owner only
   DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file, serving));
   if (serving && p.auth->HasClientCertSubjects() && config.tls.client_ca_file.empty()) {
+    // Only certificate identities and no certificate asked for: nobody could
+    // log in, refused as a tokens file of nothing usable is.
+    if (!p.auth->HasTokens()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "GATEWAY_ADMIN_TOKENS_FILE names only client certificate subjects, GATEWAY_TLS_CLIENT_CA_FILE "
+                       "is not set and GATEWAY_ADMIN_API_KEY is not set: nobody could log in; set "
+                       "GATEWAY_TLS_CLIENT_CA_FILE (with GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE), or add a "
+                       "token");
+    }
     spdlog::warn("GATEWAY_ADMIN_TOKENS_FILE names client certificate subjects but GATEWAY_TLS_CLIENT_CA_FILE is not "
                  "set: no client certificate is asked for, so those identities cannot log in");
   }

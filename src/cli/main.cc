@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cctype>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -59,6 +60,10 @@ Result<Config> LoadFrom(const std::string& env_file, bool dev) {
 }
 
 int Serve(bool dev, const std::string& env_file) {
+  // Until the server catches it (HttpServer::Listen), a SIGHUP sent to reload
+  // TLS must not kill a gateway that is still starting. No child processes
+  // inherit the ignored disposition: serve runs none.
+  std::signal(SIGHUP, SIG_IGN);
   auto config = LoadFrom(env_file, dev);
   if (!config.ok()) return Fail("configuration error: " + config.error().message);
   ConfigureLogging(config->log_level, config->log_format);

@@ -126,7 +126,13 @@ Status ReadListener(const EnvMap& env, Config& c) {
   const std::string* cert = FindVariable(env, "GATEWAY_TLS_CERT_FILE");
   const std::string* key = FindVariable(env, "GATEWAY_TLS_KEY_FILE");
   const std::string* ca = FindVariable(env, "GATEWAY_TLS_CLIENT_CA_FILE");
-  bool has_cert = cert && !cert->empty(), has_key = key && !key->empty(), has_ca = ca && !ca->empty();
+  // Present but empty (a template that did not expand) is refused, not read
+  // as unset: an empty client CA would turn mTLS off without a word.
+  for (const auto& [name, value] : {std::pair{"GATEWAY_TLS_CERT_FILE", cert}, std::pair{"GATEWAY_TLS_KEY_FILE", key},
+                                    std::pair{"GATEWAY_TLS_CLIENT_CA_FILE", ca}}) {
+    if (value && value->empty()) return BadVariable(name, "is set but empty: give a PEM file path, or unset it");
+  }
+  bool has_cert = cert != nullptr, has_key = key != nullptr, has_ca = ca != nullptr;
   if (has_cert && !has_key) return BadVariable("GATEWAY_TLS_KEY_FILE", "is required with GATEWAY_TLS_CERT_FILE (the certificate's private key, PEM)");
   if (has_key && !has_cert) return BadVariable("GATEWAY_TLS_CERT_FILE", "is required with GATEWAY_TLS_KEY_FILE (the certificate chain, PEM)");
   if (has_ca && !has_cert) {

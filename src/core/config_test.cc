@@ -87,6 +87,22 @@ TEST(Config, TlsFilesBothOrNeither) {
   EXPECT_FALSE(LoadConfig(Base(), false)->tls.enabled());
 }
 
+// Present but empty is an error naming the variable, never "unset": an empty
+// client CA would otherwise turn mTLS off, empty cert and key plain HTTP on.
+TEST(Config, EmptyTlsVariableIsRefused) {
+  for (const char* name : {"GATEWAY_TLS_CERT_FILE", "GATEWAY_TLS_KEY_FILE", "GATEWAY_TLS_CLIENT_CA_FILE"}) {
+    auto env = Base();
+    env["GATEWAY_TLS_CERT_FILE"] = "/etc/gw/cert.pem";
+    env["GATEWAY_TLS_KEY_FILE"] = "/etc/gw/key.pem";
+    env[name] = "";
+    EXPECT_NE(ErrorFor(env).find(std::string(name) + ": is set but empty"), std::string::npos) << name;
+  }
+  auto env = Base();
+  env["GATEWAY_TLS_CERT_FILE"] = "";
+  env["GATEWAY_TLS_KEY_FILE"] = "";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_TLS_CERT_FILE: is set but empty"), std::string::npos);
+}
+
 TEST(Config, NonLoopbackHostNeedsTlsOrAllowPlaintext) {
   auto env = Base();
   for (const char* host : {"0.0.0.0", "10.1.2.3", "::", "fe80::1", "::ffff:10.0.0.1"}) {

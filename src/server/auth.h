@@ -53,6 +53,8 @@ class TokenAuthenticator {
   std::optional<Principal> Authenticate(std::string_view authorization, std::string_view client_cert_subject) const;
   // Whether some entry names a client certificate subject.
   bool HasClientCertSubjects() const { return !subjects_.empty(); }
+  // Whether some bearer token (GATEWAY_ADMIN_API_KEY or a sha256 entry) is known.
+  bool HasTokens() const { return !entries_.empty(); }
 
 
  private:

@@ -22,6 +22,7 @@ TEST(ClientCertSubject, ExactSubjectIsTheIdentity) {
   auto auth = WithSubjects();
   ASSERT_TRUE(auth);
   EXPECT_TRUE(auth->HasClientCertSubjects());
+  EXPECT_TRUE(auth->HasTokens());
   auto who = auth->Authenticate("", "CN=ci-runner,O=Example");
   ASSERT_TRUE(who);
   EXPECT_EQ(who->identity, "ci");
@@ -32,6 +33,16 @@ TEST(ClientCertSubject, ExactSubjectIsTheIdentity) {
   // The legacy token still works, with or without a certificate.
   EXPECT_EQ(auth->Authenticate("Bearer legacy-token")->identity, "legacy");
   EXPECT_EQ(auth->Authenticate("Bearer legacy-token", "CN=ops")->identity, "legacy");
+}
+
+// Only subjects: no bearer token is known (App refuses to start so without a
+// client CA).
+TEST(ClientCertSubject, OnlySubjectsHaveNoTokens) {
+  auto a = TokenAuthenticator::FromTokensJson(
+      std::nullopt, R"({"tokens":[{"name":"ci","role":"viewer","clientCertSubject":"CN=ci"}]})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_TRUE((*a)->HasClientCertSubjects());
+  EXPECT_FALSE((*a)->HasTokens());
 }
 
 TEST(ClientCertSubject, NothingButTheExactStringMatches) {

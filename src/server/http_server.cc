@@ -68,6 +68,10 @@ class SessionBase {
   virtual void Start() = 0;
   // Asks the session, on its own strand, to close if it is idle.
   virtual void PostShutdown() = 0;
+  // After a TLS reload: asks a session that authenticated by client
+  // certificate, on its own strand, to close now if idle (else after its
+  // current answer).
+  virtual void PostReload() = 0;
 };
 
 struct HttpServer::Impl {
@@ -95,13 +99,17 @@ struct HttpServer::Impl {
   // With TLS: what new connections handshake with; replaced on SIGHUP, while
   // each session keeps the one it started with. Used only on `control`.
   std::shared_ptr<asio::ssl::context> tls;
+  // Bumped by each TLS reload; a session started before it holds a client
+  // certificate identity the new client CA may no longer vouch for.
+  std::atomic<uint64_t> tls_generation{0};
   // After ioc, so destroyed first: work it dropped holds sessions whose
   // sockets belong to ioc.
   std::optional<asio::thread_pool> blocking;  // when may_block is set
 
   void Accept();
   void WaitForSignal();
-  void ReloadTls();
+  void ReloadTls() DYAD_LOCKS_EXCLUDED(mu);
+  std::vector<std::shared_ptr<SessionBase>> LiveSessions() DYAD_LOCKS_EXCLUDED(mu);
   void OnAccepted(beast::error_code ec, tcp::socket socket) DYAD_LOCKS_EXCLUDED(mu);
   void BeginShutdown() DYAD_LOCKS_EXCLUDED(mu);
   void Forget(uint64_t id) DYAD_LOCKS_EXCLUDED(mu);
@@ -129,8 +137,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
 
  public:
-  Session(tcp::socket socket, HttpServer::Impl* server, uint64_t id, std::shared_ptr<asio::ssl::context> tls)
-      : tls_(std::move(tls)), stream_(MakeStream(std::move(socket), tls_.get())), server_(server), id_(id) {}
+  Session(tcp::socket socket, HttpServer::Impl* server, uint64_t id, std::shared_ptr<asio::ssl::context> tls,
+          uint64_t tls_generation)
+      : tls_(std::move(tls)),
+        stream_(MakeStream(std::move(socket), tls_.get())),
+        server_(server),
+        id_(id),
+        tls_generation_(tls_generation) {}
   ~Session() override { server_->Forget(id_); }
 
   void Start() override {
@@ -147,6 +160,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void PostShutdown() override {
     asio::post(stream_.get_executor(), [self = this->shared_from_this()] { self->OnShutdown(); });
+  }
+
+  void PostReload() override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      if (self->CertRevoked()) self->OnShutdown();
+    });
   }
 
  private:
@@ -170,11 +189,17 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         return;
       }
       self->client_cert_subject_ = PeerSubjectRfc2253(self->stream_.native_handle());
+      self->cert_authenticated_ = !self->client_cert_subject_.empty();
       self->Read();
     });
   }
 
-  // Called on the session's strand when the server shuts down.
+  // Whether this session's certificate identity predates a TLS reload: it
+  // answers no more requests by it and closes after its current answer.
+  bool CertRevoked() const { return cert_authenticated_ && tls_generation_ != server_->tls_generation.load(); }
+
+  // Called on the session's strand when the server shuts down (or, for a
+  // revoked certificate identity, reloads): closes an idle connection.
   void OnShutdown() {
     if (!busy_ && buffer_.size() == 0 && !(parser_ && parser_->got_some())) {
       beast::error_code ec;
@@ -239,9 +264,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     beast::error_code peer_ec;
     auto ep = Tcp().socket().remote_endpoint(peer_ec);
     if (!peer_ec) req.peer = ep.address().to_string();
+    // A request read after a reload no longer carries the certificate's
+    // identity (a bearer token still counts); its answer closes the connection.
+    if (CertRevoked()) client_cert_subject_.clear();
     req.client_cert_subject = client_cert_subject_;
     req.body = std::move(msg.body());
-    keep_alive_ = msg.keep_alive();
+    keep_alive_ = msg.keep_alive() && !CertRevoked();
     unsigned version = msg.version();
     if (server_->blocking && server_->may_block(req)) {
       // Off the I/O threads; the answer comes back on this session's strand.
@@ -276,7 +304,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     res->set("X-Request-Id", request_id);
     for (auto& [k, v] : resp.headers) res->set(k, v);
     res->body() = std::move(resp.body);
-    res->keep_alive(keep_alive_ && !server_->stopping);
+    res->keep_alive(keep_alive_ && !server_->stopping && !CertRevoked());
     res->prepare_payload();
     Tcp().expires_after(server_->options.idle_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
@@ -311,10 +339,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   std::shared_ptr<asio::ssl::context> tls_;  // before stream_, which uses it
   Stream stream_;
   std::string client_cert_subject_;  // RFC 2253; empty without a verified client certificate
+  bool cert_authenticated_ = false;  // the handshake verified a client certificate
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpServer::Impl* server_;
   uint64_t id_;
+  uint64_t tls_generation_;  // Impl::tls_generation when tls_ was taken
   bool first_ = true;
   bool busy_ = false;
   bool keep_alive_ = true;
@@ -347,9 +377,9 @@ void HttpServer::Impl::OnAccepted(beast::error_code ec, tcp::socket socket) {
     if (sessions.size() < options.max_connections) {
       uint64_t id = next_session++;
       if (tls) {
-        session = std::make_shared<Session<TlsStream>>(std::move(socket), this, id, tls);
+        session = std::make_shared<Session<TlsStream>>(std::move(socket), this, id, tls, tls_generation.load());
       } else {
-        session = std::make_shared<Session<beast::tcp_stream>>(std::move(socket), this, id, nullptr);
+        session = std::make_shared<Session<beast::tcp_stream>>(std::move(socket), this, id, nullptr, 0);
       }
       sessions[id] = session;
     }
@@ -374,13 +404,19 @@ void HttpServer::Impl::WaitForSignal() {
   signals.async_wait([this](beast::error_code ec, int signal) {
     if (ec) return;
     if (signal != SIGHUP) return BeginShutdown();
-    ReloadTls();
+    if (tls) {
+      ReloadTls();
+    } else {
+      spdlog::warn("SIGHUP: plain HTTP, nothing to reload");
+    }
     WaitForSignal();
   });
 }
 
 // New handshakes use the new files; sessions keep the context they started
-// with. A bad file keeps the current context.
+// with, except that one which authenticated by client certificate answers its
+// current request and closes (the new client CA may have dropped its issuer).
+// A bad file keeps the current context and every connection.
 void HttpServer::Impl::ReloadTls() {
   auto ctx = NewTlsServerContext(options.tls);
   if (!ctx.ok()) {
@@ -388,8 +424,25 @@ void HttpServer::Impl::ReloadTls() {
     return;
   }
   tls = std::make_shared<asio::ssl::context>(ctx->release());
-  spdlog::warn("SIGHUP: TLS certificate and key reloaded from '{}' and '{}'", options.tls.cert_file,
-               options.tls.key_file);
+  tls_generation.fetch_add(1);
+  if (!options.tls.client_ca_file.empty()) {
+    for (auto& s : LiveSessions()) s->PostReload();
+  }
+  spdlog::warn("SIGHUP: TLS certificate and key reloaded from '{}' and '{}'{}", options.tls.cert_file,
+               options.tls.key_file,
+               options.tls.client_ca_file.empty()
+                   ? ""
+                   : ", client CA from '" + options.tls.client_ca_file +
+                         "'; connections authenticated by client certificate close after their current request");
+}
+
+std::vector<std::shared_ptr<SessionBase>> HttpServer::Impl::LiveSessions() {
+  std::vector<std::shared_ptr<SessionBase>> live;
+  MutexLock lock(&mu);
+  for (auto& [id, weak] : sessions) {
+    if (auto s = weak.lock()) live.push_back(std::move(s));
+  }
+  return live;
 }
 
 void HttpServer::Impl::Forget(uint64_t id) {
@@ -459,7 +512,7 @@ Status HttpServer::Listen() {
   // as the port is announced still shuts down gracefully.
   impl_->signals.add(SIGINT);
   impl_->signals.add(SIGTERM);
-  if (impl_->tls) impl_->signals.add(SIGHUP);
+  impl_->signals.add(SIGHUP);  // reloads TLS; logged and otherwise ignored over plain HTTP
   return OkStatus();
 }
 

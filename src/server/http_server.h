@@ -15,9 +15,11 @@
 // requests in flight finish, closes idle connections and makes Run() return.
 // With options.tls: HTTPS only (server/tls_context.h says the policy), the
 // handshake under the header timeout, every other limit as for plain HTTP;
-// SIGHUP (caught from Listen() on) reloads the files for new connections,
-// keeping the old context when the new files are bad. With a client CA the
-// verified certificate's subject reaches the handler as
+// SIGHUP (caught from Listen() on; logged only over plain HTTP) reloads the
+// files for new connections, keeping the old context when the new files are
+// bad; after a good reload with a client CA, a connection that authenticated
+// by client certificate answers its current request and closes. With a
+// client CA the verified certificate's subject reaches the handler as
 // HttpRequest::client_cert_subject.
 // Beast stays inside http_server.cc.
 #pragma once

@@ -86,6 +86,9 @@ Result<SslCtxPtr> NewTlsServerContext(const TlsFiles& files) {
   if (SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION) != 1 || SSL_CTX_set_cipher_list(c, kTls12Ciphers) != 1) {
     return MakeError(ErrorCode::kInternal, "cannot set the TLS protocol policy: " + OpenSslReason());
   }
+  // Level 2 (112-bit security: RSA/DH of 2048 bits or more, no SHA-1
+  // signatures) whatever the system's openssl.cnf says.
+  SSL_CTX_set_security_level(c, 2);
   SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_clear_options(c, SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
   SSL_CTX_set_session_id_context(c, kSessionIdContext, sizeof kSessionIdContext - 1);

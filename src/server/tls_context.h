@@ -3,7 +3,7 @@
 //
 // Policy: TLS 1.2 and 1.3 only; for 1.2 only ECDHE key exchange with AES-GCM
 // or ChaCha20-Poly1305 (server order), 1.3 with OpenSSL's default (all AEAD)
-// suites; no compression, no renegotiation. With a client CA file, every
+// suites; OpenSSL security level 2; no compression, no renegotiation. With a client CA file, every
 // client must present a certificate that CA issued (mTLS).
 //
 // NewTlsServerContext() reads the files each time it is called (a SIGHUP

@@ -283,7 +283,7 @@ def test_sighup_reloads_for_new_connections_and_keeps_old_ones(make_gateway, pki
 @pytest.fixture
 def mtls(make_gateway, pki, tmp_path):
     client_ca = Ca("client-ca")
-    files = {"client_ca": write(pki["dir"] / "client-ca.pem", client_ca.pem())}
+    files = {"ca": client_ca, "client_ca": write(pki["dir"] / "client-ca.pem", client_ca.pem())}
     for label, subject, issuer in [("ci", _name("ci-runner"), client_ca), ("stranger", _name("stranger"), client_ca),
                                    ("forged", _name("ci-runner"), Ca("other-ca")),
                                    ("tricky", _name("ci-runner,O=dyad-test"), client_ca)]:
@@ -337,7 +337,135 @@ def test_mtls_refuses_missing_and_wrong_ca_certificates(mtls, pki):
     assert out.returncode == 0 and json.loads(out.stdout)["status"] == "success", out.stderr
 
 
+def _handshake_and_get(gw, ctx):
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(4096)
+
+
+def test_expired_and_server_only_client_certificates_are_refused(mtls, pki):
+    gw, files = mtls
+    assert _handshake_and_get(gw, client_context(pki, *files["ci"])).startswith(b"HTTP/1.1 200")
+    expired, key = files["ca"].issue(_name("ci-runner"), server=False, expired=True)
+    server_only, key2 = files["ca"].issue(_name("ci-runner"), server=True)  # EKU serverAuth only
+    for label, cert, k in (("expired", expired, key), ("server-only", server_only, key2)):
+        paths = (write(pki["dir"] / f"{label}.pem", cert), write(pki["dir"] / f"{label}-key.pem", _pem_key(k)))
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            _handshake_and_get(gw, client_context(pki, *paths))
+
+
+def _admin_get(conn):
+    conn.request("GET", "/admin/providers")
+    r = conn.getresponse()
+    r.read()
+    return r.status
+
+
+def test_client_ca_replaced_on_sighup_ends_certificate_identities_on_open_connections(mtls, pki):
+    # The operator revokes every certificate of the old client CA by replacing the CA file and sending SIGHUP.
+    # A keep-alive connection made before the reload must not keep its identity: otherwise it keeps its access
+    # for as long as it sends a request within each idle timeout (no upper bound).
+    gw, files = mtls
+    ctx = client_context(pki, *files["ci"])
+    conn = http.client.HTTPSConnection("127.0.0.1", gw.port, context=ctx, timeout=30)
+    assert _admin_get(conn) == 200
+    write(pki["dir"] / "client-ca.pem", Ca("new-client-ca").pem())
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for_log(gw, "connections authenticated by client certificate close after their current request")
+    # New connections with the revoked certificate are refused.
+    with pytest.raises(ssl.SSLError):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.recv(1)  # TLS 1.3: the refusal of the client certificate arrives after the client's Finished
+    # The connection made before the reload: closed (idle at the reload), or at most a 401 and then closed.
+    try:
+        status = _admin_get(conn)
+    except (OSError, http.client.HTTPException):
+        status = None
+    assert status in (None, 401), f"revoked client certificate still authenticated on an open connection: {status}"
+    conn.close()
+    assert gw.proc.poll() is None
+
+
+def test_session_resumed_after_sighup_does_not_carry_the_old_ca(mtls, pki):
+    gw, files = mtls
+    ctx = client_context(pki, *files["ci"])
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # session IDs and tickets without post-handshake messages
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            session = s.session
+    # Before the reload the session resumes (so the check below is meaningful).
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as s:
+            assert s.session_reused
+            session = s.session
+    write(pki["dir"] / "client-ca.pem", Ca("new-client-ca").pem())
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for_log(gw, "TLS certificate and key reloaded")
+    with pytest.raises(ssl.SSLError):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as s:
+                s.sendall(b"GET /admin/providers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                s.recv(4096)
+
+
+def test_sighup_on_plain_http_is_logged_not_fatal(make_gateway):
+    gw = make_gateway().start()
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for_log(gw, "SIGHUP: plain HTTP, nothing to reload")
+    assert requests.get(f"http://127.0.0.1:{gw.port}/healthz", timeout=30).status_code == 200
+    assert gw.proc.poll() is None
+
+
 # --- start-up refusals ---------------------------------------------------------------------------------------------
+
+def start_or_refusal(env, tmp_path, admin_key=True):
+    """(started, returncode, stderr): whether `serve` got as far as listening (then stopped), or its refusal."""
+    full = {"PATH": "/usr/bin:/bin", "GATEWAY_PORT": "0", "GATEWAY_DATA_DIR": str(tmp_path / "cfg"),
+            "ENCRYPTION_KEY": "ab" * 32}
+    if admin_key:
+        full["GATEWAY_ADMIN_API_KEY"] = ADMIN_TOKEN
+    full.update(env)
+    p = subprocess.Popen([BINARY, "serve"], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL)
+    started = p.stdout.readline().startswith("listening on")  # "" at exit: refused
+    if started:
+        p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    return started, p.returncode, err
+
+
+@pytest.mark.parametrize("empty", ["GATEWAY_TLS_CERT_FILE", "GATEWAY_TLS_KEY_FILE", "GATEWAY_TLS_CLIENT_CA_FILE"])
+def test_empty_tls_variable_is_refused_naming_it(pki, tmp_path, empty):
+    # GATEWAY_TLS_CLIENT_CA_FILE= (a template that did not expand) must not quietly turn client certificates off,
+    # as GATEWAY_HOST= and GATEWAY_DATA_DIR= are refused rather than defaulted.
+    env = tls_env(pki)
+    env[empty] = ""
+    started, rc, err = start_or_refusal(env, tmp_path)
+    assert not started, f"started with {empty} empty"
+    assert rc == 2 and f"{empty}: is set but empty" in err, err[-2000:]
+
+
+def test_empty_cert_and_key_do_not_start_plain_http(tmp_path):
+    started, rc, err = start_or_refusal({"GATEWAY_TLS_CERT_FILE": "", "GATEWAY_TLS_KEY_FILE": ""}, tmp_path)
+    assert not started and rc == 2 and "GATEWAY_TLS_CERT_FILE: is set but empty" in err, err[-2000:]
+
+
+def test_only_certificate_identities_without_client_ca_refuse_the_start(pki, tmp_path):
+    # The tokens file names only certificate subjects and no client CA asks for certificates: nobody can log in,
+    # which a tokens file of nothing usable already refuses.
+    tokens = tmp_path / "only-subjects.json"
+    tokens.write_text(json.dumps({"tokens": [{"name": "ci", "role": "admin", "clientCertSubject": "CN=ci"}]}))
+    started, rc, err = start_or_refusal(tls_env(pki, GATEWAY_ADMIN_TOKENS_FILE=str(tokens)), tmp_path,
+                                        admin_key=False)
+    assert not started, "started although nobody can log in"
+    assert rc == 2 and "nobody could log in" in err, err[-2000:]
+    for variable in ("GATEWAY_ADMIN_TOKENS_FILE", "GATEWAY_TLS_CLIENT_CA_FILE", "GATEWAY_ADMIN_API_KEY"):
+        assert variable in err
 
 def test_plaintext_off_loopback_is_refused_before_binding(tmp_path):
     r = run({"GATEWAY_HOST": "0.0.0.0"}, tmp_path)
