@@ -25,6 +25,7 @@ struct ApiContext {
   KeyRotationService& rotation;
   RotationScheduler& scheduler;
   AuditSink& audit;
+  size_t max_body_bytes;  // GATEWAY_MAX_BODY_BYTES: what a merged PATCH may grow to
 };
 
 void RegisterRoutes(Router& router, ApiContext api);

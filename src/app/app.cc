@@ -127,7 +127,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
                                                     config.key_rotation_enabled, config.key_rotation_max_encryptions,
                                                     clock);
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);
-  RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler, *p.audit});
+  RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler, *p.audit,
+                                          config.max_body_bytes});
   if (serving) {
     auto resumed = p.rotation->ResumeInterrupted(Caller{"system", ""});
     if (!resumed.ok()) spdlog::error("cannot resume the interrupted key rotation: {}", resumed.error().message);
