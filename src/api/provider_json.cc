@@ -78,7 +78,6 @@ class LimitsCheck final : public nlohmann::json_sax<json> {
   bool syntax_error_ = false;
 };
 
-constexpr size_t kMaxCredentialFields = 64;
 constexpr std::string_view kPlaceholder = "[STORED_EXTERNALLY]";  // what a response shows for a value
 constexpr size_t kMaxCredentialValue = 64 * 1024;
 
@@ -211,6 +210,12 @@ Result<json> ParseJsonObject(std::string_view body, const JsonLimits& limits) {
   if (j.is_discarded()) return MakeError(ErrorCode::kInvalidArgument, "malformed JSON in the request body");
   if (!j.is_object()) return MakeError(ErrorCode::kInvalidArgument, "the request body must be a JSON object");
   return j;
+}
+
+std::string JsonLimitCrossed(std::string_view text, const JsonLimits& limits) {
+  LimitsCheck check(limits);
+  json::sax_parse(text.begin(), text.end(), &check, nlohmann::detail::input_format_t::json, true);
+  return check.failure();
 }
 
 Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind) {

@@ -13,6 +13,9 @@ namespace dyad {
 
 enum class BodyKind { kCreate, kUpdate };
 
+// The most credential fields a provider holds.
+inline constexpr size_t kMaxCredentialFields = 64;
+
 // Parses and validates a create or update body. kInvalidArgument errors name
 // the field; credential values never appear in messages.
 Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind);
@@ -36,5 +39,9 @@ struct JsonLimits {
 // the limit crossed (nesting, members, string length), or the first
 // duplicate key, named.
 Result<nlohmann::json> ParseJsonObject(std::string_view body, const JsonLimits& limits = {});
+// The first limit of `limits` the JSON text `text` crosses, said as
+// "more than 10000 object members in all"; empty when within them (or not
+// JSON). For a document built rather than received (a merged PATCH).
+std::string JsonLimitCrossed(std::string_view text, const JsonLimits& limits = {});
 
 }  // namespace dyad

@@ -9,7 +9,10 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "registry/provider.h"
 #include "service/provider_service.h"
@@ -20,11 +23,23 @@ namespace dyad {
 // ones): a "credentials" member other than an empty object.
 bool PatchTouchesCredentials(const nlohmann::json& patch);
 
-// `row` with its masked `stored` credentials, merged with `patch` and
-// validated: the whole provider to write (credentials only when touched;
-// kStoredValue where a stored value is kept).
+// The credential fields `patch` names (at most kMaxCredentialFields, each
+// cut to 64 characters), for the audit; nullopt when it has no
+// "credentials" member (or an empty one), empty for "credentials":null. PATCH's audit says
+// what was asked for, also when refused.
+std::optional<std::vector<std::string>> PatchCredentialNames(const nlohmann::json& patch);
+
+// `row` with its masked `stored` credentials (`stored_bytes`: the length
+// of each masked value), merged with `patch` and validated: the whole
+// provider to write (credentials only when touched; kStoredValue where a
+// stored value is kept). The result is held to what a create or PUT body
+// may hold (the JSON limits, `max_body_bytes` with the stored values
+// counted), so that repeated PATCHes cannot grow it past that; the error
+// names the largest member. "enabled": null is refused (its default, true,
+// would re-enable a disabled provider), as are null name, slug and type.
 Result<ProviderPatch> MergeProviderPatch(const Provider& row, const CredentialFields& stored,
-                                         const nlohmann::json& patch);
+                                         const StoredBytes& stored_bytes, const nlohmann::json& patch,
+                                         size_t max_body_bytes);
 
 // application/merge-patch+json or application/json, parameters aside,
 // case-insensitive.

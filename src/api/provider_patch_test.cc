@@ -33,10 +33,16 @@ CredentialFields Masked() {
   return f;
 }
 
-Result<ProviderPatch> Merge(const std::string& patch) { return MergeProviderPatch(Row(), Masked(), json::parse(patch)); }
+// Their lengths: 10 and 3 bytes.
+StoredBytes MaskedBytes() { return {{"api_key", 10}, {"org", 3}}; }
+constexpr size_t kMaxBody = 1 << 20;  // GATEWAY_MAX_BODY_BYTES' default
 
-std::string ErrorOf(const std::string& patch) {
-  auto r = Merge(patch);
+Result<ProviderPatch> Merge(const std::string& patch, size_t max_body = kMaxBody) {
+  return MergeProviderPatch(Row(), Masked(), MaskedBytes(), json::parse(patch), max_body);
+}
+
+std::string ErrorOf(const std::string& patch, size_t max_body = kMaxBody) {
+  auto r = Merge(patch, max_body);
   EXPECT_FALSE(r.ok()) << patch;
   return r.ok() ? "" : r.error().message;
 }
@@ -59,15 +65,6 @@ TEST(ProviderPatch, ObjectsMergeAtAnyDepthAndNullRemovesAMember) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(json::parse(*r->adapter_config_json),
             json::parse(R"({"baseUrl":"https://x","headers":{"b":"2","c":"3"},"timeout":5})"));
-}
-
-TEST(ProviderPatch, RemovedOptionalMembersGoBackToTheirDefaults) {
-  auto r = Merge(R"({"description":null,"enabled":null,"models":null,"adapterConfig":null})");
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(*r->description, "");
-  EXPECT_TRUE(*r->enabled);
-  EXPECT_EQ(*r->models_json, "[]");
-  EXPECT_EQ(*r->adapter_config_json, "{}");
 }
 
 TEST(ProviderPatch, ArraysAndScalarsReplace) {
@@ -135,9 +132,45 @@ TEST(ProviderPatch, ErrorsNeverQuoteAValue) {
 TEST(ProviderPatch, TooManyFieldsCountTheKeptOnes) {
   json many = json::object();
   for (int i = 0; i < 62; ++i) many["f" + std::to_string(i)] = "v";  // 3 stored + 62 > 64
-  auto r = MergeProviderPatch(Row(), Masked(), json{{"credentials", many}});
+  auto r = MergeProviderPatch(Row(), Masked(), MaskedBytes(), json{{"credentials", many}}, kMaxBody);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().message, "field 'credentials' has more than 64 fields");
+}
+
+// "enabled": null would put back the default, true: a disabled provider
+// back in service through a removal. Refused, as null name/slug/type are.
+TEST(ProviderPatch, NullIsRefusedForMembersWhoseDefaultIsNotEmpty) {
+  EXPECT_EQ(ErrorOf(R"({"enabled":null})").rfind("field 'enabled' cannot be removed (null)", 0), 0u);
+  EXPECT_EQ(ErrorOf(R"({"name":null})"), "field 'name' is required");
+  EXPECT_EQ(ErrorOf(R"({"slug":null})"), "field 'slug' is required");
+  EXPECT_EQ(ErrorOf(R"({"type":null})"), "field 'type' is required");
+  // The others' defaults are empty: removing them empties them.
+  auto r = Merge(R"({"description":null,"models":null,"adapterConfig":null})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r->description, "");
+  EXPECT_EQ(*r->models_json, "[]");
+  EXPECT_EQ(*r->adapter_config_json, "{}");
+}
+
+// The merged provider is held to what a body may hold, whatever each
+// PATCH held: the member count, and the size with the kept values counted.
+TEST(ProviderPatch, TheResultMustFitWhatABodyMayHold) {
+  json big = json::object();
+  for (int i = 0; i < 10001; ++i) big["a" + std::to_string(i)] = 1;
+  std::string e = ErrorOf(json{{"adapterConfig", big}}.dump());
+  EXPECT_EQ(e, "field 'adapterConfig' would leave the provider with more than 10000 object members in all, more "
+               "than a create or PUT body may hold");
+  // Sized: fits at the limit, not a byte over; the kept values count at
+  // their length (10 + 3), not at kStoredValue's.
+  json doc = ProviderToJson(Row());
+  for (const char* read_only : {"id", "createdAt", "updatedAt", "credentialsVersion"}) doc.erase(read_only);
+  doc["credentials"] = {{"api_key", ""}, {"org", ""}, {"db", {{"vault", "database/creds/ro"}, {"field", "password"}}}};
+  const size_t want = doc.dump().size() + 13;
+  EXPECT_TRUE(Merge(R"({"credentials":{"x":null}})", want).ok());
+  e = ErrorOf(R"({"credentials":{"x":null}})", want - 1);
+  EXPECT_NE(e.find("would make the provider " + std::to_string(want) + " bytes of JSON, more than the " +
+                   std::to_string(want - 1)), std::string::npos) << e;
+  EXPECT_EQ(e.rfind("field '", 0), 0u) << e;
 }
 
 TEST(ProviderPatch, ReadOnlyMembersAreIgnored) {

@@ -86,11 +86,13 @@ void ProviderRoutes(Router& r, ApiContext api) {
     auto patch = ParseJsonObject(ctx.request.body);
     if (!patch.ok()) return JsonError(patch.error());
     const json& change = *patch;
-    auto p = api.providers.Edit(ctx.params[0], PatchTouchesCredentials(change),
-                                [&change](const Provider& row, const CredentialFields& stored) {
-                                  return MergeProviderPatch(row, stored, change);
-                                },
-                                CallerOf(ctx));
+    const size_t max_body_bytes = api.max_body_bytes;
+    auto p = api.providers.Edit(
+        ctx.params[0], PatchCredentialNames(change),
+        [&change, max_body_bytes](const Provider& row, const CredentialFields& stored, const StoredBytes& bytes) {
+          return MergeProviderPatch(row, stored, bytes, change, max_body_bytes);
+        },
+        CallerOf(ctx));
     return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
   });
   r.Add("DELETE", "/admin/providers/{id}", [api](const RouteContext& ctx) {

@@ -26,6 +26,7 @@ struct ApiContext {
   KeyRotationService& rotation;
   RotationScheduler& scheduler;
   AuditSink& audit;
+  size_t max_body_bytes = 0;  // GATEWAY_MAX_BODY_BYTES: what a merged PATCH may grow to
   // SECRETS_CACHE_WARM: warms again after clear-cache, and /readyz waits
   // for it (CacheWarmer::Ready). Null: no warming.
   CacheWarmer* warmer = nullptr;

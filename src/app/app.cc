@@ -157,7 +157,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   }
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);
   RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler,
-                                       *p.audit, p.warmer.get()});
+                                       *p.audit, config.max_body_bytes, p.warmer.get()});
   if (serving) {
     auto resumed = p.rotation->ResumeInterrupted(Caller{"system", ""});
     if (!resumed.ok()) spdlog::error("cannot resume the interrupted key rotation: {}", resumed.error().message);

@@ -21,10 +21,18 @@ void Apply(const ProviderPatch& patch, Provider& p) {
   if (patch.adapter_config_json) p.adapter_config_json = *patch.adapter_config_json;
 }
 
-// Plain values as kStoredValue; references (no secret) as they are.
-CredentialFields MaskValues(const CredentialFields& stored) {
+// Plain values as kStoredValue (their lengths in `bytes`); references (no
+// secret) as they are.
+CredentialFields MaskValues(const CredentialFields& stored, StoredBytes& bytes) {
   CredentialFields out;
-  for (const auto& [k, v] : stored) out.emplace(k, DecodeReference(v) ? v : SecretBytes(kStoredValue));
+  for (const auto& [k, v] : stored) {
+    if (DecodeReference(v)) {
+      out.emplace(k, v);
+    } else {
+      out.emplace(k, SecretBytes(kStoredValue));
+      bytes.emplace(k, v.size());
+    }
+  }
   return out;
 }
 
@@ -93,15 +101,27 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
 }
 
 Result<Provider> ProviderService::Update(const std::string& id, const ProviderPatch& patch, const Caller& caller) {
-  return Edit(id, false, [&](const Provider&, const CredentialFields&) -> Result<ProviderPatch> { return patch; },
-              caller);
+  std::optional<std::vector<std::string>> named;
+  if (patch.credentials) named = Names(*patch.credentials);
+  return Write(id, false, named,
+               [&](const Provider&, const CredentialFields&, const StoredBytes&) -> Result<ProviderPatch> {
+                 return patch;
+               },
+               caller);
 }
 
-Result<Provider> ProviderService::Edit(const std::string& id, bool reads_credentials, const ProviderEdit& edit,
-                                       const Caller& caller) {
+Result<Provider> ProviderService::Edit(const std::string& id,
+                                       const std::optional<std::vector<std::string>>& credentials_named,
+                                       const ProviderEdit& edit, const Caller& caller) {
+  return Write(id, credentials_named.has_value(), credentials_named, edit, caller);
+}
+
+Result<Provider> ProviderService::Write(const std::string& id, bool reads_credentials,
+                                        const std::optional<std::vector<std::string>>& credentials_named,
+                                        const ProviderEdit& edit, const Caller& caller) {
   const auto t0 = clock_.Now();
   bool credentials_written = false;
-  std::vector<std::string> fields;
+  std::vector<std::string> fields = credentials_named.value_or(std::vector<std::string>{});
   auto result = [&]() -> Result<Provider> {
     DYAD_ASSIGN_OR_RETURN(auto held, secrets_.locks().Hold(id));  // the row is read and written under it
     DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
@@ -111,12 +131,24 @@ Result<Provider> ProviderService::Edit(const std::string& id, bool reads_credent
       DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
       DYAD_ASSIGN_OR_RETURN(stored, StoredFields(p, previous));
     }
-    DYAD_ASSIGN_OR_RETURN(ProviderPatch patch, edit(p, MaskValues(stored)));
+    StoredBytes stored_bytes;
+    CredentialFields masked = MaskValues(stored, stored_bytes);
+    DYAD_ASSIGN_OR_RETURN(ProviderPatch patch, edit(p, masked, stored_bytes));
     if (reads_credentials && patch.credentials) {
       DYAD_RETURN_IF_ERROR(UnmaskValues(*patch.credentials, stored));
       // A merge that changes nothing stored (removing a field that is not
       // there) writes no new version.
       if (*patch.credentials == stored) patch.credentials.reset();
+    }
+    if (reads_credentials && patch.credentials && stored.empty()) {
+      // Stored, the merge would replace what the environment supplies (the
+      // provider then reads only the store): never copied in implicitly.
+      if (std::string prefix = secrets_.EnvironmentSource(p); !prefix.empty()) {
+        return MakeError(ErrorCode::kFailedPrecondition,
+                         "provider '" + id + "' has no stored credentials and reads them from the environment (" +
+                             prefix + "*): a merge of credentials would store only the fields it names and the "
+                             "provider would lose the environment's; send the whole set with PUT");
+      }
     }
     if (patch.credentials) {
       credentials_written = true;
@@ -165,7 +197,7 @@ Result<Provider> ProviderService::Edit(const std::string& id, bool reads_credent
     if (!s.ok()) return s.error();
     return p;
   }();
-  Audit(credentials_written ? "credentials.rotate" : "provider.update", id,
+  Audit(credentials_written || credentials_named ? "credentials.rotate" : "provider.update", id,
         result.ok() ? OkStatus() : Status(result.error()), caller, t0, fields);
   return result;
 }

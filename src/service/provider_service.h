@@ -47,8 +47,11 @@ inline constexpr std::string_view kStoredValue = "\xFE" "stored";
 // (references, which hold no secret, as they are; empty when it has none or
 // when the edit does not read them), the patch to apply in full. A
 // kStoredValue left in its credentials keeps that field's stored value; the
-// edit never sees one.
-using ProviderEdit = std::function<Result<ProviderPatch>(const Provider& row, const CredentialFields& stored)>;
+// edit never sees one. `stored_bytes`: the length of each masked value, so
+// that the edit can hold its result to what a request body may hold.
+using StoredBytes = std::map<std::string, size_t>;
+using ProviderEdit = std::function<Result<ProviderPatch>(const Provider& row, const CredentialFields& stored,
+                                                         const StoredBytes& stored_bytes)>;
 
 struct ValidationCheck {
   std::string name;
@@ -81,9 +84,13 @@ class ProviderService {
   Result<Provider> Update(const std::string& id, const ProviderPatch& patch, const Caller& caller);
   // Runs `edit` under the provider's lock and writes what it returns as
   // Update() does, fenced by what was read: a concurrent writer's change
-  // is never lost. `reads_credentials`: the edit needs the stored ones.
-  Result<Provider> Edit(const std::string& id, bool reads_credentials, const ProviderEdit& edit,
-                        const Caller& caller);
+  // is never lost. `credentials_named`: the credential fields the request
+  // names (nullopt: none; the edit then does not read the stored ones).
+  // Edits of the credentials of a provider that reads them from the
+  // environment (nothing stored) are refused (kFailedPrecondition): the
+  // result would hold only the fields named, never the environment's.
+  Result<Provider> Edit(const std::string& id, const std::optional<std::vector<std::string>>& credentials_named,
+                        const ProviderEdit& edit, const Caller& caller);
   Result<Provider> RotateCredentials(const std::string& id, const CredentialFields& credentials, const Caller& caller);
   Status Delete(const std::string& id, const Caller& caller);
   Result<ValidationReport> Validate(const std::string& id, const Caller& caller);
@@ -92,6 +99,13 @@ class ProviderService {
   // `started`: when the action began, for its durationMs.
   void Audit(const std::string& action, const std::string& id, const Status& s, const Caller& caller,
              Clock::Instant started, std::vector<std::string> fields = {});
+
+  // Edit() and Update(): audited as credentials.rotate whenever the request
+  // names credentials (`credentials_named`), whether or not the write
+  // happens, with the fields written (else those named).
+  Result<Provider> Write(const std::string& id, bool reads_credentials,
+                         const std::optional<std::vector<std::string>>& credentials_named, const ProviderEdit& edit,
+                         const Caller& caller);
 
   // The credentials stored for `row` (read under its lock), in clear.
   Result<CredentialFields> StoredFields(const Provider& row, const std::optional<StoredSecret>& raw);

@@ -254,20 +254,31 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   return CredentialsPtr(std::move(creds));
 }
 
-Result<CredentialsPtr> SecretsService::FromEnvironment(const std::string& provider_id, const std::string& origin) {
-  DYAD_ASSIGN_OR_RETURN(Provider p, providers_.Get(provider_id));
+CredentialFields SecretsService::EnvironmentFields(const Provider& p) const {
   std::vector<std::string> names = p.credential_fields;
   if (std::find(names.begin(), names.end(), "api_key") == names.end()) names.push_back("api_key");
-  auto creds = std::make_shared<Credentials>();
-  creds->origin = origin;
+  CredentialFields out;
   const std::string prefix = "DYAD_PROVIDER_" + EnvSegment(p.slug) + "_";
   for (const auto& field : names) {
     auto it = env_.find(prefix + EnvSegment(field));
-    if (it != env_.end() && !it->second.empty()) creds->fields.emplace(field, it->second);
+    if (it != env_.end() && !it->second.empty()) out.emplace(field, it->second);
   }
+  return out;
+}
+
+std::string SecretsService::EnvironmentSource(const Provider& p) const {
+  if (!options_.env_is_source || EnvironmentFields(p).empty()) return "";
+  return "DYAD_PROVIDER_" + EnvSegment(p.slug) + "_";
+}
+
+Result<CredentialsPtr> SecretsService::FromEnvironment(const std::string& provider_id, const std::string& origin) {
+  DYAD_ASSIGN_OR_RETURN(Provider p, providers_.Get(provider_id));
+  auto creds = std::make_shared<Credentials>();
+  creds->origin = origin;
+  creds->fields = EnvironmentFields(p);
   if (creds->fields.empty()) {
-    return MakeError(ErrorCode::kNotFound, "no stored credentials and no " + prefix + "* variables for provider '" +
-                                               provider_id + "'");
+    return MakeError(ErrorCode::kNotFound, "no stored credentials and no DYAD_PROVIDER_" + EnvSegment(p.slug) +
+                                               "_* variables for provider '" + provider_id + "'");
   }
   return CredentialsPtr(std::move(creds));
 }

@@ -376,8 +376,11 @@ TEST_F(ServicesTest, RolledBackSecretIsRefusedAuditedAndCounted) {
 TEST_F(ServicesTest, EditSeesTheStoredCredentialsMaskedAndKeepsThem) {
   Provider p = Create("openai", kCanary);
   CredentialFields seen;
-  auto edited = providers_->Edit(p.id, true, [&](const Provider& row, const CredentialFields& stored) {
+  StoredBytes seen_bytes;
+  auto edited = providers_->Edit(p.id, std::vector<std::string>{"org"},
+                                 [&](const Provider& row, const CredentialFields& stored, const StoredBytes& bytes) {
     seen = stored;
+    seen_bytes = bytes;
     ProviderPatch patch;
     patch.credentials = stored;
     patch.credentials->emplace("org", SecretBytes("o-1"));
@@ -386,6 +389,7 @@ TEST_F(ServicesTest, EditSeesTheStoredCredentialsMaskedAndKeepsThem) {
   ASSERT_TRUE(edited.ok()) << edited.error().message;
   ASSERT_EQ(seen.size(), 1u);
   EXPECT_EQ(seen.at("api_key").view(), kStoredValue);
+  EXPECT_EQ(seen_bytes, (StoredBytes{{"api_key", std::string_view(kCanary).size()}}));
   EXPECT_EQ(edited->credentials_version, 2);
   auto r = secrets_->Get(p.id, caller_);
   ASSERT_TRUE(r.ok());
@@ -404,13 +408,13 @@ TEST_F(ServicesTest, EditRefusesARolledBackSecretWithoutCallingTheEdit) {
   ASSERT_TRUE(providers_->RotateCredentials(p.id, next, caller_).ok());
   ASSERT_TRUE(store_.Put(name, v1).ok());
   bool called = false;
-  auto edit = [&](const Provider&, const CredentialFields& stored) {
+  auto edit = [&](const Provider&, const CredentialFields& stored, const StoredBytes&) {
     called = true;
     ProviderPatch patch;
     patch.credentials = stored;
     return Result<ProviderPatch>(std::move(patch));
   };
-  auto r = providers_->Edit(p.id, true, edit, caller_);
+  auto r = providers_->Edit(p.id, std::vector<std::string>{}, edit, caller_);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.code(), ErrorCode::kDataLoss);
   EXPECT_NE(r.error().message.find("version 1, older than the registry's 2"), std::string::npos);
@@ -418,7 +422,7 @@ TEST_F(ServicesTest, EditRefusesARolledBackSecretWithoutCallingTheEdit) {
   EXPECT_EQ(store_.data().at(name), v1);
   EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
   ASSERT_TRUE(store_.Put(name, "{\"not\":\"an envelope\"}").ok());
-  r = providers_->Edit(p.id, true, edit, caller_);
+  r = providers_->Edit(p.id, std::vector<std::string>{}, edit, caller_);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.code(), ErrorCode::kDataLoss) << r.error().message;
   EXPECT_FALSE(called);

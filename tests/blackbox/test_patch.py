@@ -152,3 +152,109 @@ def test_on_vault_the_merge_is_what_kv_holds(make_gateway, bao):
     assert concurrent_patches(gw, p["id"], values) == {f: 200 for f in values}
     assert bao.kv_read(kv_path(p["id"])) == {"api_key": key, "project": "pr-1", **values}
     assert data(gw.call("GET", f"/admin/providers/{p['id']}"))["credentialsVersion"] == 2 + len(values)
+
+
+def audit_of(gw, request_id):
+    lines = (gw.data_dir / "audit.log").read_text().splitlines()
+    return [json.loads(x) for x in lines if request_id in x]
+
+
+def test_repeated_patches_cannot_grow_adapter_config_past_what_a_body_may_hold(gateway):
+    """Each PATCH body is within the JSON limits (10000 members); the merged provider is held to them too, so
+    that what PATCH leaves behind is always a document a create or PUT would take."""
+    p = create(gateway, "openai", {"api_key": canary()})
+    assert patch(gateway, p["id"], {"adapterConfig": {f"a{i}": 1 for i in range(6000)}}).status_code == 200
+    e = error(patch(gateway, p["id"], {"adapterConfig": {f"b{i}": 1 for i in range(6000)}}), 400)
+    assert e["code"] == "VALIDATION_ERROR" and e["message"].startswith(
+        "field 'adapterConfig' would leave the provider with more than 10000 object members in all"), e
+    doc = data(gateway.call("GET", f"/admin/providers/{p['id']}"))
+    assert len(doc["adapterConfig"]) == 6002  # baseUrl, headers and the first 6000: the refused PATCH wrote nothing
+    body = {k: doc[k] for k in ("name", "slug", "type", "description", "enabled", "models", "adapterConfig")}
+    assert gateway.call("PUT", f"/admin/providers/{p['id']}", json=body).status_code == 200
+
+
+def test_repeated_patches_cannot_grow_credentials_past_the_body_limit(make_gateway):
+    """GATEWAY_MAX_BODY_BYTES holds for the merged provider, its stored credential values counted: two PATCHes
+    that each fit cannot together store a set that no PUT could send."""
+    gw = make_gateway({"GATEWAY_MAX_BODY_BYTES": "4096"}).start()
+    p = create(gw, "openai", {"api_key": canary()})
+    first = data(patch(gw, p["id"], {"credentials": {"a": "x" * 3000}}))
+    before = fingerprint(gw, p["id"])
+    e = error(patch(gw, p["id"], {"credentials": {"b": "y" * 3000}}), 400)
+    assert e["message"].startswith("field 'credentials' would make the provider ") and "4096" in e["message"], e
+    assert "x" * 100 not in e["message"] and "y" * 100 not in e["message"]
+    assert fingerprint(gw, p["id"]) == before
+    assert data(gw.call("GET", f"/admin/providers/{p['id']}")) == first
+    # What PUT says of the same document: too large a body.
+    whole = {"credentials": {"api_key": canary(), "a": "x" * 3000, "b": "y" * 3000}}
+    assert gw.call("PUT", f"/admin/providers/{p['id']}", json=whole).status_code == 413
+    # Removing a field makes room again.
+    assert data(patch(gw, p["id"], {"credentials": {"a": None, "b": "y" * 3000}}))["credentials"] == {
+        "api_key": "[STORED_EXTERNALLY]", "b": "[STORED_EXTERNALLY]"}
+
+
+def test_null_enabled_does_not_reenable_a_disabled_provider(gateway):
+    """{"enabled": null} would put back the default, true: a disabled provider back in service through a
+    removal. Refused, naming enabled, as null is for name."""
+    p = create(gateway, "openai", {"api_key": canary()}, enabled=False)
+    e = error(patch(gateway, p["id"], {"enabled": None}), 400)
+    assert e["code"] == "VALIDATION_ERROR" and e["message"].startswith("field 'enabled' cannot be removed"), e
+    assert data(gateway.call("GET", f"/admin/providers/{p['id']}")) == p
+    # The members whose default is empty are removed to it.
+    got = data(patch(gateway, p["id"], {"description": None, "adapterConfig": None, "models": None}))
+    assert (got["description"], got["adapterConfig"], got["models"], got["enabled"]) == ("", {}, [], False)
+
+
+def test_a_failed_rotate_or_patch_of_credentials_is_audited_as_a_credentials_rotation(gateway):
+    """An attempt on credentials stays visible as one in the audit log, with the field names, also when it
+    fails before the write (here: unknown id)."""
+    r = gateway.call("POST", "/admin/providers/no-such-provider/credentials/rotate",
+                     json={"credentials": {"api_key": canary()}})
+    assert r.status_code == 404, r.text
+    events = audit_of(gateway, r.headers["X-Request-Id"])
+    assert [(e["action"], e.get("fields", [])) for e in events] == [("credentials.rotate", ["api_key"])], events
+    r = gateway.call("PUT", "/admin/providers/no-such-provider", json={"credentials": {"org": canary()}})
+    assert r.status_code == 404, r.text
+    assert [(e["action"], e.get("fields", [])) for e in audit_of(gateway, r.headers["X-Request-Id"])] == [
+        ("credentials.rotate", ["org"])]
+    r = patch(gateway, "no-such-provider", {"credentials": {"org": None, "project": canary()}})
+    assert r.status_code == 404, r.text
+    assert [(e["action"], e.get("fields", [])) for e in audit_of(gateway, r.headers["X-Request-Id"])] == [
+        ("credentials.rotate", ["org", "project"])]
+    r = patch(gateway, "no-such-provider", {"description": "x"})
+    assert [(e["action"], e.get("fields", [])) for e in audit_of(gateway, r.headers["X-Request-Id"])] == [
+        ("provider.update", [])]
+
+
+def test_patch_of_credentials_read_from_the_environment_is_refused(make_gateway):
+    """SECRETS_PROVIDER=environment: a provider with nothing stored reads DYAD_PROVIDER_<SLUG>_API_KEY. A merge
+    would store only the fields it names and lose that key (the provider then reads only the store); the
+    environment's values are never copied into the store implicitly: 409, pointing to PUT with the whole set."""
+    key = canary()
+    gw = make_gateway({"DYAD_PROVIDER_OPENAI_API_KEY": key}).start()
+    p = data(gw.call("POST", "/admin/providers", json=provider_body()), 201)
+    before = data(gw.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
+    assert before["valid"] is True and before["source"] == "environment", before
+    r = patch(gw, p["id"], {"credentials": {"org": "o-1"}})
+    e = error(r, 409)
+    assert e["code"] == "FAILED_PRECONDITION", e
+    assert "DYAD_PROVIDER_OPENAI_*" in e["message"] and "PUT" in e["message"], e
+    assert key not in r.text and key not in gw.logs()
+    after = data(gw.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
+    assert after["valid"] is True and after["fingerprint"] == before["fingerprint"], after
+    assert data(gw.call("GET", f"/admin/providers/{p['id']}")) == p
+    audit = audit_of(gw, r.headers["X-Request-Id"])
+    assert [(x["action"], x["fields"]) for x in audit] == [("credentials.rotate", ["org"])], audit
+    # A patch that names no credentials still applies; PUT with the whole set stores it.
+    assert data(patch(gw, p["id"], {"description": "d"}))["description"] == "d"
+    assert data(gw.call("PUT", f"/admin/providers/{p['id']}",
+                        json={"credentials": {"api_key": key, "org": "o-1"}}))["credentialsVersion"] == 1
+    twin = data(gw.call("POST", "/admin/providers",
+                        json=provider_body(slug="twin", credentials={"api_key": key, "org": "o-1"})), 201)
+    assert fingerprint(gw, p["id"]) == fingerprint(gw, twin["id"])
+    # Once stored, PATCH merges with the store as anywhere else.
+    assert data(patch(gw, p["id"], {"credentials": {"org": None}}))["credentials"] == {
+        "api_key": "[STORED_EXTERNALLY]"}
+    # No DYAD_PROVIDER_<SLUG>_* set: nothing to lose, the PATCH stores what it names.
+    other = data(gw.call("POST", "/admin/providers", json=provider_body(slug="other")), 201)
+    assert data(patch(gw, other["id"], {"credentials": {"api_key": canary()}}))["credentialsVersion"] == 1
