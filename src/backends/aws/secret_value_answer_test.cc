@@ -122,5 +122,21 @@ TEST(SecretValueAnswer, WhatIsNotAJsonObjectIsRefusedAsTheGeneralParserDoes) {
   }
 }
 
+// Review (rv-lean): AWS itself writes timestamps with an exponent — the
+// GetSecretValue API reference's raw answer is
+// {"ARN":...,"CreatedDate":1.523477145713E9,...} (also DescribeDocument's
+// "CreatedDate":1.585061751738E9) — so on the real service every answer
+// went to the general parser: the one-pass reader ran only against moto,
+// the instruction count and the "never grown" wipe held only there.
+TEST(SecretValueAnswer, ReviewAwsDocumentedAnswerIsReadInOnePass) {
+  auto a = Parse(R"({"ARN":"arn:aws:secretsmanager:us-west-2:123456789012:secret:MyTestDatabaseSecret-a1b2c3",)"
+                 R"("CreatedDate":1.523477145713E9,"Name":"MyTestDatabaseSecret",)"
+                 R"("SecretString":"{\n  \"username\":\"david\",\n  \"password\":\"EXAMPLE-PASSWORD\"\n}\n",)"
+                 R"("VersionId":"EXAMPLE1-90ab-cdef-fedc-ba987SECRET1","VersionStages":["AWSPREVIOUS"]})",
+                 true);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->version_id, "EXAMPLE1-90ab-cdef-fedc-ba987SECRET1");
+}
+
 }  // namespace
 }  // namespace dyad
