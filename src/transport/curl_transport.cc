@@ -179,6 +179,24 @@ std::string RedirectRefusal(const std::string& from, const std::string& to,
   return "refused a redirect to " + host + ":" + port + ", a host that is neither the request's nor an allowed one";
 }
 
+// A CR or LF in a header would end its line and start another (a token
+// from a credential endpoint turned into a header of its choosing); a NUL
+// would cut it short. The error names the header, never its value.
+Status CheckHeaders(const HttpCall& call) {
+  constexpr std::string_view kBreaks("\r\n\0", 3);
+  for (const auto& [name, value] : call.headers) {
+    if (name.find_first_of(kBreaks) != std::string::npos) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       call.method + " " + call.url + ": a header name has a CR, LF or NUL in it");
+    }
+    if (value.find_first_of(kBreaks) != std::string::npos) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       call.method + " " + call.url + ": header " + name + " has a CR, LF or NUL in its value");
+    }
+  }
+  return OkStatus();
+}
+
 bool IsHost(std::string_view header_name) {
   return header_name.size() == 4 && (header_name[0] == 'H' || header_name[0] == 'h') &&
          (header_name.substr(1) == "ost" || header_name.substr(1) == "OST");
@@ -195,6 +213,7 @@ class CurlTransport final : public HttpTransport {
   }
 
   Result<HttpReply> Send(const HttpCall& call) override {
+    DYAD_RETURN_IF_ERROR(CheckHeaders(call));
     std::unique_ptr<Handle> h = Lease();
     if (!h) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
     const auto timeout = call.timeout.count() > 0 ? call.timeout : options_.request_timeout;

@@ -95,6 +95,44 @@ TEST(curl_transport_unit, AContentLengthThatIsNotTheBodysDoesNotReserveMegabytes
   EXPECT_LT(reply->body.capacity(), 65536u) << "a 2-byte answer held in " << reply->body.capacity() << " bytes";
 }
 
+// Header lines are now written by hand into the handle's buffer: a value
+// with CR/LF (a token from a credential endpoint, a configured header)
+// must be refused, not sent as a second header line.
+TEST(curl_transport_unit, AHeaderValueWithALineBreakIsNotSentAsAnotherHeader) {
+  OneShotServer server("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+  auto transport = NewCurlTransport();
+  HttpCall call;
+  call.url = server.url();
+  call.headers = {{"X-Amz-Security-Token", "token\r\nX-Injected: yes"}};
+  auto reply = transport->Send(call);
+  EXPECT_EQ(server.request().find("\r\nX-Injected: yes\r\n"), std::string::npos) << server.request();
+  ASSERT_FALSE(reply.ok());
+  EXPECT_EQ(reply.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(reply.error().message.find("X-Amz-Security-Token"), std::string::npos) << reply.error().message;
+  EXPECT_EQ(reply.error().message.find("token\r"), std::string::npos) << "the value is in the error";
+  EXPECT_EQ(reply.error().message.find("X-Injected"), std::string::npos) << "the value is in the error";
+}
+
+// A lone LF or a NUL in a value, and a line break in a name, are refused
+// the same way, before anything is sent.
+TEST(curl_transport_unit, ALoneLineFeedANulOrABreakInANameIsRefused) {
+  auto transport = NewCurlTransport();
+  const std::vector<HttpHeaders> bad = {
+      {{"Authorization", "Bearer secret-token\nX-Injected: yes"}},
+      {{"Authorization", std::string("Bearer secret-token\0tail", 24)}},
+      {{"X-Injected: yes\r\nAuthorization", "Bearer secret-token"}},
+  };
+  for (const HttpHeaders& headers : bad) {
+    HttpCall call;
+    call.url = "http://127.0.0.1:1/";
+    call.headers = headers;
+    auto reply = transport->Send(call);
+    ASSERT_FALSE(reply.ok());
+    EXPECT_EQ(reply.error().code, ErrorCode::kInvalidArgument) << reply.error().message;
+    EXPECT_EQ(reply.error().message.find("secret-token"), std::string::npos) << reply.error().message;
+  }
+}
+
 // A Content-Length arriving after the body — a trailer of a chunked answer,
 // which curl hands to the header callback too — makes the transport
 // reserve() a body that already holds the secret: the bytes are copied to
