@@ -281,12 +281,12 @@ TEST(sigv4_unit, RepeatedHeadersAreJoinedInTheOrderGiven) {
       << r->canonical_request;
 }
 
-// Review (rv-lean): the cache is keyed by the access key id, not by the
+// The cache was once keyed by the access key id, not by the
 // secret. A secret access key corrected or re-issued under the same id (a
 // credentials file fixed while the gateway runs, a source that re-reads it)
 // must sign with the new secret at once, not with the old day's key until
 // midnight (every request SignatureDoesNotMatch meanwhile).
-TEST(sigv4_unit, ReviewANewSecretUnderTheSameAccessKeyIdIsNotSignedWithTheOldKey) {
+TEST(sigv4_unit, ANewSecretUnderTheSameAccessKeyIdIsNotSignedWithTheOldKey) {
   SigV4Signer signer;
   const SigningRequest req{"POST", "/", "", {{"Host", "example.amazonaws.com"}}, "{}"};
   const SigningParams params{"us-east-1", "secretsmanager",
