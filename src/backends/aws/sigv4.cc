@@ -157,7 +157,10 @@ void SigV4Signer::SigningKey(const AwsCredentials& credentials, std::string_view
   // digest, not the secret.
   unsigned char digest[SHA256_DIGEST_LENGTH];
   const std::string_view secret = credentials.secret_access_key.view();
-  SHA256(reinterpret_cast<const unsigned char*>(secret.data()), secret.size(), digest);
+  SHA256_CTX c;  // not SHA256(): in OpenSSL 3 that fetches the algorithm on every call
+  SHA256_Init(&c);
+  SHA256_Update(&c, secret.data(), secret.size());
+  SHA256_Final(digest, &c);
   const std::string_view digest_view(reinterpret_cast<const char*>(digest), sizeof digest);
   MutexLock lock(&mu_);
   for (const CachedKey& k : keys_) {
