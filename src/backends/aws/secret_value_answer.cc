@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
 
 #include "core/encoding.h"
@@ -11,7 +12,10 @@ namespace dyad {
 namespace {
 
 constexpr int kMaxDepth = 32;
-constexpr size_t kMaxNumberChars = 15;  // cannot overflow a double or an int64: no range check needed
+// A number below 10^300 is a finite double (the largest is 1.8e308): read
+// in one pass without a range check.
+constexpr size_t kMaxDecimalDigits = 300;
+constexpr long long kExponentClamp = 1'000'000;  // an exponent's digits counted without overflow
 
 // The bytes a string holds as they are: printable ASCII but '"' and '\\'.
 constexpr auto kPlainAscii = [] {
@@ -102,9 +106,12 @@ class Scanner {
     return true;
   }
 
-  // -?(0|[1-9][0-9]*)(\.[0-9]+)?, short; an exponent goes to the general parser.
+  // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? (AWS writes its dates
+  // as 1.523477145713E9), not converted: no value is used. The general
+  // parser refuses a number whose double overflows, so one that might (more
+  // than kMaxDecimalDigits whole digits once the exponent is counted) is
+  // left to it.
   bool Number() {
-    const size_t start = i_;
     Eat('-');
     auto digits = [&] {
       const size_t d = i_;
@@ -115,7 +122,18 @@ class Scanner {
     const size_t whole = digits();
     if (whole == 0 || (whole > 1 && t_[first] == '0')) return false;
     if (Eat('.') && digits() == 0) return false;
-    return i_ - start <= kMaxNumberChars && Peek() != 'e' && Peek() != 'E';
+    long long exponent = 0;
+    if (Eat('e') || Eat('E')) {
+      const bool negative = Eat('-');
+      if (!negative) Eat('+');
+      const size_t e = i_;
+      if (digits() == 0) return false;
+      for (size_t k = e; k < i_; ++k) exponent = std::min(exponent * 10 + (t_[k] - '0'), kExponentClamp);
+      if (negative) exponent = -exponent;
+    }
+    // The value is below 10^(whole + exponent).
+    return whole <= kMaxDecimalDigits &&
+           static_cast<long long>(whole) + exponent <= static_cast<long long>(kMaxDecimalDigits);
   }
 
   bool Array(int depth) {

@@ -89,10 +89,15 @@ TEST(SecretValueAnswer, AHugeValueIsReadWhole) {
 }
 
 TEST(SecretValueAnswer, WhatItDoesNotHandleGoesToTheGeneralParser) {
-  // An exponent, a repeated field (the last one counts), a byte-order mark, a NUL, deep nesting.
-  auto exp = Parse(R"({"SecretString":"s","CreatedDate":1.7e9})", false);
-  ASSERT_TRUE(exp.ok());
-  EXPECT_EQ(exp->secret_string, "s");
+  // A number that might overflow a double (the general parser refuses it), a
+  // repeated field (the last one counts), a byte-order mark, a NUL, deep nesting.
+  auto huge = Parse(R"({"SecretString":"s","CreatedDate":1.7e400})", false);
+  EXPECT_FALSE(huge.ok());
+  auto near = Parse(R"({"SecretString":"s","CreatedDate":1.7e300})", false);
+  ASSERT_TRUE(near.ok());
+  EXPECT_EQ(near->secret_string, "s");
+  auto long_whole = Parse(R"({"SecretString":"s","n":)" + std::string(301, '1') + "}", false);
+  ASSERT_TRUE(long_whole.ok());
   auto twice = Parse(R"({"SecretString":"a","SecretString":"b"})", false);
   ASSERT_TRUE(twice.ok());
   EXPECT_EQ(twice->secret_string, "b");
@@ -108,6 +113,19 @@ TEST(SecretValueAnswer, WhatItDoesNotHandleGoesToTheGeneralParser) {
   EXPECT_EQ(deep->secret_string, "s");
 }
 
+TEST(SecretValueAnswer, ExponentsAreReadInOnePass) {
+  for (std::string_view n : {"1.7e9", "1.523477145713E9", "1E+2", "-2e-5", "0e0", "1e-999999999999", "1e299",
+                             "-0.5E+0299"}) {
+    auto a = Parse(R"({"SecretString":"s","CreatedDate":)" + std::string(n) + "}", true);
+    ASSERT_TRUE(a.ok()) << n;
+    EXPECT_EQ(a->secret_string, "s");
+  }
+  for (std::string_view bad : {"1e", "1E+", "1e-", "1.e5", "1ee5", "1e+-5", "1e5.0", "e5", "-e5"}) {
+    auto a = Parse(R"({"SecretString":"s","CreatedDate":)" + std::string(bad) + "}", false);
+    EXPECT_FALSE(a.ok()) << bad;
+  }
+}
+
 TEST(SecretValueAnswer, WhatIsNotAJsonObjectIsRefusedAsTheGeneralParserDoes) {
   for (std::string_view bad : std::initializer_list<std::string_view>
        {"", "[]", "\"s\"", "null", "{", R"({"SecretString":"s"} x)", R"({"SecretString":"s",})",
@@ -120,6 +138,22 @@ TEST(SecretValueAnswer, WhatIsNotAJsonObjectIsRefusedAsTheGeneralParserDoes) {
     EXPECT_EQ(a.code(), ErrorCode::kUnavailable);
     EXPECT_EQ(a.error().message, "GetSecretValue: the answer is not a JSON object");
   }
+}
+
+// AWS itself writes timestamps with an exponent — the
+// GetSecretValue API reference's raw answer is
+// {"ARN":...,"CreatedDate":1.523477145713E9,...} (also DescribeDocument's
+// "CreatedDate":1.585061751738E9) — so on the real service every answer
+// went to the general parser: the one-pass reader ran only against moto,
+// the instruction count and the "never grown" wipe held only there.
+TEST(SecretValueAnswer, AwsDocumentedAnswerIsReadInOnePass) {
+  auto a = Parse(R"({"ARN":"arn:aws:secretsmanager:us-west-2:123456789012:secret:MyTestDatabaseSecret-a1b2c3",)"
+                 R"("CreatedDate":1.523477145713E9,"Name":"MyTestDatabaseSecret",)"
+                 R"("SecretString":"{\n  \"username\":\"david\",\n  \"password\":\"EXAMPLE-PASSWORD\"\n}\n",)"
+                 R"("VersionId":"EXAMPLE1-90ab-cdef-fedc-ba987SECRET1","VersionStages":["AWSPREVIOUS"]})",
+                 true);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->version_id, "EXAMPLE1-90ab-cdef-fedc-ba987SECRET1");
 }
 
 }  // namespace

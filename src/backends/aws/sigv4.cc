@@ -152,10 +152,21 @@ std::string SigV4CanonicalQuery(std::string_view query) {
 void SigV4Signer::SigningKey(const AwsCredentials& credentials, std::string_view date, const SigningParams& params,
                              unsigned char* state) {
   static_assert(sizeof(HmacState) == 2 * sizeof(SHA256_CTX));
+  // The secret is part of the key's identity (one corrected or re-issued
+  // under the same id signs at once with the new one); the cache holds its
+  // digest, not the secret.
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  const std::string_view secret = credentials.secret_access_key.view();
+  SHA256_CTX c;  // not SHA256(): in OpenSSL 3 that fetches the algorithm on every call
+  SHA256_Init(&c);
+  SHA256_Update(&c, secret.data(), secret.size());
+  SHA256_Final(digest, &c);
+  const std::string_view digest_view(reinterpret_cast<const char*>(digest), sizeof digest);
   MutexLock lock(&mu_);
   for (const CachedKey& k : keys_) {
     if (k.date == date && k.access_key_id == credentials.access_key_id && k.region == params.region &&
-        k.service == params.service) {
+        k.service == params.service && ConstantTimeEquals(k.secret_digest.view(), digest_view)) {
+      OPENSSL_cleanse(digest, sizeof digest);
       std::memcpy(state, k.hmac_state.view().data(), sizeof(HmacState));
       return;
     }
@@ -172,9 +183,11 @@ void SigV4Signer::SigningKey(const AwsCredentials& credentials, std::string_view
   HmacState derived = HmacStateOf(signing);
   Cleanse(signing);
   CachedKey entry{credentials.access_key_id, std::string(date), params.region, params.service,
+                  SecretBytes(digest_view),
                   SecretBytes(std::string_view(reinterpret_cast<const char*>(&derived), sizeof derived))};
   std::memcpy(state, &derived, sizeof derived);
   OPENSSL_cleanse(&derived, sizeof derived);
+  OPENSSL_cleanse(digest, sizeof digest);
   // A day's keys for a few scopes: the newest first, the oldest (an earlier day's) drops out.
   if (keys_.size() == kMaxCachedKeys) keys_.pop_back();
   keys_.insert(keys_.begin(), std::move(entry));

@@ -4,7 +4,8 @@
 // segment and slash normalisation, sorted encoded query, lower-cased trimmed
 // sorted headers with duplicates joined, signed-header list, payload hash),
 // the string to sign and the signature, and the Authorization header. The
-// derived signing key is cached per access key, day, region and service, as
+// derived signing key is cached per access key (its id and a SHA-256 of its
+// secret, not the secret itself), day, region and service, as
 // the HMAC states of its padded key blocks, so a signature hashes only the
 // string to sign (a small list, most recent first; a new day's key pushes
 // the oldest out).
@@ -80,6 +81,7 @@ class SigV4Signer {
  private:
   struct CachedKey {
     std::string access_key_id, date, region, service;
+    SecretBytes secret_digest;  // SHA-256 of the secret access key: a new secret under the same id derives anew
     SecretBytes hmac_state;  // the HMAC-SHA256 states after the inner and outer padded key blocks
   };
   // The HMAC states of the signing key, copied to `state` (hmac_state's size).

@@ -281,5 +281,25 @@ TEST(sigv4_unit, RepeatedHeadersAreJoinedInTheOrderGiven) {
       << r->canonical_request;
 }
 
+// The cache was once keyed by the access key id, not by the
+// secret. A secret access key corrected or re-issued under the same id (a
+// credentials file fixed while the gateway runs, a source that re-reads it)
+// must sign with the new secret at once, not with the old day's key until
+// midnight (every request SignatureDoesNotMatch meanwhile).
+TEST(sigv4_unit, ANewSecretUnderTheSameAccessKeyIdIsNotSignedWithTheOldKey) {
+  SigV4Signer signer;
+  const SigningRequest req{"POST", "/", "", {{"Host", "example.amazonaws.com"}}, "{}"};
+  const SigningParams params{"us-east-1", "secretsmanager",
+                             std::chrono::system_clock::time_point(std::chrono::seconds(1767225600))};
+  const AwsCredentials wrong{"AKIDEXAMPLE", SecretBytes(std::string("the-old-or-mistyped-secret")), ""};
+  const AwsCredentials right{"AKIDEXAMPLE", SecretBytes(std::string("the-new-secret")), ""};
+  auto first = signer.Sign(req, wrong, params);
+  ASSERT_TRUE(first.ok());
+  auto second = signer.Sign(req, right, params);
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE(second->signature, first->signature);
+  EXPECT_EQ(second->signature, FreshSignature(req, right, params));
+}
+
 }  // namespace
 }  // namespace dyad
