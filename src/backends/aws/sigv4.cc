@@ -283,6 +283,9 @@ Result<SignedRequest> SigV4Signer::SignView(const SigningView& request, const Aw
       .append(", Signature=")
       .append(out.signature);
   out.headers.emplace_back("Authorization", std::move(authorization));
+  // The canonical values include x-amz-security-token's: wiped before the
+  // vector frees them (the caller wipes out.canonical_request after use).
+  for (Canonical& h : headers) Cleanse(h.value);
   return out;
 }
 

@@ -48,6 +48,8 @@ struct SigningParams {
 };
 
 struct SignedRequest {
+  // Holds every signed header's value, x-amz-security-token's included: a
+  // caller that keeps it for no test wipes it (Cleanse) once signed.
   std::string canonical_request;
   std::string string_to_sign;
   std::string signature;  // hex

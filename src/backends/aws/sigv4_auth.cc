@@ -20,6 +20,7 @@ Status SigV4Auth::Authorize(CloudRequest& request) {
       signer_.SignView(SigningView{request.method, request.path, request.query, request.headers, request.body}, creds,
                    params);
   if (!signed_req.ok()) return signed_req.error();
+  Cleanse(signed_req->canonical_request);  // it carries the session token (a signed header)
   for (auto& h : signed_req->headers) request.headers.push_back(std::move(h));
   return OkStatus();
 }
