@@ -1,6 +1,7 @@
 #include "registry/sqlite_backup.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -160,6 +161,72 @@ TEST_F(DamagedBackup, ANewerSchemaIsRefused) {
   // Back to one file, as a backup is.
   for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(dir_.File("backup.db") + suffix);
   ExpectRefused(ErrorCode::kFailedPrecondition);
+}
+
+
+// What the file's schema holds runs in the gateway that opens it: a trigger
+// on every later write, a view on every read of its name. A restore takes
+// only the objects this build's migrations create, as they create them.
+class CraftedBackup : public DamagedBackup {
+ protected:
+  void Alter(const std::string& sql) {
+    {
+      auto db = *SqliteDb::Open(dir_.File("backup.db"));
+      ASSERT_TRUE(db->Transaction([&](SqliteConnection& c) { return c.Exec(sql); }).ok()) << sql;
+    }
+    for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(dir_.File("backup.db") + suffix);
+  }
+  void ExpectRefusedNaming(const std::string& object) {
+    auto restored = RestoreDatabase(dir_.File("backup.db"), dir_.File("fresh/gateway.db"));
+    ASSERT_FALSE(restored.ok()) << "a backup holding " << object << " was restored";
+    EXPECT_EQ(restored.code(), ErrorCode::kDataLoss) << restored.error().message;
+    EXPECT_NE(restored.error().message.find("'" + object + "'"), std::string::npos) << restored.error().message;
+    EXPECT_EQ(EntriesIn(dir_.File("fresh")), 0u);
+  }
+};
+
+TEST_F(CraftedBackup, AnAddedTriggerIsRefused) {
+  Alter("CREATE TRIGGER settings_sink AFTER INSERT ON settings BEGIN DELETE FROM settings; END");
+  ExpectRefusedNaming("settings_sink");
+}
+
+TEST_F(CraftedBackup, AChangedTriggerIsRefused) {
+  Alter("DROP TRIGGER secrets_revision_on_update; "
+        "CREATE TRIGGER secrets_revision_on_update AFTER UPDATE OF value ON secrets BEGIN SELECT 1; END");
+  ExpectRefusedNaming("secrets_revision_on_update");
+}
+
+TEST_F(CraftedBackup, AViewInPlaceOfTheMigrationsTableIsRefused) {
+  // Read at every start to decide which migrations to run.
+  Alter("DROP TABLE schema_migrations; CREATE VIEW schema_migrations AS SELECT " +
+        std::to_string(Migrations().size()) + " AS version, '' AS applied_at");
+  ExpectRefusedNaming("schema_migrations");
+}
+
+TEST_F(CraftedBackup, AnAddedTableIsRefused) {
+  Alter("CREATE TABLE attacker(x)");
+  ExpectRefusedNaming("attacker");
+}
+
+TEST(SqliteBackup, AnOlderSchemaIsRestoredAndMigratedAtOpen) {
+  testing::TempDir dir;
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(dir.File("old.db").c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr),
+              SQLITE_OK);
+    SqliteConnection old(raw);
+    ASSERT_TRUE(old.Exec(SchemaMigrationsTable()).ok());
+    for (int v = 0; v < 3; ++v) {
+      ASSERT_TRUE(old.Exec(Migrations()[v]).ok());
+      ASSERT_TRUE(old.Exec("INSERT INTO schema_migrations VALUES(" + std::to_string(v + 1) + ", 'then')").ok());
+    }
+  }
+  ASSERT_TRUE(std::filesystem::create_directory(dir.File("fresh")));
+  auto restored = RestoreDatabase(dir.File("old.db"), dir.File("fresh/gateway.db"));
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  EXPECT_EQ(restored->schema_version, 3);
+  auto db = SqliteDb::Open(dir.File("fresh/gateway.db"));
+  ASSERT_TRUE(db.ok()) << db.error().message;
 }
 
 }  // namespace
