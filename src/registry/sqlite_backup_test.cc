@@ -208,6 +208,46 @@ TEST_F(CraftedBackup, AnAddedTableIsRefused) {
   ExpectRefusedNaming("attacker");
 }
 
+// GATEWAY_DATABASE_URL may put the database outside the (empty) data dir:
+// a -wal, -shm or -journal left there by a database that was deleted after
+// a crash would be paired with the restored file at the next open (SQLite
+// replays a WAL into whatever file carries its name).
+TEST(SqliteBackup, RestoreRefusesATargetWithALeftoverJournalBesideIt) {
+  testing::TempDir dir;
+  {
+    auto db = *SqliteDb::Open(dir.File("backup-source.db"));
+    ASSERT_TRUE(NewSqliteSettingsRepository(db)->Put("restored", "yes").ok());
+  }
+  ASSERT_TRUE(BackupDatabase(dir.File("backup-source.db"), dir.File("backup.db")).ok());
+  ASSERT_TRUE(std::filesystem::create_directory(dir.File("db")));
+  {
+    // The old database's WAL, as a crash leaves it; then the database is deleted.
+    auto old = *SqliteDb::Open(dir.File("db/gateway.db"));
+    auto settings = NewSqliteSettingsRepository(old);
+    for (int i = 0; i < 50; ++i) ASSERT_TRUE(settings->Put("stale." + std::to_string(i), std::string(200, 's')).ok());
+    std::filesystem::copy_file(dir.File("db/gateway.db-wal"), dir.File("stale-wal"));
+  }
+  std::filesystem::remove(dir.File("db/gateway.db"));
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    SCOPED_TRACE(suffix);
+    std::filesystem::copy_file(dir.File("stale-wal"), dir.File("db/gateway.db") + suffix);
+    auto restored = RestoreDatabase(dir.File("backup.db"), dir.File("db/gateway.db"));
+    if (restored.ok()) {
+      auto db = SqliteDb::Open(dir.File("db/gateway.db"));
+      auto value = db.ok() ? NewSqliteSettingsRepository(*db)->Get("restored") : Result<std::optional<std::string>>(db.error());
+      ADD_FAILURE() << "restored beside a leftover gateway.db" << suffix << "; the restored database then reads "
+                    << (value.ok() ? (*value ? "restored=" + **value : std::string("no 'restored' setting"))
+                                   : "an error: " + value.error().message);
+    } else {
+      EXPECT_EQ(restored.code(), ErrorCode::kAlreadyExists) << restored.error().message;
+      EXPECT_NE(restored.error().message.find(dir.File("db/gateway.db") + suffix), std::string::npos)
+          << restored.error().message;
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir.File("db/gateway.db")));
+    for (const char* s : {"", "-wal", "-shm", "-journal"}) std::filesystem::remove(dir.File("db/gateway.db") + s);
+  }
+}
+
 TEST(SqliteBackup, AnOlderSchemaIsRestoredAndMigratedAtOpen) {
   testing::TempDir dir;
   {
