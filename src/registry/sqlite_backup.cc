@@ -191,6 +191,16 @@ Result<BackupInfo> CopyInto(const std::string& from, int from_flags, const std::
   if (std::filesystem::exists(target, ec)) {
     return MakeError(ErrorCode::kAlreadyExists, Quoted(target) + " already exists and is never replaced");
   }
+  // SQLite pairs a file with whatever -wal or -journal carries its name: one
+  // left by a database deleted after a crash would be replayed into the new
+  // file at its first open.
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    if (std::filesystem::symlink_status(target + suffix, ec).type() != std::filesystem::file_type::not_found) {
+      return MakeError(ErrorCode::kAlreadyExists, Quoted(target + suffix) + " exists beside " + Quoted(target) +
+                                                      ": SQLite would replay it into the new file; move it away "
+                                                      "(it belongs to a database that is gone)");
+    }
+  }
   DYAD_ASSIGN_OR_RETURN(auto source, OpenFile(from, from_flags));
   DYAD_ASSIGN_OR_RETURN(auto temp, TempFile::Beside(target));
   BackupInfo info;
