@@ -248,6 +248,30 @@ TEST(SqliteBackup, RestoreRefusesATargetWithALeftoverJournalBesideIt) {
   }
 }
 
+// This SQLite reads a name that starts with "file:" as a URI (Debian builds
+// it with SQLITE_USE_URI): `restore file:b.db?x` would check one file and
+// copy another (here "b.db", an unrelated database).
+TEST(SqliteBackup, RestoreReadsTheFileItIsNamedEvenIfItLooksLikeAUri) {
+  testing::TempDir dir;
+  {
+    auto db = *SqliteDb::Open(dir.File("src.db"));
+    ASSERT_TRUE(NewSqliteSettingsRepository(db)->Put("which", "the named file").ok());
+  }
+  ASSERT_TRUE(BackupDatabase(dir.File("src.db"), dir.File("file:b.db?mode=ro")).ok());
+  {
+    auto other = *SqliteDb::Open(dir.File("b.db"));
+    ASSERT_TRUE(NewSqliteSettingsRepository(other)->Put("which", "another file").ok());
+  }
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir.File(""));
+  auto restored = RestoreDatabase("file:b.db?mode=ro", dir.File("fresh.db"));
+  std::filesystem::current_path(cwd);
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  auto value = NewSqliteSettingsRepository(*SqliteDb::Open(dir.File("fresh.db")))->Get("which");
+  ASSERT_TRUE(value.ok() && value->has_value());
+  EXPECT_EQ(**value, "the named file");
+}
+
 TEST(SqliteBackup, AnOlderSchemaIsRestoredAndMigratedAtOpen) {
   testing::TempDir dir;
   {
