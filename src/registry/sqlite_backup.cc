@@ -234,7 +234,10 @@ Result<BackupInfo> RestoreDatabase(const std::string& backup_path, const std::st
   if (::stat(backup_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
     return MakeError(ErrorCode::kNotFound, "no backup file at " + Quoted(backup_path));
   }
-  return CopyInto(backup_path, SQLITE_OPEN_READONLY, database_path);
+  // A name that starts with "file:" would be read as a URI (SQLITE_USE_URI
+  // builds): another file than the one just looked at.
+  const std::string name = backup_path.starts_with("file:") ? "./" + backup_path : backup_path;
+  return CopyInto(name, SQLITE_OPEN_READONLY, database_path);
 }
 
 }  // namespace dyad
