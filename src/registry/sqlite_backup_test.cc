@@ -203,6 +203,16 @@ TEST_F(CraftedBackup, AViewInPlaceOfTheMigrationsTableIsRefused) {
   ExpectRefusedNaming("schema_migrations");
 }
 
+TEST_F(CraftedBackup, AHeaderClaimingHugeSizeIsRefusedWithoutCopyingIt) {
+  // In-header size 2^31-1 pages (8 TiB), made "valid" by copying the change
+  // counter (offset 24) into version-valid-for (offset 92).
+  std::string header = ReadAll(dir_.File("backup.db")).substr(0, 100);
+  Overwrite(28, std::string("\x7f\xff\xff\xff", 4));
+  Overwrite(92, header.substr(24, 4));
+  ExpectRefused(ErrorCode::kDataLoss);
+  EXPECT_FALSE(std::filesystem::exists(dir_.File("fresh/gateway.db")));
+}
+
 TEST_F(CraftedBackup, AnAddedTableIsRefused) {
   Alter("CREATE TABLE attacker(x)");
   ExpectRefusedNaming("attacker");
