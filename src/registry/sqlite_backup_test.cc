@@ -203,6 +203,28 @@ TEST_F(CraftedBackup, AViewInPlaceOfTheMigrationsTableIsRefused) {
   ExpectRefusedNaming("schema_migrations");
 }
 
+TEST_F(CraftedBackup, AMigrationsTableThatComputesItsVersionIsRefusedBeforeItIsRead) {
+  // The version is read to pick the expected schema: a generated column (or
+  // a virtual table's module, e.g. FTS over crafted shadow tables) would run
+  // the file's code in that read. Here it raises "integer overflow".
+  // Crafted as an attacker would: the stored DDL rewritten in place (an
+  // INSERT would evaluate the column, and the gateway's connections refuse
+  // writable_schema).
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("backup.db").c_str(), &raw), SQLITE_OK);
+  const char* sql =
+      "PRAGMA writable_schema=ON; UPDATE sqlite_schema SET sql='CREATE TABLE schema_migrations(v INTEGER PRIMARY "
+      "KEY, applied_at TEXT NOT NULL, version AS (abs(-9223372036854775807 - v)))' WHERE name='schema_migrations'";
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(raw, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(raw);
+  ExpectRefusedNaming("schema_migrations");
+  auto restored = RestoreDatabase(dir_.File("backup.db"), dir_.File("fresh/gateway.db"));
+  ASSERT_FALSE(restored.ok());
+  EXPECT_EQ(restored.error().message.find("overflow"), std::string::npos) << restored.error().message;
+}
+
 TEST_F(CraftedBackup, AHeaderClaimingHugeSizeIsRefusedWithoutCopyingIt) {
   // In-header size 2^31-1 pages (8 TiB), made "valid" by copying the change
   // counter (offset 24) into version-valid-for (offset 92).
