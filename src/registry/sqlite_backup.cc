@@ -75,8 +75,17 @@ Result<int> CheckContents(SqliteConnection& conn, const std::string& path) {
   if (!objects.ok()) {
     return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a readable SQLite database: " + objects.error().message);
   }
-  if (!objects->count("table 'schema_migrations'")) {
+  auto migrations = objects->find("table 'schema_migrations'");
+  if (migrations == objects->end()) {
     return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a dyad-gateway database (no table 'schema_migrations')");
+  }
+  // Its version is read next: only from the table as this build defines it
+  // (a generated column or a virtual table would run the file's code).
+  DYAD_ASSIGN_OR_RETURN(auto bare, ExpectedSchema(0));
+  if (migrations->second != bare.at("table 'schema_migrations'")) {
+    return MakeError(ErrorCode::kDataLoss, Quoted(path) + " defines table 'schema_migrations' otherwise than a "
+                                                          "dyad-gateway database does (what its schema defines runs "
+                                                          "in the gateway)");
   }
   int version = 0;
   {
