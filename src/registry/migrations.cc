@@ -2,6 +2,12 @@
 
 namespace dyad {
 
+const std::string& SchemaMigrationsTable() {
+  static const std::string kTable =
+      "CREATE TABLE IF NOT EXISTS schema_migrations(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)";
+  return kTable;
+}
+
 const std::vector<std::string>& Migrations() {
   static const std::vector<std::string> kMigrations = {
       // 1: provider registry and settings.

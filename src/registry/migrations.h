@@ -10,4 +10,7 @@ namespace dyad {
 
 const std::vector<std::string>& Migrations();
 
+// The table that records the migrations applied (created before the first).
+const std::string& SchemaMigrationsTable();
+
 }  // namespace dyad

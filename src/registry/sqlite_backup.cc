@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 
 #include "registry/migrations.h"
@@ -39,36 +40,91 @@ Result<std::unique_ptr<SqliteConnection>> OpenFile(const std::string& path, int 
   return conn;
 }
 
-// What a restore trusts: SQLite's own integrity check, and a schema whose
-// migrations this build knows (older ones are migrated at the next open).
+// The schema objects of `conn` by "type 'name'", each with its table and
+// SQL text. Reads only sqlite_schema, which runs nothing.
+Result<std::map<std::string, std::string>> SchemaObjects(SqliteConnection& conn) {
+  DYAD_ASSIGN_OR_RETURN(Statement st, conn.Prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema"));
+  std::map<std::string, std::string> objects;
+  while (true) {
+    DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    objects[st.Text(0) + " '" + st.Text(1) + "'"] = st.Text(2) + "\n" + (st.IsNull(3) ? "" : st.Text(3));
+  }
+  return objects;
+}
+
+// The objects a database holds once migrated to `version` by this build.
+Result<std::map<std::string, std::string>> ExpectedSchema(int version) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(":memory:", &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY, nullptr);
+  SqliteConnection conn(raw);  // closes `raw` in every case
+  if (rc != SQLITE_OK) return SqliteFailure(raw, rc, "cannot open an in-memory database");
+  DYAD_RETURN_IF_ERROR(conn.Exec(SchemaMigrationsTable()));
+  for (int v = 0; v < version; ++v) DYAD_RETURN_IF_ERROR(conn.Exec(Migrations()[static_cast<size_t>(v)]));
+  return SchemaObjects(conn);
+}
+
+// What a restore trusts: a schema whose migrations this build knows (older
+// ones are migrated at the next open), holding exactly the objects those
+// migrations create, as they create them — a trigger, view or changed
+// table in the file would run in the gateway that opens it — and SQLite's
+// own integrity check. The schema is read before anything else: reading a
+// view, or checking a table's constraints, runs what the file defines.
 Result<int> CheckContents(SqliteConnection& conn, const std::string& path) {
+  auto objects = SchemaObjects(conn);
+  if (!objects.ok()) {
+    return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a readable SQLite database: " + objects.error().message);
+  }
+  auto migrations = objects->find("table 'schema_migrations'");
+  if (migrations == objects->end()) {
+    return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a dyad-gateway database (no table 'schema_migrations')");
+  }
+  // Its version is read next: only from the table as this build defines it
+  // (a generated column or a virtual table would run the file's code).
+  DYAD_ASSIGN_OR_RETURN(auto bare, ExpectedSchema(0));
+  if (migrations->second != bare.at("table 'schema_migrations'")) {
+    return MakeError(ErrorCode::kDataLoss, Quoted(path) + " defines table 'schema_migrations' otherwise than a "
+                                                          "dyad-gateway database does (what its schema defines runs "
+                                                          "in the gateway)");
+  }
+  int version = 0;
   {
-    auto st = conn.Prepare("PRAGMA integrity_check(5)");
-    if (!st.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a readable SQLite database: " + st.error().message);
-    std::string problems;
-    while (true) {
-      auto row = st->Step();
-      if (!row.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " fails SQLite's integrity check: " + row.error().message);
-      if (!*row) break;
-      std::string line = st->Text(0);
-      if (line != "ok") problems += (problems.empty() ? "" : "; ") + line;
-    }
-    if (!problems.empty()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " fails SQLite's integrity check: " + problems);
+    auto st = conn.Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+    if (!st.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + ": " + st.error().message);
+    auto row = st->Step();
+    if (!row.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + ": " + row.error().message);
+    version = *row ? static_cast<int>(st->Int(0)) : 0;
   }
-  auto st = conn.Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
-  if (!st.ok()) {
-    return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a dyad-gateway database (no schema_migrations table: " +
-                                               st.error().message + ")");
-  }
-  auto row = st->Step();
-  if (!row.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + ": " + row.error().message);
-  int version = *row ? static_cast<int>(st->Int(0)) : 0;
   const int known = static_cast<int>(Migrations().size());
   if (version < 1) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a dyad-gateway database (no schema migration applied)");
   if (version > known) {
     return MakeError(ErrorCode::kFailedPrecondition, Quoted(path) + " has schema version " + std::to_string(version) +
                                                          ", newer than this build knows (" + std::to_string(known) + ")");
   }
+  DYAD_ASSIGN_OR_RETURN(auto expected, ExpectedSchema(version));
+  const std::string of_version = "a dyad-gateway database of schema version " + std::to_string(version);
+  auto refused = [&](const std::string& what) {
+    return MakeError(ErrorCode::kDataLoss, Quoted(path) + " " + what + " (what its schema defines runs in the gateway)");
+  };
+  for (const auto& [object, definition] : *objects) {
+    auto want = expected.find(object);
+    if (want == expected.end()) return refused("holds " + object + ", which " + of_version + " does not");
+    if (want->second != definition) return refused("defines " + object + " otherwise than " + of_version + " does");
+  }
+  for (const auto& [object, definition] : expected) {
+    if (!objects->count(object)) return refused("lacks " + object + ", which " + of_version + " holds");
+  }
+  auto st = conn.Prepare("PRAGMA integrity_check(5)");
+  if (!st.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " is not a readable SQLite database: " + st.error().message);
+  std::string problems;
+  while (true) {
+    auto row = st->Step();
+    if (!row.ok()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " fails SQLite's integrity check: " + row.error().message);
+    if (!*row) break;
+    std::string line = st->Text(0);
+    if (line != "ok") problems += (problems.empty() ? "" : "; ") + line;
+  }
+  if (!problems.empty()) return MakeError(ErrorCode::kDataLoss, Quoted(path) + " fails SQLite's integrity check: " + problems);
   return version;
 }
 
@@ -144,6 +200,16 @@ Result<BackupInfo> CopyInto(const std::string& from, int from_flags, const std::
   if (std::filesystem::exists(target, ec)) {
     return MakeError(ErrorCode::kAlreadyExists, Quoted(target) + " already exists and is never replaced");
   }
+  // SQLite pairs a file with whatever -wal or -journal carries its name: one
+  // left by a database deleted after a crash would be replayed into the new
+  // file at its first open.
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    if (std::filesystem::symlink_status(target + suffix, ec).type() != std::filesystem::file_type::not_found) {
+      return MakeError(ErrorCode::kAlreadyExists, Quoted(target + suffix) + " exists beside " + Quoted(target) +
+                                                      ": SQLite would replay it into the new file; move it away "
+                                                      "(it belongs to a database that is gone)");
+    }
+  }
   DYAD_ASSIGN_OR_RETURN(auto source, OpenFile(from, from_flags));
   DYAD_ASSIGN_OR_RETURN(auto temp, TempFile::Beside(target));
   BackupInfo info;
@@ -177,7 +243,10 @@ Result<BackupInfo> RestoreDatabase(const std::string& backup_path, const std::st
   if (::stat(backup_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
     return MakeError(ErrorCode::kNotFound, "no backup file at " + Quoted(backup_path));
   }
-  return CopyInto(backup_path, SQLITE_OPEN_READONLY, database_path);
+  // A name that starts with "file:" would be read as a URI (SQLITE_USE_URI
+  // builds): another file than the one just looked at.
+  const std::string name = backup_path.starts_with("file:") ? "./" + backup_path : backup_path;
+  return CopyInto(name, SQLITE_OPEN_READONLY, database_path);
 }
 
 }  // namespace dyad

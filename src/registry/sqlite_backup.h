@@ -12,13 +12,17 @@
 // what still sits in gateway.db-wal.
 //
 // Both directions write a temporary file next to the target (created 0600),
-// check it (PRAGMA integrity_check, a schema version this build knows),
-// fsync it and rename it into place without replacing anything
-// (renameat2 RENAME_NOREPLACE): a crash leaves either no target or a whole
-// one, never half a file under the target's name, and an existing target is
-// never overwritten. A failed run removes its temporary file.
+// check it (a schema version this build knows, holding exactly the tables,
+// indexes and triggers its migrations create at that version — what a
+// schema defines runs in the gateway that opens it — then PRAGMA
+// integrity_check), fsync it and rename it into place without replacing
+// anything (renameat2 RENAME_NOREPLACE): a crash leaves either no target or
+// a whole one, never half a file under the target's name, and an existing
+// target is never overwritten; nor is a target with a -wal, -shm or
+// -journal beside its name written (SQLite would pair it with the new
+// file). A failed run removes its temporary file.
 //
-// Errors: kAlreadyExists (the target exists), kNotFound (no source),
+// Errors: kAlreadyExists (the target, or a -wal/-shm/-journal of its name, exists), kNotFound (no source),
 // kDataLoss (the file is damaged or not a gateway database: integrity check
 // or schema), kFailedPrecondition (a schema newer than this build),
 // kUnavailable (I/O, or the source stays busy). Messages name the file.

@@ -1,6 +1,7 @@
 #include "registry/sqlite_backup.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -160,6 +161,168 @@ TEST_F(DamagedBackup, ANewerSchemaIsRefused) {
   // Back to one file, as a backup is.
   for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(dir_.File("backup.db") + suffix);
   ExpectRefused(ErrorCode::kFailedPrecondition);
+}
+
+
+// What the file's schema holds runs in the gateway that opens it: a trigger
+// on every later write, a view on every read of its name. A restore takes
+// only the objects this build's migrations create, as they create them.
+class CraftedBackup : public DamagedBackup {
+ protected:
+  void Alter(const std::string& sql) {
+    {
+      auto db = *SqliteDb::Open(dir_.File("backup.db"));
+      ASSERT_TRUE(db->Transaction([&](SqliteConnection& c) { return c.Exec(sql); }).ok()) << sql;
+    }
+    for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(dir_.File("backup.db") + suffix);
+  }
+  void ExpectRefusedNaming(const std::string& object) {
+    auto restored = RestoreDatabase(dir_.File("backup.db"), dir_.File("fresh/gateway.db"));
+    ASSERT_FALSE(restored.ok()) << "a backup holding " << object << " was restored";
+    EXPECT_EQ(restored.code(), ErrorCode::kDataLoss) << restored.error().message;
+    EXPECT_NE(restored.error().message.find("'" + object + "'"), std::string::npos) << restored.error().message;
+    EXPECT_EQ(EntriesIn(dir_.File("fresh")), 0u);
+  }
+};
+
+TEST_F(CraftedBackup, AnAddedTriggerIsRefused) {
+  Alter("CREATE TRIGGER settings_sink AFTER INSERT ON settings BEGIN DELETE FROM settings; END");
+  ExpectRefusedNaming("settings_sink");
+}
+
+TEST_F(CraftedBackup, AChangedTriggerIsRefused) {
+  Alter("DROP TRIGGER secrets_revision_on_update; "
+        "CREATE TRIGGER secrets_revision_on_update AFTER UPDATE OF value ON secrets BEGIN SELECT 1; END");
+  ExpectRefusedNaming("secrets_revision_on_update");
+}
+
+TEST_F(CraftedBackup, AViewInPlaceOfTheMigrationsTableIsRefused) {
+  // Read at every start to decide which migrations to run.
+  Alter("DROP TABLE schema_migrations; CREATE VIEW schema_migrations AS SELECT " +
+        std::to_string(Migrations().size()) + " AS version, '' AS applied_at");
+  ExpectRefusedNaming("schema_migrations");
+}
+
+TEST_F(CraftedBackup, AMigrationsTableThatComputesItsVersionIsRefusedBeforeItIsRead) {
+  // The version is read to pick the expected schema: a generated column (or
+  // a virtual table's module, e.g. FTS over crafted shadow tables) would run
+  // the file's code in that read. Here it raises "integer overflow".
+  // Crafted as an attacker would: the stored DDL rewritten in place (an
+  // INSERT would evaluate the column, and the gateway's connections refuse
+  // writable_schema).
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("backup.db").c_str(), &raw), SQLITE_OK);
+  const char* sql =
+      "PRAGMA writable_schema=ON; UPDATE sqlite_schema SET sql='CREATE TABLE schema_migrations(v INTEGER PRIMARY "
+      "KEY, applied_at TEXT NOT NULL, version AS (abs(-9223372036854775807 - v)))' WHERE name='schema_migrations'";
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(raw, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(raw);
+  ExpectRefusedNaming("schema_migrations");
+  auto restored = RestoreDatabase(dir_.File("backup.db"), dir_.File("fresh/gateway.db"));
+  ASSERT_FALSE(restored.ok());
+  EXPECT_EQ(restored.error().message.find("overflow"), std::string::npos) << restored.error().message;
+}
+
+TEST_F(CraftedBackup, AHeaderClaimingHugeSizeIsRefusedWithoutCopyingIt) {
+  // In-header size 2^31-1 pages (8 TiB), made "valid" by copying the change
+  // counter (offset 24) into version-valid-for (offset 92).
+  std::string header = ReadAll(dir_.File("backup.db")).substr(0, 100);
+  Overwrite(28, std::string("\x7f\xff\xff\xff", 4));
+  Overwrite(92, header.substr(24, 4));
+  ExpectRefused(ErrorCode::kDataLoss);
+  EXPECT_FALSE(std::filesystem::exists(dir_.File("fresh/gateway.db")));
+}
+
+TEST_F(CraftedBackup, AnAddedTableIsRefused) {
+  Alter("CREATE TABLE attacker(x)");
+  ExpectRefusedNaming("attacker");
+}
+
+// GATEWAY_DATABASE_URL may put the database outside the (empty) data dir:
+// a -wal, -shm or -journal left there by a database that was deleted after
+// a crash would be paired with the restored file at the next open (SQLite
+// replays a WAL into whatever file carries its name).
+TEST(SqliteBackup, RestoreRefusesATargetWithALeftoverJournalBesideIt) {
+  testing::TempDir dir;
+  {
+    auto db = *SqliteDb::Open(dir.File("backup-source.db"));
+    ASSERT_TRUE(NewSqliteSettingsRepository(db)->Put("restored", "yes").ok());
+  }
+  ASSERT_TRUE(BackupDatabase(dir.File("backup-source.db"), dir.File("backup.db")).ok());
+  ASSERT_TRUE(std::filesystem::create_directory(dir.File("db")));
+  {
+    // The old database's WAL, as a crash leaves it; then the database is deleted.
+    auto old = *SqliteDb::Open(dir.File("db/gateway.db"));
+    auto settings = NewSqliteSettingsRepository(old);
+    for (int i = 0; i < 50; ++i) ASSERT_TRUE(settings->Put("stale." + std::to_string(i), std::string(200, 's')).ok());
+    std::filesystem::copy_file(dir.File("db/gateway.db-wal"), dir.File("stale-wal"));
+  }
+  std::filesystem::remove(dir.File("db/gateway.db"));
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    SCOPED_TRACE(suffix);
+    std::filesystem::copy_file(dir.File("stale-wal"), dir.File("db/gateway.db") + suffix);
+    auto restored = RestoreDatabase(dir.File("backup.db"), dir.File("db/gateway.db"));
+    if (restored.ok()) {
+      auto db = SqliteDb::Open(dir.File("db/gateway.db"));
+      auto value = db.ok() ? NewSqliteSettingsRepository(*db)->Get("restored") : Result<std::optional<std::string>>(db.error());
+      ADD_FAILURE() << "restored beside a leftover gateway.db" << suffix << "; the restored database then reads "
+                    << (value.ok() ? (*value ? "restored=" + **value : std::string("no 'restored' setting"))
+                                   : "an error: " + value.error().message);
+    } else {
+      EXPECT_EQ(restored.code(), ErrorCode::kAlreadyExists) << restored.error().message;
+      EXPECT_NE(restored.error().message.find(dir.File("db/gateway.db") + suffix), std::string::npos)
+          << restored.error().message;
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir.File("db/gateway.db")));
+    for (const char* s : {"", "-wal", "-shm", "-journal"}) std::filesystem::remove(dir.File("db/gateway.db") + s);
+  }
+}
+
+// This SQLite reads a name that starts with "file:" as a URI (Debian builds
+// it with SQLITE_USE_URI): `restore file:b.db?x` would check one file and
+// copy another (here "b.db", an unrelated database).
+TEST(SqliteBackup, RestoreReadsTheFileItIsNamedEvenIfItLooksLikeAUri) {
+  testing::TempDir dir;
+  {
+    auto db = *SqliteDb::Open(dir.File("src.db"));
+    ASSERT_TRUE(NewSqliteSettingsRepository(db)->Put("which", "the named file").ok());
+  }
+  ASSERT_TRUE(BackupDatabase(dir.File("src.db"), dir.File("file:b.db?mode=ro")).ok());
+  {
+    auto other = *SqliteDb::Open(dir.File("b.db"));
+    ASSERT_TRUE(NewSqliteSettingsRepository(other)->Put("which", "another file").ok());
+  }
+  const auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir.File(""));
+  auto restored = RestoreDatabase("file:b.db?mode=ro", dir.File("fresh.db"));
+  std::filesystem::current_path(cwd);
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  auto value = NewSqliteSettingsRepository(*SqliteDb::Open(dir.File("fresh.db")))->Get("which");
+  ASSERT_TRUE(value.ok() && value->has_value());
+  EXPECT_EQ(**value, "the named file");
+}
+
+TEST(SqliteBackup, AnOlderSchemaIsRestoredAndMigratedAtOpen) {
+  testing::TempDir dir;
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(dir.File("old.db").c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr),
+              SQLITE_OK);
+    SqliteConnection old(raw);
+    ASSERT_TRUE(old.Exec(SchemaMigrationsTable()).ok());
+    for (int v = 0; v < 3; ++v) {
+      ASSERT_TRUE(old.Exec(Migrations()[v]).ok());
+      ASSERT_TRUE(old.Exec("INSERT INTO schema_migrations VALUES(" + std::to_string(v + 1) + ", 'then')").ok());
+    }
+  }
+  ASSERT_TRUE(std::filesystem::create_directory(dir.File("fresh")));
+  auto restored = RestoreDatabase(dir.File("old.db"), dir.File("fresh/gateway.db"));
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  EXPECT_EQ(restored->schema_version, 3);
+  auto db = SqliteDb::Open(dir.File("fresh/gateway.db"));
+  ASSERT_TRUE(db.ok()) << db.error().message;
 }
 
 }  // namespace

@@ -170,8 +170,7 @@ Status SqliteDb::Transaction(const std::function<Status(SqliteConnection&)>& fn,
 
 Status SqliteDb::Migrate() {
   return Transaction([this](SqliteConnection& c) -> Status {
-    DYAD_RETURN_IF_ERROR(c.Exec("CREATE TABLE IF NOT EXISTS schema_migrations("
-                                "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"));
+    DYAD_RETURN_IF_ERROR(c.Exec(SchemaMigrationsTable()));
     int current = 0;
     {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT COALESCE(MAX(version),0) FROM schema_migrations"));

@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <vector>
 
 namespace dyad {
 namespace {
@@ -40,6 +41,28 @@ TEST(NameRfc2253, MostSpecificFirstWithSpecialCharactersEscaped) {
             "UID=42+CN=ci,O=Example");
   EXPECT_EQ(NameRfc2253(nullptr), "");
   EXPECT_EQ(PeerSubjectRfc2253(nullptr), "");
+}
+
+// Review: subjects crafted to print as another identity's. Every byte that
+// could fake an RDN boundary, an escape or a hex value is escaped itself, and
+// every non-ASCII byte is shown as \XX, so a lookalike prints differently.
+TEST(NameRfc2253, CraftedSubjectsCannotPrintAsAnotherSubject) {
+  const std::string target = "CN=ci-runner,O=Example";
+  const std::vector<std::string> crafted = {
+      NameRfc2253(Name({{"CN", "ci-runner,O=Example", 0}}).get()),
+      NameRfc2253(Name({{"O", "Example", 0}, {"CN", "ci-runner", -1}}).get()),       // one multi-valued RDN
+      NameRfc2253(Name({{"O", "Example", 0}, {"CN", "ci-\xd1\x80unner", 0}}).get()),  // Cyrillic er for "r"
+      NameRfc2253(Name({{"O", "Example", 0}, {"CN", "ci-runner ", 0}}).get()),
+      NameRfc2253(Name({{"O", "Example", 0}, {"2.5.4.3", "ci-runner", 0}, {"CN", "x", 0}}).get()),
+  };
+  for (const auto& s : crafted) EXPECT_NE(s, target);
+  EXPECT_EQ(crafted[1], "CN=ci-runner+O=Example");
+  EXPECT_EQ(crafted[2], "CN=ci-\\D1\\80unner,O=Example");
+  EXPECT_EQ(crafted[4], "CN=x,CN=ci-runner,O=Example");  // both CNs, in order
+  EXPECT_EQ(NameRfc2253(Name({{"CN", "\\5C", 0}}).get()), "CN=\\\\5C");  // a backslash is escaped
+  EXPECT_EQ(NameRfc2253(Name({{"CN", "#41", 0}}).get()), "CN=\\#41");   // not read as hex
+  EXPECT_EQ(NameRfc2253(Name({{"CN", "a\nb", 0}}).get()), "CN=a\\0Ab");
+  EXPECT_EQ(NameRfc2253(Name({{"1.2.3.4", "ci", 0}}).get()), "1.2.3.4=#0C026369");  // unknown type: DER in hex
 }
 
 std::string TempFile(const std::string& name, const std::string& content) {

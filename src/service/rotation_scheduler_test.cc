@@ -182,6 +182,28 @@ TEST_F(IntervalTest, TwoInstancesOnOneDatabaseRotateOnce) {
   EXPECT_EQ(rotation_->Successes()->count, 2);
 }
 
+// Both instances start after the schedule was missed, and tick before
+// either's run has ended: the running run's lock refuses the second start.
+TEST_F(IntervalTest, TwoInstancesStartingTogetherAfterAMissedScheduleRotateOnce) {
+  auto db_b = *SqliteDb::Open(dir_.File("r.db"));
+  auto rotation_b = NewRotation(db_b);
+  EXPECT_FALSE(TickAt(*NewScheduler(*rotation_), clock_.WallNow()).has_value());  // the interval begins
+  const WallTime restart = clock_.WallNow() + hours(720 * 3);  // down for three intervals
+  clock_.SetWall(restart);
+  auto a = NewScheduler(*rotation_);
+  auto b = NewScheduler(*rotation_b);
+  auto started_a = a->Tick(restart);
+  auto started_b = b->Tick(restart);
+  rotation_->WaitIdle();
+  rotation_b->WaitIdle();
+  EXPECT_NE(started_a.has_value(), started_b.has_value());
+  EXPECT_EQ(rotation_->Successes()->count, 1);
+  EXPECT_EQ(rotation_b->History(10)->size(), 1u);
+  EXPECT_FALSE(TickAt(*a, restart + std::chrono::minutes(1)).has_value());
+  EXPECT_FALSE(TickAt(*b, restart + std::chrono::minutes(1)).has_value());
+  EXPECT_EQ(Primary(), 2u);
+}
+
 TEST_F(IntervalTest, AStoredToggleThatOverridesTheEnvironmentIsNamed) {
   auto scheduler = NewScheduler(*rotation_, 168, /*enabled_by_env=*/false);
   EXPECT_FALSE(scheduler->ToggleOverride().has_value());  // nothing stored

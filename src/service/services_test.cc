@@ -580,6 +580,64 @@ TEST_F(ServicesTest, WarmingHoldsReadinessUntilItsPassEndsAndCountsFailuresWitho
   (void)id;
 }
 
+// The first read returns what the store held when asked, but only once
+// opened: a warm load that read the old value before a write publishes it
+// after the write's invalidation.
+class HeldAfterReadStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<StoredSecret> Get(const std::string& name) override {
+    auto r = inner_.Get(name);
+    MutexLock lock(&mu_);
+    if (held_) return r;
+    held_ = true;
+    cv_.SignalAll();
+    while (!open_) cv_.Wait(&mu_);
+    return r;
+  }
+  void AwaitHeld() {
+    MutexLock lock(&mu_);
+    while (!held_) cv_.Wait(&mu_);
+  }
+  void Open() {
+    {
+      MutexLock lock(&mu_);
+      open_ = true;
+    }
+    cv_.SignalAll();
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  bool held_ DYAD_GUARDED_BY(mu_) = false;
+  bool open_ DYAD_GUARDED_BY(mu_) = false;
+};
+
+// Read-your-writes across a warm pass (SECRETS_CACHE_WARM after
+// clear-cache): the write lands while the warm load holds the old value;
+// the load's late publish must not be served after the write returned.
+TEST_F(ServicesTest, AWarmLoadHoldingTheOldValueIsNotServedAfterAWriteThatRaced) {
+  Provider p = Create("warm-race");
+  HeldAfterReadStore held(store_);
+  SecretsOptions o;
+  o.cache.ttl = 300s;
+  SecretsService s(o, held, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  ProviderService writer(*repo_, s, clock_, DefaultRandom(), audit_);
+  CacheWarmer warmer({10, 1, /*blocks_ready=*/false}, s, *repo_, metrics_);
+  warmer.Start();
+  held.AwaitHeld();  // the warm load has read kCanary and waits
+  CredentialFields next;
+  next.emplace("api_key", SecretBytes("sk-after-the-warm-read"));
+  auto rotated = writer.RotateCredentials(p.id, next, caller_);
+  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+  held.Open();
+  warmer.WaitIdle();
+  auto r = s.Get(p.id, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(ApiKey(*r), "sk-after-the-warm-read");
+}
+
 TEST_F(ServicesTest, WarmingRefusesWithTheCacheDisabled) {
   std::string id = Create("warm-off").id;
   SecretsOptions o;

@@ -167,3 +167,48 @@ def test_the_backup_file_alone_holds_every_table(make_gateway, tmp_path):
         assert db.execute("SELECT COUNT(*) FROM providers").fetchone()[0] == 1
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert not pathlib.Path(str(out) + "-wal").exists()
+
+
+def test_backup_refuses_an_out_path_that_is_a_symlink(make_gateway, tmp_path):
+    gw, out = backup_of_a_small_gateway(make_gateway, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    cases = {"to a file": victim, "dangling": tmp_path / "nowhere" / "x.db"}
+    for name, target in cases.items():
+        link = tmp_path / (name.replace(" ", "-") + ".db")
+        link.symlink_to(target)
+        r = run("backup", "--out", str(link), data_dir=gw.data_dir)
+        assert r.returncode != 0, name
+        assert str(link) in r.stderr, (name, r.stderr)
+        assert link.is_symlink(), name
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_restore_refuses_a_backup_whose_schema_holds_a_trigger(make_gateway, tmp_path):
+    """A trigger in the file would run inside the restored gateway on its writes (here: drop every new setting)."""
+    gw, out = backup_of_a_small_gateway(make_gateway, tmp_path)
+    crafted = tmp_path / "crafted.db"
+    crafted.write_bytes(out.read_bytes())
+    with sqlite3.connect(crafted) as db:
+        db.execute("CREATE TRIGGER swallow AFTER INSERT ON settings BEGIN DELETE FROM settings; END")
+    r = run("restore", str(crafted), data_dir=tmp_path / "fresh")
+    assert r.returncode != 0
+    assert str(crafted) in r.stderr and "'swallow'" in r.stderr, r.stderr
+    assert os.listdir(tmp_path / "fresh") == []
+
+
+def test_restore_refuses_a_database_path_with_a_leftover_wal(make_gateway, tmp_path):
+    """GATEWAY_DATABASE_URL outside the data dir: a -wal left by a deleted database would be replayed over the restore."""
+    gw, out = backup_of_a_small_gateway(make_gateway, tmp_path)
+    db_dir = tmp_path / "db"
+    db_dir.mkdir()
+    wal = db_dir / "gateway.db-wal"
+    wal.write_bytes(b"left by a database that was deleted after a crash")
+    r = run("restore", str(out), data_dir=tmp_path / "fresh", GATEWAY_DATABASE_URL=f"sqlite://{db_dir}/gateway.db")
+    assert r.returncode != 0
+    assert str(wal) in r.stderr, r.stderr
+    assert sorted(os.listdir(db_dir)) == ["gateway.db-wal"]
+    wal.unlink()
+    r = run("restore", str(out), data_dir=tmp_path / "fresh", GATEWAY_DATABASE_URL=f"sqlite://{db_dir}/gateway.db")
+    assert r.returncode == 0, r.stderr

@@ -252,3 +252,40 @@ def test_an_envelope_failing_its_auth_tag_is_counted_as_an_integrity_refusal(gat
     v = data(gateway.call("POST", VALIDATE.format(p["id"])))
     assert v["valid"] is False
     assert value(scrape(gateway), 'dyad_secrets_tampered_total{reason="integrity"}') == 1
+
+
+def test_unknown_paths_and_methods_add_no_metric_series(gateway):
+    """Route labels are the router's patterns: a client's paths and methods cannot grow /metrics (memory)."""
+    def series(text):
+        return {l.split(" ")[0] for l in text.splitlines() if l.startswith("dyad_http_request_duration_seconds")}
+
+    gateway.call("GET", "/healthz", token=None)
+    gateway.call("GET", "/no-such-path-0", token=None)
+    gateway.call("PURGE", "/healthz", token=None)
+    scrape(gateway)  # /metrics' own series
+    before = series(scrape(gateway))
+    for i in range(1, 60):
+        gateway.call("GET", f"/no-such-path-{i}", token=None)
+        gateway.call(f"X{i}", f"/admin/providers/{canary()}", token=None)
+        gateway.call("GET", f"/admin/providers/{canary()}")  # a matched route: the id is not a label
+    text = scrape(gateway)
+    grown = series(text) - before - {s for s in series(text) if 'route="/admin/providers/{id}"' in s}
+    assert grown == set(), sorted(grown)[:5]
+    assert "no-such-path" not in text and 'method="X1"' not in text
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_debug_logs_never_hold_a_bearer_token(make_gateway, fmt):
+    from conftest import ADMIN_TOKEN
+    gw = make_gateway({"GATEWAY_LOG_FORMAT": fmt}).start()
+    wrong = canary()
+    p = create_provider(gw, "tok", {"api_key": canary()})
+    read(gw, p["id"])
+    gw.call("GET", "/admin/providers", token=wrong)
+    gw.call("POST", "/admin/secrets/clear-cache", token=wrong, json={})
+    gw.call("GET", "/admin/providers", headers={"Authorization": "Basic " + wrong}, token=None)
+    gw.stop()
+    log = gw.logs()
+    assert "debug" in log
+    for needle in (ADMIN_TOKEN, wrong, "Authorization", "Bearer "):
+        assert needle not in log, needle
