@@ -22,13 +22,20 @@ namespace pm = prometheus;
 
 namespace {
 
-pm::MetricFamily CounterFamily(std::string name, std::string help, double value) {
-  pm::MetricFamily f{std::move(name), std::move(help), pm::MetricType::Counter, {}};
+// A family of one unlabelled series (a counter or a gauge) with `value`,
+// for the collectables below that read their values at scrape time.
+template <pm::MetricType kType>
+pm::MetricFamily OneSeries(std::string name, std::string help, double value) {
+  static_assert(kType == pm::MetricType::Counter || kType == pm::MetricType::Gauge);
+  pm::MetricFamily f{std::move(name), std::move(help), kType, {}};
   pm::ClientMetric m;
-  m.counter.value = value;
+  if constexpr (kType == pm::MetricType::Counter) m.counter.value = value;
+  else m.gauge.value = value;
   f.metric.push_back(m);
   return f;
 }
+constexpr auto CounterFamily = OneSeries<pm::MetricType::Counter>;
+constexpr auto GaugeFamily = OneSeries<pm::MetricType::Gauge>;
 
 class CacheCollectable final : public pm::Collectable {
  public:
@@ -45,11 +52,7 @@ class CacheCollectable final : public pm::Collectable {
     out.push_back(CounterFamily("dyad_cache_misses_total", "Credential reads that missed the cache", double(s.misses)));
     out.push_back(CounterFamily("dyad_cache_stale_serves_total", "Reads served stale after a failed load", double(s.stale)));
     out.push_back(CounterFamily("dyad_cache_evictions_total", "Entries evicted by the size bound", double(s.evictions)));
-    pm::MetricFamily size{"dyad_cache_entries", "Entries in the credential cache", pm::MetricType::Gauge, {}};
-    pm::ClientMetric m;
-    m.gauge.value = double(s.size);
-    size.metric.push_back(m);
-    out.push_back(size);
+    out.push_back(GaugeFamily("dyad_cache_entries", "Entries in the credential cache", double(s.size)));
     return out;
   }
 
@@ -90,14 +93,6 @@ class ReadCollectable final : public pm::Collectable {
  private:
   std::array<std::unique_ptr<ShardedHistogram>, kReadSources> by_source_;
 };
-
-pm::MetricFamily GaugeFamily(std::string name, std::string help, double value) {
-  pm::MetricFamily f{std::move(name), std::move(help), pm::MetricType::Gauge, {}};
-  pm::ClientMetric m;
-  m.gauge.value = value;
-  f.metric.push_back(m);
-  return f;
-}
 
 // The primary key version and its wear, asked of the key manager's registry
 // when scraped.
