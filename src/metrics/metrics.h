@@ -68,8 +68,9 @@ class Metrics final : public CloudCallObserver {
   // `route`: the router's pattern ("" when none matched); `method` only
   // when a route matched (a client's method is not a bounded set). A route
   // given to SetHttpRoutes, and "no route", find their series without a
-  // label lookup or prometheus-cpp's lock (after the first request, which
-  // creates the series: /metrics shows a route once it has been asked for).
+  // label lookup or the family's lock (after the first request, which
+  // creates the series: /metrics shows a route once it has been asked for);
+  // prometheus-cpp's Histogram::Observe still locks that series' own mutex.
   void ObserveHttpLatency(std::string_view method, std::string_view route, double seconds);
   // The router's routes, (method, pattern): call once, before serving (not
   // thread-safe against ObserveHttpLatency). A route not given here is
