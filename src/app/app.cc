@@ -25,6 +25,16 @@
 #include "service/secrets_service.h"
 
 namespace dyad {
+namespace {
+
+// The router's routes as (method, pattern) pairs.
+std::vector<std::pair<std::string, std::string>> RoutePairs(const Router& router) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& r : router.Routes()) out.emplace_back(std::move(r.method), std::move(r.pattern));
+  return out;
+}
+
+}  // namespace
 
 struct App::Parts {
   const Clock* clock = nullptr;
@@ -158,6 +168,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);
   RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler,
                                        *p.audit, config.max_body_bytes, p.warmer.get()});
+  p.metrics->SetHttpRoutes(RoutePairs(*p.router));  // each route's latency series, found without a label lookup
   if (serving) {
     auto resumed = p.rotation->ResumeInterrupted(Caller{"system", ""});
     if (!resumed.ok()) spdlog::error("cannot resume the interrupted key rotation: {}", resumed.error().message);
@@ -182,11 +193,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   return app;
 }
 
-std::vector<std::pair<std::string, std::string>> App::Routes() const {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (auto& r : parts_->router->Routes()) out.emplace_back(std::move(r.method), std::move(r.pattern));
-  return out;
-}
+std::vector<std::pair<std::string, std::string>> App::Routes() const { return RoutePairs(*parts_->router); }
 
 bool App::MayBlock(const HttpRequest& request) const { return parts_->router->MayBlock(request); }
 

@@ -1,5 +1,7 @@
 #include "cloud/json_client.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cctype>
 
@@ -161,6 +163,28 @@ Result<HttpReply> JsonClient::Report(const JsonRequest& request, Result<HttpRepl
                               result.ok() ? std::nullopt : std::optional<ErrorCode>(result.code()));
   }
   return result;
+}
+
+JsonClientOptions ServiceClientOptions(std::string endpoint, RetryPolicy retry, ErrorDecoder decode_error,
+                                       CloudCallObserver* observer) {
+  JsonClientOptions o;
+  o.endpoint = std::move(endpoint);
+  while (o.endpoint.ends_with('/')) o.endpoint.pop_back();
+  o.retry = retry;
+  o.decode_error = std::move(decode_error);
+  o.observer = observer;
+  return o;
+}
+
+Result<nlohmann::json> JsonObjectAnswer(const std::string& op, HttpReply& reply) {
+  if (reply.body.empty()) return nlohmann::json::object();
+  auto j = nlohmann::json::parse(reply.body, nullptr, false);
+  Cleanse(reply.body);
+  if (j.is_discarded() || !j.is_object()) {
+    return MakeError(ErrorCode::kUnavailable,
+                     op + ": the answer (HTTP " + std::to_string(reply.status) + ") is not a JSON object");
+  }
+  return j;
 }
 
 }  // namespace dyad

@@ -19,6 +19,8 @@
 // prefixed with the operation's name and never carry the request's body.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -56,6 +58,11 @@ struct JsonClientOptions {
   CloudCallObserver* observer = nullptr;  // optional; must outlive the client
 };
 
+// The options of a service's client (Vault, Key Vault): `endpoint` with any
+// trailing '/' removed.
+JsonClientOptions ServiceClientOptions(std::string endpoint, RetryPolicy retry, ErrorDecoder decode_error,
+                                       CloudCallObserver* observer);
+
 struct JsonRequest {
   std::string op;  // the operation's name: error prefix and metrics label
   std::string method = "POST";
@@ -66,6 +73,11 @@ struct JsonRequest {
   HttpHeaders headers;
   std::string body;
 };
+
+// A 2xx reply's body as a JSON object ({} for an empty body), the body
+// wiped once read; kUnavailable "<op>: the answer (HTTP <status>) is not a
+// JSON object" otherwise.
+Result<nlohmann::json> JsonObjectAnswer(const std::string& op, HttpReply& reply);
 
 class JsonClient {
  public:

@@ -1,5 +1,7 @@
 #include "cloud/json_client.h"
 
+#include <nlohmann/json.hpp>
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -273,6 +275,41 @@ TEST(DecodeHttpStatus, MapsStatusesAndKeepsABoundedOneLineMessage) {
   ReplyError e = DecodeHttpStatus("kv.read", HttpReply{400, {}, "line one\nline two" + std::string(1000, 'x')});
   EXPECT_TRUE(e.error.message.starts_with("kv.read: HTTP 400: line one line two")) << e.error.message;
   EXPECT_LT(e.error.message.size(), 400u);
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(JsonObjectAnswer, ReadsAnObjectOrNothingAndRefusesAnyOtherJson) {
+  HttpReply reply;
+  reply.status = 200;
+  reply.body = R"({"data":{"keys":["a"]}})";
+  auto j = JsonObjectAnswer("kv.list", reply);
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ((*j)["data"]["keys"][0], "a");
+  reply.body.clear();
+  ASSERT_TRUE(JsonObjectAnswer("kv.delete", reply).ok());
+  EXPECT_TRUE(JsonObjectAnswer("kv.delete", reply)->empty());
+  for (const char* body : {"[1]", "\"s\"", "{\"a\":", "null"}) {
+    reply.status = 204;
+    reply.body = body;
+    auto bad = JsonObjectAnswer("keys.get", reply);
+    ASSERT_FALSE(bad.ok()) << body;
+    EXPECT_EQ(bad.code(), ErrorCode::kUnavailable);
+    EXPECT_EQ(bad.error().message, "keys.get: the answer (HTTP 204) is not a JSON object");
+  }
+}
+
+TEST(ServiceClientOptions, DropsTheEndpointsTrailingSlashes) {
+  RetryPolicy retry;
+  retry.max_attempts = 7;
+  auto o = ServiceClientOptions("https://vault.example:8200//", retry, nullptr, nullptr);
+  EXPECT_EQ(o.endpoint, "https://vault.example:8200");
+  EXPECT_EQ(o.retry.max_attempts, 7);
+  EXPECT_FALSE(o.decode_error);
 }
 
 }  // namespace

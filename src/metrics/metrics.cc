@@ -9,8 +9,10 @@
 #include <prometheus/gauge.h>
 
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <limits>
+#include <unordered_map>
 
 #include <spdlog/spdlog.h>
 
@@ -22,13 +24,20 @@ namespace pm = prometheus;
 
 namespace {
 
-pm::MetricFamily CounterFamily(std::string name, std::string help, double value) {
-  pm::MetricFamily f{std::move(name), std::move(help), pm::MetricType::Counter, {}};
+// A family of one unlabelled series (a counter or a gauge) with `value`,
+// for the collectables below that read their values at scrape time.
+template <pm::MetricType kType>
+pm::MetricFamily OneSeries(std::string name, std::string help, double value) {
+  static_assert(kType == pm::MetricType::Counter || kType == pm::MetricType::Gauge);
+  pm::MetricFamily f{std::move(name), std::move(help), kType, {}};
   pm::ClientMetric m;
-  m.counter.value = value;
+  if constexpr (kType == pm::MetricType::Counter) m.counter.value = value;
+  else m.gauge.value = value;
   f.metric.push_back(m);
   return f;
 }
+constexpr auto CounterFamily = OneSeries<pm::MetricType::Counter>;
+constexpr auto GaugeFamily = OneSeries<pm::MetricType::Gauge>;
 
 class CacheCollectable final : public pm::Collectable {
  public:
@@ -45,11 +54,7 @@ class CacheCollectable final : public pm::Collectable {
     out.push_back(CounterFamily("dyad_cache_misses_total", "Credential reads that missed the cache", double(s.misses)));
     out.push_back(CounterFamily("dyad_cache_stale_serves_total", "Reads served stale after a failed load", double(s.stale)));
     out.push_back(CounterFamily("dyad_cache_evictions_total", "Entries evicted by the size bound", double(s.evictions)));
-    pm::MetricFamily size{"dyad_cache_entries", "Entries in the credential cache", pm::MetricType::Gauge, {}};
-    pm::ClientMetric m;
-    m.gauge.value = double(s.size);
-    size.metric.push_back(m);
-    out.push_back(size);
+    out.push_back(GaugeFamily("dyad_cache_entries", "Entries in the credential cache", double(s.size)));
     return out;
   }
 
@@ -90,14 +95,6 @@ class ReadCollectable final : public pm::Collectable {
  private:
   std::array<std::unique_ptr<ShardedHistogram>, kReadSources> by_source_;
 };
-
-pm::MetricFamily GaugeFamily(std::string name, std::string help, double value) {
-  pm::MetricFamily f{std::move(name), std::move(help), pm::MetricType::Gauge, {}};
-  pm::ClientMetric m;
-  m.gauge.value = value;
-  f.metric.push_back(m);
-  return f;
-}
 
 // The primary key version and its wear, asked of the key manager's registry
 // when scraped.
@@ -148,6 +145,19 @@ const pm::Histogram::BucketBoundaries& RotationBuckets() {
   static const pm::Histogram::BucketBoundaries b = {0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600};
   return b;
 }
+
+// One series of dyad_http_request_duration_seconds, resolved by its first
+// request and kept: later requests load a pointer, no label lookup.
+struct HttpSeries {
+  std::string method;
+  std::string route;
+  std::atomic<pm::Histogram*> series{nullptr};
+};
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
 
 }  // namespace
 
@@ -201,6 +211,10 @@ struct Metrics::Impl {
       .Help("1 while the cache is being warmed").Register(*registry);
 
   std::array<pm::Counter*, 6> http_by_class{};
+  // By route pattern, then method; filled once by SetHttpRoutes.
+  std::unordered_map<std::string, std::vector<std::unique_ptr<HttpSeries>>, StringHash, std::equal_to<>> http_routes;
+  HttpSeries http_unmatched{"other", "unmatched"};
+  std::atomic<uint64_t> http_lookups{0};
   pm::Counter* rotation_secrets_by[3] = {};
 
 
@@ -218,6 +232,28 @@ struct Metrics::Impl {
     for (const char* op : {"get", "put", "create", "delete"}) {
       for (const char* outcome : {"ok", "error"}) store_calls.Add({{"op", op}, {"outcome", outcome}});
     }
+  }
+
+  pm::Histogram& LookUpHttp(std::string method, std::string route) {
+    http_lookups.fetch_add(1, std::memory_order_relaxed);
+    return http_latency.Add({{"method", std::move(method)}, {"route", std::move(route)}}, HttpBuckets());
+  }
+  pm::Histogram& Resolve(HttpSeries& s) {
+    pm::Histogram* h = s.series.load(std::memory_order_acquire);
+    if (h == nullptr) {  // a race here looks up twice and stores the same series
+      h = &LookUpHttp(s.method, s.route);
+      s.series.store(h, std::memory_order_release);
+    }
+    return *h;
+  }
+  pm::Histogram& HttpHistogram(std::string_view method, std::string_view route) {
+    if (route.empty()) return Resolve(http_unmatched);
+    if (auto it = http_routes.find(route); it != http_routes.end()) {
+      for (auto& s : it->second) {
+        if (s->method == method) return Resolve(*s);
+      }
+    }
+    return LookUpHttp(std::string(method), std::string(route));
   }
 
   void Observe(pm::Family<pm::Counter>& calls, pm::Family<pm::Histogram>& latency, std::string_view op,
@@ -247,12 +283,20 @@ void Metrics::ObserveRead(ReadSource source, Clock::Duration elapsed, uint64_t w
   impl_->reads.Observe(source, elapsed, weight);
 }
 void Metrics::ObserveHttpLatency(std::string_view method, std::string_view route, double seconds) {
-  bool matched = !route.empty();
-  impl_->http_latency
-      .Add({{"method", matched ? std::string(method) : "other"}, {"route", matched ? std::string(route) : "unmatched"}},
-           HttpBuckets())
-      .Observe(seconds);
+  impl_->HttpHistogram(method, route).Observe(seconds);
 }
+void Metrics::SetHttpRoutes(const std::vector<std::pair<std::string, std::string>>& routes) {
+  for (const auto& [method, pattern] : routes) {
+    auto& by_method = impl_->http_routes[pattern];
+    bool known = false;
+    for (const auto& s : by_method) known = known || s->method == method;
+    if (known) continue;
+    by_method.push_back(std::make_unique<HttpSeries>());
+    by_method.back()->method = method;
+    by_method.back()->route = pattern;
+  }
+}
+uint64_t Metrics::HttpSeriesLookups() const { return impl_->http_lookups.load(std::memory_order_relaxed); }
 void Metrics::ObserveRotation(std::string_view outcome, double seconds, std::optional<double> completed_at) {
   impl_->rotations.Add({{"outcome", std::string(outcome)}}).Increment();
   impl_->rotation_duration.Add({{"outcome", std::string(outcome)}}, RotationBuckets()).Observe(seconds);

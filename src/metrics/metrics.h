@@ -25,6 +25,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "backends/key_manager.h"
 #include "cloud/call_observer.h"
@@ -64,8 +66,19 @@ class Metrics final : public CloudCallObserver {
     return hits++ % kHitSample == 0;
   }
   // `route`: the router's pattern ("" when none matched); `method` only
-  // when a route matched (a client's method is not a bounded set).
+  // when a route matched (a client's method is not a bounded set). A route
+  // given to SetHttpRoutes, and "no route", find their series without a
+  // label lookup or the family's lock (after the first request, which
+  // creates the series: /metrics shows a route once it has been asked for);
+  // prometheus-cpp's Histogram::Observe still locks that series' own mutex.
   void ObserveHttpLatency(std::string_view method, std::string_view route, double seconds);
+  // The router's routes, (method, pattern): call once, before serving (not
+  // thread-safe against ObserveHttpLatency). A route not given here is
+  // still timed, at the cost of a label lookup per request.
+  void SetHttpRoutes(const std::vector<std::pair<std::string, std::string>>& routes);
+  // For tests: how many times ObserveHttpLatency looked a series up by its
+  // labels (prometheus-cpp's Family::Add, under its lock).
+  uint64_t HttpSeriesLookups() const;
   // One rotation run ended: `outcome` is "completed" or "failed";
   // `completed_at` (Unix seconds) only when it completed.
   void ObserveRotation(std::string_view outcome, double seconds, std::optional<double> completed_at);

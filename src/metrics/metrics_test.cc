@@ -96,3 +96,56 @@ TEST(Metrics, LeavesOutTheKeyGaugesWhenTheKeyStateCannotBeRead) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+void ObserveSomeRequests(Metrics& metrics, int n) {
+  for (int i = 0; i < n; ++i) {
+    metrics.ObserveHttpLatency("GET", "/admin/providers/{id}", 0.002);
+    metrics.ObserveHttpLatency("POST", "/admin/providers/{id}", 0.003);
+    metrics.ObserveHttpLatency("BREW", "", 0.001);
+    metrics.ObserveHttpLatency("GET", "", 0.001);
+  }
+}
+
+TEST(Metrics, FindsAKnownRoutesLatencySeriesWithoutALabelLookupPerRequest) {
+  Metrics metrics;
+  metrics.SetHttpRoutes({{"GET", "/admin/providers/{id}"}, {"POST", "/admin/providers/{id}"}, {"GET", "/healthz"}});
+  ObserveSomeRequests(metrics, 50);
+  // One lookup per series (its first request), none per request: the two
+  // routes and "unmatched".
+  EXPECT_EQ(metrics.HttpSeriesLookups(), 3u);
+  ObserveSomeRequests(metrics, 50);
+  EXPECT_EQ(metrics.HttpSeriesLookups(), 3u);
+  std::string text = metrics.Render();
+  EXPECT_NE(text.find(R"(dyad_http_request_duration_seconds_count{method="GET",route="/admin/providers/{id}"} 100)"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find(R"(dyad_http_request_duration_seconds_count{method="POST",route="/admin/providers/{id}"} 100)"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find(R"(dyad_http_request_duration_seconds_count{method="other",route="unmatched"} 200)"),
+            std::string::npos) << text;
+}
+
+TEST(Metrics, RendersTheSameHttpLatencyWhetherOrNotTheRoutesWereGiven) {
+  Metrics with_routes;
+  with_routes.SetHttpRoutes({{"GET", "/admin/providers/{id}"}, {"POST", "/admin/providers/{id}"}, {"GET", "/healthz"}});
+  Metrics without;
+  // A route's series appears with its first request, as before: none yet.
+  EXPECT_EQ(with_routes.Render(), without.Render());
+  EXPECT_EQ(with_routes.Render().find("/healthz"), std::string::npos);
+  ObserveSomeRequests(with_routes, 3);
+  ObserveSomeRequests(without, 3);
+  EXPECT_EQ(with_routes.Render(), without.Render());
+  // A route that was not given is still timed, by a lookup per request.
+  uint64_t before = with_routes.HttpSeriesLookups();
+  with_routes.ObserveHttpLatency("DELETE", "/admin/providers/{id}", 0.001);
+  with_routes.ObserveHttpLatency("DELETE", "/admin/providers/{id}", 0.001);
+  EXPECT_EQ(with_routes.HttpSeriesLookups(), before + 2);
+  EXPECT_NE(with_routes.Render().find(
+                R"(dyad_http_request_duration_seconds_count{method="DELETE",route="/admin/providers/{id}"} 2)"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace dyad

@@ -20,6 +20,7 @@
 #include "registry/sqlite_rotation_repository.h"
 #include "registry/sqlite_settings_repository.h"
 #include "testing/fakes.h"
+#include "testing/rotation_fixture.h"
 
 namespace dyad {
 namespace {
@@ -95,16 +96,10 @@ class CredentialWriters {
   std::vector<std::thread> threads_;
 };
 
-class RotationTest : public ::testing::Test {
+class RotationTest : public testing::RotationFixture<SystemClock> {
  protected:
   void SetUp() override {
-    db_ = *SqliteDb::Open(dir_.File("r.db"));
-    repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
-    store_ = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
-    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, *keys_, *repo_, audit_, metrics_, clock_,
-                                                DefaultRandom(), EnvMap{});
+    RotationFixture::SetUp();
     providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
     rotation_ = NewRotation();
   }
@@ -143,15 +138,6 @@ class RotationTest : public ::testing::Test {
     return out;
   }
 
-  testing::TempDir dir_;
-  SystemClock clock_;
-  std::shared_ptr<SqliteDb> db_;
-  std::unique_ptr<ProviderRepository> repo_;
-  std::unique_ptr<KeyManager> keys_;
-  std::unique_ptr<SecretStore> store_;
-  testing::MemoryAudit audit_;
-  Metrics metrics_;
-  std::unique_ptr<SecretsService> secrets_;
   std::unique_ptr<ProviderService> providers_;
   std::unique_ptr<KeyRotationService> rotation_;
 };
@@ -464,9 +450,7 @@ TEST_F(RotationTest, AChunkMovesItsDataKeysInOneReEncryptMany) {
 // before instance A rotated and retired; nothing it wrote may be lost.
 TEST_F(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
   auto ids = Seed(300);
-  auto b_keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                          NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_))
-                    .value();
+  auto b_keys = NewKeyring();
   SecretsOptions uncached;
   uncached.cache_enabled = false;
   SecretsService b_secrets(uncached, *store_, *b_keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
@@ -502,9 +486,7 @@ TEST_F(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
   EXPECT_EQ(run->status, "completed") << run->error;
   EXPECT_EQ(keys_->Describe()->versions[0].state, "retired");
   // A third process, started afterwards, opens everything.
-  auto c_keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                          NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_))
-                    .value();
+  auto c_keys = NewKeyring();
   SecretsService c_secrets(uncached, *store_, *c_keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
   auto verify = c_secrets.VerifyAll();
   ASSERT_TRUE(verify.ok());

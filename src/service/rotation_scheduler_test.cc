@@ -7,14 +7,11 @@
 
 #include <ctime>
 
-#include "backends/environment/local_keyring.h"
-#include "backends/environment/sqlite_secret_store.h"
 #include "core/time_format.h"
-#include "registry/sqlite_key_version_repository.h"
-#include "registry/sqlite_provider_repository.h"
 #include "registry/sqlite_rotation_repository.h"
 #include "registry/sqlite_settings_repository.h"
 #include "testing/fakes.h"
+#include "testing/rotation_fixture.h"
 
 namespace dyad {
 namespace {
@@ -28,17 +25,11 @@ WallTime At(const char* iso_minute) {  // "2026-03-05T10:00"
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
-class IntervalTest : public ::testing::Test {
+class IntervalTest : public testing::RotationFixture<FakeClock> {
  protected:
   void SetUp() override {
     clock_.SetWall(At("2026-03-05T10:00"));
-    db_ = *SqliteDb::Open(dir_.File("r.db"));
-    repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
-    store_ = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
-    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, *keys_, *repo_, audit_, metrics_, clock_,
-                                                DefaultRandom(), EnvMap{});
+    RotationFixture::SetUp();
     rotation_ = NewRotation(db_);
   }
   std::unique_ptr<KeyRotationService> NewRotation(std::shared_ptr<SqliteDb> db) {
@@ -63,15 +54,6 @@ class IntervalTest : public ::testing::Test {
   WallTime LastSuccess() { return *ParseIso8601(rotation_->Successes()->last_finished_at); }
   uint32_t Primary() { return keys_->Describe()->primary_version; }
 
-  testing::TempDir dir_;
-  FakeClock clock_;
-  std::shared_ptr<SqliteDb> db_;
-  std::unique_ptr<ProviderRepository> repo_;
-  std::unique_ptr<KeyManager> keys_;
-  std::unique_ptr<SecretStore> store_;
-  testing::MemoryAudit audit_;
-  Metrics metrics_;
-  std::unique_ptr<SecretsService> secrets_;
   std::unique_ptr<KeyRotationService> rotation_;
 };
 

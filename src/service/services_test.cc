@@ -94,11 +94,24 @@ class ServicesTest : public ::testing::Test {
     p.name = slug;
     p.slug = slug;
     p.type = "http-sdk";
-    p.credentials = CredentialFields{};
-    p.credentials->emplace("api_key", SecretBytes(key));
+    p.credentials = ApiKeyFields(key);
     auto r = providers_->Create(p, caller_);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
     return *r;
+  }
+  static CredentialFields ApiKeyFields(const std::string& key) {
+    CredentialFields f;
+    f.emplace("api_key", SecretBytes(key));
+    return f;
+  }
+  // Rotates p's credentials (version 1) to api_key "v2", then puts the
+  // validly sealed version-1 value back behind the gateway's back; returns it.
+  std::string RollBackToVersion1(const Provider& p) {
+    std::string name = secrets_->SecretName(p.id);
+    std::string v1 = store_.data().at(name);
+    EXPECT_TRUE(providers_->RotateCredentials(p.id, ApiKeyFields("v2"), caller_).ok());
+    EXPECT_TRUE(store_.Put(name, v1).ok());
+    return v1;
   }
   std::string ApiKey(const CredentialRead& r) { return std::string(r.credentials->fields.at("api_key").view()); }
   // Health after a probe that started now has answered.
@@ -346,12 +359,7 @@ TEST_F(ServicesTest, CanaryNeverInAuditEvents) {
 
 TEST_F(ServicesTest, RolledBackSecretIsRefusedAuditedAndCounted) {
   Provider p = Create("openai", "v1");
-  std::string name = secrets_->SecretName(p.id);
-  std::string v1 = store_.data().at(name);
-  CredentialFields next;
-  next.emplace("api_key", SecretBytes("v2"));
-  ASSERT_TRUE(providers_->RotateCredentials(p.id, next, caller_).ok());
-  ASSERT_TRUE(store_.Put(name, v1).ok());  // the old, validly sealed value put back behind the gateway's back
+  RollBackToVersion1(p);
   secrets_->cache().Clear();
   auto r = secrets_->Get(p.id, caller_);
   ASSERT_FALSE(r.ok());
@@ -367,7 +375,7 @@ TEST_F(ServicesTest, RolledBackSecretIsRefusedAuditedAndCounted) {
   ASSERT_TRUE(report.ok());
   EXPECT_FALSE(report->valid);
   // The current value (or a newer one a writer has not yet recorded) is served.
-  ASSERT_TRUE(providers_->RotateCredentials(p.id, next, caller_).ok());
+  ASSERT_TRUE(providers_->RotateCredentials(p.id, ApiKeyFields("v2"), caller_).ok());
   EXPECT_EQ(ApiKey(*secrets_->Get(p.id, caller_)), "v2");
 }
 
@@ -402,11 +410,7 @@ TEST_F(ServicesTest, EditSeesTheStoredCredentialsMaskedAndKeepsThem) {
 TEST_F(ServicesTest, EditRefusesARolledBackSecretWithoutCallingTheEdit) {
   Provider p = Create("openai", "v1");
   std::string name = secrets_->SecretName(p.id);
-  std::string v1 = store_.data().at(name);
-  CredentialFields next;
-  next.emplace("api_key", SecretBytes("v2"));
-  ASSERT_TRUE(providers_->RotateCredentials(p.id, next, caller_).ok());
-  ASSERT_TRUE(store_.Put(name, v1).ok());
+  std::string v1 = RollBackToVersion1(p);
   bool called = false;
   auto edit = [&](const Provider&, const CredentialFields& stored, const StoredBytes&) {
     called = true;

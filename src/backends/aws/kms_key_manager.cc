@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "backends/key_version_book.h"
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/time_format.h"
@@ -30,11 +31,6 @@ bool NotPermitted(const Error& e, const std::string& action) {
   return e.code == ErrorCode::kPermissionDenied && e.message.starts_with(action + ": AccessDenied");
 }
 
-struct VersionRow {
-  std::string state;
-  std::string created_at;
-};
-
 class KmsKeyManager final : public KeyManager {
  public:
   KmsKeyManager(std::string key_id, std::unique_ptr<AwsJsonClient> client,
@@ -44,7 +40,8 @@ class KmsKeyManager final : public KeyManager {
         row_key_("aws-kms:" + key_id_),
         client_(std::move(client)),
         repo_(std::move(versions)),
-        clock_(clock) {}
+        clock_(clock),
+        book_(repo_, row_key_, clock, "KMS key " + key_id_) {}
 
   const std::string& Kind() const override { return kind_; }
   const std::string& KeyId() const override { return key_id_; }
@@ -53,12 +50,12 @@ class KmsKeyManager final : public KeyManager {
     // Version 1 with no rotation count yet ("": SyncWithKms fills it in).
     KeyVersionRecord first{1, "active", FormatIso8601(clock_.WallNow()), "", 0};
     DYAD_RETURN_IF_ERROR(repo_->CreateFirst(row_key_, first));
-    return Reload();
+    return book_.Reload();
   }
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
-    DYAD_ASSIGN_OR_RETURN(uint32_t version, LivePrimary());
+    DYAD_ASSIGN_OR_RETURN(uint32_t version, book_.LivePrimary());
     json request = {{"KeyId", reference_}, {"KeySpec", "AES_256"}};
     WithContext(request, "EncryptionContext", context);
     DYAD_ASSIGN_OR_RETURN(json answer, Send("GenerateDataKey", request, arn));
@@ -76,7 +73,7 @@ class KmsKeyManager final : public KeyManager {
   }
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
-    DYAD_RETURN_IF_ERROR(CheckUsable(version));
+    DYAD_RETURN_IF_ERROR(book_.CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
     json request = {{"CiphertextBlob", Base64Encode(wrapped)}, {"KeyId", reference_}};
     WithContext(request, "EncryptionContext", context);
@@ -93,9 +90,9 @@ class KmsKeyManager final : public KeyManager {
   // denial is remembered, so later calls go straight to the fallback.
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
                                std::string_view to_context) override {
-    DYAD_RETURN_IF_ERROR(CheckUsable(version));
+    DYAD_RETURN_IF_ERROR(book_.CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
-    DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
+    DYAD_ASSIGN_OR_RETURN(uint32_t primary, book_.LivePrimary());
     WrappedKey out;
     out.version = primary;
     if (!reencrypt_denied_.load()) {
@@ -148,23 +145,16 @@ class KmsKeyManager final : public KeyManager {
       if (listed.ok()) count = std::max(count, *listed);
       return KeyVersionChange{std::nullopt, NewVersion(count)};
     }));
-    DYAD_RETURN_IF_ERROR(Reload());
+    DYAD_RETURN_IF_ERROR(book_.Reload());
     spdlog::info("KMS key {} rotated: version {}", key_id_, next);
     return next;
   }
 
-  Status Retire(uint32_t version) override { return SetState(version, "retired"); }
-  Status BeginRetire(uint32_t version) override { return SetState(version, "retiring"); }
+  Status Retire(uint32_t version) override { return book_.SetState(version, "retired"); }
+  Status BeginRetire(uint32_t version) override { return book_.SetState(version, "retiring"); }
 
   // From the registry database, not from memory (see KeyManager).
-  Result<std::string> CurrentState(uint32_t version) override {
-    DYAD_RETURN_IF_ERROR(Reload());
-    MutexLock lock(&mu_);
-    auto it = versions_.find(version);
-    if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, "KMS key " + key_id_ + " has no version " +
-                                                                          std::to_string(version));
-    return it->second.state;
-  }
+  Result<std::string> CurrentState(uint32_t version) override { return book_.CurrentState(version); }
 
   // DescribeKey, every time (one cheap call): the key answers, is the one
   // first resolved (an alias moved to another key is not), and is enabled.
@@ -200,20 +190,11 @@ class KmsKeyManager final : public KeyManager {
   }
 
   Result<KeyState> Describe() override {
-    if (SyncDue()) SyncWithKms();
+    if (book_.SyncDue()) SyncWithKms();
     return KnownState();
   }
 
-  Result<KeyState> KnownState() override {
-    DYAD_RETURN_IF_ERROR(Reload());
-    KeyState s;
-    s.kind = kind_;
-    s.key_id = key_id_;
-    MutexLock lock(&mu_);
-    s.primary_version = primary_;
-    for (const auto& [v, row] : versions_) s.versions.push_back({v, row.state, row.created_at, 0});
-    return s;
-  }
+  Result<KeyState> KnownState() override { return book_.KnownState(kind_, key_id_); }
 
  private:
   // For aws-kms rows the `sealed` column holds how many rotations
@@ -264,15 +245,6 @@ class KmsKeyManager final : public KeyManager {
     return count;
   }
 
-  // Status pages poll Describe(): KMS is asked at most once a second.
-  bool SyncDue() DYAD_LOCKS_EXCLUDED(mu_) {
-    MutexLock lock(&mu_);
-    auto now = clock_.Now();
-    if (last_sync_ && now - *last_sync_ < std::chrono::seconds(1)) return false;
-    last_sync_ = now;
-    return true;
-  }
-
   // Makes a rotation KMS did on its own a new version. Best effort: with
   // KMS unreachable, or ListKeyRotations not allowed or not implemented,
   // the versions stay as the registry has them (not allowed: KMS is not
@@ -305,62 +277,6 @@ class KmsKeyManager final : public KeyManager {
       return change;
     });
     if (!s.ok()) spdlog::warn("KMS key {}: cannot record its versions: {}", key_id_, s.error().message);
-  }
-
-  Status Reload() DYAD_LOCKS_EXCLUDED(mu_) {
-    std::map<uint32_t, VersionRow> rows;
-    DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> listed, repo_->List(row_key_));
-    for (auto& row : listed) rows[row.version] = {std::move(row.state), std::move(row.created_at)};
-    MutexLock lock(&mu_);
-    versions_ = std::move(rows);
-    primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
-    last_reload_ = clock_.Now();
-    return OkStatus();
-  }
-
-  uint32_t Primary() DYAD_LOCKS_EXCLUDED(mu_) {
-    MutexLock lock(&mu_);
-    return primary_;
-  }
-
-  Status SetState(uint32_t version, const char* state) {
-    if (version == Primary()) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
-    DYAD_RETURN_IF_ERROR(repo_->SetState(row_key_, version, state));
-    return Reload();
-  }
-
-  // The primary as the registry has it, read again at most every 500 ms
-  // (a database read, not a KMS call): a version another instance made is
-  // the one new writes are labelled with within a second.
-  Result<uint32_t> LivePrimary() {
-    bool due;
-    {
-      MutexLock lock(&mu_);
-      auto now = clock_.Now();
-      due = !last_reload_ || now - *last_reload_ >= std::chrono::milliseconds(500);
-    }
-    if (due) DYAD_RETURN_IF_ERROR(Reload());
-    return Primary();
-  }
-
-  // A version this process has not seen may come from another instance's
-  // rotation: look again before refusing it.
-  Status CheckUsable(uint32_t version) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      {
-        MutexLock lock(&mu_);
-        auto it = versions_.find(version);
-        if (it != versions_.end()) {
-          if (it->second.state == "retired") {
-            return MakeError(ErrorCode::kFailedPrecondition,
-                             "KMS key " + key_id_ + " version " + std::to_string(version) + " is retired");
-          }
-          return OkStatus();
-        }
-      }
-      if (attempt == 0) DYAD_RETURN_IF_ERROR(Reload());
-    }
-    return MakeError(ErrorCode::kNotFound, "KMS key " + key_id_ + " has no version " + std::to_string(version));
   }
 
   // The ARN of the key ENCRYPTION_KEY_ID names, resolved once: from
@@ -487,15 +403,12 @@ class KmsKeyManager final : public KeyManager {
   std::unique_ptr<AwsJsonClient> client_;
   std::shared_ptr<KeyVersionRepository> repo_;
   const Clock& clock_;
+  KeyVersionBook book_;  // the versions, as the registry has them
   std::atomic<bool> sync_warned_{false};
   // Permissions KMS refused (once refused, not asked for again).
   std::atomic<bool> describe_denied_{false}, reencrypt_denied_{false}, list_denied_{false};
   Mutex mu_;
-  std::optional<Clock::Instant> last_sync_ DYAD_GUARDED_BY(mu_);
-  std::optional<Clock::Instant> last_reload_ DYAD_GUARDED_BY(mu_);  // of the versions, from the registry
   std::string arn_ DYAD_GUARDED_BY(mu_);
-  std::map<uint32_t, VersionRow> versions_ DYAD_GUARDED_BY(mu_);
-  uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace

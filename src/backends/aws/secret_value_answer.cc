@@ -91,8 +91,8 @@ class Scanner {
   bool Value(int depth) {
     switch (Peek()) {
       case '"': return String(nullptr);
-      case '{': return Object(depth + 1);
-      case '[': return Array(depth + 1);
+      case '{': return Container(depth + 1, '}');
+      case '[': return Container(depth + 1, ']');
       case 't': return Word("true");
       case 'f': return Word("false");
       case 'n': return Word("null");
@@ -136,33 +136,23 @@ class Scanner {
            static_cast<long long>(whole) + exponent <= static_cast<long long>(kMaxDecimalDigits);
   }
 
-  bool Array(int depth) {
+  // At '[' or '{': skips the array or object, whose closing character is
+  // `close` (an object's members are "key": value, an array's value).
+  bool Container(int depth, char close) {
     if (depth > kMaxDepth) return false;
-    ++i_;  // '['
+    ++i_;  // '[' or '{'
     SkipSpace();
-    if (Eat(']')) return true;
+    if (Eat(close)) return true;
     while (true) {
+      if (close == '}') {
+        if (!String(nullptr)) return false;
+        SkipSpace();
+        if (!Eat(':')) return false;
+        SkipSpace();
+      }
       if (!Value(depth)) return false;
       SkipSpace();
-      if (Eat(']')) return true;
-      if (!Eat(',')) return false;
-      SkipSpace();
-    }
-  }
-
-  bool Object(int depth) {
-    if (depth > kMaxDepth) return false;
-    ++i_;  // '{'
-    SkipSpace();
-    if (Eat('}')) return true;
-    while (true) {
-      if (!String(nullptr)) return false;
-      SkipSpace();
-      if (!Eat(':')) return false;
-      SkipSpace();
-      if (!Value(depth)) return false;
-      SkipSpace();
-      if (Eat('}')) return true;
+      if (Eat(close)) return true;
       if (!Eat(',')) return false;
       SkipSpace();
     }

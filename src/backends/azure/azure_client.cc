@@ -75,13 +75,9 @@ bool AzureInnerCodeIs(const Error& e, std::string_view op, int status, std::stri
 Result<std::unique_ptr<AzureClient>> AzureClient::Create(AzureClientOptions options, std::unique_ptr<RequestAuth> auth,
                                                          std::unique_ptr<HttpTransport> http, const Clock& clock,
                                                          Random& random) {
-  JsonClientOptions jo;
-  jo.endpoint = options.vault_url;
-  while (jo.endpoint.ends_with('/')) jo.endpoint.pop_back();
-  jo.retry = options.retry;
-  jo.decode_error = DecodeAzureReply;
-  jo.observer = options.observer;
-  DYAD_ASSIGN_OR_RETURN(auto client, JsonClient::Create(std::move(jo), std::move(auth), std::move(http), clock, random));
+  DYAD_ASSIGN_OR_RETURN(auto client,
+                        JsonClient::Create(ServiceClientOptions(options.vault_url, options.retry, DecodeAzureReply, options.observer),
+                                           std::move(auth), std::move(http), clock, random));
   return std::unique_ptr<AzureClient>(new AzureClient(std::move(options), std::move(client)));
 }
 
@@ -119,14 +115,7 @@ Result<json> AzureClient::Send(const AzureCall& call, JsonRequest request) {
     }
     return e;
   }
-  if (reply->body.empty()) return json::object();
-  auto j = json::parse(reply->body, nullptr, false);
-  Cleanse(reply->body);
-  if (j.is_discarded() || !j.is_object()) {
-    return MakeError(ErrorCode::kUnavailable, call.op + ": the answer (HTTP " + std::to_string(reply->status) +
-                                                  ") is not a JSON object");
-  }
-  return j;
+  return JsonObjectAnswer(call.op, *reply);
 }
 
 }  // namespace dyad

@@ -15,6 +15,7 @@
 #include "backends/azure/base64url.h"
 #include "backends/azure/secret_store.h"
 #include "backends/key_binding.h"
+#include "backends/key_version_book.h"
 #include "core/mutex.h"
 #include "core/time_format.h"
 
@@ -53,10 +54,6 @@ std::string HostOf(std::string_view url) {
   }
   return "";
 }
-
-struct Row {
-  std::string state, created_at, kid_version;
-};
 
 // A key version as Key Vault describes it (GET /keys/{name}/{version}).
 struct Material {
@@ -136,14 +133,15 @@ class AzureKeyManager final : public KeyManager {
         client_(client),
         repo_(std::move(versions)),
         clock_(clock),
-        random_(random) {}
+        random_(random),
+        book_(repo_, row_key_, clock, "Key Vault key " + key_id_, "gateway version") {}
 
   const std::string& Kind() const override { return kind_; }
   const std::string& KeyId() const override { return key_id_; }
 
   // No Key Vault call: the key is read on first use, so the gateway starts
   // while Key Vault is down.
-  Status Init() { return Reload(); }
+  Status Init() { return book_.Reload(); }
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
     DYAD_RETURN_IF_ERROR(EnsureKey());
@@ -159,7 +157,7 @@ class AzureKeyManager final : public KeyManager {
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
     DYAD_RETURN_IF_ERROR(EnsureKey());  // a key not used yet has its version 1 recorded first
-    DYAD_RETURN_IF_ERROR(CheckUsable(version));
+    DYAD_RETURN_IF_ERROR(book_.CheckUsable(version));
     DYAD_ASSIGN_OR_RETURN(std::string recorded, KidVersion(version));
     DYAD_ASSIGN_OR_RETURN(auto parts, SplitWrapped(wrapped));
     auto& [kid_version, bytes] = parts;
@@ -210,23 +208,16 @@ class AzureKeyManager final : public KeyManager {
                            "ENCRYPTION_KEY_ID to the key's name (or the new version's id) instead");
     }
     DYAD_RETURN_IF_ERROR(EnsureKey());
-    DYAD_RETURN_IF_ERROR(Reload());
+    DYAD_RETURN_IF_ERROR(book_.Reload());
     std::string before;
-    {
-      MutexLock lock(&mu_);
-      if (!versions_.empty()) before = versions_.rbegin()->second.kid_version;
-    }
+    if (auto versions = book_.Versions(); !versions.empty()) before = versions.rbegin()->second.material;
     DYAD_ASSIGN_OR_RETURN(json answer, Call("keys.rotate", "POST", keys_path_ + "/rotate", nullptr));
     DYAD_ASSIGN_OR_RETURN(Material m, ParseBundle(answer, "keys.rotate"));
     const std::string kid_version = m.version;
     Remember(m);
     DYAD_RETURN_IF_ERROR(Record(kid_version, before));
     DYAD_ASSIGN_OR_RETURN(uint32_t ordinal, OrdinalOf(kid_version));
-    uint32_t primary;
-    {
-      MutexLock lock(&mu_);
-      primary = primary_;
-    }
+    const uint32_t primary = book_.Primary();
     spdlog::info("Key Vault key {} rotated: Key Vault version {} is gateway version {}; the primary is {}", key_id_,
                  kid_version, ordinal, primary);
     return primary;  // the new primary (a newer version a sync recorded meanwhile, when there is one)
@@ -240,13 +231,7 @@ class AzureKeyManager final : public KeyManager {
     return SetState(version, "retiring");
   }
 
-  Result<std::string> CurrentState(uint32_t version) override {
-    DYAD_RETURN_IF_ERROR(Reload());
-    MutexLock lock(&mu_);
-    auto it = versions_.find(version);
-    if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, NoVersion(version));
-    return it->second.state;
-  }
+  Result<std::string> CurrentState(uint32_t version) override { return book_.CurrentState(version); }
 
   // GET /keys/{name}: the key answers, is enabled and wraps; its version
   // 1 is recorded on the way when this is the first use.
@@ -260,7 +245,7 @@ class AzureKeyManager final : public KeyManager {
 
   // Key Vault is asked at most once a second (status pages poll this).
   Result<KeyState> Describe() override {
-    if (SyncDue()) {
+    if (book_.SyncDue()) {
       Status s = SyncWithVault();
       if (!s.ok() && !sync_warned_.exchange(true)) {
         spdlog::warn("Key Vault key {}: cannot read its versions, the registry's stand is shown: {}", key_id_,
@@ -270,16 +255,7 @@ class AzureKeyManager final : public KeyManager {
     return KnownState();
   }
 
-  Result<KeyState> KnownState() override {
-    DYAD_RETURN_IF_ERROR(Reload());
-    KeyState s;
-    s.kind = kind_;
-    s.key_id = key_id_;
-    MutexLock lock(&mu_);
-    s.primary_version = primary_;
-    for (const auto& [v, row] : versions_) s.versions.push_back({v, row.state, row.created_at, 0});
-    return s;
-  }
+  Result<KeyState> KnownState() override { return book_.KnownState(kind_, key_id_); }
 
  private:
   Result<json> Call(const std::string& op, const char* method, const std::string& path, const json* body,
@@ -295,10 +271,6 @@ class AzureKeyManager final : public KeyManager {
   }
 
   static const char* Alg(const std::string& kty) { return IsOct(kty) ? "A256KW" : "RSA-OAEP-256"; }
-
-  std::string NoVersion(uint32_t version) const {
-    return "Key Vault key " + key_id_ + " has no gateway version " + std::to_string(version);
-  }
 
   // Key Vault refuses any operation on a disabled key version with 403,
   // inner error code KeyDisabled (decided on that code, never on the text: a
@@ -453,13 +425,8 @@ class AzureKeyManager final : public KeyManager {
   // latest); recorded once for every instance on the registry.
   Status EnsureKey() {
     if (Ensured()) return OkStatus();
-    DYAD_RETURN_IF_ERROR(Reload());
-    bool empty;
-    {
-      MutexLock lock(&mu_);
-      empty = versions_.empty();
-    }
-    if (empty) {
+    DYAD_RETURN_IF_ERROR(book_.Reload());
+    if (book_.Versions().empty()) {
       std::string path = keys_path_;
       if (!options_.key_version_pinned.empty()) path += "/" + options_.key_version_pinned;
       auto answer = Call("keys.get", "GET", path, nullptr);
@@ -469,7 +436,7 @@ class AzureKeyManager final : public KeyManager {
       Remember(m);
       KeyVersionRecord first{1, "active", FormatIso8601(clock_.WallNow()), m.version, 0};
       if (auto made = repo_->CreateFirst(row_key_, first); !made.ok()) return made.error();
-      DYAD_RETURN_IF_ERROR(Reload());
+      DYAD_RETURN_IF_ERROR(book_.Reload());
     } else if (!options_.key_version_pinned.empty() && !OrdinalOf(options_.key_version_pinned).ok()) {
       spdlog::warn("Key Vault key {}: the configured version {} is not among the versions the registry records; the "
                    "registry's primary wraps new data keys", key_id_, options_.key_version_pinned);
@@ -485,7 +452,7 @@ class AzureKeyManager final : public KeyManager {
   Status Record(const std::string& kid_version, std::optional<std::string> after) {
     DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> recorded, repo_->List(row_key_));
     for (const auto& r : recorded) {
-      if (r.material == kid_version) return Reload();  // already an ordinal: never a second one
+      if (r.material == kid_version) return book_.Reload();  // already an ordinal: never a second one
     }
     auto advanced = repo_->Advance(row_key_, [&](const std::optional<KeyVersionRecord>& latest) -> Result<KeyVersionChange> {
       KeyVersionChange change;
@@ -495,7 +462,7 @@ class AzureKeyManager final : public KeyManager {
       return change;
     });
     if (!advanced.ok()) return advanced.error();
-    return Reload();
+    return book_.Reload();
   }
 
   // Makes the key's current version in Key Vault (GET /keys/{name}), when
@@ -512,14 +479,11 @@ class AzureKeyManager final : public KeyManager {
     auto answer = Call("keys.get", "GET", keys_path_, nullptr);
     if (!answer.ok()) return LatestError(answer.error());
     DYAD_ASSIGN_OR_RETURN(Material m, ParseBundle(*answer, "keys.get"));
-    std::string latest;
-    {
-      MutexLock lock(&mu_);
-      if (versions_.empty()) return OkStatus();
-      latest = versions_.rbegin()->second.kid_version;
-      for (const auto& [v, row] : versions_) {
-        if (row.kid_version == m.version) return OkStatus();
-      }
+    const auto versions = book_.Versions();
+    if (versions.empty()) return OkStatus();
+    const std::string latest = versions.rbegin()->second.material;
+    for (const auto& [v, row] : versions) {
+      if (row.material == m.version) return OkStatus();
     }
     if (!m.enabled || !m.wraps) return OkStatus();  // it could wrap nothing
     Remember(m);
@@ -531,86 +495,38 @@ class AzureKeyManager final : public KeyManager {
     return OkStatus();
   }
 
-  bool SyncDue() DYAD_LOCKS_EXCLUDED(mu_) {
-    MutexLock lock(&mu_);
-    auto now = clock_.Now();
-    if (last_sync_ && now - *last_sync_ < std::chrono::seconds(1)) return false;
-    last_sync_ = now;
-    return true;
+  // The primary as the registry has it (see KeyVersionBook), never none.
+  Result<uint32_t> LivePrimary() {
+    DYAD_ASSIGN_OR_RETURN(uint32_t primary, book_.LivePrimary());
+    if (primary == 0) return MakeError(ErrorCode::kFailedPrecondition, "Key Vault key " + key_id_ + " has no version yet");
+    return primary;
   }
 
-  Status Reload() DYAD_LOCKS_EXCLUDED(mu_) {
-    std::map<uint32_t, Row> rows;
-    DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> listed, repo_->List(row_key_));
-    for (auto& r : listed) rows[r.version] = {std::move(r.state), std::move(r.created_at), std::move(r.material)};
-    MutexLock lock(&mu_);
-    versions_ = std::move(rows);
-    primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
-    last_reload_ = clock_.Now();
-    return OkStatus();
-  }
-
-  // The primary as the registry has it, read again at most every 500 ms.
-  Result<uint32_t> LivePrimary() DYAD_LOCKS_EXCLUDED(mu_) {
-    bool due;
-    {
-      MutexLock lock(&mu_);
-      due = !last_reload_ || clock_.Now() - *last_reload_ >= std::chrono::milliseconds(500);
-    }
-    if (due) DYAD_RETURN_IF_ERROR(Reload());
-    MutexLock lock(&mu_);
-    if (primary_ == 0) return MakeError(ErrorCode::kFailedPrecondition, "Key Vault key " + key_id_ + " has no version yet");
-    return primary_;
-  }
-
-  Result<std::string> KidVersion(uint32_t version) DYAD_LOCKS_EXCLUDED(mu_) {
-    MutexLock lock(&mu_);
-    auto it = versions_.find(version);
-    if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, NoVersion(version));
-    if (!ValidVersion(it->second.kid_version)) {
+  // The Key Vault version a gateway version stands for (its material).
+  Result<std::string> KidVersion(uint32_t version) {
+    auto row = book_.Find(version);
+    if (!row) return MakeError(ErrorCode::kNotFound, book_.NoVersion(version));
+    if (!ValidVersion(row->material)) {
       return MakeError(ErrorCode::kDataLoss, "the registry records no Key Vault version for gateway version " +
                                                  std::to_string(version) + " of " + key_id_);
     }
-    return it->second.kid_version;
+    return row->material;
   }
 
-  Result<uint32_t> OrdinalOf(const std::string& kid_version) DYAD_LOCKS_EXCLUDED(mu_) {
-    MutexLock lock(&mu_);
-    for (const auto& [v, row] : versions_) {
-      if (row.kid_version == kid_version) return v;
+  Result<uint32_t> OrdinalOf(const std::string& kid_version) {
+    for (const auto& [v, row] : book_.Versions()) {
+      if (row.material == kid_version) return v;
     }
     return MakeError(ErrorCode::kNotFound, "Key Vault key version " + kid_version + " is not recorded");
   }
 
+  // An unknown version is refused here (the registry would ignore it).
   Status SetState(uint32_t version, const char* state) {
-    DYAD_RETURN_IF_ERROR(Reload());
-    {
-      MutexLock lock(&mu_);
-      if (version == primary_) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
-      if (!versions_.count(version)) return MakeError(ErrorCode::kNotFound, NoVersion(version));
+    DYAD_RETURN_IF_ERROR(book_.Reload());
+    if (version != book_.Primary() && !book_.Find(version)) {
+      return MakeError(ErrorCode::kNotFound, book_.NoVersion(version));
     }
-    DYAD_RETURN_IF_ERROR(repo_->SetState(row_key_, version, state));
-    return Reload();
-  }
-
-  // A version this process has not seen may come from another instance's
-  // rotation: look again before refusing it.
-  Status CheckUsable(uint32_t version) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      {
-        MutexLock lock(&mu_);
-        auto it = versions_.find(version);
-        if (it != versions_.end()) {
-          if (it->second.state == "retired") {
-            return MakeError(ErrorCode::kFailedPrecondition,
-                             "Key Vault key " + key_id_ + " version " + std::to_string(version) + " is retired");
-          }
-          return OkStatus();
-        }
-      }
-      if (attempt == 0) DYAD_RETURN_IF_ERROR(Reload());
-    }
-    return MakeError(ErrorCode::kNotFound, NoVersion(version));
+    return book_.SetState(version, state);
   }
 
   const std::string kind_ = "azure-kv";
@@ -620,13 +536,10 @@ class AzureKeyManager final : public KeyManager {
   std::shared_ptr<KeyVersionRepository> repo_;
   const Clock& clock_;
   Random& random_;
+  KeyVersionBook book_;  // the gateway's versions; each one's material is its Key Vault version
   std::atomic<bool> sync_warned_{false};
   Mutex mu_;
   bool ensured_ DYAD_GUARDED_BY(mu_) = false;
-  std::optional<Clock::Instant> last_sync_ DYAD_GUARDED_BY(mu_);
-  std::optional<Clock::Instant> last_reload_ DYAD_GUARDED_BY(mu_);
-  std::map<uint32_t, Row> versions_ DYAD_GUARDED_BY(mu_);
-  uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;
   std::map<std::string, Material> materials_ DYAD_GUARDED_BY(mu_);  // by Key Vault version
 };
 

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "backends/key_binding.h"
+#include "backends/key_version_book.h"
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/parallel.h"
@@ -89,14 +90,15 @@ class TransitKeyManager final : public KeyManager {
         client_(client),
         repo_(std::move(versions)),
         clock_(clock),
-        random_(random) {}
+        random_(random),
+        book_(repo_, row_key_, clock, "Transit key " + key_id_) {}
 
   const std::string& Kind() const override { return kind_; }
   const std::string& KeyId() const override { return key_id_; }
 
   // No Vault call: the key is ensured on first use, so the gateway starts
   // while Vault is down (as the KMS key manager resolves its key lazily).
-  Status Init() { return Reload(); }
+  Status Init() { return book_.Reload(); }
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
     DYAD_RETURN_IF_ERROR(EnsureKey());
@@ -212,7 +214,7 @@ class TransitKeyManager final : public KeyManager {
 
   Result<uint32_t> Rotate() override {
     DYAD_RETURN_IF_ERROR(EnsureKey());
-    const uint32_t before = Primary();
+    const uint32_t before = book_.Primary();
     if (auto rotated = Call("transit.rotate", "POST", keys_path_ + "/rotate", nullptr); !rotated.ok()) {
       return rotated.error();
     }
@@ -230,7 +232,7 @@ class TransitKeyManager final : public KeyManager {
   Status BeginRetire(uint32_t version) override {
     DYAD_ASSIGN_OR_RETURN(std::string now, CurrentState(version));
     if (now == "retired") return OkStatus();
-    return SetState(version, "retiring");
+    return book_.SetState(version, "retiring");
   }
 
   // Retired in the gateway only (the registry): Vault still decrypts it, so
@@ -238,7 +240,7 @@ class TransitKeyManager final : public KeyManager {
   // With retire_in_vault, said once: a rotation calls this (not
   // RetireEverywhere) when it could not list the store.
   Status Retire(uint32_t version) override {
-    DYAD_RETURN_IF_ERROR(SetState(version, "retired"));
+    DYAD_RETURN_IF_ERROR(book_.SetState(version, "retired"));
     if (options_.retire_in_vault && !retire_local_warned_.exchange(true)) {
       spdlog::warn("Transit key {}: version {} retired in the gateway only, Vault still decrypts it "
                    "(VAULT_TRANSIT_RETIRE): the rotation could not list the secret store, so another instance's "
@@ -254,17 +256,13 @@ class TransitKeyManager final : public KeyManager {
   // retired, never past a version still active or retiring: retiring 2 while
   // 1 is kept raises nothing, and retiring 1 later raises it past both.
   Status RetireEverywhere(uint32_t version) override {
-    DYAD_RETURN_IF_ERROR(SetState(version, "retired"));
+    DYAD_RETURN_IF_ERROR(book_.SetState(version, "retired"));
     if (!options_.retire_in_vault) return OkStatus();
-    uint32_t oldest_live;
-    {
-      MutexLock lock(&mu_);
-      oldest_live = primary_;
-      for (const auto& [v, state] : versions_) {
-        if (state != "retired") {
-          oldest_live = v;
-          break;
-        }
+    uint32_t oldest_live = book_.Primary();
+    for (const auto& [v, row] : book_.Versions()) {
+      if (row.state != "retired") {
+        oldest_live = v;
+        break;
       }
     }
     DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
@@ -280,13 +278,7 @@ class TransitKeyManager final : public KeyManager {
     return Sync(key);
   }
 
-  Result<std::string> CurrentState(uint32_t version) override {
-    DYAD_RETURN_IF_ERROR(Reload());
-    MutexLock lock(&mu_);
-    auto it = versions_.find(version);
-    if (it == versions_.end()) return MakeError(ErrorCode::kNotFound, NoVersion(version));
-    return it->second;
-  }
+  Result<std::string> CurrentState(uint32_t version) override { return book_.CurrentState(version); }
 
   // Reads the key (creating it if this process has not yet): it answers,
   // encrypts and decrypts; its versions are recorded on the way.
@@ -298,7 +290,7 @@ class TransitKeyManager final : public KeyManager {
 
   // Vault is asked at most once a second (status pages poll this).
   Result<KeyState> Describe() override {
-    if (SyncDue()) {
+    if (book_.SyncDue()) {
       Status s = Ensured() ? Probe() : EnsureKey();
       if (!s.ok() && !sync_warned_.exchange(true)) {
         spdlog::warn("Transit key {}: cannot read its versions from Vault; the registry's stand: {}", key_id_,
@@ -308,16 +300,7 @@ class TransitKeyManager final : public KeyManager {
     return KnownState();
   }
 
-  Result<KeyState> KnownState() override {
-    DYAD_RETURN_IF_ERROR(Reload());
-    KeyState s;
-    s.kind = kind_;
-    s.key_id = key_id_;
-    MutexLock lock(&mu_);
-    s.primary_version = primary_;
-    for (const auto& [v, state] : versions_) s.versions.push_back({v, state, created_[v], 0});
-    return s;
-  }
+  Result<KeyState> KnownState() override { return book_.KnownState(kind_, key_id_); }
 
  private:
   Result<json> Call(const std::string& op, const std::string& method, const std::string& path, const json* body) {
@@ -406,27 +389,24 @@ class TransitKeyManager final : public KeyManager {
       if (!advanced.ok()) return advanced.error();
       if (!more) break;
     }
-    DYAD_RETURN_IF_ERROR(Reload());
+    DYAD_RETURN_IF_ERROR(book_.Reload());
     std::vector<uint32_t> below;
-    {
-      MutexLock lock(&mu_);
-      for (const auto& [v, state] : versions_) {
-        if (v < key.min_decryption && state != "retired") below.push_back(v);
-      }
+    for (const auto& [v, row] : book_.Versions()) {
+      if (v < key.min_decryption && row.state != "retired") below.push_back(v);
     }
     for (uint32_t v : below) {
       spdlog::warn("Transit key {}: version {} is below Vault's min_decryption_version {}: retired", key_id_, v,
                    key.min_decryption);
       DYAD_RETURN_IF_ERROR(repo_->SetState(row_key_, v, "retired"));
     }
-    return below.empty() ? OkStatus() : Reload();
+    return below.empty() ? OkStatus() : book_.Reload();
   }
 
   // The version of a ciphertext Transit just made: the primary, or a newer
   // one (Vault's key rotated by someone else), which is recorded first.
   Result<uint32_t> Learn(const std::string& ciphertext) {
     DYAD_ASSIGN_OR_RETURN(uint32_t v, CiphertextVersion(ciphertext));
-    DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
+    DYAD_ASSIGN_OR_RETURN(uint32_t primary, book_.LivePrimary());
     if (v < primary) {
       // Still usable (not retired, Vault decrypts it, Vault's key is not
       // behind the registry): the call raced another instance's rotation,
@@ -436,11 +416,7 @@ class TransitKeyManager final : public KeyManager {
                                                              std::to_string(v) + ", below the primary " +
                                                              std::to_string(primary) + " the registry records" + why);
       };
-      {
-        MutexLock lock(&mu_);
-        auto it = versions_.find(v);
-        if (it != versions_.end() && it->second == "retired") return below(", and retired");
-      }
+      if (auto row = book_.Find(v); row && row->state == "retired") return below(", and retired");
       DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
       if (v < key.min_decryption || key.latest < primary) {
         return below(" (min_encryption_version, or a re-created key?)");
@@ -623,30 +599,16 @@ class TransitKeyManager final : public KeyManager {
   // A version this process has not seen may come from another instance's
   // rotation: the registry is read again before refusing it.
   Status CheckUsable(uint32_t version) {
-    if (auto fresh = LivePrimary(); !fresh.ok()) return fresh.error();  // another instance's retirement
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      {
-        MutexLock lock(&mu_);
-        auto it = versions_.find(version);
-        if (it != versions_.end()) {
-          if (it->second == "retired") {
-            return MakeError(ErrorCode::kFailedPrecondition,
-                             "Transit key " + key_id_ + " version " + std::to_string(version) + " is retired");
-          }
-          return OkStatus();
-        }
+    if (auto fresh = book_.LivePrimary(); !fresh.ok()) return fresh.error();  // another instance's retirement
+    return book_.CheckUsable(version, [&]() -> Status {
+      // Above the known primary: another instance with its own registry
+      // may have rotated; Vault is asked (at most once a second).
+      if (version > book_.Primary() && VaultCheckDue()) {
+        DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
+        DYAD_RETURN_IF_ERROR(Sync(key));
       }
-      if (attempt == 0) {
-        DYAD_RETURN_IF_ERROR(Reload());
-        // Above the known primary: another instance with its own registry
-        // may have rotated; Vault is asked (at most once a second).
-        if (version > Primary() && VaultCheckDue()) {
-          DYAD_ASSIGN_OR_RETURN(TransitKey key, ReadKey());
-          DYAD_RETURN_IF_ERROR(Sync(key));
-        }
-      }
-    }
-    return MakeError(ErrorCode::kNotFound, NoVersion(version));
+      return OkStatus();
+    });
   }
 
   bool VaultCheckDue() DYAD_LOCKS_EXCLUDED(mu_) {
@@ -657,56 +619,6 @@ class TransitKeyManager final : public KeyManager {
     return true;
   }
 
-  std::string NoVersion(uint32_t version) const {
-    return "Transit key " + key_id_ + " has no version " + std::to_string(version);
-  }
-
-  Status SetState(uint32_t version, const char* state) {
-    DYAD_RETURN_IF_ERROR(Reload());
-    if (version == Primary()) return MakeError(ErrorCode::kFailedPrecondition, "cannot retire the primary key version");
-    DYAD_RETURN_IF_ERROR(repo_->SetState(row_key_, version, state));
-    return Reload();
-  }
-
-  Status Reload() DYAD_LOCKS_EXCLUDED(mu_) {
-    DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> listed, repo_->List(row_key_));
-    std::map<uint32_t, std::string> states, created;
-    for (auto& row : listed) {
-      states[row.version] = std::move(row.state);
-      created[row.version] = std::move(row.created_at);
-    }
-    MutexLock lock(&mu_);
-    versions_ = std::move(states);
-    created_ = std::move(created);
-    primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
-    last_reload_ = clock_.Now();
-    return OkStatus();
-  }
-
-  uint32_t Primary() DYAD_LOCKS_EXCLUDED(mu_) {
-    MutexLock lock(&mu_);
-    return primary_;
-  }
-
-  // The primary as the registry has it, read again at most every 500 ms.
-  Result<uint32_t> LivePrimary() {
-    bool due;
-    {
-      MutexLock lock(&mu_);
-      due = !last_reload_ || clock_.Now() - *last_reload_ >= std::chrono::milliseconds(500);
-    }
-    if (due) DYAD_RETURN_IF_ERROR(Reload());
-    return Primary();
-  }
-
-  bool SyncDue() DYAD_LOCKS_EXCLUDED(mu_) {
-    MutexLock lock(&mu_);
-    auto now = clock_.Now();
-    if (last_sync_ && now - *last_sync_ < std::chrono::seconds(1)) return false;
-    last_sync_ = now;
-    return true;
-  }
-
   const std::string kind_ = "vault-transit";
   const TransitOptions options_;
   const std::string key_id_, row_key_, keys_path_;
@@ -714,15 +626,11 @@ class TransitKeyManager final : public KeyManager {
   std::shared_ptr<KeyVersionRepository> repo_;
   const Clock& clock_;
   Random& random_;
+  KeyVersionBook book_;  // the versions, as the registry has them
   std::atomic<bool> rewrap_denied_{false}, sync_warned_{false}, retire_local_warned_{false};
   Mutex mu_;
   bool ensured_ DYAD_GUARDED_BY(mu_) = false;
-  std::optional<Clock::Instant> last_sync_ DYAD_GUARDED_BY(mu_);
-  std::optional<Clock::Instant> last_reload_ DYAD_GUARDED_BY(mu_);
   std::optional<Clock::Instant> last_vault_check_ DYAD_GUARDED_BY(mu_);  // for an unknown version
-  std::map<uint32_t, std::string> versions_ DYAD_GUARDED_BY(mu_);  // state by version
-  std::map<uint32_t, std::string> created_ DYAD_GUARDED_BY(mu_);
-  uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace

@@ -97,13 +97,9 @@ ReplyError DecodeVaultReply(std::string_view op, const HttpReply& reply) {
 Result<std::unique_ptr<VaultClient>> VaultClient::Create(VaultClientOptions options, std::unique_ptr<RequestAuth> auth,
                                                          std::unique_ptr<HttpTransport> http, const Clock& clock,
                                                          Random& random) {
-  JsonClientOptions jo;
-  jo.endpoint = options.address;
-  while (jo.endpoint.ends_with('/')) jo.endpoint.pop_back();
-  jo.retry = options.retry;
-  jo.decode_error = DecodeVaultReply;
-  jo.observer = options.observer;
-  DYAD_ASSIGN_OR_RETURN(auto client, JsonClient::Create(std::move(jo), std::move(auth), std::move(http), clock, random));
+  DYAD_ASSIGN_OR_RETURN(auto client,
+                        JsonClient::Create(ServiceClientOptions(options.address, options.retry, DecodeVaultReply, options.observer),
+                                           std::move(auth), std::move(http), clock, random));
   return std::unique_ptr<VaultClient>(new VaultClient(std::move(options), std::move(client)));
 }
 
@@ -130,14 +126,7 @@ Result<json> VaultClient::Call(const VaultCall& call) {
     }
     return e;
   }
-  if (reply->body.empty()) return json::object();
-  auto j = json::parse(reply->body, nullptr, false);
-  Cleanse(reply->body);
-  if (j.is_discarded() || !j.is_object()) {
-    return MakeError(ErrorCode::kUnavailable, call.op + ": the answer (HTTP " + std::to_string(reply->status) +
-                                                  ") is not a JSON object");
-  }
-  return j;
+  return JsonObjectAnswer(call.op, *reply);
 }
 
 }  // namespace dyad
