@@ -21,12 +21,11 @@ int RunImportEnv(ProviderService& providers, SecretsService& secrets, bool dry_r
   for (const auto& name : report->unknown) {
     std::printf("unknown: %s (names no field of an existing provider; not imported)\n", name.c_str());
   }
-  std::printf("%zu provider(s) with DYAD_PROVIDER_* variables: %lld stored, %lld unchanged, %lld %s, %lld failed; "
-              "%zu unknown variable(s)%s\n",
+  std::printf("%zu provider(s) with DYAD_PROVIDER_* variables: %lld stored, %lld unchanged, %lld failed",
               report->items.size(), static_cast<long long>(report->stored), static_cast<long long>(report->unchanged),
-              static_cast<long long>(report->would_store), dry_run ? "would be stored" : "not stored",
-              static_cast<long long>(report->failed), report->unknown.size(),
-              dry_run ? "; dry run, nothing written" : "");
+              static_cast<long long>(report->failed));
+  if (dry_run) std::printf(", %lld would be stored", static_cast<long long>(report->would_store));
+  std::printf("; %zu unknown variable(s)%s\n", report->unknown.size(), dry_run ? "; dry run, nothing written" : "");
   if (!report->removable.empty()) {
     std::printf("stored in %s, these variables can now be removed (they are then no fallback either):\n",
                 secrets.store().Name().c_str());

@@ -736,6 +736,10 @@ void SecretsService::ProbeLoop() {
       else replication->error = checked.error().message;
     }
     probe_mu_.Lock();
+    if (replication && replication->error.empty() && replication->report.sample.empty()) {
+      // No secret to look at yet: look again soon, not a minute later.
+      replication_at_ = p.at - options_.replication_interval + std::min<Clock::Duration>(options_.replication_interval, std::chrono::seconds(5));
+    }
     if (replication) replication_ = std::move(replication);
     last_probe_ = std::move(p);
     probe_started_.reset();
