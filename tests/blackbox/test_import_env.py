@@ -3,19 +3,9 @@ Guide, step 5), on the environment backend and on AWS (moto)."""
 import json
 import subprocess
 
-import pytest
-
-from aws_peers import Moto
 from conftest import BINARY, canary, create_provider, data, provider_body
-from test_aws import aws_gateway
+from test_aws import aws_gateway, moto  # noqa: F401 (moto: the module's moto_server fixture)
 from test_secrets import keyed_fingerprint
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    m = Moto(tmp_path_factory.mktemp("moto"))
-    yield m
-    m.stop()
 
 
 def import_env(gw, variables, *flags):

@@ -6,16 +6,9 @@ import time
 
 import pytest
 
-from aws_peers import REGION, Moto
+from aws_peers import REGION
 from conftest import BINARY, Gateway, canary, create_provider, data
-from test_aws import aws_gateway
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    m = Moto(tmp_path_factory.mktemp("moto"))
-    yield m
-    m.stop()
+from test_aws import aws_gateway, moto  # noqa: F401 (moto: the module's moto_server fixture)
 
 
 def refused(tmp_path, env):

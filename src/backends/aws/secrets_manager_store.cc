@@ -149,6 +149,7 @@ class SecretsManagerStore final : public SecretStore {
   bool KeepsReplicas() const override { return !options_.replica_regions.empty(); }
 
   Result<ReplicationReport> CheckReplication() override {
+    if (!KeepsReplicas()) return SecretStore::CheckReplication();
     ReplicationReport report;
     {
       MutexLock lock(&sample_mu_);
