@@ -214,6 +214,8 @@ std::optional<std::string> AwsEndpointRegion(std::string_view url) {
   for (std::string_view suffix : {".amazonaws.com", ".amazonaws.com.cn", ".api.aws"}) {
     if (host.size() <= suffix.size() || !host.ends_with(suffix)) continue;
     std::string_view rest = host.substr(0, host.size() - suffix.size());  // service[-fips].region
+    // An interface VPC endpoint: vpce-ID.service.region.vpce.amazonaws.com.
+    if (suffix == ".amazonaws.com" && rest.ends_with(".vpce")) rest.remove_suffix(5);
     size_t dot = rest.rfind('.');
     if (dot == std::string_view::npos) return std::nullopt;
     std::string_view region = rest.substr(dot + 1);

@@ -116,6 +116,8 @@ TEST(Residency, RegionsOfEndpointsAndArns) {
   EXPECT_EQ(AwsEndpointRegion("https://kms-fips.us-east-2.amazonaws.com"), "us-east-2");
   EXPECT_EQ(AwsEndpointRegion("https://secretsmanager.cn-north-1.amazonaws.com.cn"), "cn-north-1");
   EXPECT_EQ(AwsEndpointRegion("https://KMS.EU-WEST-1.AMAZONAWS.COM."), "eu-west-1");
+  EXPECT_EQ(AwsEndpointRegion("https://vpce-0a1b-x2y3.kms.ap-south-1.vpce.amazonaws.com"), "ap-south-1");
+  EXPECT_EQ(AwsEndpointRegion("https://vpce.amazonaws.com"), std::nullopt);
   EXPECT_EQ(AwsEndpointRegion("http://127.0.0.1:5000"), std::nullopt);
   EXPECT_EQ(AwsEndpointRegion("https://kms.eu-west-1.amazonaws.com.evil.com"), std::nullopt);
   EXPECT_EQ(AwsEndpointRegion("https://amazonaws.com"), std::nullopt);
