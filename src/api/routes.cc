@@ -30,6 +30,16 @@ json HealthJson(const SecretsHealth& h) {
             {"staleServes", h.stale_serves}, {"fallbackReads", h.fallback_reads}};
   if (!h.store_error.empty()) j["storeError"] = h.store_error;
   if (h.orphaned_secrets >= 0) j["orphanedSecrets"] = h.orphaned_secrets;  // counted at start; `secrets gc`
+  if (h.replication) {  // checked on one sample secret, at most once a minute
+    json replicas = json::array();
+    for (const auto& r : h.replication->report.replicas) {
+      replicas.push_back({{"region", r.place}, {"status", r.status}, {"message", r.message}});
+    }
+    j["replication"] = {{"sampleSecret", h.replication->report.sample},
+                        {"checkedAt", h.replication->checked_at},
+                        {"replicas", std::move(replicas)}};
+    if (!h.replication->error.empty()) j["replication"]["error"] = h.replication->error;
+  }
   if (h.key_state) {
     json versions = json::array();
     for (const auto& v : h.key_state->versions) {

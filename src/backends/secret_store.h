@@ -78,6 +78,22 @@ class SecretStore {
     return MakeError(ErrorCode::kUnimplemented, "no conditional delete");
   }
 
+  // Copies the store keeps of each secret in other places (AWS replica
+  // regions). CheckReplication() reports them for one sample secret (one
+  // call or two: callers space their checks out, never one per provider);
+  // a place configured but missing from the sample is "Missing".
+  struct ReplicaStatus {
+    std::string place, status, message;  // status: the store's word (AWS InSync | InProgress | Failed) or Missing
+  };
+  struct ReplicationReport {
+    std::string sample;  // the secret looked at; empty when there is none yet
+    std::vector<ReplicaStatus> replicas;
+  };
+  virtual bool KeepsReplicas() const { return false; }
+  virtual Result<ReplicationReport> CheckReplication() {
+    return MakeError(ErrorCode::kUnimplemented, "this store keeps no replicas");
+  }
+
   // Every provider secret under the store's prefix, with the time it was
   // created or last changed where the store records one (empty where it does
   // not: such a secret never counts as old, see `secrets gc`).

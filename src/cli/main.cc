@@ -20,6 +20,7 @@
 #include "app/audit_setup.h"
 #include "app/logging.h"
 #include "audit/audit_log.h"
+#include "cli/import_env_command.h"
 #include "core/config.h"
 #include "core/encoding.h"
 #include "core/time_format.h"
@@ -249,6 +250,13 @@ int SecretsVerify(const CliOptions& cli) {
   return report->failed == 0 ? 0 : 1;
 }
 
+int MigrateImportEnv(const CliOptions& cli, bool dry_run) {
+  SystemClock clock;
+  auto app = OpenApp(cli, clock);
+  if (!app.ok()) return Fail(app.error().message);
+  return RunImportEnv((*app)->providers(), (*app)->secrets(), dry_run);
+}
+
 // Only the storage settings: a backup job needs no key and no token.
 int Backup(const std::string& env_file, const std::string& out) {
   auto config = LoadWith(env_file, LoadStorageConfig);
@@ -351,6 +359,12 @@ int main(int argc, char** argv) {
   gc->add_flag("--dry-run", dry_run, "List the orphans and what would be deleted; delete nothing");
   common(gc);
 
+  auto* migrate = cli.add_subcommand("migrate", "Move stored credentials: between backends, or in from the environment");
+  auto* import_env = migrate->add_subcommand(
+      "import-env", "Store the DYAD_PROVIDER_* variables of existing providers in the backend; list those that can go");
+  import_env->add_flag("--dry-run", dry_run, "List what would be stored; write nothing");
+  common(import_env);
+
   std::string backup_out, restore_file;
   auto* backup = cli.add_subcommand("backup", "Snapshot the registry database (online, consistent) into a new file");
   backup->add_option("--out", backup_out, "The backup file to create (never replaced)")->required();
@@ -366,6 +380,11 @@ int main(int argc, char** argv) {
   if (*status) return SecretsRotationStatus(options);
   if (*sverify) return SecretsVerify(options);
   if (*gc) return SecretsGc(options, older_than, dry_run);
+  if (*import_env) return MigrateImportEnv(options, dry_run);
+  if (*migrate) {  // no subcommand: its help
+    std::printf("%s", migrate->help().c_str());
+    return 0;
+  }
   if (*serve) return Serve(dev, env_file);
   if (*verify) return AuditVerify(audit_path, options);
   if (*hash) {

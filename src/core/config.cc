@@ -211,6 +211,7 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
   DYAD_RETURN_IF_ERROR(ReadOneOfVariable(env, "SECRETS_ENCRYPTION_MODE", {"envelope", "provider"},
                                          c.encryption_mode));
   if (const std::string* v = FindVariable(env, "SECRETS_PREFIX")) c.secrets_prefix = *v;
+  DYAD_ASSIGN_OR_RETURN(c.allowed_regions, ReadAllowedRegions(env));
   DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "KEY_ROTATION_ENABLED", c.key_rotation_enabled));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "KEY_ROTATION_INTERVAL_HOURS", 1, 24 * 366, c.key_rotation_interval_hours));
   DYAD_RETURN_IF_ERROR(ReadSchedule(env, c));

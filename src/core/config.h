@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/environment.h"
+#include "core/residency.h"
 #include "core/result.h"
 #include "core/secret_bytes.h"
 
@@ -47,6 +48,9 @@ struct Config {
   std::vector<SecretBytes> encryption_key_previous;  // ENCRYPTION_KEY_PREVIOUS, comma-separated
   std::string encryption_mode = "envelope";       // envelope|provider (whether the backend takes it: its factory)
   std::string secrets_prefix = "dyad-gateway";    // checked by the backend against its own naming rules
+  // SECRETS_ALLOWED_REGIONS (core/residency.h); nullopt: anywhere. Each
+  // backend's Check() holds its store, KMS and replicas to it.
+  std::optional<AllowedRegions> allowed_regions;
 
   // Key rotation.
   bool key_rotation_enabled = false;

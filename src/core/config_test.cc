@@ -372,5 +372,20 @@ TEST(Dotenv, ErrorsNameTheLineNotTheValue) {
   EXPECT_EQ(env.error().message.find("hunter2"), std::string::npos);
 }
 
+TEST(Config, AllowedRegionsAreReadForEveryBackend) {
+  auto c = LoadConfig(Base(), false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_FALSE(c->allowed_regions);  // unset: anywhere
+  EnvMap env = Base();
+  env["SECRETS_ALLOWED_REGIONS"] = "eu-west-1, myvault.vault.azure.net";
+  c = LoadConfig(env, false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_TRUE(c->allowed_regions);
+  EXPECT_TRUE(c->allowed_regions->AllowsRegion("eu-west-1"));
+  EXPECT_TRUE(c->allowed_regions->AllowsUrl("https://myvault.vault.azure.net"));
+  env["SECRETS_ALLOWED_REGIONS"] = " ";
+  EXPECT_EQ(ErrorFor(env).rfind("SECRETS_ALLOWED_REGIONS: ", 0), 0u);
+}
+
 }  // namespace
 }  // namespace dyad

@@ -118,7 +118,7 @@ Result<Provider> ProviderService::Edit(const std::string& id,
 
 Result<Provider> ProviderService::Write(const std::string& id, bool reads_credentials,
                                         const std::optional<std::vector<std::string>>& credentials_named,
-                                        const ProviderEdit& edit, const Caller& caller) {
+                                        const ProviderEdit& edit, const Caller& caller, bool from_environment) {
   const auto t0 = clock_.Now();
   bool credentials_written = false;
   std::vector<std::string> fields = credentials_named.value_or(std::vector<std::string>{});
@@ -140,7 +140,7 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
       // there) writes no new version.
       if (*patch.credentials == stored) patch.credentials.reset();
     }
-    if (reads_credentials && patch.credentials && stored.empty()) {
+    if (reads_credentials && patch.credentials && stored.empty() && !from_environment) {
       // Stored, the merge would replace what the environment supplies (the
       // provider then reads only the store): never copied in implicitly.
       if (std::string prefix = secrets_.EnvironmentSource(p); !prefix.empty()) {
@@ -210,6 +210,17 @@ Result<CredentialFields> ProviderService::StoredFields(const Provider& row, cons
                          secrets_.SecretName(row.id) + "; replace the whole set with PUT");
   }
   return secrets_.OpenRaw(row.id, *raw, row.credentials_version);
+}
+
+Result<Provider> ProviderService::ImportCredentials(const std::string& id, const CredentialFields& fields,
+                                                    const Caller& caller) {
+  auto merge = [&fields](const Provider&, const CredentialFields& stored, const StoredBytes&) -> Result<ProviderPatch> {
+    ProviderPatch patch;
+    patch.credentials = stored;  // masked: each kept field stands for its stored value
+    for (const auto& [name, value] : fields) patch.credentials->insert_or_assign(name, value);
+    return patch;
+  };
+  return Write(id, true, Names(fields), merge, caller, /*from_environment=*/true);
 }
 
 Result<Provider> ProviderService::RotateCredentials(const std::string& id, const CredentialFields& credentials,

@@ -91,6 +91,11 @@ class ProviderService {
   // result would hold only the fields named, never the environment's.
   Result<Provider> Edit(const std::string& id, const std::optional<std::vector<std::string>>& credentials_named,
                         const ProviderEdit& edit, const Caller& caller);
+  // `migrate import-env`: `fields` (the provider's DYAD_PROVIDER_* values)
+  // merged over its stored credentials, which keep their other fields; as
+  // Edit() with those fields named, but allowed where the provider reads its
+  // credentials from the environment (the fields stored are that set).
+  Result<Provider> ImportCredentials(const std::string& id, const CredentialFields& fields, const Caller& caller);
   Result<Provider> RotateCredentials(const std::string& id, const CredentialFields& credentials, const Caller& caller);
   Status Delete(const std::string& id, const Caller& caller);
   Result<ValidationReport> Validate(const std::string& id, const Caller& caller);
@@ -105,7 +110,7 @@ class ProviderService {
   // happens, with the fields written (else those named).
   Result<Provider> Write(const std::string& id, bool reads_credentials,
                          const std::optional<std::vector<std::string>>& credentials_named, const ProviderEdit& edit,
-                         const Caller& caller);
+                         const Caller& caller, bool from_environment = false);
 
   // The credentials stored for `row` (read under its lock), in clear.
   Result<CredentialFields> StoredFields(const Provider& row, const std::optional<StoredSecret>& raw);

@@ -254,14 +254,28 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   return CredentialsPtr(std::move(creds));
 }
 
-CredentialFields SecretsService::EnvironmentFields(const Provider& p) const {
+std::map<std::string, std::string> SecretsService::EnvironmentVariables(const Provider& p) const {
   std::vector<std::string> names = p.credential_fields;
   if (std::find(names.begin(), names.end(), "api_key") == names.end()) names.push_back("api_key");
-  CredentialFields out;
+  std::map<std::string, std::string> out;
   const std::string prefix = "DYAD_PROVIDER_" + EnvSegment(p.slug) + "_";
   for (const auto& field : names) {
     auto it = env_.find(prefix + EnvSegment(field));
-    if (it != env_.end() && !it->second.empty()) out.emplace(field, it->second);
+    if (it != env_.end() && !it->second.empty()) out.emplace(field, it->first);
+  }
+  return out;
+}
+
+CredentialFields SecretsService::EnvironmentFields(const Provider& p) const {
+  CredentialFields out;
+  for (const auto& [field, variable] : EnvironmentVariables(p)) out.emplace(field, env_.at(variable));
+  return out;
+}
+
+std::vector<std::string> SecretsService::EnvironmentVariableNames() const {
+  std::vector<std::string> out;
+  for (const auto& [name, value] : env_) {
+    if (!value.empty()) out.push_back(name);
   }
   return out;
 }
@@ -619,6 +633,21 @@ Status SecretsService::Warm(const std::string& provider_id) {
   return r.ok() ? OkStatus() : Status(r.error());
 }
 
+namespace {
+
+// Replicas still being made (InProgress) are not a fault; a failed,
+// missing or unchecked one is.
+bool ReplicasInSync(const std::optional<SecretsHealth::Replication>& r) {
+  if (!r) return true;
+  if (!r->error.empty()) return false;
+  for (const auto& replica : r->report.replicas) {
+    if (replica.status != "InSync" && replica.status != "InProgress") return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 // Health() only reads what the probe thread last found, and asks for a new
 // probe when that is older than probe_interval; a probe running longer than
 // probe_stuck_after is reported as hanging, in the part it waits for.
@@ -650,6 +679,7 @@ SecretsHealth SecretsService::Health() {
       if (std::string_view(probe_phase_) == "store") h.store_error = "the secret store " + hung;
       else h.key_error = "the key manager " + hung;
     }
+    h.replication = replication_;
   }
   // The key versions as they are now (a rotation shows at once), from the
   // registry: asking them waits on no KMS.
@@ -662,7 +692,7 @@ SecretsHealth SecretsService::Health() {
   bool recently_degraded =
       clock_.Now().time_since_epoch().count() - last_degraded_ns_.load() < std::chrono::nanoseconds(std::chrono::minutes(5)).count();
   if (!h.store_error.empty() || !h.key_error.empty()) h.status = "unhealthy";
-  else if (!h.audit_ok || recently_degraded) h.status = "degraded";
+  else if (!h.audit_ok || recently_degraded || !ReplicasInSync(h.replication)) h.status = "degraded";
   else h.status = "healthy";
   return h;
 }
@@ -691,7 +721,26 @@ void SecretsService::ProbeLoop() {
     else if (!ks.ok()) p.key_error = ks.error().message;
     p.at = clock_.Now();
     p.checked_at = FormatIso8601(clock_.WallNow());
+    bool replicas_due = false;
+    if (store_.KeepsReplicas()) {
+      MutexLock due(&probe_mu_);
+      replicas_due = !replication_at_ || p.at - *replication_at_ >= options_.replication_interval;
+      if (replicas_due) replication_at_ = p.at;
+    }
+    std::optional<SecretsHealth::Replication> replication;
+    if (replicas_due) {
+      auto checked = store_.CheckReplication();
+      replication.emplace();
+      replication->checked_at = p.checked_at;
+      if (checked.ok()) replication->report = std::move(checked).value();
+      else replication->error = checked.error().message;
+    }
     probe_mu_.Lock();
+    if (replication && replication->error.empty() && replication->report.sample.empty()) {
+      // No secret to look at yet: look again soon, not a minute later.
+      replication_at_ = p.at - options_.replication_interval + std::min<Clock::Duration>(options_.replication_interval, std::chrono::seconds(5));
+    }
+    if (replication) replication_ = std::move(replication);
     last_probe_ = std::move(p);
     probe_started_.reset();
     probe_phase_ = "";

@@ -38,6 +38,7 @@
 #include <concepts>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -82,6 +83,9 @@ struct SecretsOptions {
   // reported as hanging when it has run this long.
   std::chrono::milliseconds probe_interval{1000};
   std::chrono::milliseconds probe_stuck_after{2000};
+  // A store that keeps replicas has them checked (one sample secret) by the
+  // health probe at most this often.
+  std::chrono::milliseconds replication_interval{std::chrono::minutes(1)};
   // `secrets gc` never deletes a secret changed more recently than this,
   // whatever --older-than says: longer than a create can take from writing
   // its secret to inserting its registry row (see CollectOrphans).
@@ -116,6 +120,14 @@ struct SecretsHealth {
   uint64_t stale_serves = 0;
   uint64_t fallback_reads = 0;
   int64_t orphaned_secrets = -1;  // found by ReportOrphans() at start; -1: not counted
+  // The store's replicas (SecretStore::KeepsReplicas), as last checked on a
+  // sample secret; nullopt when it keeps none or none was checked yet.
+  struct Replication {
+    SecretStore::ReplicationReport report;
+    std::string checked_at;
+    std::string error;  // the check failed
+  };
+  std::optional<Replication> replication;
 };
 
 struct ProbeStep {
@@ -178,6 +190,13 @@ class SecretsService {
   // credentials while nothing is stored (SECRETS_PROVIDER=environment and
   // one of its variables set); empty otherwise.
   std::string EnvironmentSource(const Provider& p) const;
+  // The DYAD_PROVIDER_<SLUG>_<FIELD> variables set (not empty) for `p`, by
+  // field: its credential fields and api_key, what the fallback reads.
+  std::map<std::string, std::string> EnvironmentVariables(const Provider& p) const;
+  // Their values (the fallback's credentials for `p`).
+  CredentialFields EnvironmentFields(const Provider& p) const;
+  // The names of every DYAD_PROVIDER_* variable set (not empty), sorted.
+  std::vector<std::string> EnvironmentVariableNames() const;
   // Undoes a write: puts `raw` back (nullopt: deletes) only where the store
   // still holds version `written` (nullopt: still holds nothing); another
   // writer's document stands.
@@ -271,8 +290,6 @@ class SecretsService {
   // kDataLoss (audited) for an envelope older than its registry row.
   Status CheckNotRolledBack(const std::string& provider_id, const OpenedSecret& opened, int64_t row_version);
   Result<CredentialsPtr> FromEnvironment(const std::string& provider_id, const std::string& origin);
-  // The DYAD_PROVIDER_<SLUG>_<FIELD> values for `p` (its fields and api_key).
-  CredentialFields EnvironmentFields(const Provider& p) const;
   Result<StoredSecret> Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
                              const Caller& caller, bool create, const std::optional<StoredSecret>& expected,
                              ProviderLocks::Held& held);
@@ -326,6 +343,8 @@ class SecretsService {
   CondVar probe_cv_;       // a probe is wanted, or stopping
   CondVar probe_done_cv_;  // a probe answered
   std::optional<BackendProbe> last_probe_ DYAD_GUARDED_BY(probe_mu_);
+  std::optional<SecretsHealth::Replication> replication_ DYAD_GUARDED_BY(probe_mu_);
+  std::optional<Clock::Instant> replication_at_ DYAD_GUARDED_BY(probe_mu_);
   bool probe_wanted_ DYAD_GUARDED_BY(probe_mu_) = false;
   bool probe_stopping_ DYAD_GUARDED_BY(probe_mu_) = false;
   std::optional<Clock::Instant> probe_started_ DYAD_GUARDED_BY(probe_mu_);  // while one runs

@@ -223,6 +223,62 @@ TEST_F(ServicesTest, HealthProbesTheBackendAtMostOncePerSecond) {
   EXPECT_EQ(store_.gets.load() - before, 2);
 }
 
+// A store with replicas: their status from one check at most each
+// replication_interval, whatever the number of probes or providers.
+class ReplicaStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  bool KeepsReplicas() const override { return true; }
+  Result<ReplicationReport> CheckReplication() override {
+    MutexLock lock(&mu_);
+    ++checks_;
+    if (sample_.empty()) return ReplicationReport{};
+    return ReplicationReport{sample_, {{"eu-west-1", status_, "m"}}};
+  }
+  void Set(std::string sample, std::string status) {
+    MutexLock lock(&mu_);
+    sample_ = std::move(sample);
+    status_ = std::move(status);
+  }
+  int checks() {
+    MutexLock lock(&mu_);
+    return checks_;
+  }
+
+ private:
+  Mutex mu_;
+  std::string sample_ DYAD_GUARDED_BY(mu_), status_ DYAD_GUARDED_BY(mu_);
+  int checks_ DYAD_GUARDED_BY(mu_) = 0;
+};
+
+TEST_F(ServicesTest, HealthShowsReplicasCheckedOnASampleAtMostOnceAMinute) {
+  ReplicaStore replicas(store_);
+  SecretsOptions o;
+  SecretsService s(o, replicas, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto h = Probed(s);  // no secret yet: asked again within seconds
+  ASSERT_TRUE(h.replication);
+  EXPECT_EQ(h.replication->report.sample, "");
+  EXPECT_EQ(h.status, "healthy");
+  replicas.Set("dyad-gateway/providers/a", "InSync");
+  clock_.Advance(std::chrono::seconds(6));
+  h = Probed(s);
+  EXPECT_EQ(replicas.checks(), 2);
+  ASSERT_TRUE(h.replication);
+  EXPECT_EQ(h.replication->report.replicas.at(0).status, "InSync");
+  EXPECT_EQ(h.status, "healthy");
+  replicas.Set("dyad-gateway/providers/a", "Failed");
+  for (int i = 0; i < 10; ++i) {  // ten probes within the minute: no new check
+    clock_.Advance(std::chrono::seconds(5));
+    EXPECT_EQ(Probed(s).status, "healthy");
+  }
+  EXPECT_EQ(replicas.checks(), 2);
+  clock_.Advance(std::chrono::seconds(11));
+  h = Probed(s);
+  EXPECT_EQ(replicas.checks(), 3);
+  EXPECT_EQ(h.replication->report.replicas.at(0).status, "Failed");
+  EXPECT_EQ(h.status, "degraded");
+}
+
 TEST_F(ServicesTest, HealthNeverWaitsForAHangingKeyManager) {
   ControlledKeys keys(*keys_);
   SecretsService s(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});

@@ -1,11 +1,13 @@
 #include "backends/aws/aws_settings.h"
 
+#include <algorithm>
 #include <cctype>
 #include <optional>
 
 #include "core/endpoint.h"
 #include "core/env_vars.h"
 #include "core/ini.h"
+#include "core/residency.h"
 
 namespace dyad {
 namespace {
@@ -46,7 +48,67 @@ Status ReadEndpoint(const EnvMap& env, const std::string& specific, const std::s
   return OkStatus();
 }
 
+Status ReadReplicaRegions(const EnvMap& env, AwsSettings& aws) {
+  const std::string* v = FindVariable(env, "AWS_SECRETS_REPLICA_REGIONS");
+  if (!v || v->empty()) return OkStatus();
+  size_t start = 0;
+  while (start <= v->size()) {
+    size_t comma = std::min(v->find(',', start), v->size());
+    std::string region = v->substr(start, comma - start);
+    while (!region.empty() && region.front() == ' ') region.erase(0, 1);
+    while (!region.empty() && region.back() == ' ') region.pop_back();
+    if (!IsAwsRegionName(region)) {
+      return BadVariable("AWS_SECRETS_REPLICA_REGIONS", "'" + region + "' is not a region name such as eu-west-1; "
+                                                        "list regions separated by commas");
+    }
+    if (region == aws.region) {
+      return BadVariable("AWS_SECRETS_REPLICA_REGIONS", "'" + region + "' is AWS_REGION, where the secret itself "
+                                                        "lives; list only other regions");
+    }
+    if (std::find(aws.replica_regions.begin(), aws.replica_regions.end(), region) != aws.replica_regions.end()) {
+      return BadVariable("AWS_SECRETS_REPLICA_REGIONS", "'" + region + "' is listed twice");
+    }
+    aws.replica_regions.push_back(region);
+    start = comma + 1;
+  }
+  return OkStatus();
+}
+
+// The variable an endpoint came from (the specific one, AWS_ENDPOINT_URL,
+// or none: AWS's own endpoint in AWS_REGION).
+std::string EndpointVariable(const EnvMap& env, const std::string& specific) {
+  for (const std::string& name : {specific, std::string("AWS_ENDPOINT_URL")}) {
+    if (const std::string* v = FindVariable(env, name); v && !v->empty()) return name;
+  }
+  return "AWS_REGION";
+}
+
 }  // namespace
+
+Status CheckAwsResidency(const AwsSettings& aws, const Config& config) {
+  const auto& allowed = config.allowed_regions;
+  if (!allowed) return OkStatus();
+  DYAD_RETURN_IF_ERROR(CheckRegionAllowed(allowed, "AWS_REGION", "the Secrets Manager store", aws.region));
+  struct Service {
+    const char* specific;
+    const char* what;
+    const std::string& endpoint;
+  };
+  for (const Service& s : {Service{"AWS_ENDPOINT_URL_SECRETS_MANAGER", "the Secrets Manager endpoint",
+                                   aws.endpoint_secrets_manager},
+                           Service{"AWS_ENDPOINT_URL_KMS", "the KMS endpoint", aws.endpoint_kms}}) {
+    if (auto region = AwsEndpointRegion(s.endpoint)) {
+      DYAD_RETURN_IF_ERROR(CheckRegionAllowed(allowed, EndpointVariable(config.env, s.specific), s.what, *region));
+    }
+  }
+  if (auto region = ArnRegion(config.encryption_key_id)) {
+    DYAD_RETURN_IF_ERROR(CheckRegionAllowed(allowed, "ENCRYPTION_KEY_ID", "the KMS key", *region));
+  }
+  for (const auto& region : aws.replica_regions) {
+    DYAD_RETURN_IF_ERROR(CheckRegionAllowed(allowed, "AWS_SECRETS_REPLICA_REGIONS", "a replica", region));
+  }
+  return OkStatus();
+}
 
 Result<AwsSettings> ReadAwsSettings(const EnvMap& env, const SecretEnv& secrets) {
   AwsSettings aws;
@@ -74,6 +136,7 @@ Result<AwsSettings> ReadAwsSettings(const EnvMap& env, const SecretEnv& secrets)
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "AWS_SECRETS_RECOVERY_WINDOW_DAYS", 7, 30, aws.recovery_window_days));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "AWS_REQUEST_TIMEOUT_MS", 100, 120000, aws.timeout_ms));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "AWS_CONCURRENCY", 1, 64, aws.concurrency));
+  DYAD_RETURN_IF_ERROR(ReadReplicaRegions(env, aws));
   return aws;
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "core/environment.h"
@@ -29,10 +30,22 @@ struct AwsSettings {
   int recovery_window_days = 30;         // AWS_SECRETS_RECOVERY_WINDOW_DAYS (7–30)
   int timeout_ms = 10000;                // AWS_REQUEST_TIMEOUT_MS
   int concurrency = 8;                   // AWS_CONCURRENCY: calls at once of a batch (key rotation)
+  // AWS_SECRETS_REPLICA_REGIONS: regions a new secret is replicated to
+  // (CreateSecret's AddReplicaRegions); region names, not AWS_REGION, no repeats.
+  std::vector<std::string> replica_regions;
 };
 
 // `env`: the plain variables; `secrets`: the secret ones (Config::secret_env).
 Result<AwsSettings> ReadAwsSettings(const EnvMap& env, const SecretEnv& secrets);
+
+// SECRETS_ALLOWED_REGIONS (Config::allowed_regions) against where the
+// settings put the store (AWS_REGION, or the region of an
+// AWS_ENDPOINT_URL[_SECRETS_MANAGER] host `…REGION.amazonaws.com`), the KMS
+// key (AWS_ENDPOINT_URL[_KMS]'s region, an ENCRYPTION_KEY_ID ARN's region)
+// and each replica: kFailedPrecondition naming the variable and the region.
+// An endpoint on another host (a VPC endpoint, a test server) is taken to
+// be in AWS_REGION, the region its requests are signed for.
+Status CheckAwsResidency(const AwsSettings& aws, const Config& config);
 
 // SECRETS_PREFIX as the start of Secrets Manager names
 // (`<prefix>/providers/<id>`): letters, digits and /_+=.@-, the whole name

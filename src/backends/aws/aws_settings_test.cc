@@ -103,5 +103,70 @@ TEST(AwsFactory, ChecksItsSettingsBeforeOpeningAnything) {
   EXPECT_EQ(prefix.error().message.rfind("SECRETS_PREFIX:", 0), 0u);
 }
 
+TEST(AwsSettings, ReplicaRegionsAreRegionNamesOtherThanAwsRegion) {
+  EnvMap env = {{"HOME", "/nonexistent"}, {"AWS_REGION", "eu-central-1"}};
+  env["AWS_SECRETS_REPLICA_REGIONS"] = "eu-west-1, eu-north-1";
+  auto s = ReadAwsSettings(env, {});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->replica_regions, (std::vector<std::string>{"eu-west-1", "eu-north-1"}));
+  for (std::string bad : {"eu-west-1,", "EU-WEST-1", "eu-west-1,eu-west-1", "eu-central-1", "https://x", "eu west 1"}) {
+    env["AWS_SECRETS_REPLICA_REGIONS"] = bad;
+    EXPECT_EQ(ErrorFor(env).rfind("AWS_SECRETS_REPLICA_REGIONS: ", 0), 0u) << bad;
+  }
+}
+
+std::string ResidencyError(EnvMap env, const std::string& key_id = "alias/dyad") {
+  env["HOME"] = "/nonexistent";
+  Config c;
+  c.env = env;
+  c.encryption_key_id = key_id;
+  auto allowed = ReadAllowedRegions(env);
+  EXPECT_TRUE(allowed.ok());
+  c.allowed_regions = *allowed;
+  auto aws = ReadAwsSettings(env, {});
+  EXPECT_TRUE(aws.ok()) << aws.error().message;
+  Status s = CheckAwsResidency(*aws, c);
+  return s.ok() ? "" : s.error().message;
+}
+
+TEST(AwsSettings, ResidencyHoldsStoreKmsAndReplicasToTheList) {
+  EnvMap env = {{"AWS_REGION", "eu-central-1"}, {"SECRETS_ALLOWED_REGIONS", "eu-central-1,eu-west-1"}};
+  EXPECT_EQ(ResidencyError(env), "");
+  env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:5000";  // a private endpoint: in AWS_REGION
+  EXPECT_EQ(ResidencyError(env), "");
+  env["AWS_SECRETS_REPLICA_REGIONS"] = "eu-west-1";
+  EXPECT_EQ(ResidencyError(env), "");
+
+  EnvMap other = env;
+  other["AWS_REGION"] = "us-east-1";
+  other.erase("AWS_SECRETS_REPLICA_REGIONS");
+  std::string e = ResidencyError(other);
+  EXPECT_NE(e.find("SECRETS_ALLOWED_REGIONS"), std::string::npos) << e;
+  EXPECT_NE(e.find("(AWS_REGION)"), std::string::npos) << e;
+  EXPECT_NE(e.find("us-east-1"), std::string::npos) << e;
+
+  EnvMap replica = env;
+  replica["AWS_SECRETS_REPLICA_REGIONS"] = "eu-west-1,us-west-2";
+  e = ResidencyError(replica);
+  EXPECT_NE(e.find("AWS_SECRETS_REPLICA_REGIONS"), std::string::npos) << e;
+  EXPECT_NE(e.find("us-west-2"), std::string::npos) << e;
+
+  EnvMap kms = env;
+  kms["AWS_ENDPOINT_URL_KMS"] = "https://kms.us-east-1.amazonaws.com";
+  e = ResidencyError(kms);
+  EXPECT_NE(e.find("(AWS_ENDPOINT_URL_KMS)"), std::string::npos) << e;
+  EXPECT_NE(e.find("us-east-1"), std::string::npos) << e;
+
+  EnvMap sm = env;
+  sm["AWS_ENDPOINT_URL"] = "https://secretsmanager.ap-south-1.amazonaws.com";
+  e = ResidencyError(sm);
+  EXPECT_NE(e.find("(AWS_ENDPOINT_URL)"), std::string::npos) << e;
+
+  e = ResidencyError(env, "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab");
+  EXPECT_NE(e.find("(ENCRYPTION_KEY_ID)"), std::string::npos) << e;
+  EXPECT_NE(e.find("us-east-1"), std::string::npos) << e;
+  EXPECT_EQ(ResidencyError(env, "arn:aws:kms:eu-west-1:123456789012:alias/dyad"), "");
+}
+
 }  // namespace
 }  // namespace dyad

@@ -19,7 +19,8 @@ class AwsBackendFactory final : public BackendFactory {
 
   Status Check(const Config& config) const override {
     DYAD_RETURN_IF_ERROR(CheckAwsSecretsPrefix(config.secrets_prefix));
-    DYAD_RETURN_IF_ERROR(ReadAwsSettings(config.env, config.secret_env));
+    DYAD_ASSIGN_OR_RETURN(AwsSettings aws, ReadAwsSettings(config.env, config.secret_env));
+    DYAD_RETURN_IF_ERROR(CheckAwsResidency(aws, config));
     return OkStatus();
   }
 
@@ -51,6 +52,7 @@ class AwsBackendFactory final : public BackendFactory {
     if (config.encryption_mode == "provider") so.kms_key_id = KmsKeyReference(config.encryption_key_id);
     so.recovery_window_days = aws.recovery_window_days;
     so.parallelism = static_cast<size_t>(aws.concurrency);
+    so.replica_regions = aws.replica_regions;
     b.traits.rotation_parallelism = so.parallelism;
     // Every attempt of a create at its timeout, and the backoff between them.
     b.traits.longest_write = std::chrono::seconds(aws.max_attempts * (aws.timeout_ms / 1000 + 5));

@@ -8,6 +8,7 @@
 
 #include "backends/aws/secret_value_answer.h"
 #include "core/encoding.h"
+#include "core/mutex.h"
 #include "core/parallel.h"
 #include "core/random.h"
 
@@ -116,6 +117,13 @@ class SecretsManagerStore final : public SecretStore {
       req["Tags"] = json::array({{{"Key", "managed-by"}, {"Value", "dyad-gateway"}}});
     }
     if (!options_.kms_key_id.empty()) req["KmsKeyId"] = options_.kms_key_id;
+    if (!options_.replica_regions.empty()) {
+      // Each replica under its region's aws/secretsmanager key: in envelope
+      // mode the value is sealed by ENCRYPTION_KEY_ID already.
+      json replicas = json::array();
+      for (const auto& region : options_.replica_regions) replicas.push_back({{"Region", region}});
+      req["AddReplicaRegions"] = std::move(replicas);
+    }
     auto r = Send("CreateSecret", req);
     if (!r.ok() && r.code() == ErrorCode::kPermissionDenied && Mentions(r.error(), "TagResource")) {
       // Tagging at create needs secretsmanager:TagResource, which the
@@ -131,7 +139,51 @@ class SecretsManagerStore final : public SecretStore {
       return MakeError(ErrorCode::kAlreadyExists, r.error().message);
     }
     if (!r.ok()) return r.error();
+    if (!options_.replica_regions.empty()) {
+      MutexLock lock(&sample_mu_);
+      last_created_ = name;
+    }
     return VersionOf(*r, version);
+  }
+
+  bool KeepsReplicas() const override { return !options_.replica_regions.empty(); }
+
+  Result<ReplicationReport> CheckReplication() override {
+    if (!KeepsReplicas()) return SecretStore::CheckReplication();
+    ReplicationReport report;
+    {
+      MutexLock lock(&sample_mu_);
+      report.sample = last_created_;
+    }
+    if (report.sample.empty()) {
+      auto listed = List();
+      if (!listed.ok()) return listed.error();
+      if (listed->empty()) return report;
+      report.sample = listed->front().name;
+      MutexLock lock(&sample_mu_);
+      if (last_created_.empty()) last_created_ = report.sample;
+    }
+    auto described = Send("DescribeSecret", {{"SecretId", report.sample}});
+    if (!described.ok()) {
+      if (Gone(described.error()).code == ErrorCode::kNotFound) {  // deleted since: pick another next time
+        MutexLock lock(&sample_mu_);
+        if (last_created_ == report.sample) last_created_.clear();
+      }
+      return described.error();
+    }
+    auto status = described->find("ReplicationStatus");
+    for (const auto& region : options_.replica_regions) {
+      ReplicaStatus r{region, "Missing", "not a replica of this secret (created before the region was listed?)"};
+      if (status != described->end() && status->is_array()) {
+        for (const auto& entry : *status) {
+          if (!entry.is_object() || StringField(entry, "Region") != region) continue;
+          r.status = StringField(entry, "Status");
+          r.message = StringField(entry, "StatusMessage");
+        }
+      }
+      report.replicas.push_back(std::move(r));
+    }
+    return report;
   }
 
   Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
@@ -295,6 +347,8 @@ class SecretsManagerStore final : public SecretStore {
   std::unique_ptr<AwsJsonClient> client_;
   std::atomic<bool> conditional_{true};
   std::atomic<bool> untagged_{false};  // TagResource was refused
+  Mutex sample_mu_;
+  std::string last_created_ DYAD_GUARDED_BY(sample_mu_);  // CheckReplication's sample
 };
 
 }  // namespace

@@ -26,6 +26,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backends/aws/aws_json_client.h"
 #include "backends/secret_store.h"
@@ -37,6 +38,11 @@ struct SecretsManagerOptions {
   std::string kms_key_id;               // "": the account's aws/secretsmanager key
   int recovery_window_days = 30;        // 7–30
   size_t parallelism = 8;               // concurrent calls of one GetMany or ReplaceMany
+  // AWS_SECRETS_REPLICA_REGIONS: CreateSecret adds these replicas
+  // (AddReplicaRegions, which also needs secretsmanager:ReplicateSecretToRegions);
+  // CheckReplication() reads DescribeSecret's ReplicationStatus of the
+  // secret this store created last (else the first one listed).
+  std::vector<std::string> replica_regions;
 };
 
 std::unique_ptr<SecretStore> NewSecretsManagerStore(SecretsManagerOptions options,

@@ -1,6 +1,7 @@
 #include "backends/aws/secrets_manager_store.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "testing/fakes.h"
 
@@ -16,14 +17,14 @@ class StaticCredentials final : public AwsCredentialSource {
 // The store over a scripted transport: what it sends, what it makes of
 // Secrets Manager's answers.
 struct Scripted {
-  Scripted() {
+  explicit Scripted(SecretsManagerOptions options = {}) {
     auto t = std::make_unique<testing::ScriptedTransport>();
     http = t.get();
     auto client = std::move(AwsJsonClient::Create(
                                 {"secretsmanager", "secretsmanager", "http://127.0.0.1:1", "us-east-1", {}}, creds,
                                 std::move(t), clock, random))
                       .value();
-    store = NewSecretsManagerStore({}, std::move(client));
+    store = NewSecretsManagerStore(std::move(options), std::move(client));
   }
   FakeClock clock;
   testing::ConstantRandom random{7};
@@ -142,6 +143,56 @@ TEST(SecretsManagerStore, GetNamesWhatIsWrongWithTheAnswer) {
   auto gone = s.store->Get("n");
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.code(), ErrorCode::kNotFound);
+}
+
+TEST(SecretsManagerStore, CreateAddsTheReplicasAndTheirStatusComesFromTheLastCreated) {
+  SecretsManagerOptions o;
+  o.replica_regions = {"eu-west-1", "eu-north-1"};
+  Scripted s(std::move(o));
+  EXPECT_TRUE(s.store->KeepsReplicas());
+  s.http->Then(200, R"({"VersionId":"v1"})");
+  ASSERT_TRUE(s.store->Create("dyad-gateway/providers/a", "{}").ok());
+  auto create = nlohmann::json::parse(s.http->calls[0].body);
+  EXPECT_EQ(create["AddReplicaRegions"],
+            nlohmann::json::parse(R"([{"Region":"eu-west-1"},{"Region":"eu-north-1"}])"));
+  // One DescribeSecret of the sample; a region absent from its status is Missing.
+  s.http->Then(200, R"({"Name":"dyad-gateway/providers/a","ReplicationStatus":[
+                     {"Region":"eu-west-1","Status":"Failed","StatusMessage":"KMS key not found"}]})");
+  auto report = s.store->CheckReplication();
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  ASSERT_EQ(s.http->calls.size(), 2u);
+  EXPECT_NE(s.http->calls[1].body.find("\"SecretId\":\"dyad-gateway/providers/a\""), std::string::npos);
+  EXPECT_EQ(report->sample, "dyad-gateway/providers/a");
+  ASSERT_EQ(report->replicas.size(), 2u);
+  EXPECT_EQ(report->replicas[0].place, "eu-west-1");
+  EXPECT_EQ(report->replicas[0].status, "Failed");
+  EXPECT_EQ(report->replicas[0].message, "KMS key not found");
+  EXPECT_EQ(report->replicas[1].place, "eu-north-1");
+  EXPECT_EQ(report->replicas[1].status, "Missing");
+}
+
+TEST(SecretsManagerStore, ReplicationSampleFallsBackToTheListAndWithoutReplicasThereIsNone) {
+  SecretsManagerOptions o;
+  o.replica_regions = {"eu-west-1"};
+  Scripted s(std::move(o));
+  s.http->Then(200, R"({"SecretList":[]})");
+  auto none = s.store->CheckReplication();
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_EQ(none->sample, "");
+  EXPECT_TRUE(none->replicas.empty());
+  s.http->Then(200, R"({"SecretList":[{"Name":"dyad-gateway/providers/z"}]})");
+  s.http->Then(200, R"({"ReplicationStatus":[{"Region":"eu-west-1","Status":"InSync"}]})");
+  auto listed = s.store->CheckReplication();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  EXPECT_EQ(listed->sample, "dyad-gateway/providers/z");
+  EXPECT_EQ(listed->replicas.at(0).status, "InSync");
+
+  Scripted plain;
+  EXPECT_FALSE(plain.store->KeepsReplicas());
+  plain.http->Then(200, R"({"VersionId":"v1"})");
+  ASSERT_TRUE(plain.store->Create("dyad-gateway/providers/a", "{}").ok());
+  EXPECT_EQ(plain.http->calls[0].body.find("AddReplicaRegions"), std::string::npos);
+  EXPECT_EQ(plain.store->CheckReplication().code(), ErrorCode::kUnimplemented);
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 #include "backends/azure/key_manager.h"
 #include "backends/azure/secret_store.h"
 #include "core/endpoint.h"
+#include "core/env_vars.h"
+#include "core/residency.h"
 #include "registry/sqlite_key_version_repository.h"
 #include "transport/curl_transport.h"
 
@@ -20,7 +22,14 @@ class AzureBackendFactory final : public BackendFactory {
 
   Status Check(const Config& config) const override {
     DYAD_RETURN_IF_ERROR(CheckAzureSecretsPrefix(config.secrets_prefix));
-    DYAD_RETURN_IF_ERROR(ReadAzureSettings(config.env, config.secret_env));
+    DYAD_ASSIGN_OR_RETURN(AzureSettings az, ReadAzureSettings(config.env, config.secret_env));
+    DYAD_RETURN_IF_ERROR(CheckUrlAllowed(config.allowed_regions, "AZURE_KEY_VAULT_URL", "the secrets vault",
+                                         az.vault_url));
+    const char* key_variable = FindVariable(config.env, "AZURE_KEY_VAULT_KEY_URL") ? "AZURE_KEY_VAULT_KEY_URL"
+                                                                                    : "ENCRYPTION_KEY_ID";
+    if (az.key_vault_url != az.vault_url) {
+      DYAD_RETURN_IF_ERROR(CheckUrlAllowed(config.allowed_regions, key_variable, "the key's vault", az.key_vault_url));
+    }
     return OkStatus();
   }
 

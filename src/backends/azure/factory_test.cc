@@ -103,5 +103,29 @@ TEST(AzureFactory, ABrokenCertificateFailsTheOpenNamingTheVariable) {
   EXPECT_NE(backend.error().message.find("AZURE_CLIENT_CERTIFICATE_PATH"), std::string::npos);
 }
 
+TEST(AzureFactory, ResidencyHoldsTheSecretsVaultAndTheKeyVaultToTheList) {
+  Fixture f;
+  EnvMap env = Base();
+  env["AZURE_KEY_VAULT_URL"] = "https://eu-secrets.vault.azure.net";
+  env["ENCRYPTION_KEY_ID"] = "https://eu-keys.vault.azure.net/keys/wrap-key";
+  env["SECRETS_ALLOWED_REGIONS"] = "EU-SECRETS.vault.azure.net., eu-keys.vault.azure.net";
+  EXPECT_EQ(f.ErrorFor(env), "");
+  // The key in another vault, or a look-alike host: refused, naming the variable and the host.
+  env["SECRETS_ALLOWED_REGIONS"] = "eu-secrets.vault.azure.net";
+  std::string e = f.ErrorFor(env);
+  EXPECT_EQ(e.rfind("SECRETS_ALLOWED_REGIONS: ", 0), 0u) << e;
+  EXPECT_NE(e.find("ENCRYPTION_KEY_ID"), std::string::npos) << e;
+  EXPECT_NE(e.find("eu-keys.vault.azure.net"), std::string::npos) << e;
+  env["AZURE_KEY_VAULT_URL"] = "https://eu-secrets.vault.azure.net.evil.com";
+  env["ENCRYPTION_KEY_ID"] = "wrap-key";
+  e = f.ErrorFor(env);
+  EXPECT_NE(e.find("AZURE_KEY_VAULT_URL"), std::string::npos) << e;
+  EXPECT_NE(e.find("eu-secrets.vault.azure.net.evil.com"), std::string::npos) << e;
+  // An AWS region alone allows no vault.
+  env["AZURE_KEY_VAULT_URL"] = "https://eu-secrets.vault.azure.net";
+  env["SECRETS_ALLOWED_REGIONS"] = "eu-west-1";
+  EXPECT_NE(f.ErrorFor(env).find("AZURE_KEY_VAULT_URL"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace dyad

@@ -9,6 +9,7 @@
 #include "backends/vault/vault_client.h"
 #include "backends/vault/vault_settings.h"
 #include "core/env_vars.h"
+#include "core/residency.h"
 #include "registry/sqlite_key_version_repository.h"
 #include "transport/curl_transport.h"
 
@@ -35,8 +36,17 @@ class VaultBackendFactory final : public BackendFactory {
   // Both SECRETS_ENCRYPTION_MODE values are taken (LoadConfig has checked it is one of them).
   Status Check(const Config& config) const override {
     DYAD_RETURN_IF_ERROR(CheckVaultSecretsPrefix(config.secrets_prefix));
-    DYAD_RETURN_IF_ERROR(ReadVaultSettings(config.env, config.secret_env));
+    DYAD_ASSIGN_OR_RETURN(VaultSettings vault, ReadVaultSettings(config.env, config.secret_env));
     DYAD_RETURN_IF_ERROR(CheckTransitKeyName(config.encryption_key_id));
+    // KV and Transit both live at VAULT_ADDR; a standby may redirect a call
+    // to a VAULT_REDIRECT_HOSTS host, which must be listed too.
+    DYAD_RETURN_IF_ERROR(CheckUrlAllowed(config.allowed_regions, "VAULT_ADDR", "the Vault server (KV and Transit)",
+                                         vault.address));
+    const std::string scheme = vault.address.substr(0, vault.address.find("://"));
+    for (const auto& host : vault.redirect_hosts) {
+      DYAD_RETURN_IF_ERROR(CheckUrlAllowed(config.allowed_regions, "VAULT_REDIRECT_HOSTS", "a redirect host",
+                                           scheme + "://" + host));
+    }
     return OkStatus();
   }
 

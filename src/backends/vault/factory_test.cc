@@ -106,5 +106,36 @@ TEST(VaultFactory, OpensWhileVaultIsDownAndSizesItsTraits) {
   EXPECT_EQ(bad.error().message.rfind("VAULT_MOUNT_PATH:", 0), 0u);
 }
 
+TEST(VaultFactory, ResidencyHoldsTheAddressAndTheRedirectHostsToTheList) {
+  BackendRegistry registry;
+  ASSERT_TRUE(RegisterVaultBackend(registry).ok());
+  EnvMap env = {{"VAULT_ADDR", "https://vault.eu.example:8200"},
+                {"VAULT_TOKEN", "hvs.check-canary"},
+                {"SECRETS_ALLOWED_REGIONS", "https://VAULT.eu.example.:8200"}};
+  EXPECT_TRUE(registry.Check(VaultConfig(env)).ok());
+  auto refused = [&](const EnvMap& e) {
+    Status s = registry.Check(VaultConfig(e));
+    EXPECT_FALSE(s.ok());
+    return s.ok() ? std::string() : s.error().message;
+  };
+  for (const char* listed : {"https://vault.eu.example", "http://vault.eu.example:8200",
+                             "https://vault.eu.example.evil.com:8200", "https://eu.example:8200", "eu-west-1"}) {
+    env["SECRETS_ALLOWED_REGIONS"] = listed;
+    std::string e = refused(env);
+    EXPECT_EQ(e.rfind("SECRETS_ALLOWED_REGIONS: ", 0), 0u) << listed << ": " << e;
+    EXPECT_NE(e.find("VAULT_ADDR"), std::string::npos) << listed << ": " << e;
+    EXPECT_EQ(e.find("canary"), std::string::npos);
+  }
+  // A host name alone allows the server on any port; a standby's redirect host must be listed too.
+  env["SECRETS_ALLOWED_REGIONS"] = "vault.eu.example";
+  EXPECT_TRUE(registry.Check(VaultConfig(env)).ok());
+  env["VAULT_REDIRECT_HOSTS"] = "vault-b.us.example:8200";
+  std::string e = refused(env);
+  EXPECT_NE(e.find("VAULT_REDIRECT_HOSTS"), std::string::npos) << e;
+  EXPECT_NE(e.find("vault-b.us.example"), std::string::npos) << e;
+  env["SECRETS_ALLOWED_REGIONS"] = "vault.eu.example,vault-b.us.example";
+  EXPECT_TRUE(registry.Check(VaultConfig(env)).ok());
+}
+
 }  // namespace
 }  // namespace dyad

@@ -1,0 +1,130 @@
+#include "core/residency.h"
+
+#include <gtest/gtest.h>
+
+namespace dyad {
+namespace {
+
+AllowedRegions Parse(std::string_view value) {
+  auto r = ParseAllowedRegions(value);
+  EXPECT_TRUE(r.ok()) << value << ": " << (r.ok() ? "" : r.error().message);
+  return r.ok() ? *r : AllowedRegions{};
+}
+
+std::string ErrorOf(std::string_view value) {
+  auto r = ParseAllowedRegions(value);
+  EXPECT_FALSE(r.ok()) << value;
+  return r.ok() ? "" : r.error().message;
+}
+
+TEST(Residency, RegionsMatchExactly) {
+  auto a = Parse("eu-central-1, eu-west-1");
+  EXPECT_TRUE(a.AllowsRegion("eu-central-1"));
+  EXPECT_TRUE(a.AllowsRegion("eu-west-1"));
+  EXPECT_FALSE(a.AllowsRegion("eu-central-2"));
+  EXPECT_FALSE(a.AllowsRegion("EU-CENTRAL-1"));
+  EXPECT_FALSE(a.AllowsRegion("eu-central-1 "));
+  EXPECT_FALSE(a.AllowsRegion("eu-central"));
+  EXPECT_FALSE(a.AllowsUrl("https://eu-central-1"));
+}
+
+TEST(Residency, HostsMatchWholeAndCaseInsensitively) {
+  auto a = Parse("MyVault.Vault.Azure.NET.");
+  EXPECT_TRUE(a.AllowsUrl("https://myvault.vault.azure.net"));
+  EXPECT_TRUE(a.AllowsUrl("https://MYVAULT.vault.azure.net.:443"));
+  EXPECT_TRUE(a.AllowsUrl("https://myvault.vault.azure.net:8443/"));  // a host entry: any port
+  EXPECT_FALSE(a.AllowsUrl("https://myvault.vault.azure.net.evil.com"));
+  EXPECT_FALSE(a.AllowsUrl("https://evil-myvault.vault.azure.net"));
+  EXPECT_FALSE(a.AllowsUrl("https://x.myvault.vault.azure.net"));
+  EXPECT_FALSE(a.AllowsUrl("https://user@myvault.vault.azure.net"));
+  EXPECT_FALSE(a.AllowsUrl("https://myvault.vault.azure.net@evil.com"));
+  EXPECT_FALSE(a.AllowsUrl("https://myvault.vault.azure.net/../evil"));
+  EXPECT_FALSE(a.AllowsUrl("myvault.vault.azure.net"));  // not a URL
+  auto suffix = Parse("vault.azure.net");
+  EXPECT_FALSE(suffix.AllowsUrl("https://myvault.vault.azure.net"));
+  EXPECT_FALSE(suffix.AllowsUrl("https://vault.azure.net.evil.com"));
+  EXPECT_TRUE(suffix.AllowsUrl("https://vault.azure.net"));
+}
+
+TEST(Residency, UrlsMatchSchemeHostAndPort) {
+  auto a = Parse("https://vault.example.com:8200,http://127.0.0.1:8200,https://[::1]:8200");
+  EXPECT_TRUE(a.AllowsUrl("https://vault.example.com:8200"));
+  EXPECT_TRUE(a.AllowsUrl("https://Vault.Example.COM.:8200/"));
+  EXPECT_FALSE(a.AllowsUrl("http://vault.example.com:8200"));
+  EXPECT_FALSE(a.AllowsUrl("https://vault.example.com:8201"));
+  EXPECT_FALSE(a.AllowsUrl("https://vault.example.com"));
+  EXPECT_FALSE(a.AllowsUrl("https://vault.example.com:8200.evil.com"));
+  EXPECT_TRUE(a.AllowsUrl("http://127.0.0.1:8200"));
+  EXPECT_FALSE(a.AllowsUrl("http://127.0.0.2:8200"));
+  EXPECT_TRUE(a.AllowsUrl("https://[::1]:8200"));
+  auto defaults = Parse("https://vault.example.com");
+  EXPECT_TRUE(defaults.AllowsUrl("https://vault.example.com:443"));
+  EXPECT_FALSE(defaults.AllowsUrl("https://vault.example.com:8200"));
+}
+
+TEST(Residency, PunycodeIsTheOnlySpellingOfAnIdnHost) {
+  auto a = Parse("xn--mnchen-3ya.example");
+  EXPECT_TRUE(a.AllowsUrl("https://xn--mnchen-3ya.example"));
+  EXPECT_FALSE(a.AllowsUrl("https://m\xC3\xBCnchen.example"));
+  EXPECT_NE(ErrorOf("m\xC3\xBCnchen.example").find("punycode"), std::string::npos);
+}
+
+TEST(Residency, HostileEntriesAreRefusedNamingTheVariable) {
+  for (std::string_view bad : {"", ",", "eu-west-1,,us-east-1", "user@vault.example.com", "https://u:p@vault.example.com",
+                               "vault.example.com:8200", "vault.example.com/path", "https://vault.example.com/v1",
+                               "ftp://vault.example.com", "US-EAST-1", "a..b", "eu west 1", "-", "https://",
+                               "https://vault.example.com:0", "https://vault.example.com:99999", "*.vault.azure.net", "-bad.example", "bad-.example"}) {
+    std::string e = ErrorOf(bad);
+    EXPECT_EQ(e.rfind("SECRETS_ALLOWED_REGIONS", 0), 0u) << bad << ": " << e;
+  }
+  // The user info of a refused entry is never repeated (it may hold a password).
+  EXPECT_EQ(ErrorOf("https://admin:hunter2@vault.example.com").find("hunter2"), std::string::npos);
+  EXPECT_NE(ErrorOf("US-EAST-1").find("us-east-1"), std::string::npos);
+}
+
+TEST(Residency, ReadFromTheEnvironment) {
+  auto unset = ReadAllowedRegions({});
+  ASSERT_TRUE(unset.ok());
+  EXPECT_FALSE(unset->has_value());
+  EXPECT_TRUE(CheckRegionAllowed(*unset, "AWS_REGION", "the store", "anywhere-1").ok());
+  auto set = ReadAllowedRegions({{"SECRETS_ALLOWED_REGIONS", "eu-west-1"}});
+  ASSERT_TRUE(set.ok());
+  Status s = CheckRegionAllowed(*set, "AWS_REGION", "the Secrets Manager store", "us-east-1");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(s.error().message.find("SECRETS_ALLOWED_REGIONS"), std::string::npos);
+  EXPECT_NE(s.error().message.find("AWS_REGION"), std::string::npos);
+  EXPECT_NE(s.error().message.find("us-east-1"), std::string::npos);
+  Status u = CheckUrlAllowed(*set, "VAULT_ADDR", "the Vault server", "https://Vault.Example.com");
+  ASSERT_FALSE(u.ok());
+  EXPECT_NE(u.error().message.find("vault.example.com"), std::string::npos);
+}
+
+TEST(Residency, RegionNames) {
+  for (std::string_view ok : {"us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-4", "il-central-1",
+                              "cn-northwest-1"}) {
+    EXPECT_TRUE(IsAwsRegionName(ok)) << ok;
+  }
+  for (std::string_view bad : {"", "us-east", "us-east-1a", "US-EAST-1", "useast-1", "us--1", "us-east-1-", "u-east-1",
+                               "us-east-123", "us_east_1"}) {
+    EXPECT_FALSE(IsAwsRegionName(bad)) << bad;
+  }
+}
+
+TEST(Residency, RegionsOfEndpointsAndArns) {
+  EXPECT_EQ(AwsEndpointRegion("https://kms.eu-west-1.amazonaws.com"), "eu-west-1");
+  EXPECT_EQ(AwsEndpointRegion("https://kms-fips.us-east-2.amazonaws.com"), "us-east-2");
+  EXPECT_EQ(AwsEndpointRegion("https://secretsmanager.cn-north-1.amazonaws.com.cn"), "cn-north-1");
+  EXPECT_EQ(AwsEndpointRegion("https://KMS.EU-WEST-1.AMAZONAWS.COM."), "eu-west-1");
+  EXPECT_EQ(AwsEndpointRegion("https://vpce-0a1b-x2y3.kms.ap-south-1.vpce.amazonaws.com"), "ap-south-1");
+  EXPECT_EQ(AwsEndpointRegion("https://vpce.amazonaws.com"), std::nullopt);
+  EXPECT_EQ(AwsEndpointRegion("http://127.0.0.1:5000"), std::nullopt);
+  EXPECT_EQ(AwsEndpointRegion("https://kms.eu-west-1.amazonaws.com.evil.com"), std::nullopt);
+  EXPECT_EQ(AwsEndpointRegion("https://amazonaws.com"), std::nullopt);
+  EXPECT_EQ(ArnRegion("arn:aws:kms:eu-west-1:123456789012:key/abcd"), "eu-west-1");
+  EXPECT_EQ(ArnRegion("alias/dyad"), std::nullopt);
+  EXPECT_EQ(ArnRegion("arn:aws:kms"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace dyad

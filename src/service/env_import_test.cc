@@ -1,0 +1,199 @@
+#include "service/env_import.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "backends/environment/local_keyring.h"
+#include "registry/sqlite_key_version_repository.h"
+#include "registry/sqlite_provider_repository.h"
+#include "testing/fakes.h"
+
+namespace dyad {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr char kOld[] = "sk-OLD-CANARY-1b2c";
+constexpr char kEnvKey[] = "sk-ENV-CANARY-9f8e";
+constexpr char kEnvOrg[] = "org-ENV-CANARY-77aa";
+
+class EnvImportTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = *SqliteDb::Open(dir_.File("t.db"));
+    repo_ = NewSqliteProviderRepository(db_);
+    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
+    Build({});
+  }
+  // The services as a process started with `env` sees them.
+  void Build(EnvMap env, bool env_is_source = false) {
+    providers_.reset();
+    secrets_.reset();
+    SecretsOptions o;
+    o.cache.ttl = 300s;
+    o.env_is_source = env_is_source;
+    secrets_ = std::make_unique<SecretsService>(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), env);
+    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+  }
+  Provider Create(const std::string& slug, std::optional<CredentialFields> credentials) {
+    ProviderPatch p;
+    p.name = slug;
+    p.slug = slug;
+    p.type = "http-sdk";
+    p.credentials = std::move(credentials);
+    auto r = providers_->Create(p, caller_);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+    return *r;
+  }
+  static CredentialFields Fields(std::initializer_list<std::pair<const char*, const char*>> kv) {
+    CredentialFields out;
+    for (auto [k, v] : kv) out.emplace(k, SecretBytes(v));
+    return out;
+  }
+  // What a process started without any DYAD_PROVIDER_* variable reads.
+  std::map<std::string, std::string> ReadWithoutVariables(const std::string& id) {
+    Build({});
+    auto r = secrets_->Get(id, caller_);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+    std::map<std::string, std::string> out;
+    if (!r.ok()) return out;
+    EXPECT_EQ(r->source, "store");
+    for (const auto& [k, v] : r->credentials->fields) out.emplace(k, std::string(v.view()));
+    return out;
+  }
+  static std::string Text(const EnvImportReport& r) {
+    std::string all;
+    for (const auto& i : r.items) {
+      all += i.provider_id + i.slug + i.outcome + i.error;
+      for (const auto& v : i.variables) all += v;
+    }
+    for (const auto& v : r.unknown) all += v;
+    for (const auto& v : r.removable) all += v;
+    return all;
+  }
+  const EnvImportItem* Item(const EnvImportReport& r, const std::string& slug) {
+    auto it = std::find_if(r.items.begin(), r.items.end(), [&](const EnvImportItem& i) { return i.slug == slug; });
+    return it == r.items.end() ? nullptr : &*it;
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  std::shared_ptr<SqliteDb> db_;
+  std::unique_ptr<ProviderRepository> repo_;
+  std::unique_ptr<KeyManager> keys_;
+  testing::MemoryStore store_;
+  testing::MemoryAudit audit_;
+  Metrics metrics_;
+  std::unique_ptr<SecretsService> secrets_;
+  std::unique_ptr<ProviderService> providers_;
+  Caller caller_{"cli", ""};
+};
+
+TEST_F(EnvImportTest, StoresTheVariablesOverTheStoredFieldsAndListsThemForRemoval) {
+  Provider p = Create("open-ai", Fields({{"api_key", kOld}, {"org_id", kOld}, {"base", "kept"}}));
+  Build({{"DYAD_PROVIDER_OPEN_AI_API_KEY", kEnvKey}, {"DYAD_PROVIDER_OPEN_AI_ORG_ID", kEnvOrg}});
+  auto r = ImportEnvironmentCredentials(*providers_, *secrets_, false, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->items.size(), 1u);
+  EXPECT_EQ(r->items[0].outcome, "stored");
+  EXPECT_EQ(r->stored, 1);
+  EXPECT_EQ(r->removable,
+            (std::vector<std::string>{"DYAD_PROVIDER_OPEN_AI_API_KEY", "DYAD_PROVIDER_OPEN_AI_ORG_ID"}));
+  auto read = ReadWithoutVariables(p.id);
+  EXPECT_EQ(read["api_key"], kEnvKey);
+  EXPECT_EQ(read["org_id"], kEnvOrg);
+  EXPECT_EQ(read["base"], "kept");  // a field with no variable keeps its stored value
+  auto row = repo_->Get(p.id);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->credentials_version, p.credentials_version + 1);
+  // Audited as a credential write, fields named, no value anywhere.
+  bool audited = false;
+  for (const auto& e : audit_.events()) {
+    if (e.action == "credentials.rotate" && e.resource == p.id && e.outcome == "success") audited = true;
+  }
+  EXPECT_TRUE(audited);
+  for (const auto& [name, value] : store_.data()) EXPECT_EQ(value.find(kEnvKey), std::string::npos) << "sealed";
+  EXPECT_EQ(Text(*r).find("CANARY"), std::string::npos);
+}
+
+TEST_F(EnvImportTest, DryRunWritesNothingAndSaysWhatItWouldStore) {
+  Provider p = Create("gemini", Fields({{"api_key", kOld}}));
+  auto before = store_.data();
+  Build({{"DYAD_PROVIDER_GEMINI_API_KEY", kEnvKey}});
+  auto r = ImportEnvironmentCredentials(*providers_, *secrets_, true, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->items.size(), 1u);
+  EXPECT_EQ(r->items[0].outcome, "would store");
+  EXPECT_EQ(r->would_store, 1);
+  EXPECT_EQ(r->stored, 0);
+  EXPECT_TRUE(r->removable.empty());
+  EXPECT_EQ(store_.data(), before);
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, p.credentials_version);
+  EXPECT_EQ(ReadWithoutVariables(p.id)["api_key"], kOld);
+  EXPECT_EQ(Text(*r).find("CANARY"), std::string::npos);
+}
+
+TEST_F(EnvImportTest, EqualStoredCredentialsAreUnchangedAndNotWritten) {
+  Provider p = Create("anthropic", Fields({{"api_key", kEnvKey}}));
+  auto before = store_.data();
+  Build({{"DYAD_PROVIDER_ANTHROPIC_API_KEY", kEnvKey}});
+  auto r = ImportEnvironmentCredentials(*providers_, *secrets_, false, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->items.size(), 1u);
+  EXPECT_EQ(r->items[0].outcome, "unchanged");
+  EXPECT_EQ(r->unchanged, 1);
+  EXPECT_EQ(store_.data(), before);
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, p.credentials_version);
+  EXPECT_EQ(r->removable, (std::vector<std::string>{"DYAD_PROVIDER_ANTHROPIC_API_KEY"}));
+}
+
+TEST_F(EnvImportTest, ProvidersWithoutVariablesAreLeftAloneAndStrayVariablesAreUnknown) {
+  Provider quiet = Create("quiet", Fields({{"api_key", kOld}}));
+  Provider p = Create("openai", Fields({{"api_key", kOld}}));
+  auto quiet_before = store_.data().at(store_.SecretName(quiet.id));
+  Build({{"DYAD_PROVIDER_OPENAI_API_KEY", kEnvKey},
+         {"DYAD_PROVIDER_OPENAI_REGION", "x"},  // no such field of openai
+         {"DYAD_PROVIDER_NOBODY_API_KEY", kEnvKey},
+         {"DYAD_PROVIDER_QUIET_API_KEY", ""}});  // empty: as unset
+  auto r = ImportEnvironmentCredentials(*providers_, *secrets_, false, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->items.size(), 1u);
+  EXPECT_EQ(r->items[0].slug, "openai");
+  EXPECT_EQ(Item(*r, "quiet"), nullptr);
+  EXPECT_EQ(store_.data().at(store_.SecretName(quiet.id)), quiet_before);
+  EXPECT_EQ(r->unknown, (std::vector<std::string>{"DYAD_PROVIDER_NOBODY_API_KEY", "DYAD_PROVIDER_OPENAI_REGION"}));
+  EXPECT_EQ(r->removable, (std::vector<std::string>{"DYAD_PROVIDER_OPENAI_API_KEY"}));
+  EXPECT_EQ(Text(*r).find("CANARY"), std::string::npos);
+}
+
+TEST_F(EnvImportTest, AProviderReadingTheEnvironmentGetsItsVariablesStored) {
+  // SECRETS_PROVIDER=environment: a provider created without credentials
+  // reads them from its variables; import-env stores that set.
+  Build({}, /*env_is_source=*/true);
+  Provider p = Create("local", std::nullopt);
+  Build({{"DYAD_PROVIDER_LOCAL_API_KEY", kEnvKey}}, true);
+  ASSERT_EQ(secrets_->Get(p.id, caller_)->source, "environment");
+  auto r = ImportEnvironmentCredentials(*providers_, *secrets_, false, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->items.size(), 1u);
+  EXPECT_EQ(r->items[0].outcome, "stored") << r->items[0].error;
+  EXPECT_EQ(ReadWithoutVariables(p.id)["api_key"], kEnvKey);
+}
+
+TEST_F(EnvImportTest, AFailedProviderIsReportedAndTheOthersGoOn) {
+  Create("first", Fields({{"api_key", kOld}}));
+  Create("second", Fields({{"api_key", kOld}}));
+  Build({{"DYAD_PROVIDER_FIRST_API_KEY", kEnvKey}, {"DYAD_PROVIDER_SECOND_API_KEY", kEnvKey}});
+  store_.Fail(MakeError(ErrorCode::kUnavailable, "store down"));
+  auto r = ImportEnvironmentCredentials(*providers_, *secrets_, false, caller_);
+  store_.Fail(std::nullopt);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->failed, 2);
+  EXPECT_TRUE(r->removable.empty());
+  for (const auto& i : r->items) EXPECT_NE(i.error.find("store down"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dyad
