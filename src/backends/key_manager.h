@@ -100,6 +100,13 @@ class KeyManager {
     });
     return out;
   }
+  // Wraps `key`, a data key this KeyManager did not make (the audit key
+  // `migrate` moves from another KeyManager), under the primary version.
+  // kUnimplemented where a KeyManager cannot.
+  virtual Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) {
+    (void)key, (void)context;
+    return MakeError(ErrorCode::kUnimplemented, Kind() + " key manager: cannot wrap a given key");
+  }
   virtual Result<uint32_t> Rotate() = 0;
   virtual Status Retire(uint32_t version) = 0;
   // Retire(), and where the KMS itself can stop decrypting a version for

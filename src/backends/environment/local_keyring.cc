@@ -120,6 +120,16 @@ class LocalKeyring final : public KeyManager {
     return dk;
   }
 
+  Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
+    DYAD_RETURN_IF_ERROR(RefreshIfDue());
+    ReaderMutexLock lock(&mu_);
+    WrappedKey out;
+    out.version = primary_;
+    DYAD_RETURN_IF_ERROR(CountEncryption(out.version));
+    DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(versions_.at(primary_).key, primary_, key, context));
+    return out;
+  }
+
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
     if (wrapped.size() != kWrappedSize) {
       return MakeError(ErrorCode::kDataLoss, "local keyring: wrapped key has " + std::to_string(wrapped.size()) +
