@@ -173,7 +173,7 @@ def test_chain_environment_aws_vault_azure_environment_with_a_kill(tmp_path, pee
 
     # aws -> vault
     key, token = bao.seed()
-    env_of["vault"] = bao.gateway_env(token=token, key=key, SECRETS_PREFIX=unique("mig"))
+    env_of["vault"] = bao.gateway_env(token=token, key=key)  # the seed policy covers the default prefix
     as_aws = Gateway(data_dir, env_of["aws"])
     r = migrate(as_aws, write_env(tmp_path / "vault.env", env_of["vault"]), "--verify")
     assert r.returncode == 0 and counts(r.stdout) == (N, 0, 0), r.stdout[-3000:] + r.stderr[-2000:]
