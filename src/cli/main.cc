@@ -29,6 +29,8 @@
 #include "registry/sqlite_audit_repository.h"
 #include "registry/sqlite_migration_progress_repository.h"
 #include "service/backend_migration.h"
+#include "service/env_import.h"
+#include "service/provider_service.h"
 #include "service/key_rotation_service.h"
 #include "service/rotation_scheduler.h"
 #include "service/secrets_service.h"
@@ -327,6 +329,35 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   return report->Clean() ? 0 : 1;
 }
 
+// `migrate import-env`: the seed's "From Environment Variables" (store the
+// DYAD_PROVIDER_* values, then remove the variables).
+int ImportEnv(const CliOptions& cli, bool dry_run) {
+  SystemClock clock;
+  auto app = OpenApp(cli, clock);
+  if (!app.ok()) return Fail(app.error().message);
+  auto items = ImportEnvironmentCredentials((*app)->registry(), (*app)->providers(), (*app)->secrets(), dry_run,
+                                            Caller{"cli-migrate", ""});
+  if (!items.ok()) return Fail(items.error().message);
+  std::vector<std::string> removable;
+  int failed = 0;
+  for (const auto& item : *items) {
+    std::string names;
+    for (const auto& v : item.variables) names += (names.empty() ? "" : ", ") + v;
+    std::printf("%-14s %s (%s)  %s%s%s\n", item.outcome.c_str(), item.provider_id.c_str(), item.slug.c_str(),
+                names.c_str(), item.detail.empty() ? "" : "  ", item.detail.c_str());
+    if (item.outcome == "stored") removable.insert(removable.end(), item.variables.begin(), item.variables.end());
+    failed += item.outcome == "failed";
+  }
+  std::printf("%zu provider(s) with DYAD_PROVIDER_* variables; %d failed%s\n", items->size(), failed,
+              dry_run ? "; dry run, nothing stored" : "");
+  if (!removable.empty()) {
+    std::printf("stored in the backend: these variables can now be removed (they stay each provider's fallback "
+                "while set):\n");
+    for (const auto& v : removable) std::printf("  %s\n", v.c_str());
+  }
+  return failed ? 1 : 0;
+}
+
 // Only the storage settings: a backup job needs no key and no token.
 int Backup(const std::string& env_file, const std::string& out) {
   auto config = LoadWith(env_file, LoadStorageConfig);
@@ -440,15 +471,24 @@ int main(int argc, char** argv) {
   std::string migrate_target;
   MigrationOptions migrate_options;
   auto* migrate = cli.add_subcommand("migrate", "Copy every provider's credentials to another backend");
-  migrate->add_option("--to-env-file", migrate_target, "The target backend's configuration (a dotenv file)")->required();
+  migrate->add_option("--to-env-file", migrate_target, "The target backend's configuration (a dotenv file)");
   migrate->add_flag("--dry-run", migrate_options.dry_run, "Read everything, write nothing; report what would be copied");
   migrate->add_flag("--verify", migrate_options.verify, "Open every migrated credential under the target and compare");
   migrate->add_flag("--delete-source", migrate_options.delete_source,
                     "Delete the source's secrets after a clean verify (implies --verify)");
   common(migrate);
+  bool import_dry_run = false;
+  auto* import_env = migrate->add_subcommand("import-env", "Store the DYAD_PROVIDER_* variables of existing providers "
+                                                           "in the configured backend");
+  import_env->add_flag("--dry-run", import_dry_run, "List what would be stored; store nothing");
+  common(import_env);
 
   CLI11_PARSE(cli, argc, argv);
-  if (*migrate) return Migrate(options, migrate_target, migrate_options);
+  if (*import_env) return ImportEnv(options, import_dry_run);
+  if (*migrate) {
+    if (migrate_target.empty()) return Fail("migrate: --to-env-file TARGET.env is required (or `migrate import-env`)");
+    return Migrate(options, migrate_target, migrate_options);
+  }
   if (*backup) return Backup(env_file, backup_out);
   if (*restore) return Restore(env_file, restore_file);
   if (*rotate) return SecretsRotate(options, force, dry_run);

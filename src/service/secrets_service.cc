@@ -254,17 +254,34 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   return CredentialsPtr(std::move(creds));
 }
 
-CredentialFields SecretsService::EnvironmentFields(const Provider& p) const {
+template <typename F>
+void SecretsService::ForEachEnvironmentField(const Provider& p, F&& f) const {
   std::vector<std::string> names = p.credential_fields;
   if (std::find(names.begin(), names.end(), "api_key") == names.end()) names.push_back("api_key");
-  CredentialFields out;
   const std::string prefix = "DYAD_PROVIDER_" + EnvSegment(p.slug) + "_";
   for (const auto& field : names) {
-    auto it = env_.find(prefix + EnvSegment(field));
-    if (it != env_.end() && !it->second.empty()) out.emplace(field, it->second);
+    const std::string variable = prefix + EnvSegment(field);
+    auto it = env_.find(variable);
+    if (it != env_.end() && !it->second.empty()) f(field, variable, it->second);
   }
+}
+
+CredentialFields SecretsService::EnvironmentFields(const Provider& p) const {
+  CredentialFields out;
+  ForEachEnvironmentField(p, [&](const std::string& field, const std::string&, const SecretBytes& value) {
+    out.emplace(field, value);
+  });
   return out;
 }
+
+std::vector<std::string> SecretsService::EnvironmentVariables(const Provider& p) const {
+  std::vector<std::string> out;
+  ForEachEnvironmentField(p, [&](const std::string&, const std::string& variable, const SecretBytes&) {
+    out.push_back(variable);
+  });
+  return out;
+}
+
 
 std::string SecretsService::EnvironmentSource(const Provider& p) const {
   if (!options_.env_is_source || EnvironmentFields(p).empty()) return "";

@@ -174,6 +174,10 @@ class SecretsService {
   // (audited as secret.tampered) when it does not open or is older than the
   // registry row's `row_version` (a rollback).
   Result<CredentialFields> OpenRaw(const std::string& provider_id, const StoredSecret& raw, int64_t row_version);
+  // The DYAD_PROVIDER_<SLUG>_<FIELD> values for `p` (its fields and
+  // api_key) that are set, and those variables' names (`migrate import-env`).
+  CredentialFields EnvironmentFields(const Provider& p) const;
+  std::vector<std::string> EnvironmentVariables(const Provider& p) const;
   // "DYAD_PROVIDER_<SLUG>_" when the environment is the source of `p`'s
   // credentials while nothing is stored (SECRETS_PROVIDER=environment and
   // one of its variables set); empty otherwise.
@@ -270,9 +274,10 @@ class SecretsService {
   Result<OpenedSecret> OpenChecked(const std::string& provider_id, std::string_view stored);
   // kDataLoss (audited) for an envelope older than its registry row.
   Status CheckNotRolledBack(const std::string& provider_id, const OpenedSecret& opened, int64_t row_version);
+  // f(field, variable, value) for each DYAD_PROVIDER_* value of `p` set.
+  template <typename F>
+  void ForEachEnvironmentField(const Provider& p, F&& f) const;
   Result<CredentialsPtr> FromEnvironment(const std::string& provider_id, const std::string& origin);
-  // The DYAD_PROVIDER_<SLUG>_<FIELD> values for `p` (its fields and api_key).
-  CredentialFields EnvironmentFields(const Provider& p) const;
   Result<StoredSecret> Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
                              const Caller& caller, bool create, const std::optional<StoredSecret>& expected,
                              ProviderLocks::Held& held);
