@@ -167,7 +167,9 @@ TEST_F(BackendMigrationTest, ASourceWrittenDuringTheCopyIsCopiedAgainBeforeItIsR
   std::string a = Create("a", "first");
   int writes = 0;
   target_.on_create = [&] {
-    if (writes++ == 0) ASSERT_TRUE(source_.Put(secrets_->SecretName(a), source_.Get(secrets_->SecretName(a))->value).ok());
+    if (writes++ == 0) {
+      ASSERT_TRUE(source_.Put(secrets_->SecretName(a), source_.Get(secrets_->SecretName(a))->value).ok());
+    }
   };
   MigrationReport r = Run({.verify = true});
   EXPECT_EQ(r.copied, 1);

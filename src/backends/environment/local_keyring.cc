@@ -109,13 +109,7 @@ class LocalKeyring final : public KeyManager {
   }
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
-    DataKey dk;
-    dk.plaintext = SecretBytes(kAesKeySize);
-    DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), kAesKeySize));
-    DYAD_ASSIGN_OR_RETURN(WrappedKey wrapped, WrapKey(dk.plaintext, context));
-    dk.version = wrapped.version;
-    dk.wrapped = std::move(wrapped.wrapped);
-    return dk;
+    return FreshDataKey(random_, kAesKeySize, context);
   }
 
   Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {

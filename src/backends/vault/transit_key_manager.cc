@@ -100,13 +100,7 @@ class TransitKeyManager final : public KeyManager {
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
     DYAD_RETURN_IF_ERROR(EnsureKey());
-    DataKey dk;
-    dk.plaintext = SecretBytes(kBoundDekSize);
-    DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), dk.plaintext.size()));
-    DYAD_ASSIGN_OR_RETURN(WrappedKey wrapped, WrapKey(dk.plaintext, context));
-    dk.version = wrapped.version;
-    dk.wrapped = std::move(wrapped.wrapped);
-    return dk;
+    return FreshDataKey(random_, kBoundDekSize, context);
   }
 
   Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
