@@ -114,8 +114,8 @@ Status MoveAuditKeyTo(AuditKeyRepository& audit_keys, KeyManager& from, KeyManag
   if (!wrapped.ok()) {
     return MakeError(wrapped.code(), "cannot wrap the audit key under the target: " + wrapped.error().message);
   }
-  DYAD_ASSIGN_OR_RETURN(bool replaced,
-                        audit_keys.ReplaceWrapping(stored->key_version, stored->wrapped, wrapped->version, wrapped->wrapped));
+  AuditKeyRecord moved{to.Kind(), to.KeyId(), wrapped->version, wrapped->wrapped, stored->created_at};
+  DYAD_ASSIGN_OR_RETURN(bool replaced, audit_keys.ReplaceKey(stored->key_version, stored->wrapped, moved));
   if (!replaced) return MakeError(ErrorCode::kConflict, "the audit key was moved by another process meanwhile");
   return OkStatus();
 }

@@ -48,6 +48,8 @@ TEST_F(AuditKeyTest, MovesToAnotherKeyManagerAsTheSameKey) {
   auto moved = LoadAuditKey(*audit_keys_, *target, clock_, false);
   ASSERT_TRUE(moved.ok()) << moved.error().message;
   EXPECT_TRUE(*made == *moved);  // the chain goes on under the same key
+  EXPECT_EQ((*audit_keys_->Get())->kind, "memory");
+  EXPECT_EQ((*audit_keys_->Get())->key_id, "other");
   EXPECT_FALSE(LoadAuditKey(*audit_keys_, *keys_, clock_, false).ok());
   EXPECT_TRUE(MoveAuditKeyTo(*audit_keys_, *keys_, *target).ok());  // resumed: already there
 }
