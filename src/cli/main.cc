@@ -275,6 +275,18 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   if (!app.ok()) return Fail("cannot open the source: " + app.error().message);
   auto backend = BuiltinBackends().Open(BackendContext{target->config, (*app)->database(), clock, DefaultRandom()});
   if (!backend.ok()) return Fail("cannot open the target (" + target_file + "): " + backend.error().message);
+  auto audit_keys = NewSqliteAuditKeyRepository((*app)->database());
+  if (options.delete_source && !options.dry_run) {
+    // Deletions are audited: not while the audit key is already the
+    // target's (moved by an earlier clean run), when they would be dropped.
+    auto key = LoadAuditKey(*audit_keys, (*app)->secrets().keys(), clock, false);
+    if (!key.ok() && key.code() != ErrorCode::kNotFound) {
+      return Fail("--delete-source: the audit log cannot be written under the source's key (" + key.error().message +
+                  "), so the deletions would go unaudited; an earlier clean run moved the audit key to the target. "
+                  "Delete the source's copies in the run that copies them (--verify --delete-source), or with the "
+                  "source backend's own tools");
+    }
+  }
   auto records = NewSqliteMigrationProgressRepository((*app)->database(), clock);
   MigrationTarget to{*backend->store, *backend->keys,
                      target->config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope,
@@ -317,7 +329,6 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   if (report->Clean() && !options.dry_run) {
     // The audit chain goes on under the target's key: the target's `serve`
     // must open the same audit key.
-    auto audit_keys = NewSqliteAuditKeyRepository((*app)->database());
     if (Status s = MoveAuditKeyTo(*audit_keys, (*app)->secrets().keys(), *backend->keys); !s.ok()) {
       std::printf("audit key: %s\n", s.error().message.c_str());
       return 1;

@@ -306,3 +306,13 @@ def test_import_env_stores_the_provider_variables_and_names_them(tmp_path, make_
         assert v["valid"] is True and v["source"] == "store" and v["fingerprint"] == keyed_fingerprint(gw, {"api_key": key})
     finally:
         gw.stop()
+
+
+def test_delete_source_after_the_audit_key_moved_is_refused(tmp_path, small):
+    gw, providers, moto, target_env = small
+    target = write_env(tmp_path / "t.env", target_env)
+    r = migrate(gw, target, "--verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = migrate(gw, target, "--delete-source")
+    assert r.returncode == 2 and "the deletions would go unaudited" in r.stderr, r.stdout + r.stderr
+    assert env_secret_count(gw.data_dir) == 3
