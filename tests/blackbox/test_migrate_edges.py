@@ -3,20 +3,10 @@ deleted, the source still serves), a rollback (a clean run moves the audit key t
 migrate the other way), and target files that are missing or name another data dir."""
 import uuid
 
-import pytest
-
-from azure_double import AzureDouble
+from test_azure import own_double  # noqa: F401 (a fixture: a Key Vault double of the test's own)
 from conftest import Gateway
 from test_migrate import (AZURE_SECRET, azure_env, counts, env_secret_count, make_providers, migrate, no_secret_in,
                           serve_and_read, unique, write_env)
-
-
-@pytest.fixture
-def double():
-    d = AzureDouble().start()
-    d.client_id = d.add_app(secret=AZURE_SECRET)
-    yield d
-    d.stop()
 
 
 def seeded(tmp_path, n):
@@ -28,7 +18,9 @@ def seeded(tmp_path, n):
     return source, providers
 
 
-def test_delete_source_is_refused_when_the_target_refuses_writes(tmp_path, double):
+def test_delete_source_is_refused_when_the_target_refuses_writes(tmp_path, own_double):
+    double = own_double
+    double.client_id = double.add_app(secret=AZURE_SECRET)  # test_migrate's azure_env signs in with it
     source, providers = seeded(tmp_path, 6)
     target_env = azure_env(double, unique("dyad-key"), unique("dyad"))
     target = write_env(tmp_path / "azure.env", {**target_env, "GATEWAY_DATA_DIR": str(source.data_dir)})
@@ -53,7 +45,9 @@ def test_delete_source_is_refused_when_the_target_refuses_writes(tmp_path, doubl
     serve_and_read(source.data_dir, target_env, providers)
 
 
-def test_a_rollback_is_a_migrate_back(tmp_path, double):
+def test_a_rollback_is_a_migrate_back(tmp_path, own_double):
+    double = own_double
+    double.client_id = double.add_app(secret=AZURE_SECRET)  # test_migrate's azure_env signs in with it
     source, providers = seeded(tmp_path, 5)
     target_env = azure_env(double, unique("dyad-key"), unique("dyad"))
     target = write_env(tmp_path / "azure.env", target_env)
