@@ -63,6 +63,8 @@ ProviderService& App::providers() { return *parts_->providers; }
 SecretsService& App::secrets() { return *parts_->secrets; }
 KeyRotationService& App::rotation() { return *parts_->rotation; }
 RotationScheduler& App::scheduler() { return *parts_->scheduler; }
+const std::shared_ptr<SqliteDb>& App::database() { return parts_->db; }
+ProviderRepository& App::registry() { return *parts_->repo; }
 
 Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& clock, bool serving,
                                          const BackendRegistry& backends) {

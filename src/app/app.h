@@ -19,6 +19,8 @@ class ProviderService;
 class SecretsService;
 class KeyRotationService;
 class RotationScheduler;
+class ProviderRepository;
+class SqliteDb;
 
 class App {
  public:
@@ -41,6 +43,9 @@ class App {
   SecretsService& secrets();
   KeyRotationService& rotation();
   RotationScheduler& scheduler();
+  // The registry: its database (to open another backend on it) and rows.
+  const std::shared_ptr<SqliteDb>& database();
+  ProviderRepository& registry();
 
  private:
   App();

@@ -53,6 +53,9 @@ class AuditKeyGuard final : public KeyManager {
   std::vector<Result<SecretBytes>> DecryptMany(const std::vector<DecryptItem>& items, size_t parallelism) override {
     return inner_->DecryptMany(items, parallelism);
   }
+  Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
+    return inner_->WrapKey(key, context);
+  }
   Result<uint32_t> Rotate() override { return inner_->Rotate(); }
   // Moved before the version stops sealing: a 'retiring' version still
   // decrypts, so the move cannot fail for want of the old key.
@@ -99,6 +102,22 @@ Result<SecretBytes> LoadAuditKey(AuditKeyRepository& audit_keys, KeyManager& key
     if (Status s = MoveAuditKey(audit_keys, keys, 0); !s.ok()) spdlog::warn("{}", s.error().message);
   }
   return key;
+}
+
+Status MoveAuditKeyTo(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to) {
+  DYAD_ASSIGN_OR_RETURN(auto stored, audit_keys.Get());
+  if (!stored) return OkStatus();
+  if (to.Decrypt(stored->key_version, stored->wrapped).ok()) return OkStatus();
+  auto key = from.Decrypt(stored->key_version, stored->wrapped);
+  if (!key.ok()) return MakeError(key.code(), "cannot open the audit key under the source: " + key.error().message);
+  auto wrapped = to.WrapKey(*key, {});
+  if (!wrapped.ok()) {
+    return MakeError(wrapped.code(), "cannot wrap the audit key under the target: " + wrapped.error().message);
+  }
+  AuditKeyRecord moved{to.Kind(), to.KeyId(), wrapped->version, wrapped->wrapped, stored->created_at};
+  DYAD_ASSIGN_OR_RETURN(bool replaced, audit_keys.ReplaceKey(stored->key_version, stored->wrapped, moved));
+  if (!replaced) return MakeError(ErrorCode::kConflict, "the audit key was moved by another process meanwhile");
+  return OkStatus();
 }
 
 std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner,

@@ -30,6 +30,11 @@ namespace dyad {
 // (the first process to store one wins) and moves it to the primary version.
 Result<SecretBytes> LoadAuditKey(AuditKeyRepository& audit_keys, KeyManager& keys, const Clock& clock, bool create);
 
+// `migrate`: re-wraps the deployment's audit key (the same key, so the chain
+// goes on) from `from` to `to`'s primary version; OK when no audit key was
+// made, or when `to` opens it already (a resumed migration).
+Status MoveAuditKeyTo(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to);
+
 // A KeyManager that moves the wrapped audit key off a version before
 // `inner` retires it; everything else goes straight to `inner`.
 std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner,

@@ -7,6 +7,7 @@
 #include "registry/sqlite_audit_repository.h"
 #include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
+#include "testing/memory_backend.h"
 
 namespace dyad {
 namespace {
@@ -36,6 +37,21 @@ TEST_F(AuditKeyTest, MadeOnceAndOpenedAgain) {
   auto again = LoadAuditKey(*audit_keys_, *keys_, clock_, false);
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(*made == *again);
+}
+
+TEST_F(AuditKeyTest, MovesToAnotherKeyManagerAsTheSameKey) {
+  auto made = LoadAuditKey(*audit_keys_, *keys_, clock_, true);
+  ASSERT_TRUE(made.ok());
+  auto target = std::move(testing::NewMemoryKeyManager("other", DefaultRandom())).value();
+  EXPECT_FALSE(LoadAuditKey(*audit_keys_, *target, clock_, false).ok());
+  ASSERT_TRUE(MoveAuditKeyTo(*audit_keys_, *keys_, *target).ok());
+  auto moved = LoadAuditKey(*audit_keys_, *target, clock_, false);
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  EXPECT_TRUE(*made == *moved);  // the chain goes on under the same key
+  EXPECT_EQ((*audit_keys_->Get())->kind, "memory");
+  EXPECT_EQ((*audit_keys_->Get())->key_id, "other");
+  EXPECT_FALSE(LoadAuditKey(*audit_keys_, *keys_, clock_, false).ok());
+  EXPECT_TRUE(MoveAuditKeyTo(*audit_keys_, *keys_, *target).ok());  // resumed: already there
 }
 
 TEST_F(AuditKeyTest, SurvivesRotationAndRetirementOfItsVersion) {

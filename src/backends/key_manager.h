@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "core/random.h"
 #include "core/result.h"
 #include "core/secret_bytes.h"
 
@@ -100,6 +101,13 @@ class KeyManager {
     });
     return out;
   }
+  // Wraps `key`, a data key this KeyManager did not make (the audit key
+  // `migrate` moves from another KeyManager), under the primary version.
+  // kUnimplemented where a KeyManager cannot.
+  virtual Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) {
+    (void)key, (void)context;
+    return MakeError(ErrorCode::kUnimplemented, Kind() + " key manager: cannot wrap a given key");
+  }
   virtual Result<uint32_t> Rotate() = 0;
   virtual Status Retire(uint32_t version) = 0;
   // Retire(), and where the KMS itself can stop decrypting a version for
@@ -136,6 +144,19 @@ class KeyManager {
       if (v.version == version) return v.state;
     }
     return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
+  }
+
+ protected:
+  // GenerateDataKey() of a KeyManager that draws its data keys itself:
+  // `size` random bytes, wrapped by WrapKey().
+  Result<DataKey> FreshDataKey(Random& random, size_t size, std::string_view context) {
+    DataKey dk;
+    dk.plaintext = SecretBytes(size);
+    DYAD_RETURN_IF_ERROR(random.Fill(dk.plaintext.data(), size));
+    DYAD_ASSIGN_OR_RETURN(WrappedKey wrapped, WrapKey(dk.plaintext, context));
+    dk.version = wrapped.version;
+    dk.wrapped = std::move(wrapped.wrapped);
+    return dk;
   }
 };
 

@@ -1,4 +1,4 @@
-// dyad-gateway: `serve`, `secrets …`, `audit verify`, `token hash`, `backup`, `restore`.
+// dyad-gateway: `serve`, `secrets …`, `audit verify`, `token hash`, `backup`, `restore`, `migrate`.
 //
 // Every command starts under umask 077 and removes the secret variables from
 // its environment once the configuration is read. Only `serve --dev`
@@ -19,6 +19,7 @@
 #include "app/app.h"
 #include "app/audit_setup.h"
 #include "app/logging.h"
+#include "app/migration_setup.h"
 #include "audit/audit_log.h"
 #include "cli/import_env_command.h"
 #include "core/config.h"
@@ -26,6 +27,11 @@
 #include "core/time_format.h"
 #include "registry/sqlite_backup.h"
 #include "server/http_server.h"
+#include "registry/sqlite_audit_repository.h"
+#include "registry/sqlite_migration_progress_repository.h"
+#include "service/backend_migration.h"
+#include "service/env_import.h"
+#include "service/provider_service.h"
 #include "service/key_rotation_service.h"
 #include "service/rotation_scheduler.h"
 #include "service/secrets_service.h"
@@ -257,6 +263,91 @@ int MigrateImportEnv(const CliOptions& cli, bool dry_run) {
   return RunImportEnv((*app)->providers(), (*app)->secrets(), dry_run);
 }
 
+// `migrate --to-env-file`: BackendMigration from the configured backend to
+// TARGET.env's (app/migration_setup.h); 2 for a configuration error of
+// either side, 1 when a provider failed.
+int Migrate(const CliOptions& cli, const std::string& target_file, const MigrationOptions& options) {
+  auto source = LoadFrom(cli.env_file, cli.dev);
+  if (!source.ok()) return Fail("configuration error (source): " + source.error().message);
+  auto target = LoadTargetConfig(target_file, *source);
+  if (!target.ok()) return Fail("configuration error (target): " + target.error().message);
+  spdlog::set_level(spdlog::level::warn);
+  if (Status s = EnsureDataDir(source->data_dir, /*create=*/false); !s.ok()) return Fail(s.error().message);
+  auto lock = MigrationLock::Acquire(source->data_dir);
+  if (!lock.ok()) return Fail(lock.error().message);
+  if (source->dev) {
+    if (Status s = PrepareDevSecrets(*source, /*generate=*/false); !s.ok()) return Fail(s.error().message);
+  }
+  SystemClock clock;
+  auto app = App::Create(*source, clock, false);
+  if (!app.ok()) return Fail("cannot open the source: " + app.error().message);
+  auto backend = BuiltinBackends().Open(BackendContext{target->config, (*app)->database(), clock, DefaultRandom()});
+  if (!backend.ok()) return Fail("cannot open the target (" + target_file + "): " + backend.error().message);
+  auto audit_keys = NewSqliteAuditKeyRepository((*app)->database());
+  if (options.delete_source && !options.dry_run) {
+    // Deletions are audited: not while the audit key is already the
+    // target's (moved by an earlier clean run), when they would be dropped.
+    auto key = LoadAuditKey(*audit_keys, (*app)->secrets().keys(), clock, false);
+    if (!key.ok() && key.code() != ErrorCode::kNotFound) {
+      return Fail("--delete-source: the audit log cannot be written under the source's key (" + key.error().message +
+                  "), so the deletions would go unaudited; an earlier clean run moved the audit key to the target. "
+                  "Delete the source's copies in the run that copies them (--verify --delete-source), or with the "
+                  "source backend's own tools");
+    }
+  }
+  auto records = NewSqliteMigrationProgressRepository((*app)->database(), clock);
+  MigrationTarget to{*backend->store, *backend->keys,
+                     target->config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope,
+                     DefaultRandom()};
+  BackendMigration migration((*app)->secrets(), (*app)->registry(), *records, to);
+  const bool tty = isatty(STDERR_FILENO);
+  auto progress = [tty](std::string_view pass, size_t done, size_t total) {
+    std::fprintf(stderr, tty ? "\r%.*s %zu/%zu" : "%.*s %zu/%zu\n", static_cast<int>(pass.size()), pass.data(), done,
+                 total);
+    if (tty && done == total) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  };
+  auto report = migration.Run(options, progress, Caller{"cli-migrate", ""});
+  if (!report.ok()) {
+    return Fail(std::string(report.code() == ErrorCode::kInvalidArgument ? "configuration error: " : "") +
+                report.error().message);
+  }
+  std::printf("migration %s%s\n", report->migration.c_str(), options.dry_run ? " (dry run: nothing written)" : "");
+  for (const auto& item : report->items) {
+    std::printf("%-14s %s%s%s\n", item.outcome.c_str(), item.provider_id.c_str(), item.detail.empty() ? "" : "  ",
+                item.detail.c_str());
+  }
+  std::printf("%s %lld, skipped %lld, failed %lld\n", options.dry_run ? "would copy" : "copied",
+              static_cast<long long>(report->copied), static_cast<long long>(report->skipped),
+              static_cast<long long>(report->failed));
+  if (report->verified) {
+    for (const auto& item : report->verify_failures) {
+      std::printf("verify failed  %s  %s\n", item.provider_id.c_str(), item.detail.c_str());
+    }
+    std::printf("verified %lld, verify failed %lld\n", static_cast<long long>(report->verify_ok),
+                static_cast<long long>(report->verify_failed));
+  }
+  if (options.delete_source) {
+    for (const auto& item : report->delete_failures) {
+      std::printf("delete failed  %s  %s\n", item.provider_id.c_str(), item.detail.c_str());
+    }
+    if (!report->delete_refused.empty()) std::printf("%s\n", report->delete_refused.c_str());
+    else if (!options.dry_run) std::printf("source secrets deleted: %lld\n", static_cast<long long>(report->source_deleted));
+  }
+  if (report->Clean() && !options.dry_run) {
+    // The audit chain goes on under the target's key: the target's `serve`
+    // must open the same audit key.
+    if (Status s = MoveAuditKeyTo(*audit_keys, (*app)->secrets().keys(), *backend->keys); !s.ok()) {
+      std::printf("audit key: %s\n", s.error().message.c_str());
+      return 1;
+    }
+    std::printf("\nswitch to this configuration (from %s), then restart `dyad-gateway serve` and run "
+                "`dyad-gateway secrets verify`:\n", target_file.c_str());
+    for (const auto& line : target->switch_lines) std::printf("  %s\n", line.c_str());
+  }
+  return report->Clean() ? 0 : 1;
+}
+
 // Only the storage settings: a backup job needs no key and no token.
 int Backup(const std::string& env_file, const std::string& out) {
   auto config = LoadWith(env_file, LoadStorageConfig);
@@ -359,12 +450,6 @@ int main(int argc, char** argv) {
   gc->add_flag("--dry-run", dry_run, "List the orphans and what would be deleted; delete nothing");
   common(gc);
 
-  auto* migrate = cli.add_subcommand("migrate", "Move stored credentials: between backends, or in from the environment");
-  auto* import_env = migrate->add_subcommand(
-      "import-env", "Store the DYAD_PROVIDER_* variables of existing providers in the backend; list those that can go");
-  import_env->add_flag("--dry-run", dry_run, "List what would be stored; write nothing");
-  common(import_env);
-
   std::string backup_out, restore_file;
   auto* backup = cli.add_subcommand("backup", "Snapshot the registry database (online, consistent) into a new file");
   backup->add_option("--out", backup_out, "The backup file to create (never replaced)")->required();
@@ -373,18 +458,33 @@ int main(int argc, char** argv) {
   restore->add_option("file", restore_file, "The backup file")->required();
   restore->add_option("--env-file", env_file, "Read variables from a dotenv file");
 
+  std::string migrate_target;
+  MigrationOptions migrate_options;
+  auto* migrate = cli.add_subcommand("migrate", "Move stored credentials: between backends, or in from the environment");
+  migrate->add_option("--to-env-file", migrate_target, "The target backend's configuration (a dotenv file)");
+  migrate->add_flag("--dry-run", migrate_options.dry_run, "Read everything, write nothing; report what would be copied");
+  migrate->add_flag("--verify", migrate_options.verify, "Open every migrated credential under the target and compare");
+  migrate->add_flag("--delete-source", migrate_options.delete_source,
+                    "Delete the source's secrets after a clean verify (implies --verify)");
+  common(migrate);
+  bool import_dry_run = false;
+  auto* import_env = migrate->add_subcommand(
+      "import-env", "Store the DYAD_PROVIDER_* variables of existing providers in the backend; list those that can go");
+  import_env->add_flag("--dry-run", import_dry_run, "List what would be stored; write nothing");
+  common(import_env);
+
   CLI11_PARSE(cli, argc, argv);
+  if (*import_env) return MigrateImportEnv(options, import_dry_run);
+  if (*migrate) {
+    if (migrate_target.empty()) return Fail("migrate: --to-env-file TARGET.env is required (or `migrate import-env`)");
+    return Migrate(options, migrate_target, migrate_options);
+  }
   if (*backup) return Backup(env_file, backup_out);
   if (*restore) return Restore(env_file, restore_file);
   if (*rotate) return SecretsRotate(options, force, dry_run);
   if (*status) return SecretsRotationStatus(options);
   if (*sverify) return SecretsVerify(options);
   if (*gc) return SecretsGc(options, older_than, dry_run);
-  if (*import_env) return MigrateImportEnv(options, dry_run);
-  if (*migrate) {  // no subcommand: its help
-    std::printf("%s", migrate->help().c_str());
-    return 0;
-  }
   if (*serve) return Serve(dev, env_file);
   if (*verify) return AuditVerify(audit_path, options);
   if (*hash) {

@@ -39,6 +39,10 @@ class AuditKeyRepository {
   // (from_version, from_wrapped); true when it was replaced.
   virtual Result<bool> ReplaceWrapping(uint32_t from_version, const std::string& from_wrapped, uint32_t to_version,
                                        const std::string& to_wrapped) = 0;
+  // The same, moving the key to another KeyManager (`migrate`): `to`'s
+  // kind, key id, version and wrapping replace the stored ones.
+  virtual Result<bool> ReplaceKey(uint32_t from_version, const std::string& from_wrapped,
+                                  const AuditKeyRecord& to) = 0;
 };
 
 }  // namespace dyad

@@ -124,6 +124,21 @@ CREATE TRIGGER secrets_revision_on_insert AFTER INSERT ON secrets
   BEGIN UPDATE secrets SET revision = CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)
         WHERE name = NEW.name; END;
 )sql",
+      // 9: `migrate --to-env-file`: per provider, how far the copy to another
+      // backend got (resumable after a kill; never a value, only the keyed
+      // fingerprint and the version tokens).
+      R"sql(
+CREATE TABLE migration_progress(
+  migration TEXT NOT NULL,
+  provider_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  source_version TEXT NOT NULL DEFAULT '',
+  target_version TEXT NOT NULL DEFAULT '',
+  fingerprint TEXT NOT NULL DEFAULT '',
+  credentials_version INTEGER NOT NULL DEFAULT 0,
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY(migration, provider_id)) WITHOUT ROWID;
+)sql",
   };
   return kMigrations;
 }

@@ -38,6 +38,17 @@ class SqliteAuditKeyRepository final : public AuditKeyRepository {
     });
   }
 
+  Result<bool> ReplaceKey(uint32_t from_version, const std::string& from_wrapped, const AuditKeyRecord& to) override {
+    return db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "UPDATE audit_key SET kind=?, key_id=?, key_version=?, wrapped=? WHERE id=1 AND key_version=? AND wrapped=?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, to.kind).Bind(2, to.key_id).Bind(3, static_cast<int64_t>(to.key_version))
+                               .BindBlob(4, to.wrapped).Bind(5, static_cast<int64_t>(from_version))
+                               .BindBlob(6, from_wrapped).Run());
+      return c.Changes() > 0;
+    });
+  }
+
  private:
   static Result<std::optional<AuditKeyRecord>> Read(SqliteConnection& c) {
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(

@@ -31,6 +31,12 @@ class MemoryKeyManager final : public KeyManager {
     return DataKey{std::move(dek), std::move(wrapped), primary_};
   }
 
+  Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
+    MutexLock lock(&mu_);
+    DYAD_ASSIGN_OR_RETURN(std::string wrapped, Wrap(primary_, key, context));
+    return WrappedKey{std::move(wrapped), primary_};
+  }
+
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
     MutexLock lock(&mu_);
     return Unwrap(version, wrapped, context);

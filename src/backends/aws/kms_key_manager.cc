@@ -114,9 +114,17 @@ class KmsKeyManager final : public KeyManager {
     if (dek.size() != 32) {
       return MakeError(ErrorCode::kDataLoss, "Decrypt: a data key of " + std::to_string(dek.size()) + " bytes, not 32");
     }
+    return WrapKey(dek, to_context);
+  }
+
+  // kms:Encrypt (in the seed's policy).
+  Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
+    DYAD_ASSIGN_OR_RETURN(std::string arn, Arn());
+    WrappedKey out;
+    DYAD_ASSIGN_OR_RETURN(out.version, book_.LivePrimary());
     json request = {{"KeyId", reference_}};
-    request["Plaintext"] = Base64Encode(dek.view());
-    WithContext(request, "EncryptionContext", to_context);
+    request["Plaintext"] = Base64Encode(key.view());
+    WithContext(request, "EncryptionContext", context);
     auto answer = Send("Encrypt", request, arn);
     Cleanse(request["Plaintext"].get_ref<std::string&>());
     if (!answer.ok()) return answer.error();

@@ -155,6 +155,16 @@ class AzureKeyManager final : public KeyManager {
     return dk;
   }
 
+  Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
+    DYAD_RETURN_IF_ERROR(EnsureKey());
+    DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
+    DYAD_ASSIGN_OR_RETURN(std::string kid_version, KidVersion(primary));
+    WrappedKey out;
+    out.version = primary;
+    DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(primary, kid_version, BindKey(key, context)));
+    return out;
+  }
+
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
     DYAD_RETURN_IF_ERROR(EnsureKey());  // a key not used yet has its version 1 recorded first
     DYAD_RETURN_IF_ERROR(book_.CheckUsable(version));

@@ -109,15 +109,17 @@ class LocalKeyring final : public KeyManager {
   }
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
+    return FreshDataKey(random_, kAesKeySize, context);
+  }
+
+  Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
     DYAD_RETURN_IF_ERROR(RefreshIfDue());
-    DataKey dk;
-    dk.plaintext = SecretBytes(kAesKeySize);
-    DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), kAesKeySize));
     ReaderMutexLock lock(&mu_);
-    dk.version = primary_;
-    DYAD_RETURN_IF_ERROR(CountEncryption(dk.version));
-    DYAD_ASSIGN_OR_RETURN(dk.wrapped, Wrap(versions_.at(primary_).key, primary_, dk.plaintext, context));
-    return dk;
+    WrappedKey out;
+    out.version = primary_;
+    DYAD_RETURN_IF_ERROR(CountEncryption(out.version));
+    DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(versions_.at(primary_).key, primary_, key, context));
+    return out;
   }
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
@@ -151,13 +153,7 @@ class LocalKeyring final : public KeyManager {
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
                                std::string_view to_context) override {
     DYAD_ASSIGN_OR_RETURN(SecretBytes dek, Decrypt(version, wrapped, from_context));
-    DYAD_RETURN_IF_ERROR(RefreshIfDue());
-    ReaderMutexLock lock(&mu_);
-    WrappedKey out;
-    out.version = primary_;
-    DYAD_RETURN_IF_ERROR(CountEncryption(out.version));
-    DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(versions_.at(primary_).key, primary_, dek, to_context));
-    return out;
+    return WrapKey(dek, to_context);
   }
 
   Result<uint32_t> Rotate() override {

@@ -102,11 +102,13 @@ class TransitKeyManager final : public KeyManager {
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
     DYAD_RETURN_IF_ERROR(EnsureKey());
-    DataKey dk;
-    dk.plaintext = SecretBytes(kBoundDekSize);
-    DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), dk.plaintext.size()));
+    return FreshDataKey(random_, kBoundDekSize, context);
+  }
+
+  Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
+    DYAD_RETURN_IF_ERROR(EnsureKey());
     std::vector<json> input(1);
-    input[0]["plaintext"] = Base64Encode(BindKey(dk.plaintext, context).view());
+    input[0]["plaintext"] = Base64Encode(BindKey(key, context).view());
     // An encrypt answered under an older version than the registry's primary
     // raced another instance's rotation (kConflict from Learn): asked once
     // more, Vault's latest is the new primary.
@@ -121,9 +123,7 @@ class TransitKeyManager final : public KeyManager {
     WipeStrings(input[0]);
     if (!wrapped.ok()) return wrapped.error();
     if (!version.ok()) return version.error();
-    dk.version = *version;
-    dk.wrapped = std::move(wrapped).value();
-    return dk;
+    return WrappedKey{std::move(wrapped).value(), *version};
   }
 
   Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {

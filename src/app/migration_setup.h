@@ -1,0 +1,50 @@
+// What `dyad-gateway migrate --to-env-file TARGET.env` needs around
+// BackendMigration: the target's configuration, its backend opened on the
+// source's registry database, the one-run-at-a-time lock, and the
+// configuration to switch to.
+//
+// The target is configured by TARGET.env alone (the process environment
+// and --env-file configure the source), except that GATEWAY_DATA_DIR and
+// GATEWAY_DATABASE_URL are the source's when TARGET.env sets neither: the
+// target lives on the same registry database, where the provider rows and
+// the target key's versions are kept. Errors name the variable and the file
+// (kInvalidArgument); nothing here repeats a secret value.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "app/backend.h"
+#include "core/config.h"
+#include "core/environment.h"
+#include "core/result.h"
+
+namespace dyad {
+
+struct TargetConfig {
+  Config config;
+  // The file's variables in order of name: NAME=value, or NAME=<secret …>
+  // for a secret variable (the value is never kept).
+  std::vector<std::string> switch_lines;
+};
+
+// Reads TARGET.env, fills in the source's database, checks the backend's
+// settings (as `serve` would) and that the database is the source's.
+Result<TargetConfig> LoadTargetConfig(const std::string& path, const Config& source,
+                                      const BackendRegistry& backends = BuiltinBackends());
+
+// An exclusive lock on `<data_dir>/migrate.lock` (flock: released by the
+// kernel when the process dies, kill -9 included). kFailedPrecondition when
+// another migrate holds it.
+class MigrationLock {
+ public:
+  static Result<std::unique_ptr<MigrationLock>> Acquire(const std::string& data_dir);
+  ~MigrationLock();
+
+ private:
+  explicit MigrationLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+}  // namespace dyad

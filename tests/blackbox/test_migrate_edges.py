@@ -1,0 +1,83 @@
+"""`migrate --to-env-file` edges beside test_migrate.py: --delete-source when the target refuses every write (nothing
+deleted, the source still serves), a rollback (a clean run moves the audit key to the target, so going back is a
+migrate the other way), and target files that are missing or name another data dir."""
+import uuid
+
+from test_azure import own_double  # noqa: F401 (a fixture: a Key Vault double of the test's own)
+from conftest import Gateway
+from test_migrate import (AZURE_SECRET, azure_env, counts, env_secret_count, make_providers, migrate, no_secret_in,
+                          serve_and_read, unique, write_env)
+
+
+def seeded(tmp_path, n):
+    source = Gateway(tmp_path / "data").start()
+    try:
+        providers = make_providers(source, n)
+    finally:
+        source.stop()
+    return source, providers
+
+
+def test_delete_source_is_refused_when_the_target_refuses_writes(tmp_path, own_double):
+    double = own_double
+    double.client_id = double.add_app(secret=AZURE_SECRET)  # test_migrate's azure_env signs in with it
+    source, providers = seeded(tmp_path, 6)
+    target_env = azure_env(double, unique("dyad-key"), unique("dyad"))
+    target = write_env(tmp_path / "azure.env", {**target_env, "GATEWAY_DATA_DIR": str(source.data_dir)})
+    double.deny(["set_secret"])
+    try:
+        r = migrate(source, target, "--delete-source")
+    finally:
+        double.allow()
+    no_secret_in(r.stdout + r.stderr, providers)
+    assert AZURE_SECRET not in r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert counts(r.stdout) == (0, 0, 6)
+    assert all(pid in r.stdout for pid in providers)  # each failure named, with the backend's error
+    assert "source secrets deleted" not in r.stdout and "switch to" not in r.stdout
+    assert env_secret_count(source.data_dir) == 6
+    serve_and_read(source.data_dir, {}, providers)  # not clean: the audit key stayed with the source
+
+    r = migrate(source, target, "--delete-source")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "verified 6, verify failed 0" in r.stdout and "source secrets deleted: 6" in r.stdout
+    assert env_secret_count(source.data_dir) == 0
+    serve_and_read(source.data_dir, target_env, providers)
+
+
+def test_a_rollback_is_a_migrate_back(tmp_path, own_double):
+    double = own_double
+    double.client_id = double.add_app(secret=AZURE_SECRET)  # test_migrate's azure_env signs in with it
+    source, providers = seeded(tmp_path, 5)
+    target_env = azure_env(double, unique("dyad-key"), unique("dyad"))
+    target = write_env(tmp_path / "azure.env", target_env)
+    r = migrate(source, target, "--verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert env_secret_count(source.data_dir) == 5  # kept without --delete-source
+    # Back: the target's configuration is the source now, the first one the target.
+    back = write_env(tmp_path / "environment.env", {k: v for k, v in Gateway(source.data_dir).env().items()
+                                                    if k != "PATH"})
+    r = migrate(Gateway(source.data_dir, target_env), back, "--verify")
+    no_secret_in(r.stdout + r.stderr, providers)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "verified 5, verify failed 0" in r.stdout
+    serve_and_read(source.data_dir, {}, providers)
+
+
+def test_a_missing_target_file_is_a_configuration_error(tmp_path):
+    source, _ = seeded(tmp_path, 1)
+    missing = tmp_path / "nowhere.env"
+    r = migrate(source, missing)
+    assert r.returncode == 2 and str(missing) in r.stderr, r.stderr
+    assert r.stdout == ""
+
+
+def test_a_target_on_another_data_dir_is_refused(tmp_path):
+    source, providers = seeded(tmp_path, 1)
+    other = tmp_path / "other-" / uuid.uuid4().hex[:6]
+    target = write_env(tmp_path / "t.env", {"SECRETS_PROVIDER": "environment", "ENCRYPTION_KEY": "cd" * 32,
+                                            "GATEWAY_DATA_DIR": str(other)})
+    r = migrate(source, target)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "GATEWAY_DATA_DIR" in r.stderr and str(target) in r.stderr and "cd" * 32 not in r.stderr
+    assert env_secret_count(source.data_dir) == 1
