@@ -282,32 +282,6 @@ def test_the_source_itself_is_refused_as_target(tmp_path, gateway):
     assert r.returncode == 2 and "the target stores credentials where the source does" in r.stderr, r.stderr
 
 
-def test_import_env_stores_the_provider_variables_and_names_them(tmp_path, make_gateway):
-    """The seed's "From Environment Variables": a provider served from DYAD_PROVIDER_* variables gets them stored."""
-    key = canary()
-    env = {"DYAD_PROVIDER_OPENAI_API_KEY": key}
-    gw = make_gateway(env).start()
-    pid = data(gw.call("POST", "/admin/providers", json={"name": "OpenAI", "slug": "openai", "type": "http-sdk"}),
-               201)["id"]
-    stored = create_provider(gw, "other", {"api_key": canary()})["id"]
-    gw.stop()
-    r = subprocess.run([BINARY, "migrate", "import-env", "--dry-run"], env=gw.env(), capture_output=True, text=True)
-    assert r.returncode == 0 and re.search(rf"^would store\s+{pid} \(openai\)  DYAD_PROVIDER_OPENAI_API_KEY$", r.stdout,
-                                           re.M), r.stdout + r.stderr
-    assert env_secret_count(gw.data_dir) == 1
-    r = subprocess.run([BINARY, "migrate", "import-env"], env=gw.env(), capture_output=True, text=True)
-    assert r.returncode == 0 and "can now be removed" in r.stdout and "  DYAD_PROVIDER_OPENAI_API_KEY" in r.stdout, r.stdout
-    assert key not in r.stdout + r.stderr and stored not in r.stdout
-    assert env_secret_count(gw.data_dir) == 2
-    gw.env_extra.pop("DYAD_PROVIDER_OPENAI_API_KEY")  # removed: the stored copy serves
-    gw.start()
-    try:
-        v = data(gw.call("POST", f"/admin/secrets/providers/{pid}/credentials/validate"))
-        assert v["valid"] is True and v["source"] == "store" and v["fingerprint"] == keyed_fingerprint(gw, {"api_key": key})
-    finally:
-        gw.stop()
-
-
 def test_delete_source_after_the_audit_key_moved_is_refused(tmp_path, small):
     gw, providers, moto, target_env = small
     target = write_env(tmp_path / "t.env", target_env)
