@@ -500,6 +500,9 @@ TEST_F(CacheTest, HotKeyReadersNeverSeeAVersionOlderThanTheLastAcknowledgedWrite
     });
   }
   for (int64_t v = 2; v <= 200; ++v) {
+    // Reads between every two writes, however the threads are scheduled (a
+    // slow sanitizer build once let the writer finish before any read).
+    while (reads.load() < static_cast<uint64_t>(2 * v)) std::this_thread::yield();
     current.store(v);
     cache.Invalidate("hot");  // the write of version v is acknowledged when this returns
     acknowledged.store(v);

@@ -177,7 +177,7 @@ TEST_F(EnvelopeTest, SealBindsTheDekToTheSecretName) {
 
 TEST_F(EnvelopeTest, EnvelopeWithoutContextOpensAndRewrapBindsIt) {
   std::string old = LegacyEnvelope(*keys_, "p/1", 3, payload_);
-  EXPECT_EQ(old.find("ctx"), std::string::npos);
+  EXPECT_EQ(old.find("\"ctx\""), std::string::npos);  // quoted: base64 may hold the letters
   auto opened = sealer_->Open("p/1", old);
   ASSERT_TRUE(opened.ok()) << opened.error().message;
   EXPECT_EQ(opened->payload, payload_);
