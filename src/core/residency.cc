@@ -5,6 +5,7 @@
 
 #include "core/endpoint.h"
 #include "core/env_vars.h"
+#include "core/parse_int.h"
 
 namespace dyad {
 namespace {
@@ -69,14 +70,9 @@ std::optional<UrlParts> SplitUrl(std::string_view url) {
   if (port.empty()) {
     out.port = out.scheme == "https" ? 443 : 80;
   } else {
-    if (port.size() > 5) return std::nullopt;
-    int n = 0;
-    for (char c : port) {
-      if (!IsDigit(c)) return std::nullopt;
-      n = n * 10 + (c - '0');
-    }
-    if (n < 1 || n > 65535) return std::nullopt;
-    out.port = n;
+    auto n = port.front() == '-' ? std::nullopt : ParseInt<int>(port);
+    if (!n || *n < 1 || *n > 65535) return std::nullopt;
+    out.port = *n;
   }
   return out;
 }

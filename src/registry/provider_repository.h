@@ -5,6 +5,7 @@
 // the database's own message.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "core/result.h"
@@ -27,5 +28,19 @@ class ProviderRepository {
   // A cheap query that proves the database answers.
   virtual Status Ping() = 0;
 };
+
+// Calls f(provider) for every provider of `providers` (anything with
+// List(offset, limit)), in creation order, `page_size` rows per List call;
+// stops early when f returns false. List's first error is returned.
+template <typename Lister, typename F>
+Status ForEachProvider(Lister& providers, F&& f, int64_t page_size = 500) {
+  for (int64_t offset = 0;; offset += page_size) {
+    DYAD_ASSIGN_OR_RETURN(ProviderPage page, providers.List(offset, page_size));
+    for (const Provider& p : page.items) {
+      if (!f(p)) return OkStatus();
+    }
+    if (static_cast<int64_t>(page.items.size()) < page_size) return OkStatus();
+  }
+}
 
 }  // namespace dyad

@@ -10,12 +10,10 @@ constexpr char kCopied[] = "copied";
 
 Result<std::vector<Provider>> AllProviders(ProviderRepository& providers) {
   std::vector<Provider> out;
-  constexpr int64_t kPage = 500;
-  for (int64_t offset = 0;; offset += kPage) {
-    DYAD_ASSIGN_OR_RETURN(ProviderPage page, providers.List(offset, kPage));
-    for (auto& p : page.items) out.push_back(std::move(p));
-    if (static_cast<int64_t>(page.items.size()) < kPage) break;
-  }
+  DYAD_RETURN_IF_ERROR(ForEachProvider(providers, [&](const Provider& p) {
+    out.push_back(p);
+    return true;
+  }));
   return out;
 }
 
@@ -79,8 +77,7 @@ Result<std::string> BackendMigration::WriteTarget(const std::string& name, const
 }
 
 MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOptions& options,
-                                        const std::map<std::string, MigrationRecord>& done, const Caller& caller) {
-  (void)caller;
+                                        const std::map<std::string, MigrationRecord>& done) {
   if (p.credential_fields.empty()) return Item(p.id, "no credentials");
   // Writers of this provider on the source wait while it is copied.
   auto held = source_.locks().Hold(p.id);
@@ -176,7 +173,7 @@ Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, c
   };
   tell("copy", 0);
   for (size_t i = 0; i < all.size(); ++i) {
-    MigrationItem item = CopyOne(all[i], options, done, caller);
+    MigrationItem item = CopyOne(all[i], options, done);
     if (item.outcome == "copied" || item.outcome == "would copy") ++report.copied;
     else if (item.outcome == "failed") ++report.failed;
     else ++report.skipped;

@@ -104,7 +104,7 @@ class BackendMigration {
   // The target's value opened: its fingerprint and credentials version.
   Result<std::pair<std::string, int64_t>> ReadTarget(const std::string& provider_id, std::string* version = nullptr);
   MigrationItem CopyOne(const Provider& p, const MigrationOptions& options,
-                        const std::map<std::string, MigrationRecord>& done, const Caller& caller);
+                        const std::map<std::string, MigrationRecord>& done);
   Result<std::string> WriteTarget(const std::string& name, const std::string& sealed);
   MigrationItem VerifyOne(const Provider& p);
   MigrationItem DeleteOne(const Provider& p, const Caller& caller);

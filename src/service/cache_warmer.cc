@@ -72,18 +72,13 @@ void CacheWarmer::Loop() {
 
 void CacheWarmer::Pass() {
   std::vector<std::string> ids;
-  constexpr int64_t kPage = 500;
-  for (int64_t offset = 0; ids.size() < options_.max_entries; offset += kPage) {
-    auto page = providers_.List(offset, kPage);
-    if (!page.ok()) {
-      spdlog::warn("cache warming: cannot list the providers: {}", page.error().message);
-      metrics_.CountWarmLoad("error");
-      break;
-    }
-    for (const auto& p : page->items) {
-      if (p.enabled && ids.size() < options_.max_entries) ids.push_back(p.id);
-    }
-    if (static_cast<int64_t>(page->items.size()) < kPage) break;
+  Status listed = ForEachProvider(providers_, [&](const Provider& p) {
+    if (p.enabled && ids.size() < options_.max_entries) ids.push_back(p.id);
+    return ids.size() < options_.max_entries;
+  });
+  if (!listed.ok()) {
+    spdlog::warn("cache warming: cannot list the providers: {}", listed.error().message);
+    metrics_.CountWarmLoad("error");
   }
   {
     MutexLock lock(&mu_);

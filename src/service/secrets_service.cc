@@ -585,14 +585,10 @@ Result<std::vector<std::string>> SecretsService::StoredSecretNames(bool* listed_
   } else {
     NoteListingRefused(listed.error());
   }
-  constexpr int64_t kPage = 1000;
-  for (int64_t offset = 0;; offset += kPage) {
-    DYAD_ASSIGN_OR_RETURN(ProviderPage page, providers_.List(offset, kPage));
-    for (const auto& p : page.items) {
-      if (!p.credential_fields.empty()) names.insert(SecretName(p.id));
-    }
-    if (static_cast<int64_t>(page.items.size()) < kPage) break;
-  }
+  DYAD_RETURN_IF_ERROR(ForEachProvider(providers_, [&](const Provider& p) {
+    if (!p.credential_fields.empty()) names.insert(SecretName(p.id));
+    return true;
+  }, /*page_size=*/1000));
   return std::vector<std::string>(names.begin(), names.end());
 }
 
