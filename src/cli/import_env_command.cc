@@ -15,8 +15,11 @@ int RunImportEnv(ProviderService& providers, SecretsService& secrets, bool dry_r
   for (const auto& item : report->items) {
     std::string names;
     for (const auto& v : item.variables) names += (names.empty() ? "" : ", ") + v;
-    std::printf("%s (%s)  %s  [%s]%s%s\n", item.slug.c_str(), item.provider_id.c_str(), item.outcome.c_str(),
-                names.c_str(), item.error.empty() ? "" : "  error: ", item.error.c_str());
+    std::string kept;
+    for (const auto& v : item.conflicts) kept += (kept.empty() ? "" : ", ") + v;
+    std::printf("%s (%s)  %s  [%s]%s%s%s%s\n", item.slug.c_str(), item.provider_id.c_str(), item.outcome.c_str(),
+                names.c_str(), kept.empty() ? "" : "  stored value differs, kept: ", kept.c_str(),
+                item.error.empty() ? "" : "  error: ", item.error.c_str());
   }
   for (const auto& name : report->unknown) {
     std::printf("unknown: %s (names no field of an existing provider; not imported)\n", name.c_str());
@@ -25,7 +28,8 @@ int RunImportEnv(ProviderService& providers, SecretsService& secrets, bool dry_r
               report->items.size(), static_cast<long long>(report->stored), static_cast<long long>(report->unchanged),
               static_cast<long long>(report->failed));
   if (dry_run) std::printf(", %lld would be stored", static_cast<long long>(report->would_store));
-  std::printf("; %zu unknown variable(s)%s\n", report->unknown.size(), dry_run ? "; dry run, nothing written" : "");
+  std::printf("; %zu unknown variable(s); %lld not imported (stored value differs)%s\n", report->unknown.size(),
+              static_cast<long long>(report->conflicts), dry_run ? "; dry run, nothing written" : "");
   if (!report->removable.empty()) {
     std::printf("stored in %s, these variables can now be removed (they are then no fallback either):\n",
                 secrets.store().Name().c_str());

@@ -6,18 +6,13 @@
 namespace dyad {
 namespace {
 
-// Whether every value of `env` is stored for `p` as it is (read outside the
-// provider's lock: the write re-reads under it).
-Result<bool> AlreadyStored(SecretsService& secrets, const Provider& p, const CredentialFields& env) {
-  if (p.credential_fields.empty()) return false;
+// The provider's stored credentials (none: empty), read outside its lock:
+// ImportCredentials re-reads them under it and adds only absent fields.
+Result<CredentialFields> Stored(SecretsService& secrets, const Provider& p) {
+  if (p.credential_fields.empty()) return CredentialFields{};
   DYAD_ASSIGN_OR_RETURN(auto raw, secrets.ReadRaw(p.id));
-  if (!raw) return false;
-  DYAD_ASSIGN_OR_RETURN(CredentialFields stored, secrets.OpenRaw(p.id, *raw, p.credentials_version));
-  for (const auto& [field, value] : env) {
-    auto it = stored.find(field);
-    if (it == stored.end() || !(it->second == value)) return false;
-  }
-  return true;
+  if (!raw) return CredentialFields{};
+  return secrets.OpenRaw(p.id, *raw, p.credentials_version);
 }
 
 }  // namespace
@@ -27,42 +22,55 @@ Result<EnvImportReport> ImportEnvironmentCredentials(ProviderService& providers,
   EnvImportReport report;
   report.dry_run = dry_run;
   std::set<std::string> claimed, removable;
-  constexpr int64_t kPage = 200;
-  for (int64_t offset = 0;; offset += kPage) {
-    DYAD_ASSIGN_OR_RETURN(ProviderPage page, providers.List(offset, kPage));
-    for (const Provider& p : page.items) {
-      auto variables = secrets.EnvironmentVariables(p);
-      if (variables.empty()) continue;
-      EnvImportItem item{p.id, p.slug, "", {}, ""};
-      for (const auto& [field, name] : variables) {
-        item.variables.push_back(name);
-        claimed.insert(name);
-      }
-      std::sort(item.variables.begin(), item.variables.end());
-      CredentialFields env = secrets.EnvironmentFields(p);
-      auto same = AlreadyStored(secrets, p, env);
-      if (!same.ok()) {
-        item.outcome = "failed";
-        item.error = same.error().message;
-      } else if (*same) {
-        item.outcome = "unchanged";
-      } else if (dry_run) {
-        item.outcome = "would store";
-      } else if (auto written = providers.ImportCredentials(p.id, env, caller); written.ok()) {
-        item.outcome = "stored";
-      } else {
-        item.outcome = "failed";
-        item.error = written.error().message;
-      }
-      if (item.outcome == "stored" || item.outcome == "unchanged") removable.insert(item.variables.begin(), item.variables.end());
-      report.stored += item.outcome == "stored";
-      report.would_store += item.outcome == "would store";
-      report.unchanged += item.outcome == "unchanged";
-      report.failed += item.outcome == "failed";
-      report.items.push_back(std::move(item));
+  DYAD_RETURN_IF_ERROR(ForEachProvider(providers, [&](const Provider& p) {
+    auto variables = secrets.EnvironmentVariables(p);
+    if (variables.empty()) return true;
+    EnvImportItem item;
+    item.provider_id = p.id;
+    item.slug = p.slug;
+    for (const auto& [field, name] : variables) {
+      item.variables.push_back(name);
+      claimed.insert(name);
     }
-    if (page.items.size() < static_cast<size_t>(kPage) || offset + kPage >= page.total) break;
-  }
+    std::sort(item.variables.begin(), item.variables.end());
+    // Fields with no stored value are filled; one stored with another value
+    // is kept (it may have been rotated since) and its variable named.
+    CredentialFields fill;
+    std::vector<std::string> settled;  // variables whose value is stored as it is
+    auto stored = Stored(secrets, p);
+    if (stored.ok()) {
+      for (auto& [field, value] : secrets.EnvironmentFields(p)) {
+        const std::string& name = variables.at(field);
+        auto it = stored->find(field);
+        if (it == stored->end()) fill.emplace(field, std::move(value));
+        else if (it->second == value) settled.push_back(name);
+        else item.conflicts.push_back(name);
+      }
+    }
+    if (!stored.ok()) {
+      item.outcome = "failed";
+      item.error = stored.error().message;
+    } else if (fill.empty()) {
+      item.outcome = "unchanged";
+    } else if (dry_run) {
+      item.outcome = "would store";
+    } else if (auto written = providers.ImportCredentials(p.id, fill, caller); written.ok()) {
+      item.outcome = "stored";
+      for (const auto& [field, value] : fill) settled.push_back(variables.at(field));
+    } else {
+      item.outcome = "failed";
+      item.error = written.error().message;
+    }
+    if (item.outcome != "failed") removable.insert(settled.begin(), settled.end());
+    std::sort(item.conflicts.begin(), item.conflicts.end());
+    report.conflicts += static_cast<int64_t>(item.conflicts.size());
+    report.stored += item.outcome == "stored";
+    report.would_store += item.outcome == "would store";
+    report.unchanged += item.outcome == "unchanged";
+    report.failed += item.outcome == "failed";
+    report.items.push_back(std::move(item));
+    return true;
+  }));
   for (const auto& name : secrets.EnvironmentVariableNames()) {
     if (!claimed.count(name)) report.unknown.push_back(name);
   }

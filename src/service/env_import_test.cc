@@ -91,19 +91,22 @@ class EnvImportTest : public ::testing::Test {
   Caller caller_{"cli", ""};
 };
 
-TEST_F(EnvImportTest, StoresTheVariablesOverTheStoredFieldsAndListsThemForRemoval) {
-  Provider p = Create("open-ai", Fields({{"api_key", kOld}, {"org_id", kOld}, {"base", "kept"}}));
+// A stored value is never replaced by its variable: it may have been rotated
+// through the API since the variable was set.
+TEST_F(EnvImportTest, StoresTheVariablesOfFieldsNotStoredAndKeepsTheStoredOnes) {
+  Provider p = Create("open-ai", Fields({{"org_id", kOld}, {"base", "kept"}}));
   Build({{"DYAD_PROVIDER_OPEN_AI_API_KEY", kEnvKey}, {"DYAD_PROVIDER_OPEN_AI_ORG_ID", kEnvOrg}});
   auto r = ImportEnvironmentCredentials(*providers_, *secrets_, false, caller_);
   ASSERT_TRUE(r.ok()) << r.error().message;
   ASSERT_EQ(r->items.size(), 1u);
   EXPECT_EQ(r->items[0].outcome, "stored");
   EXPECT_EQ(r->stored, 1);
-  EXPECT_EQ(r->removable,
-            (std::vector<std::string>{"DYAD_PROVIDER_OPEN_AI_API_KEY", "DYAD_PROVIDER_OPEN_AI_ORG_ID"}));
+  EXPECT_EQ(r->items[0].conflicts, (std::vector<std::string>{"DYAD_PROVIDER_OPEN_AI_ORG_ID"}));
+  EXPECT_EQ(r->conflicts, 1);
+  EXPECT_EQ(r->removable, (std::vector<std::string>{"DYAD_PROVIDER_OPEN_AI_API_KEY"}));
   auto read = ReadWithoutVariables(p.id);
   EXPECT_EQ(read["api_key"], kEnvKey);
-  EXPECT_EQ(read["org_id"], kEnvOrg);
+  EXPECT_EQ(read["org_id"], kOld);  // stored: kept
   EXPECT_EQ(read["base"], "kept");  // a field with no variable keeps its stored value
   auto row = repo_->Get(p.id);
   ASSERT_TRUE(row.ok());
@@ -118,8 +121,19 @@ TEST_F(EnvImportTest, StoresTheVariablesOverTheStoredFieldsAndListsThemForRemova
   EXPECT_EQ(Text(*r).find("CANARY"), std::string::npos);
 }
 
+// Under the provider's lock too: a field stored by the time the write runs
+// (a rotation since import-env read it) is not replaced.
+TEST_F(EnvImportTest, ImportCredentialsNeverReplacesAStoredField) {
+  Provider p = Create("open-ai", Fields({{"api_key", kOld}}));
+  auto written = providers_->ImportCredentials(p.id, Fields({{"api_key", kEnvKey}, {"org_id", kEnvOrg}}), caller_);
+  ASSERT_TRUE(written.ok()) << written.error().message;
+  auto read = ReadWithoutVariables(p.id);
+  EXPECT_EQ(read["api_key"], kOld);
+  EXPECT_EQ(read["org_id"], kEnvOrg);
+}
+
 TEST_F(EnvImportTest, DryRunWritesNothingAndSaysWhatItWouldStore) {
-  Provider p = Create("gemini", Fields({{"api_key", kOld}}));
+  Provider p = Create("gemini", Fields({{"org_id", kOld}}));  // api_key not stored: would be filled
   auto before = store_.data();
   Build({{"DYAD_PROVIDER_GEMINI_API_KEY", kEnvKey}});
   auto r = ImportEnvironmentCredentials(*providers_, *secrets_, true, caller_);
@@ -131,7 +145,7 @@ TEST_F(EnvImportTest, DryRunWritesNothingAndSaysWhatItWouldStore) {
   EXPECT_TRUE(r->removable.empty());
   EXPECT_EQ(store_.data(), before);
   EXPECT_EQ(repo_->Get(p.id)->credentials_version, p.credentials_version);
-  EXPECT_EQ(ReadWithoutVariables(p.id)["api_key"], kOld);
+  EXPECT_EQ(ReadWithoutVariables(p.id), (std::map<std::string, std::string>{{"org_id", kOld}}));
   EXPECT_EQ(Text(*r).find("CANARY"), std::string::npos);
 }
 
@@ -151,7 +165,7 @@ TEST_F(EnvImportTest, EqualStoredCredentialsAreUnchangedAndNotWritten) {
 
 TEST_F(EnvImportTest, ProvidersWithoutVariablesAreLeftAloneAndStrayVariablesAreUnknown) {
   Provider quiet = Create("quiet", Fields({{"api_key", kOld}}));
-  Provider p = Create("openai", Fields({{"api_key", kOld}}));
+  Provider p = Create("openai", Fields({{"org_id", kOld}}));  // api_key not stored: filled
   auto quiet_before = store_.data().at(store_.SecretName(quiet.id));
   Build({{"DYAD_PROVIDER_OPENAI_API_KEY", kEnvKey},
          {"DYAD_PROVIDER_OPENAI_REGION", "x"},  // no such field of openai

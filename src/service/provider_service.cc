@@ -217,7 +217,9 @@ Result<Provider> ProviderService::ImportCredentials(const std::string& id, const
   auto merge = [&fields](const Provider&, const CredentialFields& stored, const StoredBytes&) -> Result<ProviderPatch> {
     ProviderPatch patch;
     patch.credentials = stored;  // masked: each kept field stands for its stored value
-    for (const auto& [name, value] : fields) patch.credentials->insert_or_assign(name, value);
+    // Only fields with no stored value: a stored one may be newer than the
+    // variable (rotated through the API) and is never replaced by it.
+    for (const auto& [name, value] : fields) patch.credentials->emplace(name, value);
     return patch;
   };
   return Write(id, true, Names(fields), merge, caller, /*from_environment=*/true);

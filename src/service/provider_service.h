@@ -91,8 +91,9 @@ class ProviderService {
   // result would hold only the fields named, never the environment's.
   Result<Provider> Edit(const std::string& id, const std::optional<std::vector<std::string>>& credentials_named,
                         const ProviderEdit& edit, const Caller& caller);
-  // `migrate import-env`: `fields` (the provider's DYAD_PROVIDER_* values)
-  // merged over its stored credentials, which keep their other fields; as
+  // `migrate import-env`: those of `fields` (the provider's DYAD_PROVIDER_*
+  // values) with no stored value added to its stored credentials, read
+  // under its lock (a stored value is never replaced); as
   // Edit() with those fields named, but allowed where the provider reads its
   // credentials from the environment (the fields stored are that set).
   Result<Provider> ImportCredentials(const std::string& id, const CredentialFields& fields, const Caller& caller);
