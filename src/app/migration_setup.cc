@@ -35,7 +35,7 @@ Result<TargetConfig> LoadTargetConfig(const std::string& path, const Config& sou
     for (const char* name : {"GATEWAY_DATA_DIR", "GATEWAY_DATABASE_URL"}) {
       if (auto it = source.env.find(name); it != source.env.end()) {
         env.emplace(name, it->second);
-        out.switch_lines.push_back(std::string(name) + "=" + it->second + "  (the source's, kept)");
+        out.switch_lines.push_back(std::string(name) + "=" + it->second + "  # the source's, kept");
       }
     }
   }
