@@ -106,7 +106,11 @@ class BackendMigration {
   MigrationItem CopyOne(const Provider& p, const MigrationOptions& options,
                         const std::map<std::string, MigrationRecord>& done);
   Result<std::string> WriteTarget(const std::string& name, const std::string& sealed);
-  MigrationItem VerifyOne(const Provider& p);
+  MigrationItem VerifyOne(const Provider& p, const std::map<std::string, MigrationRecord>& done);
+  // Whether `p` was copied by this migration (a `copied` record) and the
+  // target still opens to what was copied: with no source secret left, a
+  // delete pass removed it after its verify.
+  bool MovedAndSourceDeleted(const Provider& p, const std::map<std::string, MigrationRecord>& done);
   MigrationItem DeleteOne(const Provider& p, const Caller& caller);
 
   SecretsService& source_;

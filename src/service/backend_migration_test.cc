@@ -115,6 +115,22 @@ TEST_F(BackendMigrationTest, CopiesEveryProviderUnderTheTargetKeyAndVerifies) {
   EXPECT_EQ(source_.size(), 2u);  // the source stays without --delete-source
 }
 
+// A --delete-source run killed (or failing) partway through its delete pass:
+// the re-run finds the deleted ones copied and finishes, clean.
+TEST_F(BackendMigrationTest, ARunAfterAPartialDeletePassFinishes) {
+  std::string a = Create("a", std::string(kCanary) + "-a"), b = Create("b", std::string(kCanary) + "-b");
+  ASSERT_TRUE(Run({.verify = true}).Clean());
+  ASSERT_TRUE(source_.DeleteNow(secrets_->SecretName(a)).ok());  // the delete pass got this far
+  MigrationReport again = Run({.delete_source = true});
+  EXPECT_EQ(again.failed, 0);
+  EXPECT_EQ(again.verify_failed, 0);
+  EXPECT_EQ(again.skipped, 2);
+  EXPECT_TRUE(again.Clean());
+  EXPECT_EQ(source_.size(), 0u);
+  EXPECT_EQ(TargetKey(a), std::string(kCanary) + "-a");
+  EXPECT_EQ(TargetKey(b), std::string(kCanary) + "-b");
+}
+
 TEST_F(BackendMigrationTest, ResumesAfterAKillMidRunWithoutDuplicates) {
   std::vector<std::string> ids;
   for (int i = 0; i < 6; ++i) ids.push_back(Create("p" + std::to_string(i), kCanary + std::to_string(i)));
