@@ -80,7 +80,7 @@ def check_import(gw, extra_check=None):
 
     again = import_env(gw, variables)  # the second time: nothing to write
     assert again.returncode == 0, again.stderr
-    assert " stored " not in again.stdout and again.stdout.count(" unchanged ") == 2, again.stdout
+    assert "  stored  [" not in again.stdout and again.stdout.count("  unchanged  [") == 2, again.stdout
     gw.start()
 
 
