@@ -59,10 +59,14 @@ class RotationRepository {
   // run.started_at and error = `interrupted_note`, and nullopt is returned.
   // With `if_successes`, also writes nothing unless exactly that many runs
   // have completed (kFailedPrecondition): a scheduler that found a rotation
-  // due starts none if another instance completed one meanwhile.
+  // due starts none if another instance completed one meanwhile. With
+  // `if_running`, writes nothing unless that run is still 'running'
+  // (kFailedPrecondition): a resume of a run whose owner finished it, and
+  // let its lock go, since it was read resumes nothing.
   virtual Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner,
                                                    Clock::Duration takeover, const std::string& interrupted_note,
-                                                   std::optional<int64_t> if_successes = std::nullopt) = 0;
+                                                   std::optional<int64_t> if_successes = std::nullopt,
+                                                   const std::optional<std::string>& if_running = std::nullopt) = 0;
 
   // Saves the run's status, versions, counts, cursor, error and duration
   // (finished_at only when `final`, else cleared) and beats the heartbeat

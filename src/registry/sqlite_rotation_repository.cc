@@ -45,8 +45,8 @@ class SqliteRotationRepository final : public RotationRepository {
   SqliteRotationRepository(std::shared_ptr<SqliteDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
 
   Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
-                                           const std::string& interrupted_note,
-                                           std::optional<int64_t> if_successes) override {
+                                           const std::string& interrupted_note, std::optional<int64_t> if_successes,
+                                           const std::optional<std::string>& if_running) override {
     const int64_t now = WallSeconds();
     const int64_t takeover_s = std::chrono::duration_cast<std::chrono::seconds>(takeover).count();
     std::optional<std::string> holder;
@@ -61,6 +61,13 @@ class SqliteRotationRepository final : public RotationRepository {
           return OkStatus();  // nothing written
         }
         DYAD_RETURN_IF_ERROR(c.Exec("DELETE FROM rotation_lock WHERE id=1"));
+      }
+      if (if_running) {
+        DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT status FROM rotation_runs WHERE id=?"));
+        DYAD_ASSIGN_OR_RETURN(bool found, st.Bind(1, *if_running).Step());
+        if (!found || st.Text(0) != "running") {
+          return MakeError(ErrorCode::kFailedPrecondition, "run " + *if_running + " is no longer running");
+        }
       }
       if (if_successes) {
         DYAD_ASSIGN_OR_RETURN(RotationSuccesses done, CountSuccesses(c));

@@ -153,6 +153,28 @@ TEST_F(RotationRepoTest, ConcurrentBeginsOnAFreeLockHaveOneWinner) {
   }
 }
 
+// A resume read a run as 'running'; its owner finished it and let the lock
+// go before the resume's begin: the resume starts nothing (a second rotation).
+TEST_F(RotationRepoTest, AResumeOfARunThatEndedMeanwhileBeginsNothing) {
+  RotationRun run = NewRun("run-1");
+  ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x")->has_value());
+  run.status = "completed";
+  run.finished_at = "2026-01-01T00:05:00.000Z";
+  ASSERT_TRUE(a_->SaveProgress(run, "owner-a", true).ok());
+  ASSERT_TRUE(a_->Release("run-1", "owner-a").ok());
+  auto resumed = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, std::string("run-1"));
+  ASSERT_FALSE(resumed.ok());
+  EXPECT_EQ(resumed.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(b_->History(10)->size(), 1u);
+  EXPECT_EQ(b_->History(1)->front().status, "completed");
+  // A run still 'running' whose owner is gone (its lock stale) is resumed.
+  RotationRun left = NewRun("run-3");
+  ASSERT_FALSE(a_->Begin(left, "owner-a", seconds(10), "x")->has_value());
+  clock_.Advance(seconds(11));
+  EXPECT_FALSE(b_->Begin(NewRun("run-4"), "owner-b", seconds(10), "x", std::nullopt, std::string("run-3"))
+                   ->has_value());
+}
+
 TEST_F(RotationRepoTest, SuccessesAreSharedAndGuardABegin) {
   EXPECT_EQ(b_->Successes()->count, 0);
   EXPECT_EQ(b_->Successes()->last_finished_at, "");

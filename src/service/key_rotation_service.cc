@@ -128,7 +128,8 @@ Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& tri
   const std::string interrupted = "the process stopped during re-encryption; " +
                                   std::string(resume_from ? "resumed as run " : "superseded by run ") + run.id;
   DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder,
-                        runs_->Begin(run, owner_, options_.lock_takeover, interrupted, if_successes));
+                        runs_->Begin(run, owner_, options_.lock_takeover, interrupted, if_successes,
+                                     resume_from ? std::optional<std::string>(resume_from->id) : std::nullopt));
   if (holder) return Conflict(*holder);
   current_ = run;
   return run;
@@ -433,6 +434,7 @@ Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const C
       if (waiting) *waiting = true;
       return std::optional<std::string>();
     }
+    if (run.code() == ErrorCode::kFailedPrecondition) return std::optional<std::string>();  // it ended meanwhile
     return run.error();
   }
   std::string id = run->id;
