@@ -13,6 +13,7 @@
 #include "registry/sqlite_key_version_repository.h"
 #include "registry/sqlite_settings_repository.h"
 #include "testing/fakes.h"
+#include "testing/service_fixture.h"
 
 namespace dyad {
 namespace {
@@ -72,22 +73,16 @@ class ControlledKeys final : public KeyManager {
   Status answer_ DYAD_GUARDED_BY(mu_);
 };
 
-class ServicesTest : public ::testing::Test {
+class ServicesTest : public testing::ServiceFixture {
  protected:
   void SetUp() override {
-    db_ = *SqliteDb::Open(dir_.File("t.db"));
-    repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
+    ServiceFixture::SetUp();
     Build({});
   }
-  void Build(EnvMap env) {
-    providers_.reset();
-    secrets_.reset();
+  void Build(const EnvMap& env) {
     SecretsOptions o;
     o.cache.ttl = 300s;
-    secrets_ = std::make_unique<SecretsService>(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), env);
-    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+    ServiceFixture::Build(o, env);
   }
   Provider Create(const std::string& slug, const std::string& key = kCanary) {
     ProviderPatch p;
@@ -120,18 +115,6 @@ class ServicesTest : public ::testing::Test {
     EXPECT_TRUE(s.AwaitProbe(30s));
     return s.Health();
   }
-
-  testing::TempDir dir_;
-  FakeClock clock_;
-  std::shared_ptr<SqliteDb> db_;
-  std::unique_ptr<ProviderRepository> repo_;
-  std::unique_ptr<KeyManager> keys_;
-  testing::MemoryStore store_;
-  testing::MemoryAudit audit_;
-  Metrics metrics_;
-  Caller caller_{"tester", "rid-1"};
-  std::unique_ptr<SecretsService> secrets_;
-  std::unique_ptr<ProviderService> providers_;
 };
 
 TEST_F(ServicesTest, CreateStoresSealedSecretAndPlaceholderRow) {
