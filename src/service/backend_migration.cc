@@ -92,25 +92,22 @@ Result<std::string> BackendMigration::WriteTarget(const std::string& provider_id
                                                   const std::optional<std::string>& replacing,
                                                   const CredentialFields& fields, const Caller& caller) {
   const std::string name = target_.store.SecretName(provider_id);
+  const auto taken = [&](const char* how) {
+    return MakeError(ErrorCode::kConflict, "provider " + provider_id + ": another writer " + how + " its secret in "
+                                           "the target while it was being copied: kept; run migrate again");
+  };
   Result<std::string> written = [&]() -> Result<std::string> {
     if (!replacing) {
       auto created = target_.store.Create(name, sealed);
       if (created.ok() || created.code() != ErrorCode::kAlreadyExists) return created;
-      return MakeError(ErrorCode::kConflict, "provider " + provider_id + ": another writer created its secret in "
-                                             "the target while it was being copied: kept; run migrate again");
+      return taken("created");
     }
     auto replaced = target_.store.Replace(name, sealed, *replacing);
-    if (!replaced.ok() && replaced.code() == ErrorCode::kConflict) {
-      return MakeError(ErrorCode::kConflict, "provider " + provider_id + ": another writer replaced its secret in "
-                                             "the target while it was being copied: kept; run migrate again");
-    }
+    if (!replaced.ok() && replaced.code() == ErrorCode::kConflict) return taken("replaced");
     if (replaced.ok() || replaced.code() != ErrorCode::kUnimplemented) return replaced;
     // No conditional write: the version read last is checked right before.
     DYAD_ASSIGN_OR_RETURN(StoredSecret current, target_.store.Get(name));
-    if (current.version != *replacing) {
-      return MakeError(ErrorCode::kConflict, "provider " + provider_id + ": another writer replaced its secret in "
-                                             "the target while it was being copied: kept; run migrate again");
-    }
+    if (current.version != *replacing) return taken("replaced");
     return target_.store.Overwrite(name, sealed);
   }();
   AuditEvent e;

@@ -247,6 +247,17 @@ TEST_F(BackendMigrationTest, AnUnopenableTargetValueNoRecordNamesIsKept) {
   EXPECT_EQ(target_inner_.Get(target_inner_.SecretName(id))->value, "half-written");
 }
 
+// Another writer of the target between the read and the write wins.
+TEST_F(BackendMigrationTest, ATargetWrittenByAnotherDuringTheCopyIsKept) {
+  std::string a = Create("a", kCanary);
+  target_.on_create = [&] { PutInTarget(a, "theirs", 1); };
+  MigrationReport r = Run();
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_NE(ItemOf(r, a).detail.find("another writer created its secret in the target"), std::string::npos)
+      << ItemOf(r, a).detail;
+  EXPECT_EQ(TargetKey(a), "theirs");
+}
+
 // After a clean verified run the records keep state and versions, not the
 // keyed fingerprints; a re-run still replaces its own writes by version.
 TEST_F(BackendMigrationTest, ACleanVerifiedRunKeepsVersionsNotFingerprints) {
