@@ -47,6 +47,19 @@ int Fail(const std::string& message) {
   return 2;
 }
 
+// A command that was configured and invoked right but could not be done
+// (a backend that does not answer, a lock held, a refusal): exit 1, where
+// Fail()'s 2 is for configuration and usage errors only.
+int Refuse(const std::string& message) {
+  Fail(message);
+  return 1;
+}
+
+// Fail() for a configuration error (kInvalidArgument), Refuse() otherwise.
+int FailOrRefuse(const Error& error, const std::string& message) {
+  return error.code == ErrorCode::kInvalidArgument ? Fail(message) : Refuse(message);
+}
+
 // The environment and `env_file`, read by `load`; then no plain copy of a
 // secret variable stays in the process.
 Result<Config> LoadWith(const std::string& env_file, const std::function<Result<Config>(const EnvMap&)>& load) {
@@ -265,7 +278,8 @@ int MigrateImportEnv(const CliOptions& cli, bool dry_run) {
 
 // `migrate --to-env-file`: BackendMigration from the configured backend to
 // TARGET.env's (app/migration_setup.h); 2 for a configuration error of
-// either side, 1 when a provider failed.
+// either side, 1 when the run could not be done (a lock held, a backend that
+// does not answer, a refusal) or was not clean.
 int Migrate(const CliOptions& cli, const std::string& target_file, const MigrationOptions& options) {
   auto source = LoadFrom(cli.env_file, cli.dev);
   if (!source.ok()) return Fail("configuration error (source): " + source.error().message);
@@ -274,22 +288,24 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   spdlog::set_level(spdlog::level::warn);
   if (Status s = EnsureDataDir(source->data_dir, /*create=*/false); !s.ok()) return Fail(s.error().message);
   auto lock = MigrationLock::Acquire(source->data_dir);
-  if (!lock.ok()) return Fail(lock.error().message);
+  if (!lock.ok()) return FailOrRefuse(lock.error(), lock.error().message);
   if (source->dev) {
     if (Status s = PrepareDevSecrets(*source, /*generate=*/false); !s.ok()) return Fail(s.error().message);
   }
   SystemClock clock;
   auto app = App::Create(*source, clock, false);
-  if (!app.ok()) return Fail("cannot open the source: " + app.error().message);
+  if (!app.ok()) return FailOrRefuse(app.error(), "cannot open the source: " + app.error().message);
   auto backend = BuiltinBackends().Open(BackendContext{target->config, (*app)->database(), clock, DefaultRandom()});
-  if (!backend.ok()) return Fail("cannot open the target (" + target_file + "): " + backend.error().message);
+  if (!backend.ok()) {
+    return FailOrRefuse(backend.error(), "cannot open the target (" + target_file + "): " + backend.error().message);
+  }
   auto audit_keys = NewSqliteAuditKeyRepository((*app)->database());
   if (options.delete_source && !options.dry_run) {
     // Deletions are audited: not while the audit key is already the
     // target's (moved by an earlier clean run), when they would be dropped.
     auto key = LoadAuditKey(*audit_keys, (*app)->secrets().keys(), clock, false);
     if (!key.ok() && key.code() != ErrorCode::kNotFound) {
-      return Fail("--delete-source: the audit log cannot be written under the source's key (" + key.error().message +
+      return Refuse("--delete-source: the audit log cannot be written under the source's key (" + key.error().message +
                   "), so the deletions would go unaudited; an earlier clean run moved the audit key to the target. "
                   "Delete the source's copies in the run that copies them (--verify --delete-source), or with the "
                   "source backend's own tools");
@@ -309,8 +325,8 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   };
   auto report = migration.Run(options, progress, Caller{"cli-migrate", ""});
   if (!report.ok()) {
-    return Fail(std::string(report.code() == ErrorCode::kInvalidArgument ? "configuration error: " : "") +
-                report.error().message);
+    return FailOrRefuse(report.error(), std::string(report.code() == ErrorCode::kInvalidArgument
+                                                        ? "configuration error: " : "") + report.error().message);
   }
   std::printf("migration %s%s\n", report->migration.c_str(), options.dry_run ? " (dry run: nothing written)" : "");
   for (const auto& item : report->items) {
@@ -326,6 +342,17 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
     }
     std::printf("verified %lld, verify failed %lld\n", static_cast<long long>(report->verify_ok),
                 static_cast<long long>(report->verify_failed));
+  }
+  if (!report->stopped.empty()) std::printf("%s\n", report->stopped.c_str());
+  for (const auto& item : report->late) {
+    std::printf("%-14s %s  %s\n", item.outcome.c_str(), item.provider_id.c_str(), item.detail.c_str());
+  }
+  if (!report->late.empty()) {
+    std::printf("not copied %zu: created during the run; run migrate again\n", report->late.size());
+  }
+  if (!report->fingerprints_kept.empty()) {
+    std::printf("migration_progress: the fingerprints could not be cleared (%s); the next clean run clears them\n",
+                report->fingerprints_kept.c_str());
   }
   if (options.delete_source) {
     for (const auto& item : report->delete_failures) {

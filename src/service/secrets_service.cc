@@ -510,10 +510,18 @@ Status SecretsService::DeleteIfUnchanged(const std::string& provider_id, const S
     return MakeError(ErrorCode::kConflict, "the secret of provider '" + provider_id +
                                                "' was written by another writer since it was read; it stays");
   }
+  auto t0 = clock_.Now();
   Status s = store_.DeleteIfVersion(SecretName(provider_id), current->version);
   if (s.ok() || s.code() != ErrorCode::kUnimplemented) {
     cache_.Invalidate(provider_id);
     if (s.ok()) RevokeLeases(provider_id, caller, "credentials cleared");
+    AuditEvent e;  // as Delete() audits the deletion it makes
+    e.action = "secret.delete";
+    e.resource = provider_id;
+    e.source = "store";
+    e.duration_ms = Seconds(clock_.Now() - t0).count() * 1000;
+    if (!s.ok()) SetFailure(e, s.error());
+    Audit(std::move(e), caller);
     return s;
   }
   DYAD_RETURN_IF_ERROR(held.Confirm());

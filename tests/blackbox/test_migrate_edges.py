@@ -3,6 +3,7 @@ deleted, the source still serves), a rollback (a clean run moves the audit key t
 migrate the other way), and target files that are missing or name another data dir."""
 import uuid
 
+from aws_peers import REGION, free_port
 from test_azure import own_double  # noqa: F401 (a fixture: a Key Vault double of the test's own)
 from conftest import Gateway
 from test_migrate import (AZURE_SECRET, azure_env, counts, env_secret_count, make_providers, migrate, no_secret_in,
@@ -81,3 +82,19 @@ def test_a_target_on_another_data_dir_is_refused(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "GATEWAY_DATA_DIR" in r.stderr and str(target) in r.stderr and "cd" * 32 not in r.stderr
     assert env_secret_count(source.data_dir) == 1
+
+
+def test_an_unreachable_target_ends_the_run_before_any_copy(tmp_path):
+    source, providers = seeded(tmp_path, 3)
+    secret_key = "s" * 40
+    target = write_env(tmp_path / "aws.env", {
+        "SECRETS_PROVIDER": "aws", "AWS_REGION": REGION, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "AKIAMIGRATEEDGE00000", "AWS_SECRET_ACCESS_KEY": secret_key,
+        "ENCRYPTION_KEY_ID": "alias/nowhere", "AWS_EC2_METADATA_DISABLED": "true",
+        "GATEWAY_DATA_DIR": str(source.data_dir)})
+    r = migrate(source, target, "--verify", "--delete-source", timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr  # a runtime failure, not a configuration error
+    assert "did not answer its first read, so nothing was copied" in r.stderr, r.stderr
+    assert secret_key not in r.stdout + r.stderr
+    no_secret_in(r.stdout + r.stderr, providers)
+    assert env_secret_count(source.data_dir) == 3
