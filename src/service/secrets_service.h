@@ -298,6 +298,8 @@ class SecretsService {
   Result<StoredSecret> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
                                         StoredSecret sealed, ProviderLocks::Held& held);
   void Audit(AuditEvent event, const Caller& caller);
+  // A "secret.delete" line: `s` the store's answer (kNotFound is a success).
+  void AuditDelete(const std::string& provider_id, const Status& s, Clock::Instant t0, const Caller& caller);
   // A credential that refers to a dynamic secret needs a source of them.
   Status CheckReferences(const CredentialFields& fields) const;
   // Ends the provider's leases (best effort, audited): its credentials are
