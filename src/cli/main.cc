@@ -301,14 +301,13 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   }
   auto audit_keys = NewSqliteAuditKeyRepository((*app)->database());
   if (options.delete_source && !options.dry_run) {
-    // Deletions are audited: not while the audit key is already the
-    // target's (moved by an earlier clean run), when they would be dropped.
+    // Deletions are audited under the source's key manager, which keeps its
+    // wrapping of the audit key after a clean run; not when it has none
+    // (a finished --delete-source run dropped it), when they would be lost.
     auto key = LoadAuditKey(*audit_keys, (*app)->secrets().keys(), clock, false);
     if (!key.ok() && key.code() != ErrorCode::kNotFound) {
-      return Refuse("--delete-source: the audit log cannot be written under the source's key (" + key.error().message +
-                  "), so the deletions would go unaudited; an earlier clean run moved the audit key to the target. "
-                  "Delete the source's copies in the run that copies them (--verify --delete-source), or with the "
-                  "source backend's own tools");
+      return Refuse("--delete-source: the audit log cannot be written under the source's configuration (" +
+                    key.error().message + "), so the deletions would go unaudited");
     }
   }
   auto records = NewSqliteMigrationProgressRepository((*app)->database(), clock);
@@ -362,11 +361,21 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
     else if (!options.dry_run) std::printf("source secrets deleted: %lld\n", static_cast<long long>(report->source_deleted));
   }
   if (report->Clean() && !options.dry_run) {
-    // The audit chain goes on under the target's key: the target's `serve`
-    // must open the same audit key.
-    if (Status s = MoveAuditKeyTo(*audit_keys, (*app)->secrets().keys(), *backend->keys); !s.ok()) {
+    // The audit chain goes on under the target's key manager too: the
+    // target's `serve` opens the same audit key, and so does the source's
+    // until a run deletes the source (then its wrapping goes with it).
+    auto& source_keys = (*app)->secrets().keys();
+    if (Status s = AddAuditKeyWrapping(*audit_keys, source_keys, *backend->keys); !s.ok()) {
       std::printf("audit key: %s\n", s.error().message.c_str());
       return 1;
+    }
+    if (options.delete_source) {
+      auto dropped = DropAuditKeyWrapping(*audit_keys, source_keys, *backend->keys);
+      if (!dropped.ok()) {
+        std::printf("audit key: cannot drop the source's wrapping: %s\n", dropped.error().message.c_str());
+        return 1;
+      }
+      if (*dropped) std::printf("audit key: the source's wrapping dropped (the source is deleted)\n");
     }
     std::printf("\nswitch to this configuration (from %s), then restart `dyad-gateway serve` and run "
                 "`dyad-gateway secrets verify`:\n", target_file.c_str());

@@ -300,6 +300,8 @@ class SecretsService {
                                      ProviderLocks::Held& held);
   Result<StoredSecret> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
                                         StoredSecret sealed, ProviderLocks::Held& held);
+  // A "secret.delete" line: `s` the store's answer (kNotFound is a success).
+  void AuditDelete(const std::string& provider_id, const Status& s, Clock::Instant t0, const Caller& caller);
   // A credential that refers to a dynamic secret needs a source of them.
   Status CheckReferences(const CredentialFields& fields) const;
   // Ends the provider's leases (best effort, audited): its credentials are

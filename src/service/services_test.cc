@@ -3,6 +3,7 @@
 
 
 #include "backends/environment/local_keyring.h"
+#include "backends/environment/sqlite_secret_store.h"
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "secrets/envelope.h"
@@ -190,6 +191,31 @@ TEST_F(ServicesTest, DeleteRemovesRowAndSecret) {
   ASSERT_TRUE(providers_->Delete(p.id, caller_).ok());
   EXPECT_EQ(store_.size(), 0u);
   EXPECT_EQ(providers_->Delete(p.id, caller_).code(), ErrorCode::kNotFound);
+}
+
+// `migrate --delete-source` deletes through the store's conditional delete
+// (the environment backend's): audited as a plain delete is.
+TEST_F(ServicesTest, AConditionalDeleteIsAudited) {
+  auto store = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
+  SecretsService secrets(SecretsOptions{}, *store, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  ProviderService providers(*repo_, secrets, clock_, DefaultRandom(), audit_);
+  ProviderPatch patch;
+  patch.name = patch.slug = "openai";
+  patch.type = "http-sdk";
+  patch.credentials = ApiKeyFields(kCanary);
+  auto p = providers.Create(patch, caller_);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  auto held = secrets.locks().Hold(p->id);
+  ASSERT_TRUE(held.ok());
+  auto raw = secrets.ReadRaw(p->id);
+  ASSERT_TRUE(raw.ok() && raw->has_value());
+  ASSERT_TRUE(secrets.DeleteIfUnchanged(p->id, **raw, caller_, **held).ok());
+  EXPECT_FALSE(*secrets.ReadRaw(p->id));
+  auto events = audit_.events();
+  auto deletes = std::count_if(events.begin(), events.end(), [&](const AuditEvent& e) {
+    return e.action == "secret.delete" && e.resource == p->id && e.actor == "tester" && e.outcome == "success";
+  });
+  EXPECT_EQ(deletes, 1);
 }
 
 TEST_F(ServicesTest, HealthProbesTheBackendAtMostOncePerSecond) {
