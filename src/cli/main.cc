@@ -300,14 +300,14 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
     return FailOrRefuse(backend.error(), "cannot open the target (" + target_file + "): " + backend.error().message);
   }
   auto audit_keys = NewSqliteAuditKeyRepository((*app)->database());
-  if (options.delete_source && !options.dry_run) {
-    // Deletions are audited under the source's key manager, which keeps its
-    // wrapping of the audit key after a clean run; not when it has none
-    // (a finished --delete-source run dropped it), when they would be lost.
+  if (!options.dry_run) {
+    // Copies and deletions are audited under the source's key manager, which
+    // keeps its wrapping of the audit key after a clean run; not when it has
+    // none (a finished --delete-source run dropped it): they would be lost.
     auto key = LoadAuditKey(*audit_keys, (*app)->secrets().keys(), clock, false);
     if (!key.ok() && key.code() != ErrorCode::kNotFound) {
-      return Refuse("--delete-source: the audit log cannot be written under the source's configuration (" +
-                    key.error().message + "), so the deletions would go unaudited");
+      return Refuse("the audit log cannot be written under the source's configuration (" + key.error().message +
+                    "), so the " + (options.delete_source ? "deletions" : "copies") + " would go unaudited");
     }
   }
   auto records = NewSqliteMigrationProgressRepository((*app)->database(), clock);

@@ -310,3 +310,5 @@ def test_delete_source_after_a_clean_run_is_audited_under_the_source(tmp_path, s
     r = migrate(gw, target, "--delete-source")
     assert r.returncode == 1 and "the deletions would go unaudited" in r.stderr, r.stdout + r.stderr  # a refusal
     assert "aws-kms" in r.stderr and "migrate" in r.stderr
+    r = migrate(gw, target, "--verify")  # nor copies
+    assert r.returncode == 1 and "the copies would go unaudited" in r.stderr, r.stdout + r.stderr
