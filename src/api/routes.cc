@@ -35,8 +35,10 @@ json HealthJson(const SecretsHealth& h) {
     for (const auto& r : h.replication->report.replicas) {
       replicas.push_back({{"region", r.place}, {"status", r.status}, {"message", r.message}});
     }
-    j["replication"] = {{"sampleSecret", h.replication->report.sample},
+    j["replication"] = {{"status", h.replication->status},
+                        {"sampleSecret", h.replication->report.sample},
                         {"checkedAt", h.replication->checked_at},
+                        {"durationMs", h.replication->duration_ms},
                         {"replicas", std::move(replicas)}};
     if (!h.replication->error.empty()) j["replication"]["error"] = h.replication->error;
   }

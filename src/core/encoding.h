@@ -18,6 +18,9 @@ std::optional<std::string> Base64Decode(std::string_view text);
 // space only when asked (form encoding).
 // Without leading and trailing whitespace (isspace).
 std::string_view TrimSpace(std::string_view s);
+// A-Z as a-z, every other byte as it is (whatever the C locale says): host
+// names, schemes, header names, keywords.
+std::string AsciiLower(std::string_view s);
 
 std::string PercentDecode(std::string_view s, bool plus_as_space);
 // RFC 3986: every byte but A-Z a-z 0-9 - _ . ~ (and '/' if kept) as %XX.

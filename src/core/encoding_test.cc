@@ -45,5 +45,12 @@ TEST(Encoding, Utf8WellFormedOnly) {
   EXPECT_FALSE(IsValidUtf8("\xe2\x82"));          // cut short
 }
 
+TEST(Encoding, AsciiLowerTouchesOnlyAToZ) {
+  EXPECT_EQ(AsciiLower("Vault-B.INTERNAL:8200"), "vault-b.internal:8200");
+  EXPECT_EQ(AsciiLower(""), "");
+  // UTF-8 bytes (here "É") and punctuation around the letters stay as they are.
+  EXPECT_EQ(AsciiLower("\xC3\x89@[]`{Z"), "\xC3\x89@[]`{z");
+}
+
 }  // namespace
 }  // namespace dyad

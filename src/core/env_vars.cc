@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "core/encoding.h"
+
 namespace dyad {
 
 Error BadVariable(std::string_view name, std::string_view what) {
@@ -16,8 +18,7 @@ const std::string* FindVariable(const EnvMap& env, const std::string& name) {
 Status ReadBoolVariable(const EnvMap& env, const std::string& name, bool& out) {
   const std::string* v = FindVariable(env, name);
   if (!v) return OkStatus();
-  std::string s;
-  for (char c : *v) s.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  const std::string s = AsciiLower(*v);
   if (s == "true" || s == "1" || s == "yes" || s == "on") out = true;
   else if (s == "false" || s == "0" || s == "no" || s == "off") out = false;
   else return BadVariable(name, "'" + *v + "' is not a boolean; use true or false");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "core/encoding.h"
 #include "core/endpoint.h"
 #include "core/env_vars.h"
 #include "core/parse_int.h"
@@ -12,12 +13,6 @@ namespace {
 
 bool IsLower(char c) { return c >= 'a' && c <= 'z'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-std::string Lower(std::string_view s) {
-  std::string out;
-  for (char c : s) out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-  return out;
-}
 
 // A host as compared: lower case, one trailing dot dropped; nullopt when it
 // is not a DNS name (labels of letters, digits, '-' and '_') or a bracketed
@@ -30,7 +25,7 @@ std::optional<std::string> NormalHost(std::string_view host) {
     for (char c : host.substr(1, host.size() - 2)) {
       if (!std::isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') return std::nullopt;
     }
-    return Lower(host);
+    return AsciiLower(host);
   }
   // Labels of 1 to 63 characters, neither starting nor ending with '-'.
   size_t start = 0;
@@ -43,19 +38,16 @@ std::optional<std::string> NormalHost(std::string_view host) {
     }
     start = dot + 1;
   }
-  return Lower(host);
+  return AsciiLower(host);
 }
 
-struct UrlParts {
-  std::string scheme, host;
-  int port = 0;
-};
+using UrlParts = UrlPlace;
 
 std::optional<UrlParts> SplitUrl(std::string_view url) {
   auto e = ParseEndpoint(url);
   if (!e) return std::nullopt;
   UrlParts out;
-  out.scheme = Lower(url.substr(0, url.find("://")));
+  out.scheme = AsciiLower(url.substr(0, url.find("://")));
   std::string_view hostport = e->host;
   std::string_view host = hostport, port;
   size_t colon = hostport.rfind(':');
@@ -89,9 +81,15 @@ Error NotListed(std::string_view variable, std::string_view what, std::string_vi
 
 }  // namespace
 
+std::optional<UrlPlace> ParseUrlPlace(std::string_view url) { return SplitUrl(url); }
+
 bool IsAwsRegionName(std::string_view text) {
-  // xx(-word)+-N: at least three parts, the first two letters, the last digits.
-  if (text.size() < 6 || text.size() > 32) return false;
+  // AREA(-WORD){1,3}-N, lower case: the area 2 to 4 letters (us, cn, eusc),
+  // each word 2 to 12 letters (gov, iso, isob, de, southeast), N a number
+  // of one or two digits without a leading zero. Every partition's regions
+  // take this shape (us-east-1, us-gov-west-1, cn-north-1, us-isob-east-1,
+  // eusc-de-east-1); an availability zone (us-east-1a) does not.
+  if (text.size() > 32) return false;
   std::vector<std::string_view> parts;
   size_t start = 0;
   for (size_t i = 0; i <= text.size(); ++i) {
@@ -100,13 +98,14 @@ bool IsAwsRegionName(std::string_view text) {
       start = i + 1;
     }
   }
-  if (parts.size() < 3 || parts.front().size() != 2) return false;
+  if (parts.size() < 3 || parts.size() > 5) return false;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    if (parts[i].empty()) return false;
+    if (parts[i].size() < 2 || parts[i].size() > (i == 0 ? 4u : 12u)) return false;
     for (char c : parts[i]) if (!IsLower(c)) return false;
   }
-  if (parts.back().empty() || parts.back().size() > 2) return false;
-  for (char c : parts.back()) if (!IsDigit(c)) return false;
+  std::string_view n = parts.back();
+  if (n.empty() || n.size() > 2 || n.front() == '0') return false;
+  for (char c : n) if (!IsDigit(c)) return false;
   return true;
 }
 
@@ -162,8 +161,8 @@ Result<AllowedRegions> ParseAllowedRegions(std::string_view value) {
     } else if (IsAwsRegionName(entry)) {
       place.kind = AllowedPlace::Kind::kRegion;
       place.region = std::string(entry);
-    } else if (IsAwsRegionName(Lower(entry))) {
-      return BadEntry(entry, "is an AWS region in the wrong case; region names are lower case (" + Lower(entry) + ")");
+    } else if (IsAwsRegionName(AsciiLower(entry))) {
+      return BadEntry(entry, "is an AWS region in the wrong case; region names are lower case (" + AsciiLower(entry) + ")");
     } else {
       if (entry.find('@') != std::string_view::npos) return BadEntry(entry.substr(entry.find('@')), "has user info; give the host alone");
       if (entry.find_first_of(":/?#") != std::string_view::npos) {
@@ -207,7 +206,7 @@ std::optional<std::string> AwsEndpointRegion(std::string_view url) {
   auto u = SplitUrl(url);
   if (!u) return std::nullopt;
   std::string_view host = u->host;
-  for (std::string_view suffix : {".amazonaws.com", ".amazonaws.com.cn", ".api.aws"}) {
+  for (std::string_view suffix : {".amazonaws.com", ".amazonaws.com.cn", ".amazonaws.eu", ".api.aws"}) {
     if (host.size() <= suffix.size() || !host.ends_with(suffix)) continue;
     std::string_view rest = host.substr(0, host.size() - suffix.size());  // service[-fips].region
     // An interface VPC endpoint: vpce-ID.service.region.vpce.amazonaws.com.

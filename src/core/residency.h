@@ -2,8 +2,8 @@
 // secret store, KMS and replicas may lie in (seed "Data Residency").
 //
 // The variable is a comma list; each entry is one of
-//   - an AWS region name (`eu-central-1`: lower-case letters, digits, '-',
-//     shaped like `xx-name-N`), matched exactly;
+//   - an AWS region name (`eu-central-1`, `eusc-de-east-1`: lower-case
+//     letters, '-' and a number, see IsAwsRegionName), matched exactly;
 //   - a host name (`myvault.vault.azure.net`), matched as a whole, ASCII
 //     case-insensitively, one trailing dot ignored: `vault.azure.net` never
 //     matches `x.vault.azure.net`, nor `vault.azure.net.evil.com` it; it
@@ -44,7 +44,19 @@ struct AllowedRegions {
   bool AllowsUrl(std::string_view url) const;
 };
 
-// True for a well-formed AWS region name (`us-east-1`, `us-gov-west-1`).
+// The place of a URL `http(s)://host[:port]` as the URL entries above are
+// matched: the scheme and host in lower case, the host without a trailing
+// dot, the port a number (the scheme's default, 80 or 443, when left out);
+// nullopt for anything else (a path, user info, a host that is not a DNS
+// name or a bracketed IPv6 literal, a port outside 1-65535).
+struct UrlPlace {
+  std::string scheme, host;
+  int port = 0;
+};
+std::optional<UrlPlace> ParseUrlPlace(std::string_view url);
+
+// True for a well-formed AWS region name of any partition (`us-east-1`,
+// `us-gov-west-1`, `cn-north-1`, `us-isob-east-1`, `eusc-de-east-1`).
 bool IsAwsRegionName(std::string_view text);
 
 // Parses the value of SECRETS_ALLOWED_REGIONS; errors name the variable
@@ -62,7 +74,7 @@ Status CheckUrlAllowed(const std::optional<AllowedRegions>& allowed, std::string
                        std::string_view url);
 
 // The region of an AWS endpoint host `service[-fips].REGION.amazonaws.com`
-// (or `.amazonaws.com.cn`, `.api.aws`); nullopt for any other host (a
+// (or `.amazonaws.com.cn`, `.amazonaws.eu`, `.api.aws`); nullopt for any other host (a
 // private or test endpoint, whose region is the signing region's).
 std::optional<std::string> AwsEndpointRegion(std::string_view url);
 // The region of an ARN `arn:PARTITION:SERVICE:REGION:…`; nullopt otherwise.

@@ -100,15 +100,46 @@ TEST(Residency, ReadFromTheEnvironment) {
   EXPECT_NE(u.error().message.find("vault.example.com"), std::string::npos);
 }
 
+// Every partition's regions, the European Sovereign Cloud's among them.
+constexpr std::string_view kRegions[] = {"us-east-1",     "eu-central-2",   "us-gov-west-1",  "ap-southeast-4",
+                                         "ap-southeast-5", "il-central-1",   "cn-north-1",     "cn-northwest-1",
+                                         "us-iso-east-1",  "us-isob-east-1", "eusc-de-east-1", "us-isof-south-1",
+                                         "eu-isoe-west-1", "mx-central-1",   "ap-east-2",      "us-west-10"};
+constexpr std::string_view kNotRegions[] = {
+    "",  "us-east", "us-east-1a", "US-EAST-1", "Eusc-de-east-1", "useast-1", "us--1", "us-east-1-", "u-east-1",
+    "us-east-123", "us_east_1", "-us-east-1", "us-east--1", "us-east-01", "us-east-0", "euscx-de-east-1",
+    "us-e-1", "us-east-x", "us-east-1 ", " us-east-1", "us.east.1", "us-ea5t-1", "us-gov-iso-b-east-1",
+    "us-averyveryverylongname-1", "1-us-east", "us-east-\xC2\xB9", "us-east-1\n"};
+
 TEST(Residency, RegionNames) {
-  for (std::string_view ok : {"us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-4", "il-central-1",
-                              "cn-northwest-1"}) {
-    EXPECT_TRUE(IsAwsRegionName(ok)) << ok;
+  for (std::string_view ok : kRegions) EXPECT_TRUE(IsAwsRegionName(ok)) << ok;
+  for (std::string_view bad : kNotRegions) EXPECT_FALSE(IsAwsRegionName(bad)) << bad;
+}
+
+TEST(Residency, EveryPartitionsRegionsAreListableAndGarbageIsRefused) {
+  std::string all;
+  for (std::string_view r : kRegions) all += std::string(r) + ",";
+  auto set = ParseAllowedRegions(all);
+  ASSERT_TRUE(set.ok()) << set.error().message;
+  for (std::string_view r : kRegions) EXPECT_TRUE(set->AllowsRegion(r)) << r;
+  EXPECT_FALSE(set->AllowsRegion("eusc-de-east-2"));
+  EXPECT_EQ(AwsEndpointRegion("https://secretsmanager.eusc-de-east-1.amazonaws.eu"), "eusc-de-east-1");
+  EXPECT_EQ(AwsEndpointRegion("https://kms.us-gov-west-1.amazonaws.com"), "us-gov-west-1");
+  // Garbage is refused naming the entry, or taken as a host name, never as a region.
+  for (std::string_view bad : kNotRegions) {
+    if (bad.empty() || bad.find_first_of(" \n\xC2") != std::string_view::npos) continue;  // refused elsewhere
+    auto parsed = ParseAllowedRegions(bad);
+    if (parsed.ok()) {
+      ASSERT_EQ(parsed->places.size(), 1u) << bad;
+      EXPECT_NE(parsed->places[0].kind, AllowedPlace::Kind::kRegion) << bad;
+    } else {
+      EXPECT_NE(parsed.error().message.find(std::string(bad)), std::string::npos) << parsed.error().message;
+    }
   }
-  for (std::string_view bad : {"", "us-east", "us-east-1a", "US-EAST-1", "useast-1", "us--1", "us-east-1-", "u-east-1",
-                               "us-east-123", "us_east_1"}) {
-    EXPECT_FALSE(IsAwsRegionName(bad)) << bad;
-  }
+  auto wrong_case = ParseAllowedRegions("EUSC-DE-EAST-1");
+  ASSERT_FALSE(wrong_case.ok());
+  EXPECT_NE(wrong_case.error().message.find("wrong case; region names are lower case (eusc-de-east-1)"),
+            std::string::npos) << wrong_case.error().message;
 }
 
 TEST(Residency, RegionsOfEndpointsAndArns) {

@@ -16,6 +16,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/encoding.h"
 #include "core/mutex.h"
 #include "metrics/sharded_histogram.h"
 
@@ -318,8 +319,7 @@ void Metrics::SetWarming(bool warming) { impl_->warming.Add({}).Set(warming ? 1 
 void Metrics::OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) {
   std::string outcome = "ok";
   if (error) {
-    outcome = ErrorCodeName(*error);
-    for (char& c : outcome) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    outcome = AsciiLower(ErrorCodeName(*error));
   }
   impl_->cloud_calls.Add({{"endpoint", std::string(endpoint)}, {"op", std::string(op)}, {"outcome", outcome}})
       .Increment();

@@ -669,6 +669,7 @@ SecretsHealth SecretsService::Health() {
       if (!probe_thread_.joinable()) probe_thread_ = std::thread([this] { ProbeLoop(); });
       probe_cv_.Signal();
     }
+    h.replication = replication_;
     if (last_probe_) {
       h.last_checked = last_probe_->checked_at;
       h.store_error = last_probe_->store_error;
@@ -680,10 +681,17 @@ SecretsHealth SecretsService::Health() {
     if (probe_started_ && now - *probe_started_ >= options_.probe_stuck_after) {
       auto secs = std::chrono::duration_cast<std::chrono::seconds>(now - *probe_started_).count();
       std::string hung = "has not answered the health probe for " + std::to_string(secs) + " s";
-      if (std::string_view(probe_phase_) == "store") h.store_error = "the secret store " + hung;
-      else h.key_error = "the key manager " + hung;
+      const std::string_view phase = probe_phase_;
+      if (phase == "store") {
+        h.store_error = "the secret store " + hung;
+      } else if (phase == "keyManager") {
+        h.key_error = "the key manager " + hung;
+      } else if (phase == "replication") {  // the store answered its own probe: degraded, not unhealthy
+        if (!h.replication) h.replication.emplace();
+        h.replication->error = "the replica check (" + h.provider + ") " + hung;
+      }
     }
-    h.replication = replication_;
+    if (h.replication) h.replication->status = ReplicasInSync(h.replication) ? "healthy" : "degraded";
   }
   // The key versions as they are now (a rotation shows at once), from the
   // registry: asking them waits on no KMS.
@@ -733,9 +741,15 @@ void SecretsService::ProbeLoop() {
     }
     std::optional<SecretsHealth::Replication> replication;
     if (replicas_due) {
+      {
+        MutexLock phase(&probe_mu_);
+        probe_phase_ = "replication";
+      }
+      auto r0 = clock_.Now();
       auto checked = store_.CheckReplication();
       replication.emplace();
       replication->checked_at = p.checked_at;
+      replication->duration_ms = Seconds(clock_.Now() - r0).count() * 1000;
       if (checked.ok()) replication->report = std::move(checked).value();
       else replication->error = checked.error().message;
     }

@@ -122,10 +122,14 @@ struct SecretsHealth {
   int64_t orphaned_secrets = -1;  // found by ReportOrphans() at start; -1: not counted
   // The store's replicas (SecretStore::KeepsReplicas), as last checked on a
   // sample secret; nullopt when it keeps none or none was checked yet.
+  // The check is the probe's own phase, after the store's and the key
+  // manager's: a slow or hanging one is reported here, never as theirs.
   struct Replication {
     SecretStore::ReplicationReport report;
     std::string checked_at;
-    std::string error;  // the check failed
+    double duration_ms = 0;  // how long the check took
+    std::string error;       // the check failed, or hangs
+    std::string status;      // healthy | degraded (Health(): a replica not InSync or InProgress, or an error)
   };
   std::optional<Replication> replication;
 };

@@ -241,8 +241,27 @@ class ReplicaStore final : public testing::ForwardingStore {
   Result<ReplicationReport> CheckReplication() override {
     MutexLock lock(&mu_);
     ++checks_;
+    cv_.SignalAll();
+    while (hang_) cv_.Wait(&mu_);
+    if (took_ && clock_) clock_->Advance(*took_);
     if (sample_.empty()) return ReplicationReport{};
     return ReplicationReport{sample_, {{"eu-west-1", status_, "m"}}};
+  }
+  void Hang(bool hang) {
+    MutexLock lock(&mu_);
+    hang_ = hang;
+    cv_.SignalAll();
+  }
+  // Each check takes `took` on `clock`.
+  void Takes(FakeClock* clock, std::chrono::milliseconds took) {
+    MutexLock lock(&mu_);
+    clock_ = clock;
+    took_ = took;
+  }
+  // Waits for the n-th check to have started (an event, not a sleep).
+  void AwaitCheckStarted(int n) {
+    MutexLock lock(&mu_);
+    while (checks_ < n) cv_.Wait(&mu_);
   }
   void Set(std::string sample, std::string status) {
     MutexLock lock(&mu_);
@@ -256,8 +275,12 @@ class ReplicaStore final : public testing::ForwardingStore {
 
  private:
   Mutex mu_;
+  CondVar cv_;
   std::string sample_ DYAD_GUARDED_BY(mu_), status_ DYAD_GUARDED_BY(mu_);
   int checks_ DYAD_GUARDED_BY(mu_) = 0;
+  bool hang_ DYAD_GUARDED_BY(mu_) = false;
+  FakeClock* clock_ DYAD_GUARDED_BY(mu_) = nullptr;
+  std::optional<std::chrono::milliseconds> took_ DYAD_GUARDED_BY(mu_);
 };
 
 TEST_F(ServicesTest, HealthShowsReplicasCheckedOnASampleAtMostOnceAMinute) {
@@ -286,6 +309,39 @@ TEST_F(ServicesTest, HealthShowsReplicasCheckedOnASampleAtMostOnceAMinute) {
   EXPECT_EQ(replicas.checks(), 3);
   EXPECT_EQ(h.replication->report.replicas.at(0).status, "Failed");
   EXPECT_EQ(h.status, "degraded");
+}
+
+// Found by review: the replica check ran inside the key manager's phase, so
+// a slow DescribeSecret was reported as a hanging KMS (unhealthy).
+TEST_F(ServicesTest, TheReplicaCheckIsItsOwnPhaseWithItsOwnTimeAndStatus) {
+  ReplicaStore replicas(store_);
+  replicas.Set("dyad-gateway/providers/a", "InSync");
+  replicas.Takes(&clock_, std::chrono::milliseconds(250));
+  SecretsService s(SecretsOptions{}, replicas, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto h = Probed(s);
+  ASSERT_TRUE(h.replication);
+  EXPECT_EQ(h.replication->status, "healthy");
+  EXPECT_DOUBLE_EQ(h.replication->duration_ms, 250);
+  EXPECT_EQ(h.status, "healthy");
+
+  replicas.Takes(nullptr, std::chrono::milliseconds(0));
+  replicas.Hang(true);
+  clock_.Advance(std::chrono::minutes(1));
+  EXPECT_EQ(s.Health().status, "healthy");  // asks for a probe, answers with the last one at once
+  replicas.AwaitCheckStarted(2);
+  clock_.Advance(3s);
+  h = s.Health();
+  EXPECT_TRUE(h.key_error.empty()) << h.key_error;  // the key manager answered
+  EXPECT_TRUE(h.store_error.empty()) << h.store_error;
+  ASSERT_TRUE(h.replication);
+  EXPECT_EQ(h.replication->error, "the replica check (" + h.provider + ") has not answered the health probe for 3 s");
+  EXPECT_EQ(h.replication->status, "degraded");
+  EXPECT_EQ(h.status, "degraded");
+  replicas.Hang(false);
+  ASSERT_TRUE(s.AwaitProbe(30s));
+  h = s.Health();
+  EXPECT_EQ(h.replication->status, "healthy");
+  EXPECT_TRUE(h.replication->error.empty());
 }
 
 TEST_F(ServicesTest, HealthNeverWaitsForAHangingKeyManager) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <vector>
 
+#include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/secret_bytes.h"
 
@@ -92,8 +93,7 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   }
   auto colon = line.find(':');
   if (colon == std::string_view::npos) return bytes;
-  std::string name(line.substr(0, colon));
-  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::string name = AsciiLower(line.substr(0, colon));
   std::string_view value = line.substr(colon + 1);
   while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
   while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) value.remove_suffix(1);
@@ -152,13 +152,8 @@ Result<Target> TargetFor(const std::string& url, const std::string& server_name)
   return Target{u.Get(CURLUPART_URL), server_name + ":" + port + ":" + host + ":" + port};
 }
 
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
+}  // namespace
 
-// Whether a redirect from `from` may go to `to`: "" when it may, else why not
-// (naming the target's host only: its path and query may carry anything).
 std::string RedirectRefusal(const std::string& from, const std::string& to,
                             const std::vector<std::string>& allowed) {
   UrlHandle a, b;
@@ -166,18 +161,29 @@ std::string RedirectRefusal(const std::string& from, const std::string& to,
       curl_url_set(b.u, CURLUPART_URL, to.c_str(), 0) != CURLUE_OK) {
     return "refused a redirect to a URL that cannot be parsed";
   }
-  const std::string host = Lower(b.Get(CURLUPART_HOST));
+  // Hosts as compared: lower case, one trailing dot dropped (curl has
+  // decoded and normalised the rest: %-escapes, numeric IPv4 forms, the
+  // port's leading zeros).
+  auto normal = [](std::string h) {
+    h = AsciiLower(h);
+    if (h.size() > 1 && h.back() == '.') h.pop_back();
+    return h;
+  };
+  const std::string host = normal(b.Get(CURLUPART_HOST));
   const std::string port = b.Get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
   if (!b.Get(CURLUPART_USER).empty() || !b.Get(CURLUPART_PASSWORD).empty()) {
     return "refused a redirect to " + host + " with user information in its URL";
   }
-  if (!host.empty() && host == Lower(a.Get(CURLUPART_HOST))) return "";
+  if (host.empty() || port.empty()) return "refused a redirect to a URL without a host";
+  if (host == normal(a.Get(CURLUPART_HOST))) return "";
+  const std::string place = host + ":" + port;
   for (const std::string& entry : allowed) {
-    const std::string e = Lower(entry);
-    if (e == host || e == host + ":" + port) return "";
+    if (AsciiLower(entry) == place) return "";
   }
-  return "refused a redirect to " + host + ":" + port + ", a host that is neither the request's nor an allowed one";
+  return "refused a redirect to " + place + ", a host that is neither the request's nor an allowed one";
 }
+
+namespace {
 
 // A CR or LF in a header would end its line and start another (a token
 // from a credential endpoint turned into a header of its choosing); a NUL

@@ -15,8 +15,8 @@
 // naming the active node), at most 3 hops, with the same method, body and
 // headers (but Host, which curl then derives from the new URL); an https
 // request is redirected only to https, an http one to http or https. A
-// redirect goes only to the caller's URL's host (any port) or to a host
-// in `redirect_hosts`; a Location naming another host, or carrying userinfo
+// redirect goes only to the caller's URL's host (any port) or to a host and
+// port in `redirect_hosts`; a Location naming another host, or carrying userinfo
 // (user@host), is refused (kFailedPrecondition naming the target's host, not
 // its path or query): the token headers and the body are not re-sent to a
 // host no one named. Other 3xx answers are returned as they are. Each hop gets what is left of the
@@ -41,8 +41,10 @@ struct CurlOptions {
   std::string client_key;   // PEM file of its private key
   std::string tls_server_name;  // SNI and verified name; empty: the URL's host
   bool follow_redirects = false;  // 307/308, as above
-  // More hosts a redirect may go to: "host" (any port) or "host:port"
-  // ("[v6]" / "[v6]:port"), matched without regard to case.
+  // More places a redirect may go to: "host:port" ("[v6]:port"), the host
+  // without a trailing dot, the port a plain number; matched without regard
+  // to case against the target's host and port (the scheme's default when
+  // its URL names none). An entry without a port matches nothing.
   std::vector<std::string> redirect_hosts;
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds request_timeout{10000};
@@ -50,5 +52,11 @@ struct CurlOptions {
 };
 
 std::unique_ptr<HttpTransport> NewCurlTransport(CurlOptions options = {});
+
+// Whether a redirect from `from` may go to `to` under the rules above: ""
+// when it may, else why not (naming the target's host and port only: its
+// path and query may carry anything). Exposed for tests.
+std::string RedirectRefusal(const std::string& from, const std::string& to,
+                            const std::vector<std::string>& redirect_hosts);
 
 }  // namespace dyad

@@ -157,3 +157,42 @@ TEST(curl_transport_unit, ATrailersContentLengthDoesNotMoveTheReceivedBody) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+// Found by review: a VAULT_REDIRECT_HOSTS entry without a port let a
+// redirect go to any port of that host. Entries are host:port now (the
+// Vault settings fill in the scheme's default), and the target is compared
+// as curl parses it, whatever its spelling.
+TEST(CurlRedirects, ARedirectGoesOnlyToTheRequestsHostOrAListedHostAndPort) {
+  const std::string from = "https://vault-a.example:8200/v1/secret/data/x";
+  const std::vector<std::string> listed = {"vault-b.example:8200", "10.0.0.7:443", "[fd00::2]:8200"};
+  for (const char* ok : {"https://vault-a.example:9999/v1/x", "https://VAULT-A.example./v1/x",
+                         "https://vault-b.example:8200/v1/x", "https://VAULT-B.EXAMPLE:8200/v1/x",
+                         "https://vault-b.example.:8200/v1/x", "https://vault-b.example:08200/v1/x",
+                         "https://10.0.0.7/v1/x", "https://10.0.0.7:443/v1/x", "https://[fd00::2]:8200/v1/x",
+                         "https://[FD00::2]:8200/v1/x"}) {
+    EXPECT_EQ(RedirectRefusal(from, ok, listed), "") << ok;
+  }
+  for (const char* bad : {"https://vault-b.example/v1/x",          // port 443, not 8200
+                          "https://vault-b.example:8201/v1/x",     // another port
+                          "http://vault-b.example/v1/x",           // port 80
+                          "https://10.0.0.7:8443/v1/x",            // listed with 443 only
+                          "https://vault-b.example.evil.com:8200/v1/x", "https://evil.com:8200/vault-b.example:8200",
+                          "https://vault-b.example:8200@evil.com:8200/v1/x", "https://user@vault-b.example:8200/v1/x",
+                          "https://[fd00::3]:8200/v1/x", "https://vault-b.example..:8200/v1/x",
+                          "https://evil.com:8200/?vault-b.example:8200", "https://evil.com:8200#vault-b.example:8200"}) {
+    std::string why = RedirectRefusal(from, bad, listed);
+    EXPECT_EQ(why.rfind("refused a redirect to ", 0), 0u) << bad << ": " << why;
+    EXPECT_EQ(why.find("/v1/x"), std::string::npos) << why;  // never the path
+  }
+  // A port-less entry (not one the Vault settings make) matches nothing.
+  EXPECT_NE(RedirectRefusal(from, "https://vault-b.example/v1/x", {"vault-b.example"}), "");
+  EXPECT_EQ(RedirectRefusal(from, "https://vault-b.example:8200/v1/x", listed), "");
+  EXPECT_EQ(RedirectRefusal(from, "https://vault-b.example/", listed),
+            "refused a redirect to vault-b.example:443, a host that is neither the request's nor an allowed one");
+}
+
+}  // namespace
+}  // namespace dyad

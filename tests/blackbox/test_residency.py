@@ -53,6 +53,8 @@ def test_replicas_made_in_the_listed_regions_and_shown_in_health(make_gateway, m
     assert sorted((r["region"], r["status"]) for r in rep["replicas"]) == [("eu-north-1", "InSync"),
                                                                            ("eu-west-1", "InSync")]
     assert h["status"] == "healthy" and key not in str(h)
+    # The check is the probe's own phase, with its own status and time.
+    assert rep["status"] == "healthy" and isinstance(rep["durationMs"], (int, float)) and rep["durationMs"] >= 0, rep
     first = rep["checkedAt"]
     for _ in range(5):  # several probes (each at most once a second) reuse the check
         time.sleep(0.3)
@@ -72,6 +74,58 @@ def test_health_degraded_for_a_missing_replica(make_gateway, moto):
     h = sampled_health(gw)
     assert h["replication"]["replicas"][0]["status"] == "Missing"
     assert h["status"] == "degraded"
+
+
+def test_a_provider_with_replicas_is_deleted(make_gateway, moto):
+    """AWS (and moto) refuse DeleteSecret of a secret that still has replicas: the gateway removes them first (found by
+    review: with AWS_SECRETS_REPLICA_REGIONS a provider could not be deleted)."""
+    gw = aws_gateway(make_gateway, moto, AWS_SECRETS_REPLICA_REGIONS="eu-west-1,eu-north-1")
+    p = create_provider(gw, "openai", {"api_key": canary()})
+    name = f"{gw.prefix}/providers/{p['id']}"
+    sm = moto.client("secretsmanager")
+    assert len(sm.describe_secret(SecretId=name)["ReplicationStatus"]) == 2
+    r = gw.call("DELETE", f"/admin/providers/{p['id']}")
+    assert r.status_code in (200, 204), r.text
+    described = sm.describe_secret(SecretId=name)
+    assert described.get("DeletedDate"), described  # scheduled for deletion, with its recovery window
+    assert not described.get("ReplicationStatus"), described
+    assert gw.call("GET", f"/admin/providers/{p['id']}").status_code == 404
+
+
+def list_calls(gw):
+    metrics = gw.call("GET", "/metrics").text
+    return sum(int(c) for c in re.findall(r'dyad_cloud_calls_total\{[^}]*op="ListSecrets"[^}]*\} (\d+)', metrics))
+
+
+def started_and_counted(make_gateway, moto, prefix, name, **env):
+    """A gateway whose start has counted the orphans (and sampled a replica, with replicas): its ListSecrets calls."""
+    gw = aws_gateway(make_gateway, moto, SECRETS_PREFIX=prefix, name=name, **env)
+    deadline = time.time() + 30
+    h = data(gw.call("GET", "/admin/secrets/health"))
+    while time.time() < deadline and ("orphanedSecrets" not in h or
+                                      (env and not h.get("replication", {}).get("sampleSecret"))):
+        time.sleep(0.2)
+        h = data(gw.call("GET", "/admin/secrets/health"))
+    assert "orphanedSecrets" in h, h
+    calls = list_calls(gw)
+    gw.stop()
+    return h, calls
+
+
+def test_the_replica_check_reads_one_page_of_one_secret(make_gateway, moto):
+    """Found by review: without a secret created by this instance, the replica check walked every page of
+    ListSecrets (one call per 100 secrets, inside the key manager's phase). Now one call of MaxResults 1: a start
+    with replicas makes exactly one ListSecrets call more than the same start without."""
+    prefix = f"residency-many-{time.time_ns()}"
+    sm = moto.client("secretsmanager")
+    for i in range(150):  # two pages of the orphan count (100 a page)
+        sm.create_secret(Name=f"{prefix}/providers/p{i:03d}", SecretString="{}")
+    plain, without = started_and_counted(make_gateway, moto, prefix, "plain")
+    assert plain["orphanedSecrets"] == 150 and "replication" not in plain
+    h, with_replicas = started_and_counted(make_gateway, moto, prefix, "replicas",
+                                           AWS_SECRETS_REPLICA_REGIONS="eu-west-1")
+    assert h["replication"]["sampleSecret"].startswith(f"{prefix}/providers/p"), h["replication"]
+    assert with_replicas - without == 1, (without, with_replicas)
 
 
 def test_start_refused_for_a_region_not_listed(tmp_path, moto):

@@ -420,18 +420,24 @@ class Capture(http.server.ThreadingHTTPServer):
         self.server_close()
 
 
-@pytest.mark.parametrize("case", ["other-host", "listed", "userinfo"])
+@pytest.mark.parametrize("case", ["other-host", "listed", "listed-spelt-otherwise", "listed-without-port",
+                                  "listed-other-port", "userinfo"])
 def test_a_redirect_to_another_host_is_refused_unless_allowed(make_gateway, bao, tmp_path, case):
     """A 307 naming a host other than VAULT_ADDR's does not get the login's secret_id (nor a token) unless the
-    operator listed that host in VAULT_REDIRECT_HOSTS; a Location with user@ is refused even to VAULT_ADDR's host."""
+    operator listed that host and its port in VAULT_REDIRECT_HOSTS (a port left out is VAULT_ADDR's scheme's default,
+    80 here, as in VAULT_ADDR itself: found by review, an entry without a port matched every port); a Location with
+    user@ is refused even to VAULT_ADDR's host."""
     bao.enable_transit()
     bao.write_policy()
     role_id, secret_id = bao.approle()
     host = "127.0.0.1" if case == "userinfo" else "127.0.0.2"
     capture = Capture(host)
     redirector = Redirector(f"http://{'user@' if case == 'userinfo' else ''}{host}:{capture.server_address[1]}")
-    allowed = case == "listed"
-    extra = {"VAULT_REDIRECT_HOSTS": "127.0.0.2"} if allowed else {}
+    port = capture.server_address[1]
+    entries = {"listed": f"127.0.0.2:{port}", "listed-spelt-otherwise": f" 127.0.0.2.:{port}",
+               "listed-without-port": "127.0.0.2", "listed-other-port": f"127.0.0.2:{port + 1 if port < 65535 else 1}"}
+    allowed = case in ("listed", "listed-spelt-otherwise")
+    extra = {"VAULT_REDIRECT_HOSTS": entries[case]} if case in entries else {}
     try:
         gw, started = None, True
         try:

@@ -115,6 +115,24 @@ TEST(AwsSettings, ReplicaRegionsAreRegionNamesOtherThanAwsRegion) {
   }
 }
 
+// Found by review: the European Sovereign Cloud's eusc-de-east-1 (an area of
+// four letters) was refused as "not a region name".
+TEST(AwsSettings, ReplicaRegionsOfEveryPartitionAndNoGarbage) {
+  EnvMap env = {{"HOME", "/nonexistent"}, {"AWS_REGION", "eusc-de-east-1"}};
+  env["AWS_SECRETS_REPLICA_REGIONS"] = "eusc-de-east-2,us-gov-west-1,cn-north-1,us-iso-east-1,us-isob-east-1,ap-southeast-5";
+  auto s = ReadAwsSettings(env, {});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->replica_regions, (std::vector<std::string>{"eusc-de-east-2", "us-gov-west-1", "cn-north-1",
+                                                          "us-iso-east-1", "us-isob-east-1", "ap-southeast-5"}));
+  for (std::string bad : {"eusc-de-east-1a", "euscx-de-east-1", "us-east-01", "us-gov--west-1", "us-iso-east-1x",
+                          "us-east-1.evil", "cn-north-1\t"}) {
+    env["AWS_SECRETS_REPLICA_REGIONS"] = bad;
+    std::string e = ErrorFor(env);
+    EXPECT_EQ(e.rfind("AWS_SECRETS_REPLICA_REGIONS: '", 0), 0u) << bad << ": " << e;
+    EXPECT_NE(e.find("is not a region name"), std::string::npos) << e;
+  }
+}
+
 std::string ResidencyError(EnvMap env, const std::string& key_id = "alias/dyad") {
   env["HOME"] = "/nonexistent";
   Config c;

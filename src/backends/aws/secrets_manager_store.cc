@@ -156,10 +156,17 @@ class SecretsManagerStore final : public SecretStore {
       report.sample = last_created_;
     }
     if (report.sample.empty()) {
-      auto listed = List();
-      if (!listed.ok()) return listed.error();
-      if (listed->empty()) return report;
-      report.sample = listed->front().name;
+      // One page of one secret: the newest, as ListSecrets sorts by
+      // CreatedDate. Replicas are made at create, so an older secret may
+      // predate AWS_SECRETS_REPLICA_REGIONS and say nothing of the newer ones.
+      auto answer = Send("ListSecrets", ListRequest(1, "desc"));
+      if (!answer.ok()) return ListRefused(answer.error());
+      const std::string& prefix = naming_.providers_prefix();
+      if (auto list = answer->find("SecretList"); list != answer->end() && list->is_array() && !list->empty()) {
+        std::string n = StringField(list->front(), "Name");
+        if (n.starts_with(prefix)) report.sample = std::move(n);  // the filter ignores case; we do not
+      }
+      if (report.sample.empty()) return report;
       MutexLock lock(&sample_mu_);
       if (last_created_.empty()) last_created_ = report.sample;
     }
@@ -245,18 +252,10 @@ class SecretsManagerStore final : public SecretStore {
   Result<std::vector<Listed>> List() override {
     const std::string& prefix = naming_.providers_prefix();
     std::vector<Listed> out;
-    json req = {{"MaxResults", 100}, {"SortOrder", "asc"}};
-    req["Filters"] = json::array({{{"Key", "name"}, {"Values", json::array({prefix})}}});
+    json req = ListRequest(100, "asc");
     for (int page = 0; page < 100000; ++page) {
       auto answer = Send("ListSecrets", req);
-      if (!answer.ok()) {
-        Error e = answer.error();
-        if (e.code == ErrorCode::kPermissionDenied) {
-          e.message = "secretsmanager:ListSecrets is not permitted (`secrets gc` and counting orphans need it): " +
-                      e.message;
-        }
-        return e;
-      }
+      if (!answer.ok()) return ListRefused(answer.error());
       if (auto list = answer->find("SecretList"); list != answer->end() && list->is_array()) {
         for (const auto& s : *list) {
           std::string n = StringField(s, "Name");
@@ -302,6 +301,21 @@ class SecretsManagerStore final : public SecretStore {
     return answer;
   }
 
+  // ListSecrets of this store's secrets, `max` a page, by CreatedDate in `order`.
+  json ListRequest(int max, const char* order) const {
+    json req = {{"MaxResults", max}, {"SortOrder", order}};
+    req["Filters"] = json::array({{{"Key", "name"}, {"Values", json::array({naming_.providers_prefix()})}}});
+    return req;
+  }
+
+  static Error ListRefused(Error e) {
+    if (e.code == ErrorCode::kPermissionDenied) {
+      e.message = "secretsmanager:ListSecrets is not permitted (`secrets gc`, counting orphans and the replica check "
+                  "after a restart need it): " + e.message;
+    }
+    return e;
+  }
+
   static std::string VersionOf(const json& answer, const std::string& requested) {
     std::string v = StringField(answer, "VersionId");
     return v.empty() ? requested : v;
@@ -336,9 +350,49 @@ class SecretsManagerStore final : public SecretStore {
 
   Status Remove(const std::string& name, const json& request) {
     auto r = Send("DeleteSecret", request);
+    if (!r.ok() && HasReplicasLeft(r.error())) {
+      // A primary secret with replicas cannot be deleted: its replicas go
+      // first (all of them: the ones listed now and any made before), then
+      // the delete is made once more.
+      DYAD_RETURN_IF_ERROR(RemoveReplicas(name));
+      r = Send("DeleteSecret", request);
+    }
     if (r.ok()) return OkStatus();
     if (r.code() == ErrorCode::kFailedPrecondition && Mentions(r.error(), "deletion")) return OkStatus();  // already
     return r.error();
+  }
+
+  // DeleteSecret's refusal of a secret that still has replicas: "You can't
+  // delete secret <arn> that still has replica regions [r1, r2]." AWS answers
+  // it as InvalidParameterException (moto too); InvalidRequestException is
+  // taken as well. Any other refusal is not this one.
+  static bool HasReplicasLeft(const Error& e) {
+    return (e.code == ErrorCode::kInvalidArgument || e.code == ErrorCode::kFailedPrecondition) &&
+           Mentions(e, "still has replica regions");
+  }
+
+  // DescribeSecret's ReplicationStatus names the replicas;
+  // RemoveRegionsFromReplication removes them all.
+  Status RemoveReplicas(const std::string& name) {
+    auto described = Send("DescribeSecret", {{"SecretId", name}});
+    if (!described.ok()) return Gone(described.error());
+    json regions = json::array();
+    if (auto status = described->find("ReplicationStatus"); status != described->end() && status->is_array()) {
+      for (const auto& entry : *status) {
+        if (!entry.is_object()) continue;
+        std::string region = StringField(entry, "Region");
+        if (!region.empty()) regions.push_back(std::move(region));
+      }
+    }
+    if (regions.empty()) return OkStatus();  // removed meanwhile: the delete is tried again
+    auto removed = Send("RemoveRegionsFromReplication", {{"SecretId", name}, {"RemoveReplicaRegions", regions}});
+    if (removed.ok()) return OkStatus();
+    Error e = Gone(removed.error());
+    if (e.code == ErrorCode::kPermissionDenied) {
+      e.message = "secretsmanager:RemoveRegionsFromReplication is not permitted (deleting a secret that has replicas "
+                  "needs it): " + e.message;
+    }
+    return e;
   }
 
   const std::string name_ = "aws";

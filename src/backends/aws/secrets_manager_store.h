@@ -7,7 +7,11 @@
 // managed-by=dyad-gateway and an idempotency token, so a retried create
 // cannot make two versions; Delete → DeleteSecret with the configured
 // recovery window, DeleteNow → ForceDeleteWithoutRecovery (undoing a failed
-// create, probes); List → ListSecrets with a name-prefix filter, every page,
+// create, probes). AWS refuses to delete a secret that still has replicas:
+// on that refusal (and no other) the store reads the replica regions
+// (DescribeSecret), removes them all (RemoveRegionsFromReplication, which
+// needs secretsmanager:RemoveRegionsFromReplication) and deletes once more.
+// List → ListSecrets with a name-prefix filter, every page,
 // each with the later of CreatedDate and LastChangedDate.
 //
 // Replace is a compare-and-swap on the AWSCURRENT label: the value becomes a
@@ -41,7 +45,8 @@ struct SecretsManagerOptions {
   // AWS_SECRETS_REPLICA_REGIONS: CreateSecret adds these replicas
   // (AddReplicaRegions, which also needs secretsmanager:ReplicateSecretToRegions);
   // CheckReplication() reads DescribeSecret's ReplicationStatus of the
-  // secret this store created last (else the first one listed).
+  // secret this store created last, else of the newest one (one ListSecrets
+  // call: MaxResults 1, SortOrder desc, which sorts by CreatedDate).
   std::vector<std::string> replica_regions;
 };
 

@@ -180,12 +180,32 @@ TEST(SecretsManagerStore, ReplicationSampleFallsBackToTheListAndWithoutReplicasT
   ASSERT_TRUE(none.ok()) << none.error().message;
   EXPECT_EQ(none->sample, "");
   EXPECT_TRUE(none->replicas.empty());
-  s.http->Then(200, R"({"SecretList":[{"Name":"dyad-gateway/providers/z"}]})");
+  s.http->Then(200, R"({"SecretList":[{"Name":"dyad-gateway/providers/z"}],"NextToken":"more"})");
   s.http->Then(200, R"({"ReplicationStatus":[{"Region":"eu-west-1","Status":"InSync"}]})");
   auto listed = s.store->CheckReplication();
   ASSERT_TRUE(listed.ok()) << listed.error().message;
   EXPECT_EQ(listed->sample, "dyad-gateway/providers/z");
   EXPECT_EQ(listed->replicas.at(0).status, "InSync");
+  // Found by review: the sample was the first of every page of ListSecrets,
+  // oldest first, and the oldest may predate the replica regions (a false
+  // Missing after a restart). Now: one page of one secret, the newest.
+  ASSERT_EQ(s.http->calls.size(), 3u);  // the empty list, then one ListSecrets and one DescribeSecret
+  for (size_t i : {0u, 1u}) {
+    EXPECT_EQ(testing::ScriptedTransport::HeaderOf(s.http->calls[i], "X-Amz-Target"), "secretsmanager.ListSecrets");
+    auto list = nlohmann::json::parse(s.http->calls[i].body);
+    EXPECT_EQ(list["MaxResults"], 1) << list.dump();
+    EXPECT_EQ(list["SortOrder"], "desc") << list.dump();
+    EXPECT_FALSE(list.contains("NextToken")) << list.dump();
+    EXPECT_EQ(list["Filters"], nlohmann::json::parse(R"([{"Key":"name","Values":["dyad-gateway/providers/"]}])"));
+  }
+  EXPECT_EQ(testing::ScriptedTransport::HeaderOf(s.http->calls[2], "X-Amz-Target"), "secretsmanager.DescribeSecret");
+  // The service's name filter ignores case: another prefix's secret is no sample.
+  Scripted other(SecretsManagerOptions{.replica_regions = {"eu-west-1"}});
+  other.http->Then(200, R"({"SecretList":[{"Name":"DYAD-GATEWAY/providers/q"}]})");
+  auto foreign = other.store->CheckReplication();
+  ASSERT_TRUE(foreign.ok()) << foreign.error().message;
+  EXPECT_EQ(foreign->sample, "");
+  EXPECT_EQ(other.http->calls.size(), 1u);
 
   Scripted plain;
   EXPECT_FALSE(plain.store->KeepsReplicas());
@@ -193,6 +213,94 @@ TEST(SecretsManagerStore, ReplicationSampleFallsBackToTheListAndWithoutReplicasT
   ASSERT_TRUE(plain.store->Create("dyad-gateway/providers/a", "{}").ok());
   EXPECT_EQ(plain.http->calls[0].body.find("AddReplicaRegions"), std::string::npos);
   EXPECT_EQ(plain.store->CheckReplication().code(), ErrorCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+// What AWS (and moto) answers DeleteSecret for a primary secret that still
+// has replicas.
+constexpr const char* kReplicasLeft =
+    R"({"__type":"InvalidParameterException","Message":"You can't delete secret arn:aws:secretsmanager:us-east-1:123456789012:secret:dyad-gateway/providers/a-AbCdEf that still has replica regions [eu-west-1, eu-north-1]."})";
+
+std::string TargetOf(const testing::ScriptedTransport* http, size_t i) {
+  return testing::ScriptedTransport::HeaderOf(http->calls.at(i), "X-Amz-Target");
+}
+
+// Found by review: with AWS_SECRETS_REPLICA_REGIONS every delete (a provider's
+// DELETE, a failed create's undoing, `secrets gc`, migrate --delete-source)
+// failed on AWS, which refuses to delete a secret with replicas.
+TEST(SecretsManagerStore, DeleteRemovesTheReplicasFirstWhenAwsRefuses) {
+  for (bool now : {false, true}) {
+    SecretsManagerOptions o;
+    o.replica_regions = {"eu-west-1"};
+    Scripted s(std::move(o));
+    s.http->Then(400, kReplicasLeft);
+    // The regions come from the secret, not the configuration: one listed
+    // before this start is removed too.
+    s.http->Then(200, R"({"Name":"dyad-gateway/providers/a","ReplicationStatus":[
+                       {"Region":"eu-west-1","Status":"InSync"},{"Region":"eu-north-1","Status":"Failed"}]})");
+    s.http->Then(200, R"({"ARN":"arn","ReplicationStatus":[]})");
+    s.http->Then(200, R"({"ARN":"arn","Name":"dyad-gateway/providers/a","DeletionDate":1700000000})");
+    Status st = now ? s.store->DeleteNow("dyad-gateway/providers/a") : s.store->Delete("dyad-gateway/providers/a");
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    ASSERT_EQ(s.http->calls.size(), 4u);
+    EXPECT_EQ(TargetOf(s.http, 0), "secretsmanager.DeleteSecret");
+    EXPECT_EQ(TargetOf(s.http, 1), "secretsmanager.DescribeSecret");
+    EXPECT_EQ(TargetOf(s.http, 2), "secretsmanager.RemoveRegionsFromReplication");
+    EXPECT_EQ(nlohmann::json::parse(s.http->calls[2].body),
+              nlohmann::json::parse(R"({"SecretId":"dyad-gateway/providers/a",
+                                        "RemoveReplicaRegions":["eu-west-1","eu-north-1"]})"));
+    EXPECT_EQ(TargetOf(s.http, 3), "secretsmanager.DeleteSecret");
+    EXPECT_EQ(s.http->calls[3].body, s.http->calls[0].body);  // the same delete, once more
+    EXPECT_EQ(nlohmann::json::parse(s.http->calls[3].body).contains("ForceDeleteWithoutRecovery"), now);
+  }
+}
+
+TEST(SecretsManagerStore, ASecondRefusalIsReturnedNotRetriedAgain) {
+  Scripted s;
+  s.http->Then(400, kReplicasLeft);
+  s.http->Then(200, R"({"ReplicationStatus":[{"Region":"eu-west-1","Status":"InSync"}]})");
+  s.http->Then(200, R"({"ReplicationStatus":[]})");
+  s.http->Then(400, kReplicasLeft);  // a replica added meanwhile
+  Status st = s.store->Delete("dyad-gateway/providers/a");
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("still has replica regions"), std::string::npos) << st.error().message;
+  EXPECT_EQ(s.http->calls.size(), 4u);  // bounded: one removal, one more delete
+}
+
+TEST(SecretsManagerStore, ARefusedReplicaRemovalNamesThePermission) {
+  Scripted s;
+  s.http->Then(400, R"({"__type":"InvalidRequestException","Message":"You can't delete secret dyad-gateway/providers/a that still has replica regions [eu-west-1]."})");
+  s.http->Then(200, R"({"ReplicationStatus":[{"Region":"eu-west-1","Status":"InSync"}]})");
+  s.http->Then(400, Denied("secretsmanager:RemoveRegionsFromReplication"));
+  Status st = s.store->Delete("dyad-gateway/providers/a");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(st.error().message.rfind("secretsmanager:RemoveRegionsFromReplication is not permitted", 0), 0u)
+      << st.error().message;
+  EXPECT_EQ(s.http->calls.size(), 3u);  // no delete after a refused removal
+}
+
+// Only that refusal removes replicas: no other InvalidRequestException or
+// InvalidParameterException of DeleteSecret does.
+TEST(SecretsManagerStore, NoOtherRefusalRemovesReplicas) {
+  for (const char* answer :
+       {R"({"__type":"InvalidRequestException","Message":"You can't perform this operation on the secret because it was marked for deletion."})",
+        R"({"__type":"InvalidRequestException","Message":"A parameter value is not valid for the current state of the resource."})",
+        R"({"__type":"InvalidParameterException","Message":"The RecoveryWindowInDays value must be between 7 and 30 days (inclusive)."})",
+        R"({"__type":"InvalidParameterException","Message":"Operation not permitted on a replica secret. Call must be made in primary secret's region."})",
+        R"({"__type":"AccessDeniedException","Message":"not authorized to perform: secretsmanager:DeleteSecret on a secret that still has replica regions"})",
+        R"({"__type":"ResourceNotFoundException","Message":"Secrets Manager can't find the specified secret."})"}) {
+    Scripted s;
+    s.http->Then(400, answer);
+    (void)s.store->Delete("dyad-gateway/providers/a");
+    ASSERT_EQ(s.http->calls.size(), 1u) << answer;
+    EXPECT_EQ(TargetOf(s.http, 0), "secretsmanager.DeleteSecret");
+  }
 }
 
 }  // namespace

@@ -97,8 +97,7 @@ Result<Expiring<SecretBytes>> ParseTokenAnswer(const std::string& what, HttpRepl
   for (char c : token) printable = printable && c > 0x20 && c < 0x7f;
   if (!printable) return malformed("access_token is not a token");
   if (j.contains("token_type") && j["token_type"].is_string()) {
-    std::string type = j["token_type"].get<std::string>();
-    for (char& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string type = AsciiLower(j["token_type"].get<std::string>());
     if (type != "bearer") return malformed("token_type is not Bearer");
   }
   const long long now_s = std::chrono::duration_cast<seconds>(now.time_since_epoch()).count();
@@ -520,8 +519,7 @@ std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header) {
   // Bearer k="v", k="v" (also unquoted values); other schemes are ignored.
   header = TrimSpace(header);
   if (header.size() < 7) return std::nullopt;
-  std::string scheme(header.substr(0, 7));
-  for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string scheme = AsciiLower(header.substr(0, 7));
   if (scheme != "bearer ") return std::nullopt;
   std::map<std::string, std::string> params;
   std::string_view rest = header.substr(7);
@@ -530,8 +528,7 @@ std::optional<EntraChallenge> ParseEntraChallenge(std::string_view header) {
     while (!rest.empty() && rest.front() == ',') rest = TrimSpace(rest.substr(1));
     const auto eq = rest.find('=');
     if (eq == std::string_view::npos) break;
-    std::string key(TrimSpace(rest.substr(0, eq)));
-    for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string key = AsciiLower(TrimSpace(rest.substr(0, eq)));
     rest = TrimSpace(rest.substr(eq + 1));
     std::string value;
     if (!rest.empty() && rest.front() == '"') {
@@ -580,11 +577,9 @@ bool ChallengeResourceMatches(std::string_view vault_host, std::string_view scop
   std::string_view domain = scope.substr(8);
   domain = domain.substr(0, domain.find_first_of("/?#"));
   auto host_only = [](std::string_view h) {
-    std::string s(h.substr(0, h.rfind(':') == std::string_view::npos || h.find(']') != std::string_view::npos
-                                  ? h.size()
-                                  : h.rfind(':')));
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
+    return AsciiLower(h.substr(0, h.rfind(':') == std::string_view::npos || h.find(']') != std::string_view::npos
+                                      ? h.size()
+                                      : h.rfind(':')));
   };
   const std::string host = host_only(vault_host), dom = host_only(domain);
   if (dom.empty() || dom.find('@') != std::string::npos) return false;

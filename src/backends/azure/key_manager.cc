@@ -16,6 +16,7 @@
 #include "backends/azure/secret_store.h"
 #include "backends/key_binding.h"
 #include "backends/key_version_book.h"
+#include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/time_format.h"
 
@@ -39,17 +40,12 @@ bool ValidVersion(std::string_view v) {
          std::all_of(v.begin(), v.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
 }
 
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 // host[:port] of an http(s) URL, lower-cased; "" when it is not one.
 std::string HostOf(std::string_view url) {
   for (std::string_view scheme : {"https://", "http://"}) {
     if (url.starts_with(scheme)) {
       url.remove_prefix(scheme.size());
-      return Lower(std::string(url.substr(0, url.find('/'))));
+      return AsciiLower(url.substr(0, url.find('/')));
     }
   }
   return "";

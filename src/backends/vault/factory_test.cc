@@ -135,6 +135,18 @@ TEST(VaultFactory, ResidencyHoldsTheAddressAndTheRedirectHostsToTheList) {
   EXPECT_NE(e.find("vault-b.us.example"), std::string::npos) << e;
   env["SECRETS_ALLOWED_REGIONS"] = "vault.eu.example,vault-b.us.example";
   EXPECT_TRUE(registry.Check(VaultConfig(env)).ok());
+  // A URL entry holds a redirect host to its port, which is VAULT_ADDR's
+  // scheme's default when the entry names none (as at run time).
+  env["SECRETS_ALLOWED_REGIONS"] = "vault.eu.example,https://vault-b.us.example:8200";
+  EXPECT_TRUE(registry.Check(VaultConfig(env)).ok());
+  env["VAULT_REDIRECT_HOSTS"] = "vault-b.us.example";  // https: 443
+  e = refused(env);
+  EXPECT_NE(e.find("VAULT_REDIRECT_HOSTS"), std::string::npos) << e;
+  EXPECT_NE(e.find("vault-b.us.example:443"), std::string::npos) << e;
+  env["SECRETS_ALLOWED_REGIONS"] = "vault.eu.example,https://vault-b.us.example";
+  EXPECT_TRUE(registry.Check(VaultConfig(env)).ok());
+  env["VAULT_REDIRECT_HOSTS"] = "VAULT-B.us.example.:0443";
+  EXPECT_TRUE(registry.Check(VaultConfig(env)).ok());
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "core/endpoint.h"
 #include "core/env_vars.h"
+#include "core/residency.h"
 
 namespace dyad {
 namespace {
@@ -170,6 +171,7 @@ bool IsRedirectHost(const std::string& entry) {
 
 Status ReadRedirectHosts(const EnvMap& env, VaultSettings& v) {
   const std::string list = Plain(env, "VAULT_REDIRECT_HOSTS");
+  const std::string scheme = v.address.substr(0, v.address.find("://"));
   size_t start = 0;
   while (start <= list.size() && !list.empty()) {
     size_t comma = list.find(',', start);
@@ -177,13 +179,16 @@ Status ReadRedirectHosts(const EnvMap& env, VaultSettings& v) {
     std::string entry = list.substr(start, comma - start);
     while (!entry.empty() && entry.front() == ' ') entry.erase(entry.begin());
     while (!entry.empty() && entry.back() == ' ') entry.pop_back();
-    if (!IsRedirectHost(entry)) {
+    // host[:port] as VAULT_ADDR's own: the port its scheme's default when
+    // left out, and matched (residency.h's URL places: lower case, no
+    // trailing dot, the port a plain number).
+    auto place = IsRedirectHost(entry) ? ParseUrlPlace(scheme + "://" + entry) : std::nullopt;
+    if (!place) {
       return BadVariable("VAULT_REDIRECT_HOSTS", "'" + entry.substr(0, 300) +
                                                      "' is not a host or host:port (comma-separated, e.g. "
                                                      "vault-b.internal,10.0.0.7:8200)");
     }
-    std::transform(entry.begin(), entry.end(), entry.begin(), [](unsigned char c) { return std::tolower(c); });
-    v.redirect_hosts.push_back(std::move(entry));
+    v.redirect_hosts.push_back(place->host + ":" + std::to_string(place->port));
     start = comma + 1;
   }
   return OkStatus();

@@ -45,8 +45,10 @@ struct VaultSettings {
   std::string client_key;       // VAULT_CLIENT_KEY
   std::string tls_server_name;  // VAULT_TLS_SERVER_NAME: SNI and the name verified
   // VAULT_REDIRECT_HOSTS: hosts besides VAULT_ADDR's a standby's 307/308 may
-  // send a call to, "host" (any port) or "host:port", comma-separated
-  // ("[v6]" in brackets); lower-cased.
+  // send a call to, "host" or "host:port", comma-separated ("[v6]" in
+  // brackets). Kept as "host:port" the way VAULT_ADDR is read: a port left
+  // out is VAULT_ADDR's scheme's default (443 for https, 80 for http); the
+  // host lower-cased, without a trailing dot; the port a plain number.
   std::vector<std::string> redirect_hosts;
   int max_attempts = 3;         // VAULT_MAX_RETRIES + 1 (the CLI's VAULT_MAX_RETRIES, default 2, 0–10)
   int timeout_ms = 10000;       // VAULT_CLIENT_TIMEOUT (seconds, 1–300; default 10, not the CLI's 60) in ms

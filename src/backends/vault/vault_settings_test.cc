@@ -164,14 +164,24 @@ TEST(VaultSettings, RedirectHostsAreHostsOrHostPortsAndNoneByDefault) {
   auto s = ReadVaultSettings(env, Token());
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_TRUE(s->redirect_hosts.empty());
-  env["VAULT_REDIRECT_HOSTS"] = "Vault-B.internal, 10.0.0.7:8200,[::1]:8201,[fd00::2]";
+  // Found by review: "host" matched the host on any port, though VAULT_ADDR
+  // (and SECRETS_ALLOWED_REGIONS's URL entries) mean the scheme's default
+  // port when none is given. Entries are now kept as the host:port they mean.
+  env["VAULT_REDIRECT_HOSTS"] = "Vault-B.internal, 10.0.0.7:8200,[::1]:8201,[FD00::2],vault-c.internal.:08200";
   s = ReadVaultSettings(env, Token());
   ASSERT_TRUE(s.ok()) << s.error().message;
-  EXPECT_EQ(s->redirect_hosts,
-            (std::vector<std::string>{"vault-b.internal", "10.0.0.7:8200", "[::1]:8201", "[fd00::2]"}));
+  EXPECT_EQ(s->redirect_hosts, (std::vector<std::string>{"vault-b.internal:443", "10.0.0.7:8200", "[::1]:8201",
+                                                         "[fd00::2]:443", "vault-c.internal:8200"}));
+  env["VAULT_ADDR"] = "http://vault.example.com:8200";  // the default port is the address's scheme's
+  s = ReadVaultSettings(env, Token());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->redirect_hosts.at(0), "vault-b.internal:80");
+  env["VAULT_ADDR"] = Base()["VAULT_ADDR"];
   for (const std::string& bad : std::vector<std::string>{"a,,b", "a,", "user@host", "host:0", "host:65536", "host:", "host:80x",
                                 "http://host", "host/path", "[::1", "[zz::1]", "-host", "host:8200:1",
-                                std::string(300, 'h')}) {
+                                std::string(300, 'h'), "a..b", "host-.example", "host.-x", "host:+80",
+                                "host:-80", "host: 80", "%68ost", "host%2eexample", "host\\@evil", "host#x",
+                                "host?x", "[::1]x", "[::1]:", "h\xC3\xA9st"}) {
     env["VAULT_REDIRECT_HOSTS"] = bad;
     EXPECT_TRUE(Has(ErrorFor(env), "VAULT_REDIRECT_HOSTS: '")) << bad;
     EXPECT_TRUE(Has(ErrorFor(env), "is not a host or host:port")) << bad;
