@@ -24,22 +24,30 @@ namespace dyad {
 
 struct TargetConfig {
   Config config;
-  // The file's variables in order of name: NAME=value, or NAME=<secret …>
-  // for a secret variable (the value is never kept).
+  // The file's variables in order of name: NAME=value for the known
+  // non-secret settings, NAME=<secret: …> for a secret variable and
+  // NAME=<not shown: …> for any other (the value is never kept).
   std::vector<std::string> switch_lines;
 };
 
 // Reads TARGET.env, fills in the source's database, checks the backend's
-// settings (as `serve` would) and that the database is the source's.
+// settings (as `serve` would), that the database is the source's, that the
+// target's store, KMS and replicas lie in the source's
+// SECRETS_ALLOWED_REGIONS too (when the source has the list), and that the
+// target does not store credentials where the source does (its
+// StoreLocation: backend, region or address, prefix). Opens nothing.
 Result<TargetConfig> LoadTargetConfig(const std::string& path, const Config& source,
                                       const BackendRegistry& backends = BuiltinBackends());
 
 // An exclusive lock on `<data_dir>/migrate.lock` (flock: released by the
-// kernel when the process dies, kill -9 included). kFailedPrecondition when
-// another migrate holds it.
+// kernel when the process dies, kill -9 included), opened 0600, never
+// through a symbolic link (kFailedPrecondition naming the file, as for
+// anything but a regular file). kFailedPrecondition when another migrate
+// holds it. `create` false (a dry run, which writes nothing): a missing
+// file is no lock to take, and none is made.
 class MigrationLock {
  public:
-  static Result<std::unique_ptr<MigrationLock>> Acquire(const std::string& data_dir);
+  static Result<std::unique_ptr<MigrationLock>> Acquire(const std::string& data_dir, bool create = true);
   ~MigrationLock();
 
  private:

@@ -119,6 +119,15 @@ class BackendFactory {
   virtual const std::string& Name() const = 0;
   // Parses and validates the backend's settings; opens nothing.
   virtual Status Check(const Config& config) const = 0;
+  // Where the store of `config` (its settings checked) keeps secrets, as a
+  // text equal for two configurations exactly when their secret names land
+  // in one place: the service, its region or address, SECRETS_PREFIX. Never
+  // a secret; opens nothing. `migrate` refuses a target at the source's
+  // location. This default (the backend and the prefix) takes every two
+  // configurations of one backend with one prefix for one place.
+  virtual Result<std::string> StoreLocation(const Config& config) const {
+    return Name() + ", SECRETS_PREFIX '" + config.secrets_prefix + "'";
+  }
   virtual Result<Backend> Open(const BackendContext& context) const = 0;
 };
 

@@ -33,6 +33,12 @@ Status BackendRegistry::Check(const Config& config) const {
   return factory->Check(config);
 }
 
+Result<std::string> BackendRegistry::StoreLocation(const Config& config) const {
+  DYAD_ASSIGN_OR_RETURN(const BackendFactory* factory, Find(config.secrets_provider));
+  DYAD_RETURN_IF_ERROR(factory->Check(config));
+  return factory->StoreLocation(config);
+}
+
 Result<Backend> BackendRegistry::Open(const BackendContext& context) const {
   DYAD_ASSIGN_OR_RETURN(const BackendFactory* factory, Find(context.config.secrets_provider));
   DYAD_RETURN_IF_ERROR(factory->Check(context.config));

@@ -30,6 +30,8 @@ class BackendRegistry {
   // Find(config.secrets_provider), then its Check(): every settings error
   // of the configured backend, before anything is opened.
   Status Check(const Config& config) const;
+  // Find and Check, then the factory's StoreLocation(): opens nothing.
+  Result<std::string> StoreLocation(const Config& config) const;
   // Find, Check and Open the configured backend.
   Result<Backend> Open(const BackendContext& context) const;
 

@@ -287,7 +287,7 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   if (!target.ok()) return Fail("configuration error (target): " + target.error().message);
   spdlog::set_level(spdlog::level::warn);
   if (Status s = EnsureDataDir(source->data_dir, /*create=*/false); !s.ok()) return Fail(s.error().message);
-  auto lock = MigrationLock::Acquire(source->data_dir);
+  auto lock = MigrationLock::Acquire(source->data_dir, /*create=*/!options.dry_run);
   if (!lock.ok()) return FailOrRefuse(lock.error(), lock.error().message);
   if (source->dev) {
     if (Status s = PrepareDevSecrets(*source, /*generate=*/false); !s.ok()) return Fail(s.error().message);
@@ -295,7 +295,16 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   SystemClock clock;
   auto app = App::Create(*source, clock, false);
   if (!app.ok()) return FailOrRefuse(app.error(), "cannot open the source: " + app.error().message);
-  auto backend = BuiltinBackends().Open(BackendContext{target->config, (*app)->database(), clock, DefaultRandom()});
+  // Opening a backend may write its key's versions into the registry (a
+  // keyring's first version, a KMS key's known versions): a dry run opens
+  // the target on a private in-memory copy, so that it writes nothing.
+  std::shared_ptr<SqliteDb> target_db = (*app)->database();
+  if (options.dry_run) {
+    auto copy = SqliteDb::OpenMemoryCopy(source->database_path);
+    if (!copy.ok()) return Refuse("cannot copy the registry for the dry run: " + copy.error().message);
+    target_db = std::move(copy).value();
+  }
+  auto backend = BuiltinBackends().Open(BackendContext{target->config, target_db, clock, DefaultRandom()});
   if (!backend.ok()) {
     return FailOrRefuse(backend.error(), "cannot open the target (" + target_file + "): " + backend.error().message);
   }

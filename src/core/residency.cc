@@ -198,8 +198,13 @@ Status CheckRegionAllowed(const std::optional<AllowedRegions>& allowed, std::str
 Status CheckUrlAllowed(const std::optional<AllowedRegions>& allowed, std::string_view variable, std::string_view what,
                        std::string_view url) {
   if (!allowed || allowed->AllowsUrl(url)) return OkStatus();
+  return NotListed(variable, what, CanonicalUrl(url).value_or("an unparsable URL"));
+}
+
+std::optional<std::string> CanonicalUrl(std::string_view url) {
   auto u = SplitUrl(url);
-  return NotListed(variable, what, u ? u->scheme + "://" + u->host + ":" + std::to_string(u->port) : "an unparsable URL");
+  if (!u) return std::nullopt;
+  return u->scheme + "://" + u->host + ":" + std::to_string(u->port);
 }
 
 std::optional<std::string> AwsEndpointRegion(std::string_view url) {

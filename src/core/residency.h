@@ -73,6 +73,11 @@ Status CheckRegionAllowed(const std::optional<AllowedRegions>& allowed, std::str
 Status CheckUrlAllowed(const std::optional<AllowedRegions>& allowed, std::string_view variable, std::string_view what,
                        std::string_view url);
 
+// `url` (http(s)://host[:port]) as `scheme://host:port`: scheme and host
+// lower case, no trailing dot, the port always given; nullopt for anything
+// else. Two URLs of one place compare equal so.
+std::optional<std::string> CanonicalUrl(std::string_view url);
+
 // The region of an AWS endpoint host `service[-fips].REGION.amazonaws.com`
 // (or `.amazonaws.com.cn`, `.amazonaws.eu`, `.api.aws`); nullopt for any other host (a
 // private or test endpoint, whose region is the signing region's).

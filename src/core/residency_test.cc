@@ -159,3 +159,18 @@ TEST(Residency, RegionsOfEndpointsAndArns) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+TEST(Residency, CanonicalUrlsOfOnePlaceAreEqual) {
+  EXPECT_EQ(CanonicalUrl("https://KV.Example.com./"), "https://kv.example.com:443");
+  EXPECT_EQ(CanonicalUrl("https://kv.example.com:443"), "https://kv.example.com:443");
+  EXPECT_EQ(CanonicalUrl("http://127.0.0.1"), "http://127.0.0.1:80");
+  EXPECT_NE(CanonicalUrl("http://127.0.0.1:8200"), CanonicalUrl("http://127.0.0.1:8201"));
+  EXPECT_EQ(CanonicalUrl("not a url"), std::nullopt);
+  EXPECT_EQ(CanonicalUrl("https://host:99999"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace dyad

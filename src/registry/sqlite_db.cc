@@ -2,6 +2,9 @@
 
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
 
 #include "registry/migrations.h"
 
@@ -120,6 +123,48 @@ Result<std::shared_ptr<SqliteDb>> SqliteDb::Open(const std::string& path) {
   return db;
 }
 
+Result<std::shared_ptr<SqliteDb>> SqliteDb::OpenMemoryCopy(const std::string& path) {
+  // memdb: one database shared by the connections of this process that name
+  // it, with SQLite's locking between them (busy timeouts apply).
+  static std::atomic<uint64_t> next{0};
+  std::shared_ptr<SqliteDb> db(new SqliteDb("file:/dyad-copy-" + std::to_string(::getpid()) + "-" +
+                                            std::to_string(next++) + "?vfs=memdb"));
+  db->uri_ = true;
+  DYAD_ASSIGN_OR_RETURN(db->keeper_, db->Acquire());
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  SqliteConnection source(raw);  // closes `raw` in every case
+  if (rc != SQLITE_OK) return SqliteError(raw, rc, "cannot open database " + path);
+  sqlite3_busy_timeout(raw, 5000);
+  // One read transaction (the WAL's frames included). The image says WAL
+  // (bytes 18-19), which a memdb cannot do: marked a rollback-journal
+  // database, staged in a private connection, then copied into the shared
+  // one (sqlite3_deserialize alone would unshare it).
+  sqlite3_int64 size = 0;
+  unsigned char* image = sqlite3_serialize(raw, "main", &size, 0);
+  if (!image) return SqliteError(raw, sqlite3_errcode(raw), "cannot read database " + path);
+  if (size >= 20) image[18] = image[19] = 1;
+  sqlite3* staged_raw = nullptr;
+  rc = sqlite3_open_v2(":memory:", &staged_raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  SqliteConnection staged(staged_raw);
+  if (rc != SQLITE_OK) {
+    sqlite3_free(image);
+    return SqliteError(staged_raw, rc, "copy of " + path);
+  }
+  // FREEONCLOSE: SQLite owns `image` from here, also when this fails.
+  rc = sqlite3_deserialize(staged_raw, "main", image, size, size,
+                           SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE);
+  if (rc != SQLITE_OK) return SqliteError(staged_raw, rc, "copy of " + path);
+  sqlite3* keeper = db->keeper_->handle();
+  sqlite3_backup* backup = sqlite3_backup_init(keeper, "main", staged_raw, "main");
+  if (!backup) return SqliteError(keeper, sqlite3_errcode(keeper), "copy of " + path);
+  rc = sqlite3_backup_step(backup, -1);
+  sqlite3_backup_finish(backup);
+  if (rc != SQLITE_DONE) return SqliteError(keeper, rc, "copy of " + path);
+  DYAD_RETURN_IF_ERROR(db->Migrate());
+  return db;
+}
+
 SqliteDb::~SqliteDb() = default;
 
 Result<std::unique_ptr<SqliteConnection>> SqliteDb::Acquire() {
@@ -133,7 +178,8 @@ Result<std::unique_ptr<SqliteConnection>> SqliteDb::Acquire() {
   }
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path_.c_str(), &raw,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | (uri_ ? SQLITE_OPEN_URI : 0),
+                           nullptr);
   if (rc != SQLITE_OK) {
     Error e = SqliteError(raw, rc, "cannot open database " + path_);
     sqlite3_close(raw);

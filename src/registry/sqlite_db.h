@@ -72,6 +72,13 @@ class SqliteDb {
  public:
   // Opens (creating if needed) the file, sets WAL and applies migrations.
   static Result<std::shared_ptr<SqliteDb>> Open(const std::string& path);
+  // A private in-memory copy of the database at `path` (which must exist),
+  // taken in one read transaction (sqlite3_serialize; the backup API into
+  // a memdb database its connections share): what is
+  // written to the copy stays in this process and is gone with the last
+  // reference; the file is only read. For a dry run that has to open a
+  // backend (which may write key versions) and must write nothing.
+  static Result<std::shared_ptr<SqliteDb>> OpenMemoryCopy(const std::string& path);
   ~SqliteDb();
 
   // Runs `fn` on a leased connection.
@@ -95,7 +102,10 @@ class SqliteDb {
   void Release(std::unique_ptr<SqliteConnection> conn);
   Status Migrate();
 
-  std::string path_;
+  std::string path_;  // a file, or (uri_) the URI of a memdb copy
+  bool uri_ = false;
+  // A memdb copy lives while a connection to it is open: this one.
+  std::unique_ptr<SqliteConnection> keeper_;
   int schema_version_ = 0;
   Mutex mu_;
   std::vector<std::unique_ptr<SqliteConnection>> idle_ DYAD_GUARDED_BY(mu_);

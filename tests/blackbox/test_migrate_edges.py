@@ -1,16 +1,21 @@
 """`migrate --to-env-file` edges beside test_migrate.py: --delete-source when the target refuses every write (nothing
 deleted, the source still serves), a rollback (going back is a migrate the other way), the audit key under both
 configurations (a clean run adds the target's wrapping beside the source's; a run that deletes the source drops the
-source's), and target files that are missing or name another data dir."""
+source's), target files that are missing or name another data dir, a dry run that writes nothing anywhere, the
+source's SECRETS_ALLOWED_REGIONS holding the target, location checks before the target is opened, the switch block's
+allow-list, and the lock file."""
+import os
+import pathlib
 import sqlite3
 import subprocess
+import tempfile
 import uuid
 
 from aws_peers import REGION, free_port
 from test_azure import own_double  # noqa: F401 (a fixture: a Key Vault double of the test's own)
 from conftest import BINARY, Gateway, canary, data
-from test_migrate import (AZURE_SECRET, azure_env, counts, env_secret_count, make_providers, migrate, no_secret_in,
-                          serve_and_read, unique, write_env)
+from test_migrate import (AZURE_SECRET, aws_names, azure_env, counts, env_secret_count, make_providers, migrate,
+                          no_secret_in, serve_and_read, small, unique, write_env)  # noqa: F401 (small: a fixture)
 
 
 def seeded(tmp_path, n):
@@ -184,3 +189,103 @@ def test_the_source_keeps_writing_the_one_audit_chain_until_it_is_deleted(tmp_pa
     assert v.returncode != 0
     assert "dyad-gateway-encryption-key" in v.stderr and first["ENCRYPTION_KEY_ID"] in v.stderr, v.stderr
     assert "migrate" in v.stderr and first["ENCRYPTION_KEY"] not in v.stderr
+
+
+def registry_state(data_dir):
+    """Every row of the registry database, and its files' bytes (a dry run must change neither); read from a copy,
+    as a reader of the file itself leaves an empty -wal behind. The -shm (an index, rebuilt) is left out."""
+    files = {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())
+             if p.name in ("gateway.db", "gateway.db-wal", "gateway.db-journal")}
+    files = {name: data for name, data in files.items() if data or name == "gateway.db"}
+    with tempfile.TemporaryDirectory() as copy:
+        for name, data in files.items():
+            pathlib.Path(copy, name).write_bytes(data)
+        db = sqlite3.connect(pathlib.Path(copy, "gateway.db"))
+        try:
+            return list(db.iterdump()), files
+        finally:
+            db.close()
+
+
+def test_a_dry_run_to_an_environment_target_writes_nothing(tmp_path):
+    source, providers = seeded(tmp_path, 2)
+    # A key id of its own: opening it writes a keyring row (its first version).
+    target = write_env(tmp_path / "t.env", {"SECRETS_PROVIDER": "environment", "ENCRYPTION_KEY": "cd" * 32,
+                                            "ENCRYPTION_KEY_ID": "dry-run-key", "SECRETS_PREFIX": "elsewhere"})
+    before = registry_state(source.data_dir)
+    r = migrate(source, target, "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "would copy 2, skipped 0, failed 0" in r.stdout
+    after = registry_state(source.data_dir)
+    assert after[0] == before[0]  # rows
+    assert after[1] == before[1]  # file bytes
+    assert not (source.data_dir / "migrate.lock").exists()  # no lock file made either
+    r = migrate(source, target, "--verify")  # and the real run still works
+    assert r.returncode == 0 and "verified 2, verify failed 0" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_dry_run_to_an_aws_target_writes_nothing(tmp_path, small):
+    gw, providers, moto, target_env = small
+    before = registry_state(gw.data_dir)
+    r = migrate(gw, write_env(tmp_path / "t.env", target_env), "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert registry_state(gw.data_dir) == before
+    assert aws_names(moto, target_env["SECRETS_PREFIX"]) == []
+
+
+def test_the_sources_allowed_regions_hold_the_target(tmp_path, small):
+    gw, providers, moto, target_env = small
+    listed = Gateway(gw.data_dir, {"SECRETS_ALLOWED_REGIONS": "eu-central-1"})
+    target = write_env(tmp_path / "t.env", target_env)  # AWS_REGION us-east-1, no list of its own
+    before = registry_state(gw.data_dir)
+    r = migrate(listed, target)
+    assert r.returncode == 2, r.stdout + r.stderr
+    for part in (str(target), "SECRETS_ALLOWED_REGIONS", "AWS_REGION", "us-east-1"):
+        assert part in r.stderr, r.stderr
+    assert moto.secret_key not in r.stderr
+    assert aws_names(moto, target_env["SECRETS_PREFIX"]) == []
+    assert registry_state(gw.data_dir) == before
+    r = migrate(listed, write_env(tmp_path / "listed.env", {**target_env, "SECRETS_ALLOWED_REGIONS": "us-east-1"}))
+    assert r.returncode == 2 and "AWS_REGION" in r.stderr, r.stderr  # a list of its own does not widen the source's
+    r = migrate(Gateway(gw.data_dir, {"SECRETS_ALLOWED_REGIONS": "us-east-1"}), target)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_same_location_is_refused_before_the_target_is_opened(tmp_path):
+    source, _ = seeded(tmp_path, 1)
+    # The source's store and prefix under another key with the same key id: opening it would write a keyring row.
+    target = write_env(tmp_path / "same.env", {"SECRETS_PROVIDER": "environment", "ENCRYPTION_KEY": "cd" * 32})
+    before = registry_state(source.data_dir)
+    r = migrate(source, target)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the target stores credentials where the source does" in r.stderr and str(target) in r.stderr, r.stderr
+    assert "cd" * 32 not in r.stderr and "ab" * 32 not in r.stderr
+    assert registry_state(source.data_dir)[0] == before[0]
+    assert not (source.data_dir / "migrate.lock").exists()  # refused before the lock, too
+
+
+def test_the_switch_block_prints_values_of_known_settings_only(tmp_path, small):
+    gw, providers, moto, target_env = small
+    target = write_env(tmp_path / "t.env", {**target_env, "DB_PASS": "canary-db-pass-value",
+                                            "GATEWAY_LOG_LEVEL": "warn"})
+    r = migrate(gw, target)
+    assert r.returncode == 0, r.stdout + r.stderr
+    block = r.stdout.split("switch to this configuration", 1)[1]
+    assert "canary-db-pass-value" not in r.stdout + r.stderr
+    assert f"DB_PASS=<not shown: the value in {target}>" in block, block
+    assert f"AWS_SECRET_ACCESS_KEY=<secret: the value in {target}>" in block, block
+    assert moto.access_key not in block  # AWS_ACCESS_KEY_ID is not on the list either
+    assert "GATEWAY_LOG_LEVEL=warn" in block and f"SECRETS_PREFIX={target_env['SECRETS_PREFIX']}" in block, block
+
+
+def test_a_symlinked_lock_file_is_refused(tmp_path):
+    source, _ = seeded(tmp_path, 1)
+    elsewhere = tmp_path / "elsewhere.lock"
+    os.symlink(elsewhere, source.data_dir / "migrate.lock")
+    target = write_env(tmp_path / "t.env", {"SECRETS_PROVIDER": "environment", "ENCRYPTION_KEY": "cd" * 32,
+                                            "ENCRYPTION_KEY_ID": "other-key", "SECRETS_PREFIX": "other"})
+    r = migrate(source, target)
+    assert r.returncode == 1, r.stdout + r.stderr  # a refusal, as a held lock is
+    assert "migrate.lock" in r.stderr and "symbolic link" in r.stderr, r.stderr
+    assert not elsewhere.exists()
+    assert r.stdout == ""

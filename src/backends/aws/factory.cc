@@ -7,6 +7,7 @@
 #include "backends/aws/aws_settings.h"
 #include "backends/aws/kms_key_manager.h"
 #include "backends/aws/secrets_manager_store.h"
+#include "core/residency.h"
 #include "registry/sqlite_key_version_repository.h"
 #include "transport/curl_transport.h"
 
@@ -22,6 +23,14 @@ class AwsBackendFactory final : public BackendFactory {
     DYAD_ASSIGN_OR_RETURN(AwsSettings aws, ReadAwsSettings(config.env, config.secret_env));
     DYAD_RETURN_IF_ERROR(CheckAwsResidency(aws, config));
     return OkStatus();
+  }
+
+  // The endpoint and the region (a custom endpoint keeps the secrets of each
+  // signing region apart, as AWS's own do).
+  Result<std::string> StoreLocation(const Config& config) const override {
+    DYAD_ASSIGN_OR_RETURN(AwsSettings aws, ReadAwsSettings(config.env, config.secret_env));
+    return "aws Secrets Manager at " + CanonicalUrl(aws.endpoint_secrets_manager).value_or(aws.endpoint_secrets_manager) +
+           ", region " + aws.region + ", SECRETS_PREFIX '" + config.secrets_prefix + "'";
   }
 
   Result<Backend> Open(const BackendContext& context) const override {

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cctype>
+
 #include "backends/azure/azure_client.h"
 #include "backends/azure/azure_settings.h"
 #include "backends/azure/entra_auth.h"
@@ -31,6 +33,14 @@ class AzureBackendFactory final : public BackendFactory {
       DYAD_RETURN_IF_ERROR(CheckUrlAllowed(config.allowed_regions, key_variable, "the key's vault", az.key_vault_url));
     }
     return OkStatus();
+  }
+
+  // The vault; Key Vault names are case-insensitive, so is the prefix.
+  Result<std::string> StoreLocation(const Config& config) const override {
+    DYAD_ASSIGN_OR_RETURN(AzureSettings az, ReadAzureSettings(config.env, config.secret_env));
+    std::string prefix = config.secrets_prefix;
+    for (char& c : prefix) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return "azure vault " + CanonicalUrl(az.vault_url).value_or(az.vault_url) + ", SECRETS_PREFIX '" + prefix + "'";
   }
 
   Result<Backend> Open(const BackendContext& context) const override {

@@ -33,6 +33,12 @@ class EnvironmentBackendFactory final : public BackendFactory {
     return OkStatus();
   }
 
+  // The registry database's secrets table, by prefix.
+  Result<std::string> StoreLocation(const Config& config) const override {
+    return "environment, registry database " + config.database_path + ", SECRETS_PREFIX '" + config.secrets_prefix +
+           "'";
+  }
+
   Result<Backend> Open(const BackendContext& context) const override {
     const Config& config = context.config;
     // In dev mode the key is read (or generated) from the data dir by now.

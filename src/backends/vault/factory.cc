@@ -50,6 +50,13 @@ class VaultBackendFactory final : public BackendFactory {
     return OkStatus();
   }
 
+  // The server, namespace and KV mount the names go under.
+  Result<std::string> StoreLocation(const Config& config) const override {
+    DYAD_ASSIGN_OR_RETURN(VaultSettings vault, ReadVaultSettings(config.env, config.secret_env));
+    return "vault at " + CanonicalUrl(vault.address).value_or(vault.address) + ", namespace '" + vault.name_space +
+           "', KV mount '" + vault.kv_mount + "', SECRETS_PREFIX '" + config.secrets_prefix + "'";
+  }
+
   Result<Backend> Open(const BackendContext& context) const override {
     const Config& config = context.config;
     DYAD_RETURN_IF_ERROR(Check(config));
