@@ -251,11 +251,14 @@ MigrationItem BackendMigration::DeleteOne(const Provider& p, const Caller& calle
 
 Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, const Progress& progress,
                                               const Caller& caller) {
-  if (source_.store().Name() == target_.store.Name() && source_.SecretName("x") == target_.store.SecretName("x")) {
-    return MakeError(ErrorCode::kInvalidArgument, "the target stores credentials where the source does (backend " +
+  // Where each store keeps its secrets (region, address, prefix) is the
+  // caller's check (LoadTargetConfig, before either is opened): the same
+  // backend and prefix in another region is another place. Here only the
+  // source's own store object is refused.
+  if (&source_.store() == &target_.store) {
+    return MakeError(ErrorCode::kInvalidArgument, "the target is the source's own store (backend " +
                                                       target_.store.Name() + ", secret names " +
-                                                      target_.store.SecretName("<id>") +
-                                                      "): choose another backend or SECRETS_PREFIX");
+                                                      target_.store.SecretName("<id>") + ")");
   }
   MigrationReport report;
   report.migration = Name();

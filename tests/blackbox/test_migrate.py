@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 
+import boto3
 import pytest
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
@@ -312,3 +313,26 @@ def test_delete_source_after_a_clean_run_is_audited_under_the_source(tmp_path, s
     assert "aws-kms" in r.stderr and "migrate" in r.stderr
     r = migrate(gw, target, "--verify")  # nor copies
     assert r.returncode == 1 and "the copies would go unaudited" in r.stderr, r.stdout + r.stderr
+
+
+def test_the_same_backend_and_prefix_in_another_region_is_another_place(tmp_path, small):
+    gw, providers, moto, east = small
+    r = migrate(gw, write_env(tmp_path / "east.env", east), "--verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    west_region = "eu-west-1"
+
+    def west_client(service):
+        return boto3.client(service, endpoint_url=moto.endpoint, region_name=west_region,
+                            aws_access_key_id=moto.access_key, aws_secret_access_key=moto.secret_key)
+
+    alias = unique("west")
+    kms = west_client("kms")
+    kms.create_alias(AliasName="alias/" + alias, TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
+    west = dict(east, AWS_REGION=west_region, ENCRYPTION_KEY_ID=alias)  # the same SECRETS_PREFIX
+    r = migrate(Gateway(gw.data_dir, east), write_env(tmp_path / "west.env", west), "--verify")
+    assert r.returncode == 0 and counts(r.stdout) == (3, 0, 0), r.stdout + r.stderr
+    listed = west_client("secretsmanager").list_secrets(
+        Filters=[{"Key": "name", "Values": [east["SECRETS_PREFIX"] + "/"]}])["SecretList"]
+    assert len(listed) == 3
+    assert len(aws_names(moto, east["SECRETS_PREFIX"])) == 3  # the source region's copies are kept
+    serve_and_read(gw.data_dir, west, providers)
