@@ -133,8 +133,8 @@ void AnswerReader::FeedEof() {
   if (done_ || !error_.empty()) return;
   Parser& p = *impl_->parser;
   error_code ec;
-  p.put_eof(ec);
-  if (ec || !p.is_done()) {
+  if (p.got_some()) p.put_eof(ec);  // put_eof wants a started answer (none yet, or none after a 1xx)
+  if (!p.got_some() || ec || !p.is_done()) {
     error_ = "connection closed before the end of the answer";
     return;
   }

@@ -69,5 +69,14 @@ TEST(http_answer_unit, AnEndBeforeTheHeaderIsCompleteFails) {
   EXPECT_FALSE(f.error.empty());
 }
 
+// Nothing, or nothing after an interim answer, then the end: no answer.
+TEST(http_answer_unit, AnEndWithNoFinalAnswerFails) {
+  for (const std::string answer : {"", "HTTP/1.1 100 Continue\r\n\r\n"}) {
+    const Fed f = FeedBytewise(answer);
+    EXPECT_FALSE(f.done) << answer;
+    EXPECT_FALSE(f.error.empty()) << answer;
+  }
+}
+
 }  // namespace
 }  // namespace dyad
