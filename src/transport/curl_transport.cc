@@ -337,10 +337,12 @@ class CurlTransport final : public HttpTransport {
     DYAD_ASSIGN_OR_RETURN(Target t, TargetFor(url, options_.tls_server_name));
     h.connect_url = std::move(t.url);
     h.connect_to = std::move(t.connect_to);
-    const std::string port = u.Get(CURLUPART_PORT);  // "" when the scheme's default
+    // As curl writes Host: the port only when it is not the scheme's.
+    const std::string port = u.Get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+    const bool default_port = port == (scheme == "https" ? "443" : "80");
     const std::string shown = options_.tls_server_name.empty() ? host : options_.tls_server_name;
-    h.host = port.empty() ? shown : shown + ":" + port;
-    h.origin = scheme + "://" + Lower(host) + ":" + u.Get(CURLUPART_PORT, CURLU_DEFAULT_PORT) + "|" + h.connect_to;
+    h.host = default_port ? shown : shown + ":" + port;
+    h.origin = scheme + "://" + Lower(host) + ":" + port + "|" + h.connect_to;
     const std::string path = u.Get(CURLUPART_PATH);
     h.target = path.empty() ? std::string("/") : path;
     if (std::string q = u.Get(CURLUPART_QUERY); !q.empty()) h.target.append("?").append(q);
