@@ -13,6 +13,10 @@ clients so that machine noise falls on all of them. Prints p50/p99 per client an
 
 With --instructions it times nothing: it counts the instructions of ours per steady-state GetSecretValue instead,
 `valgrind --tool=callgrind` over N = 100 and N = 300 requests, (I300 - I100) / 200, so that start-up cancels out.
+It counts twice: against moto's WSGI app served by waitress, which keeps connections alive as AWS does ("steady
+state": the pooled handle reuses its connection; the headline figure), and against moto_server itself, whose werkzeug
+server answers every request with "Connection: close", so that each request there also pays a new TCP connection.
+The timed comparison keeps moto_server (werkzeug) for all three clients, as in every earlier figure.
 
 Usage: python3 bench/aws_bench.py [--json] [--instructions] [ROUNDS] [PER_ROUND]
   --json  one JSON object on stdout instead of the table (bench/run.py reads it)
@@ -48,13 +52,25 @@ def pct(samples, p):
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 
 
+# moto's own WSGI app (as moto.server builds it) behind waitress, an HTTP/1.1 server that keeps connections alive.
+WAITRESS = """import sys
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from waitress import serve
+serve(DomainDispatcherApplication(create_backend_app), host="127.0.0.1", port=int(sys.argv[1]), threads=2,
+      _quiet=True)
+"""
+
+
 @contextlib.contextmanager
-def moto_with_secret():
-    """moto_server without signature checks, holding the bench's ~400-byte secret: (endpoint, name, env, client)."""
+def moto_with_secret(keep_alive=False):
+    """moto without signature checks, holding the bench's ~400-byte secret: (endpoint, name, env, client).
+    keep_alive: served by waitress (connections kept); else moto_server (werkzeug: "Connection: close" on every answer).
+    """
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = ([sys.executable, "-c", WAITRESS, str(port)] if keep_alive else
+               [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)])
+    moto = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, moto, "moto_server")
         sm = boto3.client("secretsmanager", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=KEY,
@@ -70,10 +86,10 @@ def moto_with_secret():
 
 
 def main():
+    if "--instructions" in FLAGS:
+        return count_instructions()
     with moto_with_secret() as (endpoint, name, env, sm):
         body = json.dumps({"SecretId": name, "VersionStage": "AWSCURRENT"})
-        if "--instructions" in FLAGS:
-            return count_instructions(endpoint, name, env)
         samples = {"ours": [], "boto3": [], "floor": []}
         for _ in range(ROUNDS):
             out = subprocess.run([str(BENCH), endpoint, name, str(PER_ROUND)],
@@ -107,22 +123,39 @@ def main():
         print(f"\nclient-side overhead ratio ours/boto3 at p50: {ours / theirs:.3f}")
 
 
-def count_instructions(endpoint, name, env):
-    """Instructions per steady-state request of ours: callgrind totals for N = 100 and N = 300, difference / 200."""
+def callgrind_totals(endpoint, name, env, tag):
+    """Callgrind totals of ours for N = 100 and N = 300 requests (DYAD_CALLGRIND_DIR: keep the files there, as
+    callgrind.TAG.N)."""
     totals = {}
+    keep = os.environ.get("DYAD_CALLGRIND_DIR")
     with tempfile.TemporaryDirectory(prefix="aws-callgrind-") as tmp:
         for n in (100, 300):
-            out = pathlib.Path(tmp) / f"callgrind.{n}"
+            out = pathlib.Path(keep or tmp) / f"callgrind.{tag}.{n}"
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(BENCH), endpoint, name,
                             str(n)], env=env, capture_output=True, text=True, check=True)
             totals[n] = next(int(line.split()[1]) for line in out.read_text().splitlines()
                              if line.startswith("totals:") or line.startswith("summary:"))
-    per = (totals[300] - totals[100]) / 200
+    return totals
+
+
+def count_instructions():
+    """Instructions per steady-state request of ours: callgrind totals for N = 100 and N = 300, difference / 200,
+    against a keep-alive server (the figure) and against moto_server's connection per request."""
+    results = {}
+    for keep_alive in (True, False):
+        with moto_with_secret(keep_alive) as (endpoint, name, env, _):
+            totals = callgrind_totals(endpoint, name, env, "keepalive" if keep_alive else "close")
+        results[keep_alive] = (totals, (totals[300] - totals[100]) / 200)
+    (ka, per), (cpr, per_close) = results[True], results[False]
     if "--json" in FLAGS:
-        print(json.dumps({"instructions_100": totals[100], "instructions_300": totals[300], "per_request": per}))
+        print(json.dumps({"instructions_100": ka[100], "instructions_300": ka[300], "per_request": per,
+                          "close_instructions_100": cpr[100], "close_instructions_300": cpr[300],
+                          "per_request_close": per_close}))
     else:
-        print(f"callgrind: {totals[100]:,} instructions for 100 requests, {totals[300]:,} for 300: "
-              f"{per:,.0f} per request in steady state")
+        print(f"callgrind, keep-alive (moto app on waitress): {ka[100]:,} instructions for 100 requests, "
+              f"{ka[300]:,} for 300: {per:,.0f} per request in steady state")
+        print(f"callgrind, connection per request (moto_server, werkzeug): {cpr[100]:,} for 100, {cpr[300]:,} for "
+              f"300: {per_close:,.0f} per request")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,21 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/secret_bytes.h"
+#include "transport/http_answer.h"
 
 namespace dyad {
 
@@ -32,6 +38,22 @@ struct Handle {
   std::string lines;  // "Name: value\0" each: may carry a token, wiped after every request
   std::vector<size_t> starts;       // where each line starts in `lines`
   std::vector<curl_slist> nodes;    // one per line, into `lines`
+
+  // Our own exchange (see the header): where the last URL points, parsed once.
+  std::string url;          // the URL the fields below are of
+  std::string connect_url;  // what curl connects to (the URL, or with the TLS server name as host)
+  std::string connect_to;   // CURLOPT_CONNECT_TO entry, "" for none
+  std::string origin;       // scheme, host, port and connect_to: which connection the URL needs
+  std::string host;         // Host header value derived from the URL
+  std::string target;       // path and query
+  // The connection curl holds for us (CONNECT_ONLY), and which origin it is to.
+  bool connected = false;
+  std::string connected_origin;
+  curl_socket_t sock = CURL_SOCKET_BAD;
+  std::string out;                      // the request as sent: wiped after every request
+  std::vector<char> in;                 // bytes received: wiped (up to in_high) after every request
+  size_t in_high = 0;
+  std::unique_ptr<AnswerReader> reader;
 };
 
 struct Received {
@@ -215,11 +237,47 @@ bool IsHost(std::string_view header_name) {
          (header_name.substr(1) == "ost" || header_name.substr(1) == "OST");
 }
 
+// Whether curl would send requests through a proxy named in the process
+// environment (it reads http_proxy, but not HTTP_PROXY, for http URLs).
+bool ProxyInEnvironment() {
+  for (const char* name : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
+    const char* v = std::getenv(name);
+    if (v && *v) return true;
+  }
+  return false;
+}
+
+bool Idempotent(const std::string& method) {
+  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" || method == "OPTIONS";
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Waits until `sock` is ready for `events` or `deadline` passes: true when ready.
+bool WaitFor(curl_socket_t sock, short events, Clock::time_point deadline) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{sock, events, 0};
+    const int n = poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1 << 30)));
+    if (n > 0) return true;  // ready, or an error or hang-up the next send/recv reports
+    if (n < 0 && errno != EINTR) return true;
+  }
+}
+
+// How an exchange on our own connection went.
+enum class Outcome {
+  kDone,
+  kRetryable,  // the reused connection was found closed before any byte of the answer, and resending is safe
+  kFailed,
+};
+
 class CurlTransport final : public HttpTransport {
  public:
   explicit CurlTransport(CurlOptions options) : options_(std::move(options)) {
     static std::once_flag init;
     std::call_once(init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+    own_http_ = !options_.libcurl_http && !ProxyInEnvironment();
   }
   ~CurlTransport() override {
     for (auto& h : idle_) curl_easy_cleanup(h->curl);
@@ -263,6 +321,256 @@ class CurlTransport final : public HttpTransport {
   // One exchange with `url`; `redirected`: the caller's Host header is left out.
   Result<HttpReply> Perform(Handle& handle, const HttpCall& call, const std::string& url, bool redirected,
                             std::chrono::milliseconds timeout) {
+    if (own_http_) return PerformOwn(handle, call, url, redirected, timeout);
+    return PerformCurl(handle, call, url, redirected, timeout);
+  }
+
+  // Parses `url` into the handle's fields, once per distinct URL.
+  Status Aim(Handle& h, const std::string& url) {
+    if (h.url == url && !url.empty()) return OkStatus();
+    h.url.clear();
+    UrlHandle u;
+    if (!u.u || curl_url_set(u.u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
+      return MakeError(ErrorCode::kInvalidArgument, "'" + url + "' is not a URL");
+    }
+    const std::string scheme = Lower(u.Get(CURLUPART_SCHEME)), host = u.Get(CURLUPART_HOST);
+    if ((scheme != "http" && scheme != "https") || host.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, "'" + url + "' is not an http or https URL with a host");
+    }
+    if (!u.Get(CURLUPART_USER).empty() || !u.Get(CURLUPART_PASSWORD).empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, "a URL with user information is not supported");
+    }
+    DYAD_ASSIGN_OR_RETURN(Target t, TargetFor(url, options_.tls_server_name));
+    h.connect_url = std::move(t.url);
+    h.connect_to = std::move(t.connect_to);
+    // As curl writes Host: the port only when it is not the scheme's.
+    const std::string port = u.Get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+    const bool default_port = port == (scheme == "https" ? "443" : "80");
+    const std::string shown = options_.tls_server_name.empty() ? host : options_.tls_server_name;
+    h.host = default_port ? shown : shown + ":" + port;
+    h.origin = scheme + "://" + Lower(host) + ":" + port + "|" + h.connect_to;
+    const std::string path = u.Get(CURLUPART_PATH);
+    h.target = path.empty() ? std::string("/") : path;
+    if (std::string q = u.Get(CURLUPART_QUERY); !q.empty()) h.target.append("?").append(q);
+    h.url = url;
+    return OkStatus();
+  }
+
+  // A new connection for the handle's URL, made by curl with every TLS option set at Lease.
+  Status Connect(Handle& h, const HttpCall& call, Clock::time_point deadline) {
+    Retire(h);
+    if (h.sock != CURL_SOCKET_BAD) {
+      // curl keeps a CONNECT_ONLY connection in the handle's cache after we
+      // are done with it (to the handle's end): a new handle closes it.
+      CURL* fresh = NewEasy();
+      if (!fresh) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
+      curl_easy_cleanup(h.curl);
+      h.curl = fresh;
+      h.sock = CURL_SOCKET_BAD;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) {
+      return MakeError(ErrorCode::kUnavailable, call.method + " " + h.url + ": timed out before connecting");
+    }
+    curl_slist* connect_to = h.connect_to.empty() ? nullptr : curl_slist_append(nullptr, h.connect_to.c_str());
+    curl_easy_setopt(h.curl, CURLOPT_URL, h.connect_url.c_str());
+    curl_easy_setopt(h.curl, CURLOPT_CONNECT_TO, connect_to);
+    curl_easy_setopt(h.curl, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
+    curl_easy_setopt(h.curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(std::min(left, options_.connect_timeout).count()));
+    const CURLcode rc = curl_easy_perform(h.curl);
+    curl_easy_setopt(h.curl, CURLOPT_CONNECT_TO, nullptr);
+    curl_slist_free_all(connect_to);
+    if (rc != CURLE_OK) {
+      return MakeError(ErrorCode::kUnavailable, call.method + " " + h.url + ": " + curl_easy_strerror(rc));
+    }
+    curl_socket_t sock = CURL_SOCKET_BAD;
+    if (curl_easy_getinfo(h.curl, CURLINFO_ACTIVESOCKET, &sock) != CURLE_OK || sock == CURL_SOCKET_BAD) {
+      return MakeError(ErrorCode::kUnavailable, call.method + " " + h.url + ": no socket after connecting");
+    }
+    h.sock = sock;
+    h.connected = true;
+    h.connected_origin = h.origin;
+    return OkStatus();
+  }
+
+  // Ends the connection for the peer at once (curl closes the socket when it
+  // drops the connection: at the next connect, or with the handle).
+  static void Retire(Handle& h) {
+    if (h.connected) shutdown(h.sock, SHUT_RDWR);
+    h.connected = false;
+  }
+
+  // Whether the idle connection can carry a request: nothing arrived on it
+  // since the last answer (a close, a reset, or stray bytes all retire it).
+  static bool StillOpen(Handle& h) {
+    pollfd p{h.sock, POLLIN, 0};
+    if (poll(&p, 1, 0) == 0) return true;
+    char byte;
+    size_t n = 0;
+    // TLS records without data (a session ticket) leave it open.
+    return curl_easy_recv(h.curl, &byte, 1, &n) == CURLE_AGAIN;
+  }
+
+  // The request line, headers and body in the handle's buffer (sized first:
+  // no growth, no copy of a token left in freed memory).
+  static void Serialise(Handle& h, const HttpCall& call, bool redirected) {
+    bool caller_host = false;
+    size_t size = call.method.size() + h.target.size() + 64 + h.host.size() + call.body.size();
+    for (const auto& [k, v] : call.headers) {
+      size += k.size() + v.size() + 4;
+      if (!redirected && IsHost(k)) caller_host = true;
+    }
+    std::string& out = h.out;
+    out.clear();
+    out.reserve(size);
+    out.append(call.method).append(" ").append(h.target).append(" HTTP/1.1\r\n");
+    if (!caller_host) out.append("Host: ").append(h.host).append("\r\n");
+    for (const auto& [k, v] : call.headers) {
+      if (redirected && IsHost(k)) continue;
+      out.append(k).append(": ").append(v).append("\r\n");
+    }
+    if (!call.body.empty() || (call.method != "GET" && call.method != "HEAD")) {
+      char length[32];
+      const int n = snprintf(length, sizeof length, "Content-Length: %zu\r\n", call.body.size());
+      out.append(length, static_cast<size_t>(n));
+    }
+    out.append("\r\n").append(call.body);
+  }
+
+  // Sends the handle's request; `sent` counts the bytes that went out.
+  static bool SendAll(Handle& h, Clock::time_point deadline, size_t& sent, std::string& why) {
+    while (sent < h.out.size()) {
+      size_t n = 0;
+      const CURLcode rc = curl_easy_send(h.curl, h.out.data() + sent, h.out.size() - sent, &n);
+      if (rc == CURLE_OK) {
+        sent += n;
+      } else if (rc != CURLE_AGAIN) {
+        why = curl_easy_strerror(rc);
+        return false;
+      } else if (!WaitFor(h.sock, POLLOUT, deadline)) {
+        why = "timed out sending the request";
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Reads one answer into `reply`: kRetryable when the connection was
+  // `reused` and gave no byte back, and resending is safe.
+  Outcome ReadAnswer(Handle& h, const HttpCall& call, bool reused, Clock::time_point deadline,
+                     HttpReply& reply, std::string& why) {
+    AnswerReader& reader = *h.reader;
+    reader.Start(&reply, options_.max_response_bytes, call.method == "HEAD");
+    std::vector<char>& in = h.in;
+    if (in.size() < 16384) in.resize(16384);
+    size_t begin = 0, end = 0, received = 0;
+    bool wait_first = true;  // the answer cannot be there yet: poll before the first read
+    auto closed_early = [&](const char* what) {
+      why = what;
+      return reused && received == 0 && Idempotent(call.method) ? Outcome::kRetryable
+                                                                                : Outcome::kFailed;
+    };
+    for (;;) {
+      if (end > begin) {
+        begin += reader.Feed(in.data() + begin, end - begin);
+        if (reader.failed()) break;
+        if (reader.done()) {
+          if (end > begin) Retire(h);  // bytes past the answer: nothing to trust on it
+          break;
+        }
+      }
+      if (begin > 0) {  // keep the unparsed rest at the front
+        std::memmove(in.data(), in.data() + begin, end - begin);
+        end -= begin;
+        begin = 0;
+      }
+      if (end == in.size()) {
+        if (in.size() >= 256 * 1024) {
+          why = "answer header larger than " + std::to_string(in.size()) + " bytes";
+          return Outcome::kFailed;
+        }
+        in.resize(in.size() * 2);  // only the header is kept whole: it holds no secret body yet
+      }
+      if (wait_first) {
+        wait_first = false;
+        if (!WaitFor(h.sock, POLLIN, deadline)) {
+          why = "timed out waiting for the answer";
+          return Outcome::kFailed;
+        }
+      }
+      size_t n = 0;
+      const CURLcode rc = curl_easy_recv(h.curl, in.data() + end, in.size() - end, &n);
+      if (rc == CURLE_AGAIN) {
+        if (!WaitFor(h.sock, POLLIN, deadline)) {
+          why = "timed out waiting for the answer";
+          return Outcome::kFailed;
+        }
+        continue;
+      }
+      if (rc != CURLE_OK) return closed_early(curl_easy_strerror(rc));
+      if (n == 0) {
+        if (received == 0) return closed_early("connection closed before any answer");
+        reader.FeedEof();
+        break;
+      }
+      end += n;
+      received += n;
+      h.in_high = std::max(h.in_high, end);
+    }
+    if (reader.failed()) {
+      why = reader.too_big() ? "response larger than " + std::to_string(options_.max_response_bytes) + " bytes"
+                             : reader.error();
+      return Outcome::kFailed;
+    }
+    if (!reader.keep_alive()) Retire(h);
+    return Outcome::kDone;
+  }
+
+  Result<HttpReply> PerformOwn(Handle& h, const HttpCall& call, const std::string& url, bool redirected,
+                               std::chrono::milliseconds timeout) {
+    DYAD_RETURN_IF_ERROR(Aim(h, url));
+    const Clock::time_point deadline = Clock::now() + timeout;
+    Serialise(h, call, redirected);
+    HttpReply reply;
+    std::string why;
+    Outcome outcome = Outcome::kFailed;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool reused = h.connected && h.connected_origin == h.origin && StillOpen(h);
+      if (!reused) {
+        Status connected = Connect(h, call, deadline);
+        if (!connected.ok()) {
+          why.clear();
+          Cleanse(h.out);
+          return connected.error();
+        }
+      }
+      size_t sent = 0;
+      if (!SendAll(h, deadline, sent, why)) {
+        Retire(h);
+        outcome = reused && sent == 0 ? Outcome::kRetryable : Outcome::kFailed;
+      } else {
+        outcome = ReadAnswer(h, call, reused, deadline, reply, why);
+        if (outcome != Outcome::kDone) Retire(h);
+      }
+      if (outcome != Outcome::kRetryable) break;
+    }
+    Cleanse(h.out);
+    if (h.in_high > 0) {
+      OPENSSL_cleanse(h.in.data(), h.in_high);  // the answer's bytes: a secret
+      h.in_high = 0;
+    }
+    if (outcome != Outcome::kDone) {
+      if (reply.body.capacity() > 0) Cleanse(reply.body);
+      return MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": " + why);
+    }
+    return reply;
+  }
+
+  // One exchange through curl_easy_perform (a proxy in the environment, or
+  // options.libcurl_http).
+  Result<HttpReply> PerformCurl(Handle& handle, const HttpCall& call, const std::string& url, bool redirected,
+                                std::chrono::milliseconds timeout) {
     DYAD_ASSIGN_OR_RETURN(Target target, TargetFor(url, options_.tls_server_name));
     CURL* h = handle.curl;
     HttpReply reply;
@@ -342,7 +650,15 @@ class CurlTransport final : public HttpTransport {
       }
     }
     auto handle = std::make_unique<Handle>();
-    CURL* h = handle->curl = curl_easy_init();
+    handle->curl = NewEasy();
+    if (!handle->curl) return nullptr;
+    if (own_http_) handle->reader = std::make_unique<AnswerReader>();
+    return handle;
+  }
+
+  // An easy handle with every option that is the same for all requests.
+  CURL* NewEasy() {
+    CURL* h = curl_easy_init();
     if (!h) return nullptr;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
@@ -368,7 +684,13 @@ class CurlTransport final : public HttpTransport {
     // The same for every request: set once.
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
-    return handle;
+    if (own_http_) {
+      // curl connects (TLS and all the options above, HTTP/1.1 in ALPN)
+      // and we exchange on the connection; one connection per easy handle.
+      curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+      curl_easy_setopt(h, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+    }
+    return h;
   }
   void Return(std::unique_ptr<Handle> h) {
     MutexLock lock(&mu_);
@@ -376,6 +698,7 @@ class CurlTransport final : public HttpTransport {
   }
 
   CurlOptions options_;
+  bool own_http_ = true;  // our own exchange on a CONNECT_ONLY connection (see the header)
   Mutex mu_;
   std::vector<std::unique_ptr<Handle>> idle_ DYAD_GUARDED_BY(mu_);
 };

@@ -23,6 +23,30 @@
 // request's timeout. Thread-safe: a request leases a handle for its duration. A handle keeps the
 // storage of its request headers from request to request, wiped after each one (they carry tokens
 // and signatures).
+//
+// How a request goes out. By default curl only connects: the handle is
+// CONNECT_ONLY, so curl does DNS, connect and TLS with every option above
+// (verification, CA, client certificate, SNI, CONNECT_TO, HTTP/1.1 in ALPN),
+// and this transport writes the HTTP/1.1 request itself into a reused buffer
+// (curl_easy_send) and parses the answer with AnswerReader (Beast's parser;
+// curl_easy_recv), waiting with poll() on the connection's socket within the
+// request's timeout. The connection stays open for the next request unless
+// the answer says "Connection: close", is HTTP/1.0 without keep-alive, is
+// read to the end of the stream, or fails. Before a kept connection is used,
+// anything arrived on it (a close, a reset, stray bytes) retires it and a
+// new one is made; if a kept connection closes after the request went out
+// and before any byte of the answer, the request is sent once more on a new
+// connection only when its method is idempotent (GET, HEAD, PUT, DELETE,
+// OPTIONS): a POST is never sent twice (kUnavailable instead; the caller's
+// retry policy decides). Chunked answers (trailers dropped), answers without
+// a length (read to close) and 1xx answers before the final one (skipped)
+// are handled; header names are lower-cased.
+//
+// curl_easy_perform does the whole exchange instead when a proxy is named in
+// the environment (http_proxy, https_proxy/HTTPS_PROXY, all_proxy/ALL_PROXY,
+// read when the transport is made: our own request line is origin-form,
+// which a proxy cannot route) or when `libcurl_http` is set. A URL with user
+// information is refused by our own exchange (kInvalidArgument).
 #pragma once
 
 #include <chrono>
@@ -49,6 +73,9 @@ struct CurlOptions {
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds request_timeout{10000};
   size_t max_response_bytes = 4 << 20;
+  // Every exchange through curl_easy_perform (see above); false: our own
+  // exchange unless a proxy is named in the environment.
+  bool libcurl_http = false;
 };
 
 std::unique_ptr<HttpTransport> NewCurlTransport(CurlOptions options = {});
