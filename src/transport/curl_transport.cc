@@ -333,7 +333,7 @@ class CurlTransport final : public HttpTransport {
     if (!u.u || curl_url_set(u.u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
       return MakeError(ErrorCode::kInvalidArgument, "'" + url + "' is not a URL");
     }
-    const std::string scheme = Lower(u.Get(CURLUPART_SCHEME)), host = u.Get(CURLUPART_HOST);
+    const std::string scheme = AsciiLower(u.Get(CURLUPART_SCHEME)), host = u.Get(CURLUPART_HOST);
     if ((scheme != "http" && scheme != "https") || host.empty()) {
       return MakeError(ErrorCode::kInvalidArgument, "'" + url + "' is not an http or https URL with a host");
     }
@@ -348,7 +348,7 @@ class CurlTransport final : public HttpTransport {
     const bool default_port = port == (scheme == "https" ? "443" : "80");
     const std::string shown = options_.tls_server_name.empty() ? host : options_.tls_server_name;
     h.host = default_port ? shown : shown + ":" + port;
-    h.origin = scheme + "://" + Lower(host) + ":" + port + "|" + h.connect_to;
+    h.origin = scheme + "://" + AsciiLower(host) + ":" + port + "|" + h.connect_to;
     const std::string path = u.Get(CURLUPART_PATH);
     h.target = path.empty() ? std::string("/") : path;
     if (std::string q = u.Get(CURLUPART_QUERY); !q.empty()) h.target.append("?").append(q);
