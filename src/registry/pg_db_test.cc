@@ -130,6 +130,18 @@ TEST_F(PgDbTest, AWrongDatabaseFailsAtOpenWithTheServersWordsAndNoPassword) {
   EXPECT_EQ(r.error().message.find("hunter2-pw"), std::string::npos) << r.error().message;
 }
 
+// sslmode comes from the URL: `require` against the test server, which has no TLS, is refused by libpq.
+TEST_F(PgDbTest, TheUrlsSslmodeIsHonoured) {
+  std::string url = pg_->url();
+  const size_t at = url.find("sslmode=disable");
+  if (at == std::string::npos) url += (url.find('?') == std::string::npos ? "?" : "&") + std::string("sslmode=require");
+  else url.replace(at, 15, "sslmode=require");
+  auto r = PgDb::Open(url, pg_->Options());
+  ASSERT_FALSE(r.ok()) << "the test server has no TLS: sslmode=require must fail";
+  EXPECT_EQ(r.code(), ErrorCode::kUnavailable);
+  EXPECT_NE(r.error().message.find("SSL"), std::string::npos) << r.error().message;
+}
+
 TEST_F(PgDbTest, ACallerWaitsForAFreeConnectionThenTimesOut) {
   PgDb::Options o = pg_->Options();
   o.max_connections = 1;
