@@ -127,8 +127,7 @@ TEST_P(ProviderRepositoryContract, ConcurrentUpdatesFromOneRevisionLandOnce) {
   const Provider read = *repos[0]->Get("p");
   constexpr int kThreads = 6;
   std::atomic<int> ready{0};
-  std::vector<ErrorCode> codes(kThreads, ErrorCode::kInternal);
-  std::vector<bool> ok(kThreads, false);
+  std::vector<Status> results(kThreads);  // one element per thread (not vector<bool>: its bits share words)
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -136,20 +135,18 @@ TEST_P(ProviderRepositoryContract, ConcurrentUpdatesFromOneRevisionLandOnce) {
       mine.description = "writer " + std::to_string(t);
       ready.fetch_add(1);
       while (ready.load() < kThreads) std::this_thread::yield();
-      Status s = repos[t % 2]->Update(mine);
-      ok[t] = s.ok();
-      if (!s.ok()) codes[t] = s.code();
+      results[t] = repos[t % 2]->Update(mine);
     });
   }
   for (auto& t : threads) t.join();
   int winners = 0;
   std::string winner;
   for (int t = 0; t < kThreads; ++t) {
-    if (ok[t]) {
+    if (results[t].ok()) {
       ++winners;
       winner = "writer " + std::to_string(t);
     } else {
-      EXPECT_EQ(codes[t], ErrorCode::kConflict) << "writer " << t;
+      EXPECT_EQ(results[t].code(), ErrorCode::kConflict) << "writer " << t << ": " << results[t].error().message;
     }
   }
   ASSERT_EQ(winners, 1);
