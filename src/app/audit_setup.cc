@@ -11,12 +11,41 @@
 namespace dyad {
 namespace {
 
-// Moves the audit key off `version` (every version older than the primary
-// when `version` is 0) onto the primary. The stored wrapping is replaced
-// only if it is still the one read (another process may have moved it
-// meanwhile: then theirs stands).
+AuditKeyHolder HolderOf(const KeyManager& keys) { return {keys.Kind(), keys.KeyId()}; }
+
+std::string Named(const AuditKeyHolder& holder) { return holder.kind + " key '" + holder.key_id + "'"; }
+
+// `keys`' wrapping of the audit key. kNotFound when no key was ever made;
+// kFailedPrecondition, naming the KeyManagers that hold it (never what they
+// hold) and how to add one, when only others do.
+Result<AuditKeyRecord> OwnWrapping(AuditKeyRepository& audit_keys, const KeyManager& keys) {
+  DYAD_ASSIGN_OR_RETURN(auto own, audit_keys.Get(HolderOf(keys)));
+  if (own) return std::move(*own);
+  DYAD_ASSIGN_OR_RETURN(auto all, audit_keys.List());
+  if (all.empty()) return MakeError(ErrorCode::kNotFound, "the registry holds no audit key: no gateway wrote this log");
+  std::string holders;
+  for (const auto& r : all) holders += (holders.empty() ? "" : ", ") + Named(r.holder());
+  return MakeError(ErrorCode::kFailedPrecondition,
+                   "the audit key is not wrapped for this configuration's " + Named(HolderOf(keys)) +
+                       ", only for: " + holders + "; run `dyad-gateway migrate --to-env-file` with this "
+                       "configuration as the target, under one of those, to add its wrapping");
+}
+
+Result<SecretBytes> Open(KeyManager& keys, const AuditKeyRecord& wrapping) {
+  auto key = keys.Decrypt(wrapping.key_version, wrapping.wrapped);
+  if (!key.ok()) {
+    return MakeError(key.code(), "cannot open the audit key (" + Named(wrapping.holder()) + ", key version " +
+                                     std::to_string(wrapping.key_version) + "): " + key.error().message);
+  }
+  return key;
+}
+
+// Moves `keys`' wrapping of the audit key off `version` (every version
+// older than the primary when `version` is 0) onto the primary; other
+// KeyManagers' wrappings are theirs. Replaced only if it is still the one
+// read (another process may have moved it meanwhile: then theirs stands).
 Status MoveAuditKey(AuditKeyRepository& audit_keys, KeyManager& keys, uint32_t version) {
-  DYAD_ASSIGN_OR_RETURN(auto stored, audit_keys.Get());
+  DYAD_ASSIGN_OR_RETURN(auto stored, audit_keys.Get(HolderOf(keys)));
   if (!stored) return OkStatus();
   if (version != 0 && stored->key_version != version) return OkStatus();
   if (version == 0) {
@@ -28,7 +57,7 @@ Status MoveAuditKey(AuditKeyRepository& audit_keys, KeyManager& keys, uint32_t v
     return MakeError(moved.code(), "cannot move the audit key off key version " +
                                        std::to_string(stored->key_version) + ": " + moved.error().message);
   }
-  auto replaced = audit_keys.ReplaceWrapping(stored->key_version, stored->wrapped, moved->version, moved->wrapped);
+  auto replaced = audit_keys.ReplaceWrapping(*stored, moved->version, moved->wrapped);
   if (!replaced.ok()) return replaced.error();
   return OkStatus();
 }
@@ -84,19 +113,17 @@ class AuditKeyGuard final : public KeyManager {
 }  // namespace
 
 Result<SecretBytes> LoadAuditKey(AuditKeyRepository& audit_keys, KeyManager& keys, const Clock& clock, bool create) {
-  DYAD_ASSIGN_OR_RETURN(auto stored, audit_keys.Get());
-  if (!stored) {
-    if (!create) return MakeError(ErrorCode::kNotFound, "the registry holds no audit key: no gateway wrote this log");
+  auto own = OwnWrapping(audit_keys, keys);
+  if (!own.ok() && own.code() == ErrorCode::kNotFound && create) {
     DYAD_ASSIGN_OR_RETURN(DataKey dk, keys.GenerateDataKey());
-    // Another process may have stored its own first: then that one is used.
+    // Another process may have made one first: then that one is used (or,
+    // when its KeyManager is another, this one has none).
     AuditKeyRecord made{keys.Kind(), keys.KeyId(), dk.version, dk.wrapped, FormatIso8601(clock.WallNow())};
-    DYAD_ASSIGN_OR_RETURN(stored, audit_keys.InsertIfAbsent(made));
+    DYAD_ASSIGN_OR_RETURN(auto stored, audit_keys.InsertFirst(made));
+    own = stored ? Result<AuditKeyRecord>(std::move(*stored)) : OwnWrapping(audit_keys, keys);
   }
-  auto key = keys.Decrypt(stored->key_version, stored->wrapped);
-  if (!key.ok()) {
-    return MakeError(key.code(), "cannot open the audit key (key version " + std::to_string(stored->key_version) +
-                                     "): " + key.error().message);
-  }
+  if (!own.ok()) return own.error();
+  DYAD_ASSIGN_OR_RETURN(SecretBytes key, Open(keys, *own));
   if (create) {
     // A writer keeps it on the primary version, so it is never last on one.
     if (Status s = MoveAuditKey(audit_keys, keys, 0); !s.ok()) spdlog::warn("{}", s.error().message);
@@ -104,20 +131,38 @@ Result<SecretBytes> LoadAuditKey(AuditKeyRepository& audit_keys, KeyManager& key
   return key;
 }
 
-Status MoveAuditKeyTo(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to) {
-  DYAD_ASSIGN_OR_RETURN(auto stored, audit_keys.Get());
-  if (!stored) return OkStatus();
-  if (to.Decrypt(stored->key_version, stored->wrapped).ok()) return OkStatus();
-  auto key = from.Decrypt(stored->key_version, stored->wrapped);
-  if (!key.ok()) return MakeError(key.code(), "cannot open the audit key under the source: " + key.error().message);
-  auto wrapped = to.WrapKey(*key, {});
-  if (!wrapped.ok()) {
-    return MakeError(wrapped.code(), "cannot wrap the audit key under the target: " + wrapped.error().message);
+Status AddAuditKeyWrapping(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to) {
+  auto held = OwnWrapping(audit_keys, to);
+  if (!held.ok() && held.code() == ErrorCode::kNotFound) return OkStatus();  // no audit key was made
+  auto source = OwnWrapping(audit_keys, from);
+  if (!source.ok() && !held.ok()) return MakeError(source.code(), "under the source: " + source.error().message);
+  Result<SecretBytes> source_key = source.ok() ? Open(from, *source) : Result<SecretBytes>(source.error());
+  if (!held.ok()) {
+    // The target has none yet: the source's key, wrapped by the target.
+    if (!source_key.ok()) return MakeError(source_key.code(), "under the source: " + source_key.error().message);
+    auto wrapped = to.WrapKey(*source_key, {});
+    if (!wrapped.ok()) {
+      return MakeError(wrapped.code(), "cannot wrap the audit key under the target: " + wrapped.error().message);
+    }
+    // Of concurrent adders, one row stands; it is checked like any other.
+    held = audit_keys.InsertIfAbsent(
+        AuditKeyRecord{to.Kind(), to.KeyId(), wrapped->version, wrapped->wrapped, source->created_at});
+    if (!held.ok()) return held.error();
   }
-  AuditKeyRecord moved{to.Kind(), to.KeyId(), wrapped->version, wrapped->wrapped, stored->created_at};
-  DYAD_ASSIGN_OR_RETURN(bool replaced, audit_keys.ReplaceKey(stored->key_version, stored->wrapped, moved));
-  if (!replaced) return MakeError(ErrorCode::kConflict, "the audit key was moved by another process meanwhile");
+  // Already there (a resumed run, a migration back): it must open under the
+  // target to the source's key, or the chain would fork.
+  auto target_key = Open(to, *held);
+  if (!target_key.ok()) return MakeError(target_key.code(), "under the target: " + target_key.error().message);
+  if (source_key.ok() && !(*source_key == *target_key)) {
+    return MakeError(ErrorCode::kConflict, "the target's wrapping of the audit key (" + Named(held->holder()) +
+                                               ") holds another key than the source's: one audit log cannot be "
+                                               "written under both");
+  }
   return OkStatus();
+}
+
+Result<bool> DropAuditKeyWrapping(AuditKeyRepository& audit_keys, const KeyManager& from, const KeyManager& to) {
+  return audit_keys.RemoveBeside(HolderOf(from), HolderOf(to));
 }
 
 std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner,

@@ -2,17 +2,21 @@
 //
 // The chain's HMAC key is a random data key made once by the KeyManager
 // (GenerateDataKey) and stored only wrapped, so the data dir alone does not
-// give it: opening it needs the KMS or the master ENCRYPTION_KEY. A key
-// rotation retires key versions that no stored blob uses; the wrapped audit
-// key is not a stored blob, so GuardAuditKey() puts itself in front of the
-// KeyManager and moves the audit key to the primary version (ReEncrypt)
-// before any version it is on is retired — if that move fails, so does the
-// retirement, and the key is never left on a retired version. A writer also
-// moves it to the primary at start. The key is kept in an AuditKeyRepository
-// and the chain's head (seq and MAC of its last line) in an AuditHeadStore
+// give it: opening it needs the KMS or the master ENCRYPTION_KEY. Each
+// KeyManager (kind and key id) that may write the chain holds its own
+// wrapping of the same key: `migrate` adds the target's beside the source's,
+// so both configurations go on writing one chain. A key rotation retires
+// key versions that no stored blob uses; the wrapped audit key is not a
+// stored blob, so GuardAuditKey() puts itself in front of the KeyManager and
+// moves its wrapping to the primary version (ReEncrypt) before any version
+// it is on is retired — if that move fails, so does the retirement, and the
+// key is never left on a retired version. A writer also moves it to the
+// primary at start. The key is kept in an AuditKeyRepository and the chain's
+// head (seq and MAC of its last line) in an AuditHeadStore
 // (registry/sqlite_audit_repository.h). All thread-safe; errors are the
-// KeyManager's and the repository's, and kNotFound when no audit key was
-// ever made.
+// KeyManager's and the repository's, kNotFound when no audit key was ever
+// made, and kFailedPrecondition (naming the KeyManagers that hold it) when
+// only other KeyManagers hold a wrapping.
 #pragma once
 
 #include <memory>
@@ -26,14 +30,20 @@
 
 namespace dyad {
 
-// Unwraps the deployment's audit key; with `create`, makes it on first use
-// (the first process to store one wins) and moves it to the primary version.
+// Unwraps `keys`' wrapping of the deployment's audit key; with `create`,
+// makes the key on first use (the first process to store one wins) and
+// moves the wrapping to the primary version.
 Result<SecretBytes> LoadAuditKey(AuditKeyRepository& audit_keys, KeyManager& keys, const Clock& clock, bool create);
 
-// `migrate`: re-wraps the deployment's audit key (the same key, so the chain
-// goes on) from `from` to `to`'s primary version; OK when no audit key was
-// made, or when `to` opens it already (a resumed migration).
-Status MoveAuditKeyTo(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to);
+// `migrate`: adds `to`'s wrapping of the deployment's audit key (the same
+// key, so the chain goes on) beside `from`'s, which stays. OK when no audit
+// key was made, or when `to` holds a wrapping that opens to the same key
+// (a resumed run, a migration back); kConflict when it opens to another.
+Status AddAuditKeyWrapping(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to);
+
+// `migrate --delete-source`, once the source is deleted: drops `from`'s
+// wrapping, only while `to` holds one; true when it was dropped.
+Result<bool> DropAuditKeyWrapping(AuditKeyRepository& audit_keys, const KeyManager& from, const KeyManager& to);
 
 // A KeyManager that moves the wrapped audit key off a version before
 // `inner` retires it; everything else goes straight to `inner`.

@@ -39,19 +39,98 @@ TEST_F(AuditKeyTest, MadeOnceAndOpenedAgain) {
   EXPECT_TRUE(*made == *again);
 }
 
-TEST_F(AuditKeyTest, MovesToAnotherKeyManagerAsTheSameKey) {
+TEST_F(AuditKeyTest, MigrationAddsTheTargetsWrappingAndTheSourceKeepsItsOwn) {
   auto made = LoadAuditKey(*audit_keys_, *keys_, clock_, true);
   ASSERT_TRUE(made.ok());
   auto target = std::move(testing::NewMemoryKeyManager("other", DefaultRandom())).value();
   EXPECT_FALSE(LoadAuditKey(*audit_keys_, *target, clock_, false).ok());
-  ASSERT_TRUE(MoveAuditKeyTo(*audit_keys_, *keys_, *target).ok());
+  ASSERT_TRUE(AddAuditKeyWrapping(*audit_keys_, *keys_, *target).ok());
   auto moved = LoadAuditKey(*audit_keys_, *target, clock_, false);
   ASSERT_TRUE(moved.ok()) << moved.error().message;
   EXPECT_TRUE(*made == *moved);  // the chain goes on under the same key
-  EXPECT_EQ((*audit_keys_->Get())->kind, "memory");
-  EXPECT_EQ((*audit_keys_->Get())->key_id, "other");
-  EXPECT_FALSE(LoadAuditKey(*audit_keys_, *keys_, clock_, false).ok());
-  EXPECT_TRUE(MoveAuditKeyTo(*audit_keys_, *keys_, *target).ok());  // resumed: already there
+  // The source still opens it: its `serve` goes on writing the one chain.
+  auto source = LoadAuditKey(*audit_keys_, *keys_, clock_, true);
+  ASSERT_TRUE(source.ok()) << source.error().message;
+  EXPECT_TRUE(*made == *source);
+  EXPECT_TRUE(AddAuditKeyWrapping(*audit_keys_, *keys_, *target).ok());  // resumed: already there
+  EXPECT_EQ(audit_keys_->List()->size(), 2u);
+  // A second migration from the same source, to another target.
+  auto third = std::move(testing::NewMemoryKeyManager("third", DefaultRandom())).value();
+  ASSERT_TRUE(AddAuditKeyWrapping(*audit_keys_, *keys_, *third).ok());
+  EXPECT_TRUE(*LoadAuditKey(*audit_keys_, *third, clock_, false) == *made);
+  auto all = audit_keys_->List();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].kind, "local");
+  EXPECT_EQ((*all)[1].key_id, "other");
+  EXPECT_EQ((*all)[2].key_id, "third");
+  EXPECT_EQ((*all)[2].created_at, (*all)[0].created_at);  // when the key was made, not the wrapping
+}
+
+TEST_F(AuditKeyTest, DeletingTheSourceDropsOnlyItsWrapping) {
+  auto made = LoadAuditKey(*audit_keys_, *keys_, clock_, true);
+  ASSERT_TRUE(made.ok());
+  auto target = std::move(testing::NewMemoryKeyManager("other", DefaultRandom())).value();
+  EXPECT_FALSE(*DropAuditKeyWrapping(*audit_keys_, *keys_, *target));  // the target holds none: the last stays
+  ASSERT_TRUE(LoadAuditKey(*audit_keys_, *keys_, clock_, false).ok());
+  ASSERT_TRUE(AddAuditKeyWrapping(*audit_keys_, *keys_, *target).ok());
+  EXPECT_TRUE(*DropAuditKeyWrapping(*audit_keys_, *keys_, *target));
+  EXPECT_FALSE(*DropAuditKeyWrapping(*audit_keys_, *keys_, *target));  // once
+  EXPECT_FALSE(*DropAuditKeyWrapping(*audit_keys_, *target, *keys_));  // never the last one
+  EXPECT_TRUE(*LoadAuditKey(*audit_keys_, *target, clock_, false) == *made);
+  EXPECT_EQ(LoadAuditKey(*audit_keys_, *keys_, clock_, false).code(), ErrorCode::kFailedPrecondition);
+  // Migrating back adds a wrapping for the source again.
+  ASSERT_TRUE(AddAuditKeyWrapping(*audit_keys_, *target, *keys_).ok());
+  EXPECT_TRUE(*LoadAuditKey(*audit_keys_, *keys_, clock_, false) == *made);
+}
+
+TEST_F(AuditKeyTest, AKeyManagerWithoutAWrappingIsToldWhoHoldsOneAndNeverMakesASecondKey) {
+  auto target = std::move(testing::NewMemoryKeyManager("other", DefaultRandom())).value();
+  auto made = LoadAuditKey(*audit_keys_, *target, clock_, true);
+  ASSERT_TRUE(made.ok());
+  const std::string wrapped = (*audit_keys_->List())[0].wrapped;
+  for (bool create : {false, true}) {
+    auto refused = LoadAuditKey(*audit_keys_, *keys_, clock_, create);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.code(), ErrorCode::kFailedPrecondition);
+    const std::string& message = refused.error().message;
+    EXPECT_NE(message.find("local key 'k'"), std::string::npos) << message;     // its own
+    EXPECT_NE(message.find("memory key 'other'"), std::string::npos) << message;  // who holds it
+    EXPECT_NE(message.find("dyad-gateway migrate"), std::string::npos) << message;
+    EXPECT_EQ(message.find(wrapped), std::string::npos);
+  }
+  EXPECT_EQ(audit_keys_->List()->size(), 1u);  // no second chain key
+}
+
+TEST_F(AuditKeyTest, ATargetWrappingOfAnotherKeyIsAConflict) {
+  ASSERT_TRUE(LoadAuditKey(*audit_keys_, *keys_, clock_, true).ok());
+  auto target = std::move(testing::NewMemoryKeyManager("other", DefaultRandom())).value();
+  auto other = target->GenerateDataKey();
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(audit_keys_->InsertIfAbsent({"memory", "other", other->version, other->wrapped, "t"}).ok());
+  EXPECT_EQ(AddAuditKeyWrapping(*audit_keys_, *keys_, *target).code(), ErrorCode::kConflict);
+}
+
+TEST_F(AuditKeyTest, NothingToAddWhenNoKeyWasMade) {
+  auto target = std::move(testing::NewMemoryKeyManager("other", DefaultRandom())).value();
+  EXPECT_TRUE(AddAuditKeyWrapping(*audit_keys_, *keys_, *target).ok());
+  EXPECT_TRUE(audit_keys_->List()->empty());
+}
+
+TEST_F(AuditKeyTest, ARotationMovesOnlyItsOwnWrapping) {
+  auto made = LoadAuditKey(*audit_keys_, *keys_, clock_, true);
+  ASSERT_TRUE(made.ok());
+  auto target = std::move(testing::NewMemoryKeyManager("other", DefaultRandom())).value();
+  ASSERT_TRUE(AddAuditKeyWrapping(*audit_keys_, *keys_, *target).ok());
+  const AuditKeyRecord before = **audit_keys_->Get({"memory", "other"});
+  ASSERT_EQ(*keys_->Rotate(), 2u);
+  ASSERT_TRUE(keys_->Retire(1).ok());
+  const AuditKeyRecord source = **audit_keys_->Get({"local", "k"});
+  EXPECT_EQ(source.key_version, 2u);
+  const AuditKeyRecord after = **audit_keys_->Get({"memory", "other"});
+  EXPECT_EQ(after.key_version, before.key_version);
+  EXPECT_EQ(after.wrapped, before.wrapped);
+  EXPECT_TRUE(*LoadAuditKey(*audit_keys_, *keys_, clock_, false) == *made);
+  EXPECT_TRUE(*LoadAuditKey(*audit_keys_, *target, clock_, false) == *made);
 }
 
 TEST_F(AuditKeyTest, SurvivesRotationAndRetirementOfItsVersion) {

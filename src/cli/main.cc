@@ -47,6 +47,19 @@ int Fail(const std::string& message) {
   return 2;
 }
 
+// A command that was configured and invoked right but could not be done
+// (a backend that does not answer, a lock held, a refusal): exit 1, where
+// Fail()'s 2 is for configuration and usage errors only.
+int Refuse(const std::string& message) {
+  Fail(message);
+  return 1;
+}
+
+// Fail() for a configuration error (kInvalidArgument), Refuse() otherwise.
+int FailOrRefuse(const Error& error, const std::string& message) {
+  return error.code == ErrorCode::kInvalidArgument ? Fail(message) : Refuse(message);
+}
+
 // The environment and `env_file`, read by `load`; then no plain copy of a
 // secret variable stays in the process.
 Result<Config> LoadWith(const std::string& env_file, const std::function<Result<Config>(const EnvMap&)>& load) {
@@ -265,7 +278,8 @@ int MigrateImportEnv(const CliOptions& cli, bool dry_run) {
 
 // `migrate --to-env-file`: BackendMigration from the configured backend to
 // TARGET.env's (app/migration_setup.h); 2 for a configuration error of
-// either side, 1 when a provider failed.
+// either side, 1 when the run could not be done (a lock held, a backend that
+// does not answer, a refusal) or was not clean.
 int Migrate(const CliOptions& cli, const std::string& target_file, const MigrationOptions& options) {
   auto source = LoadFrom(cli.env_file, cli.dev);
   if (!source.ok()) return Fail("configuration error (source): " + source.error().message);
@@ -274,25 +288,26 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   spdlog::set_level(spdlog::level::warn);
   if (Status s = EnsureDataDir(source->data_dir, /*create=*/false); !s.ok()) return Fail(s.error().message);
   auto lock = MigrationLock::Acquire(source->data_dir);
-  if (!lock.ok()) return Fail(lock.error().message);
+  if (!lock.ok()) return FailOrRefuse(lock.error(), lock.error().message);
   if (source->dev) {
     if (Status s = PrepareDevSecrets(*source, /*generate=*/false); !s.ok()) return Fail(s.error().message);
   }
   SystemClock clock;
   auto app = App::Create(*source, clock, false);
-  if (!app.ok()) return Fail("cannot open the source: " + app.error().message);
+  if (!app.ok()) return FailOrRefuse(app.error(), "cannot open the source: " + app.error().message);
   auto backend = BuiltinBackends().Open(BackendContext{target->config, (*app)->database(), clock, DefaultRandom()});
-  if (!backend.ok()) return Fail("cannot open the target (" + target_file + "): " + backend.error().message);
+  if (!backend.ok()) {
+    return FailOrRefuse(backend.error(), "cannot open the target (" + target_file + "): " + backend.error().message);
+  }
   auto audit_keys = NewSqliteAuditKeyRepository((*app)->database());
-  if (options.delete_source && !options.dry_run) {
-    // Deletions are audited: not while the audit key is already the
-    // target's (moved by an earlier clean run), when they would be dropped.
+  if (!options.dry_run) {
+    // Copies and deletions are audited under the source's key manager, which
+    // keeps its wrapping of the audit key after a clean run; not when it has
+    // none (a finished --delete-source run dropped it): they would be lost.
     auto key = LoadAuditKey(*audit_keys, (*app)->secrets().keys(), clock, false);
     if (!key.ok() && key.code() != ErrorCode::kNotFound) {
-      return Fail("--delete-source: the audit log cannot be written under the source's key (" + key.error().message +
-                  "), so the deletions would go unaudited; an earlier clean run moved the audit key to the target. "
-                  "Delete the source's copies in the run that copies them (--verify --delete-source), or with the "
-                  "source backend's own tools");
+      return Refuse("the audit log cannot be written under the source's configuration (" + key.error().message +
+                    "), so the " + (options.delete_source ? "deletions" : "copies") + " would go unaudited");
     }
   }
   auto records = NewSqliteMigrationProgressRepository((*app)->database(), clock);
@@ -309,8 +324,8 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   };
   auto report = migration.Run(options, progress, Caller{"cli-migrate", ""});
   if (!report.ok()) {
-    return Fail(std::string(report.code() == ErrorCode::kInvalidArgument ? "configuration error: " : "") +
-                report.error().message);
+    return FailOrRefuse(report.error(), std::string(report.code() == ErrorCode::kInvalidArgument
+                                                        ? "configuration error: " : "") + report.error().message);
   }
   std::printf("migration %s%s\n", report->migration.c_str(), options.dry_run ? " (dry run: nothing written)" : "");
   for (const auto& item : report->items) {
@@ -327,6 +342,17 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
     std::printf("verified %lld, verify failed %lld\n", static_cast<long long>(report->verify_ok),
                 static_cast<long long>(report->verify_failed));
   }
+  if (!report->stopped.empty()) std::printf("%s\n", report->stopped.c_str());
+  for (const auto& item : report->late) {
+    std::printf("%-14s %s  %s\n", item.outcome.c_str(), item.provider_id.c_str(), item.detail.c_str());
+  }
+  if (!report->late.empty()) {
+    std::printf("not copied %zu: created during the run; run migrate again\n", report->late.size());
+  }
+  if (!report->fingerprints_kept.empty()) {
+    std::printf("migration_progress: the fingerprints could not be cleared (%s); the next clean run clears them\n",
+                report->fingerprints_kept.c_str());
+  }
   if (options.delete_source) {
     for (const auto& item : report->delete_failures) {
       std::printf("delete failed  %s  %s\n", item.provider_id.c_str(), item.detail.c_str());
@@ -335,11 +361,21 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
     else if (!options.dry_run) std::printf("source secrets deleted: %lld\n", static_cast<long long>(report->source_deleted));
   }
   if (report->Clean() && !options.dry_run) {
-    // The audit chain goes on under the target's key: the target's `serve`
-    // must open the same audit key.
-    if (Status s = MoveAuditKeyTo(*audit_keys, (*app)->secrets().keys(), *backend->keys); !s.ok()) {
+    // The audit chain goes on under the target's key manager too: the
+    // target's `serve` opens the same audit key, and so does the source's
+    // until a run deletes the source (then its wrapping goes with it).
+    auto& source_keys = (*app)->secrets().keys();
+    if (Status s = AddAuditKeyWrapping(*audit_keys, source_keys, *backend->keys); !s.ok()) {
       std::printf("audit key: %s\n", s.error().message.c_str());
       return 1;
+    }
+    if (options.delete_source) {
+      auto dropped = DropAuditKeyWrapping(*audit_keys, source_keys, *backend->keys);
+      if (!dropped.ok()) {
+        std::printf("audit key: cannot drop the source's wrapping: %s\n", dropped.error().message.c_str());
+        return 1;
+      }
+      if (*dropped) std::printf("audit key: the source's wrapping dropped (the source is deleted)\n");
     }
     std::printf("\nswitch to this configuration (from %s), then restart `dyad-gateway serve` and run "
                 "`dyad-gateway secrets verify`:\n", target_file.c_str());

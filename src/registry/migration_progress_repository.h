@@ -6,7 +6,8 @@
 // name); each of its providers has one record, replaced as the copy moves
 // on: "copying" (the target may hold a half-done write), then "copied".
 // A record holds version tokens and the keyed fingerprint of the value
-// copied, never a value. Every call is one statement. Thread-safe. Errors:
+// copied, never a value; after a clean run the fingerprints are cleared and
+// the versions stay. Every call is one statement. Thread-safe. Errors:
 // kUnavailable when the database cannot be reached or stays busy.
 #pragma once
 
@@ -34,6 +35,9 @@ class MigrationProgressRepository {
   virtual Result<std::map<std::string, MigrationRecord>> Load(const std::string& migration) = 0;
   // Inserts or replaces the provider's record.
   virtual Status Put(const std::string& migration, const MigrationRecord& record) = 0;
+  // Empties the fingerprint of every record of `migration` (state and
+  // versions kept).
+  virtual Status ClearFingerprints(const std::string& migration) = 0;
 };
 
 }  // namespace dyad

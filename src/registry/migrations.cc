@@ -139,6 +139,22 @@ CREATE TABLE migration_progress(
   updated_at TEXT NOT NULL,
   PRIMARY KEY(migration, provider_id)) WITHOUT ROWID;
 )sql",
+      // 10: one wrapping of the audit key per KeyManager (kind, key id), so
+      // `migrate` adds the target's beside the source's instead of replacing
+      // the only one; the stored row is kept as its KeyManager's.
+      R"sql(
+CREATE TABLE audit_key_wrappings(
+  kind TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  key_version INTEGER NOT NULL,
+  wrapped BLOB NOT NULL,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY(kind, key_id)) WITHOUT ROWID;
+INSERT INTO audit_key_wrappings(kind, key_id, key_version, wrapped, created_at)
+  SELECT kind, key_id, key_version, wrapped, created_at FROM audit_key;
+DROP TABLE audit_key;
+ALTER TABLE audit_key_wrappings RENAME TO audit_key;
+)sql",
   };
   return kMigrations;
 }

@@ -9,54 +9,83 @@ class SqliteAuditKeyRepository final : public AuditKeyRepository {
  public:
   explicit SqliteAuditKeyRepository(std::shared_ptr<SqliteDb> db) : db_(std::move(db)) {}
 
-  Result<std::optional<AuditKeyRecord>> Get() override {
-    return db_->With<std::optional<AuditKeyRecord>>([](SqliteConnection& c) { return Read(c); });
+  Result<std::optional<AuditKeyRecord>> Get(const AuditKeyHolder& holder) override {
+    return db_->With<std::optional<AuditKeyRecord>>([&](SqliteConnection& c) { return Read(c, holder); });
+  }
+
+  Result<std::vector<AuditKeyRecord>> List() override {
+    return db_->With<std::vector<AuditKeyRecord>>([](SqliteConnection& c) -> Result<std::vector<AuditKeyRecord>> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "SELECT kind, key_id, key_version, wrapped, created_at FROM audit_key ORDER BY kind, key_id"));
+      std::vector<AuditKeyRecord> all;
+      while (true) {
+        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) return all;
+        all.push_back(Record(st));
+      }
+    });
+  }
+
+  Result<std::optional<AuditKeyRecord>> InsertFirst(const AuditKeyRecord& key) override {
+    return Insert(key, "INSERT INTO audit_key(kind, key_id, key_version, wrapped, created_at) "
+                       "SELECT ?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM audit_key)");
   }
 
   Result<AuditKeyRecord> InsertIfAbsent(const AuditKeyRecord& key) override {
-    std::optional<AuditKeyRecord> stored;
-    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "INSERT OR IGNORE INTO audit_key(id, kind, key_id, key_version, wrapped, created_at) VALUES(1,?,?,?,?,?)"));
-      DYAD_RETURN_IF_ERROR(st.Bind(1, key.kind).Bind(2, key.key_id).Bind(3, static_cast<int64_t>(key.key_version))
-                               .BindBlob(4, key.wrapped).Bind(5, key.created_at).Run());
-      DYAD_ASSIGN_OR_RETURN(stored, Read(c));
-      return OkStatus();
-    }));
+    DYAD_ASSIGN_OR_RETURN(auto stored, Insert(key, "INSERT OR IGNORE INTO audit_key(kind, key_id, key_version, "
+                                                   "wrapped, created_at) VALUES(?,?,?,?,?)"));
     if (!stored) return MakeError(ErrorCode::kInternal, "the audit key was stored but cannot be read back");
     return std::move(*stored);
   }
 
-  Result<bool> ReplaceWrapping(uint32_t from_version, const std::string& from_wrapped, uint32_t to_version,
-                               const std::string& to_wrapped) override {
+  Result<bool> ReplaceWrapping(const AuditKeyRecord& from, uint32_t to_version, const std::string& to_wrapped) override {
     return db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "UPDATE audit_key SET key_version=?, wrapped=? WHERE id=1 AND key_version=? AND wrapped=?"));
-      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(to_version)).BindBlob(2, to_wrapped)
-                               .Bind(3, static_cast<int64_t>(from_version)).BindBlob(4, from_wrapped).Run());
+          "UPDATE audit_key SET key_version=?, wrapped=? WHERE kind=? AND key_id=? AND key_version=? AND wrapped=?"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(to_version)).BindBlob(2, to_wrapped).Bind(3, from.kind)
+                               .Bind(4, from.key_id).Bind(5, static_cast<int64_t>(from.key_version))
+                               .BindBlob(6, from.wrapped).Run());
       return c.Changes() > 0;
     });
   }
 
-  Result<bool> ReplaceKey(uint32_t from_version, const std::string& from_wrapped, const AuditKeyRecord& to) override {
+  Result<bool> RemoveBeside(const AuditKeyHolder& drop, const AuditKeyHolder& keep) override {
+    if (drop.kind == keep.kind && drop.key_id == keep.key_id) return false;
     return db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "UPDATE audit_key SET kind=?, key_id=?, key_version=?, wrapped=? WHERE id=1 AND key_version=? AND wrapped=?"));
-      DYAD_RETURN_IF_ERROR(st.Bind(1, to.kind).Bind(2, to.key_id).Bind(3, static_cast<int64_t>(to.key_version))
-                               .BindBlob(4, to.wrapped).Bind(5, static_cast<int64_t>(from_version))
-                               .BindBlob(6, from_wrapped).Run());
+          "DELETE FROM audit_key WHERE kind=? AND key_id=? "
+          "AND EXISTS (SELECT 1 FROM audit_key WHERE kind=? AND key_id=?)"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, drop.kind).Bind(2, drop.key_id).Bind(3, keep.kind).Bind(4, keep.key_id).Run());
       return c.Changes() > 0;
     });
   }
 
  private:
-  static Result<std::optional<AuditKeyRecord>> Read(SqliteConnection& c) {
+  // Runs `sql` (binding the record's five columns) and reads back its
+  // holder's row, in one transaction.
+  Result<std::optional<AuditKeyRecord>> Insert(const AuditKeyRecord& key, const std::string& sql) {
+    std::optional<AuditKeyRecord> stored;
+    DYAD_RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(sql));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, key.kind).Bind(2, key.key_id).Bind(3, static_cast<int64_t>(key.key_version))
+                               .BindBlob(4, key.wrapped).Bind(5, key.created_at).Run());
+      DYAD_ASSIGN_OR_RETURN(stored, Read(c, key.holder()));
+      return OkStatus();
+    }));
+    return stored;
+  }
+
+  static AuditKeyRecord Record(Statement& st) {
+    return AuditKeyRecord{st.Text(0), st.Text(1), static_cast<uint32_t>(st.Int(2)), st.Blob(3), st.Text(4)};
+  }
+
+  static Result<std::optional<AuditKeyRecord>> Read(SqliteConnection& c, const AuditKeyHolder& holder) {
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-        "SELECT kind, key_id, key_version, wrapped, created_at FROM audit_key WHERE id=1"));
+        "SELECT kind, key_id, key_version, wrapped, created_at FROM audit_key WHERE kind=? AND key_id=?"));
+    st.Bind(1, holder.kind).Bind(2, holder.key_id);
     DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) return std::optional<AuditKeyRecord>();
-    return std::optional<AuditKeyRecord>(
-        AuditKeyRecord{st.Text(0), st.Text(1), static_cast<uint32_t>(st.Int(2)), st.Blob(3), st.Text(4)});
+    return std::optional<AuditKeyRecord>(Record(st));
   }
 
   std::shared_ptr<SqliteDb> db_;

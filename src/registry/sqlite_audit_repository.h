@@ -1,5 +1,6 @@
-// The SQLite audit key and head stores: the `audit_key` and `audit_head`
-// tables (migration 6), one row each. The head store's Save is one
+// The SQLite audit key and head stores: the `audit_key` table (migration 6;
+// one row per KeyManager's wrapping since migration 10, keyed by kind and
+// key id) and `audit_head` (one row). The head store's Save is one
 // statement that only moves the head to a higher seq (stamped with
 // `clock`'s wall time).
 #pragma once

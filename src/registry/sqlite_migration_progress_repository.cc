@@ -45,6 +45,17 @@ class SqliteMigrationProgressRepository final : public MigrationProgressReposito
     return OkStatus();
   }
 
+  Status ClearFingerprints(const std::string& migration) override {
+    auto done = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "UPDATE migration_progress SET fingerprint='', updated_at=? WHERE migration=? AND fingerprint<>''"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, FormatIso8601(clock_.WallNow())).Bind(2, migration).Run());
+      return true;
+    });
+    if (!done.ok()) return done.error();
+    return OkStatus();
+  }
+
  private:
   std::shared_ptr<SqliteDb> db_;
   const Clock& clock_;

@@ -17,8 +17,13 @@ Result<std::vector<Provider>> AllProviders(ProviderRepository& providers) {
   return out;
 }
 
-MigrationItem Item(const std::string& id, std::string outcome, std::string detail = "") {
-  return MigrationItem{id, std::move(outcome), std::move(detail)};
+MigrationItem Item(const std::string& id, std::string outcome, std::string detail = "",
+                   ErrorCode code = ErrorCode::kInternal) {
+  return MigrationItem{id, std::move(outcome), std::move(detail), code};
+}
+
+MigrationItem Failed(const std::string& id, const std::string& what, const Error& error) {
+  return Item(id, "failed", what + error.message, error.code);
 }
 
 }  // namespace
@@ -54,43 +59,85 @@ Result<BackendMigration::SourceValue> BackendMigration::ReadSource(const Provide
   return v;
 }
 
-Result<std::pair<std::string, int64_t>> BackendMigration::ReadTarget(const std::string& provider_id,
-                                                                      std::string* version) {
+Result<std::optional<BackendMigration::TargetValue>> BackendMigration::ReadTarget(const std::string& provider_id) {
   const std::string name = target_.store.SecretName(provider_id);
-  DYAD_ASSIGN_OR_RETURN(StoredSecret stored, target_.store.Get(name));
-  if (version) *version = stored.version;
-  DYAD_ASSIGN_OR_RETURN(OpenedSecret opened, target_sealer_.Open(name, stored.value));
-  DYAD_ASSIGN_OR_RETURN(CredentialFields fields, CredentialsFromJson(opened.payload.view()));
-  return std::make_pair(source_.Fingerprint(fields), opened.credentials_version);
+  auto stored = target_.store.Get(name);
+  if (!stored.ok() && stored.code() == ErrorCode::kNotFound) return std::optional<TargetValue>();
+  if (!stored.ok()) return stored.error();
+  TargetValue t;
+  t.version = stored->version;
+  auto opened = target_sealer_.Open(name, stored->value);
+  auto fields = opened.ok() ? CredentialsFromJson(opened->payload.view()) : Result<CredentialFields>(opened.error());
+  if (fields.ok()) {
+    t.fingerprint = source_.Fingerprint(*fields);
+    t.credentials_version = opened->credentials_version;
+  } else {
+    t.open_error = fields.error().message;
+  }
+  return std::optional<TargetValue>(std::move(t));
 }
 
-Result<std::string> BackendMigration::WriteTarget(const std::string& name, const std::string& sealed) {
-  auto created = target_.store.Create(name, sealed);
-  if (created.ok() || created.code() != ErrorCode::kAlreadyExists) return created;
-  // Left by an earlier run (killed before it recorded the copy) or copied
-  // before the source changed: replaced. Nothing but this run writes the
-  // target (it is not yet serving).
-  DYAD_ASSIGN_OR_RETURN(StoredSecret current, target_.store.Get(name));
-  auto replaced = target_.store.Replace(name, sealed, current.version);
-  if (replaced.ok() || replaced.code() != ErrorCode::kUnimplemented) return replaced;
-  return target_.store.Overwrite(name, sealed);
+bool BackendMigration::Holds(const TargetValue& t, const std::string& fingerprint, int64_t credentials_version) const {
+  return t.fingerprint && !fingerprint.empty() && *t.fingerprint == fingerprint &&
+         (target_.mode == SealMode::kProvider || t.credentials_version == credentials_version);
 }
 
-bool BackendMigration::MovedAndSourceDeleted(const Provider& p, const std::map<std::string, MigrationRecord>& done) {
+bool BackendMigration::Ours(const TargetValue& t, const MigrationRecord* record) const {
+  if (!record) return false;
+  if (!record->target_version.empty() && t.version == record->target_version) return true;
+  return Holds(t, record->fingerprint, record->credentials_version);
+}
+
+Result<std::string> BackendMigration::WriteTarget(const std::string& provider_id, const std::string& sealed,
+                                                  const std::optional<std::string>& replacing,
+                                                  const CredentialFields& fields, const Caller& caller) {
+  const std::string name = target_.store.SecretName(provider_id);
+  const auto taken = [&](const char* how) {
+    return MakeError(ErrorCode::kConflict, "provider " + provider_id + ": another writer " + how + " its secret in "
+                                           "the target while it was being copied: kept; run migrate again");
+  };
+  Result<std::string> written = [&]() -> Result<std::string> {
+    if (!replacing) {
+      auto created = target_.store.Create(name, sealed);
+      if (created.ok() || created.code() != ErrorCode::kAlreadyExists) return created;
+      return taken("created");
+    }
+    auto replaced = target_.store.Replace(name, sealed, *replacing);
+    if (!replaced.ok() && replaced.code() == ErrorCode::kConflict) return taken("replaced");
+    if (replaced.ok() || replaced.code() != ErrorCode::kUnimplemented) return replaced;
+    // No conditional write: the version read last is checked right before.
+    DYAD_ASSIGN_OR_RETURN(StoredSecret current, target_.store.Get(name));
+    if (current.version != *replacing) return taken("replaced");
+    return target_.store.Overwrite(name, sealed);
+  }();
+  AuditEvent e;
+  e.action = "migration.copy";
+  e.resource = provider_id;
+  for (const auto& [field, value] : fields) e.fields.push_back(field);
+  e.detail = std::string(replacing ? "replaced" : "created") + " in the target " + target_.store.Name() + " (" +
+             name + ")";
+  if (!written.ok()) SetFailure(e, written.error());
+  source_.Audit(std::move(e), caller);
+  return written;
+}
+
+bool BackendMigration::MovedAndSourceDeleted(const Provider& p, const Records& done) {
   auto record = done.find(p.id);
   if (record == done.end() || record->second.state != kCopied) return false;
   auto target = ReadTarget(p.id);
-  return target.ok() && target->first == record->second.fingerprint &&
-         target->second == record->second.credentials_version;
+  return target.ok() && *target && Ours(**target, &record->second);
 }
 
-MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOptions& options,
-                                        const std::map<std::string, MigrationRecord>& done) {
+MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOptions& options, Records& done,
+                                        const Caller& caller) {
   if (p.credential_fields.empty()) return Item(p.id, "no credentials");
   // Writers of this provider on the source wait while it is copied.
   auto held = source_.locks().Hold(p.id);
-  if (!held.ok()) return Item(p.id, "failed", "cannot hold the provider's lease: " + held.error().message);
+  if (!held.ok()) return Failed(p.id, "cannot hold the provider's lease: ", held.error());
   const std::string target_name = target_.store.SecretName(p.id);
+  const auto found = done.find(p.id);
+  const MigrationRecord* record = found == done.end() ? nullptr : &found->second;
+  bool wrote = false;
   for (int attempt = 0; attempt < options.max_attempts; ++attempt) {
     auto source = ReadSource(p);
     if (!source.ok() && source.code() == ErrorCode::kNotFound && MovedAndSourceDeleted(p, done)) {
@@ -99,57 +146,87 @@ MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOption
       return Item(p.id, options.dry_run ? "would skip" : "skipped", "copied; the source's copy is deleted");
     }
     if (!source.ok()) {
-      std::string why = source.error().message;
+      Error why = source.error();
       if (source.code() == ErrorCode::kNotFound && !source_.EnvironmentSource(p).empty()) {
-        why += " (its credentials come from " + source_.EnvironmentSource(p) + "* variables: store them first)";
+        why.message += " (its credentials come from " + source_.EnvironmentSource(p) + "* variables: store them first)";
       }
-      return Item(p.id, "failed", "source: " + why);
+      return Failed(p.id, "source: ", why);
     }
-    auto record = done.find(p.id);
-    if (record != done.end() && record->second.state == kCopied && record->second.fingerprint == source->fingerprint &&
-        record->second.credentials_version == source->credentials_version) {
-      auto target = ReadTarget(p.id);
-      if (target.ok() && target->first == source->fingerprint && target->second == record->second.credentials_version) {
-        return Item(p.id, options.dry_run ? "would skip" : "skipped", "already copied");
+    auto target = ReadTarget(p.id);
+    if (!target.ok()) return Failed(p.id, "target store: ", target.error());
+    if (*target && Holds(**target, source->fingerprint, source->credentials_version)) {
+      const bool recorded = record && record->state == kCopied && record->target_version == (*target)->version &&
+                            record->source_version == source->raw.version;
+      if (!options.dry_run && !recorded) {
+        MigrationRecord rec{p.id, kCopied, source->raw.version, (*target)->version, source->fingerprint,
+                            source->credentials_version};
+        if (Status s = records_.Put(Name(), rec); !s.ok()) return Failed(p.id, "registry: ", s.error());
+        record = &(done[p.id] = rec);
       }
+      if (wrote) return Item(p.id, "copied");  // an earlier attempt's write holds what the source holds now
+      return Item(p.id, options.dry_run ? "would skip" : "skipped", recorded ? "already copied" : "the target holds it");
+    }
+    if (*target && !Ours(**target, record)) {
+      // Never replaced: written there by someone else — a credential rotated
+      // on a target that already serves, another tool.
+      return Item(p.id, "failed",
+                  "the target holds a secret for provider " + p.id + " that this migration did not write" +
+                      ((*target)->fingerprint ? "" : " (it does not open under the target's key: " +
+                                                         (*target)->open_error + ")") +
+                      ": kept, not replaced. If it is the current value, this provider needs no copy; otherwise "
+                      "delete it from the target and run migrate again",
+                  ErrorCode::kConflict);
     }
     if (options.dry_run) return Item(p.id, "would copy");
-    MigrationRecord rec{p.id, kCopying, source->raw.version, "", source->fingerprint, source->credentials_version};
-    if (Status s = records_.Put(Name(), rec); !s.ok()) return Item(p.id, "failed", "registry: " + s.error().message);
+    // What is about to be written, before it is: a run killed after the
+    // write finds it by its fingerprint.
+    MigrationRecord rec{p.id, kCopying, source->raw.version, *target ? (*target)->version : "", source->fingerprint,
+                        source->credentials_version};
+    if (Status s = records_.Put(Name(), rec); !s.ok()) return Failed(p.id, "registry: ", s.error());
+    record = &(done[p.id] = rec);
     auto sealed = target_sealer_.Seal(target_name, source->credentials_version, CredentialsToJson(source->fields));
-    if (!sealed.ok()) return Item(p.id, "failed", "target key: " + sealed.error().message);
-    auto written = WriteTarget(target_name, *sealed);
-    if (!written.ok()) return Item(p.id, "failed", "target store: " + written.error().message);
+    if (!sealed.ok()) return Failed(p.id, "target key: ", sealed.error());
+    auto written = WriteTarget(p.id, *sealed, *target ? std::optional((*target)->version) : std::nullopt,
+                               source->fields, caller);
+    if (!written.ok()) return Failed(p.id, "target store: ", written.error());
+    rec.target_version = *written;
+    wrote = true;
+    record = &(done[p.id] = rec);  // in memory: the next attempt replaces what this one wrote
     // The value copied must still be the source's: another writer (one
     // without the lease) or a key rotation may have changed it meanwhile.
     auto again = source_.ReadRaw(p.id);
-    if (!again.ok()) return Item(p.id, "failed", "source: " + again.error().message);
+    if (!again.ok()) return Failed(p.id, "source: ", again.error());
     if (!*again || (*again)->version != source->raw.version) continue;
     rec.state = kCopied;
-    rec.target_version = *written;
-    if (Status s = records_.Put(Name(), rec); !s.ok()) return Item(p.id, "failed", "registry: " + s.error().message);
+    if (Status s = records_.Put(Name(), rec); !s.ok()) return Failed(p.id, "registry: ", s.error());
+    done[p.id] = rec;
     return Item(p.id, "copied");
   }
   return Item(p.id, "failed", "the source changed during each of " + std::to_string(options.max_attempts) +
-                                  " copies; run migrate again");
+                                  " copies; run migrate again", ErrorCode::kConflict);
 }
 
-MigrationItem BackendMigration::VerifyOne(const Provider& p, const std::map<std::string, MigrationRecord>& done) {
+MigrationItem BackendMigration::VerifyOne(const Provider& p, const Records& done) {
   if (p.credential_fields.empty()) return Item(p.id, "verified");
   auto source = ReadSource(p);
   if (!source.ok() && source.code() == ErrorCode::kNotFound && MovedAndSourceDeleted(p, done)) {
     return Item(p.id, "verified");  // against what was copied: the source's copy is deleted
   }
-  if (!source.ok()) return Item(p.id, "failed", "source: " + source.error().message);
+  if (!source.ok()) return Failed(p.id, "source: ", source.error());
   auto target = ReadTarget(p.id);
-  if (!target.ok()) return Item(p.id, "failed", "target: " + target.error().message);
-  if (target->first != source->fingerprint) {
-    return Item(p.id, "failed", "the target's value differs from the source's (fingerprint " + target->first +
-                                    ", source " + source->fingerprint + ")");
+  if (!target.ok()) return Failed(p.id, "target: ", target.error());
+  if (!*target) return Item(p.id, "failed", "target: it holds no secret for it", ErrorCode::kNotFound);
+  if (!(*target)->fingerprint) {
+    return Item(p.id, "failed", "target: " + (*target)->open_error, ErrorCode::kDataLoss);
   }
-  if (target_.mode == SealMode::kEnvelope && target->second != source->credentials_version) {
-    return Item(p.id, "failed", "the target's credentials version is " + std::to_string(target->second) +
-                                    ", the source's " + std::to_string(source->credentials_version));
+  if (*(*target)->fingerprint != source->fingerprint) {
+    return Item(p.id, "failed", "the target's value differs from the source's (fingerprint " +
+                                    *(*target)->fingerprint + ", source " + source->fingerprint + ")");
+  }
+  if (target_.mode == SealMode::kEnvelope && (*target)->credentials_version != source->credentials_version) {
+    return Item(p.id, "failed", "the target's credentials version is " +
+                                    std::to_string((*target)->credentials_version) + ", the source's " +
+                                    std::to_string(source->credentials_version));
   }
   verified_versions_[p.id] = source->raw.version;
   return Item(p.id, "verified");
@@ -167,7 +244,7 @@ MigrationItem BackendMigration::DeleteOne(const Provider& p, const Caller& calle
     return Item(p.id, "failed", "the source changed after it was verified: kept; run migrate again");
   }
   if (Status s = source_.DeleteIfUnchanged(p.id, **raw, caller, **held); !s.ok()) {
-    return Item(p.id, "failed", "source: " + s.error().message);
+    return Failed(p.id, "source: ", s.error());
   }
   return Item(p.id, "deleted");
 }
@@ -182,21 +259,68 @@ Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, c
   }
   MigrationReport report;
   report.migration = Name();
+  // One cheap read first (a name no provider has): a target that does not
+  // answer costs one timeout, not one per provider.
+  auto probe = target_.store.Get(target_.store.SecretName("migrate-preflight"));
+  if (!probe.ok() && (probe.code() == ErrorCode::kUnavailable || probe.code() == ErrorCode::kUnauthenticated)) {
+    return MakeError(probe.code(), "the target store (" + target_.store.Name() + ") did not answer its first read, "
+                                   "so nothing was copied: " + probe.error().message);
+  }
   DYAD_ASSIGN_OR_RETURN(std::vector<Provider> all, AllProviders(providers_));
-  DYAD_ASSIGN_OR_RETURN(auto done, records_.Load(report.migration));
-  const auto tell = [&](std::string_view pass, size_t n) {
-    if (progress) progress(pass, n, all.size());
+  DYAD_ASSIGN_OR_RETURN(Records done, records_.Load(report.migration));
+  // Provider id -> its item's index; a provider copied is "handled".
+  std::map<std::string, size_t> handled;
+  const auto needs_copy = [&](const Provider& p) {
+    auto h = handled.find(p.id);
+    return h == handled.end() ? true : report.items[h->second].outcome == "no credentials" &&
+                                          !p.credential_fields.empty();
   };
-  tell("copy", 0);
-  for (size_t i = 0; i < all.size(); ++i) {
-    MigrationItem item = CopyOne(all[i], options, done);
+  int unavailable_in_a_row = 0;
+  size_t copy_done = 0;
+  const auto copy = [&](const std::vector<const Provider*>& batch, size_t total) {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Provider& p = *batch[i];
+      MigrationItem item = CopyOne(p, options, done, caller);
+      if (item.outcome == "failed" && item.code == ErrorCode::kUnavailable) ++unavailable_in_a_row;
+      else if (item.outcome != "no credentials") unavailable_in_a_row = 0;
+      const std::string detail = item.detail;
+      auto h = handled.find(p.id);
+      if (h != handled.end()) report.items[h->second] = std::move(item);
+      else handled.emplace(p.id, report.items.size()), report.items.push_back(std::move(item));
+      if (progress) progress("copy", ++copy_done, total);
+      if (unavailable_in_a_row >= kMaxUnavailableInARow && i + 1 < batch.size()) {
+        report.stopped = "the copy pass stopped: " + std::to_string(unavailable_in_a_row) +
+                         " providers in a row failed with a backend unavailable (last: " + detail +
+                         "); " + std::to_string(batch.size() - i - 1) +
+                         " provider(s) not attempted: run migrate again once it answers";
+        return;
+      }
+    }
+  };
+  std::vector<const Provider*> first;
+  for (const Provider& p : all) first.push_back(&p);
+  if (progress) progress("copy", 0, all.size());
+  copy(first, first.size());
+  // Providers created (or given credentials) during the copy pass.
+  std::vector<Provider> listed;
+  if (report.stopped.empty()) {
+    DYAD_ASSIGN_OR_RETURN(listed, AllProviders(providers_));
+    std::vector<const Provider*> more;
+    for (const Provider& p : listed) {
+      if (needs_copy(p)) more.push_back(&p);
+    }
+    if (!more.empty()) copy(more, first.size() + more.size());
+    all = std::move(listed);
+  }
+  for (const MigrationItem& item : report.items) {
     if (item.outcome == "copied" || item.outcome == "would copy") ++report.copied;
     else if (item.outcome == "failed") ++report.failed;
     else ++report.skipped;
-    report.items.push_back(std::move(item));
-    tell("copy", i + 1);
   }
-  const bool verify = !options.dry_run && (options.verify || options.delete_source);
+  const auto tell = [&](std::string_view pass, size_t n) {
+    if (progress) progress(pass, n, all.size());
+  };
+  const bool verify = !options.dry_run && (options.verify || options.delete_source) && report.stopped.empty();
   if (verify) {
     report.verified = true;
     tell("verify", 0);
@@ -208,9 +332,10 @@ Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, c
     }
   }
   if (options.delete_source && !options.dry_run) {
-    if (report.failed || report.verify_failed) {
+    if (report.failed || report.verify_failed || !report.stopped.empty()) {
       report.delete_refused = "the source was kept: " + std::to_string(report.failed) + " provider(s) failed to copy, " +
-                              std::to_string(report.verify_failed) + " failed verification";
+                              std::to_string(report.verify_failed) + " failed verification" +
+                              (report.stopped.empty() ? "" : ", the copy pass stopped early");
     } else {
       tell("delete", 0);
       for (size_t i = 0; i < all.size(); ++i) {
@@ -220,6 +345,24 @@ Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, c
         tell("delete", i + 1);
       }
     }
+  }
+  // Any provider that appeared after the second listing is not in the
+  // target: the run is not clean, and the next one copies it.
+  if (report.stopped.empty()) {
+    DYAD_ASSIGN_OR_RETURN(std::vector<Provider> last, AllProviders(providers_));
+    for (const Provider& p : last) {
+      if (!p.credential_fields.empty() && needs_copy(p)) {
+        report.late.push_back(Item(p.id, "not copied", "created or given credentials during the run, after its "
+                                                       "copy passes: run migrate again"));
+      }
+    }
+  }
+  if (report.verified && report.Clean()) {
+    // A re-run recognises this migration's writes by the target's version:
+    // the keyed fingerprints need not stay next to their key.
+    Status s = records_.ClearFingerprints(report.migration);
+    report.fingerprints_cleared = s.ok();
+    if (!s.ok()) report.fingerprints_kept = s.error().message;
   }
   return report;
 }

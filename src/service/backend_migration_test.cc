@@ -2,10 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "backends/environment/local_keyring.h"
 #include "registry/sqlite_key_version_repository.h"
 #include "registry/sqlite_migration_progress_repository.h"
 #include "registry/sqlite_provider_repository.h"
+#include "secrets/credentials.h"
 #include "service/provider_service.h"
 #include "testing/fakes.h"
 #include "testing/memory_backend.h"
@@ -16,8 +19,9 @@ namespace {
 constexpr char kCanary[] = "sk-CANARY-migrate-4e1d";
 
 // The target store: fails every Create after `creates_left` (a run killed
-// midway), fails Get of one name (a target that cannot be read back), or
-// calls `on_create` (another writer of the source meanwhile).
+// midway), fails Get of one name (a target that cannot be read back) or of
+// every name (`down`: a target that does not answer), or calls `on_create`
+// (another writer of the source meanwhile).
 class TargetStore final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
@@ -31,13 +35,32 @@ class TargetStore final : public testing::ForwardingStore {
     return inner_.Create(name, value);
   }
   Result<StoredSecret> Get(const std::string& name) override {
+    if (down) return MakeError(ErrorCode::kUnavailable, "target store timed out");
     if (name == unreadable) return MakeError(ErrorCode::kUnavailable, "target read refused");
     return inner_.Get(name);
   }
+  Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
+    ++replaces;
+    return inner_.Replace(name, value, version);
+  }
   int creates_left = -1;  // -1: never fails
-  int creates = 0;
+  int creates = 0, replaces = 0;
+  bool down = false;
   std::string unreadable;
   std::function<void()> on_create;
+};
+
+// A source whose deletes are conditional (DeleteIfVersion), as AWS's and
+// Vault's are: SecretsService deletes through it without Delete().
+class ConditionalDeleteStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Status DeleteIfVersion(const std::string& name, const std::string& version) override {
+    auto current = inner_.Get(name);
+    if (!current.ok()) return current.error();
+    if (current->version != version) return MakeError(ErrorCode::kConflict, "changed");
+    return inner_.DeleteNow(name);
+  }
 };
 
 class BackendMigrationTest : public ::testing::Test {
@@ -63,12 +86,39 @@ class BackendMigrationTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.error().message;
     return r->id;
   }
-  MigrationReport Run(MigrationOptions options = {}) {
-    BackendMigration m(*secrets_, *repo_, *records_, {target_, *target_keys_, SealMode::kEnvelope, DefaultRandom()});
-    auto r = m.Run(options, nullptr, Caller{});
+  MigrationReport Run(MigrationOptions options = {}, SecretsService* source = nullptr,
+                      const BackendMigration::Progress& progress = nullptr) {
+    BackendMigration m(source ? *source : *secrets_, *repo_, *records_,
+                       {target_, *target_keys_, SealMode::kEnvelope, DefaultRandom()});
+    auto r = m.Run(options, progress, Caller{"cli-migrate", ""});
     EXPECT_TRUE(r.ok()) << r.error().message;
     for (const auto& item : r->items) EXPECT_EQ(item.detail.find(kCanary), std::string::npos);
     return *r;
+  }
+  std::string Name() {
+    return BackendMigration(*secrets_, *repo_, *records_, {target_, *target_keys_, SealMode::kEnvelope,
+                                                           DefaultRandom()}).Name();
+  }
+  static CredentialFields Key(const std::string& key) {
+    CredentialFields f;
+    f.emplace("api_key", SecretBytes(key));
+    return f;
+  }
+  // Writes `key` sealed under the target's key, as another writer of the
+  // target (or a run killed right after its write) would.
+  void PutInTarget(const std::string& id, const std::string& key, int64_t credentials_version) {
+    const std::string name = target_inner_.SecretName(id);
+    Sealer sealer(*target_keys_, DefaultRandom());
+    auto sealed = sealer.Seal(name, credentials_version, CredentialsToJson(Key(key)));
+    ASSERT_TRUE(sealed.ok()) << sealed.error().message;
+    ASSERT_TRUE(target_inner_.Put(name, *sealed).ok());
+  }
+  static const MigrationItem& ItemOf(const MigrationReport& r, const std::string& id) {
+    for (const auto& item : r.items) {
+      if (item.provider_id == id) return item;
+    }
+    static const MigrationItem none{"", "<no item>", ""};
+    return none;
   }
   // The api_key the target holds for `id`, opened under the target's key.
   std::string TargetKey(const std::string& id) {
@@ -149,17 +199,189 @@ TEST_F(BackendMigrationTest, ResumesAfterAKillMidRunWithoutDuplicates) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(TargetKey(ids[i]), kCanary + std::to_string(i));
 }
 
-TEST_F(BackendMigrationTest, AHalfDoneTargetWriteIsReplacedOnResume) {
-  std::string id = Create("a", kCanary);
-  // A run killed after its target write, before recording it.
-  ASSERT_TRUE(records_->Put(BackendMigration(*secrets_, *repo_, *records_,
-                                             {target_, *target_keys_, SealMode::kEnvelope, DefaultRandom()}).Name(),
-                            MigrationRecord{id, "copying", "1", "", "", 1}).ok());
-  ASSERT_TRUE(target_inner_.Put(target_inner_.SecretName(id), "half-written").ok());
+// A run killed after its target write, before recording it: the record
+// says what was about to be written, so the re-run replaces it (the source
+// has changed since).
+TEST_F(BackendMigrationTest, AWriteAKilledRunWasAboutToMakeIsReplacedOnResume) {
+  std::string id = Create("a", "first");
+  ASSERT_TRUE(records_->Put(Name(), MigrationRecord{id, "copying", "1", "", secrets_->Fingerprint(Key("first")), 1})
+                  .ok());
+  PutInTarget(id, "first", 1);
+  ASSERT_TRUE(providers_->RotateCredentials(id, Key(kCanary), Caller{}).ok());
   MigrationReport r = Run({.verify = true});
   EXPECT_EQ(r.copied, 1);
   EXPECT_TRUE(r.Clean());
   EXPECT_EQ(TargetKey(id), kCanary);
+}
+
+// The target already serves and a provider's credential was rotated there:
+// a re-run keeps it and fails that provider, naming it; the others go on.
+TEST_F(BackendMigrationTest, ATargetValueThisMigrationDidNotWriteIsNeverReplaced) {
+  std::string a = Create("a", std::string(kCanary) + "-a"), b = Create("b", std::string(kCanary) + "-b");
+  ASSERT_TRUE(Run({.verify = true}).Clean());
+  PutInTarget(a, "rotated-on-the-target", 2);
+  MigrationReport dry = Run({.dry_run = true});
+  EXPECT_EQ(ItemOf(dry, a).outcome, "failed");
+  MigrationReport r = Run({.verify = true});
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_EQ(ItemOf(r, a).outcome, "failed");
+  EXPECT_NE(ItemOf(r, a).detail.find("provider " + a + " that this migration did not write"), std::string::npos)
+      << ItemOf(r, a).detail;
+  EXPECT_EQ(ItemOf(r, b).outcome, "skipped");
+  EXPECT_FALSE(r.Clean());
+  EXPECT_EQ(TargetKey(a), "rotated-on-the-target");
+  EXPECT_EQ(TargetKey(b), std::string(kCanary) + "-b");
+}
+
+// Nor one that does not open under the target's key and that no record
+// names (another deployment's, a torn write of a store without atomic ones).
+TEST_F(BackendMigrationTest, AnUnopenableTargetValueNoRecordNamesIsKept) {
+  std::string id = Create("a", kCanary);
+  ASSERT_TRUE(records_->Put(Name(), MigrationRecord{id, "copying", "1", "", "", 1}).ok());
+  ASSERT_TRUE(target_inner_.Put(target_inner_.SecretName(id), "half-written").ok());
+  MigrationReport r = Run({.verify = true});
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_NE(ItemOf(r, id).detail.find("does not open under the target's key"), std::string::npos)
+      << ItemOf(r, id).detail;
+  EXPECT_FALSE(r.Clean());
+  EXPECT_EQ(target_inner_.Get(target_inner_.SecretName(id))->value, "half-written");
+}
+
+// Another writer of the target between the read and the write wins.
+TEST_F(BackendMigrationTest, ATargetWrittenByAnotherDuringTheCopyIsKept) {
+  std::string a = Create("a", kCanary);
+  target_.on_create = [&] { PutInTarget(a, "theirs", 1); };
+  MigrationReport r = Run();
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_NE(ItemOf(r, a).detail.find("another writer created its secret in the target"), std::string::npos)
+      << ItemOf(r, a).detail;
+  EXPECT_EQ(TargetKey(a), "theirs");
+}
+
+// After a clean verified run the records keep state and versions, not the
+// keyed fingerprints; a re-run still replaces its own writes by version.
+TEST_F(BackendMigrationTest, ACleanVerifiedRunKeepsVersionsNotFingerprints) {
+  std::string a = Create("a", "old-value"), b = Create("b", "other");
+  ASSERT_TRUE(Run().Clean());
+  auto unverified = records_->Load(Name());
+  ASSERT_EQ(unverified->size(), 2u);
+  for (const auto& [id, rec] : *unverified) EXPECT_NE(rec.fingerprint, "") << id;  // no verify: kept
+  MigrationReport r = Run({.verify = true});
+  ASSERT_TRUE(r.Clean());
+  EXPECT_TRUE(r.fingerprints_cleared);
+  auto records = records_->Load(Name());
+  ASSERT_EQ(records->size(), 2u);
+  for (const auto& [id, rec] : *records) {
+    EXPECT_EQ(rec.state, "copied") << id;
+    EXPECT_EQ(rec.fingerprint, "") << id;
+    EXPECT_NE(rec.target_version, "") << id;
+    EXPECT_EQ(rec.target_version, target_inner_.Get(target_inner_.SecretName(id))->version) << id;
+  }
+  ASSERT_TRUE(providers_->RotateCredentials(a, Key("new-value"), Caller{}).ok());
+  MigrationReport again = Run({.verify = true});
+  EXPECT_EQ(again.copied, 1);
+  EXPECT_EQ(again.skipped, 1);
+  EXPECT_TRUE(again.Clean());
+  EXPECT_EQ(TargetKey(a), "new-value");
+}
+
+// A provider created while the copy pass runs is copied by the same run.
+TEST_F(BackendMigrationTest, AProviderCreatedDuringTheCopyPassIsCopied) {
+  std::string a = Create("a", "A"), late;
+  target_.on_create = [&] {
+    if (late.empty()) late = Create("late", kCanary);
+  };
+  MigrationReport r = Run({.verify = true});
+  ASSERT_NE(late, "");
+  EXPECT_EQ(r.copied, 2);
+  EXPECT_EQ(r.verify_ok, 2);
+  EXPECT_EQ(ItemOf(r, late).outcome, "copied");
+  EXPECT_TRUE(r.late.empty());
+  EXPECT_TRUE(r.Clean());
+  EXPECT_EQ(TargetKey(late), kCanary);
+}
+
+// One created after the second listing is reported, and the run is not
+// clean (switching now would strand it); the next run copies it.
+TEST_F(BackendMigrationTest, AProviderCreatedAfterTheCopyPassesIsReported) {
+  Create("a", "A");
+  std::string late;
+  MigrationReport r = Run({.verify = true}, nullptr, [&](std::string_view pass, size_t done, size_t) {
+    if (pass == "verify" && done == 0) late = Create("late", kCanary);
+  });
+  ASSERT_NE(late, "");
+  ASSERT_EQ(r.late.size(), 1u);
+  EXPECT_EQ(r.late[0].provider_id, late);
+  EXPECT_EQ(r.late[0].outcome, "not copied");
+  EXPECT_FALSE(r.Clean());
+  EXPECT_FALSE(r.fingerprints_cleared);
+  MigrationReport again = Run({.verify = true});
+  EXPECT_EQ(again.copied, 1);
+  EXPECT_TRUE(again.Clean());
+  EXPECT_EQ(TargetKey(late), kCanary);
+}
+
+// Every write to the target and every deletion from the source is in the
+// audit log as the migration's, also where the source deletes
+// conditionally; a failed write too.
+TEST_F(BackendMigrationTest, EveryWriteAndDeleteIsAudited) {
+  ConditionalDeleteStore conditional(source_);
+  SecretsService via(SecretsOptions{}, conditional, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                     EnvMap{});
+  std::string a = Create("a", kCanary), b = Create("b", kCanary);
+  const auto count = [&](size_t from, const std::string& action, const std::string& outcome) {
+    auto events = audit_.events();
+    std::set<std::string> resources;
+    for (size_t i = from; i < events.size(); ++i) {
+      if (events[i].action == action && events[i].outcome == outcome) {
+        EXPECT_EQ(events[i].actor, "cli-migrate");
+        EXPECT_EQ(events[i].detail.find(kCanary), std::string::npos);
+        resources.insert(events[i].resource);
+      }
+    }
+    return resources;
+  };
+  size_t before = audit_.events().size();
+  target_.creates_left = 0;
+  EXPECT_EQ(Run({.verify = true}, &via).failed, 2);
+  EXPECT_EQ(count(before, "migration.copy", "failure"), (std::set<std::string>{a, b}));
+  target_.creates_left = -1;
+  before = audit_.events().size();
+  MigrationReport r = Run({.delete_source = true}, &via);
+  ASSERT_TRUE(r.Clean());
+  EXPECT_EQ(source_.size(), 0u);
+  EXPECT_EQ(count(before, "migration.copy", "success"), (std::set<std::string>{a, b}));
+  EXPECT_EQ(count(before, "secret.delete", "success"), (std::set<std::string>{a, b}));
+}
+
+// A target that does not answer costs one read, not one timeout per
+// provider: nothing is attempted.
+TEST_F(BackendMigrationTest, AnUnavailableTargetEndsTheRunBeforeAnyCopy) {
+  Create("a", kCanary);
+  Create("b", kCanary);
+  target_.down = true;
+  BackendMigration m(*secrets_, *repo_, *records_, {target_, *target_keys_, SealMode::kEnvelope, DefaultRandom()});
+  auto r = m.Run({.verify = true}, nullptr, Caller{"cli-migrate", ""});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.code(), ErrorCode::kUnavailable);
+  EXPECT_NE(r.error().message.find("did not answer its first read"), std::string::npos) << r.error().message;
+  EXPECT_EQ(target_.creates, 0);
+  EXPECT_TRUE(records_->Load(Name())->empty());
+}
+
+// A target that goes away midway: the copy pass stops after three
+// providers in a row failed as unavailable.
+TEST_F(BackendMigrationTest, TheCopyPassStopsAfterThreeUnavailableInARow) {
+  for (int i = 0; i < 6; ++i) Create("p" + std::to_string(i), kCanary + std::to_string(i));
+  target_.creates_left = 1;
+  MigrationReport r = Run({.verify = true});
+  EXPECT_EQ(target_.creates, 1 + BackendMigration::kMaxUnavailableInARow);
+  EXPECT_EQ(r.copied, 1);
+  EXPECT_EQ(r.failed, 3);
+  EXPECT_EQ(r.items.size(), 4u);
+  EXPECT_NE(r.stopped.find("2 provider(s) not attempted"), std::string::npos) << r.stopped;
+  EXPECT_FALSE(r.verified);
+  EXPECT_FALSE(r.Clean());
 }
 
 TEST_F(BackendMigrationTest, AValueChangedInTheSourceAfterItsCopyIsCopiedAgain) {
@@ -182,6 +404,25 @@ TEST_F(BackendMigrationTest, AValueChangedInTheSourceAfterItsCopyIsCopiedAgain) 
 TEST_F(BackendMigrationTest, ASourceWrittenDuringTheCopyIsCopiedAgainBeforeItIsRecorded) {
   std::string a = Create("a", "first");
   int writes = 0;
+  target_.on_create = [&] {  // a writer without the lease
+    if (writes++ == 0) {
+      const std::string name = secrets_->SecretName(a);
+      ASSERT_TRUE(source_.Put(name, *secrets_->sealer().Seal(name, 1, CredentialsToJson(Key("second")))).ok());
+    }
+  };
+  MigrationReport r = Run({.verify = true});
+  EXPECT_EQ(r.copied, 1);
+  EXPECT_EQ(target_.creates, 1);
+  EXPECT_EQ(target_.replaces, 1);  // the second write replaced the first, this run's own
+  EXPECT_TRUE(r.Clean());
+  EXPECT_EQ(TargetKey(a), "second");
+}
+
+// Rewritten with the same credentials (a key rotation's rewrap): what was
+// written already holds them.
+TEST_F(BackendMigrationTest, ASourceRewrappedDuringTheCopyNeedsNoSecondWrite) {
+  std::string a = Create("a", "first");
+  int writes = 0;
   target_.on_create = [&] {
     if (writes++ == 0) {
       ASSERT_TRUE(source_.Put(secrets_->SecretName(a), source_.Get(secrets_->SecretName(a))->value).ok());
@@ -189,14 +430,17 @@ TEST_F(BackendMigrationTest, ASourceWrittenDuringTheCopyIsCopiedAgainBeforeItIsR
   };
   MigrationReport r = Run({.verify = true});
   EXPECT_EQ(r.copied, 1);
-  EXPECT_EQ(target_.creates, 2);  // the second write found the target taken and replaced it
+  EXPECT_EQ(target_.creates, 1);
+  EXPECT_EQ(target_.replaces, 0);
   EXPECT_TRUE(r.Clean());
+  EXPECT_EQ(records_->Load(Name())->at(a).source_version, source_.Get(secrets_->SecretName(a))->version);
 }
 
 TEST_F(BackendMigrationTest, DeleteSourceIsRefusedAfterAFailedVerify) {
   std::string a = Create("a", kCanary), b = Create("b", kCanary);
-  target_.unreadable = target_inner_.SecretName(b);
-  MigrationReport r = Run({.delete_source = true});
+  MigrationReport r = Run({.delete_source = true}, nullptr, [&](std::string_view pass, size_t, size_t) {
+    if (pass == "verify") target_.unreadable = target_inner_.SecretName(b);  // copied, then unreadable
+  });
   EXPECT_EQ(r.copied, 2);
   EXPECT_EQ(r.verify_failed, 1);
   EXPECT_EQ(r.verify_failures.at(0).provider_id, b);

@@ -10,6 +10,7 @@
 #include "service/secrets_service.h"
 #include "testing/fake_dynamic_secrets.h"
 #include "testing/fakes.h"
+#include "testing/service_fixture.h"
 
 namespace dyad {
 namespace {
@@ -21,23 +22,17 @@ constexpr char kPath[] = "database/creds/readonly";
 
 SecretBytes Ref(const std::string& path, const std::string& field) { return EncodeReference({path, field}); }
 
-class DynamicSecretsTest : public ::testing::Test {
+class DynamicSecretsTest : public testing::ServiceFixture {
  protected:
   void SetUp() override {
-    db_ = *SqliteDb::Open(dir_.File("t.db"));
-    repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
+    ServiceFixture::SetUp();
     Build(&source_);
   }
-  void Build(DynamicSecretSource* source, EnvMap env = {}) {
-    providers_.reset();
-    secrets_.reset();
+  void Build(DynamicSecretSource* source, const EnvMap& env = {}) {
     SecretsOptions o;
     o.cache.ttl = 300s;
     o.dynamic = source;
-    secrets_ = std::make_unique<SecretsService>(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), env);
-    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+    ServiceFixture::Build(o, env);
   }
   // A provider whose username and password both come from kPath, and a
   // plain field beside them.
@@ -66,18 +61,7 @@ class DynamicSecretsTest : public ::testing::Test {
     return out;
   }
 
-  testing::TempDir dir_;
-  FakeClock clock_;
-  std::shared_ptr<SqliteDb> db_;
-  std::unique_ptr<ProviderRepository> repo_;
-  std::unique_ptr<KeyManager> keys_;
-  testing::MemoryStore store_;
-  testing::MemoryAudit audit_;
   testing::FakeDynamicSecrets source_;
-  Metrics metrics_;
-  Caller caller_{"tester", "rid-1"};
-  std::unique_ptr<SecretsService> secrets_;
-  std::unique_ptr<ProviderService> providers_;
 };
 
 TEST_F(DynamicSecretsTest, FieldsOfOnePathShareOneReadAndTheReferenceIsWhatIsStored) {

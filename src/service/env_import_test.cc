@@ -8,6 +8,7 @@
 #include "registry/sqlite_key_version_repository.h"
 #include "registry/sqlite_provider_repository.h"
 #include "testing/fakes.h"
+#include "testing/service_fixture.h"
 
 namespace dyad {
 namespace {
@@ -18,24 +19,19 @@ constexpr char kOld[] = "sk-OLD-CANARY-1b2c";
 constexpr char kEnvKey[] = "sk-ENV-CANARY-9f8e";
 constexpr char kEnvOrg[] = "org-ENV-CANARY-77aa";
 
-class EnvImportTest : public ::testing::Test {
+class EnvImportTest : public testing::ServiceFixture {
  protected:
   void SetUp() override {
-    db_ = *SqliteDb::Open(dir_.File("t.db"));
-    repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
+    ServiceFixture::SetUp();
+    caller_ = Caller{"cli", ""};
     Build({});
   }
   // The services as a process started with `env` sees them.
-  void Build(EnvMap env, bool env_is_source = false) {
-    providers_.reset();
-    secrets_.reset();
+  void Build(const EnvMap& env, bool env_is_source = false) {
     SecretsOptions o;
     o.cache.ttl = 300s;
     o.env_is_source = env_is_source;
-    secrets_ = std::make_unique<SecretsService>(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), env);
-    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+    ServiceFixture::Build(o, env);
   }
   Provider Create(const std::string& slug, std::optional<CredentialFields> credentials) {
     ProviderPatch p;
@@ -77,18 +73,6 @@ class EnvImportTest : public ::testing::Test {
     auto it = std::find_if(r.items.begin(), r.items.end(), [&](const EnvImportItem& i) { return i.slug == slug; });
     return it == r.items.end() ? nullptr : &*it;
   }
-
-  testing::TempDir dir_;
-  FakeClock clock_;
-  std::shared_ptr<SqliteDb> db_;
-  std::unique_ptr<ProviderRepository> repo_;
-  std::unique_ptr<KeyManager> keys_;
-  testing::MemoryStore store_;
-  testing::MemoryAudit audit_;
-  Metrics metrics_;
-  std::unique_ptr<SecretsService> secrets_;
-  std::unique_ptr<ProviderService> providers_;
-  Caller caller_{"cli", ""};
 };
 
 // A stored value is never replaced by its variable: it may have been rotated

@@ -13,6 +13,7 @@
 #include "service/secrets_service.h"
 #include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
+#include "testing/service_fixture.h"
 
 namespace dyad {
 namespace {
@@ -34,25 +35,19 @@ class CountingStore final : public testing::ForwardingStore {
   std::atomic<int> deletes{0}, deletes_now{0};
 };
 
-class OrphansTest : public ::testing::Test {
+class OrphansTest : public testing::ServiceFixture {
  protected:
   void SetUp() override {
-    db_ = *SqliteDb::Open(dir_.File("o.db"));
-    repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
+    ServiceFixture::SetUp();
+    caller_ = Caller{"test", "rid"};
     sqlite_ = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
-    store_ = std::make_unique<CountingStore>(*sqlite_);
+    counting_ = std::make_unique<CountingStore>(*sqlite_);
     Build(60s);
   }
   void Build(std::chrono::seconds min_age) {
-    providers_.reset();
-    secrets_.reset();
     SecretsOptions o;
     o.min_orphan_age = min_age;
-    secrets_ = std::make_unique<SecretsService>(o, *store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                                                SecretEnv{});
-    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+    ServiceFixture::Build(o, {}, counting_.get());
   }
   Result<Provider> Create(const std::string& slug) {
     ProviderPatch p;
@@ -63,21 +58,11 @@ class OrphansTest : public ::testing::Test {
     return providers_->Create(p, caller_);
   }
   // A secret with no provider row, as a failed compensation leaves it.
-  void Ghost(const std::string& id) { ASSERT_TRUE(store_->Put("dyad-gateway/providers/" + id, "{}").ok()); }
-  bool Stored(const std::string& id) { return store_->Get("dyad-gateway/providers/" + id).ok(); }
+  void Ghost(const std::string& id) { ASSERT_TRUE(counting_->Put("dyad-gateway/providers/" + id, "{}").ok()); }
+  bool Stored(const std::string& id) { return counting_->Get("dyad-gateway/providers/" + id).ok(); }
 
-  testing::TempDir dir_;
-  FakeClock clock_;
-  std::shared_ptr<SqliteDb> db_;
-  std::unique_ptr<ProviderRepository> repo_;
-  std::unique_ptr<KeyManager> keys_;
   std::unique_ptr<SecretStore> sqlite_;
-  std::unique_ptr<CountingStore> store_;
-  testing::MemoryAudit audit_;
-  Metrics metrics_;
-  Caller caller_{"test", "rid"};
-  std::unique_ptr<SecretsService> secrets_;
-  std::unique_ptr<ProviderService> providers_;
+  std::unique_ptr<CountingStore> counting_;
 };
 
 TEST_F(OrphansTest, StartReportsAndDeletesNothing) {
@@ -91,7 +76,7 @@ TEST_F(OrphansTest, StartReportsAndDeletesNothing) {
   EXPECT_EQ(*n, 1u);
   EXPECT_EQ(secrets_->Health().orphaned_secrets, 1);
   EXPECT_TRUE(Stored("ghost"));
-  EXPECT_EQ(store_->deletes + store_->deletes_now, 0);
+  EXPECT_EQ(counting_->deletes + counting_->deletes_now, 0);
 }
 
 TEST_F(OrphansTest, GcDeletesOnlyOrphansOlderThanTheGraceThroughDelete) {
@@ -117,8 +102,8 @@ TEST_F(OrphansTest, GcDeletesOnlyOrphansOlderThanTheGraceThroughDelete) {
   EXPECT_FALSE(Stored("old"));
   EXPECT_TRUE(Stored("young"));
   EXPECT_TRUE(Stored(p->id));
-  EXPECT_EQ(store_->deletes, 1);
-  EXPECT_EQ(store_->deletes_now, 0) << "gc keeps the store's recovery window";
+  EXPECT_EQ(counting_->deletes, 1);
+  EXPECT_EQ(counting_->deletes_now, 0) << "gc keeps the store's recovery window";
   bool audited = false;
   for (const auto& e : audit_.events()) audited |= e.action == "secret.delete" && e.resource == "old";
   EXPECT_TRUE(audited);

@@ -510,10 +510,13 @@ Status SecretsService::DeleteIfUnchanged(const std::string& provider_id, const S
     return MakeError(ErrorCode::kConflict, "the secret of provider '" + provider_id +
                                                "' was written by another writer since it was read; it stays");
   }
+  auto t0 = clock_.Now();
   Status s = store_.DeleteIfVersion(SecretName(provider_id), current->version);
   if (s.ok() || s.code() != ErrorCode::kUnimplemented) {
     cache_.Invalidate(provider_id);
     if (s.ok()) RevokeLeases(provider_id, caller, "credentials cleared");
+    // Audited as Delete() audits: `migrate --delete-source` deletes here.
+    AuditDelete(provider_id, s, t0, caller);
     return s;
   }
   DYAD_RETURN_IF_ERROR(held.Confirm());
@@ -525,6 +528,12 @@ Status SecretsService::Delete(const std::string& provider_id, const Caller& call
   Status s = TimedStore("delete", SecretName(provider_id), [&] { return store_.Delete(SecretName(provider_id)); });
   cache_.Invalidate(provider_id);
   RevokeLeases(provider_id, caller, "credentials deleted");
+  AuditDelete(provider_id, s, t0, caller);
+  return s.ok() || s.code() == ErrorCode::kNotFound ? OkStatus() : s;
+}
+
+void SecretsService::AuditDelete(const std::string& provider_id, const Status& s, Clock::Instant t0,
+                                 const Caller& caller) {
   AuditEvent e;
   e.action = "secret.delete";
   e.resource = provider_id;
@@ -534,7 +543,6 @@ Status SecretsService::Delete(const std::string& provider_id, const Caller& call
     SetFailure(e, s.error());
   }
   Audit(std::move(e), caller);
-  return s.ok() || s.code() == ErrorCode::kNotFound ? OkStatus() : s;
 }
 
 Result<std::optional<StoredSecret>> SecretsService::ReadRaw(const std::string& provider_id) {

@@ -279,6 +279,9 @@ class SecretsService {
   CredentialCache& cache() { return cache_; }
   // Null without a dynamic secret source.
   LeasedSecrets* leased() { return leased_.get(); }
+  // Records `event` in the audit log as `caller`'s (actor, request id): for
+  // writes made elsewhere on the deployment's behalf (BackendMigration).
+  void Audit(AuditEvent event, const Caller& caller);
   SecretStore& store() { return store_; }
   KeyManager& keys() { return keys_; }
   Sealer& sealer() { return sealer_; }
@@ -297,7 +300,8 @@ class SecretsService {
                                      ProviderLocks::Held& held);
   Result<StoredSecret> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,
                                         StoredSecret sealed, ProviderLocks::Held& held);
-  void Audit(AuditEvent event, const Caller& caller);
+  // A "secret.delete" line: `s` the store's answer (kNotFound is a success).
+  void AuditDelete(const std::string& provider_id, const Status& s, Clock::Instant t0, const Caller& caller);
   // A credential that refers to a dynamic secret needs a source of them.
   Status CheckReferences(const CredentialFields& fields) const;
   // Ends the provider's leases (best effort, audited): its credentials are

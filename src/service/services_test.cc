@@ -3,6 +3,7 @@
 
 
 #include "backends/environment/local_keyring.h"
+#include "backends/environment/sqlite_secret_store.h"
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "secrets/envelope.h"
@@ -13,6 +14,7 @@
 #include "registry/sqlite_key_version_repository.h"
 #include "registry/sqlite_settings_repository.h"
 #include "testing/fakes.h"
+#include "testing/service_fixture.h"
 
 namespace dyad {
 namespace {
@@ -72,22 +74,16 @@ class ControlledKeys final : public KeyManager {
   Status answer_ DYAD_GUARDED_BY(mu_);
 };
 
-class ServicesTest : public ::testing::Test {
+class ServicesTest : public testing::ServiceFixture {
  protected:
   void SetUp() override {
-    db_ = *SqliteDb::Open(dir_.File("t.db"));
-    repo_ = NewSqliteProviderRepository(db_);
-    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                      NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_)).value();
+    ServiceFixture::SetUp();
     Build({});
   }
-  void Build(EnvMap env) {
-    providers_.reset();
-    secrets_.reset();
+  void Build(const EnvMap& env) {
     SecretsOptions o;
     o.cache.ttl = 300s;
-    secrets_ = std::make_unique<SecretsService>(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), env);
-    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+    ServiceFixture::Build(o, env);
   }
   Provider Create(const std::string& slug, const std::string& key = kCanary) {
     ProviderPatch p;
@@ -120,18 +116,6 @@ class ServicesTest : public ::testing::Test {
     EXPECT_TRUE(s.AwaitProbe(30s));
     return s.Health();
   }
-
-  testing::TempDir dir_;
-  FakeClock clock_;
-  std::shared_ptr<SqliteDb> db_;
-  std::unique_ptr<ProviderRepository> repo_;
-  std::unique_ptr<KeyManager> keys_;
-  testing::MemoryStore store_;
-  testing::MemoryAudit audit_;
-  Metrics metrics_;
-  Caller caller_{"tester", "rid-1"};
-  std::unique_ptr<SecretsService> secrets_;
-  std::unique_ptr<ProviderService> providers_;
 };
 
 TEST_F(ServicesTest, CreateStoresSealedSecretAndPlaceholderRow) {
@@ -207,6 +191,31 @@ TEST_F(ServicesTest, DeleteRemovesRowAndSecret) {
   ASSERT_TRUE(providers_->Delete(p.id, caller_).ok());
   EXPECT_EQ(store_.size(), 0u);
   EXPECT_EQ(providers_->Delete(p.id, caller_).code(), ErrorCode::kNotFound);
+}
+
+// `migrate --delete-source` deletes through the store's conditional delete
+// (the environment backend's): audited as a plain delete is.
+TEST_F(ServicesTest, AConditionalDeleteIsAudited) {
+  auto store = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
+  SecretsService secrets(SecretsOptions{}, *store, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  ProviderService providers(*repo_, secrets, clock_, DefaultRandom(), audit_);
+  ProviderPatch patch;
+  patch.name = patch.slug = "openai";
+  patch.type = "http-sdk";
+  patch.credentials = ApiKeyFields(kCanary);
+  auto p = providers.Create(patch, caller_);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  auto held = secrets.locks().Hold(p->id);
+  ASSERT_TRUE(held.ok());
+  auto raw = secrets.ReadRaw(p->id);
+  ASSERT_TRUE(raw.ok() && raw->has_value());
+  ASSERT_TRUE(secrets.DeleteIfUnchanged(p->id, **raw, caller_, **held).ok());
+  EXPECT_FALSE(*secrets.ReadRaw(p->id));
+  auto events = audit_.events();
+  auto deletes = std::count_if(events.begin(), events.end(), [&](const AuditEvent& e) {
+    return e.action == "secret.delete" && e.resource == p->id && e.actor == "tester" && e.outcome == "success";
+  });
+  EXPECT_EQ(deletes, 1);
 }
 
 TEST_F(ServicesTest, HealthProbesTheBackendAtMostOncePerSecond) {

@@ -270,7 +270,7 @@ def test_a_second_migrate_at_once_is_refused(tmp_path, gateway):
     with open(gateway.data_dir / "migrate.lock", "a") as held:  # as a running migrate holds it
         fcntl.flock(held, fcntl.LOCK_EX)
         r = migrate(gateway, target)
-    assert r.returncode == 2 and "another `dyad-gateway migrate` is running" in r.stderr, r.stderr
+    assert r.returncode == 1 and "another `dyad-gateway migrate` is running" in r.stderr, r.stderr  # not a config error
     r = migrate(gateway, target)  # released: runs
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -282,11 +282,33 @@ def test_the_source_itself_is_refused_as_target(tmp_path, gateway):
     assert r.returncode == 2 and "the target stores credentials where the source does" in r.stderr, r.stderr
 
 
-def test_delete_source_after_the_audit_key_moved_is_refused(tmp_path, small):
+def test_delete_source_after_a_clean_run_is_audited_under_the_source(tmp_path, small):
     gw, providers, moto, target_env = small
     target = write_env(tmp_path / "t.env", target_env)
     r = migrate(gw, target, "--verify")
     assert r.returncode == 0, r.stdout + r.stderr
+
+    def holders():
+        db = sqlite3.connect(f"file:{gw.data_dir / 'gateway.db'}?mode=ro", uri=True)
+        try:
+            return sorted(kind for (kind,) in db.execute("SELECT kind FROM audit_key"))
+        finally:
+            db.close()
+
+    assert holders() == ["aws-kms", "local"]  # the target's wrapping beside the source's
     r = migrate(gw, target, "--delete-source")
-    assert r.returncode == 2 and "the deletions would go unaudited" in r.stderr, r.stdout + r.stderr
-    assert env_secret_count(gw.data_dir) == 3
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "source secrets deleted: 3" in r.stdout and "the source's wrapping dropped" in r.stdout, r.stdout
+    assert env_secret_count(gw.data_dir) == 0
+    assert holders() == ["aws-kms"]
+    lines = (gw.data_dir / "audit.log").read_text().splitlines()
+    assert all(any(pid in line and "cli-migrate" in line for line in lines) for pid in providers)
+    v = subprocess.run([BINARY, "audit", "verify"], env=Gateway(gw.data_dir, target_env).env(), capture_output=True,
+                       text=True, timeout=60)
+    assert v.returncode == 0 and "chain intact" in v.stdout, v.stdout + v.stderr
+    # Once more under the source's configuration: it holds no wrapping to audit deletions with.
+    r = migrate(gw, target, "--delete-source")
+    assert r.returncode == 1 and "the deletions would go unaudited" in r.stderr, r.stdout + r.stderr  # a refusal
+    assert "aws-kms" in r.stderr and "migrate" in r.stderr
+    r = migrate(gw, target, "--verify")  # nor copies
+    assert r.returncode == 1 and "the copies would go unaudited" in r.stderr, r.stdout + r.stderr

@@ -1,10 +1,14 @@
 """`migrate --to-env-file` edges beside test_migrate.py: --delete-source when the target refuses every write (nothing
-deleted, the source still serves), a rollback (a clean run moves the audit key to the target, so going back is a
-migrate the other way), and target files that are missing or name another data dir."""
+deleted, the source still serves), a rollback (going back is a migrate the other way), the audit key under both
+configurations (a clean run adds the target's wrapping beside the source's; a run that deletes the source drops the
+source's), and target files that are missing or name another data dir."""
+import sqlite3
+import subprocess
 import uuid
 
+from aws_peers import REGION, free_port
 from test_azure import own_double  # noqa: F401 (a fixture: a Key Vault double of the test's own)
-from conftest import Gateway
+from conftest import BINARY, Gateway, canary, data
 from test_migrate import (AZURE_SECRET, azure_env, counts, env_secret_count, make_providers, migrate, no_secret_in,
                           serve_and_read, unique, write_env)
 
@@ -81,3 +85,102 @@ def test_a_target_on_another_data_dir_is_refused(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "GATEWAY_DATA_DIR" in r.stderr and str(target) in r.stderr and "cd" * 32 not in r.stderr
     assert env_secret_count(source.data_dir) == 1
+
+
+def test_an_unreachable_target_ends_the_run_before_any_copy(tmp_path):
+    source, providers = seeded(tmp_path, 3)
+    secret_key = "s" * 40
+    target = write_env(tmp_path / "aws.env", {
+        "SECRETS_PROVIDER": "aws", "AWS_REGION": REGION, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "AKIAMIGRATEEDGE00000", "AWS_SECRET_ACCESS_KEY": secret_key,
+        "ENCRYPTION_KEY_ID": "alias/nowhere", "AWS_EC2_METADATA_DISABLED": "true",
+        "GATEWAY_DATA_DIR": str(source.data_dir)})
+    r = migrate(source, target, "--verify", "--delete-source", timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr  # a runtime failure, not a configuration error
+    assert "did not answer its first read, so nothing was copied" in r.stderr, r.stderr
+    assert secret_key not in r.stdout + r.stderr
+    no_secret_in(r.stdout + r.stderr, providers)
+    assert env_secret_count(source.data_dir) == 3
+
+
+def environment_target(tmp_path, name):
+    """Another keyring (its own key id and ENCRYPTION_KEY) and prefix in the source's data dir: (env, file)."""
+    env = {"SECRETS_PROVIDER": "environment", "SECRETS_PREFIX": unique(name), "ENCRYPTION_KEY_ID": unique(name),
+           "ENCRYPTION_KEY": uuid.uuid4().hex * 2}
+    return env, write_env(tmp_path / f"{name}.env", env)
+
+
+def audit_holders(data_dir):
+    db = sqlite3.connect(f"file:{data_dir / 'gateway.db'}?mode=ro", uri=True)
+    try:
+        return sorted(db.execute("SELECT kind, key_id FROM audit_key").fetchall())
+    finally:
+        db.close()
+
+
+def audit_verify(gw):
+    return subprocess.run([BINARY, "audit", "verify"], env=gw.env(), capture_output=True, text=True, timeout=60)
+
+
+def secret_count(data_dir, prefix):
+    db = sqlite3.connect(f"file:{data_dir / 'gateway.db'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT count(*) FROM secrets WHERE name LIKE ?", (prefix + "/providers/%",)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_the_source_keeps_writing_the_one_audit_chain_until_it_is_deleted(tmp_path):
+    source, providers = seeded(tmp_path, 2)
+    source_holder = ("local", "dyad-gateway-encryption-key")
+    assert audit_holders(source.data_dir) == [source_holder]
+    first, first_file = environment_target(tmp_path, "first")
+    r = migrate(source, first_file, "--verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    holders = sorted([source_holder, ("local", first["ENCRYPTION_KEY_ID"])])
+    assert audit_holders(source.data_dir) == holders  # added beside the source's
+
+    # The source's serve, restarted, still writes audited lines: a rotation is not refused.
+    log = source.data_dir / "audit.log"
+    before = len(log.read_text().splitlines())
+    source.start()
+    try:
+        pid = next(iter(providers))
+        providers[pid] = {"api_key": canary()}
+        data(source.call("POST", f"/admin/providers/{pid}/credentials/rotate", json={"credentials": providers[pid]}))
+    finally:
+        source.stop()
+    assert any(pid in line for line in log.read_text().splitlines()[before:])
+    for config in (source, Gateway(source.data_dir, first)):  # one chain, opened under either configuration
+        v = audit_verify(config)
+        assert v.returncode == 0 and "chain intact" in v.stdout, v.stdout + v.stderr
+
+    # A second migration from the same source, to another target.
+    second, second_file = environment_target(tmp_path, "second")
+    r = migrate(source, second_file, "--verify")
+    assert r.returncode == 0 and counts(r.stdout) == (2, 0, 0), r.stdout + r.stderr
+    holders = sorted(holders + [("local", second["ENCRYPTION_KEY_ID"])])
+    assert audit_holders(source.data_dir) == holders
+    serve_and_read(source.data_dir, second, providers)  # its serve writes through the audit log
+
+    # Later, --delete-source under the source's configuration: runs, audited, and the source's wrapping goes.
+    before = len(log.read_text().splitlines())
+    r = migrate(source, first_file, "--delete-source")
+    no_secret_in(r.stdout + r.stderr, providers)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert counts(r.stdout) == (1, 1, 0)  # the provider rotated since the first run is copied again
+    assert "source secrets deleted: 2" in r.stdout and "the source's wrapping dropped" in r.stdout, r.stdout
+    assert secret_count(source.data_dir, "dyad-gateway") == 0
+    deletions = [line for line in log.read_text().splitlines()[before:] if "cli-migrate" in line]
+    assert all(any(p in line for line in deletions) for p in providers), deletions
+    assert audit_holders(source.data_dir) == [h for h in holders if h != source_holder]
+    for config in (Gateway(source.data_dir, first), Gateway(source.data_dir, second)):
+        v = audit_verify(config)
+        assert v.returncode == 0 and "chain intact" in v.stdout, v.stdout + v.stderr
+    serve_and_read(source.data_dir, first, providers)
+
+    # The source's configuration holds no wrapping now: told who does, and how to get one.
+    v = audit_verify(source)
+    assert v.returncode != 0
+    assert "dyad-gateway-encryption-key" in v.stderr and first["ENCRYPTION_KEY_ID"] in v.stderr, v.stderr
+    assert "migrate" in v.stderr and first["ENCRYPTION_KEY"] not in v.stderr

@@ -144,15 +144,7 @@ class AzureKeyManager final : public KeyManager {
   Status Init() { return book_.Reload(); }
 
   Result<DataKey> GenerateDataKey(std::string_view context) override {
-    DYAD_RETURN_IF_ERROR(EnsureKey());
-    DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
-    DYAD_ASSIGN_OR_RETURN(std::string kid_version, KidVersion(primary));
-    DataKey dk;
-    dk.plaintext = SecretBytes(kBoundDekSize);
-    DYAD_RETURN_IF_ERROR(random_.Fill(dk.plaintext.data(), dk.plaintext.size()));
-    DYAD_ASSIGN_OR_RETURN(dk.wrapped, Wrap(primary, kid_version, BindKey(dk.plaintext, context)));
-    dk.version = primary;
-    return dk;
+    return FreshDataKey(random_, kBoundDekSize, context);
   }
 
   Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
@@ -196,13 +188,7 @@ class AzureKeyManager final : public KeyManager {
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from_context,
                                std::string_view to_context) override {
     DYAD_ASSIGN_OR_RETURN(SecretBytes dek, Decrypt(version, wrapped, from_context));
-    DYAD_RETURN_IF_ERROR(EnsureKey());
-    DYAD_ASSIGN_OR_RETURN(uint32_t primary, LivePrimary());
-    DYAD_ASSIGN_OR_RETURN(std::string kid_version, KidVersion(primary));
-    WrappedKey out;
-    DYAD_ASSIGN_OR_RETURN(out.wrapped, Wrap(primary, kid_version, BindKey(dek, to_context)));
-    out.version = primary;
-    return out;
+    return WrapKey(dek, to_context);
   }
 
   // With a pinned version (ENCRYPTION_KEY_ID …/keys/NAME/VERSION) refused:
