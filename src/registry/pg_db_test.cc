@@ -235,7 +235,9 @@ TEST_F(PgDbTest, InstancesStartingTogetherMigrateOnce) {
       return rows.Text(0, 0);
     });
     ASSERT_TRUE(versions.ok()) << versions.error().message;
-    EXPECT_EQ(*versions, "1,2,3,4,5,6,7,8,9");
+    std::string expected;
+    for (size_t v = 1; v <= PgMigrations().size(); ++v) expected += (v > 1 ? "," : "") + std::to_string(v);
+    EXPECT_EQ(*versions, expected);
   }
 }
 

@@ -126,6 +126,21 @@ CREATE TABLE migration_progress(
   updated_at TEXT NOT NULL,
   PRIMARY KEY(migration, provider_id));
 )sql",
+      // 10: one wrapping of the audit key per KeyManager (kind, key id); the
+      // stored row is kept as its KeyManager's.
+      R"sql(
+CREATE TABLE audit_key_wrappings(
+  kind TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  key_version BIGINT NOT NULL,
+  wrapped BYTEA NOT NULL,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY(kind, key_id));
+INSERT INTO audit_key_wrappings(kind, key_id, key_version, wrapped, created_at)
+  SELECT kind, key_id, key_version, wrapped, created_at FROM audit_key;
+DROP TABLE audit_key;
+ALTER TABLE audit_key_wrappings RENAME TO audit_key;
+)sql",
   };
   return kMigrations;
 }
