@@ -7,8 +7,9 @@ PKGS=(cmake ninja-build ccache g++ pkg-config
   nlohmann-json3-dev libsqlite3-dev libpq-dev libspdlog-dev libcli11-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev)
 if [ "${1:-}" = "--test" ]; then
-  # wrk, valgrind: bench/run.sh; prometheus: its promtool checks deploy/prometheus/*.yml (test_observability.py)
-  PKGS+=(clang-14 libclang-rt-14-dev wrk valgrind python3-pip prometheus)
+  # wrk, valgrind: bench/run.sh; prometheus: its promtool checks deploy/prometheus/*.yml (test_observability.py);
+  # postgresql-15: the unit tests' PostgreSQL cases (scripts/pg-test-cluster.sh) and the black-box pg_peer.py
+  PKGS+=(clang-14 libclang-rt-14-dev wrk valgrind python3-pip prometheus postgresql-15)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

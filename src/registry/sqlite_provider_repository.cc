@@ -7,24 +7,6 @@ constexpr char kColumns[] =
     "id, slug, name, type, description, enabled, models, adapter_config, credential_fields, "
     "credentials_version, created_at, updated_at, revision";
 
-std::string JoinFields(const std::vector<std::string>& fields) {
-  std::string out;
-  for (const auto& f : fields) out += (out.empty() ? "" : ",") + f;
-  return out;
-}
-
-std::vector<std::string> SplitFields(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start < s.size()) {
-    size_t comma = s.find(',', start);
-    if (comma == std::string::npos) comma = s.size();
-    out.push_back(s.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return out;
-}
-
 Provider ReadRow(const Statement& st) {
   Provider p;
   p.id = st.Text(0);
@@ -35,7 +17,7 @@ Provider ReadRow(const Statement& st) {
   p.enabled = st.Int(5) != 0;
   p.models_json = st.Text(6);
   p.adapter_config_json = st.Text(7);
-  p.credential_fields = SplitFields(st.Text(8));
+  p.credential_fields = SplitCredentialFields(st.Text(8));
   p.credentials_version = st.Int(9);
   p.created_at = st.Text(10);
   p.updated_at = st.Text(11);
@@ -52,7 +34,7 @@ void BindBody(Statement& st, const Provider& p, int first) {
       .Bind(first + 4, static_cast<int64_t>(p.enabled))
       .Bind(first + 5, p.models_json)
       .Bind(first + 6, p.adapter_config_json)
-      .Bind(first + 7, JoinFields(p.credential_fields))
+      .Bind(first + 7, JoinCredentialFields(p.credential_fields))
       .Bind(first + 8, p.credentials_version)
       .Bind(first + 9, p.created_at)
       .Bind(first + 10, p.updated_at);

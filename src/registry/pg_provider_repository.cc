@@ -1,0 +1,128 @@
+#include "registry/pg_provider_repository.h"
+
+namespace dyad {
+namespace {
+
+constexpr char kColumns[] =
+    "id, slug, name, type, description, enabled, models, adapter_config, credential_fields, "
+    "credentials_version, created_at, updated_at, revision";
+
+Provider ReadRow(const PgRows& rows, int r) {
+  Provider p;
+  p.id = rows.Text(r, 0);
+  p.slug = rows.Text(r, 1);
+  p.name = rows.Text(r, 2);
+  p.type = rows.Text(r, 3);
+  p.description = rows.Text(r, 4);
+  p.enabled = rows.Bool(r, 5);
+  p.models_json = rows.Text(r, 6);
+  p.adapter_config_json = rows.Text(r, 7);
+  p.credential_fields = SplitCredentialFields(rows.Text(r, 8));
+  p.credentials_version = rows.Int(r, 9);
+  p.created_at = rows.Text(r, 10);
+  p.updated_at = rows.Text(r, 11);
+  p.revision = rows.Int(r, 12);
+  return p;
+}
+
+// Every column but id and revision, in kColumns' order.
+std::vector<PgParam> Body(const Provider& p) {
+  return {p.slug, p.name, p.type, p.description, p.enabled, p.models_json, p.adapter_config_json,
+          JoinCredentialFields(p.credential_fields), p.credentials_version, p.created_at, p.updated_at};
+}
+
+Error SlugTaken(const Provider& p) {
+  return MakeError(ErrorCode::kAlreadyExists, "a provider with slug '" + p.slug + "' already exists");
+}
+
+Error NotFound(const std::string& id) { return MakeError(ErrorCode::kNotFound, "provider '" + id + "' not found"); }
+
+class PgProviderRepository final : public ProviderRepository {
+ public:
+  explicit PgProviderRepository(std::shared_ptr<PgDb> db) : db_(std::move(db)) {}
+
+  Status Insert(const Provider& p) override {
+    auto r = db_->With<bool>([&](PgConnection& c) -> Result<bool> {
+      std::vector<PgParam> params = {p.id};
+      for (auto& b : Body(p)) params.push_back(std::move(b));
+      params.push_back(p.revision);
+      DYAD_RETURN_IF_ERROR(c.Query(std::string("INSERT INTO providers(") + kColumns +
+                                       ") VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                                   params));
+      return true;
+    });
+    if (!r.ok()) return r.code() == ErrorCode::kAlreadyExists ? SlugTaken(p) : r.error();
+    return OkStatus();
+  }
+
+  Result<Provider> Get(const std::string& id) override {
+    return db_->With<Provider>([&](PgConnection& c) -> Result<Provider> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows,
+                            c.Query(std::string("SELECT ") + kColumns + " FROM providers WHERE id = $1", {id}));
+      if (rows.size() == 0) return NotFound(id);
+      return ReadRow(rows, 0);
+    });
+  }
+
+  Status Update(const Provider& p) override {
+    auto r = db_->With<bool>([&](PgConnection& c) -> Result<bool> {
+      std::vector<PgParam> params = Body(p);
+      params.push_back(p.id);
+      params.push_back(p.revision);
+      DYAD_ASSIGN_OR_RETURN(PgRows updated, c.Query(
+          "UPDATE providers SET slug=$1, name=$2, type=$3, description=$4, enabled=$5, models=$6, "
+          "adapter_config=$7, credential_fields=$8, credentials_version=$9, created_at=$10, updated_at=$11, "
+          "revision=revision+1 WHERE id=$12 AND revision=$13", params));
+      if (updated.Affected() == 1) return true;
+      DYAD_ASSIGN_OR_RETURN(PgRows exists, c.Query("SELECT 1 FROM providers WHERE id = $1", {p.id}));
+      if (exists.size() == 0) return NotFound(p.id);
+      return MakeError(ErrorCode::kConflict,
+                       "provider '" + p.id + "' was changed by another writer meanwhile; read it again and retry");
+    });
+    if (!r.ok()) return r.code() == ErrorCode::kAlreadyExists ? SlugTaken(p) : r.error();
+    return OkStatus();
+  }
+
+  Status Delete(const std::string& id) override {
+    auto r = db_->With<bool>([&](PgConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query("DELETE FROM providers WHERE id = $1", {id}));
+      if (rows.Affected() == 0) return NotFound(id);
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    return OkStatus();
+  }
+
+  Result<ProviderPage> List(int64_t offset, int64_t limit) override {
+    return db_->With<ProviderPage>([&](PgConnection& c) -> Result<ProviderPage> {
+      ProviderPage page;
+      DYAD_ASSIGN_OR_RETURN(PgRows count, c.Query("SELECT COUNT(*) FROM providers"));
+      page.total = count.Int(0, 0);
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(std::string("SELECT ") + kColumns +
+                                                     " FROM providers ORDER BY seq LIMIT $1 OFFSET $2",
+                                                 {limit, offset}));
+      for (int r = 0; r < rows.size(); ++r) page.items.push_back(ReadRow(rows, r));
+      return page;
+    });
+  }
+
+  Status Ping() override {
+    auto r = db_->With<bool>([](PgConnection& c) -> Result<bool> {
+      DYAD_RETURN_IF_ERROR(c.Query("SELECT 1"));
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    return OkStatus();
+  }
+
+ private:
+  std::shared_ptr<PgDb> db_;
+};
+
+}  // namespace
+
+std::unique_ptr<ProviderRepository> NewPgProviderRepository(std::shared_ptr<PgDb> db) {
+  return std::make_unique<PgProviderRepository>(std::move(db));
+}
+
+}  // namespace dyad

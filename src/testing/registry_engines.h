@@ -1,0 +1,67 @@
+// The registry engines the repository contract suites run on, as a gtest
+// parameter: "sqlite" always, "postgresql" when DYAD_TEST_PG_URL is set
+// (scripts/test.sh, and so the CI, always sets it). A suite derives from
+// RegistryContractTest and is instantiated with DYAD_INSTANTIATE_ON_REGISTRY_ENGINES.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "registry/pg_provider_repository.h"
+#include "registry/pg_settings_repository.h"
+#include "registry/sqlite_provider_repository.h"
+#include "registry/sqlite_settings_repository.h"
+#include "testing/fakes.h"
+#include "testing/pg_test_database.h"
+
+namespace dyad::testing {
+
+// One instance of the gateway's registry: its own connection pool on the
+// test's database, migrated at open.
+struct RegistryInstance {
+  int schema_version = 0;
+  std::unique_ptr<ProviderRepository> providers;
+  std::unique_ptr<SettingsRepository> settings;
+};
+
+class RegistryContractTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "postgresql") {
+      DYAD_SKIP_WITHOUT_TEST_PG();
+      pg_.emplace();
+      ASSERT_TRUE(pg_->status().ok()) << pg_->status().error().message;
+    }
+  }
+
+  // A new instance on the same database: what a second gateway process, or
+  // the same one after a restart, sees.
+  Result<RegistryInstance> NewInstance() {
+    RegistryInstance inst;
+    if (pg_) {
+      DYAD_ASSIGN_OR_RETURN(std::shared_ptr<PgDb> db, pg_->Open());
+      inst.schema_version = db->SchemaVersion();
+      inst.providers = NewPgProviderRepository(db);
+      inst.settings = NewPgSettingsRepository(db);
+    } else {
+      DYAD_ASSIGN_OR_RETURN(std::shared_ptr<SqliteDb> db, SqliteDb::Open(dir_.File("registry.db")));
+      inst.schema_version = db->SchemaVersion();
+      inst.providers = NewSqliteProviderRepository(db);
+      inst.settings = NewSqliteSettingsRepository(db);
+    }
+    return inst;
+  }
+
+ private:
+  std::optional<PgTestDatabase> pg_;  // declared first: dropped after the pools below are gone
+  TempDir dir_;
+};
+
+}  // namespace dyad::testing
+
+#define DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(suite)                                              \
+  INSTANTIATE_TEST_SUITE_P(Engines, suite, ::testing::Values("sqlite", "postgresql"),           \
+                           [](const ::testing::TestParamInfo<std::string>& info) { return info.param; })
