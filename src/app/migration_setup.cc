@@ -43,7 +43,7 @@ bool ShownWithValue(const std::string& name) {
       "VAULT_CAPATH", "VAULT_CERT_MOUNT", "VAULT_CERT_ROLE", "VAULT_CLIENT_CERT", "VAULT_CLIENT_KEY",
       "VAULT_CLIENT_TIMEOUT", "VAULT_CONCURRENCY", "VAULT_DYNAMIC_PATHS", "VAULT_JWT_FILE", "VAULT_JWT_MOUNT",
       "VAULT_JWT_ROLE", "VAULT_K8S_MOUNT", "VAULT_K8S_ROLE", "VAULT_K8S_TOKEN_FILE", "VAULT_MAX_RETRIES",
-      "VAULT_MOUNT_PATH", "VAULT_NAMESPACE", "VAULT_REDIRECT_HOSTS", "VAULT_ROLE_ID", "VAULT_SECRET_ID_FILE",
+      "VAULT_MOUNT_PATH", "VAULT_NAMESPACE", "VAULT_REDIRECT_HOSTS", "VAULT_SECRET_ID_FILE",
       "VAULT_TLS_SERVER_NAME", "VAULT_TOKEN_FILE", "VAULT_TRANSIT_MOUNT", "VAULT_TRANSIT_RETIRE",
       // backends/azure
       "AZURE_AUTH_METHOD", "AZURE_CA_BUNDLE", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_CLIENT_ID",
@@ -60,8 +60,9 @@ std::string SwitchLine(const std::string& name, const std::string& value, const 
 
 // Refused before anything is opened: the target under the source's
 // SECRETS_ALLOWED_REGIONS too (the backends' own checks, with the source's
-// list), and a target whose store is the source's.
-Status CheckTargetLocation(const std::string& path, Config& target, const Config& source,
+// list), and a target whose store is the source's. Returns the route,
+// "<source location> -> <target location>".
+Result<std::string> CheckTargetLocation(const std::string& path, Config& target, const Config& source,
                            const BackendRegistry& backends) {
   if (source.allowed_regions) {
     std::optional<AllowedRegions> own = std::move(target.allowed_regions);
@@ -79,7 +80,7 @@ Status CheckTargetLocation(const std::string& path, Config& target, const Config
     return MakeError(ErrorCode::kInvalidArgument, path + ": the target stores credentials where the source does (" +
                                                       to + "): choose another backend, location or SECRETS_PREFIX");
   }
-  return OkStatus();
+  return from + " -> " + to;
 }
 
 }  // namespace
@@ -119,7 +120,7 @@ Result<TargetConfig> LoadTargetConfig(const std::string& path, const Config& sou
                          "': a migration keeps the registry (provider rows, key versions); set the same data dir or "
                          "leave both unset in " + path);
   }
-  DYAD_RETURN_IF_ERROR(CheckTargetLocation(path, *config, source, backends));
+  DYAD_ASSIGN_OR_RETURN(out.route, CheckTargetLocation(path, *config, source, backends));
   out.config = std::move(config).value();
   return out;
 }

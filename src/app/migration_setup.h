@@ -28,6 +28,8 @@ struct TargetConfig {
   // non-secret settings, NAME=<secret: …> for a secret variable and
   // NAME=<not shown: …> for any other (the value is never kept).
   std::vector<std::string> switch_lines;
+  // "<source location> -> <target location>" (StoreLocation of each).
+  std::string route;
 };
 
 // Reads TARGET.env, fills in the source's database, checks the backend's

@@ -322,7 +322,17 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   auto records = NewSqliteMigrationProgressRepository((*app)->database(), clock);
   MigrationTarget to{*backend->store, *backend->keys,
                      target->config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope,
-                     DefaultRandom()};
+                     DefaultRandom(), target->route};
+  if (!options.dry_run) {
+    // The target's key manager takes its wrapping of the audit key before
+    // anything is copied: one that cannot (the source's key id in another
+    // region or on another server, say) stops the run while the source is
+    // whole. Adding it again after a clean run finds it there.
+    if (Status s = AddAuditKeyWrapping(*audit_keys, (*app)->secrets().keys(), *backend->keys); !s.ok()) {
+      return Refuse("the target's key manager (" + backend->keys->Kind() + " '" + backend->keys->KeyId() +
+                    "') cannot take the audit key, so nothing was copied: " + s.error().message);
+    }
+  }
   BackendMigration migration((*app)->secrets(), (*app)->registry(), *records, to);
   const bool tty = isatty(STDERR_FILENO);
   auto progress = [tty](std::string_view pass, size_t done, size_t total) {

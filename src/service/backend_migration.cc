@@ -1,5 +1,6 @@
 #include "service/backend_migration.h"
 
+#include "core/encoding.h"
 #include "secrets/credentials.h"
 
 namespace dyad {
@@ -39,7 +40,7 @@ std::string BackendMigration::Name() const {
            (mode == SealMode::kProvider ? "provider" : "envelope");
   };
   return side(source_.store(), source_.keys(), source_.sealer().mode()) + " -> " +
-         side(target_.store, target_.keys, target_.mode);
+         side(target_.store, target_.keys, target_.mode) + (target_.route.empty() ? "" : " @ " + target_.route);
 }
 
 Result<BackendMigration::SourceValue> BackendMigration::ReadSource(const Provider& p) {
@@ -131,8 +132,10 @@ bool BackendMigration::MovedAndSourceDeleted(const Provider& p, const Records& d
 MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOptions& options, Records& done,
                                         const Caller& caller) {
   if (p.credential_fields.empty()) return Item(p.id, "no credentials");
-  // Writers of this provider on the source wait while it is copied.
-  auto held = source_.locks().Hold(p.id);
+  // Writers of this provider on the source wait while it is copied (not
+  // for a dry run, which writes nothing, not even a lease row).
+  Result<std::unique_ptr<ProviderLocks::Held>> held = std::unique_ptr<ProviderLocks::Held>();
+  if (!options.dry_run) held = source_.locks().Hold(p.id);
   if (!held.ok()) return Failed(p.id, "cannot hold the provider's lease: ", held.error());
   const std::string target_name = target_.store.SecretName(p.id);
   const auto found = done.find(p.id);
@@ -249,6 +252,22 @@ MigrationItem BackendMigration::DeleteOne(const Provider& p, const Caller& calle
   return Item(p.id, "deleted");
 }
 
+Result<bool> BackendMigration::OneStoreSpelledTwice() {
+  uint8_t bytes[8];
+  DYAD_RETURN_IF_ERROR(target_.random.Fill(bytes, sizeof bytes));
+  const std::string tag = "migrate-same-" + HexEncode(std::string_view(reinterpret_cast<char*>(bytes), sizeof bytes));
+  const std::string name = target_.store.ProbeName(tag);
+  if (name != source_.store().ProbeName(tag)) return false;  // named apart: a delete cannot reach the target's
+  if (auto made = target_.store.Create(name, "{}"); !made.ok()) {
+    return MakeError(made.code(), "cannot write a probe through the target: " + made.error().message);
+  }
+  auto seen = source_.store().Get(name);
+  (void)target_.store.DeleteNow(name);
+  if (seen.ok()) return true;
+  if (seen.code() == ErrorCode::kNotFound) return false;
+  return MakeError(seen.code(), "cannot read the probe through the source: " + seen.error().message);
+}
+
 Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, const Progress& progress,
                                               const Caller& caller) {
   // Where each store keeps its secrets (region, address, prefix) is the
@@ -268,6 +287,14 @@ Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, c
   if (!probe.ok() && (probe.code() == ErrorCode::kUnavailable || probe.code() == ErrorCode::kUnauthenticated)) {
     return MakeError(probe.code(), "the target store (" + target_.store.Name() + ") did not answer its first read, "
                                    "so nothing was copied: " + probe.error().message);
+  }
+  if (options.delete_source && !options.dry_run) {
+    DYAD_ASSIGN_OR_RETURN(bool same, OneStoreSpelledTwice());
+    if (same) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "the target is the source's store under another name (a secret written through the target "
+                       "is read through the source): --delete-source would delete the only copy; nothing was copied");
+    }
   }
   DYAD_ASSIGN_OR_RETURN(std::vector<Provider> all, AllProviders(providers_));
   DYAD_ASSIGN_OR_RETURN(Records done, records_.Load(report.migration));

@@ -66,6 +66,11 @@ struct MigrationTarget {
   KeyManager& keys;
   SealMode mode = SealMode::kEnvelope;
   Random& random;
+  // "<source location> -> <target location>" (BackendFactory::StoreLocation:
+  // region, address, namespace, mount, prefix), part of the migration's id,
+  // so that runs to two places that name their secrets alike (two Vault
+  // servers, two regions) never share progress records.
+  std::string route;
 };
 
 struct MigrationOptions {
@@ -146,6 +151,12 @@ class BackendMigration {
   Result<SourceValue> ReadSource(const Provider& p);
   // nullopt when the target holds no secret for the provider.
   Result<std::optional<TargetValue>> ReadTarget(const std::string& provider_id);
+  // Whether source and target are one store spelled two ways (a Vault by
+  // name and by address, an AWS FIPS endpoint, localhost and 127.0.0.1):
+  // they name secrets alike and a probe written through the target is read
+  // through the source. Checked before --delete-source, which would then
+  // delete the only copy.
+  Result<bool> OneStoreSpelledTwice();
   // Whether `t` opens to these credentials (the credentials version too,
   // where the target's mode keeps one).
   bool Holds(const TargetValue& t, const std::string& fingerprint, int64_t credentials_version) const;

@@ -492,5 +492,29 @@ TEST_F(BackendMigrationTest, TheSourceItselfIsRefusedAsTarget) {
   EXPECT_EQ(r.code(), ErrorCode::kInvalidArgument);
 }
 
+TEST_F(BackendMigrationTest, TheSourcesStoreUnderAnotherNameIsRefusedBeforeADeleteSource) {
+  std::string a = Create("a", kCanary);
+  testing::ForwardingStore same(source_);  // one store, reached another way (another host name, say)
+  BackendMigration m(*secrets_, *repo_, *records_, {same, *target_keys_, SealMode::kEnvelope, DefaultRandom()});
+  auto r = m.Run({.verify = true, .delete_source = true}, nullptr, Caller{"cli-migrate", ""});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(r.error().message.find("would delete the only copy"), std::string::npos) << r.error().message;
+  EXPECT_TRUE(source_.Get(secrets_->SecretName(a)).ok());  // kept
+  EXPECT_EQ(source_.List()->size(), 1u);                    // and the probe is gone
+  // A store of its own is not taken for the source's.
+  MigrationOptions options;
+  options.delete_source = true;
+  EXPECT_EQ(Run(options).source_deleted, 1);
+}
+
+TEST_F(BackendMigrationTest, RunsToTwoPlacesThatNameSecretsAlikeKeepTheirOwnRecords) {
+  auto name = [&](std::string route) {
+    return BackendMigration(*secrets_, *repo_, *records_,
+                            {target_, *target_keys_, SealMode::kEnvelope, DefaultRandom(), std::move(route)}).Name();
+  };
+  EXPECT_NE(name("environment -> vault https://a:8200"), name("environment -> vault https://b:8200"));
+}
+
 }  // namespace
 }  // namespace dyad

@@ -325,8 +325,16 @@ def test_the_same_backend_and_prefix_in_another_region_is_another_place(tmp_path
         return boto3.client(service, endpoint_url=moto.endpoint, region_name=west_region,
                             aws_access_key_id=moto.access_key, aws_secret_access_key=moto.secret_key)
 
-    alias = unique("west")
     kms = west_client("kms")
+    # First the source's key name in the other region: another key under one key id cannot open what the source
+    # wrapped (the audit key), so the run stops before anything is copied.
+    kms.create_alias(AliasName="alias/" + east["ENCRYPTION_KEY_ID"], TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
+    r = migrate(Gateway(gw.data_dir, east), write_env(tmp_path / "same-name.env", dict(east, AWS_REGION=west_region)),
+                "--verify", "--delete-source")
+    assert r.returncode == 1 and "cannot take the audit key, so nothing was copied" in r.stderr, r.stdout + r.stderr
+    assert west_client("secretsmanager").list_secrets()["SecretList"] == []
+    assert len(aws_names(moto, east["SECRETS_PREFIX"])) == 3
+    alias = unique("west")
     kms.create_alias(AliasName="alias/" + alias, TargetKeyId=kms.create_key()["KeyMetadata"]["KeyId"])
     west = dict(east, AWS_REGION=west_region, ENCRYPTION_KEY_ID=alias)  # the same SECRETS_PREFIX
     r = migrate(Gateway(gw.data_dir, east), write_env(tmp_path / "west.env", west), "--verify")

@@ -356,6 +356,12 @@ class SecretsManagerStore final : public SecretStore {
       // the delete is made once more.
       DYAD_RETURN_IF_ERROR(RemoveReplicas(name));
       r = Send("DeleteSecret", request);
+      if (!r.ok() && !(r.code() == ErrorCode::kFailedPrecondition && Mentions(r.error(), "deletion"))) {
+        // Said, so that the state is known: the secret stays, unreplicated.
+        Error e = r.error();
+        e.message = "its replica regions were removed, but the delete then failed: " + e.message;
+        return e;
+      }
     }
     if (r.ok()) return OkStatus();
     if (r.code() == ErrorCode::kFailedPrecondition && Mentions(r.error(), "deletion")) return OkStatus();  // already

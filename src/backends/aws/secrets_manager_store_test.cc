@@ -269,6 +269,8 @@ TEST(SecretsManagerStore, ASecondRefusalIsReturnedNotRetriedAgain) {
   Status st = s.store->Delete("dyad-gateway/providers/a");
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("still has replica regions"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("its replica regions were removed, but the delete then failed"),
+            std::string::npos) << st.error().message;
   EXPECT_EQ(s.http->calls.size(), 4u);  // bounded: one removal, one more delete
 }
 
