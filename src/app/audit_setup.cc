@@ -131,7 +131,11 @@ Result<SecretBytes> LoadAuditKey(AuditKeyRepository& audit_keys, KeyManager& key
   return key;
 }
 
-Status AddAuditKeyWrapping(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to) {
+namespace {
+
+// AddAuditKeyWrapping; with `store` false the target's new wrapping is made
+// and opened in memory only.
+Status WrapAuditKeyUnder(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to, bool store) {
   auto held = OwnWrapping(audit_keys, to);
   if (!held.ok() && held.code() == ErrorCode::kNotFound) return OkStatus();  // no audit key was made
   auto source = OwnWrapping(audit_keys, from);
@@ -144,9 +148,9 @@ Status AddAuditKeyWrapping(AuditKeyRepository& audit_keys, KeyManager& from, Key
     if (!wrapped.ok()) {
       return MakeError(wrapped.code(), "cannot wrap the audit key under the target: " + wrapped.error().message);
     }
+    AuditKeyRecord made{to.Kind(), to.KeyId(), wrapped->version, wrapped->wrapped, source->created_at};
     // Of concurrent adders, one row stands; it is checked like any other.
-    held = audit_keys.InsertIfAbsent(
-        AuditKeyRecord{to.Kind(), to.KeyId(), wrapped->version, wrapped->wrapped, source->created_at});
+    held = store ? audit_keys.InsertIfAbsent(made) : Result<AuditKeyRecord>(std::move(made));
     if (!held.ok()) return held.error();
   }
   // Already there (a resumed run, a migration back): it must open under the
@@ -159,6 +163,16 @@ Status AddAuditKeyWrapping(AuditKeyRepository& audit_keys, KeyManager& from, Key
                                                "written under both");
   }
   return OkStatus();
+}
+
+}  // namespace
+
+Status AddAuditKeyWrapping(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to) {
+  return WrapAuditKeyUnder(audit_keys, from, to, /*store=*/true);
+}
+
+Status CheckAuditKeyWrapping(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to) {
+  return WrapAuditKeyUnder(audit_keys, from, to, /*store=*/false);
 }
 
 Result<bool> DropAuditKeyWrapping(AuditKeyRepository& audit_keys, const KeyManager& from, const KeyManager& to) {

@@ -41,6 +41,11 @@ Result<SecretBytes> LoadAuditKey(AuditKeyRepository& audit_keys, KeyManager& key
 // (a resumed run, a migration back); kConflict when it opens to another.
 Status AddAuditKeyWrapping(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to);
 
+// `migrate`, before anything is copied: whether `to` can take the audit key
+// (AddAuditKeyWrapping's checks, with a new wrapping made and opened in
+// memory only: nothing is stored).
+Status CheckAuditKeyWrapping(AuditKeyRepository& audit_keys, KeyManager& from, KeyManager& to);
+
 // `migrate --delete-source`, once the source is deleted: drops `from`'s
 // wrapping, only while `to` holds one; true when it was dropped.
 Result<bool> DropAuditKeyWrapping(AuditKeyRepository& audit_keys, const KeyManager& from, const KeyManager& to);

@@ -110,6 +110,18 @@ TEST_F(AuditKeyTest, ATargetWrappingOfAnotherKeyIsAConflict) {
   EXPECT_EQ(AddAuditKeyWrapping(*audit_keys_, *keys_, *target).code(), ErrorCode::kConflict);
 }
 
+TEST_F(AuditKeyTest, TheCheckBeforeACopyStoresNothing) {
+  ASSERT_TRUE(LoadAuditKey(*audit_keys_, *keys_, clock_, true).ok());
+  auto target = std::move(testing::NewMemoryKeyManager("other", DefaultRandom())).value();
+  EXPECT_TRUE(CheckAuditKeyWrapping(*audit_keys_, *keys_, *target).ok());
+  EXPECT_EQ(audit_keys_->List()->size(), 1u);  // only the source's
+  // A target wrapping that opens to another key fails the check too.
+  auto other = target->GenerateDataKey();
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(audit_keys_->InsertIfAbsent({"memory", "other", other->version, other->wrapped, "t"}).ok());
+  EXPECT_EQ(CheckAuditKeyWrapping(*audit_keys_, *keys_, *target).code(), ErrorCode::kConflict);
+}
+
 TEST_F(AuditKeyTest, NothingToAddWhenNoKeyWasMade) {
   auto target = std::move(testing::NewMemoryKeyManager("other", DefaultRandom())).value();
   EXPECT_TRUE(AddAuditKeyWrapping(*audit_keys_, *keys_, *target).ok());

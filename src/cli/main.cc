@@ -324,11 +324,11 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
                      target->config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope,
                      DefaultRandom(), target->route};
   if (!options.dry_run) {
-    // The target's key manager takes its wrapping of the audit key before
-    // anything is copied: one that cannot (the source's key id in another
-    // region or on another server, say) stops the run while the source is
-    // whole. Adding it again after a clean run finds it there.
-    if (Status s = AddAuditKeyWrapping(*audit_keys, (*app)->secrets().keys(), *backend->keys); !s.ok()) {
+    // Whether the target's key manager can take the audit key, before
+    // anything is copied: one that cannot (the source's key id naming another
+    // key in another region or on another server, say) stops the run while
+    // the source is whole. It takes it after a clean run.
+    if (Status s = CheckAuditKeyWrapping(*audit_keys, (*app)->secrets().keys(), *backend->keys); !s.ok()) {
       return Refuse("the target's key manager (" + backend->keys->Kind() + " '" + backend->keys->KeyId() +
                     "') cannot take the audit key, so nothing was copied: " + s.error().message);
     }

@@ -8,6 +8,11 @@ namespace {
 
 constexpr char kCopying[] = "copying";
 constexpr char kCopied[] = "copied";
+// The target held the source's credentials already, in a value this
+// migration did not write (another tool, an earlier migration elsewhere, or
+// the source itself seen through a replica or another address): the source
+// is never deleted on its strength.
+constexpr char kHeld[] = "held";
 
 Result<std::vector<Provider>> AllProviders(ProviderRepository& providers) {
   std::vector<Provider> out;
@@ -84,7 +89,7 @@ bool BackendMigration::Holds(const TargetValue& t, const std::string& fingerprin
 }
 
 bool BackendMigration::Ours(const TargetValue& t, const MigrationRecord* record) const {
-  if (!record) return false;
+  if (!record || record->state == kHeld) return false;
   if (!record->target_version.empty() && t.version == record->target_version) return true;
   return Holds(t, record->fingerprint, record->credentials_version);
 }
@@ -161,8 +166,8 @@ MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOption
       const bool recorded = record && record->state == kCopied && record->target_version == (*target)->version &&
                             record->source_version == source->raw.version;
       if (!options.dry_run && !recorded) {
-        MigrationRecord rec{p.id, kCopied, source->raw.version, (*target)->version, source->fingerprint,
-                            source->credentials_version};
+        MigrationRecord rec{p.id, wrote || Ours(**target, record) ? kCopied : kHeld, source->raw.version,
+                            (*target)->version, source->fingerprint, source->credentials_version};
         if (Status s = records_.Put(Name(), rec); !s.ok()) return Failed(p.id, "registry: ", s.error());
         record = &(done[p.id] = rec);
       }
@@ -235,9 +240,15 @@ MigrationItem BackendMigration::VerifyOne(const Provider& p, const Records& done
   return Item(p.id, "verified");
 }
 
-MigrationItem BackendMigration::DeleteOne(const Provider& p, const Caller& caller) {
+MigrationItem BackendMigration::DeleteOne(const Provider& p, const Records& done, const Caller& caller) {
   auto verified = verified_versions_.find(p.id);
   if (verified == verified_versions_.end()) return Item(p.id, "kept");
+  if (auto record = done.find(p.id); record == done.end() || record->second.state != kCopied) {
+    return Item(p.id, "failed",
+                "the target's copy was not written by this migration (it held these credentials already): the "
+                "source's is kept; delete it with the source backend's own tools once you know the target is "
+                "another store (not the source seen through a replica region or another address)");
+  }
   auto held = source_.locks().Hold(p.id);
   if (!held.ok()) return Item(p.id, "failed", "cannot hold the provider's lease: " + held.error().message);
   auto raw = source_.ReadRaw(p.id);
@@ -369,7 +380,7 @@ Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, c
     } else {
       tell("delete", 0);
       for (size_t i = 0; i < all.size(); ++i) {
-        MigrationItem item = DeleteOne(all[i], caller);
+        MigrationItem item = DeleteOne(all[i], done, caller);
         if (item.outcome == "deleted") ++report.source_deleted;
         else if (item.outcome == "failed") report.delete_failures.push_back(std::move(item));
         tell("delete", i + 1);

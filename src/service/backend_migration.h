@@ -174,7 +174,7 @@ class BackendMigration {
   // target still holds what was copied: with no source secret left, a
   // delete pass removed it after its verify.
   bool MovedAndSourceDeleted(const Provider& p, const Records& done);
-  MigrationItem DeleteOne(const Provider& p, const Caller& caller);
+  MigrationItem DeleteOne(const Provider& p, const Records& done, const Caller& caller);
 
   SecretsService& source_;
   ProviderRepository& providers_;

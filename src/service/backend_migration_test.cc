@@ -516,5 +516,27 @@ TEST_F(BackendMigrationTest, RunsToTwoPlacesThatNameSecretsAlikeKeepTheirOwnReco
   EXPECT_NE(name("environment -> vault https://a:8200"), name("environment -> vault https://b:8200"));
 }
 
+TEST_F(BackendMigrationTest, ASourceIsNeverDeletedOnTheStrengthOfACopyThisMigrationDidNotWrite) {
+  std::string a = Create("a", kCanary);
+  // The same credentials put there by another run (another route) — as a
+  // replica of the source or the source under another address would show them.
+  BackendMigration other(*secrets_, *repo_, *records_,
+                         {target_, *target_keys_, SealMode::kEnvelope, DefaultRandom(), "elsewhere"});
+  ASSERT_TRUE(other.Run({}, nullptr, Caller{"cli-migrate", ""}).ok());
+  MigrationOptions options;
+  options.delete_source = true;
+  for (int run = 0; run < 2; ++run) {  // and a re-run does not take the held value for its own
+    MigrationReport r = Run(options);
+    EXPECT_EQ(r.skipped, 1);
+    EXPECT_EQ(r.verify_ok, 1);
+    EXPECT_EQ(r.source_deleted, 0);
+    ASSERT_EQ(r.delete_failures.size(), 1u);
+    EXPECT_NE(r.delete_failures[0].detail.find("not written by this migration"), std::string::npos)
+        << r.delete_failures[0].detail;
+    EXPECT_FALSE(r.Clean());
+    EXPECT_TRUE(source_.Get(secrets_->SecretName(a)).ok());
+  }
+}
+
 }  // namespace
 }  // namespace dyad

@@ -1,6 +1,7 @@
 #include "backends/environment/factory.h"
 
 #include <cctype>
+#include <filesystem>
 
 #include "backends/environment/local_keyring.h"
 #include "backends/environment/sqlite_secret_store.h"
@@ -33,10 +34,14 @@ class EnvironmentBackendFactory final : public BackendFactory {
     return OkStatus();
   }
 
-  // The registry database's secrets table, by prefix.
+  // The registry database's secrets table, by prefix; the database by its
+  // absolute path (the same file reached from another working directory is
+  // one place).
   Result<std::string> StoreLocation(const Config& config) const override {
-    return "environment, registry database " + config.database_path + ", SECRETS_PREFIX '" + config.secrets_prefix +
-           "'";
+    std::error_code ec;
+    std::filesystem::path path = std::filesystem::weakly_canonical(config.database_path, ec);
+    if (ec) path = config.database_path;
+    return "environment, registry database " + path.string() + ", SECRETS_PREFIX '" + config.secrets_prefix + "'";
   }
 
   Result<Backend> Open(const BackendContext& context) const override {
