@@ -288,10 +288,11 @@ TEST_F(BackendMigrationTest, ACleanVerifiedRunKeepsVersionsNotFingerprints) {
 // A provider created while the copy pass runs is copied by the same run.
 TEST_F(BackendMigrationTest, AProviderCreatedDuringTheCopyPassIsCopied) {
   std::string a = Create("a", "A"), late;
-  target_.on_create = [&] {
-    if (late.empty()) late = Create("late", kCanary);
-  };
-  MigrationReport r = Run({.verify = true});
+  // After the first provider's copy, its lease released (a Create under it
+  // may wait on the same lock stripe and time out).
+  MigrationReport r = Run({.verify = true}, nullptr, [&](std::string_view pass, size_t done, size_t) {
+    if (pass == "copy" && done == 1 && late.empty()) late = Create("late", kCanary);
+  });
   ASSERT_NE(late, "");
   EXPECT_EQ(r.copied, 2);
   EXPECT_EQ(r.verify_ok, 2);
