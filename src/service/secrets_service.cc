@@ -687,7 +687,7 @@ SecretsHealth SecretsService::Health() {
       } else if (phase == "keyManager") {
         h.key_error = "the key manager " + hung;
       } else if (phase == "replication") {  // the store answered its own probe: degraded, not unhealthy
-        if (!h.replication) h.replication.emplace();
+        if (!h.replication) h.replication = SecretsHealth::Replication{};
         h.replication->error = "the replica check (" + h.provider + ") " + hung;
       }
     }
@@ -747,7 +747,7 @@ void SecretsService::ProbeLoop() {
       }
       auto r0 = clock_.Now();
       auto checked = store_.CheckReplication();
-      replication.emplace();
+      replication = SecretsHealth::Replication{};
       replication->checked_at = p.checked_at;
       replication->duration_ms = Seconds(clock_.Now() - r0).count() * 1000;
       if (checked.ok()) replication->report = std::move(checked).value();
