@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "registry/pg_migrations.h"
+#include "registry/transaction.h"
 
 namespace dyad {
 namespace {
@@ -242,18 +243,7 @@ void PgDb::Release(std::unique_ptr<PgConnection> conn) {
 }
 
 Status PgDb::Transaction(const std::function<Status(PgConnection&)>& fn) {
-  auto r = With<bool>([&](PgConnection& c) -> Result<bool> {
-    DYAD_RETURN_IF_ERROR(c.Exec("BEGIN"));
-    Status s = fn(c);
-    if (s.ok()) s = c.Exec("COMMIT");
-    if (!s.ok()) {
-      (void)c.Exec("ROLLBACK");
-      return s.error();
-    }
-    return true;
-  });
-  if (!r.ok()) return r.error();
-  return OkStatus();
+  return InTransaction<PgConnection>(*this, "BEGIN", fn);
 }
 
 Status PgDb::Migrate() {

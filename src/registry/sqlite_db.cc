@@ -7,6 +7,7 @@
 #include <atomic>
 
 #include "registry/migrations.h"
+#include "registry/transaction.h"
 
 namespace dyad {
 namespace {
@@ -200,18 +201,7 @@ void SqliteDb::Release(std::unique_ptr<SqliteConnection> conn) {
 }
 
 Status SqliteDb::Transaction(const std::function<Status(SqliteConnection&)>& fn, bool write) {
-  auto r = With<bool>([&](SqliteConnection& c) -> Result<bool> {
-    DYAD_RETURN_IF_ERROR(c.Exec(write ? "BEGIN IMMEDIATE" : "BEGIN"));
-    Status s = fn(c);
-    if (s.ok()) s = c.Exec("COMMIT");
-    if (!s.ok()) {
-      (void)c.Exec("ROLLBACK");
-      return s.error();
-    }
-    return true;
-  });
-  if (!r.ok()) return r.error();
-  return OkStatus();
+  return InTransaction<SqliteConnection>(*this, write ? "BEGIN IMMEDIATE" : "BEGIN", fn);
 }
 
 Status SqliteDb::Migrate() {

@@ -294,7 +294,7 @@ Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, c
   report.migration = Name();
   // One cheap read first (a name no provider has): a target that does not
   // answer costs one timeout, not one per provider.
-  auto probe = target_.store.Get(target_.store.SecretName("migrate-preflight"));
+  auto probe = target_.store.Get(target_.store.ProbeName("migrate-preflight"));
   if (!probe.ok() && (probe.code() == ErrorCode::kUnavailable || probe.code() == ErrorCode::kUnauthenticated)) {
     return MakeError(probe.code(), "the target store (" + target_.store.Name() + ") did not answer its first read, "
                                    "so nothing was copied: " + probe.error().message);
