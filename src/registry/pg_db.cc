@@ -1,7 +1,9 @@
 #include "registry/pg_db.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "registry/pg_migrations.h"
@@ -10,11 +12,13 @@
 namespace dyad {
 namespace {
 
-// Every occurrence of `secret` in `text` as `***`.
-std::string Scrub(std::string text, const std::string& secret) {
-  if (secret.empty()) return text;
-  for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at + 3)) {
-    text.replace(at, secret.size(), "***");
+// Every occurrence of each of `secrets` in `text` as `***`.
+std::string Scrub(std::string text, const std::vector<std::string>& secrets) {
+  for (const std::string& secret : secrets) {
+    if (secret.empty()) continue;
+    for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at + 3)) {
+      text.replace(at, secret.size(), "***");
+    }
   }
   return text;
 }
@@ -33,36 +37,51 @@ bool Retryable(std::string_view state) {
          state == "57P01" || state == "57P02" || state == "57P03";
 }
 
-// The password of `url` as libpq reads it (decoded), or "" when it has none.
-std::string PasswordOf(const std::string& url) {
-  char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(url.c_str(), &err);
-  if (err) PQfreemem(err);
-  std::string password;
-  if (!opts) return password;
-  for (PQconninfoOption* o = opts; o->keyword; ++o) {
-    if (std::string_view(o->keyword) == "password" && o->val) password = o->val;
+// The password of a postgresql:// URL as it may appear in libpq's
+// messages: as written in the user part and in each password= query
+// parameter (percent-encoded or not), and decoded as libpq reads it.
+std::vector<std::string> PasswordSpellings(std::string_view url, const PQconninfoOption* parsed) {
+  std::vector<std::string> out;
+  const size_t start = url.find("://") == std::string_view::npos ? 0 : url.find("://") + 3;
+  const size_t end = std::min(url.find_first_of("/?#", start), url.size());
+  const std::string_view authority = url.substr(start, end - start);
+  if (const size_t at = authority.rfind('@'); at != std::string_view::npos) {
+    const std::string_view user = authority.substr(0, at);
+    if (const size_t colon = user.find(':'); colon != std::string_view::npos) out.emplace_back(user.substr(colon + 1));
   }
-  PQconninfoFree(opts);
-  return password;
+  if (const size_t q = url.find('?'); q != std::string_view::npos) {
+    std::string_view query = url.substr(q + 1);
+    while (!query.empty()) {
+      const std::string_view pair = query.substr(0, query.find('&'));
+      if (pair.rfind("password=", 0) == 0) out.emplace_back(pair.substr(9));
+      query.remove_prefix(std::min(query.size(), pair.size() + 1));
+    }
+  }
+  for (const PQconninfoOption* o = parsed; o && o->keyword; ++o) {
+    if (std::string_view(o->keyword) == "password" && o->val) out.emplace_back(o->val);
+  }
+  // Longest first: a spelling that holds another is scrubbed whole.
+  std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return out;
+}
+
+// postgresql://user@host:port/database from the parsed URL (no password).
+std::string DisplayName(const PQconninfoOption* parsed) {
+  std::string user, host, port, db;
+  for (const PQconninfoOption* o = parsed; o->keyword; ++o) {
+    const std::string_view k = o->keyword;
+    const std::string v = o->val ? o->val : "";
+    if (k == "user") user = v;
+    else if (k == "host" || (k == "hostaddr" && host.empty())) host = v;
+    else if (k == "port") port = v;
+    else if (k == "dbname") db = v;
+  }
+  return "postgresql://" + (user.empty() ? "" : user + "@") + host + (port.empty() ? "" : ":" + port) + "/" + db;
 }
 
 void IgnoreNotice(void*, const char*) {}  // NOTICEs (e.g. "already exists, skipping") are not errors
 
 }  // namespace
-
-std::string RedactDatabaseUrl(std::string_view url) {
-  const size_t scheme = url.find("://");
-  if (scheme == std::string_view::npos) return std::string(url);
-  const size_t start = scheme + 3;
-  size_t end = url.find_first_of("/?#", start);
-  if (end == std::string_view::npos) end = url.size();
-  const size_t at = url.rfind('@', end);
-  if (at == std::string_view::npos || at < start) return std::string(url);
-  const size_t colon = url.find(':', start);
-  if (colon == std::string_view::npos || colon > at) return std::string(url);
-  return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
-}
 
 PgRows& PgRows::operator=(PgRows&& o) noexcept {
   if (this != &o) {
@@ -98,9 +117,18 @@ bool PgConnection::Healthy() const {
   return PQstatus(conn_) == CONNECTION_OK && PQtransactionStatus(conn_) == PQTRANS_IDLE;
 }
 
+bool PgConnection::StillOpen() const {
+  if (PQstatus(conn_) != CONNECTION_OK) return false;
+  // Nothing is sent to an idle connection but the news of its end (a
+  // termination's FATAL, then the close), or a rare notice: either way it
+  // is not reused.
+  pollfd p{PQsocket(conn_), POLLIN, 0};
+  return poll(&p, 1, 0) == 0;
+}
+
 Error PgConnection::ConnectionError(std::string_view what) const {
   return MakeError(ErrorCode::kUnavailable,
-                   std::string(what) + ": postgresql: " + Scrub(Trimmed(PQerrorMessage(conn_)), password_));
+                   std::string(what) + ": postgresql: " + Scrub(Trimmed(PQerrorMessage(conn_)), secrets_));
 }
 
 Error PgConnection::ResultError(pg_result* res, std::string_view what) const {
@@ -113,7 +141,7 @@ Error PgConnection::ResultError(pg_result* res, std::string_view what) const {
   ErrorCode code = ErrorCode::kInternal;
   if (sqlstate == "23505") code = ErrorCode::kAlreadyExists;
   else if (Retryable(sqlstate)) code = ErrorCode::kUnavailable;
-  std::string message = std::string(what) + ": postgresql: " + Scrub(Trimmed(PQresultErrorMessage(res)), password_);
+  std::string message = std::string(what) + ": postgresql: " + Scrub(Trimmed(PQresultErrorMessage(res)), secrets_);
   PQclear(res);
   return MakeError(code, std::move(message));
 }
@@ -131,6 +159,11 @@ Result<PgRows> PgConnection::Query(const std::string& sql, const std::vector<PgP
   std::vector<int> lengths(params.size());
   std::vector<int> formats(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
+    // A text parameter ends at its first NUL in libpq: "a\0b" would be sent as "a".
+    if (!params[i].binary && params[i].value && params[i].value->find('\0') != std::string::npos) {
+      return MakeError(ErrorCode::kInvalidArgument, "query: text parameter $" + std::to_string(i + 1) +
+                                                        " holds a NUL byte (PostgreSQL text cannot)");
+    }
     values[i] = params[i].value ? params[i].value->data() : nullptr;
     lengths[i] = params[i].value ? static_cast<int>(params[i].value->size()) : 0;
     formats[i] = params[i].binary ? 1 : 0;
@@ -153,31 +186,35 @@ Status PgConnection::Exec(const std::string& sql) {
   return OkStatus();
 }
 
-PgDb::PgDb(std::string url, std::string password, Options options)
-    : url_(std::move(url)),
-      password_(std::move(password)),
-      redacted_url_(RedactDatabaseUrl(url_)),
-      options_(std::move(options)) {}
+PgDb::PgDb(std::string url, std::vector<std::string> secrets, std::string display, Options options)
+    : url_(std::move(url)), secrets_(std::move(secrets)), display_(std::move(display)), options_(std::move(options)) {}
 
 PgDb::~PgDb() = default;
 
+// Nothing of the URL is echoed until it is parsed: libpq's messages about a
+// URL it cannot read quote it, password and all, in some spelling.
 Result<std::shared_ptr<PgDb>> PgDb::Open(const std::string& url, Options options) {
-  std::string password = PasswordOf(url);
   if (url.rfind("postgresql://", 0) != 0 && url.rfind("postgres://", 0) != 0) {
-    return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_DATABASE_URL: '" + Scrub(RedactDatabaseUrl(url), password) +
-                                                      "' is not a postgresql:// URL");
+    return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_DATABASE_URL is not a postgresql:// URL");
+  }
+  const std::string_view rest = std::string_view(url).substr(url.find("://") + 3);
+  const std::string_view authority = rest.substr(0, std::min(rest.find_first_of("/?#"), rest.size()));
+  if (std::count(authority.begin(), authority.end(), '@') > 1) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "GATEWAY_DATABASE_URL: an '@' in the user name or password must be written %40");
   }
   char* err = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &err);
+  std::vector<std::string> secrets = PasswordSpellings(url, parsed);
   if (!parsed) {
-    std::string why = Scrub(Trimmed(err ? err : "out of memory"), password);
+    std::string why = Scrub(Trimmed(err ? err : "out of memory"), secrets);
     if (err) PQfreemem(err);
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "GATEWAY_DATABASE_URL: '" + Scrub(RedactDatabaseUrl(url), password) + "': " + why);
+    return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_DATABASE_URL does not parse: " + why);
   }
+  std::string display = DisplayName(parsed);
   PQconninfoFree(parsed);
   if (options.max_connections < 1) options.max_connections = 1;
-  std::shared_ptr<PgDb> db(new PgDb(url, std::move(password), std::move(options)));
+  std::shared_ptr<PgDb> db(new PgDb(url, std::move(secrets), Scrub(display, secrets), std::move(options)));
   // One connection now: a wrong host, database or password fails at start, not at the first request.
   DYAD_ASSIGN_OR_RETURN(std::unique_ptr<PgConnection> first, db->Acquire());
   db->Release(std::move(first));
@@ -195,17 +232,18 @@ Result<std::unique_ptr<PgConnection>> PgDb::Connect() const {
   keys.push_back(nullptr);
   values.push_back(nullptr);
   PGconn* conn = PQconnectdbParams(keys.data(), values.data(), 1);
-  if (!conn) return MakeError(ErrorCode::kUnavailable, "cannot connect to " + redacted_url_ + ": out of memory");
+  if (!conn) return MakeError(ErrorCode::kUnavailable, "cannot connect to " + display_ + ": out of memory");
   if (PQstatus(conn) != CONNECTION_OK) {
-    std::string why = Scrub(Trimmed(PQerrorMessage(conn)), password_);
+    std::string why = Scrub(Trimmed(PQerrorMessage(conn)), secrets_);
     PQfinish(conn);
-    return MakeError(ErrorCode::kUnavailable, "cannot connect to " + Scrub(redacted_url_, password_) + ": " + why);
+    return MakeError(ErrorCode::kUnavailable, "cannot connect to " + display_ + ": " + why);
   }
   PQsetNoticeProcessor(conn, IgnoreNotice, nullptr);
-  return std::make_unique<PgConnection>(conn, password_);
+  return std::make_unique<PgConnection>(conn, secrets_);
 }
 
 Result<std::unique_ptr<PgConnection>> PgDb::Acquire() {
+  std::unique_ptr<PgConnection> idle;
   const auto deadline = std::chrono::steady_clock::now() + options_.acquire_timeout;
   {
     MutexLock lock(&mu_);
@@ -213,17 +251,22 @@ Result<std::unique_ptr<PgConnection>> PgDb::Acquire() {
       const auto left = deadline - std::chrono::steady_clock::now();
       if (left <= std::chrono::steady_clock::duration::zero()) {
         return MakeError(ErrorCode::kUnavailable, "all " + std::to_string(options_.max_connections) +
-                                                      " connections to " + redacted_url_ + " stayed busy");
+                                                      " connections to " + display_ + " stayed busy");
       }
       freed_.WaitFor(&mu_, left);
     }
     if (!idle_.empty()) {
-      auto conn = std::move(idle_.back());
+      idle = std::move(idle_.back());
       idle_.pop_back();
-      return conn;
+    } else {
+      ++open_;  // reserved; connected outside the lock
     }
-    ++open_;  // reserved; connected outside the lock
   }
+  // An idle connection the server ended meanwhile (a restart, a failover,
+  // pg_terminate_backend) is replaced here, not failed on first use; its
+  // slot goes to the new one.
+  if (idle && idle->StillOpen()) return idle;
+  idle.reset();
   auto conn = Connect();
   if (!conn.ok()) {
     MutexLock lock(&mu_);

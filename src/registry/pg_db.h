@@ -36,8 +36,6 @@ struct pg_result;
 
 namespace dyad {
 
-// GATEWAY_DATABASE_URL with the password of its user part as `***`.
-std::string RedactDatabaseUrl(std::string_view url);
 
 // One query parameter: text (PostgreSQL converts it to the column's type),
 // binary bytes (for BYTEA), or NULL.
@@ -88,7 +86,7 @@ class PgRows {
 
 class PgConnection {
  public:
-  PgConnection(pg_conn* conn, std::string password) : conn_(conn), password_(std::move(password)) {}
+  PgConnection(pg_conn* conn, std::vector<std::string> secrets) : conn_(conn), secrets_(std::move(secrets)) {}
   ~PgConnection();
   PgConnection(const PgConnection&) = delete;
   PgConnection& operator=(const PgConnection&) = delete;
@@ -101,13 +99,17 @@ class PgConnection {
   Status Exec(const std::string& sql);
   // False once the connection to the server is lost.
   bool Healthy() const;
+  // Whether an idle connection can be leased: false when the server sent it
+  // anything (its end: a termination, a shutdown) or it is lost. Does not
+  // block.
+  bool StillOpen() const;
 
  private:
   Error ResultError(pg_result* res, std::string_view what) const;
   Error ConnectionError(std::string_view what) const;
 
   pg_conn* conn_;
-  std::string password_;  // only to scrub messages
+  std::vector<std::string> secrets_;  // the password's spellings: only to scrub messages
   std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
 };
 
@@ -143,19 +145,20 @@ class PgDb {
   Status Transaction(const std::function<Status(PgConnection&)>& fn);
 
   int SchemaVersion() const { return schema_version_; }
-  // The URL with its password redacted, for messages.
-  const std::string& redacted_url() const { return redacted_url_; }
+  // postgresql://user@host:port/database, for messages: built from the
+  // parsed URL, so no password in any spelling.
+  const std::string& display_name() const { return display_; }
 
  private:
-  PgDb(std::string url, std::string password, Options options);
+  PgDb(std::string url, std::vector<std::string> secrets, std::string display, Options options);
   Result<std::unique_ptr<PgConnection>> Acquire();
   void Release(std::unique_ptr<PgConnection> conn);
   Result<std::unique_ptr<PgConnection>> Connect() const;
   Status Migrate();
 
   const std::string url_;
-  const std::string password_;
-  const std::string redacted_url_;
+  const std::vector<std::string> secrets_;  // the password's spellings, to scrub libpq's messages
+  const std::string display_;
   const Options options_;
   int schema_version_ = 0;
   Mutex mu_;

@@ -228,6 +228,13 @@ Status CheckHeaders(const HttpCall& call) {
       return MakeError(ErrorCode::kInvalidArgument,
                        call.method + " " + call.url + ": header " + name + " has a CR, LF or NUL in its value");
     }
+    // The message's framing is the transport's: a second Content-Length or
+    // a Transfer-Encoding of the caller's would make two answers of one.
+    const std::string lower = AsciiLower(name);
+    if (lower == "content-length" || lower == "transfer-encoding" || lower == "connection") {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       call.method + " " + call.url + ": header " + name + " is set by the transport");
+    }
   }
   return OkStatus();
 }

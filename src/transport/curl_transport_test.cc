@@ -201,6 +201,20 @@ TEST(curl_transport_unit, ALoneLineFeedANulOrABreakInANameIsRefused) {
   }
 }
 
+TEST(curl_transport_unit, ACallersFramingHeaderIsRefused) {
+  auto transport = NewCurlTransport();
+  for (const char* name : {"Content-Length", "transfer-encoding", "CONNECTION"}) {
+    HttpCall call;
+    call.method = "POST";
+    call.url = "http://127.0.0.1:1/";
+    call.headers = {{name, "0"}};
+    auto reply = transport->Send(call);
+    ASSERT_FALSE(reply.ok()) << name;
+    EXPECT_EQ(reply.error().code, ErrorCode::kInvalidArgument) << reply.error().message;
+    EXPECT_NE(reply.error().message.find("set by the transport"), std::string::npos) << reply.error().message;
+  }
+}
+
 // A Content-Length arriving after the body — a trailer of a chunked answer,
 // which curl hands to the header callback too — makes the transport
 // reserve() a body that already holds the secret: the bytes are copied to

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <optional>
 
+#include "core/encoding.h"
+#include "core/secret_bytes.h"
+
 namespace dyad {
 
 namespace {
@@ -37,14 +40,16 @@ class Parser final : public http::basic_parser<false> {
   }
   void on_field_impl(http::field, string_view name, string_view value, error_code&) override {
     if (header_done_) return;  // a trailer: not a field of the answer
-    std::string lower(name.data(), name.size());
-    for (char& c : lower) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c;
-    reply_->headers.emplace_back(std::move(lower), std::string(value.data(), value.size()));
+    reply_->headers.emplace_back(AsciiLower(std::string_view(name.data(), name.size())),
+                                 std::string(value.data(), value.size()));
   }
   void on_header_impl(error_code&) override { header_done_ = true; }
+  // Without a length (chunked, read to the end) the up-front reserve too:
+  // a secret fits it, and Append() grows past it without leaving copies.
   void on_body_init_impl(const boost::optional<std::uint64_t>& length, error_code&) override {
-    if (length && status_ >= 200 && reply_->body.empty()) {
-      reply_->body.reserve(static_cast<size_t>(std::min<std::uint64_t>({*length, max_body_, kMaxUpFrontReserve})));
+    if (status_ >= 200 && reply_->body.empty()) {
+      const std::uint64_t want = length ? *length : kMaxUpFrontReserve;
+      reply_->body.reserve(static_cast<size_t>(std::min<std::uint64_t>({want, max_body_, kMaxUpFrontReserve})));
     }
   }
   size_t on_body_impl(string_view body, error_code& ec) override { return Append(body, ec); }
@@ -58,7 +63,17 @@ class Parser final : public http::basic_parser<false> {
       ec = http::error::body_limit;
       return 0;
     }
-    reply_->body.append(body.data(), body.size());
+    std::string& out = reply_->body;
+    if (out.size() + body.size() > out.capacity()) {
+      // Grown by hand: the old buffer, a copy of what was received, is wiped
+      // before it is freed.
+      std::string bigger;
+      bigger.reserve(std::min(max_body_, std::max(out.capacity() * 2, out.size() + body.size())));
+      bigger.assign(out);
+      Cleanse(out);
+      out.swap(bigger);
+    }
+    out.append(body.data(), body.size());
     return body.size();
   }
 

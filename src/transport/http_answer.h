@@ -8,10 +8,11 @@
 // trailers are not fields of the answer and are dropped too), the body
 // (Content-Length, chunked, or read to the end of the stream), whether the
 // connection may carry another request, and a failure without any byte of
-// the answer in its message. The body is held to `max_body` bytes; a
-// Content-Length reserves at most 64 KiB up front, so a real secret is
-// received into one buffer without growth (no copy left in freed memory),
-// and a false figure does not make us hold megabytes.
+// the answer in its message. The body is held to `max_body` bytes; at most
+// 64 KiB are reserved up front (less for a smaller Content-Length), so a
+// real secret is received into one buffer, a false figure does not make us
+// hold megabytes, and a body that grows past it is moved by hand, the old
+// buffer wiped (no copy left in freed memory).
 //
 // Reused: one reader per connection handle, Start() before each answer
 // (the parser's storage is allocated once).

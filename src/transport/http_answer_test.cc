@@ -78,5 +78,35 @@ TEST(http_answer_unit, AnEndWithNoFinalAnswerFails) {
   }
 }
 
+// Past the 64 KiB reserved up front, a chunked or read-to-close body grows
+// (moved by hand, the old buffer wiped) and comes out whole.
+TEST(http_answer_unit, BodiesWithoutALengthGrowPastTheReserveWhole) {
+  const std::string body(150 * 1024, 'b');
+  std::string chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (size_t at = 0; at < body.size(); at += 10000) {
+    const std::string part = body.substr(at, 10000);
+    char size[16];
+    snprintf(size, sizeof size, "%zx\r\n", part.size());
+    chunked += size + part + "\r\n";
+  }
+  chunked += "0\r\n\r\n";
+  for (const std::string& answer : {chunked, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body}) {
+    AnswerReader reader;
+    HttpReply reply;
+    reader.Start(&reply, 1 << 20, false);
+    size_t used = 0;
+    while (used < answer.size() && !reader.done() && !reader.failed()) {
+      const size_t n = std::min<size_t>(4096, answer.size() - used);
+      const size_t k = reader.Feed(answer.data() + used, n);
+      used += k;
+      if (k == 0) break;
+    }
+    if (!reader.done() && !reader.failed()) reader.FeedEof();
+    ASSERT_TRUE(reader.done()) << reader.error();
+    EXPECT_EQ(reply.body.size(), body.size());
+    EXPECT_TRUE(reply.body == body);
+  }
+}
+
 }  // namespace
 }  // namespace dyad
