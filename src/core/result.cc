@@ -15,6 +15,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
     case ErrorCode::kDataLoss: return "DATA_LOSS";
     case ErrorCode::kUnimplemented: return "UNIMPLEMENTED";
     case ErrorCode::kInternal: return "INTERNAL";
+    case ErrorCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
+    case ErrorCode::kCancelled: return "CANCELLED";
   }
   return "INTERNAL";
 }

@@ -29,6 +29,8 @@ enum class ErrorCode {
   kDataLoss,           // stored data is corrupt or fails authentication
   kUnimplemented,
   kInternal,
+  kDeadlineExceeded,  // a deadline passed before the answer (an upstream timeout)
+  kCancelled,          // the caller gave up (a client went away)
 };
 
 std::string_view ErrorCodeName(ErrorCode code);

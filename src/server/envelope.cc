@@ -33,6 +33,8 @@ int HttpStatusFor(ErrorCode code) {
     case ErrorCode::kFailedPrecondition: return 409;
     case ErrorCode::kUnimplemented: return 501;
     case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kDeadlineExceeded: return 504;
+    case ErrorCode::kCancelled: return 499;
     case ErrorCode::kDataLoss:
     case ErrorCode::kInternal: return 500;
   }
@@ -50,6 +52,8 @@ static std::string_view EnvelopeCode(ErrorCode code) {
     case ErrorCode::kFailedPrecondition: return "FAILED_PRECONDITION";
     case ErrorCode::kUnimplemented: return "NOT_IMPLEMENTED";
     case ErrorCode::kUnavailable: return "SERVICE_UNAVAILABLE";
+    case ErrorCode::kDeadlineExceeded: return "GATEWAY_TIMEOUT";
+    case ErrorCode::kCancelled: return "CANCELLED";
     case ErrorCode::kDataLoss: return "DATA_LOSS";
     case ErrorCode::kInternal: return "INTERNAL_ERROR";
   }

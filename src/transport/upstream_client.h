@@ -1,0 +1,87 @@
+// UpstreamClient: one request to a model provider's OpenAI-compatible API on
+// the /v1 path (DESIGN.md §12), its answer handed on as it arrives.
+//
+// Unlike HttpTransport (the backends' calls: whole answers, retried), an
+// upstream call is made once and streamed: the sink hears the status and
+// headers, then each piece of the body as the upstream sends it, so a
+// text/event-stream answer reaches the client unbuffered. The request body
+// is sent as given (never re-serialised).
+//
+// Safety is the client's, not the caller's:
+//  - TLS verification is always on (a private CA via the options' ca_file);
+//  - redirects are never followed (a 3xx is handed to the sink as is);
+//  - no connection is ever made to a link-local or cloud metadata address
+//    (169.254.0.0/16, fe80::/10, fd00:ec2::254), checked on the address
+//    actually connected to, so a DNS answer cannot steer the credential there;
+//  - only http:// and https:// URLs.
+// Connections are pooled and kept alive per upstream. Thread-safe: any number
+// of calls may run at once, each on its caller's thread.
+//
+// Errors: kUnavailable when no answer could be had (refused, DNS, TLS, a
+// refused address; the library's message kept, never a header value),
+// kDeadlineExceeded when a timeout passed (which one is named), kCancelled
+// when the sink returned false (the connection is then closed, not pooled),
+// kInvalidArgument for a URL the client will not call. Once OnHead was called
+// an error means the body was cut short.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/result.h"
+#include "transport/http_transport.h"
+
+namespace dyad {
+
+struct UpstreamTimeouts {
+  std::chrono::milliseconds connect{5000};
+  // From the request sent to the first byte of the answer's head.
+  std::chrono::milliseconds first_byte{60000};
+  // Longest silence between two pieces of the body.
+  std::chrono::milliseconds idle{60000};
+};
+
+struct UpstreamRequest {
+  std::string method = "POST";
+  std::string url;  // absolute: https://host[:port]/path[?query]
+  HttpHeaders headers;  // sent as given; the client adds Host and the framing
+  std::string_view body;  // must outlive Send()
+  UpstreamTimeouts timeouts;
+};
+
+struct UpstreamHead {
+  int status = 0;
+  HttpHeaders headers;  // names lower-cased; hop-by-hop headers removed
+};
+
+// Called on the caller's thread, in order: OnHead once, then OnBody for each
+// piece (never empty). Returning false cancels the call.
+class UpstreamSink {
+ public:
+  virtual ~UpstreamSink() = default;
+  virtual bool OnHead(const UpstreamHead& head) = 0;
+  virtual bool OnBody(std::string_view piece) = 0;
+};
+
+struct UpstreamClientOptions {
+  std::string ca_file;  // GATEWAY_UPSTREAM_CA_FILE; empty: the system's CAs
+  size_t max_idle_per_host = 64;
+};
+
+class UpstreamClient {
+ public:
+  virtual ~UpstreamClient() = default;
+  virtual Status Send(const UpstreamRequest& request, UpstreamSink& sink) = 0;
+};
+
+Result<std::unique_ptr<UpstreamClient>> NewUpstreamClient(const UpstreamClientOptions& options);
+
+// Whether connecting to `address` (numeric IPv4 or IPv6) is refused: link-local
+// and metadata addresses.
+bool IsForbiddenUpstreamAddress(std::string_view address);
+
+}  // namespace dyad
