@@ -6,10 +6,19 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 
+// h-pgrepos-b: audit key and head, migration progress, the environment backend's secret store.
+#include "backends/environment/pg_secret_store.h"
+#include "backends/environment/sqlite_secret_store.h"
+#include "registry/pg_audit_repository.h"
+#include "registry/pg_migration_progress_repository.h"
+#include "registry/sqlite_audit_repository.h"
+#include "registry/sqlite_migration_progress_repository.h"
+// (end h-pgrepos-b)
 #include "registry/pg_provider_repository.h"
 #include "registry/pg_settings_repository.h"
 #include "registry/sqlite_provider_repository.h"
@@ -37,6 +46,14 @@ struct RegistryInstance {
   std::unique_ptr<ProviderLeases> leases;
   std::shared_ptr<SqliteDb> sqlite;
   std::shared_ptr<PgDb> postgresql;
+  // h-pgrepos-b: the audit chain's key and head, `migrate`'s progress, and
+  // the environment backend's secret store under a SECRETS_PREFIX (each call
+  // a new store on this instance's pool). Times from the fixture's clock().
+  std::unique_ptr<AuditKeyRepository> audit_keys;
+  std::unique_ptr<AuditHeadStore> audit_heads;
+  std::unique_ptr<MigrationProgressRepository> migration_progress;
+  std::function<std::unique_ptr<SecretStore>(const std::string& prefix)> secret_store;
+  // (end h-pgrepos-b)
 };
 
 class RegistryContractTest : public ::testing::TestWithParam<std::string> {
@@ -65,6 +82,11 @@ class RegistryContractTest : public ::testing::TestWithParam<std::string> {
       inst.rotations = NewPgRotationRepository(db, clock);
       inst.leases = NewPgProviderLeases(db, clock);
       inst.postgresql = db;
+      // h-pgrepos-b
+      inst.audit_keys = NewPgAuditKeyRepository(db);
+      inst.audit_heads = NewPgAuditHeadStore(db, clock_);
+      inst.migration_progress = NewPgMigrationProgressRepository(db, clock_);
+      inst.secret_store = [db, this](const std::string& prefix) { return NewPgSecretStore(db, clock_, prefix); };
     } else {
       DYAD_ASSIGN_OR_RETURN(std::shared_ptr<SqliteDb> db, SqliteDb::Open(dir_.File("registry.db")));
       inst.schema_version = db->SchemaVersion();
@@ -75,6 +97,11 @@ class RegistryContractTest : public ::testing::TestWithParam<std::string> {
       inst.rotations = NewSqliteRotationRepository(db, clock);
       inst.leases = NewSqliteProviderLeases(db, clock);
       inst.sqlite = db;
+      // h-pgrepos-b
+      inst.audit_keys = NewSqliteAuditKeyRepository(db);
+      inst.audit_heads = NewSqliteAuditHeadStore(db, clock_);
+      inst.migration_progress = NewSqliteMigrationProgressRepository(db, clock_);
+      inst.secret_store = [db, this](const std::string& prefix) { return NewSqliteSecretStore(db, clock_, prefix); };
     }
     return inst;
   }
@@ -110,8 +137,11 @@ class RegistryContractTest : public ::testing::TestWithParam<std::string> {
   }
 
   FakeClock fake_clock_;  // what NewInstance() gives its repositories
+  // h-pgrepos-b: the clock every instance's repositories stamp times with.
+  FakeClock& clock() { return clock_; }
 
  private:
+  FakeClock clock_;  // h-pgrepos-b
   std::optional<PgTestDatabase> pg_;  // declared first: dropped after the pools below are gone
   TempDir dir_;
 };
