@@ -11,10 +11,7 @@
 #include "app/audit_setup.h"
 #include "app/backend.h"
 #include "metrics/metrics.h"
-#include "registry/sqlite_audit_repository.h"
-#include "registry/sqlite_provider_repository.h"
-#include "registry/sqlite_rotation_repository.h"
-#include "registry/sqlite_settings_repository.h"
+#include "registry/database.h"
 #include "server/auth.h"
 #include "server/envelope.h"
 #include "server/router.h"
@@ -38,7 +35,7 @@ std::vector<std::pair<std::string, std::string>> RoutePairs(const Router& router
 
 struct App::Parts {
   const Clock* clock = nullptr;
-  std::shared_ptr<SqliteDb> db;
+  std::shared_ptr<Database> db;
   std::unique_ptr<ProviderRepository> repo;
   std::unique_ptr<ProviderLeases> leases;
   std::unique_ptr<Metrics> metrics;  // before the backend, whose clients report to it
@@ -63,7 +60,7 @@ ProviderService& App::providers() { return *parts_->providers; }
 SecretsService& App::secrets() { return *parts_->secrets; }
 KeyRotationService& App::rotation() { return *parts_->rotation; }
 RotationScheduler& App::scheduler() { return *parts_->scheduler; }
-const std::shared_ptr<SqliteDb>& App::database() { return parts_->db; }
+const std::shared_ptr<Database>& App::database() { return parts_->db; }
 ProviderRepository& App::registry() { return *parts_->repo; }
 
 Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& clock, bool serving,
@@ -71,11 +68,11 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   std::unique_ptr<App> app(new App());
   Parts& p = *app->parts_;
   p.clock = &clock;
-  DYAD_ASSIGN_OR_RETURN(p.db, SqliteDb::Open(config.database_path));
-  p.repo = NewSqliteProviderRepository(p.db);
-  p.leases = NewSqliteProviderLeases(p.db, clock);
-  p.settings = NewSqliteSettingsRepository(p.db);
-  p.audit_keys = NewSqliteAuditKeyRepository(p.db);
+  DYAD_ASSIGN_OR_RETURN(p.db, OpenDatabase(config.database_url));
+  p.repo = p.db->NewProviderRepository();
+  p.leases = p.db->NewProviderLeases(clock);
+  p.settings = p.db->NewSettingsRepository();
+  p.audit_keys = p.db->NewAuditKeyRepository();
   p.metrics = std::make_unique<Metrics>();
   DYAD_ASSIGN_OR_RETURN(p.backend,
                         backends.Open(BackendContext{config, p.db, clock, DefaultRandom(), p.metrics.get()}));
@@ -89,7 +86,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   audit.key_source = [audit_keys = p.audit_keys, keys = p.backend.keys.get(), &clock] {
     return LoadAuditKey(*audit_keys, *keys, clock, true);
   };
-  p.audit_heads = NewSqliteAuditHeadStore(p.db, clock);
+  p.audit_heads = p.db->NewAuditHeadStore(clock);
   audit.heads = p.audit_heads.get();
   // A write past RLIMIT_FSIZE must fail with EFBIG (the audit log then
   // refuses operations) rather than kill the process.
@@ -149,7 +146,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   ro.metrics = p.metrics.get();
   p.metrics->SetKeyState([keys = p.backend.keys.get()] { return keys->KnownState(); },
                          config.key_rotation_max_encryptions);
-  p.rotation = std::make_unique<KeyRotationService>(ro, NewSqliteRotationRepository(p.db, clock), *p.secrets, *p.audit,
+  p.rotation = std::make_unique<KeyRotationService>(ro, p.db->NewRotationRepository(clock), *p.secrets, *p.audit,
                                                     clock);
   RotationTiming timing;
   timing.interval = std::chrono::hours(config.key_rotation_interval_hours);

@@ -20,7 +20,7 @@ class SecretsService;
 class KeyRotationService;
 class RotationScheduler;
 class ProviderRepository;
-class SqliteDb;
+class Database;
 
 class App {
  public:
@@ -44,7 +44,7 @@ class App {
   KeyRotationService& rotation();
   RotationScheduler& scheduler();
   // The registry: its database (to open another backend on it) and rows.
-  const std::shared_ptr<SqliteDb>& database();
+  const std::shared_ptr<Database>& database();
   ProviderRepository& registry();
 
  private:

@@ -6,7 +6,7 @@
 
 #include "app/backend.h"
 #include "core/time_format.h"
-#include "registry/sqlite_audit_repository.h"
+#include "registry/database.h"
 
 namespace dyad {
 namespace {
@@ -188,14 +188,16 @@ Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::st
                                                    const BackendRegistry& backends) {
   if (path.empty()) path = config.audit_log_path;
   std::error_code ec;
-  if (!std::filesystem::exists(config.database_path, ec)) {
+  // An SQLite file that is not there is not made here (PostgreSQL's database
+  // is the server's: a missing one fails to open).
+  if (!config.database_path.empty() && !std::filesystem::exists(config.database_path, ec)) {
     return MakeError(ErrorCode::kNotFound, "no registry database at '" + config.database_path +
                                                "': the audit key and head live there");
   }
-  DYAD_ASSIGN_OR_RETURN(std::shared_ptr<SqliteDb> db, SqliteDb::Open(config.database_path));
+  DYAD_ASSIGN_OR_RETURN(std::shared_ptr<Database> db, OpenDatabase(config.database_url));
   DYAD_ASSIGN_OR_RETURN(Backend backend, backends.Open(BackendContext{config, db, clock, DefaultRandom()}));
-  DYAD_ASSIGN_OR_RETURN(SecretBytes key, LoadAuditKey(*NewSqliteAuditKeyRepository(db), *backend.keys, clock, false));
-  DYAD_ASSIGN_OR_RETURN(auto head, NewSqliteAuditHeadStore(db, clock)->Load());
+  DYAD_ASSIGN_OR_RETURN(SecretBytes key, LoadAuditKey(*db->NewAuditKeyRepository(), *backend.keys, clock, false));
+  DYAD_ASSIGN_OR_RETURN(auto head, db->NewAuditHeadStore(clock)->Load());
   return VerifyAuditLog(path, key, head);
 }
 

@@ -13,7 +13,7 @@
 // key is never left on a retired version. A writer also moves it to the
 // primary at start. The key is kept in an AuditKeyRepository and the chain's
 // head (seq and MAC of its last line) in an AuditHeadStore
-// (registry/sqlite_audit_repository.h). All thread-safe; errors are the
+// (registry/database.h makes both). All thread-safe; errors are the
 // KeyManager's and the repository's, kNotFound when no audit key was ever
 // made, and kFailedPrecondition (naming the KeyManagers that hold it) when
 // only other KeyManagers hold a wrapping.

@@ -113,10 +113,12 @@ Result<TargetConfig> LoadTargetConfig(const std::string& path, const Config& sou
     if (IsSecretVariable(name)) Cleanse(value);
   }
   if (!config.ok()) return MakeError(ErrorCode::kInvalidArgument, path + ": " + config.error().message);
-  if (config->database_path != source.database_path) {
+  // SQLite: the same file; PostgreSQL: the same URL (shown without password).
+  if (config->database_path != source.database_path ||
+      (source.database_path.empty() && config->database_url != source.database_url)) {
     return MakeError(ErrorCode::kInvalidArgument,
                      path + ": GATEWAY_DATA_DIR / GATEWAY_DATABASE_URL: the target's registry database is '" +
-                         config->database_path + "', the source's '" + source.database_path +
+                         DatabaseDisplayName(config->database_url) + "', the source's '" + DatabaseDisplayName(source.database_url) +
                          "': a migration keeps the registry (provider rows, key versions); set the same data dir or "
                          "leave both unset in " + path);
   }
@@ -150,6 +152,29 @@ Result<std::unique_ptr<MigrationLock>> MigrationLock::Acquire(const std::string&
     return MakeError(ErrorCode::kUnavailable, "cannot lock " + path + ": " + std::strerror(err));
   }
   return std::unique_ptr<MigrationLock>(new MigrationLock(fd));
+}
+
+int64_t MigrationAdvisoryLockKey() {
+  return 0x6479616400000002;
+}
+
+Result<std::unique_ptr<MigrationLock>> MigrationLock::AcquireOnPostgresql(const std::string& url,
+                                                                          PgDb::Options options) {
+  options.max_connections = 1;
+  options.migrate = false;
+  DYAD_ASSIGN_OR_RETURN(std::shared_ptr<PgDb> session, PgDb::Open(url, options));
+  auto taken = session->With<bool>([](PgConnection& c) -> Result<bool> {
+    DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query("SELECT pg_try_advisory_lock($1)", {MigrationAdvisoryLockKey()}));
+    return rows.Bool(0, 0);
+  });
+  if (!taken.ok()) return taken.error();
+  if (!*taken) {
+    return MakeError(ErrorCode::kFailedPrecondition, "another `dyad-gateway migrate` is running on this registry (" +
+                                                         session->display_name() + ": its advisory lock is held)");
+  }
+  auto lock = std::unique_ptr<MigrationLock>(new MigrationLock(-1));
+  lock->session_ = std::move(session);
+  return lock;
 }
 
 MigrationLock::~MigrationLock() {

@@ -19,6 +19,7 @@
 #include "core/config.h"
 #include "core/environment.h"
 #include "core/result.h"
+#include "registry/pg_db.h"
 
 namespace dyad {
 
@@ -41,20 +42,32 @@ struct TargetConfig {
 Result<TargetConfig> LoadTargetConfig(const std::string& path, const Config& source,
                                       const BackendRegistry& backends = BuiltinBackends());
 
-// An exclusive lock on `<data_dir>/migrate.lock` (flock: released by the
-// kernel when the process dies, kill -9 included), opened 0600, never
-// through a symbolic link (kFailedPrecondition naming the file, as for
-// anything but a regular file). kFailedPrecondition when another migrate
-// holds it. `create` false (a dry run, which writes nothing): a missing
-// file is no lock to take, and none is made.
+// One `migrate` at a time on a registry. SQLite: an exclusive lock on
+// `<data_dir>/migrate.lock` (flock: released by the kernel when the process
+// dies, kill -9 included), opened 0600, never through a symbolic link
+// (kFailedPrecondition naming the file, as for anything but a regular
+// file); `create` false (a dry run, which writes nothing): a missing file is
+// no lock to take, and none is made. PostgreSQL (AcquireOnPostgresql): a
+// session advisory lock (MigrationAdvisoryLockKey) on a connection of its
+// own, so migrates on any host exclude each other; released when the lock
+// is destroyed or the process dies (the server ends the session).
+// kFailedPrecondition when another migrate holds it.
 class MigrationLock {
  public:
   static Result<std::unique_ptr<MigrationLock>> Acquire(const std::string& data_dir, bool create = true);
+  // `url`: GATEWAY_DATABASE_URL (postgresql://…); `options` picks the database in tests.
+  static Result<std::unique_ptr<MigrationLock>> AcquireOnPostgresql(const std::string& url,
+                                                                    PgDb::Options options = {});
   ~MigrationLock();
 
  private:
   explicit MigrationLock(int fd) : fd_(fd) {}
   int fd_;
+  std::shared_ptr<PgDb> session_;  // PostgreSQL: the one connection holding the lock
 };
+
+// The advisory lock key `migrate` runs under on PostgreSQL ("dyad", then 2;
+// the schema migrations' is 1).
+int64_t MigrationAdvisoryLockKey();
 
 }  // namespace dyad

@@ -27,7 +27,7 @@
 #include "core/config.h"
 #include "core/random.h"
 #include "core/result.h"
-#include "registry/sqlite_db.h"
+#include "registry/database.h"
 
 namespace dyad {
 
@@ -103,8 +103,9 @@ struct Backend {
 // the plain variables (`env`) and the secret ones (`secret_env`).
 struct BackendContext {
   const Config& config;
-  // The registry database (key-version state of keyrings and KMS key managers).
-  std::shared_ptr<SqliteDb> db;
+  // The registry database (key-version state of keyrings and KMS key
+  // managers; the environment backend's secrets), on either engine.
+  std::shared_ptr<Database> db;
   const Clock& clock;
   Random& random;
   // Hears of every call a cloud backend makes (/metrics); may be null, must

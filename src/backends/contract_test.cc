@@ -54,12 +54,12 @@ Result<Opened> OpenThrough(const BackendRegistry& registry, EnvMap env, const En
   DYAD_ASSIGN_OR_RETURN(o.db, SqliteDb::Open(dir.File("contract.db")));
   o.leases = NewSqliteProviderLeases(o.db, clock);
   DYAD_ASSIGN_OR_RETURN(Config config, LoadConfig(env, false, [&](const Config& c) { return registry.Check(c); }));
-  DYAD_ASSIGN_OR_RETURN(o.backend, registry.Open(BackendContext{config, o.db, clock, DefaultRandom()}));
+  DYAD_ASSIGN_OR_RETURN(o.backend, registry.Open(BackendContext{config, SqliteDatabase(o.db), clock, DefaultRandom()}));
   if (!other.empty()) {
     for (const auto& [k, v] : other) env[k] = v;
     DYAD_ASSIGN_OR_RETURN(Config other_config, LoadConfig(env, false));
     DYAD_ASSIGN_OR_RETURN(auto other_db, SqliteDb::Open(dir.File("other.db")));
-    DYAD_ASSIGN_OR_RETURN(o.other, registry.Open(BackendContext{other_config, other_db, clock, DefaultRandom()}));
+    DYAD_ASSIGN_OR_RETURN(o.other, registry.Open(BackendContext{other_config, SqliteDatabase(other_db), clock, DefaultRandom()}));
     o.other_keys = std::move(o.other.keys);
   }
   return o;

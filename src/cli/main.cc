@@ -27,8 +27,7 @@
 #include "core/time_format.h"
 #include "registry/sqlite_backup.h"
 #include "server/http_server.h"
-#include "registry/sqlite_audit_repository.h"
-#include "registry/sqlite_migration_progress_repository.h"
+#include "registry/database.h"
 #include "service/backend_migration.h"
 #include "service/env_import.h"
 #include "service/provider_service.h"
@@ -287,7 +286,17 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   if (!target.ok()) return Fail("configuration error (target): " + target.error().message);
   spdlog::set_level(spdlog::level::warn);
   if (Status s = EnsureDataDir(source->data_dir, /*create=*/false); !s.ok()) return Fail(s.error().message);
-  auto lock = MigrationLock::Acquire(source->data_dir, /*create=*/!options.dry_run);
+  const bool postgresql = source->database_path.empty();
+  if (postgresql && options.dry_run) {
+    // The dry run opens the target on a private copy of the registry (its
+    // key versions written there only): SQLite copies the file into memory;
+    // a PostgreSQL registry has no such copy.
+    return Fail("migrate --dry-run: needs a private copy of the registry, which only an SQLite registry gives; "
+                "GATEWAY_DATABASE_URL is a PostgreSQL database (" + DatabaseDisplayName(source->database_url) +
+                "): run the dry run on a copy of it (CREATE DATABASE … TEMPLATE …), or migrate without --dry-run");
+  }
+  auto lock = postgresql ? MigrationLock::AcquireOnPostgresql(source->database_url)
+                         : MigrationLock::Acquire(source->data_dir, /*create=*/!options.dry_run);
   if (!lock.ok()) return FailOrRefuse(lock.error(), lock.error().message);
   if (source->dev) {
     if (Status s = PrepareDevSecrets(*source, /*generate=*/false); !s.ok()) return Fail(s.error().message);
@@ -298,17 +307,17 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   // Opening a backend may write its key's versions into the registry (a
   // keyring's first version, a KMS key's known versions): a dry run opens
   // the target on a private in-memory copy, so that it writes nothing.
-  std::shared_ptr<SqliteDb> target_db = (*app)->database();
+  std::shared_ptr<Database> target_db = (*app)->database();
   if (options.dry_run) {
     auto copy = SqliteDb::OpenMemoryCopy(source->database_path);
     if (!copy.ok()) return Refuse("cannot copy the registry for the dry run: " + copy.error().message);
-    target_db = std::move(copy).value();
+    target_db = SqliteDatabase(std::move(copy).value(), source->database_path + " (an in-memory copy)");
   }
   auto backend = BuiltinBackends().Open(BackendContext{target->config, target_db, clock, DefaultRandom()});
   if (!backend.ok()) {
     return FailOrRefuse(backend.error(), "cannot open the target (" + target_file + "): " + backend.error().message);
   }
-  auto audit_keys = NewSqliteAuditKeyRepository((*app)->database());
+  auto audit_keys = (*app)->database()->NewAuditKeyRepository();
   if (!options.dry_run) {
     // Copies and deletions are audited under the source's key manager, which
     // keeps its wrapping of the audit key after a clean run; not when it has
@@ -319,7 +328,7 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
                     "), so the " + (options.delete_source ? "deletions" : "copies") + " would go unaudited");
     }
   }
-  auto records = NewSqliteMigrationProgressRepository((*app)->database(), clock);
+  auto records = (*app)->database()->NewMigrationProgressRepository(clock);
   MigrationTarget to{*backend->store, *backend->keys,
                      target->config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope,
                      DefaultRandom(), target->route};
@@ -403,10 +412,18 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   return report->Clean() ? 0 : 1;
 }
 
+// `backup` and `restore` copy an SQLite file; a PostgreSQL registry is the
+// server's to back up.
+std::string NotSqlite(const Config& config, const std::string& tool) {
+  return "GATEWAY_DATABASE_URL is a PostgreSQL database (" + DatabaseDisplayName(config.database_url) +
+         "): backup and restore work on an SQLite registry only; use PostgreSQL's own tools (" + tool + ")";
+}
+
 // Only the storage settings: a backup job needs no key and no token.
 int Backup(const std::string& env_file, const std::string& out) {
   auto config = LoadWith(env_file, LoadStorageConfig);
   if (!config.ok()) return Fail("configuration error: " + config.error().message);
+  if (config->database_path.empty()) return Fail("backup: " + NotSqlite(*config, "pg_dump"));
   auto info = BackupDatabase(config->database_path, out);
   if (!info.ok()) return Fail("backup: " + info.error().message);
   std::printf("backup of %s written to %s (%lld bytes, schema version %d)\n", config->database_path.c_str(), out.c_str(),
@@ -419,6 +436,7 @@ int Backup(const std::string& env_file, const std::string& out) {
 int Restore(const std::string& env_file, const std::string& file) {
   auto config = LoadWith(env_file, LoadStorageConfig);
   if (!config.ok()) return Fail("configuration error: " + config.error().message);
+  if (config->database_path.empty()) return Fail("restore: " + NotSqlite(*config, "pg_restore or psql"));
   Status s = RequireEmptyDataDir(config->data_dir);
   if (s.ok()) s = EnsureDataDir(config->data_dir);
   if (!s.ok()) return Fail("restore: " + s.error().message);

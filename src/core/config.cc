@@ -41,10 +41,13 @@ Status ReadDatabase(const EnvMap& env, Config& c) {
     }
     return OkStatus();
   }
+  // Cluster mode: libpq reads the rest (host, port, sslmode, the password or
+  // PGPASSFILE) when the database is opened (registry/database.h); nothing
+  // of it is repeated here.
   if (c.database_url.rfind("postgresql://", 0) == 0 || c.database_url.rfind("postgres://", 0) == 0) {
-    return BadVariable("GATEWAY_DATABASE_URL", "postgresql:// (cluster mode) is not available in this build yet; use sqlite://PATH");
+    return OkStatus();
   }
-  return BadVariable("GATEWAY_DATABASE_URL", "unsupported scheme; use sqlite://PATH");
+  return BadVariable("GATEWAY_DATABASE_URL", "unsupported scheme; use sqlite://PATH or postgresql://USER@HOST:PORT/DB");
 }
 
 Status ReadStorage(const EnvMap& env, Config& c) {

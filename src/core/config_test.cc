@@ -271,6 +271,36 @@ TEST(Config, DatabaseUrl) {
   EXPECT_NE(ErrorFor(env).find("file path"), std::string::npos);
 }
 
+// Accepted as it is: libpq reads it when the database is opened (its errors:
+// registry/database_test.cc).
+TEST(Config, PostgresqlUrlIsAccepted) {
+  auto env = Base();
+  env["GATEWAY_DATA_DIR"] = "/tmp/x";
+  for (const std::string url : {"postgresql://gw:hunter2@db.internal:5433/registry?sslmode=verify-full",
+                                "postgres://gw@db.internal/registry?password=hunter2", "postgresql://"}) {
+    env["GATEWAY_DATABASE_URL"] = url;
+    auto c = LoadConfig(env, false);
+    ASSERT_TRUE(c.ok()) << url << ": " << c.error().message;
+    EXPECT_EQ(c->database_url, url);
+    EXPECT_EQ(c->database_path, "") << "no SQLite file on PostgreSQL";
+    EXPECT_EQ(c->audit_log_path, "/tmp/x/audit.log") << "the audit log stays in the data dir";
+    EXPECT_TRUE(LoadStorageConfig(env).ok()) << url;
+  }
+  // Other spellings are refused, naming the variable, never the URL.
+  for (const std::string url : {"postgresq://gw:hunter2@db/registry", "pgsql://gw:hunter2@db/registry",
+                                "gw:hunter2@db/registry"}) {
+    env["GATEWAY_DATABASE_URL"] = url;
+    std::string why = ErrorFor(env);
+    EXPECT_NE(why.find("GATEWAY_DATABASE_URL"), std::string::npos) << url;
+    EXPECT_NE(why.find("postgresql://"), std::string::npos) << why;
+    EXPECT_EQ(why.find("hunter2"), std::string::npos) << why;
+  }
+  env["GATEWAY_DATABASE_URL"] = "sqlite:///srv/gw/registry.db";
+  auto sqlite = LoadConfig(env, false);
+  ASSERT_TRUE(sqlite.ok());
+  EXPECT_EQ(sqlite->database_path, "/srv/gw/registry.db");
+}
+
 TEST(Config, SecretVariablesAreKeptOnlyAsSecretBytes) {
   EnvMap env = Base();
   env["ENCRYPTION_KEY_PREVIOUS"] = std::string(64, 'b');

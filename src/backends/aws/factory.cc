@@ -8,7 +8,6 @@
 #include "backends/aws/kms_key_manager.h"
 #include "backends/aws/secrets_manager_store.h"
 #include "core/residency.h"
-#include "registry/sqlite_key_version_repository.h"
 #include "transport/curl_transport.h"
 
 namespace dyad {
@@ -54,7 +53,7 @@ class AwsBackendFactory final : public BackendFactory {
     };
     DYAD_ASSIGN_OR_RETURN(auto kms, client("kms", "TrentService", aws.endpoint_kms));
     DYAD_ASSIGN_OR_RETURN(b.keys, NewKmsKeyManager(config.encryption_key_id, std::move(kms),
-                                                   NewSqliteKeyVersionRepository(context.db), context.clock));
+                                                   context.db->NewKeyVersionRepository(), context.clock));
     DYAD_ASSIGN_OR_RETURN(auto sm, client("secretsmanager", "secretsmanager", aws.endpoint_secrets_manager));
     SecretsManagerOptions so;
     so.prefix = config.secrets_prefix;

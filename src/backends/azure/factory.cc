@@ -12,7 +12,6 @@
 #include "core/endpoint.h"
 #include "core/env_vars.h"
 #include "core/residency.h"
-#include "registry/sqlite_key_version_repository.h"
 #include "transport/curl_transport.h"
 
 namespace dyad {
@@ -74,7 +73,7 @@ class AzureBackendFactory final : public BackendFactory {
     ko.key_name = az.key_name;
     ko.key_version_pinned = az.key_version;
     DYAD_ASSIGN_OR_RETURN(b.keys, NewAzureKeyManager(std::move(ko), *key_vault,
-                                                     NewSqliteKeyVersionRepository(context.db), context.clock,
+                                                     context.db->NewKeyVersionRepository(), context.clock,
                                                      context.random));
     DYAD_ASSIGN_OR_RETURN(AzureClient * secrets_vault, client(az.vault_url));
     AzureSecretStoreOptions so;

@@ -70,7 +70,7 @@ TEST(AzureFactory, OpensWhileTheVaultIsDown) {
   auto db = SqliteDb::Open(dir.File("t.db"));
   ASSERT_TRUE(db.ok());
   FakeClock clock;
-  auto backend = f.registry.Open(BackendContext{*config, *db, clock, DefaultRandom()});
+  auto backend = f.registry.Open(BackendContext{*config, SqliteDatabase(*db), clock, DefaultRandom()});
   ASSERT_TRUE(backend.ok()) << backend.error().message;
   ASSERT_NE(backend->store, nullptr);
   ASSERT_NE(backend->keys, nullptr);
@@ -97,7 +97,7 @@ TEST(AzureFactory, ABrokenCertificateFailsTheOpenNamingTheVariable) {
   auto db = SqliteDb::Open(dir.File("t.db"));
   ASSERT_TRUE(db.ok());
   FakeClock clock;
-  auto backend = f.registry.Open(BackendContext{*config, *db, clock, DefaultRandom()});
+  auto backend = f.registry.Open(BackendContext{*config, SqliteDatabase(*db), clock, DefaultRandom()});
   ASSERT_FALSE(backend.ok());
   EXPECT_EQ(backend.error().code, ErrorCode::kInvalidArgument);
   EXPECT_NE(backend.error().message.find("AZURE_CLIENT_CERTIFICATE_PATH"), std::string::npos);

@@ -6,7 +6,6 @@
 #include "backends/environment/local_keyring.h"
 #include "backends/environment/sqlite_secret_store.h"
 #include "core/env_vars.h"
-#include "registry/sqlite_key_version_repository.h"
 
 namespace dyad {
 namespace {
@@ -34,10 +33,14 @@ class EnvironmentBackendFactory final : public BackendFactory {
     return OkStatus();
   }
 
-  // The registry database's secrets table, by prefix; the database by its
-  // absolute path (the same file reached from another working directory is
-  // one place).
+  // The registry database's secrets table, by prefix; an SQLite database by
+  // its absolute path (the same file reached from another working directory
+  // is one place), a PostgreSQL one by its URL without the password.
   Result<std::string> StoreLocation(const Config& config) const override {
+    if (config.database_path.empty()) {
+      return "environment, registry database " + DatabaseDisplayName(config.database_url) + ", SECRETS_PREFIX '" +
+             config.secrets_prefix + "'";
+    }
     std::error_code ec;
     std::filesystem::path path = std::filesystem::weakly_canonical(config.database_path, ec);
     if (ec) path = config.database_path;
@@ -50,9 +53,15 @@ class EnvironmentBackendFactory final : public BackendFactory {
     if (!config.encryption_key) return BadVariable("ENCRYPTION_KEY", "is required");
     Backend b;
     LocalKeyringOptions ko{config.encryption_key_id, *config.encryption_key, config.encryption_key_previous};
-    DYAD_ASSIGN_OR_RETURN(b.keys, NewLocalKeyring(std::move(ko), NewSqliteKeyVersionRepository(context.db),
+    DYAD_ASSIGN_OR_RETURN(b.keys, NewLocalKeyring(std::move(ko), context.db->NewKeyVersionRepository(),
                                                   context.random, context.clock));
-    b.store = NewSqliteSecretStore(context.db, context.clock, config.secrets_prefix);
+    // The secrets live in the registry database: its engine's table.
+    if (auto sqlite = context.db->sqlite()) {
+      b.store = NewSqliteSecretStore(std::move(sqlite), context.clock, config.secrets_prefix);
+    } else {
+      return MakeError(ErrorCode::kUnimplemented, "SECRETS_PROVIDER=environment: no secret store on the " +
+                                                      std::string(context.db->engine()) + " registry in this build");
+    }
     b.traits.env_is_source = true;
     return b;
   }

@@ -63,7 +63,7 @@ TEST(EnvironmentBackend, OpensTheKeyringAndTheSqliteStore) {
   auto db = SqliteDb::Open(dir.File("t.db"));
   ASSERT_TRUE(db.ok());
   FakeClock clock;
-  auto backend = f.registry.Open(BackendContext{*config, *db, clock, DefaultRandom()});
+  auto backend = f.registry.Open(BackendContext{*config, SqliteDatabase(*db), clock, DefaultRandom()});
   ASSERT_TRUE(backend.ok()) << backend.error().message;
   EXPECT_EQ(backend->keys->Kind(), "local");
   ASSERT_NE(backend->store, nullptr);
@@ -73,7 +73,7 @@ TEST(EnvironmentBackend, OpensTheKeyringAndTheSqliteStore) {
   // Dev mode passes the check without a key, but nothing opens without one.
   auto dev = LoadConfig({{"GATEWAY_ADMIN_API_KEY", "0123456789abcdef-admin"}}, true);
   ASSERT_TRUE(dev.ok());
-  auto keyless = f.registry.Open(BackendContext{*dev, *db, clock, DefaultRandom()});
+  auto keyless = f.registry.Open(BackendContext{*dev, SqliteDatabase(*db), clock, DefaultRandom()});
   ASSERT_FALSE(keyless.ok());
   EXPECT_EQ(keyless.error().message.rfind("ENCRYPTION_KEY:", 0), 0u);
 }

@@ -10,7 +10,6 @@
 #include "backends/vault/vault_settings.h"
 #include "core/env_vars.h"
 #include "core/residency.h"
-#include "registry/sqlite_key_version_repository.h"
 #include "transport/curl_transport.h"
 
 namespace dyad {
@@ -94,7 +93,7 @@ class VaultBackendFactory final : public BackendFactory {
     to.mount = vault.transit_mount;
     to.key = config.encryption_key_id;
     to.retire_in_vault = vault.transit_retire;
-    DYAD_ASSIGN_OR_RETURN(b.keys, NewTransitKeyManager(std::move(to), client, NewSqliteKeyVersionRepository(context.db),
+    DYAD_ASSIGN_OR_RETURN(b.keys, NewTransitKeyManager(std::move(to), client, context.db->NewKeyVersionRepository(),
                                                        context.clock, context.random));
     KvStoreOptions ko;
     ko.mount = vault.kv_mount;

@@ -81,7 +81,7 @@ TEST(VaultFactory, OpensWhileVaultIsDownAndSizesItsTraits) {
   auto db = SqliteDb::Open(dir.File("t.db"));
   ASSERT_TRUE(db.ok()) << db.error().message;
   FakeClock clock;
-  auto backend = registry.Open(BackendContext{config, *db, clock, DefaultRandom()});
+  auto backend = registry.Open(BackendContext{config, SqliteDatabase(*db), clock, DefaultRandom()});
   ASSERT_TRUE(backend.ok()) << backend.error().message;
   ASSERT_NE(backend->store, nullptr);
   ASSERT_NE(backend->keys, nullptr);
@@ -90,7 +90,7 @@ TEST(VaultFactory, OpensWhileVaultIsDownAndSizesItsTraits) {
   EXPECT_TRUE(backend->dynamic->CheckPath("database/creds/readonly").ok());
   EXPECT_EQ(backend->dynamic->CheckPath("aws/creds/r").code(), ErrorCode::kInvalidArgument);
   config.env["VAULT_DYNAMIC_PATHS"] = "database/creds/,kv/";
-  auto wide = registry.Open(BackendContext{config, *db, clock, DefaultRandom()});
+  auto wide = registry.Open(BackendContext{config, SqliteDatabase(*db), clock, DefaultRandom()});
   ASSERT_TRUE(wide.ok()) << wide.error().message;
   EXPECT_NE(wide->dynamic->CheckPath("kv/data/dyad-gateway/providers/x").error().message.find("own KV mount kv/"),
             std::string::npos);
@@ -101,7 +101,7 @@ TEST(VaultFactory, OpensWhileVaultIsDownAndSizesItsTraits) {
   EXPECT_EQ(backend->store->SecretName("abc"), "dyad-gateway/providers/abc");
 
   config.env["VAULT_MOUNT_PATH"] = "..";
-  auto bad = registry.Open(BackendContext{config, *db, clock, DefaultRandom()});
+  auto bad = registry.Open(BackendContext{config, SqliteDatabase(*db), clock, DefaultRandom()});
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error().message.rfind("VAULT_MOUNT_PATH:", 0), 0u);
 }
