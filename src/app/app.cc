@@ -11,6 +11,7 @@
 #include "app/audit_setup.h"
 #include "app/backend.h"
 #include "metrics/metrics.h"
+#include "registry/change_feed.h"
 #include "registry/sqlite_audit_repository.h"
 #include "registry/sqlite_provider_repository.h"
 #include "registry/sqlite_rotation_repository.h"
@@ -46,6 +47,7 @@ struct App::Parts {
   std::shared_ptr<AuditKeyRepository> audit_keys;
   Backend backend;
   std::unique_ptr<AuditHeadStore> audit_heads;
+  std::unique_ptr<ChangeFeed> changes;  // before secrets, which subscribes to it
   std::unique_ptr<FileAuditLog> audit;
   std::unique_ptr<TokenAuthenticator> auth;
   std::unique_ptr<SecretsService> secrets;
@@ -117,6 +119,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
 
   SecretsOptions so;
   so.leases = p.leases.get();
+  DYAD_ASSIGN_OR_RETURN(p.changes, NewSqliteChangeFeed(p.db, clock, {.metrics = p.metrics.get()}));
+  so.changes = p.changes.get();
   so.cache_enabled = config.cache_enabled;
   so.cache.max_entries = static_cast<size_t>(config.cache_max_size);
   so.cache.ttl = std::chrono::seconds(config.cache_ttl_seconds);
@@ -144,6 +148,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     if (keys.code() != ErrorCode::kUnavailable) return keys.error();
     spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
   }
+  if (serving) DYAD_RETURN_IF_ERROR(p.changes->Start());
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
   KeyRotationService::Options ro{500, p.backend.traits.rotation_parallelism};
   ro.metrics = p.metrics.get();
