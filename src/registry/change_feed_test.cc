@@ -376,7 +376,7 @@ TEST_F(PgChangeFeedTest, AKilledListenerReconnectsAndAppliesEverything) {
   ChangeFeedOptions o;
   o.recheck = 60s;  // only NOTIFY or the reconnect can deliver here
   o.metrics = &metrics;
-  auto a = engine_->NewFeed(clock_), b = engine_->NewFeed(clock_, o);
+  auto a = engine_->NewFeed(clock_, {}), b = engine_->NewFeed(clock_, o);
   ASSERT_TRUE(a.ok() && b.ok());
   Received at_b;
   (*b)->Subscribe(at_b.Callback());
