@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   auto db = SqliteDb::Open((dir / "bench.db").string());
   if (!db.ok()) return Fail(db.error());
   SystemClock clock;
-  auto backend = registry.Open(BackendContext{*config, *db, clock, DefaultRandom()});
+  auto backend = registry.Open(BackendContext{*config, SqliteDatabase(*db), clock, DefaultRandom()});
   if (!backend.ok()) return Fail(backend.error());
   Sealer sealer(*backend->keys, DefaultRandom());
   auto read = [&]() -> Result<OpenedSecret> {

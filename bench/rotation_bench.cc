@@ -1,10 +1,13 @@
 // Re-encryption throughput over N credentials (default 100,000) with the
-// local keyring and SQLite, and the credential-read latency (uncached: store
-// read + envelope open) on one reader thread with and without a rotation
-// running, measured in one run; then a second rotation with no reader.
-//   build/dyad_rotation_bench [--json] [N]
+// local keyring (the environment backend, as `serve` opens it) on a registry
+// database, and the credential-read latency (uncached: store read + envelope
+// open) on one reader thread with and without a rotation running, measured in
+// one run; then a second rotation with no reader.
+//   build/dyad_rotation_bench [--json] [--database-url URL] [N]
 // --json: the human lines go to stderr and one JSON object to stdout
-// (bench/run.py reads it).
+// (bench/run.py and bench/cluster_bench.py read it).
+// --database-url: GATEWAY_DATABASE_URL (an empty postgresql://… database, say);
+// default a new SQLite file in a temporary directory.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,12 +16,11 @@
 #include <thread>
 #include <vector>
 
-#include "backends/environment/local_keyring.h"
-#include "backends/environment/sqlite_secret_store.h"
-#include "registry/sqlite_provider_repository.h"
+#include "backends/environment/factory.h"
+#include "backends/registry.h"
+#include "core/config.h"
+#include "registry/database.h"
 #include "service/key_rotation_service.h"
-#include "registry/sqlite_key_version_repository.h"
-#include "registry/sqlite_rotation_repository.h"
 #include "testing/fakes.h"
 
 using namespace dyad;
@@ -51,39 +53,87 @@ Latency ReadLoop(SecretsService& reader, const std::vector<std::string>& ids, st
   return l;
 }
 
+int Fail(const char* what, const Error& e) {
+  std::fprintf(stderr, "%s: %s\n", what, e.message.c_str());
+  return 1;
+}
+
+// Creates the credentials of `ids` on `threads` threads (a remote database's
+// round trips would otherwise make seeding the longest part of the run).
+bool Seed(SecretsService& secrets, const std::vector<std::string>& ids, int threads) {
+  std::atomic<bool> ok{true};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (size_t i = t; i < ids.size() && ok; i += threads) {
+        CredentialFields f;
+        f.emplace("api_key", SecretBytes("sk-" + std::to_string(i) + std::string(40, 'x')));
+        auto held = secrets.locks().Hold(ids[i]);
+        if (!held.ok()) {
+          Fail("seed: lock", held.error());
+          ok = false;
+          break;
+        }
+        if (auto made = secrets.Create(ids[i], 1, f, Caller{}, **held); !made.ok()) {
+          Fail("seed", made.error());
+          ok = false;
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool json = argc > 1 && std::strcmp(argv[1], "--json") == 0;
-  if (json) --argc, ++argv;
-  const int n = argc > 1 ? std::atoi(argv[1]) : 100000;
-  if (n <= 0) {
-    std::fprintf(stderr, "N must be a positive count of credentials, got '%s'\n", argv[1]);
-    return 2;
+  bool json = false;
+  std::string url;
+  int n = 100000;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--json") == 0) {
+      json = true;
+    } else if (std::strcmp(argv[i], "--database-url") == 0 && i + 1 < argc) {
+      url = argv[++i];
+    } else if ((n = std::atoi(argv[i])) <= 0) {
+      std::fprintf(stderr, "usage: %s [--json] [--database-url URL] [N]; N must be a positive count, got '%s'\n",
+                   argv[0], argv[i]);
+      return 2;
+    }
   }
   FILE* out = json ? stderr : stdout;
   testing::TempDir dir;
+  if (url.empty()) url = "sqlite://" + dir.File("bench.db");
   SystemClock clock;
-  auto db = SqliteDb::Open(dir.File("bench.db")).value();
-  auto repo = NewSqliteProviderRepository(db);
-  auto keys = std::move(NewLocalKeyring({"bench", SecretBytes(std::string(32, 'm')), {}},
-                                        NewSqliteKeyVersionRepository(db), DefaultRandom(), clock)).value();
-  auto store = NewSqliteSecretStore(db, clock, "dyad-gateway");
+  auto db = OpenDatabase(url);
+  if (!db.ok()) return Fail("open the database", db.error());
+  // The environment backend as `serve` opens it on this database: local
+  // keyring (key versions in the registry), secrets in the registry.
+  EnvMap env;
+  env["SECRETS_PROVIDER"] = "environment";
+  env["ENCRYPTION_KEY"] = std::string(64, 'b');
+  env["GATEWAY_ADMIN_API_KEY"] = "bench-token-not-used";
+  env["GATEWAY_DATA_DIR"] = dir.File("data");
+  env["GATEWAY_DATABASE_URL"] = url;
+  BackendRegistry registry;
+  if (Status s = RegisterEnvironmentBackend(registry); !s.ok()) return Fail("register", s.error());
+  auto config = LoadConfig(env, false, [&](const Config& c) { return registry.Check(c); });
+  if (!config.ok()) return Fail("config", config.error());
+  auto backend = registry.Open(BackendContext{*config, *db, clock, DefaultRandom()});
+  if (!backend.ok()) return Fail("open the environment backend", backend.error());
+  auto repo = (*db)->NewProviderRepository();
   testing::MemoryAudit audit;
   Metrics metrics;
   SecretsOptions uncached;
   uncached.cache_enabled = false;
-  SecretsService secrets(uncached, *store, *keys, *repo, audit, metrics, clock, DefaultRandom(), {});
+  SecretsService secrets(uncached, *backend->store, *backend->keys, *repo, audit, metrics, clock, DefaultRandom(), {});
+  std::fprintf(out, "registry: %s (%s)\n", std::string((*db)->engine()).c_str(), (*db)->display_name().c_str());
 
   std::vector<std::string> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(NewUuid(DefaultRandom()));
   auto t0 = Clk::now();
-  for (int i = 0; i < n; ++i) {
-    ids.push_back(NewUuid(DefaultRandom()));
-    CredentialFields f;
-    f.emplace("api_key", SecretBytes("sk-" + std::to_string(i) + std::string(40, 'x')));
-    auto held = secrets.locks().Hold(ids.back());
-    if (!held.ok() || !secrets.Create(ids.back(), 1, f, Caller{}, **held).ok()) return 1;
-  }
+  if (!Seed(secrets, ids, 4)) return 1;
   std::fprintf(out, "seeded %d credentials in %.1f s\n", n, std::chrono::duration<double>(Clk::now() - t0).count());
 
   // Baseline: reads with no rotation, for 2 seconds.
@@ -95,7 +145,7 @@ int main(int argc, char** argv) {
   r1.join();
 
   // The rotation, with the same reader running throughout.
-  KeyRotationService rotation({500}, NewSqliteRotationRepository(db, clock), secrets, audit, clock);
+  KeyRotationService rotation({500}, (*db)->NewRotationRepository(clock), secrets, audit, clock);
   stop = false;
   Latency during;
   std::thread r2([&] { during = ReadLoop(secrets, ids, stop); });
@@ -121,9 +171,11 @@ int main(int argc, char** argv) {
                static_cast<long long>(run->reencrypted), secs, run->reencrypted / secs);
   if (json) {
     std::printf(
-        "{\"credentials\": %d, \"with_reader_per_s\": %.1f, \"alone_per_s\": %.1f, \"idle_p50_us\": %.2f, "
+        "{\"engine\": \"%s\", \"credentials\": %d, \"with_reader_per_s\": %.1f, \"alone_per_s\": %.1f, "
+        "\"idle_p50_us\": %.2f, "
         "\"idle_p99_us\": %.2f, \"during_p50_us\": %.2f, \"during_p99_us\": %.2f}\n",
-        n, with_reader_per_s, run->reencrypted / secs, idle.p50_us, idle.p99_us, during.p50_us, during.p99_us);
+        std::string((*db)->engine()).c_str(), n, with_reader_per_s, run->reencrypted / secs, idle.p50_us,
+        idle.p99_us, during.p50_us, during.p99_us);
   }
   return 0;
 }

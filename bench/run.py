@@ -37,9 +37,9 @@ MODES = {  # what each mode runs; full is what BENCHMARKS.md reports
     # The rotation bench keeps its 100,000 credentials in quick mode (~30 s): its figure includes the rotation's fixed
     # 2 s retirement grace, which would dominate a smaller count and sink it below the target for no fault of the code.
     "quick": dict(gb_reps=3, gb_min_time="0.1", rotation=100000, load_secs=5, aws=(1, 10, 60), vault=(6, 50),
-                  azure=(6, 50), aws_rotation=None, vault_rotation=None),
+                  azure=(6, 50), aws_rotation=None, vault_rotation=None, cluster=["--quick"]),
     "full": dict(gb_reps=5, gb_min_time=None, rotation=100000, load_secs=10, aws=(3, 20, 100), vault=(10, 100),
-                 azure=(10, 100), aws_rotation=(200, 20), vault_rotation=(2000, 8)),
+                 azure=(10, 100), aws_rotation=(200, 20), vault_rotation=(2000, 8), cluster=[]),
 }
 
 
@@ -269,6 +269,31 @@ def vault_rotation_rows(mode):
                 f"{b['transit_calls'] / n:.3f} Transit", f"{a['credentials_per_s'] / b['credentials_per_s']:.2f}×")]
 
 
+# --- cluster mode: bench/cluster_bench.py (PostgreSQL) ---
+
+def cluster_rows(mode):
+    if not shutil.which("wrk"):
+        raise Skip("wrk not installed (scripts/install-deps.sh --test)")
+    return cluster_result_rows(run_json([sys.executable, "bench/cluster_bench.py", "--json", *mode["cluster"]],
+                                        env={"DYAD_BUILD_DIR": str(BUILD)}))
+
+
+def cluster_result_rows(r):
+    n, pg, lite = r["credentials"], r["rotation"]["postgresql"], r["rotation"]["sqlite"]
+    one, three = r["get_one"], r["get_three"]
+    failed = one["failed"] + three["failed"]
+    return [
+        row(f"key rotation alone, {n:,} credentials (local keyring, PostgreSQL)", f"{n0(pg['alone_per_s'])} credentials/s",
+            f"SQLite: {n0(lite['alone_per_s'])}/s; PostgreSQL with one reader: {n0(pg['with_reader_per_s'])}/s",
+            f"{pg['alone_per_s'] / lite['alone_per_s']:.2f}× SQLite's", "≥ 10,000/s", verdict(pg["alone_per_s"] >= 10000)),
+        row("HTTP GET /admin/providers/{id} (PostgreSQL): 3 instances / 1",
+            f"{n0(three['requests_per_s'])} req/s through 3, p99 {three['p99_ms']:.2f} ms"
+            + (f" ({failed} failed requests)" if failed else ""),
+            f"1 instance: {n0(one['requests_per_s'])} req/s, p99 {one['p99_ms']:.2f} ms (wrk -c{r['connections']} in all)",
+            f"{r['get_ratio']:.2f}×"),
+    ]
+
+
 SECTIONS = [  # (name, rows function, label for a row that could not run)
     ("secrets core (dyad_bench)", gbench_rows, "secrets core: cache hits, envelope seal/open"),
     ("key rotation (dyad_rotation_bench)", rotation_rows, "key rotation, local keyring"),
@@ -280,6 +305,7 @@ SECTIONS = [  # (name, rows function, label for a row that could not run)
     ("Azure client overhead (bench/azure_bench.py)", azure_rows, "Azure cache-miss read, client overhead"),
     ("AWS rotation (bench/aws_rotation_bench.py)", aws_rotation_rows, "AWS key rotation over a 20 ms link"),
     ("Vault rotation (bench/vault_rotation_bench.py)", vault_rotation_rows, "Vault key rotation"),
+    ("cluster mode (bench/cluster_bench.py)", cluster_rows, "cluster mode: rotation and GET on PostgreSQL"),
 ]
 
 

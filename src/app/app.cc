@@ -11,6 +11,7 @@
 #include "app/audit_setup.h"
 #include "app/backend.h"
 #include "metrics/metrics.h"
+#include "registry/change_feed.h"
 #include "registry/database.h"
 #include "server/auth.h"
 #include "server/envelope.h"
@@ -43,6 +44,7 @@ struct App::Parts {
   std::shared_ptr<AuditKeyRepository> audit_keys;
   Backend backend;
   std::unique_ptr<AuditHeadStore> audit_heads;
+  std::unique_ptr<ChangeFeed> changes;  // before secrets, which subscribes to it
   std::unique_ptr<FileAuditLog> audit;
   std::unique_ptr<TokenAuthenticator> auth;
   std::unique_ptr<SecretsService> secrets;
@@ -114,6 +116,12 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
 
   SecretsOptions so;
   so.leases = p.leases.get();
+  if (auto sqlite = p.db->sqlite()) {
+    DYAD_ASSIGN_OR_RETURN(p.changes, NewSqliteChangeFeed(std::move(sqlite), clock, {.metrics = p.metrics.get()}));
+  } else {
+    DYAD_ASSIGN_OR_RETURN(p.changes, NewPgChangeFeed(p.db->postgresql(), clock, {.metrics = p.metrics.get()}));
+  }
+  so.changes = p.changes.get();
   so.cache_enabled = config.cache_enabled;
   so.cache.max_entries = static_cast<size_t>(config.cache_max_size);
   so.cache.ttl = std::chrono::seconds(config.cache_ttl_seconds);
@@ -141,6 +149,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     if (keys.code() != ErrorCode::kUnavailable) return keys.error();
     spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
   }
+  if (serving) DYAD_RETURN_IF_ERROR(p.changes->Start());
   p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
   KeyRotationService::Options ro{500, p.backend.traits.rotation_parallelism};
   ro.metrics = p.metrics.get();

@@ -103,6 +103,7 @@ class AuditKeyGuard final : public KeyManager {
   Result<KeyState> Describe() override { return inner_->Describe(); }
   Result<KeyState> KnownState() override { return inner_->KnownState(); }
   Status Probe() override { return inner_->Probe(); }
+  void MarkStale() override { inner_->MarkStale(); }
   Result<std::string> CurrentState(uint32_t version) override { return inner_->CurrentState(version); }
 
  private:

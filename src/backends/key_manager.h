@@ -122,6 +122,11 @@ class KeyManager {
   virtual Result<KeyState> Describe() = 0;
   virtual Result<KeyState> KnownState() { return Describe(); }
   virtual Status Probe() { return OkStatus(); }
+  // The key epoch changed in another instance (ChangeFeed): the versions
+  // are read from the registry again before the next write, not when the
+  // periodic re-read falls due. Cheap, never blocks; no-op where nothing is
+  // kept in memory.
+  virtual void MarkStale() {}
 
   // Without a context (keys wrapped before contexts were bound).
   Result<DataKey> GenerateDataKey() { return GenerateDataKey(std::string_view()); }

@@ -38,6 +38,11 @@ Result<uint32_t> KeyVersionBook::LivePrimary() {
   return Primary();
 }
 
+void KeyVersionBook::MarkStale() {
+  MutexLock lock(&mu_);
+  last_reload_.reset();
+}
+
 std::map<uint32_t, KeyVersionRecord> KeyVersionBook::Versions() const {
   MutexLock lock(&mu_);
   return versions_;

@@ -4,7 +4,7 @@
 // highest version). The KMS, Transit and Key Vault key managers share it:
 // the registry is the truth every instance agrees on, this is the copy read
 // on every call and reloaded when it may be out of date (LivePrimary: at most
-// every 500 ms; CheckUsable: once for a version not known).
+// every 500 ms, or at once after MarkStale(); CheckUsable: once for a version not known).
 //
 // `key_name` ("KMS key alias/x") opens its errors; `version_word` is how a
 // version is named in "has no <version_word> N". Thread-safe (one mutex of its
@@ -41,6 +41,9 @@ class KeyVersionBook {
   // database read, not a KMS call): a version another instance made is the
   // one new writes are labelled with within a second.
   Result<uint32_t> LivePrimary() DYAD_LOCKS_EXCLUDED(mu_);
+  // Makes the next LivePrimary() read the registry again (the key epoch
+  // changed elsewhere: KeyManager::MarkStale()).
+  void MarkStale() DYAD_LOCKS_EXCLUDED(mu_);
   // The versions as last read, by version.
   std::map<uint32_t, KeyVersionRecord> Versions() const DYAD_LOCKS_EXCLUDED(mu_);
   std::optional<KeyVersionRecord> Find(uint32_t version) const DYAD_LOCKS_EXCLUDED(mu_);

@@ -210,6 +210,12 @@ struct Metrics::Impl {
       .Help("Credentials loaded by cache warming, by outcome (ok, absent, error)").Register(*registry);
   pm::Family<pm::Gauge>& warming = pm::BuildGauge().Name("dyad_cache_warming")
       .Help("1 while the cache is being warmed").Register(*registry);
+  pm::Family<pm::Counter>& changes_applied = pm::BuildCounter().Name("dyad_registry_changes_applied_total")
+      .Help("Changes made by other instances applied from the change feed, by kind "
+            "(credentials, deleted, key_epoch, everything)").Register(*registry);
+  pm::Family<pm::Counter>& feed_reconnects = pm::BuildCounter().Name("dyad_registry_change_feed_reconnects_total")
+      .Help("Change feed listener connections made again after a loss (each applies 'everything')")
+      .Register(*registry);
 
   std::array<pm::Counter*, 6> http_by_class{};
   // By route pattern, then method; filled once by SetHttpRoutes.
@@ -228,6 +234,8 @@ struct Metrics::Impl {
     const char* secret_outcomes[] = {"reencrypted", "skipped", "failed"};
     for (int i = 0; i < 3; ++i) rotation_secrets_by[i] = &rotation_secrets.Add({{"outcome", secret_outcomes[i]}});
     for (const char* outcome : {"ok", "absent", "error"}) warm_loads.Add({{"outcome", outcome}});
+    for (const char* kind : {"credentials", "deleted", "key_epoch", "everything"}) changes_applied.Add({{"kind", kind}});
+    feed_reconnects.Add({});
     warming.Add({});
     fallback.Add({});
     for (const char* op : {"get", "put", "create", "delete"}) {
@@ -315,6 +323,10 @@ void Metrics::CountWarmLoad(std::string_view outcome) {
   impl_->warm_loads.Add({{"outcome", std::string(outcome)}}).Increment();
 }
 void Metrics::SetWarming(bool warming) { impl_->warming.Add({}).Set(warming ? 1 : 0); }
+void Metrics::CountChangeApplied(std::string_view kind) {
+  impl_->changes_applied.Add({{"kind", std::string(kind)}}).Increment();
+}
+void Metrics::CountChangeFeedReconnect() { impl_->feed_reconnects.Add({}).Increment(); }
 
 void Metrics::OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) {
   std::string outcome = "ok";

@@ -89,6 +89,11 @@ class Metrics final : public CloudCallObserver {
   // outcome: ok | absent (no credentials) | error
   void CountWarmLoad(std::string_view outcome);
   void SetWarming(bool warming);
+  // The change feed (registry/change_feed.h): a change from another
+  // instance applied (kind: credentials | deleted | key_epoch | everything),
+  // and its listener's connection made again after a loss.
+  void CountChangeApplied(std::string_view kind);
+  void CountChangeFeedReconnect();
 
   void OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) override;
   void OnRetry(std::string_view endpoint, std::string_view op) override;

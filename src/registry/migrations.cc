@@ -155,6 +155,16 @@ INSERT INTO audit_key_wrappings(kind, key_id, key_version, wrapped, created_at)
 DROP TABLE audit_key;
 ALTER TABLE audit_key_wrappings RENAME TO audit_key;
 )sql",
+      // 11: the change feed (registry/change_feed.h): credential writes and
+      // key epoch changes, read by the other instances to drop what they
+      // cache. AUTOINCREMENT: an id is never reused after a prune.
+      R"sql(
+CREATE TABLE registry_changes(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL,
+  subject TEXT NOT NULL DEFAULT '',
+  at_ms INTEGER NOT NULL);
+)sql",
   };
   return kMigrations;
 }

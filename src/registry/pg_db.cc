@@ -126,6 +126,18 @@ bool PgConnection::StillOpen() const {
   return poll(&p, 1, 0) == 0;
 }
 
+int PgConnection::Socket() const { return PQsocket(conn_); }
+
+Result<int> PgConnection::TakeNotifications() {
+  if (PQconsumeInput(conn_) == 0 || PQstatus(conn_) != CONNECTION_OK) return ConnectionError("listen");
+  int n = 0;
+  while (PGnotify* note = PQnotifies(conn_)) {
+    PQfreemem(note);
+    ++n;
+  }
+  return n;
+}
+
 Error PgConnection::ConnectionError(std::string_view what) const {
   return MakeError(ErrorCode::kUnavailable,
                    std::string(what) + ": postgresql: " + Scrub(Trimmed(PQerrorMessage(conn_)), secrets_));

@@ -104,6 +104,12 @@ class PgConnection {
   // block.
   bool StillOpen() const;
 
+  // For a LISTEN (ChangeFeed): the socket to wait on, and the notifications
+  // that arrived — read from the socket without blocking and counted, the
+  // payloads dropped. kUnavailable once the connection is lost.
+  int Socket() const;
+  Result<int> TakeNotifications();
+
  private:
   Error ResultError(pg_result* res, std::string_view what) const;
   Error ConnectionError(std::string_view what) const;
@@ -143,6 +149,10 @@ class PgDb {
   // Runs `fn` inside BEGIN … COMMIT (READ COMMITTED); rolls back when it or
   // the COMMIT fails.
   Status Transaction(const std::function<Status(PgConnection&)>& fn);
+
+  // A connection of its own, outside the pool and its limit, for a caller
+  // that keeps it (a LISTEN); the same settings and errors as a pooled one.
+  Result<std::unique_ptr<PgConnection>> ConnectDedicated() const { return Connect(); }
 
   int SchemaVersion() const { return schema_version_; }
   // postgresql://user@host:port/database, for messages: built from the

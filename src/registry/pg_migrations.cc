@@ -143,6 +143,15 @@ INSERT INTO audit_key_wrappings(kind, key_id, key_version, wrapped, created_at)
 DROP TABLE audit_key;
 ALTER TABLE audit_key_wrappings RENAME TO audit_key;
 )sql",
+      // 11: the change feed (registry/change_feed.h); NOTIFY on
+      // dyad_registry tells listeners a row is there.
+      R"sql(
+CREATE TABLE registry_changes(
+  id BIGSERIAL PRIMARY KEY,
+  kind TEXT NOT NULL,
+  subject TEXT NOT NULL DEFAULT '',
+  at_ms BIGINT NOT NULL);
+)sql",
   };
   return kMigrations;
 }

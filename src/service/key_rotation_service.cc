@@ -202,6 +202,7 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
       auto v = keys.Rotate();
       if (!v.ok()) return finish(v.error());
       run.to_version = *v;
+      secrets_.PublishKeyEpoch();  // the other instances seal under it at once
     }
     if (Status s = SaveProgress(run, false); !s.ok()) return finish(s);
   }
@@ -373,6 +374,7 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run) {
     older.insert(v.version);
   }
   if (older.empty()) return OkStatus();
+  secrets_.PublishKeyEpoch();  // nothing new seals under a 'retiring' version, in any instance
   clock_.SleepFor(options_.retire_grace);
   constexpr int kPasses = 3;
   for (int pass = 0; pass < kPasses; ++pass) {
@@ -395,8 +397,13 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run) {
       kept += (kept.empty() ? "" : ", ") + std::to_string(v) + " (" + std::to_string(in_use[v]) + " secrets)";
       continue;
     }
-    DYAD_RETURN_IF_ERROR(listed ? keys.RetireEverywhere(v) : keys.Retire(v));
+    Status retired = listed ? keys.RetireEverywhere(v) : keys.Retire(v);
+    if (!retired.ok()) {
+      secrets_.PublishKeyEpoch();  // the versions retired before it
+      return retired;
+    }
   }
+  secrets_.PublishKeyEpoch();
   if (!kept.empty()) run.error = "key versions still in use, left retiring for the next run: " + kept;
   return OkStatus();
 }

@@ -65,6 +65,7 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
     }
   }
   metrics_.SetCacheStats([this] { return cache_.Stats(); });
+  if (options_.changes) subscription_ = options_.changes->Subscribe([this](const Change& c) { OnChange(c); });
   worker_ = std::thread([this] {
     work_mu_.Lock();
     while (true) {
@@ -81,6 +82,7 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
 }
 
 SecretsService::~SecretsService() {
+  if (options_.changes) options_.changes->Unsubscribe(subscription_);  // waits for a running OnChange
   {
     MutexLock lock(&probe_mu_);
     probe_stopping_ = true;
@@ -94,6 +96,37 @@ SecretsService::~SecretsService() {
   work_cv_.SignalAll();
   worker_.join();
   metrics_.SetCacheStats(nullptr);
+}
+
+void SecretsService::Publish(const Change& change) {
+  if (!options_.changes) return;
+  if (Status s = options_.changes->Publish(change); !s.ok()) {
+    spdlog::warn("cannot tell the other instances of a change ({} {}): {}", ChangeKindName(change.kind),
+                 change.subject, s.error().message);
+  }
+}
+
+void SecretsService::Changed(const std::string& provider_id, Change::Kind kind) {
+  cache_.Invalidate(provider_id);
+  Publish(Change{kind, provider_id});
+}
+
+void SecretsService::PublishKeyEpoch() { Publish(Change{Change::Kind::kKeyEpoch, keys_.KeyId()}); }
+
+void SecretsService::OnChange(const Change& change) {
+  switch (change.kind) {
+    case Change::Kind::kCredentials:
+    case Change::Kind::kDeleted:
+      cache_.Invalidate(change.subject);
+      break;
+    case Change::Kind::kKeyEpoch:
+      if (change.subject == keys_.KeyId()) keys_.MarkStale();
+      break;
+    case Change::Kind::kEverything:
+      keys_.MarkStale();
+      cache_.Clear();
+      break;
+  }
 }
 
 void SecretsService::Spawn(std::function<void()> task) {
@@ -406,7 +439,8 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   // retirer's recount, which may only know the registry's providers, does
   // not see this secret.
   if (stored.ok() && !create) stored = Settle(provider_id, version, fields, std::move(stored).value(), held);
-  cache_.Invalidate(provider_id);
+  if (sealed.ok()) Changed(provider_id, Change::Kind::kCredentials);
+  else cache_.Invalidate(provider_id);
   if (stored.ok() && !create) RevokeLeases(provider_id, caller, "credentials replaced");
   AuditEvent e;
   e.action = "secret.put";
@@ -513,7 +547,7 @@ Status SecretsService::DeleteIfUnchanged(const std::string& provider_id, const S
   auto t0 = clock_.Now();
   Status s = store_.DeleteIfVersion(SecretName(provider_id), current->version);
   if (s.ok() || s.code() != ErrorCode::kUnimplemented) {
-    cache_.Invalidate(provider_id);
+    Changed(provider_id, Change::Kind::kDeleted);
     if (s.ok()) RevokeLeases(provider_id, caller, "credentials cleared");
     // Audited as Delete() audits: `migrate --delete-source` deletes here.
     AuditDelete(provider_id, s, t0, caller);
@@ -526,7 +560,7 @@ Status SecretsService::DeleteIfUnchanged(const std::string& provider_id, const S
 Status SecretsService::Delete(const std::string& provider_id, const Caller& caller) {
   auto t0 = clock_.Now();
   Status s = TimedStore("delete", SecretName(provider_id), [&] { return store_.Delete(SecretName(provider_id)); });
-  cache_.Invalidate(provider_id);
+  Changed(provider_id, Change::Kind::kDeleted);
   RevokeLeases(provider_id, caller, "credentials deleted");
   AuditDelete(provider_id, s, t0, caller);
   return s.ok() || s.code() == ErrorCode::kNotFound ? OkStatus() : s;
@@ -570,7 +604,7 @@ Status SecretsService::RestoreRaw(const std::string& provider_id, const std::opt
     auto created = store_.Create(name, *raw);
     if (!created.ok() && created.code() != ErrorCode::kAlreadyExists) s = created.error();  // another writer's stands
   }
-  cache_.Invalidate(provider_id);
+  Changed(provider_id, Change::Kind::kCredentials);
   if (!s.ok() && s.code() != ErrorCode::kNotFound) return s;
   return OkStatus();
 }
@@ -964,7 +998,7 @@ Result<SecretsService::GcReport> SecretsService::CollectOrphans(std::chrono::sec
       } else {
         auto t0 = clock_.Now();
         Status s = TimedStore("delete", o.name, [&] { return store_.Delete(o.name); });
-        cache_.Invalidate(o.provider_id);
+        Changed(o.provider_id, Change::Kind::kDeleted);
         AuditEvent e;
         e.action = "secret.delete";
         e.resource = o.provider_id;

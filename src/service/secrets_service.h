@@ -55,6 +55,7 @@
 #include "core/mutex.h"
 #include "core/random.h"
 #include "metrics/metrics.h"
+#include "registry/change_feed.h"
 #include "registry/provider_repository.h"
 #include "secrets/credential_cache.h"
 #include "secrets/sealer.h"
@@ -94,6 +95,13 @@ struct SecretsOptions {
   // field may refer to; null: a reference is refused (kInvalidArgument on
   // write, kFailedPrecondition on read). Must outlive the service.
   DynamicSecretSource* dynamic = nullptr;
+  // The registry's change feed (null: one instance, nothing to tell). Every
+  // credential write or delete is published on it after the cache entry is
+  // dropped; a change from another instance drops that provider's entry
+  // (kEverything: the whole cache) and a key epoch change of this key
+  // makes the key manager read its versions again (KeyManager::MarkStale).
+  // Must outlive the service.
+  ChangeFeed* changes = nullptr;
 };
 
 // Who asked, for the audit log.
@@ -281,6 +289,11 @@ class SecretsService {
   Result<GcReport> CollectOrphans(std::chrono::seconds older_than, bool dry_run, const Caller& caller);
 
   CredentialCache& cache() { return cache_; }
+  // Tells the other instances (ChangeFeed) that this key's versions or
+  // their states changed: after a rotation, a retirement. Never fails the
+  // caller (a publish that fails is logged; they learn it within the key
+  // manager's periodic re-read).
+  void PublishKeyEpoch();
   // Null without a dynamic secret source.
   LeasedSecrets* leased() { return leased_.get(); }
   // Records `event` in the audit log as `caller`'s (actor, request id): for
@@ -292,6 +305,11 @@ class SecretsService {
 
  private:
   Result<CredentialsPtr> Load(const std::string& provider_id);
+  // Drops the provider's cache entry and tells the other instances.
+  void Changed(const std::string& provider_id, Change::Kind kind);
+  void Publish(const Change& change);
+  // A change another instance published (the feed's thread).
+  void OnChange(const Change& change);
   // Opens a stored document, counting the KMS call; kDataLoss is audited.
   Result<OpenedSecret> OpenChecked(const std::string& provider_id, std::string_view stored);
   // kDataLoss (audited) for an envelope older than its registry row.
@@ -338,6 +356,7 @@ class SecretsService {
   ProviderLocks locks_;
   std::unique_ptr<LeasedSecrets> leased_;  // null without options_.dynamic
   std::atomic<bool> listing_refused_{false};
+  uint64_t subscription_ = 0;  // on options_.changes
   // The backend half of Health() (a store probe, a KMS probe), made by
   // probe_thread_ and reused for probe_interval: /readyz is
   // unauthenticated, and with a cloud backend every probe is a billed API

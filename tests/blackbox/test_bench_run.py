@@ -58,6 +58,26 @@ def test_rows_give_the_ratios_against_their_targets():
     assert rows["envelope open, 256 bytes"]["met"] == "not met"
 
 
+def test_cluster_rows_compare_postgresql_with_sqlite_and_three_instances_with_one():
+    def engine(alone, reader):
+        return {"alone_per_s": alone, "with_reader_per_s": reader}
+
+    def get(rps, failed=0):
+        return {"requests_per_s": rps, "p99_ms": 3.0, "p50_ms": 1.0, "failed": failed}
+
+    r = {"credentials": 100000, "connections": 32, "get_ratio": 1.5, "get_one": get(10000), "get_three": get(15000, 2),
+         "rotation": {"postgresql": engine(12000, 9000), "sqlite": engine(24000, 20000)}}
+    rows = by_name(run.cluster_result_rows(r))
+    rot = rows["key rotation alone, 100,000 credentials (local keyring, PostgreSQL)"]
+    assert rot["figure"] == "12,000 credentials/s" and rot["met"] == "**met**" and rot["ratio"] == "0.50× SQLite's"
+    assert "SQLite: 24,000/s" in rot["comparison"] and "with one reader: 9,000/s" in rot["comparison"]
+    get3 = rows["HTTP GET /admin/providers/{id} (PostgreSQL): 3 instances / 1"]
+    assert get3["ratio"] == "1.50×" and "(2 failed requests)" in get3["figure"]
+    assert "1 instance: 10,000 req/s" in get3["comparison"]
+    r["rotation"]["postgresql"] = engine(9999, 9000)
+    assert run.cluster_result_rows(r)[0]["met"] == "not met"
+
+
 def test_a_benchmark_missing_from_the_binary_is_a_missing_row_not_a_crash():
     without_hot_key = [e for e in FULL if "HotKey" not in e[0]]
     rows = by_name(run.secrets_core_rows(run.parse_gbench(gb(without_hot_key))))

@@ -203,6 +203,7 @@ class KmsKeyManager final : public KeyManager {
   }
 
   Result<KeyState> KnownState() override { return book_.KnownState(kind_, key_id_); }
+  void MarkStale() override { book_.MarkStale(); }
 
  private:
   // For aws-kms rows the `sealed` column holds how many rotations

@@ -248,6 +248,7 @@ class AzureKeyManager final : public KeyManager {
   }
 
   Result<KeyState> KnownState() override { return book_.KnownState(kind_, key_id_); }
+  void MarkStale() override { book_.MarkStale(); }
 
  private:
   Result<json> Call(const std::string& op, const char* method, const std::string& path, const json* body,

@@ -193,6 +193,9 @@ class LocalKeyring final : public KeyManager {
     return it->second.state;
   }
 
+  // The next write (and Describe) reads the key epoch again.
+  void MarkStale() override { last_refresh_ns_.store(INT64_MIN / 2, std::memory_order_relaxed); }
+
   Result<KeyState> Describe() override {
     DYAD_RETURN_IF_ERROR(RefreshIfDue());  // health and a rotation's start see other processes' versions
     ReaderMutexLock lock(&mu_);

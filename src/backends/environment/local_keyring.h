@@ -8,7 +8,7 @@
 // the context (when one is given).
 // Every instance writes under the live primary: the states of all versions
 // (the key epoch) are read again from the database at most every 500 ms on
-// the write path and on every CurrentState(), so a primary made by another
+// the write path (at once after MarkStale()) and on every CurrentState(), so a primary made by another
 // process on the same database is used within a second, and a version
 // unknown in memory is loaded when it is first met. A 'retiring' version
 // still decrypts but is never primary. The versions live in a

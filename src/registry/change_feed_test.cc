@@ -1,0 +1,404 @@
+// The change feed on both engines: two feeds on one database stand for two
+// instances (SQLite: two SqliteDb on one file; PostgreSQL: two pools on one
+// database of DYAD_TEST_PG_URL's server). CheckNow() is the listener's step
+// on the test's thread; the listener thread itself is waited for on a
+// condition (never a sleep that assumes how long delivery takes).
+#include "registry/change_feed.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include "core/mutex.h"
+#include "metrics/metrics.h"
+#include "registry/pg_db.h"
+#include "registry/sqlite_db.h"
+#include "testing/fakes.h"
+#include "testing/pg_test_database.h"
+
+namespace dyad {
+namespace {
+
+using namespace std::chrono_literals;
+using Kind = Change::Kind;
+
+// What a subscriber was given, and a wait for a condition on it.
+class Received {
+ public:
+  ChangeFeed::Callback Callback() {
+    return [this](const Change& c) {
+      MutexLock lock(&mu_);
+      changes_.push_back(c);
+      cv_.SignalAll();
+    };
+  }
+  std::vector<Change> Take() {
+    MutexLock lock(&mu_);
+    return std::exchange(changes_, {});
+  }
+  // Real time, generous: a bound on a hang, not an assertion on speed.
+  bool WaitUntil(const std::function<bool(const std::vector<Change>&)>& done,
+                 std::chrono::milliseconds timeout = 20s) {
+    MutexLock lock(&mu_);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done(changes_)) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= 0s) return false;
+      cv_.WaitFor(&mu_, left);
+    }
+    return true;
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  std::vector<Change> changes_ DYAD_GUARDED_BY(mu_);
+};
+
+bool Has(const std::vector<Change>& v, Kind kind, const std::string& subject = "") {
+  for (const auto& c : v) {
+    if (c.kind == kind && c.subject == subject) return true;
+  }
+  return false;
+}
+
+// One database and a way to make feeds ("instances") on it.
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual Result<std::unique_ptr<ChangeFeed>> NewFeed(const Clock& clock, ChangeFeedOptions options = {}) = 0;
+  virtual Status Exec(const std::string& sql) = 0;
+};
+
+class SqliteEngine final : public Engine {
+ public:
+  Result<std::unique_ptr<ChangeFeed>> NewFeed(const Clock& clock, ChangeFeedOptions options) override {
+    DYAD_ASSIGN_OR_RETURN(auto db, SqliteDb::Open(dir_.File("registry.db")));  // a process of its own
+    dbs_.push_back(db);
+    return NewSqliteChangeFeed(db, clock, options);
+  }
+  Status Exec(const std::string& sql) override {
+    DYAD_ASSIGN_OR_RETURN(auto db, SqliteDb::Open(dir_.File("registry.db")));
+    return db->Transaction([&](SqliteConnection& c) { return c.Exec(sql); });
+  }
+
+ private:
+  testing::TempDir dir_;
+  std::vector<std::shared_ptr<SqliteDb>> dbs_;
+};
+
+class PgEngine final : public Engine {
+ public:
+  Result<std::unique_ptr<ChangeFeed>> NewFeed(const Clock& clock, ChangeFeedOptions options) override {
+    DYAD_RETURN_IF_ERROR(database_.status());
+    DYAD_ASSIGN_OR_RETURN(auto db, database_.Open());
+    return NewPgChangeFeed(db, clock, options);
+  }
+  Status Exec(const std::string& sql) override {
+    DYAD_RETURN_IF_ERROR(database_.status());
+    DYAD_ASSIGN_OR_RETURN(auto db, database_.Open());
+    auto r = db->With<bool>([&](PgConnection& c) -> Result<bool> {
+      DYAD_RETURN_IF_ERROR(c.Exec(sql));
+      return true;
+    });
+    return r.ok() ? OkStatus() : Status(r.error());
+  }
+  const std::string& name() const { return database_.name(); }
+
+ private:
+  testing::PgTestDatabase database_;
+};
+
+class ChangeFeedTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "postgresql") {
+      DYAD_SKIP_WITHOUT_TEST_PG();
+      engine_ = std::make_unique<PgEngine>();
+    } else {
+      engine_ = std::make_unique<SqliteEngine>();
+    }
+  }
+  std::unique_ptr<ChangeFeed> Feed(ChangeFeedOptions options = {}) {
+    auto feed = engine_->NewFeed(clock_, options);
+    EXPECT_TRUE(feed.ok()) << feed.error().message;
+    return feed.ok() ? std::move(feed).value() : nullptr;
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_P(ChangeFeedTest, AChangeReachesTheOtherInstanceAndNotItsPublisher) {
+  auto a = Feed(), b = Feed();
+  ASSERT_TRUE(a && b);
+  Received at_a, at_b;
+  a->Subscribe(at_a.Callback());
+  b->Subscribe(at_b.Callback());
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "prov-1"}).ok());
+  ASSERT_TRUE(a->Publish({Kind::kDeleted, "prov-2"}).ok());
+  ASSERT_TRUE(a->Publish({Kind::kKeyEpoch, "key-1"}).ok());
+  ASSERT_TRUE(a->Publish({Kind::kEverything, "ignored"}).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  ASSERT_TRUE(a->CheckNow().ok());
+  auto got = at_b.Take();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_TRUE(got[0].kind == Kind::kCredentials && got[0].subject == "prov-1");
+  EXPECT_TRUE(got[1].kind == Kind::kDeleted && got[1].subject == "prov-2");
+  EXPECT_TRUE(got[2].kind == Kind::kKeyEpoch && got[2].subject == "key-1");
+  EXPECT_TRUE(got[3].kind == Kind::kEverything && got[3].subject.empty());
+  EXPECT_TRUE(at_a.Take().empty());  // its own: the writer acted on them already
+  // Read once: a second check delivers nothing again.
+  ASSERT_TRUE(b->CheckNow().ok());
+  EXPECT_TRUE(at_b.Take().empty());
+  // And B's own publish reaches A.
+  ASSERT_TRUE(b->Publish({Kind::kCredentials, "prov-3"}).ok());
+  ASSERT_TRUE(a->CheckNow().ok());
+  EXPECT_TRUE(Has(at_a.Take(), Kind::kCredentials, "prov-3"));
+}
+
+TEST_P(ChangeFeedTest, AFeedStartsAfterTheNewestRow) {
+  auto a = Feed();
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "before"}).ok());
+  auto b = Feed();  // an instance started now has nothing cached to drop
+  Received at_b;
+  b->Subscribe(at_b.Callback());
+  ASSERT_TRUE(b->CheckNow().ok());
+  EXPECT_TRUE(at_b.Take().empty());
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "after"}).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  auto got = at_b.Take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].subject, "after");
+}
+
+TEST_P(ChangeFeedTest, AKindThisBuildDoesNotKnowIsEverything) {
+  auto b = Feed();
+  Received at_b;
+  b->Subscribe(at_b.Callback());
+  ASSERT_TRUE(engine_->Exec("INSERT INTO registry_changes(kind, subject, at_ms) VALUES('from-a-newer-build', "
+                            "'x''; DROP TABLE providers; --', 1)").ok());
+  ASSERT_TRUE(engine_->Exec("INSERT INTO registry_changes(kind, subject, at_ms) VALUES('CREDENTIALS', 'p', 1)").ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  auto got = at_b.Take();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].kind, Kind::kEverything);
+  EXPECT_TRUE(got[0].subject.empty());
+  EXPECT_EQ(got[1].kind, Kind::kEverything);  // kinds are spelled exactly
+}
+
+TEST_P(ChangeFeedTest, RowsPrunedBeforeTheyWereReadAreEverything) {
+  auto a = Feed();
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "seen"}).ok());
+  auto b = Feed();
+  Received at_b;
+  b->Subscribe(at_b.Callback());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a->Publish({Kind::kCredentials, "p" + std::to_string(i)}).ok());
+  clock_.Advance(2h);  // older than `keep` (1 h): the next publish prunes them
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "last"}).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  auto got = at_b.Take();
+  ASSERT_EQ(got.size(), 1u);  // one, not p0…p2 nor "last" alone
+  EXPECT_EQ(got[0].kind, Kind::kEverything);
+  // The newest row stays (ids keep growing); B continues after it.
+  ASSERT_TRUE(a->Publish({Kind::kDeleted, "next"}).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  got = at_b.Take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].kind == Kind::kDeleted && got[0].subject == "next");
+}
+
+TEST_P(ChangeFeedTest, MoreRowsThanABatchAreOneEverything) {
+  auto b = Feed();
+  Received at_b;
+  b->Subscribe(at_b.Callback());
+  std::string sql = "INSERT INTO registry_changes(kind, subject, at_ms) VALUES";
+  for (int i = 0; i < 1200; ++i) sql += std::string(i ? "," : "") + "('credentials', 'p" + std::to_string(i) + "', 1)";
+  ASSERT_TRUE(engine_->Exec(sql).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  auto got = at_b.Take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, Kind::kEverything);
+  ASSERT_TRUE(b->CheckNow().ok());
+  EXPECT_TRUE(at_b.Take().empty());
+}
+
+TEST_P(ChangeFeedTest, ARegistryReplacedUnderTheFeedIsEverything) {
+  auto a = Feed(), b = Feed();
+  Received at_b;
+  b->Subscribe(at_b.Callback());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a->Publish({Kind::kCredentials, "p"}).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  ASSERT_EQ(at_b.Take().size(), 3u);
+  ASSERT_TRUE(engine_->Exec("DELETE FROM registry_changes").ok());  // a restore from an older backup, say
+  ASSERT_TRUE(b->CheckNow().ok());
+  auto got = at_b.Take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, Kind::kEverything);
+}
+
+TEST_P(ChangeFeedTest, AnUnsubscribedCallbackIsNotCalledAndMetricsCount) {
+  Metrics metrics;
+  ChangeFeedOptions o;
+  o.metrics = &metrics;
+  auto a = Feed(), b = Feed(o);
+  Received kept, dropped;
+  b->Subscribe(kept.Callback());
+  const uint64_t id = b->Subscribe(dropped.Callback());
+  b->Unsubscribe(id);
+  b->Unsubscribe(id + 100);  // unknown: nothing
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "p"}).ok());
+  ASSERT_TRUE(a->Publish({Kind::kKeyEpoch, "k"}).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  EXPECT_EQ(kept.Take().size(), 2u);
+  EXPECT_TRUE(dropped.Take().empty());
+  const std::string text = metrics.Render();
+  EXPECT_NE(text.find("dyad_registry_changes_applied_total{kind=\"credentials\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("dyad_registry_changes_applied_total{kind=\"key_epoch\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("dyad_registry_changes_applied_total{kind=\"everything\"} 0"), std::string::npos);
+}
+
+// The listener thread (SQLite: its poll; PostgreSQL: LISTEN/NOTIFY).
+TEST_P(ChangeFeedTest, TheListenerDeliversWithoutBeingAsked) {
+  ChangeFeedOptions o;
+  o.poll = 20ms;
+  auto a = Feed(), b = Feed(o);
+  Received at_b;
+  b->Subscribe(at_b.Callback());
+  ASSERT_TRUE(b->Start().ok());
+  ASSERT_TRUE(b->Start().ok());  // idempotent
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "p1"}).ok());
+  EXPECT_TRUE(at_b.WaitUntil([](const auto& v) { return Has(v, Kind::kCredentials, "p1"); }));
+  b->Stop();
+  b->Stop();
+  ASSERT_TRUE(b->Start().ok());  // again after a stop
+  ASSERT_TRUE(a->Publish({Kind::kDeleted, "p2"}).ok());
+  EXPECT_TRUE(at_b.WaitUntil([](const auto& v) { return Has(v, Kind::kDeleted, "p2"); }));
+}
+
+// Publishers racing on two instances: the listener sees every row once, in
+// the order the ids were drawn (PostgreSQL: ids drawn under the advisory
+// lock, so none commits behind one already read).
+TEST_P(ChangeFeedTest, ConcurrentPublishersLoseNothing) {
+  auto a = Feed(), c = Feed(), b = Feed();
+  Received at_b;
+  b->Subscribe(at_b.Callback());
+  ASSERT_TRUE(b->Start().ok());
+  constexpr int kEach = 100;
+  std::atomic<int> failed{0};
+  auto publish = [&](ChangeFeed& feed, const std::string& prefix) {
+    for (int i = 0; i < kEach; ++i) {
+      if (!feed.Publish({Kind::kCredentials, prefix + std::to_string(i)}).ok()) ++failed;
+      if (i % 10 == 0) (void)b->CheckNow();  // reads racing the writers, beside the listener's
+    }
+  };
+  std::thread t1([&] { publish(*a, "a"); }), t2([&] { publish(*c, "c"); });
+  t1.join();
+  t2.join();
+  ASSERT_EQ(failed.load(), 0);
+  ASSERT_TRUE(b->CheckNow().ok());
+  ASSERT_TRUE(at_b.WaitUntil([](const auto& v) { return v.size() >= 2 * kEach; }));
+  std::set<std::string> subjects;
+  const auto got = at_b.Take();
+  EXPECT_EQ(got.size(), 2u * kEach);  // each once
+  for (const auto& ch : got) {
+    EXPECT_EQ(ch.kind, Kind::kCredentials);
+    subjects.insert(ch.subject);
+  }
+  EXPECT_EQ(subjects.size(), 2u * kEach);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, ChangeFeedTest, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
+// PostgreSQL only: what LISTEN/NOTIFY adds.
+class PgChangeFeedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!testing::PgTestDatabase::ServerUrl()) GTEST_SKIP() << "DYAD_TEST_PG_URL is unset";
+    engine_ = std::make_unique<PgEngine>();
+  }
+  // Ends every change-feed listener connection on this test's database.
+  Result<int> TerminateListeners() {
+    DYAD_ASSIGN_OR_RETURN(auto db, PgDb::Open(*testing::PgTestDatabase::ServerUrl(), [] {
+      PgDb::Options o;
+      o.migrate = false;
+      o.max_connections = 1;
+      return o;
+    }()));
+    return db->With<int>([&](PgConnection& c) -> Result<int> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                                 "WHERE datname = $1 AND application_name = 'dyad-gateway change feed'",
+                                                 {engine_->name()}));
+      return static_cast<int>(rows.Int(0, 0));
+    });
+  }
+  Result<int> Listeners() {
+    DYAD_ASSIGN_OR_RETURN(auto db, PgDb::Open(*testing::PgTestDatabase::ServerUrl(), [] {
+      PgDb::Options o;
+      o.migrate = false;
+      o.max_connections = 1;
+      return o;
+    }()));
+    return db->With<int>([&](PgConnection& c) -> Result<int> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND "
+                                                 "application_name = 'dyad-gateway change feed'",
+                                                 {engine_->name()}));
+      return static_cast<int>(rows.Int(0, 0));
+    });
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<PgEngine> engine_;
+};
+
+// A row whose NOTIFY never came (here: inserted without one) is read by the
+// periodic re-check.
+TEST_F(PgChangeFeedTest, ALostNotificationIsRecoveredByTheRecheck) {
+  ChangeFeedOptions o;
+  o.recheck = 50ms;
+  auto b = engine_->NewFeed(clock_, o);
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  Received at_b;
+  (*b)->Subscribe(at_b.Callback());
+  ASSERT_TRUE((*b)->Start().ok());
+  ASSERT_TRUE(engine_->Exec("INSERT INTO registry_changes(kind, subject, at_ms) VALUES('credentials', 'quiet', 1)").ok());
+  EXPECT_TRUE(at_b.WaitUntil([](const auto& v) { return Has(v, Kind::kCredentials, "quiet"); }));
+}
+
+// The listener's connection is ended by the server: it connects again,
+// applies "everything" (what it missed meanwhile is unknown), counts the
+// reconnect, and listens again.
+TEST_F(PgChangeFeedTest, AKilledListenerReconnectsAndAppliesEverything) {
+  Metrics metrics;
+  ChangeFeedOptions o;
+  o.recheck = 60s;  // only NOTIFY or the reconnect can deliver here
+  o.metrics = &metrics;
+  auto a = engine_->NewFeed(clock_, {}), b = engine_->NewFeed(clock_, o);
+  ASSERT_TRUE(a.ok() && b.ok());
+  Received at_b;
+  (*b)->Subscribe(at_b.Callback());
+  ASSERT_TRUE((*b)->Start().ok());
+  // Listening once a NOTIFY comes through.
+  ASSERT_TRUE((*a)->Publish({Kind::kCredentials, "first"}).ok());
+  ASSERT_TRUE(at_b.WaitUntil([](const auto& v) { return Has(v, Kind::kCredentials, "first"); }));
+  auto killed = TerminateListeners();
+  ASSERT_TRUE(killed.ok()) << killed.error().message;
+  ASSERT_EQ(*killed, 1);
+  // Published while B may be reconnecting: covered by "everything" or read after it.
+  ASSERT_TRUE((*a)->Publish({Kind::kDeleted, "meanwhile"}).ok());
+  ASSERT_TRUE(at_b.WaitUntil([](const auto& v) { return Has(v, Kind::kEverything); }));
+  EXPECT_NE(metrics.Render().find("dyad_registry_change_feed_reconnects_total 1"), std::string::npos)
+      << metrics.Render();
+  // Listening again: a new NOTIFY is delivered.
+  ASSERT_TRUE((*a)->Publish({Kind::kKeyEpoch, "after"}).ok());
+  EXPECT_TRUE(at_b.WaitUntil([](const auto& v) { return Has(v, Kind::kKeyEpoch, "after"); }));
+  auto listeners = Listeners();
+  ASSERT_TRUE(listeners.ok());
+  EXPECT_GE(*listeners, 1);  // listening again (the ended one may not have left the server's list yet)
+}
+
+}  // namespace
+}  // namespace dyad
