@@ -4,7 +4,13 @@
 // cancelling, kept-alive connections, concurrent calls, and hostile answers.
 #include "transport/upstream_client.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 #include <atomic>
 #include <chrono>
@@ -293,6 +299,30 @@ TEST(UpstreamClient, AnUpstreamThatIsDownIsUnavailableWithoutTheCredential) {
   EXPECT_EQ(s.error().message.find("model"), std::string::npos) << s.error().message;  // nor the body
 }
 
+// A listener whose accept queue is full drops the next SYN: the connection
+// is never made, and the connect timeout is the one that passes.
+TEST(UpstreamClient, AnUpstreamThatDoesNotAcceptHitsTheConnectTimeout) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(listener, 0), 0);
+  socklen_t len = sizeof a;
+  getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
+  const int filler = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(connect(filler, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);  // fills the queue
+  Recorder sink;
+  UpstreamRequest request = Post("http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/");
+  request.timeouts.connect = milliseconds(100);
+  Status s = Client()->Send(request, sink);
+  close(filler);
+  close(listener);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded) << s.error().message;
+  EXPECT_NE(s.error().message.find("connect timeout (100 ms)"), std::string::npos) << s.error().message;
+}
+
 TEST(UpstreamClient, AnUpstreamThatNeverAnswersHitsTheFirstByteTimeout) {
   LoopbackHttpServer* self = nullptr;
   LoopbackHttpServer server([&](LoopbackConn& c) {
@@ -380,6 +410,31 @@ TEST(UpstreamClient, ConsecutiveCallsReuseOneConnectionUntilTheUpstreamClosesIt)
   ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());  // on a new connection
   EXPECT_EQ(sink.body(), "r0");
   EXPECT_EQ(server.connections(), 2);
+}
+
+// As curl_transport, a proxy named in the environment carries the calls;
+// the address connected to is then the proxy's, and a URL naming a metadata
+// address by number is refused before anything is sent.
+TEST(UpstreamClient, AProxyInTheEnvironmentCarriesTheCallAndAMetadataLiteralIsStillRefused) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer proxy(Always(Answer("via proxy"), self));
+  self = &proxy;
+  ASSERT_EQ(setenv("http_proxy", proxy.url("").c_str(), 1), 0);
+  auto client = Client();
+  Recorder sink;
+  Status through = client->Send(Post("http://upstream.invalid:8080/v1/models"), sink);
+  Recorder refused_sink;
+  Status refused = client->Send(Post("http://169.254.169.254/latest"), refused_sink);
+  unsetenv("http_proxy");
+  ASSERT_TRUE(through.ok()) << through.error().message;
+  EXPECT_EQ(sink.body(), "via proxy");
+  ASSERT_EQ(proxy.requests().size(), 1u);
+  EXPECT_TRUE(proxy.requests()[0].starts_with("POST http://upstream.invalid:8080/v1/models HTTP/1.1\r\n"))
+      << proxy.requests()[0];
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(refused.error().message.find("refused to connect to 169.254.169.254"), std::string::npos)
+      << refused.error().message;
 }
 
 TEST(UpstreamClient, HttpsWithAPrivateCaAndRefusedWithAnother) {
