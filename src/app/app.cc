@@ -36,17 +36,6 @@ std::vector<std::pair<std::string, std::string>> RoutePairs(const Router& router
   return out;
 }
 
-// Until the real client lands (branch h-upstream): every call is kUnavailable.
-std::unique_ptr<UpstreamClient> NewPendingUpstreamClient(const UpstreamClientOptions&) {
-  class Pending final : public UpstreamClient {
-   public:
-    Status Send(const UpstreamRequest&, UpstreamSink&) override {
-      return MakeError(ErrorCode::kUnavailable, "the upstream client is not built yet");
-    }
-  };
-  return std::make_unique<Pending>();
-}
-
 }  // namespace
 
 struct App::Parts {
@@ -185,7 +174,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   }
   UpstreamClientOptions uo;
   uo.ca_file = config.upstream_ca_file;
-  p.upstream = NewPendingUpstreamClient(uo);  // TODO(h-upstream): NewUpstreamClient
+  DYAD_ASSIGN_OR_RETURN(p.upstream, NewUpstreamClient(uo));
   ProxyOptions po;
   po.timeouts.connect = std::chrono::milliseconds(config.upstream_connect_timeout_ms);
   po.timeouts.first_byte = std::chrono::milliseconds(config.upstream_first_byte_timeout_ms);

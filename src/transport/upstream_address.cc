@@ -122,9 +122,10 @@ bool IsLoopbackIp(const IpAddress& ip) {
   return std::equal(kMappedPrefix.begin(), kMappedPrefix.end(), ip.bytes.begin()) && ip.bytes[12] == 127;
 }
 
+// Fails closed: what is not a numeric address is never connected to.
 bool IsForbiddenUpstreamAddress(std::string_view address) {
   auto ip = ParseIpLiteral(address);
-  return ip && IsForbiddenIp(*ip);
+  return !ip || IsForbiddenIp(*ip);
 }
 
 }  // namespace dyad

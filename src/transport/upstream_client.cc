@@ -46,23 +46,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-bool ForbiddenV4(uint32_t host_order) { return (host_order >> 16) == 0xA9FEu; }  // 169.254.0.0/16
-
-bool ForbiddenV6(const unsigned char* b) {
-  if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) return true;  // fe80::/10
-  static const unsigned char kMetadata[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54};
-  if (std::memcmp(b, kMetadata, 16) == 0) return true;  // fd00:ec2::254
-  // An IPv4 address inside an IPv6 one: mapped (::ffff:a.b.c.d), compatible
-  // (::a.b.c.d) and NAT64's well-known prefix (64:ff9b::a.b.c.d).
-  static const unsigned char kZero[10] = {};
-  static const unsigned char kNat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
-  const bool mapped = std::memcmp(b, kZero, 10) == 0 && ((b[10] == 0xff && b[11] == 0xff) || (b[10] == 0 && b[11] == 0));
-  if (mapped || std::memcmp(b, kNat64, 12) == 0) {
-    return ForbiddenV4((uint32_t{b[12]} << 24) | (uint32_t{b[13]} << 16) | (uint32_t{b[14]} << 8) | b[15]);
-  }
-  return false;
-}
-
 // The numeric form of a socket address curl is about to connect to, "" for
 // a family other than IPv4 and IPv6.
 std::string Numeric(const sockaddr* a) {
@@ -480,16 +463,8 @@ class CurlUpstreamClient final : public UpstreamClient {
 
 }  // namespace
 
-bool IsForbiddenUpstreamAddress(std::string_view address) {
-  std::string a(address);
-  if (a.size() >= 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
-  if (const size_t zone = a.find('%'); zone != std::string::npos) a.resize(zone);
-  in_addr v4{};
-  in6_addr v6{};
-  if (inet_pton(AF_INET, a.c_str(), &v4) == 1) return ForbiddenV4(ntohl(v4.s_addr));
-  if (inet_pton(AF_INET6, a.c_str(), &v6) == 1) return ForbiddenV6(v6.s6_addr);
-  return true;  // not a numeric address: nothing to connect to is allowed
-}
+// IsForbiddenUpstreamAddress: transport/upstream_address.cc (one definition for both
+// branches that wrote it).
 
 Result<std::unique_ptr<UpstreamClient>> NewUpstreamClient(const UpstreamClientOptions& options) {
   EnsureCurlGlobalInit();
