@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "api/routes.h"
+#include "api/v1_routes.h"
 #include "audit/audit_log.h"
 #include "app/audit_setup.h"
 #include "app/backend.h"
@@ -19,6 +20,7 @@
 #include "core/cron.h"
 #include "service/key_rotation_service.h"
 #include "service/provider_service.h"
+#include "service/proxy_service.h"
 #include "service/rotation_scheduler.h"
 #include "service/secrets_service.h"
 
@@ -51,6 +53,8 @@ struct App::Parts {
   std::unique_ptr<ProviderService> providers;
   std::unique_ptr<KeyRotationService> rotation;
   std::unique_ptr<RotationScheduler> scheduler;
+  std::unique_ptr<UpstreamClient> upstream;
+  std::unique_ptr<ProxyService> proxy;
   std::unique_ptr<Router> router;
   std::unique_ptr<CacheWarmer> warmer;  // last: stopped before what it reads
 };
@@ -99,7 +103,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
                   p.audit->Problem());
   }
   ::chmod(config.audit_log_path.c_str(), 0600);  // made 0644 by an older build: owner only
-  DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file, serving));
+  DYAD_ASSIGN_OR_RETURN(p.auth, TokenAuthenticator::Create(config.admin_api_key, config.admin_tokens_file, serving,
+                                                           config.client_api_keys_file));
   if (serving && p.auth->HasClientCertSubjects() && config.tls.client_ca_file.empty()) {
     // Only certificate identities and no certificate asked for: nobody could
     // log in, refused as a tokens file of nothing usable is.
@@ -173,9 +178,19 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     wo.blocks_ready = config.cache_warm_blocks_ready;
     p.warmer = std::make_unique<CacheWarmer>(wo, *p.secrets, *p.repo, *p.metrics);
   }
+  UpstreamClientOptions uo;
+  uo.ca_file = config.upstream_ca_file;
+  DYAD_ASSIGN_OR_RETURN(p.upstream, NewUpstreamClient(uo));
+  ProxyOptions po;
+  po.timeouts.connect = std::chrono::milliseconds(config.upstream_connect_timeout_ms);
+  po.timeouts.first_byte = std::chrono::milliseconds(config.upstream_first_byte_timeout_ms);
+  po.timeouts.idle = std::chrono::milliseconds(config.upstream_idle_timeout_ms);
+  po.policy.allow_plaintext = config.allow_plaintext_upstream;
+  p.proxy = std::make_unique<ProxyService>(po, *p.repo, *p.secrets, *p.upstream, *p.metrics, clock);
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);
   RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler,
                                        *p.audit, config.max_body_bytes, p.warmer.get()});
+  RegisterV1Routes(*p.router, *p.proxy);
   p.metrics->SetHttpRoutes(RoutePairs(*p.router));  // each route's latency series, found without a label lookup
   if (serving) {
     auto resumed = p.rotation->ResumeInterrupted(Caller{"system", ""});
@@ -211,14 +226,23 @@ HttpResponse App::Handle(const HttpRequest& request) {
   std::string_view route;
   HttpResponse resp;
   // Whatever changes or reveals a secret (every method but GET and HEAD)
-  // waits until it can be audited, as Vault does.
-  if (request.method != "GET" && request.method != "HEAD" && !parts_->audit->Ready()) {
+  // waits until it can be audited, as Vault does. /v1 calls change nothing
+  // and show no secret to their caller (they are counted in metrics, not
+  // audited): the proxy keeps serving while the audit log cannot be
+  // written. (A non-canonical spelling of /v1 is refused by the router.)
+  const bool v1 = request.path.rfind("/v1/", 0) == 0;
+  if (!v1 && request.method != "GET" && request.method != "HEAD" && !parts_->audit->Ready()) {
     // Why, only to a known identity (the reason may be the KMS's answer).
     std::string why = parts_->auth->Authenticate(request.authorization, request.client_cert_subject) ? ": " + parts_->audit->Problem() : "";
     resp = JsonError(MakeError(ErrorCode::kUnavailable, "the audit log cannot be written" + why));
     resp.headers.emplace_back("Retry-After", "1");
   } else {
     resp = parts_->router->Handle(request, who, &route);
+  }
+  // This instance's provider writes are seen by the next /v1 request
+  // (another instance's within ProxyOptions::catalog_ttl).
+  if (resp.status < 300 && request.method != "GET" && route.rfind("/admin/providers", 0) == 0) {
+    parts_->proxy->InvalidateCatalog();
   }
   parts_->metrics->CountHttpRequest(resp.status);
   parts_->metrics->ObserveHttpLatency(request.method, route,

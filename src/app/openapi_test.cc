@@ -85,7 +85,12 @@ TEST(OpenApi, EachOperationStatesItsAuthParametersAndAnswers) {
     for (const auto& [status, r] : responses.items()) success = success || status[0] == '2';
     EXPECT_TRUE(success) << "no 2xx answer";
     const bool admin = path.rfind("/admin/", 0) == 0;
-    if (admin) {
+    const bool v1 = path.rfind("/v1/", 0) == 0;
+    if (v1) {
+      EXPECT_EQ(op.value("security", json()), json::parse(R"([{"clientBearer":[]}])")) << "client tokens only";
+      EXPECT_TRUE(responses.contains("401"));
+      EXPECT_TRUE(responses.contains("403")) << "an admin or viewer token";
+    } else if (admin) {
       EXPECT_FALSE(op.contains("security")) << "admin routes take the document's bearer security";
       EXPECT_TRUE(responses.contains("401"));
       if (method != "GET") {

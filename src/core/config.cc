@@ -106,6 +106,7 @@ Status ReadAdmin(const EnvMap& env, Config& c) {
     c.admin_api_key = SecretBytes(*v);
   }
   if (const std::string* v = FindVariable(env, "GATEWAY_ADMIN_TOKENS_FILE")) c.admin_tokens_file = *v;
+  if (const std::string* v = FindVariable(env, "GATEWAY_CLIENT_API_KEYS_FILE")) c.client_api_keys_file = *v;
   if (!c.admin_api_key && c.admin_tokens_file.empty() && !c.dev) {
     return BadVariable("GATEWAY_ADMIN_API_KEY", "is required (or GATEWAY_ADMIN_TOKENS_FILE); the admin API "
                                                 "never runs without a token outside `serve --dev`");
@@ -241,6 +242,13 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_THREADS", 0, 256, c.threads));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_MAX_CONNECTIONS", 1, 1000000, c.max_connections));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_BLOCKING_THREADS", 1, 1024, c.blocking_threads));
+  DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS", 1, 600000,
+                                       c.upstream_connect_timeout_ms));
+  DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", 1, 3600000,
+                                       c.upstream_first_byte_timeout_ms));
+  DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_UPSTREAM_IDLE_TIMEOUT_MS", 1, 3600000, c.upstream_idle_timeout_ms));
+  if (const std::string* v = FindVariable(env, "GATEWAY_UPSTREAM_CA_FILE")) c.upstream_ca_file = *v;
+  DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "GATEWAY_ALLOW_PLAINTEXT_UPSTREAM", c.allow_plaintext_upstream));
   if (c.threads == 0) c.threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   DYAD_RETURN_IF_ERROR(ReadKeys(env, c));
   if (check_backend) DYAD_RETURN_IF_ERROR(check_backend(c));

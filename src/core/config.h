@@ -82,6 +82,9 @@ struct Config {
   std::string database_path;  // the SQLite file, when database_url is sqlite
   std::optional<SecretBytes> admin_api_key;
   std::string admin_tokens_file;
+  // GATEWAY_CLIENT_API_KEYS_FILE: a tokens file of role "client" entries only
+  // (the /v1 path's callers; server/auth.h).
+  std::string client_api_keys_file;
   std::string audit_log_path;
   size_t max_body_bytes = 1 << 20;
   int header_timeout_seconds = 10;
@@ -89,6 +92,18 @@ struct Config {
   int threads = 0;  // 0: one per core
   int max_connections = 4096;  // GATEWAY_MAX_CONNECTIONS: open at once; more are closed at once
   int blocking_threads = 16;   // GATEWAY_BLOCKING_THREADS: run handlers that wait on a backend
+
+  // The /v1 path's upstream calls (DESIGN.md §12): GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS,
+  // _FIRST_BYTE_TIMEOUT_MS (the request sent to the answer's head) and
+  // _IDLE_TIMEOUT_MS (the longest silence inside a body); GATEWAY_UPSTREAM_CA_FILE
+  // (PEM; empty: the system's CAs).
+  int upstream_connect_timeout_ms = 5000;
+  int upstream_first_byte_timeout_ms = 60000;
+  int upstream_idle_timeout_ms = 60000;
+  std::string upstream_ca_file;
+  // GATEWAY_ALLOW_PLAINTEXT_UPSTREAM: an http:// baseUrl to a host that is
+  // not loopback (service/adapter_config.h).
+  bool allow_plaintext_upstream = false;
 
   // Every variable of the process but the secret ones (IsSecretVariable).
   EnvMap env;

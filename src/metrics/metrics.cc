@@ -216,6 +216,16 @@ struct Metrics::Impl {
   pm::Family<pm::Counter>& feed_reconnects = pm::BuildCounter().Name("dyad_registry_change_feed_reconnects_total")
       .Help("Change feed listener connections made again after a loss (each applies 'everything')")
       .Register(*registry);
+  pm::Family<pm::Counter>& v1_requests = pm::BuildCounter().Name("dyad_v1_requests_total")
+      .Help("/v1 requests routed to a provider, by provider slug, model and status answered").Register(*registry);
+  pm::Family<pm::Histogram>& v1_upstream = pm::BuildHistogram().Name("dyad_v1_upstream_seconds")
+      .Help("/v1 upstream latency: the request sent to the answer's head, by provider").Register(*registry);
+  pm::Family<pm::Histogram>& v1_overhead = pm::BuildHistogram().Name("dyad_v1_overhead_seconds")
+      .Help("/v1 gateway overhead before the upstream call (routing, credential read, headers)").Register(*registry);
+  pm::Family<pm::Counter>& v1_bytes = pm::BuildCounter().Name("dyad_v1_streamed_bytes_total")
+      .Help("/v1 answer body bytes passed on to clients, by provider").Register(*registry);
+  pm::Histogram& v1_overhead_all = v1_overhead.Add({}, pm::Histogram::BucketBoundaries{
+      1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 0.1, 1});
 
   std::array<pm::Counter*, 6> http_by_class{};
   // By route pattern, then method; filled once by SetHttpRoutes.
@@ -322,6 +332,16 @@ void Metrics::SetKeyState(std::function<Result<KeyState>()> source, uint64_t max
 void Metrics::CountWarmLoad(std::string_view outcome) {
   impl_->warm_loads.Add({{"outcome", std::string(outcome)}}).Increment();
 }
+void Metrics::ObserveV1(std::string_view provider, std::string_view model, int status,
+                        std::optional<double> upstream_seconds, double overhead_seconds, uint64_t streamed_bytes) {
+  std::string p(provider);
+  impl_->v1_requests.Add({{"provider", p}, {"model", std::string(model)}, {"status", std::to_string(status)}})
+      .Increment();
+  if (upstream_seconds) impl_->v1_upstream.Add({{"provider", p}}, HttpBuckets()).Observe(*upstream_seconds);
+  impl_->v1_overhead_all.Observe(overhead_seconds);
+  if (streamed_bytes) impl_->v1_bytes.Add({{"provider", std::move(p)}}).Increment(static_cast<double>(streamed_bytes));
+}
+
 void Metrics::SetWarming(bool warming) { impl_->warming.Add({}).Set(warming ? 1 : 0); }
 void Metrics::CountChangeApplied(std::string_view kind) {
   impl_->changes_applied.Add({{"kind", std::string(kind)}}).Increment();

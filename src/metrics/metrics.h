@@ -23,6 +23,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -94,6 +95,17 @@ class Metrics final : public CloudCallObserver {
   // and its listener's connection made again after a loss.
   void CountChangeApplied(std::string_view kind);
   void CountChangeFeedReconnect();
+
+  // One /v1 request (DESIGN.md §12) that reached a provider: `provider`
+  // its slug, `model` one of the provider's listed models (else "other":
+  // a client's string is not a bounded label set), `status` what the
+  // client was answered. dyad_v1_requests_total{provider,model,status};
+  // dyad_v1_upstream_seconds{provider} (the request sent to the answer's
+  // head; when one came); dyad_v1_overhead_seconds (the gateway's own work
+  // before the upstream call: routing, the credential read, the headers);
+  // dyad_v1_streamed_bytes_total{provider} (body bytes passed on).
+  void ObserveV1(std::string_view provider, std::string_view model, int status,
+                 std::optional<double> upstream_seconds, double overhead_seconds, uint64_t streamed_bytes);
 
   void OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) override;
   void OnRetry(std::string_view endpoint, std::string_view op) override;

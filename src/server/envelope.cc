@@ -22,6 +22,17 @@ HttpResponse JsonError(int status, std::string_view code, std::string_view messa
   return r;
 }
 
+HttpResponse OpenAiError(int status, std::string_view type, std::string_view message, std::string_view code,
+                         std::string_view param) {
+  HttpResponse r;
+  r.status = status;
+  auto opt = [](std::string_view v) { return v.empty() ? nlohmann::json(nullptr) : nlohmann::json(std::string(v)); };
+  nlohmann::json error = {{"message", std::string(message)}, {"type", std::string(type)}, {"param", opt(param)},
+                          {"code", opt(code)}};
+  r.body = "{\"error\":" + error.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "}";
+  return r;
+}
+
 int HttpStatusFor(ErrorCode code) {
   switch (code) {
     case ErrorCode::kInvalidArgument: return 400;

@@ -1,7 +1,10 @@
 // The JSON envelope of every response (DESIGN.md §8):
 //   {"status":"success","data":…}
 //   {"status":"error","error":{"code":"NOT_FOUND","message":"…"}}
-// and the one mapping from ErrorCode to HTTP status and error code.
+// and the one mapping from ErrorCode to HTTP status and error code. The /v1
+// path (OpenAI-compatible, DESIGN.md §12) answers errors in OpenAI's shape
+// instead: {"error":{"message":"…","type":"…","param":…,"code":…}} (param
+// and code null when empty).
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -18,5 +21,8 @@ HttpResponse JsonError(int status, std::string_view code, std::string_view messa
 HttpResponse JsonError(const Error& error);
 
 int HttpStatusFor(ErrorCode code);
+
+HttpResponse OpenAiError(int status, std::string_view type, std::string_view message, std::string_view code = {},
+                         std::string_view param = {});
 
 }  // namespace dyad

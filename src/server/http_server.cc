@@ -268,13 +268,19 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // identity (a bearer token still counts); its answer closes the connection.
     if (CertRevoked()) client_cert_subject_.clear();
     req.client_cert_subject = client_cert_subject_;
+    req.headers.reserve(16);
+    for (const auto& field : msg) req.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     req.body = std::move(msg.body());
     keep_alive_ = msg.keep_alive() && !CertRevoked();
     unsigned version = msg.version();
     if (server_->blocking && server_->may_block(req)) {
       // Off the I/O threads; the answer comes back on this session's strand.
-      asio::post(*server_->blocking, [self = this->shared_from_this(), req = std::move(req), version] {
+      asio::post(*server_->blocking, [self = this->shared_from_this(), req = std::move(req), version]() mutable {
+        Streamer writer(self, req.request_id, version);
+        req.writer = &writer;
         HttpResponse resp = self->server_->Call(req);
+        req.writer = nullptr;
+        if (writer.begun()) return writer.Finish();
         asio::post(self->stream_.get_executor(),
                    [self, resp = std::move(resp), rid = req.request_id, version]() mutable {
                      self->Write(std::move(resp), rid, version);
@@ -284,6 +290,128 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     HttpResponse resp = server_->Call(req);
     Write(std::move(resp), req.request_id, version);
+  }
+
+  // The ResponseWriter of a handler run on the blocking pool (http_types.h):
+  // each call hands its write to the session's strand and waits until it is
+  // done, so a piece is written from the handler's own memory (no copy) and
+  // a client that reads slowly slows the producer down. A failed write (the
+  // client gone, or not reading for the idle timeout) fails every later call.
+  class Streamer final : public ResponseWriter {
+   public:
+    Streamer(std::shared_ptr<Session> session, std::string request_id, unsigned version)
+        : session_(std::move(session)), request_id_(std::move(request_id)), version_(version) {}
+
+    bool Begin(int status, std::string_view content_type,
+               const std::vector<std::pair<std::string, std::string>>& headers) override {
+      if (begun_ || failed_) return false;
+      begun_ = true;
+      auto head = std::make_shared<http::response<http::empty_body>>(static_cast<http::status>(status), version_);
+      head->set(http::field::server, "dyad-gateway");
+      if (!content_type.empty()) head->set(http::field::content_type, content_type);
+      head->set("X-Request-Id", request_id_);
+      for (const auto& [name, value] : headers) {
+        if (beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding") ||
+            beast::iequals(name, "connection") || beast::iequals(name, "x-request-id") ||
+            beast::iequals(name, "server") || beast::iequals(name, "content-type")) {
+          continue;
+        }
+        head->insert(name, value);
+      }
+      return Run([head](Session& s, Done done) { s.WriteStreamHead(head, std::move(done)); });
+    }
+
+    bool Write(std::string_view piece) override {
+      if (!begun_ || failed_) return false;
+      if (piece.empty()) return true;
+      return Run([piece](Session& s, Done done) { s.WriteStreamPiece(piece, std::move(done)); });
+    }
+
+    void Abort() override { failed_ = true; }
+    bool begun() const override { return begun_; }
+
+    // After the handler returned: the last chunk, then the next request (or
+    // the close).
+    void Finish() {
+      asio::post(session_->stream_.get_executor(), [s = session_, failed = failed_] { s->FinishStream(failed); });
+    }
+
+   private:
+    using Done = std::function<void(beast::error_code)>;
+    struct Wait {
+      Mutex mu;
+      CondVar cv;
+      bool done DYAD_GUARDED_BY(mu) = false;
+      beast::error_code ec DYAD_GUARDED_BY(mu);
+    };
+
+    bool Run(std::function<void(Session&, Done)> op) {
+      auto wait = std::make_shared<Wait>();
+      asio::post(session_->stream_.get_executor(), [s = session_, op = std::move(op), wait] {
+        op(*s, [wait](beast::error_code ec) {
+          MutexLock lock(&wait->mu);
+          wait->done = true;
+          wait->ec = ec;
+          wait->cv.Signal();
+        });
+      });
+      MutexLock lock(&wait->mu);
+      while (!wait->done) {
+        // The I/O threads stopped (past the shutdown grace): the write will
+        // never run, and its handler is dropped unrun.
+        if (!wait->cv.WaitFor(&wait->mu, std::chrono::milliseconds(200)) && session_->server_->ioc.stopped()) {
+          failed_ = true;
+          return false;
+        }
+      }
+      if (wait->ec) failed_ = true;
+      return !failed_;
+    }
+
+    std::shared_ptr<Session> session_;
+    std::string request_id_;
+    unsigned version_;
+    bool begun_ = false;
+    bool failed_ = false;
+  };
+
+  // On the strand: the streamed answer's head, chunked (HTTP/1.1) or, for
+  // HTTP/1.0, its body delimited by the close.
+  void WriteStreamHead(std::shared_ptr<http::response<http::empty_body>> head,
+                       std::function<void(beast::error_code)> done) {
+    stream_chunked_ = head->version() >= 11;
+    if (stream_chunked_) head->chunked(true);
+    head->keep_alive(stream_chunked_ && keep_alive_ && !server_->stopping && !CertRevoked());
+    stream_keep_alive_ = head->keep_alive();
+    auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*head);
+    Tcp().expires_after(server_->options.idle_timeout);
+    http::async_write_header(stream_, *sr, [head, sr, done = std::move(done)](beast::error_code ec, size_t) {
+      done(ec);
+    });
+  }
+
+  void WriteStreamPiece(std::string_view piece, std::function<void(beast::error_code)> done) {
+    Tcp().expires_after(server_->options.idle_timeout);
+    auto finish = [done = std::move(done)](beast::error_code ec, size_t) { done(ec); };
+    if (!stream_chunked_) return asio::async_write(stream_, asio::buffer(piece.data(), piece.size()), std::move(finish));
+    auto chunk = std::make_shared<http::chunk_body<asio::const_buffer>>(asio::const_buffer(piece.data(), piece.size()));
+    asio::async_write(stream_, *chunk, [chunk, finish = std::move(finish)](beast::error_code ec, size_t n) mutable {
+      finish(ec, n);
+    });
+  }
+
+  void FinishStream(bool failed) {
+    if (failed || !stream_chunked_) {
+      busy_ = false;
+      return Close();
+    }
+    Tcp().expires_after(server_->options.idle_timeout);
+    auto last = std::make_shared<http::chunk_last<http::chunk_crlf>>();
+    asio::async_write(stream_, *last, [self = this->shared_from_this(), last](beast::error_code ec, size_t) {
+      self->busy_ = false;
+      if (ec || !self->stream_keep_alive_ || self->server_->stopping) return self->Close();
+      self->Read();
+    });
   }
 
   void Reply(int status, std::string_view code, const std::string& message) {
@@ -348,6 +476,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool first_ = true;
   bool busy_ = false;
   bool keep_alive_ = true;
+  bool stream_chunked_ = false;     // the streamed answer in progress is chunked
+  bool stream_keep_alive_ = false;  // and keeps the connection
 };
 
 void HttpServer::Impl::Accept() {

@@ -1,5 +1,15 @@
 // HttpRequest and HttpResponse: the plain values that cross between the
 // Beast session code and the handlers, so handlers never see Beast.
+//
+// A handler that runs off the I/O threads (HandlerCost::kMayBlock) may
+// instead answer with a streamed body through HttpRequest::writer: Begin()
+// sends the status and headers (the body chunked), each Write() sends one
+// piece as it comes and returns once it is written; both return false when
+// the client has gone (or stopped reading for the idle timeout), after which
+// every call returns false and the producer should stop. Once Begin() was
+// called, the HttpResponse the handler returns is not sent (its status is
+// still what the access log shows); the server ends the body (the last
+// chunk) after the handler returns. Not thread-safe: the handler's thread only.
 #pragma once
 
 #include <optional>
@@ -9,6 +19,20 @@
 #include <vector>
 
 namespace dyad {
+
+class ResponseWriter {
+ public:
+  virtual ~ResponseWriter() = default;
+  // `headers` must not hold Content-Length, Transfer-Encoding or Connection
+  // (the server frames the body); such names are dropped.
+  virtual bool Begin(int status, std::string_view content_type,
+                     const std::vector<std::pair<std::string, std::string>>& headers) = 0;
+  virtual bool Write(std::string_view piece) = 0;
+  // The body is incomplete (its producer failed): the connection is closed
+  // without the last chunk, so the client cannot take it for whole.
+  virtual void Abort() = 0;
+  virtual bool begun() const = 0;
+};
 
 struct HttpRequest {
   std::string method;  // "GET", "POST", …
@@ -22,6 +46,11 @@ struct HttpRequest {
   // The verified TLS client certificate's subject (RFC 2253, see
   // server/tls_context.h); empty without mTLS or without a certificate.
   std::string client_cert_subject;
+  // Every header as received (names as the client spelled them), bounded
+  // by the server's header limit.
+  std::vector<std::pair<std::string, std::string>> headers;
+  // Set for handlers run off the I/O threads; null otherwise.
+  ResponseWriter* writer = nullptr;
 };
 
 struct HttpResponse {

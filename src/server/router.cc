@@ -140,17 +140,48 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
   auto parsed = ParseCanonicalPath(request.path);
   if (!parsed.ok()) return JsonError(400, "BAD_REQUEST", parsed.error().message);
   const std::vector<std::string>& path = *parsed;
-  // Decided on the same parse the routes are matched against.
+  // Decided on the same parse the routes are matched against: "admin" and
+  // "v1" are exact segments, so no spelling of either escapes its realm
+  // (a different one is not canonical, or is no route).
   bool admin = !path.empty() && path.front() == "admin";
+  bool v1 = !path.empty() && path.front() == "v1";
   if (admin) {
     auto who = auth_ ? auth_->Authenticate(request.authorization, request.client_cert_subject) : std::nullopt;
     if (!who) {
+      auto client = auth_ ? auth_->AuthenticateClient(request.authorization, request.client_cert_subject)
+                          : std::nullopt;
+      if (client) {
+        AuditDenial(request, *client, 403);
+        return JsonError(403, "FORBIDDEN", "identity '" + client->identity +
+                                               "' has the client role, which may call /v1 only, nothing under /admin");
+      }
       AuditDenial(request, principal, 401);
       HttpResponse r = JsonError(401, "UNAUTHORIZED",
                                  !request.authorization.empty()        ? "invalid bearer token"
                                  : request.client_cert_subject.empty() ? "missing Authorization: Bearer <token>"
                                                                        : "missing Authorization: Bearer <token>; the "
                                                                          "client certificate names no identity");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return r;
+    }
+    principal = *who;
+  } else if (v1) {
+    auto who = auth_ ? auth_->AuthenticateClient(request.authorization, request.client_cert_subject) : std::nullopt;
+    if (!who) {
+      auto other = auth_ ? auth_->Authenticate(request.authorization, request.client_cert_subject) : std::nullopt;
+      if (other) {
+        AuditDenial(request, *other, 403);
+        return OpenAiError(403, "permission_error",
+                           "identity '" + other->identity + "' has the " +
+                               (other->role == Role::kAdmin ? "admin" : "viewer") +
+                               " role; /v1 takes a client token (role \"client\")",
+                           "forbidden");
+      }
+      AuditDenial(request, principal, 401);
+      HttpResponse r = OpenAiError(401, "invalid_request_error",
+                                   request.authorization.empty() ? "missing Authorization: Bearer <client token>"
+                                                                 : "invalid client token",
+                                   "invalid_api_key");
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
       return r;
     }
@@ -174,11 +205,15 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
     return route.handler(ctx);
   }
   if (!allow.empty()) {
-    HttpResponse r = JsonError(405, "METHOD_NOT_ALLOWED",
+    HttpResponse r = v1 ? OpenAiError(405, "invalid_request_error",
+                                      "method " + request.method + " is not allowed here; allowed: " + allow,
+                                      "method_not_allowed")
+                        : JsonError(405, "METHOD_NOT_ALLOWED",
                                "method " + request.method + " is not allowed here; allowed: " + allow);
     r.headers.emplace_back("Allow", allow);
     return r;
   }
+  if (v1) return OpenAiError(404, "invalid_request_error", "no route for " + request.method + " " + request.path, "not_found");
   return JsonError(404, "NOT_FOUND", "no route for " + request.method + " " + request.path);
 }
 

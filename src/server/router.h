@@ -5,7 +5,10 @@
 // segments as in "//" or a trailing "/", "." and "..", escapes of unreserved
 // characters or of '/', '\\' or other characters outside RFC 3986 pchar,
 // absolute-form "http://host/…", "*") is 400 before any auth decision or
-// handler. Patterns are literal segments and "{name}" parameters. Every path
+// handler. Patterns are literal segments and "{name}" parameters. A path whose
+// first segment is "v1" needs a client token (role client; 401 without one,
+// 403 for an admin or viewer token), and answers its own errors in OpenAI's
+// shape (envelope.h); a client token under /admin is 403. Every path
 // whose first segment is "admin" needs a bearer token (401 otherwise, before
 // any route is looked up, so unknown admin paths reveal nothing); a viewer may
 // only GET (403). An unknown path is 404; a known path with another method is

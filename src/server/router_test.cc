@@ -254,3 +254,137 @@ TEST_F(RouterTest, ReportsThePatternOfTheRouteThatRanAndNothingOtherwise) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+// Issue 16: the client role, its realm (/v1) and its allow-lists.
+class V1RealmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string admin_file = R"({"tokens":[{"name":"ops","role":"admin","sha256":")" + HexEncode(Sha256("ops-token")) +
+                             R"("},{"name":"ci","role":"viewer","sha256":")" + HexEncode(Sha256("viewer-token")) +
+                             R"("},{"name":"ops-as-client","role":"client","sha256":")" +
+                             HexEncode(Sha256("both-token")) + R"("},{"name":"ops2","role":"admin","sha256":")" +
+                             HexEncode(Sha256("both-token")) + "\"}]}";
+    std::string client_file = R"({"tokens":[{"name":"app","role":"client","sha256":")" +
+                              HexEncode(Sha256("client-token")) +
+                              R"(","providers":["openai"],"models":["gpt-4o"]}]})";
+    auto a = TokenAuthenticator::FromTokensJson(std::nullopt, admin_file, true, client_file);
+    ASSERT_TRUE(a.ok()) << a.error().message;
+    auth_ = std::move(a).value();
+    router_ = std::make_unique<Router>(auth_.get(), &audit_, &clock_);
+    router_->Add("GET", "/v1/models", [this](const RouteContext& c) {
+      seen_ = c.principal;
+      return JsonSuccess(true);
+    });
+    router_->Add("GET", "/admin/things", [](const RouteContext&) { return JsonSuccess(true); });
+  }
+  HttpResponse Call(std::string method, std::string path, std::string auth = "") {
+    HttpRequest r;
+    r.method = std::move(method);
+    r.path = std::move(path);
+    r.authorization = std::move(auth);
+    r.peer = "10.0.0.9";
+    Principal who;
+    return router_->Handle(r, who);
+  }
+  static std::string ErrorType(const HttpResponse& r) {
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    if (!j.contains("error") || !j["error"].contains("type") || !j["error"].contains("param") ||
+        !j["error"].contains("code") || !j["error"].contains("message"))
+      return "<not OpenAI's shape>";
+    return j["error"]["type"].get<std::string>();
+  }
+  testing::MemoryAudit audit_;
+  FakeClock clock_;
+  Principal seen_;
+  std::unique_ptr<TokenAuthenticator> auth_;
+  std::unique_ptr<Router> router_;
+};
+
+TEST_F(V1RealmTest, ClientTokensCallV1Only) {
+  EXPECT_EQ(Call("GET", "/v1/models", "Bearer client-token").status, 200);
+  EXPECT_EQ(seen_.identity, "app");
+  EXPECT_EQ(seen_.role, Role::kClient);
+  ASSERT_NE(seen_.scope, nullptr);
+  EXPECT_TRUE(seen_.scope->AllowsProvider("openai"));
+  EXPECT_FALSE(seen_.scope->AllowsProvider("anthropic"));
+  EXPECT_TRUE(seen_.scope->AllowsModel("openai/gpt-4o", "gpt-4o"));
+  EXPECT_FALSE(seen_.scope->AllowsModel("gpt-3", "gpt-3"));
+  auto r = Call("GET", "/admin/things", "Bearer client-token");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_NE(r.body.find("client role"), std::string::npos) << r.body;
+}
+
+TEST_F(V1RealmTest, AdminAndViewerTokensAreRefusedOnV1UnlessAlsoClients) {
+  for (const char* token : {"Bearer ops-token", "Bearer viewer-token"}) {
+    auto r = Call("GET", "/v1/models", token);
+    EXPECT_EQ(r.status, 403) << token;
+    EXPECT_EQ(ErrorType(r), "permission_error") << r.body;
+  }
+  auto r = Call("GET", "/v1/models");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(ErrorType(r), "invalid_request_error") << r.body;
+  EXPECT_EQ(Call("GET", "/v1/models", "Bearer nobody").status, 401);
+  // One token listed in both realms is each in its own.
+  EXPECT_EQ(Call("GET", "/v1/models", "Bearer both-token").status, 200);
+  EXPECT_EQ(seen_.identity, "ops-as-client");
+  EXPECT_EQ(Call("GET", "/admin/things", "Bearer both-token").status, 200);
+}
+
+TEST_F(V1RealmTest, NoSpellingOfV1EscapesItsRealm) {
+  // Not canonical: 400 before any handler; other spellings are no route.
+  for (const char* path : {"//v1/models", "/v1//models", "/v1/./models", "/v1/../v1/models", "/./v1/models",
+                           "/%76%31/models", "/v1/%6dodels", "/v1/models/", "/v1\\models", "/v1%2fmodels"}) {
+    seen_ = Principal{};
+    auto r = Call("GET", path);
+    EXPECT_EQ(r.status, 400) << path;
+    EXPECT_EQ(seen_.identity, "") << path;
+  }
+  for (const char* path : {"/V1/models", "/v1/Models", "/v1 /models"}) {
+    seen_ = Principal{};
+    int status = Call("GET", path, "Bearer ops-token").status;
+    EXPECT_NE(status, 200) << path;
+    EXPECT_EQ(seen_.identity, "") << path;
+  }
+  auto r = Call("POST", "/v1/models", "Bearer client-token");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(ErrorType(r), "invalid_request_error");
+  r = Call("GET", "/v1/nothing", "Bearer client-token");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(ErrorType(r), "invalid_request_error");
+  EXPECT_EQ(Call("GET", "/v1/nothing").status, 401);  // no route enumeration without a token
+}
+
+TEST(ClientTokensFile, HoldsOnlyClientEntries) {
+  std::string bad = R"({"tokens":[{"name":"app","role":"client","sha256":")" + HexEncode(Sha256("a")) +
+                    R"("},{"name":"sneaky","role":"admin","sha256":")" + HexEncode(Sha256("b")) + "\"}]}";
+  auto a = TokenAuthenticator::FromTokensJson(SecretBytes(std::string("admin-key-0123456789")), "", true, bad);
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.error().message.find("GATEWAY_CLIENT_API_KEYS_FILE"), std::string::npos) << a.error().message;
+  EXPECT_NE(a.error().message.find("tokens[1]"), std::string::npos) << a.error().message;
+  EXPECT_NE(a.error().message.find("sneaky"), std::string::npos) << a.error().message;
+  for (std::string entry : std::vector<std::string>{R"({"name":"v","role":"viewer","sha256":")" + HexEncode(Sha256("c")) + "\"}",
+                            R"({"name":"c","role":"client","sha256":")" + HexEncode(Sha256("c")) +
+                                R"(","providers":"openai"})",
+                            R"({"name":"c","role":"client","sha256":")" + HexEncode(Sha256("c")) +
+                                R"(","models":[1]})"}) {
+    auto r = TokenAuthenticator::FromTokensJson(SecretBytes(std::string("admin-key-0123456789")), "", true,
+                                                R"({"tokens":[)" + entry + "]}");
+    EXPECT_FALSE(r.ok()) << entry;
+  }
+  // Allow-lists are for clients only.
+  auto r = TokenAuthenticator::FromTokensJson(
+      std::nullopt, R"({"tokens":[{"name":"o","role":"admin","sha256":")" + HexEncode(Sha256("o")) +
+                        R"(","providers":["x"]}]})");
+  EXPECT_FALSE(r.ok());
+  // Client tokens alone let nobody into /admin.
+  r = TokenAuthenticator::FromTokensJson(std::nullopt, "", true,
+                                         R"({"tokens":[{"name":"c","role":"client","sha256":")" +
+                                             HexEncode(Sha256("c")) + "\"}]}");
+  EXPECT_FALSE(r.ok());
+}
+
+}  // namespace
+}  // namespace dyad

@@ -1,0 +1,94 @@
+#include "api/v1_routes.h"
+
+#include <nlohmann/json.hpp>
+
+#include "server/envelope.h"
+
+namespace dyad {
+namespace {
+
+// The client's side of a streamed answer.
+class WriterOutput final : public ProxyOutput {
+ public:
+  explicit WriterOutput(ResponseWriter* writer) : writer_(writer) {}
+  bool Begin(int status, std::string_view content_type, const HttpHeaders& headers) override {
+    return writer_ && writer_->Begin(status, content_type, headers);
+  }
+  bool Write(std::string_view piece) override { return writer_ && writer_->Write(piece); }
+
+ private:
+  ResponseWriter* writer_;
+};
+
+const std::vector<std::string>* Providers(const Principal& p) {
+  return p.scope && p.scope->providers ? &*p.scope->providers : nullptr;
+}
+const std::vector<std::string>* Models(const Principal& p) {
+  return p.scope && p.scope->models ? &*p.scope->models : nullptr;
+}
+
+HttpResponse Forward(ProxyService& proxy, const RouteContext& ctx, std::string_view endpoint) {
+  const HttpRequest& req = ctx.request;
+  ProxyRequest pr;
+  pr.endpoint = endpoint;
+  pr.body = req.body;
+  pr.query = req.query;
+  pr.headers = &req.headers;
+  pr.allowed_providers = Providers(ctx.principal);
+  pr.allowed_models = Models(ctx.principal);
+  pr.caller = Caller{ctx.principal.identity, req.request_id};
+  WriterOutput out(req.writer);
+  auto answer = proxy.Forward(pr, out);
+  if (!answer.ok()) return V1ErrorResponse(answer.error());
+  HttpResponse r;
+  r.status = answer->status;
+  if (answer->streamed) {  // already sent; the status is for the access log
+    if (answer->cut_short && req.writer) req.writer->Abort();
+    return r;
+  }
+  if (!answer->content_type.empty()) r.content_type = std::move(answer->content_type);
+  r.headers = std::move(answer->headers);
+  r.body = std::move(answer->body);
+  return r;
+}
+
+}  // namespace
+
+HttpResponse V1ErrorResponse(const Error& error) {
+  const std::string& m = error.message;
+  std::string_view param = m.rfind("model", 0) == 0 ? "model" : "";
+  switch (error.code) {
+    case ErrorCode::kInvalidArgument: return OpenAiError(400, "invalid_request_error", m, "invalid_request", param);
+    case ErrorCode::kNotFound: return OpenAiError(404, "invalid_request_error", m, "model_not_found", "model");
+    case ErrorCode::kPermissionDenied: return OpenAiError(403, "permission_error", m, "forbidden", param);
+    case ErrorCode::kUnimplemented: return OpenAiError(501, "invalid_request_error", m, "not_implemented", "model");
+    case ErrorCode::kUnavailable: return OpenAiError(502, "api_error", m, "upstream_unavailable");
+    case ErrorCode::kDeadlineExceeded: return OpenAiError(504, "api_error", m, "upstream_timeout");
+    case ErrorCode::kFailedPrecondition: return OpenAiError(503, "api_error", m, "provider_unavailable");
+    case ErrorCode::kCancelled: return OpenAiError(499, "api_error", m, "client_closed_request");
+    default: return OpenAiError(500, "server_error", m, "internal_error");
+  }
+}
+
+void RegisterV1Routes(Router& r, ProxyService& proxy) {
+  ProxyService* p = &proxy;
+  r.Add("GET", "/v1/models", [p](const RouteContext& ctx) {
+    auto models = p->Models(Providers(ctx.principal), Models(ctx.principal));
+    if (!models.ok()) return V1ErrorResponse(models.error());
+    nlohmann::json data = nlohmann::json::array();
+    for (const auto& m : *models) {
+      data.push_back({{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", m.owned_by}});
+    }
+    HttpResponse resp;
+    resp.body = nlohmann::json{{"object", "list"}, {"data", std::move(data)}}.dump(
+        -1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return resp;
+  });
+  for (std::string_view endpoint : {"chat/completions", "completions", "embeddings"}) {
+    r.Add("POST", "/v1/" + std::string(endpoint), [p, endpoint](const RouteContext& ctx) {
+      return Forward(*p, ctx, endpoint);
+    });
+  }
+}
+
+}  // namespace dyad

@@ -1,0 +1,20 @@
+// The /v1 path (DESIGN.md §12), OpenAI-compatible, registered on a Router:
+// GET /v1/models, POST /v1/chat/completions, /v1/completions, /v1/embeddings.
+// The router has already authenticated a client token (role client); these
+// handlers pass the request to ProxyService with the token's allow-lists and
+// turn its answer into the response: streamed through HttpRequest::writer,
+// or whole; errors in OpenAI's shape (server/envelope.h). They run off the
+// I/O threads (kMayBlock).
+#pragma once
+
+#include "server/router.h"
+#include "service/proxy_service.h"
+
+namespace dyad {
+
+void RegisterV1Routes(Router& router, ProxyService& proxy);
+
+// An Error of the proxy as the OpenAI-shaped response a client gets.
+HttpResponse V1ErrorResponse(const Error& error);
+
+}  // namespace dyad

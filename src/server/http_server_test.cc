@@ -1,0 +1,215 @@
+// HttpServer's streamed answers (HttpRequest::writer) and the request
+// headers that reach handlers, over a real loopback socket.
+#include "server/http_server.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <future>
+#include <thread>
+
+namespace dyad {
+namespace {
+
+// A blocking loopback client speaking raw HTTP/1.1.
+class RawClient {
+ public:
+  explicit RawClient(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    timeval tv{10, 0};  // a hung server fails the test instead of hanging it
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~RawClient() { Close(); }
+  bool connected() const { return connected_; }
+  void Send(std::string_view s) { ASSERT_EQ(::send(fd_, s.data(), s.size(), MSG_NOSIGNAL), ssize_t(s.size())); }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  // Reads until `until` is in what was read (kept for later), or EOF.
+  std::string ReadUntil(std::string_view until) {
+    while (buf_.find(until) == std::string::npos) {
+      char tmp[4096];
+      ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+      if (n <= 0) break;
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+    size_t end = buf_.find(until);
+    end = end == std::string::npos ? buf_.size() : end + until.size();
+    std::string out = buf_.substr(0, end);
+    buf_.erase(0, end);
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buf_;
+};
+
+// Runs a server on a free port with `handler` (off the I/O threads when
+// `blocking`), stops it at the end of the scope.
+class Running {
+ public:
+  Running(RequestHandler handler, bool blocking = true) {
+    HttpServerOptions o;
+    o.port = 0;
+    o.threads = 2;
+    o.blocking_threads = 2;
+    o.max_body_bytes = 1024;
+    server_ = std::make_unique<HttpServer>(o, std::move(handler),
+                                           blocking ? BlockingPredicate([](const HttpRequest&) { return true; })
+                                                    : BlockingPredicate());
+    EXPECT_TRUE(server_->Listen().ok());
+    thread_ = std::thread([this] { server_->Run(); });
+  }
+  ~Running() {
+    server_->Shutdown();
+    thread_.join();
+  }
+  uint16_t port() const { return server_->port(); }
+
+ private:
+  std::unique_ptr<HttpServer> server_;
+  std::thread thread_;
+};
+
+// The body of a chunked message: the chunks' data concatenated, or "<bad>"
+// for framing that does not parse.
+std::string Dechunk(std::string_view body) {
+  std::string out;
+  while (true) {
+    size_t eol = body.find("\r\n");
+    if (eol == std::string_view::npos) return "<bad>";
+    size_t n = std::stoul(std::string(body.substr(0, eol)), nullptr, 16);
+    body.remove_prefix(eol + 2);
+    if (n == 0) return body == "\r\n" ? out : "<bad>";
+    if (body.size() < n + 2) return "<bad>";
+    out.append(body.substr(0, n));
+    body.remove_prefix(n + 2);
+  }
+}
+
+constexpr std::string_view kGet = "GET /x HTTP/1.1\r\nHost: t\r\nX-Custom: v1\r\nX-Custom: v2\r\n\r\n";
+
+TEST(HttpServerStream, ChunkedPiecesThenKeepAlive) {
+  int calls = 0;
+  Running server([&](const HttpRequest& req) {
+    HttpResponse r;
+    if (++calls > 1) {  // the second request on the connection: a plain answer
+      r.body = "plain";
+      return r;
+    }
+    EXPECT_NE(req.writer, nullptr);
+    EXPECT_TRUE(req.writer->Begin(201, "text/event-stream",
+                                  {{"X-Upstream", "yes"}, {"Content-Length", "999"}, {"Connection", "close"}}));
+    EXPECT_TRUE(req.writer->Write("data: one\n\n"));
+    EXPECT_TRUE(req.writer->Write(""));  // nothing, not the last chunk
+    EXPECT_TRUE(req.writer->Write("data: two\n\n"));
+    r.status = 201;
+    r.body = "not sent";
+    return r;
+  });
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  c.Send(kGet);
+  std::string head = c.ReadUntil("\r\n\r\n");
+  EXPECT_EQ(head.rfind("HTTP/1.1 201", 0), 0u) << head;
+  EXPECT_NE(head.find("Transfer-Encoding: chunked"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Type: text/event-stream"), std::string::npos) << head;
+  EXPECT_NE(head.find("X-Upstream: yes"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Content-Length"), std::string::npos) << head;  // the server frames the body
+  EXPECT_EQ(head.find("close"), std::string::npos) << head;
+  std::string body = c.ReadUntil("0\r\n\r\n");
+  EXPECT_EQ(Dechunk(body), "data: one\n\ndata: two\n\n");
+  // Kept alive: the next request on the same connection.
+  c.Send(kGet);
+  std::string next = c.ReadUntil("plain");
+  EXPECT_EQ(next.rfind("HTTP/1.1 200", 0), 0u) << next;
+  EXPECT_NE(next.find("Content-Length: 5"), std::string::npos) << next;
+}
+
+TEST(HttpServerStream, HeadersReachTheHandler) {
+  std::promise<std::vector<std::pair<std::string, std::string>>> seen;
+  Running server([&](const HttpRequest& req) {
+    seen.set_value(req.headers);
+    return HttpResponse{};
+  });
+  RawClient c(server.port());
+  c.Send(kGet);
+  c.ReadUntil("\r\n\r\n");
+  auto headers = seen.get_future().get();
+  std::vector<std::string> custom;
+  for (const auto& [k, v] : headers) {
+    if (k == "X-Custom") custom.push_back(v);
+  }
+  EXPECT_EQ(custom, (std::vector<std::string>{"v1", "v2"}));
+}
+
+TEST(HttpServerStream, InlineHandlersHaveNoWriter) {
+  bool had_writer = true;
+  Running server(
+      [&](const HttpRequest& req) {
+        had_writer = req.writer != nullptr;
+        HttpResponse r;
+        r.body = "inline";
+        return r;
+      },
+      false);
+  RawClient c(server.port());
+  c.Send(kGet);
+  EXPECT_NE(c.ReadUntil("inline").find("Content-Length: 6"), std::string::npos);
+  EXPECT_FALSE(had_writer);
+}
+
+TEST(HttpServerStream, ClientGoneFailsTheNextWrites) {
+  std::promise<int> stopped_after;  // how many writes succeeded before one failed (-1: none failed)
+  std::promise<void> head_read;
+  auto head_read_f = head_read.get_future().share();
+  Running server([&](const HttpRequest& req) {
+    EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {}));
+    head_read_f.wait();
+    std::string piece(16 * 1024, 'x');
+    int ok = 0;
+    for (; ok < 100000; ++ok) {
+      if (!req.writer->Write(piece)) break;
+    }
+    EXPECT_FALSE(req.writer->Write(piece));  // stays failed
+    stopped_after.set_value(ok == 100000 ? -1 : ok);
+    return HttpResponse{};
+  });
+  {
+    RawClient c(server.port());
+    c.Send(kGet);
+    c.ReadUntil("\r\n\r\n");
+    c.Close();
+  }
+  head_read.set_value();
+  int n = stopped_after.get_future().get();
+  EXPECT_GE(n, 0) << "every write succeeded after the client closed";
+}
+
+TEST(HttpServerStream, BeginOnlyOnce) {
+  std::promise<bool> second;
+  Running server([&](const HttpRequest& req) {
+    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
+    second.set_value(req.writer->Begin(500, "text/plain", {}));
+    return HttpResponse{};
+  });
+  RawClient c(server.port());
+  c.Send(kGet);
+  EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_EQ(Dechunk(c.ReadUntil("0\r\n\r\n")), "");
+  EXPECT_FALSE(second.get_future().get());
+}
+
+}  // namespace
+}  // namespace dyad

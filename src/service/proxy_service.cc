@@ -1,0 +1,526 @@
+#include "service/proxy_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "core/parse_int.h"
+#include "core/time_format.h"
+
+namespace dyad {
+namespace {
+
+using nlohmann::json;
+
+bool IEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+bool StartsWithI(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && IEquals(s.substr(0, prefix.size()), prefix);
+}
+
+Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
+
+// Counts the top-level "model" keys of a JSON object and keeps the first
+// one's value, without building a document.
+class ModelSax : public json::json_sax_t {
+ public:
+  bool null() override { return Value(false); }
+  bool boolean(bool) override { return Value(false); }
+  bool number_integer(number_integer_t) override { return Value(false); }
+  bool number_unsigned(number_unsigned_t) override { return Value(false); }
+  bool number_float(number_float_t, const string_t&) override { return Value(false); }
+  bool string(string_t& s) override {
+    if (depth_ == 1 && at_model_) model = s;
+    return Value(true);
+  }
+  bool binary(binary_t&) override { return Value(false); }
+  bool start_object(std::size_t) override {
+    if (depth_ == 0) root_object = true;
+    Value(false);
+    ++depth_;
+    return true;
+  }
+  bool key(string_t& k) override {
+    at_model_ = depth_ == 1 && k == "model";
+    if (at_model_) ++models;
+    return true;
+  }
+  bool end_object() override {
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    Value(false);
+    ++depth_;
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t position, const std::string&, const json::exception&) override {
+    error_at = position;
+    return false;
+  }
+
+  bool root_object = false;
+  int models = 0;
+  std::optional<std::string> model;  // the first top-level "model" when it is a string
+  bool model_not_string = false;
+  std::optional<size_t> error_at;
+
+ private:
+  bool Value(bool is_string) {
+    if (depth_ == 1 && at_model_ && !is_string) model_not_string = true;
+    if (depth_ == 1) at_model_ = false;
+    return true;
+  }
+  int depth_ = 0;
+  bool at_model_ = false;
+};
+
+size_t SkipSpace(std::string_view s, size_t i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+  return i;
+}
+
+// The end (past the closing quote) of the string token at `i` (a '"').
+size_t SkipString(std::string_view s, size_t i) {
+  for (++i; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      ++i;
+    } else if (s[i] == '"') {
+      return i + 1;
+    }
+  }
+  return s.size();
+}
+
+// The end of the value at `i` in valid JSON.
+size_t SkipValue(std::string_view s, size_t i) {
+  if (i >= s.size()) return i;
+  if (s[i] == '"') return SkipString(s, i);
+  if (s[i] == '{' || s[i] == '[') {
+    int depth = 0;
+    while (i < s.size()) {
+      char c = s[i];
+      if (c == '"') {
+        i = SkipString(s, i);
+        continue;
+      }
+      if (c == '{' || c == '[') ++depth;
+      if (c == '}' || c == ']') {
+        if (--depth == 0) return i + 1;
+      }
+      ++i;
+    }
+    return i;
+  }
+  while (i < s.size() && std::string_view(",}] \t\r\n").find(s[i]) == std::string_view::npos) ++i;
+  return i;
+}
+
+// The decoded text of a string token (quotes included).
+std::string DecodeString(std::string_view token) {
+  if (token.find('\\') == std::string_view::npos) return std::string(token.substr(1, token.size() - 2));
+  json j = json::parse(token, nullptr, false);
+  return j.is_string() ? j.get<std::string>() : std::string();
+}
+
+const std::vector<std::pair<std::string, std::string>> kNoHeaders;
+
+bool Listed(const std::vector<std::string>* list, std::string_view name) {
+  return !list || std::find(list->begin(), list->end(), name) != list->end();
+}
+
+}  // namespace
+
+Result<ModelField> FindModel(std::string_view body) {
+  ModelSax sax;
+  bool ok = json::sax_parse(body, &sax, json::input_format_t::json, true);
+  if (!ok || sax.error_at) {
+    return Invalid("the request body is not valid JSON (at byte " + std::to_string(sax.error_at.value_or(0)) + ")");
+  }
+  if (!sax.root_object) return Invalid("the request body must be a JSON object");
+  if (sax.models == 0) return Invalid("model: required");
+  if (sax.models > 1) return Invalid("model: given more than once");
+  if (sax.model_not_string || !sax.model || sax.model->empty()) return Invalid("model: must be a non-empty string");
+  // The body is valid JSON: find the token of that one top-level "model".
+  ModelField field;
+  field.value = std::move(*sax.model);
+  size_t i = SkipSpace(body, 0) + 1;  // past '{'
+  while (true) {
+    i = SkipSpace(body, i);
+    if (i >= body.size() || body[i] != '"') break;
+    size_t key_end = SkipString(body, i);
+    bool is_model = DecodeString(body.substr(i, key_end - i)) == "model";
+    i = SkipSpace(body, key_end) + 1;  // past ':'
+    i = SkipSpace(body, i);
+    size_t value_end = SkipValue(body, i);
+    if (is_model) {
+      field.begin = i;
+      field.end = value_end;
+      return field;
+    }
+    i = SkipSpace(body, value_end);
+    if (i < body.size() && body[i] == ',') ++i;
+  }
+  return MakeError(ErrorCode::kInternal, "model: not found in the raw body");
+}
+
+std::string ReplaceModel(std::string_view body, const ModelField& field, std::string_view model) {
+  std::string token = json(std::string(model)).dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string out;
+  out.reserve(body.size() - (field.end - field.begin) + token.size());
+  out.append(body.substr(0, field.begin));
+  out.append(token);
+  out.append(body.substr(field.end));
+  return out;
+}
+
+HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::string>>& client,
+                               const HttpHeaders& injected) {
+  static constexpr std::string_view kNever[] = {
+      "authorization", "cookie",  "host",    "content-length",    "expect",  "connection",
+      "keep-alive",    "te",      "trailer", "transfer-encoding", "upgrade"};
+  // Headers the Connection header names are hop-by-hop too.
+  std::vector<std::string_view> named;
+  for (const auto& [name, value] : client) {
+    if (!IEquals(name, "connection")) continue;
+    std::string_view rest = value;
+    while (!rest.empty()) {
+      size_t comma = rest.find(',');
+      std::string_view token = rest.substr(0, comma);
+      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+      if (!token.empty()) named.push_back(token);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  HttpHeaders out;
+  out.reserve(client.size());
+  for (const auto& [name, value] : client) {
+    bool drop = StartsWithI(name, "proxy-");
+    for (std::string_view never : kNever) drop = drop || IEquals(name, never);
+    for (std::string_view n : named) drop = drop || IEquals(name, n);
+    for (const auto& [inj, unused] : injected) drop = drop || IEquals(name, inj);
+    if (!drop) out.emplace_back(name, value);
+  }
+  return out;
+}
+
+struct ProxyService::Catalog {
+  struct Model {
+    std::string dyad_id, adapter_id;
+  };
+  struct Entry {
+    std::string id, slug, type;
+    bool enabled = false;
+    int64_t created = 0;
+    std::vector<Model> models;
+    std::optional<AdapterConfig> adapter;  // http-sdk and proxy, when it parses
+    std::string adapter_error;
+    const Model* Find(std::string_view dyad_id) const {
+      for (const auto& m : models) {
+        if (m.dyad_id == dyad_id) return &m;
+      }
+      return nullptr;
+    }
+  };
+  std::vector<Entry> providers;                                     // creation order
+  std::unordered_map<std::string, std::vector<size_t>> by_model;    // dyadModelId → enabled providers
+  std::unordered_map<std::string, size_t> by_slug;
+  Clock::Instant loaded;
+};
+
+ProxyService::ProxyService(ProxyOptions options, ProviderRepository& repo, SecretsService& secrets,
+                           UpstreamClient& upstream, Metrics& metrics, const Clock& clock)
+    : options_(std::move(options)),
+      repo_(repo),
+      secrets_(secrets),
+      upstream_(upstream),
+      metrics_(metrics),
+      clock_(clock) {}
+
+ProxyService::~ProxyService() = default;
+
+void ProxyService::InvalidateCatalog() {
+  MutexLock lock(&mu_);
+  catalog_.reset();
+}
+
+Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
+  auto now = clock_.CoarseNow();
+  {
+    MutexLock lock(&mu_);
+    if (catalog_ && now - catalog_->loaded < options_.catalog_ttl) return catalog_;
+  }
+  auto cat = std::make_shared<Catalog>();
+  cat->loaded = now;
+  Status listed = ForEachProvider(repo_, [&](const Provider& p) {
+    Catalog::Entry e;
+    e.id = p.id;
+    e.slug = p.slug;
+    e.type = p.type;
+    e.enabled = p.enabled;
+    if (auto t = ParseIso8601(p.created_at)) {
+      e.created = std::chrono::duration_cast<std::chrono::seconds>(t->time_since_epoch()).count();
+    }
+    json models = json::parse(p.models_json, nullptr, false);
+    if (models.is_array()) {
+      for (const auto& m : models) {
+        if (!m.is_object() || !m.contains("dyadModelId") || !m["dyadModelId"].is_string()) continue;
+        std::string dyad = m["dyadModelId"].get<std::string>();
+        std::string adapter = m.contains("adapterModelId") && m["adapterModelId"].is_string()
+                                  ? m["adapterModelId"].get<std::string>()
+                                  : dyad;
+        e.models.push_back({std::move(dyad), std::move(adapter)});
+      }
+    }
+    if (p.type == "http-sdk" || p.type == "proxy") {
+      auto adapter = ParseAdapterConfig(p.adapter_config_json, options_.policy);
+      if (adapter.ok()) {
+        e.adapter = std::move(adapter).value();
+      } else {
+        e.adapter_error = adapter.error().message;
+      }
+    }
+    size_t index = cat->providers.size();
+    cat->by_slug[e.slug] = index;
+    if (e.enabled) {
+      for (const auto& m : e.models) {
+        auto& list = cat->by_model[m.dyad_id];
+        if (std::find(list.begin(), list.end(), index) == list.end()) list.push_back(index);
+      }
+    }
+    cat->providers.push_back(std::move(e));
+    return true;
+  });
+  if (!listed.ok()) return listed.error();
+  MutexLock lock(&mu_);
+  catalog_ = cat;
+  return std::shared_ptr<const Catalog>(cat);
+}
+
+Result<std::vector<ListedModel>> ProxyService::Models(const std::vector<std::string>* allowed_providers,
+                                                      const std::vector<std::string>* allowed_models) {
+  DYAD_ASSIGN_OR_RETURN(auto cat, Snapshot());
+  std::vector<ListedModel> out;
+  std::unordered_map<std::string_view, bool> seen;
+  for (const auto& p : cat->providers) {
+    if (!p.enabled || !Listed(allowed_providers, p.slug)) continue;
+    for (const auto& m : p.models) {
+      if (!Listed(allowed_models, m.dyad_id) || !seen.emplace(m.dyad_id, true).second) continue;
+      out.push_back({m.dyad_id, p.slug, p.created});
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Hands the upstream's answer on: streamed as it comes (event streams, large
+// bodies), else kept whole.
+class ForwardSink final : public UpstreamSink {
+ public:
+  ForwardSink(ProxyOutput& out, size_t max_buffered, bool hold_401, const Clock& clock)
+      : out_(out), max_buffered_(max_buffered), hold_401_(hold_401), clock_(clock), sent_(clock.Now()) {}
+
+  bool OnHead(const UpstreamHead& head) override {
+    upstream_seconds = std::chrono::duration<double>(clock_.Now() - sent_).count();
+    if (head.status == 401 && hold_401_) {
+      retry = true;  // cancelled: the 401 never reaches the client
+      return false;
+    }
+    answer.status = head.status;
+    size_t length = 0;
+    for (const auto& [name, value] : head.headers) {
+      if (name == "content-type") {
+        answer.content_type = value;
+      } else if (name == "content-length") {
+        if (auto n = ParseInt<size_t>(value)) length = *n;
+      } else if (name == "x-request-id") {
+        answer.headers.emplace_back("x-upstream-request-id", value);
+      } else if (name != "transfer-encoding" && name != "connection") {
+        answer.headers.emplace_back(name, value);
+      }
+    }
+    if (StartsWithI(answer.content_type, "text/event-stream")) return StartStream();
+    answer.body.reserve(std::min(length, max_buffered_));
+    return true;
+  }
+
+  bool OnBody(std::string_view piece) override {
+    bytes += piece.size();
+    if (!answer.streamed && answer.body.size() + piece.size() > max_buffered_ && !StartStream()) return false;
+    if (!answer.streamed) {
+      answer.body.append(piece);
+      return true;
+    }
+    if (!out_.Write(piece)) client_gone = true;
+    return !client_gone;
+  }
+
+  ProxyAnswer answer;
+  std::optional<double> upstream_seconds;
+  bool retry = false;
+  bool client_gone = false;
+  uint64_t bytes = 0;
+
+ private:
+  bool StartStream() {
+    answer.streamed = true;
+    if (!out_.Begin(answer.status, answer.content_type, answer.headers) ||
+        (!answer.body.empty() && !out_.Write(answer.body))) {
+      client_gone = true;
+      return false;
+    }
+    answer.body.clear();
+    return true;
+  }
+
+  ProxyOutput& out_;
+  size_t max_buffered_;
+  bool hold_401_;
+  const Clock& clock_;
+  Clock::Instant sent_;
+};
+
+int StatusOf(const Error& e) {
+  switch (e.code) {
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kUnimplemented: return 501;
+    case ErrorCode::kUnavailable: return 502;
+    case ErrorCode::kFailedPrecondition: return 503;
+    case ErrorCode::kDeadlineExceeded: return 504;
+    case ErrorCode::kCancelled: return 499;
+    default: return 500;
+  }
+}
+
+}  // namespace
+
+Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutput& output) {
+  const auto t0 = clock_.Now();
+  DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
+  DYAD_ASSIGN_OR_RETURN(auto cat, Snapshot());
+  const Catalog::Entry* provider = nullptr;
+  const Catalog::Model* listed = nullptr;
+  std::string_view upstream_model = field.value;
+  if (size_t slash = field.value.find('/'); slash != std::string::npos) {
+    if (auto it = cat->by_slug.find(field.value.substr(0, slash)); it != cat->by_slug.end()) {
+      provider = &cat->providers[it->second];
+      upstream_model = std::string_view(field.value).substr(slash + 1);
+      if (!provider->enabled) {
+        return MakeError(ErrorCode::kNotFound, "model '" + field.value + "': provider '" + provider->slug +
+                                                   "' is disabled");
+      }
+      if (upstream_model.empty()) return Invalid("model: nothing after the provider prefix '" + provider->slug + "/'");
+      listed = provider->Find(upstream_model);
+    }
+  }
+  if (!provider) {
+    auto it = cat->by_model.find(field.value);
+    if (it == cat->by_model.end()) {
+      return MakeError(ErrorCode::kNotFound, "model '" + field.value + "' is not offered by any enabled provider");
+    }
+    if (it->second.size() > 1) {
+      std::string slugs;
+      for (size_t i : it->second) slugs += (slugs.empty() ? "" : ", ") + cat->providers[i].slug;
+      return Invalid("model '" + field.value + "' is offered by more than one provider (" + slugs +
+                     "); name one as '<provider-slug>/" + field.value + "'");
+    }
+    provider = &cat->providers[it->second.front()];
+    listed = provider->Find(field.value);
+  }
+  if (listed) upstream_model = listed->adapter_id;
+  if (!Listed(request.allowed_providers, provider->slug)) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "identity '" + request.caller.actor + "' may not use provider '" + provider->slug + "'");
+  }
+  if (request.allowed_models && !Listed(request.allowed_models, field.value) &&
+      !Listed(request.allowed_models, listed ? std::string_view(listed->dyad_id) : upstream_model)) {
+    return MakeError(ErrorCode::kPermissionDenied,
+                     "identity '" + request.caller.actor + "' may not use model '" + field.value + "'");
+  }
+  if (provider->type != "http-sdk" && provider->type != "proxy") {
+    return MakeError(ErrorCode::kUnimplemented, "provider '" + provider->slug + "' has type '" + provider->type +
+                                                    "', which the /v1 proxy does not serve (http-sdk and proxy only)");
+  }
+  if (!provider->adapter) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "provider '" + provider->slug + "' cannot be called: " + provider->adapter_error);
+  }
+  const std::string_view metric_model = listed ? std::string_view(listed->dyad_id) : std::string_view("other");
+  // The body as received, unless the model sent upstream is another string.
+  std::string rewritten;
+  std::string_view body = request.body;
+  if (upstream_model != field.value) {
+    rewritten = ReplaceModel(request.body, field, upstream_model);
+    body = rewritten;
+  }
+  UpstreamRequest up;
+  up.method = "POST";
+  up.url.reserve(provider->adapter->base_url.size() + request.endpoint.size() + request.query.size() + 2);
+  up.url.append(provider->adapter->base_url).append("/").append(request.endpoint);
+  if (!request.query.empty()) up.url.append("?").append(request.query);
+  up.body = body;
+  up.timeouts = options_.timeouts;
+
+  std::optional<double> overhead;
+  for (int attempt = 0;; ++attempt) {
+    auto read = secrets_.Get(provider->id, request.caller);
+    if (!read.ok()) {
+      Error e = MakeError(ErrorCode::kFailedPrecondition, "the credentials of provider '" + provider->slug +
+                                                              "' cannot be read (" +
+                                                              std::string(ErrorCodeName(read.code())) + ")");
+      metrics_.ObserveV1(provider->slug, metric_model, StatusOf(e), std::nullopt,
+                         std::chrono::duration<double>(clock_.Now() - t0).count(), 0);
+      return e;
+    }
+    auto injected = CredentialHeaders(*provider->adapter, read->credentials->fields);
+    if (!injected.ok()) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       "provider '" + provider->slug + "' cannot be called: " + injected.error().message);
+    }
+    up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, *injected);
+    for (auto& h : *injected) up.headers.push_back(std::move(h));
+    ForwardSink sink(output, options_.max_buffered_bytes, attempt == 0 && read->source == "cache", clock_);
+    if (!overhead) overhead = std::chrono::duration<double>(clock_.Now() - t0).count();
+    Status sent = upstream_.Send(up, sink);
+    if (sink.retry) {
+      // A 401 to a cached credential: another instance may have rotated it.
+      secrets_.cache().Invalidate(provider->id);
+      spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", provider->slug);
+      continue;
+    }
+    ProxyAnswer answer = std::move(sink.answer);
+    if (!sent.ok() && !answer.streamed) {
+      Error e = sink.client_gone ? MakeError(ErrorCode::kCancelled, "the client went away") : sent.error();
+      metrics_.ObserveV1(provider->slug, metric_model, StatusOf(e), sink.upstream_seconds, *overhead, 0);
+      if (e.code == ErrorCode::kUnavailable) e.message = "upstream '" + provider->slug + "' unreachable: " + e.message;
+      if (e.code == ErrorCode::kDeadlineExceeded) e.message = "upstream '" + provider->slug + "' timed out: " + e.message;
+      return e;
+    }
+    if (!sent.ok()) {
+      answer.cut_short = true;
+      spdlog::warn("v1: the answer of provider {} was cut short: {}", provider->slug,
+                   sink.client_gone ? std::string("the client went away") : sent.error().message);
+    }
+    metrics_.ObserveV1(provider->slug, metric_model, sink.client_gone ? 499 : answer.status, sink.upstream_seconds,
+                       *overhead, sink.bytes);
+    return answer;
+  }
+}
+
+}  // namespace dyad

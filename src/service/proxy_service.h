@@ -1,0 +1,150 @@
+// ProxyService: the /v1 path (DESIGN.md §12). A client's OpenAI-compatible
+// request is routed by its `model` to an enabled provider, that provider's
+// credentials are read through SecretsService (cache first) and injected
+// (CredentialHeaders of its adapterConfig), and the request goes upstream
+// through UpstreamClient with its body unchanged; the answer is passed back.
+//
+// Routing: `model` names a provider's listed model (its dyadModelId; the
+// upstream is sent its adapterModelId) on exactly one enabled provider, or is
+// "<provider-slug>/<model>" (the prefix stripped upstream; any model then).
+// Two enabled providers listing it: kInvalidArgument (use the prefix). None,
+// or a prefix naming a disabled provider: kNotFound. spawn-cli and local
+// providers: kUnimplemented naming the type. A client's allow-lists:
+// kPermissionDenied. The body is parsed once, without building a document
+// (SAX), to read the top-level `model` (a second top-level `model` is
+// refused: the upstream might read the other one); when the model sent
+// upstream differs from the one asked for, only that string is replaced in
+// the raw body, every other byte is forwarded as received.
+//
+// Forwarding: the client's headers go upstream except its Authorization
+// (its gateway token), Cookie, Host, Content-Length, Expect, hop-by-hop
+// headers (Connection and those it names, Keep-Alive, Proxy-*, TE, Trailer,
+// Transfer-Encoding, Upgrade) and any header the credential sets. An upstream
+// 401 to a credential served from the cache drops that cache entry and is
+// retried once with a fresh read (another instance may have rotated it); the
+// 401 never reaches the client then. A text/event-stream answer (or one
+// larger than max_buffered_bytes) is passed on piece by piece as it comes;
+// other answers are kept whole and returned (one write, with a length).
+// Upstream errors: kUnavailable (unreachable), kDeadlineExceeded (a
+// timeout), kCancelled (the client went away); once an answer was begun to
+// the client an error only cuts it short (ProxyAnswer::cut_short).
+//
+// The catalog of providers is read from the registry at most once per
+// catalog_ttl (and again after InvalidateCatalog(), which this instance's
+// provider writes call), so a request reads no registry row. /v1 calls are
+// not audited (a hot-path file write per call); they are counted in
+// Metrics::ObserveV1. A credential read that misses the cache is audited by
+// SecretsService as always. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/mutex.h"
+#include "core/result.h"
+#include "metrics/metrics.h"
+#include "registry/provider_repository.h"
+#include "service/adapter_config.h"
+#include "service/secrets_service.h"
+#include "transport/upstream_client.h"
+
+namespace dyad {
+
+struct ProxyOptions {
+  UpstreamTimeouts timeouts;
+  UpstreamPolicy policy;  // GATEWAY_ALLOW_PLAINTEXT_UPSTREAM
+  Clock::Duration catalog_ttl = std::chrono::seconds(1);
+  // A non-streamed answer larger than this is passed on as it comes.
+  size_t max_buffered_bytes = 8 << 20;
+};
+
+struct ProxyRequest {
+  std::string_view endpoint;  // after /v1/: "chat/completions", "completions", "embeddings"
+  std::string_view body;      // as received; must outlive Forward()
+  std::string_view query;     // after '?', passed on as is
+  const std::vector<std::pair<std::string, std::string>>* headers = nullptr;  // the client's
+  // The client's allow-lists; null: no limit.
+  const std::vector<std::string>* allowed_providers = nullptr;  // slugs
+  const std::vector<std::string>* allowed_models = nullptr;     // as asked, or without the prefix
+  Caller caller;
+};
+
+// Where a streamed answer goes (the client): false when it has gone.
+class ProxyOutput {
+ public:
+  virtual ~ProxyOutput() = default;
+  virtual bool Begin(int status, std::string_view content_type, const HttpHeaders& headers) = 0;
+  virtual bool Write(std::string_view piece) = 0;
+};
+
+struct ProxyAnswer {
+  int status = 0;
+  std::string content_type;
+  HttpHeaders headers;  // the upstream's, to pass on (no framing headers)
+  std::string body;     // when !streamed
+  bool streamed = false;   // head and body went to the ProxyOutput
+  bool cut_short = false;  // streamed, and the upstream or the client failed before its end
+};
+
+// One entry of GET /v1/models.
+struct ListedModel {
+  std::string id;
+  std::string owned_by;  // the provider's slug
+  int64_t created = 0;   // the provider's creation, Unix seconds
+};
+
+class ProxyService {
+ public:
+  ProxyService(ProxyOptions options, ProviderRepository& repo, SecretsService& secrets, UpstreamClient& upstream,
+               Metrics& metrics, const Clock& clock);
+  ~ProxyService();
+
+  Result<ProxyAnswer> Forward(const ProxyRequest& request, ProxyOutput& output);
+  // The enabled providers' models, in provider order (a model listed by two
+  // providers is listed once, as the first's); only those the allow-lists pass.
+  Result<std::vector<ListedModel>> Models(const std::vector<std::string>* allowed_providers,
+                                          const std::vector<std::string>* allowed_models);
+  // The next request reads the registry again.
+  void InvalidateCatalog() DYAD_LOCKS_EXCLUDED(mu_);
+
+  struct Catalog;  // in proxy_service.cc
+
+ private:
+  Result<std::shared_ptr<const Catalog>> Snapshot() DYAD_LOCKS_EXCLUDED(mu_);
+
+  ProxyOptions options_;
+  ProviderRepository& repo_;
+  SecretsService& secrets_;
+  UpstreamClient& upstream_;
+  Metrics& metrics_;
+  const Clock& clock_;
+  Mutex mu_;
+  std::shared_ptr<const Catalog> catalog_ DYAD_GUARDED_BY(mu_);
+};
+
+// The top-level `model` of a JSON object body and where its string token
+// lies in the raw text ([begin, end), quotes included). kInvalidArgument for
+// a body that is not one JSON object, a `model` that is not a non-empty
+// string, or a second top-level `model`.
+struct ModelField {
+  std::string value;
+  size_t begin = 0, end = 0;
+};
+Result<ModelField> FindModel(std::string_view body);
+
+// `body` with the string token of `field` replaced by `model` as a JSON
+// string; every other byte as it was.
+std::string ReplaceModel(std::string_view body, const ModelField& field, std::string_view model);
+
+// The client's headers that may go upstream (see above), less any named in
+// `injected` (compared case-insensitively).
+HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::string>>& client,
+                               const HttpHeaders& injected);
+
+}  // namespace dyad

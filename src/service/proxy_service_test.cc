@@ -1,0 +1,384 @@
+// ProxyService: routing by model, the raw body, header filtering, the 401
+// retry after another instance's rotation, streaming and upstream errors,
+// against a fake UpstreamClient (the real one: tests/blackbox/test_v1_proxy.py).
+#include "service/proxy_service.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+
+#include "testing/service_fixture.h"
+
+namespace dyad {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Records each call and plays scripted answers, in order (the last repeats).
+class FakeUpstream final : public UpstreamClient {
+ public:
+  struct Answer {
+    int status = 200;
+    HttpHeaders headers = {{"content-type", "application/json"}};
+    std::vector<std::string> pieces = {R"({"ok":true})"};
+    Status error;  // returned after the pieces (an empty status: success)
+    bool error_before_head = false;
+    // Answers 401 unless the request carries this Authorization value.
+    std::string require_authorization;
+  };
+  struct Seen {
+    std::string url;
+    HttpHeaders headers;
+    std::string body;
+    UpstreamTimeouts timeouts;
+    std::string Header(std::string_view name) const {
+      for (const auto& [k, v] : headers) {
+        if (k == name) return v;
+      }
+      return "<absent>";
+    }
+    bool Has(std::string_view lower) const {
+      for (const auto& [k, v] : headers) {
+        std::string l;
+        for (char c : k) l.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+        if (l == lower) return true;
+      }
+      return false;
+    }
+  };
+
+  Status Send(const UpstreamRequest& request, UpstreamSink& sink) override {
+    seen.push_back({request.url, request.headers, std::string(request.body), request.timeouts});
+    Answer a = answers.size() > 1 ? answers.front() : answers.back();
+    if (answers.size() > 1) answers.pop_front();
+    if (a.error_before_head) return a.error;
+    if (!a.require_authorization.empty() && seen.back().Header("Authorization") != a.require_authorization) {
+      a.status = 401;
+      a.pieces = {R"({"error":"bad key"})"};
+    }
+    if (!sink.OnHead(UpstreamHead{a.status, a.headers})) return MakeError(ErrorCode::kCancelled, "sink");
+    for (const auto& p : a.pieces) {
+      if (!sink.OnBody(p)) return MakeError(ErrorCode::kCancelled, "sink");
+    }
+    return a.error;
+  }
+
+  std::deque<Answer> answers = {Answer{}};
+  std::vector<Seen> seen;
+};
+
+// The client's side: records what was streamed; can go away after `fail_after` writes.
+class RecordingOutput final : public ProxyOutput {
+ public:
+  bool Begin(int s, std::string_view ct, const HttpHeaders& h) override {
+    begun = true;
+    status = s;
+    content_type = ct;
+    headers = h;
+    return true;
+  }
+  bool Write(std::string_view piece) override {
+    if (writes++ >= fail_after) return false;
+    pieces.emplace_back(piece);
+    return true;
+  }
+  bool begun = false;
+  int status = 0;
+  std::string content_type;
+  HttpHeaders headers;
+  std::vector<std::string> pieces;
+  int writes = 0;
+  int fail_after = 1 << 30;
+};
+
+class ProxyServiceTest : public testing::ServiceFixture {
+ protected:
+  void SetUp() override {
+    ServiceFixture::SetUp();
+    Build(SecretsOptions{});
+    ProxyOptions o;
+    o.timeouts.connect = 123ms;
+    proxy_ = std::make_unique<ProxyService>(o, *repo_, *secrets_, upstream_, metrics_, clock_);
+  }
+  void TearDown() override {
+    proxy_.reset();
+    ServiceFixture::TearDown();
+  }
+
+  std::string AddProvider(const std::string& slug, const std::string& models_json, const std::string& key,
+                          const std::string& type = "http-sdk", bool enabled = true) {
+    ProviderPatch p;
+    p.name = slug;
+    p.slug = slug;
+    p.type = type;
+    p.enabled = enabled;
+    p.models_json = models_json;
+    p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9/)" + slug + R"(/v1"})";
+    p.credentials = CredentialFields{{"api_key", SecretBytes(key)}};
+    auto created = providers_->Create(p, caller_);
+    EXPECT_TRUE(created.ok()) << created.error().message;
+    proxy_->InvalidateCatalog();
+    return created.ok() ? created->id : "";
+  }
+
+  Result<ProxyAnswer> Call(const std::string& body, const std::vector<std::string>* providers = nullptr,
+                           const std::vector<std::string>* models = nullptr) {
+    ProxyRequest r;
+    r.endpoint = "chat/completions";
+    r.body = body;
+    r.headers = &client_headers_;
+    r.allowed_providers = providers;
+    r.allowed_models = models;
+    r.caller = Caller{"app", "rid"};
+    return proxy_->Forward(r, out_);
+  }
+
+  static std::string Models(std::initializer_list<std::pair<const char*, const char*>> m) {
+    std::string out = "[";
+    for (const auto& [dyad, adapter] : m) {
+      out += std::string(out.size() > 1 ? "," : "") + R"({"dyadModelId":")" + dyad + R"(","adapterModelId":")" +
+             adapter + R"("})";
+    }
+    return out + "]";
+  }
+
+  FakeUpstream upstream_;
+  RecordingOutput out_;
+  std::vector<std::pair<std::string, std::string>> client_headers_ = {
+      {"Authorization", "Bearer gateway-client-token"}, {"Content-Type", "application/json"},
+      {"Cookie", "session=1"},   {"Host", "gateway"},   {"Connection", "keep-alive, X-Hop"},
+      {"X-Hop", "drop me"},      {"Proxy-Authorization", "Basic x"},  {"TE", "trailers"},
+      {"Content-Length", "99"},  {"OpenAI-Beta", "assistants=v2"},     {"X-Api-Key", "client-set"}};
+  std::unique_ptr<ProxyService> proxy_;
+};
+
+TEST(FindModel, TopLevelStringOnly) {
+  const std::string body = R"( { "messages":[{"model":"inner"}], "model" : "gpt-4o" ,"n":1} )";
+  auto f = FindModel(body);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(f->value, "gpt-4o");
+  EXPECT_EQ(body.substr(f->begin, f->end - f->begin), "\"gpt-4o\"");
+  // A key spelled with an escape is the same key.
+  f = FindModel(R"({"a":"}\"{","mod\u0065l":"x\/y"})");
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(f->value, "x/y");
+  // Deep nesting elsewhere is no problem (no recursion, no document).
+  std::string deep = R"({"a":)" + std::string(100000, '[') + std::string(100000, ']') + R"(,"model":"m"})";
+  f = FindModel(deep);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(f->value, "m");
+}
+
+TEST(FindModel, HostileBodiesRefused) {
+  for (std::string body : std::vector<std::string>{"", "{", "[]", "\"model\"", R"({"model":1})", R"({"model":""})", R"({"model":null})",
+                           R"({"model":"a","model":"b"})", R"({"model":"a","mod\u0065l":"b"})", R"({"messages":[]})",
+                           R"({"model":"a"} trailing)", "{\"model\":\"\xff\xfe\"}", R"({"model":"a",})",
+                           std::string(100000, '[')}) {
+    auto f = FindModel(body);
+    EXPECT_FALSE(f.ok()) << body.substr(0, 40);
+    if (!f.ok()) {
+      EXPECT_EQ(f.code(), ErrorCode::kInvalidArgument);
+    }
+  }
+}
+
+TEST(ReplaceModel, OnlyTheModelStringChanges) {
+  std::string body = "{\"stream\":true,\n \"model\":\"acme/gpt\\u002d4\", \"x\":\"acme/gpt-4\"}";
+  auto f = FindModel(body);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->value, "acme/gpt-4");
+  EXPECT_EQ(ReplaceModel(body, *f, "gpt-4"), "{\"stream\":true,\n \"model\":\"gpt-4\", \"x\":\"acme/gpt-4\"}");
+  EXPECT_EQ(ReplaceModel(body, *f, "a\"b"), "{\"stream\":true,\n \"model\":\"a\\\"b\", \"x\":\"acme/gpt-4\"}");
+}
+
+TEST(ForwardableHeaders, NeverTheGatewayTokenNorHopByHop) {
+  std::vector<std::pair<std::string, std::string>> client = {
+      {"authorization", "Bearer t"}, {"COOKIE", "c"},    {"Host", "h"},      {"Connection", "close, X-Named"},
+      {"x-named", "1"},              {"Keep-Alive", "5"}, {"Proxy-Foo", "1"}, {"Transfer-Encoding", "chunked"},
+      {"Upgrade", "h2c"},            {"Trailer", "x"},    {"TE", "trailers"}, {"Content-Length", "3"},
+      {"Expect", "100-continue"},    {"X-Keep", "yes"},   {"x-api-key", "c"}, {"Accept", "text/event-stream"}};
+  auto out = ForwardableHeaders(client, {{"X-Api-Key", "injected"}});
+  EXPECT_EQ(out, (HttpHeaders{{"X-Keep", "yes"}, {"Accept", "text/event-stream"}}));
+}
+
+TEST_F(ProxyServiceTest, RoutesByModelWithTheBodyUnchanged) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  AddProvider("beta", Models({{"gpt-b", "gpt-b"}}), "sk-beta");
+  std::string body = R"({ "model": "gpt-b", "messages": [{"role":"user","content":"hi \u00e9"}] })";
+  auto a = Call(body);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->status, 200);
+  EXPECT_EQ(a->body, R"({"ok":true})");
+  EXPECT_FALSE(a->streamed);
+  ASSERT_EQ(upstream_.seen.size(), 1u);
+  const auto& seen = upstream_.seen[0];
+  EXPECT_EQ(seen.url, "http://127.0.0.1:9/beta/v1/chat/completions");
+  EXPECT_EQ(seen.body, body);  // byte for byte
+  EXPECT_EQ(seen.Header("Authorization"), "Bearer sk-beta");
+  EXPECT_EQ(seen.timeouts.connect, 123ms);
+  EXPECT_EQ(seen.Header("OpenAI-Beta"), "assistants=v2");
+  EXPECT_EQ(seen.Header("Content-Type"), "application/json");
+  for (const char* never : {"cookie", "host", "connection", "x-hop", "proxy-authorization", "te", "content-length"}) {
+    EXPECT_FALSE(seen.Has(never)) << never;
+  }
+  int authorizations = 0;
+  for (const auto& [k, v] : seen.headers) authorizations += k == "Authorization" || k == "authorization";
+  EXPECT_EQ(authorizations, 1);  // the credential, never the client's token
+}
+
+TEST_F(ProxyServiceTest, ProviderPrefixIsStrippedUpstreamAndAdapterIdsSent) {
+  AddProvider("alpha", Models({{"fast", "vendor-fast-2024"}}), "sk-alpha");
+  AddProvider("beta", Models({{"gpt-b", "gpt-b"}}), "sk-beta");
+  auto a = Call(R"({"model":"beta/anything-new","stream":false})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(upstream_.seen.back().url, "http://127.0.0.1:9/beta/v1/chat/completions");
+  EXPECT_EQ(upstream_.seen.back().body, R"({"model":"anything-new","stream":false})");
+  // A listed model goes upstream under its adapterModelId.
+  a = Call(R"({"model":"fast", "n":2})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(upstream_.seen.back().body, R"({"model":"vendor-fast-2024", "n":2})");
+  a = Call(R"({"model":"alpha/fast"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(upstream_.seen.back().body, R"({"model":"vendor-fast-2024"})");
+  // A slash that names no provider is part of the model's name.
+  AddProvider("gamma", Models({{"meta/llama", "meta/llama"}}), "sk-gamma");
+  a = Call(R"({"model":"meta/llama"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(upstream_.seen.back().url, "http://127.0.0.1:9/gamma/v1/chat/completions");
+  EXPECT_EQ(upstream_.seen.back().body, R"({"model":"meta/llama"})");
+}
+
+TEST_F(ProxyServiceTest, AmbiguousUnknownDisabledAndUnservedTypes) {
+  AddProvider("alpha", Models({{"shared", "shared"}}), "sk-alpha");
+  AddProvider("beta", Models({{"shared", "shared"}}), "sk-beta");
+  AddProvider("off", Models({{"only-off", "only-off"}}), "sk-off", "http-sdk", false);
+  AddProvider("cli", Models({{"cli-model", "cli-model"}}), "sk-cli", "spawn-cli");
+  auto a = Call(R"({"model":"shared"})");
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(a.error().message.find("alpha, beta"), std::string::npos) << a.error().message;
+  EXPECT_TRUE(Call(R"({"model":"beta/shared"})").ok());
+  EXPECT_EQ(Call(R"({"model":"nope"})").code(), ErrorCode::kNotFound);
+  EXPECT_EQ(Call(R"({"model":"only-off"})").code(), ErrorCode::kNotFound);
+  EXPECT_EQ(Call(R"({"model":"off/only-off"})").code(), ErrorCode::kNotFound);
+  a = Call(R"({"model":"cli-model"})");
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.code(), ErrorCode::kUnimplemented);
+  EXPECT_NE(a.error().message.find("spawn-cli"), std::string::npos);
+  EXPECT_EQ(Call(R"({"model":"shared","model":"x"})").code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(upstream_.seen.size(), 1u);  // only the prefixed call went upstream
+}
+
+TEST_F(ProxyServiceTest, AllowListsOfTheToken) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  AddProvider("beta", Models({{"gpt-b", "gpt-b"}}), "sk-beta");
+  std::vector<std::string> only_alpha = {"alpha"}, only_gpt_a = {"gpt-a"};
+  EXPECT_TRUE(Call(R"({"model":"gpt-a"})", &only_alpha).ok());
+  EXPECT_EQ(Call(R"({"model":"gpt-b"})", &only_alpha).code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(Call(R"({"model":"beta/gpt-b"})", &only_alpha).code(), ErrorCode::kPermissionDenied);
+  EXPECT_TRUE(Call(R"({"model":"alpha/gpt-a"})", nullptr, &only_gpt_a).ok());
+  EXPECT_EQ(Call(R"({"model":"alpha/other"})", nullptr, &only_gpt_a).code(), ErrorCode::kPermissionDenied);
+  auto listed = proxy_->Models(&only_alpha, nullptr);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].id, "gpt-a");
+  EXPECT_EQ((*listed)[0].owned_by, "alpha");
+}
+
+TEST_F(ProxyServiceTest, AStale401IsRetriedOnceWithAFreshRead) {
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // the old key is now cached
+  // Another instance (its own services over the same store and registry) rotates.
+  SecretsService other_secrets(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                               EnvMap{});
+  ProviderService other(*repo_, other_secrets, clock_, DefaultRandom(), audit_);
+  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-new")}}, caller_).ok());
+  upstream_.answers = {FakeUpstream::Answer{}};
+  upstream_.answers.back().require_authorization = "Bearer sk-new";
+  upstream_.seen.clear();
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->status, 200);
+  ASSERT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-old");
+  EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-new");
+  // A 401 to a fresh read is the answer: passed on, not retried again.
+  upstream_.answers.back().require_authorization = "Bearer sk-other";
+  upstream_.seen.clear();
+  secrets_->cache().Invalidate(id);
+  a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, 401);
+  EXPECT_EQ(upstream_.seen.size(), 1u);
+}
+
+TEST_F(ProxyServiceTest, EventStreamsArePassedOnPieceByPiece) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  FakeUpstream::Answer sse;
+  sse.headers = {{"content-type", "text/event-stream"}, {"x-request-id", "up-1"}, {"cache-control", "no-cache"}};
+  sse.pieces = {"data: {\"a\":1}\n\n", "data: {\"a\":2}\n\n", "data: [DONE]\n\n"};
+  upstream_.answers = {sse};
+  auto a = Call(R"({"model":"gpt-a","stream":true})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->streamed);
+  EXPECT_FALSE(a->cut_short);
+  EXPECT_TRUE(out_.begun);
+  EXPECT_EQ(out_.content_type, "text/event-stream");
+  EXPECT_EQ(out_.pieces, sse.pieces);
+  EXPECT_EQ(out_.headers, (HttpHeaders{{"x-upstream-request-id", "up-1"}, {"cache-control", "no-cache"}}));
+}
+
+TEST_F(ProxyServiceTest, AClientThatGoesAwayCancelsTheUpstream) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  FakeUpstream::Answer sse;
+  sse.headers = {{"content-type", "text/event-stream"}};
+  sse.pieces = {"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"};
+  upstream_.answers = {sse};
+  out_.fail_after = 1;
+  auto a = Call(R"({"model":"gpt-a","stream":true})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->streamed);
+  EXPECT_TRUE(a->cut_short);
+  EXPECT_EQ(out_.pieces.size(), 1u);
+  EXPECT_EQ(out_.writes, 2);  // the failed write cancelled the call: the third piece was never offered
+}
+
+TEST_F(ProxyServiceTest, UpstreamErrorsRedirectsAndCutBodies) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  FakeUpstream::Answer down;
+  down.error_before_head = true;
+  down.error = MakeError(ErrorCode::kUnavailable, "connection refused");
+  upstream_.answers = {down};
+  EXPECT_EQ(Call(R"({"model":"gpt-a"})").code(), ErrorCode::kUnavailable);
+  down.error = MakeError(ErrorCode::kDeadlineExceeded, "first byte");
+  upstream_.answers = {down};
+  EXPECT_EQ(Call(R"({"model":"gpt-a"})").code(), ErrorCode::kDeadlineExceeded);
+  FakeUpstream::Answer redirect;
+  redirect.status = 302;
+  redirect.headers = {{"location", "http://elsewhere/"}};
+  redirect.pieces = {};
+  upstream_.answers = {redirect};
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, 302);
+  EXPECT_EQ(a->headers, (HttpHeaders{{"location", "http://elsewhere/"}}));
+  // A buffered body cut short is an error, never a short 200.
+  FakeUpstream::Answer cut;
+  cut.error = MakeError(ErrorCode::kDeadlineExceeded, "idle");
+  upstream_.answers = {cut};
+  EXPECT_EQ(Call(R"({"model":"gpt-a"})").code(), ErrorCode::kDeadlineExceeded);
+}
+
+TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+  ProviderPatch off;
+  off.enabled = false;
+  ASSERT_TRUE(providers_->Update(id, off, caller_).ok());
+  // Another instance's change is seen within the catalog's lifetime.
+  clock_.Advance(2s);
+  EXPECT_EQ(Call(R"({"model":"gpt-a"})").code(), ErrorCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace dyad

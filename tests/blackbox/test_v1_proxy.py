@@ -1,0 +1,293 @@
+"""Issue 16: the /v1 proxy, driven with the official OpenAI Python SDK against loopback upstream stubs that
+check the injected key."""
+import hashlib
+import http.server
+import json
+import socket
+import threading
+import time
+
+import openai
+import pytest
+import requests
+
+from conftest import ADMIN_TOKEN, data
+
+CLIENT_TOKEN = "client-token-" + "c" * 20
+LIMITED_TOKEN = "limited-token-" + "l" * 20
+STUB_KEY = "sk-stub-" + "k" * 16
+OTHER_KEY = "sk-other-" + "o" * 16
+
+
+class Stub:
+    """A threaded loopback upstream: answers OpenAI-style, 401 without its key, records every request."""
+
+    def __init__(self, key, mode="ok"):
+        self.key = key
+        self.mode = mode
+        self.seen = []
+        self.redirect_to = None
+        self.stream_closed = threading.Event()  # a long stream's write failed: the gateway let go
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._handle()
+
+            def do_POST(self):
+                self._handle()
+
+            def _send(self, status, body, ctype="application/json", extra=()):
+                raw = json.dumps(body).encode() if not isinstance(body, bytes) else body
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(raw)))
+                self.send_header("x-request-id", "upstream-req-1")
+                for k, v in extra:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length", "0") or 0)
+                raw = self.rfile.read(length) if length else b""
+                stub.seen.append({"path": self.path, "headers": dict(self.headers.items()), "body": raw})
+                if stub.mode == "record-only":
+                    return self._send(200, {"recorded": True})
+                if self.headers.get("Authorization") != f"Bearer {stub.key}":
+                    return self._send(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
+                if stub.mode == "redirect":
+                    return self._send(302, {"moved": True}, extra=[("Location", stub.redirect_to)])
+                if stub.mode == "slow":
+                    time.sleep(3)
+                    return self._send(200, {"late": True})
+                body = json.loads(raw or b"{}")
+                model = body.get("model")
+                if self.path.endswith("/embeddings"):
+                    return self._send(200, {"object": "list", "model": model, "data": [
+                        {"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                        "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+                if body.get("stream"):
+                    return self._stream(model, 400 if stub.mode == "long-stream" else 3)
+                return self._send(200, {
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": f"hello from {model}"}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}})
+
+            def _stream(self, model, n):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                try:
+                    for i in range(n):
+                        chunk = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
+                                 "choices": [{"index": 0, "delta": {"content": f"part{i} "}, "finish_reason": None}]}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                        if stub.mode == "long-stream":
+                            time.sleep(0.05)
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    stub.stream_closed.set()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sha(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.fixture
+def stubs():
+    made = []
+
+    def make(key, mode="ok"):
+        s = Stub(key, mode)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def v1(make_gateway, tmp_path, stubs):
+    clients = tmp_path / "clients.json"
+    clients.write_text(json.dumps({"tokens": [
+        {"name": "app", "role": "client", "sha256": sha(CLIENT_TOKEN)},
+        {"name": "limited", "role": "client", "sha256": sha(LIMITED_TOKEN), "providers": ["stubai"]}]}))
+
+    def start(extra_env=None):
+        env = {"GATEWAY_CLIENT_API_KEYS_FILE": str(clients), "GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "1500"}
+        env.update(extra_env or {})
+        return make_gateway(env).start()
+
+    return start
+
+
+def add_provider(gw, slug, base_url, key, models, type_="http-sdk", enabled=True):
+    body = {"name": slug, "slug": slug, "type": type_, "enabled": enabled,
+            "models": [{"dyadModelId": d, "adapterModelId": a} for d, a in models],
+            "adapterConfig": {"baseUrl": base_url}, "credentials": {"api_key": key}}
+    return data(gw.call("POST", "/admin/providers", json=body), 201)
+
+
+def sdk(gw, token=CLIENT_TOKEN):
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=token, max_retries=0, timeout=20)
+
+
+def test_routing_injection_and_models(v1, stubs):
+    gw = v1()
+    main, other = stubs(STUB_KEY), stubs(OTHER_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub-2024")])
+    add_provider(gw, "other", other.base_url, OTHER_KEY, [("other-model", "other-model")])
+    client = sdk(gw)
+    reply = client.chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "hi"}],
+                                           extra_headers={"X-Client-Trace": "t-1"})
+    assert reply.choices[0].message.content == "hello from gpt-stub-2024"
+    assert len(main.seen) == 1 and other.seen == []
+    seen = main.seen[0]
+    assert seen["path"] == "/v1/chat/completions"
+    assert seen["headers"]["Authorization"] == f"Bearer {STUB_KEY}"
+    assert seen["headers"]["X-Client-Trace"] == "t-1"
+    assert json.loads(seen["body"])["model"] == "gpt-stub-2024"
+    # The explicit provider prefix, stripped upstream; any model under it.
+    reply = client.chat.completions.create(model="other/brand-new", messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content == "hello from brand-new"
+    assert json.loads(other.seen[-1]["body"])["model"] == "brand-new"
+    emb = client.embeddings.create(model="gpt-stub", input="abc")
+    assert emb.data[0].embedding == [0.1, 0.2]
+    ids = sorted((m.id, m.owned_by) for m in client.models.list())
+    assert ids == [("gpt-stub", "stubai"), ("other-model", "other")]
+    # The client's gateway token never reached an upstream.
+    for s in (main, other):
+        for req in s.seen:
+            assert CLIENT_TOKEN not in json.dumps(req["headers"])
+    # Unknown and ambiguous models, in OpenAI's shape.
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["code"] == "model_not_found"
+    add_provider(gw, "twin", other.base_url, OTHER_KEY, [("other-model", "other-model")])
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="other-model", messages=[{"role": "user", "content": "x"}])
+    assert "twin" in e.value.message
+    r = requests.post(gw.url + "/v1/chat/completions", data=b'{"model": "gpt-stub", "model": "other-model"}',
+                      headers={"Authorization": f"Bearer {CLIENT_TOKEN}", "Content-Type": "application/json"})
+    assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    r = requests.post(gw.url + "/v1/chat/completions", data=b'{"model": "gpt-stub", ',
+                      headers={"Authorization": f"Bearer {CLIENT_TOKEN}"})
+    assert r.status_code == 400
+
+
+def test_client_role_enforcement(v1, stubs):
+    gw = v1()
+    main = stubs(STUB_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    add_provider(gw, "cli", main.base_url, STUB_KEY, [("cli-model", "cli-model")], type_="spawn-cli")
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk(gw, ADMIN_TOKEN).chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.AuthenticationError):
+        sdk(gw, "wrong-token-000000000").models.list()
+    assert gw.call("GET", "/admin/providers", token=CLIENT_TOKEN).status_code == 403
+    assert gw.call("POST", "/admin/secrets/clear-cache", token=CLIENT_TOKEN).status_code == 403
+    for odd in ("//v1/models", "/v1/./models", "/%76%31/models", "/v1/models/"):
+        assert requests.get(gw.url + odd, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 400, odd
+    assert requests.get(gw.url + "/V1/models", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 404
+    # The token's allow-list.
+    add_provider(gw, "other", main.base_url, STUB_KEY, [("other-model", "other-model")])
+    limited = sdk(gw, LIMITED_TOKEN)
+    assert [m.id for m in limited.models.list()] == ["gpt-stub"]
+    with pytest.raises(openai.PermissionDeniedError):
+        limited.chat.completions.create(model="other-model", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.APIStatusError) as e:
+        sdk(gw).chat.completions.create(model="cli-model", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 501 and "spawn-cli" in e.value.message
+    assert main.seen == []
+
+
+def test_streaming_passes_chunks(v1, stubs):
+    gw = v1()
+    main = stubs(STUB_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    stream = sdk(gw).chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}],
+                                             stream=True)
+    parts = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert parts == ["part0 ", "part1 ", "part2 "]
+    # Many streams in a row on kept-alive connections.
+    for _ in range(5):
+        stream = sdk(gw).chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}],
+                                                 stream=True)
+        assert len([c for c in stream]) == 3
+    metrics = requests.get(gw.url + "/metrics").text
+    assert 'dyad_v1_requests_total{model="gpt-stub",provider="stubai",status="200"} 6' in metrics
+    assert "dyad_v1_streamed_bytes_total" in metrics
+
+
+def test_upstream_down_slow_and_redirect(v1, stubs):
+    gw = v1({"GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "400"})
+    slow = stubs(STUB_KEY, "slow")
+    redirect = stubs(STUB_KEY, "redirect")
+    target = stubs(STUB_KEY, "record-only")
+    redirect.redirect_to = target.base_url + "/chat/completions"
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    add_provider(gw, "down", f"http://127.0.0.1:{closed_port}/v1", STUB_KEY, [("down-model", "down-model")])
+    add_provider(gw, "slow", slow.base_url, STUB_KEY, [("slow-model", "slow-model")])
+    add_provider(gw, "redir", redirect.base_url, STUB_KEY, [("redir-model", "redir-model")])
+    client = sdk(gw)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="down-model", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 502 and e.value.body["type"] == "api_error"
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="slow-model", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 504
+    r = requests.post(gw.url + "/v1/chat/completions", json={"model": "redir-model", "messages": []},
+                      headers={"Authorization": f"Bearer {CLIENT_TOKEN}"}, allow_redirects=False)
+    assert r.status_code == 302
+    assert r.headers["Location"] == target.base_url + "/chat/completions"
+    assert len(redirect.seen) == 1
+    assert target.seen == []  # never followed, so the key never went there
+
+
+def test_client_disconnect_mid_stream_frees_the_upstream(v1, stubs):
+    gw = v1()
+    main = stubs(STUB_KEY, "long-stream")
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    body = json.dumps({"model": "gpt-stub", "stream": True, "messages": []}).encode()
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_TOKEN.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n" + body)
+        got = b""
+        while b"part1" not in got:
+            chunk = s.recv(4096)
+            assert chunk, got
+            got += chunk
+        assert b"Transfer-Encoding: chunked" in got
+    # The stub's next writes fail once the gateway has closed its upstream connection (well before the 400
+    # chunks, 20 s, would have ended).
+    assert main.stream_closed.wait(15)
+    # The gateway still serves.
+    assert sdk(gw).models.list().data[0].id == "gpt-stub"
