@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "testing/fakes.h"
+#include "testing/pg_test_database.h"
 
 namespace dyad {
 namespace {
@@ -171,6 +172,57 @@ TEST(MigrationLockTest, RefusesASymlinkAndMakesAnOwnerOnlyFile) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(MigrationLock::Acquire(dir.File("")).code(), ErrorCode::kFailedPrecondition);
   EXPECT_EQ(MigrationLock::Acquire(dir.File(""), /*create=*/false).code(), ErrorCode::kFailedPrecondition);
+}
+
+// On PostgreSQL the lock is the registry's, not a data dir's: a second
+// migrate (any host, any data dir) is refused while the first holds it, and
+// takes it once the first is gone.
+TEST(MigrationLockTest, PostgresqlAdvisoryLockExcludesASecondMigrate) {
+  DYAD_SKIP_WITHOUT_TEST_PG();
+  testing::PgTestDatabase pg;
+  ASSERT_TRUE(pg.status().ok()) << pg.status().error().message;
+  {
+    auto held = MigrationLock::AcquireOnPostgresql(pg.url(), pg.Options());
+    ASSERT_TRUE(held.ok()) << held.error().message;
+    auto second = MigrationLock::AcquireOnPostgresql(pg.url(), pg.Options());
+    ASSERT_FALSE(second.ok());
+    EXPECT_EQ(second.code(), ErrorCode::kFailedPrecondition);
+    EXPECT_NE(second.error().message.find("another `dyad-gateway migrate`"), std::string::npos)
+        << second.error().message;
+  }
+  auto after = MigrationLock::AcquireOnPostgresql(pg.url(), pg.Options());
+  EXPECT_TRUE(after.ok()) << after.error().message;
+}
+
+TEST(MigrationLockTest, PostgresqlServerDownIsUnavailableWithoutThePassword) {
+  auto down = MigrationLock::AcquireOnPostgresql("postgresql://gw:hunter2-pw@127.0.0.1:1/registry?sslmode=disable");
+  ASSERT_FALSE(down.ok());
+  EXPECT_EQ(down.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(down.error().message.find("hunter2"), std::string::npos) << down.error().message;
+}
+
+TEST_F(TargetConfigTest, OnPostgresqlTheTargetKeepsTheSourcesRegistry) {
+  EnvMap env = EnvironmentSource();
+  env["GATEWAY_DATABASE_URL"] = "postgresql://gw:hunter2-pw@db.internal/registry";
+  Config source = Source(env);
+  // Unset in TARGET.env: the source's, kept (and printed by name only).
+  auto kept = LoadTargetConfig(Write({{"SECRETS_PROVIDER", "environment"}, {"ENCRYPTION_KEY", std::string(64, 'b')},
+                                      {"SECRETS_PREFIX", "elsewhere"}}), source);
+  ASSERT_TRUE(kept.ok()) << kept.error().message;
+  EXPECT_EQ(kept->config.database_url, source.database_url);
+  for (const auto& line : kept->switch_lines) EXPECT_EQ(line.find("hunter2"), std::string::npos) << line;
+  EXPECT_EQ(kept->route.find("hunter2"), std::string::npos) << kept->route;
+  EXPECT_NE(kept->route.find("postgresql://gw@db.internal/registry"), std::string::npos) << kept->route;
+  // Another database (or an SQLite file) is refused, naming both without a password.
+  std::string other = ErrorOf(source, {{"SECRETS_PROVIDER", "environment"}, {"ENCRYPTION_KEY", std::string(64, 'b')},
+                                       {"SECRETS_PREFIX", "elsewhere"},
+                                       {"GATEWAY_DATABASE_URL", "postgresql://gw:hunter2-pw@db.internal/other"}});
+  EXPECT_NE(other.find("postgresql://gw@db.internal/other"), std::string::npos) << other;
+  EXPECT_EQ(other.find("hunter2"), std::string::npos) << other;
+  std::string file = ErrorOf(source, {{"SECRETS_PROVIDER", "environment"}, {"ENCRYPTION_KEY", std::string(64, 'b')},
+                                      {"SECRETS_PREFIX", "elsewhere"}, {"GATEWAY_DATA_DIR", dir_.File("data")}});
+  EXPECT_NE(file.find("registry database"), std::string::npos) << file;
+  EXPECT_EQ(file.find("hunter2"), std::string::npos) << file;
 }
 
 }  // namespace

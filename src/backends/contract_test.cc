@@ -5,7 +5,8 @@
 // runs this binary with DYAD_CONTRACT_AWS=1 and the AWS variables of its
 // moto, or DYAD_CONTRACT_VAULT=1 and the VAULT_* variables of its OpenBao),
 // Azure against the Key Vault double (test_azure_contract.py,
-// DYAD_CONTRACT_AZURE=1). Every target opens through a BackendRegistry, as App
+// DYAD_CONTRACT_AZURE=1); the environment backend's store on PostgreSQL when
+// DYAD_TEST_PG_URL is set. Every target opens through a BackendRegistry, as App
 // does. A backend joins by adding a ContractTarget below.
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include "app/backend.h"
+#include "backends/environment/pg_secret_store.h"
 #include "core/config.h"
 #include "core/encoding.h"
 #include "core/random.h"
@@ -20,6 +22,7 @@
 #include "service/provider_locks.h"
 #include "testing/fakes.h"
 #include "testing/memory_backend.h"
+#include "testing/pg_test_database.h"
 
 namespace dyad {
 namespace {
@@ -27,6 +30,7 @@ namespace {
 // One backend under test, with what its writers need where the store has
 // no conditional write: the registry database's leases.
 struct Opened {
+  std::shared_ptr<testing::PgTestDatabase> pg;  // where the store is on PostgreSQL; dropped last
   std::shared_ptr<SqliteDb> db;
   std::unique_ptr<ProviderLeases> leases;
   Backend backend;
@@ -92,12 +96,26 @@ Result<Opened> OpenCloud(const std::string& provider, const testing::TempDir& di
   return OpenThrough(TestRegistry(), env, other, dir, clock);
 }
 
+// The environment backend with its store on PostgreSQL (a database of its
+// own); its keyring stays the factory's, on SQLite, until BackendContext
+// carries an engine-neutral Database.
+Result<Opened> OpenEnvironmentOnPostgresql(const testing::TempDir& dir, const Clock& clock) {
+  DYAD_ASSIGN_OR_RETURN(Opened o, OpenThrough(TestRegistry(), Local("environment"),
+                                              {{"ENCRYPTION_KEY", std::string(64, 'b')}}, dir, clock));
+  o.pg = std::make_shared<testing::PgTestDatabase>();
+  DYAD_RETURN_IF_ERROR(o.pg->status());
+  DYAD_ASSIGN_OR_RETURN(std::shared_ptr<PgDb> db, o.pg->Open());
+  o.backend.store = NewPgSecretStore(db, clock, "dyad-gateway");
+  return o;
+}
+
 std::vector<ContractTarget> Targets() {
   return {
       {"environment",
        [](const testing::TempDir& d, const Clock& c) {
          return OpenThrough(TestRegistry(), Local("environment"), {{"ENCRYPTION_KEY", std::string(64, 'b')}}, d, c);
        }},
+      {"environment_postgresql", OpenEnvironmentOnPostgresql},
       {"memory",
        [](const testing::TempDir& d, const Clock& c) {
          return OpenThrough(TestRegistry(), Local("memory"), {{"ENCRYPTION_KEY_ID", "another"}}, d, c);
@@ -111,6 +129,7 @@ std::vector<ContractTarget> Targets() {
 class StoreContract : public ::testing::TestWithParam<ContractTarget> {
  protected:
   void SetUp() override {
+    if (GetParam().name == "environment_postgresql") DYAD_SKIP_WITHOUT_TEST_PG();
     if (GetParam().name == "aws" && !ReadProcessEnvironment().count("DYAD_CONTRACT_AWS")) {
       GTEST_SKIP() << "AWS runs from the black-box suite (tests/blackbox/test_contract.py)";
     }

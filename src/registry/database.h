@@ -64,6 +64,8 @@ class Database {
 
 // An SQLite database already open (a test's file, migrate's in-memory copy).
 std::shared_ptr<Database> SqliteDatabase(std::shared_ptr<SqliteDb> db, std::string display_name = "");
+// A PostgreSQL pool already open (a test's database).
+std::shared_ptr<Database> PostgresqlDatabase(std::shared_ptr<PgDb> db);
 
 struct DatabaseOptions {
   // The PostgreSQL pool's settings (size, a database override for tests).

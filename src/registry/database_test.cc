@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "registry/migrations.h"
+#include "registry/pg_migrations.h"
 #include "testing/fakes.h"
 #include "testing/pg_test_database.h"
 
@@ -93,15 +94,49 @@ TEST(DatabaseDisplayName, ShowsNoPassword) {
   }
 }
 
-// PG_CASES_BEGIN
-TEST(OpenDatabase, PostgresqlIsRefusedUntilEveryRepositoryExists) {
-  auto db = OpenDatabase("postgresql://gw:hunter2-pw@127.0.0.1:1/registry");
-  ASSERT_FALSE(db.ok());
-  EXPECT_EQ(db.code(), ErrorCode::kUnimplemented);
-  EXPECT_NE(db.error().message.find("GATEWAY_DATABASE_URL"), std::string::npos) << db.error().message;
-  EXPECT_EQ(db.error().message.find("hunter2"), std::string::npos) << db.error().message;
+TEST(OpenDatabase, PostgresqlUrlOpensAndMigratesTheDatabase) {
+  DYAD_SKIP_WITHOUT_TEST_PG();
+  PgTestDatabase pg;
+  ASSERT_TRUE(pg.status().ok()) << pg.status().error().message;
+  DatabaseOptions options;
+  options.postgresql = pg.Options();
+  auto db = OpenDatabase(pg.url(), options);
+  ASSERT_TRUE(db.ok()) << db.error().message;
+  EXPECT_EQ((*db)->engine(), "postgresql");
+  EXPECT_EQ((*db)->SchemaVersion(), static_cast<int>(PgMigrations().size()));
+  EXPECT_EQ((*db)->SchemaVersion(), static_cast<int>(Migrations().size())) << "one schema, version for version";
+  EXPECT_EQ((*db)->sqlite(), nullptr);
+  EXPECT_NE((*db)->postgresql(), nullptr);
+  EXPECT_EQ((*db)->display_name().rfind("postgresql://", 0), 0u) << (*db)->display_name();
+  UseEveryRepository(**db);
+  // A second instance on the same database sees what the first wrote.
+  auto again = OpenDatabase(pg.url(), options);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ((*again)->NewSettingsRepository()->Get("database-test")->value_or(""), "1");
 }
-// PG_CASES_END
+
+TEST(OpenDatabase, PostgresqlErrorsNameTheVariableAndNeverThePassword) {
+  // No server there: kUnavailable, naming the server from the parsed URL.
+  for (const std::string url : {"postgresql://gw:hunter2-pw@127.0.0.1:1/registry?sslmode=disable",
+                                "postgres://gw@127.0.0.1:1/registry?sslmode=disable&password=hunter2-pw"}) {
+    auto down = OpenDatabase(url);
+    ASSERT_FALSE(down.ok()) << url;
+    EXPECT_EQ(down.code(), ErrorCode::kUnavailable) << down.error().message;
+    EXPECT_EQ(down.error().message.rfind("GATEWAY_DATABASE_URL", 0), 0u) << down.error().message;
+    EXPECT_NE(down.error().message.find("gw@127.0.0.1:1/registry"), std::string::npos) << down.error().message;
+    EXPECT_EQ(down.error().message.find("hunter2"), std::string::npos) << down.error().message;
+  }
+  // A URL libpq cannot read: kInvalidArgument, nothing of it repeated.
+  for (const std::string url : {"postgresql://gw:hunter2-pw@127.0.0.1/registry?nosuchoption=1",
+                                "postgresql://gw:hunter2@pw@127.0.0.1/registry"}) {
+    auto bad = OpenDatabase(url);
+    ASSERT_FALSE(bad.ok()) << url;
+    EXPECT_EQ(bad.code(), ErrorCode::kInvalidArgument) << bad.error().message;
+    EXPECT_EQ(bad.error().message.rfind("GATEWAY_DATABASE_URL", 0), 0u) << bad.error().message;
+    EXPECT_EQ(bad.error().message.find("hunter2"), std::string::npos) << bad.error().message;
+    EXPECT_EQ(bad.error().message.find("pw@"), std::string::npos) << bad.error().message;
+  }
+}
 
 }  // namespace
 }  // namespace dyad

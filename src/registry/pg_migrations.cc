@@ -48,9 +48,11 @@ CREATE TABLE key_versions(
   created_at TEXT NOT NULL,
   PRIMARY KEY(key_id, version));
 )sql",
-      // 3: key rotation runs, the deployment-wide rotation lock.
+      // 3: key rotation runs, the deployment-wide rotation lock. `seq` is
+      // SQLite's rowid: the order runs were started in (History, LatestRunning).
       R"sql(
 CREATE TABLE rotation_runs(
+  seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
   id TEXT PRIMARY KEY,
   trigger TEXT NOT NULL,
   status TEXT NOT NULL,

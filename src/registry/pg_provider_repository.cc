@@ -119,7 +119,59 @@ class PgProviderRepository final : public ProviderRepository {
   std::shared_ptr<PgDb> db_;
 };
 
+class PgProviderLeases final : public ProviderLeases {
+ public:
+  PgProviderLeases(std::shared_ptr<PgDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
+
+  // One statement: insert, or take over a lease whose expiry has passed. Of
+  // two racing for one provider, the second waits for the first's row and
+  // then finds it unexpired.
+  Result<bool> TryAcquire(const std::string& provider_id, const std::string& owner, Clock::Duration ttl) override {
+    const int64_t now = NowMs();
+    const int64_t until = now + std::chrono::duration_cast<std::chrono::milliseconds>(ttl).count();
+    return db_->With<bool>([&](PgConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
+          "INSERT INTO provider_leases(provider_id, owner, expires_at_ms) VALUES($1,$2,$3) "
+          "ON CONFLICT(provider_id) DO UPDATE SET owner=EXCLUDED.owner, expires_at_ms=EXCLUDED.expires_at_ms "
+          "WHERE provider_leases.expires_at_ms <= $4",
+          {provider_id, owner, until, now}));
+      return rows.Affected() > 0;
+    });
+  }
+
+  Result<bool> Renew(const std::string& provider_id, const std::string& owner, Clock::Duration ttl) override {
+    const int64_t until = NowMs() + std::chrono::duration_cast<std::chrono::milliseconds>(ttl).count();
+    return db_->With<bool>([&](PgConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
+          "UPDATE provider_leases SET expires_at_ms=$1 WHERE provider_id=$2 AND owner=$3", {until, provider_id, owner}));
+      return rows.Affected() > 0;
+    });
+  }
+
+  Status Release(const std::string& provider_id, const std::string& owner) override {
+    auto r = db_->With<bool>([&](PgConnection& c) -> Result<bool> {
+      DYAD_RETURN_IF_ERROR(c.Query("DELETE FROM provider_leases WHERE provider_id=$1 AND owner=$2",
+                                   {provider_id, owner}));
+      return true;
+    });
+    if (!r.ok()) return r.error();
+    return OkStatus();
+  }
+
+ private:
+  int64_t NowMs() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.WallNow().time_since_epoch()).count();
+  }
+
+  std::shared_ptr<PgDb> db_;
+  const Clock& clock_;
+};
+
 }  // namespace
+
+std::unique_ptr<ProviderLeases> NewPgProviderLeases(std::shared_ptr<PgDb> db, const Clock& clock) {
+  return std::make_unique<PgProviderLeases>(std::move(db), clock);
+}
 
 std::unique_ptr<ProviderRepository> NewPgProviderRepository(std::shared_ptr<PgDb> db) {
   return std::make_unique<PgProviderRepository>(std::move(db));

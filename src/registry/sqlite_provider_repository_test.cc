@@ -1,5 +1,6 @@
-// SQLite-only registry tests: its migration history and its per-provider leases. The ProviderRepository
-// contract, on SQLite and PostgreSQL, is in provider_repository_contract_test.cc.
+// SQLite-only registry tests: its migration history. The ProviderRepository contract, on SQLite and
+// PostgreSQL, is in provider_repository_contract_test.cc; the ProviderLeases one in
+// provider_lease_contract_test.cc.
 #include "registry/sqlite_provider_repository.h"
 
 #include <gtest/gtest.h>
@@ -34,26 +35,6 @@ TEST(SqliteMigrations, SecretsSurviveTheMoveToANameClusteredTable) {
   });
   ASSERT_TRUE(value.ok()) << value.error().message;
   EXPECT_EQ(*value, "blob");
-}
-
-// Issue 9 item 3: a lease has one owner until it expires, then anyone may
-// take it over; only its owner releases it.
-TEST(SqliteProviderLeases, OneOwnerUntilExpiryThenTakeover) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("l.db"));
-  FakeClock clock;
-  auto leases = NewSqliteProviderLeases(db, clock);
-  EXPECT_TRUE(*leases->TryAcquire("p", "a", std::chrono::seconds(30)));
-  EXPECT_FALSE(*leases->TryAcquire("p", "b", std::chrono::seconds(30)));
-  EXPECT_TRUE(*leases->TryAcquire("q", "b", std::chrono::seconds(30)));  // per provider
-  ASSERT_TRUE(leases->Release("p", "b").ok());  // not b's to release
-  EXPECT_FALSE(*leases->TryAcquire("p", "b", std::chrono::seconds(30)));
-  clock.Advance(std::chrono::seconds(30));
-  EXPECT_TRUE(*leases->TryAcquire("p", "b", std::chrono::seconds(30)));  // a's expired: taken over
-  ASSERT_TRUE(leases->Release("p", "a").ok());  // a, late, cannot free b's lease
-  EXPECT_FALSE(*leases->TryAcquire("p", "c", std::chrono::seconds(30)));
-  ASSERT_TRUE(leases->Release("p", "b").ok());
-  EXPECT_TRUE(*leases->TryAcquire("p", "c", std::chrono::seconds(30)));
 }
 
 }  // namespace

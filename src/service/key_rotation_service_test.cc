@@ -9,16 +9,11 @@
 #include <thread>
 
 #include "backends/environment/local_keyring.h"
-#include "backends/environment/sqlite_secret_store.h"
-#include "registry/sqlite_provider_repository.h"
 #include "secrets/envelope.h"
 #include "core/mutex.h"
 #include "core/time_format.h"
 #include "service/provider_service.h"
 #include "service/rotation_scheduler.h"
-#include "registry/sqlite_key_version_repository.h"
-#include "registry/sqlite_rotation_repository.h"
-#include "registry/sqlite_settings_repository.h"
 #include "testing/fakes.h"
 #include "testing/rotation_fixture.h"
 
@@ -100,6 +95,7 @@ class RotationTest : public testing::RotationFixture<SystemClock> {
  protected:
   void SetUp() override {
     RotationFixture::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
     rotation_ = NewRotation();
   }
@@ -109,17 +105,10 @@ class RotationTest : public testing::RotationFixture<SystemClock> {
     return o;
   }
   std::unique_ptr<KeyRotationService> NewRotation() {
-    return std::make_unique<KeyRotationService>(RotationOptions(), NewSqliteRotationRepository(db_, clock_), *secrets_,
+    return std::make_unique<KeyRotationService>(RotationOptions(), std::move(Instance().rotations), *secrets_,
                                                 audit_, clock_);
   }
-  int64_t LockHeartbeat() {
-    auto r = db_->With<int64_t>([](SqliteConnection& c) -> Result<int64_t> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT heartbeat_at FROM rotation_lock WHERE id=1"));
-      DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
-      return row ? st.Int(0) : int64_t{-1};
-    });
-    return r.ok() ? *r : -1;
-  }
+  int64_t LockHeartbeat() { return SqlInt("SELECT heartbeat_at FROM rotation_lock WHERE id=1").value_or(-1); }
   std::vector<std::string> Seed(int n) {
     std::vector<std::string> ids;
     for (int i = 0; i < n; ++i) {
@@ -142,7 +131,7 @@ class RotationTest : public testing::RotationFixture<SystemClock> {
   std::unique_ptr<KeyRotationService> rotation_;
 };
 
-TEST_F(RotationTest, TenThousandProvidersWithReadersAndWriters) {
+TEST_P(RotationTest, TenThousandProvidersWithReadersAndWriters) {
   auto ids = Seed(10000);
   SecretsOptions uncached;
   uncached.cache_enabled = false;  // every read opens a blob mid-rotation
@@ -197,7 +186,7 @@ TEST_F(RotationTest, TenThousandProvidersWithReadersAndWriters) {
   EXPECT_EQ(verify->ok, 10000);
 }
 
-TEST_F(RotationTest, OneRotationAtATimeInProcessAndAcrossInstances) {
+TEST_P(RotationTest, OneRotationAtATimeInProcessAndAcrossInstances) {
   Seed(2000);
   auto first = rotation_->Start(false, "manual", Caller{});
   ASSERT_TRUE(first.ok());
@@ -221,12 +210,12 @@ TEST_F(RotationTest, OneRotationAtATimeInProcessAndAcrossInstances) {
 // policy) each secret is re-encrypted under its provider's lease, and
 // credential writes running meanwhile are neither lost nor left on the old
 // key version.
-TEST_F(RotationTest, OnALeaseOnlyStoreWritersDuringARotationLoseNothing) {
+TEST_P(RotationTest, OnALeaseOnlyStoreWritersDuringARotationLoseNothing) {
   rotation_.reset();
   providers_.reset();
   secrets_.reset();
   store_ = std::make_unique<testing::MemoryStore>("dyad-gateway", /*conditional=*/false);
-  auto leases = NewSqliteProviderLeases(db_, clock_);
+  auto leases = std::move(Instance().leases);
   SecretsOptions options;
   options.leases = leases.get();
   secrets_ = std::make_unique<SecretsService>(options, *store_, *keys_, *repo_, audit_, metrics_, clock_,
@@ -258,7 +247,7 @@ TEST_F(RotationTest, OnALeaseOnlyStoreWritersDuringARotationLoseNothing) {
   secrets_.reset();
 }
 
-TEST_F(RotationTest, ResumesARunWhoseProcessDiedAndSaysSo) {
+TEST_P(RotationTest, ResumesARunWhoseProcessDiedAndSaysSo) {
   Seed(1000);
   // What a process killed after two batches leaves: a running row, its lock,
   // progress up to the cursor.
@@ -270,16 +259,13 @@ TEST_F(RotationTest, ResumesARunWhoseProcessDiedAndSaysSo) {
   for (size_t i = 0; i < 500; ++i) {
     ASSERT_TRUE(store_->Put(names[i], *secrets_->sealer().Rewrap(names[i], store_->Get(names[i])->value, 3, false)).ok());
   }
-  ASSERT_TRUE(db_->Transaction([&](SqliteConnection& c) -> Status {
-                  DYAD_RETURN_IF_ERROR(c.Exec(
-                      "INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
-                      "done, cursor) VALUES('dead-run','manual','running',0,'2026-01-01T00:00:00.000Z',2,3,500,'" +
-                      names[499] + "')"));
-                  char host[256] = {};
-                  gethostname(host, sizeof host - 1);
-                  return c.Exec("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','" +
-                                std::string(host) + ":999999:x', 0)");
-                }).ok());
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',2,3,500,'" +
+                  names[499] + "')").ok());
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','" +
+                  std::string(host) + ":999999:x', 0)").ok());
   auto resumed = rotation_->ResumeInterrupted(Caller{});
   ASSERT_TRUE(resumed.ok()) << resumed.error().message;
   ASSERT_TRUE(resumed->has_value());
@@ -298,7 +284,7 @@ TEST_F(RotationTest, ResumesARunWhoseProcessDiedAndSaysSo) {
   EXPECT_EQ(keys_->Describe()->versions[1].state, "retired");
 }
 
-TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
+TEST_P(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
   Seed(3000);
   auto names = testing::ListedNames(*store_);
   std::sort(names.begin(), names.end());
@@ -309,8 +295,7 @@ TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
     SecretsService secrets(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
                            EnvMap{});
     auto rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{250, 4},
-                                                         NewSqliteRotationRepository(db_, clock_), secrets, audit_,
-                                                         clock_);
+                                                         std::move(Instance().rotations), secrets, audit_, clock_);
     ASSERT_TRUE(rotation->Start(false, "manual", Caller{}).ok());
     bool held = gated.WaitUntilHeld();
     rotation->RequestStop();
@@ -345,16 +330,14 @@ TEST_F(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
   EXPECT_EQ(keys_->Describe()->versions[0].state, "retired");
 }
 
-TEST_F(RotationTest, RetiresAVersionOnlyOnceARecountFindsNoBlobOnIt) {
+TEST_P(RotationTest, RetiresAVersionOnlyOnceARecountFindsNoBlobOnIt) {
   Seed(20);
   ASSERT_TRUE(keys_->Rotate().ok());
   auto names = testing::ListedNames(*store_);
   std::sort(names.begin(), names.end());
   // A run whose cursor claims everything was visited, though nothing moved.
-  ASSERT_TRUE(db_->Transaction([&](SqliteConnection& c) -> Status {
-                  return c.Exec("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, "
-                                "to_version, cursor) VALUES('r','manual','running',0,'x',1,2,'" + names.back() + "')");
-                }).ok());
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                  "cursor) VALUES('r','manual','running',FALSE,'x',1,2,'" + names.back() + "')").ok());
   ASSERT_TRUE(rotation_->ResumeInterrupted(Caller{})->has_value());
   rotation_->WaitIdle();
   // The recount after the cursor found every blob still on v1: they were
@@ -427,7 +410,7 @@ class CountingKeys final : public KeyManager {
 // On a store with conditional writes, a chunk's data keys move in one
 // ReEncryptMany and are checked in one DecryptMany (one KMS batch call each
 // where there is one).
-TEST_F(RotationTest, AChunkMovesItsDataKeysInOneReEncryptMany) {
+TEST_P(RotationTest, AChunkMovesItsDataKeysInOneReEncryptMany) {
   CountingKeys counting(*keys_);
   secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, counting, *repo_, audit_, metrics_, clock_,
                                               DefaultRandom(), EnvMap{});
@@ -448,7 +431,7 @@ TEST_F(RotationTest, AChunkMovesItsDataKeysInOneReEncryptMany) {
 
 // Issue 9 item 3: instance B goes on writing with the keyring it loaded
 // before instance A rotated and retired; nothing it wrote may be lost.
-TEST_F(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
+TEST_P(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
   auto ids = Seed(300);
   auto b_keys = NewKeyring();
   SecretsOptions uncached;
@@ -497,18 +480,15 @@ TEST_F(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
 // Issue 9 item 11: the owner is a random lease id, never a pid that may
 // have been reused: a lock whose heartbeat is stale is taken over even when
 // it names a live process of this host.
-TEST_F(RotationTest, AStaleLockIsTakenOverWhateverPidItNames) {
+TEST_P(RotationTest, AStaleLockIsTakenOverWhateverPidItNames) {
   Seed(3);
   FakeClock fake;
   const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(fake.WallNow().time_since_epoch()).count();
   char host[256] = {};
   gethostname(host, sizeof host - 1);
-  ASSERT_TRUE(db_->Transaction([&](SqliteConnection& c) -> Status {
-                  return c.Exec("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'old','" +
-                                std::string(host) + ":" + std::to_string(getpid()) + ":x', " +
-                                std::to_string(now - 3600) + ")");
-                }).ok());
-  KeyRotationService rotation(RotationOptions(), NewSqliteRotationRepository(db_, fake), *secrets_, audit_, fake);
+  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'old','" + std::string(host) +
+                  ":" + std::to_string(getpid()) + ":x', " + std::to_string(now - 3600) + ")").ok());
+  KeyRotationService rotation(RotationOptions(), std::move(Instance(fake).rotations), *secrets_, audit_, fake);
   auto run = rotation.Run(false, "manual", Caller{});
   ASSERT_TRUE(run.ok()) << run.error().message;
   EXPECT_EQ(run->status, "completed");
@@ -517,13 +497,13 @@ TEST_F(RotationTest, AStaleLockIsTakenOverWhateverPidItNames) {
 
 // Issue 9 item 11: the heartbeat comes from its own thread, so a batch
 // slower than the takeover time does not lose the lock.
-TEST_F(RotationTest, HeartbeatOutlivesABatchSlowerThanTheTakeoverTime) {
+TEST_P(RotationTest, HeartbeatOutlivesABatchSlowerThanTheTakeoverTime) {
   Seed(600);
   FakeClock fake;
   auto options = RotationOptions();
   options.heartbeat_interval = std::chrono::milliseconds(1);
   options.lock_takeover = std::chrono::seconds(60);
-  KeyRotationService rotation(options, NewSqliteRotationRepository(db_, fake), *secrets_, audit_, fake);
+  KeyRotationService rotation(options, std::move(Instance(fake).rotations), *secrets_, audit_, fake);
   std::latch in_batch(1), release(1);
   std::atomic<int> batches{0};
   Result<RotationRun> run = MakeError(ErrorCode::kInternal, "unset");
@@ -542,7 +522,7 @@ TEST_F(RotationTest, HeartbeatOutlivesABatchSlowerThanTheTakeoverTime) {
   while (LockHeartbeat() < now && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
   EXPECT_GE(LockHeartbeat(), now);
   // another instance
-  KeyRotationService other(options, NewSqliteRotationRepository(db_, fake), *secrets_, audit_, fake);
+  KeyRotationService other(options, std::move(Instance(fake).rotations), *secrets_, audit_, fake);
   EXPECT_EQ(other.Start(false, "manual", Caller{}).code(), ErrorCode::kConflict);
   release.count_down();
   t.join();
@@ -553,7 +533,7 @@ TEST_F(RotationTest, HeartbeatOutlivesABatchSlowerThanTheTakeoverTime) {
 
 // Starts from several threads, back to back: each Launch replaces the
 // worker thread of the last run (a data race ThreadSanitizer reported).
-TEST_F(RotationTest, ConcurrentStartsShareTheWorkerSafely) {
+TEST_P(RotationTest, ConcurrentStartsShareTheWorkerSafely) {
   Seed(3);
   std::vector<std::thread> threads;
   std::atomic<int> started{0};
@@ -570,7 +550,7 @@ TEST_F(RotationTest, ConcurrentStartsShareTheWorkerSafely) {
   EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
 }
 
-TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
+TEST_P(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
   Seed(5);
   auto at = [](const char* iso_minute) {  // "2026-03-02T02:30"
     std::tm tm{};
@@ -579,7 +559,7 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
   };
   FakeClock fake;
   fake.SetWall(at("2026-03-01T00:00"));
-  RotationScheduler scheduler(*rotation_, *keys_, NewSqliteSettingsRepository(db_),
+  RotationScheduler scheduler(*rotation_, *keys_, std::move(Instance().settings),
                               RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, false, 1000000, fake);
   ASSERT_TRUE(scheduler.NextRun().has_value());
   EXPECT_EQ(FormatIso8601(*scheduler.NextRun()), "2026-03-02T02:30:00.000Z");
@@ -587,7 +567,7 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
   EXPECT_FALSE(scheduler.Tick(at("2026-03-02T02:30")).has_value());  // due, but disabled
   EXPECT_EQ(FormatIso8601(*scheduler.NextRun()), "2026-03-09T02:30:00.000Z");
   ASSERT_TRUE(scheduler.SetEnabled(true).ok());
-  RotationScheduler reopened(*rotation_, *keys_, NewSqliteSettingsRepository(db_),
+  RotationScheduler reopened(*rotation_, *keys_, std::move(Instance().settings),
                              RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, false, 1000000, fake);
   EXPECT_TRUE(*reopened.Enabled());  // the toggle is stored, not the environment's
   auto id = scheduler.Tick(at("2026-03-09T02:30"));
@@ -598,7 +578,7 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
 
   // Key wear: a limit of 5000 is reached by the next block reservation.
   ASSERT_TRUE(scheduler.SetEnabled(false).ok());
-  RotationScheduler worn(*rotation_, *keys_, NewSqliteSettingsRepository(db_),
+  RotationScheduler worn(*rotation_, *keys_, std::move(Instance().settings),
                          RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, false, 5000, fake);
   EXPECT_FALSE(worn.KeyWorn());
   for (int i = 0; i < 4100; ++i) ASSERT_TRUE(keys_->GenerateDataKey().ok());
@@ -610,7 +590,7 @@ TEST_F(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
   EXPECT_FALSE(worn.KeyWorn());
 }
 
-TEST_F(RotationTest, DryRunCountsAndWritesNothing) {
+TEST_P(RotationTest, DryRunCountsAndWritesNothing) {
   Seed(30);
   auto before = store_->List()->size();
   auto report = rotation_->DryRun();
@@ -650,13 +630,10 @@ class StallOnPutAudit final : public AuditSink {
   std::atomic<bool> stalled_{false};
 };
 
-TEST(RotationWithoutListing, ACreateWhoseRowLandsAfterTheRecountIsNotLeftOnARetiredVersion) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("r.db"));
-  SystemClock clock;
-  auto repo = NewSqliteProviderRepository(db);
-  auto keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                        NewSqliteKeyVersionRepository(db), DefaultRandom(), clock)).value();
+TEST_P(RotationTest, WithoutListingACreateWhoseRowLandsAfterTheRecountIsNotLeftOnARetiredVersion) {
+  SystemClock& clock = clock_;
+  ProviderRepository* repo = repo_.get();
+  KeyManager* keys = keys_.get();
   testing::MemoryStore memory;
   UnlistableStore store(memory);
   testing::MemoryAudit audit;
@@ -669,7 +646,7 @@ TEST(RotationWithoutListing, ACreateWhoseRowLandsAfterTheRecountIsNotLeftOnAReti
   SecretsService secrets(uncached, store, *keys, *repo, audit, metrics, clock, DefaultRandom(), EnvMap{});
   KeyRotationService::Options o{250, 4};
   o.retire_grace = std::chrono::milliseconds(20);
-  KeyRotationService rotation(o, NewSqliteRotationRepository(db, clock), secrets, audit, clock);
+  KeyRotationService rotation(o, std::move(Instance().rotations), secrets, audit, clock);
 
   auto reached = stalling_audit.reached_.get_future();
   ProviderPatch p;
@@ -727,8 +704,11 @@ class RetireScopeTest : public RotationTest {
   }
 };
 
-TEST_F(RetireScopeTest, ListRefusedRetiresInTheGatewayOnly) { Check(false); }
-TEST_F(RetireScopeTest, StoreListedRetiresEverywhere) { Check(true); }
+TEST_P(RetireScopeTest, ListRefusedRetiresInTheGatewayOnly) { Check(false); }
+TEST_P(RetireScopeTest, StoreListedRetiresEverywhere) { Check(true); }
+
+DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RotationTest);
+DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RetireScopeTest);
 
 }  // namespace
 }  // namespace dyad

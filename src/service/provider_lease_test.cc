@@ -1,6 +1,9 @@
 // Two instances on one registry database (each with its own in-process
 // locks, keyring and cache): their read-modify-writes of one provider are
-// serialised by the provider lease (issue 9 item 3).
+// serialised by the provider lease (issue 9 item 3). On every registry
+// engine (testing/registry_engines.h). The secret store is each instance's
+// SQLite store on SQLite; on PostgreSQL, until the environment backend's
+// PostgreSQL store is in, one in-memory store the instances share.
 #include <gtest/gtest.h>
 
 #include <future>
@@ -8,24 +11,27 @@
 
 #include "backends/environment/local_keyring.h"
 #include "backends/environment/sqlite_secret_store.h"
-#include "registry/sqlite_provider_repository.h"
 #include "service/provider_service.h"
 #include "service/secrets_service.h"
-#include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
+#include "testing/registry_engines.h"
 
 namespace dyad {
 namespace {
 
 using namespace std::chrono_literals;
 
+// One gateway instance on `registry` (its own pool); its secret store is
+// `shared_store` where the engine has none of its own yet.
 struct Instance {
-  Instance(std::shared_ptr<SqliteDb> db, const Clock& clock, ProviderLeaseOptions lease_options = {}) {
-    repo = NewSqliteProviderRepository(db);
-    leases = NewSqliteProviderLeases(db, clock);
+  Instance(testing::RegistryInstance registry, SecretStore& shared_store, const Clock& clock,
+           ProviderLeaseOptions lease_options = {}) {
+    repo = std::move(registry.providers);
+    leases = std::move(registry.leases);
     keys = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
-                                     NewSqliteKeyVersionRepository(db), DefaultRandom(), clock)).value();
-    store = NewSqliteSecretStore(db, clock, "dyad-gateway");
+                                     std::move(registry.key_versions), DefaultRandom(), clock)).value();
+    if (registry.sqlite) own_store = NewSqliteSecretStore(registry.sqlite, clock, "dyad-gateway");
+    store = own_store ? own_store.get() : &shared_store;
     options.leases = leases.get();
     options.lease = lease_options;
     secrets = std::make_unique<SecretsService>(options, *store, *keys, *repo, audit, metrics, clock, DefaultRandom(),
@@ -36,7 +42,8 @@ struct Instance {
   std::unique_ptr<ProviderRepository> repo;
   std::unique_ptr<ProviderLeases> leases;
   std::unique_ptr<KeyManager> keys;
-  std::unique_ptr<SecretStore> store;
+  std::unique_ptr<SecretStore> own_store;
+  SecretStore* store = nullptr;
   testing::MemoryAudit audit;
   Metrics metrics;
   std::unique_ptr<SecretsService> secrets;
@@ -49,6 +56,13 @@ CredentialFields Fields(std::initializer_list<std::pair<std::string, std::string
   return f;
 }
 
+class ProviderLease : public testing::RegistryContractTest {
+ protected:
+  // Another instance's registry, on `clock`.
+  testing::RegistryInstance Registry(const Clock& clock) { return NewInstance(clock).value(); }
+  testing::MemoryStore shared_store_{"dyad-gateway"};
+};
+
 // A provider with credentials {"api_key": "v1"}, made through `providers`.
 Result<Provider> CreateWithKey(ProviderService& providers, const std::string& slug, const std::string& type) {
   ProviderPatch p;
@@ -58,11 +72,9 @@ Result<Provider> CreateWithKey(ProviderService& providers, const std::string& sl
   return providers.Create(p, Caller{});
 }
 
-TEST(ProviderLease, AWriterWaitsForAnotherInstancesLeaseWithTheInjectedClock) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("t.db"));
-  FakeClock clock;
-  Instance a(db, clock);
+TEST_P(ProviderLease, AWriterWaitsForAnotherInstancesLeaseWithTheInjectedClock) {
+  FakeClock& clock = fake_clock_;
+  Instance a(Registry(clock), shared_store_, clock);
   auto made = CreateWithKey(*a.providers, "one", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
   // Another instance holds the lease, then vanishes without releasing it.
@@ -79,11 +91,9 @@ TEST(ProviderLease, AWriterWaitsForAnotherInstancesLeaseWithTheInjectedClock) {
   EXPECT_EQ(a.repo->Get(made->id)->credentials_version, 2);
 }
 
-TEST(ProviderLease, RotationsOnOneInstanceAndRenamesOnAnotherLoseNoWrite) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("t.db"));
+TEST_P(ProviderLease, RotationsOnOneInstanceAndRenamesOnAnotherLoseNoWrite) {
   SystemClock clock;
-  Instance a(db, clock), b(db, clock);
+  Instance a(Registry(clock), shared_store_, clock), b(Registry(clock), shared_store_, clock);
   ProviderPatch p;
   p.name = p.slug = "shared";
   p.type = "http-sdk";
@@ -142,11 +152,9 @@ class StallingStore final : public testing::ForwardingStore {
 // Issue 9 item 3: a writer that stalls past its lease's TTL (a pause, a slow
 // backend call) and resumes after another instance took the lease over and
 // wrote gets kConflict; the other instance's acknowledged write stands.
-TEST(ProviderLease, AWriterWhoseLeaseRanOutCannotOverwriteTheOneThatTookItOver) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("t.db"));
-  FakeClock clock;
-  Instance a(db, clock), b(db, clock);
+TEST_P(ProviderLease, AWriterWhoseLeaseRanOutCannotOverwriteTheOneThatTookItOver) {
+  FakeClock& clock = fake_clock_;
+  Instance a(Registry(clock), shared_store_, clock), b(Registry(clock), shared_store_, clock);
   auto made = CreateWithKey(*a.providers, "fenced", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
 
@@ -178,11 +186,9 @@ TEST(ProviderLease, AWriterWhoseLeaseRanOutCannotOverwriteTheOneThatTookItOver) 
 // the seed's policy), where the lease is the only fence: the late writer's
 // read-compare finds B's version, and a late Overwrite would first have to
 // renew a lease B now holds.
-TEST(ProviderLease, OnALeaseOnlyStoreALateWriterCannotOverwriteEither) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("t.db"));
-  FakeClock clock;
-  Instance a(db, clock), b(db, clock);
+TEST_P(ProviderLease, OnALeaseOnlyStoreALateWriterCannotOverwriteEither) {
+  FakeClock& clock = fake_clock_;
+  Instance a(Registry(clock), shared_store_, clock), b(Registry(clock), shared_store_, clock);
   testing::MemoryStore shared("dyad-gateway", /*conditional=*/false);
   SecretsService b_secrets(b.options, shared, *b.keys, *b.repo, b.audit, b.metrics, clock, DefaultRandom(), EnvMap{});
   ProviderService b_providers(*b.repo, b_secrets, clock, DefaultRandom(), b.audit);
@@ -214,11 +220,9 @@ TEST(ProviderLease, OnALeaseOnlyStoreALateWriterCannotOverwriteEither) {
 
 // A lease that ran out and was taken over cannot be confirmed: a write only
 // the lease fences is refused.
-TEST(ProviderLease, ConfirmFailsOnceAnotherInstanceTookTheLeaseOver) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("t.db"));
-  FakeClock clock;
-  Instance a(db, clock);
+TEST_P(ProviderLease, ConfirmFailsOnceAnotherInstanceTookTheLeaseOver) {
+  FakeClock& clock = fake_clock_;
+  Instance a(Registry(clock), shared_store_, clock);
   auto held = a.secrets->locks().Hold("p1");
   ASSERT_TRUE(held.ok()) << held.error().message;
   EXPECT_TRUE((*held)->Confirm().ok());
@@ -229,11 +233,9 @@ TEST(ProviderLease, ConfirmFailsOnceAnotherInstanceTookTheLeaseOver) {
 
 // A validate on one instance after a credential rotation through another
 // reads the new credentials, not the copy it cached before.
-TEST(ProviderLease, ValidateAfterARotationElsewhereSeesTheNewCredentials) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("t.db"));
-  FakeClock clock;
-  Instance a(db, clock), b(db, clock);
+TEST_P(ProviderLease, ValidateAfterARotationElsewhereSeesTheNewCredentials) {
+  FakeClock& clock = fake_clock_;
+  Instance a(Registry(clock), shared_store_, clock), b(Registry(clock), shared_store_, clock);
   ProviderPatch p;
   p.name = p.slug = "seen";
   p.type = "http-sdk";
@@ -277,11 +279,9 @@ class StallingDeleteStore final : public testing::ForwardingStore {
   std::atomic<bool> stalled_{false};
 };
 
-TEST(ProviderLease, ALateCredentialClearCannotDeleteAnotherInstancesAcknowledgedRotation) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("t.db"));
-  FakeClock clock;
-  Instance a(db, clock), b(db, clock);
+TEST_P(ProviderLease, ALateCredentialClearCannotDeleteAnotherInstancesAcknowledgedRotation) {
+  FakeClock& clock = fake_clock_;
+  Instance a(Registry(clock), shared_store_, clock), b(Registry(clock), shared_store_, clock);
   auto made = CreateWithKey(*a.providers, "cleared", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
 
@@ -308,11 +308,9 @@ TEST(ProviderLease, ALateCredentialClearCannotDeleteAnotherInstancesAcknowledged
 }
 // Clearing credentials moves the row first and deletes the secret after: a
 // read in between finds no credentials, and is not alarmed as a rollback.
-TEST(ProviderLease, AReadBetweenAClearsRowAndItsDeleteFindsNoCredentialsNotTampering) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("t.db"));
-  FakeClock clock;
-  Instance a(db, clock), b(db, clock);
+TEST_P(ProviderLease, AReadBetweenAClearsRowAndItsDeleteFindsNoCredentialsNotTampering) {
+  FakeClock& clock = fake_clock_;
+  Instance a(Registry(clock), shared_store_, clock), b(Registry(clock), shared_store_, clock);
   auto made = CreateWithKey(*a.providers, "clearing", "proxy");
   ASSERT_TRUE(made.ok()) << made.error().message;
   StallingDeleteStore stalling(*a.store);
@@ -336,11 +334,9 @@ TEST(ProviderLease, AReadBetweenAClearsRowAndItsDeleteFindsNoCredentialsNotTampe
 // Found by review: a credential write whose row update meets kConflict from a
 // row-only update elsewhere keeps its secret: the caller is told it failed,
 // yet readers get its credentials.
-TEST(ProviderLease, ARowConflictFromARenameRestoresTheFailedWritersSecret) {
-  testing::TempDir dir;
-  auto db = *SqliteDb::Open(dir.File("t.db"));
-  FakeClock clock;
-  Instance a(db, clock), b(db, clock);
+TEST_P(ProviderLease, ARowConflictFromARenameRestoresTheFailedWritersSecret) {
+  FakeClock& clock = fake_clock_;
+  Instance a(Registry(clock), shared_store_, clock), b(Registry(clock), shared_store_, clock);
   auto made = CreateWithKey(*a.providers, "renamed", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
 
@@ -366,6 +362,8 @@ TEST(ProviderLease, ARowConflictFromARenameRestoresTheFailedWritersSecret) {
   ASSERT_TRUE(read.ok()) << read.error().message;
   EXPECT_EQ(read->credentials->fields.at("api_key").view(), "v1") << "a write reported as failed is live";
 }
+
+DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(ProviderLease);
 
 }  // namespace
 }  // namespace dyad

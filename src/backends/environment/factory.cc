@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "backends/environment/local_keyring.h"
+#include "backends/environment/pg_secret_store.h"
 #include "backends/environment/sqlite_secret_store.h"
 #include "core/env_vars.h"
 
@@ -58,9 +59,11 @@ class EnvironmentBackendFactory final : public BackendFactory {
     // The secrets live in the registry database: its engine's table.
     if (auto sqlite = context.db->sqlite()) {
       b.store = NewSqliteSecretStore(std::move(sqlite), context.clock, config.secrets_prefix);
+    } else if (auto pg = context.db->postgresql()) {
+      b.store = NewPgSecretStore(std::move(pg), context.clock, config.secrets_prefix);
     } else {
       return MakeError(ErrorCode::kUnimplemented, "SECRETS_PROVIDER=environment: no secret store on the " +
-                                                      std::string(context.db->engine()) + " registry in this build");
+                                                      std::string(context.db->engine()) + " registry");
     }
     b.traits.env_is_source = true;
     return b;

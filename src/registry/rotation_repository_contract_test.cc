@@ -1,11 +1,12 @@
-#include "registry/sqlite_rotation_repository.h"
-
+// The RotationRepository contract, on every registry engine (SQLite always,
+// PostgreSQL when DYAD_TEST_PG_URL is set: testing/registry_engines.h).
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <latch>
 #include <thread>
 
-#include "testing/fakes.h"
+#include "testing/registry_engines.h"
 
 namespace dyad {
 namespace {
@@ -22,28 +23,32 @@ RotationRun NewRun(const std::string& id) {
   return r;
 }
 
-// Two pools on one file, one fake clock: two instances on one database.
-class RotationRepoTest : public ::testing::Test {
+// Two pools on one database, one fake clock (the fixture's): two instances.
+class RotationRepositoryContract : public testing::RegistryContractTest {
  protected:
   void SetUp() override {
-    db_a_ = *SqliteDb::Open(dir_.File("r.db"));
-    db_b_ = *SqliteDb::Open(dir_.File("r.db"));
-    a_ = NewSqliteRotationRepository(db_a_, clock_);
-    b_ = NewSqliteRotationRepository(db_b_, clock_);
+    RegistryContractTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    for (auto* inst : {&inst_a_, &inst_b_}) {
+      auto made = NewInstance();
+      ASSERT_TRUE(made.ok()) << made.error().message;
+      *inst = std::move(*made);
+    }
+    a_ = inst_a_.rotations.get();
+    b_ = inst_b_.rotations.get();
   }
-  testing::TempDir dir_;
-  FakeClock clock_;
-  std::shared_ptr<SqliteDb> db_a_, db_b_;
-  std::unique_ptr<RotationRepository> a_, b_;
+  testing::RegistryInstance inst_a_, inst_b_;
+  RotationRepository* a_ = nullptr;
+  RotationRepository* b_ = nullptr;
 };
 
-TEST_F(RotationRepoTest, LockIsTakenOverOnlyOnceItsHeartbeatIsStale) {
+TEST_P(RotationRepositoryContract, LockIsTakenOverOnlyOnceItsHeartbeatIsStale) {
   auto first = a_->Begin(NewRun("run-1"), "owner-a", seconds(10), "superseded by run-1");
   ASSERT_TRUE(first.ok()) << first.error().message;
   EXPECT_FALSE(first->has_value());  // taken
 
   // Fresh: another instance gets the holder's run id and writes nothing.
-  clock_.Advance(seconds(9));
+  fake_clock_.Advance(seconds(9));
   auto refused = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "superseded by run-2");
   ASSERT_TRUE(refused.ok());
   ASSERT_TRUE(refused->has_value());
@@ -52,12 +57,12 @@ TEST_F(RotationRepoTest, LockIsTakenOverOnlyOnceItsHeartbeatIsStale) {
 
   // A heartbeat keeps it: 9 s after the beat it is still held.
   EXPECT_TRUE(*a_->Heartbeat("run-1", "owner-a"));
-  clock_.Advance(seconds(9));
+  fake_clock_.Advance(seconds(9));
   EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x")->value_or(""), "run-1");
 
   // Stale (10 s without a beat): taken over, and the run left "running" is
   // marked interrupted with the note.
-  clock_.Advance(seconds(1));
+  fake_clock_.Advance(seconds(1));
   RotationRun second = NewRun("run-2");
   second.started_at = "2026-01-01T00:00:19.000Z";
   auto taken = b_->Begin(second, "owner-b", seconds(10), "superseded by run run-2");
@@ -84,7 +89,7 @@ TEST_F(RotationRepoTest, LockIsTakenOverOnlyOnceItsHeartbeatIsStale) {
   EXPECT_FALSE(a_->Begin(NewRun("run-3"), "owner-a", seconds(10), "x")->has_value());
 }
 
-TEST_F(RotationRepoTest, ProgressIsSavedAndResumable) {
+TEST_P(RotationRepositoryContract, ProgressIsSavedAndResumable) {
   RotationRun run = NewRun("run-1");
   run.force = true;
   ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x")->has_value());
@@ -98,10 +103,10 @@ TEST_F(RotationRepoTest, ProgressIsSavedAndResumable) {
   run.failed = 1;
   run.cursor = "dyad-gateway/providers/p-499";
   run.duration_ms = 1234;
-  clock_.Advance(seconds(8));
+  fake_clock_.Advance(seconds(8));
   ASSERT_TRUE(a_->SaveProgress(run, "owner-a", false).ok());
   // Saving beats the heartbeat too: 8 s later another instance still waits.
-  clock_.Advance(seconds(8));
+  fake_clock_.Advance(seconds(8));
   EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x")->value_or(""), "run-1");
 
   // What a resuming instance reads back.
@@ -130,7 +135,7 @@ TEST_F(RotationRepoTest, ProgressIsSavedAndResumable) {
   EXPECT_EQ(b_->History(1)->front().status, "completed");
 }
 
-TEST_F(RotationRepoTest, ConcurrentBeginsOnAFreeLockHaveOneWinner) {
+TEST_P(RotationRepositoryContract, ConcurrentBeginsOnAFreeLockHaveOneWinner) {
   for (int round = 0; round < 10; ++round) {
     std::atomic<int> ready{0};
     Result<std::optional<std::string>> got[2] = {std::optional<std::string>(), std::optional<std::string>()};
@@ -155,7 +160,7 @@ TEST_F(RotationRepoTest, ConcurrentBeginsOnAFreeLockHaveOneWinner) {
 
 // A resume read a run as 'running'; its owner finished it and let the lock
 // go before the resume's begin: the resume starts nothing (a second rotation).
-TEST_F(RotationRepoTest, AResumeOfARunThatEndedMeanwhileBeginsNothing) {
+TEST_P(RotationRepositoryContract, AResumeOfARunThatEndedMeanwhileBeginsNothing) {
   RotationRun run = NewRun("run-1");
   ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x")->has_value());
   run.status = "completed";
@@ -170,12 +175,12 @@ TEST_F(RotationRepoTest, AResumeOfARunThatEndedMeanwhileBeginsNothing) {
   // A run still 'running' whose owner is gone (its lock stale) is resumed.
   RotationRun left = NewRun("run-3");
   ASSERT_FALSE(a_->Begin(left, "owner-a", seconds(10), "x")->has_value());
-  clock_.Advance(seconds(11));
+  fake_clock_.Advance(seconds(11));
   EXPECT_FALSE(b_->Begin(NewRun("run-4"), "owner-b", seconds(10), "x", std::nullopt, std::string("run-3"))
                    ->has_value());
 }
 
-TEST_F(RotationRepoTest, SuccessesAreSharedAndGuardABegin) {
+TEST_P(RotationRepositoryContract, SuccessesAreSharedAndGuardABegin) {
   EXPECT_EQ(b_->Successes()->count, 0);
   EXPECT_EQ(b_->Successes()->last_finished_at, "");
   RotationRun run = NewRun("run-1");
@@ -201,6 +206,109 @@ TEST_F(RotationRepoTest, SuccessesAreSharedAndGuardABegin) {
   EXPECT_EQ(a_->Successes()->count, 1);
   EXPECT_EQ(a_->Successes()->last_finished_at, "2026-01-01T00:05:00.000Z");
 }
+
+// Instance A dies mid-run (no more beats); B finds the run still 'running'
+// with its cursor, waits out the lease, takes it over and resumes from that
+// cursor; A, if it comes back, has lost the lock and cannot beat B's.
+TEST_P(RotationRepositoryContract, AStaleLeaseIsTakenOverAndTheRunResumesFromItsCursor) {
+  RotationRun run = NewRun("run-1");
+  ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x")->has_value());
+  run.to_version = 2;
+  run.total = 10000;
+  run.done = 2500;
+  run.cursor = "dyad-gateway/providers/p-2499";
+  ASSERT_TRUE(a_->SaveProgress(run, "owner-a", false).ok());
+  // A is killed here. Before the timeout B is refused.
+  fake_clock_.Advance(seconds(9));
+  auto left = b_->LatestRunning();
+  ASSERT_TRUE(left.ok() && left->has_value());
+  EXPECT_EQ((*left)->cursor, run.cursor);
+  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, std::string("run-1"))->value_or(""),
+            "run-1");
+  fake_clock_.Advance(seconds(1));
+  RotationRun resumed = NewRun("run-2");
+  resumed.trigger = "resumed";
+  resumed.to_version = (*left)->to_version;
+  resumed.cursor = (*left)->cursor;
+  resumed.started_at = "2026-01-01T00:00:10.000Z";
+  auto taken = b_->Begin(resumed, "owner-b", seconds(10), "resumed as run run-2", std::nullopt, std::string("run-1"));
+  ASSERT_TRUE(taken.ok()) << taken.error().message;
+  EXPECT_FALSE(taken->has_value());
+  auto history = *a_->History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].id, "run-2");
+  EXPECT_EQ(history[0].trigger, "resumed");
+  EXPECT_EQ(history[0].cursor, "dyad-gateway/providers/p-2499");  // where the dead run stopped
+  EXPECT_EQ(history[0].to_version, 2u);
+  EXPECT_EQ(history[1].id, "run-1");
+  EXPECT_EQ(history[1].status, "interrupted");
+  EXPECT_EQ(history[1].error, "resumed as run run-2");
+  EXPECT_EQ(history[1].done, 2500);
+  // A comes back: its beat says it lost the lock, and its save does not
+  // beat B's heartbeat (10 s on, B's lock is stale: another takes it over).
+  EXPECT_FALSE(*a_->Heartbeat("run-1", "owner-a"));
+  fake_clock_.Advance(seconds(10));
+  ASSERT_TRUE(a_->SaveProgress(run, "owner-a", false).ok());
+  ASSERT_TRUE(a_->Release("run-1", "owner-a").ok());
+  EXPECT_FALSE(*b_->Heartbeat("run-1", "owner-b"));  // the run id alone holds nothing
+  EXPECT_FALSE(a_->Begin(NewRun("run-3"), "owner-a", seconds(10), "x")->has_value());
+  EXPECT_FALSE(*b_->Heartbeat("run-2", "owner-b"));
+}
+
+// Three instances find one stale lock at once: one takes it over, the
+// others are told its run id; the dead run is marked interrupted once.
+TEST_P(RotationRepositoryContract, ConcurrentTakeoversOfAStaleLockHaveOneWinner) {
+  auto c_inst = NewInstance();
+  ASSERT_TRUE(c_inst.ok()) << c_inst.error().message;
+  RotationRepository* repos[3] = {a_, b_, c_inst->rotations.get()};
+  for (int round = 0; round < 10; ++round) {
+    const std::string dead = "dead-" + std::to_string(round);
+    ASSERT_FALSE(a_->Begin(NewRun(dead), "owner-dead", seconds(10), "x")->has_value()) << round;
+    fake_clock_.Advance(seconds(11));
+    std::latch start(3);
+    Result<std::optional<std::string>> got[3] = {std::optional<std::string>(), std::optional<std::string>(),
+                                                 std::optional<std::string>()};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 3; ++i) {
+      threads.emplace_back([&, i] {
+        start.arrive_and_wait();
+        got[i] = repos[i]->Begin(NewRun("run-" + std::to_string(round) + "-" + std::to_string(i)),
+                                 "owner-" + std::to_string(i), seconds(10), "taken over");
+      });
+    }
+    for (auto& t : threads) t.join();
+    int winners = 0, winner = -1;
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(got[i].ok()) << got[i].error().message;
+      if (!got[i]->has_value()) {
+        ++winners;
+        winner = i;
+      }
+    }
+    ASSERT_EQ(winners, 1) << "round " << round;
+    const std::string winner_run = "run-" + std::to_string(round) + "-" + std::to_string(winner);
+    for (int i = 0; i < 3; ++i) {
+      if (i != winner) EXPECT_EQ(got[i]->value(), winner_run) << round;
+    }
+    auto history = *b_->History(2);
+    ASSERT_EQ(history.size(), 2u);
+    EXPECT_EQ(history[0].id, winner_run);
+    EXPECT_EQ(history[1].id, dead);
+    EXPECT_EQ(history[1].status, "interrupted");
+    // The winner dies too: the next round's dead run takes over from it.
+    ASSERT_TRUE(repos[winner]->Release(winner_run, "owner-" + std::to_string(winner)).ok());
+    ASSERT_TRUE(a_->SaveProgress([&] {
+                      RotationRun r = NewRun(winner_run);
+                      r.status = "completed";
+                      r.finished_at = "2026-01-01T00:01:00.000Z";
+                      return r;
+                    }(), "owner-" + std::to_string(winner), true).ok());
+  }
+  EXPECT_EQ(a_->History(100)->size(), 20u);
+  EXPECT_EQ(a_->Successes()->count, 10);
+}
+
+DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RotationRepositoryContract);
 
 }  // namespace
 }  // namespace dyad

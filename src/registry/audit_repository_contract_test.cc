@@ -1,0 +1,289 @@
+// The AuditKeyRepository and AuditHeadStore contracts, on every registry
+// engine (SQLite always, PostgreSQL when DYAD_TEST_PG_URL is set:
+// testing/registry_engines.h). "Two instances" are two pools on one
+// database, sharing nothing but it.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "testing/registry_engines.h"
+
+namespace dyad {
+namespace {
+
+AuditKeyRecord Key(uint32_t version, const std::string& wrapped, const std::string& kind = "local",
+                   const std::string& key_id = "k") {
+  return AuditKeyRecord{kind, key_id, version, wrapped, "2026-01-01T00:00:00.000Z"};
+}
+
+// Runs call(i) for i in [0, n) on n threads released at once.
+template <typename F>
+void AtOnce(int n, F call) {
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      ready.fetch_add(1);
+      while (ready.load() < n) std::this_thread::yield();
+      call(i);
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+class AuditRepositoryContract : public testing::RegistryContractTest {
+ protected:
+  void SetUp() override {
+    RegistryContractTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    for (auto& inst : inst_) {
+      auto made = NewInstance();
+      ASSERT_TRUE(made.ok()) << made.error().message;
+      inst = std::move(made).value();
+    }
+  }
+  AuditKeyRepository& keys(int i) { return *inst_[i % 2].audit_keys; }
+  AuditHeadStore& heads(int i) { return *inst_[i % 2].audit_heads; }
+
+  testing::RegistryInstance inst_[2];
+};
+
+TEST_P(AuditRepositoryContract, FirstStoredKeyWinsAndMovesOnlyFromWhatWasRead) {
+  EXPECT_FALSE(keys(0).Get({"local", "k"})->has_value());
+  EXPECT_TRUE(keys(0).List()->empty());
+  Result<std::optional<AuditKeyRecord>> got[2] = {std::optional<AuditKeyRecord>(), std::optional<AuditKeyRecord>()};
+  // Wrapped keys are bytes: a NUL and high bytes are kept.
+  AtOnce(2, [&](int i) { got[i] = keys(i).InsertFirst(Key(1, std::string("wrapped-\0\xff", 10) + std::to_string(i))); });
+  ASSERT_TRUE(got[0].ok()) << got[0].error().message;
+  ASSERT_TRUE(got[1].ok()) << got[1].error().message;
+  ASSERT_TRUE(got[0]->has_value() && got[1]->has_value());
+  EXPECT_EQ((*got[0])->wrapped, (*got[1])->wrapped);  // both use the one stored
+  auto stored = keys(1).Get({"local", "k"})->value();
+  EXPECT_EQ(stored.wrapped, (*got[0])->wrapped);
+  EXPECT_EQ(stored.wrapped.size(), 11u);
+  EXPECT_EQ(stored.kind, "local");
+  EXPECT_EQ(stored.key_version, 1u);
+  EXPECT_EQ(stored.created_at, "2026-01-01T00:00:00.000Z");
+
+  // Compare-and-set: only from the wrapping read.
+  EXPECT_FALSE(*keys(0).ReplaceWrapping(Key(1, "not-it"), 2, "w2"));
+  std::string cut = stored.wrapped.substr(0, stored.wrapped.find('\0'));  // what a text column would have kept
+  EXPECT_FALSE(*keys(0).ReplaceWrapping(Key(1, cut), 2, "w2"));
+  EXPECT_TRUE(*keys(0).ReplaceWrapping(stored, 2, "w2"));
+  EXPECT_FALSE(*keys(1).ReplaceWrapping(stored, 3, "w3"));  // moved meanwhile: theirs stands
+  EXPECT_EQ(keys(1).Get({"local", "k"})->value().key_version, 2u);
+  EXPECT_EQ(keys(1).Get({"local", "k"})->value().wrapped, "w2");
+}
+
+TEST_P(AuditRepositoryContract, FirstMakersOfManyKeyManagersMakeOneKey) {
+  // Instances starting at once, each with its own KeyManager: one key, and
+  // only the winner's KeyManager holds it.
+  constexpr int kMakers = 8;
+  std::vector<Result<std::optional<AuditKeyRecord>>> got(kMakers, std::optional<AuditKeyRecord>());
+  AtOnce(kMakers, [&](int i) { got[i] = keys(i).InsertFirst(Key(1, "w" + std::to_string(i), "kind" + std::to_string(i))); });
+  int winner = -1;
+  for (int i = 0; i < kMakers; ++i) {
+    ASSERT_TRUE(got[i].ok()) << got[i].error().message;
+    if (!got[i]->has_value()) continue;
+    EXPECT_EQ(winner, -1) << "two first makers both hold a key";
+    winner = i;
+    EXPECT_EQ((*got[i])->wrapped, "w" + std::to_string(i));
+  }
+  ASSERT_NE(winner, -1);
+  auto all = keys(1).List();
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].kind, "kind" + std::to_string(winner));
+  // A maker after that stores nothing, not even for its own KeyManager.
+  auto late = keys(0).InsertFirst(Key(1, "late", "late-kind"));
+  ASSERT_TRUE(late.ok()) << late.error().message;
+  EXPECT_FALSE(late->has_value());
+  EXPECT_EQ(keys(0).List()->size(), 1u);
+}
+
+TEST_P(AuditRepositoryContract, TwoInstancesAddingOneWrappingStoreOneRow) {
+  ASSERT_TRUE(keys(0).InsertFirst(Key(1, "source")).ok());
+  Result<AuditKeyRecord> got[2] = {AuditKeyRecord{}, AuditKeyRecord{}};
+  AtOnce(2, [&](int i) { got[i] = keys(i).InsertIfAbsent(Key(4, "target-" + std::to_string(i), "aws-kms", "t")); });
+  ASSERT_TRUE(got[0].ok()) << got[0].error().message;
+  ASSERT_TRUE(got[1].ok()) << got[1].error().message;
+  EXPECT_EQ(got[0]->wrapped, got[1]->wrapped);
+  EXPECT_EQ(got[0]->key_version, 4u);
+  auto all = keys(1).List();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].kind, "aws-kms");  // by kind, in byte order
+  EXPECT_EQ((*all)[0].wrapped, got[0]->wrapped);
+  EXPECT_EQ((*all)[1].kind, "local");
+  EXPECT_EQ((*all)[1].wrapped, "source");  // the source's kept
+}
+
+TEST_P(AuditRepositoryContract, ARewrapTouchesOnlyItsKeyManagersRow) {
+  ASSERT_TRUE(keys(0).InsertFirst(Key(1, "same")).ok());
+  ASSERT_TRUE(keys(0).InsertIfAbsent(Key(1, "same", "local", "other")).ok());  // same version and bytes, other key id
+  EXPECT_TRUE(*keys(0).ReplaceWrapping(Key(1, "same"), 2, "moved"));
+  EXPECT_EQ(keys(0).Get({"local", "k"})->value().wrapped, "moved");
+  EXPECT_EQ(keys(0).Get({"local", "other"})->value().wrapped, "same");
+  EXPECT_EQ(keys(0).Get({"local", "other"})->value().key_version, 1u);
+}
+
+TEST_P(AuditRepositoryContract, OfConcurrentRewrapsFromOneReadOneWins) {
+  ASSERT_TRUE(keys(0).InsertFirst(Key(1, "v1")).ok());
+  const AuditKeyRecord read = keys(0).Get({"local", "k"})->value();
+  constexpr int kRewrappers = 8;
+  std::vector<Result<bool>> got(kRewrappers, false);
+  AtOnce(kRewrappers, [&](int i) { got[i] = keys(i).ReplaceWrapping(read, 2, "v2-by-" + std::to_string(i)); });
+  int won = -1;
+  for (int i = 0; i < kRewrappers; ++i) {
+    ASSERT_TRUE(got[i].ok()) << got[i].error().message;
+    if (*got[i]) {
+      EXPECT_EQ(won, -1) << "two rewraps from one read both replaced";
+      won = i;
+    }
+  }
+  ASSERT_NE(won, -1);
+  EXPECT_EQ(keys(1).Get({"local", "k"})->value().wrapped, "v2-by-" + std::to_string(won));
+}
+
+TEST_P(AuditRepositoryContract, TheLastWrappingIsNeverRemoved) {
+  ASSERT_TRUE(keys(0).InsertFirst(Key(1, "source")).ok());
+  EXPECT_FALSE(*keys(0).RemoveBeside({"local", "k"}, {"aws-kms", "t"}));  // no target wrapping yet
+  EXPECT_FALSE(*keys(0).RemoveBeside({"local", "k"}, {"local", "k"}));
+  ASSERT_TRUE(keys(0).InsertIfAbsent(Key(1, "target", "aws-kms", "t")).ok());
+  EXPECT_TRUE(*keys(0).RemoveBeside({"local", "k"}, {"aws-kms", "t"}));
+  EXPECT_FALSE(keys(0).Get({"local", "k"})->has_value());
+  EXPECT_FALSE(*keys(0).RemoveBeside({"aws-kms", "t"}, {"local", "k"}));
+  EXPECT_EQ(keys(0).List()->size(), 1u);
+}
+
+// Two instances each dropping the other's wrapping beside its own (a
+// migrate and its reverse at once): one wrapping always stays.
+TEST_P(AuditRepositoryContract, CrossedRemovalsOnTwoInstancesKeepOneWrapping) {
+  for (int round = 0; round < 10; ++round) {
+    const std::string a = "a" + std::to_string(round), b = "b" + std::to_string(round);
+    if (round == 0) {
+      ASSERT_TRUE(keys(0).InsertFirst(Key(1, "wa", a, "k")).ok());
+    } else {
+      ASSERT_TRUE(keys(0).InsertIfAbsent(Key(1, "wa", a, "k")).ok());
+      auto before = keys(0).List();
+      ASSERT_TRUE(before.ok()) << before.error().message;
+      for (const auto& r : *before) {
+        if (r.kind != a) {
+          ASSERT_TRUE(*keys(0).RemoveBeside(r.holder(), {a, "k"}));
+        }
+      }
+    }
+    ASSERT_TRUE(keys(0).InsertIfAbsent(Key(1, "wb", b, "k")).ok());
+    Result<bool> got[2] = {false, false};
+    AtOnce(2, [&](int i) {
+      got[i] = i == 0 ? keys(0).RemoveBeside({a, "k"}, {b, "k"}) : keys(1).RemoveBeside({b, "k"}, {a, "k"});
+    });
+    ASSERT_TRUE(got[0].ok()) << got[0].error().message;
+    ASSERT_TRUE(got[1].ok()) << got[1].error().message;
+    EXPECT_NE(*got[0], *got[1]) << "exactly one of the crossed removals drops a wrapping";
+    auto all = keys(1).List();
+    ASSERT_TRUE(all.ok());
+    ASSERT_EQ(all->size(), 1u) << "round " << round;
+  }
+}
+
+TEST_P(AuditRepositoryContract, HostileHolderNamesAreKeptOrRefusedNeverCut) {
+  // A kind or key id is the KeyManager's (an ARN, a Vault path): quotes,
+  // backslashes, wildcards and non-ASCII are kept byte for byte.
+  const std::string odd = "arn:aws:kms:eu-west-1:1:key/'\"\\%_\xc3\xa9";
+  ASSERT_TRUE(keys(0).InsertFirst(Key(1, "w", "aws-kms", odd)).ok());
+  EXPECT_TRUE(keys(1).Get({"aws-kms", odd})->has_value());
+  EXPECT_FALSE(keys(1).Get({"aws-kms", "arn:aws:kms:eu-west-1:1:key/'\"\\%_"})->has_value());
+  // A NUL inside a key id: refused (PostgreSQL text) or kept whole (SQLite),
+  // never matched as the part before it.
+  const std::string with_nul("alias/k\0tail", 12);
+  auto added = keys(0).InsertIfAbsent(Key(1, "n", "local", with_nul));
+  if (added.ok()) {
+    EXPECT_EQ(added->key_id, with_nul);
+  } else {
+    EXPECT_EQ(added.code(), ErrorCode::kInvalidArgument) << added.error().message;
+    EXPECT_NE(added.error().message.find("NUL"), std::string::npos) << added.error().message;
+  }
+  EXPECT_FALSE(keys(1).Get({"local", "alias/k"})->has_value());
+}
+
+TEST_P(AuditRepositoryContract, HeadsNeverMoveBack) {
+  EXPECT_FALSE(heads(0).Load()->has_value());
+  ASSERT_TRUE(heads(0).Save({5, "mac5", "seal5"}).ok());
+  ASSERT_TRUE(heads(1).Save({3, "mac3", "seal3"}).ok());
+  EXPECT_EQ(heads(1).Load()->value().seq, 5u);
+  EXPECT_EQ(heads(1).Load()->value().mac, "mac5");
+  ASSERT_TRUE(heads(1).Save({6, "mac6", "seal6"}).ok());
+  EXPECT_EQ(heads(0).Load()->value().mac, "mac6");
+  EXPECT_EQ(heads(0).Load()->value().seal, "seal6");
+  ASSERT_TRUE(heads(0).Save({6, "other6", "other-seal6"}).ok());  // not higher: kept
+  EXPECT_EQ(heads(0).Load()->value().mac, "mac6");
+  const uint64_t big = (uint64_t{1} << 62) + 7;  // seq is 64-bit
+  ASSERT_TRUE(heads(0).Save({big, "macbig", "sealbig"}).ok());
+  EXPECT_EQ(heads(1).Load()->value().seq, big);
+}
+
+// Appenders on two instances save heads at once (processes sharing one
+// log file, each saving after its own append): the highest seq stands,
+// with its own MAC and seal.
+TEST_P(AuditRepositoryContract, ConcurrentSavesLeaveTheHighestHead) {
+  constexpr int kSavers = 8, kEach = 40;
+  std::atomic<int> failed{0};
+  AtOnce(kSavers, [&](int i) {
+    for (int n = 0; n < kEach; ++n) {
+      const uint64_t seq = static_cast<uint64_t>(n * kSavers + i + 1);
+      if (!heads(i).Save({seq, "mac" + std::to_string(seq), "seal" + std::to_string(seq)}).ok()) ++failed;
+    }
+  });
+  EXPECT_EQ(failed.load(), 0);
+  auto head = heads(0).Load();
+  ASSERT_TRUE(head.ok() && head->has_value());
+  const uint64_t top = kSavers * kEach;
+  EXPECT_EQ((*head)->seq, top);
+  EXPECT_EQ((*head)->mac, "mac" + std::to_string(top));
+  EXPECT_EQ((*head)->seal, "seal" + std::to_string(top));
+}
+
+// The FileAuditLog of two instances appending to one file (the server and
+// a CLI command beside it, or instances sharing a volume), each saving the
+// head through its own pool: the head saved is the chain's last line, and
+// the log verifies against it.
+TEST_P(AuditRepositoryContract, TwoInstancesAppendingToOneLogLeaveAHeadItVerifiesAgainst) {
+  testing::TempDir dir;
+  const std::string path = dir.File("audit.log");
+  const SecretBytes key(std::string(32, 'k'));
+  std::unique_ptr<FileAuditLog> logs[2];
+  for (int i = 0; i < 2; ++i) {
+    AuditLogOptions o;
+    o.path = path;
+    o.key = SecretBytes(std::string(32, 'k'));
+    o.heads = &heads(i);
+    auto log = FileAuditLog::Open(std::move(o), clock());
+    ASSERT_TRUE(log.ok()) << log.error().message;
+    logs[i] = std::move(log).value();
+  }
+  constexpr int kEach = 100;
+  AtOnce(2, [&](int i) {
+    for (int n = 0; n < kEach; ++n) {
+      AuditEvent e;
+      e.actor = "admin";
+      e.action = "secret.get";
+      e.resource = "p" + std::to_string(i);
+      logs[i]->Record(e);
+    }
+  });
+  auto head = heads(1).Load();
+  ASSERT_TRUE(head.ok() && head->has_value());
+  EXPECT_EQ((*head)->seq, 2u * kEach);
+  auto report = VerifyAuditLog(path, key, *head);
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->first_bad_line, 0u) << report->problem;
+  EXPECT_EQ(report->last_seq, 2u * kEach);
+}
+
+DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(AuditRepositoryContract);
+
+}  // namespace
+}  // namespace dyad

@@ -1,0 +1,171 @@
+#include "registry/pg_rotation_repository.h"
+
+namespace dyad {
+namespace {
+
+constexpr char kRunColumns[] =
+    "id, trigger, status, force, started_at, COALESCE(finished_at,''), from_version, to_version, total, done, "
+    "reencrypted, skipped, failed, cursor, error, duration_ms";
+
+RotationRun ReadRun(const PgRows& rows, int i) {
+  RotationRun r;
+  r.id = rows.Text(i, 0);
+  r.trigger = rows.Text(i, 1);
+  r.status = rows.Text(i, 2);
+  r.force = rows.Bool(i, 3);
+  r.started_at = rows.Text(i, 4);
+  r.finished_at = rows.Text(i, 5);
+  r.from_version = static_cast<uint32_t>(rows.Int(i, 6));
+  r.to_version = static_cast<uint32_t>(rows.Int(i, 7));
+  r.total = rows.Int(i, 8);
+  r.done = rows.Int(i, 9);
+  r.reencrypted = rows.Int(i, 10);
+  r.skipped = rows.Int(i, 11);
+  r.failed = rows.Int(i, 12);
+  r.cursor = rows.Text(i, 13);
+  r.error = rows.Text(i, 14);
+  r.duration_ms = rows.Int(i, 15);
+  return r;
+}
+
+Result<RotationSuccesses> CountSuccesses(PgConnection& c) {
+  DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
+      "SELECT COUNT(*), COALESCE(MAX(finished_at), '') FROM rotation_runs WHERE status='completed'"));
+  RotationSuccesses out;
+  if (rows.size() > 0) {
+    out.count = rows.Int(0, 0);
+    out.last_finished_at = rows.Text(0, 1);
+  }
+  return out;
+}
+
+Status StatusOf(const Result<bool>& r) { return r.ok() ? OkStatus() : Status(r.error()); }
+
+class PgRotationRepository final : public RotationRepository {
+ public:
+  PgRotationRepository(std::shared_ptr<PgDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
+
+  Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
+                                           const std::string& interrupted_note, std::optional<int64_t> if_successes,
+                                           const std::optional<std::string>& if_running) override {
+    const int64_t now = WallSeconds();
+    const int64_t takeover_s = std::chrono::duration_cast<std::chrono::seconds>(takeover).count();
+    std::optional<std::string> holder;
+    Status s = db_->Transaction([&](PgConnection& c) -> Status {
+      // One Begin at a time: two on a free lock would both find no row (READ
+      // COMMITTED reads no uncommitted insert), and the loser must be told
+      // the winner's run id, not fail on the primary key.
+      DYAD_RETURN_IF_ERROR(c.Query("SELECT pg_advisory_xact_lock(hashtext('dyad.rotation_lock'), 0)"));
+      DYAD_ASSIGN_OR_RETURN(PgRows lock, c.Query("SELECT run_id, heartbeat_at FROM rotation_lock WHERE id=1 FOR UPDATE"));
+      if (lock.size() > 0) {
+        // Held while its heartbeat is fresh, whoever the owner is: its own
+        // thread beats it, so only an instance that is gone lets it go stale.
+        if (now - lock.Int(0, 1) < takeover_s) {
+          holder = lock.Text(0, 0);
+          return OkStatus();  // nothing written
+        }
+        DYAD_RETURN_IF_ERROR(c.Query("DELETE FROM rotation_lock WHERE id=1"));
+      }
+      if (if_running) {
+        DYAD_ASSIGN_OR_RETURN(PgRows st, c.Query("SELECT status FROM rotation_runs WHERE id=$1", {*if_running}));
+        if (st.size() == 0 || st.Text(0, 0) != "running") {
+          return MakeError(ErrorCode::kFailedPrecondition, "run " + *if_running + " is no longer running");
+        }
+      }
+      if (if_successes) {
+        DYAD_ASSIGN_OR_RETURN(RotationSuccesses done, CountSuccesses(c));
+        if (done.count != *if_successes) {
+          return MakeError(ErrorCode::kFailedPrecondition, "a key rotation completed meanwhile (at " +
+                                                               done.last_finished_at + ")");
+        }
+      }
+      // Any run its owner left "running" is over: say so in its history entry.
+      DYAD_RETURN_IF_ERROR(c.Query(
+          "UPDATE rotation_runs SET status='interrupted', finished_at=$1, error=$2 WHERE status='running'",
+          {run.started_at, interrupted_note}));
+      DYAD_RETURN_IF_ERROR(c.Query("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,$1,$2,$3)",
+                                   {run.id, owner, now}));
+      DYAD_RETURN_IF_ERROR(c.Query(
+          "INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, cursor) "
+          "VALUES($1,$2,$3,$4,$5,$6,$7,$8)",
+          {run.id, run.trigger, run.status, run.force, run.started_at, static_cast<int64_t>(run.from_version),
+           static_cast<int64_t>(run.to_version), run.cursor}));
+      return OkStatus();
+    });
+    if (!s.ok()) return s.error();
+    return holder;
+  }
+
+  // The lock row first, then the run's, as Begin takes them: a takeover and
+  // a save meeting never wait for each other in opposite orders.
+  Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
+    const int64_t now = WallSeconds();
+    return db_->Transaction([&](PgConnection& c) -> Status {
+      DYAD_RETURN_IF_ERROR(c.Query("UPDATE rotation_lock SET heartbeat_at=$1 WHERE run_id=$2 AND owner=$3",
+                                   {now, run.id, owner}));
+      DYAD_RETURN_IF_ERROR(c.Query(
+          "UPDATE rotation_runs SET status=$1, finished_at=$2, to_version=$3, total=$4, done=$5, reencrypted=$6, "
+          "skipped=$7, failed=$8, cursor=$9, error=$10, duration_ms=$11 WHERE id=$12",
+          {run.status, final ? PgParam(run.finished_at) : PgParam::Null(), static_cast<int64_t>(run.to_version),
+           run.total, run.done, run.reencrypted, run.skipped, run.failed, run.cursor, run.error, run.duration_ms,
+           run.id}));
+      return OkStatus();
+    });
+  }
+
+  Result<bool> Heartbeat(const std::string& run_id, const std::string& owner) override {
+    return db_->With<bool>([&](PgConnection& c) -> Result<bool> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query("UPDATE rotation_lock SET heartbeat_at=$1 WHERE run_id=$2 AND owner=$3",
+                                                 {WallSeconds(), run_id, owner}));
+      return rows.Affected() > 0;
+    });
+  }
+
+  Status Release(const std::string& run_id, const std::string& owner) override {
+    return StatusOf(db_->With<bool>([&](PgConnection& c) -> Result<bool> {
+      DYAD_RETURN_IF_ERROR(c.Query("DELETE FROM rotation_lock WHERE run_id=$1 AND owner=$2", {run_id, owner}));
+      return true;
+    }));
+  }
+
+  Result<std::optional<RotationRun>> LatestRunning() override {
+    return db_->With<std::optional<RotationRun>>([&](PgConnection& c) -> Result<std::optional<RotationRun>> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(std::string("SELECT ") + kRunColumns +
+                                                     " FROM rotation_runs WHERE status='running' ORDER BY seq DESC "
+                                                     "LIMIT 1"));
+      if (rows.size() == 0) return std::optional<RotationRun>();
+      return std::optional<RotationRun>(ReadRun(rows, 0));
+    });
+  }
+
+  Result<RotationSuccesses> Successes() override {
+    return db_->With<RotationSuccesses>([](PgConnection& c) { return CountSuccesses(c); });
+  }
+
+  Result<std::vector<RotationRun>> History(int limit) override {
+    return db_->With<std::vector<RotationRun>>([&](PgConnection& c) -> Result<std::vector<RotationRun>> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(std::string("SELECT ") + kRunColumns +
+                                                     " FROM rotation_runs ORDER BY seq DESC LIMIT $1",
+                                                 {static_cast<int64_t>(limit)}));
+      std::vector<RotationRun> runs;
+      for (int i = 0; i < rows.size(); ++i) runs.push_back(ReadRun(rows, i));
+      return runs;
+    });
+  }
+
+ private:
+  int64_t WallSeconds() const {
+    return std::chrono::duration_cast<std::chrono::seconds>(clock_.WallNow().time_since_epoch()).count();
+  }
+
+  std::shared_ptr<PgDb> db_;
+  const Clock& clock_;
+};
+
+}  // namespace
+
+std::unique_ptr<RotationRepository> NewPgRotationRepository(std::shared_ptr<PgDb> db, const Clock& clock) {
+  return std::make_unique<PgRotationRepository>(std::move(db), clock);
+}
+
+}  // namespace dyad
