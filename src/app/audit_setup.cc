@@ -24,7 +24,11 @@ Result<AuditKeyRecord> OwnWrapping(AuditKeyRepository& audit_keys, const KeyMana
   DYAD_ASSIGN_OR_RETURN(auto all, audit_keys.List());
   if (all.empty()) return MakeError(ErrorCode::kNotFound, "the registry holds no audit key: no gateway wrote this log");
   std::string holders;
-  for (const auto& r : all) holders += (holders.empty() ? "" : ", ") + Named(r.holder());
+  for (auto& r : all) {
+    // Made by another instance between the two reads (two starting at once).
+    if (r.holder() == HolderOf(keys)) return std::move(r);
+    holders += (holders.empty() ? "" : ", ") + Named(r.holder());
+  }
   return MakeError(ErrorCode::kFailedPrecondition,
                    "the audit key is not wrapped for this configuration's " + Named(HolderOf(keys)) +
                        ", only for: " + holders + "; run `dyad-gateway migrate --to-env-file` with this "

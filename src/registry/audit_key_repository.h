@@ -31,6 +31,7 @@ namespace dyad {
 struct AuditKeyHolder {
   std::string kind;    // its Kind()
   std::string key_id;  // and KeyId()
+  bool operator==(const AuditKeyHolder&) const = default;
 };
 
 struct AuditKeyRecord {
