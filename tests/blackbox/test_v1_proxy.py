@@ -56,7 +56,7 @@ class Stub:
             def _handle(self):
                 length = int(self.headers.get("Content-Length", "0") or 0)
                 raw = self.rfile.read(length) if length else b""
-                stub.seen.append({"path": self.path, "headers": dict(self.headers.items()), "body": raw})
+                stub.seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": raw})
                 if stub.mode == "record-only":
                     return self._send(200, {"recorded": True})
                 if self.headers.get("Authorization") != f"Bearer {stub.key}":
@@ -169,8 +169,8 @@ def test_routing_injection_and_models(v1, stubs):
     assert len(main.seen) == 1 and other.seen == []
     seen = main.seen[0]
     assert seen["path"] == "/v1/chat/completions"
-    assert seen["headers"]["Authorization"] == f"Bearer {STUB_KEY}"
-    assert seen["headers"]["X-Client-Trace"] == "t-1"
+    assert seen["headers"]["authorization"] == f"Bearer {STUB_KEY}"
+    assert seen["headers"]["x-client-trace"] == "t-1"
     assert json.loads(seen["body"])["model"] == "gpt-stub-2024"
     # The explicit provider prefix, stripped upstream; any model under it.
     reply = client.chat.completions.create(model="other/brand-new", messages=[{"role": "user", "content": "x"}])
@@ -211,7 +211,7 @@ def test_client_role_enforcement(v1, stubs):
         sdk(gw, "wrong-token-000000000").models.list()
     assert gw.call("GET", "/admin/providers", token=CLIENT_TOKEN).status_code == 403
     assert gw.call("POST", "/admin/secrets/clear-cache", token=CLIENT_TOKEN).status_code == 403
-    for odd in ("//v1/models", "/v1/./models", "/%76%31/models", "/v1/models/"):
+    for odd in ("//v1/models", "/v1/models/"):  # "/v1/./models", "/%76%31/models": requests normalises them (unit-tested)
         assert requests.get(gw.url + odd, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 400, odd
     assert requests.get(gw.url + "/V1/models", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 404
     # The token's allow-list.
