@@ -49,6 +49,8 @@ struct App::Parts {
   std::unique_ptr<FileAuditLog> audit;
   std::unique_ptr<TokenAuthenticator> auth;
   std::unique_ptr<SecretsService> secrets;
+  std::unique_ptr<HostResolver> resolver;        // baseUrl checks at provider create/update
+  std::unique_ptr<UpstreamClient> upstream;      // credential probes (validate before promote, live validate)
   std::unique_ptr<ProviderService> providers;
   std::unique_ptr<KeyRotationService> rotation;
   std::unique_ptr<RotationScheduler> scheduler;
@@ -144,7 +146,12 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     if (keys.code() != ErrorCode::kUnavailable) return keys.error();
     spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
   }
-  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
+  p.resolver = NewSystemResolver();
+  ProviderUpstream upstream;
+  upstream.policy.allow_plaintext = config.allow_plaintext_upstream;
+  upstream.resolver = p.resolver.get();
+  upstream.client = p.upstream.get();
+  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit, upstream);
   KeyRotationService::Options ro{500, p.backend.traits.rotation_parallelism};
   ro.metrics = p.metrics.get();
   p.metrics->SetKeyState([keys = p.backend.keys.get()] { return keys->KnownState(); },

@@ -228,6 +228,7 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
                                          c.log_level));
   DYAD_RETURN_IF_ERROR(ReadListener(env, c));
   DYAD_RETURN_IF_ERROR(ReadOneOfVariable(env, "GATEWAY_LOG_FORMAT", {"text", "json"}, c.log_format));
+  DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "GATEWAY_ALLOW_PLAINTEXT_UPSTREAM", c.allow_plaintext_upstream));
   DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "SECRETS_CACHE_WARM", c.cache_warm));
   DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "SECRETS_CACHE_WARM_BLOCKS_READY", c.cache_warm_blocks_ready));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_PORT", 0, 65535, c.port));

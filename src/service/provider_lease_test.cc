@@ -54,6 +54,7 @@ Result<Provider> CreateWithKey(ProviderService& providers, const std::string& sl
   ProviderPatch p;
   p.name = p.slug = slug;
   p.type = type;
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   p.credentials = Fields({{"api_key", "v1"}});
   return providers.Create(p, Caller{});
 }
@@ -87,6 +88,7 @@ TEST(ProviderLease, RotationsOnOneInstanceAndRenamesOnAnotherLoseNoWrite) {
   ProviderPatch p;
   p.name = p.slug = "shared";
   p.type = "http-sdk";
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   p.credentials = Fields({{"api_key", "k0"}});
   auto made = a.providers->Create(p, Caller{});
   ASSERT_TRUE(made.ok()) << made.error().message;
@@ -237,6 +239,7 @@ TEST(ProviderLease, ValidateAfterARotationElsewhereSeesTheNewCredentials) {
   ProviderPatch p;
   p.name = p.slug = "seen";
   p.type = "http-sdk";
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   p.credentials = Fields({{"api_key", "old"}});
   auto made = a.providers->Create(p, Caller{});
   ASSERT_TRUE(made.ok()) << made.error().message;
