@@ -16,6 +16,7 @@
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/secret_bytes.h"
+#include "transport/curl_common.h"
 #include "transport/http_answer.h"
 
 namespace dyad {
@@ -132,20 +133,6 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
 
 constexpr int kMaxRedirects = 3;
 
-// Frees a CURLU on every path.
-struct UrlHandle {
-  UrlHandle() : u(curl_url()) {}
-  ~UrlHandle() { curl_url_cleanup(u); }
-  std::string Get(CURLUPart part, unsigned flags = 0) const {
-    char* out = nullptr;
-    if (curl_url_get(u, part, &out, flags) != CURLUE_OK || !out) return "";
-    std::string s(out);
-    curl_free(out);
-    return s;
-  }
-  CURLU* u;
-};
-
 // `location` (absolute or relative) resolved against `base`; "" when it is not a URL.
 std::string ResolveLocation(const std::string& base, const std::string& location) {
   UrlHandle url;
@@ -210,14 +197,6 @@ namespace {
 // A CR or LF in a header would end its line and start another (a token
 // from a credential endpoint turned into a header of its choosing); a NUL
 // would cut it short. The error names the header, never its value.
-// One pass without branches per byte: find_first_of of three characters is
-// a memchr for each of them, per byte (≈ 10 k instructions per signed request).
-bool HasBreakOrNul(std::string_view s) {
-  bool found = false;
-  for (char c : s) found |= (c == '\r') | (c == '\n') | (c == '\0');
-  return found;
-}
-
 Status CheckHeaders(const HttpCall& call) {
   for (const auto& [name, value] : call.headers) {
     if (HasBreakOrNul(name)) {
@@ -242,16 +221,6 @@ Status CheckHeaders(const HttpCall& call) {
 bool IsHost(std::string_view header_name) {
   return header_name.size() == 4 && (header_name[0] == 'H' || header_name[0] == 'h') &&
          (header_name.substr(1) == "ost" || header_name.substr(1) == "OST");
-}
-
-// Whether curl would send requests through a proxy named in the process
-// environment (it reads http_proxy, but not HTTP_PROXY, for http URLs).
-bool ProxyInEnvironment() {
-  for (const char* name : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
-    const char* v = std::getenv(name);
-    if (v && *v) return true;
-  }
-  return false;
 }
 
 bool Idempotent(const std::string& method) {
@@ -282,8 +251,7 @@ enum class Outcome {
 class CurlTransport final : public HttpTransport {
  public:
   explicit CurlTransport(CurlOptions options) : options_(std::move(options)) {
-    static std::once_flag init;
-    std::call_once(init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+    EnsureCurlGlobalInit();
     own_http_ = !options_.libcurl_http && !ProxyInEnvironment();
   }
   ~CurlTransport() override {

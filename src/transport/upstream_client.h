@@ -48,7 +48,9 @@ struct UpstreamTimeouts {
 struct UpstreamRequest {
   std::string method = "POST";
   std::string url;  // absolute: https://host[:port]/path[?query]
-  HttpHeaders headers;  // sent as given; the client adds Host and the framing
+  // Sent as given, but Host, Content-Length, Expect and hop-by-hop headers
+  // (Connection, Transfer-Encoding, ...): those are the client's, the caller's dropped.
+  HttpHeaders headers;
   std::string_view body;  // must outlive Send()
   UpstreamTimeouts timeouts;
 };

@@ -1,0 +1,543 @@
+// Tests of the libcurl UpstreamClient against loopback servers in this
+// process (plain and TLS): the head and body handed on as they arrive,
+// redirects handed back, metadata addresses refused, the three timeouts,
+// cancelling, kept-alive connections, concurrent calls, and hostile answers.
+#include "transport/upstream_client.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "server/tls_context.h"
+#include "testing/loopback_http_server.h"
+#include "testing/test_certificates.h"
+
+namespace dyad {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Records what the client hands on; `on_body` may stop the call.
+struct Recorder : UpstreamSink {
+  int heads = 0;
+  UpstreamHead head;
+  std::vector<std::string> pieces;
+  bool accept_head = true;
+  std::function<bool(std::string_view)> on_body;
+
+  bool OnHead(const UpstreamHead& h) override {
+    ++heads;
+    head = h;
+    return accept_head;
+  }
+  bool OnBody(std::string_view piece) override {
+    EXPECT_EQ(heads, 1) << "a body piece before the head";
+    EXPECT_FALSE(piece.empty());
+    pieces.emplace_back(piece);
+    return on_body ? on_body(piece) : true;
+  }
+  std::string body() const {
+    std::string all;
+    for (const auto& p : pieces) all += p;
+    return all;
+  }
+  std::string Header(const std::string& name) const {
+    for (const auto& [k, v] : head.headers) {
+      if (k == name) return v;
+    }
+    return "<none>";
+  }
+};
+
+std::unique_ptr<UpstreamClient> Client(UpstreamClientOptions options = {}) {
+  auto c = NewUpstreamClient(options);
+  EXPECT_TRUE(c.ok()) << c.error().message;
+  return std::move(c).value();
+}
+
+UpstreamRequest Post(const std::string& url, std::string_view body = "{\"model\":\"m\"}") {
+  UpstreamRequest r;
+  r.url = url;
+  r.body = body;
+  r.headers = {{"Authorization", "Bearer sk-upstream-secret"}, {"Content-Type", "application/json"}};
+  return r;
+}
+
+std::string Answer(const std::string& body, const std::string& extra = "") {
+  return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body;
+}
+
+// Answers every request on a connection with `answer`, keeping it open.
+LoopbackHttpServer::Script Always(std::string answer, LoopbackHttpServer*& self) {
+  return [answer, &self](LoopbackConn& c) {
+    while (!self->Read(c).empty()) {
+      if (!c.Write(answer)) return;
+    }
+  };
+}
+
+TEST(IsForbiddenUpstreamAddress, LinkLocalAndMetadataInEveryForm) {
+  for (const char* a : {"169.254.169.254", "169.254.0.1", "169.254.255.255", "fe80::1", "febf::1", "fe80::1%eth0",
+                        "fd00:ec2::254", "FD00:EC2::254", "[fd00:ec2::254]", "::ffff:169.254.169.254",
+                        "::ffff:a9fe:a9fe", "::169.254.169.254", "64:ff9b::169.254.169.254", "not-an-address", ""}) {
+    EXPECT_TRUE(IsForbiddenUpstreamAddress(a)) << a;
+  }
+  for (const char* a : {"127.0.0.1", "10.0.0.1", "169.253.255.255", "169.255.0.0", "::1", "fec0::1", "fd00:ec2::253",
+                        "::ffff:127.0.0.1", "2001:db8::1", "[::1]"}) {
+    EXPECT_FALSE(IsForbiddenUpstreamAddress(a)) << a;
+  }
+}
+
+TEST(UpstreamClient, StatusHeadersAndBodyHandedOnAndTheRequestSentAsGiven) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("{\"ok\":true}",
+                                          "Content-Type: application/json\r\nX-Request-Id: abc\r\nConnection: "
+                                          "keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n"
+                                          "Proxy-Authenticate: Basic\r\nUpgrade: h2c\r\n"),
+                                   self));
+  self = &server;
+  auto client = Client();
+  Recorder sink;
+  UpstreamRequest request = Post(server.url("/v1/chat/completions"));
+  request.headers.push_back({"OpenAI-Organization", "org-1"});
+  request.headers.push_back({"X-Empty", ""});
+  // The caller's framing and connection headers are the client's to set.
+  request.headers.push_back({"Connection", "close"});
+  request.headers.push_back({"Transfer-Encoding", "chunked"});
+  request.headers.push_back({"Host", "evil.example"});
+  request.headers.push_back({"Content-Length", "999"});
+  ASSERT_TRUE(client->Send(request, sink).ok());
+  EXPECT_EQ(sink.heads, 1);
+  EXPECT_EQ(sink.head.status, 200);
+  EXPECT_EQ(sink.Header("content-type"), "application/json");
+  EXPECT_EQ(sink.Header("x-request-id"), "abc");
+  EXPECT_EQ(sink.Header("content-length"), "11");
+  for (const char* hop : {"connection", "keep-alive", "x-hop", "proxy-authenticate", "upgrade"}) {
+    EXPECT_EQ(sink.Header(hop), "<none>") << hop;
+  }
+  EXPECT_EQ(sink.body(), "{\"ok\":true}");
+
+  ASSERT_EQ(server.requests().size(), 1u);
+  const std::string seen = server.requests()[0];
+  EXPECT_TRUE(seen.starts_with("POST /v1/chat/completions HTTP/1.1\r\n")) << seen;
+  EXPECT_NE(seen.find("\r\nAuthorization: Bearer sk-upstream-secret\r\n"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("\r\nOpenAI-Organization: org-1\r\n"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("\r\nX-Empty:"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("\r\nContent-Type: application/json\r\n"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("\r\nContent-Length: 13\r\n"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("\r\nHost: 127.0.0.1:" + std::to_string(server.port()) + "\r\n"), std::string::npos) << seen;
+  for (const char* absent : {"Expect", "evil.example", "Transfer-Encoding", "Connection: close", "999", "Accept:"}) {
+    EXPECT_EQ(seen.find(absent), std::string::npos) << absent << " in " << seen;
+  }
+  EXPECT_TRUE(seen.ends_with("\r\n\r\n{\"model\":\"m\"}")) << seen;
+}
+
+TEST(UpstreamClient, GetHeadAndABodylessAnswerStillHaveAHead) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always("HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", self));
+  self = &server;
+  auto client = Client();
+  for (const char* method : {"GET", "HEAD", "DELETE", "POST"}) {
+    Recorder sink;
+    UpstreamRequest request = Post(server.url("/models"), "");
+    request.method = method;
+    request.headers.clear();
+    ASSERT_TRUE(client->Send(request, sink).ok()) << method;
+    EXPECT_EQ(sink.heads, 1) << method;
+    EXPECT_EQ(sink.head.status, 204) << method;
+    EXPECT_EQ(sink.Header("x-a"), "1");
+    EXPECT_TRUE(sink.pieces.empty()) << method;
+  }
+  const auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_TRUE(seen[0].starts_with("GET /models HTTP/1.1\r\n")) << seen[0];
+  EXPECT_EQ(seen[0].find("Content-Length"), std::string::npos) << seen[0];
+  EXPECT_TRUE(seen[1].starts_with("HEAD /models HTTP/1.1\r\n")) << seen[1];
+  EXPECT_TRUE(seen[2].starts_with("DELETE /models HTTP/1.1\r\n")) << seen[2];
+  EXPECT_TRUE(seen[3].starts_with("POST /models HTTP/1.1\r\n")) << seen[3];
+  EXPECT_NE(seen[3].find("Content-Length: 0\r\n"), std::string::npos) << seen[3];
+  EXPECT_EQ(server.connections(), 1);  // one kept connection for all four
+}
+
+TEST(UpstreamClient, InterimHeadsAreSkipped) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(
+      Always("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + Answer("x", "X-Final: 1\r\n"), self));
+  self = &server;
+  Recorder sink;
+  ASSERT_TRUE(Client()->Send(Post(server.url()), sink).ok());
+  EXPECT_EQ(sink.heads, 1);
+  EXPECT_EQ(sink.head.status, 200);
+  EXPECT_EQ(sink.Header("link"), "<none>");
+  EXPECT_EQ(sink.Header("x-final"), "1");
+}
+
+// The server sends a piece, waits until the sink has seen it, then sends the
+// next: a client that buffered the body would hand on nothing before the end.
+TEST(UpstreamClient, AStreamedAnswerArrivesPieceByPieceBeforeItsEnd) {
+  std::promise<void> first_seen;
+  std::future<void> first_seen_future = first_seen.get_future();
+  std::atomic<bool> second_sent{false};
+  std::atomic<bool> waited{false};
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (self->Read(c).empty()) return;
+    c.Write("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "b\r\ndata: one\n\n\r\n");
+    waited = first_seen_future.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+    second_sent = true;
+    c.Write("b\r\ndata: two\n\n\r\n0\r\n\r\n");
+  });
+  self = &server;
+  Recorder sink;
+  bool second_sent_before_first_seen = true;
+  sink.on_body = [&](std::string_view piece) {
+    if (piece.find("one") != std::string_view::npos) {
+      second_sent_before_first_seen = second_sent.load();
+      first_seen.set_value();
+    }
+    return true;
+  };
+  Status s = Client()->Send(Post(server.url()), sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_FALSE(second_sent_before_first_seen);
+  EXPECT_TRUE(waited.load());
+  EXPECT_EQ(sink.Header("transfer-encoding"), "<none>");
+  EXPECT_EQ(sink.Header("content-type"), "text/event-stream");
+  EXPECT_EQ(sink.body(), "data: one\n\ndata: two\n\n");  // the chunked framing removed
+  EXPECT_GE(sink.pieces.size(), 2u);
+}
+
+TEST(UpstreamClient, ARedirectIsHandedBackNotFollowed) {
+  LoopbackHttpServer* other_self = nullptr;
+  LoopbackHttpServer other(Always(Answer("stolen"), other_self));
+  other_self = &other;
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always("HTTP/1.1 307 Temporary Redirect\r\nLocation: " + other.url("/steal") +
+                                       "\r\nContent-Length: 0\r\n\r\n",
+                                   self));
+  self = &server;
+  Recorder sink;
+  ASSERT_TRUE(Client()->Send(Post(server.url()), sink).ok());
+  EXPECT_EQ(sink.head.status, 307);
+  EXPECT_EQ(sink.Header("location"), other.url("/steal"));
+  EXPECT_EQ(other.connections(), 0);
+}
+
+TEST(UpstreamClient, MetadataAddressesAreRefusedBeforeConnecting) {
+  auto client = Client();
+  for (const std::string url : {"http://169.254.169.254/latest/meta-data?sig=query-secret",
+                                "http://[::ffff:169.254.169.254]:80/x?sig=query-secret",
+                                "https://[fd00:ec2::254]/x?sig=query-secret", "http://[fe80::1]:8080/?sig=query-secret"}) {
+    Recorder sink;
+    UpstreamRequest request = Post(url);
+    request.timeouts.connect = milliseconds(20000);  // refused at once, not timed out
+    Status s = client->Send(request, sink);
+    ASSERT_FALSE(s.ok()) << url;
+    EXPECT_EQ(s.error().code, ErrorCode::kUnavailable) << url;
+    EXPECT_NE(s.error().message.find("refused to connect to "), std::string::npos) << s.error().message;
+    EXPECT_EQ(s.error().message.find("query-secret"), std::string::npos) << s.error().message;
+    EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
+    EXPECT_EQ(sink.heads, 0);
+  }
+  Recorder sink;
+  Status s = client->Send(Post("http://[::ffff:169.254.169.254]/"), sink);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("::ffff:169.254.169.254"), std::string::npos) << s.error().message;
+}
+
+TEST(UpstreamClient, URLsAndHeadersItWillNotSend) {
+  auto client = Client();
+  Recorder sink;
+  for (const std::string url : {"ftp://127.0.0.1/x", "file:///etc/passwd", "http://user:pw@127.0.0.1/", "not a url"}) {
+    Status s = client->Send(Post(url), sink);
+    ASSERT_FALSE(s.ok()) << url;
+    EXPECT_EQ(s.error().code, ErrorCode::kInvalidArgument) << url;
+    EXPECT_EQ(s.error().message.find("pw"), std::string::npos) << s.error().message;
+  }
+  UpstreamRequest request = Post("http://127.0.0.1:1/");
+  request.headers.push_back({"X-Injected", "secret-value\r\nX-Evil: 1"});
+  Status s = client->Send(request, sink);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.error().message.find("X-Injected"), std::string::npos) << s.error().message;
+  EXPECT_EQ(s.error().message.find("secret-value"), std::string::npos) << s.error().message;
+  request = Post("http://127.0.0.1:1/");
+  request.headers.push_back({"Bad Name", "v"});
+  EXPECT_EQ(client->Send(request, sink).error().code, ErrorCode::kInvalidArgument);
+  request = Post("http://127.0.0.1:1/");
+  request.method = "GET /x HTTP/1.1\r\n";
+  EXPECT_EQ(client->Send(request, sink).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(sink.heads, 0);
+}
+
+TEST(UpstreamClient, AnUpstreamThatIsDownIsUnavailableWithoutTheCredential) {
+  int port = 0;
+  {
+    LoopbackHttpServer gone([](LoopbackConn&) {});
+    port = gone.port();
+  }  // closed: nothing listens there now
+  Recorder sink;
+  Status s = Client()->Send(Post("http://127.0.0.1:" + std::to_string(port) + "/v1/x?k=query-secret"), sink);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(s.error().message.find("/v1/x"), std::string::npos) << s.error().message;
+  EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
+  EXPECT_EQ(s.error().message.find("query-secret"), std::string::npos) << s.error().message;
+  EXPECT_EQ(s.error().message.find("model"), std::string::npos) << s.error().message;  // nor the body
+}
+
+// A listener whose accept queue is full drops the next SYN: the connection
+// is never made, and the connect timeout is the one that passes.
+TEST(UpstreamClient, AnUpstreamThatDoesNotAcceptHitsTheConnectTimeout) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(listener, 0), 0);
+  socklen_t len = sizeof a;
+  getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
+  const int filler = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(connect(filler, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);  // fills the queue
+  Recorder sink;
+  UpstreamRequest request = Post("http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/");
+  request.timeouts.connect = milliseconds(100);
+  Status s = Client()->Send(request, sink);
+  close(filler);
+  close(listener);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded) << s.error().message;
+  EXPECT_NE(s.error().message.find("connect timeout (100 ms)"), std::string::npos) << s.error().message;
+}
+
+TEST(UpstreamClient, AnUpstreamThatNeverAnswersHitsTheFirstByteTimeout) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    self->Read(c);
+    c.WaitForClose();
+  });
+  self = &server;
+  Recorder sink;
+  UpstreamRequest request = Post(server.url());
+  request.timeouts.first_byte = milliseconds(100);
+  Status s = Client()->Send(request, sink);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(s.error().message.find("first-byte timeout (100 ms)"), std::string::npos) << s.error().message;
+  EXPECT_EQ(sink.heads, 0);
+}
+
+TEST(UpstreamClient, ASilenceInTheBodyHitsTheIdleTimeoutAndTheConnectionIsClosed) {
+  std::promise<void> closed;
+  std::future<void> closed_future = closed.get_future();
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    self->Read(c);
+    c.Write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n");
+    c.WaitForClose();
+    closed.set_value();
+  });
+  self = &server;
+  Recorder sink;
+  UpstreamRequest request = Post(server.url());
+  request.timeouts.idle = milliseconds(100);
+  Status s = Client()->Send(request, sink);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(s.error().message.find("idle timeout (100 ms)"), std::string::npos) << s.error().message;
+  EXPECT_EQ(sink.heads, 1);
+  EXPECT_EQ(sink.body(), "one");
+  EXPECT_EQ(closed_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+}
+
+TEST(UpstreamClient, ASinkThatStopsCancelsAndClosesTheConnection) {
+  for (bool stop_at_head : {false, true}) {
+    std::promise<void> closed;
+    std::future<void> closed_future = closed.get_future();
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      self->Read(c);
+      c.Write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n");
+      c.WaitForClose();  // the rest is never sent: only the client's close ends this
+      closed.set_value();
+    });
+    self = &server;
+    auto client = Client();
+    Recorder sink;
+    sink.accept_head = !stop_at_head;
+    sink.on_body = [](std::string_view) { return false; };
+    Status s = client->Send(Post(server.url()), sink);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kCancelled);
+    EXPECT_EQ(sink.pieces.size(), stop_at_head ? 0u : 1u);
+    EXPECT_EQ(closed_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  }
+}
+
+TEST(UpstreamClient, ConsecutiveCallsReuseOneConnectionUntilTheUpstreamClosesIt) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    for (int n = 0;; ++n) {
+      if (self->Read(c).empty()) return;
+      // The first connection's third answer ends it.
+      const bool close = c.index() == 0 && n == 2;
+      c.Write(Answer("r" + std::to_string(n), close ? "Connection: close\r\n" : ""));
+      if (close) return;
+    }
+  });
+  self = &server;
+  auto client = Client();
+  for (int i = 0; i < 3; ++i) {
+    Recorder sink;
+    ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());
+    EXPECT_EQ(sink.body(), "r" + std::to_string(i));
+  }
+  EXPECT_EQ(server.connections(), 1);
+  Recorder sink;
+  ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());  // on a new connection
+  EXPECT_EQ(sink.body(), "r0");
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// As curl_transport, a proxy named in the environment carries the calls;
+// the address connected to is then the proxy's, and a URL naming a metadata
+// address by number is refused before anything is sent.
+TEST(UpstreamClient, AProxyInTheEnvironmentCarriesTheCallAndAMetadataLiteralIsStillRefused) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer proxy(Always(Answer("via proxy"), self));
+  self = &proxy;
+  ASSERT_EQ(setenv("http_proxy", proxy.url("").c_str(), 1), 0);
+  auto client = Client();
+  Recorder sink;
+  Status through = client->Send(Post("http://upstream.invalid:8080/v1/models"), sink);
+  Recorder refused_sink;
+  Status refused = client->Send(Post("http://169.254.169.254/latest"), refused_sink);
+  unsetenv("http_proxy");
+  ASSERT_TRUE(through.ok()) << through.error().message;
+  EXPECT_EQ(sink.body(), "via proxy");
+  ASSERT_EQ(proxy.requests().size(), 1u);
+  EXPECT_TRUE(proxy.requests()[0].starts_with("POST http://upstream.invalid:8080/v1/models HTTP/1.1\r\n"))
+      << proxy.requests()[0];
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(refused.error().message.find("refused to connect to 169.254.169.254"), std::string::npos)
+      << refused.error().message;
+}
+
+TEST(UpstreamClient, HttpsWithAPrivateCaAndRefusedWithAnother) {
+  TlsFiles files = MakeCertAndKey("upstream_ok");
+  TlsFiles stranger = MakeCertAndKey("upstream_stranger");
+  auto ctx = NewTlsServerContext(files);
+  ASSERT_TRUE(ctx.ok()) << ctx.error().message;
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("secure"), self), ctx->get());
+  self = &server;
+  auto client = Client(UpstreamClientOptions{files.cert_file});
+  for (int i = 0; i < 2; ++i) {
+    Recorder sink;
+    Status s = client->Send(Post(server.url("/v1/models")), sink);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(sink.body(), "secure");
+  }
+  EXPECT_EQ(server.connections(), 1);  // TLS kept alive too
+
+  for (auto options : {UpstreamClientOptions{stranger.cert_file}, UpstreamClientOptions{}}) {
+    Recorder sink;
+    Status s = Client(options)->Send(Post(server.url("/v1/models")), sink);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
+    EXPECT_NE(s.error().message.find("certificate"), std::string::npos) << s.error().message;
+    EXPECT_EQ(sink.heads, 0);
+  }
+  EXPECT_EQ(server.requests().size(), 2u);
+  auto missing = NewUpstreamClient(UpstreamClientOptions{"/nonexistent/ca.pem"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("GATEWAY_UPSTREAM_CA_FILE"), std::string::npos);
+}
+
+TEST(UpstreamClient, EightThreadsAtOnceEachGetTheirOwnAnswer) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    for (;;) {
+      const std::string request = self->Read(c);
+      if (request.empty()) return;
+      const std::string body = request.substr(request.find("\r\n\r\n") + 4);
+      c.Write(Answer("echo:" + body));
+    }
+  });
+  self = &server;
+  auto client = Client();
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        const std::string body = "t" + std::to_string(t) + "-" + std::to_string(i);
+        Recorder sink;
+        if (client->Send(Post(server.url(), body), sink).ok() && sink.body() == "echo:" + body) good.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good.load(), 8 * 25);
+  EXPECT_LE(server.connections(), 8);  // at most one per call at a time, each kept
+}
+
+// Hostile upstreams: each call ends in an error; nothing crashes, nothing
+// of the answer's bytes is trusted as a head.
+TEST(UpstreamClient, GarbageHugeHeadsAndCutBodiesAreErrors) {
+  const std::string huge_value(200 * 1024, 'a');
+  std::string many_headers;
+  for (int i = 0; i < 2000; ++i) many_headers += "X-H" + std::to_string(i) + ": " + std::string(40, 'b') + "\r\n";
+  struct Case {
+    std::string answer;
+    bool head_expected;
+  };
+  const std::vector<Case> cases = {
+      {"hello, this is not http\r\n\r\n", false},
+      {"HTTP/1.1 OK\r\n\r\n", false},
+      {"\x16\x03\x01\x00\x05garbage", false},
+      {"HTTP/1.1 200 OK\r\nX-Big: " + huge_value + "\r\nContent-Length: 0\r\n\r\n", false},
+      {"HTTP/1.1 200 OK\r\n" + many_headers + "Content-Length: 0\r\n\r\n", false},
+      {"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", true},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", true},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", true},
+      {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello", true},
+      {"", false},
+  };
+  auto client = Client();
+  for (const auto& c : cases) {
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& conn) {
+      self->Read(conn);
+      conn.Write(c.answer);
+    });  // the script returns: the connection is closed
+    self = &server;
+    Recorder sink;
+    Status s = client->Send(Post(server.url()), sink);
+    const std::string shown = c.answer.substr(0, 40);
+    ASSERT_FALSE(s.ok()) << shown;
+    EXPECT_EQ(s.error().code, ErrorCode::kUnavailable) << shown << ": " << s.error().message;
+    EXPECT_LE(sink.heads, 1) << shown;
+    if (!c.head_expected) {
+      EXPECT_EQ(sink.heads, 0) << shown;
+    }
+    EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace dyad
