@@ -147,6 +147,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
   }
   p.resolver = NewSystemResolver();
+  DYAD_ASSIGN_OR_RETURN(p.upstream, NewUpstreamClient(UpstreamClientOptions{}));
   ProviderUpstream upstream;
   upstream.policy.allow_plaintext = config.allow_plaintext_upstream;
   upstream.resolver = p.resolver.get();
