@@ -268,15 +268,27 @@ Result<ProviderPatch> ParseProviderJson(const json& j, BodyKind kind) {
   return p;
 }
 
-Result<CredentialFields> ParseCredentialsBody(std::string_view body) {
+Result<RotateBody> ParseRotateBody(std::string_view body) {
   DYAD_ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
   if (!j.contains("credentials")) return Invalid("credentials", "is required");
+  RotateBody out;
   for (auto it = j.begin(); it != j.end(); ++it) {
-    if (it.key() != "credentials") return Invalid(it.key().substr(0, 64), "is unknown");
+    if (it.key() == "validate") {
+      if (!it.value().is_boolean()) return Invalid("validate", "must be true or false");
+      out.validate = it.value().get<bool>();
+    } else if (it.key() != "credentials") {
+      return Invalid(it.key().substr(0, 64), "is unknown");
+    }
   }
-  DYAD_ASSIGN_OR_RETURN(CredentialFields fields, CredentialFieldsFrom(j["credentials"]));
-  if (fields.empty()) return Invalid("credentials", "must hold at least one field");
-  return fields;
+  DYAD_ASSIGN_OR_RETURN(out.credentials, CredentialFieldsFrom(j["credentials"]));
+  if (out.credentials.empty()) return Invalid("credentials", "must hold at least one field");
+  return out;
+}
+
+Result<CredentialFields> ParseCredentialsBody(std::string_view body) {
+  DYAD_ASSIGN_OR_RETURN(RotateBody parsed, ParseRotateBody(body));
+  if (parsed.validate) return Invalid("validate", "is unknown");
+  return std::move(parsed.credentials);
 }
 
 json ProviderToJson(const Provider& p) {

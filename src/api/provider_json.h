@@ -23,6 +23,13 @@ Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind);
 Result<ProviderPatch> ParseProviderJson(const nlohmann::json& body, BodyKind kind);
 // Parses {"credentials":{…}} for the rotate route.
 Result<CredentialFields> ParseCredentialsBody(std::string_view body);
+// The rotate route's whole body: {"credentials":{…}, "validate": bool}
+// ("validate" optional, false when absent).
+struct RotateBody {
+  CredentialFields credentials;
+  bool validate = false;
+};
+Result<RotateBody> ParseRotateBody(std::string_view body);
 
 nlohmann::json ProviderToJson(const Provider& p);
 

@@ -77,6 +77,26 @@ TEST(ProviderJson, CredentialsBody) {
   EXPECT_FALSE(ParseCredentialsBody(R"({"credentials":{}})").ok());
   EXPECT_FALSE(ParseCredentialsBody(R"({"creds":{"a":"b"}})").ok());
   EXPECT_FALSE(ParseCredentialsBody("nope").ok());
+  EXPECT_FALSE(ParseCredentialsBody(R"({"credentials":{"api_key":"k"},"validate":true})").ok());
+}
+
+TEST(ProviderJson, RotateBodyTakesValidate) {
+  auto plain = ParseRotateBody(R"({"credentials":{"api_key":"k"}})");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->validate);
+  auto checked = ParseRotateBody(R"({"validate":true,"credentials":{"api_key":"k"}})");
+  ASSERT_TRUE(checked.ok());
+  EXPECT_TRUE(checked->validate);
+  EXPECT_EQ(checked->credentials.at("api_key").view(), "k");
+  for (const char* bad : {R"({"credentials":{"api_key":"k"},"validate":"true"})",
+                          R"({"credentials":{"api_key":"k"},"validate":1})",
+                          R"({"credentials":{"api_key":"k"},"validate":null})",
+                          R"({"credentials":{"api_key":"k"},"validate":true,"validate":false})",
+                          R"({"validate":true})", R"({"credentials":{"api_key":"k"},"live":true})"}) {
+    EXPECT_EQ(ParseRotateBody(bad).code(), ErrorCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(ParseRotateBody(R"({"credentials":{"api_key":"k"},"validate":1})").error().message,
+            "field 'validate' must be true or false");
 }
 
 TEST(ProviderJson, RowShowsPlaceholdersOnly) {

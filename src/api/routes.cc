@@ -16,6 +16,15 @@ using nlohmann::json;
 
 Caller CallerOf(const RouteContext& ctx) { return Caller{ctx.principal.identity, ctx.request.request_id}; }
 
+Result<bool> BoolField(const std::string& body, const std::string& field, std::optional<bool> fallback);
+
+// A rotation that validate-before-promote refused, with what the upstream said.
+HttpResponse UpstreamRefusal(const Error& error, const UpstreamProbe& probe) {
+  json details = {{"upstreamStatus", probe.status}};  // 0: no answer
+  return probe.status != 0 ? JsonError(422, "UPSTREAM_REJECTED", error.message, details)
+                           : JsonError(424, "UPSTREAM_UNREACHABLE", error.message, details);
+}
+
 Result<int64_t> IntParam(const HttpRequest& req, const std::string& name, int64_t def, int64_t min, int64_t max) {
   auto v = QueryParam(req.query, name);
   if (!v) return def;
@@ -112,10 +121,16 @@ void ProviderRoutes(Router& r, ApiContext api) {
     return s.ok() ? JsonSuccess({{"id", ctx.params[0]}, {"deleted", true}}) : JsonError(s.error());
   });
   r.Add("POST", "/admin/providers/{id}/credentials/rotate", [api](const RouteContext& ctx) {
-    auto creds = ParseCredentialsBody(ctx.request.body);
-    if (!creds.ok()) return JsonError(creds.error());
-    auto p = api.providers.RotateCredentials(ctx.params[0], *creds, CallerOf(ctx));
-    return p.ok() ? JsonSuccess(ProviderToJson(*p)) : JsonError(p.error());
+    auto body = ParseRotateBody(ctx.request.body);
+    if (!body.ok()) return JsonError(body.error());
+    UpstreamProbe probe;
+    auto p = api.providers.RotateCredentials(ctx.params[0], body->credentials, CallerOf(ctx),
+                                             body->validate ? &probe : nullptr);
+    if (p.ok()) return JsonSuccess(ProviderToJson(*p));
+    // Validate before promote refused: 422 when the upstream answered (its
+    // status in upstreamStatus), 424 when it could not be reached.
+    if (probe.attempted && !probe.ok()) return UpstreamRefusal(p.error(), probe);
+    return JsonError(p.error());
   });
 }
 
@@ -146,7 +161,9 @@ void SecretsRoutes(Router& r, ApiContext api) {
     return JsonSuccess({{"cleared", cleared}, {"warming", api.warmer != nullptr}});
   });
   r.Add("POST", "/admin/secrets/providers/{id}/credentials/validate", [api](const RouteContext& ctx) {
-    auto report = api.providers.Validate(ctx.params[0], CallerOf(ctx));
+    auto live = BoolField(ctx.request.body, "live", false);
+    if (!live.ok()) return JsonError(live.error());
+    auto report = api.providers.Validate(ctx.params[0], CallerOf(ctx), *live);
     if (!report.ok()) return JsonError(report.error());
     json checks = json::array();
     for (const auto& c : report->checks) {
@@ -161,6 +178,7 @@ void SecretsRoutes(Router& r, ApiContext api) {
       data["fingerprint"] = report->fingerprint;
     }
     if (!report->lease_ttl_seconds.empty()) data["leaseTtlSeconds"] = report->lease_ttl_seconds;
+    if (report->probe.attempted) data["upstreamStatus"] = report->probe.status;  // 0: no answer
     return JsonSuccess(data);
   });
 }

@@ -50,10 +50,11 @@ struct App::Parts {
   std::unique_ptr<FileAuditLog> audit;
   std::unique_ptr<TokenAuthenticator> auth;
   std::unique_ptr<SecretsService> secrets;
+  std::unique_ptr<HostResolver> resolver;        // baseUrl checks at provider create/update
+  std::unique_ptr<UpstreamClient> upstream;      // /v1 calls and credential probes (validate before promote)
   std::unique_ptr<ProviderService> providers;
   std::unique_ptr<KeyRotationService> rotation;
   std::unique_ptr<RotationScheduler> scheduler;
-  std::unique_ptr<UpstreamClient> upstream;
   std::unique_ptr<ProxyService> proxy;
   std::unique_ptr<Router> router;
   std::unique_ptr<CacheWarmer> warmer;  // last: stopped before what it reads
@@ -155,7 +156,15 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     spdlog::warn("cannot check the configured key against the stored credentials: {}", keys.error().message);
   }
   if (serving) DYAD_RETURN_IF_ERROR(p.changes->Start());
-  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit);
+  p.resolver = NewSystemResolver();
+  UpstreamClientOptions uo;
+  uo.ca_file = config.upstream_ca_file;
+  DYAD_ASSIGN_OR_RETURN(p.upstream, NewUpstreamClient(uo));
+  ProviderUpstream upstream;
+  upstream.policy.allow_plaintext = config.allow_plaintext_upstream;
+  upstream.resolver = p.resolver.get();
+  upstream.client = p.upstream.get();
+  p.providers = std::make_unique<ProviderService>(*p.repo, *p.secrets, clock, DefaultRandom(), *p.audit, upstream);
   KeyRotationService::Options ro{500, p.backend.traits.rotation_parallelism};
   ro.metrics = p.metrics.get();
   p.metrics->SetKeyState([keys = p.backend.keys.get()] { return keys->KnownState(); },
@@ -178,9 +187,6 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     wo.blocks_ready = config.cache_warm_blocks_ready;
     p.warmer = std::make_unique<CacheWarmer>(wo, *p.secrets, *p.repo, *p.metrics);
   }
-  UpstreamClientOptions uo;
-  uo.ca_file = config.upstream_ca_file;
-  DYAD_ASSIGN_OR_RETURN(p.upstream, NewUpstreamClient(uo));
   ProxyOptions po;
   po.timeouts.connect = std::chrono::milliseconds(config.upstream_connect_timeout_ms);
   po.timeouts.first_byte = std::chrono::milliseconds(config.upstream_first_byte_timeout_ms);

@@ -85,6 +85,7 @@ TEST(BackendSeam, ATestOnlyBackendRunsTheServiceThroughTheProductionPath) {
   patch.name = "OpenAI";
   patch.slug = "openai";
   patch.type = "http-sdk";
+  patch.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   patch.credentials = CredentialFields{};
   patch.credentials->emplace("api_key", SecretBytes(std::string_view(kCanary)));
   Caller caller{"tester", "rid-1"};

@@ -26,7 +26,7 @@ class PatchRoute : public ::testing::Test {
   }
   std::string Create(const std::string& slug, const json& credentials) {
     json body = {{"name", "OpenAI"}, {"slug", slug}, {"type", "http-sdk"},
-                 {"adapterConfig", {{"baseUrl", "https://x"}, {"headers", {{"a", "1"}, {"b", "2"}}}}},
+                 {"adapterConfig", {{"baseUrl", "https://192.0.2.1"}, {"headers", {{"a", "1"}, {"b", "2"}}}}},
                  {"credentials", credentials}};
     return Data(t_.Call("POST", "/admin/providers", body.dump()), 201).value("id", "");
   }
@@ -57,7 +57,7 @@ TEST_F(PatchRoute, MergesTheRowAndKeepsWhatItLeavesOut) {
   json p = Data(Patch(id, R"({"description":"second","adapterConfig":{"headers":{"a":null,"c":"3"}}})"));
   EXPECT_EQ(p["description"], "second");
   EXPECT_EQ(p["name"], "OpenAI");
-  EXPECT_EQ(p["adapterConfig"], json::parse(R"({"baseUrl":"https://x","headers":{"b":"2","c":"3"}})"));
+  EXPECT_EQ(p["adapterConfig"], json::parse(R"({"baseUrl":"https://192.0.2.1","headers":{"b":"2","c":"3"}})"));
   EXPECT_EQ(p["credentials"], json::parse(R"({"api_key":"[STORED_EXTERNALLY]","org":"[STORED_EXTERNALLY]"})"));
   EXPECT_EQ(p["credentialsVersion"], 1) << "credentials left alone are not rewritten";
   EXPECT_EQ(Data(t_.Call("GET", "/admin/providers/" + id)), p);

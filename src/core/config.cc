@@ -232,6 +232,7 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
                                          c.log_level));
   DYAD_RETURN_IF_ERROR(ReadListener(env, c));
   DYAD_RETURN_IF_ERROR(ReadOneOfVariable(env, "GATEWAY_LOG_FORMAT", {"text", "json"}, c.log_format));
+  DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "GATEWAY_ALLOW_PLAINTEXT_UPSTREAM", c.allow_plaintext_upstream));
   DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "SECRETS_CACHE_WARM", c.cache_warm));
   DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "SECRETS_CACHE_WARM_BLOCKS_READY", c.cache_warm_blocks_ready));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_PORT", 0, 65535, c.port));
@@ -248,7 +249,6 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
                                        c.upstream_first_byte_timeout_ms));
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_UPSTREAM_IDLE_TIMEOUT_MS", 1, 3600000, c.upstream_idle_timeout_ms));
   if (const std::string* v = FindVariable(env, "GATEWAY_UPSTREAM_CA_FILE")) c.upstream_ca_file = *v;
-  DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "GATEWAY_ALLOW_PLAINTEXT_UPSTREAM", c.allow_plaintext_upstream));
   if (c.threads == 0) c.threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   DYAD_RETURN_IF_ERROR(ReadKeys(env, c));
   if (check_backend) DYAD_RETURN_IF_ERROR(check_backend(c));

@@ -77,6 +77,9 @@ struct Config {
   uint16_t port = 3001;
   TlsFiles tls;
   bool allow_plaintext = false;  // GATEWAY_ALLOW_PLAINTEXT: a non-loopback host without TLS
+  // GATEWAY_ALLOW_PLAINTEXT_UPSTREAM: an http:// baseUrl to a host that is
+  // not loopback (the credential then crosses the network in clear).
+  bool allow_plaintext_upstream = false;
   std::string data_dir = "./data";
   std::string database_url;   // sqlite://PATH or postgresql://…
   std::string database_path;  // the SQLite file, when database_url is sqlite
@@ -101,9 +104,6 @@ struct Config {
   int upstream_first_byte_timeout_ms = 60000;
   int upstream_idle_timeout_ms = 60000;
   std::string upstream_ca_file;
-  // GATEWAY_ALLOW_PLAINTEXT_UPSTREAM: an http:// baseUrl to a host that is
-  // not loopback (service/adapter_config.h).
-  bool allow_plaintext_upstream = false;
 
   // Every variable of the process but the secret ones (IsSecretVariable).
   EnvMap env;

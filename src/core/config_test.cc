@@ -103,6 +103,15 @@ TEST(Config, EmptyTlsVariableIsRefused) {
   EXPECT_NE(ErrorFor(env).find("GATEWAY_TLS_CERT_FILE: is set but empty"), std::string::npos);
 }
 
+TEST(Config, AllowPlaintextUpstream) {
+  EXPECT_FALSE(LoadConfig(Base(), false).value().allow_plaintext_upstream);
+  auto env = Base();
+  env["GATEWAY_ALLOW_PLAINTEXT_UPSTREAM"] = "true";
+  EXPECT_TRUE(LoadConfig(env, false).value().allow_plaintext_upstream);
+  env["GATEWAY_ALLOW_PLAINTEXT_UPSTREAM"] = "yes please";
+  EXPECT_NE(ErrorFor(env).find("GATEWAY_ALLOW_PLAINTEXT_UPSTREAM"), std::string::npos);
+}
+
 TEST(Config, NonLoopbackHostNeedsTlsOrAllowPlaintext) {
   auto env = Base();
   for (const char* host : {"0.0.0.0", "10.1.2.3", "::", "fe80::1", "::ffff:10.0.0.1"}) {
@@ -117,6 +126,9 @@ TEST(Config, NonLoopbackHostNeedsTlsOrAllowPlaintext) {
   env["GATEWAY_ALLOW_PLAINTEXT"] = "perhaps";
   EXPECT_NE(ErrorFor(env).find("GATEWAY_ALLOW_PLAINTEXT"), std::string::npos);
   env.erase("GATEWAY_ALLOW_PLAINTEXT");
+  env["GATEWAY_ALLOW_PLAINTEXT_UPSTREAM"] = "true";  // the upstreams' switch is not the listener's
+  EXPECT_NE(ErrorFor(env).find("is not a loopback address"), std::string::npos);
+  env.erase("GATEWAY_ALLOW_PLAINTEXT_UPSTREAM");
   env["GATEWAY_TLS_CERT_FILE"] = "c.pem";
   env["GATEWAY_TLS_KEY_FILE"] = "k.pem";
   EXPECT_TRUE(LoadConfig(env, false).ok());

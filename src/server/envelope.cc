@@ -14,9 +14,15 @@ HttpResponse JsonSuccess(const nlohmann::json& data, int status) {
 }
 
 HttpResponse JsonError(int status, std::string_view code, std::string_view message) {
+  return JsonError(status, code, message, nlohmann::json::object());
+}
+
+HttpResponse JsonError(int status, std::string_view code, std::string_view message, const nlohmann::json& details) {
   HttpResponse r;
   r.status = status;
-  nlohmann::json error = {{"code", std::string(code)}, {"message", std::string(message)}};
+  nlohmann::json error = details.is_object() ? details : nlohmann::json::object();
+  error["code"] = std::string(code);
+  error["message"] = std::string(message);
   r.body = "{\"status\":\"error\",\"error\":" +
            error.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "}";
   return r;

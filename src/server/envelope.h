@@ -17,6 +17,9 @@ namespace dyad {
 
 HttpResponse JsonSuccess(const nlohmann::json& data, int status = 200);
 HttpResponse JsonError(int status, std::string_view code, std::string_view message);
+// With more members in the error object beside code and message (an
+// object; e.g. {"upstreamStatus":401}).
+HttpResponse JsonError(int status, std::string_view code, std::string_view message, const nlohmann::json& details);
 // Maps an Error to its HTTP status and envelope, keeping its message.
 HttpResponse JsonError(const Error& error);
 

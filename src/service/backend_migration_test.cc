@@ -80,6 +80,7 @@ class BackendMigrationTest : public ::testing::Test {
     ProviderPatch p;
     p.name = p.slug = slug;
     p.type = "http-sdk";
+    p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
     p.credentials = CredentialFields{};
     p.credentials->emplace("api_key", SecretBytes(key));
     auto r = providers_->Create(p, Caller{});

@@ -40,6 +40,7 @@ class DynamicSecretsTest : public testing::ServiceFixture {
     ProviderPatch p;
     p.name = p.slug = slug;
     p.type = "http-sdk";
+    p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
     p.credentials = CredentialFields{};
     p.credentials->emplace("api_key", Ref(kPath, "password"));
     p.credentials->emplace("user", Ref(kPath, "username"));
@@ -216,6 +217,7 @@ TEST_F(DynamicSecretsTest, AFieldTheSecretDoesNotHaveIsNamedWithoutAnyValue) {
   ProviderPatch patch;
   patch.name = patch.slug = "typo";
   patch.type = "http-sdk";
+  patch.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   patch.credentials = CredentialFields{};
   patch.credentials->emplace("api_key", Ref(kPath, "passwd"));
   auto p = providers_->Create(patch, caller_);
@@ -313,6 +315,7 @@ TEST_F(DynamicSecretsTest, APathTheSourceRefusesIsA400NamingTheFieldAndNothingIs
   ProviderPatch patch;
   patch.name = patch.slug = "victim-reader";
   patch.type = "http-sdk";
+  patch.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   patch.credentials = CredentialFields{};
   patch.credentials->emplace("org", SecretBytes("org-1"));
   patch.credentials->emplace("token", Ref("secret/data/dyad-gateway/providers/victim", "api_key"));

@@ -38,6 +38,7 @@ class EnvImportTest : public testing::ServiceFixture {
     p.name = slug;
     p.slug = slug;
     p.type = "http-sdk";
+    p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
     p.credentials = std::move(credentials);
     auto r = providers_->Create(p, caller_);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);

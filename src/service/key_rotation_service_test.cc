@@ -115,6 +115,7 @@ class RotationTest : public testing::RotationFixture<SystemClock> {
       ProviderPatch p;
       p.name = p.slug = "p-" + std::to_string(i);
       p.type = "http-sdk";
+      p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
       p.credentials = CredentialFields{};
       p.credentials->emplace("api_key", SecretBytes("key-" + std::to_string(i) + "-v0"));
       ids.push_back(providers_->Create(p, Caller{})->id);
@@ -449,6 +450,7 @@ TEST_P(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
         ProviderPatch p;
         p.name = p.slug = "b-" + std::to_string(i);
         p.type = "http-sdk";
+        p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
         p.credentials = std::move(f);
         ok = b_providers.Create(p, Caller{}).ok();
         if (ok) ++created;
@@ -652,6 +654,7 @@ TEST_P(RotationTest, WithoutListingACreateWhoseRowLandsAfterTheRecountIsNotLeftO
   ProviderPatch p;
   p.name = p.slug = "late-row";
   p.type = "http-sdk";
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   CredentialFields f;
   f.emplace("api_key", SecretBytes(std::string("sk-late")));
   p.credentials = f;

@@ -53,6 +53,7 @@ class OrphansTest : public testing::ServiceFixture {
     ProviderPatch p;
     p.name = p.slug = slug;
     p.type = "http-sdk";
+    p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
     p.credentials = CredentialFields{};
     p.credentials->emplace("api_key", SecretBytes(std::string_view("sk-" + slug)));
     return providers_->Create(p, caller_);

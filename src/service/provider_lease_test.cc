@@ -68,6 +68,7 @@ Result<Provider> CreateWithKey(ProviderService& providers, const std::string& sl
   ProviderPatch p;
   p.name = p.slug = slug;
   p.type = type;
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   p.credentials = Fields({{"api_key", "v1"}});
   return providers.Create(p, Caller{});
 }
@@ -97,6 +98,7 @@ TEST_P(ProviderLease, RotationsOnOneInstanceAndRenamesOnAnotherLoseNoWrite) {
   ProviderPatch p;
   p.name = p.slug = "shared";
   p.type = "http-sdk";
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   p.credentials = Fields({{"api_key", "k0"}});
   auto made = a.providers->Create(p, Caller{});
   ASSERT_TRUE(made.ok()) << made.error().message;
@@ -239,6 +241,7 @@ TEST_P(ProviderLease, ValidateAfterARotationElsewhereSeesTheNewCredentials) {
   ProviderPatch p;
   p.name = p.slug = "seen";
   p.type = "http-sdk";
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   p.credentials = Fields({{"api_key", "old"}});
   auto made = a.providers->Create(p, Caller{});
   ASSERT_TRUE(made.ok()) << made.error().message;

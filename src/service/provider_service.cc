@@ -1,6 +1,7 @@
 #include "service/provider_service.h"
 
 #include "core/time_format.h"
+#include "transport/upstream_address.h"
 
 namespace dyad {
 namespace {
@@ -49,7 +50,70 @@ Status UnmaskValues(CredentialFields& fields, const CredentialFields& stored) {
   return OkStatus();
 }
 
+// Hears the status of a probe's answer and stops there: the body is not
+// needed, and the connection is then closed rather than pooled.
+class StatusSink final : public UpstreamSink {
+ public:
+  bool OnHead(const UpstreamHead& head) override {
+    status = head.status;
+    return false;
+  }
+  bool OnBody(std::string_view) override { return false; }
+  int status = 0;
+};
+
 }  // namespace
+
+bool UsesUpstream(const std::string& type) { return type == "http-sdk" || type == "proxy"; }
+
+std::string UpstreamProbe::Describe() const {
+  if (status != 0) return "GET " + url + " answered HTTP " + std::to_string(status);
+  return "GET " + url + " had no answer: " + error;
+}
+
+Status ProviderService::CheckUpstream(const Provider& p) {
+  DYAD_ASSIGN_OR_RETURN(AdapterConfig config, ParseAdapterConfig(p.adapter_config_json, upstream_.policy));
+  std::string host = UpstreamHost(config.base_url);
+  if (!upstream_.resolver || ParseIpLiteral(host)) return OkStatus();  // a literal was checked by the parse
+  auto addresses = upstream_.resolver->Resolve(host);
+  if (!addresses.ok()) return OkStatus();  // no answer names a forbidden address; the connection is checked again
+  for (const auto& a : *addresses) {
+    if (auto ip = ParseIpLiteral(a); ip && IsForbiddenIp(*ip)) {
+      return MakeError(ErrorCode::kInvalidArgument, "adapterConfig.baseUrl: host '" + host + "' resolves to " + a +
+                                                        ", a link-local or cloud metadata address, which the gateway "
+                                                        "never calls");
+    }
+  }
+  return OkStatus();
+}
+
+Result<UpstreamProbe> ProviderService::ProbeUpstream(const Provider& p, const CredentialFields& fields) {
+  if (!UsesUpstream(p.type)) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "provider type '" + p.type + "' has no upstream to probe (only http-sdk and proxy)");
+  }
+  auto config = ParseAdapterConfig(p.adapter_config_json, upstream_.policy);
+  if (!config.ok()) {
+    return MakeError(ErrorCode::kFailedPrecondition, "provider '" + p.id + "': " + config.error().message);
+  }
+  if (!upstream_.client) return MakeError(ErrorCode::kUnimplemented, "no upstream client: probes are not available");
+  DYAD_ASSIGN_OR_RETURN(HttpHeaders headers, CredentialHeaders(*config, fields));
+  headers.emplace_back("Accept", "application/json");
+  UpstreamProbe probe;
+  probe.attempted = true;
+  probe.url = config->base_url + config->validate_path;
+  UpstreamRequest request;
+  request.method = "GET";
+  request.url = probe.url;
+  request.headers = std::move(headers);
+  request.timeouts = upstream_.probe_timeouts;
+  StatusSink sink;
+  Status sent = upstream_.client->Send(request, sink);
+  for (auto& [name, value] : request.headers) Cleanse(value);
+  probe.status = sink.status;
+  if (sink.status == 0) probe.error = sent.ok() ? "the upstream sent no status" : sent.error().message;
+  return probe;
+}
 
 std::vector<std::string> RequiredCredentialFields(const std::string& type) {
   if (type == "http-sdk" || type == "proxy") return {"api_key"};
@@ -77,6 +141,12 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   p.id = NewUuid(random_);
   Apply(input, p);
   p.created_at = p.updated_at = FormatIso8601(clock_.WallNow());
+  if (UsesUpstream(p.type)) {
+    if (Status up = CheckUpstream(p); !up.ok()) {
+      Audit("provider.create", p.id, up, caller, t0);
+      return up.error();
+    }
+  }
   auto held = secrets_.locks().Hold(p.id);
   Status s = held.ok() ? OkStatus() : Status(held.error());
   std::optional<StoredSecret> written;
@@ -154,7 +224,13 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
       credentials_written = true;
       fields = Names(*patch.credentials);
     }
+    const std::string type_before = p.type, config_before = p.adapter_config_json;
     Apply(patch, p);
+    // Only a change is checked: a provider stored before baseUrl was
+    // required keeps working until its type or adapterConfig changes.
+    if (UsesUpstream(p.type) && (p.type != type_before || p.adapter_config_json != config_before)) {
+      DYAD_RETURN_IF_ERROR(CheckUpstream(p));
+    }
     p.updated_at = FormatIso8601(clock_.WallNow());
     // Both writes are fenced by what was read under the lease (the secret's
     // version, the row's revision): a writer whose lease ran out while it
@@ -226,7 +302,32 @@ Result<Provider> ProviderService::ImportCredentials(const std::string& id, const
 }
 
 Result<Provider> ProviderService::RotateCredentials(const std::string& id, const CredentialFields& credentials,
-                                                    const Caller& caller) {
+                                                    const Caller& caller, UpstreamProbe* probe) {
+  if (probe) {
+    // Probed before the write and outside the provider's lock: an upstream
+    // that takes its time holds up no other writer.
+    const auto t0 = clock_.Now();
+    Status checked = [&]() -> Status {
+      DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
+      for (const auto& [field, value] : credentials) {
+        if (DecodeReference(value)) {
+          return MakeError(ErrorCode::kInvalidArgument, "validate: credential field '" + field +
+                                                            "' is a reference, which cannot be probed before it is "
+                                                            "stored; rotate without validate, then validate live");
+        }
+      }
+      DYAD_ASSIGN_OR_RETURN(*probe, ProbeUpstream(p, credentials));
+      if (!probe->ok()) {
+        return MakeError(ErrorCode::kFailedPrecondition,
+                         "the new credentials were not promoted: " + probe->Describe() + "; nothing changed");
+      }
+      return OkStatus();
+    }();
+    if (!checked.ok()) {
+      Audit("credentials.rotate", id, checked, caller, t0, Names(credentials));
+      return checked.error();
+    }
+  }
   ProviderPatch patch;
   patch.credentials = credentials;
   return Update(id, patch, caller);
@@ -246,7 +347,7 @@ Status ProviderService::Delete(const std::string& id, const Caller& caller) {
   return s;
 }
 
-Result<ValidationReport> ProviderService::Validate(const std::string& id, const Caller& caller) {
+Result<ValidationReport> ProviderService::Validate(const std::string& id, const Caller& caller, bool live) {
   const auto t0 = clock_.Now();
   DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
   ValidationReport report;
@@ -289,6 +390,20 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
   for (const auto& m : missing) msg += (msg.empty() ? "missing: " : ", ") + m;
   report.checks.push_back({"required_fields", missing.empty(), msg});
   report.valid = read.ok() && missing.empty();
+  if (live) {
+    ValidationCheck check{"upstream", false, ""};
+    if (!read.ok()) {
+      check.message = "no credentials to probe";
+    } else if (auto probe = ProbeUpstream(p, read->credentials->fields); !probe.ok()) {
+      check.message = probe.error().message;
+    } else {
+      report.probe = std::move(probe).value();
+      check.ok = report.probe.ok();
+      check.message = report.probe.Describe();
+    }
+    report.valid = report.valid && check.ok;
+    report.checks.push_back(std::move(check));
+  }
   Audit("credentials.validate", id, OkStatus(), caller, t0);
   return report;
 }

@@ -25,7 +25,10 @@
 #include "core/random.h"
 #include "registry/provider_lease.h"
 #include "registry/provider_repository.h"
+#include "service/adapter_config.h"
 #include "service/secrets_service.h"
+#include "transport/host_resolver.h"
+#include "transport/upstream_client.h"
 
 namespace dyad {
 
@@ -59,6 +62,35 @@ struct ValidationCheck {
   std::string message;
 };
 
+// What an upstream answered to a probe of credentials: GET
+// {baseUrl}{validatePath} with the credentials injected (CredentialHeaders).
+struct UpstreamProbe {
+  bool attempted = false;  // a request was sent (or its sending failed)
+  int status = 0;          // the upstream's HTTP status; 0: no answer
+  std::string url;         // what was probed; never holds a credential
+  std::string error;       // why there was no answer
+  bool ok() const { return status >= 200 && status < 300; }
+  std::string Describe() const;  // "GET https://…/models answered HTTP 401"
+};
+
+// The /v1 upstreams as provider writes and credential probes see them
+// (DESIGN.md §12). For http-sdk and proxy providers, create and any update
+// that changes the type or adapterConfig checks adapterConfig under
+// `policy` (ParseAdapterConfig) and, given a resolver, that no address the
+// baseUrl's host resolves to is link-local or metadata (a name that does
+// not resolve passes: UpstreamClient checks the address it connects to).
+// Without a client, probes fail with kUnimplemented.
+struct ProviderUpstream {
+  UpstreamPolicy policy;
+  HostResolver* resolver = nullptr;
+  UpstreamClient* client = nullptr;
+  UpstreamTimeouts probe_timeouts{std::chrono::milliseconds(5000), std::chrono::milliseconds(15000),
+                                  std::chrono::milliseconds(15000)};
+};
+
+// Whether a provider type calls an upstream (and so needs a baseUrl).
+bool UsesUpstream(const std::string& type);
+
 struct ValidationReport {
   bool valid = false;
   std::string source;
@@ -68,6 +100,7 @@ struct ValidationReport {
   // has left (0 once it has ended).
   std::map<std::string, int64_t> lease_ttl_seconds;
   std::vector<ValidationCheck> checks;
+  UpstreamProbe probe;  // Validate(…, live=true) only
 };
 
 class ProviderService {
@@ -75,8 +108,8 @@ class ProviderService {
   // Writers of one provider take secrets.locks() (its lease too, where
   // SecretsOptions has the registry's ProviderLeases).
   ProviderService(ProviderRepository& repo, SecretsService& secrets, const Clock& clock, Random& random,
-                  AuditSink& audit)
-      : repo_(repo), secrets_(secrets), clock_(clock), random_(random), audit_(audit) {}
+                  AuditSink& audit, ProviderUpstream upstream = {})
+      : repo_(repo), secrets_(secrets), clock_(clock), random_(random), audit_(audit), upstream_(upstream) {}
 
   Result<Provider> Create(const ProviderPatch& input, const Caller& caller);
   Result<Provider> Get(const std::string& id) { return repo_.Get(id); }
@@ -97,9 +130,19 @@ class ProviderService {
   // Edit() with those fields named, but allowed where the provider reads its
   // credentials from the environment (the fields stored are that set).
   Result<Provider> ImportCredentials(const std::string& id, const CredentialFields& fields, const Caller& caller);
-  Result<Provider> RotateCredentials(const std::string& id, const CredentialFields& credentials, const Caller& caller);
+  // Given `probe` (validate before promote), the new credentials are first
+  // probed at the upstream (ProbeUpstream) and written only when it answers
+  // 2xx; otherwise nothing is written, the refusal is audited, `probe` says
+  // what the upstream answered and the error is kFailedPrecondition (or the
+  // probe's own: a provider type without upstream, a bad adapterConfig, a
+  // reference among the credentials, which cannot be probed before it is
+  // stored).
+  Result<Provider> RotateCredentials(const std::string& id, const CredentialFields& credentials, const Caller& caller,
+                                     UpstreamProbe* probe = nullptr);
   Status Delete(const std::string& id, const Caller& caller);
-  Result<ValidationReport> Validate(const std::string& id, const Caller& caller);
+  // `live`: also probe the upstream with the current credentials (the
+  // report's `probe` and an "upstream" check; valid only on a 2xx).
+  Result<ValidationReport> Validate(const std::string& id, const Caller& caller, bool live = false);
 
  private:
   // `started`: when the action began, for its durationMs.
@@ -113,6 +156,14 @@ class ProviderService {
                          const std::optional<std::vector<std::string>>& credentials_named, const ProviderEdit& edit,
                          const Caller& caller, bool from_environment = false);
 
+  // For http-sdk and proxy providers: adapterConfig and where its host
+  // resolves (ProviderUpstream).
+  Status CheckUpstream(const Provider& p);
+  // GET {baseUrl}{validatePath} with `fields` injected. Errors when no
+  // request could be made (the type, the adapterConfig, the credentials, no
+  // client); an upstream that cannot be reached is a probe without status.
+  Result<UpstreamProbe> ProbeUpstream(const Provider& p, const CredentialFields& fields);
+
   // The credentials stored for `row` (read under its lock), in clear.
   Result<CredentialFields> StoredFields(const Provider& row, const std::optional<StoredSecret>& raw);
 
@@ -121,6 +172,7 @@ class ProviderService {
   const Clock& clock_;
   Random& random_;
   AuditSink& audit_;
+  const ProviderUpstream upstream_;
 };
 
 // Fields a provider type needs in its credentials.

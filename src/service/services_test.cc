@@ -90,6 +90,7 @@ class ServicesTest : public testing::ServiceFixture {
     p.name = slug;
     p.slug = slug;
     p.type = "http-sdk";
+    p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
     p.credentials = ApiKeyFields(key);
     auto r = providers_->Create(p, caller_);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
@@ -202,6 +203,7 @@ TEST_F(ServicesTest, AConditionalDeleteIsAudited) {
   ProviderPatch patch;
   patch.name = patch.slug = "openai";
   patch.type = "http-sdk";
+  patch.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   patch.credentials = ApiKeyFields(kCanary);
   auto p = providers.Create(patch, caller_);
   ASSERT_TRUE(p.ok()) << p.error().message;

@@ -43,7 +43,7 @@ class ServiceFixture : public ::testing::Test {
     secrets_.reset();
     secrets_ = std::make_unique<SecretsService>(std::move(options), store ? *store : store_, *keys_, *repo_, audit_,
                                                 metrics_, clock_, DefaultRandom(), env);
-    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+    providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_, upstream_);
   }
 
   TempDir dir_;
@@ -55,6 +55,7 @@ class ServiceFixture : public ::testing::Test {
   MemoryAudit audit_;
   Metrics metrics_;
   Caller caller_{"tester", "rid-1"};
+  ProviderUpstream upstream_;  // the policy, resolver and client Build() gives the ProviderService
   std::unique_ptr<SecretsService> secrets_;
   std::unique_ptr<ProviderService> providers_;
 };

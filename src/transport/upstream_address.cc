@@ -5,7 +5,6 @@
 #include <string>
 #include <vector>
 
-#include "transport/upstream_client.h"
 
 namespace dyad {
 namespace {
@@ -84,7 +83,8 @@ bool StartsWith(const IpAddress& ip, std::initializer_list<uint8_t> prefix) {
 }  // namespace
 
 std::optional<IpAddress> ParseIpLiteral(std::string_view host) {
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+  bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+  if (bracketed) {
     host = host.substr(1, host.size() - 2);
   } else if (!host.empty() && host.back() == '.') {
     host.remove_suffix(1);
@@ -97,6 +97,7 @@ std::optional<IpAddress> ParseIpLiteral(std::string_view host) {
     if (inet_pton(AF_INET6, text.c_str(), ip.bytes.data()) != 1) return std::nullopt;
     return ip;
   }
+  if (bracketed) return std::nullopt;  // brackets hold only IPv6
   auto v4 = ParseLooseIpv4(host);
   if (!v4) return std::nullopt;
   return FromIpv4(*v4);

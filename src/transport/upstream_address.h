@@ -8,7 +8,9 @@
 // "0xA9FEA9FE", "0251.0376.0251.0376", "169.254.43518"), one trailing dot
 // ("169.254.169.254."), IPv6 with or without brackets and with a zone
 // ("[fe80::1%25eth0]"). Anything else (a DNS name, a malformed literal) is
-// nullopt. Pure functions; thread-safe.
+// nullopt. (UpstreamClient's IsForbiddenUpstreamAddress is the check of the
+// numeric address a connection reaches; this one reads what a URL may spell.)
+// Pure functions; thread-safe.
 #pragma once
 
 #include <array>

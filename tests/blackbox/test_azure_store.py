@@ -145,7 +145,7 @@ def test_rbac_refusals_name_the_role(make_gateway, double):
     double.enforce_rbac = True
     double.assign_role(double.app, "Key Vault Secrets Officer")  # but no crypto role
     try:
-        r = gw.call("POST", "/admin/providers", json={"name": "OpenAI", "slug": "openai", "type": "http-sdk",
+        r = gw.call("POST", "/admin/providers", json={"name": "OpenAI", "slug": "openai", "type": "http-sdk", "adapterConfig": {"baseUrl": "https://api.example"},
                                                       "credentials": {"api_key": canary()}})
         assert r.status_code >= 400, r.text
         assert "Key Vault Crypto Officer" in r.text + gw.logs()

@@ -201,8 +201,13 @@ def test_null_enabled_does_not_reenable_a_disabled_provider(gateway):
     assert e["code"] == "VALIDATION_ERROR" and e["message"].startswith("field 'enabled' cannot be removed"), e
     assert data(gateway.call("GET", f"/admin/providers/{p['id']}")) == p
     # The members whose default is empty are removed to it.
-    got = data(patch(gateway, p["id"], {"description": None, "adapterConfig": None, "models": None}))
-    assert (got["description"], got["adapterConfig"], got["models"], got["enabled"]) == ("", {}, [], False)
+    got = data(patch(gateway, p["id"], {"description": None, "models": None}))
+    assert (got["description"], got["models"], got["enabled"]) == ("", [], False)
+    # adapterConfig too, but an http-sdk provider needs its baseUrl (issue 16).
+    e = error(patch(gateway, p["id"], {"adapterConfig": None}), 400)
+    assert e["message"].startswith("adapterConfig.baseUrl: is required"), e
+    local = create(gateway, "local", {"api_key": canary()}, type="local")
+    assert data(patch(gateway, local["id"], {"adapterConfig": None}))["adapterConfig"] == {}
 
 
 def test_a_failed_rotate_or_patch_of_credentials_is_audited_as_a_credentials_rotation(gateway):

@@ -23,6 +23,8 @@ from test_vault import audit, validate, vault_gateway
 from vault_peers import POLICY, Bao
 
 PATH = "database/creds/readonly"
+# http-sdk providers need a baseUrl (issue 16); nothing here calls it.
+LOOPBACK_UPSTREAM = {"baseUrl": "http://127.0.0.1:9"}
 # Beyond the seed's policy: read the referenced path, revoke the leases it gives (renew is in `default`).
 DYNAMIC_POLICY = """\
 path "database/creds/readonly" { capabilities = ["read"] }
@@ -149,7 +151,7 @@ def reference(field):
 
 
 def create_dynamic(gw, slug="pg"):
-    body = {"name": "PG", "slug": slug, "type": "http-sdk",
+    body = {"name": "PG", "slug": slug, "type": "http-sdk", "adapterConfig": LOOPBACK_UPSTREAM,
             "credentials": {"api_key": reference("password"), "username": reference("username")}}
     return data(gw.call("POST", "/admin/providers", json=body), 201)
 
@@ -265,11 +267,11 @@ def test_references_are_checked_and_name_the_field(make_gateway, bao, pg, proxy)
                      ({"vault": "database/../sys/x", "field": "f"}, "'vault' must be segments"),
                      ({"vault": "auth/token/lookup-self", "field": "id"}, "may not name a path under auth/"),
                      ({"vault": PATH, "field": 5}, "'credentials.api_key.field' must be a string")]:
-        r = gw.call("POST", "/admin/providers", json={"name": "x", "slug": "x", "type": "http-sdk",
+        r = gw.call("POST", "/admin/providers", json={"name": "x", "slug": "x", "type": "http-sdk", "adapterConfig": LOOPBACK_UPSTREAM,
                                                       "credentials": {"api_key": bad}})
         assert r.status_code == 400 and why in r.json()["error"]["message"], (bad, r.text)
     # A field the secret does not have: validate names it, without any value.
-    body = {"name": "typo", "slug": "typo", "type": "http-sdk", "credentials": {"api_key": reference("passwd")}}
+    body = {"name": "typo", "slug": "typo", "type": "http-sdk", "adapterConfig": LOOPBACK_UPSTREAM, "credentials": {"api_key": reference("passwd")}}
     p = data(gw.call("POST", "/admin/providers", json=body), 201)
     v = validate(gw, p["id"])
     assert v["valid"] is False, v
@@ -281,7 +283,7 @@ def test_references_are_checked_and_name_the_field(make_gateway, bao, pg, proxy)
 
 
 def create_ref(gw, path, field, slug="x"):
-    return gw.call("POST", "/admin/providers", json={"name": slug, "slug": slug, "type": "http-sdk",
+    return gw.call("POST", "/admin/providers", json={"name": slug, "slug": slug, "type": "http-sdk", "adapterConfig": LOOPBACK_UPSTREAM,
                                                      "credentials": {"api_key": {"vault": path, "field": field}}})
 
 
@@ -316,7 +318,7 @@ def test_the_tokens_own_secrets_and_the_gateways_kv_mount_are_refused_even_when_
         make_gateway, bao, pg, proxy):
     gw = dynamic_gateway(make_gateway, bao, pg, proxy, paths="ns1/,secret/,transit/,database/creds/",
                          policy=BROAD_POLICY, mode="provider")
-    victim = data(gw.call("POST", "/admin/providers", json={"name": "victim", "slug": "victim", "type": "http-sdk",
+    victim = data(gw.call("POST", "/admin/providers", json={"name": "victim", "slug": "victim", "type": "http-sdk", "adapterConfig": LOOPBACK_UPSTREAM,
                                                              "credentials": {"api_key": "sk-VICTIM-canary"}}), 201)
     # In provider mode the victim's KV secret holds its api_key as it is, and the token can read it: a reference
     # to it would hand the key to whoever can create a provider.
@@ -348,7 +350,7 @@ def test_the_tokens_own_secrets_and_the_gateways_kv_mount_are_refused_even_when_
 
 def test_without_dynamic_secrets_a_reference_is_a_400(make_gateway):
     gw = make_gateway().start()  # the environment backend
-    r = gw.call("POST", "/admin/providers", json={"name": "x", "slug": "x", "type": "http-sdk",
+    r = gw.call("POST", "/admin/providers", json={"name": "x", "slug": "x", "type": "http-sdk", "adapterConfig": LOOPBACK_UPSTREAM,
                                                   "credentials": {"api_key": reference("password")}})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["message"] == ("credentials.api_key: references a Vault secret, but "
