@@ -20,7 +20,7 @@ TEST(PgAuditKeys, TheSingleRowOfSchemaNineIsKeptAsItsKeyManagersWrapping) {
     ASSERT_TRUE(db.ok()) << db.error().message;
     ASSERT_TRUE((*db)->Transaction([](PgConnection& c) -> Status {
                        return c.Exec(
-                           "DROP TABLE audit_key; DELETE FROM schema_migrations WHERE version >= 10; "
+                           "DROP TABLE audit_key; DROP TABLE IF EXISTS registry_changes; DELETE FROM schema_migrations WHERE version >= 10; "
                            "CREATE TABLE audit_key(id INTEGER PRIMARY KEY CHECK (id = 1), kind TEXT NOT NULL, "
                            "key_id TEXT NOT NULL, key_version BIGINT NOT NULL, wrapped BYTEA NOT NULL, "
                            "created_at TEXT NOT NULL); INSERT INTO audit_key VALUES(1, 'aws-kms', 'alias/k', 3, "

@@ -26,7 +26,8 @@ TEST(SqliteAuditKeys, TheSingleRowOfSchemaNineIsKeptAsItsKeyManagersWrapping) {
     auto db = SqliteDb::Open(path);
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE((*db)->Transaction([](SqliteConnection& c) -> Status {
-                       DYAD_RETURN_IF_ERROR(c.Exec("DROP TABLE audit_key; DELETE FROM schema_migrations WHERE version >= 10"));
+                       DYAD_RETURN_IF_ERROR(c.Exec("DROP TABLE audit_key; DROP TABLE IF EXISTS registry_changes; "
+                                                   "DELETE FROM schema_migrations WHERE version >= 10"));
                        return c.Exec("CREATE TABLE audit_key(id INTEGER PRIMARY KEY CHECK (id = 1), kind TEXT NOT NULL, "
                                      "key_id TEXT NOT NULL, key_version INTEGER NOT NULL, wrapped BLOB NOT NULL, "
                                      "created_at TEXT NOT NULL); INSERT INTO audit_key VALUES(1, 'aws-kms', "

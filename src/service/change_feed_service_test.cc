@@ -78,6 +78,7 @@ class TwoInstancesTest : public ::testing::Test {
     p.name = slug;
     p.slug = slug;
     p.type = "http-sdk";
+    p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
     p.credentials = ApiKeyFields(key);
     auto r = a_.providers->Create(p, Caller{});
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);

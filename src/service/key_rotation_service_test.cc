@@ -133,7 +133,10 @@ class RotationTest : public testing::RotationFixture<SystemClock> {
 };
 
 TEST_P(RotationTest, TenThousandProvidersWithReadersAndWriters) {
-  auto ids = Seed(10000);
+  // 10,000 on PostgreSQL is the cluster black-box test's (three processes,
+  // one killed); here it would add minutes to the sanitizer runs.
+  const int n = GetParam() == "postgresql" ? 2000 : 10000;
+  auto ids = Seed(n);
   SecretsOptions uncached;
   uncached.cache_enabled = false;  // every read opens a blob mid-rotation
   SecretsService reader(uncached, *store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
@@ -168,9 +171,9 @@ TEST_P(RotationTest, TenThousandProvidersWithReadersAndWriters) {
   EXPECT_EQ(run->status, "completed") << run->error;
   EXPECT_EQ(run->from_version, 1u);
   EXPECT_EQ(run->to_version, 2u);
-  EXPECT_EQ(run->total, 10000);
+  EXPECT_EQ(run->total, n);
   EXPECT_EQ(run->failed, 0);
-  EXPECT_EQ(run->reencrypted + run->skipped, 10000);
+  EXPECT_EQ(run->reencrypted + run->skipped, n);
   EXPECT_GT(reads, 0);
   EXPECT_EQ(failed_reads, 0);
   for (int w = 0; w < 2; ++w) {  // no lost update
@@ -179,12 +182,12 @@ TEST_P(RotationTest, TenThousandProvidersWithReadersAndWriters) {
     ASSERT_TRUE(got.ok());
     EXPECT_EQ(got->credentials->fields.at("api_key").view(), last_written[w]);
   }
-  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 10000}}));
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, n}}));
   auto state = keys_->Describe();
   EXPECT_EQ(state->versions[0].state, "retired") << run->error;
   EXPECT_EQ(state->primary_version, 2u);
   auto verify = secrets_->VerifyAll();
-  EXPECT_EQ(verify->ok, 10000);
+  EXPECT_EQ(verify->ok, n);
 }
 
 TEST_P(RotationTest, OneRotationAtATimeInProcessAndAcrossInstances) {

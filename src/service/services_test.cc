@@ -140,6 +140,7 @@ TEST_F(ServicesTest, FailedCreateLeavesNoSecretBehind) {
   dup.name = "again";
   dup.slug = "openai";
   dup.type = "proxy";
+  dup.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   dup.credentials = CredentialFields{};
   dup.credentials->emplace("api_key", SecretBytes("x"));
   auto r = providers_->Create(dup, caller_);
@@ -153,6 +154,7 @@ TEST_F(ServicesTest, FailedStoreWriteLeavesNoRow) {
   ProviderPatch p;
   p.name = p.slug = "x";
   p.type = "proxy";
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   p.credentials = CredentialFields{};
   p.credentials->emplace("api_key", SecretBytes("v"));
   EXPECT_EQ(providers_->Create(p, caller_).code(), ErrorCode::kUnavailable);
@@ -444,6 +446,7 @@ TEST_F(ServicesTest, ValidateChecksRequiredFields) {
   ProviderPatch p;
   p.name = p.slug = "proxy-one";
   p.type = "proxy";
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   p.credentials = CredentialFields{};
   p.credentials->emplace("token", SecretBytes("t"));
   auto created = providers_->Create(p, caller_);
