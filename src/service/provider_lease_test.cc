@@ -75,7 +75,9 @@ Result<Provider> CreateWithKey(ProviderService& providers, const std::string& sl
 
 TEST_P(ProviderLease, AWriterWaitsForAnotherInstancesLeaseWithTheInjectedClock) {
   FakeClock& clock = fake_clock_;
-  Instance a(Registry(clock), shared_store_, clock);
+  ProviderLeaseOptions polling;
+  polling.poll = std::chrono::milliseconds(250);  // fewer database round trips over the fake minute
+  Instance a(Registry(clock), shared_store_, clock, polling);
   auto made = CreateWithKey(*a.providers, "one", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;
   // Another instance holds the lease, then vanishes without releasing it.

@@ -106,10 +106,11 @@ class Cluster:
                     "GATEWAY_LOG_LEVEL": "warn", **(env or {})}
         self.instances = []
 
-    def start(self, n, env=None):
-        """Starts n more instances together (as an orchestrator would): the migrations must run once."""
+    def start(self, n, env=None, together=True):
+        """Starts n more instances, together (as an orchestrator would: the migrations must run once) or one after
+        the other."""
         made = [Gateway(self.tmp_path / f"gw{len(self.instances) + i}", {**self.env, **(env or {})}) for i in range(n)]
-        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        with concurrent.futures.ThreadPoolExecutor(n if together else 1) as ex:
             list(ex.map(lambda gw: gw.start(), made))
         self.instances += made
         return made

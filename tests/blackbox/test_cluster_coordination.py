@@ -239,7 +239,10 @@ ROTATION_N = int(os.environ.get("DYAD_CLUSTER_ROTATION_N", "10000"))
 
 def test_kill_9_of_the_rotating_instance_another_resumes_under_8_readers(cluster):
     # Uncached reads on B and C: every read during the run goes to the store, under whatever key version it is in.
-    a, b, c = cluster.start(3, env={"SECRETS_CACHE_ENABLED": "false"})
+    # One after the other: instances started together on a fresh PostgreSQL database sometimes leave the audit key
+    # wrapped twice and one instance refusing every write (503, "the audit key is not wrapped for this
+    # configuration's local key"); the other tests start theirs together and show it.
+    a, b, c = cluster.start(3, env={"SECRETS_CACHE_ENABLED": "false"}, together=False)
     t0 = time.monotonic()
     ids = seed([a, b, c], ROTATION_N, threads=6)
     seeded = time.monotonic() - t0
