@@ -59,13 +59,21 @@ std::string DatabaseDisplayName(std::string_view url) {
   if (!IsPostgresqlUrl(url) || scheme == std::string_view::npos) return "the GATEWAY_DATABASE_URL database";
   std::string out(url.substr(0, scheme + 3));
   std::string_view rest = url.substr(scheme + 3);
-  rest = rest.substr(0, rest.find_first_of("?#"));
-  if (size_t at = rest.rfind('@'); at != std::string_view::npos) {
+  const size_t query = rest.find_first_of("?#");
+  const size_t at = rest.rfind('@');
+  if (at != std::string_view::npos && query != std::string_view::npos && query < at) {
+    // A raw '?' or '#' in the password, or an '@' in the query: which, only
+    // libpq knows; nothing past the user name is shown.
+    std::string_view user = rest.substr(0, rest.find_first_of(":@/?#"));
+    return out.append(user).append(user.empty() ? "…" : "@…");
+  }
+  if (at != std::string_view::npos) {
     std::string_view user = rest.substr(0, at);
-    user = user.substr(0, user.find(':'));
+    user = user.substr(0, user.find_first_of(":/"));
     if (!user.empty()) out.append(user).append("@");
     rest.remove_prefix(at + 1);
   }
+  rest = rest.substr(0, rest.find_first_of("?#"));
   return out.append(rest);
 }
 

@@ -85,6 +85,10 @@ TEST(DatabaseDisplayName, ShowsNoPassword) {
       {"postgresql://gw:hun:ter2@db.internal/registry", "postgresql://gw@db.internal/registry"},
       {"postgresql://:hunter2@db.internal/registry", "postgresql://db.internal/registry"},
       {"postgresql://db.internal/registry#hunter2", "postgresql://db.internal/registry"},
+      // A raw '#' or '?' in the password, an '@' in a query parameter.
+      {"postgresql://gw:hun#ter2@db.internal/registry", "postgresql://gw@…"},
+      {"postgresql://gw:hun?ter2@db.internal/registry", "postgresql://gw@…"},
+      {"postgres://gw@db.internal/registry?password=hun@ter2", "postgres://gw@…"},
       {"sqlite:///srv/gw/gateway.db", "/srv/gw/gateway.db"},
       {"mysql://gw:hunter2@db/registry", "the GATEWAY_DATABASE_URL database"},
   };

@@ -235,8 +235,12 @@ Result<std::shared_ptr<PgDb>> PgDb::Open(const std::string& url, Options options
 }
 
 Result<std::unique_ptr<PgConnection>> PgDb::Connect() const {
-  std::vector<const char*> keys = {"connect_timeout", "application_name", "dbname"};
-  std::vector<const char*> values = {"10", "dyad-gateway", url_.c_str()};  // the URL's own settings win
+  // TCP keepalives and a user timeout: after a failover that sends no reset,
+  // a query on a dead socket fails in about a minute, not TCP's fifteen.
+  std::vector<const char*> keys = {"connect_timeout", "application_name", "keepalives", "keepalives_idle",
+                                   "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname"};
+  std::vector<const char*> values = {"10", "dyad-gateway", "1", "30", "10", "3", "60000",
+                                     url_.c_str()};  // the URL's own settings win
   if (!options_.database.empty()) {
     keys.push_back("dbname");
     values.push_back(options_.database.c_str());

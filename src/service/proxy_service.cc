@@ -493,7 +493,11 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
       return MakeError(ErrorCode::kFailedPrecondition,
                        "provider '" + provider->slug + "' cannot be called: " + injected.error().message);
     }
-    up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, *injected);
+    // Every header the credential may set is the gateway's, set or not: a
+    // client never supplies one the stored credentials happen to lack.
+    HttpHeaders reserved = {{provider->adapter->auth.header, ""}};
+    for (const auto& [field, header] : provider->adapter->credential_headers) reserved.emplace_back(header, "");
+    up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, reserved);
     for (auto& h : *injected) up.headers.push_back(std::move(h));
     ForwardSink sink(output, options_.max_buffered_bytes, attempt == 0 && read->source == "cache", clock_);
     if (!overhead) overhead = std::chrono::duration<double>(clock_.Now() - t0).count();

@@ -148,7 +148,8 @@ class ProxyServiceTest : public testing::ServiceFixture {
       {"Authorization", "Bearer gateway-client-token"}, {"Content-Type", "application/json"},
       {"Cookie", "session=1"},   {"Host", "gateway"},   {"Connection", "keep-alive, X-Hop"},
       {"X-Hop", "drop me"},      {"Proxy-Authorization", "Basic x"},  {"TE", "trailers"},
-      {"Content-Length", "99"},  {"OpenAI-Beta", "assistants=v2"},     {"X-Api-Key", "client-set"}};
+      {"Content-Length", "99"},  {"OpenAI-Beta", "assistants=v2"},     {"X-Api-Key", "client-set"},
+      {"OpenAI-Organization", "org-of-the-client"}};
   std::unique_ptr<ProxyService> proxy_;
 };
 
@@ -218,7 +219,10 @@ TEST_F(ProxyServiceTest, RoutesByModelWithTheBodyUnchanged) {
   EXPECT_EQ(seen.timeouts.connect, 123ms);
   EXPECT_EQ(seen.Header("OpenAI-Beta"), "assistants=v2");
   EXPECT_EQ(seen.Header("Content-Type"), "application/json");
-  for (const char* never : {"cookie", "host", "connection", "x-hop", "proxy-authorization", "te", "content-length"}) {
+  // openai-organization: the credentials have no 'organization' field, and
+  // the header is the credential's to set, never the client's.
+  for (const char* never : {"cookie", "host", "connection", "x-hop", "proxy-authorization", "te", "content-length",
+                            "openai-organization"}) {
     EXPECT_FALSE(seen.Has(never)) << never;
   }
   int authorizations = 0;

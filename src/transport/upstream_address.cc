@@ -70,7 +70,11 @@ IpAddress FromIpv4(uint32_t v) {
   return ip;
 }
 
-bool ForbiddenIpv4(const uint8_t* b) { return b[0] == 169 && b[1] == 254; }
+// Link-local 169.254.0.0/16 (AWS, GCP, Azure, OpenStack metadata) and
+// Alibaba Cloud's metadata address 100.100.100.200.
+bool ForbiddenIpv4(const uint8_t* b) {
+  return (b[0] == 169 && b[1] == 254) || (b[0] == 100 && b[1] == 100 && b[2] == 100 && b[3] == 200);
+}
 
 bool StartsWith(const IpAddress& ip, std::initializer_list<uint8_t> prefix) {
   size_t i = 0;

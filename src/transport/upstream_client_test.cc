@@ -91,11 +91,12 @@ LoopbackHttpServer::Script Always(std::string answer, LoopbackHttpServer*& self)
 TEST(IsForbiddenUpstreamAddress, LinkLocalAndMetadataInEveryForm) {
   for (const char* a : {"169.254.169.254", "169.254.0.1", "169.254.255.255", "fe80::1", "febf::1", "fe80::1%eth0",
                         "fd00:ec2::254", "FD00:EC2::254", "[fd00:ec2::254]", "::ffff:169.254.169.254",
-                        "::ffff:a9fe:a9fe", "::169.254.169.254", "64:ff9b::169.254.169.254", "not-an-address", ""}) {
+                        "::ffff:a9fe:a9fe", "::169.254.169.254", "64:ff9b::169.254.169.254", "100.100.100.200",
+                        "::ffff:100.100.100.200", "not-an-address", ""}) {
     EXPECT_TRUE(IsForbiddenUpstreamAddress(a)) << a;
   }
   for (const char* a : {"127.0.0.1", "10.0.0.1", "169.253.255.255", "169.255.0.0", "::1", "fec0::1", "fd00:ec2::253",
-                        "::ffff:127.0.0.1", "2001:db8::1", "[::1]"}) {
+                        "::ffff:127.0.0.1", "2001:db8::1", "[::1]", "100.100.100.201", "100.64.0.1"}) {
     EXPECT_FALSE(IsForbiddenUpstreamAddress(a)) << a;
   }
 }
