@@ -128,7 +128,7 @@ def provider_body(slug="openai", **over):
     body = {"name": "OpenAI", "slug": slug, "type": "http-sdk",
             "models": [{"dyadModelId": "gpt-4o", "adapterModelId": "gpt-4o-2024", "maxTokens": 4096,
                         "contextWindow": 128000}],
-            "adapterConfig": {"baseUrl": "https://api.example"}}
+            "adapterConfig": {"baseUrl": "https://192.0.2.1"}}  # TEST-NET-1: no DNS lookup at create
     body.update(over)
     return body
 

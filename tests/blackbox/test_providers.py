@@ -11,7 +11,7 @@ def test_crud_round_trip(gateway):
     pid = created["id"]
     assert created["slug"] == "openai" and created["type"] == "http-sdk" and created["enabled"] is True
     assert created["models"][0]["adapterModelId"] == "gpt-4o-2024"
-    assert created["adapterConfig"] == {"baseUrl": "https://api.example"}
+    assert created["adapterConfig"] == {"baseUrl": "https://192.0.2.1"}
     assert created["credentials"] == {}
     assert created["createdAt"].endswith("Z")
 
