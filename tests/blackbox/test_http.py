@@ -74,7 +74,8 @@ def test_unknown_id_is_404(gateway):
                          ("DELETE", "/admin/providers/nope"),
                          ("POST", "/admin/secrets/providers/nope/credentials/validate"),
                          ("POST", "/admin/providers/nope/credentials/rotate")]:
-        body = {"credentials": {"api_key": "k"}} if path.endswith("rotate") else {"name": "x"}
+        body = ({"credentials": {"api_key": "k"}} if path.endswith("rotate") else
+                {"live": False} if path.endswith("validate") else {"name": "x"})
         assert_error(gateway.call(method, path, json=body), 404, "NOT_FOUND")
 
 
