@@ -26,7 +26,7 @@ export DYAD_TEST_PG_URL
 echo "PostgreSQL test cluster at $DYAD_TEST_PG_URL"
 
 step "build (release)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDYAD_BENCH=OFF  # benches: bench/run.sh, in build-bench
 cmake --build build -j "$JOBS"
 
 step "unit tests"
