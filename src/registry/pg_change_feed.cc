@@ -89,8 +89,10 @@ class PgChangeFeed final : public ChangeLogFeed {
       backoff = std::chrono::milliseconds(100);
       // The first time, only what was published since the feed was made;
       // after a loss, everything (notifications and maybe rows are gone).
-      Status caught_up = connected_before ? ApplyEverything() : CheckNow();
+      // Counted before "everything" reaches the subscribers: whoever sees it
+      // finds the reconnect already counted.
       if (connected_before && options().metrics) options().metrics->CountChangeFeedReconnect();
+      Status caught_up = connected_before ? ApplyEverything() : CheckNow();
       if (connected_before) spdlog::info("change feed: listening again on {}", db_->display_name());
       connected_before = true;
       NoteListenerError(caught_up);
