@@ -95,6 +95,7 @@ class ScriptedServer {
         script_(i, conn, *this);
         current_.store(-1);
         close(c);
+        closed_.fetch_add(1);
       }
     });
   }
@@ -108,6 +109,8 @@ class ScriptedServer {
     return "http://127.0.0.1:" + std::to_string(port_) + path;
   }
   int connections() const { return connections_.load(); }
+  // Connections the server has closed (after its script returned).
+  int closed() const { return closed_.load(); }
   // Reads a request and records it.
   std::string Read(Conn& conn) {
     std::string r = conn.ReadRequest();
@@ -127,6 +130,7 @@ class ScriptedServer {
   int fd_ = -1;
   int port_ = 0;
   std::atomic<int> connections_{0};
+  std::atomic<int> closed_{0};
   std::atomic<int> current_{-1};
   std::thread thread_;
   std::mutex mu_;
@@ -321,6 +325,11 @@ TEST(curl_transport_unit, AConnectionTheServerClosedIsReplacedBeforeSending) {
     auto reply = transport->Send(Post(server.url()));
     ASSERT_TRUE(reply.ok()) << i << ": " << reply.error().message;
     EXPECT_EQ(reply->body, "{}");
+    // The case under test is a connection already closed when the next
+    // request starts: wait for the server's close (a close racing the next
+    // send is the retry layer's, not this test's).
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (server.closed() < i + 1 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
   }
   EXPECT_EQ(server.requests().size(), 3u) << "a POST was sent twice or not at all";
   EXPECT_EQ(server.connections(), 3);
