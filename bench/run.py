@@ -304,6 +304,11 @@ def v1_rows(mode):
                                    env={"DYAD_BUILD_DIR": str(BUILD)}, timeout=3600))
 
 
+def small(x):
+    """A ratio: two decimals, or two significant digits below 0.1 (LiteLLM's against nginx's)."""
+    return f"{x:.2f}" if abs(x) >= 0.1 else f"{x:.2g}"
+
+
 def v1_result_rows(r):
     s, n = r["summary"], r["clients"]
     names = {"json": "non-streaming", "sse": "streaming"}
@@ -322,7 +327,7 @@ def v1_result_rows(r):
                         fig, cmp + f"; direct p50 {n0(d['p50_us'])} µs", "—", "added p99 ≤ 100 µs",
                         verdict(g["added_p99_us"] <= 100 and not failed)))
         cmp = f"nginx: {n0(ng['requests_per_s'])} req/s; direct: {n0(d['requests_per_s'])}; "
-        cmp += (f"LiteLLM: {n0(s['litellm'][mode]['requests_per_s'])} ({s['litellm'][mode]['rps_vs_nginx']:.2f}× nginx's)"
+        cmp += (f"LiteLLM: {n0(s['litellm'][mode]['requests_per_s'])} ({small(s['litellm'][mode]['rps_vs_nginx'])}× nginx's)"
                 if "litellm" in s else f"LiteLLM: not available ({lite.get('why', '?')})")
         rows.append(row(f"/v1 chat completion, {what}, {n} clients: gateway / nginx reverse proxy",
                         f"{n0(g['requests_per_s'])} req/s", cmp, f"**{g['rps_vs_nginx']:.2f}×**", "≥ 0.7× nginx's",

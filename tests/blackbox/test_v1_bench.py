@@ -129,7 +129,7 @@ def test_run_py_rows_give_both_targets_per_mode():
     assert "non-streaming" in lat["benchmark"] and lat["met"] == "**met**" and "p99 +80 µs" in lat["figure"]
     assert "nginx: p99 +40" in lat["comparison"] and "LiteLLM: p99 +4,000" in lat["comparison"]
     assert thr["ratio"] == "**0.75×**" and thr["met"] == "**met**" and "16 clients" in thr["benchmark"]
-    assert "LiteLLM: 500 (0.06× nginx's)" in thr["comparison"]
+    assert "LiteLLM: 500 (0.062× nginx's)" in thr["comparison"]
     rows = run.v1_result_rows(summary(101, 0.69))
     assert rows[0]["met"] == "not met" and rows[1]["met"] == "not met"
 
