@@ -37,9 +37,9 @@ MODES = {  # what each mode runs; full is what BENCHMARKS.md reports
     # The rotation bench keeps its 100,000 credentials in quick mode (~30 s): its figure includes the rotation's fixed
     # 2 s retirement grace, which would dominate a smaller count and sink it below the target for no fault of the code.
     "quick": dict(gb_reps=3, gb_min_time="0.1", rotation=100000, load_secs=5, aws=(1, 10, 60), vault=(6, 50),
-                  azure=(6, 50), aws_rotation=None, vault_rotation=None, cluster=["--quick"]),
+                  azure=(6, 50), aws_rotation=None, vault_rotation=None, cluster=["--quick"], v1=["--quick"]),
     "full": dict(gb_reps=5, gb_min_time=None, rotation=100000, load_secs=10, aws=(3, 20, 100), vault=(10, 100),
-                 azure=(10, 100), aws_rotation=(200, 20), vault_rotation=(2000, 8), cluster=[]),
+                 azure=(10, 100), aws_rotation=(200, 20), vault_rotation=(2000, 8), cluster=[], v1=[]),
 }
 
 
@@ -294,6 +294,47 @@ def cluster_result_rows(r):
     ]
 
 
+# --- the /v1 proxy: bench/v1_proxy_bench.py (nginx stub; gateway, nginx and LiteLLM beside direct) ---
+
+def v1_rows(mode):
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            raise Skip(f"{tool} not installed (scripts/install-deps.sh --test)")
+    return v1_result_rows(run_json([sys.executable, "bench/v1_proxy_bench.py", "--json", *mode["v1"]],
+                                   env={"DYAD_BUILD_DIR": str(BUILD)}, timeout=3600))
+
+
+def small(x):
+    """A ratio: two decimals, or two significant digits below 0.1 (LiteLLM's against nginx's)."""
+    return f"{x:.2f}" if abs(x) >= 0.1 else f"{x:.2g}"
+
+
+def v1_result_rows(r):
+    s, n = r["summary"], r["clients"]
+    names = {"json": "non-streaming", "sse": "streaming"}
+    lite = r["litellm"]
+    rows = []
+    for mode, what in names.items():
+        g, ng, d = s["gateway"][mode], s["nginx"][mode], s["direct"][mode]
+        failed = sum(s[p][mode]["failed"] for p in s)
+        fig = f"p99 {g['added_p99_us']:+,.0f} µs, p50 {g['added_p50_us']:+,.0f} µs (gateway p50 {n0(g['p50_us'])} µs)"
+        if failed:
+            fig += f" ({failed} failed requests)"
+        cmp = f"nginx: p99 {ng['added_p99_us']:+,.0f}, p50 {ng['added_p50_us']:+,.0f} µs; "
+        cmp += (f"LiteLLM: p99 {s['litellm'][mode]['added_p99_us']:+,.0f}, p50 {s['litellm'][mode]['added_p50_us']:+,.0f} µs"
+                if "litellm" in s else "LiteLLM: not available")
+        rows.append(row(f"/v1 chat completion, {what}, 1 client: added latency through the gateway vs direct",
+                        fig, cmp + f"; direct p50 {n0(d['p50_us'])} µs", "—", "added p99 ≤ 100 µs",
+                        verdict(g["added_p99_us"] <= 100 and not failed)))
+        cmp = f"nginx: {n0(ng['requests_per_s'])} req/s; direct: {n0(d['requests_per_s'])}; "
+        cmp += (f"LiteLLM: {n0(s['litellm'][mode]['requests_per_s'])} ({small(s['litellm'][mode]['rps_vs_nginx'])}× nginx's)"
+                if "litellm" in s else f"LiteLLM: not available ({lite.get('why', '?')})")
+        rows.append(row(f"/v1 chat completion, {what}, {n} clients: gateway / nginx reverse proxy",
+                        f"{n0(g['requests_per_s'])} req/s", cmp, f"**{g['rps_vs_nginx']:.2f}×**", "≥ 0.7× nginx's",
+                        verdict(g["rps_vs_nginx"] >= 0.7 and not failed)))
+    return rows
+
+
 SECTIONS = [  # (name, rows function, label for a row that could not run)
     ("secrets core (dyad_bench)", gbench_rows, "secrets core: cache hits, envelope seal/open"),
     ("key rotation (dyad_rotation_bench)", rotation_rows, "key rotation, local keyring"),
@@ -306,6 +347,7 @@ SECTIONS = [  # (name, rows function, label for a row that could not run)
     ("AWS rotation (bench/aws_rotation_bench.py)", aws_rotation_rows, "AWS key rotation over a 20 ms link"),
     ("Vault rotation (bench/vault_rotation_bench.py)", vault_rotation_rows, "Vault key rotation"),
     ("cluster mode (bench/cluster_bench.py)", cluster_rows, "cluster mode: rotation and GET on PostgreSQL"),
+    ("/v1 proxy (bench/v1_proxy_bench.py)", v1_rows, "/v1 proxy against direct, nginx and LiteLLM"),
 ]
 
 

@@ -7,7 +7,7 @@
 #   bash bench/run.sh [--quick] [--write]
 #     --quick  under 5 minutes on 2 cores (the build excluded)
 #     --write  also put the table into BENCHMARKS.md between its markers
-# Needs wrk, valgrind, the curl CLI and tests/blackbox/requirements.txt
+# Needs wrk, valgrind, nginx, the curl CLI and tests/blackbox/requirements.txt
 # (scripts/install-deps.sh --test); peers as the black-box tests use them; PostgreSQL 15
 # for the cluster rows (bench/cluster_bench.py starts its own server).
 set -euo pipefail

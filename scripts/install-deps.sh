@@ -8,8 +8,10 @@ PKGS=(cmake ninja-build ccache g++ pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev)
 if [ "${1:-}" = "--test" ]; then
   # wrk, valgrind: bench/run.sh; prometheus: its promtool checks deploy/prometheus/*.yml (test_observability.py);
-  # postgresql-15: the unit tests' PostgreSQL cases (scripts/pg-test-cluster.sh) and the black-box pg_peer.py
-  PKGS+=(clang-14 libclang-rt-14-dev wrk valgrind python3-pip prometheus postgresql-15)
+  # postgresql-15: the unit tests' PostgreSQL cases (scripts/pg-test-cluster.sh) and the black-box pg_peer.py;
+  # nginx: bench/v1_proxy_bench.py only (the upstream stub and the reverse proxy it is compared with, run as its
+  # own processes on loopback; the package's service is not started where policy-rc.d forbids it)
+  PKGS+=(clang-14 libclang-rt-14-dev wrk valgrind python3-pip prometheus postgresql-15 nginx)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

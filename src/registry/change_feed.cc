@@ -106,13 +106,25 @@ Status ChangeLogFeed::CheckNow() {
   if (span.max == last_) return OkStatus();
   std::vector<Row> rows;
   // Fewer rows than we applied (a registry restored or replaced), the row
-  // after the last applied pruned (ids start at 1 and have no holes but a
-  // rolled-back insert's: at worst a spare kEverything), or too many to
+  // after the last applied pruned (the oldest row left is above it: at worst
+  // a spare kEverything when that row was an id never used), or too many to
   // read: all of it.
   bool everything = span.max < last_ || span.min > last_ + 1;
   if (!everything) {
     DYAD_ASSIGN_OR_RETURN(rows, After(last_, kMaxBatch + 1));
     everything = rows.size() > static_cast<size_t>(kMaxBatch);
+  }
+  // A prune may have run between the bounds and the rows: the row after
+  // last_ is gone although the bounds said it was there. An id after last_
+  // that was never used proves nothing (a PostgreSQL sequence skips on a
+  // rolled-back insert, and after a crash), so the table is asked again: a
+  // prune deletes a prefix of the ids (Prune()) and ids only grow, so a row
+  // after last_ that was pruned before the rows were read leaves the oldest
+  // row still there above last_ + 1 from then on. An empty read (max said
+  // there were rows) is a table emptied under the feed.
+  if (!everything && (rows.empty() || rows.front().id != last_ + 1)) {
+    DYAD_ASSIGN_OR_RETURN(Span now, Bounds());
+    everything = rows.empty() || now.max < last_ || now.min > last_ + 1;
   }
   if (everything) {
     Deliver(Change{Change::Kind::kEverything, {}});

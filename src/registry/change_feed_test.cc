@@ -7,11 +7,13 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 #include <thread>
 
 #include "core/mutex.h"
 #include "metrics/metrics.h"
+#include "registry/change_log_feed.h"
 #include "registry/pg_db.h"
 #include "registry/sqlite_db.h"
 #include "testing/fakes.h"
@@ -210,6 +212,52 @@ TEST_P(ChangeFeedTest, RowsPrunedBeforeTheyWereReadAreEverything) {
   EXPECT_TRUE(got[0].kind == Kind::kDeleted && got[0].subject == "next");
 }
 
+// Issue 14 review: publishers' clocks differ, so a row timed by a slow
+// clock sits between fresher ones. Pruning it alone would leave a hole no
+// bound shows (the oldest row still below it): a prune takes every id up to
+// the newest old row, and the reader finds the gap.
+TEST_P(ChangeFeedTest, ARowPrunedBetweenTwoKeptOnesIsEverything) {
+  FakeClock slow;  // two hours behind clock_
+  clock_.Advance(2h);
+  auto a = Feed(), b = Feed();
+  ASSERT_TRUE(a && b);
+  auto c = engine_->NewFeed(slow, {});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  Received at_b;
+  b->Subscribe(at_b.Callback());
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "fresh-1"}).ok());
+  ASSERT_TRUE((*c)->Publish({Kind::kCredentials, "timed-slow"}).ok());
+  auto d = Feed();  // its first publish prunes: "timed-slow" is older than `keep` on its clock
+  ASSERT_TRUE(d);
+  ASSERT_TRUE(d->Publish({Kind::kCredentials, "fresh-2"}).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  auto got = at_b.Take();
+  ASSERT_EQ(got.size(), 1u) << "not fresh-1 and fresh-2 without timed-slow";
+  EXPECT_EQ(got[0].kind, Kind::kEverything);
+}
+
+// An id that was drawn but never used (a PostgreSQL sequence skips on a
+// rolled-back insert; here the sequence is moved by hand on either engine)
+// is no gap: the change after it arrives as itself, not as kEverything.
+TEST_P(ChangeFeedTest, AnIdNeverUsedIsNoGap) {
+  auto a = Feed(), b = Feed();
+  ASSERT_TRUE(a && b);
+  Received at_b;
+  b->Subscribe(at_b.Callback());
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "one"}).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  ASSERT_TRUE(Has(at_b.Take(), Kind::kCredentials, "one"));
+  ASSERT_TRUE(engine_->Exec(GetParam() == "postgresql"
+                                ? "SELECT nextval('registry_changes_id_seq')"
+                                : "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'registry_changes'")
+                  .ok());
+  ASSERT_TRUE(a->Publish({Kind::kCredentials, "two"}).ok());
+  ASSERT_TRUE(b->CheckNow().ok());
+  auto got = at_b.Take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].kind == Kind::kCredentials && got[0].subject == "two");
+}
+
 TEST_P(ChangeFeedTest, MoreRowsThanABatchAreOneEverything) {
   auto b = Feed();
   Received at_b;
@@ -308,6 +356,91 @@ TEST_P(ChangeFeedTest, ConcurrentPublishersLoseNothing) {
     subjects.insert(ch.subject);
   }
   EXPECT_EQ(subjects.size(), 2u * kEach);
+}
+
+// The race no real engine lets a test time: a prune landing between the
+// feed's read of the table's bounds and its read of the rows after the last
+// applied. An engine of our own (ChangeLogFeed's statements on a map, with
+// the engines' prune rule: a prefix of the ids) runs a hook right after
+// Bounds(). Single-threaded: only CheckNow() on the test's thread.
+class RacedLog final : public ChangeLogFeed {
+ public:
+  explicit RacedLog(const Clock& clock) : ChangeLogFeed(clock, ChangeFeedOptions{}) {}
+  ~RacedLog() override { StopListener(); }
+  using ChangeLogFeed::Init;
+
+  void Add(const std::string& subject) { rows_[next_++] = subject; }
+  void SkipId() { ++next_; }
+  // What a prune does: every id up to `id`, never the newest.
+  void PruneThrough(int64_t id) {
+    while (rows_.size() > 1 && rows_.begin()->first <= id) rows_.erase(rows_.begin());
+  }
+  std::function<void()> after_bounds;  // run once, right after the next Bounds()
+
+ protected:
+  Result<int64_t> Append(std::string_view, const std::string& subject, int64_t) override {
+    Add(subject);
+    return next_ - 1;
+  }
+  Status Prune(int64_t) override { return OkStatus(); }
+  Result<Span> Bounds() override {
+    Span span = rows_.empty() ? Span{} : Span{rows_.begin()->first, rows_.rbegin()->first};
+    if (auto hook = std::exchange(after_bounds, nullptr)) hook();
+    return span;
+  }
+  Result<std::vector<Row>> After(int64_t after, int limit) override {
+    std::vector<Row> out;
+    for (auto it = rows_.upper_bound(after); it != rows_.end() && static_cast<int>(out.size()) < limit; ++it) {
+      out.push_back(Row{it->first, "credentials", it->second});
+    }
+    return out;
+  }
+  void Listen() override {
+    while (Wait(std::chrono::hours(1))) {
+    }
+  }
+
+ private:
+  std::map<int64_t, std::string> rows_;
+  int64_t next_ = 1;
+};
+
+TEST(ChangeLogFeedTest, APruneBetweenTheBoundsAndTheRowsIsEverything) {
+  FakeClock clock;
+  RacedLog log(clock);
+  log.Add("seen");
+  ASSERT_TRUE(log.Init().ok());  // after row 1
+  Received got;
+  log.Subscribe(got.Callback());
+  for (const char* p : {"p2", "p3", "p4"}) log.Add(p);
+  log.after_bounds = [&] { log.PruneThrough(3); };  // bounds say 1..4; rows 2 and 3 go before they are read
+  ASSERT_TRUE(log.CheckNow().ok());
+  auto changes = got.Take();
+  ASSERT_EQ(changes.size(), 1u) << "not p4 alone";
+  EXPECT_EQ(changes[0].kind, Kind::kEverything);
+  // It continues after the newest row.
+  log.Add("p5");
+  ASSERT_TRUE(log.CheckNow().ok());
+  changes = got.Take();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_TRUE(changes[0].kind == Kind::kCredentials && changes[0].subject == "p5");
+}
+
+TEST(ChangeLogFeedTest, AnIdNeverUsedAfterAPruneBelowItIsNoGap) {
+  FakeClock clock;
+  RacedLog log(clock);
+  log.Add("r1");
+  log.Add("r2");
+  ASSERT_TRUE(log.Init().ok());  // after row 2
+  Received got;
+  log.Subscribe(got.Callback());
+  log.SkipId();  // id 3 never used
+  log.Add("r4");
+  log.after_bounds = [&] { log.PruneThrough(1); };  // a prune, but of rows already applied
+  ASSERT_TRUE(log.CheckNow().ok());
+  auto changes = got.Take();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_TRUE(changes[0].kind == Kind::kCredentials && changes[0].subject == "r4");
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, ChangeFeedTest, ::testing::Values("sqlite", "postgresql"),

@@ -8,8 +8,12 @@
 // visible in that order (SQLite: one writer at a time; PostgreSQL: a
 // publisher takes a transaction-scoped advisory lock before its id is drawn),
 // so reading `id > last_` never skips a row that commits later with a
-// smaller id. A gap (the row after `last_` pruned) or too many rows at once
-// is delivered as kEverything. Thread-safe.
+// smaller id. Ids may skip (an id never used), so a gap is not read from the
+// ids: a prune deletes a prefix of the ids, so the row after `last_` was
+// pruned exactly when the oldest row left is above `last_ + 1`, checked
+// after the rows are read (a prune between reading the bounds and the rows
+// is caught). A gap or too many rows at once is delivered as kEverything.
+// Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -58,7 +62,9 @@ class ChangeLogFeed : public ChangeFeed {
 
   // The engine's statements.
   virtual Result<int64_t> Append(std::string_view kind, const std::string& subject, int64_t at_ms) = 0;
-  // Deletes rows older than `before_ms`, never the newest.
+  // Deletes the rows up to the newest one older than `before_ms`, never the
+  // newest row: always a prefix of the ids, whatever order the publishers'
+  // clocks put the rows in, so the oldest id left says what was pruned.
   virtual Status Prune(int64_t before_ms) = 0;
   virtual Result<Span> Bounds() = 0;
   // Up to `limit` rows with id > `after`, by id.

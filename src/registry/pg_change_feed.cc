@@ -47,7 +47,8 @@ class PgChangeFeed final : public ChangeLogFeed {
   Status Prune(int64_t before_ms) override {
     auto r = db_->With<bool>([&](PgConnection& c) -> Result<bool> {
       DYAD_RETURN_IF_ERROR(c.Query(
-          "DELETE FROM registry_changes WHERE at_ms < $1 AND id < (SELECT max(id) FROM registry_changes)",
+          "DELETE FROM registry_changes WHERE id <= (SELECT max(id) FROM registry_changes WHERE at_ms < $1) "
+          "AND id < (SELECT max(id) FROM registry_changes)",
           {before_ms}));
       return true;
     });

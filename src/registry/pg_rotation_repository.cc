@@ -39,28 +39,36 @@ Result<RotationSuccesses> CountSuccesses(PgConnection& c) {
   return out;
 }
 
+// The database server's clock in milliseconds: every instance writes and
+// judges heartbeats on it, so clock skew between hosts moves no lease.
+// clock_timestamp(), not now(): a statement that waited for a lock reads
+// the time it runs at, not its transaction's start.
+#define DYAD_PG_NOW_MS "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT"
+
 Status StatusOf(const Result<bool>& r) { return r.ok() ? OkStatus() : Status(r.error()); }
 
 class PgRotationRepository final : public RotationRepository {
  public:
-  PgRotationRepository(std::shared_ptr<PgDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
+  explicit PgRotationRepository(std::shared_ptr<PgDb> db) : db_(std::move(db)) {}
 
   Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
                                            const std::string& interrupted_note, std::optional<int64_t> if_successes,
                                            const std::optional<std::string>& if_running) override {
-    const int64_t now = WallSeconds();
-    const int64_t takeover_s = std::chrono::duration_cast<std::chrono::seconds>(takeover).count();
+    const int64_t takeover_ms = std::chrono::duration_cast<std::chrono::milliseconds>(takeover).count();
     std::optional<std::string> holder;
     Status s = db_->Transaction([&](PgConnection& c) -> Status {
       // One Begin at a time: two on a free lock would both find no row (READ
       // COMMITTED reads no uncommitted insert), and the loser must be told
       // the winner's run id, not fail on the primary key.
       DYAD_RETURN_IF_ERROR(c.Query("SELECT pg_advisory_xact_lock(hashtext('dyad.rotation_lock'), 0)"));
-      DYAD_ASSIGN_OR_RETURN(PgRows lock, c.Query("SELECT run_id, heartbeat_at FROM rotation_lock WHERE id=1 FOR UPDATE"));
+      // The heartbeat's age on the server's clock (after FOR UPDATE has
+      // waited out any save or beat in flight).
+      DYAD_ASSIGN_OR_RETURN(PgRows lock, c.Query("SELECT run_id, " DYAD_PG_NOW_MS
+                                                 " - heartbeat_at FROM rotation_lock WHERE id=1 FOR UPDATE"));
       if (lock.size() > 0) {
         // Held while its heartbeat is fresh, whoever the owner is: its own
         // thread beats it, so only an instance that is gone lets it go stale.
-        if (now - lock.Int(0, 1) < takeover_s) {
+        if (lock.Int(0, 1) < takeover_ms) {
           holder = lock.Text(0, 0);
           return OkStatus();  // nothing written
         }
@@ -83,8 +91,9 @@ class PgRotationRepository final : public RotationRepository {
       DYAD_RETURN_IF_ERROR(c.Query(
           "UPDATE rotation_runs SET status='interrupted', finished_at=$1, error=$2 WHERE status='running'",
           {run.started_at, interrupted_note}));
-      DYAD_RETURN_IF_ERROR(c.Query("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,$1,$2,$3)",
-                                   {run.id, owner, now}));
+      DYAD_RETURN_IF_ERROR(c.Query(
+          "INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,$1,$2," DYAD_PG_NOW_MS ")",
+          {run.id, owner}));
       DYAD_RETURN_IF_ERROR(c.Query(
           "INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, cursor) "
           "VALUES($1,$2,$3,$4,$5,$6,$7,$8)",
@@ -97,12 +106,13 @@ class PgRotationRepository final : public RotationRepository {
   }
 
   // The lock row first, then the run's, as Begin takes them: a takeover and
-  // a save meeting never wait for each other in opposite orders.
+  // a save meeting never wait for each other in opposite orders. A save by
+  // an owner that lost the lock writes nothing.
   Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
-    const int64_t now = WallSeconds();
     return db_->Transaction([&](PgConnection& c) -> Status {
-      DYAD_RETURN_IF_ERROR(c.Query("UPDATE rotation_lock SET heartbeat_at=$1 WHERE run_id=$2 AND owner=$3",
-                                   {now, run.id, owner}));
+      DYAD_ASSIGN_OR_RETURN(PgRows held, c.Query(
+          "UPDATE rotation_lock SET heartbeat_at=" DYAD_PG_NOW_MS " WHERE run_id=$1 AND owner=$2", {run.id, owner}));
+      if (held.Affected() == 0) return RotationLockLost(run.id);
       DYAD_RETURN_IF_ERROR(c.Query(
           "UPDATE rotation_runs SET status=$1, finished_at=$2, to_version=$3, total=$4, done=$5, reencrypted=$6, "
           "skipped=$7, failed=$8, cursor=$9, error=$10, duration_ms=$11 WHERE id=$12",
@@ -115,8 +125,8 @@ class PgRotationRepository final : public RotationRepository {
 
   Result<bool> Heartbeat(const std::string& run_id, const std::string& owner) override {
     return db_->With<bool>([&](PgConnection& c) -> Result<bool> {
-      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query("UPDATE rotation_lock SET heartbeat_at=$1 WHERE run_id=$2 AND owner=$3",
-                                                 {WallSeconds(), run_id, owner}));
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
+          "UPDATE rotation_lock SET heartbeat_at=" DYAD_PG_NOW_MS " WHERE run_id=$1 AND owner=$2", {run_id, owner}));
       return rows.Affected() > 0;
     });
   }
@@ -154,18 +164,15 @@ class PgRotationRepository final : public RotationRepository {
   }
 
  private:
-  int64_t WallSeconds() const {
-    return std::chrono::duration_cast<std::chrono::seconds>(clock_.WallNow().time_since_epoch()).count();
-  }
-
   std::shared_ptr<PgDb> db_;
-  const Clock& clock_;
 };
 
 }  // namespace
 
-std::unique_ptr<RotationRepository> NewPgRotationRepository(std::shared_ptr<PgDb> db, const Clock& clock) {
-  return std::make_unique<PgRotationRepository>(std::move(db), clock);
+std::unique_ptr<RotationRepository> NewPgRotationRepository(std::shared_ptr<PgDb> db, const Clock& /*clock*/) {
+  return std::make_unique<PgRotationRepository>(std::move(db));
 }
 
 }  // namespace dyad
+
+#undef DYAD_PG_NOW_MS

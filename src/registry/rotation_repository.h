@@ -2,20 +2,31 @@
 // database — the deployment-wide rotation lock, and the history of runs with
 // each run's progress (counts and the resumable cursor).
 //
-// The lock is one row: the run holding it, its owner (a random lease id per
-// process) and a heartbeat in wall-clock seconds from the repository's
-// clock. Whoever holds it, it is held while its heartbeat is younger than
-// the takeover age the caller passes; an older one is taken over. Atomic,
-// also against other instances on the same database: Begin (the lock check,
-// the takeover, marking runs left 'running' as interrupted, taking the lock
-// and recording the new run: all or nothing), SaveProgress (the run's row
-// and the owner's heartbeat together), Heartbeat and Release (changed only
-// while (run id, owner) still holds the lock). Two instances may see a run
-// as 'running' in History while its owner is gone: only the lock says
-// whether anyone is at it.
+// The lock is a lease: one row naming the run holding it, its owner (a
+// random lease id per process) and a heartbeat. It is held while its
+// heartbeat is younger than the takeover age the caller passes; an older one
+// is taken over, whoever holds it. Heartbeats are written and judged on one
+// clock: SQLite (processes on one host) uses the repository's injected
+// clock; PostgreSQL uses the database server's clock (clock_timestamp()),
+// never an instance's, so skew between hosts cannot make a live lease look
+// stale. Atomic, also against other instances on the same database: Begin
+// (the lock check, the takeover, marking runs left 'running' as interrupted,
+// taking the lock and recording the new run: all or nothing), SaveProgress,
+// Heartbeat and Release (each changes anything only while (run id, owner)
+// still holds the lock: an owner whose lease was taken over cannot touch the
+// run history or the new owner's lease). Two instances may see a run as
+// 'running' in History while its owner is gone: only the lock says whether
+// anyone is at it.
+//
+// What this guarantees an owner: after a Heartbeat that returned true (or a
+// SaveProgress that succeeded), no other instance takes the lock over until
+// `takeover` has passed on the lock's clock. A write outside this repository
+// that must not happen after a takeover (retiring key versions) is safe when
+// it follows a successful Heartbeat by less than `takeover`.
 //
 // Thread-safe. Errors: kUnavailable when the database cannot be reached or
-// stays busy, with the database's message.
+// stays busy, with the database's message; kConflict (RotationLockLost) from
+// SaveProgress when (run id, owner) no longer holds the lock.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +58,12 @@ struct RotationSuccesses {
   std::string last_finished_at;  // ISO 8601; empty when count is 0
 };
 
+// What SaveProgress returns when the lock has gone to another owner.
+inline Error RotationLockLost(const std::string& run_id) {
+  return MakeError(ErrorCode::kConflict,
+                   "rotation lock lost: run " + run_id + " no longer holds it (another instance took the lease over)");
+}
+
 class RotationRepository {
  public:
   virtual ~RotationRepository() = default;
@@ -69,8 +86,10 @@ class RotationRepository {
                                                    const std::optional<std::string>& if_running = std::nullopt) = 0;
 
   // Saves the run's status, versions, counts, cursor, error and duration
-  // (finished_at only when `final`, else cleared) and beats the heartbeat
-  // if (run.id, owner) still holds the lock.
+  // (finished_at only when `final`, else cleared) and beats the heartbeat,
+  // together, only while (run.id, owner) holds the lock; otherwise writes
+  // nothing and returns RotationLockLost (kConflict): another instance took
+  // the lease over and may have resumed the run under a new id.
   virtual Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) = 0;
 
   // Beats the heartbeat; false when (run_id, owner) no longer holds the lock.

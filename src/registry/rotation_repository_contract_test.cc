@@ -24,8 +24,26 @@ RotationRun NewRun(const std::string& id) {
 }
 
 // Two pools on one database, one fake clock (the fixture's): two instances.
+// SQLite's leases run on that clock; PostgreSQL's on the server's, so
+// Elapse() there ages the lease row itself.
 class RotationRepositoryContract : public testing::RegistryContractTest {
  protected:
+  bool OnPostgresql() const { return inst_a_.postgresql != nullptr; }
+  // `d` passes for the lock: the fake clock moves, and on PostgreSQL the
+  // heartbeat (server milliseconds) is moved back by as much.
+  void Elapse(Clock::Duration d) {
+    fake_clock_.Advance(d);
+    if (!OnPostgresql()) return;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+    ASSERT_TRUE(ExecSql(inst_a_, "UPDATE rotation_lock SET heartbeat_at = heartbeat_at - " + std::to_string(ms)).ok());
+  }
+  std::string StatusOf(RotationRepository* repo, const std::string& run_id) {
+    for (const auto& r : *repo->History(100)) {
+      if (r.id == run_id) return r.status;
+    }
+    return "(none)";
+  }
+
   void SetUp() override {
     RegistryContractTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
@@ -48,7 +66,7 @@ TEST_P(RotationRepositoryContract, LockIsTakenOverOnlyOnceItsHeartbeatIsStale) {
   EXPECT_FALSE(first->has_value());  // taken
 
   // Fresh: another instance gets the holder's run id and writes nothing.
-  fake_clock_.Advance(seconds(9));
+  Elapse(seconds(9));
   auto refused = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "superseded by run-2");
   ASSERT_TRUE(refused.ok());
   ASSERT_TRUE(refused->has_value());
@@ -57,12 +75,12 @@ TEST_P(RotationRepositoryContract, LockIsTakenOverOnlyOnceItsHeartbeatIsStale) {
 
   // A heartbeat keeps it: 9 s after the beat it is still held.
   EXPECT_TRUE(*a_->Heartbeat("run-1", "owner-a"));
-  fake_clock_.Advance(seconds(9));
+  Elapse(seconds(9));
   EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x")->value_or(""), "run-1");
 
   // Stale (10 s without a beat): taken over, and the run left "running" is
   // marked interrupted with the note.
-  fake_clock_.Advance(seconds(1));
+  Elapse(seconds(1));
   RotationRun second = NewRun("run-2");
   second.started_at = "2026-01-01T00:00:19.000Z";
   auto taken = b_->Begin(second, "owner-b", seconds(10), "superseded by run run-2");
@@ -103,10 +121,10 @@ TEST_P(RotationRepositoryContract, ProgressIsSavedAndResumable) {
   run.failed = 1;
   run.cursor = "dyad-gateway/providers/p-499";
   run.duration_ms = 1234;
-  fake_clock_.Advance(seconds(8));
+  Elapse(seconds(8));
   ASSERT_TRUE(a_->SaveProgress(run, "owner-a", false).ok());
   // Saving beats the heartbeat too: 8 s later another instance still waits.
-  fake_clock_.Advance(seconds(8));
+  Elapse(seconds(8));
   EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x")->value_or(""), "run-1");
 
   // What a resuming instance reads back.
@@ -175,7 +193,7 @@ TEST_P(RotationRepositoryContract, AResumeOfARunThatEndedMeanwhileBeginsNothing)
   // A run still 'running' whose owner is gone (its lock stale) is resumed.
   RotationRun left = NewRun("run-3");
   ASSERT_FALSE(a_->Begin(left, "owner-a", seconds(10), "x")->has_value());
-  fake_clock_.Advance(seconds(11));
+  Elapse(seconds(11));
   EXPECT_FALSE(b_->Begin(NewRun("run-4"), "owner-b", seconds(10), "x", std::nullopt, std::string("run-3"))
                    ->has_value());
 }
@@ -219,13 +237,13 @@ TEST_P(RotationRepositoryContract, AStaleLeaseIsTakenOverAndTheRunResumesFromIts
   run.cursor = "dyad-gateway/providers/p-2499";
   ASSERT_TRUE(a_->SaveProgress(run, "owner-a", false).ok());
   // A is killed here. Before the timeout B is refused.
-  fake_clock_.Advance(seconds(9));
+  Elapse(seconds(9));
   auto left = b_->LatestRunning();
   ASSERT_TRUE(left.ok() && left->has_value());
   EXPECT_EQ((*left)->cursor, run.cursor);
   EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, std::string("run-1"))->value_or(""),
             "run-1");
-  fake_clock_.Advance(seconds(1));
+  Elapse(seconds(1));
   RotationRun resumed = NewRun("run-2");
   resumed.trigger = "resumed";
   resumed.to_version = (*left)->to_version;
@@ -244,11 +262,17 @@ TEST_P(RotationRepositoryContract, AStaleLeaseIsTakenOverAndTheRunResumesFromIts
   EXPECT_EQ(history[1].status, "interrupted");
   EXPECT_EQ(history[1].error, "resumed as run run-2");
   EXPECT_EQ(history[1].done, 2500);
-  // A comes back: its beat says it lost the lock, and its save does not
-  // beat B's heartbeat (10 s on, B's lock is stale: another takes it over).
+  // A comes back: its beat says it lost the lock, and its save is refused,
+  // writing nothing: neither B's heartbeat (10 s on, B's lock is stale:
+  // another takes it over) nor the run B marked interrupted.
   EXPECT_FALSE(*a_->Heartbeat("run-1", "owner-a"));
-  fake_clock_.Advance(seconds(10));
-  ASSERT_TRUE(a_->SaveProgress(run, "owner-a", false).ok());
+  Elapse(seconds(10));
+  run.done = 3000;
+  Status lost = a_->SaveProgress(run, "owner-a", false);
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.code(), ErrorCode::kConflict);
+  EXPECT_EQ(StatusOf(b_, "run-1"), "interrupted");
+  EXPECT_EQ(b_->History(10)->back().done, 2500);
   ASSERT_TRUE(a_->Release("run-1", "owner-a").ok());
   EXPECT_FALSE(*b_->Heartbeat("run-1", "owner-b"));  // the run id alone holds nothing
   EXPECT_FALSE(a_->Begin(NewRun("run-3"), "owner-a", seconds(10), "x")->has_value());
@@ -264,7 +288,7 @@ TEST_P(RotationRepositoryContract, ConcurrentTakeoversOfAStaleLockHaveOneWinner)
   for (int round = 0; round < 10; ++round) {
     const std::string dead = "dead-" + std::to_string(round);
     ASSERT_FALSE(a_->Begin(NewRun(dead), "owner-dead", seconds(10), "x")->has_value()) << round;
-    fake_clock_.Advance(seconds(11));
+    Elapse(seconds(11));
     std::latch start(3);
     Result<std::optional<std::string>> got[3] = {std::optional<std::string>(), std::optional<std::string>(),
                                                  std::optional<std::string>()};
@@ -295,17 +319,107 @@ TEST_P(RotationRepositoryContract, ConcurrentTakeoversOfAStaleLockHaveOneWinner)
     EXPECT_EQ(history[0].id, winner_run);
     EXPECT_EQ(history[1].id, dead);
     EXPECT_EQ(history[1].status, "interrupted");
-    // The winner dies too: the next round's dead run takes over from it.
-    ASSERT_TRUE(repos[winner]->Release(winner_run, "owner-" + std::to_string(winner)).ok());
+    // The winner completes and lets go: the next round's dead run begins on a free lock.
     ASSERT_TRUE(a_->SaveProgress([&] {
                       RotationRun r = NewRun(winner_run);
                       r.status = "completed";
                       r.finished_at = "2026-01-01T00:01:00.000Z";
                       return r;
                     }(), "owner-" + std::to_string(winner), true).ok());
+    ASSERT_TRUE(repos[winner]->Release(winner_run, "owner-" + std::to_string(winner)).ok());
   }
   EXPECT_EQ(a_->History(100)->size(), 20u);
   EXPECT_EQ(a_->Successes()->count, 10);
+}
+
+// Issue 14 review: an instance whose lease was taken over (its heartbeat
+// went stale during a database outage) comes back and saves: refused with
+// kConflict, and nothing it sends lands — not on its old run (now
+// 'interrupted'), not on the run the new owner resumed, not on the lease.
+TEST_P(RotationRepositoryContract, ASaveByAnOwnerThatLostTheLockWritesNothing) {
+  RotationRun run = NewRun("run-1");
+  ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x")->has_value());
+  run.to_version = 2;
+  run.done = 100;
+  run.cursor = "p-099";
+  ASSERT_TRUE(a_->SaveProgress(run, "owner-a", false).ok());
+  Elapse(seconds(30));  // the outage
+  RotationRun resumed = NewRun("run-2");
+  resumed.trigger = "resumed";
+  resumed.cursor = "p-099";
+  ASSERT_FALSE(b_->Begin(resumed, "owner-b", seconds(10), "resumed as run run-2", std::nullopt, std::string("run-1"))
+                   ->has_value());
+  for (bool final : {false, true}) {
+    RotationRun late = run;
+    late.done = 500;
+    late.cursor = "p-499";
+    late.status = final ? "completed" : "running";
+    late.finished_at = final ? "2026-01-01T01:00:00.000Z" : "";
+    Status s = a_->SaveProgress(late, "owner-a", final);
+    ASSERT_FALSE(s.ok()) << "final=" << final;
+    EXPECT_EQ(s.code(), ErrorCode::kConflict);
+    EXPECT_NE(s.error().message.find("lock lost"), std::string::npos) << s.error().message;
+  }
+  // The same run id under another owner, and another run under the right owner, hold nothing either.
+  EXPECT_EQ(b_->SaveProgress(run, "owner-b", false).code(), ErrorCode::kConflict);
+  EXPECT_EQ(a_->SaveProgress(NewRun("run-2"), "owner-a", false).code(), ErrorCode::kConflict);
+  auto history = *b_->History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].id, "run-2");
+  EXPECT_EQ(history[0].status, "running");
+  EXPECT_EQ(history[0].cursor, "p-099");
+  EXPECT_EQ(history[1].id, "run-1");
+  EXPECT_EQ(history[1].status, "interrupted");
+  EXPECT_EQ(history[1].done, 100);
+  EXPECT_EQ(history[1].cursor, "p-099");
+  EXPECT_EQ(history[1].error, "resumed as run run-2");
+  EXPECT_EQ(b_->LatestRunning()->value().id, "run-2");
+  EXPECT_EQ(b_->Successes()->count, 0);
+  // The new owner's lease is untouched: 9 s after its begin it is still held.
+  Elapse(seconds(9));
+  EXPECT_EQ(a_->Begin(NewRun("run-3"), "owner-a", seconds(10), "x")->value_or(""), "run-2");
+  EXPECT_TRUE(b_->SaveProgress(resumed, "owner-b", false).ok());
+}
+
+// Issue 14 review: on PostgreSQL the lease is judged on the server's clock,
+// so instances whose clocks are an hour apart neither take over a live lease
+// nor keep a dead one. (SQLite: one host, one clock; nothing to test.)
+TEST_P(RotationRepositoryContract, ClockSkewBetweenInstancesMovesNoLeaseOnPostgresql) {
+  if (!OnPostgresql()) GTEST_SKIP() << "SQLite: instances share one host's clock";
+  FakeClock behind, ahead;  // B's clock two hours ahead of A's
+  ahead.Advance(std::chrono::hours(2));
+  auto slow = NewInstance(behind);
+  auto fast = NewInstance(ahead);
+  ASSERT_TRUE(slow.ok() && fast.ok());
+  RotationRepository* a = slow->rotations.get();
+  RotationRepository* b = fast->rotations.get();
+  ASSERT_FALSE(a->Begin(NewRun("run-1"), "owner-a", seconds(10), "x")->has_value());
+  EXPECT_EQ(b->Begin(NewRun("run-2"), "owner-b", seconds(10), "x")->value_or(""), "run-1");
+  ASSERT_TRUE(*a->Heartbeat("run-1", "owner-a"));
+  EXPECT_EQ(b->Begin(NewRun("run-2"), "owner-b", seconds(10), "x")->value_or(""), "run-1");
+  ASSERT_TRUE(a->SaveProgress(NewRun("run-1"), "owner-a", false).ok());
+  EXPECT_EQ(b->Begin(NewRun("run-2"), "owner-b", seconds(10), "x")->value_or(""), "run-1");
+  EXPECT_EQ(a_->History(10)->size(), 1u);
+  // The other way round: the fast instance holds it, the slow one waits.
+  ASSERT_TRUE(a->Release("run-1", "owner-a").ok());
+  ASSERT_FALSE(b->Begin(NewRun("run-3"), "owner-b", seconds(10), "x")->has_value());
+  EXPECT_EQ(a->Begin(NewRun("run-4"), "owner-a", seconds(10), "x")->value_or(""), "run-3");
+  // A lease that really is stale on the server's clock is taken over,
+  // whatever the instance's clock says.
+  Elapse(seconds(10));
+  EXPECT_FALSE(a->Begin(NewRun("run-4"), "owner-a", seconds(10), "x")->has_value());
+}
+
+// A lease shorter than a second (PostgreSQL keeps milliseconds): held
+// within it, taken over after it, with no sleeping past a few hundred ms.
+TEST_P(RotationRepositoryContract, ASubSecondTakeoverIsHonouredOnPostgresql) {
+  if (!OnPostgresql()) GTEST_SKIP() << "SQLite: heartbeats in the injected clock's seconds";
+  using std::chrono::milliseconds;
+  ASSERT_FALSE(a_->Begin(NewRun("run-1"), "owner-a", milliseconds(60000), "x")->has_value());
+  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", milliseconds(60000), "x")->value_or(""), "run-1");
+  std::this_thread::sleep_for(milliseconds(150));
+  EXPECT_FALSE(b_->Begin(NewRun("run-2"), "owner-b", milliseconds(100), "x")->has_value());
+  EXPECT_EQ(StatusOf(a_, "run-1"), "interrupted");
 }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RotationRepositoryContract);

@@ -31,7 +31,8 @@ class SqliteChangeFeed final : public ChangeLogFeed {
   Status Prune(int64_t before_ms) override {
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "DELETE FROM registry_changes WHERE at_ms < ? AND id < (SELECT max(id) FROM registry_changes)"));
+          "DELETE FROM registry_changes WHERE id <= (SELECT max(id) FROM registry_changes WHERE at_ms < ?) "
+          "AND id < (SELECT max(id) FROM registry_changes)"));
       DYAD_RETURN_IF_ERROR(st.Bind(1, before_ms).Run());
       return true;
     });

@@ -94,21 +94,23 @@ class SqliteRotationRepository final : public RotationRepository {
     return holder;
   }
 
+  // The lock row first: a save by an owner that lost the lock writes nothing.
   Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
     const int64_t now = WallSeconds();
     return db_->Transaction([&](SqliteConnection& c) -> Status {
+      DYAD_ASSIGN_OR_RETURN(Statement hb, c.Prepare(
+          "UPDATE rotation_lock SET heartbeat_at=? WHERE run_id=? AND owner=?"));
+      DYAD_RETURN_IF_ERROR(hb.Bind(1, now).Bind(2, run.id).Bind(3, owner).Run());
+      if (c.Changes() == 0) return RotationLockLost(run.id);
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
           "UPDATE rotation_runs SET status=?, finished_at=?, to_version=?, total=?, done=?, reencrypted=?, skipped=?, "
           "failed=?, cursor=?, error=?, duration_ms=? WHERE id=?"));
       st.Bind(1, run.status);
       if (final) st.Bind(2, run.finished_at);
       else st.BindNull(2);
-      DYAD_RETURN_IF_ERROR(st.Bind(3, static_cast<int64_t>(run.to_version)).Bind(4, run.total).Bind(5, run.done)
-                               .Bind(6, run.reencrypted).Bind(7, run.skipped).Bind(8, run.failed).Bind(9, run.cursor)
-                               .Bind(10, run.error).Bind(11, run.duration_ms).Bind(12, run.id).Run());
-      DYAD_ASSIGN_OR_RETURN(Statement hb, c.Prepare(
-          "UPDATE rotation_lock SET heartbeat_at=? WHERE run_id=? AND owner=?"));
-      return hb.Bind(1, now).Bind(2, run.id).Bind(3, owner).Run();
+      return st.Bind(3, static_cast<int64_t>(run.to_version)).Bind(4, run.total).Bind(5, run.done)
+          .Bind(6, run.reencrypted).Bind(7, run.skipped).Bind(8, run.failed).Bind(9, run.cursor)
+          .Bind(10, run.error).Bind(11, run.duration_ms).Bind(12, run.id).Run();
     });
   }
 

@@ -150,6 +150,10 @@ bool KeyRotationService::Beat(const std::string& run_id) {
 
 void KeyRotationService::ReleaseLock(const std::string& run_id) {
   (void)runs_->Release(run_id, owner_);
+  ForgetRun();
+}
+
+void KeyRotationService::ForgetRun() {
   MutexLock lock(&mu_);
   current_.reset();
   idle_cv_.SignalAll();
@@ -158,10 +162,29 @@ void KeyRotationService::ReleaseLock(const std::string& run_id) {
 Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const RotationProgress& progress) {
   const auto t0 = clock_.Now();
   KeyManager& keys = secrets_.keys();
+  // Set once another instance holds the lock (a beat or a save found it
+  // gone): from then on this run writes nothing to the registry or the KMS.
   std::atomic<bool> lock_lost{false};
   Ticker heartbeat(options_.heartbeat_interval, [this, &lock_lost, id = run.id] {
     if (!Beat(id)) lock_lost = true;
   });
+  auto save = [&](bool final) {
+    Status s = SaveProgress(run, final);
+    if (!s.ok() && s.code() == ErrorCode::kConflict) lock_lost = true;  // RotationLockLost
+    return s;
+  };
+  // Renews the lease right before a write that must not follow a takeover:
+  // the write is then safe for `lock_takeover` (rotation_repository.h).
+  auto fence = [&]() -> Status {
+    if (lock_lost) return RotationLockLost(run.id);
+    auto held = runs_->Heartbeat(run.id, owner_);
+    if (!held.ok()) return held.error();
+    if (!*held) {
+      lock_lost = true;
+      return RotationLockLost(run.id);
+    }
+    return OkStatus();
+  };
   auto finish = [&](Status s) {
     run.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - t0).count();
     run.finished_at = FormatIso8601(clock_.WallNow());
@@ -169,8 +192,25 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
       run.status = "failed";
       run.error = s.error().message;
     }
-    Status saved = SaveProgress(run, true);
-    ReleaseLock(run.id);
+    // Lost before the final save, or found lost by it (a beat that finds it
+    // gone after a successful final save changes nothing: the run is saved).
+    bool lost = lock_lost;
+    Status saved = OkStatus();
+    if (!lost) {
+      saved = save(true);
+      lost = !saved.ok() && saved.code() == ErrorCode::kConflict;
+    }
+    if (lost) {
+      // The new owner has the run (resumed under its own id) and the lock:
+      // stop as "lock lost" and write nothing more (no save, no release).
+      run.status = "failed";
+      run.error = RotationLockLost(run.id).message;
+      if (s.ok()) s = RotationLockLost(run.id);
+      spdlog::warn("key rotation: run {} stopped: {}", run.id, run.error);
+      ForgetRun();
+    } else {
+      ReleaseLock(run.id);
+    }
     AuditEvent e;
     e.actor = caller.actor;
     e.request_id = caller.request_id;
@@ -204,7 +244,7 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
       run.to_version = *v;
       secrets_.PublishKeyEpoch();  // the other instances seal under it at once
     }
-    if (Status s = SaveProgress(run, false); !s.ok()) return finish(s);
+    if (Status s = save(false); !s.ok()) return finish(s);
   }
   auto names = secrets_.StoredSecretNames();  // sorted
   if (!names.ok()) return finish(names.error());
@@ -233,10 +273,8 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     if (first_error.empty()) first_error = r.first_error;
     run.done = static_cast<int64_t>(i);
     run.cursor = (*names)[i - 1];
-    if (lock_lost) {
-      return finish(MakeError(ErrorCode::kConflict, "the rotation lock was taken over by another process"));
-    }
-    if (Status s = SaveProgress(run, false); !s.ok()) return finish(s);
+    if (lock_lost) return finish(RotationLockLost(run.id));
+    if (Status s = save(false); !s.ok()) return finish(s);
     if (progress) progress(run);
     if (stopping_ && i < names->size()) {  // shutting down: the next start resumes from here
       ReleaseLock(run.id);
@@ -248,7 +286,7 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     run.error = std::to_string(run.failed) + " secret(s) could not be re-encrypted; first: " + first_error;
     return finish(OkStatus());
   }
-  if (Status s = RetireOlderVersions(run); !s.ok()) return finish(s);
+  if (Status s = RetireOlderVersions(run, fence); !s.ok()) return finish(s);
   run.status = "completed";
   return finish(OkStatus());
 }
@@ -364,8 +402,13 @@ Result<bool> KeyRotationService::ReencryptHeld(const std::string& name, uint32_t
 // interval in which every instance learns the primary, the blobs still on
 // those versions (written by a writer whose check came before the mark) are
 // rewrapped, and a version is retired only when a recount finds none on it.
-Status KeyRotationService::RetireOlderVersions(RotationRun& run) {
+//
+// `fence` renews the lease right before each write to the key versions and
+// fails once another instance holds the lock: an owner whose lease was taken
+// over (the new owner resumes and retires itself) retires nothing.
+Status KeyRotationService::RetireOlderVersions(RotationRun& run, const std::function<Status()>& fence) {
   KeyManager& keys = secrets_.keys();
+  DYAD_RETURN_IF_ERROR(fence());
   DYAD_ASSIGN_OR_RETURN(KeyState state, keys.Describe());
   std::set<uint32_t> older;
   for (const auto& v : state.versions) {
@@ -397,7 +440,8 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run) {
       kept += (kept.empty() ? "" : ", ") + std::to_string(v) + " (" + std::to_string(in_use[v]) + " secrets)";
       continue;
     }
-    Status retired = listed ? keys.RetireEverywhere(v) : keys.Retire(v);
+    Status retired = fence();
+    if (retired.ok()) retired = listed ? keys.RetireEverywhere(v) : keys.Retire(v);
     if (!retired.ok()) {
       secrets_.PublishKeyEpoch();  // the versions retired before it
       return retired;

@@ -4,7 +4,12 @@
 // One rotation at a time: in process, and across processes through the
 // rotation lock (RotationRepository), owned by a random lease id and kept by
 // a heartbeat beaten from a thread of its own (a lock whose heartbeat is older than
-// `lock_takeover` is taken over; a run that finds its lock taken stops).
+// `lock_takeover` is taken over). A run whose lock was taken over — a beat
+// or a save finds it gone (RotationLockLost) — stops as "lock lost" and
+// writes nothing more: no progress, no release, no retirement (each
+// retirement step first renews the lease, so it lands within
+// `lock_takeover` of a beat that proved the lock still ours); the new owner
+// resumes it from its cursor.
 // A run rotates the key, then
 // visits every secret in name order in batches (one read and one
 // conditional write per batch), writing each rewrapped blob only where the
@@ -100,8 +105,10 @@ class KeyRotationService {
   Status SaveProgress(const RotationRun& run, bool final);
   // Renews the lock's heartbeat; false when another process holds it now.
   bool Beat(const std::string& run_id);
-  Status RetireOlderVersions(RotationRun& run);
+  Status RetireOlderVersions(RotationRun& run, const std::function<Status()>& fence);
   void ReleaseLock(const std::string& run_id) DYAD_LOCKS_EXCLUDED(mu_);
+  // This process is no longer at the run (the lock is released, or lost).
+  void ForgetRun() DYAD_LOCKS_EXCLUDED(mu_);
   void Launch(RotationRun run, const Caller& caller) DYAD_LOCKS_EXCLUDED(worker_mu_);
   struct Reencrypted {
     int64_t reencrypted = 0, skipped = 0, failed = 0;

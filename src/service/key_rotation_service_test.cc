@@ -522,7 +522,14 @@ TEST_P(RotationTest, HeartbeatOutlivesABatchSlowerThanTheTakeoverTime) {
   });
   in_batch.wait();
   fake.Advance(std::chrono::minutes(10));
-  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(fake.WallNow().time_since_epoch()).count();
+  // SQLite's heartbeat is the fake clock's (seconds); PostgreSQL's the
+  // server's (milliseconds): there the test makes it stale by hand and waits
+  // for the ticker to write a fresh one.
+  const bool server_clock = GetParam() == "postgresql";
+  if (server_clock) EXPECT_TRUE(Sql("UPDATE rotation_lock SET heartbeat_at = 0").ok());
+  const int64_t now = server_clock
+                          ? 1
+                          : std::chrono::duration_cast<std::chrono::seconds>(fake.WallNow().time_since_epoch()).count();
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (LockHeartbeat() < now && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
   EXPECT_GE(LockHeartbeat(), now);
@@ -534,6 +541,85 @@ TEST_P(RotationTest, HeartbeatOutlivesABatchSlowerThanTheTakeoverTime) {
   ASSERT_TRUE(run.ok()) << run.error().message;
   EXPECT_EQ(run->status, "completed");
   EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 600}}));
+}
+
+// Issue 14 review: what another instance does when this one's heartbeat went
+// stale (a database outage longer than the takeover time): it takes the
+// lease over and resumes `r` as run "resumed-run".
+void TakeOver(testing::RegistryInstance other, const RotationRun& r, const std::function<Status(const std::string&)>& sql) {
+  ASSERT_TRUE(sql("UPDATE rotation_lock SET heartbeat_at = 0").ok());  // stale on either engine's clock
+  RotationRun resumed = r;
+  resumed.id = "resumed-run";
+  resumed.trigger = "resumed";
+  resumed.status = "running";
+  resumed.started_at = "2026-01-01T00:00:00.000Z";
+  auto begun = other.rotations->Begin(resumed, "lease-other", std::chrono::seconds(10), "resumed as run resumed-run",
+                                      std::nullopt, r.id);
+  ASSERT_TRUE(begun.ok()) << begun.error().message;
+  ASSERT_FALSE(begun->has_value());
+}
+
+// The lease is taken over between two batches: the next save is refused and
+// the run stops as "lock lost", writing nothing more — the run the new owner
+// marked interrupted keeps its progress and status, the resumed run and its
+// lease are untouched, and no key version is retired.
+TEST_P(RotationTest, ARunWhoseLockWasTakenOverMidRunStopsAndWritesNothingMore) {
+  Seed(1000);
+  auto options = RotationOptions();
+  options.heartbeat_interval = std::chrono::hours(1);  // no ticker beat: the save itself must find the loss
+  KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  bool taken = false;
+  auto sql = [this](const std::string& q) { return Sql(q); };
+  auto run = rotation.Run(false, "manual", Caller{}, [&](const RotationRun& r) {
+    if (r.done != 250 || taken) return;
+    taken = true;
+    TakeOver(Instance(), r, sql);
+  });
+  ASSERT_TRUE(taken);
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "failed");
+  EXPECT_NE(run->error.find("lock lost"), std::string::npos) << run->error;
+  auto history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].id, "resumed-run");
+  EXPECT_EQ(history[0].status, "running");
+  EXPECT_EQ(history[1].id, run->id);
+  EXPECT_EQ(history[1].status, "interrupted");  // not overwritten by the old owner
+  EXPECT_EQ(history[1].done, 250);
+  EXPECT_EQ(history[1].error, "resumed as run resumed-run");
+  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM rotation_lock WHERE run_id='resumed-run' AND owner='lease-other'").value_or(-1), 1);
+  EXPECT_EQ(keys_->Describe()->versions[0].state, "active");  // nothing retired
+  EXPECT_EQ(secrets_->VerifyAll()->failed, 0);  // what it re-encrypted before stopping opens
+}
+
+// The lease is taken over after the last batch was saved, right before the
+// retirement: the old owner retires nothing and does not finish the run.
+TEST_P(RotationTest, AnOwnerWhoseLockWasTakenOverBeforeRetiringRetiresNothing) {
+  Seed(600);
+  auto options = RotationOptions();
+  options.heartbeat_interval = std::chrono::hours(1);
+  KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  bool taken = false;
+  auto sql = [this](const std::string& q) { return Sql(q); };
+  auto run = rotation.Run(false, "manual", Caller{}, [&](const RotationRun& r) {
+    if (r.status != "running" || r.done != r.total || taken) return;
+    taken = true;
+    TakeOver(Instance(), r, sql);
+  });
+  ASSERT_TRUE(taken);
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "failed");
+  EXPECT_NE(run->error.find("lock lost"), std::string::npos) << run->error;
+  auto keys = *keys_->Describe();
+  ASSERT_GE(keys.versions.size(), 2u);
+  EXPECT_EQ(keys.versions[0].state, "active");  // neither retiring nor retired
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 600}}));
+  auto history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[1].status, "interrupted");
+  EXPECT_EQ(history[1].finished_at, "2026-01-01T00:00:00.000Z");  // the takeover's, not the old owner's
+  EXPECT_EQ(rotation.Successes()->count, 0);
+  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM rotation_lock WHERE owner='lease-other'").value_or(-1), 1);
 }
 
 // Starts from several threads, back to back: each Launch replaces the

@@ -1,0 +1,149 @@
+"""bench/v1_proxy_bench.py (issue 16): that its upstream stub and its nginx reverse proxy do the job they stand for
+(the stub refuses a request without the upstream key; the proxy refuses a wrong client token and replaces the
+client's Authorization with the upstream key), how the rounds become the figures (added latency per round against
+direct, throughput against nginx's), and how bench/run.py turns them into rows. The measurements themselves are not
+run here (noise on a shared machine)."""
+import importlib.util
+import json
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load("v1_proxy_bench", "bench/v1_proxy_bench.py")
+run = load("bench_run_v1", "bench/run.py")
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if pathlib.Path("/usr/sbin/nginx").exists() else None)
+
+
+def test_nginx_strings_are_quoted_and_a_dollar_is_refused():
+    assert bench.nginx_string("it's a \\ test") == "'it\\'s a \\\\ test'"
+    with pytest.raises(AssertionError):
+        bench.nginx_string("costs $5")
+    # The canned answers are valid: the JSON a chat completion, the stream six events and [DONE].
+    assert json.loads(bench.CHAT_JSON)["choices"][0]["message"]["content"]
+    events = [e for e in bench.SSE.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]" and len(events) == 7
+    assert all(json.loads(e[len("data: "):])["object"] == "chat.completion.chunk" for e in events[:-1])
+
+
+@pytest.fixture
+def nginx_pair(tmp_path):
+    if not NGINX:
+        pytest.skip("nginx not installed (scripts/install-deps.sh --test)")
+    stub_port, proxy_port = bench.free_port(), bench.free_port()
+    (tmp_path / "stub.conf").write_text(bench.stub_config(tmp_path, stub_port))
+    (tmp_path / "proxy.conf").write_text(bench.proxy_config(tmp_path, proxy_port, stub_port))
+    procs = []
+    try:
+        for name, conf, port in (("stub", "stub.conf", stub_port), ("proxy", "proxy.conf", proxy_port)):
+            procs.append(bench.Proc(name, [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / conf)], tmp_path,
+                                    port=port, ready_timeout=20))
+        yield f"http://127.0.0.1:{stub_port}", f"http://127.0.0.1:{proxy_port}"
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def post(url, token, mode="json"):
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.post(url + bench.STUB_PATH[mode], data=bench.REQUEST[mode], headers=headers, timeout=10)
+
+
+def test_the_stub_answers_only_with_the_upstream_key(nginx_pair):
+    stub, _ = nginx_pair
+    for mode in bench.MODES:
+        ok = post(stub, bench.UPSTREAM_KEY, mode)
+        assert ok.status_code == 200
+        assert ok.text == (bench.CHAT_JSON if mode == "json" else bench.SSE)
+        assert ok.headers["Content-Type"].startswith("application/json" if mode == "json" else "text/event-stream")
+        for token in (None, bench.CLIENT_TOKEN, bench.UPSTREAM_KEY + "x", bench.UPSTREAM_KEY.upper()):
+            r = post(stub, token, mode)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert requests.post(stub + "/v1/embeddings", headers={"Authorization": f"Bearer {bench.UPSTREAM_KEY}"},
+                         timeout=10).status_code == 404
+
+
+def test_the_nginx_proxy_checks_the_client_token_and_injects_the_upstream_key(nginx_pair):
+    _, proxy = nginx_pair
+    for mode in bench.MODES:
+        r = post(proxy, bench.CLIENT_TOKEN, mode)  # the stub's 200 proves the upstream key replaced the token
+        assert r.status_code == 200 and "you today?" in r.text
+        for token in (None, bench.UPSTREAM_KEY, "wrong"):
+            assert post(proxy, token, mode).status_code == 401
+
+
+def one(p50, p99, rps, failed=0):
+    return {"one": {"p50_us": p50, "p99_us": p99, "requests": 3000, "failed": failed},
+            "many": {"requests_per_s": rps, "failed": 0}}
+
+
+def test_added_latency_is_per_round_against_direct_and_throughput_against_nginx():
+    rounds = [{"direct": {"json": one(50, 90, 10000), "sse": one(60, 100, 9000)},
+               "gateway": {"json": one(120, 200, 6000), "sse": one(100, 150, 6300, failed=2)},
+               "nginx": {"json": one(80, 130, 8000), "sse": one(90, 140, 9000)}},
+              {"direct": {"json": one(150, 400, 5000), "sse": one(60, 100, 9000)},
+               "gateway": {"json": one(180, 450, 2000), "sse": one(100, 150, 6300)},
+               "nginx": {"json": one(160, 420, 4000), "sse": one(90, 140, 9000)}}]
+    s = bench.summarize(rounds, ["direct", "gateway", "nginx"])
+    g = s["gateway"]["json"]
+    assert g["added_p50_us"] == 50  # median of 70 and 30 (not 150 − 100 from the medians)
+    assert g["added_p99_us"] == 80  # median of 110 and 50
+    assert g["rps_vs_nginx"] == pytest.approx(0.625)  # median of 0.75 and 0.5
+    assert g["one_requests"] == 6000 and "added_p50_us" not in s["direct"]["json"]
+    assert s["gateway"]["sse"]["failed"] == 2 and "litellm" not in s
+
+
+def summary(gw_added_p99, ratio, failed=0, litellm=True):
+    def m(added, rps, vs=None, f=0):
+        x = {"p50_us": 100, "p99_us": 200, "added_p50_us": added / 2, "added_p99_us": added, "requests_per_s": rps,
+             "failed": f}
+        if vs is not None:
+            x["rps_vs_nginx"] = vs
+        return x
+    s = {"direct": {k: m(0, 10000) for k in ("json", "sse")},
+         "gateway": {k: m(gw_added_p99, 8000 * ratio, ratio, failed) for k in ("json", "sse")},
+         "nginx": {k: m(40, 8000) for k in ("json", "sse")}}
+    if litellm:
+        s["litellm"] = {k: m(4000, 500, 0.0625) for k in ("json", "sse")}
+    return {"clients": 16, "summary": s, "litellm": {"available": litellm, "why": "pip install failed: no litellm-proxy"}}
+
+
+def test_run_py_rows_give_both_targets_per_mode():
+    rows = run.v1_result_rows(summary(80, 0.75))
+    assert len(rows) == 4
+    lat, thr = rows[0], rows[1]
+    assert "non-streaming" in lat["benchmark"] and lat["met"] == "**met**" and "p99 +80 µs" in lat["figure"]
+    assert "nginx: p99 +40" in lat["comparison"] and "LiteLLM: p99 +4,000" in lat["comparison"]
+    assert thr["ratio"] == "**0.75×**" and thr["met"] == "**met**" and "16 clients" in thr["benchmark"]
+    assert "LiteLLM: 500 (0.062× nginx's)" in thr["comparison"]
+    rows = run.v1_result_rows(summary(101, 0.69))
+    assert rows[0]["met"] == "not met" and rows[1]["met"] == "not met"
+
+
+def test_run_py_rows_say_why_litellm_is_missing_and_count_failures():
+    rows = run.v1_result_rows(summary(10, 0.9, failed=3, litellm=False))
+    assert "LiteLLM: not available" in rows[0]["comparison"]
+    assert "not available (pip install failed: no litellm-proxy)" in rows[1]["comparison"]
+    assert "(3 failed requests)" in rows[0]["figure"] and rows[0]["met"] == "not met"
+    assert rows[1]["met"] == "not met"  # failed requests void the throughput too
+
+
+def test_the_bench_refuses_to_start_without_its_gateway_binary(tmp_path):
+    p = subprocess.run(["python3", str(ROOT / "bench" / "v1_proxy_bench.py"), "--quick", "--no-litellm"],
+                       env={"PATH": "/usr/bin:/bin:/usr/sbin", "DYAD_GATEWAY_BIN": str(tmp_path / "nothing")},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "nothing is missing" in p.stderr
