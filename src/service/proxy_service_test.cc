@@ -511,8 +511,8 @@ TEST_F(ProxyServiceTest, HostileBodiesAreRefusedBeforeAnyUpstreamCall) {
 // Issue 16 review, item 5: a credential the upstream keeps refusing forces
 // at most one fresh read per provider per interval, not one per request.
 TEST_F(ProxyServiceTest, A401ForcesAtMostOneFreshReadPerProviderPerInterval) {
-  std::string alpha = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
-  std::string beta = AddProvider("beta", Models({{"gpt-b", "gpt-b"}}), "sk-beta");
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  AddProvider("beta", Models({{"gpt-b", "gpt-b"}}), "sk-beta");
   ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // both keys now cached
   ASSERT_TRUE(Call(R"({"model":"gpt-b"})").ok());
   upstream_.answers = {FakeUpstream::Answer{}};
@@ -543,8 +543,6 @@ TEST_F(ProxyServiceTest, A401ForcesAtMostOneFreshReadPerProviderPerInterval) {
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(store_.gets, gets + 3);
   EXPECT_EQ(upstream_.seen.size(), 16u);
-  (void)alpha;
-  (void)beta;
 }
 
 }  // namespace
