@@ -70,7 +70,19 @@ HttpResponse V1ErrorResponse(const Error& error) {
   }
 }
 
-void RegisterV1Routes(Router& r, ProxyService& proxy) {
+HttpResponse V1BusyResponse(const ConcurrencyLimits& limits, ConcurrencyLimit::Refusal why) {
+  std::string message =
+      why == ConcurrencyLimit::Refusal::kPerClient
+          ? "this client already has " + std::to_string(limits.per_client) +
+                " /v1 requests in progress (GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT); retry when one has ended"
+          : "the gateway already has " + std::to_string(limits.total) +
+                " /v1 requests in progress (GATEWAY_V1_MAX_CONCURRENT); retry shortly";
+  HttpResponse r = OpenAiError(429, "requests", message, "rate_limit_exceeded");
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
+}
+
+void RegisterV1Routes(Router& r, ProxyService& proxy, ConcurrencyLimit* limit) {
   ProxyService* p = &proxy;
   r.Add("GET", "/v1/models", [p](const RouteContext& ctx) {
     auto models = p->Models(Providers(ctx.principal), Models(ctx.principal));
@@ -85,7 +97,11 @@ void RegisterV1Routes(Router& r, ProxyService& proxy) {
     return resp;
   });
   for (std::string_view endpoint : {"chat/completions", "completions", "embeddings"}) {
-    r.Add("POST", "/v1/" + std::string(endpoint), [p, endpoint](const RouteContext& ctx) {
+    r.Add("POST", "/v1/" + std::string(endpoint), [p, endpoint, limit](const RouteContext& ctx) {
+      if (!limit) return Forward(*p, ctx, endpoint);
+      ConcurrencyLimit::Refusal why = ConcurrencyLimit::Refusal::kNone;
+      auto slot = limit->TryAcquire(ctx.principal.identity, &why);
+      if (!slot) return V1BusyResponse(limit->limits(), why);
       return Forward(*p, ctx, endpoint);
     });
   }

@@ -4,15 +4,22 @@
 // handlers pass the request to ProxyService with the token's allow-lists and
 // turn its answer into the response: streamed through HttpRequest::writer,
 // or whole; errors in OpenAI's shape (server/envelope.h). They run off the
-// I/O threads (kMayBlock).
+// I/O threads (kMayBlock). With a ConcurrencyLimit, a POST past its caps
+// (in all, or for the caller's identity) is answered 429 at once, in
+// OpenAI's shape with Retry-After, so /v1 never holds every blocking thread.
 #pragma once
 
 #include "server/router.h"
+#include "service/concurrency_limit.h"
 #include "service/proxy_service.h"
 
 namespace dyad {
 
-void RegisterV1Routes(Router& router, ProxyService& proxy);
+// `limit` may be null (no cap); it must outlive the router.
+void RegisterV1Routes(Router& router, ProxyService& proxy, ConcurrencyLimit* limit = nullptr);
+
+// The 429 of a refused acquire.
+HttpResponse V1BusyResponse(const ConcurrencyLimits& limits, ConcurrencyLimit::Refusal why);
 
 // An Error of the proxy as the OpenAI-shaped response a client gets.
 HttpResponse V1ErrorResponse(const Error& error);

@@ -11,6 +11,7 @@
 #include "audit/audit_log.h"
 #include "app/audit_setup.h"
 #include "app/backend.h"
+#include "app/v1_settings.h"
 #include "metrics/metrics.h"
 #include "registry/change_feed.h"
 #include "registry/database.h"
@@ -56,6 +57,7 @@ struct App::Parts {
   std::unique_ptr<KeyRotationService> rotation;
   std::unique_ptr<RotationScheduler> scheduler;
   std::unique_ptr<ProxyService> proxy;
+  std::unique_ptr<ConcurrencyLimit> v1_limit;  // before the router, whose /v1 routes hold it
   std::unique_ptr<Router> router;
   std::unique_ptr<CacheWarmer> warmer;  // last: stopped before what it reads
 };
@@ -191,12 +193,15 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   po.timeouts.connect = std::chrono::milliseconds(config.upstream_connect_timeout_ms);
   po.timeouts.first_byte = std::chrono::milliseconds(config.upstream_first_byte_timeout_ms);
   po.timeouts.idle = std::chrono::milliseconds(config.upstream_idle_timeout_ms);
+  DYAD_ASSIGN_OR_RETURN(V1Settings v1, ReadV1Settings(config.env, config.blocking_threads));
+  po.timeouts.total = v1.upstream_total;
   po.policy.allow_plaintext = config.allow_plaintext_upstream;
   p.proxy = std::make_unique<ProxyService>(po, *p.repo, *p.secrets, *p.upstream, *p.metrics, clock);
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);
   RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler,
                                        *p.audit, config.max_body_bytes, p.warmer.get()});
-  RegisterV1Routes(*p.router, *p.proxy);
+  p.v1_limit = std::make_unique<ConcurrencyLimit>(v1.limits);
+  RegisterV1Routes(*p.router, *p.proxy, p.v1_limit.get());
   p.metrics->SetHttpRoutes(RoutePairs(*p.router));  // each route's latency series, found without a label lookup
   if (serving) {
     auto resumed = p.rotation->ResumeInterrupted(Caller{"system", ""});

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "core/parse_int.h"
@@ -143,6 +144,12 @@ bool Listed(const std::vector<std::string>* list, std::string_view name) {
 }  // namespace
 
 Result<ModelField> FindModel(std::string_view body) {
+  // JSON text exchanged between systems carries no byte order mark (RFC
+  // 8259 §8.1), and OpenAI refuses one; named rather than skipped.
+  if (body.starts_with("\xEF\xBB\xBF")) {
+    return Invalid("the request body starts with a UTF-8 byte order mark (EF BB BF); send the JSON without it");
+  }
+  if (SkipSpace(body, 0) == body.size()) return Invalid("the request body is empty; send a JSON object");
   ModelSax sax;
   bool ok = json::sax_parse(body, &sax, json::input_format_t::json, true);
   if (!ok || sax.error_at) {
@@ -172,7 +179,8 @@ Result<ModelField> FindModel(std::string_view body) {
     i = SkipSpace(body, value_end);
     if (i < body.size() && body[i] == ',') ++i;
   }
-  return MakeError(ErrorCode::kInternal, "model: not found in the raw body");
+  // The parser and this scan disagree: refused as the client's, never a 500.
+  return Invalid("the request body is not JSON this gateway can forward");
 }
 
 std::string ReplaceModel(std::string_view body, const ModelField& field, std::string_view model) {
@@ -213,6 +221,54 @@ HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::str
     for (std::string_view n : named) drop = drop || IEquals(name, n);
     for (const auto& [inj, unused] : injected) drop = drop || IEquals(name, inj);
     if (!drop) out.emplace_back(name, value);
+  }
+  return out;
+}
+
+namespace {
+
+bool IsHeaderToken(std::string_view s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s) {
+    if (!(std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// No control character but HTAB (obs-text, 0x80 and above, is allowed).
+bool IsCleanValue(std::string_view s) {
+  for (unsigned char c : s) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool IsPassableUpstreamHeader(std::string_view name, std::string_view value) {
+  static constexpr std::string_view kNever[] = {
+      // hop-by-hop (RFC 9110 §7.6.1) and framing: the gateway's own connection's
+      "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
+      // the gateway's origin is not the upstream's: its cookies, CORS, HSTS,
+      // alternative services and site data are not the upstream's to set
+      "set-cookie", "set-cookie2", "strict-transport-security", "alt-svc", "clear-site-data"};
+  if (!IsHeaderToken(name) || !IsCleanValue(value)) return false;
+  if (StartsWithI(name, "proxy-") || StartsWithI(name, "access-control-")) return false;
+  for (std::string_view never : kNever) {
+    if (IEquals(name, never)) return false;
+  }
+  return true;
+}
+
+HttpHeaders PassableUpstreamHeaders(const HttpHeaders& upstream) {
+  HttpHeaders out;
+  out.reserve(upstream.size());
+  for (const auto& [name, value] : upstream) {
+    if (!IsPassableUpstreamHeader(name, value) || IEquals(name, "content-type")) continue;
+    // The gateway's own X-Request-Id names this request; the upstream's is kept beside it.
+    out.emplace_back(IEquals(name, "x-request-id") ? std::string("x-upstream-request-id") : name, value);
   }
   return out;
 }
@@ -310,6 +366,23 @@ Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
   return std::shared_ptr<const Catalog>(cat);
 }
 
+bool ProxyService::MayForceRefresh(const std::string& provider_id) {
+  const Clock::Instant now = clock_.Now();
+  MutexLock lock(&mu_);
+  auto it = last_forced_refresh_.find(provider_id);
+  return it == last_forced_refresh_.end() || now - it->second >= options_.forced_refresh_interval;
+}
+
+bool ProxyService::ClaimForcedRefresh(const std::string& provider_id) {
+  const Clock::Instant now = clock_.Now();
+  MutexLock lock(&mu_);
+  auto [it, added] = last_forced_refresh_.try_emplace(provider_id, now);
+  if (added) return true;
+  if (now - it->second < options_.forced_refresh_interval) return false;
+  it->second = now;
+  return true;
+}
+
 Result<std::vector<ListedModel>> ProxyService::Models(const std::vector<std::string>* allowed_providers,
                                                       const std::vector<std::string>* allowed_models) {
   DYAD_ASSIGN_OR_RETURN(auto cat, Snapshot());
@@ -343,16 +416,13 @@ class ForwardSink final : public UpstreamSink {
     answer.status = head.status;
     size_t length = 0;
     for (const auto& [name, value] : head.headers) {
-      if (name == "content-type") {
+      if (IEquals(name, "content-type") && IsPassableUpstreamHeader(name, value)) {
         answer.content_type = value;
-      } else if (name == "content-length") {
+      } else if (IEquals(name, "content-length")) {
         if (auto n = ParseInt<size_t>(value)) length = *n;
-      } else if (name == "x-request-id") {
-        answer.headers.emplace_back("x-upstream-request-id", value);
-      } else if (name != "transfer-encoding" && name != "connection") {
-        answer.headers.emplace_back(name, value);
       }
     }
+    answer.headers = PassableUpstreamHeaders(head.headers);
     if (StartsWithI(answer.content_type, "text/event-stream")) return StartStream();
     answer.body.reserve(std::min(length, max_buffered_));
     return true;
@@ -499,13 +569,18 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     for (const auto& [field, header] : provider->adapter->credential_headers) reserved.emplace_back(header, "");
     up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, reserved);
     for (auto& h : *injected) up.headers.push_back(std::move(h));
-    ForwardSink sink(output, options_.max_buffered_bytes, attempt == 0 && read->source == "cache", clock_);
+    const bool may_refresh = attempt == 0 && read->source == "cache" && MayForceRefresh(provider->id);
+    ForwardSink sink(output, options_.max_buffered_bytes, may_refresh, clock_);
     if (!overhead) overhead = std::chrono::duration<double>(clock_.Now() - t0).count();
     Status sent = upstream_.Send(up, sink);
     if (sink.retry) {
       // A 401 to a cached credential: another instance may have rotated it.
-      secrets_.cache().Invalidate(provider->id);
-      spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", provider->slug);
+      // At most one forced read per provider per forced_refresh_interval:
+      // a request that lost the race sends again with what the cache holds.
+      if (ClaimForcedRefresh(provider->id)) {
+        secrets_.cache().Invalidate(provider->id);
+        spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", provider->slug);
+      }
       continue;
     }
     ProxyAnswer answer = std::move(sink.answer);

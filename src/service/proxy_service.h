@@ -22,7 +22,10 @@
 // Transfer-Encoding, Upgrade) and any header the credential sets. An upstream
 // 401 to a credential served from the cache drops that cache entry and is
 // retried once with a fresh read (another instance may have rotated it); the
-// 401 never reaches the client then. A text/event-stream answer (or one
+// 401 never reaches the client then. At most one such forced read per
+// provider per forced_refresh_interval (on the injected clock): in between,
+// a 401 to a cached credential is passed on (or, for a request that lost the
+// race to refresh, sent once more with what the cache then holds). A text/event-stream answer (or one
 // larger than max_buffered_bytes) is passed on piece by piece as it comes;
 // other answers are kept whole and returned (one write, with a length).
 // Upstream errors: kUnavailable (unreachable), kDeadlineExceeded (a
@@ -62,6 +65,10 @@ struct ProxyOptions {
   Clock::Duration catalog_ttl = std::chrono::seconds(1);
   // A non-streamed answer larger than this is passed on as it comes.
   size_t max_buffered_bytes = 8 << 20;
+  // At most one 401-forced credential read per provider in this time: a
+  // credential the upstream keeps refusing does not make every request
+  // read the backend.
+  Clock::Duration forced_refresh_interval = std::chrono::seconds(5);
 };
 
 struct ProxyRequest {
@@ -117,6 +124,10 @@ class ProxyService {
 
  private:
   Result<std::shared_ptr<const Catalog>> Snapshot() DYAD_LOCKS_EXCLUDED(mu_);
+  // Whether a 401 to a cached credential may force a fresh read now; then
+  // the claim (false when another request claimed the window first).
+  bool MayForceRefresh(const std::string& provider_id) DYAD_LOCKS_EXCLUDED(mu_);
+  bool ClaimForcedRefresh(const std::string& provider_id) DYAD_LOCKS_EXCLUDED(mu_);
 
   ProxyOptions options_;
   ProviderRepository& repo_;
@@ -126,6 +137,7 @@ class ProxyService {
   const Clock& clock_;
   Mutex mu_;
   std::shared_ptr<const Catalog> catalog_ DYAD_GUARDED_BY(mu_);
+  std::unordered_map<std::string, Clock::Instant> last_forced_refresh_ DYAD_GUARDED_BY(mu_);  // by provider id
 };
 
 // The top-level `model` of a JSON object body and where its string token
@@ -146,5 +158,17 @@ std::string ReplaceModel(std::string_view body, const ModelField& field, std::st
 // `injected` (compared case-insensitively).
 HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::string>>& client,
                                const HttpHeaders& injected);
+
+// Whether an upstream answer's header may reach the client: not hop-by-hop
+// or framing (Connection, Keep-Alive, Proxy-*, TE, Trailer,
+// Transfer-Encoding, Upgrade, Content-Length), not one that speaks for the
+// gateway's origin (Set-Cookie, Set-Cookie2, Access-Control-*,
+// Strict-Transport-Security, Alt-Svc, Clear-Site-Data), a name that is an
+// HTTP token and a value without control characters (HTAB allowed).
+// Content-Type, X-Request-Id, OpenAI-* and the rate-limit headers pass.
+bool IsPassableUpstreamHeader(std::string_view name, std::string_view value);
+// The upstream's headers that pass, in order, less Content-Type (the
+// answer's own field); X-Request-Id renamed X-Upstream-Request-Id.
+HttpHeaders PassableUpstreamHeaders(const HttpHeaders& upstream);
 
 }  // namespace dyad

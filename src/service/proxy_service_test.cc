@@ -386,3 +386,164 @@ TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+// Issue 16 review, item 3: a body with a UTF-8 byte order mark, and other
+// hostile bodies, are the client's error (kInvalidArgument: 400), never an
+// internal one (500).
+TEST(FindModel, AByteOrderMarkAndOtherOddBodiesAreTheClientsError) {
+  auto f = FindModel("\xEF\xBB\xBF{\"model\":\"gpt-a\"}");
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(f.error().message.find("byte order mark"), std::string::npos) << f.error().message;
+  EXPECT_NE(FindModel("  \r\n").error().message.find("empty"), std::string::npos);
+  for (std::string body : std::vector<std::string>{
+           "", " ", "\xEF\xBB\xBF", "\xEF\xBB\xBF{}", "\xFE\xFF{\"model\":\"a\"}", std::string("\0{\"model\":\"a\"}", 14),
+           std::string("{\"model\":\"a\"}\0", 14), "\"str\"", "42", "null", "true", R"([{"model":"a"}])", R"({"model":["a"]})",
+           R"({"model":{"a":1}})", R"({"model":true})", R"({"model":"a","model":"a"})", R"({"model":"a" "x":1})",
+           "{\"model\":\"a\"\x0b}", "{\"\xEF\xBB\xBFmodel\":\"a\"}", std::string(1 << 20, ' '),
+           "{\"model\":\"a\",\"x\":\"" + std::string(1 << 20, 'y'), std::string(200000, '{')}) {
+    auto r = FindModel(body);
+    if (r.ok()) {  // accepted: then the model's token really is where it says
+      EXPECT_EQ(body.substr(r->begin, 1), "\"") << body.substr(0, 40);
+      continue;
+    }
+    EXPECT_EQ(r.code(), ErrorCode::kInvalidArgument) << body.substr(0, 40) << ": " << r.error().message;
+  }
+  // A BOM-prefixed key is another key, not `model`: refused as missing.
+  EXPECT_EQ(FindModel("{\"\xEF\xBB\xBFmodel\":\"a\"}").error().message, "model: required");
+}
+
+// Issue 16 review, item 4: what an upstream's answer head may pass to the client.
+TEST(PassableUpstreamHeaders, NoHopByHopCookiesCorsHstsOrControlCharacters) {
+  HttpHeaders upstream = {
+      {"content-type", "application/json"},
+      {"x-request-id", "req-1"},
+      {"openai-organization", "org-1"},
+      {"openai-processing-ms", "12"},
+      {"openai-version", "2020-10-01"},
+      {"x-ratelimit-limit-requests", "500"},
+      {"x-ratelimit-remaining-tokens", "999"},
+      {"retry-after", "3"},
+      {"content-encoding", "gzip"},
+      {"cache-control", "no-cache"},
+      {"connection", "keep-alive"},
+      {"keep-alive", "timeout=5"},
+      {"transfer-encoding", "chunked"},
+      {"content-length", "10"},
+      {"Upgrade", "h2c"},
+      {"te", "trailers"},
+      {"trailer", "x"},
+      {"proxy-authenticate", "Basic"},
+      {"Set-Cookie", "__cf_bm=abc; HttpOnly"},
+      {"set-cookie2", "x=1"},
+      {"access-control-allow-origin", "*"},
+      {"Access-Control-Allow-Credentials", "true"},
+      {"strict-transport-security", "max-age=31536000; includeSubDomains"},
+      {"alt-svc", "h3=\":443\""},
+      {"clear-site-data", "\"*\""},
+      {"x-evil", "a\r\nSet-Cookie: s=1"},
+      {"x-nul", std::string("a\0b", 3)},
+      {"x-del", "a\x7f"},
+      {"x-tab", "a\tb"},
+      {"x-utf8", "caf\xC3\xA9"},
+      {"bad name", "1"},
+      {"bad\r\nname", "1"},
+      {"", "empty"},
+  };
+  EXPECT_EQ(PassableUpstreamHeaders(upstream),
+            (HttpHeaders{{"x-upstream-request-id", "req-1"},
+                         {"openai-organization", "org-1"},
+                         {"openai-processing-ms", "12"},
+                         {"openai-version", "2020-10-01"},
+                         {"x-ratelimit-limit-requests", "500"},
+                         {"x-ratelimit-remaining-tokens", "999"},
+                         {"retry-after", "3"},
+                         {"content-encoding", "gzip"},
+                         {"cache-control", "no-cache"},
+                         {"x-tab", "a\tb"},
+                         {"x-utf8", "caf\xC3\xA9"}}));
+  EXPECT_TRUE(IsPassableUpstreamHeader("content-type", "text/event-stream"));
+  EXPECT_FALSE(IsPassableUpstreamHeader("content-type", "text/html\r\nX-Injected: 1"));
+}
+
+TEST_F(ProxyServiceTest, AnswerHeadersAreFilteredStreamedOrNot) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  FakeUpstream::Answer whole;
+  whole.headers = {{"content-type", "application/json"}, {"set-cookie", "s=1"}, {"x-ratelimit-remaining-requests", "9"},
+                   {"access-control-allow-origin", "*"}, {"x-bad", "a\nb"}};
+  upstream_.answers = {whole};
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->content_type, "application/json");
+  EXPECT_EQ(a->headers, (HttpHeaders{{"x-ratelimit-remaining-requests", "9"}}));
+  FakeUpstream::Answer sse;
+  sse.headers = {{"content-type", "text/event-stream"}, {"strict-transport-security", "max-age=1"},
+                 {"openai-processing-ms", "5"}};
+  sse.pieces = {"data: [DONE]\n\n"};
+  upstream_.answers = {sse};
+  a = Call(R"({"model":"gpt-a","stream":true})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->streamed);
+  EXPECT_EQ(out_.headers, (HttpHeaders{{"openai-processing-ms", "5"}}));
+  // An unusable content type is not passed on (the response's default stands).
+  FakeUpstream::Answer bad_type;
+  bad_type.headers = {{"content-type", "application/json\r\nX-Injected: 1"}};
+  upstream_.answers = {bad_type};
+  a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->content_type, "");
+}
+
+TEST_F(ProxyServiceTest, HostileBodiesAreRefusedBeforeAnyUpstreamCall) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  for (std::string body : std::vector<std::string>{"\xEF\xBB\xBF{\"model\":\"gpt-a\"}", "", "[]", "\"gpt-a\"",
+                                                   R"({"model":7})", R"({"model":"gpt-a","model":"gpt-a"})"}) {
+    auto a = Call(body);
+    ASSERT_FALSE(a.ok()) << body;
+    EXPECT_EQ(a.code(), ErrorCode::kInvalidArgument) << body << ": " << a.error().message;
+  }
+  EXPECT_TRUE(upstream_.seen.empty());
+}
+
+// Issue 16 review, item 5: a credential the upstream keeps refusing forces
+// at most one fresh read per provider per interval, not one per request.
+TEST_F(ProxyServiceTest, A401ForcesAtMostOneFreshReadPerProviderPerInterval) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  AddProvider("beta", Models({{"gpt-b", "gpt-b"}}), "sk-beta");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // both keys now cached
+  ASSERT_TRUE(Call(R"({"model":"gpt-b"})").ok());
+  upstream_.answers = {FakeUpstream::Answer{}};
+  upstream_.answers.back().require_authorization = "Bearer sk-revoked-by-the-upstream";
+  upstream_.seen.clear();
+  const int gets = store_.gets;
+  auto a = Call(R"({"model":"gpt-a"})");  // the first 401: dropped, read again, sent again
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, 401);
+  EXPECT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(store_.gets, gets + 1);
+  for (int i = 0; i < 10; ++i) {  // within the interval: the 401 is the answer, the store is not read
+    clock_.Advance(400ms);
+    a = Call(R"({"model":"gpt-a"})");
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(a->status, 401);
+  }
+  EXPECT_EQ(upstream_.seen.size(), 12u);
+  EXPECT_EQ(store_.gets, gets + 1);
+  // Another provider has its own window (it was not refreshed).
+  a = Call(R"({"model":"gpt-b"})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(store_.gets, gets + 2);
+  EXPECT_EQ(upstream_.seen.size(), 14u);
+  // Past the interval, one more forced read for alpha.
+  clock_.Advance(1s);
+  a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(store_.gets, gets + 3);
+  EXPECT_EQ(upstream_.seen.size(), 16u);
+}
+
+}  // namespace
+}  // namespace dyad

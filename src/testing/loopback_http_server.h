@@ -63,7 +63,7 @@ class LoopbackConn {
     size_t off = 0;
     while (off < s.size()) {
       const long n = ssl_ ? SSL_write(ssl_, s.data() + off, static_cast<int>(s.size() - off))
-                          : ::write(fd_, s.data() + off, s.size() - off);
+                          : ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);  // a closed peer: false, not SIGPIPE
       if (n <= 0) return false;
       off += static_cast<size_t>(n);
     }

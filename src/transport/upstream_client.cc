@@ -305,6 +305,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     curl_easy_setopt(h, CURLOPT_PREREQDATA, &x);
 
     const char* timed_out = nullptr;
+    const Clock::time_point give_up = Clock::now() + request.timeouts.total;
     CURLcode result = CURLE_OK;
     std::string failure;
     curl_multi_add_handle(e.multi, h);
@@ -332,7 +333,9 @@ class CurlUpstreamClient final : public UpstreamClient {
         deadline = x.sent_at + request.timeouts.first_byte;
         if (now >= deadline) timed_out = "first-byte";
       }
+      if (!timed_out && now >= give_up) timed_out = "total";
       if (timed_out) break;
+      deadline = std::min(deadline, give_up);
       const auto wait = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
       mc = curl_multi_poll(e.multi, nullptr, 0, static_cast<int>(std::clamp<int64_t>(wait, 1, 1000)), nullptr);
       if (mc != CURLM_OK) {
@@ -345,7 +348,9 @@ class CurlUpstreamClient final : public UpstreamClient {
     Cleanse(e.lines);  // the credential; the capacity stays for the next call
 
     if (timed_out) {
-      const auto limit = timed_out[0] == 'i' ? request.timeouts.idle : request.timeouts.first_byte;
+      const auto limit = timed_out[0] == 'i'   ? request.timeouts.idle
+                         : timed_out[0] == 't' ? request.timeouts.total
+                                               : request.timeouts.first_byte;
       return MakeError(ErrorCode::kDeadlineExceeded, what + ": the " + timed_out + " timeout (" +
                                                          std::to_string(limit.count()) + " ms) passed" +
                                                          (x.head_done ? "; the answer was cut short" : ""));

@@ -19,7 +19,8 @@
 //
 // Errors: kUnavailable when no answer could be had (refused, DNS, TLS, a
 // refused address; the library's message kept, never a header value),
-// kDeadlineExceeded when a timeout passed (which one is named), kCancelled
+// kDeadlineExceeded when a timeout passed (which one is named: connect,
+// first-byte, idle or total), kCancelled
 // when the sink returned false (the connection is then closed, not pooled),
 // kInvalidArgument for a URL the client will not call. Once OnHead was called
 // an error means the body was cut short.
@@ -43,6 +44,9 @@ struct UpstreamTimeouts {
   std::chrono::milliseconds first_byte{60000};
   // Longest silence between two pieces of the body.
   std::chrono::milliseconds idle{60000};
+  // The whole call, from Send() to the body's last byte: an upstream that
+  // trickles a byte per idle timeout still ends (GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS).
+  std::chrono::milliseconds total{600000};
 };
 
 struct UpstreamRequest {

@@ -364,6 +364,51 @@ TEST(UpstreamClient, ASilenceInTheBodyHitsTheIdleTimeoutAndTheConnectionIsClosed
   EXPECT_EQ(closed_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
 }
 
+// Issue 16 review, item 2: an upstream that never falls silent for an idle
+// timeout but never ends either (a trickle) is stopped by the total deadline;
+// one that never answers is too, before any head.
+TEST(UpstreamClient, AnEndlessTrickleHitsTheTotalTimeoutAndTheConnectionIsClosed) {
+  std::promise<void> closed;
+  std::future<void> closed_future = closed.get_future();
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    self->Read(c);
+    bool ok = c.Write("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+    while (ok) ok = c.Write("1\r\n.\r\n");  // until the client closes the connection
+    closed.set_value();
+  });
+  self = &server;
+  struct Counter : UpstreamSink {
+    int heads = 0;
+    size_t bytes = 0;
+    bool OnHead(const UpstreamHead&) override { return ++heads, true; }
+    bool OnBody(std::string_view piece) override { return bytes += piece.size(), true; }
+  } sink;
+  UpstreamRequest request = Post(server.url());
+  request.timeouts.first_byte = milliseconds(60000);
+  request.timeouts.idle = milliseconds(60000);
+  request.timeouts.total = milliseconds(200);
+  Status s = Client()->Send(request, sink);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(s.error().message.find("total timeout (200 ms) passed; the answer was cut short"), std::string::npos)
+      << s.error().message;
+  EXPECT_EQ(sink.heads, 1);
+  EXPECT_GT(sink.bytes, 0u);
+  EXPECT_EQ(closed_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+
+  LoopbackHttpServer mute([&](LoopbackConn& c) { c.WaitForClose(); });
+  Counter none;
+  request = Post(mute.url());
+  request.timeouts.first_byte = milliseconds(60000);
+  request.timeouts.total = milliseconds(100);
+  s = Client()->Send(request, none);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(s.error().message.find("total timeout (100 ms) passed"), std::string::npos) << s.error().message;
+  EXPECT_EQ(none.heads, 0);
+}
+
 TEST(UpstreamClient, ASinkThatStopsCancelsAndClosesTheConnection) {
   for (bool stop_at_head : {false, true}) {
     std::promise<void> closed;

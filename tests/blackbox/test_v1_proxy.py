@@ -28,6 +28,8 @@ class Stub:
         self.seen = []
         self.redirect_to = None
         self.stream_closed = threading.Event()  # a long stream's write failed: the gateway let go
+        self.release = threading.Event()  # a "hang-stream" answer ends when this is set
+        self.extra_headers = []  # sent with every non-streamed answer
         stub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -48,7 +50,7 @@ class Stub:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(raw)))
                 self.send_header("x-request-id", "upstream-req-1")
-                for k, v in extra:
+                for k, v in list(extra) + stub.extra_headers:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(raw)
@@ -73,7 +75,7 @@ class Stub:
                         {"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
                         "usage": {"prompt_tokens": 1, "total_tokens": 1}})
                 if body.get("stream"):
-                    return self._stream(model, 400 if stub.mode == "long-stream" else 3)
+                    return self._stream(model, {"long-stream": 400, "trickle": 200}.get(stub.mode, 3))
                 return self._send(200, {
                     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
                     "choices": [{"index": 0, "finish_reason": "stop",
@@ -92,8 +94,10 @@ class Stub:
                                  "choices": [{"index": 0, "delta": {"content": f"part{i} "}, "finish_reason": None}]}
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                         self.wfile.flush()
-                        if stub.mode == "long-stream":
+                        if stub.mode in ("long-stream", "trickle"):
                             time.sleep(0.05)
+                        if stub.mode == "hang-stream":
+                            stub.release.wait(30)
                     self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
@@ -291,3 +295,140 @@ def test_client_disconnect_mid_stream_frees_the_upstream(v1, stubs):
     assert main.stream_closed.wait(15)
     # The gateway still serves.
     assert sdk(gw).models.list().data[0].id == "gpt-stub"
+
+
+def open_stream(gw, token, model="gpt-stub"):
+    """A streamed /v1 call over a raw socket, returned once its first chunk arrived (the call is then in progress)."""
+    body = json.dumps({"model": model, "stream": True, "messages": []}).encode()
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.settimeout(15)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() +
+              b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+              b"\r\n\r\n" + body)
+    got = b""
+    while b"part0" not in got:
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200"), got
+    return s
+
+
+def post_v1(gw, body, token=CLIENT_TOKEN, **kw):
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return requests.post(gw.url + "/v1/chat/completions", data=body, headers=headers, timeout=20, **kw)
+
+
+def test_concurrent_v1_calls_are_capped_and_admin_keeps_a_thread(v1, stubs):
+    """Review item 1: a cap on /v1 calls in all and per client, below the blocking pool."""
+    gw = v1({"GATEWAY_BLOCKING_THREADS": "3", "GATEWAY_V1_MAX_CONCURRENT": "2",
+             "GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT": "1"})
+    hang = stubs(STUB_KEY, "hang-stream")
+    add_provider(gw, "stubai", hang.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    held = []
+    try:
+        held.append(open_stream(gw, CLIENT_TOKEN))
+        # The same client again: its own cap (1).
+        r = post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []}))
+        assert r.status_code == 429, r.text
+        assert r.headers["Retry-After"] == "1"
+        err = r.json()["error"]
+        assert err["code"] == "rate_limit_exceeded" and "GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT" in err["message"]
+        held.append(open_stream(gw, LIMITED_TOKEN))
+        # Two hanging streams: the third /v1 call is refused at once, whoever makes it.
+        with pytest.raises(openai.RateLimitError) as e:
+            sdk(gw, LIMITED_TOKEN).chat.completions.create(model="gpt-stub", messages=[])
+        assert "GATEWAY_V1_MAX_CONCURRENT" in e.value.body["message"]
+        # /admin still answers: a blocking thread is left for it.
+        for _ in range(3):
+            assert gw.call("GET", "/admin/providers").status_code == 200
+        assert sdk(gw).models.list().data[0].id == "gpt-stub"  # uncapped: no upstream call
+    finally:
+        hang.release.set()
+        for s in held:
+            s.close()
+    # The slots come back once the streams end.
+    deadline = time.time() + 10
+    while True:
+        r = post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []}))
+        if r.status_code != 429 or time.time() > deadline:
+            break
+    assert r.status_code == 200, r.text
+
+
+def test_v1_cap_above_the_pool_is_refused_at_start(make_gateway):
+    gw = make_gateway({"GATEWAY_BLOCKING_THREADS": "4", "GATEWAY_V1_MAX_CONCURRENT": "4"})
+    with pytest.raises(RuntimeError):
+        gw.start()
+    assert gw.proc.wait(10) != 0
+    assert "GATEWAY_V1_MAX_CONCURRENT: 4 is not below GATEWAY_BLOCKING_THREADS (4)" in gw.logs() + gw.stdout
+
+
+def test_total_upstream_deadline(v1, stubs):
+    """Review item 2: a total deadline on an upstream call: 504 before the first byte, the stream cut after."""
+    gw = v1({"GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "10000", "GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS": "1000"})
+    slow = stubs(STUB_KEY, "slow")  # answers after 3 s: inside the first-byte timeout, past the total
+    trickle = stubs(STUB_KEY, "trickle")  # a chunk every 50 ms for 10 s: never idle
+    add_provider(gw, "slow", slow.base_url, STUB_KEY, [("slow-model", "slow-model")])
+    add_provider(gw, "trickle", trickle.base_url, STUB_KEY, [("trickle-model", "trickle-model")])
+    with pytest.raises(openai.APIStatusError) as e:
+        sdk(gw).chat.completions.create(model="slow-model", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 504
+    assert "total timeout (1000 ms)" in e.value.body["message"]
+    started = time.time()
+    r = post_v1(gw, json.dumps({"model": "trickle-model", "stream": True, "messages": []}), stream=True)
+    assert r.status_code == 200
+    got = b""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for piece in r.iter_content(None):
+            got += piece
+    assert b"part0" in got and b"[DONE]" not in got
+    assert time.time() - started < 8
+
+
+def test_hostile_bodies_are_400_never_500(v1, stubs):
+    """Review item 3: a UTF-8 BOM and other odd bodies get a 4xx in OpenAI's shape."""
+    gw = v1()
+    main = stubs(STUB_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    bodies = [b"\xef\xbb\xbf" + json.dumps({"model": "gpt-stub", "messages": []}).encode(), b"", b"   ", b"[]",
+              b'"gpt-stub"', b"null", b'{"model": 5}', b'{"model": ["gpt-stub"]}', b'{"model": null}',
+              b'{"model": "gpt-stub", "model": "gpt-stub"}', b'{"model": "gpt-stub"', b"\x00",
+              b'{"model": "gpt-stub", "x": "\xff"}']
+    for body in bodies:
+        r = post_v1(gw, body)
+        assert r.status_code == 400, (body, r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request_error" and err["message"], body
+    r = post_v1(gw, bodies[0])
+    assert "byte order mark" in r.json()["error"]["message"]
+    # Over GATEWAY_MAX_BODY_BYTES (1 MiB): refused from its Content-Length, before the body is read.
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.settimeout(15)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_TOKEN.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: " + str(2 << 20).encode() + b"\r\n\r\n{")
+        head = s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert main.seen == []  # none of them went upstream
+    # The gateway still serves.
+    assert sdk(gw).chat.completions.create(model="gpt-stub", messages=[]).choices[0].message.content
+
+
+def test_upstream_answer_headers_are_filtered(v1, stubs):
+    """Review item 4: what the upstream's answer head may pass to the client."""
+    gw = v1()
+    main = stubs(STUB_KEY)
+    main.extra_headers = [("Set-Cookie", "__cf_bm=abc; HttpOnly"), ("Access-Control-Allow-Origin", "*"),
+                          ("Strict-Transport-Security", "max-age=31536000"), ("Alt-Svc", 'h3=":443"'),
+                          ("x-ratelimit-remaining-requests", "99"), ("openai-processing-ms", "7"),
+                          ("Keep-Alive", "timeout=5")]
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    r = post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []}))
+    assert r.status_code == 200, r.text
+    h = {k.lower(): v for k, v in r.headers.items()}
+    assert h["x-ratelimit-remaining-requests"] == "99"
+    assert h["openai-processing-ms"] == "7"
+    assert h["x-upstream-request-id"] == "upstream-req-1"
+    assert h["content-type"].startswith("application/json")
+    for gone in ("set-cookie", "access-control-allow-origin", "strict-transport-security", "alt-svc", "keep-alive"):
+        assert gone not in h, gone

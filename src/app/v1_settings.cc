@@ -1,0 +1,36 @@
+#include "app/v1_settings.h"
+
+#include <algorithm>
+#include <string>
+
+#include "core/env_vars.h"
+
+namespace dyad {
+
+Result<V1Settings> ReadV1Settings(const EnvMap& env, int blocking_threads) {
+  V1Settings s;
+  const int pool = blocking_threads;
+  int total = std::max(1, pool - 4);
+  DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_V1_MAX_CONCURRENT", 1, 1024, total));
+  if (pool > 1 && total >= pool) {
+    return BadVariable("GATEWAY_V1_MAX_CONCURRENT",
+                       std::to_string(total) + " is not below GATEWAY_BLOCKING_THREADS (" + std::to_string(pool) +
+                           "): /v1 calls could hold every handler thread and stall /admin; use an integer from 1 to " +
+                           std::to_string(pool - 1));
+  }
+  int per_client = std::max(1, total / 2);
+  DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT", 1, 1024, per_client));
+  if (per_client > total) {
+    return BadVariable("GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT",
+                       std::to_string(per_client) + " is above GATEWAY_V1_MAX_CONCURRENT (" + std::to_string(total) +
+                           "); use an integer from 1 to " + std::to_string(total));
+  }
+  int total_ms = 600000;
+  DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", 1, 86400000, total_ms));
+  s.limits.total = total;
+  s.limits.per_client = per_client;
+  s.upstream_total = std::chrono::milliseconds(total_ms);
+  return s;
+}
+
+}  // namespace dyad

@@ -1,0 +1,31 @@
+// The /v1 path's settings that are not Config's (issue 16 review): read from
+// the process's variables (Config::env) at start, after
+// GATEWAY_BLOCKING_THREADS, which they must stay below.
+//
+//   GATEWAY_V1_MAX_CONCURRENT            /v1 calls in progress at once; default
+//                                        blocking_threads - 4 (at least 1); must be
+//                                        below blocking_threads (unless that is 1)
+//   GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT the same per client identity; default half
+//                                        of the above (at least 1), at most it
+//   GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS    the whole upstream call; default 600000
+//
+// Errors: kInvalidArgument naming the variable, its value and the accepted
+// range. Pure; thread-safe.
+#pragma once
+
+#include <chrono>
+
+#include "core/environment.h"
+#include "core/result.h"
+#include "service/concurrency_limit.h"
+
+namespace dyad {
+
+struct V1Settings {
+  ConcurrencyLimits limits;
+  std::chrono::milliseconds upstream_total{600000};
+};
+
+Result<V1Settings> ReadV1Settings(const EnvMap& env, int blocking_threads);
+
+}  // namespace dyad

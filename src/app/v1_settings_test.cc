@@ -1,0 +1,58 @@
+// Issue 16 review, items 1 and 2: the /v1 caps stay below the blocking pool
+// (and per client below the total); the upstream call's total deadline.
+#include "app/v1_settings.h"
+
+#include <gtest/gtest.h>
+
+namespace dyad {
+namespace {
+
+std::string ErrorFor(const EnvMap& env, int pool = 16) {
+  auto s = ReadV1Settings(env, pool);
+  EXPECT_FALSE(s.ok());
+  return s.ok() ? "" : s.error().message;
+}
+
+TEST(V1Settings, DefaultsLeaveFourThreadsAndHalfPerClient) {
+  auto s = ReadV1Settings({}, 16);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->limits.total, 12);
+  EXPECT_EQ(s->limits.per_client, 6);
+  EXPECT_EQ(s->upstream_total, std::chrono::milliseconds(600000));
+  s = ReadV1Settings({}, 6);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->limits.total, 2);
+  EXPECT_EQ(s->limits.per_client, 1);
+  s = ReadV1Settings({}, 2);  // too few to keep 4: still one for /admin
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->limits.total, 1);
+  s = ReadV1Settings({}, 1);  // one thread in all: nothing to keep
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->limits.total, 1);
+}
+
+TEST(V1Settings, ACapThatCouldTakeEveryThreadIsAStartUpErrorNamingTheVariable) {
+  EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "16"}})
+                .find("GATEWAY_V1_MAX_CONCURRENT: 16 is not below GATEWAY_BLOCKING_THREADS (16)"),
+            std::string::npos);
+  EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "40"}}, 8).find("use an integer from 1 to 7"), std::string::npos);
+  EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "0"}}).find("GATEWAY_V1_MAX_CONCURRENT: '0' is not valid"),
+            std::string::npos);
+  EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "lots"}}).find("GATEWAY_V1_MAX_CONCURRENT"), std::string::npos);
+  EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "8"}, {"GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT", "9"}})
+                .find("GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT: 9 is above GATEWAY_V1_MAX_CONCURRENT (8)"),
+            std::string::npos);
+  EXPECT_NE(ErrorFor({{"GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", "0"}}).find("GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS"),
+            std::string::npos);
+  auto s = ReadV1Settings({{"GATEWAY_V1_MAX_CONCURRENT", "8"},
+                           {"GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT", "3"},
+                           {"GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", "250"}},
+                          16);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->limits.total, 8);
+  EXPECT_EQ(s->limits.per_client, 3);
+  EXPECT_EQ(s->upstream_total, std::chrono::milliseconds(250));
+}
+
+}  // namespace
+}  // namespace dyad
