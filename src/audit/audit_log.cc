@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -143,6 +144,7 @@ Result<std::unique_ptr<FileAuditLog>> FileAuditLog::Open(AuditLogOptions options
     return MakeError(ErrorCode::kInvalidArgument, "the audit key must be 32 bytes");
   }
   if (!options.random) options.random = &DefaultRandom();
+  if (options.origin.empty()) options.origin = AuditLogOrigin(options.path);
   int fd = ::open(options.path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
     return MakeError(ErrorCode::kUnavailable, "AUDIT_LOG_PATH: cannot open '" + options.path + "' for appending");
@@ -275,7 +277,8 @@ bool FileAuditLog::Append(std::string json_text) {
     // A log begun before heads were keyed takes the one head the registry
     // kept then, before its first save under its own id would shadow it.
     if (!claimed_) claimed_ = !legacy_chain_ || options_.heads->Claim(chain_).ok();
-    (void)options_.heads->Save(chain_, AuditHead{seq_, last_mac_, HeadSeal(options_.key, seq_, last_mac_)});
+    (void)options_.heads->Save(chain_,
+                               AuditHead{seq_, last_mac_, HeadSeal(options_.key, seq_, last_mac_), options_.origin});
   }
   return true;
 }
@@ -465,7 +468,16 @@ Result<AuditLogId> ReadAuditLogId(const std::string& path) {
   return id;
 }
 
-Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key, AuditHeadStore& heads) {
+std::string AuditLogOrigin(const std::string& path) {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  std::error_code ec;
+  auto absolute = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
+  return std::string(host) + ":" + (ec ? path : absolute.string());
+}
+
+Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key, AuditHeadStore& heads,
+                                         const std::string& origin) {
   std::optional<AuditHead> head;
   auto id = ReadAuditLogId(path);
   if (id.ok() && !id->id.empty()) {
@@ -479,6 +491,17 @@ Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBy
   DYAD_ASSIGN_OR_RETURN(AuditVerifyReport report, VerifyAuditLog(path, key, head));
   if (report.problem.empty() && id.ok() && report.log_id != id->id) {
     report.problem = "the log's first line changed while it was verified (replaced?): run `audit verify` again";
+  }
+  if (report.problem.empty()) {
+    // A log of another id was written here before: this one replaced it.
+    DYAD_ASSIGN_OR_RETURN(auto here, heads.AtOrigin(origin.empty() ? AuditLogOrigin(path) : origin));
+    for (const auto& [other, other_head] : here) {
+      if (other == report.log_id) continue;
+      report.problem = "the registry recorded another audit log (id " + other + ", up to seq " +
+                       std::to_string(other_head.seq) + ") written at " + other_head.origin +
+                       ": that log was deleted or emptied and this one begun in its place";
+      break;
+    }
   }
   return report;
 }

@@ -38,6 +38,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "audit/audit_sink.h"
 #include "core/clock.h"
@@ -55,6 +57,7 @@ struct AuditHead {
   uint64_t seq = 0;
   std::string mac;   // hex
   std::string seal;  // hex
+  std::string origin = {};  // where the log was written when this head was saved (AuditLogOrigin)
 };
 
 // The key under which a registry keeps the one head it held before heads
@@ -67,15 +70,22 @@ inline const std::string kLegacyAuditLogId;
 // the heads of two logs are independent. Claim() gives the head carried
 // over from before heads were keyed (kept under kLegacyAuditLogId) to `log`,
 // only while `log` has none, atomically: of concurrent claimers one gets it;
-// true when this one did. Errors: the database's; kInvalidArgument for an
-// empty log id (Save, Claim).
+// true when this one did. AtOrigin() lists the heads whose last save came
+// from `origin`, by log id (so verify sees a log at that place replaced by
+// a new one). Errors: the database's; kInvalidArgument for an empty log id
+// (Save, Claim).
 class AuditHeadStore {
  public:
   virtual ~AuditHeadStore() = default;
   virtual Status Save(const std::string& log, const AuditHead& head) = 0;
   virtual Result<std::optional<AuditHead>> Load(const std::string& log) = 0;
   virtual Result<bool> Claim(const std::string& log) = 0;
+  virtual Result<std::vector<std::pair<std::string, AuditHead>>> AtOrigin(const std::string& origin) = 0;
 };
+
+// Where the log at `path` is written: this host's name and the path made
+// absolute ("host:/var/lib/dyad/audit.log"). Recorded with each head.
+std::string AuditLogOrigin(const std::string& path);
 
 struct AuditLogOptions {
   std::string path;
@@ -84,6 +94,7 @@ struct AuditLogOptions {
   AuditHeadStore* heads = nullptr;  // optional; must outlive the log
   uint64_t headroom_bytes = 64 * 1024;
   Random* random = nullptr;  // draws a new chain's id; DefaultRandom() when null
+  std::string origin = {};   // AuditLogOrigin(path) when empty
 };
 
 class FileAuditLog final : public AuditSink {
@@ -156,8 +167,11 @@ Result<AuditLogId> ReadAuditLogId(const std::string& path);
 
 // VerifyAuditLog against the head `heads` holds for the log's id (for a
 // legacy log without one yet: the head carried over from before heads were
-// keyed). Reads only.
-Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key, AuditHeadStore& heads);
+// keyed). A head of another log last saved from the same `origin`
+// (AuditLogOrigin(path) when empty) is reported too: the log there was
+// deleted or emptied and begun again. Reads only.
+Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key, AuditHeadStore& heads,
+                                         const std::string& origin = "");
 
 // The genesis "prev" of the first line.
 inline const std::string kAuditGenesis(64, '0');

@@ -57,6 +57,14 @@ class MemoryHeads final : public AuditHeadStore {
     heads_.erase(kLegacyAuditLogId);
     return true;
   }
+  Result<std::vector<std::pair<std::string, AuditHead>>> AtOrigin(const std::string& origin) override {
+    MutexLock lock(&mu_);
+    std::vector<std::pair<std::string, AuditHead>> out;
+    for (const auto& [log, head] : heads_) {
+      if (!log.empty() && head.origin == origin) out.emplace_back(log, head);
+    }
+    return out;
+  }
   void Force(const std::string& log, AuditHead head) {
     MutexLock lock(&mu_);
     heads_[log] = std::move(head);
@@ -362,6 +370,29 @@ TEST_F(AuditTest, EachLogHasItsOwnIdAndHeadAndALineOfAnotherIsNamed) {
   EXPECT_EQ(report.first_bad_line, 3u);
   EXPECT_NE(report.problem.find("names another audit log"), std::string::npos) << report.problem;
   EXPECT_EQ(VerifyAuditLog(dir_.File("missing.log"), Key('k'), heads_).code(), ErrorCode::kNotFound);
+}
+
+// The log deleted (or emptied) and begun again by the next writer: a new
+// log with a new id, but the registry still holds the head of the one
+// written at that place before.
+TEST_F(AuditTest, ALogDeletedOrEmptiedAndBegunAgainIsReported) {
+  const std::string first = ReadAuditLogId(path_)->id;
+  EXPECT_EQ(HeadOf(heads_, path_)->origin, AuditLogOrigin(path_));
+  WriteLines(path_, {});
+  auto report = Verify();
+  EXPECT_NE(report.problem.find("another audit log (id " + first + ", up to seq 4)"), std::string::npos)
+      << report.problem;
+  std::filesystem::remove(path_);
+  {
+    auto log = Open(Key('k'));
+    (*log)->Record(Event("begun again"));
+  }
+  EXPECT_NE(ReadAuditLogId(path_)->id, first);
+  report = Verify();
+  EXPECT_NE(report.problem.find("deleted or emptied and this one begun in its place"), std::string::npos)
+      << report.problem;
+  // Checked against another place, the new log stands alone.
+  EXPECT_EQ(VerifyAuditLog(path_, Key('k'), heads_, "elsewhere:/audit.log")->problem, "");
 }
 
 // A log begun by a release before heads were keyed (no "chain" in its

@@ -245,11 +245,11 @@ TEST_P(AuditRepositoryContract, HeadsNeverMoveBack) {
 // a log's head is its own, whichever is longer.
 TEST_P(AuditRepositoryContract, HeadsOfTwoLogsAreIndependent) {
   const std::string a = "log-a", b = "log-b";
-  ASSERT_TRUE(heads(0).Save(a, {10, "a10", "sa10"}).ok());
-  ASSERT_TRUE(heads(1).Save(b, {3, "b3", "sb3"}).ok());  // lower than a's: still b's head
+  ASSERT_TRUE(heads(0).Save(a, {10, "a10", "sa10", "host-a:/var/lib/dyad/audit.log"}).ok());
+  ASSERT_TRUE(heads(1).Save(b, {3, "b3", "sb3", "host-b:/var/lib/dyad/audit.log"}).ok());  // lower than a's: still b's
   EXPECT_EQ(heads(0).Load(b)->value().seq, 3u);
   EXPECT_EQ(heads(0).Load(b)->value().mac, "b3");
-  ASSERT_TRUE(heads(1).Save(b, {4, "b4", "sb4"}).ok());
+  ASSERT_TRUE(heads(1).Save(b, {4, "b4", "sb4", "host-b:/var/lib/dyad/audit.log"}).ok());
   EXPECT_EQ(heads(1).Load(a)->value().seq, 10u);  // b's save moved only b
   EXPECT_EQ(heads(1).Load(a)->value().seal, "sa10");
   EXPECT_EQ(heads(0).Load(b)->value().seal, "sb4");
@@ -257,6 +257,16 @@ TEST_P(AuditRepositoryContract, HeadsOfTwoLogsAreIndependent) {
   // Ids differing only in case or by a prefix are other logs.
   EXPECT_FALSE(heads(0).Load("LOG-A")->has_value());
   EXPECT_FALSE(heads(0).Load("log-")->has_value());
+  // Where each was last written.
+  EXPECT_EQ(heads(1).Load(b)->value().origin, "host-b:/var/lib/dyad/audit.log");
+  auto at_a = heads(1).AtOrigin("host-a:/var/lib/dyad/audit.log");
+  ASSERT_TRUE(at_a.ok()) << at_a.error().message;
+  ASSERT_EQ(at_a->size(), 1u);
+  EXPECT_EQ((*at_a)[0].first, a);
+  EXPECT_EQ((*at_a)[0].second.mac, "a10");
+  EXPECT_TRUE(heads(0).AtOrigin("host-c:/var/lib/dyad/audit.log")->empty());
+  ASSERT_TRUE(heads(0).Save("log-a2", {1, "a2-1", "s", "host-a:/var/lib/dyad/audit.log"}).ok());
+  EXPECT_EQ(heads(1).AtOrigin("host-a:/var/lib/dyad/audit.log")->size(), 2u);
 }
 
 // Appenders on two instances save heads at once (processes sharing one
@@ -361,6 +371,7 @@ TEST_P(AuditRepositoryContract, TwoLogsOnOneRegistryEachVerifyAgainstTheirOwnHea
     o.path = host[i].File("audit.log");
     o.key = SecretBytes(std::string(32, 'k'));
     o.heads = &heads(i);
+    o.origin = std::string(i == 0 ? "host-a" : "host-b") + ":/var/lib/dyad/audit.log";  // one AUDIT_LOG_PATH
     auto log = FileAuditLog::Open(std::move(o), clock());
     ASSERT_TRUE(log.ok()) << log.error().message;
     logs[i] = std::move(log).value();
@@ -371,7 +382,8 @@ TEST_P(AuditRepositoryContract, TwoLogsOnOneRegistryEachVerifyAgainstTheirOwnHea
   auto ids = std::make_pair(ReadAuditLogId(host[0].File("audit.log"))->id, ReadAuditLogId(host[1].File("audit.log"))->id);
   EXPECT_NE(ids.first, ids.second);
   for (int i = 0; i < 2; ++i) {
-    auto report = VerifyAuditLog(host[i].File("audit.log"), key, heads(1 - i));
+    auto report = VerifyAuditLog(host[i].File("audit.log"), key, heads(1 - i),
+                                 std::string(i == 0 ? "host-a" : "host-b") + ":/var/lib/dyad/audit.log");
     ASSERT_TRUE(report.ok()) << report.error().message;
     EXPECT_EQ(report->problem, "") << "host " << i;
     EXPECT_EQ(report->last_seq, i == 0 ? 30u : 12u);
@@ -387,7 +399,8 @@ TEST_P(AuditRepositoryContract, TwoLogsOnOneRegistryEachVerifyAgainstTheirOwnHea
     for (int n = 0; n < keep; ++n) out << lines[n] << "\n";
   }
   for (int i = 0; i < 2; ++i) {
-    auto report = VerifyAuditLog(host[i].File("audit.log"), key, heads(i));
+    auto report = VerifyAuditLog(host[i].File("audit.log"), key, heads(i),
+                                 std::string(i == 0 ? "host-a" : "host-b") + ":/var/lib/dyad/audit.log");
     ASSERT_TRUE(report.ok()) << report.error().message;
     EXPECT_NE(report->problem.find(i == 0 ? "the last 20 line(s) were removed" : "the last 1 line(s) were removed"),
               std::string::npos)

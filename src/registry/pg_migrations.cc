@@ -160,6 +160,7 @@ CREATE TABLE audit_heads(
   seq BIGINT NOT NULL,
   mac TEXT NOT NULL,
   seal TEXT NOT NULL,
+  origin TEXT NOT NULL DEFAULT '',
   updated_at TEXT NOT NULL);
 INSERT INTO audit_heads(log_id, seq, mac, seal, updated_at) SELECT '', seq, mac, seal, updated_at FROM audit_head;
 DROP TABLE audit_head;
