@@ -497,6 +497,8 @@ Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBy
     DYAD_ASSIGN_OR_RETURN(auto here, heads.AtOrigin(origin.empty() ? AuditLogOrigin(path) : origin));
     for (const auto& [other, other_head] : here) {
       if (other == report.log_id) continue;
+      // Named at its first line, or past its end when it holds no keyed line.
+      report.first_bad_line = report.log_id.empty() ? report.lines + 1 : 1;
       report.problem = "the registry recorded another audit log (id " + other + ", up to seq " +
                        std::to_string(other_head.seq) + ") written at " + other_head.origin +
                        ": that log was deleted or emptied and this one begun in its place";

@@ -382,6 +382,7 @@ TEST_F(AuditTest, ALogDeletedOrEmptiedAndBegunAgainIsReported) {
   auto report = Verify();
   EXPECT_NE(report.problem.find("another audit log (id " + first + ", up to seq 4)"), std::string::npos)
       << report.problem;
+  EXPECT_EQ(report.first_bad_line, 1u);  // past the end of an empty log
   std::filesystem::remove(path_);
   {
     auto log = Open(Key('k'));
@@ -391,6 +392,7 @@ TEST_F(AuditTest, ALogDeletedOrEmptiedAndBegunAgainIsReported) {
   report = Verify();
   EXPECT_NE(report.problem.find("deleted or emptied and this one begun in its place"), std::string::npos)
       << report.problem;
+  EXPECT_EQ(report.first_bad_line, 1u);  // the first line begins another log
   // Checked against another place, the new log stands alone.
   EXPECT_EQ(VerifyAuditLog(path_, Key('k'), heads_, "elsewhere:/audit.log")->problem, "");
 }
