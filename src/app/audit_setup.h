@@ -11,9 +11,9 @@
 // moves its wrapping to the primary version (ReEncrypt) before any version
 // it is on is retired — if that move fails, so does the retirement, and the
 // key is never left on a retired version. A writer also moves it to the
-// primary at start. The key is kept in an AuditKeyRepository and the chain's
-// head (seq and MAC of its last line) in an AuditHeadStore
-// (registry/database.h makes both). All thread-safe; errors are the
+// primary at start. The key is kept in an AuditKeyRepository and each
+// log's chain head (seq and MAC of its last line, keyed by the log's id:
+// audit/audit_log.h) in an AuditHeadStore (registry/database.h makes both). All thread-safe; errors are the
 // KeyManager's and the repository's, kNotFound when no audit key was ever
 // made, and kFailedPrecondition (naming the KeyManagers that hold it) when
 // only other KeyManagers hold a wrapping.
@@ -56,7 +56,8 @@ std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner,
                                           std::shared_ptr<AuditKeyRepository> audit_keys);
 
 // `audit verify`: checks the log at `path` (AUDIT_LOG_PATH when empty) under
-// the configured deployment's audit key and against its recorded head.
+// the configured deployment's audit key and against the head recorded for
+// that log (by its id; another host's log has its own).
 // Writes nothing. `path` is set to the log checked.
 Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::string& path, const Clock& clock,
                                                    const BackendRegistry& backends = BuiltinBackends());

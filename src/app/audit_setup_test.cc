@@ -175,10 +175,10 @@ TEST_F(AuditKeyTest, WriterMovesItToThePrimaryAtStart) {
 
 TEST_F(AuditKeyTest, HeadStoreNeverMovesBack) {
   auto heads = NewSqliteAuditHeadStore(db_, clock_);
-  EXPECT_FALSE(heads->Load()->has_value());
-  ASSERT_TRUE(heads->Save({5, "aa", "s5"}).ok());
-  ASSERT_TRUE(heads->Save({3, "bb", "s3"}).ok());  // a slower writer's older head
-  auto head = heads->Load();
+  EXPECT_FALSE(heads->Load("log")->has_value());
+  ASSERT_TRUE(heads->Save("log", {5, "aa", "s5"}).ok());
+  ASSERT_TRUE(heads->Save("log", {3, "bb", "s3"}).ok());  // a slower writer's older head
+  auto head = heads->Load("log");
   ASSERT_TRUE(head.ok() && head->has_value());
   EXPECT_EQ((*head)->seq, 5u);
   EXPECT_EQ((*head)->mac, "aa");

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -84,6 +85,37 @@ class FileLock {
   bool held_ = false;
 };
 
+// The id of the log open at `fd` (audit_log.h): read from its first keyed
+// line, found by reading lines from the start (normally the first one).
+AuditLogId ScanLogId(int fd) {
+  std::string buffer;
+  int64_t at = 0;
+  size_t from = 0;
+  while (true) {
+    size_t nl = buffer.find('\n', from);
+    if (nl == std::string::npos) {
+      char chunk[65536];
+      ssize_t n = pread(fd, chunk, sizeof chunk, at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return {};  // no keyed line (a torn last line is no record)
+      buffer.erase(0, from);
+      from = 0;
+      buffer.append(chunk, static_cast<size_t>(n));
+      at += n;
+      continue;
+    }
+    std::string_view line(buffer.data() + from, nl - from);
+    from = nl + 1;
+    std::string body, digest;
+    if (!SplitLine(line, kMacKey, body, digest)) continue;  // unkeyed lines of earlier releases, or damage
+    auto j = nlohmann::json::parse(body, nullptr, false);
+    if (j.is_object() && j.contains("chain") && j["chain"].is_string() && !j["chain"].get<std::string>().empty()) {
+      return AuditLogId{j["chain"].get<std::string>(), false};
+    }
+    return AuditLogId{digest, true};
+  }
+}
+
 constexpr char kLockBusy[] = "another process has held the audit log's lock for more than 2 s";
 
 bool WriteAll(int fd, std::string_view data) {
@@ -111,6 +143,8 @@ Result<std::unique_ptr<FileAuditLog>> FileAuditLog::Open(AuditLogOptions options
   if (options.key.size() != 32 && !(options.key.empty() && options.key_source)) {
     return MakeError(ErrorCode::kInvalidArgument, "the audit key must be 32 bytes");
   }
+  if (!options.random) options.random = &DefaultRandom();
+  if (options.origin.empty()) options.origin = AuditLogOrigin(options.path);
   int fd = ::open(options.path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
     return MakeError(ErrorCode::kUnavailable, "AUDIT_LOG_PATH: cannot open '" + options.path + "' for appending");
@@ -165,17 +199,32 @@ void FileAuditLog::SyncTail() {
   }
   seq_ = 0;
   last_mac_ = kAuditGenesis;
-  std::string body, digest;
+  std::string body, digest, tail_chain;
+  bool keyed = true;  // whether the file may hold a keyed line (and so an id)
   if (line.empty() && whole == 0) {
-    // empty log: the chain starts here
+    keyed = false;  // empty log: the chain starts here
   } else if (SplitLine(line, kMacKey, body, digest)) {
     auto j = nlohmann::json::parse(body, nullptr, false);
     if (j.is_object() && j.contains("seq") && j["seq"].is_number_unsigned()) seq_ = j["seq"].get<uint64_t>();
+    if (j.is_object() && j.contains("chain") && j["chain"].is_string()) tail_chain = j["chain"].get<std::string>();
     last_mac_ = digest;
   } else if (SplitLine(line, kLegacyKey, body, digest)) {
+    keyed = false;
     last_mac_ = digest;  // the keyed chain goes on from an unkeyed one
   } else {
     last_mac_ = HexEncode(Sha256(line));  // a damaged line: verify names it; link past it
+  }
+  // The tail names the chain's id; it is read from the first keyed line
+  // when it is not the one in hand (at open, after another log's lines were
+  // put here) or the tail does not carry it (written by an earlier release).
+  if (!keyed) {
+    chain_.clear();
+    legacy_chain_ = false;
+  } else if (tail_chain.empty() || tail_chain != chain_) {
+    AuditLogId id = ScanLogId(fd_);
+    if (id.id != chain_) claimed_ = false;
+    chain_ = std::move(id.id);
+    legacy_chain_ = id.legacy;
   }
   end_ = size;
 }
@@ -191,6 +240,15 @@ bool FileAuditLog::HaveKey() {
   }
   problem_ = key.ok() ? "the audit key is not 32 bytes" : key.error().message;
   return false;
+}
+
+const std::string& FileAuditLog::ChainId() {
+  if (chain_.empty()) {
+    chain_ = NewUuid(*options_.random);
+    legacy_chain_ = false;
+    claimed_ = true;  // a new log: no head from before heads were keyed is its
+  }
+  return chain_;
 }
 
 std::string FileAuditLog::Problem() {
@@ -215,7 +273,13 @@ bool FileAuditLog::Append(std::string json_text) {
   last_mac_ = std::move(mac);
   // The head in the registry lags the file at most by the lines of a crash
   // between these two writes; verify accepts a log ahead of its head.
-  if (options_.heads) (void)options_.heads->Save(AuditHead{seq_, last_mac_, HeadSeal(options_.key, seq_, last_mac_)});
+  if (options_.heads) {
+    // A log begun before heads were keyed takes the one head the registry
+    // kept then, before its first save under its own id would shadow it.
+    if (!claimed_) claimed_ = !legacy_chain_ || options_.heads->Claim(chain_).ok();
+    (void)options_.heads->Save(chain_,
+                               AuditHead{seq_, last_mac_, HeadSeal(options_.key, seq_, last_mac_), options_.origin});
+  }
   return true;
 }
 
@@ -236,9 +300,10 @@ nlohmann::json EventJson(const AuditEvent& e, const Clock& clock) {
   return j;
 }
 
-std::string Dump(nlohmann::json& j, uint64_t seq, const std::string& prev) {
+std::string Dump(nlohmann::json& j, uint64_t seq, const std::string& prev, const std::string& chain) {
   j["seq"] = seq;
   j["prev"] = prev;
+  j["chain"] = chain;
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -265,14 +330,14 @@ void FileAuditLog::Record(const AuditEvent& e) {
     resumed.action = "audit.resumed";
     resumed.detail = std::to_string(dropped_) + " event(s) could not be written while the audit log was unavailable";
     nlohmann::json r = EventJson(resumed, clock_);
-    if (!Append(Dump(r, seq_ + 1, last_mac_))) {
+    if (!Append(Dump(r, seq_ + 1, last_mac_, ChainId()))) {
       ++dropped_;
       return;
     }
     dropped_ = 0;
     healthy_.store(true, std::memory_order_release);
   }
-  if (!Append(Dump(j, seq_ + 1, last_mac_))) {
+  if (!Append(Dump(j, seq_ + 1, last_mac_, ChainId()))) {
     ++dropped_;
     healthy_.store(false, std::memory_order_release);
   }
@@ -314,7 +379,7 @@ bool FileAuditLog::Ready() {
   resumed.action = "audit.resumed";
   resumed.detail = std::to_string(dropped_) + " event(s) could not be written while the audit log was unavailable";
   nlohmann::json r = EventJson(resumed, clock_);
-  if (!Append(Dump(r, seq_ + 1, last_mac_))) return false;
+  if (!Append(Dump(r, seq_ + 1, last_mac_, ChainId()))) return false;
   dropped_ = 0;
   healthy_.store(true, std::memory_order_release);
   return true;
@@ -369,6 +434,16 @@ Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBy
       return fail("seq " + std::to_string(seq) + " where " + std::to_string(expected) +
                   " was expected, or \"prev\" does not match the previous line (a line was removed or reordered)");
     }
+    std::string chain;
+    if (j.contains("chain")) {
+      if (!j["chain"].is_string()) return fail("\"chain\" is not a string");
+      chain = j["chain"].get<std::string>();
+    }
+    if (!keyed) {
+      report.log_id = chain.empty() ? digest : chain;
+    } else if (!chain.empty() && chain != report.log_id) {
+      return fail("\"chain\" names another audit log than this one's (a line of another log was put here)");
+    }
     if (head && seq == head->seq && !ConstantTimeEquals(digest, head->mac)) {
       return fail("does not match the chain head recorded in the registry (the chain was rewritten)");
     }
@@ -381,6 +456,54 @@ Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBy
     report.problem = "the log ends at seq " + std::to_string(report.last_seq) + " but the registry recorded seq " +
                      std::to_string(head->seq) + ": the last " + std::to_string(head->seq - report.last_seq) +
                      " line(s) were removed";
+  }
+  return report;
+}
+
+Result<AuditLogId> ReadAuditLogId(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return MakeError(ErrorCode::kNotFound, "cannot read audit log '" + path + "'");
+  AuditLogId id = ScanLogId(fd);
+  ::close(fd);
+  return id;
+}
+
+std::string AuditLogOrigin(const std::string& path) {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  std::error_code ec;
+  auto absolute = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
+  return std::string(host) + ":" + (ec ? path : absolute.string());
+}
+
+Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key, AuditHeadStore& heads,
+                                         const std::string& origin) {
+  std::optional<AuditHead> head;
+  auto id = ReadAuditLogId(path);
+  if (id.ok() && !id->id.empty()) {
+    DYAD_ASSIGN_OR_RETURN(head, heads.Load(id->id));
+    // No writer has saved under the id yet since the upgrade: the one head
+    // kept before heads were keyed was this (then only) log's.
+    if (!head && id->legacy) {
+      DYAD_ASSIGN_OR_RETURN(head, heads.Load(kLegacyAuditLogId));
+    }
+  }
+  DYAD_ASSIGN_OR_RETURN(AuditVerifyReport report, VerifyAuditLog(path, key, head));
+  if (report.problem.empty() && id.ok() && report.log_id != id->id) {
+    report.problem = "the log's first line changed while it was verified (replaced?): run `audit verify` again";
+  }
+  if (report.problem.empty()) {
+    // A log of another id was written here before: this one replaced it.
+    DYAD_ASSIGN_OR_RETURN(auto here, heads.AtOrigin(origin.empty() ? AuditLogOrigin(path) : origin));
+    for (const auto& [other, other_head] : here) {
+      if (other == report.log_id) continue;
+      // Named at its first line, or past its end when it holds no keyed line.
+      report.first_bad_line = report.log_id.empty() ? report.lines + 1 : 1;
+      report.problem = "the registry recorded another audit log (id " + other + ", up to seq " +
+                       std::to_string(other_head.seq) + ") written at " + other_head.origin +
+                       ": that log was deleted or emptied and this one begun in its place";
+      break;
+    }
   }
   return report;
 }

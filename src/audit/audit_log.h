@@ -8,6 +8,15 @@
 // line) is also saved in an AuditHeadStore (the registry database), so a
 // removed tail is seen too. VerifyAuditLog() names the first bad line.
 //
+// Each log has its own head, keyed by the log's id: the "chain" member of
+// its first keyed line, a random UUID drawn when the chain starts (a log
+// written before heads were keyed has none there: its id is that line's
+// MAC). Every later line repeats the id, so a writer learns it from the
+// tail it reads anyway, and a line copied in from another log of the same
+// deployment (same key, other host) is named. The id lives in the log and
+// is covered by its MACs: it survives a move or a rename and needs no host
+// name, and instances on many hosts sharing one registry never share a head.
+//
 // Several processes may append to one file: each append holds an exclusive
 // flock on it and, when the file grew since this process last wrote, reads
 // the tail again, so all of them extend one chain. A write that fails (disk
@@ -29,10 +38,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "audit/audit_sink.h"
 #include "core/clock.h"
 #include "core/mutex.h"
+#include "core/random.h"
 #include "core/result.h"
 #include "core/secret_bytes.h"
 
@@ -45,16 +57,35 @@ struct AuditHead {
   uint64_t seq = 0;
   std::string mac;   // hex
   std::string seal;  // hex
+  std::string origin = {};  // where the log was written when this head was saved (AuditLogOrigin)
 };
 
-// AuditHeadStore: keeps the chain's head beside the log (the registry
-// database). Thread-safe. Save() never moves the head back to a lower seq.
+// The key under which a registry keeps the one head it held before heads
+// were keyed by log (schema migration 12 carries the old row over to it).
+inline const std::string kLegacyAuditLogId;
+
+// AuditHeadStore: keeps each log's chain head beside it (the registry
+// database), one per log id. Thread-safe. Save() never moves a log's head
+// back to a lower seq (concurrent savers of one log: the highest stands);
+// the heads of two logs are independent. Claim() gives the head carried
+// over from before heads were keyed (kept under kLegacyAuditLogId) to `log`,
+// only while `log` has none, atomically: of concurrent claimers one gets it;
+// true when this one did. AtOrigin() lists the heads whose last save came
+// from `origin`, by log id (so verify sees a log at that place replaced by
+// a new one). Errors: the database's; kInvalidArgument for an empty log id
+// (Save, Claim).
 class AuditHeadStore {
  public:
   virtual ~AuditHeadStore() = default;
-  virtual Status Save(const AuditHead& head) = 0;
-  virtual Result<std::optional<AuditHead>> Load() = 0;
+  virtual Status Save(const std::string& log, const AuditHead& head) = 0;
+  virtual Result<std::optional<AuditHead>> Load(const std::string& log) = 0;
+  virtual Result<bool> Claim(const std::string& log) = 0;
+  virtual Result<std::vector<std::pair<std::string, AuditHead>>> AtOrigin(const std::string& origin) = 0;
 };
+
+// Where the log at `path` is written: this host's name and the path made
+// absolute ("host:/var/lib/dyad/audit.log"). Recorded with each head.
+std::string AuditLogOrigin(const std::string& path);
 
 struct AuditLogOptions {
   std::string path;
@@ -62,6 +93,8 @@ struct AuditLogOptions {
   std::function<Result<SecretBytes>()> key_source;
   AuditHeadStore* heads = nullptr;  // optional; must outlive the log
   uint64_t headroom_bytes = 64 * 1024;
+  Random* random = nullptr;  // draws a new chain's id; DefaultRandom() when null
+  std::string origin = {};   // AuditLogOrigin(path) when empty
 };
 
 class FileAuditLog final : public AuditSink {
@@ -88,6 +121,9 @@ class FileAuditLog final : public AuditSink {
   bool HasHeadroom() const;
   // With mu_ held: whether the key is in hand, asking key_source if due.
   bool HaveKey() DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // With mu_ and the flock held: the chain's id for the next line (drawn
+  // here when the chain starts with it).
+  const std::string& ChainId() DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int fd_;
   AuditLogOptions options_;  // key: guarded by mu_ (the rest is constant, so the struct is not annotated)
@@ -97,12 +133,16 @@ class FileAuditLog final : public AuditSink {
   std::string problem_ DYAD_GUARDED_BY(mu_);
   uint64_t seq_ DYAD_GUARDED_BY(mu_) = 0;
   std::string last_mac_ DYAD_GUARDED_BY(mu_);
+  std::string chain_ DYAD_GUARDED_BY(mu_);  // the log's id; empty before its first keyed line
+  bool legacy_chain_ DYAD_GUARDED_BY(mu_) = false;  // id from a first line without "chain"
+  bool claimed_ DYAD_GUARDED_BY(mu_) = false;       // Claim() asked for chain_
   int64_t end_ DYAD_GUARDED_BY(mu_) = -1;      // file size after our last write
   uint64_t dropped_ DYAD_GUARDED_BY(mu_) = 0;  // events lost since the last write failed
   std::atomic<bool> healthy_{true};
 };
 
 struct AuditVerifyReport {
+  std::string log_id;         // the log's id (see above); empty when it has no keyed line
   size_t lines = 0;
   size_t legacy_lines = 0;    // unkeyed lines before the keyed chain
   uint64_t last_seq = 0;
@@ -113,6 +153,25 @@ struct AuditVerifyReport {
 // Checks the chain under `key` and, when given, that it reaches `head`.
 Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key,
                                          const std::optional<AuditHead>& head);
+
+// The id of the log at `path`, read from its first keyed line (`id` empty
+// when it has none); `legacy` when that line carries no "chain" member (a
+// log begun before heads were keyed: its id is the line's MAC). Not
+// authenticated here: VerifyAuditLog checks the line. kNotFound when the
+// file cannot be read.
+struct AuditLogId {
+  std::string id;
+  bool legacy = false;
+};
+Result<AuditLogId> ReadAuditLogId(const std::string& path);
+
+// VerifyAuditLog against the head `heads` holds for the log's id (for a
+// legacy log without one yet: the head carried over from before heads were
+// keyed). A head of another log last saved from the same `origin`
+// (AuditLogOrigin(path) when empty) is reported too: the log there was
+// deleted or emptied and begun again. Reads only.
+Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key, AuditHeadStore& heads,
+                                         const std::string& origin = "");
 
 // The genesis "prev" of the first line.
 inline const std::string kAuditGenesis(64, '0');

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "testing/fakes.h"
+#include "testing/legacy_audit_log.h"
 
 namespace dyad {
 namespace {
@@ -30,26 +32,59 @@ void WriteLines(const std::string& path, const std::vector<std::string>& lines) 
 
 SecretBytes Key(char fill) { return SecretBytes(std::string(32, fill)); }
 
+// The AuditHeadStore contract in memory (the registry's are in
+// registry/audit_repository_contract_test.cc).
 class MemoryHeads final : public AuditHeadStore {
  public:
-  Status Save(const AuditHead& head) override {
+  Status Save(const std::string& log, const AuditHead& head) override {
+    if (log.empty()) return MakeError(ErrorCode::kInvalidArgument, "no log id");
     MutexLock lock(&mu_);
-    if (!head_ || head.seq > head_->seq) head_ = head;
+    auto it = heads_.find(log);
+    if (it == heads_.end() || head.seq > it->second.seq) heads_[log] = head;
     return OkStatus();
   }
-  Result<std::optional<AuditHead>> Load() override {
+  Result<std::optional<AuditHead>> Load(const std::string& log) override {
     MutexLock lock(&mu_);
-    return head_;
+    auto it = heads_.find(log);
+    if (it == heads_.end()) return std::optional<AuditHead>();
+    return std::optional<AuditHead>(it->second);
   }
-  void Force(AuditHead head) {
+  Result<bool> Claim(const std::string& log) override {
     MutexLock lock(&mu_);
-    head_ = std::move(head);
+    auto legacy = heads_.find(kLegacyAuditLogId);
+    if (legacy == heads_.end() || heads_.count(log)) return false;
+    heads_[log] = legacy->second;
+    heads_.erase(kLegacyAuditLogId);
+    return true;
+  }
+  Result<std::vector<std::pair<std::string, AuditHead>>> AtOrigin(const std::string& origin) override {
+    MutexLock lock(&mu_);
+    std::vector<std::pair<std::string, AuditHead>> out;
+    for (const auto& [log, head] : heads_) {
+      if (!log.empty() && head.origin == origin) out.emplace_back(log, head);
+    }
+    return out;
+  }
+  void Force(const std::string& log, AuditHead head) {
+    MutexLock lock(&mu_);
+    heads_[log] = std::move(head);
+  }
+  size_t size() {
+    MutexLock lock(&mu_);
+    return heads_.size();
   }
 
  private:
   Mutex mu_;
-  std::optional<AuditHead> head_ DYAD_GUARDED_BY(mu_);
+  std::map<std::string, AuditHead> heads_ DYAD_GUARDED_BY(mu_);
 };
+
+// The head `heads` holds for the log at `path`.
+std::optional<AuditHead> HeadOf(MemoryHeads& heads, const std::string& path) {
+  auto id = ReadAuditLogId(path);
+  if (!id.ok() || id->id.empty()) return std::nullopt;
+  return *heads.Load(id->id);
+}
 
 AuditEvent Event(const std::string& resource) {
   AuditEvent e;
@@ -75,7 +110,7 @@ class AuditTest : public ::testing::Test {
     return FileAuditLog::Open(std::move(o), clock_);
   }
   AuditVerifyReport Verify() {
-    auto r = VerifyAuditLog(path_, Key('k'), *heads_.Load());
+    auto r = VerifyAuditLog(path_, Key('k'), heads_);
     EXPECT_TRUE(r.ok());
     return r.ok() ? *r : AuditVerifyReport{};
   }
@@ -99,7 +134,7 @@ TEST_F(AuditTest, IntactChainVerifiesAndContinuesAfterReopen) {
   EXPECT_EQ(report.first_bad_line, 0u) << report.problem;
   EXPECT_EQ(report.lines, 5u);
   EXPECT_EQ(report.last_seq, 5u);
-  EXPECT_EQ(heads_.Load()->value().seq, 5u);
+  EXPECT_EQ(HeadOf(heads_, path_)->seq, 5u);
 }
 
 TEST_F(AuditTest, EditedLineIsNamed) {
@@ -155,6 +190,7 @@ TEST_F(AuditTest, RemovedTailIsReportedAgainstTheRecordedHead) {
   EXPECT_EQ(report.first_bad_line, 3u);
   EXPECT_NE(report.problem.find("the last 2 line(s) were removed"), std::string::npos) << report.problem;
   // Without the head the shortened chain would pass: the head is what tells.
+  // (The log's id is in its first line, so cutting the tail keeps it.)
   EXPECT_EQ(VerifyAuditLog(path_, Key('k'), std::nullopt)->first_bad_line, 0u);
 }
 
@@ -164,10 +200,11 @@ TEST_F(AuditTest, HeadMovedBackToHideARemovedTailIsReported) {
   auto lines = ReadLines(path_);
   lines.resize(2);
   WriteLines(path_, lines);
-  AuditHead head = heads_.Load()->value();
+  const std::string id = ReadAuditLogId(path_)->id;
+  AuditHead head = heads_.Load(id)->value();
   head.seq = 2;
   head.mac = lines[1].substr(lines[1].size() - 66, 64);
-  heads_.Force(head);
+  heads_.Force(id, head);
   auto report = Verify();
   EXPECT_NE(report.problem.find("not sealed under the audit key"), std::string::npos) << report.problem;
 }
@@ -175,7 +212,10 @@ TEST_F(AuditTest, HeadMovedBackToHideARemovedTailIsReported) {
 TEST_F(AuditTest, RewrittenChainIsReportedAgainstTheRecordedHead) {
   // The whole log replaced by a shorter-and-longer chain under the same key
   // (an old copy extended, say): its line at the head's seq is another one.
-  std::filesystem::remove(path_);
+  // The copy keeps the log's id (its first line), so its head is found.
+  auto lines = ReadLines(path_);
+  lines.resize(2);
+  WriteLines(path_, lines);
   MemoryHeads other;
   auto log = Open(Key('k'), &other);
   for (int i = 0; i < 6; ++i) (*log)->Record(Event("rewritten"));
@@ -283,7 +323,7 @@ TEST(AuditUpgradeTest, UnkeyedLinesOfEarlierReleasesMayOnlyPrecedeTheKeyedChain)
     ASSERT_TRUE(log.ok());
     (*log)->Record(Event("c"));
   }
-  auto report = VerifyAuditLog(path, Key('k'), *heads.Load());
+  auto report = VerifyAuditLog(path, Key('k'), HeadOf(heads, path));
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->first_bad_line, 0u) << report->problem;
   EXPECT_EQ(report->legacy_lines, 2u);
@@ -293,7 +333,129 @@ TEST(AuditUpgradeTest, UnkeyedLinesOfEarlierReleasesMayOnlyPrecedeTheKeyedChain)
   std::string h3;
   lines.push_back(LegacyLine("d", lines.back().substr(lines.back().size() - 66, 64), &h3));
   WriteLines(path, lines);
-  EXPECT_EQ(VerifyAuditLog(path, Key('k'), *heads.Load())->first_bad_line, 4u);
+  EXPECT_EQ(VerifyAuditLog(path, Key('k'), HeadOf(heads, path))->first_bad_line, 4u);
+}
+
+// Every line names its log's id, drawn when the chain starts: two logs
+// sharing one head store each keep their own head, and a line of another
+// log (a host's log spliced into another's) is named even when made with
+// the key.
+TEST_F(AuditTest, EachLogHasItsOwnIdAndHeadAndALineOfAnotherIsNamed) {
+  const std::string other_path = dir_.File("other.log");
+  {
+    AuditLogOptions o;
+    o.path = other_path;
+    o.key = Key('k');
+    o.heads = &heads_;
+    auto other = FileAuditLog::Open(std::move(o), clock_);
+    ASSERT_TRUE(other.ok());
+    for (int i = 0; i < 9; ++i) (*other)->Record(Event("o"));
+  }
+  auto ids = std::make_pair(ReadAuditLogId(path_)->id, ReadAuditLogId(other_path)->id);
+  EXPECT_EQ(ids.first.size(), 36u);  // a UUID
+  EXPECT_NE(ids.first, ids.second);
+  EXPECT_FALSE(ReadAuditLogId(path_)->legacy);
+  EXPECT_EQ(heads_.size(), 2u);
+  EXPECT_EQ(HeadOf(heads_, path_)->seq, 4u);
+  EXPECT_EQ(HeadOf(heads_, other_path)->seq, 9u);
+  EXPECT_EQ(Verify().problem, "");  // the other log's head is higher: not this one's
+  for (const auto& line : ReadLines(path_)) EXPECT_NE(line.find("\"chain\":\"" + ids.first + "\""), std::string::npos);
+  // Line 3 rewritten to name the other log, with seq, prev and MAC right.
+  auto lines = ReadLines(path_);
+  std::string body = lines[2].substr(0, lines[2].rfind(",\"mac\"")) + "}";
+  body.replace(body.find(ids.first), ids.first.size(), ids.second);
+  lines[2] = body.substr(0, body.size() - 1) + ",\"mac\":\"" + testing::AuditMac(Key('k'), body) + "\"}";
+  WriteLines(path_, lines);
+  auto report = Verify();
+  EXPECT_EQ(report.first_bad_line, 3u);
+  EXPECT_NE(report.problem.find("names another audit log"), std::string::npos) << report.problem;
+  EXPECT_EQ(VerifyAuditLog(dir_.File("missing.log"), Key('k'), heads_).code(), ErrorCode::kNotFound);
+}
+
+// The log deleted (or emptied) and begun again by the next writer: a new
+// log with a new id, but the registry still holds the head of the one
+// written at that place before.
+TEST_F(AuditTest, ALogDeletedOrEmptiedAndBegunAgainIsReported) {
+  const std::string first = ReadAuditLogId(path_)->id;
+  EXPECT_EQ(HeadOf(heads_, path_)->origin, AuditLogOrigin(path_));
+  WriteLines(path_, {});
+  auto report = Verify();
+  EXPECT_NE(report.problem.find("another audit log (id " + first + ", up to seq 4)"), std::string::npos)
+      << report.problem;
+  EXPECT_EQ(report.first_bad_line, 1u);  // past the end of an empty log
+  std::filesystem::remove(path_);
+  {
+    auto log = Open(Key('k'));
+    (*log)->Record(Event("begun again"));
+  }
+  EXPECT_NE(ReadAuditLogId(path_)->id, first);
+  report = Verify();
+  EXPECT_NE(report.problem.find("deleted or emptied and this one begun in its place"), std::string::npos)
+      << report.problem;
+  EXPECT_EQ(report.first_bad_line, 1u);  // the first line begins another log
+  // Checked against another place, the new log stands alone.
+  EXPECT_EQ(VerifyAuditLog(path_, Key('k'), heads_, "elsewhere:/audit.log")->problem, "");
+}
+
+// A log begun by a release before heads were keyed (no "chain" in its
+// lines) and the one head that release kept, carried over by the schema
+// migration: verify finds it, the log's first writer claims it, and a cut
+// tail is seen before and after.
+TEST(AuditUpgradeTest, ALogBegunBeforeHeadsWereKeyedKeepsItsHead) {
+  testing::TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("audit.log");
+  const AuditHead old = testing::WriteLegacyAuditLog(path, Key('k'), 5);
+  MemoryHeads heads;
+  heads.Force(kLegacyAuditLogId, old);
+  auto id = ReadAuditLogId(path);
+  ASSERT_TRUE(id.ok());
+  EXPECT_TRUE(id->legacy);
+  EXPECT_EQ(id->id.size(), 64u);  // its first line's MAC
+  auto report = VerifyAuditLog(path, Key('k'), heads);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->problem, "");
+  EXPECT_EQ(report->log_id, id->id);
+  auto lines = ReadLines(path);
+  WriteLines(dir.File("cut.log"), {lines[0], lines[1], lines[2]});
+  EXPECT_NE(VerifyAuditLog(dir.File("cut.log"), Key('k'), heads)->problem.find("the last 2 line(s) were removed"),
+            std::string::npos);
+  {
+    auto log = FileAuditLog::Open({path, Key('k'), nullptr, &heads}, clock);
+    ASSERT_TRUE(log.ok());
+    (*log)->Record(Event("after"));
+    (*log)->Record(Event("after"));
+  }
+  EXPECT_EQ(heads.size(), 1u);  // claimed: the carried-over head is this log's now
+  EXPECT_EQ(heads.Load(id->id)->value().seq, 7u);
+  EXPECT_EQ(ReadAuditLogId(path)->id, id->id);  // the id stays the first line's MAC
+  EXPECT_NE(ReadLines(path).back().find("\"chain\":\"" + id->id + "\""), std::string::npos);
+  report = VerifyAuditLog(path, Key('k'), heads);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->problem, "");
+  EXPECT_EQ(report->last_seq, 7u);
+  lines = ReadLines(path);
+  lines.pop_back();
+  WriteLines(path, lines);
+  EXPECT_NE(VerifyAuditLog(path, Key('k'), heads)->problem.find("the last 1 line(s) were removed"), std::string::npos);
+}
+
+// A log emptied and begun again is a new log with a new id: its first
+// writer does not take a head carried over for the log that was there.
+TEST(AuditUpgradeTest, ANewLogDoesNotClaimTheCarriedOverHead) {
+  testing::TempDir dir;
+  FakeClock clock;
+  MemoryHeads heads;
+  heads.Force(kLegacyAuditLogId, AuditHead{40, std::string(64, 'a'), "seal"});
+  const std::string path = dir.File("audit.log");
+  {
+    auto log = FileAuditLog::Open({path, Key('k'), nullptr, &heads}, clock);
+    ASSERT_TRUE(log.ok());
+    (*log)->Record(Event("first"));
+  }
+  EXPECT_TRUE(heads.Load(kLegacyAuditLogId)->has_value());
+  EXPECT_EQ(HeadOf(heads, path)->seq, 1u);
+  EXPECT_EQ(VerifyAuditLog(path, Key('k'), heads)->problem, "");
 }
 
 // A process whose file-size limit the log reaches: it refuses (Ready() false)
@@ -324,7 +486,7 @@ void FileSizeLimitRun(const std::string& path) {
   if (setrlimit(RLIMIT_FSIZE, &limit) != 0) std::exit(16);
   if (!(*log)->Ready() || !(*log)->Healthy()) std::exit(17);
   (*log)->Record(Event("after"));
-  auto report = VerifyAuditLog(path, Key('k'), *heads.Load());
+  auto report = VerifyAuditLog(path, Key('k'), HeadOf(heads, path));
   if (!report.ok() || report->first_bad_line != 0 || report->lines != 6) std::exit(18);
   auto lines = ReadLines(path);
   if (lines[4].find("\"action\":\"audit.resumed\"") == std::string::npos) std::exit(19);

@@ -5,9 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fstream>
 #include <thread>
 #include <vector>
 
+#include "audit/audit_log.h"
+#include "registry/migrations.h"
+#include "testing/legacy_audit_log.h"
 #include "testing/registry_engines.h"
 
 namespace dyad {
@@ -16,6 +20,14 @@ namespace {
 AuditKeyRecord Key(uint32_t version, const std::string& wrapped, const std::string& kind = "local",
                    const std::string& key_id = "k") {
   return AuditKeyRecord{kind, key_id, version, wrapped, "2026-01-01T00:00:00.000Z"};
+}
+
+AuditEvent Event(const std::string& resource) {
+  AuditEvent e;
+  e.actor = "admin";
+  e.action = "secret.get";
+  e.resource = resource;
+  return e;
 }
 
 // Runs call(i) for i in [0, n) on n threads released at once.
@@ -210,40 +222,106 @@ TEST_P(AuditRepositoryContract, HostileHolderNamesAreKeptOrRefusedNeverCut) {
 }
 
 TEST_P(AuditRepositoryContract, HeadsNeverMoveBack) {
-  EXPECT_FALSE(heads(0).Load()->has_value());
-  ASSERT_TRUE(heads(0).Save({5, "mac5", "seal5"}).ok());
-  ASSERT_TRUE(heads(1).Save({3, "mac3", "seal3"}).ok());
-  EXPECT_EQ(heads(1).Load()->value().seq, 5u);
-  EXPECT_EQ(heads(1).Load()->value().mac, "mac5");
-  ASSERT_TRUE(heads(1).Save({6, "mac6", "seal6"}).ok());
-  EXPECT_EQ(heads(0).Load()->value().mac, "mac6");
-  EXPECT_EQ(heads(0).Load()->value().seal, "seal6");
-  ASSERT_TRUE(heads(0).Save({6, "other6", "other-seal6"}).ok());  // not higher: kept
-  EXPECT_EQ(heads(0).Load()->value().mac, "mac6");
+  const std::string log = "3f0c9d2e-0000-4000-8000-000000000001";
+  EXPECT_FALSE(heads(0).Load(log)->has_value());
+  ASSERT_TRUE(heads(0).Save(log, {5, "mac5", "seal5"}).ok());
+  ASSERT_TRUE(heads(1).Save(log, {3, "mac3", "seal3"}).ok());
+  EXPECT_EQ(heads(1).Load(log)->value().seq, 5u);
+  EXPECT_EQ(heads(1).Load(log)->value().mac, "mac5");
+  ASSERT_TRUE(heads(1).Save(log, {6, "mac6", "seal6"}).ok());
+  EXPECT_EQ(heads(0).Load(log)->value().mac, "mac6");
+  EXPECT_EQ(heads(0).Load(log)->value().seal, "seal6");
+  ASSERT_TRUE(heads(0).Save(log, {6, "other6", "other-seal6"}).ok());  // not higher: kept
+  EXPECT_EQ(heads(0).Load(log)->value().mac, "mac6");
   const uint64_t big = (uint64_t{1} << 62) + 7;  // seq is 64-bit
-  ASSERT_TRUE(heads(0).Save({big, "macbig", "sealbig"}).ok());
-  EXPECT_EQ(heads(1).Load()->value().seq, big);
+  ASSERT_TRUE(heads(0).Save(log, {big, "macbig", "sealbig"}).ok());
+  EXPECT_EQ(heads(1).Load(log)->value().seq, big);
+  // No head is saved without its log's id (the legacy head's key).
+  EXPECT_EQ(heads(0).Save(kLegacyAuditLogId, {9, "m", "s"}).code(), ErrorCode::kInvalidArgument);
+  EXPECT_FALSE(heads(0).Load(kLegacyAuditLogId)->has_value());
+}
+
+// Instances on two hosts, each appending to its own log, on one registry:
+// a log's head is its own, whichever is longer.
+TEST_P(AuditRepositoryContract, HeadsOfTwoLogsAreIndependent) {
+  const std::string a = "log-a", b = "log-b";
+  ASSERT_TRUE(heads(0).Save(a, {10, "a10", "sa10", "host-a:/var/lib/dyad/audit.log"}).ok());
+  ASSERT_TRUE(heads(1).Save(b, {3, "b3", "sb3", "host-b:/var/lib/dyad/audit.log"}).ok());  // lower than a's: still b's
+  EXPECT_EQ(heads(0).Load(b)->value().seq, 3u);
+  EXPECT_EQ(heads(0).Load(b)->value().mac, "b3");
+  ASSERT_TRUE(heads(1).Save(b, {4, "b4", "sb4", "host-b:/var/lib/dyad/audit.log"}).ok());
+  EXPECT_EQ(heads(1).Load(a)->value().seq, 10u);  // b's save moved only b
+  EXPECT_EQ(heads(1).Load(a)->value().seal, "sa10");
+  EXPECT_EQ(heads(0).Load(b)->value().seal, "sb4");
+  EXPECT_FALSE(heads(0).Load("log-c")->has_value());
+  // Ids differing only in case or by a prefix are other logs.
+  EXPECT_FALSE(heads(0).Load("LOG-A")->has_value());
+  EXPECT_FALSE(heads(0).Load("log-")->has_value());
+  // Where each was last written.
+  EXPECT_EQ(heads(1).Load(b)->value().origin, "host-b:/var/lib/dyad/audit.log");
+  auto at_a = heads(1).AtOrigin("host-a:/var/lib/dyad/audit.log");
+  ASSERT_TRUE(at_a.ok()) << at_a.error().message;
+  ASSERT_EQ(at_a->size(), 1u);
+  EXPECT_EQ((*at_a)[0].first, a);
+  EXPECT_EQ((*at_a)[0].second.mac, "a10");
+  EXPECT_TRUE(heads(0).AtOrigin("host-c:/var/lib/dyad/audit.log")->empty());
+  ASSERT_TRUE(heads(0).Save("log-a2", {1, "a2-1", "s", "host-a:/var/lib/dyad/audit.log"}).ok());
+  EXPECT_EQ(heads(1).AtOrigin("host-a:/var/lib/dyad/audit.log")->size(), 2u);
 }
 
 // Appenders on two instances save heads at once (processes sharing one
-// log file, each saving after its own append): the highest seq stands,
-// with its own MAC and seal.
+// log file, each saving after its own append), while others save another
+// log's: per log, the highest seq stands, with its own MAC and seal.
 TEST_P(AuditRepositoryContract, ConcurrentSavesLeaveTheHighestHead) {
   constexpr int kSavers = 8, kEach = 40;
   std::atomic<int> failed{0};
   AtOnce(kSavers, [&](int i) {
+    const std::string log = i % 4 == 3 ? "other" : "shared";  // two of eight save another log
     for (int n = 0; n < kEach; ++n) {
       const uint64_t seq = static_cast<uint64_t>(n * kSavers + i + 1);
-      if (!heads(i).Save({seq, "mac" + std::to_string(seq), "seal" + std::to_string(seq)}).ok()) ++failed;
+      if (!heads(i).Save(log, {seq, "mac" + std::to_string(seq), "seal" + std::to_string(seq)}).ok()) ++failed;
     }
   });
   EXPECT_EQ(failed.load(), 0);
-  auto head = heads(0).Load();
+  const uint64_t top = kSavers * kEach;               // saved by i = 7: "other"
+  const uint64_t shared_top = top - 1;                // by i = 6
+  for (auto [log, want] : {std::pair<std::string, uint64_t>{"other", top}, {"shared", shared_top}}) {
+    auto head = heads(0).Load(log);
+    ASSERT_TRUE(head.ok() && head->has_value()) << log;
+    EXPECT_EQ((*head)->seq, want) << log;
+    EXPECT_EQ((*head)->mac, "mac" + std::to_string(want));
+    EXPECT_EQ((*head)->seal, "seal" + std::to_string(want));
+  }
+}
+
+// The head kept from before heads were keyed goes to the first log that
+// claims it, once; a log that has its own keeps it.
+TEST_P(AuditRepositoryContract, TheCarriedOverHeadIsClaimedByOneLogOnce) {
+  EXPECT_FALSE(*heads(0).Claim("log-a"));  // nothing carried over
+  ASSERT_TRUE(ExecSql(inst_[0], "INSERT INTO audit_head(log_id, seq, mac, seal, updated_at) "
+                                "VALUES('', 7, 'legacy7', 'legacy-seal7', '2026-01-01T00:00:00.000Z')").ok());
+  EXPECT_EQ(heads(1).Load(kLegacyAuditLogId)->value().seq, 7u);
+  ASSERT_TRUE(heads(0).Save("has-own", {2, "own2", "own-seal2"}).ok());
+  EXPECT_FALSE(*heads(0).Claim("has-own"));  // its own head stands
+  EXPECT_EQ(heads(0).Load("has-own")->value().mac, "own2");
+  EXPECT_EQ(heads(0).Claim("").code(), ErrorCode::kInvalidArgument);
+  Result<bool> got[4] = {false, false, false, false};
+  AtOnce(4, [&](int i) { got[i] = heads(i).Claim(i % 2 ? "log-b" : "log-a"); });
+  int won = 0;
+  for (auto& g : got) {
+    ASSERT_TRUE(g.ok()) << g.error().message;
+    won += *g ? 1 : 0;
+  }
+  EXPECT_EQ(won, 1);
+  const bool a_won = heads(0).Load("log-a")->has_value();
+  EXPECT_NE(a_won, heads(0).Load("log-b")->has_value());
+  auto head = heads(1).Load(a_won ? "log-a" : "log-b");
   ASSERT_TRUE(head.ok() && head->has_value());
-  const uint64_t top = kSavers * kEach;
-  EXPECT_EQ((*head)->seq, top);
-  EXPECT_EQ((*head)->mac, "mac" + std::to_string(top));
-  EXPECT_EQ((*head)->seal, "seal" + std::to_string(top));
+  EXPECT_EQ((*head)->seq, 7u);
+  EXPECT_EQ((*head)->mac, "legacy7");
+  EXPECT_EQ((*head)->seal, "legacy-seal7");
+  EXPECT_FALSE(heads(0).Load(kLegacyAuditLogId)->has_value());
+  EXPECT_FALSE(*heads(1).Claim("log-c"));
 }
 
 // The FileAuditLog of two instances appending to one file (the server and
@@ -266,21 +344,122 @@ TEST_P(AuditRepositoryContract, TwoInstancesAppendingToOneLogLeaveAHeadItVerifie
   }
   constexpr int kEach = 100;
   AtOnce(2, [&](int i) {
-    for (int n = 0; n < kEach; ++n) {
-      AuditEvent e;
-      e.actor = "admin";
-      e.action = "secret.get";
-      e.resource = "p" + std::to_string(i);
-      logs[i]->Record(e);
-    }
+    for (int n = 0; n < kEach; ++n) logs[i]->Record(Event("p" + std::to_string(i)));
   });
-  auto head = heads(1).Load();
+  auto id = ReadAuditLogId(path);
+  ASSERT_TRUE(id.ok() && !id->id.empty() && !id->legacy);
+  auto head = heads(1).Load(id->id);
   ASSERT_TRUE(head.ok() && head->has_value());
   EXPECT_EQ((*head)->seq, 2u * kEach);
-  auto report = VerifyAuditLog(path, key, *head);
+  auto report = VerifyAuditLog(path, key, heads(0));
   ASSERT_TRUE(report.ok()) << report.error().message;
   EXPECT_EQ(report->first_bad_line, 0u) << report->problem;
   EXPECT_EQ(report->last_seq, 2u * kEach);
+  EXPECT_EQ(report->log_id, id->id);
+}
+
+// Cluster mode: instances on two hosts, each appending to its own log (the
+// same AUDIT_LOG_PATH on each), on one registry. Each log verifies clean
+// against its own head whichever is longer, and a log cut short is still
+// seen while the other's head is higher.
+TEST_P(AuditRepositoryContract, TwoLogsOnOneRegistryEachVerifyAgainstTheirOwnHead) {
+  testing::TempDir host[2];
+  const SecretBytes key(std::string(32, 'k'));
+  std::unique_ptr<FileAuditLog> logs[2];
+  for (int i = 0; i < 2; ++i) {
+    AuditLogOptions o;
+    o.path = host[i].File("audit.log");
+    o.key = SecretBytes(std::string(32, 'k'));
+    o.heads = &heads(i);
+    o.origin = std::string(i == 0 ? "host-a" : "host-b") + ":/var/lib/dyad/audit.log";  // one AUDIT_LOG_PATH
+    auto log = FileAuditLog::Open(std::move(o), clock());
+    ASSERT_TRUE(log.ok()) << log.error().message;
+    logs[i] = std::move(log).value();
+  }
+  AtOnce(2, [&](int i) {
+    for (int n = 0; n < (i == 0 ? 30 : 12); ++n) logs[i]->Record(Event(std::to_string(n)));
+  });
+  auto ids = std::make_pair(ReadAuditLogId(host[0].File("audit.log"))->id, ReadAuditLogId(host[1].File("audit.log"))->id);
+  EXPECT_NE(ids.first, ids.second);
+  for (int i = 0; i < 2; ++i) {
+    auto report = VerifyAuditLog(host[i].File("audit.log"), key, heads(1 - i),
+                                 std::string(i == 0 ? "host-a" : "host-b") + ":/var/lib/dyad/audit.log");
+    ASSERT_TRUE(report.ok()) << report.error().message;
+    EXPECT_EQ(report->problem, "") << "host " << i;
+    EXPECT_EQ(report->last_seq, i == 0 ? 30u : 12u);
+  }
+  // The longer log cut to below the shorter one's length, and the shorter one cut by one line.
+  for (auto [i, keep] : {std::pair<int, int>{0, 10}, {1, 11}}) {
+    const std::string path = host[i].File("audit.log");
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    in.close();
+    std::ofstream out(path, std::ios::trunc);
+    for (int n = 0; n < keep; ++n) out << lines[n] << "\n";
+  }
+  for (int i = 0; i < 2; ++i) {
+    auto report = VerifyAuditLog(host[i].File("audit.log"), key, heads(i),
+                                 std::string(i == 0 ? "host-a" : "host-b") + ":/var/lib/dyad/audit.log");
+    ASSERT_TRUE(report.ok()) << report.error().message;
+    EXPECT_NE(report->problem.find(i == 0 ? "the last 20 line(s) were removed" : "the last 1 line(s) were removed"),
+              std::string::npos)
+        << "host " << i << ": " << report->problem;
+  }
+}
+
+// A registry of schema 11 (one head row, written by the release before
+// heads were keyed) migrated: the head is still the existing log's. Verify
+// finds it (reading only), a cut tail is seen, and the log's next writer
+// takes it as its own and goes on from it.
+TEST_P(AuditRepositoryContract, TheHeadOfSchemaElevenStaysTheExistingLogs) {
+  testing::TempDir dir;
+  const std::string path = dir.File("audit.log");
+  const SecretBytes key(std::string(32, 'k'));
+  const AuditHead old = testing::WriteLegacyAuditLog(path, key, 6);
+  ASSERT_TRUE(ExecSql(inst_[0], "DROP TABLE audit_head; DELETE FROM schema_migrations WHERE version >= 12; "
+                                "CREATE TABLE audit_head(id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, "
+                                "mac TEXT NOT NULL, seal TEXT NOT NULL, updated_at TEXT NOT NULL); "
+                                "INSERT INTO audit_head VALUES(1, 6, '" + old.mac + "', '" + old.seal +
+                                "', '2026-01-01T00:00:00.000Z')").ok());
+  auto migrated = NewInstance();  // migrates at open
+  ASSERT_TRUE(migrated.ok()) << migrated.error().message;
+  EXPECT_EQ(migrated->schema_version, static_cast<int>(Migrations().size()));
+  auto& store = *migrated->audit_heads;
+  auto report = VerifyAuditLog(path, key, store);
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->problem, "");
+  EXPECT_EQ(report->last_seq, 6u);
+  EXPECT_EQ(store.Load(kLegacyAuditLogId)->value().mac, old.mac);  // verify wrote nothing
+  {
+    // The tail cut before any writer ran: the carried-over head tells.
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    in.close();
+    std::ofstream(dir.File("cut.log")) << lines[0] << "\n" << lines[1] << "\n";
+    auto cut = VerifyAuditLog(dir.File("cut.log"), key, store);
+    ASSERT_TRUE(cut.ok());
+    EXPECT_NE(cut->problem.find("the last 4 line(s) were removed"), std::string::npos) << cut->problem;
+  }
+  {
+    AuditLogOptions o;
+    o.path = path;
+    o.key = SecretBytes(std::string(32, 'k'));
+    o.heads = &heads(1);
+    auto log = FileAuditLog::Open(std::move(o), clock());
+    ASSERT_TRUE(log.ok());
+    (*log)->Record(Event("after the upgrade"));
+  }
+  EXPECT_FALSE(store.Load(kLegacyAuditLogId)->has_value());  // claimed
+  auto id = ReadAuditLogId(path);
+  ASSERT_TRUE(id.ok() && id->legacy);
+  EXPECT_EQ(store.Load(id->id)->value().seq, 7u);
+  report = VerifyAuditLog(path, key, store);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->problem, "");
+  EXPECT_EQ(report->last_seq, 7u);
+  EXPECT_EQ(report->log_id, id->id);
 }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(AuditRepositoryContract);

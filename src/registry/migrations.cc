@@ -165,6 +165,24 @@ CREATE TABLE registry_changes(
   subject TEXT NOT NULL DEFAULT '',
   at_ms INTEGER NOT NULL);
 )sql",
+      // 12: one audit chain head per log, keyed by the log's id (audit/
+      // audit_log.h), so instances on several hosts, each appending to its
+      // own log, never share one. The one row kept so far was the (then
+      // only) local log's: it is kept under the id '' until that log's first
+      // writer under this schema claims it (AuditHeadStore::Claim). `origin`
+      // (host and path the log was last written at) shows a log replaced.
+      R"sql(
+CREATE TABLE audit_heads(
+  log_id TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL,
+  mac TEXT NOT NULL,
+  seal TEXT NOT NULL,
+  origin TEXT NOT NULL DEFAULT '',
+  updated_at TEXT NOT NULL) WITHOUT ROWID;
+INSERT INTO audit_heads(log_id, seq, mac, seal, updated_at) SELECT '', seq, mac, seal, updated_at FROM audit_head;
+DROP TABLE audit_head;
+ALTER TABLE audit_heads RENAME TO audit_head;
+)sql",
   };
   return kMigrations;
 }

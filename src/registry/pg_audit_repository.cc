@@ -112,25 +112,59 @@ class PgAuditHeadStore final : public AuditHeadStore {
  public:
   PgAuditHeadStore(std::shared_ptr<PgDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
 
-  Status Save(const AuditHead& head) override {
+  Status Save(const std::string& log, const AuditHead& head) override {
+    if (log.empty()) return MakeError(ErrorCode::kInvalidArgument, "an audit head is saved under its log's id");
     auto r = db_->With<bool>([&](PgConnection& c) -> Result<bool> {
       DYAD_RETURN_IF_ERROR(c.Query(
-          "INSERT INTO audit_head(id, seq, mac, seal, updated_at) VALUES(1, $1, $2, $3, $4) ON CONFLICT(id) DO UPDATE "
-          "SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal, updated_at = excluded.updated_at "
-          "WHERE excluded.seq > audit_head.seq",
-          {static_cast<int64_t>(head.seq), head.mac, head.seal, FormatIso8601(clock_.WallNow())}));
+          "INSERT INTO audit_head(log_id, seq, mac, seal, origin, updated_at) VALUES($1, $2, $3, $4, $5, $6) "
+          "ON CONFLICT(log_id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, seal = excluded.seal, "
+          "origin = excluded.origin, updated_at = excluded.updated_at WHERE excluded.seq > audit_head.seq",
+          {log, static_cast<int64_t>(head.seq), head.mac, head.seal, head.origin, FormatIso8601(clock_.WallNow())}));
       return true;
     });
     if (!r.ok()) return r.error();
     return OkStatus();
   }
 
-  Result<std::optional<AuditHead>> Load() override {
-    return db_->With<std::optional<AuditHead>>([](PgConnection& c) -> Result<std::optional<AuditHead>> {
-      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query("SELECT seq, mac, seal FROM audit_head WHERE id = 1"));
+  Result<std::optional<AuditHead>> Load(const std::string& log) override {
+    return db_->With<std::optional<AuditHead>>([&](PgConnection& c) -> Result<std::optional<AuditHead>> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows,
+                            c.Query("SELECT seq, mac, seal, origin FROM audit_head WHERE log_id = $1", {log}));
       if (rows.size() == 0) return std::optional<AuditHead>();
-      return std::optional<AuditHead>(AuditHead{static_cast<uint64_t>(rows.Int(0, 0)), rows.Text(0, 1), rows.Text(0, 2)});
+      return std::optional<AuditHead>(
+          AuditHead{static_cast<uint64_t>(rows.Int(0, 0)), rows.Text(0, 1), rows.Text(0, 2), rows.Text(0, 3)});
     });
+  }
+
+  Result<std::vector<std::pair<std::string, AuditHead>>> AtOrigin(const std::string& origin) override {
+    using Heads = std::vector<std::pair<std::string, AuditHead>>;
+    return db_->With<Heads>([&](PgConnection& c) -> Result<Heads> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
+          "SELECT log_id, seq, mac, seal, origin FROM audit_head WHERE origin = $1 AND log_id <> '' "
+          "ORDER BY log_id COLLATE \"C\"", {origin}));
+      Heads all;
+      for (int r = 0; r < rows.size(); ++r) {
+        all.emplace_back(rows.Text(r, 0), AuditHead{static_cast<uint64_t>(rows.Int(r, 1)), rows.Text(r, 2),
+                                                    rows.Text(r, 3), rows.Text(r, 4)});
+      }
+      return all;
+    });
+  }
+
+  Result<bool> Claim(const std::string& log) override {
+    if (log.empty()) return MakeError(ErrorCode::kInvalidArgument, "an audit head is claimed for its log's id");
+    auto claimed = db_->With<bool>([&](PgConnection& c) -> Result<bool> {
+      // A second claimer waits for the legacy row and re-checks
+      // `log_id = ''` on what the first left: it no longer matches.
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
+          "UPDATE audit_head SET log_id = $1 WHERE log_id = $2 "
+          "AND NOT EXISTS (SELECT 1 FROM audit_head WHERE log_id = $1)",
+          {log, kLegacyAuditLogId}));
+      return rows.Affected() > 0;
+    });
+    // The log's own row was inserted meanwhile (its first save): it has a head.
+    if (!claimed.ok() && claimed.code() == ErrorCode::kAlreadyExists) return false;
+    return claimed;
   }
 
  private:

@@ -1,6 +1,7 @@
 // The PostgreSQL audit key and head stores (cluster mode): the `audit_key`
 // table of registry/pg_migrations.cc (one row per KeyManager's wrapping,
-// keyed by kind and key id) and `audit_head` (one row).
+// keyed by kind and key id) and `audit_head` (one row per audit log, keyed
+// by the log's id since migration 12).
 //
 // Under READ COMMITTED a conditional statement alone does not make every
 // AuditKeyRepository write atomic against another instance: two InsertFirst
@@ -13,9 +14,12 @@
 // ReplaceWrapping is one conditional UPDATE (a concurrent one waits for the
 // row and re-checks its condition on the row the first left).
 //
-// The head store's Save is one upsert that only moves the head to a higher
-// seq (stamped with `clock`'s wall time); ON CONFLICT … DO UPDATE … WHERE is
-// atomic against concurrent savers, so the highest seq stands.
+// The head store's Save is one upsert on the log's row that only moves the
+// head to a higher seq (stamped with `clock`'s wall time); ON CONFLICT … DO
+// UPDATE … WHERE is atomic against concurrent savers, so the highest seq
+// stands. Claim is one UPDATE of the legacy row (log id ''): a concurrent
+// claimer waits for that row and then finds it renamed; one that meets the
+// log's own row inserted meanwhile (a unique violation) has nothing to claim.
 #pragma once
 
 #include <memory>

@@ -152,6 +152,20 @@ CREATE TABLE registry_changes(
   subject TEXT NOT NULL DEFAULT '',
   at_ms BIGINT NOT NULL);
 )sql",
+      // 12: one audit chain head per log, keyed by the log's id; the one row
+      // kept so far is kept under the id '' until its log claims it.
+      R"sql(
+CREATE TABLE audit_heads(
+  log_id TEXT PRIMARY KEY,
+  seq BIGINT NOT NULL,
+  mac TEXT NOT NULL,
+  seal TEXT NOT NULL,
+  origin TEXT NOT NULL DEFAULT '',
+  updated_at TEXT NOT NULL);
+INSERT INTO audit_heads(log_id, seq, mac, seal, updated_at) SELECT '', seq, mac, seal, updated_at FROM audit_head;
+DROP TABLE audit_head;
+ALTER TABLE audit_heads RENAME TO audit_head;
+)sql",
   };
   return kMigrations;
 }

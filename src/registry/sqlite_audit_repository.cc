@@ -95,26 +95,55 @@ class SqliteAuditHeadStore final : public AuditHeadStore {
  public:
   SqliteAuditHeadStore(std::shared_ptr<SqliteDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
 
-  Status Save(const AuditHead& head) override {
+  Status Save(const std::string& log, const AuditHead& head) override {
+    if (log.empty()) return MakeError(ErrorCode::kInvalidArgument, "an audit head is saved under its log's id");
     auto r = db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-          "INSERT INTO audit_head(id, seq, mac, seal, updated_at) VALUES(1,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-          "seq=excluded.seq, mac=excluded.mac, seal=excluded.seal, updated_at=excluded.updated_at "
-          "WHERE excluded.seq > audit_head.seq"));
-      DYAD_RETURN_IF_ERROR(st.Bind(1, static_cast<int64_t>(head.seq)).Bind(2, head.mac).Bind(3, head.seal)
-                               .Bind(4, FormatIso8601(clock_.WallNow())).Run());
+          "INSERT INTO audit_head(log_id, seq, mac, seal, origin, updated_at) VALUES(?,?,?,?,?,?) "
+          "ON CONFLICT(log_id) DO UPDATE SET seq=excluded.seq, mac=excluded.mac, seal=excluded.seal, "
+          "origin=excluded.origin, updated_at=excluded.updated_at WHERE excluded.seq > audit_head.seq"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, log).Bind(2, static_cast<int64_t>(head.seq)).Bind(3, head.mac)
+                               .Bind(4, head.seal).Bind(5, head.origin).Bind(6, FormatIso8601(clock_.WallNow()))
+                               .Run());
       return true;
     });
     if (!r.ok()) return r.error();
     return OkStatus();
   }
 
-  Result<std::optional<AuditHead>> Load() override {
-    return db_->With<std::optional<AuditHead>>([](SqliteConnection& c) -> Result<std::optional<AuditHead>> {
-      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT seq, mac, seal FROM audit_head WHERE id=1"));
+  Result<std::optional<AuditHead>> Load(const std::string& log) override {
+    return db_->With<std::optional<AuditHead>>([&](SqliteConnection& c) -> Result<std::optional<AuditHead>> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT seq, mac, seal, origin FROM audit_head WHERE log_id=?"));
+      st.Bind(1, log);
       DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) return std::optional<AuditHead>();
-      return std::optional<AuditHead>(AuditHead{static_cast<uint64_t>(st.Int(0)), st.Text(1), st.Text(2)});
+      return std::optional<AuditHead>(AuditHead{static_cast<uint64_t>(st.Int(0)), st.Text(1), st.Text(2), st.Text(3)});
+    });
+  }
+
+  Result<std::vector<std::pair<std::string, AuditHead>>> AtOrigin(const std::string& origin) override {
+    using Heads = std::vector<std::pair<std::string, AuditHead>>;
+    return db_->With<Heads>([&](SqliteConnection& c) -> Result<Heads> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "SELECT log_id, seq, mac, seal, origin FROM audit_head WHERE origin=? AND log_id<>'' ORDER BY log_id"));
+      st.Bind(1, origin);
+      Heads all;
+      while (true) {
+        DYAD_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) return all;
+        all.emplace_back(st.Text(0), AuditHead{static_cast<uint64_t>(st.Int(1)), st.Text(2), st.Text(3), st.Text(4)});
+      }
+    });
+  }
+
+  Result<bool> Claim(const std::string& log) override {
+    if (log.empty()) return MakeError(ErrorCode::kInvalidArgument, "an audit head is claimed for its log's id");
+    return db_->With<bool>([&](SqliteConnection& c) -> Result<bool> {
+      // One statement: SQLite runs one writer at a time.
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "UPDATE audit_head SET log_id=? WHERE log_id=? AND NOT EXISTS (SELECT 1 FROM audit_head WHERE log_id=?)"));
+      DYAD_RETURN_IF_ERROR(st.Bind(1, log).Bind(2, kLegacyAuditLogId).Bind(3, log).Run());
+      return c.Changes() > 0;
     });
   }
 
