@@ -84,7 +84,13 @@ HttpResponse V1BusyResponse(const ConcurrencyLimits& limits, ConcurrencyLimit::R
 
 void RegisterV1Routes(Router& r, ProxyService& proxy, ConcurrencyLimit* limit) {
   ProxyService* p = &proxy;
-  r.Add("GET", "/v1/models", [p](const RouteContext& ctx) {
+  r.Add("GET", "/v1/models", [p, limit](const RouteContext& ctx) {
+    // No upstream call, but a registry read when the catalog is due: under
+    // the same cap, so a flood of these cannot take the threads /admin needs.
+    ConcurrencyLimit::Refusal why = ConcurrencyLimit::Refusal::kNone;
+    std::optional<ConcurrencyLimit::Slot> slot =
+        limit ? limit->TryAcquire(ctx.principal.identity, &why) : std::nullopt;
+    if (limit && !slot) return V1BusyResponse(limit->limits(), why);
     auto models = p->Models(Providers(ctx.principal), Models(ctx.principal));
     if (!models.ok()) return V1ErrorResponse(models.error());
     nlohmann::json data = nlohmann::json::array();

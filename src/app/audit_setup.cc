@@ -203,7 +203,7 @@ Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::st
   DYAD_ASSIGN_OR_RETURN(Backend backend, backends.Open(BackendContext{config, db, clock, DefaultRandom()}));
   DYAD_ASSIGN_OR_RETURN(SecretBytes key, LoadAuditKey(*db->NewAuditKeyRepository(), *backend.keys, clock, false));
   // Against this log's own head: other hosts' logs have theirs.
-  return VerifyAuditLog(path, key, *db->NewAuditHeadStore(clock));
+  return VerifyAuditLog(path, key, *db->NewAuditHeadStore(clock), AuditLogOrigin(path, db->engine() != "sqlite"));
 }
 
 }  // namespace dyad

@@ -276,8 +276,10 @@ bool FileAuditLog::Append(std::string json_text) {
   if (options_.heads) {
     // A log begun before heads were keyed takes the one head the registry
     // kept then, before its first save under its own id would shadow it.
+    // A claim that failed (the registry unreachable) is tried again on the
+    // next line: a save under the log's own id first would orphan the old head.
     if (!claimed_) claimed_ = !legacy_chain_ || options_.heads->Claim(chain_).ok();
-    (void)options_.heads->Save(chain_,
+    if (claimed_) (void)options_.heads->Save(chain_,
                                AuditHead{seq_, last_mac_, HeadSeal(options_.key, seq_, last_mac_), options_.origin});
   }
   return true;
@@ -468,12 +470,14 @@ Result<AuditLogId> ReadAuditLogId(const std::string& path) {
   return id;
 }
 
-std::string AuditLogOrigin(const std::string& path) {
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+std::string AuditLogOrigin(const std::string& path, bool shared_registry) {
   std::error_code ec;
   auto absolute = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
-  return std::string(host) + ":" + (ec ? path : absolute.string());
+  std::string place = ec ? path : absolute.string();
+  if (!shared_registry) return place;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return std::string(host) + ":" + place;
 }
 
 Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key, AuditHeadStore& heads,

@@ -83,9 +83,12 @@ class AuditHeadStore {
   virtual Result<std::vector<std::pair<std::string, AuditHead>>> AtOrigin(const std::string& origin) = 0;
 };
 
-// Where the log at `path` is written: this host's name and the path made
-// absolute ("host:/var/lib/dyad/audit.log"). Recorded with each head.
-std::string AuditLogOrigin(const std::string& path);
+// Where the log at `path` is written: the path made absolute, after this
+// host's name when the registry is shared by hosts ("host:/var/lib/dyad/audit.log").
+// Recorded with each head. A registry of one host (SQLite) leaves the name
+// out: a container's host name changes when it is recreated, and a log
+// replaced meanwhile must still be found at its place.
+std::string AuditLogOrigin(const std::string& path, bool shared_registry = true);
 
 struct AuditLogOptions {
   std::string path;

@@ -372,6 +372,16 @@ TEST_F(AuditTest, EachLogHasItsOwnIdAndHeadAndALineOfAnotherIsNamed) {
   EXPECT_EQ(VerifyAuditLog(dir_.File("missing.log"), Key('k'), heads_).code(), ErrorCode::kNotFound);
 }
 
+// On a registry of one host the place is the path alone: a container
+// recreated under another host name still finds the head written there.
+TEST(AuditLogOriginTest, NamesTheHostOnlyForARegistryHostsShare) {
+  const std::string absolute = std::filesystem::absolute("audit.log").string();
+  EXPECT_EQ(AuditLogOrigin("audit.log", false), absolute);
+  const std::string shared = AuditLogOrigin("audit.log", true);
+  ASSERT_GT(shared.size(), absolute.size());
+  EXPECT_EQ(shared.substr(shared.size() - absolute.size() - 1), ":" + absolute);
+}
+
 // The log deleted (or emptied) and begun again by the next writer: a new
 // log with a new id, but the registry still holds the head of the one
 // written at that place before.

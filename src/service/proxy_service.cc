@@ -193,14 +193,12 @@ std::string ReplaceModel(std::string_view body, const ModelField& field, std::st
   return out;
 }
 
-HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::string>>& client,
-                               const HttpHeaders& injected) {
-  static constexpr std::string_view kNever[] = {
-      "authorization", "cookie",  "host",    "content-length",    "expect",  "connection",
-      "keep-alive",    "te",      "trailer", "transfer-encoding", "upgrade"};
-  // Headers the Connection header names are hop-by-hop too.
+namespace {
+
+// The header names a Connection header lists: hop-by-hop too (RFC 9110 §7.6.1).
+std::vector<std::string_view> ConnectionNamed(const std::vector<std::pair<std::string, std::string>>& headers) {
   std::vector<std::string_view> named;
-  for (const auto& [name, value] : client) {
+  for (const auto& [name, value] : headers) {
     if (!IEquals(name, "connection")) continue;
     std::string_view rest = value;
     while (!rest.empty()) {
@@ -213,6 +211,17 @@ HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::str
       rest.remove_prefix(comma + 1);
     }
   }
+  return named;
+}
+
+}  // namespace
+
+HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::string>>& client,
+                               const HttpHeaders& injected) {
+  static constexpr std::string_view kNever[] = {
+      "authorization", "cookie",  "host",    "content-length",    "expect",  "connection",
+      "keep-alive",    "te",      "trailer", "transfer-encoding", "upgrade"};
+  const std::vector<std::string_view> named = ConnectionNamed(client);
   HttpHeaders out;
   out.reserve(client.size());
   for (const auto& [name, value] : client) {
@@ -263,10 +272,12 @@ bool IsPassableUpstreamHeader(std::string_view name, std::string_view value) {
 }
 
 HttpHeaders PassableUpstreamHeaders(const HttpHeaders& upstream) {
+  const std::vector<std::string_view> named = ConnectionNamed(upstream);
   HttpHeaders out;
   out.reserve(upstream.size());
   for (const auto& [name, value] : upstream) {
     if (!IsPassableUpstreamHeader(name, value) || IEquals(name, "content-type")) continue;
+    if (std::any_of(named.begin(), named.end(), [&](std::string_view n) { return IEquals(name, n); })) continue;
     // The gateway's own X-Request-Id names this request; the upstream's is kept beside it.
     out.emplace_back(IEquals(name, "x-request-id") ? std::string("x-upstream-request-id") : name, value);
   }

@@ -467,6 +467,11 @@ TEST(PassableUpstreamHeaders, NoHopByHopCookiesCorsHstsOrControlCharacters) {
                          {"x-utf8", "caf\xC3\xA9"}}));
   EXPECT_TRUE(IsPassableUpstreamHeader("content-type", "text/event-stream"));
   EXPECT_FALSE(IsPassableUpstreamHeader("content-type", "text/html\r\nX-Injected: 1"));
+  // Headers the upstream's own Connection header names are its hop's, not the client's.
+  EXPECT_EQ(PassableUpstreamHeaders(HttpHeaders{{"Connection", "close, X-Hop-Secret"},
+                                                {"x-hop-secret", "internal"},
+                                                {"x-kept", "1"}}),
+            (HttpHeaders{{"x-kept", "1"}}));
 }
 
 TEST_F(ProxyServiceTest, AnswerHeadersAreFilteredStreamedOrNot) {
