@@ -18,7 +18,9 @@ Result<V1Settings> ReadV1Settings(const EnvMap& env, int blocking_threads) {
                            "): /v1 calls could hold every handler thread and stall /admin; use an integer from 1 to " +
                            std::to_string(pool - 1));
   }
-  int per_client = std::max(1, total / 2);
+  // No tighter cap per client unless asked: a deployment with one client
+  // token (the common case) gets every /v1 slot.
+  int per_client = total;
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT", 1, 1024, per_client));
   if (per_client > total) {
     return BadVariable("GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT",

@@ -5,8 +5,8 @@
 //   GATEWAY_V1_MAX_CONCURRENT            /v1 calls in progress at once; default
 //                                        blocking_threads - 4 (at least 1); must be
 //                                        below blocking_threads (unless that is 1)
-//   GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT the same per client identity; default half
-//                                        of the above (at least 1), at most it
+//   GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT the same per client identity; default
+//                                        and at most the above
 //   GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS    the whole upstream call; default 600000
 //
 // Errors: kInvalidArgument naming the variable, its value and the accepted

@@ -13,16 +13,16 @@ std::string ErrorFor(const EnvMap& env, int pool = 16) {
   return s.ok() ? "" : s.error().message;
 }
 
-TEST(V1Settings, DefaultsLeaveFourThreadsAndHalfPerClient) {
+TEST(V1Settings, DefaultsLeaveFourThreadsAndNoTighterCapPerClient) {
   auto s = ReadV1Settings({}, 16);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->limits.total, 12);
-  EXPECT_EQ(s->limits.per_client, 6);
+  EXPECT_EQ(s->limits.per_client, 12);
   EXPECT_EQ(s->upstream_total, std::chrono::milliseconds(600000));
   s = ReadV1Settings({}, 6);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->limits.total, 2);
-  EXPECT_EQ(s->limits.per_client, 1);
+  EXPECT_EQ(s->limits.per_client, 2);
   s = ReadV1Settings({}, 2);  // too few to keep 4: still one for /admin
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->limits.total, 1);
