@@ -277,7 +277,9 @@ HttpHeaders PassableUpstreamHeaders(const HttpHeaders& upstream) {
   out.reserve(upstream.size());
   for (const auto& [name, value] : upstream) {
     if (!IsPassableUpstreamHeader(name, value) || IEquals(name, "content-type")) continue;
-    if (std::any_of(named.begin(), named.end(), [&](std::string_view n) { return IEquals(name, n); })) continue;
+    bool connection_named = false;
+    for (std::string_view n : named) connection_named = connection_named || IEquals(name, n);
+    if (connection_named) continue;
     // The gateway's own X-Request-Id names this request; the upstream's is kept beside it.
     out.emplace_back(IEquals(name, "x-request-id") ? std::string("x-upstream-request-id") : name, value);
   }
