@@ -26,10 +26,11 @@ export DYAD_TEST_PG_URL
 echo "PostgreSQL test cluster at $DYAD_TEST_PG_URL"
 
 step "build (release)"
-# The binary for the black-box suite, and the cache's tests (their allocation count needs the plain allocator).
-# The full unit suite is built and run under the sanitizers below: each build of it costs minutes on 2 cores.
+# The binary for the black-box suite, the backend contract suite it runs against the real peers, and the cache's
+# tests (their allocation count needs the plain allocator). The full unit suite is built and run under the
+# sanitizers below: each build of it costs minutes on 2 cores.
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDYAD_BENCH=OFF  # benches: bench/run.sh, in build-bench
-cmake --build build -j "$JOBS" --target dyad-gateway dyad_cache_tests
+cmake --build build -j "$JOBS" --target dyad-gateway dyad_cache_tests dyad_contract_tests
 ./build/dyad_cache_tests
 
 step "black-box tests"

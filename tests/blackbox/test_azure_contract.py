@@ -5,7 +5,6 @@ the gateway opens SECRETS_PROVIDER=azure (Entra client-secret auth, the double's
 RSA keys (the second for the wrong-key case), and an oct-HSM key for a second run.
 """
 import os
-import pathlib
 import subprocess
 import uuid
 
@@ -14,15 +13,9 @@ from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 
 from azure_double import AzureDouble
+from test_contract import unit_tests_binary
 
 SECRET = "client-secret-" + "c" * 20
-
-
-def unit_tests_binary():
-    path = pathlib.Path(os.environ.get("DYAD_GATEWAY_BIN", "build/dyad-gateway")).parent / "dyad_unit_tests"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: the contract suite is built with the unit tests")
-    return path
 
 
 @pytest.fixture(scope="module")

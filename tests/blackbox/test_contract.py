@@ -17,9 +17,9 @@ from vault_peers import Bao
 
 
 def unit_tests_binary():
-    path = pathlib.Path(os.environ["DYAD_GATEWAY_BIN"]).parent / "dyad_unit_tests"
+    path = pathlib.Path(os.environ["DYAD_GATEWAY_BIN"]).parent / "dyad_contract_tests"
     if not path.exists():
-        pytest.fail(f"{path} is missing: the contract suite is built with the unit tests")
+        pytest.fail(f"{path} is missing: the contract suite is built with the unit tests (target dyad_contract_tests)")
     return path
 
 
