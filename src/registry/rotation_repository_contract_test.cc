@@ -38,7 +38,9 @@ class RotationRepositoryContract : public testing::RegistryContractTest {
     ASSERT_TRUE(ExecSql(inst_a_, "UPDATE rotation_lock SET heartbeat_at = heartbeat_at - " + std::to_string(ms)).ok());
   }
   std::string StatusOf(RotationRepository* repo, const std::string& run_id) {
-    for (const auto& r : *repo->History(100)) {
+    auto history = repo->History(100);  // held: a range-for over *History() would outlive the Result
+    if (!history.ok()) return "(error: " + history.error().message + ")";
+    for (const auto& r : *history) {
       if (r.id == run_id) return r.status;
     }
     return "(none)";
