@@ -27,6 +27,12 @@ class ProviderRepository {
   virtual Result<ProviderPage> List(int64_t offset, int64_t limit) = 0;
   // A cheap query that proves the database answers.
   virtual Status Ping() = 0;
+  // Whether a read is answered in this process (an embedded database: no
+  // round trip to another process that may be slow to be scheduled or
+  // down). The server answers registry reads on its I/O threads only then;
+  // otherwise (a network database) off them, so a slow round trip stalls
+  // no other connection. A capability, not an identity: false unless known.
+  virtual bool ReadsAreLocal() const { return false; }
 };
 
 // Calls f(provider) for every provider of `providers` (anything with

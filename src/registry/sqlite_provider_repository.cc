@@ -124,6 +124,8 @@ class SqliteProviderRepository final : public ProviderRepository {
     });
   }
 
+  bool ReadsAreLocal() const override { return true; }
+
   Status Ping() override {
     auto r = db_->With<bool>([](SqliteConnection& c) -> Result<bool> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT 1"));

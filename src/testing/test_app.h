@@ -24,13 +24,15 @@ inline constexpr char kViewerToken[] = "viewer-token-0123456789";
 
 class TestApp {
  public:
-  TestApp() {
+  // `extra` adds or overrides variables (GATEWAY_DATABASE_URL: another registry).
+  explicit TestApp(const EnvMap& extra = {}) {
     std::ofstream(dir_.File("tokens.json"))
         << R"({"tokens":[{"name":"ci-viewer","role":"viewer","sha256":")" + Sha256Hex(kViewerToken) + "\"}]}";
     EnvMap env = {{"GATEWAY_DATA_DIR", dir_.File("data")},
                   {"GATEWAY_ADMIN_API_KEY", kAdminToken},
                   {"GATEWAY_ADMIN_TOKENS_FILE", dir_.File("tokens.json")},
                   {"ENCRYPTION_KEY", std::string(64, 'a')}};
+    for (const auto& [k, v] : extra) env[k] = v;
     auto config = LoadConfig(env, false);
     EXPECT_TRUE(config.ok()) << config.error().message;
     EXPECT_TRUE(EnsureDataDir(config->data_dir).ok());
