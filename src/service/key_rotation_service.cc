@@ -403,18 +403,47 @@ Result<bool> KeyRotationService::ReencryptHeld(const std::string& name, uint32_t
 // those versions (written by a writer whose check came before the mark) are
 // rewrapped, and a version is retired only when a recount finds none on it.
 //
-// `fence` renews the lease right before each write to the key versions and
-// fails once another instance holds the lock: an owner whose lease was taken
-// over (the new owner resumes and retires itself) retires nothing.
+// Every step that writes (each BeginRetire, each rewrap pass, each Retire)
+// runs between two fences: `fence` renews the lease right before it, so the
+// step starts with the whole `lock_takeover` ahead of it, and checks it again
+// right after, so that once a step ran into a takeover (a slow KMS call, a
+// stalled heartbeat) not one more step follows: an owner whose lease was
+// taken over (the new owner resumes and retires itself) writes nothing more.
+// A step that outlived the takeover time is logged: its write may have landed
+// after the new owner's first.
 Status KeyRotationService::RetireOlderVersions(RotationRun& run, const std::function<Status()>& fence) {
   KeyManager& keys = secrets_.keys();
+  auto step = [&](const std::string& what, const std::function<Status()>& write) -> Status {
+    DYAD_RETURN_IF_ERROR(fence());
+    const auto fenced = clock_.Now();
+    Status written = write();
+    const auto took = clock_.Now() - fenced;
+    if (took >= options_.lock_takeover) {
+      spdlog::warn("key rotation: run {}: {} took {} ms, longer than the lock takeover ({} ms)", run.id, what,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(took).count(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(options_.lock_takeover).count());
+    }
+    DYAD_RETURN_IF_ERROR(fence());  // taken over meanwhile: stop here, whatever the step answered
+    return written;
+  };
   DYAD_RETURN_IF_ERROR(fence());
   DYAD_ASSIGN_OR_RETURN(KeyState state, keys.Describe());
   std::set<uint32_t> older;
+  bool marked = false;
+  Status begun = OkStatus();
   for (const auto& v : state.versions) {
     if (v.version >= run.to_version || v.state == "retired") continue;
-    if (v.state == "active") DYAD_RETURN_IF_ERROR(keys.BeginRetire(v.version));
+    if (v.state == "active") {
+      begun = step("marking key version " + std::to_string(v.version) + " retiring",
+                   [&] { return keys.BeginRetire(v.version); });
+      if (!begun.ok()) break;
+      marked = true;
+    }
     older.insert(v.version);
+  }
+  if (!begun.ok()) {
+    if (marked) secrets_.PublishKeyEpoch();  // the versions marked before it
+    return begun;
   }
   if (older.empty()) return OkStatus();
   secrets_.PublishKeyEpoch();  // nothing new seals under a 'retiring' version, in any instance
@@ -426,8 +455,11 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run, const std::func
       if (older.count(version)) names.push_back(name);
     }));
     if (names.empty()) break;
-    Reencrypted r = Reencrypt(names, run.to_version, false, [&](uint32_t v) { return older.count(v) > 0; });
-    run.reencrypted += r.reencrypted;  // one that fails keeps its version retiring (the recount below)
+    DYAD_RETURN_IF_ERROR(step("rewrapping " + std::to_string(names.size()) + " secret(s) left on older versions", [&] {
+      Reencrypted r = Reencrypt(names, run.to_version, false, [&](uint32_t v) { return older.count(v) > 0; });
+      run.reencrypted += r.reencrypted;  // one that fails keeps its version retiring (the recount below)
+      return OkStatus();
+    }));
   }
   // A recount from the registry alone (the store refused its list) cannot
   // see another instance's secrets: the version is retired in the gateway
@@ -440,8 +472,8 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run, const std::func
       kept += (kept.empty() ? "" : ", ") + std::to_string(v) + " (" + std::to_string(in_use[v]) + " secrets)";
       continue;
     }
-    Status retired = fence();
-    if (retired.ok()) retired = listed ? keys.RetireEverywhere(v) : keys.Retire(v);
+    Status retired = step("retiring key version " + std::to_string(v),
+                          [&] { return listed ? keys.RetireEverywhere(v) : keys.Retire(v); });
     if (!retired.ok()) {
       secrets_.PublishKeyEpoch();  // the versions retired before it
       return retired;

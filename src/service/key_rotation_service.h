@@ -7,9 +7,10 @@
 // `lock_takeover` is taken over). A run whose lock was taken over — a beat
 // or a save finds it gone (RotationLockLost) — stops as "lock lost" and
 // writes nothing more: no progress, no release, no retirement (each
-// retirement step first renews the lease, so it lands within
-// `lock_takeover` of a beat that proved the lock still ours); the new owner
-// resumes it from its cursor.
+// retirement step first renews the lease, so it starts within
+// `lock_takeover` of a beat that proved the lock still ours, and checks the
+// lease again when it returns, so no step follows one that ran into a
+// takeover); the new owner resumes it from its cursor.
 // A run rotates the key, then
 // visits every secret in name order in batches (one read and one
 // conditional write per batch), writing each rewrapped blob only where the

@@ -395,16 +395,28 @@ class CountingKeys final : public KeyManager {
       MutexLock lock(&mu_);
       retired_everywhere.push_back(version);
     }
-    return inner_.RetireEverywhere(version);
+    Status s = inner_.RetireEverywhere(version);
+    if (after_retire) after_retire(version);
+    return s;
   }
-  Status BeginRetire(uint32_t version) override { return inner_.BeginRetire(version); }
+  Status BeginRetire(uint32_t version) override {
+    {
+      MutexLock lock(&mu_);
+      begun.push_back(version);
+    }
+    Status s = inner_.BeginRetire(version);
+    if (after_begin_retire) after_begin_retire(version);
+    return s;
+  }
   Result<KeyState> Describe() override { return inner_.Describe(); }
   Result<KeyState> KnownState() override { return inner_.KnownState(); }
   Result<std::string> CurrentState(uint32_t version) override { return inner_.CurrentState(version); }
 
   std::atomic<int> singles{0};
   std::vector<size_t> batches, checks;  // read once the rotation is over
-  std::vector<uint32_t> retired, retired_everywhere;
+  std::vector<uint32_t> begun, retired, retired_everywhere;
+  // Called once the inner call returned (set before the rotation starts).
+  std::function<void(uint32_t)> after_begin_retire, after_retire;
 
  private:
   KeyManager& inner_;
@@ -799,8 +811,80 @@ class RetireScopeTest : public RotationTest {
 TEST_P(RetireScopeTest, ListRefusedRetiresInTheGatewayOnly) { Check(false); }
 TEST_P(RetireScopeTest, StoreListedRetiresEverywhere) { Check(true); }
 
+// Issue 14 review: a retirement step had no bound below the lock's takeover
+// time, so a KMS call slower than that could land after another instance took
+// the lease over, and the steps after it followed. Here a step's KMS call
+// takes longer than `lock_takeover` (the fake clock moves on by it) and
+// another instance, finding the lease stale, takes it over meanwhile: that
+// step is the old owner's last; it marks or retires no further version.
+class RetireFenceTest : public testing::RotationFixture<FakeClock> {
+ protected:
+  enum class Slow { kBeginRetire, kRetire };
+  void Check(Slow slow) {
+    CountingKeys counting(*keys_);
+    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, counting, *repo_, audit_, metrics_, clock_,
+                                                DefaultRandom(), EnvMap{});
+    ProviderService providers(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
+    for (int i = 0; i < 3; ++i) {
+      ProviderPatch p;
+      p.name = p.slug = "p-" + std::to_string(i);
+      p.type = "http-sdk";
+      p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
+      p.credentials = CredentialFields{};
+      p.credentials->emplace("api_key", SecretBytes("key-" + std::to_string(i)));
+      ASSERT_TRUE(providers.Create(p, Caller{}).ok());
+    }
+    ASSERT_EQ(keys_->Rotate().value(), 2u);  // v1 stays active: the run to v3 retires two versions
+    KeyRotationService::Options o;
+    o.heartbeat_interval = std::chrono::hours(1);  // no ticker beat: only the fences renew the lease
+    o.lock_takeover = std::chrono::seconds(10);
+    o.retire_grace = std::chrono::milliseconds(20);  // the fake clock moves by it
+    KeyRotationService rotation(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+    auto other = Instance();
+    bool taken = false;
+    auto late = [&](uint32_t) {
+      if (taken) return;
+      taken = true;
+      clock_.Advance(o.lock_takeover + std::chrono::seconds(1));  // the KMS answered this late
+      std::optional<RotationRun> r = rotation.Current();
+      ASSERT_TRUE(r.has_value());
+      RotationRun resumed = *r;
+      resumed.id = "resumed-run";
+      resumed.trigger = "resumed";
+      auto begun = other.rotations->Begin(resumed, "lease-other", o.lock_takeover, "resumed as run resumed-run",
+                                          std::nullopt, r->id);
+      ASSERT_TRUE(begun.ok()) << begun.error().message;
+      ASSERT_FALSE(begun->has_value()) << "the stale lease was not taken over";
+    };
+    (slow == Slow::kBeginRetire ? counting.after_begin_retire : counting.after_retire) = late;
+    auto run = rotation.Run(false, "manual", Caller{}, nullptr);
+    ASSERT_TRUE(taken);
+    ASSERT_TRUE(run.ok()) << run.error().message;
+    EXPECT_EQ(run->status, "failed");
+    EXPECT_NE(run->error.find("lock lost"), std::string::npos) << run->error;
+    if (slow == Slow::kBeginRetire) {
+      EXPECT_EQ(counting.begun, (std::vector<uint32_t>{1}));  // v2 was not marked after the takeover
+      EXPECT_EQ(keys_->CurrentState(2).value(), "active");
+      EXPECT_TRUE(counting.retired.empty());
+      EXPECT_TRUE(counting.retired_everywhere.empty());
+    } else {
+      EXPECT_EQ(counting.begun, (std::vector<uint32_t>{1, 2}));
+      EXPECT_EQ(counting.retired_everywhere, (std::vector<uint32_t>{1}));  // v2 was not retired after it
+      EXPECT_EQ(keys_->CurrentState(2).value(), "retiring");
+    }
+    EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM rotation_lock WHERE run_id='resumed-run' AND owner='lease-other'")
+                  .value_or(-1), 1);
+    EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
+    secrets_.reset();  // before `counting`
+  }
+};
+
+TEST_P(RetireFenceTest, NoVersionIsMarkedAfterAMarkThatRanIntoATakeover) { Check(Slow::kBeginRetire); }
+TEST_P(RetireFenceTest, NoVersionIsRetiredAfterARetireThatRanIntoATakeover) { Check(Slow::kRetire); }
+
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RotationTest);
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RetireScopeTest);
+DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RetireFenceTest);
 
 }  // namespace
 }  // namespace dyad
