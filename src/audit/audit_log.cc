@@ -496,6 +496,20 @@ Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBy
   if (report.problem.empty() && id.ok() && report.log_id != id->id) {
     report.problem = "the log's first line changed while it was verified (replaced?): run `audit verify` again";
   }
+  if (report.problem.empty() && !(id.ok() && id->legacy)) {
+    // The head carried over from before heads were keyed is claimed by the
+    // log it belongs to (begun then: a legacy id) at its first write after
+    // the upgrade. Still unclaimed beside a log begun since, it is the head
+    // of a log deleted, emptied or replaced before that write.
+    DYAD_ASSIGN_OR_RETURN(std::optional<AuditHead> legacy, heads.Load(kLegacyAuditLogId));
+    if (legacy) {
+      report.first_bad_line = report.log_id.empty() ? report.lines + 1 : 1;
+      report.problem = "the registry holds the head of an audit log written before heads were keyed by log (up to "
+                       "seq " + std::to_string(legacy->seq) + "), and no log has claimed it: that log was deleted, "
+                       "emptied or replaced before its first write after the upgrade (on a registry several hosts "
+                       "share: or its host has not written since the upgrade)";
+    }
+  }
   if (report.problem.empty()) {
     // A log of another id was written here before: this one replaced it.
     DYAD_ASSIGN_OR_RETURN(auto here, heads.AtOrigin(origin.empty() ? AuditLogOrigin(path) : origin));

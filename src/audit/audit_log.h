@@ -172,7 +172,10 @@ Result<AuditLogId> ReadAuditLogId(const std::string& path);
 // legacy log without one yet: the head carried over from before heads were
 // keyed). A head of another log last saved from the same `origin`
 // (AuditLogOrigin(path) when empty) is reported too: the log there was
-// deleted or emptied and begun again. Reads only.
+// deleted or emptied and begun again; so is a head carried over from before
+// heads were keyed that no log claimed, beside a log begun since (the log it
+// belonged to was replaced before its first write after the upgrade). Reads
+// only.
 Result<AuditVerifyReport> VerifyAuditLog(const std::string& path, const SecretBytes& key, AuditHeadStore& heads,
                                          const std::string& origin = "");
 

@@ -462,6 +462,48 @@ TEST_P(AuditRepositoryContract, TheHeadOfSchemaElevenStaysTheExistingLogs) {
   EXPECT_EQ(report->log_id, id->id);
 }
 
+// Issue 14 review: the log written before heads were keyed is replaced (a
+// new chain, or emptied) in the upgrade window, before its first write could
+// claim the carried-over head: verify reports that head, which no log
+// claimed, instead of never comparing it.
+TEST_P(AuditRepositoryContract, AnUnclaimedCarriedOverHeadBesideANewLogIsReported) {
+  testing::TempDir dir;
+  const std::string path = dir.File("audit.log");
+  const SecretBytes key(std::string(32, 'k'));
+  ASSERT_TRUE(ExecSql(inst_[0], "INSERT INTO audit_head(log_id, seq, mac, seal, updated_at) "
+                                "VALUES('', 7, 'legacy7', 'legacy-seal7', '2026-01-01T00:00:00.000Z')").ok());
+  {
+    AuditLogOptions o;
+    o.path = path;
+    o.key = key;
+    o.heads = &heads(0);
+    auto log = FileAuditLog::Open(std::move(o), clock());
+    ASSERT_TRUE(log.ok());
+    (*log)->Record(Event("the replacement's first line"));
+  }
+  auto id = ReadAuditLogId(path);
+  ASSERT_TRUE(id.ok() && !id->id.empty() && !id->legacy);
+  EXPECT_EQ(heads(1).Load(kLegacyAuditLogId)->value().seq, 7u);  // a new chain claims nothing
+  auto report = VerifyAuditLog(path, key, heads(1));
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_NE(report->problem.find("no log has claimed it"), std::string::npos) << report->problem;
+  EXPECT_NE(report->problem.find("up to seq 7"), std::string::npos) << report->problem;
+  EXPECT_EQ(report->first_bad_line, 1u);
+  // An emptied log (no keyed line at all): the same, past its end.
+  std::ofstream(path, std::ios::trunc).close();
+  report = VerifyAuditLog(path, key, heads(0));
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_NE(report->problem.find("no log has claimed it"), std::string::npos) << report->problem;
+  EXPECT_EQ(report->first_bad_line, 1u);  // lines + 1 of an empty file
+  // Once claimed (the legacy log's writer, on another host), nothing is left to report.
+  ASSERT_TRUE(heads(0).Claim("the-legacy-log").ok());
+  const std::string other = dir.File("other.log");
+  std::ofstream(other).close();
+  report = VerifyAuditLog(other, key, heads(1));
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->problem, "");
+}
+
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(AuditRepositoryContract);
 
 }  // namespace
