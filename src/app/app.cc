@@ -97,7 +97,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   };
   p.audit_heads = p.db->NewAuditHeadStore(clock);
   audit.heads = p.audit_heads.get();
-  audit.origin = AuditLogOrigin(audit.path, p.db->engine() != "sqlite");
+  audit.origin = ConfiguredAuditLogOrigin(config, audit.path, p.db->engine() != "sqlite");
   // A write past RLIMIT_FSIZE must fail with EFBIG (the audit log then
   // refuses operations) rather than kill the process.
   signal(SIGXFSZ, SIG_IGN);

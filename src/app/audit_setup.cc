@@ -189,6 +189,11 @@ std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner,
   return std::make_unique<AuditKeyGuard>(std::move(inner), std::move(audit_keys));
 }
 
+std::string ConfiguredAuditLogOrigin(const Config& config, const std::string& path, bool shared_registry) {
+  if (!config.audit_log_origin.empty() && path == config.audit_log_path) return config.audit_log_origin;
+  return AuditLogOrigin(path, shared_registry);
+}
+
 Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::string& path, const Clock& clock,
                                                    const BackendRegistry& backends) {
   if (path.empty()) path = config.audit_log_path;
@@ -203,7 +208,7 @@ Result<AuditVerifyReport> VerifyConfiguredAuditLog(const Config& config, std::st
   DYAD_ASSIGN_OR_RETURN(Backend backend, backends.Open(BackendContext{config, db, clock, DefaultRandom()}));
   DYAD_ASSIGN_OR_RETURN(SecretBytes key, LoadAuditKey(*db->NewAuditKeyRepository(), *backend.keys, clock, false));
   // Against this log's own head: other hosts' logs have theirs.
-  return VerifyAuditLog(path, key, *db->NewAuditHeadStore(clock), AuditLogOrigin(path, db->engine() != "sqlite"));
+  return VerifyAuditLog(path, key, *db->NewAuditHeadStore(clock), ConfiguredAuditLogOrigin(config, path, db->engine() != "sqlite"));
 }
 
 }  // namespace dyad

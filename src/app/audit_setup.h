@@ -55,6 +55,13 @@ Result<bool> DropAuditKeyWrapping(AuditKeyRepository& audit_keys, const KeyManag
 std::unique_ptr<KeyManager> GuardAuditKey(std::unique_ptr<KeyManager> inner,
                                           std::shared_ptr<AuditKeyRepository> audit_keys);
 
+// Where the audit log at `path` says it is written, recorded with its head
+// (AuditLogOrigin): AUDIT_LOG_ORIGIN when set and `path` is the configured
+// log (AUDIT_LOG_PATH), so that a container recreated under another host
+// name keeps the check; otherwise the host name (when the registry is
+// shared by hosts) and the absolute path.
+std::string ConfiguredAuditLogOrigin(const Config& config, const std::string& path, bool shared_registry);
+
 // `audit verify`: checks the log at `path` (AUDIT_LOG_PATH when empty) under
 // the configured deployment's audit key and against the head recorded for
 // that log (by its id; another host's log has its own).

@@ -58,6 +58,15 @@ Status ReadStorage(const EnvMap& env, Config& c) {
   DYAD_RETURN_IF_ERROR(ReadDatabase(env, c));
   const std::string* audit = FindVariable(env, "AUDIT_LOG_PATH");
   c.audit_log_path = audit && !audit->empty() ? *audit : c.data_dir + "/audit.log";
+  if (const std::string* v = FindVariable(env, "AUDIT_LOG_ORIGIN")) {
+    constexpr size_t kMax = 256;
+    const bool printable = std::all_of(v->begin(), v->end(), [](char ch) { return ch >= 0x20 && ch < 0x7f; });
+    if (v->empty() || v->size() > kMax || !printable || v->front() == ' ' || v->back() == ' ') {
+      return BadVariable("AUDIT_LOG_ORIGIN", "must be 1 to 256 printable ASCII characters without leading or "
+                                             "trailing spaces (e.g. gateway-a:/var/lib/dyad/audit.log), or unset");
+    }
+    c.audit_log_origin = *v;
+  }
   return OkStatus();
 }
 

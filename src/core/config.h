@@ -89,6 +89,10 @@ struct Config {
   // (the /v1 path's callers; server/auth.h).
   std::string client_api_keys_file;
   std::string audit_log_path;
+  // AUDIT_LOG_ORIGIN: where the audit log's head says it was written (audit/
+  // audit_log.h AuditLogOrigin); empty for the default (host name and path
+  // in cluster mode, the path with SQLite). Set, it survives a new host name.
+  std::string audit_log_origin;
   size_t max_body_bytes = 1 << 20;
   int header_timeout_seconds = 10;
   int idle_timeout_seconds = 60;

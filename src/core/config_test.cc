@@ -258,6 +258,25 @@ TEST(Config, ScheduleIsParsedOrTheIntervalIsUsed) {
   EXPECT_EQ(LoadConfig(env, false)->key_rotation_interval_hours, 720);
 }
 
+// Issue 14 review: the audit log's origin, set explicitly (a recreated
+// container's new host name would otherwise change it); checked, and named
+// in the error.
+TEST(Config, AuditLogOriginIsOptionalAndChecked) {
+  EnvMap env{{"GATEWAY_DATA_DIR", "/srv/gw"}};
+  EXPECT_EQ(LoadStorageConfig(env)->audit_log_origin, "");  // the default: AuditLogOrigin()
+  env["AUDIT_LOG_ORIGIN"] = "gateway-a:/var/lib/dyad/audit.log";
+  EXPECT_EQ(LoadStorageConfig(env)->audit_log_origin, "gateway-a:/var/lib/dyad/audit.log");
+  for (const std::string bad : {std::string(), std::string("a\nb"), std::string("tab\there"), std::string(" lead"),
+                                std::string("trail "), std::string(257, 'x'), std::string("caf\xc3\xa9")}) {
+    env["AUDIT_LOG_ORIGIN"] = bad;
+    auto c = LoadStorageConfig(env);
+    ASSERT_FALSE(c.ok()) << "accepted: " << bad;
+    EXPECT_NE(c.error().message.find("AUDIT_LOG_ORIGIN"), std::string::npos) << c.error().message;
+  }
+  env["AUDIT_LOG_ORIGIN"] = std::string(256, 'x');
+  EXPECT_TRUE(LoadStorageConfig(env).ok());
+}
+
 TEST(Config, StorageAloneNeedsNoKeyOrToken) {
   EnvMap env{{"GATEWAY_DATA_DIR", "/srv/gw"}};
   auto c = LoadStorageConfig(env);
