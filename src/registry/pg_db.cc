@@ -117,6 +117,8 @@ bool PgConnection::Healthy() const {
   return PQstatus(conn_) == CONNECTION_OK && PQtransactionStatus(conn_) == PQTRANS_IDLE;
 }
 
+bool PgConnection::Connected() const { return PQstatus(conn_) == CONNECTION_OK; }
+
 bool PgConnection::StillOpen() const {
   if (PQstatus(conn_) != CONNECTION_OK) return false;
   // Nothing is sent to an idle connection but the news of its end (a
@@ -305,8 +307,18 @@ Status PgDb::Transaction(const std::function<Status(PgConnection&)>& fn) {
   return InTransaction<PgConnection>(*this, "BEGIN", fn);
 }
 
+// The migrations run on a connection of their own, outside the pool, in one
+// transaction that holds the advisory lock from its first statement to its
+// COMMIT: nothing can lease, reset or replace that session midway, so the
+// lock is never silently re-taken (or not) on another connection. When the
+// connection drops, the server aborts the transaction (none of it applied)
+// and frees the lock, and the open fails saying so; it is not retried here,
+// so no second migration ever runs beside another instance's.
 Status PgDb::Migrate() {
-  return Transaction([this](PgConnection& c) -> Status {
+  DYAD_ASSIGN_OR_RETURN(std::unique_ptr<PgConnection> conn, Connect());
+  PgConnection& c = *conn;
+  Status s = [&]() -> Status {
+    DYAD_RETURN_IF_ERROR(c.Exec("BEGIN"));
     // Held until COMMIT: an instance starting beside another waits here, then finds nothing left to apply.
     DYAD_RETURN_IF_ERROR(c.Query("SELECT pg_advisory_xact_lock($1)", {PgMigrationLockKey()}));
     DYAD_RETURN_IF_ERROR(c.Exec(PgSchemaMigrationsTable()));
@@ -324,9 +336,20 @@ Status PgDb::Migrate() {
                                    "VALUES($1, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))",
                                    {static_cast<int64_t>(v + 1)}));
     }
-    schema_version_ = static_cast<int>(migrations.size());
+    return c.Exec("COMMIT");
+  }();
+  if (s.ok()) {
+    schema_version_ = static_cast<int>(PgMigrations().size());
     return OkStatus();
-  });
+  }
+  if (!c.Connected()) {
+    return MakeError(ErrorCode::kUnavailable,
+                     "schema migrations of " + display_ + ": the connection holding the migration lock was lost (" +
+                         s.error().message + "); the migrations are one transaction, so the server applied all of "
+                         "them or none: start again (what is applied is skipped)");
+  }
+  (void)c.Exec("ROLLBACK");
+  return s;
 }
 
 }  // namespace dyad

@@ -97,8 +97,11 @@ class PgConnection {
   // Runs SQL text without parameters (several statements allowed; DDL,
   // BEGIN/COMMIT, statements that cannot be prepared).
   Status Exec(const std::string& sql);
-  // False once the connection to the server is lost.
+  // False once the connection to the server is lost, or while it is inside
+  // a transaction (not to be handed to another caller).
   bool Healthy() const;
+  // False once the connection to the server is lost (in a transaction or not).
+  bool Connected() const;
   // Whether an idle connection can be leased: false when the server sent it
   // anything (its end: a termination, a shutdown) or it is lost. Does not
   // block.

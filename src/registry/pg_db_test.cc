@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -306,6 +307,50 @@ TEST_F(PgDbTest, InstancesStartingTogetherMigrateOnce) {
     for (size_t v = 1; v <= PgMigrations().size(); ++v) expected += (v > 1 ? "," : "") + std::to_string(v);
     EXPECT_EQ(*versions, expected);
   }
+}
+
+// Issue 14 review: the migrations' connection drops while they run (here:
+// while it waits for the lock another instance holds, then is terminated).
+// The open fails saying that the connection holding the migration lock was
+// lost, nothing of the migrations stays, and no other connection goes on
+// migrating under a lock it does not hold; the next open migrates cleanly.
+TEST_F(PgDbTest, AMigrationWhoseConnectionDropsFailsClearlyAndLeavesNothing) {
+  PgDb::Options admin = pg_->Options();
+  admin.migrate = false;
+  admin.max_connections = 1;
+  auto holder = PgDb::Open(pg_->url(), admin);
+  ASSERT_TRUE(holder.ok()) << holder.error().message;
+  auto sql = [&](const std::string& q) {
+    return (*holder)->With<std::string>([&](PgConnection& c) -> Result<std::string> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(q));
+      return rows.size() > 0 && !rows.IsNull(0, 0) ? rows.Text(0, 0) : std::string();
+    });
+  };
+  // Another instance's migration in progress: it holds the lock.
+  ASSERT_TRUE(sql("SELECT pg_advisory_lock(" + std::to_string(PgMigrationLockKey()) + ")").ok());
+  Result<std::shared_ptr<PgDb>> opened(nullptr);
+  std::thread opener([&] { opened = pg_->Open(); });
+  // Its connection, waiting for the lock.
+  std::string pid;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (pid.empty() && std::chrono::steady_clock::now() < deadline) {
+    auto r = sql("SELECT pid::text FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND wait_event_type = 'Lock' AND wait_event = 'advisory' AND pid <> pg_backend_pid()");
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    pid = *r;
+  }
+  ASSERT_FALSE(pid.empty()) << "the opener never waited for the migration lock";
+  ASSERT_TRUE(sql("SELECT pg_terminate_backend(" + pid + ")").ok());
+  opener.join();
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.code(), ErrorCode::kUnavailable);
+  EXPECT_NE(opened.error().message.find("the connection holding the migration lock was lost"), std::string::npos)
+      << opened.error().message;
+  EXPECT_EQ(*sql("SELECT coalesce(to_regclass('schema_migrations')::text, '')"), "");  // nothing applied
+  ASSERT_TRUE(sql("SELECT pg_advisory_unlock(" + std::to_string(PgMigrationLockKey()) + ")").ok());
+  auto again = pg_->Open();
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ((*again)->SchemaVersion(), static_cast<int>(PgMigrations().size()));
 }
 
 TEST_F(PgDbTest, ASchemaNewerThanThisBuildIsRefused) {

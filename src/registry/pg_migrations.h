@@ -2,7 +2,8 @@
 // version, as registry/migrations.h's SQLite migrations (entry i brings the
 // schema from version i to i+1; appended, never edited once released), in
 // PostgreSQL's types. PgDb applies them at open, all in one transaction under
-// pg_advisory_xact_lock(PgMigrationLockKey()).
+// pg_advisory_xact_lock(PgMigrationLockKey()), on a connection of its own that
+// holds the lock throughout (PgDb::Migrate).
 #pragma once
 
 #include <cstdint>
