@@ -1,7 +1,6 @@
 """Issue 16: the /v1 proxy, driven with the official OpenAI Python SDK against loopback upstream stubs that
 check the injected key."""
 import hashlib
-import http.server
 import json
 import socket
 import threading
@@ -12,6 +11,7 @@ import pytest
 import requests
 
 from conftest import ADMIN_TOKEN, data
+from loopback_stub import LoopbackStub, StubHandler
 
 CLIENT_TOKEN = "client-token-" + "c" * 20
 LIMITED_TOKEN = "limited-token-" + "l" * 20
@@ -19,7 +19,7 @@ STUB_KEY = "sk-stub-" + "k" * 16
 OTHER_KEY = "sk-other-" + "o" * 16
 
 
-class Stub:
+class Stub(LoopbackStub):
     """A threaded loopback upstream: answers OpenAI-style, 401 without its key, records every request."""
 
     def __init__(self, key, mode="ok"):
@@ -32,18 +32,7 @@ class Stub:
         self.extra_headers = []  # sent with every non-streamed answer
         stub = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                self._handle()
-
-            def do_POST(self):
-                self._handle()
-
+        class Handler(StubHandler):
             def _send(self, status, body, ctype="application/json", extra=()):
                 raw = json.dumps(body).encode() if not isinstance(body, bytes) else body
                 self.send_response(status)
@@ -56,8 +45,7 @@ class Stub:
                 self.wfile.write(raw)
 
             def _handle(self):
-                length = int(self.headers.get("Content-Length", "0") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self._body()
                 stub.seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": raw})
                 if stub.mode == "record-only":
                     return self._send(200, {"recorded": True})
@@ -103,18 +91,7 @@ class Stub:
                 except (BrokenPipeError, ConnectionResetError):
                     stub.stream_closed.set()
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 def sha(token):
