@@ -11,32 +11,19 @@
 
 #include "audit/audit_log.h"
 #include "registry/migrations.h"
+#include "testing/at_once.h"
 #include "testing/legacy_audit_log.h"
 #include "testing/registry_engines.h"
 
 namespace dyad {
 namespace {
 
+using testing::AtOnce;
 using testing::SecretGetEvent;
 
 AuditKeyRecord Key(uint32_t version, const std::string& wrapped, const std::string& kind = "local",
                    const std::string& key_id = "k") {
   return AuditKeyRecord{kind, key_id, version, wrapped, "2026-01-01T00:00:00.000Z"};
-}
-
-// Runs call(i) for i in [0, n) on n threads released at once.
-template <typename F>
-void AtOnce(int n, F call) {
-  std::atomic<int> ready{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < n; ++i) {
-    threads.emplace_back([&, i] {
-      ready.fetch_add(1);
-      while (ready.load() < n) std::this_thread::yield();
-      call(i);
-    });
-  }
-  for (auto& t : threads) t.join();
 }
 
 class AuditRepositoryContract : public testing::RegistryContractTest {
