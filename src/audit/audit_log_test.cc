@@ -18,6 +18,8 @@
 namespace dyad {
 namespace {
 
+using testing::SecretGetEvent;
+
 std::vector<std::string> ReadLines(const std::string& path) {
   std::ifstream in(path);
   std::vector<std::string> lines;
@@ -86,21 +88,13 @@ std::optional<AuditHead> HeadOf(MemoryHeads& heads, const std::string& path) {
   return *heads.Load(id->id);
 }
 
-AuditEvent Event(const std::string& resource) {
-  AuditEvent e;
-  e.actor = "admin";
-  e.action = "secret.get";
-  e.resource = resource;
-  return e;
-}
-
 class AuditTest : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = dir_.File("audit.log");
     auto log = Open(Key('k'));
     ASSERT_TRUE(log.ok()) << log.error().message;
-    for (int i = 0; i < 4; ++i) (*log)->Record(Event("p" + std::to_string(i)));
+    for (int i = 0; i < 4; ++i) (*log)->Record(SecretGetEvent("p" + std::to_string(i)));
   }
   Result<std::unique_ptr<FileAuditLog>> Open(SecretBytes key, AuditHeadStore* heads = nullptr) {
     AuditLogOptions o;
@@ -175,7 +169,7 @@ TEST_F(AuditTest, ChainRecomputedUnderAnotherKeyIsReported) {
     MemoryHeads other;
     auto forged = Open(Key('x'), &other);
     ASSERT_TRUE(forged.ok());
-    for (int i = 0; i < 4; ++i) (*forged)->Record(Event("p" + std::to_string(i)));
+    for (int i = 0; i < 4; ++i) (*forged)->Record(SecretGetEvent("p" + std::to_string(i)));
   }
   auto report = Verify();
   EXPECT_EQ(report.first_bad_line, 1u);
@@ -218,7 +212,7 @@ TEST_F(AuditTest, RewrittenChainIsReportedAgainstTheRecordedHead) {
   WriteLines(path_, lines);
   MemoryHeads other;
   auto log = Open(Key('k'), &other);
-  for (int i = 0; i < 6; ++i) (*log)->Record(Event("rewritten"));
+  for (int i = 0; i < 6; ++i) (*log)->Record(SecretGetEvent("rewritten"));
   EXPECT_EQ(BadLine(), 4u);
 }
 
@@ -228,10 +222,10 @@ TEST_F(AuditTest, TwoWritersOnOneFileKeepOneChain) {
   auto b = Open(Key('k'));
   ASSERT_TRUE(a.ok() && b.ok());
   std::thread ta([&] {
-    for (int i = 0; i < 200; ++i) (*a)->Record(Event("from-a"));
+    for (int i = 0; i < 200; ++i) (*a)->Record(SecretGetEvent("from-a"));
   });
   std::thread tb([&] {
-    for (int i = 0; i < 200; ++i) (*b)->Record(Event("from-b"));
+    for (int i = 0; i < 200; ++i) (*b)->Record(SecretGetEvent("from-b"));
   });
   ta.join();
   tb.join();
@@ -247,7 +241,7 @@ TEST_F(AuditTest, TornLastLineIsCutBeforeTheNextOne) {
     out << R"({"action":"secret.get","seq":5,"prev":"00)";  // a writer died mid-line
   }
   auto log = Open(Key('k'));
-  (*log)->Record(Event("p4"));
+  (*log)->Record(SecretGetEvent("p4"));
   auto report = Verify();
   EXPECT_EQ(report.first_bad_line, 0u) << report.problem;
   EXPECT_EQ(report.lines, 5u);
@@ -264,7 +258,7 @@ TEST_F(AuditTest, HealthCanBeReadWhileWritesFail) {
   std::thread reader([&] {
     while (!done.load()) unhealthy += (*log)->Healthy() ? 0 : 1;
   });
-  for (int i = 0; i < 100; ++i) (*log)->Record(Event("h"));
+  for (int i = 0; i < 100; ++i) (*log)->Record(SecretGetEvent("h"));
   done = true;
   reader.join();
   EXPECT_FALSE((*log)->Healthy());
@@ -288,14 +282,14 @@ TEST_F(AuditTest, KeyUnavailableAtStartRefusesUntilItCanBeHad) {
   ASSERT_TRUE(log.ok());
   EXPECT_FALSE((*log)->Ready());
   EXPECT_NE((*log)->Problem().find("connection refused"), std::string::npos);
-  (*log)->Record(Event("lost"));
+  (*log)->Record(SecretGetEvent("lost"));
   kms_up = true;
   EXPECT_FALSE((*log)->Ready());  // asked less than a second ago
   EXPECT_EQ(asked, 1);
   clock_.Advance(std::chrono::seconds(1));
   EXPECT_TRUE((*log)->Ready());
   EXPECT_EQ(asked, 2);
-  (*log)->Record(Event("p4"));
+  (*log)->Record(SecretGetEvent("p4"));
   auto lines = ReadLines(path_);
   ASSERT_EQ(lines.size(), 6u);
   EXPECT_NE(lines[4].find("1 event(s) could not be written"), std::string::npos) << lines[4];
@@ -321,7 +315,7 @@ TEST(AuditUpgradeTest, UnkeyedLinesOfEarlierReleasesMayOnlyPrecedeTheKeyedChain)
   {
     auto log = FileAuditLog::Open({path, Key('k'), nullptr, &heads}, clock);
     ASSERT_TRUE(log.ok());
-    (*log)->Record(Event("c"));
+    (*log)->Record(SecretGetEvent("c"));
   }
   auto report = VerifyAuditLog(path, Key('k'), HeadOf(heads, path));
   ASSERT_TRUE(report.ok());
@@ -349,7 +343,7 @@ TEST_F(AuditTest, EachLogHasItsOwnIdAndHeadAndALineOfAnotherIsNamed) {
     o.heads = &heads_;
     auto other = FileAuditLog::Open(std::move(o), clock_);
     ASSERT_TRUE(other.ok());
-    for (int i = 0; i < 9; ++i) (*other)->Record(Event("o"));
+    for (int i = 0; i < 9; ++i) (*other)->Record(SecretGetEvent("o"));
   }
   auto ids = std::make_pair(ReadAuditLogId(path_)->id, ReadAuditLogId(other_path)->id);
   EXPECT_EQ(ids.first.size(), 36u);  // a UUID
@@ -396,7 +390,7 @@ TEST_F(AuditTest, ALogDeletedOrEmptiedAndBegunAgainIsReported) {
   std::filesystem::remove(path_);
   {
     auto log = Open(Key('k'));
-    (*log)->Record(Event("begun again"));
+    (*log)->Record(SecretGetEvent("begun again"));
   }
   EXPECT_NE(ReadAuditLogId(path_)->id, first);
   report = Verify();
@@ -433,8 +427,8 @@ TEST(AuditUpgradeTest, ALogBegunBeforeHeadsWereKeyedKeepsItsHead) {
   {
     auto log = FileAuditLog::Open({path, Key('k'), nullptr, &heads}, clock);
     ASSERT_TRUE(log.ok());
-    (*log)->Record(Event("after"));
-    (*log)->Record(Event("after"));
+    (*log)->Record(SecretGetEvent("after"));
+    (*log)->Record(SecretGetEvent("after"));
   }
   EXPECT_EQ(heads.size(), 1u);  // claimed: the carried-over head is this log's now
   EXPECT_EQ(heads.Load(id->id)->value().seq, 7u);
@@ -461,7 +455,7 @@ TEST(AuditUpgradeTest, ANewLogDoesNotClaimTheCarriedOverHead) {
   {
     auto log = FileAuditLog::Open({path, Key('k'), nullptr, &heads}, clock);
     ASSERT_TRUE(log.ok());
-    (*log)->Record(Event("first"));
+    (*log)->Record(SecretGetEvent("first"));
   }
   EXPECT_TRUE(heads.Load(kLegacyAuditLogId)->has_value());
   EXPECT_EQ(HeadOf(heads, path)->seq, 1u);
@@ -486,7 +480,7 @@ void FileSizeLimitRun(const std::string& path) {
   rlimit limit{size + 100, RLIM_INFINITY};
   if (setrlimit(RLIMIT_FSIZE, &limit) != 0) std::exit(11);
   if ((*log)->Ready()) std::exit(12);  // no room for a line: refuse before writing
-  AuditEvent big = Event("p");
+  AuditEvent big = SecretGetEvent("p");
   big.detail = std::string(300, 'd');
   (*log)->Record(big);  // does not fit
   if ((*log)->Healthy()) std::exit(13);
@@ -495,7 +489,7 @@ void FileSizeLimitRun(const std::string& path) {
   limit.rlim_cur = RLIM_INFINITY;
   if (setrlimit(RLIMIT_FSIZE, &limit) != 0) std::exit(16);
   if (!(*log)->Ready() || !(*log)->Healthy()) std::exit(17);
-  (*log)->Record(Event("after"));
+  (*log)->Record(SecretGetEvent("after"));
   auto report = VerifyAuditLog(path, Key('k'), HeadOf(heads, path));
   if (!report.ok() || report->first_bad_line != 0 || report->lines != 6) std::exit(18);
   auto lines = ReadLines(path);

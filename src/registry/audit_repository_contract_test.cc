@@ -11,38 +11,19 @@
 
 #include "audit/audit_log.h"
 #include "registry/migrations.h"
+#include "testing/at_once.h"
 #include "testing/legacy_audit_log.h"
 #include "testing/registry_engines.h"
 
 namespace dyad {
 namespace {
 
+using testing::AtOnce;
+using testing::SecretGetEvent;
+
 AuditKeyRecord Key(uint32_t version, const std::string& wrapped, const std::string& kind = "local",
                    const std::string& key_id = "k") {
   return AuditKeyRecord{kind, key_id, version, wrapped, "2026-01-01T00:00:00.000Z"};
-}
-
-AuditEvent Event(const std::string& resource) {
-  AuditEvent e;
-  e.actor = "admin";
-  e.action = "secret.get";
-  e.resource = resource;
-  return e;
-}
-
-// Runs call(i) for i in [0, n) on n threads released at once.
-template <typename F>
-void AtOnce(int n, F call) {
-  std::atomic<int> ready{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < n; ++i) {
-    threads.emplace_back([&, i] {
-      ready.fetch_add(1);
-      while (ready.load() < n) std::this_thread::yield();
-      call(i);
-    });
-  }
-  for (auto& t : threads) t.join();
 }
 
 class AuditRepositoryContract : public testing::RegistryContractTest {
@@ -344,7 +325,7 @@ TEST_P(AuditRepositoryContract, TwoInstancesAppendingToOneLogLeaveAHeadItVerifie
   }
   constexpr int kEach = 100;
   AtOnce(2, [&](int i) {
-    for (int n = 0; n < kEach; ++n) logs[i]->Record(Event("p" + std::to_string(i)));
+    for (int n = 0; n < kEach; ++n) logs[i]->Record(SecretGetEvent("p" + std::to_string(i)));
   });
   auto id = ReadAuditLogId(path);
   ASSERT_TRUE(id.ok() && !id->id.empty() && !id->legacy);
@@ -377,7 +358,7 @@ TEST_P(AuditRepositoryContract, TwoLogsOnOneRegistryEachVerifyAgainstTheirOwnHea
     logs[i] = std::move(log).value();
   }
   AtOnce(2, [&](int i) {
-    for (int n = 0; n < (i == 0 ? 30 : 12); ++n) logs[i]->Record(Event(std::to_string(n)));
+    for (int n = 0; n < (i == 0 ? 30 : 12); ++n) logs[i]->Record(SecretGetEvent(std::to_string(n)));
   });
   auto ids = std::make_pair(ReadAuditLogId(host[0].File("audit.log"))->id, ReadAuditLogId(host[1].File("audit.log"))->id);
   EXPECT_NE(ids.first, ids.second);
@@ -449,7 +430,7 @@ TEST_P(AuditRepositoryContract, TheHeadOfSchemaElevenStaysTheExistingLogs) {
     o.heads = &heads(1);
     auto log = FileAuditLog::Open(std::move(o), clock());
     ASSERT_TRUE(log.ok());
-    (*log)->Record(Event("after the upgrade"));
+    (*log)->Record(SecretGetEvent("after the upgrade"));
   }
   EXPECT_FALSE(store.Load(kLegacyAuditLogId)->has_value());  // claimed
   auto id = ReadAuditLogId(path);

@@ -17,20 +17,13 @@ KeyVersionRecord Record(const std::string& material) {
   return KeyVersionRecord{0, "active", "2026-01-01T00:00:00.000Z", material, 0};
 }
 
-class KeyVersionRepositoryContract : public testing::RegistryContractTest {
+class KeyVersionRepositoryContract : public testing::TwoInstanceContractTest {
  protected:
   void SetUp() override {
-    RegistryContractTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    for (auto* inst : {&inst_a_, &inst_b_}) {
-      auto made = NewInstance();
-      ASSERT_TRUE(made.ok()) << made.error().message;
-      *inst = std::move(*made);
-    }
+    TwoInstanceContractTest::SetUp();
     a_ = inst_a_.key_versions.get();
     b_ = inst_b_.key_versions.get();
   }
-  testing::RegistryInstance inst_a_, inst_b_;
   KeyVersionRepository* a_ = nullptr;
   KeyVersionRepository* b_ = nullptr;
 };

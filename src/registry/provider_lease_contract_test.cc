@@ -14,20 +14,13 @@ namespace {
 
 using std::chrono::seconds;
 
-class ProviderLeasesContract : public testing::RegistryContractTest {
+class ProviderLeasesContract : public testing::TwoInstanceContractTest {
  protected:
   void SetUp() override {
-    RegistryContractTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    for (auto* inst : {&inst_a_, &inst_b_}) {
-      auto made = NewInstance();
-      ASSERT_TRUE(made.ok()) << made.error().message;
-      *inst = std::move(*made);
-    }
+    TwoInstanceContractTest::SetUp();
     a_ = inst_a_.leases.get();
     b_ = inst_b_.leases.get();
   }
-  testing::RegistryInstance inst_a_, inst_b_;
   ProviderLeases* a_ = nullptr;
   ProviderLeases* b_ = nullptr;
 };

@@ -26,7 +26,7 @@ RotationRun NewRun(const std::string& id) {
 // Two pools on one database, one fake clock (the fixture's): two instances.
 // SQLite's leases run on that clock; PostgreSQL's on the server's, so
 // Elapse() there ages the lease row itself.
-class RotationRepositoryContract : public testing::RegistryContractTest {
+class RotationRepositoryContract : public testing::TwoInstanceContractTest {
  protected:
   bool OnPostgresql() const { return inst_a_.postgresql != nullptr; }
   // `d` passes for the lock: the fake clock moves, and on PostgreSQL the
@@ -47,17 +47,10 @@ class RotationRepositoryContract : public testing::RegistryContractTest {
   }
 
   void SetUp() override {
-    RegistryContractTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    for (auto* inst : {&inst_a_, &inst_b_}) {
-      auto made = NewInstance();
-      ASSERT_TRUE(made.ok()) << made.error().message;
-      *inst = std::move(*made);
-    }
+    TwoInstanceContractTest::SetUp();
     a_ = inst_a_.rotations.get();
     b_ = inst_b_.rotations.get();
   }
-  testing::RegistryInstance inst_a_, inst_b_;
   RotationRepository* a_ = nullptr;
   RotationRepository* b_ = nullptr;
 };

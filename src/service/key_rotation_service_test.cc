@@ -109,6 +109,11 @@ class RotationTest : public testing::RotationFixture<SystemClock> {
                                                 audit_, clock_);
   }
   int64_t LockHeartbeat() { return SqlInt("SELECT heartbeat_at FROM rotation_lock WHERE id=1").value_or(-1); }
+  // Runs `rotation`; at the first progress report `when` picks, another
+  // instance takes the lease over (TakeOver, below). An error if none was
+  // picked; the run must stop as failed with "lock lost".
+  Result<RotationRun> RunTakenOverWhen(KeyRotationService& rotation,
+                                       const std::function<bool(const RotationRun&)>& when);
   std::vector<std::string> Seed(int n) {
     std::vector<std::string> ids;
     for (int i = 0; i < n; ++i) {
@@ -571,6 +576,23 @@ void TakeOver(testing::RegistryInstance other, const RotationRun& r, const std::
   ASSERT_FALSE(begun->has_value());
 }
 
+Result<RotationRun> RotationTest::RunTakenOverWhen(KeyRotationService& rotation,
+                                                   const std::function<bool(const RotationRun&)>& when) {
+  bool taken = false;
+  auto sql = [this](const std::string& q) { return Sql(q); };
+  auto run = rotation.Run(false, "manual", Caller{}, [&](const RotationRun& r) {
+    if (taken || !when(r)) return;
+    taken = true;
+    TakeOver(Instance(), r, sql);
+  });
+  if (!taken) return MakeError(ErrorCode::kInternal, "the run never reached the takeover point");
+  if (run.ok()) {
+    EXPECT_EQ(run->status, "failed");
+    EXPECT_NE(run->error.find("lock lost"), std::string::npos) << run->error;
+  }
+  return run;
+}
+
 // The lease is taken over between two batches: the next save is refused and
 // the run stops as "lock lost", writing nothing more — the run the new owner
 // marked interrupted keeps its progress and status, the resumed run and its
@@ -580,17 +602,8 @@ TEST_P(RotationTest, ARunWhoseLockWasTakenOverMidRunStopsAndWritesNothingMore) {
   auto options = RotationOptions();
   options.heartbeat_interval = std::chrono::hours(1);  // no ticker beat: the save itself must find the loss
   KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
-  bool taken = false;
-  auto sql = [this](const std::string& q) { return Sql(q); };
-  auto run = rotation.Run(false, "manual", Caller{}, [&](const RotationRun& r) {
-    if (r.done != 250 || taken) return;
-    taken = true;
-    TakeOver(Instance(), r, sql);
-  });
-  ASSERT_TRUE(taken);
+  auto run = RunTakenOverWhen(rotation, [](const RotationRun& r) { return r.done == 250; });
   ASSERT_TRUE(run.ok()) << run.error().message;
-  EXPECT_EQ(run->status, "failed");
-  EXPECT_NE(run->error.find("lock lost"), std::string::npos) << run->error;
   auto history = *rotation.History(10);
   ASSERT_EQ(history.size(), 2u);
   EXPECT_EQ(history[0].id, "resumed-run");
@@ -611,17 +624,9 @@ TEST_P(RotationTest, AnOwnerWhoseLockWasTakenOverBeforeRetiringRetiresNothing) {
   auto options = RotationOptions();
   options.heartbeat_interval = std::chrono::hours(1);
   KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
-  bool taken = false;
-  auto sql = [this](const std::string& q) { return Sql(q); };
-  auto run = rotation.Run(false, "manual", Caller{}, [&](const RotationRun& r) {
-    if (r.status != "running" || r.done != r.total || taken) return;
-    taken = true;
-    TakeOver(Instance(), r, sql);
-  });
-  ASSERT_TRUE(taken);
+  auto run =
+      RunTakenOverWhen(rotation, [](const RotationRun& r) { return r.status == "running" && r.done == r.total; });
   ASSERT_TRUE(run.ok()) << run.error().message;
-  EXPECT_EQ(run->status, "failed");
-  EXPECT_NE(run->error.find("lock lost"), std::string::npos) << run->error;
   auto keys = *keys_->Describe();
   ASSERT_GE(keys.versions.size(), 2u);
   EXPECT_EQ(keys.versions[0].state, "active");  // neither retiring nor retired

@@ -135,22 +135,67 @@ TEST_P(ProviderLease, RotationsOnOneInstanceAndRenamesOnAnotherLoseNoWrite) {
 }
 
 
-// A store in front of another whose first Replace waits until the
-// test lets it go: the writer stalls holding its lease, past the lease's TTL.
-class StallingStore final : public testing::ForwardingStore {
+// A store in front of another whose first call a subclass stalls in waits
+// until the test lets it go: the writer stalls holding its lease, past the
+// lease's TTL.
+class StallingStoreBase : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
-  Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
+  std::promise<void> reached_, resume_;
+
+ protected:
+  void Stall() {
     if (!stalled_.exchange(true)) {
       reached_.set_value();
       resume_.get_future().wait();
     }
-    return inner_.Replace(name, value, version);
   }
-  std::promise<void> reached_, resume_;
 
  private:
   std::atomic<bool> stalled_{false};
+};
+
+// Stalls in its first Replace.
+class StallingStore final : public StallingStoreBase {
+ public:
+  using StallingStoreBase::StallingStoreBase;
+  Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
+    Stall();
+    return inner_.Replace(name, value, version);
+  }
+};
+
+// Instance `a`'s services over `store`: Rotate() starts a credential write on
+// a thread of its own and returns once the store stalled it; Resume() lets
+// it go and returns its answer (the destructor lets a stalled one go too).
+class StalledWriter {
+ public:
+  StalledWriter(Instance& a, StallingStoreBase& store, const Clock& clock)
+      : store_(store),
+        secrets_(a.options, store, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(), EnvMap{}),
+        providers_(*a.repo, secrets_, clock, DefaultRandom(), a.audit) {}
+  ~StalledWriter() {
+    if (answer_.valid() && !resumed_) store_.resume_.set_value();
+  }
+  void Rotate(const std::string& id, CredentialFields fields) {
+    auto reached = store_.reached_.get_future();
+    answer_ = std::async(std::launch::async, [this, id, fields = std::move(fields)] {
+      return providers_.RotateCredentials(id, fields, Caller{});
+    });
+    reached.wait();
+  }
+  Result<Provider> Resume() {
+    resumed_ = true;
+    store_.resume_.set_value();
+    return answer_.get();
+  }
+
+ private:
+  StallingStoreBase& store_;
+  SecretsService secrets_;
+  ProviderService providers_;
+  std::future<Result<Provider>> answer_;
+  bool resumed_ = false;
 };
 
 // Issue 9 item 3: a writer that stalls past its lease's TTL (a pause, a slow
@@ -163,19 +208,12 @@ TEST_P(ProviderLease, AWriterWhoseLeaseRanOutCannotOverwriteTheOneThatTookItOver
   ASSERT_TRUE(made.ok()) << made.error().message;
 
   StallingStore stalling(*a.store);
-  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
-                           EnvMap{});
-  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
-  auto reached = stalling.reached_.get_future();
-  auto stalled = std::async(std::launch::async, [&] {
-    return a_providers.RotateCredentials(made->id, Fields({{"api_key", "from-a"}}), Caller{});
-  });
-  reached.wait();  // A holds the lease and has read the row and the secret
+  StalledWriter writer(a, stalling, clock);
+  writer.Rotate(made->id, Fields({{"api_key", "from-a"}}));  // A holds the lease and has read the row and the secret
   clock.Advance(ProviderLeaseOptions{}.ttl + 1s);
   auto took_over = b.providers->RotateCredentials(made->id, Fields({{"api_key", "from-b"}}), Caller{});
   ASSERT_TRUE(took_over.ok()) << took_over.error().message;
-  stalling.resume_.set_value();
-  auto late = stalled.get();
+  auto late = writer.Resume();
   EXPECT_EQ(late.code(), ErrorCode::kConflict) << (late.ok() ? "acknowledged" : late.error().message);
 
   auto row = b.repo->Get(made->id);
@@ -200,19 +238,12 @@ TEST_P(ProviderLease, OnALeaseOnlyStoreALateWriterCannotOverwriteEither) {
   ASSERT_TRUE(made.ok()) << made.error().message;
 
   StallingStore stalling(shared);
-  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
-                           EnvMap{});
-  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
-  auto reached = stalling.reached_.get_future();
-  auto stalled = std::async(std::launch::async, [&] {
-    return a_providers.RotateCredentials(made->id, Fields({{"api_key", "from-a"}}), Caller{});
-  });
-  reached.wait();
+  StalledWriter writer(a, stalling, clock);
+  writer.Rotate(made->id, Fields({{"api_key", "from-a"}}));
   clock.Advance(ProviderLeaseOptions{}.ttl + 1s);
   auto took_over = b_providers.RotateCredentials(made->id, Fields({{"api_key", "from-b"}}), Caller{});
   ASSERT_TRUE(took_over.ok()) << took_over.error().message;
-  stalling.resume_.set_value();
-  auto late = stalled.get();
+  auto late = writer.Resume();
   EXPECT_EQ(late.code(), ErrorCode::kConflict) << (late.ok() ? "acknowledged" : late.error().message);
 
   b_secrets.cache().Clear();
@@ -261,9 +292,9 @@ TEST_P(ProviderLease, ValidateAfterARotationElsewhereSeesTheNewCredentials) {
 // secret without a version; if it stalled in that delete past its lease and
 // another instance rotated meanwhile, the acknowledged rotation was deleted.
 // Now the row goes first and the delete is conditional on the version read.
-class StallingDeleteStore final : public testing::ForwardingStore {
+class StallingDeleteStore final : public StallingStoreBase {
  public:
-  using ForwardingStore::ForwardingStore;
+  using StallingStoreBase::StallingStoreBase;
   Status Delete(const std::string& name) override {
     Stall();
     return inner_.Delete(name);
@@ -272,16 +303,6 @@ class StallingDeleteStore final : public testing::ForwardingStore {
     Stall();
     return inner_.DeleteIfVersion(name, version);
   }
-  void Stall() {
-    if (!stalled_.exchange(true)) {
-      reached_.set_value();
-      resume_.get_future().wait();
-    }
-  }
-  std::promise<void> reached_, resume_;
-
- private:
-  std::atomic<bool> stalled_{false};
 };
 
 TEST_P(ProviderLease, ALateCredentialClearCannotDeleteAnotherInstancesAcknowledgedRotation) {
@@ -291,21 +312,13 @@ TEST_P(ProviderLease, ALateCredentialClearCannotDeleteAnotherInstancesAcknowledg
   ASSERT_TRUE(made.ok()) << made.error().message;
 
   StallingDeleteStore stalling(*a.store);
-  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
-                           EnvMap{});
-  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
-  auto reached = stalling.reached_.get_future();
-  auto stalled = std::async(std::launch::async, [&] {
-    return a_providers.RotateCredentials(made->id, CredentialFields{}, Caller{});
-  });
-  reached.wait();
+  StalledWriter writer(a, stalling, clock);
+  writer.Rotate(made->id, CredentialFields{});
   clock.Advance(ProviderLeaseOptions{}.ttl + 1s);
   auto took_over = b.providers->RotateCredentials(made->id, Fields({{"api_key", "from-b"}}), Caller{});
   ASSERT_TRUE(took_over.ok()) << took_over.error().message;
-  stalling.resume_.set_value();
   // A's clear may stand (its row update landed first); B's later write must.
-  auto late = stalled.get();
-  (void)late;
+  (void)writer.Resume();
   b.secrets->cache().Clear();
   auto read = b.secrets->Get(made->id, Caller{});
   ASSERT_TRUE(read.ok()) << "B's acknowledged rotation is gone: " << read.error().message;
@@ -319,20 +332,13 @@ TEST_P(ProviderLease, AReadBetweenAClearsRowAndItsDeleteFindsNoCredentialsNotTam
   auto made = CreateWithKey(*a.providers, "clearing", "proxy");
   ASSERT_TRUE(made.ok()) << made.error().message;
   StallingDeleteStore stalling(*a.store);
-  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
-                           EnvMap{});
-  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
-  auto reached = stalling.reached_.get_future();
-  auto clearing = std::async(std::launch::async, [&] {
-    return a_providers.RotateCredentials(made->id, CredentialFields{}, Caller{});
-  });
-  reached.wait();  // the row says no credentials; the secret is still there
+  StalledWriter writer(a, stalling, clock);
+  writer.Rotate(made->id, CredentialFields{});  // the row says no credentials; the secret is still there
   b.secrets->cache().Clear();
   auto read = b.secrets->Get(made->id, Caller{});
   EXPECT_EQ(read.code(), ErrorCode::kNotFound) << (read.ok() ? "served" : read.error().message);
   for (const auto& e : b.audit.events()) EXPECT_NE(e.action, "secret.tampered");
-  stalling.resume_.set_value();
-  ASSERT_TRUE(clearing.get().ok());
+  ASSERT_TRUE(writer.Resume().ok());
   EXPECT_EQ(a.store->Get(a.secrets->SecretName(made->id)).code(), ErrorCode::kNotFound);
 }
 
@@ -346,21 +352,14 @@ TEST_P(ProviderLease, ARowConflictFromARenameRestoresTheFailedWritersSecret) {
   ASSERT_TRUE(made.ok()) << made.error().message;
 
   StallingStore stalling(*a.store);
-  SecretsService a_secrets(a.options, stalling, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
-                           EnvMap{});
-  ProviderService a_providers(*a.repo, a_secrets, clock, DefaultRandom(), a.audit);
-  auto reached = stalling.reached_.get_future();
-  auto stalled = std::async(std::launch::async, [&] {
-    return a_providers.RotateCredentials(made->id, Fields({{"api_key", "from-a"}}), Caller{});
-  });
-  reached.wait();
+  StalledWriter writer(a, stalling, clock);
+  writer.Rotate(made->id, Fields({{"api_key", "from-a"}}));
   clock.Advance(ProviderLeaseOptions{}.ttl + 1s);
   ProviderPatch rename;
   rename.name = "renamed-by-b";
   auto renamed = b.providers->Update(made->id, rename, Caller{});
   ASSERT_TRUE(renamed.ok()) << renamed.error().message;
-  stalling.resume_.set_value();
-  auto late = stalled.get();
+  auto late = writer.Resume();
   ASSERT_FALSE(late.ok());
   b.secrets->cache().Clear();
   auto read = b.secrets->Get(made->id, Caller{});

@@ -418,9 +418,8 @@ TEST(FindModel, AByteOrderMarkAndOtherOddBodiesAreTheClientsError) {
 
 // Issue 16 review, item 4: what an upstream's answer head may pass to the client.
 TEST(PassableUpstreamHeaders, NoHopByHopCookiesCorsHstsOrControlCharacters) {
-  HttpHeaders upstream = {
-      {"content-type", "application/json"},
-      {"x-request-id", "req-1"},
+  // These pass as they are, in the upstream's order.
+  const HttpHeaders passed = {
       {"openai-organization", "org-1"},
       {"openai-processing-ms", "12"},
       {"openai-version", "2020-10-01"},
@@ -429,6 +428,10 @@ TEST(PassableUpstreamHeaders, NoHopByHopCookiesCorsHstsOrControlCharacters) {
       {"retry-after", "3"},
       {"content-encoding", "gzip"},
       {"cache-control", "no-cache"},
+  };
+  HttpHeaders upstream = {{"content-type", "application/json"}, {"x-request-id", "req-1"}};
+  upstream.insert(upstream.end(), passed.begin(), passed.end());
+  upstream.insert(upstream.end(), {
       {"connection", "keep-alive"},
       {"keep-alive", "timeout=5"},
       {"transfer-encoding", "chunked"},
@@ -452,19 +455,11 @@ TEST(PassableUpstreamHeaders, NoHopByHopCookiesCorsHstsOrControlCharacters) {
       {"bad name", "1"},
       {"bad\r\nname", "1"},
       {"", "empty"},
-  };
-  EXPECT_EQ(PassableUpstreamHeaders(upstream),
-            (HttpHeaders{{"x-upstream-request-id", "req-1"},
-                         {"openai-organization", "org-1"},
-                         {"openai-processing-ms", "12"},
-                         {"openai-version", "2020-10-01"},
-                         {"x-ratelimit-limit-requests", "500"},
-                         {"x-ratelimit-remaining-tokens", "999"},
-                         {"retry-after", "3"},
-                         {"content-encoding", "gzip"},
-                         {"cache-control", "no-cache"},
-                         {"x-tab", "a\tb"},
-                         {"x-utf8", "caf\xC3\xA9"}}));
+  });
+  HttpHeaders expected = {{"x-upstream-request-id", "req-1"}};
+  expected.insert(expected.end(), passed.begin(), passed.end());
+  expected.insert(expected.end(), {{"x-tab", "a\tb"}, {"x-utf8", "caf\xC3\xA9"}});
+  EXPECT_EQ(PassableUpstreamHeaders(upstream), expected);
   EXPECT_TRUE(IsPassableUpstreamHeader("content-type", "text/event-stream"));
   EXPECT_FALSE(IsPassableUpstreamHeader("content-type", "text/html\r\nX-Injected: 1"));
   // Headers the upstream's own Connection header names are its hop's, not the client's.

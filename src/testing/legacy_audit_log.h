@@ -1,7 +1,8 @@
 // Audit log lines as the releases before per-log heads wrote them (keyed,
 // without a "chain" member), and the head those releases saved: what an
 // upgraded deployment finds on disk and in its registry. Written here from
-// the format audit/audit_log.h documents, not by FileAuditLog.
+// the format audit/audit_log.h documents, not by FileAuditLog. Also the
+// event those lines record, for the tests' own FileAuditLog writes.
 #pragma once
 
 #include <openssl/evp.h>
@@ -17,6 +18,15 @@
 #include "core/secret_bytes.h"
 
 namespace dyad::testing {
+
+// admin's secret.get of `resource`.
+inline AuditEvent SecretGetEvent(const std::string& resource) {
+  AuditEvent e;
+  e.actor = "admin";
+  e.action = "secret.get";
+  e.resource = resource;
+  return e;
+}
 
 inline std::string AuditMac(const SecretBytes& key, std::string_view text) {
   unsigned char out[EVP_MAX_MD_SIZE];

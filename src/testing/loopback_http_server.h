@@ -6,8 +6,7 @@
 // garbage. It counts connections, records requests, and notes when a client
 // closed a connection the script waited on.
 //
-// Unlike curl_transport_test's ScriptedServer (one connection at a time),
-// it serves many at once and speaks TLS. No gtest in here: bench/ uses it.
+// No gtest in here: bench/ uses it.
 // Thread-safe; the destructor stops accepting, shuts every open connection
 // down (a script blocked reading returns) and joins the threads.
 #pragma once
@@ -89,6 +88,8 @@ class LoopbackConn {
 class LoopbackHttpServer {
  public:
   using Script = std::function<void(LoopbackConn&)>;
+  // A script that also reaches the server running it (to Read() and record).
+  using ServerScript = std::function<void(LoopbackConn&, LoopbackHttpServer&)>;
 
   // `tls`: serve TLS with this context (not owned; must outlive the server).
   explicit LoopbackHttpServer(Script script, SSL_CTX* tls = nullptr) : script_(std::move(script)), tls_(tls) {
@@ -114,6 +115,8 @@ class LoopbackHttpServer {
     for (auto& t : workers_) t.join();
     close(fd_);
   }
+  explicit LoopbackHttpServer(ServerScript script, SSL_CTX* tls = nullptr)
+      : LoopbackHttpServer(Script([this, script = std::move(script)](LoopbackConn& c) { script(c, *this); }), tls) {}
   LoopbackHttpServer(const LoopbackHttpServer&) = delete;
   LoopbackHttpServer& operator=(const LoopbackHttpServer&) = delete;
 
@@ -122,6 +125,8 @@ class LoopbackHttpServer {
     return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_) + path;
   }
   int connections() const { return connections_.load(); }
+  // Connections the server has closed (after their script returned).
+  int closed() const { return closed_.load(); }
 
   // Reads a request on `conn` and records it.
   std::string Read(LoopbackConn& conn) {
@@ -174,6 +179,7 @@ class LoopbackHttpServer {
     std::lock_guard<std::mutex> lock(mu_);
     open_.erase(std::find(open_.begin(), open_.end(), c));
     close(c);
+    closed_.fetch_add(1);
   }
 
   Script script_;
@@ -182,6 +188,7 @@ class LoopbackHttpServer {
   int port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
+  std::atomic<int> closed_{0};
   std::thread acceptor_;
   std::mutex mu_;
   std::vector<int> open_;

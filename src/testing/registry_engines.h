@@ -1,7 +1,8 @@
 // The registry engines the repository contract suites run on, as a gtest
 // parameter: "sqlite" always, "postgresql" when DYAD_TEST_PG_URL is set
 // (scripts/test.sh, and so the CI, always sets it). A suite derives from
-// RegistryContractTest and is instantiated with DYAD_INSTANTIATE_ON_REGISTRY_ENGINES.
+// RegistryContractTest (or TwoInstanceContractTest) and is instantiated with
+// DYAD_INSTANTIATE_ON_REGISTRY_ENGINES.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -144,6 +145,22 @@ class RegistryContractTest : public ::testing::TestWithParam<std::string> {
   FakeClock clock_;  // h-pgrepos-b
   std::optional<PgTestDatabase> pg_;  // declared first: dropped after the pools below are gone
   TempDir dir_;
+};
+
+// A suite on two instances, opened in SetUp: two gateways sharing nothing
+// but the database.
+class TwoInstanceContractTest : public RegistryContractTest {
+ protected:
+  void SetUp() override {
+    RegistryContractTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    for (auto* inst : {&inst_a_, &inst_b_}) {
+      auto made = NewInstance();
+      ASSERT_TRUE(made.ok()) << made.error().message;
+      *inst = std::move(*made);
+    }
+  }
+  RegistryInstance inst_a_, inst_b_;
 };
 
 }  // namespace dyad::testing

@@ -4,142 +4,23 @@
 // its Content-Length reservation, against loopback servers in this process.
 #include "transport/curl_transport.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <fcntl.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "testing/loopback_http_server.h"
+
 namespace dyad {
 namespace {
 
-// One accepted connection of a ScriptedServer.
-class Conn {
- public:
-  explicit Conn(int fd) : fd_(fd) {}
-  // The next whole request (header and Content-Length body), "" at the end of the stream.
-  std::string ReadRequest() {
-    for (;;) {
-      const size_t eoh = buf_.find("\r\n\r\n");
-      if (eoh != std::string::npos) {
-        size_t length = 0;
-        std::string head = buf_.substr(0, eoh);
-        for (char& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        if (size_t at = head.find("\r\ncontent-length: "); at != std::string::npos) {
-          length = std::stoul(head.substr(at + 18));
-        }
-        if (buf_.size() >= eoh + 4 + length) {
-          std::string request = buf_.substr(0, eoh + 4 + length);
-          buf_.erase(0, eoh + 4 + length);
-          return request;
-        }
-      }
-      char chunk[4096];
-      const ssize_t n = read(fd_, chunk, sizeof chunk);
-      if (n <= 0) return "";
-      buf_.append(chunk, static_cast<size_t>(n));
-    }
-  }
-  void Write(const std::string& s) {
-    size_t off = 0;
-    while (off < s.size()) {
-      const ssize_t n = write(fd_, s.data() + off, s.size() - off);
-      if (n <= 0) return;
-      off += static_cast<size_t>(n);
-    }
-  }
-  // Waits for the client to close (or the server to be stopped).
-  void WaitForClose() {
-    char chunk[256];
-    while (read(fd_, chunk, sizeof chunk) > 0) {
-    }
-  }
-
- private:
-  int fd_;
-  std::string buf_;
-};
-
-// Accepts connections one after another and runs `script(connection number,
-// conn)` on each; counts connections and records every request read.
-class ScriptedServer {
- public:
-  using Script = std::function<void(int, Conn&, ScriptedServer&)>;
-  explicit ScriptedServer(Script script) : script_(std::move(script)) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(listen(fd_, 8), 0);
-    socklen_t len = sizeof a;
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-    thread_ = std::thread([this] {
-      for (int i = 0;; ++i) {
-        const int c = accept(fd_, nullptr, nullptr);
-        if (c < 0) return;
-        connections_.fetch_add(1);
-        current_.store(c);
-        Conn conn(c);
-        script_(i, conn, *this);
-        current_.store(-1);
-        close(c);
-        closed_.fetch_add(1);
-      }
-    });
-  }
-  ~ScriptedServer() {
-    shutdown(fd_, SHUT_RDWR);
-    if (int c = current_.load(); c >= 0) shutdown(c, SHUT_RDWR);
-    if (thread_.joinable()) thread_.join();
-    close(fd_);
-  }
-  std::string url(const std::string& path = "/") const {
-    return "http://127.0.0.1:" + std::to_string(port_) + path;
-  }
-  int connections() const { return connections_.load(); }
-  // Connections the server has closed (after its script returned).
-  int closed() const { return closed_.load(); }
-  // Reads a request and records it.
-  std::string Read(Conn& conn) {
-    std::string r = conn.ReadRequest();
-    if (!r.empty()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      requests_.push_back(r);
-    }
-    return r;
-  }
-  std::vector<std::string> requests() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return requests_;
-  }
-
- private:
-  Script script_;
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<int> connections_{0};
-  std::atomic<int> closed_{0};
-  std::atomic<int> current_{-1};
-  std::thread thread_;
-  std::mutex mu_;
-  std::vector<std::string> requests_;
-};
-
 // A server for one exchange: reads a request, sends `answer`, closes.
-ScriptedServer::Script OneShot(std::string answer) {
-  return [answer](int, Conn& c, ScriptedServer& s) {
+LoopbackHttpServer::ServerScript OneShot(std::string answer) {
+  return [answer](LoopbackConn& c, LoopbackHttpServer& s) {
     if (!s.Read(c).empty()) c.Write(answer);
   };
 }
@@ -151,7 +32,7 @@ ScriptedServer::Script OneShot(std::string answer) {
 // of it. A malicious endpoint gets max_response_bytes of committed memory
 // per request in flight for free.
 TEST(curl_transport_unit, AContentLengthThatIsNotTheBodysDoesNotReserveMegabytes) {
-  ScriptedServer server(OneShot(
+  LoopbackHttpServer server(OneShot(
       "HTTP/1.1 100 Continue\r\nContent-Length: 4000000\r\n\r\n"
       "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"));
   auto transport = NewCurlTransport();
@@ -171,7 +52,7 @@ TEST(curl_transport_unit, AContentLengthThatIsNotTheBodysDoesNotReserveMegabytes
 // with CR/LF (a token from a credential endpoint, a configured header)
 // must be refused, not sent as a second header line.
 TEST(curl_transport_unit, AHeaderValueWithALineBreakIsNotSentAsAnotherHeader) {
-  ScriptedServer server(OneShot("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"));
+  LoopbackHttpServer server(OneShot("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"));
   auto transport = NewCurlTransport();
   HttpCall call;
   call.url = server.url();
@@ -236,7 +117,7 @@ TEST(curl_transport_unit, ATrailersContentLengthDoesNotMoveTheReceivedBody) {
                              "Connection: close\r\n\r\n" +
                              std::string(size) + "\r\n" + secret + "\r\n0\r\nContent-Length: 100000\r\n\r\n";
   for (bool libcurl : {true, false}) {
-    ScriptedServer server(OneShot(answer));
+    LoopbackHttpServer server(OneShot(answer));
     CurlOptions options;
     options.libcurl_http = libcurl;
     auto transport = NewCurlTransport(options);
@@ -258,8 +139,8 @@ TEST(curl_transport_unit, ATrailersContentLengthDoesNotMoveTheReceivedBody) {
 const char kOk[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
 
 // Answers every request on a connection with `answer` until the client closes.
-ScriptedServer::Script AnswerAll(std::string answer) {
-  return [answer](int, Conn& c, ScriptedServer& s) {
+LoopbackHttpServer::ServerScript AnswerAll(std::string answer) {
+  return [answer](LoopbackConn& c, LoopbackHttpServer& s) {
     while (!s.Read(c).empty()) c.Write(answer);
   };
 }
@@ -280,7 +161,7 @@ HttpCall Get(const std::string& url) {
 }
 
 TEST(curl_transport_unit, KeptAliveRequestsShareOneConnection) {
-  ScriptedServer server(AnswerAll(kOk));
+  LoopbackHttpServer server(AnswerAll(kOk));
   auto transport = NewCurlTransport();
   for (int i = 0; i < 5; ++i) {
     auto reply = transport->Send(i % 2 ? Get(server.url()) : Post(server.url()));
@@ -296,7 +177,7 @@ TEST(curl_transport_unit, KeptAliveRequestsShareOneConnection) {
 // What goes on the wire: the request line (origin form), Host from the URL,
 // the caller's headers as given, Content-Length and the body; no Expect.
 TEST(curl_transport_unit, TheRequestIsWrittenAsTheCallerGaveIt) {
-  ScriptedServer server(AnswerAll(kOk));
+  LoopbackHttpServer server(AnswerAll(kOk));
   auto transport = NewCurlTransport();
   HttpCall put = Post(server.url("/v1/secret/data/a?version=2"), "{\"a\":1}");
   put.method = "PUT";
@@ -319,7 +200,7 @@ TEST(curl_transport_unit, TheRequestIsWrittenAsTheCallerGaveIt) {
 // A server that closes an idle kept connection: the next request sees it
 // closed before sending and goes out on a new one.
 TEST(curl_transport_unit, AConnectionTheServerClosedIsReplacedBeforeSending) {
-  ScriptedServer server(OneShot(kOk));  // a keep-alive answer, then close
+  LoopbackHttpServer server(OneShot(kOk));  // a keep-alive answer, then close
   auto transport = NewCurlTransport();
   for (int i = 0; i < 3; ++i) {
     auto reply = transport->Send(Post(server.url()));
@@ -338,9 +219,9 @@ TEST(curl_transport_unit, AConnectionTheServerClosedIsReplacedBeforeSending) {
 // A kept connection that closes after taking a POST, before answering: the
 // POST may have been acted on, so it is not sent again (kUnavailable).
 TEST(curl_transport_unit, APostSentOnAConnectionThatClosesIsNotSentTwice) {
-  ScriptedServer server([](int i, Conn& c, ScriptedServer& s) {
+  LoopbackHttpServer server([](LoopbackConn& c, LoopbackHttpServer& s) {
     if (s.Read(c).empty()) return;
-    if (i == 0) {
+    if (c.index() == 0) {
       c.Write(kOk);
       s.Read(c);  // the second POST: closed without an answer
       return;
@@ -361,10 +242,10 @@ TEST(curl_transport_unit, APostSentOnAConnectionThatClosesIsNotSentTwice) {
 
 // The same for a GET: sent once more, on a new connection, and answered.
 TEST(curl_transport_unit, AGetSentOnAConnectionThatClosesIsSentOnceMore) {
-  ScriptedServer server([](int i, Conn& c, ScriptedServer& s) {
+  LoopbackHttpServer server([](LoopbackConn& c, LoopbackHttpServer& s) {
     if (s.Read(c).empty()) return;
     c.Write(kOk);
-    if (i == 0) s.Read(c);  // the second GET: closed without an answer
+    if (c.index() == 0) s.Read(c);  // the second GET: closed without an answer
   });
   auto transport = NewCurlTransport();
   ASSERT_TRUE(transport->Send(Get(server.url())).ok());
@@ -380,9 +261,9 @@ TEST(curl_transport_unit, AGetSentOnAConnectionThatClosesIsSentOnceMore) {
 
 // ... but only once: a new connection that closes too is an error.
 TEST(curl_transport_unit, AGetIsResentOnlyOnce) {
-  ScriptedServer server([](int i, Conn& c, ScriptedServer& s) {
+  LoopbackHttpServer server([](LoopbackConn& c, LoopbackHttpServer& s) {
     if (s.Read(c).empty()) return;
-    if (i == 0) {
+    if (c.index() == 0) {
       c.Write(kOk);
       s.Read(c);
     }
@@ -400,7 +281,7 @@ TEST(curl_transport_unit, APartialAnswerThenCloseIsUnavailable) {
   for (const std::string& answer : std::vector<std::string>{
            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "HTTP/1.1 200 OK\r\nContent-Le",
            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"}) {
-    ScriptedServer server(OneShot(answer));
+    LoopbackHttpServer server(OneShot(answer));
     auto transport = NewCurlTransport();
     auto reply = transport->Send(Get(server.url()));
     ASSERT_FALSE(reply.ok()) << answer;
@@ -410,7 +291,7 @@ TEST(curl_transport_unit, APartialAnswerThenCloseIsUnavailable) {
 }
 
 TEST(curl_transport_unit, AMalformedAnswerIsUnavailableWithoutItsBytes) {
-  ScriptedServer server(OneShot("HTTP/1.1 2x0 OK\r\nX-Secret: hunter2\r\n\r\n"));
+  LoopbackHttpServer server(OneShot("HTTP/1.1 2x0 OK\r\nX-Secret: hunter2\r\n\r\n"));
   auto transport = NewCurlTransport();
   auto reply = transport->Send(Get(server.url()));
   ASSERT_FALSE(reply.ok());
@@ -426,7 +307,7 @@ TEST(curl_transport_unit, ABodyOverTheLimitIsRefusedHoweverItIsFramed) {
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + big.substr(0, 64) + "\r\n40\r\n" +
             big.substr(0, 64) + "\r\n0\r\n\r\n",
         "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + big}) {
-    ScriptedServer server(OneShot(answer));
+    LoopbackHttpServer server(OneShot(answer));
     CurlOptions options;
     options.max_response_bytes = 100;
     auto transport = NewCurlTransport(options);
@@ -440,7 +321,7 @@ TEST(curl_transport_unit, ABodyOverTheLimitIsRefusedHoweverItIsFramed) {
 // Chunked: the body joined, trailers not among the answer's headers, and the
 // connection kept (the chunked framing ends the answer).
 TEST(curl_transport_unit, AChunkedAnswerIsJoinedAndItsTrailersDropped) {
-  ScriptedServer server(AnswerAll(
+  LoopbackHttpServer server(AnswerAll(
       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
       "3;ext=1\r\n{\"a\r\n4\r\n\":1}\r\n0\r\nX-Checksum: 42\r\n\r\n"));
   auto transport = NewCurlTransport();
@@ -457,7 +338,7 @@ TEST(curl_transport_unit, AChunkedAnswerIsJoinedAndItsTrailersDropped) {
 // No length: the body is what comes until the server closes; the next
 // request needs a new connection.
 TEST(curl_transport_unit, AnAnswerWithoutALengthIsReadToClose) {
-  ScriptedServer server(OneShot("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello, world"));
+  LoopbackHttpServer server(OneShot("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello, world"));
   auto transport = NewCurlTransport();
   for (int i = 0; i < 2; ++i) {
     auto reply = transport->Send(Get(server.url()));
@@ -476,7 +357,7 @@ TEST(curl_transport_unit, ConnectionCloseAndHttp10EndTheConnection) {
       {"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}", 1},
   };
   for (const auto& [answer, connections] : cases) {
-    ScriptedServer server(AnswerAll(answer));
+    LoopbackHttpServer server(AnswerAll(answer));
     auto transport = NewCurlTransport();
     for (int i = 0; i < 3; ++i) {
       auto reply = transport->Send(Get(server.url()));
@@ -490,7 +371,7 @@ TEST(curl_transport_unit, ConnectionCloseAndHttp10EndTheConnection) {
 // 1xx answers before the final one are skipped with their fields; a HEAD's
 // answer has no body whatever its Content-Length says.
 TEST(curl_transport_unit, InterimAnswersAreSkippedAndHeadHasNoBody) {
-  ScriptedServer server([](int, Conn& c, ScriptedServer& s) {
+  LoopbackHttpServer server([](LoopbackConn& c, LoopbackHttpServer& s) {
     std::string r;
     while (!(r = s.Read(c)).empty()) {
       if (r.starts_with("HEAD")) {
@@ -521,9 +402,9 @@ TEST(curl_transport_unit, InterimAnswersAreSkippedAndHeadHasNoBody) {
 // A server that takes the request and never answers: the call's timeout
 // ends the wait (kUnavailable), and the connection is not used again.
 TEST(curl_transport_unit, AServerThatNeverAnswersTimesOut) {
-  ScriptedServer server([](int i, Conn& c, ScriptedServer& s) {
+  LoopbackHttpServer server([](LoopbackConn& c, LoopbackHttpServer& s) {
     if (s.Read(c).empty()) return;
-    if (i == 0) {
+    if (c.index() == 0) {
       c.WaitForClose();
       return;
     }
@@ -544,7 +425,7 @@ TEST(curl_transport_unit, AServerThatNeverAnswersTimesOut) {
 // With a proxy named in the environment, curl_easy_perform carries the
 // request (to the proxy, in absolute form).
 TEST(curl_transport_unit, AProxyInTheEnvironmentTakesTheRequest) {
-  ScriptedServer proxy(AnswerAll(kOk));
+  LoopbackHttpServer proxy(AnswerAll(kOk));
   ASSERT_EQ(setenv("http_proxy", proxy.url("").c_str(), 1), 0);
   auto transport = NewCurlTransport();
   auto reply = transport->Send(Get("http://origin.invalid:8080/path"));
@@ -557,7 +438,7 @@ TEST(curl_transport_unit, AProxyInTheEnvironmentTakesTheRequest) {
 
 // The curl_easy_perform path, when asked for, still answers.
 TEST(curl_transport_unit, TheLibcurlPathAnswersToo) {
-  ScriptedServer server(AnswerAll(kOk));
+  LoopbackHttpServer server(AnswerAll(kOk));
   CurlOptions options;
   options.libcurl_http = true;
   auto transport = NewCurlTransport(options);
@@ -579,7 +460,7 @@ int OpenDescriptors() {
 // A retired connection's socket is closed, not kept by curl: forty answers
 // that each end their connection leave no more descriptors open than one.
 TEST(curl_transport_unit, RetiredConnectionsDoNotPileUp) {
-  ScriptedServer server(AnswerAll("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"));
+  LoopbackHttpServer server(AnswerAll("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"));
   auto transport = NewCurlTransport();
   ASSERT_TRUE(transport->Send(Get(server.url())).ok());
   const int before = OpenDescriptors();

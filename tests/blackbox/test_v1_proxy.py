@@ -1,7 +1,6 @@
 """Issue 16: the /v1 proxy, driven with the official OpenAI Python SDK against loopback upstream stubs that
 check the injected key."""
 import hashlib
-import http.server
 import json
 import socket
 import threading
@@ -12,6 +11,7 @@ import pytest
 import requests
 
 from conftest import ADMIN_TOKEN, data
+from loopback_stub import LoopbackStub, StubHandler
 
 CLIENT_TOKEN = "client-token-" + "c" * 20
 LIMITED_TOKEN = "limited-token-" + "l" * 20
@@ -19,7 +19,7 @@ STUB_KEY = "sk-stub-" + "k" * 16
 OTHER_KEY = "sk-other-" + "o" * 16
 
 
-class Stub:
+class Stub(LoopbackStub):
     """A threaded loopback upstream: answers OpenAI-style, 401 without its key, records every request."""
 
     def __init__(self, key, mode="ok"):
@@ -32,18 +32,7 @@ class Stub:
         self.extra_headers = []  # sent with every non-streamed answer
         stub = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                self._handle()
-
-            def do_POST(self):
-                self._handle()
-
+        class Handler(StubHandler):
             def _send(self, status, body, ctype="application/json", extra=()):
                 raw = json.dumps(body).encode() if not isinstance(body, bytes) else body
                 self.send_response(status)
@@ -56,8 +45,7 @@ class Stub:
                 self.wfile.write(raw)
 
             def _handle(self):
-                length = int(self.headers.get("Content-Length", "0") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self._body()
                 stub.seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": raw})
                 if stub.mode == "record-only":
                     return self._send(200, {"recorded": True})
@@ -103,18 +91,7 @@ class Stub:
                 except (BrokenPipeError, ConnectionResetError):
                     stub.stream_closed.set()
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 def sha(token):
@@ -275,21 +252,33 @@ def test_upstream_down_slow_and_redirect(v1, stubs):
     assert target.seen == []  # never followed, so the key never went there
 
 
+def raw_v1_post(gw, token, body, content_length=None):
+    """POST /v1/chat/completions over a raw socket (15 s timeout), its Content-Length len(body) unless given."""
+    length = len(body) if content_length is None else content_length
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.settimeout(15)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() +
+              b"\r\nContent-Type: application/json\r\nContent-Length: " + str(length).encode() + b"\r\n\r\n" + body)
+    return s
+
+
+def read_until(s, marker):
+    """What the socket received up to and including `marker` (fails if the peer closes first)."""
+    got = b""
+    while marker not in got:
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    return got
+
+
 def test_client_disconnect_mid_stream_frees_the_upstream(v1, stubs):
     gw = v1()
     main = stubs(STUB_KEY, "long-stream")
     add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
     body = json.dumps({"model": "gpt-stub", "stream": True, "messages": []}).encode()
-    with socket.create_connection(("127.0.0.1", gw.port)) as s:
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_TOKEN.encode() +
-                  b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
-                  b"\r\n\r\n" + body)
-        got = b""
-        while b"part1" not in got:
-            chunk = s.recv(4096)
-            assert chunk, got
-            got += chunk
-        assert b"Transfer-Encoding: chunked" in got
+    with raw_v1_post(gw, CLIENT_TOKEN, body) as s:
+        assert b"Transfer-Encoding: chunked" in read_until(s, b"part1")
     # The stub's next writes fail once the gateway has closed its upstream connection (well before the 400
     # chunks, 20 s, would have ended).
     assert main.stream_closed.wait(15)
@@ -299,17 +288,8 @@ def test_client_disconnect_mid_stream_frees_the_upstream(v1, stubs):
 
 def open_stream(gw, token, model="gpt-stub"):
     """A streamed /v1 call over a raw socket, returned once its first chunk arrived (the call is then in progress)."""
-    body = json.dumps({"model": model, "stream": True, "messages": []}).encode()
-    s = socket.create_connection(("127.0.0.1", gw.port))
-    s.settimeout(15)
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() +
-              b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
-              b"\r\n\r\n" + body)
-    got = b""
-    while b"part0" not in got:
-        chunk = s.recv(4096)
-        assert chunk, got
-        got += chunk
+    s = raw_v1_post(gw, token, json.dumps({"model": model, "stream": True, "messages": []}).encode())
+    got = read_until(s, b"part0")
     assert got.startswith(b"HTTP/1.1 200"), got
     return s
 
@@ -405,10 +385,7 @@ def test_hostile_bodies_are_400_never_500(v1, stubs):
     r = post_v1(gw, bodies[0])
     assert "byte order mark" in r.json()["error"]["message"]
     # Over GATEWAY_MAX_BODY_BYTES (1 MiB): refused from its Content-Length, before the body is read.
-    with socket.create_connection(("127.0.0.1", gw.port)) as s:
-        s.settimeout(15)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_TOKEN.encode() +
-                  b"\r\nContent-Type: application/json\r\nContent-Length: " + str(2 << 20).encode() + b"\r\n\r\n{")
+    with raw_v1_post(gw, CLIENT_TOKEN, b"{", content_length=2 << 20) as s:
         head = s.recv(4096)
     assert head.startswith(b"HTTP/1.1 413"), head
     assert main.seen == []  # none of them went upstream

@@ -2,7 +2,6 @@
 down (cache, stale-if-error, the DYAD_PROVIDER_* fallback), and refusing a metadata address its baseUrl's name
 resolves to at request time. Driven with the official OpenAI Python SDK against loopback stubs that check the
 injected key and record every request."""
-import http.server
 import json
 import subprocess
 import threading
@@ -15,6 +14,7 @@ import requests
 
 import conftest
 from aws_peers import Moto
+from loopback_stub import LoopbackStub, StubHandler
 from conftest import data
 from test_aws import aws_gateway
 from test_v1_proxy import CLIENT_TOKEN, add_provider, sdk, sha
@@ -22,7 +22,7 @@ from test_v1_proxy import CLIENT_TOKEN, add_provider, sdk, sha
 CHUNKS = 20
 
 
-class KeyStub:
+class KeyStub(LoopbackStub):
     """A threaded loopback upstream that answers only the keys in `accepted` (401 otherwise) and records, for every
     request, when it came, the key it carried and the client's X-Test-Request-Id (forwarded by the gateway). Streams
     are sent chunked on a kept-alive connection: CHUNKS chunks a few milliseconds apart, a final chunk, [DONE]."""
@@ -34,18 +34,7 @@ class KeyStub:
         self.seen = []  # {"rid", "key", "path", "status"}
         stub = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                self._handle()
-
-            def do_POST(self):
-                self._handle()
-
+        class Handler(StubHandler):
             def _json(self, status, body):
                 raw = json.dumps(body).encode()
                 self.send_response(status)
@@ -55,8 +44,7 @@ class KeyStub:
                 self.wfile.write(raw)
 
             def _handle(self):
-                length = int(self.headers.get("Content-Length", "0") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self._body()
                 auth = self.headers.get("Authorization", "")
                 key = auth[len("Bearer "):] if auth.startswith("Bearer ") else auth
                 ok = key in stub.accepted
@@ -96,27 +84,12 @@ class KeyStub:
                 self._chunk(b"data: [DONE]\n\n")
                 self._chunk(b"")  # the last chunk: "0\r\n\r\n"
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self._serve(Handler)
         self.server.handle_error = lambda request, address: None  # a pooled connection the gateway closed
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self):
-        return self.server.server_address[1]
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.port}/v1"
 
     def keys(self):
         with self.lock:
             return [s["key"] for s in self.seen]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

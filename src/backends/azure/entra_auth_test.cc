@@ -468,6 +468,13 @@ class CountingSource final : public EntraTokenSource {
   const std::string name_ = "counting";
 };
 
+// A credential over a CountingSource on `clock`; `*source` is that source.
+std::shared_ptr<EntraCredential> CountedCredential(const Clock& clock, CountingSource** source) {
+  auto owned = std::make_unique<CountingSource>(clock);
+  *source = owned.get();
+  return std::make_shared<EntraCredential>(std::move(owned), clock);
+}
+
 std::string AuthorizationOf(const CloudRequest& r) {
   for (const auto& [k, v] : r.headers) {
     if (k == "Authorization") return v;
@@ -481,9 +488,8 @@ HttpReply Challenge401(const std::string& www = kChallenge) {
 
 TEST(EntraAuth, TheFirstRequestProbesAndTheChallengeSetsTheScope) {
   FakeClock clock;
-  auto owned = std::make_unique<CountingSource>(clock);
-  CountingSource* source = owned.get();
-  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  CountingSource* source = nullptr;
+  auto credential = CountedCredential(clock, &source);
   auto auth = NewEntraAuth("kv1.vault.azure.net", true, credential);
   CloudRequest r{"PUT", "kv1.vault.azure.net", "/secrets/x", "api-version=7.5", {}, R"({"value":"plain-canary"})"};
   ASSERT_TRUE(auth->Authorize(r).ok());
@@ -512,9 +518,8 @@ TEST(EntraAuth, TheFirstRequestProbesAndTheChallengeSetsTheScope) {
 
 TEST(EntraAuth, AChallengeForAnotherDomainGetsNoToken) {
   FakeClock clock;
-  auto owned = std::make_unique<CountingSource>(clock);
-  CountingSource* source = owned.get();
-  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  CountingSource* source = nullptr;
+  auto credential = CountedCredential(clock, &source);
   auto auth = NewEntraAuth("kv1.vault.azure.net", true, credential);
   EXPECT_FALSE(auth->OnRejected("secrets.get", Challenge401("Bearer authorization=\"https://login.microsoftonline.com/t\", "
                                                             "resource=\"https://evil.example\"")));
@@ -534,9 +539,8 @@ TEST(EntraAuth, AChallengeForAnotherDomainGetsNoToken) {
 
 TEST(EntraAuth, ARejectedTokenIsRefreshedOnceThenTheCallFails) {
   FakeClock clock;
-  auto owned = std::make_unique<CountingSource>(clock);
-  CountingSource* source = owned.get();
-  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  CountingSource* source = nullptr;
+  auto credential = CountedCredential(clock, &source);
   auto auth = NewEntraAuth("kv1.vault.azure.net", true, credential);
   ASSERT_TRUE(auth->OnRejected("op", Challenge401()));
   CloudRequest r{"GET", "kv1.vault.azure.net", "/secrets/x", "", {}, ""};
@@ -563,9 +567,8 @@ TEST(EntraAuth, ARejectedTokenIsRefreshedOnceThenTheCallFails) {
 // fails the call; 50 calls fetch one token, not 50.
 TEST(EntraAuth, AFreshTokenRefusedFailsClosedWithoutAnotherFetch) {
   FakeClock clock;
-  auto owned = std::make_unique<CountingSource>(clock);
-  CountingSource* source = owned.get();
-  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  CountingSource* source = nullptr;
+  auto credential = CountedCredential(clock, &source);
   auto auth = NewEntraAuth("kv1.vault.azure.net", true, credential);
   ASSERT_TRUE(auth->OnRejected("op", Challenge401()));
   for (int i = 0; i < 50; ++i) {
@@ -588,9 +591,8 @@ TEST(EntraAuth, AFreshTokenRefusedFailsClosedWithoutAnotherFetch) {
 
 TEST(EntraAuth, RefusalsOfAnAlreadyReplacedTokenFetchNoOtherToken) {
   FakeClock clock;
-  auto owned = std::make_unique<CountingSource>(clock);
-  CountingSource* source = owned.get();
-  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  CountingSource* source = nullptr;
+  auto credential = CountedCredential(clock, &source);
   auto auth = NewEntraAuth("kv1.vault.azure.net", true, credential);
   ASSERT_TRUE(auth->OnRejected("op", Challenge401()));
   // Another thread sends tok-1 and hears of its refusal only after this one has replaced it.
@@ -624,9 +626,8 @@ TEST(EntraAuth, RefusalsOfAnAlreadyReplacedTokenFetchNoOtherToken) {
 
 TEST(EntraAuth, TokensAreRefreshedAheadOfExpiryAndSharedAcrossVaults) {
   FakeClock clock;
-  auto owned = std::make_unique<CountingSource>(clock);
-  CountingSource* source = owned.get();
-  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  CountingSource* source = nullptr;
+  auto credential = CountedCredential(clock, &source);
   auto a = NewEntraAuth("kv1.vault.azure.net", true, credential);
   auto b = NewEntraAuth("keys1.vault.azure.net", true, credential);
   ASSERT_TRUE(a->OnRejected("op", Challenge401()));
@@ -692,11 +693,6 @@ TEST(EntraAuth, AzureClientProbesThenSendsTheTokenFromTheChallenge) {
   EXPECT_EQ(ScriptedTransport::HeaderOf(vault->calls[4], "Authorization"), "Bearer tok-entra-2");
 }
 
-}  // namespace
-}  // namespace dyad
-
-namespace dyad {
-namespace {
 
 TEST(EntraAuth, AShortLivedTokenIsReusedForHalfItsLifetime) {
   ScriptedTransport http;
@@ -723,11 +719,6 @@ TEST(EntraAuth, AShortLivedTokenIsReusedForHalfItsLifetime) {
   EXPECT_EQ(http.calls.size(), 2u);
 }
 
-}  // namespace
-}  // namespace dyad
-
-namespace dyad {
-namespace {
 
 TEST(EntraAuth, OnlyAScopeOfExactlyDotDefaultIsAccepted) {
   for (const char* good : {"Bearer scope=\"https://vault.azure.net/.default\"",
@@ -749,9 +740,8 @@ TEST(EntraAuth, OnlyAScopeOfExactlyDotDefaultIsAccepted) {
     EXPECT_FALSE(ParseEntraChallenge(bad)) << bad;
   }
   FakeClock clock;
-  auto owned = std::make_unique<CountingSource>(clock);
-  CountingSource* source = owned.get();
-  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  CountingSource* source = nullptr;
+  auto credential = CountedCredential(clock, &source);
   auto auth = NewEntraAuth("kv1.vault.azure.net", true, credential);
   for (const char* bad : {"Bearer authorization=\"https://login.microsoftonline.com/t\", "
                           "scope=\"https://vault.azure.net/x/.default\"",
@@ -765,17 +755,11 @@ TEST(EntraAuth, OnlyAScopeOfExactlyDotDefaultIsAccepted) {
   EXPECT_TRUE(source->scopes.empty());
 }
 
-}  // namespace
-}  // namespace dyad
-
-namespace dyad {
-namespace {
 
 TEST(EntraAuth, AChallengeFromAnotherTenantFailsClosedNamingBothTenants) {
   FakeClock clock;
-  auto owned = std::make_unique<CountingSource>(clock);
-  CountingSource* source = owned.get();
-  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  CountingSource* source = nullptr;
+  auto credential = CountedCredential(clock, &source);
   auto same = NewEntraAuth("kv1.vault.azure.net", true, credential, kTenant);
   EXPECT_TRUE(same->OnRejected("secrets.get", Challenge401()));
   auto other = NewEntraAuth("kv2.vault.azure.net", true, credential, kTenant);
@@ -792,17 +776,11 @@ TEST(EntraAuth, AChallengeFromAnotherTenantFailsClosedNamingBothTenants) {
   EXPECT_TRUE(source->scopes.empty());
 }
 
-}  // namespace
-}  // namespace dyad
-
-namespace dyad {
-namespace {
 
 TEST(EntraAuth, ANewChallengeScopeReplacesTheOldTokenHolder) {
   FakeClock clock;
-  auto owned = std::make_unique<CountingSource>(clock);
-  CountingSource* source = owned.get();
-  auto credential = std::make_shared<EntraCredential>(std::move(owned), clock);
+  CountingSource* source = nullptr;
+  auto credential = CountedCredential(clock, &source);
   auto auth = NewEntraAuth("127.0.0.1:8443", false, credential);
   for (int i = 0; i < 5; ++i) {
     const std::string scope = "https://r" + std::to_string(i) + ".example/.default";

@@ -9,25 +9,13 @@
 #include <thread>
 #include <vector>
 
+#include "testing/at_once.h"
 #include "testing/registry_engines.h"
 
 namespace dyad {
 namespace {
 
-// Runs call(i) for i in [0, n) on n threads released at once.
-template <typename F>
-void AtOnce(int n, F call) {
-  std::atomic<int> ready{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < n; ++i) {
-    threads.emplace_back([&, i] {
-      ready.fetch_add(1);
-      while (ready.load() < n) std::this_thread::yield();
-      call(i);
-    });
-  }
-  for (auto& t : threads) t.join();
-}
+using testing::AtOnce;
 
 class SecretStoreOnEngines : public testing::RegistryContractTest {
  protected:

@@ -1,0 +1,45 @@
+"""What the /v1 tests' loopback upstream stubs share: a quiet HTTP/1.1 handler that sends GET and POST to one
+`_handle()`, and a threaded server on 127.0.0.1 with a base_url and close()."""
+import http.server
+import threading
+
+
+class StubHandler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 (kept-alive connections), no access log; a subclass defines `_handle()` for GET and POST."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self._handle()
+
+    def do_POST(self):
+        self._handle()
+
+    def _body(self):
+        length = int(self.headers.get("Content-Length", "0") or 0)
+        return self.rfile.read(length) if length else b""
+
+
+class LoopbackStub:
+    """A ThreadingHTTPServer on an ephemeral loopback port, served from a daemon thread until close()."""
+
+    def _serve(self, handler):
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self):
+        return self.server.server_address[1]
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
