@@ -107,20 +107,24 @@ class PgRotationRepository final : public RotationRepository {
 
   // The lock row first, then the run's, as Begin takes them: a takeover and
   // a save meeting never wait for each other in opposite orders. A save by
-  // an owner that lost the lock writes nothing.
+  // an owner that lost the lock writes nothing. One statement (one round
+  // trip per batch of a rotation): the run's UPDATE tests the lock's, so the
+  // lock row is written (and locked) before the run's row.
   Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
-    return db_->Transaction([&](PgConnection& c) -> Status {
-      DYAD_ASSIGN_OR_RETURN(PgRows held, c.Query(
-          "UPDATE rotation_lock SET heartbeat_at=" DYAD_PG_NOW_MS " WHERE run_id=$1 AND owner=$2", {run.id, owner}));
-      if (held.Affected() == 0) return RotationLockLost(run.id);
-      DYAD_RETURN_IF_ERROR(c.Query(
-          "UPDATE rotation_runs SET status=$1, finished_at=$2, to_version=$3, total=$4, done=$5, reencrypted=$6, "
-          "skipped=$7, failed=$8, cursor=$9, error=$10, duration_ms=$11 WHERE id=$12",
-          {run.status, final ? PgParam(run.finished_at) : PgParam::Null(), static_cast<int64_t>(run.to_version),
-           run.total, run.done, run.reencrypted, run.skipped, run.failed, run.cursor, run.error, run.duration_ms,
-           run.id}));
-      return OkStatus();
-    });
+    DYAD_ASSIGN_OR_RETURN(PgRows rows, db_->With<PgRows>([&](PgConnection& c) -> Result<PgRows> {
+      return c.Query(
+          "WITH held AS (UPDATE rotation_lock SET heartbeat_at=" DYAD_PG_NOW_MS
+          " WHERE run_id=$1 AND owner=$2 RETURNING 1), "
+          "saved AS (UPDATE rotation_runs SET status=$3, finished_at=$4, to_version=$5, total=$6, done=$7, "
+          "reencrypted=$8, skipped=$9, failed=$10, cursor=$11, error=$12, duration_ms=$13 "
+          "WHERE id=$1 AND EXISTS (SELECT 1 FROM held) RETURNING 1) "
+          "SELECT (SELECT COUNT(*) FROM held), (SELECT COUNT(*) FROM saved)",
+          {run.id, owner, run.status, final ? PgParam(run.finished_at) : PgParam::Null(),
+           static_cast<int64_t>(run.to_version), run.total, run.done, run.reencrypted, run.skipped, run.failed,
+           run.cursor, run.error, run.duration_ms});
+    }));
+    if (rows.size() == 0 || rows.Int(0, 0) == 0) return RotationLockLost(run.id);
+    return OkStatus();
   }
 
   Result<bool> Heartbeat(const std::string& run_id, const std::string& owner) override {

@@ -1,6 +1,7 @@
 #include "service/key_rotation_service.h"
 
 #include <algorithm>
+#include <future>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -253,18 +254,34 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
   if (run.cursor.empty()) i = 0;
   run.done = static_cast<int64_t>(i);
   std::string first_error;
+  // Batch k+1 is read and rewrapped on a thread of its own while batch k is
+  // written (Read writes nothing); the cursor moves past a batch only once
+  // its write has returned, and a run that stops leaves the batch read
+  // ahead unwritten (the future's destructor waits for its read).
+  auto read_ahead = [&](size_t from) {
+    const size_t to = std::min(names->size(), from + options_.batch_size);
+    std::vector<std::string> batch(names->begin() + static_cast<std::ptrdiff_t>(from),
+                                   names->begin() + static_cast<std::ptrdiff_t>(to));
+    return std::async(std::launch::async, [this, batch = std::move(batch), to_version = run.to_version,
+                                           force = run.force]() mutable {
+      return Read(std::move(batch), to_version, force, nullptr);
+    });
+  };
+  std::future<ReadBatch> ahead;
+  if (i < names->size()) ahead = read_ahead(i);
   while (i < names->size()) {
-    size_t end = std::min(names->size(), i + options_.batch_size);
-    std::vector<std::string> batch(names->begin() + static_cast<std::ptrdiff_t>(i),
-                                   names->begin() + static_cast<std::ptrdiff_t>(end));
-    i = end;
     const auto batch_t0 = clock_.Now();
-    Reencrypted r = Reencrypt(batch, run.to_version, run.force, nullptr);
+    ReadBatch read = ahead.get();
+    i += read.names.size();
+    if (i < names->size()) ahead = read_ahead(i);
+    const size_t batch_size = read.names.size();
+    const std::string first = read.names.front(), last = read.names.back();
+    Reencrypted r = Write(std::move(read), run.to_version, run.force, nullptr);
     if (options_.metrics) options_.metrics->CountRotationSecrets(r.reencrypted, r.skipped, r.failed);
     if (spdlog::should_log(spdlog::level::debug)) {
       spdlog::debug("key rotation batch: run={} to_version={} secrets={} first={} last={} reencrypted={} skipped={} "
                     "failed={} duration_ms={:.3f}",
-                    run.id, run.to_version, batch.size(), batch.front(), batch.back(), r.reencrypted, r.skipped,
+                    run.id, run.to_version, batch_size, first, last, r.reencrypted, r.skipped,
                     r.failed, std::chrono::duration<double, std::milli>(clock_.Now() - batch_t0).count());
     }
     run.reencrypted += r.reencrypted;
@@ -300,64 +317,83 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
 KeyRotationService::Reencrypted KeyRotationService::Reencrypt(const std::vector<std::string>& names,
                                                               uint32_t to_version, bool force,
                                                               const std::function<bool(uint32_t)>& wants) {
+  return Write(Read(names, to_version, force, wants), to_version, force, wants);
+}
+
+KeyRotationService::ReadBatch KeyRotationService::Read(std::vector<std::string> names, uint32_t to_version,
+                                                       bool force, const std::function<bool(uint32_t)>& wants) {
   SecretStore& store = secrets_.store();
   Sealer& sealer = secrets_.sealer();
-  Reencrypted out;
+  ReadBatch out;
+  out.names = std::move(names);
+  out.conditional = store.HasConditionalWrites();
+  if (!out.conditional) return out;
+  const std::vector<std::string>& batch = out.names;
+  auto fail = [&out](const std::string& name, const Error& e) {
+    ++out.counted.failed;
+    if (out.counted.first_error.empty()) out.counted.first_error = name + ": " + e.message;
+  };
+  auto blobs = store.GetMany(batch);
+  if (!blobs.ok()) {
+    for (const auto& name : batch) fail(name, blobs.error());
+    return out;
+  }
+  // One RewrapMany for the chunk: a KMS with a batch call (Transit's
+  // rewrap) moves all their data keys at once.
+  std::vector<Result<std::string>> rewrapped(batch.size(), Result<std::string>(std::string()));
+  std::vector<Sealer::RewrapItem> items;
+  std::vector<size_t> at;
+  for (size_t k = 0; k < batch.size(); ++k) {
+    const auto& blob = (*blobs)[k];
+    if (!blob.ok()) {
+      rewrapped[k] = blob.error();
+    } else if (wants && !wants(KeyVersionOf(blob->value))) {
+      rewrapped[k] = MakeError(ErrorCode::kAlreadyExists, "");
+    } else {
+      items.push_back({batch[k], blob->value});
+      at.push_back(k);
+    }
+  }
+  auto moved = sealer.RewrapMany(items, to_version, force, options_.parallelism);
+  for (size_t j = 0; j < at.size(); ++j) rewrapped[at[j]] = std::move(moved[j]);
+  for (size_t k = 0; k < batch.size(); ++k) {
+    auto& blob = (*blobs)[k];
+    Result<std::string>& next = rewrapped[k];
+    if (!blob.ok() && blob.code() == ErrorCode::kNotFound) {  // deleted meanwhile
+      ++out.counted.skipped;
+    } else if (!next.ok() && next.code() == ErrorCode::kAlreadyExists) {
+      ++out.counted.skipped;
+    } else if (!next.ok()) {
+      fail(batch[k], next.error());
+    } else {
+      out.swaps.push_back({batch[k], std::move(blob->version), std::move(next).value()});
+    }
+  }
+  return out;
+}
+
+KeyRotationService::Reencrypted KeyRotationService::Write(ReadBatch batch, uint32_t to_version, bool force,
+                                                          const std::function<bool(uint32_t)>& wants) {
+  Reencrypted out = std::move(batch.counted);
   auto fail = [&out](const std::string& name, const Error& e) {
     ++out.failed;
     if (out.first_error.empty()) out.first_error = name + ": " + e.message;
   };
-  if (store.HasConditionalWrites()) {
-    auto blobs = store.GetMany(names);
-    if (!blobs.ok()) {
-      for (const auto& name : names) fail(name, blobs.error());
-      return out;
-    }
-    // One RewrapMany for the chunk: a KMS with a batch call (Transit's
-    // rewrap) moves all their data keys at once.
-    std::vector<Result<std::string>> rewrapped(names.size(), Result<std::string>(std::string()));
-    std::vector<Sealer::RewrapItem> items;
-    std::vector<size_t> at;
-    for (size_t k = 0; k < names.size(); ++k) {
-      const auto& blob = (*blobs)[k];
-      if (!blob.ok()) {
-        rewrapped[k] = blob.error();
-      } else if (wants && !wants(KeyVersionOf(blob->value))) {
-        rewrapped[k] = MakeError(ErrorCode::kAlreadyExists, "");
-      } else {
-        items.push_back({names[k], blob->value});
-        at.push_back(k);
-      }
-    }
-    auto moved = sealer.RewrapMany(items, to_version, force, options_.parallelism);
-    for (size_t j = 0; j < at.size(); ++j) rewrapped[at[j]] = std::move(moved[j]);
-    std::vector<SecretStore::Swap> swaps;
-    for (size_t k = 0; k < names.size(); ++k) {
-      auto& blob = (*blobs)[k];
-      Result<std::string>& next = rewrapped[k];
-      if (!blob.ok() && blob.code() == ErrorCode::kNotFound) {  // deleted meanwhile
-        ++out.skipped;
-      } else if (!next.ok() && next.code() == ErrorCode::kAlreadyExists) {
-        ++out.skipped;
-      } else if (!next.ok()) {
-        fail(names[k], next.error());
-      } else {
-        swaps.push_back({names[k], std::move(blob->version), std::move(next).value()});
-      }
-    }
-    auto replaced = store.ReplaceMany(swaps);
+  if (batch.conditional) {
+    auto replaced = secrets_.store().ReplaceMany(batch.swaps);
     if (replaced.ok()) {
       for (bool r : *replaced) r ? ++out.reencrypted : ++out.skipped;
       return out;
     }
     if (replaced.code() != ErrorCode::kUnimplemented) {
-      for (const auto& swap : swaps) fail(swap.name, replaced.error());
+      for (const auto& swap : batch.swaps) fail(swap.name, replaced.error());
       return out;
     }
     // The store has just found it cannot write conditionally: again, each
     // under its lock (those already written now skip as rewrapped).
     out = Reencrypted{};
   }
+  const std::vector<std::string>& names = batch.names;
   std::vector<Result<bool>> done(names.size(), Result<bool>(false));
   ParallelFor(names.size(), options_.parallelism, [&](size_t k) { done[k] = ReencryptHeld(names[k], to_version, force, wants); });
   for (size_t k = 0; k < names.size(); ++k) {
@@ -449,12 +485,19 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run, const std::func
   secrets_.PublishKeyEpoch();  // nothing new seals under a 'retiring' version, in any instance
   clock_.SleepFor(options_.retire_grace);
   constexpr int kPasses = 3;
+  // A pass that finds no blob on the older versions is the recount: nothing
+  // was rewritten after its scan, so a second scan of every blob would find
+  // what it found.
+  bool listed = false, recounted = false;
   for (int pass = 0; pass < kPasses; ++pass) {
     std::vector<std::string> names;
     DYAD_RETURN_IF_ERROR(ScanKeyVersions(secrets_, [&](const std::string& name, StoredSecret&, uint32_t version) {
       if (older.count(version)) names.push_back(name);
-    }));
-    if (names.empty()) break;
+    }, &listed));
+    if (names.empty()) {
+      recounted = true;
+      break;
+    }
     DYAD_RETURN_IF_ERROR(step("rewrapping " + std::to_string(names.size()) + " secret(s) left on older versions", [&] {
       Reencrypted r = Reencrypt(names, run.to_version, false, [&](uint32_t v) { return older.count(v) > 0; });
       run.reencrypted += r.reencrypted;  // one that fails keeps its version retiring (the recount below)
@@ -464,8 +507,10 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run, const std::func
   // A recount from the registry alone (the store refused its list) cannot
   // see another instance's secrets: the version is retired in the gateway
   // only, never in the KMS for every client of the key.
-  bool listed = false;
-  DYAD_ASSIGN_OR_RETURN(auto in_use, CountKeyVersions(secrets_, &listed));
+  std::map<uint32_t, int64_t> in_use;
+  if (!recounted) {
+    DYAD_ASSIGN_OR_RETURN(in_use, CountKeyVersions(secrets_, &listed));
+  }
   std::string kept;
   for (uint32_t v : older) {
     if (in_use.count(v)) {

@@ -115,9 +115,20 @@ class KeyRotationService {
     int64_t reencrypted = 0, skipped = 0, failed = 0;
     std::string first_error;
   };
-  // Moves `names` to `to_version` (only blobs on a version `wants`, if given).
+  // Moves `names` to `to_version` (only blobs on a version `wants`, if given):
+  // Write(Read(…)). Read only reads and rewraps (it writes nothing, so the
+  // next batch's can run while this one's Write does).
+  struct ReadBatch {
+    std::vector<std::string> names;
+    bool conditional = false;  // the store writes conditionally: `swaps` are the batch's writes
+    std::vector<SecretStore::Swap> swaps;
+    Reencrypted counted;  // skipped and failed before any write
+  };
   Reencrypted Reencrypt(const std::vector<std::string>& names, uint32_t to_version, bool force,
                         const std::function<bool(uint32_t)>& wants);
+  ReadBatch Read(std::vector<std::string> names, uint32_t to_version, bool force,
+                 const std::function<bool(uint32_t)>& wants);
+  Reencrypted Write(ReadBatch batch, uint32_t to_version, bool force, const std::function<bool(uint32_t)>& wants);
   Result<bool> ReencryptHeld(const std::string& name, uint32_t to_version, bool force,
                              const std::function<bool(uint32_t)>& wants);
 

@@ -10,7 +10,8 @@
 // so of two writers holding one token one wins and the other gets kConflict);
 // ReplaceMany locks the batch's rows in name order (so two batches never
 // deadlock), decides each item on the locked revisions exactly as one Replace
-// after another would, and writes them in one UPDATE.
+// after another would, and writes them in one UPDATE — all in one statement
+// (one round trip) when no name repeats in the batch.
 //
 // Names and values are PostgreSQL text: one holding a NUL byte, or not UTF-8,
 // is refused with kInvalidArgument before anything is written (never cut
