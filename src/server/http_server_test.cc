@@ -290,7 +290,8 @@ TEST(HttpServerStream, SlowReaderHoldsTheQueueBoundedAndOrdered) {
   constexpr int kPieces = 4096;  // 64 MiB in all
   std::atomic<size_t> produced{0};
   HttpServerOptions o = Running::Options();
-  o.stream_buffer_bytes = 64 * 1024;
+  constexpr size_t kBuffer = 64 * 1024;
+  o.stream_buffer_bytes = kBuffer;
   Running server(
       [&](const HttpRequest& req) {
         EXPECT_TRUE(req.writer->Begin(200, "application/octet-stream", {}));
@@ -326,7 +327,7 @@ TEST(HttpServerStream, SlowReaderHoldsTheQueueBoundedAndOrdered) {
   }
   socklen_t len = sizeof rcv;
   ::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len);
-  const size_t bound = o.stream_buffer_bytes + kPiece + wmem_max + static_cast<size_t>(rcv) + 64 * 1024;
+  const size_t bound = kBuffer + kPiece + wmem_max + static_cast<size_t>(rcv) + 64 * 1024;
   ASSERT_LT(bound * 2, kPiece * kPieces) << "the test could not tell a bounded queue from an unbounded one";
   std::string wire;  // what came, framing included
   size_t received = 0;
