@@ -58,6 +58,7 @@ struct App::Parts {
   std::unique_ptr<RotationScheduler> scheduler;
   std::unique_ptr<ProxyService> proxy;
   std::unique_ptr<ConcurrencyLimit> v1_limit;  // before the router, whose /v1 routes hold it
+  int v1_threads = 64;
   std::unique_ptr<Router> router;
   std::unique_ptr<CacheWarmer> warmer;  // last: stopped before what it reads
 };
@@ -194,7 +195,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   po.timeouts.connect = std::chrono::milliseconds(config.upstream_connect_timeout_ms);
   po.timeouts.first_byte = std::chrono::milliseconds(config.upstream_first_byte_timeout_ms);
   po.timeouts.idle = std::chrono::milliseconds(config.upstream_idle_timeout_ms);
-  DYAD_ASSIGN_OR_RETURN(V1Settings v1, ReadV1Settings(config.env, config.blocking_threads));
+  DYAD_ASSIGN_OR_RETURN(V1Settings v1, ReadV1Settings(config.env));
   po.timeouts.total = v1.upstream_total;
   po.policy.allow_plaintext = config.allow_plaintext_upstream;
   p.proxy = std::make_unique<ProxyService>(po, *p.repo, *p.secrets, *p.upstream, *p.metrics, clock);
@@ -202,6 +203,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler,
                                        *p.audit, config.max_body_bytes, p.warmer.get()});
   p.v1_limit = std::make_unique<ConcurrencyLimit>(v1.limits);
+  p.v1_threads = v1.threads;
   RegisterV1Routes(*p.router, *p.proxy, p.v1_limit.get());
   p.metrics->SetHttpRoutes(RoutePairs(*p.router));  // each route's latency series, found without a label lookup
   if (serving) {
@@ -230,7 +232,13 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
 
 std::vector<std::pair<std::string, std::string>> App::Routes() const { return RoutePairs(*parts_->router); }
 
-bool App::MayBlock(const HttpRequest& request) const { return parts_->router->MayBlock(request); }
+HandlerPool App::PoolFor(const HttpRequest& request) const {
+  if (!parts_->router->MayBlock(request)) return HandlerPool::kIo;
+  // The router refuses a non-canonical spelling of /v1 (answered inline).
+  return request.path.rfind("/v1/", 0) == 0 ? HandlerPool::kUpstream : HandlerPool::kBlocking;
+}
+
+int App::v1_threads() const { return parts_->v1_threads; }
 
 HttpResponse App::Handle(const HttpRequest& request) {
   auto t0 = parts_->clock->Now();

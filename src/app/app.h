@@ -11,6 +11,7 @@
 #include "app/backend.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "server/http_server.h"
 #include "server/http_types.h"
 
 namespace dyad {
@@ -32,8 +33,12 @@ class App {
   ~App();
 
   HttpResponse Handle(const HttpRequest& request);
-  // Whether Handle() may wait on a backend (run it off the I/O threads).
-  bool MayBlock(const HttpRequest& request) const;
+  // Where the server runs Handle() for this request: the I/O thread, the
+  // blocking pool (it may wait on a backend) or, for /v1, the upstream pool
+  // (it waits on an upstream for as long as a stream lasts).
+  HandlerPool PoolFor(const HttpRequest& request) const;
+  // The upstream pool's size (GATEWAY_V1_THREADS).
+  int v1_threads() const;
 
   // The routes served, as the router has them (the API description is
   // checked against these).

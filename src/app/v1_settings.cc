@@ -7,16 +7,17 @@
 
 namespace dyad {
 
-Result<V1Settings> ReadV1Settings(const EnvMap& env, int blocking_threads) {
+Result<V1Settings> ReadV1Settings(const EnvMap& env) {
   V1Settings s;
-  const int pool = blocking_threads;
+  int pool = 64;
+  DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_V1_THREADS", 1, 1024, pool));
   int total = std::max(1, pool - 4);
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_V1_MAX_CONCURRENT", 1, 1024, total));
-  if (pool > 1 && total >= pool) {
+  if (total > pool) {
     return BadVariable("GATEWAY_V1_MAX_CONCURRENT",
-                       std::to_string(total) + " is not below GATEWAY_BLOCKING_THREADS (" + std::to_string(pool) +
-                           "): /v1 calls could hold every handler thread and stall /admin; use an integer from 1 to " +
-                           std::to_string(pool - 1));
+                       std::to_string(total) + " is above GATEWAY_V1_THREADS (" + std::to_string(pool) +
+                           "): calls past the pool would wait for a thread instead of running; use an integer "
+                           "from 1 to " + std::to_string(pool) + " or raise GATEWAY_V1_THREADS");
   }
   // No tighter cap per client unless asked: a deployment with one client
   // token (the common case) gets every /v1 slot.
@@ -29,6 +30,7 @@ Result<V1Settings> ReadV1Settings(const EnvMap& env, int blocking_threads) {
   }
   int total_ms = 600000;
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", 1, 86400000, total_ms));
+  s.threads = pool;
   s.limits.total = total;
   s.limits.per_client = per_client;
   s.upstream_total = std::chrono::milliseconds(total_ms);

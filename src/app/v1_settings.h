@@ -1,10 +1,14 @@
-// The /v1 path's settings that are not Config's (issue 16 review): read from
-// the process's variables (Config::env) at start, after
-// GATEWAY_BLOCKING_THREADS, which they must stay below.
+// The /v1 path's settings that are not Config's (issue 16): read from the
+// process's variables (Config::env) at start.
 //
+//   GATEWAY_V1_THREADS                   the pool /v1 calls run on, apart from
+//                                        /admin's blocking pool (so /v1 load never
+//                                        takes /admin's threads); default 64, 1..1024
 //   GATEWAY_V1_MAX_CONCURRENT            /v1 calls in progress at once; default
-//                                        blocking_threads - 4 (at least 1); must be
-//                                        below blocking_threads (unless that is 1)
+//                                        GATEWAY_V1_THREADS - 4 (at least 1), so a
+//                                        call past the cap still finds a thread to
+//                                        answer its 429 at once; at most
+//                                        GATEWAY_V1_THREADS
 //   GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT the same per client identity; default
 //                                        and at most the above
 //   GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS    the whole upstream call; default 600000
@@ -22,10 +26,11 @@
 namespace dyad {
 
 struct V1Settings {
+  int threads = 64;
   ConcurrencyLimits limits;
   std::chrono::milliseconds upstream_total{600000};
 };
 
-Result<V1Settings> ReadV1Settings(const EnvMap& env, int blocking_threads);
+Result<V1Settings> ReadV1Settings(const EnvMap& env);
 
 }  // namespace dyad

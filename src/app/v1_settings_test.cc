@@ -1,5 +1,6 @@
-// Issue 16 review, items 1 and 2: the /v1 caps stay below the blocking pool
-// (and per client below the total); the upstream call's total deadline.
+// Issue 16: /v1 runs on its own pool (GATEWAY_V1_THREADS); the caps stay
+// within it (and per client within the total); the upstream call's total
+// deadline.
 #include "app/v1_settings.h"
 
 #include <gtest/gtest.h>
@@ -7,35 +8,44 @@
 namespace dyad {
 namespace {
 
-std::string ErrorFor(const EnvMap& env, int pool = 16) {
-  auto s = ReadV1Settings(env, pool);
+std::string ErrorFor(const EnvMap& env) {
+  auto s = ReadV1Settings(env);
   EXPECT_FALSE(s.ok());
   return s.ok() ? "" : s.error().message;
 }
 
-TEST(V1Settings, DefaultsLeaveFourThreadsAndNoTighterCapPerClient) {
-  auto s = ReadV1Settings({}, 16);
+TEST(V1Settings, DefaultsAreAPoolOf64AndACapThatLeavesFourThreadsFor429s) {
+  auto s = ReadV1Settings({});
   ASSERT_TRUE(s.ok());
-  EXPECT_EQ(s->limits.total, 12);
-  EXPECT_EQ(s->limits.per_client, 12);
+  EXPECT_EQ(s->threads, 64);
+  EXPECT_EQ(s->limits.total, 60);  // 16 concurrent streams are far from it
+  EXPECT_EQ(s->limits.per_client, 60);
   EXPECT_EQ(s->upstream_total, std::chrono::milliseconds(600000));
-  s = ReadV1Settings({}, 6);
+  s = ReadV1Settings({{"GATEWAY_V1_THREADS", "6"}});
   ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->threads, 6);
   EXPECT_EQ(s->limits.total, 2);
   EXPECT_EQ(s->limits.per_client, 2);
-  s = ReadV1Settings({}, 2);  // too few to keep 4: still one for /admin
+  s = ReadV1Settings({{"GATEWAY_V1_THREADS", "2"}});  // too few to keep 4
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->limits.total, 1);
-  s = ReadV1Settings({}, 1);  // one thread in all: nothing to keep
-  ASSERT_TRUE(s.ok());
-  EXPECT_EQ(s->limits.total, 1);
+  // The admin pool no longer bounds /v1: a tiny GATEWAY_BLOCKING_THREADS
+  // is not this function's concern.
+  s = ReadV1Settings({{"GATEWAY_BLOCKING_THREADS", "1"}, {"GATEWAY_V1_MAX_CONCURRENT", "64"}});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->limits.total, 64);
 }
 
-TEST(V1Settings, ACapThatCouldTakeEveryThreadIsAStartUpErrorNamingTheVariable) {
-  EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "16"}})
-                .find("GATEWAY_V1_MAX_CONCURRENT: 16 is not below GATEWAY_BLOCKING_THREADS (16)"),
+TEST(V1Settings, BadPoolOrCapAboveThePoolIsAStartUpErrorNamingTheVariable) {
+  EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "65"}})
+                .find("GATEWAY_V1_MAX_CONCURRENT: 65 is above GATEWAY_V1_THREADS (64)"),
             std::string::npos);
-  EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "40"}}, 8).find("use an integer from 1 to 7"), std::string::npos);
+  EXPECT_NE(ErrorFor({{"GATEWAY_V1_THREADS", "8"}, {"GATEWAY_V1_MAX_CONCURRENT", "40"}})
+                .find("use an integer from 1 to 8"),
+            std::string::npos);
+  for (const char* bad : {"0", "-1", "1025", "lots", "", " 8", "8x", "0x10"}) {
+    EXPECT_NE(ErrorFor({{"GATEWAY_V1_THREADS", bad}}).find("GATEWAY_V1_THREADS"), std::string::npos) << bad;
+  }
   EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "0"}}).find("GATEWAY_V1_MAX_CONCURRENT: '0' is not valid"),
             std::string::npos);
   EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "lots"}}).find("GATEWAY_V1_MAX_CONCURRENT"), std::string::npos);
@@ -44,12 +54,13 @@ TEST(V1Settings, ACapThatCouldTakeEveryThreadIsAStartUpErrorNamingTheVariable) {
             std::string::npos);
   EXPECT_NE(ErrorFor({{"GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", "0"}}).find("GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS"),
             std::string::npos);
-  auto s = ReadV1Settings({{"GATEWAY_V1_MAX_CONCURRENT", "8"},
+  auto s = ReadV1Settings({{"GATEWAY_V1_THREADS", "8"},
+                           {"GATEWAY_V1_MAX_CONCURRENT", "8"},
                            {"GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT", "3"},
-                           {"GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", "250"}},
-                          16);
+                           {"GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", "250"}});
   ASSERT_TRUE(s.ok()) << s.error().message;
-  EXPECT_EQ(s->limits.total, 8);
+  EXPECT_EQ(s->threads, 8);
+  EXPECT_EQ(s->limits.total, 8);  // the whole pool: a call past it waits for a thread
   EXPECT_EQ(s->limits.per_client, 3);
   EXPECT_EQ(s->upstream_total, std::chrono::milliseconds(250));
 }

@@ -101,9 +101,10 @@ int Serve(bool dev, const std::string& env_file) {
   opts.idle_timeout = std::chrono::seconds(config->idle_timeout_seconds);
   opts.max_connections = static_cast<size_t>(config->max_connections);
   opts.blocking_threads = config->blocking_threads;
+  opts.upstream_threads = (*app)->v1_threads();
   opts.tls = config->tls;
   HttpServer server(opts, [&app](const HttpRequest& r) { return (*app)->Handle(r); },
-                    [&app](const HttpRequest& r) { return (*app)->MayBlock(r); });
+                    [&app](const HttpRequest& r) { return (*app)->PoolFor(r); });
   s = server.Listen();
   if (!s.ok()) return Fail(s.error().message);
   spdlog::warn("dyad-gateway listening on {}://{}:{} (provider {}, {} threads{}{})", opts.tls.enabled() ? "https" : "http",

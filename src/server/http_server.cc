@@ -77,7 +77,7 @@ class SessionBase {
 struct HttpServer::Impl {
   HttpServerOptions options;
   RequestHandler handler;
-  BlockingPredicate may_block;
+  PoolClassifier classify;
   // Before ioc: sessions still queued in ioc when it is destroyed forget
   // themselves here.
   std::atomic<bool> stopping{false};
@@ -104,7 +104,19 @@ struct HttpServer::Impl {
   std::atomic<uint64_t> tls_generation{0};
   // After ioc, so destroyed first: work it dropped holds sessions whose
   // sockets belong to ioc.
-  std::optional<asio::thread_pool> blocking;  // when may_block is set
+  std::optional<asio::thread_pool> blocking;  // when classify is set
+  std::optional<asio::thread_pool> upstream;  // likewise
+
+  // The pool a request's handler runs on; null: the I/O thread.
+  asio::thread_pool* PoolFor(const HttpRequest& request) {
+    if (!classify) return nullptr;
+    switch (classify(request)) {
+      case HandlerPool::kBlocking: return &*blocking;
+      case HandlerPool::kUpstream: return &*upstream;
+      case HandlerPool::kIo: break;
+    }
+    return nullptr;
+  }
 
   void Accept();
   void WaitForSignal();
@@ -273,9 +285,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     req.body = std::move(msg.body());
     keep_alive_ = msg.keep_alive() && !CertRevoked();
     unsigned version = msg.version();
-    if (server_->blocking && server_->may_block(req)) {
+    if (asio::thread_pool* pool = server_->PoolFor(req)) {
       // Off the I/O threads; the answer comes back on this session's strand.
-      asio::post(*server_->blocking, [self = this->shared_from_this(), req = std::move(req), version]() mutable {
+      asio::post(*pool, [self = this->shared_from_this(), req = std::move(req), version]() mutable {
         Streamer writer(self, req.request_id, version);
         req.writer = &writer;
         HttpResponse resp = self->server_->Call(req);
@@ -292,11 +304,26 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Write(std::move(resp), req.request_id, version);
   }
 
-  // The ResponseWriter of a handler run on the blocking pool (http_types.h):
-  // each call hands its write to the session's strand and waits until it is
-  // done, so a piece is written from the handler's own memory (no copy) and
-  // a client that reads slowly slows the producer down. A failed write (the
-  // client gone, or not reading for the idle timeout) fails every later call.
+  // What a streamed answer's producer (the handler's thread) and the
+  // session's strand share: the pieces queued unwritten, in order.
+  struct StreamQueue {
+    Mutex mu;
+    CondVar cv;  // signalled when queued bytes are written or the stream fails
+    std::vector<std::string> pieces DYAD_GUARDED_BY(mu);
+    size_t queued DYAD_GUARDED_BY(mu) = 0;       // bytes queued or being written
+    bool draining DYAD_GUARDED_BY(mu) = false;   // a Drain is posted or writing
+    bool failed DYAD_GUARDED_BY(mu) = false;     // a write failed or the producer aborted
+    bool finished DYAD_GUARDED_BY(mu) = false;   // the handler returned: the last chunk follows the queue
+  };
+
+  // The ResponseWriter of a handler run off the I/O threads (http_types.h):
+  // each piece is copied into the stream's queue and handed to the session's
+  // strand only when no write is in progress (the pieces queued meanwhile go
+  // out together, as one chunk), so the handler's thread does not wait for
+  // each write; it waits only while options.stream_buffer_bytes are queued
+  // unwritten, so a client that reads slowly slows the producer down and
+  // memory stays bounded. A failed write (the client gone, or not reading for
+  // the idle timeout) fails every later call.
   class Streamer final : public ResponseWriter {
    public:
     Streamer(std::shared_ptr<Session> session, std::string request_id, unsigned version)
@@ -318,59 +345,71 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         }
         head->insert(name, value);
       }
-      return Run([head](Session& s, Done done) { s.WriteStreamHead(head, std::move(done)); });
+      queue_ = std::make_shared<StreamQueue>();
+      {
+        MutexLock lock(&queue_->mu);
+        queue_->draining = true;  // until the head is written
+      }
+      asio::post(session_->stream_.get_executor(), [s = session_, head, q = queue_] {
+        s->WriteStreamHead(head, [s, q](beast::error_code ec) {
+          if (ec) {
+            MutexLock lock(&q->mu);
+            q->failed = true;
+          }
+          s->Drain(q);
+        });
+      });
+      return true;
     }
 
     bool Write(std::string_view piece) override {
       if (!begun_ || failed_) return false;
       if (piece.empty()) return true;
-      return Run([piece](Session& s, Done done) { s.WriteStreamPiece(piece, std::move(done)); });
+      const size_t limit = std::max<size_t>(1, session_->server_->options.stream_buffer_bytes);
+      MutexLock lock(&queue_->mu);
+      while (!queue_->failed && queue_->queued >= limit) {
+        // The I/O threads stopped (past the shutdown grace): the queue will
+        // never drain, and its handlers are dropped unrun.
+        if (!queue_->cv.WaitFor(&queue_->mu, std::chrono::milliseconds(200)) && session_->server_->ioc.stopped()) {
+          queue_->failed = true;
+        }
+      }
+      if (queue_->failed) {
+        failed_ = true;
+        return false;
+      }
+      queue_->pieces.emplace_back(piece);
+      queue_->queued += piece.size();
+      if (!queue_->draining) {
+        queue_->draining = true;
+        asio::post(session_->stream_.get_executor(), [s = session_, q = queue_] { s->Drain(q); });
+      }
+      return true;
     }
 
-    void Abort() override { failed_ = true; }
+    void Abort() override {
+      failed_ = true;
+      if (!queue_) return;
+      MutexLock lock(&queue_->mu);
+      queue_->failed = true;
+    }
     bool begun() const override { return begun_; }
 
-    // After the handler returned: the last chunk, then the next request (or
-    // the close).
+    // After the handler returned: what is queued, then the last chunk, then
+    // the next request (or the close).
     void Finish() {
-      asio::post(session_->stream_.get_executor(), [s = session_, failed = failed_] { s->FinishStream(failed); });
+      MutexLock lock(&queue_->mu);
+      queue_->finished = true;
+      if (queue_->draining) return;  // the Drain in progress ends the stream
+      queue_->draining = true;
+      asio::post(session_->stream_.get_executor(), [s = session_, q = queue_] { s->Drain(q); });
     }
 
    private:
-    using Done = std::function<void(beast::error_code)>;
-    struct Wait {
-      Mutex mu;
-      CondVar cv;
-      bool done DYAD_GUARDED_BY(mu) = false;
-      beast::error_code ec DYAD_GUARDED_BY(mu);
-    };
-
-    bool Run(std::function<void(Session&, Done)> op) {
-      auto wait = std::make_shared<Wait>();
-      asio::post(session_->stream_.get_executor(), [s = session_, op = std::move(op), wait] {
-        op(*s, [wait](beast::error_code ec) {
-          MutexLock lock(&wait->mu);
-          wait->done = true;
-          wait->ec = ec;
-          wait->cv.Signal();
-        });
-      });
-      MutexLock lock(&wait->mu);
-      while (!wait->done) {
-        // The I/O threads stopped (past the shutdown grace): the write will
-        // never run, and its handler is dropped unrun.
-        if (!wait->cv.WaitFor(&wait->mu, std::chrono::milliseconds(200)) && session_->server_->ioc.stopped()) {
-          failed_ = true;
-          return false;
-        }
-      }
-      if (wait->ec) failed_ = true;
-      return !failed_;
-    }
-
     std::shared_ptr<Session> session_;
     std::string request_id_;
     unsigned version_;
+    std::shared_ptr<StreamQueue> queue_;  // from Begin()
     bool begun_ = false;
     bool failed_ = false;
   };
@@ -390,13 +429,51 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     });
   }
 
-  void WriteStreamPiece(std::string_view piece, std::function<void(beast::error_code)> done) {
+  // On the strand, one at a time per stream (StreamQueue::draining): writes
+  // every piece queued so far as one chunk, then looks again; with nothing
+  // queued, stops, or ends the stream once the handler has returned. After a
+  // failure the queue is dropped.
+  void Drain(std::shared_ptr<StreamQueue> q) {
+    auto batch = std::make_shared<std::vector<std::string>>();
+    bool failed = false;
+    {
+      MutexLock lock(&q->mu);
+      if (q->failed) {
+        q->pieces.clear();
+        q->queued = 0;
+        q->cv.SignalAll();
+      }
+      batch->swap(q->pieces);
+      if (batch->empty()) {
+        if (!q->finished) {
+          q->draining = false;
+          return;
+        }
+        failed = q->failed;
+      }
+    }
+    if (batch->empty()) return FinishStream(failed);
+    size_t bytes = 0;
+    std::vector<asio::const_buffer> buffers;
+    buffers.reserve(batch->size());
+    for (const auto& piece : *batch) {
+      buffers.emplace_back(piece.data(), piece.size());
+      bytes += piece.size();
+    }
+    auto done = [self = this->shared_from_this(), q, batch, bytes](beast::error_code ec, size_t) {
+      {
+        MutexLock lock(&q->mu);
+        q->queued -= std::min(q->queued, bytes);
+        if (ec) q->failed = true;
+        q->cv.SignalAll();
+      }
+      self->Drain(q);
+    };
     Tcp().expires_after(server_->options.idle_timeout);
-    auto finish = [done = std::move(done)](beast::error_code ec, size_t) { done(ec); };
-    if (!stream_chunked_) return asio::async_write(stream_, asio::buffer(piece.data(), piece.size()), std::move(finish));
-    auto chunk = std::make_shared<http::chunk_body<asio::const_buffer>>(asio::const_buffer(piece.data(), piece.size()));
-    asio::async_write(stream_, *chunk, [chunk, finish = std::move(finish)](beast::error_code ec, size_t n) mutable {
-      finish(ec, n);
+    if (!stream_chunked_) return asio::async_write(stream_, buffers, std::move(done));
+    auto chunk = std::make_shared<http::chunk_body<std::vector<asio::const_buffer>>>(std::move(buffers));
+    asio::async_write(stream_, *chunk, [chunk, done = std::move(done)](beast::error_code ec, size_t n) mutable {
+      done(ec, n);
     });
   }
 
@@ -612,12 +689,15 @@ void HttpServer::Impl::BeginShutdown() {
   });
 }
 
-HttpServer::HttpServer(HttpServerOptions options, RequestHandler handler, BlockingPredicate may_block)
+HttpServer::HttpServer(HttpServerOptions options, RequestHandler handler, PoolClassifier classify)
     : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
   impl_->handler = std::move(handler);
-  impl_->may_block = std::move(may_block);
-  if (impl_->may_block) impl_->blocking.emplace(static_cast<size_t>(std::max(1, impl_->options.blocking_threads)));
+  impl_->classify = std::move(classify);
+  if (impl_->classify) {
+    impl_->blocking.emplace(static_cast<size_t>(std::max(1, impl_->options.blocking_threads)));
+    impl_->upstream.emplace(static_cast<size_t>(std::max(1, impl_->options.upstream_threads)));
+  }
 }
 
 HttpServer::~HttpServer() = default;
@@ -662,9 +742,10 @@ void HttpServer::Run() {
   impl_->ioc.run();
   for (auto& t : threads) t.join();
   impl_->finished = true;
-  if (impl_->blocking) {
-    impl_->blocking->stop();  // queued work is dropped; running handlers finish
-    impl_->blocking->join();
+  for (auto* pool : {&impl_->blocking, &impl_->upstream}) {
+    if (!*pool) continue;
+    (*pool)->stop();  // queued work is dropped; running handlers finish
+    (*pool)->join();
   }
 }
 

@@ -7,10 +7,16 @@
 // first), a cap on open connections (one over it is closed at once), a pause
 // before accepting again when accept fails (EMFILE: no busy loop), an
 // X-Request-Id echoed (when printable and at most 128 bytes) or generated.
-// Requests for which `may_block` says true run on a separate pool of
-// `blocking_threads`, so a handler waiting on a backend never holds an I/O
-// thread; the others run on the I/O thread that read them. An exception out of
-// the handler is a 500 naming the request id.
+// A classifier says where each request's handler runs: on the I/O thread
+// that read it (kIo), on a pool of `blocking_threads` (kBlocking: a handler
+// that waits on a backend never holds an I/O thread) or on a separate pool of
+// `upstream_threads` (kUpstream: calls that wait on an upstream for as long
+// as a stream lasts, so that they never take the blocking pool's threads).
+// Without a classifier every handler runs on the I/O threads. A streamed
+// answer's pieces are queued to the connection without waiting for each
+// write; the handler waits only while `stream_buffer_bytes` are queued
+// unwritten (a slow reader slows the producer, memory stays bounded). An
+// exception out of the handler is a 500 naming the request id.
 // Shutdown() (or SIGTERM/SIGINT, caught from Listen() on) stops accepting, lets
 // requests in flight finish, closes idle connections and makes Run() return.
 // With options.tls: HTTPS only (server/tls_context.h says the policy), the
@@ -46,16 +52,20 @@ struct HttpServerOptions {
   std::chrono::seconds shutdown_grace{15};
   size_t max_connections = 4096;
   int blocking_threads = 16;
+  int upstream_threads = 64;
+  size_t stream_buffer_bytes = 64 * 1024;
   TlsFiles tls;  // cert_file set: HTTPS
 };
 
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
-// True when the handler may wait on a backend for this request. Thread-safe.
-using BlockingPredicate = std::function<bool(const HttpRequest&)>;
+// Where a request's handler runs (see above).
+enum class HandlerPool { kIo, kBlocking, kUpstream };
+// Says it for each request, on an I/O thread. Thread-safe.
+using PoolClassifier = std::function<HandlerPool(const HttpRequest&)>;
 
 class HttpServer {
  public:
-  HttpServer(HttpServerOptions options, RequestHandler handler, BlockingPredicate may_block = nullptr);
+  HttpServer(HttpServerOptions options, RequestHandler handler, PoolClassifier classify = nullptr);
   ~HttpServer();
 
   // Loads the TLS files (an error names the variable and file), binds and

@@ -8,7 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
 #include <future>
+#include <mutex>
 #include <thread>
 
 namespace dyad {
@@ -55,19 +59,15 @@ class RawClient {
   std::string buf_;
 };
 
-// Runs a server on a free port with `handler` (off the I/O threads when
-// `blocking`), stops it at the end of the scope.
+// Runs a server on a free port with `handler` (on the blocking pool when
+// `blocking`, unless `classify` says otherwise), stops it at the end of the
+// scope.
 class Running {
  public:
-  Running(RequestHandler handler, bool blocking = true) {
-    HttpServerOptions o;
-    o.port = 0;
-    o.threads = 2;
-    o.blocking_threads = 2;
-    o.max_body_bytes = 1024;
-    server_ = std::make_unique<HttpServer>(o, std::move(handler),
-                                           blocking ? BlockingPredicate([](const HttpRequest&) { return true; })
-                                                    : BlockingPredicate());
+  Running(RequestHandler handler, bool blocking = true, PoolClassifier classify = nullptr,
+          HttpServerOptions o = Options()) {
+    if (blocking && !classify) classify = [](const HttpRequest&) { return HandlerPool::kBlocking; };
+    server_ = std::make_unique<HttpServer>(o, std::move(handler), std::move(classify));
     EXPECT_TRUE(server_->Listen().ok());
     thread_ = std::thread([this] { server_->Run(); });
   }
@@ -76,6 +76,15 @@ class Running {
     thread_.join();
   }
   uint16_t port() const { return server_->port(); }
+  static HttpServerOptions Options() {
+    HttpServerOptions o;
+    o.port = 0;
+    o.threads = 2;
+    o.blocking_threads = 2;
+    o.upstream_threads = 2;
+    o.max_body_bytes = 1024;
+    return o;
+  }
 
  private:
   std::unique_ptr<HttpServer> server_;
@@ -209,6 +218,138 @@ TEST(HttpServerStream, BeginOnlyOnce) {
   EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 200", 0), 0u);
   EXPECT_EQ(Dechunk(c.ReadUntil("0\r\n\r\n")), "");
   EXPECT_FALSE(second.get_future().get());
+}
+
+// Handlers the classifier sends to the upstream pool never take the
+// blocking pool's threads: with every upstream thread held, a blocking
+// request (and an inline one) still answers.
+TEST(HttpServerPools, UpstreamPoolSaturatedLeavesTheBlockingPoolFree) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  int held = 0;
+  std::atomic<int> blocking_calls{0};
+  auto classify = [](const HttpRequest& r) {
+    if (r.path == "/up") return HandlerPool::kUpstream;
+    if (r.path == "/admin") return HandlerPool::kBlocking;
+    return HandlerPool::kIo;
+  };
+  HttpServerOptions o = Running::Options();
+  o.blocking_threads = 1;
+  o.upstream_threads = 2;
+  Running server(
+      [&](const HttpRequest& req) {
+        HttpResponse r;
+        if (req.path == "/up") {
+          EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {}));
+          EXPECT_TRUE(req.writer->Write("data: held\n\n"));
+          std::unique_lock lock(mu);
+          ++held;
+          cv.notify_all();
+          cv.wait(lock, [&] { return release; });
+          return r;
+        }
+        if (req.path == "/admin") ++blocking_calls;
+        r.body = req.path == "/admin" ? "admin-ok" : "io-ok";
+        return r;
+      },
+      true, classify, o);
+  std::vector<std::unique_ptr<RawClient>> streams;
+  for (int i = 0; i < 2; ++i) {
+    streams.push_back(std::make_unique<RawClient>(server.port()));
+    streams.back()->Send("GET /up HTTP/1.1\r\nHost: t\r\n\r\n");
+    EXPECT_NE(streams.back()->ReadUntil("data: held").find("data: held"), std::string::npos);
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return held == 2; });  // both upstream threads are held
+  }
+  for (int i = 0; i < 3; ++i) {
+    RawClient admin(server.port());
+    admin.Send("GET /admin HTTP/1.1\r\nHost: t\r\n\r\n");
+    EXPECT_NE(admin.ReadUntil("admin-ok").find("admin-ok"), std::string::npos);
+  }
+  EXPECT_EQ(blocking_calls.load(), 3);
+  RawClient io(server.port());
+  io.Send("GET /io HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(io.ReadUntil("io-ok").find("io-ok"), std::string::npos);
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto& c : streams) EXPECT_NE(c->ReadUntil("0\r\n\r\n").find("\r\n0\r\n\r\n"), std::string::npos);
+}
+
+// A client that reads slowly: the producer's Write() returns once a piece
+// is queued, but waits while the stream buffer is full, so what it has
+// handed over and the client has not read stays bounded by the buffer, the
+// kernel's socket buffers and one piece; every byte arrives, in order.
+TEST(HttpServerStream, SlowReaderHoldsTheQueueBoundedAndOrdered) {
+  constexpr size_t kPiece = 16 * 1024;
+  constexpr int kPieces = 4096;  // 64 MiB in all
+  std::atomic<size_t> produced{0};
+  HttpServerOptions o = Running::Options();
+  constexpr size_t kBuffer = 64 * 1024;
+  o.stream_buffer_bytes = kBuffer;
+  Running server(
+      [&](const HttpRequest& req) {
+        EXPECT_TRUE(req.writer->Begin(200, "application/octet-stream", {}));
+        std::string piece(kPiece, 'x');
+        for (int i = 0; i < kPieces; ++i) {
+          std::snprintf(piece.data(), 9, "%08d", i);  // its sequence number first
+          piece[8] = 'x';
+          if (!req.writer->Write(piece)) break;
+          produced += piece.size();
+        }
+        return HttpResponse{};
+      },
+      true, nullptr, o);
+  // A small receive buffer (no autotuning on this side); the server's send
+  // buffer may still grow to tcp_wmem's maximum.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int rcv = 32 * 1024;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(server.port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string req = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
+  size_t wmem_max = 4 << 20;
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/tcp_wmem", "r")) {
+    unsigned long lo = 0, mid = 0, hi = 0;
+    if (std::fscanf(f, "%lu %lu %lu", &lo, &mid, &hi) == 3) wmem_max = hi;
+    std::fclose(f);
+  }
+  socklen_t len = sizeof rcv;
+  ::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, &len);
+  const size_t bound = kBuffer + kPiece + wmem_max + static_cast<size_t>(rcv) + 64 * 1024;
+  ASSERT_LT(bound * 2, kPiece * kPieces) << "the test could not tell a bounded queue from an unbounded one";
+  std::string wire;  // what came, framing included
+  size_t received = 0;
+  size_t worst = 0;
+  std::vector<char> buf(4096);
+  while (wire.size() < 5 || wire.compare(wire.size() - 5, 5, "0\r\n\r\n") != 0) {
+    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);  // small reads: a slow reader
+    ASSERT_GT(n, 0) << "the stream ended early after " << wire.size() << " bytes";
+    wire.append(buf.data(), static_cast<size_t>(n));
+    received += static_cast<size_t>(n);
+    size_t p = produced.load();
+    if (p > received) worst = std::max(worst, p - received);
+  }
+  ::close(fd);
+  EXPECT_LT(worst, bound) << "unread bytes handed over by the producer";
+  std::string body = Dechunk(wire.substr(wire.find("\r\n\r\n") + 4));
+  ASSERT_EQ(body.size(), kPiece * kPieces);
+  for (int i = 0; i < kPieces; ++i) {
+    char want[9];
+    std::snprintf(want, sizeof want, "%08d", i);
+    ASSERT_EQ(body.compare(static_cast<size_t>(i) * kPiece, 8, want), 0) << "piece " << i << " out of order";
+  }
 }
 
 }  // namespace

@@ -300,8 +300,8 @@ def post_v1(gw, body, token=CLIENT_TOKEN, **kw):
 
 
 def test_concurrent_v1_calls_are_capped_and_admin_keeps_a_thread(v1, stubs):
-    """Review item 1: a cap on /v1 calls in all and per client, below the blocking pool."""
-    gw = v1({"GATEWAY_BLOCKING_THREADS": "3", "GATEWAY_V1_MAX_CONCURRENT": "2",
+    """Review item 1: a cap on /v1 calls in all and per client, within the /v1 pool (apart from /admin's)."""
+    gw = v1({"GATEWAY_BLOCKING_THREADS": "1", "GATEWAY_V1_THREADS": "3", "GATEWAY_V1_MAX_CONCURRENT": "2",
              "GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT": "1"})
     hang = stubs(STUB_KEY, "hang-stream")
     add_provider(gw, "stubai", hang.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
@@ -319,10 +319,10 @@ def test_concurrent_v1_calls_are_capped_and_admin_keeps_a_thread(v1, stubs):
         with pytest.raises(openai.RateLimitError) as e:
             sdk(gw, LIMITED_TOKEN).chat.completions.create(model="gpt-stub", messages=[])
         assert "GATEWAY_V1_MAX_CONCURRENT" in e.value.body["message"]
-        # /admin still answers: a blocking thread is left for it.
+        # /admin still answers: /v1 runs on its own pool.
         for _ in range(3):
             assert gw.call("GET", "/admin/providers").status_code == 200
-        # /v1/models too: no upstream call, but a catalog reload reads the registry on a blocking thread.
+        # /v1/models too: no upstream call, but a catalog reload reads the registry (on a /v1 thread).
         with pytest.raises(openai.RateLimitError):
             sdk(gw).models.list()
     finally:
@@ -339,11 +339,11 @@ def test_concurrent_v1_calls_are_capped_and_admin_keeps_a_thread(v1, stubs):
 
 
 def test_v1_cap_above_the_pool_is_refused_at_start(make_gateway):
-    gw = make_gateway({"GATEWAY_BLOCKING_THREADS": "4", "GATEWAY_V1_MAX_CONCURRENT": "4"})
+    gw = make_gateway({"GATEWAY_V1_THREADS": "4", "GATEWAY_V1_MAX_CONCURRENT": "5"})
     with pytest.raises(RuntimeError):
         gw.start()
     assert gw.proc.wait(10) != 0
-    assert "GATEWAY_V1_MAX_CONCURRENT: 4 is not below GATEWAY_BLOCKING_THREADS (4)" in gw.logs() + gw.stdout
+    assert "GATEWAY_V1_MAX_CONCURRENT: 5 is above GATEWAY_V1_THREADS (4)" in gw.logs() + gw.stdout
 
 
 def test_total_upstream_deadline(v1, stubs):
