@@ -102,6 +102,23 @@ void RegisterV1Routes(Router& r, ProxyService& proxy, ConcurrencyLimit* limit) {
         -1, ' ', false, nlohmann::json::error_handler_t::replace);
     return resp;
   });
+  // OpenAI's retrieve-model; an id with one '/' ("meta/llama") is two
+  // segments (the router refuses an escaped '/').
+  auto retrieve = [p, limit](const RouteContext& ctx, const std::string& id) {
+    ConcurrencyLimit::Refusal why = ConcurrencyLimit::Refusal::kNone;
+    std::optional<ConcurrencyLimit::Slot> slot =
+        limit ? limit->TryAcquire(ctx.principal.identity, &why) : std::nullopt;
+    if (limit && !slot) return V1BusyResponse(limit->limits(), why);
+    auto m = p->Model(id, Providers(ctx.principal), Models(ctx.principal));
+    if (!m.ok()) return V1ErrorResponse(m.error());
+    HttpResponse resp;
+    resp.body = nlohmann::json{{"id", m->id}, {"object", "model"}, {"created", m->created}, {"owned_by", m->owned_by}}
+                    .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return resp;
+  };
+  r.Add("GET", "/v1/models/{model}", [retrieve](const RouteContext& ctx) { return retrieve(ctx, ctx.params[0]); });
+  r.Add("GET", "/v1/models/{owner}/{model}",
+        [retrieve](const RouteContext& ctx) { return retrieve(ctx, ctx.params[0] + "/" + ctx.params[1]); });
   for (std::string_view endpoint : {"chat/completions", "completions", "embeddings"}) {
     r.Add("POST", "/v1/" + std::string(endpoint), [p, endpoint, limit](const RouteContext& ctx) {
       if (!limit) return Forward(*p, ctx, endpoint);

@@ -1,5 +1,6 @@
 // The /v1 path (DESIGN.md §12), OpenAI-compatible, registered on a Router:
-// GET /v1/models, POST /v1/chat/completions, /v1/completions, /v1/embeddings.
+// GET /v1/models, GET /v1/models/{model} (an id with one '/' as two segments),
+// POST /v1/chat/completions, /v1/completions, /v1/embeddings.
 // The router has already authenticated a client token (role client); these
 // handlers pass the request to ProxyService with the token's allow-lists and
 // turn its answer into the response: streamed through HttpRequest::writer,

@@ -19,6 +19,7 @@
 #include "server/envelope.h"
 #include "server/router.h"
 #include "core/cron.h"
+#include "core/env_vars.h"
 #include "service/key_rotation_service.h"
 #include "service/provider_service.h"
 #include "service/proxy_service.h"
@@ -163,6 +164,9 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   p.resolver = NewSystemResolver();
   UpstreamClientOptions uo;
   uo.ca_file = config.upstream_ca_file;
+  // The environment's proxy variables are not used upstream (upstream_client.h).
+  if (const std::string* proxy = FindVariable(config.env, "GATEWAY_UPSTREAM_PROXY")) uo.proxy = *proxy;
+  uo.resolver = p.resolver.get();
   DYAD_ASSIGN_OR_RETURN(p.upstream, NewUpstreamClient(uo));
   ProviderUpstream upstream;
   upstream.policy.allow_plaintext = config.allow_plaintext_upstream;
@@ -197,6 +201,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   po.timeouts.idle = std::chrono::milliseconds(config.upstream_idle_timeout_ms);
   DYAD_ASSIGN_OR_RETURN(V1Settings v1, ReadV1Settings(config.env));
   po.timeouts.total = v1.upstream_total;
+  po.forced_refresh_interval = v1.refresh_interval;
   po.policy.allow_plaintext = config.allow_plaintext_upstream;
   p.proxy = std::make_unique<ProxyService>(po, *p.repo, *p.secrets, *p.upstream, *p.metrics, clock);
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);

@@ -31,6 +31,10 @@ Result<V1Settings> ReadV1Settings(const EnvMap& env) {
   int total_ms = 600000;
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", 1, 86400000, total_ms));
   s.threads = pool;
+  // 0: every 401 to a cached credential may force a read (no window).
+  int refresh_ms = 5000;
+  DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_V1_REFRESH_INTERVAL_MS", 0, 3600000, refresh_ms));
+  s.refresh_interval = std::chrono::milliseconds(refresh_ms);
   s.limits.total = total;
   s.limits.per_client = per_client;
   s.upstream_total = std::chrono::milliseconds(total_ms);

@@ -11,7 +11,11 @@
 //                                        GATEWAY_V1_THREADS
 //   GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT the same per client identity; default
 //                                        and at most the above
-//   GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS    the whole upstream call; default 600000
+//   GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS    the whole client call upstream (the 401
+//                                        retry included); default 600000
+//   GATEWAY_V1_REFRESH_INTERVAL_MS       at most one 401-forced credential read per
+//                                        provider and credential in this time;
+//                                        default 5000, 0 to 3600000 (0: no limit)
 //
 // Errors: kInvalidArgument naming the variable, its value and the accepted
 // range. Pure; thread-safe.
@@ -29,6 +33,7 @@ struct V1Settings {
   int threads = 64;
   ConcurrencyLimits limits;
   std::chrono::milliseconds upstream_total{600000};
+  std::chrono::milliseconds refresh_interval{5000};
 };
 
 Result<V1Settings> ReadV1Settings(const EnvMap& env);

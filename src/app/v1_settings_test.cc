@@ -67,3 +67,27 @@ TEST(V1Settings, BadPoolOrCapAboveThePoolIsAStartUpErrorNamingTheVariable) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+// Issue 16 review round 2, item 2: the 401-forced read's window is a setting.
+TEST(V1Settings, RefreshIntervalDefaultsToFiveSecondsAndIsValidated) {
+  auto s = ReadV1Settings({}, 16);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->refresh_interval, std::chrono::milliseconds(5000));
+  s = ReadV1Settings({{"GATEWAY_V1_REFRESH_INTERVAL_MS", "0"}}, 16);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->refresh_interval, std::chrono::milliseconds(0));
+  s = ReadV1Settings({{"GATEWAY_V1_REFRESH_INTERVAL_MS", "250"}}, 16);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->refresh_interval, std::chrono::milliseconds(250));
+  for (const char* bad : {"-1", "5s", "", " 5", "3600001", "99999999999999999999", "0x10"}) {
+    EXPECT_NE(ErrorFor({{"GATEWAY_V1_REFRESH_INTERVAL_MS", bad}}).find("GATEWAY_V1_REFRESH_INTERVAL_MS"),
+              std::string::npos)
+        << bad;
+  }
+}
+
+}  // namespace
+}  // namespace dyad

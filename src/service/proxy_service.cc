@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "core/parse_int.h"
@@ -308,6 +309,7 @@ struct ProxyService::Catalog {
   std::unordered_map<std::string, std::vector<size_t>> by_model;    // dyadModelId → enabled providers
   std::unordered_map<std::string, size_t> by_slug;
   Clock::Instant loaded;
+  uint64_t epoch = 0;  // catalog_epoch_ when the read began
 };
 
 ProxyService::ProxyService(ProxyOptions options, ProviderRepository& repo, SecretsService& secrets,
@@ -324,17 +326,20 @@ ProxyService::~ProxyService() = default;
 void ProxyService::InvalidateCatalog() {
   MutexLock lock(&mu_);
   catalog_.reset();
+  ++catalog_epoch_;
 }
 
-Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
-  auto now = clock_.CoarseNow();
-  {
-    MutexLock lock(&mu_);
-    if (catalog_ && now - catalog_->loaded < options_.catalog_ttl) return catalog_;
-  }
-  auto cat = std::make_shared<Catalog>();
-  cat->loaded = now;
-  Status listed = ForEachProvider(repo_, [&](const Provider& p) {
+int ProxyService::CatalogWaiters() {
+  MutexLock lock(&mu_);
+  return catalog_waiters_;
+}
+
+namespace {
+
+using Catalog = ProxyService::Catalog;
+
+Status LoadCatalog(ProviderRepository& repo, const UpstreamPolicy& policy, Catalog& cat) {
+  return ForEachProvider(repo, [&](const Provider& p) {
     Catalog::Entry e;
     e.id = p.id;
     e.slug = p.slug;
@@ -355,44 +360,85 @@ Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
       }
     }
     if (p.type == "http-sdk" || p.type == "proxy") {
-      auto adapter = ParseAdapterConfig(p.adapter_config_json, options_.policy);
+      auto adapter = ParseAdapterConfig(p.adapter_config_json, policy);
       if (adapter.ok()) {
         e.adapter = std::move(adapter).value();
       } else {
         e.adapter_error = adapter.error().message;
       }
     }
-    size_t index = cat->providers.size();
-    cat->by_slug[e.slug] = index;
+    size_t index = cat.providers.size();
+    cat.by_slug[e.slug] = index;
     if (e.enabled) {
       for (const auto& m : e.models) {
-        auto& list = cat->by_model[m.dyad_id];
+        auto& list = cat.by_model[m.dyad_id];
         if (std::find(list.begin(), list.end(), index) == list.end()) list.push_back(index);
       }
     }
-    cat->providers.push_back(std::move(e));
+    cat.providers.push_back(std::move(e));
     return true;
   });
-  if (!listed.ok()) return listed.error();
+}
+
+}  // namespace
+
+bool ProxyService::CatalogFresh(Clock::Instant now) const {
+  return catalog_ && catalog_->epoch == catalog_epoch_ && now - catalog_->loaded < options_.catalog_ttl;
+}
+
+Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
+  const auto now = clock_.CoarseNow();
+  uint64_t epoch = 0;
+  {
+    MutexLock lock(&mu_);
+    // Single flight: while one request reads the registry, the others wait
+    // for its result (its catalog, or its error) rather than read it too.
+    while (!CatalogFresh(now) && catalog_loading_) {
+      const uint64_t loads = catalog_loads_;
+      ++catalog_waiters_;
+      while (catalog_loading_ && catalog_loads_ == loads) catalog_loaded_.Wait(&mu_);
+      --catalog_waiters_;
+      if (catalog_loads_ != loads && !CatalogFresh(now) && catalog_error_) return *catalog_error_;
+    }
+    if (CatalogFresh(now)) return catalog_;
+    catalog_loading_ = true;
+    epoch = catalog_epoch_;
+  }
+  auto cat = std::make_shared<Catalog>();
+  cat->loaded = now;
+  cat->epoch = epoch;
+  Status listed = LoadCatalog(repo_, options_.policy, *cat);
   MutexLock lock(&mu_);
+  catalog_loading_ = false;
+  ++catalog_loads_;
+  catalog_loaded_.SignalAll();
+  if (!listed.ok()) {
+    catalog_error_ = listed.error();
+    return listed.error();
+  }
+  catalog_error_.reset();
   catalog_ = cat;
   return std::shared_ptr<const Catalog>(cat);
 }
 
-bool ProxyService::MayForceRefresh(const std::string& provider_id) {
+bool ProxyService::ClaimForcedRefresh(const std::string& provider_id, const std::string& fingerprint) {
   const Clock::Instant now = clock_.Now();
+  std::string key;
+  key.reserve(provider_id.size() + 1 + fingerprint.size());
+  key.append(provider_id).append("\n").append(fingerprint);
   MutexLock lock(&mu_);
-  auto it = last_forced_refresh_.find(provider_id);
-  return it == last_forced_refresh_.end() || now - it->second >= options_.forced_refresh_interval;
-}
-
-bool ProxyService::ClaimForcedRefresh(const std::string& provider_id) {
-  const Clock::Instant now = clock_.Now();
-  MutexLock lock(&mu_);
-  auto [it, added] = last_forced_refresh_.try_emplace(provider_id, now);
-  if (added) return true;
-  if (now - it->second < options_.forced_refresh_interval) return false;
-  it->second = now;
+  auto [it, added] = last_forced_refresh_.try_emplace(std::move(key), now);
+  if (!added) {
+    if (now - it->second < options_.forced_refresh_interval) return false;
+    it->second = now;
+  }
+  // Inside the claim: a request that finds the window used also finds the
+  // entry dropped (its next read is the fresh one, or joins it).
+  secrets_.cache().Invalidate(provider_id);
+  if (last_forced_refresh_.size() > 4096) {  // old credentials' windows
+    std::erase_if(last_forced_refresh_,
+                  [&](const auto& e) { return now - e.second >= options_.forced_refresh_interval; });
+  }
   return true;
 }
 
@@ -411,18 +457,30 @@ Result<std::vector<ListedModel>> ProxyService::Models(const std::vector<std::str
   return out;
 }
 
+Result<ListedModel> ProxyService::Model(std::string_view id, const std::vector<std::string>* allowed_providers,
+                                        const std::vector<std::string>* allowed_models) {
+  DYAD_ASSIGN_OR_RETURN(auto cat, Snapshot());
+  // The list's first entry of that id, as Models() lists it.
+  for (const auto& p : cat->providers) {
+    if (!p.enabled || !Listed(allowed_providers, p.slug) || !Listed(allowed_models, id)) continue;
+    if (p.Find(id)) return ListedModel{std::string(id), p.slug, p.created};
+  }
+  return MakeError(ErrorCode::kNotFound, "model '" + std::string(id) + "' does not exist");
+}
+
 namespace {
 
 // Hands the upstream's answer on: streamed as it comes (event streams, large
 // bodies), else kept whole.
 class ForwardSink final : public UpstreamSink {
  public:
-  ForwardSink(ProxyOutput& out, size_t max_buffered, bool hold_401, const Clock& clock)
+  // `hold_401`, if given, is asked on a 401: true holds it back (retried).
+  ForwardSink(ProxyOutput& out, size_t max_buffered, const std::function<bool()>* hold_401, const Clock& clock)
       : out_(out), max_buffered_(max_buffered), hold_401_(hold_401), clock_(clock), sent_(clock.Now()) {}
 
   bool OnHead(const UpstreamHead& head) override {
     upstream_seconds = std::chrono::duration<double>(clock_.Now() - sent_).count();
-    if (head.status == 401 && hold_401_) {
+    if (head.status == 401 && hold_401_ && (*hold_401_)()) {
       retry = true;  // cancelled: the 401 never reaches the client
       return false;
     }
@@ -472,7 +530,7 @@ class ForwardSink final : public UpstreamSink {
 
   ProxyOutput& out_;
   size_t max_buffered_;
-  bool hold_401_;
+  const std::function<bool()>* hold_401_;
   const Clock& clock_;
   Clock::Instant sent_;
 };
@@ -491,51 +549,74 @@ int StatusOf(const Error& e) {
   }
 }
 
+// Where a model goes: its provider, its entry there (if listed) and the
+// name sent upstream. What the client's allow-lists do not pass does not
+// exist for it: the unknown model's answer, never a name outside its lists.
+struct Routed {
+  const Catalog::Entry* provider = nullptr;
+  const Catalog::Model* listed = nullptr;
+  std::string_view upstream_model;
+};
+
+Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRequest& request) {
+  auto unknown = [&] {
+    return MakeError(ErrorCode::kNotFound, "model '" + model + "' is not offered by any enabled provider");
+  };
+  auto visible = [&](const Catalog::Entry& p) { return Listed(request.allowed_providers, p.slug); };
+  Routed r;
+  r.upstream_model = model;
+  if (size_t slash = model.find('/'); slash != std::string::npos) {
+    auto it = cat.by_slug.find(model.substr(0, slash));
+    if (it != cat.by_slug.end() && visible(cat.providers[it->second])) {
+      r.provider = &cat.providers[it->second];
+      r.upstream_model = std::string_view(model).substr(slash + 1);
+      if (!r.provider->enabled) {
+        return MakeError(ErrorCode::kNotFound, "model '" + model + "': provider '" + r.provider->slug +
+                                                   "' is disabled");
+      }
+      if (r.upstream_model.empty()) {
+        return Invalid("model: nothing after the provider prefix '" + r.provider->slug + "/'");
+      }
+      r.listed = r.provider->Find(r.upstream_model);
+    }
+  }
+  if (!r.provider) {
+    auto it = cat.by_model.find(model);
+    if (it == cat.by_model.end()) return unknown();
+    std::vector<size_t> offered;
+    for (size_t i : it->second) {
+      if (visible(cat.providers[i])) offered.push_back(i);
+    }
+    if (offered.empty()) return unknown();
+    if (offered.size() > 1) {
+      std::string slugs;
+      for (size_t i : offered) slugs += (slugs.empty() ? "" : ", ") + cat.providers[i].slug;
+      return Invalid("model '" + model + "' is offered by more than one provider (" + slugs +
+                     "); name one as '<provider-slug>/" + model + "'");
+    }
+    r.provider = &cat.providers[offered.front()];
+    r.listed = r.provider->Find(model);
+  }
+  if (r.listed) r.upstream_model = r.listed->adapter_id;
+  if (request.allowed_models && !Listed(request.allowed_models, model) &&
+      !Listed(request.allowed_models, r.listed ? std::string_view(r.listed->dyad_id) : r.upstream_model)) {
+    return unknown();
+  }
+  return r;
+}
+
 }  // namespace
 
 Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutput& output) {
   const auto t0 = clock_.Now();
+  // One total deadline for the client's call, the 401 retry included.
+  const auto give_up = t0 + options_.timeouts.total;
   DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
   DYAD_ASSIGN_OR_RETURN(auto cat, Snapshot());
-  const Catalog::Entry* provider = nullptr;
-  const Catalog::Model* listed = nullptr;
-  std::string_view upstream_model = field.value;
-  if (size_t slash = field.value.find('/'); slash != std::string::npos) {
-    if (auto it = cat->by_slug.find(field.value.substr(0, slash)); it != cat->by_slug.end()) {
-      provider = &cat->providers[it->second];
-      upstream_model = std::string_view(field.value).substr(slash + 1);
-      if (!provider->enabled) {
-        return MakeError(ErrorCode::kNotFound, "model '" + field.value + "': provider '" + provider->slug +
-                                                   "' is disabled");
-      }
-      if (upstream_model.empty()) return Invalid("model: nothing after the provider prefix '" + provider->slug + "/'");
-      listed = provider->Find(upstream_model);
-    }
-  }
-  if (!provider) {
-    auto it = cat->by_model.find(field.value);
-    if (it == cat->by_model.end()) {
-      return MakeError(ErrorCode::kNotFound, "model '" + field.value + "' is not offered by any enabled provider");
-    }
-    if (it->second.size() > 1) {
-      std::string slugs;
-      for (size_t i : it->second) slugs += (slugs.empty() ? "" : ", ") + cat->providers[i].slug;
-      return Invalid("model '" + field.value + "' is offered by more than one provider (" + slugs +
-                     "); name one as '<provider-slug>/" + field.value + "'");
-    }
-    provider = &cat->providers[it->second.front()];
-    listed = provider->Find(field.value);
-  }
-  if (listed) upstream_model = listed->adapter_id;
-  if (!Listed(request.allowed_providers, provider->slug)) {
-    return MakeError(ErrorCode::kPermissionDenied,
-                     "identity '" + request.caller.actor + "' may not use provider '" + provider->slug + "'");
-  }
-  if (request.allowed_models && !Listed(request.allowed_models, field.value) &&
-      !Listed(request.allowed_models, listed ? std::string_view(listed->dyad_id) : upstream_model)) {
-    return MakeError(ErrorCode::kPermissionDenied,
-                     "identity '" + request.caller.actor + "' may not use model '" + field.value + "'");
-  }
+  DYAD_ASSIGN_OR_RETURN(Routed routed, Route(*cat, field.value, request));
+  const Catalog::Entry* provider = routed.provider;
+  const Catalog::Model* listed = routed.listed;
+  const std::string_view upstream_model = routed.upstream_model;
   if (provider->type != "http-sdk" && provider->type != "proxy") {
     return MakeError(ErrorCode::kUnimplemented, "provider '" + provider->slug + "' has type '" + provider->type +
                                                     "', which the /v1 proxy does not serve (http-sdk and proxy only)");
@@ -582,20 +663,33 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     for (const auto& [field, header] : provider->adapter->credential_headers) reserved.emplace_back(header, "");
     up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, reserved);
     for (auto& h : *injected) up.headers.push_back(std::move(h));
-    const bool may_refresh = attempt == 0 && read->source == "cache" && MayForceRefresh(provider->id);
-    ForwardSink sink(output, options_.max_buffered_bytes, may_refresh, clock_);
-    if (!overhead) overhead = std::chrono::duration<double>(clock_.Now() - t0).count();
-    Status sent = upstream_.Send(up, sink);
-    if (sink.retry) {
-      // A 401 to a cached credential: another instance may have rotated it.
-      // At most one forced read per provider per forced_refresh_interval:
-      // a request that lost the race sends again with what the cache holds.
-      if (ClaimForcedRefresh(provider->id)) {
-        secrets_.cache().Invalidate(provider->id);
+    // A 401 to the cached credential (first attempt only) is held back and
+    // retried when this credential's window allows a fresh read (claimed
+    // and the cache entry dropped in one step), or when the cache already
+    // holds another credential (replaced meanwhile). Asked only on a 401.
+    const CredentialsPtr used = read->credentials;
+    const std::function<bool()> hold_401 = [&] {
+      if (ClaimForcedRefresh(provider->id, secrets_.Fingerprint(used->fields))) {
         spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", provider->slug);
+        return true;
       }
-      continue;
+      auto now_cached = secrets_.Get(provider->id, request.caller);
+      return now_cached.ok() && now_cached->credentials != used;
+    };
+    const bool may_hold = attempt == 0 && read->source == "cache";
+    ForwardSink sink(output, options_.max_buffered_bytes, may_hold ? &hold_401 : nullptr, clock_);
+    if (!overhead) overhead = std::chrono::duration<double>(clock_.Now() - t0).count();
+    const auto now = clock_.Now();
+    if (now >= give_up) {
+      Error e = MakeError(ErrorCode::kDeadlineExceeded, "upstream '" + provider->slug + "' timed out: the total timeout (" +
+                                                            std::to_string(options_.timeouts.total.count()) +
+                                                            " ms) passed");
+      metrics_.ObserveV1(provider->slug, metric_model, StatusOf(e), std::nullopt, *overhead, 0);
+      return e;
     }
+    up.timeouts.total = std::chrono::ceil<std::chrono::milliseconds>(give_up - now);
+    Status sent = upstream_.Send(up, sink);
+    if (sink.retry) continue;  // a held 401 (see above)
     ProxyAnswer answer = std::move(sink.answer);
     if (!sent.ok() && !answer.streamed) {
       Error e = sink.client_gone ? MakeError(ErrorCode::kCancelled, "the client went away") : sent.error();

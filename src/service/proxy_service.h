@@ -23,18 +23,28 @@
 // 401 to a credential served from the cache drops that cache entry and is
 // retried once with a fresh read (another instance may have rotated it); the
 // 401 never reaches the client then. At most one such forced read per
-// provider per forced_refresh_interval (on the injected clock): in between,
-// a 401 to a cached credential is passed on (or, for a request that lost the
-// race to refresh, sent once more with what the cache then holds). A text/event-stream answer (or one
+// provider and credential (its fingerprint) per forced_refresh_interval (on
+// the injected clock); the claim of that window and the drop of the cache
+// entry are one step, so two requests never both drop and read. A 401 to a
+// credential whose window is used is still retried once when the cache
+// already holds another one (a replaced credential), else passed on. The
+// total timeout is one deadline per client call, across that retry.
+// A text/event-stream answer (or one
 // larger than max_buffered_bytes) is passed on piece by piece as it comes;
 // other answers are kept whole and returned (one write, with a length).
 // Upstream errors: kUnavailable (unreachable), kDeadlineExceeded (a
 // timeout), kCancelled (the client went away); once an answer was begun to
 // the client an error only cuts it short (ProxyAnswer::cut_short).
 //
+// A client with allow-lists is told nothing of what lies outside them: a
+// provider or model outside its lists is answered as one that does not exist
+// (kNotFound, the unknown model's message), and an ambiguity names only the
+// providers it may use (one of them: routed there).
+//
 // The catalog of providers is read from the registry at most once per
 // catalog_ttl (and again after InvalidateCatalog(), which this instance's
-// provider writes call), so a request reads no registry row. /v1 calls are
+// provider writes call), so a request reads no registry row; one request
+// reads it, those arriving meanwhile wait for its result (single flight). /v1 calls are
 // not audited (a hot-path file write per call); they are counted in
 // Metrics::ObserveV1. A credential read that misses the cache is audited by
 // SecretsService as always. Thread-safe.
@@ -65,9 +75,9 @@ struct ProxyOptions {
   Clock::Duration catalog_ttl = std::chrono::seconds(1);
   // A non-streamed answer larger than this is passed on as it comes.
   size_t max_buffered_bytes = 8 << 20;
-  // At most one 401-forced credential read per provider in this time: a
-  // credential the upstream keeps refusing does not make every request
-  // read the backend.
+  // At most one 401-forced credential read per provider and credential in
+  // this time (GATEWAY_V1_REFRESH_INTERVAL_MS): a credential the upstream
+  // keeps refusing does not make every request read the backend.
   Clock::Duration forced_refresh_interval = std::chrono::seconds(5);
 };
 
@@ -117,17 +127,24 @@ class ProxyService {
   // providers is listed once, as the first's); only those the allow-lists pass.
   Result<std::vector<ListedModel>> Models(const std::vector<std::string>* allowed_providers,
                                           const std::vector<std::string>* allowed_models);
+  // One model of that list by its id (GET /v1/models/{model}); kNotFound
+  // for one not listed, or not passed by the allow-lists (the same message).
+  Result<ListedModel> Model(std::string_view id, const std::vector<std::string>* allowed_providers,
+                            const std::vector<std::string>* allowed_models);
   // The next request reads the registry again.
   void InvalidateCatalog() DYAD_LOCKS_EXCLUDED(mu_);
+  // Requests waiting for another's catalog read (tests).
+  int CatalogWaiters() DYAD_LOCKS_EXCLUDED(mu_);
 
   struct Catalog;  // in proxy_service.cc
 
  private:
   Result<std::shared_ptr<const Catalog>> Snapshot() DYAD_LOCKS_EXCLUDED(mu_);
-  // Whether a 401 to a cached credential may force a fresh read now; then
-  // the claim (false when another request claimed the window first).
-  bool MayForceRefresh(const std::string& provider_id) DYAD_LOCKS_EXCLUDED(mu_);
-  bool ClaimForcedRefresh(const std::string& provider_id) DYAD_LOCKS_EXCLUDED(mu_);
+  bool CatalogFresh(Clock::Instant now) const DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a 401 to the cached credential with this fingerprint: claims the
+  // window of (provider, fingerprint) and, in the same step, drops the cache
+  // entry; false when the window is already used.
+  bool ClaimForcedRefresh(const std::string& provider_id, const std::string& fingerprint) DYAD_LOCKS_EXCLUDED(mu_);
 
   ProxyOptions options_;
   ProviderRepository& repo_;
@@ -136,8 +153,15 @@ class ProxyService {
   Metrics& metrics_;
   const Clock& clock_;
   Mutex mu_;
+  CondVar catalog_loaded_;
   std::shared_ptr<const Catalog> catalog_ DYAD_GUARDED_BY(mu_);
-  std::unordered_map<std::string, Clock::Instant> last_forced_refresh_ DYAD_GUARDED_BY(mu_);  // by provider id
+  uint64_t catalog_epoch_ DYAD_GUARDED_BY(mu_) = 0;  // moved by InvalidateCatalog()
+  bool catalog_loading_ DYAD_GUARDED_BY(mu_) = false;
+  uint64_t catalog_loads_ DYAD_GUARDED_BY(mu_) = 0;  // reads ended
+  std::optional<Error> catalog_error_ DYAD_GUARDED_BY(mu_);  // of the last read
+  int catalog_waiters_ DYAD_GUARDED_BY(mu_) = 0;
+  // By provider id + '\n' + fingerprint.
+  std::unordered_map<std::string, Clock::Instant> last_forced_refresh_ DYAD_GUARDED_BY(mu_);
 };
 
 // The top-level `model` of a JSON object body and where its string token

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <functional>
+#include <thread>
 
 #include "testing/service_fixture.h"
 
@@ -49,6 +51,7 @@ class FakeUpstream final : public UpstreamClient {
 
   Status Send(const UpstreamRequest& request, UpstreamSink& sink) override {
     seen.push_back({request.url, request.headers, std::string(request.body), request.timeouts});
+    if (during_send) during_send();  // the time the call takes, a rotation meanwhile
     Answer a = answers.size() > 1 ? answers.front() : answers.back();
     if (answers.size() > 1) answers.pop_front();
     if (a.error_before_head) return a.error;
@@ -65,6 +68,7 @@ class FakeUpstream final : public UpstreamClient {
 
   std::deque<Answer> answers = {Answer{}};
   std::vector<Seen> seen;
+  std::function<void()> during_send;
 };
 
 // The client's side: records what was streamed; can go away after `fail_after` writes.
@@ -98,6 +102,9 @@ class ProxyServiceTest : public testing::ServiceFixture {
     Build(SecretsOptions{});
     ProxyOptions o;
     o.timeouts.connect = 123ms;
+    proxy_ = std::make_unique<ProxyService>(o, *repo_, *secrets_, upstream_, metrics_, clock_);
+  }
+  void Rebuild(ProxyOptions o) {
     proxy_ = std::make_unique<ProxyService>(o, *repo_, *secrets_, upstream_, metrics_, clock_);
   }
   void TearDown() override {
@@ -278,10 +285,11 @@ TEST_F(ProxyServiceTest, AllowListsOfTheToken) {
   AddProvider("beta", Models({{"gpt-b", "gpt-b"}}), "sk-beta");
   std::vector<std::string> only_alpha = {"alpha"}, only_gpt_a = {"gpt-a"};
   EXPECT_TRUE(Call(R"({"model":"gpt-a"})", &only_alpha).ok());
-  EXPECT_EQ(Call(R"({"model":"gpt-b"})", &only_alpha).code(), ErrorCode::kPermissionDenied);
-  EXPECT_EQ(Call(R"({"model":"beta/gpt-b"})", &only_alpha).code(), ErrorCode::kPermissionDenied);
+  // Outside the lists is as unknown (round 2, item 6: nothing to learn there).
+  EXPECT_EQ(Call(R"({"model":"gpt-b"})", &only_alpha).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(Call(R"({"model":"beta/gpt-b"})", &only_alpha).code(), ErrorCode::kNotFound);
   EXPECT_TRUE(Call(R"({"model":"alpha/gpt-a"})", nullptr, &only_gpt_a).ok());
-  EXPECT_EQ(Call(R"({"model":"alpha/other"})", nullptr, &only_gpt_a).code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(Call(R"({"model":"alpha/other"})", nullptr, &only_gpt_a).code(), ErrorCode::kNotFound);
   auto listed = proxy_->Models(&only_alpha, nullptr);
   ASSERT_TRUE(listed.ok());
   ASSERT_EQ(listed->size(), 1u);
@@ -537,12 +545,310 @@ TEST_F(ProxyServiceTest, A401ForcesAtMostOneFreshReadPerProviderPerInterval) {
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(store_.gets, gets + 2);
   EXPECT_EQ(upstream_.seen.size(), 14u);
-  // Past the interval, one more forced read for alpha.
+  // Past the interval, one more forced read for alpha's credential.
   clock_.Advance(1s);
   a = Call(R"({"model":"gpt-a"})");
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(store_.gets, gets + 3);
   EXPECT_EQ(upstream_.seen.size(), 16u);
+}
+
+}  // namespace
+}  // namespace dyad
+
+namespace dyad {
+namespace {
+
+// Issue 16 review round 2, item 1: one total deadline per client call, the
+// 401 retry included (it restarted on the retry: twice the total).
+TEST_F(ProxyServiceTest, TheTotalDeadlineSpansThe401Retry) {
+  ProxyOptions o;
+  o.timeouts.total = 10s;
+  Rebuild(o);
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // sk-old cached
+  SecretsService other_secrets(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                               EnvMap{});
+  ProviderService other(*repo_, other_secrets, clock_, DefaultRandom(), audit_);
+  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-new")}}, caller_).ok());
+  upstream_.answers = {FakeUpstream::Answer{}};
+  upstream_.answers.back().require_authorization = "Bearer sk-new";
+  upstream_.seen.clear();
+  upstream_.during_send = [this] { clock_.Advance(7s); };  // the 401 took 7 of the 10 s
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->status, 200);
+  ASSERT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen[0].timeouts.total, 10s);
+  EXPECT_EQ(upstream_.seen[1].timeouts.total, 3s);  // what is left, not 10 s again
+  // A 401 that took the whole total: no retry, a timeout (504).
+  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-newer")}}, caller_).ok());
+  upstream_.answers.back().require_authorization = "Bearer sk-newer";
+  upstream_.seen.clear();
+  upstream_.during_send = [this] { clock_.Advance(10s); };
+  clock_.Advance(10s);  // past the forced-read window of sk-new
+  a = Call(R"({"model":"gpt-a"})");
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.code(), ErrorCode::kDeadlineExceeded);
+  EXPECT_NE(a.error().message.find("total timeout (10000 ms)"), std::string::npos) << a.error().message;
+  EXPECT_EQ(upstream_.seen.size(), 1u);
+}
+
+// Issue 16 review round 2, item 2: the forced read's window is per provider
+// AND credential: a 401 provoked on one credential does not keep a real
+// rotation (a newer credential refused) from being picked up.
+TEST_F(ProxyServiceTest, TheForcedReadWindowIsPerCredential) {
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-1");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // sk-1 cached
+  SecretsService other_secrets(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                               EnvMap{});
+  ProviderService other(*repo_, other_secrets, clock_, DefaultRandom(), audit_);
+  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-2")}}, caller_).ok());
+  upstream_.answers = {FakeUpstream::Answer{}};
+  upstream_.answers.back().require_authorization = "Bearer sk-3";  // refuses sk-1 and sk-2
+  upstream_.seen.clear();
+  auto a = Call(R"({"model":"gpt-a"})");  // 401 to cached sk-1: read again (sk-2), refused: passed on
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, 401);
+  ASSERT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-2");
+  // The real rotation, 1 s later (within the 5 s window of sk-1's 401).
+  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-3")}}, caller_).ok());
+  clock_.Advance(1s);
+  upstream_.seen.clear();
+  a = Call(R"({"model":"gpt-a"})");  // 401 to cached sk-2: its own window: read again, sk-3
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, 200);
+  ASSERT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-3");
+  // The upstream now refuses sk-3 too: one forced read for sk-3, then its
+  // 401s are passed on without reading the store, within the window.
+  upstream_.answers.back().require_authorization = "Bearer sk-4";
+  clock_.Advance(1s);
+  const int gets = store_.gets;
+  a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, 401);
+  EXPECT_EQ(store_.gets, gets + 1);
+  upstream_.seen.clear();
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(500ms);
+    a = Call(R"({"model":"gpt-a"})");
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(a->status, 401);
+  }
+  EXPECT_EQ(upstream_.seen.size(), 5u);
+  EXPECT_EQ(store_.gets, gets + 1);
+}
+
+// A 401 to a credential whose window is used, while the cache already holds
+// its replacement (rotated on this instance during the call): retried once
+// with the replacement, not passed on.
+TEST_F(ProxyServiceTest, A401ToAnAlreadyReplacedCredentialIsRetriedWithTheNewOne) {
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+  upstream_.answers = {FakeUpstream::Answer{}};
+  upstream_.answers.back().require_authorization = "Bearer sk-new";
+  auto a = Call(R"({"model":"gpt-a"})");  // uses sk-old's window
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, 401);
+  clock_.Advance(1s);
+  upstream_.seen.clear();
+  bool rotated = false;
+  upstream_.during_send = [&] {
+    if (rotated) return;
+    rotated = true;
+    ASSERT_TRUE(providers_->RotateCredentials(id, {{"api_key", SecretBytes("sk-new")}}, caller_).ok());
+  };
+  a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, 200);
+  ASSERT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-old");
+  EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-new");
+}
+
+TEST_F(ProxyServiceTest, TheForcedReadIntervalIsTheOptions) {
+  ProxyOptions o;
+  o.forced_refresh_interval = 0s;  // GATEWAY_V1_REFRESH_INTERVAL_MS=0
+  Rebuild(o);
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-a");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+  upstream_.answers = {FakeUpstream::Answer{}};
+  upstream_.answers.back().require_authorization = "Bearer sk-never";
+  const int gets = store_.gets;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+  EXPECT_EQ(store_.gets, gets + 3);  // each 401 read again
+}
+
+// A ProviderRepository that counts List calls, the first held until released.
+class GatedRepository final : public ProviderRepository {
+ public:
+  explicit GatedRepository(ProviderRepository& inner) : inner_(inner) {}
+  Status Insert(const Provider& p) override { return inner_.Insert(p); }
+  Result<Provider> Get(const std::string& id) override { return inner_.Get(id); }
+  Status Update(const Provider& p) override { return inner_.Update(p); }
+  Status Delete(const std::string& id) override { return inner_.Delete(id); }
+  Status Ping() override { return inner_.Ping(); }
+  Result<ProviderPage> List(int64_t offset, int64_t limit) override {
+    {
+      MutexLock lock(&mu_);
+      ++lists_;
+      entered_.SignalAll();
+      while (!open_) released_.Wait(&mu_);
+      if (fail_) return MakeError(ErrorCode::kUnavailable, "registry down");
+    }
+    return inner_.List(offset, limit);
+  }
+  void Open(bool fail = false) {
+    MutexLock lock(&mu_);
+    open_ = true;
+    fail_ = fail;
+    released_.SignalAll();
+  }
+  void Close() {
+    MutexLock lock(&mu_);
+    open_ = false;
+  }
+  void AwaitLists(int n) {
+    MutexLock lock(&mu_);
+    while (lists_ < n) entered_.Wait(&mu_);
+  }
+  int lists() {
+    MutexLock lock(&mu_);
+    return lists_;
+  }
+
+ private:
+  ProviderRepository& inner_;
+  Mutex mu_;
+  CondVar entered_, released_;
+  int lists_ DYAD_GUARDED_BY(mu_) = 0;
+  bool open_ DYAD_GUARDED_BY(mu_) = true;
+  bool fail_ DYAD_GUARDED_BY(mu_) = false;
+};
+
+// Issue 16 review round 2, item 4: after an invalidation, concurrent
+// requests read the catalog once (one reader; the others wait for it).
+TEST_F(ProxyServiceTest, TheCatalogIsReadOnceByConcurrentRequests) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-a");
+  GatedRepository gated(*repo_);
+  ProxyService proxy(ProxyOptions{}, gated, *secrets_, upstream_, metrics_, clock_);
+  for (bool fail : {false, true}) {
+    proxy.InvalidateCatalog();
+    gated.Close();
+    const int before = gated.lists();
+    constexpr int kThreads = 8;
+    std::vector<std::thread> threads;
+    std::vector<int> found(kThreads, -1);
+    threads.emplace_back([&] {
+      auto m = proxy.Models(nullptr, nullptr);
+      found[0] = m.ok() ? static_cast<int>(m->size()) : -2;
+    });
+    gated.AwaitLists(before + 1);  // the first reader is in the registry
+    for (int i = 1; i < kThreads; ++i) {
+      threads.emplace_back([&, i] {
+        auto m = proxy.Models(nullptr, nullptr);
+        found[i] = m.ok() ? static_cast<int>(m->size()) : -2;
+      });
+    }
+    // Without single flight each of them would be in List too (never
+    // waiting, so this loop would not end): wait until all are waiting.
+    while (proxy.CatalogWaiters() < kThreads - 1 && gated.lists() == before + 1) std::this_thread::yield();
+    gated.Open(fail);
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(gated.lists(), before + 1) << (fail ? "failing" : "ok");
+    for (int f : found) EXPECT_EQ(f, fail ? -2 : 1);  // the reader's result, its error too
+  }
+  // After the failure the next request reads again.
+  gated.Open();
+  auto m = proxy.Models(nullptr, nullptr);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->size(), 1u);
+}
+
+// Issue 16 review round 2, item 5: GET /v1/models/{model}.
+TEST_F(ProxyServiceTest, OneModelByIdWithinTheAllowLists) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}, {"meta/llama", "llama"}}), "sk-a");
+  AddProvider("beta", Models({{"gpt-b", "gpt-b"}, {"gpt-a", "gpt-a"}}), "sk-b");
+  AddProvider("off", Models({{"gpt-off", "gpt-off"}}), "sk-o", "http-sdk", false);
+  auto m = proxy_->Model("gpt-a", nullptr, nullptr);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->id, "gpt-a");
+  EXPECT_EQ(m->owned_by, "alpha");  // as the list has it: the first provider's
+  m = proxy_->Model("meta/llama", nullptr, nullptr);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->owned_by, "alpha");
+  std::vector<std::string> only_beta = {"beta"}, only_gpt_b = {"gpt-b"};
+  m = proxy_->Model("gpt-a", &only_beta, nullptr);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->owned_by, "beta");
+  const std::string unknown = proxy_->Model("nope", nullptr, nullptr).error().message;
+  for (auto [id, providers, models] : std::vector<std::tuple<std::string, const std::vector<std::string>*,
+                                                             const std::vector<std::string>*>>{
+           {"nope", nullptr, nullptr},
+           {"gpt-off", nullptr, nullptr},
+           {"", nullptr, nullptr},
+           {"..", nullptr, nullptr},
+           {"meta%2Fllama", nullptr, nullptr},
+           {"alpha/gpt-a", nullptr, nullptr},
+           {"GPT-A", nullptr, nullptr},
+           {"gpt-a ", nullptr, nullptr},
+           {"meta/llama", &only_beta, nullptr},
+           {"gpt-a", nullptr, &only_gpt_b}}) {
+    auto r = proxy_->Model(id, providers, models);
+    ASSERT_FALSE(r.ok()) << id;
+    EXPECT_EQ(r.code(), ErrorCode::kNotFound) << id;
+    EXPECT_EQ(r.error().message, "model '" + id + "' does not exist");  // only what the client sent
+  }
+  EXPECT_EQ(unknown, "model 'nope' does not exist");
+}
+
+// Issue 16 review round 2, item 6: a scoped client learns no provider or
+// model name outside its lists from any /v1 error.
+TEST_F(ProxyServiceTest, AScopedClientsErrorsNameNothingOutsideItsLists) {
+  AddProvider("alpha", Models({{"shared", "shared"}, {"gpt-a", "gpt-a"}}), "sk-a");
+  AddProvider("secretco", Models({{"shared", "shared"}, {"hidden-model", "hidden-model"}}), "sk-s");
+  AddProvider("offco", Models({{"off-model", "off-model"}}), "sk-o", "http-sdk", false);
+  AddProvider("clico", Models({{"cli-model", "cli-model"}}), "sk-c", "spawn-cli");
+  std::vector<std::string> only_alpha = {"alpha"};
+  // The ambiguity is not one for it: routed to the one provider it may use.
+  auto a = Call(R"({"model":"shared"})", &only_alpha);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(upstream_.seen.back().url, "http://127.0.0.1:9/alpha/v1/chat/completions");
+  const std::string unknown = Call(R"({"model":"no-such-model"})", &only_alpha).error().message;
+  for (const char* body : {R"({"model":"hidden-model"})", R"({"model":"secretco/hidden-model"})",
+                           R"({"model":"secretco/"})", R"({"model":"offco/off-model"})", R"({"model":"off-model"})",
+                           R"({"model":"cli-model"})", R"({"model":"clico/cli-model"})", R"({"model":"secretco/x"})"}) {
+    a = Call(body, &only_alpha);
+    ASSERT_FALSE(a.ok()) << body;
+    EXPECT_EQ(a.code(), ErrorCode::kNotFound) << body << ": " << a.error().message;
+    for (const char* name : {"secretco", "offco", "clico", "hidden-model", "off-model", "cli-model", "shared"}) {
+      // Only what the client itself sent may come back.
+      if (std::string(body).find(name) != std::string::npos) continue;
+      EXPECT_EQ(a.error().message.find(name), std::string::npos) << body << ": " << a.error().message;
+    }
+    EXPECT_EQ(a.error().message.find("disabled"), std::string::npos) << a.error().message;
+    EXPECT_EQ(a.error().message.find("spawn-cli"), std::string::npos) << a.error().message;
+  }
+  // The same answer as for a model that does not exist, but for the model's name.
+  EXPECT_EQ(Call(R"({"model":"secretco/x"})", &only_alpha).error().message,
+            "model 'secretco/x' is not offered by any enabled provider");
+  EXPECT_EQ(unknown, "model 'no-such-model' is not offered by any enabled provider");
+  // A client scoped by model: the ambiguity names only providers it may use,
+  // and a model outside its list is unknown.
+  std::vector<std::string> only_shared = {"shared"};
+  a = Call(R"({"model":"shared"})", nullptr, &only_shared);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.code(), ErrorCode::kInvalidArgument);  // both providers are in its (absent) provider list
+  a = Call(R"({"model":"gpt-a"})", nullptr, &only_shared);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.code(), ErrorCode::kNotFound);
+  EXPECT_EQ(a.error().message.find("alpha"), std::string::npos) << a.error().message;
+  // Unscoped, the ambiguity still names every provider.
+  a = Call(R"({"model":"shared"})");
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.error().message.find("alpha, secretco"), std::string::npos) << a.error().message;
 }
 
 }  // namespace

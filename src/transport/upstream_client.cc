@@ -16,11 +16,12 @@
 // OnBody as it arrives. Either returning false makes the callback return a
 // short count, which aborts the transfer (kCancelled).
 //
-// Proxies: like curl_transport, libcurl's reading of the environment
-// (https_proxy and the like, no_proxy) is kept. Through a proxy, the address
-// the open-socket check sees is the proxy's; the URL's host is then checked
-// here when it is a numeric address, and a name is resolved by the proxy,
-// unchecked. curl resends a request once when a kept connection turns out
+// Proxies: unlike curl_transport, libcurl's reading of the environment
+// (https_proxy and the like, no_proxy) is turned off (CURLOPT_PROXY is
+// always set: "" for none), since through a proxy the address the
+// open-socket check sees is the proxy's. With the options' proxy, every
+// call goes through it (CURLOPT_NOPROXY ""), and the URL's host is resolved
+// here first and each address checked. curl resends a request once when a kept connection turns out
 // closed before any byte of the answer (a POST too: the server closed the idle
 // connection, it did not read the request).
 #include "transport/upstream_client.h"
@@ -222,8 +223,12 @@ struct Target {
 
 class CurlUpstreamClient final : public UpstreamClient {
  public:
-  explicit CurlUpstreamClient(UpstreamClientOptions options)
-      : options_(std::move(options)), proxied_(ProxyInEnvironment()) {}
+  explicit CurlUpstreamClient(UpstreamClientOptions options) : options_(std::move(options)) {
+    if (!options_.proxy.empty() && !options_.resolver) {
+      own_resolver_ = NewSystemResolver();
+      options_.resolver = own_resolver_.get();
+    }
+  }
 
   Status Send(const UpstreamRequest& request, UpstreamSink& sink) override {
     DYAD_ASSIGN_OR_RETURN(Target target, Aim(request.url));
@@ -237,9 +242,7 @@ class CurlUpstreamClient final : public UpstreamClient {
         return MakeError(ErrorCode::kInvalidArgument, what + ": header " + name + " has a CR, LF or NUL in its value");
       }
     }
-    if (proxied_ && IsNumeric(target.host) && IsForbiddenUpstreamAddress(target.host)) {
-      return Refused(what, target.host);
-    }
+    if (!options_.proxy.empty()) DYAD_RETURN_IF_ERROR(CheckHostBeforeProxy(what, target.host));
     std::unique_ptr<Entry> entry = Lease(target.origin);
     if (!entry) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
     Exchange x;
@@ -273,6 +276,25 @@ class CurlUpstreamClient final : public UpstreamClient {
     unsigned char buf[sizeof(in6_addr)];
     const std::string bare = host.substr(0, host.find('%'));
     return inet_pton(AF_INET, bare.c_str(), buf) == 1 || inet_pton(AF_INET6, bare.c_str(), buf) == 1;
+  }
+
+  // Through the proxy: the URL's host, resolved here, leads to no refused
+  // address (a numeric host is its own address).
+  Status CheckHostBeforeProxy(const std::string& what, const std::string& host) const {
+    if (IsNumeric(host)) {
+      if (IsForbiddenUpstreamAddress(host.substr(0, host.find('%')))) return Refused(what, host);
+      return OkStatus();
+    }
+    auto addresses = options_.resolver->Resolve(host);
+    if (!addresses.ok()) {
+      return MakeError(ErrorCode::kUnavailable, what + ": the host could not be resolved to check it before the "
+                                                       "call through GATEWAY_UPSTREAM_PROXY (" +
+                                                       std::string(ErrorCodeName(addresses.code())) + ")");
+    }
+    for (const std::string& a : *addresses) {
+      if (IsForbiddenUpstreamAddress(a)) return Refused(what, a);
+    }
+    return OkStatus();
   }
 
   static Status Refused(const std::string& what, const std::string& address) {
@@ -432,6 +454,14 @@ class CurlUpstreamClient final : public UpstreamClient {
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
+    // Never a proxy of the environment's; the configured one for every call.
+    curl_easy_setopt(h, CURLOPT_PROXY, options_.proxy.c_str());
+    if (!options_.proxy.empty()) {
+      curl_easy_setopt(h, CURLOPT_NOPROXY, "");
+      curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
+      curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
+      if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, options_.ca_file.c_str());
+    }
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -460,8 +490,8 @@ class CurlUpstreamClient final : public UpstreamClient {
     // Over the limit: `e` closes its connection here, outside the lock.
   }
 
-  const UpstreamClientOptions options_;
-  const bool proxied_;  // a proxy named in the environment when the client was made
+  UpstreamClientOptions options_;  // set in the constructor
+  std::unique_ptr<HostResolver> own_resolver_;
   Mutex mu_;
   std::map<std::string, std::vector<std::unique_ptr<Entry>>> idle_ DYAD_GUARDED_BY(mu_);
 };
@@ -471,8 +501,38 @@ class CurlUpstreamClient final : public UpstreamClient {
 // IsForbiddenUpstreamAddress: transport/upstream_address.cc (one definition for both
 // branches that wrote it).
 
+namespace {
+
+// GATEWAY_UPSTREAM_PROXY: scheme://[user[:password]@]host[:port][/]; the
+// errors never quote it.
+Status CheckProxyUrl(const std::string& proxy) {
+  auto bad = [](const std::string& why) {
+    return MakeError(ErrorCode::kInvalidArgument, "GATEWAY_UPSTREAM_PROXY: " + why);
+  };
+  for (unsigned char c : proxy) {
+    if (c <= ' ' || c == 0x7f) return bad("has a space or control character");
+  }
+  UrlHandle u;
+  if (!u.u || curl_url_set(u.u, CURLUPART_URL, proxy.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+    return bad("is not a URL (scheme://host:port)");
+  }
+  const std::string scheme = AsciiLower(u.Get(CURLUPART_SCHEME));
+  if (scheme != "http" && scheme != "https" && scheme != "socks5" && scheme != "socks5h") {
+    return bad("the scheme must be http, https, socks5 or socks5h");
+  }
+  if (u.Get(CURLUPART_HOST).empty()) return bad("has no host");
+  const std::string path = u.Get(CURLUPART_PATH);
+  if ((!path.empty() && path != "/") || !u.Get(CURLUPART_QUERY).empty() || !u.Get(CURLUPART_FRAGMENT).empty()) {
+    return bad("must be scheme://host:port, without a path, query or fragment");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<UpstreamClient>> NewUpstreamClient(const UpstreamClientOptions& options) {
   EnsureCurlGlobalInit();
+  if (!options.proxy.empty()) DYAD_RETURN_IF_ERROR(CheckProxyUrl(options.proxy));
   if (!options.ca_file.empty()) {
     std::FILE* f = std::fopen(options.ca_file.c_str(), "r");
     if (!f) {

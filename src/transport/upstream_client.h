@@ -13,7 +13,14 @@
 //  - no connection is ever made to a link-local or cloud metadata address
 //    (169.254.0.0/16, fe80::/10, fd00:ec2::254), checked on the address
 //    actually connected to, so a DNS answer cannot steer the credential there;
-//  - only http:// and https:// URLs.
+//  - only http:// and https:// URLs;
+//  - no proxy from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and
+//    their lower-case forms, NO_PROXY are ignored): through a proxy the
+//    address connected to is the proxy's, which would bypass the check
+//    above. Only the options' proxy (GATEWAY_UPSTREAM_PROXY) is used, for
+//    every call; the URL's host is then resolved here before the call and
+//    refused if any of its addresses is link-local or metadata (the proxy
+//    resolves it again: a DNS answer that changes in between is not seen).
 // Connections are pooled and kept alive per upstream. Thread-safe: any number
 // of calls may run at once, each on its caller's thread.
 //
@@ -34,6 +41,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "transport/host_resolver.h"
 #include "transport/http_transport.h"
 
 namespace dyad {
@@ -76,6 +84,12 @@ class UpstreamSink {
 struct UpstreamClientOptions {
   std::string ca_file;  // GATEWAY_UPSTREAM_CA_FILE; empty: the system's CAs
   size_t max_idle_per_host = 64;
+  // GATEWAY_UPSTREAM_PROXY: http://, https://, socks5:// or socks5h://
+  // host[:port] (user information allowed, never shown); empty: no proxy.
+  std::string proxy = {};
+  // Resolves a URL's host for the check above when `proxy` is set; null:
+  // the system's. Must outlive the client.
+  HostResolver* resolver = nullptr;
 };
 
 class UpstreamClient {
@@ -84,6 +98,8 @@ class UpstreamClient {
   virtual Status Send(const UpstreamRequest& request, UpstreamSink& sink) = 0;
 };
 
+// kInvalidArgument naming GATEWAY_UPSTREAM_CA_FILE or GATEWAY_UPSTREAM_PROXY
+// (never the proxy's value, which may hold a password).
 Result<std::unique_ptr<UpstreamClient>> NewUpstreamClient(const UpstreamClientOptions& options);
 
 // Whether connecting to `address` (numeric IPv4 or IPv6) is refused: link-local

@@ -458,29 +458,96 @@ TEST(UpstreamClient, ConsecutiveCallsReuseOneConnectionUntilTheUpstreamClosesIt)
   EXPECT_EQ(server.connections(), 2);
 }
 
-// As curl_transport, a proxy named in the environment carries the calls;
-// the address connected to is then the proxy's, and a URL naming a metadata
-// address by number is refused before anything is sent.
-TEST(UpstreamClient, AProxyInTheEnvironmentCarriesTheCallAndAMetadataLiteralIsStillRefused) {
+// Issue 16 review round 2, item 3: a proxy named in the environment is not
+// used (through it, the address checked would be the proxy's).
+TEST(UpstreamClient, ProxyVariablesOfTheEnvironmentAreIgnored) {
   LoopbackHttpServer* self = nullptr;
   LoopbackHttpServer proxy(Always(Answer("via proxy"), self));
   self = &proxy;
-  ASSERT_EQ(setenv("http_proxy", proxy.url("").c_str(), 1), 0);
+  LoopbackHttpServer* up_self = nullptr;
+  LoopbackHttpServer upstream(Always(Answer("direct"), up_self));
+  up_self = &upstream;
+  const std::vector<std::string> names = {"http_proxy", "https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"};
+  for (const auto& n : names) ASSERT_EQ(setenv(n.c_str(), proxy.url("").c_str(), 1), 0);
+  unsetenv("no_proxy");
+  unsetenv("NO_PROXY");
   auto client = Client();
   Recorder sink;
-  Status through = client->Send(Post("http://upstream.invalid:8080/v1/models"), sink);
-  Recorder refused_sink;
-  Status refused = client->Send(Post("http://169.254.169.254/latest"), refused_sink);
-  unsetenv("http_proxy");
+  Status direct = client->Send(Post(upstream.url("/v1/models")), sink);
+  Recorder named_sink;  // a name only a proxy could reach
+  Status named = client->Send(Post("http://upstream.invalid:8080/v1/models"), named_sink);
+  for (const auto& n : names) unsetenv(n.c_str());
+  ASSERT_TRUE(direct.ok()) << direct.error().message;
+  EXPECT_EQ(sink.body(), "direct");
+  ASSERT_FALSE(named.ok());
+  EXPECT_EQ(named.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(proxy.requests().size(), 0u);
+  EXPECT_EQ(proxy.connections(), 0);
+}
+
+// A resolver with fixed answers.
+class FixedResolver final : public HostResolver {
+ public:
+  Result<std::vector<std::string>> Resolve(std::string_view host) override {
+    if (host == "metadata.example") return std::vector<std::string>{"93.184.216.34", "169.254.169.254"};
+    if (host == "upstream.example") return std::vector<std::string>{"93.184.216.34"};
+    return MakeError(ErrorCode::kNotFound, "no such host");
+  }
+};
+
+// GATEWAY_UPSTREAM_PROXY carries every call; the URL's host is resolved
+// first and a link-local or metadata address among its answers refused.
+TEST(UpstreamClient, TheConfiguredProxyCarriesTheCallAfterTheHostIsChecked) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer proxy(Always(Answer("via proxy"), self));
+  self = &proxy;
+  ASSERT_EQ(setenv("no_proxy", "*", 1), 0);  // ignored: the configured proxy is for every call
+  FixedResolver resolver;
+  UpstreamClientOptions o;
+  o.proxy = proxy.url("");
+  o.resolver = &resolver;
+  auto client = Client(o);
+  Recorder sink;
+  Status through = client->Send(Post("http://upstream.example:8080/v1/models"), sink);
+  unsetenv("no_proxy");
   ASSERT_TRUE(through.ok()) << through.error().message;
   EXPECT_EQ(sink.body(), "via proxy");
   ASSERT_EQ(proxy.requests().size(), 1u);
-  EXPECT_TRUE(proxy.requests()[0].starts_with("POST http://upstream.invalid:8080/v1/models HTTP/1.1\r\n"))
+  EXPECT_TRUE(proxy.requests()[0].starts_with("POST http://upstream.example:8080/v1/models HTTP/1.1\r\n"))
       << proxy.requests()[0];
-  ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable);
+  for (const char* url : {"http://169.254.169.254/latest", "http://[fd00:ec2::254]/x", "http://metadata.example/v1",
+                          "http://unknown.example/v1"}) {
+    Recorder refused_sink;
+    Status refused = client->Send(Post(url), refused_sink);
+    ASSERT_FALSE(refused.ok()) << url;
+    EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable) << url;
+    EXPECT_EQ(refused_sink.heads, 0);
+  }
+  EXPECT_EQ(proxy.requests().size(), 1u);  // none of those reached the proxy
+  Recorder refused_sink;
+  Status refused = client->Send(Post("http://metadata.example/v1"), refused_sink);
   EXPECT_NE(refused.error().message.find("refused to connect to 169.254.169.254"), std::string::npos)
       << refused.error().message;
+}
+
+TEST(UpstreamClient, AProxyUrlThatIsNotOneIsRefusedWithoutQuotingIt) {
+  for (const char* bad : {"proxy.example:3128", "ftp://proxy.example", "http://", "http://u:hunter2@p.example/path",
+                          "http://p.example:3128/?x=1", "http://p .example", "http://u:hunter2@p.example:3128/#f",
+                          "file:///etc/passwd", "http://p.example:99999"}) {
+    UpstreamClientOptions o;
+    o.proxy = bad;
+    auto c = NewUpstreamClient(o);
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_EQ(c.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_EQ(c.error().message.rfind("GATEWAY_UPSTREAM_PROXY: ", 0), 0u) << c.error().message;
+    EXPECT_EQ(c.error().message.find("hunter2"), std::string::npos) << c.error().message;
+  }
+  for (const char* good : {"http://proxy.example:3128", "https://u:p@proxy.example", "socks5h://127.0.0.1:1080/",
+                           "HTTP://[::1]:8080"}) {
+    UpstreamClientOptions o;
+    o.proxy = good;
+    EXPECT_TRUE(NewUpstreamClient(o).ok()) << good;
+  }
 }
 
 TEST(UpstreamClient, HttpsWithAPrivateCaAndRefusedWithAnother) {

@@ -199,7 +199,8 @@ def test_client_role_enforcement(v1, stubs):
     add_provider(gw, "other", main.base_url, STUB_KEY, [("other-model", "other-model")])
     limited = sdk(gw, LIMITED_TOKEN)
     assert [m.id for m in limited.models.list()] == ["gpt-stub"]
-    with pytest.raises(openai.PermissionDeniedError):
+    # Outside its lists is as unknown (review round 2, item 6): nothing there is named.
+    with pytest.raises(openai.NotFoundError):
         limited.chat.completions.create(model="other-model", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.APIStatusError) as e:
         sdk(gw).chat.completions.create(model="cli-model", messages=[{"role": "user", "content": "x"}])
@@ -411,3 +412,101 @@ def test_upstream_answer_headers_are_filtered(v1, stubs):
     assert h["content-type"].startswith("application/json")
     for gone in ("set-cookie", "access-control-allow-origin", "strict-transport-security", "alt-svc", "keep-alive"):
         assert gone not in h, gone
+
+
+def get_raw(gw, target, token=CLIENT_TOKEN):
+    """A GET with the target sent exactly as written (requests would normalise it)."""
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.settimeout(15)
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def test_retrieve_model(v1, stubs):
+    """Review round 2, item 5: GET /v1/models/{model}, OpenAI's retrieve-model shape, allow-lists as for the list."""
+    gw = v1()
+    main = stubs(STUB_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub"), ("meta/llama", "llama")])
+    add_provider(gw, "other", main.base_url, STUB_KEY, [("other-model", "other-model")])
+    m = sdk(gw).models.retrieve("gpt-stub")
+    assert (m.id, m.object, m.owned_by) == ("gpt-stub", "model", "stubai") and m.created > 0
+    r = requests.get(gw.url + "/v1/models/meta/llama", headers={"Authorization": f"Bearer {CLIENT_TOKEN}"})
+    assert r.status_code == 200 and r.json() == {"id": "meta/llama", "object": "model", "created": m.created,
+                                                 "owned_by": "stubai"}
+    with pytest.raises(openai.NotFoundError) as e:
+        sdk(gw).models.retrieve("nope")
+    assert e.value.body["code"] == "model_not_found" and set(e.value.body) == {"message", "type", "param", "code"}
+    # The limited token (providers: stubai) cannot see the other provider's model, nor learn its provider.
+    assert sdk(gw, LIMITED_TOKEN).models.retrieve("gpt-stub").owned_by == "stubai"
+    with pytest.raises(openai.NotFoundError) as e:
+        sdk(gw, LIMITED_TOKEN).models.retrieve("other-model")
+    assert "'other'" not in e.value.message and "other\"" not in json.dumps(e.value.body)
+    # Odd spellings: an escaped '/', dot segments, an empty id: 400 (not canonical); a case change: 404.
+    for target in ("/v1/models/meta%2Fllama", "/v1/models/meta%2fllama", "/v1/models/..", "/v1/models/./gpt-stub",
+                   "/v1/models/", "/v1/models//gpt-stub", "/v1/models/gpt-stub/"):
+        status, body = get_raw(gw, target)
+        assert status == 400, (target, status, body)
+        assert "message" in json.loads(body)["error"], target  # refused before any route: not OpenAI's shape
+    for target in ("/v1/models/GPT-STUB", "/v1/models/gpt-stub%20", "/v1/models/stubai/gpt-stub",
+                   "/v1/models/a/b/c"):
+        status, body = get_raw(gw, target)
+        assert status == 404, (target, status, body)
+    # Role enforcement as for the list.
+    status, _ = get_raw(gw, "/v1/models/gpt-stub", token=ADMIN_TOKEN)
+    assert status == 403
+    status, _ = get_raw(gw, "/v1/models/gpt-stub", token="wrong-token-000000000")
+    assert status == 401
+    assert main.seen == []
+
+
+def test_scoped_client_errors_name_nothing_outside_its_lists(v1, stubs):
+    """Review round 2, item 6: a client restricted to providers learns no other provider or model name."""
+    gw = v1()
+    main, hidden = stubs(STUB_KEY), stubs(OTHER_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("shared", "shared"), ("gpt-stub", "gpt-stub")])
+    add_provider(gw, "secretco", hidden.base_url, OTHER_KEY, [("shared", "shared"), ("hidden-model", "hidden-model")])
+    add_provider(gw, "offco", hidden.base_url, OTHER_KEY, [("off-model", "off-model")], enabled=False)
+    limited = sdk(gw, LIMITED_TOKEN)
+    # Ambiguous for others, not for it: routed to the provider it may use.
+    reply = limited.chat.completions.create(model="shared", messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content == "hello from shared"
+    assert len(main.seen) == 1 and hidden.seen == []
+    for model in ("hidden-model", "secretco/hidden-model", "secretco/", "offco/off-model", "off-model", "secretco/x"):
+        r = post_v1(gw, json.dumps({"model": model, "messages": []}), token=LIMITED_TOKEN)
+        assert r.status_code == 404, (model, r.text)
+        message = r.json()["error"]["message"]
+        assert message == f"model '{model}' is not offered by any enabled provider", message
+    # An unscoped client still hears of the ambiguity, with both names.
+    r = post_v1(gw, json.dumps({"model": "shared", "messages": []}))
+    assert r.status_code == 400 and "secretco" in r.json()["error"]["message"]
+    assert hidden.seen == []
+
+
+def test_upstream_calls_ignore_proxy_variables(v1, stubs):
+    """Review round 2, item 3: a proxy in the environment would hide the upstream's address from the metadata
+    check: upstream calls do not use it."""
+    trap = stubs(STUB_KEY, "record-only")  # a loopback "proxy" that records whatever reaches it
+    proxy_url = f"http://127.0.0.1:{trap.server.server_address[1]}"
+    env = {name: proxy_url for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                        "all_proxy")}
+    gw = v1(env)
+    main = stubs(STUB_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    reply = sdk(gw).chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "hello from gpt-stub"
+    assert len(main.seen) == 1 and trap.seen == []
+
+
+def test_upstream_proxy_setting_is_validated(make_gateway):
+    for bad in ("proxy.example:3128", "ftp://proxy.example", "http://u:hunter2@p.example/path"):
+        gw = make_gateway({"GATEWAY_UPSTREAM_PROXY": bad}, name="d" + str(abs(hash(bad))))
+        with pytest.raises(RuntimeError):
+            gw.start()
+        assert gw.proc.wait(10) != 0
+        out = gw.logs() + gw.stdout
+        assert "GATEWAY_UPSTREAM_PROXY" in out and "hunter2" not in out, out
