@@ -73,13 +73,13 @@ namespace {
 
 // Issue 16 review round 2, item 2: the 401-forced read's window is a setting.
 TEST(V1Settings, RefreshIntervalDefaultsToFiveSecondsAndIsValidated) {
-  auto s = ReadV1Settings({}, 16);
+  auto s = ReadV1Settings({});
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->refresh_interval, std::chrono::milliseconds(5000));
-  s = ReadV1Settings({{"GATEWAY_V1_REFRESH_INTERVAL_MS", "0"}}, 16);
+  s = ReadV1Settings({{"GATEWAY_V1_REFRESH_INTERVAL_MS", "0"}});
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->refresh_interval, std::chrono::milliseconds(0));
-  s = ReadV1Settings({{"GATEWAY_V1_REFRESH_INTERVAL_MS", "250"}}, 16);
+  s = ReadV1Settings({{"GATEWAY_V1_REFRESH_INTERVAL_MS", "250"}});
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->refresh_interval, std::chrono::milliseconds(250));
   for (const char* bad : {"-1", "5s", "", " 5", "3600001", "99999999999999999999", "0x10"}) {
