@@ -407,7 +407,12 @@ Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
   auto cat = std::make_shared<Catalog>();
   cat->loaded = now;
   cat->epoch = epoch;
-  Status listed = LoadCatalog(repo_, options_.policy, *cat);
+  Status listed = OkStatus();
+  try {  // whatever happens, the waiters hear of it (a throw would leave them waiting)
+    listed = LoadCatalog(repo_, options_.policy, *cat);
+  } catch (const std::exception& e) {
+    listed = MakeError(ErrorCode::kInternal, std::string("reading the provider catalog failed: ") + e.what());
+  }
   MutexLock lock(&mu_);
   catalog_loading_ = false;
   ++catalog_loads_;
