@@ -4,7 +4,8 @@
 // A handler that runs off the I/O threads (HandlerCost::kMayBlock) may
 // instead answer with a streamed body through HttpRequest::writer: Begin()
 // sends the status and headers (the body chunked), each Write() sends one
-// piece as it comes and returns once it is written; both return false when
+// piece as it comes (copied: it returns once the piece is queued, waiting
+// only while the server's stream buffer is full); both return false when
 // the client has gone (or stopped reading for the idle timeout), after which
 // every call returns false and the producer should stop. Once Begin() was
 // called, the HttpResponse the handler returns is not sent (its status is

@@ -1,7 +1,7 @@
 // ConcurrencyLimit: how many /v1 calls may run at once (DESIGN.md §12), in
 // all and per client identity, so that slow upstreams or slow-reading
-// clients never hold every blocking handler thread (/admin keeps the rest)
-// and one client token cannot take every slot.
+// clients never hold every /v1 handler thread (a call past the cap is
+// answered 429 at once) and one client token cannot take every slot.
 //
 // TryAcquire(key) either hands out a Slot, released when it is destroyed, or
 // says which cap is reached (nothing waits: the caller answers 429 at once).
@@ -19,8 +19,8 @@
 namespace dyad {
 
 struct ConcurrencyLimits {
-  int total = 12;       // GATEWAY_V1_MAX_CONCURRENT
-  int per_client = 6;   // GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT
+  int total = 60;       // GATEWAY_V1_MAX_CONCURRENT
+  int per_client = 60;  // GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT
 };
 
 class ConcurrencyLimit {
