@@ -303,7 +303,10 @@ void OperationsRoutes(Router& r, ApiContext api) {
                        "secrets backend unhealthy: " + (h.store_error.empty() ? h.key_error : h.store_error));
     }
     return JsonSuccess({{"status", "ready"}, {"secrets", h.status}});
-  }, RegistryReadCost(api.repo));  // Ping()s the registry
+  // Inline even on PostgreSQL (one short round trip): on the blocking pool,
+  // a probe would queue behind /admin calls hung on a slow backend and take
+  // a healthy instance out of rotation.
+  }, HandlerCost::kInline);
   r.Add("GET", "/admin/openapi.json", [](const RouteContext&) {
     HttpResponse resp;
     resp.body = std::string(OpenApiDocument());  // as it is: what OpenAPI tools load

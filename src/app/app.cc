@@ -165,7 +165,18 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   UpstreamClientOptions uo;
   uo.ca_file = config.upstream_ca_file;
   // The environment's proxy variables are not used upstream (upstream_client.h).
-  if (const std::string* proxy = FindVariable(config.env, "GATEWAY_UPSTREAM_PROXY")) uo.proxy = *proxy;
+  if (const std::string* proxy = FindVariable(config.env, "GATEWAY_UPSTREAM_PROXY")) {
+    uo.proxy = *proxy;
+  } else {
+    for (const char* name : {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"}) {
+      if (FindVariable(config.env, name)) {
+        spdlog::warn("{} is set but /v1 upstream calls do not use the environment's proxy variables; set "
+                     "GATEWAY_UPSTREAM_PROXY to send them through a proxy",
+                     name);
+        break;
+      }
+    }
+  }
   uo.resolver = p.resolver.get();
   DYAD_ASSIGN_OR_RETURN(p.upstream, NewUpstreamClient(uo));
   ProviderUpstream upstream;

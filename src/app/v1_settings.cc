@@ -11,13 +11,19 @@ Result<V1Settings> ReadV1Settings(const EnvMap& env) {
   V1Settings s;
   int pool = 64;
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_V1_THREADS", 1, 1024, pool));
+  const bool pool_set = FindVariable(env, "GATEWAY_V1_THREADS") != nullptr;
   int total = std::max(1, pool - 4);
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_V1_MAX_CONCURRENT", 1, 1024, total));
-  if (total > pool) {
+  // A cap set alone brings its pool along (four threads over it), so a
+  // deployment that raised it for /v1 before /v1 had a pool keeps working.
+  if (!pool_set && total >= pool) pool = total + 4;
+  // Below the pool: a call past the cap must find a thread to answer its
+  // 429 at once, not queue (with its body, before authentication) for one.
+  if (pool > 1 && total >= pool) {
     return BadVariable("GATEWAY_V1_MAX_CONCURRENT",
-                       std::to_string(total) + " is above GATEWAY_V1_THREADS (" + std::to_string(pool) +
-                           "): calls past the pool would wait for a thread instead of running; use an integer "
-                           "from 1 to " + std::to_string(pool) + " or raise GATEWAY_V1_THREADS");
+                       std::to_string(total) + " is not below GATEWAY_V1_THREADS (" + std::to_string(pool) +
+                           "): a call past the cap would wait for a thread instead of a 429; use an integer "
+                           "from 1 to " + std::to_string(pool - 1) + " or raise GATEWAY_V1_THREADS");
   }
   // No tighter cap per client unless asked: a deployment with one client
   // token (the common case) gets every /v1 slot.

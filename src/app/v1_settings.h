@@ -3,11 +3,13 @@
 //
 //   GATEWAY_V1_THREADS                   the pool /v1 calls run on, apart from
 //                                        /admin's blocking pool (so /v1 load never
-//                                        takes /admin's threads); default 64, 1..1024
+//                                        takes /admin's threads); default 64 (or the
+//                                        cap + 4 when only the cap is set higher),
+//                                        1..1024
 //   GATEWAY_V1_MAX_CONCURRENT            /v1 calls in progress at once; default
 //                                        GATEWAY_V1_THREADS - 4 (at least 1), so a
 //                                        call past the cap still finds a thread to
-//                                        answer its 429 at once; at most
+//                                        answer its 429 at once; below
 //                                        GATEWAY_V1_THREADS
 //   GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT the same per client identity; default
 //                                        and at most the above

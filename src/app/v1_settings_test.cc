@@ -34,14 +34,19 @@ TEST(V1Settings, DefaultsAreAPoolOf64AndACapThatLeavesFourThreadsFor429s) {
   s = ReadV1Settings({{"GATEWAY_BLOCKING_THREADS", "1"}, {"GATEWAY_V1_MAX_CONCURRENT", "64"}});
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(s->limits.total, 64);
+  // A cap set alone (a deployment from before the pool) brings its pool.
+  EXPECT_EQ(s->threads, 68);
+  s = ReadV1Settings({{"GATEWAY_V1_MAX_CONCURRENT", "200"}});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->threads, 204);
 }
 
 TEST(V1Settings, BadPoolOrCapAboveThePoolIsAStartUpErrorNamingTheVariable) {
-  EXPECT_NE(ErrorFor({{"GATEWAY_V1_MAX_CONCURRENT", "65"}})
-                .find("GATEWAY_V1_MAX_CONCURRENT: 65 is above GATEWAY_V1_THREADS (64)"),
+  EXPECT_NE(ErrorFor({{"GATEWAY_V1_THREADS", "64"}, {"GATEWAY_V1_MAX_CONCURRENT", "64"}})
+                .find("GATEWAY_V1_MAX_CONCURRENT: 64 is not below GATEWAY_V1_THREADS (64)"),
             std::string::npos);
   EXPECT_NE(ErrorFor({{"GATEWAY_V1_THREADS", "8"}, {"GATEWAY_V1_MAX_CONCURRENT", "40"}})
-                .find("use an integer from 1 to 8"),
+                .find("use an integer from 1 to 7"),
             std::string::npos);
   for (const char* bad : {"0", "-1", "1025", "lots", "", " 8", "8x", "0x10"}) {
     EXPECT_NE(ErrorFor({{"GATEWAY_V1_THREADS", bad}}).find("GATEWAY_V1_THREADS"), std::string::npos) << bad;
@@ -55,12 +60,12 @@ TEST(V1Settings, BadPoolOrCapAboveThePoolIsAStartUpErrorNamingTheVariable) {
   EXPECT_NE(ErrorFor({{"GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", "0"}}).find("GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS"),
             std::string::npos);
   auto s = ReadV1Settings({{"GATEWAY_V1_THREADS", "8"},
-                           {"GATEWAY_V1_MAX_CONCURRENT", "8"},
+                           {"GATEWAY_V1_MAX_CONCURRENT", "7"},
                            {"GATEWAY_V1_MAX_CONCURRENT_PER_CLIENT", "3"},
                            {"GATEWAY_UPSTREAM_TOTAL_TIMEOUT_MS", "250"}});
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(s->threads, 8);
-  EXPECT_EQ(s->limits.total, 8);  // the whole pool: a call past it waits for a thread
+  EXPECT_EQ(s->limits.total, 7);
   EXPECT_EQ(s->limits.per_client, 3);
   EXPECT_EQ(s->upstream_total, std::chrono::milliseconds(250));
 }

@@ -470,10 +470,14 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run, const std::func
   for (const auto& v : state.versions) {
     if (v.version >= run.to_version || v.state == "retired") continue;
     if (v.state == "active") {
-      begun = step("marking key version " + std::to_string(v.version) + " retiring",
-                   [&] { return keys.BeginRetire(v.version); });
+      // Marked once the write returns, even if the fence after it fails:
+      // the other instances must still hear of it.
+      begun = step("marking key version " + std::to_string(v.version) + " retiring", [&] {
+        Status s = keys.BeginRetire(v.version);
+        marked = marked || s.ok();
+        return s;
+      });
       if (!begun.ok()) break;
-      marked = true;
     }
     older.insert(v.version);
   }

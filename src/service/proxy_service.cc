@@ -588,9 +588,16 @@ Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRe
   if (!r.provider) {
     auto it = cat.by_model.find(model);
     if (it == cat.by_model.end()) return unknown();
+    // Only providers this token may use the model at count: an ambiguity
+    // among others would tell it that a model outside its lists exists.
+    auto model_allowed = [&](const Catalog::Entry& p) {
+      if (!request.allowed_models || Listed(request.allowed_models, model)) return true;
+      const Catalog::Model* m = p.Find(model);
+      return m && Listed(request.allowed_models, m->dyad_id);
+    };
     std::vector<size_t> offered;
     for (size_t i : it->second) {
-      if (visible(cat.providers[i])) offered.push_back(i);
+      if (visible(cat.providers[i]) && model_allowed(cat.providers[i])) offered.push_back(i);
     }
     if (offered.empty()) return unknown();
     if (offered.size() > 1) {
@@ -674,12 +681,15 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     // holds another credential (replaced meanwhile). Asked only on a 401.
     const CredentialsPtr used = read->credentials;
     const std::function<bool()> hold_401 = [&] {
-      if (ClaimForcedRefresh(provider->id, secrets_.Fingerprint(used->fields))) {
+      const std::string used_fingerprint = secrets_.Fingerprint(used->fields);
+      if (ClaimForcedRefresh(provider->id, used_fingerprint)) {
         spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", provider->slug);
         return true;
       }
+      // Another credential by value, not by pointer: a re-read that found
+      // the same key would only earn a second 401.
       auto now_cached = secrets_.Get(provider->id, request.caller);
-      return now_cached.ok() && now_cached->credentials != used;
+      return now_cached.ok() && secrets_.Fingerprint(now_cached->credentials->fields) != used_fingerprint;
     };
     const bool may_hold = attempt == 0 && read->source == "cache";
     ForwardSink sink(output, options_.max_buffered_bytes, may_hold ? &hold_401 : nullptr, clock_);

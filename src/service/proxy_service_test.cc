@@ -845,6 +845,14 @@ TEST_F(ProxyServiceTest, AScopedClientsErrorsNameNothingOutsideItsLists) {
   ASSERT_FALSE(a.ok());
   EXPECT_EQ(a.code(), ErrorCode::kNotFound);
   EXPECT_EQ(a.error().message.find("alpha"), std::string::npos) << a.error().message;
+  // A model outside its list that two providers offer: the same 404 as a
+  // model that does not exist, not the ambiguity's 400 (which would tell it
+  // the model exists).
+  std::vector<std::string> only_gpt_a = {"gpt-a"};
+  a = Call(R"({"model":"shared"})", nullptr, &only_gpt_a);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.code(), ErrorCode::kNotFound) << a.error().message;
+  EXPECT_EQ(a.error().message, "model 'shared' is not offered by any enabled provider");
   // Unscoped, the ambiguity still names every provider.
   a = Call(R"({"model":"shared"})");
   ASSERT_FALSE(a.ok());

@@ -25,9 +25,9 @@ def test_sixteen_concurrent_streams_at_the_defaults_get_no_429(v1, stubs):
 
 
 def test_admin_answers_while_every_v1_thread_holds_a_stream(v1, stubs):
-    """The cap may be the whole /v1 pool: hanging streams up to it hold every /v1 thread, and /admin, on a
-    one-thread blocking pool, still answers (reads and writes)."""
-    gw = v1({"GATEWAY_V1_THREADS": "4", "GATEWAY_V1_MAX_CONCURRENT": "4", "GATEWAY_BLOCKING_THREADS": "1"})
+    """Hanging streams up to the cap hold all but one /v1 thread, and /admin, on a one-thread blocking pool, still
+    answers (reads and writes)."""
+    gw = v1({"GATEWAY_V1_THREADS": "5", "GATEWAY_V1_MAX_CONCURRENT": "4", "GATEWAY_BLOCKING_THREADS": "1"})
     hang = stubs(STUB_KEY, "hang-stream")
     add_provider(gw, "stubai", hang.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
     held = []

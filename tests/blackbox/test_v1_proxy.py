@@ -344,7 +344,7 @@ def test_v1_cap_above_the_pool_is_refused_at_start(make_gateway):
     with pytest.raises(RuntimeError):
         gw.start()
     assert gw.proc.wait(10) != 0
-    assert "GATEWAY_V1_MAX_CONCURRENT: 5 is above GATEWAY_V1_THREADS (4)" in gw.logs() + gw.stdout
+    assert "GATEWAY_V1_MAX_CONCURRENT: 5 is not below GATEWAY_V1_THREADS (4)" in gw.logs() + gw.stdout
 
 
 def test_total_upstream_deadline(v1, stubs):
