@@ -30,9 +30,9 @@ std::string DatabaseUrl(const std::string& server, const std::string& name) {
 
 TEST(RegistryReadRoutes, AnsweredInlineOnSqlite) {
   testing::TestApp t;
-  EXPECT_FALSE(t.app().MayBlock(Get("/admin/providers/some-id")));
-  EXPECT_FALSE(t.app().MayBlock(Get("/admin/providers")));
-  EXPECT_FALSE(t.app().MayBlock(Get("/readyz")));
+  EXPECT_EQ(t.app().PoolFor(Get("/admin/providers/some-id")), HandlerPool::kIo);
+  EXPECT_EQ(t.app().PoolFor(Get("/admin/providers")), HandlerPool::kIo);
+  EXPECT_EQ(t.app().PoolFor(Get("/readyz")), HandlerPool::kIo);
 }
 
 TEST(RegistryReadRoutes, AnsweredOffTheIoThreadsOnPostgresql) {
@@ -40,10 +40,12 @@ TEST(RegistryReadRoutes, AnsweredOffTheIoThreadsOnPostgresql) {
   testing::PgTestDatabase pg;
   ASSERT_TRUE(pg.status().ok()) << pg.status().error().message;
   testing::TestApp t({{"GATEWAY_DATABASE_URL", DatabaseUrl(pg.url(), pg.name())}});
-  EXPECT_TRUE(t.app().MayBlock(Get("/admin/providers/some-id")));
-  EXPECT_TRUE(t.app().MayBlock(Get("/admin/providers")));
-  EXPECT_TRUE(t.app().MayBlock(Get("/readyz")));
-  EXPECT_FALSE(t.app().MayBlock(Get("/healthz")));  // answers without the registry
+  EXPECT_EQ(t.app().PoolFor(Get("/admin/providers/some-id")), HandlerPool::kBlocking);
+  EXPECT_EQ(t.app().PoolFor(Get("/admin/providers")), HandlerPool::kBlocking);
+  // A probe stays inline: on the blocking pool it would queue behind /admin
+  // calls hung on a slow backend.
+  EXPECT_EQ(t.app().PoolFor(Get("/readyz")), HandlerPool::kIo);
+  EXPECT_EQ(t.app().PoolFor(Get("/healthz")), HandlerPool::kIo);  // answers without the registry
   // And still answered: the read itself works on this registry.
   HttpResponse r = t.Call("GET", "/admin/providers/unknown-id");
   EXPECT_EQ(r.status, 404) << r.body;
