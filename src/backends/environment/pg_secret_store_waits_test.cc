@@ -41,15 +41,24 @@ class SecretStoreOnEnginesLockWaits : public testing::RegistryContractTest {
 
   // Polls (bounded) until a backend is blocked by `holder_pid`'s locks.
   bool SomeoneWaitsOn(int64_t holder_pid) {
+    return Polled("SELECT count(*) FROM pg_stat_activity WHERE " + std::to_string(holder_pid) +
+                  " = ANY(pg_blocking_pids(pid))", 1);
+  }
+  // Polls (bounded) until `count` backends on this database wait on a lock.
+  bool BackendsWaitOnLocks(int count) {
+    return Polled("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                  "AND cardinality(pg_blocking_pids(pid)) > 0", count);
+  }
+  // Polls `sql` (a count) until it reaches `at_least`; false after 30 s.
+  bool Polled(const std::string& sql, int64_t at_least) {
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (std::chrono::steady_clock::now() < give_up) {
-      auto waiting = QueryInt(inst_[1], "SELECT count(*) FROM pg_stat_activity WHERE " +
-                                            std::to_string(holder_pid) + " = ANY(pg_blocking_pids(pid))");
+      auto waiting = QueryInt(inst_[1], sql);
       if (!waiting.ok()) {
         ADD_FAILURE() << waiting.error().message;
         return false;
       }
-      if (waiting->value_or(0) > 0) return true;
+      if (waiting->value_or(0) >= at_least) return true;
       std::this_thread::yield();
     }
     return false;
@@ -188,6 +197,47 @@ TEST_P(SecretStoreOnEnginesLockWaits, OverlappingBatchesInOppositeOrdersEachWrit
       }
     }
     if (HasFailure()) return;
+  }
+}
+
+// Two batches in opposite orders both queued behind a third transaction
+// holding their middle row: when it lets go, each batch must find the rows
+// on either side of it free or wait for the other to finish. Locking in
+// the callers' orders would deadlock here every time (each holds the rows
+// the other needs next); locking in name order never does.
+TEST_P(SecretStoreOnEnginesLockWaits, OppositeBatchesQueuedBehindAHeldRowDoNotDeadlock) {
+  std::vector<std::string> names;
+  std::vector<SecretStore::Swap> batch[2];
+  for (int i = 0; i < 7; ++i) {
+    names.push_back(Name(std::string("q") + std::to_string(i)));
+    auto v = store(0).Create(names.back(), "old");
+    ASSERT_TRUE(v.ok()) << v.error().message;
+    batch[0].push_back(SecretStore::Swap{names.back(), *v, "by-0"});
+    batch[1].insert(batch[1].begin(), SecretStore::Swap{names.back(), *v, "by-1"});
+  }
+  auto conn = inst_[1].postgresql->ConnectDedicated();
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  PgConnection& other = **conn;
+  ASSERT_TRUE(other.Exec("BEGIN").ok());
+  auto held = other.Query("SELECT 1 FROM secrets WHERE name = $1 FOR UPDATE", {names[3]});
+  ASSERT_TRUE(held.ok()) << held.error().message;
+  ASSERT_EQ(held->size(), 1);
+
+  Result<std::vector<bool>> got[2] = {std::vector<bool>(), std::vector<bool>()};
+  std::thread batches[2];
+  for (int b = 0; b < 2; ++b) batches[b] = std::thread([&, b] { got[b] = store(b).ReplaceMany(batch[b]); });
+  EXPECT_TRUE(BackendsWaitOnLocks(2)) << "the two batches never both waited";
+  EXPECT_TRUE(other.Exec("ROLLBACK").ok());
+  for (auto& t : batches) t.join();
+
+  for (int b = 0; b < 2; ++b) ASSERT_TRUE(got[b].ok()) << "batch " << b << ": " << got[b].error().message;
+  auto now = store(1).GetMany(names);
+  ASSERT_TRUE(now.ok()) << now.error().message;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const bool by0 = (*got[0])[i], by1 = (*got[1])[names.size() - 1 - i];
+    EXPECT_EQ(by0 + by1, 1) << names[i];
+    ASSERT_TRUE((*now)[i].ok()) << names[i];
+    EXPECT_EQ((*now)[i]->value, by0 ? "by-0" : "by-1") << names[i];
   }
 }
 
