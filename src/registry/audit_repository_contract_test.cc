@@ -460,7 +460,7 @@ TEST_P(AuditRepositoryContract, AnUnclaimedCarriedOverHeadBesideANewLogIsReporte
     o.heads = &heads(0);
     auto log = FileAuditLog::Open(std::move(o), clock());
     ASSERT_TRUE(log.ok());
-    (*log)->Record(Event("the replacement's first line"));
+    (*log)->Record(SecretGetEvent("the replacement's first line"));
   }
   auto id = ReadAuditLogId(path);
   ASSERT_TRUE(id.ok() && !id->id.empty() && !id->legacy);
