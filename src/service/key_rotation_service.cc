@@ -272,6 +272,10 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
   while (i < names->size()) {
     const auto batch_t0 = clock_.Now();
     ReadBatch read = ahead.get();
+    if (stopping_) {  // asked meanwhile: the batch read ahead is the next start's
+      ReleaseLock(run.id);
+      return OkStatus();
+    }
     i += read.names.size();
     if (i < names->size()) ahead = read_ahead(i);
     const size_t batch_size = read.names.size();

@@ -299,7 +299,9 @@ TEST_P(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
   std::sort(names.begin(), names.end());
   {
     // The stop lands, for certain, after two batches of 250: the store holds
-    // the third batch's read until the stop has been asked for.
+    // the third batch's read (read ahead while the second is written) until
+    // the stop has been asked for, and a batch read ahead after a stop is
+    // left for the next start.
     GatedStore gated(*store_, 3);
     SecretsService secrets(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
                            EnvMap{});
@@ -310,16 +312,16 @@ TEST_P(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
     rotation->RequestStop();
     gated.Open();
     ASSERT_TRUE(held) << "the rotation never read its third batch";
-    rotation.reset();  // graceful stop: the batch in hand completes, then the run stops
+    rotation.reset();  // graceful stop: the batch being written completes, then the run stops
   }
   auto next = NewRotation();
   auto history = *next->History(5);
   ASSERT_EQ(history.size(), 1u);
   EXPECT_EQ(history[0].status, "running");  // left for the next start, not failed, not finished
-  EXPECT_EQ(history[0].done, 750);
-  EXPECT_EQ(history[0].cursor, names[749]);
-  EXPECT_EQ(history[0].reencrypted, 750);
-  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{1u, 2250}, {2u, 750}}));
+  EXPECT_EQ(history[0].done, 500);
+  EXPECT_EQ(history[0].cursor, names[499]);
+  EXPECT_EQ(history[0].reencrypted, 500);
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{1u, 2500}, {2u, 500}}));
   EXPECT_TRUE(next->Current().has_value());  // another "process" sees it as running
 
   auto resumed = next->ResumeInterrupted(Caller{});
@@ -332,7 +334,7 @@ TEST_P(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
   EXPECT_EQ(history[0].trigger, "resumed");
   EXPECT_EQ(history[0].status, "completed");
   EXPECT_EQ(history[0].to_version, 2u);
-  EXPECT_EQ(history[0].reencrypted, 2250);  // only what the stopped run had not visited
+  EXPECT_EQ(history[0].reencrypted, 2500);  // only what the stopped run had not written
   EXPECT_EQ(history[1].status, "interrupted");
   EXPECT_NE(history[1].error.find("resumed as run " + **resumed), std::string::npos);
   EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 3000}}));
