@@ -4,10 +4,11 @@
 // The router has already authenticated a client token (role client); these
 // handlers pass the request to ProxyService with the token's allow-lists and
 // turn its answer into the response: streamed through HttpRequest::writer,
-// or whole; errors in OpenAI's shape (server/envelope.h). They run off the
-// I/O threads (kMayBlock). With a ConcurrencyLimit, a POST past its caps
-// (in all, or for the caller's identity) is answered 429 at once, in
-// OpenAI's shape with Retry-After, so /v1 never holds every blocking thread.
+// or whole; errors in OpenAI's shape (server/envelope.h). They run on the
+// server's /v1 pool (App::PoolFor: HandlerPool::kUpstream, apart from
+// /admin's). With a ConcurrencyLimit, a call past its caps (in all, or for
+// the caller's identity) is answered 429 at once, in OpenAI's shape with
+// Retry-After, so /v1 never holds every thread of its pool.
 #pragma once
 
 #include "server/router.h"
