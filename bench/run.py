@@ -329,6 +329,9 @@ def v1_result_rows(r):
         cmp = f"nginx: {n0(ng['requests_per_s'])} req/s; direct: {n0(d['requests_per_s'])}; "
         cmp += (f"LiteLLM: {n0(s['litellm'][mode]['requests_per_s'])} ({small(s['litellm'][mode]['rps_vs_nginx'])}× nginx's)"
                 if "litellm" in s else f"LiteLLM: not available ({lite.get('why', '?')})")
+        if g.get("cpu_us_per_request") and ng.get("cpu_us_per_request"):
+            cmp += (f"; CPU per request: gateway {n0(g['cpu_us_per_request'])} µs, "
+                    f"nginx {n0(ng['cpu_us_per_request'])} µs")
         rows.append(row(f"/v1 chat completion, {what}, {n} clients: gateway / nginx reverse proxy",
                         f"{n0(g['requests_per_s'])} req/s", cmp, f"**{g['rps_vs_nginx']:.2f}×**", "≥ 0.7× nginx's",
                         verdict(g["rps_vs_nginx"] >= 0.7 and not failed)))

@@ -19,6 +19,9 @@ directory: it answers POST /v1/chat/completions with a fixed chat completion (JS
 For each path and mode (non-streaming, streaming): one client (wrk -c1) after a 1 s warm-up, at least 2,000 requests
 (the duration is stretched to reach them): p50/p99 latency and the added latency against direct (p50 and p99
 differences, same round); then N clients (wrk -cN keep-alive connections, default 16) after a warm-up: requests/s.
+During the N-client run, the CPU time (user + system, /proc) that the path's own processes spent is divided by its
+requests: CPU µs per request (direct: the stub's; a proxy: its own, not the stub's), and against nginx's. On a machine
+whose cores are the limit, this ratio is what the throughput ratio can at best be the inverse of.
 wrk is the load generator throughout (C, one event loop; its histogram has 1 µs resolution). The full mode runs
 three rounds (in each: both modes through direct, gateway and nginx, then LiteLLM's) and reports medians of the
 rounds; --quick one shorter round, measuring the others while LiteLLM's workers start (it says so).
@@ -370,8 +373,22 @@ def check_path(name, url, mode, token):
         raise RuntimeError(f"{name} sse: unexpected stream {text[:200]}")
 
 
-def measure(url, script, opts):
-    """One client (≥ 2,000 requests after a warm-up), then opts.clients clients."""
+def session_cpu_seconds(sid):
+    """User + system CPU seconds of the live processes of session `sid` (a server and its workers), threads included."""
+    total = 0
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == sid:  # fields[0] is the state: the session is field 6 of proc(5)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url, script, opts, sid):
+    """One client (≥ 2,000 requests after a warm-up), then opts.clients clients, with the CPU the path's own
+    processes (session `sid`: the proxy, or the stub for direct) spent per request meanwhile."""
     warm = wrk(url, script, 1, 1)
     rate = warm["requests_per_s"] or 1.0
     secs = max(opts.one_secs, int((MIN_ONE_CLIENT_REQUESTS * 1.15) / rate) + 1)
@@ -382,7 +399,9 @@ def measure(url, script, opts):
         secs = int(MIN_ONE_CLIENT_REQUESTS * 1.3 / max(one["requests_per_s"], 1.0)) + 1
         one = wrk(url, script, 1, min(secs, opts.max_one_secs))
     wrk(url, script, opts.clients, 1)  # warm-up of the N connections (and of the proxy's upstream pool)
+    cpu0 = session_cpu_seconds(sid)
     many = wrk(url, script, opts.clients, opts.many_secs)
+    many["cpu_us_per_request"] = 1e6 * (session_cpu_seconds(sid) - cpu0) / max(many["requests"], 1)
     return {"one": one, "many": many}
 
 
@@ -407,6 +426,7 @@ def summarize(rounds, available):
             s = {k: median_of(rounds, path, mode, "one", k) for k in ("p50_us", "p99_us")}
             s["one_requests"] = sum(r[path][mode]["one"]["requests"] for r in rounds if path in r)
             s["requests_per_s"] = median_of(rounds, path, mode, "many", "requests_per_s")
+            s["cpu_us_per_request"] = median_of(rounds, path, mode, "many", "cpu_us_per_request")
             s["failed"] = sum(r[path][mode][w]["failed"] for r in rounds if path in r for w in ("one", "many"))
             if path != "direct":  # added latency: per round against direct's of the same round, median of the rounds
                 for k in ("p50_us", "p99_us"):
@@ -419,6 +439,11 @@ def summarize(rounds, available):
                 out[path][mode]["rps_vs_nginx"] = statistics.median(
                     r[path][mode]["many"]["requests_per_s"] / r["nginx"][mode]["many"]["requests_per_s"]
                     for r in rounds if path in r)
+                cpu = [r[path][mode]["many"]["cpu_us_per_request"] / r["nginx"][mode]["many"]["cpu_us_per_request"]
+                       for r in rounds if path in r and r["nginx"][mode]["many"].get("cpu_us_per_request")
+                       and r[path][mode]["many"].get("cpu_us_per_request") is not None]
+                if cpu:
+                    out[path][mode]["cpu_vs_nginx"] = statistics.median(cpu)
     return out
 
 
@@ -464,12 +489,16 @@ def run(opts):
                 lite, lite_url = launch_litellm(work, stub_port)
                 procs.append(lite)
             (work / "stub.conf").write_text(stub_config(work, stub_port))
-            procs.append(Proc("stub", [nginx, "-p", str(work), "-c", str(work / "stub.conf")], work, port=stub_port))
+            stub = Proc("stub", [nginx, "-p", str(work), "-c", str(work / "stub.conf")], work, port=stub_port)
+            procs.append(stub)
             (work / "proxy.conf").write_text(proxy_config(work, proxy_port, stub_port))
-            procs.append(Proc("nginx-proxy", [nginx, "-p", str(work), "-c", str(work / "proxy.conf")], work,
-                              port=proxy_port))
+            proxy = Proc("nginx-proxy", [nginx, "-p", str(work), "-c", str(work / "proxy.conf")], work, port=proxy_port)
+            procs.append(proxy)
             gw, gw_url = start_gateway(work, stub_port)
             procs.append(gw)
+            # Each path's own processes (their sessions: each was started in a new one), whose CPU is measured.
+            sids = {"direct": stub.proc.pid, "nginx": proxy.proc.pid, "gateway": gw.proc.pid,
+                    "litellm": lite.proc.pid if lite else None}
             bases = {"direct": f"http://127.0.0.1:{stub_port}", "nginx": f"http://127.0.0.1:{proxy_port}",
                      "gateway": gw_url}
             tokens = {"direct": UPSTREAM_KEY, "nginx": CLIENT_TOKEN, "gateway": CLIENT_TOKEN, "litellm": CLIENT_TOKEN}
@@ -510,11 +539,11 @@ def run(opts):
 
             def one(r, path, mode):
                 r.setdefault(path, {})[mode] = m = measure(bases[path] + CLIENT_PATH[path][mode],
-                                                           scripts[(path, mode)], opts)
+                                                           scripts[(path, mode)], opts, sids[path])
                 failed = m["one"]["failed"] + m["many"]["failed"]
                 log(f"  {path:8} {mode:4}: 1 client p50 {m['one']['p50_us']:.0f} µs p99 {m['one']['p99_us']:.0f} µs "
                     f"({m['one']['requests']} requests); {opts.clients} clients {m['many']['requests_per_s']:,.0f} "
-                    f"req/s" + (f"; {failed} failed" if failed else ""))
+                    f"req/s, {m['many']['cpu_us_per_request']:.0f} µs CPU/request" + (f"; {failed} failed" if failed else ""))
 
             for i in range(opts.rounds):
                 log(f"round {i + 1} of {opts.rounds}")
@@ -550,7 +579,8 @@ def table(r):
            f"load at the start: `{r['uptime_start']}`; at the end: `{r['uptime_end']}`. The machine is shared with "
            f"other work: figures move with it; compare within a column of the same run. {r['nginx_version']}.", "",
            f"| path | mode | 1 client p50 µs | p99 µs | requests | added p50 µs | added p99 µs | {r['clients']} clients "
-           "req/s | vs nginx | failed |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "req/s | vs nginx | CPU µs/request | vs nginx | failed |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for path in PATHS:
         if path not in s:
             continue
@@ -559,15 +589,22 @@ def table(r):
             added = ("—", "—") if path == "direct" else (f"{x['added_p50_us']:+,.0f}", f"{x['added_p99_us']:+,.0f}")
             v = x.get("rps_vs_nginx")
             ratio = "—" if v is None else (f"{v:.2f}×" if v >= 0.1 else f"{v:.2g}×")
+            c = x.get("cpu_vs_nginx")
+            cpu_ratio = "—" if c is None else f"{c:.1f}×"
             out.append(f"| {names[path]} | {mode_names[mode]} | {x['p50_us']:,.0f} | {x['p99_us']:,.0f} | "
                        f"{x['one_requests']:,} | {added[0]} | "
-                       f"{added[1]} | {x['requests_per_s']:,.0f} | {ratio} | {x['failed']} |")
+                       f"{added[1]} | {x['requests_per_s']:,.0f} | {ratio} | {x['cpu_us_per_request'] or 0:,.0f} | {cpu_ratio} | "
+                       f"{x['failed']} |")
     if not r["litellm"]["available"]:
-        out.append(f"| LiteLLM proxy | — | not available: {r['litellm'].get('why', '?')} | | | | | | | |")
+        out.append(f"| LiteLLM proxy | — | not available: {r['litellm'].get('why', '?')} | | | | | | | | | |")
     out.append("")
     if r["litellm"].get("started_alongside"):
         out.append("Quick mode: LiteLLM's workers were starting (CPU-bound imports) while direct, the gateway and nginx "
                    "were measured.\n")
+    if r.get("load_start", 0) > r["cores"]:
+        out.append(f"The load at the start ({r['load_start']:.1f}) exceeded the {r['cores']} cores: other work took "
+                   "CPU from every path at random, so the throughput ratios and verdicts below say little. CPU per "
+                   "request is counted per process and still compares.\n")
     if "gateway" in s:
         for mode in MODES:
             g = s["gateway"][mode]

@@ -5,6 +5,7 @@ direct, throughput against nginx's), and how bench/run.py turns them into rows. 
 run here (noise on a shared machine)."""
 import importlib.util
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -86,9 +87,36 @@ def test_the_nginx_proxy_checks_the_client_token_and_injects_the_upstream_key(ng
             assert post(proxy, token, mode).status_code == 401
 
 
-def one(p50, p99, rps, failed=0):
-    return {"one": {"p50_us": p50, "p99_us": p99, "requests": 3000, "failed": failed},
-            "many": {"requests_per_s": rps, "failed": 0}}
+def one(p50, p99, rps, failed=0, cpu=None):
+    many = {"requests_per_s": rps, "failed": 0}
+    if cpu is not None:
+        many["cpu_us_per_request"] = cpu
+    return {"one": {"p50_us": p50, "p99_us": p99, "requests": 3000, "failed": failed}, "many": many}
+
+
+def test_cpu_per_request_is_a_median_and_a_per_round_ratio_against_nginx():
+    rounds = [{"direct": {m: one(50, 90, 10000, cpu=10) for m in bench.MODES},
+               "gateway": {m: one(120, 200, 6000, cpu=120) for m in bench.MODES},
+               "nginx": {m: one(80, 130, 8000, cpu=40) for m in bench.MODES}},
+              {"direct": {m: one(50, 90, 10000, cpu=12) for m in bench.MODES},
+               "gateway": {m: one(120, 200, 6000, cpu=100) for m in bench.MODES},
+               "nginx": {m: one(80, 130, 8000, cpu=50) for m in bench.MODES}}]
+    s = bench.summarize(rounds, ["direct", "gateway", "nginx"])
+    assert s["gateway"]["json"]["cpu_us_per_request"] == 110
+    assert s["gateway"]["json"]["cpu_vs_nginx"] == pytest.approx(2.5)  # median of 3.0 and 2.0
+    assert "cpu_vs_nginx" not in s["direct"]["json"]
+
+
+def test_session_cpu_counts_the_sessions_processes_only():
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nprint('done', flush=True)\ntime.sleep(30)"
+    p = subprocess.Popen(["python3", "-c", burn], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "done"
+        assert 0.25 <= bench.session_cpu_seconds(p.pid) < 5
+        assert bench.session_cpu_seconds(2 ** 22 + 1) == 0  # no such session
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_added_latency_is_per_round_against_direct_and_throughput_against_nginx():
