@@ -204,6 +204,7 @@ struct Entry {
   std::string lines;
   std::vector<size_t> starts;
   std::vector<curl_slist> nodes;
+  HttpHeaders head_headers;  // empty between calls: its capacity lent to each call's head
 
   Entry() = default;
   Entry(const Entry&) = delete;
@@ -246,7 +247,10 @@ class CurlUpstreamClient final : public UpstreamClient {
     if (!entry) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
     Exchange x;
     x.sink = &sink;
+    x.head.headers = std::move(entry->head_headers);  // no growth of a new vector per answer
     Status status = Perform(*entry, request, x, target);
+    x.head.headers.clear();
+    entry->head_headers = std::move(x.head.headers);
     if (status.ok()) Return(target.origin, std::move(entry));
     return status;
   }
