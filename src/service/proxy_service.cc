@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/parse_int.h"
+#include "core/secret_bytes.h"
 #include "core/time_format.h"
 
 namespace dyad {
@@ -687,6 +688,7 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     // Every header the credential may set is the gateway's, set or not: a
     // client never supplies one the stored credentials happen to lack.
     up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, provider->reserved);
+    const size_t first_injected = up.headers.size();
     for (auto& h : *injected) up.headers.push_back(std::move(h));
     // A 401 to the cached credential (first attempt only) is held back and
     // retried when this credential's window allows a fresh read (claimed
@@ -717,6 +719,8 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     }
     up.timeouts.total = std::chrono::ceil<std::chrono::milliseconds>(give_up - now);
     Status sent = upstream_.Send(up, sink);
+    // The credential's copies here are wiped once sent, as the client wipes its own.
+    for (size_t i = first_injected; i < up.headers.size(); ++i) Cleanse(up.headers[i].second);
     if (sink.retry) continue;  // a held 401 (see above)
     ProxyAnswer answer = std::move(sink.answer);
     if (!sent.ok() && !answer.streamed) {

@@ -7,7 +7,9 @@
 // pooled per origin (scheme, host, port), at most max_idle_per_host each; a
 // call that ended in an error does not give its entry back: the handle and
 // its connection are closed, so a cancelled or timed-out answer never leaves
-// a half-read connection for the next caller.
+// a half-read connection for the next caller. A URL's target (the origin of
+// its pool, how errors name the call) is parsed once per URL and kept
+// (upstream_target.h); curl still parses CURLOPT_URL on every call.
 //
 // The head: the header callback collects the lines of each answer head
 // (interim 1xx heads skipped, a proxy's CONNECT answer suppressed) and calls
