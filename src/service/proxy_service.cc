@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/parse_int.h"
+#include "core/secret_bytes.h"
 #include "core/time_format.h"
 
 namespace dyad {
@@ -224,7 +225,7 @@ HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::str
       "keep-alive",    "te",      "trailer", "transfer-encoding", "upgrade"};
   const std::vector<std::string_view> named = ConnectionNamed(client);
   HttpHeaders out;
-  out.reserve(client.size());
+  out.reserve(client.size() + injected.size());  // room for the injected ones, added after
   for (const auto& [name, value] : client) {
     bool drop = StartsWithI(name, "proxy-");
     for (std::string_view never : kNever) drop = drop || IEquals(name, never);
@@ -298,6 +299,9 @@ struct ProxyService::Catalog {
     std::vector<Model> models;
     std::optional<AdapterConfig> adapter;  // http-sdk and proxy, when it parses
     std::string adapter_error;
+    // Every header the credential may set (the adapter's auth header and
+    // credentialHeaders), values empty: never taken from the client.
+    HttpHeaders reserved;
     const Model* Find(std::string_view dyad_id) const {
       for (const auto& m : models) {
         if (m.dyad_id == dyad_id) return &m;
@@ -363,6 +367,8 @@ Status LoadCatalog(ProviderRepository& repo, const UpstreamPolicy& policy, Catal
       auto adapter = ParseAdapterConfig(p.adapter_config_json, policy);
       if (adapter.ok()) {
         e.adapter = std::move(adapter).value();
+        e.reserved.emplace_back(e.adapter->auth.header, "");
+        for (const auto& [field, header] : e.adapter->credential_headers) e.reserved.emplace_back(header, "");
       } else {
         e.adapter_error = adapter.error().message;
       }
@@ -563,6 +569,15 @@ struct Routed {
   std::string_view upstream_model;
 };
 
+// Whether the client's model allow-list passes `model` as asked, or the
+// provider's entry it names (`listed`; none: `unlisted`, the name sent
+// upstream).
+bool ModelAllowed(const ProxyRequest& request, std::string_view model, const Catalog::Model* listed,
+                  std::string_view unlisted) {
+  if (!request.allowed_models || Listed(request.allowed_models, model)) return true;
+  return listed ? Listed(request.allowed_models, listed->dyad_id) : Listed(request.allowed_models, unlisted);
+}
+
 Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRequest& request) {
   auto unknown = [&] {
     return MakeError(ErrorCode::kNotFound, "model '" + model + "' is not offered by any enabled provider");
@@ -590,30 +605,31 @@ Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRe
     if (it == cat.by_model.end()) return unknown();
     // Only providers this token may use the model at count: an ambiguity
     // among others would tell it that a model outside its lists exists.
-    auto model_allowed = [&](const Catalog::Entry& p) {
-      if (!request.allowed_models || Listed(request.allowed_models, model)) return true;
-      const Catalog::Model* m = p.Find(model);
-      return m && Listed(request.allowed_models, m->dyad_id);
+    auto offers = [&](size_t i) {
+      const Catalog::Entry& p = cat.providers[i];
+      return visible(p) && ModelAllowed(request, model, p.Find(model), model);
     };
-    std::vector<size_t> offered;
-    for (size_t i : it->second) {
-      if (visible(cat.providers[i]) && model_allowed(cat.providers[i])) offered.push_back(i);
+    size_t offered = 0;
+    const size_t* first = nullptr;
+    for (const size_t& i : it->second) {
+      if (!offers(i)) continue;
+      if (!first) first = &i;
+      ++offered;
     }
-    if (offered.empty()) return unknown();
-    if (offered.size() > 1) {
+    if (offered == 0) return unknown();
+    if (offered > 1) {
       std::string slugs;
-      for (size_t i : offered) slugs += (slugs.empty() ? "" : ", ") + cat.providers[i].slug;
+      for (size_t i : it->second) {
+        if (offers(i)) slugs += (slugs.empty() ? "" : ", ") + cat.providers[i].slug;
+      }
       return Invalid("model '" + model + "' is offered by more than one provider (" + slugs +
                      "); name one as '<provider-slug>/" + model + "'");
     }
-    r.provider = &cat.providers[offered.front()];
+    r.provider = &cat.providers[*first];
     r.listed = r.provider->Find(model);
   }
   if (r.listed) r.upstream_model = r.listed->adapter_id;
-  if (request.allowed_models && !Listed(request.allowed_models, model) &&
-      !Listed(request.allowed_models, r.listed ? std::string_view(r.listed->dyad_id) : r.upstream_model)) {
-    return unknown();
-  }
+  if (!ModelAllowed(request, model, r.listed, r.upstream_model)) return unknown();
   return r;
 }
 
@@ -671,9 +687,8 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     }
     // Every header the credential may set is the gateway's, set or not: a
     // client never supplies one the stored credentials happen to lack.
-    HttpHeaders reserved = {{provider->adapter->auth.header, ""}};
-    for (const auto& [field, header] : provider->adapter->credential_headers) reserved.emplace_back(header, "");
-    up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, reserved);
+    up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, provider->reserved);
+    const size_t first_injected = up.headers.size();
     for (auto& h : *injected) up.headers.push_back(std::move(h));
     // A 401 to the cached credential (first attempt only) is held back and
     // retried when this credential's window allows a fresh read (claimed
@@ -704,6 +719,8 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     }
     up.timeouts.total = std::chrono::ceil<std::chrono::milliseconds>(give_up - now);
     Status sent = upstream_.Send(up, sink);
+    // The credential's copies here are wiped once sent, as the client wipes its own.
+    for (size_t i = first_injected; i < up.headers.size(); ++i) Cleanse(up.headers[i].second);
     if (sink.retry) continue;  // a held 401 (see above)
     ProxyAnswer answer = std::move(sink.answer);
     if (!sent.ok() && !answer.streamed) {

@@ -112,6 +112,22 @@ class ProxyServiceTest : public testing::ServiceFixture {
     ServiceFixture::TearDown();
   }
 
+  // Another instance (its own services over the same store and registry)
+  // rotates the provider's api_key: this one's cache still holds the old.
+  Status RotateElsewhere(const std::string& id, const std::string& key) {
+    SecretsService other_secrets(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_, clock_,
+                                 DefaultRandom(), EnvMap{});
+    ProviderService other(*repo_, other_secrets, clock_, DefaultRandom(), audit_);
+    auto rotated = other.RotateCredentials(id, {{"api_key", SecretBytes(key)}}, caller_);
+    return rotated.ok() ? OkStatus() : Status(rotated.error());
+  }
+  // The upstream answers 200 to `authorization` only (401 otherwise); what it saw is forgotten.
+  void UpstreamRequires(const std::string& authorization) {
+    upstream_.answers = {FakeUpstream::Answer{}};
+    upstream_.answers.back().require_authorization = authorization;
+    upstream_.seen.clear();
+  }
+
   std::string AddProvider(const std::string& slug, const std::string& models_json, const std::string& key,
                           const std::string& type = "http-sdk", bool enabled = true) {
     ProviderPatch p;
@@ -300,14 +316,8 @@ TEST_F(ProxyServiceTest, AllowListsOfTheToken) {
 TEST_F(ProxyServiceTest, AStale401IsRetriedOnceWithAFreshRead) {
   std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
   ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // the old key is now cached
-  // Another instance (its own services over the same store and registry) rotates.
-  SecretsService other_secrets(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                               EnvMap{});
-  ProviderService other(*repo_, other_secrets, clock_, DefaultRandom(), audit_);
-  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-new")}}, caller_).ok());
-  upstream_.answers = {FakeUpstream::Answer{}};
-  upstream_.answers.back().require_authorization = "Bearer sk-new";
-  upstream_.seen.clear();
+  ASSERT_TRUE(RotateElsewhere(id, "sk-new").ok());  // another instance rotates
+  UpstreamRequires("Bearer sk-new");
   auto a = Call(R"({"model":"gpt-a"})");
   ASSERT_TRUE(a.ok()) << a.error().message;
   EXPECT_EQ(a->status, 200);
@@ -390,6 +400,29 @@ TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {
   // Another instance's change is seen within the catalog's lifetime.
   clock_.Advance(2s);
   EXPECT_EQ(Call(R"({"model":"gpt-a"})").code(), ErrorCode::kNotFound);
+}
+
+// The upstream URL follows a changed baseUrl (nothing of the old one kept,
+// here or in the client's per-URL targets), and two providers on one
+// origin keep their own paths.
+TEST_F(ProxyServiceTest, AChangedBaseUrlIsCalledAtOnceAndProvidersOnOneOriginKeepTheirPaths) {
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  AddProvider("beta", Models({{"gpt-b", "gpt-b"}}), "sk-beta");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+  ASSERT_TRUE(Call(R"({"model":"gpt-b"})").ok());
+  ASSERT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen[0].url, "http://127.0.0.1:9/alpha/v1/chat/completions");
+  EXPECT_EQ(upstream_.seen[1].url, "http://127.0.0.1:9/beta/v1/chat/completions");
+  ProviderPatch moved;
+  moved.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:10/alpha2/v1"})";
+  ASSERT_TRUE(providers_->Update(id, moved, caller_).ok());
+  proxy_->InvalidateCatalog();  // as this instance's provider writes do
+  upstream_.seen.clear();
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+  ASSERT_TRUE(Call(R"({"model":"gpt-b"})").ok());
+  ASSERT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen[0].url, "http://127.0.0.1:10/alpha2/v1/chat/completions");
+  EXPECT_EQ(upstream_.seen[1].url, "http://127.0.0.1:9/beta/v1/chat/completions");
 }
 
 }  // namespace
@@ -523,9 +556,7 @@ TEST_F(ProxyServiceTest, A401ForcesAtMostOneFreshReadPerProviderPerInterval) {
   AddProvider("beta", Models({{"gpt-b", "gpt-b"}}), "sk-beta");
   ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // both keys now cached
   ASSERT_TRUE(Call(R"({"model":"gpt-b"})").ok());
-  upstream_.answers = {FakeUpstream::Answer{}};
-  upstream_.answers.back().require_authorization = "Bearer sk-revoked-by-the-upstream";
-  upstream_.seen.clear();
+  UpstreamRequires("Bearer sk-revoked-by-the-upstream");
   const int gets = store_.gets;
   auto a = Call(R"({"model":"gpt-a"})");  // the first 401: dropped, read again, sent again
   ASSERT_TRUE(a.ok());
@@ -567,13 +598,8 @@ TEST_F(ProxyServiceTest, TheTotalDeadlineSpansThe401Retry) {
   Rebuild(o);
   std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
   ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // sk-old cached
-  SecretsService other_secrets(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                               EnvMap{});
-  ProviderService other(*repo_, other_secrets, clock_, DefaultRandom(), audit_);
-  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-new")}}, caller_).ok());
-  upstream_.answers = {FakeUpstream::Answer{}};
-  upstream_.answers.back().require_authorization = "Bearer sk-new";
-  upstream_.seen.clear();
+  ASSERT_TRUE(RotateElsewhere(id, "sk-new").ok());  // another instance rotates
+  UpstreamRequires("Bearer sk-new");
   upstream_.during_send = [this] { clock_.Advance(7s); };  // the 401 took 7 of the 10 s
   auto a = Call(R"({"model":"gpt-a"})");
   ASSERT_TRUE(a.ok()) << a.error().message;
@@ -582,9 +608,8 @@ TEST_F(ProxyServiceTest, TheTotalDeadlineSpansThe401Retry) {
   EXPECT_EQ(upstream_.seen[0].timeouts.total, 10s);
   EXPECT_EQ(upstream_.seen[1].timeouts.total, 3s);  // what is left, not 10 s again
   // A 401 that took the whole total: no retry, a timeout (504).
-  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-newer")}}, caller_).ok());
-  upstream_.answers.back().require_authorization = "Bearer sk-newer";
-  upstream_.seen.clear();
+  ASSERT_TRUE(RotateElsewhere(id, "sk-newer").ok());
+  UpstreamRequires("Bearer sk-newer");
   upstream_.during_send = [this] { clock_.Advance(10s); };
   clock_.Advance(10s);  // past the forced-read window of sk-new
   a = Call(R"({"model":"gpt-a"})");
@@ -600,20 +625,15 @@ TEST_F(ProxyServiceTest, TheTotalDeadlineSpansThe401Retry) {
 TEST_F(ProxyServiceTest, TheForcedReadWindowIsPerCredential) {
   std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-1");
   ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // sk-1 cached
-  SecretsService other_secrets(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                               EnvMap{});
-  ProviderService other(*repo_, other_secrets, clock_, DefaultRandom(), audit_);
-  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-2")}}, caller_).ok());
-  upstream_.answers = {FakeUpstream::Answer{}};
-  upstream_.answers.back().require_authorization = "Bearer sk-3";  // refuses sk-1 and sk-2
-  upstream_.seen.clear();
+  ASSERT_TRUE(RotateElsewhere(id, "sk-2").ok());  // another instance rotates
+  UpstreamRequires("Bearer sk-3");  // refuses sk-1 and sk-2
   auto a = Call(R"({"model":"gpt-a"})");  // 401 to cached sk-1: read again (sk-2), refused: passed on
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a->status, 401);
   ASSERT_EQ(upstream_.seen.size(), 2u);
   EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-2");
   // The real rotation, 1 s later (within the 5 s window of sk-1's 401).
-  ASSERT_TRUE(other.RotateCredentials(id, {{"api_key", SecretBytes("sk-3")}}, caller_).ok());
+  ASSERT_TRUE(RotateElsewhere(id, "sk-3").ok());
   clock_.Advance(1s);
   upstream_.seen.clear();
   a = Call(R"({"model":"gpt-a"})");  // 401 to cached sk-2: its own window: read again, sk-3

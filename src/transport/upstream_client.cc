@@ -7,7 +7,9 @@
 // pooled per origin (scheme, host, port), at most max_idle_per_host each; a
 // call that ended in an error does not give its entry back: the handle and
 // its connection are closed, so a cancelled or timed-out answer never leaves
-// a half-read connection for the next caller.
+// a half-read connection for the next caller. A URL's target (the origin of
+// its pool, how errors name the call) is parsed once per URL and kept
+// (upstream_target.h); curl still parses CURLOPT_URL on every call.
 //
 // The head: the header callback collects the lines of each answer head
 // (interim 1xx heads skipped, a proxy's CONNECT answer suppressed) and calls
@@ -41,6 +43,7 @@
 #include "core/mutex.h"
 #include "core/secret_bytes.h"
 #include "transport/curl_common.h"
+#include "transport/upstream_target.h"
 
 namespace dyad {
 namespace {
@@ -203,6 +206,7 @@ struct Entry {
   std::string lines;
   std::vector<size_t> starts;
   std::vector<curl_slist> nodes;
+  HttpHeaders head_headers;  // empty between calls: its capacity lent to each call's head
 
   Entry() = default;
   Entry(const Entry&) = delete;
@@ -213,13 +217,8 @@ struct Entry {
   }
 };
 
-// Where a URL goes: the pool it takes an entry from, and how errors name it
-// (scheme, host, port and path: never the query or user information).
-struct Target {
-  std::string origin;
-  std::string shown;
-  std::string host;
-};
+// How errors name a call: its method and target (built only for an error).
+std::string What(const std::string& method, const UpstreamTarget& target) { return method + " " + target.shown; }
 
 class CurlUpstreamClient final : public UpstreamClient {
  public:
@@ -231,47 +230,34 @@ class CurlUpstreamClient final : public UpstreamClient {
   }
 
   Status Send(const UpstreamRequest& request, UpstreamSink& sink) override {
-    DYAD_ASSIGN_OR_RETURN(Target target, Aim(request.url));
-    const std::string what = request.method + " " + target.shown;
+    DYAD_ASSIGN_OR_RETURN(std::shared_ptr<const UpstreamTarget> aimed, targets_.Get(request.url));
+    const UpstreamTarget& target = *aimed;
     if (!IsToken(request.method)) {
       return MakeError(ErrorCode::kInvalidArgument, "upstream request: the method is not an HTTP token");
     }
     for (const auto& [name, value] : request.headers) {
-      if (!IsToken(name)) return MakeError(ErrorCode::kInvalidArgument, what + ": a header name is not an HTTP token");
+      if (!IsToken(name)) {
+        return MakeError(ErrorCode::kInvalidArgument, What(request.method, target) + ": a header name is not an HTTP token");
+      }
       if (HasBreakOrNul(value)) {
-        return MakeError(ErrorCode::kInvalidArgument, what + ": header " + name + " has a CR, LF or NUL in its value");
+        return MakeError(ErrorCode::kInvalidArgument,
+                         What(request.method, target) + ": header " + name + " has a CR, LF or NUL in its value");
       }
     }
-    if (!options_.proxy.empty()) DYAD_RETURN_IF_ERROR(CheckHostBeforeProxy(what, target.host));
+    if (!options_.proxy.empty()) DYAD_RETURN_IF_ERROR(CheckHostBeforeProxy(What(request.method, target), target.host));
     std::unique_ptr<Entry> entry = Lease(target.origin);
     if (!entry) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
     Exchange x;
     x.sink = &sink;
-    Status status = Perform(*entry, request, x, what);
+    x.head.headers = std::move(entry->head_headers);  // no growth of a new vector per answer
+    Status status = Perform(*entry, request, x, target);
+    x.head.headers.clear();
+    entry->head_headers = std::move(x.head.headers);
     if (status.ok()) Return(target.origin, std::move(entry));
     return status;
   }
 
  private:
-  Result<Target> Aim(const std::string& url) const {
-    UrlHandle u;
-    if (!u.u || curl_url_set(u.u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
-      return MakeError(ErrorCode::kInvalidArgument, "the upstream URL is not a URL");
-    }
-    const std::string scheme = AsciiLower(u.Get(CURLUPART_SCHEME));
-    std::string host = u.Get(CURLUPART_HOST);
-    if ((scheme != "http" && scheme != "https") || host.empty()) {
-      return MakeError(ErrorCode::kInvalidArgument, "the upstream URL is not an http or https URL with a host");
-    }
-    if (!u.Get(CURLUPART_USER).empty() || !u.Get(CURLUPART_PASSWORD).empty()) {
-      return MakeError(ErrorCode::kInvalidArgument, "an upstream URL with user information is not called");
-    }
-    const std::string port = u.Get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
-    const std::string origin = scheme + "://" + AsciiLower(host) + ":" + port;
-    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-    return Target{origin, origin + u.Get(CURLUPART_PATH), std::move(host)};
-  }
-
   static bool IsNumeric(const std::string& host) {
     unsigned char buf[sizeof(in6_addr)];
     const std::string bare = host.substr(0, host.find('%'));
@@ -302,7 +288,7 @@ class CurlUpstreamClient final : public UpstreamClient {
                      what + ": refused to connect to " + address + ", a link-local or cloud metadata address");
   }
 
-  Status Perform(Entry& e, const UpstreamRequest& request, Exchange& x, const std::string& what) {
+  Status Perform(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target) {
     CURL* h = e.easy;
     e.error[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
@@ -369,6 +355,10 @@ class CurlUpstreamClient final : public UpstreamClient {
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);
     Cleanse(e.lines);  // the credential; the capacity stays for the next call
 
+    if (!timed_out && failure.empty() && !x.cancelled && !x.head_too_large && result == CURLE_OK && x.head_done) {
+      return OkStatus();
+    }
+    const std::string what = What(request.method, target);
     if (timed_out) {
       const auto limit = timed_out[0] == 'i'   ? request.timeouts.idle
                          : timed_out[0] == 't' ? request.timeouts.total
@@ -492,6 +482,7 @@ class CurlUpstreamClient final : public UpstreamClient {
 
   UpstreamClientOptions options_;  // set in the constructor
   std::unique_ptr<HostResolver> own_resolver_;
+  UpstreamTargetCache targets_;
   Mutex mu_;
   std::map<std::string, std::vector<std::unique_ptr<Entry>>> idle_ DYAD_GUARDED_BY(mu_);
 };

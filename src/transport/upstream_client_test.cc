@@ -16,6 +16,7 @@
 #include <chrono>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -456,6 +457,58 @@ TEST(UpstreamClient, ConsecutiveCallsReuseOneConnectionUntilTheUpstreamClosesIt)
   ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());  // on a new connection
   EXPECT_EQ(sink.body(), "r0");
   EXPECT_EQ(server.connections(), 2);
+}
+
+// Targets are kept per URL (upstream_target.h): two base URLs on one origin
+// each reach their own path over the origin's one kept connection, and a
+// URL that now names another upstream (a provider's changed baseUrl) goes
+// there, never to the one called before.
+TEST(UpstreamClient, TwoPathsOnOneOriginAndAChangedUpstreamEachGoWhereTheirUrlSays) {
+  std::mutex mu;
+  std::vector<std::string> lines;  // request lines, both servers
+  LoopbackHttpServer* first_self = nullptr;
+  LoopbackHttpServer first([&](LoopbackConn& c) {
+    for (;;) {
+      std::string request = first_self->Read(c);
+      if (request.empty()) return;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        lines.push_back("first " + request.substr(0, request.find("\r\n")));
+      }
+      c.Write(Answer("one"));
+    }
+  });
+  first_self = &first;
+  LoopbackHttpServer* second_self = nullptr;
+  LoopbackHttpServer second([&](LoopbackConn& c) {
+    for (;;) {
+      std::string request = second_self->Read(c);
+      if (request.empty()) return;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        lines.push_back("second " + request.substr(0, request.find("\r\n")));
+      }
+      c.Write(Answer("two"));
+    }
+  });
+  second_self = &second;
+  auto client = Client();
+  for (int i = 0; i < 2; ++i) {
+    for (const std::string path : {"/a/v1/chat/completions", "/b/v1/chat/completions"}) {
+      Recorder sink;
+      ASSERT_TRUE(client->Send(Post(first.url(path)), sink).ok());
+      EXPECT_EQ(sink.body(), "one");
+    }
+  }
+  EXPECT_EQ(first.connections(), 1);
+  Recorder moved;
+  ASSERT_TRUE(client->Send(Post(second.url("/a/v1/chat/completions")), moved).ok());
+  EXPECT_EQ(moved.body(), "two");
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(lines, (std::vector<std::string>{
+                       "first POST /a/v1/chat/completions HTTP/1.1", "first POST /b/v1/chat/completions HTTP/1.1",
+                       "first POST /a/v1/chat/completions HTTP/1.1", "first POST /b/v1/chat/completions HTTP/1.1",
+                       "second POST /a/v1/chat/completions HTTP/1.1"}));
 }
 
 // Issue 16 review round 2, item 3: a proxy named in the environment is not
