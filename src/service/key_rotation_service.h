@@ -68,7 +68,7 @@ class KeyRotationService {
     Metrics* metrics = nullptr;
     // Starts the thread a run reads its next batch on (Worker::Start when
     // unset); a run whose worker does not start reads each batch in its turn.
-    std::function<Result<std::unique_ptr<Worker>>()> start_worker;
+    std::function<Result<std::unique_ptr<Worker>>()> start_worker = nullptr;
   };
 
   // `runs` keeps the lock and the history; give it the same clock.
