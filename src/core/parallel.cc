@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -17,7 +18,13 @@ void ParallelFor(size_t n, size_t threads, const std::function<void(size_t)>& fn
     for (size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i);
   };
   std::vector<std::thread> helpers;
-  for (size_t t = 1; t < std::min(threads, n); ++t) helpers.emplace_back(work);
+  for (size_t t = 1; t < std::min(threads, n); ++t) {
+    try {
+      helpers.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // no thread to be had: the caller's (and those started) do the rest
+    }
+  }
   work();
   for (auto& h : helpers) h.join();
 }

@@ -1,13 +1,13 @@
 #include "service/key_rotation_service.h"
 
 #include <algorithm>
-#include <future>
 #include <set>
 
 #include <spdlog/spdlog.h>
 
 #include "core/parallel.h"
 #include "core/time_format.h"
+#include "core/worker.h"
 #include "secrets/envelope.h"
 
 namespace dyad {
@@ -186,7 +186,24 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     }
     return OkStatus();
   };
+  // Batch k+1 is read and rewrapped on `worker` while batch k is written
+  // (Read writes nothing); the cursor moves past a batch only once its write
+  // has returned. A store without conditional writes reads nothing ahead (it
+  // reads each secret under its lock in Write): no worker for it, and none
+  // when no thread can be started — each batch is then read in its turn.
+  // Nothing is read ahead once a stop is asked for or the lock is lost, and
+  // every return waits for the read in flight first (`settle`): once the run
+  // is over (WaitIdle returns) no thread of it uses the SecretsService or the
+  // KMS, and the batch read ahead is left unwritten for the next start.
+  std::optional<ReadBatch> ahead;  // the worker's job writes it; read after Wait
+  bool pending = false;            // a read-ahead was posted and not yet taken
+  std::unique_ptr<Worker> worker;  // after `ahead`: destroyed first, its job done; started below
+  auto settle = [&] {
+    if (pending) worker->Wait();
+    pending = false;
+  };
   auto finish = [&](Status s) {
+    settle();
     run.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - t0).count();
     run.finished_at = FormatIso8601(clock_.WallNow());
     if (!s.ok()) {
@@ -254,30 +271,45 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
   if (run.cursor.empty()) i = 0;
   run.done = static_cast<int64_t>(i);
   std::string first_error;
-  // Batch k+1 is read and rewrapped on a thread of its own while batch k is
-  // written (Read writes nothing); the cursor moves past a batch only once
-  // its write has returned, and a run that stops leaves the batch read
-  // ahead unwritten (the future's destructor waits for its read).
-  auto read_ahead = [&](size_t from) {
+  if (i < names->size() && secrets_.store().HasConditionalWrites()) {
+    auto started = options_.start_worker ? options_.start_worker() : Worker::Start();
+    if (started.ok()) {
+      worker = std::move(started).value();
+    } else {
+      spdlog::warn("key rotation: run {}: reading each batch in its turn: {}", run.id, started.error().message);
+    }
+  }
+  auto batch_at = [&](size_t from) {
     const size_t to = std::min(names->size(), from + options_.batch_size);
-    std::vector<std::string> batch(names->begin() + static_cast<std::ptrdiff_t>(from),
-                                   names->begin() + static_cast<std::ptrdiff_t>(to));
-    return std::async(std::launch::async, [this, batch = std::move(batch), to_version = run.to_version,
-                                           force = run.force]() mutable {
-      return Read(std::move(batch), to_version, force, nullptr);
+    return std::vector<std::string>(names->begin() + static_cast<std::ptrdiff_t>(from),
+                                    names->begin() + static_cast<std::ptrdiff_t>(to));
+  };
+  auto read_ahead = [&](size_t from) {
+    if (!worker || stopping_ || lock_lost) return;
+    pending = true;
+    worker->Post([this, &ahead, batch = batch_at(from), to_version = run.to_version, force = run.force]() mutable {
+      ahead = Read(std::move(batch), to_version, force, nullptr);
     });
   };
-  std::future<ReadBatch> ahead;
-  if (i < names->size()) ahead = read_ahead(i);
+  auto take = [&](size_t from) {
+    if (!pending) return Read(batch_at(from), run.to_version, run.force, nullptr);
+    settle();
+    return std::move(*ahead);
+  };
+  // Shutting down: the next start resumes from the cursor saved last.
+  auto stop = [&] {
+    settle();
+    ReleaseLock(run.id);
+    return OkStatus();
+  };
+  if (i < names->size()) read_ahead(i);
   while (i < names->size()) {
     const auto batch_t0 = clock_.Now();
-    ReadBatch read = ahead.get();
-    if (stopping_) {  // asked meanwhile: the batch read ahead is the next start's
-      ReleaseLock(run.id);
-      return OkStatus();
-    }
+    ReadBatch read = take(i);
+    if (stopping_) return stop();  // asked meanwhile: the batch read ahead is the next start's
+    if (lock_lost) return finish(RotationLockLost(run.id));  // a beat found it gone: write nothing more
     i += read.names.size();
-    if (i < names->size()) ahead = read_ahead(i);
+    if (i < names->size()) read_ahead(i);
     const size_t batch_size = read.names.size();
     const std::string first = read.names.front(), last = read.names.back();
     Reencrypted r = Write(std::move(read), run.to_version, run.force, nullptr);
@@ -297,10 +329,7 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     if (lock_lost) return finish(RotationLockLost(run.id));
     if (Status s = save(false); !s.ok()) return finish(s);
     if (progress) progress(run);
-    if (stopping_ && i < names->size()) {  // shutting down: the next start resumes from here
-      ReleaseLock(run.id);
-      return OkStatus();
-    }
+    if (stopping_ && i < names->size()) return stop();
   }
   if (run.failed > 0) {
     run.status = "failed";

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "core/mutex.h"
+#include "core/worker.h"
 #include "registry/rotation_repository.h"
 #include "service/secrets_service.h"
 
@@ -65,6 +66,9 @@ class KeyRotationService {
     Clock::Duration retire_grace = std::chrono::seconds(2);
     // Optional: runs and their batches are counted here (dyad_key_rotation_*).
     Metrics* metrics = nullptr;
+    // Starts the thread a run reads its next batch on (Worker::Start when
+    // unset); a run whose worker does not start reads each batch in its turn.
+    std::function<Result<std::unique_ptr<Worker>>()> start_worker = nullptr;
   };
 
   // `runs` keeps the lock and the history; give it the same clock.

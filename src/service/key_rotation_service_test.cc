@@ -6,6 +6,7 @@
 #include <atomic>
 #include <future>
 #include <latch>
+#include <set>
 #include <thread>
 
 #include "backends/environment/local_keyring.h"
@@ -27,15 +28,27 @@ class GatedStore final : public testing::ForwardingStore {
  public:
   GatedStore(SecretStore& inner, int hold_at) : ForwardingStore(inner), hold_at_(hold_at) {}
   Result<std::vector<Result<StoredSecret>>> GetMany(const std::vector<std::string>& names) override {
+    bool hold = false;
     {
       MutexLock lock(&mu_);
-      if (++calls_ == hold_at_) {
+      hold = ++calls_ == hold_at_;
+      if (hold) {
         held_ = true;
         cv_.SignalAll();
         while (!open_) cv_.Wait(&mu_);
       }
     }
-    return inner_.GetMany(names);
+    auto got = inner_.GetMany(names);
+    if (hold) {
+      MutexLock lock(&mu_);
+      returned_ = true;
+    }
+    return got;
+  }
+  // Whether the held call has returned.
+  bool Returned() {
+    MutexLock lock(&mu_);
+    return returned_;
   }
   // Waits (at most a minute) for the held call; false if it never came.
   bool WaitUntilHeld() {
@@ -59,6 +72,70 @@ class GatedStore final : public testing::ForwardingStore {
   CondVar cv_;
   int calls_ DYAD_GUARDED_BY(mu_) = 0;
   bool held_ DYAD_GUARDED_BY(mu_) = false, open_ DYAD_GUARDED_BY(mu_) = false;
+  bool returned_ DYAD_GUARDED_BY(mu_) = false;
+};
+
+// A RotationRepository in front of another that calls `on_release` before
+// each Release, counts the heartbeats that found the lock gone, and answers
+// beats itself (writing nothing) while `hold_beats`.
+class WatchedRotations final : public RotationRepository {
+ public:
+  explicit WatchedRotations(std::unique_ptr<RotationRepository> inner) : inner_(std::move(inner)) {}
+  Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
+                                           const std::string& note, std::optional<int64_t> if_successes,
+                                           const std::optional<std::string>& if_running) override {
+    return inner_->Begin(run, owner, takeover, note, if_successes, if_running);
+  }
+  Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
+    return inner_->SaveProgress(run, owner, final);
+  }
+  Result<bool> Heartbeat(const std::string& run_id, const std::string& owner) override {
+    ++beats_in_flight;
+    if (hold_beats) {
+      --beats_in_flight;
+      return true;  // as if beaten: writes nothing
+    }
+    auto held = inner_->Heartbeat(run_id, owner);
+    if (held.ok() && !*held) ++lost_beats;
+    --beats_in_flight;
+    return held;
+  }
+  Status Release(const std::string& run_id, const std::string& owner) override {
+    if (on_release) on_release();
+    return inner_->Release(run_id, owner);
+  }
+  Result<std::optional<RotationRun>> LatestRunning() override { return inner_->LatestRunning(); }
+  Result<RotationSuccesses> Successes() override { return inner_->Successes(); }
+  Result<std::vector<RotationRun>> History(int limit) override { return inner_->History(limit); }
+
+  std::function<void()> on_release;  // set before the run starts
+  std::atomic<bool> hold_beats{false};
+  std::atomic<int> lost_beats{0}, beats_in_flight{0};
+
+ private:
+  std::unique_ptr<RotationRepository> inner_;
+};
+
+// A SecretStore in front of another that records the threads its GetMany
+// calls came from.
+class ThreadRecordingStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<std::vector<Result<StoredSecret>>> GetMany(const std::vector<std::string>& names) override {
+    {
+      MutexLock lock(&mu_);
+      threads_.insert(std::this_thread::get_id());
+    }
+    return inner_.GetMany(names);
+  }
+  std::set<std::thread::id> threads() {
+    MutexLock lock(&mu_);
+    return threads_;
+  }
+
+ private:
+  Mutex mu_;
+  std::set<std::thread::id> threads_ DYAD_GUARDED_BY(mu_);
 };
 
 // One thread per provider rotating its credentials until Stop(); the last
@@ -230,7 +307,14 @@ TEST_P(RotationTest, OnALeaseOnlyStoreWritersDuringARotationLoseNothing) {
   secrets_ = std::make_unique<SecretsService>(options, *store_, *keys_, *repo_, audit_, metrics_, clock_,
                                               DefaultRandom(), EnvMap{});
   providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
-  rotation_ = NewRotation();
+  auto rotation_options = RotationOptions();
+  std::atomic<int> workers{0};  // Read reads nothing ahead here: no thread for it
+  rotation_options.start_worker = [&workers] {
+    ++workers;
+    return Worker::Start();
+  };
+  rotation_ = std::make_unique<KeyRotationService>(rotation_options, std::move(Instance().rotations), *secrets_,
+                                                   audit_, clock_);
   auto ids = Seed(300);
   CredentialWriters writers(*providers_, {ids[0], ids[1]}, std::chrono::microseconds(0));
   const std::vector<std::string>& last_written = writers.last_written;
@@ -244,6 +328,7 @@ TEST_P(RotationTest, OnALeaseOnlyStoreWritersDuringARotationLoseNothing) {
   EXPECT_EQ(run->failed, 0);
   EXPECT_EQ(run->reencrypted + run->skipped, 300);
   EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2, 300}}));
+  EXPECT_EQ(workers.load(), 0);
   for (int w = 0; w < 2; ++w) {
     ASSERT_FALSE(last_written[w].empty());
     secrets_->cache().Invalidate(ids[static_cast<size_t>(w)]);
@@ -817,6 +902,131 @@ class RetireScopeTest : public RotationTest {
 
 TEST_P(RetireScopeTest, ListRefusedRetiresInTheGatewayOnly) { Check(false); }
 TEST_P(RetireScopeTest, StoreListedRetiresEverywhere) { Check(true); }
+
+// Review 2 item 1: a stop asked for while batch 3 is read ahead (its GetMany
+// held by the store) ends the run only once that read has returned: the lock
+// is released, and WaitIdle returns, with no thread of the run left in the
+// SecretsService; batch 3 is left for the next start.
+TEST_P(RotationTest, AStopAskedDuringTheReadAheadEndsTheRunOnlyOnceTheReadHasEnded) {
+  Seed(1000);
+  GatedStore gated(*store_, 3);  // batch 3's read, ahead while batch 2 is written
+  SecretsService secrets(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                         EnvMap{});
+  auto watched = std::make_unique<WatchedRotations>(std::move(Instance().rotations));
+  WatchedRotations& runs = *watched;
+  std::atomic<bool> released{false}, read_over_at_release{false}, read_over_at_idle{false}, stop_asked{false};
+  runs.on_release = [&] {
+    read_over_at_release = gated.Returned();
+    released = true;
+  };
+  KeyRotationService rotation(RotationOptions(), std::move(watched), secrets, audit_, clock_);
+  std::thread waiter;
+  Result<RotationRun> run = MakeError(ErrorCode::kInternal, "unset");
+  std::thread runner([&] {
+    run = rotation.Run(false, "manual", Caller{}, [&](const RotationRun& r) {
+      if (r.done != 500 || stop_asked) return;
+      rotation.RequestStop();
+      waiter = std::thread([&] {
+        rotation.WaitIdle();
+        read_over_at_idle = gated.Returned();
+      });
+      stop_asked = true;
+    });
+  });
+  const bool held = gated.WaitUntilHeld();
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!stop_asked && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  // A run that did not wait for its read-ahead would release the lock now,
+  // the read still held: the bound only gives it the time to show it.
+  give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (!released && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  gated.Open();
+  runner.join();
+  if (waiter.joinable()) waiter.join();
+  ASSERT_TRUE(held) << "the rotation never read its third batch";
+  ASSERT_TRUE(stop_asked);
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_TRUE(released);
+  EXPECT_TRUE(read_over_at_release) << "the lock was released while the read ahead was still running";
+  EXPECT_TRUE(read_over_at_idle) << "WaitIdle returned while the read ahead was still running";
+  auto history = *rotation.History(5);
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].status, "running");
+  EXPECT_EQ(history[0].done, 500);
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{1u, 500}, {2u, 500}}));
+}
+
+// Review 2 item 2: the lock is found lost (by the heartbeat) after batch 2
+// was saved, while batch 3 is read ahead: batch 3 is not written.
+TEST_P(RotationTest, ALockLostWhileTheNextBatchIsReadAheadLeavesThatBatchUnwritten) {
+  Seed(1000);
+  auto watched = std::make_unique<WatchedRotations>(std::move(Instance().rotations));
+  WatchedRotations& runs = *watched;
+  auto options = RotationOptions();
+  options.heartbeat_interval = std::chrono::milliseconds(1);
+  KeyRotationService rotation(options, std::move(watched), *secrets_, audit_, clock_);
+  bool taken = false, seen = false;
+  auto sql = [this](const std::string& q) { return Sql(q); };
+  auto run = rotation.Run(false, "manual", Caller{}, [&](const RotationRun& r) {
+    if (taken || r.done != 500) return;
+    taken = true;
+    runs.hold_beats = true;  // this owner's beats must not freshen the lease while it is taken over
+    while (runs.beats_in_flight > 0) std::this_thread::yield();
+    TakeOver(Instance(), r, sql);
+    runs.hold_beats = false;
+    // Two beats that found it gone: the first one's loss is recorded by now.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (runs.lost_beats < 2 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    seen = runs.lost_beats >= 2;
+  });
+  ASSERT_TRUE(taken);
+  ASSERT_TRUE(seen) << "the heartbeat never found the lock gone";
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "failed");
+  EXPECT_NE(run->error.find("lock lost"), std::string::npos) << run->error;
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{1u, 500}, {2u, 500}}));  // batch 3 read, not written
+  auto history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[1].status, "interrupted");
+  EXPECT_EQ(history[1].done, 500);
+}
+
+// Review 2 item 3: when the read-ahead's thread cannot be started, the run
+// reads each batch on its own thread, in its turn, and completes.
+TEST_P(RotationTest, AWorkerThatCannotStartLeavesTheRunReadingEachBatchInItsTurn) {
+  Seed(600);
+  ThreadRecordingStore recording(*store_);
+  SecretsService secrets(SecretsOptions{}, recording, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                         EnvMap{});
+  auto options = RotationOptions();
+  std::atomic<int> asked{0};
+  options.start_worker = [&asked]() -> Result<std::unique_ptr<Worker>> {
+    ++asked;
+    return MakeError(ErrorCode::kUnavailable, "no thread could be started");
+  };
+  KeyRotationService rotation(options, std::move(Instance().rotations), secrets, audit_, clock_);
+  auto run = rotation.Run(false, "manual", Caller{}, nullptr);
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "completed") << run->error;
+  EXPECT_EQ(run->reencrypted, 600);
+  EXPECT_EQ(asked.load(), 1);
+  EXPECT_EQ(recording.threads(), std::set<std::thread::id>{std::this_thread::get_id()});
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 600}}));
+  EXPECT_EQ(secrets.VerifyAll()->failed, 0);
+}
+
+// The counterpart: with its worker, a run reads ahead on another thread.
+TEST_P(RotationTest, ARunReadsTheNextBatchOnItsWorker) {
+  Seed(600);
+  ThreadRecordingStore recording(*store_);
+  SecretsService secrets(SecretsOptions{}, recording, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                         EnvMap{});
+  KeyRotationService rotation(RotationOptions(), std::move(Instance().rotations), secrets, audit_, clock_);
+  auto run = rotation.Run(false, "manual", Caller{}, nullptr);
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "completed") << run->error;
+  EXPECT_EQ(recording.threads().size(), 2u);  // the worker's (batches), this one's (the recount)
+}
 
 // Issue 14 review: a retirement step had no bound below the lock's takeover
 // time, so a KMS call slower than that could land after another instance took

@@ -266,6 +266,10 @@ class PgSecretStore final : public SecretStore {
       // The one-time COUNT over the CTE locks every row before the UPDATE
       // writes any (a join with it would be planned as a nested loop over
       // it once the generic plan of the prepared statement takes over).
+      // Both the CTE and the UPDATE reach rows through the primary key, in
+      // the generic plan as in the custom one (checked on PostgreSQL 15 with
+      // 100,000 rows: Index Scan using secrets_pkey, under a Nested Loop over
+      // the unnest for the UPDATE; no scan of the whole table).
       return c.Query(
           "WITH locked AS MATERIALIZED (SELECT name FROM secrets WHERE name = ANY($1::text[]) "
           "ORDER BY name COLLATE \"C\" FOR UPDATE) "

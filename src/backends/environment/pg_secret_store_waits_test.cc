@@ -16,28 +16,19 @@
 #include <vector>
 
 #include "testing/at_once.h"
-#include "testing/registry_engines.h"
+#include "testing/two_instance_stores.h"
 
 namespace dyad {
 namespace {
 
 using testing::AtOnce;
 
-class SecretStoreOnEnginesLockWaits : public testing::RegistryContractTest {
+class SecretStoreOnEnginesLockWaits : public testing::TwoInstanceStores {
  protected:
   void SetUp() override {
-    RegistryContractTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
     if (GetParam() != "postgresql") GTEST_SKIP() << "row locks are PostgreSQL's";
-    for (int i = 0; i < 2; ++i) {
-      auto made = NewInstance();
-      ASSERT_TRUE(made.ok()) << made.error().message;
-      inst_[i] = std::move(made).value();
-      store_[i] = inst_[i].secret_store("dyad-gateway");
-    }
+    TwoInstanceStores::SetUp();
   }
-  SecretStore& store(int i) { return *store_[i % 2]; }
-  std::string Name(const std::string& id) { return store(0).SecretName(id); }
 
   // Polls (bounded) until a backend is blocked by `holder_pid`'s locks.
   bool SomeoneWaitsOn(int64_t holder_pid) {
@@ -63,9 +54,6 @@ class SecretStoreOnEnginesLockWaits : public testing::RegistryContractTest {
     }
     return false;
   }
-
-  testing::RegistryInstance inst_[2];
-  std::unique_ptr<SecretStore> store_[2];
 };
 
 // What the holder of one row's lock does before letting go.

@@ -10,33 +10,17 @@
 #include <vector>
 
 #include "testing/at_once.h"
-#include "testing/registry_engines.h"
+#include "testing/two_instance_stores.h"
 
 namespace dyad {
 namespace {
 
 using testing::AtOnce;
 
-class SecretStoreOnEngines : public testing::RegistryContractTest {
+class SecretStoreOnEngines : public testing::TwoInstanceStores {
  protected:
-  void SetUp() override {
-    RegistryContractTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    for (int i = 0; i < 2; ++i) {
-      auto made = NewInstance();
-      ASSERT_TRUE(made.ok()) << made.error().message;
-      inst_[i] = std::move(made).value();
-      store_[i] = inst_[i].secret_store("dyad-gateway");
-    }
-  }
-  // Instance i % 2's store.
-  SecretStore& store(int i) { return *store_[i % 2]; }
-  std::string Name(const std::string& id) { return store(0).SecretName(id); }
   // A later creation time: a name created again gets a new first revision.
   void Tick() { clock().Advance(std::chrono::microseconds(1)); }
-
-  testing::RegistryInstance inst_[2];
-  std::unique_ptr<SecretStore> store_[2];
 };
 
 TEST_P(SecretStoreOnEngines, OfWritersOnTwoInstancesHoldingOneVersionOneWins) {

@@ -1,0 +1,63 @@
+#include "core/worker.h"
+
+#include <system_error>
+
+namespace dyad {
+
+Result<std::unique_ptr<Worker>> Worker::Start() {
+  std::unique_ptr<Worker> worker(new Worker());
+  try {
+    worker->thread_ = std::thread([w = worker.get()] { w->Loop(); });
+  } catch (const std::system_error& e) {
+    return MakeError(ErrorCode::kUnavailable, std::string("no thread could be started: ") + e.what());
+  }
+  return worker;
+}
+
+Worker::~Worker() {
+  {
+    MutexLock lock(&mu_);
+    WaitLocked();
+    stop_ = true;
+  }
+  cv_.SignalAll();
+  thread_.join();
+}
+
+void Worker::Post(std::function<void()> job) {
+  {
+    MutexLock lock(&mu_);
+    WaitLocked();
+    job_ = std::move(job);
+    busy_ = true;
+  }
+  cv_.SignalAll();
+}
+
+void Worker::Wait() {
+  MutexLock lock(&mu_);
+  WaitLocked();
+}
+
+void Worker::WaitLocked() {
+  while (busy_) cv_.Wait(&mu_);
+}
+
+void Worker::Loop() {
+  mu_.Lock();
+  while (true) {
+    while (!busy_ && !stop_) cv_.Wait(&mu_);
+    if (!busy_) break;  // stopped, nothing posted
+    std::function<void()> job = std::move(job_);
+    job_ = nullptr;
+    mu_.Unlock();
+    job();
+    job = nullptr;  // what the job captured is released before Wait returns
+    mu_.Lock();
+    busy_ = false;
+    cv_.SignalAll();
+  }
+  mu_.Unlock();
+}
+
+}  // namespace dyad
