@@ -474,49 +474,94 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // On the strand, one at a time per stream (StreamQueue::draining): writes
   // every piece queued so far as one chunk, then looks again; with nothing
   // queued, stops, or ends the stream once the handler has returned. After a
-  // failure the queue is dropped.
+  // failure the queue is dropped. Plain: a chunk the socket takes at once is
+  // written here (no timer, no completion queued) and the loop looks again;
+  // only a remainder goes asynchronously.
   void Drain(std::shared_ptr<StreamQueue> q) {
-    auto batch = std::make_shared<std::vector<std::string>>();
-    bool failed = false;
-    {
-      MutexLock lock(&q->mu);
-      if (q->failed) {
-        q->pieces.clear();
-        q->queued = 0;
-        q->cv.SignalAll();
-      }
-      batch->swap(q->pieces);
-      if (batch->empty()) {
-        if (!q->finished) {
-          q->draining = false;
-          return;
-        }
-        failed = q->failed;
-      }
-    }
-    if (batch->empty()) return FinishStream(failed);
-    size_t bytes = 0;
-    std::vector<asio::const_buffer> buffers;
-    buffers.reserve(batch->size());
-    for (const auto& piece : *batch) {
-      buffers.emplace_back(piece.data(), piece.size());
-      bytes += piece.size();
-    }
-    auto done = [self = this->shared_from_this(), q, batch, bytes](beast::error_code ec, size_t) {
+    while (true) {
+      auto batch = std::make_shared<std::vector<std::string>>();
+      bool failed = false;
       {
         MutexLock lock(&q->mu);
-        q->queued -= std::min(q->queued, bytes);
-        if (ec) q->failed = true;
-        q->cv.SignalAll();
+        if (q->failed) {
+          q->pieces.clear();
+          q->queued = 0;
+          q->cv.SignalAll();
+        }
+        batch->swap(q->pieces);
+        if (batch->empty()) {
+          if (!q->finished) {
+            q->draining = false;
+            return;
+          }
+          failed = q->failed;
+        }
       }
-      self->Drain(q);
-    };
-    Tcp().expires_after(server_->options.idle_timeout);
-    if (!stream_chunked_) return asio::async_write(stream_, buffers, std::move(done));
-    auto chunk = std::make_shared<http::chunk_body<std::vector<asio::const_buffer>>>(std::move(buffers));
-    asio::async_write(stream_, *chunk, [chunk, done = std::move(done)](beast::error_code ec, size_t n) mutable {
-      done(ec, n);
-    });
+      if (batch->empty()) return FinishStream(failed);
+      size_t bytes = 0;
+      std::vector<asio::const_buffer> buffers;
+      buffers.reserve(batch->size());
+      for (const auto& piece : *batch) {
+        buffers.emplace_back(piece.data(), piece.size());
+        bytes += piece.size();
+      }
+      auto done = [self = this->shared_from_this(), q, batch, bytes](beast::error_code ec, size_t) {
+        Written(*q, bytes, ec);
+        self->Drain(q);
+      };
+      using Chunk = http::chunk_body<std::vector<asio::const_buffer>>;
+      if constexpr (!kTls) {
+        beast::error_code ec;
+        if (!stream_chunked_) {
+          auto rest = std::make_shared<beast::buffers_suffix<std::vector<asio::const_buffer>>>(std::move(buffers));
+          if (WriteNow(*rest, ec) || ec != asio::error::would_block) {
+            Written(*q, bytes, ec);
+            continue;
+          }
+          Tcp().expires_after(server_->options.idle_timeout);
+          return asio::async_write(stream_, *rest, [rest, done = std::move(done)](beast::error_code ec, size_t n) mutable {
+            done(ec, n);
+          });
+        }
+        auto rest = std::make_shared<beast::buffers_suffix<Chunk>>(Chunk(std::move(buffers)));
+        if (WriteNow(*rest, ec) || ec != asio::error::would_block) {
+          Written(*q, bytes, ec);
+          continue;
+        }
+        Tcp().expires_after(server_->options.idle_timeout);
+        return asio::async_write(stream_, *rest, [rest, done = std::move(done)](beast::error_code ec, size_t n) mutable {
+          done(ec, n);
+        });
+      } else {
+        Tcp().expires_after(server_->options.idle_timeout);
+        if (!stream_chunked_) return asio::async_write(stream_, buffers, std::move(done));
+        auto chunk = std::make_shared<Chunk>(std::move(buffers));
+        return asio::async_write(stream_, *chunk, [chunk, done = std::move(done)](beast::error_code ec, size_t n) mutable {
+          done(ec, n);
+        });
+      }
+    }
+  }
+
+  // `bytes` of the queue written (or the write failed): room for the producer.
+  static void Written(StreamQueue& q, size_t bytes, beast::error_code ec) DYAD_LOCKS_EXCLUDED(q.mu) {
+    MutexLock lock(&q.mu);
+    q.queued -= std::min(q.queued, bytes);
+    if (ec) q.failed = true;
+    q.cv.SignalAll();
+  }
+
+  // Plain (a non-blocking socket): writes what the socket takes of `rest` now.
+  // True when all of it was written; else `ec` says why (would_block: the rest
+  // must wait).
+  template <class Buffers>
+  bool WriteNow(beast::buffers_suffix<Buffers>& rest, beast::error_code& ec) {
+    while (beast::buffer_bytes(rest) > 0) {
+      size_t n = Tcp().socket().write_some(rest, ec);
+      if (ec) return false;
+      rest.consume(n);
+    }
+    return true;
   }
 
   void FinishStream(bool failed) {
