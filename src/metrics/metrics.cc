@@ -233,6 +233,11 @@ struct Metrics::Impl {
   HttpSeries http_unmatched{"other", "unmatched"};
   std::atomic<uint64_t> http_lookups{0};
   pm::Counter* rotation_secrets_by[3] = {};
+  // ObserveV1's series, looked up by labels once per thread and key
+  // (V1SeriesFor): the family's Add builds a label map and takes the
+  // family's lock, which every /v1 request would otherwise pay.
+  const uint64_t instance = NextInstance();
+  std::atomic<uint64_t> v1_lookups{0};
 
 
   Impl() {
@@ -273,6 +278,47 @@ struct Metrics::Impl {
       }
     }
     return LookUpHttp(std::string(method), std::string(route));
+  }
+
+  static uint64_t NextInstance() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // One (provider, model, status)'s series; the per-provider ones made on
+  // first use, so that a series shows only once it has a value (as before).
+  struct V1Series {
+    pm::Counter* requests = nullptr;
+    pm::Histogram* upstream = nullptr;
+    pm::Counter* bytes = nullptr;
+  };
+  // This thread's cache of them: a map per thread (for the Metrics it was
+  // filled for; another instance, in tests, starts it again), bounded since
+  // a model outside the provider's list is already "other".
+  V1Series& V1SeriesFor(std::string_view provider, std::string_view model, int status) {
+    struct Cache {
+      uint64_t owner = 0;
+      std::string key;
+      std::unordered_map<std::string, V1Series, StringHash, std::equal_to<>> series;
+    };
+    thread_local Cache cache;
+    if (cache.owner != instance || cache.series.size() >= 4096) {
+      cache.series.clear();
+      cache.owner = instance;
+    }
+    // Lengths first: no two label sets spell the same key.
+    cache.key.assign(std::to_string(provider.size())).push_back(':');
+    cache.key.append(provider).append(std::to_string(model.size())).push_back(':');
+    cache.key.append(model).append(std::to_string(status));
+    auto it = cache.series.find(std::string_view(cache.key));
+    if (it == cache.series.end()) {
+      v1_lookups.fetch_add(1, std::memory_order_relaxed);
+      V1Series s;
+      s.requests = &v1_requests.Add(
+          {{"provider", std::string(provider)}, {"model", std::string(model)}, {"status", std::to_string(status)}});
+      it = cache.series.emplace(cache.key, s).first;
+    }
+    return it->second;
   }
 
   void Observe(pm::Family<pm::Counter>& calls, pm::Family<pm::Histogram>& latency, std::string_view op,
@@ -316,6 +362,7 @@ void Metrics::SetHttpRoutes(const std::vector<std::pair<std::string, std::string
   }
 }
 uint64_t Metrics::HttpSeriesLookups() const { return impl_->http_lookups.load(std::memory_order_relaxed); }
+uint64_t Metrics::V1SeriesLookups() const { return impl_->v1_lookups.load(std::memory_order_relaxed); }
 void Metrics::ObserveRotation(std::string_view outcome, double seconds, std::optional<double> completed_at) {
   impl_->rotations.Add({{"outcome", std::string(outcome)}}).Increment();
   impl_->rotation_duration.Add({{"outcome", std::string(outcome)}}, RotationBuckets()).Observe(seconds);
@@ -334,12 +381,17 @@ void Metrics::CountWarmLoad(std::string_view outcome) {
 }
 void Metrics::ObserveV1(std::string_view provider, std::string_view model, int status,
                         std::optional<double> upstream_seconds, double overhead_seconds, uint64_t streamed_bytes) {
-  std::string p(provider);
-  impl_->v1_requests.Add({{"provider", p}, {"model", std::string(model)}, {"status", std::to_string(status)}})
-      .Increment();
-  if (upstream_seconds) impl_->v1_upstream.Add({{"provider", p}}, HttpBuckets()).Observe(*upstream_seconds);
+  Impl::V1Series& s = impl_->V1SeriesFor(provider, model, status);
+  s.requests->Increment();
+  if (upstream_seconds) {
+    if (!s.upstream) s.upstream = &impl_->v1_upstream.Add({{"provider", std::string(provider)}}, HttpBuckets());
+    s.upstream->Observe(*upstream_seconds);
+  }
   impl_->v1_overhead_all.Observe(overhead_seconds);
-  if (streamed_bytes) impl_->v1_bytes.Add({{"provider", std::move(p)}}).Increment(static_cast<double>(streamed_bytes));
+  if (streamed_bytes) {
+    if (!s.bytes) s.bytes = &impl_->v1_bytes.Add({{"provider", std::string(provider)}});
+    s.bytes->Increment(static_cast<double>(streamed_bytes));
+  }
 }
 
 void Metrics::SetWarming(bool warming) { impl_->warming.Add({}).Set(warming ? 1 : 0); }

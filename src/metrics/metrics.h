@@ -104,8 +104,12 @@ class Metrics final : public CloudCallObserver {
   // head; when one came); dyad_v1_overhead_seconds (the gateway's own work
   // before the upstream call: routing, the credential read, the headers);
   // dyad_v1_streamed_bytes_total{provider} (body bytes passed on).
+  // Its series are found by their labels once per thread and (provider,
+  // model, status), then kept: a request pays no label lookup.
   void ObserveV1(std::string_view provider, std::string_view model, int status,
                  std::optional<double> upstream_seconds, double overhead_seconds, uint64_t streamed_bytes);
+  // For tests: how many times ObserveV1 looked its series up by labels.
+  uint64_t V1SeriesLookups() const;
 
   void OnCall(std::string_view endpoint, std::string_view op, std::optional<ErrorCode> error) override;
   void OnRetry(std::string_view endpoint, std::string_view op) override;

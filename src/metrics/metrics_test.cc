@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 namespace dyad {
 namespace {
 
@@ -145,6 +147,40 @@ TEST(Metrics, RendersTheSameHttpLatencyWhetherOrNotTheRoutesWereGiven) {
   EXPECT_NE(with_routes.Render().find(
                 R"(dyad_http_request_duration_seconds_count{method="DELETE",route="/admin/providers/{id}"} 2)"),
             std::string::npos);
+}
+
+TEST(Metrics, CountsV1RequestsWithOneLabelLookupPerSeriesAndThread) {
+  Metrics a;
+  Metrics b;
+  for (int i = 0; i < 10; ++i) {
+    a.ObserveV1("openai", "gpt-4o", 200, 0.01, 1e-5, 100);
+    a.ObserveV1("openai", "gpt-4o", 502, std::nullopt, 1e-5, 0);
+    b.ObserveV1("openai", "gpt-4o", 200, 0.01, 1e-5, 0);  // the same labels, another instance
+  }
+  // Labels whose plain concatenation would match ("a1" "2" vs "a" "12").
+  a.ObserveV1("a1", "2", 200, std::nullopt, 1e-5, 0);
+  a.ObserveV1("a", "12", 200, std::nullopt, 1e-5, 0);
+  std::thread([&] { a.ObserveV1("openai", "gpt-4o", 200, 0.01, 1e-5, 1); }).join();
+  // One lookup per series and thread, even with two instances taking turns
+  // on this thread (each refills it once per turn: at most 10 each here).
+  EXPECT_LE(a.V1SeriesLookups(), 2u * 10 + 2 + 1);
+  uint64_t before = a.V1SeriesLookups();
+  for (int i = 0; i < 100; ++i) a.ObserveV1("openai", "gpt-4o", 200, 0.01, 1e-5, 100);
+  EXPECT_EQ(a.V1SeriesLookups(), before + 1);  // refilled once after b's turn, then found
+  std::string text = a.Render();
+  EXPECT_NE(text.find(R"(dyad_v1_requests_total{model="gpt-4o",provider="openai",status="200"} 111)"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find(R"(dyad_v1_requests_total{model="gpt-4o",provider="openai",status="502"} 10)"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find(R"(dyad_v1_requests_total{model="2",provider="a1",status="200"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(dyad_v1_requests_total{model="12",provider="a",status="200"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(dyad_v1_streamed_bytes_total{provider="openai"} 11001)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(dyad_v1_upstream_seconds_count{provider="openai"} 111)"), std::string::npos) << text;
+  // A provider that never streamed a byte shows no bytes series.
+  EXPECT_EQ(text.find(R"(dyad_v1_streamed_bytes_total{provider="a")"), std::string::npos);
+  EXPECT_NE(b.Render().find(R"(dyad_v1_requests_total{model="gpt-4o",provider="openai",status="200"} 10)"),
+            std::string::npos);
+  EXPECT_EQ(b.Render().find("dyad_v1_streamed_bytes_total{"), std::string::npos);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -74,6 +75,18 @@ class SessionBase {
   virtual void PostReload() = 0;
 };
 
+// What a streamed answer's producer (the handler's thread) and the session's
+// strand share: the pieces queued unwritten, in order.
+struct StreamQueue {
+  Mutex mu;
+  CondVar cv;  // signalled when queued bytes are written or the stream fails
+  std::vector<std::string> pieces DYAD_GUARDED_BY(mu);
+  size_t queued DYAD_GUARDED_BY(mu) = 0;       // bytes queued or being written
+  bool draining DYAD_GUARDED_BY(mu) = false;   // a Drain is posted or writing
+  bool failed DYAD_GUARDED_BY(mu) = false;     // a write failed, the producer aborted or the I/O threads stopped
+  bool finished DYAD_GUARDED_BY(mu) = false;   // the handler returned: the last chunk follows the queue
+};
+
 struct HttpServer::Impl {
   HttpServerOptions options;
   RequestHandler handler;
@@ -106,6 +119,33 @@ struct HttpServer::Impl {
   // sockets belong to ioc.
   std::optional<asio::thread_pool> blocking;  // when classify is set
   std::optional<asio::thread_pool> upstream;  // likewise
+  // The streamed answers whose producer is running: when the I/O threads
+  // stop for good (past the shutdown grace) their queues will never drain,
+  // so StopStreams fails them and wakes a producer waiting for room.
+  Mutex streams_mu;
+  bool io_stopped DYAD_GUARDED_BY(streams_mu) = false;
+  std::unordered_set<StreamQueue*> streams DYAD_GUARDED_BY(streams_mu);
+
+  // False (and nothing kept) once the I/O threads have stopped.
+  bool AddStream(StreamQueue* q) DYAD_LOCKS_EXCLUDED(streams_mu) {
+    MutexLock lock(&streams_mu);
+    if (io_stopped) return false;
+    streams.insert(q);
+    return true;
+  }
+  void RemoveStream(StreamQueue* q) DYAD_LOCKS_EXCLUDED(streams_mu) {
+    MutexLock lock(&streams_mu);
+    streams.erase(q);
+  }
+  void StopStreams() DYAD_LOCKS_EXCLUDED(streams_mu) {
+    MutexLock lock(&streams_mu);
+    io_stopped = true;
+    for (StreamQueue* q : streams) {
+      MutexLock qlock(&q->mu);
+      q->failed = true;
+      q->cv.SignalAll();
+    }
+  }
 
   // The pool a request's handler runs on; null: the I/O thread.
   asio::thread_pool* PoolFor(const HttpRequest& request) {
@@ -161,6 +201,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void Start() override {
     beast::error_code ignored;
     Tcp().socket().set_option(tcp::no_delay(true), ignored);
+    // Plain: Write() tries a whole answer at once and goes async only for
+    // what does not fit (asynchronous operations ignore this flag).
+    if constexpr (!kTls) Tcp().socket().non_blocking(true, ignored);
     asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
       if constexpr (kTls) {
         self->Handshake();
@@ -273,9 +316,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     req.content_type = std::string(msg[http::field::content_type]);
     std::string_view rid = msg["X-Request-Id"];
     req.request_id = PrintableId(rid) ? std::string(rid) : GenerateRequestId();
-    beast::error_code peer_ec;
-    auto ep = Tcp().socket().remote_endpoint(peer_ec);
-    if (!peer_ec) req.peer = ep.address().to_string();
+    if (!peer_known_) {  // once per connection (a getpeername call)
+      peer_known_ = true;
+      beast::error_code peer_ec;
+      auto ep = Tcp().socket().remote_endpoint(peer_ec);
+      if (!peer_ec) peer_ = ep.address().to_string();
+    }
+    req.peer = peer_;
     // A request read after a reload no longer carries the certificate's
     // identity (a bearer token still counts); its answer closes the connection.
     if (CertRevoked()) client_cert_subject_.clear();
@@ -304,18 +351,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Write(std::move(resp), req.request_id, version);
   }
 
-  // What a streamed answer's producer (the handler's thread) and the
-  // session's strand share: the pieces queued unwritten, in order.
-  struct StreamQueue {
-    Mutex mu;
-    CondVar cv;  // signalled when queued bytes are written or the stream fails
-    std::vector<std::string> pieces DYAD_GUARDED_BY(mu);
-    size_t queued DYAD_GUARDED_BY(mu) = 0;       // bytes queued or being written
-    bool draining DYAD_GUARDED_BY(mu) = false;   // a Drain is posted or writing
-    bool failed DYAD_GUARDED_BY(mu) = false;     // a write failed or the producer aborted
-    bool finished DYAD_GUARDED_BY(mu) = false;   // the handler returned: the last chunk follows the queue
-  };
-
   // The ResponseWriter of a handler run off the I/O threads (http_types.h):
   // each piece is copied into the stream's queue and handed to the session's
   // strand only when no write is in progress (the pieces queued meanwhile go
@@ -328,6 +363,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
    public:
     Streamer(std::shared_ptr<Session> session, std::string request_id, unsigned version)
         : session_(std::move(session)), request_id_(std::move(request_id)), version_(version) {}
+    ~Streamer() override {
+      if (queue_) session_->server_->RemoveStream(queue_.get());
+    }
+    Streamer(const Streamer&) = delete;
+    Streamer& operator=(const Streamer&) = delete;
 
     bool Begin(int status, std::string_view content_type,
                const std::vector<std::pair<std::string, std::string>>& headers) override {
@@ -350,6 +390,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         MutexLock lock(&queue_->mu);
         queue_->draining = true;  // until the head is written
       }
+      if (!session_->server_->AddStream(queue_.get())) {  // the I/O threads have stopped
+        queue_.reset();
+        failed_ = true;
+        return false;
+      }
       asio::post(session_->stream_.get_executor(), [s = session_, head, q = queue_] {
         s->WriteStreamHead(head, [s, q](beast::error_code ec) {
           if (ec) {
@@ -367,13 +412,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       if (piece.empty()) return true;
       const size_t limit = std::max<size_t>(1, session_->server_->options.stream_buffer_bytes);
       MutexLock lock(&queue_->mu);
-      while (!queue_->failed && queue_->queued >= limit) {
-        // The I/O threads stopped (past the shutdown grace): the queue will
-        // never drain, and its handlers are dropped unrun.
-        if (!queue_->cv.WaitFor(&queue_->mu, std::chrono::milliseconds(200)) && session_->server_->ioc.stopped()) {
-          queue_->failed = true;
-        }
-      }
+      // Woken by a written batch, a failed write, or the I/O threads
+      // stopping for good (Impl::StopStreams: the queue would never drain).
+      while (!queue_->failed && queue_->queued >= limit) queue_->cv.Wait(&queue_->mu);
       if (queue_->failed) {
         failed_ = true;
         return false;
@@ -398,6 +439,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // After the handler returned: what is queued, then the last chunk, then
     // the next request (or the close).
     void Finish() {
+      if (!queue_) return;  // Begin() found the I/O threads stopped
       MutexLock lock(&queue_->mu);
       queue_->finished = true;
       if (queue_->draining) return;  // the Drain in progress ends the stream
@@ -432,49 +474,94 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // On the strand, one at a time per stream (StreamQueue::draining): writes
   // every piece queued so far as one chunk, then looks again; with nothing
   // queued, stops, or ends the stream once the handler has returned. After a
-  // failure the queue is dropped.
+  // failure the queue is dropped. Plain: a chunk the socket takes at once is
+  // written here (no timer, no completion queued) and the loop looks again;
+  // only a remainder goes asynchronously.
   void Drain(std::shared_ptr<StreamQueue> q) {
-    auto batch = std::make_shared<std::vector<std::string>>();
-    bool failed = false;
-    {
-      MutexLock lock(&q->mu);
-      if (q->failed) {
-        q->pieces.clear();
-        q->queued = 0;
-        q->cv.SignalAll();
-      }
-      batch->swap(q->pieces);
-      if (batch->empty()) {
-        if (!q->finished) {
-          q->draining = false;
-          return;
-        }
-        failed = q->failed;
-      }
-    }
-    if (batch->empty()) return FinishStream(failed);
-    size_t bytes = 0;
-    std::vector<asio::const_buffer> buffers;
-    buffers.reserve(batch->size());
-    for (const auto& piece : *batch) {
-      buffers.emplace_back(piece.data(), piece.size());
-      bytes += piece.size();
-    }
-    auto done = [self = this->shared_from_this(), q, batch, bytes](beast::error_code ec, size_t) {
+    while (true) {
+      auto batch = std::make_shared<std::vector<std::string>>();
+      bool failed = false;
       {
         MutexLock lock(&q->mu);
-        q->queued -= std::min(q->queued, bytes);
-        if (ec) q->failed = true;
-        q->cv.SignalAll();
+        if (q->failed) {
+          q->pieces.clear();
+          q->queued = 0;
+          q->cv.SignalAll();
+        }
+        batch->swap(q->pieces);
+        if (batch->empty()) {
+          if (!q->finished) {
+            q->draining = false;
+            return;
+          }
+          failed = q->failed;
+        }
       }
-      self->Drain(q);
-    };
-    Tcp().expires_after(server_->options.idle_timeout);
-    if (!stream_chunked_) return asio::async_write(stream_, buffers, std::move(done));
-    auto chunk = std::make_shared<http::chunk_body<std::vector<asio::const_buffer>>>(std::move(buffers));
-    asio::async_write(stream_, *chunk, [chunk, done = std::move(done)](beast::error_code ec, size_t n) mutable {
-      done(ec, n);
-    });
+      if (batch->empty()) return FinishStream(failed);
+      size_t bytes = 0;
+      std::vector<asio::const_buffer> buffers;
+      buffers.reserve(batch->size());
+      for (const auto& piece : *batch) {
+        buffers.emplace_back(piece.data(), piece.size());
+        bytes += piece.size();
+      }
+      auto done = [self = this->shared_from_this(), q, batch, bytes](beast::error_code ec, size_t) {
+        Written(*q, bytes, ec);
+        self->Drain(q);
+      };
+      using Chunk = http::chunk_body<std::vector<asio::const_buffer>>;
+      if constexpr (!kTls) {
+        beast::error_code ec;
+        if (!stream_chunked_) {
+          auto rest = std::make_shared<beast::buffers_suffix<std::vector<asio::const_buffer>>>(std::move(buffers));
+          if (WriteNow(*rest, ec) || ec != asio::error::would_block) {
+            Written(*q, bytes, ec);
+            continue;
+          }
+          Tcp().expires_after(server_->options.idle_timeout);
+          return asio::async_write(stream_, *rest, [rest, done = std::move(done)](beast::error_code ec, size_t n) mutable {
+            done(ec, n);
+          });
+        }
+        auto rest = std::make_shared<beast::buffers_suffix<Chunk>>(Chunk(std::move(buffers)));
+        if (WriteNow(*rest, ec) || ec != asio::error::would_block) {
+          Written(*q, bytes, ec);
+          continue;
+        }
+        Tcp().expires_after(server_->options.idle_timeout);
+        return asio::async_write(stream_, *rest, [rest, done = std::move(done)](beast::error_code ec, size_t n) mutable {
+          done(ec, n);
+        });
+      } else {
+        Tcp().expires_after(server_->options.idle_timeout);
+        if (!stream_chunked_) return asio::async_write(stream_, buffers, std::move(done));
+        auto chunk = std::make_shared<Chunk>(std::move(buffers));
+        return asio::async_write(stream_, *chunk, [chunk, done = std::move(done)](beast::error_code ec, size_t n) mutable {
+          done(ec, n);
+        });
+      }
+    }
+  }
+
+  // `bytes` of the queue written (or the write failed): room for the producer.
+  static void Written(StreamQueue& q, size_t bytes, beast::error_code ec) DYAD_LOCKS_EXCLUDED(q.mu) {
+    MutexLock lock(&q.mu);
+    q.queued -= std::min(q.queued, bytes);
+    if (ec) q.failed = true;
+    q.cv.SignalAll();
+  }
+
+  // Plain (a non-blocking socket): writes what the socket takes of `rest` now.
+  // True when all of it was written; else `ec` says why (would_block: the rest
+  // must wait).
+  template <class Buffers>
+  bool WriteNow(beast::buffers_suffix<Buffers>& rest, beast::error_code& ec) {
+    while (beast::buffer_bytes(rest) > 0) {
+      size_t n = Tcp().socket().write_some(rest, ec);
+      if (ec) return false;
+      rest.consume(n);
+    }
+    return true;
   }
 
   void FinishStream(bool failed) {
@@ -511,15 +598,35 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     res->body() = std::move(resp.body);
     res->keep_alive(keep_alive_ && !server_->stopping && !CertRevoked());
     res->prepare_payload();
+    if constexpr (!kTls) {
+      // Most answers fit the socket's send buffer: written here at once (the
+      // socket is non-blocking), with no timer armed and cancelled and no
+      // completion queued. What does not fit (a large answer, a slow
+      // reader) goes on below, under the idle timeout.
+      auto sr = std::make_shared<http::response_serializer<http::string_body>>(*res);
+      beast::error_code ec;
+      while (!ec && !sr->is_done()) http::write_some(Tcp().socket(), *sr, ec);
+      if (ec != asio::error::would_block) return AfterWrite(ec, res->keep_alive());
+      Tcp().expires_after(server_->options.idle_timeout);
+      http::async_write(stream_, *sr, [self = this->shared_from_this(), res, sr](beast::error_code ec, size_t) {
+        self->AfterWrite(ec, res->keep_alive());
+      });
+      return;
+    }
     Tcp().expires_after(server_->options.idle_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
-      self->busy_ = false;
-      // A shutdown that began while this answer was being written found the
-      // session busy and left it: it closes here instead of waiting for a
-      // next request until the grace period ends.
-      if (ec || !res->keep_alive() || self->server_->stopping) return self->Close();
-      self->Read();
+      self->AfterWrite(ec, res->keep_alive());
     });
+  }
+
+  // A whole answer written (or failed): the next request, or the close.
+  void AfterWrite(beast::error_code ec, bool keep_alive) {
+    busy_ = false;
+    // A shutdown that began while this answer was being written found the
+    // session busy and left it: it closes here instead of waiting for a
+    // next request until the grace period ends.
+    if (ec || !keep_alive || server_->stopping) return Close();
+    Read();
   }
 
   void Close() {
@@ -550,6 +657,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   HttpServer::Impl* server_;
   uint64_t id_;
   uint64_t tls_generation_;  // Impl::tls_generation when tls_ was taken
+  std::string peer_;  // the remote address, taken at the first request
+  bool peer_known_ = false;
   bool first_ = true;
   bool busy_ = false;
   bool keep_alive_ = true;
@@ -742,6 +851,7 @@ void HttpServer::Run() {
   impl_->ioc.run();
   for (auto& t : threads) t.join();
   impl_->finished = true;
+  impl_->StopStreams();  // before the pools' join: a producer waiting for room returns
   for (auto* pool : {&impl_->blocking, &impl_->upstream}) {
     if (!*pool) continue;
     (*pool)->stop();  // queued work is dropped; running handlers finish

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -352,5 +353,71 @@ TEST(HttpServerStream, SlowReaderHoldsTheQueueBoundedAndOrdered) {
   }
 }
 
+// Past the shutdown grace the I/O threads stop and a streamed answer's queue
+// will never drain: a producer waiting for room is woken (no polling) and its
+// Write() fails, so the pool's join, and Run(), return.
+TEST(HttpServerStream, StopPastTheGraceWakesAProducerWaitingForRoom) {
+  HttpServerOptions o = Running::Options();
+  o.stream_buffer_bytes = 1024;
+  o.shutdown_grace = std::chrono::seconds(0);
+  std::promise<void> begun;
+  std::atomic<bool> refused{false};
+  HttpServer server(o, [&](const HttpRequest& req) {
+    EXPECT_TRUE(req.writer->Begin(200, "application/octet-stream", {}));
+    begun.set_value();
+    std::string piece(64 * 1024, 'x');
+    // The client reads nothing: this fills the socket buffers, then waits.
+    for (int i = 0; i < 100000; ++i) {
+      if (!req.writer->Write(piece)) {
+        refused = true;
+        break;
+      }
+    }
+    return HttpResponse{};
+  }, [](const HttpRequest&) { return HandlerPool::kUpstream; });
+  ASSERT_TRUE(server.Listen().ok());
+  auto run = std::async(std::launch::async, [&] { server.Run(); });
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  c.Send(kGet);
+  ASSERT_EQ(begun.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  server.Shutdown();
+  if (run.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "Run() did not return: the producer was not woken";
+    std::_Exit(1);  // the server's threads cannot be joined
+  }
+  EXPECT_TRUE(refused);
+}
+
+// A plain answer is written at once while it fits the socket's buffers; the
+// rest of a larger one (or to a client not reading yet) follows
+// asynchronously, whole and in order, and the connection is kept for the next
+// request, inline handler or not.
+TEST(HttpServerStream, ALargePlainAnswerToASlowReaderArrivesWholeAndKeepsTheConnection) {
+  constexpr size_t kSize = 16 << 20;
+  for (bool blocking : {false, true}) {
+    Running server(
+        [&](const HttpRequest& req) {
+          HttpResponse r;
+          r.content_type = "application/octet-stream";
+          r.body = req.path == "/big" ? std::string(kSize, 'y') : "small";
+          if (req.path == "/big") std::snprintf(r.body.data() + kSize - 8, 9, "%s", "THE-END!");
+          return r;
+        },
+        blocking);
+    RawClient c(server.port());
+    ASSERT_TRUE(c.connected());
+    c.Send("GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::string head = c.ReadUntil("\r\n\r\n");
+    EXPECT_NE(head.find("Content-Length: " + std::to_string(kSize)), std::string::npos) << head;
+    std::string body = c.ReadUntil("THE-END!");
+    EXPECT_EQ(body.size(), kSize) << blocking;
+    EXPECT_EQ(body.find_first_not_of('y'), kSize - 8);
+    c.Send("GET /small HTTP/1.1\r\nHost: t\r\n\r\n");
+    EXPECT_NE(c.ReadUntil("small").find("200 OK"), std::string::npos) << blocking;
+  }
+}
+
 }  // namespace
 }  // namespace dyad
+

@@ -357,6 +357,36 @@ TEST_F(V1RealmTest, NoSpellingOfV1EscapesItsRealm) {
   EXPECT_EQ(Call("GET", "/v1/nothing").status, 401);  // no route enumeration without a token
 }
 
+// An OpenAI SDK reads OpenAI's error shape: a non-canonical spelling aimed at
+// /v1 (its first segment "v1", as written, after empty and "." ones) is still
+// refused (400, no auth decision, no handler) but in that shape; other
+// non-canonical targets keep the service's envelope.
+TEST_F(V1RealmTest, NonCanonicalV1PathsAreRefusedInOpenAisErrorShape) {
+  for (const char* path : {"//v1/models", "/v1//chat/completions", "/v1/./models", "/./v1/models", "/v1/../admin/things",
+                           "/v1/models/", "//./v1/chat/completions", "/v1/%6dodels", "/v1/a%zz"}) {
+    for (const char* auth : {"", "Bearer client-token", "Bearer ops-token", "Bearer wrong"}) {
+      seen_ = Principal{};
+      auto r = Call("POST", path, auth);
+      EXPECT_EQ(r.status, 400) << path;
+      EXPECT_EQ(seen_.identity, "") << path;
+      auto j = nlohmann::json::parse(r.body, nullptr, false);
+      ASSERT_TRUE(j.is_object()) << r.body;
+      EXPECT_FALSE(j.contains("status")) << r.body;
+      ASSERT_TRUE(j.contains("error") && j["error"].is_object()) << r.body;
+      EXPECT_EQ(j["error"].value("type", ""), "invalid_request_error") << r.body;
+      EXPECT_EQ(j["error"].value("code", ""), "bad_request") << r.body;
+      EXPECT_NE(j["error"].value("message", "").find("canonical"), std::string::npos) << r.body;
+      EXPECT_TRUE(j["error"].contains("param")) << r.body;
+    }
+  }
+  for (const char* path : {"//admin/things", "/%76%31/models", "/v1%2fmodels", "/v1\\models", "//v2/models", "/V1//models"}) {
+    auto r = Call("POST", path, "Bearer client-token");
+    EXPECT_EQ(r.status, 400) << path;
+    auto j = nlohmann::json::parse(r.body, nullptr, false);
+    EXPECT_EQ(j.value("status", ""), "error") << path << ": " << r.body;
+  }
+}
+
 TEST(ClientTokensFile, HoldsOnlyClientEntries) {
   std::string bad = R"({"tokens":[{"name":"app","role":"client","sha256":")" + HexEncode(Sha256("a")) +
                     R"("},{"name":"sneaky","role":"admin","sha256":")" + HexEncode(Sha256("b")) + "\"}]}";

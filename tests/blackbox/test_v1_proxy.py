@@ -451,7 +451,8 @@ def test_retrieve_model(v1, stubs):
                    "/v1/models/", "/v1/models//gpt-stub", "/v1/models/gpt-stub/"):
         status, body = get_raw(gw, target)
         assert status == 400, (target, status, body)
-        assert "message" in json.loads(body)["error"], target  # refused before any route: not OpenAI's shape
+        # Refused before any route, in OpenAI's shape (test_non_canonical_v1_paths_answer_in_openai_shape).
+        assert set(json.loads(body)["error"]) == {"message", "type", "param", "code"}, target
     for target in ("/v1/models/GPT-STUB", "/v1/models/gpt-stub%20", "/v1/models/stubai/gpt-stub",
                    "/v1/models/a/b/c"):
         status, body = get_raw(gw, target)
@@ -510,3 +511,50 @@ def test_upstream_proxy_setting_is_validated(make_gateway):
         assert gw.proc.wait(10) != 0
         out = gw.logs() + gw.stdout
         assert "GATEWAY_UPSTREAM_PROXY" in out and "hunter2" not in out, out
+
+
+def raw_request(gw, method, target, token=CLIENT_TOKEN, body=b""):
+    """A request with the target sent exactly as written; (status, parsed JSON body)."""
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.settimeout(15)
+        s.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                  .encode() + body)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(payload)
+
+
+def test_non_canonical_v1_paths_answer_in_openai_shape(v1, stubs):
+    """A non-canonical spelling of a /v1 path is still refused (400, never routed, the stub never called), in
+    OpenAI's error shape so that an OpenAI SDK reads it; other non-canonical targets keep the service's envelope."""
+    gw = v1()
+    main = stubs(STUB_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    chat = json.dumps({"model": "gpt-stub", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    for target in ("//v1/chat/completions", "/v1//chat/completions", "/v1/./chat/completions",
+                   "/./v1/chat/completions", "/v1/chat/completions/", "/v1/../v1/chat/completions"):
+        for token in (CLIENT_TOKEN, ADMIN_TOKEN, "wrong-token-000000000"):
+            status, body = raw_request(gw, "POST", target, token, chat)
+            assert status == 400, (target, status, body)
+            assert set(body) == {"error"}, (target, body)
+            assert set(body["error"]) == {"message", "type", "param", "code"}, (target, body)
+            assert body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "bad_request"
+            assert "canonical" in body["error"]["message"]
+    status, body = raw_request(gw, "GET", "//v1/models")
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    # The SDK, pointed at a base URL with a trailing '//', sends /v1//chat/completions and reads the error.
+    client = openai.OpenAI(base_url=gw.url + "/v1//", api_key=CLIENT_TOKEN, max_retries=0, timeout=20)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["code"] == "bad_request" and "canonical" in e.value.body["message"]
+    # Not aimed at /v1: the service's envelope.
+    for target in ("//admin/providers", "/%76%31/models", "/v1%2fmodels"):
+        status, body = raw_request(gw, "GET", target, ADMIN_TOKEN)
+        assert status == 400 and body["status"] == "error" and body["error"]["code"] == "BAD_REQUEST", (target, body)
+    assert main.seen == []
+    # The canonical path still works.
+    assert sdk(gw).chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "hi"}]).choices
+
