@@ -447,6 +447,18 @@ def summarize(rounds, available):
     return out
 
 
+def busy_cores(seconds=2.0):
+    """How many cores other work kept busy over `seconds` (from /proc/stat), before this bench starts anything: the
+    load average lags by a minute (a bench run right after another would count the first one's load)."""
+    def sample():
+        f = [int(x) for x in pathlib.Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(f), f[3] + f[4]  # all, idle + iowait
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+
+
 def uptime():
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
@@ -462,7 +474,7 @@ def run(opts):
         raise SystemExit(f"{GATEWAY_BIN} is missing: build the Release dyad-gateway (or run bench/run.sh)")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     result = {"mode": "quick" if opts.quick else "full", "clients": opts.clients, "cores": os.cpu_count(),
-              "uptime_start": uptime(), "load_start": os.getloadavg()[0],
+              "uptime_start": uptime(), "load_start": os.getloadavg()[0], "busy_cores_start": busy_cores(),
               "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "nginx_version": subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip(),
               "litellm": {"available": False}}
@@ -601,8 +613,8 @@ def table(r):
     if r["litellm"].get("started_alongside"):
         out.append("Quick mode: LiteLLM's workers were starting (CPU-bound imports) while direct, the gateway and nginx "
                    "were measured.\n")
-    if r.get("load_start", 0) > r["cores"]:
-        out.append(f"The load at the start ({r['load_start']:.1f}) exceeded the {r['cores']} cores: other work took "
+    if r.get("busy_cores_start", 0) > 0.5:
+        out.append(f"Other work kept {r['busy_cores_start']:.1f} of the {r['cores']} cores busy at the start: it took "
                    "CPU from every path at random, so the throughput ratios and verdicts below say little. CPU per "
                    "request is counted per process and still compares.\n")
     if "gateway" in s:

@@ -175,3 +175,11 @@ def test_the_bench_refuses_to_start_without_its_gateway_binary(tmp_path):
                        env={"PATH": "/usr/bin:/bin:/usr/sbin", "DYAD_GATEWAY_BIN": str(tmp_path / "nothing")},
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "nothing is missing" in p.stderr
+
+
+def test_the_table_says_when_other_work_kept_the_cores_busy_at_the_start():
+    r = {"summary": {}, "started": "t", "mode": "quick", "rounds": [], "cores": 2, "uptime_start": "u",
+         "uptime_end": "u", "nginx_version": "n", "clients": 16, "litellm": {"available": False, "why": "w"}}
+    assert "Other work kept 1.5 of the 2 cores busy" in bench.table({**r, "busy_cores_start": 1.5})
+    assert "Other work kept" not in bench.table({**r, "busy_cores_start": 0.2})
+    assert 0 <= bench.busy_cores(0.2) <= (os.cpu_count() or 1)
