@@ -21,7 +21,7 @@ Worker::~Worker() {
     stop_ = true;
   }
   cv_.SignalAll();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();  // not when Start() failed to create it
 }
 
 void Worker::Post(std::function<void()> job) {

@@ -115,16 +115,17 @@ struct HttpServer::Impl {
   // Bumped by each TLS reload; a session started before it holds a client
   // certificate identity the new client CA may no longer vouch for.
   std::atomic<uint64_t> tls_generation{0};
+  // The streamed answers whose producer is running: when the I/O threads
+  // stop for good (past the shutdown grace) their queues will never drain,
+  // so StopStreams fails them and wakes a producer waiting for room. Before
+  // the pools: a handler's Streamer leaves the set as the pools are joined.
+  Mutex streams_mu;
+  bool io_stopped DYAD_GUARDED_BY(streams_mu) = false;
+  std::unordered_set<StreamQueue*> streams DYAD_GUARDED_BY(streams_mu);
   // After ioc, so destroyed first: work it dropped holds sessions whose
   // sockets belong to ioc.
   std::optional<asio::thread_pool> blocking;  // when classify is set
   std::optional<asio::thread_pool> upstream;  // likewise
-  // The streamed answers whose producer is running: when the I/O threads
-  // stop for good (past the shutdown grace) their queues will never drain,
-  // so StopStreams fails them and wakes a producer waiting for room.
-  Mutex streams_mu;
-  bool io_stopped DYAD_GUARDED_BY(streams_mu) = false;
-  std::unordered_set<StreamQueue*> streams DYAD_GUARDED_BY(streams_mu);
 
   // False (and nothing kept) once the I/O threads have stopped.
   bool AddStream(StreamQueue* q) DYAD_LOCKS_EXCLUDED(streams_mu) {
@@ -478,6 +479,16 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // written here (no timer, no completion queued) and the loop looks again;
   // only a remainder goes asynchronously.
   void Drain(std::shared_ptr<StreamQueue> q) {
+    // Written at once: the loop looks again, but after stream_buffer_bytes it
+    // lets the I/O thread's other connections in (a fast producer and a fast
+    // reader would otherwise keep it here for the whole answer).
+    size_t written_at_once = 0;
+    auto yield = [&](size_t bytes) {
+      written_at_once += bytes;
+      if (written_at_once < std::max<size_t>(1, server_->options.stream_buffer_bytes)) return false;
+      asio::post(stream_.get_executor(), [self = this->shared_from_this(), q] { self->Drain(q); });
+      return true;
+    };
     while (true) {
       auto batch = std::make_shared<std::vector<std::string>>();
       bool failed = false;
@@ -516,6 +527,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
           auto rest = std::make_shared<beast::buffers_suffix<std::vector<asio::const_buffer>>>(std::move(buffers));
           if (WriteNow(*rest, ec) || ec != asio::error::would_block) {
             Written(*q, bytes, ec);
+            if (yield(bytes)) return;
             continue;
           }
           Tcp().expires_after(server_->options.idle_timeout);
@@ -526,6 +538,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         auto rest = std::make_shared<beast::buffers_suffix<Chunk>>(Chunk(std::move(buffers)));
         if (WriteNow(*rest, ec) || ec != asio::error::would_block) {
           Written(*q, bytes, ec);
+          if (yield(bytes)) return;
           continue;
         }
         Tcp().expires_after(server_->options.idle_timeout);

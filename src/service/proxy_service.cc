@@ -688,8 +688,20 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     // Every header the credential may set is the gateway's, set or not: a
     // client never supplies one the stored credentials happen to lack.
     up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, provider->reserved);
-    const size_t first_injected = up.headers.size();
-    for (auto& h : *injected) up.headers.push_back(std::move(h));
+    // The credential's copies are wiped on every way out of this attempt, as
+    // the client wipes its own (a short value moved out stays in the moved-from
+    // string's own buffer: wiped too).
+    struct WipeInjected {
+      HttpHeaders& headers;
+      size_t first;
+      ~WipeInjected() {
+        for (size_t i = first; i < headers.size(); ++i) Cleanse(headers[i].second);
+      }
+    } wipe{up.headers, up.headers.size()};
+    for (auto& h : *injected) {
+      up.headers.push_back(std::move(h));
+      Cleanse(h.second);
+    }
     // A 401 to the cached credential (first attempt only) is held back and
     // retried when this credential's window allows a fresh read (claimed
     // and the cache entry dropped in one step), or when the cache already
@@ -719,8 +731,6 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     }
     up.timeouts.total = std::chrono::ceil<std::chrono::milliseconds>(give_up - now);
     Status sent = upstream_.Send(up, sink);
-    // The credential's copies here are wiped once sent, as the client wipes its own.
-    for (size_t i = first_injected; i < up.headers.size(); ++i) Cleanse(up.headers[i].second);
     if (sink.retry) continue;  // a held 401 (see above)
     ProxyAnswer answer = std::move(sink.answer);
     if (!sent.ok() && !answer.streamed) {

@@ -28,17 +28,20 @@ Result<UpstreamTarget> ParseUpstreamTarget(const std::string& url) {
 }
 
 Result<std::shared_ptr<const UpstreamTarget>> UpstreamTargetCache::Get(const std::string& url) {
+  // Nothing parsed depends on the query (the client's, passed on): it is not
+  // in the key, so a client's ever-new queries neither churn nor fill the cache.
+  const std::string key = url.substr(0, url.find('?'));
   {
     MutexLock lock(&mu_);
-    if (auto it = by_url_.find(url); it != by_url_.end()) return it->second;
+    if (auto it = by_url_.find(key); it != by_url_.end()) return it->second;
   }
   // Parsed outside the lock: two callers may both parse a new URL (the same
   // answer), none waits for another's parse.
-  DYAD_ASSIGN_OR_RETURN(UpstreamTarget parsed, ParseUpstreamTarget(url));
+  DYAD_ASSIGN_OR_RETURN(UpstreamTarget parsed, ParseUpstreamTarget(key));
   auto target = std::make_shared<const UpstreamTarget>(std::move(parsed));
   MutexLock lock(&mu_);
   if (by_url_.size() >= capacity_) by_url_.clear();
-  by_url_.emplace(url, target);
+  by_url_.emplace(key, target);
   return target;
 }
 

@@ -6,8 +6,9 @@
 // UpstreamTargetCache keeps the targets of the URLs called lately, so a
 // call to a URL seen before parses nothing (the /v1 path calls a handful of
 // URLs, one per provider and endpoint, thousands of times a second). Keyed
-// by the whole URL: a provider whose baseUrl changes calls another URL, and
-// two URLs on one origin share the pool but not the entry. Only URLs that
+// by the URL without its query (the client's, which changes nothing parsed):
+// a provider whose baseUrl changes calls another URL, and two URLs on one
+// origin share the pool but not the entry. Only URLs that
 // parse are kept; at most `capacity` of them (when full, the cache starts
 // over: a client calling ever new URLs costs a parse per call, never
 // memory). Thread-safe.

@@ -104,6 +104,16 @@ TEST(UpstreamTargetCache, BoundedInSizeAndStillRightAfterStartingOver) {
   EXPECT_EQ((*kept)->shown, "http://127.0.0.1:7/a");
 }
 
+TEST(UpstreamTargetCache, AClientsEverNewQueriesShareOneEntryAndAreNotKept) {
+  UpstreamTargetCache cache(4);
+  for (int i = 0; i < 50; ++i) {
+    auto t = cache.Get("http://127.0.0.1:9/v1/chat/completions?client-" + std::to_string(i) + "=x");
+    ASSERT_TRUE(t.ok());
+    EXPECT_EQ((*t)->shown, "http://127.0.0.1:9/v1/chat/completions");
+  }
+  EXPECT_EQ(cache.size(), 1u);
+}
+
 TEST(UpstreamTargetCache, EightThreadsAtOnceEachGetTheirOwnUrlsTarget) {
   UpstreamTargetCache cache(8);  // small: threads also meet the starting over
   std::vector<std::thread> threads;
