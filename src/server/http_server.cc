@@ -522,29 +522,26 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       };
       using Chunk = http::chunk_body<std::vector<asio::const_buffer>>;
       if constexpr (!kTls) {
-        beast::error_code ec;
-        if (!stream_chunked_) {
-          auto rest = std::make_shared<beast::buffers_suffix<std::vector<asio::const_buffer>>>(std::move(buffers));
+        // What the socket takes now is written here; true when a remainder
+        // went on asynchronously (`done` then runs Drain again).
+        auto send = [&](auto rest) {
+          beast::error_code ec;
           if (WriteNow(*rest, ec) || ec != asio::error::would_block) {
             Written(*q, bytes, ec);
-            if (yield(bytes)) return;
-            continue;
+            return false;
           }
           Tcp().expires_after(server_->options.idle_timeout);
-          return asio::async_write(stream_, *rest, [rest, done = std::move(done)](beast::error_code ec, size_t n) mutable {
+          asio::async_write(stream_, *rest, [rest, done = std::move(done)](beast::error_code ec, size_t n) mutable {
             done(ec, n);
           });
-        }
-        auto rest = std::make_shared<beast::buffers_suffix<Chunk>>(Chunk(std::move(buffers)));
-        if (WriteNow(*rest, ec) || ec != asio::error::would_block) {
-          Written(*q, bytes, ec);
-          if (yield(bytes)) return;
-          continue;
-        }
-        Tcp().expires_after(server_->options.idle_timeout);
-        return asio::async_write(stream_, *rest, [rest, done = std::move(done)](beast::error_code ec, size_t n) mutable {
-          done(ec, n);
-        });
+          return true;
+        };
+        const bool later =
+            stream_chunked_
+                ? send(std::make_shared<beast::buffers_suffix<Chunk>>(Chunk(std::move(buffers))))
+                : send(std::make_shared<beast::buffers_suffix<std::vector<asio::const_buffer>>>(std::move(buffers)));
+        if (later || yield(bytes)) return;
+        continue;
       } else {
         Tcp().expires_after(server_->options.idle_timeout);
         if (!stream_chunked_) return asio::async_write(stream_, buffers, std::move(done));
