@@ -20,6 +20,7 @@ import base64
 import datetime
 import hashlib
 import http.server
+import importlib
 import json
 import os
 import pathlib
@@ -196,6 +197,17 @@ def aad_error(status, error, code, description):
 
 # ---------------------------------------------------------------------------------------------------- the double
 
+def forget_sdk_challenges():
+    """The Key Vault SDKs keep each vault URL's auth challenge (its tenant) process-wide: a double started on the port
+    of an earlier, stopped one would otherwise be asked for tokens of the earlier double's tenant, which the SDK's
+    credential refuses. With none kept, the SDK asks the vault again (a 401 challenge) and gets this double's."""
+    for name in ("azure.keyvault.secrets._shared.http_challenge_cache", "azure.keyvault.keys._shared.http_challenge_cache"):
+        try:
+            importlib.import_module(name).clear()
+        except ImportError:  # the SDK is not installed: nothing kept
+            pass
+
+
 class AzureDouble:
     """The vault, its tenant and identities; all state behind one lock. start() before use, stop() after."""
 
@@ -242,6 +254,7 @@ class AzureDouble:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
+        forget_sdk_challenges()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self._server_pem, self._server_key)
         tls = _Server(("127.0.0.1", 0), self)
