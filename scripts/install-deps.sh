@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(cmake ninja-build ccache g++ pkg-config
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libcurl4-openssl-dev libssl-dev
   nlohmann-json3-dev libsqlite3-dev libpq-dev libspdlog-dev libcli11-dev prometheus-cpp-dev
-  libgtest-dev libgmock-dev libbenchmark-dev)
+  libgtest-dev libgmock-dev libbenchmark-dev libtcmalloc-minimal4)
 if [ "${1:-}" = "--test" ]; then
   # wrk, valgrind: bench/run.sh; prometheus: its promtool checks deploy/prometheus/*.yml (test_observability.py);
   # postgresql-15: the unit tests' PostgreSQL cases (scripts/pg-test-cluster.sh) and the black-box pg_peer.py;

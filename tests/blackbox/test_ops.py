@@ -3,6 +3,7 @@ leaving the process, and a CLI that never turns into dev mode (issue 9 items 4, 
 import concurrent.futures
 import datetime
 import os
+import pathlib
 import random
 import sqlite3
 import stat
@@ -283,3 +284,14 @@ def test_gc_beside_a_create_stalled_between_its_secret_and_its_row(gateway):
     missing = set(created) - stored(gateway)
     assert not missing, f"{len(missing)} of {len(created)} created provider(s) lost their secret ({seen_orphan} stops " \
                         "caught a create between its secret and its row)"
+
+
+def test_the_server_runs_on_tcmalloc_unless_built_without_it(make_gateway):
+    # CMake's DYAD_TCMALLOC (default ON; BENCHMARKS.md: less CPU per /v1 request than glibc's malloc).
+    cache = pathlib.Path(BINARY).parent / "CMakeCache.txt"
+    if cache.exists() and "DYAD_TCMALLOC:BOOL=OFF" in cache.read_text():
+        pytest.skip("built with -DDYAD_TCMALLOC=OFF")
+    gw = make_gateway()
+    gw.start()
+    maps = open(f"/proc/{gw.proc.pid}/maps").read()
+    assert "libtcmalloc_minimal.so" in maps
