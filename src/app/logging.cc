@@ -1,11 +1,16 @@
 #include "app/logging.h"
 
-#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "core/mutex.h"
 #include "core/time_format.h"
 
 namespace dyad {
@@ -49,13 +54,82 @@ class JsonLogFormatter final : public spdlog::formatter {
   std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<JsonLogFormatter>(); }
 };
 
+// Whether concurrent write(2)s to `fd` each land whole (see NewLineSink).
+bool WritesStayWhole(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISCHR(st.st_mode));
+}
+
+class LineSink final : public spdlog::sinks::sink {
+ public:
+  explicit LineSink(int fd) : fd_(fd), locked_(!WritesStayWhole(fd)) {
+    set_formatter(std::make_unique<spdlog::pattern_formatter>());
+  }
+
+  void log(const spdlog::details::log_msg& msg) override {
+    // This thread's copy of the formatter (spdlog's keep per-second state,
+    // so one is not shared unlocked). Versions are unique across sinks, so a
+    // copy made for another sink, or before set_formatter, is never used.
+    thread_local struct {
+      uint64_t version = 0;
+      std::unique_ptr<spdlog::formatter> formatter;
+    } mine;
+    const uint64_t version = version_.load(std::memory_order_acquire);
+    if (mine.version != version) {
+      MutexLock lock(&mu_);
+      mine.formatter = formatter_->clone();
+      mine.version = version_.load(std::memory_order_relaxed);
+    }
+    spdlog::memory_buf_t line;
+    mine.formatter->format(msg, line);
+    if (!locked_) return Write(line);
+    MutexLock lock(&mu_);
+    Write(line);
+  }
+  void flush() override {}  // nothing is buffered
+  void set_pattern(const std::string& pattern) override {
+    set_formatter(std::make_unique<spdlog::pattern_formatter>(pattern));
+  }
+  void set_formatter(std::unique_ptr<spdlog::formatter> formatter) override {
+    static std::atomic<uint64_t> versions{0};
+    MutexLock lock(&mu_);
+    formatter_ = std::move(formatter);
+    version_.store(++versions, std::memory_order_release);
+  }
+
+ private:
+  // A log line that cannot be written is dropped: there is nowhere to say so.
+  void Write(const spdlog::memory_buf_t& line) {
+    const char* p = line.data();
+    size_t left = line.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd_, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+  }
+
+  const int fd_;
+  const bool locked_;
+  Mutex mu_;
+  std::unique_ptr<spdlog::formatter> formatter_ DYAD_GUARDED_BY(mu_);
+  std::atomic<uint64_t> version_{0};
+};
+
 }  // namespace
 
 std::unique_ptr<spdlog::formatter> NewJsonLogFormatter() { return std::make_unique<JsonLogFormatter>(); }
 
+std::shared_ptr<spdlog::sinks::sink> NewLineSink(int fd) { return std::make_shared<LineSink>(fd); }
+
 void ConfigureLogging(const std::string& level, const std::string& format) {
   auto logger = spdlog::get("dyad");
-  if (!logger) logger = spdlog::stderr_logger_mt("dyad");
+  if (!logger) {
+    logger = std::make_shared<spdlog::logger>("dyad", NewLineSink(STDERR_FILENO));
+    spdlog::register_logger(logger);
+  }
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(level));
   if (format == "json") logger->set_formatter(NewJsonLogFormatter());
