@@ -224,7 +224,8 @@ def http(method, url, body=None, headers=None, timeout=30):
         return e.code, e.read().decode(errors="replace"), dict(e.headers)
 
 
-def start_gateway(work, stub_port):
+def start_gateway(work, stub_port, binary=None):
+    """dyad-gateway (`binary`, default GATEWAY_BIN) on a free port with the two providers: (Proc, its URL)."""
     clients = work / "clients.json"
     clients.write_text(json.dumps({"tokens": [
         {"name": "bench", "role": "client", "sha256": hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest()}]}))
@@ -234,8 +235,8 @@ def start_gateway(work, stub_port):
     (work / "gw").mkdir()
     out = open(work / "gateway.out", "w")
     err = open(work / "gateway-access.log", "wb")  # stderr: the access log (info, the default level)
-    proc = subprocess.Popen([str(GATEWAY_BIN), "serve"], stdout=subprocess.PIPE, stderr=err, env=env, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen([str(binary or GATEWAY_BIN), "serve"], stdout=subprocess.PIPE, stderr=err, env=env,
+                            text=True, start_new_session=True)
     deadline = time.monotonic() + 30
     port = None
     while time.monotonic() < deadline:

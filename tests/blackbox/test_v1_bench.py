@@ -24,6 +24,7 @@ def load(name, path):
 
 
 bench = load("v1_proxy_bench", "bench/v1_proxy_bench.py")
+ab = load("v1_ab_bench", "bench/v1_ab_bench.py")
 run = load("bench_run_v1", "bench/run.py")
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if pathlib.Path("/usr/sbin/nginx").exists() else None)
 
@@ -183,3 +184,18 @@ def test_the_table_says_when_other_work_kept_the_cores_busy_at_the_start():
     assert "Other work kept 1.5 of the 2 cores busy" in bench.table({**r, "busy_cores_start": 1.5})
     assert "Other work kept" not in bench.table({**r, "busy_cores_start": 0.2})
     assert 0 <= bench.busy_cores(0.2) <= (os.cpu_count() or 1)
+
+
+def test_the_ab_bench_gives_medians_of_the_per_pair_ratios_and_counts_the_pairs_b_won():
+    def t(cpu, rps, failed=0):
+        return {"cpu_us_per_request": cpu, "requests_per_s": rps, "failed": failed}
+    # The machine drifts: pair 2 is slower for both. A median of per-pair ratios keeps B's 10% gain; the ratio of
+    # the medians of A and B would not be what a pair shows.
+    pairs = [(t(200, 7000), t(180, 7700)), (t(300, 5000), t(270, 5400, failed=1)), (t(210, 6800), t(220, 6600))]
+    s = ab.summarize(pairs)
+    assert s["pairs"] == 3 and s["failed"] == 1
+    assert s["cpu_ratio"] == pytest.approx(0.9)  # ratios 0.9, 0.9, 1.048
+    assert s["b_less_cpu"] == 2
+    assert s["rps_ratio"] == pytest.approx(1.08)  # ratios 1.1, 1.08, 0.97
+    assert (s["a_cpu_us"], s["b_cpu_us"]) == (210, 220)
+    assert (s["a_rps"], s["b_rps"]) == (6800, 6600)
