@@ -783,9 +783,9 @@ TEST_F(ServicesTest, AWarmerWhoseThreadCannotStartHoldsNothingBackAndTriesAgainA
   CacheWarmer warmer(o, *secrets_, *repo_, metrics_);
   warmer.Start();
   warmer.Start();
-  warmer.WaitIdle();  // returns: nothing is due
   EXPECT_TRUE(warmer.Ready());
-  EXPECT_FALSE(warmer.progress().warming);
+  ASSERT_FALSE(warmer.progress().warming);  // else WaitIdle would wait for a pass that never runs
+  warmer.WaitIdle();
   EXPECT_EQ(secrets_->cache().Size(), 0u);
   EXPECT_EQ(threads.asked(), 2);
   EXPECT_EQ(log.Count("cache warming: cannot start a thread"), 1u) << log.Text();
