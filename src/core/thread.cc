@@ -1,5 +1,6 @@
 #include "core/thread.h"
 
+#include <new>
 #include <system_error>
 
 namespace dyad {
@@ -9,6 +10,8 @@ Result<std::thread> StartThread(std::function<void()> body) {
     return std::thread(std::move(body));
   } catch (const std::system_error& e) {
     return MakeError(ErrorCode::kUnavailable, e.what());
+  } catch (const std::bad_alloc&) {  // the thread's state, under the same memory pressure
+    return MakeError(ErrorCode::kUnavailable, "out of memory");
   }
 }
 
