@@ -69,6 +69,20 @@ TEST_F(TwoKeyrings, RetiringStillDecryptsAndItsStateIsReadFromTheDatabase) {
   EXPECT_EQ(b_->Decrypt(1, old->wrapped).code(), ErrorCode::kFailedPrecondition);
 }
 
+// A BeginRetire that lands after another process's Retire (its view was
+// older) never turns "retired" back into "retiring": neither in the database
+// nor, through it, in the other process.
+TEST_F(TwoKeyrings, ALateRetireMarkDoesNotUndoARetire) {
+  ASSERT_EQ(*a_->Rotate(), 2u);
+  ASSERT_EQ(*b_->CurrentState(1), "active");  // B's view: 1 active, 2 primary
+  ASSERT_TRUE(a_->BeginRetire(1).ok());
+  ASSERT_TRUE(a_->Retire(1).ok());
+  EXPECT_TRUE(b_->BeginRetire(1).ok());  // late, from B's older view: no error, no change
+  EXPECT_EQ(*a_->CurrentState(1), "retired");
+  EXPECT_EQ(*b_->CurrentState(1), "retired");
+  EXPECT_EQ(Open()->CurrentState(1).value(), "retired");  // a process starting now
+}
+
 // Security review, finding 4: two fresh instances starting at once on an
 // empty database create one key version between them, not "1|active
 // 2|active". Each round uses a key id of its own, so each starts empty.
