@@ -294,6 +294,16 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
   }
   heartbeat = std::move(ticker).value();
 
+  // Shutting down: the next start resumes from the cursor saved last.
+  auto stop = [&] {
+    settle();
+    ReleaseLock(run.id);
+    return OkStatus();
+  };
+  // Asked before the run began (a Launch that raced the destructor): no KMS
+  // call; the run is left "running" at what it has, as at any other stop.
+  if (stopping_) return stop();
+
   if (run.to_version == 0) {  // rotate the KMS key, unless a resumed run already did
     auto state = keys.Describe();
     if (!state.ok()) return finish(state.error());
@@ -338,12 +348,6 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     if (!pending) return Read(batch_at(from), run.to_version, run.force, nullptr);
     settle();
     return std::move(*ahead);
-  };
-  // Shutting down: the next start resumes from the cursor saved last.
-  auto stop = [&] {
-    settle();
-    ReleaseLock(run.id);
-    return OkStatus();
   };
   if (i < names->size()) read_ahead(i);
   while (i < names->size()) {

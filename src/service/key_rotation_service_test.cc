@@ -1199,6 +1199,35 @@ TEST_P(RotationTest, AResumedRunWhoseHeartbeatCannotStartStaysResumableAtItsCurs
   EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
 }
 
+// A stop asked before a run begins (a Launch racing the destructor) is seen
+// before the KMS key is rotated: nothing is rotated, the run is left
+// "running" with the lock free, and the next start resumes it.
+TEST_P(RotationTest, AStopAskedBeforeARunBeginsRotatesNothing) {
+  Seed(10);
+  auto stopped = NewRotation();
+  stopped->RequestStop();
+  auto run = stopped->Run(false, "manual", Caller{});
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "running");
+  EXPECT_EQ(keys_->Describe()->primary_version, 1u);  // no KMS rotation
+  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM rotation_lock WHERE run_id IS NOT NULL"), 0);
+  stopped.reset();
+  auto next = NewRotation();
+  auto history = *next->History(10);
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].status, "running");
+  EXPECT_EQ(history[0].to_version, 0u);
+  auto resumed = next->ResumeInterrupted(Caller{});
+  ASSERT_TRUE(resumed.ok()) << resumed.error().message;
+  ASSERT_TRUE(resumed->has_value());
+  next->WaitIdle();
+  history = *next->History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].status, "completed") << history[0].error;
+  EXPECT_EQ(history[0].to_version, 2u);
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 10}}));
+}
+
 // Issue 14 review: a retirement step had no bound below the lock's takeover
 // time, so a KMS call slower than that could land after another instance took
 // the lease over, and the steps after it followed. Here a step's KMS call
