@@ -67,7 +67,10 @@ class KeyVersionRepository {
   virtual Result<uint32_t> Advance(const std::string& key_id, const Decide& decide) = 0;
 
   // Sets a version's state, or its material; no error (and no change) for a
-  // version that does not exist.
+  // version that does not exist. States only go forward (active → retiring →
+  // retired), checked in the write itself: a change that would go back (a
+  // late BeginRetire after another instance's Retire) changes nothing and is
+  // no error.
   virtual Status SetState(const std::string& key_id, uint32_t version, const std::string& state) = 0;
   virtual Status SetMaterial(const std::string& key_id, uint32_t version, const std::string& material) = 0;
 

@@ -134,6 +134,29 @@ TEST_P(KeyVersionRepositoryContract, StateMaterialAndWear) {
   EXPECT_EQ(a_->List("k")->front().encryptions, 0u);
 }
 
+// A state change that would go back (a BeginRetire that lands after
+// another instance's Retire) changes nothing: states only go forward, in the
+// database, whatever the writer's view was.
+TEST_P(KeyVersionRepositoryContract, StatesOnlyGoForward) {
+  ASSERT_TRUE(*a_->CreateFirst("k", Record("sealed-1")));
+  ASSERT_TRUE(a_->SetState("k", 1, "retiring").ok());
+  EXPECT_TRUE(b_->SetState("k", 1, "active").ok());  // back: nothing changes, no error
+  EXPECT_EQ(a_->List("k")->front().state, "retiring");
+  ASSERT_TRUE(b_->SetState("k", 1, "retired").ok());
+  EXPECT_TRUE(a_->SetState("k", 1, "retiring").ok());  // the late BeginRetire
+  EXPECT_EQ(b_->List("k")->front().state, "retired");
+  EXPECT_TRUE(a_->SetState("k", 1, "active").ok());
+  EXPECT_EQ(b_->List("k")->front().state, "retired");
+  // Straight from active to retired, and a repeat of the same state, are fine.
+  ASSERT_EQ(*a_->Advance("k", [](const std::optional<KeyVersionRecord>&) -> Result<KeyVersionChange> {
+    return KeyVersionChange{std::nullopt, Record("sealed-2")};
+  }), 2u);
+  ASSERT_TRUE(a_->SetState("k", 2, "retired").ok());
+  ASSERT_TRUE(b_->SetState("k", 2, "retired").ok());
+  EXPECT_EQ(a_->List("k")->back().state, "retired");
+  EXPECT_EQ(a_->List("k")->back().material, "sealed-2");  // only the state column is touched
+}
+
 // What two instances rotating the same key at once do: each decides from
 // the latest version it finds ("rotate if the primary is still v1"). Exactly
 // one makes version 2; the other, deciding after it, sees version 2 and

@@ -86,8 +86,13 @@ class PgKeyVersionRepository final : public KeyVersionRepository {
     return inserted;
   }
 
+  // Forward only, in the statement (a late BeginRetire leaves "retired" as
+  // it is); the row lock makes two changes at once apply one after the other.
   Status SetState(const std::string& key_id, uint32_t version, const std::string& state) override {
-    return Update("UPDATE key_versions SET state=$1 WHERE key_id=$2 AND version=$3", key_id, version, state);
+    return Update("UPDATE key_versions SET state=$1::text WHERE key_id=$2 AND version=$3 AND "
+                  "(CASE state WHEN 'retired' THEN 2 WHEN 'retiring' THEN 1 ELSE 0 END) < "
+                  "(CASE $1::text WHEN 'retired' THEN 2 WHEN 'retiring' THEN 1 ELSE 0 END)",
+                  key_id, version, state);
   }
 
   Status SetMaterial(const std::string& key_id, uint32_t version, const std::string& material) override {

@@ -77,8 +77,12 @@ class SqliteKeyVersionRepository final : public KeyVersionRepository {
     return inserted;
   }
 
+  // Forward only, in the statement (a late BeginRetire leaves "retired" as it is).
   Status SetState(const std::string& key_id, uint32_t version, const std::string& state) override {
-    return Update("UPDATE key_versions SET state=? WHERE key_id=? AND version=?", key_id, version, state, false);
+    return Update("UPDATE key_versions SET state=?1 WHERE key_id=?2 AND version=?3 AND "
+                  "(CASE state WHEN 'retired' THEN 2 WHEN 'retiring' THEN 1 ELSE 0 END) < "
+                  "(CASE ?1 WHEN 'retired' THEN 2 WHEN 'retiring' THEN 1 ELSE 0 END)",
+                  key_id, version, state, false);
   }
 
   Status SetMaterial(const std::string& key_id, uint32_t version, const std::string& material) override {

@@ -99,6 +99,9 @@ uint32_t KeyVersionOf(const std::string& blob) {
   return env.ok() ? env->key_version : 0;
 }
 
+// The trigger of a run that resumes one left "running" (ResumeInterrupted).
+constexpr char kResumedTrigger[] = "resumed";
+
 Error Conflict(const std::string& run_id) {
   return MakeError(ErrorCode::kConflict, "a key rotation is already running: " + run_id);
 }
@@ -209,6 +212,20 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     if (pending) worker->Wait();
     pending = false;
   };
+  auto record = [&] {  // the run's audit event, as it stands
+    AuditEvent e;
+    e.actor = caller.actor;
+    e.request_id = caller.request_id;
+    e.action = "key.rotate";
+    e.resource = run.id;
+    e.outcome = run.status == "completed" ? "success" : "failure";
+    e.detail = run.trigger + " v" + std::to_string(run.from_version) + "->v" + std::to_string(run.to_version) + ": " +
+               std::to_string(run.reencrypted) + " re-encrypted, " + std::to_string(run.skipped) + " skipped, " +
+               std::to_string(run.failed) + " failed" + (run.error.empty() ? "" : "; " + run.error);
+    e.duration_ms = std::chrono::duration<double, std::milli>(clock_.Now() - t0).count();  // not rounded to 0
+    audit_.Record(e);
+    return e.duration_ms;
+  };
   auto finish = [&](Status s) {
     settle();
     run.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - t0).count();
@@ -236,21 +253,11 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     } else {
       ReleaseLock(run.id);
     }
-    AuditEvent e;
-    e.actor = caller.actor;
-    e.request_id = caller.request_id;
-    e.action = "key.rotate";
-    e.resource = run.id;
-    e.outcome = run.status == "completed" ? "success" : "failure";
-    e.detail = run.trigger + " v" + std::to_string(run.from_version) + "->v" + std::to_string(run.to_version) + ": " +
-               std::to_string(run.reencrypted) + " re-encrypted, " + std::to_string(run.skipped) + " skipped, " +
-               std::to_string(run.failed) + " failed" + (run.error.empty() ? "" : "; " + run.error);
-    e.duration_ms = std::chrono::duration<double, std::milli>(clock_.Now() - t0).count();  // not rounded to 0
-    audit_.Record(e);
+    const double duration_ms = record();
     if (options_.metrics) {
       const bool completed = run.status == "completed";
       options_.metrics->ObserveRotation(
-          completed ? "completed" : "failed", e.duration_ms / 1000,
+          completed ? "completed" : "failed", duration_ms / 1000,
           completed ? std::optional<double>(std::chrono::duration<double>(clock_.WallNow().time_since_epoch()).count())
                     : std::nullopt);
     }
@@ -258,16 +265,44 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     return s.ok() ? saved : s;
   };
 
+  // Ends this attempt the way `stop` (below) does — the lock released, the
+  // run left "running" at its cursor — for one that must not be lost: its
+  // error is saved in its history entry, logged and audited, and the next
+  // attempt (the scheduler's next tick, the next start) resumes it.
+  auto pause = [&](const Error& why) -> Status {
+    settle();
+    run.error = why.message + "; left running for the next attempt to resume";
+    spdlog::warn("key rotation: run {} paused: {}", run.id, run.error);
+    (void)save(false);  // lost meanwhile: the new owner has it (ReleaseLock then frees nothing)
+    record();           // before the release: once WaitIdle returns, it is reported
+    ReleaseLock(run.id);
+    return why;
+  };
+
   // No heartbeat, no run: without it the lock would go stale mid-run and
-  // another instance take it over. Nothing is rotated yet; the lock is released.
+  // another instance take it over. Nothing is rotated yet; the lock is
+  // released. A fresh run ends as failed; a resumed one (after a crash or a
+  // takeover) keeps its rotated key version and cursor: failed, it would be
+  // lost, and the next run would rotate the key again and re-encrypt everything.
   auto ticker = Ticker::Start(options_.heartbeat_interval, [this, &lock_lost, id = run.id] {
     if (!Beat(id)) lock_lost = true;
   }, options_.start_thread);
   if (!ticker.ok()) {
-    return finish(MakeError(ticker.code(),
-                            "cannot start a thread for the rotation lock's heartbeat: " + ticker.error().message));
+    Error why = MakeError(ticker.code(),
+                          "cannot start a thread for the rotation lock's heartbeat: " + ticker.error().message);
+    return run.trigger == kResumedTrigger ? pause(why) : finish(why);
   }
   heartbeat = std::move(ticker).value();
+
+  // Shutting down: the next start resumes from the cursor saved last.
+  auto stop = [&] {
+    settle();
+    ReleaseLock(run.id);
+    return OkStatus();
+  };
+  // Asked before the run began (a Launch that raced the destructor): no KMS
+  // call; the run is left "running" at what it has, as at any other stop.
+  if (stopping_) return stop();
 
   if (run.to_version == 0) {  // rotate the KMS key, unless a resumed run already did
     auto state = keys.Describe();
@@ -313,12 +348,6 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     if (!pending) return Read(batch_at(from), run.to_version, run.force, nullptr);
     settle();
     return std::move(*ahead);
-  };
-  // Shutting down: the next start resumes from the cursor saved last.
-  auto stop = [&] {
-    settle();
-    ReleaseLock(run.id);
-    return OkStatus();
   };
   if (i < names->size()) read_ahead(i);
   while (i < names->size()) {
@@ -624,7 +653,7 @@ Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const C
   if (!left.ok()) return left.error();
   if (!*left) return std::optional<std::string>();
   DYAD_RETURN_IF_ERROR(StartRunThread());
-  auto run = Begin((*left)->force, "resumed", &**left);
+  auto run = Begin((*left)->force, kResumedTrigger, &**left);
   if (!run.ok()) {
     if (run.code() == ErrorCode::kConflict) {  // its owner is still at it, or its lock not yet stale
       if (waiting) *waiting = true;

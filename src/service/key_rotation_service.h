@@ -91,7 +91,9 @@ class KeyRotationService {
   // again. A run (here or in Run) whose heartbeat cannot be started does
   // not go on without it: before it rotates anything it ends as failed
   // ("cannot start a thread for the rotation lock's heartbeat: …") and
-  // releases the lock.
+  // releases the lock. A resumed run (ResumeInterrupted) instead releases the
+  // lock and stays "running" with that error, for the next attempt to resume
+  // at its cursor (a failed one would be lost, and the next run rotate again).
   Result<std::string> Start(bool force, const std::string& trigger, const Caller& caller,
                             std::optional<int64_t> if_successes = std::nullopt);
   // Runs to the end on this thread (the CLI).

@@ -1136,6 +1136,98 @@ TEST_P(RotationTest, ARunWhoseHeartbeatCannotStartFailsBeforeRotatingAndReleases
   }
 }
 
+// A resumed run (after a crash or a takeover) whose heartbeat cannot be
+// started must not be lost: saved as failed, its cursor would be gone and the
+// next run would rotate the KMS key again and re-encrypt every secret. It
+// releases the lock, stays "running" with the error, and the next attempt
+// resumes it at its cursor onto the version it had rotated to.
+TEST_P(RotationTest, AResumedRunWhoseHeartbeatCannotStartStaysResumableAtItsCursor) {
+  Seed(10);
+  auto names = testing::ListedNames(*store_);
+  std::sort(names.begin(), names.end());
+  ASSERT_EQ(keys_->Rotate().value(), 2u);  // the dead run had rotated to v2 and moved the first 4
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_TRUE(store_->Put(names[i], *secrets_->sealer().Rewrap(names[i], store_->Get(names[i])->value, 2, false)).ok());
+  }
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,2,4,'" +
+                  names[3] + "')").ok());
+  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  // The first thread (the runs' own) starts; the second (the heartbeat) is refused.
+  testing::RefusingThreads threads(2);
+  auto options = RotationOptions();
+  options.start_thread = threads.starter();
+  KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  auto resumed = rotation.ResumeInterrupted(Caller{});
+  ASSERT_TRUE(resumed.ok()) << resumed.error().message;
+  ASSERT_TRUE(resumed->has_value());
+  rotation.WaitIdle();
+  EXPECT_EQ(threads.asked(), 2);
+  auto history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].id, **resumed);
+  EXPECT_EQ(history[0].status, "running");
+  EXPECT_NE(history[0].error.find("cannot start a thread for the rotation lock's heartbeat"), std::string::npos)
+      << history[0].error;
+  EXPECT_EQ(history[0].to_version, 2u);
+  EXPECT_EQ(history[0].cursor, names[3]);
+  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM rotation_lock WHERE run_id IS NOT NULL"), 0);  // released
+  EXPECT_EQ(keys_->Describe()->primary_version, 2u);  // nothing rotated
+  int reported = 0;
+  for (const auto& e : audit_.events()) {
+    if (e.action == "key.rotate" && e.resource == **resumed && e.outcome == "failure" &&
+        e.detail.find("cannot start a thread for the rotation lock's heartbeat") != std::string::npos) {
+      ++reported;
+    }
+  }
+  EXPECT_EQ(reported, 1);
+  // The next attempt (here: this instance, once threads can be had) resumes it.
+  threads.Allow();
+  auto again = rotation.ResumeInterrupted(Caller{});
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  ASSERT_TRUE(again->has_value()) << "the paused run was not left to resume";
+  rotation.WaitIdle();
+  history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_EQ(history[0].status, "completed") << history[0].error;
+  EXPECT_EQ(history[0].to_version, 2u);
+  EXPECT_EQ(history[0].reencrypted, 6);  // only what was left after the cursor
+  EXPECT_EQ(history[1].id, **resumed);
+  EXPECT_EQ(history[1].status, "interrupted");
+  EXPECT_EQ(keys_->Describe()->primary_version, 2u);  // no extra KMS version
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 10}}));
+  EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
+}
+
+// A stop asked before a run begins (a Launch racing the destructor) is seen
+// before the KMS key is rotated: nothing is rotated, the run is left
+// "running" with the lock free, and the next start resumes it.
+TEST_P(RotationTest, AStopAskedBeforeARunBeginsRotatesNothing) {
+  Seed(10);
+  auto stopped = NewRotation();
+  stopped->RequestStop();
+  auto run = stopped->Run(false, "manual", Caller{});
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  EXPECT_EQ(run->status, "running");
+  EXPECT_EQ(keys_->Describe()->primary_version, 1u);  // no KMS rotation
+  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM rotation_lock WHERE run_id IS NOT NULL"), 0);
+  stopped.reset();
+  auto next = NewRotation();
+  auto history = *next->History(10);
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].status, "running");
+  EXPECT_EQ(history[0].to_version, 0u);
+  auto resumed = next->ResumeInterrupted(Caller{});
+  ASSERT_TRUE(resumed.ok()) << resumed.error().message;
+  ASSERT_TRUE(resumed->has_value());
+  next->WaitIdle();
+  history = *next->History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].status, "completed") << history[0].error;
+  EXPECT_EQ(history[0].to_version, 2u);
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 10}}));
+}
+
 // Issue 14 review: a retirement step had no bound below the lock's takeover
 // time, so a KMS call slower than that could land after another instance took
 // the lease over, and the steps after it followed. Here a step's KMS call

@@ -110,9 +110,7 @@ std::optional<RotationScheduler::WallTime> RotationScheduler::NextRun() {
 bool RotationScheduler::Due(WallTime now, std::optional<int64_t>& if_successes) {
   if (timing_.cron) {
     MutexLock lock(&mu_);
-    if (!next_ || now < *next_) return false;
-    next_ = timing_.cron->Next(now);
-    return true;
+    return next_ && now >= *next_;  // used by Tick (UseSlot), once it is
   }
   {
     MutexLock lock(&mu_);
@@ -126,6 +124,12 @@ bool RotationScheduler::Due(WallTime now, std::optional<int64_t>& if_successes) 
   if (!base->since || now < *base->since + timing_.interval) return false;
   if_successes = base->successes;
   return true;
+}
+
+void RotationScheduler::UseSlot(WallTime now) {
+  if (!timing_.cron) return;
+  MutexLock lock(&mu_);
+  next_ = timing_.cron->Next(now);
 }
 
 bool RotationScheduler::KeyWorn() {
@@ -143,31 +147,43 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
   bool waiting = false;
   auto resumed = rotation_.ResumeInterrupted(Caller{"scheduler", ""}, &waiting);
   resume_waiting_ = waiting;
-  if (resumed.ok() && *resumed) {
+  if (!resumed.ok()) {  // tried again at the next tick; the message names no secret
+    spdlog::warn("cannot resume an interrupted key rotation: {}", resumed.error().message);
+  } else if (*resumed) {
     spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
     return **resumed;
   }
   const char* why = nullptr;
+  bool slot = false;  // the run is the schedule's: it uses the slot (cron mode)
   std::optional<int64_t> if_successes;
   if (KeyWorn()) {
     why = "key wear";
   } else {
-    // A cron slot passes, and the interval's start is recorded, whether or
-    // not rotation is enabled.
+    // The interval's start is recorded whether or not rotation is enabled,
+    // and a cron slot passes unused while it is disabled.
     bool due = Due(now, if_successes);
     auto enabled = Enabled();
-    if (due && enabled.ok() && *enabled) why = "schedule";
+    if (due && enabled.ok() && *enabled) {
+      why = "schedule";
+      slot = true;
+    } else if (due && enabled.ok()) {
+      UseSlot(now);
+    }
   }
   if (!why) return std::nullopt;
   auto id = rotation_.Start(false, "scheduled", Caller{"scheduler", ""}, if_successes);
   if (!id.ok()) {
-    // kConflict: one is running; kFailedPrecondition: another instance
-    // completed one since the interval was read.
+    // kConflict: one is running (the slot's run, in another instance or
+    // started by hand: the slot is used, not run twice); kFailedPrecondition:
+    // another instance completed one since the interval was read. Anything
+    // else (no thread, the database down) keeps the slot for the next tick.
+    if (id.code() == ErrorCode::kConflict && slot) UseSlot(now);
     if (id.code() != ErrorCode::kConflict && id.code() != ErrorCode::kFailedPrecondition) {
       spdlog::warn("scheduled key rotation not started: {}", id.error().message);
     }
     return std::nullopt;
   }
+  if (slot) UseSlot(now);
   if (if_successes) {  // should this run fail, the interval is due again: not before an hour
     MutexLock lock(&mu_);
     retry_after_ = now + std::min<std::chrono::hours>(std::chrono::hours(1), timing_.interval);

@@ -1,6 +1,7 @@
 // RotationScheduler in interval mode (KEY_ROTATION_INTERVAL_HOURS): an interval
-// since the last successful rotation, on a fake clock (no sleeping). The cron
-// mode and key wear are tested in key_rotation_service_test.cc.
+// since the last successful rotation, on a fake clock (no sleeping); and what
+// a tick does when a start or a resume fails. The cron mode's schedule and
+// key wear are tested in key_rotation_service_test.cc.
 #include "service/rotation_scheduler.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +10,8 @@
 
 #include "core/time_format.h"
 #include "testing/fakes.h"
+#include "testing/log_capture.h"
+#include "testing/refusing_threads.h"
 #include "testing/rotation_fixture.h"
 
 namespace dyad {
@@ -197,6 +200,66 @@ TEST_P(IntervalTest, AStoredToggleThatOverridesTheEnvironmentIsNamed) {
   EXPECT_NE(why->find("key-rotation/toggle"), std::string::npos) << *why;
   auto enabled_env = NewScheduler(*rotation_, 168, /*enabled_by_env=*/true);
   EXPECT_FALSE(enabled_env->ToggleOverride().has_value());
+}
+
+// A cron slot whose run cannot start (the system refuses its thread) is
+// not used: the next tick starts it, and only once.
+TEST_P(IntervalTest, ACronSlotWhoseRunCannotStartIsTriedAgainAtTheNextTick) {
+  testing::RefusingThreads threads;
+  KeyRotationService::Options o;
+  o.retire_grace = std::chrono::milliseconds(20);
+  o.start_thread = threads.starter();
+  KeyRotationService rotation(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  RotationScheduler scheduler(rotation, *keys_, std::move(Instance().settings),
+                              RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, true, 1000000, clock_);
+  const WallTime slot = At("2026-03-09T02:30");  // the Monday after 2026-03-05
+  ASSERT_EQ(*scheduler.NextRun(), slot);
+  {
+    testing::LogCapture log;
+    clock_.SetWall(slot);
+    EXPECT_FALSE(scheduler.Tick(slot).has_value());
+    EXPECT_EQ(log.Count("scheduled key rotation not started: cannot start a key rotation"), 1u) << log.Text();
+  }
+  EXPECT_EQ(*scheduler.NextRun(), slot);  // still due
+  EXPECT_EQ(Primary(), 1u);
+  EXPECT_TRUE(rotation.History(10)->empty());
+  threads.Allow();
+  const WallTime next_tick = slot + std::chrono::seconds(30);
+  clock_.SetWall(next_tick);
+  auto id = scheduler.Tick(next_tick);
+  ASSERT_TRUE(id.has_value());
+  rotation.WaitIdle();
+  EXPECT_EQ(rotation.History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_EQ(*scheduler.NextRun(), At("2026-03-16T02:30"));  // the slot is used
+  EXPECT_FALSE(scheduler.Tick(next_tick + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(Primary(), 2u);
+}
+
+// A resume that fails inside a tick is logged (and tried again at the next).
+TEST_P(IntervalTest, AResumeThatFailsInATickIsLogged) {
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,0,0,'')").ok());
+  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  testing::RefusingThreads threads;
+  KeyRotationService::Options o;
+  o.retire_grace = std::chrono::milliseconds(20);
+  o.start_thread = threads.starter();
+  KeyRotationService rotation(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  auto scheduler = NewScheduler(rotation);
+  {
+    testing::LogCapture log;
+    EXPECT_FALSE(scheduler->Tick(clock_.WallNow()).has_value());
+    EXPECT_EQ(log.Count("cannot resume an interrupted key rotation: cannot start a key rotation: cannot start a thread: "
+                        "Resource temporarily unavailable"), 1u) << log.Text();
+  }
+  EXPECT_EQ(rotation.History(1)->front().status, "running");  // left as it was
+  threads.Allow();
+  auto resumed = scheduler->Tick(clock_.WallNow());
+  ASSERT_TRUE(resumed.has_value());
+  rotation.WaitIdle();
+  EXPECT_EQ(rotation.History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 2u);
 }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(IntervalTest);
