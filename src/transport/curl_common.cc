@@ -1,5 +1,9 @@
 #include "transport/curl_common.h"
 
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <mutex>
 
@@ -24,6 +28,44 @@ bool HasBreakOrNul(std::string_view s) {
   bool found = false;
   for (char c : s) found |= (c == '\r') | (c == '\n') | (c == '\0');
   return found;
+}
+
+bool WaitForSocket(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{sock, events, 0};
+    const int n = poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1 << 30)));
+    if (n > 0) return true;  // ready, or an error or hang-up the next send/recv reports
+    if (n < 0 && errno != EINTR) return true;
+  }
+}
+
+bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chrono::steady_clock::time_point deadline,
+               size_t& sent, std::string& why) {
+  while (sent < data.size()) {
+    size_t n = 0;
+    const CURLcode rc = curl_easy_send(curl, data.data() + sent, data.size() - sent, &n);
+    if (rc == CURLE_OK) {
+      sent += n;
+    } else if (rc != CURLE_AGAIN) {
+      why = curl_easy_strerror(rc);
+      return false;
+    } else if (!WaitForSocket(sock, POLLOUT, deadline)) {
+      why = "timed out sending the request";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ConnectionStillOpen(CURL* curl, curl_socket_t sock) {
+  pollfd p{sock, POLLIN, 0};
+  if (poll(&p, 1, 0) == 0) return true;
+  char byte;
+  size_t n = 0;
+  return curl_easy_recv(curl, &byte, 1, &n) == CURLE_AGAIN;
 }
 
 }  // namespace dyad

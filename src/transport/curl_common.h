@@ -1,12 +1,15 @@
 // What the two libcurl clients (curl_transport: the backends' calls;
 // upstream_client: the /v1 path's) share: libcurl's one-time global set-up,
 // whether the environment names a proxy, a CURLU that frees itself, and the
-// header-injection check. Thread-safe (no state but curl's global init,
-// done once).
+// header-injection check, and the socket I/O of their own HTTP/1.1 exchange
+// on a connection curl made (CURLOPT_CONNECT_ONLY): waiting on the socket,
+// sending a whole buffer, probing a kept connection. Thread-safe (no state
+// but curl's global init, done once; a handle is used by one thread at a time).
 #pragma once
 
 #include <curl/curl.h>
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -22,6 +25,22 @@ bool ProxyInEnvironment();
 // A CR or LF in a header would end its line and start another; a NUL would
 // cut it short. One pass without branches per byte.
 bool HasBreakOrNul(std::string_view s);
+
+// Waits until `sock` is ready for `events` (POLLIN, POLLOUT) or `deadline`
+// passes: true when ready (or in error: the next send or recv reports it).
+bool WaitForSocket(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline);
+
+// Sends data[sent..] on a CONNECT_ONLY handle's connection with
+// curl_easy_send, waiting for the socket until `deadline`; `sent` counts the
+// bytes that went out. False with `why` (curl's words, or "timed out sending
+// the request") when it could not.
+bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chrono::steady_clock::time_point deadline,
+               size_t& sent, std::string& why);
+
+// Whether a kept, idle CONNECT_ONLY connection can carry a request: nothing
+// arrived on it since the last answer (a close, a reset, or stray bytes all
+// say no; a TLS record without data, such as a session ticket, does not).
+bool ConnectionStillOpen(CURL* curl, curl_socket_t sock);
 
 // Frees a CURLU on every path.
 struct UrlHandle {

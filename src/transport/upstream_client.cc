@@ -1,36 +1,57 @@
-// UpstreamClient over libcurl. Each pooled entry is an easy handle in a
-// multi handle of its own: the multi keeps the one connection alive between
-// calls (CURLMOPT_MAXCONNECTS 1), and driving the transfer with
-// curl_multi_perform/curl_multi_poll lets the first-byte and idle timeouts
-// be kept to the millisecond on our monotonic clock (libcurl's LOW_SPEED
-// options and the progress callback only see whole seconds). Entries are
-// pooled per origin (scheme, host, port), at most max_idle_per_host each; a
-// call that ended in an error does not give its entry back: the handle and
-// its connection are closed, so a cancelled or timed-out answer never leaves
-// a half-read connection for the next caller. A URL's target (the origin of
-// its pool, how errors name the call) is parsed once per URL and kept
-// (upstream_target.h); curl still parses CURLOPT_URL on every call.
+// UpstreamClient over libcurl, in two ways.
 //
-// The head: the header callback collects the lines of each answer head
-// (interim 1xx heads skipped, a proxy's CONNECT answer suppressed) and calls
-// OnHead at the final head's blank line, before any body byte; the write
-// callback hands each decoded piece (curl removes the chunked framing) to
-// OnBody as it arrives. Either returning false makes the callback return a
-// short count, which aborts the transfer (kCancelled).
+// Without a proxy (the usual case), curl only connects: each pooled entry is
+// a CONNECT_ONLY easy handle, so curl does DNS, connect (the open-socket
+// callback refusing forbidden addresses) and TLS with verification, the CA
+// and SNI, HTTP/1.1 in ALPN; the client writes the HTTP/1.1 request itself
+// (origin-form request line, Host, Content-Length, the caller's headers) into
+// the entry's buffer and sends it with curl_easy_send, then reads the answer
+// with curl_easy_recv and poll() on the connection's socket and parses it
+// with AnswerReader's streaming mode (http_answer.h: Beast): OnHead when the
+// final head is complete, each decoded body piece to OnBody as it arrives.
+// The timeouts are kept on our monotonic clock: first-byte from the request
+// sent, idle between two reads, total from Send(). A small body is copied
+// into the request's buffer (one write); a larger one is sent from the
+// caller's. The buffer (it holds the credential) is wiped after every call.
+// Before a kept connection is used, anything that arrived on it (a close, a
+// reset, stray bytes) retires it and a new one is made; if a kept connection
+// turns out closed before any byte of the answer, the request is sent once
+// more on a new connection (a POST too: the server closed an idle connection,
+// it did not read the request; curl did the same here). A new connection's
+// request is never sent twice. A connection stays for the next call unless
+// the answer ends it (Connection: close, HTTP/1.0, read to close) or bytes
+// follow it.
 //
-// Proxies: unlike curl_transport, libcurl's reading of the environment
-// (https_proxy and the like, no_proxy) is turned off (CURLOPT_PROXY is
-// always set: "" for none), since through a proxy the address the
-// open-socket check sees is the proxy's. With the options' proxy, every
-// call goes through it (CURLOPT_NOPROXY ""), and the URL's host is resolved
-// here first and each address checked. curl resends a request once when a kept connection turns out
-// closed before any byte of the answer (a POST too: the server closed the idle
-// connection, it did not read the request).
+// With GATEWAY_UPSTREAM_PROXY, curl does the whole exchange (a proxy needs an
+// absolute-form request line or CONNECT): each pooled entry is an easy handle
+// in a multi handle of its own, the multi keeping the one connection alive
+// between calls (CURLMOPT_MAXCONNECTS 1), driven with curl_multi_perform/
+// curl_multi_poll so the timeouts are kept to the millisecond on our clock
+// (libcurl's LOW_SPEED options and the progress callback only see whole
+// seconds). The header callback collects the lines of each answer head
+// (interim 1xx heads skipped, the proxy's CONNECT answer suppressed) and
+// calls OnHead at the final head's blank line; the write callback hands each
+// decoded piece to OnBody. Either returning false makes the callback return a
+// short count, which aborts the transfer (kCancelled). curl resends a request
+// once when a kept connection turns out closed before any byte of the answer.
+//
+// Both ways: entries are pooled per origin (scheme, host, port), at most
+// max_idle_per_host each; a call that ended in an error does not give its
+// entry back (its connection is closed), so a cancelled or timed-out answer
+// never leaves a half-read connection for the next caller. A URL's target
+// (the origin of its pool, the path, how errors name the call) is parsed once
+// per URL and kept (upstream_target.h). libcurl's reading of the environment
+// (https_proxy and the like, no_proxy) is turned off (CURLOPT_PROXY is always
+// set: "" for none), since through a proxy the address the open-socket check
+// sees is the proxy's. With the options' proxy, every call goes through it
+// (CURLOPT_NOPROXY ""), and the URL's host is resolved here first and each
+// address checked.
 #include "transport/upstream_client.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -43,6 +64,7 @@
 #include "core/mutex.h"
 #include "core/secret_bytes.h"
 #include "transport/curl_common.h"
+#include "transport/http_answer.h"
 #include "transport/upstream_target.h"
 
 namespace dyad {
@@ -84,8 +106,12 @@ bool IsToken(std::string_view s) {
 // The most an answer head may take (curl's own limit is 100 KiB per line).
 constexpr size_t kMaxHeadBytes = 64 * 1024;
 
-// One call's state, reached from curl's callbacks.
-struct Exchange {
+// Removes hop-by-hop headers, and those the answer's Connection header names.
+void RemoveHopByHop(HttpHeaders& headers);
+
+// One call's state, reached from curl's callbacks (through the proxy) or
+// from AnswerReader (our own exchange).
+struct Exchange final : AnswerListener {
   UpstreamSink* sink = nullptr;
   UpstreamHead head;
   int status = 0;           // of the head being read
@@ -98,6 +124,18 @@ struct Exchange {
   Clock::time_point sent_at;
   Clock::time_point last_activity;
   std::string refused;  // a forbidden address curl was about to connect to
+
+  bool OnAnswerHead(int final_status) override {
+    head.status = final_status;
+    RemoveHopByHop(head.headers);
+    head_done = true;
+    cancelled = !sink->OnHead(head);
+    return !cancelled;
+  }
+  bool OnAnswerBody(std::string_view piece) override {
+    cancelled = !sink->OnBody(piece);
+    return !cancelled;
+  }
 };
 
 // Removes hop-by-hop headers, and those the answer's Connection header names.
@@ -195,12 +233,14 @@ int OnRequestGoingOut(void* user, char*, char*, int, int) {
   return CURL_PREREQFUNC_OK;
 }
 
-// A pooled easy handle, its multi (which keeps the connection), and the
-// storage of its request headers: lines written into one buffer linked by
-// nodes curl reads but does not own (the credential is among them: wiped
-// after every call).
+// A pooled easy handle. Through the proxy: its multi (which keeps the
+// connection) and the storage of its request headers, lines written into
+// one buffer linked by nodes curl reads but does not own. Our own exchange:
+// the CONNECT_ONLY handle's socket, the request as written, the bytes
+// received, the parser. The credential is in `lines` or `out`: wiped after
+// every call.
 struct Entry {
-  CURLM* multi = nullptr;
+  CURLM* multi = nullptr;  // through the proxy only
   CURL* easy = nullptr;
   char error[CURL_ERROR_SIZE] = {};
   std::string lines;
@@ -208,14 +248,31 @@ struct Entry {
   std::vector<curl_slist> nodes;
   HttpHeaders head_headers;  // empty between calls: its capacity lent to each call's head
 
+  bool connected = false;  // `sock` may carry a request
+  curl_socket_t sock = CURL_SOCKET_BAD;
+  std::string out;
+  std::vector<char> in;
+  std::unique_ptr<AnswerReader> reader;
+
   Entry() = default;
   Entry(const Entry&) = delete;
   Entry& operator=(const Entry&) = delete;
   ~Entry() {
-    if (easy) curl_easy_cleanup(easy);
+    if (multi && easy) curl_multi_remove_handle(multi, easy);
+    if (easy) curl_easy_cleanup(easy);  // closes a CONNECT_ONLY connection
     if (multi) curl_multi_cleanup(multi);  // closes the kept connection
   }
 };
+
+// How an exchange on our own connection went.
+enum class Outcome {
+  kDone,
+  kRetry,  // the kept connection was found closed before any byte of the answer
+  kFailed,
+};
+
+// A request body up to this size is copied behind the head: one write.
+constexpr size_t kInlineBody = 16 * 1024;
 
 // How errors name a call: its method and target (built only for an error).
 std::string What(const std::string& method, const UpstreamTarget& target) { return method + " " + target.shown; }
@@ -250,7 +307,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     Exchange x;
     x.sink = &sink;
     x.head.headers = std::move(entry->head_headers);  // no growth of a new vector per answer
-    Status status = Perform(*entry, request, x, target);
+    Status status = options_.proxy.empty() ? PerformOwn(*entry, request, x, target) : Perform(*entry, request, x, target);
     x.head.headers.clear();
     entry->head_headers = std::move(x.head.headers);
     if (status.ok()) Return(target.origin, std::move(entry));
@@ -359,25 +416,11 @@ class CurlUpstreamClient final : public UpstreamClient {
       return OkStatus();
     }
     const std::string what = What(request.method, target);
-    if (timed_out) {
-      const auto limit = timed_out[0] == 'i'   ? request.timeouts.idle
-                         : timed_out[0] == 't' ? request.timeouts.total
-                                               : request.timeouts.first_byte;
-      return MakeError(ErrorCode::kDeadlineExceeded, what + ": the " + timed_out + " timeout (" +
-                                                         std::to_string(limit.count()) + " ms) passed" +
-                                                         (x.head_done ? "; the answer was cut short" : ""));
-    }
+    if (timed_out) return TimedOut(what, timed_out, request.timeouts, x.head_done);
     if (!failure.empty()) return MakeError(ErrorCode::kInternal, what + ": " + failure);
     if (x.cancelled) return MakeError(ErrorCode::kCancelled, what + ": the answer's reader stopped reading it");
-    if (x.head_too_large) {
-      return MakeError(ErrorCode::kUnavailable,
-                       what + ": the answer's head is larger than " + std::to_string(kMaxHeadBytes) + " bytes");
-    }
-    if (result == CURLE_OPERATION_TIMEDOUT) {
-      return MakeError(ErrorCode::kDeadlineExceeded, what + ": the connect timeout (" +
-                                                         std::to_string(request.timeouts.connect.count()) +
-                                                         " ms) passed");
-    }
+    if (x.head_too_large) return HeadTooLarge(what);
+    if (result == CURLE_OPERATION_TIMEDOUT) return TimedOut(what, "connect", request.timeouts, false);
     if (result != CURLE_OK && !x.refused.empty()) return Refused(what, x.refused);
     if (result != CURLE_OK) {
       const std::string why = e.error[0] ? std::string(e.error) : curl_easy_strerror(result);
@@ -386,6 +429,226 @@ class CurlUpstreamClient final : public UpstreamClient {
     }
     if (!x.head_done) return MakeError(ErrorCode::kUnavailable, what + ": no answer head");
     return OkStatus();
+  }
+
+  // `which` timeout ("connect", "first-byte", "idle" or "total") passed.
+  static Status TimedOut(const std::string& what, const char* which, const UpstreamTimeouts& t, bool head_done) {
+    const std::string_view w = which;
+    const auto limit = w == "idle" ? t.idle : w == "total" ? t.total : w == "connect" ? t.connect : t.first_byte;
+    return MakeError(ErrorCode::kDeadlineExceeded, what + ": the " + which + " timeout (" +
+                                                       std::to_string(limit.count()) + " ms) passed" +
+                                                       (head_done ? "; the answer was cut short" : ""));
+  }
+
+  static Status HeadTooLarge(const std::string& what) {
+    return MakeError(ErrorCode::kUnavailable,
+                     what + ": the answer's head is larger than " + std::to_string(kMaxHeadBytes) + " bytes");
+  }
+
+  // Our own exchange (see the top of this file).
+  Status PerformOwn(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target) {
+    const Clock::time_point give_up = Clock::now() + request.timeouts.total;
+    // The query is the call's (the target is kept without it): it goes into
+    // the request line, so nothing in it may end or split that line.
+    std::string_view query;
+    if (const size_t q = request.url.find('?'); q != std::string::npos) {
+      query = std::string_view(request.url).substr(q, request.url.find('#', q) - q);
+      for (unsigned char c : query) {
+        if (c <= ' ' || c == 0x7f) {
+          return MakeError(ErrorCode::kInvalidArgument,
+                           What(request.method, target) + ": the URL's query has a space or control character");
+        }
+      }
+      if (query.size() == 1) query = {};  // "?" alone: curl sends none either
+    }
+    const bool inline_body = request.body.size() <= kInlineBody;
+    Serialise(e, request, target, query, inline_body);
+    Status status = OkStatus();
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool reused = e.connected && ConnectionStillOpen(e.easy, e.sock);
+      if (!reused) {
+        status = Connect(e, request, x, target, give_up);
+        if (!status.ok()) break;
+      }
+      const Outcome outcome = SendAndRead(e, request, x, target, reused, inline_body, give_up, status);
+      if (outcome != Outcome::kDone) Retire(e);
+      if (outcome != Outcome::kRetry) break;
+    }
+    Cleanse(e.out);  // the credential; the capacity stays for the next call
+    return status;
+  }
+
+  // The request line and headers (and a small body) in the entry's buffer,
+  // sized first: no growth, no copy of the credential left in freed memory.
+  static void Serialise(Entry& e, const UpstreamRequest& request, const UpstreamTarget& target,
+                        std::string_view query, bool inline_body) {
+    size_t size = request.method.size() + target.path.size() + query.size() + target.host_header.size() + 80;
+    for (const auto& [k, v] : request.headers) size += k.size() + v.size() + 4;
+    if (inline_body) size += request.body.size();
+    std::string& out = e.out;
+    out.clear();
+    out.reserve(size);
+    out.append(request.method).append(" ").append(target.path).append(query).append(" HTTP/1.1\r\nHost: ");
+    out.append(target.host_header).append("\r\n");
+    for (const auto& [k, v] : request.headers) {
+      if (IsSetByClient(AsciiLower(k))) continue;
+      out.append(k).append(v.empty() ? ":" : ": ").append(v).append("\r\n");
+    }
+    if (!request.body.empty() || (request.method != "GET" && request.method != "HEAD")) {
+      char length[48];
+      const int n = std::snprintf(length, sizeof length, "Content-Length: %zu\r\n", request.body.size());
+      out.append(length, static_cast<size_t>(n));
+    }
+    out.append("\r\n");
+    if (inline_body) out.append(request.body);
+  }
+
+  // A new connection for the entry's origin, made by curl with the options
+  // set at Lease; the open-socket callback refuses forbidden addresses.
+  Status Connect(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target,
+                 Clock::time_point give_up) {
+    Retire(e);
+    if (e.sock != CURL_SOCKET_BAD) {
+      // curl keeps a CONNECT_ONLY connection with its handle (to the
+      // handle's end): a new handle closes it.
+      CURL* fresh = NewEasy(e);
+      if (!fresh) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
+      curl_easy_cleanup(e.easy);
+      e.easy = fresh;
+      e.sock = CURL_SOCKET_BAD;
+    }
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - Clock::now());
+    if (left.count() <= 0) return TimedOut(What(request.method, target), "total", request.timeouts, false);
+    CURL* h = e.easy;
+    e.error[0] = '\0';
+    x.refused.clear();
+    curl_easy_setopt(h, CURLOPT_URL, target.origin.c_str());
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::max<int64_t>(1, request.timeouts.connect.count())));
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, &x);
+    const CURLcode rc = curl_easy_perform(h);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, nullptr);
+    if (rc != CURLE_OK) {
+      const std::string what = What(request.method, target);
+      if (!x.refused.empty()) return Refused(what, x.refused);
+      if (rc == CURLE_OPERATION_TIMEDOUT) {
+        const bool total = Clock::now() >= give_up && request.timeouts.total < request.timeouts.connect;
+        return TimedOut(what, total ? "total" : "connect", request.timeouts, false);
+      }
+      return MakeError(ErrorCode::kUnavailable, what + ": " + (e.error[0] ? std::string(e.error) : curl_easy_strerror(rc)));
+    }
+    curl_socket_t sock = CURL_SOCKET_BAD;
+    if (curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, &sock) != CURLE_OK || sock == CURL_SOCKET_BAD) {
+      return MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": no socket after connecting");
+    }
+    e.sock = sock;
+    e.connected = true;
+    return OkStatus();
+  }
+
+  // Ends the connection for the peer at once (curl closes the socket when
+  // it drops the connection: at the next connect, or with the handle).
+  static void Retire(Entry& e) {
+    if (e.connected) shutdown(e.sock, SHUT_RDWR);
+    e.connected = false;
+  }
+
+  // Sends the request and reads its answer on the entry's connection into
+  // the sink; `status` says how it went when the outcome is not kRetry.
+  static Outcome SendAndRead(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target,
+                           bool reused, bool inline_body, Clock::time_point give_up, Status& status) {
+    const UpstreamTimeouts& t = request.timeouts;
+    x.sent_at = Clock::now();
+    // Until the first byte, the first-byte timeout runs (sending included).
+    Clock::time_point deadline = std::min(x.sent_at + t.first_byte, give_up);
+    const char* which = x.sent_at + t.first_byte <= give_up ? "first-byte" : "total";
+    auto failed = [&](Status s) {
+      status = std::move(s);
+      return Outcome::kFailed;
+    };
+    size_t sent = 0;
+    std::string why;
+    bool ok = SendAllOn(e.easy, e.sock, e.out, deadline, sent, why);
+    if (ok && !inline_body) {
+      sent = 0;
+      ok = SendAllOn(e.easy, e.sock, request.body, deadline, sent, why);
+    }
+    if (!ok) {
+      if (Clock::now() >= deadline) return failed(TimedOut(What(request.method, target), which, t, false));
+      if (reused) return Outcome::kRetry;  // closed while idle: the request was not read
+      return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " + why));
+    }
+
+    AnswerReader& reader = *e.reader;
+    reader.StartStreaming(&x.head.headers, &x, request.method == "HEAD");
+    std::vector<char>& in = e.in;
+    if (in.size() < 16384) in.resize(16384);
+    size_t begin = 0, end = 0, received = 0;
+    for (;;) {
+      if (end > begin) {
+        begin += reader.Feed(in.data() + begin, end - begin);
+        x.last_activity = Clock::now();  // the sink's time is not the upstream's silence
+        if (reader.failed()) break;
+        if (reader.done()) {
+          if (end > begin) Retire(e);  // bytes past the answer: nothing to trust on it
+          break;
+        }
+      }
+      if (begin > 0) {  // keep the unparsed rest at the front
+        std::memmove(in.data(), in.data() + begin, end - begin);
+        end -= begin;
+        begin = 0;
+      }
+      if (end == in.size()) {
+        // Only an unfinished head is kept whole (a body is handed on as it
+        // comes); the reader fails a head past kMaxHeadBytes before this.
+        if (in.size() >= 4 * kMaxHeadBytes) return failed(HeadTooLarge(What(request.method, target)));
+        in.resize(in.size() * 2);
+      }
+      if (received > 0) {
+        which = "idle";
+        deadline = x.last_activity + t.idle;
+        if (deadline > give_up) deadline = give_up, which = "total";
+      }
+      if (Clock::now() >= give_up) {  // an answer that never pauses is stopped too
+        return failed(TimedOut(What(request.method, target), "total", t, x.head_done));
+      }
+      size_t n = 0;
+      const CURLcode rc = curl_easy_recv(e.easy, in.data() + end, in.size() - end, &n);
+      if (rc == CURLE_AGAIN) {
+        if (!WaitForSocket(e.sock, POLLIN, deadline)) {
+          return failed(TimedOut(What(request.method, target), which, t, x.head_done));
+        }
+        continue;
+      }
+      if (rc == CURLE_OK && n == 0 && received > 0) {
+        reader.FeedEof();
+        break;
+      }
+      if (rc != CURLE_OK || n == 0) {
+        if (reused && received == 0) return Outcome::kRetry;  // closed while idle: the request was not read
+        const std::string cause = rc != CURLE_OK ? curl_easy_strerror(rc) : "the connection closed before any answer";
+        return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " +
+                                                             (x.head_done ? "the answer was cut short: " : "") +
+                                                             cause));
+      }
+      end += n;
+      received += n;
+      x.last_activity = Clock::now();
+    }
+    if (reader.cancelled()) {
+      return failed(
+          MakeError(ErrorCode::kCancelled, What(request.method, target) + ": the answer's reader stopped reading it"));
+    }
+    if (reader.head_too_large()) return failed(HeadTooLarge(What(request.method, target)));
+    if (reader.failed()) {
+      return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " +
+                                                           (x.head_done ? "the answer was cut short: " : "") +
+                                                           reader.error()));
+    }
+    if (!reader.keep_alive()) Retire(e);
+    status = OkStatus();
+    return Outcome::kDone;
   }
 
   // The caller's headers (less those the client sets) in the entry's
@@ -433,11 +696,32 @@ class CurlUpstreamClient final : public UpstreamClient {
       }
     }
     auto e = std::make_unique<Entry>();
+    e->easy = NewEasy(*e);
+    if (!e->easy) return nullptr;
+    if (options_.proxy.empty()) {
+      e->reader = std::make_unique<AnswerReader>();
+      return e;
+    }
     e->multi = curl_multi_init();
-    e->easy = curl_easy_init();
-    if (!e->multi || !e->easy) return nullptr;
+    if (!e->multi) return nullptr;
     curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1L);
     CURL* h = e->easy;
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "");
+    curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
+    if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, options_.ca_file.c_str());
+    curl_easy_setopt(h, CURLOPT_HTTP_CONTENT_DECODING, 0L);  // the body as the upstream encoded it
+    curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's answer is not the upstream's head
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeaderLine);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBodyPiece);
+    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, OnRequestGoingOut);
+    return e;
+  }
+
+  // An easy handle with the options of both ways; CONNECT_ONLY without a proxy.
+  CURL* NewEasy(Entry& e) const {
+    CURL* h = curl_easy_init();
+    if (!h) return nullptr;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -446,26 +730,16 @@ class CurlUpstreamClient final : public UpstreamClient {
     if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
     // Never a proxy of the environment's; the configured one for every call.
     curl_easy_setopt(h, CURLOPT_PROXY, options_.proxy.c_str());
-    if (!options_.proxy.empty()) {
-      curl_easy_setopt(h, CURLOPT_NOPROXY, "");
-      curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
-      curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
-      if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, options_.ca_file.c_str());
-    }
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    // HTTP/1.1: a cancelled answer closes its connection (with HTTP/2 it
-    // would reset one stream of a shared one).
+    // HTTP/1.1 (in ALPN too): a cancelled answer closes its connection (with
+    // HTTP/2 it would reset one stream of a shared one).
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
-    curl_easy_setopt(h, CURLOPT_HTTP_CONTENT_DECODING, 0L);  // the body as the upstream encoded it
-    curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's answer is not the upstream's head
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, e->error);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeaderLine);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBodyPiece);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, e.error);
     curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, OpenSocket);
-    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, OnRequestGoingOut);
-    return e;
+    if (options_.proxy.empty()) curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+    return h;
   }
 
   void Return(const std::string& origin, std::unique_ptr<Entry> e) {
