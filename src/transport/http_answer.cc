@@ -116,6 +116,7 @@ struct AnswerReader::Impl {
   std::optional<Parser> parser;
   Destination to;
   bool head = false;
+  size_t head_bytes = 0;  // of the heads parsed so far (a final head's may count body bytes too)
 
   void Begin() {
     parser.emplace(to);
@@ -139,6 +140,7 @@ void AnswerReader::Start(HttpReply* reply, size_t max_body, bool head) {
   reply->body.clear();
   impl_->to = Destination{reply, &reply->headers, nullptr, max_body};
   impl_->head = head;
+  impl_->head_bytes = 0;
   impl_->Begin();
   done_ = too_big_ = head_too_large_ = cancelled_ = keep_alive_ = false;
   error_.clear();
@@ -148,6 +150,7 @@ void AnswerReader::StartStreaming(HttpHeaders* headers, AnswerListener* listener
   headers->clear();
   impl_->to = Destination{nullptr, headers, listener, 0};
   impl_->head = head;
+  impl_->head_bytes = 0;
   impl_->Begin();
   done_ = too_big_ = head_too_large_ = cancelled_ = keep_alive_ = false;
   error_.clear();
@@ -158,8 +161,16 @@ size_t AnswerReader::Feed(const char* data, size_t n) {
   while (!done_ && error_.empty() && used < n) {
     Parser& p = *impl_->parser;
     error_code ec;
-    const size_t k = p.put(boost::asio::const_buffer(data + used, n - used), ec);
+    // Beast consumes a head's fields as they come and bounds only what is
+    // left in the buffer by header_limit: the limit of all heads together
+    // (1xx ones too, as curl counted) is kept here, as what is left of it.
+    const bool in_head = !p.is_header_done();
+    if (in_head) p.header_limit(static_cast<uint32_t>(std::max<size_t>(1, kHeaderLimit - impl_->head_bytes)));
+    const size_t k = in_head && impl_->head_bytes >= kHeaderLimit
+                         ? (ec = http::error::header_limit, 0)
+                         : p.put(boost::asio::const_buffer(data + used, n - used), ec);
     used += k;
+    if (in_head) impl_->head_bytes += k;
     if (ec == http::error::need_more) break;
     if (ec) {
       too_big_ = p.too_big() || ec == http::error::body_limit;

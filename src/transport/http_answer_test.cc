@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace dyad {
 namespace {
@@ -106,6 +108,146 @@ TEST(http_answer_unit, BodiesWithoutALengthGrowPastTheReserveWhole) {
     EXPECT_EQ(reply.body.size(), body.size());
     EXPECT_TRUE(reply.body == body);
   }
+}
+
+// Streaming: the head once, then each decoded piece as it is fed; nothing held.
+struct Listened final : AnswerListener {
+  HttpHeaders headers;
+  int heads = 0;
+  int status = 0;
+  size_t fields_at_head = 0;
+  std::vector<std::string> pieces;
+  bool stop_at_head = false;
+  size_t stop_after_pieces = 1000;
+  bool OnAnswerHead(int s) override {
+    ++heads;
+    status = s;
+    fields_at_head = headers.size();
+    return !stop_at_head;
+  }
+  bool OnAnswerBody(std::string_view piece) override {
+    EXPECT_EQ(heads, 1);
+    EXPECT_FALSE(piece.empty());
+    pieces.emplace_back(piece);
+    return pieces.size() < stop_after_pieces;
+  }
+  std::string body() const {
+    std::string all;
+    for (const auto& p : pieces) all += p;
+    return all;
+  }
+};
+
+// Fed a byte at a time: each byte of a chunk's data is a piece of its own
+// (handed on as it came), the framing and trailers never are.
+TEST(http_answer_unit, AStreamedAnswerFedAByteAtATimeComesOutAsItIsFed) {
+  AnswerReader reader;
+  Listened l;
+  reader.StartStreaming(&l.headers, &l, false);
+  const std::string answer =
+      "HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n";
+  std::string pending;
+  size_t pieces_when_half_fed = 0;
+  for (size_t i = 0; i < answer.size(); ++i) {
+    pending.push_back(answer[i]);
+    pending.erase(0, reader.Feed(pending.data(), pending.size()));
+    if (i + 1 == answer.find(", world")) pieces_when_half_fed = l.pieces.size();
+  }
+  ASSERT_TRUE(reader.done()) << reader.error();
+  EXPECT_TRUE(reader.keep_alive());
+  EXPECT_EQ(l.heads, 1);
+  EXPECT_EQ(l.status, 200);
+  EXPECT_EQ(l.fields_at_head, 2u);  // the final head's fields, complete, none of the 100's
+  EXPECT_EQ(l.headers.size(), 2u);  // the trailer is not one
+  EXPECT_EQ(l.headers[0].first, "content-type");
+  EXPECT_EQ(l.body(), "hello, world");
+  EXPECT_EQ(pieces_when_half_fed, 5u);  // "hello" came out before the rest was fed
+  EXPECT_EQ(l.pieces.size(), 12u);
+}
+
+TEST(http_answer_unit, AStreamedAnswerReadToCloseOrOfALengthIsWhole) {
+  for (const std::string answer : {std::string("HTTP/1.1 200 OK\r\n\r\nuntil the end"),
+                                   std::string("HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\nuntil the end")}) {
+    AnswerReader reader;
+    Listened l;
+    reader.StartStreaming(&l.headers, &l, false);
+    EXPECT_EQ(reader.Feed(answer.data(), answer.size()), answer.size());
+    reader.FeedEof();
+    ASSERT_TRUE(reader.done()) << reader.error();
+    EXPECT_FALSE(reader.keep_alive()) << answer;
+    EXPECT_EQ(l.body(), "until the end");
+  }
+}
+
+TEST(http_answer_unit, AListenerThatReturnsFalseStopsTheAnswer) {
+  const std::string answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n";
+  for (bool at_head : {true, false}) {
+    AnswerReader reader;
+    Listened l;
+    l.stop_at_head = at_head;
+    l.stop_after_pieces = 1;
+    reader.StartStreaming(&l.headers, &l, false);
+    reader.Feed(answer.data(), answer.size());
+    EXPECT_TRUE(reader.failed());
+    EXPECT_TRUE(reader.cancelled());
+    EXPECT_FALSE(reader.done());
+    EXPECT_EQ(l.body(), at_head ? "" : "one");
+    EXPECT_EQ(reader.Feed(answer.data(), answer.size()), 0u);  // nothing more once stopped
+  }
+}
+
+TEST(http_answer_unit, AStreamedHeadOver64KiBFailsAsTooLargeBeforeTheListenerHearsIt) {
+  AnswerReader reader;
+  Listened l;
+  reader.StartStreaming(&l.headers, &l, false);
+  const std::string answer = "HTTP/1.1 200 OK\r\nX-Big: " + std::string(70 * 1024, 'a') + "\r\n\r\n";
+  reader.Feed(answer.data(), answer.size());
+  EXPECT_TRUE(reader.failed());
+  EXPECT_TRUE(reader.head_too_large());
+  EXPECT_FALSE(reader.cancelled());
+  EXPECT_EQ(l.heads, 0);
+
+  // Fed in pieces (Beast takes fields as they come): the same, for one long
+  // head or for interim heads that add up past the limit.
+  std::string fields;
+  for (int i = 0; i < 2000; ++i) fields += "X-H" + std::to_string(i) + ": " + std::string(40, 'b') + "\r\n";
+  std::string interims;
+  for (int i = 0; i < 40; ++i) interims += "HTTP/1.1 103 Early Hints\r\nLink: " + std::string(2000, 'l') + "\r\n\r\n";
+  for (const std::string& long_one : {"HTTP/1.1 200 OK\r\n" + fields + "\r\n", interims + "HTTP/1.1 200 OK\r\n\r\n"}) {
+    AnswerReader pieces_reader;
+    Listened heard;
+    pieces_reader.StartStreaming(&heard.headers, &heard, false);
+    std::string pending;
+    for (size_t at = 0; at < long_one.size() && !pieces_reader.failed(); at += 1000) {
+      pending += long_one.substr(at, 1000);
+      pending.erase(0, pieces_reader.Feed(pending.data(), pending.size()));
+    }
+    EXPECT_TRUE(pieces_reader.head_too_large());
+    EXPECT_EQ(heard.heads, 0);
+  }
+}
+
+// A HEAD answer, and 204 and 304, have no body whatever their fields say;
+// a streamed body has no limit (a buffered one would).
+TEST(http_answer_unit, AStreamedAnswerWithoutABodyOrWithALargeOne) {
+  {
+    AnswerReader reader;
+    Listened l;
+    reader.StartStreaming(&l.headers, &l, true);
+    const std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n";
+    EXPECT_EQ(reader.Feed(answer.data(), answer.size()), answer.size());
+    EXPECT_TRUE(reader.done());
+    EXPECT_TRUE(l.pieces.empty());
+  }
+  AnswerReader reader;
+  Listened l;
+  reader.StartStreaming(&l.headers, &l, false);
+  const std::string big(3 * 1024 * 1024, 'b');
+  const std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(big.size()) + "\r\n\r\n" + big;
+  EXPECT_EQ(reader.Feed(answer.data(), answer.size()), answer.size());
+  ASSERT_TRUE(reader.done()) << reader.error();
+  EXPECT_EQ(l.body().size(), big.size());
 }
 
 }  // namespace

@@ -21,8 +21,14 @@
 //    every call; the URL's host is then resolved here before the call and
 //    refused if any of its addresses is link-local or metadata (the proxy
 //    resolves it again: a DNS answer that changes in between is not seen).
-// Connections are pooled and kept alive per upstream. Thread-safe: any number
-// of calls may run at once, each on its caller's thread.
+// Connections are pooled and kept alive per upstream (HTTP/1.1). Before a
+// kept connection is used, one on which anything arrived while it was idle (a
+// close, a reset, stray bytes) is dropped for a new one; a request whose kept
+// connection turns out closed before any byte of the answer is sent once
+// more on a new connection, whatever its method (a POST too: the upstream
+// closed an idle connection, it did not read the request). A request on a
+// new connection is never sent twice. Thread-safe: any number of calls may
+// run at once, each on its caller's thread.
 //
 // Errors: kUnavailable when no answer could be had (refused, DNS, TLS, a
 // refused address; the library's message kept, never a header value),

@@ -705,5 +705,355 @@ TEST(UpstreamClient, GarbageHugeHeadsAndCutBodiesAreErrors) {
   }
 }
 
+// Our own exchange (no proxy configured): what curl did for us before.
+
+// Waits (without a timing assertion) until the server has closed `n`
+// connections: true when it did within 10 s.
+bool ServerClosed(LoopbackHttpServer& server, int n) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server.closed() < n) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+// A chunked event stream whose chunks are cut anywhere (a chunk's size line,
+// its data, its CRLF each in a write of its own): each decoded piece reaches
+// the sink as it arrives, the framing never does.
+TEST(UpstreamClient, ChunksCutAnywhereArriveAsTheirDecodedPieces) {
+  const std::vector<std::string> writes = {
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n1",
+      "0\r\ndata: abcdefgh\n\n\r", "\nb\r\ndata: d", "ef\n\n\r\n", "0\r\n\r\n"};
+  std::vector<std::promise<void>> seen(writes.size());
+  std::vector<std::future<void>> seen_future;
+  for (auto& p : seen) seen_future.push_back(p.get_future());
+  LoopbackHttpServer* self = nullptr;
+  std::atomic<bool> all_waited{true};
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (self->Read(c).empty()) return;
+    for (size_t i = 0; i < writes.size(); ++i) {
+      c.Write(writes[i]);
+      // Pieces 1..3 carry body bytes: the next write waits for the sink to have them.
+      if (i >= 1 && i <= 3) {
+        all_waited = all_waited && seen_future[i].wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+      }
+    }
+  });
+  self = &server;
+  Recorder sink;
+  size_t next = 1;
+  sink.on_body = [&](std::string_view) {
+    if (next <= 3) seen[next++].set_value();
+    return true;
+  };
+  Status s = Client()->Send(Post(server.url()), sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_TRUE(all_waited.load());
+  EXPECT_EQ(sink.pieces, (std::vector<std::string>{"data: abcdefgh\n\n", "data: d", "ef\n\n"}));
+  EXPECT_EQ(sink.Header("transfer-encoding"), "<none>");
+}
+
+// The upstream ends a kept connection while it is idle: the next call finds
+// it closed (the probe) or fails to use it before any byte (the resend), and
+// either way succeeds on a new connection, the request read once.
+TEST(UpstreamClient, AKeptConnectionTheUpstreamClosedIsRetiredAndTheCallMadeOnANewOne) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (self->Read(c).empty()) return;
+    c.Write(Answer("c" + std::to_string(c.index())));  // keep-alive by the answer, then closed
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  EXPECT_EQ(first.body(), "c0");
+  ASSERT_TRUE(ServerClosed(server, 1));
+  Recorder second;
+  Status s = client->Send(Post(server.url()), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "c1");
+  EXPECT_EQ(server.connections(), 2);
+  EXPECT_EQ(server.requests().size(), 2u);
+}
+
+// Bytes that arrive on an idle kept connection (an upstream that answered
+// twice, or talks out of turn) retire it: the next call is not answered by them.
+TEST(UpstreamClient, StrayBytesOnAnIdleConnectionRetireIt) {
+  std::promise<void> first_done;
+  std::future<void> first_done_future = first_done.get_future();
+  std::promise<void> stray_sent;
+  std::future<void> stray_sent_future = stray_sent.get_future();
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (c.index() == 0) {
+      if (self->Read(c).empty()) return;
+      c.Write(Answer("first"));
+      first_done_future.wait_for(std::chrono::seconds(10));
+      c.Write(Answer("stray"));
+      stray_sent.set_value();
+      c.WaitForClose();
+      return;
+    }
+    while (!self->Read(c).empty()) c.Write(Answer("fresh"));
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  first_done.set_value();
+  ASSERT_EQ(stray_sent_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  Recorder second;
+  Status s = client->Send(Post(server.url()), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "fresh");
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// Bytes behind an answer, sent with it: the answer is handed on, the
+// connection is not kept (nothing on it can be trusted).
+TEST(UpstreamClient, BytesBehindTheAnswerMeanTheConnectionIsNotKept) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("one") + Answer("extra"), self));
+  self = &server;
+  auto client = Client();
+  for (int i = 0; i < 2; ++i) {
+    Recorder sink;
+    Status s = client->Send(Post(server.url()), sink);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(sink.body(), "one");
+  }
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// The upstream reads the request on a kept connection and closes without a
+// byte of answer: sent once more on a new connection (a POST too, as curl
+// did). On a new connection the same is an error: never sent twice.
+TEST(UpstreamClient, APostIsResentOnceOnlyWhenAKeptConnectionClosedBeforeAnyByte) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (self->Read(c).empty()) return;
+    if (c.index() != 0) return;  // a new connection's request: closed unanswered
+    c.Write(Answer("kept"));
+    self->Read(c);  // the second request on the kept connection: closed unanswered
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  Recorder second;
+  Status s = client->Send(Post(server.url()), second);
+  ASSERT_FALSE(s.ok());  // resent once on connection 1, which closes unanswered too
+  EXPECT_EQ(s.error().code, ErrorCode::kUnavailable) << s.error().message;
+  EXPECT_EQ(second.heads, 0);
+  EXPECT_EQ(server.connections(), 2);
+  EXPECT_EQ(server.requests().size(), 3u);  // once on the kept connection, once on the new one
+  EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
+
+  Recorder third;
+  s = client->Send(Post(server.url()), third);  // on a new connection: not resent
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(server.connections(), 3);
+  EXPECT_EQ(server.requests().size(), 4u);
+}
+
+TEST(UpstreamClient, AResentRequestIsAnsweredOnTheNewConnection) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (self->Read(c).empty()) return;
+    c.Write(Answer("on " + std::to_string(c.index())));
+    if (c.index() == 0) {
+      self->Read(c);  // the second request: read, then closed unanswered
+      return;
+    }
+    while (!self->Read(c).empty()) c.Write(Answer("again"));
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first, second;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  Status s = client->Send(Post(server.url(), "{\"n\":2}"), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "on 1");
+  const auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(seen[1].ends_with("{\"n\":2}")) << seen[1];
+  EXPECT_EQ(seen[1], seen[2]);  // the same request, whole, on the new connection
+}
+
+// The head's limit: 64 KiB. Just under it is an answer; just over is an
+// error naming the limit, and the sink never hears the head.
+TEST(UpstreamClient, AHeadOver64KiBIsRefusedAndOneUnderItIsNot) {
+  auto head_of = [](size_t bytes) {
+    std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n";
+    while (head.size() + 4 < bytes) {
+      head += "X-F: " + std::string(std::min<size_t>(1000, bytes - head.size() - 4 - 7), 'f') + "\r\n";
+    }
+    return head + "\r\n";
+  };
+  for (size_t bytes : {size_t{60 * 1024}, size_t{70 * 1024}}) {
+    const std::string answer = head_of(bytes) + "ok";
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server(Always(answer, self));
+    self = &server;
+    Recorder sink;
+    Status s = Client()->Send(Post(server.url()), sink);
+    if (bytes < 64 * 1024) {
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      EXPECT_EQ(sink.body(), "ok");
+    } else {
+      ASSERT_FALSE(s.ok());
+      EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
+      EXPECT_NE(s.error().message.find("head is larger than 65536 bytes"), std::string::npos) << s.error().message;
+      EXPECT_EQ(sink.heads, 0);
+    }
+  }
+}
+
+// Several 1xx heads, each in a write of its own, before the final one: only
+// the final head reaches the sink, with none of the interim fields.
+TEST(UpstreamClient, InterimHeadsInWritesOfTheirOwnAreSkipped) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    while (!self->Read(c).empty()) {
+      c.Write("HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n");
+      c.Write("HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+      c.Write(Answer("final", "X-Final: 1\r\n"));
+    }
+  });
+  self = &server;
+  auto client = Client();
+  for (int i = 0; i < 2; ++i) {  // and the connection is kept after them
+    Recorder sink;
+    Status s = client->Send(Post(server.url()), sink);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(sink.heads, 1);
+    EXPECT_EQ(sink.head.status, 200);
+    EXPECT_EQ(sink.Header("x-interim"), "<none>");
+    EXPECT_EQ(sink.Header("link"), "<none>");
+    EXPECT_EQ(sink.Header("x-final"), "1");
+    EXPECT_EQ(sink.body(), "final");
+  }
+  EXPECT_EQ(server.connections(), 1);
+}
+
+// An answer without a length is read to the close (HTTP/1.1 and 1.0): whole,
+// and its connection is not kept.
+TEST(UpstreamClient, ABodyReadToTheCloseIsWholeAndItsConnectionNotKept) {
+  for (const std::string version : {"HTTP/1.1", "HTTP/1.0"}) {
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      if (self->Read(c).empty()) return;
+      c.Write(version + " 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ");
+      c.Write("the end");
+    });
+    self = &server;
+    auto client = Client();
+    for (int i = 0; i < 2; ++i) {
+      Recorder sink;
+      Status s = client->Send(Post(server.url()), sink);
+      ASSERT_TRUE(s.ok()) << version << ": " << s.error().message;
+      EXPECT_EQ(sink.body(), "until the end") << version;
+    }
+    EXPECT_EQ(server.connections(), 2) << version;
+  }
+}
+
+// A stream the sink stopped does not leave its connection for the next call.
+TEST(UpstreamClient, ACancelledStreamDoesNotPoolItsConnection) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    while (!self->Read(c).empty()) {
+      if (!c.Write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n")) return;
+    }
+  });
+  self = &server;
+  auto client = Client();
+  Recorder stopper;
+  stopper.on_body = [](std::string_view) { return false; };
+  Status s = client->Send(Post(server.url()), stopper);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kCancelled);
+  EXPECT_EQ(stopper.body(), "one");
+  Recorder next;
+  s = client->Send(Post(server.url()), next);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(next.body(), "onetwo");  // a whole answer of its own, not the rest of the first
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// The query goes into the request line as the URL has it; one that could
+// end or split the line is refused, never sent.
+TEST(UpstreamClient, TheQueryIsSentAsWrittenAndOneWithSpacesOrBreaksRefused) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("q"), self));
+  self = &server;
+  auto client = Client();
+  for (const std::string url : {server.url("/v1/models?api-version=2024-10-21&x=%20y#frag"),
+                                server.url("/v1/models?"), "http://127.0.0.1:" + std::to_string(server.port())}) {
+    Recorder sink;
+    ASSERT_TRUE(client->Send(Post(url), sink).ok()) << url;
+  }
+  Recorder sink;
+  for (const std::string& bad : std::vector<std::string>{"/v1?a b", "/v1?a\r\nX-Evil: 1", "/v1?a\tb", std::string("/v1?a\0b", 7)}) {
+    Status s = client->Send(Post(server.url(bad)), sink);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kInvalidArgument) << s.error().message;
+  }
+  const auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(seen[0].starts_with("POST /v1/models?api-version=2024-10-21&x=%20y HTTP/1.1\r\n")) << seen[0];
+  EXPECT_TRUE(seen[1].starts_with("POST /v1/models HTTP/1.1\r\n")) << seen[1];
+  EXPECT_TRUE(seen[2].starts_with("POST / HTTP/1.1\r\n")) << seen[2];
+}
+
+// A body larger than what is copied behind the head is sent from the
+// caller's buffer, whole.
+TEST(UpstreamClient, ALargeBodyIsSentWhole) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    for (;;) {
+      const std::string request = self->Read(c);
+      if (request.empty()) return;
+      c.Write(Answer(std::to_string(request.size() - request.find("\r\n\r\n") - 4)));
+    }
+  });
+  self = &server;
+  const std::string big(300 * 1024, 'z');
+  Recorder sink;
+  Status s = Client()->Send(Post(server.url(), big), sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(sink.body(), std::to_string(big.size()));
+  EXPECT_NE(server.requests()[0].find("Content-Length: 307200\r\n"), std::string::npos);
+}
+
+// TLS: an event stream in pieces over a kept TLS connection, twice.
+TEST(UpstreamClient, AStreamOverTlsArrivesWholeAndTheConnectionIsKept) {
+  TlsFiles files = MakeCertAndKey("upstream_stream");
+  auto ctx = NewTlsServerContext(files);
+  ASSERT_TRUE(ctx.ok()) << ctx.error().message;
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(
+      [&](LoopbackConn& c) {
+        while (!self->Read(c).empty()) {
+          c.Write("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+          for (int i = 0; i < 20; ++i) c.Write("7\r\ndata: " + std::to_string(i % 10) + "\r\n");
+          c.Write("0\r\n\r\n");
+        }
+      },
+      ctx->get());
+  self = &server;
+  auto client = Client(UpstreamClientOptions{files.cert_file});
+  std::string want;
+  for (int i = 0; i < 20; ++i) want += "data: " + std::to_string(i % 10);
+  for (int i = 0; i < 2; ++i) {
+    Recorder sink;
+    Status s = client->Send(Post(server.url("/v1/chat/completions")), sink);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(sink.body(), want);
+  }
+  EXPECT_EQ(server.connections(), 1);
+}
+
 }  // namespace
 }  // namespace dyad
