@@ -95,6 +95,20 @@ bool IsSetByClient(std::string_view lower) {
   return IsHopByHop(lower) || lower == "host" || lower == "content-length" || lower == "expect";
 }
 
+// IsSetByClient of a header name as the caller spelled it, without an
+// allocation (the request path runs it for every header of every call).
+bool IsSetByClientAnyCase(std::string_view name) {
+  char lower[24];
+  const size_t n = std::min(name.size(), sizeof lower);
+  for (size_t i = 0; i < n; ++i) {
+    const char c = name[i];
+    lower[i] = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  }
+  // Longer than the buffer: only a proxy-* name can be one of them.
+  if (name.size() > sizeof lower) return std::string_view(lower, n).starts_with("proxy-");
+  return IsSetByClient(std::string_view(lower, n));
+}
+
 bool IsToken(std::string_view s) {
   if (s.empty()) return false;
   for (unsigned char c : s) {
@@ -491,7 +505,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     out.append(request.method).append(" ").append(target.path).append(query).append(" HTTP/1.1\r\nHost: ");
     out.append(target.host_header).append("\r\n");
     for (const auto& [k, v] : request.headers) {
-      if (IsSetByClient(AsciiLower(k))) continue;
+      if (IsSetByClientAnyCase(k)) continue;
       out.append(k).append(v.empty() ? ":" : ": ").append(v).append("\r\n");
     }
     if (!request.body.empty() || (request.method != "GET" && request.method != "HEAD")) {

@@ -1007,6 +1007,36 @@ TEST(UpstreamClient, TheQueryIsSentAsWrittenAndOneWithSpacesOrBreaksRefused) {
   EXPECT_TRUE(seen[2].starts_with("POST / HTTP/1.1\r\n")) << seen[2];
 }
 
+// The client's own headers are dropped however the caller spells them; a
+// header that only starts like one of them is the caller's and is sent.
+TEST(UpstreamClient, TheClientsHeadersAreDroppedInAnySpellingAndLookAlikesKept) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("h"), self));
+  self = &server;
+  UpstreamRequest request = Post(server.url());
+  request.headers = {{"CONTENT-LENGTH", "5"},
+                     {"tRaNsFeR-EnCoDiNg", "chunked"},
+                     {"HOST", "evil.example"},
+                     {"Expect", "100-continue"},
+                     {"Proxy-Authorization-With-A-Long-Name", "x"},
+                     {"KEEP-ALIVE", "timeout=1"},
+                     {"Hostname", "kept-1"},
+                     {"Content-Length-Hint", "kept-2"},
+                     {"X-A-Header-Name-Longer-Than-Twenty-Four", "kept-3"}};
+  Recorder sink;
+  Status s = Client()->Send(request, sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::string seen = server.requests().at(0);
+  for (const char* absent : {"CONTENT-LENGTH", "tRaNsFeR", "evil.example", "100-continue", "Proxy-Authorization",
+                             "KEEP-ALIVE"}) {
+    EXPECT_EQ(seen.find(absent), std::string::npos) << absent << " in " << seen;
+  }
+  for (const char* kept : {"\r\nHostname: kept-1\r\n", "\r\nContent-Length-Hint: kept-2\r\n",
+                           "\r\nX-A-Header-Name-Longer-Than-Twenty-Four: kept-3\r\n", "\r\nContent-Length: 13\r\n"}) {
+    EXPECT_NE(seen.find(kept), std::string::npos) << kept << " not in " << seen;
+  }
+}
+
 // A body larger than what is copied behind the head is sent from the
 // caller's buffer, whole.
 TEST(UpstreamClient, ALargeBodyIsSentWhole) {
