@@ -167,7 +167,7 @@ TEST(http_answer_unit, AStreamedAnswerFedAByteAtATimeComesOutAsItIsFed) {
 }
 
 TEST(http_answer_unit, AStreamedAnswerReadToCloseOrOfALengthIsWhole) {
-  for (const std::string answer : {std::string("HTTP/1.1 200 OK\r\n\r\nuntil the end"),
+  for (const std::string& answer : {std::string("HTTP/1.1 200 OK\r\n\r\nuntil the end"),
                                    std::string("HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\nuntil the end")}) {
     AnswerReader reader;
     Listened l;

@@ -989,7 +989,7 @@ TEST(UpstreamClient, TheQueryIsSentAsWrittenAndOneWithSpacesOrBreaksRefused) {
   LoopbackHttpServer server(Always(Answer("q"), self));
   self = &server;
   auto client = Client();
-  for (const std::string url : {server.url("/v1/models?api-version=2024-10-21&x=%20y#frag"),
+  for (const std::string& url : {server.url("/v1/models?api-version=2024-10-21&x=%20y#frag"),
                                 server.url("/v1/models?"), "http://127.0.0.1:" + std::to_string(server.port())}) {
     Recorder sink;
     ASSERT_TRUE(client->Send(Post(url), sink).ok()) << url;
