@@ -161,16 +161,19 @@ size_t AnswerReader::Feed(const char* data, size_t n) {
   while (!done_ && error_.empty() && used < n) {
     Parser& p = *impl_->parser;
     error_code ec;
-    // Beast consumes a head's fields as they come and bounds only what is
-    // left in the buffer by header_limit: the limit of all heads together
-    // (1xx ones too, as curl counted) is kept here, as what is left of it.
+    // Beast takes a head's fields as they come and bounds only what is left
+    // in the buffer by header_limit: the limit of all heads together (1xx
+    // ones too, as curl counted) is kept here, by handing the parser no more
+    // of a head than what is left of it.
     const bool in_head = !p.is_header_done();
-    if (in_head) p.header_limit(static_cast<uint32_t>(std::max<size_t>(1, kHeaderLimit - impl_->head_bytes)));
-    const size_t k = in_head && impl_->head_bytes >= kHeaderLimit
-                         ? (ec = http::error::header_limit, 0)
-                         : p.put(boost::asio::const_buffer(data + used, n - used), ec);
+    const size_t budget = in_head ? kHeaderLimit - std::min<size_t>(kHeaderLimit, impl_->head_bytes) : n - used;
+    const size_t offered = std::min(n - used, budget);
+    const size_t k = offered == 0 ? 0 : p.put(boost::asio::const_buffer(data + used, offered), ec);
     used += k;
     if (in_head) impl_->head_bytes += k;
+    if (offered == 0 || (ec == http::error::need_more && in_head && offered == budget && !p.is_header_done())) {
+      ec = http::error::header_limit;  // the head goes on past what is left of the limit
+    }
     if (ec == http::error::need_more) break;
     if (ec) {
       too_big_ = p.too_big() || ec == http::error::body_limit;

@@ -228,6 +228,42 @@ TEST(http_answer_unit, AStreamedHeadOver64KiBFailsAsTooLargeBeforeTheListenerHea
   }
 }
 
+// The limit is exact and the same however the head arrives: 64 KiB of head
+// (start line, fields, blank line) is read, one byte more is not.
+TEST(http_answer_unit, TheHeadLimitIsExactWholeOrInPieces) {
+  auto head_of = [](size_t total) {
+    const std::string start = "HTTP/1.1 200 OK\r\n", end = "Content-Length: 2\r\n\r\n";
+    size_t left = total - start.size() - end.size();
+    std::string fields;
+    while (left > 2000) {
+      fields += "X-F: " + std::string(1000, 'f') + "\r\n";
+      left -= 1007;
+    }
+    fields += "X-L: " + std::string(left - 7, 'l') + "\r\n";
+    return start + fields + end;
+  };
+  for (size_t total : {size_t{64 * 1024}, size_t{64 * 1024 + 1}}) {
+    const std::string answer = head_of(total) + "ok";
+    ASSERT_EQ(answer.size(), total + 2);
+    for (size_t step : {answer.size(), size_t{1}, size_t{777}}) {
+      AnswerReader reader;
+      HttpReply reply;
+      reader.Start(&reply, 1024, false);
+      std::string pending;
+      for (size_t at = 0; at < answer.size() && !reader.done() && !reader.failed(); at += step) {
+        pending += answer.substr(at, step);
+        pending.erase(0, reader.Feed(pending.data(), pending.size()));
+      }
+      if (total == 64 * 1024) {
+        EXPECT_TRUE(reader.done()) << step << ": " << reader.error();
+        EXPECT_EQ(reply.body, "ok");
+      } else {
+        EXPECT_TRUE(reader.head_too_large()) << step << ": " << reader.error();
+      }
+    }
+  }
+}
+
 // A HEAD answer, and 204 and 304, have no body whatever their fields say;
 // a streamed body has no limit (a buffered one would).
 TEST(http_answer_unit, AStreamedAnswerWithoutABodyOrWithALargeOne) {
