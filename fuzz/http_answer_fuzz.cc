@@ -4,7 +4,9 @@
 // both ways and must come out the same — both complete, with the same status,
 // fields, body and keep-alive, or both failed (for what reason may differ) — with every field name lower-cased, no 1xx status
 // as the final one, the body within its limit, and never more bytes used
-// than given.
+// than given. The streaming mode (the /v1 client's) reads it in the same
+// pieces and must agree with the buffered one: the same outcome, the head
+// heard once with the same status and fields, the pieces making the body.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -43,6 +45,42 @@ Read ReadIn(std::string_view in, size_t max_body, bool head, size_t step) {
   return r;
 }
 
+struct Streamed final : dyad::AnswerListener {
+  dyad::HttpHeaders headers;
+  int heads = 0, status = 0;
+  std::string body;
+  bool done = false, failed = false;
+  bool OnAnswerHead(int s) override {
+    ++heads;
+    status = s;
+    return true;
+  }
+  bool OnAnswerBody(std::string_view piece) override {
+    if (heads != 1 || piece.empty()) std::abort();
+    body.append(piece);
+    return true;
+  }
+};
+
+void StreamIn(std::string_view in, bool head, size_t step, Streamed& s) {
+  dyad::AnswerReader reader;
+  reader.StartStreaming(&s.headers, &s, head);
+  std::string pending;
+  size_t pos = 0;
+  while (pos < in.size() && !reader.done() && !reader.failed()) {
+    const size_t take = std::min(step, in.size() - pos);
+    pending.append(in.substr(pos, take));
+    pos += take;
+    const size_t used = reader.Feed(pending.data(), pending.size());
+    if (used > pending.size()) std::abort();
+    pending.erase(0, used);
+  }
+  if (!reader.done() && !reader.failed()) reader.FeedEof();
+  s.done = reader.done();
+  s.failed = reader.failed();
+  if (s.done == s.failed || reader.cancelled()) std::abort();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -54,6 +92,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Read whole = ReadIn(in, max_body, head, in.size() + 1);
   const Read pieces = ReadIn(in, max_body, head, step);
   if (whole.done != pieces.done) std::abort();
+  Streamed streamed;
+  StreamIn(in, head, step, streamed);
+  if (!whole.too_big && streamed.done != whole.done) std::abort();  // no body limit when streamed
+  if (whole.done && (streamed.heads != 1 || streamed.status != whole.reply.status ||
+                     streamed.headers != whole.reply.headers || streamed.body != whole.reply.body)) {
+    std::abort();
+  }
   if (!whole.done) return 0;
   if (whole.keep_alive != pieces.keep_alive || whole.too_big || pieces.too_big) std::abort();
   if (whole.reply.status != pieces.reply.status || whole.reply.headers != pieces.reply.headers ||

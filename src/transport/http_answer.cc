@@ -45,7 +45,8 @@ class Parser final : public http::basic_parser<false> {
   void on_request_impl(http::verb, string_view, string_view, int, error_code& ec) override {
     ec = http::error::bad_method;  // never called for a response parser
   }
-  void on_response_impl(int code, string_view, int, error_code&) override {
+  void on_response_impl(int code, string_view, int, error_code& ec) override {
+    if (code < 100) ec = http::error::bad_status;  // three digits, but not a status (RFC 9110 §15)
     status_ = code;
     if (to_.reply) to_.reply->status = code;
   }

@@ -264,6 +264,23 @@ TEST(http_answer_unit, TheHeadLimitIsExactWholeOrInPieces) {
   }
 }
 
+// A status under 100 is no status (found by the fuzzer: the streamed body of
+// "053" came without a head); malformed in both modes.
+TEST(http_answer_unit, AStatusUnder100IsMalformed) {
+  const std::string answer = "HTTP/1.1 053 Odd\r\nContent-Length: 2\r\n\r\nhi";
+  AnswerReader reader;
+  HttpReply reply;
+  reader.Start(&reply, 1024, false);
+  reader.Feed(answer.data(), answer.size());
+  EXPECT_TRUE(reader.failed());
+  Listened l;
+  reader.StartStreaming(&l.headers, &l, false);
+  reader.Feed(answer.data(), answer.size());
+  EXPECT_TRUE(reader.failed());
+  EXPECT_EQ(l.heads, 0);
+  EXPECT_TRUE(l.pieces.empty());
+}
+
 // A HEAD answer, and 204 and 304, have no body whatever their fields say;
 // a streamed body has no limit (a buffered one would).
 TEST(http_answer_unit, AStreamedAnswerWithoutABodyOrWithALargeOne) {
