@@ -16,15 +16,9 @@
 
 namespace {
 
-struct Read {
-  dyad::HttpReply reply;
-  bool done = false, failed = false, too_big = false, keep_alive = false;
-};
-
-Read ReadIn(std::string_view in, size_t max_body, bool head, size_t step) {
-  Read r;
-  dyad::AnswerReader reader;
-  reader.Start(&r.reply, max_body, head);
+// Feeds `in` to the reader `step` bytes at a time, keeping what it did not
+// use, then the end of the stream unless it finished before.
+void FeedInPieces(dyad::AnswerReader& reader, std::string_view in, size_t step) {
   std::string pending;
   size_t pos = 0;
   while (pos < in.size() && !reader.done() && !reader.failed()) {
@@ -36,6 +30,18 @@ Read ReadIn(std::string_view in, size_t max_body, bool head, size_t step) {
     pending.erase(0, used);
   }
   if (!reader.done() && !reader.failed()) reader.FeedEof();
+}
+
+struct Read {
+  dyad::HttpReply reply;
+  bool done = false, failed = false, too_big = false, keep_alive = false;
+};
+
+Read ReadIn(std::string_view in, size_t max_body, bool head, size_t step) {
+  Read r;
+  dyad::AnswerReader reader;
+  reader.Start(&r.reply, max_body, head);
+  FeedInPieces(reader, in, step);
   r.done = reader.done();
   r.failed = reader.failed();
   r.too_big = reader.too_big();
@@ -65,17 +71,7 @@ struct Streamed final : dyad::AnswerListener {
 void StreamIn(std::string_view in, bool head, size_t step, Streamed& s) {
   dyad::AnswerReader reader;
   reader.StartStreaming(&s.headers, &s, head);
-  std::string pending;
-  size_t pos = 0;
-  while (pos < in.size() && !reader.done() && !reader.failed()) {
-    const size_t take = std::min(step, in.size() - pos);
-    pending.append(in.substr(pos, take));
-    pos += take;
-    const size_t used = reader.Feed(pending.data(), pending.size());
-    if (used > pending.size()) std::abort();
-    pending.erase(0, used);
-  }
-  if (!reader.done() && !reader.failed()) reader.FeedEof();
+  FeedInPieces(reader, in, step);
   s.done = reader.done();
   s.failed = reader.failed();
   if (s.done == s.failed || reader.cancelled()) std::abort();
