@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 namespace dyad {
@@ -66,6 +67,18 @@ bool ConnectionStillOpen(CURL* curl, curl_socket_t sock) {
   char byte;
   size_t n = 0;
   return curl_easy_recv(curl, &byte, 1, &n) == CURLE_AGAIN;
+}
+
+bool MakeRoom(std::vector<char>& in, size_t& begin, size_t& end, size_t max_size) {
+  if (begin > 0) {
+    std::memmove(in.data(), in.data() + begin, end - begin);
+    end -= begin;
+    begin = 0;
+  }
+  if (end < in.size()) return true;
+  if (in.size() >= max_size) return false;
+  in.resize(in.size() * 2);
+  return true;
 }
 
 }  // namespace dyad

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace dyad {
 
@@ -41,6 +42,13 @@ bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chron
 // arrived on it since the last answer (a close, a reset, or stray bytes all
 // say no; a TLS record without data, such as a session ticket, does not).
 bool ConnectionStillOpen(CURL* curl, curl_socket_t sock);
+
+// The receive buffer of an own exchange, after the parser took what it
+// could: moves the unparsed bytes in[begin, end) to the front and, when that
+// leaves no room, doubles `in` (its old storage freed unwiped: only an
+// unfinished head is ever kept whole, never a body). False when it is full
+// at `max_size` or more (a head too large).
+bool MakeRoom(std::vector<char>& in, size_t& begin, size_t& end, size_t max_size);
 
 // Frees a CURLU on every path.
 struct UrlHandle {

@@ -422,17 +422,9 @@ class CurlTransport final : public HttpTransport {
           break;
         }
       }
-      if (begin > 0) {  // keep the unparsed rest at the front
-        std::memmove(in.data(), in.data() + begin, end - begin);
-        end -= begin;
-        begin = 0;
-      }
-      if (end == in.size()) {
-        if (in.size() >= 256 * 1024) {
-          why = "answer header larger than " + std::to_string(in.size()) + " bytes";
-          return Outcome::kFailed;
-        }
-        in.resize(in.size() * 2);  // only the header is kept whole: it holds no secret body yet
+      if (!MakeRoom(in, begin, end, 256 * 1024)) {  // only the header is kept whole: it holds no secret body yet
+        why = "answer header larger than " + std::to_string(in.size()) + " bytes";
+        return Outcome::kFailed;
       }
       if (wait_first) {
         wait_first = false;

@@ -608,17 +608,9 @@ class CurlUpstreamClient final : public UpstreamClient {
           break;
         }
       }
-      if (begin > 0) {  // keep the unparsed rest at the front
-        std::memmove(in.data(), in.data() + begin, end - begin);
-        end -= begin;
-        begin = 0;
-      }
-      if (end == in.size()) {
-        // Only an unfinished head is kept whole (a body is handed on as it
-        // comes); the reader fails a head past kMaxHeadBytes before this.
-        if (in.size() >= 4 * kMaxHeadBytes) return failed(HeadTooLarge(What(request.method, target)));
-        in.resize(in.size() * 2);
-      }
+      // Only an unfinished head is kept whole (a body is handed on as it
+      // comes); the reader fails a head past kMaxHeadBytes before this.
+      if (!MakeRoom(in, begin, end, 4 * kMaxHeadBytes)) return failed(HeadTooLarge(What(request.method, target)));
       if (received > 0) {
         which = "idle";
         deadline = x.last_activity + t.idle;
