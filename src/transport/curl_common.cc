@@ -61,9 +61,12 @@ bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chron
   return true;
 }
 
-bool ConnectionStillOpen(CURL* curl, curl_socket_t sock) {
-  pollfd p{sock, POLLIN, 0};
-  if (poll(&p, 1, 0) == 0) return true;
+// No poll() shortcut: bytes of a TLS record already read from the socket
+// wait inside OpenSSL, where poll() does not see them (the socket is quiet,
+// the connection is not). curl_easy_recv asks OpenSSL first, then the
+// socket: CURLE_AGAIN only when neither holds anything (one syscall, as the
+// poll() was).
+bool ConnectionStillOpen(CURL* curl) {
   char byte;
   size_t n = 0;
   return curl_easy_recv(curl, &byte, 1, &n) == CURLE_AGAIN;

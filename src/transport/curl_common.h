@@ -41,7 +41,8 @@ bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chron
 // Whether a kept, idle CONNECT_ONLY connection can carry a request: nothing
 // arrived on it since the last answer (a close, a reset, or stray bytes all
 // say no; a TLS record without data, such as a session ticket, does not).
-bool ConnectionStillOpen(CURL* curl, curl_socket_t sock);
+// Bytes OpenSSL decrypted but nobody read yet count as arrived.
+bool ConnectionStillOpen(CURL* curl);
 
 // The receive buffer of an own exchange, after the parser took what it
 // could: moves the unparsed bytes in[begin, end) to the front and, when that

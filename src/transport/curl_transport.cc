@@ -365,7 +365,7 @@ class CurlTransport final : public HttpTransport {
   }
 
   // Whether the idle connection can carry a request (curl_common.h).
-  static bool StillOpen(Handle& h) { return ConnectionStillOpen(h.curl, h.sock); }
+  static bool StillOpen(Handle& h) { return ConnectionStillOpen(h.curl); }
 
   // The request line, headers and body in the handle's buffer (sized first:
   // no growth, no copy of a token left in freed memory).

@@ -479,7 +479,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     Serialise(e, request, target, query, inline_body);
     Status status = OkStatus();
     for (int attempt = 0; attempt < 2; ++attempt) {
-      const bool reused = e.connected && ConnectionStillOpen(e.easy, e.sock);
+      const bool reused = e.connected && ConnectionStillOpen(e.easy);
       if (!reused) {
         status = Connect(e, request, x, target, give_up);
         if (!status.ok()) break;

@@ -826,6 +826,48 @@ TEST(UpstreamClient, BytesBehindTheAnswerMeanTheConnectionIsNotKept) {
   EXPECT_EQ(server.connections(), 2);
 }
 
+// A second answer in the same TLS record as the end of the first, the read
+// ending exactly at the first's end: the rest waits decrypted inside
+// OpenSSL, the socket is quiet. The connection is not reused: the next call
+// goes on a new one and gets its own answer, not the stale one.
+TEST(UpstreamClient, BytesBehindTheAnswerInsideATlsRecordMeanTheConnectionIsNotKept) {
+  TlsFiles files = MakeCertAndKey("upstream_trailing");
+  auto ctx = NewTlsServerContext(files);
+  ASSERT_TRUE(ctx.ok()) << ctx.error().message;
+  // The client reads into 16 KiB: a first record of 10000 bytes (a head cut
+  // short inside its last field: the lines before it are parsed, the field
+  // is kept), then a read of the room left, which ends where the answer
+  // ends, inside the second record.
+  const std::string whole_lines = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n";
+  const std::string first_part = whole_lines + "X-Pad: " + std::string(10000 - whole_lines.size() - 7, 'p');
+  const size_t room = 16384 - (first_part.size() - whole_lines.size());
+  const std::string second_part = std::string(room - 6, 'q') + "\r\n\r\nok";
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(
+      [&](LoopbackConn& c) {
+        if (c.index() == 0) {
+          if (self->Read(c).empty()) return;
+          c.Write(first_part);
+          c.Write(second_part + Answer("stale"));  // one record: the answer's end and another answer
+          while (!self->Read(c).empty()) c.Write(Answer("kept"));
+          return;
+        }
+        while (!self->Read(c).empty()) c.Write(Answer("fresh"));
+      },
+      ctx->get());
+  self = &server;
+  auto client = Client(UpstreamClientOptions{files.cert_file});
+  Recorder first;
+  Status s = client->Send(Post(server.url()), first);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(first.body(), "ok");
+  Recorder second;
+  s = client->Send(Post(server.url()), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "fresh");
+  EXPECT_EQ(server.connections(), 2);
+}
+
 // The upstream reads the request on a kept connection and closes without a
 // byte of answer: sent once more on a new connection (a POST too, as curl
 // did). On a new connection the same is an error: never sent twice.
