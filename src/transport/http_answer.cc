@@ -50,13 +50,22 @@ class Parser final : public http::basic_parser<false> {
     status_ = code;
     if (to_.reply) to_.reply->status = code;
   }
-  void on_field_impl(http::field, string_view name, string_view value, error_code&) override {
+  void on_field_impl(http::field f, string_view name, string_view value, error_code&) override {
     if (header_done_) return;  // a trailer: not a field of the answer
+    if (f == http::field::transfer_encoding) transfer_encoding_ = true;
     to_.headers->emplace_back(AsciiLower(std::string_view(name.data(), name.size())),
                               std::string(value.data(), value.size()));
   }
   void on_header_impl(error_code& ec) override {
     header_done_ = true;
+    // A transfer coding other than chunked last leaves the body's end to
+    // the close, and Beast would let a Content-Length after it frame the
+    // body (it refuses one only after chunked): a body two readers can frame
+    // differently. An error, as RFC 9112 §6.3 allows (we ask for no coding).
+    if (transfer_encoding_ && !chunked()) {
+      ec = http::error::bad_transfer_encoding;
+      return;
+    }
     if (to_.listener && status_ >= 200 && !to_.listener->OnAnswerHead(status_)) Cancel(ec);
   }
   // Without a length (chunked, read to the end) the up-front reserve too:
@@ -107,6 +116,7 @@ class Parser final : public http::basic_parser<false> {
   Destination to_;
   int status_ = 0;
   bool header_done_ = false;
+  bool transfer_encoding_ = false;  // the head has a Transfer-Encoding field
   bool too_big_ = false;
   bool cancelled_ = false;
 };

@@ -303,5 +303,40 @@ TEST(http_answer_unit, AStreamedAnswerWithoutABodyOrWithALargeOne) {
   EXPECT_EQ(l.body().size(), big.size());
 }
 
+// A transfer coding not ending in chunked (with or without a Content-Length
+// after it) leaves two readers to frame the body two ways: a failure, in
+// both modes, before the listener hears the head. Chunked last, in any
+// spelling or over two fields, is read.
+TEST(http_answer_unit, ATransferCodingThatIsNotChunkedLastFailsTheAnswer) {
+  for (const std::string fields : {"Transfer-Encoding: gzip\r\nContent-Length: 5\r\n",
+                                   "Transfer-Encoding: chunked, gzip\r\nContent-Length: 5\r\n",
+                                   "transfer-encoding: GZIP\r\ncontent-length: 5\r\n",
+                                   "Transfer-Encoding: identity\r\nContent-Length: 5\r\n",
+                                   "Transfer-Encoding: gzip\r\n", "Transfer-Encoding: \r\nContent-Length: 5\r\n",
+                                   "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                                   "Content-Length: 5\r\nTransfer-Encoding: gzip\r\n"}) {
+    const std::string answer = "HTTP/1.1 200 OK\r\n" + fields + "\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    const Fed f = FeedBytewise(answer);
+    EXPECT_FALSE(f.done) << fields;
+    EXPECT_FALSE(f.error.empty()) << fields;
+    EXPECT_EQ(f.error.find("hello"), std::string::npos);
+    AnswerReader reader;
+    Listened l;
+    reader.StartStreaming(&l.headers, &l, false);
+    reader.Feed(answer.data(), answer.size());
+    EXPECT_TRUE(reader.failed()) << fields;
+    EXPECT_FALSE(reader.keep_alive()) << fields;
+    EXPECT_EQ(l.heads, 0) << fields;
+    EXPECT_TRUE(l.pieces.empty()) << fields;
+  }
+  for (const std::string fields : {"TRANSFER-ENCODING: gzip, Chunked\r\n",
+                                   "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"}) {
+    const Fed f = FeedBytewise("HTTP/1.1 200 OK\r\n" + fields + "\r\n5\r\nhello\r\n0\r\n\r\n");
+    ASSERT_TRUE(f.done) << fields << f.error;
+    EXPECT_EQ(f.reply.body, "hello");  // the coding is the caller's to undo
+    EXPECT_TRUE(f.keep_alive);
+  }
+}
+
 }  // namespace
 }  // namespace dyad
