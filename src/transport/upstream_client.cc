@@ -252,19 +252,20 @@ int OnRequestGoingOut(void* user, char*, char*, int, int) {
 // one buffer linked by nodes curl reads but does not own. Our own exchange:
 // the CONNECT_ONLY handle's socket, the request as written, the bytes
 // received, the parser. The credential is in `lines` or `out`: wiped after
-// every call.
+// every call, and by their allocator when they are freed (an exception from
+// the sink unwinds past the wipe and destroys the entry).
 struct Entry {
   CURLM* multi = nullptr;  // through the proxy only
   CURL* easy = nullptr;
   char error[CURL_ERROR_SIZE] = {};
-  std::string lines;
+  WipedString lines;
   std::vector<size_t> starts;
   std::vector<curl_slist> nodes;
   HttpHeaders head_headers;  // empty between calls: its capacity lent to each call's head
 
   bool connected = false;  // `sock` may carry a request
   curl_socket_t sock = CURL_SOCKET_BAD;
-  std::string out;
+  WipedString out;
   std::vector<char> in;
   std::unique_ptr<AnswerReader> reader;
 
@@ -499,7 +500,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     size_t size = request.method.size() + target.path.size() + query.size() + target.host_header.size() + 80;
     for (const auto& [k, v] : request.headers) size += k.size() + v.size() + 4;
     if (inline_body) size += request.body.size();
-    std::string& out = e.out;
+    WipedString& out = e.out;
     out.clear();
     out.reserve(size);
     out.append(request.method).append(" ").append(target.path).append(query).append(" HTTP/1.1\r\nHost: ");
@@ -664,7 +665,7 @@ class CurlUpstreamClient final : public UpstreamClient {
   static curl_slist* LinkHeaders(Entry& e, const HttpHeaders& headers) {
     size_t size = 64;
     for (const auto& [k, v] : headers) size += k.size() + v.size() + 3;
-    std::string& lines = e.lines;
+    WipedString& lines = e.lines;
     lines.clear();
     lines.reserve(size);
     e.starts.clear();

@@ -17,10 +17,12 @@
 #include <functional>
 #include <future>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/secret_bytes.h"
 #include "server/tls_context.h"
 #include "testing/loopback_http_server.h"
 #include "testing/test_certificates.h"
@@ -866,6 +868,45 @@ TEST(UpstreamClient, BytesBehindTheAnswerInsideATlsRecordMeanTheConnectionIsNotK
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(second.body(), "fresh");
   EXPECT_EQ(server.connections(), 2);
+}
+
+// Buffers freed through the wiping allocator while a test watches: whether
+// one the size of a request was, and whether any still held a byte.
+std::atomic<size_t> g_largest_wiped_free{0};
+std::atomic<bool> g_unwiped_free{false};
+void RecordWipedFree(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) g_unwiped_free = g_unwiped_free || p[i] != 0;
+  size_t seen = g_largest_wiped_free.load();
+  while (n > seen && !g_largest_wiped_free.compare_exchange_weak(seen, n)) {
+  }
+}
+
+// A sink that throws (the gateway's allocates): the exception reaches the
+// caller, the request's buffer (it holds the credential) is wiped as it is
+// freed with its entry, and the client goes on, on a new connection.
+TEST(UpstreamClient, ASinkThatThrowsLeavesTheRequestBufferWipedAndTheClientUsable) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("body"), self));
+  self = &server;
+  auto client = Client();
+  struct Throwing : UpstreamSink {
+    bool OnHead(const UpstreamHead&) override { return true; }
+    bool OnBody(std::string_view) override { throw std::runtime_error("out of memory, say"); }
+  } throwing;
+  UpstreamRequest request = Post(server.url());
+  request.headers.emplace_back("X-Pad", std::string(2000, 'x'));  // a request larger than any other buffer here
+  g_largest_wiped_free = 0;
+  g_unwiped_free = false;
+  SetSecretFreeObserverForTesting(&RecordWipedFree);
+  EXPECT_THROW(client->Send(request, throwing), std::runtime_error);
+  SetSecretFreeObserverForTesting(nullptr);
+  EXPECT_GE(g_largest_wiped_free.load(), server.requests().at(0).size());
+  EXPECT_FALSE(g_unwiped_free.load());
+  Recorder sink;
+  Status s = client->Send(Post(server.url()), sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(sink.body(), "body");
+  EXPECT_EQ(server.connections(), 2);  // the thrown-through entry's connection was not pooled
 }
 
 // The upstream reads the request on a kept connection and closes without a
