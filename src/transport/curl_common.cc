@@ -31,18 +31,6 @@ bool HasBreakOrNul(std::string_view s) {
   return found;
 }
 
-bool WaitForSocket(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline) {
-  for (;;) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-    if (left <= 0) return false;
-    pollfd p{sock, events, 0};
-    const int n = poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1 << 30)));
-    if (n > 0) return true;  // ready, or an error or hang-up the next send/recv reports
-    if (n < 0 && errno != EINTR) return true;
-  }
-}
-
 bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chrono::steady_clock::time_point deadline,
                size_t& sent, std::string& why) {
   while (sent < data.size()) {
@@ -59,6 +47,78 @@ bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chron
     }
   }
   return true;
+}
+
+short WaitForSocketEvents(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return 0;
+    pollfd p{sock, events, 0};
+    const int n = poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1 << 30)));
+    if (n > 0) return p.revents;
+    if (n < 0 && errno != EINTR) return POLLERR;  // the next send or recv reports it
+  }
+}
+
+bool WaitForSocket(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline) {
+  return WaitForSocketEvents(sock, events, deadline) != 0;
+}
+
+namespace {
+
+// What a read while sending found.
+enum class EarlyRead { kNothing, kAnswer, kEnded };
+
+EarlyRead ReadWhileSending(CURL* curl, char* into, size_t room, size_t& got, std::string& why) {
+  size_t n = 0;
+  const CURLcode rc = curl_easy_recv(curl, into, room, &n);
+  if (rc == CURLE_AGAIN) return EarlyRead::kNothing;  // no data (a session ticket, say)
+  if (rc == CURLE_OK && n > 0) {
+    got = n;
+    return EarlyRead::kAnswer;
+  }
+  why = rc == CURLE_OK ? "the connection closed before any answer" : curl_easy_strerror(rc);
+  return EarlyRead::kEnded;
+}
+
+}  // namespace
+
+SendEnd SendWatchingForAnswer(CURL* curl, curl_socket_t sock, std::string_view data,
+                              std::chrono::steady_clock::time_point deadline, size_t& sent, char* into, size_t room,
+                              size_t& got, std::string& why) {
+  got = 0;
+  while (sent < data.size()) {
+    size_t n = 0;
+    const CURLcode rc = curl_easy_send(curl, data.data() + sent, data.size() - sent, &n);
+    if (rc == CURLE_OK) {
+      sent += n;
+      continue;
+    }
+    if (rc != CURLE_AGAIN) {
+      // An upstream that answered and reset: the answer is still to be read.
+      std::string ignored;
+      if (ReadWhileSending(curl, into, room, got, ignored) == EarlyRead::kAnswer) return SendEnd::kAnswered;
+      why = curl_easy_strerror(rc);
+      return SendEnd::kFailed;
+    }
+    const short ready = WaitForSocketEvents(sock, POLLIN | POLLOUT, deadline);
+    if (ready == 0) {
+      why = "timed out sending the request";
+      return SendEnd::kFailed;
+    }
+    if (ready & (POLLIN | POLLERR | POLLHUP)) {
+      switch (ReadWhileSending(curl, into, room, got, why)) {
+        case EarlyRead::kAnswer:
+          return SendEnd::kAnswered;
+        case EarlyRead::kEnded:
+          return SendEnd::kFailed;
+        case EarlyRead::kNothing:
+          break;
+      }
+    }
+  }
+  return SendEnd::kSent;
 }
 
 // No poll() shortcut: bytes of a TLS record already read from the socket

@@ -38,6 +38,30 @@ bool WaitForSocket(curl_socket_t sock, short events, std::chrono::steady_clock::
 bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chrono::steady_clock::time_point deadline,
                size_t& sent, std::string& why);
 
+// Waits until `sock` is ready for `events` (POLLIN, POLLOUT) or `deadline`
+// passes: the events that are ready (with POLLERR or POLLHUP for an error or
+// a hang-up, which the next send or recv reports), 0 when it timed out.
+short WaitForSocketEvents(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline);
+
+// How SendWatchingForAnswer ended.
+enum class SendEnd {
+  kSent,      // all of data went out
+  kAnswered,  // the answer began before it did: its first bytes are in `into`
+  kFailed,    // `why` says why
+};
+
+// SendAllOn for a request whose answer may come before it is all out: an
+// upstream refusing a large body (401, 413) answers at once and stops
+// reading, or answers and resets (curl read while it uploaded and stopped
+// sending). While the send waits, and when it fails, a readable connection
+// is read into `into` (`room` bytes): bytes there (`got` of them) are the
+// answer's start and the rest is not sent (the request is incomplete: the
+// connection must not carry another). A TLS record without data is not an
+// answer; the connection closed with none is a failure.
+SendEnd SendWatchingForAnswer(CURL* curl, curl_socket_t sock, std::string_view data,
+                              std::chrono::steady_clock::time_point deadline, size_t& sent, char* into, size_t room,
+                              size_t& got, std::string& why);
+
 // Whether a kept, idle CONNECT_ONLY connection can carry a request: nothing
 // arrived on it since the last answer (a close, a reset, or stray bytes all
 // say no; a TLS record without data, such as a session ticket, does not).

@@ -581,24 +581,30 @@ class CurlUpstreamClient final : public UpstreamClient {
       status = std::move(s);
       return Outcome::kFailed;
     };
+    std::vector<char>& in = e.in;
+    if (in.size() < 16384) in.resize(16384);
+    size_t begin = 0, end = 0, received = 0;
+    // An answer that comes before the request is out (an upstream refusing
+    // a large body) stops the sending; it is read as any other, and the
+    // connection is not kept (the request on it is incomplete).
     size_t sent = 0;
     std::string why;
-    bool ok = SendAllOn(e.easy, e.sock, e.out, deadline, sent, why);
-    if (ok && !inline_body) {
+    SendEnd sending = SendWatchingForAnswer(e.easy, e.sock, e.out, deadline, sent, in.data(), in.size(), end, why);
+    if (sending == SendEnd::kSent && !inline_body) {
       sent = 0;
-      ok = SendAllOn(e.easy, e.sock, request.body, deadline, sent, why);
+      sending = SendWatchingForAnswer(e.easy, e.sock, request.body, deadline, sent, in.data(), in.size(), end, why);
     }
-    if (!ok) {
+    if (sending == SendEnd::kFailed) {
       if (Clock::now() >= deadline) return failed(TimedOut(What(request.method, target), which, t, false));
       if (reused) return Outcome::kRetry;  // closed while idle: the request was not read
       return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " + why));
     }
+    const bool answered_early = sending == SendEnd::kAnswered;
+    received = end;  // an early answer's first bytes: never resent after them
+    if (answered_early) x.last_activity = Clock::now();
 
     AnswerReader& reader = *e.reader;
     reader.StartStreaming(&x.head.headers, &x, request.method == "HEAD");
-    std::vector<char>& in = e.in;
-    if (in.size() < 16384) in.resize(16384);
-    size_t begin = 0, end = 0, received = 0;
     for (;;) {
       if (end > begin) {
         begin += reader.Feed(in.data() + begin, end - begin);
@@ -653,7 +659,7 @@ class CurlUpstreamClient final : public UpstreamClient {
                                                            (x.head_done ? "the answer was cut short: " : "") +
                                                            reader.error()));
     }
-    if (!reader.keep_alive()) Retire(e);
+    if (!reader.keep_alive() || answered_early) Retire(e);
     status = OkStatus();
     return Outcome::kDone;
   }

@@ -1140,6 +1140,73 @@ TEST(UpstreamClient, ALargeBodyIsSentWhole) {
   EXPECT_NE(server.requests()[0].find("Content-Length: 307200\r\n"), std::string::npos);
 }
 
+// An upstream that answers before it read a large body and stops reading
+// (401, 413): the answer is handed on at once, not after a timeout, the rest
+// of the body is not sent, and the connection (its request incomplete) is
+// not kept. Twice as much as loopback's buffers take, so the send blocks.
+TEST(UpstreamClient, AnEarlyAnswerDuringALargeUploadIsReadAndItsConnectionNotKept) {
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (c.index() == 0) {
+      c.Write("HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno");  // before reading a byte
+      released.wait();  // neither reads nor closes
+      return;
+    }
+    while (!self->Read(c).empty()) c.Write(Answer("fresh"));
+  });
+  self = &server;
+  struct Release {
+    std::promise<void>& p;
+    ~Release() { p.set_value(); }
+  } release_at_end{release};
+  auto client = Client();
+  const std::string big(32 * 1024 * 1024, 'b');
+  UpstreamRequest request = Post(server.url(), big);
+  request.timeouts.first_byte = milliseconds(5000);
+  Recorder sink;
+  Status s = client->Send(request, sink);  // without reading early: the first-byte timeout
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(sink.head.status, 401);
+  EXPECT_EQ(sink.body(), "no");
+  Recorder second;
+  s = client->Send(Post(server.url()), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "fresh");
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// The same on a kept connection, the upstream answering 413 and closing
+// with the body unread (a reset): the 413 is the answer; the request is not
+// sent again on a new connection.
+TEST(UpstreamClient, AnEarlyAnswerAndAResetOnAKeptConnectionIsTheAnswerNotAResend) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (c.index() == 0) {
+      if (self->Read(c).empty()) return;
+      c.Write(Answer("kept"));
+      if (c.ReadSome(1).empty()) return;  // the second request begins
+      c.Write("HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig");
+      return;  // closed with the body unread: a reset
+    }
+    while (!self->Read(c).empty()) c.Write(Answer("resent"));
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  const std::string big(32 * 1024 * 1024, 'b');
+  UpstreamRequest request = Post(server.url(), big);
+  request.timeouts.first_byte = milliseconds(5000);
+  Recorder sink;
+  Status s = client->Send(request, sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(sink.head.status, 413);
+  EXPECT_EQ(sink.body(), "big");
+  EXPECT_EQ(server.connections(), 1);
+}
+
 // TLS: an event stream in pieces over a kept TLS connection, twice.
 TEST(UpstreamClient, AStreamOverTlsArrivesWholeAndTheConnectionIsKept) {
   TlsFiles files = MakeCertAndKey("upstream_stream");
