@@ -199,6 +199,10 @@ size_t AnswerReader::Feed(const char* data, size_t n) {
       if (k == 0) break;
       continue;
     }
+    if (p.status() == 101) {  // we never ask for an upgrade: what follows is not HTTP
+      error_ = "the upstream switched protocols (101) unasked";
+      break;
+    }
     if (p.status() >= 100 && p.status() < 200) {  // 100 Continue and the like: the answer follows
       impl_->to.headers->clear();
       impl_->Begin();

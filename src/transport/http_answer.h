@@ -4,7 +4,8 @@
 // http_answer.cc, the one file of the client side that includes Beast.
 //
 // What it gives the transport: the status, the final answer's header fields
-// (names lower-cased; 1xx answers are skipped, their fields dropped; chunked
+// (names lower-cased; 1xx answers are skipped, their fields dropped, but a
+// 101 is a failure: no upgrade is ever asked for; chunked
 // trailers are not fields of the answer and are dropped too), the body
 // (Content-Length, chunked, or read to the end of the stream), whether the
 // connection may carry another request, and a failure without any byte of

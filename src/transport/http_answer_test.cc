@@ -338,5 +338,24 @@ TEST(http_answer_unit, ATransferCodingThatIsNotChunkedLastFailsTheAnswer) {
   }
 }
 
+// We never ask for an upgrade: a 101 is not an interim head to skip (what
+// follows it is another protocol), in both modes.
+TEST(http_answer_unit, ASwitchingProtocolsHeadFailsTheAnswer) {
+  const std::string answer =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+  const Fed f = FeedBytewise(answer);
+  EXPECT_FALSE(f.done);
+  EXPECT_NE(f.error.find("101"), std::string::npos) << f.error;
+  AnswerReader reader;
+  Listened l;
+  reader.StartStreaming(&l.headers, &l, false);
+  reader.Feed(answer.data(), answer.size());
+  EXPECT_TRUE(reader.failed());
+  EXPECT_FALSE(reader.keep_alive());
+  EXPECT_EQ(l.heads, 0);
+  EXPECT_TRUE(l.pieces.empty());
+}
+
 }  // namespace
 }  // namespace dyad

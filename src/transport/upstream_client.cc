@@ -18,9 +18,12 @@
 // turns out closed before any byte of the answer, the request is sent once
 // more on a new connection (a POST too: the server closed an idle connection,
 // it did not read the request; curl did the same here). A new connection's
-// request is never sent twice. A connection stays for the next call unless
-// the answer ends it (Connection: close, HTTP/1.0, read to close) or bytes
-// follow it.
+// request is never sent twice. An answer that arrives while the request is
+// still going out (an upstream refusing a large body) stops the sending and
+// is read; it is never resent, and its connection is not kept. A connection
+// stays for the next call unless the answer ends it (Connection: close,
+// HTTP/1.0, read to close) or bytes follow it (in the socket or decrypted in
+// OpenSSL: the check before reuse asks curl, not poll()). A 101 is a failure.
 //
 // With GATEWAY_UPSTREAM_PROXY, curl does the whole exchange (a proxy needs an
 // absolute-form request line or CONNECT): each pooled entry is an easy handle
@@ -457,7 +460,8 @@ class CurlUpstreamClient final : public UpstreamClient {
 
   static Status HeadTooLarge(const std::string& what) {
     return MakeError(ErrorCode::kUnavailable,
-                     what + ": the answer's head is larger than " + std::to_string(kMaxHeadBytes) + " bytes");
+                     what + ": the answer's head (or a chunk's size line, or its trailers) is larger than " +
+                         std::to_string(kMaxHeadBytes) + " bytes");
   }
 
   // Our own exchange (see the top of this file).
@@ -756,6 +760,9 @@ class CurlUpstreamClient final : public UpstreamClient {
   }
 
   void Return(const std::string& origin, std::unique_ptr<Entry> e) {
+    // Our own exchange's entry without a connection (retired after a good
+    // answer): a shut socket and a grown receive buffer, nothing to keep.
+    if (options_.proxy.empty() && !e->connected) return;
     {
       MutexLock lock(&mu_);
       auto& free = idle_[origin];
