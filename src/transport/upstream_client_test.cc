@@ -898,7 +898,7 @@ TEST(UpstreamClient, ASinkThatThrowsLeavesTheRequestBufferWipedAndTheClientUsabl
   g_largest_wiped_free = 0;
   g_unwiped_free = false;
   SetSecretFreeObserverForTesting(&RecordWipedFree);
-  EXPECT_THROW(client->Send(request, throwing), std::runtime_error);
+  EXPECT_THROW(static_cast<void>(client->Send(request, throwing)), std::runtime_error);
   SetSecretFreeObserverForTesting(nullptr);
   EXPECT_GE(g_largest_wiped_free.load(), server.requests().at(0).size());
   EXPECT_FALSE(g_unwiped_free.load());
