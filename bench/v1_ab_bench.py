@@ -48,8 +48,10 @@ def turn(binary, work, stub_port, mode, opts):
 
 def summarize(pairs):
     """pairs: [(a_turn, b_turn)] of one mode. The medians of A, B and of the per-pair B/A ratios."""
-    cpu_ratio = [b["cpu_us_per_request"] / a["cpu_us_per_request"] for a, b in pairs]
-    rps_ratio = [b["requests_per_s"] / a["requests_per_s"] for a, b in pairs]
+    def ratio(b, a):
+        return b / a if a else float("nan")  # a turn that served nothing
+    cpu_ratio = [ratio(b["cpu_us_per_request"], a["cpu_us_per_request"]) for a, b in pairs]
+    rps_ratio = [ratio(b["requests_per_s"], a["requests_per_s"]) for a, b in pairs]
     return {
         "pairs": len(pairs),
         "a_cpu_us": statistics.median(a["cpu_us_per_request"] for a, _ in pairs),

@@ -227,7 +227,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
     if (!resumed.ok()) spdlog::error("cannot resume the interrupted key rotation: {}", resumed.error().message);
     else if (*resumed) spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
     if (auto why = p.scheduler->ToggleOverride()) spdlog::warn("{}", *why);
-    p.scheduler->StartThread();
+    DYAD_RETURN_IF_ERROR(p.scheduler->StartThread());
     p.secrets->Health();  // the first probe, so that the first /readyz has an answer
     p.secrets->AwaitProbe(std::chrono::seconds(2));
     if (p.warmer) p.warmer->Start();  // in the background: /readyz says when it is done, if asked to

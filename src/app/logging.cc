@@ -2,6 +2,7 @@
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/spdlog.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,23 +68,15 @@ class LineSink final : public spdlog::sinks::sink {
   }
 
   void log(const spdlog::details::log_msg& msg) override {
-    // This thread's copy of the formatter (spdlog's keep per-second state,
-    // so one is not shared unlocked). Versions are unique across sinks, so a
-    // copy made for another sink, or before set_formatter, is never used.
-    thread_local struct {
-      uint64_t version = 0;
-      std::unique_ptr<spdlog::formatter> formatter;
-    } mine;
-    const uint64_t version = version_.load(std::memory_order_acquire);
-    if (mine.version != version) {
-      MutexLock lock(&mu_);
-      mine.formatter = formatter_->clone();
-      mine.version = version_.load(std::memory_order_relaxed);
-    }
     spdlog::memory_buf_t line;
-    mine.formatter->format(msg, line);
-    if (!locked_) return Write(line);
-    MutexLock lock(&mu_);
+    if (ThisThread* mine = Mine()) {
+      mine->formatter->format(msg, line);
+      if (!locked_) return Write(line);
+      MutexLock lock(&mu_);
+      return Write(line);
+    }
+    MutexLock lock(&mu_);  // a thread at its end: the shared formatter
+    formatter_->format(msg, line);
     Write(line);
   }
   void flush() override {}  // nothing is buffered
@@ -98,14 +91,46 @@ class LineSink final : public spdlog::sinks::sink {
   }
 
  private:
+  // This thread's copy of the formatter (spdlog's keep per-second state, so
+  // one is not shared unlocked), made on its first line and after every
+  // set_formatter; versions are unique across sinks, so a copy made for
+  // another sink is never used. Null once the thread's copy was destroyed
+  // (a line logged by a later thread_local's destructor, or at exit).
+  struct ThisThread {
+    uint64_t version = 0;
+    std::unique_ptr<spdlog::formatter> formatter;
+    ~ThisThread() { ended = true; }
+    static thread_local bool ended;  // trivially destructible: readable to the thread's very end
+  };
+  ThisThread* Mine() DYAD_LOCKS_EXCLUDED(mu_) {
+    if (ThisThread::ended) return nullptr;
+    thread_local ThisThread mine;
+    const uint64_t version = version_.load(std::memory_order_acquire);
+    if (mine.version != version) {
+      MutexLock lock(&mu_);
+      mine.formatter = formatter_->clone();
+      mine.version = version_.load(std::memory_order_relaxed);
+    }
+    return &mine;
+  }
+
   // A log line that cannot be written is dropped: there is nowhere to say so.
+  // A non-blocking descriptor that is full is waited on for up to 100 ms; a
+  // line given up part-way is ended, so the next one starts on a line of its own.
   void Write(const spdlog::memory_buf_t& line) {
     const char* p = line.data();
     size_t left = line.size();
     while (left > 0) {
       ssize_t n = ::write(fd_, p, left);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        pollfd room{fd_, POLLOUT, 0};
+        if (::poll(&room, 1, 100) > 0) continue;
+      }
+      if (n <= 0) {
+        if (p != line.data()) (void)!::write(fd_, "\n", 1);
+        return;
+      }
       p += n;
       left -= static_cast<size_t>(n);
     }
@@ -117,6 +142,8 @@ class LineSink final : public spdlog::sinks::sink {
   std::unique_ptr<spdlog::formatter> formatter_ DYAD_GUARDED_BY(mu_);
   std::atomic<uint64_t> version_{0};
 };
+
+thread_local bool LineSink::ThisThread::ended = false;
 
 }  // namespace
 

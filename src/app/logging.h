@@ -29,6 +29,8 @@ std::unique_ptr<spdlog::formatter> NewJsonLogFormatter();
 // (spdlog's stderr sink). A pipe or socket (journald's stream, a
 // container runtime's) takes a mutex around the write, as lines longer than
 // PIPE_BUF could interleave. Nothing is buffered: a crash loses no line.
+// A write cut short (a full disk, a signal on a terminal) is finished by a
+// second write, which another thread's line may precede there.
 // `fd` is not closed.
 std::shared_ptr<spdlog::sinks::sink> NewLineSink(int fd);
 

@@ -159,5 +159,30 @@ TEST(LineSink, UsesANewFormatterOnEveryThreadOnceItIsSet) {
   EXPECT_EQ(lines[5], "other f");
 }
 
+struct LogsAtThreadEnd {
+  spdlog::sinks::sink* sink = nullptr;
+  ~LogsAtThreadEnd() {
+    if (sink) Log(*sink, "at the end");
+  }
+};
+
+TEST(LineSink, WritesALineLoggedAfterTheThreadsOwnFormatterIsGone) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  auto sink = NewLineSink(fds[1]);
+  sink->set_pattern("%v");
+  std::thread([&] {
+    thread_local LogsAtThreadEnd last;  // made before the sink's copy for this thread: destroyed after it
+    last.sink = sink.get();
+    Log(*sink, "first");
+  }).join();
+  ::close(fds[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  EXPECT_EQ(Lines(text), (std::vector<std::string>{"first", "at the end"}));
+}
+
 }  // namespace
 }  // namespace dyad

@@ -14,9 +14,14 @@ KeyVersionBook::KeyVersionBook(std::shared_ptr<KeyVersionRepository> repo, std::
 
 Status KeyVersionBook::Reload() {
   std::map<uint32_t, KeyVersionRecord> rows;
+  const uint64_t ticket = tickets_.fetch_add(1, std::memory_order_relaxed) + 1;  // before the read
   DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> listed, repo_->List(row_key_));
   for (auto& row : listed) rows[row.version] = std::move(row);
   MutexLock lock(&mu_);
+  // A reload begun after this one has been applied: this older view would
+  // set the primary (or a state) back.
+  if (ticket < applied_) return OkStatus();
+  applied_ = ticket;
   versions_ = std::move(rows);
   primary_ = versions_.empty() ? 0 : versions_.rbegin()->first;
   last_reload_ = clock_.Now();

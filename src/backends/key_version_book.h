@@ -5,6 +5,7 @@
 // the registry is the truth every instance agrees on, this is the copy read
 // on every call and reloaded when it may be out of date (LivePrimary: at most
 // every 500 ms, or at once after MarkStale(); CheckUsable: once for a version not known).
+// Of two reloads that overlap, the one begun last is what the copy keeps.
 //
 // `key_name` ("KMS key alias/x") opens its errors; `version_word` is how a
 // version is named in "has no <version_word> N". Thread-safe (one mutex of its
@@ -13,6 +14,7 @@
 // retired one or for retiring the primary.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -78,6 +80,10 @@ class KeyVersionBook {
   uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;
   std::optional<Clock::Instant> last_reload_ DYAD_GUARDED_BY(mu_);
   std::optional<Clock::Instant> last_sync_ DYAD_GUARDED_BY(mu_);
+  // Each Reload takes a ticket before it reads; the copy is replaced only by
+  // a read newer than the one it holds (`applied_`), so it never goes back.
+  std::atomic<uint64_t> tickets_{0};
+  uint64_t applied_ DYAD_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace dyad

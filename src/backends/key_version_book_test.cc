@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "registry/sqlite_db.h"
 #include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
+#include "testing/held_key_versions.h"
 
 namespace dyad {
 namespace {
@@ -52,6 +55,29 @@ TEST_F(KeyVersionBookTest, ThePrimaryIsTheHighestVersionAndLivePrimarySeesAnothe
   EXPECT_EQ(state->primary_version, 2u);
   ASSERT_EQ(state->versions.size(), 2u);
   EXPECT_EQ(state->versions[0].created_at, "2026-03-05T10:00:00Z");
+}
+
+// Two reloads overlapping (two writers' CurrentState): the one that read
+// before another instance's version 2 finishes last. The book keeps the
+// later view; the primary does not go back to 1.
+TEST_F(KeyVersionBookTest, AReloadThatReadFirstAndFinishesLastChangesNothing) {
+  auto held = std::make_shared<testing::HeldKeyVersions>(repo_);
+  KeyVersionBook book(held, "row", clock_, "KMS key k");
+  ASSERT_TRUE(book.Reload().ok());
+  held->HoldNextList();
+  std::thread first([&] { EXPECT_TRUE(book.Reload().ok()); });  // reads version 1 only, then waits
+  const bool was_held = held->WaitUntilHeld();
+  if (was_held) {
+    AddVersion("m2");
+    EXPECT_TRUE(book.Reload().ok());
+    EXPECT_EQ(book.Primary(), 2u);
+  }
+  held->Release();
+  first.join();
+  ASSERT_TRUE(was_held);
+  EXPECT_EQ(book.Primary(), 2u);
+  EXPECT_EQ(book.Versions().size(), 2u);
+  EXPECT_EQ(*book.LivePrimary(), 2u);
 }
 
 TEST_F(KeyVersionBookTest, CheckUsableLooksAgainOnceForAnUnknownVersionAndRefusesRetiredOnes) {

@@ -83,6 +83,9 @@ int Serve(bool dev, const std::string& env_file) {
   // TLS must not kill a gateway that is still starting. No child processes
   // inherit the ignored disposition: serve runs none.
   std::signal(SIGHUP, SIG_IGN);
+  // A log reader that went away (stderr a pipe or socket) must not end the
+  // gateway: its write fails instead (EPIPE) and the line is dropped.
+  std::signal(SIGPIPE, SIG_IGN);
   auto config = LoadFrom(env_file, dev);
   if (!config.ok()) return Fail("configuration error: " + config.error().message);
   ConfigureLogging(config->log_level, config->log_format);

@@ -1,16 +1,12 @@
 #include "core/worker.h"
 
-#include <system_error>
-
 namespace dyad {
 
-Result<std::unique_ptr<Worker>> Worker::Start() {
+Result<std::unique_ptr<Worker>> Worker::Start(const ThreadStarter& starter) {
   std::unique_ptr<Worker> worker(new Worker());
-  try {
-    worker->thread_ = std::thread([w = worker.get()] { w->Loop(); });
-  } catch (const std::system_error& e) {
-    return MakeError(ErrorCode::kUnavailable, std::string("no thread could be started: ") + e.what());
-  }
+  auto thread = StartThread(starter, [w = worker.get()] { w->Loop(); });
+  if (!thread.ok()) return MakeError(thread.code(), "cannot start a thread: " + thread.error().message);
+  worker->thread_ = std::move(thread).value();
   return worker;
 }
 

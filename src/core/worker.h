@@ -7,8 +7,9 @@
 //
 // Thread-safety: Post and Wait may be called from any thread; one owner
 // posting and waiting is the intended use. Errors: Start() returns
-// kUnavailable when no thread can be created (the system's limit), so the
-// caller can do the work itself instead of std::thread's throw ending the
+// kUnavailable when no thread can be created (the system's limit, or
+// `starter` refusing: core/thread.h), so the caller can do the work itself
+// or fail its one operation instead of std::thread's throw ending the
 // process. A job must not throw.
 #pragma once
 
@@ -18,12 +19,13 @@
 
 #include "core/mutex.h"
 #include "core/result.h"
+#include "core/thread.h"
 
 namespace dyad {
 
 class Worker {
  public:
-  static Result<std::unique_ptr<Worker>> Start();
+  static Result<std::unique_ptr<Worker>> Start(const ThreadStarter& starter = nullptr);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;

@@ -161,7 +161,11 @@ Status ChangeLogFeed::Start() {
   MutexLock lock(&thread_mu_);
   if (thread_.joinable()) return OkStatus();
   stopping_.store(false, std::memory_order_release);
-  thread_ = std::thread([this] { Listen(); });
+  auto started = StartThread([this] { Listen(); });
+  if (!started.ok()) {
+    return MakeError(started.code(), "cannot start the change feed's thread: " + started.error().message);
+  }
+  thread_ = std::move(started).value();
   return OkStatus();
 }
 

@@ -73,6 +73,7 @@ class ChangeFeed {
 
   // Starts the listener thread (idempotent). Without it nothing is
   // delivered but by CheckNow().
+  // kUnavailable when the system refuses the thread.
   virtual Status Start() = 0;
   // Stops and joins it (idempotent; the destructor calls it).
   virtual void Stop() = 0;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/mutex.h"
+#include "core/thread.h"
 #include "registry/change_feed.h"
 
 namespace dyad {

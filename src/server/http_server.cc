@@ -24,6 +24,7 @@
 
 #include "core/encoding.h"
 #include "core/mutex.h"
+#include "core/thread.h"
 #include "server/tls_context.h"
 
 namespace dyad {
@@ -857,7 +858,15 @@ void HttpServer::Run() {
     impl_->Accept();
   });
   std::vector<std::thread> threads;
-  for (int i = 1; i < impl_->options.threads; ++i) threads.emplace_back([this] { impl_->ioc.run(); });
+  for (int i = 1; i < impl_->options.threads; ++i) {
+    auto started = StartThread([this] { impl_->ioc.run(); });
+    if (!started.ok()) {  // serve on those there are: a throw here would end the process
+      spdlog::warn("serving on {} of {} I/O threads: cannot start another: {}", i, impl_->options.threads,
+                   started.error().message);
+      break;
+    }
+    threads.push_back(std::move(started).value());
+  }
   impl_->ioc.run();
   for (auto& t : threads) t.join();
   impl_->finished = true;

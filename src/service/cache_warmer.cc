@@ -24,9 +24,21 @@ void CacheWarmer::Start() {
   {
     MutexLock lock(&mu_);
     if (stopping_) return;
+    if (!thread_.joinable()) {
+      auto started = StartThread(options_.start_thread, [this] { Loop(); });
+      if (!started.ok()) {
+        if (!start_failed_) {
+          spdlog::warn("cache warming: cannot start a thread (nothing warmed; tried again at the next clear-cache): {}",
+                       started.error().message);
+        }
+        start_failed_ = true;
+        return;
+      }
+      thread_ = std::move(started).value();
+      start_failed_ = false;
+    }
     due_ = true;
     metrics_.SetWarming(true);
-    if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
   }
   cv_.SignalAll();
 }

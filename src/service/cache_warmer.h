@@ -11,7 +11,11 @@
 // filled was cleared meanwhile). Ready() is false from Start() until the
 // pass ends when `blocks_ready` (SECRETS_CACHE_WARM_BLOCKS_READY): /readyz
 // then holds traffic back until the cache is warm. The destructor stops a
-// pass after its running loads. Thread-safe.
+// pass after its running loads. When the system refuses the pass's thread
+// (started by the first Start()), that Start() warms nothing and leaves
+// nothing due (Ready() is not held back by a pass that will never run): it
+// is logged once at warn, and the next Start() (the next clear-cache) tries
+// again. Thread-safe.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +23,7 @@
 #include <thread>
 
 #include "core/mutex.h"
+#include "core/thread.h"
 #include "metrics/metrics.h"
 #include "registry/provider_repository.h"
 #include "service/secrets_service.h"
@@ -31,6 +36,8 @@ class CacheWarmer {
     size_t max_entries = 100;
     size_t concurrency = 4;
     bool blocks_ready = false;
+    // Starts the pass's thread (StartThread when unset; core/thread.h).
+    ThreadStarter start_thread = nullptr;
   };
   struct Progress {
     bool warming = false;  // a pass is due or running
@@ -61,6 +68,7 @@ class CacheWarmer {
   bool running_ DYAD_GUARDED_BY(mu_) = false;
   bool stopping_ DYAD_GUARDED_BY(mu_) = false;
   Progress progress_ DYAD_GUARDED_BY(mu_);
+  bool start_failed_ DYAD_GUARDED_BY(mu_) = false;  // the last Start() could not start the thread: logged
   std::thread thread_;  // started by the first Start(), under mu_
 };
 

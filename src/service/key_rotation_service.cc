@@ -14,29 +14,38 @@ namespace dyad {
 namespace {
 
 // Runs `beat` every `interval` on a thread of its own until destroyed, so a
-// slow batch on the run's thread cannot starve the lock's heartbeat.
+// slow batch on the run's thread cannot starve the lock's heartbeat. Start
+// answers kUnavailable when that thread cannot be started.
 class Ticker {
  public:
-  Ticker(Clock::Duration interval, std::function<void()> beat)
-      : thread_([this, interval, beat = std::move(beat)] {
-          mu_.Lock();
-          while (!StopWithin(interval)) {
-            mu_.Unlock();
-            beat();
-            mu_.Lock();
-          }
-          mu_.Unlock();
-        }) {}
+  static Result<std::unique_ptr<Ticker>> Start(Clock::Duration interval, std::function<void()> beat,
+                                               const ThreadStarter& starter) {
+    std::unique_ptr<Ticker> ticker(new Ticker());
+    DYAD_ASSIGN_OR_RETURN(ticker->thread_, StartThread(starter, [t = ticker.get(), interval, beat = std::move(beat)] {
+                            t->Loop(interval, beat);
+                          }));
+    return ticker;
+  }
   ~Ticker() {
     {
       MutexLock lock(&mu_);
       stop_ = true;
     }
     cv_.SignalAll();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
  private:
+  Ticker() = default;
+  void Loop(Clock::Duration interval, const std::function<void()>& beat) DYAD_LOCKS_EXCLUDED(mu_) {
+    mu_.Lock();
+    while (!StopWithin(interval)) {
+      mu_.Unlock();
+      beat();
+      mu_.Lock();
+    }
+    mu_.Unlock();
+  }
   // std::condition_variable::wait_for(lock, interval, [] { return stop_; }).
   bool StopWithin(Clock::Duration interval) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const auto deadline = std::chrono::steady_clock::now() + interval;
@@ -50,7 +59,7 @@ class Ticker {
   Mutex mu_;
   CondVar cv_;
   bool stop_ DYAD_GUARDED_BY(mu_) = false;
-  std::thread thread_;  // last: starts once the rest is built
+  std::thread thread_;
 };
 
 // Calls `visit(name, blob, key version)` for every stored blob; an
@@ -104,7 +113,7 @@ KeyRotationService::KeyRotationService(Options options, std::shared_ptr<Rotation
 KeyRotationService::~KeyRotationService() {
   stopping_ = true;
   MutexLock lock(&worker_mu_);
-  if (worker_.joinable()) worker_.join();
+  worker_.reset();  // waits for the run in flight
 }
 
 Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& trigger, const RotationRun* resume_from,
@@ -166,9 +175,7 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
   // Set once another instance holds the lock (a beat or a save found it
   // gone): from then on this run writes nothing to the registry or the KMS.
   std::atomic<bool> lock_lost{false};
-  Ticker heartbeat(options_.heartbeat_interval, [this, &lock_lost, id = run.id] {
-    if (!Beat(id)) lock_lost = true;
-  });
+  std::unique_ptr<Ticker> heartbeat;  // started below, once `finish` can end the run without it
   auto save = [&](bool final) {
     Status s = SaveProgress(run, final);
     if (!s.ok() && s.code() == ErrorCode::kConflict) lock_lost = true;  // RotationLockLost
@@ -250,6 +257,17 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     if (progress) progress(run);
     return s.ok() ? saved : s;
   };
+
+  // No heartbeat, no run: without it the lock would go stale mid-run and
+  // another instance take it over. Nothing is rotated yet; the lock is released.
+  auto ticker = Ticker::Start(options_.heartbeat_interval, [this, &lock_lost, id = run.id] {
+    if (!Beat(id)) lock_lost = true;
+  }, options_.start_thread);
+  if (!ticker.ok()) {
+    return finish(MakeError(ticker.code(),
+                            "cannot start a thread for the rotation lock's heartbeat: " + ticker.error().message));
+  }
+  heartbeat = std::move(ticker).value();
 
   if (run.to_version == 0) {  // rotate the KMS key, unless a resumed run already did
     auto state = keys.Describe();
@@ -566,14 +584,26 @@ Status KeyRotationService::RetireOlderVersions(RotationRun& run, const std::func
   return OkStatus();
 }
 
+Status KeyRotationService::StartRunThread() {
+  MutexLock lock(&worker_mu_);
+  if (worker_) return OkStatus();
+  auto started = Worker::Start(options_.start_thread);
+  if (!started.ok()) {
+    return MakeError(started.code(), "cannot start a key rotation: " + started.error().message);
+  }
+  worker_ = std::move(started).value();
+  return OkStatus();
+}
+
 void KeyRotationService::Launch(RotationRun run, const Caller& caller) {
   MutexLock lock(&worker_mu_);
-  if (worker_.joinable()) worker_.join();  // the previous run has released the lock
-  worker_ = std::thread([this, run, caller]() mutable { (void)Execute(run, caller, nullptr); });
+  // After the previous run's end (it has released the lock: Begin succeeded).
+  worker_->Post([this, run, caller]() mutable { (void)Execute(run, caller, nullptr); });
 }
 
 Result<std::string> KeyRotationService::Start(bool force, const std::string& trigger, const Caller& caller,
                                               std::optional<int64_t> if_successes) {
+  DYAD_RETURN_IF_ERROR(StartRunThread());  // before the lock: a thread refused claims nothing
   DYAD_ASSIGN_OR_RETURN(RotationRun run, Begin(force, trigger, nullptr, if_successes));
   std::string id = run.id;
   Launch(std::move(run), caller);
@@ -593,6 +623,7 @@ Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const C
   auto left = runs_->LatestRunning();
   if (!left.ok()) return left.error();
   if (!*left) return std::optional<std::string>();
+  DYAD_RETURN_IF_ERROR(StartRunThread());
   auto run = Begin((*left)->force, "resumed", &**left);
   if (!run.ok()) {
     if (run.code() == ErrorCode::kConflict) {  // its owner is still at it, or its lock not yet stale

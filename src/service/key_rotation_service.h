@@ -30,7 +30,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/mutex.h"
@@ -69,6 +68,9 @@ class KeyRotationService {
     // Starts the thread a run reads its next batch on (Worker::Start when
     // unset); a run whose worker does not start reads each batch in its turn.
     std::function<Result<std::unique_ptr<Worker>>()> start_worker = nullptr;
+    // Starts the thread background runs (Start, ResumeInterrupted) run on,
+    // and each run's heartbeat (StartThread when unset; core/thread.h).
+    ThreadStarter start_thread = nullptr;
   };
 
   // `runs` keeps the lock and the history; give it the same clock.
@@ -83,14 +85,21 @@ class KeyRotationService {
 
   // Starts a run on a background thread; kConflict names the running run.
   // With `if_successes`: only if exactly that many runs have completed, in
-  // any process (else kFailedPrecondition).
+  // any process (else kFailedPrecondition). kUnavailable when that thread
+  // cannot be started (the system's limit): it is started before the lock
+  // is taken, so nothing is claimed or written and the next call tries
+  // again. A run (here or in Run) whose heartbeat cannot be started does
+  // not go on without it: before it rotates anything it ends as failed
+  // ("cannot start a thread for the rotation lock's heartbeat: …") and
+  // releases the lock.
   Result<std::string> Start(bool force, const std::string& trigger, const Caller& caller,
                             std::optional<int64_t> if_successes = std::nullopt);
   // Runs to the end on this thread (the CLI).
   Result<RotationRun> Run(bool force, const std::string& trigger, const Caller& caller,
                           const RotationProgress& progress = nullptr);
   // Resumes, in the background, a run left "running" by a process that is
-  // gone; returns its new id, or nullopt when there is none. `waiting` (if
+  // gone; returns its new id, or nullopt when there is none (kUnavailable
+  // as Start's, with the run left as it was). `waiting` (if
   // given) says whether a run is left whose lock is still held: it can be
   // taken over once its heartbeat is `lock_takeover` old.
   Result<std::optional<std::string>> ResumeInterrupted(const Caller& caller, bool* waiting = nullptr);
@@ -114,6 +123,9 @@ class KeyRotationService {
   void ReleaseLock(const std::string& run_id) DYAD_LOCKS_EXCLUDED(mu_);
   // This process is no longer at the run (the lock is released, or lost).
   void ForgetRun() DYAD_LOCKS_EXCLUDED(mu_);
+  // The thread background runs go on, started on first use (before Begin
+  // claims anything) and kept: kUnavailable when it cannot be.
+  Status StartRunThread() DYAD_LOCKS_EXCLUDED(worker_mu_);
   void Launch(RotationRun run, const Caller& caller) DYAD_LOCKS_EXCLUDED(worker_mu_);
   struct Reencrypted {
     int64_t reencrypted = 0, skipped = 0, failed = 0;
@@ -147,8 +159,8 @@ class KeyRotationService {
   CondVar idle_cv_;
   std::optional<RotationRun> current_ DYAD_GUARDED_BY(mu_);  // the run in this process
   std::atomic<bool> stopping_{false};
-  Mutex worker_mu_;  // Launch and the destructor
-  std::thread worker_ DYAD_GUARDED_BY(worker_mu_);
+  Mutex worker_mu_;  // StartRunThread, Launch and the destructor
+  std::unique_ptr<Worker> worker_ DYAD_GUARDED_BY(worker_mu_);  // runs one background run at a time
 };
 
 }  // namespace dyad

@@ -16,6 +16,7 @@
 #include "service/provider_service.h"
 #include "service/rotation_scheduler.h"
 #include "testing/fakes.h"
+#include "testing/refusing_threads.h"
 #include "testing/rotation_fixture.h"
 
 namespace dyad {
@@ -1026,6 +1027,113 @@ TEST_P(RotationTest, ARunReadsTheNextBatchOnItsWorker) {
   ASSERT_TRUE(run.ok()) << run.error().message;
   EXPECT_EQ(run->status, "completed") << run->error;
   EXPECT_EQ(recording.threads().size(), 2u);  // the worker's (batches), this one's (the recount)
+}
+
+// A rotation asked for when the system refuses its thread answers
+// kUnavailable and claims nothing: no lock, no history entry, so another
+// instance (and this one, once threads can be had) rotates at once.
+TEST_P(RotationTest, AnAdminRotationWhoseThreadCannotStartClaimsNothing) {
+  Seed(300);
+  testing::RefusingThreads threads;
+  auto options = RotationOptions();
+  options.start_thread = threads.starter();
+  KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  auto started = rotation.Start(false, "manual", Caller{});
+  ASSERT_FALSE(started.ok());
+  EXPECT_EQ(started.code(), ErrorCode::kUnavailable);
+  EXPECT_NE(started.error().message.find("cannot start a key rotation: cannot start a thread"), std::string::npos)
+      << started.error().message;
+  EXPECT_FALSE(rotation.Current());
+  EXPECT_TRUE(rotation.History(10)->empty());
+  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM rotation_lock WHERE run_id IS NOT NULL"), 0);
+  EXPECT_EQ(keys_->Describe()->primary_version, 1u);
+  // Another instance rotates at once: the lock was never taken.
+  auto other = NewRotation();
+  ASSERT_TRUE(other->Start(false, "manual", Caller{}).ok());
+  other->WaitIdle();
+  // And this one, once threads can be had again.
+  threads.Allow();
+  auto again = rotation.Start(false, "manual", Caller{});
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  rotation.WaitIdle();
+  auto history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].status, "completed") << history[0].error;
+  EXPECT_EQ(history[1].status, "completed") << history[1].error;
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{3u, 300}}));
+}
+
+// Likewise a run left by a process that is gone: it stays as it was, for
+// the next attempt (here another instance's) to resume.
+TEST_P(RotationTest, AResumeWhoseThreadCannotStartLeavesTheRunForTheNext) {
+  Seed(10);
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,0,0,'')").ok());
+  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  testing::RefusingThreads threads;
+  auto options = RotationOptions();
+  options.start_thread = threads.starter();
+  KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  auto resumed = rotation.ResumeInterrupted(Caller{});
+  ASSERT_FALSE(resumed.ok());
+  EXPECT_EQ(resumed.code(), ErrorCode::kUnavailable);
+  auto history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].id, "dead-run");
+  EXPECT_EQ(history[0].status, "running");
+  auto other = NewRotation();
+  auto by_other = other->ResumeInterrupted(Caller{});
+  ASSERT_TRUE(by_other.ok()) << by_other.error().message;
+  ASSERT_TRUE(by_other->has_value());
+  other->WaitIdle();
+  history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].status, "completed") << history[0].error;
+  EXPECT_EQ(history[1].status, "interrupted");
+  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 10}}));
+}
+
+// A run whose heartbeat cannot be started would hold a lock that goes stale
+// mid-run: it ends as failed before it rotates anything, releases the lock,
+// and the next run (another instance's, or this one's) completes.
+TEST_P(RotationTest, ARunWhoseHeartbeatCannotStartFailsBeforeRotatingAndReleasesTheLock) {
+  Seed(300);
+  for (bool background : {false, true}) {
+    SCOPED_TRACE(background ? "Start" : "Run");
+    // Run: the heartbeat is the first thread asked for; Start: the second,
+    // after the run's own.
+    testing::RefusingThreads threads(background ? 2 : 1);
+    auto options = RotationOptions();
+    options.start_thread = threads.starter();
+    KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
+    const uint32_t primary = keys_->Describe()->primary_version;
+    RotationRun failed;
+    if (background) {
+      ASSERT_TRUE(rotation.Start(false, "manual", Caller{}).ok());
+      rotation.WaitIdle();
+      failed = rotation.History(1)->front();
+    } else {
+      auto run = rotation.Run(false, "manual", Caller{});
+      ASSERT_TRUE(run.ok()) << run.error().message;
+      failed = *run;
+    }
+    EXPECT_EQ(failed.status, "failed");
+    EXPECT_NE(failed.error.find("cannot start a thread for the rotation lock's heartbeat"), std::string::npos)
+        << failed.error;
+    EXPECT_EQ(rotation.History(1)->front().status, "failed");
+    EXPECT_EQ(keys_->Describe()->primary_version, primary);  // nothing rotated
+    EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{primary, 300}}));
+    EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM rotation_lock WHERE run_id IS NOT NULL"), 0);
+    auto other = NewRotation();
+    auto next = other->Run(false, "manual", Caller{});
+    ASSERT_TRUE(next.ok()) << next.error().message;
+    EXPECT_EQ(next->status, "completed") << next->error;
+    threads.Allow();
+    auto again = rotation.Run(false, "manual", Caller{});
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    EXPECT_EQ(again->status, "completed") << again->error;
+    EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{primary + 2, 300}}));
+  }
 }
 
 // Issue 14 review: a retirement step had no bound below the lock's takeover

@@ -30,11 +30,16 @@ RotationScheduler::~RotationScheduler() {
   if (thread_.joinable()) thread_.join();
 }
 
-void RotationScheduler::StartThread() {
+Status RotationScheduler::StartThread() {
   resume_waiting_ = true;  // until the first tick looks
-  thread_ = std::thread([this] {
+  auto started = dyad::StartThread([this] {
     while (WaitForNextCheck()) Tick(clock_.WallNow());
   });
+  if (!started.ok()) {
+    return MakeError(started.code(), "cannot start the key rotation scheduler's thread: " + started.error().message);
+  }
+  thread_ = std::move(started).value();
+  return OkStatus();
 }
 
 bool RotationScheduler::WaitForNextCheck() {

@@ -30,6 +30,7 @@
 
 #include "core/cron.h"
 #include "core/mutex.h"
+#include "core/thread.h"
 #include "registry/settings_repository.h"
 #include "service/key_rotation_service.h"
 
@@ -48,7 +49,9 @@ class RotationScheduler {
                     RotationTiming timing, bool enabled_by_env, uint64_t max_encryptions, const Clock& clock);
   ~RotationScheduler();
 
-  void StartThread();
+  // Starts the ticks' thread, once, at start-up: kUnavailable when the
+  // system refuses it (a start-up error, never an exception).
+  Status StartThread();
   Result<bool> Enabled();
   Status SetEnabled(bool enabled);
   // When the toggle stored in the registry disagrees with KEY_ROTATION_ENABLED,

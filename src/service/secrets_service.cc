@@ -699,8 +699,18 @@ SecretsHealth SecretsService::Health() {
     auto now = clock_.Now();
     bool fresh = last_probe_ && now - last_probe_->at < options_.probe_interval;
     if (!fresh && !probe_started_ && !probe_wanted_ && !probe_stopping_) {
-      probe_wanted_ = true;
-      if (!probe_thread_.joinable()) probe_thread_ = std::thread([this] { ProbeLoop(); });
+      if (!probe_thread_.joinable()) {
+        auto started = StartThread(options_.start_thread, [this] { ProbeLoop(); });
+        if (started.ok()) {
+          probe_thread_ = std::move(started).value();
+          probe_start_error_.clear();
+        } else {
+          if (probe_start_error_.empty()) spdlog::warn("cannot start the health probe's thread (tried again at the "
+                                                       "next health check): {}", started.error().message);
+          probe_start_error_ = "cannot start a thread for the health probe: " + started.error().message;
+        }
+      }
+      probe_wanted_ = probe_thread_.joinable();  // else asked again by the next Health()
       probe_cv_.Signal();
     }
     h.replication = replication_;
@@ -711,6 +721,7 @@ SecretsHealth SecretsService::Health() {
     } else {
       h.last_checked = FormatIso8601(clock_.WallNow());
       h.store_error = h.key_error = "no health probe has answered yet";
+      if (!probe_start_error_.empty()) h.store_error = h.key_error = probe_start_error_;
     }
     if (probe_started_ && now - *probe_started_ >= options_.probe_stuck_after) {
       auto secs = std::chrono::duration_cast<std::chrono::seconds>(now - *probe_started_).count();

@@ -31,7 +31,10 @@
 // KMS (at most once a second, when health is asked for) and Health()
 // returns the last answer, or "unhealthy: … has not answered the health
 // probe for N s" while a probe hangs; the key versions it shows are the
-// registry's as they are now (KeyManager::KnownState()).
+// registry's as they are now (KeyManager::KnownState()). When the system
+// refuses the probe's thread (started on first use), Health() says so in
+// its store error (unhealthy, nothing probed), logs it once at warn, and the
+// next Health() tries again.
 #pragma once
 
 #include <atomic>
@@ -54,6 +57,7 @@
 #include "core/environment.h"
 #include "core/mutex.h"
 #include "core/random.h"
+#include "core/thread.h"
 #include "metrics/metrics.h"
 #include "registry/change_feed.h"
 #include "registry/provider_repository.h"
@@ -87,6 +91,8 @@ struct SecretsOptions {
   // A store that keeps replicas has them checked (one sample secret) by the
   // health probe at most this often.
   std::chrono::milliseconds replication_interval{std::chrono::minutes(1)};
+  // Starts the health probe's thread (StartThread when unset; core/thread.h).
+  ThreadStarter start_thread = nullptr;
   // `secrets gc` never deletes a secret changed more recently than this,
   // whatever --older-than says: longer than a create can take from writing
   // its secret to inserting its registry row (see CollectOrphans).
@@ -379,6 +385,8 @@ class SecretsService {
   // Started on first use under probe_mu_; joined by the destructor once
   // probe_stopping_ forbids another start (not under the lock: the loop needs it).
   std::thread probe_thread_;
+  // Why the probe's thread could not be started, until it can ("": it could).
+  std::string probe_start_error_ DYAD_GUARDED_BY(probe_mu_);
 
   // Refresh-ahead worker (declared last: stopped first).
   Mutex work_mu_;

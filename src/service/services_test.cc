@@ -14,6 +14,8 @@
 #include "registry/sqlite_key_version_repository.h"
 #include "registry/sqlite_settings_repository.h"
 #include "testing/fakes.h"
+#include "testing/log_capture.h"
+#include "testing/refusing_threads.h"
 #include "testing/service_fixture.h"
 
 namespace dyad {
@@ -766,6 +768,57 @@ TEST_F(ServicesTest, AWarmLoadHoldingTheOldValueIsNotServedAfterAWriteThatRaced)
   auto r = s.Get(p.id, caller_);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(ApiKey(*r), "sk-after-the-warm-read");
+}
+
+// A warming pass whose thread the system refuses: that Start() warms
+// nothing and holds nothing back (readiness, WaitIdle), says so once at warn
+// however often it is asked, and the next Start() once threads can be had warms.
+TEST_F(ServicesTest, AWarmerWhoseThreadCannotStartHoldsNothingBackAndTriesAgainAtTheNextStart) {
+  std::string id = Create("warm-later").id;
+  secrets_->ClearCache(caller_);
+  testing::LogCapture log;
+  testing::RefusingThreads threads;
+  CacheWarmer::Options o{10, 4, /*blocks_ready=*/true};
+  o.start_thread = threads.starter();
+  CacheWarmer warmer(o, *secrets_, *repo_, metrics_);
+  warmer.Start();
+  warmer.Start();
+  EXPECT_TRUE(warmer.Ready());
+  ASSERT_FALSE(warmer.progress().warming);  // else WaitIdle would wait for a pass that never runs
+  warmer.WaitIdle();
+  EXPECT_EQ(secrets_->cache().Size(), 0u);
+  EXPECT_EQ(threads.asked(), 2);
+  EXPECT_EQ(log.Count("cache warming: cannot start a thread"), 1u) << log.Text();
+  threads.Allow();
+  warmer.Start();
+  warmer.WaitIdle();
+  EXPECT_EQ(warmer.progress().loaded, 1u);
+  EXPECT_EQ(secrets_->cache().Size(), 1u);
+  auto first = secrets_->Get(id, caller_);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->source, "cache");
+}
+
+// The health probe's thread refused: Health() answers at once, unhealthy,
+// saying why (logged once), and the next Health() starts the probe.
+TEST_F(ServicesTest, AHealthProbeWhoseThreadCannotStartIsTriedAgainAtTheNextHealthCheck) {
+  testing::LogCapture log;
+  testing::RefusingThreads threads;
+  SecretsOptions o;
+  o.start_thread = threads.starter();
+  ServiceFixture::Build(o);
+  for (int i = 0; i < 2; ++i) {
+    auto h = secrets_->Health();
+    EXPECT_EQ(h.status, "unhealthy");
+    EXPECT_NE(h.store_error.find("cannot start a thread for the health probe: Resource temporarily unavailable"),
+              std::string::npos) << h.store_error;
+  }
+  EXPECT_EQ(threads.asked(), 2);
+  EXPECT_EQ(log.Count("cannot start the health probe's thread"), 1u) << log.Text();
+  threads.Allow();
+  auto h = Probed(*secrets_);
+  EXPECT_EQ(h.status, "healthy") << h.store_error << " / " << h.key_error;
+  EXPECT_EQ(threads.asked(), 3);
 }
 
 TEST_F(ServicesTest, WarmingRefusesWithTheCacheDisabled) {

@@ -24,6 +24,7 @@ Result<std::vector<std::string>> Lookup(const std::string& name);
 
 class SystemResolver final : public HostResolver {
  public:
+  explicit SystemResolver(ThreadStarter start_thread) : start_thread_(std::move(start_thread)) {}
   Result<std::vector<std::string>> Resolve(std::string_view host) override {
     struct Answer {
       std::mutex mu;
@@ -31,12 +32,17 @@ class SystemResolver final : public HostResolver {
       std::optional<Result<std::vector<std::string>>> result;
     };
     auto answer = std::make_shared<Answer>();
-    std::thread([answer, name = std::string(host)] {
+    auto lookup = StartThread(start_thread_, [answer, name = std::string(host)] {
       auto r = Lookup(name);
       std::lock_guard lock(answer->mu);
       answer->result = std::move(r);
       answer->done.notify_all();
-    }).detach();
+    });
+    if (!lookup.ok()) {
+      return MakeError(ErrorCode::kUnavailable,
+                       "cannot start a thread to resolve '" + std::string(host) + "': " + lookup.error().message);
+    }
+    lookup->detach();
     std::unique_lock lock(answer->mu);
     if (!answer->done.wait_for(lock, kDeadline, [&] { return answer->result.has_value(); })) {
       return MakeError(ErrorCode::kUnavailable, "resolving '" + std::string(host) + "': no answer within " +
@@ -44,6 +50,9 @@ class SystemResolver final : public HostResolver {
     }
     return std::move(*answer->result);
   }
+
+ private:
+  const ThreadStarter start_thread_;
 };
 
 Result<std::vector<std::string>> Lookup(const std::string& name) {
@@ -68,6 +77,8 @@ Result<std::vector<std::string>> Lookup(const std::string& name) {
 
 }  // namespace
 
-std::unique_ptr<HostResolver> NewSystemResolver() { return std::make_unique<SystemResolver>(); }
+std::unique_ptr<HostResolver> NewSystemResolver(ThreadStarter start_thread) {
+  return std::make_unique<SystemResolver>(std::move(start_thread));
+}
 
 }  // namespace dyad

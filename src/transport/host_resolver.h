@@ -7,7 +7,9 @@
 // actually reaches. Tests inject a fake. Thread-safe.
 //
 // Errors: kNotFound when the name has no address (NXDOMAIN, no A/AAAA),
-// kUnavailable when the resolver could not answer.
+// kUnavailable when the resolver could not answer, or when the system
+// refused the thread a lookup runs on ("cannot start a thread to resolve
+// 'host': …"; that request fails, the next one tries again).
 #pragma once
 
 #include <memory>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "core/thread.h"
 
 namespace dyad {
 
@@ -26,6 +29,7 @@ class HostResolver {
   virtual Result<std::vector<std::string>> Resolve(std::string_view host) = 0;
 };
 
-std::unique_ptr<HostResolver> NewSystemResolver();
+// `start_thread`: starts each lookup's thread (StartThread when unset).
+std::unique_ptr<HostResolver> NewSystemResolver(ThreadStarter start_thread = nullptr);
 
 }  // namespace dyad

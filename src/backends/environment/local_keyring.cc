@@ -54,6 +54,7 @@ class LocalKeyring final : public KeyManager {
 
   Status LoadVersions(bool* none) DYAD_LOCKS_EXCLUDED(mu_) {
     last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
+    const uint64_t ticket = NextTicket();
     DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> rows, repo_->List(options_.key_id));
     std::map<uint32_t, Version> loaded;
     std::optional<Error> unopened;  // the first version no master opens
@@ -77,8 +78,10 @@ class LocalKeyring final : public KeyManager {
     }
     if (unopened) return *unopened;
     bool empty;
+    *none = rows.empty();
     {
       WriterMutexLock lock(&mu_);
+      if (!Newest(ticket)) return OkStatus();  // a later view is in memory already
       versions_ = std::move(loaded);
       primary_ = 0;
       for (auto& [v, info] : versions_) {
@@ -86,7 +89,6 @@ class LocalKeyring final : public KeyManager {
       }
       empty = primary_ == 0;  // read under the lock: a Rotate() may set it once released
     }
-    *none = rows.empty();
     // Versions, but none active (all retired): a new primary, as before.
     if (empty && !*none) {
       return Rotate().ok() ? OkStatus() : Status(MakeError(ErrorCode::kInternal, "cannot create an active key version"));
@@ -173,8 +175,11 @@ class LocalKeyring final : public KeyManager {
     });
     if (!appended.ok()) return appended.error();
     const uint32_t version = *appended;
+    const uint64_t ticket = NextTicket();  // after the write: a read begun later sees the version
     WriterMutexLock lock(&mu_);
-    versions_[version] = Version{std::move(key), "active", created, 0, 0};
+    applied_ = std::max(applied_, ticket);  // a read begun before the write is older than this
+    // Only forward: a later read may have loaded it already (and seen it retiring).
+    if (!versions_.count(version)) versions_[version] = Version{std::move(key), "active", created, 0, 0};
     primary_ = std::max(primary_, version);
     return version;
   }
@@ -231,15 +236,30 @@ class LocalKeyring final : public KeyManager {
       if (!versions_.count(version)) return MakeError(ErrorCode::kNotFound, "no key version " + std::to_string(version));
     }
     DYAD_RETURN_IF_ERROR(repo_->SetState(options_.key_id, version, state));
+    const uint64_t ticket = NextTicket();
     WriterMutexLock lock(&mu_);
-    ApplyState(versions_[version], state);
+    applied_ = std::max(applied_, ticket);
+    // Only forward (active, retiring, retired): a later read may have a later state.
+    if (StateRank(state) > StateRank(versions_[version].state)) ApplyState(versions_[version], state);
     return OkStatus();
   }
+
+  static int StateRank(const std::string& state) { return state == "retired" ? 2 : state == "retiring" ? 1 : 0; }
 
   // Caller holds mu_ exclusively.
   static void ApplyState(Version& v, const std::string& state) {
     v.state = state;
     if (state == "retired") v.key.clear();  // a retired version cannot decrypt
+  }
+
+  // Every read of the versions takes a ticket before it reads, and every
+  // change made here takes one after its write; memory takes a view only if
+  // its ticket is newer than that of the view it holds (`applied_`).
+  uint64_t NextTicket() { return tickets_.fetch_add(1, std::memory_order_relaxed) + 1; }
+  bool Newest(uint64_t ticket) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ticket < applied_) return false;
+    applied_ = ticket;
+    return true;
   }
 
   Status RefreshIfDue() {
@@ -254,6 +274,7 @@ class LocalKeyring final : public KeyManager {
   Status Refresh() DYAD_LOCKS_EXCLUDED(mu_) {
     last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
     std::map<uint32_t, std::string> states;
+    const uint64_t ticket = NextTicket();
     DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> rows, repo_->List(options_.key_id));
     for (auto& row : rows) states[row.version] = std::move(row.state);
     {
@@ -261,6 +282,11 @@ class LocalKeyring final : public KeyManager {
       bool unseen = false;
       for (const auto& [v, state] : states) unseen = unseen || !versions_.count(v);
       if (!unseen) {
+        // A read begun after this one (or a Rotate or state change made
+        // here after it) is applied already: this older view would undo it
+        // — set the primary back to the version another thread has just
+        // rotated away from, under which a rotation then "re-encrypts".
+        if (!Newest(ticket)) return OkStatus();
         uint32_t primary = 0;
         for (const auto& [v, state] : states) {
           if (versions_[v].state != state) ApplyState(versions_[v], state);
@@ -336,6 +362,8 @@ class LocalKeyring final : public KeyManager {
   Mutex reserve_mu_ DYAD_ACQUIRED_AFTER(mu_);  // taken within mu_ (shared) by CountEncryption
   std::map<uint32_t, Version> versions_ DYAD_GUARDED_BY(mu_);
   uint32_t primary_ DYAD_GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> tickets_{0};
+  uint64_t applied_ DYAD_GUARDED_BY(mu_) = 0;  // the ticket of the view memory holds
   std::atomic<int64_t> last_refresh_ns_{INT64_MIN / 2};
 };
 

@@ -10,8 +10,11 @@
 // (the key epoch) are read again from the database at most every 500 ms on
 // the write path (at once after MarkStale()) and on every CurrentState(), so a primary made by another
 // process on the same database is used within a second, and a version
-// unknown in memory is loaded when it is first met. A 'retiring' version
-// still decrypts but is never primary. The versions live in a
+// unknown in memory is loaded when it is first met. What memory holds never
+// goes back: a read of the database is applied only if no read begun after
+// it, nor a Rotate or state change of this process, was applied first (two
+// threads refreshing while a third rotated could otherwise set the primary
+// back). A 'retiring' version still decrypts but is never primary. The versions live in a
 // KeyVersionRepository (material: the sealed key). Thread-safe.
 #pragma once
 

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <thread>
 
 #include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
+#include "testing/held_key_versions.h"
 
 namespace dyad {
 namespace {
@@ -94,6 +96,60 @@ TEST_F(TwoKeyrings, ADamagedVersionIsNotReportedAsAWrongMasterKey) {
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(wrong.error().message.find("ENCRYPTION_KEY does not open"), std::string::npos) << wrong.error().message;
+}
+
+// One process, threads racing: a refresh (a writer's CurrentState) read the
+// versions just before another thread's Rotate or retire mark and applied
+// what it read just after. It set the primary back to 1, and a key rotation
+// running then "re-encrypted" secrets under version 1 (counted, left on it).
+class HeldRefresh : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = *SqliteDb::Open(dir_.File("k.db"));
+    held_ = std::make_shared<testing::HeldKeyVersions>(NewSqliteKeyVersionRepository(db_));
+    keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, held_, DefaultRandom(), clock_))
+                .value();
+  }
+  // Runs `meanwhile` while a CurrentState(1) on another thread holds a view
+  // of the versions read before it; that view is applied once it returns.
+  void WhileARefreshHoldsAnOlderView(const std::function<void()>& meanwhile) {
+    held_->HoldNextList();
+    std::thread reader([&] { EXPECT_TRUE(keys_->CurrentState(1).ok()); });
+    bool held = held_->WaitUntilHeld();
+    if (held) meanwhile();
+    held_->Release();
+    reader.join();
+    ASSERT_TRUE(held) << "CurrentState read nothing";
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_;  // never advanced: no refresh is due, memory is what the threads left
+  std::shared_ptr<SqliteDb> db_;
+  std::shared_ptr<testing::HeldKeyVersions> held_;
+  std::unique_ptr<KeyManager> keys_;
+};
+
+TEST_F(HeldRefresh, AnOlderViewNeverSetsThePrimaryBackAfterARotate) {
+  auto old = keys_->GenerateDataKey("ctx");
+  ASSERT_TRUE(old.ok());
+  ASSERT_EQ(old->version, 1u);
+  WhileARefreshHoldsAnOlderView([&] { ASSERT_EQ(*keys_->Rotate(), 2u); });
+  EXPECT_EQ(keys_->Describe()->primary_version, 2u);
+  EXPECT_EQ(keys_->GenerateDataKey("ctx")->version, 2u);
+  auto moved = keys_->ReEncrypt(1, old->wrapped, "ctx", "ctx");  // what a key rotation does
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  EXPECT_EQ(moved->version, 2u);
+}
+
+TEST_F(HeldRefresh, AnOlderViewNeverUndoesARetireMark) {
+  ASSERT_EQ(*keys_->Rotate(), 2u);
+  WhileARefreshHoldsAnOlderView([&] { ASSERT_TRUE(keys_->BeginRetire(1).ok()); });
+  auto state = keys_->Describe();
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->versions[0].state, "retiring");
+  EXPECT_EQ(state->primary_version, 2u);
+  // A view read after the mark is taken as it is.
+  EXPECT_EQ(*keys_->CurrentState(1), "retiring");
 }
 
 TEST(LocalKeyringStart, ConcurrentFirstLoadsCreateOneVersion) {
