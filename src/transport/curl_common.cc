@@ -57,7 +57,7 @@ short WaitForSocketEvents(curl_socket_t sock, short events, std::chrono::steady_
     pollfd p{sock, events, 0};
     const int n = poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1 << 30)));
     if (n > 0) return p.revents;
-    if (n < 0 && errno != EINTR) return POLLERR;  // the next send or recv reports it
+    if (n < 0 && errno != EINTR) return 0;  // as a timeout: a retry would spin (ENOMEM, say)
   }
 }
 
@@ -119,6 +119,10 @@ SendEnd SendWatchingForAnswer(CURL* curl, curl_socket_t sock, std::string_view d
     }
   }
   return SendEnd::kSent;
+}
+
+bool Idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" || method == "OPTIONS";
 }
 
 // No poll() shortcut: bytes of a TLS record already read from the socket

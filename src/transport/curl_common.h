@@ -40,7 +40,8 @@ bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chron
 
 // Waits until `sock` is ready for `events` (POLLIN, POLLOUT) or `deadline`
 // passes: the events that are ready (with POLLERR or POLLHUP for an error or
-// a hang-up, which the next send or recv reports), 0 when it timed out.
+// a hang-up, which the next send or recv reports), 0 when it timed out (or
+// poll() itself failed).
 short WaitForSocketEvents(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline);
 
 // How SendWatchingForAnswer ended.
@@ -52,15 +53,21 @@ enum class SendEnd {
 
 // SendAllOn for a request whose answer may come before it is all out: an
 // upstream refusing a large body (401, 413) answers at once and stops
-// reading, or answers and resets (curl read while it uploaded and stopped
-// sending). While the send waits, and when it fails, a readable connection
-// is read into `into` (`room` bytes): bytes there (`got` of them) are the
-// answer's start and the rest is not sent (the request is incomplete: the
-// connection must not carry another). A TLS record without data is not an
-// answer; the connection closed with none is a failure.
+// reading, or answers and resets; one may also send a 1xx or an early head
+// and go on reading. While the send waits, and when it fails, a readable
+// connection is read into `into` (`room` bytes): kAnswered with the bytes
+// there (`got` of them), `sent` counting what went out. The caller decides
+// whether the rest is sent (call again with the same `sent`) or not (the
+// request is then incomplete: the connection must not carry another). A TLS
+// record without data is not an answer; the connection closed with none is
+// a failure.
 SendEnd SendWatchingForAnswer(CURL* curl, curl_socket_t sock, std::string_view data,
                               std::chrono::steady_clock::time_point deadline, size_t& sent, char* into, size_t room,
                               size_t& got, std::string& why);
+
+// Whether a request with this method may be sent twice (RFC 9110 §9.2.2;
+// POST and PATCH may not).
+bool Idempotent(std::string_view method);
 
 // Whether a kept, idle CONNECT_ONLY connection can carry a request: nothing
 // arrived on it since the last answer (a close, a reset, or stray bytes all

@@ -223,10 +223,6 @@ bool IsHost(std::string_view header_name) {
          (header_name.substr(1) == "ost" || header_name.substr(1) == "OST");
 }
 
-bool Idempotent(const std::string& method) {
-  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" || method == "OPTIONS";
-}
-
 using Clock = std::chrono::steady_clock;
 
 // How an exchange on our own connection went.

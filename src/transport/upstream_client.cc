@@ -16,11 +16,15 @@
 // Before a kept connection is used, anything that arrived on it (a close, a
 // reset, stray bytes) retires it and a new one is made; if a kept connection
 // turns out closed before any byte of the answer, the request is sent once
-// more on a new connection (a POST too: the server closed an idle connection,
-// it did not read the request; curl did the same here). A new connection's
-// request is never sent twice. An answer that arrives while the request is
-// still going out (an upstream refusing a large body) stops the sending and
-// is read; it is never resent, and its connection is not kept. A connection
+// more on a new connection: a GET, PUT or DELETE always, a POST only when the
+// close came while sending or right after (kStaleCloseWindow: the server
+// closed an idle connection, it did not read the request; later it may have
+// worked on it). A new connection's request is never sent twice. Answer bytes
+// that arrive while the request is still going out are read as they come;
+// the sending goes on through a 1xx or a final head under 300 and stops at a
+// final 300 or more (an upstream refusing a large body), as curl did; an
+// answer is never resent, and a connection whose request was cut is not
+// kept. Connections idle past max_idle_age are closed, not used. A connection
 // stays for the next call unless the answer ends it (Connection: close,
 // HTTP/1.0, read to close) or bytes follow it (in the socket or decrypted in
 // OpenSSL: the check before reuse asks curl, not poll()). A 101 is a failure.
@@ -58,6 +62,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -155,7 +160,8 @@ struct Exchange final : AnswerListener {
   }
 };
 
-// Removes hop-by-hop headers, and those the answer's Connection header names.
+// Removes hop-by-hop headers, and those the answer's Connection header names
+// (sorted, so a hostile head of many names and fields costs n log n).
 void RemoveHopByHop(HttpHeaders& headers) {
   std::vector<std::string> named;
   for (const auto& [name, value] : headers) {
@@ -163,12 +169,15 @@ void RemoveHopByHop(HttpHeaders& headers) {
     std::string_view rest = value;
     while (!rest.empty()) {
       const size_t comma = rest.find(',');
-      named.push_back(AsciiLower(TrimSpace(rest.substr(0, comma))));
+      const std::string_view token = TrimSpace(rest.substr(0, comma));
+      if (!token.empty()) named.push_back(AsciiLower(token));
       rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
     }
   }
+  std::sort(named.begin(), named.end());
+  named.erase(std::unique(named.begin(), named.end()), named.end());
   std::erase_if(headers, [&](const auto& h) {
-    return IsHopByHop(h.first) || std::find(named.begin(), named.end(), h.first) != named.end();
+    return IsHopByHop(h.first) || std::binary_search(named.begin(), named.end(), h.first);
   });
 }
 
@@ -267,6 +276,7 @@ struct Entry {
   HttpHeaders head_headers;  // empty between calls: its capacity lent to each call's head
 
   bool connected = false;  // `sock` may carry a request
+  Clock::time_point idle_since;  // when it was last given back
   curl_socket_t sock = CURL_SOCKET_BAD;
   WipedString out;
   std::vector<char> in;
@@ -291,6 +301,11 @@ enum class Outcome {
 
 // A request body up to this size is copied behind the head: one write.
 constexpr size_t kInlineBody = 16 * 1024;
+
+// How soon after a request went out on a kept connection its close still
+// means "closed while idle, the request unread" (resent): a loopback or LAN
+// round trip and then some. Later, the upstream may have worked on it.
+constexpr std::chrono::milliseconds kStaleCloseWindow{250};
 
 // How errors name a call: its method and target (built only for an error).
 std::string What(const std::string& method, const UpstreamTarget& target) { return method + " " + target.shown; }
@@ -575,58 +590,86 @@ class CurlUpstreamClient final : public UpstreamClient {
   // Sends the request and reads its answer on the entry's connection into
   // the sink; `status` says how it went when the outcome is not kRetry.
   static Outcome SendAndRead(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target,
-                           bool reused, bool inline_body, Clock::time_point give_up, Status& status) {
+                             bool reused, bool inline_body, Clock::time_point give_up, Status& status) {
     const UpstreamTimeouts& t = request.timeouts;
     x.sent_at = Clock::now();
-    // Until the first byte, the first-byte timeout runs (sending included).
-    Clock::time_point deadline = std::min(x.sent_at + t.first_byte, give_up);
-    const char* which = x.sent_at + t.first_byte <= give_up ? "first-byte" : "total";
+    // Until the first byte, the first-byte timeout runs (sending included);
+    // then the idle timeout, from the last byte that arrived.
+    Clock::time_point deadline;
+    const char* which = "first-byte";
+    size_t received = 0;
+    auto update_deadline = [&] {
+      which = received > 0 ? "idle" : "first-byte";
+      deadline = received > 0 ? x.last_activity + t.idle : x.sent_at + t.first_byte;
+      if (deadline > give_up) deadline = give_up, which = "total";
+    };
     auto failed = [&](Status s) {
       status = std::move(s);
       return Outcome::kFailed;
     };
     std::vector<char>& in = e.in;
     if (in.size() < 16384) in.resize(16384);
-    size_t begin = 0, end = 0, received = 0;
-    // An answer that comes before the request is out (an upstream refusing
-    // a large body) stops the sending; it is read as any other, and the
-    // connection is not kept (the request on it is incomplete).
-    size_t sent = 0;
-    std::string why;
-    SendEnd sending = SendWatchingForAnswer(e.easy, e.sock, e.out, deadline, sent, in.data(), in.size(), end, why);
-    if (sending == SendEnd::kSent && !inline_body) {
-      sent = 0;
-      sending = SendWatchingForAnswer(e.easy, e.sock, request.body, deadline, sent, in.data(), in.size(), end, why);
-    }
-    if (sending == SendEnd::kFailed) {
-      if (Clock::now() >= deadline) return failed(TimedOut(What(request.method, target), which, t, false));
-      if (reused) return Outcome::kRetry;  // closed while idle: the request was not read
-      return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " + why));
-    }
-    const bool answered_early = sending == SendEnd::kAnswered;
-    received = end;  // an early answer's first bytes: never resent after them
-    if (answered_early) x.last_activity = Clock::now();
-
+    size_t begin = 0, end = 0;
     AnswerReader& reader = *e.reader;
     reader.StartStreaming(&x.head.headers, &x, request.method == "HEAD");
-    for (;;) {
-      if (end > begin) {
+    auto feed = [&] {
+      if (end > begin && !reader.done() && !reader.failed()) {
         begin += reader.Feed(in.data() + begin, end - begin);
         x.last_activity = Clock::now();  // the sink's time is not the upstream's silence
-        if (reader.failed()) break;
-        if (reader.done()) {
-          if (end > begin) Retire(e);  // bytes past the answer: nothing to trust on it
+      }
+    };
+
+    // Bytes that arrive while the request goes out are the answer's: fed
+    // to the reader as they come. The sending goes on through an interim
+    // 1xx or an early 2xx head (the upstream reads the rest of the body),
+    // and stops when the answer is over, failed, or final with a status of
+    // 300 or more (an upstream refusing a large body: 401, 413), as curl
+    // did. A request not sent whole leaves its connection unkept.
+    bool sent_whole = true;
+    std::string why;
+    const std::string_view parts[] = {std::string_view(e.out), inline_body ? std::string_view() : request.body};
+    for (size_t i = 0; i < 2 && sent_whole; ++i) {
+      const std::string_view part = parts[i];
+      size_t sent = 0;
+      for (;;) {
+        update_deadline();
+        if (!MakeRoom(in, begin, end, 4 * kMaxHeadBytes)) return failed(HeadTooLarge(What(request.method, target)));
+        size_t got = 0;
+        const SendEnd sending = SendWatchingForAnswer(e.easy, e.sock, part, deadline, sent, in.data() + end,
+                                                      in.size() - end, got, why);
+        if (sending == SendEnd::kSent) break;
+        if (sending == SendEnd::kFailed) {
+          if (Clock::now() >= deadline) return failed(TimedOut(What(request.method, target), which, t, x.head_done));
+          if (received > 0) {  // what came of the answer is read to its end or failure below
+            sent_whole = false;
+            break;
+          }
+          if (reused) return Outcome::kRetry;  // closed while idle: the request was not read
+          return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " + why));
+        }
+        end += got;
+        received += got;  // never resent after the answer's first bytes
+        x.last_activity = Clock::now();
+        feed();
+        if (reader.done() || reader.failed() || (x.head_done && x.head.status >= 300)) {
+          sent_whole = sent == part.size() && (i == 1 || parts[1].empty());
           break;
         }
+      }
+    }
+    const Clock::time_point sent_end = Clock::now();
+
+    for (;;) {
+      feed();
+      if (reader.failed()) break;
+      if (reader.done()) {
+        if (end > begin) Retire(e);  // bytes past the answer: nothing to trust on it
+        break;
       }
       // Only an unfinished head is kept whole (a body is handed on as it
       // comes); the reader fails a head past kMaxHeadBytes before this.
       if (!MakeRoom(in, begin, end, 4 * kMaxHeadBytes)) return failed(HeadTooLarge(What(request.method, target)));
-      if (received > 0) {
-        which = "idle";
-        deadline = x.last_activity + t.idle;
-        if (deadline > give_up) deadline = give_up, which = "total";
-      }
+      update_deadline();
       if (Clock::now() >= give_up) {  // an answer that never pauses is stopped too
         return failed(TimedOut(What(request.method, target), "total", t, x.head_done));
       }
@@ -643,7 +686,12 @@ class CurlUpstreamClient final : public UpstreamClient {
         break;
       }
       if (rc != CURLE_OK || n == 0) {
-        if (reused && received == 0) return Outcome::kRetry;  // closed while idle: the request was not read
+        // A kept connection the upstream closed while it was idle ends
+        // right after the request lands: resent. One that ends later may
+        // have been read and worked on: a POST is not sent twice then.
+        if (reused && received == 0 && (Idempotent(request.method) || Clock::now() - sent_end <= kStaleCloseWindow)) {
+          return Outcome::kRetry;
+        }
         const std::string cause = rc != CURLE_OK ? curl_easy_strerror(rc) : "the connection closed before any answer";
         return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " +
                                                              (x.head_done ? "the answer was cut short: " : "") +
@@ -663,7 +711,7 @@ class CurlUpstreamClient final : public UpstreamClient {
                                                            (x.head_done ? "the answer was cut short: " : "") +
                                                            reader.error()));
     }
-    if (!reader.keep_alive() || answered_early) Retire(e);
+    if (!reader.keep_alive() || !sent_whole) Retire(e);
     status = OkStatus();
     return Outcome::kDone;
   }
@@ -703,13 +751,24 @@ class CurlUpstreamClient final : public UpstreamClient {
   }
 
   std::unique_ptr<Entry> Lease(const std::string& origin) {
+    std::vector<std::unique_ptr<Entry>> too_old;  // closed after the lock
     {
       MutexLock lock(&mu_);
       auto it = idle_.find(origin);
-      if (it != idle_.end() && !it->second.empty()) {
-        std::unique_ptr<Entry> e = std::move(it->second.back());
-        it->second.pop_back();
-        return e;
+      if (it != idle_.end()) {
+        // Oldest first: those idle too long are dropped, including the ones
+        // below the most recent that a steady load never reaches.
+        auto& free = it->second;
+        const Clock::time_point oldest_kept = Clock::now() - options_.max_idle_age;
+        size_t old = 0;
+        while (old < free.size() && free[old]->idle_since < oldest_kept) ++old;
+        std::move(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(old), std::back_inserter(too_old));
+        free.erase(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(old));
+        if (!free.empty()) {
+          std::unique_ptr<Entry> e = std::move(free.back());
+          free.pop_back();
+          return e;
+        }
       }
     }
     auto e = std::make_unique<Entry>();
@@ -763,6 +822,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     // Our own exchange's entry without a connection (retired after a good
     // answer): a shut socket and a grown receive buffer, nothing to keep.
     if (options_.proxy.empty() && !e->connected) return;
+    e->idle_since = Clock::now();
     {
       MutexLock lock(&mu_);
       auto& free = idle_[origin];

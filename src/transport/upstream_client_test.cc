@@ -108,7 +108,7 @@ TEST(UpstreamClient, StatusHeadersAndBodyHandedOnAndTheRequestSentAsGiven) {
   LoopbackHttpServer* self = nullptr;
   LoopbackHttpServer server(Always(Answer("{\"ok\":true}",
                                           "Content-Type: application/json\r\nX-Request-Id: abc\r\nConnection: "
-                                          "keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n"
+                                          ", keep-alive,, X-Hop ,\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n"
                                           "Proxy-Authenticate: Basic\r\nUpgrade: h2c\r\n"),
                                    self));
   self = &server;
@@ -458,6 +458,23 @@ TEST(UpstreamClient, ConsecutiveCallsReuseOneConnectionUntilTheUpstreamClosesIt)
   Recorder sink;
   ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());  // on a new connection
   EXPECT_EQ(sink.body(), "r0");
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// A kept connection idle longer than max_idle_age is closed, not used
+// (here: every one is too old by the next call).
+TEST(UpstreamClient, AConnectionIdleTooLongIsNotUsed) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("ok"), self));
+  self = &server;
+  UpstreamClientOptions options;
+  options.max_idle_age = milliseconds(0);
+  auto client = Client(options);
+  for (int i = 0; i < 2; ++i) {
+    Recorder sink;
+    ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());
+    EXPECT_EQ(sink.body(), "ok");
+  }
   EXPECT_EQ(server.connections(), 2);
 }
 
@@ -1205,6 +1222,81 @@ TEST(UpstreamClient, AnEarlyAnswerAndAResetOnAKeptConnectionIsTheAnswerNotAResen
   EXPECT_EQ(sink.head.status, 413);
   EXPECT_EQ(sink.body(), "big");
   EXPECT_EQ(server.connections(), 1);
+}
+
+// An upstream that sends a 1xx (an unasked 100 Continue, 103 Early Hints)
+// or its final 2xx head before it has read a large body goes on reading it:
+// the body is sent whole (not stopped at the first byte of answer, as for a
+// refusal), the answer read, and the connection kept.
+TEST(UpstreamClient, AnInterimOrEarlyHeadDuringALargeUploadDoesNotStopIt) {
+  const std::string big(32 * 1024 * 1024, 'b');
+  for (const std::string& early : {std::string("HTTP/1.1 100 Continue\r\n\r\n"),
+                                   std::string("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"),
+                                   std::string("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")}) {
+    const bool head_first = early.starts_with("HTTP/1.1 200");
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      if (!c.Write(early)) return;  // before reading a byte
+      for (bool first = true;; first = false) {
+        const std::string request = self->Read(c);
+        if (request.empty()) return;
+        const bool whole = request.size() - request.find("\r\n\r\n") - 4 == (first ? big.size() : 2);
+        const std::string body = whole ? "whole" : "short";
+        if (!c.Write(first && head_first ? body : Answer(body))) return;
+      }
+    });
+    self = &server;
+    auto client = Client();
+    UpstreamRequest request = Post(server.url(), big);
+    request.timeouts.first_byte = request.timeouts.idle = milliseconds(5000);
+    Recorder sink;
+    Status s = client->Send(request, sink);
+    ASSERT_TRUE(s.ok()) << early << s.error().message;
+    EXPECT_EQ(sink.head.status, 200) << early;
+    EXPECT_EQ(sink.body(), "whole") << early;
+    Recorder second;
+    s = client->Send(Post(server.url(), "{}"), second);
+    ASSERT_TRUE(s.ok()) << early << s.error().message;
+    EXPECT_EQ(second.body(), "whole") << early;
+    EXPECT_EQ(server.connections(), 1) << early;
+  }
+}
+
+// A POST the upstream read on a kept connection and worked on before it
+// closed without answering may have been done: it is not sent again (a
+// close right after the request is a stale connection, resent: above).
+// A GET is (idempotent).
+TEST(UpstreamClient, APostAKeptConnectionClosedOnLongAfterItWentOutIsNotResent) {
+  for (const char* method : {"POST", "GET"}) {
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      if (self->Read(c).empty()) return;
+      if (c.index() != 0) {
+        c.Write(Answer("again"));
+        return;
+      }
+      c.Write(Answer("kept"));
+      if (self->Read(c).empty()) return;
+      std::this_thread::sleep_for(milliseconds(1000));  // works on it, then dies
+    });
+    self = &server;
+    auto client = Client();
+    Recorder first, second;
+    UpstreamRequest request = Post(server.url());
+    request.method = method;
+    ASSERT_TRUE(client->Send(request, first).ok());
+    Status s = client->Send(request, second);
+    if (std::string_view(method) == "POST") {
+      ASSERT_FALSE(s.ok());
+      EXPECT_EQ(s.error().code, ErrorCode::kUnavailable) << s.error().message;
+      EXPECT_EQ(server.requests().size(), 2u);
+      EXPECT_EQ(server.connections(), 1);
+    } else {
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      EXPECT_EQ(second.body(), "again");
+      EXPECT_EQ(server.requests().size(), 3u);
+    }
+  }
 }
 
 // TLS: an event stream in pieces over a kept TLS connection, twice.
