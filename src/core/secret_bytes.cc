@@ -29,6 +29,12 @@ void Cleanse(std::string& s) {
   s.clear();
 }
 
+void Cleanse(WipedString& s) {
+  s.resize(s.capacity());  // as above
+  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
+  s.clear();
+}
+
 SecretBytes& SecretBytes::operator=(const SecretBytes& other) {
   if (this != &other) {
     clear();

@@ -77,4 +77,11 @@ class SecretBytes {
 // Zeroes a std::string that held secret material (e.g. a JSON dump).
 void Cleanse(std::string& s);
 
+// A string whose freed buffers are wiped (and seen by the observer above):
+// for a buffer that holds a secret for a while, so that no path out of its
+// owner, an exception's included, frees it unwiped. Cleanse wipes it in
+// place (its capacity kept).
+using WipedString = std::basic_string<char, std::char_traits<char>, WipingAllocator<char>>;
+void Cleanse(WipedString& s);
+
 }  // namespace dyad

@@ -58,6 +58,18 @@ class LoopbackConn {
       buf_.append(chunk, static_cast<size_t>(n));
     }
   }
+  // What arrives next, up to `size` bytes, as it comes (no request framing,
+  // not recorded; after the bytes ReadRequest kept, if any); "" at the end
+  // of the stream.
+  std::string ReadSome(size_t size) {
+    std::string some = std::move(buf_);
+    buf_.clear();
+    if (!some.empty()) return some;
+    some.resize(size);
+    const long n = Read(some.data(), size);
+    some.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return some;
+  }
   bool Write(std::string_view s) {
     size_t off = 0;
     while (off < s.size()) {

@@ -223,23 +223,7 @@ bool IsHost(std::string_view header_name) {
          (header_name.substr(1) == "ost" || header_name.substr(1) == "OST");
 }
 
-bool Idempotent(const std::string& method) {
-  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" || method == "OPTIONS";
-}
-
 using Clock = std::chrono::steady_clock;
-
-// Waits until `sock` is ready for `events` or `deadline` passes: true when ready.
-bool WaitFor(curl_socket_t sock, short events, Clock::time_point deadline) {
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return false;
-    pollfd p{sock, events, 0};
-    const int n = poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1 << 30)));
-    if (n > 0) return true;  // ready, or an error or hang-up the next send/recv reports
-    if (n < 0 && errno != EINTR) return true;
-  }
-}
 
 // How an exchange on our own connection went.
 enum class Outcome {
@@ -376,16 +360,8 @@ class CurlTransport final : public HttpTransport {
     h.connected = false;
   }
 
-  // Whether the idle connection can carry a request: nothing arrived on it
-  // since the last answer (a close, a reset, or stray bytes all retire it).
-  static bool StillOpen(Handle& h) {
-    pollfd p{h.sock, POLLIN, 0};
-    if (poll(&p, 1, 0) == 0) return true;
-    char byte;
-    size_t n = 0;
-    // TLS records without data (a session ticket) leave it open.
-    return curl_easy_recv(h.curl, &byte, 1, &n) == CURLE_AGAIN;
-  }
+  // Whether the idle connection can carry a request (curl_common.h).
+  static bool StillOpen(Handle& h) { return ConnectionStillOpen(h.curl); }
 
   // The request line, headers and body in the handle's buffer (sized first:
   // no growth, no copy of a token left in freed memory).
@@ -415,20 +391,7 @@ class CurlTransport final : public HttpTransport {
 
   // Sends the handle's request; `sent` counts the bytes that went out.
   static bool SendAll(Handle& h, Clock::time_point deadline, size_t& sent, std::string& why) {
-    while (sent < h.out.size()) {
-      size_t n = 0;
-      const CURLcode rc = curl_easy_send(h.curl, h.out.data() + sent, h.out.size() - sent, &n);
-      if (rc == CURLE_OK) {
-        sent += n;
-      } else if (rc != CURLE_AGAIN) {
-        why = curl_easy_strerror(rc);
-        return false;
-      } else if (!WaitFor(h.sock, POLLOUT, deadline)) {
-        why = "timed out sending the request";
-        return false;
-      }
-    }
-    return true;
+    return SendAllOn(h.curl, h.sock, h.out, deadline, sent, why);
   }
 
   // Reads one answer into `reply`: kRetryable when the connection was
@@ -455,21 +418,13 @@ class CurlTransport final : public HttpTransport {
           break;
         }
       }
-      if (begin > 0) {  // keep the unparsed rest at the front
-        std::memmove(in.data(), in.data() + begin, end - begin);
-        end -= begin;
-        begin = 0;
-      }
-      if (end == in.size()) {
-        if (in.size() >= 256 * 1024) {
-          why = "answer header larger than " + std::to_string(in.size()) + " bytes";
-          return Outcome::kFailed;
-        }
-        in.resize(in.size() * 2);  // only the header is kept whole: it holds no secret body yet
+      if (!MakeRoom(in, begin, end, 256 * 1024)) {  // only the header is kept whole: it holds no secret body yet
+        why = "answer header larger than " + std::to_string(in.size()) + " bytes";
+        return Outcome::kFailed;
       }
       if (wait_first) {
         wait_first = false;
-        if (!WaitFor(h.sock, POLLIN, deadline)) {
+        if (!WaitForSocket(h.sock, POLLIN, deadline)) {
           why = "timed out waiting for the answer";
           return Outcome::kFailed;
         }
@@ -477,7 +432,7 @@ class CurlTransport final : public HttpTransport {
       size_t n = 0;
       const CURLcode rc = curl_easy_recv(h.curl, in.data() + end, in.size() - end, &n);
       if (rc == CURLE_AGAIN) {
-        if (!WaitFor(h.sock, POLLIN, deadline)) {
+        if (!WaitForSocket(h.sock, POLLIN, deadline)) {
           why = "timed out waiting for the answer";
           return Outcome::kFailed;
         }

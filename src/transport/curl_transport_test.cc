@@ -13,7 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "server/tls_context.h"
 #include "testing/loopback_http_server.h"
+#include "testing/test_certificates.h"
 
 namespace dyad {
 namespace {
@@ -195,6 +197,45 @@ TEST(curl_transport_unit, TheRequestIsWrittenAsTheCallerGaveIt) {
                       "Content-Length: 7\r\n\r\n{\"a\":1}");
   EXPECT_EQ(r[1], "DELETE /v1/x HTTP/1.1\r\nHost: vault.example\r\nX-Vault-Token: t\r\nContent-Length: 0\r\n\r\n");
   EXPECT_EQ(r[2], "GET /g HTTP/1.1\r\nHost: " + host + "\r\n\r\n");
+}
+
+// A second answer in the TLS record that ends the first, the read ending
+// exactly at the first's end: the rest waits decrypted in OpenSSL, where
+// poll() does not see it. The connection is not reused for the next call.
+TEST(curl_transport_unit, BytesBehindAnAnswerInsideATlsRecordAreNotReadByTheNextCall) {
+  TlsFiles files = MakeCertAndKey("backend_trailing");
+  auto ctx = NewTlsServerContext(files);
+  ASSERT_TRUE(ctx.ok()) << ctx.error().message;
+  // Read into 16 KiB: a first record of 10000 bytes (the head cut inside its
+  // last field; the lines before it parsed), then the room left, which ends
+  // where the answer ends, inside the second record.
+  const std::string whole_lines = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n";
+  const std::string first_part = whole_lines + "X-Pad: " + std::string(10000 - whole_lines.size() - 7, 'p');
+  const size_t room = 16384 - (first_part.size() - whole_lines.size());
+  const std::string second_part = std::string(room - 6, 'q') + "\r\n\r\n{}";
+  const std::string stale = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n\"stale\"";
+  LoopbackHttpServer server(
+      [&](LoopbackConn& c, LoopbackHttpServer& s) {
+        if (c.index() == 0) {
+          if (s.Read(c).empty()) return;
+          c.Write(first_part);
+          c.Write(second_part + stale);  // one record
+          while (!s.Read(c).empty()) c.Write(stale);
+          return;
+        }
+        while (!s.Read(c).empty()) c.Write("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n\"fresh\"");
+      },
+      ctx->get());
+  CurlOptions options;
+  options.ca_file = files.cert_file;
+  auto transport = NewCurlTransport(options);
+  auto first = transport->Send(Post(server.url()));
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(first->body, "{}");
+  auto second = transport->Send(Post(server.url()));
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_EQ(second->body, "\"fresh\"");
+  EXPECT_EQ(server.connections(), 2);
 }
 
 // A server that closes an idle kept connection: the next request sees it

@@ -4,7 +4,8 @@
 // http_answer.cc, the one file of the client side that includes Beast.
 //
 // What it gives the transport: the status, the final answer's header fields
-// (names lower-cased; 1xx answers are skipped, their fields dropped; chunked
+// (names lower-cased; 1xx answers are skipped, their fields dropped, but a
+// 101 is a failure: no upgrade is ever asked for; chunked
 // trailers are not fields of the answer and are dropped too), the body
 // (Content-Length, chunked, or read to the end of the stream), whether the
 // connection may carry another request, and a failure without any byte of
@@ -14,17 +15,36 @@
 // hold megabytes, and a body that grows past it is moved by hand, the old
 // buffer wiped (no copy left in freed memory).
 //
-// Reused: one reader per connection handle, Start() before each answer
-// (the parser's storage is allocated once).
+// Streaming (StartStreaming, for the /v1 upstream client): nothing of the
+// body is held. The final head's status is reported to the listener once its
+// fields are complete (1xx heads skipped), then each decoded piece of the
+// body (chunked framing removed), in order and never empty, as it is fed; a
+// false return from either stops the answer (cancelled() and failed()). The
+// head is limited to 64 KiB either way (head_too_large() and failed()).
+//
+// Reused: one reader per connection handle, Start() or StartStreaming()
+// before each answer (the parser's storage is allocated once).
 #pragma once
 
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "transport/http_transport.h"
 
 namespace dyad {
+
+// Hears a streamed answer, on the thread that feeds it.
+class AnswerListener {
+ public:
+  virtual ~AnswerListener() = default;
+  // The final head is complete: its fields are in the vector StartStreaming
+  // was given (the listener may change them). False stops the answer.
+  virtual bool OnAnswerHead(int status) = 0;
+  // A piece of the decoded body. False stops the answer.
+  virtual bool OnAnswerBody(std::string_view piece) = 0;
+};
 
 class AnswerReader {
  public:
@@ -36,6 +56,9 @@ class AnswerReader {
   // Begins an answer into `reply` (cleared); `head`: the request was HEAD
   // (no body whatever the header says).
   void Start(HttpReply* reply, size_t max_body, bool head);
+  // Begins a streamed answer: its fields into `headers` (cleared), the rest
+  // to `listener` (see above); no limit on the body.
+  void StartStreaming(HttpHeaders* headers, AnswerListener* listener, bool head);
 
   // Parses what it can of `data` and returns how many bytes it used; the
   // caller keeps the rest and brings it again with more. Uses nothing once
@@ -51,6 +74,10 @@ class AnswerReader {
   const std::string& error() const { return error_; }
   // The body went past max_body (failed() too).
   bool too_big() const { return too_big_; }
+  // The head went past 64 KiB (failed() too).
+  bool head_too_large() const { return head_too_large_; }
+  // The listener returned false (failed() too).
+  bool cancelled() const { return cancelled_; }
   // The connection may carry another request (HTTP/1.1 without
   // "Connection: close", or HTTP/1.0 with keep-alive; not read to close).
   bool keep_alive() const { return keep_alive_; }
@@ -60,6 +87,8 @@ class AnswerReader {
   std::unique_ptr<Impl> impl_;
   bool done_ = false;
   bool too_big_ = false;
+  bool head_too_large_ = false;
+  bool cancelled_ = false;
   bool keep_alive_ = false;
   std::string error_;
 };

@@ -1,39 +1,68 @@
-// UpstreamClient over libcurl. Each pooled entry is an easy handle in a
-// multi handle of its own: the multi keeps the one connection alive between
-// calls (CURLMOPT_MAXCONNECTS 1), and driving the transfer with
-// curl_multi_perform/curl_multi_poll lets the first-byte and idle timeouts
-// be kept to the millisecond on our monotonic clock (libcurl's LOW_SPEED
-// options and the progress callback only see whole seconds). Entries are
-// pooled per origin (scheme, host, port), at most max_idle_per_host each; a
-// call that ended in an error does not give its entry back: the handle and
-// its connection are closed, so a cancelled or timed-out answer never leaves
-// a half-read connection for the next caller. A URL's target (the origin of
-// its pool, how errors name the call) is parsed once per URL and kept
-// (upstream_target.h); curl still parses CURLOPT_URL on every call.
+// UpstreamClient over libcurl, in two ways.
 //
-// The head: the header callback collects the lines of each answer head
-// (interim 1xx heads skipped, a proxy's CONNECT answer suppressed) and calls
-// OnHead at the final head's blank line, before any body byte; the write
-// callback hands each decoded piece (curl removes the chunked framing) to
-// OnBody as it arrives. Either returning false makes the callback return a
-// short count, which aborts the transfer (kCancelled).
+// Without a proxy (the usual case), curl only connects: each pooled entry is
+// a CONNECT_ONLY easy handle, so curl does DNS, connect (the open-socket
+// callback refusing forbidden addresses) and TLS with verification, the CA
+// and SNI, HTTP/1.1 in ALPN; the client writes the HTTP/1.1 request itself
+// (origin-form request line, Host, Content-Length, the caller's headers) into
+// the entry's buffer and sends it with curl_easy_send, then reads the answer
+// with curl_easy_recv and poll() on the connection's socket and parses it
+// with AnswerReader's streaming mode (http_answer.h: Beast): OnHead when the
+// final head is complete, each decoded body piece to OnBody as it arrives.
+// The timeouts are kept on our monotonic clock: first-byte from the request
+// sent, idle between two reads, total from Send(). A small body is copied
+// into the request's buffer (one write); a larger one is sent from the
+// caller's. The buffer (it holds the credential) is wiped after every call.
+// Before a kept connection is used, anything that arrived on it (a close, a
+// reset, stray bytes) retires it and a new one is made; if a kept connection
+// turns out closed before any byte of the answer, the request is sent once
+// more on a new connection: a GET, PUT or DELETE always, a POST only when the
+// close came while sending or right after (kStaleCloseWindow: the server
+// closed an idle connection, it did not read the request; later it may have
+// worked on it). A new connection's request is never sent twice. Answer bytes
+// that arrive while the request is still going out are read as they come;
+// the sending goes on through a 1xx or a final head under 300 and stops at a
+// final 300 or more (an upstream refusing a large body), as curl did; an
+// answer is never resent, and a connection whose request was cut is not
+// kept. Connections idle past max_idle_age are closed, not used. A connection
+// stays for the next call unless the answer ends it (Connection: close,
+// HTTP/1.0, read to close) or bytes follow it (in the socket or decrypted in
+// OpenSSL: the check before reuse asks curl, not poll()). A 101 is a failure.
 //
-// Proxies: unlike curl_transport, libcurl's reading of the environment
-// (https_proxy and the like, no_proxy) is turned off (CURLOPT_PROXY is
-// always set: "" for none), since through a proxy the address the
-// open-socket check sees is the proxy's. With the options' proxy, every
-// call goes through it (CURLOPT_NOPROXY ""), and the URL's host is resolved
-// here first and each address checked. curl resends a request once when a kept connection turns out
-// closed before any byte of the answer (a POST too: the server closed the idle
-// connection, it did not read the request).
+// With GATEWAY_UPSTREAM_PROXY, curl does the whole exchange (a proxy needs an
+// absolute-form request line or CONNECT): each pooled entry is an easy handle
+// in a multi handle of its own, the multi keeping the one connection alive
+// between calls (CURLMOPT_MAXCONNECTS 1), driven with curl_multi_perform/
+// curl_multi_poll so the timeouts are kept to the millisecond on our clock
+// (libcurl's LOW_SPEED options and the progress callback only see whole
+// seconds). The header callback collects the lines of each answer head
+// (interim 1xx heads skipped, the proxy's CONNECT answer suppressed) and
+// calls OnHead at the final head's blank line; the write callback hands each
+// decoded piece to OnBody. Either returning false makes the callback return a
+// short count, which aborts the transfer (kCancelled). curl resends a request
+// once when a kept connection turns out closed before any byte of the answer.
+//
+// Both ways: entries are pooled per origin (scheme, host, port), at most
+// max_idle_per_host each; a call that ended in an error does not give its
+// entry back (its connection is closed), so a cancelled or timed-out answer
+// never leaves a half-read connection for the next caller. A URL's target
+// (the origin of its pool, the path, how errors name the call) is parsed once
+// per URL and kept (upstream_target.h). libcurl's reading of the environment
+// (https_proxy and the like, no_proxy) is turned off (CURLOPT_PROXY is always
+// set: "" for none), since through a proxy the address the open-socket check
+// sees is the proxy's. With the options' proxy, every call goes through it
+// (CURLOPT_NOPROXY ""), and the URL's host is resolved here first and each
+// address checked.
 #include "transport/upstream_client.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -43,6 +72,7 @@
 #include "core/mutex.h"
 #include "core/secret_bytes.h"
 #include "transport/curl_common.h"
+#include "transport/http_answer.h"
 #include "transport/upstream_target.h"
 
 namespace dyad {
@@ -73,6 +103,20 @@ bool IsSetByClient(std::string_view lower) {
   return IsHopByHop(lower) || lower == "host" || lower == "content-length" || lower == "expect";
 }
 
+// IsSetByClient of a header name as the caller spelled it, without an
+// allocation (the request path runs it for every header of every call).
+bool IsSetByClientAnyCase(std::string_view name) {
+  char lower[24];
+  const size_t n = std::min(name.size(), sizeof lower);
+  for (size_t i = 0; i < n; ++i) {
+    const char c = name[i];
+    lower[i] = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  }
+  // Longer than the buffer: only a proxy-* name can be one of them.
+  if (name.size() > sizeof lower) return std::string_view(lower, n).starts_with("proxy-");
+  return IsSetByClient(std::string_view(lower, n));
+}
+
 bool IsToken(std::string_view s) {
   if (s.empty()) return false;
   for (unsigned char c : s) {
@@ -84,8 +128,12 @@ bool IsToken(std::string_view s) {
 // The most an answer head may take (curl's own limit is 100 KiB per line).
 constexpr size_t kMaxHeadBytes = 64 * 1024;
 
-// One call's state, reached from curl's callbacks.
-struct Exchange {
+// Removes hop-by-hop headers, and those the answer's Connection header names.
+void RemoveHopByHop(HttpHeaders& headers);
+
+// One call's state, reached from curl's callbacks (through the proxy) or
+// from AnswerReader (our own exchange).
+struct Exchange final : AnswerListener {
   UpstreamSink* sink = nullptr;
   UpstreamHead head;
   int status = 0;           // of the head being read
@@ -98,9 +146,22 @@ struct Exchange {
   Clock::time_point sent_at;
   Clock::time_point last_activity;
   std::string refused;  // a forbidden address curl was about to connect to
+
+  bool OnAnswerHead(int final_status) override {
+    head.status = final_status;
+    RemoveHopByHop(head.headers);
+    head_done = true;
+    cancelled = !sink->OnHead(head);
+    return !cancelled;
+  }
+  bool OnAnswerBody(std::string_view piece) override {
+    cancelled = !sink->OnBody(piece);
+    return !cancelled;
+  }
 };
 
-// Removes hop-by-hop headers, and those the answer's Connection header names.
+// Removes hop-by-hop headers, and those the answer's Connection header names
+// (sorted, so a hostile head of many names and fields costs n log n).
 void RemoveHopByHop(HttpHeaders& headers) {
   std::vector<std::string> named;
   for (const auto& [name, value] : headers) {
@@ -108,12 +169,15 @@ void RemoveHopByHop(HttpHeaders& headers) {
     std::string_view rest = value;
     while (!rest.empty()) {
       const size_t comma = rest.find(',');
-      named.push_back(AsciiLower(TrimSpace(rest.substr(0, comma))));
+      const std::string_view token = TrimSpace(rest.substr(0, comma));
+      if (!token.empty()) named.push_back(AsciiLower(token));
       rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
     }
   }
+  std::sort(named.begin(), named.end());
+  named.erase(std::unique(named.begin(), named.end()), named.end());
   std::erase_if(headers, [&](const auto& h) {
-    return IsHopByHop(h.first) || std::find(named.begin(), named.end(), h.first) != named.end();
+    return IsHopByHop(h.first) || std::binary_search(named.begin(), named.end(), h.first);
   });
 }
 
@@ -195,27 +259,53 @@ int OnRequestGoingOut(void* user, char*, char*, int, int) {
   return CURL_PREREQFUNC_OK;
 }
 
-// A pooled easy handle, its multi (which keeps the connection), and the
-// storage of its request headers: lines written into one buffer linked by
-// nodes curl reads but does not own (the credential is among them: wiped
-// after every call).
+// A pooled easy handle. Through the proxy: its multi (which keeps the
+// connection) and the storage of its request headers, lines written into
+// one buffer linked by nodes curl reads but does not own. Our own exchange:
+// the CONNECT_ONLY handle's socket, the request as written, the bytes
+// received, the parser. The credential is in `lines` or `out`: wiped after
+// every call, and by their allocator when they are freed (an exception from
+// the sink unwinds past the wipe and destroys the entry).
 struct Entry {
-  CURLM* multi = nullptr;
+  CURLM* multi = nullptr;  // through the proxy only
   CURL* easy = nullptr;
   char error[CURL_ERROR_SIZE] = {};
-  std::string lines;
+  WipedString lines;
   std::vector<size_t> starts;
   std::vector<curl_slist> nodes;
   HttpHeaders head_headers;  // empty between calls: its capacity lent to each call's head
+
+  bool connected = false;  // `sock` may carry a request
+  Clock::time_point idle_since;  // when it was last given back
+  curl_socket_t sock = CURL_SOCKET_BAD;
+  WipedString out;
+  std::vector<char> in;
+  std::unique_ptr<AnswerReader> reader;
 
   Entry() = default;
   Entry(const Entry&) = delete;
   Entry& operator=(const Entry&) = delete;
   ~Entry() {
-    if (easy) curl_easy_cleanup(easy);
+    if (multi && easy) curl_multi_remove_handle(multi, easy);
+    if (easy) curl_easy_cleanup(easy);  // closes a CONNECT_ONLY connection
     if (multi) curl_multi_cleanup(multi);  // closes the kept connection
   }
 };
+
+// How an exchange on our own connection went.
+enum class Outcome {
+  kDone,
+  kRetry,  // the kept connection was found closed before any byte of the answer
+  kFailed,
+};
+
+// A request body up to this size is copied behind the head: one write.
+constexpr size_t kInlineBody = 16 * 1024;
+
+// How soon after a request went out on a kept connection its close still
+// means "closed while idle, the request unread" (resent): a loopback or LAN
+// round trip and then some. Later, the upstream may have worked on it.
+constexpr std::chrono::milliseconds kStaleCloseWindow{250};
 
 // How errors name a call: its method and target (built only for an error).
 std::string What(const std::string& method, const UpstreamTarget& target) { return method + " " + target.shown; }
@@ -250,7 +340,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     Exchange x;
     x.sink = &sink;
     x.head.headers = std::move(entry->head_headers);  // no growth of a new vector per answer
-    Status status = Perform(*entry, request, x, target);
+    Status status = options_.proxy.empty() ? PerformOwn(*entry, request, x, target) : Perform(*entry, request, x, target);
     x.head.headers.clear();
     entry->head_headers = std::move(x.head.headers);
     if (status.ok()) Return(target.origin, std::move(entry));
@@ -359,25 +449,11 @@ class CurlUpstreamClient final : public UpstreamClient {
       return OkStatus();
     }
     const std::string what = What(request.method, target);
-    if (timed_out) {
-      const auto limit = timed_out[0] == 'i'   ? request.timeouts.idle
-                         : timed_out[0] == 't' ? request.timeouts.total
-                                               : request.timeouts.first_byte;
-      return MakeError(ErrorCode::kDeadlineExceeded, what + ": the " + timed_out + " timeout (" +
-                                                         std::to_string(limit.count()) + " ms) passed" +
-                                                         (x.head_done ? "; the answer was cut short" : ""));
-    }
+    if (timed_out) return TimedOut(what, timed_out, request.timeouts, x.head_done);
     if (!failure.empty()) return MakeError(ErrorCode::kInternal, what + ": " + failure);
     if (x.cancelled) return MakeError(ErrorCode::kCancelled, what + ": the answer's reader stopped reading it");
-    if (x.head_too_large) {
-      return MakeError(ErrorCode::kUnavailable,
-                       what + ": the answer's head is larger than " + std::to_string(kMaxHeadBytes) + " bytes");
-    }
-    if (result == CURLE_OPERATION_TIMEDOUT) {
-      return MakeError(ErrorCode::kDeadlineExceeded, what + ": the connect timeout (" +
-                                                         std::to_string(request.timeouts.connect.count()) +
-                                                         " ms) passed");
-    }
+    if (x.head_too_large) return HeadTooLarge(what);
+    if (result == CURLE_OPERATION_TIMEDOUT) return TimedOut(what, "connect", request.timeouts, false);
     if (result != CURLE_OK && !x.refused.empty()) return Refused(what, x.refused);
     if (result != CURLE_OK) {
       const std::string why = e.error[0] ? std::string(e.error) : curl_easy_strerror(result);
@@ -388,6 +464,258 @@ class CurlUpstreamClient final : public UpstreamClient {
     return OkStatus();
   }
 
+  // `which` timeout ("connect", "first-byte", "idle" or "total") passed.
+  static Status TimedOut(const std::string& what, const char* which, const UpstreamTimeouts& t, bool head_done) {
+    const std::string_view w = which;
+    const auto limit = w == "idle" ? t.idle : w == "total" ? t.total : w == "connect" ? t.connect : t.first_byte;
+    return MakeError(ErrorCode::kDeadlineExceeded, what + ": the " + which + " timeout (" +
+                                                       std::to_string(limit.count()) + " ms) passed" +
+                                                       (head_done ? "; the answer was cut short" : ""));
+  }
+
+  static Status HeadTooLarge(const std::string& what) {
+    return MakeError(ErrorCode::kUnavailable,
+                     what + ": the answer's head (or a chunk's size line, or its trailers) is larger than " +
+                         std::to_string(kMaxHeadBytes) + " bytes");
+  }
+
+  // Our own exchange (see the top of this file).
+  Status PerformOwn(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target) {
+    const Clock::time_point give_up = Clock::now() + request.timeouts.total;
+    // The query is the call's (the target is kept without it): it goes into
+    // the request line, so nothing in it may end or split that line.
+    std::string_view query;
+    if (const size_t q = request.url.find('?'); q != std::string::npos) {
+      query = std::string_view(request.url).substr(q, request.url.find('#', q) - q);
+      for (unsigned char c : query) {
+        if (c <= ' ' || c == 0x7f) {
+          return MakeError(ErrorCode::kInvalidArgument,
+                           What(request.method, target) + ": the URL's query has a space or control character");
+        }
+      }
+      if (query.size() == 1) query = {};  // "?" alone: curl sends none either
+    }
+    const bool inline_body = request.body.size() <= kInlineBody;
+    Serialise(e, request, target, query, inline_body);
+    Status status = OkStatus();
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool reused = e.connected && ConnectionStillOpen(e.easy);
+      if (!reused) {
+        status = Connect(e, request, x, target, give_up);
+        if (!status.ok()) break;
+      }
+      const Outcome outcome = SendAndRead(e, request, x, target, reused, inline_body, give_up, status);
+      if (outcome != Outcome::kDone) Retire(e);
+      if (outcome != Outcome::kRetry) break;
+    }
+    Cleanse(e.out);  // the credential; the capacity stays for the next call
+    return status;
+  }
+
+  // The request line and headers (and a small body) in the entry's buffer,
+  // sized first: no growth, no copy of the credential left in freed memory.
+  static void Serialise(Entry& e, const UpstreamRequest& request, const UpstreamTarget& target,
+                        std::string_view query, bool inline_body) {
+    size_t size = request.method.size() + target.path.size() + query.size() + target.host_header.size() + 80;
+    for (const auto& [k, v] : request.headers) size += k.size() + v.size() + 4;
+    if (inline_body) size += request.body.size();
+    WipedString& out = e.out;
+    out.clear();
+    out.reserve(size);
+    out.append(request.method).append(" ").append(target.path).append(query).append(" HTTP/1.1\r\nHost: ");
+    out.append(target.host_header).append("\r\n");
+    for (const auto& [k, v] : request.headers) {
+      if (IsSetByClientAnyCase(k)) continue;
+      out.append(k).append(v.empty() ? ":" : ": ").append(v).append("\r\n");
+    }
+    if (!request.body.empty() || (request.method != "GET" && request.method != "HEAD")) {
+      char length[48];
+      const int n = std::snprintf(length, sizeof length, "Content-Length: %zu\r\n", request.body.size());
+      out.append(length, static_cast<size_t>(n));
+    }
+    out.append("\r\n");
+    if (inline_body) out.append(request.body);
+  }
+
+  // A new connection for the entry's origin, made by curl with the options
+  // set at Lease; the open-socket callback refuses forbidden addresses.
+  Status Connect(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target,
+                 Clock::time_point give_up) {
+    Retire(e);
+    if (e.sock != CURL_SOCKET_BAD) {
+      // curl keeps a CONNECT_ONLY connection with its handle (to the
+      // handle's end): a new handle closes it.
+      CURL* fresh = NewEasy(e);
+      if (!fresh) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
+      curl_easy_cleanup(e.easy);
+      e.easy = fresh;
+      e.sock = CURL_SOCKET_BAD;
+    }
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - Clock::now());
+    if (left.count() <= 0) return TimedOut(What(request.method, target), "total", request.timeouts, false);
+    CURL* h = e.easy;
+    e.error[0] = '\0';
+    x.refused.clear();
+    curl_easy_setopt(h, CURLOPT_URL, target.origin.c_str());
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::max<int64_t>(1, request.timeouts.connect.count())));
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, &x);
+    const CURLcode rc = curl_easy_perform(h);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, nullptr);
+    if (rc != CURLE_OK) {
+      const std::string what = What(request.method, target);
+      if (!x.refused.empty()) return Refused(what, x.refused);
+      if (rc == CURLE_OPERATION_TIMEDOUT) {
+        const bool total = Clock::now() >= give_up && request.timeouts.total < request.timeouts.connect;
+        return TimedOut(what, total ? "total" : "connect", request.timeouts, false);
+      }
+      return MakeError(ErrorCode::kUnavailable, what + ": " + (e.error[0] ? std::string(e.error) : curl_easy_strerror(rc)));
+    }
+    curl_socket_t sock = CURL_SOCKET_BAD;
+    if (curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, &sock) != CURLE_OK || sock == CURL_SOCKET_BAD) {
+      return MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": no socket after connecting");
+    }
+    e.sock = sock;
+    e.connected = true;
+    return OkStatus();
+  }
+
+  // Ends the connection for the peer at once (curl closes the socket when
+  // it drops the connection: at the next connect, or with the handle).
+  static void Retire(Entry& e) {
+    if (e.connected) shutdown(e.sock, SHUT_RDWR);
+    e.connected = false;
+  }
+
+  // Sends the request and reads its answer on the entry's connection into
+  // the sink; `status` says how it went when the outcome is not kRetry.
+  static Outcome SendAndRead(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target,
+                             bool reused, bool inline_body, Clock::time_point give_up, Status& status) {
+    const UpstreamTimeouts& t = request.timeouts;
+    x.sent_at = Clock::now();
+    // Until the first byte, the first-byte timeout runs (sending included);
+    // then the idle timeout, from the last byte that arrived.
+    Clock::time_point deadline;
+    const char* which = "first-byte";
+    size_t received = 0;
+    auto update_deadline = [&] {
+      which = received > 0 ? "idle" : "first-byte";
+      deadline = received > 0 ? x.last_activity + t.idle : x.sent_at + t.first_byte;
+      if (deadline > give_up) deadline = give_up, which = "total";
+    };
+    auto failed = [&](Status s) {
+      status = std::move(s);
+      return Outcome::kFailed;
+    };
+    std::vector<char>& in = e.in;
+    if (in.size() < 16384) in.resize(16384);
+    size_t begin = 0, end = 0;
+    AnswerReader& reader = *e.reader;
+    reader.StartStreaming(&x.head.headers, &x, request.method == "HEAD");
+    auto feed = [&] {
+      if (end > begin && !reader.done() && !reader.failed()) {
+        begin += reader.Feed(in.data() + begin, end - begin);
+        x.last_activity = Clock::now();  // the sink's time is not the upstream's silence
+      }
+    };
+
+    // Bytes that arrive while the request goes out are the answer's: fed
+    // to the reader as they come. The sending goes on through an interim
+    // 1xx or an early 2xx head (the upstream reads the rest of the body),
+    // and stops when the answer is over, failed, or final with a status of
+    // 300 or more (an upstream refusing a large body: 401, 413), as curl
+    // did. A request not sent whole leaves its connection unkept.
+    bool sent_whole = true;
+    std::string why;
+    const std::string_view parts[] = {std::string_view(e.out), inline_body ? std::string_view() : request.body};
+    for (size_t i = 0; i < 2 && sent_whole; ++i) {
+      const std::string_view part = parts[i];
+      size_t sent = 0;
+      for (;;) {
+        update_deadline();
+        if (!MakeRoom(in, begin, end, 4 * kMaxHeadBytes)) return failed(HeadTooLarge(What(request.method, target)));
+        size_t got = 0;
+        const SendEnd sending = SendWatchingForAnswer(e.easy, e.sock, part, deadline, sent, in.data() + end,
+                                                      in.size() - end, got, why);
+        if (sending == SendEnd::kSent) break;
+        if (sending == SendEnd::kFailed) {
+          if (Clock::now() >= deadline) return failed(TimedOut(What(request.method, target), which, t, x.head_done));
+          if (received > 0) {  // what came of the answer is read to its end or failure below
+            sent_whole = false;
+            break;
+          }
+          if (reused) return Outcome::kRetry;  // closed while idle: the request was not read
+          return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " + why));
+        }
+        end += got;
+        received += got;  // never resent after the answer's first bytes
+        x.last_activity = Clock::now();
+        feed();
+        if (reader.done() || reader.failed() || (x.head_done && x.head.status >= 300)) {
+          sent_whole = sent == part.size() && (i == 1 || parts[1].empty());
+          break;
+        }
+      }
+    }
+    const Clock::time_point sent_end = Clock::now();
+
+    for (;;) {
+      feed();
+      if (reader.failed()) break;
+      if (reader.done()) {
+        if (end > begin) Retire(e);  // bytes past the answer: nothing to trust on it
+        break;
+      }
+      // Only an unfinished head is kept whole (a body is handed on as it
+      // comes); the reader fails a head past kMaxHeadBytes before this.
+      if (!MakeRoom(in, begin, end, 4 * kMaxHeadBytes)) return failed(HeadTooLarge(What(request.method, target)));
+      update_deadline();
+      if (Clock::now() >= give_up) {  // an answer that never pauses is stopped too
+        return failed(TimedOut(What(request.method, target), "total", t, x.head_done));
+      }
+      size_t n = 0;
+      const CURLcode rc = curl_easy_recv(e.easy, in.data() + end, in.size() - end, &n);
+      if (rc == CURLE_AGAIN) {
+        if (!WaitForSocket(e.sock, POLLIN, deadline)) {
+          return failed(TimedOut(What(request.method, target), which, t, x.head_done));
+        }
+        continue;
+      }
+      if (rc == CURLE_OK && n == 0 && received > 0) {
+        reader.FeedEof();
+        break;
+      }
+      if (rc != CURLE_OK || n == 0) {
+        // A kept connection the upstream closed while it was idle ends
+        // right after the request lands: resent. One that ends later may
+        // have been read and worked on: a POST is not sent twice then.
+        if (reused && received == 0 && (Idempotent(request.method) || Clock::now() - sent_end <= kStaleCloseWindow)) {
+          return Outcome::kRetry;
+        }
+        const std::string cause = rc != CURLE_OK ? curl_easy_strerror(rc) : "the connection closed before any answer";
+        return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " +
+                                                             (x.head_done ? "the answer was cut short: " : "") +
+                                                             cause));
+      }
+      end += n;
+      received += n;
+      x.last_activity = Clock::now();
+    }
+    if (reader.cancelled()) {
+      return failed(
+          MakeError(ErrorCode::kCancelled, What(request.method, target) + ": the answer's reader stopped reading it"));
+    }
+    if (reader.head_too_large()) return failed(HeadTooLarge(What(request.method, target)));
+    if (reader.failed()) {
+      return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " +
+                                                           (x.head_done ? "the answer was cut short: " : "") +
+                                                           reader.error()));
+    }
+    if (!reader.keep_alive() || !sent_whole) Retire(e);
+    status = OkStatus();
+    return Outcome::kDone;
+  }
+
   // The caller's headers (less those the client sets) in the entry's
   // buffer, sized first (no growth: no copy of the credential left in freed
   // memory); then "Expect:" (no 100-continue), and curl's own Accept and
@@ -395,7 +723,7 @@ class CurlUpstreamClient final : public UpstreamClient {
   static curl_slist* LinkHeaders(Entry& e, const HttpHeaders& headers) {
     size_t size = 64;
     for (const auto& [k, v] : headers) size += k.size() + v.size() + 3;
-    std::string& lines = e.lines;
+    WipedString& lines = e.lines;
     lines.clear();
     lines.reserve(size);
     e.starts.clear();
@@ -423,21 +751,53 @@ class CurlUpstreamClient final : public UpstreamClient {
   }
 
   std::unique_ptr<Entry> Lease(const std::string& origin) {
+    std::vector<std::unique_ptr<Entry>> too_old;  // closed after the lock
     {
       MutexLock lock(&mu_);
       auto it = idle_.find(origin);
-      if (it != idle_.end() && !it->second.empty()) {
-        std::unique_ptr<Entry> e = std::move(it->second.back());
-        it->second.pop_back();
-        return e;
+      if (it != idle_.end()) {
+        // Oldest first: those idle too long are dropped, including the ones
+        // below the most recent that a steady load never reaches.
+        auto& free = it->second;
+        const Clock::time_point oldest_kept = Clock::now() - options_.max_idle_age;
+        size_t old = 0;
+        while (old < free.size() && free[old]->idle_since < oldest_kept) ++old;
+        std::move(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(old), std::back_inserter(too_old));
+        free.erase(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(old));
+        if (!free.empty()) {
+          std::unique_ptr<Entry> e = std::move(free.back());
+          free.pop_back();
+          return e;
+        }
       }
     }
     auto e = std::make_unique<Entry>();
+    e->easy = NewEasy(*e);
+    if (!e->easy) return nullptr;
+    if (options_.proxy.empty()) {
+      e->reader = std::make_unique<AnswerReader>();
+      return e;
+    }
     e->multi = curl_multi_init();
-    e->easy = curl_easy_init();
-    if (!e->multi || !e->easy) return nullptr;
+    if (!e->multi) return nullptr;
     curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1L);
     CURL* h = e->easy;
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "");
+    curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
+    if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, options_.ca_file.c_str());
+    curl_easy_setopt(h, CURLOPT_HTTP_CONTENT_DECODING, 0L);  // the body as the upstream encoded it
+    curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's answer is not the upstream's head
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeaderLine);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBodyPiece);
+    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, OnRequestGoingOut);
+    return e;
+  }
+
+  // An easy handle with the options of both ways; CONNECT_ONLY without a proxy.
+  CURL* NewEasy(Entry& e) const {
+    CURL* h = curl_easy_init();
+    if (!h) return nullptr;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -446,29 +806,23 @@ class CurlUpstreamClient final : public UpstreamClient {
     if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
     // Never a proxy of the environment's; the configured one for every call.
     curl_easy_setopt(h, CURLOPT_PROXY, options_.proxy.c_str());
-    if (!options_.proxy.empty()) {
-      curl_easy_setopt(h, CURLOPT_NOPROXY, "");
-      curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
-      curl_easy_setopt(h, CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
-      if (!options_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_PROXY_CAINFO, options_.ca_file.c_str());
-    }
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    // HTTP/1.1: a cancelled answer closes its connection (with HTTP/2 it
-    // would reset one stream of a shared one).
+    // HTTP/1.1 (in ALPN too): a cancelled answer closes its connection (with
+    // HTTP/2 it would reset one stream of a shared one).
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
-    curl_easy_setopt(h, CURLOPT_HTTP_CONTENT_DECODING, 0L);  // the body as the upstream encoded it
-    curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's answer is not the upstream's head
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, e->error);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeaderLine);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBodyPiece);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, e.error);
     curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, OpenSocket);
-    curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, OnRequestGoingOut);
-    return e;
+    if (options_.proxy.empty()) curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+    return h;
   }
 
   void Return(const std::string& origin, std::unique_ptr<Entry> e) {
+    // Our own exchange's entry without a connection (retired after a good
+    // answer): a shut socket and a grown receive buffer, nothing to keep.
+    if (options_.proxy.empty() && !e->connected) return;
+    e->idle_since = Clock::now();
     {
       MutexLock lock(&mu_);
       auto& free = idle_[origin];

@@ -21,8 +21,16 @@
 //    every call; the URL's host is then resolved here before the call and
 //    refused if any of its addresses is link-local or metadata (the proxy
 //    resolves it again: a DNS answer that changes in between is not seen).
-// Connections are pooled and kept alive per upstream. Thread-safe: any number
-// of calls may run at once, each on its caller's thread.
+// Connections are pooled and kept alive per upstream (HTTP/1.1). Before a
+// kept connection is used, one on which anything arrived while it was idle (a
+// close, a reset, stray bytes) is dropped for a new one; a request whose kept
+// connection turns out closed before any byte of the answer is sent once
+// more on a new connection when it is idempotent (GET, PUT, DELETE), or, a
+// POST too, when the close came while sending it or right after (the
+// upstream closed an idle connection, it did not read the request; one that
+// closes later may have worked on it, and a POST is not sent twice then). A
+// request on a new connection is never sent twice. Thread-safe: any number of calls may
+// run at once, each on its caller's thread.
 //
 // Errors: kUnavailable when no answer could be had (refused, DNS, TLS, a
 // refused address; the library's message kept, never a header value),
@@ -84,6 +92,9 @@ class UpstreamSink {
 struct UpstreamClientOptions {
   std::string ca_file;  // GATEWAY_UPSTREAM_CA_FILE; empty: the system's CAs
   size_t max_idle_per_host = 64;
+  // A kept connection idle longer is closed, not used (curl's
+  // CURLOPT_MAXAGE_CONN default): an old one is likelier half-closed.
+  std::chrono::milliseconds max_idle_age{118000};
   // GATEWAY_UPSTREAM_PROXY: http://, https://, socks5:// or socks5h://
   // host[:port] (user information allowed, never shown); empty: no proxy.
   std::string proxy = {};

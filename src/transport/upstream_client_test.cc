@@ -17,10 +17,12 @@
 #include <functional>
 #include <future>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/secret_bytes.h"
 #include "server/tls_context.h"
 #include "testing/loopback_http_server.h"
 #include "testing/test_certificates.h"
@@ -106,7 +108,7 @@ TEST(UpstreamClient, StatusHeadersAndBodyHandedOnAndTheRequestSentAsGiven) {
   LoopbackHttpServer* self = nullptr;
   LoopbackHttpServer server(Always(Answer("{\"ok\":true}",
                                           "Content-Type: application/json\r\nX-Request-Id: abc\r\nConnection: "
-                                          "keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n"
+                                          ", keep-alive,, X-Hop ,\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n"
                                           "Proxy-Authenticate: Basic\r\nUpgrade: h2c\r\n"),
                                    self));
   self = &server;
@@ -459,6 +461,23 @@ TEST(UpstreamClient, ConsecutiveCallsReuseOneConnectionUntilTheUpstreamClosesIt)
   EXPECT_EQ(server.connections(), 2);
 }
 
+// A kept connection idle longer than max_idle_age is closed, not used
+// (here: every one is too old by the next call).
+TEST(UpstreamClient, AConnectionIdleTooLongIsNotUsed) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("ok"), self));
+  self = &server;
+  UpstreamClientOptions options;
+  options.max_idle_age = milliseconds(0);
+  auto client = Client(options);
+  for (int i = 0; i < 2; ++i) {
+    Recorder sink;
+    ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());
+    EXPECT_EQ(sink.body(), "ok");
+  }
+  EXPECT_EQ(server.connections(), 2);
+}
+
 // Targets are kept per URL (upstream_target.h): two base URLs on one origin
 // each reach their own path over the origin's one kept connection, and a
 // URL that now names another upstream (a provider's changed baseUrl) goes
@@ -703,6 +722,609 @@ TEST(UpstreamClient, GarbageHugeHeadsAndCutBodiesAreErrors) {
     }
     EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
   }
+}
+
+// Our own exchange (no proxy configured): what curl did for us before.
+
+// Waits (without a timing assertion) until the server has closed `n`
+// connections: true when it did within 10 s.
+bool ServerClosed(LoopbackHttpServer& server, int n) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server.closed() < n) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+// A chunked event stream whose chunks are cut anywhere (a chunk's size line,
+// its data, its CRLF each in a write of its own): each decoded piece reaches
+// the sink as it arrives, the framing never does.
+TEST(UpstreamClient, ChunksCutAnywhereArriveAsTheirDecodedPieces) {
+  const std::vector<std::string> writes = {
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n1",
+      "0\r\ndata: abcdefgh\n\n\r", "\nb\r\ndata: d", "ef\n\n\r\n", "0\r\n\r\n"};
+  std::vector<std::promise<void>> seen(writes.size());
+  std::vector<std::future<void>> seen_future;
+  for (auto& p : seen) seen_future.push_back(p.get_future());
+  LoopbackHttpServer* self = nullptr;
+  std::atomic<bool> all_waited{true};
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (self->Read(c).empty()) return;
+    for (size_t i = 0; i < writes.size(); ++i) {
+      c.Write(writes[i]);
+      // Pieces 1..3 carry body bytes: the next write waits for the sink to have them.
+      if (i >= 1 && i <= 3) {
+        all_waited = all_waited && seen_future[i].wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+      }
+    }
+  });
+  self = &server;
+  Recorder sink;
+  size_t next = 1;
+  sink.on_body = [&](std::string_view) {
+    if (next <= 3) seen[next++].set_value();
+    return true;
+  };
+  Status s = Client()->Send(Post(server.url()), sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_TRUE(all_waited.load());
+  EXPECT_EQ(sink.pieces, (std::vector<std::string>{"data: abcdefgh\n\n", "data: d", "ef\n\n"}));
+  EXPECT_EQ(sink.Header("transfer-encoding"), "<none>");
+}
+
+// The upstream ends a kept connection while it is idle: the next call finds
+// it closed (the probe) or fails to use it before any byte (the resend), and
+// either way succeeds on a new connection, the request read once.
+TEST(UpstreamClient, AKeptConnectionTheUpstreamClosedIsRetiredAndTheCallMadeOnANewOne) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (self->Read(c).empty()) return;
+    c.Write(Answer("c" + std::to_string(c.index())));  // keep-alive by the answer, then closed
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  EXPECT_EQ(first.body(), "c0");
+  ASSERT_TRUE(ServerClosed(server, 1));
+  Recorder second;
+  Status s = client->Send(Post(server.url()), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "c1");
+  EXPECT_EQ(server.connections(), 2);
+  EXPECT_EQ(server.requests().size(), 2u);
+}
+
+// Bytes that arrive on an idle kept connection (an upstream that answered
+// twice, or talks out of turn) retire it: the next call is not answered by them.
+TEST(UpstreamClient, StrayBytesOnAnIdleConnectionRetireIt) {
+  std::promise<void> first_done;
+  std::future<void> first_done_future = first_done.get_future();
+  std::promise<void> stray_sent;
+  std::future<void> stray_sent_future = stray_sent.get_future();
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (c.index() == 0) {
+      if (self->Read(c).empty()) return;
+      c.Write(Answer("first"));
+      first_done_future.wait_for(std::chrono::seconds(10));
+      c.Write(Answer("stray"));
+      stray_sent.set_value();
+      c.WaitForClose();
+      return;
+    }
+    while (!self->Read(c).empty()) c.Write(Answer("fresh"));
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  first_done.set_value();
+  ASSERT_EQ(stray_sent_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  Recorder second;
+  Status s = client->Send(Post(server.url()), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "fresh");
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// Bytes behind an answer, sent with it: the answer is handed on, the
+// connection is not kept (nothing on it can be trusted).
+TEST(UpstreamClient, BytesBehindTheAnswerMeanTheConnectionIsNotKept) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("one") + Answer("extra"), self));
+  self = &server;
+  auto client = Client();
+  for (int i = 0; i < 2; ++i) {
+    Recorder sink;
+    Status s = client->Send(Post(server.url()), sink);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(sink.body(), "one");
+  }
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// A second answer in the same TLS record as the end of the first, the read
+// ending exactly at the first's end: the rest waits decrypted inside
+// OpenSSL, the socket is quiet. The connection is not reused: the next call
+// goes on a new one and gets its own answer, not the stale one.
+TEST(UpstreamClient, BytesBehindTheAnswerInsideATlsRecordMeanTheConnectionIsNotKept) {
+  TlsFiles files = MakeCertAndKey("upstream_trailing");
+  auto ctx = NewTlsServerContext(files);
+  ASSERT_TRUE(ctx.ok()) << ctx.error().message;
+  // The client reads into 16 KiB: a first record of 10000 bytes (a head cut
+  // short inside its last field: the lines before it are parsed, the field
+  // is kept), then a read of the room left, which ends where the answer
+  // ends, inside the second record.
+  const std::string whole_lines = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n";
+  const std::string first_part = whole_lines + "X-Pad: " + std::string(10000 - whole_lines.size() - 7, 'p');
+  const size_t room = 16384 - (first_part.size() - whole_lines.size());
+  const std::string second_part = std::string(room - 6, 'q') + "\r\n\r\nok";
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(
+      [&](LoopbackConn& c) {
+        if (c.index() == 0) {
+          if (self->Read(c).empty()) return;
+          c.Write(first_part);
+          c.Write(second_part + Answer("stale"));  // one record: the answer's end and another answer
+          while (!self->Read(c).empty()) c.Write(Answer("kept"));
+          return;
+        }
+        while (!self->Read(c).empty()) c.Write(Answer("fresh"));
+      },
+      ctx->get());
+  self = &server;
+  auto client = Client(UpstreamClientOptions{files.cert_file});
+  Recorder first;
+  Status s = client->Send(Post(server.url()), first);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(first.body(), "ok");
+  Recorder second;
+  s = client->Send(Post(server.url()), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "fresh");
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// Buffers freed through the wiping allocator while a test watches: whether
+// one the size of a request was, and whether any still held a byte.
+std::atomic<size_t> g_largest_wiped_free{0};
+std::atomic<bool> g_unwiped_free{false};
+void RecordWipedFree(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) g_unwiped_free = g_unwiped_free || p[i] != 0;
+  size_t seen = g_largest_wiped_free.load();
+  while (n > seen && !g_largest_wiped_free.compare_exchange_weak(seen, n)) {
+  }
+}
+
+// A sink that throws (the gateway's allocates): the exception reaches the
+// caller, the request's buffer (it holds the credential) is wiped as it is
+// freed with its entry, and the client goes on, on a new connection.
+TEST(UpstreamClient, ASinkThatThrowsLeavesTheRequestBufferWipedAndTheClientUsable) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("body"), self));
+  self = &server;
+  auto client = Client();
+  struct Throwing : UpstreamSink {
+    bool OnHead(const UpstreamHead&) override { return true; }
+    bool OnBody(std::string_view) override { throw std::runtime_error("out of memory, say"); }
+  } throwing;
+  UpstreamRequest request = Post(server.url());
+  request.headers.emplace_back("X-Pad", std::string(2000, 'x'));  // a request larger than any other buffer here
+  g_largest_wiped_free = 0;
+  g_unwiped_free = false;
+  SetSecretFreeObserverForTesting(&RecordWipedFree);
+  EXPECT_THROW(static_cast<void>(client->Send(request, throwing)), std::runtime_error);
+  SetSecretFreeObserverForTesting(nullptr);
+  EXPECT_GE(g_largest_wiped_free.load(), server.requests().at(0).size());
+  EXPECT_FALSE(g_unwiped_free.load());
+  Recorder sink;
+  Status s = client->Send(Post(server.url()), sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(sink.body(), "body");
+  EXPECT_EQ(server.connections(), 2);  // the thrown-through entry's connection was not pooled
+}
+
+// The upstream reads the request on a kept connection and closes without a
+// byte of answer: sent once more on a new connection (a POST too, as curl
+// did). On a new connection the same is an error: never sent twice.
+TEST(UpstreamClient, APostIsResentOnceOnlyWhenAKeptConnectionClosedBeforeAnyByte) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (self->Read(c).empty()) return;
+    if (c.index() != 0) return;  // a new connection's request: closed unanswered
+    c.Write(Answer("kept"));
+    self->Read(c);  // the second request on the kept connection: closed unanswered
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  Recorder second;
+  Status s = client->Send(Post(server.url()), second);
+  ASSERT_FALSE(s.ok());  // resent once on connection 1, which closes unanswered too
+  EXPECT_EQ(s.error().code, ErrorCode::kUnavailable) << s.error().message;
+  EXPECT_EQ(second.heads, 0);
+  EXPECT_EQ(server.connections(), 2);
+  EXPECT_EQ(server.requests().size(), 3u);  // once on the kept connection, once on the new one
+  EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
+
+  Recorder third;
+  s = client->Send(Post(server.url()), third);  // on a new connection: not resent
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(server.connections(), 3);
+  EXPECT_EQ(server.requests().size(), 4u);
+}
+
+TEST(UpstreamClient, AResentRequestIsAnsweredOnTheNewConnection) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (self->Read(c).empty()) return;
+    c.Write(Answer("on " + std::to_string(c.index())));
+    if (c.index() == 0) {
+      self->Read(c);  // the second request: read, then closed unanswered
+      return;
+    }
+    while (!self->Read(c).empty()) c.Write(Answer("again"));
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first, second;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  Status s = client->Send(Post(server.url(), "{\"n\":2}"), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "on 1");
+  const auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(seen[1].ends_with("{\"n\":2}")) << seen[1];
+  EXPECT_EQ(seen[1], seen[2]);  // the same request, whole, on the new connection
+}
+
+// The head's limit: 64 KiB. Just under it is an answer; just over is an
+// error naming the limit, and the sink never hears the head.
+TEST(UpstreamClient, AHeadOver64KiBIsRefusedAndOneUnderItIsNot) {
+  auto head_of = [](size_t bytes) {
+    std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n";
+    while (head.size() + 4 < bytes) {
+      head += "X-F: " + std::string(std::min<size_t>(1000, bytes - head.size() - 4 - 7), 'f') + "\r\n";
+    }
+    return head + "\r\n";
+  };
+  for (size_t bytes : {size_t{60 * 1024}, size_t{70 * 1024}}) {
+    const std::string answer = head_of(bytes) + "ok";
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server(Always(answer, self));
+    self = &server;
+    Recorder sink;
+    Status s = Client()->Send(Post(server.url()), sink);
+    if (bytes < 64 * 1024) {
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      EXPECT_EQ(sink.body(), "ok");
+    } else {
+      ASSERT_FALSE(s.ok());
+      EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
+      EXPECT_NE(s.error().message.find("is larger than 65536 bytes"), std::string::npos) << s.error().message;
+      EXPECT_EQ(sink.heads, 0);
+    }
+  }
+}
+
+// Several 1xx heads, each in a write of its own, before the final one: only
+// the final head reaches the sink, with none of the interim fields.
+TEST(UpstreamClient, InterimHeadsInWritesOfTheirOwnAreSkipped) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    while (!self->Read(c).empty()) {
+      c.Write("HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n");
+      c.Write("HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+      c.Write(Answer("final", "X-Final: 1\r\n"));
+    }
+  });
+  self = &server;
+  auto client = Client();
+  for (int i = 0; i < 2; ++i) {  // and the connection is kept after them
+    Recorder sink;
+    Status s = client->Send(Post(server.url()), sink);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(sink.heads, 1);
+    EXPECT_EQ(sink.head.status, 200);
+    EXPECT_EQ(sink.Header("x-interim"), "<none>");
+    EXPECT_EQ(sink.Header("link"), "<none>");
+    EXPECT_EQ(sink.Header("x-final"), "1");
+    EXPECT_EQ(sink.body(), "final");
+  }
+  EXPECT_EQ(server.connections(), 1);
+}
+
+// An answer without a length is read to the close (HTTP/1.1 and 1.0): whole,
+// and its connection is not kept.
+TEST(UpstreamClient, ABodyReadToTheCloseIsWholeAndItsConnectionNotKept) {
+  for (const std::string version : {"HTTP/1.1", "HTTP/1.0"}) {
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      if (self->Read(c).empty()) return;
+      c.Write(version + " 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ");
+      c.Write("the end");
+    });
+    self = &server;
+    auto client = Client();
+    for (int i = 0; i < 2; ++i) {
+      Recorder sink;
+      Status s = client->Send(Post(server.url()), sink);
+      ASSERT_TRUE(s.ok()) << version << ": " << s.error().message;
+      EXPECT_EQ(sink.body(), "until the end") << version;
+    }
+    EXPECT_EQ(server.connections(), 2) << version;
+  }
+}
+
+// A stream the sink stopped does not leave its connection for the next call.
+TEST(UpstreamClient, ACancelledStreamDoesNotPoolItsConnection) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    while (!self->Read(c).empty()) {
+      if (!c.Write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n")) return;
+    }
+  });
+  self = &server;
+  auto client = Client();
+  Recorder stopper;
+  stopper.on_body = [](std::string_view) { return false; };
+  Status s = client->Send(Post(server.url()), stopper);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kCancelled);
+  EXPECT_EQ(stopper.body(), "one");
+  Recorder next;
+  s = client->Send(Post(server.url()), next);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(next.body(), "onetwo");  // a whole answer of its own, not the rest of the first
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// The query goes into the request line as the URL has it; one that could
+// end or split the line is refused, never sent.
+TEST(UpstreamClient, TheQueryIsSentAsWrittenAndOneWithSpacesOrBreaksRefused) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("q"), self));
+  self = &server;
+  auto client = Client();
+  for (const std::string& url : {server.url("/v1/models?api-version=2024-10-21&x=%20y#frag"),
+                                server.url("/v1/models?"), "http://127.0.0.1:" + std::to_string(server.port())}) {
+    Recorder sink;
+    ASSERT_TRUE(client->Send(Post(url), sink).ok()) << url;
+  }
+  Recorder sink;
+  for (const std::string& bad : std::vector<std::string>{"/v1?a b", "/v1?a\r\nX-Evil: 1", "/v1?a\tb", std::string("/v1?a\0b", 7)}) {
+    Status s = client->Send(Post(server.url(bad)), sink);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kInvalidArgument) << s.error().message;
+  }
+  const auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(seen[0].starts_with("POST /v1/models?api-version=2024-10-21&x=%20y HTTP/1.1\r\n")) << seen[0];
+  EXPECT_TRUE(seen[1].starts_with("POST /v1/models HTTP/1.1\r\n")) << seen[1];
+  EXPECT_TRUE(seen[2].starts_with("POST / HTTP/1.1\r\n")) << seen[2];
+}
+
+// The client's own headers are dropped however the caller spells them; a
+// header that only starts like one of them is the caller's and is sent.
+TEST(UpstreamClient, TheClientsHeadersAreDroppedInAnySpellingAndLookAlikesKept) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(Answer("h"), self));
+  self = &server;
+  UpstreamRequest request = Post(server.url());
+  request.headers = {{"CONTENT-LENGTH", "5"},
+                     {"tRaNsFeR-EnCoDiNg", "chunked"},
+                     {"HOST", "evil.example"},
+                     {"Expect", "100-continue"},
+                     {"Proxy-Authorization-With-A-Long-Name", "x"},
+                     {"KEEP-ALIVE", "timeout=1"},
+                     {"Hostname", "kept-1"},
+                     {"Content-Length-Hint", "kept-2"},
+                     {"X-A-Header-Name-Longer-Than-Twenty-Four", "kept-3"}};
+  Recorder sink;
+  Status s = Client()->Send(request, sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::string seen = server.requests().at(0);
+  for (const char* absent : {"CONTENT-LENGTH", "tRaNsFeR", "evil.example", "100-continue", "Proxy-Authorization",
+                             "KEEP-ALIVE"}) {
+    EXPECT_EQ(seen.find(absent), std::string::npos) << absent << " in " << seen;
+  }
+  for (const char* kept : {"\r\nHostname: kept-1\r\n", "\r\nContent-Length-Hint: kept-2\r\n",
+                           "\r\nX-A-Header-Name-Longer-Than-Twenty-Four: kept-3\r\n", "\r\nContent-Length: 13\r\n"}) {
+    EXPECT_NE(seen.find(kept), std::string::npos) << kept << " not in " << seen;
+  }
+}
+
+// A body larger than what is copied behind the head is sent from the
+// caller's buffer, whole.
+TEST(UpstreamClient, ALargeBodyIsSentWhole) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    for (;;) {
+      const std::string request = self->Read(c);
+      if (request.empty()) return;
+      c.Write(Answer(std::to_string(request.size() - request.find("\r\n\r\n") - 4)));
+    }
+  });
+  self = &server;
+  const std::string big(300 * 1024, 'z');
+  Recorder sink;
+  Status s = Client()->Send(Post(server.url(), big), sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(sink.body(), std::to_string(big.size()));
+  EXPECT_NE(server.requests()[0].find("Content-Length: 307200\r\n"), std::string::npos);
+}
+
+// An upstream that answers before it read a large body and stops reading
+// (401, 413): the answer is handed on at once, not after a timeout, the rest
+// of the body is not sent, and the connection (its request incomplete) is
+// not kept. Twice as much as loopback's buffers take, so the send blocks.
+TEST(UpstreamClient, AnEarlyAnswerDuringALargeUploadIsReadAndItsConnectionNotKept) {
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (c.index() == 0) {
+      c.Write("HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno");  // before reading a byte
+      released.wait();  // neither reads nor closes
+      return;
+    }
+    while (!self->Read(c).empty()) c.Write(Answer("fresh"));
+  });
+  self = &server;
+  struct Release {
+    std::promise<void>& p;
+    ~Release() { p.set_value(); }
+  } release_at_end{release};
+  auto client = Client();
+  const std::string big(32 * 1024 * 1024, 'b');
+  UpstreamRequest request = Post(server.url(), big);
+  request.timeouts.first_byte = milliseconds(5000);
+  Recorder sink;
+  Status s = client->Send(request, sink);  // without reading early: the first-byte timeout
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(sink.head.status, 401);
+  EXPECT_EQ(sink.body(), "no");
+  Recorder second;
+  s = client->Send(Post(server.url()), second);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(second.body(), "fresh");
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// The same on a kept connection, the upstream answering 413 and closing
+// with the body unread (a reset): the 413 is the answer; the request is not
+// sent again on a new connection.
+TEST(UpstreamClient, AnEarlyAnswerAndAResetOnAKeptConnectionIsTheAnswerNotAResend) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server([&](LoopbackConn& c) {
+    if (c.index() == 0) {
+      if (self->Read(c).empty()) return;
+      c.Write(Answer("kept"));
+      if (c.ReadSome(1).empty()) return;  // the second request begins
+      c.Write("HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig");
+      return;  // closed with the body unread: a reset
+    }
+    while (!self->Read(c).empty()) c.Write(Answer("resent"));
+  });
+  self = &server;
+  auto client = Client();
+  Recorder first;
+  ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
+  const std::string big(32 * 1024 * 1024, 'b');
+  UpstreamRequest request = Post(server.url(), big);
+  request.timeouts.first_byte = milliseconds(5000);
+  Recorder sink;
+  Status s = client->Send(request, sink);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(sink.head.status, 413);
+  EXPECT_EQ(sink.body(), "big");
+  EXPECT_EQ(server.connections(), 1);
+}
+
+// An upstream that sends a 1xx (an unasked 100 Continue, 103 Early Hints)
+// or its final 2xx head before it has read a large body goes on reading it:
+// the body is sent whole (not stopped at the first byte of answer, as for a
+// refusal), the answer read, and the connection kept.
+TEST(UpstreamClient, AnInterimOrEarlyHeadDuringALargeUploadDoesNotStopIt) {
+  const std::string big(32 * 1024 * 1024, 'b');
+  for (const std::string& early : {std::string("HTTP/1.1 100 Continue\r\n\r\n"),
+                                   std::string("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"),
+                                   std::string("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")}) {
+    const bool head_first = early.starts_with("HTTP/1.1 200");
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      if (!c.Write(early)) return;  // before reading a byte
+      for (bool first = true;; first = false) {
+        const std::string request = self->Read(c);
+        if (request.empty()) return;
+        const bool whole = request.size() - request.find("\r\n\r\n") - 4 == (first ? big.size() : 2);
+        const std::string body = whole ? "whole" : "short";
+        if (!c.Write(first && head_first ? body : Answer(body))) return;
+      }
+    });
+    self = &server;
+    auto client = Client();
+    UpstreamRequest request = Post(server.url(), big);
+    request.timeouts.first_byte = request.timeouts.idle = milliseconds(5000);
+    Recorder sink;
+    Status s = client->Send(request, sink);
+    ASSERT_TRUE(s.ok()) << early << s.error().message;
+    EXPECT_EQ(sink.head.status, 200) << early;
+    EXPECT_EQ(sink.body(), "whole") << early;
+    Recorder second;
+    s = client->Send(Post(server.url(), "{}"), second);
+    ASSERT_TRUE(s.ok()) << early << s.error().message;
+    EXPECT_EQ(second.body(), "whole") << early;
+    EXPECT_EQ(server.connections(), 1) << early;
+  }
+}
+
+// A POST the upstream read on a kept connection and worked on before it
+// closed without answering may have been done: it is not sent again (a
+// close right after the request is a stale connection, resent: above).
+// A GET is (idempotent).
+TEST(UpstreamClient, APostAKeptConnectionClosedOnLongAfterItWentOutIsNotResent) {
+  for (const char* method : {"POST", "GET"}) {
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      if (self->Read(c).empty()) return;
+      if (c.index() != 0) {
+        c.Write(Answer("again"));
+        return;
+      }
+      c.Write(Answer("kept"));
+      if (self->Read(c).empty()) return;
+      std::this_thread::sleep_for(milliseconds(1000));  // works on it, then dies
+    });
+    self = &server;
+    auto client = Client();
+    Recorder first, second;
+    UpstreamRequest request = Post(server.url());
+    request.method = method;
+    ASSERT_TRUE(client->Send(request, first).ok());
+    Status s = client->Send(request, second);
+    if (std::string_view(method) == "POST") {
+      ASSERT_FALSE(s.ok());
+      EXPECT_EQ(s.error().code, ErrorCode::kUnavailable) << s.error().message;
+      EXPECT_EQ(server.requests().size(), 2u);
+      EXPECT_EQ(server.connections(), 1);
+    } else {
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      EXPECT_EQ(second.body(), "again");
+      EXPECT_EQ(server.requests().size(), 3u);
+    }
+  }
+}
+
+// TLS: an event stream in pieces over a kept TLS connection, twice.
+TEST(UpstreamClient, AStreamOverTlsArrivesWholeAndTheConnectionIsKept) {
+  TlsFiles files = MakeCertAndKey("upstream_stream");
+  auto ctx = NewTlsServerContext(files);
+  ASSERT_TRUE(ctx.ok()) << ctx.error().message;
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(
+      [&](LoopbackConn& c) {
+        while (!self->Read(c).empty()) {
+          c.Write("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+          for (int i = 0; i < 20; ++i) c.Write("7\r\ndata: " + std::to_string(i % 10) + "\r\n");
+          c.Write("0\r\n\r\n");
+        }
+      },
+      ctx->get());
+  self = &server;
+  auto client = Client(UpstreamClientOptions{files.cert_file});
+  std::string want;
+  for (int i = 0; i < 20; ++i) want += "data: " + std::to_string(i % 10);
+  for (int i = 0; i < 2; ++i) {
+    Recorder sink;
+    Status s = client->Send(Post(server.url("/v1/chat/completions")), sink);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(sink.body(), want);
+  }
+  EXPECT_EQ(server.connections(), 1);
 }
 
 }  // namespace

@@ -22,9 +22,12 @@ Result<UpstreamTarget> ParseUpstreamTarget(const std::string& url) {
   }
   const std::string port = u.Get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
   std::string origin = scheme + "://" + AsciiLower(host) + ":" + port;
+  std::string host_header = port == (scheme == "https" ? "443" : "80") ? host : host + ":" + port;
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  std::string shown = origin + u.Get(CURLUPART_PATH);
-  return UpstreamTarget{std::move(origin), std::move(shown), std::move(host)};
+  std::string path = u.Get(CURLUPART_PATH);
+  if (path.empty()) path = "/";
+  std::string shown = origin + path;
+  return UpstreamTarget{std::move(origin), std::move(shown), std::move(host), std::move(path), std::move(host_header)};
 }
 
 Result<std::shared_ptr<const UpstreamTarget>> UpstreamTargetCache::Get(const std::string& url) {

@@ -31,6 +31,11 @@ struct UpstreamTarget {
   std::string origin;  // scheme://host:port, lower case, the port always given
   std::string shown;   // origin + path
   std::string host;    // without an IPv6 literal's brackets
+  // For a request written by hand: the path of the request line ("/" for
+  // none; the query is the call's URL's, not kept here) and the Host
+  // header's value (the host as written, the port when not the scheme's).
+  std::string path;
+  std::string host_header;
 };
 
 Result<UpstreamTarget> ParseUpstreamTarget(const std::string& url);

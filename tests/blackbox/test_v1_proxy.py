@@ -222,8 +222,15 @@ def test_streaming_passes_chunks(v1, stubs):
         stream = sdk(gw).chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}],
                                                  stream=True)
         assert len([c for c in stream]) == 3
+    # The SDK stops reading at [DONE]; the gateway counts a stream when its upstream answer ends (here the
+    # stub's close after [DONE]), a moment later: the last one may not be counted yet.
+    want = 'dyad_v1_requests_total{model="gpt-stub",provider="stubai",status="200"} 6'
+    deadline = time.monotonic() + 10
     metrics = requests.get(gw.url + "/metrics").text
-    assert 'dyad_v1_requests_total{model="gpt-stub",provider="stubai",status="200"} 6' in metrics
+    while want not in metrics and time.monotonic() < deadline:
+        time.sleep(0.01)
+        metrics = requests.get(gw.url + "/metrics").text
+    assert want in metrics, [line for line in metrics.splitlines() if line.startswith("dyad_v1_requests_total")]
     assert "dyad_v1_streamed_bytes_total" in metrics
 
 
