@@ -115,8 +115,9 @@ class ProxyServiceTest : public testing::ServiceFixture {
   // Another instance (its own services over the same store and registry)
   // rotates the provider's api_key: this one's cache still holds the old.
   Status RotateElsewhere(const std::string& id, const std::string& key) {
-    SecretsService other_secrets(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_, clock_,
-                                 DefaultRandom(), EnvMap{});
+    auto other_secrets_owner = SecretsService::Create(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_,
+                                                      clock_, DefaultRandom(), EnvMap{}).value();
+    SecretsService& other_secrets = *other_secrets_owner;
     ProviderService other(*repo_, other_secrets, clock_, DefaultRandom(), audit_);
     auto rotated = other.RotateCredentials(id, {{"api_key", SecretBytes(key)}}, caller_);
     return rotated.ok() ? OkStatus() : Status(rotated.error());

@@ -202,7 +202,9 @@ TEST_F(ServicesTest, DeleteRemovesRowAndSecret) {
 // (the environment backend's): audited as a plain delete is.
 TEST_F(ServicesTest, AConditionalDeleteIsAudited) {
   auto store = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
-  SecretsService secrets(SecretsOptions{}, *store, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto secrets_owner = SecretsService::Create(SecretsOptions{}, *store, *keys_, *repo_, audit_, metrics_, clock_,
+                                              DefaultRandom(), {}).value();
+  SecretsService& secrets = *secrets_owner;
   ProviderService providers(*repo_, secrets, clock_, DefaultRandom(), audit_);
   ProviderPatch patch;
   patch.name = patch.slug = "openai";
@@ -292,7 +294,9 @@ class ReplicaStore final : public testing::ForwardingStore {
 TEST_F(ServicesTest, HealthShowsReplicasCheckedOnASampleAtMostOnceAMinute) {
   ReplicaStore replicas(store_);
   SecretsOptions o;
-  SecretsService s(o, replicas, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(o, replicas, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{}).value();
+  SecretsService& s = *s_owner;
   auto h = Probed(s);  // no secret yet: asked again within seconds
   ASSERT_TRUE(h.replication);
   EXPECT_EQ(h.replication->report.sample, "");
@@ -323,7 +327,9 @@ TEST_F(ServicesTest, TheReplicaCheckIsItsOwnPhaseWithItsOwnTimeAndStatus) {
   ReplicaStore replicas(store_);
   replicas.Set("dyad-gateway/providers/a", "InSync");
   replicas.Takes(&clock_, std::chrono::milliseconds(250));
-  SecretsService s(SecretsOptions{}, replicas, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, replicas, *keys_, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), EnvMap{}).value();
+  SecretsService& s = *s_owner;
   auto h = Probed(s);
   ASSERT_TRUE(h.replication);
   EXPECT_EQ(h.replication->status, "healthy");
@@ -352,7 +358,9 @@ TEST_F(ServicesTest, TheReplicaCheckIsItsOwnPhaseWithItsOwnTimeAndStatus) {
 
 TEST_F(ServicesTest, HealthNeverWaitsForAHangingKeyManager) {
   ControlledKeys keys(*keys_);
-  SecretsService s(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), {}).value();
+  SecretsService& s = *s_owner;
   EXPECT_EQ(Probed(s).status, "healthy");
   keys.Hang(true);
   clock_.Advance(1s);
@@ -381,7 +389,9 @@ TEST_F(ServicesTest, HealthShowsAKeyRotationAtOnce) {
 
 TEST_F(ServicesTest, UnreachableKmsMakesTheKeyManagerUnhealthy) {
   ControlledKeys keys(*keys_);
-  SecretsService s(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), {}).value();
+  SecretsService& s = *s_owner;
   keys.Answer(MakeError(ErrorCode::kUnavailable, "KMS: connection refused"));
   auto h = Probed(s);
   EXPECT_EQ(h.status, "unhealthy");
@@ -414,8 +424,9 @@ TEST_F(ServicesTest, FallbackCanBeSwitchedOff) {
   Provider p = Create("openai");
   SecretsOptions o;
   o.fallback_to_env = false;
-  SecretsService s(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                   EnvMap{{"DYAD_PROVIDER_OPENAI_API_KEY", "from-env"}});
+  auto s_owner = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{{"DYAD_PROVIDER_OPENAI_API_KEY", "from-env"}}).value();
+  SecretsService& s = *s_owner;
   store_.Fail(MakeError(ErrorCode::kUnavailable, "down"));
   EXPECT_EQ(s.Get(p.id, caller_).code(), ErrorCode::kUnavailable);
 }
@@ -436,7 +447,9 @@ TEST_F(ServicesTest, CacheDisabledReadsTheStoreEveryTime) {
   Provider p = Create("openai");
   SecretsOptions o;
   o.cache_enabled = false;
-  SecretsService s(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        {}).value();
+  SecretsService& s = *s_owner;
   int before = store_.gets;
   ASSERT_TRUE(s.Get(p.id, caller_).ok());
   ASSERT_TRUE(s.Get(p.id, caller_).ok());
@@ -567,7 +580,9 @@ TEST_F(ServicesTest, StartupKeyCheckNamesBothKeys) {
   auto other = NewLocalKeyring({"k-changed", SecretBytes(std::string(32, 'm')), {}},
                                NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_TRUE(other.ok());
-  SecretsService s(SecretsOptions{}, store_, **other, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, store_, **other, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), {}).value();
+  SecretsService& s = *s_owner;
   Status wrong = s.CheckStoredKeys(3);
   EXPECT_EQ(wrong.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(wrong.error().message.find("local key 'k'"), std::string::npos) << wrong.error().message;
@@ -592,7 +607,9 @@ TEST_F(ServicesTest, StartupKeyCheckRefusesARecreatedKeyring) {
   auto fresh = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
                                NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_TRUE(fresh.ok());  // the same id, a new random version 1
-  SecretsService s(SecretsOptions{}, store_, **fresh, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, store_, **fresh, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), {}).value();
+  SecretsService& s = *s_owner;
   Status wrong = s.CheckStoredKeys(3);
   EXPECT_EQ(wrong.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(wrong.error().message.find("local key 'k' does not unwrap the data keys"), std::string::npos)
@@ -616,8 +633,8 @@ TEST_F(ServicesTest, FingerprintIsKeyedPerDeployment) {
   o.fingerprint_key = *key;
   providers_.reset();
   secrets_.reset();
-  secrets_ = std::make_unique<SecretsService>(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                                              EnvMap{});
+  secrets_ = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                    EnvMap{}).value();
   providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
   Provider p = Create("openai");
   std::string fp = providers_->Validate(p.id, caller_)->fingerprint;
@@ -691,7 +708,9 @@ class GatedStore final : public testing::ForwardingStore {
 TEST_F(ServicesTest, WarmingHoldsReadinessUntilItsPassEndsAndCountsFailuresWithoutFailing) {
   std::string id = Create("warm-fail").id;
   GatedStore gated(store_);
-  SecretsService s(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), EnvMap{}).value();
+  SecretsService& s = *s_owner;
   CacheWarmer warmer({10, 4, /*blocks_ready=*/true}, s, *repo_, metrics_);
   warmer.Start();
   EXPECT_FALSE(warmer.Ready());  // its load waits on the store
@@ -754,7 +773,9 @@ TEST_F(ServicesTest, AWarmLoadHoldingTheOldValueIsNotServedAfterAWriteThatRaced)
   HeldAfterReadStore held(store_);
   SecretsOptions o;
   o.cache.ttl = 300s;
-  SecretsService s(o, held, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(o, held, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{}).value();
+  SecretsService& s = *s_owner;
   ProviderService writer(*repo_, s, clock_, DefaultRandom(), audit_);
   CacheWarmer warmer({10, 1, /*blocks_ready=*/false}, s, *repo_, metrics_);
   warmer.Start();
@@ -799,11 +820,31 @@ TEST_F(ServicesTest, AWarmerWhoseThreadCannotStartHoldsNothingBackAndTriesAgainA
   EXPECT_EQ(first->source, "cache");
 }
 
+// The refresh-ahead worker's thread refused: Create() says so as a value
+// (`serve` prints it and exits) instead of std::thread's throw ending the
+// process, and the half-built service is destroyed cleanly.
+TEST_F(ServicesTest, ARefusedRefreshAheadThreadIsCreatesError) {
+  testing::RefusingThreads threads;
+  SecretsOptions o;
+  o.start_thread = threads.starter();
+  auto refused = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(refused.error().message,
+            "cannot start the credential cache's refresh-ahead thread: Resource temporarily unavailable");
+  EXPECT_EQ(threads.asked(), 1);
+  threads.Allow();
+  auto created = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{});
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  EXPECT_EQ(threads.asked(), 2);
+}
+
 // The health probe's thread refused: Health() answers at once, unhealthy,
 // saying why (logged once), and the next Health() starts the probe.
 TEST_F(ServicesTest, AHealthProbeWhoseThreadCannotStartIsTriedAgainAtTheNextHealthCheck) {
   testing::LogCapture log;
-  testing::RefusingThreads threads;
+  testing::RefusingThreads threads(/*refuse_from=*/2);  // the refresh-ahead worker's thread starts
   SecretsOptions o;
   o.start_thread = threads.starter();
   ServiceFixture::Build(o);
@@ -813,19 +854,21 @@ TEST_F(ServicesTest, AHealthProbeWhoseThreadCannotStartIsTriedAgainAtTheNextHeal
     EXPECT_NE(h.store_error.find("cannot start a thread for the health probe: Resource temporarily unavailable"),
               std::string::npos) << h.store_error;
   }
-  EXPECT_EQ(threads.asked(), 2);
+  EXPECT_EQ(threads.asked(), 3);
   EXPECT_EQ(log.Count("cannot start the health probe's thread"), 1u) << log.Text();
   threads.Allow();
   auto h = Probed(*secrets_);
   EXPECT_EQ(h.status, "healthy") << h.store_error << " / " << h.key_error;
-  EXPECT_EQ(threads.asked(), 3);
+  EXPECT_EQ(threads.asked(), 4);
 }
 
 TEST_F(ServicesTest, WarmingRefusesWithTheCacheDisabled) {
   std::string id = Create("warm-off").id;
   SecretsOptions o;
   o.cache_enabled = false;
-  SecretsService s(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{}).value();
+  SecretsService& s = *s_owner;
   Status st = s.Warm(id);
   EXPECT_EQ(st.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(st.error().message.find("SECRETS_CACHE_ENABLED"), std::string::npos);
