@@ -9,13 +9,12 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
-#include <mutex>
 #include <thread>
 
+#include "testing/gate.h"
 #include "testing/refusing_threads.h"
 
 namespace dyad {
@@ -227,10 +226,7 @@ TEST(HttpServerStream, BeginOnlyOnce) {
 // blocking pool's threads: with every upstream thread held, a blocking
 // request (and an inline one) still answers.
 TEST(HttpServerPools, UpstreamPoolSaturatedLeavesTheBlockingPoolFree) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool release = false;
-  int held = 0;
+  testing::Gate upstream;  // the /up handlers pass it: held until opened
   std::atomic<int> blocking_calls{0};
   auto classify = [](const HttpRequest& r) {
     if (r.path == "/up") return HandlerPool::kUpstream;
@@ -246,10 +242,7 @@ TEST(HttpServerPools, UpstreamPoolSaturatedLeavesTheBlockingPoolFree) {
         if (req.path == "/up") {
           EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {}));
           EXPECT_TRUE(req.writer->Write("data: held\n\n"));
-          std::unique_lock lock(mu);
-          ++held;
-          cv.notify_all();
-          cv.wait(lock, [&] { return release; });
+          upstream.Pass();
           return r;
         }
         if (req.path == "/admin") ++blocking_calls;
@@ -263,10 +256,7 @@ TEST(HttpServerPools, UpstreamPoolSaturatedLeavesTheBlockingPoolFree) {
     streams.back()->Send("GET /up HTTP/1.1\r\nHost: t\r\n\r\n");
     EXPECT_NE(streams.back()->ReadUntil("data: held").find("data: held"), std::string::npos);
   }
-  {
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return held == 2; });  // both upstream threads are held
-  }
+  EXPECT_TRUE(upstream.WaitArrived(2));  // both upstream threads are held
   for (int i = 0; i < 3; ++i) {
     RawClient admin(server.port());
     admin.Send("GET /admin HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -276,11 +266,7 @@ TEST(HttpServerPools, UpstreamPoolSaturatedLeavesTheBlockingPoolFree) {
   RawClient io(server.port());
   io.Send("GET /io HTTP/1.1\r\nHost: t\r\n\r\n");
   EXPECT_NE(io.ReadUntil("io-ok").find("io-ok"), std::string::npos);
-  {
-    std::lock_guard lock(mu);
-    release = true;
-  }
-  cv.notify_all();
+  upstream.Open();
   for (auto& c : streams) EXPECT_NE(c->ReadUntil("0\r\n\r\n").find("\r\n0\r\n\r\n"), std::string::npos);
 }
 

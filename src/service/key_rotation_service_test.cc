@@ -16,6 +16,7 @@
 #include "service/provider_service.h"
 #include "service/rotation_scheduler.h"
 #include "testing/fakes.h"
+#include "testing/gate.h"
 #include "testing/refusing_threads.h"
 #include "testing/rotation_fixture.h"
 
@@ -33,12 +34,8 @@ class GatedStore final : public testing::ForwardingStore {
     {
       MutexLock lock(&mu_);
       hold = ++calls_ == hold_at_;
-      if (hold) {
-        held_ = true;
-        cv_.SignalAll();
-        while (!open_) cv_.Wait(&mu_);
-      }
     }
+    if (hold) gate_.Pass();
     auto got = inner_.GetMany(names);
     if (hold) {
       MutexLock lock(&mu_);
@@ -52,28 +49,15 @@ class GatedStore final : public testing::ForwardingStore {
     return returned_;
   }
   // Waits (at most a minute) for the held call; false if it never came.
-  bool WaitUntilHeld() {
-    MutexLock lock(&mu_);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
-    while (!held_) {
-      const auto left = deadline - std::chrono::steady_clock::now();
-      if (left <= left.zero() || !cv_.WaitFor(&mu_, left)) return held_;
-    }
-    return true;
-  }
-  void Open() {
-    MutexLock lock(&mu_);
-    open_ = true;
-    cv_.SignalAll();
-  }
+  bool WaitUntilHeld() { return gate_.WaitArrived(); }
+  void Open() { gate_.Open(); }
 
  private:
   const int hold_at_;
   Mutex mu_;
-  CondVar cv_;
   int calls_ DYAD_GUARDED_BY(mu_) = 0;
-  bool held_ DYAD_GUARDED_BY(mu_) = false, open_ DYAD_GUARDED_BY(mu_) = false;
   bool returned_ DYAD_GUARDED_BY(mu_) = false;
+  testing::Gate gate_;  // the hold_at-th call
 };
 
 // A RotationRepository in front of another that calls `on_release` before
