@@ -127,7 +127,9 @@ int main(int argc, char** argv) {
   Metrics metrics;
   SecretsOptions uncached;
   uncached.cache_enabled = false;
-  SecretsService secrets(uncached, *backend->store, *backend->keys, *repo, audit, metrics, clock, DefaultRandom(), {});
+  auto secrets_owner = SecretsService::Create(uncached, *backend->store, *backend->keys, *repo, audit, metrics, clock,
+                                              DefaultRandom(), {}).value();
+  SecretsService& secrets = *secrets_owner;
   std::fprintf(out, "registry: %s (%s)\n", std::string((*db)->engine()).c_str(), (*db)->display_name().c_str());
 
   std::vector<std::string> ids;

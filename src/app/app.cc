@@ -151,8 +151,8 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   // fences: the lease must outlast one store write, its retries included.
   so.lease.ttl = std::max<Clock::Duration>(std::chrono::seconds(30), 2 * p.backend.traits.longest_write);
   so.lease.max_wait = so.lease.ttl + std::chrono::seconds(10);
-  p.secrets = std::make_unique<SecretsService>(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit, *p.metrics,
-                                               clock, DefaultRandom(), config.provider_env);
+  DYAD_ASSIGN_OR_RETURN(p.secrets, SecretsService::Create(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit,
+                                                         *p.metrics, clock, DefaultRandom(), config.provider_env));
   // A key that did not seal the data already stored is a start-up error,
   // not a healthy service whose every read fails. A store down at start is
   // not: the service starts and reports it in health.

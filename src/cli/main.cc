@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cctype>
+#include <cerrno>
 #include <csignal>
 #include <chrono>
 #include <cstdio>
@@ -34,12 +35,31 @@
 #include "service/key_rotation_service.h"
 #include "service/rotation_scheduler.h"
 #include "service/secrets_service.h"
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 namespace {
 
 using namespace dyad;
+
+// A process exec'd with fd 0, 1 or 2 closed hands that number to its next
+// open (the database, the audit log, a socket), and a log line written to
+// "stderr" then lands in that file. Before anything is opened, /dev/null
+// takes each closed one (open() returns the lowest free fd: in order, it is
+// that one). False when /dev/null cannot be opened, nothing said: there may
+// be no stderr to say it on.
+bool OccupyClosedStandardFds() {
+  for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    const int null = ::open("/dev/null", O_RDWR);
+    if (null != fd) {
+      if (null >= 0) ::close(null);
+      return false;
+    }
+  }
+  return true;
+}
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "dyad-gateway: %s\n", message.c_str());
@@ -483,6 +503,7 @@ int AuditVerify(const std::string& path_arg, const CliOptions& cli) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!OccupyClosedStandardFds()) return 2;  // first: nothing else may take fd 0, 1 or 2
   ::umask(077);  // the data dir, database, WAL, audit log and key files: owner only, in every mode
   CLI::App cli{"dyad-gateway: the Dyad CLI Gateway's secrets-manager integration"};
   cli.set_version_flag("--version", std::string("dyad-gateway ") + DYAD_VERSION);

@@ -3,11 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "testing/gate.h"
 
 namespace dyad {
 namespace {
@@ -158,30 +158,11 @@ TEST(RefreshingCredential, ARefreshTimeOfItsOwnReplacesTheWindowBeforeExpiry) {
   EXPECT_EQ(calls, 2);
 }
 
-// Blocks the source until the test opens it.
-class Gate {
- public:
-  void Open() {
-    std::lock_guard lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  void Pass() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
-
 TEST(RefreshingCredential, WithNothingUsableManyCallersShareOneFetch) {
   constexpr int kThreads = 16;
   FakeClock clock;
   std::atomic<int> calls{0};
-  Gate gate;
+  testing::Gate gate;  // the source passes it: held until opened
   RefreshingCredential<std::string> cred(
       [&]() -> Result<Expiring<std::string>> {
         ++calls;
@@ -210,7 +191,7 @@ TEST(RefreshingCredential, WhileOneCallerRefreshesTheOthersGetTheCurrentOne) {
   constexpr int kThreads = 16;
   FakeClock clock;
   std::atomic<int> calls{0};
-  Gate gate;
+  testing::Gate gate;  // the source passes it: held until opened
   RefreshingCredential<std::string> cred(
       [&]() -> Result<Expiring<std::string>> {
         if (++calls == 1) return Expiring<std::string>{"current", clock.WallNow() + minutes(10)};
@@ -241,7 +222,7 @@ TEST(RefreshingCredential, WhileOneCallerRefreshesTheOthersGetTheCurrentOne) {
 TEST(RefreshingCredential, WaitersShareAFailedFetchsError) {
   FakeClock clock;
   std::atomic<int> calls{0};
-  Gate gate;
+  testing::Gate gate;  // the source passes it: held until opened
   RefreshingCredential<std::string> cred(
       [&]() -> Result<Expiring<std::string>> {
         ++calls;

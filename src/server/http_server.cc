@@ -6,7 +6,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -60,6 +60,45 @@ std::string GenerateRequestId() {
   uint64_t v[2] = {rng(), rng()};
   return HexEncode(std::string_view(reinterpret_cast<const char*>(v), sizeof v));
 }
+
+// A pool of handler threads: an io_context that `n` threads started through
+// StartThread run, so that a refused thread is a Status (asio::thread_pool's
+// constructor throws, and that ends the process). Stop() drops queued work
+// (destroyed with the pool), lets running handlers finish and joins.
+class ThreadPool {
+ public:
+  ThreadPool() = default;
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+  ~ThreadPool() { Stop(); }
+
+  // kUnavailable naming `what` when a thread is refused; those started are stopped.
+  Status Start(int n, const ThreadStarter& starter, std::string_view what) {
+    for (int i = 0; i < n; ++i) {
+      auto started = StartThread(starter, [this] { context_.run(); });
+      if (!started.ok()) {
+        Stop();
+        return MakeError(ErrorCode::kUnavailable, "cannot start thread " + std::to_string(i + 1) + " of " +
+                                                      std::to_string(n) + " of the " + std::string(what) + ": " +
+                                                      started.error().message);
+      }
+      threads_.push_back(std::move(started).value());
+    }
+    return OkStatus();
+  }
+  asio::io_context& context() { return context_; }
+  void Stop() {
+    work_.reset();
+    context_.stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+ private:
+  asio::io_context context_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_{context_.get_executor()};
+  std::vector<std::thread> threads_;
+};
 
 }  // namespace
 
@@ -125,8 +164,9 @@ struct HttpServer::Impl {
   std::unordered_set<StreamQueue*> streams DYAD_GUARDED_BY(streams_mu);
   // After ioc, so destroyed first: work it dropped holds sessions whose
   // sockets belong to ioc.
-  std::optional<asio::thread_pool> blocking;  // when classify is set
-  std::optional<asio::thread_pool> upstream;  // likewise
+  // Started by Listen().
+  ThreadPool blocking;  // when classify is set
+  ThreadPool upstream;  // likewise
 
   // False (and nothing kept) once the I/O threads have stopped.
   bool AddStream(StreamQueue* q) DYAD_LOCKS_EXCLUDED(streams_mu) {
@@ -150,11 +190,11 @@ struct HttpServer::Impl {
   }
 
   // The pool a request's handler runs on; null: the I/O thread.
-  asio::thread_pool* PoolFor(const HttpRequest& request) {
+  asio::io_context* PoolFor(const HttpRequest& request) {
     if (!classify) return nullptr;
     switch (classify(request)) {
-      case HandlerPool::kBlocking: return &*blocking;
-      case HandlerPool::kUpstream: return &*upstream;
+      case HandlerPool::kBlocking: return &blocking.context();
+      case HandlerPool::kUpstream: return &upstream.context();
       case HandlerPool::kIo: break;
     }
     return nullptr;
@@ -334,7 +374,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     req.body = std::move(msg.body());
     keep_alive_ = msg.keep_alive() && !CertRevoked();
     unsigned version = msg.version();
-    if (asio::thread_pool* pool = server_->PoolFor(req)) {
+    if (asio::io_context* pool = server_->PoolFor(req)) {
       // Off the I/O threads; the answer comes back on this session's strand.
       asio::post(*pool, [self = this->shared_from_this(), req = std::move(req), version]() mutable {
         Streamer writer(self, req.request_id, version);
@@ -814,10 +854,6 @@ HttpServer::HttpServer(HttpServerOptions options, RequestHandler handler, PoolCl
   impl_->options = std::move(options);
   impl_->handler = std::move(handler);
   impl_->classify = std::move(classify);
-  if (impl_->classify) {
-    impl_->blocking.emplace(static_cast<size_t>(std::max(1, impl_->options.blocking_threads)));
-    impl_->upstream.emplace(static_cast<size_t>(std::max(1, impl_->options.upstream_threads)));
-  }
 }
 
 HttpServer::~HttpServer() = default;
@@ -830,6 +866,13 @@ Status HttpServer::Listen() {
   if (impl_->options.tls.enabled()) {  // before binding: a bad file is refused without touching the port
     DYAD_ASSIGN_OR_RETURN(SslCtxPtr ctx, NewTlsServerContext(impl_->options.tls));
     impl_->tls = std::make_shared<asio::ssl::context>(ctx.release());
+  }
+  if (impl_->classify) {  // likewise before binding
+    const ThreadStarter& starter = impl_->options.start_thread;
+    DYAD_RETURN_IF_ERROR(impl_->blocking.Start(std::max(1, impl_->options.blocking_threads), starter,
+                                               "blocking handler pool (GATEWAY_BLOCKING_THREADS)"));
+    DYAD_RETURN_IF_ERROR(impl_->upstream.Start(std::max(1, impl_->options.upstream_threads), starter,
+                                               "/v1 upstream handler pool (GATEWAY_V1_THREADS)"));
   }
   tcp::endpoint endpoint(address, impl_->options.port);
   auto& acc = impl_->acceptor;
@@ -859,7 +902,7 @@ void HttpServer::Run() {
   });
   std::vector<std::thread> threads;
   for (int i = 1; i < impl_->options.threads; ++i) {
-    auto started = StartThread([this] { impl_->ioc.run(); });
+    auto started = StartThread(impl_->options.start_thread, [this] { impl_->ioc.run(); });
     if (!started.ok()) {  // serve on those there are: a throw here would end the process
       spdlog::warn("serving on {} of {} I/O threads: cannot start another: {}", i, impl_->options.threads,
                    started.error().message);
@@ -871,11 +914,8 @@ void HttpServer::Run() {
   for (auto& t : threads) t.join();
   impl_->finished = true;
   impl_->StopStreams();  // before the pools' join: a producer waiting for room returns
-  for (auto* pool : {&impl_->blocking, &impl_->upstream}) {
-    if (!*pool) continue;
-    (*pool)->stop();  // queued work is dropped; running handlers finish
-    (*pool)->join();
-  }
+  impl_->blocking.Stop();  // queued work is dropped; running handlers finish
+  impl_->upstream.Stop();
 }
 
 void HttpServer::Shutdown() {

@@ -38,6 +38,7 @@
 
 #include "core/config.h"
 #include "core/result.h"
+#include "core/thread.h"
 #include "server/http_types.h"
 
 namespace dyad {
@@ -55,6 +56,9 @@ struct HttpServerOptions {
   int upstream_threads = 64;
   size_t stream_buffer_bytes = 64 * 1024;
   TlsFiles tls;  // cert_file set: HTTPS
+  // Starts the handler pools' threads (in Listen) and the I/O threads (in
+  // Run); StartThread when unset (core/thread.h).
+  ThreadStarter start_thread = nullptr;
 };
 
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
@@ -68,8 +72,9 @@ class HttpServer {
   HttpServer(HttpServerOptions options, RequestHandler handler, PoolClassifier classify = nullptr);
   ~HttpServer();
 
-  // Loads the TLS files (an error names the variable and file), binds and
-  // listens; the error names the address when it cannot.
+  // Loads the TLS files (an error names the variable and file), starts the
+  // handler pools (kUnavailable, naming the pool, when the system refuses a
+  // thread), binds and listens; the error names the address when it cannot.
   Status Listen();
   uint16_t port() const;
   // Serves on options.threads threads until shutdown; handles SIGTERM/SIGINT.

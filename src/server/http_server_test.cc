@@ -9,12 +9,13 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
-#include <mutex>
 #include <thread>
+
+#include "testing/gate.h"
+#include "testing/refusing_threads.h"
 
 namespace dyad {
 namespace {
@@ -225,10 +226,7 @@ TEST(HttpServerStream, BeginOnlyOnce) {
 // blocking pool's threads: with every upstream thread held, a blocking
 // request (and an inline one) still answers.
 TEST(HttpServerPools, UpstreamPoolSaturatedLeavesTheBlockingPoolFree) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool release = false;
-  int held = 0;
+  testing::Gate upstream;  // the /up handlers pass it: held until opened
   std::atomic<int> blocking_calls{0};
   auto classify = [](const HttpRequest& r) {
     if (r.path == "/up") return HandlerPool::kUpstream;
@@ -244,10 +242,7 @@ TEST(HttpServerPools, UpstreamPoolSaturatedLeavesTheBlockingPoolFree) {
         if (req.path == "/up") {
           EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {}));
           EXPECT_TRUE(req.writer->Write("data: held\n\n"));
-          std::unique_lock lock(mu);
-          ++held;
-          cv.notify_all();
-          cv.wait(lock, [&] { return release; });
+          upstream.Pass();
           return r;
         }
         if (req.path == "/admin") ++blocking_calls;
@@ -261,10 +256,7 @@ TEST(HttpServerPools, UpstreamPoolSaturatedLeavesTheBlockingPoolFree) {
     streams.back()->Send("GET /up HTTP/1.1\r\nHost: t\r\n\r\n");
     EXPECT_NE(streams.back()->ReadUntil("data: held").find("data: held"), std::string::npos);
   }
-  {
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return held == 2; });  // both upstream threads are held
-  }
+  EXPECT_TRUE(upstream.WaitArrived(2));  // both upstream threads are held
   for (int i = 0; i < 3; ++i) {
     RawClient admin(server.port());
     admin.Send("GET /admin HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -274,12 +266,67 @@ TEST(HttpServerPools, UpstreamPoolSaturatedLeavesTheBlockingPoolFree) {
   RawClient io(server.port());
   io.Send("GET /io HTTP/1.1\r\nHost: t\r\n\r\n");
   EXPECT_NE(io.ReadUntil("io-ok").find("io-ok"), std::string::npos);
-  {
-    std::lock_guard lock(mu);
-    release = true;
-  }
-  cv.notify_all();
+  upstream.Open();
   for (auto& c : streams) EXPECT_NE(c->ReadUntil("0\r\n\r\n").find("\r\n0\r\n\r\n"), std::string::npos);
+}
+
+// A handler pool's thread refused at start is Listen()'s error, naming the
+// pool, before the port is bound; the threads already started are joined
+// (the destructor returns).
+TEST(HttpServerPools, ARefusedPoolThreadIsListensErrorNamingThePool) {
+  struct Case {
+    int refuse_from;
+    std::string pool;
+  };
+  for (const Case& c : {Case{1, "thread 1 of 2 of the blocking handler pool (GATEWAY_BLOCKING_THREADS)"},
+                        Case{2, "thread 2 of 2 of the blocking handler pool (GATEWAY_BLOCKING_THREADS)"},
+                        Case{4, "thread 2 of 3 of the /v1 upstream handler pool (GATEWAY_V1_THREADS)"}}) {
+    SCOPED_TRACE(c.pool);
+    testing::RefusingThreads threads(c.refuse_from);
+    HttpServerOptions o = Running::Options();
+    o.blocking_threads = 2;
+    o.upstream_threads = 3;
+    o.start_thread = threads.starter();
+    HttpServer server(o, [](const HttpRequest&) { return HttpResponse{}; },
+                      [](const HttpRequest&) { return HandlerPool::kBlocking; });
+    Status s = server.Listen();
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.code(), ErrorCode::kUnavailable);
+    EXPECT_NE(s.error().message.find(c.pool), std::string::npos) << s.error().message;
+    EXPECT_NE(s.error().message.find("Resource temporarily unavailable"), std::string::npos);
+    EXPECT_EQ(server.port(), 0) << "bound although it cannot serve";
+    EXPECT_EQ(threads.asked(), c.refuse_from);  // no thread asked for after the refusal
+  }
+}
+
+// Without a classifier every handler runs on the I/O threads: Listen()
+// starts no pool, so a system out of threads does not stop a server that
+// needs none.
+TEST(HttpServerPools, NoClassifierStartsNoPool) {
+  testing::RefusingThreads threads;
+  HttpServerOptions o = Running::Options();
+  o.threads = 1;
+  o.start_thread = threads.starter();
+  HttpServer server(o, [](const HttpRequest&) { return HttpResponse{}; });
+  ASSERT_TRUE(server.Listen().ok());
+  EXPECT_NE(server.port(), 0);
+  EXPECT_EQ(threads.asked(), 0);
+}
+
+// Every pool thread started: requests are served on them as before.
+TEST(HttpServerPools, PoolThreadsStartedThroughTheStarter) {
+  testing::RefusingThreads threads(/*refuse_from=*/1000);
+  HttpServerOptions o = Running::Options();
+  o.start_thread = threads.starter();
+  Running server([](const HttpRequest&) {
+    HttpResponse r;
+    r.body = "pooled";
+    return r;
+  }, true, nullptr, o);
+  RawClient c(server.port());
+  c.Send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(c.ReadUntil("pooled").find("pooled"), std::string::npos);
+  EXPECT_EQ(threads.asked(), o.blocking_threads + o.upstream_threads + (o.threads - 1));
 }
 
 // A client that reads slowly: the producer's Write() returns once a piece

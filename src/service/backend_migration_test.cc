@@ -71,8 +71,8 @@ class BackendMigrationTest : public ::testing::Test {
     keys_ = std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, NewSqliteKeyVersionRepository(db_),
                                       DefaultRandom(), clock_)).value();
     target_keys_ = std::move(testing::NewMemoryKeyManager("t", DefaultRandom())).value();
-    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, source_, *keys_, *repo_, audit_, metrics_, clock_,
-                                                DefaultRandom(), EnvMap{});
+    secrets_ = SecretsService::Create(SecretsOptions{}, source_, *keys_, *repo_, audit_, metrics_, clock_,
+                                      DefaultRandom(), EnvMap{}).value();
     providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
     records_ = NewSqliteMigrationProgressRepository(db_, clock_);
   }
@@ -328,8 +328,9 @@ TEST_F(BackendMigrationTest, AProviderCreatedAfterTheCopyPassesIsReported) {
 // conditionally; a failed write too.
 TEST_F(BackendMigrationTest, EveryWriteAndDeleteIsAudited) {
   ConditionalDeleteStore conditional(source_);
-  SecretsService via(SecretsOptions{}, conditional, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                     EnvMap{});
+  auto via_owner = SecretsService::Create(SecretsOptions{}, conditional, *keys_, *repo_, audit_, metrics_, clock_,
+                                          DefaultRandom(), EnvMap{}).value();
+  SecretsService& via = *via_owner;
   std::string a = Create("a", kCanary), b = Create("b", kCanary);
   const auto count = [&](size_t from, const std::string& action, const std::string& outcome) {
     auto events = audit_.events();

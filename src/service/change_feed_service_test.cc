@@ -36,7 +36,7 @@ struct Instance {
     SecretsOptions o;
     o.cache.ttl = 300s;
     o.changes = changes.get();
-    secrets = std::make_unique<SecretsService>(o, store, *keys, *repo, audit, metrics, clock, DefaultRandom(), EnvMap{});
+    secrets = SecretsService::Create(o, store, *keys, *repo, audit, metrics, clock, DefaultRandom(), EnvMap{}).value();
     providers = std::make_unique<ProviderService>(*repo, *secrets, clock, DefaultRandom(), audit);
   }
   ~Instance() {

@@ -16,6 +16,7 @@
 #include "service/provider_service.h"
 #include "service/rotation_scheduler.h"
 #include "testing/fakes.h"
+#include "testing/gate.h"
 #include "testing/refusing_threads.h"
 #include "testing/rotation_fixture.h"
 
@@ -33,12 +34,8 @@ class GatedStore final : public testing::ForwardingStore {
     {
       MutexLock lock(&mu_);
       hold = ++calls_ == hold_at_;
-      if (hold) {
-        held_ = true;
-        cv_.SignalAll();
-        while (!open_) cv_.Wait(&mu_);
-      }
     }
+    if (hold) gate_.Pass();
     auto got = inner_.GetMany(names);
     if (hold) {
       MutexLock lock(&mu_);
@@ -52,28 +49,15 @@ class GatedStore final : public testing::ForwardingStore {
     return returned_;
   }
   // Waits (at most a minute) for the held call; false if it never came.
-  bool WaitUntilHeld() {
-    MutexLock lock(&mu_);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
-    while (!held_) {
-      const auto left = deadline - std::chrono::steady_clock::now();
-      if (left <= left.zero() || !cv_.WaitFor(&mu_, left)) return held_;
-    }
-    return true;
-  }
-  void Open() {
-    MutexLock lock(&mu_);
-    open_ = true;
-    cv_.SignalAll();
-  }
+  bool WaitUntilHeld() { return gate_.WaitArrived(); }
+  void Open() { gate_.Open(); }
 
  private:
   const int hold_at_;
   Mutex mu_;
-  CondVar cv_;
   int calls_ DYAD_GUARDED_BY(mu_) = 0;
-  bool held_ DYAD_GUARDED_BY(mu_) = false, open_ DYAD_GUARDED_BY(mu_) = false;
   bool returned_ DYAD_GUARDED_BY(mu_) = false;
+  testing::Gate gate_;  // the hold_at-th call
 };
 
 // A RotationRepository in front of another that calls `on_release` before
@@ -222,7 +206,9 @@ TEST_P(RotationTest, TenThousandProvidersWithReadersAndWriters) {
   auto ids = Seed(n);
   SecretsOptions uncached;
   uncached.cache_enabled = false;  // every read opens a blob mid-rotation
-  SecretsService reader(uncached, *store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto reader_owner = SecretsService::Create(uncached, *store_, *keys_, *repo_, audit_, metrics_, clock_,
+                                             DefaultRandom(), EnvMap{}).value();
+  SecretsService& reader = *reader_owner;
   std::atomic<bool> stop{false};
   std::atomic<int64_t> reads{0}, failed_reads{0};
   std::vector<std::thread> threads;
@@ -305,8 +291,8 @@ TEST_P(RotationTest, OnALeaseOnlyStoreWritersDuringARotationLoseNothing) {
   auto leases = std::move(Instance().leases);
   SecretsOptions options;
   options.leases = leases.get();
-  secrets_ = std::make_unique<SecretsService>(options, *store_, *keys_, *repo_, audit_, metrics_, clock_,
-                                              DefaultRandom(), EnvMap{});
+  secrets_ = SecretsService::Create(options, *store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                    EnvMap{}).value();
   providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
   auto rotation_options = RotationOptions();
   std::atomic<int> workers{0};  // Read reads nothing ahead here: no thread for it
@@ -389,8 +375,9 @@ TEST_P(RotationTest, ShutdownMidRunSavesProgressAndTheNextStartResumes) {
     // the stop has been asked for, and a batch read ahead after a stop is
     // left for the next start.
     GatedStore gated(*store_, 3);
-    SecretsService secrets(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                           EnvMap{});
+    auto secrets_owner = SecretsService::Create(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_,
+                                                DefaultRandom(), EnvMap{}).value();
+    SecretsService& secrets = *secrets_owner;
     auto rotation = std::make_unique<KeyRotationService>(KeyRotationService::Options{250, 4},
                                                          std::move(Instance().rotations), secrets, audit_, clock_);
     ASSERT_TRUE(rotation->Start(false, "manual", Caller{}).ok());
@@ -521,8 +508,8 @@ class CountingKeys final : public KeyManager {
 // where there is one).
 TEST_P(RotationTest, AChunkMovesItsDataKeysInOneReEncryptMany) {
   CountingKeys counting(*keys_);
-  secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, counting, *repo_, audit_, metrics_, clock_,
-                                              DefaultRandom(), EnvMap{});
+  secrets_ = SecretsService::Create(SecretsOptions{}, *store_, counting, *repo_, audit_, metrics_, clock_,
+                                    DefaultRandom(), EnvMap{}).value();
   providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
   rotation_ = NewRotation();
   ASSERT_TRUE(store_->HasConditionalWrites());
@@ -545,7 +532,9 @@ TEST_P(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
   auto b_keys = NewKeyring();
   SecretsOptions uncached;
   uncached.cache_enabled = false;
-  SecretsService b_secrets(uncached, *store_, *b_keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto b_secrets_owner = SecretsService::Create(uncached, *store_, *b_keys, *repo_, audit_, metrics_, clock_,
+                                                DefaultRandom(), EnvMap{}).value();
+  SecretsService& b_secrets = *b_secrets_owner;
   ProviderService b_providers(*repo_, b_secrets, clock_, DefaultRandom(), audit_);
   std::atomic<bool> stop{false};
   std::atomic<int> writes{0}, failed_writes{0}, created{0};
@@ -580,7 +569,9 @@ TEST_P(RotationTest, AWriterOnAnotherInstanceNeverLosesABlobToRetirement) {
   EXPECT_EQ(keys_->Describe()->versions[0].state, "retired");
   // A third process, started afterwards, opens everything.
   auto c_keys = NewKeyring();
-  SecretsService c_secrets(uncached, *store_, *c_keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto c_secrets_owner = SecretsService::Create(uncached, *store_, *c_keys, *repo_, audit_, metrics_, clock_,
+                                                DefaultRandom(), EnvMap{}).value();
+  SecretsService& c_secrets = *c_secrets_owner;
   auto verify = c_secrets.VerifyAll();
   ASSERT_TRUE(verify.ok());
   EXPECT_EQ(verify->total, 300 + created.load());
@@ -837,9 +828,13 @@ TEST_P(RotationTest, WithoutListingACreateWhoseRowLandsAfterTheRecountIsNotLeftO
   Metrics metrics;
   SecretsOptions uncached;
   uncached.cache_enabled = false;
-  SecretsService creator(uncached, store, *keys, *repo, stalling_audit, metrics, clock, DefaultRandom(), EnvMap{});
+  auto creator_owner = SecretsService::Create(uncached, store, *keys, *repo, stalling_audit, metrics, clock,
+                                              DefaultRandom(), EnvMap{}).value();
+  SecretsService& creator = *creator_owner;
   ProviderService creating(*repo, creator, clock, DefaultRandom(), stalling_audit);
-  SecretsService secrets(uncached, store, *keys, *repo, audit, metrics, clock, DefaultRandom(), EnvMap{});
+  auto secrets_owner = SecretsService::Create(uncached, store, *keys, *repo, audit, metrics, clock, DefaultRandom(),
+                                              EnvMap{}).value();
+  SecretsService& secrets = *secrets_owner;
   KeyRotationService::Options o{250, 4};
   o.retire_grace = std::chrono::milliseconds(20);
   KeyRotationService rotation(o, std::move(Instance().rotations), secrets, audit, clock);
@@ -878,8 +873,8 @@ class RetireScopeTest : public RotationTest {
     SecretStore& store = listable ? static_cast<SecretStore&>(*store_) : unlistable;
     rotation_.reset();
     providers_.reset();
-    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, store, counting, *repo_, audit_, metrics_, clock_,
-                                                DefaultRandom(), EnvMap{});
+    secrets_ = SecretsService::Create(SecretsOptions{}, store, counting, *repo_, audit_, metrics_, clock_,
+                                      DefaultRandom(), EnvMap{}).value();
     providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
     rotation_ = NewRotation();
     Seed(3);
@@ -911,8 +906,9 @@ TEST_P(RetireScopeTest, StoreListedRetiresEverywhere) { Check(true); }
 TEST_P(RotationTest, AStopAskedDuringTheReadAheadEndsTheRunOnlyOnceTheReadHasEnded) {
   Seed(1000);
   GatedStore gated(*store_, 3);  // batch 3's read, ahead while batch 2 is written
-  SecretsService secrets(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                         EnvMap{});
+  auto secrets_owner = SecretsService::Create(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_,
+                                              DefaultRandom(), EnvMap{}).value();
+  SecretsService& secrets = *secrets_owner;
   auto watched = std::make_unique<WatchedRotations>(std::move(Instance().rotations));
   WatchedRotations& runs = *watched;
   std::atomic<bool> released{false}, read_over_at_release{false}, read_over_at_idle{false}, stop_asked{false};
@@ -997,8 +993,9 @@ TEST_P(RotationTest, ALockLostWhileTheNextBatchIsReadAheadLeavesThatBatchUnwritt
 TEST_P(RotationTest, AWorkerThatCannotStartLeavesTheRunReadingEachBatchInItsTurn) {
   Seed(600);
   ThreadRecordingStore recording(*store_);
-  SecretsService secrets(SecretsOptions{}, recording, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                         EnvMap{});
+  auto secrets_owner = SecretsService::Create(SecretsOptions{}, recording, *keys_, *repo_, audit_, metrics_, clock_,
+                                              DefaultRandom(), EnvMap{}).value();
+  SecretsService& secrets = *secrets_owner;
   auto options = RotationOptions();
   std::atomic<int> asked{0};
   options.start_worker = [&asked]() -> Result<std::unique_ptr<Worker>> {
@@ -1020,8 +1017,9 @@ TEST_P(RotationTest, AWorkerThatCannotStartLeavesTheRunReadingEachBatchInItsTurn
 TEST_P(RotationTest, ARunReadsTheNextBatchOnItsWorker) {
   Seed(600);
   ThreadRecordingStore recording(*store_);
-  SecretsService secrets(SecretsOptions{}, recording, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                         EnvMap{});
+  auto secrets_owner = SecretsService::Create(SecretsOptions{}, recording, *keys_, *repo_, audit_, metrics_, clock_,
+                                              DefaultRandom(), EnvMap{}).value();
+  SecretsService& secrets = *secrets_owner;
   KeyRotationService rotation(RotationOptions(), std::move(Instance().rotations), secrets, audit_, clock_);
   auto run = rotation.Run(false, "manual", Caller{}, nullptr);
   ASSERT_TRUE(run.ok()) << run.error().message;
@@ -1239,8 +1237,8 @@ class RetireFenceTest : public testing::RotationFixture<FakeClock> {
   enum class Slow { kBeginRetire, kRetire };
   void Check(Slow slow) {
     CountingKeys counting(*keys_);
-    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, counting, *repo_, audit_, metrics_, clock_,
-                                                DefaultRandom(), EnvMap{});
+    secrets_ = SecretsService::Create(SecretsOptions{}, *store_, counting, *repo_, audit_, metrics_, clock_,
+                                      DefaultRandom(), EnvMap{}).value();
     ProviderService providers(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
     for (int i = 0; i < 3; ++i) {
       ProviderPatch p;

@@ -34,8 +34,8 @@ struct Instance {
     store = own_store ? own_store.get() : &shared_store;
     options.leases = leases.get();
     options.lease = lease_options;
-    secrets = std::make_unique<SecretsService>(options, *store, *keys, *repo, audit, metrics, clock, DefaultRandom(),
-                                               EnvMap{});
+    secrets = SecretsService::Create(options, *store, *keys, *repo, audit, metrics, clock, DefaultRandom(),
+                                     EnvMap{}).value();
     providers = std::make_unique<ProviderService>(*repo, *secrets, clock, DefaultRandom(), audit);
   }
   SecretsOptions options;
@@ -172,8 +172,9 @@ class StalledWriter {
  public:
   StalledWriter(Instance& a, StallingStoreBase& store, const Clock& clock)
       : store_(store),
-        secrets_(a.options, store, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(), EnvMap{}),
-        providers_(*a.repo, secrets_, clock, DefaultRandom(), a.audit) {}
+        secrets_(SecretsService::Create(a.options, store, *a.keys, *a.repo, a.audit, a.metrics, clock, DefaultRandom(),
+                                        EnvMap{}).value()),
+        providers_(*a.repo, *secrets_, clock, DefaultRandom(), a.audit) {}
   ~StalledWriter() {
     if (answer_.valid() && !resumed_) store_.resume_.set_value();
   }
@@ -192,7 +193,7 @@ class StalledWriter {
 
  private:
   StallingStoreBase& store_;
-  SecretsService secrets_;
+  std::unique_ptr<SecretsService> secrets_;
   ProviderService providers_;
   std::future<Result<Provider>> answer_;
   bool resumed_ = false;
@@ -232,7 +233,9 @@ TEST_P(ProviderLease, OnALeaseOnlyStoreALateWriterCannotOverwriteEither) {
   FakeClock& clock = fake_clock_;
   Instance a(Registry(clock), shared_store_, clock), b(Registry(clock), shared_store_, clock);
   testing::MemoryStore shared("dyad-gateway", /*conditional=*/false);
-  SecretsService b_secrets(b.options, shared, *b.keys, *b.repo, b.audit, b.metrics, clock, DefaultRandom(), EnvMap{});
+  auto b_secrets_owner = SecretsService::Create(b.options, shared, *b.keys, *b.repo, b.audit, b.metrics, clock,
+                                                DefaultRandom(), EnvMap{}).value();
+  SecretsService& b_secrets = *b_secrets_owner;
   ProviderService b_providers(*b.repo, b_secrets, clock, DefaultRandom(), b.audit);
   auto made = CreateWithKey(b_providers, "lease-only", "http-sdk");
   ASSERT_TRUE(made.ok()) << made.error().message;

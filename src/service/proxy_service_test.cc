@@ -9,6 +9,7 @@
 #include <functional>
 #include <thread>
 
+#include "testing/gate.h"
 #include "testing/service_fixture.h"
 
 namespace dyad {
@@ -115,8 +116,9 @@ class ProxyServiceTest : public testing::ServiceFixture {
   // Another instance (its own services over the same store and registry)
   // rotates the provider's api_key: this one's cache still holds the old.
   Status RotateElsewhere(const std::string& id, const std::string& key) {
-    SecretsService other_secrets(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_, clock_,
-                                 DefaultRandom(), EnvMap{});
+    auto other_secrets_owner = SecretsService::Create(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_,
+                                                      clock_, DefaultRandom(), EnvMap{}).value();
+    SecretsService& other_secrets = *other_secrets_owner;
     ProviderService other(*repo_, other_secrets, clock_, DefaultRandom(), audit_);
     auto rotated = other.RotateCredentials(id, {{"api_key", SecretBytes(key)}}, caller_);
     return rotated.ok() ? OkStatus() : Status(rotated.error());
@@ -701,7 +703,7 @@ TEST_F(ProxyServiceTest, TheForcedReadIntervalIsTheOptions) {
   EXPECT_EQ(store_.gets, gets + 3);  // each 401 read again
 }
 
-// A ProviderRepository that counts List calls, the first held until released.
+// A ProviderRepository whose List calls pass a gate (counted; held while it is closed).
 class GatedRepository final : public ProviderRepository {
  public:
   explicit GatedRepository(ProviderRepository& inner) : inner_(inner) {}
@@ -711,40 +713,27 @@ class GatedRepository final : public ProviderRepository {
   Status Delete(const std::string& id) override { return inner_.Delete(id); }
   Status Ping() override { return inner_.Ping(); }
   Result<ProviderPage> List(int64_t offset, int64_t limit) override {
+    gate_.Pass();
     {
       MutexLock lock(&mu_);
-      ++lists_;
-      entered_.SignalAll();
-      while (!open_) released_.Wait(&mu_);
       if (fail_) return MakeError(ErrorCode::kUnavailable, "registry down");
     }
     return inner_.List(offset, limit);
   }
+  // Lets the held List calls (and later ones) go, failing when `fail`.
   void Open(bool fail = false) {
-    MutexLock lock(&mu_);
-    open_ = true;
-    fail_ = fail;
-    released_.SignalAll();
+    {
+      MutexLock lock(&mu_);
+      fail_ = fail;
+    }
+    gate_.Open();
   }
-  void Close() {
-    MutexLock lock(&mu_);
-    open_ = false;
-  }
-  void AwaitLists(int n) {
-    MutexLock lock(&mu_);
-    while (lists_ < n) entered_.Wait(&mu_);
-  }
-  int lists() {
-    MutexLock lock(&mu_);
-    return lists_;
-  }
+  testing::Gate& gate() { return gate_; }
 
  private:
   ProviderRepository& inner_;
+  testing::Gate gate_{/*open=*/true};
   Mutex mu_;
-  CondVar entered_, released_;
-  int lists_ DYAD_GUARDED_BY(mu_) = 0;
-  bool open_ DYAD_GUARDED_BY(mu_) = true;
   bool fail_ DYAD_GUARDED_BY(mu_) = false;
 };
 
@@ -756,8 +745,8 @@ TEST_F(ProxyServiceTest, TheCatalogIsReadOnceByConcurrentRequests) {
   ProxyService proxy(ProxyOptions{}, gated, *secrets_, upstream_, metrics_, clock_);
   for (bool fail : {false, true}) {
     proxy.InvalidateCatalog();
-    gated.Close();
-    const int before = gated.lists();
+    gated.gate().Close();
+    const int before = gated.gate().arrived();
     constexpr int kThreads = 8;
     std::vector<std::thread> threads;
     std::vector<int> found(kThreads, -1);
@@ -765,7 +754,7 @@ TEST_F(ProxyServiceTest, TheCatalogIsReadOnceByConcurrentRequests) {
       auto m = proxy.Models(nullptr, nullptr);
       found[0] = m.ok() ? static_cast<int>(m->size()) : -2;
     });
-    gated.AwaitLists(before + 1);  // the first reader is in the registry
+    ASSERT_TRUE(gated.gate().WaitArrived(before + 1));  // the first reader is in the registry
     for (int i = 1; i < kThreads; ++i) {
       threads.emplace_back([&, i] {
         auto m = proxy.Models(nullptr, nullptr);
@@ -774,10 +763,10 @@ TEST_F(ProxyServiceTest, TheCatalogIsReadOnceByConcurrentRequests) {
     }
     // Without single flight each of them would be in List too (never
     // waiting, so this loop would not end): wait until all are waiting.
-    while (proxy.CatalogWaiters() < kThreads - 1 && gated.lists() == before + 1) std::this_thread::yield();
+    while (proxy.CatalogWaiters() < kThreads - 1 && gated.gate().arrived() == before + 1) std::this_thread::yield();
     gated.Open(fail);
     for (auto& t : threads) t.join();
-    EXPECT_EQ(gated.lists(), before + 1) << (fail ? "failing" : "ok");
+    EXPECT_EQ(gated.gate().arrived(), before + 1) << (fail ? "failing" : "ok");
     for (int f : found) EXPECT_EQ(f, fail ? -2 : 1);  // the reader's result, its error too
   }
   // After the failure the next request reads again.

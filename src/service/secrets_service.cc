@@ -66,19 +66,35 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
   }
   metrics_.SetCacheStats([this] { return cache_.Stats(); });
   if (options_.changes) subscription_ = options_.changes->Subscribe([this](const Change& c) { OnChange(c); });
-  worker_ = std::thread([this] {
-    work_mu_.Lock();
-    while (true) {
-      while (!stopping_ && work_.empty()) work_cv_.Wait(&work_mu_);
-      if (work_.empty()) break;  // stopping with nothing left
-      auto task = std::move(work_.front());
-      work_.pop_front();
-      work_mu_.Unlock();
-      task();
-      work_mu_.Lock();
-    }
+}
+
+Result<std::unique_ptr<SecretsService>> SecretsService::Create(SecretsOptions options, SecretStore& store,
+                                                               KeyManager& keys, ProviderRepository& providers,
+                                                               AuditSink& audit, Metrics& metrics, const Clock& clock,
+                                                               Random& random, SecretEnv provider_env) {
+  std::unique_ptr<SecretsService> service(new SecretsService(std::move(options), store, keys, providers, audit,
+                                                             metrics, clock, random, std::move(provider_env)));
+  auto started = StartThread(service->options_.start_thread, [s = service.get()] { s->WorkLoop(); });
+  if (!started.ok()) {
+    return MakeError(started.code(), "cannot start the credential cache's refresh-ahead thread: " +
+                                         started.error().message);
+  }
+  service->worker_ = std::move(started).value();
+  return service;
+}
+
+void SecretsService::WorkLoop() {
+  work_mu_.Lock();
+  while (true) {
+    while (!stopping_ && work_.empty()) work_cv_.Wait(&work_mu_);
+    if (work_.empty()) break;  // stopping with nothing left
+    auto task = std::move(work_.front());
+    work_.pop_front();
     work_mu_.Unlock();
-  });
+    task();
+    work_mu_.Lock();
+  }
+  work_mu_.Unlock();
 }
 
 SecretsService::~SecretsService() {
@@ -94,7 +110,7 @@ SecretsService::~SecretsService() {
     stopping_ = true;
   }
   work_cv_.SignalAll();
-  worker_.join();
+  if (worker_.joinable()) worker_.join();  // not when Create() was refused its thread
   metrics_.SetCacheStats(nullptr);
 }
 

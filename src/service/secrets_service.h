@@ -91,7 +91,8 @@ struct SecretsOptions {
   // A store that keeps replicas has them checked (one sample secret) by the
   // health probe at most this often.
   std::chrono::milliseconds replication_interval{std::chrono::minutes(1)};
-  // Starts the health probe's thread (StartThread when unset; core/thread.h).
+  // Starts the refresh-ahead worker's thread (in Create) and the health
+  // probe's (on first use); StartThread when unset (core/thread.h).
   ThreadStarter start_thread = nullptr;
   // `secrets gc` never deletes a secret changed more recently than this,
   // whatever --older-than says: longer than a create can take from writing
@@ -158,15 +159,21 @@ struct ProbeStep {
 class SecretsService {
  public:
   // `provider_env`: the DYAD_PROVIDER_* variables (Config::provider_env).
-  SecretsService(SecretsOptions options, SecretStore& store, KeyManager& keys, ProviderRepository& providers,
-                 AuditSink& audit, Metrics& metrics, const Clock& clock, Random& random, SecretEnv provider_env);
+  // Starts the refresh-ahead worker's thread: kUnavailable when the system
+  // (or options.start_thread) refuses it.
+  static Result<std::unique_ptr<SecretsService>> Create(SecretsOptions options, SecretStore& store, KeyManager& keys,
+                                                        ProviderRepository& providers, AuditSink& audit,
+                                                        Metrics& metrics, const Clock& clock, Random& random,
+                                                        SecretEnv provider_env);
   // Takes the DYAD_PROVIDER_* variables of `env` (tests).
   template <typename Env>
     requires std::same_as<Env, EnvMap>
-  SecretsService(SecretsOptions options, SecretStore& store, KeyManager& keys, ProviderRepository& providers,
-                 AuditSink& audit, Metrics& metrics, const Clock& clock, Random& random, const Env& env)
-      : SecretsService(std::move(options), store, keys, providers, audit, metrics, clock, random,
-                       ProviderVariables(env)) {}
+  static Result<std::unique_ptr<SecretsService>> Create(SecretsOptions options, SecretStore& store, KeyManager& keys,
+                                                        ProviderRepository& providers, AuditSink& audit,
+                                                        Metrics& metrics, const Clock& clock, Random& random,
+                                                        const Env& env) {
+    return Create(std::move(options), store, keys, providers, audit, metrics, clock, random, ProviderVariables(env));
+  }
   ~SecretsService();
 
   std::string SecretName(const std::string& provider_id) const { return store_.SecretName(provider_id); }
@@ -310,6 +317,8 @@ class SecretsService {
   Sealer& sealer() { return sealer_; }
 
  private:
+  SecretsService(SecretsOptions options, SecretStore& store, KeyManager& keys, ProviderRepository& providers,
+                 AuditSink& audit, Metrics& metrics, const Clock& clock, Random& random, SecretEnv provider_env);
   Result<CredentialsPtr> Load(const std::string& provider_id);
   // Drops the provider's cache entry and tells the other instances.
   void Changed(const std::string& provider_id, Change::Kind kind);
@@ -340,6 +349,8 @@ class SecretsService {
   static void LogBackendCall(std::string_view part, std::string_view op, std::string_view name, const Error* error,
                              Clock::Duration elapsed);
   void Spawn(std::function<void()> task) DYAD_LOCKS_EXCLUDED(work_mu_);
+  // worker_'s loop: runs what Spawn queued until stopping_ and nothing is left.
+  void WorkLoop() DYAD_LOCKS_EXCLUDED(work_mu_);
   void RecordTampered(const std::string& provider_id, std::string_view reason, const Error& error);
   void ProbeLoop() DYAD_LOCKS_EXCLUDED(probe_mu_);
   void NoteListingRefused(const Error& e);  // logs once
@@ -393,7 +404,7 @@ class SecretsService {
   CondVar work_cv_;
   std::deque<std::function<void()>> work_ DYAD_GUARDED_BY(work_mu_);
   bool stopping_ DYAD_GUARDED_BY(work_mu_) = false;
-  std::thread worker_;
+  std::thread worker_;  // started by Create()
 };
 
 }  // namespace dyad

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <algorithm>
+#include <atomic>
 
 
 #include "backends/environment/local_keyring.h"
@@ -14,6 +15,7 @@
 #include "registry/sqlite_key_version_repository.h"
 #include "registry/sqlite_settings_repository.h"
 #include "testing/fakes.h"
+#include "testing/gate.h"
 #include "testing/log_capture.h"
 #include "testing/refusing_threads.h"
 #include "testing/service_fixture.h"
@@ -42,37 +44,21 @@ class ControlledKeys final : public KeyManager {
   Status Retire(uint32_t v) override { return inner_.Retire(v); }
   Result<KeyState> Describe() override { return inner_.Describe(); }
   Status Probe() override {
+    gate_.Pass();
     MutexLock lock(&mu_);
-    ++entered_;
-    cv_.SignalAll();
-    while (hang_) cv_.Wait(&mu_);
     return answer_;
   }
   void Answer(Status s) {
     MutexLock lock(&mu_);
     answer_ = std::move(s);
   }
-  void Hang(bool hang) {
-    MutexLock lock(&mu_);
-    hang_ = hang;
-    cv_.SignalAll();
-  }
-  int Probes() {
-    MutexLock lock(&mu_);
-    return entered_;
-  }
-  // Waits for the n-th probe to have started (an event, not a sleep).
-  void AwaitProbeStarted(int n) {
-    MutexLock lock(&mu_);
-    while (entered_ < n) cv_.Wait(&mu_);
-  }
+  // Every Probe() passes it (arrived(): the probes started); closed, they hang.
+  testing::Gate& gate() { return gate_; }
 
  private:
   KeyManager& inner_;
+  testing::Gate gate_{/*open=*/true};
   Mutex mu_;
-  CondVar cv_;
-  bool hang_ DYAD_GUARDED_BY(mu_) = false;
-  int entered_ DYAD_GUARDED_BY(mu_) = 0;
   Status answer_ DYAD_GUARDED_BY(mu_);
 };
 
@@ -202,7 +188,9 @@ TEST_F(ServicesTest, DeleteRemovesRowAndSecret) {
 // (the environment backend's): audited as a plain delete is.
 TEST_F(ServicesTest, AConditionalDeleteIsAudited) {
   auto store = NewSqliteSecretStore(db_, clock_, "dyad-gateway");
-  SecretsService secrets(SecretsOptions{}, *store, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto secrets_owner = SecretsService::Create(SecretsOptions{}, *store, *keys_, *repo_, audit_, metrics_, clock_,
+                                              DefaultRandom(), {}).value();
+  SecretsService& secrets = *secrets_owner;
   ProviderService providers(*repo_, secrets, clock_, DefaultRandom(), audit_);
   ProviderPatch patch;
   patch.name = patch.slug = "openai";
@@ -245,46 +233,30 @@ class ReplicaStore final : public testing::ForwardingStore {
   using ForwardingStore::ForwardingStore;
   bool KeepsReplicas() const override { return true; }
   Result<ReplicationReport> CheckReplication() override {
+    gate_.Pass();
     MutexLock lock(&mu_);
-    ++checks_;
-    cv_.SignalAll();
-    while (hang_) cv_.Wait(&mu_);
     if (took_ && clock_) clock_->Advance(*took_);
     if (sample_.empty()) return ReplicationReport{};
     return ReplicationReport{sample_, {{"eu-west-1", status_, "m"}}};
   }
-  void Hang(bool hang) {
-    MutexLock lock(&mu_);
-    hang_ = hang;
-    cv_.SignalAll();
-  }
+  // Every check passes it (arrived(): the checks started); closed, they hang.
+  testing::Gate& gate() { return gate_; }
   // Each check takes `took` on `clock`.
   void Takes(FakeClock* clock, std::chrono::milliseconds took) {
     MutexLock lock(&mu_);
     clock_ = clock;
     took_ = took;
   }
-  // Waits for the n-th check to have started (an event, not a sleep).
-  void AwaitCheckStarted(int n) {
-    MutexLock lock(&mu_);
-    while (checks_ < n) cv_.Wait(&mu_);
-  }
   void Set(std::string sample, std::string status) {
     MutexLock lock(&mu_);
     sample_ = std::move(sample);
     status_ = std::move(status);
   }
-  int checks() {
-    MutexLock lock(&mu_);
-    return checks_;
-  }
 
  private:
+  testing::Gate gate_{/*open=*/true};
   Mutex mu_;
-  CondVar cv_;
   std::string sample_ DYAD_GUARDED_BY(mu_), status_ DYAD_GUARDED_BY(mu_);
-  int checks_ DYAD_GUARDED_BY(mu_) = 0;
-  bool hang_ DYAD_GUARDED_BY(mu_) = false;
   FakeClock* clock_ DYAD_GUARDED_BY(mu_) = nullptr;
   std::optional<std::chrono::milliseconds> took_ DYAD_GUARDED_BY(mu_);
 };
@@ -292,7 +264,9 @@ class ReplicaStore final : public testing::ForwardingStore {
 TEST_F(ServicesTest, HealthShowsReplicasCheckedOnASampleAtMostOnceAMinute) {
   ReplicaStore replicas(store_);
   SecretsOptions o;
-  SecretsService s(o, replicas, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(o, replicas, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{}).value();
+  SecretsService& s = *s_owner;
   auto h = Probed(s);  // no secret yet: asked again within seconds
   ASSERT_TRUE(h.replication);
   EXPECT_EQ(h.replication->report.sample, "");
@@ -300,7 +274,7 @@ TEST_F(ServicesTest, HealthShowsReplicasCheckedOnASampleAtMostOnceAMinute) {
   replicas.Set("dyad-gateway/providers/a", "InSync");
   clock_.Advance(std::chrono::seconds(6));
   h = Probed(s);
-  EXPECT_EQ(replicas.checks(), 2);
+  EXPECT_EQ(replicas.gate().arrived(), 2);
   ASSERT_TRUE(h.replication);
   EXPECT_EQ(h.replication->report.replicas.at(0).status, "InSync");
   EXPECT_EQ(h.status, "healthy");
@@ -309,10 +283,10 @@ TEST_F(ServicesTest, HealthShowsReplicasCheckedOnASampleAtMostOnceAMinute) {
     clock_.Advance(std::chrono::seconds(5));
     EXPECT_EQ(Probed(s).status, "healthy");
   }
-  EXPECT_EQ(replicas.checks(), 2);
+  EXPECT_EQ(replicas.gate().arrived(), 2);
   clock_.Advance(std::chrono::seconds(11));
   h = Probed(s);
-  EXPECT_EQ(replicas.checks(), 3);
+  EXPECT_EQ(replicas.gate().arrived(), 3);
   EXPECT_EQ(h.replication->report.replicas.at(0).status, "Failed");
   EXPECT_EQ(h.status, "degraded");
 }
@@ -323,7 +297,9 @@ TEST_F(ServicesTest, TheReplicaCheckIsItsOwnPhaseWithItsOwnTimeAndStatus) {
   ReplicaStore replicas(store_);
   replicas.Set("dyad-gateway/providers/a", "InSync");
   replicas.Takes(&clock_, std::chrono::milliseconds(250));
-  SecretsService s(SecretsOptions{}, replicas, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, replicas, *keys_, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), EnvMap{}).value();
+  SecretsService& s = *s_owner;
   auto h = Probed(s);
   ASSERT_TRUE(h.replication);
   EXPECT_EQ(h.replication->status, "healthy");
@@ -331,10 +307,10 @@ TEST_F(ServicesTest, TheReplicaCheckIsItsOwnPhaseWithItsOwnTimeAndStatus) {
   EXPECT_EQ(h.status, "healthy");
 
   replicas.Takes(nullptr, std::chrono::milliseconds(0));
-  replicas.Hang(true);
+  replicas.gate().Close();
   clock_.Advance(std::chrono::minutes(1));
   EXPECT_EQ(s.Health().status, "healthy");  // asks for a probe, answers with the last one at once
-  replicas.AwaitCheckStarted(2);
+  ASSERT_TRUE(replicas.gate().WaitArrived(2));
   clock_.Advance(3s);
   h = s.Health();
   EXPECT_TRUE(h.key_error.empty()) << h.key_error;  // the key manager answered
@@ -343,7 +319,7 @@ TEST_F(ServicesTest, TheReplicaCheckIsItsOwnPhaseWithItsOwnTimeAndStatus) {
   EXPECT_EQ(h.replication->error, "the replica check (" + h.provider + ") has not answered the health probe for 3 s");
   EXPECT_EQ(h.replication->status, "degraded");
   EXPECT_EQ(h.status, "degraded");
-  replicas.Hang(false);
+  replicas.gate().Open();
   ASSERT_TRUE(s.AwaitProbe(30s));
   h = s.Health();
   EXPECT_EQ(h.replication->status, "healthy");
@@ -352,12 +328,14 @@ TEST_F(ServicesTest, TheReplicaCheckIsItsOwnPhaseWithItsOwnTimeAndStatus) {
 
 TEST_F(ServicesTest, HealthNeverWaitsForAHangingKeyManager) {
   ControlledKeys keys(*keys_);
-  SecretsService s(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), {}).value();
+  SecretsService& s = *s_owner;
   EXPECT_EQ(Probed(s).status, "healthy");
-  keys.Hang(true);
+  keys.gate().Close();
   clock_.Advance(1s);
   EXPECT_EQ(s.Health().status, "healthy");  // asks for a probe, answers with the last one at once
-  keys.AwaitProbeStarted(2);
+  ASSERT_TRUE(keys.gate().WaitArrived(2));
   clock_.Advance(3s);
   auto started = std::chrono::steady_clock::now();
   auto h = s.Health();  // the probe hangs in the KMS: Health does not
@@ -365,8 +343,8 @@ TEST_F(ServicesTest, HealthNeverWaitsForAHangingKeyManager) {
   EXPECT_EQ(h.status, "unhealthy");
   EXPECT_EQ(h.key_error, "the key manager has not answered the health probe for 3 s");
   EXPECT_TRUE(h.store_error.empty());
-  EXPECT_EQ(keys.Probes(), 2);  // no pile of probes behind the one that hangs
-  keys.Hang(false);
+  EXPECT_EQ(keys.gate().arrived(), 2);  // no pile of probes behind the one that hangs
+  keys.gate().Open();
   ASSERT_TRUE(s.AwaitProbe(30s));
   EXPECT_EQ(s.Health().status, "healthy");
 }
@@ -381,7 +359,9 @@ TEST_F(ServicesTest, HealthShowsAKeyRotationAtOnce) {
 
 TEST_F(ServicesTest, UnreachableKmsMakesTheKeyManagerUnhealthy) {
   ControlledKeys keys(*keys_);
-  SecretsService s(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, store_, keys, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), {}).value();
+  SecretsService& s = *s_owner;
   keys.Answer(MakeError(ErrorCode::kUnavailable, "KMS: connection refused"));
   auto h = Probed(s);
   EXPECT_EQ(h.status, "unhealthy");
@@ -414,8 +394,9 @@ TEST_F(ServicesTest, FallbackCanBeSwitchedOff) {
   Provider p = Create("openai");
   SecretsOptions o;
   o.fallback_to_env = false;
-  SecretsService s(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                   EnvMap{{"DYAD_PROVIDER_OPENAI_API_KEY", "from-env"}});
+  auto s_owner = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{{"DYAD_PROVIDER_OPENAI_API_KEY", "from-env"}}).value();
+  SecretsService& s = *s_owner;
   store_.Fail(MakeError(ErrorCode::kUnavailable, "down"));
   EXPECT_EQ(s.Get(p.id, caller_).code(), ErrorCode::kUnavailable);
 }
@@ -436,7 +417,9 @@ TEST_F(ServicesTest, CacheDisabledReadsTheStoreEveryTime) {
   Provider p = Create("openai");
   SecretsOptions o;
   o.cache_enabled = false;
-  SecretsService s(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        {}).value();
+  SecretsService& s = *s_owner;
   int before = store_.gets;
   ASSERT_TRUE(s.Get(p.id, caller_).ok());
   ASSERT_TRUE(s.Get(p.id, caller_).ok());
@@ -567,7 +550,9 @@ TEST_F(ServicesTest, StartupKeyCheckNamesBothKeys) {
   auto other = NewLocalKeyring({"k-changed", SecretBytes(std::string(32, 'm')), {}},
                                NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_TRUE(other.ok());
-  SecretsService s(SecretsOptions{}, store_, **other, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, store_, **other, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), {}).value();
+  SecretsService& s = *s_owner;
   Status wrong = s.CheckStoredKeys(3);
   EXPECT_EQ(wrong.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(wrong.error().message.find("local key 'k'"), std::string::npos) << wrong.error().message;
@@ -592,7 +577,9 @@ TEST_F(ServicesTest, StartupKeyCheckRefusesARecreatedKeyring) {
   auto fresh = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
                                NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
   ASSERT_TRUE(fresh.ok());  // the same id, a new random version 1
-  SecretsService s(SecretsOptions{}, store_, **fresh, *repo_, audit_, metrics_, clock_, DefaultRandom(), {});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, store_, **fresh, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), {}).value();
+  SecretsService& s = *s_owner;
   Status wrong = s.CheckStoredKeys(3);
   EXPECT_EQ(wrong.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(wrong.error().message.find("local key 'k' does not unwrap the data keys"), std::string::npos)
@@ -616,8 +603,8 @@ TEST_F(ServicesTest, FingerprintIsKeyedPerDeployment) {
   o.fingerprint_key = *key;
   providers_.reset();
   secrets_.reset();
-  secrets_ = std::make_unique<SecretsService>(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
-                                              EnvMap{});
+  secrets_ = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                    EnvMap{}).value();
   providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_);
   Provider p = Create("openai");
   std::string fp = providers_->Validate(p.id, caller_)->fingerprint;
@@ -667,31 +654,33 @@ class GatedStore final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
   Result<StoredSecret> Get(const std::string& name) override {
-    MutexLock lock(&mu_);
-    while (!open_) cv_.Wait(&mu_);
-    if (fail_) return MakeError(ErrorCode::kUnavailable, "store down");
+    gate_.Pass();
+    {
+      MutexLock lock(&mu_);
+      if (fail_) return MakeError(ErrorCode::kUnavailable, "store down");
+    }
     return inner_.Get(name);
   }
   void Open(bool fail) {
     {
       MutexLock lock(&mu_);
-      open_ = true;
       fail_ = fail;
     }
-    cv_.SignalAll();
+    gate_.Open();
   }
 
  private:
+  testing::Gate gate_;
   Mutex mu_;
-  CondVar cv_;
-  bool open_ DYAD_GUARDED_BY(mu_) = false;
   bool fail_ DYAD_GUARDED_BY(mu_) = false;
 };
 
 TEST_F(ServicesTest, WarmingHoldsReadinessUntilItsPassEndsAndCountsFailuresWithoutFailing) {
   std::string id = Create("warm-fail").id;
   GatedStore gated(store_);
-  SecretsService s(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(SecretsOptions{}, gated, *keys_, *repo_, audit_, metrics_, clock_,
+                                        DefaultRandom(), EnvMap{}).value();
+  SecretsService& s = *s_owner;
   CacheWarmer warmer({10, 4, /*blocks_ready=*/true}, s, *repo_, metrics_);
   warmer.Start();
   EXPECT_FALSE(warmer.Ready());  // its load waits on the store
@@ -720,30 +709,15 @@ class HeldAfterReadStore final : public testing::ForwardingStore {
   using ForwardingStore::ForwardingStore;
   Result<StoredSecret> Get(const std::string& name) override {
     auto r = inner_.Get(name);
-    MutexLock lock(&mu_);
-    if (held_) return r;
-    held_ = true;
-    cv_.SignalAll();
-    while (!open_) cv_.Wait(&mu_);
+    if (first_.exchange(false)) gate_.Pass();
     return r;
   }
-  void AwaitHeld() {
-    MutexLock lock(&mu_);
-    while (!held_) cv_.Wait(&mu_);
-  }
-  void Open() {
-    {
-      MutexLock lock(&mu_);
-      open_ = true;
-    }
-    cv_.SignalAll();
-  }
+  // The first Get passes it, having read.
+  testing::Gate& gate() { return gate_; }
 
  private:
-  Mutex mu_;
-  CondVar cv_;
-  bool held_ DYAD_GUARDED_BY(mu_) = false;
-  bool open_ DYAD_GUARDED_BY(mu_) = false;
+  std::atomic<bool> first_{true};
+  testing::Gate gate_;
 };
 
 // Read-your-writes across a warm pass (SECRETS_CACHE_WARM after
@@ -754,16 +728,18 @@ TEST_F(ServicesTest, AWarmLoadHoldingTheOldValueIsNotServedAfterAWriteThatRaced)
   HeldAfterReadStore held(store_);
   SecretsOptions o;
   o.cache.ttl = 300s;
-  SecretsService s(o, held, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(o, held, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{}).value();
+  SecretsService& s = *s_owner;
   ProviderService writer(*repo_, s, clock_, DefaultRandom(), audit_);
   CacheWarmer warmer({10, 1, /*blocks_ready=*/false}, s, *repo_, metrics_);
   warmer.Start();
-  held.AwaitHeld();  // the warm load has read kCanary and waits
+  ASSERT_TRUE(held.gate().WaitArrived());  // the warm load has read kCanary and waits
   CredentialFields next;
   next.emplace("api_key", SecretBytes("sk-after-the-warm-read"));
   auto rotated = writer.RotateCredentials(p.id, next, caller_);
   ASSERT_TRUE(rotated.ok()) << rotated.error().message;
-  held.Open();
+  held.gate().Open();
   warmer.WaitIdle();
   auto r = s.Get(p.id, caller_);
   ASSERT_TRUE(r.ok()) << r.error().message;
@@ -799,11 +775,31 @@ TEST_F(ServicesTest, AWarmerWhoseThreadCannotStartHoldsNothingBackAndTriesAgainA
   EXPECT_EQ(first->source, "cache");
 }
 
+// The refresh-ahead worker's thread refused: Create() says so as a value
+// (`serve` prints it and exits) instead of std::thread's throw ending the
+// process, and the half-built service is destroyed cleanly.
+TEST_F(ServicesTest, ARefusedRefreshAheadThreadIsCreatesError) {
+  testing::RefusingThreads threads;
+  SecretsOptions o;
+  o.start_thread = threads.starter();
+  auto refused = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(refused.error().message,
+            "cannot start the credential cache's refresh-ahead thread: Resource temporarily unavailable");
+  EXPECT_EQ(threads.asked(), 1);
+  threads.Allow();
+  auto created = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{});
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  EXPECT_EQ(threads.asked(), 2);
+}
+
 // The health probe's thread refused: Health() answers at once, unhealthy,
 // saying why (logged once), and the next Health() starts the probe.
 TEST_F(ServicesTest, AHealthProbeWhoseThreadCannotStartIsTriedAgainAtTheNextHealthCheck) {
   testing::LogCapture log;
-  testing::RefusingThreads threads;
+  testing::RefusingThreads threads(/*refuse_from=*/2);  // the refresh-ahead worker's thread starts
   SecretsOptions o;
   o.start_thread = threads.starter();
   ServiceFixture::Build(o);
@@ -813,19 +809,21 @@ TEST_F(ServicesTest, AHealthProbeWhoseThreadCannotStartIsTriedAgainAtTheNextHeal
     EXPECT_NE(h.store_error.find("cannot start a thread for the health probe: Resource temporarily unavailable"),
               std::string::npos) << h.store_error;
   }
-  EXPECT_EQ(threads.asked(), 2);
+  EXPECT_EQ(threads.asked(), 3);
   EXPECT_EQ(log.Count("cannot start the health probe's thread"), 1u) << log.Text();
   threads.Allow();
   auto h = Probed(*secrets_);
   EXPECT_EQ(h.status, "healthy") << h.store_error << " / " << h.key_error;
-  EXPECT_EQ(threads.asked(), 3);
+  EXPECT_EQ(threads.asked(), 4);
 }
 
 TEST_F(ServicesTest, WarmingRefusesWithTheCacheDisabled) {
   std::string id = Create("warm-off").id;
   SecretsOptions o;
   o.cache_enabled = false;
-  SecretsService s(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(), EnvMap{});
+  auto s_owner = SecretsService::Create(o, store_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{}).value();
+  SecretsService& s = *s_owner;
   Status st = s.Warm(id);
   EXPECT_EQ(st.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(st.error().message.find("SECRETS_CACHE_ENABLED"), std::string::npos);

@@ -6,7 +6,6 @@
 // forwarded as it is. Thread-safe; no errors of its own.
 #pragma once
 
-#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -14,6 +13,7 @@
 
 #include "core/mutex.h"
 #include "registry/key_version_repository.h"
+#include "testing/gate.h"
 
 namespace dyad::testing {
 
@@ -26,20 +26,8 @@ class HeldKeyVersions final : public KeyVersionRepository {
     armed_ = true;
   }
   // Waits (at most a minute) until the held List has read; false if none did.
-  bool WaitUntilHeld() {
-    MutexLock lock(&mu_);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
-    while (!held_) {
-      const auto left = deadline - std::chrono::steady_clock::now();
-      if (left <= left.zero() || !cv_.WaitFor(&mu_, left)) return held_;
-    }
-    return true;
-  }
-  void Release() {
-    MutexLock lock(&mu_);
-    released_ = true;
-    cv_.SignalAll();
-  }
+  bool WaitUntilHeld() { return gate_.WaitArrived(); }
+  void Release() { gate_.Open(); }
 
   Result<std::vector<KeyVersionRecord>> List(const std::string& key_id) override {
     bool hold = false;
@@ -49,12 +37,7 @@ class HeldKeyVersions final : public KeyVersionRepository {
       armed_ = false;
     }
     auto listed = inner_->List(key_id);
-    if (hold) {
-      MutexLock lock(&mu_);
-      held_ = true;
-      cv_.SignalAll();
-      while (!released_) cv_.Wait(&mu_);
-    }
+    if (hold) gate_.Pass();
     return listed;
   }
   Result<bool> CreateFirst(const std::string& key_id, const KeyVersionRecord& first) override {
@@ -76,10 +59,8 @@ class HeldKeyVersions final : public KeyVersionRepository {
  private:
   const std::shared_ptr<KeyVersionRepository> inner_;
   Mutex mu_;
-  CondVar cv_;
   bool armed_ DYAD_GUARDED_BY(mu_) = false;
-  bool held_ DYAD_GUARDED_BY(mu_) = false;
-  bool released_ DYAD_GUARDED_BY(mu_) = false;
+  Gate gate_;  // the held List
 };
 
 }  // namespace dyad::testing

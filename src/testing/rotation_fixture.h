@@ -40,8 +40,8 @@ class RotationFixture : public RegistryContractTest {
     keys_ = NewKeyring();
     if (registry_.sqlite) store_ = NewSqliteSecretStore(registry_.sqlite, clock_, "dyad-gateway");
     else store_ = std::make_unique<MemoryStore>("dyad-gateway");
-    secrets_ = std::make_unique<SecretsService>(SecretsOptions{}, *store_, *keys_, *repo_, audit_, metrics_, clock_,
-                                                DefaultRandom(), EnvMap{});
+    secrets_ = SecretsService::Create(SecretsOptions{}, *store_, *keys_, *repo_, audit_, metrics_, clock_,
+                                      DefaultRandom(), EnvMap{}).value();
   }
 
   // Another instance on the test's database (its own pool), its clocks

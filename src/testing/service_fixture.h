@@ -41,8 +41,8 @@ class ServiceFixture : public ::testing::Test {
   void Build(SecretsOptions options, const EnvMap& env = {}, SecretStore* store = nullptr) {
     providers_.reset();
     secrets_.reset();
-    secrets_ = std::make_unique<SecretsService>(std::move(options), store ? *store : store_, *keys_, *repo_, audit_,
-                                                metrics_, clock_, DefaultRandom(), env);
+    secrets_ = SecretsService::Create(std::move(options), store ? *store : store_, *keys_, *repo_, audit_, metrics_,
+                                      clock_, DefaultRandom(), env).value();
     providers_ = std::make_unique<ProviderService>(*repo_, *secrets_, clock_, DefaultRandom(), audit_, upstream_);
   }
 
