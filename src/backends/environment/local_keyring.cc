@@ -287,21 +287,13 @@ class LocalKeyring final : public KeyManager {
         // — set the primary back to the version another thread has just
         // rotated away from, under which a rotation then "re-encrypts".
         if (!Newest(ticket)) return OkStatus();
+        uint32_t primary = 0;
         for (const auto& [v, state] : states) {
           if (versions_[v].state != state) ApplyState(versions_[v], state);
+          if (state == "active") primary = v;
         }
-        // The primary is recomputed from what the view left, as Load does:
-        // the highest active version. None active (all marked elsewhere):
-        // Load makes a new one, rather than sealing on under a version that
-        // is retiring or retired.
-        uint32_t primary = 0;
-        for (const auto& [v, info] : versions_) {
-          if (info.state == "active") primary = v;
-        }
-        if (primary != 0) {
-          primary_ = primary;
-          return OkStatus();
-        }
+        if (primary != 0) primary_ = primary;
+        return OkStatus();
       }
     }
     return Load();

@@ -83,30 +83,6 @@ TEST_F(TwoKeyrings, ALateRetireMarkDoesNotUndoARetire) {
   EXPECT_EQ(Open()->CurrentState(1).value(), "retired");  // a process starting now
 }
 
-// A view that leaves no version active (each marked by another process, or
-// restored so) is not kept with its old primary: that one is retiring, and
-// nothing may seal under it. The primary is recomputed as the highest active
-// version, and with none a new one is made, as at start-up.
-TEST_F(TwoKeyrings, AViewWithoutAnActiveVersionMakesANewPrimary) {
-  ASSERT_EQ(*a_->Rotate(), 2u);
-  ASSERT_EQ(*b_->CurrentState(2), "active");  // B's view: 2 the primary
-  ASSERT_EQ(b_->Describe()->primary_version, 2u);
-  Status marked = db_->Transaction([](SqliteConnection& c) -> Status {
-    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("UPDATE key_versions SET state='retiring' WHERE key_id='k'"));
-    return st.Run();
-  });
-  ASSERT_TRUE(marked.ok()) << marked.error().message;
-  EXPECT_EQ(*b_->CurrentState(2), "retiring");  // the view B applies
-  auto state = b_->Describe();
-  ASSERT_TRUE(state.ok());
-  EXPECT_EQ(state->primary_version, 3u);
-  auto dk = b_->GenerateDataKey();
-  ASSERT_TRUE(dk.ok()) << dk.error().message;
-  EXPECT_EQ(dk->version, 3u);
-  clock_.Advance(1s);
-  EXPECT_EQ(a_->GenerateDataKey()->version, 3u);  // one new version, which A learns
-}
-
 // Security review, finding 4: two fresh instances starting at once on an
 // empty database create one key version between them, not "1|active
 // 2|active". Each round uses a key id of its own, so each starts empty.
