@@ -249,12 +249,18 @@ int SecretsRotate(const CliOptions& cli, bool force, bool dry_run) {
     std::fflush(stdout);
   };
   Caller caller{"cli", ""};
-  auto resumed = rotation.ResumeInterrupted(caller);
-  if (resumed.ok() && *resumed) {
-    std::printf("resuming an interrupted rotation as run %s\n", (*resumed)->c_str());
-    rotation.WaitIdle();
-  }
+  // A run left "running" (its process gone, or a resume paused) is resumed
+  // first, never superseded (Run does it: a second rotation over it would
+  // re-encrypt everything twice). `secrets rotate` promises a key version
+  // made now: once that run has completed, the rotation asked for follows;
+  // a resume that did not complete is reported, and nothing more is run.
   auto run = rotation.Run(force, "manual", caller, progress);
+  if (run.ok() && run->trigger == "resumed" && run->status == "completed") {
+    if (tty) std::printf("\n");
+    std::printf("completed an interrupted rotation first:\n");
+    PrintRun(*run);
+    run = rotation.Run(force, "manual", caller, progress);
+  }
   if (tty) std::printf("\n");
   if (!run.ok()) return Fail(run.error().message);
   PrintRun(*run);

@@ -72,9 +72,17 @@ class PgRotationRepository final : public RotationRepository {
           holder = lock.Text(0, 0);
           return OkStatus();  // nothing written
         }
-        DYAD_RETURN_IF_ERROR(c.Query("DELETE FROM rotation_lock WHERE id=1"));
       }
-      if (if_running) {
+      if (if_running && if_running->empty()) {  // a fresh run: see rotation_repository.h
+        DYAD_ASSIGN_OR_RETURN(PgRows left, c.Query(
+            "SELECT id FROM rotation_runs WHERE status='running' ORDER BY seq DESC LIMIT 1"));
+        if (left.size() > 0) {
+          holder = left.Text(0, 0);
+          return OkStatus();  // nothing written: the caller resumes it
+        }
+      }
+      if (lock.size() > 0) DYAD_RETURN_IF_ERROR(c.Query("DELETE FROM rotation_lock WHERE id=1"));
+      if (if_running && !if_running->empty()) {
         DYAD_ASSIGN_OR_RETURN(PgRows st, c.Query("SELECT status FROM rotation_runs WHERE id=$1", {*if_running}));
         if (st.size() == 0 || st.Text(0, 0) != "running") {
           return MakeError(ErrorCode::kFailedPrecondition, "run " + *if_running + " is no longer running");

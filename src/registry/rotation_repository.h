@@ -79,7 +79,11 @@ class RotationRepository {
   // due starts none if another instance completed one meanwhile. With
   // `if_running`, writes nothing unless that run is still 'running'
   // (kFailedPrecondition): a resume of a run whose owner finished it, and
-  // let its lock go, since it was read resumes nothing.
+  // let its lock go, since it was read resumes nothing. With `if_running`
+  // empty (a fresh run), writes nothing while a run is left 'running' (its
+  // lock free or stale) and returns that run's id as it returns a holder's:
+  // superseding it would rotate the key again and re-encrypt every secret a
+  // second time, so the caller resumes it instead.
   virtual Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner,
                                                    Clock::Duration takeover, const std::string& interrupted_note,
                                                    std::optional<int64_t> if_successes = std::nullopt,

@@ -193,6 +193,31 @@ TEST_P(RotationRepositoryContract, AResumeOfARunThatEndedMeanwhileBeginsNothing)
                    ->has_value());
 }
 
+// A fresh run (`if_running` empty) never supersedes a run left 'running':
+// it writes nothing and names that run, whether its lock was released (a
+// paused resume) or is stale (its process gone); once none is left, it begins.
+TEST_P(RotationRepositoryContract, AFreshBeginNamesARunLeftRunningAndWritesNothing) {
+  const std::string fresh;  // if_running: a fresh run
+  ASSERT_FALSE(a_->Begin(NewRun("run-1"), "owner-a", seconds(10), "x")->has_value());
+  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, fresh)->value_or(""), "run-1");
+  Elapse(seconds(11));  // stale
+  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, fresh)->value_or(""), "run-1");
+  EXPECT_EQ(StatusOf(b_, "run-1"), "running");
+  EXPECT_EQ(StatusOf(b_, "run-2"), "(none)");
+  EXPECT_TRUE(*a_->Heartbeat("run-1", "owner-a"));  // the stale lock is left as it was
+  ASSERT_TRUE(a_->Release("run-1", "owner-a").ok());  // paused: released, still 'running'
+  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, fresh)->value_or(""), "run-1");
+  EXPECT_EQ(StatusOf(b_, "run-2"), "(none)");
+  // Resumed and completed: nothing is left, and a fresh run begins.
+  RotationRun resumed = NewRun("run-3");
+  ASSERT_FALSE(b_->Begin(resumed, "owner-b", seconds(10), "resumed", std::nullopt, std::string("run-1"))->has_value());
+  resumed.status = "completed";
+  ASSERT_TRUE(b_->SaveProgress(resumed, "owner-b", true).ok());
+  ASSERT_TRUE(b_->Release("run-3", "owner-b").ok());
+  EXPECT_FALSE(a_->Begin(NewRun("run-4"), "owner-a", seconds(10), "x", std::nullopt, fresh)->has_value());
+  EXPECT_EQ(StatusOf(a_, "run-4"), "running");
+}
+
 TEST_P(RotationRepositoryContract, SuccessesAreSharedAndGuardABegin) {
   EXPECT_EQ(b_->Successes()->count, 0);
   EXPECT_EQ(b_->Successes()->last_finished_at, "");

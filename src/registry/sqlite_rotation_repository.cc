@@ -60,9 +60,18 @@ class SqliteRotationRepository final : public RotationRepository {
           holder = q.Text(0);
           return OkStatus();  // nothing written
         }
-        DYAD_RETURN_IF_ERROR(c.Exec("DELETE FROM rotation_lock WHERE id=1"));
       }
-      if (if_running) {
+      if (if_running && if_running->empty()) {  // a fresh run: see rotation_repository.h
+        DYAD_ASSIGN_OR_RETURN(Statement left, c.Prepare(
+            "SELECT id FROM rotation_runs WHERE status='running' ORDER BY rowid DESC LIMIT 1"));
+        DYAD_ASSIGN_OR_RETURN(bool found, left.Step());
+        if (found) {
+          holder = left.Text(0);
+          return OkStatus();  // nothing written: the caller resumes it
+        }
+      }
+      if (held) DYAD_RETURN_IF_ERROR(c.Exec("DELETE FROM rotation_lock WHERE id=1"));
+      if (if_running && !if_running->empty()) {
         DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare("SELECT status FROM rotation_runs WHERE id=?"));
         DYAD_ASSIGN_OR_RETURN(bool found, st.Bind(1, *if_running).Step());
         if (!found || st.Text(0) != "running") {

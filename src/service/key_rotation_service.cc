@@ -137,15 +137,29 @@ Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& tri
     run.to_version = resume_from->to_version;
     run.cursor = resume_from->cursor;
   }
-  // Any run its owner left "running" is over: its history entry says so.
-  const std::string interrupted = "the process stopped during re-encryption; " +
-                                  std::string(resume_from ? "resumed as run " : "superseded by run ") + run.id;
+  // The run resumed is over: its history entry says so (a fresh run
+  // supersedes none).
+  const std::string interrupted = "the process stopped during re-encryption; resumed as run " + run.id;
+  // A fresh run passes an empty `if_running`: a run left "running" meanwhile
+  // is answered as a holder (kConflict naming it), never superseded.
   DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder,
                         runs_->Begin(run, owner_, options_.lock_takeover, interrupted, if_successes,
-                                     resume_from ? std::optional<std::string>(resume_from->id) : std::nullopt));
+                                     resume_from ? resume_from->id : std::string()));
   if (holder) return Conflict(*holder);
   current_ = run;
   return run;
+}
+
+Result<RotationRun> KeyRotationService::BeginOrResume(bool force, const std::string& trigger,
+                                                      std::optional<int64_t> if_successes) {
+  DYAD_ASSIGN_OR_RETURN(std::optional<RotationRun> left, runs_->LatestRunning());
+  if (left) {
+    auto resumed = Begin(left->force, kResumedTrigger, &*left);
+    // kConflict: its owner is still at it. kFailedPrecondition: it ended
+    // since it was read, and a fresh run may begin.
+    if (resumed.ok() || resumed.code() != ErrorCode::kFailedPrecondition) return resumed;
+  }
+  return Begin(force, trigger, nullptr, if_successes);
 }
 
 Status KeyRotationService::SaveProgress(const RotationRun& run, bool final) {
@@ -633,7 +647,7 @@ void KeyRotationService::Launch(RotationRun run, const Caller& caller) {
 Result<std::string> KeyRotationService::Start(bool force, const std::string& trigger, const Caller& caller,
                                               std::optional<int64_t> if_successes) {
   DYAD_RETURN_IF_ERROR(StartRunThread());  // before the lock: a thread refused claims nothing
-  DYAD_ASSIGN_OR_RETURN(RotationRun run, Begin(force, trigger, nullptr, if_successes));
+  DYAD_ASSIGN_OR_RETURN(RotationRun run, BeginOrResume(force, trigger, if_successes));
   std::string id = run.id;
   Launch(std::move(run), caller);
   return id;
@@ -641,7 +655,7 @@ Result<std::string> KeyRotationService::Start(bool force, const std::string& tri
 
 Result<RotationRun> KeyRotationService::Run(bool force, const std::string& trigger, const Caller& caller,
                                             const RotationProgress& progress) {
-  DYAD_ASSIGN_OR_RETURN(RotationRun run, Begin(force, trigger, nullptr));
+  DYAD_ASSIGN_OR_RETURN(RotationRun run, BeginOrResume(force, trigger, std::nullopt));
   Status s = Execute(run, caller, progress);
   if (!s.ok() && run.status != "failed") return s.error();
   return run;

@@ -83,7 +83,10 @@ class KeyRotationService {
   // destructor does (which then waits for it).
   void RequestStop() { stopping_ = true; }
 
-  // Starts a run on a background thread; kConflict names the running run.
+  // Starts a run on a background thread and returns its id; kConflict
+  // names the running run. A run left "running" (its process gone, or
+  // paused: below) is resumed instead of a fresh one (BeginOrResume): the
+  // id is the resume's, and it keeps that run's `force`.
   // With `if_successes`: only if exactly that many runs have completed, in
   // any process (else kFailedPrecondition). kUnavailable when that thread
   // cannot be started (the system's limit): it is started before the lock
@@ -96,7 +99,8 @@ class KeyRotationService {
   // at its cursor (a failed one would be lost, and the next run rotate again).
   Result<std::string> Start(bool force, const std::string& trigger, const Caller& caller,
                             std::optional<int64_t> if_successes = std::nullopt);
-  // Runs to the end on this thread (the CLI).
+  // Runs to the end on this thread (the CLI); a run left "running" is
+  // resumed instead, as by Start (the answer's trigger is then "resumed").
   Result<RotationRun> Run(bool force, const std::string& trigger, const Caller& caller,
                           const RotationProgress& progress = nullptr);
   // Resumes, in the background, a run left "running" by a process that is
@@ -117,6 +121,11 @@ class KeyRotationService {
  private:
   Result<RotationRun> Begin(bool force, const std::string& trigger, const RotationRun* resume_from,
                             std::optional<int64_t> if_successes = std::nullopt) DYAD_LOCKS_EXCLUDED(mu_);
+  // Begins a fresh run, unless a run is left "running" (its process gone, or
+  // paused): that one is resumed (trigger "resumed"), since a fresh run would
+  // rotate the KMS key again and re-encrypt every credential a second time.
+  Result<RotationRun> BeginOrResume(bool force, const std::string& trigger, std::optional<int64_t> if_successes)
+      DYAD_LOCKS_EXCLUDED(mu_);
   Status Execute(RotationRun& run, const Caller& caller, const RotationProgress& progress);
   Status SaveProgress(const RotationRun& run, bool final);
   // Renews the lock's heartbeat; false when another process holds it now.

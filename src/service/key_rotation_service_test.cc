@@ -189,6 +189,32 @@ class RotationTest : public testing::RotationFixture<SystemClock> {
     }
     return ids;
   }
+  // What a process killed mid-run leaves: 10 secrets, the key rotated to v2,
+  // the first 4 (`names`, sorted) moved, the run "running" at its cursor
+  // ("dead-run") and its lock stale.
+  void LeaveADeadRun(std::vector<std::string>& names) {
+    Seed(10);
+    names = testing::ListedNames(*store_);
+    std::sort(names.begin(), names.end());
+    ASSERT_EQ(keys_->Rotate().value(), 2u);
+    for (size_t i = 0; i < 4; ++i) {
+      ASSERT_TRUE(store_->Put(names[i], *secrets_->sealer().Rewrap(names[i], store_->Get(names[i])->value, 2, false)).ok());
+    }
+    ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                    "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,2,4,'" +
+                    names[3] + "')").ok());
+    ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  }
+  // The run resumed from LeaveADeadRun's, completed: only the 6 secrets
+  // after its cursor moved, onto the version it had made (no new one).
+  void ExpectTheDeadRunCompletedAsResumed(const RotationRun& run) {
+    EXPECT_EQ(run.trigger, "resumed");
+    EXPECT_EQ(run.status, "completed") << run.error;
+    EXPECT_EQ(run.to_version, 2u);
+    EXPECT_EQ(run.reencrypted, 6);
+    EXPECT_EQ(keys_->Describe()->primary_version, 2u);  // no second KMS version
+    EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 10}}));
+  }
   std::map<uint32_t, int> VersionsInUse() {
     std::map<uint32_t, int> out;
     for (const auto& name : testing::ListedNames(*store_)) out[ParseEnvelope(store_->Get(name)->value)->key_version]++;
@@ -1140,17 +1166,8 @@ TEST_P(RotationTest, ARunWhoseHeartbeatCannotStartFailsBeforeRotatingAndReleases
 // releases the lock, stays "running" with the error, and the next attempt
 // resumes it at its cursor onto the version it had rotated to.
 TEST_P(RotationTest, AResumedRunWhoseHeartbeatCannotStartStaysResumableAtItsCursor) {
-  Seed(10);
-  auto names = testing::ListedNames(*store_);
-  std::sort(names.begin(), names.end());
-  ASSERT_EQ(keys_->Rotate().value(), 2u);  // the dead run had rotated to v2 and moved the first 4
-  for (size_t i = 0; i < 4; ++i) {
-    ASSERT_TRUE(store_->Put(names[i], *secrets_->sealer().Rewrap(names[i], store_->Get(names[i])->value, 2, false)).ok());
-  }
-  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
-                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,2,4,'" +
-                  names[3] + "')").ok());
-  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  std::vector<std::string> names;
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun(names));
   // The first thread (the runs' own) starts; the second (the heartbeat) is refused.
   testing::RefusingThreads threads(2);
   auto options = RotationOptions();
@@ -1187,14 +1204,59 @@ TEST_P(RotationTest, AResumedRunWhoseHeartbeatCannotStartStaysResumableAtItsCurs
   rotation.WaitIdle();
   history = *rotation.History(10);
   ASSERT_EQ(history.size(), 3u);
-  EXPECT_EQ(history[0].status, "completed") << history[0].error;
-  EXPECT_EQ(history[0].to_version, 2u);
-  EXPECT_EQ(history[0].reencrypted, 6);  // only what was left after the cursor
+  ExpectTheDeadRunCompletedAsResumed(history[0]);
   EXPECT_EQ(history[1].id, **resumed);
   EXPECT_EQ(history[1].status, "interrupted");
-  EXPECT_EQ(keys_->Describe()->primary_version, 2u);  // no extra KMS version
-  EXPECT_EQ(VersionsInUse(), (std::map<uint32_t, int>{{2u, 10}}));
   EXPECT_EQ(secrets_->VerifyAll()->failed, 0);
+}
+
+// Review (key-rotation hardening, 1): a fresh start that found a paused run
+// (a resume whose heartbeat could not start: "running", the lock free)
+// marked it interrupted and began another rotation — a second KMS key
+// version, every credential re-encrypted again. The admin's perform (Start)
+// resumes it instead, and answers with the resume's id.
+TEST_P(RotationTest, AFreshStartResumesAPausedRunInsteadOfRotatingAgain) {
+  std::vector<std::string> names;
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun(names));
+  testing::RefusingThreads threads(2);  // the runs' thread starts; the heartbeat is refused
+  auto options = RotationOptions();
+  options.start_thread = threads.starter();
+  KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  auto paused = rotation.ResumeInterrupted(Caller{});
+  ASSERT_TRUE(paused.ok() && paused->has_value());
+  rotation.WaitIdle();
+  ASSERT_EQ(rotation.History(1)->front().status, "running");
+  threads.Allow();
+  auto started = rotation.Start(false, "manual", Caller{});
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  rotation.WaitIdle();
+  auto history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_EQ(history[0].id, *started);
+  ExpectTheDeadRunCompletedAsResumed(history[0]);
+  EXPECT_EQ(history[1].id, **paused);
+  EXPECT_EQ(history[1].status, "interrupted");
+}
+
+// Likewise a run (the CLI's `secrets rotate`) on another instance, with the
+// dead run's lock stale: it resumes that run rather than supersede it.
+TEST_P(RotationTest, AFreshRunResumesARunLeftRunningInsteadOfRotatingAgain) {
+  std::vector<std::string> names;
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun(names));
+  auto run = rotation_->Run(true, "manual", Caller{});
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  ExpectTheDeadRunCompletedAsResumed(*run);
+  EXPECT_FALSE(run->force);  // the resumed run's
+  auto history = *rotation_->History(10);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[1].id, "dead-run");
+  EXPECT_EQ(history[1].status, "interrupted");
+  // Once nothing is left, a run is a fresh rotation.
+  auto fresh = rotation_->Run(false, "manual", Caller{});
+  ASSERT_TRUE(fresh.ok()) << fresh.error().message;
+  EXPECT_EQ(fresh->trigger, "manual");
+  EXPECT_EQ(fresh->status, "completed") << fresh->error;
+  EXPECT_EQ(fresh->to_version, 3u);
 }
 
 // A stop asked before a run begins (a Launch racing the destructor) is seen
