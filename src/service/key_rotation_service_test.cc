@@ -63,17 +63,9 @@ class GatedStore final : public testing::ForwardingStore {
 // A RotationRepository in front of another that calls `on_release` before
 // each Release, counts the heartbeats that found the lock gone, and answers
 // beats itself (writing nothing) while `hold_beats`.
-class WatchedRotations final : public RotationRepository {
+class WatchedRotations final : public testing::ForwardingRotations {
  public:
-  explicit WatchedRotations(std::unique_ptr<RotationRepository> inner) : inner_(std::move(inner)) {}
-  Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
-                                           const std::string& note, std::optional<int64_t> if_successes,
-                                           const std::optional<std::string>& if_running) override {
-    return inner_->Begin(run, owner, takeover, note, if_successes, if_running);
-  }
-  Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
-    return inner_->SaveProgress(run, owner, final);
-  }
+  using ForwardingRotations::ForwardingRotations;
   Result<bool> Heartbeat(const std::string& run_id, const std::string& owner) override {
     ++beats_in_flight;
     if (hold_beats) {
@@ -89,16 +81,10 @@ class WatchedRotations final : public RotationRepository {
     if (on_release) on_release();
     return inner_->Release(run_id, owner);
   }
-  Result<std::optional<RotationRun>> LatestRunning() override { return inner_->LatestRunning(); }
-  Result<RotationSuccesses> Successes() override { return inner_->Successes(); }
-  Result<std::vector<RotationRun>> History(int limit) override { return inner_->History(limit); }
 
   std::function<void()> on_release;  // set before the run starts
   std::atomic<bool> hold_beats{false};
   std::atomic<int> lost_beats{0}, beats_in_flight{0};
-
- private:
-  std::unique_ptr<RotationRepository> inner_;
 };
 
 // A SecretStore in front of another that records the threads its GetMany

@@ -149,7 +149,9 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
   resume_waiting_ = waiting;
   if (!resumed.ok()) {  // tried again at the next tick; the message names no secret
     spdlog::warn("cannot resume an interrupted key rotation: {}", resumed.error().message);
-  } else if (*resumed) {
+    return std::nullopt;  // nothing else this tick: a start would meet the same failure, or that run
+  }
+  if (*resumed) {
     spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
     return **resumed;
   }

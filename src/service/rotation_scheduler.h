@@ -22,7 +22,8 @@
 // of the schedule and the toggle, a rotation starts when the primary key
 // version nears `max_encryptions` (key wear: at 15/16 of it), so random
 // 96-bit nonces stay inside the NIST SP 800-38D bound. Each tick also
-// resumes a run whose process is gone, once its lock can be taken over.
+// resumes a run whose process is gone, once its lock can be taken over; a
+// tick whose resume fails starts nothing else.
 // Thread-safe.
 #pragma once
 

@@ -262,6 +262,55 @@ TEST_P(IntervalTest, AResumeThatFailsInATickIsLogged) {
   EXPECT_EQ(Primary(), 2u);
 }
 
+// A RotationRepository whose LatestRunning fails (the database unreachable)
+// `failures` times, then answers.
+class FlakyRotations final : public testing::ForwardingRotations {
+ public:
+  using ForwardingRotations::ForwardingRotations;
+  Result<std::optional<RotationRun>> LatestRunning() override {
+    if (failures > 0) {
+      --failures;
+      return MakeError(ErrorCode::kUnavailable, "database is locked");
+    }
+    return inner_->LatestRunning();
+  }
+  std::atomic<int> failures{0};
+};
+
+// Review (key-rotation hardening, 2): a tick whose resume failed went on to
+// a start in the same tick. It starts nothing else; the next tick resumes.
+TEST_P(IntervalTest, ATickWhoseResumeFailsStartsNothingElse) {
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,0,0,'')").ok());
+  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  auto runs = std::make_shared<FlakyRotations>(std::move(Instance().rotations));
+  runs->failures = 1;
+  KeyRotationService::Options o;
+  o.retire_grace = std::chrono::milliseconds(20);
+  KeyRotationService rotation(o, runs, *secrets_, audit_, clock_);
+  RotationScheduler scheduler(rotation, *keys_, std::move(Instance().settings),
+                              RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, true, 1000000, clock_);
+  const WallTime slot = At("2026-03-09T02:30");
+  clock_.SetWall(slot);
+  {
+    testing::LogCapture log;
+    EXPECT_FALSE(scheduler.Tick(slot).has_value());  // due, but its resume failed
+    EXPECT_EQ(log.Count("cannot resume an interrupted key rotation: database is locked"), 1u) << log.Text();
+  }
+  rotation.WaitIdle();
+  auto history = *rotation.History(10);
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].status, "running");
+  EXPECT_EQ(Primary(), 1u);
+  auto resumed = scheduler.Tick(slot + std::chrono::seconds(30));
+  ASSERT_TRUE(resumed.has_value());
+  rotation.WaitIdle();
+  EXPECT_EQ(rotation.History(1)->front().id, *resumed);
+  EXPECT_EQ(rotation.History(1)->front().trigger, "resumed");
+  EXPECT_EQ(rotation.History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 2u);
+}
+
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(IntervalTest);
 
 }  // namespace

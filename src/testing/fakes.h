@@ -16,6 +16,7 @@
 #include "backends/secret_store.h"
 #include "core/mutex.h"
 #include "core/random.h"
+#include "registry/rotation_repository.h"
 #include "transport/http_transport.h"
 
 namespace dyad::testing {
@@ -156,6 +157,33 @@ class ForwardingStore : public SecretStore {
 
  protected:
   SecretStore& inner_;
+};
+
+// Forwards every call to another rotation repository (owned): a base for
+// test repositories that intercept one or two calls (to stall, count or fail them).
+class ForwardingRotations : public RotationRepository {
+ public:
+  explicit ForwardingRotations(std::unique_ptr<RotationRepository> inner) : inner_(std::move(inner)) {}
+  Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
+                                           const std::string& note, std::optional<int64_t> if_successes,
+                                           const std::optional<std::string>& if_running) override {
+    return inner_->Begin(run, owner, takeover, note, if_successes, if_running);
+  }
+  Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
+    return inner_->SaveProgress(run, owner, final);
+  }
+  Result<bool> Heartbeat(const std::string& run_id, const std::string& owner) override {
+    return inner_->Heartbeat(run_id, owner);
+  }
+  Status Release(const std::string& run_id, const std::string& owner) override {
+    return inner_->Release(run_id, owner);
+  }
+  Result<std::optional<RotationRun>> LatestRunning() override { return inner_->LatestRunning(); }
+  Result<RotationSuccesses> Successes() override { return inner_->Successes(); }
+  Result<std::vector<RotationRun>> History(int limit) override { return inner_->History(limit); }
+
+ protected:
+  std::unique_ptr<RotationRepository> inner_;
 };
 
 // The names a store lists, in its order.
