@@ -108,10 +108,7 @@ std::optional<RotationScheduler::WallTime> RotationScheduler::NextRun() {
 }
 
 bool RotationScheduler::Due(WallTime now, std::optional<int64_t>& if_successes) {
-  if (timing_.cron) {
-    MutexLock lock(&mu_);
-    return next_ && now >= *next_;  // used by Tick (UseSlot), once it is
-  }
+  if (timing_.cron) return SlotDue(now);
   {
     MutexLock lock(&mu_);
     if (retry_after_ && now < *retry_after_) return false;
@@ -124,6 +121,30 @@ bool RotationScheduler::Due(WallTime now, std::optional<int64_t>& if_successes) 
   if (!base->since || now < *base->since + timing_.interval) return false;
   if_successes = base->successes;
   return true;
+}
+
+bool RotationScheduler::SlotDue(WallTime now) {
+  WallTime slot;
+  {
+    MutexLock lock(&mu_);
+    if (!next_ || now < *next_) return false;
+    slot = *next_;
+  }
+  // Which slots were used is this process's memory only: another instance
+  // may have run this one already. Its run is in the shared history.
+  auto last = rotation_.History(1);
+  if (!last.ok()) {  // not known: tried again at the next tick
+    spdlog::warn("cannot read the key rotation history: {}", last.error().message);
+    return false;
+  }
+  if (!last->empty()) {
+    std::optional<WallTime> started = ParseIso8601(last->front().started_at);
+    if (started && *started >= slot) {
+      UseSlot(now);
+      return false;
+    }
+  }
+  return true;  // used by Tick (UseSlot), once a run started for it
 }
 
 void RotationScheduler::UseSlot(WallTime now) {

@@ -17,8 +17,10 @@
 // restarts; KEY_ROTATION_ENABLED gives the value until the first toggle.
 // A run already in progress makes a scheduled start a no-op. A cron slot is
 // used once a run started for it (or one was running, or rotation is
-// disabled): a start refused otherwise (no thread, the database down) is
-// tried again at the next tick. Independently
+// disabled, or a run of any process on the database started at or after
+// the slot's time: instances sharing a database run a slot once): a start
+// refused otherwise (no thread, the database down) is tried again at the
+// next tick. Independently
 // of the schedule and the toggle, a rotation starts when the primary key
 // version nears `max_encryptions` (key wear: at 15/16 of it), so random
 // 96-bit nonces stay inside the NIST SP 800-38D bound. Each tick also
@@ -83,8 +85,12 @@ class RotationScheduler {
   Result<IntervalBase> ReadIntervalBase(std::optional<WallTime> store);
   // Due now: the cron slot passed, or the interval ran out (and no failed
   // attempt waits for its retry). Sets `if_successes` in interval mode.
-  // Uses no cron slot: Tick does (UseSlot), once a run started for it.
+  // Uses no cron slot (but one another process ran: SlotDue): Tick does
+  // (UseSlot), once a run started for it.
   bool Due(WallTime now, std::optional<int64_t>& if_successes) DYAD_LOCKS_EXCLUDED(mu_);
+  // Cron mode: the slot passed, and no run (of any process: the rotation
+  // history) started at or after it; a slot so run is used here.
+  bool SlotDue(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot due at `now` is used; the next one is after `now`.
   void UseSlot(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
 

@@ -311,6 +311,31 @@ TEST_P(IntervalTest, ATickWhoseResumeFailsStartsNothingElse) {
   EXPECT_EQ(Primary(), 2u);
 }
 
+// Review (key-rotation hardening, 3): which cron slots were used was each
+// instance's own memory, so B, ticking after A had run the slot (and
+// finished), ran it again. B now finds A's run in the shared history.
+TEST_P(IntervalTest, TwoInstancesRunACronSlotOnce) {
+  auto rotation_b = NewRotation();
+  const RotationTiming cron{*CronSchedule::Parse("30 2 * * MON")};
+  RotationScheduler a(*rotation_, *keys_, std::move(Instance().settings), cron, true, 1000000, clock_);
+  RotationScheduler b(*rotation_b, *keys_, std::move(Instance().settings), cron, true, 1000000, clock_);
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  ASSERT_EQ(*b.NextRun(), slot);
+  ASSERT_TRUE(TickAt(a, slot).has_value());
+  ASSERT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_FALSE(TickAt(b, slot + std::chrono::seconds(30)).has_value());
+  rotation_b->WaitIdle();
+  EXPECT_EQ(rotation_->History(10)->size(), 1u);
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_EQ(*b.NextRun(), next_slot);  // used
+  // The next slot: run once, by whichever instance ticks first.
+  ASSERT_TRUE(TickAt(b, next_slot).has_value());
+  rotation_b->WaitIdle();
+  EXPECT_FALSE(TickAt(a, next_slot + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);
+  EXPECT_EQ(Primary(), 3u);
+}
+
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(IntervalTest);
 
 }  // namespace
