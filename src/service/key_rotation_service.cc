@@ -102,6 +102,8 @@ uint32_t KeyVersionOf(const std::string& blob) {
 // The trigger of a run that resumes one left "running" (ResumeInterrupted).
 constexpr char kResumedTrigger[] = "resumed";
 
+constexpr Clock::Duration kMaxResumeBackoff = std::chrono::hours(1);  // Options::resume_backoff
+
 Error Conflict(const std::string& run_id) {
   return MakeError(ErrorCode::kConflict, "a key rotation is already running: " + run_id);
 }
@@ -178,6 +180,26 @@ bool KeyRotationService::Beat(const std::string& run_id) {
 void KeyRotationService::ReleaseLock(const std::string& run_id) {
   (void)runs_->Release(run_id, owner_);
   ForgetRun();
+}
+
+void KeyRotationService::BackOffResumes(bool paused) {
+  MutexLock lock(&mu_);
+  if (!paused) {
+    resume_backoff_ = Clock::Duration::zero();
+    return;
+  }
+  resume_backoff_ = resume_backoff_ == Clock::Duration::zero() ? options_.resume_backoff
+                                                               : std::min(2 * resume_backoff_, kMaxResumeBackoff);
+  resume_after_ = clock_.Now() + resume_backoff_;
+}
+
+Status KeyRotationService::ResumeAllowed(const RotationRun& left) {
+  MutexLock lock(&mu_);
+  const Clock::Instant now = clock_.Now();
+  if (resume_backoff_ == Clock::Duration::zero() || now >= resume_after_) return OkStatus();
+  const auto wait = std::chrono::duration_cast<std::chrono::seconds>(resume_after_ - now).count();
+  return MakeError(ErrorCode::kUnavailable, "the last resume here was paused; run " + left.id +
+                                                " is resumed again in " + std::to_string(wait) + " s at the earliest");
 }
 
 void KeyRotationService::ForgetRun() {
@@ -289,6 +311,7 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     spdlog::warn("key rotation: run {} paused: {}", run.id, run.error);
     (void)save(false);  // lost meanwhile: the new owner has it (ReleaseLock then frees nothing)
     record();           // before the release: once WaitIdle returns, it is reported
+    BackOffResumes(true);
     ReleaseLock(run.id);
     return why;
   };
@@ -307,6 +330,7 @@ Status KeyRotationService::Execute(RotationRun& run, const Caller& caller, const
     return run.trigger == kResumedTrigger ? pause(why) : finish(why);
   }
   heartbeat = std::move(ticker).value();
+  BackOffResumes(false);
 
   // Shutting down: the next start resumes from the cursor saved last.
   auto stop = [&] {
@@ -666,6 +690,7 @@ Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const C
   auto left = runs_->LatestRunning();
   if (!left.ok()) return left.error();
   if (!*left) return std::optional<std::string>();
+  DYAD_RETURN_IF_ERROR(ResumeAllowed(**left));
   DYAD_RETURN_IF_ERROR(StartRunThread());
   auto run = Begin((*left)->force, kResumedTrigger, &**left);
   if (!run.ok()) {

@@ -63,6 +63,9 @@ class KeyRotationService {
     // retires them: longer than the 1 s in which every instance learns the
     // primary, so writers rarely have to seal twice.
     Clock::Duration retire_grace = std::chrono::seconds(2);
+    // After a resume it paused (no heartbeat), this process resumes again
+    // no sooner than this, doubled at each pause up to 1 h (zero: at once).
+    Clock::Duration resume_backoff = std::chrono::minutes(1);
     // Optional: runs and their batches are counted here (dyad_key_rotation_*).
     Metrics* metrics = nullptr;
     // Starts the thread a run reads its next batch on (Worker::Start when
@@ -105,7 +108,10 @@ class KeyRotationService {
                           const RotationProgress& progress = nullptr);
   // Resumes, in the background, a run left "running" by a process that is
   // gone; returns its new id, or nullopt when there is none (kUnavailable
-  // as Start's, with the run left as it was). `waiting` (if
+  // as Start's, with the run left as it was; also while this process backs
+  // off after a resume it paused (Options::resume_backoff), until a
+  // heartbeat starts — so a lasting refusal of threads adds a history row
+  // and an audit event per back-off, not per scheduler tick). `waiting` (if
   // given) says whether a run is left whose lock is still held: it can be
   // taken over once its heartbeat is `lock_takeover` old.
   Result<std::optional<std::string>> ResumeInterrupted(const Caller& caller, bool* waiting = nullptr);
@@ -132,6 +138,11 @@ class KeyRotationService {
   bool Beat(const std::string& run_id);
   Status RetireOlderVersions(RotationRun& run, const std::function<Status()>& fence);
   void ReleaseLock(const std::string& run_id) DYAD_LOCKS_EXCLUDED(mu_);
+  // After a pause (`paused`) the next resume waits longer; a run whose
+  // heartbeat started ends the back-off.
+  void BackOffResumes(bool paused) DYAD_LOCKS_EXCLUDED(mu_);
+  // kUnavailable while backing off, naming `left`.
+  Status ResumeAllowed(const RotationRun& left) DYAD_LOCKS_EXCLUDED(mu_);
   // This process is no longer at the run (the lock is released, or lost).
   void ForgetRun() DYAD_LOCKS_EXCLUDED(mu_);
   // The thread background runs go on, started on first use (before Begin
@@ -169,6 +180,8 @@ class KeyRotationService {
   Mutex mu_;
   CondVar idle_cv_;
   std::optional<RotationRun> current_ DYAD_GUARDED_BY(mu_);  // the run in this process
+  Clock::Duration resume_backoff_ DYAD_GUARDED_BY(mu_){0};     // zero: not backing off
+  Clock::Instant resume_after_ DYAD_GUARDED_BY(mu_){};
   std::atomic<bool> stopping_{false};
   Mutex worker_mu_;  // StartRunThread, Launch and the destructor
   std::unique_ptr<Worker> worker_ DYAD_GUARDED_BY(worker_mu_);  // runs one background run at a time

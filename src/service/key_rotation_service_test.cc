@@ -1158,6 +1158,7 @@ TEST_P(RotationTest, AResumedRunWhoseHeartbeatCannotStartStaysResumableAtItsCurs
   testing::RefusingThreads threads(2);
   auto options = RotationOptions();
   options.start_thread = threads.starter();
+  options.resume_backoff = Clock::Duration::zero();  // the next attempt is this instance's, at once
   KeyRotationService rotation(options, std::move(Instance().rotations), *secrets_, audit_, clock_);
   auto resumed = rotation.ResumeInterrupted(Caller{});
   ASSERT_TRUE(resumed.ok()) << resumed.error().message;

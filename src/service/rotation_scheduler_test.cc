@@ -311,6 +311,50 @@ TEST_P(IntervalTest, ATickWhoseResumeFailsStartsNothingElse) {
   EXPECT_EQ(Primary(), 2u);
 }
 
+// Review (key-rotation hardening, 4): while threads are refused, each tick
+// (30 s) resumed the paused run again, a history row and an audit event each
+// time. This process now backs off: 1 min after the first pause, 2 after the
+// second, …, until a heartbeat starts.
+TEST_P(IntervalTest, AResumePausedByALastingRefusalOfThreadsBacksOff) {
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,0,0,'')").ok());
+  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  testing::RefusingThreads threads(2);  // the runs' thread starts; every heartbeat is refused
+  KeyRotationService::Options o;
+  o.retire_grace = std::chrono::milliseconds(20);
+  o.start_thread = threads.starter();
+  KeyRotationService rotation(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  auto scheduler = NewScheduler(rotation);
+  auto tick_after = [&](std::chrono::seconds wait) {
+    clock_.Advance(wait);
+    auto id = scheduler->Tick(clock_.WallNow());
+    rotation.WaitIdle();
+    return id;
+  };
+  auto rows = [&] { return rotation.History(100)->size(); };
+  ASSERT_TRUE(tick_after(std::chrono::seconds(0)).has_value());  // resumed, and paused
+  EXPECT_EQ(rows(), 2u);
+  EXPECT_FALSE(tick_after(std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(rows(), 2u);
+  EXPECT_TRUE(tick_after(std::chrono::seconds(30)).has_value());  // a minute after: again, and paused
+  EXPECT_EQ(rows(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(tick_after(std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(rows(), 3u);
+  EXPECT_TRUE(tick_after(std::chrono::seconds(30)).has_value());  // two minutes after
+  EXPECT_EQ(rows(), 4u);
+  EXPECT_EQ(rotation.History(1)->front().status, "running");
+  EXPECT_EQ(Primary(), 1u);
+  threads.Allow();
+  EXPECT_FALSE(tick_after(std::chrono::seconds(30)).has_value());  // still backing off
+  ASSERT_TRUE(tick_after(std::chrono::minutes(4)).has_value());
+  EXPECT_EQ(rotation.History(1)->front().status, "completed");
+  EXPECT_EQ(rows(), 5u);
+  EXPECT_EQ(Primary(), 2u);
+  int failures = 0;
+  for (const auto& e : audit_.events()) failures += e.action == "key.rotate" && e.outcome == "failure";
+  EXPECT_EQ(failures, 3);
+}
+
 // Review (key-rotation hardening, 3): which cron slots were used was each
 // instance's own memory, so B, ticking after A had run the slot (and
 // finished), ran it again. B now finds A's run in the shared history.
