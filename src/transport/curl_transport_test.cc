@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "testing/gate.h"
 #include "testing/loopback_checks.h"
 #include "testing/loopback_http_server.h"
 
@@ -317,6 +318,34 @@ TEST(curl_transport_unit, AGetIsResentOnlyOnce) {
   EXPECT_EQ(second.error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(server.requests().size(), 3u);
   EXPECT_EQ(server.connections(), 2);
+}
+
+// An endpoint that refuses a large body before reading it (413) and stops
+// reading: the refusal is the reply, at once (not the call's timeout), the
+// rest of the body is not sent, and the connection (its request cut short)
+// is not kept: the next call goes out on a new one.
+TEST(curl_transport_unit, AnEarlyRefusalDuringALargeBodyIsTheReplyAndItsConnectionIsNotKept) {
+  testing::Gate hold;  // the first connection neither reads nor closes until the test ends
+  LoopbackHttpServer server([&](LoopbackConn& c, LoopbackHttpServer& s) {
+    if (c.index() == 0) {
+      c.Write("HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\n\r\nno");  // before reading a byte
+      hold.Pass();
+      return;
+    }
+    while (!s.Read(c).empty()) c.Write("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n\"fresh\"");
+  });
+  struct OpenAtEnd {
+    testing::Gate& gate;
+    ~OpenAtEnd() { gate.Open(); }
+  } open_at_end{hold};
+  auto transport = NewCurlTransport();
+  HttpCall call = Post(server.url(), std::string(32 * 1024 * 1024, 'b'));  // more than loopback's buffers take
+  call.timeout = std::chrono::seconds(10);
+  auto reply = transport->Send(call);
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  EXPECT_EQ(reply->status, 413);
+  EXPECT_EQ(reply->body, "no");
+  ExpectAnsweredOnANewConnection(BodyOf(*transport, server.url()), server, "\"fresh\"");
 }
 
 TEST(curl_transport_unit, APartialAnswerThenCloseIsUnavailable) {
