@@ -314,6 +314,7 @@ std::string What(const std::string& method, const UpstreamTarget& target) { retu
 class CurlUpstreamClient final : public UpstreamClient {
  public:
   explicit CurlUpstreamClient(UpstreamClientOptions options) : options_(std::move(options)) {
+    if (!options_.clock) options_.clock = &system_clock_;
     if (!options_.proxy.empty() && !options_.resolver) {
       own_resolver_ = NewSystemResolver();
       options_.resolver = own_resolver_.get();
@@ -597,7 +598,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     // A kept connection the upstream closed while it was idle fails the
     // send, or ends right after the request lands: resent. One that ends
     // later may have been read and worked on: a POST is not sent twice then.
-    const ResendRule resend{reused, true, Idempotent(request.method), &system_clock_, kStaleCloseWindow};
+    const ResendRule resend{reused, true, Idempotent(request.method), options_.clock, kStaleCloseWindow};
     AnswerReader& reader = *e.reader;
     reader.StartStreaming(&x.head.headers, &x, request.method == "HEAD");
     const ExchangeResult r = RunOwnExchange(OwnConnection{e.easy, e.sock, e.in}, e.out,
@@ -676,7 +677,7 @@ class CurlUpstreamClient final : public UpstreamClient {
         // Oldest first: those idle too long are dropped, including the ones
         // below the most recent that a steady load never reaches.
         auto& free = it->second;
-        const Steady::time_point oldest_kept = Steady::now() - options_.max_idle_age;
+        const Steady::time_point oldest_kept = options_.clock->Now() - options_.max_idle_age;
         size_t old = 0;
         while (old < free.size() && free[old]->idle_since < oldest_kept) ++old;
         std::move(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(old), std::back_inserter(too_old));
@@ -739,7 +740,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     // Our own exchange's entry without a connection (retired after a good
     // answer): a shut socket and a grown receive buffer, nothing to keep.
     if (options_.proxy.empty() && !e->connected) return;
-    e->idle_since = Steady::now();
+    e->idle_since = options_.clock->Now();
     {
       MutexLock lock(&mu_);
       auto& free = idle_[origin];
@@ -751,7 +752,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     // Over the limit: `e` closes its connection here, outside the lock.
   }
 
-  SystemClock system_clock_;  // RunOwnExchange measures the stale-close window on it
+  SystemClock system_clock_;  // when the options name no clock
   UpstreamClientOptions options_;  // set in the constructor
   std::unique_ptr<HostResolver> own_resolver_;
   UpstreamTargetCache targets_;
