@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <csignal>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -105,11 +104,10 @@ class LoopbackHttpServer {
   using ServerScript = std::function<void(LoopbackConn&, LoopbackHttpServer&)>;
 
   // `tls`: serve TLS with this context (not owned; must outlive the server).
+  // SSL_write and SSL_shutdown write with write(2), not send(MSG_NOSIGNAL):
+  // a process serving TLS ignores SIGPIPE (the unit tests' main does,
+  // src/testing/unit_test_main.cc), or a client that closed first ends it.
   explicit LoopbackHttpServer(Script script, SSL_CTX* tls = nullptr) : script_(std::move(script)), tls_(tls) {
-    // SSL_write and SSL_shutdown write with write(2), not send(MSG_NOSIGNAL):
-    // a client that closed first (one that retires a connection) would end
-    // the test binary with SIGPIPE. A failed write is the script's to see.
-    if (tls_) std::signal(SIGPIPE, SIG_IGN);
     fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;

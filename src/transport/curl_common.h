@@ -1,10 +1,11 @@
 // What the two libcurl clients (curl_transport: the backends' calls;
 // upstream_client: the /v1 path's) share: libcurl's one-time global set-up,
 // whether the environment names a proxy, a CURLU that frees itself, and the
-// header-injection check, and the socket I/O of their own HTTP/1.1 exchange
-// on a connection curl made (CURLOPT_CONNECT_ONLY): waiting on the socket,
-// sending a whole buffer, probing a kept connection. Thread-safe (no state
-// but curl's global init, done once; a handle is used by one thread at a time).
+// header-injection check, and their own HTTP/1.1 exchange on a connection
+// curl made (CURLOPT_CONNECT_ONLY): probing a kept connection, and
+// RunOwnExchange (the request out, the answer into an AnswerReader). Thread-
+// safe (no state but curl's global init, done once; a handle is used by one
+// thread at a time).
 #pragma once
 
 #include <curl/curl.h>
@@ -14,7 +15,11 @@
 #include <string_view>
 #include <vector>
 
+#include "core/clock.h"
+
 namespace dyad {
+
+class AnswerReader;
 
 // curl_global_init, once per process, before the first easy handle.
 void EnsureCurlGlobalInit();
@@ -27,44 +32,6 @@ bool ProxyInEnvironment();
 // cut it short. One pass without branches per byte.
 bool HasBreakOrNul(std::string_view s);
 
-// Waits until `sock` is ready for `events` (POLLIN, POLLOUT) or `deadline`
-// passes: true when ready (or in error: the next send or recv reports it).
-bool WaitForSocket(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline);
-
-// Sends data[sent..] on a CONNECT_ONLY handle's connection with
-// curl_easy_send, waiting for the socket until `deadline`; `sent` counts the
-// bytes that went out. False with `why` (curl's words, or "timed out sending
-// the request") when it could not.
-bool SendAllOn(CURL* curl, curl_socket_t sock, std::string_view data, std::chrono::steady_clock::time_point deadline,
-               size_t& sent, std::string& why);
-
-// Waits until `sock` is ready for `events` (POLLIN, POLLOUT) or `deadline`
-// passes: the events that are ready (with POLLERR or POLLHUP for an error or
-// a hang-up, which the next send or recv reports), 0 when it timed out (or
-// poll() itself failed).
-short WaitForSocketEvents(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline);
-
-// How SendWatchingForAnswer ended.
-enum class SendEnd {
-  kSent,      // all of data went out
-  kAnswered,  // the answer began before it did: its first bytes are in `into`
-  kFailed,    // `why` says why
-};
-
-// SendAllOn for a request whose answer may come before it is all out: an
-// upstream refusing a large body (401, 413) answers at once and stops
-// reading, or answers and resets; one may also send a 1xx or an early head
-// and go on reading. While the send waits, and when it fails, a readable
-// connection is read into `into` (`room` bytes): kAnswered with the bytes
-// there (`got` of them), `sent` counting what went out. The caller decides
-// whether the rest is sent (call again with the same `sent`) or not (the
-// request is then incomplete: the connection must not carry another). A TLS
-// record without data is not an answer; the connection closed with none is
-// a failure.
-SendEnd SendWatchingForAnswer(CURL* curl, curl_socket_t sock, std::string_view data,
-                              std::chrono::steady_clock::time_point deadline, size_t& sent, char* into, size_t room,
-                              size_t& got, std::string& why);
-
 // Whether a request with this method may be sent twice (RFC 9110 §9.2.2;
 // POST and PATCH may not).
 bool Idempotent(std::string_view method);
@@ -75,12 +42,79 @@ bool Idempotent(std::string_view method);
 // Bytes OpenSSL decrypted but nobody read yet count as arrived.
 bool ConnectionStillOpen(CURL* curl);
 
-// The receive buffer of an own exchange, after the parser took what it
-// could: moves the unparsed bytes in[begin, end) to the front and, when that
-// leaves no room, doubles `in` (its old storage freed unwiped: only an
-// unfinished head is ever kept whole, never a body). False when it is full
-// at `max_size` or more (a head too large).
-bool MakeRoom(std::vector<char>& in, size_t& begin, size_t& end, size_t max_size);
+// The most an own exchange's receive buffer grows to: only an unfinished
+// head is ever kept whole (a body is handed on, or parsed, as it comes).
+constexpr size_t kMaxAnswerBuffer = 256 * 1024;
+
+// A CONNECT_ONLY connection and the receive buffer kept with it (grown to
+// 16 KiB at first, to kMaxAnswerBuffer at most; reused from call to call).
+struct OwnConnection {
+  CURL* curl;
+  curl_socket_t sock;
+  std::vector<char>& in;
+};
+
+// The timeouts of one exchange, on steady_clock (poll() waits on it): until
+// the answer's first byte the first-byte timeout runs from `start` (the
+// sending included), then the idle timeout from the last byte that arrived;
+// `give_up` bounds it all (an answer that never pauses too).
+struct ExchangeTimeouts {
+  std::chrono::steady_clock::time_point start;
+  std::chrono::steady_clock::duration first_byte;
+  std::chrono::steady_clock::duration idle;
+  std::chrono::steady_clock::time_point give_up;
+};
+
+// When the request is sent once more, on a new connection: only when the
+// connection was `reused` (kept from an earlier call) and gave back no byte
+// of the answer, so the upstream most likely closed it while it was idle and
+// never read the request.
+struct ResendRule {
+  bool reused = false;
+  // The send failed: resent even when part of the request went out (else
+  // only when none did).
+  bool after_partial_send = false;
+  // The connection closed while the answer was awaited: resent when the
+  // method may be sent twice, or, with a clock, when the close came within
+  // `stale_close_window` of the request going out (later, the upstream may
+  // have worked on it).
+  bool idempotent = false;
+  const Clock* clock = nullptr;
+  Clock::Duration stale_close_window{0};
+};
+
+enum class ExchangeEnd {
+  kDone,          // the reader is done or failed (its state says which)
+  kResend,        // ResendRule said so: the request again, on a new connection
+  kTimedOut,      // `timeout` says which, `while_sending` when
+  kHeadTooLarge,  // the receive buffer filled at kMaxAnswerBuffer
+  kFailed,        // the connection failed: `why` (curl's words), `while_sending` when
+};
+
+enum class ExchangeTimeout { kFirstByte, kIdle, kTotal };
+
+struct ExchangeResult {
+  ExchangeEnd end = ExchangeEnd::kDone;
+  // kDone: the connection may carry another request (the answer said so,
+  // the request went out whole, and no byte follows the answer). Any other
+  // end: false.
+  bool keep = false;
+  bool while_sending = false;
+  ExchangeTimeout timeout = ExchangeTimeout::kFirstByte;
+  std::string why;
+  size_t high_water = 0;  // the most bytes the receive buffer held (to wipe)
+};
+
+// One HTTP/1.1 exchange on a CONNECT_ONLY connection, for both clients: the
+// request (`head`, then `body`, which may be empty) sent while watching for
+// an early answer (SendWatchingForAnswer): early bytes are fed to `reader`,
+// the sending goes on through a 1xx or a final status under 300 and stops at
+// a final 300 or more (an upstream refusing a large body), a request not
+// sent whole leaving its connection unkept; then the answer read into
+// `reader`, which the caller started (Start or StartStreaming) and reads
+// when the end is kDone. No allocation beyond the buffer's growth.
+ExchangeResult RunOwnExchange(const OwnConnection& connection, std::string_view head, std::string_view body,
+                              AnswerReader& reader, const ExchangeTimeouts& timeouts, const ResendRule& resend);
 
 // Frees a CURLU on every path.
 struct UrlHandle {

@@ -223,14 +223,7 @@ bool IsHost(std::string_view header_name) {
          (header_name.substr(1) == "ost" || header_name.substr(1) == "OST");
 }
 
-using Clock = std::chrono::steady_clock;
-
-// How an exchange on our own connection went.
-enum class Outcome {
-  kDone,
-  kRetryable,  // the reused connection was found closed before any byte of the answer, and resending is safe
-  kFailed,
-};
+using Steady = std::chrono::steady_clock;
 
 class CurlTransport final : public HttpTransport {
  public:
@@ -316,7 +309,7 @@ class CurlTransport final : public HttpTransport {
   }
 
   // A new connection for the handle's URL, made by curl with every TLS option set at Lease.
-  Status Connect(Handle& h, const HttpCall& call, Clock::time_point deadline) {
+  Status Connect(Handle& h, const HttpCall& call, Steady::time_point deadline) {
     Retire(h);
     if (h.sock != CURL_SOCKET_BAD) {
       // curl keeps a CONNECT_ONLY connection in the handle's cache after we
@@ -327,7 +320,7 @@ class CurlTransport final : public HttpTransport {
       h.curl = fresh;
       h.sock = CURL_SOCKET_BAD;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now());
     if (left.count() <= 0) {
       return MakeError(ErrorCode::kUnavailable, call.method + " " + h.url + ": timed out before connecting");
     }
@@ -389,108 +382,62 @@ class CurlTransport final : public HttpTransport {
     out.append("\r\n").append(call.body);
   }
 
-  // Sends the handle's request; `sent` counts the bytes that went out.
-  static bool SendAll(Handle& h, Clock::time_point deadline, size_t& sent, std::string& why) {
-    return SendAllOn(h.curl, h.sock, h.out, deadline, sent, why);
-  }
-
-  // Reads one answer into `reply`: kRetryable when the connection was
-  // `reused` and gave no byte back, and resending is safe.
-  Outcome ReadAnswer(Handle& h, const HttpCall& call, bool reused, Clock::time_point deadline,
-                     HttpReply& reply, std::string& why) {
-    AnswerReader& reader = *h.reader;
-    reader.Start(&reply, options_.max_response_bytes, call.method == "HEAD");
-    std::vector<char>& in = h.in;
-    if (in.size() < 16384) in.resize(16384);
-    size_t begin = 0, end = 0, received = 0;
-    bool wait_first = true;  // the answer cannot be there yet: poll before the first read
-    auto closed_early = [&](const char* what) {
-      why = what;
-      return reused && received == 0 && Idempotent(call.method) ? Outcome::kRetryable
-                                                                                : Outcome::kFailed;
-    };
-    for (;;) {
-      if (end > begin) {
-        begin += reader.Feed(in.data() + begin, end - begin);
-        if (reader.failed()) break;
-        if (reader.done()) {
-          if (end > begin) Retire(h);  // bytes past the answer: nothing to trust on it
-          break;
-        }
-      }
-      if (!MakeRoom(in, begin, end, 256 * 1024)) {  // only the header is kept whole: it holds no secret body yet
-        why = "answer header larger than " + std::to_string(in.size()) + " bytes";
-        return Outcome::kFailed;
-      }
-      if (wait_first) {
-        wait_first = false;
-        if (!WaitForSocket(h.sock, POLLIN, deadline)) {
-          why = "timed out waiting for the answer";
-          return Outcome::kFailed;
-        }
-      }
-      size_t n = 0;
-      const CURLcode rc = curl_easy_recv(h.curl, in.data() + end, in.size() - end, &n);
-      if (rc == CURLE_AGAIN) {
-        if (!WaitForSocket(h.sock, POLLIN, deadline)) {
-          why = "timed out waiting for the answer";
-          return Outcome::kFailed;
-        }
-        continue;
-      }
-      if (rc != CURLE_OK) return closed_early(curl_easy_strerror(rc));
-      if (n == 0) {
-        if (received == 0) return closed_early("connection closed before any answer");
-        reader.FeedEof();
+  // Why an own exchange that did not end in an answer failed ("" for an
+  // answer: the reply holds it).
+  std::string WhyNot(const ExchangeResult& r, const AnswerReader& reader) const {
+    switch (r.end) {
+      case ExchangeEnd::kDone:
+        if (!reader.failed()) return "";
+        return reader.too_big() ? "response larger than " + std::to_string(options_.max_response_bytes) + " bytes"
+                                : reader.error();
+      case ExchangeEnd::kTimedOut:
+        return r.while_sending ? "timed out sending the request" : "timed out waiting for the answer";
+      case ExchangeEnd::kHeadTooLarge:  // only the header is kept whole: it holds no secret body yet
+        return "answer header larger than " + std::to_string(kMaxAnswerBuffer) + " bytes";
+      case ExchangeEnd::kResend:  // a second resend is not made: the new connection's request failed
+      case ExchangeEnd::kFailed:
         break;
-      }
-      end += n;
-      received += n;
-      h.in_high = std::max(h.in_high, end);
     }
-    if (reader.failed()) {
-      why = reader.too_big() ? "response larger than " + std::to_string(options_.max_response_bytes) + " bytes"
-                             : reader.error();
-      return Outcome::kFailed;
-    }
-    if (!reader.keep_alive()) Retire(h);
-    return Outcome::kDone;
+    return r.why.empty() ? "the exchange failed" : r.why;
   }
 
   Result<HttpReply> PerformOwn(Handle& h, const HttpCall& call, const std::string& url, bool redirected,
                                std::chrono::milliseconds timeout) {
     DYAD_RETURN_IF_ERROR(Aim(h, url));
-    const Clock::time_point deadline = Clock::now() + timeout;
+    const Steady::time_point start = Steady::now();
+    // One deadline for the whole exchange: the first-byte and idle timeouts
+    // are the call's, bounded by it.
+    const ExchangeTimeouts timeouts{start, timeout, timeout, start + timeout};
     Serialise(h, call, redirected);
     HttpReply reply;
-    std::string why;
-    Outcome outcome = Outcome::kFailed;
+    std::string why = "no answer";
     for (int attempt = 0; attempt < 2; ++attempt) {
       const bool reused = h.connected && h.connected_origin == h.origin && StillOpen(h);
       if (!reused) {
-        Status connected = Connect(h, call, deadline);
+        Status connected = Connect(h, call, timeouts.give_up);
         if (!connected.ok()) {
-          why.clear();
           Cleanse(h.out);
           return connected.error();
         }
       }
-      size_t sent = 0;
-      if (!SendAll(h, deadline, sent, why)) {
-        Retire(h);
-        outcome = reused && sent == 0 ? Outcome::kRetryable : Outcome::kFailed;
-      } else {
-        outcome = ReadAnswer(h, call, reused, deadline, reply, why);
-        if (outcome != Outcome::kDone) Retire(h);
-      }
-      if (outcome != Outcome::kRetryable) break;
+      // A kept connection closed before any byte of the answer: resent when
+      // none of the request went out, or the method may be sent twice.
+      const ResendRule resend{.reused = reused, .idempotent = Idempotent(call.method)};
+      h.reader->Start(&reply, options_.max_response_bytes, call.method == "HEAD");
+      const ExchangeResult r = RunOwnExchange(OwnConnection{h.curl, h.sock, h.in}, h.out, {}, *h.reader, timeouts,
+                                              resend);
+      h.in_high = std::max(h.in_high, r.high_water);
+      if (!r.keep) Retire(h);
+      if (r.end == ExchangeEnd::kResend) continue;
+      why = WhyNot(r, *h.reader);
+      break;
     }
     Cleanse(h.out);
     if (h.in_high > 0) {
       OPENSSL_cleanse(h.in.data(), h.in_high);  // the answer's bytes: a secret
       h.in_high = 0;
     }
-    if (outcome != Outcome::kDone) {
+    if (!why.empty()) {
       if (reply.body.capacity() > 0) Cleanse(reply.body);
       return MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": " + why);
     }

@@ -30,9 +30,13 @@
 // and this transport writes the HTTP/1.1 request itself into a reused buffer
 // (curl_easy_send) and parses the answer with AnswerReader (Beast's parser;
 // curl_easy_recv), waiting with poll() on the connection's socket within the
-// request's timeout. The connection stays open for the next request unless
-// the answer says "Connection: close", is HTTP/1.0 without keep-alive, is
-// read to the end of the stream, or fails. Before a kept connection is used,
+// request's timeout: the exchange the /v1 client makes too (curl_common.h:
+// RunOwnExchange). An answer that begins while the request is going out is
+// read as it comes; the sending stops at a final status of 300 or more (an
+// endpoint refusing the body), and that connection is not kept. The
+// connection stays open for the next request unless the answer says
+// "Connection: close", is HTTP/1.0 without keep-alive, is read to the end of
+// the stream, is followed by more bytes, or fails. Before a kept connection is used,
 // anything arrived on it (a close, a reset, stray bytes) retires it and a
 // new one is made; if a kept connection closes after the request went out
 // and before any byte of the answer, the request is sent once more on a new

@@ -13,9 +13,9 @@
 #include <thread>
 #include <vector>
 
-#include "server/tls_context.h"
+#include "testing/gate.h"
+#include "testing/loopback_checks.h"
 #include "testing/loopback_http_server.h"
-#include "testing/test_certificates.h"
 
 namespace dyad {
 namespace {
@@ -162,6 +162,12 @@ HttpCall Get(const std::string& url) {
   return call;
 }
 
+// The body of the answer to Post(url), or why there is none.
+Result<std::string> BodyOf(HttpTransport& transport, const std::string& url) {
+  DYAD_ASSIGN_OR_RETURN(HttpReply reply, transport.Send(Post(url)));
+  return std::move(reply.body);
+}
+
 TEST(curl_transport_unit, KeptAliveRequestsShareOneConnection) {
   LoopbackHttpServer server(AnswerAll(kOk));
   auto transport = NewCurlTransport();
@@ -203,9 +209,8 @@ TEST(curl_transport_unit, TheRequestIsWrittenAsTheCallerGaveIt) {
 // exactly at the first's end: the rest waits decrypted in OpenSSL, where
 // poll() does not see it. The connection is not reused for the next call.
 TEST(curl_transport_unit, BytesBehindAnAnswerInsideATlsRecordAreNotReadByTheNextCall) {
-  TlsFiles files = MakeCertAndKey("backend_trailing");
-  auto ctx = NewTlsServerContext(files);
-  ASSERT_TRUE(ctx.ok()) << ctx.error().message;
+  const LoopbackTls tls = MakeLoopbackTls("backend_trailing");
+  ASSERT_TRUE(tls.ctx);
   // Read into 16 KiB: a first record of 10000 bytes (the head cut inside its
   // last field; the lines before it parsed), then the room left, which ends
   // where the answer ends, inside the second record.
@@ -225,17 +230,14 @@ TEST(curl_transport_unit, BytesBehindAnAnswerInsideATlsRecordAreNotReadByTheNext
         }
         while (!s.Read(c).empty()) c.Write("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n\"fresh\"");
       },
-      ctx->get());
+      tls.ctx.get());
   CurlOptions options;
-  options.ca_file = files.cert_file;
+  options.ca_file = tls.ca_file;
   auto transport = NewCurlTransport(options);
   auto first = transport->Send(Post(server.url()));
   ASSERT_TRUE(first.ok()) << first.error().message;
   EXPECT_EQ(first->body, "{}");
-  auto second = transport->Send(Post(server.url()));
-  ASSERT_TRUE(second.ok()) << second.error().message;
-  EXPECT_EQ(second->body, "\"fresh\"");
-  EXPECT_EQ(server.connections(), 2);
+  ExpectAnsweredOnANewConnection(BodyOf(*transport, server.url()), server, "\"fresh\"");
 }
 
 // A server that closes an idle kept connection: the next request sees it
@@ -316,6 +318,34 @@ TEST(curl_transport_unit, AGetIsResentOnlyOnce) {
   EXPECT_EQ(second.error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(server.requests().size(), 3u);
   EXPECT_EQ(server.connections(), 2);
+}
+
+// An endpoint that refuses a large body before reading it (413) and stops
+// reading: the refusal is the reply, at once (not the call's timeout), the
+// rest of the body is not sent, and the connection (its request cut short)
+// is not kept: the next call goes out on a new one.
+TEST(curl_transport_unit, AnEarlyRefusalDuringALargeBodyIsTheReplyAndItsConnectionIsNotKept) {
+  testing::Gate hold;  // the first connection neither reads nor closes until the test ends
+  LoopbackHttpServer server([&](LoopbackConn& c, LoopbackHttpServer& s) {
+    if (c.index() == 0) {
+      c.Write("HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\n\r\nno");  // before reading a byte
+      hold.Pass();
+      return;
+    }
+    while (!s.Read(c).empty()) c.Write("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n\"fresh\"");
+  });
+  struct OpenAtEnd {
+    testing::Gate& gate;
+    ~OpenAtEnd() { gate.Open(); }
+  } open_at_end{hold};
+  auto transport = NewCurlTransport();
+  HttpCall call = Post(server.url(), std::string(32 * 1024 * 1024, 'b'));  // more than loopback's buffers take
+  call.timeout = std::chrono::seconds(10);
+  auto reply = transport->Send(call);
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  EXPECT_EQ(reply->status, 413);
+  EXPECT_EQ(reply->body, "no");
+  ExpectAnsweredOnANewConnection(BodyOf(*transport, server.url()), server, "\"fresh\"");
 }
 
 TEST(curl_transport_unit, APartialAnswerThenCloseIsUnavailable) {

@@ -214,6 +214,11 @@ size_t AnswerReader::Feed(const char* data, size_t n) {
   return used;
 }
 
+int AnswerReader::final_status() const {
+  const Parser& p = *impl_->parser;
+  return p.is_header_done() && p.status() >= 200 ? p.status() : 0;
+}
+
 void AnswerReader::FeedEof() {
   if (done_ || !error_.empty()) return;
   Parser& p = *impl_->parser;

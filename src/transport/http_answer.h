@@ -81,6 +81,9 @@ class AnswerReader {
   // The connection may carry another request (HTTP/1.1 without
   // "Connection: close", or HTTP/1.0 with keep-alive; not read to close).
   bool keep_alive() const { return keep_alive_; }
+  // The final (not 1xx) head's status once that head is complete, else 0:
+  // whether an answer that began early still wants the request's body.
+  int final_status() const;
 
  private:
   struct Impl;

@@ -5,12 +5,13 @@
 // callback refusing forbidden addresses) and TLS with verification, the CA
 // and SNI, HTTP/1.1 in ALPN; the client writes the HTTP/1.1 request itself
 // (origin-form request line, Host, Content-Length, the caller's headers) into
-// the entry's buffer and sends it with curl_easy_send, then reads the answer
-// with curl_easy_recv and poll() on the connection's socket and parses it
-// with AnswerReader's streaming mode (http_answer.h: Beast): OnHead when the
-// final head is complete, each decoded body piece to OnBody as it arrives.
-// The timeouts are kept on our monotonic clock: first-byte from the request
-// sent, idle between two reads, total from Send(). A small body is copied
+// the entry's buffer, and the exchange is the one the backends' transport
+// makes too (curl_common.h: RunOwnExchange): sent with curl_easy_send, the
+// answer read with curl_easy_recv and poll() on the connection's socket and
+// parsed with AnswerReader's streaming mode (http_answer.h: Beast): OnHead
+// when the final head is complete, each decoded body piece to OnBody as it
+// arrives. The timeouts are kept on steady_clock: first-byte from the
+// request sent, idle between two reads, total from Send(). A small body is copied
 // into the request's buffer (one write); a larger one is sent from the
 // caller's. The buffer (it holds the credential) is wiped after every call.
 // Before a kept connection is used, anything that arrived on it (a close, a
@@ -78,7 +79,7 @@
 namespace dyad {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Steady = std::chrono::steady_clock;
 
 // The numeric form of a socket address curl is about to connect to, "" for
 // a family other than IPv4 and IPv6.
@@ -143,8 +144,8 @@ struct Exchange final : AnswerListener {
   bool cancelled = false;   // the sink returned false
   bool sent = false;        // the request is going out (first-byte timeout running)
   bool first_byte = false;  // a byte of the answer arrived (idle timeout running)
-  Clock::time_point sent_at;
-  Clock::time_point last_activity;
+  Steady::time_point sent_at;
+  Steady::time_point last_activity;
   std::string refused;  // a forbidden address curl was about to connect to
 
   bool OnAnswerHead(int final_status) override {
@@ -185,7 +186,7 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
   auto* x = static_cast<Exchange*>(user);
   const size_t bytes = size * n;
   x->first_byte = true;
-  x->last_activity = Clock::now();
+  x->last_activity = Steady::now();
   if (x->head_done) return bytes;  // trailers: dropped
   x->head_bytes += bytes;
   if (x->head_bytes > kMaxHeadBytes) {
@@ -216,7 +217,7 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
       x->cancelled = true;
       return 0;
     }
-    x->last_activity = Clock::now();  // the sink's time is not the upstream's silence
+    x->last_activity = Steady::now();  // the sink's time is not the upstream's silence
     return bytes;
   }
   if (line.front() == ' ' || line.front() == '\t') {  // an obsolete folded line continues the last value
@@ -238,7 +239,7 @@ size_t OnBodyPiece(char* data, size_t size, size_t n, void* user) {
     x->cancelled = x->head_done;
     return 0;  // a short count aborts the transfer (CURL_WRITEFUNC_ERROR is curl ≥ 8.1)
   }
-  x->last_activity = Clock::now();
+  x->last_activity = Steady::now();
   return bytes;
 }
 
@@ -255,7 +256,7 @@ curl_socket_t OpenSocket(void* user, curlsocktype, curl_sockaddr* address) {
 int OnRequestGoingOut(void* user, char*, char*, int, int) {
   auto* x = static_cast<Exchange*>(user);
   x->sent = true;
-  x->sent_at = Clock::now();
+  x->sent_at = Steady::now();
   return CURL_PREREQFUNC_OK;
 }
 
@@ -276,7 +277,7 @@ struct Entry {
   HttpHeaders head_headers;  // empty between calls: its capacity lent to each call's head
 
   bool connected = false;  // `sock` may carry a request
-  Clock::time_point idle_since;  // when it was last given back
+  Steady::time_point idle_since;  // when it was last given back
   curl_socket_t sock = CURL_SOCKET_BAD;
   WipedString out;
   std::vector<char> in;
@@ -313,6 +314,7 @@ std::string What(const std::string& method, const UpstreamTarget& target) { retu
 class CurlUpstreamClient final : public UpstreamClient {
  public:
   explicit CurlUpstreamClient(UpstreamClientOptions options) : options_(std::move(options)) {
+    if (!options_.clock) options_.clock = &system_clock_;
     if (!options_.proxy.empty() && !options_.resolver) {
       own_resolver_ = NewSystemResolver();
       options_.resolver = own_resolver_.get();
@@ -403,7 +405,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     curl_easy_setopt(h, CURLOPT_PREREQDATA, &x);
 
     const char* timed_out = nullptr;
-    const Clock::time_point give_up = Clock::now() + request.timeouts.total;
+    const Steady::time_point give_up = Steady::now() + request.timeouts.total;
     CURLcode result = CURLE_OK;
     std::string failure;
     curl_multi_add_handle(e.multi, h);
@@ -422,8 +424,8 @@ class CurlUpstreamClient final : public UpstreamClient {
         break;
       }
       // Until the request goes out, curl's connect timeout runs.
-      const Clock::time_point now = Clock::now();
-      Clock::time_point deadline = now + std::chrono::milliseconds(100);
+      const Steady::time_point now = Steady::now();
+      Steady::time_point deadline = now + std::chrono::milliseconds(100);
       if (x.first_byte) {
         deadline = x.last_activity + request.timeouts.idle;
         if (now >= deadline) timed_out = "idle";
@@ -481,7 +483,7 @@ class CurlUpstreamClient final : public UpstreamClient {
 
   // Our own exchange (see the top of this file).
   Status PerformOwn(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target) {
-    const Clock::time_point give_up = Clock::now() + request.timeouts.total;
+    const Steady::time_point give_up = Steady::now() + request.timeouts.total;
     // The query is the call's (the target is kept without it): it goes into
     // the request line, so nothing in it may end or split that line.
     std::string_view query;
@@ -504,9 +506,7 @@ class CurlUpstreamClient final : public UpstreamClient {
         status = Connect(e, request, x, target, give_up);
         if (!status.ok()) break;
       }
-      const Outcome outcome = SendAndRead(e, request, x, target, reused, inline_body, give_up, status);
-      if (outcome != Outcome::kDone) Retire(e);
-      if (outcome != Outcome::kRetry) break;
+      if (SendAndRead(e, request, x, target, reused, inline_body, give_up, status) != Outcome::kRetry) break;
     }
     Cleanse(e.out);  // the credential; the capacity stays for the next call
     return status;
@@ -540,7 +540,7 @@ class CurlUpstreamClient final : public UpstreamClient {
   // A new connection for the entry's origin, made by curl with the options
   // set at Lease; the open-socket callback refuses forbidden addresses.
   Status Connect(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target,
-                 Clock::time_point give_up) {
+                 Steady::time_point give_up) {
     Retire(e);
     if (e.sock != CURL_SOCKET_BAD) {
       // curl keeps a CONNECT_ONLY connection with its handle (to the
@@ -551,7 +551,7 @@ class CurlUpstreamClient final : public UpstreamClient {
       e.easy = fresh;
       e.sock = CURL_SOCKET_BAD;
     }
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - Clock::now());
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - Steady::now());
     if (left.count() <= 0) return TimedOut(What(request.method, target), "total", request.timeouts, false);
     CURL* h = e.easy;
     e.error[0] = '\0';
@@ -566,7 +566,7 @@ class CurlUpstreamClient final : public UpstreamClient {
       const std::string what = What(request.method, target);
       if (!x.refused.empty()) return Refused(what, x.refused);
       if (rc == CURLE_OPERATION_TIMEDOUT) {
-        const bool total = Clock::now() >= give_up && request.timeouts.total < request.timeouts.connect;
+        const bool total = Steady::now() >= give_up && request.timeouts.total < request.timeouts.connect;
         return TimedOut(what, total ? "total" : "connect", request.timeouts, false);
       }
       return MakeError(ErrorCode::kUnavailable, what + ": " + (e.error[0] ? std::string(e.error) : curl_easy_strerror(rc)));
@@ -588,132 +588,50 @@ class CurlUpstreamClient final : public UpstreamClient {
   }
 
   // Sends the request and reads its answer on the entry's connection into
-  // the sink; `status` says how it went when the outcome is not kRetry.
-  static Outcome SendAndRead(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target,
-                             bool reused, bool inline_body, Clock::time_point give_up, Status& status) {
+  // the sink (curl_common.h: RunOwnExchange); `status` says how it went when
+  // the outcome is not kRetry.
+  Outcome SendAndRead(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target,
+                      bool reused, bool inline_body, Steady::time_point give_up, Status& status) const {
     const UpstreamTimeouts& t = request.timeouts;
-    x.sent_at = Clock::now();
-    // Until the first byte, the first-byte timeout runs (sending included);
-    // then the idle timeout, from the last byte that arrived.
-    Clock::time_point deadline;
-    const char* which = "first-byte";
-    size_t received = 0;
-    auto update_deadline = [&] {
-      which = received > 0 ? "idle" : "first-byte";
-      deadline = received > 0 ? x.last_activity + t.idle : x.sent_at + t.first_byte;
-      if (deadline > give_up) deadline = give_up, which = "total";
-    };
-    auto failed = [&](Status s) {
-      status = std::move(s);
-      return Outcome::kFailed;
-    };
-    std::vector<char>& in = e.in;
-    if (in.size() < 16384) in.resize(16384);
-    size_t begin = 0, end = 0;
+    x.sent_at = Steady::now();
+    const ExchangeTimeouts timeouts{x.sent_at, t.first_byte, t.idle, give_up};
+    // A kept connection the upstream closed while it was idle fails the
+    // send, or ends right after the request lands: resent. One that ends
+    // later may have been read and worked on: a POST is not sent twice then.
+    const ResendRule resend{reused, true, Idempotent(request.method), options_.clock, kStaleCloseWindow};
     AnswerReader& reader = *e.reader;
     reader.StartStreaming(&x.head.headers, &x, request.method == "HEAD");
-    auto feed = [&] {
-      if (end > begin && !reader.done() && !reader.failed()) {
-        begin += reader.Feed(in.data() + begin, end - begin);
-        x.last_activity = Clock::now();  // the sink's time is not the upstream's silence
-      }
-    };
+    const ExchangeResult r = RunOwnExchange(OwnConnection{e.easy, e.sock, e.in}, e.out,
+                                            inline_body ? std::string_view() : request.body, reader, timeouts, resend);
+    if (!r.keep) Retire(e);
+    if (r.end == ExchangeEnd::kResend) return Outcome::kRetry;
+    status = Settle(r, reader, x, What(request.method, target), t);
+    return status.ok() ? Outcome::kDone : Outcome::kFailed;
+  }
 
-    // Bytes that arrive while the request goes out are the answer's: fed
-    // to the reader as they come. The sending goes on through an interim
-    // 1xx or an early 2xx head (the upstream reads the rest of the body),
-    // and stops when the answer is over, failed, or final with a status of
-    // 300 or more (an upstream refusing a large body: 401, 413), as curl
-    // did. A request not sent whole leaves its connection unkept.
-    bool sent_whole = true;
-    std::string why;
-    const std::string_view parts[] = {std::string_view(e.out), inline_body ? std::string_view() : request.body};
-    for (size_t i = 0; i < 2 && sent_whole; ++i) {
-      const std::string_view part = parts[i];
-      size_t sent = 0;
-      for (;;) {
-        update_deadline();
-        if (!MakeRoom(in, begin, end, 4 * kMaxHeadBytes)) return failed(HeadTooLarge(What(request.method, target)));
-        size_t got = 0;
-        const SendEnd sending = SendWatchingForAnswer(e.easy, e.sock, part, deadline, sent, in.data() + end,
-                                                      in.size() - end, got, why);
-        if (sending == SendEnd::kSent) break;
-        if (sending == SendEnd::kFailed) {
-          if (Clock::now() >= deadline) return failed(TimedOut(What(request.method, target), which, t, x.head_done));
-          if (received > 0) {  // what came of the answer is read to its end or failure below
-            sent_whole = false;
-            break;
-          }
-          if (reused) return Outcome::kRetry;  // closed while idle: the request was not read
-          return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " + why));
-        }
-        end += got;
-        received += got;  // never resent after the answer's first bytes
-        x.last_activity = Clock::now();
-        feed();
-        if (reader.done() || reader.failed() || (x.head_done && x.head.status >= 300)) {
-          sent_whole = sent == part.size() && (i == 1 || parts[1].empty());
-          break;
-        }
+  // The status of an exchange that was not resent.
+  static Status Settle(const ExchangeResult& r, const AnswerReader& reader, const Exchange& x, const std::string& what,
+                       const UpstreamTimeouts& t) {
+    const char* cut = x.head_done ? "the answer was cut short: " : "";
+    switch (r.end) {
+      case ExchangeEnd::kTimedOut: {
+        const char* which = r.timeout == ExchangeTimeout::kIdle    ? "idle"
+                            : r.timeout == ExchangeTimeout::kTotal ? "total"
+                                                                   : "first-byte";
+        return TimedOut(what, which, t, x.head_done);
       }
-    }
-    const Clock::time_point sent_end = Clock::now();
-
-    for (;;) {
-      feed();
-      if (reader.failed()) break;
-      if (reader.done()) {
-        if (end > begin) Retire(e);  // bytes past the answer: nothing to trust on it
+      case ExchangeEnd::kHeadTooLarge:
+        return HeadTooLarge(what);
+      case ExchangeEnd::kResend:
+      case ExchangeEnd::kFailed:
+        return MakeError(ErrorCode::kUnavailable, what + ": " + cut + r.why);
+      case ExchangeEnd::kDone:
         break;
-      }
-      // Only an unfinished head is kept whole (a body is handed on as it
-      // comes); the reader fails a head past kMaxHeadBytes before this.
-      if (!MakeRoom(in, begin, end, 4 * kMaxHeadBytes)) return failed(HeadTooLarge(What(request.method, target)));
-      update_deadline();
-      if (Clock::now() >= give_up) {  // an answer that never pauses is stopped too
-        return failed(TimedOut(What(request.method, target), "total", t, x.head_done));
-      }
-      size_t n = 0;
-      const CURLcode rc = curl_easy_recv(e.easy, in.data() + end, in.size() - end, &n);
-      if (rc == CURLE_AGAIN) {
-        if (!WaitForSocket(e.sock, POLLIN, deadline)) {
-          return failed(TimedOut(What(request.method, target), which, t, x.head_done));
-        }
-        continue;
-      }
-      if (rc == CURLE_OK && n == 0 && received > 0) {
-        reader.FeedEof();
-        break;
-      }
-      if (rc != CURLE_OK || n == 0) {
-        // A kept connection the upstream closed while it was idle ends
-        // right after the request lands: resent. One that ends later may
-        // have been read and worked on: a POST is not sent twice then.
-        if (reused && received == 0 && (Idempotent(request.method) || Clock::now() - sent_end <= kStaleCloseWindow)) {
-          return Outcome::kRetry;
-        }
-        const std::string cause = rc != CURLE_OK ? curl_easy_strerror(rc) : "the connection closed before any answer";
-        return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " +
-                                                             (x.head_done ? "the answer was cut short: " : "") +
-                                                             cause));
-      }
-      end += n;
-      received += n;
-      x.last_activity = Clock::now();
     }
-    if (reader.cancelled()) {
-      return failed(
-          MakeError(ErrorCode::kCancelled, What(request.method, target) + ": the answer's reader stopped reading it"));
-    }
-    if (reader.head_too_large()) return failed(HeadTooLarge(What(request.method, target)));
-    if (reader.failed()) {
-      return failed(MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": " +
-                                                           (x.head_done ? "the answer was cut short: " : "") +
-                                                           reader.error()));
-    }
-    if (!reader.keep_alive() || !sent_whole) Retire(e);
-    status = OkStatus();
-    return Outcome::kDone;
+    if (reader.cancelled()) return MakeError(ErrorCode::kCancelled, what + ": the answer's reader stopped reading it");
+    if (reader.head_too_large()) return HeadTooLarge(what);
+    if (reader.failed()) return MakeError(ErrorCode::kUnavailable, what + ": " + cut + reader.error());
+    return OkStatus();
   }
 
   // The caller's headers (less those the client sets) in the entry's
@@ -759,7 +677,7 @@ class CurlUpstreamClient final : public UpstreamClient {
         // Oldest first: those idle too long are dropped, including the ones
         // below the most recent that a steady load never reaches.
         auto& free = it->second;
-        const Clock::time_point oldest_kept = Clock::now() - options_.max_idle_age;
+        const Steady::time_point oldest_kept = options_.clock->Now() - options_.max_idle_age;
         size_t old = 0;
         while (old < free.size() && free[old]->idle_since < oldest_kept) ++old;
         std::move(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(old), std::back_inserter(too_old));
@@ -822,7 +740,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     // Our own exchange's entry without a connection (retired after a good
     // answer): a shut socket and a grown receive buffer, nothing to keep.
     if (options_.proxy.empty() && !e->connected) return;
-    e->idle_since = Clock::now();
+    e->idle_since = options_.clock->Now();
     {
       MutexLock lock(&mu_);
       auto& free = idle_[origin];
@@ -834,6 +752,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     // Over the limit: `e` closes its connection here, outside the lock.
   }
 
+  SystemClock system_clock_;  // when the options name no clock
   UpstreamClientOptions options_;  // set in the constructor
   std::unique_ptr<HostResolver> own_resolver_;
   UpstreamTargetCache targets_;

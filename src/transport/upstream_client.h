@@ -48,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/result.h"
 #include "transport/host_resolver.h"
 #include "transport/http_transport.h"
@@ -101,6 +102,11 @@ struct UpstreamClientOptions {
   // Resolves a URL's host for the check above when `proxy` is set; null:
   // the system's. Must outlive the client.
   HostResolver* resolver = nullptr;
+  // What the client measures time since on: a kept connection's idle age,
+  // and how soon after a request went out its connection closed (resent
+  // within a short window). Null: the system's. The I/O timeouts above stay
+  // on steady_clock, which poll() waits on. Must outlive the client.
+  const Clock* clock = nullptr;
 };
 
 class UpstreamClient {
