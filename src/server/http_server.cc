@@ -10,6 +10,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <poll.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <mutex>
 #include <optional>
@@ -86,7 +89,17 @@ class ThreadPool {
     }
     return OkStatus();
   }
-  asio::io_context& context() { return context_; }
+  // Runs `fn` on one of the threads; Waiting() counts what was posted and
+  // has not begun.
+  template <class Fn>
+  void Post(Fn fn) {
+    waiting_.fetch_add(1, std::memory_order_relaxed);
+    asio::post(context_, [this, fn = std::move(fn)]() mutable {
+      waiting_.fetch_sub(1, std::memory_order_relaxed);
+      fn();
+    });
+  }
+  int Waiting() const { return waiting_.load(std::memory_order_relaxed); }
   void Stop() {
     work_.reset();
     context_.stop();
@@ -96,6 +109,7 @@ class ThreadPool {
 
  private:
   asio::io_context context_;
+  std::atomic<int> waiting_{0};
   asio::executor_work_guard<asio::io_context::executor_type> work_{context_.get_executor()};
   std::vector<std::thread> threads_;
 };
@@ -190,11 +204,11 @@ struct HttpServer::Impl {
   }
 
   // The pool a request's handler runs on; null: the I/O thread.
-  asio::io_context* PoolFor(const HttpRequest& request) {
+  ThreadPool* PoolFor(const HttpRequest& request) {
     if (!classify) return nullptr;
     switch (classify(request)) {
-      case HandlerPool::kBlocking: return &blocking.context();
-      case HandlerPool::kUpstream: return &upstream.context();
+      case HandlerPool::kBlocking: return &blocking;
+      case HandlerPool::kUpstream: return &upstream;
       case HandlerPool::kIo: break;
     }
     return nullptr;
@@ -305,10 +319,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
   }
 
-  void Read() {
+  void NewParser() {
     parser_.emplace();
     parser_->body_limit(server_->options.max_body_bytes);
     parser_->header_limit(16 * 1024);
+  }
+
+  void Read() {
+    NewParser();
     if (first_ || buffer_.size() > 0) {
       first_ = false;
       return ReadHeader();
@@ -350,6 +368,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     if (ec) return Close();
     busy_ = true;
+    unsigned version = 11;
+    HttpRequest req = MakeRequest(version);
+    Dispatch(std::move(req), version);
+  }
+
+  // The parsed request as the handler sees it, and its HTTP version.
+  HttpRequest MakeRequest(unsigned& version) {
     auto& msg = parser_->get();
     HttpRequest req;
     req.method = std::string(msg.method_string());
@@ -373,24 +398,106 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     for (const auto& field : msg) req.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     req.body = std::move(msg.body());
     keep_alive_ = msg.keep_alive() && !CertRevoked();
-    unsigned version = msg.version();
-    if (asio::io_context* pool = server_->PoolFor(req)) {
-      // Off the I/O threads; the answer comes back on this session's strand.
-      asio::post(*pool, [self = this->shared_from_this(), req = std::move(req), version]() mutable {
-        Streamer writer(self, req.request_id, version);
-        req.writer = &writer;
-        HttpResponse resp = self->server_->Call(req);
-        req.writer = nullptr;
-        if (writer.begun()) return writer.Finish();
-        asio::post(self->stream_.get_executor(),
-                   [self, resp = std::move(resp), rid = req.request_id, version]() mutable {
-                     self->Write(std::move(resp), rid, version);
-                   });
+    version = msg.version();
+    return req;
+  }
+
+  // Runs the request's handler where the classifier says.
+  void Dispatch(HttpRequest req, unsigned version) {
+    if (ThreadPool* pool = server_->PoolFor(req)) {
+      pool->Post([self = this->shared_from_this(), req = std::move(req), version, pool]() mutable {
+        self->ServeOnPool(std::move(req), version, *pool);
       });
       return;
     }
     HttpResponse resp = server_->Call(req);
     Write(std::move(resp), req.request_id, version);
+  }
+
+  // On a pool thread, off the I/O threads. A plain answer is written here
+  // when the socket takes it at once; then, for up to options.pool_linger,
+  // the connection's next request is waited for and, when it comes whole
+  // and belongs to the same pool, served here too. A keep-alive client that
+  // sends its next request at once (a busy one) so costs no hand-off to the
+  // I/O threads and back. Anything else (a TLS session, a streamed answer,
+  // an answer or a request that does not go through at once, an error, no
+  // request in time, other work waiting for this pool, a shutdown) goes back
+  // to the session's strand, as every answer did before. Meanwhile the
+  // session stays busy_, so the strand does not touch it.
+  void ServeOnPool(HttpRequest req, unsigned version, ThreadPool& pool) {
+    for (;;) {
+      Streamer writer(this->shared_from_this(), req.request_id, version);
+      req.writer = &writer;
+      HttpResponse resp = server_->Call(req);
+      req.writer = nullptr;
+      if (writer.begun()) return writer.Finish();
+      if constexpr (kTls) {
+        asio::post(stream_.get_executor(),
+                   [self = this->shared_from_this(), resp = std::move(resp), rid = req.request_id, version]() mutable {
+                     self->Write(std::move(resp), rid, version);
+                   });
+        return;
+      } else {
+        if (!WriteOnPool(std::move(resp), req.request_id, version)) return;
+        std::optional<HttpRequest> next = NextOnPool(pool, version);
+        if (!next) return;
+        ThreadPool* next_pool = server_->PoolFor(*next);
+        if (next_pool != &pool) {
+          asio::post(stream_.get_executor(),
+                     [self = this->shared_from_this(), r = std::move(*next), version]() mutable {
+                       self->Dispatch(std::move(r), version);
+                     });
+          return;
+        }
+        req = std::move(*next);
+      }
+    }
+  }
+
+  // Plain, on a pool thread: true when the answer went out whole and the
+  // connection is kept; else the strand has the rest (the remainder to
+  // write, the next read, or the close).
+  bool WriteOnPool(HttpResponse resp, const std::string& request_id, unsigned version) {
+    auto res = MakeResponse(std::move(resp), request_id, version);
+    auto sr = std::make_shared<http::response_serializer<http::string_body>>(*res);
+    beast::error_code ec;
+    const bool whole = WriteAtOnce(*sr, ec);
+    if (whole && !ec && res->keep_alive() && !server_->stopping) return true;
+    asio::post(stream_.get_executor(), [self = this->shared_from_this(), res, sr, whole, ec] {
+      if (!whole) return self->WriteRest(res, sr);
+      self->AfterWrite(ec, res->keep_alive());
+    });
+    return false;
+  }
+
+  // Plain, on a pool thread: the connection's next request when it comes
+  // whole within options.pool_linger; else nullopt, the strand having the
+  // connection again (reading on, answering a malformed request, or closing).
+  std::optional<HttpRequest> NextOnPool(ThreadPool& pool, unsigned& version) {
+    auto to_strand = [this](std::function<void(Session&)> then) {
+      asio::post(stream_.get_executor(), [self = this->shared_from_this(), then = std::move(then)] { then(*self); });
+      return std::nullopt;
+    };
+    auto read_on = [](Session& s) { s.AfterWrite({}, true); };
+    NewParser();
+    if (buffer_.size() == 0) {
+      const auto linger = std::chrono::duration_cast<std::chrono::nanoseconds>(server_->options.pool_linger);
+      if (linger.count() <= 0 || server_->stopping || pool.Waiting() > 0) return to_strand(read_on);
+      const timespec wait{static_cast<time_t>(linger.count() / 1000000000),
+                          static_cast<long>(linger.count() % 1000000000)};
+      pollfd p{Tcp().socket().native_handle(), POLLIN, 0};
+      if (::ppoll(&p, 1, &wait, nullptr) != 1) return to_strand(read_on);
+      auto room = buffer_.prepare(4096);
+      const ssize_t n = ::recv(p.fd, room.data(), room.size(), MSG_DONTWAIT);
+      if (n <= 0) return to_strand(read_on);  // the strand's read sees the close or the error
+      buffer_.commit(static_cast<size_t>(n));
+    }
+    beast::error_code ec;
+    while (buffer_.size() > 0 && !parser_->is_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
+    if (ec == http::error::need_more) ec = {};
+    if (ec) return to_strand([ec](Session& s) { s.OnRead(ec); });
+    if (!parser_->is_done()) return to_strand([](Session& s) { s.ReadHeader(); });
+    return MakeRequest(version);
   }
 
   // The ResponseWriter of a handler run off the I/O threads (http_types.h):
@@ -639,9 +746,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Write(std::move(r), GenerateRequestId(), 11);
   }
 
-  void Write(HttpResponse resp, const std::string& request_id, unsigned version) {
-    auto res = std::make_shared<http::response<http::string_body>>(
-        static_cast<http::status>(resp.status), version);
+  std::shared_ptr<http::response<http::string_body>> MakeResponse(HttpResponse resp, const std::string& request_id,
+                                                                unsigned version) {
+    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(resp.status), version);
     res->set(http::field::server, "dyad-gateway");
     res->set(http::field::content_type, resp.content_type);
     res->set("X-Request-Id", request_id);
@@ -649,20 +756,35 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     res->body() = std::move(resp.body);
     res->keep_alive(keep_alive_ && !server_->stopping && !CertRevoked());
     res->prepare_payload();
+    return res;
+  }
+
+  // Plain (a non-blocking socket): writes what the socket takes now; true
+  // when the whole answer went out or the write failed (`ec`), false when the
+  // rest must wait (WriteRest).
+  bool WriteAtOnce(http::response_serializer<http::string_body>& sr, beast::error_code& ec) {
+    while (!ec && !sr.is_done()) http::write_some(Tcp().socket(), sr, ec);
+    return ec != asio::error::would_block;
+  }
+
+  // What did not fit the socket (a large answer, a slow reader), under the idle timeout.
+  void WriteRest(std::shared_ptr<http::response<http::string_body>> res,
+                 std::shared_ptr<http::response_serializer<http::string_body>> sr) {
+    Tcp().expires_after(server_->options.idle_timeout);
+    http::async_write(stream_, *sr, [self = this->shared_from_this(), res, sr](beast::error_code ec, size_t) {
+      self->AfterWrite(ec, res->keep_alive());
+    });
+  }
+
+  void Write(HttpResponse resp, const std::string& request_id, unsigned version) {
+    auto res = MakeResponse(std::move(resp), request_id, version);
     if constexpr (!kTls) {
-      // Most answers fit the socket's send buffer: written here at once (the
-      // socket is non-blocking), with no timer armed and cancelled and no
-      // completion queued. What does not fit (a large answer, a slow
-      // reader) goes on below, under the idle timeout.
+      // Most answers fit the socket's send buffer: written here at once, with
+      // no timer armed and cancelled and no completion queued.
       auto sr = std::make_shared<http::response_serializer<http::string_body>>(*res);
       beast::error_code ec;
-      while (!ec && !sr->is_done()) http::write_some(Tcp().socket(), *sr, ec);
-      if (ec != asio::error::would_block) return AfterWrite(ec, res->keep_alive());
-      Tcp().expires_after(server_->options.idle_timeout);
-      http::async_write(stream_, *sr, [self = this->shared_from_this(), res, sr](beast::error_code ec, size_t) {
-        self->AfterWrite(ec, res->keep_alive());
-      });
-      return;
+      if (!WriteAtOnce(*sr, ec)) return WriteRest(res, sr);
+      return AfterWrite(ec, res->keep_alive());
     }
     Tcp().expires_after(server_->options.idle_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {

@@ -12,9 +12,13 @@
 // that waits on a backend never holds an I/O thread) or on a separate pool of
 // `upstream_threads` (kUpstream: calls that wait on an upstream for as long
 // as a stream lasts, so that they never take the blocking pool's threads).
-// Without a classifier every handler runs on the I/O threads. A streamed
-// answer's pieces are queued to the connection without waiting for each
-// write; the handler waits only while `stream_buffer_bytes` are queued
+// Without a classifier every handler runs on the I/O threads. Over plain
+// HTTP a pool's thread writes its answer itself when the socket takes it at
+// once, then waits up to `pool_linger` for the connection's next request and
+// serves it too when it is for the same pool (a busy keep-alive client costs
+// no hand-off per request); anything else goes back to the I/O threads. A
+// streamed answer's pieces are queued to the connection without waiting for
+// each write; the handler waits only while `stream_buffer_bytes` are queued
 // unwritten (a slow reader slows the producer, memory stays bounded). An
 // exception out of the handler is a 500 naming the request id.
 // Shutdown() (or SIGTERM/SIGINT, caught from Listen() on) stops accepting, lets
@@ -55,6 +59,10 @@ struct HttpServerOptions {
   int blocking_threads = 16;
   int upstream_threads = 64;
   size_t stream_buffer_bytes = 64 * 1024;
+  // How long a pool's thread that wrote a plain answer waits for the
+  // connection's next request (above); 0: never. Keep it short: a request
+  // queued for the pool meanwhile waits for it, and so does a shutdown.
+  std::chrono::microseconds pool_linger{1000};
   TlsFiles tls;  // cert_file set: HTTPS
   // Starts the handler pools' threads (in Listen) and the I/O threads (in
   // Run); StartThread when unset (core/thread.h).

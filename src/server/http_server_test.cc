@@ -12,6 +12,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "testing/gate.h"
@@ -465,6 +469,189 @@ TEST(HttpServerStream, ALargePlainAnswerToASlowReaderArrivesWholeAndKeepsTheConn
   }
 }
 
+// A handler pool's thread that wrote a plain answer waits (pool_linger) for
+// the connection's next request and serves it too: a busy keep-alive client
+// is served by one thread, in order, with no hand-off to the I/O threads.
+// A long linger makes that certain here (the client answers at once).
+HttpServerOptions Lingering() {
+  HttpServerOptions o = Running::Options();
+  o.pool_linger = std::chrono::seconds(10);
+  return o;
+}
+
+// Each answer's body: the path, and the handler's thread.
+std::string PathAndThread(const HttpRequest& req) {
+  std::ostringstream out;
+  out << req.path << "@" << std::this_thread::get_id();
+  return out.str();
+}
+
+TEST(HttpServerLinger, ABusyKeepAliveClientIsServedInOrderByOneThread) {
+  Running server([](const HttpRequest& req) {
+    HttpResponse r;
+    r.body = PathAndThread(req) + "|";
+    return r;
+  }, true, nullptr, Lingering());
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  std::set<std::string> threads;
+  for (int i = 0; i < 20; ++i) {
+    c.Send("GET /r" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::string answer = c.ReadUntil("|");
+    size_t at = answer.find("/r" + std::to_string(i) + "@");
+    ASSERT_NE(at, std::string::npos) << answer;
+    threads.insert(answer.substr(at + answer.substr(at).find('@')));
+  }
+  EXPECT_EQ(threads.size(), 1u);
+}
+
+// Two requests sent together (pipelined) while the thread lingers: both
+// answered, in order.
+TEST(HttpServerLinger, PipelinedRequestsAreAnsweredInOrder) {
+  Running server([](const HttpRequest& req) {
+    HttpResponse r;
+    r.body = req.path + "|";
+    return r;
+  }, true, nullptr, Lingering());
+  RawClient c(server.port());
+  c.Send("GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(c.ReadUntil("|").find("/first"), std::string::npos);
+  c.Send("GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
+         "POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz"
+         "GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(c.ReadUntil("|").find("/a|"), std::string::npos);
+  EXPECT_NE(c.ReadUntil("|").find("/b|"), std::string::npos);
+  EXPECT_NE(c.ReadUntil("|").find("/c|"), std::string::npos);
+}
+
+// A next request that comes in pieces during the linger is read on by the
+// I/O threads (under the header and idle timeouts), then served.
+TEST(HttpServerLinger, ARequestArrivingInPiecesIsReadOnAndServed) {
+  Running server([](const HttpRequest& req) {
+    HttpResponse r;
+    r.body = req.path + ":" + req.body + "|";
+    return r;
+  }, true, nullptr, Lingering());
+  RawClient c(server.port());
+  c.Send("GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(c.ReadUntil("|").find("/first"), std::string::npos);
+  c.Send("POST /split HTTP/1.1\r\nHo");  // the head cut short
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  c.Send("st: t\r\nContent-Length: 6\r\n\r\nabc");  // the body cut short
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  c.Send("def");
+  EXPECT_NE(c.ReadUntil("|").find("/split:abcdef|"), std::string::npos);
+  c.Send("GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(c.ReadUntil("|").find("/after:|"), std::string::npos);
+}
+
+// A bad next request read during the linger gets the same answers as one
+// read by the I/O threads: 413 for a body over the limit, 400 when
+// malformed, each closing the connection.
+TEST(HttpServerLinger, ABadNextRequestIsRefusedAsOnTheIoThreads) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n", "HTTP/1.1 413"},
+      {"GET /x HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n", "HTTP/1.1 400"},
+      {"\x01\x02 garbage\r\n\r\n", "HTTP/1.1 400"}};
+  for (const auto& [request, status] : cases) {
+    int calls = 0;
+    Running server([&](const HttpRequest& req) {
+      ++calls;
+      HttpResponse r;
+      r.body = req.path + "|";
+      return r;
+    }, true, nullptr, Lingering());
+    RawClient c(server.port());
+    c.Send("GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
+    EXPECT_NE(c.ReadUntil("|").find("/first"), std::string::npos);
+    c.Send(request);
+    std::string answer = c.ReadUntil("\r\n\r\n");
+    EXPECT_EQ(answer.rfind(status, 0), 0u) << answer;
+    EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+    EXPECT_EQ(calls, 1);
+  }
+}
+
+// The next request belongs to another pool (or the I/O threads): it runs
+// there, not on the lingering thread.
+TEST(HttpServerLinger, ANextRequestForAnotherPoolRunsThere) {
+  std::mutex mu;
+  std::map<std::string, std::thread::id> ran_on;
+  auto classify = [](const HttpRequest& r) {
+    if (r.path == "/up") return HandlerPool::kUpstream;
+    if (r.path == "/admin") return HandlerPool::kBlocking;
+    return HandlerPool::kIo;
+  };
+  HttpServerOptions o = Lingering();
+  o.upstream_threads = 1;
+  o.blocking_threads = 1;
+  Running server([&](const HttpRequest& req) {
+    {
+      std::lock_guard lock(mu);
+      ran_on[req.path] = std::this_thread::get_id();
+    }
+    HttpResponse r;
+    r.body = req.path + "|";
+    return r;
+  }, true, classify, o);
+  RawClient c(server.port());
+  for (std::string path : {"/up", "/admin", "/up", "/io", "/up"}) {
+    c.Send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n");
+    EXPECT_NE(c.ReadUntil("|").find(path + "|"), std::string::npos) << path;
+  }
+  std::lock_guard lock(mu);
+  EXPECT_NE(ran_on["/up"], ran_on["/admin"]);
+  EXPECT_NE(ran_on["/up"], ran_on["/io"]);
+  EXPECT_NE(ran_on["/admin"], ran_on["/io"]);
+}
+
+// A client that closes while the thread lingers frees it at once: the
+// pool's only thread serves the next connection.
+TEST(HttpServerLinger, AClientClosingDuringTheLingerFreesTheThread) {
+  HttpServerOptions o = Lingering();
+  o.blocking_threads = 1;
+  Running server([](const HttpRequest& req) {
+    HttpResponse r;
+    r.body = req.path + "|";
+    return r;
+  }, true, nullptr, o);
+  {
+    RawClient first(server.port());
+    first.Send("GET /one HTTP/1.1\r\nHost: t\r\n\r\n");
+    EXPECT_NE(first.ReadUntil("|").find("/one|"), std::string::npos);
+  }  // closed: the linger ends
+  RawClient second(server.port());
+  second.Send("GET /two HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(second.ReadUntil("|").find("/two|"), std::string::npos);
+}
+
+// Work waiting for the pool ends a linger: with one thread, a second
+// connection's request is not held for the first connection's linger.
+TEST(HttpServerLinger, WorkWaitingForThePoolIsNotHeldBehindALinger) {
+  HttpServerOptions o = Lingering();
+  o.pool_linger = std::chrono::seconds(30);  // past the client's 10 s: a held request fails the test
+  o.blocking_threads = 1;
+  testing::Gate first_held;
+  Running server([&](const HttpRequest& req) {
+    if (req.path == "/hold") first_held.Pass();
+    HttpResponse r;
+    r.body = req.path + "|";
+    return r;
+  }, true, nullptr, o);
+  RawClient first(server.port());
+  first.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_TRUE(first_held.WaitArrived(1));
+  RawClient second(server.port());
+  second.Send("GET /second HTTP/1.1\r\nHost: t\r\n\r\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the second request is queued for the pool
+  first_held.Open();
+  EXPECT_NE(first.ReadUntil("|").find("/hold|"), std::string::npos);
+  // Without the check the thread would now wait 30 s for /hold's connection.
+  EXPECT_NE(second.ReadUntil("|").find("/second|"), std::string::npos);
+  second.Close();  // the thread now lingers on it: closed, it serves the first connection again
+  first.Send("GET /again HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(first.ReadUntil("|").find("/again|"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace dyad
-
