@@ -479,10 +479,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return std::nullopt;
     };
     auto read_on = [](Session& s) { s.AfterWrite({}, true); };
+    // Work waiting for this pool goes first, even when the client already
+    // sent more (pipelined): it queues behind it, as on the strand path.
+    if (server_->stopping || pool.Waiting() > 0) return to_strand(read_on);
     NewParser();
     if (buffer_.size() == 0) {
       const auto linger = std::chrono::duration_cast<std::chrono::nanoseconds>(server_->options.pool_linger);
-      if (linger.count() <= 0 || server_->stopping || pool.Waiting() > 0) return to_strand(read_on);
+      if (linger.count() <= 0) return to_strand(read_on);
       const timespec wait{static_cast<time_t>(linger.count() / 1000000000),
                           static_cast<long>(linger.count() % 1000000000)};
       pollfd p{Tcp().socket().native_handle(), POLLIN, 0};

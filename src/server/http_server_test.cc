@@ -605,6 +605,40 @@ TEST(HttpServerLinger, ANextRequestForAnotherPoolRunsThere) {
   EXPECT_NE(ran_on["/admin"], ran_on["/io"]);
 }
 
+// Review: requests a client pipelined were served back to back by the
+// lingering thread while another connection's request waited for the pool.
+// Now the waiting request goes first; the pipelined ones queue behind it.
+TEST(HttpServerLinger, PipelinedRequestsDoNotHoldWorkWaitingForThePool) {
+  HttpServerOptions o = Lingering();
+  o.blocking_threads = 1;
+  testing::Gate first_held;
+  std::mutex mu;
+  std::vector<std::string> order;
+  Running server([&](const HttpRequest& req) {
+    if (req.path == "/a1") first_held.Pass();
+    {
+      std::lock_guard lock(mu);
+      order.push_back(req.path);
+    }
+    HttpResponse r;
+    r.body = req.path + "|";
+    return r;
+  }, true, nullptr, o);
+  RawClient a(server.port());
+  a.Send("GET /a1 HTTP/1.1\r\nHost: t\r\n\r\nGET /a2 HTTP/1.1\r\nHost: t\r\n\r\nGET /a3 HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_TRUE(first_held.WaitArrived(1));
+  RawClient b(server.port());
+  b.Send("GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // /b is queued for the pool
+  first_held.Open();
+  EXPECT_NE(b.ReadUntil("|").find("/b|"), std::string::npos);
+  b.Close();  // the thread lingers on it next: closed, it takes /a2
+  for (std::string path : {"/a1|", "/a2|", "/a3|"}) EXPECT_NE(a.ReadUntil("|").find(path), std::string::npos) << path;
+  std::lock_guard lock(mu);
+  ASSERT_EQ(order.size(), 4u);
+  EXPECT_EQ(order[1], "/b");
+}
+
 // A client that closes while the thread lingers frees it at once: the
 // pool's only thread serves the next connection.
 TEST(HttpServerLinger, AClientClosingDuringTheLingerFreesTheThread) {
