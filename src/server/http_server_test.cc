@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/mutex.h"
 #include "testing/gate.h"
 #include "testing/refusing_threads.h"
 
@@ -486,6 +487,19 @@ std::string PathAndThread(const HttpRequest& req) {
   return out.str();
 }
 
+// The linger tests' handler: answers "<path>|", or "<path>:<body>|".
+HttpResponse EchoPath(const HttpRequest& req) {
+  HttpResponse r;
+  r.body = req.path + (req.body.empty() ? "" : ":" + req.body) + "|";
+  return r;
+}
+
+// Sends GET `path` on `c` and expects EchoPath's answer.
+void ExpectServed(RawClient& c, const std::string& path) {
+  c.Send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(c.ReadUntil("|").find(path + "|"), std::string::npos) << path;
+}
+
 TEST(HttpServerLinger, ABusyKeepAliveClientIsServedInOrderByOneThread) {
   Running server([](const HttpRequest& req) {
     HttpResponse r;
@@ -508,41 +522,30 @@ TEST(HttpServerLinger, ABusyKeepAliveClientIsServedInOrderByOneThread) {
 // Two requests sent together (pipelined) while the thread lingers: both
 // answered, in order.
 TEST(HttpServerLinger, PipelinedRequestsAreAnsweredInOrder) {
-  Running server([](const HttpRequest& req) {
-    HttpResponse r;
-    r.body = req.path + "|";
-    return r;
-  }, true, nullptr, Lingering());
+  Running server(EchoPath, true, nullptr, Lingering());
   RawClient c(server.port());
-  c.Send("GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
-  EXPECT_NE(c.ReadUntil("|").find("/first"), std::string::npos);
+  ExpectServed(c, "/first");
   c.Send("GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
          "POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz"
          "GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
   EXPECT_NE(c.ReadUntil("|").find("/a|"), std::string::npos);
-  EXPECT_NE(c.ReadUntil("|").find("/b|"), std::string::npos);
+  EXPECT_NE(c.ReadUntil("|").find("/b:xyz|"), std::string::npos);
   EXPECT_NE(c.ReadUntil("|").find("/c|"), std::string::npos);
 }
 
 // A next request that comes in pieces during the linger is read on by the
 // I/O threads (under the header and idle timeouts), then served.
 TEST(HttpServerLinger, ARequestArrivingInPiecesIsReadOnAndServed) {
-  Running server([](const HttpRequest& req) {
-    HttpResponse r;
-    r.body = req.path + ":" + req.body + "|";
-    return r;
-  }, true, nullptr, Lingering());
+  Running server(EchoPath, true, nullptr, Lingering());
   RawClient c(server.port());
-  c.Send("GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
-  EXPECT_NE(c.ReadUntil("|").find("/first"), std::string::npos);
+  ExpectServed(c, "/first");
   c.Send("POST /split HTTP/1.1\r\nHo");  // the head cut short
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   c.Send("st: t\r\nContent-Length: 6\r\n\r\nabc");  // the body cut short
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   c.Send("def");
   EXPECT_NE(c.ReadUntil("|").find("/split:abcdef|"), std::string::npos);
-  c.Send("GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
-  EXPECT_NE(c.ReadUntil("|").find("/after:|"), std::string::npos);
+  ExpectServed(c, "/after");
 }
 
 // A bad next request read during the linger gets the same answers as one
@@ -557,13 +560,10 @@ TEST(HttpServerLinger, ABadNextRequestIsRefusedAsOnTheIoThreads) {
     int calls = 0;
     Running server([&](const HttpRequest& req) {
       ++calls;
-      HttpResponse r;
-      r.body = req.path + "|";
-      return r;
+      return EchoPath(req);
     }, true, nullptr, Lingering());
     RawClient c(server.port());
-    c.Send("GET /first HTTP/1.1\r\nHost: t\r\n\r\n");
-    EXPECT_NE(c.ReadUntil("|").find("/first"), std::string::npos);
+    ExpectServed(c, "/first");
     c.Send(request);
     std::string answer = c.ReadUntil("\r\n\r\n");
     EXPECT_EQ(answer.rfind(status, 0), 0u) << answer;
@@ -590,101 +590,100 @@ TEST(HttpServerLinger, ANextRequestForAnotherPoolRunsThere) {
       std::lock_guard lock(mu);
       ran_on[req.path] = std::this_thread::get_id();
     }
-    HttpResponse r;
-    r.body = req.path + "|";
-    return r;
+    return EchoPath(req);
   }, true, classify, o);
   RawClient c(server.port());
-  for (std::string path : {"/up", "/admin", "/up", "/io", "/up"}) {
-    c.Send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n");
-    EXPECT_NE(c.ReadUntil("|").find(path + "|"), std::string::npos) << path;
-  }
+  for (std::string path : {"/up", "/admin", "/up", "/io", "/up"}) ExpectServed(c, path);
   std::lock_guard lock(mu);
   EXPECT_NE(ran_on["/up"], ran_on["/admin"]);
   EXPECT_NE(ran_on["/up"], ran_on["/io"]);
   EXPECT_NE(ran_on["/admin"], ran_on["/io"]);
 }
 
-// Review: requests a client pipelined were served back to back by the
-// lingering thread while another connection's request waited for the pool.
-// Now the waiting request goes first; the pipelined ones queue behind it.
-TEST(HttpServerLinger, PipelinedRequestsDoNotHoldWorkWaitingForThePool) {
-  HttpServerOptions o = Lingering();
-  o.blocking_threads = 1;
-  testing::Gate first_held;
-  std::mutex mu;
-  std::vector<std::string> order;
-  Running server([&](const HttpRequest& req) {
-    if (req.path == "/a1") first_held.Pass();
+// A server with one lingering pool thread whose handler answers "<path>|",
+// records the order of its calls, and holds a request for /hold until
+// held.Open().
+class OneLingeringThread {
+ public:
+  explicit OneLingeringThread(std::chrono::microseconds linger = std::chrono::seconds(10))
+      : server_([this](const HttpRequest& req) { return Handle(req); }, true, nullptr, Options(linger)) {}
+  uint16_t port() const { return server_.port(); }
+  std::vector<std::string> Order() DYAD_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    return order_;
+  }
+  // Sends `request` on `client` once the /hold request holds the thread, and
+  // lets /hold go on once `request` is queued for the pool.
+  void QueueBehindTheHeld(RawClient& client, std::string_view request) {
+    ASSERT_TRUE(held.WaitArrived(1));
+    client.Send(request);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // read by the I/O thread, queued for the pool
+    held.Open();
+  }
+
+  testing::Gate held;
+
+ private:
+  static HttpServerOptions Options(std::chrono::microseconds linger) {
+    HttpServerOptions o = Lingering();
+    o.pool_linger = linger;
+    o.blocking_threads = 1;
+    return o;
+  }
+  HttpResponse Handle(const HttpRequest& req) DYAD_LOCKS_EXCLUDED(mu_) {
+    if (req.path == "/hold") held.Pass();
     {
-      std::lock_guard lock(mu);
-      order.push_back(req.path);
+      MutexLock lock(&mu_);
+      order_.push_back(req.path);
     }
-    HttpResponse r;
-    r.body = req.path + "|";
-    return r;
-  }, true, nullptr, o);
-  RawClient a(server.port());
-  a.Send("GET /a1 HTTP/1.1\r\nHost: t\r\n\r\nGET /a2 HTTP/1.1\r\nHost: t\r\n\r\nGET /a3 HTTP/1.1\r\nHost: t\r\n\r\n");
-  ASSERT_TRUE(first_held.WaitArrived(1));
-  RawClient b(server.port());
-  b.Send("GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // /b is queued for the pool
-  first_held.Open();
-  EXPECT_NE(b.ReadUntil("|").find("/b|"), std::string::npos);
-  b.Close();  // the thread lingers on it next: closed, it takes /a2
-  for (std::string path : {"/a1|", "/a2|", "/a3|"}) EXPECT_NE(a.ReadUntil("|").find(path), std::string::npos) << path;
-  std::lock_guard lock(mu);
-  ASSERT_EQ(order.size(), 4u);
-  EXPECT_EQ(order[1], "/b");
-}
+    return EchoPath(req);
+  }
+
+  Mutex mu_;
+  std::vector<std::string> order_ DYAD_GUARDED_BY(mu_);
+  Running server_;  // last: its threads call Handle
+};
 
 // A client that closes while the thread lingers frees it at once: the
 // pool's only thread serves the next connection.
 TEST(HttpServerLinger, AClientClosingDuringTheLingerFreesTheThread) {
-  HttpServerOptions o = Lingering();
-  o.blocking_threads = 1;
-  Running server([](const HttpRequest& req) {
-    HttpResponse r;
-    r.body = req.path + "|";
-    return r;
-  }, true, nullptr, o);
+  OneLingeringThread server;
   {
     RawClient first(server.port());
-    first.Send("GET /one HTTP/1.1\r\nHost: t\r\n\r\n");
-    EXPECT_NE(first.ReadUntil("|").find("/one|"), std::string::npos);
+    ExpectServed(first, "/one");
   }  // closed: the linger ends
   RawClient second(server.port());
-  second.Send("GET /two HTTP/1.1\r\nHost: t\r\n\r\n");
-  EXPECT_NE(second.ReadUntil("|").find("/two|"), std::string::npos);
+  ExpectServed(second, "/two");
 }
 
 // Work waiting for the pool ends a linger: with one thread, a second
 // connection's request is not held for the first connection's linger.
 TEST(HttpServerLinger, WorkWaitingForThePoolIsNotHeldBehindALinger) {
-  HttpServerOptions o = Lingering();
-  o.pool_linger = std::chrono::seconds(30);  // past the client's 10 s: a held request fails the test
-  o.blocking_threads = 1;
-  testing::Gate first_held;
-  Running server([&](const HttpRequest& req) {
-    if (req.path == "/hold") first_held.Pass();
-    HttpResponse r;
-    r.body = req.path + "|";
-    return r;
-  }, true, nullptr, o);
+  OneLingeringThread server(std::chrono::seconds(30));  // past the client's 10 s: a held request fails the test
   RawClient first(server.port());
   first.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
-  ASSERT_TRUE(first_held.WaitArrived(1));
   RawClient second(server.port());
-  second.Send("GET /second HTTP/1.1\r\nHost: t\r\n\r\n");
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the second request is queued for the pool
-  first_held.Open();
+  server.QueueBehindTheHeld(second, "GET /second HTTP/1.1\r\nHost: t\r\n\r\n");
   EXPECT_NE(first.ReadUntil("|").find("/hold|"), std::string::npos);
   // Without the check the thread would now wait 30 s for /hold's connection.
   EXPECT_NE(second.ReadUntil("|").find("/second|"), std::string::npos);
   second.Close();  // the thread now lingers on it: closed, it serves the first connection again
-  first.Send("GET /again HTTP/1.1\r\nHost: t\r\n\r\n");
-  EXPECT_NE(first.ReadUntil("|").find("/again|"), std::string::npos);
+  ExpectServed(first, "/again");
+}
+
+// Review: requests a client pipelined were served back to back by the
+// lingering thread while another connection's request waited for the pool.
+// Now the waiting request goes first; the pipelined ones queue behind it.
+TEST(HttpServerLinger, PipelinedRequestsDoNotHoldWorkWaitingForThePool) {
+  OneLingeringThread server;
+  RawClient a(server.port());
+  a.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /a2 HTTP/1.1\r\nHost: t\r\n\r\nGET /a3 HTTP/1.1\r\nHost: t\r\n\r\n");
+  RawClient b(server.port());
+  server.QueueBehindTheHeld(b, "GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(b.ReadUntil("|").find("/b|"), std::string::npos);
+  b.Close();  // the thread lingers on it next: closed, it takes /a2
+  for (std::string path : {"/hold|", "/a2|", "/a3|"}) EXPECT_NE(a.ReadUntil("|").find(path), std::string::npos) << path;
+  EXPECT_EQ(server.Order(), (std::vector<std::string>{"/hold", "/b", "/a2", "/a3"}));
 }
 
 }  // namespace
