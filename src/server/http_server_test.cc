@@ -606,7 +606,15 @@ TEST(HttpServerLinger, ANextRequestForAnotherPoolRunsThere) {
 class OneLingeringThread {
  public:
   explicit OneLingeringThread(std::chrono::microseconds linger = std::chrono::seconds(10))
-      : server_([this](const HttpRequest& req) { return Handle(req); }, true, nullptr, Options(linger)) {}
+      : server_([this](const HttpRequest& req) { return Handle(req); }, true,
+                [this](const HttpRequest&) {
+                  classified_.Pass();  // on the I/O thread, right before the request is queued for the pool
+                  return HandlerPool::kBlocking;
+                },
+                Options(linger)) {}
+  // A failed assertion must not leave /hold's thread held: the server's
+  // destructor joins it.
+  ~OneLingeringThread() { held.Open(); }
   uint16_t port() const { return server_.port(); }
   std::vector<std::string> Order() DYAD_LOCKS_EXCLUDED(mu_) {
     MutexLock lock(&mu_);
@@ -616,8 +624,12 @@ class OneLingeringThread {
   // lets /hold go on once `request` is queued for the pool.
   void QueueBehindTheHeld(RawClient& client, std::string_view request) {
     ASSERT_TRUE(held.WaitArrived(1));
+    const int before = classified_.arrived();
     client.Send(request);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // read by the I/O thread, queued for the pool
+    ASSERT_TRUE(classified_.WaitArrived(before + 1));
+    // Classified: the post to the pool follows at once on the I/O thread; a
+    // margin for a preemption between the two.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
     held.Open();
   }
 
@@ -639,6 +651,7 @@ class OneLingeringThread {
     return EchoPath(req);
   }
 
+  testing::Gate classified_{true};  // counts the requests classified, holds none
   Mutex mu_;
   std::vector<std::string> order_ DYAD_GUARDED_BY(mu_);
   Running server_;  // last: its threads call Handle
@@ -663,7 +676,7 @@ TEST(HttpServerLinger, WorkWaitingForThePoolIsNotHeldBehindALinger) {
   RawClient first(server.port());
   first.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
   RawClient second(server.port());
-  server.QueueBehindTheHeld(second, "GET /second HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_NO_FATAL_FAILURE(server.QueueBehindTheHeld(second, "GET /second HTTP/1.1\r\nHost: t\r\n\r\n"));
   EXPECT_NE(first.ReadUntil("|").find("/hold|"), std::string::npos);
   // Without the check the thread would now wait 30 s for /hold's connection.
   EXPECT_NE(second.ReadUntil("|").find("/second|"), std::string::npos);
@@ -679,9 +692,9 @@ TEST(HttpServerLinger, PipelinedRequestsDoNotHoldWorkWaitingForThePool) {
   RawClient a(server.port());
   a.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /a2 HTTP/1.1\r\nHost: t\r\n\r\nGET /a3 HTTP/1.1\r\nHost: t\r\n\r\n");
   RawClient b(server.port());
-  server.QueueBehindTheHeld(b, "GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_NO_FATAL_FAILURE(server.QueueBehindTheHeld(b, "GET /b HTTP/1.1\r\nHost: t\r\n\r\n"));
   EXPECT_NE(b.ReadUntil("|").find("/b|"), std::string::npos);
-  b.Close();  // the thread lingers on it next: closed, it takes /a2
+  b.Close();  // were the thread lingering on it, closed it lets the thread take /a2
   for (std::string path : {"/hold|", "/a2|", "/a3|"}) EXPECT_NE(a.ReadUntil("|").find(path), std::string::npos) << path;
   EXPECT_EQ(server.Order(), (std::vector<std::string>{"/hold", "/b", "/a2", "/a3"}));
 }
