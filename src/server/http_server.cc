@@ -11,7 +11,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <mutex>
@@ -114,6 +116,27 @@ class ThreadPool {
   std::vector<std::thread> threads_;
 };
 
+// Raised once, for good; readable from then on, so a thread that polls a
+// socket and this too is woken by it. Without an eventfd (the system refused
+// one) nothing is woken: such a poll ends at its own timeout.
+class StopSignal {
+ public:
+  StopSignal() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  ~StopSignal() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  StopSignal(const StopSignal&) = delete;
+  StopSignal& operator=(const StopSignal&) = delete;
+  int fd() const { return fd_; }
+  void Raise() {
+    const uint64_t one = 1;
+    if (fd_ >= 0 && ::write(fd_, &one, sizeof one) < 0) spdlog::debug("eventfd write: {}", errno);
+  }
+
+ private:
+  int fd_;
+};
+
 }  // namespace
 
 // What the server keeps of a session, plain or TLS.
@@ -176,6 +199,9 @@ struct HttpServer::Impl {
   Mutex streams_mu;
   bool io_stopped DYAD_GUARDED_BY(streams_mu) = false;
   std::unordered_set<StreamQueue*> streams DYAD_GUARDED_BY(streams_mu);
+  // Raised with io_stopped: a direct stream's producer waiting for its
+  // socket (stream_direct) polls it too.
+  StopSignal io_stop;
   // After ioc, so destroyed first: work it dropped holds sessions whose
   // sockets belong to ioc.
   // Started by Listen().
@@ -194,6 +220,7 @@ struct HttpServer::Impl {
     streams.erase(q);
   }
   void StopStreams() DYAD_LOCKS_EXCLUDED(streams_mu) {
+    io_stop.Raise();
     MutexLock lock(&streams_mu);
     io_stopped = true;
     for (StreamQueue* q : streams) {
@@ -419,7 +446,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // the connection's next request is waited for and, when it comes whole
   // and belongs to the same pool, served here too. A keep-alive client that
   // sends its next request at once (a busy one) so costs no hand-off to the
-  // I/O threads and back. Anything else (a TLS session, a streamed answer,
+  // I/O threads and back. A streamed answer written directly (Streamer) is
+  // followed the same way. Anything else (a TLS session, a queued stream,
   // an answer or a request that does not go through at once, an error, no
   // request in time, other work waiting for this pool, a shutdown) goes back
   // to the session's strand, as every answer did before. Meanwhile the
@@ -430,15 +458,15 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       req.writer = &writer;
       HttpResponse resp = server_->Call(req);
       req.writer = nullptr;
-      if (writer.begun()) return writer.Finish();
       if constexpr (kTls) {
+        if (writer.begun()) return writer.FinishQueued();
         asio::post(stream_.get_executor(),
                    [self = this->shared_from_this(), resp = std::move(resp), rid = req.request_id, version]() mutable {
                      self->Write(std::move(resp), rid, version);
                    });
         return;
       } else {
-        if (!WriteOnPool(std::move(resp), req.request_id, version)) return;
+        if (writer.begun() ? !writer.Finish() : !WriteOnPool(std::move(resp), req.request_id, version)) return;
         std::optional<HttpRequest> next = NextOnPool(pool, version);
         if (!next) return;
         ThreadPool* next_pool = server_->PoolFor(*next);
@@ -503,18 +531,25 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     return MakeRequest(version);
   }
 
-  // The ResponseWriter of a handler run off the I/O threads (http_types.h):
-  // each piece is copied into the stream's queue and handed to the session's
+  // The ResponseWriter of a handler run off the I/O threads (http_types.h).
+  // Direct (plain HTTP, options.stream_direct): the handler's thread writes
+  // the head and each piece to the socket itself, waiting while the socket
+  // takes no more (for at most the idle timeout, or until the I/O threads
+  // stop for good), so a client that reads slowly slows the producer down,
+  // nothing is buffered here and no piece costs a hand-off. Queued (TLS): each
+  // piece is copied into the stream's queue and handed to the session's
   // strand only when no write is in progress (the pieces queued meanwhile go
   // out together, as one chunk), so the handler's thread does not wait for
   // each write; it waits only while options.stream_buffer_bytes are queued
-  // unwritten, so a client that reads slowly slows the producer down and
-  // memory stays bounded. A failed write (the client gone, or not reading for
-  // the idle timeout) fails every later call.
+  // unwritten. A failed write (the client gone, or not reading for the idle
+  // timeout) fails every later call.
   class Streamer final : public ResponseWriter {
    public:
     Streamer(std::shared_ptr<Session> session, std::string request_id, unsigned version)
-        : session_(std::move(session)), request_id_(std::move(request_id)), version_(version) {}
+        : session_(std::move(session)),
+          request_id_(std::move(request_id)),
+          version_(version),
+          direct_(!kTls && session_->server_->options.stream_direct) {}
     ~Streamer() override {
       if (queue_) session_->server_->RemoveStream(queue_.get());
     }
@@ -536,6 +571,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
           continue;
         }
         head->insert(name, value);
+      }
+      if (direct_) {
+        if (!session_->SendHeadDirect(*head)) failed_ = true;
+        return !failed_;
       }
       queue_ = std::make_shared<StreamQueue>();
       {
@@ -562,6 +601,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     bool Write(std::string_view piece) override {
       if (!begun_ || failed_) return false;
       if (piece.empty()) return true;
+      if (direct_) {
+        if (!session_->SendPieceDirect(piece)) failed_ = true;
+        return !failed_;
+      }
       const size_t limit = std::max<size_t>(1, session_->server_->options.stream_buffer_bytes);
       MutexLock lock(&queue_->mu);
       // Woken by a written batch, a failed write, or the I/O threads
@@ -588,9 +631,17 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     bool begun() const override { return begun_; }
 
-    // After the handler returned: what is queued, then the last chunk, then
-    // the next request (or the close).
-    void Finish() {
+    // After the handler returned. Direct: the last chunk; true when the
+    // connection is kept and its next request is this thread's to wait for
+    // (ServeOnPool), else the strand closes it. Queued: FinishQueued.
+    bool Finish() {
+      if (direct_) return session_->EndStreamDirect(failed_);
+      FinishQueued();
+      return false;
+    }
+    // What is queued, then the last chunk, then the next request (or the
+    // close), on the strand.
+    void FinishQueued() {
       if (!queue_) return;  // Begin() found the I/O threads stopped
       MutexLock lock(&queue_->mu);
       queue_->finished = true;
@@ -603,19 +654,25 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     std::shared_ptr<Session> session_;
     std::string request_id_;
     unsigned version_;
-    std::shared_ptr<StreamQueue> queue_;  // from Begin()
+    const bool direct_;
+    std::shared_ptr<StreamQueue> queue_;  // from Begin(), when queued
     bool begun_ = false;
     bool failed_ = false;
   };
 
-  // On the strand: the streamed answer's head, chunked (HTTP/1.1) or, for
-  // HTTP/1.0, its body delimited by the close.
+  // A streamed answer's head: chunked (HTTP/1.1) or, for HTTP/1.0, its body
+  // delimited by the close.
+  void FrameStream(http::response<http::empty_body>& head) {
+    stream_chunked_ = head.version() >= 11;
+    if (stream_chunked_) head.chunked(true);
+    head.keep_alive(stream_chunked_ && keep_alive_ && !server_->stopping && !CertRevoked());
+    stream_keep_alive_ = head.keep_alive();
+  }
+
+  // On the strand: a queued stream's head.
   void WriteStreamHead(std::shared_ptr<http::response<http::empty_body>> head,
                        std::function<void(beast::error_code)> done) {
-    stream_chunked_ = head->version() >= 11;
-    if (stream_chunked_) head->chunked(true);
-    head->keep_alive(stream_chunked_ && keep_alive_ && !server_->stopping && !CertRevoked());
-    stream_keep_alive_ = head->keep_alive();
+    FrameStream(*head);
     auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*head);
     Tcp().expires_after(server_->options.idle_timeout);
     http::async_write_header(stream_, *sr, [head, sr, done = std::move(done)](beast::error_code ec, size_t) {
@@ -723,6 +780,65 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       rest.consume(n);
     }
     return true;
+  }
+
+  // Plain, on the producer's thread (a direct stream, Streamer): waits until
+  // the socket takes more, for at most the idle timeout; false when it did
+  // not, or when the I/O threads have stopped for good (the producer must
+  // stop too: Run() is joining its pool).
+  bool WaitWritable() {
+    pollfd p[2] = {{Tcp().socket().native_handle(), POLLOUT, 0}, {server_->io_stop.fd(), POLLIN, 0}};
+    const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(server_->options.idle_timeout);
+    int r;
+    do {
+      r = ::poll(p, 2, static_cast<int>(std::min<int64_t>(timeout.count(), INT32_MAX)));
+    } while (r < 0 && errno == EINTR);
+    return r > 0 && p[1].revents == 0;  // POLLERR/POLLHUP: the next write says what
+  }
+
+  // Plain, a direct stream: all of `rest`, waiting while the socket is full.
+  template <class Buffers>
+  bool SendDirect(beast::buffers_suffix<Buffers> rest) {
+    beast::error_code ec;
+    while (!WriteNow(rest, ec)) {
+      if (ec != asio::error::would_block || !WaitWritable()) return false;
+      ec = {};
+    }
+    return !server_->finished;
+  }
+
+  bool SendHeadDirect(http::response<http::empty_body>& head) {
+    FrameStream(head);
+    http::response_serializer<http::empty_body> sr(head);
+    beast::error_code ec;
+    while (true) {
+      http::write_header(Tcp().socket(), sr, ec);
+      if (!ec) return !server_->finished;
+      if (ec != asio::error::would_block || !WaitWritable()) return false;
+      ec = {};
+    }
+  }
+
+  bool SendPieceDirect(std::string_view piece) {
+    const asio::const_buffer data(piece.data(), piece.size());
+    if (!stream_chunked_) return SendDirect(beast::buffers_suffix<asio::const_buffer>(data));
+    return SendDirect(beast::buffers_suffix<http::chunk_body<asio::const_buffer>>(http::make_chunk(data)));
+  }
+
+  // The end of a direct stream (`failed`: a write failed or the producer
+  // aborted). True when the last chunk went out and the connection is kept:
+  // the caller waits for the next request (ServeOnPool); else the strand
+  // closes the connection (an incomplete body is so told from a whole one).
+  bool EndStreamDirect(bool failed) {
+    if (!failed && stream_chunked_) {
+      failed = !SendDirect(beast::buffers_suffix<http::chunk_last<http::chunk_crlf>>(http::make_chunk_last()));
+    }
+    if (!failed && stream_chunked_ && stream_keep_alive_ && !server_->stopping) return true;
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      self->busy_ = false;
+      self->Close();
+    });
+    return false;
   }
 
   void FinishStream(bool failed) {

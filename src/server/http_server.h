@@ -17,10 +17,12 @@
 // once, then waits up to `pool_linger` for the connection's next request and
 // serves it too when it is for the same pool (a busy keep-alive client costs
 // no hand-off per request); anything else goes back to the I/O threads. A
-// streamed answer's pieces are queued to the connection without waiting for
-// each write; the handler waits only while `stream_buffer_bytes` are queued
-// unwritten (a slow reader slows the producer, memory stays bounded). An
-// exception out of the handler is a 500 naming the request id.
+// streamed answer over plain HTTP is written by its producer's thread itself
+// (`stream_direct`), which waits while the socket takes no more (a slow
+// reader slows the producer, memory stays bounded), then lingers as above.
+// Over TLS its pieces are queued to the connection without waiting for each
+// write; the handler waits only while `stream_buffer_bytes` are queued
+// unwritten. An exception out of the handler is a 500 naming the request id.
 // Shutdown() (or SIGTERM/SIGINT, caught from Listen() on) stops accepting, lets
 // requests in flight finish, closes idle connections and makes Run() return.
 // With options.tls: HTTPS only (server/tls_context.h says the policy), the
@@ -63,6 +65,11 @@ struct HttpServerOptions {
   // connection's next request (above); 0: never. Keep it short: a request
   // queued for the pool meanwhile waits for it, and so does a shutdown.
   std::chrono::microseconds pool_linger{1000};
+  // Over plain HTTP, a streamed answer's producer writes each piece to the
+  // socket itself, waiting (for at most the idle timeout) while the socket
+  // takes no more: no hand-off to the I/O threads per piece. False: through
+  // the session's queue, as over TLS.
+  bool stream_direct = true;
   TlsFiles tls;  // cert_file set: HTTPS
   // Starts the handler pools' threads (in Listen) and the I/O threads (in
   // Run); StartThread when unset (core/thread.h).

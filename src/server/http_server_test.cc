@@ -45,11 +45,16 @@ class RawClient {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
   }
+  // Everything until the server closes (or the 10 s timeout: closed() says which).
+  std::string ReadToEnd() { return ReadUntil(std::string_view("\0never", 6)); }
+  // The last read found the server's close (not a timeout or an error).
+  bool closed() const { return closed_; }
   // Reads until `until` is in what was read (kept for later), or EOF.
   std::string ReadUntil(std::string_view until) {
     while (buf_.find(until) == std::string::npos) {
       char tmp[4096];
       ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+      closed_ = n == 0;
       if (n <= 0) break;
       buf_.append(tmp, static_cast<size_t>(n));
     }
@@ -63,6 +68,7 @@ class RawClient {
  private:
   int fd_ = -1;
   bool connected_ = false;
+  bool closed_ = false;
   std::string buf_;
 };
 
@@ -116,7 +122,21 @@ std::string Dechunk(std::string_view body) {
 
 constexpr std::string_view kGet = "GET /x HTTP/1.1\r\nHost: t\r\nX-Custom: v1\r\nX-Custom: v2\r\n\r\n";
 
-TEST(HttpServerStream, ChunkedPiecesThenKeepAlive) {
+// Streamed answers, both ways a plain connection can carry them: written by
+// the producer's thread itself (stream_direct, the default) or queued to the
+// session's strand (as over TLS).
+class StreamedAnswer : public ::testing::TestWithParam<bool> {
+ protected:
+  static HttpServerOptions Options() {
+    HttpServerOptions o = Running::Options();
+    o.stream_direct = GetParam();
+    return o;
+  }
+};
+INSTANTIATE_TEST_SUITE_P(HttpServer, StreamedAnswer, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Direct" : "Queued"; });
+
+TEST_P(StreamedAnswer, ChunkedPiecesThenKeepAlive) {
   int calls = 0;
   Running server([&](const HttpRequest& req) {
     HttpResponse r;
@@ -133,7 +153,7 @@ TEST(HttpServerStream, ChunkedPiecesThenKeepAlive) {
     r.status = 201;
     r.body = "not sent";
     return r;
-  });
+  }, true, nullptr, Options());
   RawClient c(server.port());
   ASSERT_TRUE(c.connected());
   c.Send(kGet);
@@ -186,7 +206,7 @@ TEST(HttpServerStream, InlineHandlersHaveNoWriter) {
   EXPECT_FALSE(had_writer);
 }
 
-TEST(HttpServerStream, ClientGoneFailsTheNextWrites) {
+TEST_P(StreamedAnswer, ClientGoneFailsTheNextWrites) {
   std::promise<int> stopped_after;  // how many writes succeeded before one failed (-1: none failed)
   std::promise<void> head_read;
   auto head_read_f = head_read.get_future().share();
@@ -201,7 +221,7 @@ TEST(HttpServerStream, ClientGoneFailsTheNextWrites) {
     EXPECT_FALSE(req.writer->Write(piece));  // stays failed
     stopped_after.set_value(ok == 100000 ? -1 : ok);
     return HttpResponse{};
-  });
+  }, true, nullptr, Options());
   {
     RawClient c(server.port());
     c.Send(kGet);
@@ -213,13 +233,13 @@ TEST(HttpServerStream, ClientGoneFailsTheNextWrites) {
   EXPECT_GE(n, 0) << "every write succeeded after the client closed";
 }
 
-TEST(HttpServerStream, BeginOnlyOnce) {
+TEST_P(StreamedAnswer, BeginOnlyOnce) {
   std::promise<bool> second;
   Running server([&](const HttpRequest& req) {
     EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
     second.set_value(req.writer->Begin(500, "text/plain", {}));
     return HttpResponse{};
-  });
+  }, true, nullptr, Options());
   RawClient c(server.port());
   c.Send(kGet);
   EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 200", 0), 0u);
@@ -338,11 +358,11 @@ TEST(HttpServerPools, PoolThreadsStartedThroughTheStarter) {
 // is queued, but waits while the stream buffer is full, so what it has
 // handed over and the client has not read stays bounded by the buffer, the
 // kernel's socket buffers and one piece; every byte arrives, in order.
-TEST(HttpServerStream, SlowReaderHoldsTheQueueBoundedAndOrdered) {
+TEST_P(StreamedAnswer, ASlowReaderKeepsWhatIsHeldBoundedAndOrdered) {
   constexpr size_t kPiece = 16 * 1024;
   constexpr int kPieces = 4096;  // 64 MiB in all
   std::atomic<size_t> produced{0};
-  HttpServerOptions o = Running::Options();
+  HttpServerOptions o = Options();
   constexpr size_t kBuffer = 64 * 1024;
   o.stream_buffer_bytes = kBuffer;
   Running server(
@@ -405,11 +425,71 @@ TEST(HttpServerStream, SlowReaderHoldsTheQueueBoundedAndOrdered) {
   }
 }
 
+// A producer that fails mid-answer (Abort) closes the connection without the
+// last chunk, so the client cannot take what it got for whole.
+TEST_P(StreamedAnswer, AnAbortedAnswerEndsWithoutTheLastChunk) {
+  Running server([&](const HttpRequest& req) {
+    EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {}));
+    EXPECT_TRUE(req.writer->Write("data: a\n\n"));
+    req.writer->Abort();
+    EXPECT_FALSE(req.writer->Write("data: b\n\n"));
+    return HttpResponse{};
+  }, true, nullptr, Options());
+  RawClient c(server.port());
+  c.Send(kGet);
+  EXPECT_NE(c.ReadUntil("\r\n\r\n").find("Transfer-Encoding: chunked"), std::string::npos);
+  std::string body = c.ReadToEnd();
+  EXPECT_TRUE(c.closed());
+  // Queued, what was not yet written when the producer aborted is dropped.
+  if (GetParam()) EXPECT_NE(body.find("data: a"), std::string::npos) << body;
+  EXPECT_EQ(body.find("data: b"), std::string::npos) << body;
+  EXPECT_EQ(body.find("0\r\n\r\n"), std::string::npos) << body;
+}
+
+// HTTP/1.0 has no chunks: the body is the pieces as they are, ended by the close.
+TEST_P(StreamedAnswer, AnHttp10AnswerIsEndedByTheClose) {
+  Running server([&](const HttpRequest& req) {
+    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
+    EXPECT_TRUE(req.writer->Write("one,"));
+    EXPECT_TRUE(req.writer->Write("two"));
+    return HttpResponse{};
+  }, true, nullptr, Options());
+  RawClient c(server.port());
+  c.Send("GET /x HTTP/1.0\r\nHost: t\r\n\r\n");
+  std::string head = c.ReadUntil("\r\n\r\n");
+  EXPECT_EQ(head.rfind("HTTP/1.0 200", 0), 0u) << head;
+  EXPECT_EQ(head.find("chunked"), std::string::npos) << head;
+  EXPECT_EQ(c.ReadToEnd(), "one,two");
+  EXPECT_TRUE(c.closed());
+}
+
+// A client that reads nothing for the idle timeout fails the producer's
+// Write(), which so stops holding its upstream and its thread.
+TEST_P(StreamedAnswer, AClientNotReadingForTheIdleTimeoutFailsTheProducer) {
+  HttpServerOptions o = Options();
+  o.idle_timeout = std::chrono::seconds(1);
+  std::promise<bool> refused;
+  Running server([&](const HttpRequest& req) {
+    EXPECT_TRUE(req.writer->Begin(200, "application/octet-stream", {}));
+    std::string piece(64 * 1024, 'x');
+    bool failed = false;
+    for (int i = 0; i < 100000 && !failed; ++i) failed = !req.writer->Write(piece);  // 6.4 GB: never all taken
+    refused.set_value(failed);
+    return HttpResponse{};
+  }, true, nullptr, o);
+  RawClient c(server.port());
+  c.Send(kGet);
+  auto f = refused.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(20)), std::future_status::ready) << "the producer still waits";
+  EXPECT_TRUE(f.get());
+}
+
 // Past the shutdown grace the I/O threads stop and a streamed answer's queue
-// will never drain: a producer waiting for room is woken (no polling) and its
-// Write() fails, so the pool's join, and Run(), return.
-TEST(HttpServerStream, StopPastTheGraceWakesAProducerWaitingForRoom) {
-  HttpServerOptions o = Running::Options();
+// will never drain (or, direct, its producer must stop): a producer waiting
+// for room is woken (no polling) and its Write() fails, so the pool's join,
+// and Run(), return.
+TEST_P(StreamedAnswer, StopPastTheGraceWakesAProducerWaitingForRoom) {
+  HttpServerOptions o = Options();
   o.stream_buffer_bytes = 1024;
   o.shutdown_grace = std::chrono::seconds(0);
   std::promise<void> begun;
@@ -517,6 +597,36 @@ TEST(HttpServerLinger, ABusyKeepAliveClientIsServedInOrderByOneThread) {
     threads.insert(answer.substr(at + answer.substr(at).find('@')));
   }
   EXPECT_EQ(threads.size(), 1u);
+}
+
+// A streamed answer written by its producer's thread (stream_direct) is
+// followed as a plain one: the thread lingers and serves the next request.
+TEST(HttpServerLinger, AStreamedAnswersNextRequestIsServedByTheSameThread) {
+  Running server([](const HttpRequest& req) {
+    if (req.path != "/stream") {
+      HttpResponse r;
+      r.body = PathAndThread(req) + "|";
+      return r;
+    }
+    EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {}));
+    EXPECT_TRUE(req.writer->Write(PathAndThread(req) + "|"));
+    return HttpResponse{};
+  }, true, nullptr, Lingering());
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  std::set<std::string> threads;
+  for (int i = 0; i < 10; ++i) {
+    c.Send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    c.ReadUntil("\r\n\r\n");
+    std::string streamed = Dechunk(c.ReadUntil("0\r\n\r\n"));
+    c.Send("GET /plain HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::string plain = c.ReadUntil("|");
+    ASSERT_NE(streamed.find("/stream@"), std::string::npos) << streamed;
+    ASSERT_NE(plain.find("/plain@"), std::string::npos) << plain;
+    threads.insert(streamed.substr(streamed.find('@')));
+    threads.insert(plain.substr(plain.find('@')));
+  }
+  EXPECT_EQ(threads.size(), 1u) << "other threads served some";
 }
 
 // Two requests sent together (pipelined) while the thread lingers: both
