@@ -66,6 +66,33 @@ std::string GenerateRequestId() {
   return HexEncode(std::string_view(reinterpret_cast<const char*>(v), sizeof v));
 }
 
+// A flag a thread can poll beside a socket: readable once raised, until
+// Reset. Without an eventfd (the system refused one) nothing is woken: such
+// a poll ends at its own timeout.
+class EventFd {
+ public:
+  EventFd() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  ~EventFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  EventFd(const EventFd&) = delete;
+  EventFd& operator=(const EventFd&) = delete;
+  int fd() const { return fd_; }
+  void Raise() {
+    const uint64_t one = 1;
+    if (fd_ >= 0 && ::write(fd_, &one, sizeof one) < 0) spdlog::debug("eventfd write: errno {}", errno);
+  }
+  void Reset() {
+    uint64_t count;
+    if (fd_ >= 0 && ::read(fd_, &count, sizeof count) < 0 && errno != EAGAIN) {
+      spdlog::debug("eventfd read: errno {}", errno);
+    }
+  }
+
+ private:
+  int fd_;
+};
+
 // A pool of handler threads: an io_context that `n` threads started through
 // StartThread run, so that a refused thread is a Status (asio::thread_pool's
 // constructor throws, and that ends the process). Stop() drops queued work
@@ -89,19 +116,29 @@ class ThreadPool {
       }
       threads_.push_back(std::move(started).value());
     }
+    size_ = n;
     return OkStatus();
   }
   // Runs `fn` on one of the threads; Waiting() counts what was posted and
-  // has not begun.
+  // has not begun. When no thread is idle, raises work_posted(): a thread
+  // that lingers on its connection (and so counts as busy) polls it and
+  // gives its linger up.
   template <class Fn>
   void Post(Fn fn) {
-    waiting_.fetch_add(1, std::memory_order_relaxed);
+    const int waiting = waiting_.fetch_add(1, std::memory_order_relaxed) + 1;
     asio::post(context_, [this, fn = std::move(fn)]() mutable {
+      busy_.fetch_add(1, std::memory_order_relaxed);  // before waiting_ drops: the sum never dips
       waiting_.fetch_sub(1, std::memory_order_relaxed);
+      struct Done {
+        std::atomic<int>& busy;
+        ~Done() { busy.fetch_sub(1, std::memory_order_relaxed); }
+      } done{busy_};
       fn();
     });
+    if (waiting + busy_.load(std::memory_order_relaxed) > size_) work_posted_.Raise();
   }
   int Waiting() const { return waiting_.load(std::memory_order_relaxed); }
+  EventFd& work_posted() { return work_posted_; }
   void Stop() {
     work_.reset();
     context_.stop();
@@ -111,30 +148,12 @@ class ThreadPool {
 
  private:
   asio::io_context context_;
+  int size_ = 0;  // threads started (set before any Post)
   std::atomic<int> waiting_{0};
+  std::atomic<int> busy_{0};  // running what was posted (lingering included)
+  EventFd work_posted_;
   asio::executor_work_guard<asio::io_context::executor_type> work_{context_.get_executor()};
   std::vector<std::thread> threads_;
-};
-
-// Raised once, for good; readable from then on, so a thread that polls a
-// socket and this too is woken by it. Without an eventfd (the system refused
-// one) nothing is woken: such a poll ends at its own timeout.
-class StopSignal {
- public:
-  StopSignal() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
-  ~StopSignal() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  StopSignal(const StopSignal&) = delete;
-  StopSignal& operator=(const StopSignal&) = delete;
-  int fd() const { return fd_; }
-  void Raise() {
-    const uint64_t one = 1;
-    if (fd_ >= 0 && ::write(fd_, &one, sizeof one) < 0) spdlog::debug("eventfd write: {}", errno);
-  }
-
- private:
-  int fd_;
 };
 
 }  // namespace
@@ -201,7 +220,9 @@ struct HttpServer::Impl {
   std::unordered_set<StreamQueue*> streams DYAD_GUARDED_BY(streams_mu);
   // Raised with io_stopped: a direct stream's producer waiting for its
   // socket (stream_direct) polls it too.
-  StopSignal io_stop;
+  EventFd io_stop;
+  // Raised when the shutdown begins: a lingering pool thread polls it too.
+  EventFd shutting_down;
   // After ioc, so destroyed first: work it dropped holds sessions whose
   // sockets belong to ioc.
   // Started by Listen().
@@ -510,25 +531,46 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // Work waiting for this pool goes first, even when the client already
     // sent more (pipelined): it queues behind it, as on the strand path.
     if (server_->stopping || pool.Waiting() > 0) return to_strand(read_on);
-    NewParser();
     if (buffer_.size() == 0) {
-      const auto linger = std::chrono::duration_cast<std::chrono::nanoseconds>(server_->options.pool_linger);
-      if (linger.count() <= 0) return to_strand(read_on);
-      const timespec wait{static_cast<time_t>(linger.count() / 1000000000),
-                          static_cast<long>(linger.count() % 1000000000)};
-      pollfd p{Tcp().socket().native_handle(), POLLIN, 0};
-      if (::ppoll(&p, 1, &wait, nullptr) != 1) return to_strand(read_on);
+      if (!Linger(pool)) return to_strand(read_on);
       auto room = buffer_.prepare(4096);
-      const ssize_t n = ::recv(p.fd, room.data(), room.size(), MSG_DONTWAIT);
+      const ssize_t n = ::recv(Tcp().socket().native_handle(), room.data(), room.size(), MSG_DONTWAIT);
       if (n <= 0) return to_strand(read_on);  // the strand's read sees the close or the error
       buffer_.commit(static_cast<size_t>(n));
     }
+    NewParser();
     beast::error_code ec;
     while (buffer_.size() > 0 && !parser_->is_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
     if (ec == http::error::need_more) ec = {};
     if (ec) return to_strand([ec](Session& s) { s.OnRead(ec); });
     if (!parser_->is_done()) return to_strand([](Session& s) { s.ReadHeader(); });
     return MakeRequest(version);
+  }
+
+  // Plain, on a pool thread: waits up to options.pool_linger for the
+  // connection's next bytes; false when none came in time, or when work was
+  // posted to `pool` while none of its threads was idle, or the shutdown
+  // began: the linger is given up at once for either.
+  bool Linger(ThreadPool& pool) {
+    using std::chrono::steady_clock;
+    const auto deadline = steady_clock::now() + server_->options.pool_linger;
+    pollfd p[3] = {{Tcp().socket().native_handle(), POLLIN, 0},
+                   {pool.work_posted().fd(), POLLIN, 0},
+                   {server_->shutting_down.fd(), POLLIN, 0}};
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - steady_clock::now());
+      if (left.count() <= 0) return false;
+      const timespec wait{static_cast<time_t>(left.count() / 1000000000), static_cast<long>(left.count() % 1000000000)};
+      const int r = ::ppoll(p, 3, &wait, nullptr);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0 || p[2].revents != 0) return false;
+      if (p[1].revents != 0) {
+        pool.work_posted().Reset();  // another lingering thread may have taken it: then linger on
+        if (pool.Waiting() > 0) return false;
+        continue;
+      }
+      return true;  // readable, or closed (the caller's read says which)
+    }
   }
 
   // The ResponseWriter of a handler run off the I/O threads (http_types.h).
@@ -1063,6 +1105,7 @@ void HttpServer::Impl::Forget(uint64_t id) {
 
 void HttpServer::Impl::BeginShutdown() {
   if (stopping.exchange(true)) return;
+  shutting_down.Raise();
   beast::error_code ec;
   acceptor.close(ec);
   accept_timer.cancel();

@@ -61,10 +61,11 @@ struct HttpServerOptions {
   int blocking_threads = 16;
   int upstream_threads = 64;
   size_t stream_buffer_bytes = 64 * 1024;
-  // How long a pool's thread that wrote a plain answer waits for the
-  // connection's next request (above); 0: never. Keep it short: a request
-  // queued for the pool meanwhile waits for it, and so does a shutdown.
-  std::chrono::microseconds pool_linger{1000};
+  // How long a pool's thread that wrote its answer waits for the
+  // connection's next request (above); 0: never. A lingering thread gives
+  // its linger up at once when work is posted to its pool while no thread
+  // of it is idle, and when the shutdown begins; meanwhile it holds no CPU.
+  std::chrono::microseconds pool_linger{10000};
   // Over plain HTTP, a streamed answer's producer writes each piece to the
   // socket itself, waiting (for at most the idle timeout) while the socket
   // takes no more: no hand-off to the I/O threads per piece. False: through

@@ -794,6 +794,38 @@ TEST(HttpServerLinger, WorkWaitingForThePoolIsNotHeldBehindALinger) {
   ExpectServed(first, "/again");
 }
 
+// Work posted while the pool's only thread lingers ends the linger at once:
+// the second connection's request is not held for the first one's linger.
+TEST(HttpServerLinger, WorkPostedDuringALingerEndsIt) {
+  OneLingeringThread server(std::chrono::seconds(60));  // past the client's 10 s: a held request fails the test
+  RawClient first(server.port());
+  ExpectServed(first, "/one");  // the thread now lingers on `first`
+  RawClient second(server.port());
+  ExpectServed(second, "/two");
+  second.Close();
+  ExpectServed(first, "/three");  // read on by the strand, or by the thread lingering on it
+}
+
+// A shutdown ends a linger at once: the connection closes and Run() returns
+// long before the linger (or the grace period) would end.
+TEST(HttpServerLinger, AShutdownEndsALinger) {
+  HttpServerOptions o = Lingering();
+  o.pool_linger = std::chrono::seconds(60);
+  o.shutdown_grace = std::chrono::seconds(60);
+  HttpServer server(o, EchoPath, [](const HttpRequest&) { return HandlerPool::kBlocking; });
+  ASSERT_TRUE(server.Listen().ok());
+  auto run = std::async(std::launch::async, [&] { server.Run(); });
+  RawClient c(server.port());
+  ExpectServed(c, "/one");  // the thread now lingers on `c`
+  server.Shutdown();
+  EXPECT_EQ(c.ReadToEnd(), "");
+  EXPECT_TRUE(c.closed()) << "the connection was not closed";
+  if (run.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "Run() did not return: the lingering thread was not woken";
+    std::_Exit(1);  // the server's threads cannot be joined
+  }
+}
+
 // Review: requests a client pipelined were served back to back by the
 // lingering thread while another connection's request waited for the pool.
 // Now the waiting request goes first; the pipelined ones queue behind it.
