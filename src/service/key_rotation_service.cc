@@ -190,13 +190,15 @@ void KeyRotationService::BackOffResumes(bool paused) {
   resume_after_ = clock_.Now() + resume_backoff_;
 }
 
-Status KeyRotationService::ResumeAllowed(const RotationRun& left) {
+Status KeyRotationService::ResumeAllowed() {
   MutexLock lock(&mu_);
   const Clock::Instant now = clock_.Now();
   if (resume_backoff_ == Clock::Duration::zero() || now >= resume_after_) return OkStatus();
   const auto wait = std::chrono::duration_cast<std::chrono::seconds>(resume_after_ - now).count();
-  return MakeError(ErrorCode::kUnavailable, "the last resume here was paused; run " + left.id +
-                                                " is resumed again in " + std::to_string(wait) + " s at the earliest");
+  // Names no run: the run left now may be another instance's (a resume it
+  // paused since), never paused here.
+  return MakeError(ErrorCode::kUnavailable, "resumes are backing off after one this process paused: the next in " +
+                                                std::to_string(wait) + " s at the earliest");
 }
 
 void KeyRotationService::ForgetRun() {
@@ -687,7 +689,7 @@ Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const C
   auto left = runs_->LatestRunning();
   if (!left.ok()) return left.error();
   if (!*left) return std::optional<std::string>();
-  DYAD_RETURN_IF_ERROR(ResumeAllowed(**left));
+  DYAD_RETURN_IF_ERROR(ResumeAllowed());
   DYAD_RETURN_IF_ERROR(StartRunThread());
   auto run = Begin((*left)->force, kResumedTrigger, &**left);
   if (!run.ok()) {

@@ -144,8 +144,9 @@ class KeyRotationService {
   // After a pause (`paused`) the next resume waits longer; a run whose
   // heartbeat started ends the back-off.
   void BackOffResumes(bool paused) DYAD_LOCKS_EXCLUDED(mu_);
-  // kUnavailable while backing off, naming `left`.
-  Status ResumeAllowed(const RotationRun& left) DYAD_LOCKS_EXCLUDED(mu_);
+  // kUnavailable while backing off (per process: naming no run, since the
+  // run left may be another instance's).
+  Status ResumeAllowed() DYAD_LOCKS_EXCLUDED(mu_);
   // This process is no longer at the run (the lock is released, or lost).
   void ForgetRun() DYAD_LOCKS_EXCLUDED(mu_);
   // The thread background runs go on, started on first use (before Begin

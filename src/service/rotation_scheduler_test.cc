@@ -369,6 +369,32 @@ TEST_P(IntervalTest, AResumePausedByALastingRefusalOfThreadsBacksOff) {
   EXPECT_EQ(failures, 3);
 }
 
+// Review (key-rotation follow-ups, 3): the back-off is this process's, but
+// its refusal named the run left running, which another instance may have
+// resumed (and paused) since: a run this process never paused.
+TEST_P(IntervalTest, AResumeBackOffNamesNoRunThisProcessNeverPaused) {
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
+  testing::RefusingThreads threads_x(2), threads_y(2);  // the runs' threads start; every heartbeat is refused
+  KeyRotationService::Options o;
+  o.retire_grace = std::chrono::milliseconds(20);
+  o.start_thread = threads_x.starter();
+  KeyRotationService x(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  o.start_thread = threads_y.starter();
+  KeyRotationService y(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  auto paused_x = x.ResumeInterrupted(Caller{});  // X pauses: X backs off
+  ASSERT_TRUE(paused_x.ok() && paused_x->has_value());
+  x.WaitIdle();
+  auto paused_y = y.ResumeInterrupted(Caller{});  // Y resumes X's resume, and pauses it too
+  ASSERT_TRUE(paused_y.ok() && paused_y->has_value());
+  y.WaitIdle();
+  ASSERT_EQ(x.History(1)->front().id, **paused_y);
+  auto refused = x.ResumeInterrupted(Caller{});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(refused.error().message.find(**paused_y), std::string::npos) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("backing off"), std::string::npos) << refused.error().message;
+}
+
 // Review (key-rotation hardening, 3): which cron slots were used was each
 // instance's own memory, so B, ticking after A had run the slot (and
 // finished), ran it again. B now finds A's run in the shared history.
