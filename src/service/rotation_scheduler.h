@@ -71,8 +71,8 @@ class RotationScheduler {
   // "0 3 * * 0" (cron), or "every 720h since the last successful rotation".
   std::string Describe() const;
   const RotationTiming& timing() const { return timing_; }
-  // Starts a rotation if the schedule is due at `now` or the key is worn;
-  // returns its id.
+  // Starts a rotation if the schedule is due at `now` or the key is worn,
+  // or resumes a run left running; returns the id of the run it began.
   std::optional<std::string> Tick(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
   bool KeyWorn();
 

@@ -29,6 +29,34 @@ WallTime At(const char* iso_minute) {  // "2026-03-05T10:00"
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
+// A RotationRepository in front of another, to stage what another instance
+// (or time) does between two steps of a tick: `after_begin` and
+// `after_history` run once, after the first Begin or History call; with
+// `hold_first_save`, the first SaveProgress waits at `save_gate`.
+class StagedRotations final : public testing::ForwardingRotations {
+ public:
+  using ForwardingRotations::ForwardingRotations;
+  Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
+                                           const std::string& note, const StartConditions& start_if,
+                                           const std::optional<std::string>& if_running) override {
+    auto begun = inner_->Begin(run, owner, takeover, note, start_if, if_running);
+    if (auto hook = std::exchange(after_begin, nullptr)) hook();
+    return begun;
+  }
+  Result<std::vector<RotationRun>> History(int limit) override {
+    auto runs = inner_->History(limit);
+    if (auto hook = std::exchange(after_history, nullptr)) hook();
+    return runs;
+  }
+  Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
+    if (hold_first_save.exchange(false)) save_gate.Pass();
+    return inner_->SaveProgress(run, owner, final);
+  }
+  std::function<void()> after_begin, after_history;  // the ticking thread's
+  std::atomic<bool> hold_first_save{false};
+  testing::Gate save_gate;
+};
+
 class IntervalTest : public testing::RotationFixture<FakeClock> {
  protected:
   void SetUp() override {
@@ -50,6 +78,20 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
     return std::make_unique<RotationScheduler>(rotation, *keys_, std::move(Instance().settings),
                                                RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, true, 1000000,
                                                clock_);
+  }
+  // An instance whose repository is staged (StagedRotations), with a cron
+  // scheduler (NewCronScheduler); the tests set the stage before ticking.
+  struct StagedInstance {
+    std::shared_ptr<StagedRotations> runs;
+    std::unique_ptr<KeyRotationService> rotation;
+    std::unique_ptr<RotationScheduler> scheduler;
+  };
+  StagedInstance NewStagedCronInstance() {
+    StagedInstance i;
+    i.runs = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+    i.rotation = NewRotation(i.runs);
+    i.scheduler = NewCronScheduler(*i.rotation);
+    return i;
   }
   // A run left 'running' (nothing rotated yet) by a process that is gone,
   // its lock's heartbeat at `heartbeat_at` (0: stale on either engine).
@@ -420,59 +462,29 @@ TEST_P(IntervalTest, TwoInstancesRunACronSlotOnce) {
   EXPECT_EQ(Primary(), 3u);
 }
 
-// A RotationRepository in front of another, to stage what another instance
-// (or time) does between two steps of a tick: `after_begin` and
-// `after_history` run once, after the first Begin or History call; with
-// `hold_first_save`, the first SaveProgress waits at `save_gate`.
-class StagedRotations final : public testing::ForwardingRotations {
- public:
-  using ForwardingRotations::ForwardingRotations;
-  Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
-                                           const std::string& note, const StartConditions& start_if,
-                                           const std::optional<std::string>& if_running) override {
-    auto begun = inner_->Begin(run, owner, takeover, note, start_if, if_running);
-    if (auto hook = std::exchange(after_begin, nullptr)) hook();
-    return begun;
-  }
-  Result<std::vector<RotationRun>> History(int limit) override {
-    auto runs = inner_->History(limit);
-    if (auto hook = std::exchange(after_history, nullptr)) hook();
-    return runs;
-  }
-  Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
-    if (hold_first_save.exchange(false)) save_gate.Pass();
-    return inner_->SaveProgress(run, owner, final);
-  }
-  std::function<void()> after_begin, after_history;  // the ticking thread's
-  std::atomic<bool> hold_first_save{false};
-  testing::Gate save_gate;
-};
-
 // Review (key-rotation follow-ups, 1): B read the history (the slot free),
 // then A began and finished the slot's run, then B started another: two
 // rotations for one slot. B's start is now conditional on the slot's time,
 // checked where the lock is taken.
 TEST_P(IntervalTest, ACronSlotRunByAnotherInstanceAfterTheReadIsNotRunAgain) {
-  auto runs_b = std::make_shared<StagedRotations>(std::move(Instance().rotations));
-  auto rotation_b = NewRotation(runs_b);
+  StagedInstance b = NewStagedCronInstance();
   auto a = NewCronScheduler(*rotation_);
-  auto b = NewCronScheduler(*rotation_b);
   const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
   clock_.SetWall(slot);
   std::optional<std::string> run_a;
-  runs_b->after_history = [&] {  // B has read the slot free
+  b.runs->after_history = [&] {  // B has read the slot free
     run_a = a->Tick(slot);
     rotation_->WaitIdle();
   };
-  EXPECT_FALSE(b->Tick(slot).has_value());
-  rotation_b->WaitIdle();
+  EXPECT_FALSE(b.scheduler->Tick(slot).has_value());
+  b.rotation->WaitIdle();
   ASSERT_TRUE(run_a.has_value());
   auto history = *rotation_->History(10);
   ASSERT_EQ(history.size(), 1u);
   EXPECT_EQ(history[0].id, *run_a);
   EXPECT_EQ(history[0].status, "completed");
   EXPECT_EQ(Primary(), 2u);
-  EXPECT_EQ(*b->NextRun(), next_slot);  // used: A ran it
+  EXPECT_EQ(*b.scheduler->NextRun(), next_slot);  // used: A ran it
 }
 
 // Review (key-rotation follow-ups, 2): a tick that only resumed a run left
@@ -481,12 +493,11 @@ TEST_P(IntervalTest, ACronSlotRunByAnotherInstanceAfterTheReadIsNotRunAgain) {
 // slot stays due until a fresh run starts for it, once the resume is over.
 TEST_P(IntervalTest, ACronSlotWhoseTicksOnlyResumedOrMetTheResumeStartsAFreshRunAfterIt) {
   ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
-  auto runs = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+  StagedInstance staged = NewStagedCronInstance();
+  StagedRotations* runs = staged.runs.get();
+  KeyRotationService& rotation = *staged.rotation;
+  RotationScheduler& scheduler = *staged.scheduler;
   runs->hold_first_save = true;  // the resume, once it has rotated the key
-  auto rotation_owner = NewRotation(runs);
-  KeyRotationService& rotation = *rotation_owner;
-  auto scheduler_owner = NewCronScheduler(rotation);
-  RotationScheduler& scheduler = *scheduler_owner;
   const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
   clock_.SetWall(slot);
   auto resumed = scheduler.Tick(slot);
@@ -523,12 +534,11 @@ TEST_P(IntervalTest, ACronSlotWhoseTicksOnlyResumedOrMetTheResumeStartsAFreshRun
 TEST_P(IntervalTest, ACronSlotWhoseStartOnlyResumedARunLeftRunningStaysDue) {
   // Held (a heartbeat far ahead, on either engine's clock) at the tick's resume check.
   ASSERT_NO_FATAL_FAILURE(LeaveADeadRun(9000000000000000));
-  auto runs = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+  StagedInstance staged = NewStagedCronInstance();
+  StagedRotations* runs = staged.runs.get();
+  KeyRotationService& rotation = *staged.rotation;
+  RotationScheduler& scheduler = *staged.scheduler;
   runs->after_begin = [&] { ASSERT_TRUE(Sql("UPDATE rotation_lock SET heartbeat_at=0").ok()); };  // now stale
-  auto rotation_owner = NewRotation(runs);
-  KeyRotationService& rotation = *rotation_owner;
-  auto scheduler_owner = NewCronScheduler(rotation);
-  RotationScheduler& scheduler = *scheduler_owner;
   const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
   clock_.SetWall(slot);
   auto resumed = scheduler.Tick(slot);
