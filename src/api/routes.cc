@@ -254,9 +254,12 @@ void RotationRoutes(Router& r, ApiContext api) {
   r.Add("POST", "/admin/secrets/key-rotation/perform", [api](const RouteContext& ctx) {
     auto force = BoolField(ctx.request.body, "force", false);
     if (!force.ok()) return JsonError(force.error());
-    auto id = api.rotation.Start(*force, "manual", CallerOf(ctx));
-    if (!id.ok()) return JsonError(id.error());
-    return JsonSuccess({{"id", *id}, {"status", "running"}, {"force", *force}}, 202);
+    auto run = api.rotation.Start(*force, "manual", CallerOf(ctx));
+    if (!run.ok()) return JsonError(run.error());
+    // A run left running is resumed instead of the one asked for: say so,
+    // with that run's own force, so the operator asks again once it is over.
+    return JsonSuccess({{"id", run->id}, {"status", "running"}, {"force", run->force},
+                        {"resumed", run->trigger == kResumedTrigger}}, 202);
   });
   r.Add("POST", "/admin/secrets/key-rotation/toggle", [api](const RouteContext& ctx) {
     auto enabled = BoolField(ctx.request.body, "enabled", std::nullopt);

@@ -39,6 +39,31 @@ Result<RotationSuccesses> CountSuccesses(PgConnection& c) {
   return out;
 }
 
+// kFailedPrecondition when one of `start_if` does not hold (rotation_repository.h).
+Status CheckStartConditions(PgConnection& c, const StartConditions& start_if) {
+  if (start_if.if_successes) {
+    DYAD_ASSIGN_OR_RETURN(RotationSuccesses done, CountSuccesses(c));
+    if (done.count != *start_if.if_successes) {
+      return MakeError(ErrorCode::kFailedPrecondition, "a key rotation completed meanwhile (at " +
+                                                           done.last_finished_at + ")");
+    }
+  }
+  if (start_if.if_none_started_since) {
+    // One fixed-width format: byte order (COLLATE "C", whatever the
+    // database's locale) is time order.
+    DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
+        "SELECT id, started_at FROM rotation_runs WHERE trigger<>$1 AND started_at COLLATE \"C\" >= $2 "
+        "ORDER BY seq DESC LIMIT 1",
+        {std::string(kResumedTrigger), *start_if.if_none_started_since}));
+    if (rows.size() > 0) {
+      return MakeError(ErrorCode::kFailedPrecondition, "key rotation " + rows.Text(0, 0) + " started at " +
+                                                           rows.Text(0, 1) + ", not before " +
+                                                           *start_if.if_none_started_since);
+    }
+  }
+  return OkStatus();
+}
+
 // The database server's clock in milliseconds: every instance writes and
 // judges heartbeats on it, so clock skew between hosts moves no lease.
 // clock_timestamp(), not now(): a statement that waited for a lock reads
@@ -52,7 +77,7 @@ class PgRotationRepository final : public RotationRepository {
   explicit PgRotationRepository(std::shared_ptr<PgDb> db) : db_(std::move(db)) {}
 
   Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
-                                           const std::string& interrupted_note, std::optional<int64_t> if_successes,
+                                           const std::string& interrupted_note, const StartConditions& start_if,
                                            const std::optional<std::string>& if_running) override {
     const int64_t takeover_ms = std::chrono::duration_cast<std::chrono::milliseconds>(takeover).count();
     std::optional<std::string> holder;
@@ -88,13 +113,7 @@ class PgRotationRepository final : public RotationRepository {
           return MakeError(ErrorCode::kFailedPrecondition, "run " + *if_running + " is no longer running");
         }
       }
-      if (if_successes) {
-        DYAD_ASSIGN_OR_RETURN(RotationSuccesses done, CountSuccesses(c));
-        if (done.count != *if_successes) {
-          return MakeError(ErrorCode::kFailedPrecondition, "a key rotation completed meanwhile (at " +
-                                                               done.last_finished_at + ")");
-        }
-      }
+      DYAD_RETURN_IF_ERROR(CheckStartConditions(c, start_if));
       // Any run its owner left "running" is over: say so in its history entry.
       DYAD_RETURN_IF_ERROR(c.Query(
           "UPDATE rotation_runs SET status='interrupted', finished_at=$1, error=$2 WHERE status='running'",

@@ -39,6 +39,9 @@
 
 namespace dyad {
 
+// The trigger of a run that resumes one left 'running'.
+inline constexpr char kResumedTrigger[] = "resumed";
+
 struct RotationRun {
   std::string id;
   std::string trigger;  // manual | scheduled | resumed
@@ -58,6 +61,20 @@ struct RotationSuccesses {
   std::string last_finished_at;  // ISO 8601; empty when count is 0
 };
 
+// What a scheduler checked before it asked for a run, checked again by
+// Begin in the transaction that takes the lock (a read before it could be
+// stale by then: another instance may have begun, and even finished, a run
+// in between). Empty: no condition.
+struct StartConditions {
+  // Exactly that many runs have completed (interval mode): none completed
+  // since the scheduler read the count.
+  std::optional<int64_t> if_successes;
+  // No run started at or after this time (cron mode: the slot's time, an
+  // ISO 8601 time as FormatIso8601 writes it), resumes aside: a resume
+  // stands for the run it resumes, whose own started_at counts.
+  std::optional<std::string> if_none_started_since;
+};
+
 // What SaveProgress returns when the lock has gone to another owner.
 inline Error RotationLockLost(const std::string& run_id) {
   return MakeError(ErrorCode::kConflict,
@@ -74,9 +91,8 @@ class RotationRepository {
   // returns that holder's run id; otherwise (free, or taken over) every run
   // still 'running' is first marked 'interrupted' with finished_at =
   // run.started_at and error = `interrupted_note`, and nullopt is returned.
-  // With `if_successes`, also writes nothing unless exactly that many runs
-  // have completed (kFailedPrecondition): a scheduler that found a rotation
-  // due starts none if another instance completed one meanwhile. With
+  // With `start_if` (StartConditions), also writes nothing, and returns
+  // kFailedPrecondition, when a condition does not hold. With
   // `if_running`, writes nothing unless that run is still 'running'
   // (kFailedPrecondition): a resume of a run whose owner finished it, and
   // let its lock go, since it was read resumes nothing. With `if_running`
@@ -86,7 +102,7 @@ class RotationRepository {
   // second time, so the caller resumes it instead.
   virtual Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner,
                                                    Clock::Duration takeover, const std::string& interrupted_note,
-                                                   std::optional<int64_t> if_successes = std::nullopt,
+                                                   const StartConditions& start_if = {},
                                                    const std::optional<std::string>& if_running = std::nullopt) = 0;
 
   // Saves the run's status, versions, counts, cursor, error and duration

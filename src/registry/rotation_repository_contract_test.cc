@@ -180,7 +180,7 @@ TEST_P(RotationRepositoryContract, AResumeOfARunThatEndedMeanwhileBeginsNothing)
   run.finished_at = "2026-01-01T00:05:00.000Z";
   ASSERT_TRUE(a_->SaveProgress(run, "owner-a", true).ok());
   ASSERT_TRUE(a_->Release("run-1", "owner-a").ok());
-  auto resumed = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, std::string("run-1"));
+  auto resumed = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", {}, std::string("run-1"));
   ASSERT_FALSE(resumed.ok());
   EXPECT_EQ(resumed.code(), ErrorCode::kFailedPrecondition);
   EXPECT_EQ(b_->History(10)->size(), 1u);
@@ -189,7 +189,7 @@ TEST_P(RotationRepositoryContract, AResumeOfARunThatEndedMeanwhileBeginsNothing)
   RotationRun left = NewRun("run-3");
   ASSERT_FALSE(a_->Begin(left, "owner-a", seconds(10), "x")->has_value());
   Elapse(seconds(11));
-  EXPECT_FALSE(b_->Begin(NewRun("run-4"), "owner-b", seconds(10), "x", std::nullopt, std::string("run-3"))
+  EXPECT_FALSE(b_->Begin(NewRun("run-4"), "owner-b", seconds(10), "x", {}, std::string("run-3"))
                    ->has_value());
 }
 
@@ -199,22 +199,22 @@ TEST_P(RotationRepositoryContract, AResumeOfARunThatEndedMeanwhileBeginsNothing)
 TEST_P(RotationRepositoryContract, AFreshBeginNamesARunLeftRunningAndWritesNothing) {
   const std::string fresh;  // if_running: a fresh run
   ASSERT_FALSE(a_->Begin(NewRun("run-1"), "owner-a", seconds(10), "x")->has_value());
-  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, fresh)->value_or(""), "run-1");
+  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", {}, fresh)->value_or(""), "run-1");
   Elapse(seconds(11));  // stale
-  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, fresh)->value_or(""), "run-1");
+  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", {}, fresh)->value_or(""), "run-1");
   EXPECT_EQ(StatusOf(b_, "run-1"), "running");
   EXPECT_EQ(StatusOf(b_, "run-2"), "(none)");
   EXPECT_TRUE(*a_->Heartbeat("run-1", "owner-a"));  // the stale lock is left as it was
   ASSERT_TRUE(a_->Release("run-1", "owner-a").ok());  // paused: released, still 'running'
-  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, fresh)->value_or(""), "run-1");
+  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", {}, fresh)->value_or(""), "run-1");
   EXPECT_EQ(StatusOf(b_, "run-2"), "(none)");
   // Resumed and completed: nothing is left, and a fresh run begins.
   RotationRun resumed = NewRun("run-3");
-  ASSERT_FALSE(b_->Begin(resumed, "owner-b", seconds(10), "resumed", std::nullopt, std::string("run-1"))->has_value());
+  ASSERT_FALSE(b_->Begin(resumed, "owner-b", seconds(10), "resumed", {}, std::string("run-1"))->has_value());
   resumed.status = "completed";
   ASSERT_TRUE(b_->SaveProgress(resumed, "owner-b", true).ok());
   ASSERT_TRUE(b_->Release("run-3", "owner-b").ok());
-  EXPECT_FALSE(a_->Begin(NewRun("run-4"), "owner-a", seconds(10), "x", std::nullopt, fresh)->has_value());
+  EXPECT_FALSE(a_->Begin(NewRun("run-4"), "owner-a", seconds(10), "x", {}, fresh)->has_value());
   EXPECT_EQ(StatusOf(a_, "run-4"), "running");
 }
 
@@ -222,7 +222,7 @@ TEST_P(RotationRepositoryContract, SuccessesAreSharedAndGuardABegin) {
   EXPECT_EQ(b_->Successes()->count, 0);
   EXPECT_EQ(b_->Successes()->last_finished_at, "");
   RotationRun run = NewRun("run-1");
-  ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x", /*if_successes=*/0)->has_value());
+  ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x", {.if_successes = 0})->has_value());
   run.status = "completed";
   run.finished_at = "2026-01-01T00:05:00.000Z";
   ASSERT_TRUE(a_->SaveProgress(run, "owner-a", true).ok());
@@ -230,11 +230,11 @@ TEST_P(RotationRepositoryContract, SuccessesAreSharedAndGuardABegin) {
   // The other instance sees it, and a begin conditional on the count it read before is refused, writing nothing.
   EXPECT_EQ(b_->Successes()->count, 1);
   EXPECT_EQ(b_->Successes()->last_finished_at, "2026-01-01T00:05:00.000Z");
-  auto stale = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", /*if_successes=*/0);
+  auto stale = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", {.if_successes = 0});
   ASSERT_FALSE(stale.ok());
   EXPECT_EQ(stale.code(), ErrorCode::kFailedPrecondition);
   EXPECT_EQ(b_->History(10)->size(), 1u);
-  ASSERT_TRUE(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", /*if_successes=*/1).ok());
+  ASSERT_TRUE(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", {.if_successes = 1}).ok());
   EXPECT_EQ(b_->History(10)->size(), 2u);
   // A run that failed is no success.
   RotationRun failed = NewRun("run-2");
@@ -243,6 +243,54 @@ TEST_P(RotationRepositoryContract, SuccessesAreSharedAndGuardABegin) {
   ASSERT_TRUE(b_->SaveProgress(failed, "owner-b", true).ok());
   EXPECT_EQ(a_->Successes()->count, 1);
   EXPECT_EQ(a_->Successes()->last_finished_at, "2026-01-01T00:05:00.000Z");
+}
+
+// Review (key-rotation follow-ups, 1): a scheduler read the history, saw the
+// cron slot free, and began a run; meanwhile another instance had begun (and
+// finished) the slot's run. The slot's time is now a condition of Begin,
+// checked in its transaction: a run started at or after it (resumes aside)
+// refuses the begin, which writes nothing.
+TEST_P(RotationRepositoryContract, ACronSlotsRunGuardsABegin) {
+  const std::string slot = "2026-03-09T02:30:00.000Z";
+  auto run_at = [](const std::string& id, const std::string& started_at) {
+    RotationRun r = NewRun(id);
+    r.started_at = started_at;
+    return r;
+  };
+  auto complete = [](RotationRepository* repo, RotationRun run, const std::string& owner) {
+    run.status = "completed";
+    run.finished_at = run.started_at;
+    ASSERT_TRUE(repo->SaveProgress(run, owner, true).ok());
+    ASSERT_TRUE(repo->Release(run.id, owner).ok());
+  };
+  // A run started before the slot leaves it free.
+  ASSERT_FALSE(a_->Begin(run_at("run-0", "2026-03-09T02:29:59.999Z"), "owner-a", seconds(10), "x")->has_value());
+  complete(a_, run_at("run-0", "2026-03-09T02:29:59.999Z"), "owner-a");
+  const RotationRun slots_run = run_at("run-1", "2026-03-09T02:30:00.000Z");
+  ASSERT_FALSE(a_->Begin(slots_run, "owner-a", seconds(10), "x", {.if_none_started_since = slot})->has_value());
+  complete(a_, slots_run, "owner-a");
+  // B read the history before A's run began: its begin for the same slot is refused.
+  auto late = b_->Begin(run_at("run-2", "2026-03-09T02:30:30.000Z"), "owner-b", seconds(10), "x",
+                        {.if_none_started_since = slot});
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(late.error().message.find("run-1"), std::string::npos) << late.error().message;
+  EXPECT_EQ(b_->History(10)->size(), 2u);
+  EXPECT_EQ(StatusOf(b_, "run-2"), "(none)");
+  // The next slot: a resume that began after it, of a run begun before it, leaves it free.
+  const std::string next_slot = "2026-03-16T02:30:00.000Z";
+  ASSERT_FALSE(a_->Begin(run_at("run-3", "2026-03-16T02:00:00.000Z"), "owner-a", seconds(10), "x")->has_value());
+  ASSERT_TRUE(a_->Release("run-3", "owner-a").ok());  // left 'running'
+  RotationRun resume = run_at("run-4", "2026-03-16T02:31:00.000Z");
+  resume.trigger = kResumedTrigger;
+  ASSERT_FALSE(b_->Begin(resume, "owner-b", seconds(10), "resumed as run run-4", {}, std::string("run-3"))
+                   ->has_value());
+  complete(b_, resume, "owner-b");
+  auto fresh = a_->Begin(run_at("run-5", "2026-03-16T02:32:00.000Z"), "owner-a", seconds(10), "x",
+                         {.if_none_started_since = next_slot});
+  ASSERT_TRUE(fresh.ok()) << fresh.error().message;
+  EXPECT_FALSE(fresh->has_value());
+  EXPECT_EQ(StatusOf(a_, "run-5"), "running");
 }
 
 // Instance A dies mid-run (no more beats); B finds the run still 'running'
@@ -261,7 +309,7 @@ TEST_P(RotationRepositoryContract, AStaleLeaseIsTakenOverAndTheRunResumesFromIts
   auto left = b_->LatestRunning();
   ASSERT_TRUE(left.ok() && left->has_value());
   EXPECT_EQ((*left)->cursor, run.cursor);
-  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", std::nullopt, std::string("run-1"))->value_or(""),
+  EXPECT_EQ(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", {}, std::string("run-1"))->value_or(""),
             "run-1");
   Elapse(seconds(1));
   RotationRun resumed = NewRun("run-2");
@@ -269,7 +317,7 @@ TEST_P(RotationRepositoryContract, AStaleLeaseIsTakenOverAndTheRunResumesFromIts
   resumed.to_version = (*left)->to_version;
   resumed.cursor = (*left)->cursor;
   resumed.started_at = "2026-01-01T00:00:10.000Z";
-  auto taken = b_->Begin(resumed, "owner-b", seconds(10), "resumed as run run-2", std::nullopt, std::string("run-1"));
+  auto taken = b_->Begin(resumed, "owner-b", seconds(10), "resumed as run run-2", {}, std::string("run-1"));
   ASSERT_TRUE(taken.ok()) << taken.error().message;
   EXPECT_FALSE(taken->has_value());
   auto history = *a_->History(10);
@@ -367,7 +415,7 @@ TEST_P(RotationRepositoryContract, ASaveByAnOwnerThatLostTheLockWritesNothing) {
   RotationRun resumed = NewRun("run-2");
   resumed.trigger = "resumed";
   resumed.cursor = "p-099";
-  ASSERT_FALSE(b_->Begin(resumed, "owner-b", seconds(10), "resumed as run run-2", std::nullopt, std::string("run-1"))
+  ASSERT_FALSE(b_->Begin(resumed, "owner-b", seconds(10), "resumed as run run-2", {}, std::string("run-1"))
                    ->has_value());
   for (bool final : {false, true}) {
     RotationRun late = run;

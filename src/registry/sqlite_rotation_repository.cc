@@ -40,12 +40,33 @@ Result<RotationSuccesses> CountSuccesses(SqliteConnection& c) {
   return out;
 }
 
+// kFailedPrecondition when one of `start_if` does not hold (rotation_repository.h).
+Status CheckStartConditions(SqliteConnection& c, const StartConditions& start_if) {
+  if (start_if.if_successes) {
+    DYAD_ASSIGN_OR_RETURN(RotationSuccesses done, CountSuccesses(c));
+    if (done.count != *start_if.if_successes) {
+      return MakeError(ErrorCode::kFailedPrecondition, "a key rotation completed meanwhile (at " +
+                                                           done.last_finished_at + ")");
+    }
+  }
+  if (start_if.if_none_started_since) {  // one fixed-width format: text order is time order
+    DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+        "SELECT id, started_at FROM rotation_runs WHERE trigger<>? AND started_at>=? ORDER BY rowid DESC LIMIT 1"));
+    DYAD_ASSIGN_OR_RETURN(bool found, st.Bind(1, kResumedTrigger).Bind(2, *start_if.if_none_started_since).Step());
+    if (found) {
+      return MakeError(ErrorCode::kFailedPrecondition, "key rotation " + st.Text(0) + " started at " + st.Text(1) +
+                                                           ", not before " + *start_if.if_none_started_since);
+    }
+  }
+  return OkStatus();
+}
+
 class SqliteRotationRepository final : public RotationRepository {
  public:
   SqliteRotationRepository(std::shared_ptr<SqliteDb> db, const Clock& clock) : db_(std::move(db)), clock_(clock) {}
 
   Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
-                                           const std::string& interrupted_note, std::optional<int64_t> if_successes,
+                                           const std::string& interrupted_note, const StartConditions& start_if,
                                            const std::optional<std::string>& if_running) override {
     const int64_t now = WallSeconds();
     const int64_t takeover_s = std::chrono::duration_cast<std::chrono::seconds>(takeover).count();
@@ -78,13 +99,7 @@ class SqliteRotationRepository final : public RotationRepository {
           return MakeError(ErrorCode::kFailedPrecondition, "run " + *if_running + " is no longer running");
         }
       }
-      if (if_successes) {
-        DYAD_ASSIGN_OR_RETURN(RotationSuccesses done, CountSuccesses(c));
-        if (done.count != *if_successes) {
-          return MakeError(ErrorCode::kFailedPrecondition, "a key rotation completed meanwhile (at " +
-                                                               done.last_finished_at + ")");
-        }
-      }
+      DYAD_RETURN_IF_ERROR(CheckStartConditions(c, start_if));
       // Any run its owner left "running" is over: say so in its history entry.
       DYAD_ASSIGN_OR_RETURN(Statement mark, c.Prepare(
           "UPDATE rotation_runs SET status='interrupted', finished_at=?, error=? WHERE status='running'"));

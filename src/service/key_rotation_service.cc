@@ -99,9 +99,6 @@ uint32_t KeyVersionOf(const std::string& blob) {
   return env.ok() ? env->key_version : 0;
 }
 
-// The trigger of a run that resumes one left "running" (ResumeInterrupted).
-constexpr char kResumedTrigger[] = "resumed";
-
 constexpr Clock::Duration kMaxResumeBackoff = std::chrono::hours(1);  // Options::resume_backoff
 
 Error Conflict(const std::string& run_id) {
@@ -122,7 +119,7 @@ KeyRotationService::~KeyRotationService() {
 }
 
 Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& trigger, const RotationRun* resume_from,
-                                              std::optional<int64_t> if_successes) {
+                                              const StartConditions& start_if) {
   MutexLock lock(&mu_);
   if (current_) return Conflict(current_->id);
   DYAD_ASSIGN_OR_RETURN(KeyState keys, secrets_.keys().Describe());
@@ -145,7 +142,7 @@ Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& tri
   // A fresh run passes an empty `if_running`: a run left "running" meanwhile
   // is answered as a holder (kConflict naming it), never superseded.
   DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder,
-                        runs_->Begin(run, owner_, options_.lock_takeover, interrupted, if_successes,
+                        runs_->Begin(run, owner_, options_.lock_takeover, interrupted, start_if,
                                      resume_from ? resume_from->id : std::string()));
   if (holder) return Conflict(*holder);
   current_ = run;
@@ -153,7 +150,7 @@ Result<RotationRun> KeyRotationService::Begin(bool force, const std::string& tri
 }
 
 Result<RotationRun> KeyRotationService::BeginOrResume(bool force, const std::string& trigger,
-                                                      std::optional<int64_t> if_successes) {
+                                                      const StartConditions& start_if) {
   DYAD_ASSIGN_OR_RETURN(std::optional<RotationRun> left, runs_->LatestRunning());
   if (left) {
     auto resumed = Begin(left->force, kResumedTrigger, &*left);
@@ -161,7 +158,7 @@ Result<RotationRun> KeyRotationService::BeginOrResume(bool force, const std::str
     // since it was read, and a fresh run may begin.
     if (resumed.ok() || resumed.code() != ErrorCode::kFailedPrecondition) return resumed;
   }
-  return Begin(force, trigger, nullptr, if_successes);
+  return Begin(force, trigger, nullptr, start_if);
 }
 
 Status KeyRotationService::SaveProgress(const RotationRun& run, bool final) {
@@ -193,13 +190,15 @@ void KeyRotationService::BackOffResumes(bool paused) {
   resume_after_ = clock_.Now() + resume_backoff_;
 }
 
-Status KeyRotationService::ResumeAllowed(const RotationRun& left) {
+Status KeyRotationService::ResumeAllowed() {
   MutexLock lock(&mu_);
   const Clock::Instant now = clock_.Now();
   if (resume_backoff_ == Clock::Duration::zero() || now >= resume_after_) return OkStatus();
   const auto wait = std::chrono::duration_cast<std::chrono::seconds>(resume_after_ - now).count();
-  return MakeError(ErrorCode::kUnavailable, "the last resume here was paused; run " + left.id +
-                                                " is resumed again in " + std::to_string(wait) + " s at the earliest");
+  // Names no run: the run left now may be another instance's (a resume it
+  // paused since), never paused here.
+  return MakeError(ErrorCode::kUnavailable, "resumes are backing off after one this process paused: the next in " +
+                                                std::to_string(wait) + " s at the earliest");
 }
 
 void KeyRotationService::ForgetRun() {
@@ -668,18 +667,18 @@ void KeyRotationService::Launch(RotationRun run, const Caller& caller) {
   worker_->Post([this, run, caller]() mutable { (void)Execute(run, caller, nullptr); });
 }
 
-Result<std::string> KeyRotationService::Start(bool force, const std::string& trigger, const Caller& caller,
-                                              std::optional<int64_t> if_successes) {
+Result<RotationRun> KeyRotationService::Start(bool force, const std::string& trigger, const Caller& caller,
+                                              const StartConditions& start_if) {
   DYAD_RETURN_IF_ERROR(StartRunThread());  // before the lock: a thread refused claims nothing
-  DYAD_ASSIGN_OR_RETURN(RotationRun run, BeginOrResume(force, trigger, if_successes));
-  std::string id = run.id;
+  DYAD_ASSIGN_OR_RETURN(RotationRun run, BeginOrResume(force, trigger, start_if));
+  RotationRun begun = run;
   Launch(std::move(run), caller);
-  return id;
+  return begun;
 }
 
 Result<RotationRun> KeyRotationService::Run(bool force, const std::string& trigger, const Caller& caller,
                                             const RotationProgress& progress) {
-  DYAD_ASSIGN_OR_RETURN(RotationRun run, BeginOrResume(force, trigger, std::nullopt));
+  DYAD_ASSIGN_OR_RETURN(RotationRun run, BeginOrResume(force, trigger, {}));
   Status s = Execute(run, caller, progress);
   if (!s.ok() && run.status != "failed") return s.error();
   return run;
@@ -690,7 +689,7 @@ Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const C
   auto left = runs_->LatestRunning();
   if (!left.ok()) return left.error();
   if (!*left) return std::optional<std::string>();
-  DYAD_RETURN_IF_ERROR(ResumeAllowed(**left));
+  DYAD_RETURN_IF_ERROR(ResumeAllowed());
   DYAD_RETURN_IF_ERROR(StartRunThread());
   auto run = Begin((*left)->force, kResumedTrigger, &**left);
   if (!run.ok()) {

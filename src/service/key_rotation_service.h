@@ -86,12 +86,15 @@ class KeyRotationService {
   // destructor does (which then waits for it).
   void RequestStop() { stopping_ = true; }
 
-  // Starts a run on a background thread and returns its id; kConflict
-  // names the running run. A run left "running" (its process gone, or
-  // paused: below) is resumed instead of a fresh one (BeginOrResume): the
-  // id is the resume's, and it keeps that run's `force`.
-  // With `if_successes`: only if exactly that many runs have completed, in
-  // any process (else kFailedPrecondition). kUnavailable when that thread
+  // Starts a run on a background thread and returns it as it began (its
+  // id, trigger and force); kConflict names the running run. A run left
+  // "running" (its process gone, or paused: below) is resumed instead of a
+  // fresh one (BeginOrResume): the answer is then the resume (trigger
+  // kResumedTrigger, that run's `force`), not the run asked for — a caller
+  // that wants a fresh rotation asks again once the resume is over.
+  // `start_if` (a scheduler's: StartConditions) is checked when the lock is
+  // taken, in any process (else kFailedPrecondition); a resume is not
+  // subject to it. kUnavailable when that thread
   // cannot be started (the system's limit): it is started before the lock
   // is taken, so nothing is claimed or written and the next call tries
   // again. A run (here or in Run) whose heartbeat cannot be started does
@@ -100,8 +103,8 @@ class KeyRotationService {
   // releases the lock. A resumed run (ResumeInterrupted) instead releases the
   // lock and stays "running" with that error, for the next attempt to resume
   // at its cursor (a failed one would be lost, and the next run rotate again).
-  Result<std::string> Start(bool force, const std::string& trigger, const Caller& caller,
-                            std::optional<int64_t> if_successes = std::nullopt);
+  Result<RotationRun> Start(bool force, const std::string& trigger, const Caller& caller,
+                            const StartConditions& start_if = {});
   // Runs to the end on this thread (the CLI); a run left "running" is
   // resumed instead, as by Start (the answer's trigger is then "resumed").
   Result<RotationRun> Run(bool force, const std::string& trigger, const Caller& caller,
@@ -126,11 +129,11 @@ class KeyRotationService {
 
  private:
   Result<RotationRun> Begin(bool force, const std::string& trigger, const RotationRun* resume_from,
-                            std::optional<int64_t> if_successes = std::nullopt) DYAD_LOCKS_EXCLUDED(mu_);
+                            const StartConditions& start_if = {}) DYAD_LOCKS_EXCLUDED(mu_);
   // Begins a fresh run, unless a run is left "running" (its process gone, or
   // paused): that one is resumed (trigger "resumed"), since a fresh run would
   // rotate the KMS key again and re-encrypt every credential a second time.
-  Result<RotationRun> BeginOrResume(bool force, const std::string& trigger, std::optional<int64_t> if_successes)
+  Result<RotationRun> BeginOrResume(bool force, const std::string& trigger, const StartConditions& start_if)
       DYAD_LOCKS_EXCLUDED(mu_);
   Status Execute(RotationRun& run, const Caller& caller, const RotationProgress& progress);
   Status SaveProgress(const RotationRun& run, bool final);
@@ -141,8 +144,9 @@ class KeyRotationService {
   // After a pause (`paused`) the next resume waits longer; a run whose
   // heartbeat started ends the back-off.
   void BackOffResumes(bool paused) DYAD_LOCKS_EXCLUDED(mu_);
-  // kUnavailable while backing off, naming `left`.
-  Status ResumeAllowed(const RotationRun& left) DYAD_LOCKS_EXCLUDED(mu_);
+  // kUnavailable while backing off (per process: naming no run, since the
+  // run left may be another instance's).
+  Status ResumeAllowed() DYAD_LOCKS_EXCLUDED(mu_);
   // This process is no longer at the run (the lock is released, or lost).
   void ForgetRun() DYAD_LOCKS_EXCLUDED(mu_);
   // The thread background runs go on, started on first use (before Begin

@@ -107,8 +107,8 @@ std::optional<RotationScheduler::WallTime> RotationScheduler::NextRun() {
   return next;
 }
 
-bool RotationScheduler::Due(WallTime now, std::optional<int64_t>& if_successes) {
-  if (timing_.cron) return SlotDue(now);
+bool RotationScheduler::Due(WallTime now, StartConditions& start_if) {
+  if (timing_.cron) return SlotDue(now, start_if);
   {
     MutexLock lock(&mu_);
     if (retry_after_ && now < *retry_after_) return false;
@@ -119,11 +119,11 @@ bool RotationScheduler::Due(WallTime now, std::optional<int64_t>& if_successes) 
     return false;
   }
   if (!base->since || now < *base->since + timing_.interval) return false;
-  if_successes = base->successes;
+  start_if.if_successes = base->successes;
   return true;
 }
 
-bool RotationScheduler::SlotDue(WallTime now) {
+bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
   WallTime slot;
   {
     MutexLock lock(&mu_);
@@ -131,20 +131,27 @@ bool RotationScheduler::SlotDue(WallTime now) {
     slot = *next_;
   }
   // Which slots were used is this process's memory only: another instance
-  // may have run this one already. Its run is in the shared history.
-  auto last = rotation_.History(1);
-  if (!last.ok()) {  // not known: tried again at the next tick
-    spdlog::warn("cannot read the key rotation history: {}", last.error().message);
+  // may have run this one already. Its run is in the shared history (a
+  // resume stands for an older run: the latest run that is not one says).
+  // This read only spares a start: the condition is the guarantee, checked
+  // where the lock is taken, for a run begun after this read.
+  constexpr int kLookBack = 20;
+  auto runs = rotation_.History(kLookBack);
+  if (!runs.ok()) {  // not known: tried again at the next tick
+    spdlog::warn("cannot read the key rotation history: {}", runs.error().message);
     return false;
   }
-  if (!last->empty()) {
-    std::optional<WallTime> started = ParseIso8601(last->front().started_at);
+  for (const RotationRun& run : *runs) {
+    if (run.trigger == kResumedTrigger) continue;
+    std::optional<WallTime> started = ParseIso8601(run.started_at);
     if (started && *started >= slot) {
       UseSlot(now);
       return false;
     }
+    break;
   }
-  return true;  // used by Tick (UseSlot), once a run started for it
+  start_if.if_none_started_since = FormatIso8601(slot);
+  return true;  // used by Tick (UseSlot), once a fresh run started for it
 }
 
 void RotationScheduler::UseSlot(WallTime now) {
@@ -178,13 +185,13 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
   }
   const char* why = nullptr;
   bool slot = false;  // the run is the schedule's: it uses the slot (cron mode)
-  std::optional<int64_t> if_successes;
+  StartConditions start_if;
   if (KeyWorn()) {
     why = "key wear";
   } else {
     // The interval's start is recorded whether or not rotation is enabled,
     // and a cron slot passes unused while it is disabled.
-    bool due = Due(now, if_successes);
+    bool due = Due(now, start_if);
     auto enabled = Enabled();
     if (due && enabled.ok() && *enabled) {
       why = "schedule";
@@ -194,25 +201,31 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     }
   }
   if (!why) return std::nullopt;
-  auto id = rotation_.Start(false, "scheduled", Caller{"scheduler", ""}, if_successes);
-  if (!id.ok()) {
-    // kConflict: one is running (the slot's run, in another instance or
-    // started by hand: the slot is used, not run twice); kFailedPrecondition:
-    // another instance completed one since the interval was read. Anything
-    // else (no thread, the database down) keeps the slot for the next tick.
-    if (id.code() == ErrorCode::kConflict && slot) UseSlot(now);
-    if (id.code() != ErrorCode::kConflict && id.code() != ErrorCode::kFailedPrecondition) {
-      spdlog::warn("scheduled key rotation not started: {}", id.error().message);
+  auto run = rotation_.Start(false, "scheduled", Caller{"scheduler", ""}, start_if);
+  if (!run.ok()) {
+    // kFailedPrecondition: another instance started a run for the slot, or
+    // completed one since the interval was read (start_if): the slot is
+    // used, not run twice. kConflict: one is running; the slot is kept, as
+    // for anything else (no thread, the database down): the next tick
+    // finds the slot's run in the history (SlotDue), or, once an older run
+    // or a resume is over, starts the slot's.
+    if (run.code() == ErrorCode::kFailedPrecondition && slot) UseSlot(now);
+    if (run.code() != ErrorCode::kConflict && run.code() != ErrorCode::kFailedPrecondition) {
+      spdlog::warn("scheduled key rotation not started: {}", run.error().message);
     }
     return std::nullopt;
   }
+  if (run->trigger == kResumedTrigger) {  // a run left running, not this schedule's: its slot stays due
+    spdlog::warn("resuming an interrupted key rotation as run {}", run->id);
+    return run->id;
+  }
   if (slot) UseSlot(now);
-  if (if_successes) {  // should this run fail, the interval is due again: not before an hour
+  if (start_if.if_successes) {  // should this run fail, the interval is due again: not before an hour
     MutexLock lock(&mu_);
     retry_after_ = now + std::min<std::chrono::hours>(std::chrono::hours(1), timing_.interval);
   }
-  spdlog::warn("key rotation {} started ({})", *id, why);
-  return *id;
+  spdlog::warn("key rotation {} started ({})", run->id, why);
+  return run->id;
 }
 
 }  // namespace dyad

@@ -16,11 +16,13 @@
 // (SettingsRepository) by the toggle endpoint, so the choice survives
 // restarts; KEY_ROTATION_ENABLED gives the value until the first toggle.
 // A run already in progress makes a scheduled start a no-op. A cron slot is
-// used once a run started for it (or one was running, or rotation is
-// disabled, or a run of any process on the database started at or after
-// the slot's time: instances sharing a database run a slot once): a start
-// refused otherwise (no thread, the database down) is tried again at the
-// next tick. Independently
+// used once a fresh run started for it (or rotation is disabled, or a run of
+// any process on the database started at or after the slot's time, resumes
+// aside: instances sharing a database run a slot once — the start is
+// conditional on it, RotationRepository::Begin); a slot whose tick only
+// resumed a run left running, or met a run in progress, or whose start was
+// refused (no thread, the database down) is tried again at the next tick.
+// Independently
 // of the schedule and the toggle, a rotation starts when the primary key
 // version nears `max_encryptions` (key wear: at 15/16 of it), so random
 // 96-bit nonces stay inside the NIST SP 800-38D bound. Each tick also
@@ -69,8 +71,8 @@ class RotationScheduler {
   // "0 3 * * 0" (cron), or "every 720h since the last successful rotation".
   std::string Describe() const;
   const RotationTiming& timing() const { return timing_; }
-  // Starts a rotation if the schedule is due at `now` or the key is worn;
-  // returns its id.
+  // Starts a rotation if the schedule is due at `now` or the key is worn,
+  // or resumes a run left running; returns the id of the run it began.
   std::optional<std::string> Tick(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
   bool KeyWorn();
 
@@ -84,13 +86,15 @@ class RotationScheduler {
   };
   Result<IntervalBase> ReadIntervalBase(std::optional<WallTime> store);
   // Due now: the cron slot passed, or the interval ran out (and no failed
-  // attempt waits for its retry). Sets `if_successes` in interval mode.
+  // attempt waits for its retry), with the condition its start is
+  // subject to (`start_if`: the count of successes, or the slot's time).
   // Uses no cron slot (but one another process ran: SlotDue): Tick does
-  // (UseSlot), once a run started for it.
-  bool Due(WallTime now, std::optional<int64_t>& if_successes) DYAD_LOCKS_EXCLUDED(mu_);
+  // (UseSlot), once a fresh run started for it.
+  bool Due(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot passed, and no run (of any process: the rotation
-  // history) started at or after it; a slot so run is used here.
-  bool SlotDue(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
+  // history; resumes aside) started at or after it; a slot so run is used
+  // here. Sets `start_if.if_none_started_since` to the slot's time.
+  bool SlotDue(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot due at `now` is used; the next one is after `now`.
   void UseSlot(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
 

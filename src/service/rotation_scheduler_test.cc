@@ -7,9 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <ctime>
+#include <functional>
+#include <utility>
 
 #include "core/time_format.h"
 #include "testing/fakes.h"
+#include "testing/gate.h"
 #include "testing/log_capture.h"
 #include "testing/refusing_threads.h"
 #include "testing/rotation_fixture.h"
@@ -26,6 +29,34 @@ WallTime At(const char* iso_minute) {  // "2026-03-05T10:00"
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
+// A RotationRepository in front of another, to stage what another instance
+// (or time) does between two steps of a tick: `after_begin` and
+// `after_history` run once, after the first Begin or History call; with
+// `hold_first_save`, the first SaveProgress waits at `save_gate`.
+class StagedRotations final : public testing::ForwardingRotations {
+ public:
+  using ForwardingRotations::ForwardingRotations;
+  Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
+                                           const std::string& note, const StartConditions& start_if,
+                                           const std::optional<std::string>& if_running) override {
+    auto begun = inner_->Begin(run, owner, takeover, note, start_if, if_running);
+    if (auto hook = std::exchange(after_begin, nullptr)) hook();
+    return begun;
+  }
+  Result<std::vector<RotationRun>> History(int limit) override {
+    auto runs = inner_->History(limit);
+    if (auto hook = std::exchange(after_history, nullptr)) hook();
+    return runs;
+  }
+  Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
+    if (hold_first_save.exchange(false)) save_gate.Pass();
+    return inner_->SaveProgress(run, owner, final);
+  }
+  std::function<void()> after_begin, after_history;  // the ticking thread's
+  std::atomic<bool> hold_first_save{false};
+  testing::Gate save_gate;
+};
+
 class IntervalTest : public testing::RotationFixture<FakeClock> {
  protected:
   void SetUp() override {
@@ -34,11 +65,42 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
     if (IsSkipped() || HasFatalFailure()) return;
     rotation_ = NewRotation();
   }
-  // A rotation service on its own pool: another instance's.
-  std::unique_ptr<KeyRotationService> NewRotation() {
+  // A rotation service on its own pool (or on `runs`): another instance's.
+  std::unique_ptr<KeyRotationService> NewRotation(std::shared_ptr<RotationRepository> runs = nullptr) {
     KeyRotationService::Options o;
     o.retire_grace = std::chrono::milliseconds(20);  // the fake clock moves by it
-    return std::make_unique<KeyRotationService>(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+    if (!runs) runs = std::move(Instance().rotations);
+    return std::make_unique<KeyRotationService>(o, std::move(runs), *secrets_, audit_, clock_);
+  }
+  // A scheduler on the cron schedule "30 2 * * MON" (from 2026-03-05: the
+  // slots 2026-03-09T02:30, 2026-03-16T02:30, ...).
+  std::unique_ptr<RotationScheduler> NewCronScheduler(KeyRotationService& rotation) {
+    return std::make_unique<RotationScheduler>(rotation, *keys_, std::move(Instance().settings),
+                                               RotationTiming{*CronSchedule::Parse("30 2 * * MON")}, true, 1000000,
+                                               clock_);
+  }
+  // An instance whose repository is staged (StagedRotations), with a cron
+  // scheduler (NewCronScheduler); the tests set the stage before ticking.
+  struct StagedInstance {
+    std::shared_ptr<StagedRotations> runs;
+    std::unique_ptr<KeyRotationService> rotation;
+    std::unique_ptr<RotationScheduler> scheduler;
+  };
+  StagedInstance NewStagedCronInstance() {
+    StagedInstance i;
+    i.runs = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+    i.rotation = NewRotation(i.runs);
+    i.scheduler = NewCronScheduler(*i.rotation);
+    return i;
+  }
+  // A run left 'running' (nothing rotated yet) by a process that is gone,
+  // its lock's heartbeat at `heartbeat_at` (0: stale on either engine).
+  void LeaveADeadRun(int64_t heartbeat_at = 0) {
+    ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                    "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,0,0,'')")
+                    .ok());
+    ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', " +
+                    std::to_string(heartbeat_at) + ")").ok());
   }
   // A scheduler as a (re)started service makes it: a new object on the same database.
   std::unique_ptr<RotationScheduler> NewScheduler(KeyRotationService& rotation, int interval_hours = 720,
@@ -157,11 +219,11 @@ TEST_P(IntervalTest, TwoInstancesOnOneDatabaseRotateOnce) {
   EXPECT_EQ(rotation_->Successes()->count, 1);
   EXPECT_EQ(Primary(), 2u);
   // B read the count before A's run completed: its start is refused, nothing is recorded.
-  auto late = rotation_b->Start(false, "scheduled", Caller{}, /*if_successes=*/0);
+  auto late = rotation_b->Start(false, "scheduled", Caller{}, {.if_successes = 0});
   ASSERT_FALSE(late.ok());
   EXPECT_EQ(late.code(), ErrorCode::kFailedPrecondition);
   EXPECT_EQ(rotation_b->History(10)->size(), 1u);
-  EXPECT_TRUE(rotation_b->Start(false, "scheduled", Caller{}, /*if_successes=*/1).ok());
+  EXPECT_TRUE(rotation_b->Start(false, "scheduled", Caller{}, {.if_successes = 1}).ok());
   rotation_b->WaitIdle();
   EXPECT_EQ(rotation_->Successes()->count, 2);
 }
@@ -238,9 +300,7 @@ TEST_P(IntervalTest, ACronSlotWhoseRunCannotStartIsTriedAgainAtTheNextTick) {
 
 // A resume that fails inside a tick is logged (and tried again at the next).
 TEST_P(IntervalTest, AResumeThatFailsInATickIsLogged) {
-  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
-                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,0,0,'')").ok());
-  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
   testing::RefusingThreads threads;
   KeyRotationService::Options o;
   o.retire_grace = std::chrono::milliseconds(20);
@@ -280,9 +340,7 @@ class FlakyRotations final : public testing::ForwardingRotations {
 // Review (key-rotation hardening, 2): a tick whose resume failed went on to
 // a start in the same tick. It starts nothing else; the next tick resumes.
 TEST_P(IntervalTest, ATickWhoseResumeFailsStartsNothingElse) {
-  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
-                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,0,0,'')").ok());
-  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
   auto runs = std::make_shared<FlakyRotations>(std::move(Instance().rotations));
   runs->failures = 1;
   KeyRotationService::Options o;
@@ -316,9 +374,7 @@ TEST_P(IntervalTest, ATickWhoseResumeFailsStartsNothingElse) {
 // time. This process now backs off: 1 min after the first pause, 2 after the
 // second, …, until a heartbeat starts.
 TEST_P(IntervalTest, AResumePausedByALastingRefusalOfThreadsBacksOff) {
-  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
-                  "done, cursor) VALUES('dead-run','manual','running',FALSE,'2026-01-01T00:00:00.000Z',1,0,0,'')").ok());
-  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', 0)").ok());
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
   testing::RefusingThreads threads(2);  // the runs' thread starts; every heartbeat is refused
   KeyRotationService::Options o;
   o.retire_grace = std::chrono::milliseconds(20);
@@ -355,6 +411,32 @@ TEST_P(IntervalTest, AResumePausedByALastingRefusalOfThreadsBacksOff) {
   EXPECT_EQ(failures, 3);
 }
 
+// Review (key-rotation follow-ups, 3): the back-off is this process's, but
+// its refusal named the run left running, which another instance may have
+// resumed (and paused) since: a run this process never paused.
+TEST_P(IntervalTest, AResumeBackOffNamesNoRunThisProcessNeverPaused) {
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
+  testing::RefusingThreads threads_x(2), threads_y(2);  // the runs' threads start; every heartbeat is refused
+  KeyRotationService::Options o;
+  o.retire_grace = std::chrono::milliseconds(20);
+  o.start_thread = threads_x.starter();
+  KeyRotationService x(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  o.start_thread = threads_y.starter();
+  KeyRotationService y(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  auto paused_x = x.ResumeInterrupted(Caller{});  // X pauses: X backs off
+  ASSERT_TRUE(paused_x.ok() && paused_x->has_value());
+  x.WaitIdle();
+  auto paused_y = y.ResumeInterrupted(Caller{});  // Y resumes X's resume, and pauses it too
+  ASSERT_TRUE(paused_y.ok() && paused_y->has_value());
+  y.WaitIdle();
+  ASSERT_EQ(x.History(1)->front().id, **paused_y);
+  auto refused = x.ResumeInterrupted(Caller{});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(refused.error().message.find(**paused_y), std::string::npos) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("backing off"), std::string::npos) << refused.error().message;
+}
+
 // Review (key-rotation hardening, 3): which cron slots were used was each
 // instance's own memory, so B, ticking after A had run the slot (and
 // finished), ran it again. B now finds A's run in the shared history.
@@ -378,6 +460,100 @@ TEST_P(IntervalTest, TwoInstancesRunACronSlotOnce) {
   EXPECT_FALSE(TickAt(a, next_slot + std::chrono::seconds(30)).has_value());
   EXPECT_EQ(rotation_->History(10)->size(), 2u);
   EXPECT_EQ(Primary(), 3u);
+}
+
+// Review (key-rotation follow-ups, 1): B read the history (the slot free),
+// then A began and finished the slot's run, then B started another: two
+// rotations for one slot. B's start is now conditional on the slot's time,
+// checked where the lock is taken.
+TEST_P(IntervalTest, ACronSlotRunByAnotherInstanceAfterTheReadIsNotRunAgain) {
+  StagedInstance b = NewStagedCronInstance();
+  auto a = NewCronScheduler(*rotation_);
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  clock_.SetWall(slot);
+  std::optional<std::string> run_a;
+  b.runs->after_history = [&] {  // B has read the slot free
+    run_a = a->Tick(slot);
+    rotation_->WaitIdle();
+  };
+  EXPECT_FALSE(b.scheduler->Tick(slot).has_value());
+  b.rotation->WaitIdle();
+  ASSERT_TRUE(run_a.has_value());
+  auto history = *rotation_->History(10);
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].id, *run_a);
+  EXPECT_EQ(history[0].status, "completed");
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_EQ(*b.scheduler->NextRun(), next_slot);  // used: A ran it
+}
+
+// Review (key-rotation follow-ups, 2): a tick that only resumed a run left
+// running (begun before the slot) used the slot, and no rotation happened
+// for it; so did a tick that met the resume in progress (kConflict). The
+// slot stays due until a fresh run starts for it, once the resume is over.
+TEST_P(IntervalTest, ACronSlotWhoseTicksOnlyResumedOrMetTheResumeStartsAFreshRunAfterIt) {
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
+  StagedInstance staged = NewStagedCronInstance();
+  StagedRotations* runs = staged.runs.get();
+  KeyRotationService& rotation = *staged.rotation;
+  RotationScheduler& scheduler = *staged.scheduler;
+  runs->hold_first_save = true;  // the resume, once it has rotated the key
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  clock_.SetWall(slot);
+  auto resumed = scheduler.Tick(slot);
+  const bool held = runs->save_gate.WaitArrived();
+  clock_.SetWall(slot + std::chrono::seconds(30));
+  auto during = scheduler.Tick(slot + std::chrono::seconds(30));  // meets the resume: kConflict
+  auto next_during = scheduler.NextRun();
+  runs->save_gate.Open();
+  ASSERT_TRUE(held) << "the resume never saved its progress";
+  rotation.WaitIdle();
+  ASSERT_TRUE(resumed.has_value());
+  EXPECT_FALSE(during.has_value());
+  EXPECT_EQ(next_during, slot);
+  EXPECT_EQ(rotation.History(1)->front().trigger, kResumedTrigger);
+  EXPECT_EQ(rotation.History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_EQ(*scheduler.NextRun(), slot);  // still due
+  const WallTime after = slot + std::chrono::minutes(1);
+  auto fresh = TickAt(scheduler, after);
+  rotation.WaitIdle();
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_EQ(rotation.History(1)->front().id, *fresh);
+  EXPECT_EQ(rotation.History(1)->front().trigger, "scheduled");
+  EXPECT_EQ(rotation.History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 3u);
+  EXPECT_EQ(*scheduler.NextRun(), next_slot);
+  EXPECT_FALSE(TickAt(scheduler, after + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(Primary(), 3u);
+}
+
+// Likewise when the tick's start is what resumes (the run's lock went stale
+// between the tick's resume check and its start): the answer is a resume,
+// and the slot stays due.
+TEST_P(IntervalTest, ACronSlotWhoseStartOnlyResumedARunLeftRunningStaysDue) {
+  // Held (a heartbeat far ahead, on either engine's clock) at the tick's resume check.
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun(9000000000000000));
+  StagedInstance staged = NewStagedCronInstance();
+  StagedRotations* runs = staged.runs.get();
+  KeyRotationService& rotation = *staged.rotation;
+  RotationScheduler& scheduler = *staged.scheduler;
+  runs->after_begin = [&] { ASSERT_TRUE(Sql("UPDATE rotation_lock SET heartbeat_at=0").ok()); };  // now stale
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  clock_.SetWall(slot);
+  auto resumed = scheduler.Tick(slot);
+  rotation.WaitIdle();
+  ASSERT_TRUE(resumed.has_value());
+  EXPECT_EQ(rotation.History(1)->front().id, *resumed);
+  EXPECT_EQ(rotation.History(1)->front().trigger, kResumedTrigger);
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_EQ(*scheduler.NextRun(), slot);  // still due
+  auto fresh = TickAt(scheduler, slot + std::chrono::seconds(30));
+  rotation.WaitIdle();
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_EQ(rotation.History(1)->front().trigger, "scheduled");
+  EXPECT_EQ(Primary(), 3u);
+  EXPECT_EQ(*scheduler.NextRun(), next_slot);
 }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(IntervalTest);

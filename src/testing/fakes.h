@@ -165,9 +165,9 @@ class ForwardingRotations : public RotationRepository {
  public:
   explicit ForwardingRotations(std::unique_ptr<RotationRepository> inner) : inner_(std::move(inner)) {}
   Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
-                                           const std::string& note, std::optional<int64_t> if_successes,
+                                           const std::string& note, const StartConditions& start_if,
                                            const std::optional<std::string>& if_running) override {
-    return inner_->Begin(run, owner, takeover, note, if_successes, if_running);
+    return inner_->Begin(run, owner, takeover, note, start_if, if_running);
   }
   Status SaveProgress(const RotationRun& run, const std::string& owner, bool final) override {
     return inner_->SaveProgress(run, owner, final);

@@ -62,6 +62,7 @@ def test_status_perform_history(gateway):
     assert st["schedule"] == "every 168h since the last successful rotation" and st["intervalHours"] == 168
     assert st["primaryKeyVersion"] == 1 and st["history"] == []
     run = data(gateway.call("POST", "/admin/secrets/key-rotation/perform", json={"force": False}), 202)
+    assert run["resumed"] is False and run["force"] is False  # a fresh rotation, not a resume
     st = wait_idle(gateway)
     h = st["history"][0]
     assert h["id"] == run["id"] and h["trigger"] == "manual" and h["status"] == "completed"
