@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -71,13 +72,19 @@ std::string GenerateRequestId() {
 // a poll ends at its own timeout.
 class EventFd {
  public:
-  EventFd() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  EventFd() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), error_(fd_ < 0 ? errno : 0) {}
   ~EventFd() {
     if (fd_ >= 0) ::close(fd_);
   }
   EventFd(const EventFd&) = delete;
   EventFd& operator=(const EventFd&) = delete;
   int fd() const { return fd_; }
+  // kUnavailable naming `what` when the system refused the eventfd.
+  Status Check(std::string_view what) const {
+    if (fd_ >= 0) return OkStatus();
+    return MakeError(ErrorCode::kUnavailable,
+                     "cannot create an eventfd for " + std::string(what) + ": " + std::strerror(error_));
+  }
   void Raise() {
     const uint64_t one = 1;
     if (fd_ >= 0 && ::write(fd_, &one, sizeof one) < 0) spdlog::debug("eventfd write: errno {}", errno);
@@ -91,6 +98,7 @@ class EventFd {
 
  private:
   int fd_;
+  int error_;  // errno when fd_ < 0
 };
 
 // A pool of handler threads: an io_context that `n` threads started through
@@ -125,19 +133,21 @@ class ThreadPool {
   // gives its linger up.
   template <class Fn>
   void Post(Fn fn) {
-    const int waiting = waiting_.fetch_add(1, std::memory_order_relaxed) + 1;
+    // Sequentially consistent: the sum below must not miss a thread that
+    // has just begun (busy_ rises before waiting_ drops: the sum never dips).
+    const int waiting = waiting_.fetch_add(1) + 1;
     asio::post(context_, [this, fn = std::move(fn)]() mutable {
-      busy_.fetch_add(1, std::memory_order_relaxed);  // before waiting_ drops: the sum never dips
-      waiting_.fetch_sub(1, std::memory_order_relaxed);
+      busy_.fetch_add(1);
+      waiting_.fetch_sub(1);
       struct Done {
         std::atomic<int>& busy;
-        ~Done() { busy.fetch_sub(1, std::memory_order_relaxed); }
+        ~Done() { busy.fetch_sub(1); }
       } done{busy_};
       fn();
     });
-    if (waiting + busy_.load(std::memory_order_relaxed) > size_) work_posted_.Raise();
+    if (waiting + busy_.load() > size_) work_posted_.Raise();
   }
-  int Waiting() const { return waiting_.load(std::memory_order_relaxed); }
+  int Waiting() const { return waiting_.load(); }
   EventFd& work_posted() { return work_posted_; }
   void Stop() {
     work_.reset();
@@ -274,6 +284,12 @@ struct HttpServer::Impl {
     try {
       return handler(request);
     } catch (...) {
+      if (request.writer && request.writer->begun()) {  // the 500 is not sent: the body must not look whole
+        spdlog::error("request {}: the handler threw during its streamed answer; the answer is cut short",
+                      request.request_id);
+        request.writer->Abort();
+        return HttpResponse{500};
+      }
       spdlog::error("request {}: the handler threw; answered 500", request.request_id);
       HttpResponse r;
       r.status = 500;
@@ -565,8 +581,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0 || p[2].revents != 0) return false;
       if (p[1].revents != 0) {
-        pool.work_posted().Reset();  // another lingering thread may have taken it: then linger on
-        if (pool.Waiting() > 0) return false;
+        // Reset takes every post's wake-up: what this thread will not take
+        // is raised again for the other lingering threads. Work another
+        // thread has taken already: linger on.
+        pool.work_posted().Reset();
+        const int waiting = pool.Waiting();
+        if (waiting > 1) pool.work_posted().Raise();
+        if (waiting > 0) return false;
         continue;
       }
       return true;  // readable, or closed (the caller's read says which)
@@ -825,25 +846,29 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // Plain, on the producer's thread (a direct stream, Streamer): waits until
-  // the socket takes more, for at most the idle timeout; false when it did
-  // not, or when the I/O threads have stopped for good (the producer must
-  // stop too: Run() is joining its pool).
-  bool WaitWritable() {
+  // the socket takes more, until `deadline`; false when it did not, or when
+  // the I/O threads have stopped for good (the producer must stop too: Run()
+  // is joining its pool).
+  bool WaitWritable(std::chrono::steady_clock::time_point deadline) {
     pollfd p[2] = {{Tcp().socket().native_handle(), POLLOUT, 0}, {server_->io_stop.fd(), POLLIN, 0}};
-    const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(server_->options.idle_timeout);
     int r;
     do {
-      r = ::poll(p, 2, static_cast<int>(std::min<int64_t>(timeout.count(), INT32_MAX)));
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      r = ::poll(p, 2, static_cast<int>(std::min<int64_t>(left.count(), INT32_MAX)));
     } while (r < 0 && errno == EINTR);
     return r > 0 && p[1].revents == 0;  // POLLERR/POLLHUP: the next write says what
   }
 
-  // Plain, a direct stream: all of `rest`, waiting while the socket is full.
+  // Plain, a direct stream: all of `rest` within the idle timeout (a client
+  // that reads a little now and then cannot hold the producer for longer),
+  // waiting while the socket is full.
   template <class Buffers>
   bool SendDirect(beast::buffers_suffix<Buffers> rest) {
+    const auto deadline = std::chrono::steady_clock::now() + server_->options.idle_timeout;
     beast::error_code ec;
     while (!WriteNow(rest, ec)) {
-      if (ec != asio::error::would_block || !WaitWritable()) return false;
+      if (ec != asio::error::would_block || !WaitWritable(deadline)) return false;
       ec = {};
     }
     return !server_->finished;
@@ -852,11 +877,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool SendHeadDirect(http::response<http::empty_body>& head) {
     FrameStream(head);
     http::response_serializer<http::empty_body> sr(head);
+    const auto deadline = std::chrono::steady_clock::now() + server_->options.idle_timeout;
     beast::error_code ec;
     while (true) {
       http::write_header(Tcp().socket(), sr, ec);
       if (!ec) return !server_->finished;
-      if (ec != asio::error::would_block || !WaitWritable()) return false;
+      if (ec != asio::error::would_block || !WaitWritable(deadline)) return false;
       ec = {};
     }
   }
@@ -1151,7 +1177,11 @@ Status HttpServer::Listen() {
     DYAD_ASSIGN_OR_RETURN(SslCtxPtr ctx, NewTlsServerContext(impl_->options.tls));
     impl_->tls = std::make_shared<asio::ssl::context>(ctx.release());
   }
+  DYAD_RETURN_IF_ERROR(impl_->io_stop.Check("stopping streams"));
+  DYAD_RETURN_IF_ERROR(impl_->shutting_down.Check("the shutdown"));
   if (impl_->classify) {  // likewise before binding
+    DYAD_RETURN_IF_ERROR(impl_->blocking.work_posted().Check("the blocking handler pool"));
+    DYAD_RETURN_IF_ERROR(impl_->upstream.work_posted().Check("the /v1 upstream handler pool"));
     const ThreadStarter& starter = impl_->options.start_thread;
     DYAD_RETURN_IF_ERROR(impl_->blocking.Start(std::max(1, impl_->options.blocking_threads), starter,
                                                "blocking handler pool (GATEWAY_BLOCKING_THREADS)"));

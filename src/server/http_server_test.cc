@@ -16,6 +16,7 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "core/mutex.h"
@@ -484,6 +485,22 @@ TEST_P(StreamedAnswer, AClientNotReadingForTheIdleTimeoutFailsTheProducer) {
   EXPECT_TRUE(f.get());
 }
 
+// A handler that throws after Begin(): its 500 cannot be sent, so the answer
+// is cut short (no last chunk, the connection closed), never taken for whole.
+TEST_P(StreamedAnswer, AHandlerThrowingMidAnswerEndsItWithoutTheLastChunk) {
+  Running server([&](const HttpRequest& req) -> HttpResponse {
+    EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {}));
+    EXPECT_TRUE(req.writer->Write("data: partial\n\n"));
+    throw std::runtime_error("the upstream's parser failed");
+  }, true, nullptr, Options());
+  RawClient c(server.port());
+  c.Send(kGet);
+  EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 200", 0), 0u);
+  std::string body = c.ReadToEnd();
+  EXPECT_TRUE(c.closed());
+  EXPECT_EQ(body.find("0\r\n\r\n"), std::string::npos) << body;
+}
+
 // Past the shutdown grace the I/O threads stop and a streamed answer's queue
 // will never drain (or, direct, its producer must stop): a producer waiting
 // for room is woken (no polling) and its Write() fails, so the pool's join,
@@ -492,11 +509,10 @@ TEST_P(StreamedAnswer, StopPastTheGraceWakesAProducerWaitingForRoom) {
   HttpServerOptions o = Options();
   o.stream_buffer_bytes = 1024;
   o.shutdown_grace = std::chrono::seconds(0);
-  std::promise<void> begun;
+  std::atomic<int> written{0};
   std::atomic<bool> refused{false};
   HttpServer server(o, [&](const HttpRequest& req) {
     EXPECT_TRUE(req.writer->Begin(200, "application/octet-stream", {}));
-    begun.set_value();
     std::string piece(64 * 1024, 'x');
     // The client reads nothing: this fills the socket buffers, then waits.
     for (int i = 0; i < 100000; ++i) {
@@ -504,6 +520,7 @@ TEST_P(StreamedAnswer, StopPastTheGraceWakesAProducerWaitingForRoom) {
         refused = true;
         break;
       }
+      ++written;
     }
     return HttpResponse{};
   }, [](const HttpRequest&) { return HandlerPool::kUpstream; });
@@ -512,7 +529,16 @@ TEST_P(StreamedAnswer, StopPastTheGraceWakesAProducerWaitingForRoom) {
   RawClient c(server.port());
   ASSERT_TRUE(c.connected());
   c.Send(kGet);
-  ASSERT_EQ(begun.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  // The producer waits inside Write() once the buffers are full: no piece
+  // written for 200 ms (nothing else can say so from outside). A shutdown
+  // sooner could find it between two writes and prove nothing.
+  int seen = -1;
+  for (int i = 0; i < 500 && (seen <= 0 || seen != written.load()); ++i) {
+    seen = written.load();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_GT(seen, 0);
+  ASSERT_EQ(seen, written.load()) << "the producer never stalled";
   server.Shutdown();
   if (run.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
     ADD_FAILURE() << "Run() did not return: the producer was not woken";
@@ -804,6 +830,37 @@ TEST(HttpServerLinger, WorkPostedDuringALingerEndsIt) {
   ExpectServed(second, "/two");
   second.Close();
   ExpectServed(first, "/three");  // read on by the strand, or by the thread lingering on it
+}
+
+// Two requests posted together while both of the pool's threads linger end
+// both lingers: one wake-up is not taken for the two posts. The first request
+// holds its thread, so only the other thread can serve the second.
+TEST(HttpServerLinger, TwoPostsWhileTwoThreadsLingerEndBothLingers) {
+  HttpServerOptions o = Lingering();
+  o.pool_linger = std::chrono::seconds(60);  // past the client's 10 s: a held request fails the test
+  o.blocking_threads = 2;
+  for (int round = 0; round < 10; ++round) {
+    testing::Gate held;
+    Running server([&](const HttpRequest& req) {
+      if (req.path == "/held") held.Pass();
+      return EchoPath(req);
+    }, true, nullptr, o);
+    struct OpenAtEnd {  // before the server's destructor joins the held thread
+      testing::Gate& gate;
+      ~OpenAtEnd() { gate.Open(); }
+    } open_at_end{held};
+    RawClient a(server.port());
+    ExpectServed(a, "/a");  // one thread lingers on `a`
+    RawClient b(server.port());
+    ExpectServed(b, "/b");  // the other, idle, served `b` and lingers on it
+    RawClient c(server.port());
+    RawClient d(server.port());
+    c.Send("GET /held HTTP/1.1\r\nHost: t\r\n\r\n");
+    d.Send("GET /d HTTP/1.1\r\nHost: t\r\n\r\n");
+    EXPECT_NE(d.ReadUntil("|").find("/d|"), std::string::npos) << round;
+    held.Open();
+    EXPECT_NE(c.ReadUntil("|").find("/held|"), std::string::npos) << round;
+  }
 }
 
 // A shutdown ends a linger at once: the connection closes and Run() returns
