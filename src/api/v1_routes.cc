@@ -15,6 +15,7 @@ class WriterOutput final : public ProxyOutput {
     return writer_ && writer_->Begin(status, content_type, headers);
   }
   bool Write(std::string_view piece) override { return writer_ && writer_->Write(piece); }
+  int HangUpFd() const override { return writer_ ? writer_->HangUpFd() : -1; }
 
  private:
   ResponseWriter* writer_;

@@ -693,6 +693,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       queue_->failed = true;
     }
     bool begun() const override { return begun_; }
+    int HangUpFd() const override { return session_->Tcp().socket().native_handle(); }
 
     // After the handler returned. Direct: the last chunk; true when the
     // connection is kept and its next request is this thread's to wait for

@@ -33,6 +33,11 @@ class ResponseWriter {
   // without the last chunk, so the client cannot take it for whole.
   virtual void Abort() = 0;
   virtual bool begun() const = 0;
+  // The client connection's socket, for the handler's thread to watch for a
+  // hang-up (poll() POLLRDHUP) while it waits on something else, so that a
+  // client that has gone ends the wait. Only polled: never read, written or
+  // closed, and only while the handler runs.
+  virtual int HangUpFd() const = 0;
 };
 
 struct HttpRequest {

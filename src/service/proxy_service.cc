@@ -668,6 +668,7 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
   if (!request.query.empty()) up.url.append("?").append(request.query);
   up.body = body;
   up.timeouts = options_.timeouts;
+  up.hang_up_fd = output.HangUpFd();
 
   std::optional<double> overhead;
   for (int attempt = 0;; ++attempt) {
@@ -733,8 +734,10 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     Status sent = upstream_.Send(up, sink);
     if (sink.retry) continue;  // a held 401 (see above)
     ProxyAnswer answer = std::move(sink.answer);
+    // Gone while a piece was written to it, or while the upstream was awaited.
+    const bool client_gone = sink.client_gone || (!sent.ok() && sent.code() == ErrorCode::kCancelled);
     if (!sent.ok() && !answer.streamed) {
-      Error e = sink.client_gone ? MakeError(ErrorCode::kCancelled, "the client went away") : sent.error();
+      Error e = client_gone ? MakeError(ErrorCode::kCancelled, "the client went away") : sent.error();
       metrics_.ObserveV1(provider->slug, metric_model, StatusOf(e), sink.upstream_seconds, *overhead, 0);
       if (e.code == ErrorCode::kUnavailable) e.message = "upstream '" + provider->slug + "' unreachable: " + e.message;
       if (e.code == ErrorCode::kDeadlineExceeded) e.message = "upstream '" + provider->slug + "' timed out: " + e.message;
@@ -743,9 +746,9 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     if (!sent.ok()) {
       answer.cut_short = true;
       spdlog::warn("v1: the answer of provider {} was cut short: {}", provider->slug,
-                   sink.client_gone ? std::string("the client went away") : sent.error().message);
+                   client_gone ? std::string("the client went away") : sent.error().message);
     }
-    metrics_.ObserveV1(provider->slug, metric_model, sink.client_gone ? 499 : answer.status, sink.upstream_seconds,
+    metrics_.ObserveV1(provider->slug, metric_model, client_gone ? 499 : answer.status, sink.upstream_seconds,
                        *overhead, sink.bytes);
     return answer;
   }

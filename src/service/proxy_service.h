@@ -98,6 +98,9 @@ class ProxyOutput {
   virtual ~ProxyOutput() = default;
   virtual bool Begin(int status, std::string_view content_type, const HttpHeaders& headers) = 0;
   virtual bool Write(std::string_view piece) = 0;
+  // A socket whose hang-up means the client has gone (ResponseWriter::
+  // HangUpFd): the upstream call is then stopped while it waits. -1: none.
+  virtual int HangUpFd() const { return -1; }
 };
 
 struct ProxyAnswer {

@@ -42,6 +42,11 @@ bool Idempotent(std::string_view method) {
 // the connection is not). curl_easy_recv asks OpenSSL first, then the
 // socket: CURLE_AGAIN only when neither holds anything (one syscall, as the
 // poll() was).
+bool HungUp(int fd) {
+  pollfd p{fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
 bool ConnectionStillOpen(CURL* curl) {
   char byte;
   size_t n = 0;
@@ -50,26 +55,26 @@ bool ConnectionStillOpen(CURL* curl) {
 
 namespace {
 
-// Waits until `sock` is ready for `events` (POLLIN, POLLOUT) or `deadline`
-// passes: the events that are ready (with POLLERR or POLLHUP for an error or
-// a hang-up, which the next send or recv reports), 0 when it timed out (or
-// poll() itself failed).
-short WaitForSocketEvents(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline) {
+// What WaitForSocketEvents answers when `hang_up_fd` hung up: a bit poll()
+// never sets for `sock` (its POLLRDHUP is not asked for).
+constexpr short kHungUp = POLLRDHUP;
+
+// Waits until `sock` is ready for `events` (POLLIN, POLLOUT), `deadline`
+// passes or `hang_up_fd` (-1: none) hangs up: the events that are ready
+// (with POLLERR or POLLHUP for an error or a hang-up, which the next send or
+// recv reports), kHungUp, or 0 when it timed out (or poll() itself failed).
+// What `sock` has ready comes first: an answer that is there is read.
+short WaitForSocketEvents(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline,
+                          int hang_up_fd) {
   for (;;) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) return 0;
-    pollfd p{sock, events, 0};
-    const int n = poll(&p, 1, static_cast<int>(std::min<long long>(left + 1, 1 << 30)));
-    if (n > 0) return p.revents;
+    pollfd p[2] = {{sock, events, 0}, {hang_up_fd, POLLRDHUP, 0}};
+    const int n = poll(p, hang_up_fd >= 0 ? 2 : 1, static_cast<int>(std::min<long long>(left + 1, 1 << 30)));
+    if (n > 0) return p[0].revents != 0 ? p[0].revents : kHungUp;
     if (n < 0 && errno != EINTR) return 0;  // as a timeout: a retry would spin (ENOMEM, say)
   }
-}
-
-// Waits until `sock` is ready for `events` (POLLIN, POLLOUT) or `deadline`
-// passes: true when ready (or in error: the next send or recv reports it).
-bool WaitForSocket(curl_socket_t sock, short events, std::chrono::steady_clock::time_point deadline) {
-  return WaitForSocketEvents(sock, events, deadline) != 0;
 }
 
 // What a read while sending found.
@@ -92,6 +97,7 @@ enum class SendEnd {
   kSent,      // all of data went out
   kAnswered,  // the answer began before it did: its first bytes are in `into`
   kFailed,    // `why` says why
+  kHungUp,    // `hang_up_fd` hung up
 };
 
 // Sends data[sent..] on a CONNECT_ONLY handle's connection with
@@ -105,10 +111,10 @@ enum class SendEnd {
 // whether the rest is sent (call again with the same `sent`) or not (the
 // request is then incomplete: the connection must not carry another). A TLS
 // record without data is not an answer; the connection closed with none is
-// a failure.
+// a failure. A hang-up of `hang_up_fd` (-1: none) ends a wait: kHungUp.
 SendEnd SendWatchingForAnswer(CURL* curl, curl_socket_t sock, std::string_view data,
-                              std::chrono::steady_clock::time_point deadline, size_t& sent, char* into, size_t room,
-                              size_t& got, std::string& why) {
+                              std::chrono::steady_clock::time_point deadline, int hang_up_fd, size_t& sent, char* into,
+                              size_t room, size_t& got, std::string& why) {
   got = 0;
   while (sent < data.size()) {
     size_t n = 0;
@@ -124,7 +130,8 @@ SendEnd SendWatchingForAnswer(CURL* curl, curl_socket_t sock, std::string_view d
       why = curl_easy_strerror(rc);
       return SendEnd::kFailed;
     }
-    const short ready = WaitForSocketEvents(sock, POLLIN | POLLOUT, deadline);
+    const short ready = WaitForSocketEvents(sock, POLLIN | POLLOUT, deadline, hang_up_fd);
+    if (ready == kHungUp) return SendEnd::kHungUp;
     if (ready == 0) {
       why = "timed out sending the request";
       return SendEnd::kFailed;
@@ -194,9 +201,10 @@ class OwnExchange {
         const Steady::time_point deadline = Deadline(which);
         if (!MakeRoom(in_, begin_, end_, kMaxAnswerBuffer)) return End(ExchangeEnd::kHeadTooLarge);
         size_t got = 0;
-        const SendEnd sending = SendWatchingForAnswer(c_.curl, c_.sock, parts[i], deadline, sent, in_.data() + end_,
-                                                      in_.size() - end_, got, result_.why);
+        const SendEnd sending = SendWatchingForAnswer(c_.curl, c_.sock, parts[i], deadline, HangUpFd(), sent,
+                                                      in_.data() + end_, in_.size() - end_, got, result_.why);
         if (sending == SendEnd::kSent) break;
+        if (sending == SendEnd::kHungUp) return End(ExchangeEnd::kCancelled);
         if (sending == SendEnd::kFailed) {
           if (Steady::now() >= deadline) return TimedOut(which);
           if (received_ > 0) {  // what came of the answer is read to its end or failure
@@ -230,12 +238,12 @@ class OwnExchange {
       if (Steady::now() >= t_.give_up) return (void)TimedOut(ExchangeTimeout::kTotal);
       if (wait_first) {
         wait_first = false;
-        if (!WaitForSocket(c_.sock, POLLIN, deadline)) return (void)TimedOut(which);
+        if (!Wait(deadline, which)) return;
       }
       size_t n = 0;
       const CURLcode rc = curl_easy_recv(c_.curl, in_.data() + end_, in_.size() - end_, &n);
       if (rc == CURLE_AGAIN) {
-        if (!WaitForSocket(c_.sock, POLLIN, deadline)) return (void)TimedOut(which);
+        if (!Wait(deadline, which)) return;
         continue;
       }
       if (rc == CURLE_OK && n == 0 && received_ > 0) {
@@ -249,6 +257,18 @@ class OwnExchange {
       }
       Took(n);
     }
+  }
+
+  // The client's socket to watch for a hang-up: until the answer's first byte.
+  int HangUpFd() const { return received_ == 0 ? t_.hang_up_fd : -1; }
+
+  // Waits for the answer's next bytes: false when the exchange ended
+  // (timed out, or the caller's client hung up before the answer).
+  bool Wait(Steady::time_point deadline, ExchangeTimeout which) {
+    const short ready = WaitForSocketEvents(c_.sock, POLLIN, deadline, HangUpFd());
+    if (ready == kHungUp) return End(ExchangeEnd::kCancelled);
+    if (ready == 0) return TimedOut(which);
+    return true;
   }
 
   // A close with no byte of the answer on a kept connection: resent when

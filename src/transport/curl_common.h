@@ -57,13 +57,24 @@ struct OwnConnection {
 // The timeouts of one exchange, on steady_clock (poll() waits on it): until
 // the answer's first byte the first-byte timeout runs from `start` (the
 // sending included), then the idle timeout from the last byte that arrived;
-// `give_up` bounds it all (an answer that never pauses too).
+// `give_up` bounds it all (an answer that never pauses too). Until the
+// answer's first byte, a hang-up of `hang_up_fd` (a socket; -1: none) ends a
+// wait too (kCancelled): the caller's client has gone, and the upstream's
+// work is for no one. Not after it: a client that leaves mid-answer is found
+// when the caller next writes to it, and one that closes at an event
+// stream's [DONE] (as the OpenAI SDK does) costs no kept connection.
 struct ExchangeTimeouts {
   std::chrono::steady_clock::time_point start;
   std::chrono::steady_clock::duration first_byte;
   std::chrono::steady_clock::duration idle;
   std::chrono::steady_clock::time_point give_up;
+  int hang_up_fd = -1;
 };
+
+// Whether the peer of socket `fd` has closed its side (or the connection
+// failed): poll()'s POLLRDHUP, POLLHUP or POLLERR, without waiting. Bytes it
+// sent (a pipelined request) are not a hang-up.
+bool HungUp(int fd);
 
 // When the request is sent once more, on a new connection: only when the
 // connection was `reused` (kept from an earlier call) and gave back no byte
@@ -89,6 +100,7 @@ enum class ExchangeEnd {
   kTimedOut,      // `timeout` says which, `while_sending` when
   kHeadTooLarge,  // the receive buffer filled at kMaxAnswerBuffer
   kFailed,        // the connection failed: `why` (curl's words), `while_sending` when
+  kCancelled,     // timeouts.hang_up_fd hung up before the answer (the connection is not kept)
 };
 
 enum class ExchangeTimeout { kFirstByte, kIdle, kTotal };

@@ -394,6 +394,7 @@ class CurlTransport final : public HttpTransport {
         return r.while_sending ? "timed out sending the request" : "timed out waiting for the answer";
       case ExchangeEnd::kHeadTooLarge:  // only the header is kept whole: it holds no secret body yet
         return "answer header larger than " + std::to_string(kMaxAnswerBuffer) + " bytes";
+      case ExchangeEnd::kCancelled:  // never: the backends' calls watch no client
       case ExchangeEnd::kResend:  // a second resend is not made: the new connection's request failed
       case ExchangeEnd::kFailed:
         break;

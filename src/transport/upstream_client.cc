@@ -408,6 +408,12 @@ class CurlUpstreamClient final : public UpstreamClient {
     const Steady::time_point give_up = Steady::now() + request.timeouts.total;
     CURLcode result = CURLE_OK;
     std::string failure;
+    bool hung_up = false;
+    // Until the answer's first byte (curl_common.h: ExchangeTimeouts). curl
+    // asks poll() for no POLLRDHUP: a wait wakes on the client's POLLIN, then
+    // HungUp says whether that was its close. After bytes alone (a pipelined
+    // request) it is checked after each wait instead.
+    bool wake_on_client = true;
     curl_multi_add_handle(e.multi, h);
     for (;;) {
       int running = 0;
@@ -437,20 +443,31 @@ class CurlUpstreamClient final : public UpstreamClient {
       if (timed_out) break;
       deadline = std::min(deadline, give_up);
       const auto wait = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
-      mc = curl_multi_poll(e.multi, nullptr, 0, static_cast<int>(std::clamp<int64_t>(wait, 1, 1000)), nullptr);
+      const bool watch = request.hang_up_fd >= 0 && !x.first_byte;
+      curl_waitfd client{request.hang_up_fd, CURL_WAIT_POLLIN, 0};
+      const bool wake = watch && wake_on_client;
+      mc = curl_multi_poll(e.multi, wake ? &client : nullptr, wake ? 1 : 0,
+                           static_cast<int>(std::clamp<int64_t>(wait, 1, 1000)), nullptr);
       if (mc != CURLM_OK) {
         failure = curl_multi_strerror(mc);
         break;
+      }
+      if (watch && (client.revents != 0 || !wake_on_client)) {
+        hung_up = HungUp(request.hang_up_fd);
+        if (hung_up) break;
+        wake_on_client = false;
       }
     }
     curl_multi_remove_handle(e.multi, h);  // mid-transfer: curl closes the connection
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);
     Cleanse(e.lines);  // the credential; the capacity stays for the next call
 
-    if (!timed_out && failure.empty() && !x.cancelled && !x.head_too_large && result == CURLE_OK && x.head_done) {
+    if (!timed_out && !hung_up && failure.empty() && !x.cancelled && !x.head_too_large && result == CURLE_OK &&
+        x.head_done) {
       return OkStatus();
     }
     const std::string what = What(request.method, target);
+    if (hung_up) return ClientHungUp(what);
     if (timed_out) return TimedOut(what, timed_out, request.timeouts, x.head_done);
     if (!failure.empty()) return MakeError(ErrorCode::kInternal, what + ": " + failure);
     if (x.cancelled) return MakeError(ErrorCode::kCancelled, what + ": the answer's reader stopped reading it");
@@ -473,6 +490,10 @@ class CurlUpstreamClient final : public UpstreamClient {
     return MakeError(ErrorCode::kDeadlineExceeded, what + ": the " + which + " timeout (" +
                                                        std::to_string(limit.count()) + " ms) passed" +
                                                        (head_done ? "; the answer was cut short" : ""));
+  }
+
+  static Status ClientHungUp(const std::string& what) {
+    return MakeError(ErrorCode::kCancelled, what + ": stopped, the client hung up");
   }
 
   static Status HeadTooLarge(const std::string& what) {
@@ -594,7 +615,7 @@ class CurlUpstreamClient final : public UpstreamClient {
                       bool reused, bool inline_body, Steady::time_point give_up, Status& status) const {
     const UpstreamTimeouts& t = request.timeouts;
     x.sent_at = Steady::now();
-    const ExchangeTimeouts timeouts{x.sent_at, t.first_byte, t.idle, give_up};
+    const ExchangeTimeouts timeouts{x.sent_at, t.first_byte, t.idle, give_up, request.hang_up_fd};
     // A kept connection the upstream closed while it was idle fails the
     // send, or ends right after the request lands: resent. One that ends
     // later may have been read and worked on: a POST is not sent twice then.
@@ -622,6 +643,8 @@ class CurlUpstreamClient final : public UpstreamClient {
       }
       case ExchangeEnd::kHeadTooLarge:
         return HeadTooLarge(what);
+      case ExchangeEnd::kCancelled:
+        return ClientHungUp(what);
       case ExchangeEnd::kResend:
       case ExchangeEnd::kFailed:
         return MakeError(ErrorCode::kUnavailable, what + ": " + cut + r.why);

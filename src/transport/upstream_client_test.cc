@@ -618,6 +618,105 @@ TEST(UpstreamClient, TheConfiguredProxyCarriesTheCallAfterTheHostIsChecked) {
       << refused.error().message;
 }
 
+// A hang-up of the caller's client (request.hang_up_fd) stops a call whose
+// answer has not come, at once (the first-byte timeout is 30 s), and closes
+// its upstream connection; bytes from the client alone (a pipelined
+// request) are not a hang-up. Both ways: our own exchange and curl's through
+// the proxy.
+TEST(UpstreamClient, TheCallersClientHangingUpStopsTheWaitAndClosesTheConnection) {
+  for (const bool through_proxy : {false, true}) {
+    SCOPED_TRACE(through_proxy ? "through the proxy" : "own exchange");
+    std::promise<void> requested, closed;
+    std::future<void> requested_future = requested.get_future(), closed_future = closed.get_future();
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      self->Read(c);
+      requested.set_value();
+      c.WaitForClose();
+      closed.set_value();
+    });
+    self = &server;
+    int client[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, client), 0);
+    const std::string pipelined = "GET /next HTTP/1.1\r\n\r\n";
+    ASSERT_EQ(write(client[1], pipelined.data(), pipelined.size()), static_cast<ssize_t>(pipelined.size()));
+    FixedResolver resolver;
+    UpstreamClientOptions o;
+    if (through_proxy) {
+      o.proxy = server.url("");
+      o.resolver = &resolver;
+    }
+    auto upstream = Client(o);
+    UpstreamRequest request = Post(through_proxy ? "http://upstream.example:8080/v1/chat" : server.url());
+    request.timeouts.first_byte = std::chrono::seconds(30);
+    request.hang_up_fd = client[0];
+    Recorder sink;
+    auto call = std::async(std::launch::async, [&] { return upstream->Send(request, sink); });
+    ASSERT_EQ(requested_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    // The pipelined bytes did not stop it (a call that stopped would be back well within this).
+    EXPECT_EQ(call.wait_for(milliseconds(200)), std::future_status::timeout);
+    close(client[1]);
+    ASSERT_EQ(call.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "it went on after the hang-up";
+    Status s = call.get();
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kCancelled) << s.error().message;
+    EXPECT_NE(s.error().message.find("the client hung up"), std::string::npos) << s.error().message;
+    EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos);
+    EXPECT_EQ(sink.heads, 0);
+    EXPECT_EQ(closed_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    close(client[0]);
+  }
+}
+
+// Once the answer began, the client's hang-up is not watched (the sink's
+// writes find a client gone mid-answer): one that closes at an event
+// stream's [DONE], as the OpenAI SDK does, leaves the answer to end and its
+// connection kept.
+TEST(UpstreamClient, AHangUpAfterTheAnswerBeganLetsItEndAndKeepsTheConnection) {
+  for (const bool through_proxy : {false, true}) {
+    SCOPED_TRACE(through_proxy ? "through the proxy" : "own exchange");
+    std::promise<void> hung_up;
+    std::shared_future<void> hung_up_future = hung_up.get_future().share();
+    std::atomic<int> connections{0};
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      ++connections;
+      if (self->Read(c).empty()) return;
+      c.Write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n[DONE]\r\n");
+      hung_up_future.wait();
+      c.Write("0\r\n\r\n");
+      while (!self->Read(c).empty()) c.Write(Answer("again"));
+    });
+    self = &server;
+    int client[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, client), 0);
+    FixedResolver resolver;
+    UpstreamClientOptions o;
+    if (through_proxy) {
+      o.proxy = server.url("");
+      o.resolver = &resolver;
+    }
+    auto upstream = Client(o);
+    const std::string url = through_proxy ? "http://upstream.example:8080/v1/chat" : server.url();
+    UpstreamRequest request = Post(url);
+    request.hang_up_fd = client[0];
+    Recorder sink;
+    sink.on_body = [&](std::string_view) {
+      close(client[1]);  // the client read [DONE] and left
+      hung_up.set_value();
+      return true;
+    };
+    Status s = upstream->Send(request, sink);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_EQ(sink.body(), "[DONE]");
+    auto again = BodyOf(*upstream, url);
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    EXPECT_EQ(*again, "again");
+    EXPECT_EQ(connections.load(), 1);  // kept
+    close(client[0]);
+  }
+}
+
 TEST(UpstreamClient, AProxyUrlThatIsNotOneIsRefusedWithoutQuotingIt) {
   for (const char* bad : {"proxy.example:3128", "ftp://proxy.example", "http://", "http://u:hunter2@p.example/path",
                           "http://p.example:3128/?x=1", "http://p .example", "http://u:hunter2@p.example:3128/#f",

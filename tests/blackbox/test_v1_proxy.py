@@ -3,6 +3,7 @@ check the injected key."""
 import hashlib
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -28,8 +29,8 @@ class Stub(LoopbackStub):
         self.mode = mode
         self.seen = []
         self.redirect_to = None
-        self.stream_closed = threading.Event()  # a long stream's write failed: the gateway let go
-        self.release = threading.Event()  # a "hang-stream" answer ends when this is set
+        self.stream_closed = threading.Event()  # the gateway closed the connection before the answer's end
+        self.release = threading.Event()  # a "hang-stream" or "hold" answer ends when this is set
         self.extra_headers = []  # sent with every non-streamed answer
         stub = self
 
@@ -56,6 +57,12 @@ class Stub(LoopbackStub):
                     return self._send(302, {"moved": True}, extra=[("Location", stub.redirect_to)])
                 if stub.mode == "slow":
                     time.sleep(3)
+                    return self._send(200, {"late": True})
+                if stub.mode == "hold":  # no answer until released, unless the gateway closes first
+                    while not stub.release.wait(0.02):
+                        if select.select([self.connection], [], [], 0)[0] and not self.connection.recv(1, socket.MSG_PEEK):
+                            stub.stream_closed.set()
+                            return
                     return self._send(200, {"late": True})
                 body = json.loads(raw or b"{}")
                 model = body.get("model")
@@ -293,6 +300,39 @@ def test_client_disconnect_mid_stream_frees_the_upstream(v1, stubs):
     assert main.stream_closed.wait(15)
     # The gateway still serves.
     assert sdk(gw).models.list().data[0].id == "gpt-stub"
+
+
+def v1_count(gw, status):
+    """dyad_v1_requests_total of the stub's model for `status`, 0 when absent."""
+    want = f'dyad_v1_requests_total{{model="gpt-stub",provider="stubai",status="{status}"}} '
+    for line in requests.get(gw.url + "/metrics").text.splitlines():
+        if line.startswith(want):
+            return float(line[len(want):])
+    return 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_disconnect_before_the_answer_frees_the_upstream(v1, stubs, stream):
+    """A client that hangs up before the upstream's answer began (a long completion, or a stream's first token)
+    stops the upstream call at once, not at the first-byte timeout (30 s here): the upstream's connection is closed
+    and the call counted as a 499."""
+    gw = v1({"GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "30000"})
+    held = stubs(STUB_KEY, "hold")
+    add_provider(gw, "stubai", held.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    s = raw_v1_post(gw, CLIENT_TOKEN, json.dumps({"model": "gpt-stub", "stream": stream, "messages": []}).encode())
+    deadline = time.monotonic() + 10
+    while not held.seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert held.seen, "the call never reached the upstream"
+    s.close()
+    assert held.stream_closed.wait(10), "the upstream connection stayed open after the client left"
+    deadline = time.monotonic() + 10
+    while v1_count(gw, 499) != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert v1_count(gw, 499) == 1
+    # A client that stays gets its answer, on the same gateway.
+    held.release.set()
+    assert post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []})).json() == {"late": True}
 
 
 def open_stream(gw, token, model="gpt-stub"):
