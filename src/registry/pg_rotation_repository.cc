@@ -48,18 +48,14 @@ Status CheckStartConditions(PgConnection& c, const StartConditions& start_if) {
                                                            done.last_finished_at + ")");
     }
   }
-  if (start_if.if_none_started_since) {
+  if (const auto& window = start_if.if_none_started_in) {
     // One fixed-width format: byte order (COLLATE "C", whatever the
     // database's locale) is time order.
     DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
         "SELECT id, started_at FROM rotation_runs WHERE trigger<>$1 AND started_at COLLATE \"C\" >= $2 "
-        "ORDER BY seq DESC LIMIT 1",
-        {std::string(kResumedTrigger), *start_if.if_none_started_since}));
-    if (rows.size() > 0) {
-      return MakeError(ErrorCode::kFailedPrecondition, "key rotation " + rows.Text(0, 0) + " started at " +
-                                                           rows.Text(0, 1) + ", not before " +
-                                                           *start_if.if_none_started_since);
-    }
+        "AND started_at COLLATE \"C\" < $3 ORDER BY seq DESC LIMIT 1",
+        {std::string(kResumedTrigger), window->from, window->to}));
+    if (rows.size() > 0) return StartedInWindow(rows.Text(0, 0), rows.Text(0, 1), *window);
   }
   return OkStatus();
 }

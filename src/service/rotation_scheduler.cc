@@ -130,11 +130,18 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
     if (!next_ || now < *next_) return false;
     slot = *next_;
   }
+  // A run counts for the slot only if it started before the next slot: a
+  // run stamped in the future (a clock days ahead) would otherwise use every
+  // slot until that date. No next slot within cron's eight-year horizon:
+  // the horizon ends the window.
+  const WallTime slot_end = timing_.cron->Next(slot).value_or(slot + std::chrono::hours(24 * 366 * 8));
   // Which slots were used is this process's memory only: another instance
   // may have run this one already. Its run is in the shared history (a
-  // resume stands for an older run: the latest run that is not one says).
-  // This read only spares a start: the condition is the guarantee, checked
-  // where the lock is taken, for a run begun after this read.
+  // resume stands for an older run, whose own start counts). Every run of
+  // the look-back is read, not only the latest: runs stamped by skewed
+  // clocks are not in start order. This read only spares a start: the
+  // condition is the guarantee, checked where the lock is taken, for a run
+  // begun after this read.
   constexpr int kLookBack = 20;
   auto runs = rotation_.History(kLookBack);
   if (!runs.ok()) {  // not known: tried again at the next tick
@@ -144,13 +151,14 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
   for (const RotationRun& run : *runs) {
     if (run.trigger == kResumedTrigger) continue;
     std::optional<WallTime> started = ParseIso8601(run.started_at);
-    if (started && *started >= slot) {
+    if (started && *started >= slot && *started < slot_end) {
+      spdlog::info("cron slot {} already run by key rotation {}, started {}", FormatIso8601(slot), run.id,
+                   run.started_at);
       UseSlot(now);
       return false;
     }
-    break;
   }
-  start_if.if_none_started_since = FormatIso8601(slot);
+  start_if.if_none_started_in = StartConditions::Window{FormatIso8601(slot), FormatIso8601(slot_end)};
   return true;  // used by Tick (UseSlot), once a fresh run started for it
 }
 
@@ -209,7 +217,10 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     // for anything else (no thread, the database down): the next tick
     // finds the slot's run in the history (SlotDue), or, once an older run
     // or a resume is over, starts the slot's.
-    if (run.code() == ErrorCode::kFailedPrecondition && slot) UseSlot(now);
+    if (run.code() == ErrorCode::kFailedPrecondition && slot) {
+      spdlog::info("cron slot already run: {}", run.error().message);  // names the run and its start
+      UseSlot(now);
+    }
     if (run.code() != ErrorCode::kConflict && run.code() != ErrorCode::kFailedPrecondition) {
       spdlog::warn("scheduled key rotation not started: {}", run.error().message);
     }

@@ -528,6 +528,29 @@ TEST_P(IntervalTest, ACronSlotWhoseTicksOnlyResumedOrMetTheResumeStartsAFreshRun
   EXPECT_EQ(Primary(), 3u);
 }
 
+// Review (rotation should-fix, 1): a run stamped in the future (an instance
+// whose clock was days ahead, or a CLI run from a laptop with a wrong clock)
+// used every cron slot until its date, silently. It now uses only the slot
+// whose window holds its start, and the tick says so.
+TEST_P(IntervalTest, ARunStampedInTheFutureUsesOnlyItsOwnCronSlot) {
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, finished_at, from_version, "
+                  "to_version, done, cursor) VALUES('ahead','manual','completed',FALSE,'2026-04-20T05:00:00.000Z',"
+                  "'2026-04-20T05:01:00.000Z',1,1,0,'')").ok());
+  auto scheduler = NewCronScheduler(*rotation_);
+  ASSERT_TRUE(TickAt(*scheduler, At("2026-03-09T02:30")).has_value());
+  EXPECT_EQ(Primary(), 2u);
+  // The 03-16 slot, missed: run; the next is 04-20's, the run ahead's.
+  ASSERT_TRUE(TickAt(*scheduler, At("2026-04-20T02:29")).has_value());
+  EXPECT_EQ(Primary(), 3u);
+  ASSERT_EQ(*scheduler->NextRun(), At("2026-04-20T02:30"));
+  testing::LogCapture log;
+  EXPECT_FALSE(TickAt(*scheduler, At("2026-04-20T02:30")).has_value());
+  EXPECT_EQ(Primary(), 3u);
+  EXPECT_EQ(log.Count("cron slot 2026-04-20T02:30:00.000Z already run by key rotation ahead, started "
+                      "2026-04-20T05:00:00.000Z"), 1u) << log.Text();
+  EXPECT_EQ(*scheduler->NextRun(), At("2026-04-27T02:30"));
+}
+
 // Likewise when the tick's start is what resumes (the run's lock went stale
 // between the tick's resume check and its start): the answer is a resume,
 // and the slot stays due.
