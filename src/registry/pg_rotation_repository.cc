@@ -165,6 +165,16 @@ class PgRotationRepository final : public RotationRepository {
     }));
   }
 
+  Result<std::optional<std::string>> LockHolder(Clock::Duration takeover) override {
+    const int64_t takeover_ms = std::chrono::duration_cast<std::chrono::milliseconds>(takeover).count();
+    return db_->With<std::optional<std::string>>([&](PgConnection& c) -> Result<std::optional<std::string>> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
+          "SELECT run_id FROM rotation_lock WHERE id=1 AND " DYAD_PG_NOW_MS " - heartbeat_at < $1", {takeover_ms}));
+      if (rows.size() == 0) return std::optional<std::string>();
+      return std::optional<std::string>(rows.Text(0, 0));
+    });
+  }
+
   Result<std::optional<RotationRun>> LatestRunning() override {
     return db_->With<std::optional<RotationRun>>([&](PgConnection& c) -> Result<std::optional<RotationRun>> {
       DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(std::string("SELECT ") + kRunColumns +

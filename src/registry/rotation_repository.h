@@ -131,6 +131,11 @@ class RotationRepository {
   // Frees the lock if (run_id, owner) still holds it.
   virtual Status Release(const std::string& run_id, const std::string& owner) = 0;
 
+  // The run holding the lock, if its heartbeat is younger than `takeover`
+  // (judged as Begin judges it); nullopt when the lock is free or stale.
+  // A read only: by the time it returns the answer may have changed.
+  virtual Result<std::optional<std::string>> LockHolder(Clock::Duration takeover) = 0;
+
   // The most recently started run still 'running', if any.
   virtual Result<std::optional<RotationRun>> LatestRunning() = 0;
 

@@ -295,6 +295,20 @@ TEST_P(RotationRepositoryContract, ACronSlotsRunGuardsABegin) {
   EXPECT_EQ(StatusOf(a_, "run-5"), "running");
 }
 
+// LockHolder judges the lock as Begin does, from either instance: held while
+// its heartbeat is fresh, then stale; free once released.
+TEST_P(RotationRepositoryContract, LockHolderNamesAFreshHolderOnly) {
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), std::nullopt);
+  ASSERT_FALSE(a_->Begin(NewRun("run-1"), "owner-a", seconds(10), "x")->has_value());
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), "run-1");
+  Elapse(seconds(11));
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), std::nullopt);
+  ASSERT_TRUE(*a_->Heartbeat("run-1", "owner-a"));
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), "run-1");
+  ASSERT_TRUE(a_->Release("run-1", "owner-a").ok());
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), std::nullopt);
+}
+
 // Review (rotation should-fix, 1): a run stamped in the future (an instance
 // whose clock was days ahead) guarded every slot until its date. It now
 // guards only the slot whose window holds its start.

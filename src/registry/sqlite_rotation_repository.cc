@@ -155,6 +155,17 @@ class SqliteRotationRepository final : public RotationRepository {
     return OkStatus();
   }
 
+  Result<std::optional<std::string>> LockHolder(Clock::Duration takeover) override {
+    const int64_t takeover_s = std::chrono::duration_cast<std::chrono::seconds>(takeover).count();
+    return db_->With<std::optional<std::string>>([&](SqliteConnection& c) -> Result<std::optional<std::string>> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "SELECT run_id FROM rotation_lock WHERE id=1 AND ? - heartbeat_at < ?"));
+      DYAD_ASSIGN_OR_RETURN(bool held, st.Bind(1, WallSeconds()).Bind(2, takeover_s).Step());
+      if (!held) return std::optional<std::string>();
+      return std::optional<std::string>(st.Text(0));
+    });
+  }
+
   Result<std::optional<RotationRun>> LatestRunning() override {
     return db_->With<std::optional<RotationRun>>([&](SqliteConnection& c) -> Result<std::optional<RotationRun>> {
       DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(std::string("SELECT ") + kRunColumns +

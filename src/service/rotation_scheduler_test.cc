@@ -437,6 +437,47 @@ TEST_P(IntervalTest, AResumeBackOffNamesNoRunThisProcessNeverPaused) {
   EXPECT_NE(refused.error().message.find("backing off"), std::string::npos) << refused.error().message;
 }
 
+// Review (rotation should-fix, 2): X, backing off after a resume it paused,
+// checked its back-off before the lock: while Y resumed the run well (its
+// lock held and beating), X warned at every tick and returned early from it.
+// A held lock is now waited for, back-off or not, with no warning.
+TEST_P(IntervalTest, AResumeBackOffWaitsWithoutAWarningWhileAnotherInstanceHoldsTheRun) {
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
+  testing::RefusingThreads threads_x(2);  // X's runs' threads start; every heartbeat is refused
+  KeyRotationService::Options o;
+  o.retire_grace = std::chrono::milliseconds(20);
+  o.start_thread = threads_x.starter();
+  KeyRotationService x(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
+  auto paused_x = x.ResumeInterrupted(Caller{});  // X pauses: X backs off
+  ASSERT_TRUE(paused_x.ok() && paused_x->has_value());
+  x.WaitIdle();
+  auto runs_y = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+  runs_y->hold_first_save = true;  // Y's resume holds the lock, beating it, until the gate opens
+  auto y = NewRotation(runs_y);
+  auto resumed_y = y->ResumeInterrupted(Caller{});
+  ASSERT_TRUE(resumed_y.ok() && resumed_y->has_value());
+  const bool held = runs_y->save_gate.WaitArrived();
+  auto scheduler_x = NewScheduler(x);
+  std::optional<std::string> ticked;
+  bool waiting = false;
+  Result<std::optional<std::string>> resume_x = std::optional<std::string>();
+  testing::LogCapture log;
+  if (held) {
+    ticked = scheduler_x->Tick(clock_.WallNow());
+    resume_x = x.ResumeInterrupted(Caller{}, &waiting);
+  }
+  runs_y->save_gate.Open();
+  y->WaitIdle();
+  ASSERT_TRUE(held) << "Y's resume never saved its progress";
+  EXPECT_FALSE(ticked.has_value());
+  EXPECT_EQ(log.Count("backing off"), 0u) << log.Text();
+  ASSERT_TRUE(resume_x.ok()) << resume_x.error().message;
+  EXPECT_FALSE(resume_x->has_value());
+  EXPECT_TRUE(waiting);
+  EXPECT_EQ(x.History(1)->front().id, **resumed_y);
+  EXPECT_EQ(x.History(1)->front().status, "completed");
+}
+
 // Review (key-rotation hardening, 3): which cron slots were used was each
 // instance's own memory, so B, ticking after A had run the slot (and
 // finished), ran it again. B now finds A's run in the shared history.
