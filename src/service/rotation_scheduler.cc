@@ -130,11 +130,14 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
     if (!next_ || now < *next_) return false;
     slot = *next_;
   }
-  // A run counts for the slot only if it started before the next slot: a
-  // run stamped in the future (a clock days ahead) would otherwise use every
-  // slot until that date. No next slot within cron's eight-year horizon:
-  // the horizon ends the window.
-  const WallTime slot_end = timing_.cron->Next(slot).value_or(slot + std::chrono::hours(24 * 366 * 8));
+  // A run counts for the slot only if it started before the slot after
+  // `now`: a run stamped in the future (a clock days ahead) would otherwise
+  // use every slot until that date. Not the slot after `slot`: a slot kept
+  // due past it (its ticks met a resume in progress) is run late, and that
+  // run, like UseSlot(now), stands for every slot up to `now` — on every
+  // instance that kept it due. No next slot within cron's eight-year
+  // horizon: the horizon ends the window.
+  const WallTime slot_end = timing_.cron->Next(now).value_or(now + std::chrono::hours(24 * 366 * 8));
   // Which slots were used is this process's memory only: another instance
   // may have run this one already. Its run is in the shared history (a
   // resume stands for an older run, whose own start counts). Every run of

@@ -18,8 +18,8 @@
 // A run already in progress makes a scheduled start a no-op. A cron slot is
 // used once a fresh run started for it (or rotation is disabled, or a run of
 // any process on the database started in the slot's window — at or after its
-// time, before the next slot's: a run stamped in the future by a clock
-// ahead uses no later slot — resumes
+// time, before the first slot after the tick's time: a run stamped in the
+// future by a clock ahead uses no later slot — resumes
 // aside: instances sharing a database run a slot once — the start is
 // conditional on it, RotationRepository::Begin); a slot whose tick only
 // resumed a run left running, or met a run in progress, or whose start was
@@ -95,7 +95,7 @@ class RotationScheduler {
   bool Due(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot passed, and no run (of any process: the rotation
   // history; resumes aside) started in its window (at or after it, before
-  // the next slot); a slot so run is used here (logged at info). Sets
+  // the first slot after `now`); a slot so run is used here (logged at info). Sets
   // `start_if.if_none_started_in` to that window.
   bool SlotDue(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot due at `now` is used; the next one is after `now`.

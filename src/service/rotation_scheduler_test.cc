@@ -592,6 +592,26 @@ TEST_P(IntervalTest, ARunStampedInTheFutureUsesOnlyItsOwnCronSlot) {
   EXPECT_EQ(*scheduler->NextRun(), At("2026-04-27T02:30"));
 }
 
+// Review (h-rot3, must-fix): the window ended at the slot's next slot, but
+// a slot kept due past it (its ticks met a resume in progress: both
+// instances keep it) is run late, and the catch-up uses every slot up to
+// then. A ran it after the next slot; B, its window ending there, found no
+// run in it and rotated again. The window now ends at the slot after the
+// tick, as the catch-up's UseSlot does.
+TEST_P(IntervalTest, ACronSlotKeptDuePastTheNextSlotIsRunOnceByTwoInstances) {
+  auto rotation_b = NewRotation();
+  auto a = NewCronScheduler(*rotation_);
+  auto b = NewCronScheduler(*rotation_b);
+  ASSERT_EQ(*b->NextRun(), At("2026-03-09T02:30"));
+  ASSERT_TRUE(TickAt(*a, At("2026-03-16T03:00")).has_value());  // after the 03-16 slot
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_FALSE(TickAt(*b, At("2026-03-16T03:01")).has_value());
+  rotation_b->WaitIdle();
+  EXPECT_EQ(rotation_->History(10)->size(), 1u);
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_EQ(*b->NextRun(), At("2026-03-23T02:30"));  // used: A ran it
+}
+
 // Likewise when the tick's start is what resumes (the run's lock went stale
 // between the tick's resume check and its start): the answer is a resume,
 // and the slot stays due.
