@@ -201,6 +201,8 @@ Status KeyRotationService::ResumeAllowed() {
                                                 std::to_string(wait) + " s at the earliest");
 }
 
+bool KeyRotationService::BackingOffResumes() { return !ResumeAllowed().ok(); }
+
 Status KeyRotationService::ResumeAllowedUnlessHeld(bool& held) {
   Status allowed = ResumeAllowed();
   if (allowed.ok()) return allowed;

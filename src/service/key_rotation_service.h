@@ -120,6 +120,10 @@ class KeyRotationService {
   // given) says whether a run is left whose lock is still held: it can be
   // taken over once its heartbeat is `lock_takeover` old.
   Result<std::optional<std::string>> ResumeInterrupted(const Caller& caller, bool* waiting = nullptr);
+  // Whether this process backs off its resumes (see ResumeInterrupted): a
+  // caller that waits for a held run then starts nothing either, since a
+  // start resumes the run should its lock go stale meanwhile.
+  bool BackingOffResumes() DYAD_LOCKS_EXCLUDED(mu_);
   void WaitIdle();
 
   Result<std::vector<RotationRun>> History(int limit);

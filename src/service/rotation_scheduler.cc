@@ -194,6 +194,11 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
     return **resumed;
   }
+  // Backing off, with the run's lock held: nothing else this tick either
+  // (as when the back-off refuses the resume). A start would meet the held
+  // lock, or, should it go stale meanwhile, resume the run: a resume the
+  // back-off spaces, taken early.
+  if (waiting && rotation_.BackingOffResumes()) return std::nullopt;
   const char* why = nullptr;
   bool slot = false;  // the run is the schedule's: it uses the slot (cron mode)
   StartConditions start_if;

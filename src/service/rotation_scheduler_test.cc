@@ -478,6 +478,48 @@ TEST_P(IntervalTest, AResumeBackOffWaitsWithoutAWarningWhileAnotherInstanceHolds
   EXPECT_EQ(x.History(1)->front().status, "completed");
 }
 
+// Review (h-rot3, must-fix 2): X, backing off, found Y's resume holding
+// the lock and went on to the tick's start, as when not backing off; Y's
+// lock went stale meanwhile (Y gone), and the start resumed the run inside
+// X's back-off, pausing again. A tick that waits for a held run while
+// backing off now starts nothing.
+TEST_P(IntervalTest, ATickBackingOffStartsNothingWhileAnotherInstanceHoldsTheRun) {
+  const WallTime slot = At("2026-03-09T02:30");  // due at X's tick
+  clock_.SetWall(slot - std::chrono::minutes(30));
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
+  testing::RefusingThreads threads_x(2);  // X's runs' threads start; every heartbeat is refused
+  KeyRotationService::Options o;
+  o.retire_grace = std::chrono::milliseconds(20);
+  o.start_thread = threads_x.starter();
+  auto runs_x = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+  KeyRotationService x(o, runs_x, *secrets_, audit_, clock_);
+  auto scheduler_x = NewCronScheduler(x);
+  clock_.SetWall(slot);
+  auto paused_x = x.ResumeInterrupted(Caller{});  // X pauses: X backs off
+  ASSERT_TRUE(paused_x.ok() && paused_x->has_value());
+  x.WaitIdle();
+  auto runs_y = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+  runs_y->hold_first_save = true;  // Y's resume holds the lock, beating it, until the gate opens
+  auto y = NewRotation(runs_y);
+  auto resumed_y = y->ResumeInterrupted(Caller{});
+  ASSERT_TRUE(resumed_y.ok() && resumed_y->has_value());
+  const bool held = runs_y->save_gate.WaitArrived();
+  std::optional<std::string> ticked;
+  if (held) {
+    // Y's lock goes stale (Y gone) after X's resume check, before its start.
+    runs_x->after_history = [&] { (void)Sql("UPDATE rotation_lock SET heartbeat_at=0"); };
+    ticked = scheduler_x->Tick(slot);
+    runs_x->after_history = nullptr;
+  }
+  runs_y->save_gate.Open();
+  y->WaitIdle();
+  x.WaitIdle();
+  ASSERT_TRUE(held) << "Y's resume never saved its progress";
+  EXPECT_FALSE(ticked.has_value()) << "X resumed while backing off: run " << *ticked;
+  EXPECT_EQ(x.History(10)->size(), 3u);  // the dead run, X's paused resume, Y's resume
+  EXPECT_EQ(*scheduler_x->NextRun(), slot);  // still due
+}
+
 // Review (key-rotation hardening, 3): which cron slots were used was each
 // instance's own memory, so B, ticking after A had run the slot (and
 // finished), ran it again. B now finds A's run in the shared history.
