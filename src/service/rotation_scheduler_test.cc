@@ -66,9 +66,11 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
     rotation_ = NewRotation();
   }
   // A rotation service on its own pool (or on `runs`): another instance's.
-  std::unique_ptr<KeyRotationService> NewRotation(std::shared_ptr<RotationRepository> runs = nullptr) {
+  std::unique_ptr<KeyRotationService> NewRotation(std::shared_ptr<RotationRepository> runs = nullptr,
+                                                  ThreadStarter start_thread = nullptr) {
     KeyRotationService::Options o;
     o.retire_grace = std::chrono::milliseconds(20);  // the fake clock moves by it
+    o.start_thread = std::move(start_thread);
     if (!runs) runs = std::move(Instance().rotations);
     return std::make_unique<KeyRotationService>(o, std::move(runs), *secrets_, audit_, clock_);
   }
@@ -101,6 +103,35 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
                     .ok());
     ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', " +
                     std::to_string(heartbeat_at) + ")").ok());
+  }
+  // X backs off its resumes: its resume of the run left pauses, its
+  // heartbeat's thread refused (`threads_x`: RefusingThreads(2)).
+  std::unique_ptr<KeyRotationService> NewBackingOffRotation(testing::RefusingThreads& threads_x,
+                                                            std::shared_ptr<RotationRepository> runs = nullptr) {
+    auto x = NewRotation(std::move(runs), threads_x.starter());
+    auto paused = x->ResumeInterrupted(Caller{});
+    EXPECT_TRUE(paused.ok() && paused->has_value()) << "X's resume did not pause";
+    x->WaitIdle();
+    return x;
+  }
+  // Y resumes the run left; the resume holds the lock, beating it, at its
+  // first save until `runs->save_gate` opens (`held`: it got there).
+  struct HeldResume {
+    std::shared_ptr<StagedRotations> runs;
+    std::unique_ptr<KeyRotationService> rotation;
+    std::string id;
+    bool held = false;
+  };
+  HeldResume HoldAResume() {
+    HeldResume y;
+    y.runs = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+    y.runs->hold_first_save = true;
+    y.rotation = NewRotation(y.runs);
+    auto resumed = y.rotation->ResumeInterrupted(Caller{});
+    if (!resumed.ok() || !resumed->has_value()) return y;
+    y.id = **resumed;
+    y.held = y.runs->save_gate.WaitArrived();
+    return y;
   }
   // A scheduler as a (re)started service makes it: a new object on the same database.
   std::unique_ptr<RotationScheduler> NewScheduler(KeyRotationService& rotation, int interval_hours = 720,
@@ -444,19 +475,10 @@ TEST_P(IntervalTest, AResumeBackOffNamesNoRunThisProcessNeverPaused) {
 TEST_P(IntervalTest, AResumeBackOffWaitsWithoutAWarningWhileAnotherInstanceHoldsTheRun) {
   ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
   testing::RefusingThreads threads_x(2);  // X's runs' threads start; every heartbeat is refused
-  KeyRotationService::Options o;
-  o.retire_grace = std::chrono::milliseconds(20);
-  o.start_thread = threads_x.starter();
-  KeyRotationService x(o, std::move(Instance().rotations), *secrets_, audit_, clock_);
-  auto paused_x = x.ResumeInterrupted(Caller{});  // X pauses: X backs off
-  ASSERT_TRUE(paused_x.ok() && paused_x->has_value());
-  x.WaitIdle();
-  auto runs_y = std::make_shared<StagedRotations>(std::move(Instance().rotations));
-  runs_y->hold_first_save = true;  // Y's resume holds the lock, beating it, until the gate opens
-  auto y = NewRotation(runs_y);
-  auto resumed_y = y->ResumeInterrupted(Caller{});
-  ASSERT_TRUE(resumed_y.ok() && resumed_y->has_value());
-  const bool held = runs_y->save_gate.WaitArrived();
+  auto x_owned = NewBackingOffRotation(threads_x);
+  KeyRotationService& x = *x_owned;
+  HeldResume y_held = HoldAResume();
+  auto& [runs_y, y, resumed_y, held] = y_held;
   auto scheduler_x = NewScheduler(x);
   std::optional<std::string> ticked;
   bool waiting = false;
@@ -474,7 +496,7 @@ TEST_P(IntervalTest, AResumeBackOffWaitsWithoutAWarningWhileAnotherInstanceHolds
   ASSERT_TRUE(resume_x.ok()) << resume_x.error().message;
   EXPECT_FALSE(resume_x->has_value());
   EXPECT_TRUE(waiting);
-  EXPECT_EQ(x.History(1)->front().id, **resumed_y);
+  EXPECT_EQ(x.History(1)->front().id, resumed_y);
   EXPECT_EQ(x.History(1)->front().status, "completed");
 }
 
@@ -488,22 +510,13 @@ TEST_P(IntervalTest, ATickBackingOffStartsNothingWhileAnotherInstanceHoldsTheRun
   clock_.SetWall(slot - std::chrono::minutes(30));
   ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
   testing::RefusingThreads threads_x(2);  // X's runs' threads start; every heartbeat is refused
-  KeyRotationService::Options o;
-  o.retire_grace = std::chrono::milliseconds(20);
-  o.start_thread = threads_x.starter();
   auto runs_x = std::make_shared<StagedRotations>(std::move(Instance().rotations));
-  KeyRotationService x(o, runs_x, *secrets_, audit_, clock_);
+  auto x_owned = NewBackingOffRotation(threads_x, runs_x);
+  KeyRotationService& x = *x_owned;
   auto scheduler_x = NewCronScheduler(x);
   clock_.SetWall(slot);
-  auto paused_x = x.ResumeInterrupted(Caller{});  // X pauses: X backs off
-  ASSERT_TRUE(paused_x.ok() && paused_x->has_value());
-  x.WaitIdle();
-  auto runs_y = std::make_shared<StagedRotations>(std::move(Instance().rotations));
-  runs_y->hold_first_save = true;  // Y's resume holds the lock, beating it, until the gate opens
-  auto y = NewRotation(runs_y);
-  auto resumed_y = y->ResumeInterrupted(Caller{});
-  ASSERT_TRUE(resumed_y.ok() && resumed_y->has_value());
-  const bool held = runs_y->save_gate.WaitArrived();
+  HeldResume y_held = HoldAResume();
+  auto& [runs_y, y, resumed_y, held] = y_held;
   std::optional<std::string> ticked;
   if (held) {
     // Y's lock goes stale (Y gone) after X's resume check, before its start.
