@@ -48,18 +48,14 @@ Status CheckStartConditions(PgConnection& c, const StartConditions& start_if) {
                                                            done.last_finished_at + ")");
     }
   }
-  if (start_if.if_none_started_since) {
+  if (const auto& window = start_if.if_none_started_in) {
     // One fixed-width format: byte order (COLLATE "C", whatever the
     // database's locale) is time order.
     DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
         "SELECT id, started_at FROM rotation_runs WHERE trigger<>$1 AND started_at COLLATE \"C\" >= $2 "
-        "ORDER BY seq DESC LIMIT 1",
-        {std::string(kResumedTrigger), *start_if.if_none_started_since}));
-    if (rows.size() > 0) {
-      return MakeError(ErrorCode::kFailedPrecondition, "key rotation " + rows.Text(0, 0) + " started at " +
-                                                           rows.Text(0, 1) + ", not before " +
-                                                           *start_if.if_none_started_since);
-    }
+        "AND started_at COLLATE \"C\" < $3 ORDER BY seq DESC LIMIT 1",
+        {std::string(kResumedTrigger), window->from, window->to}));
+    if (rows.size() > 0) return StartedInWindow(rows.Text(0, 0), rows.Text(0, 1), *window);
   }
   return OkStatus();
 }
@@ -167,6 +163,16 @@ class PgRotationRepository final : public RotationRepository {
       DYAD_RETURN_IF_ERROR(c.Query("DELETE FROM rotation_lock WHERE run_id=$1 AND owner=$2", {run_id, owner}));
       return true;
     }));
+  }
+
+  Result<std::optional<std::string>> LockHolder(Clock::Duration takeover) override {
+    const int64_t takeover_ms = std::chrono::duration_cast<std::chrono::milliseconds>(takeover).count();
+    return db_->With<std::optional<std::string>>([&](PgConnection& c) -> Result<std::optional<std::string>> {
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
+          "SELECT run_id FROM rotation_lock WHERE id=1 AND " DYAD_PG_NOW_MS " - heartbeat_at < $1", {takeover_ms}));
+      if (rows.size() == 0) return std::optional<std::string>();
+      return std::optional<std::string>(rows.Text(0, 0));
+    });
   }
 
   Result<std::optional<RotationRun>> LatestRunning() override {

@@ -69,11 +69,24 @@ struct StartConditions {
   // Exactly that many runs have completed (interval mode): none completed
   // since the scheduler read the count.
   std::optional<int64_t> if_successes;
-  // No run started at or after this time (cron mode: the slot's time, an
-  // ISO 8601 time as FormatIso8601 writes it), resumes aside: a resume
-  // stands for the run it resumes, whose own started_at counts.
-  std::optional<std::string> if_none_started_since;
+  // No run started in [from, to) (cron mode: from the slot's time to the
+  // next slot's, ISO 8601 times as FormatIso8601 writes them), resumes
+  // aside: a resume stands for the run it resumes, whose own started_at
+  // counts. Bounded above: a run stamped in the future (a clock days ahead)
+  // uses no slot but its own, not every slot until that date.
+  struct Window {
+    std::string from, to;
+  };
+  std::optional<Window> if_none_started_in;
 };
+
+// What Begin returns when a run (`run_id`, started at `started_at`) started
+// in StartConditions::if_none_started_in's window.
+inline Error StartedInWindow(const std::string& run_id, const std::string& started_at,
+                             const StartConditions::Window& window) {
+  return MakeError(ErrorCode::kFailedPrecondition, "key rotation " + run_id + " started at " + started_at +
+                                                       ", in [" + window.from + ", " + window.to + ")");
+}
 
 // What SaveProgress returns when the lock has gone to another owner.
 inline Error RotationLockLost(const std::string& run_id) {
@@ -117,6 +130,11 @@ class RotationRepository {
 
   // Frees the lock if (run_id, owner) still holds it.
   virtual Status Release(const std::string& run_id, const std::string& owner) = 0;
+
+  // The run holding the lock, if its heartbeat is younger than `takeover`
+  // (judged as Begin judges it); nullopt when the lock is free or stale.
+  // A read only: by the time it returns the answer may have changed.
+  virtual Result<std::optional<std::string>> LockHolder(Clock::Duration takeover) = 0;
 
   // The most recently started run still 'running', if any.
   virtual Result<std::optional<RotationRun>> LatestRunning() = 0;

@@ -251,7 +251,10 @@ TEST_P(RotationRepositoryContract, SuccessesAreSharedAndGuardABegin) {
 // checked in its transaction: a run started at or after it (resumes aside)
 // refuses the begin, which writes nothing.
 TEST_P(RotationRepositoryContract, ACronSlotsRunGuardsABegin) {
-  const std::string slot = "2026-03-09T02:30:00.000Z";
+  const std::string slot = "2026-03-09T02:30:00.000Z", next_slot = "2026-03-16T02:30:00.000Z";
+  const StartConditions slots_window{.if_none_started_in = StartConditions::Window{slot, next_slot}};
+  const StartConditions next_slots_window{
+      .if_none_started_in = StartConditions::Window{next_slot, "2026-03-23T02:30:00.000Z"}};
   auto run_at = [](const std::string& id, const std::string& started_at) {
     RotationRun r = NewRun(id);
     r.started_at = started_at;
@@ -267,18 +270,17 @@ TEST_P(RotationRepositoryContract, ACronSlotsRunGuardsABegin) {
   ASSERT_FALSE(a_->Begin(run_at("run-0", "2026-03-09T02:29:59.999Z"), "owner-a", seconds(10), "x")->has_value());
   complete(a_, run_at("run-0", "2026-03-09T02:29:59.999Z"), "owner-a");
   const RotationRun slots_run = run_at("run-1", "2026-03-09T02:30:00.000Z");
-  ASSERT_FALSE(a_->Begin(slots_run, "owner-a", seconds(10), "x", {.if_none_started_since = slot})->has_value());
+  ASSERT_FALSE(a_->Begin(slots_run, "owner-a", seconds(10), "x", slots_window)->has_value());
   complete(a_, slots_run, "owner-a");
   // B read the history before A's run began: its begin for the same slot is refused.
   auto late = b_->Begin(run_at("run-2", "2026-03-09T02:30:30.000Z"), "owner-b", seconds(10), "x",
-                        {.if_none_started_since = slot});
+                        slots_window);
   ASSERT_FALSE(late.ok());
   EXPECT_EQ(late.code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(late.error().message.find("run-1"), std::string::npos) << late.error().message;
   EXPECT_EQ(b_->History(10)->size(), 2u);
   EXPECT_EQ(StatusOf(b_, "run-2"), "(none)");
   // The next slot: a resume that began after it, of a run begun before it, leaves it free.
-  const std::string next_slot = "2026-03-16T02:30:00.000Z";
   ASSERT_FALSE(a_->Begin(run_at("run-3", "2026-03-16T02:00:00.000Z"), "owner-a", seconds(10), "x")->has_value());
   ASSERT_TRUE(a_->Release("run-3", "owner-a").ok());  // left 'running'
   RotationRun resume = run_at("run-4", "2026-03-16T02:31:00.000Z");
@@ -287,10 +289,59 @@ TEST_P(RotationRepositoryContract, ACronSlotsRunGuardsABegin) {
                    ->has_value());
   complete(b_, resume, "owner-b");
   auto fresh = a_->Begin(run_at("run-5", "2026-03-16T02:32:00.000Z"), "owner-a", seconds(10), "x",
-                         {.if_none_started_since = next_slot});
+                         next_slots_window);
   ASSERT_TRUE(fresh.ok()) << fresh.error().message;
   EXPECT_FALSE(fresh->has_value());
   EXPECT_EQ(StatusOf(a_, "run-5"), "running");
+}
+
+// LockHolder judges the lock as Begin does, from either instance: held while
+// its heartbeat is fresh, then stale; free once released.
+TEST_P(RotationRepositoryContract, LockHolderNamesAFreshHolderOnly) {
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), std::nullopt);
+  ASSERT_FALSE(a_->Begin(NewRun("run-1"), "owner-a", seconds(10), "x")->has_value());
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), "run-1");
+  Elapse(seconds(11));
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), std::nullopt);
+  ASSERT_TRUE(*a_->Heartbeat("run-1", "owner-a"));
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), "run-1");
+  ASSERT_TRUE(a_->Release("run-1", "owner-a").ok());
+  EXPECT_EQ(*b_->LockHolder(seconds(10)), std::nullopt);
+}
+
+// Review (rotation should-fix, 1): a run stamped in the future (an instance
+// whose clock was days ahead) guarded every slot until its date. It now
+// guards only the slot whose window holds its start.
+TEST_P(RotationRepositoryContract, ARunStartedAfterASlotsWindowLeavesTheSlotFree) {
+  auto begin_and_complete = [&](RotationRepository* repo, const std::string& id, const std::string& started_at,
+                                const StartConditions& start_if) -> Status {
+    RotationRun run = NewRun(id);
+    run.started_at = started_at;
+    DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder, repo->Begin(run, "owner", seconds(10), "x", start_if));
+    if (holder) return MakeError(ErrorCode::kConflict, "held by " + *holder);
+    run.status = "completed";
+    run.finished_at = started_at;
+    DYAD_RETURN_IF_ERROR(repo->SaveProgress(run, "owner", true));
+    return repo->Release(id, "owner");
+  };
+  auto window = [](const std::string& from, const std::string& to) {
+    return StartConditions{.if_none_started_in = StartConditions::Window{from, to}};
+  };
+  ASSERT_TRUE(begin_and_complete(a_, "run-ahead", "2026-04-20T05:00:00.000Z", {}).ok());
+  Status fresh = begin_and_complete(b_, "run-1", "2026-03-09T02:30:10.000Z",
+                                    window("2026-03-09T02:30:00.000Z", "2026-03-16T02:30:00.000Z"));
+  EXPECT_TRUE(fresh.ok()) << fresh.error().message;
+  // The window's end is excluded: a run started at the next slot is that slot's.
+  Status at_end = begin_and_complete(b_, "run-2", "2026-03-16T02:30:10.000Z",
+                                     window("2026-04-13T02:30:00.000Z", "2026-04-20T05:00:00.000Z"));
+  EXPECT_TRUE(at_end.ok()) << at_end.error().message;
+  // The slot whose window holds it is used.
+  Status used = begin_and_complete(b_, "run-3", "2026-04-20T02:30:10.000Z",
+                                   window("2026-04-20T02:30:00.000Z", "2026-04-27T02:30:00.000Z"));
+  ASSERT_FALSE(used.ok());
+  EXPECT_EQ(used.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(used.error().message.find("run-ahead"), std::string::npos) << used.error().message;
+  EXPECT_EQ(StatusOf(a_, "run-3"), "(none)");
 }
 
 // Instance A dies mid-run (no more beats); B finds the run still 'running'

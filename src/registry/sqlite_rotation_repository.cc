@@ -49,14 +49,12 @@ Status CheckStartConditions(SqliteConnection& c, const StartConditions& start_if
                                                            done.last_finished_at + ")");
     }
   }
-  if (start_if.if_none_started_since) {  // one fixed-width format: text order is time order
+  if (const auto& window = start_if.if_none_started_in) {  // one fixed-width format: text order is time order
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-        "SELECT id, started_at FROM rotation_runs WHERE trigger<>? AND started_at>=? ORDER BY rowid DESC LIMIT 1"));
-    DYAD_ASSIGN_OR_RETURN(bool found, st.Bind(1, kResumedTrigger).Bind(2, *start_if.if_none_started_since).Step());
-    if (found) {
-      return MakeError(ErrorCode::kFailedPrecondition, "key rotation " + st.Text(0) + " started at " + st.Text(1) +
-                                                           ", not before " + *start_if.if_none_started_since);
-    }
+        "SELECT id, started_at FROM rotation_runs WHERE trigger<>? AND started_at>=? AND started_at<? "
+        "ORDER BY rowid DESC LIMIT 1"));
+    DYAD_ASSIGN_OR_RETURN(bool found, st.Bind(1, kResumedTrigger).Bind(2, window->from).Bind(3, window->to).Step());
+    if (found) return StartedInWindow(st.Text(0), st.Text(1), *window);
   }
   return OkStatus();
 }
@@ -155,6 +153,17 @@ class SqliteRotationRepository final : public RotationRepository {
     });
     if (!r.ok()) return r.error();
     return OkStatus();
+  }
+
+  Result<std::optional<std::string>> LockHolder(Clock::Duration takeover) override {
+    const int64_t takeover_s = std::chrono::duration_cast<std::chrono::seconds>(takeover).count();
+    return db_->With<std::optional<std::string>>([&](SqliteConnection& c) -> Result<std::optional<std::string>> {
+      DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
+          "SELECT run_id FROM rotation_lock WHERE id=1 AND ? - heartbeat_at < ?"));
+      DYAD_ASSIGN_OR_RETURN(bool held, st.Bind(1, WallSeconds()).Bind(2, takeover_s).Step());
+      if (!held) return std::optional<std::string>();
+      return std::optional<std::string>(st.Text(0));
+    });
   }
 
   Result<std::optional<RotationRun>> LatestRunning() override {

@@ -201,6 +201,21 @@ Status KeyRotationService::ResumeAllowed() {
                                                 std::to_string(wait) + " s at the earliest");
 }
 
+bool KeyRotationService::BackingOffResumes() { return !ResumeAllowed().ok(); }
+
+Status KeyRotationService::ResumeAllowedUnlessHeld(bool& held) {
+  Status allowed = ResumeAllowed();
+  if (allowed.ok()) return allowed;
+  // The back-off spaces this process's own attempts at a run nobody is at:
+  // a run whose lock is held (its owner beating it, maybe another instance
+  // resuming it well) is waited for, as without a back-off, and not warned
+  // about at every tick.
+  DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder, runs_->LockHolder(options_.lock_takeover));
+  if (!holder) return allowed;
+  held = true;
+  return OkStatus();
+}
+
 void KeyRotationService::ForgetRun() {
   MutexLock lock(&mu_);
   current_.reset();
@@ -689,7 +704,12 @@ Result<std::optional<std::string>> KeyRotationService::ResumeInterrupted(const C
   auto left = runs_->LatestRunning();
   if (!left.ok()) return left.error();
   if (!*left) return std::optional<std::string>();
-  DYAD_RETURN_IF_ERROR(ResumeAllowed());
+  bool held = false;
+  DYAD_RETURN_IF_ERROR(ResumeAllowedUnlessHeld(held));
+  if (held) {
+    if (waiting) *waiting = true;
+    return std::optional<std::string>();
+  }
   DYAD_RETURN_IF_ERROR(StartRunThread());
   auto run = Begin((*left)->force, kResumedTrigger, &**left);
   if (!run.ok()) {

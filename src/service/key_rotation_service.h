@@ -114,10 +114,16 @@ class KeyRotationService {
   // as Start's, with the run left as it was; also while this process backs
   // off after a resume it paused (Options::resume_backoff), until a
   // heartbeat starts — so a lasting refusal of threads adds a history row
-  // and an audit event per back-off, not per scheduler tick). `waiting` (if
+  // and an audit event per back-off, not per scheduler tick — but only when
+  // the run's lock is free or stale: a held one, whoever is at the run, is
+  // waited for whether or not this process backs off). `waiting` (if
   // given) says whether a run is left whose lock is still held: it can be
   // taken over once its heartbeat is `lock_takeover` old.
   Result<std::optional<std::string>> ResumeInterrupted(const Caller& caller, bool* waiting = nullptr);
+  // Whether this process backs off its resumes (see ResumeInterrupted): a
+  // caller that waits for a held run then starts nothing either, since a
+  // start resumes the run should its lock go stale meanwhile.
+  bool BackingOffResumes() DYAD_LOCKS_EXCLUDED(mu_);
   void WaitIdle();
 
   Result<std::vector<RotationRun>> History(int limit);
@@ -147,6 +153,9 @@ class KeyRotationService {
   // kUnavailable while backing off (per process: naming no run, since the
   // run left may be another instance's).
   Status ResumeAllowed() DYAD_LOCKS_EXCLUDED(mu_);
+  // ResumeAllowed, but only when the lock is free or stale: while backing
+  // off, a held lock sets `held` instead, with no error.
+  Status ResumeAllowedUnlessHeld(bool& held) DYAD_LOCKS_EXCLUDED(mu_);
   // This process is no longer at the run (the lock is released, or lost).
   void ForgetRun() DYAD_LOCKS_EXCLUDED(mu_);
   // The thread background runs go on, started on first use (before Begin

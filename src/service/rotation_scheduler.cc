@@ -130,11 +130,21 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
     if (!next_ || now < *next_) return false;
     slot = *next_;
   }
+  // A run counts for the slot only if it started before the slot after
+  // `now`: a run stamped in the future (a clock days ahead) would otherwise
+  // use every slot until that date. Not the slot after `slot`: a slot kept
+  // due past it (its ticks met a resume in progress) is run late, and that
+  // run, like UseSlot(now), stands for every slot up to `now` — on every
+  // instance that kept it due. No next slot within cron's eight-year
+  // horizon: the horizon ends the window.
+  const WallTime slot_end = timing_.cron->Next(now).value_or(now + std::chrono::hours(24 * 366 * 8));
   // Which slots were used is this process's memory only: another instance
   // may have run this one already. Its run is in the shared history (a
-  // resume stands for an older run: the latest run that is not one says).
-  // This read only spares a start: the condition is the guarantee, checked
-  // where the lock is taken, for a run begun after this read.
+  // resume stands for an older run, whose own start counts). Every run of
+  // the look-back is read, not only the latest: runs stamped by skewed
+  // clocks are not in start order. This read only spares a start: the
+  // condition is the guarantee, checked where the lock is taken, for a run
+  // begun after this read.
   constexpr int kLookBack = 20;
   auto runs = rotation_.History(kLookBack);
   if (!runs.ok()) {  // not known: tried again at the next tick
@@ -144,13 +154,14 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
   for (const RotationRun& run : *runs) {
     if (run.trigger == kResumedTrigger) continue;
     std::optional<WallTime> started = ParseIso8601(run.started_at);
-    if (started && *started >= slot) {
+    if (started && *started >= slot && *started < slot_end) {
+      spdlog::info("cron slot {} already run by key rotation {}, started {}", FormatIso8601(slot), run.id,
+                   run.started_at);
       UseSlot(now);
       return false;
     }
-    break;
   }
-  start_if.if_none_started_since = FormatIso8601(slot);
+  start_if.if_none_started_in = StartConditions::Window{FormatIso8601(slot), FormatIso8601(slot_end)};
   return true;  // used by Tick (UseSlot), once a fresh run started for it
 }
 
@@ -183,6 +194,11 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     spdlog::warn("resuming an interrupted key rotation as run {}", **resumed);
     return **resumed;
   }
+  // Backing off, with the run's lock held: nothing else this tick either
+  // (as when the back-off refuses the resume). A start would meet the held
+  // lock, or, should it go stale meanwhile, resume the run: a resume the
+  // back-off spaces, taken early.
+  if (waiting && rotation_.BackingOffResumes()) return std::nullopt;
   const char* why = nullptr;
   bool slot = false;  // the run is the schedule's: it uses the slot (cron mode)
   StartConditions start_if;
@@ -209,7 +225,10 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     // for anything else (no thread, the database down): the next tick
     // finds the slot's run in the history (SlotDue), or, once an older run
     // or a resume is over, starts the slot's.
-    if (run.code() == ErrorCode::kFailedPrecondition && slot) UseSlot(now);
+    if (run.code() == ErrorCode::kFailedPrecondition && slot) {
+      spdlog::info("cron slot already run: {}", run.error().message);  // names the run and its start
+      UseSlot(now);
+    }
     if (run.code() != ErrorCode::kConflict && run.code() != ErrorCode::kFailedPrecondition) {
       spdlog::warn("scheduled key rotation not started: {}", run.error().message);
     }

@@ -17,7 +17,9 @@
 // restarts; KEY_ROTATION_ENABLED gives the value until the first toggle.
 // A run already in progress makes a scheduled start a no-op. A cron slot is
 // used once a fresh run started for it (or rotation is disabled, or a run of
-// any process on the database started at or after the slot's time, resumes
+// any process on the database started in the slot's window — at or after its
+// time, before the first slot after the tick's time: a run stamped in the
+// future by a clock ahead uses no later slot — resumes
 // aside: instances sharing a database run a slot once — the start is
 // conditional on it, RotationRepository::Begin); a slot whose tick only
 // resumed a run left running, or met a run in progress, or whose start was
@@ -92,8 +94,9 @@ class RotationScheduler {
   // (UseSlot), once a fresh run started for it.
   bool Due(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot passed, and no run (of any process: the rotation
-  // history; resumes aside) started at or after it; a slot so run is used
-  // here. Sets `start_if.if_none_started_since` to the slot's time.
+  // history; resumes aside) started in its window (at or after it, before
+  // the first slot after `now`); a slot so run is used here (logged at info). Sets
+  // `start_if.if_none_started_in` to that window.
   bool SlotDue(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot due at `now` is used; the next one is after `now`.
   void UseSlot(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);

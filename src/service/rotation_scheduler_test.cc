@@ -66,9 +66,11 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
     rotation_ = NewRotation();
   }
   // A rotation service on its own pool (or on `runs`): another instance's.
-  std::unique_ptr<KeyRotationService> NewRotation(std::shared_ptr<RotationRepository> runs = nullptr) {
+  std::unique_ptr<KeyRotationService> NewRotation(std::shared_ptr<RotationRepository> runs = nullptr,
+                                                  ThreadStarter start_thread = nullptr) {
     KeyRotationService::Options o;
     o.retire_grace = std::chrono::milliseconds(20);  // the fake clock moves by it
+    o.start_thread = std::move(start_thread);
     if (!runs) runs = std::move(Instance().rotations);
     return std::make_unique<KeyRotationService>(o, std::move(runs), *secrets_, audit_, clock_);
   }
@@ -101,6 +103,35 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
                     .ok());
     ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'dead-run','gone:1:x', " +
                     std::to_string(heartbeat_at) + ")").ok());
+  }
+  // X backs off its resumes: its resume of the run left pauses, its
+  // heartbeat's thread refused (`threads_x`: RefusingThreads(2)).
+  std::unique_ptr<KeyRotationService> NewBackingOffRotation(testing::RefusingThreads& threads_x,
+                                                            std::shared_ptr<RotationRepository> runs = nullptr) {
+    auto x = NewRotation(std::move(runs), threads_x.starter());
+    auto paused = x->ResumeInterrupted(Caller{});
+    EXPECT_TRUE(paused.ok() && paused->has_value()) << "X's resume did not pause";
+    x->WaitIdle();
+    return x;
+  }
+  // Y resumes the run left; the resume holds the lock, beating it, at its
+  // first save until `runs->save_gate` opens (`held`: it got there).
+  struct HeldResume {
+    std::shared_ptr<StagedRotations> runs;
+    std::unique_ptr<KeyRotationService> rotation;
+    std::string id;
+    bool held = false;
+  };
+  HeldResume HoldAResume() {
+    HeldResume y;
+    y.runs = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+    y.runs->hold_first_save = true;
+    y.rotation = NewRotation(y.runs);
+    auto resumed = y.rotation->ResumeInterrupted(Caller{});
+    if (!resumed.ok() || !resumed->has_value()) return y;
+    y.id = **resumed;
+    y.held = y.runs->save_gate.WaitArrived();
+    return y;
   }
   // A scheduler as a (re)started service makes it: a new object on the same database.
   std::unique_ptr<RotationScheduler> NewScheduler(KeyRotationService& rotation, int interval_hours = 720,
@@ -437,6 +468,71 @@ TEST_P(IntervalTest, AResumeBackOffNamesNoRunThisProcessNeverPaused) {
   EXPECT_NE(refused.error().message.find("backing off"), std::string::npos) << refused.error().message;
 }
 
+// Review (rotation should-fix, 2): X, backing off after a resume it paused,
+// checked its back-off before the lock: while Y resumed the run well (its
+// lock held and beating), X warned at every tick and returned early from it.
+// A held lock is now waited for, back-off or not, with no warning.
+TEST_P(IntervalTest, AResumeBackOffWaitsWithoutAWarningWhileAnotherInstanceHoldsTheRun) {
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
+  testing::RefusingThreads threads_x(2);  // X's runs' threads start; every heartbeat is refused
+  auto x_owned = NewBackingOffRotation(threads_x);
+  KeyRotationService& x = *x_owned;
+  HeldResume y_held = HoldAResume();
+  auto& [runs_y, y, resumed_y, held] = y_held;
+  auto scheduler_x = NewScheduler(x);
+  std::optional<std::string> ticked;
+  bool waiting = false;
+  Result<std::optional<std::string>> resume_x = std::optional<std::string>();
+  testing::LogCapture log;
+  if (held) {
+    ticked = scheduler_x->Tick(clock_.WallNow());
+    resume_x = x.ResumeInterrupted(Caller{}, &waiting);
+  }
+  runs_y->save_gate.Open();
+  y->WaitIdle();
+  ASSERT_TRUE(held) << "Y's resume never saved its progress";
+  EXPECT_FALSE(ticked.has_value());
+  EXPECT_EQ(log.Count("backing off"), 0u) << log.Text();
+  ASSERT_TRUE(resume_x.ok()) << resume_x.error().message;
+  EXPECT_FALSE(resume_x->has_value());
+  EXPECT_TRUE(waiting);
+  EXPECT_EQ(x.History(1)->front().id, resumed_y);
+  EXPECT_EQ(x.History(1)->front().status, "completed");
+}
+
+// Review (h-rot3, must-fix 2): X, backing off, found Y's resume holding
+// the lock and went on to the tick's start, as when not backing off; Y's
+// lock went stale meanwhile (Y gone), and the start resumed the run inside
+// X's back-off, pausing again. A tick that waits for a held run while
+// backing off now starts nothing.
+TEST_P(IntervalTest, ATickBackingOffStartsNothingWhileAnotherInstanceHoldsTheRun) {
+  const WallTime slot = At("2026-03-09T02:30");  // due at X's tick
+  clock_.SetWall(slot - std::chrono::minutes(30));
+  ASSERT_NO_FATAL_FAILURE(LeaveADeadRun());
+  testing::RefusingThreads threads_x(2);  // X's runs' threads start; every heartbeat is refused
+  auto runs_x = std::make_shared<StagedRotations>(std::move(Instance().rotations));
+  auto x_owned = NewBackingOffRotation(threads_x, runs_x);
+  KeyRotationService& x = *x_owned;
+  auto scheduler_x = NewCronScheduler(x);
+  clock_.SetWall(slot);
+  HeldResume y_held = HoldAResume();
+  auto& [runs_y, y, resumed_y, held] = y_held;
+  std::optional<std::string> ticked;
+  if (held) {
+    // Y's lock goes stale (Y gone) after X's resume check, before its start.
+    runs_x->after_history = [&] { (void)Sql("UPDATE rotation_lock SET heartbeat_at=0"); };
+    ticked = scheduler_x->Tick(slot);
+    runs_x->after_history = nullptr;
+  }
+  runs_y->save_gate.Open();
+  y->WaitIdle();
+  x.WaitIdle();
+  ASSERT_TRUE(held) << "Y's resume never saved its progress";
+  EXPECT_FALSE(ticked.has_value()) << "X resumed while backing off: run " << *ticked;
+  EXPECT_EQ(x.History(10)->size(), 3u);  // the dead run, X's paused resume, Y's resume
+  EXPECT_EQ(*scheduler_x->NextRun(), slot);  // still due
+}
+
 // Review (key-rotation hardening, 3): which cron slots were used was each
 // instance's own memory, so B, ticking after A had run the slot (and
 // finished), ran it again. B now finds A's run in the shared history.
@@ -526,6 +622,49 @@ TEST_P(IntervalTest, ACronSlotWhoseTicksOnlyResumedOrMetTheResumeStartsAFreshRun
   EXPECT_EQ(*scheduler.NextRun(), next_slot);
   EXPECT_FALSE(TickAt(scheduler, after + std::chrono::seconds(30)).has_value());
   EXPECT_EQ(Primary(), 3u);
+}
+
+// Review (rotation should-fix, 1): a run stamped in the future (an instance
+// whose clock was days ahead, or a CLI run from a laptop with a wrong clock)
+// used every cron slot until its date, silently. It now uses only the slot
+// whose window holds its start, and the tick says so.
+TEST_P(IntervalTest, ARunStampedInTheFutureUsesOnlyItsOwnCronSlot) {
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, finished_at, from_version, "
+                  "to_version, done, cursor) VALUES('ahead','manual','completed',FALSE,'2026-04-20T05:00:00.000Z',"
+                  "'2026-04-20T05:01:00.000Z',1,1,0,'')").ok());
+  auto scheduler = NewCronScheduler(*rotation_);
+  ASSERT_TRUE(TickAt(*scheduler, At("2026-03-09T02:30")).has_value());
+  EXPECT_EQ(Primary(), 2u);
+  // The 03-16 slot, missed: run; the next is 04-20's, the run ahead's.
+  ASSERT_TRUE(TickAt(*scheduler, At("2026-04-20T02:29")).has_value());
+  EXPECT_EQ(Primary(), 3u);
+  ASSERT_EQ(*scheduler->NextRun(), At("2026-04-20T02:30"));
+  testing::LogCapture log;
+  EXPECT_FALSE(TickAt(*scheduler, At("2026-04-20T02:30")).has_value());
+  EXPECT_EQ(Primary(), 3u);
+  EXPECT_EQ(log.Count("cron slot 2026-04-20T02:30:00.000Z already run by key rotation ahead, started "
+                      "2026-04-20T05:00:00.000Z"), 1u) << log.Text();
+  EXPECT_EQ(*scheduler->NextRun(), At("2026-04-27T02:30"));
+}
+
+// Review (h-rot3, must-fix): the window ended at the slot's next slot, but
+// a slot kept due past it (its ticks met a resume in progress: both
+// instances keep it) is run late, and the catch-up uses every slot up to
+// then. A ran it after the next slot; B, its window ending there, found no
+// run in it and rotated again. The window now ends at the slot after the
+// tick, as the catch-up's UseSlot does.
+TEST_P(IntervalTest, ACronSlotKeptDuePastTheNextSlotIsRunOnceByTwoInstances) {
+  auto rotation_b = NewRotation();
+  auto a = NewCronScheduler(*rotation_);
+  auto b = NewCronScheduler(*rotation_b);
+  ASSERT_EQ(*b->NextRun(), At("2026-03-09T02:30"));
+  ASSERT_TRUE(TickAt(*a, At("2026-03-16T03:00")).has_value());  // after the 03-16 slot
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_FALSE(TickAt(*b, At("2026-03-16T03:01")).has_value());
+  rotation_b->WaitIdle();
+  EXPECT_EQ(rotation_->History(10)->size(), 1u);
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_EQ(*b->NextRun(), At("2026-03-23T02:30"));  // used: A ran it
 }
 
 // Likewise when the tick's start is what resumes (the run's lock went stale

@@ -178,6 +178,9 @@ class ForwardingRotations : public RotationRepository {
   Status Release(const std::string& run_id, const std::string& owner) override {
     return inner_->Release(run_id, owner);
   }
+  Result<std::optional<std::string>> LockHolder(Clock::Duration takeover) override {
+    return inner_->LockHolder(takeover);
+  }
   Result<std::optional<RotationRun>> LatestRunning() override { return inner_->LatestRunning(); }
   Result<RotationSuccesses> Successes() override { return inner_->Successes(); }
   Result<std::vector<RotationRun>> History(int limit) override { return inner_->History(limit); }
