@@ -568,18 +568,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // posted to `pool` while none of its threads was idle, or the shutdown
   // began: the linger is given up at once for either.
   bool Linger(ThreadPool& pool) {
-    using std::chrono::steady_clock;
-    const auto deadline = steady_clock::now() + server_->options.pool_linger;
+    const auto deadline = std::chrono::steady_clock::now() + server_->options.pool_linger;
     pollfd p[3] = {{Tcp().socket().native_handle(), POLLIN, 0},
                    {pool.work_posted().fd(), POLLIN, 0},
                    {server_->shutting_down.fd(), POLLIN, 0}};
     for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - steady_clock::now());
-      if (left.count() <= 0) return false;
-      const timespec wait{static_cast<time_t>(left.count() / 1000000000), static_cast<long>(left.count() % 1000000000)};
-      const int r = ::ppoll(p, 3, &wait, nullptr);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0 || p[2].revents != 0) return false;
+      if (PollUntil(p, 3, deadline) <= 0 || p[2].revents != 0) return false;
       if (p[1].revents != 0) {
         // Reset takes every post's wake-up: what this thread will not take
         // is raised again for the other lingering threads. Work another
@@ -693,7 +687,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       queue_->failed = true;
     }
     bool begun() const override { return begun_; }
-    int HangUpFd() const override { return session_->Tcp().socket().native_handle(); }
+    // Before Begin() only: after it, on the queued path, a failed write on
+    // the strand may close the socket while the handler runs.
+    int HangUpFd() const override { return begun_ ? -1 : session_->Tcp().socket().native_handle(); }
 
     // After the handler returned. Direct: the last chunk; true when the
     // connection is kept and its next request is this thread's to wait for
@@ -852,40 +848,49 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // is joining its pool).
   bool WaitWritable(std::chrono::steady_clock::time_point deadline) {
     pollfd p[2] = {{Tcp().socket().native_handle(), POLLOUT, 0}, {server_->io_stop.fd(), POLLIN, 0}};
-    int r;
-    do {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return false;
-      r = ::poll(p, 2, static_cast<int>(std::min<int64_t>(left.count(), INT32_MAX)));
-    } while (r < 0 && errno == EINTR);
-    return r > 0 && p[1].revents == 0;  // POLLERR/POLLHUP: the next write says what
+    return PollUntil(p, 2, deadline) > 0 && p[1].revents == 0;  // POLLERR/POLLHUP: the next write says what
   }
 
-  // Plain, a direct stream: all of `rest` within the idle timeout (a client
-  // that reads a little now and then cannot hold the producer for longer),
-  // waiting while the socket is full.
-  template <class Buffers>
-  bool SendDirect(beast::buffers_suffix<Buffers> rest) {
+  // poll() on `fds` until one is ready or `deadline` passes (to the
+  // microsecond, through ppoll; EINTR waits on): poll's count, 0 at the
+  // deadline, -1 for another error.
+  static int PollUntil(pollfd* fds, nfds_t n, std::chrono::steady_clock::time_point deadline) {
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return 0;
+      const timespec wait{static_cast<time_t>(left.count() / 1000000000), static_cast<long>(left.count() % 1000000000)};
+      const int r = ::ppoll(fds, n, &wait, nullptr);
+      if (r >= 0 || errno != EINTR) return r;
+    }
+  }
+
+  // Plain, a direct stream: `write` (non-blocking: true when all went out,
+  // else `ec` says why) again each time the socket takes more, all within
+  // the idle timeout (a client that reads a little now and then cannot hold
+  // the producer for longer).
+  template <class Write>
+  bool SendDirectWithin(Write&& write) {
     const auto deadline = std::chrono::steady_clock::now() + server_->options.idle_timeout;
     beast::error_code ec;
-    while (!WriteNow(rest, ec)) {
+    while (!write(ec)) {
       if (ec != asio::error::would_block || !WaitWritable(deadline)) return false;
       ec = {};
     }
     return !server_->finished;
   }
 
+  template <class Buffers>
+  bool SendDirect(beast::buffers_suffix<Buffers> rest) {
+    return SendDirectWithin([&](beast::error_code& ec) { return WriteNow(rest, ec); });
+  }
+
   bool SendHeadDirect(http::response<http::empty_body>& head) {
     FrameStream(head);
     http::response_serializer<http::empty_body> sr(head);
-    const auto deadline = std::chrono::steady_clock::now() + server_->options.idle_timeout;
-    beast::error_code ec;
-    while (true) {
-      http::write_header(Tcp().socket(), sr, ec);
-      if (!ec) return !server_->finished;
-      if (ec != asio::error::would_block || !WaitWritable(deadline)) return false;
-      ec = {};
-    }
+    return SendDirectWithin([&](beast::error_code& ec) {
+      http::write_header(Tcp().socket(), sr, ec);  // what went out is consumed: a retry writes on
+      return !ec;
+    });
   }
 
   bool SendPieceDirect(std::string_view piece) {
@@ -903,10 +908,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       failed = !SendDirect(beast::buffers_suffix<http::chunk_last<http::chunk_crlf>>(http::make_chunk_last()));
     }
     if (!failed && stream_chunked_ && stream_keep_alive_ && !server_->stopping) return true;
-    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
-      self->busy_ = false;
-      self->Close();
-    });
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] { self->FinishStream(true); });
     return false;
   }
 

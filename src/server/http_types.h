@@ -36,7 +36,8 @@ class ResponseWriter {
   // The client connection's socket, for the handler's thread to watch for a
   // hang-up (poll() POLLRDHUP) while it waits on something else, so that a
   // client that has gone ends the wait. Only polled: never read, written or
-  // closed, and only while the handler runs.
+  // closed, and only while the handler runs and until it calls Begin()
+  // (-1 after it).
   virtual int HangUpFd() const = 0;
 };
 

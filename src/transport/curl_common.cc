@@ -37,16 +37,16 @@ bool Idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" || method == "OPTIONS";
 }
 
-// No poll() shortcut: bytes of a TLS record already read from the socket
-// wait inside OpenSSL, where poll() does not see them (the socket is quiet,
-// the connection is not). curl_easy_recv asks OpenSSL first, then the
-// socket: CURLE_AGAIN only when neither holds anything (one syscall, as the
-// poll() was).
 bool HungUp(int fd) {
   pollfd p{fd, POLLRDHUP, 0};
   return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
+// No poll() shortcut: bytes of a TLS record already read from the socket
+// wait inside OpenSSL, where poll() does not see them (the socket is quiet,
+// the connection is not). curl_easy_recv asks OpenSSL first, then the
+// socket: CURLE_AGAIN only when neither holds anything (one syscall, as the
+// poll() was).
 bool ConnectionStillOpen(CURL* curl) {
   char byte;
   size_t n = 0;

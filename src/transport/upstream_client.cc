@@ -336,6 +336,9 @@ class CurlUpstreamClient final : public UpstreamClient {
                          What(request.method, target) + ": header " + name + " has a CR, LF or NUL in its value");
       }
     }
+    // A client gone already (while the call waited for a thread, say): no
+    // request goes out for it.
+    if (request.hang_up_fd >= 0 && HungUp(request.hang_up_fd)) return ClientHungUp(What(request.method, target));
     if (!options_.proxy.empty()) DYAD_RETURN_IF_ERROR(CheckHostBeforeProxy(What(request.method, target), target.host));
     std::unique_ptr<Entry> entry = Lease(target.origin);
     if (!entry) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
@@ -410,9 +413,11 @@ class CurlUpstreamClient final : public UpstreamClient {
     std::string failure;
     bool hung_up = false;
     // Until the answer's first byte (curl_common.h: ExchangeTimeouts). curl
-    // asks poll() for no POLLRDHUP: a wait wakes on the client's POLLIN, then
-    // HungUp says whether that was its close. After bytes alone (a pipelined
-    // request) it is checked after each wait instead.
+    // asks poll() for no POLLRDHUP: a wait wakes on the client's POLLIN (or
+    // error, or hang-up), and HungUp, asked after every wait, says whether
+    // it was its close. After bytes alone (a pipelined request) the client
+    // wakes no wait (it would at once, every time): its close is then found
+    // by the next wait's end (within the 1 s curl_multi_poll waits at most).
     bool wake_on_client = true;
     curl_multi_add_handle(e.multi, h);
     for (;;) {
@@ -452,10 +457,10 @@ class CurlUpstreamClient final : public UpstreamClient {
         failure = curl_multi_strerror(mc);
         break;
       }
-      if (watch && (client.revents != 0 || !wake_on_client)) {
+      if (watch) {
         hung_up = HungUp(request.hang_up_fd);
         if (hung_up) break;
-        wake_on_client = false;
+        if (client.revents != 0) wake_on_client = false;
       }
     }
     curl_multi_remove_handle(e.multi, h);  // mid-transfer: curl closes the connection

@@ -668,6 +668,34 @@ TEST(UpstreamClient, TheCallersClientHangingUpStopsTheWaitAndClosesTheConnection
   }
 }
 
+// A client gone before the call (it gave up while the call waited for a
+// thread): no request goes out for it, either way.
+TEST(UpstreamClient, AClientGoneBeforeTheCallSendsNothingUpstream) {
+  for (const bool through_proxy : {false, true}) {
+    SCOPED_TRACE(through_proxy ? "through the proxy" : "own exchange");
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server(Always(Answer("ok"), self));
+    self = &server;
+    int client[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, client), 0);
+    close(client[1]);
+    FixedResolver resolver;
+    UpstreamClientOptions o;
+    if (through_proxy) {
+      o.proxy = server.url("");
+      o.resolver = &resolver;
+    }
+    UpstreamRequest request = Post(through_proxy ? "http://upstream.example:8080/v1/chat" : server.url());
+    request.hang_up_fd = client[0];
+    Recorder sink;
+    Status s = Client(o)->Send(request, sink);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kCancelled) << s.error().message;
+    EXPECT_TRUE(server.requests().empty());
+    close(client[0]);
+  }
+}
+
 // Once the answer began, the client's hang-up is not watched (the sink's
 // writes find a client gone mid-answer): one that closes at an event
 // stream's [DONE], as the OpenAI SDK does, leaves the answer to end and its
