@@ -618,6 +618,20 @@ TEST(UpstreamClient, TheConfiguredProxyCarriesTheCallAfterTheHostIsChecked) {
       << refused.error().message;
 }
 
+// The hang-up tests' two ways: `server` called itself, or as the proxy
+// (the URL's host then resolved by `resolver`).
+UpstreamClientOptions ProxyIf(bool through_proxy, LoopbackHttpServer& server, HostResolver& resolver) {
+  UpstreamClientOptions o;
+  if (through_proxy) {
+    o.proxy = server.url("");
+    o.resolver = &resolver;
+  }
+  return o;
+}
+std::string UrlVia(bool through_proxy, LoopbackHttpServer& server) {
+  return through_proxy ? "http://upstream.example:8080/v1/chat" : server.url();
+}
+
 // A hang-up of the caller's client (request.hang_up_fd) stops a call whose
 // answer has not come, at once (the first-byte timeout is 30 s), and closes
 // its upstream connection; bytes from the client alone (a pipelined
@@ -641,13 +655,9 @@ TEST(UpstreamClient, TheCallersClientHangingUpStopsTheWaitAndClosesTheConnection
     const std::string pipelined = "GET /next HTTP/1.1\r\n\r\n";
     ASSERT_EQ(write(client[1], pipelined.data(), pipelined.size()), static_cast<ssize_t>(pipelined.size()));
     FixedResolver resolver;
-    UpstreamClientOptions o;
-    if (through_proxy) {
-      o.proxy = server.url("");
-      o.resolver = &resolver;
-    }
+    const UpstreamClientOptions o = ProxyIf(through_proxy, server, resolver);
     auto upstream = Client(o);
-    UpstreamRequest request = Post(through_proxy ? "http://upstream.example:8080/v1/chat" : server.url());
+    UpstreamRequest request = Post(UrlVia(through_proxy, server));
     request.timeouts.first_byte = std::chrono::seconds(30);
     request.hang_up_fd = client[0];
     Recorder sink;
@@ -680,12 +690,8 @@ TEST(UpstreamClient, AClientGoneBeforeTheCallSendsNothingUpstream) {
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, client), 0);
     close(client[1]);
     FixedResolver resolver;
-    UpstreamClientOptions o;
-    if (through_proxy) {
-      o.proxy = server.url("");
-      o.resolver = &resolver;
-    }
-    UpstreamRequest request = Post(through_proxy ? "http://upstream.example:8080/v1/chat" : server.url());
+    const UpstreamClientOptions o = ProxyIf(through_proxy, server, resolver);
+    UpstreamRequest request = Post(UrlVia(through_proxy, server));
     request.hang_up_fd = client[0];
     Recorder sink;
     Status s = Client(o)->Send(request, sink);
@@ -719,13 +725,9 @@ TEST(UpstreamClient, AHangUpAfterTheAnswerBeganLetsItEndAndKeepsTheConnection) {
     int client[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, client), 0);
     FixedResolver resolver;
-    UpstreamClientOptions o;
-    if (through_proxy) {
-      o.proxy = server.url("");
-      o.resolver = &resolver;
-    }
+    const UpstreamClientOptions o = ProxyIf(through_proxy, server, resolver);
     auto upstream = Client(o);
-    const std::string url = through_proxy ? "http://upstream.example:8080/v1/chat" : server.url();
+    const std::string url = UrlVia(through_proxy, server);
     UpstreamRequest request = Post(url);
     request.hang_up_fd = client[0];
     Recorder sink;
