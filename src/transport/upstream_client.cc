@@ -531,6 +531,12 @@ class CurlUpstreamClient final : public UpstreamClient {
       if (!reused) {
         status = Connect(e, request, x, target, give_up);
         if (!status.ok()) break;
+        // The connect (and TLS handshake) watched no client: one gone
+        // meanwhile gets no request sent.
+        if (request.hang_up_fd >= 0 && HungUp(request.hang_up_fd)) {
+          status = ClientHungUp(What(request.method, target));
+          break;
+        }
       }
       if (SendAndRead(e, request, x, target, reused, inline_body, give_up, status) != Outcome::kRetry) break;
     }
