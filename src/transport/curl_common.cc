@@ -259,8 +259,9 @@ class OwnExchange {
     }
   }
 
-  // The client's socket to watch for a hang-up: until the answer's first byte.
-  int HangUpFd() const { return received_ == 0 ? t_.hang_up_fd : -1; }
+  // The client's socket to watch for a hang-up: until the answer's final
+  // head (an interim 1xx keeps the watch).
+  int HangUpFd() const { return reader_.final_status() == 0 ? t_.hang_up_fd : -1; }
 
   // Waits for the answer's next bytes: false when the exchange ended
   // (timed out, or the caller's client hung up before the answer).

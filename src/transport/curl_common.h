@@ -58,11 +58,12 @@ struct OwnConnection {
 // the answer's first byte the first-byte timeout runs from `start` (the
 // sending included), then the idle timeout from the last byte that arrived;
 // `give_up` bounds it all (an answer that never pauses too). Until the
-// answer's first byte, a hang-up of `hang_up_fd` (a socket; -1: none) ends a
-// wait too (kCancelled): the caller's client has gone, and the upstream's
-// work is for no one. Not after it: a client that leaves mid-answer is found
-// when the caller next writes to it, and one that closes at an event
-// stream's [DONE] (as the OpenAI SDK does) costs no kept connection.
+// answer's final head (an interim 1xx keeps it so), a hang-up of
+// `hang_up_fd` (a socket; -1: none) ends a wait too (kCancelled): the
+// caller's client has gone, and the upstream's work is for no one. Not
+// after it: a client that leaves mid-answer is found when the caller next
+// writes to it, and one that closes at an event stream's [DONE] (as the
+// OpenAI SDK does) costs no kept connection.
 struct ExchangeTimeouts {
   std::chrono::steady_clock::time_point start;
   std::chrono::steady_clock::duration first_byte;

@@ -412,7 +412,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     CURLcode result = CURLE_OK;
     std::string failure;
     bool hung_up = false;
-    // Until the answer's first byte (curl_common.h: ExchangeTimeouts). curl
+    // Until the answer's final head (curl_common.h: ExchangeTimeouts). curl
     // asks poll() for no POLLRDHUP: a wait wakes on the client's POLLIN (or
     // error, or hang-up), and HungUp, asked after every wait, says whether
     // it was its close. After bytes alone (a pipelined request) the client
@@ -448,7 +448,7 @@ class CurlUpstreamClient final : public UpstreamClient {
       if (timed_out) break;
       deadline = std::min(deadline, give_up);
       const auto wait = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
-      const bool watch = request.hang_up_fd >= 0 && !x.first_byte;
+      const bool watch = request.hang_up_fd >= 0 && !x.head_done;
       curl_waitfd client{request.hang_up_fd, CURL_WAIT_POLLIN, 0};
       const bool wake = watch && wake_on_client;
       mc = curl_multi_poll(e.multi, wake ? &client : nullptr, wake ? 1 : 0,

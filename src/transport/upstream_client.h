@@ -36,9 +36,8 @@
 // refused address; the library's message kept, never a header value),
 // kDeadlineExceeded when a timeout passed (which one is named: connect,
 // first-byte, idle or total), kCancelled when the sink returned false or the
-// request's hang_up_fd hung up before the answer (the connection is then
-// closed, not pooled),
-// kInvalidArgument for a URL the client will not call. Once OnHead was called
+// request's hang_up_fd hung up before the answer's head (the connection is
+// then closed, not pooled), kInvalidArgument for a URL the client will not call. Once OnHead was called
 // an error means the body was cut short.
 #pragma once
 
@@ -76,12 +75,12 @@ struct UpstreamRequest {
   std::string_view body;  // must outlive Send()
   UpstreamTimeouts timeouts;
   // A socket whose hang-up (its peer closed, or the connection failed;
-  // poll()'s POLLRDHUP) stops the call while it waits for the answer's first
-  // byte: kCancelled. The /v1 client's, so that a client that has gone no
-  // longer keeps an upstream working for it. Not after the first byte: the
-  // sink's writes find a client gone mid-answer, and one that closes at an
-  // event stream's [DONE] must not cost the kept connection. Never read or
-  // written. -1: none.
+  // poll()'s POLLRDHUP) stops the call while it waits for the answer's final
+  // head (through interim 1xx heads): kCancelled. The /v1 client's, so that a
+  // client that has gone no longer keeps an upstream working for it. Not
+  // after that head: the sink's writes find a client gone mid-answer, and
+  // one that closes at an event stream's [DONE] must not cost the kept
+  // connection. Never read or written. -1: none.
   int hang_up_fd = -1;
 };
 

@@ -645,6 +645,7 @@ TEST(UpstreamClient, TheCallersClientHangingUpStopsTheWaitAndClosesTheConnection
     LoopbackHttpServer* self = nullptr;
     LoopbackHttpServer server([&](LoopbackConn& c) {
       self->Read(c);
+      c.Write("HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n");  // an interim head keeps the watch
       requested.set_value();
       c.WaitForClose();
       closed.set_value();
