@@ -856,7 +856,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // deadline, -1 for another error.
   static int PollUntil(pollfd* fds, nfds_t n, std::chrono::steady_clock::time_point deadline) {
     for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return 0;
       const timespec wait{static_cast<time_t>(left.count() / 1000000000), static_cast<long>(left.count() % 1000000000)};
       const int r = ::ppoll(fds, n, &wait, nullptr);
