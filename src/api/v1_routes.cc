@@ -15,6 +15,10 @@ class WriterOutput final : public ProxyOutput {
     return writer_ && writer_->Begin(status, content_type, headers);
   }
   bool Write(std::string_view piece) override { return writer_ && writer_->Write(piece); }
+  void Hold() override {
+    if (writer_) writer_->Hold();
+  }
+  bool Flush(bool last) override { return writer_ && writer_->Flush(last); }
   int HangUpFd() const override { return writer_ ? writer_->HangUpFd() : -1; }
 
  private:

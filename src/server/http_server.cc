@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -629,6 +630,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         }
         head->insert(name, value);
       }
+      if (direct_ && holding_) {
+        session_->HoldHeadDirect(*head, held_);
+        return true;
+      }
       if (direct_) {
         if (!session_->SendHeadDirect(*head)) failed_ = true;
         return !failed_;
@@ -656,8 +661,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
 
     bool Write(std::string_view piece) override {
-      if (!begun_ || failed_) return false;
+      if (!begun_ || failed_ || ended_) return false;
       if (piece.empty()) return true;
+      if (direct_ && holding_) {
+        session_->HoldPieceDirect(piece, held_);
+        return true;
+      }
       if (direct_) {
         if (!session_->SendPieceDirect(piece)) failed_ = true;
         return !failed_;
@@ -680,6 +689,17 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return true;
     }
 
+    // Queued, the pieces queued while a write is in progress go out
+    // together already: nothing to hold.
+    void Hold() override { holding_ = direct_; }
+    bool Flush(bool last) override {
+      if (!begun_ || failed_ || ended_) return false;
+      ended_ = last;
+      if (!direct_) return true;  // queued: the last chunk when the handler returns
+      if (last && session_->stream_chunked_) held_.append("0\r\n\r\n");
+      return SendHeld();
+    }
+
     void Abort() override {
       failed_ = true;
       if (!queue_) return;
@@ -695,7 +715,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // connection is kept and its next request is this thread's to wait for
     // (ServeOnPool), else the strand closes it. Queued: FinishQueued.
     bool Finish() {
-      if (direct_) return session_->EndStreamDirect(failed_);
+      if (direct_) return session_->EndStreamDirect(!SendHeld(), ended_);
       FinishQueued();
       return false;
     }
@@ -711,6 +731,16 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
 
    private:
+    // Direct: what is held, in one write (none when a write failed before).
+    bool SendHeld() {
+      if (!failed_ && !held_.empty() && !session_->SendDirect(beast::buffers_suffix<asio::const_buffer>(
+                                            asio::const_buffer(held_.data(), held_.size())))) {
+        failed_ = true;
+      }
+      held_.clear();
+      return !failed_;
+    }
+
     std::shared_ptr<Session> session_;
     std::string request_id_;
     unsigned version_;
@@ -718,6 +748,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     std::shared_ptr<StreamQueue> queue_;  // from Begin(), when queued
     bool begun_ = false;
     bool failed_ = false;
+    bool holding_ = false;  // direct, after Hold()
+    bool ended_ = false;    // after Flush(true) (direct and chunked: the last chunk went out)
+    std::string held_;      // the head and chunks Hold() keeps, framed
   };
 
   // A streamed answer's head: chunked (HTTP/1.1) or, for HTTP/1.0, its body
@@ -894,6 +927,25 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     });
   }
 
+  // A direct stream that holds (Streamer::Hold): the head, then each piece
+  // as its chunk, appended to `held` as they will go out.
+  void HoldHeadDirect(http::response<http::empty_body>& head, std::string& held) {
+    FrameStream(head);
+    http::fields::writer header(head, head.version(), head.result_int());
+    const auto buffers = header.get();
+    held.reserve(held.size() + beast::buffer_bytes(buffers));
+    for (const auto b : beast::buffers_range_ref(buffers)) held.append(static_cast<const char*>(b.data()), b.size());
+  }
+  void HoldPieceDirect(std::string_view piece, std::string& held) const {
+    if (!stream_chunked_) {
+      held.append(piece);
+      return;
+    }
+    char size[2 * sizeof(size_t)];
+    const auto end = std::to_chars(size, size + sizeof size, piece.size(), 16).ptr;
+    held.append(size, end).append("\r\n").append(piece).append("\r\n");
+  }
+
   bool SendPieceDirect(std::string_view piece) {
     const asio::const_buffer data(piece.data(), piece.size());
     if (!stream_chunked_) return SendDirect(beast::buffers_suffix<asio::const_buffer>(data));
@@ -901,11 +953,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // The end of a direct stream (`failed`: a write failed or the producer
-  // aborted). True when the last chunk went out and the connection is kept:
-  // the caller waits for the next request (ServeOnPool); else the strand
-  // closes the connection (an incomplete body is so told from a whole one).
-  bool EndStreamDirect(bool failed) {
-    if (!failed && stream_chunked_) {
+  // aborted; `ended`: its last chunk went out already). True when the last
+  // chunk went out and the connection is kept: the caller waits for the next
+  // request (ServeOnPool); else the strand closes the connection (an
+  // incomplete body is so told from a whole one).
+  bool EndStreamDirect(bool failed, bool ended) {
+    if (!failed && !ended && stream_chunked_) {
       failed = !SendDirect(beast::buffers_suffix<http::chunk_last<http::chunk_crlf>>(http::make_chunk_last()));
     }
     if (!failed && stream_chunked_ && stream_keep_alive_ && !server_->stopping) return true;

@@ -50,6 +50,11 @@ class RawClient {
   std::string ReadToEnd() { return ReadUntil(std::string_view("\0never", 6)); }
   // The last read found the server's close (not a timeout or an error).
   bool closed() const { return closed_; }
+  // Bytes have arrived that were not read yet (does not wait).
+  bool HasUnread() const {
+    char byte;
+    return !buf_.empty() || ::recv(fd_, &byte, 1, MSG_DONTWAIT | MSG_PEEK) > 0;
+  }
   // Reads until `until` is in what was read (kept for later), or EOF.
   std::string ReadUntil(std::string_view until) {
     while (buf_.find(until) == std::string::npos) {
@@ -172,6 +177,67 @@ TEST_P(StreamedAnswer, ChunkedPiecesThenKeepAlive) {
   std::string next = c.ReadUntil("plain");
   EXPECT_EQ(next.rfind("HTTP/1.1 200", 0), 0u) << next;
   EXPECT_NE(next.find("Content-Length: 5"), std::string::npos) << next;
+}
+
+// A producer that holds (one read of its source at a time): the head and
+// pieces go out at Flush(), Flush(true) ends the body (once: the connection
+// carries the next answer cleanly), and nothing may follow it.
+TEST_P(StreamedAnswer, HeldPiecesGoOutAtTheFlushAndTheLastOneEndsTheBody) {
+  testing::Gate look;  // passed by the handler once it holds the head and two pieces
+  int calls = 0;
+  Running server([&](const HttpRequest& req) {
+    HttpResponse r;
+    if (++calls > 1) {
+      r.body = "plain";
+      return r;
+    }
+    req.writer->Hold();
+    EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {{"X-Upstream", "yes"}}));
+    EXPECT_TRUE(req.writer->Write("data: one\n\n"));
+    EXPECT_TRUE(req.writer->Write("data: two\n\n"));
+    look.Pass();
+    EXPECT_TRUE(req.writer->Flush(false));
+    EXPECT_TRUE(req.writer->Write("data: three\n\n"));
+    EXPECT_TRUE(req.writer->Flush(true));
+    EXPECT_FALSE(req.writer->Write("after the end"));
+    EXPECT_FALSE(req.writer->Flush(true));
+    return r;
+  }, true, nullptr, Options());
+  RawClient c(server.port());
+  c.Send(kGet);
+  ASSERT_TRUE(look.WaitArrived());
+  if (GetParam()) EXPECT_FALSE(c.HasUnread()) << "a held head went out before the flush";
+  look.Open();
+  const std::string head = c.ReadUntil("\r\n\r\n");
+  EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
+  EXPECT_NE(head.find("Transfer-Encoding: chunked"), std::string::npos) << head;
+  EXPECT_NE(head.find("X-Upstream: yes"), std::string::npos) << head;
+  EXPECT_EQ(Dechunk(c.ReadUntil("0\r\n\r\n")), "data: one\n\ndata: two\n\ndata: three\n\n");
+  c.Send(kGet);
+  const std::string next = c.ReadUntil("plain");
+  EXPECT_EQ(next.rfind("HTTP/1.1 200", 0), 0u) << next;  // no second last chunk before it
+}
+
+// What is held when the handler returns goes out, then the last chunk.
+TEST_P(StreamedAnswer, WhatIsHeldWhenTheHandlerReturnsGoesOut) {
+  int calls = 0;
+  Running server([&](const HttpRequest& req) {
+    HttpResponse r;
+    if (++calls > 1) {
+      r.body = "plain";
+      return r;
+    }
+    req.writer->Hold();
+    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
+    EXPECT_TRUE(req.writer->Write("kept"));
+    return r;
+  }, true, nullptr, Options());
+  RawClient c(server.port());
+  c.Send(kGet);
+  EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_EQ(Dechunk(c.ReadUntil("0\r\n\r\n")), "kept");
+  c.Send(kGet);
+  EXPECT_EQ(c.ReadUntil("plain").rfind("HTTP/1.1 200", 0), 0u);
 }
 
 TEST(HttpServerStream, HeadersReachTheHandler) {

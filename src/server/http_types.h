@@ -10,7 +10,10 @@
 // every call returns false and the producer should stop. Once Begin() was
 // called, the HttpResponse the handler returns is not sent (its status is
 // still what the access log shows); the server ends the body (the last
-// chunk) after the handler returns. Not thread-safe: the handler's thread only.
+// chunk) after the handler returns. A producer that has several pieces at
+// once (one read of its source) may Hold() them: they then go out together
+// at its Flush(), one write instead of one each. Not thread-safe: the
+// handler's thread only.
 #pragma once
 
 #include <optional>
@@ -29,6 +32,14 @@ class ResponseWriter {
   virtual bool Begin(int status, std::string_view content_type,
                      const std::vector<std::pair<std::string, std::string>>& headers) = 0;
   virtual bool Write(std::string_view piece) = 0;
+  // From now on Begin() and Write() keep what they are given (the head,
+  // the pieces) until the next Flush(), which sends it all in one write; a
+  // producer that holds flushes before it waits for its source. What is
+  // still held when the handler returns goes out then.
+  virtual void Hold() = 0;
+  // Sends what is held; `last`: the body is complete (its last chunk goes
+  // with it, and no Write() may follow). False when the client has gone.
+  virtual bool Flush(bool last) = 0;
   // The body is incomplete (its producer failed): the connection is closed
   // without the last chunk, so the client cannot take it for whole.
   virtual void Abort() = 0;

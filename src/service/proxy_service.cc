@@ -525,6 +525,12 @@ class ForwardSink final : public UpstreamSink {
     return !client_gone;
   }
 
+  // The pieces of one read go to the client together (StartStream holds).
+  bool OnFlush(bool last) override {
+    if (answer.streamed && !client_gone && !out_.Flush(last)) client_gone = true;
+    return !client_gone;
+  }
+
   ProxyAnswer answer;
   std::optional<double> upstream_seconds;
   bool retry = false;
@@ -534,6 +540,7 @@ class ForwardSink final : public UpstreamSink {
  private:
   bool StartStream() {
     answer.streamed = true;
+    out_.Hold();
     if (!out_.Begin(answer.status, answer.content_type, answer.headers) ||
         (!answer.body.empty() && !out_.Write(answer.body))) {
       client_gone = true;

@@ -98,6 +98,9 @@ class ProxyOutput {
   virtual ~ProxyOutput() = default;
   virtual bool Begin(int status, std::string_view content_type, const HttpHeaders& headers) = 0;
   virtual bool Write(std::string_view piece) = 0;
+  // Begin() and Write() may be held until Flush() (ResponseWriter::Hold).
+  virtual void Hold() {}
+  virtual bool Flush(bool /*last*/) { return true; }
   // A socket whose hang-up means the client has gone (ResponseWriter::
   // HangUpFd): the upstream call is then stopped while it waits. -1: none.
   virtual int HangUpFd() const { return -1; }

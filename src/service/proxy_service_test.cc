@@ -61,8 +61,10 @@ class FakeUpstream final : public UpstreamClient {
       a.pieces = {R"({"error":"bad key"})"};
     }
     if (!sink.OnHead(UpstreamHead{a.status, a.headers})) return MakeError(ErrorCode::kCancelled, "sink");
-    for (const auto& p : a.pieces) {
-      if (!sink.OnBody(p)) return MakeError(ErrorCode::kCancelled, "sink");
+    for (size_t i = 0; i < a.pieces.size(); ++i) {  // each piece one read
+      if (!sink.OnBody(a.pieces[i])) return MakeError(ErrorCode::kCancelled, "sink");
+      const bool last = i + 1 == a.pieces.size() && a.error.ok();
+      if (!sink.OnFlush(last) && !last) return MakeError(ErrorCode::kCancelled, "sink");
     }
     return a.error;
   }
@@ -87,6 +89,13 @@ class RecordingOutput final : public ProxyOutput {
     pieces.emplace_back(piece);
     return true;
   }
+  void Hold() override { held_before_begin = !begun; }
+  bool Flush(bool last) override {
+    flushes.push_back(std::to_string(pieces.size()) + (last ? ":last" : ""));
+    return true;
+  }
+  bool held_before_begin = false;
+  std::vector<std::string> flushes;  // the pieces written by each Flush, ":last" for the end
   bool begun = false;
   int status = 0;
   std::string content_type;
@@ -350,6 +359,18 @@ TEST_F(ProxyServiceTest, EventStreamsArePassedOnPieceByPiece) {
   EXPECT_EQ(out_.content_type, "text/event-stream");
   EXPECT_EQ(out_.pieces, sse.pieces);
   EXPECT_EQ(out_.headers, (HttpHeaders{{"x-upstream-request-id", "up-1"}, {"cache-control", "no-cache"}}));
+  // Held from its head, flushed after each read, the end at the last.
+  EXPECT_TRUE(out_.held_before_begin);
+  EXPECT_EQ(out_.flushes, (std::vector<std::string>{"1", "2", "3:last"}));
+}
+
+TEST_F(ProxyServiceTest, AnAnswerKeptWholeIsNeitherHeldNorFlushed) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_FALSE(a->streamed);
+  EXPECT_FALSE(out_.held_before_begin);
+  EXPECT_TRUE(out_.flushes.empty());
 }
 
 TEST_F(ProxyServiceTest, AClientThatGoesAwayCancelsTheUpstream) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
 
 #include "core/encoding.h"
 #include "core/secret_bytes.h"
@@ -24,6 +25,8 @@ constexpr size_t kMaxUpFrontReserve = 64 * 1024;
 // Header block of one answer (curl allowed 100 KiB per line; AWS, Vault and
 // Azure send well under 8 KiB).
 constexpr uint32_t kHeaderLimit = 64 * 1024;
+// Why an answer failed whose listener stopped it.
+constexpr const char* kReaderStopped = "the answer's reader stopped reading it";
 
 // Where a parsed answer goes: a whole reply (status, fields, body held to
 // max_body), or, streaming, fields into `headers` and the rest to `listener`.
@@ -40,6 +43,8 @@ class Parser final : public http::basic_parser<false> {
   int status() const { return status_; }
   bool too_big() const { return too_big_; }
   bool cancelled() const { return cancelled_; }
+  // The listener was called since the last TakeHeard().
+  bool TakeHeard() { return std::exchange(heard_, false); }
 
  private:
   void on_request_impl(http::verb, string_view, string_view, int, error_code& ec) override {
@@ -66,7 +71,9 @@ class Parser final : public http::basic_parser<false> {
       ec = http::error::bad_transfer_encoding;
       return;
     }
-    if (to_.listener && status_ >= 200 && !to_.listener->OnAnswerHead(status_)) Cancel(ec);
+    if (!to_.listener || status_ < 200) return;
+    heard_ = true;
+    if (!to_.listener->OnAnswerHead(status_)) Cancel(ec);
   }
   // Without a length (chunked, read to the end) the up-front reserve too:
   // a secret fits it, and Append() grows past it without leaving copies.
@@ -84,7 +91,9 @@ class Parser final : public http::basic_parser<false> {
 
   size_t Take(string_view body, error_code& ec) {
     if (!to_.listener) return Append(body, ec);
-    if (!body.empty() && !to_.listener->OnAnswerBody(std::string_view(body.data(), body.size()))) Cancel(ec);
+    if (body.empty()) return 0;
+    heard_ = true;
+    if (!to_.listener->OnAnswerBody(std::string_view(body.data(), body.size()))) Cancel(ec);
     return body.size();
   }
 
@@ -119,6 +128,7 @@ class Parser final : public http::basic_parser<false> {
   bool transfer_encoding_ = false;  // the head has a Transfer-Encoding field
   bool too_big_ = false;
   bool cancelled_ = false;
+  bool heard_ = false;
 };
 
 }  // namespace
@@ -168,6 +178,7 @@ void AnswerReader::StartStreaming(HttpHeaders* headers, AnswerListener* listener
 }
 
 size_t AnswerReader::Feed(const char* data, size_t n) {
+  const bool was_done = done_;
   size_t used = 0;
   while (!done_ && error_.empty() && used < n) {
     Parser& p = *impl_->parser;
@@ -190,7 +201,7 @@ size_t AnswerReader::Feed(const char* data, size_t n) {
       too_big_ = p.too_big() || ec == http::error::body_limit;
       head_too_large_ = ec == http::error::header_limit;
       cancelled_ = p.cancelled();
-      error_ = cancelled_ ? "the answer's reader stopped reading it"
+      error_ = cancelled_ ? kReaderStopped
                : too_big_ ? "answer larger than the limit"
                           : "malformed answer: " + ec.message();
       break;
@@ -210,6 +221,12 @@ size_t AnswerReader::Feed(const char* data, size_t n) {
     }
     done_ = true;
     keep_alive_ = p.keep_alive();
+  }
+  AnswerListener* listener = impl_->to.listener;
+  if (listener && error_.empty() && (impl_->parser->TakeHeard() || done_ != was_done) &&
+      !listener->OnAnswerFlush(done_) && !done_) {
+    cancelled_ = true;
+    error_ = kReaderStopped;
   }
   return used;
 }

@@ -44,6 +44,10 @@ class AnswerListener {
   virtual bool OnAnswerHead(int status) = 0;
   // A piece of the decoded body. False stops the answer.
   virtual bool OnAnswerBody(std::string_view piece) = 0;
+  // After a Feed() that made calls above, or completed the answer: what
+  // the listener holds goes on now (the feeder may wait next). `last`: the
+  // answer is complete. False stops an answer that is not.
+  virtual bool OnAnswerFlush(bool /*last*/) { return true; }
 };
 
 class AnswerReader {

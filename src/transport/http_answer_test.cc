@@ -117,7 +117,9 @@ struct Listened final : AnswerListener {
   int status = 0;
   size_t fields_at_head = 0;
   std::vector<std::string> pieces;
+  std::vector<std::string> flushes;  // "<pieces so far>:<last>" at each OnAnswerFlush
   bool stop_at_head = false;
+  bool stop_at_flush = false;
   size_t stop_after_pieces = 1000;
   bool OnAnswerHead(int s) override {
     ++heads;
@@ -130,6 +132,10 @@ struct Listened final : AnswerListener {
     EXPECT_FALSE(piece.empty());
     pieces.emplace_back(piece);
     return pieces.size() < stop_after_pieces;
+  }
+  bool OnAnswerFlush(bool last) override {
+    flushes.push_back(std::to_string(pieces.size()) + (last ? ":last" : ""));
+    return !stop_at_flush;
   }
   std::string body() const {
     std::string all;
@@ -195,6 +201,56 @@ TEST(http_answer_unit, AListenerThatReturnsFalseStopsTheAnswer) {
     EXPECT_EQ(l.body(), at_head ? "" : "one");
     EXPECT_EQ(reader.Feed(answer.data(), answer.size()), 0u);  // nothing more once stopped
   }
+}
+
+// One flush per Feed() that made the listener hear something or ended the
+// answer (its holder sends once per read), none for a Feed() of framing
+// alone; `last` at the end.
+TEST(http_answer_unit, TheListenerIsFlushedAfterEachFeedThatGaveItSomething) {
+  AnswerReader reader;
+  Listened l;
+  reader.StartStreaming(&l.headers, &l, false);
+  std::string pending;
+  for (const std::string fed : {"HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                "3\r\none\r\n3\r\ntwo\r\n", "5\r\n", "thr", "ee\r\n", "0\r\n\r\n"}) {
+    pending += fed;  // what a read brought, after what the last Feed() left
+    pending.erase(0, reader.Feed(pending.data(), pending.size()));
+  }
+  ASSERT_TRUE(reader.done()) << reader.error();
+  // The 100 and the chunk size alone: nothing heard, no flush.
+  EXPECT_EQ(l.flushes, (std::vector<std::string>{"0", "2", "3", "4", "4:last"}));
+  EXPECT_EQ(l.body(), "onetwothree");
+
+  // A whole answer in one Feed(): one flush, the last.
+  AnswerReader whole;
+  Listened w;
+  whole.StartStreaming(&w.headers, &w, false);
+  const std::string answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n";
+  EXPECT_EQ(whole.Feed(answer.data(), answer.size()), answer.size());
+  EXPECT_EQ(w.flushes, (std::vector<std::string>{"2:last"}));
+}
+
+TEST(http_answer_unit, AFlushRefusedStopsAnAnswerNotYetComplete) {
+  const std::string part = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n";
+  AnswerReader reader;
+  Listened l;
+  l.stop_at_flush = true;
+  reader.StartStreaming(&l.headers, &l, false);
+  reader.Feed(part.data(), part.size());
+  EXPECT_TRUE(reader.failed());
+  EXPECT_TRUE(reader.cancelled());
+  EXPECT_FALSE(reader.done());
+
+  // Refused after the end: the answer was read whole (its connection may be kept).
+  const std::string whole = part + "0\r\n\r\n";
+  AnswerReader complete;
+  Listened c;
+  c.stop_at_flush = true;
+  complete.StartStreaming(&c.headers, &c, false);
+  EXPECT_EQ(complete.Feed(whole.data(), whole.size()), whole.size());
+  EXPECT_TRUE(complete.done());
+  EXPECT_FALSE(complete.failed());
+  EXPECT_TRUE(complete.keep_alive());
 }
 
 TEST(http_answer_unit, AStreamedHeadOver64KiBFailsAsTooLargeBeforeTheListenerHearsIt) {

@@ -68,6 +68,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <utility>
 
 #include "core/encoding.h"
 #include "core/mutex.h"
@@ -142,6 +143,7 @@ struct Exchange final : AnswerListener {
   bool head_done = false;   // OnHead was called
   bool head_too_large = false;
   bool cancelled = false;   // the sink returned false
+  bool unflushed = false;   // curl: the sink was called since its last OnFlush
   bool sent = false;        // the request is going out (first-byte timeout running)
   bool first_byte = false;  // a byte of the answer arrived (idle timeout running)
   Steady::time_point sent_at;
@@ -157,6 +159,18 @@ struct Exchange final : AnswerListener {
   }
   bool OnAnswerBody(std::string_view piece) override {
     cancelled = !sink->OnBody(piece);
+    return !cancelled;
+  }
+  bool OnAnswerFlush(bool last) override {
+    const bool kept = sink->OnFlush(last);
+    cancelled = !kept && !last;
+    return kept;
+  }
+  // curl: after what one curl_multi_perform read (the answer's end is left
+  // to the caller's).
+  bool FlushRead() {
+    if (!std::exchange(unflushed, false)) return true;
+    cancelled = !sink->OnFlush(false);
     return !cancelled;
   }
 };
@@ -213,6 +227,7 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
     x->head.status = x->status;
     RemoveHopByHop(x->head.headers);
     x->head_done = true;
+    x->unflushed = true;
     if (!x->sink->OnHead(x->head)) {
       x->cancelled = true;
       return 0;
@@ -235,6 +250,7 @@ size_t OnBodyPiece(char* data, size_t size, size_t n, void* user) {
   const size_t bytes = size * n;
   if (bytes == 0) return 0;
   x->first_byte = true;
+  x->unflushed = true;
   if (!x->head_done || !x->sink->OnBody(std::string_view(data, bytes))) {
     x->cancelled = x->head_done;
     return 0;  // a short count aborts the transfer (CURL_WRITEFUNC_ERROR is curl ≥ 8.1)
@@ -427,6 +443,7 @@ class CurlUpstreamClient final : public UpstreamClient {
         failure = curl_multi_strerror(mc);
         break;
       }
+      if (!x.FlushRead()) break;
       if (running == 0) {
         int left = 0;
         while (CURLMsg* m = curl_multi_info_read(e.multi, &left)) {

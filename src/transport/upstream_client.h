@@ -90,12 +90,16 @@ struct UpstreamHead {
 };
 
 // Called on the caller's thread, in order: OnHead once, then OnBody for each
-// piece (never empty). Returning false cancels the call.
+// piece (never empty), with OnFlush after those of one read from the
+// upstream, before the call waits for more. Returning false cancels the call.
 class UpstreamSink {
  public:
   virtual ~UpstreamSink() = default;
   virtual bool OnHead(const UpstreamHead& head) = 0;
   virtual bool OnBody(std::string_view piece) = 0;
+  // A sink that holds what it was given passes it on now; `last`: the
+  // answer is complete (no OnBody follows; false then cancels nothing).
+  virtual bool OnFlush(bool /*last*/) { return true; }
 };
 
 struct UpstreamClientOptions {

@@ -38,6 +38,8 @@ struct Recorder : UpstreamSink {
   std::vector<std::string> pieces;
   bool accept_head = true;
   std::function<bool(std::string_view)> on_body;
+  std::function<void()> on_flush;
+  std::vector<std::string> flushes;  // the body so far at each OnFlush
 
   bool OnHead(const UpstreamHead& h) override {
     ++heads;
@@ -49,6 +51,11 @@ struct Recorder : UpstreamSink {
     EXPECT_FALSE(piece.empty());
     pieces.emplace_back(piece);
     return on_body ? on_body(piece) : true;
+  }
+  bool OnFlush(bool last) override {
+    flushes.push_back(body() + (last ? "<last>" : ""));
+    if (on_flush) on_flush();
+    return true;
   }
   std::string body() const {
     std::string all;
@@ -676,6 +683,40 @@ TEST(UpstreamClient, TheCallersClientHangingUpStopsTheWaitAndClosesTheConnection
     EXPECT_EQ(sink.heads, 0);
     EXPECT_EQ(closed_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
     close(client[0]);
+  }
+}
+
+// What one read brought is flushed before the call waits for more (a sink
+// that holds pieces sends them then): the upstream sends its second piece
+// only once the first was flushed. Both ways.
+TEST(UpstreamClient, EachReadIsFlushedBeforeTheCallWaitsForMore) {
+  for (const bool through_proxy : {false, true}) {
+    SCOPED_TRACE(through_proxy ? "through the proxy" : "own exchange");
+    std::promise<void> first_flushed;
+    std::future<void> first_flushed_future = first_flushed.get_future();
+    std::atomic<bool> waited{false};
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      if (self->Read(c).empty()) return;
+      c.Write("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "b\r\ndata: one\n\n\r\n");
+      waited = first_flushed_future.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+      c.Write("b\r\ndata: two\n\n\r\n0\r\n\r\n");
+    });
+    self = &server;
+    FixedResolver resolver;
+    Recorder sink;
+    bool signalled = false;
+    sink.on_flush = [&] {
+      if (!signalled && sink.body() == "data: one\n\n") first_flushed.set_value();
+      signalled |= sink.body() == "data: one\n\n";
+    };
+    Status s = Client(ProxyIf(through_proxy, server, resolver))->Send(Post(UrlVia(through_proxy, server)), sink);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_TRUE(waited.load()) << "the first piece was not flushed before the call waited";
+    EXPECT_EQ(sink.body(), "data: one\n\ndata: two\n\n");
+    ASSERT_FALSE(sink.flushes.empty());
+    EXPECT_EQ(sink.flushes.back().rfind("data: one\n\ndata: two\n\n", 0), 0u);  // nothing after the last flush
   }
 }
 
