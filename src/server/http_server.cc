@@ -663,12 +663,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     bool Write(std::string_view piece) override {
       if (!begun_ || failed_ || ended_) return false;
       if (piece.empty()) return true;
-      if (direct_ && holding_) {
+      if (direct_ && holding_ && piece.size() < kMaxHeld) {
         session_->HoldPieceDirect(piece, held_);
-        return true;
+        return held_.size() < kMaxHeld || SendHeld();
       }
-      if (direct_) {
-        if (!session_->SendPieceDirect(piece)) failed_ = true;
+      if (direct_) {  // a large piece is not copied: what is held goes first
+        if (!SendHeld() || !session_->SendPieceDirect(piece)) failed_ = true;
         return !failed_;
       }
       const size_t limit = std::max<size_t>(1, session_->server_->options.stream_buffer_bytes);
@@ -701,6 +701,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
 
     void Abort() override {
+      if (direct_) SendHeld();  // the client gets what came before the cut
       failed_ = true;
       if (!queue_) return;
       MutexLock lock(&queue_->mu);
@@ -731,6 +732,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
 
    private:
+    // Held bytes past which they go out without waiting for the Flush(), so
+    // a producer that flushes rarely (or a large piece) holds little memory.
+    static constexpr size_t kMaxHeld = 64 * 1024;
+
     // Direct: what is held, in one write (none when a write failed before).
     bool SendHeld() {
       if (!failed_ && !held_.empty() && !session_->SendDirect(beast::buffers_suffix<asio::const_buffer>(

@@ -183,7 +183,8 @@ TEST_P(StreamedAnswer, ChunkedPiecesThenKeepAlive) {
 // pieces go out at Flush(), Flush(true) ends the body (once: the connection
 // carries the next answer cleanly), and nothing may follow it.
 TEST_P(StreamedAnswer, HeldPiecesGoOutAtTheFlushAndTheLastOneEndsTheBody) {
-  testing::Gate look;  // passed by the handler once it holds the head and two pieces
+  testing::Gate look;     // passed by the handler once it holds the head and two pieces
+  testing::Gate flushed;  // passed once it flushed them
   int calls = 0;
   Running server([&](const HttpRequest& req) {
     HttpResponse r;
@@ -197,6 +198,7 @@ TEST_P(StreamedAnswer, HeldPiecesGoOutAtTheFlushAndTheLastOneEndsTheBody) {
     EXPECT_TRUE(req.writer->Write("data: two\n\n"));
     look.Pass();
     EXPECT_TRUE(req.writer->Flush(false));
+    flushed.Pass();
     EXPECT_TRUE(req.writer->Write("data: three\n\n"));
     EXPECT_TRUE(req.writer->Flush(true));
     EXPECT_FALSE(req.writer->Write("after the end"));
@@ -206,16 +208,70 @@ TEST_P(StreamedAnswer, HeldPiecesGoOutAtTheFlushAndTheLastOneEndsTheBody) {
   RawClient c(server.port());
   c.Send(kGet);
   ASSERT_TRUE(look.WaitArrived());
-  if (GetParam()) EXPECT_FALSE(c.HasUnread()) << "a held head went out before the flush";
+  if (GetParam()) {
+    EXPECT_FALSE(c.HasUnread()) << "a held head went out before the flush";
+  }
   look.Open();
   const std::string head = c.ReadUntil("\r\n\r\n");
   EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
   EXPECT_NE(head.find("Transfer-Encoding: chunked"), std::string::npos) << head;
   EXPECT_NE(head.find("X-Upstream: yes"), std::string::npos) << head;
-  EXPECT_EQ(Dechunk(c.ReadUntil("0\r\n\r\n")), "data: one\n\ndata: two\n\ndata: three\n\n");
+  ASSERT_TRUE(flushed.WaitArrived());
+  std::string body = c.ReadUntil("data: two\n\n\r\n");  // the flush sent them: the handler waits
+  flushed.Open();
+  EXPECT_EQ(Dechunk(body + c.ReadUntil("0\r\n\r\n")), "data: one\n\ndata: two\n\ndata: three\n\n");
   c.Send(kGet);
   const std::string next = c.ReadUntil("plain");
   EXPECT_EQ(next.rfind("HTTP/1.1 200", 0), 0u) << next;  // no second last chunk before it
+}
+
+// A piece too large to hold is not kept for the Flush(): it goes out at
+// once, after what was held.
+TEST_P(StreamedAnswer, ALargePieceGoesOutWithoutWaitingForTheFlush) {
+  testing::Gate wrote;  // passed by the handler after the large piece, before its Flush()
+  const std::string large = std::string(100 * 1024, 'x') + "END";
+  Running server([&](const HttpRequest& req) {
+    req.writer->Hold();
+    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
+    EXPECT_TRUE(req.writer->Write("small,"));
+    EXPECT_TRUE(req.writer->Write(large));
+    wrote.Pass();
+    EXPECT_TRUE(req.writer->Flush(true));
+    return HttpResponse{};
+  }, true, nullptr, Options());
+  RawClient c(server.port());
+  c.Send(kGet);
+  ASSERT_TRUE(wrote.WaitArrived());
+  EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 200", 0), 0u);
+  std::string body = c.ReadUntil("END\r\n");  // while the handler waits at the gate
+  const bool before_the_flush = body.ends_with("END\r\n");
+  wrote.Open();
+  EXPECT_TRUE(before_the_flush) << body.size() << " bytes before the flush";
+  EXPECT_EQ(Dechunk(body + c.ReadUntil("0\r\n\r\n")), "small," + large);
+}
+
+// Held pieces, then an Abort(): what was held reaches the client, then the
+// close, without the last chunk. (Queued, Hold() changes nothing; what was
+// not yet written is dropped: AnAbortedAnswerEndsWithoutTheLastChunk.)
+TEST_P(StreamedAnswer, AnAbortSendsWhatIsHeldThenClosesWithoutTheLastChunk) {
+  Running server([&](const HttpRequest& req) {
+    req.writer->Hold();
+    EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {}));
+    EXPECT_TRUE(req.writer->Write("data: held\n\n"));
+    req.writer->Abort();
+    EXPECT_FALSE(req.writer->Flush(false));
+    return HttpResponse{};
+  }, true, nullptr, Options());
+  RawClient c(server.port());
+  c.Send(kGet);
+  const std::string head = c.ReadUntil("\r\n\r\n");
+  EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
+  const std::string body = c.ReadToEnd();
+  EXPECT_TRUE(c.closed());
+  if (GetParam()) {
+    EXPECT_EQ(body, "c\r\ndata: held\n\n\r\n");
+  }
+  EXPECT_EQ(body.find("0\r\n\r\n"), std::string::npos) << body;
 }
 
 // What is held when the handler returns goes out, then the last chunk.
@@ -514,20 +570,29 @@ TEST_P(StreamedAnswer, AnAbortedAnswerEndsWithoutTheLastChunk) {
 }
 
 // HTTP/1.0 has no chunks: the body is the pieces as they are, ended by the close.
+// So too when held, and ended by Flush(true).
 TEST_P(StreamedAnswer, AnHttp10AnswerIsEndedByTheClose) {
-  Running server([&](const HttpRequest& req) {
-    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
-    EXPECT_TRUE(req.writer->Write("one,"));
-    EXPECT_TRUE(req.writer->Write("two"));
-    return HttpResponse{};
-  }, true, nullptr, Options());
-  RawClient c(server.port());
-  c.Send("GET /x HTTP/1.0\r\nHost: t\r\n\r\n");
-  std::string head = c.ReadUntil("\r\n\r\n");
-  EXPECT_EQ(head.rfind("HTTP/1.0 200", 0), 0u) << head;
-  EXPECT_EQ(head.find("chunked"), std::string::npos) << head;
-  EXPECT_EQ(c.ReadToEnd(), "one,two");
-  EXPECT_TRUE(c.closed());
+  for (const bool hold : {false, true}) {
+    SCOPED_TRACE(hold ? "held" : "not held");
+    Running server([&](const HttpRequest& req) {
+      if (hold) req.writer->Hold();
+      EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
+      EXPECT_TRUE(req.writer->Write("one,"));
+      EXPECT_TRUE(req.writer->Flush(false));
+      EXPECT_TRUE(req.writer->Write("two"));
+      if (hold) {
+        EXPECT_TRUE(req.writer->Flush(true));
+      }
+      return HttpResponse{};
+    }, true, nullptr, Options());
+    RawClient c(server.port());
+    c.Send("GET /x HTTP/1.0\r\nHost: t\r\n\r\n");
+    std::string head = c.ReadUntil("\r\n\r\n");
+    EXPECT_EQ(head.rfind("HTTP/1.0 200", 0), 0u) << head;
+    EXPECT_EQ(head.find("chunked"), std::string::npos) << head;
+    EXPECT_EQ(c.ReadToEnd(), "one,two");
+    EXPECT_TRUE(c.closed());
+  }
 }
 
 // A client that reads nothing for the idle timeout fails the producer's

@@ -10,10 +10,10 @@
 // every call returns false and the producer should stop. Once Begin() was
 // called, the HttpResponse the handler returns is not sent (its status is
 // still what the access log shows); the server ends the body (the last
-// chunk) after the handler returns. A producer that has several pieces at
-// once (one read of its source) may Hold() them: they then go out together
-// at its Flush(), one write instead of one each. Not thread-safe: the
-// handler's thread only.
+// chunk) after the handler returns, unless Flush(true) did. A producer that
+// has several pieces at once (one read of its source) may Hold() them: they
+// then go out together at its Flush(), one write instead of one each. Not
+// thread-safe: the handler's thread only.
 #pragma once
 
 #include <optional>
@@ -34,14 +34,20 @@ class ResponseWriter {
   virtual bool Write(std::string_view piece) = 0;
   // From now on Begin() and Write() keep what they are given (the head,
   // the pieces) until the next Flush(), which sends it all in one write; a
-  // producer that holds flushes before it waits for its source. What is
-  // still held when the handler returns goes out then.
+  // producer that holds flushes before it waits for its source. A piece of
+  // 64 KiB or more, or that much held, goes out at once (not copied or
+  // kept). What is still held when the handler returns, or at Abort(),
+  // goes out then. Where pieces are queued (TLS) Hold() changes nothing:
+  // those queued during a write already go out together.
   virtual void Hold() = 0;
   // Sends what is held; `last`: the body is complete (its last chunk goes
-  // with it, and no Write() may follow). False when the client has gone.
+  // with it, and no Write() or Flush() may follow). False when the client
+  // has gone or a write failed before (queued: as far as known yet), before
+  // Begin(), and after Flush(true).
   virtual bool Flush(bool last) = 0;
-  // The body is incomplete (its producer failed): the connection is closed
-  // without the last chunk, so the client cannot take it for whole.
+  // The body is incomplete (its producer failed): what is held goes out,
+  // then the connection is closed without the last chunk, so the client
+  // cannot take the body for whole.
   virtual void Abort() = 0;
   virtual bool begun() const = 0;
   // The client connection's socket, for the handler's thread to watch for a

@@ -92,8 +92,9 @@ class RecordingOutput final : public ProxyOutput {
   void Hold() override { held_before_begin = !begun; }
   bool Flush(bool last) override {
     flushes.push_back(std::to_string(pieces.size()) + (last ? ":last" : ""));
-    return true;
+    return static_cast<int>(flushes.size()) <= flushes_ok;
   }
+  int flushes_ok = 1 << 30;  // the Flush() calls that succeed; later ones find the client gone
   bool held_before_begin = false;
   std::vector<std::string> flushes;  // the pieces written by each Flush, ":last" for the end
   bool begun = false;
@@ -386,6 +387,25 @@ TEST_F(ProxyServiceTest, AClientThatGoesAwayCancelsTheUpstream) {
   EXPECT_TRUE(a->cut_short);
   EXPECT_EQ(out_.pieces.size(), 1u);
   EXPECT_EQ(out_.writes, 2);  // the failed write cancelled the call: the third piece was never offered
+}
+
+// A client found gone at a flush cancels the call as a failed write does,
+// and the request counts as the client's hang-up (499), not the upstream's 200.
+TEST_F(ProxyServiceTest, AClientGoneAtAFlushCancelsTheUpstream) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  FakeUpstream::Answer sse;
+  sse.headers = {{"content-type", "text/event-stream"}};
+  sse.pieces = {"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"};
+  upstream_.answers = {sse};
+  out_.flushes_ok = 1;
+  auto a = Call(R"({"model":"gpt-a","stream":true})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->cut_short);
+  EXPECT_EQ(out_.flushes, (std::vector<std::string>{"1", "2"}));  // the third piece was never offered
+  const std::string text = metrics_.Render();
+  EXPECT_NE(text.find(R"(dyad_v1_requests_total{model="gpt-a",provider="alpha",status="499"} 1)"), std::string::npos)
+      << text;
+  EXPECT_EQ(text.find(R"(status="200")"), std::string::npos) << text;
 }
 
 TEST_F(ProxyServiceTest, UpstreamErrorsRedirectsAndCutBodies) {

@@ -247,6 +247,7 @@ void AnswerReader::FeedEof() {
   }
   done_ = true;
   keep_alive_ = false;
+  if (impl_->to.listener) impl_->to.listener->OnAnswerFlush(true);
 }
 
 }  // namespace dyad

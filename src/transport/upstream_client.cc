@@ -166,12 +166,12 @@ struct Exchange final : AnswerListener {
     cancelled = !kept && !last;
     return kept;
   }
-  // curl: after what one curl_multi_perform read (the answer's end is left
-  // to the caller's).
-  bool FlushRead() {
-    if (!std::exchange(unflushed, false)) return true;
-    cancelled = !sink->OnFlush(false);
-    return !cancelled;
+  // curl: after what one curl_multi_perform read; `last`: the transfer is
+  // complete. A sink that cancelled already is not asked again.
+  bool FlushRead(bool last) {
+    if (cancelled) return false;
+    if (!std::exchange(unflushed, false) && !last) return true;
+    return OnAnswerFlush(last);
   }
 };
 
@@ -443,14 +443,15 @@ class CurlUpstreamClient final : public UpstreamClient {
         failure = curl_multi_strerror(mc);
         break;
       }
-      if (!x.FlushRead()) break;
       if (running == 0) {
         int left = 0;
         while (CURLMsg* m = curl_multi_info_read(e.multi, &left)) {
           if (m->msg == CURLMSG_DONE) result = m->data.result;
         }
+        x.FlushRead(result == CURLE_OK && x.head_done);
         break;
       }
+      if (!x.FlushRead(false)) break;
       // Until the request goes out, curl's connect timeout runs.
       const Steady::time_point now = Steady::now();
       Steady::time_point deadline = now + std::chrono::milliseconds(100);

@@ -98,7 +98,9 @@ class UpstreamSink {
   virtual bool OnHead(const UpstreamHead& head) = 0;
   virtual bool OnBody(std::string_view piece) = 0;
   // A sink that holds what it was given passes it on now; `last`: the
-  // answer is complete (no OnBody follows; false then cancels nothing).
+  // answer is complete (no OnBody follows; false then cancels nothing). An
+  // answer that fails gets no OnFlush(true): the call's error says so, and
+  // what the sink holds is its to pass on or drop.
   virtual bool OnFlush(bool /*last*/) { return true; }
 };
 

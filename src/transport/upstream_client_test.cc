@@ -12,6 +12,7 @@
 
 #include <cstdlib>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -715,8 +716,60 @@ TEST(UpstreamClient, EachReadIsFlushedBeforeTheCallWaitsForMore) {
     ASSERT_TRUE(s.ok()) << s.error().message;
     EXPECT_TRUE(waited.load()) << "the first piece was not flushed before the call waited";
     EXPECT_EQ(sink.body(), "data: one\n\ndata: two\n\n");
-    ASSERT_FALSE(sink.flushes.empty());
-    EXPECT_EQ(sink.flushes.back().rfind("data: one\n\ndata: two\n\n", 0), 0u);  // nothing after the last flush
+    EXPECT_EQ(sink.flushes.back(), "data: one\n\ndata: two\n\n<last>");
+  }
+}
+
+// The answer's end is flushed as the last, however its body is delimited
+// (a sink that holds ends its own answer with it), both ways.
+TEST(UpstreamClient, TheAnswersEndIsFlushedAsTheLast) {
+  const std::vector<std::string> answers = {
+      "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody",  // to the close
+  };
+  for (const bool through_proxy : {false, true}) {
+    for (const std::string& answer : answers) {
+      SCOPED_TRACE(std::string(through_proxy ? "through the proxy: " : "own exchange: ") + answer);
+      LoopbackHttpServer* self = nullptr;
+      LoopbackHttpServer server([&](LoopbackConn& c) {
+        if (self->Read(c).empty()) return;
+        c.Write(answer);  // and the connection closes
+      });
+      self = &server;
+      FixedResolver resolver;
+      Recorder sink;
+      Status s = Client(ProxyIf(through_proxy, server, resolver))->Send(Post(UrlVia(through_proxy, server)), sink);
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      ASSERT_FALSE(sink.flushes.empty());
+      EXPECT_EQ(sink.flushes.back(), "body<last>");
+      EXPECT_EQ(std::count_if(sink.flushes.begin(), sink.flushes.end(),
+                              [](const std::string& f) { return f.ends_with("<last>"); }),
+                1);
+    }
+  }
+}
+
+// A sink that stopped the answer is not asked to flush, and the call says
+// it was cancelled (not that the transfer failed), both ways.
+TEST(UpstreamClient, ASinkThatStopsIsNotFlushedAndTheCallIsCancelled) {
+  for (const bool through_proxy : {false, true}) {
+    SCOPED_TRACE(through_proxy ? "through the proxy" : "own exchange");
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server([&](LoopbackConn& c) {
+      if (self->Read(c).empty()) return;
+      c.Write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n");
+      c.WaitForClose();
+    });
+    self = &server;
+    FixedResolver resolver;
+    Recorder sink;
+    sink.on_body = [](std::string_view) { return false; };
+    Status s = Client(ProxyIf(through_proxy, server, resolver))->Send(Post(UrlVia(through_proxy, server)), sink);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kCancelled) << s.error().message;
+    EXPECT_EQ(sink.body(), "one");
+    EXPECT_TRUE(sink.flushes.empty()) << sink.flushes.front();
   }
 }
 
