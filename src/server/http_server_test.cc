@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
@@ -142,6 +143,20 @@ class StreamedAnswer : public ::testing::TestWithParam<bool> {
 INSTANTIATE_TEST_SUITE_P(HttpServer, StreamedAnswer, ::testing::Values(true, false),
                          [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Direct" : "Queued"; });
 
+// A handler that streams its first answer with `stream` and answers every
+// later request on the connection with a plain "plain".
+RequestHandler StreamedThenPlain(std::function<void(ResponseWriter&)> stream) {
+  return [stream = std::move(stream), calls = 0](const HttpRequest& req) mutable {
+    HttpResponse r;
+    if (++calls == 1) {
+      stream(*req.writer);
+    } else {
+      r.body = "plain";
+    }
+    return r;
+  };
+}
+
 TEST_P(StreamedAnswer, ChunkedPiecesThenKeepAlive) {
   int calls = 0;
   Running server([&](const HttpRequest& req) {
@@ -185,26 +200,19 @@ TEST_P(StreamedAnswer, ChunkedPiecesThenKeepAlive) {
 TEST_P(StreamedAnswer, HeldPiecesGoOutAtTheFlushAndTheLastOneEndsTheBody) {
   testing::Gate look;     // passed by the handler once it holds the head and two pieces
   testing::Gate flushed;  // passed once it flushed them
-  int calls = 0;
-  Running server([&](const HttpRequest& req) {
-    HttpResponse r;
-    if (++calls > 1) {
-      r.body = "plain";
-      return r;
-    }
-    req.writer->Hold();
-    EXPECT_TRUE(req.writer->Begin(200, "text/event-stream", {{"X-Upstream", "yes"}}));
-    EXPECT_TRUE(req.writer->Write("data: one\n\n"));
-    EXPECT_TRUE(req.writer->Write("data: two\n\n"));
+  Running server(StreamedThenPlain([&](ResponseWriter& w) {
+    w.Hold();
+    EXPECT_TRUE(w.Begin(200, "text/event-stream", {{"X-Upstream", "yes"}}));
+    EXPECT_TRUE(w.Write("data: one\n\n"));
+    EXPECT_TRUE(w.Write("data: two\n\n"));
     look.Pass();
-    EXPECT_TRUE(req.writer->Flush(false));
+    EXPECT_TRUE(w.Flush(false));
     flushed.Pass();
-    EXPECT_TRUE(req.writer->Write("data: three\n\n"));
-    EXPECT_TRUE(req.writer->Flush(true));
-    EXPECT_FALSE(req.writer->Write("after the end"));
-    EXPECT_FALSE(req.writer->Flush(true));
-    return r;
-  }, true, nullptr, Options());
+    EXPECT_TRUE(w.Write("data: three\n\n"));
+    EXPECT_TRUE(w.Flush(true));
+    EXPECT_FALSE(w.Write("after the end"));
+    EXPECT_FALSE(w.Flush(true));
+  }), true, nullptr, Options());
   RawClient c(server.port());
   c.Send(kGet);
   ASSERT_TRUE(look.WaitArrived());
@@ -276,18 +284,11 @@ TEST_P(StreamedAnswer, AnAbortSendsWhatIsHeldThenClosesWithoutTheLastChunk) {
 
 // What is held when the handler returns goes out, then the last chunk.
 TEST_P(StreamedAnswer, WhatIsHeldWhenTheHandlerReturnsGoesOut) {
-  int calls = 0;
-  Running server([&](const HttpRequest& req) {
-    HttpResponse r;
-    if (++calls > 1) {
-      r.body = "plain";
-      return r;
-    }
-    req.writer->Hold();
-    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
-    EXPECT_TRUE(req.writer->Write("kept"));
-    return r;
-  }, true, nullptr, Options());
+  Running server(StreamedThenPlain([](ResponseWriter& w) {
+    w.Hold();
+    EXPECT_TRUE(w.Begin(200, "text/plain", {}));
+    EXPECT_TRUE(w.Write("kept"));
+  }), true, nullptr, Options());
   RawClient c(server.port());
   c.Send(kGet);
   EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 200", 0), 0u);

@@ -108,6 +108,13 @@ class RecordingOutput final : public ProxyOutput {
 
 class ProxyServiceTest : public testing::ServiceFixture {
  protected:
+  static FakeUpstream::Answer ThreeEvents() {
+    FakeUpstream::Answer sse;
+    sse.headers = {{"content-type", "text/event-stream"}};
+    sse.pieces = {"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"};
+    return sse;
+  }
+
   void SetUp() override {
     ServiceFixture::SetUp();
     Build(SecretsOptions{});
@@ -376,10 +383,7 @@ TEST_F(ProxyServiceTest, AnAnswerKeptWholeIsNeitherHeldNorFlushed) {
 
 TEST_F(ProxyServiceTest, AClientThatGoesAwayCancelsTheUpstream) {
   AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
-  FakeUpstream::Answer sse;
-  sse.headers = {{"content-type", "text/event-stream"}};
-  sse.pieces = {"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"};
-  upstream_.answers = {sse};
+  upstream_.answers = {ThreeEvents()};
   out_.fail_after = 1;
   auto a = Call(R"({"model":"gpt-a","stream":true})");
   ASSERT_TRUE(a.ok());
@@ -393,10 +397,7 @@ TEST_F(ProxyServiceTest, AClientThatGoesAwayCancelsTheUpstream) {
 // and the request counts as the client's hang-up (499), not the upstream's 200.
 TEST_F(ProxyServiceTest, AClientGoneAtAFlushCancelsTheUpstream) {
   AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
-  FakeUpstream::Answer sse;
-  sse.headers = {{"content-type", "text/event-stream"}};
-  sse.pieces = {"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"};
-  upstream_.answers = {sse};
+  upstream_.answers = {ThreeEvents()};
   out_.flushes_ok = 1;
   auto a = Call(R"({"model":"gpt-a","stream":true})");
   ASSERT_TRUE(a.ok());
