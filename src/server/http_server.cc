@@ -190,7 +190,8 @@ struct StreamQueue {
   std::vector<std::string> pieces DYAD_GUARDED_BY(mu);
   size_t queued DYAD_GUARDED_BY(mu) = 0;       // bytes queued or being written
   bool draining DYAD_GUARDED_BY(mu) = false;   // a Drain is posted or writing
-  bool failed DYAD_GUARDED_BY(mu) = false;     // a write failed, the producer aborted or the I/O threads stopped
+  bool failed DYAD_GUARDED_BY(mu) = false;     // a write failed or the I/O threads stopped: what is queued is dropped
+  bool aborted DYAD_GUARDED_BY(mu) = false;    // the producer aborted: what is queued goes out, then the close
   bool finished DYAD_GUARDED_BY(mu) = false;   // the handler returned: the last chunk follows the queue
 };
 
@@ -695,17 +696,24 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     bool Flush(bool last) override {
       if (!begun_ || failed_ || ended_) return false;
       ended_ = last;
-      if (!direct_) return true;  // queued: the last chunk when the handler returns
+      if (!direct_) {  // queued: the last chunk when the handler returns
+        MutexLock lock(&queue_->mu);
+        failed_ = queue_->failed;
+        return !failed_;
+      }
       if (last && session_->stream_chunked_) held_.append("0\r\n\r\n");
       return SendHeld();
     }
 
+    // The client gets what came before the cut, then the close. Not over
+    // HTTP/1.0, where the close is the body's end: there what is held is
+    // dropped, so a cut made before the first flush is not taken for whole.
     void Abort() override {
-      if (direct_) SendHeld();  // the client gets what came before the cut
+      if (direct_ && session_->stream_chunked_) SendHeld();
       failed_ = true;
       if (!queue_) return;
       MutexLock lock(&queue_->mu);
-      queue_->failed = true;
+      queue_->aborted = true;
     }
     bool begun() const override { return begun_; }
     // Before Begin() only: after it, on the queued path, a failed write on
@@ -800,7 +808,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       bool failed = false;
       {
         MutexLock lock(&q->mu);
-        if (q->failed) {
+        // Over HTTP/1.0 the close ends the body: an aborted one is cut where it is.
+        if (q->failed || (q->aborted && !stream_chunked_)) {
           q->pieces.clear();
           q->queued = 0;
           q->cv.SignalAll();
@@ -811,7 +820,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
             q->draining = false;
             return;
           }
-          failed = q->failed;
+          failed = q->failed || q->aborted;
         }
       }
       if (batch->empty()) return FinishStream(failed);
