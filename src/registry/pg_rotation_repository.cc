@@ -53,8 +53,9 @@ Status CheckStartConditions(PgConnection& c, const StartConditions& start_if) {
     // database's locale) is time order.
     DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
         "SELECT id, started_at FROM rotation_runs WHERE trigger<>$1 AND started_at COLLATE \"C\" >= $2 "
-        "AND started_at COLLATE \"C\" < $3 ORDER BY seq DESC LIMIT 1",
-        {std::string(kResumedTrigger), window->from, window->to}));
+        "AND started_at COLLATE \"C\" < $3 "
+        "AND NOT (status='failed' AND to_version=0 AND started_at COLLATE \"C\" <= $4) ORDER BY seq DESC LIMIT 1",
+        {std::string(kResumedTrigger), window->from, window->to, window->failed_by}));
     if (rows.size() > 0) return StartedInWindow(rows.Text(0, 0), rows.Text(0, 1), *window);
   }
   return OkStatus();

@@ -73,9 +73,15 @@ struct StartConditions {
   // next slot's, ISO 8601 times as FormatIso8601 writes them), resumes
   // aside: a resume stands for the run it resumes, whose own started_at
   // counts. Bounded above: a run stamped in the future (a clock days ahead)
-  // uses no slot but its own, not every slot until that date.
+  // uses no slot but its own, not every slot until that date. A run that
+  // failed before making a key version (status 'failed', to_version 0:
+  // nothing rotated, e.g. the KMS down) uses no slot once its back-off is
+  // over: when it started at or before `failed_by` (empty: every run
+  // counts). One started after it still counts, so instances sharing a
+  // database retry a slot once per back-off, not once each.
   struct Window {
     std::string from, to;
+    std::string failed_by;
   };
   std::optional<Window> if_none_started_in;
 };

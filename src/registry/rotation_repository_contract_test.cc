@@ -541,6 +541,55 @@ TEST_P(RotationRepositoryContract, ASubSecondTakeoverIsHonouredOnPostgresql) {
   EXPECT_EQ(StatusOf(a_, "run-1"), "interrupted");
 }
 
+// Review (h-rot4): a run that failed at once (the KMS down at the slot's
+// minute) used its cron slot, and the key went unrotated until the next
+// one. Such a run (failed, no key version) no longer guards the slot once
+// it started at or before the window's `failed_by` (its back-off over); one
+// started after it still does (another instance's retry), and so
+// does one that made a key version before it failed.
+TEST_P(RotationRepositoryContract, ARunThatFailedBeforeAKeyVersionGuardsItsSlotOnlyDuringItsBackOff) {
+  auto ended = [&](const std::string& id, const std::string& started_at, uint32_t to_version) -> Status {
+    RotationRun run = NewRun(id);
+    run.started_at = started_at;
+    DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder, a_->Begin(run, "owner-a", seconds(10), "x"));
+    if (holder) return MakeError(ErrorCode::kConflict, "held by " + *holder);
+    run.status = "failed";
+    run.to_version = to_version;
+    run.finished_at = started_at;
+    DYAD_RETURN_IF_ERROR(a_->SaveProgress(run, "owner-a", true));
+    return a_->Release(id, "owner-a");
+  };
+  auto begin = [&](const std::string& id, const std::string& started_at, const std::string& failed_by) {
+    RotationRun run = NewRun(id);
+    run.started_at = started_at;
+    return b_->Begin(run, "owner-b", seconds(10), "x",
+                     {.if_none_started_in = StartConditions::Window{"2026-03-09T02:30:00.000Z",
+                                                                    "2026-03-16T02:30:00.000Z", failed_by}});
+  };
+  ASSERT_TRUE(ended("kms-down", "2026-03-09T02:30:00.000Z", 0).ok());
+  // Within its back-off (started after `failed_by`): the slot is guarded.
+  auto early = begin("run-early", "2026-03-09T03:29:59.999Z", "2026-03-09T02:29:59.999Z");
+  ASSERT_FALSE(early.ok());
+  EXPECT_EQ(early.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(early.error().message.find("kms-down"), std::string::npos) << early.error().message;
+  // An instance whose window has no back-off (empty `failed_by`) counts every run.
+  EXPECT_EQ(begin("run-plain", "2026-03-09T03:30:00.000Z", "").code(), ErrorCode::kFailedPrecondition);
+  // Its back-off over: the retry begins.
+  auto retry = begin("run-retry", "2026-03-09T03:30:00.000Z", "2026-03-09T02:30:00.000Z");
+  ASSERT_TRUE(retry.ok()) << retry.error().message;
+  EXPECT_FALSE(retry->has_value());
+  EXPECT_EQ(StatusOf(b_, "run-retry"), "running");
+  ASSERT_TRUE(b_->Release("run-retry", "owner-b").ok());
+  ASSERT_TRUE(ExecSql(inst_a_, "DELETE FROM rotation_runs WHERE id='run-retry'").ok());
+  // A run that made a key version and then failed guards its slot, back-off or not.
+  ASSERT_TRUE(ExecSql(inst_a_, "DELETE FROM rotation_runs WHERE id='kms-down'").ok());
+  ASSERT_TRUE(ended("one-secret-failed", "2026-03-09T02:30:00.000Z", 2).ok());
+  auto after_version = begin("run-2", "2026-03-09T03:30:00.000Z", "2026-03-09T02:30:00.000Z");
+  ASSERT_FALSE(after_version.ok());
+  EXPECT_EQ(after_version.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(after_version.error().message.find("one-secret-failed"), std::string::npos);
+}
+
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RotationRepositoryContract);
 
 }  // namespace

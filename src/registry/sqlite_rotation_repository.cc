@@ -52,8 +52,9 @@ Status CheckStartConditions(SqliteConnection& c, const StartConditions& start_if
   if (const auto& window = start_if.if_none_started_in) {  // one fixed-width format: text order is time order
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
         "SELECT id, started_at FROM rotation_runs WHERE trigger<>? AND started_at>=? AND started_at<? "
-        "ORDER BY rowid DESC LIMIT 1"));
-    DYAD_ASSIGN_OR_RETURN(bool found, st.Bind(1, kResumedTrigger).Bind(2, window->from).Bind(3, window->to).Step());
+        "AND NOT (status='failed' AND to_version=0 AND started_at<=?) ORDER BY rowid DESC LIMIT 1"));
+    DYAD_ASSIGN_OR_RETURN(bool found, st.Bind(1, kResumedTrigger).Bind(2, window->from).Bind(3, window->to)
+                                          .Bind(4, window->failed_by).Step());
     if (found) return StartedInWindow(st.Text(0), st.Text(1), *window);
   }
   return OkStatus();

@@ -12,7 +12,13 @@ namespace {
 constexpr char kEnabledKey[] = "key_rotation.enabled";
 // Interval mode, before any rotation completed: when a scheduler first ran.
 constexpr char kIntervalSinceKey[] = "key_rotation.interval_since";
-}
+
+// A run that failed before making a key version rotated nothing (the KMS
+// down at the slot's minute): it does not use its slot once its back-off is
+// over. One that made a version has rotated the key, failed or not: its
+// resume and re-encryption path finish the rest.
+bool FailedBeforeAKeyVersion(const RotationRun& run) { return run.status == "failed" && run.to_version == 0; }
+}  // namespace
 
 RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& keys,
                                      std::shared_ptr<SettingsRepository> settings, RotationTiming timing,
@@ -95,8 +101,9 @@ Result<RotationScheduler::IntervalBase> RotationScheduler::ReadIntervalBase(std:
 }
 
 std::optional<RotationScheduler::WallTime> RotationScheduler::NextRun() {
-  if (timing_.cron) {
+  if (timing_.cron) {  // a slot waiting out a failed run's back-off: when it is retried
     MutexLock lock(&mu_);
+    if (next_ && retry_after_) return std::max(*next_, *retry_after_);
     return next_;
   }
   auto base = ReadIntervalBase(std::nullopt);
@@ -123,13 +130,64 @@ bool RotationScheduler::Due(WallTime now, StartConditions& start_if) {
   return true;
 }
 
+RotationScheduler::WallTime::duration RotationScheduler::SlotRetryBackoff(WallTime slot) const {
+  std::optional<WallTime> next = timing_.cron->Next(slot);
+  return next ? std::min<WallTime::duration>(std::chrono::hours(1), *next - slot) : std::chrono::hours(1);
+}
+
+// The runs of the shared history (resumes aside: a resume stands for an
+// older run, whose own start counts) that started in a slot's window [from, to).
+RotationScheduler::SlotRuns RotationScheduler::ReadSlotRuns(const std::vector<RotationRun>& runs, WallTime from,
+                                                            WallTime to, WallTime::duration backoff) {
+  SlotRuns out;
+  for (const RotationRun& run : runs) {
+    if (run.trigger == kResumedTrigger) continue;
+    std::optional<WallTime> started = ParseIso8601(run.started_at);
+    if (!started || *started < from || *started >= to) continue;
+    if (FailedBeforeAKeyVersion(run)) {
+      out.retry_at = std::max(out.retry_at.value_or(*started + backoff), *started + backoff);
+    } else if (run.status == "running") {
+      out.running = true;
+    } else if (!out.used_by) {
+      out.used_by = &run;
+    }
+  }
+  return out;
+}
+
 bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
-  WallTime slot;
+  std::optional<WallTime> handed, next;
   {
     MutexLock lock(&mu_);
-    if (!next_ || now < *next_) return false;
-    slot = *next_;
+    handed = handed_slot_;
+    next = next_;
   }
+  if (!handed && (!next || now < *next)) return false;
+  // Which slots were used is this process's memory only: another instance
+  // may have run this one already. Its run is in the shared history. Every
+  // run of the look-back is read, not only the latest: runs stamped by
+  // skewed clocks are not in start order. This read only spares a start:
+  // the condition is the guarantee, checked where the lock is taken, for a
+  // run begun after this read.
+  constexpr int kLookBack = 20;
+  auto runs = rotation_.History(kLookBack);
+  if (!runs.ok()) {  // not known: tried again at the next tick
+    spdlog::warn("cannot read the key rotation history: {}", runs.error().message);
+    return false;
+  }
+  const WallTime kHorizon = now + std::chrono::hours(24 * 366 * 8);  // no slot within cron's eight years
+  if (handed) {
+    // The outcome of the run the slot was handed to, in the window UseSlot
+    // gave it (up to the `next_` it set): a run still running keeps it; one
+    // that failed before making a key version makes it due again.
+    SlotRuns of_handed = ReadSlotRuns(*runs, *handed, next.value_or(kHorizon), SlotRetryBackoff(*handed));
+    if (of_handed.running && !of_handed.used_by) return false;
+    MutexLock lock(&mu_);
+    handed_slot_.reset();
+    if (!of_handed.used_by && of_handed.retry_at) next_ = next = handed;
+  }
+  if (!next || now < *next) return false;
+  const WallTime slot = *next;
   // A run counts for the slot only if it started before the slot after
   // `now`: a run stamped in the future (a clock days ahead) would otherwise
   // use every slot until that date. Not the slot after `slot`: a slot kept
@@ -137,38 +195,39 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
   // run, like UseSlot(now), stands for every slot up to `now` — on every
   // instance that kept it due. No next slot within cron's eight-year
   // horizon: the horizon ends the window.
-  const WallTime slot_end = timing_.cron->Next(now).value_or(now + std::chrono::hours(24 * 366 * 8));
-  // Which slots were used is this process's memory only: another instance
-  // may have run this one already. Its run is in the shared history (a
-  // resume stands for an older run, whose own start counts). Every run of
-  // the look-back is read, not only the latest: runs stamped by skewed
-  // clocks are not in start order. This read only spares a start: the
-  // condition is the guarantee, checked where the lock is taken, for a run
-  // begun after this read.
-  constexpr int kLookBack = 20;
-  auto runs = rotation_.History(kLookBack);
-  if (!runs.ok()) {  // not known: tried again at the next tick
-    spdlog::warn("cannot read the key rotation history: {}", runs.error().message);
+  const WallTime slot_end = timing_.cron->Next(now).value_or(kHorizon);
+  // A run that failed before making a key version waits out its back-off,
+  // counted from its start in the shared history, so that every instance
+  // retries at the same time and the start condition lets only one through.
+  const WallTime::duration backoff = SlotRetryBackoff(slot);
+  SlotRuns in_window = ReadSlotRuns(*runs, slot, slot_end, backoff);
+  if (in_window.used_by) {
+    spdlog::info("cron slot {} already run by key rotation {}, started {}", FormatIso8601(slot), in_window.used_by->id,
+                 in_window.used_by->started_at);
+    UseSlot(now);
     return false;
   }
-  for (const RotationRun& run : *runs) {
-    if (run.trigger == kResumedTrigger) continue;
-    std::optional<WallTime> started = ParseIso8601(run.started_at);
-    if (started && *started >= slot && *started < slot_end) {
-      spdlog::info("cron slot {} already run by key rotation {}, started {}", FormatIso8601(slot), run.id,
-                   run.started_at);
-      UseSlot(now);
-      return false;
-    }
+  if (in_window.running) return false;  // its outcome says whether it uses the slot
+  {
+    MutexLock lock(&mu_);
+    retry_after_ = in_window.retry_at;
   }
-  start_if.if_none_started_in = StartConditions::Window{FormatIso8601(slot), FormatIso8601(slot_end)};
+  if (in_window.retry_at && now < *in_window.retry_at) return false;
+  start_if.if_none_started_in =
+      StartConditions::Window{FormatIso8601(slot), FormatIso8601(slot_end), FormatIso8601(now - backoff)};
   return true;  // used by Tick (UseSlot), once a fresh run started for it
 }
 
-void RotationScheduler::UseSlot(WallTime now) {
+std::optional<RotationScheduler::WallTime> RotationScheduler::SlotOf(const StartConditions& start_if) {
+  return start_if.if_none_started_in ? ParseIso8601(start_if.if_none_started_in->from) : std::nullopt;
+}
+
+void RotationScheduler::UseSlot(WallTime now, std::optional<WallTime> handed_to_a_run) {
   if (!timing_.cron) return;
   MutexLock lock(&mu_);
   next_ = timing_.cron->Next(now);
+  handed_slot_ = handed_to_a_run;
+  retry_after_.reset();
 }
 
 bool RotationScheduler::KeyWorn() {
@@ -227,7 +286,7 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     // or a resume is over, starts the slot's.
     if (run.code() == ErrorCode::kFailedPrecondition && slot) {
       spdlog::info("cron slot already run: {}", run.error().message);  // names the run and its start
-      UseSlot(now);
+      UseSlot(now, SlotOf(start_if));  // that run may yet fail before making a key version
     }
     if (run.code() != ErrorCode::kConflict && run.code() != ErrorCode::kFailedPrecondition) {
       spdlog::warn("scheduled key rotation not started: {}", run.error().message);
@@ -238,7 +297,7 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     spdlog::warn("resuming an interrupted key rotation as run {}", run->id);
     return run->id;
   }
-  if (slot) UseSlot(now);
+  if (slot) UseSlot(now, SlotOf(start_if));  // until its run's outcome is read (SlotDue)
   if (start_if.if_successes) {  // should this run fail, the interval is due again: not before an hour
     MutexLock lock(&mu_);
     retry_after_ = now + std::min<std::chrono::hours>(std::chrono::hours(1), timing_.interval);

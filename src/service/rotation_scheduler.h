@@ -21,7 +21,12 @@
 // time, before the first slot after the tick's time: a run stamped in the
 // future by a clock ahead uses no later slot — resumes
 // aside: instances sharing a database run a slot once — the start is
-// conditional on it, RotationRepository::Begin); a slot whose tick only
+// conditional on it, RotationRepository::Begin). A run that failed before
+// making a key version (the KMS down) does not use its slot: the slot is
+// retried once min(1 h, the period to the slot after it) has passed since
+// that run started — counted from the shared history, so N instances retry
+// once, not N times (the start condition admits one); a run that made a
+// version and then failed has rotated the key and uses its slot. A slot whose tick only
 // resumed a run left running, or met a run in progress, or whose start was
 // refused (no thread, the database down) is tried again at the next tick.
 // Independently
@@ -95,11 +100,33 @@ class RotationScheduler {
   bool Due(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot passed, and no run (of any process: the rotation
   // history; resumes aside) started in its window (at or after it, before
-  // the first slot after `now`); a slot so run is used here (logged at info). Sets
-  // `start_if.if_none_started_in` to that window.
+  // the first slot after `now`), but runs that failed before making a key
+  // version, whose back-off (SlotRetryBackoff, from their start) is over; a
+  // slot so run is used here (logged at info), one whose run is still
+  // running stays as it is. Reads the outcome of the slot handed to a run
+  // (UseSlot) first. Sets `start_if.if_none_started_in` to that window.
   bool SlotDue(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
+  // What the runs started in a slot's window say: a run that uses it (its
+  // first, the latest started), one still running, and when the slot may be
+  // retried after runs that failed before making a key version.
+  struct SlotRuns {
+    const RotationRun* used_by = nullptr;
+    bool running = false;
+    std::optional<WallTime> retry_at;
+  };
+  static SlotRuns ReadSlotRuns(const std::vector<RotationRun>& runs, WallTime from, WallTime to,
+                               WallTime::duration backoff);
+  // min(1 h, the period from `slot` to the slot after it): a schedule more
+  // frequent than hourly retries no later than it would have run anyway.
+  WallTime::duration SlotRetryBackoff(WallTime slot) const;
+  // The slot a cron start was conditional on (its window's start).
+  static std::optional<WallTime> SlotOf(const StartConditions& start_if);
   // Cron mode: the slot due at `now` is used; the next one is after `now`.
-  void UseSlot(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
+  // `handed_to_a_run`: the slot a run started for (this process's or, when
+  // the start condition refused, another's); the next SlotDue reads that
+  // run's outcome and makes the slot due again if it failed before making a
+  // key version.
+  void UseSlot(WallTime now, std::optional<WallTime> handed_to_a_run = std::nullopt) DYAD_LOCKS_EXCLUDED(mu_);
 
   KeyRotationService& rotation_;
   KeyManager& keys_;
@@ -114,7 +141,10 @@ class RotationScheduler {
   mutable Mutex mu_;
   CondVar cv_;
   std::optional<WallTime> next_ DYAD_GUARDED_BY(mu_);           // cron mode
-  std::optional<WallTime> retry_after_ DYAD_GUARDED_BY(mu_);    // interval mode, after a started run
+  // Interval mode: after a started run. Cron mode: when the slot is retried after a run that failed before
+  // making a key version.
+  std::optional<WallTime> retry_after_ DYAD_GUARDED_BY(mu_);
+  std::optional<WallTime> handed_slot_ DYAD_GUARDED_BY(mu_);    // cron mode: UseSlot's `handed_to_a_run`
   bool stopping_ DYAD_GUARDED_BY(mu_) = false;
   std::atomic<bool> resume_waiting_{false};
   std::thread thread_;

@@ -147,6 +147,13 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
     rotation_->WaitIdle();
     return id;
   }
+  // A run of another instance that ended failed at `started_at`, having made
+  // key version `to_version` (0: none, as a run whose KMS call failed leaves it).
+  void LeaveAFailedRun(const std::string& id, const std::string& started_at, int to_version) {
+    ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, finished_at, from_version, "
+                    "to_version, done, cursor, error) VALUES('" + id + "','scheduled','failed',FALSE,'" + started_at +
+                    "','" + started_at + "',1," + std::to_string(to_version) + ",0,'','kms unavailable')").ok());
+  }
   WallTime LastSuccess() { return *ParseIso8601(rotation_->Successes()->last_finished_at); }
   uint32_t Primary() { return keys_->Describe()->primary_version; }
 
@@ -693,6 +700,95 @@ TEST_P(IntervalTest, ACronSlotWhoseStartOnlyResumedARunLeftRunningStaysDue) {
   EXPECT_EQ(rotation.History(1)->front().trigger, "scheduled");
   EXPECT_EQ(Primary(), 3u);
   EXPECT_EQ(*scheduler.NextRun(), next_slot);
+}
+
+// Review (h-rot4): a cron slot counted as used once a run started in its
+// window, whatever its outcome: with a weekly schedule and the KMS down at
+// the slot's minute, the run failed at once and the key went unrotated for
+// seven days. A run that failed before making a key version now leaves the
+// slot due again an hour after it started (on the shared history's clock):
+// not before, and once.
+TEST_P(IntervalTest, ACronSlotWhoseRunFailedBeforeAKeyVersionIsRetriedAfterAnHourOnce) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("kms-down", "2026-03-09T02:30:00.000Z", 0));
+  auto scheduler = NewCronScheduler(*rotation_);
+  EXPECT_FALSE(TickAt(*scheduler, slot + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*scheduler->NextRun(), slot + hours(1));  // the retry
+  EXPECT_FALSE(TickAt(*scheduler, slot + std::chrono::minutes(59)).has_value());
+  EXPECT_EQ(Primary(), 1u);
+  auto retry = TickAt(*scheduler, slot + hours(1));
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_FALSE(TickAt(*scheduler, slot + hours(1) + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*scheduler->NextRun(), next_slot);
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);
+  EXPECT_EQ(Primary(), 2u);
+}
+
+// The same scheduler's own run failing before a key version: the slot it
+// handed to the run is due again after the back-off.
+TEST_P(IntervalTest, ACronSlotWhoseOwnRunFailedBeforeAKeyVersionIsRetried) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  StagedInstance i = NewStagedCronInstance();
+  // The run fails at its first save, before any KMS call has been made.
+  i.runs->after_begin = [&] { ASSERT_TRUE(Sql("UPDATE rotation_lock SET owner='someone-else'").ok()); };
+  clock_.SetWall(slot);
+  auto first = i.scheduler->Tick(slot);
+  i.rotation->WaitIdle();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(Sql("DELETE FROM rotation_lock").ok());
+  ASSERT_TRUE(Sql("UPDATE rotation_runs SET status='failed', to_version=0 WHERE id='" + *first + "'").ok());
+  clock_.SetWall(slot + std::chrono::seconds(30));
+  EXPECT_FALSE(i.scheduler->Tick(slot + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*i.scheduler->NextRun(), slot + hours(1));
+  clock_.SetWall(slot + hours(1));
+  auto retry = i.scheduler->Tick(slot + hours(1));
+  i.rotation->WaitIdle();
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(*i.scheduler->NextRun(), next_slot);
+}
+
+// A run that made a key version and then failed (one secret) has rotated
+// the key: its slot is used, and not run again.
+TEST_P(IntervalTest, ACronSlotWhoseRunFailedAfterMakingAKeyVersionIsNotRunAgain) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("one-secret-failed", "2026-03-09T02:30:00.000Z", 2));
+  auto scheduler = NewCronScheduler(*rotation_);
+  EXPECT_FALSE(TickAt(*scheduler, slot + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*scheduler->NextRun(), next_slot);
+  EXPECT_FALSE(TickAt(*scheduler, slot + hours(2)).has_value());
+  EXPECT_EQ(rotation_->History(10)->size(), 1u);
+  EXPECT_EQ(Primary(), 1u);
+}
+
+// Two instances retry the slot once per back-off, not once each: B read the
+// history (the back-off over), then A retried, and A's retry failed at once
+// too; B's start is refused (the back-off counts from A's retry, checked
+// where the lock is taken). An hour later the slot is retried once more.
+TEST_P(IntervalTest, TwoInstancesRetryACronSlotWhoseRunFailedBeforeAKeyVersionOnce) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("kms-down", "2026-03-09T02:30:00.000Z", 0));
+  StagedInstance b = NewStagedCronInstance();
+  auto a = NewCronScheduler(*rotation_);
+  b.runs->after_history = [&] {  // A's retry, at the same time: the KMS still down
+    LeaveAFailedRun("a-retry", "2026-03-09T03:30:00.000Z", 0);
+  };
+  clock_.SetWall(slot + hours(1));
+  EXPECT_FALSE(b.scheduler->Tick(slot + hours(1)).has_value());
+  b.rotation->WaitIdle();
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);  // B began nothing
+  EXPECT_FALSE(TickAt(*b.scheduler, slot + hours(1) + std::chrono::minutes(30)).has_value());
+  EXPECT_FALSE(TickAt(*a, slot + hours(1) + std::chrono::minutes(31)).has_value());
+  // An hour after A's retry: retried once, by whichever instance ticks first.
+  auto retry = TickAt(*a, slot + hours(2));
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_FALSE(TickAt(*b.scheduler, slot + hours(2) + std::chrono::seconds(30)).has_value());
+  b.rotation->WaitIdle();
+  EXPECT_EQ(rotation_->History(10)->size(), 3u);
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_EQ(*a->NextRun(), next_slot);
+  EXPECT_EQ(*b.scheduler->NextRun(), next_slot);
 }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(IntervalTest);
