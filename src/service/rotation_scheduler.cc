@@ -156,10 +156,11 @@ RotationScheduler::SlotRuns RotationScheduler::ReadSlotRuns(const std::vector<Ro
 }
 
 bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
-  std::optional<WallTime> handed, next;
+  std::optional<HandedSlot> handed;
+  std::optional<WallTime> next;
   {
     MutexLock lock(&mu_);
-    handed = handed_slot_;
+    handed = handed_;
     next = next_;
   }
   if (!handed && (!next || now < *next)) return false;
@@ -180,11 +181,11 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
     // The outcome of the run the slot was handed to, in the window UseSlot
     // gave it (up to the `next_` it set): a run still running keeps it; one
     // that failed before making a key version makes it due again.
-    SlotRuns of_handed = ReadSlotRuns(*runs, *handed, next.value_or(kHorizon), SlotRetryBackoff(*handed));
+    SlotRuns of_handed = ReadSlotRuns(*runs, handed->slot, next.value_or(kHorizon), SlotRetryBackoff(handed->slot));
     if (of_handed.running && !of_handed.used_by) return false;
     MutexLock lock(&mu_);
-    handed_slot_.reset();
-    if (!of_handed.used_by && of_handed.retry_at) next_ = next = handed;
+    handed_.reset();
+    if (DueAgain(of_handed, *handed)) next_ = next = handed->slot;
   }
   if (!next || now < *next) return false;
   const WallTime slot = *next;
@@ -218,15 +219,26 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
   return true;  // used by Tick (UseSlot), once a fresh run started for it
 }
 
-std::optional<RotationScheduler::WallTime> RotationScheduler::SlotOf(const StartConditions& start_if) {
-  return start_if.if_none_started_in ? ParseIso8601(start_if.if_none_started_in->from) : std::nullopt;
+bool RotationScheduler::DueAgain(const SlotRuns& runs, const HandedSlot& handed) {
+  if (runs.used_by || !runs.retry_at) return false;
+  // Begin counted a failed run while it started after `now - backoff`,
+  // i.e. while retry_at (its start + backoff) was after `now`.
+  return !handed.refused_at || *runs.retry_at > *handed.refused_at;
 }
 
-void RotationScheduler::UseSlot(WallTime now, std::optional<WallTime> handed_to_a_run) {
+std::optional<RotationScheduler::HandedSlot> RotationScheduler::SlotOf(const StartConditions& start_if,
+                                                                      std::optional<WallTime> refused_at) {
+  if (!start_if.if_none_started_in) return std::nullopt;
+  std::optional<WallTime> slot = ParseIso8601(start_if.if_none_started_in->from);
+  if (!slot) return std::nullopt;
+  return HandedSlot{*slot, refused_at};
+}
+
+void RotationScheduler::UseSlot(WallTime now, std::optional<HandedSlot> handed) {
   if (!timing_.cron) return;
   MutexLock lock(&mu_);
   next_ = timing_.cron->Next(now);
-  handed_slot_ = handed_to_a_run;
+  handed_ = handed;
   retry_after_.reset();
 }
 
@@ -286,7 +298,7 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     // or a resume is over, starts the slot's.
     if (run.code() == ErrorCode::kFailedPrecondition && slot) {
       spdlog::info("cron slot already run: {}", run.error().message);  // names the run and its start
-      UseSlot(now, SlotOf(start_if));  // that run may yet fail before making a key version
+      UseSlot(now, SlotOf(start_if, now));  // that run may yet fail before making a key version
     }
     if (run.code() != ErrorCode::kConflict && run.code() != ErrorCode::kFailedPrecondition) {
       spdlog::warn("scheduled key rotation not started: {}", run.error().message);

@@ -116,17 +116,32 @@ class RotationScheduler {
   };
   static SlotRuns ReadSlotRuns(const std::vector<RotationRun>& runs, WallTime from, WallTime to,
                                WallTime::duration backoff);
+  // The slot a run was handed (UseSlot), whose outcome the next SlotDue reads.
+  struct HandedSlot {
+    WallTime slot;
+    // When Begin refused the start because a run counted for the slot
+    // (another instance's): unset when this process's run started.
+    std::optional<WallTime> refused_at;
+  };
   // min(1 h, the period from `slot` to the slot after it): a schedule more
   // frequent than hourly retries no later than it would have run anyway.
   WallTime::duration SlotRetryBackoff(WallTime slot) const;
-  // The slot a cron start was conditional on (its window's start).
-  static std::optional<WallTime> SlotOf(const StartConditions& start_if);
+  // The slot a cron start was conditional on (its window's start), handed
+  // to the run that started, or to the one that made Begin refuse at `refused_at`.
+  static std::optional<HandedSlot> SlotOf(const StartConditions& start_if,
+                                          std::optional<WallTime> refused_at = std::nullopt);
+  // Whether the slot handed to a run is due again, from the runs of its
+  // window: its run failed before making a key version. After a refusal,
+  // only when the runs read show one Begin counted then (a failed run whose
+  // back-off was not over): otherwise the run Begin counted is one the
+  // history read (20 rows) does not show, and it used the slot — re-armed,
+  // the slot would be refused again at every tick.
+  static bool DueAgain(const SlotRuns& runs, const HandedSlot& handed);
   // Cron mode: the slot due at `now` is used; the next one is after `now`.
-  // `handed_to_a_run`: the slot a run started for (this process's or, when
-  // the start condition refused, another's); the next SlotDue reads that
-  // run's outcome and makes the slot due again if it failed before making a
-  // key version.
-  void UseSlot(WallTime now, std::optional<WallTime> handed_to_a_run = std::nullopt) DYAD_LOCKS_EXCLUDED(mu_);
+  // `handed`: the slot a run started for (this process's or, when the start
+  // condition refused, another's); the next SlotDue reads that run's
+  // outcome (DueAgain).
+  void UseSlot(WallTime now, std::optional<HandedSlot> handed = std::nullopt) DYAD_LOCKS_EXCLUDED(mu_);
 
   KeyRotationService& rotation_;
   KeyManager& keys_;
@@ -144,7 +159,8 @@ class RotationScheduler {
   // Interval mode: after a started run. Cron mode: when the slot is retried after a run that failed before
   // making a key version.
   std::optional<WallTime> retry_after_ DYAD_GUARDED_BY(mu_);
-  std::optional<WallTime> handed_slot_ DYAD_GUARDED_BY(mu_);    // cron mode: UseSlot's `handed_to_a_run`
+  // Cron mode: UseSlot's `handed`.
+  std::optional<HandedSlot> handed_ DYAD_GUARDED_BY(mu_);
   bool stopping_ DYAD_GUARDED_BY(mu_) = false;
   std::atomic<bool> resume_waiting_{false};
   std::thread thread_;

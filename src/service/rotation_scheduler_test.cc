@@ -39,6 +39,7 @@ class StagedRotations final : public testing::ForwardingRotations {
   Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
                                            const std::string& note, const StartConditions& start_if,
                                            const std::optional<std::string>& if_running) override {
+    ++begins;
     auto begun = inner_->Begin(run, owner, takeover, note, start_if, if_running);
     if (auto hook = std::exchange(after_begin, nullptr)) hook();
     return begun;
@@ -55,6 +56,7 @@ class StagedRotations final : public testing::ForwardingRotations {
   std::function<void()> after_begin, after_history;  // the ticking thread's
   std::atomic<bool> hold_first_save{false};
   testing::Gate save_gate;
+  std::atomic<int> begins{0};  // Begin calls: each a write transaction
 };
 
 class IntervalTest : public testing::RotationFixture<FakeClock> {
@@ -789,6 +791,33 @@ TEST_P(IntervalTest, TwoInstancesRetryACronSlotWhoseRunFailedBeforeAKeyVersionOn
   EXPECT_EQ(Primary(), 2u);
   EXPECT_EQ(*a->NextRun(), next_slot);
   EXPECT_EQ(*b.scheduler->NextRun(), next_slot);
+}
+
+// Review (h-rot4, b): the scheduler reads 20 runs of the history, Begin
+// every run of the slot's window. With the run that used the slot older
+// than those 20 and failed runs (no key version, back-off over) among
+// them, the slot looked due, Begin refused it, and the refusal handed it
+// the slot again: a write transaction and a log line at every tick until
+// the window ended. A slot Begin refused is due again only for a failed
+// run Begin counted (its back-off not over): here, once refused, it is used.
+TEST_P(IntervalTest, ACronSlotRefusedForARunBeyondTheHistoryReadIsNotTriedAtEveryTick) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  // The slot's run made a key version (then failed on a secret): it used the slot.
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("used-the-slot", FormatIso8601(slot + std::chrono::minutes(1)), 2));
+  for (int i = 0; i < 20; ++i) {  // 20 runs since, each failed at the KMS
+    ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("kms-down-" + std::to_string(i),
+                                            FormatIso8601(slot + hours(2) + std::chrono::minutes(i)), 0));
+  }
+  StagedInstance i = NewStagedCronInstance();
+  testing::LogCapture log;
+  for (WallTime t = slot + hours(4); t < slot + hours(6); t += std::chrono::seconds(30)) {
+    clock_.SetWall(t);
+    EXPECT_FALSE(i.scheduler->Tick(t).has_value());
+  }
+  EXPECT_EQ(i.runs->begins, 1);  // the refusal; then the slot is used
+  EXPECT_EQ(log.Count("cron slot already run: key rotation used-the-slot"), 1u) << log.Text();
+  EXPECT_EQ(*i.scheduler->NextRun(), next_slot);
+  EXPECT_EQ(rotation_->History(30)->size(), 21u);
 }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(IntervalTest);
