@@ -25,7 +25,12 @@ RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& k
                                      bool enabled_by_env, uint64_t max_encryptions, const Clock& clock)
     : rotation_(rotation), keys_(keys), settings_(std::move(settings)), timing_(std::move(timing)),
       enabled_by_env_(enabled_by_env), max_encryptions_(max_encryptions), clock_(clock),
-      next_(timing_.cron ? timing_.cron->Next(clock.WallNow()) : std::nullopt) {}
+      next_(timing_.cron ? timing_.cron->Next(clock.WallNow()) : std::nullopt) {
+  if (timing_.cron) {
+    std::optional<WallTime> last = timing_.cron->Prev(clock.WallNow());
+    if (last) handed_ = HandedSlot{*last, std::nullopt};
+  }
+}
 
 RotationScheduler::~RotationScheduler() {
   {

@@ -25,8 +25,12 @@
 // making a key version (the KMS down) does not use its slot: the slot is
 // retried once min(1 h, the period to the slot after it) has passed since
 // that run started — counted from the shared history, so N instances retry
-// once, not N times (the start condition admits one); a run that made a
-// version and then failed has rotated the key and uses its slot. A slot whose tick only
+// once, not N times (the start condition admits one), and by a scheduler
+// started since (it reads the outcome of the last slot before its start);
+// a run that made a version and then failed has rotated the key and uses
+// its slot, and so, for now, does a run that died before making one and
+// whose resume failed (left 'interrupted', its resume 'failed': linking the
+// two is not done). A slot whose tick only
 // resumed a run left running, or met a run in progress, or whose start was
 // refused (no thread, the database down) is tried again at the next tick.
 // Independently
@@ -159,7 +163,9 @@ class RotationScheduler {
   // Interval mode: after a started run. Cron mode: when the slot is retried after a run that failed before
   // making a key version.
   std::optional<WallTime> retry_after_ DYAD_GUARDED_BY(mu_);
-  // Cron mode: UseSlot's `handed`.
+  // Cron mode: UseSlot's `handed`. At construction, the last slot at or
+  // before then: a restart (before the retry of a slot whose run failed
+  // before making a key version) reads that slot's outcome again.
   std::optional<HandedSlot> handed_ DYAD_GUARDED_BY(mu_);
   bool stopping_ DYAD_GUARDED_BY(mu_) = false;
   std::atomic<bool> resume_waiting_{false};

@@ -156,6 +156,20 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
                     "to_version, done, cursor, error) VALUES('" + id + "','scheduled','failed',FALSE,'" + started_at +
                     "','" + started_at + "',1," + std::to_string(to_version) + ",0,'','kms unavailable')").ok());
   }
+  // Ticks `i` at the cron slot `slot`; the run it starts ends as one whose
+  // KMS call failed leaves it (failed, to_version 0): its lock is taken away
+  // before its first save, and its row then rewritten so. Returns its id.
+  std::string RunASlotThatFailsBeforeAKeyVersion(StagedInstance& i, WallTime slot) {
+    i.runs->after_begin = [&] { EXPECT_TRUE(Sql("UPDATE rotation_lock SET owner='someone-else'").ok()); };
+    clock_.SetWall(slot);
+    auto run = i.scheduler->Tick(slot);
+    i.rotation->WaitIdle();
+    EXPECT_TRUE(run.has_value());
+    if (!run) return "";
+    EXPECT_TRUE(Sql("DELETE FROM rotation_lock").ok());
+    EXPECT_TRUE(Sql("UPDATE rotation_runs SET status='failed', to_version=0 WHERE id='" + *run + "'").ok());
+    return *run;
+  }
   WallTime LastSuccess() { return *ParseIso8601(rotation_->Successes()->last_finished_at); }
   uint32_t Primary() { return keys_->Describe()->primary_version; }
 
@@ -733,14 +747,7 @@ TEST_P(IntervalTest, ACronSlotWhoseRunFailedBeforeAKeyVersionIsRetriedAfterAnHou
 TEST_P(IntervalTest, ACronSlotWhoseOwnRunFailedBeforeAKeyVersionIsRetried) {
   const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
   StagedInstance i = NewStagedCronInstance();
-  // The run fails at its first save, before any KMS call has been made.
-  i.runs->after_begin = [&] { ASSERT_TRUE(Sql("UPDATE rotation_lock SET owner='someone-else'").ok()); };
-  clock_.SetWall(slot);
-  auto first = i.scheduler->Tick(slot);
-  i.rotation->WaitIdle();
-  ASSERT_TRUE(first.has_value());
-  ASSERT_TRUE(Sql("DELETE FROM rotation_lock").ok());
-  ASSERT_TRUE(Sql("UPDATE rotation_runs SET status='failed', to_version=0 WHERE id='" + *first + "'").ok());
+  ASSERT_FALSE(RunASlotThatFailsBeforeAKeyVersion(i, slot).empty());
   clock_.SetWall(slot + std::chrono::seconds(30));
   EXPECT_FALSE(i.scheduler->Tick(slot + std::chrono::seconds(30)).has_value());
   EXPECT_EQ(*i.scheduler->NextRun(), slot + hours(1));
@@ -791,6 +798,34 @@ TEST_P(IntervalTest, TwoInstancesRetryACronSlotWhoseRunFailedBeforeAKeyVersionOn
   EXPECT_EQ(Primary(), 2u);
   EXPECT_EQ(*a->NextRun(), next_slot);
   EXPECT_EQ(*b.scheduler->NextRun(), next_slot);
+}
+
+// Review (h-rot4, a): the slot handed to a run was process memory, and a
+// scheduler built after the slot starts at the slot after it: a single
+// instance restarted before the retry (to fix its KMS credentials) never
+// retried a slot whose run failed before making a key version. The new
+// scheduler reads the last slot's outcome from the shared history.
+TEST_P(IntervalTest, ACronSlotWhoseRunFailedBeforeAKeyVersionIsRetriedAfterARestart) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  std::string first;
+  {
+    StagedInstance before = NewStagedCronInstance();
+    first = RunASlotThatFailsBeforeAKeyVersion(before, slot);
+    ASSERT_FALSE(first.empty());
+  }
+  clock_.SetWall(slot + std::chrono::minutes(10));  // the restart
+  auto after = NewCronScheduler(*rotation_);
+  EXPECT_FALSE(TickAt(*after, slot + std::chrono::minutes(10)).has_value());
+  EXPECT_EQ(*after->NextRun(), slot + hours(1));
+  EXPECT_FALSE(TickAt(*after, slot + std::chrono::minutes(59)).has_value());
+  const uint32_t primary = Primary();
+  auto retry = TickAt(*after, slot + hours(1));
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), primary + 1);
+  EXPECT_FALSE(TickAt(*after, slot + hours(1) + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*after->NextRun(), next_slot);
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);
 }
 
 // Review (h-rot4, b): the scheduler reads 20 runs of the history, Begin
