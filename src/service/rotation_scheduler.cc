@@ -119,8 +119,8 @@ std::optional<RotationScheduler::WallTime> RotationScheduler::NextRun() {
   return next;
 }
 
-bool RotationScheduler::Due(WallTime now, StartConditions& start_if) {
-  if (timing_.cron) return SlotDue(now, start_if);
+bool RotationScheduler::Due(WallTime now, StartConditions& start_if, std::string& retry_of) {
+  if (timing_.cron) return SlotDue(now, start_if, retry_of);
   {
     MutexLock lock(&mu_);
     if (retry_after_ && now < *retry_after_) return false;
@@ -150,7 +150,10 @@ RotationScheduler::SlotRuns RotationScheduler::ReadSlotRuns(const std::vector<Ro
     std::optional<WallTime> started = ParseIso8601(run.started_at);
     if (!started || *started < from || *started >= to) continue;
     if (FailedBeforeAKeyVersion(run)) {
-      out.retry_at = std::max(out.retry_at.value_or(*started + backoff), *started + backoff);
+      if (!out.retry_at || *started + backoff > *out.retry_at) {
+        out.retry_at = *started + backoff;
+        out.failed = &run;
+      }
     } else if (run.status == "running") {
       out.running = true;
     } else if (!out.used_by) {
@@ -160,7 +163,7 @@ RotationScheduler::SlotRuns RotationScheduler::ReadSlotRuns(const std::vector<Ro
   return out;
 }
 
-bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
+bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if, std::string& retry_of) {
   std::optional<HandedSlot> handed;
   std::optional<WallTime> next;
   {
@@ -221,6 +224,10 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
   if (in_window.retry_at && now < *in_window.retry_at) return false;
   start_if.if_none_started_in =
       StartConditions::Window{FormatIso8601(slot), FormatIso8601(slot_end), FormatIso8601(now - backoff)};
+  if (in_window.failed) {
+    retry_of = "retry of cron slot " + FormatIso8601(slot) + " after key rotation " + in_window.failed->id +
+               " failed before making a key version";
+  }
   return true;  // used by Tick (UseSlot), once a fresh run started for it
 }
 
@@ -275,7 +282,7 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
   // lock, or, should it go stale meanwhile, resume the run: a resume the
   // back-off spaces, taken early.
   if (waiting && rotation_.BackingOffResumes()) return std::nullopt;
-  const char* why = nullptr;
+  std::string why;
   bool slot = false;  // the run is the schedule's: it uses the slot (cron mode)
   StartConditions start_if;
   if (KeyWorn()) {
@@ -283,16 +290,17 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
   } else {
     // The interval's start is recorded whether or not rotation is enabled,
     // and a cron slot passes unused while it is disabled.
-    bool due = Due(now, start_if);
+    std::string retry_of;
+    bool due = Due(now, start_if, retry_of);
     auto enabled = Enabled();
     if (due && enabled.ok() && *enabled) {
-      why = "schedule";
+      why = retry_of.empty() ? "schedule" : retry_of;
       slot = true;
     } else if (due && enabled.ok()) {
       UseSlot(now);
     }
   }
-  if (!why) return std::nullopt;
+  if (why.empty()) return std::nullopt;
   auto run = rotation_.Start(false, "scheduled", Caller{"scheduler", ""}, start_if);
   if (!run.ok()) {
     // kFailedPrecondition: another instance started a run for the slot, or

@@ -101,15 +101,18 @@ class RotationScheduler {
   // subject to (`start_if`: the count of successes, or the slot's time).
   // Uses no cron slot (but one another process ran: SlotDue): Tick does
   // (UseSlot), once a fresh run started for it.
-  bool Due(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
+  // `retry_of`: set when the start is a slot's retry (SlotDue).
+  bool Due(WallTime now, StartConditions& start_if, std::string& retry_of) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot passed, and no run (of any process: the rotation
   // history; resumes aside) started in its window (at or after it, before
   // the first slot after `now`), but runs that failed before making a key
   // version, whose back-off (SlotRetryBackoff, from their start) is over; a
   // slot so run is used here (logged at info), one whose run is still
   // running stays as it is. Reads the outcome of the slot handed to a run
-  // (UseSlot) first. Sets `start_if.if_none_started_in` to that window.
-  bool SlotDue(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
+  // (UseSlot) first. Sets `start_if.if_none_started_in` to that window, and
+  // `retry_of` (for the log) when runs that failed before making a key
+  // version are behind it.
+  bool SlotDue(WallTime now, StartConditions& start_if, std::string& retry_of) DYAD_LOCKS_EXCLUDED(mu_);
   // What the runs started in a slot's window say: a run that uses it (its
   // first, the latest started), one still running, and when the slot may be
   // retried after runs that failed before making a key version.
@@ -117,6 +120,7 @@ class RotationScheduler {
     const RotationRun* used_by = nullptr;
     bool running = false;
     std::optional<WallTime> retry_at;
+    const RotationRun* failed = nullptr;  // the one retry_at counts from
   };
   static SlotRuns ReadSlotRuns(const std::vector<RotationRun>& runs, WallTime from, WallTime to,
                                WallTime::duration backoff);

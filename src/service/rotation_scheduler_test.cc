@@ -819,8 +819,11 @@ TEST_P(IntervalTest, ACronSlotWhoseRunFailedBeforeAKeyVersionIsRetriedAfterARest
   EXPECT_EQ(*after->NextRun(), slot + hours(1));
   EXPECT_FALSE(TickAt(*after, slot + std::chrono::minutes(59)).has_value());
   const uint32_t primary = Primary();
+  testing::LogCapture log;
   auto retry = TickAt(*after, slot + hours(1));
   ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(log.Count("key rotation " + *retry + " started (retry of cron slot 2026-03-09T02:30:00.000Z after key "
+                      "rotation " + first + " failed before making a key version)"), 1u) << log.Text();
   EXPECT_EQ(rotation_->History(1)->front().status, "completed");
   EXPECT_EQ(Primary(), primary + 1);
   EXPECT_FALSE(TickAt(*after, slot + hours(1) + std::chrono::seconds(30)).has_value());
