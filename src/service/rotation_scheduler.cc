@@ -13,11 +13,15 @@ constexpr char kEnabledKey[] = "key_rotation.enabled";
 // Interval mode, before any rotation completed: when a scheduler first ran.
 constexpr char kIntervalSinceKey[] = "key_rotation.interval_since";
 
-// A run that failed before making a key version rotated nothing (the KMS
-// down at the slot's minute): it does not use its slot once its back-off is
-// over. One that made a version has rotated the key, failed or not: its
-// resume and re-encryption path finish the rest.
-bool FailedBeforeAKeyVersion(const RotationRun& run) { return run.status == "failed" && run.to_version == 0; }
+// A scheduled run that failed before making a key version rotated nothing
+// (the KMS down at the slot's minute): alone in its slot's window, it does
+// not use the slot once its back-off is over. One that made a version has
+// rotated the key, failed or not: its resume and re-encryption path finish
+// the rest. A manual run uses the slot whatever its outcome, as any run did
+// before slots were retried: a slot missed while down stays missed.
+bool ScheduledAndFailedBeforeAKeyVersion(const RotationRun& run) {
+  return run.trigger == kScheduledTrigger && run.status == "failed" && run.to_version == 0;
+}
 }  // namespace
 
 RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& keys,
@@ -141,24 +145,33 @@ RotationScheduler::WallTime::duration RotationScheduler::SlotRetryBackoff(WallTi
 }
 
 // The runs of the shared history (resumes aside: a resume stands for an
-// older run, whose own start counts) that started in a slot's window [from, to).
+// older run, whose own start counts) that started in a slot's window [from,
+// to), judged as Begin judges them: a second run is the slot's retry (or
+// another instance's run), and uses it whatever its outcome.
 RotationScheduler::SlotRuns RotationScheduler::ReadSlotRuns(const std::vector<RotationRun>& runs, WallTime from,
                                                             WallTime to, WallTime::duration backoff) {
   SlotRuns out;
-  for (const RotationRun& run : runs) {
+  const RotationRun* latest = nullptr;
+  WallTime latest_started;
+  for (const RotationRun& run : runs) {  // the latest begun first
     if (run.trigger == kResumedTrigger) continue;
     std::optional<WallTime> started = ParseIso8601(run.started_at);
     if (!started || *started < from || *started >= to) continue;
-    if (FailedBeforeAKeyVersion(run)) {
-      if (!out.retry_at || *started + backoff > *out.retry_at) {
-        out.retry_at = *started + backoff;
-        out.failed = &run;
-      }
-    } else if (run.status == "running") {
-      out.running = true;
-    } else if (!out.used_by) {
-      out.used_by = &run;
+    if (latest) {  // a second run: the slot's retry, or another instance's run
+      out.used_by = latest;
+      return out;
     }
+    latest = &run;
+    latest_started = *started;
+  }
+  if (!latest) return out;
+  if (ScheduledAndFailedBeforeAKeyVersion(*latest)) {
+    out.retry_at = latest_started + backoff;
+    out.failed = latest;
+  } else if (latest->trigger == kScheduledTrigger && latest->status == "running") {
+    out.running = true;  // its outcome says whether it uses the slot
+  } else {
+    out.used_by = latest;
   }
   return out;
 }
@@ -187,8 +200,9 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if, std::st
   const WallTime kHorizon = now + std::chrono::hours(24 * 366 * 8);  // no slot within cron's eight years
   if (handed) {
     // The outcome of the run the slot was handed to, in the window UseSlot
-    // gave it (up to the `next_` it set): a run still running keeps it; one
-    // that failed before making a key version makes it due again.
+    // gave it (up to the `next_` it set): a run still running keeps it; a
+    // lone scheduled one that failed before making a key version makes it
+    // due again, for its one retry.
     SlotRuns of_handed = ReadSlotRuns(*runs, handed->slot, next.value_or(kHorizon), SlotRetryBackoff(handed->slot));
     if (of_handed.running && !of_handed.used_by) return false;
     MutexLock lock(&mu_);
@@ -205,9 +219,10 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if, std::st
   // instance that kept it due. No next slot within cron's eight-year
   // horizon: the horizon ends the window.
   const WallTime slot_end = timing_.cron->Next(now).value_or(kHorizon);
-  // A run that failed before making a key version waits out its back-off,
-  // counted from its start in the shared history, so that every instance
-  // retries at the same time and the start condition lets only one through.
+  // A lone scheduled run that failed before making a key version waits out
+  // its back-off, counted from its start in the shared history, so that
+  // every instance retries at the same time and the start condition lets
+  // only one through: that retry, failed too, uses the slot.
   const WallTime::duration backoff = SlotRetryBackoff(slot);
   SlotRuns in_window = ReadSlotRuns(*runs, slot, slot_end, backoff);
   if (in_window.used_by) {
@@ -301,7 +316,7 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     }
   }
   if (why.empty()) return std::nullopt;
-  auto run = rotation_.Start(false, "scheduled", Caller{"scheduler", ""}, start_if);
+  auto run = rotation_.Start(false, kScheduledTrigger, Caller{"scheduler", ""}, start_if);
   if (!run.ok()) {
     // kFailedPrecondition: another instance started a run for the slot, or
     // completed one since the interval was read (start_if): the slot is

@@ -105,22 +105,24 @@ class RotationScheduler {
   bool Due(WallTime now, StartConditions& start_if, std::string& retry_of) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot passed, and no run (of any process: the rotation
   // history; resumes aside) started in its window (at or after it, before
-  // the first slot after `now`), but runs that failed before making a key
-  // version, whose back-off (SlotRetryBackoff, from their start) is over; a
-  // slot so run is used here (logged at info), one whose run is still
-  // running stays as it is. Reads the outcome of the slot handed to a run
-  // (UseSlot) first. Sets `start_if.if_none_started_in` to that window, and
-  // `retry_of` (for the log) when runs that failed before making a key
-  // version are behind it.
+  // the first slot after `now`), but a lone scheduled run that failed
+  // before making a key version, whose back-off (SlotRetryBackoff, from its
+  // start) is over: the slot's one retry (StartConditions::Window). A slot
+  // so run is used here (logged at info); one whose lone scheduled run is
+  // still running stays as it is. Reads the outcome of the slot handed to a
+  // run (UseSlot) first. Sets `start_if.if_none_started_in` to that window,
+  // and `retry_of` (for the log) when the start is the slot's retry.
   bool SlotDue(WallTime now, StartConditions& start_if, std::string& retry_of) DYAD_LOCKS_EXCLUDED(mu_);
-  // What the runs started in a slot's window say: a run that uses it (its
-  // first, the latest started), one still running, and when the slot may be
-  // retried after runs that failed before making a key version.
+  // What the runs started in a slot's window say, as Begin judges them
+  // (StartConditions::Window): a run that uses it (the latest begun: any
+  // run once there are two, a lone one unless it is the schedule's and
+  // failed before making a key version, or is still running), the lone
+  // scheduled run still running, or when the slot's one retry is due.
   struct SlotRuns {
     const RotationRun* used_by = nullptr;
     bool running = false;
     std::optional<WallTime> retry_at;
-    const RotationRun* failed = nullptr;  // the one retry_at counts from
+    const RotationRun* failed = nullptr;  // the lone run retry_at counts from
   };
   static SlotRuns ReadSlotRuns(const std::vector<RotationRun>& runs, WallTime from, WallTime to,
                                WallTime::duration backoff);

@@ -149,20 +149,22 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
     rotation_->WaitIdle();
     return id;
   }
-  // A run of another instance that ended failed at `started_at`, having made
-  // key version `to_version` (0: none, as a run whose KMS call failed leaves it).
-  void LeaveAFailedRun(const std::string& id, const std::string& started_at, int to_version) {
+  // A run of another instance (its scheduler's, or `trigger`) that ended failed at `started_at`,
+  // having made key version `to_version` (0: none, as a run whose KMS call failed leaves it).
+  void LeaveAFailedRun(const std::string& id, const std::string& started_at, int to_version,
+                       const std::string& trigger = kScheduledTrigger) {
     ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, finished_at, from_version, "
-                    "to_version, done, cursor, error) VALUES('" + id + "','scheduled','failed',FALSE,'" + started_at +
+                    "to_version, done, cursor, error) VALUES('" + id + "','" + trigger + "','failed',FALSE,'" +
+                    started_at +
                     "','" + started_at + "',1," + std::to_string(to_version) + ",0,'','kms unavailable')").ok());
   }
-  // Ticks `i` at the cron slot `slot`; the run it starts ends as one whose
+  // Ticks `i` at `at` (a cron slot, or its retry); the run it starts ends as one whose
   // KMS call failed leaves it (failed, to_version 0): its lock is taken away
   // before its first save, and its row then rewritten so. Returns its id.
-  std::string RunASlotThatFailsBeforeAKeyVersion(StagedInstance& i, WallTime slot) {
+  std::string RunASlotThatFailsBeforeAKeyVersion(StagedInstance& i, WallTime at) {
     i.runs->after_begin = [&] { EXPECT_TRUE(Sql("UPDATE rotation_lock SET owner='someone-else'").ok()); };
-    clock_.SetWall(slot);
-    auto run = i.scheduler->Tick(slot);
+    clock_.SetWall(at);
+    auto run = i.scheduler->Tick(at);
     i.rotation->WaitIdle();
     EXPECT_TRUE(run.has_value());
     if (!run) return "";
@@ -771,10 +773,11 @@ TEST_P(IntervalTest, ACronSlotWhoseRunFailedAfterMakingAKeyVersionIsNotRunAgain)
   EXPECT_EQ(Primary(), 1u);
 }
 
-// Two instances retry the slot once per back-off, not once each: B read the
+// Two instances retry the slot once in all, not once each: B read the
 // history (the back-off over), then A retried, and A's retry failed at once
-// too; B's start is refused (the back-off counts from A's retry, checked
-// where the lock is taken). An hour later the slot is retried once more.
+// too; B's start is refused (A's retry is a second run in the slot's
+// window, checked where the lock is taken), and the slot is used: neither
+// instance retries it again.
 TEST_P(IntervalTest, TwoInstancesRetryACronSlotWhoseRunFailedBeforeAKeyVersionOnce) {
   const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
   ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("kms-down", "2026-03-09T02:30:00.000Z", 0));
@@ -786,16 +789,14 @@ TEST_P(IntervalTest, TwoInstancesRetryACronSlotWhoseRunFailedBeforeAKeyVersionOn
   clock_.SetWall(slot + hours(1));
   EXPECT_FALSE(b.scheduler->Tick(slot + hours(1)).has_value());
   b.rotation->WaitIdle();
-  EXPECT_EQ(rotation_->History(10)->size(), 2u);  // B began nothing
-  EXPECT_FALSE(TickAt(*b.scheduler, slot + hours(1) + std::chrono::minutes(30)).has_value());
-  EXPECT_FALSE(TickAt(*a, slot + hours(1) + std::chrono::minutes(31)).has_value());
-  // An hour after A's retry: retried once, by whichever instance ticks first.
-  auto retry = TickAt(*a, slot + hours(2));
-  ASSERT_TRUE(retry.has_value());
-  EXPECT_FALSE(TickAt(*b.scheduler, slot + hours(2) + std::chrono::seconds(30)).has_value());
-  b.rotation->WaitIdle();
-  EXPECT_EQ(rotation_->History(10)->size(), 3u);
-  EXPECT_EQ(Primary(), 2u);
+  EXPECT_EQ(b.runs->begins, 1);  // refused
+  for (WallTime t = slot + hours(1) + std::chrono::minutes(1); t < slot + hours(4); t += std::chrono::minutes(1)) {
+    EXPECT_FALSE(TickAt(*a, t).has_value());
+    EXPECT_FALSE(TickAt(*b.scheduler, t).has_value());
+  }
+  EXPECT_EQ(b.runs->begins, 1);
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);  // neither began a run
+  EXPECT_EQ(Primary(), 1u);
   EXPECT_EQ(*a->NextRun(), next_slot);
   EXPECT_EQ(*b.scheduler->NextRun(), next_slot);
 }
@@ -831,10 +832,45 @@ TEST_P(IntervalTest, ACronSlotWhoseRunFailedBeforeAKeyVersionIsRetriedAfterARest
   EXPECT_EQ(rotation_->History(10)->size(), 2u);
 }
 
+// Review (h-rot4, 1): a restarted scheduler read any run that failed
+// before making a key version in the last slot's window as the slot's
+// failed run, a manual one too: a slot missed while the instance was down
+// (a manual rotation meanwhile failing at the KMS) ran after the restart.
+// Only the schedule's own run lets its slot retry; a manual one uses it.
+TEST_P(IntervalTest, ARestartedSchedulerDoesNotRunASlotMissedWhileDownAfterAManualRunFailed) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("manual-kms-down", "2026-03-09T02:40:00.000Z", 0, "manual"));
+  clock_.SetWall(slot + std::chrono::minutes(50));  // the restart, the slot missed
+  StagedInstance i = NewStagedCronInstance();
+  for (WallTime t = slot + std::chrono::minutes(50); t < slot + hours(4); t += std::chrono::minutes(1)) {
+    EXPECT_FALSE(TickAt(*i.scheduler, t).has_value());
+  }
+  EXPECT_EQ(i.runs->begins, 0);
+  EXPECT_EQ(rotation_->History(10)->size(), 1u);
+  EXPECT_EQ(*i.scheduler->NextRun(), next_slot);
+}
+
+// Review (h-rot4, 2): each retry that failed at the KMS re-armed the slot,
+// so a KMS down for a day meant a start every hour. The slot is retried
+// once: its retry, failed too, uses it.
+TEST_P(IntervalTest, ACronSlotWhoseRetryFailedBeforeAKeyVersionIsNotRetriedAgain) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  StagedInstance i = NewStagedCronInstance();
+  ASSERT_FALSE(RunASlotThatFailsBeforeAKeyVersion(i, slot).empty());
+  ASSERT_FALSE(RunASlotThatFailsBeforeAKeyVersion(i, slot + hours(1)).empty());  // the retry
+  for (WallTime t = slot + hours(1) + std::chrono::minutes(1); t < slot + hours(6); t += std::chrono::minutes(1)) {
+    clock_.SetWall(t);
+    EXPECT_FALSE(i.scheduler->Tick(t).has_value());
+  }
+  EXPECT_EQ(i.runs->begins, 2);
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);
+  EXPECT_EQ(*i.scheduler->NextRun(), next_slot);
+}
+
 // Review (h-rot4, b): the scheduler reads 20 runs of the history, Begin
 // every run of the slot's window. With the run that used the slot older
-// than those 20 and failed runs (no key version, back-off over) among
-// them, the slot looked due, Begin refused it, and the refusal handed it
+// than those 20 and a scheduled run that failed (no key version, back-off
+// over) the only one of the window among them, the slot looked due, Begin refused it, and the refusal handed it
 // the slot again: a write transaction and a log line at every tick until
 // the window ended. A slot Begin refused is due again only for a failed
 // run Begin counted (its back-off not over): here, once refused, it is used.
@@ -842,18 +878,22 @@ TEST_P(IntervalTest, ACronSlotRefusedForARunBeyondTheHistoryReadIsNotTriedAtEver
   const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
   // The slot's run made a key version (then failed on a secret): it used the slot.
   ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("used-the-slot", FormatIso8601(slot + std::chrono::minutes(1)), 2));
-  for (int i = 0; i < 20; ++i) {  // 20 runs since, each failed at the KMS
-    ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("kms-down-" + std::to_string(i),
-                                            FormatIso8601(slot + hours(2) + std::chrono::minutes(i)), 0));
+  for (int i = 0; i < 19; ++i) {  // 19 resumes since (of older runs), each failed at the KMS
+    ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("resume-" + std::to_string(i),
+                                            FormatIso8601(slot + hours(2) + std::chrono::minutes(i)), 0,
+                                            kResumedTrigger));
   }
+  // And a scheduled run in the slot's window that failed at the KMS: the
+  // only one of the window the read shows.
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("kms-down", FormatIso8601(slot + hours(2) + std::chrono::minutes(20)), 0));
   StagedInstance i = NewStagedCronInstance();
   testing::LogCapture log;
-  for (WallTime t = slot + hours(4); t < slot + hours(6); t += std::chrono::seconds(30)) {
+  for (WallTime t = slot + hours(3); t < slot + hours(6); t += std::chrono::seconds(30)) {
     clock_.SetWall(t);
     EXPECT_FALSE(i.scheduler->Tick(t).has_value());
   }
   EXPECT_EQ(i.runs->begins, 1);  // the refusal; then the slot is used
-  EXPECT_EQ(log.Count("cron slot already run: key rotation used-the-slot"), 1u) << log.Text();
+  EXPECT_EQ(log.Count("cron slot already run: key rotation kms-down"), 1u) << log.Text();
   EXPECT_EQ(*i.scheduler->NextRun(), next_slot);
   EXPECT_EQ(rotation_->History(30)->size(), 21u);
 }
