@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <ctime>
 #include <functional>
 #include <utility>
@@ -59,6 +60,17 @@ class StagedRotations final : public testing::ForwardingRotations {
   std::atomic<int> begins{0};  // Begin calls: each a write transaction
 };
 
+// The fixture's KMS, unreachable for a key rotation while `down`: Rotate() fails.
+class SwitchableKms final : public testing::ForwardingKeys {
+ public:
+  using ForwardingKeys::ForwardingKeys;
+  Result<uint32_t> Rotate() override {
+    if (down) return MakeError(ErrorCode::kUnavailable, "kms unavailable");
+    return inner_.Rotate();
+  }
+  std::atomic<bool> down{false};
+};
+
 class IntervalTest : public testing::RotationFixture<FakeClock> {
  protected:
   void SetUp() override {
@@ -67,14 +79,16 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
     if (IsSkipped() || HasFatalFailure()) return;
     rotation_ = NewRotation();
   }
-  // A rotation service on its own pool (or on `runs`): another instance's.
+  // A rotation service on its own pool (or on `runs`): another instance's;
+  // on `secrets` (by default the fixture's).
   std::unique_ptr<KeyRotationService> NewRotation(std::shared_ptr<RotationRepository> runs = nullptr,
-                                                  ThreadStarter start_thread = nullptr) {
+                                                  ThreadStarter start_thread = nullptr,
+                                                  SecretsService* secrets = nullptr) {
     KeyRotationService::Options o;
     o.retire_grace = std::chrono::milliseconds(20);  // the fake clock moves by it
     o.start_thread = std::move(start_thread);
     if (!runs) runs = std::move(Instance().rotations);
-    return std::make_unique<KeyRotationService>(o, std::move(runs), *secrets_, audit_, clock_);
+    return std::make_unique<KeyRotationService>(o, std::move(runs), secrets ? *secrets : *secrets_, audit_, clock_);
   }
   // A scheduler on the cron schedule "30 2 * * MON" (from 2026-03-05: the
   // slots 2026-03-09T02:30, 2026-03-16T02:30, ...).
@@ -85,15 +99,21 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
   }
   // An instance whose repository is staged (StagedRotations), with a cron
   // scheduler (NewCronScheduler); the tests set the stage before ticking.
+  // Its rotations reach the KMS through `kms` (up until a test takes it down).
   struct StagedInstance {
     std::shared_ptr<StagedRotations> runs;
+    std::unique_ptr<SwitchableKms> kms;
+    std::unique_ptr<SecretsService> secrets;
     std::unique_ptr<KeyRotationService> rotation;
     std::unique_ptr<RotationScheduler> scheduler;
   };
   StagedInstance NewStagedCronInstance() {
     StagedInstance i;
     i.runs = std::make_shared<StagedRotations>(std::move(Instance().rotations));
-    i.rotation = NewRotation(i.runs);
+    i.kms = std::make_unique<SwitchableKms>(*keys_);
+    i.secrets = SecretsService::Create(SecretsOptions{}, *store_, *i.kms, *repo_, audit_, metrics_, clock_,
+                                       DefaultRandom(), EnvMap{}).value();
+    i.rotation = NewRotation(i.runs, nullptr, i.secrets.get());
     i.scheduler = NewCronScheduler(*i.rotation);
     return i;
   }
@@ -158,18 +178,20 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
                     started_at +
                     "','" + started_at + "',1," + std::to_string(to_version) + ",0,'','kms unavailable')").ok());
   }
-  // Ticks `i` at `at` (a cron slot, or its retry); the run it starts ends as one whose
-  // KMS call failed leaves it (failed, to_version 0): its lock is taken away
-  // before its first save, and its row then rewritten so. Returns its id.
+  // Ticks `i` at `at` (a cron slot, or its retry) with its KMS down: the
+  // run it starts fails before making a key version. Returns its id.
   std::string RunASlotThatFailsBeforeAKeyVersion(StagedInstance& i, WallTime at) {
-    i.runs->after_begin = [&] { EXPECT_TRUE(Sql("UPDATE rotation_lock SET owner='someone-else'").ok()); };
+    i.kms->down = true;
     clock_.SetWall(at);
     auto run = i.scheduler->Tick(at);
     i.rotation->WaitIdle();
+    i.kms->down = false;
     EXPECT_TRUE(run.has_value());
     if (!run) return "";
-    EXPECT_TRUE(Sql("DELETE FROM rotation_lock").ok());
-    EXPECT_TRUE(Sql("UPDATE rotation_runs SET status='failed', to_version=0 WHERE id='" + *run + "'").ok());
+    const RotationRun last = rotation_->History(1)->front();
+    EXPECT_EQ(last.id, *run);
+    EXPECT_EQ(last.status, "failed");
+    EXPECT_EQ(last.to_version, 0u);
     return *run;
   }
   WallTime LastSuccess() { return *ParseIso8601(rotation_->Successes()->last_finished_at); }
