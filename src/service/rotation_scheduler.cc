@@ -169,7 +169,7 @@ RotationScheduler::SlotRuns RotationScheduler::ReadSlotRuns(const std::vector<Ro
     out.retry_at = latest_started + backoff;
     out.failed = latest;
   } else if (latest->trigger == kScheduledTrigger && latest->status == "running") {
-    out.running = true;  // its outcome says whether it uses the slot
+    out.running_since = latest_started;  // its outcome says whether it uses the slot
   } else {
     out.used_by = latest;
   }
@@ -204,7 +204,7 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if, std::st
     // lone scheduled one that failed before making a key version makes it
     // due again, for its one retry.
     SlotRuns of_handed = ReadSlotRuns(*runs, handed->slot, next.value_or(kHorizon), SlotRetryBackoff(handed->slot));
-    if (of_handed.running && !of_handed.used_by) return false;
+    if (of_handed.running_since && !of_handed.used_by) return false;
     MutexLock lock(&mu_);
     handed_.reset();
     if (DueAgain(of_handed, *handed)) next_ = next = handed->slot;
@@ -231,7 +231,16 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if, std::st
     UseSlot(now);
     return false;
   }
-  if (in_window.running) return false;  // its outcome says whether it uses the slot
+  if (in_window.running_since) {
+    // Another instance's run (this process's own was handed the slot when
+    // it started): handed the slot as of its start, as its own instance
+    // did, and its outcome read as a handed run's (DueAgain). Left due
+    // instead, the slot's window would grow past the next slot while the
+    // run outlasts the period, and the run, once resumed (its owner gone),
+    // would use that next slot too, though it started before it.
+    UseSlot(*in_window.running_since, HandedSlot{slot, std::nullopt});
+    return false;
+  }
   {
     MutexLock lock(&mu_);
     retry_after_ = in_window.retry_at;

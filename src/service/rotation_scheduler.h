@@ -109,9 +109,10 @@ class RotationScheduler {
   // before making a key version, whose back-off (SlotRetryBackoff, from its
   // start) is over: the slot's one retry (StartConditions::Window). A slot
   // so run is used here (logged at info); one whose lone scheduled run is
-  // still running stays as it is. Reads the outcome of the slot handed to a
-  // run (UseSlot) first. Sets `start_if.if_none_started_in` to that window,
-  // and `retry_of` (for the log) when the start is the slot's retry.
+  // still running is handed to it (UseSlot as of its start). Reads the
+  // outcome of the slot handed to a run (UseSlot) first. Sets
+  // `start_if.if_none_started_in` to that window, and `retry_of` (for the
+  // log) when the start is the slot's retry.
   bool SlotDue(WallTime now, StartConditions& start_if, std::string& retry_of) DYAD_LOCKS_EXCLUDED(mu_);
   // What the runs started in a slot's window say, as Begin judges them
   // (StartConditions::Window): a run that uses it (the latest begun: any
@@ -120,7 +121,7 @@ class RotationScheduler {
   // scheduled run still running, or when the slot's one retry is due.
   struct SlotRuns {
     const RotationRun* used_by = nullptr;
-    bool running = false;
+    std::optional<WallTime> running_since;  // the lone scheduled run still running: its start
     std::optional<WallTime> retry_at;
     const RotationRun* failed = nullptr;  // the lone run retry_at counts from
   };

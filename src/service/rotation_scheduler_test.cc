@@ -920,6 +920,39 @@ TEST_P(IntervalTest, ACronSlotRefusedForARunBeyondTheHistoryReadIsNotTriedAtEver
   EXPECT_EQ(rotation_->History(30)->size(), 21u);
 }
 
+// Review (h-rot4, slot lost): hourly, a run longer than the hour. A
+// started F at the 11:00 slot; B, seeing F alone and running, kept 11:00
+// due, so at 12:00 its window was [11:00, 13:00). A then died; B resumed F
+// (now interrupted), found it in that window and used the 12:00 slot with
+// it: 12:00 never ran, though F started before it. B now hands 11:00 to F
+// as A did, and 12:00 gets its own run once the resume is over.
+TEST_P(IntervalTest, ACronSlotAfterAnotherInstancesRunThatOutlastsThePeriodGetsItsOwnRun) {
+  const WallTime slot = At("2026-03-05T11:00"), next_slot = At("2026-03-05T12:00");
+  const RotationTiming hourly{*CronSchedule::Parse("0 * * * *")};
+  RotationScheduler b(*rotation_, *keys_, std::move(Instance().settings), hourly, true, 1000000, clock_);
+  // A's run F for the 11:00 slot, its lock beaten (a heartbeat far ahead, on either engine's clock).
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                  "done, cursor) VALUES('a-run','scheduled','running',FALSE,'2026-03-05T11:00:00.000Z',1,0,0,'')")
+                  .ok());
+  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'a-run','a:1:x', "
+                  "9000000000000000)").ok());
+  EXPECT_FALSE(TickAt(b, slot + std::chrono::seconds(30)).has_value());
+  EXPECT_FALSE(TickAt(b, next_slot + std::chrono::seconds(30)).has_value());  // F still running
+  ASSERT_TRUE(Sql("UPDATE rotation_lock SET heartbeat_at=0").ok());  // A is gone
+  auto resumed = TickAt(b, next_slot + std::chrono::minutes(1));
+  ASSERT_TRUE(resumed.has_value());
+  EXPECT_EQ(rotation_->History(1)->front().trigger, kResumedTrigger);
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 2u);
+  auto fresh = TickAt(b, next_slot + std::chrono::minutes(2));
+  ASSERT_TRUE(fresh.has_value()) << "the 12:00 slot was used by the 11:00 slot's run";
+  EXPECT_EQ(rotation_->History(1)->front().id, *fresh);
+  EXPECT_EQ(rotation_->History(1)->front().trigger, "scheduled");
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 3u);
+  EXPECT_EQ(*b.NextRun(), At("2026-03-05T13:00"));
+}
+
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(IntervalTest);
 
 }  // namespace
