@@ -132,10 +132,12 @@ Result<CronSchedule> CronSchedule::Parse(std::string_view expression) {
 
 bool CronSchedule::Matches(std::chrono::system_clock::time_point t) const {
   std::tm tm = ToTm(t);
-  if (!minutes_[tm.tm_min] || !hours_[tm.tm_hour] || !months_[tm.tm_mon + 1]) return false;
+  return minutes_[tm.tm_min] && hours_[tm.tm_hour] && months_[tm.tm_mon + 1] && DayMatches(tm);
+}
+
+bool CronSchedule::DayMatches(const std::tm& tm) const {
   bool dom = days_[tm.tm_mday], dow = weekdays_[tm.tm_wday];
-  if (days_restricted_ && weekdays_restricted_) return dom || dow;
-  return dom && dow;
+  return (days_restricted_ && weekdays_restricted_) ? (dom || dow) : (dom && dow);
 }
 
 std::optional<std::chrono::system_clock::time_point> CronSchedule::Next(
@@ -152,9 +154,7 @@ std::optional<std::chrono::system_clock::time_point> CronSchedule::Next(
       t = floor<minutes>(system_clock::from_time_t(timegm(&tm)));
       continue;
     }
-    bool dom = days_[tm.tm_mday], dow = weekdays_[tm.tm_wday];
-    bool day_ok = (days_restricted_ && weekdays_restricted_) ? (dom || dow) : (dom && dow);
-    if (!day_ok) {
+    if (!DayMatches(tm)) {
       t = floor<days>(t) + days(1);
       continue;
     }
@@ -164,6 +164,38 @@ std::optional<std::chrono::system_clock::time_point> CronSchedule::Next(
     }
     if (!minutes_[tm.tm_min]) {
       t += minutes(1);
+      continue;
+    }
+    return t;
+  }
+  return std::nullopt;
+}
+
+// Next's walk backwards: a field that does not match skips to the last
+// minute of the month, day or hour before.
+std::optional<std::chrono::system_clock::time_point> CronSchedule::Prev(
+    std::chrono::system_clock::time_point at) const {
+  using namespace std::chrono;
+  auto t = floor<minutes>(at);
+  const auto limit = t - hours(24 * 366 * 8);
+  while (t > limit) {
+    std::tm tm = ToTm(t);
+    if (!months_[tm.tm_mon + 1]) {
+      tm.tm_mday = 1;
+      tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+      t = floor<minutes>(system_clock::from_time_t(timegm(&tm))) - minutes(1);
+      continue;
+    }
+    if (!DayMatches(tm)) {
+      t = floor<days>(t) - minutes(1);
+      continue;
+    }
+    if (!hours_[tm.tm_hour]) {
+      t = floor<hours>(t) - minutes(1);
+      continue;
+    }
+    if (!minutes_[tm.tm_min]) {
+      t -= minutes(1);
       continue;
     }
     return t;

@@ -10,6 +10,7 @@
 
 #include <bitset>
 #include <chrono>
+#include <ctime>
 #include <optional>
 #include <string>
 
@@ -24,10 +25,15 @@ class CronSchedule {
   // The first matching minute strictly after `after`; nullopt if none within
   // eight years (e.g. "0 0 30 2 *").
   std::optional<std::chrono::system_clock::time_point> Next(std::chrono::system_clock::time_point after) const;
+  // The last matching minute at or before `at`; nullopt if none within the
+  // eight years before it. The slot a restarted scheduler last had.
+  std::optional<std::chrono::system_clock::time_point> Prev(std::chrono::system_clock::time_point at) const;
   bool Matches(std::chrono::system_clock::time_point t) const;
   const std::string& expression() const { return expression_; }
 
  private:
+  bool DayMatches(const std::tm& tm) const;  // the classic OR rule when both day fields are restricted
+
   std::string expression_;
   std::bitset<60> minutes_;
   std::bitset<24> hours_;

@@ -50,11 +50,16 @@ Status CheckStartConditions(PgConnection& c, const StartConditions& start_if) {
   }
   if (const auto& window = start_if.if_none_started_in) {
     // One fixed-width format: byte order (COLLATE "C", whatever the
-    // database's locale) is time order.
+    // database's locale) is time order. Every run counts but a scheduled one
+    // that failed before making a key version, its back-off over, and alone
+    // in the window (rotation_repository.h).
     DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(
         "SELECT id, started_at FROM rotation_runs WHERE trigger<>$1 AND started_at COLLATE \"C\" >= $2 "
-        "AND started_at COLLATE \"C\" < $3 ORDER BY seq DESC LIMIT 1",
-        {std::string(kResumedTrigger), window->from, window->to}));
+        "AND started_at COLLATE \"C\" < $3 "
+        "AND NOT (trigger=$5 AND status='failed' AND to_version=0 AND started_at COLLATE \"C\" <= $4 "
+        "AND (SELECT COUNT(*) FROM rotation_runs WHERE trigger<>$1 AND started_at COLLATE \"C\" >= $2 "
+        "AND started_at COLLATE \"C\" < $3)=1) ORDER BY seq DESC LIMIT 1",
+        {std::string(kResumedTrigger), window->from, window->to, window->failed_by, std::string(kScheduledTrigger)}));
     if (rows.size() > 0) return StartedInWindow(rows.Text(0, 0), rows.Text(0, 1), *window);
   }
   return OkStatus();

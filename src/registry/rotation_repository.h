@@ -41,6 +41,8 @@ namespace dyad {
 
 // The trigger of a run that resumes one left 'running'.
 inline constexpr char kResumedTrigger[] = "resumed";
+// The trigger of a run the scheduler starts (its schedule or key wear).
+inline constexpr char kScheduledTrigger[] = "scheduled";
 
 struct RotationRun {
   std::string id;
@@ -73,9 +75,17 @@ struct StartConditions {
   // next slot's, ISO 8601 times as FormatIso8601 writes them), resumes
   // aside: a resume stands for the run it resumes, whose own started_at
   // counts. Bounded above: a run stamped in the future (a clock days ahead)
-  // uses no slot but its own, not every slot until that date.
+  // uses no slot but its own, not every slot until that date. One run
+  // alone uses no slot: the schedule's (trigger 'scheduled'), failed before
+  // making a key version (status 'failed', to_version 0: nothing rotated,
+  // e.g. the KMS down at the slot's minute), its back-off over (it started
+  // at or before `failed_by`; empty: every run counts). So a slot is
+  // retried once, by one instance: the retry is a second run in the
+  // window, which uses the slot whatever its outcome. Any other run (a
+  // manual one, one that made a key version) uses it, as it always did.
   struct Window {
     std::string from, to;
+    std::string failed_by;
   };
   std::optional<Window> if_none_started_in;
 };

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <latch>
 #include <thread>
+#include <utility>
 
 #include "testing/registry_engines.h"
 
@@ -44,6 +45,39 @@ class RotationRepositoryContract : public testing::TwoInstanceContractTest {
       if (r.id == run_id) return r.status;
     }
     return "(none)";
+  }
+
+  // `run` begun on `repo` (subject to `start_if`) and ended as `status`, at its start.
+  Status BeginAndEnd(RotationRepository* repo, RotationRun run, const std::string& status,
+                     const StartConditions& start_if = {}) {
+    DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder, repo->Begin(run, "owner", seconds(10), "x", start_if));
+    if (holder) return MakeError(ErrorCode::kConflict, "held by " + *holder);
+    run.status = status;
+    run.finished_at = run.started_at;
+    DYAD_RETURN_IF_ERROR(repo->SaveProgress(run, "owner", true));
+    return repo->Release(run.id, "owner");
+  }
+  // A run A began and ended failed at `started_at`, having made key
+  // version `to_version` (0: none, as a run whose KMS call failed leaves it).
+  Status EndedFailed(const std::string& id, const std::string& trigger, const std::string& started_at,
+                     uint32_t to_version) {
+    RotationRun run = NewRun(id);
+    run.trigger = trigger;
+    run.started_at = started_at;
+    run.to_version = to_version;
+    return BeginAndEnd(a_, std::move(run), "failed");
+  }
+  // B begins `id` at `started_at` on the condition of the cron slot
+  // 2026-03-09T02:30 (weekly), runs that failed before a key version
+  // counting when they started after `failed_by`.
+  Result<std::optional<std::string>> BeginInTheSlot(const std::string& id, const std::string& started_at,
+                                                    const std::string& failed_by) {
+    RotationRun run = NewRun(id);
+    run.trigger = kScheduledTrigger;
+    run.started_at = started_at;
+    return b_->Begin(run, "owner-b", seconds(10), "x",
+                     {.if_none_started_in = StartConditions::Window{"2026-03-09T02:30:00.000Z",
+                                                                    "2026-03-16T02:30:00.000Z", failed_by}});
   }
 
   void SetUp() override {
@@ -314,15 +348,10 @@ TEST_P(RotationRepositoryContract, LockHolderNamesAFreshHolderOnly) {
 // guards only the slot whose window holds its start.
 TEST_P(RotationRepositoryContract, ARunStartedAfterASlotsWindowLeavesTheSlotFree) {
   auto begin_and_complete = [&](RotationRepository* repo, const std::string& id, const std::string& started_at,
-                                const StartConditions& start_if) -> Status {
+                                const StartConditions& start_if) {
     RotationRun run = NewRun(id);
     run.started_at = started_at;
-    DYAD_ASSIGN_OR_RETURN(std::optional<std::string> holder, repo->Begin(run, "owner", seconds(10), "x", start_if));
-    if (holder) return MakeError(ErrorCode::kConflict, "held by " + *holder);
-    run.status = "completed";
-    run.finished_at = started_at;
-    DYAD_RETURN_IF_ERROR(repo->SaveProgress(run, "owner", true));
-    return repo->Release(id, "owner");
+    return BeginAndEnd(repo, std::move(run), "completed", start_if);
   };
   auto window = [](const std::string& from, const std::string& to) {
     return StartConditions{.if_none_started_in = StartConditions::Window{from, to}};
@@ -539,6 +568,60 @@ TEST_P(RotationRepositoryContract, ASubSecondTakeoverIsHonouredOnPostgresql) {
   std::this_thread::sleep_for(milliseconds(150));
   EXPECT_FALSE(b_->Begin(NewRun("run-2"), "owner-b", milliseconds(100), "x")->has_value());
   EXPECT_EQ(StatusOf(a_, "run-1"), "interrupted");
+}
+
+// Review (h-rot4): a run that failed at once (the KMS down at the slot's
+// minute) used its cron slot, and the key went unrotated until the next
+// one. Such a run (the schedule's, failed, no key version) no longer guards
+// the slot once it started at or before the window's `failed_by` (its
+// back-off over); one that made a key version before it failed still does.
+TEST_P(RotationRepositoryContract, ARunThatFailedBeforeAKeyVersionGuardsItsSlotOnlyDuringItsBackOff) {
+  ASSERT_TRUE(EndedFailed("kms-down", kScheduledTrigger, "2026-03-09T02:30:00.000Z", 0).ok());
+  // Within its back-off (started after `failed_by`): the slot is guarded.
+  auto early = BeginInTheSlot("run-early", "2026-03-09T03:29:59.999Z", "2026-03-09T02:29:59.999Z");
+  ASSERT_FALSE(early.ok());
+  EXPECT_EQ(early.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(early.error().message.find("kms-down"), std::string::npos) << early.error().message;
+  // An instance whose window has no back-off (empty `failed_by`) counts every run.
+  EXPECT_EQ(BeginInTheSlot("run-plain", "2026-03-09T03:30:00.000Z", "").code(), ErrorCode::kFailedPrecondition);
+  // Its back-off over: the retry begins.
+  auto retry = BeginInTheSlot("run-retry", "2026-03-09T03:30:00.000Z", "2026-03-09T02:30:00.000Z");
+  ASSERT_TRUE(retry.ok()) << retry.error().message;
+  EXPECT_FALSE(retry->has_value());
+  EXPECT_EQ(StatusOf(b_, "run-retry"), "running");
+  ASSERT_TRUE(b_->Release("run-retry", "owner-b").ok());
+  ASSERT_TRUE(ExecSql(inst_a_, "DELETE FROM rotation_runs WHERE id='run-retry'").ok());
+  // A run that made a key version and then failed guards its slot, back-off or not.
+  ASSERT_TRUE(ExecSql(inst_a_, "DELETE FROM rotation_runs WHERE id='kms-down'").ok());
+  ASSERT_TRUE(EndedFailed("one-secret-failed", kScheduledTrigger, "2026-03-09T02:30:00.000Z", 2).ok());
+  auto after_version = BeginInTheSlot("run-2", "2026-03-09T03:30:00.000Z", "2026-03-09T02:30:00.000Z");
+  ASSERT_FALSE(after_version.ok());
+  EXPECT_EQ(after_version.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(after_version.error().message.find("one-secret-failed"), std::string::npos);
+}
+
+// Review (h-rot4, 1): any run that failed before making a key version let
+// the slot be retried, a manual one too: an instance restarted after
+// missing a slot while down ran it, for a manual run that had failed at the
+// KMS in the meantime. Only the schedule's own failed run lets it retry.
+TEST_P(RotationRepositoryContract, AManualRunThatFailedBeforeAKeyVersionGuardsItsSlot) {
+  ASSERT_TRUE(EndedFailed("manual-kms-down", "manual", "2026-03-09T02:40:00.000Z", 0).ok());
+  auto refused = BeginInTheSlot("run-1", "2026-03-09T04:00:00.000Z", "2026-03-09T03:00:00.000Z");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message.find("manual-kms-down"), std::string::npos) << refused.error().message;
+}
+
+// Review (h-rot4, 2): each retry that failed at the KMS let the slot be
+// retried again an hour later, for as long as the KMS was down. The slot
+// is retried once: its retry, failed too, uses it (the latest run named).
+TEST_P(RotationRepositoryContract, ASlotWhoseRetryFailedBeforeAKeyVersionIsNotRetriedAgain) {
+  ASSERT_TRUE(EndedFailed("kms-down", kScheduledTrigger, "2026-03-09T02:30:00.000Z", 0).ok());
+  ASSERT_TRUE(EndedFailed("retry-kms-down", kScheduledTrigger, "2026-03-09T03:30:00.000Z", 0).ok());
+  auto refused = BeginInTheSlot("run-3", "2026-03-09T05:00:00.000Z", "2026-03-09T04:00:00.000Z");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message.find("retry-kms-down"), std::string::npos) << refused.error().message;
 }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RotationRepositoryContract);

@@ -50,10 +50,15 @@ Status CheckStartConditions(SqliteConnection& c, const StartConditions& start_if
     }
   }
   if (const auto& window = start_if.if_none_started_in) {  // one fixed-width format: text order is time order
+    // Every run counts but a scheduled one that failed before making a key
+    // version, its back-off over, and alone in the window (rotation_repository.h).
     DYAD_ASSIGN_OR_RETURN(Statement st, c.Prepare(
-        "SELECT id, started_at FROM rotation_runs WHERE trigger<>? AND started_at>=? AND started_at<? "
+        "SELECT id, started_at FROM rotation_runs WHERE trigger<>?1 AND started_at>=?2 AND started_at<?3 "
+        "AND NOT (trigger=?5 AND status='failed' AND to_version=0 AND started_at<=?4 AND (SELECT COUNT(*) "
+        "FROM rotation_runs WHERE trigger<>?1 AND started_at>=?2 AND started_at<?3)=1) "
         "ORDER BY rowid DESC LIMIT 1"));
-    DYAD_ASSIGN_OR_RETURN(bool found, st.Bind(1, kResumedTrigger).Bind(2, window->from).Bind(3, window->to).Step());
+    DYAD_ASSIGN_OR_RETURN(bool found, st.Bind(1, kResumedTrigger).Bind(2, window->from).Bind(3, window->to)
+                                          .Bind(4, window->failed_by).Bind(5, kScheduledTrigger).Step());
     if (found) return StartedInWindow(st.Text(0), st.Text(1), *window);
   }
   return OkStatus();

@@ -446,15 +446,9 @@ TEST_P(RotationTest, RetiresAVersionOnlyOnceARecountFindsNoBlobOnIt) {
 
 // A KeyManager in front of another that records the size of every
 // ReEncryptMany and counts single ReEncrypt calls.
-class CountingKeys final : public KeyManager {
+class CountingKeys final : public testing::ForwardingKeys {
  public:
-  explicit CountingKeys(KeyManager& inner) : inner_(inner) {}
-  const std::string& Kind() const override { return inner_.Kind(); }
-  const std::string& KeyId() const override { return inner_.KeyId(); }
-  Result<DataKey> GenerateDataKey(std::string_view context) override { return inner_.GenerateDataKey(context); }
-  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
-    return inner_.Decrypt(version, wrapped, context);
-  }
+  using ForwardingKeys::ForwardingKeys;
   Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from,
                                std::string_view to) override {
     ++singles;
@@ -474,7 +468,6 @@ class CountingKeys final : public KeyManager {
     }
     return inner_.DecryptMany(items, parallelism);
   }
-  Result<uint32_t> Rotate() override { return inner_.Rotate(); }
   Status Retire(uint32_t version) override {
     {
       MutexLock lock(&mu_);
@@ -500,9 +493,6 @@ class CountingKeys final : public KeyManager {
     if (after_begin_retire) after_begin_retire(version);
     return s;
   }
-  Result<KeyState> Describe() override { return inner_.Describe(); }
-  Result<KeyState> KnownState() override { return inner_.KnownState(); }
-  Result<std::string> CurrentState(uint32_t version) override { return inner_.CurrentState(version); }
 
   std::atomic<int> singles{0};
   std::vector<size_t> batches, checks;  // read once the rotation is over
@@ -511,7 +501,6 @@ class CountingKeys final : public KeyManager {
   std::function<void(uint32_t)> after_begin_retire, after_retire;
 
  private:
-  KeyManager& inner_;
   Mutex mu_;
 };
 

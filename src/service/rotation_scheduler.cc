@@ -12,14 +12,29 @@ namespace {
 constexpr char kEnabledKey[] = "key_rotation.enabled";
 // Interval mode, before any rotation completed: when a scheduler first ran.
 constexpr char kIntervalSinceKey[] = "key_rotation.interval_since";
+
+// A scheduled run that failed before making a key version rotated nothing
+// (the KMS down at the slot's minute): alone in its slot's window, it does
+// not use the slot once its back-off is over. One that made a version has
+// rotated the key, failed or not: its resume and re-encryption path finish
+// the rest. A manual run uses the slot whatever its outcome, as any run did
+// before slots were retried: a slot missed while down stays missed.
+bool ScheduledAndFailedBeforeAKeyVersion(const RotationRun& run) {
+  return run.trigger == kScheduledTrigger && run.status == "failed" && run.to_version == 0;
 }
+}  // namespace
 
 RotationScheduler::RotationScheduler(KeyRotationService& rotation, KeyManager& keys,
                                      std::shared_ptr<SettingsRepository> settings, RotationTiming timing,
                                      bool enabled_by_env, uint64_t max_encryptions, const Clock& clock)
     : rotation_(rotation), keys_(keys), settings_(std::move(settings)), timing_(std::move(timing)),
       enabled_by_env_(enabled_by_env), max_encryptions_(max_encryptions), clock_(clock),
-      next_(timing_.cron ? timing_.cron->Next(clock.WallNow()) : std::nullopt) {}
+      next_(timing_.cron ? timing_.cron->Next(clock.WallNow()) : std::nullopt) {
+  if (timing_.cron) {
+    std::optional<WallTime> last = timing_.cron->Prev(clock.WallNow());
+    if (last) handed_ = HandedSlot{*last, std::nullopt};
+  }
+}
 
 RotationScheduler::~RotationScheduler() {
   {
@@ -95,8 +110,9 @@ Result<RotationScheduler::IntervalBase> RotationScheduler::ReadIntervalBase(std:
 }
 
 std::optional<RotationScheduler::WallTime> RotationScheduler::NextRun() {
-  if (timing_.cron) {
+  if (timing_.cron) {  // a slot waiting out a failed run's back-off: when it is retried
     MutexLock lock(&mu_);
+    if (next_ && retry_after_) return std::max(*next_, *retry_after_);
     return next_;
   }
   auto base = ReadIntervalBase(std::nullopt);
@@ -107,8 +123,8 @@ std::optional<RotationScheduler::WallTime> RotationScheduler::NextRun() {
   return next;
 }
 
-bool RotationScheduler::Due(WallTime now, StartConditions& start_if) {
-  if (timing_.cron) return SlotDue(now, start_if);
+bool RotationScheduler::Due(WallTime now, StartConditions& start_if, std::string& retry_of) {
+  if (timing_.cron) return SlotDue(now, start_if, retry_of);
   {
     MutexLock lock(&mu_);
     if (retry_after_ && now < *retry_after_) return false;
@@ -123,13 +139,78 @@ bool RotationScheduler::Due(WallTime now, StartConditions& start_if) {
   return true;
 }
 
-bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
-  WallTime slot;
+RotationScheduler::WallTime::duration RotationScheduler::SlotRetryBackoff(WallTime slot) const {
+  std::optional<WallTime> next = timing_.cron->Next(slot);
+  return next ? std::min<WallTime::duration>(std::chrono::hours(1), *next - slot) : std::chrono::hours(1);
+}
+
+// The runs of the shared history (resumes aside: a resume stands for an
+// older run, whose own start counts) that started in a slot's window [from,
+// to), judged as Begin judges them: a second run is the slot's retry (or
+// another instance's run), and uses it whatever its outcome.
+RotationScheduler::SlotRuns RotationScheduler::ReadSlotRuns(const std::vector<RotationRun>& runs, WallTime from,
+                                                            WallTime to, WallTime::duration backoff) {
+  SlotRuns out;
+  const RotationRun* latest = nullptr;
+  WallTime latest_started;
+  for (const RotationRun& run : runs) {  // the latest begun first
+    if (run.trigger == kResumedTrigger) continue;
+    std::optional<WallTime> started = ParseIso8601(run.started_at);
+    if (!started || *started < from || *started >= to) continue;
+    if (latest) {  // a second run: the slot's retry, or another instance's run
+      out.used_by = latest;
+      return out;
+    }
+    latest = &run;
+    latest_started = *started;
+  }
+  if (!latest) return out;
+  if (ScheduledAndFailedBeforeAKeyVersion(*latest)) {
+    out.retry_at = latest_started + backoff;
+    out.failed = latest;
+  } else if (latest->trigger == kScheduledTrigger && latest->status == "running") {
+    out.running_since = latest_started;  // its outcome says whether it uses the slot
+  } else {
+    out.used_by = latest;
+  }
+  return out;
+}
+
+bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if, std::string& retry_of) {
+  std::optional<HandedSlot> handed;
+  std::optional<WallTime> next;
   {
     MutexLock lock(&mu_);
-    if (!next_ || now < *next_) return false;
-    slot = *next_;
+    handed = handed_;
+    next = next_;
   }
+  if (!handed && (!next || now < *next)) return false;
+  // Which slots were used is this process's memory only: another instance
+  // may have run this one already. Its run is in the shared history. Every
+  // run of the look-back is read, not only the latest: runs stamped by
+  // skewed clocks are not in start order. This read only spares a start:
+  // the condition is the guarantee, checked where the lock is taken, for a
+  // run begun after this read.
+  constexpr int kLookBack = 20;
+  auto runs = rotation_.History(kLookBack);
+  if (!runs.ok()) {  // not known: tried again at the next tick
+    spdlog::warn("cannot read the key rotation history: {}", runs.error().message);
+    return false;
+  }
+  const WallTime kHorizon = now + std::chrono::hours(24 * 366 * 8);  // no slot within cron's eight years
+  if (handed) {
+    // The outcome of the run the slot was handed to, in the window UseSlot
+    // gave it (up to the `next_` it set): a run still running keeps it; a
+    // lone scheduled one that failed before making a key version makes it
+    // due again, for its one retry.
+    SlotRuns of_handed = ReadSlotRuns(*runs, handed->slot, next.value_or(kHorizon), SlotRetryBackoff(handed->slot));
+    if (of_handed.running_since && !of_handed.used_by) return false;
+    MutexLock lock(&mu_);
+    handed_.reset();
+    if (DueAgain(of_handed, *handed)) next_ = next = handed->slot;
+  }
+  if (!next || now < *next) return false;
+  const WallTime slot = *next;
   // A run counts for the slot only if it started before the slot after
   // `now`: a run stamped in the future (a clock days ahead) would otherwise
   // use every slot until that date. Not the slot after `slot`: a slot kept
@@ -137,38 +218,64 @@ bool RotationScheduler::SlotDue(WallTime now, StartConditions& start_if) {
   // run, like UseSlot(now), stands for every slot up to `now` — on every
   // instance that kept it due. No next slot within cron's eight-year
   // horizon: the horizon ends the window.
-  const WallTime slot_end = timing_.cron->Next(now).value_or(now + std::chrono::hours(24 * 366 * 8));
-  // Which slots were used is this process's memory only: another instance
-  // may have run this one already. Its run is in the shared history (a
-  // resume stands for an older run, whose own start counts). Every run of
-  // the look-back is read, not only the latest: runs stamped by skewed
-  // clocks are not in start order. This read only spares a start: the
-  // condition is the guarantee, checked where the lock is taken, for a run
-  // begun after this read.
-  constexpr int kLookBack = 20;
-  auto runs = rotation_.History(kLookBack);
-  if (!runs.ok()) {  // not known: tried again at the next tick
-    spdlog::warn("cannot read the key rotation history: {}", runs.error().message);
+  const WallTime slot_end = timing_.cron->Next(now).value_or(kHorizon);
+  // A lone scheduled run that failed before making a key version waits out
+  // its back-off, counted from its start in the shared history, so that
+  // every instance retries at the same time and the start condition lets
+  // only one through: that retry, failed too, uses the slot.
+  const WallTime::duration backoff = SlotRetryBackoff(slot);
+  SlotRuns in_window = ReadSlotRuns(*runs, slot, slot_end, backoff);
+  if (in_window.used_by) {
+    spdlog::info("cron slot {} already run by key rotation {}, started {}", FormatIso8601(slot), in_window.used_by->id,
+                 in_window.used_by->started_at);
+    UseSlot(now);
     return false;
   }
-  for (const RotationRun& run : *runs) {
-    if (run.trigger == kResumedTrigger) continue;
-    std::optional<WallTime> started = ParseIso8601(run.started_at);
-    if (started && *started >= slot && *started < slot_end) {
-      spdlog::info("cron slot {} already run by key rotation {}, started {}", FormatIso8601(slot), run.id,
-                   run.started_at);
-      UseSlot(now);
-      return false;
-    }
+  if (in_window.running_since) {
+    // Another instance's run (this process's own was handed the slot when
+    // it started): handed the slot as of its start, as its own instance
+    // did, and its outcome read as a handed run's (DueAgain). Left due
+    // instead, the slot's window would grow past the next slot while the
+    // run outlasts the period, and the run, once resumed (its owner gone),
+    // would use that next slot too, though it started before it.
+    UseSlot(*in_window.running_since, HandedSlot{slot, std::nullopt});
+    return false;
   }
-  start_if.if_none_started_in = StartConditions::Window{FormatIso8601(slot), FormatIso8601(slot_end)};
+  {
+    MutexLock lock(&mu_);
+    retry_after_ = in_window.retry_at;
+  }
+  if (in_window.retry_at && now < *in_window.retry_at) return false;
+  start_if.if_none_started_in =
+      StartConditions::Window{FormatIso8601(slot), FormatIso8601(slot_end), FormatIso8601(now - backoff)};
+  if (in_window.failed) {
+    retry_of = "retry of cron slot " + FormatIso8601(slot) + " after key rotation " + in_window.failed->id +
+               " failed before making a key version";
+  }
   return true;  // used by Tick (UseSlot), once a fresh run started for it
 }
 
-void RotationScheduler::UseSlot(WallTime now) {
+bool RotationScheduler::DueAgain(const SlotRuns& runs, const HandedSlot& handed) {
+  if (runs.used_by || !runs.retry_at) return false;
+  // Begin counted a failed run while it started after `now - backoff`,
+  // i.e. while retry_at (its start + backoff) was after `now`.
+  return !handed.refused_at || *runs.retry_at > *handed.refused_at;
+}
+
+std::optional<RotationScheduler::HandedSlot> RotationScheduler::SlotOf(const StartConditions& start_if,
+                                                                      std::optional<WallTime> refused_at) {
+  if (!start_if.if_none_started_in) return std::nullopt;
+  std::optional<WallTime> slot = ParseIso8601(start_if.if_none_started_in->from);
+  if (!slot) return std::nullopt;
+  return HandedSlot{*slot, refused_at};
+}
+
+void RotationScheduler::UseSlot(WallTime now, std::optional<HandedSlot> handed) {
   if (!timing_.cron) return;
   MutexLock lock(&mu_);
   next_ = timing_.cron->Next(now);
+  handed_ = handed;
+  retry_after_.reset();
 }
 
 bool RotationScheduler::KeyWorn() {
@@ -199,7 +306,7 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
   // lock, or, should it go stale meanwhile, resume the run: a resume the
   // back-off spaces, taken early.
   if (waiting && rotation_.BackingOffResumes()) return std::nullopt;
-  const char* why = nullptr;
+  std::string why;
   bool slot = false;  // the run is the schedule's: it uses the slot (cron mode)
   StartConditions start_if;
   if (KeyWorn()) {
@@ -207,17 +314,18 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
   } else {
     // The interval's start is recorded whether or not rotation is enabled,
     // and a cron slot passes unused while it is disabled.
-    bool due = Due(now, start_if);
+    std::string retry_of;
+    bool due = Due(now, start_if, retry_of);
     auto enabled = Enabled();
     if (due && enabled.ok() && *enabled) {
-      why = "schedule";
+      why = retry_of.empty() ? "schedule" : retry_of;
       slot = true;
     } else if (due && enabled.ok()) {
       UseSlot(now);
     }
   }
-  if (!why) return std::nullopt;
-  auto run = rotation_.Start(false, "scheduled", Caller{"scheduler", ""}, start_if);
+  if (why.empty()) return std::nullopt;
+  auto run = rotation_.Start(false, kScheduledTrigger, Caller{"scheduler", ""}, start_if);
   if (!run.ok()) {
     // kFailedPrecondition: another instance started a run for the slot, or
     // completed one since the interval was read (start_if): the slot is
@@ -227,7 +335,7 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     // or a resume is over, starts the slot's.
     if (run.code() == ErrorCode::kFailedPrecondition && slot) {
       spdlog::info("cron slot already run: {}", run.error().message);  // names the run and its start
-      UseSlot(now);
+      UseSlot(now, SlotOf(start_if, now));  // that run may yet fail before making a key version
     }
     if (run.code() != ErrorCode::kConflict && run.code() != ErrorCode::kFailedPrecondition) {
       spdlog::warn("scheduled key rotation not started: {}", run.error().message);
@@ -238,7 +346,7 @@ std::optional<std::string> RotationScheduler::Tick(std::chrono::system_clock::ti
     spdlog::warn("resuming an interrupted key rotation as run {}", run->id);
     return run->id;
   }
-  if (slot) UseSlot(now);
+  if (slot) UseSlot(now, SlotOf(start_if));  // until its run's outcome is read (SlotDue)
   if (start_if.if_successes) {  // should this run fail, the interval is due again: not before an hour
     MutexLock lock(&mu_);
     retry_after_ = now + std::min<std::chrono::hours>(std::chrono::hours(1), timing_.interval);

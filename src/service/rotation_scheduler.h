@@ -21,7 +21,16 @@
 // time, before the first slot after the tick's time: a run stamped in the
 // future by a clock ahead uses no later slot — resumes
 // aside: instances sharing a database run a slot once — the start is
-// conditional on it, RotationRepository::Begin); a slot whose tick only
+// conditional on it, RotationRepository::Begin). A run that failed before
+// making a key version (the KMS down) does not use its slot: the slot is
+// retried once min(1 h, the period to the slot after it) has passed since
+// that run started — counted from the shared history, so N instances retry
+// once, not N times (the start condition admits one), and by a scheduler
+// started since (it reads the outcome of the last slot before its start);
+// a run that made a version and then failed has rotated the key and uses
+// its slot, and so, for now, does a run that died before making one and
+// whose resume failed (left 'interrupted', its resume 'failed': linking the
+// two is not done). A slot whose tick only
 // resumed a run left running, or met a run in progress, or whose start was
 // refused (no thread, the database down) is tried again at the next tick.
 // Independently
@@ -92,14 +101,58 @@ class RotationScheduler {
   // subject to (`start_if`: the count of successes, or the slot's time).
   // Uses no cron slot (but one another process ran: SlotDue): Tick does
   // (UseSlot), once a fresh run started for it.
-  bool Due(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
+  // `retry_of`: set when the start is a slot's retry (SlotDue).
+  bool Due(WallTime now, StartConditions& start_if, std::string& retry_of) DYAD_LOCKS_EXCLUDED(mu_);
   // Cron mode: the slot passed, and no run (of any process: the rotation
   // history; resumes aside) started in its window (at or after it, before
-  // the first slot after `now`); a slot so run is used here (logged at info). Sets
-  // `start_if.if_none_started_in` to that window.
-  bool SlotDue(WallTime now, StartConditions& start_if) DYAD_LOCKS_EXCLUDED(mu_);
+  // the first slot after `now`), but a lone scheduled run that failed
+  // before making a key version, whose back-off (SlotRetryBackoff, from its
+  // start) is over: the slot's one retry (StartConditions::Window). A slot
+  // so run is used here (logged at info); one whose lone scheduled run is
+  // still running is handed to it (UseSlot as of its start). Reads the
+  // outcome of the slot handed to a run (UseSlot) first. Sets
+  // `start_if.if_none_started_in` to that window, and `retry_of` (for the
+  // log) when the start is the slot's retry.
+  bool SlotDue(WallTime now, StartConditions& start_if, std::string& retry_of) DYAD_LOCKS_EXCLUDED(mu_);
+  // What the runs started in a slot's window say, as Begin judges them
+  // (StartConditions::Window): a run that uses it (the latest begun: any
+  // run once there are two, a lone one unless it is the schedule's and
+  // failed before making a key version, or is still running), the lone
+  // scheduled run still running, or when the slot's one retry is due.
+  struct SlotRuns {
+    const RotationRun* used_by = nullptr;
+    std::optional<WallTime> running_since;  // the lone scheduled run still running: its start
+    std::optional<WallTime> retry_at;
+    const RotationRun* failed = nullptr;  // the lone run retry_at counts from
+  };
+  static SlotRuns ReadSlotRuns(const std::vector<RotationRun>& runs, WallTime from, WallTime to,
+                               WallTime::duration backoff);
+  // The slot a run was handed (UseSlot), whose outcome the next SlotDue reads.
+  struct HandedSlot {
+    WallTime slot;
+    // When Begin refused the start because a run counted for the slot
+    // (another instance's): unset when this process's run started.
+    std::optional<WallTime> refused_at;
+  };
+  // min(1 h, the period from `slot` to the slot after it): a schedule more
+  // frequent than hourly retries no later than it would have run anyway.
+  WallTime::duration SlotRetryBackoff(WallTime slot) const;
+  // The slot a cron start was conditional on (its window's start), handed
+  // to the run that started, or to the one that made Begin refuse at `refused_at`.
+  static std::optional<HandedSlot> SlotOf(const StartConditions& start_if,
+                                          std::optional<WallTime> refused_at = std::nullopt);
+  // Whether the slot handed to a run is due again, from the runs of its
+  // window: its run failed before making a key version. After a refusal,
+  // only when the runs read show one Begin counted then (a failed run whose
+  // back-off was not over): otherwise the run Begin counted is one the
+  // history read (20 rows) does not show, and it used the slot — re-armed,
+  // the slot would be refused again at every tick.
+  static bool DueAgain(const SlotRuns& runs, const HandedSlot& handed);
   // Cron mode: the slot due at `now` is used; the next one is after `now`.
-  void UseSlot(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
+  // `handed`: the slot a run started for (this process's or, when the start
+  // condition refused, another's); the next SlotDue reads that run's
+  // outcome (DueAgain).
+  void UseSlot(WallTime now, std::optional<HandedSlot> handed = std::nullopt) DYAD_LOCKS_EXCLUDED(mu_);
 
   KeyRotationService& rotation_;
   KeyManager& keys_;
@@ -114,7 +167,13 @@ class RotationScheduler {
   mutable Mutex mu_;
   CondVar cv_;
   std::optional<WallTime> next_ DYAD_GUARDED_BY(mu_);           // cron mode
-  std::optional<WallTime> retry_after_ DYAD_GUARDED_BY(mu_);    // interval mode, after a started run
+  // Interval mode: after a started run. Cron mode: when the slot is retried after a run that failed before
+  // making a key version.
+  std::optional<WallTime> retry_after_ DYAD_GUARDED_BY(mu_);
+  // Cron mode: UseSlot's `handed`. At construction, the last slot at or
+  // before then: a restart (before the retry of a slot whose run failed
+  // before making a key version) reads that slot's outcome again.
+  std::optional<HandedSlot> handed_ DYAD_GUARDED_BY(mu_);
   bool stopping_ DYAD_GUARDED_BY(mu_) = false;
   std::atomic<bool> resume_waiting_{false};
   std::thread thread_;

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <ctime>
 #include <functional>
 #include <utility>
@@ -39,6 +40,7 @@ class StagedRotations final : public testing::ForwardingRotations {
   Result<std::optional<std::string>> Begin(const RotationRun& run, const std::string& owner, Clock::Duration takeover,
                                            const std::string& note, const StartConditions& start_if,
                                            const std::optional<std::string>& if_running) override {
+    ++begins;
     auto begun = inner_->Begin(run, owner, takeover, note, start_if, if_running);
     if (auto hook = std::exchange(after_begin, nullptr)) hook();
     return begun;
@@ -55,6 +57,18 @@ class StagedRotations final : public testing::ForwardingRotations {
   std::function<void()> after_begin, after_history;  // the ticking thread's
   std::atomic<bool> hold_first_save{false};
   testing::Gate save_gate;
+  std::atomic<int> begins{0};  // Begin calls: each a write transaction
+};
+
+// The fixture's KMS, unreachable for a key rotation while `down`: Rotate() fails.
+class SwitchableKms final : public testing::ForwardingKeys {
+ public:
+  using ForwardingKeys::ForwardingKeys;
+  Result<uint32_t> Rotate() override {
+    if (down) return MakeError(ErrorCode::kUnavailable, "kms unavailable");
+    return inner_.Rotate();
+  }
+  std::atomic<bool> down{false};
 };
 
 class IntervalTest : public testing::RotationFixture<FakeClock> {
@@ -65,14 +79,16 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
     if (IsSkipped() || HasFatalFailure()) return;
     rotation_ = NewRotation();
   }
-  // A rotation service on its own pool (or on `runs`): another instance's.
+  // A rotation service on its own pool (or on `runs`): another instance's;
+  // on `secrets` (by default the fixture's).
   std::unique_ptr<KeyRotationService> NewRotation(std::shared_ptr<RotationRepository> runs = nullptr,
-                                                  ThreadStarter start_thread = nullptr) {
+                                                  ThreadStarter start_thread = nullptr,
+                                                  SecretsService* secrets = nullptr) {
     KeyRotationService::Options o;
     o.retire_grace = std::chrono::milliseconds(20);  // the fake clock moves by it
     o.start_thread = std::move(start_thread);
     if (!runs) runs = std::move(Instance().rotations);
-    return std::make_unique<KeyRotationService>(o, std::move(runs), *secrets_, audit_, clock_);
+    return std::make_unique<KeyRotationService>(o, std::move(runs), secrets ? *secrets : *secrets_, audit_, clock_);
   }
   // A scheduler on the cron schedule "30 2 * * MON" (from 2026-03-05: the
   // slots 2026-03-09T02:30, 2026-03-16T02:30, ...).
@@ -83,15 +99,21 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
   }
   // An instance whose repository is staged (StagedRotations), with a cron
   // scheduler (NewCronScheduler); the tests set the stage before ticking.
+  // Its rotations reach the KMS through `kms` (up until a test takes it down).
   struct StagedInstance {
     std::shared_ptr<StagedRotations> runs;
+    std::unique_ptr<SwitchableKms> kms;
+    std::unique_ptr<SecretsService> secrets;
     std::unique_ptr<KeyRotationService> rotation;
     std::unique_ptr<RotationScheduler> scheduler;
   };
   StagedInstance NewStagedCronInstance() {
     StagedInstance i;
     i.runs = std::make_shared<StagedRotations>(std::move(Instance().rotations));
-    i.rotation = NewRotation(i.runs);
+    i.kms = std::make_unique<SwitchableKms>(*keys_);
+    i.secrets = SecretsService::Create(SecretsOptions{}, *store_, *i.kms, *repo_, audit_, metrics_, clock_,
+                                       DefaultRandom(), EnvMap{}).value();
+    i.rotation = NewRotation(i.runs, nullptr, i.secrets.get());
     i.scheduler = NewCronScheduler(*i.rotation);
     return i;
   }
@@ -146,6 +168,31 @@ class IntervalTest : public testing::RotationFixture<FakeClock> {
     auto id = s.Tick(t);
     rotation_->WaitIdle();
     return id;
+  }
+  // A run of another instance (its scheduler's, or `trigger`) that ended failed at `started_at`,
+  // having made key version `to_version` (0: none, as a run whose KMS call failed leaves it).
+  void LeaveAFailedRun(const std::string& id, const std::string& started_at, int to_version,
+                       const std::string& trigger = kScheduledTrigger) {
+    ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, finished_at, from_version, "
+                    "to_version, done, cursor, error) VALUES('" + id + "','" + trigger + "','failed',FALSE,'" +
+                    started_at +
+                    "','" + started_at + "',1," + std::to_string(to_version) + ",0,'','kms unavailable')").ok());
+  }
+  // Ticks `i` at `at` (a cron slot, or its retry) with its KMS down: the
+  // run it starts fails before making a key version. Returns its id.
+  std::string RunASlotThatFailsBeforeAKeyVersion(StagedInstance& i, WallTime at) {
+    i.kms->down = true;
+    clock_.SetWall(at);
+    auto run = i.scheduler->Tick(at);
+    i.rotation->WaitIdle();
+    i.kms->down = false;
+    EXPECT_TRUE(run.has_value());
+    if (!run) return "";
+    const RotationRun last = rotation_->History(1)->front();
+    EXPECT_EQ(last.id, *run);
+    EXPECT_EQ(last.status, "failed");
+    EXPECT_EQ(last.to_version, 0u);
+    return *run;
   }
   WallTime LastSuccess() { return *ParseIso8601(rotation_->Successes()->last_finished_at); }
   uint32_t Primary() { return keys_->Describe()->primary_version; }
@@ -693,6 +740,217 @@ TEST_P(IntervalTest, ACronSlotWhoseStartOnlyResumedARunLeftRunningStaysDue) {
   EXPECT_EQ(rotation.History(1)->front().trigger, "scheduled");
   EXPECT_EQ(Primary(), 3u);
   EXPECT_EQ(*scheduler.NextRun(), next_slot);
+}
+
+// Review (h-rot4): a cron slot counted as used once a run started in its
+// window, whatever its outcome: with a weekly schedule and the KMS down at
+// the slot's minute, the run failed at once and the key went unrotated for
+// seven days. A run that failed before making a key version now leaves the
+// slot due again an hour after it started (on the shared history's clock):
+// not before, and once.
+TEST_P(IntervalTest, ACronSlotWhoseRunFailedBeforeAKeyVersionIsRetriedAfterAnHourOnce) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("kms-down", "2026-03-09T02:30:00.000Z", 0));
+  auto scheduler = NewCronScheduler(*rotation_);
+  EXPECT_FALSE(TickAt(*scheduler, slot + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*scheduler->NextRun(), slot + hours(1));  // the retry
+  EXPECT_FALSE(TickAt(*scheduler, slot + std::chrono::minutes(59)).has_value());
+  EXPECT_EQ(Primary(), 1u);
+  auto retry = TickAt(*scheduler, slot + hours(1));
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 2u);
+  EXPECT_FALSE(TickAt(*scheduler, slot + hours(1) + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*scheduler->NextRun(), next_slot);
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);
+  EXPECT_EQ(Primary(), 2u);
+}
+
+// The same scheduler's own run failing before a key version: the slot it
+// handed to the run is due again after the back-off.
+TEST_P(IntervalTest, ACronSlotWhoseOwnRunFailedBeforeAKeyVersionIsRetried) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  StagedInstance i = NewStagedCronInstance();
+  ASSERT_FALSE(RunASlotThatFailsBeforeAKeyVersion(i, slot).empty());
+  clock_.SetWall(slot + std::chrono::seconds(30));
+  EXPECT_FALSE(i.scheduler->Tick(slot + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*i.scheduler->NextRun(), slot + hours(1));
+  clock_.SetWall(slot + hours(1));
+  auto retry = i.scheduler->Tick(slot + hours(1));
+  i.rotation->WaitIdle();
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(*i.scheduler->NextRun(), next_slot);
+}
+
+// A run that made a key version and then failed (one secret) has rotated
+// the key: its slot is used, and not run again.
+TEST_P(IntervalTest, ACronSlotWhoseRunFailedAfterMakingAKeyVersionIsNotRunAgain) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("one-secret-failed", "2026-03-09T02:30:00.000Z", 2));
+  auto scheduler = NewCronScheduler(*rotation_);
+  EXPECT_FALSE(TickAt(*scheduler, slot + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*scheduler->NextRun(), next_slot);
+  EXPECT_FALSE(TickAt(*scheduler, slot + hours(2)).has_value());
+  EXPECT_EQ(rotation_->History(10)->size(), 1u);
+  EXPECT_EQ(Primary(), 1u);
+}
+
+// Two instances retry the slot once in all, not once each: B read the
+// history (the back-off over), then A retried, and A's retry failed at once
+// too; B's start is refused (A's retry is a second run in the slot's
+// window, checked where the lock is taken), and the slot is used: neither
+// instance retries it again.
+TEST_P(IntervalTest, TwoInstancesRetryACronSlotWhoseRunFailedBeforeAKeyVersionOnce) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("kms-down", "2026-03-09T02:30:00.000Z", 0));
+  StagedInstance b = NewStagedCronInstance();
+  auto a = NewCronScheduler(*rotation_);
+  b.runs->after_history = [&] {  // A's retry, at the same time: the KMS still down
+    LeaveAFailedRun("a-retry", "2026-03-09T03:30:00.000Z", 0);
+  };
+  clock_.SetWall(slot + hours(1));
+  EXPECT_FALSE(b.scheduler->Tick(slot + hours(1)).has_value());
+  b.rotation->WaitIdle();
+  EXPECT_EQ(b.runs->begins, 1);  // refused
+  for (WallTime t = slot + hours(1) + std::chrono::minutes(1); t < slot + hours(4); t += std::chrono::minutes(1)) {
+    EXPECT_FALSE(TickAt(*a, t).has_value());
+    EXPECT_FALSE(TickAt(*b.scheduler, t).has_value());
+  }
+  EXPECT_EQ(b.runs->begins, 1);
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);  // neither began a run
+  EXPECT_EQ(Primary(), 1u);
+  EXPECT_EQ(*a->NextRun(), next_slot);
+  EXPECT_EQ(*b.scheduler->NextRun(), next_slot);
+}
+
+// Review (h-rot4, a): the slot handed to a run was process memory, and a
+// scheduler built after the slot starts at the slot after it: a single
+// instance restarted before the retry (to fix its KMS credentials) never
+// retried a slot whose run failed before making a key version. The new
+// scheduler reads the last slot's outcome from the shared history.
+TEST_P(IntervalTest, ACronSlotWhoseRunFailedBeforeAKeyVersionIsRetriedAfterARestart) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  std::string first;
+  {
+    StagedInstance before = NewStagedCronInstance();
+    first = RunASlotThatFailsBeforeAKeyVersion(before, slot);
+    ASSERT_FALSE(first.empty());
+  }
+  clock_.SetWall(slot + std::chrono::minutes(10));  // the restart
+  auto after = NewCronScheduler(*rotation_);
+  EXPECT_FALSE(TickAt(*after, slot + std::chrono::minutes(10)).has_value());
+  EXPECT_EQ(*after->NextRun(), slot + hours(1));
+  EXPECT_FALSE(TickAt(*after, slot + std::chrono::minutes(59)).has_value());
+  const uint32_t primary = Primary();
+  testing::LogCapture log;
+  auto retry = TickAt(*after, slot + hours(1));
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(log.Count("key rotation " + *retry + " started (retry of cron slot 2026-03-09T02:30:00.000Z after key "
+                      "rotation " + first + " failed before making a key version)"), 1u) << log.Text();
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), primary + 1);
+  EXPECT_FALSE(TickAt(*after, slot + hours(1) + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*after->NextRun(), next_slot);
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);
+}
+
+// Review (h-rot4, 1): a restarted scheduler read any run that failed
+// before making a key version in the last slot's window as the slot's
+// failed run, a manual one too: a slot missed while the instance was down
+// (a manual rotation meanwhile failing at the KMS) ran after the restart.
+// Only the schedule's own run lets its slot retry; a manual one uses it.
+TEST_P(IntervalTest, ARestartedSchedulerDoesNotRunASlotMissedWhileDownAfterAManualRunFailed) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("manual-kms-down", "2026-03-09T02:40:00.000Z", 0, "manual"));
+  clock_.SetWall(slot + std::chrono::minutes(50));  // the restart, the slot missed
+  StagedInstance i = NewStagedCronInstance();
+  for (WallTime t = slot + std::chrono::minutes(50); t < slot + hours(4); t += std::chrono::minutes(1)) {
+    EXPECT_FALSE(TickAt(*i.scheduler, t).has_value());
+  }
+  EXPECT_EQ(i.runs->begins, 0);
+  EXPECT_EQ(rotation_->History(10)->size(), 1u);
+  EXPECT_EQ(*i.scheduler->NextRun(), next_slot);
+}
+
+// Review (h-rot4, 2): each retry that failed at the KMS re-armed the slot,
+// so a KMS down for a day meant a start every hour. The slot is retried
+// once: its retry, failed too, uses it.
+TEST_P(IntervalTest, ACronSlotWhoseRetryFailedBeforeAKeyVersionIsNotRetriedAgain) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  StagedInstance i = NewStagedCronInstance();
+  ASSERT_FALSE(RunASlotThatFailsBeforeAKeyVersion(i, slot).empty());
+  ASSERT_FALSE(RunASlotThatFailsBeforeAKeyVersion(i, slot + hours(1)).empty());  // the retry
+  for (WallTime t = slot + hours(1) + std::chrono::minutes(1); t < slot + hours(6); t += std::chrono::minutes(1)) {
+    clock_.SetWall(t);
+    EXPECT_FALSE(i.scheduler->Tick(t).has_value());
+  }
+  EXPECT_EQ(i.runs->begins, 2);
+  EXPECT_EQ(rotation_->History(10)->size(), 2u);
+  EXPECT_EQ(*i.scheduler->NextRun(), next_slot);
+}
+
+// Review (h-rot4, b): the scheduler reads 20 runs of the history, Begin
+// every run of the slot's window. With the run that used the slot older
+// than those 20 and a scheduled run that failed (no key version, back-off
+// over) the only one of the window among them, the slot looked due, Begin refused it, and the refusal handed it
+// the slot again: a write transaction and a log line at every tick until
+// the window ended. A slot Begin refused is due again only for a failed
+// run Begin counted (its back-off not over): here, once refused, it is used.
+TEST_P(IntervalTest, ACronSlotRefusedForARunBeyondTheHistoryReadIsNotTriedAtEveryTick) {
+  const WallTime slot = At("2026-03-09T02:30"), next_slot = At("2026-03-16T02:30");
+  // The slot's run made a key version (then failed on a secret): it used the slot.
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("used-the-slot", FormatIso8601(slot + std::chrono::minutes(1)), 2));
+  for (int i = 0; i < 19; ++i) {  // 19 resumes since (of older runs), each failed at the KMS
+    ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("resume-" + std::to_string(i),
+                                            FormatIso8601(slot + hours(2) + std::chrono::minutes(i)), 0,
+                                            kResumedTrigger));
+  }
+  // And a scheduled run in the slot's window that failed at the KMS: the
+  // only one of the window the read shows.
+  ASSERT_NO_FATAL_FAILURE(LeaveAFailedRun("kms-down", FormatIso8601(slot + hours(2) + std::chrono::minutes(20)), 0));
+  StagedInstance i = NewStagedCronInstance();
+  testing::LogCapture log;
+  for (WallTime t = slot + hours(3); t < slot + hours(6); t += std::chrono::seconds(30)) {
+    clock_.SetWall(t);
+    EXPECT_FALSE(i.scheduler->Tick(t).has_value());
+  }
+  EXPECT_EQ(i.runs->begins, 1);  // the refusal; then the slot is used
+  EXPECT_EQ(log.Count("cron slot already run: key rotation kms-down"), 1u) << log.Text();
+  EXPECT_EQ(*i.scheduler->NextRun(), next_slot);
+  EXPECT_EQ(rotation_->History(30)->size(), 21u);
+}
+
+// Review (h-rot4, slot lost): hourly, a run longer than the hour. A
+// started F at the 11:00 slot; B, seeing F alone and running, kept 11:00
+// due, so at 12:00 its window was [11:00, 13:00). A then died; B resumed F
+// (now interrupted), found it in that window and used the 12:00 slot with
+// it: 12:00 never ran, though F started before it. B now hands 11:00 to F
+// as A did, and 12:00 gets its own run once the resume is over.
+TEST_P(IntervalTest, ACronSlotAfterAnotherInstancesRunThatOutlastsThePeriodGetsItsOwnRun) {
+  const WallTime slot = At("2026-03-05T11:00"), next_slot = At("2026-03-05T12:00");
+  const RotationTiming hourly{*CronSchedule::Parse("0 * * * *")};
+  RotationScheduler b(*rotation_, *keys_, std::move(Instance().settings), hourly, true, 1000000, clock_);
+  // A's run F for the 11:00 slot, its lock beaten (a heartbeat far ahead, on either engine's clock).
+  ASSERT_TRUE(Sql("INSERT INTO rotation_runs(id, trigger, status, force, started_at, from_version, to_version, "
+                  "done, cursor) VALUES('a-run','scheduled','running',FALSE,'2026-03-05T11:00:00.000Z',1,0,0,'')")
+                  .ok());
+  ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'a-run','a:1:x', "
+                  "9000000000000000)").ok());
+  EXPECT_FALSE(TickAt(b, slot + std::chrono::seconds(30)).has_value());
+  EXPECT_FALSE(TickAt(b, next_slot + std::chrono::seconds(30)).has_value());  // F still running
+  ASSERT_TRUE(Sql("UPDATE rotation_lock SET heartbeat_at=0").ok());  // A is gone
+  auto resumed = TickAt(b, next_slot + std::chrono::minutes(1));
+  ASSERT_TRUE(resumed.has_value());
+  EXPECT_EQ(rotation_->History(1)->front().trigger, kResumedTrigger);
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 2u);
+  auto fresh = TickAt(b, next_slot + std::chrono::minutes(2));
+  ASSERT_TRUE(fresh.has_value()) << "the 12:00 slot was used by the 11:00 slot's run";
+  EXPECT_EQ(rotation_->History(1)->front().id, *fresh);
+  EXPECT_EQ(rotation_->History(1)->front().trigger, "scheduled");
+  EXPECT_EQ(rotation_->History(1)->front().status, "completed");
+  EXPECT_EQ(Primary(), 3u);
+  EXPECT_EQ(*b.NextRun(), At("2026-03-05T13:00"));
 }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(IntervalTest);

@@ -28,21 +28,9 @@ constexpr char kCanary[] = "sk-CANARY-7f3a9b";
 
 // A KeyManager in front of a real one whose Probe() can fail, or hang until
 // released (a KMS that stopped answering).
-class ControlledKeys final : public KeyManager {
+class ControlledKeys final : public testing::ForwardingKeys {
  public:
-  explicit ControlledKeys(KeyManager& inner) : inner_(inner) {}
-  const std::string& Kind() const override { return inner_.Kind(); }
-  const std::string& KeyId() const override { return inner_.KeyId(); }
-  Result<DataKey> GenerateDataKey(std::string_view c) override { return inner_.GenerateDataKey(c); }
-  Result<SecretBytes> Decrypt(uint32_t v, std::string_view w, std::string_view c) override {
-    return inner_.Decrypt(v, w, c);
-  }
-  Result<WrappedKey> ReEncrypt(uint32_t v, std::string_view w, std::string_view from, std::string_view to) override {
-    return inner_.ReEncrypt(v, w, from, to);
-  }
-  Result<uint32_t> Rotate() override { return inner_.Rotate(); }
-  Status Retire(uint32_t v) override { return inner_.Retire(v); }
-  Result<KeyState> Describe() override { return inner_.Describe(); }
+  using ForwardingKeys::ForwardingKeys;
   Status Probe() override {
     gate_.Pass();
     MutexLock lock(&mu_);
@@ -56,7 +44,6 @@ class ControlledKeys final : public KeyManager {
   testing::Gate& gate() { return gate_; }
 
  private:
-  KeyManager& inner_;
   testing::Gate gate_{/*open=*/true};
   Mutex mu_;
   Status answer_ DYAD_GUARDED_BY(mu_);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "audit/audit_sink.h"
+#include "backends/key_manager.h"
 #include "backends/secret_store.h"
 #include "core/mutex.h"
 #include "core/random.h"
@@ -187,6 +188,44 @@ class ForwardingRotations : public RotationRepository {
 
  protected:
   std::unique_ptr<RotationRepository> inner_;
+};
+
+// Forwards every call to another key manager: a base for test key managers
+// that intercept one or two calls (to stall, count or fail them).
+class ForwardingKeys : public KeyManager {
+ public:
+  explicit ForwardingKeys(KeyManager& inner) : inner_(inner) {}
+  const std::string& Kind() const override { return inner_.Kind(); }
+  const std::string& KeyId() const override { return inner_.KeyId(); }
+  Result<DataKey> GenerateDataKey(std::string_view context) override { return inner_.GenerateDataKey(context); }
+  Result<SecretBytes> Decrypt(uint32_t version, std::string_view wrapped, std::string_view context) override {
+    return inner_.Decrypt(version, wrapped, context);
+  }
+  Result<WrappedKey> ReEncrypt(uint32_t version, std::string_view wrapped, std::string_view from,
+                               std::string_view to) override {
+    return inner_.ReEncrypt(version, wrapped, from, to);
+  }
+  std::vector<Result<WrappedKey>> ReEncryptMany(const std::vector<ReEncryptItem>& items, size_t parallelism) override {
+    return inner_.ReEncryptMany(items, parallelism);
+  }
+  std::vector<Result<SecretBytes>> DecryptMany(const std::vector<DecryptItem>& items, size_t parallelism) override {
+    return inner_.DecryptMany(items, parallelism);
+  }
+  Result<WrappedKey> WrapKey(const SecretBytes& key, std::string_view context) override {
+    return inner_.WrapKey(key, context);
+  }
+  Result<uint32_t> Rotate() override { return inner_.Rotate(); }
+  Status Retire(uint32_t version) override { return inner_.Retire(version); }
+  Status RetireEverywhere(uint32_t version) override { return inner_.RetireEverywhere(version); }
+  Result<KeyState> Describe() override { return inner_.Describe(); }
+  Result<KeyState> KnownState() override { return inner_.KnownState(); }
+  Status Probe() override { return inner_.Probe(); }
+  void MarkStale() override { inner_.MarkStale(); }
+  Status BeginRetire(uint32_t version) override { return inner_.BeginRetire(version); }
+  Result<std::string> CurrentState(uint32_t version) override { return inner_.CurrentState(version); }
+
+ protected:
+  KeyManager& inner_;
 };
 
 // The names a store lists, in its order.
