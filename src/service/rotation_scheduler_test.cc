@@ -937,6 +937,7 @@ TEST_P(IntervalTest, ACronSlotAfterAnotherInstancesRunThatOutlastsThePeriodGetsI
   ASSERT_TRUE(Sql("INSERT INTO rotation_lock(id, run_id, owner, heartbeat_at) VALUES(1,'a-run','a:1:x', "
                   "9000000000000000)").ok());
   EXPECT_FALSE(TickAt(b, slot + std::chrono::seconds(30)).has_value());
+  EXPECT_EQ(*b.NextRun(), next_slot);  // 11:00 is F's
   EXPECT_FALSE(TickAt(b, next_slot + std::chrono::seconds(30)).has_value());  // F still running
   ASSERT_TRUE(Sql("UPDATE rotation_lock SET heartbeat_at=0").ok());  // A is gone
   auto resumed = TickAt(b, next_slot + std::chrono::minutes(1));
