@@ -52,6 +52,44 @@ bool PrintableId(std::string_view id) {
   return true;
 }
 
+// A plain connection's socket as Beast's synchronous writes see it, by its
+// descriptor: one non-blocking sendmsg per call (would_block when the socket
+// takes nothing now). It works whether or not the asio socket holds the
+// descriptor (Session::Detach).
+struct FdWriter {
+  int fd;
+  template <class ConstBufferSequence>
+  size_t write_some(const ConstBufferSequence& buffers, beast::error_code& ec) {
+    iovec iov[64];
+    size_t n = 0;
+    for (const auto b : beast::buffers_range_ref(buffers)) {
+      if (n == std::size(iov)) break;
+      if (b.size() > 0) iov[n++] = {const_cast<void*>(b.data()), b.size()};
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = n;
+    for (;;) {
+      const ssize_t sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent >= 0) {
+        ec = {};
+        return static_cast<size_t>(sent);
+      }
+      if (errno != EINTR) {
+        ec.assign(errno, beast::system_category());
+        return 0;
+      }
+    }
+  }
+  template <class ConstBufferSequence>
+  size_t write_some(const ConstBufferSequence& buffers) {
+    beast::error_code ec;
+    const size_t n = write_some(buffers, ec);
+    if (ec) throw beast::system_error(ec);
+    return n;
+  }
+};
+
 // A printable-ASCII string as the inside of a JSON string.
 std::string JsonEscapePrintable(std::string_view s) {
   std::string out;
@@ -318,14 +356,18 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         server_(server),
         id_(id),
         tls_generation_(tls_generation) {}
-  ~Session() override { server_->Forget(id_); }
+  ~Session() override {
+    if (detached_) ::close(fd_);
+    server_->Forget(id_);
+  }
 
   void Start() override {
     beast::error_code ignored;
     Tcp().socket().set_option(tcp::no_delay(true), ignored);
-    // Plain: Write() tries a whole answer at once and goes async only for
-    // what does not fit (asynchronous operations ignore this flag).
-    if constexpr (!kTls) Tcp().socket().non_blocking(true, ignored);
+    if constexpr (!kTls) {
+      fd_ = Tcp().socket().native_handle();
+      protocol_ = Tcp().socket().local_endpoint(ignored).protocol();
+    }
     asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
       if constexpr (kTls) {
         self->Handshake();
@@ -492,6 +534,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // to the session's strand, as every answer did before. Meanwhile the
   // session stays busy_, so the strand does not touch it.
   void ServeOnPool(HttpRequest req, unsigned version, ThreadPool& pool) {
+    if constexpr (!kTls) {
+      if (server_->options.stream_direct && server_->options.pool_linger.count() > 0) Detach();
+    }
     for (;;) {
       Streamer writer(this->shared_from_this(), req.request_id, version);
       req.writer = &writer;
@@ -510,10 +555,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         if (!next) return;
         ThreadPool* next_pool = server_->PoolFor(*next);
         if (next_pool != &pool) {
-          asio::post(stream_.get_executor(),
-                     [self = this->shared_from_this(), r = std::move(*next), version]() mutable {
-                       self->Dispatch(std::move(r), version);
-                     });
+          ToStrand([self = this->shared_from_this(), r = std::move(*next), version]() mutable {
+            self->Dispatch(std::move(r), version);
+          });
           return;
         }
         req = std::move(*next);
@@ -530,7 +574,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     beast::error_code ec;
     const bool whole = WriteAtOnce(*sr, ec);
     if (whole && !ec && res->keep_alive() && !server_->stopping) return true;
-    asio::post(stream_.get_executor(), [self = this->shared_from_this(), res, sr, whole, ec] {
+    ToStrand([self = this->shared_from_this(), res, sr, whole, ec] {
       if (!whole) return self->WriteRest(res, sr);
       self->AfterWrite(ec, res->keep_alive());
     });
@@ -542,7 +586,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // connection again (reading on, answering a malformed request, or closing).
   std::optional<HttpRequest> NextOnPool(ThreadPool& pool, unsigned& version) {
     auto to_strand = [this](std::function<void(Session&)> then) {
-      asio::post(stream_.get_executor(), [self = this->shared_from_this(), then = std::move(then)] { then(*self); });
+      ToStrand([self = this->shared_from_this(), then = std::move(then)] { then(*self); });
       return std::nullopt;
     };
     auto read_on = [](Session& s) { s.AfterWrite({}, true); };
@@ -552,7 +596,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (buffer_.size() == 0) {
       if (!Linger(pool)) return to_strand(read_on);
       auto room = buffer_.prepare(4096);
-      const ssize_t n = ::recv(Tcp().socket().native_handle(), room.data(), room.size(), MSG_DONTWAIT);
+      const ssize_t n = ::recv(Fd(), room.data(), room.size(), MSG_DONTWAIT);
       if (n <= 0) return to_strand(read_on);  // the strand's read sees the close or the error
       buffer_.commit(static_cast<size_t>(n));
     }
@@ -571,7 +615,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // began: the linger is given up at once for either.
   bool Linger(ThreadPool& pool) {
     const auto deadline = std::chrono::steady_clock::now() + server_->options.pool_linger;
-    pollfd p[3] = {{Tcp().socket().native_handle(), POLLIN, 0},
+    pollfd p[3] = {{Fd(), POLLIN, 0},
                    {pool.work_posted().fd(), POLLIN, 0},
                    {server_->shutting_down.fd(), POLLIN, 0}};
     for (;;) {
@@ -718,7 +762,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     bool begun() const override { return begun_; }
     // Before Begin() only: after it, on the queued path, a failed write on
     // the strand may close the socket while the handler runs.
-    int HangUpFd() const override { return begun_ ? -1 : session_->Tcp().socket().native_handle(); }
+    int HangUpFd() const override { return begun_ ? -1 : session_->Fd(); }
 
     // After the handler returned. Direct: the last chunk; true when the
     // connection is kept and its next request is this thread's to wait for
@@ -882,7 +926,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   template <class Buffers>
   bool WriteNow(beast::buffers_suffix<Buffers>& rest, beast::error_code& ec) {
     while (beast::buffer_bytes(rest) > 0) {
-      size_t n = Tcp().socket().write_some(rest, ec);
+      FdWriter out{Fd()};
+      size_t n = out.write_some(rest, ec);
       if (ec) return false;
       rest.consume(n);
     }
@@ -894,7 +939,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // the I/O threads have stopped for good (the producer must stop too: Run()
   // is joining its pool).
   bool WaitWritable(std::chrono::steady_clock::time_point deadline) {
-    pollfd p[2] = {{Tcp().socket().native_handle(), POLLOUT, 0}, {server_->io_stop.fd(), POLLIN, 0}};
+    pollfd p[2] = {{Fd(), POLLOUT, 0}, {server_->io_stop.fd(), POLLIN, 0}};
     return PollUntil(p, 2, deadline) > 0 && p[1].revents == 0;  // POLLERR/POLLHUP: the next write says what
   }
 
@@ -935,8 +980,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool SendHeadDirect(http::response<http::empty_body>& head) {
     FrameStream(head);
     http::response_serializer<http::empty_body> sr(head);
+    FdWriter out{Fd()};
     return SendDirectWithin([&](beast::error_code& ec) {
-      http::write_header(Tcp().socket(), sr, ec);  // what went out is consumed: a retry writes on
+      http::write_header(out, sr, ec);  // what went out is consumed: a retry writes on
       return !ec;
     });
   }
@@ -976,7 +1022,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       failed = !SendDirect(beast::buffers_suffix<http::chunk_last<http::chunk_crlf>>(http::make_chunk_last()));
     }
     if (!failed && stream_chunked_ && stream_keep_alive_ && !server_->stopping) return true;
-    asio::post(stream_.get_executor(), [self = this->shared_from_this()] { self->FinishStream(true); });
+    ToStrand([self = this->shared_from_this()] { self->FinishStream(true); });
     return false;
   }
 
@@ -1021,7 +1067,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // when the whole answer went out or the write failed (`ec`), false when the
   // rest must wait (WriteRest).
   bool WriteAtOnce(http::response_serializer<http::string_body>& sr, beast::error_code& ec) {
-    while (!ec && !sr.is_done()) http::write_some(Tcp().socket(), sr, ec);
+    FdWriter out{Fd()};
+    while (!ec && !sr.is_done()) http::write_some(out, sr, ec);
     return ec != asio::error::would_block;
   }
 
@@ -1079,6 +1126,38 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
   }
 
+  // The socket's descriptor, whether the asio socket holds it or (plain) a
+  // pool thread does (Detach); -1 once closed.
+  int Fd() { return detached_ ? fd_ : Tcp().socket().native_handle(); }
+
+  // Plain, on the pool thread that has the connection (busy_): the I/O
+  // threads' epoll stops watching the socket. asio registers a socket
+  // edge-triggered for good, so each request a lingering pool thread reads
+  // itself (NextOnPool) would also wake an I/O thread, for nothing.
+  void Detach() {
+    beast::error_code ec;
+    Tcp().socket().release(ec);
+    detached_ = !ec;
+  }
+
+  // Plain: hands the connection back to the strand (the socket watched by
+  // the I/O threads again), then runs `fn` there. A socket the reactor
+  // refuses is closed: the strand's next operation on it fails and ends the
+  // session.
+  template <class Fn>
+  void ToStrand(Fn&& fn) {
+    if (detached_) {
+      detached_ = false;
+      beast::error_code ec;
+      Tcp().socket().assign(protocol_, fd_, ec);
+      if (ec) {
+        spdlog::warn("a connection could not be handed back to the I/O threads ({}); it is closed", ec.message());
+        ::close(fd_);
+      }
+    }
+    asio::post(stream_.get_executor(), std::forward<Fn>(fn));
+  }
+
   std::shared_ptr<asio::ssl::context> tls_;  // before stream_, which uses it
   Stream stream_;
   std::string client_cert_subject_;  // RFC 2253; empty without a verified client certificate
@@ -1095,6 +1174,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool keep_alive_ = true;
   bool stream_chunked_ = false;     // the streamed answer in progress is chunked
   bool stream_keep_alive_ = false;  // and keeps the connection
+  int fd_ = -1;                     // plain: the socket's descriptor, for Fd() while detached
+  tcp protocol_ = tcp::v4();        // plain: for ToStrand's assign
+  bool detached_ = false;           // plain: a pool thread holds fd_ (Detach)
 };
 
 void HttpServer::Impl::Accept() {

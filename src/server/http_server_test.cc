@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <map>
@@ -890,6 +892,50 @@ TEST(HttpServerLinger, ANextRequestForAnotherPoolRunsThere) {
   EXPECT_NE(ran_on["/up"], ran_on["/admin"]);
   EXPECT_NE(ran_on["/up"], ran_on["/io"]);
   EXPECT_NE(ran_on["/admin"], ran_on["/io"]);
+}
+
+// Whether an epoll instance of this process watches descriptor `fd`
+// (/proc/self/fdinfo lists each epoll's "tfd: <fd>").
+bool WatchedByAnEpoll(int fd) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(entry.path(), ec).string() != "anon_inode:[eventpoll]") continue;
+    std::ifstream info("/proc/self/fdinfo/" + entry.path().filename().string());
+    for (std::string line; std::getline(info, line);) {
+      int watched = -1;
+      if (std::sscanf(line.c_str(), "tfd: %d", &watched) == 1 && watched == fd) return true;
+    }
+  }
+  return false;
+}
+
+// While a pool thread has a plain connection (its handler, then its linger)
+// the I/O threads' epoll does not watch the socket: a next request read by
+// the lingering thread wakes no I/O thread. Handed back to the strand (here
+// when the linger ends), the socket is watched again, and its next request
+// is read and served as before.
+TEST(HttpServerLinger, TheIoThreadsDoNotWatchAConnectionAPoolThreadHas) {
+  std::atomic<int> fd{-1};
+  std::atomic<int> watched_in_handler{-1};
+  HttpServerOptions o = Lingering();
+  o.pool_linger = std::chrono::milliseconds(20);
+  Running server([&](const HttpRequest& req) {
+    fd = req.writer->HangUpFd();
+    watched_in_handler = WatchedByAnEpoll(fd) ? 1 : 0;
+    return EchoPath(req);
+  }, true, nullptr, o);
+  RawClient c(server.port());
+  for (std::string path : {"/one", "/two"}) {
+    ExpectServed(c, path);
+    ASSERT_GE(fd.load(), 0);
+    EXPECT_EQ(watched_in_handler.load(), 0) << path;
+    // The linger (20 ms) ends with no request: the strand reads on.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!WatchedByAnEpoll(fd) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_TRUE(WatchedByAnEpoll(fd)) << path;
+  }
 }
 
 // A server with one lingering pool thread whose handler answers "<path>|",
