@@ -1022,14 +1022,19 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       failed = !SendDirect(beast::buffers_suffix<http::chunk_last<http::chunk_crlf>>(http::make_chunk_last()));
     }
     if (!failed && stream_chunked_ && stream_keep_alive_ && !server_->stopping) return true;
-    ToStrand([self = this->shared_from_this()] { self->FinishStream(true); });
+    // Chunked, the last chunk went out or must not: the close only.
+    ToStrand([self = this->shared_from_this(), cut = failed || stream_chunked_] { self->FinishStream(cut); });
     return false;
   }
 
+  // On the strand, a streamed answer's end: its last chunk and the next
+  // request, else (`failed`, or HTTP/1.0) the close. Over HTTP/1.0 the close
+  // is the body's end, so a failed one ends with a reset instead: the client
+  // cannot take a cut body for whole.
   void FinishStream(bool failed) {
     if (failed || !stream_chunked_) {
       busy_ = false;
-      return Close();
+      return failed && !stream_chunked_ ? Reset() : Close();
     }
     Tcp().expires_after(server_->options.idle_timeout);
     auto last = std::make_shared<http::chunk_last<http::chunk_crlf>>();
@@ -1105,6 +1110,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // next request until the grace period ends.
     if (ec || !keep_alive || server_->stopping) return Close();
     Read();
+  }
+
+  // An abortive close (RST, and no TLS close_notify): the peer's read fails
+  // instead of ending.
+  void Reset() {
+    beast::error_code ignored;
+    Tcp().socket().set_option(asio::socket_base::linger(true, 0), ignored);
+    Tcp().socket().close(ignored);
   }
 
   void Close() {

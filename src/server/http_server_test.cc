@@ -53,6 +53,8 @@ class RawClient {
   std::string ReadToEnd() { return ReadUntil(std::string_view("\0never", 6)); }
   // The last read found the server's close (not a timeout or an error).
   bool closed() const { return closed_; }
+  // The last read found the server's reset (an abortive close).
+  bool reset() const { return reset_; }
   // Bytes have arrived that were not read yet (does not wait).
   bool HasUnread() const {
     char byte;
@@ -64,6 +66,7 @@ class RawClient {
       char tmp[4096];
       ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
       closed_ = n == 0;
+      reset_ = n < 0 && errno == ECONNRESET;
       if (n <= 0) break;
       buf_.append(tmp, static_cast<size_t>(n));
     }
@@ -78,6 +81,7 @@ class RawClient {
   int fd_ = -1;
   bool connected_ = false;
   bool closed_ = false;
+  bool reset_ = false;
   std::string buf_;
 };
 
@@ -290,8 +294,9 @@ TEST_P(StreamedAnswer, AnAbortSendsWhatIsHeldThenClosesWithoutTheLastChunk) {
 }
 
 // Over HTTP/1.0 the close ends the body, so an Abort() must not send what
-// is held: the client would take the cut body for whole. Direct, nothing was
-// flushed, so nothing comes (queued, the head went at Begin()).
+// is held, and the answer ends with a reset: the client would take the cut
+// body for whole. Direct, nothing was flushed, so nothing comes (queued, the
+// head went at Begin()).
 TEST_P(StreamedAnswer, AnHttp10AnswerAbortedBeforeItsFlushSendsNothingHeld) {
   Running server([&](const HttpRequest& req) {
     req.writer->Hold();
@@ -303,10 +308,35 @@ TEST_P(StreamedAnswer, AnHttp10AnswerAbortedBeforeItsFlushSendsNothingHeld) {
   RawClient c(server.port());
   c.Send("GET /x HTTP/1.0\r\nHost: t\r\n\r\n");
   const std::string all = c.ReadToEnd();
-  EXPECT_TRUE(c.closed());
+  EXPECT_TRUE(c.reset());
   if (GetParam()) {
     EXPECT_EQ(all, "");
   }
+}
+
+// An HTTP/1.0 answer cut after a flush: what was sent stays sent, and the
+// end is a reset, not the close that would end a whole body.
+TEST_P(StreamedAnswer, AnHttp10AnswerCutAfterAFlushEndsWithAReset) {
+  testing::Gate read_first;
+  Running server([&](const HttpRequest& req) {
+    req.writer->Hold();
+    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
+    EXPECT_TRUE(req.writer->Write("one,"));
+    EXPECT_TRUE(req.writer->Flush(false));
+    read_first.Pass();
+    req.writer->Write("two");  // dropped, or sent before the cut (queued): either way the reset follows
+    req.writer->Abort();
+    return HttpResponse{};
+  }, true, nullptr, Options());
+  OpenAtExit open_read_first{read_first};
+  RawClient c(server.port());
+  c.Send("GET /x HTTP/1.0\r\nHost: t\r\n\r\n");
+  EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.0 200", 0), 0u);
+  EXPECT_EQ(c.ReadUntil("one,"), "one,");
+  read_first.Open();
+  c.ReadToEnd();
+  EXPECT_TRUE(c.reset());
+  EXPECT_FALSE(c.closed());
 }
 
 // What is held when the handler returns goes out, then the last chunk.
