@@ -240,6 +240,7 @@ struct HttpServer::Impl {
   // Before ioc: sessions still queued in ioc when it is destroyed forget
   // themselves here.
   std::atomic<bool> stopping{false};
+  tcp protocol = tcp::v4();  // the listening socket's (Listen), its connections' too
   std::atomic<bool> finished{false};  // Run() has returned
   Mutex mu;
   uint64_t next_session DYAD_GUARDED_BY(mu) = 0;
@@ -364,10 +365,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void Start() override {
     beast::error_code ignored;
     Tcp().socket().set_option(tcp::no_delay(true), ignored);
-    if constexpr (!kTls) {
-      fd_ = Tcp().socket().native_handle();
-      protocol_ = Tcp().socket().local_endpoint(ignored).protocol();
-    }
     asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
       if constexpr (kTls) {
         self->Handshake();
@@ -534,9 +531,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // to the session's strand, as every answer did before. Meanwhile the
   // session stays busy_, so the strand does not touch it.
   void ServeOnPool(HttpRequest req, unsigned version, ThreadPool& pool) {
-    if constexpr (!kTls) {
-      if (server_->options.stream_direct && server_->options.pool_linger.count() > 0) Detach();
-    }
     for (;;) {
       Streamer writer(this->shared_from_this(), req.request_id, version);
       req.writer = &writer;
@@ -594,6 +588,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // sent more (pipelined): it queues behind it, as on the strand path.
     if (server_->stopping || pool.Waiting() > 0) return to_strand(read_on);
     if (buffer_.size() == 0) {
+      if (server_->options.pool_linger.count() > 0) Detach();
       if (!Linger(pool)) return to_strand(read_on);
       auto room = buffer_.prepare(4096);
       const ssize_t n = ::recv(Fd(), room.data(), room.size(), MSG_DONTWAIT);
@@ -683,6 +678,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         if (!session_->SendHeadDirect(*head)) failed_ = true;
         return !failed_;
       }
+      session_->Attach();  // the strand writes a queued stream while this thread runs on
       queue_ = std::make_shared<StreamQueue>();
       {
         MutexLock lock(&queue_->mu);
@@ -920,7 +916,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     q.cv.SignalAll();
   }
 
-  // Plain (a non-blocking socket): writes what the socket takes of `rest` now.
+  // Plain (FdWriter: never waits): writes what the socket takes of `rest` now.
   // True when all of it was written; else `ec` says why (would_block: the rest
   // must wait).
   template <class Buffers>
@@ -1068,7 +1064,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     return res;
   }
 
-  // Plain (a non-blocking socket): writes what the socket takes now; true
+  // Plain (FdWriter: never waits): writes what the socket takes now; true
   // when the whole answer went out or the write failed (`ec`), false when the
   // rest must wait (WriteRest).
   bool WriteAtOnce(http::response_serializer<http::string_body>& sr, beast::error_code& ec) {
@@ -1143,31 +1139,40 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // pool thread does (Detach); -1 once closed.
   int Fd() { return detached_ ? fd_ : Tcp().socket().native_handle(); }
 
-  // Plain, on the pool thread that has the connection (busy_): the I/O
-  // threads' epoll stops watching the socket. asio registers a socket
-  // edge-triggered for good, so each request a lingering pool thread reads
-  // itself (NextOnPool) would also wake an I/O thread, for nothing.
+  // Plain, on the pool thread that has the connection (busy_), before it
+  // lingers: the I/O threads' epoll stops watching the socket. asio
+  // registers a socket edge-triggered for good, so each request the thread
+  // reads itself (NextOnPool) would also wake an I/O thread, for nothing.
+  // Until Attach, only this thread uses the descriptor (Fd()).
   void Detach() {
+    if (detached_) return;
     beast::error_code ec;
-    Tcp().socket().release(ec);
-    detached_ = !ec;
+    const int fd = Tcp().socket().release(ec);
+    if (ec) return;
+    fd_ = fd;
+    detached_ = true;
   }
 
-  // Plain: hands the connection back to the strand (the socket watched by
-  // the I/O threads again), then runs `fn` there. A socket the reactor
-  // refuses is closed: the strand's next operation on it fails and ends the
-  // session.
+  // The socket back in the I/O threads' reactor, before the strand uses it
+  // (ToStrand, a queued stream). One the reactor refuses is closed: the
+  // strand's next operation on it fails and ends the session.
+  void Attach() {
+    if (!detached_) return;
+    detached_ = false;
+    beast::error_code ec;
+    Tcp().socket().assign(server_->protocol, fd_, ec);
+    if (ec) {
+      static std::atomic<bool> told{false};  // the reactor's limit (max_user_watches) hits many at once
+      if (!told.exchange(true)) spdlog::warn("connections cannot be handed back to the I/O threads ({}); closed", ec.message());
+      ::close(fd_);
+    }
+    fd_ = -1;
+  }
+
+  // Hands the connection back to the strand, then runs `fn` there.
   template <class Fn>
   void ToStrand(Fn&& fn) {
-    if (detached_) {
-      detached_ = false;
-      beast::error_code ec;
-      Tcp().socket().assign(protocol_, fd_, ec);
-      if (ec) {
-        spdlog::warn("a connection could not be handed back to the I/O threads ({}); it is closed", ec.message());
-        ::close(fd_);
-      }
-    }
+    Attach();
     asio::post(stream_.get_executor(), std::forward<Fn>(fn));
   }
 
@@ -1187,8 +1192,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool keep_alive_ = true;
   bool stream_chunked_ = false;     // the streamed answer in progress is chunked
   bool stream_keep_alive_ = false;  // and keeps the connection
-  int fd_ = -1;                     // plain: the socket's descriptor, for Fd() while detached
-  tcp protocol_ = tcp::v4();        // plain: for ToStrand's assign
+  int fd_ = -1;                     // while detached: the socket's descriptor
   bool detached_ = false;           // plain: a pool thread holds fd_ (Detach)
 };
 
@@ -1355,6 +1359,7 @@ Status HttpServer::Listen() {
                                                "/v1 upstream handler pool (GATEWAY_V1_THREADS)"));
   }
   tcp::endpoint endpoint(address, impl_->options.port);
+  impl_->protocol = endpoint.protocol();
   auto& acc = impl_->acceptor;
   acc.open(endpoint.protocol(), ec);
   if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);

@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -924,48 +926,78 @@ TEST(HttpServerLinger, ANextRequestForAnotherPoolRunsThere) {
   EXPECT_NE(ran_on["/admin"], ran_on["/io"]);
 }
 
-// Whether an epoll instance of this process watches descriptor `fd`
-// (/proc/self/fdinfo lists each epoll's "tfd: <fd>").
-bool WatchedByAnEpoll(int fd) {
+// The inode of the socket behind descriptor `fd`.
+ino_t InodeOf(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+// Whether an epoll instance of this process watches the socket `inode` by
+// descriptor `fd` (/proc/self/fdinfo lists each watched "tfd: <fd> ...
+// ino:<inode, hex>").
+bool WatchedByAnEpoll(int fd, ino_t inode) {
   for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
     std::error_code ec;
     if (std::filesystem::read_symlink(entry.path(), ec).string() != "anon_inode:[eventpoll]") continue;
     std::ifstream info("/proc/self/fdinfo/" + entry.path().filename().string());
     for (std::string line; std::getline(info, line);) {
       int watched = -1;
-      if (std::sscanf(line.c_str(), "tfd: %d", &watched) == 1 && watched == fd) return true;
+      const size_t ino = line.find(" ino:");
+      if (std::sscanf(line.c_str(), "tfd: %d", &watched) == 1 && watched == fd && ino != std::string::npos &&
+          std::strtoull(line.c_str() + ino + 5, nullptr, 16) == inode) {
+        return true;
+      }
     }
   }
   return false;
 }
 
-// While a pool thread has a plain connection (its handler, then its linger)
-// the I/O threads' epoll does not watch the socket: a next request read by
-// the lingering thread wakes no I/O thread. Handed back to the strand (here
-// when the linger ends), the socket is watched again, and its next request
-// is read and served as before.
-TEST(HttpServerLinger, TheIoThreadsDoNotWatchAConnectionAPoolThreadHas) {
-  std::atomic<int> fd{-1};
-  std::atomic<int> watched_in_handler{-1};
-  HttpServerOptions o = Lingering();
-  o.pool_linger = std::chrono::milliseconds(20);
-  Running server([&](const HttpRequest& req) {
-    fd = req.writer->HangUpFd();
-    watched_in_handler = WatchedByAnEpoll(fd) ? 1 : 0;
-    return EchoPath(req);
-  }, true, nullptr, o);
-  RawClient c(server.port());
-  for (std::string path : {"/one", "/two"}) {
-    ExpectServed(c, path);
-    ASSERT_GE(fd.load(), 0);
-    EXPECT_EQ(watched_in_handler.load(), 0) << path;
-    // The linger (20 ms) ends with no request: the strand reads on.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!WatchedByAnEpoll(fd) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    EXPECT_TRUE(WatchedByAnEpoll(fd)) << path;
+// Whether a descriptor of this process is still open on the socket `inode`.
+bool SocketOpen(ino_t inode) {
+  const std::string target = "socket:[" + std::to_string(inode) + "]";
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(entry.path(), ec).string() == target) return true;
   }
+  return false;
+}
+
+// Polls `done` until it holds or 10 s pass.
+template <class Done>
+bool Eventually(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return done();
+}
+
+// A request read by a lingering pool thread runs with the connection's
+// socket out of the I/O threads' epoll (so its arrival woke no I/O thread);
+// handed back to the strand (here for a request of the I/O threads), the
+// socket is watched again, and the connection goes on as before.
+TEST(HttpServerLinger, TheIoThreadsDoNotWatchAConnectionAPoolThreadLingersOn) {
+  std::mutex mu;
+  std::map<std::string, bool> watched;  // per path, while its handler ran
+  int fd = -1;
+  ino_t inode = 0;
+  Running server([&](const HttpRequest& req) {
+    std::lock_guard lock(mu);
+    if (req.writer) {
+      fd = req.writer->HangUpFd();
+      inode = InodeOf(fd);
+    }
+    watched[req.path] = WatchedByAnEpoll(fd, inode);
+    return EchoPath(req);
+  }, true, [](const HttpRequest& r) { return r.path == "/io" ? HandlerPool::kIo : HandlerPool::kBlocking; },
+                 Lingering());
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  for (std::string path : {"/first", "/lingered", "/io", "/after-io", "/lingered-again"}) ExpectServed(c, path);
+  std::lock_guard lock(mu);
+  EXPECT_FALSE(watched["/lingered"]);
+  EXPECT_TRUE(watched["/io"]);
+  EXPECT_FALSE(watched["/lingered-again"]);
 }
 
 // A server with one lingering pool thread whose handler answers "<path>|",
@@ -1050,6 +1082,52 @@ TEST(HttpServerLinger, WorkWaitingForThePoolIsNotHeldBehindALinger) {
   EXPECT_NE(second.ReadUntil("|").find("/second|"), std::string::npos);
   second.Close();  // the thread now lingers on it: closed, it serves the first connection again
   ExpectServed(first, "/again");
+}
+
+// A request that arrives while the thread has the socket out of the I/O
+// threads' epoll, and that the thread hands back unread (other work waits
+// for the pool), is read by the strand and served.
+TEST(HttpServerLinger, ARequestArrivingWhileDetachedIsServedAfterTheHandBack) {
+  OneLingeringThread server(std::chrono::seconds(30));  // past the client's 10 s: a held request fails the test
+  RawClient first(server.port());
+  ExpectServed(first, "/one");  // the thread lingers on `first`, its socket detached
+  first.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");  // read by the lingering thread, then held
+  ASSERT_TRUE(server.held.WaitArrived(1));
+  first.Send("GET /pipelined HTTP/1.1\r\nHost: t\r\n\r\n");  // arrives while detached
+  RawClient second(server.port());
+  ASSERT_NO_FATAL_FAILURE(server.QueueBehindTheHeld(second, "GET /second HTTP/1.1\r\nHost: t\r\n\r\n"));
+  EXPECT_NE(first.ReadUntil("|").find("/hold|"), std::string::npos);
+  EXPECT_NE(second.ReadUntil("|").find("/second|"), std::string::npos);
+  second.Close();
+  EXPECT_NE(first.ReadUntil("|").find("/pipelined|"), std::string::npos);
+}
+
+// A client that closes while its socket is out of the I/O threads' epoll
+// (during the linger, or during a request the lingering thread read) leaves
+// no socket open behind it.
+TEST(HttpServerLinger, AClientClosingWhileDetachedLeavesNoSocketOpen) {
+  for (const bool in_handler : {false, true}) {
+    SCOPED_TRACE(in_handler ? "closed during a request read in the linger" : "closed during the linger");
+    testing::Gate held;
+    std::atomic<ino_t> inode{0};
+    Running server([&](const HttpRequest& req) {
+      inode = InodeOf(req.writer->HangUpFd());
+      if (req.path == "/hold") held.Pass();
+      return EchoPath(req);
+    }, true, nullptr, Lingering());
+    OpenAtExit open_held{held};
+    {
+      RawClient c(server.port());
+      ExpectServed(c, "/one");  // the thread lingers, the socket detached
+      if (in_handler) {
+        c.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+        ASSERT_TRUE(held.WaitArrived(1));
+      }
+      ASSERT_TRUE(SocketOpen(inode));
+    }  // closed
+    held.Open();
+    EXPECT_TRUE(Eventually([&] { return !SocketOpen(inode); }));
+  }
 }
 
 // Work posted while the pool's only thread lingers ends the linger at once:
