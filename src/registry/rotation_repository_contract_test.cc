@@ -24,6 +24,19 @@ RotationRun NewRun(const std::string& id) {
   return r;
 }
 
+// Begin's conditions, each set by name (aggregate initialisers that leave
+// members out warn under -Wextra).
+StartConditions IfSuccesses(int64_t n) {
+  StartConditions c;
+  c.if_successes = n;
+  return c;
+}
+StartConditions IfNoneStartedIn(const std::string& from, const std::string& to, const std::string& failed_by = "") {
+  StartConditions c;
+  c.if_none_started_in = StartConditions::Window{.from = from, .to = to, .failed_by = failed_by};
+  return c;
+}
+
 // Two pools on one database, one fake clock (the fixture's): two instances.
 // SQLite's leases run on that clock; PostgreSQL's on the server's, so
 // Elapse() there ages the lease row itself.
@@ -76,8 +89,7 @@ class RotationRepositoryContract : public testing::TwoInstanceContractTest {
     run.trigger = kScheduledTrigger;
     run.started_at = started_at;
     return b_->Begin(run, "owner-b", seconds(10), "x",
-                     {.if_none_started_in = StartConditions::Window{"2026-03-09T02:30:00.000Z",
-                                                                    "2026-03-16T02:30:00.000Z", failed_by}});
+                     IfNoneStartedIn("2026-03-09T02:30:00.000Z", "2026-03-16T02:30:00.000Z", failed_by));
   }
 
   void SetUp() override {
@@ -256,7 +268,7 @@ TEST_P(RotationRepositoryContract, SuccessesAreSharedAndGuardABegin) {
   EXPECT_EQ(b_->Successes()->count, 0);
   EXPECT_EQ(b_->Successes()->last_finished_at, "");
   RotationRun run = NewRun("run-1");
-  ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x", {.if_successes = 0})->has_value());
+  ASSERT_FALSE(a_->Begin(run, "owner-a", seconds(10), "x", IfSuccesses(0))->has_value());
   run.status = "completed";
   run.finished_at = "2026-01-01T00:05:00.000Z";
   ASSERT_TRUE(a_->SaveProgress(run, "owner-a", true).ok());
@@ -264,11 +276,11 @@ TEST_P(RotationRepositoryContract, SuccessesAreSharedAndGuardABegin) {
   // The other instance sees it, and a begin conditional on the count it read before is refused, writing nothing.
   EXPECT_EQ(b_->Successes()->count, 1);
   EXPECT_EQ(b_->Successes()->last_finished_at, "2026-01-01T00:05:00.000Z");
-  auto stale = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", {.if_successes = 0});
+  auto stale = b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", IfSuccesses(0));
   ASSERT_FALSE(stale.ok());
   EXPECT_EQ(stale.code(), ErrorCode::kFailedPrecondition);
   EXPECT_EQ(b_->History(10)->size(), 1u);
-  ASSERT_TRUE(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", {.if_successes = 1}).ok());
+  ASSERT_TRUE(b_->Begin(NewRun("run-2"), "owner-b", seconds(10), "x", IfSuccesses(1)).ok());
   EXPECT_EQ(b_->History(10)->size(), 2u);
   // A run that failed is no success.
   RotationRun failed = NewRun("run-2");
@@ -286,9 +298,8 @@ TEST_P(RotationRepositoryContract, SuccessesAreSharedAndGuardABegin) {
 // refuses the begin, which writes nothing.
 TEST_P(RotationRepositoryContract, ACronSlotsRunGuardsABegin) {
   const std::string slot = "2026-03-09T02:30:00.000Z", next_slot = "2026-03-16T02:30:00.000Z";
-  const StartConditions slots_window{.if_none_started_in = StartConditions::Window{slot, next_slot}};
-  const StartConditions next_slots_window{
-      .if_none_started_in = StartConditions::Window{next_slot, "2026-03-23T02:30:00.000Z"}};
+  const StartConditions slots_window = IfNoneStartedIn(slot, next_slot);
+  const StartConditions next_slots_window = IfNoneStartedIn(next_slot, "2026-03-23T02:30:00.000Z");
   auto run_at = [](const std::string& id, const std::string& started_at) {
     RotationRun r = NewRun(id);
     r.started_at = started_at;
@@ -354,7 +365,7 @@ TEST_P(RotationRepositoryContract, ARunStartedAfterASlotsWindowLeavesTheSlotFree
     return BeginAndEnd(repo, std::move(run), "completed", start_if);
   };
   auto window = [](const std::string& from, const std::string& to) {
-    return StartConditions{.if_none_started_in = StartConditions::Window{from, to}};
+    return IfNoneStartedIn(from, to);
   };
   ASSERT_TRUE(begin_and_complete(a_, "run-ahead", "2026-04-20T05:00:00.000Z", {}).ok());
   Status fresh = begin_and_complete(b_, "run-1", "2026-03-09T02:30:10.000Z",

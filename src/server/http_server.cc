@@ -52,6 +52,44 @@ bool PrintableId(std::string_view id) {
   return true;
 }
 
+// A plain connection's socket as Beast's synchronous writes see it, by its
+// descriptor: one non-blocking sendmsg per call (would_block when the socket
+// takes nothing now). It works whether or not the asio socket holds the
+// descriptor (Session::Detach).
+struct FdWriter {
+  int fd;
+  template <class ConstBufferSequence>
+  size_t write_some(const ConstBufferSequence& buffers, beast::error_code& ec) {
+    iovec iov[64];
+    size_t n = 0;
+    for (const auto b : beast::buffers_range_ref(buffers)) {
+      if (n == std::size(iov)) break;
+      if (b.size() > 0) iov[n++] = {const_cast<void*>(b.data()), b.size()};
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = n;
+    for (;;) {
+      const ssize_t sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent >= 0) {
+        ec = {};
+        return static_cast<size_t>(sent);
+      }
+      if (errno != EINTR) {
+        ec.assign(errno, beast::system_category());
+        return 0;
+      }
+    }
+  }
+  template <class ConstBufferSequence>
+  size_t write_some(const ConstBufferSequence& buffers) {
+    beast::error_code ec;
+    const size_t n = write_some(buffers, ec);
+    if (ec) throw beast::system_error(ec);
+    return n;
+  }
+};
+
 // A printable-ASCII string as the inside of a JSON string.
 std::string JsonEscapePrintable(std::string_view s) {
   std::string out;
@@ -202,6 +240,7 @@ struct HttpServer::Impl {
   // Before ioc: sessions still queued in ioc when it is destroyed forget
   // themselves here.
   std::atomic<bool> stopping{false};
+  tcp protocol = tcp::v4();  // the listening socket's (Listen), its connections' too
   std::atomic<bool> finished{false};  // Run() has returned
   Mutex mu;
   uint64_t next_session DYAD_GUARDED_BY(mu) = 0;
@@ -318,14 +357,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         server_(server),
         id_(id),
         tls_generation_(tls_generation) {}
-  ~Session() override { server_->Forget(id_); }
+  ~Session() override {
+    if (detached_) ::close(fd_);
+    server_->Forget(id_);
+  }
 
   void Start() override {
     beast::error_code ignored;
     Tcp().socket().set_option(tcp::no_delay(true), ignored);
-    // Plain: Write() tries a whole answer at once and goes async only for
-    // what does not fit (asynchronous operations ignore this flag).
-    if constexpr (!kTls) Tcp().socket().non_blocking(true, ignored);
     asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
       if constexpr (kTls) {
         self->Handshake();
@@ -510,10 +549,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         if (!next) return;
         ThreadPool* next_pool = server_->PoolFor(*next);
         if (next_pool != &pool) {
-          asio::post(stream_.get_executor(),
-                     [self = this->shared_from_this(), r = std::move(*next), version]() mutable {
-                       self->Dispatch(std::move(r), version);
-                     });
+          ToStrand([self = this->shared_from_this(), r = std::move(*next), version]() mutable {
+            self->Dispatch(std::move(r), version);
+          });
           return;
         }
         req = std::move(*next);
@@ -530,7 +568,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     beast::error_code ec;
     const bool whole = WriteAtOnce(*sr, ec);
     if (whole && !ec && res->keep_alive() && !server_->stopping) return true;
-    asio::post(stream_.get_executor(), [self = this->shared_from_this(), res, sr, whole, ec] {
+    ToStrand([self = this->shared_from_this(), res, sr, whole, ec] {
       if (!whole) return self->WriteRest(res, sr);
       self->AfterWrite(ec, res->keep_alive());
     });
@@ -542,7 +580,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // connection again (reading on, answering a malformed request, or closing).
   std::optional<HttpRequest> NextOnPool(ThreadPool& pool, unsigned& version) {
     auto to_strand = [this](std::function<void(Session&)> then) {
-      asio::post(stream_.get_executor(), [self = this->shared_from_this(), then = std::move(then)] { then(*self); });
+      ToStrand([self = this->shared_from_this(), then = std::move(then)] { then(*self); });
       return std::nullopt;
     };
     auto read_on = [](Session& s) { s.AfterWrite({}, true); };
@@ -550,9 +588,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // sent more (pipelined): it queues behind it, as on the strand path.
     if (server_->stopping || pool.Waiting() > 0) return to_strand(read_on);
     if (buffer_.size() == 0) {
+      if (server_->options.pool_linger.count() > 0) Detach();
       if (!Linger(pool)) return to_strand(read_on);
       auto room = buffer_.prepare(4096);
-      const ssize_t n = ::recv(Tcp().socket().native_handle(), room.data(), room.size(), MSG_DONTWAIT);
+      const ssize_t n = ::recv(Fd(), room.data(), room.size(), MSG_DONTWAIT);
       if (n <= 0) return to_strand(read_on);  // the strand's read sees the close or the error
       buffer_.commit(static_cast<size_t>(n));
     }
@@ -571,7 +610,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // began: the linger is given up at once for either.
   bool Linger(ThreadPool& pool) {
     const auto deadline = std::chrono::steady_clock::now() + server_->options.pool_linger;
-    pollfd p[3] = {{Tcp().socket().native_handle(), POLLIN, 0},
+    pollfd p[3] = {{Fd(), POLLIN, 0},
                    {pool.work_posted().fd(), POLLIN, 0},
                    {server_->shutting_down.fd(), POLLIN, 0}};
     for (;;) {
@@ -639,6 +678,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         if (!session_->SendHeadDirect(*head)) failed_ = true;
         return !failed_;
       }
+      session_->Attach();  // the strand writes a queued stream while this thread runs on
       queue_ = std::make_shared<StreamQueue>();
       {
         MutexLock lock(&queue_->mu);
@@ -718,7 +758,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     bool begun() const override { return begun_; }
     // Before Begin() only: after it, on the queued path, a failed write on
     // the strand may close the socket while the handler runs.
-    int HangUpFd() const override { return begun_ ? -1 : session_->Tcp().socket().native_handle(); }
+    int HangUpFd() const override { return begun_ ? -1 : session_->Fd(); }
 
     // After the handler returned. Direct: the last chunk; true when the
     // connection is kept and its next request is this thread's to wait for
@@ -876,13 +916,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     q.cv.SignalAll();
   }
 
-  // Plain (a non-blocking socket): writes what the socket takes of `rest` now.
+  // Plain (FdWriter: never waits): writes what the socket takes of `rest` now.
   // True when all of it was written; else `ec` says why (would_block: the rest
   // must wait).
   template <class Buffers>
   bool WriteNow(beast::buffers_suffix<Buffers>& rest, beast::error_code& ec) {
     while (beast::buffer_bytes(rest) > 0) {
-      size_t n = Tcp().socket().write_some(rest, ec);
+      FdWriter out{Fd()};
+      size_t n = out.write_some(rest, ec);
       if (ec) return false;
       rest.consume(n);
     }
@@ -894,7 +935,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // the I/O threads have stopped for good (the producer must stop too: Run()
   // is joining its pool).
   bool WaitWritable(std::chrono::steady_clock::time_point deadline) {
-    pollfd p[2] = {{Tcp().socket().native_handle(), POLLOUT, 0}, {server_->io_stop.fd(), POLLIN, 0}};
+    pollfd p[2] = {{Fd(), POLLOUT, 0}, {server_->io_stop.fd(), POLLIN, 0}};
     return PollUntil(p, 2, deadline) > 0 && p[1].revents == 0;  // POLLERR/POLLHUP: the next write says what
   }
 
@@ -935,8 +976,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool SendHeadDirect(http::response<http::empty_body>& head) {
     FrameStream(head);
     http::response_serializer<http::empty_body> sr(head);
+    FdWriter out{Fd()};
     return SendDirectWithin([&](beast::error_code& ec) {
-      http::write_header(Tcp().socket(), sr, ec);  // what went out is consumed: a retry writes on
+      http::write_header(out, sr, ec);  // what went out is consumed: a retry writes on
       return !ec;
     });
   }
@@ -976,14 +1018,19 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       failed = !SendDirect(beast::buffers_suffix<http::chunk_last<http::chunk_crlf>>(http::make_chunk_last()));
     }
     if (!failed && stream_chunked_ && stream_keep_alive_ && !server_->stopping) return true;
-    asio::post(stream_.get_executor(), [self = this->shared_from_this()] { self->FinishStream(true); });
+    // Chunked, the last chunk went out or must not: the close only.
+    ToStrand([self = this->shared_from_this(), cut = failed || stream_chunked_] { self->FinishStream(cut); });
     return false;
   }
 
+  // On the strand, a streamed answer's end: its last chunk and the next
+  // request, else (`failed`, or HTTP/1.0) the close. Over HTTP/1.0 the close
+  // is the body's end, so a failed one ends with a reset instead: the client
+  // cannot take a cut body for whole.
   void FinishStream(bool failed) {
     if (failed || !stream_chunked_) {
       busy_ = false;
-      return Close();
+      return failed && !stream_chunked_ ? Reset() : Close();
     }
     Tcp().expires_after(server_->options.idle_timeout);
     auto last = std::make_shared<http::chunk_last<http::chunk_crlf>>();
@@ -1017,11 +1064,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     return res;
   }
 
-  // Plain (a non-blocking socket): writes what the socket takes now; true
+  // Plain (FdWriter: never waits): writes what the socket takes now; true
   // when the whole answer went out or the write failed (`ec`), false when the
   // rest must wait (WriteRest).
   bool WriteAtOnce(http::response_serializer<http::string_body>& sr, beast::error_code& ec) {
-    while (!ec && !sr.is_done()) http::write_some(Tcp().socket(), sr, ec);
+    FdWriter out{Fd()};
+    while (!ec && !sr.is_done()) http::write_some(out, sr, ec);
     return ec != asio::error::would_block;
   }
 
@@ -1060,6 +1108,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Read();
   }
 
+  // An abortive close (RST, and no TLS close_notify): the peer's read fails
+  // instead of ending.
+  void Reset() {
+    beast::error_code ignored;
+    Tcp().socket().set_option(asio::socket_base::linger(true, 0), ignored);
+    Tcp().socket().close(ignored);
+  }
+
   void Close() {
     if constexpr (kTls) {
       if (server_->stopping) {  // no wait for the peer's close_notify
@@ -1079,6 +1135,47 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
   }
 
+  // The socket's descriptor, whether the asio socket holds it or (plain) a
+  // pool thread does (Detach); -1 once closed.
+  int Fd() { return detached_ ? fd_ : Tcp().socket().native_handle(); }
+
+  // Plain, on the pool thread that has the connection (busy_), before it
+  // lingers: the I/O threads' epoll stops watching the socket. asio
+  // registers a socket edge-triggered for good, so each request the thread
+  // reads itself (NextOnPool) would also wake an I/O thread, for nothing.
+  // Until Attach, only this thread uses the descriptor (Fd()).
+  void Detach() {
+    if (detached_) return;
+    beast::error_code ec;
+    const int fd = Tcp().socket().release(ec);
+    if (ec) return;
+    fd_ = fd;
+    detached_ = true;
+  }
+
+  // The socket back in the I/O threads' reactor, before the strand uses it
+  // (ToStrand, a queued stream). One the reactor refuses is closed: the
+  // strand's next operation on it fails and ends the session.
+  void Attach() {
+    if (!detached_) return;
+    detached_ = false;
+    beast::error_code ec;
+    Tcp().socket().assign(server_->protocol, fd_, ec);
+    if (ec) {
+      static std::atomic<bool> told{false};  // the reactor's limit (max_user_watches) hits many at once
+      if (!told.exchange(true)) spdlog::warn("connections cannot be handed back to the I/O threads ({}); closed", ec.message());
+      ::close(fd_);
+    }
+    fd_ = -1;
+  }
+
+  // Hands the connection back to the strand, then runs `fn` there.
+  template <class Fn>
+  void ToStrand(Fn&& fn) {
+    Attach();
+    asio::post(stream_.get_executor(), std::forward<Fn>(fn));
+  }
+
   std::shared_ptr<asio::ssl::context> tls_;  // before stream_, which uses it
   Stream stream_;
   std::string client_cert_subject_;  // RFC 2253; empty without a verified client certificate
@@ -1095,6 +1192,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool keep_alive_ = true;
   bool stream_chunked_ = false;     // the streamed answer in progress is chunked
   bool stream_keep_alive_ = false;  // and keeps the connection
+  int fd_ = -1;                     // while detached: the socket's descriptor
+  bool detached_ = false;           // plain: a pool thread holds fd_ (Detach)
 };
 
 void HttpServer::Impl::Accept() {
@@ -1260,6 +1359,7 @@ Status HttpServer::Listen() {
                                                "/v1 upstream handler pool (GATEWAY_V1_THREADS)"));
   }
   tcp::endpoint endpoint(address, impl_->options.port);
+  impl_->protocol = endpoint.protocol();
   auto& acc = impl_->acceptor;
   acc.open(endpoint.protocol(), ec);
   if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);

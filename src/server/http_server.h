@@ -16,7 +16,9 @@
 // HTTP a pool's thread writes its answer itself when the socket takes it at
 // once, then waits up to `pool_linger` for the connection's next request and
 // serves it too when it is for the same pool (a busy keep-alive client costs
-// no hand-off per request); anything else goes back to the I/O threads. A
+// no hand-off per request; meanwhile the I/O threads do not watch its
+// socket, so its requests wake no I/O thread); anything else goes back to
+// the I/O threads. A
 // streamed answer over plain HTTP is written by its producer's thread itself
 // (`stream_direct`), which waits while the socket takes no more (a slow
 // reader slows the producer, memory stays bounded), then lingers as above.

@@ -6,11 +6,15 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <map>
@@ -51,6 +55,8 @@ class RawClient {
   std::string ReadToEnd() { return ReadUntil(std::string_view("\0never", 6)); }
   // The last read found the server's close (not a timeout or an error).
   bool closed() const { return closed_; }
+  // The last read found the server's reset (an abortive close).
+  bool reset() const { return reset_; }
   // Bytes have arrived that were not read yet (does not wait).
   bool HasUnread() const {
     char byte;
@@ -62,6 +68,7 @@ class RawClient {
       char tmp[4096];
       ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
       closed_ = n == 0;
+      reset_ = n < 0 && errno == ECONNRESET;
       if (n <= 0) break;
       buf_.append(tmp, static_cast<size_t>(n));
     }
@@ -76,6 +83,7 @@ class RawClient {
   int fd_ = -1;
   bool connected_ = false;
   bool closed_ = false;
+  bool reset_ = false;
   std::string buf_;
 };
 
@@ -288,8 +296,9 @@ TEST_P(StreamedAnswer, AnAbortSendsWhatIsHeldThenClosesWithoutTheLastChunk) {
 }
 
 // Over HTTP/1.0 the close ends the body, so an Abort() must not send what
-// is held: the client would take the cut body for whole. Direct, nothing was
-// flushed, so nothing comes (queued, the head went at Begin()).
+// is held, and the answer ends with a reset: the client would take the cut
+// body for whole. Direct, nothing was flushed, so nothing comes (queued, the
+// head went at Begin()).
 TEST_P(StreamedAnswer, AnHttp10AnswerAbortedBeforeItsFlushSendsNothingHeld) {
   Running server([&](const HttpRequest& req) {
     req.writer->Hold();
@@ -301,10 +310,35 @@ TEST_P(StreamedAnswer, AnHttp10AnswerAbortedBeforeItsFlushSendsNothingHeld) {
   RawClient c(server.port());
   c.Send("GET /x HTTP/1.0\r\nHost: t\r\n\r\n");
   const std::string all = c.ReadToEnd();
-  EXPECT_TRUE(c.closed());
+  EXPECT_TRUE(c.reset());
   if (GetParam()) {
     EXPECT_EQ(all, "");
   }
+}
+
+// An HTTP/1.0 answer cut after a flush: what was sent stays sent, and the
+// end is a reset, not the close that would end a whole body.
+TEST_P(StreamedAnswer, AnHttp10AnswerCutAfterAFlushEndsWithAReset) {
+  testing::Gate read_first;
+  Running server([&](const HttpRequest& req) {
+    req.writer->Hold();
+    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
+    EXPECT_TRUE(req.writer->Write("one,"));
+    EXPECT_TRUE(req.writer->Flush(false));
+    read_first.Pass();
+    req.writer->Write("two");  // dropped, or sent before the cut (queued): either way the reset follows
+    req.writer->Abort();
+    return HttpResponse{};
+  }, true, nullptr, Options());
+  OpenAtExit open_read_first{read_first};
+  RawClient c(server.port());
+  c.Send("GET /x HTTP/1.0\r\nHost: t\r\n\r\n");
+  EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.0 200", 0), 0u);
+  EXPECT_EQ(c.ReadUntil("one,"), "one,");
+  read_first.Open();
+  c.ReadToEnd();
+  EXPECT_TRUE(c.reset());
+  EXPECT_FALSE(c.closed());
 }
 
 // What is held when the handler returns goes out, then the last chunk.
@@ -892,6 +926,80 @@ TEST(HttpServerLinger, ANextRequestForAnotherPoolRunsThere) {
   EXPECT_NE(ran_on["/admin"], ran_on["/io"]);
 }
 
+// The inode of the socket behind descriptor `fd`.
+ino_t InodeOf(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+// Whether an epoll instance of this process watches the socket `inode` by
+// descriptor `fd` (/proc/self/fdinfo lists each watched "tfd: <fd> ...
+// ino:<inode, hex>").
+bool WatchedByAnEpoll(int fd, ino_t inode) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(entry.path(), ec).string() != "anon_inode:[eventpoll]") continue;
+    std::ifstream info("/proc/self/fdinfo/" + entry.path().filename().string());
+    for (std::string line; std::getline(info, line);) {
+      int watched = -1;
+      const size_t ino = line.find(" ino:");
+      if (std::sscanf(line.c_str(), "tfd: %d", &watched) == 1 && watched == fd && ino != std::string::npos &&
+          std::strtoull(line.c_str() + ino + 5, nullptr, 16) == inode) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+// Whether a descriptor of this process is still open on the socket `inode`.
+bool SocketOpen(ino_t inode) {
+  const std::string target = "socket:[" + std::to_string(inode) + "]";
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(entry.path(), ec).string() == target) return true;
+  }
+  return false;
+}
+
+// Polls `done` until it holds or 10 s pass.
+template <class Done>
+bool Eventually(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return done();
+}
+
+// A request read by a lingering pool thread runs with the connection's
+// socket out of the I/O threads' epoll (so its arrival woke no I/O thread);
+// handed back to the strand (here for a request of the I/O threads), the
+// socket is watched again, and the connection goes on as before.
+TEST(HttpServerLinger, TheIoThreadsDoNotWatchAConnectionAPoolThreadLingersOn) {
+  std::mutex mu;
+  std::map<std::string, bool> watched;  // per path, while its handler ran
+  int fd = -1;
+  ino_t inode = 0;
+  Running server([&](const HttpRequest& req) {
+    std::lock_guard lock(mu);
+    if (req.writer) {
+      fd = req.writer->HangUpFd();
+      inode = InodeOf(fd);
+    }
+    watched[req.path] = WatchedByAnEpoll(fd, inode);
+    return EchoPath(req);
+  }, true, [](const HttpRequest& r) { return r.path == "/io" ? HandlerPool::kIo : HandlerPool::kBlocking; },
+                 Lingering());
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  for (std::string path : {"/first", "/lingered", "/io", "/after-io", "/lingered-again"}) ExpectServed(c, path);
+  std::lock_guard lock(mu);
+  EXPECT_FALSE(watched["/lingered"]);
+  EXPECT_TRUE(watched["/io"]);
+  EXPECT_FALSE(watched["/lingered-again"]);
+}
+
 // A server with one lingering pool thread whose handler answers "<path>|",
 // records the order of its calls, and holds a request for /hold until
 // held.Open().
@@ -974,6 +1082,52 @@ TEST(HttpServerLinger, WorkWaitingForThePoolIsNotHeldBehindALinger) {
   EXPECT_NE(second.ReadUntil("|").find("/second|"), std::string::npos);
   second.Close();  // the thread now lingers on it: closed, it serves the first connection again
   ExpectServed(first, "/again");
+}
+
+// A request that arrives while the thread has the socket out of the I/O
+// threads' epoll, and that the thread hands back unread (other work waits
+// for the pool), is read by the strand and served.
+TEST(HttpServerLinger, ARequestArrivingWhileDetachedIsServedAfterTheHandBack) {
+  OneLingeringThread server(std::chrono::seconds(30));  // past the client's 10 s: a held request fails the test
+  RawClient first(server.port());
+  ExpectServed(first, "/one");  // the thread lingers on `first`, its socket detached
+  first.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");  // read by the lingering thread, then held
+  ASSERT_TRUE(server.held.WaitArrived(1));
+  first.Send("GET /pipelined HTTP/1.1\r\nHost: t\r\n\r\n");  // arrives while detached
+  RawClient second(server.port());
+  ASSERT_NO_FATAL_FAILURE(server.QueueBehindTheHeld(second, "GET /second HTTP/1.1\r\nHost: t\r\n\r\n"));
+  EXPECT_NE(first.ReadUntil("|").find("/hold|"), std::string::npos);
+  EXPECT_NE(second.ReadUntil("|").find("/second|"), std::string::npos);
+  second.Close();
+  EXPECT_NE(first.ReadUntil("|").find("/pipelined|"), std::string::npos);
+}
+
+// A client that closes while its socket is out of the I/O threads' epoll
+// (during the linger, or during a request the lingering thread read) leaves
+// no socket open behind it.
+TEST(HttpServerLinger, AClientClosingWhileDetachedLeavesNoSocketOpen) {
+  for (const bool in_handler : {false, true}) {
+    SCOPED_TRACE(in_handler ? "closed during a request read in the linger" : "closed during the linger");
+    testing::Gate held;
+    std::atomic<ino_t> inode{0};
+    Running server([&](const HttpRequest& req) {
+      inode = InodeOf(req.writer->HangUpFd());
+      if (req.path == "/hold") held.Pass();
+      return EchoPath(req);
+    }, true, nullptr, Lingering());
+    OpenAtExit open_held{held};
+    {
+      RawClient c(server.port());
+      ExpectServed(c, "/one");  // the thread lingers, the socket detached
+      if (in_handler) {
+        c.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+        ASSERT_TRUE(held.WaitArrived(1));
+      }
+      ASSERT_TRUE(SocketOpen(inode));
+    }  // closed
+    held.Open();
+    EXPECT_TRUE(Eventually([&] { return !SocketOpen(inode); }));
+  }
 }
 
 // Work posted while the pool's only thread lingers ends the linger at once:
