@@ -240,7 +240,6 @@ struct HttpServer::Impl {
   // Before ioc: sessions still queued in ioc when it is destroyed forget
   // themselves here.
   std::atomic<bool> stopping{false};
-  tcp protocol = tcp::v4();  // the listening socket's (Listen), its connections' too
   std::atomic<bool> finished{false};  // Run() has returned
   Mutex mu;
   uint64_t next_session DYAD_GUARDED_BY(mu) = 0;
@@ -250,6 +249,11 @@ struct HttpServer::Impl {
   // used only on this strand.
   asio::strand<asio::io_context::executor_type> control{ioc.get_executor()};
   tcp::acceptor acceptor{control};
+  tcp protocol = tcp::v4();  // the acceptor's (set in Listen), its connections' too
+  // Connections a refused assign closed (Session::Attach), and when that was
+  // last logged (steady_clock ticks): logged at most every 10 s.
+  std::atomic<uint64_t> refused_handbacks{0};
+  std::atomic<int64_t> last_handback_log{0};
   asio::steady_timer accept_timer{control};
   std::chrono::milliseconds accept_backoff{0};
   std::chrono::steady_clock::time_point last_refusal_log;
@@ -329,7 +333,9 @@ struct HttpServer::Impl {
         spdlog::error("request {}: the handler threw during its streamed answer; the answer is cut short",
                       request.request_id);
         request.writer->Abort();
-        return HttpResponse{500};
+        HttpResponse cut;
+        cut.status = 500;
+        return cut;
       }
       spdlog::error("request {}: the handler threw; answered 500", request.request_id);
       HttpResponse r;
@@ -678,7 +684,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         if (!session_->SendHeadDirect(*head)) failed_ = true;
         return !failed_;
       }
-      session_->Attach();  // the strand writes a queued stream while this thread runs on
+      if (!session_->Attach()) {  // the strand writes a queued stream while this thread runs on
+        failed_ = true;
+        return false;
+      }
       queue_ = std::make_shared<StreamQueue>();
       {
         MutexLock lock(&queue_->mu);
@@ -808,8 +817,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   // A streamed answer's head: chunked (HTTP/1.1) or, for HTTP/1.0, its body
   // delimited by the close.
+  // Unchunked, the socket resets when closed (SO_LINGER 0, set by its
+  // descriptor: asio's destructor would undo its own option) until
+  // FinishStream knows the body whole: one closed any other way (the
+  // shutdown's grace ending, the process exiting) is not taken for whole.
   void FrameStream(http::response<http::empty_body>& head) {
     stream_chunked_ = head.version() >= 11;
+    if (!stream_chunked_) ResetOnClose(true);
     if (stream_chunked_) head.chunked(true);
     head.keep_alive(stream_chunked_ && keep_alive_ && !server_->stopping && !CertRevoked());
     stream_keep_alive_ = head.keep_alive();
@@ -1024,13 +1038,16 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // On the strand, a streamed answer's end: its last chunk and the next
-  // request, else (`failed`, or HTTP/1.0) the close. Over HTTP/1.0 the close
-  // is the body's end, so a failed one ends with a reset instead: the client
-  // cannot take a cut body for whole.
-  void FinishStream(bool failed) {
-    if (failed || !stream_chunked_) {
+  // request, else (`cut`: it failed, or chunked, its last chunk went out
+  // already; or HTTP/1.0) the close. Over HTTP/1.0 the close is the body's
+  // end, so a cut one ends with a reset instead: the client cannot take a
+  // cut body for whole.
+  void FinishStream(bool cut) {
+    if (cut || !stream_chunked_) {
       busy_ = false;
-      return failed && !stream_chunked_ ? Reset() : Close();
+      if (cut && !stream_chunked_) return Reset();
+      if (!stream_chunked_) ResetOnClose(false);  // whole: the close ends it
+      return Close();
     }
     Tcp().expires_after(server_->options.idle_timeout);
     auto last = std::make_shared<http::chunk_last<http::chunk_crlf>>();
@@ -1108,6 +1125,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Read();
   }
 
+  void ResetOnClose(bool on) {
+    const linger l{on ? 1 : 0, 0};
+    ::setsockopt(Fd(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
+
   // An abortive close (RST, and no TLS close_notify): the peer's read fails
   // instead of ending.
   void Reset() {
@@ -1154,19 +1176,30 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // The socket back in the I/O threads' reactor, before the strand uses it
-  // (ToStrand, a queued stream). One the reactor refuses is closed: the
-  // strand's next operation on it fails and ends the session.
-  void Attach() {
-    if (!detached_) return;
+  // (ToStrand, a queued stream). One the reactor refuses is closed (false):
+  // the strand's next operation on it fails and ends the session.
+  bool Attach() {
+    if (!detached_) return true;
     detached_ = false;
     beast::error_code ec;
     Tcp().socket().assign(server_->protocol, fd_, ec);
-    if (ec) {
-      static std::atomic<bool> told{false};  // the reactor's limit (max_user_watches) hits many at once
-      if (!told.exchange(true)) spdlog::warn("connections cannot be handed back to the I/O threads ({}); closed", ec.message());
-      ::close(fd_);
-    }
+    if (ec) ::close(fd_);
     fd_ = -1;
+    if (ec) LogRefusedHandback(ec);
+    return !ec;
+  }
+
+  // The reactor's limit (max_user_watches) refuses many at once: a count,
+  // at most every 10 s.
+  void LogRefusedHandback(beast::error_code ec) {
+    const uint64_t n = ++server_->refused_handbacks;
+    const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+    int64_t last = server_->last_handback_log.load();
+    const int64_t every = std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::seconds(10)).count();
+    if ((last == 0 || now - last >= every) && server_->last_handback_log.compare_exchange_strong(last, now)) {
+      spdlog::warn("{} connection(s) in all could not be handed back to the I/O threads and were closed (last: {})", n,
+                   ec.message());
+    }
   }
 
   // Hands the connection back to the strand, then runs `fn` there.

@@ -316,8 +316,9 @@ TEST_P(StreamedAnswer, AnHttp10AnswerAbortedBeforeItsFlushSendsNothingHeld) {
   }
 }
 
-// An HTTP/1.0 answer cut after a flush: what was sent stays sent, and the
-// end is a reset, not the close that would end a whole body.
+// An HTTP/1.0 answer cut after a flush (which the client has read: a reset
+// drops what is still unsent) ends with a reset, not the close that would
+// end a whole body.
 TEST_P(StreamedAnswer, AnHttp10AnswerCutAfterAFlushEndsWithAReset) {
   testing::Gate read_first;
   Running server([&](const HttpRequest& req) {
@@ -336,6 +337,35 @@ TEST_P(StreamedAnswer, AnHttp10AnswerCutAfterAFlushEndsWithAReset) {
   EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.0 200", 0), 0u);
   EXPECT_EQ(c.ReadUntil("one,"), "one,");
   read_first.Open();
+  c.ReadToEnd();
+  EXPECT_TRUE(c.reset());
+  EXPECT_FALSE(c.closed());
+}
+
+// An HTTP/1.0 stream the shutdown's grace cuts (its end never reaches the
+// stopped I/O threads: the socket closes with the server) ends with a
+// reset too, not a close.
+TEST_P(StreamedAnswer, AnHttp10AnswerCutByTheShutdownEndsWithAReset) {
+  HttpServerOptions o = Options();
+  o.shutdown_grace = std::chrono::seconds(1);
+  testing::Gate read_first;
+  OpenAtExit open_read_first{read_first};
+  auto server = std::make_unique<Running>([&](const HttpRequest& req) {
+    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
+    EXPECT_TRUE(req.writer->Write("one,"));
+    EXPECT_TRUE(req.writer->Flush(false));
+    read_first.Pass();
+    // Until the I/O threads have stopped for good (the grace is over).
+    while (req.writer->Write("more,") && req.writer->Flush(false)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return HttpResponse{};
+  }, true, nullptr, o);
+  RawClient c(server->port());
+  c.Send("GET /x HTTP/1.0\r\nHost: t\r\n\r\n");
+  EXPECT_NE(c.ReadUntil("one,").find("one,"), std::string::npos);
+  read_first.Open();
+  server.reset();  // shuts down, waits out the grace, and closes what is left
   c.ReadToEnd();
   EXPECT_TRUE(c.reset());
   EXPECT_FALSE(c.closed());
@@ -995,9 +1025,32 @@ TEST(HttpServerLinger, TheIoThreadsDoNotWatchAConnectionAPoolThreadLingersOn) {
   ASSERT_TRUE(c.connected());
   for (std::string path : {"/first", "/lingered", "/io", "/after-io", "/lingered-again"}) ExpectServed(c, path);
   std::lock_guard lock(mu);
+  EXPECT_TRUE(watched["/first"]);  // read by the strand: the socket leaves only for the linger
   EXPECT_FALSE(watched["/lingered"]);
   EXPECT_TRUE(watched["/io"]);
+  EXPECT_TRUE(watched["/after-io"]);
   EXPECT_FALSE(watched["/lingered-again"]);
+}
+
+// A streamed answer queued to the strand (stream_direct off) for a request
+// the lingering thread read: the socket is back with the I/O threads before
+// the strand writes, and the connection goes on.
+TEST(HttpServerLinger, AQueuedStreamForALingeredRequestIsWritten) {
+  HttpServerOptions o = Lingering();
+  o.stream_direct = false;
+  Running server([&](const HttpRequest& req) {
+    if (req.path != "/stream") return EchoPath(req);
+    EXPECT_TRUE(req.writer->Begin(200, "text/plain", {}));
+    EXPECT_TRUE(req.writer->Write("streamed|"));
+    return HttpResponse{};
+  }, true, nullptr, o);
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  ExpectServed(c, "/one");  // the thread now lingers, the socket detached
+  c.Send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_EQ(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_EQ(Dechunk(c.ReadUntil("0\r\n\r\n")), "streamed|");
+  ExpectServed(c, "/after");
 }
 
 // A server with one lingering pool thread whose handler answers "<path>|",
