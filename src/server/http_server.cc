@@ -594,7 +594,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // sent more (pipelined): it queues behind it, as on the strand path.
     if (server_->stopping || pool.Waiting() > 0) return to_strand(read_on);
     if (buffer_.size() == 0) {
-      if (server_->options.pool_linger.count() > 0) Detach();
+      if (server_->options.detach_lingering && server_->options.pool_linger.count() > 0) Detach();
       if (!Linger(pool)) return to_strand(read_on);
       auto room = buffer_.prepare(4096);
       const ssize_t n = ::recv(Fd(), room.data(), room.size(), MSG_DONTWAIT);

@@ -806,6 +806,13 @@ HttpServerOptions Lingering() {
   return o;
 }
 
+// Lingering(), the socket out of the I/O threads' epoll meanwhile.
+HttpServerOptions LingeringDetached() {
+  HttpServerOptions o = Lingering();
+  o.detach_lingering = true;
+  return o;
+}
+
 // Each answer's body: the path, and the handler's thread.
 std::string PathAndThread(const HttpRequest& req) {
   std::ostringstream out;
@@ -1002,8 +1009,8 @@ bool Eventually(Done done) {
   return done();
 }
 
-// A request read by a lingering pool thread runs with the connection's
-// socket out of the I/O threads' epoll (so its arrival woke no I/O thread);
+// With detach_lingering, a request read by a lingering pool thread runs
+// with the connection's socket out of the I/O threads' epoll (so its arrival woke no I/O thread);
 // handed back to the strand (here for a request of the I/O threads), the
 // socket is watched again, and the connection goes on as before.
 TEST(HttpServerLinger, TheIoThreadsDoNotWatchAConnectionAPoolThreadLingersOn) {
@@ -1020,7 +1027,7 @@ TEST(HttpServerLinger, TheIoThreadsDoNotWatchAConnectionAPoolThreadLingersOn) {
     watched[req.path] = WatchedByAnEpoll(fd, inode);
     return EchoPath(req);
   }, true, [](const HttpRequest& r) { return r.path == "/io" ? HandlerPool::kIo : HandlerPool::kBlocking; },
-                 Lingering());
+                 LingeringDetached());
   RawClient c(server.port());
   ASSERT_TRUE(c.connected());
   for (std::string path : {"/first", "/lingered", "/io", "/after-io", "/lingered-again"}) ExpectServed(c, path);
@@ -1036,7 +1043,7 @@ TEST(HttpServerLinger, TheIoThreadsDoNotWatchAConnectionAPoolThreadLingersOn) {
 // the lingering thread read: the socket is back with the I/O threads before
 // the strand writes, and the connection goes on.
 TEST(HttpServerLinger, AQueuedStreamForALingeredRequestIsWritten) {
-  HttpServerOptions o = Lingering();
+  HttpServerOptions o = LingeringDetached();
   o.stream_direct = false;
   Running server([&](const HttpRequest& req) {
     if (req.path != "/stream") return EchoPath(req);
@@ -1058,13 +1065,13 @@ TEST(HttpServerLinger, AQueuedStreamForALingeredRequestIsWritten) {
 // held.Open().
 class OneLingeringThread {
  public:
-  explicit OneLingeringThread(std::chrono::microseconds linger = std::chrono::seconds(10))
+  explicit OneLingeringThread(std::chrono::microseconds linger = std::chrono::seconds(10), bool detached = false)
       : server_([this](const HttpRequest& req) { return Handle(req); }, true,
                 [this](const HttpRequest&) {
                   classified_.Pass();  // on the I/O thread, right before the request is queued for the pool
                   return HandlerPool::kBlocking;
                 },
-                Options(linger)) {}
+                Options(linger, detached)) {}
   // A failed assertion must not leave /hold's thread held: the server's
   // destructor joins it.
   ~OneLingeringThread() { held.Open(); }
@@ -1089,8 +1096,8 @@ class OneLingeringThread {
   testing::Gate held;
 
  private:
-  static HttpServerOptions Options(std::chrono::microseconds linger) {
-    HttpServerOptions o = Lingering();
+  static HttpServerOptions Options(std::chrono::microseconds linger, bool detached) {
+    HttpServerOptions o = detached ? LingeringDetached() : Lingering();
     o.pool_linger = linger;
     o.blocking_threads = 1;
     return o;
@@ -1141,7 +1148,7 @@ TEST(HttpServerLinger, WorkWaitingForThePoolIsNotHeldBehindALinger) {
 // threads' epoll, and that the thread hands back unread (other work waits
 // for the pool), is read by the strand and served.
 TEST(HttpServerLinger, ARequestArrivingWhileDetachedIsServedAfterTheHandBack) {
-  OneLingeringThread server(std::chrono::seconds(30));  // past the client's 10 s: a held request fails the test
+  OneLingeringThread server(std::chrono::seconds(30), /*detached=*/true);  // past the client's 10 s: a held request fails the test
   RawClient first(server.port());
   ExpectServed(first, "/one");  // the thread lingers on `first`, its socket detached
   first.Send("GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");  // read by the lingering thread, then held
@@ -1167,7 +1174,7 @@ TEST(HttpServerLinger, AClientClosingWhileDetachedLeavesNoSocketOpen) {
       inode = InodeOf(req.writer->HangUpFd());
       if (req.path == "/hold") held.Pass();
       return EchoPath(req);
-    }, true, nullptr, Lingering());
+    }, true, nullptr, LingeringDetached());
     OpenAtExit open_held{held};
     {
       RawClient c(server.port());
