@@ -5,6 +5,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <utility>
+
 #include "metrics/metrics.h"
 #include "registry/change_log_feed.h"
 
@@ -54,6 +57,39 @@ Status ChangeLogFeed::Init() {
 }
 
 Status ChangeLogFeed::Publish(const Change& change) {
+  {
+    MutexLock lock(&mu_);
+    Keep(change);
+  }
+  return SendUnsent();
+}
+
+Status ChangeLogFeed::SendUnsent() {
+  std::vector<Change> sending;
+  {
+    MutexLock lock(&mu_);
+    sending.swap(unsent_);
+  }
+  for (auto it = sending.begin(); it != sending.end(); ++it) {
+    if (Status s = Send(*it); !s.ok()) {
+      MutexLock lock(&mu_);
+      std::vector<Change> meanwhile = std::exchange(unsent_, std::vector<Change>(it, sending.end()));
+      for (const Change& c : meanwhile) Keep(c);
+      return s;
+    }
+  }
+  return OkStatus();
+}
+
+void ChangeLogFeed::Keep(const Change& change) {
+  const bool kept = std::any_of(unsent_.begin(), unsent_.end(), [&](const Change& c) {
+    return c.kind == change.kind && c.subject == change.subject;
+  });
+  if (!kept) unsent_.push_back(change);
+  if (unsent_.size() > static_cast<size_t>(kMaxBatch)) unsent_ = {Change{Change::Kind::kEverything, {}}};
+}
+
+Status ChangeLogFeed::Send(const Change& change) {
   const std::string subject = change.kind == Change::Kind::kEverything ? std::string() : change.subject;
   const auto wall = clock_.WallNow();
   const int64_t at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
@@ -101,9 +137,10 @@ void ChangeLogFeed::Deliver(const Change& change) {
 }
 
 Status ChangeLogFeed::CheckNow() {
+  Status sent = SendUnsent();  // what could not be published before, for the other instances
   MutexLock check(&check_mu_);
   DYAD_ASSIGN_OR_RETURN(Span span, Bounds());
-  if (span.max == last_) return OkStatus();
+  if (span.max == last_) return sent;
   std::vector<Row> rows;
   // Fewer rows than we applied (a registry restored or replaced), the row
   // after the last applied pruned (the oldest row left is above it: at worst
@@ -144,7 +181,7 @@ Status ChangeLogFeed::CheckNow() {
   // Ids published here that the reading above delivered before Publish()
   // noted them (a spare invalidation): forgotten, they are behind last_.
   own_.erase(own_.begin(), own_.upper_bound(last_));
-  return OkStatus();
+  return sent;
 }
 
 Status ChangeLogFeed::ApplyEverything() {

@@ -23,8 +23,10 @@
 // callback's captures may go.
 //
 // Thread-safe. Errors: Publish() returns the database's (kUnavailable while
-// it cannot be reached; the write stands, and other instances learn of it at
-// their TTL or reconnect); the listener logs and retries, never throws.
+// it cannot be reached). The write stands, and the change is kept: it is
+// recorded with the next Publish() or listener step that reaches the
+// database, so other instances learn of it then (or at their TTL, if this
+// process ends first). The listener logs and retries, never throws.
 #pragma once
 
 #include <chrono>

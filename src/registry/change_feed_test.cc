@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -358,28 +359,37 @@ TEST_P(ChangeFeedTest, ConcurrentPublishersLoseNothing) {
   EXPECT_EQ(subjects.size(), 2u * kEach);
 }
 
-// The race no real engine lets a test time: a prune landing between the
-// feed's read of the table's bounds and its read of the rows after the last
-// applied. An engine of our own (ChangeLogFeed's statements on a map, with
-// the engines' prune rule: a prefix of the ids) runs a hook right after
-// Bounds(). Single-threaded: only CheckNow() on the test's thread.
+// What no real engine lets a test time: a prune landing between the feed's
+// read of the table's bounds and its read of the rows after the last
+// applied, and an append that fails. An engine of our own (ChangeLogFeed's
+// statements on a map, with the engines' prune rule: a prefix of the ids)
+// runs a hook right after Bounds() and fails appends while told to.
+// Single-threaded: only CheckNow() on the test's thread.
 class RacedLog final : public ChangeLogFeed {
  public:
   explicit RacedLog(const Clock& clock) : ChangeLogFeed(clock, ChangeFeedOptions{}) {}
   ~RacedLog() override { StopListener(); }
   using ChangeLogFeed::Init;
 
-  void Add(const std::string& subject) { rows_[next_++] = subject; }
+  void Add(const std::string& subject, std::string kind = "credentials") { rows_[next_++] = {std::move(kind), subject}; }
+  // The rows as "kind subject", by id.
+  std::vector<std::string> Rows() const {
+    std::vector<std::string> out;
+    for (const auto& [id, row] : rows_) out.push_back(row.first + " " + row.second);
+    return out;
+  }
   void SkipId() { ++next_; }
   // What a prune does: every id up to `id`, never the newest.
   void PruneThrough(int64_t id) {
     while (rows_.size() > 1 && rows_.begin()->first <= id) rows_.erase(rows_.begin());
   }
   std::function<void()> after_bounds;  // run once, right after the next Bounds()
+  std::optional<Error> append_fails;  // while set, Append() fails with it
 
  protected:
-  Result<int64_t> Append(std::string_view, const std::string& subject, int64_t) override {
-    Add(subject);
+  Result<int64_t> Append(std::string_view kind, const std::string& subject, int64_t) override {
+    if (append_fails) return *append_fails;
+    Add(subject, std::string(kind));
     return next_ - 1;
   }
   Status Prune(int64_t) override { return OkStatus(); }
@@ -391,7 +401,7 @@ class RacedLog final : public ChangeLogFeed {
   Result<std::vector<Row>> After(int64_t after, int limit) override {
     std::vector<Row> out;
     for (auto it = rows_.upper_bound(after); it != rows_.end() && static_cast<int>(out.size()) < limit; ++it) {
-      out.push_back(Row{it->first, "credentials", it->second});
+      out.push_back(Row{it->first, it->second.first, it->second.second});
     }
     return out;
   }
@@ -401,7 +411,7 @@ class RacedLog final : public ChangeLogFeed {
   }
 
  private:
-  std::map<int64_t, std::string> rows_;
+  std::map<int64_t, std::pair<std::string, std::string>> rows_;  // id -> kind, subject
   int64_t next_ = 1;
 };
 
@@ -441,6 +451,49 @@ TEST(ChangeLogFeedTest, AnIdNeverUsedAfterAPruneBelowItIsNoGap) {
   auto changes = got.Take();
   ASSERT_EQ(changes.size(), 1u);
   EXPECT_TRUE(changes[0].kind == Kind::kCredentials && changes[0].subject == "r4");
+}
+
+// A change whose row could not be appended is not dropped: the listener's
+// next step appends it once the database answers, and so does the next
+// Publish(), before its own change; the publisher does not deliver it to
+// itself.
+TEST(ChangeLogFeedTest, AChangeThatCouldNotBeAppendedIsAppendedOnceTheDatabaseAnswers) {
+  FakeClock clock;
+  RacedLog log(clock);
+  ASSERT_TRUE(log.Init().ok());
+  Received got;
+  log.Subscribe(got.Callback());
+  log.append_fails = MakeError(ErrorCode::kUnavailable, "the registry is restarting");
+  Status s = log.Publish({Kind::kCredentials, "p1"});
+  EXPECT_EQ(s.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(log.CheckNow().code(), ErrorCode::kUnavailable) << "still down: still kept";
+  EXPECT_TRUE(log.Rows().empty());
+  log.append_fails.reset();
+  ASSERT_TRUE(log.CheckNow().ok());
+  EXPECT_EQ(log.Rows(), std::vector<std::string>{"credentials p1"});
+  EXPECT_TRUE(got.Take().empty()) << "its own change";
+  ASSERT_TRUE(log.CheckNow().ok());
+  EXPECT_EQ(log.Rows().size(), 1u) << "appended once";
+
+  log.append_fails = MakeError(ErrorCode::kUnavailable, "down");
+  EXPECT_FALSE(log.Publish({Kind::kDeleted, "p2"}).ok());
+  EXPECT_FALSE(log.Publish({Kind::kDeleted, "p2"}).ok());  // kept once
+  log.append_fails.reset();
+  ASSERT_TRUE(log.Publish({Kind::kKeyEpoch, "k"}).ok());
+  EXPECT_EQ(log.Rows(), (std::vector<std::string>{"credentials p1", "deleted p2", "key_epoch k"}));
+}
+
+TEST(ChangeLogFeedTest, MoreKeptChangesThanABatchAreOneEverything) {
+  FakeClock clock;
+  RacedLog log(clock);
+  ASSERT_TRUE(log.Init().ok());
+  log.append_fails = MakeError(ErrorCode::kUnavailable, "down");
+  for (int i = 0; i <= ChangeLogFeed::kMaxBatch; ++i) {
+    EXPECT_FALSE(log.Publish({Kind::kCredentials, "p" + std::to_string(i)}).ok());
+  }
+  log.append_fails.reset();
+  ASSERT_TRUE(log.CheckNow().ok());
+  EXPECT_EQ(log.Rows(), std::vector<std::string>{"everything "});
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, ChangeFeedTest, ::testing::Values("sqlite", "postgresql"),

@@ -13,6 +13,13 @@
 // pruned exactly when the oldest row left is above `last_ + 1`, checked
 // after the rows are read (a prune between reading the bounds and the rows
 // is caught). A gap or too many rows at once is delivered as kEverything.
+//
+// A change whose row could not be appended (the database did not answer) is
+// kept and appended again before the next Publish()'s and at every listener
+// step (CheckNow()), so the other instances learn of it once the database
+// answers, not at their cache TTL. Appended twice (the first answer was
+// lost), it is one spare invalidation. More than kMaxBatch kept changes are
+// one kEverything.
 // Thread-safe.
 #pragma once
 
@@ -85,6 +92,10 @@ class ChangeLogFeed : public ChangeFeed {
 
  private:
   void Deliver(const Change& change) DYAD_LOCKS_EXCLUDED(mu_, deliver_mu_);
+  // Appends the kept changes, oldest first; those not appended stay kept.
+  Status SendUnsent() DYAD_LOCKS_EXCLUDED(mu_);
+  Status Send(const Change& change) DYAD_LOCKS_EXCLUDED(mu_);
+  void Keep(const Change& change) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Clock& clock_;
   const ChangeFeedOptions options_;
@@ -102,6 +113,7 @@ class ChangeLogFeed : public ChangeFeed {
   std::map<uint64_t, Callback> subscribers_ DYAD_GUARDED_BY(mu_);
   uint64_t next_id_ DYAD_GUARDED_BY(mu_) = 1;
   std::set<int64_t> own_ DYAD_GUARDED_BY(mu_);  // ids this feed published, not yet read back
+  std::vector<Change> unsent_ DYAD_GUARDED_BY(mu_);  // published, not yet appended
   std::optional<Clock::Instant> last_prune_ DYAD_GUARDED_BY(mu_);
   std::optional<Clock::Instant> last_error_log_ DYAD_GUARDED_BY(mu_);
   bool failing_ DYAD_GUARDED_BY(mu_) = false;
