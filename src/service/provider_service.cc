@@ -159,10 +159,13 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   }
   if (s.ok()) {
     s = repo_.Insert(p);
-    if (!s.ok() && written) {
+    const RowWrite row = Outcome(s, p.id, [&](const Provider& now) { return now.updated_at == p.updated_at; });
+    if (row == RowWrite::kDone) s = OkStatus();
+    if (row == RowWrite::kNotDone && written) {
       Status undo = secrets_.RestoreRaw(p.id, written->version, std::nullopt, **held);  // no secret without its row
       if (!undo.ok()) Audit("secret.orphaned", p.id, undo, caller, t0);
     }
+    if (row == RowWrite::kUnknown) s = OutcomeUnknown(s, p.id);
   }
   if (s.ok() && written) secrets_.Settle(p.id, p.credentials_version, *input.credentials, *written, **held);
   Audit("provider.create", p.id, s, caller, t0, p.credential_fields);
@@ -257,13 +260,23 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
       wrote_secret = !patch.credentials->empty();
     }
     Status s = repo_.Update(p);
-    if (s.ok()) ++p.revision;
+    const RowWrite row = Outcome(s, id, [&](const Provider& now) {
+      return now.revision == p.revision + 1 && now.updated_at == p.updated_at &&
+             now.credentials_version == p.credentials_version;
+    });
+    if (row == RowWrite::kDone) {
+      s = OkStatus();
+      ++p.revision;
+    }
     // The row and the secret stay in step. The restore is fenced by the
-    // version written: another writer's secret is never undone.
-    if (!s.ok() && wrote_secret) {
+    // version written: another writer's secret is never undone. Not when
+    // the row may have been written: a row ahead of its secret reads as a
+    // rollback, a secret ahead of its row as the newer write it is.
+    if (row == RowWrite::kNotDone && wrote_secret) {
       Status undo = secrets_.RestoreRaw(id, written, previous ? std::optional(previous->value) : std::nullopt, *held);
       if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
     }
+    if (row == RowWrite::kUnknown) s = OutcomeUnknown(s, id);
     if (s.ok() && clearing) {
       // Only the secret read under the lease. Meanwhile (or if this fails)
       // reads treat a secret older than a row without credentials as absent.
@@ -276,6 +289,21 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
   Audit(credentials_written || credentials_named ? "credentials.rotate" : "provider.update", id,
         result.ok() ? OkStatus() : Status(result.error()), caller, t0, fields);
   return result;
+}
+
+ProviderService::RowWrite ProviderService::Outcome(const Status& s, const std::string& id,
+                                                   const std::function<bool(const Provider&)>& ours) {
+  if (s.ok()) return RowWrite::kDone;
+  if (s.code() != ErrorCode::kUnavailable) return RowWrite::kNotDone;
+  auto now = repo_.Get(id);
+  if (now.ok()) return ours(*now) ? RowWrite::kDone : RowWrite::kNotDone;
+  return now.code() == ErrorCode::kNotFound ? RowWrite::kNotDone : RowWrite::kUnknown;
+}
+
+Status ProviderService::OutcomeUnknown(const Status& s, const std::string& id) {
+  return MakeError(ErrorCode::kUnavailable, s.error().message + "; whether provider '" + id +
+                                                "' was written is unknown (the registry did not answer): read it "
+                                                "again before retrying");
 }
 
 Result<CredentialFields> ProviderService::StoredFields(const Provider& row, const std::optional<StoredSecret>& raw) {

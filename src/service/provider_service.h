@@ -156,6 +156,14 @@ class ProviderService {
                          const std::optional<std::vector<std::string>>& credentials_named, const ProviderEdit& edit,
                          const Caller& caller, bool from_environment = false);
 
+  // A registry write that failed with kUnavailable may have committed (the
+  // connection dropped after the COMMIT, its answer lost): the row read back
+  // says which, `ours` recognising this writer's row. kUnknown when the row
+  // cannot be read either.
+  enum class RowWrite { kDone, kNotDone, kUnknown };
+  RowWrite Outcome(const Status& s, const std::string& id, const std::function<bool(const Provider&)>& ours);
+  static Status OutcomeUnknown(const Status& s, const std::string& id);
+
   // For http-sdk and proxy providers: adapterConfig and where its host
   // resolves (ProviderUpstream).
   Status CheckUpstream(const Provider& p);

@@ -117,8 +117,8 @@ SecretsService::~SecretsService() {
 void SecretsService::Publish(const Change& change) {
   if (!options_.changes) return;
   if (Status s = options_.changes->Publish(change); !s.ok()) {
-    spdlog::warn("cannot tell the other instances of a change ({} {}): {}", ChangeKindName(change.kind),
-                 change.subject, s.error().message);
+    spdlog::warn("cannot tell the other instances of a change yet ({} {}; told when the registry answers): {}",
+                 ChangeKindName(change.kind), change.subject, s.error().message);
   }
 }
 
@@ -451,6 +451,9 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   } else {
     stored = ReplaceFenced(name, *expected, *sealed, held);
   }
+  if (sealed.ok() && !stored.ok() && stored.code() == ErrorCode::kUnavailable) {
+    stored = ReadBack(name, *sealed, stored.error());
+  }
   // A create settles once its row is in (ProviderService): until then a
   // retirer's recount, which may only know the registry's providers, does
   // not see this secret.
@@ -469,6 +472,12 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   }
   Audit(std::move(e), caller);
   return stored;
+}
+
+Result<StoredSecret> SecretsService::ReadBack(const std::string& name, const std::string& sealed, Error failed) {
+  auto now = store_.Get(name);
+  if (now.ok() && now->value == sealed) return StoredSecret{sealed, std::move(now->version)};
+  return failed;
 }
 
 Result<std::string> SecretsService::ReplaceHeld(const std::string& name, std::string_view value,

@@ -333,6 +333,10 @@ class SecretsService {
   Result<StoredSecret> Write(const std::string& provider_id, int64_t version, const CredentialFields& fields,
                              const Caller& caller, bool create, const std::optional<StoredSecret>& expected,
                              ProviderLocks::Held& held);
+  // A write that failed with kUnavailable may have been applied (the answer
+  // lost after the commit): `failed`, unless the store now holds `sealed`
+  // (this writer's bytes: a fresh data key and nonce each time).
+  Result<StoredSecret> ReadBack(const std::string& name, const std::string& sealed, Error failed);
   Result<StoredSecret> ReplaceFenced(const std::string& name, StoredSecret expected, const std::string& sealed,
                                      ProviderLocks::Held& held);
   Result<StoredSecret> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,

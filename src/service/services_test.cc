@@ -49,6 +49,56 @@ class ControlledKeys final : public testing::ForwardingKeys {
   Status answer_ DYAD_GUARDED_BY(mu_);
 };
 
+// A write whose answer is lost after it was applied (a connection that
+// dropped after the COMMIT): the caller is told kUnavailable.
+Error LostAnswer() { return MakeError(ErrorCode::kUnavailable, "server closed the connection unexpectedly"); }
+
+// A registry in front of a real one that loses the answers of the next
+// `lose_writes` inserts and updates, and fails reads while `reads_fail`.
+class LosingRegistry final : public ProviderRepository {
+ public:
+  explicit LosingRegistry(std::unique_ptr<ProviderRepository> inner) : inner_(std::move(inner)) {}
+  Status Insert(const Provider& p) override { return Lose(inner_->Insert(p)); }
+  Result<Provider> Get(const std::string& id) override {
+    if (reads_fail) return LostAnswer();
+    return inner_->Get(id);
+  }
+  Status Update(const Provider& p) override { return Lose(inner_->Update(p)); }
+  Status Delete(const std::string& id) override { return inner_->Delete(id); }
+  Result<ProviderPage> List(int64_t offset, int64_t limit) override { return inner_->List(offset, limit); }
+  Status Ping() override { return inner_->Ping(); }
+
+  std::atomic<int> lose_writes{0};
+  std::atomic<bool> reads_fail{false};
+
+ private:
+  Status Lose(Status s) {
+    if (s.ok() && lose_writes.fetch_sub(1) > 0) return LostAnswer();
+    return s;
+  }
+  std::unique_ptr<ProviderRepository> inner_;
+};
+
+// A store that loses the answers of the next `lose_writes` creates and
+// replaces.
+class LosingStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<std::string> Create(const std::string& name, std::string_view value) override {
+    return Lose(inner_.Create(name, value));
+  }
+  Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
+    return Lose(inner_.Replace(name, value, version));
+  }
+  std::atomic<int> lose_writes{0};
+
+ private:
+  Result<std::string> Lose(Result<std::string> r) {
+    if (r.ok() && lose_writes.fetch_sub(1) > 0) return LostAnswer();
+    return r;
+  }
+};
+
 class ServicesTest : public testing::ServiceFixture {
  protected:
   void SetUp() override {
@@ -69,7 +119,7 @@ class ServicesTest : public testing::ServiceFixture {
     p.credentials = ApiKeyFields(key);
     auto r = providers_->Create(p, caller_);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
-    return *r;
+    return r.ok() ? *r : Provider{};
   }
   static CredentialFields ApiKeyFields(const std::string& key) {
     CredentialFields f;
@@ -149,6 +199,96 @@ TEST_F(ServicesTest, FailedRowUpdateRestoresTheOldSecret) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(ApiKey(*r), "old-b");
   EXPECT_EQ(repo_->Get(b.id)->credentials_version, 1);
+}
+
+// The row update committed but its answer was lost: the row read back says
+// so, and the write stands (restoring the old secret under the new row
+// would make every read a "rollback").
+TEST_F(ServicesTest, ARowUpdateWhoseAnswerWasLostIsReadBackNotUndone) {
+  Provider p = Create("openai", "old");
+  auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
+  LosingRegistry& losing = *registry;
+  repo_ = std::move(registry);
+  Build({});
+  losing.lose_writes = 1;
+  auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("new"), caller_);
+  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+  EXPECT_EQ(rotated->credentials_version, 2);
+  EXPECT_EQ(rotated->revision, repo_->Get(p.id)->revision);
+  secrets_->cache().Clear();
+  auto r = secrets_->Get(p.id, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(ApiKey(*r), "new");
+  for (const auto& e : audit_.events()) {
+    EXPECT_NE(e.action, "secret.tampered");
+    EXPECT_NE(e.action, "secret.restore_failed");
+  }
+  // The next write reads the row it left.
+  ASSERT_TRUE(providers_->RotateCredentials(p.id, ApiKeyFields("newer"), caller_).ok());
+}
+
+// Neither the update's answer nor the row could be read: the outcome is
+// unknown and said so, and the new secret stays (a secret ahead of its row
+// is read as the newer write; a row ahead of its secret would be refused).
+TEST_F(ServicesTest, ARowUpdateOfUnknownOutcomeKeepsTheNewSecretAndSaysSo) {
+  Provider p = Create("openai", "old");
+  auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
+  LosingRegistry& losing = *registry;
+  repo_ = std::move(registry);
+  Build({});
+  losing.lose_writes = 1;
+  // The row read under the lock succeeds; the read-back after the lost answer fails.
+  auto edit = providers_->Edit(p.id, std::nullopt, [&](const Provider&, const CredentialFields&, const StoredBytes&) {
+    ProviderPatch patch;
+    patch.credentials = ApiKeyFields("new");
+    losing.reads_fail = true;
+    return Result<ProviderPatch>(std::move(patch));
+  }, caller_);
+  ASSERT_FALSE(edit.ok());
+  EXPECT_EQ(edit.code(), ErrorCode::kUnavailable);
+  EXPECT_NE(edit.error().message.find("whether provider '" + p.id + "' was written is unknown"), std::string::npos)
+      << edit.error().message;
+  losing.reads_fail = false;
+  secrets_->cache().Clear();
+  auto r = secrets_->Get(p.id, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(ApiKey(*r), "new");
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
+}
+
+TEST_F(ServicesTest, AnInsertWhoseAnswerWasLostIsReadBackNotUndone) {
+  auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
+  LosingRegistry& losing = *registry;
+  repo_ = std::move(registry);
+  Build({});
+  losing.lose_writes = 1;
+  Provider p = Create("openai", "first");
+  ASSERT_FALSE(p.id.empty());
+  secrets_->cache().Clear();
+  auto r = secrets_->Get(p.id, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(ApiKey(*r), "first");
+}
+
+// The store applied the secret but its answer was lost: read back, the
+// write goes on to the row instead of leaving the secret ahead of it.
+TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
+  LosingStore store(store_);
+  SecretsOptions o;
+  o.cache.ttl = 300s;
+  ServiceFixture::Build(o, {}, &store);
+  store.lose_writes = 1;
+  Provider created = Create("openai", "first");
+  ASSERT_FALSE(created.id.empty());
+  store.lose_writes = 1;
+  auto rotated = providers_->RotateCredentials(created.id, ApiKeyFields("second"), caller_);
+  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+  EXPECT_EQ(repo_->Get(created.id)->credentials_version, 2);
+  secrets_->cache().Clear();
+  auto r = secrets_->Get(created.id, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(ApiKey(*r), "second");
+  EXPECT_EQ(r->credentials->version, 2);
 }
 
 TEST_F(ServicesTest, RotateInvalidatesTheCacheAndBumpsVersion) {
