@@ -159,7 +159,7 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   }
   if (s.ok()) {
     s = repo_.Insert(p);
-    const RowWrite row = Outcome(s, p.id, [&](const Provider& now) { return now.updated_at == p.updated_at; });
+    const RowWrite row = Outcome(s, p.id, [](const Provider&) { return true; });  // a new id: only this writer's
     if (row == RowWrite::kDone) s = OkStatus();
     if (row == RowWrite::kNotDone && written) {
       Status undo = secrets_.RestoreRaw(p.id, written->version, std::nullopt, **held);  // no secret without its row
