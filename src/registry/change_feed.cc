@@ -57,11 +57,12 @@ Status ChangeLogFeed::Init() {
 }
 
 Status ChangeLogFeed::Publish(const Change& change) {
-  {
+  Status s = Send(change);
+  if (!s.ok() && s.code() == ErrorCode::kUnavailable) {
     MutexLock lock(&mu_);
     Keep(change);
   }
-  return SendUnsent();
+  return s;
 }
 
 Status ChangeLogFeed::SendUnsent() {
@@ -83,10 +84,23 @@ Status ChangeLogFeed::SendUnsent() {
 
 void ChangeLogFeed::Keep(const Change& change) {
   const bool kept = std::any_of(unsent_.begin(), unsent_.end(), [&](const Change& c) {
-    return c.kind == change.kind && c.subject == change.subject;
+    return c.kind == Change::Kind::kEverything || (c.kind == change.kind && c.subject == change.subject);
   });
-  if (!kept) unsent_.push_back(change);
-  if (unsent_.size() > static_cast<size_t>(kMaxBatch)) unsent_ = {Change{Change::Kind::kEverything, {}}};
+  if (kept) return;
+  if (change.kind == Change::Kind::kEverything || unsent_.size() >= static_cast<size_t>(kMaxBatch)) {
+    unsent_ = {Change{Change::Kind::kEverything, {}}};
+  } else {
+    unsent_.push_back(change);
+  }
+}
+
+void ChangeLogFeed::StopListener() {
+  Stop();
+  if (Status s = SendUnsent(); !s.ok()) {
+    MutexLock lock(&mu_);
+    spdlog::warn("change feed: {} change(s) not told to the other instances, who learn of them at their cache TTL: {}",
+                 unsent_.size(), s.error().message);
+  }
 }
 
 Status ChangeLogFeed::Send(const Change& change) {
@@ -137,10 +151,10 @@ void ChangeLogFeed::Deliver(const Change& change) {
 }
 
 Status ChangeLogFeed::CheckNow() {
-  Status sent = SendUnsent();  // what could not be published before, for the other instances
+  (void)SendUnsent();  // kept until it succeeds; the failure was logged when the change was published
   MutexLock check(&check_mu_);
   DYAD_ASSIGN_OR_RETURN(Span span, Bounds());
-  if (span.max == last_) return sent;
+  if (span.max == last_) return OkStatus();
   std::vector<Row> rows;
   // Fewer rows than we applied (a registry restored or replaced), the row
   // after the last applied pruned (the oldest row left is above it: at worst
@@ -181,10 +195,11 @@ Status ChangeLogFeed::CheckNow() {
   // Ids published here that the reading above delivered before Publish()
   // noted them (a spare invalidation): forgotten, they are behind last_.
   own_.erase(own_.begin(), own_.upper_bound(last_));
-  return sent;
+  return OkStatus();
 }
 
 Status ChangeLogFeed::ApplyEverything() {
+  (void)SendUnsent();
   MutexLock check(&check_mu_);
   DYAD_ASSIGN_OR_RETURN(Span span, Bounds());
   Deliver(Change{Change::Kind::kEverything, {}});

@@ -23,10 +23,11 @@
 // callback's captures may go.
 //
 // Thread-safe. Errors: Publish() returns the database's (kUnavailable while
-// it cannot be reached). The write stands, and the change is kept: it is
-// recorded with the next Publish() or listener step that reaches the
-// database, so other instances learn of it then (or at their TTL, if this
-// process ends first). The listener logs and retries, never throws.
+// it cannot be reached). The write stands, and a change refused with
+// kUnavailable is kept: the listener's next step that reaches the database
+// records it (or the feed's stop), so other instances learn of it then, or
+// at their TTL if this process ends first. The listener logs and retries,
+// never throws.
 #pragma once
 
 #include <chrono>
@@ -81,6 +82,7 @@ class ChangeFeed {
   virtual void Stop() = 0;
   // Reads and delivers, on the caller's thread, every change recorded since
   // the last one applied: what the listener does on a NOTIFY or a timer.
+  // First it records the changes Publish() could not (see Errors above).
   virtual Status CheckNow() = 0;
 };
 

@@ -370,6 +370,7 @@ class RacedLog final : public ChangeLogFeed {
   explicit RacedLog(const Clock& clock) : ChangeLogFeed(clock, ChangeFeedOptions{}) {}
   ~RacedLog() override { StopListener(); }
   using ChangeLogFeed::Init;
+  Status Everything() { return ApplyEverything(); }
 
   void Add(const std::string& subject, std::string kind = "credentials") { rows_[next_++] = {std::move(kind), subject}; }
   // The rows as "kind subject", by id.
@@ -453,10 +454,10 @@ TEST(ChangeLogFeedTest, AnIdNeverUsedAfterAPruneBelowItIsNoGap) {
   EXPECT_TRUE(changes[0].kind == Kind::kCredentials && changes[0].subject == "r4");
 }
 
-// A change whose row could not be appended is not dropped: the listener's
-// next step appends it once the database answers, and so does the next
-// Publish(), before its own change; the publisher does not deliver it to
-// itself.
+// A change whose row could not be appended (kUnavailable) is not dropped:
+// the listener's next step appends it once the database answers. The
+// publisher does not deliver it to itself; a refusal of another kind is not
+// kept (it would be refused again at every step).
 TEST(ChangeLogFeedTest, AChangeThatCouldNotBeAppendedIsAppendedOnceTheDatabaseAnswers) {
   FakeClock clock;
   RacedLog log(clock);
@@ -464,23 +465,25 @@ TEST(ChangeLogFeedTest, AChangeThatCouldNotBeAppendedIsAppendedOnceTheDatabaseAn
   Received got;
   log.Subscribe(got.Callback());
   log.append_fails = MakeError(ErrorCode::kUnavailable, "the registry is restarting");
-  Status s = log.Publish({Kind::kCredentials, "p1"});
-  EXPECT_EQ(s.code(), ErrorCode::kUnavailable);
-  EXPECT_EQ(log.CheckNow().code(), ErrorCode::kUnavailable) << "still down: still kept";
+  EXPECT_EQ(log.Publish({Kind::kCredentials, "p1"}).code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(log.Publish({Kind::kDeleted, "p2"}).code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(log.Publish({Kind::kDeleted, "p2"}).code(), ErrorCode::kUnavailable);  // kept once
+  ASSERT_TRUE(log.CheckNow().ok()) << "the table reads; only the appends fail";
   EXPECT_TRUE(log.Rows().empty());
   log.append_fails.reset();
+  ASSERT_TRUE(log.Publish({Kind::kKeyEpoch, "k"}).ok());  // its own only: the backlog is the listener's
+  EXPECT_EQ(log.Rows(), std::vector<std::string>{"key_epoch k"});
   ASSERT_TRUE(log.CheckNow().ok());
-  EXPECT_EQ(log.Rows(), std::vector<std::string>{"credentials p1"});
-  EXPECT_TRUE(got.Take().empty()) << "its own change";
+  EXPECT_EQ(log.Rows(), (std::vector<std::string>{"key_epoch k", "credentials p1", "deleted p2"}));
+  EXPECT_TRUE(got.Take().empty()) << "its own changes";
   ASSERT_TRUE(log.CheckNow().ok());
-  EXPECT_EQ(log.Rows().size(), 1u) << "appended once";
+  EXPECT_EQ(log.Rows().size(), 3u) << "appended once";
 
-  log.append_fails = MakeError(ErrorCode::kUnavailable, "down");
-  EXPECT_FALSE(log.Publish({Kind::kDeleted, "p2"}).ok());
-  EXPECT_FALSE(log.Publish({Kind::kDeleted, "p2"}).ok());  // kept once
+  log.append_fails = MakeError(ErrorCode::kInternal, "read-only transaction");
+  EXPECT_EQ(log.Publish({Kind::kCredentials, "p3"}).code(), ErrorCode::kInternal);
   log.append_fails.reset();
-  ASSERT_TRUE(log.Publish({Kind::kKeyEpoch, "k"}).ok());
-  EXPECT_EQ(log.Rows(), (std::vector<std::string>{"credentials p1", "deleted p2", "key_epoch k"}));
+  ASSERT_TRUE(log.CheckNow().ok());
+  EXPECT_EQ(log.Rows().size(), 3u) << "not kept";
 }
 
 TEST(ChangeLogFeedTest, MoreKeptChangesThanABatchAreOneEverything) {
@@ -491,9 +494,22 @@ TEST(ChangeLogFeedTest, MoreKeptChangesThanABatchAreOneEverything) {
   for (int i = 0; i <= ChangeLogFeed::kMaxBatch; ++i) {
     EXPECT_FALSE(log.Publish({Kind::kCredentials, "p" + std::to_string(i)}).ok());
   }
+  EXPECT_FALSE(log.Publish({Kind::kCredentials, "after"}).ok());  // within the everything
   log.append_fails.reset();
   ASSERT_TRUE(log.CheckNow().ok());
   EXPECT_EQ(log.Rows(), std::vector<std::string>{"everything "});
+}
+
+// The reconnect's step (ApplyEverything) appends what is kept too.
+TEST(ChangeLogFeedTest, TheReconnectAppendsWhatIsKept) {
+  FakeClock clock;
+  RacedLog log(clock);
+  ASSERT_TRUE(log.Init().ok());
+  log.append_fails = MakeError(ErrorCode::kUnavailable, "down");
+  EXPECT_FALSE(log.Publish({Kind::kCredentials, "p1"}).ok());
+  log.append_fails.reset();
+  ASSERT_TRUE(log.Everything().ok());
+  EXPECT_EQ(log.Rows(), std::vector<std::string>{"credentials p1"});
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, ChangeFeedTest, ::testing::Values("sqlite", "postgresql"),

@@ -14,12 +14,12 @@
 // after the rows are read (a prune between reading the bounds and the rows
 // is caught). A gap or too many rows at once is delivered as kEverything.
 //
-// A change whose row could not be appended (the database did not answer) is
-// kept and appended again before the next Publish()'s and at every listener
-// step (CheckNow()), so the other instances learn of it once the database
-// answers, not at their cache TTL. Appended twice (the first answer was
-// lost), it is one spare invalidation. More than kMaxBatch kept changes are
-// one kEverything.
+// A change whose row could not be appended (kUnavailable: the database did
+// not answer) is kept and appended again at every listener step
+// (CheckNow(), ApplyEverything()) and when the feed stops, so the other
+// instances learn of it once the database answers, not at their cache TTL.
+// Appended twice (the first answer was lost), it is one spare invalidation.
+// More than kMaxBatch kept changes are one kEverything.
 // Thread-safe.
 #pragma once
 
@@ -65,8 +65,9 @@ class ChangeLogFeed : public ChangeFeed {
   // Reads where the table stands now and starts after its newest row (a
   // feed made at start has nothing cached to drop). Call from the factory.
   Status Init() DYAD_LOCKS_EXCLUDED(check_mu_, mu_);
-  // Must be called by the engine's destructor (before its members go).
-  void StopListener() { Stop(); }
+  // Must be called by the engine's destructor (before its members go):
+  // stops the listener and appends what is still kept (logged if it cannot).
+  void StopListener() DYAD_LOCKS_EXCLUDED(mu_);
 
   // The engine's statements.
   virtual Result<int64_t> Append(std::string_view kind, const std::string& subject, int64_t at_ms) = 0;

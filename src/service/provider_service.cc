@@ -159,10 +159,12 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   }
   if (s.ok()) {
     s = repo_.Insert(p);
-    const RowWrite row = Outcome(s, p.id, [](const Provider&) { return true; });  // a new id: only this writer's
-    if (row == RowWrite::kDone) s = OkStatus();
-    if (row == RowWrite::kNotDone && written) {
-      Status undo = secrets_.RestoreRaw(p.id, written->version, std::nullopt, **held);  // no secret without its row
+    const RowWrite row = ReadBack(s, p.id, [](const Provider&) { return true; }, 0);  // a new id: this writer's
+    if (row == RowWrite::kWritten) s = OkStatus();
+    if (row == RowWrite::kNotWritten && written) {
+      Status undo = WithRetries(SecretsService::kSettle, clock_, random_, [&] {  // no secret without its row
+        return secrets_.RestoreRaw(p.id, written->version, std::nullopt, **held);
+      });
       if (!undo.ok()) Audit("secret.orphaned", p.id, undo, caller, t0);
     }
     if (row == RowWrite::kUnknown) s = OutcomeUnknown(s, p.id);
@@ -260,20 +262,23 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
       wrote_secret = !patch.credentials->empty();
     }
     Status s = repo_.Update(p);
-    const RowWrite row = Outcome(s, id, [&](const Provider& now) {
+    const RowWrite row = ReadBack(s, id, [&](const Provider& now) {
       return now.revision == p.revision + 1 && now.updated_at == p.updated_at &&
              now.credentials_version == p.credentials_version;
-    });
-    if (row == RowWrite::kDone) {
+    }, p.credentials_version);
+    if (row == RowWrite::kWritten) {
       s = OkStatus();
       ++p.revision;
     }
     // The row and the secret stay in step. The restore is fenced by the
-    // version written: another writer's secret is never undone. Not when
-    // the row may have been written: a row ahead of its secret reads as a
-    // rollback, a secret ahead of its row as the newer write it is.
-    if (row == RowWrite::kNotDone && wrote_secret) {
-      Status undo = secrets_.RestoreRaw(id, written, previous ? std::optional(previous->value) : std::nullopt, *held);
+    // version written: another writer's secret is never undone. Not under a
+    // row that names this version: it would read as a rollback. Whether
+    // the row was written unknown, the old secret is put back (a failed
+    // write is far likelier than a lost answer; the error says which).
+    if ((row == RowWrite::kNotWritten || row == RowWrite::kUnknown) && wrote_secret) {
+      const std::optional<std::string> raw = previous ? std::optional(previous->value) : std::nullopt;
+      Status undo = WithRetries(SecretsService::kSettle, clock_, random_,
+                                [&] { return secrets_.RestoreRaw(id, written, raw, *held); });
       if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
     }
     if (row == RowWrite::kUnknown) s = OutcomeUnknown(s, id);
@@ -291,13 +296,17 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
   return result;
 }
 
-ProviderService::RowWrite ProviderService::Outcome(const Status& s, const std::string& id,
-                                                   const std::function<bool(const Provider&)>& ours) {
-  if (s.ok()) return RowWrite::kDone;
-  if (s.code() != ErrorCode::kUnavailable) return RowWrite::kNotDone;
-  auto now = repo_.Get(id);
-  if (now.ok()) return ours(*now) ? RowWrite::kDone : RowWrite::kNotDone;
-  return now.code() == ErrorCode::kNotFound ? RowWrite::kNotDone : RowWrite::kUnknown;
+ProviderService::RowWrite ProviderService::ReadBack(const Status& s, const std::string& id,
+                                                    const std::function<bool(const Provider&)>& ours,
+                                                    int64_t credentials_version) {
+  if (s.ok()) return RowWrite::kWritten;
+  if (s.code() != ErrorCode::kUnavailable) return RowWrite::kNotWritten;
+  auto now = WithRetries(SecretsService::kSettle, clock_, random_, [&] { return repo_.Get(id); });
+  if (now.ok()) {
+    if (ours(*now)) return RowWrite::kWritten;
+    return now->credentials_version >= credentials_version ? RowWrite::kOvertaken : RowWrite::kNotWritten;
+  }
+  return now.code() == ErrorCode::kNotFound ? RowWrite::kNotWritten : RowWrite::kUnknown;
 }
 
 Status ProviderService::OutcomeUnknown(const Status& s, const std::string& id) {

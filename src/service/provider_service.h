@@ -156,12 +156,17 @@ class ProviderService {
                          const std::optional<std::vector<std::string>>& credentials_named, const ProviderEdit& edit,
                          const Caller& caller, bool from_environment = false);
 
-  // A registry write that failed with kUnavailable may have committed (the
-  // connection dropped after the COMMIT, its answer lost): the row read back
-  // says which, `ours` recognising this writer's row. kUnknown when the row
-  // cannot be read either.
-  enum class RowWrite { kDone, kNotDone, kUnknown };
-  RowWrite Outcome(const Status& s, const std::string& id, const std::function<bool(const Provider&)>& ours);
+  // What became of a registry write that failed: kUnavailable may be a
+  // lost answer to a committed write (the connection dropped after the
+  // COMMIT), so the row is read back (SecretsService::kSettle).
+  enum class RowWrite {
+    kWritten,     // this writer's row (`ours`)
+    kNotWritten,  // the row names older credentials than `credentials_version`: put the secret back
+    kOvertaken,   // another writer's row names them (or newer): the secret stays
+    kUnknown,     // the row could not be read
+  };
+  RowWrite ReadBack(const Status& s, const std::string& id, const std::function<bool(const Provider&)>& ours,
+                    int64_t credentials_version);
   static Status OutcomeUnknown(const Status& s, const std::string& id);
 
   // For http-sdk and proxy providers: adapterConfig and where its host

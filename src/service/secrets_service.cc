@@ -53,6 +53,7 @@ SecretsService::SecretsService(SecretsOptions options, SecretStore& store, KeyMa
       audit_(audit),
       metrics_(metrics),
       clock_(clock),
+      random_(random),
       sealer_(keys, random, options_.seal_mode),
       env_(std::move(provider_env)),
       cache_(options_.cache, clock, [this](std::function<void()> task) { Spawn(std::move(task)); }),
@@ -117,7 +118,8 @@ SecretsService::~SecretsService() {
 void SecretsService::Publish(const Change& change) {
   if (!options_.changes) return;
   if (Status s = options_.changes->Publish(change); !s.ok()) {
-    spdlog::warn("cannot tell the other instances of a change yet ({} {}; told when the registry answers): {}",
+    spdlog::warn("cannot tell the other instances of a change ({} {}): {}; kept until the registry answers (they "
+                 "learn of it at their cache TTL if this process ends first)",
                  ChangeKindName(change.kind), change.subject, s.error().message);
   }
 }
@@ -451,7 +453,8 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   } else {
     stored = ReplaceFenced(name, *expected, *sealed, held);
   }
-  if (sealed.ok() && !stored.ok() && stored.code() == ErrorCode::kUnavailable) {
+  if (sealed.ok() && !stored.ok() && stored.code() == ErrorCode::kUnavailable &&
+      sealer_.mode() == SealMode::kEnvelope) {
     stored = ReadBack(name, *sealed, stored.error());
   }
   // A create settles once its row is in (ProviderService): until then a
@@ -475,8 +478,8 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
 }
 
 Result<StoredSecret> SecretsService::ReadBack(const std::string& name, const std::string& sealed, Error failed) {
-  auto now = store_.Get(name);
-  if (now.ok() && now->value == sealed) return StoredSecret{sealed, std::move(now->version)};
+  auto now = WithRetries(kSettle, clock_, random_, [&] { return store_.Get(name); });
+  if (now.ok() && SameSealedPayload(now->value, sealed)) return std::move(now).value();
   return failed;
 }
 

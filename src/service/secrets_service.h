@@ -65,6 +65,7 @@
 #include "secrets/sealer.h"
 #include "service/leased_secrets.h"
 #include "service/provider_locks.h"
+#include "transport/retry.h"
 
 namespace dyad {
 
@@ -177,6 +178,13 @@ class SecretsService {
   ~SecretsService();
 
   std::string SecretName(const std::string& provider_id) const { return store_.SecretName(provider_id); }
+
+  // How long a write whose answer was lost is settled for: reading it back,
+  // and undoing it, are tried again while the store or registry is
+  // unavailable (a PostgreSQL restart takes a second or two), for up to
+  // about 8 s, the provider's lock held.
+  static constexpr RetryPolicy kSettle{8, std::chrono::milliseconds(100), std::chrono::milliseconds(2000),
+                                       std::chrono::milliseconds(8000)};
 
   // The hot path (through the cache unless SECRETS_CACHE_ENABLED=false).
   Result<CredentialRead> Get(const std::string& provider_id, const Caller& caller);
@@ -335,7 +343,9 @@ class SecretsService {
                              ProviderLocks::Held& held);
   // A write that failed with kUnavailable may have been applied (the answer
   // lost after the commit): `failed`, unless the store now holds `sealed`
-  // (this writer's bytes: a fresh data key and nonce each time).
+  // or a rewrap of it. Envelopes only: their bytes are this writer's alone
+  // (a fresh data key and nonce each time); another mode's may be another
+  // writer's identical ones.
   Result<StoredSecret> ReadBack(const std::string& name, const std::string& sealed, Error failed);
   Result<StoredSecret> ReplaceFenced(const std::string& name, StoredSecret expected, const std::string& sealed,
                                      ProviderLocks::Held& held);
@@ -366,6 +376,7 @@ class SecretsService {
   AuditSink& audit_;
   Metrics& metrics_;
   const Clock& clock_;
+  Random& random_;
   Sealer sealer_;
   SecretEnv env_;  // DYAD_PROVIDER_* only
   CredentialCache cache_;

@@ -54,33 +54,43 @@ class ControlledKeys final : public testing::ForwardingKeys {
 Error LostAnswer() { return MakeError(ErrorCode::kUnavailable, "server closed the connection unexpectedly"); }
 
 // A registry in front of a real one that loses the answers of the next
-// `lose_writes` inserts and updates, and fails reads while `reads_fail`.
+// `lose_writes` inserts and updates, refuses the next `refuse_updates`
+// (kUnavailable, nothing written), and fails reads while `reads_fail` and
+// the next `failing_reads` (a registry restarting).
 class LosingRegistry final : public ProviderRepository {
  public:
   explicit LosingRegistry(std::unique_ptr<ProviderRepository> inner) : inner_(std::move(inner)) {}
   Status Insert(const Provider& p) override { return Lose(inner_->Insert(p)); }
   Result<Provider> Get(const std::string& id) override {
-    if (reads_fail) return LostAnswer();
+    if (reads_fail || failing_reads.fetch_sub(1) > 0) return LostAnswer();
     return inner_->Get(id);
   }
-  Status Update(const Provider& p) override { return Lose(inner_->Update(p)); }
+  Status Update(const Provider& p) override {
+    if (refuse_updates.fetch_sub(1) > 0) return LostAnswer();
+    return Lose(inner_->Update(p));
+  }
   Status Delete(const std::string& id) override { return inner_->Delete(id); }
   Result<ProviderPage> List(int64_t offset, int64_t limit) override { return inner_->List(offset, limit); }
   Status Ping() override { return inner_->Ping(); }
 
   std::atomic<int> lose_writes{0};
+  std::atomic<int> refuse_updates{0};
+  std::atomic<int> failing_reads{0};
   std::atomic<bool> reads_fail{false};
+  // Run once, on the real registry, after the next write whose answer is lost (single-threaded tests).
+  std::function<void(ProviderRepository&)> after_lost;
 
  private:
   Status Lose(Status s) {
-    if (s.ok() && lose_writes.fetch_sub(1) > 0) return LostAnswer();
-    return s;
+    if (!s.ok() || lose_writes.fetch_sub(1) <= 0) return s;
+    if (auto hook = std::exchange(after_lost, nullptr)) hook(*inner_);
+    return LostAnswer();
   }
   std::unique_ptr<ProviderRepository> inner_;
 };
 
 // A store that loses the answers of the next `lose_writes` creates and
-// replaces.
+// replaces, and refuses the next `refuse_replaces` (nothing written).
 class LosingStore final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
@@ -88,9 +98,14 @@ class LosingStore final : public testing::ForwardingStore {
     return Lose(inner_.Create(name, value));
   }
   Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
-    return Lose(inner_.Replace(name, value, version));
+    if (refuse_replaces.fetch_sub(1) > 0) return LostAnswer();
+    auto r = inner_.Replace(name, value, version);
+    if (auto hook = std::exchange(after_replace, nullptr); r.ok() && hook) hook();
+    return Lose(std::move(r));
   }
   std::atomic<int> lose_writes{0};
+  std::atomic<int> refuse_replaces{0};
+  std::function<void()> after_replace;  // run once, after the next replace written (single-threaded tests)
 
  private:
   Result<std::string> Lose(Result<std::string> r) {
@@ -227,20 +242,46 @@ TEST_F(ServicesTest, ARowUpdateWhoseAnswerWasLostIsReadBackNotUndone) {
   ASSERT_TRUE(providers_->RotateCredentials(p.id, ApiKeyFields("newer"), caller_).ok());
 }
 
-// Neither the update's answer nor the row could be read: the outcome is
-// unknown and said so, and the new secret stays (a secret ahead of its row
-// is read as the newer write; a row ahead of its secret would be refused).
-TEST_F(ServicesTest, ARowUpdateOfUnknownOutcomeKeepsTheNewSecretAndSaysSo) {
+// The update landed, its answer was lost, and another writer (the lease
+// ran out meanwhile) moved the row on before it was read back: the row names
+// this write's credentials, so the secret is not put back under it.
+TEST_F(ServicesTest, ARowUpdateOvertakenBeforeItWasReadBackKeepsItsSecret) {
   Provider p = Create("openai", "old");
   auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
   LosingRegistry& losing = *registry;
   repo_ = std::move(registry);
   Build({});
   losing.lose_writes = 1;
-  // The row read under the lock succeeds; the read-back after the lost answer fails.
+  losing.after_lost = [&](ProviderRepository& real) {
+    Provider now = *real.Get(p.id);
+    now.name = "renamed by another writer";
+    ASSERT_TRUE(real.Update(now).ok());
+  };
+  auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("new"), caller_);
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_EQ(rotated.code(), ErrorCode::kUnavailable);
+  secrets_->cache().Clear();
+  auto r = secrets_->Get(p.id, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(ApiKey(*r), "new");
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
+}
+
+// The update failed and the row cannot be read back either: whether it was
+// written is unknown, and said so. The old secret is put back (a refused
+// write is far likelier than a lost answer), so the new credentials are
+// not served by a write the caller was told failed.
+TEST_F(ServicesTest, ARowUpdateOfUnknownOutcomePutsTheOldSecretBackAndSaysSo) {
+  Provider p = Create("openai", "old");
+  auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
+  LosingRegistry& losing = *registry;
+  repo_ = std::move(registry);
+  Build({});
+  // The row read under the lock succeeds; the update and every read after it fail.
   auto edit = providers_->Edit(p.id, std::nullopt, [&](const Provider&, const CredentialFields&, const StoredBytes&) {
     ProviderPatch patch;
     patch.credentials = ApiKeyFields("new");
+    losing.refuse_updates = 1;
     losing.reads_fail = true;
     return Result<ProviderPatch>(std::move(patch));
   }, caller_);
@@ -248,12 +289,13 @@ TEST_F(ServicesTest, ARowUpdateOfUnknownOutcomeKeepsTheNewSecretAndSaysSo) {
   EXPECT_EQ(edit.code(), ErrorCode::kUnavailable);
   EXPECT_NE(edit.error().message.find("whether provider '" + p.id + "' was written is unknown"), std::string::npos)
       << edit.error().message;
+  EXPECT_GE(clock_.Slept(), 1s) << "read back for a while, through the clock";
   losing.reads_fail = false;
   secrets_->cache().Clear();
   auto r = secrets_->Get(p.id, caller_);
   ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(ApiKey(*r), "new");
-  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
+  EXPECT_EQ(ApiKey(*r), "old");
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 1);
 }
 
 TEST_F(ServicesTest, AnInsertWhoseAnswerWasLostIsReadBackNotUndone) {

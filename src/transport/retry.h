@@ -19,6 +19,9 @@ struct RetryPolicy {
   int max_attempts = 3;
   std::chrono::milliseconds base{100};
   std::chrono::milliseconds cap{5000};
+  // When set: no attempt starts once this long has passed since the first
+  // (an attempt that itself waits long, a busy pool, ends the retries).
+  std::chrono::milliseconds max_elapsed{0};
 };
 
 // The wait before retry number `retry` (0 for the first retry).
@@ -29,10 +32,12 @@ Clock::Duration FullJitterBackoff(const RetryPolicy& policy, int retry, Random& 
 // error then says how many attempts were made.
 template <typename F>
 auto WithRetries(const RetryPolicy& policy, const Clock& clock, Random& random, F&& attempt) -> decltype(attempt()) {
+  const Clock::Instant start = clock.Now();
   for (int i = 1;; ++i) {
     auto r = attempt();
     if (r.ok() || r.code() != ErrorCode::kUnavailable) return r;
-    if (i >= policy.max_attempts) {
+    const bool late = policy.max_elapsed.count() > 0 && clock.Now() - start >= policy.max_elapsed;
+    if (i >= policy.max_attempts || late) {
       if (policy.max_attempts > 1) {
         return MakeError(r.code(), r.error().message + " (after " + std::to_string(i) + " attempts)");
       }

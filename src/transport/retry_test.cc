@@ -21,6 +21,22 @@ TEST(FullJitterBackoff, StaysWithinTheDoublingCeilingAndTheCap) {
   }
 }
 
+TEST(WithRetries, StartsNoAttemptOnceMaxElapsedHasPassed) {
+  FakeClock clock;
+  testing::ConstantRandom half(0x80);
+  RetryPolicy p{10, milliseconds(100), milliseconds(5000), milliseconds(1000)};
+  int calls = 0;
+  auto r = WithRetries(p, clock, half, [&]() -> Status {
+    ++calls;
+    clock.Advance(milliseconds(400));  // each attempt waits (a busy pool)
+    return MakeError(ErrorCode::kUnavailable, "busy");
+  });
+  EXPECT_EQ(r.code(), ErrorCode::kUnavailable);
+  // 400 ms, +50 slept, 850 ms, +100 slept: the third attempt ends at 1350 ms, past the limit.
+  EXPECT_EQ(calls, 3);
+  EXPECT_NE(r.error().message.find("(after 3 attempts)"), std::string::npos) << r.error().message;
+}
+
 TEST(WithRetries, RetriesOnlyUnavailableAndWaitsThroughTheClock) {
   FakeClock clock;
   testing::ConstantRandom half(0x80);
