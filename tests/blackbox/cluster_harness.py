@@ -17,6 +17,8 @@ import time
 import traceback
 import urllib.parse
 
+import pytest
+
 from conftest import BINARY, ROOT, Gateway
 
 PG_BIN = pathlib.Path(os.environ.get("DYAD_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -137,13 +139,13 @@ class Cluster:
 
 @contextlib.contextmanager
 def logs_kept_on_failure(name, cluster, *extra):
-    """On an exception out of the block (a failed assertion, a timeout): copies each instance's stderr and audit log,
-    and the `extra` files (a PostgreSQL server's log), into FAILED_TESTS_DIR/<name>-<UTC time>/ with the failure's
-    traceback, and names that directory on stdout and in the exception's notes. Copied while the instances still run:
-    both logs are written line by line, unbuffered."""
+    """On a failure out of the block (an assertion, a timeout, pytest.fail; not a skip): copies each instance's stderr
+    and audit log, and the `extra` files (a PostgreSQL server's log), into FAILED_TESTS_DIR/<name>-<UTC time>/ with the
+    failure's traceback, and names that directory on stdout and in the exception's notes. Copied while the instances
+    still run: both logs are written line by line, unbuffered."""
     try:
         yield
-    except Exception as e:
+    except (Exception, pytest.fail.Exception) as e:
         try:
             kept = _keep_logs(name, cluster, extra, e)
             note = f"logs kept in {kept}"

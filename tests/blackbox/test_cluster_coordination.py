@@ -13,6 +13,8 @@ Every test gets a database of its own, made from DYAD_TEST_PG_URL (a private ser
 it is unset: `scripts/pg-test-cluster.sh`); the restart test always starts a private server, since restarting a
 shared one would disturb other tests. DYAD_CLUSTER_ENGINE=sqlite runs the same tests (all but the restart) on one
 shared SQLite file instead: a way to debug the harness without PostgreSQL, and what SQLite promises on one machine.
+A failure of the restart test keeps the instances' logs and PostgreSQL's in /tmp/dyad-failed-tests/ (its message says
+where) and names the write whose credentials a provider holds.
 """
 import concurrent.futures
 import dataclasses
@@ -318,7 +320,7 @@ def test_kill_9_of_the_rotating_instance_another_resumes_under_8_readers(cluster
 def test_postgresql_restart_mid_run_loses_no_acknowledged_write(tmp_path, request):
     server = PgServer.start_private()  # never the shared one: its other tests would see the restart
     database = Database(server, tmp_path)
-    # At info every request is logged with its X-Request-Id (about 0.5 MB per instance in this test).
+    # At info every request is logged with its X-Request-Id: about 1,500 lines (0.3 MB) per instance here.
     cluster = Cluster(tmp_path, database, env={"GATEWAY_LOG_LEVEL": "info"})
     try:
         with logs_kept_on_failure(request.node.name, cluster, server.log_path):
@@ -460,19 +462,19 @@ def _restart_mid_run(cluster, server):
 def _wrong_credentials_report(cluster, wrong, attempts, restart):
     """Why each provider in `wrong` failed the check: which attempt sent the credentials validate read, and every
     attempt on the provider, timed from the restart's start."""
-    fingerprints = dict(zip(map(id, attempts), cluster.db.keyed_fingerprints([a.credentials for a in attempts])))
+    sent = cluster.db.keyed_fingerprints([a.credentials for a in attempts])
+    fingerprints = {a.rid: f for a, f in zip(attempts, sent)}
     t0 = restart["began"]
 
     def line(a):
-        ended = f"{a.ended - t0:+.3f}" if a.ended is not None else "?"
         acked = f"acked v{a.version}" if a.version is not None else "not acked"
-        return (f"{a.rid} {a.kind} of {a.pid} via :{a.port} t={a.sent - t0:+.3f}..{ended} s -> {a.outcome} "
-                f"({acked}), fingerprint {fingerprints[id(a)]}")
+        return (f"{a.rid} {a.kind} of {a.pid} via :{a.port} t={a.sent - t0:+.3f}..{a.ended - t0:+.3f} s -> "
+                f"{a.outcome} ({acked}), fingerprint {fingerprints[a.rid]}")
 
     out = [f"{len(wrong)} provider(s) at the version of their last acknowledged write validate with other "
            f"credentials (t in s from the restart's start; it took {restart['ended'] - t0:.3f} s):"]
     for gw, v, last in wrong:
-        senders = [a for a in attempts if fingerprints[id(a)] == v["fingerprint"]]
+        senders = [a for a in attempts if fingerprints[a.rid] == v["fingerprint"]]
         out += [f"provider {last.pid}: validate through :{gw.port} answered {v}",
                 f"  the last acknowledged write: {line(last)}",
                 *(f"  validate's fingerprint is that sent by: {line(a)}" for a in senders),
