@@ -2,6 +2,7 @@
 DYAD_TEST_PG_URL, or a private one from scripts/pg-test-cluster.sh), a fresh database per test (or one shared SQLite
 file), and N `serve` instances on it."""
 import concurrent.futures
+import contextlib
 import hashlib
 import hmac
 import json
@@ -12,12 +13,18 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import time
+import traceback
 import urllib.parse
+
+import pytest
 
 from conftest import BINARY, ROOT, Gateway
 
 PG_BIN = pathlib.Path(os.environ.get("DYAD_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_SCRIPT = ROOT / "scripts" / "pg-test-cluster.sh"
+# Where a failed test's logs are kept: out of pytest's tmp dirs, which keep only the last three runs.
+FAILED_TESTS_DIR = pathlib.Path(os.environ.get("DYAD_FAILED_TESTS_DIR", "/tmp/dyad-failed-tests"))
 
 
 class PgServer:
@@ -26,6 +33,7 @@ class PgServer:
 
     def __init__(self, url, dir=None):
         self.url, self.dir = url, dir
+        self.log_path = pathlib.Path(dir, "pg.log") if dir else None
 
     @classmethod
     def start_private(cls):
@@ -43,7 +51,7 @@ class PgServer:
     def restart(self):
         """pg_ctl restart -m fast (the server's options are kept in postmaster.opts): every connection is cut."""
         assert self.dir, "only a private server is restarted"
-        cmd = f"'{PG_BIN}/pg_ctl' -D '{self.dir}/data' -l '{self.dir}/pg.log' -m fast -w -t 60 restart"
+        cmd = f"'{PG_BIN}/pg_ctl' -D '{self.dir}/data' -l '{self.log_path}' -m fast -w -t 60 restart"
         argv = ["su", "postgres", "-s", "/bin/sh", "-c", cmd] if os.geteuid() == 0 else ["sh", "-c", cmd]
         p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr
@@ -89,9 +97,13 @@ class Database:
 
     def keyed_fingerprint(self, credentials):
         """The validate fingerprint: HMAC-SHA-256 under the deployment's key in the settings table."""
-        key = self.setting("validate.fingerprint_key")
-        text = json.dumps(credentials, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hmac.new(bytes.fromhex(key), text.encode(), hashlib.sha256).hexdigest()[:16]
+        return self.keyed_fingerprints([credentials])[0]
+
+    def keyed_fingerprints(self, many):
+        """keyed_fingerprint of each credentials in `many`, the key read once."""
+        key = bytes.fromhex(self.setting("validate.fingerprint_key"))
+        texts = (json.dumps(c, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for c in many)
+        return [hmac.new(key, t.encode(), hashlib.sha256).hexdigest()[:16] for t in texts]
 
 
 # --- the cluster -------------------------------------------------------------------------------------------------
@@ -123,3 +135,40 @@ class Cluster:
     def cli(self, *args):
         return subprocess.run([BINARY, *args], env=self.instances[0].env(), capture_output=True, text=True,
                               timeout=600)
+
+
+@contextlib.contextmanager
+def logs_kept_on_failure(name, cluster, *extra):
+    """On a failure out of the block (an assertion, a timeout, pytest.fail; not a skip): copies each instance's stderr
+    and audit log, and the `extra` files (a PostgreSQL server's log), into FAILED_TESTS_DIR/<name>-<UTC time>/ with the
+    failure's traceback, and names that directory on stdout and in the exception's notes. Copied while the instances
+    still run: both logs are written line by line, unbuffered."""
+    try:
+        yield
+    except (Exception, pytest.fail.Exception) as e:
+        try:
+            kept = _keep_logs(name, cluster, extra, e)
+            note = f"logs kept in {kept}"
+        except OSError as copy_error:
+            note = f"logs not kept: {copy_error}"
+        print(f"\n[{name}] {note}")
+        e.add_note(note)
+        raise
+
+
+def _keep_logs(name, cluster, extra, failure):
+    kept = FAILED_TESTS_DIR / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    kept.mkdir(parents=True, exist_ok=True)
+    index = []
+    for gw in cluster.instances:
+        audit = pathlib.Path(gw.env_extra.get("AUDIT_LOG_PATH") or gw.data_dir / "audit.log")
+        for src, dst in ((gw.stderr_path, f"{gw.data_dir.name}-stderr.log"), (audit, f"{gw.data_dir.name}-audit.log")):
+            if src.exists():
+                shutil.copyfile(src, kept / dst)
+        index.append(f"{gw.data_dir.name}: {gw.url} (pid {gw.proc.pid if gw.proc else None})")
+    for path in extra:
+        if path and pathlib.Path(path).exists():
+            shutil.copyfile(path, kept / pathlib.Path(path).name)
+    (kept / "instances.txt").write_text("\n".join(index) + "\n")
+    (kept / "failure.txt").write_text("".join(traceback.format_exception(failure)))
+    return kept

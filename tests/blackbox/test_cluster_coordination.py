@@ -13,8 +13,11 @@ Every test gets a database of its own, made from DYAD_TEST_PG_URL (a private ser
 it is unset: `scripts/pg-test-cluster.sh`); the restart test always starts a private server, since restarting a
 shared one would disturb other tests. DYAD_CLUSTER_ENGINE=sqlite runs the same tests (all but the restart) on one
 shared SQLite file instead: a way to debug the harness without PostgreSQL, and what SQLite promises on one machine.
+A failure of the restart test keeps the instances' logs and PostgreSQL's in /tmp/dyad-failed-tests/ (its message says
+where) and names the write whose credentials a provider holds.
 """
 import concurrent.futures
+import dataclasses
 import os
 import random
 import signal
@@ -25,7 +28,7 @@ import time
 import pytest
 import requests
 
-from cluster_harness import Cluster, Database, PgServer
+from cluster_harness import Cluster, Database, PgServer, logs_kept_on_failure
 from conftest import ADMIN_TOKEN, canary, data, provider_body
 
 ENGINE = os.environ.get("DYAD_CLUSTER_ENGINE", "postgresql")
@@ -345,15 +348,52 @@ def test_kill_9_of_the_rotating_instance_another_resumes_under_8_readers(cluster
 # --- d. PostgreSQL restarted mid-run -------------------------------------------------------------------------------
 
 @pytest.mark.skipif(ENGINE != "postgresql", reason="restarts a PostgreSQL server")
-def test_postgresql_restart_mid_run_loses_no_acknowledged_write(tmp_path):
+def test_postgresql_restart_mid_run_loses_no_acknowledged_write(tmp_path, request):
     server = PgServer.start_private()  # never the shared one: its other tests would see the restart
     database = Database(server, tmp_path)
-    cluster = Cluster(tmp_path, database)
+    # At info every request is logged with its X-Request-Id: about 1,500 lines (0.3 MB) per instance here.
+    cluster = Cluster(tmp_path, database, env={"GATEWAY_LOG_LEVEL": "info"})
     try:
-        _restart_mid_run(cluster, server)
+        with logs_kept_on_failure(request.node.name, cluster, server.log_path):
+            _restart_mid_run(cluster, server)
     finally:
         cluster.stop()
         server.stop()
+
+
+@dataclasses.dataclass
+class Attempt:
+    """One write of the restart test, as sent and as answered."""
+    rid: str  # its X-Request-Id
+    kind: str  # "create" or "rotate"
+    port: int  # the instance asked
+    credentials: dict
+    pid: str | None  # the provider rotated, or created (None until a 201 names it)
+    sent: float  # time.monotonic()
+    ended: float | None = None
+    outcome: object = "no answer yet"  # the HTTP status, or the exception
+    version: int | None = None  # the acknowledged credentialsVersion
+
+
+def _send(s, attempt, url, body, acked_status):
+    """Posts one write under its attempt's request id and records the outcome; the answer's data when its status is
+    `acked_status` (acknowledged), else None. An answer that echoes another request id fails at once."""
+    try:
+        r = s.post(url, json=body, headers={"X-Request-Id": attempt.rid}, timeout=30)
+    except requests.RequestException as e:
+        attempt.outcome = f"{type(e).__name__}: {str(e)[:200]}"
+        return None
+    finally:
+        attempt.ended = time.monotonic()
+    attempt.outcome = r.status_code
+    echoed = r.headers.get("X-Request-Id")
+    assert echoed == attempt.rid, (f"request {attempt.rid} read the answer of request {echoed}: "
+                                   f"{r.status_code} {r.text[:300]}")
+    if r.status_code != acked_status:
+        return None
+    row = r.json()["data"]
+    attempt.version = row["credentialsVersion"]
+    return row
 
 
 def _restart_mid_run(cluster, server):
@@ -366,58 +406,65 @@ def _restart_mid_run(cluster, server):
         validate(gw, still)
         assert validate(gw, still)["source"] == "cache"
     lock = threading.Lock()
-    acked = {}  # provider id -> (credentialsVersion, credentials) of its last acknowledged write
+    acked = {}  # provider id -> its last acknowledged Attempt
+    attempts = []  # every Attempt, in the order sent
     after_restart = {gw.port: 0 for gw in instances}
-    unacked = [0]
+    restart = {}  # "began", "ended": time.monotonic()
     restarted = threading.Event()
-    stop = threading.Event()
+    stop = threading.Event()  # also raised by a writer that fails
 
     def writer(k):
         gw, s, rnd, mine = instances[k % len(instances)], session(), random.Random(k), []
         i = 0
         while not stop.is_set():
             i += 1
-            creds = {"api_key": canary()}
-            try:
-                if not mine or rnd.random() < 0.3:
-                    r = s.post(gw.url + "/admin/providers", timeout=30,
-                               json=provider_body(slug=f"w{k}-{i}", credentials=creds))
-                    ok = r.status_code == 201
-                    if ok:
-                        mine.append(r.json()["data"]["id"])
-                else:
-                    pid = rnd.choice(mine)
-                    r = s.post(f"{gw.url}/admin/providers/{pid}/credentials/rotate", timeout=30,
-                               json={"credentials": creds})
-                    ok = r.status_code == 200
-            except requests.RequestException:
-                ok = False
-            if ok:
-                row = r.json()["data"]
-                with lock:
-                    acked[row["id"]] = (row["credentialsVersion"], creds)
+            rid = f"w{k}-{i}"
+            create = not mine or rnd.random() < 0.3
+            a = Attempt(rid, "create" if create else "rotate", gw.port, {"api_key": canary()},
+                        None if create else rnd.choice(mine), time.monotonic())
+            with lock:
+                attempts.append(a)
+            if create:
+                row = _send(s, a, gw.url + "/admin/providers", provider_body(slug=rid, credentials=a.credentials), 201)
+                if row:
+                    assert row["slug"] == rid, (rid, row)
+                    a.pid = row["id"]
+                    mine.append(a.pid)
+            else:
+                row = _send(s, a, f"{gw.url}/admin/providers/{a.pid}/credentials/rotate",
+                            {"credentials": a.credentials}, 200)
+                assert row is None or row["id"] == a.pid, (rid, row)
+            with lock:
+                if row:
+                    acked[a.pid] = a
                     if restarted.is_set():
                         after_restart[gw.port] += 1
-            else:
-                with lock:
-                    unacked[0] += 1
+            if not row:
                 time.sleep(0.01)
 
-    writers = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
-    for t in writers:
-        t.start()
-    try:
-        time.sleep(2)
-        before = len(acked)
-        server.restart()
-        restarted.set()
-        wait_for("every instance acknowledges 20 writes after the restart",
-                 lambda: min(after_restart.values()) >= 20, timeout=60, step=0.05)
-        time.sleep(1)
-    finally:
-        stop.set()
-        for t in writers:
-            t.join()
+    def writer_stopping_all_on_failure(k):
+        try:
+            writer(k)
+        except BaseException:
+            stop.set()
+            raise
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        writers = [pool.submit(writer_stopping_all_on_failure, k) for k in range(6)]
+        try:
+            time.sleep(2)
+            before = len(acked)
+            restart["began"] = time.monotonic()
+            server.restart()
+            restart["ended"] = time.monotonic()
+            restarted.set()
+            wait_for("every instance acknowledges 20 writes after the restart",
+                     lambda: stop.is_set() or min(after_restart.values()) >= 20, timeout=60, step=0.05)
+            time.sleep(1)
+        finally:
+            stop.set()
+            for w in writers:
+                w.result()  # a writer's failure, raised here
     assert before > 0
     for gw in instances:
         r = gw.call("GET", "/readyz")
@@ -426,14 +473,44 @@ def _restart_mid_run(cluster, server):
                  lambda: metric(gw, "dyad_registry_change_feed_reconnects_total") >= 1, timeout=60, step=0.1)
         v = validate(gw, still)
         assert v["valid"] and v["source"] == "store", v
-    for pid, (version, creds) in acked.items():
+    wrong = []  # (validating instance, its answer, the last acknowledged Attempt)
+    for pid, last in acked.items():
         row = data(instances[hash(pid) % 3].call("GET", f"/admin/providers/{pid}"))
         # A write whose answer was lost may have committed after the last acknowledged one: never fewer.
-        assert row["credentialsVersion"] >= version, (pid, row, version)
-        if row["credentialsVersion"] == version:
-            v = validate(instances[(hash(pid) + 1) % 3], pid)
-            assert v["valid"] and v["fingerprint"] == cluster.db.keyed_fingerprint(creds), (pid, v)
+        assert row["credentialsVersion"] >= last.version, (pid, row, last)
+        if row["credentialsVersion"] == last.version:
+            gw = instances[(hash(pid) + 1) % 3]
+            v = validate(gw, pid)
+            if not (v["valid"] and v["fingerprint"] == cluster.db.keyed_fingerprint(last.credentials)):
+                wrong.append((gw, v, last))
+    assert not wrong, _wrong_credentials_report(cluster, wrong, attempts, restart)
     v = cluster.cli("secrets", "verify")
     assert v.returncode == 0 and " 0 failed" in v.stdout, v.stdout + v.stderr
     print(f"\n[cluster:{ENGINE}] PostgreSQL restarted: {len(acked)} providers with acknowledged writes all there, "
-          f"{unacked[0]} writes refused or unanswered around the restart")
+          f"{sum(a.version is None for a in attempts)} writes refused or unanswered around the restart")
+
+
+def _wrong_credentials_report(cluster, wrong, attempts, restart):
+    """Why each provider in `wrong` failed the check: which attempt sent the credentials validate read, and every
+    attempt on the provider, timed from the restart's start."""
+    sent = cluster.db.keyed_fingerprints([a.credentials for a in attempts])
+    fingerprints = {a.rid: f for a, f in zip(attempts, sent)}
+    t0 = restart["began"]
+
+    def line(a):
+        acked = f"acked v{a.version}" if a.version is not None else "not acked"
+        return (f"{a.rid} {a.kind} of {a.pid} via :{a.port} t={a.sent - t0:+.3f}..{a.ended - t0:+.3f} s -> "
+                f"{a.outcome} ({acked}), fingerprint {fingerprints[a.rid]}")
+
+    out = [f"{len(wrong)} provider(s) at the version of their last acknowledged write validate with other "
+           f"credentials (t in s from the restart's start; it took {restart['ended'] - t0:.3f} s):"]
+    for gw, v, last in wrong:
+        senders = [a for a in attempts if fingerprints[a.rid] == v["fingerprint"]]
+        out += [f"provider {last.pid}: validate through :{gw.port} answered {v}",
+                f"  the last acknowledged write: {line(last)}",
+                *(f"  validate's fingerprint is that sent by: {line(a)}" for a in senders),
+                *([] if senders else ["  no attempt sent credentials with validate's fingerprint (under the key in "
+                                      "the settings table now)"]),
+                "  every attempt on the provider:",
+                *(f"    {line(a)}" for a in attempts if a.pid == last.pid)]
+    return "\n".join(out)
