@@ -118,9 +118,10 @@ SecretsService::~SecretsService() {
 void SecretsService::Publish(const Change& change) {
   if (!options_.changes) return;
   if (Status s = options_.changes->Publish(change); !s.ok()) {
-    spdlog::warn("cannot tell the other instances of a change ({} {}): {}; kept until the registry answers (they "
-                 "learn of it at their cache TTL if this process ends first)",
-                 ChangeKindName(change.kind), change.subject, s.error().message);
+    const bool kept = s.code() == ErrorCode::kUnavailable;  // ChangeFeed: told once the registry answers
+    spdlog::warn("cannot tell the other instances of a change ({} {}): {}; {}", ChangeKindName(change.kind),
+                 change.subject, s.error().message,
+                 kept ? "kept until the registry answers" : "they learn of it at their cache TTL");
   }
 }
 

@@ -176,7 +176,7 @@ def test_credential_written_through_a_is_read_new_through_b_and_c(cluster):
 
 def test_a_change_the_feed_could_not_record_reaches_the_other_instances_once_it_can(cluster):
     """A write stands when its change cannot be recorded for the other instances (here a trigger refuses the
-    insert; in life, a registry restarting or a pool that stayed busy). The change is kept and recorded once the
+    insert as a server starting up would, SQLSTATE 57P03; in life, a registry restarting or a pool that stayed busy). The change is kept and recorded once the
     registry takes it: B drops its cached copy then, not at its TTL (300 s)."""
     if ENGINE != "postgresql":
         pytest.skip("the fault is a PostgreSQL trigger")
@@ -187,7 +187,7 @@ def test_a_change_the_feed_could_not_record_reaches_the_other_instances_once_it_
     assert validate(b, pid)["source"] == "cache"
     db = cluster.db
     db.server.psql("CREATE FUNCTION refuse_changes() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$ BEGIN RAISE EXCEPTION 'injected: no change recorded'; END $$; "
+                   "$$ BEGIN RAISE EXCEPTION 'injected: no change recorded' USING ERRCODE = '57P03'; END $$; "
                    "CREATE TRIGGER refuse_changes BEFORE INSERT ON registry_changes "
                    "FOR EACH ROW EXECUTE FUNCTION refuse_changes()", url=db.url)
     new = {"api_key": canary()}
