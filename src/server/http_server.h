@@ -71,10 +71,11 @@ struct HttpServerOptions {
   // Over plain HTTP, a pool thread about to linger takes the socket out of
   // the I/O threads' epoll until it hands the connection back, so requests
   // it reads itself wake no I/O thread (about 5 % less CPU per /v1 request,
-  // BENCHMARKS.md). Off until a failure seen once in a clean run
-  // (test_postgresql_restart_mid_run_loses_no_acknowledged_write, 2026-12-03)
-  // is explained: it could be an answer reaching another request.
-  bool detach_lingering = false;
+  // BENCHMARKS.md). It was off for a day while a cluster test's failure was
+  // suspected to be an answer reaching another request; that failure was a
+  // rotation's undo refused during a PostgreSQL restart (fixed), and every
+  // answer there now checks its request id.
+  bool detach_lingering = true;
   // Over plain HTTP, a streamed answer's producer writes each piece to the
   // socket itself, waiting (for at most the idle timeout) while the socket
   // takes no more: no hand-off to the I/O threads per piece. False: through

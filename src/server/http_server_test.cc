@@ -800,13 +800,16 @@ TEST(HttpServerStream, ALargePlainAnswerToASlowReaderArrivesWholeAndKeepsTheConn
 // the connection's next request and serves it too: a busy keep-alive client
 // is served by one thread, in order, with no hand-off to the I/O threads.
 // A long linger makes that certain here (the client answers at once).
+// The socket stays in the I/O threads' epoll (detach_lingering off): both
+// ways are tested.
 HttpServerOptions Lingering() {
   HttpServerOptions o = Running::Options();
   o.pool_linger = std::chrono::seconds(10);
+  o.detach_lingering = false;
   return o;
 }
 
-// Lingering(), the socket out of the I/O threads' epoll meanwhile.
+// Lingering(), the socket out of the I/O threads' epoll meanwhile (the default).
 HttpServerOptions LingeringDetached() {
   HttpServerOptions o = Lingering();
   o.detach_lingering = true;
