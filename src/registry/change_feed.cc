@@ -73,6 +73,7 @@ Status ChangeLogFeed::SendUnsent() {
   }
   for (auto it = sending.begin(); it != sending.end(); ++it) {
     if (Status s = Send(*it); !s.ok()) {
+      if (s.code() != ErrorCode::kUnavailable) ++it;  // refused for good: not kept (it would be refused again)
       MutexLock lock(&mu_);
       std::vector<Change> meanwhile = std::exchange(unsent_, std::vector<Change>(it, sending.end()));
       for (const Change& c : meanwhile) Keep(c);

@@ -271,17 +271,17 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
       ++p.revision;
     }
     // The row and the secret stay in step. The restore is fenced by the
-    // version written: another writer's secret is never undone. Not under a
-    // row that names this version: it would read as a rollback. Whether
-    // the row was written unknown, the old secret is put back (a failed
-    // write is far likelier than a lost answer; the error says which).
-    if ((row == RowWrite::kNotWritten || row == RowWrite::kUnknown) && wrote_secret) {
+    // version written: another writer's secret is never undone. Never under
+    // a row that may name this version: every read would fail as a
+    // rollback, while a secret ahead of its row reads as the newer write
+    // (the error then says the outcome is unknown).
+    if (row == RowWrite::kNotWritten && wrote_secret) {
       const std::optional<std::string> raw = previous ? std::optional(previous->value) : std::nullopt;
       Status undo = WithRetries(SecretsService::kSettle, clock_, random_,
                                 [&] { return secrets_.RestoreRaw(id, written, raw, *held); });
       if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
     }
-    if (row == RowWrite::kUnknown) s = OutcomeUnknown(s, id);
+    if (row == RowWrite::kUnknown || row == RowWrite::kOvertaken) s = OutcomeUnknown(s, id);
     if (s.ok() && clearing) {
       // Only the secret read under the lease. Meanwhile (or if this fails)
       // reads treat a secret older than a row without credentials as absent.
@@ -311,8 +311,8 @@ ProviderService::RowWrite ProviderService::ReadBack(const Status& s, const std::
 
 Status ProviderService::OutcomeUnknown(const Status& s, const std::string& id) {
   return MakeError(ErrorCode::kUnavailable, s.error().message + "; whether provider '" + id +
-                                                "' was written is unknown (the registry did not answer): read it "
-                                                "again before retrying");
+                                                "' was written is unknown, and any credentials it carried may be "
+                                                "served: read it again before retrying");
 }
 
 Result<CredentialFields> ProviderService::StoredFields(const Provider& row, const std::optional<StoredSecret>& raw) {

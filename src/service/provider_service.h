@@ -162,8 +162,8 @@ class ProviderService {
   enum class RowWrite {
     kWritten,     // this writer's row (`ours`)
     kNotWritten,  // the row names older credentials than `credentials_version`: put the secret back
-    kOvertaken,   // another writer's row names them (or newer): the secret stays
-    kUnknown,     // the row could not be read
+    kOvertaken,   // another writer's row names them (or newer): the secret stays, the outcome is unknown
+    kUnknown,     // the row could not be read: the secret stays
   };
   RowWrite ReadBack(const Status& s, const std::string& id, const std::function<bool(const Provider&)>& ours,
                     int64_t credentials_version);

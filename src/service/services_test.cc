@@ -151,6 +151,24 @@ class ServicesTest : public testing::ServiceFixture {
     return v1;
   }
   std::string ApiKey(const CredentialRead& r) { return std::string(r.credentials->fields.at("api_key").view()); }
+  // The api_key a read from the store (not the cache) gives, or the error's code.
+  std::string StoredKey(const std::string& id) {
+    secrets_->cache().Clear();
+    auto r = secrets_->Get(id, caller_);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+    return r.ok() ? ApiKey(*r) : std::string(ErrorCodeName(r.code()));
+  }
+  // The services built again over a LosingRegistry in front of the registry
+  // (and over `store`, if given).
+  LosingRegistry& LoseRegistryAnswers(SecretStore* store = nullptr) {
+    auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
+    LosingRegistry& losing = *registry;
+    repo_ = std::move(registry);
+    SecretsOptions o;
+    o.cache.ttl = 300s;
+    ServiceFixture::Build(o, {}, store);
+    return losing;
+  }
   // Health after a probe that started now has answered.
   SecretsHealth Probed(SecretsService& s) {
     s.Health();
@@ -221,19 +239,13 @@ TEST_F(ServicesTest, FailedRowUpdateRestoresTheOldSecret) {
 // would make every read a "rollback").
 TEST_F(ServicesTest, ARowUpdateWhoseAnswerWasLostIsReadBackNotUndone) {
   Provider p = Create("openai", "old");
-  auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
-  LosingRegistry& losing = *registry;
-  repo_ = std::move(registry);
-  Build({});
+  LosingRegistry& losing = LoseRegistryAnswers();
   losing.lose_writes = 1;
   auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("new"), caller_);
   ASSERT_TRUE(rotated.ok()) << rotated.error().message;
   EXPECT_EQ(rotated->credentials_version, 2);
   EXPECT_EQ(rotated->revision, repo_->Get(p.id)->revision);
-  secrets_->cache().Clear();
-  auto r = secrets_->Get(p.id, caller_);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(ApiKey(*r), "new");
+  EXPECT_EQ(StoredKey(p.id), "new");
   for (const auto& e : audit_.events()) {
     EXPECT_NE(e.action, "secret.tampered");
     EXPECT_NE(e.action, "secret.restore_failed");
@@ -247,10 +259,7 @@ TEST_F(ServicesTest, ARowUpdateWhoseAnswerWasLostIsReadBackNotUndone) {
 // this write's credentials, so the secret is not put back under it.
 TEST_F(ServicesTest, ARowUpdateOvertakenBeforeItWasReadBackKeepsItsSecret) {
   Provider p = Create("openai", "old");
-  auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
-  LosingRegistry& losing = *registry;
-  repo_ = std::move(registry);
-  Build({});
+  LosingRegistry& losing = LoseRegistryAnswers();
   losing.lose_writes = 1;
   losing.after_lost = [&](ProviderRepository& real) {
     Provider now = *real.Get(p.id);
@@ -260,28 +269,23 @@ TEST_F(ServicesTest, ARowUpdateOvertakenBeforeItWasReadBackKeepsItsSecret) {
   auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("new"), caller_);
   ASSERT_FALSE(rotated.ok());
   EXPECT_EQ(rotated.code(), ErrorCode::kUnavailable);
-  secrets_->cache().Clear();
-  auto r = secrets_->Get(p.id, caller_);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(ApiKey(*r), "new");
+  EXPECT_NE(rotated.error().message.find("is unknown"), std::string::npos) << rotated.error().message;
+  EXPECT_EQ(StoredKey(p.id), "new");
   EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
 }
 
-// The update failed and the row cannot be read back either: whether it was
-// written is unknown, and said so. The old secret is put back (a refused
-// write is far likelier than a lost answer), so the new credentials are
-// not served by a write the caller was told failed.
-TEST_F(ServicesTest, ARowUpdateOfUnknownOutcomePutsTheOldSecretBackAndSaysSo) {
+// The update's answer was lost and the row cannot be read back either:
+// whether it was written is unknown, and said so. The new secret stays: if
+// the row was written, putting the old one back would make every read fail
+// as a rollback; if not, a secret ahead of its row reads as the newer write.
+TEST_F(ServicesTest, ARowUpdateOfUnknownOutcomeKeepsTheNewSecretAndSaysSo) {
   Provider p = Create("openai", "old");
-  auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
-  LosingRegistry& losing = *registry;
-  repo_ = std::move(registry);
-  Build({});
-  // The row read under the lock succeeds; the update and every read after it fail.
+  LosingRegistry& losing = LoseRegistryAnswers();
+  // The row read under the lock succeeds; the update's answer and every read after it are lost.
   auto edit = providers_->Edit(p.id, std::nullopt, [&](const Provider&, const CredentialFields&, const StoredBytes&) {
     ProviderPatch patch;
     patch.credentials = ApiKeyFields("new");
-    losing.refuse_updates = 1;
+    losing.lose_writes = 1;
     losing.reads_fail = true;
     return Result<ProviderPatch>(std::move(patch));
   }, caller_);
@@ -291,25 +295,43 @@ TEST_F(ServicesTest, ARowUpdateOfUnknownOutcomePutsTheOldSecretBackAndSaysSo) {
       << edit.error().message;
   EXPECT_GE(clock_.Slept(), 1s) << "read back for a while, through the clock";
   losing.reads_fail = false;
-  secrets_->cache().Clear();
-  auto r = secrets_->Get(p.id, caller_);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(ApiKey(*r), "old");
+  EXPECT_EQ(StoredKey(p.id), "new");  // not a rollback
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
+}
+
+// The registry and the store restarting under a rotation (the cluster
+// test's PostgreSQL restart): the secret is written, the row update
+// refused, and neither the row nor the store answers at once. The outcome
+// is read back and the old secret put back once they answer again, before
+// the error is returned: the acknowledged credentials are never left
+// replaced by a write that failed.
+TEST_F(ServicesTest, ARotationRefusedWhileTheRegistryRestartsIsUndoneOnceItAnswers) {
+  LosingStore store(store_);
+  LosingRegistry& losing = LoseRegistryAnswers(&store);
+  Provider p = Create("openai", "acknowledged");
+  ASSERT_FALSE(p.id.empty());
+  auto rotated = providers_->Edit(p.id, std::nullopt, [&](const Provider&, const CredentialFields&, const StoredBytes&) {
+    ProviderPatch patch;
+    patch.credentials = ApiKeyFields("failed");
+    losing.refuse_updates = 1;
+    losing.failing_reads = 3;
+    store.after_replace = [&] { store.refuse_replaces = 2; };  // the secret is written; its undo refused twice
+    return Result<ProviderPatch>(std::move(patch));
+  }, caller_);
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_EQ(rotated.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(rotated.error().message.find("unknown"), std::string::npos) << rotated.error().message;
+  EXPECT_EQ(StoredKey(p.id), "acknowledged");
   EXPECT_EQ(repo_->Get(p.id)->credentials_version, 1);
+  for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.restore_failed");
 }
 
 TEST_F(ServicesTest, AnInsertWhoseAnswerWasLostIsReadBackNotUndone) {
-  auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
-  LosingRegistry& losing = *registry;
-  repo_ = std::move(registry);
-  Build({});
+  LosingRegistry& losing = LoseRegistryAnswers();
   losing.lose_writes = 1;
   Provider p = Create("openai", "first");
   ASSERT_FALSE(p.id.empty());
-  secrets_->cache().Clear();
-  auto r = secrets_->Get(p.id, caller_);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(ApiKey(*r), "first");
+  EXPECT_EQ(StoredKey(p.id), "first");
 }
 
 // The store applied the secret but its answer was lost: read back, the

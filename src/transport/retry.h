@@ -19,8 +19,9 @@ struct RetryPolicy {
   int max_attempts = 3;
   std::chrono::milliseconds base{100};
   std::chrono::milliseconds cap{5000};
-  // When set: no attempt starts once this long has passed since the first
-  // (an attempt that itself waits long, a busy pool, ends the retries).
+  // When set: no retry once this long has passed since the first attempt
+  // began (an attempt that itself waits long, a busy pool, ends the
+  // retries); the last wait may still end past it.
   std::chrono::milliseconds max_elapsed{0};
 };
 

@@ -21,7 +21,7 @@ TEST(FullJitterBackoff, StaysWithinTheDoublingCeilingAndTheCap) {
   }
 }
 
-TEST(WithRetries, StartsNoAttemptOnceMaxElapsedHasPassed) {
+TEST(WithRetries, RetriesNoMoreOnceMaxElapsedHasPassed) {
   FakeClock clock;
   testing::ConstantRandom half(0x80);
   RetryPolicy p{10, milliseconds(100), milliseconds(5000), milliseconds(1000)};
