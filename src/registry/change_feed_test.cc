@@ -371,6 +371,7 @@ class RacedLog final : public ChangeLogFeed {
   ~RacedLog() override { StopListener(); }
   using ChangeLogFeed::Init;
   Status Everything() { return ApplyEverything(); }
+  void StopNow() { StopListener(); }
 
   void Add(const std::string& subject, std::string kind = "credentials") { rows_[next_++] = {std::move(kind), subject}; }
   // The rows as "kind subject", by id.
@@ -510,6 +511,22 @@ TEST(ChangeLogFeedTest, TheReconnectAppendsWhatIsKept) {
   log.append_fails.reset();
   ASSERT_TRUE(log.Everything().ok());
   EXPECT_EQ(log.Rows(), std::vector<std::string>{"credentials p1"});
+}
+
+// A feed that stops (the process ends) appends what it still keeps; a kept
+// change refused for good on its retry is dropped, the others stay kept.
+TEST(ChangeLogFeedTest, StoppingAppendsWhatIsKeptAndAChangeRefusedForGoodIsDropped) {
+  FakeClock clock;
+  RacedLog log(clock);
+  ASSERT_TRUE(log.Init().ok());
+  log.append_fails = MakeError(ErrorCode::kUnavailable, "down");
+  EXPECT_FALSE(log.Publish({Kind::kCredentials, "p1"}).ok());
+  EXPECT_FALSE(log.Publish({Kind::kCredentials, "p2"}).ok());
+  log.append_fails = MakeError(ErrorCode::kInternal, "read-only transaction");
+  ASSERT_TRUE(log.CheckNow().ok());  // p1 refused for good: dropped; p2 not tried
+  log.append_fails.reset();
+  log.StopNow();
+  EXPECT_EQ(log.Rows(), std::vector<std::string>{"credentials p2"});
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, ChangeFeedTest, ::testing::Values("sqlite", "postgresql"),

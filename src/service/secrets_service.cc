@@ -454,8 +454,7 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   } else {
     stored = ReplaceFenced(name, *expected, *sealed, held);
   }
-  if (sealed.ok() && !stored.ok() && stored.code() == ErrorCode::kUnavailable &&
-      sealer_.mode() == SealMode::kEnvelope) {
+  if (sealed.ok() && !stored.ok() && stored.code() == ErrorCode::kUnavailable) {
     stored = ReadBack(name, *sealed, stored.error());
   }
   // A create settles once its row is in (ProviderService): until then a
@@ -479,8 +478,12 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
 }
 
 Result<StoredSecret> SecretsService::ReadBack(const std::string& name, const std::string& sealed, Error failed) {
-  auto now = WithRetries(kSettle, clock_, random_, [&] { return store_.Get(name); });
-  if (now.ok() && SameSealedPayload(now->value, sealed)) return std::move(now).value();
+  if (sealer_.mode() == SealMode::kEnvelope) {
+    auto now = WithRetries(kSettle, clock_, random_, [&] { return store_.Get(name); });
+    if (now.ok() && SameSealedPayload(now->value, sealed)) return std::move(now).value();
+    if (now.ok() || now.code() == ErrorCode::kNotFound) return failed;  // not written
+  }
+  failed.message += "; whether secret '" + name + "' was written is unknown, and its credentials may be served";
   return failed;
 }
 

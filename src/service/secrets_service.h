@@ -342,10 +342,11 @@ class SecretsService {
                              const Caller& caller, bool create, const std::optional<StoredSecret>& expected,
                              ProviderLocks::Held& held);
   // A write that failed with kUnavailable may have been applied (the answer
-  // lost after the commit): `failed`, unless the store now holds `sealed`
-  // or a rewrap of it. Envelopes only: their bytes are this writer's alone
-  // (a fresh data key and nonce each time); another mode's may be another
-  // writer's identical ones.
+  // lost after the commit). An envelope is read back (kSettle): its bytes,
+  // or a rewrap of them, mean it was (they are this writer's alone: a fresh
+  // data key and nonce each time); other bytes, that it was not: `failed`.
+  // Otherwise (another mode's bytes may be another writer's identical
+  // ones; the store unreadable), `failed` saying the outcome is unknown.
   Result<StoredSecret> ReadBack(const std::string& name, const std::string& sealed, Error failed);
   Result<StoredSecret> ReplaceFenced(const std::string& name, StoredSecret expected, const std::string& sealed,
                                      ProviderLocks::Held& held);

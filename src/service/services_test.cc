@@ -355,6 +355,32 @@ TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
   EXPECT_EQ(r->credentials->version, 2);
 }
 
+// Plain JSON (the store encrypts) gives the same bytes for the same
+// credentials, so a store write whose answer was lost is not read back (it
+// could be another writer's): the error says the outcome is unknown. An
+// envelope read back as not written says nothing of the kind.
+TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsOfUnknownOutcomeInPlainJson) {
+  LosingStore store(store_);
+  SecretsOptions o;
+  o.seal_mode = SealMode::kProvider;
+  ServiceFixture::Build(o, {}, &store);
+  Provider p = Create("openai", "first");
+  ASSERT_FALSE(p.id.empty());
+  store.lose_writes = 1;
+  auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("second"), caller_);
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_EQ(rotated.code(), ErrorCode::kUnavailable);
+  EXPECT_NE(rotated.error().message.find("was written is unknown"), std::string::npos) << rotated.error().message;
+
+  ServiceFixture::Build(SecretsOptions{}, {}, &store);
+  Provider q = Create("sealed", "first");
+  ASSERT_FALSE(q.id.empty());
+  store.refuse_replaces = 1;
+  rotated = providers_->RotateCredentials(q.id, ApiKeyFields("second"), caller_);
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_EQ(rotated.error().message.find("unknown"), std::string::npos) << rotated.error().message;
+}
+
 TEST_F(ServicesTest, RotateInvalidatesTheCacheAndBumpsVersion) {
   Provider p = Create("openai", "v1");
   EXPECT_EQ(ApiKey(*secrets_->Get(p.id, caller_)), "v1");
