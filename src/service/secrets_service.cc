@@ -455,7 +455,8 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
     stored = ReplaceFenced(name, *expected, *sealed, held);
   }
   if (sealed.ok() && !stored.ok() && stored.code() == ErrorCode::kUnavailable) {
-    stored = ReadBack(name, *sealed, stored.error());
+    const bool replacing = !create && expected;
+    stored = ReadBack(name, *sealed, replacing ? std::optional(expected->version) : std::nullopt, stored.error());
   }
   // A create settles once its row is in (ProviderService): until then a
   // retirer's recount, which may only know the registry's providers, does
@@ -477,12 +478,13 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   return stored;
 }
 
-Result<StoredSecret> SecretsService::ReadBack(const std::string& name, const std::string& sealed, Error failed) {
-  if (sealer_.mode() == SealMode::kEnvelope) {
-    auto now = WithRetries(kSettle, clock_, random_, [&] { return store_.Get(name); });
-    if (now.ok() && SameSealedPayload(now->value, sealed)) return std::move(now).value();
-    if (now.ok() || now.code() == ErrorCode::kNotFound) return failed;  // not written
-  }
+Result<StoredSecret> SecretsService::ReadBack(const std::string& name, const std::string& sealed,
+                                              const std::optional<std::string>& expected, Error failed) {
+  const bool envelope = sealer_.mode() == SealMode::kEnvelope;
+  auto now = WithRetries(kSettle, clock_, random_, [&] { return store_.Get(name); });
+  if (now.ok() && envelope && SameSealedPayload(now->value, sealed)) return std::move(now).value();
+  // Absent, as read, or (an envelope) another writer's bytes: not this write.
+  if (now.ok() ? envelope || now->version == expected : now.code() == ErrorCode::kNotFound) return failed;
   failed.message += "; whether secret '" + name + "' was written is unknown, and its credentials may be served";
   return failed;
 }

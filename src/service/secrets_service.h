@@ -342,12 +342,15 @@ class SecretsService {
                              const Caller& caller, bool create, const std::optional<StoredSecret>& expected,
                              ProviderLocks::Held& held);
   // A write that failed with kUnavailable may have been applied (the answer
-  // lost after the commit). An envelope is read back (kSettle): its bytes,
-  // or a rewrap of them, mean it was (they are this writer's alone: a fresh
-  // data key and nonce each time); other bytes, that it was not: `failed`.
-  // Otherwise (another mode's bytes may be another writer's identical
-  // ones; the store unreadable), `failed` saying the outcome is unknown.
-  Result<StoredSecret> ReadBack(const std::string& name, const std::string& sealed, Error failed);
+  // lost after the commit), or failed before it reached the store. The
+  // secret is read back (kSettle). An envelope's bytes, or a rewrap of them,
+  // mean it was applied (they are this writer's alone: a fresh data key and
+  // nonce each time). No secret, the version `expected` (what a replace
+  // read; nullopt for a create), or an envelope's other bytes mean it was
+  // not: `failed`. Otherwise (another mode's bytes may be another writer's
+  // identical ones; the store unreadable), `failed` saying so.
+  Result<StoredSecret> ReadBack(const std::string& name, const std::string& sealed,
+                                const std::optional<std::string>& expected, Error failed);
   Result<StoredSecret> ReplaceFenced(const std::string& name, StoredSecret expected, const std::string& sealed,
                                      ProviderLocks::Held& held);
   Result<StoredSecret> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,

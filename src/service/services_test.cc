@@ -90,15 +90,23 @@ class LosingRegistry final : public ProviderRepository {
 };
 
 // A store that loses the answers of the next `lose_writes` creates and
-// replaces, and refuses the next `refuse_replaces` (nothing written).
+// replaces, refuses the next `refuse_replaces` (nothing written), and fails
+// reads while `reads_fail`.
 class LosingStore final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
+  Result<StoredSecret> Get(const std::string& name) override {
+    if (reads_fail) return LostAnswer();
+    return inner_.Get(name);
+  }
   Result<std::string> Create(const std::string& name, std::string_view value) override {
     return Lose(inner_.Create(name, value));
   }
   Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
-    if (refuse_replaces.fetch_sub(1) > 0) return LostAnswer();
+    if (refuse_replaces.fetch_sub(1) > 0) {
+      if (auto hook = std::exchange(on_refused, nullptr)) hook();
+      return LostAnswer();
+    }
     auto r = inner_.Replace(name, value, version);
     if (auto hook = std::exchange(after_replace, nullptr); r.ok() && hook) hook();
     return Lose(std::move(r));
@@ -106,6 +114,8 @@ class LosingStore final : public testing::ForwardingStore {
   std::atomic<int> lose_writes{0};
   std::atomic<int> refuse_replaces{0};
   std::function<void()> after_replace;  // run once, after the next replace written (single-threaded tests)
+  std::function<void()> on_refused;     // run once, when the next replace is refused
+  std::atomic<bool> reads_fail{false};
 
  private:
   Result<std::string> Lose(Result<std::string> r) {
@@ -355,22 +365,29 @@ TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
   EXPECT_EQ(r->credentials->version, 2);
 }
 
-// Plain JSON (the store encrypts) gives the same bytes for the same
-// credentials, so a store write whose answer was lost is not read back (it
-// could be another writer's): the error says the outcome is unknown. An
-// envelope read back as not written says nothing of the kind.
-TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsOfUnknownOutcomeInPlainJson) {
+// A store write that failed with kUnavailable is read back. Plain JSON (the
+// store encrypts) gives the same bytes for the same credentials, so a new
+// version there may be this write or another's: the error says the outcome
+// is unknown. The version read unchanged means nothing was written, in
+// either mode; an envelope store that cannot be read says unknown too.
+TEST_F(ServicesTest, AStoreWriteOfUnknownOutcomeSaysSoAndOnlyThen) {
   LosingStore store(store_);
   SecretsOptions o;
   o.seal_mode = SealMode::kProvider;
   ServiceFixture::Build(o, {}, &store);
   Provider p = Create("openai", "first");
   ASSERT_FALSE(p.id.empty());
-  store.lose_writes = 1;
+  const std::string unknown = "whether secret '" + secrets_->SecretName(p.id) + "' was written is unknown";
+  store.lose_writes = 1;  // applied, its answer lost
   auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("second"), caller_);
   ASSERT_FALSE(rotated.ok());
   EXPECT_EQ(rotated.code(), ErrorCode::kUnavailable);
-  EXPECT_NE(rotated.error().message.find("was written is unknown"), std::string::npos) << rotated.error().message;
+  EXPECT_NE(rotated.error().message.find(unknown), std::string::npos) << rotated.error().message;
+  store.refuse_replaces = 1;  // refused: the version read back is the one read
+  rotated = providers_->RotateCredentials(p.id, ApiKeyFields("third"), caller_);
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_EQ(rotated.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(rotated.error().message.find("unknown"), std::string::npos) << rotated.error().message;
 
   ServiceFixture::Build(SecretsOptions{}, {}, &store);
   Provider q = Create("sealed", "first");
@@ -378,7 +395,15 @@ TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsOfUnknownOutcomeInPlainJson)
   store.refuse_replaces = 1;
   rotated = providers_->RotateCredentials(q.id, ApiKeyFields("second"), caller_);
   ASSERT_FALSE(rotated.ok());
+  EXPECT_EQ(rotated.code(), ErrorCode::kUnavailable);
   EXPECT_EQ(rotated.error().message.find("unknown"), std::string::npos) << rotated.error().message;
+  store.refuse_replaces = 1;
+  store.on_refused = [&] { store.reads_fail = true; };  // and the store stays unreadable
+  rotated = providers_->RotateCredentials(q.id, ApiKeyFields("third"), caller_);
+  store.reads_fail = false;
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_NE(rotated.error().message.find("whether secret '" + secrets_->SecretName(q.id) + "' was written is unknown"),
+            std::string::npos) << rotated.error().message;
 }
 
 TEST_F(ServicesTest, RotateInvalidatesTheCacheAndBumpsVersion) {
