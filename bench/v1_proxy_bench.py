@@ -16,13 +16,20 @@ directory: it answers POST /v1/chat/completions with a fixed chat completion (JS
            LiteLLM venv is there (`--install-litellm` makes one; the full mode tries to); otherwise "not available"
            and why.
 
-For each path and mode (non-streaming, streaming): one client (wrk -c1) after a 1 s warm-up, at least 2,000 requests
-(the duration is stretched to reach them): p50/p99 latency and the added latency against direct (p50 and p99
-differences, same round); then N clients (wrk -cN keep-alive connections, default 16) after a warm-up: requests/s.
-During the N-client run, the CPU time (user + system, /proc) that the path's own processes spent is divided by its
-requests: CPU µs per request (direct: the stub's; a proxy: its own, not the stub's), and against nginx's. On a machine
-whose cores are the limit, this ratio is what the throughput ratio can at best be the inverse of.
-wrk is the load generator throughout (C, one event loop; its histogram has 1 µs resolution). The full mode runs
+For each mode (non-streaming, streaming), direct, the gateway and nginx are measured interleaved, so that other work
+on this shared machine falls on them alike and their figures compare:
+- one client: bench/one_client_probe.cc (the bench build's dyad_one_client_probe, else compiled here) holds one
+  kept-alive connection per path and sends one request on each path per round, in a shuffled order, for 20,000 rounds
+  (--quick: 5,000) after 500 of warm-up: p50/p99 latency of each path, and the added latency against direct (p50 and
+  p99 differences, same run). Measured one path after another instead, the p99 difference was mostly the noise of the
+  seconds each path happened to get;
+- N clients (wrk -cN keep-alive connections, default 16, after a warm-up): each path in turn for 1 s slices, 5 slices
+  each (--quick: 2), the order shuffled in every turn: requests/s over all its slices; and the CPU time (user +
+  system, /proc) that the path's own processes spent, divided by its requests: CPU µs per request (direct: the stub's;
+  a proxy: its own, not the stub's), and against nginx's. On a machine whose cores are the limit, this ratio is what
+  the throughput ratio can at best be the inverse of.
+LiteLLM, hundreds of times slower, is measured after them with wrk alone (one client: ≥ 2,000 requests).
+wrk is the load generator for N clients (C, one event loop). The full mode runs
 three rounds (in each: both modes through direct, gateway and nginx, then LiteLLM's) and reports medians of the
 rounds; --quick one shorter round, measuring the others while LiteLLM's workers start (it says so).
 The gateway runs at its defaults (GATEWAY_THREADS = cores, access log at info to a file), nginx with
@@ -43,6 +50,7 @@ import hashlib
 import json
 import os
 import pathlib
+import random
 import shutil
 import signal
 import socket
@@ -100,6 +108,7 @@ CLIENT_PATH = {"direct": STUB_PATH, "nginx": STUB_PATH,
                "gateway": {m: "/v1/chat/completions" for m in MODES}, "litellm": {m: "/v1/chat/completions" for m in MODES}}
 
 QUIET = False
+SHUFFLE = random.Random(20261203)  # the order of the paths' slices: fixed, so runs compare
 
 
 def log(msg):
@@ -224,14 +233,15 @@ def http(method, url, body=None, headers=None, timeout=30):
         return e.code, e.read().decode(errors="replace"), dict(e.headers)
 
 
-def start_gateway(work, stub_port, binary=None):
-    """dyad-gateway (`binary`, default GATEWAY_BIN) on a free port with the two providers: (Proc, its URL)."""
+def start_gateway(work, stub_port, binary=None, extra_env=None):
+    """dyad-gateway (`binary`, default GATEWAY_BIN; `extra_env` added to its environment) on a free port with the two
+    providers: (Proc, its URL)."""
     clients = work / "clients.json"
     clients.write_text(json.dumps({"tokens": [
         {"name": "bench", "role": "client", "sha256": hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest()}]}))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GATEWAY_PORT": "0", "GATEWAY_DATA_DIR": str(work / "gw"),
            "ENCRYPTION_KEY": "ab" * 32, "GATEWAY_ADMIN_API_KEY": ADMIN_TOKEN,
-           "GATEWAY_CLIENT_API_KEYS_FILE": str(clients)}
+           "GATEWAY_CLIENT_API_KEYS_FILE": str(clients), **(extra_env or {})}
     (work / "gw").mkdir()
     out = open(work / "gateway.out", "w")
     err = open(work / "gateway-access.log", "wb")  # stderr: the access log (info, the default level)
@@ -387,9 +397,8 @@ def session_cpu_seconds(sid):
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url, script, opts, sid):
-    """One client (≥ 2,000 requests after a warm-up), then opts.clients clients, with the CPU the path's own
-    processes (session `sid`: the proxy, or the stub for direct) spent per request meanwhile."""
+def one_client_wrk(url, script, opts):
+    """One client through wrk alone (≥ 2,000 requests after a warm-up): for LiteLLM, too slow to interleave."""
     warm = wrk(url, script, 1, 1)
     rate = warm["requests_per_s"] or 1.0
     secs = max(opts.one_secs, int((MIN_ONE_CLIENT_REQUESTS * 1.15) / rate) + 1)
@@ -399,11 +408,79 @@ def measure(url, script, opts, sid):
             break  # (a path slower than 2,000 in max_one_secs gets fewer: the table gives the count)
         secs = int(MIN_ONE_CLIENT_REQUESTS * 1.3 / max(one["requests_per_s"], 1.0)) + 1
         one = wrk(url, script, 1, min(secs, opts.max_one_secs))
+    return one
+
+
+def probe_binary(work):
+    """The interleaving one-client probe (bench/one_client_probe.cc): the bench build's, else compiled here (it needs
+    nothing but the C++ standard library)."""
+    built = BUILD / "dyad_one_client_probe"
+    if built.exists():
+        return built
+    out = work / "one_client_probe"
+    cxx = os.environ.get("CXX", "c++")
+    p = subprocess.run([cxx, "-O2", "-std=c++20", str(ROOT / "bench" / "one_client_probe.cc"), "-o", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise SystemExit(f"cannot build bench/one_client_probe.cc with {cxx}: {p.stderr.strip()[-400:]}")
+    return out
+
+
+def probe_request(work, path, mode, base, token):
+    """The whole HTTP/1.1 request wrk sends for (path, mode), in a file the probe reads."""
+    host = base.split("//", 1)[1]
+    body = REQUEST[mode].encode()
+    head = (f"POST {CLIENT_PATH[path][mode]} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n")
+    f = work / f"probe-{path}-{mode}.http"
+    f.write_bytes(head.encode() + body)
+    return f"{path}={host}:{f}"
+
+
+def one_client_interleaved(probe, specs, opts):
+    """One client on each path, request by request in a shuffled order each round (see one_client_probe.cc): a burst
+    of other work on the machine falls on every path alike, so the paths' percentiles compare."""
+    p = subprocess.run([str(probe), "--rounds", str(opts.probe_rounds), "--warmup", "500", *specs],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"the probe exited with {p.returncode}: {p.stderr.strip()[-300:]}")
+    return json.loads(p.stdout)["paths"]
+
+
+def many_clients(url, script, opts, sid):
+    """opts.clients clients after a warm-up, with the CPU the path's own processes (session `sid`: the proxy, or the
+    stub for direct) spent per request meanwhile."""
     wrk(url, script, opts.clients, 1)  # warm-up of the N connections (and of the proxy's upstream pool)
     cpu0 = session_cpu_seconds(sid)
     many = wrk(url, script, opts.clients, opts.many_secs)
     many["cpu_us_per_request"] = 1e6 * (session_cpu_seconds(sid) - cpu0) / max(many["requests"], 1)
-    return {"one": one, "many": many}
+    return many
+
+
+def many_clients_interleaved(targets, opts):
+    """opts.clients clients on each path in turn, opts.many_slices slices of opts.slice_secs each, the paths in a
+    shuffled order in every turn: other work on the machine takes its share from every path alike. `targets` maps a
+    path to (url, wrk script, session id); per path: requests, seconds, requests_per_s, failed and the CPU its own
+    processes spent per request, over all its slices."""
+    out = {}
+    for path, (url, script, _) in targets.items():
+        wrk(url, script, opts.clients, 1)  # warm-up of the N connections (and of the proxy's upstream pool)
+        out[path] = {"requests": 0, "seconds": 0.0, "failed": 0, "cpu_seconds": 0.0}
+    order = list(targets)
+    for _ in range(opts.many_slices):
+        SHUFFLE.shuffle(order)
+        for path in order:
+            url, script, sid = targets[path]
+            cpu0 = session_cpu_seconds(sid)
+            w = wrk(url, script, opts.clients, opts.slice_secs)
+            m = out[path]
+            m["cpu_seconds"] += session_cpu_seconds(sid) - cpu0
+            for k in ("requests", "seconds", "failed"):
+                m[k] += w[k]
+    for m in out.values():
+        m["requests_per_s"] = m["requests"] / m["seconds"] if m["seconds"] else 0.0
+        m["cpu_us_per_request"] = 1e6 * m.pop("cpu_seconds") / max(m["requests"], 1)
+    return out
 
 
 def median_of(rounds, path, mode, *keys):
@@ -550,23 +627,39 @@ def run(opts):
             scripts = {(p, m): wrk_script(work, m, tokens[p]) for p in PATHS for m in MODES}
             rounds = []
 
-            def one(r, path, mode):
-                r.setdefault(path, {})[mode] = m = measure(bases[path] + CLIENT_PATH[path][mode],
-                                                           scripts[(path, mode)], opts, sids[path])
+            probe = probe_binary(work)
+            specs = {(p, m): probe_request(work, p, m, bases[p], tokens[p]) for p in core for m in MODES}
+
+            def report(r, path, mode):
+                m = r[path][mode]
                 failed = m["one"]["failed"] + m["many"]["failed"]
                 log(f"  {path:8} {mode:4}: 1 client p50 {m['one']['p50_us']:.0f} µs p99 {m['one']['p99_us']:.0f} µs "
                     f"({m['one']['requests']} requests); {opts.clients} clients {m['many']['requests_per_s']:,.0f} "
                     f"req/s, {m['many']['cpu_us_per_request']:.0f} µs CPU/request" + (f"; {failed} failed" if failed else ""))
 
+            def measure_core(r, mode):
+                ones = one_client_interleaved(probe, [specs[(p, mode)] for p in core], opts)
+                manys = many_clients_interleaved(
+                    {p: (bases[p] + CLIENT_PATH[p][mode], scripts[(p, mode)], sids[p]) for p in core}, opts)
+                for path in core:
+                    r.setdefault(path, {})[mode] = {"one": ones[path], "many": manys[path]}
+                    report(r, path, mode)
+
+            def measure_litellm(r, mode):
+                url = bases["litellm"] + CLIENT_PATH["litellm"][mode]
+                r.setdefault("litellm", {})[mode] = {"one": one_client_wrk(url, scripts[("litellm", mode)], opts),
+                                                     "many": many_clients(url, scripts[("litellm", mode)], opts,
+                                                                          sids["litellm"])}
+                report(r, "litellm", mode)
+
             for i in range(opts.rounds):
                 log(f"round {i + 1} of {opts.rounds}")
                 r = {}
                 for mode in MODES:
-                    for path in core:
-                        one(r, path, mode)
+                    measure_core(r, mode)
                 if litellm_ready():
                     for mode in MODES:
-                        one(r, "litellm", mode)
+                        measure_litellm(r, mode)
                 rounds.append(r)
             available = [p for p in PATHS if p in bases]
         finally:
@@ -642,6 +735,10 @@ def main():
         opts.rounds = 1 if opts.quick else 3
     # One client: at least 2,000 requests, but at most max_one_secs (LiteLLM on a busy machine: ~50 ms a request).
     opts.one_secs, opts.many_secs, opts.max_one_secs = (2, 2, 12) if opts.quick else (4, 5, 60)
+    # The interleaved probe: rounds of one request per path (direct, gateway, nginx), about 0.3 ms each.
+    opts.probe_rounds = 5000 if opts.quick else 20000
+    # N clients: each path in turn, for many_slices slices of slice_secs (the same seconds per path as before).
+    opts.many_slices, opts.slice_secs = (2, 1) if opts.quick else (5, 1)
     # A SIGTERM (a timeout of the caller) still stops the servers this bench started (the finally of run()).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(opts)
