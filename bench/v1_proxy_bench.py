@@ -12,11 +12,14 @@ directory: it answers POST /v1/chat/completions with a fixed chat completion (JS
            stub's /v1 and /sse/v1, the upstream key injected from the provider's credentials;
 - nginx:   wrk → nginx reverse proxy → stub: the client token checked (`if`), Authorization replaced by the upstream
            key, keep-alive upstream pool, proxy_buffering off for the stream; the floor of a C proxy;
+- sketch:  wrk → bench/v1_event_loop_sketch.cc → stub, when it is built (DYAD_BENCH, or DYAD_SKETCH_BIN): the
+           gateway's request work (its parsers, the token's hash, the key injected) done event-driven on one
+           io_context per core; not a product, no timeouts or metrics: what the gateway's design could reach here;
 - litellm: wrk → LiteLLM's proxy (master key = the client token, the two models with api_base = the stub), when a
            LiteLLM venv is there (`--install-litellm` makes one; the full mode tries to); otherwise "not available"
            and why.
 
-For each mode (non-streaming, streaming), direct, the gateway and nginx are measured interleaved, so that other work
+For each mode (non-streaming, streaming), direct, the gateway, nginx (and the sketch) are measured interleaved, so that other work
 on this shared machine falls on them alike and their figures compare:
 - one client: bench/one_client_probe.cc (the bench build's dyad_one_client_probe, else compiled here) holds one
   kept-alive connection per path and sends one request on each path per round, in a shuffled order, for 20,000 rounds
@@ -65,6 +68,8 @@ import urllib.request
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUILD = pathlib.Path(os.environ.get("DYAD_BUILD_DIR", ROOT / "build")).resolve()
 GATEWAY_BIN = pathlib.Path(os.environ.get("DYAD_GATEWAY_BIN", BUILD / "dyad-gateway"))
+# bench/v1_event_loop_sketch.cc (DYAD_BENCH): measured beside the others when it is there.
+SKETCH_BIN = pathlib.Path(os.environ.get("DYAD_SKETCH_BIN", BUILD / "dyad_v1_event_loop_sketch"))
 LITELLM_VENV = pathlib.Path(os.environ.get("LITELLM_VENV", "/tmp/dyad-litellm-venv"))  # shared by worktrees
 # Not a version the registry pulled (1.107.0 was), and one whose [proxy] extra resolves on PyPI (the 1.10x releases
 # need a `litellm-proxy` package that PyPI does not serve).
@@ -78,7 +83,7 @@ MODEL, MODEL_SSE = "bench-model", "bench-model-sse"
 TARGET_ADDED_P99_US = 100
 TARGET_RPS_RATIO = 0.7
 MIN_ONE_CLIENT_REQUESTS = 2000
-PATHS = ("direct", "gateway", "nginx", "litellm")
+PATHS = ("direct", "gateway", "nginx", "sketch", "litellm")
 MODES = ("json", "sse")  # non-streaming, streaming
 
 CHAT_JSON = json.dumps({
@@ -105,7 +110,7 @@ REQUEST = {"json": json.dumps({"model": MODEL, "messages": [{"role": "user", "co
 # The stub's paths; the proxies are sent the same ones (the gateway and LiteLLM pick the upstream by model).
 STUB_PATH = {"json": "/v1/chat/completions", "sse": "/sse/v1/chat/completions"}
 CLIENT_PATH = {"direct": STUB_PATH, "nginx": STUB_PATH,
-               "gateway": {m: "/v1/chat/completions" for m in MODES}, "litellm": {m: "/v1/chat/completions" for m in MODES}}
+               **{p: {m: "/v1/chat/completions" for m in MODES} for p in ("gateway", "sketch", "litellm")}}
 
 QUIET = False
 SHUFFLE = random.Random(20261203)  # the order of the paths' slices: fixed, so runs compare
@@ -512,7 +517,7 @@ def summarize(rounds, available):
                         r[path][mode]["one"][k] - r["direct"][mode]["one"][k] for r in rounds if path in r)
             out[path][mode] = s
     for mode in MODES:  # throughput ratios against nginx's, per round, median
-        for path in ("gateway", "litellm"):
+        for path in ("gateway", "sketch", "litellm"):
             if path in out and "nginx" in out:
                 out[path][mode]["rps_vs_nginx"] = statistics.median(
                     r[path][mode]["many"]["requests_per_s"] / r["nginx"][mode]["many"]["requests_per_s"]
@@ -591,7 +596,13 @@ def run(opts):
                     "litellm": lite.proc.pid if lite else None}
             bases = {"direct": f"http://127.0.0.1:{stub_port}", "nginx": f"http://127.0.0.1:{proxy_port}",
                      "gateway": gw_url}
-            tokens = {"direct": UPSTREAM_KEY, "nginx": CLIENT_TOKEN, "gateway": CLIENT_TOKEN, "litellm": CLIENT_TOKEN}
+            if SKETCH_BIN.exists():
+                sketch_port = free_port()
+                sketch = Proc("sketch", [str(SKETCH_BIN), str(sketch_port), str(stub_port), CLIENT_TOKEN, UPSTREAM_KEY],
+                              work, port=sketch_port)
+                procs.append(sketch)
+                sids["sketch"], bases["sketch"] = sketch.proc.pid, f"http://127.0.0.1:{sketch_port}"
+            tokens = {"direct": UPSTREAM_KEY, "litellm": CLIENT_TOKEN, **{p: CLIENT_TOKEN for p in ("gateway", "nginx", "sketch")}}
             status, _, _ = http("POST", bases["direct"] + STUB_PATH["json"], REQUEST["json"])
             if status != 401:
                 raise RuntimeError(f"the stub answered {status} without the upstream key (401 expected)")
@@ -623,7 +634,7 @@ def run(opts):
             # --quick measures the others meanwhile (said in the output).
             if not opts.quick:
                 litellm_ready()
-            core = ("direct", "gateway", "nginx")
+            core = [p for p in ("direct", "gateway", "nginx", "sketch") if p in bases]
             scripts = {(p, m): wrk_script(work, m, tokens[p]) for p in PATHS for m in MODES}
             rounds = []
 
@@ -679,6 +690,7 @@ def verdict(ok):
 def table(r):
     s = r["summary"]
     names = {"direct": "direct to the stub", "gateway": "dyad-gateway", "nginx": "nginx reverse proxy",
+             "sketch": "event-loop sketch (not a product)",
              "litellm": f"LiteLLM proxy {r['litellm'].get('version', '')}".strip()}
     mode_names = {"json": "non-streaming", "sse": "streaming (SSE)"}
     out = [f"Measured {r['started']}, {r['mode']} mode ({len(r['rounds'])} round(s), medians), {r['cores']} cores; "
