@@ -329,6 +329,8 @@ def v1_result_rows(r):
         cmp = f"nginx: {n0(ng['requests_per_s'])} req/s; direct: {n0(d['requests_per_s'])}; "
         cmp += (f"LiteLLM: {n0(s['litellm'][mode]['requests_per_s'])} ({small(s['litellm'][mode]['rps_vs_nginx'])}× nginx's)"
                 if "litellm" in s else f"LiteLLM: not available ({lite.get('why', '?')})")
+        if "sketch" in s:  # bench/v1_event_loop_sketch.cc: what the design could reach
+            cmp += f"; event-loop sketch: {n0(s['sketch'][mode]['requests_per_s'])} req/s ({small(s['sketch'][mode]['rps_vs_nginx'])}× nginx's)"
         if g.get("cpu_us_per_request") and ng.get("cpu_us_per_request"):
             cmp += (f"; CPU per request: gateway {n0(g['cpu_us_per_request'])} µs, "
                     f"nginx {n0(ng['cpu_us_per_request'])} µs")

@@ -161,6 +161,11 @@ def test_run_py_rows_give_both_targets_per_mode():
     assert "LiteLLM: 500 (0.062× nginx's)" in thr["comparison"]
     rows = run.v1_result_rows(summary(101, 0.69))
     assert rows[0]["met"] == "not met" and rows[1]["met"] == "not met"
+    assert "sketch" not in rows[1]["comparison"]
+    with_sketch = summary(80, 0.75)
+    with_sketch["summary"]["sketch"] = {k: {"requests_per_s": 9600, "rps_vs_nginx": 1.2, "failed": 0}
+                                        for k in ("json", "sse")}
+    assert "event-loop sketch: 9,600 req/s (1.20× nginx's)" in run.v1_result_rows(with_sketch)[1]["comparison"]
 
 
 def test_run_py_rows_say_why_litellm_is_missing_and_count_failures():
@@ -199,3 +204,134 @@ def test_the_ab_bench_gives_medians_of_the_per_pair_ratios_and_counts_the_pairs_
     assert s["rps_ratio"] == pytest.approx(1.08)  # ratios 1.1, 1.08, 0.97
     assert (s["a_cpu_us"], s["b_cpu_us"]) == (210, 220)
     assert (s["a_rps"], s["b_rps"]) == (6800, 6600)
+
+
+class ScriptedServer:
+    """A loopback HTTP/1.1 server that answers every request on a connection with the same bytes."""
+
+    def __init__(self, answer):
+        import socket
+        import threading
+        self.answer = answer
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn):
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    data += more
+                head, data = data.split(b"\r\n\r\n", 1)
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:")))
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                conn.sendall(self.answer)
+                if b"Connection: close" in self.answer:
+                    return
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def probe(tmp_path):
+    if not shutil.which(os.environ.get("CXX", "c++")):
+        pytest.skip("no C++ compiler to build bench/one_client_probe.cc")
+    return bench.probe_binary(tmp_path)
+
+
+def probe_spec(tmp_path, name, port, token="t"):
+    base = f"http://127.0.0.1:{port}"
+    spec = bench.probe_request(tmp_path, "direct", "json", base, token)
+    return name + spec[len("direct"):]
+
+
+def test_the_probe_request_is_what_wrk_sends(tmp_path):
+    spec = bench.probe_request(tmp_path, "gateway", "sse", "http://127.0.0.1:8123", "tok")
+    name, rest = spec.split("=", 1)
+    assert name == "gateway" and rest.startswith("127.0.0.1:8123:")
+    raw = pathlib.Path(rest.split(":", 2)[2]).read_bytes()
+    head, body = raw.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1/chat/completions HTTP/1.1"
+    assert {"Host: 127.0.0.1:8123", "Authorization: Bearer tok", "Content-Type: application/json",
+            f"Content-Length: {len(body)}"} <= set(lines[1:])
+    assert json.loads(body) == json.loads(bench.REQUEST["sse"])
+
+
+def test_the_probe_reads_whole_answers_of_either_framing_and_counts_failures(tmp_path, probe):
+    body = b'{"ok":true}'
+    sized = ScriptedServer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    chunked = ScriptedServer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\ndata:\r\n1a\r\n two pieces in one chunk\n\n\r\n0\r\n\r\n")
+    refused = ScriptedServer(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno")
+    closing = ScriptedServer(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the close")
+    try:
+        specs = [probe_spec(tmp_path, n, s.port) for n, s in
+                 (("sized", sized), ("chunked", chunked), ("refused", refused), ("closing", closing))]
+        p = subprocess.run([str(probe), "--rounds", "40", "--warmup", "3", *specs], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        r = json.loads(p.stdout)
+        assert r["rounds"] == 40
+        paths = r["paths"]
+        # Both framings read whole: had the probe stopped early, the next answer's bytes would break the next
+        # round's parse and count as failures.
+        for name in ("sized", "chunked"):
+            assert paths[name]["requests"] == 40 and paths[name]["failed"] == 0
+            assert 0 < paths[name]["p50_us"] <= paths[name]["p99_us"] <= paths[name]["max_us"]
+        assert paths["refused"]["requests"] == 0 and paths["refused"]["failed"] == 40  # not a 200
+        assert paths["closing"]["requests"] == 0 and paths["closing"]["failed"] == 40  # no length: not measurable
+    finally:
+        for s in (sized, chunked, refused, closing):
+            s.close()
+
+
+def test_the_probe_refuses_a_path_it_cannot_reach(tmp_path, probe):
+    p = subprocess.run([str(probe), "--rounds", "5", probe_spec(tmp_path, "gone", bench.free_port())],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "cannot connect to gone" in p.stderr
+
+
+def test_interleaved_measures_every_path_through_the_real_stub_and_proxy(tmp_path, nginx_pair, probe):
+    if not shutil.which("wrk"):
+        pytest.skip("wrk not installed (scripts/install-deps.sh --test)")
+    stub, proxy = nginx_pair
+    import argparse
+    opts = argparse.Namespace(probe_rounds=200, clients=2, many_slices=2, slice_secs=1)
+    specs = [bench.probe_request(tmp_path, "direct", "json", stub, bench.UPSTREAM_KEY),
+             bench.probe_request(tmp_path, "nginx", "json", proxy, bench.CLIENT_TOKEN)]
+    ones = bench.one_client_interleaved(probe, specs, opts)
+    assert set(ones) == {"direct", "nginx"}
+    assert all(ones[p]["requests"] == 200 and ones[p]["failed"] == 0 for p in ones)
+    # A wrong token through the proxy is a 401 on every request: failed, not measured.
+    bad = bench.probe_request(tmp_path, "nginx", "sse", proxy, "wrong-token")
+    assert bench.one_client_interleaved(probe, [bad], opts)["nginx"]["failed"] == 200
+    targets = {"direct": (stub + bench.STUB_PATH["json"], bench.wrk_script(tmp_path, "json", bench.UPSTREAM_KEY),
+                          os.getsid(0)),
+               "nginx": (proxy + bench.STUB_PATH["json"], bench.wrk_script(tmp_path, "json", bench.CLIENT_TOKEN),
+                         os.getsid(0))}
+    many = bench.many_clients_interleaved(targets, opts)
+    for path in targets:
+        m = many[path]
+        assert m["failed"] == 0 and m["requests"] > 100
+        assert m["seconds"] == pytest.approx(2, rel=0.25)  # two slices of 1 s each
+        assert m["requests_per_s"] == pytest.approx(m["requests"] / m["seconds"])
