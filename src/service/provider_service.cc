@@ -202,9 +202,10 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
     DYAD_ASSIGN_OR_RETURN(Provider p, repo_.Get(id));
     std::optional<StoredSecret> previous;
     CredentialFields stored;
+    int64_t stored_version = p.credentials_version;
     if (reads_credentials) {
       DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
-      DYAD_ASSIGN_OR_RETURN(stored, StoredFields(p, previous));
+      DYAD_ASSIGN_OR_RETURN(stored, StoredFields(p, previous, stored_version));
     }
     StoredBytes stored_bytes;
     CredentialFields masked = MaskValues(stored, stored_bytes);
@@ -212,8 +213,12 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
     if (reads_credentials && patch.credentials) {
       DYAD_RETURN_IF_ERROR(UnmaskValues(*patch.credentials, stored));
       // A merge that changes nothing stored (removing a field that is not
-      // there) writes no new version.
-      if (*patch.credentials == stored) patch.credentials.reset();
+      // there) writes no new version, unless the secret is ahead of its row:
+      // a write whose row update failed with its outcome unknown (under this
+      // lease, no other write is in progress). Its retry finds nothing to
+      // change, and is written again so that the row names the credentials
+      // served (their version and field names).
+      if (*patch.credentials == stored && stored_version <= p.credentials_version) patch.credentials.reset();
     }
     if (reads_credentials && patch.credentials && stored.empty() && !from_environment) {
       // Stored, the merge would replace what the environment supplies (the
@@ -315,14 +320,16 @@ Status ProviderService::OutcomeUnknown(const Status& s, const std::string& id) {
                                                 "served: read it again before retrying");
 }
 
-Result<CredentialFields> ProviderService::StoredFields(const Provider& row, const std::optional<StoredSecret>& raw) {
+Result<CredentialFields> ProviderService::StoredFields(const Provider& row, const std::optional<StoredSecret>& raw,
+                                                      int64_t& version) {
+  version = row.credentials_version;
   if (row.credential_fields.empty()) return CredentialFields{};  // none, or cleared (its delete may be behind)
   if (!raw) {
     return MakeError(ErrorCode::kFailedPrecondition,
                      "provider '" + row.id + "' lists credential fields but no secret is stored under " +
                          secrets_.SecretName(row.id) + "; replace the whole set with PUT");
   }
-  return secrets_.OpenRaw(row.id, *raw, row.credentials_version);
+  return secrets_.OpenRaw(row.id, *raw, row.credentials_version, &version);
 }
 
 Result<Provider> ProviderService::ImportCredentials(const std::string& id, const CredentialFields& fields,

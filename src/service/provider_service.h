@@ -177,8 +177,11 @@ class ProviderService {
   // client); an upstream that cannot be reached is a probe without status.
   Result<UpstreamProbe> ProbeUpstream(const Provider& p, const CredentialFields& fields);
 
-  // The credentials stored for `row` (read under its lock), in clear.
-  Result<CredentialFields> StoredFields(const Provider& row, const std::optional<StoredSecret>& raw);
+  // The credentials stored for `row` (read under its lock), in clear, and in
+  // `version` the credentials version they carry (the row's when it lists
+  // none).
+  Result<CredentialFields> StoredFields(const Provider& row, const std::optional<StoredSecret>& raw,
+                                        int64_t& version);
 
   ProviderRepository& repo_;
   SecretsService& secrets_;

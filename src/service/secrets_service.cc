@@ -253,9 +253,10 @@ Status SecretsService::CheckNotRolledBack(const std::string& provider_id, const 
 }
 
 Result<CredentialFields> SecretsService::OpenRaw(const std::string& provider_id, const StoredSecret& raw,
-                                                 int64_t row_version) {
+                                                 int64_t row_version, int64_t* version) {
   DYAD_ASSIGN_OR_RETURN(OpenedSecret opened, OpenChecked(provider_id, raw.value));
   DYAD_RETURN_IF_ERROR(CheckNotRolledBack(provider_id, opened, row_version));
+  if (version) *version = opened.credentials_version;
   return CredentialsFromJson(opened.payload.view());
 }
 

@@ -217,8 +217,11 @@ class SecretsService {
   // The fields of `raw` (what ReadRaw() gave under the provider's lock) in
   // clear, references unresolved, for a read-modify-write of them: kDataLoss
   // (audited as secret.tampered) when it does not open or is older than the
-  // registry row's `row_version` (a rollback).
-  Result<CredentialFields> OpenRaw(const std::string& provider_id, const StoredSecret& raw, int64_t row_version);
+  // registry row's `row_version` (a rollback). `version`, if given, is set
+  // to the credentials version the secret carries (above `row_version` when
+  // a write stored it and its row update did not follow).
+  Result<CredentialFields> OpenRaw(const std::string& provider_id, const StoredSecret& raw, int64_t row_version,
+                                   int64_t* version = nullptr);
   // "DYAD_PROVIDER_<SLUG>_" when the environment is the source of `p`'s
   // credentials while nothing is stored (SECRETS_PROVIDER=environment and
   // one of its variables set); empty otherwise.

@@ -309,6 +309,50 @@ TEST_F(ServicesTest, ARowUpdateOfUnknownOutcomeKeepsTheNewSecretAndSaysSo) {
   EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
 }
 
+// A merge (PATCH) retried after one of unknown outcome: the first stored
+// its secret, its row update was refused and the row could not be read
+// back, so the secret stayed ahead of its row. The retry merges to the
+// same credentials; it must still bring the row up to the secret (its
+// version and field names), not answer success with the row naming the
+// old credentials.
+TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeBringsTheRowUpToItsSecret) {
+  Provider p = Create("openai", "old");
+  LosingRegistry& losing = LoseRegistryAnswers();
+  bool lose = true;
+  auto merge = [&](const Provider&, const CredentialFields& masked, const StoredBytes&) {
+    ProviderPatch patch;
+    patch.credentials = masked;
+    (*patch.credentials)["api_key"] = SecretBytes("new");
+    (*patch.credentials)["organization"] = SecretBytes("org-1");
+    if (lose) {  // after the row was read under the lock
+      losing.refuse_updates = 1;
+      losing.reads_fail = true;
+    }
+    return Result<ProviderPatch>(std::move(patch));
+  };
+  const std::vector<std::string> named{"api_key", "organization"};
+  auto first = providers_->Edit(p.id, named, merge, caller_);
+  ASSERT_FALSE(first.ok());
+  EXPECT_NE(first.error().message.find("was written is unknown"), std::string::npos) << first.error().message;
+  losing.reads_fail = false;
+  lose = false;
+  EXPECT_EQ(StoredKey(p.id), "new");  // the secret is ahead of its row
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 1);
+
+  auto retried = providers_->Edit(p.id, named, merge, caller_);
+  ASSERT_TRUE(retried.ok()) << retried.error().message;
+  const Provider row = *repo_->Get(p.id);
+  EXPECT_EQ(row.credentials_version, 2);
+  EXPECT_EQ(row.credential_fields, named);
+  EXPECT_EQ(retried->credentials_version, 2);
+  EXPECT_EQ(StoredKey(p.id), "new");
+
+  // In step again: a merge that changes nothing now writes nothing.
+  auto again = providers_->Edit(p.id, named, merge, caller_);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
+}
+
 // The registry and the store restarting under a rotation (the cluster
 // test's PostgreSQL restart): the secret is written, the row update
 // refused, and neither the row nor the store answers at once. The outcome
