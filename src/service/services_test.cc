@@ -388,6 +388,31 @@ TEST_F(ServicesTest, AnInsertWhoseAnswerWasLostIsReadBackNotUndone) {
   EXPECT_EQ(StoredKey(p.id), "first");
 }
 
+// An insert whose answer was lost and whose row cannot be read back: the
+// error says the outcome is unknown, and the secret is kept, since a row
+// that was written would otherwise name a secret that is gone (every read
+// failing). One not written leaves an orphan for the secrets gc.
+TEST_F(ServicesTest, AnInsertOfUnknownOutcomeSaysSoAndKeepsItsSecret) {
+  LosingRegistry& losing = LoseRegistryAnswers();
+  losing.lose_writes = 1;
+  losing.reads_fail = true;
+  ProviderPatch input;
+  input.name = input.slug = "openai";
+  input.type = "http-sdk";
+  input.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
+  input.credentials = ApiKeyFields("first");
+  auto created = providers_->Create(input, caller_);
+  ASSERT_FALSE(created.ok());
+  EXPECT_EQ(created.code(), ErrorCode::kUnavailable);
+  EXPECT_NE(created.error().message.find("was written is unknown"), std::string::npos) << created.error().message;
+  losing.reads_fail = false;
+  auto listed = repo_->List(0, 10);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->items.size(), 1u);  // the insert was applied
+  EXPECT_EQ(StoredKey(listed->items.front().id), "first");
+  for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.orphaned");
+}
+
 // The store applied the secret but its answer was lost: read back, the
 // write goes on to the row instead of leaving the secret ahead of it.
 TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
