@@ -30,11 +30,12 @@ std::string Trimmed(const char* message) {
 }
 
 // SQLSTATEs a caller may retry: connection exceptions (08), serialization
-// failure and deadlock (40001, 40P01), insufficient resources (53), operator
-// intervention such as a shutdown (57P01-57P03).
+// failure and deadlock (40001, 40P01), insufficient resources (53), a lock
+// not granted within lock_timeout (55P03), operator intervention such as a
+// shutdown (57P01-57P03).
 bool Retryable(std::string_view state) {
   return state.rfind("08", 0) == 0 || state == "40001" || state == "40P01" || state.rfind("53", 0) == 0 ||
-         state == "57P01" || state == "57P02" || state == "57P03";
+         state == "55P03" || state == "57P01" || state == "57P02" || state == "57P03";
 }
 
 // The password of a postgresql:// URL as it may appear in libpq's

@@ -35,6 +35,9 @@ Error SlugTaken(const Provider& p) {
   return MakeError(ErrorCode::kAlreadyExists, "a provider with slug '" + p.slug + "' already exists");
 }
 
+// How long GetSettled waits for another transaction's write of the row.
+constexpr int kSettleWaitMs = 2000;
+
 Error NotFound(const std::string& id) { return MakeError(ErrorCode::kNotFound, "provider '" + id + "' not found"); }
 
 class PgProviderRepository final : public ProviderRepository {
@@ -62,6 +65,22 @@ class PgProviderRepository final : public ProviderRepository {
       if (rows.size() == 0) return NotFound(id);
       return ReadRow(rows, 0);
     });
+  }
+
+  // FOR SHARE waits for a transaction that changed the row; lock_timeout
+  // bounds the wait (SQLSTATE 55P03, kUnavailable: the caller retries).
+  Result<Provider> GetSettled(const std::string& id) override {
+    Provider out;
+    Status s = db_->Transaction([&](PgConnection& c) -> Status {
+      DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(kSettleWaitMs) + "ms'"));
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(std::string("SELECT ") + kColumns +
+                                                     " FROM providers WHERE id = $1 FOR SHARE", {id}));
+      if (rows.size() == 0) return NotFound(id);
+      out = ReadRow(rows, 0);
+      return OkStatus();
+    });
+    if (!s.ok()) return s.error();
+    return out;
   }
 
   Status Update(const Provider& p) override {

@@ -18,6 +18,12 @@ class ProviderRepository {
   virtual ~ProviderRepository() = default;
   virtual Status Insert(const Provider& p) = 0;
   virtual Result<Provider> Get(const std::string& id) = 0;
+  // As Get, once a write of the row still running on another connection has
+  // ended (committed or rolled back): what reads back a write whose answer
+  // was lost, since its statement may still run on a connection that was
+  // cut. Waits a bounded time for it (kUnavailable after). Get for an
+  // engine whose writes end with their call (SQLite, in process).
+  virtual Result<Provider> GetSettled(const std::string& id) { return Get(id); }
   // Writes `p` only if the row's revision is still `p.revision` (the one
   // read), and moves the revision on: kConflict when another writer updated
   // the row meanwhile, kNotFound when it is gone.

@@ -155,6 +155,57 @@ TEST_P(ProviderRepositoryContract, ConcurrentUpdatesFromOneRevisionLandOnce) {
   EXPECT_EQ(now.revision, read.revision + 1);
 }
 
+// Reading back a write whose answer was lost: its statement may still run
+// on the connection that was cut. GetSettled waits for it to end (commit or
+// roll back) and reads what it left; Get would read the row from before.
+// SQLite's writes end with their call: there GetSettled is Get.
+TEST_P(ProviderRepositoryContract, GetSettledWaitsForAWriteStillRunningElsewhere) {
+  if (GetParam() != "postgresql") GTEST_SKIP() << "row locks are PostgreSQL's";
+  auto inst = NewInstance();
+  ASSERT_TRUE(inst.ok()) << inst.error().message;
+  ProviderRepository& repo = *inst->providers;
+  ASSERT_TRUE(repo.Insert(Make("p", "p")).ok());
+  auto conn = inst->postgresql->ConnectDedicated();
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  PgConnection& cut = **conn;  // the connection whose write's answer was "lost"
+  for (const char* end : {"COMMIT", "ROLLBACK"}) {
+    SCOPED_TRACE(end);
+    const Provider before = *repo.Get("p");
+    ASSERT_TRUE(cut.Exec("BEGIN").ok());
+    ASSERT_TRUE(cut.Exec("UPDATE providers SET description = 'in flight', revision = revision + 1 "
+                         "WHERE id = 'p'").ok());
+    EXPECT_EQ(repo.Get("p")->revision, before.revision);  // a plain read does not wait
+    Result<Provider> settled = MakeError(ErrorCode::kInternal, "not read");
+    std::thread reader([&] { settled = repo.GetSettled("p"); });
+    const bool waited = BackendsWaitOnLocks(*inst, 1);
+    EXPECT_TRUE(cut.Exec(end).ok());
+    reader.join();
+    EXPECT_TRUE(waited) << "GetSettled never waited for the write in flight";
+    ASSERT_TRUE(settled.ok()) << settled.error().message;
+    const bool committed = std::string(end) == "COMMIT";
+    EXPECT_EQ(settled->revision, before.revision + (committed ? 1 : 0));
+    EXPECT_EQ(settled->description, committed ? "in flight" : before.description);
+  }
+  EXPECT_EQ(repo.GetSettled("nobody").code(), ErrorCode::kNotFound);
+}
+
+// A write that does not end within the wait: kUnavailable, which the
+// read-back retries, not an answer about the row.
+TEST_P(ProviderRepositoryContract, GetSettledGivesUpOnAWriteThatDoesNotEnd) {
+  if (GetParam() != "postgresql") GTEST_SKIP() << "row locks are PostgreSQL's";
+  auto inst = NewInstance();
+  ASSERT_TRUE(inst.ok()) << inst.error().message;
+  ASSERT_TRUE(inst->providers->Insert(Make("p", "p")).ok());
+  auto conn = inst->postgresql->ConnectDedicated();
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  ASSERT_TRUE((*conn)->Exec("BEGIN").ok());
+  ASSERT_TRUE((*conn)->Exec("UPDATE providers SET revision = revision + 1 WHERE id = 'p'").ok());
+  auto settled = inst->providers->GetSettled("p");
+  EXPECT_TRUE((*conn)->Exec("ROLLBACK").ok());
+  ASSERT_FALSE(settled.ok());
+  EXPECT_EQ(settled.code(), ErrorCode::kUnavailable) << settled.error().message;
+}
+
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(ProviderRepositoryContract);
 
 }  // namespace

@@ -306,7 +306,7 @@ ProviderService::RowWrite ProviderService::ReadBack(const Status& s, const std::
                                                     int64_t credentials_version) {
   if (s.ok()) return RowWrite::kWritten;
   if (s.code() != ErrorCode::kUnavailable) return RowWrite::kNotWritten;
-  auto now = WithRetries(SecretsService::kSettle, clock_, random_, [&] { return repo_.Get(id); });
+  auto now = WithRetries(SecretsService::kSettle, clock_, random_, [&] { return repo_.GetSettled(id); });
   if (now.ok()) {
     if (ours(*now)) return RowWrite::kWritten;
     return now->credentials_version >= credentials_version ? RowWrite::kOvertaken : RowWrite::kNotWritten;

@@ -7,10 +7,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 // h-pgrepos-b: audit key and head, migration progress, the environment backend's secret store.
 #include "backends/environment/pg_secret_store.h"
@@ -135,6 +137,27 @@ class RegistryContractTest : public ::testing::TestWithParam<std::string> {
       if (!row) return std::optional<int64_t>();
       return std::optional<int64_t>(st.Int(0));
     });
+  }
+
+  // PostgreSQL: polls (bounded, no sleeping for time) until `count`
+  // backends on the test's database wait on a lock; false after 30 s.
+  static bool BackendsWaitOnLocks(const RegistryInstance& inst, int count) {
+    return Polled(inst, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND cardinality(pg_blocking_pids(pid)) > 0", count);
+  }
+  // Polls `sql` (a count) until it reaches `at_least`; false after 30 s.
+  static bool Polled(const RegistryInstance& inst, const std::string& sql, int64_t at_least) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < give_up) {
+      auto waiting = QueryInt(inst, sql);
+      if (!waiting.ok()) {
+        ADD_FAILURE() << waiting.error().message;
+        return false;
+      }
+      if (waiting->value_or(0) >= at_least) return true;
+      std::this_thread::yield();
+    }
+    return false;
   }
 
   FakeClock fake_clock_;  // what NewInstance() gives its repositories

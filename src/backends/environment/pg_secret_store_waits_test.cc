@@ -32,28 +32,11 @@ class SecretStoreOnEnginesLockWaits : public testing::TwoInstanceStores {
 
   // Polls (bounded) until a backend is blocked by `holder_pid`'s locks.
   bool SomeoneWaitsOn(int64_t holder_pid) {
-    return Polled("SELECT count(*) FROM pg_stat_activity WHERE " + std::to_string(holder_pid) +
+    return Polled(inst_[1], "SELECT count(*) FROM pg_stat_activity WHERE " + std::to_string(holder_pid) +
                   " = ANY(pg_blocking_pids(pid))", 1);
   }
   // Polls (bounded) until `count` backends on this database wait on a lock.
-  bool BackendsWaitOnLocks(int count) {
-    return Polled("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                  "AND cardinality(pg_blocking_pids(pid)) > 0", count);
-  }
-  // Polls `sql` (a count) until it reaches `at_least`; false after 30 s.
-  bool Polled(const std::string& sql, int64_t at_least) {
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < give_up) {
-      auto waiting = QueryInt(inst_[1], sql);
-      if (!waiting.ok()) {
-        ADD_FAILURE() << waiting.error().message;
-        return false;
-      }
-      if (waiting->value_or(0) >= at_least) return true;
-      std::this_thread::yield();
-    }
-    return false;
-  }
+  bool BackendsWaitOnLocks(int count) { return RegistryContractTest::BackendsWaitOnLocks(inst_[1], count); }
 };
 
 // What the holder of one row's lock does before letting go.
