@@ -159,7 +159,7 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   }
   if (s.ok()) {
     s = repo_.Insert(p);
-    const RowWrite row = ReadBack(s, p.id, [](const Provider&) { return true; }, 0);  // a new id: this writer's
+    const RowWrite row = InsertSettled(s, p);
     if (row == RowWrite::kWritten) s = OkStatus();
     if (row == RowWrite::kNotWritten && written) {
       Status undo = WithRetries(SecretsService::kSettle, clock_, random_, [&] {  // no secret without its row
@@ -312,6 +312,20 @@ ProviderService::RowWrite ProviderService::ReadBack(const Status& s, const std::
     return now->credentials_version >= credentials_version ? RowWrite::kOvertaken : RowWrite::kNotWritten;
   }
   return now.code() == ErrorCode::kNotFound ? RowWrite::kNotWritten : RowWrite::kUnknown;
+}
+
+ProviderService::RowWrite ProviderService::InsertSettled(const Status& s, const Provider& p) {
+  if (s.ok()) return RowWrite::kWritten;
+  if (s.code() != ErrorCode::kUnavailable) return RowWrite::kNotWritten;
+  // The insert may still be running on the server, where a read does not
+  // see it yet. Inserted again, the row waits for it on the id's unique
+  // index: kAlreadyExists once it committed (any row under this new id is
+  // this writer's, read back to tell it from another provider's slug),
+  // written now if it had not.
+  Status again = WithRetries(SecretsService::kSettle, clock_, random_, [&] { return repo_.Insert(p); });
+  if (again.ok()) return RowWrite::kWritten;
+  if (again.code() == ErrorCode::kAlreadyExists) return ReadBack(s, p.id, [](const Provider&) { return true; }, 0);
+  return again.code() == ErrorCode::kUnavailable ? RowWrite::kUnknown : RowWrite::kNotWritten;
 }
 
 Status ProviderService::OutcomeUnknown(const Status& s, const std::string& id) {

@@ -167,6 +167,8 @@ class ProviderService {
   };
   RowWrite ReadBack(const Status& s, const std::string& id, const std::function<bool(const Provider&)>& ours,
                     int64_t credentials_version);
+  // What became of Create's insert of `p` that answered `s`.
+  RowWrite InsertSettled(const Status& s, const Provider& p);
   static Status OutcomeUnknown(const Status& s, const std::string& id);
 
   // For http-sdk and proxy providers: adapterConfig and where its host

@@ -55,12 +55,20 @@ Error LostAnswer() { return MakeError(ErrorCode::kUnavailable, "server closed th
 
 // A registry in front of a real one that loses the answers of the next
 // `lose_writes` inserts and updates, refuses the next `refuse_updates`
-// (kUnavailable, nothing written), and fails reads while `reads_fail` and
-// the next `failing_reads` (a registry restarting).
+// (kUnavailable, nothing written), leaves the next `in_flight_inserts`
+// running, and fails reads while `reads_fail` and the next `failing_reads`
+// (a registry restarting).
 class LosingRegistry final : public ProviderRepository {
  public:
   explicit LosingRegistry(std::unique_ptr<ProviderRepository> inner) : inner_(std::move(inner)) {}
-  Status Insert(const Provider& p) override { return Lose(inner_->Insert(p)); }
+  Status Insert(const Provider& p) override {
+    if (in_flight_inserts.fetch_sub(1) > 0) {  // not applied yet: the next insert finds it committed
+      in_flight_ = p;
+      return LostAnswer();
+    }
+    if (auto committed = std::exchange(in_flight_, std::nullopt)) EXPECT_TRUE(inner_->Insert(*committed).ok());
+    return Lose(inner_->Insert(p));
+  }
   Result<Provider> Get(const std::string& id) override {
     if (reads_fail || failing_reads.fetch_sub(1) > 0) return LostAnswer();
     return inner_->Get(id);
@@ -75,10 +83,18 @@ class LosingRegistry final : public ProviderRepository {
 
   std::atomic<int> lose_writes{0};
   std::atomic<int> refuse_updates{0};
+  // The next insert loses its answer and is still running: reads do not
+  // see it, and it commits when another insert waits for it (the id's
+  // unique index), or at CommitInFlight().
+  std::atomic<int> in_flight_inserts{0};
   std::atomic<int> failing_reads{0};
   std::atomic<bool> reads_fail{false};
   // Run once, on the real registry, after the next write whose answer is lost (single-threaded tests).
   std::function<void(ProviderRepository&)> after_lost;
+
+  void CommitInFlight() {
+    if (auto committed = std::exchange(in_flight_, std::nullopt)) EXPECT_TRUE(inner_->Insert(*committed).ok());
+  }
 
  private:
   Status Lose(Status s) {
@@ -87,6 +103,7 @@ class LosingRegistry final : public ProviderRepository {
     return LostAnswer();
   }
   std::unique_ptr<ProviderRepository> inner_;
+  std::optional<Provider> in_flight_;
 };
 
 // A store that loses the answers of the next `lose_writes` creates and
@@ -410,6 +427,24 @@ TEST_F(ServicesTest, AnInsertOfUnknownOutcomeSaysSoAndKeepsItsSecret) {
   ASSERT_TRUE(listed.ok());
   ASSERT_EQ(listed->items.size(), 1u);  // the insert was applied
   EXPECT_EQ(StoredKey(listed->items.front().id), "first");
+  for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.orphaned");
+}
+
+// An insert whose answer was lost while it still ran on the server: a read
+// does not see it yet. Undone then, its secret would be deleted and the row
+// committed after it would name a secret that is gone. Inserted again, the
+// row waits for it and finds it committed: the create stands.
+TEST_F(ServicesTest, AnInsertStillRunningWhenItsAnswerWasLostIsNotUndone) {
+  LosingRegistry& losing = LoseRegistryAnswers();
+  losing.in_flight_inserts = 1;
+  Provider p = Create("openai", "first");
+  ASSERT_FALSE(p.id.empty());
+  losing.CommitInFlight();  // (already committed: nothing left to commit)
+  auto listed = repo_->List(0, 10);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->items.size(), 1u);
+  EXPECT_EQ(listed->items.front().id, p.id);
+  EXPECT_EQ(StoredKey(p.id), "first");
   for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.orphaned");
 }
 
