@@ -152,16 +152,25 @@ class ServicesTest : public testing::ServiceFixture {
     o.cache.ttl = 300s;
     ServiceFixture::Build(o, env);
   }
-  Provider Create(const std::string& slug, const std::string& key = kCanary) {
+  static ProviderPatch NewProvider(const std::string& slug, const std::string& key = kCanary) {
     ProviderPatch p;
     p.name = slug;
     p.slug = slug;
     p.type = "http-sdk";
     p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
     p.credentials = ApiKeyFields(key);
-    auto r = providers_->Create(p, caller_);
+    return p;
+  }
+  Provider Create(const std::string& slug, const std::string& key = kCanary) {
+    auto r = providers_->Create(NewProvider(slug, key), caller_);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
     return r.ok() ? *r : Provider{};
+  }
+  // The registry's only row (what a create whose answer was lost left), else nullopt.
+  std::optional<Provider> OnlyRow() {
+    auto listed = repo_->List(0, 10);
+    if (!listed.ok() || listed->items.size() != 1) return std::nullopt;
+    return listed->items.front();
   }
   static CredentialFields ApiKeyFields(const std::string& key) {
     CredentialFields f;
@@ -397,12 +406,23 @@ TEST_F(ServicesTest, ARotationRefusedWhileTheRegistryRestartsIsUndoneOnceItAnswe
   for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.restore_failed");
 }
 
-TEST_F(ServicesTest, AnInsertWhoseAnswerWasLostIsReadBackNotUndone) {
-  LosingRegistry& losing = LoseRegistryAnswers();
-  losing.lose_writes = 1;
-  Provider p = Create("openai", "first");
-  ASSERT_FALSE(p.id.empty());
-  EXPECT_EQ(StoredKey(p.id), "first");
+// An insert whose answer was lost: applied already, or still running on
+// the server, where a read does not see it yet. Undone then, its secret
+// would be deleted and the row committed after it would name a secret that
+// is gone. Read back, or inserted again (the row waits for the first on the
+// id's unique index and finds it committed), the create stands.
+TEST_F(ServicesTest, AnInsertWhoseAnswerWasLostIsNotUndone) {
+  for (const bool still_running : {false, true}) {
+    SCOPED_TRACE(still_running ? "still running" : "applied");
+    LosingRegistry& losing = LoseRegistryAnswers();
+    (still_running ? losing.in_flight_inserts : losing.lose_writes) = 1;
+    Provider p = Create(still_running ? "running" : "applied", "first");
+    ASSERT_FALSE(p.id.empty());
+    losing.CommitInFlight();  // (already committed: nothing left to commit)
+    EXPECT_TRUE(repo_->Get(p.id).ok());
+    EXPECT_EQ(StoredKey(p.id), "first");
+  }
+  for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.orphaned");
 }
 
 // An insert whose answer was lost and whose row cannot be read back: the
@@ -413,38 +433,14 @@ TEST_F(ServicesTest, AnInsertOfUnknownOutcomeSaysSoAndKeepsItsSecret) {
   LosingRegistry& losing = LoseRegistryAnswers();
   losing.lose_writes = 1;
   losing.reads_fail = true;
-  ProviderPatch input;
-  input.name = input.slug = "openai";
-  input.type = "http-sdk";
-  input.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
-  input.credentials = ApiKeyFields("first");
-  auto created = providers_->Create(input, caller_);
+  auto created = providers_->Create(NewProvider("openai", "first"), caller_);
   ASSERT_FALSE(created.ok());
   EXPECT_EQ(created.code(), ErrorCode::kUnavailable);
   EXPECT_NE(created.error().message.find("was written is unknown"), std::string::npos) << created.error().message;
   losing.reads_fail = false;
-  auto listed = repo_->List(0, 10);
-  ASSERT_TRUE(listed.ok());
-  ASSERT_EQ(listed->items.size(), 1u);  // the insert was applied
-  EXPECT_EQ(StoredKey(listed->items.front().id), "first");
-  for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.orphaned");
-}
-
-// An insert whose answer was lost while it still ran on the server: a read
-// does not see it yet. Undone then, its secret would be deleted and the row
-// committed after it would name a secret that is gone. Inserted again, the
-// row waits for it and finds it committed: the create stands.
-TEST_F(ServicesTest, AnInsertStillRunningWhenItsAnswerWasLostIsNotUndone) {
-  LosingRegistry& losing = LoseRegistryAnswers();
-  losing.in_flight_inserts = 1;
-  Provider p = Create("openai", "first");
-  ASSERT_FALSE(p.id.empty());
-  losing.CommitInFlight();  // (already committed: nothing left to commit)
-  auto listed = repo_->List(0, 10);
-  ASSERT_TRUE(listed.ok());
-  ASSERT_EQ(listed->items.size(), 1u);
-  EXPECT_EQ(listed->items.front().id, p.id);
-  EXPECT_EQ(StoredKey(p.id), "first");
+  const std::optional<Provider> row = OnlyRow();  // the insert was applied
+  ASSERT_TRUE(row);
+  EXPECT_EQ(StoredKey(row->id), "first");
   for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.orphaned");
 }
 
