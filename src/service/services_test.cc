@@ -66,7 +66,7 @@ class LosingRegistry final : public ProviderRepository {
       in_flight_ = p;
       return LostAnswer();
     }
-    if (auto committed = std::exchange(in_flight_, std::nullopt)) EXPECT_TRUE(inner_->Insert(*committed).ok());
+    CommitInFlight();  // this insert waits for it (the id's unique index)
     return Lose(inner_->Insert(p));
   }
   Result<Provider> Get(const std::string& id) override {
