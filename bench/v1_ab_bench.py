@@ -7,10 +7,13 @@ On this kind of shared 2-core machine one binary's CPU per request moves by ±10
 against one stub (nginx, as in v1_proxy_bench.py), in A B, B A, A B, ... order so that a drift of the machine during
 the run weighs on both; each turn is a fresh gateway, a 1 s warm-up, then wrk with N keep-alive clients (default 16)
 for S seconds. Per turn: requests/s and the gateway's CPU µs per request (user + system of its process, /proc).
-Reported per mode: each pair's B/A ratios, their medians, and in how many pairs B used less CPU than A.
+Reported per mode: each pair's B/A ratios, their medians, and in how many pairs B used less CPU than A. Then one
+client: A and B run side by side and bench/one_client_probe.cc sends one request to the stub directly, one through A
+and one through B per round, in a shuffled order (--rounds, default 10,000): p50/p99 of each, measured in the same
+seconds (latency at one client moves with the machine far more than a change moves it).
 
 Usage: python3 bench/v1_ab_bench.py A_BINARY B_BINARY [--pairs 6] [--seconds 6] [--clients 16] [--modes json sse]
-       [--json]
+       [--rounds 10000] [--json]
 Needs nginx and wrk (scripts/install-deps.sh --test). Build the "before" binary from another worktree, e.g.
 `git worktree add /tmp/before <rev> && cmake -S /tmp/before -B /tmp/before/build-bench -G Ninja
 -DCMAKE_BUILD_TYPE=Release -DDYAD_TESTS=OFF -DDYAD_BENCH=OFF && ninja -C /tmp/before/build-bench dyad-gateway`.
@@ -46,6 +49,25 @@ def turn(binary, work, stub_port, mode, opts):
         gw.stop()
 
 
+def one_client(work, stub_port, mode, opts, probe):
+    """A and B side by side, one client interleaved with direct (one_client_probe.cc): {"direct", "a", "b"}, each
+    with requests, failed and p50/p90/p99/p999/max in µs."""
+    specs = [bench.probe_request(work, "direct", mode, f"http://127.0.0.1:{stub_port}", bench.UPSTREAM_KEY)]
+    running = []
+    try:
+        for which in ("a", "b"):
+            d = work / f"{mode}-one-{which}"
+            d.mkdir()
+            gw, url = bench.start_gateway(d, stub_port, getattr(opts, which))
+            running.append(gw)
+            spec = bench.probe_request(d, "gateway", mode, url, bench.CLIENT_TOKEN)
+            specs.append(which + spec[len("gateway"):])
+        return bench.one_client_interleaved(probe, specs, argparse.Namespace(probe_rounds=opts.rounds))
+    finally:
+        for gw in running:
+            gw.stop()
+
+
 def summarize(pairs):
     """pairs: [(a_turn, b_turn)] of one mode. The medians of A, B and of the per-pair B/A ratios."""
     def ratio(b, a):
@@ -76,6 +98,19 @@ def table(results, opts):
         lines.append(f"| {'non-streaming' if mode == 'json' else 'streaming (SSE)'} | {s['a_cpu_us']:.0f} | "
                      f"{s['b_cpu_us']:.0f} | {s['cpu_ratio']:.3f} | {s['b_less_cpu']} of {s['pairs']} | "
                      f"{s['a_rps']:,.0f} | {s['b_rps']:,.0f} | {s['rps_ratio']:.3f} | {s['failed']} |")
+    if results.get("one_client"):
+        lines += ["", f"One client, A and B side by side, one request each per round with one to the stub directly "
+                      f"(shuffled; {opts.rounds:,} rounds): latency in µs, and what each adds to direct's.", "",
+                  "| mode | path | p50 | p99 | added p50 | added p99 | failed |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for mode, one in results["one_client"].items():
+            d = one["direct"]
+            for path in ("direct", "a", "b"):
+                x = one[path]
+                added = ("—", "—") if path == "direct" else (f"{x['p50_us'] - d['p50_us']:+,.0f}",
+                                                             f"{x['p99_us'] - d['p99_us']:+,.0f}")
+                name = path if path == "direct" else path.upper()
+                lines.append(f"| {'non-streaming' if mode == 'json' else 'streaming (SSE)'} | {name} | "
+                             f"{x['p50_us']:,.0f} | {x['p99_us']:,.0f} | {added[0]} | {added[1]} | {x['failed']} |")
     return "\n".join(lines)
 
 
@@ -87,6 +122,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--modes", nargs="+", choices=bench.MODES, default=list(bench.MODES))
+    ap.add_argument("--rounds", type=int, default=10000, help="one-client rounds (0: none)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     opts = ap.parse_args()
     for path in (opts.a, opts.b):
@@ -94,13 +130,14 @@ def main():
             sys.exit(f"no gateway binary at {path}")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     results = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "uptime": bench.uptime(), "modes": {}}
+               "uptime": bench.uptime(), "modes": {}, "one_client": {}}
     with tempfile.TemporaryDirectory(prefix="dyad-v1-ab-") as tmp:
         work = pathlib.Path(tmp)
         stub_port = bench.free_port()
         (work / "stub.conf").write_text(bench.stub_config(work, stub_port))
         stub = bench.Proc("stub", [nginx, "-p", str(work), "-c", str(work / "stub.conf")], work, port=stub_port)
         try:
+            probe = bench.probe_binary(work) if opts.rounds > 0 else None
             for mode in opts.modes:
                 pairs = []
                 for i in range(opts.pairs):
@@ -112,6 +149,8 @@ def main():
                                   f"req/s, {got[which]['cpu_us_per_request']:.0f} µs CPU/request")
                     pairs.append((got["a"], got["b"]))
                 results["modes"][mode] = summarize(pairs)
+                if opts.rounds > 0:
+                    results["one_client"][mode] = one_client(work, stub_port, mode, opts, probe)
         finally:
             stub.stop()
     print(json.dumps(results) if opts.json else table(results, opts))

@@ -335,3 +335,21 @@ def test_interleaved_measures_every_path_through_the_real_stub_and_proxy(tmp_pat
         assert m["failed"] == 0 and m["requests"] > 100
         assert m["seconds"] == pytest.approx(2, rel=0.25)  # two slices of 1 s each
         assert m["requests_per_s"] == pytest.approx(m["requests"] / m["seconds"])
+
+
+def test_the_ab_table_gives_each_binarys_added_latency_at_one_client_against_direct_in_the_same_run():
+    import argparse
+    def turn():
+        return {"pairs": 1, "a_cpu_us": 50, "b_cpu_us": 45, "cpu_ratio": 0.9, "b_less_cpu": 1, "a_rps": 100,
+                "b_rps": 110, "rps_ratio": 1.1, "failed": 0}
+    def lat(p50, p99, failed=0):
+        return {"p50_us": p50, "p99_us": p99, "failed": failed}
+    results = {"started": "t", "uptime": "u", "modes": {"json": turn()},
+               "one_client": {"json": {"direct": lat(20, 80), "a": lat(60, 200), "b": lat(45, 150, failed=1)}}}
+    opts = argparse.Namespace(a="A", b="B", pairs=1, clients=16, seconds=6, rounds=10000)
+    text = ab.table(results, opts)
+    assert "| non-streaming | A | 60 | 200 | +40 | +120 | 0 |" in text
+    assert "| non-streaming | B | 45 | 150 | +25 | +70 | 1 |" in text
+    assert "| non-streaming | direct | 20 | 80 | — | — | 0 |" in text
+    assert "10,000 rounds" in text
+    assert "One client" not in ab.table({**results, "one_client": {}}, opts)  # --rounds 0
