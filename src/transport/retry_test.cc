@@ -72,5 +72,32 @@ TEST(WithRetries, RetriesOnlyUnavailableAndWaitsThroughTheClock) {
   EXPECT_EQ(down.error().message, "connection refused (after 4 attempts)");
 }
 
+TEST(WithRetries, BeginsNoAttemptNorWaitPastTheDeadline) {
+  FakeClock clock;
+  testing::ConstantRandom half(0x80);
+  RetryPolicy p{10, milliseconds(100), milliseconds(5000)};
+  const Clock::Instant deadline = clock.Now() + milliseconds(1000);
+  int calls = 0;
+  auto r = WithRetries(p, clock, half, deadline, [&]() -> Status {
+    ++calls;
+    clock.Advance(milliseconds(300));
+    return MakeError(ErrorCode::kUnavailable, "busy");
+  });
+  // 300 ms, +50 slept, 650 ms, +100 slept, 1050 ms: the third attempt,
+  // begun before the deadline, ends past it, and no wait follows.
+  EXPECT_EQ(calls, 3);
+  EXPECT_LT(clock.Now(), deadline + milliseconds(300));
+  EXPECT_EQ(r.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(r.error().message, "busy (after 3 attempts, at its deadline)");
+
+  calls = 0;
+  auto none = WithRetries(p, clock, half, deadline, [&]() -> Status {
+    ++calls;
+    return OkStatus();
+  });
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(none.code(), ErrorCode::kDeadlineExceeded);
+}
+
 }  // namespace
 }  // namespace dyad
