@@ -505,9 +505,7 @@ TEST_F(ServicesTest, AnInsertWhoseAnswerWasLostIsReadBackNotUndone) {
 // write goes on to the row instead of leaving the secret ahead of it.
 TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
   LosingStore store(store_);
-  SecretsOptions o;
-  o.cache.ttl = 300s;
-  ServiceFixture::Build(o, {}, &store);
+  ServiceFixture::Build(Options(), {}, &store);
   store.lose_writes = 1;
   Provider created = Create("openai", "first");
   ASSERT_FALSE(created.id.empty());
