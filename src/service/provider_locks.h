@@ -13,10 +13,12 @@
 // the backend's retry budget). Without a ProviderLeases (unit tests, one
 // process) only the mutex is taken. Thread-safe.
 //
-// A holder's retries (a write's settle rounds: SecretsService::kSettle) end
-// by its deadline(): the lease's TTL less `margin` after it was taken, so
-// that the last call, begun before the deadline, ends while the lease still
-// holds, and its fenced write finds it this holder's.
+// A holder's retries (a write's settle rounds: SecretsService::kSettle) stop
+// at its deadline(): the lease's TTL less `margin` after it was taken, so
+// that a call retried before the deadline ends while the lease still holds
+// and its fenced write finds it this holder's. A round reached only after
+// the deadline makes one attempt, which its fence (a version, Confirm())
+// keeps from overwriting another writer's.
 #pragma once
 
 #include <array>

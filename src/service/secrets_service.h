@@ -184,8 +184,8 @@ class SecretsService {
   // unavailable (a PostgreSQL restart takes a second or two), for up to
   // about 8 s a round, the provider's lock held. A provider write may run
   // three rounds back to back (the store read-back, the row read-back, the
-  // undo); all of them end by the write's deadline (Held::deadline()), which
-  // keeps them inside its lease.
+  // undo); none of them retries past the write's deadline (Held::deadline()),
+  // which keeps them inside its lease.
   static constexpr RetryPolicy kSettle{8, std::chrono::milliseconds(100), std::chrono::milliseconds(2000),
                                        std::chrono::milliseconds(8000)};
   // What one write's settling may take: App sizes the lease so that its

@@ -33,16 +33,14 @@ Clock::Duration FullJitterBackoff(const RetryPolicy& policy, int retry, Random& 
 // error then says how many attempts were made.
 //
 // With a `deadline` (the end of what the retries belong to: a provider
-// write's, ProviderLocks::Held::deadline()), no attempt begins at or after
-// it, nor a wait that would end past it; an attempt begun before it may end
-// after it. When not even the first attempt could begin: kDeadlineExceeded.
+// write's, ProviderLocks::Held::deadline()), no retry begins at or after it,
+// nor a wait that would end past it; an attempt begun before it may end
+// after it. The first attempt is always made: what it does must be safe
+// late (a read, or a write fenced by a version or a lease).
 template <typename F>
 auto WithRetries(const RetryPolicy& policy, const Clock& clock, Random& random, Clock::Instant deadline, F&& attempt)
     -> decltype(attempt()) {
   const Clock::Instant start = clock.Now();
-  if (start >= deadline) {
-    return MakeError(ErrorCode::kDeadlineExceeded, "not attempted: its deadline had passed");
-  }
   for (int i = 1;; ++i) {
     auto r = attempt();
     if (r.ok() || r.code() != ErrorCode::kUnavailable) return r;
