@@ -487,11 +487,20 @@ TEST(ChangeLogFeedTest, AChangeThatCouldNotBeAppendedIsAppendedOnceTheDatabaseAn
   EXPECT_EQ(log.Rows().size(), 3u) << "not kept";
 }
 
-TEST(ChangeLogFeedTest, MoreKeptChangesThanABatchAreOneEverything) {
+// A RacedLog after Init() whose appends fail with kUnavailable (the
+// database down): what the cases of kept changes start from.
+struct DownLog {
+  DownLog() {
+    EXPECT_TRUE(log.Init().ok());
+    log.append_fails = MakeError(ErrorCode::kUnavailable, "down");
+  }
   FakeClock clock;
-  RacedLog log(clock);
-  ASSERT_TRUE(log.Init().ok());
-  log.append_fails = MakeError(ErrorCode::kUnavailable, "down");
+  RacedLog log{clock};
+};
+
+TEST(ChangeLogFeedTest, MoreKeptChangesThanABatchAreOneEverything) {
+  DownLog down;
+  RacedLog& log = down.log;
   for (int i = 0; i <= ChangeLogFeed::kMaxBatch; ++i) {
     EXPECT_FALSE(log.Publish({Kind::kCredentials, "p" + std::to_string(i)}).ok());
   }
@@ -503,10 +512,8 @@ TEST(ChangeLogFeedTest, MoreKeptChangesThanABatchAreOneEverything) {
 
 // The reconnect's step (ApplyEverything) appends what is kept too.
 TEST(ChangeLogFeedTest, TheReconnectAppendsWhatIsKept) {
-  FakeClock clock;
-  RacedLog log(clock);
-  ASSERT_TRUE(log.Init().ok());
-  log.append_fails = MakeError(ErrorCode::kUnavailable, "down");
+  DownLog down;
+  RacedLog& log = down.log;
   EXPECT_FALSE(log.Publish({Kind::kCredentials, "p1"}).ok());
   log.append_fails.reset();
   ASSERT_TRUE(log.Everything().ok());
@@ -516,10 +523,8 @@ TEST(ChangeLogFeedTest, TheReconnectAppendsWhatIsKept) {
 // A feed that stops (the process ends) appends what it still keeps; a kept
 // change refused for good on its retry is dropped, the others stay kept.
 TEST(ChangeLogFeedTest, StoppingAppendsWhatIsKeptAndAChangeRefusedForGoodIsDropped) {
-  FakeClock clock;
-  RacedLog log(clock);
-  ASSERT_TRUE(log.Init().ok());
-  log.append_fails = MakeError(ErrorCode::kUnavailable, "down");
+  DownLog down;
+  RacedLog& log = down.log;
   EXPECT_FALSE(log.Publish({Kind::kCredentials, "p1"}).ok());
   EXPECT_FALSE(log.Publish({Kind::kCredentials, "p2"}).ok());
   log.append_fails = MakeError(ErrorCode::kInternal, "read-only transaction");

@@ -25,21 +25,28 @@ Result<std::unique_ptr<ProviderLocks::Held>> ProviderLocks::Hold(const std::stri
     std::this_thread::sleep_for(std::chrono::microseconds(200));
     (void)lock.try_lock();
   }
-  if (!leases_) return std::make_unique<Held>(std::move(lock), nullptr, provider_id, "", options_.ttl);
+  if (!leases_) return std::make_unique<Held>(std::move(lock), nullptr, provider_id, "", options_.ttl, Deadline());
   std::string owner = NewUuid(random_);
   const auto deadline = clock_.Now() + options_.max_wait;
   while (true) {
     DYAD_ASSIGN_OR_RETURN(bool held, leases_->TryAcquire(provider_id, owner, options_.ttl));
-    if (held) return std::make_unique<Held>(std::move(lock), leases_, provider_id, std::move(owner), options_.ttl);
+    if (held) {
+      return std::make_unique<Held>(std::move(lock), leases_, provider_id, std::move(owner), options_.ttl, Deadline());
+    }
     if (clock_.Now() >= deadline) return Busy(provider_id);
     clock_.SleepFor(options_.poll);
   }
+}
+
+Clock::Instant ProviderLocks::Deadline() const {
+  return clock_.Now() + std::max<Clock::Duration>(options_.ttl - options_.margin, Clock::Duration(0));
 }
 
 Status ProviderLocks::Held::Confirm() {
   if (!leases_) return OkStatus();
   DYAD_ASSIGN_OR_RETURN(bool renewed, leases_->Renew(id_, owner_, ttl_));
   if (renewed) return OkStatus();
+  lost_ = true;
   return MakeError(ErrorCode::kConflict, "the lease on provider '" + id_ +
                                              "' ran out and another instance took it over; read it again and retry");
 }

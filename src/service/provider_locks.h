@@ -12,9 +12,17 @@
 // taken it over. `ttl` must then exceed one store write (App derives it from
 // the backend's retry budget). Without a ProviderLeases (unit tests, one
 // process) only the mutex is taken. Thread-safe.
+//
+// A holder's retries (a write's settle rounds: SecretsService::kSettle) stop
+// at its deadline(): the lease's TTL less `margin` after it was taken, so
+// that a call retried before the deadline ends while the lease still holds
+// and its fenced write finds it this holder's. A round reached only after
+// the deadline makes one attempt, which its fence (a version, Confirm())
+// keeps from overwriting another writer's.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,6 +38,10 @@ struct ProviderLeaseOptions {
   // Longer than one store write takes (its retries included): a holder
   // renews the lease before each write only the lease fences.
   Clock::Duration ttl = std::chrono::seconds(30);
+  // The longest one call under the lease can take (a busy registry pool's
+  // wait, a store call with its own retries): the holder's deadline is this
+  // long before its lease, taken, would run out.
+  Clock::Duration margin = std::chrono::seconds(10);
   // Longer than the TTL, so a lease its holder abandoned is taken over.
   Clock::Duration max_wait = std::chrono::seconds(40);
   Clock::Duration poll = std::chrono::milliseconds(5);
@@ -43,20 +55,32 @@ class ProviderLocks {
   class Held {
    public:
     Held(std::unique_lock<std::mutex> lock, ProviderLeases* leases, std::string id, std::string owner,
-         Clock::Duration ttl)
-        : lock_(std::move(lock)), leases_(leases), id_(std::move(id)), owner_(std::move(owner)), ttl_(ttl) {}
+         Clock::Duration ttl, Clock::Instant deadline)
+        : lock_(std::move(lock)),
+          leases_(leases),
+          id_(std::move(id)),
+          owner_(std::move(owner)),
+          ttl_(ttl),
+          deadline_(deadline) {}
     Held(const Held&) = delete;
     ~Held() {
       if (leases_) (void)leases_->Release(id_, owner_);  // an unreleased lease expires
     }
-    // Renews the lease; kConflict when it was lost to another instance.
+    // Renews the lease; kConflict when it was lost to another instance
+    // (lost() then says so: a version conflict is another kConflict).
     Status Confirm();
+    bool lost() const { return lost_; }
+    // When the holder's retries stop (see above): one deadline for all of
+    // them, fixed when the lease was taken.
+    Clock::Instant deadline() const { return deadline_; }
 
    private:
     std::unique_lock<std::mutex> lock_;
     ProviderLeases* leases_;
     std::string id_, owner_;
     Clock::Duration ttl_;
+    Clock::Instant deadline_;
+    std::atomic<bool> lost_{false};
   };
 
   // kConflict when another holder keeps the provider past max_wait.
@@ -64,6 +88,8 @@ class ProviderLocks {
 
  private:
   std::mutex& MutexOf(const std::string& provider_id);
+  // The deadline of a holder whose lease is taken now.
+  Clock::Instant Deadline() const;
 
   ProviderLeases* leases_;
   const Clock& clock_;

@@ -1,5 +1,7 @@
 #include "service/provider_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include "core/time_format.h"
 #include "transport/upstream_address.h"
 
@@ -159,13 +161,16 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   }
   if (s.ok()) {
     s = repo_.Insert(p);
-    const RowWrite row = InsertSettled(s, p);
+    const RowWrite row = InsertSettled(s, p, (*held)->deadline());
     if (row == RowWrite::kWritten) s = OkStatus();
     if (row == RowWrite::kNotWritten && written) {
-      Status undo = WithRetries(SecretsService::kSettle, clock_, random_, [&] {  // no secret without its row
-        return secrets_.RestoreRaw(p.id, written->version, std::nullopt, **held);
-      });
-      if (!undo.ok()) Audit("secret.orphaned", p.id, undo, caller, t0);
+      // No secret without its row. One left behind has no row to be served
+      // under: the create failed, whatever became of the undo.
+      Status undo = secrets_.RestoreRaw(p.id, written->version, std::nullopt, **held);
+      if (!undo.ok()) {
+        UndoFailed(p.id, undo, **held);
+        Audit("secret.orphaned", p.id, undo, caller, t0);
+      }
     }
     if (row == RowWrite::kUnknown) s = OutcomeUnknown(s, p.id);
   }
@@ -270,7 +275,7 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
     const RowWrite row = ReadBack(s, id, [&](const Provider& now) {
       return now.revision == p.revision + 1 && now.updated_at == p.updated_at &&
              now.credentials_version == p.credentials_version;
-    }, p.credentials_version);
+    }, p.credentials_version, held->deadline());
     if (row == RowWrite::kWritten) {
       s = OkStatus();
       ++p.revision;
@@ -279,14 +284,20 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
     // version written: another writer's secret is never undone. Never under
     // a row that may name this version: every read would fail as a
     // rollback, while a secret ahead of its row reads as the newer write
-    // (the error then says the outcome is unknown).
+    // (the error then says the outcome is unknown). An undo that fails
+    // (the store still down at the deadline, the lease lost to another
+    // instance) leaves such a secret: the outcome is unknown too.
+    bool undone = true;
     if (row == RowWrite::kNotWritten && wrote_secret) {
       const std::optional<std::string> raw = previous ? std::optional(previous->value) : std::nullopt;
-      Status undo = WithRetries(SecretsService::kSettle, clock_, random_,
-                                [&] { return secrets_.RestoreRaw(id, written, raw, *held); });
-      if (!undo.ok()) Audit("secret.restore_failed", id, undo, caller, t0);
+      Status undo = secrets_.RestoreRaw(id, written, raw, *held);
+      if (!undo.ok()) {
+        undone = false;
+        UndoFailed(id, undo, *held);
+        Audit("secret.restore_failed", id, undo, caller, t0);
+      }
     }
-    if (row == RowWrite::kUnknown || row == RowWrite::kOvertaken) s = OutcomeUnknown(s, id);
+    if (row == RowWrite::kUnknown || row == RowWrite::kOvertaken || !undone) s = OutcomeUnknown(s, id);
     if (s.ok() && clearing) {
       // Only the secret read under the lease. Meanwhile (or if this fails)
       // reads treat a secret older than a row without credentials as absent.
@@ -303,10 +314,10 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
 
 ProviderService::RowWrite ProviderService::ReadBack(const Status& s, const std::string& id,
                                                     const std::function<bool(const Provider&)>& ours,
-                                                    int64_t credentials_version) {
+                                                    int64_t credentials_version, Clock::Instant deadline) {
   if (s.ok()) return RowWrite::kWritten;
   if (s.code() != ErrorCode::kUnavailable) return RowWrite::kNotWritten;
-  auto now = WithRetries(SecretsService::kSettle, clock_, random_, [&] { return repo_.GetSettled(id); });
+  auto now = WithRetries(SecretsService::kSettle, clock_, random_, deadline, [&] { return repo_.GetSettled(id); });
   if (now.ok()) {
     if (ours(*now)) return RowWrite::kWritten;
     return now->credentials_version >= credentials_version ? RowWrite::kOvertaken : RowWrite::kNotWritten;
@@ -314,7 +325,8 @@ ProviderService::RowWrite ProviderService::ReadBack(const Status& s, const std::
   return now.code() == ErrorCode::kNotFound ? RowWrite::kNotWritten : RowWrite::kUnknown;
 }
 
-ProviderService::RowWrite ProviderService::InsertSettled(const Status& s, const Provider& p) {
+ProviderService::RowWrite ProviderService::InsertSettled(const Status& s, const Provider& p,
+                                                         Clock::Instant deadline) {
   if (s.ok()) return RowWrite::kWritten;
   if (s.code() != ErrorCode::kUnavailable) return RowWrite::kNotWritten;
   // The insert may still be running on the server, where a read does not
@@ -322,10 +334,23 @@ ProviderService::RowWrite ProviderService::InsertSettled(const Status& s, const 
   // index: kAlreadyExists once it committed (any row under this new id is
   // this writer's, read back to tell it from another provider's slug),
   // written now if it had not.
-  Status again = WithRetries(SecretsService::kSettle, clock_, random_, [&] { return repo_.Insert(p); });
+  Status again = WithRetries(SecretsService::kSettle, clock_, random_, deadline, [&] { return repo_.Insert(p); });
   if (again.ok()) return RowWrite::kWritten;
-  if (again.code() == ErrorCode::kAlreadyExists) return ReadBack(s, p.id, [](const Provider&) { return true; }, 0);
+  if (again.code() == ErrorCode::kAlreadyExists) {
+    return ReadBack(s, p.id, [](const Provider&) { return true; }, 0, deadline);
+  }
   return again.code() == ErrorCode::kUnavailable ? RowWrite::kUnknown : RowWrite::kNotWritten;
+}
+
+void ProviderService::UndoFailed(const std::string& id, const Status& undo, const ProviderLocks::Held& held) {
+  if (held.lost()) {
+    spdlog::warn("provider {}: the undo of a failed write was refused: its lease ran out while the write settled and "
+                 "another instance took it over; the secret written stays",
+                 id);
+  } else {
+    spdlog::warn("provider {}: the undo of a failed write failed ({}); the secret written stays", id,
+                 undo.error().message);
+  }
 }
 
 Status ProviderService::OutcomeUnknown(const Status& s, const std::string& id) {

@@ -158,7 +158,8 @@ class ProviderService {
 
   // What became of a registry write that failed: kUnavailable may be a
   // lost answer to a committed write (the connection dropped after the
-  // COMMIT), so the row is read back (SecretsService::kSettle).
+  // COMMIT), so the row is read back (SecretsService::kSettle, until the
+  // write's `deadline`).
   enum class RowWrite {
     kWritten,     // this writer's row (`ours`)
     kNotWritten,  // the row names older credentials than `credentials_version`: put the secret back
@@ -166,10 +167,15 @@ class ProviderService {
     kUnknown,     // the row could not be read: the secret stays
   };
   RowWrite ReadBack(const Status& s, const std::string& id, const std::function<bool(const Provider&)>& ours,
-                    int64_t credentials_version);
-  // What became of Create's insert of `p` that answered `s`.
-  RowWrite InsertSettled(const Status& s, const Provider& p);
+                    int64_t credentials_version, Clock::Instant deadline);
+  // What became of Create's insert of `p` that answered `s` (retried until
+  // the write's `deadline`).
+  RowWrite InsertSettled(const Status& s, const Provider& p, Clock::Instant deadline);
   static Status OutcomeUnknown(const Status& s, const std::string& id);
+  // Logs an undo (SecretsService::RestoreRaw) that failed: a lease lost to
+  // another instance told apart from a store that did not answer. Names the
+  // provider, never a value.
+  static void UndoFailed(const std::string& id, const Status& undo, const ProviderLocks::Held& held);
 
   // For http-sdk and proxy providers: adapterConfig and where its host
   // resolves (ProviderUpstream).

@@ -457,7 +457,8 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
   }
   if (sealed.ok() && !stored.ok() && stored.code() == ErrorCode::kUnavailable) {
     const bool replacing = !create && expected;
-    stored = ReadBack(name, *sealed, replacing ? std::optional(expected->version) : std::nullopt, stored.error());
+    stored = ReadBack(name, *sealed, replacing ? std::optional(expected->version) : std::nullopt, stored.error(),
+                      held.deadline());
   }
   // A create settles once its row is in (ProviderService): until then a
   // retirer's recount, which may only know the registry's providers, does
@@ -480,9 +481,10 @@ Result<StoredSecret> SecretsService::Write(const std::string& provider_id, int64
 }
 
 Result<StoredSecret> SecretsService::ReadBack(const std::string& name, const std::string& sealed,
-                                              const std::optional<std::string>& expected, Error failed) {
+                                              const std::optional<std::string>& expected, Error failed,
+                                              Clock::Instant deadline) {
   const bool envelope = sealer_.mode() == SealMode::kEnvelope;
-  auto now = WithRetries(kSettle, clock_, random_, [&] { return store_.Get(name); });
+  auto now = WithRetries(kSettle, clock_, random_, deadline, [&] { return store_.Get(name); });
   if (now.ok() && envelope && SameSealedPayload(now->value, sealed)) return std::move(now).value();
   // Absent, as read, or (an envelope) another writer's bytes: not this write.
   if (now.ok() ? envelope || now->version == expected : now.code() == ErrorCode::kNotFound) return failed;
@@ -624,10 +626,20 @@ Result<std::optional<StoredSecret>> SecretsService::ReadRaw(const std::string& p
 Status SecretsService::RestoreRaw(const std::string& provider_id, const std::optional<std::string>& written,
                                   const std::optional<std::string>& raw, ProviderLocks::Held& held) {
   const std::string name = SecretName(provider_id);
+  Status s = WithRetries(kSettle, clock_, random_, held.deadline(),
+                         [&] { return RestoreOnce(name, written, raw, held); });
+  Changed(provider_id, Change::Kind::kCredentials);
+  return s;
+}
+
+Status SecretsService::RestoreOnce(const std::string& name, const std::optional<std::string>& written,
+                                   const std::optional<std::string>& raw, ProviderLocks::Held& held) {
   Status s;
   if (written && raw) {
     auto replaced = ReplaceHeld(name, *raw, *written, held);
-    if (!replaced.ok() && replaced.code() != ErrorCode::kConflict) s = replaced.error();
+    // A version conflict: another writer's document stands. A lost lease
+    // is not one: nothing was put back, and the caller must say so.
+    if (!replaced.ok() && (replaced.code() != ErrorCode::kConflict || held.lost())) s = replaced.error();
   } else if (written) {
     auto current = store_.Get(name);
     if (current.ok() && current->version == *written) {
@@ -639,7 +651,6 @@ Status SecretsService::RestoreRaw(const std::string& provider_id, const std::opt
     auto created = store_.Create(name, *raw);
     if (!created.ok() && created.code() != ErrorCode::kAlreadyExists) s = created.error();  // another writer's stands
   }
-  Changed(provider_id, Change::Kind::kCredentials);
   if (!s.ok() && s.code() != ErrorCode::kNotFound) return s;
   return OkStatus();
 }

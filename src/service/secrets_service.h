@@ -182,9 +182,15 @@ class SecretsService {
   // How long a write whose answer was lost is settled for: reading it back,
   // and undoing it, are tried again while the store or registry is
   // unavailable (a PostgreSQL restart takes a second or two), for up to
-  // about 8 s, the provider's lock held.
+  // about 8 s a round, the provider's lock held. A provider write may run
+  // three rounds back to back (the store read-back, the row read-back, the
+  // undo); none of them retries past the write's deadline (Held::deadline()),
+  // which keeps them inside its lease.
   static constexpr RetryPolicy kSettle{8, std::chrono::milliseconds(100), std::chrono::milliseconds(2000),
                                        std::chrono::milliseconds(8000)};
+  // What one write's settling may take: App sizes the lease so that its
+  // deadline leaves this much after the write itself.
+  static constexpr std::chrono::milliseconds kSettleBudget = 3 * kSettle.max_elapsed;
 
   // The hot path (through the cache unless SECRETS_CACHE_ENABLED=false).
   Result<CredentialRead> Get(const std::string& provider_id, const Caller& caller);
@@ -235,7 +241,10 @@ class SecretsService {
   std::vector<std::string> EnvironmentVariableNames() const;
   // Undoes a write: puts `raw` back (nullopt: deletes) only where the store
   // still holds version `written` (nullopt: still holds nothing); another
-  // writer's document stands.
+  // writer's document stands. Tried again while the store is unavailable
+  // (kSettle, until held.deadline()); the change is published once, at the
+  // end (an attempt whose answer was lost may have put `raw` back). A lease
+  // lost to another instance (held.lost()) refuses it with kConflict.
   Status RestoreRaw(const std::string& provider_id, const std::optional<std::string>& written,
                     const std::optional<std::string>& raw, ProviderLocks::Held& held);
 
@@ -353,7 +362,10 @@ class SecretsService {
   // not: `failed`. Otherwise (another mode's bytes may be another writer's
   // identical ones; the store unreadable), `failed` saying so.
   Result<StoredSecret> ReadBack(const std::string& name, const std::string& sealed,
-                                const std::optional<std::string>& expected, Error failed);
+                                const std::optional<std::string>& expected, Error failed, Clock::Instant deadline);
+  // One attempt of RestoreRaw().
+  Status RestoreOnce(const std::string& name, const std::optional<std::string>& written,
+                     const std::optional<std::string>& raw, ProviderLocks::Held& held);
   Result<StoredSecret> ReplaceFenced(const std::string& name, StoredSecret expected, const std::string& sealed,
                                      ProviderLocks::Held& held);
   Result<StoredSecret> ResealIfRetiring(const std::string& name, int64_t version, const SecretBytes& payload,

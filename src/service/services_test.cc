@@ -70,11 +70,17 @@ class LosingRegistry final : public ProviderRepository {
     return Lose(inner_->Insert(p));
   }
   Result<Provider> Get(const std::string& id) override {
-    if (reads_fail || failing_reads.fetch_sub(1) > 0) return LostAnswer();
+    if (reads_fail || failing_reads.fetch_sub(1) > 0) {
+      if (failed_read) failed_read();
+      return LostAnswer();
+    }
     return inner_->Get(id);
   }
   Status Update(const Provider& p) override {
-    if (refuse_updates.fetch_sub(1) > 0) return LostAnswer();
+    if (refuse_updates.fetch_sub(1) > 0) {
+      if (auto hook = std::exchange(on_refused, nullptr)) hook();
+      return LostAnswer();
+    }
     return Lose(inner_->Update(p));
   }
   Status Delete(const std::string& id) override { return inner_->Delete(id); }
@@ -91,6 +97,8 @@ class LosingRegistry final : public ProviderRepository {
   std::atomic<bool> reads_fail{false};
   // Run once, on the real registry, after the next write whose answer is lost (single-threaded tests).
   std::function<void(ProviderRepository&)> after_lost;
+  std::function<void()> on_refused;   // run once, when the next update is refused
+  std::function<void()> failed_read;  // run at each read that fails (a busy pool's wait)
 
   void CommitInFlight() {
     if (auto committed = std::exchange(in_flight_, std::nullopt)) EXPECT_TRUE(inner_->Insert(*committed).ok());
@@ -108,12 +116,15 @@ class LosingRegistry final : public ProviderRepository {
 
 // A store that loses the answers of the next `lose_writes` creates and
 // replaces, refuses the next `refuse_replaces` (nothing written), and fails
-// reads while `reads_fail`.
+// reads while `reads_fail` and the next `failing_reads`.
 class LosingStore final : public testing::ForwardingStore {
  public:
   using ForwardingStore::ForwardingStore;
   Result<StoredSecret> Get(const std::string& name) override {
-    if (reads_fail) return LostAnswer();
+    if (reads_fail || failing_reads.fetch_sub(1) > 0) {
+      if (failed) failed();
+      return LostAnswer();
+    }
     return inner_.Get(name);
   }
   Result<std::string> Create(const std::string& name, std::string_view value) override {
@@ -122,6 +133,7 @@ class LosingStore final : public testing::ForwardingStore {
   Result<std::string> Replace(const std::string& name, std::string_view value, const std::string& version) override {
     if (refuse_replaces.fetch_sub(1) > 0) {
       if (auto hook = std::exchange(on_refused, nullptr)) hook();
+      if (failed) failed();
       return LostAnswer();
     }
     auto r = inner_.Replace(name, value, version);
@@ -130,8 +142,10 @@ class LosingStore final : public testing::ForwardingStore {
   }
   std::atomic<int> lose_writes{0};
   std::atomic<int> refuse_replaces{0};
+  std::atomic<int> failing_reads{0};
   std::function<void()> after_replace;  // run once, after the next replace written (single-threaded tests)
   std::function<void()> on_refused;     // run once, when the next replace is refused
+  std::function<void()> failed;         // run at each read that fails and each replace refused
   std::atomic<bool> reads_fail{false};
 
  private:
@@ -141,17 +155,51 @@ class LosingStore final : public testing::ForwardingStore {
   }
 };
 
+// The leases of one instance, which another instance takes over when told
+// (`taken_over`): Renew() then finds them gone.
+class TakenOverLeases final : public ProviderLeases {
+ public:
+  Result<bool> TryAcquire(const std::string&, const std::string&, Clock::Duration) override { return true; }
+  Result<bool> Renew(const std::string&, const std::string&, Clock::Duration) override { return !taken_over; }
+  Status Release(const std::string&, const std::string&) override { return OkStatus(); }
+  std::atomic<bool> taken_over{false};
+};
+
+// A change feed that keeps what is published (and delivers nothing).
+class RecordingFeed final : public ChangeFeed {
+ public:
+  Status Publish(const Change& change) override {
+    MutexLock lock(&mu_);
+    published_.push_back(change);
+    return OkStatus();
+  }
+  uint64_t Subscribe(Callback) override { return 1; }
+  void Unsubscribe(uint64_t) override {}
+  Status Start() override { return OkStatus(); }
+  void Stop() override {}
+  Status CheckNow() override { return OkStatus(); }
+  std::vector<Change> published() {
+    MutexLock lock(&mu_);
+    return published_;
+  }
+
+ private:
+  Mutex mu_;
+  std::vector<Change> published_ DYAD_GUARDED_BY(mu_);
+};
+
 class ServicesTest : public testing::ServiceFixture {
  protected:
   void SetUp() override {
     ServiceFixture::SetUp();
     Build({});
   }
-  void Build(const EnvMap& env) {
+  static SecretsOptions Options() {
     SecretsOptions o;
     o.cache.ttl = 300s;
-    ServiceFixture::Build(o, env);
+    return o;
   }
+  void Build(const EnvMap& env) { ServiceFixture::Build(Options(), env); }
   static ProviderPatch NewProvider(const std::string& slug, const std::string& key = kCanary) {
     ProviderPatch p;
     p.name = slug;
@@ -195,14 +243,12 @@ class ServicesTest : public testing::ServiceFixture {
     return r.ok() ? ApiKey(*r) : std::string(ErrorCodeName(r.code()));
   }
   // The services built again over a LosingRegistry in front of the registry
-  // (and over `store`, if given).
-  LosingRegistry& LoseRegistryAnswers(SecretStore* store = nullptr) {
+  // (and over `store`, if given), with `options`.
+  LosingRegistry& LoseRegistryAnswers(SecretStore* store = nullptr, SecretsOptions options = Options()) {
     auto registry = std::make_unique<LosingRegistry>(std::move(repo_));
     LosingRegistry& losing = *registry;
     repo_ = std::move(registry);
-    SecretsOptions o;
-    o.cache.ttl = 300s;
-    ServiceFixture::Build(o, {}, store);
+    ServiceFixture::Build(std::move(options), {}, store);
     return losing;
   }
   // Health after a probe that started now has answered.
@@ -406,6 +452,117 @@ TEST_F(ServicesTest, ARotationRefusedWhileTheRegistryRestartsIsUndoneOnceItAnswe
   for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.restore_failed");
 }
 
+// The settle rounds of one write share its deadline: the lease's TTL less
+// its margin after it was taken (20 s by default). Every failed answer here
+// takes 2.5 s (a busy pool). The store read-back and the row read-back each
+// succeed at their fourth attempt (about 7.5 s each); the undo is refused
+// throughout. On its own it would try for 8 s (four attempts); the write's
+// deadline leaves it two, and no attempt begins past it.
+TEST_F(ServicesTest, TheSettleRoundsOfAWriteStopAtItsDeadline) {
+  LosingStore store(store_);
+  LosingRegistry& losing = LoseRegistryAnswers(&store);
+  Provider p = Create("openai", "old");
+  ASSERT_FALSE(p.id.empty());
+  const Clock::Instant start = clock_.Now();
+  const Clock::Instant deadline = start + 20s;  // ProviderLeaseOptions: a 30 s TTL less a 10 s margin
+  std::vector<Clock::Instant> began;  // every failed attempt
+  auto busy = [&] {
+    began.push_back(clock_.Now());
+    clock_.Advance(2500ms);
+  };
+  store.failed = busy;
+  losing.failed_read = busy;
+  auto rotated = providers_->Edit(p.id, std::nullopt, [&](const Provider&, const CredentialFields&, const StoredBytes&) {
+    ProviderPatch patch;
+    patch.credentials = ApiKeyFields("new");
+    store.lose_writes = 1;  // the secret is written, its answer lost
+    store.after_replace = [&] {
+      store.failing_reads = 3;
+      store.refuse_replaces = 100;  // every undo
+    };
+    losing.refuse_updates = 1;  // the row is not written
+    losing.failing_reads = 3;
+    return Result<ProviderPatch>(std::move(patch));
+  }, caller_);
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_NE(rotated.error().message.find("is unknown"), std::string::npos) << rotated.error().message;
+  EXPECT_EQ(100 - store.refuse_replaces, 2) << "undo attempts";
+  EXPECT_EQ(began.size(), 3u + 3u + 2u);
+  for (const auto& t : began) {
+    EXPECT_LT(t, deadline) << "an attempt began " << std::chrono::duration<double>(t - start).count() << " s in";
+  }
+  EXPECT_LT(clock_.Now(), deadline + 2500ms);
+  bool audited = false;
+  for (const auto& e : audit_.events()) audited = audited || e.action == "secret.restore_failed";
+  EXPECT_TRUE(audited);
+}
+
+// The lease ran out while the write settled and another instance took it
+// over: the undo, fenced by the lease in a store without conditional
+// writes, is refused. That is not a version conflict to pass over: the
+// write's outcome is unknown, said so, logged and audited.
+TEST_F(ServicesTest, AnUndoRefusedForALostLeaseSaysTheOutcomeIsUnknown) {
+  testing::MemoryStore plain("dyad-gateway", /*conditional=*/false);
+  TakenOverLeases leases;
+  SecretsOptions o = Options();
+  o.leases = &leases;
+  LosingRegistry& losing = LoseRegistryAnswers(&plain, o);
+  Provider p = Create("openai", "old");
+  ASSERT_FALSE(p.id.empty());
+  testing::LogCapture log;
+  losing.refuse_updates = 1;  // the row is not written: the secret is to be put back
+  losing.on_refused = [&] { leases.taken_over = true; };
+  auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("new-secret-value"), caller_);
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_EQ(rotated.code(), ErrorCode::kUnavailable);
+  EXPECT_NE(rotated.error().message.find("whether provider '" + p.id + "' was written is unknown"), std::string::npos)
+      << rotated.error().message;
+  EXPECT_NE(log.Text().find("its lease ran out while the write settled"), std::string::npos) << log.Text();
+  EXPECT_EQ(log.Text().find("new-secret-value"), std::string::npos);
+  std::optional<AuditEvent> failed;
+  for (const auto& e : audit_.events()) {
+    if (e.action == "secret.restore_failed") failed = e;
+  }
+  ASSERT_TRUE(failed.has_value());
+  EXPECT_EQ(failed->resource, p.id);
+  EXPECT_EQ(failed->error_code, "CONFLICT");
+}
+
+// An undo tried again while the store does not answer tells the other
+// instances once, when it ends, not at every attempt.
+TEST_F(ServicesTest, ARestoreRetriedPublishesOneChange) {
+  LosingStore store(store_);
+  RecordingFeed feed;
+  SecretsOptions o = Options();
+  o.changes = &feed;
+  LosingRegistry& losing = LoseRegistryAnswers(&store, o);
+  Provider p = Create("openai", "acknowledged");
+  ASSERT_FALSE(p.id.empty());
+  const size_t before = feed.published().size();
+  int refused = 0;
+  auto rotated = providers_->Edit(p.id, std::nullopt, [&](const Provider&, const CredentialFields&, const StoredBytes&) {
+    ProviderPatch patch;
+    patch.credentials = ApiKeyFields("failed");
+    losing.refuse_updates = 1;
+    store.after_replace = [&] {
+      store.refuse_replaces = 3;  // the undo is refused three times, then done
+      store.failed = [&] { ++refused; };
+    };
+    return Result<ProviderPatch>(std::move(patch));
+  }, caller_);
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_EQ(refused, 3);
+  EXPECT_EQ(StoredKey(p.id), "acknowledged");
+  std::vector<Change> changes = feed.published();
+  ASSERT_GE(changes.size(), before);
+  changes.erase(changes.begin(), changes.begin() + static_cast<std::ptrdiff_t>(before));
+  ASSERT_EQ(changes.size(), 2u) << "one for the write, one for its undo";
+  for (const auto& c : changes) {
+    EXPECT_EQ(c.kind, Change::Kind::kCredentials);
+    EXPECT_EQ(c.subject, p.id);
+  }
+}
+
 // An insert whose answer was lost: applied already, or still running on
 // the server, where a read does not see it yet. Undone then, its secret
 // would be deleted and the row committed after it would name a secret that
@@ -448,9 +605,7 @@ TEST_F(ServicesTest, AnInsertOfUnknownOutcomeSaysSoAndKeepsItsSecret) {
 // write goes on to the row instead of leaving the secret ahead of it.
 TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
   LosingStore store(store_);
-  SecretsOptions o;
-  o.cache.ttl = 300s;
-  ServiceFixture::Build(o, {}, &store);
+  ServiceFixture::Build(Options(), {}, &store);
   store.lose_writes = 1;
   Provider created = Create("openai", "first");
   ASSERT_FALSE(created.id.empty());

@@ -31,21 +31,37 @@ Clock::Duration FullJitterBackoff(const RetryPolicy& policy, int retry, Random& 
 // Calls `attempt()` (returning Result<T> or Status) until it succeeds, fails
 // with another code than kUnavailable, or the attempts run out; the last
 // error then says how many attempts were made.
+//
+// With a `deadline` (the end of what the retries belong to: a provider
+// write's, ProviderLocks::Held::deadline()), no retry begins at or after it,
+// nor a wait that would end past it; an attempt begun before it may end
+// after it. The first attempt is always made: what it does must be safe
+// late (a read, or a write fenced by a version or a lease).
 template <typename F>
-auto WithRetries(const RetryPolicy& policy, const Clock& clock, Random& random, F&& attempt) -> decltype(attempt()) {
+auto WithRetries(const RetryPolicy& policy, const Clock& clock, Random& random, Clock::Instant deadline, F&& attempt)
+    -> decltype(attempt()) {
   const Clock::Instant start = clock.Now();
   for (int i = 1;; ++i) {
     auto r = attempt();
     if (r.ok() || r.code() != ErrorCode::kUnavailable) return r;
-    const bool late = policy.max_elapsed.count() > 0 && clock.Now() - start >= policy.max_elapsed;
-    if (i >= policy.max_attempts || late) {
+    const Clock::Instant now = clock.Now();
+    const bool late = policy.max_elapsed.count() > 0 && now - start >= policy.max_elapsed;
+    const bool last = i >= policy.max_attempts || late;
+    const Clock::Duration wait = last ? Clock::Duration(0) : FullJitterBackoff(policy, i - 1, random);
+    if (last || now + wait >= deadline) {
       if (policy.max_attempts > 1) {
-        return MakeError(r.code(), r.error().message + " (after " + std::to_string(i) + " attempts)");
+        return MakeError(r.code(), r.error().message + " (after " + std::to_string(i) + " attempts" +
+                                       (last ? "" : ", at its deadline") + ")");
       }
       return r;
     }
-    clock.SleepFor(FullJitterBackoff(policy, i - 1, random));
+    clock.SleepFor(wait);
   }
+}
+
+template <typename F>
+auto WithRetries(const RetryPolicy& policy, const Clock& clock, Random& random, F&& attempt) -> decltype(attempt()) {
+  return WithRetries(policy, clock, random, Clock::Instant::max(), std::forward<F>(attempt));
 }
 
 }  // namespace dyad

@@ -72,5 +72,34 @@ TEST(WithRetries, RetriesOnlyUnavailableAndWaitsThroughTheClock) {
   EXPECT_EQ(down.error().message, "connection refused (after 4 attempts)");
 }
 
+TEST(WithRetries, BeginsNoAttemptNorWaitPastTheDeadline) {
+  FakeClock clock;
+  testing::ConstantRandom half(0x80);
+  RetryPolicy p{10, milliseconds(100), milliseconds(5000)};
+  const Clock::Instant deadline = clock.Now() + milliseconds(1000);
+  int calls = 0;
+  auto r = WithRetries(p, clock, half, deadline, [&]() -> Status {
+    ++calls;
+    clock.Advance(milliseconds(300));
+    return MakeError(ErrorCode::kUnavailable, "busy");
+  });
+  // 300 ms, +50 slept, 650 ms, +100 slept, 1050 ms: the third attempt,
+  // begun before the deadline, ends past it, and no wait follows.
+  EXPECT_EQ(calls, 3);
+  EXPECT_LT(clock.Now(), deadline + milliseconds(300));
+  EXPECT_EQ(r.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(r.error().message, "busy (after 3 attempts, at its deadline)");
+
+  // Past the deadline: the first attempt (fenced, or a read) is still made,
+  // but not retried.
+  calls = 0;
+  auto late = WithRetries(p, clock, half, deadline, [&]() -> Status {
+    ++calls;
+    return MakeError(ErrorCode::kUnavailable, "busy");
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(late.error().message, "busy (after 1 attempts, at its deadline)");
+}
+
 }  // namespace
 }  // namespace dyad
