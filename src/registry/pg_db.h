@@ -14,8 +14,9 @@
 //
 // Errors carry PostgreSQL's own message: a unique violation is
 // kAlreadyExists; a connection that fails or breaks, a serialization failure
-// or deadlock, and a server shutting down or out of resources are
-// kUnavailable (retryable); anything else is kInternal.
+// or deadlock, a lock not granted within lock_timeout, and a server shutting
+// down or out of resources are kUnavailable (retryable); anything else is
+// kInternal.
 #pragma once
 
 #include <chrono>

@@ -1,5 +1,7 @@
 #include "service/provider_service.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "core/time_format.h"
@@ -215,15 +217,22 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
     StoredBytes stored_bytes;
     CredentialFields masked = MaskValues(stored, stored_bytes);
     DYAD_ASSIGN_OR_RETURN(ProviderPatch patch, edit(p, masked, stored_bytes));
+    // The secret may be ahead of its row: a write whose row update failed
+    // with its outcome unknown (under this lease no other write is in
+    // progress), whose credentials reads serve. A merge that matches it (the
+    // client's retry) adopts it: the row moves to its version and field
+    // names, and nothing is stored. Any other write goes past its version,
+    // so no version already served is stored again (dynamic secrets end the
+    // leases of every version up to the one replaced).
+    bool adopt = false;
     if (reads_credentials && patch.credentials) {
       DYAD_RETURN_IF_ERROR(UnmaskValues(*patch.credentials, stored));
       // A merge that changes nothing stored (removing a field that is not
-      // there) writes no new version, unless the secret is ahead of its row:
-      // a write whose row update failed with its outcome unknown (under this
-      // lease, no other write is in progress). Its retry finds nothing to
-      // change, and is written again so that the row names the credentials
-      // served (their version and field names).
-      if (*patch.credentials == stored && stored_version <= p.credentials_version) patch.credentials.reset();
+      // there) writes no new version.
+      if (*patch.credentials == stored) {
+        adopt = stored_version > p.credentials_version;
+        patch.credentials.reset();
+      }
     }
     if (reads_credentials && patch.credentials && stored.empty() && !from_environment) {
       // Stored, the merge would replace what the environment supplies (the
@@ -264,12 +273,15 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
       } else {
         p.credential_fields = Names(*patch.credentials);
         DYAD_ASSIGN_OR_RETURN(StoredSecret stored_now,
-                              secrets_.Put(id, p.credentials_version + 1, *patch.credentials, previous, caller,
-                                           *held));
+                              secrets_.Put(id, std::max(p.credentials_version, stored_version) + 1,
+                                           *patch.credentials, previous, caller, *held));
         written = std::move(stored_now.version);
       }
-      ++p.credentials_version;
+      p.credentials_version = std::max(p.credentials_version, stored_version) + 1;
       wrote_secret = !patch.credentials->empty();
+    } else if (adopt) {
+      p.credential_fields = Names(stored);
+      p.credentials_version = stored_version;
     }
     Status s = repo_.Update(p);
     const RowWrite row = ReadBack(s, id, [&](const Provider& now) {
@@ -336,10 +348,12 @@ ProviderService::RowWrite ProviderService::InsertSettled(const Status& s, const 
   // written now if it had not.
   Status again = WithRetries(SecretsService::kSettle, clock_, random_, deadline, [&] { return repo_.Insert(p); });
   if (again.ok()) return RowWrite::kWritten;
-  if (again.code() == ErrorCode::kAlreadyExists) {
+  // Taken (kAlreadyExists), or still unanswered: read back. Refused for
+  // good: the first insert never committed either.
+  if (again.code() == ErrorCode::kAlreadyExists || again.code() == ErrorCode::kUnavailable) {
     return ReadBack(s, p.id, [](const Provider&) { return true; }, 0, deadline);
   }
-  return again.code() == ErrorCode::kUnavailable ? RowWrite::kUnknown : RowWrite::kNotWritten;
+  return RowWrite::kNotWritten;
 }
 
 void ProviderService::UndoFailed(const std::string& id, const Status& undo, const ProviderLocks::Held& held) {

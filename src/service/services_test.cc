@@ -14,6 +14,7 @@
 #include "service/secrets_service.h"
 #include "registry/sqlite_key_version_repository.h"
 #include "registry/sqlite_settings_repository.h"
+#include "testing/fake_dynamic_secrets.h"
 #include "testing/fakes.h"
 #include "testing/gate.h"
 #include "testing/log_capture.h"
@@ -423,6 +424,47 @@ TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeBringsTheRowUpToItsSecret
   auto again = providers_->Edit(p.id, named, merge, caller_);
   ASSERT_TRUE(again.ok()) << again.error().message;
   EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
+}
+
+// The same retry when the secret refers to a dynamic secret this instance
+// has leased for it: adopted, nothing is stored, so the lease is not ended
+// under the version it serves. Stored again at that same version, every
+// later read here failed as "replaced or deleted" until the next write.
+TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeKeepsServingItsDynamicSecret) {
+  testing::FakeDynamicSecrets source;
+  SecretsOptions o = Options();
+  o.dynamic = &source;
+  LosingRegistry& losing = LoseRegistryAnswers(nullptr, o);
+  Provider p = Create("db", "plain");
+  // The retry matches the secret ahead (adopted: nothing stored, nothing
+  // revoked), or names another field (written past the version this
+  // instance leased).
+  for (const auto& [lost_field, retried_field] : {std::pair{"password", "password"}, std::pair{"username", "password"}}) {
+    SCOPED_TRACE(lost_field);
+    std::string field = lost_field;
+    bool lose = true;
+    auto merge = [&](const Provider&, const CredentialFields& masked, const StoredBytes&) {
+      ProviderPatch patch;
+      patch.credentials = masked;
+      (*patch.credentials)["api_key"] = EncodeReference({"database/creds/readonly", field});
+      if (std::exchange(lose, false)) {
+        losing.refuse_updates = 1;
+        losing.reads_fail = true;
+      }
+      return Result<ProviderPatch>(std::move(patch));
+    };
+    const std::vector<std::string> named{"api_key"};
+    ASSERT_FALSE(providers_->Edit(p.id, named, merge, caller_).ok());
+    losing.reads_fail = false;
+    const int64_t row_version = repo_->Get(p.id)->credentials_version;
+    EXPECT_FALSE(StoredKey(p.id).empty());  // ahead of its row, its lease taken here
+    field = retried_field;
+    auto retried = providers_->Edit(p.id, named, merge, caller_);
+    ASSERT_TRUE(retried.ok()) << retried.error().message;
+    EXPECT_GT(repo_->Get(p.id)->credentials_version, row_version);
+    EXPECT_EQ(StoredKey(p.id).rfind(testing::kDynamicCanary, 0), 0u);
+    if (field == lost_field) EXPECT_TRUE(source.revoked().empty());
+  }
 }
 
 // The registry and the store restarting under a rotation (the cluster
