@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -200,8 +202,16 @@ TEST_P(ProviderRepositoryContract, GetSettledGivesUpOnAWriteThatDoesNotEnd) {
   ASSERT_TRUE(conn.ok()) << conn.error().message;
   ASSERT_TRUE((*conn)->Exec("BEGIN").ok());
   ASSERT_TRUE((*conn)->Exec("UPDATE providers SET revision = revision + 1 WHERE id = 'p'").ok());
-  auto settled = inst->providers->GetSettled("p");
+  // On a thread: a wait that never gave up would otherwise hang the test
+  // (the ROLLBACK that frees it comes after it).
+  std::promise<Result<Provider>> read;
+  std::future<Result<Provider>> got = read.get_future();
+  std::thread reader([&] { read.set_value(inst->providers->GetSettled("p")); });
+  const bool gave_up = got.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
   EXPECT_TRUE((*conn)->Exec("ROLLBACK").ok());
+  reader.join();
+  ASSERT_TRUE(gave_up) << "GetSettled still waited after 30 s";
+  Result<Provider> settled = got.get();
   ASSERT_FALSE(settled.ok());
   EXPECT_EQ(settled.code(), ErrorCode::kUnavailable) << settled.error().message;
 }

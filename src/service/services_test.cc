@@ -78,6 +78,10 @@ class LosingRegistry final : public ProviderRepository {
     return inner_->Get(id);
   }
   Status Update(const Provider& p) override {
+    if (in_flight_updates.fetch_sub(1) > 0) {  // not applied yet: a settled read waits for it
+      in_flight_update_ = p;
+      return LostAnswer();
+    }
     if (refuse_updates.fetch_sub(1) > 0) {
       if (auto hook = std::exchange(on_refused, nullptr)) hook();
       return LostAnswer();
@@ -94,6 +98,10 @@ class LosingRegistry final : public ProviderRepository {
   // see it, and it commits when another insert waits for it (the id's
   // unique index), or at CommitInFlight().
   std::atomic<int> in_flight_inserts{0};
+  // The next update loses its answer and is still running, holding the
+  // row: a plain read shows the row from before it; GetSettled waits for it
+  // (it commits first).
+  std::atomic<int> in_flight_updates{0};
   std::atomic<int> failing_reads{0};
   std::atomic<bool> reads_fail{false};
   // Run once, on the real registry, after the next write whose answer is lost (single-threaded tests).
@@ -101,6 +109,10 @@ class LosingRegistry final : public ProviderRepository {
   std::function<void()> on_refused;   // run once, when the next update is refused
   std::function<void()> failed_read;  // run at each read that fails (a busy pool's wait)
 
+  Result<Provider> GetSettled(const std::string& id) override {
+    if (auto committed = std::exchange(in_flight_update_, std::nullopt)) EXPECT_TRUE(inner_->Update(*committed).ok());
+    return Get(id);
+  }
   void CommitInFlight() {
     if (auto committed = std::exchange(in_flight_, std::nullopt)) EXPECT_TRUE(inner_->Insert(*committed).ok());
   }
@@ -112,7 +124,8 @@ class LosingRegistry final : public ProviderRepository {
     return LostAnswer();
   }
   std::unique_ptr<ProviderRepository> inner_;
-  std::optional<Provider> in_flight_;
+  std::optional<Provider> in_flight_;         // an insert
+  std::optional<Provider> in_flight_update_;  // an update
 };
 
 // A store that loses the answers of the next `lose_writes` creates and
@@ -465,6 +478,21 @@ TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeKeepsServingItsDynamicSec
     EXPECT_EQ(StoredKey(p.id).rfind(testing::kDynamicCanary, 0), 0u);
     if (field == lost_field) EXPECT_TRUE(source.revoked().empty());
   }
+}
+
+// A row update whose answer was lost while it still ran on the server: a
+// plain read shows the row from before it. Read back so, the old secret
+// was put back and the update committed after it: the row named the new
+// version over the old secret, and every read failed as a rollback. The
+// read-back waits for it (GetSettled) and finds it written.
+TEST_F(ServicesTest, ARowUpdateStillRunningWhenItsAnswerWasLostIsWaitedFor) {
+  Provider p = Create("openai", "old");
+  LosingRegistry& losing = LoseRegistryAnswers();
+  losing.in_flight_updates = 1;
+  auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("new"), caller_);
+  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
+  EXPECT_EQ(StoredKey(p.id), "new");
 }
 
 // The registry and the store restarting under a rotation (the cluster
