@@ -25,21 +25,27 @@ Result<std::unique_ptr<ProviderLocks::Held>> ProviderLocks::Hold(const std::stri
     std::this_thread::sleep_for(std::chrono::microseconds(200));
     (void)lock.try_lock();
   }
-  if (!leases_) return std::make_unique<Held>(std::move(lock), nullptr, provider_id, "", options_.ttl, Deadline());
+  if (!leases_) {
+    return std::make_unique<Held>(std::move(lock), nullptr, provider_id, "", options_.ttl, DeadlineFrom(clock_.Now()));
+  }
   std::string owner = NewUuid(random_);
   const auto deadline = clock_.Now() + options_.max_wait;
   while (true) {
+    // The lease runs from no earlier than the ask (TryAcquire may wait for
+    // a pooled connection before it stamps the lease's end).
+    const Clock::Instant asked = clock_.Now();
     DYAD_ASSIGN_OR_RETURN(bool held, leases_->TryAcquire(provider_id, owner, options_.ttl));
     if (held) {
-      return std::make_unique<Held>(std::move(lock), leases_, provider_id, std::move(owner), options_.ttl, Deadline());
+      return std::make_unique<Held>(std::move(lock), leases_, provider_id, std::move(owner), options_.ttl,
+                                    DeadlineFrom(asked));
     }
     if (clock_.Now() >= deadline) return Busy(provider_id);
     clock_.SleepFor(options_.poll);
   }
 }
 
-Clock::Instant ProviderLocks::Deadline() const {
-  return clock_.Now() + std::max<Clock::Duration>(options_.ttl - options_.margin, Clock::Duration(0));
+Clock::Instant ProviderLocks::DeadlineFrom(Clock::Instant asked) const {
+  return asked + std::max<Clock::Duration>(options_.ttl - options_.margin, Clock::Duration(0));
 }
 
 Status ProviderLocks::Held::Confirm() {

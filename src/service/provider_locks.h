@@ -88,8 +88,8 @@ class ProviderLocks {
 
  private:
   std::mutex& MutexOf(const std::string& provider_id);
-  // The deadline of a holder whose lease is taken now.
-  Clock::Instant Deadline() const;
+  // The deadline of a holder whose lease was asked for at `asked`.
+  Clock::Instant DeadlineFrom(Clock::Instant asked) const;
 
   ProviderLeases* leases_;
   const Clock& clock_;

@@ -10,6 +10,10 @@
 namespace dyad {
 namespace {
 
+// How far a secret may be ahead of its row: one version per write whose
+// row update failed in a row, which no real sequence comes near.
+constexpr int64_t kMaxVersionsAhead = 1000;
+
 std::vector<std::string> Names(const CredentialFields& fields) {
   std::vector<std::string> out;
   for (const auto& [k, v] : fields) out.push_back(k);
@@ -218,21 +222,19 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
     CredentialFields masked = MaskValues(stored, stored_bytes);
     DYAD_ASSIGN_OR_RETURN(ProviderPatch patch, edit(p, masked, stored_bytes));
     // The secret may be ahead of its row: a write whose row update failed
-    // with its outcome unknown (under this lease no other write is in
-    // progress), whose credentials reads serve. A merge that matches it (the
-    // client's retry) adopts it: the row moves to its version and field
-    // names, and nothing is stored. Any other write goes past its version,
-    // so no version already served is stored again (dynamic secrets end the
-    // leases of every version up to the one replaced).
-    bool adopt = false;
+    // with its outcome unknown, whose credentials reads serve. A write over
+    // it stores the version after the secret's, so no version already
+    // served is stored again (dynamic secrets end the leases of every
+    // version up to the one replaced), and a late undo by the write that
+    // stored it, fenced by its version, cannot put the old secret back over
+    // this one.
     if (reads_credentials && patch.credentials) {
       DYAD_RETURN_IF_ERROR(UnmaskValues(*patch.credentials, stored));
       // A merge that changes nothing stored (removing a field that is not
-      // there) writes no new version.
-      if (*patch.credentials == stored) {
-        adopt = stored_version > p.credentials_version;
-        patch.credentials.reset();
-      }
+      // there) writes no new version, unless the secret is ahead of its row:
+      // the client's retry of that write, written again so that the row
+      // names the credentials served (their version and field names).
+      if (*patch.credentials == stored && stored_version <= p.credentials_version) patch.credentials.reset();
     }
     if (reads_credentials && patch.credentials && stored.empty() && !from_environment) {
       // Stored, the merge would replace what the environment supplies (the
@@ -265,6 +267,13 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
       if (!reads_credentials) {
         DYAD_ASSIGN_OR_RETURN(previous, secrets_.ReadRaw(id));
       }
+      // A replace (PUT) does not open the secret it replaces: its header
+      // says how far ahead of the row it is. Only a plausible figure: a
+      // forged header must not push the versions to their limit.
+      if (const int64_t sealed = previous ? SecretsService::SealedVersion(*previous) : 0;
+          sealed > stored_version && sealed - p.credentials_version <= kMaxVersionsAhead) {
+        stored_version = sealed;
+      }
       if (patch.credentials->empty()) {
         // The row first (revision-fenced: a writer whose lease ran out
         // fails here and touches nothing), then the secret it read.
@@ -279,9 +288,6 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
       }
       p.credentials_version = std::max(p.credentials_version, stored_version) + 1;
       wrote_secret = !patch.credentials->empty();
-    } else if (adopt) {
-      p.credential_fields = Names(stored);
-      p.credentials_version = stored_version;
     }
     Status s = repo_.Update(p);
     const RowWrite row = ReadBack(s, id, [&](const Provider& now) {
@@ -348,12 +354,14 @@ ProviderService::RowWrite ProviderService::InsertSettled(const Status& s, const 
   // written now if it had not.
   Status again = WithRetries(SecretsService::kSettle, clock_, random_, deadline, [&] { return repo_.Insert(p); });
   if (again.ok()) return RowWrite::kWritten;
-  // Taken (kAlreadyExists), or still unanswered: read back. Refused for
-  // good: the first insert never committed either.
-  if (again.code() == ErrorCode::kAlreadyExists || again.code() == ErrorCode::kUnavailable) {
+  // Taken: read back. Still unanswered: read back only where a write ends
+  // with its call (SQLite, in process); on a network database the first
+  // insert may still commit, unseen by any read. Refused for good: the
+  // first insert never committed either.
+  if (again.code() == ErrorCode::kAlreadyExists || (again.code() == ErrorCode::kUnavailable && repo_.ReadsAreLocal())) {
     return ReadBack(s, p.id, [](const Provider&) { return true; }, 0, deadline);
   }
-  return RowWrite::kNotWritten;
+  return again.code() == ErrorCode::kUnavailable ? RowWrite::kUnknown : RowWrite::kNotWritten;
 }
 
 void ProviderService::UndoFailed(const std::string& id, const Status& undo, const ProviderLocks::Held& held) {

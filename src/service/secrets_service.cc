@@ -252,6 +252,11 @@ Status SecretsService::CheckNotRolledBack(const std::string& provider_id, const 
   return rollback;
 }
 
+int64_t SecretsService::SealedVersion(const StoredSecret& raw) {
+  auto e = ParseEnvelope(raw.value);
+  return e.ok() ? e->credentials_version : 0;
+}
+
 Result<CredentialFields> SecretsService::OpenRaw(const std::string& provider_id, const StoredSecret& raw,
                                                  int64_t row_version, int64_t* version) {
   DYAD_ASSIGN_OR_RETURN(OpenedSecret opened, OpenChecked(provider_id, raw.value));

@@ -228,6 +228,11 @@ class SecretsService {
   // a write stored it and its row update did not follow).
   Result<CredentialFields> OpenRaw(const std::string& provider_id, const StoredSecret& raw, int64_t row_version,
                                    int64_t* version = nullptr);
+  // The credentials version `raw`'s envelope header names, read without
+  // opening it; 0 without one (the provider seal mode, not an envelope).
+  // Not authenticated: for choosing a version past it, never for trusting
+  // what it holds.
+  static int64_t SealedVersion(const StoredSecret& raw);
   // "DYAD_PROVIDER_<SLUG>_" when the environment is the source of `p`'s
   // credentials while nothing is stored (SECRETS_PROVIDER=environment and
   // one of its variables set); empty otherwise.

@@ -173,10 +173,14 @@ class LosingStore final : public testing::ForwardingStore {
 // (`taken_over`): Renew() then finds them gone.
 class TakenOverLeases final : public ProviderLeases {
  public:
-  Result<bool> TryAcquire(const std::string&, const std::string&, Clock::Duration) override { return true; }
+  Result<bool> TryAcquire(const std::string&, const std::string&, Clock::Duration) override {
+    if (acquiring) acquiring();  // e.g. a wait for a pooled connection before the lease is stamped
+    return true;
+  }
   Result<bool> Renew(const std::string&, const std::string&, Clock::Duration) override { return !taken_over; }
   Status Release(const std::string&, const std::string&) override { return OkStatus(); }
   std::atomic<bool> taken_over{false};
+  std::function<void()> acquiring;
 };
 
 // A change feed that keeps what is published (and delivers nothing).
@@ -428,30 +432,29 @@ TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeBringsTheRowUpToItsSecret
   auto retried = providers_->Edit(p.id, named, merge, caller_);
   ASSERT_TRUE(retried.ok()) << retried.error().message;
   const Provider row = *repo_->Get(p.id);
-  EXPECT_EQ(row.credentials_version, 2);
+  EXPECT_EQ(row.credentials_version, 3);  // past the secret's version 2, which was served
   EXPECT_EQ(row.credential_fields, named);
-  EXPECT_EQ(retried->credentials_version, 2);
+  EXPECT_EQ(retried->credentials_version, 3);
   EXPECT_EQ(StoredKey(p.id), "new");
 
   // In step again: a merge that changes nothing now writes nothing.
   auto again = providers_->Edit(p.id, named, merge, caller_);
   ASSERT_TRUE(again.ok()) << again.error().message;
-  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
+  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 3);
 }
 
 // The same retry when the secret refers to a dynamic secret this instance
-// has leased for it: adopted, nothing is stored, so the lease is not ended
-// under the version it serves. Stored again at that same version, every
-// later read here failed as "replaced or deleted" until the next write.
+// has leased for it: stored again at the version after it, since replacing
+// credentials ends this instance's leases up to the version it serves.
+// Stored again at that same version, every later read here failed as
+// "replaced or deleted" until the next write.
 TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeKeepsServingItsDynamicSecret) {
   testing::FakeDynamicSecrets source;
   SecretsOptions o = Options();
   o.dynamic = &source;
   LosingRegistry& losing = LoseRegistryAnswers(nullptr, o);
   Provider p = Create("db", "plain");
-  // The retry matches the secret ahead (adopted: nothing stored, nothing
-  // revoked), or names another field (written past the version this
-  // instance leased).
+  // The retry matches the secret ahead, or names another field.
   for (const auto& [lost_field, retried_field] : {std::pair{"password", "password"}, std::pair{"username", "password"}}) {
     SCOPED_TRACE(lost_field);
     std::string field = lost_field;
@@ -476,8 +479,21 @@ TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeKeepsServingItsDynamicSec
     ASSERT_TRUE(retried.ok()) << retried.error().message;
     EXPECT_GT(repo_->Get(p.id)->credentials_version, row_version);
     EXPECT_EQ(StoredKey(p.id).rfind(testing::kDynamicCanary, 0), 0u);
-    if (field == lost_field) EXPECT_TRUE(source.revoked().empty());
   }
+  // A rotation (a replace, which does not open the secret) retried the same way.
+  auto rotate = [&](const char* field) {
+    CredentialFields f;
+    f.emplace("api_key", EncodeReference({"database/creds/readonly", field}));
+    return providers_->RotateCredentials(p.id, f, caller_);
+  };
+  losing.refuse_updates = 1;
+  losing.on_refused = [&] { losing.reads_fail = true; };  // nor can the row be read back
+  ASSERT_FALSE(rotate("username").ok());
+  losing.reads_fail = false;
+  EXPECT_FALSE(StoredKey(p.id).empty());  // ahead of its row, its lease taken here
+  auto rotated = rotate("password");
+  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+  EXPECT_EQ(StoredKey(p.id).rfind(testing::kDynamicCanary, 0), 0u);
 }
 
 // A row update whose answer was lost while it still ran on the server: a
@@ -565,6 +581,20 @@ TEST_F(ServicesTest, TheSettleRoundsOfAWriteStopAtItsDeadline) {
   bool audited = false;
   for (const auto& e : audit_.events()) audited = audited || e.action == "secret.restore_failed";
   EXPECT_TRUE(audited);
+}
+
+// A write's deadline counts from when its lease was asked for: the lease's
+// end is stamped before TryAcquire's wait for a pooled connection (up to
+// 10 s), and a deadline counted from its answer would leave no margin.
+TEST_F(ServicesTest, AWritesDeadlineCountsFromTheAskForItsLease) {
+  TakenOverLeases leases;
+  leases.acquiring = [&] { clock_.Advance(10s); };
+  ProviderLeaseOptions options;
+  ProviderLocks locks(&leases, clock_, DefaultRandom(), options);
+  const Clock::Instant asked = clock_.Now();
+  auto held = locks.Hold("p");
+  ASSERT_TRUE(held.ok()) << held.error().message;
+  EXPECT_EQ((*held)->deadline(), asked + options.ttl - options.margin);
 }
 
 // The lease ran out while the write settled and another instance took it
