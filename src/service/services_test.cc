@@ -334,24 +334,27 @@ TEST_F(ServicesTest, FailedRowUpdateRestoresTheOldSecret) {
   EXPECT_EQ(repo_->Get(b.id)->credentials_version, 1);
 }
 
-// The row update committed but its answer was lost: the row read back says
-// so, and the write stands (restoring the old secret under the new row
-// would make every read a "rollback").
+// A row update whose answer was lost: committed already, or still running
+// on the server (holding the row, a plain read shows the row from before
+// it). Read back, the row says so, and the write stands: restoring the old
+// secret under the new row would make every read a "rollback". The
+// read-back waits for an update in flight (GetSettled).
 TEST_F(ServicesTest, ARowUpdateWhoseAnswerWasLostIsReadBackNotUndone) {
-  Provider p = Create("openai", "old");
   LosingRegistry& losing = LoseRegistryAnswers();
-  losing.lose_writes = 1;
-  auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("new"), caller_);
-  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
-  EXPECT_EQ(rotated->credentials_version, 2);
-  EXPECT_EQ(rotated->revision, repo_->Get(p.id)->revision);
-  EXPECT_EQ(StoredKey(p.id), "new");
+  for (const bool still_running : {false, true}) {
+    SCOPED_TRACE(still_running ? "still running" : "committed");
+    Provider p = Create(still_running ? "running" : "committed", "old");
+    (still_running ? losing.in_flight_updates : losing.lose_writes) = 1;
+    auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("new"), caller_);
+    ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+    EXPECT_EQ(rotated->credentials_version, 2);
+    EXPECT_EQ(rotated->revision, repo_->Get(p.id)->revision);
+    EXPECT_EQ(StoredKey(p.id), "new");
+  }
   for (const auto& e : audit_.events()) {
     EXPECT_NE(e.action, "secret.tampered");
     EXPECT_NE(e.action, "secret.restore_failed");
   }
-  // The next write reads the row it left.
-  ASSERT_TRUE(providers_->RotateCredentials(p.id, ApiKeyFields("newer"), caller_).ok());
 }
 
 // The update landed, its answer was lost, and another writer (the lease
@@ -494,21 +497,6 @@ TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeKeepsServingItsDynamicSec
   auto rotated = rotate("password");
   ASSERT_TRUE(rotated.ok()) << rotated.error().message;
   EXPECT_EQ(StoredKey(p.id).rfind(testing::kDynamicCanary, 0), 0u);
-}
-
-// A row update whose answer was lost while it still ran on the server: a
-// plain read shows the row from before it. Read back so, the old secret
-// was put back and the update committed after it: the row named the new
-// version over the old secret, and every read failed as a rollback. The
-// read-back waits for it (GetSettled) and finds it written.
-TEST_F(ServicesTest, ARowUpdateStillRunningWhenItsAnswerWasLostIsWaitedFor) {
-  Provider p = Create("openai", "old");
-  LosingRegistry& losing = LoseRegistryAnswers();
-  losing.in_flight_updates = 1;
-  auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("new"), caller_);
-  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
-  EXPECT_EQ(repo_->Get(p.id)->credentials_version, 2);
-  EXPECT_EQ(StoredKey(p.id), "new");
 }
 
 // The registry and the store restarting under a rotation (the cluster
