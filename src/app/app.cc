@@ -148,14 +148,15 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   so.env_is_source = p.backend.traits.env_is_source;
   so.dynamic = p.backend.dynamic.get();
   // A holder renews its lease right before each write the lease alone
-  // fences: the lease must outlast one store write, its retries included,
-  // then the write's settling (SecretsService::kSettleBudget), which ends at
-  // its deadline, `margin` before the lease would: one call begun before the
+  // fences: the lease must outlast one store write, its retries included.
+  // The write's settling (read-backs, an undo) ends at its deadline,
+  // `margin` before the lease would, so that one call begun before the
   // deadline (a store call with its own retries; a busy registry pool waits
-  // 10 s) ends inside the lease.
+  // 10 s) ends inside the lease. The TTL is not stretched for the settling:
+  // a lease its holder could not release (the registry restarting) blocks
+  // the provider's other writers, and a shutdown, until it runs out.
   so.lease.margin = std::max<Clock::Duration>(std::chrono::seconds(10), p.backend.traits.longest_write);
-  so.lease.ttl = std::max<Clock::Duration>(std::chrono::seconds(30), 2 * p.backend.traits.longest_write) +
-                 SecretsService::kSettleBudget + so.lease.margin;
+  so.lease.ttl = std::max<Clock::Duration>(std::chrono::seconds(30), 2 * p.backend.traits.longest_write);
   so.lease.max_wait = so.lease.ttl + std::chrono::seconds(10);
   DYAD_ASSIGN_OR_RETURN(p.secrets, SecretsService::Create(so, *p.backend.store, *p.backend.keys, *p.repo, *p.audit,
                                                          *p.metrics, clock, DefaultRandom(), config.provider_env));

@@ -14,7 +14,7 @@
 // process) only the mutex is taken. Thread-safe.
 //
 // A holder's retries (a write's settle rounds: SecretsService::kSettle) stop
-// at its deadline(): the lease's TTL less `margin` after it was taken, so
+// at its deadline(): the lease's TTL less `margin` after it was asked for, so
 // that a call retried before the deadline ends while the lease still holds
 // and its fenced write finds it this holder's. A round reached only after
 // the deadline makes one attempt, which its fence (a version, Confirm())

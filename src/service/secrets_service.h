@@ -188,9 +188,6 @@ class SecretsService {
   // which keeps them inside its lease.
   static constexpr RetryPolicy kSettle{8, std::chrono::milliseconds(100), std::chrono::milliseconds(2000),
                                        std::chrono::milliseconds(8000)};
-  // What one write's settling may take: App sizes the lease so that its
-  // deadline leaves this much after the write itself.
-  static constexpr std::chrono::milliseconds kSettleBudget = 3 * kSettle.max_elapsed;
 
   // The hot path (through the cache unless SECRETS_CACHE_ENABLED=false).
   Result<CredentialRead> Get(const std::string& provider_id, const Caller& caller);
