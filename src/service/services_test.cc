@@ -275,6 +275,12 @@ class ServicesTest : public testing::ServiceFixture {
     EXPECT_TRUE(s.AwaitProbe(30s));
     return s.Health();
   }
+
+  // What a test's services may be built over: members, so that they outlive
+  // the services, which TearDown destroys (the service unsubscribes from
+  // its feed as it goes).
+  RecordingFeed feed_;
+  testing::FakeDynamicSecrets dynamic_;
 };
 
 TEST_F(ServicesTest, CreateStoresSealedSecretAndPlaceholderRow) {
@@ -452,7 +458,7 @@ TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeBringsTheRowUpToItsSecret
 // Stored again at that same version, every later read here failed as
 // "replaced or deleted" until the next write.
 TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeKeepsServingItsDynamicSecret) {
-  testing::FakeDynamicSecrets source;
+  testing::FakeDynamicSecrets& source = dynamic_;
   SecretsOptions o = Options();
   o.dynamic = &source;
   LosingRegistry& losing = LoseRegistryAnswers(nullptr, o);
@@ -620,7 +626,7 @@ TEST_F(ServicesTest, AnUndoRefusedForALostLeaseSaysTheOutcomeIsUnknown) {
 // instances once, when it ends, not at every attempt.
 TEST_F(ServicesTest, ARestoreRetriedPublishesOneChange) {
   LosingStore store(store_);
-  RecordingFeed feed;
+  RecordingFeed& feed = feed_;
   SecretsOptions o = Options();
   o.changes = &feed;
   LosingRegistry& losing = LoseRegistryAnswers(&store, o);
