@@ -35,7 +35,8 @@ Error SlugTaken(const Provider& p) {
   return MakeError(ErrorCode::kAlreadyExists, "a provider with slug '" + p.slug + "' already exists");
 }
 
-// How long GetSettled waits for another transaction's write of the row.
+// How long GetSettled and InsertSettled wait for another transaction's
+// write of the row.
 constexpr int kSettleWaitMs = 2000;
 
 Error NotFound(const std::string& id) { return MakeError(ErrorCode::kNotFound, "provider '" + id + "' not found"); }
@@ -46,15 +47,31 @@ class PgProviderRepository final : public ProviderRepository {
 
   Status Insert(const Provider& p) override {
     auto r = db_->With<bool>([&](PgConnection& c) -> Result<bool> {
-      std::vector<PgParam> params = {p.id};
-      for (auto& b : Body(p)) params.push_back(std::move(b));
-      params.push_back(p.revision);
-      DYAD_RETURN_IF_ERROR(c.Query(std::string("INSERT INTO providers(") + kColumns +
-                                       ") VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-                                   params));
+      DYAD_RETURN_IF_ERROR(InsertOn(c, p));
       return true;
     });
     if (!r.ok()) return r.code() == ErrorCode::kAlreadyExists ? SlugTaken(p) : r.error();
+    return OkStatus();
+  }
+
+  // The unique index makes the INSERT wait for an uncommitted one of the
+  // same id; lock_timeout bounds the wait (SQLSTATE 55P03, kUnavailable).
+  Status InsertSettled(const Provider& p) override {
+    Status s = db_->Transaction([&](PgConnection& c) -> Status {
+      DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(kSettleWaitMs) + "ms'"));
+      return InsertOn(c, p);
+    });
+    if (!s.ok()) return s.code() == ErrorCode::kAlreadyExists ? SlugTaken(p) : s.error();
+    return OkStatus();
+  }
+
+  static Status InsertOn(PgConnection& c, const Provider& p) {
+    std::vector<PgParam> params = {p.id};
+    for (auto& b : Body(p)) params.push_back(std::move(b));
+    params.push_back(p.revision);
+    DYAD_RETURN_IF_ERROR(c.Query(std::string("INSERT INTO providers(") + kColumns +
+                                     ") VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                                 params));
     return OkStatus();
   }
 

@@ -24,6 +24,12 @@ class ProviderRepository {
   // cut. Waits a bounded time for it (kUnavailable after). Get for an
   // engine whose writes end with their call (SQLite, in process).
   virtual Result<Provider> GetSettled(const std::string& id) { return Get(id); }
+  // As Insert, for an insert whose first attempt's answer was lost (it may
+  // still run on a connection that was cut): waits for that one on the id's
+  // unique index, a bounded time (kUnavailable after): kAlreadyExists once it
+  // committed, written here if it rolled back. Insert for an engine whose
+  // writes end with their call (SQLite, in process).
+  virtual Status InsertSettled(const Provider& p) { return Insert(p); }
   // Writes `p` only if the row's revision is still `p.revision` (the one
   // read), and moves the revision on: kConflict when another writer updated
   // the row meanwhile, kNotFound when it is gone.

@@ -216,6 +216,73 @@ TEST_P(ProviderRepositoryContract, GetSettledGivesUpOnAWriteThatDoesNotEnd) {
   EXPECT_EQ(settled.code(), ErrorCode::kUnavailable) << settled.error().message;
 }
 
+// The same row inserted on another connection, left uncommitted: an
+// insert whose answer was lost, its statement still running.
+void InsertInFlight(PgConnection& cut, const std::string& id, const std::string& slug) {
+  ASSERT_TRUE(cut.Exec("BEGIN").ok());
+  ASSERT_TRUE(cut.Exec("INSERT INTO providers(id, slug, name, type, description, enabled, models, adapter_config, "
+                       "credential_fields, credentials_version, created_at, updated_at, revision) "
+                       "VALUES('" + id + "', '" + slug + "', 'in flight', 'proxy', '', true, '[]', '{}', 'api_key', 1, "
+                       "'2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1)").ok());
+}
+
+// Inserting again after a lost answer: InsertSettled waits for the first
+// insert on the id's unique index and then either finds it committed
+// (kAlreadyExists: the row is the first insert's) or writes the row itself
+// (it rolled back). SQLite's writes end with their call: there it is Insert.
+TEST_P(ProviderRepositoryContract, InsertSettledWaitsForAnInsertStillRunningElsewhere) {
+  if (GetParam() != "postgresql") GTEST_SKIP() << "index waits are PostgreSQL's";
+  auto inst = NewInstance();
+  ASSERT_TRUE(inst.ok()) << inst.error().message;
+  ProviderRepository& repo = *inst->providers;
+  auto conn = inst->postgresql->ConnectDedicated();
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  PgConnection& cut = **conn;
+  for (const std::string end : {"COMMIT", "ROLLBACK"}) {
+    SCOPED_TRACE(end);
+    const std::string id = "q-" + end;
+    InsertInFlight(cut, id, "slug-" + end);
+    EXPECT_EQ(repo.Get(id).code(), ErrorCode::kNotFound);  // a read does not see it
+    Status again = MakeError(ErrorCode::kInternal, "not inserted");
+    std::thread inserter([&] { again = repo.InsertSettled(Make(id, "slug-" + end)); });
+    const bool waited = BackendsWaitOnLocks(*inst, 1);
+    EXPECT_TRUE(cut.Exec(end).ok());
+    inserter.join();
+    EXPECT_TRUE(waited) << "InsertSettled never waited for the insert in flight";
+    auto row = repo.Get(id);
+    ASSERT_TRUE(row.ok()) << row.error().message;
+    if (end == "COMMIT") {
+      EXPECT_EQ(again.code(), ErrorCode::kAlreadyExists);
+      EXPECT_EQ(row->name, "in flight");
+    } else {
+      EXPECT_TRUE(again.ok()) << again.error().message;
+      EXPECT_EQ(row->name, "Name slug-" + end);
+    }
+  }
+}
+
+// A first insert that does not end within the wait: kUnavailable (the
+// outcome stays unknown), not a wait as long as the cut connection lives.
+TEST_P(ProviderRepositoryContract, InsertSettledGivesUpOnAnInsertThatDoesNotEnd) {
+  if (GetParam() != "postgresql") GTEST_SKIP() << "index waits are PostgreSQL's";
+  auto inst = NewInstance();
+  ASSERT_TRUE(inst.ok()) << inst.error().message;
+  auto conn = inst->postgresql->ConnectDedicated();
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  InsertInFlight(**conn, "q", "q");
+  // On a thread: a wait that never gave up would otherwise hang the test.
+  std::promise<Status> inserted;
+  std::future<Status> got = inserted.get_future();
+  std::thread inserter([&] { inserted.set_value(inst->providers->InsertSettled(Make("q", "q"))); });
+  const bool gave_up = got.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  EXPECT_TRUE((*conn)->Exec("ROLLBACK").ok());
+  inserter.join();
+  ASSERT_TRUE(gave_up) << "InsertSettled still waited after 30 s";
+  Status again = got.get();
+  EXPECT_EQ(again.code(), ErrorCode::kUnavailable) << (again.ok() ? "inserted" : again.error().message);
+  EXPECT_EQ(inst->providers->Get("q").code(), ErrorCode::kNotFound);
+}
+
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(ProviderRepositoryContract);
 
 }  // namespace

@@ -352,7 +352,8 @@ ProviderService::RowWrite ProviderService::InsertSettled(const Status& s, const 
   // index: kAlreadyExists once it committed (any row under this new id is
   // this writer's, read back to tell it from another provider's slug),
   // written now if it had not.
-  Status again = WithRetries(SecretsService::kSettle, clock_, random_, deadline, [&] { return repo_.Insert(p); });
+  Status again =
+      WithRetries(SecretsService::kSettle, clock_, random_, deadline, [&] { return repo_.InsertSettled(p); });
   if (again.ok()) return RowWrite::kWritten;
   // Taken: read back. Still unanswered: read back only where a write ends
   // with its call (SQLite, in process); on a network database the first
