@@ -56,6 +56,12 @@ class SecretStore {
   virtual bool HasConditionalWrites() const = 0;
 
   virtual Result<StoredSecret> Get(const std::string& name) = 0;
+  // As Get, once a write of the secret still running elsewhere has ended
+  // (committed or rolled back), waiting a bounded time for it (kUnavailable
+  // after): what reads back a write whose answer was lost, since on a
+  // network database its statement may still run on a connection that was
+  // cut. Get where a write ends with its call (or the store cannot tell).
+  virtual Result<StoredSecret> GetSettled(const std::string& name) { return Get(name); }
   virtual Result<std::string> Create(const std::string& name, std::string_view value) = 0;
   virtual Result<std::string> Replace(const std::string& name, std::string_view value,
                                       const std::string& version) = 0;

@@ -489,7 +489,7 @@ Result<StoredSecret> SecretsService::ReadBack(const std::string& name, const std
                                               const std::optional<std::string>& expected, Error failed,
                                               Clock::Instant deadline) {
   const bool envelope = sealer_.mode() == SealMode::kEnvelope;
-  auto now = WithRetries(kSettle, clock_, random_, deadline, [&] { return store_.Get(name); });
+  auto now = WithRetries(kSettle, clock_, random_, deadline, [&] { return store_.GetSettled(name); });
   if (now.ok() && envelope && SameSealedPayload(now->value, sealed)) return std::move(now).value();
   // Absent, as read, or (an envelope) another writer's bytes: not this write.
   if (now.ok() ? envelope || now->version == expected : now.code() == ErrorCode::kNotFound) return failed;

@@ -11,6 +11,9 @@
 namespace dyad {
 namespace {
 
+// How long GetSettled waits for another transaction's write of the secret.
+constexpr int kSettleWaitMs = 2000;
+
 Error NotFound(const std::string& name) { return MakeError(ErrorCode::kNotFound, "secret '" + name + "' not found"); }
 Error Changed(const std::string& name) {
   return MakeError(ErrorCode::kConflict, "secret '" + name + "' was changed by another writer");
@@ -80,6 +83,25 @@ class PgSecretStore final : public SecretStore {
       if (rows.size() == 0) return NotFound(name);
       return StoredSecret{rows.Text(0, 0), std::to_string(rows.Int(0, 1))};
     });
+  }
+
+  // FOR SHARE waits for a transaction that changed the row; lock_timeout
+  // bounds the wait (SQLSTATE 55P03, kUnavailable: the read-back retries).
+  // An insert still running is not seen (nothing to wait on): read as
+  // absent, its secret is at worst an orphan (`secrets gc`).
+  Result<StoredSecret> GetSettled(const std::string& name) override {
+    DYAD_RETURN_IF_ERROR(CheckName(name));
+    std::optional<StoredSecret> out;
+    Status s = db_->Transaction([&](PgConnection& c) -> Status {
+      DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(kSettleWaitMs) + "ms'"));
+      DYAD_ASSIGN_OR_RETURN(PgRows rows,
+                            c.Query("SELECT value, revision FROM secrets WHERE name = $1 FOR SHARE", {name}));
+      if (rows.size() == 0) return NotFound(name);
+      out = StoredSecret{rows.Text(0, 0), std::to_string(rows.Int(0, 1))};
+      return OkStatus();
+    });
+    if (!s.ok()) return s.error();
+    return std::move(*out);
   }
 
   Result<std::string> Create(const std::string& name, std::string_view value) override {

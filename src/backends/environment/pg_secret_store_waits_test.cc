@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -210,6 +211,57 @@ TEST_P(SecretStoreOnEnginesLockWaits, OppositeBatchesQueuedBehindAHeldRowDoNotDe
     ASSERT_TRUE((*now)[i].ok()) << names[i];
     EXPECT_EQ((*now)[i]->value, by0 ? "by-0" : "by-1") << names[i];
   }
+}
+
+// Reading back a write whose answer was lost: its statement may still run
+// on the connection that was cut. GetSettled waits for it to end and reads
+// what it left; Get reads the secret from before it.
+TEST_P(SecretStoreOnEnginesLockWaits, GetSettledWaitsForAWriteStillRunningElsewhere) {
+  auto conn = inst_[1].postgresql->ConnectDedicated();
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  PgConnection& cut = **conn;
+  const std::string name = Name("settled");
+  ASSERT_TRUE(store(0).Create(name, "before").ok());
+  for (const std::string end : {"COMMIT", "ROLLBACK"}) {
+    SCOPED_TRACE(end);
+    const StoredSecret before = *store(0).Get(name);
+    ASSERT_TRUE(cut.Exec("BEGIN").ok());
+    ASSERT_TRUE(cut.Query("UPDATE secrets SET value = 'in flight', revision = revision + 1 WHERE name = $1", {name})
+                    .ok());
+    EXPECT_EQ(store(0).Get(name)->value, before.value);  // a plain read does not wait
+    Result<StoredSecret> settled = MakeError(ErrorCode::kInternal, "not read");
+    std::thread reader([&] { settled = store(0).GetSettled(name); });
+    const bool waited = BackendsWaitOnLocks(1);
+    EXPECT_TRUE(cut.Exec(end).ok());
+    reader.join();
+    EXPECT_TRUE(waited) << "GetSettled never waited for the write in flight";
+    ASSERT_TRUE(settled.ok()) << settled.error().message;
+    EXPECT_EQ(settled->value, end == "COMMIT" ? "in flight" : before.value);
+    EXPECT_EQ(settled->version == before.version, end == "ROLLBACK");
+  }
+  EXPECT_EQ(store(0).GetSettled(Name("nobody")).code(), ErrorCode::kNotFound);
+}
+
+// A write that does not end within the wait: kUnavailable (the read-back
+// retries it), not an answer about the secret.
+TEST_P(SecretStoreOnEnginesLockWaits, GetSettledGivesUpOnAWriteThatDoesNotEnd) {
+  auto conn = inst_[1].postgresql->ConnectDedicated();
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  const std::string name = Name("stuck");
+  ASSERT_TRUE(store(0).Create(name, "before").ok());
+  ASSERT_TRUE((*conn)->Exec("BEGIN").ok());
+  ASSERT_TRUE((*conn)->Query("UPDATE secrets SET revision = revision + 1 WHERE name = $1", {name}).ok());
+  // On a thread: a wait that never gave up would otherwise hang the test.
+  std::promise<Result<StoredSecret>> read;
+  std::future<Result<StoredSecret>> got = read.get_future();
+  std::thread reader([&] { read.set_value(store(0).GetSettled(name)); });
+  const bool gave_up = got.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  EXPECT_TRUE((*conn)->Exec("ROLLBACK").ok());
+  reader.join();
+  ASSERT_TRUE(gave_up) << "GetSettled still waited after 30 s";
+  Result<StoredSecret> settled = got.get();
+  ASSERT_FALSE(settled.ok());
+  EXPECT_EQ(settled.code(), ErrorCode::kUnavailable) << settled.error().message;
 }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(SecretStoreOnEnginesLockWaits);
