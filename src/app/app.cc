@@ -263,6 +263,8 @@ HandlerPool App::PoolFor(const HttpRequest& request) const {
 
 int App::v1_threads() const { return parts_->v1_threads; }
 
+void App::BeginShutdown() { parts_->secrets->locks().Interrupt(); }
+
 HttpResponse App::Handle(const HttpRequest& request) {
   auto t0 = parts_->clock->Now();
   Principal who;

@@ -39,6 +39,9 @@ class App {
   HandlerPool PoolFor(const HttpRequest& request) const;
   // The upstream pool's size (GATEWAY_V1_THREADS).
   int v1_threads() const;
+  // The server's shutdown began: writes waiting for another writer stop
+  // waiting (ProviderLocks::Interrupt). Does not block.
+  void BeginShutdown();
 
   // The routes served, as the router has them (the API description is
   // checked against these).

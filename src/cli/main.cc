@@ -126,6 +126,7 @@ int Serve(bool dev, const std::string& env_file) {
   opts.blocking_threads = config->blocking_threads;
   opts.upstream_threads = (*app)->v1_threads();
   opts.tls = config->tls;
+  opts.on_shutdown = [&app] { (*app)->BeginShutdown(); };
   HttpServer server(opts, [&app](const HttpRequest& r) { return (*app)->Handle(r); },
                     [&app](const HttpRequest& r) { return (*app)->PoolFor(r); });
   s = server.Listen();

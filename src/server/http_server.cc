@@ -1335,6 +1335,7 @@ void HttpServer::Impl::Forget(uint64_t id) {
 void HttpServer::Impl::BeginShutdown() {
   if (stopping.exchange(true)) return;
   shutting_down.Raise();
+  if (options.on_shutdown) options.on_shutdown();
   beast::error_code ec;
   acceptor.close(ec);
   accept_timer.cancel();

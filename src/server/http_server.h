@@ -82,6 +82,10 @@ struct HttpServerOptions {
   // the session's queue, as over TLS.
   bool stream_direct = true;
   TlsFiles tls;  // cert_file set: HTTPS
+  // Called once when the shutdown begins (SIGTERM, SIGINT, Shutdown()), on
+  // an I/O thread: what would keep a handler waiting past the grace period
+  // stops waiting (ProviderLocks::Interrupt). Must not block.
+  std::function<void()> on_shutdown = nullptr;
   // Starts the handler pools' threads (in Listen) and the I/O threads (in
   // Run); StartThread when unset (core/thread.h).
   ThreadStarter start_thread = nullptr;

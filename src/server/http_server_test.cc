@@ -1256,6 +1256,28 @@ TEST(HttpServerLinger, AShutdownEndsALinger) {
   }
 }
 
+// on_shutdown runs once when the shutdown begins, before Run() returns:
+// the app stops writes waiting for another writer (ProviderLocks::Interrupt).
+TEST(HttpServerShutdown, OnShutdownRunsOnceWhenTheShutdownBegins) {
+  HttpServerOptions o;
+  o.port = 0;
+  std::atomic<int> calls{0};
+  o.on_shutdown = [&] { ++calls; };
+  HttpServer server(o, EchoPath);
+  ASSERT_TRUE(server.Listen().ok());
+  auto run = std::async(std::launch::async, [&] { server.Run(); });
+  RawClient c(server.port());
+  ExpectServed(c, "/one");  // serving: the shutdown comes after Run() began
+  EXPECT_EQ(calls.load(), 0);
+  server.Shutdown();
+  server.Shutdown();  // a second signal begins nothing new
+  if (run.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "Run() did not return";
+    std::_Exit(1);
+  }
+  EXPECT_EQ(calls.load(), 1);
+}
+
 // Review: requests a client pipelined were served back to back by the
 // lingering thread while another connection's request waited for the pool.
 // Now the waiting request goes first; the pipelined ones queue behind it.

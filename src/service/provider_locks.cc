@@ -9,6 +9,12 @@ Error Busy(const std::string& provider_id) {
   return MakeError(ErrorCode::kConflict, "provider '" + provider_id + "' is being changed by another writer; try again");
 }
 
+Error ShuttingDown(const std::string& provider_id) {
+  return MakeError(ErrorCode::kUnavailable, "provider '" + provider_id +
+                                                "' is being changed by another writer and this gateway is shutting "
+                                                "down; try again (on another instance)");
+}
+
 }  // namespace
 
 std::mutex& ProviderLocks::MutexOf(const std::string& provider_id) {
@@ -21,6 +27,7 @@ Result<std::unique_ptr<ProviderLocks::Held>> ProviderLocks::Hold(const std::stri
   std::unique_lock lock(MutexOf(provider_id), std::try_to_lock);
   const auto mutex_deadline = std::chrono::steady_clock::now() + options_.max_wait;
   while (!lock.owns_lock()) {
+    if (interrupted_.load()) return ShuttingDown(provider_id);
     if (std::chrono::steady_clock::now() >= mutex_deadline) return Busy(provider_id);
     std::this_thread::sleep_for(std::chrono::microseconds(200));
     (void)lock.try_lock();
@@ -39,6 +46,7 @@ Result<std::unique_ptr<ProviderLocks::Held>> ProviderLocks::Hold(const std::stri
       return std::make_unique<Held>(std::move(lock), leases_, provider_id, std::move(owner), options_.ttl,
                                     DeadlineFrom(asked));
     }
+    if (interrupted_.load()) return ShuttingDown(provider_id);
     if (clock_.Now() >= deadline) return Busy(provider_id);
     clock_.SleepFor(options_.poll);
   }

@@ -19,6 +19,12 @@
 // and its fenced write finds it this holder's. A round reached only after
 // the deadline makes one attempt, which its fence (a version, Confirm())
 // keeps from overwriting another writer's.
+//
+// Interrupt() (the server's shutdown began) ends every wait in Hold() at
+// once, and refuses every later one, with kUnavailable: a write waiting up
+// to max_wait for another writer would otherwise keep the process past its
+// shutdown grace (the server joins its handlers' threads). A provider free
+// at once is still taken (a request in flight finishes its write).
 #pragma once
 
 #include <array>
@@ -83,8 +89,10 @@ class ProviderLocks {
     std::atomic<bool> lost_{false};
   };
 
-  // kConflict when another holder keeps the provider past max_wait.
+  // kConflict when another holder keeps the provider past max_wait;
+  // kUnavailable when it would wait after Interrupt().
   Result<std::unique_ptr<Held>> Hold(const std::string& provider_id);
+  void Interrupt() { interrupted_.store(true); }
 
  private:
   std::mutex& MutexOf(const std::string& provider_id);
@@ -101,6 +109,7 @@ class ProviderLocks {
   // Plain mutexes polled with try_lock (ThreadSanitizer does not follow
   // the timed waits of std::timed_mutex).
   std::array<std::mutex, 64> mutexes_;
+  std::atomic<bool> interrupted_{false};
 };
 
 }  // namespace dyad
