@@ -187,8 +187,7 @@ class TakenOverLeases final : public ProviderLeases {
 class RecordingFeed final : public ChangeFeed {
  public:
   Status Publish(const Change& change) override {
-    MutexLock lock(&mu_);
-    published_.push_back(change);
+    published_.Add(change);
     return OkStatus();
   }
   uint64_t Subscribe(Callback) override { return 1; }
@@ -196,14 +195,10 @@ class RecordingFeed final : public ChangeFeed {
   Status Start() override { return OkStatus(); }
   void Stop() override {}
   Status CheckNow() override { return OkStatus(); }
-  std::vector<Change> published() {
-    MutexLock lock(&mu_);
-    return published_;
-  }
+  std::vector<Change> published() { return published_.All(); }
 
  private:
-  Mutex mu_;
-  std::vector<Change> published_ DYAD_GUARDED_BY(mu_);
+  testing::Recorded<Change> published_;
 };
 
 class ServicesTest : public testing::ServiceFixture {
