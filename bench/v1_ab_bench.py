@@ -60,8 +60,7 @@ def one_client(work, stub_port, mode, opts, probe):
             d.mkdir()
             gw, url = bench.start_gateway(d, stub_port, getattr(opts, which))
             running.append(gw)
-            spec = bench.probe_request(d, "gateway", mode, url, bench.CLIENT_TOKEN)
-            specs.append(which + spec[len("gateway"):])
+            specs.append(bench.probe_request(d, "gateway", mode, url, bench.CLIENT_TOKEN, name=which))
         return bench.one_client_interleaved(probe, specs, argparse.Namespace(probe_rounds=opts.rounds))
     finally:
         for gw in running:

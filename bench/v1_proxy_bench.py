@@ -431,15 +431,18 @@ def probe_binary(work):
     return out
 
 
-def probe_request(work, path, mode, base, token):
-    """The whole HTTP/1.1 request wrk sends for (path, mode), in a file the probe reads."""
+def probe_request(work, path, mode, base, token, name=None):
+    """The whole HTTP/1.1 request wrk sends for (path, mode), in a file the probe reads; the probe's spec for it,
+    which names the measurement `name` (by default the path: a name of its own tells apart two targets of one
+    path, e.g. two gateway builds)."""
+    name = name or path
     host = base.split("//", 1)[1]
     body = REQUEST[mode].encode()
     head = (f"POST {CLIENT_PATH[path][mode]} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n")
-    f = work / f"probe-{path}-{mode}.http"
+    f = work / f"probe-{name}-{mode}.http"
     f.write_bytes(head.encode() + body)
-    return f"{path}={host}:{f}"
+    return f"{name}={host}:{f}"
 
 
 def one_client_interleaved(probe, specs, opts):

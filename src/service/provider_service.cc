@@ -391,7 +391,9 @@ Result<CredentialFields> ProviderService::StoredFields(const Provider& row, cons
                      "provider '" + row.id + "' lists credential fields but no secret is stored under " +
                          secrets_.SecretName(row.id) + "; replace the whole set with PUT");
   }
-  return secrets_.OpenRaw(row.id, *raw, row.credentials_version, &version);
+  DYAD_ASSIGN_OR_RETURN(CredentialFields fields, secrets_.OpenRaw(row.id, *raw, row.credentials_version));
+  version = SecretsService::SealedVersion(*raw);  // opened: the header is the one authenticated
+  return fields;
 }
 
 Result<Provider> ProviderService::ImportCredentials(const std::string& id, const CredentialFields& fields,

@@ -258,10 +258,9 @@ int64_t SecretsService::SealedVersion(const StoredSecret& raw) {
 }
 
 Result<CredentialFields> SecretsService::OpenRaw(const std::string& provider_id, const StoredSecret& raw,
-                                                 int64_t row_version, int64_t* version) {
+                                                 int64_t row_version) {
   DYAD_ASSIGN_OR_RETURN(OpenedSecret opened, OpenChecked(provider_id, raw.value));
   DYAD_RETURN_IF_ERROR(CheckNotRolledBack(provider_id, opened, row_version));
-  if (version) *version = opened.credentials_version;
   return CredentialsFromJson(opened.payload.view());
 }
 

@@ -220,15 +220,15 @@ class SecretsService {
   // The fields of `raw` (what ReadRaw() gave under the provider's lock) in
   // clear, references unresolved, for a read-modify-write of them: kDataLoss
   // (audited as secret.tampered) when it does not open or is older than the
-  // registry row's `row_version` (a rollback). `version`, if given, is set
-  // to the credentials version the secret carries (above `row_version` when
-  // a write stored it and its row update did not follow).
-  Result<CredentialFields> OpenRaw(const std::string& provider_id, const StoredSecret& raw, int64_t row_version,
-                                   int64_t* version = nullptr);
+  // registry row's `row_version` (a rollback). The version it carries
+  // (above `row_version` when a write stored it and its row update did not
+  // follow) is SealedVersion(raw), authenticated once this succeeded.
+  Result<CredentialFields> OpenRaw(const std::string& provider_id, const StoredSecret& raw, int64_t row_version);
   // The credentials version `raw`'s envelope header names, read without
   // opening it; 0 without one (the provider seal mode, not an envelope).
-  // Not authenticated: for choosing a version past it, never for trusting
-  // what it holds.
+  // Not authenticated by itself: for choosing a version past it, never for
+  // trusting what it holds, unless OpenRaw(raw) succeeded (the figure is
+  // then the one its AAD sealed).
   static int64_t SealedVersion(const StoredSecret& raw);
   // "DYAD_PROVIDER_<SLUG>_" when the environment is the source of `p`'s
   // credentials while nothing is stored (SECRETS_PROVIDER=environment and

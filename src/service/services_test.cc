@@ -187,8 +187,7 @@ class TakenOverLeases final : public ProviderLeases {
 class RecordingFeed final : public ChangeFeed {
  public:
   Status Publish(const Change& change) override {
-    MutexLock lock(&mu_);
-    published_.push_back(change);
+    published_.Add(change);
     return OkStatus();
   }
   uint64_t Subscribe(Callback) override { return 1; }
@@ -196,14 +195,10 @@ class RecordingFeed final : public ChangeFeed {
   Status Start() override { return OkStatus(); }
   void Stop() override {}
   Status CheckNow() override { return OkStatus(); }
-  std::vector<Change> published() {
-    MutexLock lock(&mu_);
-    return published_;
-  }
+  std::vector<Change> published() { return published_.All(); }
 
  private:
-  Mutex mu_;
-  std::vector<Change> published_ DYAD_GUARDED_BY(mu_);
+  testing::Recorded<Change> published_;
 };
 
 class ServicesTest : public testing::ServiceFixture {
@@ -278,9 +273,13 @@ class ServicesTest : public testing::ServiceFixture {
 
   // What a test's services may be built over: members, so that they outlive
   // the services, which TearDown destroys (the service unsubscribes from
-  // its feed as it goes).
+  // its feed as it goes; a test's locals would be gone by then).
   RecordingFeed feed_;
   testing::FakeDynamicSecrets dynamic_;
+  LosingStore losing_store_{store_};
+  testing::MemoryStore unconditional_store_{"dyad-gateway", /*conditional=*/false};
+  TakenOverLeases leases_;
+  std::optional<testing::RefusingThreads> threads_;  // emplaced by a test whose services it starts threads for
 };
 
 TEST_F(ServicesTest, CreateStoresSealedSecretAndPlaceholderRow) {
@@ -512,7 +511,7 @@ TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeKeepsServingItsDynamicSec
 // the error is returned: the acknowledged credentials are never left
 // replaced by a write that failed.
 TEST_F(ServicesTest, ARotationRefusedWhileTheRegistryRestartsIsUndoneOnceItAnswers) {
-  LosingStore store(store_);
+  LosingStore& store = losing_store_;
   LosingRegistry& losing = LoseRegistryAnswers(&store);
   Provider p = Create("openai", "acknowledged");
   ASSERT_FALSE(p.id.empty());
@@ -539,7 +538,7 @@ TEST_F(ServicesTest, ARotationRefusedWhileTheRegistryRestartsIsUndoneOnceItAnswe
 // throughout. On its own it would try for 8 s (four attempts); the write's
 // deadline leaves it two, and no attempt begins past it.
 TEST_F(ServicesTest, TheSettleRoundsOfAWriteStopAtItsDeadline) {
-  LosingStore store(store_);
+  LosingStore& store = losing_store_;
   LosingRegistry& losing = LoseRegistryAnswers(&store);
   Provider p = Create("openai", "old");
   ASSERT_FALSE(p.id.empty());
@@ -596,8 +595,8 @@ TEST_F(ServicesTest, AWritesDeadlineCountsFromTheAskForItsLease) {
 // writes, is refused. That is not a version conflict to pass over: the
 // write's outcome is unknown, said so, logged and audited.
 TEST_F(ServicesTest, AnUndoRefusedForALostLeaseSaysTheOutcomeIsUnknown) {
-  testing::MemoryStore plain("dyad-gateway", /*conditional=*/false);
-  TakenOverLeases leases;
+  testing::MemoryStore& plain = unconditional_store_;
+  TakenOverLeases& leases = leases_;
   SecretsOptions o = Options();
   o.leases = &leases;
   LosingRegistry& losing = LoseRegistryAnswers(&plain, o);
@@ -625,7 +624,7 @@ TEST_F(ServicesTest, AnUndoRefusedForALostLeaseSaysTheOutcomeIsUnknown) {
 // An undo tried again while the store does not answer tells the other
 // instances once, when it ends, not at every attempt.
 TEST_F(ServicesTest, ARestoreRetriedPublishesOneChange) {
-  LosingStore store(store_);
+  LosingStore& store = losing_store_;
   RecordingFeed& feed = feed_;
   SecretsOptions o = Options();
   o.changes = &feed;
@@ -698,7 +697,7 @@ TEST_F(ServicesTest, AnInsertOfUnknownOutcomeSaysSoAndKeepsItsSecret) {
 // The store applied the secret but its answer was lost: read back, the
 // write goes on to the row instead of leaving the secret ahead of it.
 TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
-  LosingStore store(store_);
+  LosingStore& store = losing_store_;
   ServiceFixture::Build(Options(), {}, &store);
   store.lose_writes = 1;
   Provider created = Create("openai", "first");
@@ -720,7 +719,7 @@ TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
 // is unknown. The version read unchanged means nothing was written, in
 // either mode; an envelope store that cannot be read says unknown too.
 TEST_F(ServicesTest, AStoreWriteOfUnknownOutcomeSaysSoAndOnlyThen) {
-  LosingStore store(store_);
+  LosingStore& store = losing_store_;
   SecretsOptions o;
   o.seal_mode = SealMode::kProvider;
   ServiceFixture::Build(o, {}, &store);
@@ -1390,7 +1389,7 @@ TEST_F(ServicesTest, ARefusedRefreshAheadThreadIsCreatesError) {
 // saying why (logged once), and the next Health() starts the probe.
 TEST_F(ServicesTest, AHealthProbeWhoseThreadCannotStartIsTriedAgainAtTheNextHealthCheck) {
   testing::LogCapture log;
-  testing::RefusingThreads threads(/*refuse_from=*/2);  // the refresh-ahead worker's thread starts
+  testing::RefusingThreads& threads = threads_.emplace(/*refuse_from=*/2);  // the refresh-ahead worker's thread starts
   SecretsOptions o;
   o.start_thread = threads.starter();
   ServiceFixture::Build(o);

@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "audit/audit_sink.h"
@@ -236,21 +237,33 @@ inline std::vector<std::string> ListedNames(SecretStore& store) {
   return names;
 }
 
-class MemoryAudit final : public AuditSink {
+// What a fake was handed, in order; thread-safe: Add from any thread, All
+// gives a copy of everything added so far.
+template <class T>
+class Recorded {
  public:
-  void Record(const AuditEvent& e) override {
+  void Add(T item) {
     MutexLock lock(&mu_);
-    events_.push_back(e);
+    items_.push_back(std::move(item));
   }
-  bool Healthy() const override { return true; }
-  std::vector<AuditEvent> events() {
+  std::vector<T> All() {
     MutexLock lock(&mu_);
-    return events_;
+    return items_;
   }
 
  private:
   Mutex mu_;
-  std::vector<AuditEvent> events_ DYAD_GUARDED_BY(mu_);
+  std::vector<T> items_ DYAD_GUARDED_BY(mu_);
+};
+
+class MemoryAudit final : public AuditSink {
+ public:
+  void Record(const AuditEvent& e) override { events_.Add(e); }
+  bool Healthy() const override { return true; }
+  std::vector<AuditEvent> events() { return events_.All(); }
+
+ private:
+  Recorded<AuditEvent> events_;
 };
 
 class TempDir {

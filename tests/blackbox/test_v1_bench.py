@@ -260,8 +260,7 @@ def probe(tmp_path):
 
 def probe_spec(tmp_path, name, port, token="t"):
     base = f"http://127.0.0.1:{port}"
-    spec = bench.probe_request(tmp_path, "direct", "json", base, token)
-    return name + spec[len("direct"):]
+    return bench.probe_request(tmp_path, "direct", "json", base, token, name=name)
 
 
 def test_the_probe_request_is_what_wrk_sends(tmp_path):
@@ -275,6 +274,12 @@ def test_the_probe_request_is_what_wrk_sends(tmp_path):
     assert {"Host: 127.0.0.1:8123", "Authorization: Bearer tok", "Content-Type: application/json",
             f"Content-Length: {len(body)}"} <= set(lines[1:])
     assert json.loads(body) == json.loads(bench.REQUEST["sse"])
+    # A name of its own (two targets of one path, as the A/B bench has): its spec and its file, the first kept.
+    named = bench.probe_request(tmp_path, "gateway", "sse", "http://127.0.0.1:8124", "tok", name="b")
+    label, named_rest = named.split("=", 1)
+    assert label == "b" and named_rest.startswith("127.0.0.1:8124:")
+    assert named_rest.split(":", 2)[2] != rest.split(":", 2)[2]
+    assert b"Host: 127.0.0.1:8123\r\n" in pathlib.Path(rest.split(":", 2)[2]).read_bytes()
 
 
 def test_the_probe_reads_whole_answers_of_either_framing_and_counts_failures(tmp_path, probe):
