@@ -150,10 +150,21 @@ class LosingStore final : public testing::ForwardingStore {
       if (failed) failed();
       return LostAnswer();
     }
+    if (in_flight_replaces.fetch_sub(1) > 0) {  // not applied yet: a settled read waits for it
+      in_flight_ = SecretStore::Swap{name, version, std::string(value)};
+      return LostAnswer();
+    }
     auto r = inner_.Replace(name, value, version);
     if (auto hook = std::exchange(after_replace, nullptr); r.ok() && hook) hook();
     return Lose(std::move(r));
   }
+  Result<StoredSecret> GetSettled(const std::string& name) override {
+    if (auto w = std::exchange(in_flight_, std::nullopt)) EXPECT_TRUE(inner_.Replace(w->name, w->value, w->version).ok());
+    return Get(name);
+  }
+  // The next replace loses its answer and is still running: a plain read
+  // shows the secret from before it; GetSettled waits for it (it commits first).
+  std::atomic<int> in_flight_replaces{0};
   std::atomic<int> lose_writes{0};
   std::atomic<int> refuse_replaces{0};
   std::atomic<int> failing_reads{0};
@@ -167,6 +178,7 @@ class LosingStore final : public testing::ForwardingStore {
     if (r.ok() && lose_writes.fetch_sub(1) > 0) return LostAnswer();
     return r;
   }
+  std::optional<SecretStore::Swap> in_flight_;  // a replace
 };
 
 // The leases of one instance, which another instance takes over when told
@@ -711,6 +723,25 @@ TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(ApiKey(*r), "second");
   EXPECT_EQ(r->credentials->version, 2);
+}
+
+// A store write whose answer was lost while it still ran (a cut connection
+// to a database-backed store): the read-back waits for it (GetSettled) and
+// finds it written. Read at once, the secret looked unwritten: the rotation
+// was reported failed, and then the write committed under the client.
+TEST_F(ServicesTest, AStoreWriteStillRunningWhenItsAnswerWasLostIsReadBackOnceItSettles) {
+  LosingStore& store = losing_store_;
+  ServiceFixture::Build(Options(), {}, &store);
+  Provider created = Create("openai", "first");
+  ASSERT_FALSE(created.id.empty());
+  store.in_flight_replaces = 1;
+  auto rotated = providers_->RotateCredentials(created.id, ApiKeyFields("second"), caller_);
+  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+  EXPECT_EQ(repo_->Get(created.id)->credentials_version, 2);
+  secrets_->cache().Clear();
+  auto r = secrets_->Get(created.id, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(ApiKey(*r), "second");
 }
 
 // A store write that failed with kUnavailable is read back. Plain JSON (the
