@@ -706,7 +706,7 @@ TEST_F(ServicesTest, AnInsertOfUnknownOutcomeSaysSoAndKeepsItsSecret) {
   for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.orphaned");
 }
 
-// The store applied the secret but its answer was lost: read back, the
+// A store write whose answer was lost is read back, and found written: the
 // write goes on to the row instead of leaving the secret ahead of it.
 TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
   LosingStore& store = losing_store_;
@@ -714,34 +714,24 @@ TEST_F(ServicesTest, AStoreWriteWhoseAnswerWasLostIsReadBack) {
   store.lose_writes = 1;
   Provider created = Create("openai", "first");
   ASSERT_FALSE(created.id.empty());
-  store.lose_writes = 1;
-  auto rotated = providers_->RotateCredentials(created.id, ApiKeyFields("second"), caller_);
-  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
-  EXPECT_EQ(repo_->Get(created.id)->credentials_version, 2);
-  secrets_->cache().Clear();
-  auto r = secrets_->Get(created.id, caller_);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(ApiKey(*r), "second");
-  EXPECT_EQ(r->credentials->version, 2);
-}
-
-// A store write whose answer was lost while it still ran (a cut connection
-// to a database-backed store): the read-back waits for it (GetSettled) and
-// finds it written. Read at once, the secret looked unwritten: the rotation
-// was reported failed, and then the write committed under the client.
-TEST_F(ServicesTest, AStoreWriteStillRunningWhenItsAnswerWasLostIsReadBackOnceItSettles) {
-  LosingStore& store = losing_store_;
-  ServiceFixture::Build(Options(), {}, &store);
-  Provider created = Create("openai", "first");
-  ASSERT_FALSE(created.id.empty());
-  store.in_flight_replaces = 1;
-  auto rotated = providers_->RotateCredentials(created.id, ApiKeyFields("second"), caller_);
-  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
-  EXPECT_EQ(repo_->Get(created.id)->credentials_version, 2);
-  secrets_->cache().Clear();
-  auto r = secrets_->Get(created.id, caller_);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(ApiKey(*r), "second");
+  // Applied, then its answer lost; and lost while it still ran (a cut
+  // connection to a database-backed store), which only a settled read waits
+  // for: read at once, the secret looked unwritten, the rotation was
+  // reported failed, and then the write committed under the client.
+  for (const bool still_running : {false, true}) {
+    SCOPED_TRACE(still_running ? "still running" : "applied");
+    const std::string key = still_running ? "third" : "second";
+    (still_running ? store.in_flight_replaces : store.lose_writes) = 1;
+    auto rotated = providers_->RotateCredentials(created.id, ApiKeyFields(key), caller_);
+    ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+    const int64_t version = still_running ? 3 : 2;
+    EXPECT_EQ(repo_->Get(created.id)->credentials_version, version);
+    secrets_->cache().Clear();
+    auto r = secrets_->Get(created.id, caller_);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(ApiKey(*r), key);
+    EXPECT_EQ(r->credentials->version, version);
+  }
 }
 
 // A store write that failed with kUnavailable is read back. Plain JSON (the
