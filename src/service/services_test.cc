@@ -113,6 +113,14 @@ class LosingRegistry final : public ProviderRepository {
     if (auto committed = std::exchange(in_flight_update_, std::nullopt)) EXPECT_TRUE(inner_->Update(*committed).ok());
     return Get(id);
   }
+  Status InsertSettled(const Provider& p) override {
+    if (unanswered_reinserts.fetch_sub(1) > 0) return LostAnswer();  // nothing written
+    return Insert(p);
+  }
+  bool ReadsAreLocal() const override { return reads_are_local; }
+  // The next inserts made again after a lost answer stay unanswered.
+  std::atomic<int> unanswered_reinserts{0};
+  bool reads_are_local = false;  // SQLite's answer when true
   void CommitInFlight() {
     if (auto committed = std::exchange(in_flight_, std::nullopt)) EXPECT_TRUE(inner_->Insert(*committed).ok());
   }
@@ -683,6 +691,39 @@ TEST_F(ServicesTest, AnInsertWhoseAnswerWasLostIsNotUndone) {
     losing.CommitInFlight();  // (already committed: nothing left to commit)
     EXPECT_TRUE(repo_->Get(p.id).ok());
     EXPECT_EQ(StoredKey(p.id), "first");
+  }
+  for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.orphaned");
+}
+
+// An insert whose answer was lost, inserted again with no answer either: on
+// an engine whose writes end with their call (SQLite) the row is read back
+// and the create succeeds; on a network database (PostgreSQL) no read can
+// see an insert still running, so the outcome is unknown and the secret is
+// kept. The first insert was applied in both.
+TEST_F(ServicesTest, AnInsertUnansweredTwiceIsReadBackOnlyWhereReadsAreLocal) {
+  for (const bool local : {true, false}) {
+    SCOPED_TRACE(local ? "reads are local" : "network database");
+    LosingRegistry& losing = LoseRegistryAnswers();
+    losing.reads_are_local = local;
+    losing.lose_writes = 1;
+    losing.unanswered_reinserts = 1000;
+    const std::string slug = local ? "local" : "remote";
+    auto created = providers_->Create(NewProvider(slug, "first"), caller_);
+    if (local) {
+      ASSERT_TRUE(created.ok()) << created.error().message;
+    } else {
+      ASSERT_FALSE(created.ok());
+      EXPECT_EQ(created.code(), ErrorCode::kUnavailable);
+      EXPECT_NE(created.error().message.find("was written is unknown"), std::string::npos) << created.error().message;
+    }
+    auto page = repo_->List(0, 100);
+    ASSERT_TRUE(page.ok()) << page.error().message;
+    std::optional<Provider> row;
+    for (const auto& p : page->items) {
+      if (p.slug == slug) row = p;
+    }
+    ASSERT_TRUE(row) << "the first insert was applied";
+    EXPECT_EQ(StoredKey(row->id), "first");
   }
   for (const auto& e : audit_.events()) EXPECT_NE(e.action, "secret.orphaned");
 }
