@@ -524,6 +524,27 @@ TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeKeepsServingItsDynamicSec
   EXPECT_EQ(StoredKey(p.id).rfind(testing::kDynamicCanary, 0), 0u);
 }
 
+// A replace (PUT, rotate) stores past a secret ahead of its row, by the
+// version its envelope header names, but only a plausible one: a header
+// further than 1,000 versions ahead (forged, or sealed by a bug) is ignored,
+// so it cannot push the credentials version towards its limit.
+TEST_F(ServicesTest, AReplaceStoresPastASecretAheadOfItsRowOnlyByAPlausibleVersion) {
+  Provider p = Create("openai", "first");
+  const std::string name = secrets_->SecretName(p.id);
+  for (const auto& [ahead, expected] : {std::pair<int64_t, int64_t>{5000, 2}, std::pair<int64_t, int64_t>{3, 6}}) {
+    SCOPED_TRACE(ahead);
+    const int64_t row = repo_->Get(p.id)->credentials_version;
+    auto sealed = secrets_->sealer().Seal(name, row + ahead, SecretBytes(R"({"api_key":"ahead"})"));
+    ASSERT_TRUE(sealed.ok()) << sealed.error().message;
+    ASSERT_TRUE(store_.Put(name, *sealed).ok());
+    auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("next"), caller_);
+    ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+    EXPECT_EQ(rotated->credentials_version, expected);
+    EXPECT_EQ(repo_->Get(p.id)->credentials_version, expected);
+    EXPECT_EQ(StoredKey(p.id), "next");
+  }
+}
+
 // The registry and the store restarting under a rotation (the cluster
 // test's PostgreSQL restart): the secret is written, the row update
 // refused, and neither the row nor the store answers at once. The outcome
