@@ -545,6 +545,32 @@ TEST_F(ServicesTest, AReplaceStoresPastASecretAheadOfItsRowOnlyByAPlausibleVersi
   }
 }
 
+// Clearing the credentials of a provider whose secret is ahead of its row
+// (a write whose row update failed): the secret read is the one deleted,
+// and the row moves past its version, so no later write reuses a version
+// already served.
+TEST_F(ServicesTest, AClearOverASecretAheadOfItsRowDeletesItAndMovesPastIt) {
+  Provider p = Create("openai", "first");
+  const std::string name = secrets_->SecretName(p.id);
+  auto sealed = secrets_->sealer().Seal(name, 4, SecretBytes(R"({"api_key":"ahead"})"));
+  ASSERT_TRUE(sealed.ok()) << sealed.error().message;
+  ASSERT_TRUE(store_.Put(name, *sealed).ok());
+  ProviderPatch clear;
+  clear.credentials = CredentialFields{};
+  auto cleared = providers_->Update(p.id, clear, caller_);
+  ASSERT_TRUE(cleared.ok()) << cleared.error().message;
+  EXPECT_TRUE(cleared->credential_fields.empty());
+  EXPECT_EQ(cleared->credentials_version, 5);
+  EXPECT_EQ(store_.data().count(name), 0u) << "the secret ahead of its row was left";
+  auto rotated = providers_->RotateCredentials(p.id, ApiKeyFields("again"), caller_);
+  ASSERT_TRUE(rotated.ok()) << rotated.error().message;
+  EXPECT_EQ(rotated->credentials_version, 6);
+  secrets_->cache().Clear();
+  auto r = secrets_->Get(p.id, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(ApiKey(*r), "again");
+}
+
 // The registry and the store restarting under a rotation (the cluster
 // test's PostgreSQL restart): the secret is written, the row update
 // refused, and neither the row nor the store answers at once. The outcome
