@@ -1256,23 +1256,40 @@ TEST(HttpServerLinger, AShutdownEndsALinger) {
   }
 }
 
-// on_shutdown runs once when the shutdown begins, before Run() returns:
-// the app stops writes waiting for another writer (ProviderLocks::Interrupt).
+// on_shutdown runs once when the shutdown begins, not when Run() ends: a
+// handler waiting for what it ends (a write queued on a provider's lock)
+// answers within the grace period, and Run() returns long before it ends.
 TEST(HttpServerShutdown, OnShutdownRunsOnceWhenTheShutdownBegins) {
   HttpServerOptions o;
   o.port = 0;
+  o.shutdown_grace = std::chrono::seconds(60);
   std::atomic<int> calls{0};
+  std::atomic<bool> waiting{false};
   o.on_shutdown = [&] { ++calls; };
-  HttpServer server(o, EchoPath);
+  HttpServer server(
+      o,
+      [&](const HttpRequest&) {
+        waiting = true;
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (calls.load() == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+        HttpResponse r;
+        r.body = calls.load() > 0 ? "interrupted|" : "timed out|";
+        return r;
+      },
+      [](const HttpRequest&) { return HandlerPool::kBlocking; });
   ASSERT_TRUE(server.Listen().ok());
   auto run = std::async(std::launch::async, [&] { server.Run(); });
   RawClient c(server.port());
-  ExpectServed(c, "/one");  // serving: the shutdown comes after Run() began
+  c.Send("GET /write HTTP/1.1\r\nHost: t\r\n\r\n");
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!waiting && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  ASSERT_TRUE(waiting) << "the handler never ran";
   EXPECT_EQ(calls.load(), 0);
   server.Shutdown();
   server.Shutdown();  // a second signal begins nothing new
+  EXPECT_NE(c.ReadUntil("|").find("interrupted|"), std::string::npos);
   if (run.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
-    ADD_FAILURE() << "Run() did not return";
+    ADD_FAILURE() << "Run() did not return within 20 s (the grace is 60 s)";
     std::_Exit(1);
   }
   EXPECT_EQ(calls.load(), 1);

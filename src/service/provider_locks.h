@@ -24,7 +24,10 @@
 // once, and refuses every later one, with kUnavailable: a write waiting up
 // to max_wait for another writer would otherwise keep the process past its
 // shutdown grace (the server joins its handlers' threads). A provider free
-// at once is still taken (a request in flight finishes its write).
+// at once is still taken (a request in flight finishes its write), and a
+// write that holds its lock already is not interrupted: its settle rounds
+// may run to its deadline (ttl − margin, 20 s by default), past a shorter
+// grace.
 #pragma once
 
 #include <array>

@@ -356,13 +356,15 @@ ProviderService::RowWrite ProviderService::InsertSettled(const Status& s, const 
       WithRetries(SecretsService::kSettle, clock_, random_, deadline, [&] { return repo_.InsertSettled(p); });
   if (again.ok()) return RowWrite::kWritten;
   // Taken: read back. Still unanswered: read back only where a write ends
-  // with its call (SQLite, in process); on a network database the first
-  // insert may still commit, unseen by any read. Refused for good: the
-  // first insert never committed either.
+  // with its call (SQLite, in process). On a network database the first
+  // insert may still commit, unseen by any read, after this one's failure
+  // whatever it was (unanswered, a statement cancelled, a timeout shorter
+  // than the wait): unknown. In process, refused: the first never
+  // committed either.
   if (again.code() == ErrorCode::kAlreadyExists || (again.code() == ErrorCode::kUnavailable && repo_.ReadsAreLocal())) {
     return ReadBack(s, p.id, [](const Provider&) { return true; }, 0, deadline);
   }
-  return again.code() == ErrorCode::kUnavailable ? RowWrite::kUnknown : RowWrite::kNotWritten;
+  return repo_.ReadsAreLocal() ? RowWrite::kNotWritten : RowWrite::kUnknown;
 }
 
 void ProviderService::UndoFailed(const std::string& id, const Status& undo, const ProviderLocks::Held& held) {
@@ -392,7 +394,9 @@ Result<CredentialFields> ProviderService::StoredFields(const Provider& row, cons
                          secrets_.SecretName(row.id) + "; replace the whole set with PUT");
   }
   DYAD_ASSIGN_OR_RETURN(CredentialFields fields, secrets_.OpenRaw(row.id, *raw, row.credentials_version));
-  version = SecretsService::SealedVersion(*raw);  // opened: the header is the one authenticated
+  // Opened: in envelope mode the header's version is authenticated; in
+  // provider mode there is none (0).
+  version = SecretsService::SealedVersion(*raw);
   return fields;
 }
 

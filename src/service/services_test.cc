@@ -115,11 +115,16 @@ class LosingRegistry final : public ProviderRepository {
   }
   Status InsertSettled(const Provider& p) override {
     if (unanswered_reinserts.fetch_sub(1) > 0) return LostAnswer();  // nothing written
+    if (cancelled_reinserts.fetch_sub(1) > 0) {  // a statement cancelled (57014): not retried
+      return MakeError(ErrorCode::kInternal, "canceling statement due to statement timeout");
+    }
     return Insert(p);
   }
   bool ReadsAreLocal() const override { return reads_are_local; }
-  // The next inserts made again after a lost answer stay unanswered.
+  // The next inserts made again after a lost answer stay unanswered, or
+  // are cancelled.
   std::atomic<int> unanswered_reinserts{0};
+  std::atomic<int> cancelled_reinserts{0};
   bool reads_are_local = false;  // SQLite's answer when true
   void CommitInFlight() {
     if (auto committed = std::exchange(in_flight_, std::nullopt)) EXPECT_TRUE(inner_->Insert(*committed).ok());
@@ -748,13 +753,15 @@ TEST_F(ServicesTest, AnInsertWhoseAnswerWasLostIsNotUndone) {
 // see an insert still running, so the outcome is unknown and the secret is
 // kept. The first insert was applied in both.
 TEST_F(ServicesTest, AnInsertUnansweredTwiceIsReadBackOnlyWhereReadsAreLocal) {
-  for (const bool local : {true, false}) {
-    SCOPED_TRACE(local ? "reads are local" : "network database");
+  // The second insert unanswered, or (a network database) cancelled: a
+  // failure that says nothing of the first insert either.
+  for (const auto& [local, cancelled] : {std::pair{true, false}, std::pair{false, false}, std::pair{false, true}}) {
+    SCOPED_TRACE(local ? "reads are local" : cancelled ? "network database, cancelled" : "network database");
     LosingRegistry& losing = LoseRegistryAnswers();
     losing.reads_are_local = local;
     losing.lose_writes = 1;
-    losing.unanswered_reinserts = 1000;
-    const std::string slug = local ? "local" : "remote";
+    (cancelled ? losing.cancelled_reinserts : losing.unanswered_reinserts) = 1000;
+    const std::string slug = local ? "local" : cancelled ? "cancelled" : "remote";
     auto created = providers_->Create(NewProvider(slug, "first"), caller_);
     if (local) {
       ASSERT_TRUE(created.ok()) << created.error().message;

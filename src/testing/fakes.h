@@ -136,6 +136,7 @@ class ForwardingStore : public SecretStore {
   std::string ProbeName(std::string_view tag) const override { return inner_.ProbeName(tag); }
   bool HasConditionalWrites() const override { return inner_.HasConditionalWrites(); }
   Result<StoredSecret> Get(const std::string& name) override { return inner_.Get(name); }
+  Result<StoredSecret> GetSettled(const std::string& name) override { return inner_.GetSettled(name); }
   Result<std::string> Create(const std::string& name, std::string_view value) override {
     return inner_.Create(name, value);
   }

@@ -85,18 +85,28 @@ class PgSecretStore final : public SecretStore {
     });
   }
 
-  // FOR SHARE waits for a transaction that changed the row; lock_timeout
-  // bounds the wait (SQLSTATE 55P03, kUnavailable: the read-back retries).
-  // An insert still running is not seen (nothing to wait on): read as
-  // absent, its secret is at worst an orphan (`secrets gc`).
+  // FOR SHARE waits for a transaction that changed the row. A row still
+  // being inserted is seen by no read: when none is found, an insert of the
+  // name (rolled back at once) waits for such a one on the primary key,
+  // and finds it committed (a conflict: read again) or gone. lock_timeout
+  // bounds each wait (SQLSTATE 55P03, kUnavailable: the read-back retries).
   Result<StoredSecret> GetSettled(const std::string& name) override {
     DYAD_RETURN_IF_ERROR(CheckName(name));
     std::optional<StoredSecret> out;
     Status s = db_->Transaction([&](PgConnection& c) -> Status {
       DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(kSettleWaitMs) + "ms'"));
-      DYAD_ASSIGN_OR_RETURN(PgRows rows,
-                            c.Query("SELECT value, revision FROM secrets WHERE name = $1 FOR SHARE", {name}));
-      if (rows.size() == 0) return NotFound(name);
+      const std::string read = "SELECT value, revision FROM secrets WHERE name = $1 FOR SHARE";
+      DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(read, {name}));
+      if (rows.size() == 0) {
+        DYAD_RETURN_IF_ERROR(c.Exec("SAVEPOINT probe"));
+        DYAD_ASSIGN_OR_RETURN(PgRows probe, c.Query("INSERT INTO secrets(name, value, updated_at, revision) "
+                                                    "VALUES($1, '', '', 0) ON CONFLICT (name) DO NOTHING",
+                                                    {name}));
+        DYAD_RETURN_IF_ERROR(c.Exec("ROLLBACK TO SAVEPOINT probe"));
+        if (probe.Affected() == 1) return NotFound(name);  // none in flight either
+        DYAD_ASSIGN_OR_RETURN(rows, c.Query(read, {name}));
+        if (rows.size() == 0) return NotFound(name);  // committed, then deleted meanwhile
+      }
       out = StoredSecret{rows.Text(0, 0), std::to_string(rows.Int(0, 1))};
       return OkStatus();
     });

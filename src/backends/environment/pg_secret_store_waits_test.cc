@@ -242,6 +242,39 @@ TEST_P(SecretStoreOnEnginesLockWaits, GetSettledWaitsForAWriteStillRunningElsewh
   EXPECT_EQ(store(0).GetSettled(Name("nobody")).code(), ErrorCode::kNotFound);
 }
 
+// A create still running when its answer was lost (a provider given its
+// first credentials): no read sees the row it inserts. GetSettled waits for
+// it (a probe insert on the primary key) and reads it once committed, or
+// finds nothing once rolled back.
+TEST_P(SecretStoreOnEnginesLockWaits, GetSettledWaitsForAnInsertStillRunningElsewhere) {
+  auto conn = inst_[1].postgresql->ConnectDedicated();
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  PgConnection& cut = **conn;
+  for (const std::string end : {"COMMIT", "ROLLBACK"}) {
+    SCOPED_TRACE(end);
+    const std::string name = Name("inserting-" + end);
+    ASSERT_TRUE(cut.Exec("BEGIN").ok());
+    ASSERT_TRUE(cut.Query("INSERT INTO secrets(name, value, updated_at, revision) VALUES($1, 'in flight', '', 7)",
+                          {name})
+                    .ok());
+    EXPECT_EQ(store(0).Get(name).code(), ErrorCode::kNotFound);  // a plain read does not see it
+    Result<StoredSecret> settled = MakeError(ErrorCode::kInternal, "not read");
+    std::thread reader([&] { settled = store(0).GetSettled(name); });
+    const bool waited = BackendsWaitOnLocks(1);
+    EXPECT_TRUE(cut.Exec(end).ok());
+    reader.join();
+    EXPECT_TRUE(waited) << "GetSettled never waited for the insert in flight";
+    if (end == "COMMIT") {
+      ASSERT_TRUE(settled.ok()) << settled.error().message;
+      EXPECT_EQ(settled->value, "in flight");
+      EXPECT_EQ(settled->version, "7");
+    } else {
+      EXPECT_EQ(settled.code(), ErrorCode::kNotFound);
+    }
+    EXPECT_EQ(store(0).Get(name).ok(), end == "COMMIT") << "the probe left a row behind, or removed one";
+  }
+}
+
 // A write that does not end within the wait: kUnavailable (the read-back
 // retries it), not an answer about the secret.
 TEST_P(SecretStoreOnEnginesLockWaits, GetSettledGivesUpOnAWriteThatDoesNotEnd) {
