@@ -308,6 +308,13 @@ Status PgDb::Transaction(const std::function<Status(PgConnection&)>& fn) {
   return InTransaction<PgConnection>(*this, "BEGIN", fn);
 }
 
+Status PgDb::SettledTransaction(const std::function<Status(PgConnection&)>& fn) {
+  return Transaction([&](PgConnection& c) -> Status {
+    DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(kSettleWait.count()) + "ms'"));
+    return fn(c);
+  });
+}
+
 // The migrations run on a connection of their own, outside the pool, in one
 // transaction that holds the advisory lock from its first statement to its
 // COMMIT: nothing can lease, reset or replace that session midway, so the

@@ -153,6 +153,14 @@ class PgDb {
   // Runs `fn` inside BEGIN … COMMIT (READ COMMITTED); rolls back when it or
   // the COMMIT fails.
   Status Transaction(const std::function<Status(PgConnection&)>& fn);
+  // How long a settled transaction waits for a lock that another
+  // transaction holds (its write of the same row, still running).
+  static constexpr std::chrono::milliseconds kSettleWait{2000};
+  // A Transaction whose lock waits end after kSettleWait (SET LOCAL
+  // lock_timeout): SQLSTATE 55P03, kUnavailable, for the caller to retry.
+  // For reads and writes that must wait for another's write to settle
+  // without waiting on it forever (its client may be gone).
+  Status SettledTransaction(const std::function<Status(PgConnection&)>& fn);
 
   // A connection of its own, outside the pool and its limit, for a caller
   // that keeps it (a LISTEN); the same settings and errors as a pooled one.

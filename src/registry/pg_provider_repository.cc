@@ -35,10 +35,6 @@ Error SlugTaken(const Provider& p) {
   return MakeError(ErrorCode::kAlreadyExists, "a provider with slug '" + p.slug + "' already exists");
 }
 
-// How long GetSettled and InsertSettled wait for another transaction's
-// write of the row.
-constexpr int kSettleWaitMs = 2000;
-
 Error NotFound(const std::string& id) { return MakeError(ErrorCode::kNotFound, "provider '" + id + "' not found"); }
 
 class PgProviderRepository final : public ProviderRepository {
@@ -55,12 +51,9 @@ class PgProviderRepository final : public ProviderRepository {
   }
 
   // The unique index makes the INSERT wait for an uncommitted one of the
-  // same id; lock_timeout bounds the wait (SQLSTATE 55P03, kUnavailable).
+  // same id; the settled transaction bounds the wait (kUnavailable).
   Status InsertSettled(const Provider& p) override {
-    Status s = db_->Transaction([&](PgConnection& c) -> Status {
-      DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(kSettleWaitMs) + "ms'"));
-      return InsertOn(c, p);
-    });
+    Status s = db_->SettledTransaction([&](PgConnection& c) { return InsertOn(c, p); });
     if (!s.ok()) return s.code() == ErrorCode::kAlreadyExists ? SlugTaken(p) : s.error();
     return OkStatus();
   }
@@ -84,12 +77,11 @@ class PgProviderRepository final : public ProviderRepository {
     });
   }
 
-  // FOR SHARE waits for a transaction that changed the row; lock_timeout
-  // bounds the wait (SQLSTATE 55P03, kUnavailable: the caller retries).
+  // FOR SHARE waits for a transaction that changed the row; the settled
+  // transaction bounds the wait (kUnavailable: the caller retries).
   Result<Provider> GetSettled(const std::string& id) override {
     Provider out;
-    Status s = db_->Transaction([&](PgConnection& c) -> Status {
-      DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(kSettleWaitMs) + "ms'"));
+    Status s = db_->SettledTransaction([&](PgConnection& c) -> Status {
       DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(std::string("SELECT ") + kColumns +
                                                      " FROM providers WHERE id = $1 FOR SHARE", {id}));
       if (rows.size() == 0) return NotFound(id);

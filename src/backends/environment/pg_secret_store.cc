@@ -11,9 +11,6 @@
 namespace dyad {
 namespace {
 
-// How long GetSettled waits for another transaction's write of the secret.
-constexpr int kSettleWaitMs = 2000;
-
 Error NotFound(const std::string& name) { return MakeError(ErrorCode::kNotFound, "secret '" + name + "' not found"); }
 Error Changed(const std::string& name) {
   return MakeError(ErrorCode::kConflict, "secret '" + name + "' was changed by another writer");
@@ -88,13 +85,12 @@ class PgSecretStore final : public SecretStore {
   // FOR SHARE waits for a transaction that changed the row. A row still
   // being inserted is seen by no read: when none is found, an insert of the
   // name (rolled back at once) waits for such a one on the primary key,
-  // and finds it committed (a conflict: read again) or gone. lock_timeout
-  // bounds each wait (SQLSTATE 55P03, kUnavailable: the read-back retries).
+  // and finds it committed (a conflict: read again) or gone. The settled
+  // transaction bounds each wait (kUnavailable: the read-back retries).
   Result<StoredSecret> GetSettled(const std::string& name) override {
     DYAD_RETURN_IF_ERROR(CheckName(name));
     std::optional<StoredSecret> out;
-    Status s = db_->Transaction([&](PgConnection& c) -> Status {
-      DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(kSettleWaitMs) + "ms'"));
+    Status s = db_->SettledTransaction([&](PgConnection& c) -> Status {
       const std::string read = "SELECT value, revision FROM secrets WHERE name = $1 FOR SHARE";
       DYAD_ASSIGN_OR_RETURN(PgRows rows, c.Query(read, {name}));
       if (rows.size() == 0) {

@@ -38,6 +38,19 @@ class SecretStoreOnEnginesLockWaits : public testing::TwoInstanceStores {
   }
   // Polls (bounded) until `count` backends on this database wait on a lock.
   bool BackendsWaitOnLocks(int count) { return RegistryContractTest::BackendsWaitOnLocks(inst_[1], count); }
+
+  // GetSettled of `name` on store 0 while `cut`'s transaction is open;
+  // once the read is seen waiting, `cut` ends it with `end` (COMMIT or
+  // ROLLBACK). What the read got; a failure if it never waited.
+  Result<StoredSecret> SettledReadWhileOpen(PgConnection& cut, const std::string& name, const std::string& end) {
+    Result<StoredSecret> settled = MakeError(ErrorCode::kInternal, "not read");
+    std::thread reader([&] { settled = store(0).GetSettled(name); });
+    const bool waited = BackendsWaitOnLocks(1);
+    EXPECT_TRUE(cut.Exec(end).ok());
+    reader.join();
+    EXPECT_TRUE(waited) << "GetSettled never waited for the write in flight";
+    return settled;
+  }
 };
 
 // What the holder of one row's lock does before letting go.
@@ -229,12 +242,7 @@ TEST_P(SecretStoreOnEnginesLockWaits, GetSettledWaitsForAWriteStillRunningElsewh
     ASSERT_TRUE(cut.Query("UPDATE secrets SET value = 'in flight', revision = revision + 1 WHERE name = $1", {name})
                     .ok());
     EXPECT_EQ(store(0).Get(name)->value, before.value);  // a plain read does not wait
-    Result<StoredSecret> settled = MakeError(ErrorCode::kInternal, "not read");
-    std::thread reader([&] { settled = store(0).GetSettled(name); });
-    const bool waited = BackendsWaitOnLocks(1);
-    EXPECT_TRUE(cut.Exec(end).ok());
-    reader.join();
-    EXPECT_TRUE(waited) << "GetSettled never waited for the write in flight";
+    Result<StoredSecret> settled = SettledReadWhileOpen(cut, name, end);
     ASSERT_TRUE(settled.ok()) << settled.error().message;
     EXPECT_EQ(settled->value, end == "COMMIT" ? "in flight" : before.value);
     EXPECT_EQ(settled->version == before.version, end == "ROLLBACK");
@@ -258,12 +266,7 @@ TEST_P(SecretStoreOnEnginesLockWaits, GetSettledWaitsForAnInsertStillRunningElse
                           {name})
                     .ok());
     EXPECT_EQ(store(0).Get(name).code(), ErrorCode::kNotFound);  // a plain read does not see it
-    Result<StoredSecret> settled = MakeError(ErrorCode::kInternal, "not read");
-    std::thread reader([&] { settled = store(0).GetSettled(name); });
-    const bool waited = BackendsWaitOnLocks(1);
-    EXPECT_TRUE(cut.Exec(end).ok());
-    reader.join();
-    EXPECT_TRUE(waited) << "GetSettled never waited for the insert in flight";
+    Result<StoredSecret> settled = SettledReadWhileOpen(cut, name, end);
     if (end == "COMMIT") {
       ASSERT_TRUE(settled.ok()) << settled.error().message;
       EXPECT_EQ(settled->value, "in flight");
