@@ -20,6 +20,7 @@ import http.client
 import json
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,14 +74,16 @@ def top_functions(text, requests, n):
     return rows[:n]
 
 
-def run(opts):
+def run(opts, gateway_bin=None):
+    """{"gateway": {mode: per request}, "sketch": {…} (when built), "top": {mode: [(per request, name)]}}."""
     work = pathlib.Path(tempfile.mkdtemp(prefix="dyad-v1-instr-"))
     stub_port = bench.free_port()
     (work / "stub.conf").write_text(bench.stub_config(work, stub_port))
-    procs = [bench.Proc("stub", ["nginx", "-c", str(work / "stub.conf")], work, port=stub_port)]
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    procs = [bench.Proc("stub", [nginx, "-p", str(work), "-c", str(work / "stub.conf")], work, port=stub_port)]
     result = {"warm": opts.warm, "requests": opts.requests, "gateway": {}, "sketch": {}, "top": {}}
     try:
-        gw, url = bench.start_gateway(work, stub_port, callgrind_wrapper(work, bench.GATEWAY_BIN, "gateway"))
+        gw, url = bench.start_gateway(work, stub_port, callgrind_wrapper(work, gateway_bin or bench.GATEWAY_BIN, "gateway"))
         procs.append(gw)
         port = int(url.rsplit(":", 1)[1])
         for mode in opts.modes:

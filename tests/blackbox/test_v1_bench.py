@@ -358,3 +358,22 @@ def test_the_ab_table_gives_each_binarys_added_latency_at_one_client_against_dir
     assert "| non-streaming | direct | 20 | 80 | — | — | 0 |" in text
     assert "10,000 rounds" in text
     assert "One client" not in ab.table({**results, "one_client": {}}, opts)  # --rounds 0
+
+
+instructions = load("v1_instructions", "bench/v1_instructions.py")
+
+
+def test_the_instruction_count_is_per_request_and_names_the_gateways_own_work():
+    """bench/v1_instructions.py against the real gateway under callgrind: a count per request in the range of the one
+    measured (BENCHMARKS.md: ~79 k non-streamed), not the whole run's nor the warm-up's, and the /v1 handler among the
+    gateway's costliest functions."""
+    if not (NGINX and shutil.which("valgrind")):
+        pytest.skip("nginx or valgrind not installed (scripts/install-deps.sh --test)")
+    binary = pathlib.Path(os.environ.get("DYAD_GATEWAY_BIN", ROOT / "build" / "dyad-gateway"))
+    opts = type("Opts", (), {"modes": ["json"], "warm": 20, "requests": 40, "top": 40})()
+    r = instructions.run(opts, gateway_bin=binary)
+    per_request = r["gateway"]["json"]
+    assert 20_000 < per_request < 400_000, per_request
+    names = [name for _, name in r["top"]["json"]]
+    assert any("ProxyService::Forward" in n for n in names), names
+    assert "| json | " in instructions.table(r)
