@@ -310,7 +310,7 @@ Status PgDb::Transaction(const std::function<Status(PgConnection&)>& fn) {
 
 Status PgDb::SettledTransaction(const std::function<Status(PgConnection&)>& fn) {
   return Transaction([&](PgConnection& c) -> Status {
-    DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(kSettleWait.count()) + "ms'"));
+    DYAD_RETURN_IF_ERROR(c.Exec("SET LOCAL lock_timeout = '" + std::to_string(options_.settle_wait.count()) + "ms'"));
     return fn(c);
   });
 }

@@ -132,6 +132,9 @@ class PgDb {
     std::string database;
     // Applies the migrations at open (PgDb::Open); off for an administrative pool.
     bool migrate = true;
+    // How long a SettledTransaction waits for a lock that another
+    // transaction holds (its write of the same row, still running).
+    std::chrono::milliseconds settle_wait{2000};
   };
 
   // Checks the URL, connects once (so a wrong URL, host or password fails
@@ -153,11 +156,8 @@ class PgDb {
   // Runs `fn` inside BEGIN … COMMIT (READ COMMITTED); rolls back when it or
   // the COMMIT fails.
   Status Transaction(const std::function<Status(PgConnection&)>& fn);
-  // How long a settled transaction waits for a lock that another
-  // transaction holds (its write of the same row, still running).
-  static constexpr std::chrono::milliseconds kSettleWait{2000};
-  // A Transaction whose lock waits end after kSettleWait (SET LOCAL
-  // lock_timeout): SQLSTATE 55P03, kUnavailable, for the caller to retry.
+  // A Transaction whose lock waits end after Options::settle_wait (SET
+  // LOCAL lock_timeout): SQLSTATE 55P03, kUnavailable, for the caller to retry.
   // For reads and writes that must wait for another's write to settle
   // without waiting on it forever (its client may be gone).
   Status SettledTransaction(const std::function<Status(PgConnection&)>& fn);

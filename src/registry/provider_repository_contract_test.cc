@@ -163,7 +163,7 @@ TEST_P(ProviderRepositoryContract, ConcurrentUpdatesFromOneRevisionLandOnce) {
 // SQLite's writes end with their call: there GetSettled is Get.
 TEST_P(ProviderRepositoryContract, GetSettledWaitsForAWriteStillRunningElsewhere) {
   if (GetParam() != "postgresql") GTEST_SKIP() << "row locks are PostgreSQL's";
-  auto inst = NewInstance();
+  auto inst = NewInstanceSettlingWithin(std::chrono::seconds(60));
   ASSERT_TRUE(inst.ok()) << inst.error().message;
   ProviderRepository& repo = *inst->providers;
   ASSERT_TRUE(repo.Insert(Make("p", "p")).ok());
@@ -195,7 +195,7 @@ TEST_P(ProviderRepositoryContract, GetSettledWaitsForAWriteStillRunningElsewhere
 // read-back retries, not an answer about the row.
 TEST_P(ProviderRepositoryContract, GetSettledGivesUpOnAWriteThatDoesNotEnd) {
   if (GetParam() != "postgresql") GTEST_SKIP() << "row locks are PostgreSQL's";
-  auto inst = NewInstance();
+  auto inst = NewInstanceSettlingWithin(std::chrono::milliseconds(300));
   ASSERT_TRUE(inst.ok()) << inst.error().message;
   ASSERT_TRUE(inst->providers->Insert(Make("p", "p")).ok());
   auto conn = inst->postgresql->ConnectDedicated();
@@ -232,7 +232,7 @@ void InsertInFlight(PgConnection& cut, const std::string& id, const std::string&
 // (it rolled back). SQLite's writes end with their call: there it is Insert.
 TEST_P(ProviderRepositoryContract, InsertSettledWaitsForAnInsertStillRunningElsewhere) {
   if (GetParam() != "postgresql") GTEST_SKIP() << "index waits are PostgreSQL's";
-  auto inst = NewInstance();
+  auto inst = NewInstanceSettlingWithin(std::chrono::seconds(60));
   ASSERT_TRUE(inst.ok()) << inst.error().message;
   ProviderRepository& repo = *inst->providers;
   auto conn = inst->postgresql->ConnectDedicated();
@@ -265,7 +265,7 @@ TEST_P(ProviderRepositoryContract, InsertSettledWaitsForAnInsertStillRunningElse
 // outcome stays unknown), not a wait as long as the cut connection lives.
 TEST_P(ProviderRepositoryContract, InsertSettledGivesUpOnAnInsertThatDoesNotEnd) {
   if (GetParam() != "postgresql") GTEST_SKIP() << "index waits are PostgreSQL's";
-  auto inst = NewInstance();
+  auto inst = NewInstanceSettlingWithin(std::chrono::milliseconds(300));
   ASSERT_TRUE(inst.ok()) << inst.error().message;
   auto conn = inst->postgresql->ConnectDedicated();
   ASSERT_TRUE(conn.ok()) << conn.error().message;

@@ -65,6 +65,7 @@ class PgTestDatabase {
   }
   // A new pool (an instance) on this database, migrated.
   Result<std::shared_ptr<PgDb>> Open() const { return PgDb::Open(url_, Options()); }
+  Result<std::shared_ptr<PgDb>> Open(const PgDb::Options& options) const { return PgDb::Open(url_, options); }
 
   // Runs `sql` on the server's own database (for CREATE/DROP DATABASE).
   Status Exec(const std::string& sql) {

@@ -72,11 +72,23 @@ class RegistryContractTest : public ::testing::TestWithParam<std::string> {
   // A new instance on the same database: what a second gateway process, or
   // the same one after a restart, sees.
   Result<RegistryInstance> NewInstance() { return NewInstance(fake_clock_); }
+  // … whose settled reads and writes (PgDb::SettledTransaction) wait up to
+  // `wait` for another transaction's write of the same row: long where the
+  // test ends that write itself once it saw the wait (a slow machine must
+  // not end the wait first), short where the test is that the wait ends.
+  Result<RegistryInstance> NewInstanceSettlingWithin(std::chrono::milliseconds wait) {
+    settle_wait_ = wait;
+    auto inst = NewInstance();
+    settle_wait_.reset();
+    return inst;
+  }
   // … whose repositories that keep time read `clock` (which must outlive them).
   Result<RegistryInstance> NewInstance(const Clock& clock) {
     RegistryInstance inst;
     if (pg_) {
-      DYAD_ASSIGN_OR_RETURN(std::shared_ptr<PgDb> db, pg_->Open());
+      PgDb::Options options = pg_->Options();
+      if (settle_wait_) options.settle_wait = *settle_wait_;
+      DYAD_ASSIGN_OR_RETURN(std::shared_ptr<PgDb> db, pg_->Open(options));
       inst.schema_version = db->SchemaVersion();
       inst.providers = NewPgProviderRepository(db);
       inst.settings = NewPgSettingsRepository(db);
@@ -168,6 +180,7 @@ class RegistryContractTest : public ::testing::TestWithParam<std::string> {
   FakeClock clock_;  // h-pgrepos-b
   std::optional<PgTestDatabase> pg_;  // declared first: dropped after the pools below are gone
   TempDir dir_;
+  std::optional<std::chrono::milliseconds> settle_wait_;  // NewInstanceSettlingWithin's, else PgDb's default
 };
 
 // A suite on two instances, opened in SetUp: two gateways sharing nothing

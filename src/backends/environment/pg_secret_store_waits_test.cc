@@ -39,18 +39,34 @@ class SecretStoreOnEnginesLockWaits : public testing::TwoInstanceStores {
   // Polls (bounded) until `count` backends on this database wait on a lock.
   bool BackendsWaitOnLocks(int count) { return RegistryContractTest::BackendsWaitOnLocks(inst_[1], count); }
 
-  // GetSettled of `name` on store 0 while `cut`'s transaction is open;
-  // once the read is seen waiting, `cut` ends it with `end` (COMMIT or
-  // ROLLBACK). What the read got; a failure if it never waited.
+  // The secret store of a new instance whose settled reads wait up to
+  // `wait` (testing/registry_engines.h, NewInstanceSettlingWithin).
+  std::unique_ptr<SecretStore> StoreSettlingWithin(std::chrono::milliseconds wait) {
+    auto made = NewInstanceSettlingWithin(wait);
+    EXPECT_TRUE(made.ok()) << made.error().message;
+    if (!made.ok()) return nullptr;
+    extra_ = std::move(made).value();
+    return extra_.secret_store("dyad-gateway");
+  }
+
+  // GetSettled of `name` (on an instance that would wait a minute) while
+  // `cut`'s transaction is open; once the read is seen waiting, `cut` ends
+  // it with `end` (COMMIT or ROLLBACK). What the read got; a failure if it
+  // never waited.
   Result<StoredSecret> SettledReadWhileOpen(PgConnection& cut, const std::string& name, const std::string& end) {
+    std::unique_ptr<SecretStore> patient = StoreSettlingWithin(std::chrono::seconds(60));
+    if (!patient) return MakeError(ErrorCode::kInternal, "no instance");
     Result<StoredSecret> settled = MakeError(ErrorCode::kInternal, "not read");
-    std::thread reader([&] { settled = store(0).GetSettled(name); });
+    std::thread reader([&] { settled = patient->GetSettled(name); });
     const bool waited = BackendsWaitOnLocks(1);
     EXPECT_TRUE(cut.Exec(end).ok());
     reader.join();
     EXPECT_TRUE(waited) << "GetSettled never waited for the write in flight";
     return settled;
   }
+
+ private:
+  testing::RegistryInstance extra_;  // StoreSettlingWithin's (one at a time)
 };
 
 // What the holder of one row's lock does before letting go.
@@ -287,10 +303,12 @@ TEST_P(SecretStoreOnEnginesLockWaits, GetSettledGivesUpOnAWriteThatDoesNotEnd) {
   ASSERT_TRUE(store(0).Create(name, "before").ok());
   ASSERT_TRUE((*conn)->Exec("BEGIN").ok());
   ASSERT_TRUE((*conn)->Query("UPDATE secrets SET revision = revision + 1 WHERE name = $1", {name}).ok());
+  std::unique_ptr<SecretStore> quick = StoreSettlingWithin(std::chrono::milliseconds(300));
+  ASSERT_NE(quick, nullptr);
   // On a thread: a wait that never gave up would otherwise hang the test.
   std::promise<Result<StoredSecret>> read;
   std::future<Result<StoredSecret>> got = read.get_future();
-  std::thread reader([&] { read.set_value(store(0).GetSettled(name)); });
+  std::thread reader([&] { read.set_value(quick->GetSettled(name)); });
   const bool gave_up = got.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
   EXPECT_TRUE((*conn)->Exec("ROLLBACK").ok());
   reader.join();
