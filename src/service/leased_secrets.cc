@@ -194,6 +194,22 @@ LeasedSecrets::Revoked LeasedSecrets::RevokeAll(const std::string& provider_id) 
   return out;
 }
 
+void LeasedSecrets::Reopen(const std::string& provider_id, int64_t version) {
+  std::vector<std::string> stale;
+  std::shared_ptr<Slot> slot = SlotOf(provider_id);
+  {
+    MutexLock lock(&slot->mu);
+    if (slot->version != version) {
+      for (const auto& [path, lease] : slot->by_path) stale.push_back(lease.lease_id);
+      slot->by_path.clear();
+    }
+    slot->version = std::min(slot->version, version);
+    slot->ended = std::min(slot->ended, std::max<int64_t>(version - 1, 0));
+    Settle(provider_id, *slot, false);
+  }
+  RevokeQuietly(stale);
+}
+
 void LeasedSecrets::RevokeQuietly(const std::vector<std::string>& lease_ids) {
   for (const auto& id : lease_ids) {
     Status s = source_.Revoke(id);

@@ -62,6 +62,14 @@ class LeasedSecrets {
   };
   // Best effort: tries every lease of the provider and forgets them all.
   Revoked RevokeAll(const std::string& provider_id) DYAD_LOCKS_EXCLUDED(mu_);
+  // The credentials of `version` are the provider's again: an undo put them
+  // back after the write that replaced them failed (and its RevokeAll ended
+  // their leases). `version` resolves again, with new leases; older versions
+  // stay refused. Leases held for another version (the undone write's,
+  // resolved meanwhile) are revoked quietly. A loader that read the undone
+  // write before the undo and resolves it after this is not told apart
+  // from a newer write: until the next write, `version` is then refused.
+  void Reopen(const std::string& provider_id, int64_t version) DYAD_LOCKS_EXCLUDED(mu_);
 
   size_t LeaseCount(const std::string& provider_id) const DYAD_LOCKS_EXCLUDED(mu_);
 

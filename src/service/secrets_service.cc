@@ -632,6 +632,13 @@ Status SecretsService::RestoreRaw(const std::string& provider_id, const std::opt
   const std::string name = SecretName(provider_id);
   Status s = WithRetries(kSettle, clock_, random_, held.deadline(),
                          [&] { return RestoreOnce(name, written, raw, held); });
+  // The write ended the leases of what it replaced (RevokeLeases). Put
+  // back, those credentials are the provider's again: read to tell them
+  // from another writer's, which may stand instead.
+  if (s.ok() && raw && leased_) {
+    auto now = store_.Get(name);
+    if (now.ok() && now->value == *raw) leased_->Reopen(provider_id, SealedVersion(*now));
+  }
   Changed(provider_id, Change::Kind::kCredentials);
   return s;
 }

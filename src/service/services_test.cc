@@ -529,6 +529,35 @@ TEST_F(ServicesTest, AMergeRetriedAfterAnUnknownOutcomeKeepsServingItsDynamicSec
   EXPECT_EQ(StoredKey(p.id).rfind(testing::kDynamicCanary, 0), 0u);
 }
 
+// A rotation whose row was certainly not written puts back the credentials
+// it replaced. The write ended their dynamic-secret leases on this instance
+// (revoked as replaced); the credentials put back must still resolve here,
+// with new leases, not be refused as "replaced or deleted" on every read
+// until the next rotation.
+TEST_F(ServicesTest, CredentialsPutBackByAnUndoResolveTheirDynamicSecretsAgain) {
+  SecretsOptions o = Options();
+  o.dynamic = &dynamic_;
+  LosingRegistry& losing = LoseRegistryAnswers(nullptr, o);
+  ProviderPatch patch = NewProvider("db");
+  (*patch.credentials)["api_key"] = EncodeReference({"database/creds/readonly", "password"});
+  auto created = providers_->Create(patch, caller_);
+  ASSERT_TRUE(created.ok()) << created.error().message;
+  const std::string first = StoredKey(created->id);
+  EXPECT_EQ(first, std::string(testing::kDynamicCanary) + "-p1");
+  EXPECT_EQ(dynamic_.revoked().size(), 0u);
+
+  losing.refuse_updates = 1;  // the row read back shows it unwritten: the secret is undone
+  auto rotated = providers_->RotateCredentials(created->id, ApiKeyFields("plain"), caller_);
+  ASSERT_FALSE(rotated.ok());
+  EXPECT_EQ(repo_->Get(created->id)->credentials_version, 1);
+  EXPECT_EQ(dynamic_.revoked(), std::vector<std::string>{"database/creds/readonly/1"});  // ended as replaced
+
+  auto read = secrets_->Get(created->id, caller_);
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(ApiKey(*read), std::string(testing::kDynamicCanary) + "-p2");  // a new lease: the old one is gone
+  EXPECT_EQ(read->credentials->version, 1);
+}
+
 // A replace (PUT, rotate) stores past a secret ahead of its row, by the
 // version its envelope header names, but only a plausible one: a header
 // further than 1,000 versions ahead (forged, or sealed by a bug) is ignored,
