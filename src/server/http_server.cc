@@ -23,6 +23,7 @@
 #include <random>
 #include <thread>
 #include <type_traits>
+#include <typeinfo>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -43,6 +44,59 @@ using tcp = asio::ip::tcp;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 namespace {
+
+// The request header's limit; and the read buffer's, which must hold
+// whole any element the parser takes at once: the header, a chunk's size
+// line with its extensions, the trailer section. Without a cap a chunk
+// extension or trailers grow it without end (the body limit counts
+// neither), and Beast throws on a trailer field over 64 KiB.
+constexpr size_t kHeaderLimit = 16 * 1024;
+constexpr size_t kReadBufferLimit = 32 * 1024;
+
+// Runs `context` until it stops. An exception a handler lets out (a
+// library's, on hostile input) ends that handler, and the connection it
+// held goes with it, not the process: logged by its type (its text may
+// quote the input), and the loop runs on.
+void RunContainingEscapes(asio::io_context& context, std::string_view what) {
+  for (;;) {
+    try {
+      context.run();
+      return;
+    } catch (const std::exception& e) {
+      spdlog::error("{}: a handler threw an exception of type {}; its connection is closed", what, typeid(e).name());
+    } catch (...) {
+      spdlog::error("{}: a handler threw; its connection is closed", what);
+    }
+  }
+}
+
+// Why a parsed request's framing or identity is refused before any handler
+// sees it (RFC 9112 §6.1, §6.3): a Transfer-Encoding other than chunked
+// alone. Beast reads a request whose last coding is not chunked as one
+// without a body, and what the client sent as its body as the next request
+// (smuggled past a proxy that framed it otherwise); another coding beside
+// chunked would reach the handler undecoded. And a second Authorization:
+// which one counts would differ between a proxy in front and the gateway.
+struct Refusal {
+  int status;
+  std::string_view code;
+  std::string message;
+};
+std::optional<Refusal> RefusedHeader(const http::request<http::string_body>& msg) {
+  int authorizations = 0, codings = 0;
+  for (const auto& field : msg) {
+    if (field.name() == http::field::authorization) ++authorizations;
+    if (field.name() != http::field::transfer_encoding) continue;
+    std::string_view coding = field.value();
+    while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) coding.remove_prefix(1);
+    while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) coding.remove_suffix(1);
+    if (++codings > 1 || !beast::iequals(coding, "chunked")) {
+      return Refusal{501, "NOT_IMPLEMENTED", "Transfer-Encoding: only chunked alone is supported (or a Content-Length)"};
+    }
+  }
+  if (authorizations > 1) return Refusal{400, "BAD_REQUEST", "more than one Authorization header"};
+  return std::nullopt;
+}
 
 bool PrintableId(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
@@ -154,7 +208,7 @@ class ThreadPool {
   // kUnavailable naming `what` when a thread is refused; those started are stopped.
   Status Start(int n, const ThreadStarter& starter, std::string_view what) {
     for (int i = 0; i < n; ++i) {
-      auto started = StartThread(starter, [this] { context_.run(); });
+      auto started = StartThread(starter, [this, what = std::string(what)] { RunContainingEscapes(context_, what); });
       if (!started.ok()) {
         Stop();
         return MakeError(ErrorCode::kUnavailable, "cannot start thread " + std::to_string(i + 1) + " of " +
@@ -433,7 +487,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void NewParser() {
     parser_.emplace();
     parser_->body_limit(server_->options.max_body_bytes);
-    parser_->header_limit(16 * 1024);
+    parser_->header_limit(kHeaderLimit);
   }
 
   void Read() {
@@ -472,12 +526,17 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                    "the request body exceeds " + std::to_string(server_->options.max_body_bytes) + " bytes");
     }
     if (ec == http::error::header_limit) return Reply(431, "HEADERS_TOO_LARGE", "request headers too large");
+    if (ec == http::error::buffer_overflow) {
+      return Reply(431, "HEADERS_TOO_LARGE", "request trailers or a chunk extension exceed " +
+                                                 std::to_string(kReadBufferLimit) + " bytes");
+    }
     // A malformed request gets a 400; anything else (end of stream, a
     // timeout, a reset, a TLS error) closes the connection.
     if (ec && ec != http::error::end_of_stream && ec.category() == http::make_error_code(http::error::bad_target).category()) {
       return Reply(400, "BAD_REQUEST", "malformed HTTP request");
     }
     if (ec) return Close();
+    if (auto refused = RefusedHeader(parser_->get())) return Reply(refused->status, refused->code, refused->message);
     busy_ = true;
     unsigned version = 11;
     HttpRequest req = MakeRequest(version);
@@ -607,6 +666,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (ec == http::error::need_more) ec = {};
     if (ec) return to_strand([ec](Session& s) { s.OnRead(ec); });
     if (!parser_->is_done()) return to_strand([](Session& s) { s.ReadHeader(); });
+    if (RefusedHeader(parser_->get())) return to_strand([](Session& s) { s.OnRead({}); });
     return MakeRequest(version);
   }
 
@@ -1213,7 +1273,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   Stream stream_;
   std::string client_cert_subject_;  // RFC 2253; empty without a verified client certificate
   bool cert_authenticated_ = false;  // the handshake verified a client certificate
-  beast::flat_buffer buffer_;
+  beast::flat_buffer buffer_{kReadBufferLimit};
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpServer::Impl* server_;
   uint64_t id_;
@@ -1421,7 +1481,7 @@ void HttpServer::Run() {
   });
   std::vector<std::thread> threads;
   for (int i = 1; i < impl_->options.threads; ++i) {
-    auto started = StartThread(impl_->options.start_thread, [this] { impl_->ioc.run(); });
+    auto started = StartThread(impl_->options.start_thread, [this] { RunContainingEscapes(impl_->ioc, "I/O thread"); });
     if (!started.ok()) {  // serve on those there are: a throw here would end the process
       spdlog::warn("serving on {} of {} I/O threads: cannot start another: {}", i, impl_->options.threads,
                    started.error().message);
@@ -1429,7 +1489,7 @@ void HttpServer::Run() {
     }
     threads.push_back(std::move(started).value());
   }
-  impl_->ioc.run();
+  RunContainingEscapes(impl_->ioc, "I/O thread");
   for (auto& t : threads) t.join();
   impl_->finished = true;
   impl_->StopStreams();  // before the pools' join: a producer waiting for room returns

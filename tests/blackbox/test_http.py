@@ -1,5 +1,6 @@
 """HTTP behaviour: auth, envelope, errors, limits, request ids, shutdown."""
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -354,3 +355,97 @@ def test_denials_are_audited_a_line_per_source_per_second(gateway):
     assert all(e.get("outcome") == "denied" for e in denials)
     text = (gateway.data_dir / "audit.log").read_text()
     assert "wrong-token-123" not in text and VIEWER_TOKEN not in text
+
+
+# ---- review 38: request framing ----------------------------------------------------------------------------------
+
+READ_BUFFER_LIMIT = 32 * 1024  # the server's read buffer (http_server.cc, kReadBufferLimit)
+
+
+def raw_exchange(gw, payload, timeout=10):
+    """`payload` sent as is on one connection; everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=timeout) as s:
+        try:
+            s.sendall(payload)
+        except OSError:  # the server refused before it read everything: what it answered is still read
+            pass
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (ConnectionResetError, TimeoutError):  # a connection kept open: what came so far
+            pass
+    return out
+
+
+def statuses(answer):
+    """The status of each HTTP answer in `answer`, in order (an answer's status line follows the last one's body)."""
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+
+
+def chunked_head(target="/healthz", extra=""):
+    return f"POST {target} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode()
+
+
+def test_chunk_extensions_and_trailers_past_the_read_buffer_are_431_and_the_service_keeps_serving(gateway):
+    """Review 38, B1 and B2: a trailer field over 64 KiB made Beast throw out of the I/O thread (the process
+    aborted), and a chunk extension or a trailer section grew the read buffer without end (40 MB kept 80 MB). Each
+    fills the read buffer exactly here (so the server reads all that was sent and its answer is not lost to a
+    reset): 431, the connection closed, nothing run."""
+    witness = make_witness(gateway)
+    elements = {"a trailer field": b"0\r\nX-T: ", "a chunk extension": b"2;a=", "many trailer fields": b"0\r\n"}
+    for what, start in elements.items():
+        filler = b"X-A: b\r\n" if what == "many trailer fields" else b"x"
+        body = (start + filler * READ_BUFFER_LIMIT)[:READ_BUFFER_LIMIT]
+        answer = raw_exchange(gateway, chunked_head() + body)
+        assert statuses(answer) == [431], (what, answer[:300])
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "HEADERS_TOO_LARGE", what
+    # The trailer that killed the process (70,000 bytes in one field): the answer may be lost to the reset of the
+    # unread rest; the process stays.
+    raw_exchange(gateway, chunked_head() + b"0\r\nX-T: " + b"b" * 70000 + b"\r\n\r\n")
+    assert gateway.proc.poll() is None
+    # A chunked body with an extension and a trailer that fit is read as before.
+    answer = raw_exchange(gateway, chunked_head("/admin/secrets/clear-cache",
+                                                f"Authorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n") +
+                          b"2;ext=1\r\n{}\r\n0\r\nX-Trailer: t\r\n\r\n")
+    assert statuses(answer) == [200], answer[:300]
+    assert_witness_intact(gateway, witness)
+
+
+def test_transfer_codings_other_than_chunked_alone_are_refused_and_smuggle_nothing(gateway):
+    """Review 38, B4: `Transfer-Encoding: xchunked` was read as a request without a body, and the body, a second
+    request, was then answered too (smuggled past a proxy that framed it by the coding). RFC 9112 §6.3: an unknown
+    coding is refused, and the connection closed."""
+    smuggled = b"GET /admin/providers HTTP/1.1\r\nHost: x\r\n\r\n"
+    auth = f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
+    for coding, body in (("xchunked", smuggled), ("chunked, chunked", b"0\r\n\r\n"), ("gzip, chunked", b"0\r\n\r\n"),
+                         ("identity\r\nContent-Length: " + str(len(smuggled)), smuggled)):
+        head = f"POST /admin/secrets/clear-cache HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: {coding}\r\n\r\n"
+        answer = raw_exchange(gateway, head.encode() + body)
+        assert statuses(answer) == [501], (coding, answer[:400])
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "NOT_IMPLEMENTED"
+    # The same as a kept-alive connection's next request, which the handler's pool thread reads itself.
+    first = f"POST /admin/secrets/clear-cache HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n"
+    then = f"POST /admin/secrets/clear-cache HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: xchunked\r\n\r\n"
+    answer = raw_exchange(gateway, first.encode() + then.encode() + smuggled)
+    assert statuses(answer) == [200, 501], answer[:600]
+    # Two Transfer-Encoding fields, each chunked: chunked twice, which the parser refuses as malformed.
+    head = f"POST /admin/secrets/clear-cache HTTP/1.1\r\nHost: x\r\n{auth}"
+    answer = raw_exchange(gateway, (head + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+                          + b"0\r\n\r\n")
+    assert statuses(answer) == [400], answer[:400]
+    # Chunked alone, in any case, is read.
+    answer = raw_exchange(gateway, (head + "Transfer-Encoding: Chunked\r\nConnection: close\r\n\r\n").encode() +
+                          b"0\r\n\r\n")
+    assert statuses(answer) == [200], answer[:400]
+
+
+def test_two_authorization_headers_are_400_whatever_their_order(gateway):
+    """Review 38, B5: the first of two Authorization headers counted, so a proxy in front that reads the last one
+    and the gateway disagreed on who called."""
+    admin, viewer = f"Authorization: Bearer {ADMIN_TOKEN}\r\n", f"Authorization: Bearer {VIEWER_TOKEN}\r\n"
+    for pair in (admin + viewer, viewer + admin, admin + admin):
+        head = f"POST /admin/secrets/clear-cache HTTP/1.1\r\nHost: x\r\n{pair}Content-Length: 0\r\n\r\n"
+        answer = raw_exchange(gateway, head.encode())
+        assert statuses(answer) == [400], (pair, answer[:300])
+        assert "more than one Authorization header" in answer.decode()
