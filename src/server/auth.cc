@@ -33,10 +33,6 @@ bool Listed(const std::optional<std::vector<std::string>>& list, std::string_vie
 
 bool ClientScope::AllowsProvider(std::string_view slug) const { return Listed(providers, slug); }
 
-bool ClientScope::AllowsModel(std::string_view model, std::string_view upstream_model) const {
-  return Listed(models, model) || Listed(models, upstream_model);
-}
-
 // A subject as RFC 2253 prints it: non-empty, printable, "type=value"; one
 // identity per subject, or which one a certificate names would depend on the
 // order of the file.

@@ -47,8 +47,6 @@ struct ClientScope {
   std::optional<std::vector<std::string>> providers;  // provider slugs
   std::optional<std::vector<std::string>> models;
   bool AllowsProvider(std::string_view slug) const;
-  // `model` as requested, or `upstream_model` (without the provider prefix).
-  bool AllowsModel(std::string_view model, std::string_view upstream_model) const;
 };
 
 struct Principal {

@@ -310,8 +310,8 @@ TEST_F(V1RealmTest, ClientTokensCallV1Only) {
   ASSERT_NE(seen_.scope, nullptr);
   EXPECT_TRUE(seen_.scope->AllowsProvider("openai"));
   EXPECT_FALSE(seen_.scope->AllowsProvider("anthropic"));
-  EXPECT_TRUE(seen_.scope->AllowsModel("openai/gpt-4o", "gpt-4o"));
-  EXPECT_FALSE(seen_.scope->AllowsModel("gpt-3", "gpt-3"));
+  ASSERT_TRUE(seen_.scope->models.has_value());
+  EXPECT_EQ(*seen_.scope->models, std::vector<std::string>{"gpt-4o"});
   auto r = Call("GET", "/admin/things", "Bearer client-token");
   EXPECT_EQ(r.status, 403);
   EXPECT_NE(r.body.find("client role"), std::string::npos) << r.body;

@@ -581,12 +581,13 @@ struct Routed {
 };
 
 // Whether the client's model allow-list passes `model` as asked, or the
-// provider's entry it names (`listed`; none: `unlisted`, the name sent
-// upstream).
-bool ModelAllowed(const ProxyRequest& request, std::string_view model, const Catalog::Model* listed,
-                  std::string_view unlisted) {
+// provider's catalog entry it names (`listed`). A model the provider does
+// not list passes only as asked: with the provider's prefix, for a list
+// that names the pair. Its bare name would pass it at any provider, with
+// that provider's credentials.
+bool ModelAllowed(const ProxyRequest& request, std::string_view model, const Catalog::Model* listed) {
   if (!request.allowed_models || Listed(request.allowed_models, model)) return true;
-  return listed ? Listed(request.allowed_models, listed->dyad_id) : Listed(request.allowed_models, unlisted);
+  return listed && Listed(request.allowed_models, listed->dyad_id);
 }
 
 Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRequest& request) {
@@ -618,7 +619,7 @@ Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRe
     // among others would tell it that a model outside its lists exists.
     auto offers = [&](size_t i) {
       const Catalog::Entry& p = cat.providers[i];
-      return visible(p) && ModelAllowed(request, model, p.Find(model), model);
+      return visible(p) && ModelAllowed(request, model, p.Find(model));
     };
     size_t offered = 0;
     const size_t* first = nullptr;
@@ -640,7 +641,7 @@ Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRe
     r.listed = r.provider->Find(model);
   }
   if (r.listed) r.upstream_model = r.listed->adapter_id;
-  if (!ModelAllowed(request, model, r.listed, r.upstream_model)) return unknown();
+  if (!ModelAllowed(request, model, r.listed)) return unknown();
   return r;
 }
 

@@ -17,6 +17,7 @@ from loopback_stub import LoopbackStub, StubHandler
 
 CLIENT_TOKEN = "client-token-" + "c" * 20
 LIMITED_TOKEN = "limited-token-" + "l" * 20
+MODELS_TOKEN = "models-token-" + "m" * 20  # a models list only: gpt-stub, and stubai's unlisted raw-model
 STUB_KEY = "sk-stub-" + "k" * 16
 OTHER_KEY = "sk-other-" + "o" * 16
 
@@ -125,7 +126,8 @@ def v1(make_gateway, tmp_path, stubs):
     clients = tmp_path / "clients.json"
     clients.write_text(json.dumps({"tokens": [
         {"name": "app", "role": "client", "sha256": sha(CLIENT_TOKEN)},
-        {"name": "limited", "role": "client", "sha256": sha(LIMITED_TOKEN), "providers": ["stubai"]}]}))
+        {"name": "limited", "role": "client", "sha256": sha(LIMITED_TOKEN), "providers": ["stubai"]},
+        {"name": "models", "role": "client", "sha256": sha(MODELS_TOKEN), "models": ["gpt-stub", "stubai/raw-model"]}]}))
 
     def start(extra_env=None):
         env = {"GATEWAY_CLIENT_API_KEYS_FILE": str(clients), "GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "1500"}
@@ -537,6 +539,29 @@ def test_scoped_client_errors_name_nothing_outside_its_lists(v1, stubs):
     r = post_v1(gw, json.dumps({"model": "shared", "messages": []}))
     assert r.status_code == 400 and "secretco" in r.json()["error"]["message"]
     assert hidden.seen == []
+
+
+def test_a_models_list_does_not_reach_another_providers_credentials_by_prefix(v1, stubs):
+    """Review 38, B3: a token listing only the model gpt-stub sent `secretco/gpt-stub`, and the gateway called
+    secretco's upstream with secretco's key. A model the provider does not list passes only as the list names it,
+    prefix included."""
+    gw = v1()
+    main, hidden = stubs(STUB_KEY), stubs(OTHER_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    add_provider(gw, "secretco", hidden.base_url, OTHER_KEY, [("hidden-model", "hidden-model")])
+    scoped = sdk(gw, MODELS_TOKEN)
+    for model in ("gpt-stub", "stubai/gpt-stub", "stubai/raw-model"):
+        reply = scoped.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content.startswith("hello from "), (model, reply)
+    assert len(main.seen) == 3
+    for model in ("secretco/gpt-stub", "secretco/raw-model", "stubai/other-model", "hidden-model", "raw-model"):
+        r = post_v1(gw, json.dumps({"model": model, "messages": []}), token=MODELS_TOKEN)
+        assert r.status_code == 404, (model, r.text)
+        assert r.json()["error"]["message"] == f"model '{model}' is not offered by any enabled provider"
+    assert hidden.seen == [] and len(main.seen) == 3
+    # The unscoped client still reaches an unlisted model through a prefix.
+    assert sdk(gw).chat.completions.create(model="secretco/gpt-stub", messages=[]).choices
+    assert len(hidden.seen) == 1
 
 
 def test_upstream_calls_ignore_proxy_variables(v1, stubs):
