@@ -94,62 +94,59 @@ TEST(LeasedSecretsTest, AResolveFinishingAfterRevokeAllCachesNothingAndReadsNoth
   EXPECT_EQ(leased.LeaseCount("q"), 1u);
 }
 
-// An undo put version 1 back after the write of version 2 ended its leases:
-// version 1 resolves again with a new lease; older versions stay refused.
-TEST(LeasedSecretsTest, AVersionReopenedAfterRevokeAllResolvesAgainWithANewLease) {
-  testing::FakeDynamicSecrets source;
-  FakeClock clock;
-  LeasedSecrets leased(source, clock);
-  Credentials v1 = Refs(1);
-  ASSERT_TRUE(leased.Resolve("p", v1).ok());
-  leased.RevokeAll("p");  // the write of version 2 replaced them
-  Credentials refused = Refs(1);
-  EXPECT_EQ(leased.Resolve("p", refused).code(), ErrorCode::kConflict);
+// Reopen: an undo put version 1 back after the write of version 2 ended
+// its leases.
+class LeasedSecretsReopenTest : public ::testing::Test {
+ protected:
+  // Version `version`'s credentials, resolved (the test fails if not).
+  Credentials Resolved(int64_t version) {
+    Credentials c = Refs(version);
+    Status s = leased_.Resolve("p", c);
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    return c;
+  }
+  testing::FakeDynamicSecrets source_;
+  FakeClock clock_;
+  LeasedSecrets leased_{source_, clock_};
+};
 
-  leased.Reopen("p", 1);  // … and was undone
-  Credentials again = Refs(1);
-  ASSERT_TRUE(leased.Resolve("p", again).ok());
+// Version 1 resolves again, with a new lease; older versions stay refused.
+TEST_F(LeasedSecretsReopenTest, AVersionReopenedAfterRevokeAllResolvesAgainWithANewLease) {
+  Credentials v1 = Resolved(1);
+  leased_.RevokeAll("p");  // the write of version 2 replaced them
+  Credentials refused = Refs(1);
+  EXPECT_EQ(leased_.Resolve("p", refused).code(), ErrorCode::kConflict);
+
+  leased_.Reopen("p", 1);  // … and was undone
+  Credentials again = Resolved(1);
   EXPECT_NE(again.fields.at("api_key"), v1.fields.at("api_key"));  // a new lease: the old one was revoked
-  EXPECT_EQ(source.reads().size(), 2u);
+  EXPECT_EQ(source_.reads().size(), 2u);
   Credentials older = Refs(0);
-  older.version = 0;
-  EXPECT_EQ(leased.Resolve("p", older).code(), ErrorCode::kConflict);
-  EXPECT_EQ(source.reads().size(), 2u);
+  EXPECT_EQ(leased_.Resolve("p", older).code(), ErrorCode::kConflict);
+  EXPECT_EQ(source_.reads().size(), 2u);
 }
 
-// A loader resolved the undone version 2 before the undo: its lease is
-// revoked by the reopen, and version 1 is no longer refused as older.
-TEST(LeasedSecretsTest, AReopenRevokesTheLeasesOfTheUndoneVersion) {
-  testing::FakeDynamicSecrets source;
-  FakeClock clock;
-  LeasedSecrets leased(source, clock);
-  Credentials v1 = Refs(1);
-  ASSERT_TRUE(leased.Resolve("p", v1).ok());
-  leased.RevokeAll("p");
-  Credentials v2 = Refs(2);
-  ASSERT_TRUE(leased.Resolve("p", v2).ok());
-  leased.Reopen("p", 1);
-  EXPECT_EQ(source.revoked(), (std::vector<std::string>{"database/creds/ro/1", "database/creds/ro/2"}));
-  EXPECT_EQ(leased.LeaseCount("p"), 0u);
-  Credentials again = Refs(1);
-  ASSERT_TRUE(leased.Resolve("p", again).ok());
-  EXPECT_EQ(source.reads().size(), 3u);
-  EXPECT_EQ(leased.LeaseCount("p"), 1u);
+// A loader resolved the undone version 2 before the undo: the reopen
+// revokes its lease, and version 1 is no longer refused as older.
+TEST_F(LeasedSecretsReopenTest, AReopenRevokesTheLeasesOfTheUndoneVersion) {
+  Resolved(1);
+  leased_.RevokeAll("p");
+  Resolved(2);
+  leased_.Reopen("p", 1);
+  EXPECT_EQ(source_.revoked(), (std::vector<std::string>{"database/creds/ro/1", "database/creds/ro/2"}));
+  EXPECT_EQ(leased_.LeaseCount("p"), 0u);
+  Resolved(1);
+  EXPECT_EQ(source_.reads().size(), 3u);
+  EXPECT_EQ(leased_.LeaseCount("p"), 1u);
 }
 
 // Reopening the version whose leases are held (nothing was ended) keeps them.
-TEST(LeasedSecretsTest, AReopenOfTheHeldVersionKeepsItsLeases) {
-  testing::FakeDynamicSecrets source;
-  FakeClock clock;
-  LeasedSecrets leased(source, clock);
-  Credentials v1 = Refs(1);
-  ASSERT_TRUE(leased.Resolve("p", v1).ok());
-  leased.Reopen("p", 1);
-  Credentials again = Refs(1);
-  ASSERT_TRUE(leased.Resolve("p", again).ok());
-  EXPECT_EQ(again.fields.at("api_key"), v1.fields.at("api_key"));
-  EXPECT_EQ(source.reads().size(), 1u);
-  EXPECT_TRUE(source.revoked().empty());
+TEST_F(LeasedSecretsReopenTest, AReopenOfTheHeldVersionKeepsItsLeases) {
+  Credentials v1 = Resolved(1);
+  leased_.Reopen("p", 1);
+  EXPECT_EQ(Resolved(1).fields.at("api_key"), v1.fields.at("api_key"));
+  EXPECT_EQ(source_.reads().size(), 1u);
+  EXPECT_TRUE(source_.revoked().empty());
 }
 
 TEST(LeasedSecretsTest, AResolveThatFailedStillMarksItsVersionForRevokeAll) {
