@@ -88,7 +88,8 @@ struct ProxyRequest {
   const std::vector<std::pair<std::string, std::string>>* headers = nullptr;  // the client's
   // The client's allow-lists; null: no limit.
   const std::vector<std::string>* allowed_providers = nullptr;  // slugs
-  const std::vector<std::string>* allowed_models = nullptr;     // as asked, or without the prefix
+  // Model ids, or <slug>/<model> for a model its provider does not list.
+  const std::vector<std::string>* allowed_models = nullptr;
   Caller caller;
 };
 
