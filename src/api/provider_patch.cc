@@ -5,6 +5,7 @@
 #include <string>
 
 #include "api/provider_json.h"
+#include "core/encoding.h"
 
 namespace dyad {
 
@@ -128,15 +129,7 @@ Result<ProviderPatch> MergeProviderPatch(const Provider& row, const CredentialFi
 }
 
 bool IsMergePatchMediaType(std::string_view content_type) {
-  std::string_view type = content_type.substr(0, content_type.find(';'));
-  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
-  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
-  auto equals = [&](std::string_view want) {
-    return type.size() == want.size() && std::equal(type.begin(), type.end(), want.begin(), [](char a, char b) {
-             return std::tolower(static_cast<unsigned char>(a)) == b;
-           });
-  };
-  return equals("application/merge-patch+json") || equals("application/json");
+  return MediaTypeIs(content_type, "application/merge-patch+json") || MediaTypeIs(content_type, "application/json");
 }
 
 }  // namespace dyad

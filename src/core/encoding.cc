@@ -142,6 +142,13 @@ std::string AsciiLower(std::string_view s) {
   return out;
 }
 
+bool MediaTypeIs(std::string_view content_type, std::string_view type) {
+  std::string_view given = content_type.substr(0, content_type.find(';'));
+  while (!given.empty() && (given.back() == ' ' || given.back() == '\t')) given.remove_suffix(1);
+  while (!given.empty() && (given.front() == ' ' || given.front() == '\t')) given.remove_prefix(1);
+  return given.size() == type.size() && AsciiLower(given) == type;
+}
+
 bool IsValidUtf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {

@@ -21,6 +21,9 @@ std::string_view TrimSpace(std::string_view s);
 // A-Z as a-z, every other byte as it is (whatever the C locale says): host
 // names, schemes, header names, keywords.
 std::string AsciiLower(std::string_view s);
+// Whether a Content-Type names the media type `type` (lower case): its part
+// before any parameter, without surrounding whitespace, compared without case.
+bool MediaTypeIs(std::string_view content_type, std::string_view type);
 
 std::string PercentDecode(std::string_view s, bool plus_as_space);
 // RFC 3986: every byte but A-Z a-z 0-9 - _ . ~ (and '/' if kept) as %XX.

@@ -5,6 +5,7 @@
 #include <exception>
 #include <typeinfo>
 
+#include "core/encoding.h"
 #include "server/envelope.h"
 
 namespace dyad {
@@ -204,6 +205,17 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
     }
     principal = *who;
   }
+  // A caller identified by its client certificate alone may be a browser
+  // that holds the certificate, made to send a cross-site form: a POST no
+  // preflight stops. Its body must then be declared JSON, which no form can
+  // send (and a cross-site JSON POST needs a preflight, never answered here).
+  if ((admin || v1) && request.method == "POST" && request.authorization.empty() &&
+      !request.client_cert_subject.empty() && !MediaTypeIs(request.content_type, "application/json")) {
+    AuditDenial(request, principal, 415);
+    const std::string m = "a POST authenticated by client certificate alone must send Content-Type: application/json";
+    return v1 ? OpenAiError(415, "invalid_request_error", m, "unsupported_media_type")
+              : JsonError(415, "UNSUPPORTED_MEDIA_TYPE", m);
+  }
   std::string allow;
   for (const auto& route : routes_) {
     if (!Match(route, path, nullptr)) continue;
@@ -258,7 +270,7 @@ void Router::AuditDenial(const HttpRequest& request, const Principal& who, int s
   e.action = status == 401 ? "auth.unauthenticated" : "auth.forbidden";
   e.resource = request.method.substr(0, 16) + " " + request.path.substr(0, 256);
   e.outcome = "denied";
-  e.error_code = status == 401 ? "UNAUTHORIZED" : "FORBIDDEN";
+  e.error_code = status == 401 ? "UNAUTHORIZED" : status == 415 ? "UNSUPPORTED_MEDIA_TYPE" : "FORBIDDEN";
   e.request_id = request.request_id;
   e.detail = "from " + (request.peer.empty() ? std::string("unknown") : request.peer);
   if (suppressed > 0) {

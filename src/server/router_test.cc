@@ -416,5 +416,50 @@ TEST(ClientTokensFile, HoldsOnlyClientEntries) {
   EXPECT_FALSE(r.ok());
 }
 
+// Review 38, B7: a caller identified by its client certificate alone may be
+// a browser that holds it, made to send a cross-site form (a POST without a
+// preflight). Such a POST must declare its body JSON, on /admin and /v1; a
+// bearer token's caller (which no form can send) is not held to it.
+TEST(CertificateOnlyPost, MustDeclareItsBodyJson) {
+  const std::string tokens = R"({"tokens":[{"name":"deploy","role":"admin","clientCertSubject":"CN=deploy"},)"
+                             R"({"name":"ops","role":"admin","sha256":")" + HexEncode(Sha256("ops-token")) + R"("}]})";
+  const std::string clients = R"({"tokens":[{"name":"app","role":"client","clientCertSubject":"CN=app"}]})";
+  auto auth = TokenAuthenticator::FromTokensJson(std::nullopt, tokens, true, clients);
+  ASSERT_TRUE(auth.ok()) << auth.error().message;
+  testing::MemoryAudit audit;
+  FakeClock clock;
+  Router router(auth->get(), &audit, &clock);
+  int ran = 0;
+  for (const char* path : {"/admin/things", "/v1/chat/completions"}) {
+    router.Add("POST", path, [&](const RouteContext&) { return ++ran, JsonSuccess(true); });
+  }
+  auto call = [&](const std::string& path, const std::string& subject, const std::string& content_type,
+                  const std::string& authorization = "") {
+    HttpRequest r;
+    r.method = "POST";
+    r.path = path;
+    r.client_cert_subject = subject;
+    r.content_type = content_type;
+    r.authorization = authorization;
+    r.peer = "10.0.0.9";
+    Principal who;
+    return router.Handle(r, who);
+  };
+  for (const char* type : {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""}) {
+    SCOPED_TRACE(type);
+    auto admin = call("/admin/things", "CN=deploy", type);
+    EXPECT_EQ(admin.status, 415);
+    EXPECT_NE(admin.body.find("UNSUPPORTED_MEDIA_TYPE"), std::string::npos) << admin.body;
+    auto v1 = call("/v1/chat/completions", "CN=app", type);
+    EXPECT_EQ(v1.status, 415);
+    EXPECT_NE(v1.body.find("\"type\":\"invalid_request_error\""), std::string::npos) << v1.body;
+  }
+  EXPECT_EQ(ran, 0);
+  EXPECT_EQ(call("/admin/things", "CN=deploy", "Application/JSON; charset=utf-8").status, 200);
+  EXPECT_EQ(call("/v1/chat/completions", "CN=app", "application/json").status, 200);
+  EXPECT_EQ(call("/admin/things", "CN=deploy", "text/plain", "Bearer ops-token").status, 200);
+  EXPECT_EQ(ran, 3);
+}
+
 }  // namespace
 }  // namespace dyad
