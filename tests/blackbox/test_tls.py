@@ -323,6 +323,21 @@ def test_client_certificate_maps_to_a_viewer(mtls, pki):
     assert any(e["actor"] == "ops" and e["action"] == "provider.create" for e in audit)
 
 
+def test_a_post_identified_by_certificate_alone_must_declare_json(mtls, pki):
+    """Review 38, B7: a browser holding the certificate could be made to send a cross-site form (no preflight)."""
+    gw, files = mtls
+    for body, content_type in (("slug=x", "application/x-www-form-urlencoded"), ('{"name":"x"}', "text/plain")):
+        r = requests.post(https(gw, "/admin/providers"), data=body, cert=files["ci"], verify=pki["ca_file"],
+                          headers={"Content-Type": content_type}, timeout=30)
+        assert r.status_code == 415 and r.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE", r.text
+    # Declared JSON, the certificate's viewer role decides; a bearer token is not held to the media type.
+    assert _get(gw, pki, files["ci"], method="POST", json=provider_body(slug="by-cert")).status_code == 403
+    r = requests.post(https(gw, "/admin/providers"), data=json.dumps(provider_body(slug="by-token")), cert=files["ci"],
+                      verify=pki["ca_file"], timeout=30,
+                      headers={"Content-Type": "text/plain", "Authorization": "Bearer ops-token-0123456789"})
+    assert r.status_code == 201, r.text
+
+
 def test_mtls_refuses_missing_and_wrong_ca_certificates(mtls, pki):
     gw, files = mtls
     for cert in (None, files["forged"]):
