@@ -515,8 +515,19 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       // The body has the idle timeout: it must keep coming, not arrive
       // within the header timeout.
       self->Tcp().expires_after(self->server_->options.idle_timeout);
-      http::async_read(self->stream_, self->buffer_, *self->parser_,
-                       [self](beast::error_code ec, size_t) { self->OnRead(ec); });
+      auto read_body = [self] {
+        http::async_read(self->stream_, self->buffer_, *self->parser_,
+                         [self](beast::error_code ec, size_t) { self->OnRead(ec); });
+      };
+      // A client that waits for leave to send its body (curl does, for a
+      // large one) would otherwise wait a second before sending it anyway.
+      if (!beast::iequals(self->parser_->get()[http::field::expect], "100-continue")) return read_body();
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      asio::async_write(self->stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                        [self, read_body](beast::error_code ec, size_t) {
+                          if (ec) return self->Close();
+                          read_body();
+                        });
     });
   }
 

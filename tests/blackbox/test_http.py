@@ -449,3 +449,23 @@ def test_two_authorization_headers_are_400_whatever_their_order(gateway):
         answer = raw_exchange(gateway, head.encode())
         assert statuses(answer) == [400], (pair, answer[:300])
         assert "more than one Authorization header" in answer.decode()
+
+
+def test_a_client_that_expects_100_continue_is_told_to_send_its_body(gateway):
+    """Review 38, B8: `Expect: 100-continue` was never answered, so curl (which sends it for a large body) waited a
+    second before sending the body anyway. The 100 comes before the body is sent; the final answer after it."""
+    head = (f"POST /admin/secrets/clear-cache HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(head.encode())
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = s.recv(65536)
+            assert chunk, interim
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        s.sendall(b"{}")
+        rest = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+        while chunk := s.recv(65536):
+            rest += chunk
+    assert statuses(rest) == [200], rest[:300]
