@@ -75,21 +75,26 @@ void RunContainingEscapes(asio::io_context& context, std::string_view what) {
 // alone. Beast reads a request whose last coding is not chunked as one
 // without a body, and what the client sent as its body as the next request
 // (smuggled past a proxy that framed it otherwise); another coding beside
-// chunked would reach the handler undecoded. And a second Authorization:
-// which one counts would differ between a proxy in front and the gateway.
+// chunked would reach the handler undecoded. Any in an HTTP/1.0 request,
+// whose framing is then faulty. And a second Authorization: which one
+// counts would differ between a proxy in front and the gateway. Only the
+// first `header_fields` count: the rest are the body's trailer, which
+// nothing here reads (a proxy in front may not have looked at it).
 struct Refusal {
   int status;
   std::string_view code;
   std::string message;
 };
-std::optional<Refusal> RefusedHeader(const http::request<http::string_body>& msg) {
+std::optional<Refusal> RefusedHeader(const http::request<http::string_body>& msg, size_t header_fields) {
   int authorizations = 0, codings = 0;
   for (const auto& field : msg) {
+    if (header_fields-- == 0) break;
     if (field.name() == http::field::authorization) ++authorizations;
     if (field.name() != http::field::transfer_encoding) continue;
     std::string_view coding = field.value();
     while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) coding.remove_prefix(1);
     while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) coding.remove_suffix(1);
+    if (msg.version() < 11) return Refusal{400, "BAD_REQUEST", "Transfer-Encoding in an HTTP/1.0 request"};
     if (++codings > 1 || !beast::iequals(coding, "chunked")) {
       return Refusal{501, "NOT_IMPLEMENTED", "Transfer-Encoding: only chunked alone is supported (or a Content-Length)"};
     }
@@ -511,6 +516,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void ReadHeader(bool arm_timer = true) {
     if (arm_timer) Tcp().expires_after(server_->options.header_timeout);
     http::async_read_header(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      if (!ec) self->HeaderDone();
       if (ec || self->parser_->is_done()) return self->OnRead(ec);
       // The body has the idle timeout: it must keep coming, not arrive
       // within the header timeout.
@@ -547,22 +553,38 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return Reply(400, "BAD_REQUEST", "malformed HTTP request");
     }
     if (ec) return Close();
-    if (auto refused = RefusedHeader(parser_->get())) return Reply(refused->status, refused->code, refused->message);
+    if (auto refused = RefusedHeader(parser_->get(), header_fields_)) {
+      return Reply(refused->status, refused->code, refused->message);
+    }
     busy_ = true;
     unsigned version = 11;
     HttpRequest req = MakeRequest(version);
     Dispatch(std::move(req), version);
   }
 
-  // The parsed request as the handler sees it, and its HTTP version.
+  // The header is whole: what follows its fields is the trailer.
+  void HeaderDone() {
+    const auto& msg = parser_->get();
+    header_fields_ = static_cast<size_t>(std::distance(msg.begin(), msg.end()));
+  }
+
+  // The parsed request as the handler sees it, and its HTTP version. Only
+  // the header's fields: a chunked body's trailer is not read.
   HttpRequest MakeRequest(unsigned& version) {
     auto& msg = parser_->get();
     HttpRequest req;
     req.method = std::string(msg.method_string());
     SetTarget(req, msg.target());
-    req.authorization = std::string(msg[http::field::authorization]);
-    req.content_type = std::string(msg[http::field::content_type]);
-    std::string_view rid = msg["X-Request-Id"];
+    req.headers.reserve(16);
+    std::string_view rid;
+    size_t left = header_fields_;
+    for (const auto& field : msg) {
+      if (left-- == 0) break;
+      if (field.name() == http::field::authorization && req.authorization.empty()) req.authorization = field.value();
+      if (field.name() == http::field::content_type && req.content_type.empty()) req.content_type = field.value();
+      if (rid.empty() && beast::iequals(field.name_string(), "X-Request-Id")) rid = field.value();
+      req.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
     req.request_id = PrintableId(rid) ? std::string(rid) : GenerateRequestId();
     if (!peer_known_) {  // once per connection (a getpeername call)
       peer_known_ = true;
@@ -575,8 +597,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // identity (a bearer token still counts); its answer closes the connection.
     if (CertRevoked()) client_cert_subject_.clear();
     req.client_cert_subject = client_cert_subject_;
-    req.headers.reserve(16);
-    for (const auto& field : msg) req.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     req.body = std::move(msg.body());
     keep_alive_ = msg.keep_alive() && !CertRevoked();
     version = msg.version();
@@ -673,11 +693,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     NewParser();
     beast::error_code ec;
+    // put() stops at the end of the header (the parser is not eager).
+    while (buffer_.size() > 0 && !parser_->is_header_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
+    if (parser_->is_header_done()) HeaderDone();
     while (buffer_.size() > 0 && !parser_->is_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
     if (ec == http::error::need_more) ec = {};
     if (ec) return to_strand([ec](Session& s) { s.OnRead(ec); });
     if (!parser_->is_done()) return to_strand([](Session& s) { s.ReadHeader(); });
-    if (RefusedHeader(parser_->get())) return to_strand([](Session& s) { s.OnRead({}); });
+    if (RefusedHeader(parser_->get(), header_fields_)) return to_strand([](Session& s) { s.OnRead({}); });
     return MakeRequest(version);
   }
 
@@ -1286,6 +1309,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool cert_authenticated_ = false;  // the handshake verified a client certificate
   beast::flat_buffer buffer_{kReadBufferLimit};
   std::optional<http::request_parser<http::string_body>> parser_;
+  size_t header_fields_ = 0;  // of parser_'s message, when its header was done (HeaderDone)
   HttpServer::Impl* server_;
   uint64_t id_;
   uint64_t tls_generation_;  // Impl::tls_generation when tls_ was taken
@@ -1321,6 +1345,10 @@ void HttpServer::Impl::OnAccepted(beast::error_code ec, tcp::socket socket) {
     return;
   }
   accept_backoff = std::chrono::milliseconds(0);
+  // The next accept first (on this same strand, it runs after this one):
+  // a session that cannot be made (an exception, contained by the run loop)
+  // must not end the accepting.
+  Accept();
   std::shared_ptr<SessionBase> session;
   {
     MutexLock lock(&mu);
@@ -1347,7 +1375,6 @@ void HttpServer::Impl::OnAccepted(beast::error_code ec, tcp::socket socket) {
       refused = 0;
     }
   }
-  Accept();
 }
 
 void HttpServer::Impl::WaitForSignal() {

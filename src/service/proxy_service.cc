@@ -595,9 +595,22 @@ Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRe
     return MakeError(ErrorCode::kNotFound, "model '" + model + "' is not offered by any enabled provider");
   };
   auto visible = [&](const Catalog::Entry& p) { return Listed(request.allowed_providers, p.slug); };
+  // The providers offering `model` as a catalog id that this client may use
+  // it at. Only those count: an ambiguity among others would tell it that a
+  // model outside its lists exists.
+  std::vector<size_t> offering;
+  if (auto it = cat.by_model.find(model); it != cat.by_model.end()) {
+    for (size_t i : it->second) {
+      const Catalog::Entry& p = cat.providers[i];
+      if (visible(p) && ModelAllowed(request, model, p.Find(model))) offering.push_back(i);
+    }
+  }
   Routed r;
   r.upstream_model = model;
-  if (size_t slash = model.find('/'); slash != std::string::npos) {
+  // The prefix form only for a name no catalog entry offers it: an id that
+  // reads like `<slug>/<model>` (`openai/gpt-4o` at an aggregator, beside a
+  // provider `openai`) is the id.
+  if (size_t slash = model.find('/'); slash != std::string::npos && offering.empty()) {
     auto it = cat.by_slug.find(model.substr(0, slash));
     if (it != cat.by_slug.end() && visible(cat.providers[it->second])) {
       r.provider = &cat.providers[it->second];
@@ -613,31 +626,14 @@ Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRe
     }
   }
   if (!r.provider) {
-    auto it = cat.by_model.find(model);
-    if (it == cat.by_model.end()) return unknown();
-    // Only providers this token may use the model at count: an ambiguity
-    // among others would tell it that a model outside its lists exists.
-    auto offers = [&](size_t i) {
-      const Catalog::Entry& p = cat.providers[i];
-      return visible(p) && ModelAllowed(request, model, p.Find(model));
-    };
-    size_t offered = 0;
-    const size_t* first = nullptr;
-    for (const size_t& i : it->second) {
-      if (!offers(i)) continue;
-      if (!first) first = &i;
-      ++offered;
-    }
-    if (offered == 0) return unknown();
-    if (offered > 1) {
+    if (offering.empty()) return unknown();
+    if (offering.size() > 1) {
       std::string slugs;
-      for (size_t i : it->second) {
-        if (offers(i)) slugs += (slugs.empty() ? "" : ", ") + cat.providers[i].slug;
-      }
+      for (size_t i : offering) slugs += (slugs.empty() ? "" : ", ") + cat.providers[i].slug;
       return Invalid("model '" + model + "' is offered by more than one provider (" + slugs +
                      "); name one as '<provider-slug>/" + model + "'");
     }
-    r.provider = &cat.providers[*first];
+    r.provider = &cat.providers[offering.front()];
     r.listed = r.provider->Find(model);
   }
   if (r.listed) r.upstream_model = r.listed->adapter_id;

@@ -469,3 +469,26 @@ def test_a_client_that_expects_100_continue_is_told_to_send_its_body(gateway):
         while chunk := s.recv(65536):
             rest += chunk
     assert statuses(rest) == [200], rest[:300]
+
+
+def test_a_trailer_is_not_read_as_the_requests_header(gateway):
+    """Review 38b: Beast adds a chunked body's trailer fields to the request's header, so a request with no
+    Authorization header but one in its trailer was authenticated by it (past a proxy in front that checks the
+    header only), on the I/O threads and where a pool thread reads a kept-alive connection's next request."""
+    trailer = f"0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nX-Request-Id: from-the-trailer\r\n\r\n".encode()
+    sneaky = b"GET /admin/providers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + trailer
+    answer = raw_exchange(gateway, sneaky.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+    assert statuses(answer) == [401], answer[:300]
+    assert b"from-the-trailer" not in answer
+    first = f"GET /admin/providers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode()
+    answer = raw_exchange(gateway, first + sneaky.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+    assert statuses(answer) == [200, 401], answer[:600]
+
+
+def test_transfer_encoding_in_an_http_10_request_is_400_and_closes(gateway):
+    """Review 38b: RFC 9112 §6.1: such framing is faulty, and the connection must close after it."""
+    head = (f"POST /admin/secrets/clear-cache HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    answer = raw_exchange(gateway, head.encode() + b"GET /admin/providers HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer) == [b"400"], answer[:400]
+    assert b"HTTP/1.0 request" in answer

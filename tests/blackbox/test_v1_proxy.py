@@ -564,6 +564,22 @@ def test_a_models_list_does_not_reach_another_providers_credentials_by_prefix(v1
     assert len(hidden.seen) == 1
 
 
+def test_a_catalog_id_that_reads_like_a_prefix_goes_to_the_provider_that_lists_it(v1, stubs):
+    """Review 38b: an aggregator's id `stubai/raw-model` beside a provider `stubai` was taken as the prefix form, so
+    a token whose models list names that id reached stubai's credentials instead. The catalog id wins, for every
+    client; the prefix form is for names no catalog entry offers."""
+    gw = v1()
+    main, agg = stubs(STUB_KEY), stubs(OTHER_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    add_provider(gw, "agg", agg.base_url, OTHER_KEY, [("stubai/raw-model", "raw-model")])
+    for token in (MODELS_TOKEN, CLIENT_TOKEN):
+        reply = sdk(gw, token).chat.completions.create(model="stubai/raw-model", messages=[])
+        assert reply.choices[0].message.content == "hello from raw-model", token
+    assert main.seen == [] and len(agg.seen) == 2
+    assert sdk(gw).chat.completions.create(model="stubai/other", messages=[]).choices  # not an id: the prefix form
+    assert len(main.seen) == 1
+
+
 def test_upstream_calls_ignore_proxy_variables(v1, stubs):
     """Review round 2, item 3: a proxy in the environment would hide the upstream's address from the metadata
     check: upstream calls do not use it."""
