@@ -527,7 +527,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       };
       // A client that waits for leave to send its body (curl does, for a
       // large one) would otherwise wait a second before sending it anyway.
-      if (!beast::iequals(self->parser_->get()[http::field::expect], "100-continue")) return read_body();
+      // Not to HTTP/1.0 (RFC 9110 §10.1.1); a header already refused is
+      // answered before the body is sent.
+      const auto& msg = self->parser_->get();
+      if (msg.version() < 11 || !beast::iequals(msg[http::field::expect], "100-continue")) return read_body();
+      if (auto refused = RefusedHeader(msg, self->header_fields_)) {
+        return self->Reply(refused->status, refused->code, refused->message);
+      }
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       asio::async_write(self->stream_, asio::buffer(kContinue.data(), kContinue.size()),
                         [self, read_body](beast::error_code ec, size_t) {
@@ -566,6 +572,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void HeaderDone() {
     const auto& msg = parser_->get();
     header_fields_ = static_cast<size_t>(std::distance(msg.begin(), msg.end()));
+    header_keep_alive_ = msg.keep_alive();
   }
 
   // The parsed request as the handler sees it, and its HTTP version. Only
@@ -576,16 +583,18 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     req.method = std::string(msg.method_string());
     SetTarget(req, msg.target());
     req.headers.reserve(16);
-    std::string_view rid;
+    std::optional<std::string_view> authorization, content_type, rid;  // the first of each
     size_t left = header_fields_;
     for (const auto& field : msg) {
       if (left-- == 0) break;
-      if (field.name() == http::field::authorization && req.authorization.empty()) req.authorization = field.value();
-      if (field.name() == http::field::content_type && req.content_type.empty()) req.content_type = field.value();
-      if (rid.empty() && beast::iequals(field.name_string(), "X-Request-Id")) rid = field.value();
+      if (field.name() == http::field::authorization && !authorization) authorization = field.value();
+      if (field.name() == http::field::content_type && !content_type) content_type = field.value();
+      if (!rid && beast::iequals(field.name_string(), "X-Request-Id")) rid = field.value();
       req.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     }
-    req.request_id = PrintableId(rid) ? std::string(rid) : GenerateRequestId();
+    req.authorization = authorization.value_or("");
+    req.content_type = content_type.value_or("");
+    req.request_id = rid && PrintableId(*rid) ? std::string(*rid) : GenerateRequestId();
     if (!peer_known_) {  // once per connection (a getpeername call)
       peer_known_ = true;
       beast::error_code peer_ec;
@@ -598,7 +607,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (CertRevoked()) client_cert_subject_.clear();
     req.client_cert_subject = client_cert_subject_;
     req.body = std::move(msg.body());
-    keep_alive_ = msg.keep_alive() && !CertRevoked();
+    keep_alive_ = header_keep_alive_ && !CertRevoked();
     version = msg.version();
     return req;
   }
@@ -1309,7 +1318,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool cert_authenticated_ = false;  // the handshake verified a client certificate
   beast::flat_buffer buffer_{kReadBufferLimit};
   std::optional<http::request_parser<http::string_body>> parser_;
-  size_t header_fields_ = 0;  // of parser_'s message, when its header was done (HeaderDone)
+  size_t header_fields_ = 0;        // of parser_'s message, when its header was done (HeaderDone)
+  bool header_keep_alive_ = false;  // what the header asked (a trailer's Connection does not count)
   HttpServer::Impl* server_;
   uint64_t id_;
   uint64_t tls_generation_;  // Impl::tls_generation when tls_ was taken

@@ -580,13 +580,14 @@ struct Routed {
   std::string_view upstream_model;
 };
 
-// Whether the client's model allow-list passes `model` as asked, or the
-// provider's catalog entry it names (`listed`). A model the provider does
-// not list passes only as asked: with the provider's prefix, for a list
-// that names the pair. Its bare name would pass it at any provider, with
-// that provider's credentials.
-bool ModelAllowed(const ProxyRequest& request, std::string_view model, const Catalog::Model* listed) {
-  if (!request.allowed_models || Listed(request.allowed_models, model)) return true;
+// Whether the client's model allow-list passes `model` as asked (unless
+// `as_asked` is false), or the provider's catalog entry it names (`listed`).
+// A model the provider does not list passes only as asked: with the
+// provider's prefix, for a list that names the pair. Its bare name would
+// pass it at any provider, with that provider's credentials.
+bool ModelAllowed(const ProxyRequest& request, std::string_view model, const Catalog::Model* listed,
+                  bool as_asked = true) {
+  if (!request.allowed_models || (as_asked && Listed(request.allowed_models, model))) return true;
   return listed && Listed(request.allowed_models, listed->dyad_id);
 }
 
@@ -607,13 +608,20 @@ Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRe
   }
   Routed r;
   r.upstream_model = model;
-  // The prefix form only for a name no catalog entry offers it: an id that
-  // reads like `<slug>/<model>` (`openai/gpt-4o` at an aggregator, beside a
-  // provider `openai`) is the id.
-  if (size_t slash = model.find('/'); slash != std::string::npos && offering.empty()) {
+  // `<slug>/<model>` names the provider when it lists that model, or when no
+  // catalog entry offers the whole name (a model passed through unlisted).
+  // Otherwise the whole name is an id (`openai/gpt-4o` at an aggregator,
+  // beside a provider `openai` that does not list `gpt-4o`). So every
+  // provider's listed model keeps a name that reaches it.
+  bool id_elsewhere = false;  // the whole name is another visible provider's id
+  if (size_t slash = model.find('/'); slash != std::string::npos) {
     auto it = cat.by_slug.find(model.substr(0, slash));
-    if (it != cat.by_slug.end() && visible(cat.providers[it->second])) {
-      r.provider = &cat.providers[it->second];
+    const Catalog::Entry* named = it != cat.by_slug.end() ? &cat.providers[it->second] : nullptr;
+    if (named && visible(*named) && (offering.empty() || named->Find(std::string_view(model).substr(slash + 1)))) {
+      if (auto ids = cat.by_model.find(model); ids != cat.by_model.end()) {
+        for (size_t i : ids->second) id_elsewhere |= &cat.providers[i] != named && visible(cat.providers[i]);
+      }
+      r.provider = named;
       r.upstream_model = std::string_view(model).substr(slash + 1);
       if (!r.provider->enabled) {
         return MakeError(ErrorCode::kNotFound, "model '" + model + "': provider '" + r.provider->slug +
@@ -637,7 +645,9 @@ Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRe
     r.listed = r.provider->Find(model);
   }
   if (r.listed) r.upstream_model = r.listed->adapter_id;
-  if (!ModelAllowed(request, model, r.listed)) return unknown();
+  // As asked, the whole name would pass a list that names the other
+  // provider's id: only the listed model's own id does.
+  if (!ModelAllowed(request, model, r.listed, !id_elsewhere)) return unknown();
   return r;
 }
 

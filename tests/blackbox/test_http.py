@@ -469,6 +469,17 @@ def test_a_client_that_expects_100_continue_is_told_to_send_its_body(gateway):
         while chunk := s.recv(65536):
             rest += chunk
     assert statuses(rest) == [200], rest[:300]
+    # Not to HTTP/1.0 (RFC 9110 §10.1.1), which would read the 100 as the answer (review 38c).
+    answer = raw_exchange(gateway, head.replace("HTTP/1.1", "HTTP/1.0").encode() + b"{}")
+    assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer) == [b"200"], answer[:300]
+    # A header already refused is answered at once, not after a 100 and the body.
+    two = head.replace("Host: x\r\n", f"Host: x\r\nAuthorization: Bearer {VIEWER_TOKEN}\r\n")
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(two.encode())
+        refused = b""
+        while chunk := s.recv(65536):
+            refused += chunk
+    assert statuses(refused) == [400] and b"more than one Authorization header" in refused, refused[:300]
 
 
 def test_a_trailer_is_not_read_as_the_requests_header(gateway):
@@ -483,6 +494,11 @@ def test_a_trailer_is_not_read_as_the_requests_header(gateway):
     first = f"GET /admin/providers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode()
     answer = raw_exchange(gateway, first + sneaky.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
     assert statuses(answer) == [200, 401], answer[:600]
+    assert b"from-the-trailer" not in answer
+    # Nor does a trailer's Connection decide whether the connection is kept (review 38c).
+    closing = (b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nConnection: close\r\n\r\n"
+               b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert statuses(raw_exchange(gateway, closing)) == [200, 200]
 
 
 def test_transfer_encoding_in_an_http_10_request_is_400_and_closes(gateway):

@@ -580,6 +580,33 @@ def test_a_catalog_id_that_reads_like_a_prefix_goes_to_the_provider_that_lists_i
     assert len(main.seen) == 1
 
 
+def test_every_listed_model_keeps_a_name_that_reaches_its_provider(v1, stubs):
+    """Review 38c: with the catalog id winning outright, an aggregator listing `stubai/gpt-stub` took every call
+    named so, and stubai's own gpt-stub had no name left (the ambiguity's advice, `<slug>/gpt-stub`, led to the
+    aggregator). The prefix form names a provider that lists the rest; a scoped list naming the whole string then
+    passes neither: it is the other provider's id."""
+    gw = v1()
+    main, agg = stubs(STUB_KEY), stubs(OTHER_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub"), ("raw-model", "raw-model")])
+    add_provider(gw, "agg", agg.base_url, OTHER_KEY, [("gpt-stub", "gpt-stub"), ("stubai/gpt-stub", "agg-gpt"),
+                                                       ("stubai/raw-model", "agg-raw")])
+    client = sdk(gw)
+    r = post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []}))
+    assert r.status_code == 400 and "stubai, agg" in r.json()["error"]["message"], r.text
+    for model, stub, upstream in (("stubai/gpt-stub", main, "gpt-stub"), ("agg/gpt-stub", agg, "gpt-stub"),
+                                  ("agg/stubai/gpt-stub", agg, "agg-gpt")):
+        before = len(stub.seen)
+        reply = client.chat.completions.create(model=model, messages=[])
+        assert reply.choices[0].message.content == f"hello from {upstream}", model
+        assert len(stub.seen) == before + 1, model
+    # MODELS_TOKEN lists `stubai/raw-model`: here the name of stubai's listed raw-model, and agg's id. Neither
+    # passes: the list does not name stubai's model by its id, and the name does not reach agg's.
+    calls = len(main.seen), len(agg.seen)
+    r = post_v1(gw, json.dumps({"model": "stubai/raw-model", "messages": []}), token=MODELS_TOKEN)
+    assert r.status_code == 404, r.text
+    assert (len(main.seen), len(agg.seen)) == calls
+
+
 def test_upstream_calls_ignore_proxy_variables(v1, stubs):
     """Review round 2, item 3: a proxy in the environment would hide the upstream's address from the metadata
     check: upstream calls do not use it."""
