@@ -143,9 +143,7 @@ std::string AsciiLower(std::string_view s) {
 }
 
 bool MediaTypeIs(std::string_view content_type, std::string_view type) {
-  std::string_view given = content_type.substr(0, content_type.find(';'));
-  while (!given.empty() && (given.back() == ' ' || given.back() == '\t')) given.remove_suffix(1);
-  while (!given.empty() && (given.front() == ' ' || given.front() == '\t')) given.remove_prefix(1);
+  const std::string_view given = TrimSpace(content_type.substr(0, content_type.find(';')));
   return given.size() == type.size() && AsciiLower(given) == type;
 }
 

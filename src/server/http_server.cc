@@ -91,9 +91,7 @@ std::optional<Refusal> RefusedHeader(const http::request<http::string_body>& msg
     if (header_fields-- == 0) break;
     if (field.name() == http::field::authorization) ++authorizations;
     if (field.name() != http::field::transfer_encoding) continue;
-    std::string_view coding = field.value();
-    while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t')) coding.remove_prefix(1);
-    while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t')) coding.remove_suffix(1);
+    const std::string_view coding = TrimSpace(field.value());
     if (msg.version() < 11) return Refusal{400, "BAD_REQUEST", "Transfer-Encoding in an HTTP/1.0 request"};
     if (++codings > 1 || !beast::iequals(coding, "chunked")) {
       return Refusal{501, "NOT_IMPLEMENTED", "Transfer-Encoding: only chunked alone is supported (or a Content-Length)"};
