@@ -3,12 +3,16 @@
 // half of the keys (BM_CacheHit), and every thread on one hot key
 // (BM_CacheHotKey, issue 15: one provider takes most of a gateway's traffic) —, envelope seal/open of a
 // 256-byte credential beside raw OpenSSL AES-256-GCM, and a single-flight
-// miss. Run: build/dyad_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+// miss; and the /v1 body's `model` found (FindModel, a validating Boost.JSON
+// pass) beside a bare nlohmann SAX pass over the same body, what FindModel
+// cost before (a small body and a 16 KiB conversation).
+// Run: build/dyad_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // Issue 10's target reads BM_EnvelopeSeal256 and BM_EnvelopeOpen256 against
 // BM_RawAesGcmSeal256/threads:1 of the same run (each <= 4x); filter '256'.
 #include <benchmark/benchmark.h>
 
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <unordered_map>
 
 #include "backends/environment/local_keyring.h"
@@ -16,6 +20,7 @@
 #include "secrets/aes_gcm.h"
 #include "secrets/credential_cache.h"
 #include "secrets/sealer.h"
+#include "service/proxy_service.h"
 #include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
 
@@ -204,6 +209,37 @@ void BM_SingleFlightMiss(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SingleFlightMiss);
+
+// A chat body: `messages` of `turns` user and assistant turns of ~400 bytes.
+std::string ChatBody(int turns) {
+  nlohmann::json body = {{"model", "gpt-4o"}, {"temperature", 0.2}, {"stream", false}};
+  for (int i = 0; i < turns; ++i) {
+    body["messages"].push_back({{"role", i % 2 ? "assistant" : "user"},
+                                {"content", "Turn " + std::to_string(i) + ": " + std::string(380, 'w') + " \"q\" é"}});
+  }
+  return body.dump();
+}
+
+void BM_FindModel(benchmark::State& state) {
+  const std::string body = ChatBody(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    auto f = FindModel(body);
+    benchmark::DoNotOptimize(f);
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(body.size()));
+}
+BENCHMARK(BM_FindModel)->Arg(1)->Arg(40);
+
+void BM_NlohmannSaxPass(benchmark::State& state) {
+  const std::string body = ChatBody(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    nlohmann::detail::json_sax_acceptor<nlohmann::json> accept_all;
+    bool ok = nlohmann::json::sax_parse(body, &accept_all);
+    benchmark::DoNotOptimize(ok);
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(body.size()));
+}
+BENCHMARK(BM_NlohmannSaxPass)->Arg(1)->Arg(40);
 
 }  // namespace
 }  // namespace dyad

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <functional>
+#include <boost/json/basic_parser_impl.hpp>
 #include <nlohmann/json.hpp>
 
 #include "core/parse_int.h"
@@ -34,63 +35,86 @@ bool StartsWithI(std::string_view s, std::string_view prefix) {
 
 Error Invalid(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
 
+// How deep a /v1 body may nest. Boost.JSON's parser recurses per level, so
+// the limit keeps a hostile body off the call stack; OpenAI's own schemas
+// nest a handful of levels.
+constexpr size_t kMaxBodyDepth = 256;
+
 // Counts the top-level "model" keys of a JSON object and keeps the first
-// one's value, without building a document.
-class ModelSax : public json::json_sax_t {
+// one's value, without building a document: a Boost.JSON basic_parser
+// handler (a tenth of nlohmann's lexer's instructions per byte).
+class ModelHandler {
  public:
-  bool null() override { return Value(false); }
-  bool boolean(bool) override { return Value(false); }
-  bool number_integer(number_integer_t) override { return Value(false); }
-  bool number_unsigned(number_unsigned_t) override { return Value(false); }
-  bool number_float(number_float_t, const string_t&) override { return Value(false); }
-  bool string(string_t& s) override {
-    if (depth_ == 1 && at_model_) model = s;
+  static constexpr std::size_t max_object_size = std::size_t(-1);
+  static constexpr std::size_t max_array_size = std::size_t(-1);
+  static constexpr std::size_t max_key_size = std::size_t(-1);
+  static constexpr std::size_t max_string_size = std::size_t(-1);
+
+  bool on_document_begin(boost::json::error_code&) { return true; }
+  bool on_document_end(boost::json::error_code&) { return true; }
+  bool on_object_begin(boost::json::error_code&) {
+    if (depth_ == 0) root_object = true;
+    return Open();
+  }
+  bool on_object_end(std::size_t, boost::json::error_code&) { return Close(); }
+  bool on_array_begin(boost::json::error_code&) { return Open(); }
+  bool on_array_end(std::size_t, boost::json::error_code&) { return Close(); }
+  // `n` counts the key's bytes so far: only a key of five can be "model".
+  bool on_key_part(boost::json::string_view s, std::size_t n, boost::json::error_code&) {
+    if (depth_ == 1 && n <= 5) key_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_key(boost::json::string_view s, std::size_t n, boost::json::error_code&) {
+    if (depth_ == 1) {
+      at_model_ = n == 5 && key_.append(s.data(), s.size()) == "model";
+      if (at_model_) ++models;
+    }
+    key_.clear();
+    return true;
+  }
+  bool on_string_part(boost::json::string_view s, std::size_t, boost::json::error_code&) {
+    if (TakesModel()) value_.append(s.data(), s.size());
+    return true;
+  }
+  bool on_string(boost::json::string_view s, std::size_t, boost::json::error_code&) {
+    if (TakesModel()) model = value_.append(s.data(), s.size());
+    value_.clear();
     return Value(true);
   }
-  bool binary(binary_t&) override { return Value(false); }
-  bool start_object(std::size_t) override {
-    if (depth_ == 0) root_object = true;
-    Value(false);
-    ++depth_;
-    return true;
-  }
-  bool key(string_t& k) override {
-    at_model_ = depth_ == 1 && k == "model";
-    if (at_model_) ++models;
-    return true;
-  }
-  bool end_object() override {
-    --depth_;
-    return true;
-  }
-  bool start_array(std::size_t) override {
-    Value(false);
-    ++depth_;
-    return true;
-  }
-  bool end_array() override {
-    --depth_;
-    return true;
-  }
-  bool parse_error(std::size_t position, const std::string&, const json::exception&) override {
-    error_at = position;
-    return false;
-  }
+  bool on_number_part(boost::json::string_view, boost::json::error_code&) { return true; }
+  bool on_int64(int64_t, boost::json::string_view, boost::json::error_code&) { return Value(false); }
+  bool on_uint64(uint64_t, boost::json::string_view, boost::json::error_code&) { return Value(false); }
+  bool on_double(double, boost::json::string_view, boost::json::error_code&) { return Value(false); }
+  bool on_bool(bool, boost::json::error_code&) { return Value(false); }
+  bool on_null(boost::json::error_code&) { return Value(false); }
+  bool on_comment_part(boost::json::string_view, boost::json::error_code&) { return true; }
+  bool on_comment(boost::json::string_view, boost::json::error_code&) { return true; }
 
   bool root_object = false;
   int models = 0;
   std::optional<std::string> model;  // the first top-level "model" when it is a string
   bool model_not_string = false;
-  std::optional<size_t> error_at;
 
  private:
+  // The first top-level "model" only: a second is refused anyway.
+  bool TakesModel() const { return depth_ == 1 && at_model_ && models == 1 && !model; }
+  bool Open() {
+    Value(false);
+    ++depth_;
+    return true;
+  }
+  bool Close() {
+    --depth_;
+    return true;
+  }
   bool Value(bool is_string) {
     if (depth_ == 1 && at_model_ && !is_string) model_not_string = true;
     if (depth_ == 1) at_model_ = false;
     return true;
   }
-  int depth_ = 0;
+  size_t depth_ = 0;
   bool at_model_ = false;
+  std::string key_, value_;
 };
 
 size_t SkipSpace(std::string_view s, size_t i) {
@@ -156,11 +180,18 @@ Result<ModelField> FindModel(std::string_view body) {
     return Invalid("the request body starts with a UTF-8 byte order mark (EF BB BF); send the JSON without it");
   }
   if (SkipSpace(body, 0) == body.size()) return Invalid("the request body is empty; send a JSON object");
-  ModelSax sax;
-  bool ok = json::sax_parse(body, &sax, json::input_format_t::json, true);
-  if (!ok || sax.error_at) {
-    return Invalid("the request body is not valid JSON (at byte " + std::to_string(sax.error_at.value_or(0)) + ")");
+  boost::json::parse_options options;
+  options.max_depth = kMaxBodyDepth;
+  boost::json::basic_parser<ModelHandler> parser(options);
+  boost::json::error_code ec;
+  const size_t parsed = parser.write_some(false, body.data(), body.size(), ec);
+  if (ec == boost::json::error::too_deep) {
+    return Invalid("the request body nests deeper than " + std::to_string(kMaxBodyDepth) + " levels");
   }
+  if (ec || parsed != body.size()) {
+    return Invalid("the request body is not valid JSON (at byte " + std::to_string(parsed) + ")");
+  }
+  ModelHandler& sax = parser.handler();
   if (!sax.root_object) return Invalid("the request body must be a JSON object");
   if (sax.models == 0) return Invalid("model: required");
   if (sax.models > 1) return Invalid("model: given more than once");

@@ -205,11 +205,40 @@ TEST(FindModel, TopLevelStringOnly) {
   f = FindModel(R"({"a":"}\"{","mod\u0065l":"x\/y"})");
   ASSERT_TRUE(f.ok()) << f.error().message;
   EXPECT_EQ(f->value, "x/y");
-  // Deep nesting elsewhere is no problem (no recursion, no document).
-  std::string deep = R"({"a":)" + std::string(100000, '[') + std::string(100000, ']') + R"(,"model":"m"})";
-  f = FindModel(deep);
+  // Nesting elsewhere is no problem up to 256 levels, the root's included.
+  auto nested = [](size_t levels) {
+    return R"({"a":)" + std::string(levels - 1, '[') + std::string(levels - 1, ']') + R"(,"model":"m"})";
+  };
+  f = FindModel(nested(256));
   ASSERT_TRUE(f.ok()) << f.error().message;
   EXPECT_EQ(f->value, "m");
+  // Deeper is refused by name, before the parser's recursion could matter.
+  for (size_t levels : {257, 100000}) {
+    f = FindModel(nested(levels));
+    ASSERT_FALSE(f.ok()) << levels;
+    EXPECT_EQ(f.code(), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(f.error().message, "the request body nests deeper than 256 levels");
+  }
+}
+
+// Split string and key tokens (escapes make the parser hand them over in
+// parts) are put together before they are compared or kept.
+TEST(FindModel, EscapedKeysAndValuesArriveWhole) {
+  auto f = FindModel(R"({"\u006dodel":"a\u0062c\n\"d"})");
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(f->value, "abc\n\"d");
+  // A longer key that starts as "model" is another key.
+  f = FindModel(R"({"model\u0078":"a","model":"b"})");
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(f->value, "b");
+  f = FindModel(R"({"mode\u006c":"a","x":{"model":"c"},"y":"model"})");
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(f->value, "a");
+  EXPECT_FALSE(FindModel(R"({"mode\u006c":"a","model":"b"})").ok());
+  // Where the parser stopped is said.
+  auto bad = FindModel(R"({"model":"a",  "x":tru})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message, "the request body is not valid JSON (at byte 19)");
 }
 
 TEST(FindModel, HostileBodiesRefused) {
