@@ -186,7 +186,7 @@ Result<ModelField> FindModel(std::string_view body) {
   boost::json::error_code ec;
   const size_t parsed = parser.write_some(false, body.data(), body.size(), ec);
   if (ec == boost::json::error::too_deep) {
-    return Invalid("the request body nests deeper than " + std::to_string(kMaxBodyDepth) + " levels");
+    return Invalid("the request body is nested deeper than " + std::to_string(kMaxBodyDepth) + " levels");
   }
   if (ec || parsed != body.size()) {
     return Invalid("the request body is not valid JSON (at byte " + std::to_string(parsed) + ")");

@@ -217,7 +217,7 @@ TEST(FindModel, TopLevelStringOnly) {
     f = FindModel(nested(levels));
     ASSERT_FALSE(f.ok()) << levels;
     EXPECT_EQ(f.code(), ErrorCode::kInvalidArgument);
-    EXPECT_EQ(f.error().message, "the request body nests deeper than 256 levels");
+    EXPECT_EQ(f.error().message, "the request body is nested deeper than 256 levels");
   }
 }
 

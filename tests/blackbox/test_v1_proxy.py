@@ -438,6 +438,14 @@ def test_hostile_bodies_are_400_never_500(v1, stubs):
         assert err["type"] == "invalid_request_error" and err["message"], body
     r = post_v1(gw, bodies[0])
     assert "byte order mark" in r.json()["error"]["message"]
+    # Nesting: 256 levels go upstream, deeper is refused by name (the body's parser recurses per level).
+    nested = lambda levels: ('{"model": "gpt-stub", "messages": [], "x": ' + "[" * (levels - 1) + "]" * (levels - 1) + "}")
+    assert post_v1(gw, nested(256)).status_code == 200
+    for levels in (257, 500_000):
+        r = post_v1(gw, nested(levels))
+        assert r.status_code == 400, (levels, r.status_code)
+        assert r.json()["error"]["message"] == "the request body is nested deeper than 256 levels"
+    main.seen.clear()
     # Over GATEWAY_MAX_BODY_BYTES (1 MiB): refused from its Content-Length, before the body is read.
     with raw_v1_post(gw, CLIENT_TOKEN, b"{", content_length=2 << 20) as s:
         head = s.recv(4096)
