@@ -14,8 +14,6 @@ std::optional<std::string> HexDecode(std::string_view hex);
 std::string Base64Encode(std::string_view bytes);
 std::optional<std::string> Base64Decode(std::string_view text);
 
-// Decodes %XX escapes (a malformed escape stays as it is); '+' becomes a
-// space only when asked (form encoding).
 // Without leading and trailing whitespace (isspace).
 std::string_view TrimSpace(std::string_view s);
 // A-Z as a-z, every other byte as it is (whatever the C locale says): host
@@ -24,7 +22,12 @@ std::string AsciiLower(std::string_view s);
 // Whether a Content-Type names the media type `type` (lower case): its part
 // before any parameter, without surrounding whitespace, compared without case.
 bool MediaTypeIs(std::string_view content_type, std::string_view type);
+// An RFC 9110 token (a header name, a method): one or more of A-Z a-z 0-9
+// and !#$%&'*+-.^_`|~.
+bool IsHttpToken(std::string_view s);
 
+// Decodes %XX escapes (a malformed escape stays as it is); '+' becomes a
+// space only when asked (form encoding).
 std::string PercentDecode(std::string_view s, bool plus_as_space);
 // RFC 3986: every byte but A-Z a-z 0-9 - _ . ~ (and '/' if kept) as %XX.
 std::string PercentEncode(std::string_view s, bool keep_slash);

@@ -1,5 +1,7 @@
 #include "core/encoding.h"
 
+#include <cctype>
+
 #include <gtest/gtest.h>
 
 namespace dyad {
@@ -50,6 +52,19 @@ TEST(Encoding, AsciiLowerTouchesOnlyAToZ) {
   EXPECT_EQ(AsciiLower(""), "");
   // UTF-8 bytes (here "É") and punctuation around the letters stay as they are.
   EXPECT_EQ(AsciiLower("\xC3\x89@[]`{Z"), "\xC3\x89@[]`{z");
+}
+
+TEST(Encoding, HttpTokenIsTcharOnly) {
+  EXPECT_TRUE(IsHttpToken("X-Api-Key"));
+  EXPECT_TRUE(IsHttpToken("!#$%&'*+-.^_`|~09azAZ"));
+  EXPECT_FALSE(IsHttpToken(""));
+  // Every other byte, each alone and inside a name.
+  for (int c = 0; c < 256; ++c) {
+    const char ch = static_cast<char>(c);
+    const bool tchar = std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(ch) != std::string_view::npos;
+    EXPECT_EQ(IsHttpToken(std::string(1, ch)), tchar) << c;
+    EXPECT_EQ(IsHttpToken("a" + std::string(1, ch) + "b"), tchar) << c;
+  }
 }
 
 }  // namespace

@@ -28,9 +28,6 @@ Error Invalid(std::string_view member, std::string_view what) {
 bool IsAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
 bool IsHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
-// RFC 9110 tchar.
-bool IsTokenChar(char c) { return IsAlnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos; }
-
 // A credential field name as the provider API takes it.
 bool IsFieldName(std::string_view s) {
   if (s.empty() || s.size() > kMaxFieldName) return false;
@@ -73,7 +70,7 @@ Status CheckHeaderName(std::string_view member, const json& j) {
   if (s.empty() || s.size() > kMaxHeaderName) {
     return Invalid(member, "must be a header name of 1 to " + std::to_string(kMaxHeaderName) + " characters");
   }
-  if (!std::all_of(s.begin(), s.end(), IsTokenChar)) {
+  if (!IsHttpToken(s)) {
     return Invalid(member, "is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)");
   }
   if (IsReservedHeader(s)) return Invalid(member, "names a connection or framing header ('" + s + "'), which the gateway sets itself");

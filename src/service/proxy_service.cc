@@ -3,11 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cctype>
 #include <functional>
 #include <boost/json/basic_parser_impl.hpp>
 #include <nlohmann/json.hpp>
 
+#include "core/encoding.h"
 #include "core/parse_int.h"
 #include "core/secret_bytes.h"
 #include "core/time_format.h"
@@ -273,16 +273,6 @@ HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::str
 
 namespace {
 
-bool IsHeaderToken(std::string_view s) {
-  if (s.empty()) return false;
-  for (unsigned char c : s) {
-    if (!(std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // No control character but HTAB (obs-text, 0x80 and above, is allowed).
 bool IsCleanValue(std::string_view s) {
   for (unsigned char c : s) {
@@ -300,7 +290,7 @@ bool IsPassableUpstreamHeader(std::string_view name, std::string_view value) {
       // the gateway's origin is not the upstream's: its cookies, CORS, HSTS,
       // alternative services and site data are not the upstream's to set
       "set-cookie", "set-cookie2", "strict-transport-security", "alt-svc", "clear-site-data"};
-  if (!IsHeaderToken(name) || !IsCleanValue(value)) return false;
+  if (!IsHttpToken(name) || !IsCleanValue(value)) return false;
   if (StartsWithI(name, "proxy-") || StartsWithI(name, "access-control-")) return false;
   for (std::string_view never : kNever) {
     if (IEquals(name, never)) return false;

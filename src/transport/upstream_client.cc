@@ -66,7 +66,6 @@
 #include <iterator>
 #include <cctype>
 #include <cstdio>
-#include <cstring>
 #include <map>
 #include <utility>
 
@@ -117,14 +116,6 @@ bool IsSetByClientAnyCase(std::string_view name) {
   // Longer than the buffer: only a proxy-* name can be one of them.
   if (name.size() > sizeof lower) return std::string_view(lower, n).starts_with("proxy-");
   return IsSetByClient(std::string_view(lower, n));
-}
-
-bool IsToken(std::string_view s) {
-  if (s.empty()) return false;
-  for (unsigned char c : s) {
-    if (!(std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr) || c == 0) return false;
-  }
-  return true;
 }
 
 // The most an answer head may take (curl's own limit is 100 KiB per line).
@@ -340,11 +331,11 @@ class CurlUpstreamClient final : public UpstreamClient {
   Status Send(const UpstreamRequest& request, UpstreamSink& sink) override {
     DYAD_ASSIGN_OR_RETURN(std::shared_ptr<const UpstreamTarget> aimed, targets_.Get(request.url));
     const UpstreamTarget& target = *aimed;
-    if (!IsToken(request.method)) {
+    if (!IsHttpToken(request.method)) {
       return MakeError(ErrorCode::kInvalidArgument, "upstream request: the method is not an HTTP token");
     }
     for (const auto& [name, value] : request.headers) {
-      if (!IsToken(name)) {
+      if (!IsHttpToken(name)) {
         return MakeError(ErrorCode::kInvalidArgument, What(request.method, target) + ": a header name is not an HTTP token");
       }
       if (HasBreakOrNul(value)) {
