@@ -13,7 +13,7 @@ and one through B per round, in a shuffled order (--rounds, default 10,000): p50
 seconds (latency at one client moves with the machine far more than a change moves it).
 
 Usage: python3 bench/v1_ab_bench.py A_BINARY B_BINARY [--pairs 6] [--seconds 6] [--clients 16] [--modes json sse]
-       [--rounds 10000] [--json]
+       [--rounds 10000] [--body-kib 0] [--json]
 Needs nginx and wrk (scripts/install-deps.sh --test). Build the "before" binary from another worktree, e.g.
 `git worktree add /tmp/before <rev> && cmake -S /tmp/before -B /tmp/before/build-bench -G Ninja
 -DCMAKE_BUILD_TYPE=Release -DDYAD_TESTS=OFF -DDYAD_BENCH=OFF && ninja -C /tmp/before/build-bench dyad-gateway`.
@@ -88,7 +88,7 @@ def summarize(pairs):
 
 def table(results, opts):
     lines = [f"A = `{opts.a}`, B = `{opts.b}`; {opts.pairs} pairs (A B, B A, ...), wrk -c{opts.clients} "
-             f"for {opts.seconds} s per turn; medians. Measured {results['started']}, load at the start: "
+             f"for {opts.seconds} s per turn; request bodies of {len(bench.REQUEST['json']):,} bytes; medians. Measured {results['started']}, load at the start: "
              f"`{results['uptime']}`.", "",
              "| mode | CPU µs/request A | B | B/A (median of pairs) | pairs where B used less | req/s A | B "
              "| B/A (median of pairs) | failed |",
@@ -123,7 +123,9 @@ def main():
     ap.add_argument("--modes", nargs="+", choices=bench.MODES, default=list(bench.MODES))
     ap.add_argument("--rounds", type=int, default=10000, help="one-client rounds (0: none)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
+    ap.add_argument("--body-kib", type=float, default=0, help="a conversation of this size in each request body")
     opts = ap.parse_args()
+    bench.REQUEST.update(bench.requests_of(opts.body_kib))
     for path in (opts.a, opts.b):
         if not path.is_file():
             sys.exit(f"no gateway binary at {path}")

@@ -104,9 +104,19 @@ SSE = "".join(f"data: {c}\n\n" for c in (
     + [_chunk({"content": w}) for w in ("Hello! ", "How can ", "I help ", "you today?")]
     + [_chunk({}, "stop")])) + "data: [DONE]\n\n"
 
-REQUEST = {"json": json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}]}),
-           "sse": json.dumps({"model": MODEL_SSE, "stream": True,
-                              "messages": [{"role": "user", "content": "Say hello."}]})}
+
+
+def requests_of(body_kib=0):
+    """The request bodies by mode: one short message, or (body_kib > 0) a conversation of about that many KiB
+    before it, in turns of ~400 bytes (a chat client resends the whole history with each call)."""
+    history = [{"role": "assistant" if i % 2 else "user", "content": f"Turn {i}: " + "w" * 380 + ' "q" é'}
+               for i in range(round(body_kib * 1024 / 420))]
+    messages = history + [{"role": "user", "content": "Say hello."}]
+    return {"json": json.dumps({"model": MODEL, "messages": messages}),
+            "sse": json.dumps({"model": MODEL_SSE, "stream": True, "messages": messages})}
+
+
+REQUEST = requests_of()  # --body-kib replaces it
 # The stub's paths; the proxies are sent the same ones (the gateway and LiteLLM pick the upstream by model).
 STUB_PATH = {"json": "/v1/chat/completions", "sse": "/sse/v1/chat/completions"}
 CLIENT_PATH = {"direct": STUB_PATH, "nginx": STUB_PATH,
@@ -698,7 +708,8 @@ def table(r):
     mode_names = {"json": "non-streaming", "sse": "streaming (SSE)"}
     out = [f"Measured {r['started']}, {r['mode']} mode ({len(r['rounds'])} round(s), medians), {r['cores']} cores; "
            f"load at the start: `{r['uptime_start']}`; at the end: `{r['uptime_end']}`. The machine is shared with "
-           f"other work: figures move with it; compare within a column of the same run. {r['nginx_version']}.", "",
+           f"other work: figures move with it; compare within a column of the same run. {r['nginx_version']}. "
+           f"Request bodies: {len(REQUEST['json']):,} bytes.", "",
            f"| path | mode | 1 client p50 µs | p99 µs | requests | added p50 µs | added p99 µs | {r['clients']} clients "
            "req/s | vs nginx | CPU µs/request | vs nginx | failed |",
            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -745,7 +756,9 @@ def main():
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--install-litellm", action="store_true")
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--body-kib", type=float, default=0, help="a conversation of this size in each request body")
     opts = ap.parse_args()
+    REQUEST.update(requests_of(opts.body_kib))
     if opts.rounds is None:
         opts.rounds = 1 if opts.quick else 3
     # One client: at least 2,000 requests, but at most max_one_secs (LiteLLM on a busy machine: ~50 ms a request).

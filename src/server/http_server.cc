@@ -693,22 +693,37 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (buffer_.size() == 0) {
       if (server_->options.detach_lingering && server_->options.pool_linger.count() > 0) Detach();
       if (!Linger(pool)) return to_strand(read_on);
-      auto room = buffer_.prepare(4096);
-      const ssize_t n = ::recv(Fd(), room.data(), room.size(), MSG_DONTWAIT);
-      if (n <= 0) return to_strand(read_on);  // the strand's read sees the close or the error
-      buffer_.commit(static_cast<size_t>(n));
+      if (!ReadNow()) return to_strand(read_on);  // the strand's read sees the close or the error
     }
     NewParser();
     beast::error_code ec;
-    // put() stops at the end of the header (the parser is not eager).
-    while (buffer_.size() > 0 && !parser_->is_header_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
-    if (parser_->is_header_done()) HeaderDone();
-    while (buffer_.size() > 0 && !parser_->is_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
-    if (ec == http::error::need_more) ec = {};
+    for (bool header_done = false;;) {
+      // put() stops at the end of the header (the parser is not eager).
+      while (buffer_.size() > 0 && !parser_->is_header_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
+      if (parser_->is_header_done() && !std::exchange(header_done, true)) HeaderDone();
+      while (buffer_.size() > 0 && !parser_->is_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
+      if (ec == http::error::need_more) ec = {};
+      // The rest of a request that did not come in one read (a conversation's
+      // body) is taken while it is there; what is not yet, the strand waits for.
+      if (ec || parser_->is_done() || !ReadNow()) break;
+    }
     if (ec) return to_strand([ec](Session& s) { s.OnRead(ec); });
     if (!parser_->is_done()) return to_strand([](Session& s) { s.ReadHeader(); });
     if (RefusedHeader(parser_->get(), header_fields_)) return to_strand([](Session& s) { s.OnRead({}); });
     return MakeRequest(version);
+  }
+
+  // Plain, on a pool thread: what the socket holds now, into buffer_ (one
+  // recv that never waits); false when nothing came (none yet, the close, an
+  // error: the strand's read sees those) or the buffer is full.
+  bool ReadNow() {
+    const size_t room = std::min<size_t>(16 * 1024, buffer_.max_size() - buffer_.size());
+    if (room == 0) return false;
+    auto space = buffer_.prepare(room);
+    const ssize_t n = ::recv(Fd(), space.data(), space.size(), MSG_DONTWAIT);
+    if (n <= 0) return false;
+    buffer_.commit(static_cast<size_t>(n));
+    return true;
   }
 
   // Plain, on a pool thread: waits up to options.pool_linger for the

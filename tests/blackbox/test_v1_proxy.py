@@ -455,6 +455,54 @@ def test_hostile_bodies_are_400_never_500(v1, stubs):
     assert sdk(gw).chat.completions.create(model="gpt-stub", messages=[]).choices[0].message.content
 
 
+def read_answer(s):
+    """One whole answer with a Content-Length from a raw socket: (status, body)."""
+    got = read_until(s, b"\r\n\r\n")
+    head, _, body = got.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?im)^content-length:\s*(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, head
+        body += chunk
+    assert len(body) == length, head  # nothing past it: no answer to a request not sent
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_large_bodies_on_one_kept_alive_connection_arrive_whole(v1, stubs):
+    """A kept-alive connection's next request is read on the thread that served the last one, in as many reads as
+    its body takes while the bytes are there; a body that pauses midway is waited for by the I/O threads. Each body
+    reaches the upstream whole and in order, whether sent one by one, pipelined two at a time, or with a pause."""
+    gw = v1()
+    main = stubs(STUB_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+
+    def request(i, size):
+        body = json.dumps({"model": "gpt-stub", "messages": [{"role": "user", "content": f"{i}:" + "abcdefg"[i % 7] * size}]})
+        return body.encode(), (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                               CLIENT_TOKEN.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+                               str(len(body)).encode() + b"\r\n\r\n")
+
+    sent = []
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.settimeout(15)
+        for i, size in enumerate([100, 5_000, 20_000, 70_000, 300_000, 16_000]):  # one by one
+            body, head = request(i, size)
+            s.sendall(head + body)
+            sent.append(body)
+            assert read_answer(s)[0] == 200, i
+        pair = [request(10 + i, size) for i, size in enumerate([40_000, 90_000])]  # pipelined
+        s.sendall(b"".join(head + body for body, head in pair))
+        sent += [body for body, _ in pair]
+        assert [read_answer(s)[0] for _ in pair] == [200, 200]
+        body, head = request(20, 50_000)  # the body's second half 0.3 s after its first
+        s.sendall(head + body[:30_000])
+        time.sleep(0.3)
+        s.sendall(body[30_000:])
+        sent.append(body)
+        assert read_answer(s)[0] == 200
+    assert [x["body"] for x in main.seen] == sent
+
+
 def test_upstream_answer_headers_are_filtered(v1, stubs):
     """Review item 4: what the upstream's answer head may pass to the client."""
     gw = v1()
