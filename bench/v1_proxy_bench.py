@@ -160,6 +160,8 @@ def nginx_common(work, name):
     tmp = work / f"{name}-tmp"
     tmp.mkdir(exist_ok=True)
     temp_paths = "".join(f"  {d}_temp_path {tmp}/{d};\n" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    # Request bodies (--body-kib) stay in memory, never in a temporary file (the gateway holds them in memory too).
+    temp_paths += "  client_body_buffer_size 1m;\n"
     return (f"pid {work}/{name}.pid;\nerror_log {work}/{name}-error.log warn;\ndaemon off;\n"
             f"events {{ worker_connections 4096; }}\n", temp_paths)
 

@@ -42,7 +42,7 @@ constexpr size_t kMaxBodyDepth = 256;
 
 // Counts the top-level "model" keys of a JSON object and keeps the first
 // one's value, without building a document: a Boost.JSON basic_parser
-// handler (a tenth of nlohmann's lexer's instructions per byte).
+// handler, about 7x faster per byte than nlohmann's SAX lexer (dyad_bench).
 class ModelHandler {
  public:
   static constexpr std::size_t max_object_size = std::size_t(-1);
