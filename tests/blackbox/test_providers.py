@@ -96,3 +96,21 @@ def test_credential_names_for_one_variable_and_slugs_without_letters_are_400(gat
     assert [p["slug"] for p in data(gateway.call("GET", "/admin/providers"))["items"]] == ["witness"]
     v = data(gateway.call("POST", f"/admin/secrets/providers/{witness['id']}/credentials/validate"))
     assert v["valid"] is True
+
+
+def test_a_control_character_in_a_name_is_400_at_create_put_and_patch(gateway):
+    """A NUL, an escape or a DEL in a provider's name would hide or forge text wherever the name is shown (listings,
+    logs, a terminal): refused at every write, naming the field, and nothing is stored."""
+    for name in ("Open\u0000AI", "Open\u001b[2JAI", "OpenAI\n", "Open\u007fAI"):
+        r = gateway.call("POST", "/admin/providers", json=provider_body(name=name))
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"]["message"] == "field 'name' must not contain control characters", r.text
+    assert data(gateway.call("GET", "/admin/providers"))["total"] == 0
+    created = data(gateway.call("POST", "/admin/providers", json=provider_body(name="Open AI \u00e9")), 201)
+    pid = created["id"]
+    r = gateway.call("PUT", f"/admin/providers/{pid}", json={"name": "a\u0000b"})
+    assert r.status_code == 400 and "'name' must not contain control characters" in r.text, r.text
+    r = gateway.call("PATCH", f"/admin/providers/{pid}", data='{"name": "a\\u0007b"}',
+                     headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 400 and "'name' must not contain control characters" in r.text, r.text
+    assert data(gateway.call("GET", f"/admin/providers/{pid}"))["name"] == "Open AI \u00e9"
