@@ -125,6 +125,15 @@ Result<std::string> String(const json& j, const std::string& field, size_t max, 
   return s;
 }
 
+// A C0 control character or DEL: in a name shown in listings, logs and
+// terminals, one would hide or forge text (a NUL cuts it in C tools).
+bool HasControlCharacter(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
 Result<std::string> Models(const json& j) {
   if (!j.is_array()) return Invalid("models", "must be an array");
   if (j.size() > 1000) return Invalid("models", "has more than 1000 entries");
@@ -229,7 +238,9 @@ Result<ProviderPatch> ParseProviderJson(const json& j, BodyKind kind) {
     const std::string& k = it.key();
     const json& v = it.value();
     if (k == "name") {
-      DYAD_ASSIGN_OR_RETURN(p.name, String(v, k, 200, false));
+      DYAD_ASSIGN_OR_RETURN(std::string name, String(v, k, 200, false));
+      if (HasControlCharacter(name)) return Invalid(k, "must not contain control characters");
+      p.name = std::move(name);
     } else if (k == "slug") {
       DYAD_ASSIGN_OR_RETURN(std::string slug, String(v, k, 64, false));
       if (!ValidSlug(slug)) {

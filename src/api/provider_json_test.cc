@@ -43,6 +43,22 @@ TEST(ProviderJson, EachBadFieldIsNamed) {
             std::string::npos);
 }
 
+// A provider's name takes no C0 control character and no DEL (a NUL, an
+// escape sequence, a line break would hide or forge text where it is shown);
+// any other character, non-ASCII included, is kept as sent.
+TEST(ProviderJson, ANameWithAControlCharacterIsRefused) {
+  for (const std::string escaped : {"\\u0000", "\\u0001", "\\u001b[2J", "\\t", "\\n", "\\r", "\\u007f"}) {
+    for (BodyKind kind : {BodyKind::kCreate, BodyKind::kUpdate}) {
+      EXPECT_EQ(ErrorOf(R"({"name":"a)" + escaped + R"(b","slug":"a","type":"local"})", kind),
+                "field 'name' must not contain control characters")
+          << escaped;
+    }
+  }
+  auto r = ParseProviderBody(R"({"name":"Open AI \u00e9 ~!","slug":"a","type":"local"})", BodyKind::kCreate);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r->name, "Open AI \xc3\xa9 ~!");
+}
+
 TEST(ProviderJson, CredentialErrorsNeverEchoValues) {
   std::string m = ErrorOf(R"({"name":"n","slug":"a","type":"local","credentials":{"api_key":42}})");
   EXPECT_NE(m.find("credentials.api_key"), std::string::npos);

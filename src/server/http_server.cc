@@ -579,6 +579,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     auto& msg = parser_->get();
     HttpRequest req;
     req.method = std::string(msg.method_string());
+    head_ = msg.method() == http::verb::head;
     SetTarget(req, msg.target());
     req.headers.reserve(16);
     std::optional<std::string_view> authorization, content_type, rid;  // the first of each
@@ -636,7 +637,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void ServeOnPool(HttpRequest req, unsigned version, ThreadPool& pool) {
     for (;;) {
       Streamer writer(this->shared_from_this(), req.request_id, version);
-      req.writer = &writer;
+      req.writer = head_ ? nullptr : &writer;  // a HEAD answer is never streamed (MakeResponse drops its body)
       HttpResponse resp = server_->Call(req);
       req.writer = nullptr;
       if constexpr (kTls) {
@@ -1180,6 +1181,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     r.body = std::string(R"({"status":"error","error":{"code":")") + std::string(code) +
              R"(","message":")" + message + "\"}}";
     keep_alive_ = false;
+    head_ = false;  // no request was read whole: the body goes out, and the connection closes
     busy_ = true;
     Write(std::move(r), GenerateRequestId(), 11);
   }
@@ -1194,6 +1196,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     res->body() = std::move(resp.body);
     res->keep_alive(keep_alive_ && !server_->stopping && !CertRevoked());
     res->prepare_payload();
+    if (head_ && res->has_content_length()) {
+      // HEAD (RFC 9110 §9.3.2): the head a GET would have, its Content-Length
+      // the body's, and no byte of the body (a kept connection would read
+      // it as the next answer).
+      const size_t length = res->body().size();
+      res->body().clear();
+      res->content_length(length);
+    }
     return res;
   }
 
@@ -1341,6 +1351,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool first_ = true;
   bool busy_ = false;
   bool keep_alive_ = true;
+  bool head_ = false;  // the request being answered is a HEAD (MakeRequest)
   bool stream_chunked_ = false;     // the streamed answer in progress is chunked
   bool stream_keep_alive_ = false;  // and keeps the connection
   int fd_ = -1;                     // while detached: the socket's descriptor

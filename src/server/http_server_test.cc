@@ -419,6 +419,38 @@ TEST(HttpServerStream, InlineHandlersHaveNoWriter) {
   EXPECT_FALSE(had_writer);
 }
 
+// A HEAD answer is the head alone, its Content-Length the body's; the next
+// request on the connection is answered in step. Inline and on a pool, and a
+// HEAD is never given a writer to stream with.
+TEST(HttpServerHead, TheBodyIsDroppedAndItsLengthKept) {
+  for (bool blocking : {false, true}) {
+    std::atomic<bool> had_writer{false};
+    Running server(
+        [&](const HttpRequest& req) {
+          if (req.method == "HEAD" && req.writer) had_writer = true;
+          HttpResponse r;
+          r.body = req.path == "/empty" ? "" : "twelve bytes";
+          return r;
+        },
+        blocking);
+    RawClient c(server.port());
+    c.Send("HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::string head = c.ReadUntil("\r\n\r\n");
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 200 ")) << head;
+    EXPECT_NE(head.find("Content-Length: 12\r\n"), std::string::npos) << head;
+    c.Send("HEAD /empty HTTP/1.1\r\nHost: t\r\n\r\n");
+    head = c.ReadUntil("\r\n\r\n");
+    EXPECT_TRUE(head.starts_with("HTTP/1.1 200 ")) << head;  // no body bytes of the first HEAD before it
+    EXPECT_NE(head.find("Content-Length: 0\r\n"), std::string::npos) << head;
+    c.Send("GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    const std::string rest = c.ReadToEnd();
+    EXPECT_TRUE(rest.starts_with("HTTP/1.1 200 ")) << rest;  // no body bytes of the HEADs before it
+    EXPECT_TRUE(rest.ends_with("\r\n\r\ntwelve bytes")) << rest;
+    EXPECT_TRUE(c.closed());
+    EXPECT_FALSE(had_writer) << blocking;
+  }
+}
+
 TEST_P(StreamedAnswer, ClientGoneFailsTheNextWrites) {
   std::promise<int> stopped_after;  // how many writes succeeded before one failed (-1: none failed)
   std::promise<void> head_read;

@@ -85,6 +85,12 @@ bool AimsAtV1(std::string_view path) {
 
 bool IsReadOnly(std::string_view method) { return method == "GET" || method == "HEAD"; }
 
+// Whether a route added for `route_method` answers `method`: HEAD runs the
+// GET route (RFC 9110 §9.3.2); the server sends its head without the body.
+bool Answers(std::string_view route_method, std::string_view method) {
+  return route_method == method || (method == "HEAD" && route_method == "GET");
+}
+
 }  // namespace
 
 Result<std::vector<std::string>> ParseCanonicalPath(std::string_view path) {
@@ -139,7 +145,9 @@ bool Router::MayBlock(const HttpRequest& request) const {
   auto path = ParseCanonicalPath(request.path);
   if (!path.ok()) return false;
   for (const auto& route : routes_) {
-    if (route.method == request.method && Match(route, *path, nullptr)) return route.cost == HandlerCost::kMayBlock;
+    if (Answers(route.method, request.method) && Match(route, *path, nullptr)) {
+      return route.cost == HandlerCost::kMayBlock;
+    }
   }
   return false;
 }
@@ -227,8 +235,8 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
   std::string allow;
   for (const auto& route : routes_) {
     if (!Match(route, path, nullptr)) continue;
-    if (route.method != request.method) {
-      allow += (allow.empty() ? "" : ", ") + route.method;
+    if (!Answers(route.method, request.method)) {
+      allow += (allow.empty() ? "" : ", ") + route.method + (route.method == "GET" ? ", HEAD" : "");
       continue;
     }
     if (admin && !IsReadOnly(request.method) && principal.role != Role::kAdmin) {

@@ -12,7 +12,9 @@
 // whose first segment is "admin" needs a bearer token (401 otherwise, before
 // any route is looked up, so unknown admin paths reveal nothing); a viewer may
 // only GET (403). An unknown path is 404; a known path with another method is
-// 405 with Allow. 401 and 403 answers go to the AuditSink, if one is given, at
+// 405 with Allow. HEAD runs a path's GET route (RFC 9110 §9.3.2), under the
+// same auth rules; the server sends the answer's head, its Content-Length that
+// of the body, which it drops. 401 and 403 answers go to the AuditSink, if one is given, at
 // most one line per source address per second (the next line counts those
 // left out). A handler that throws becomes a 500 naming the request id.
 // Routes are added before serving; Handle() and MayBlock() are then

@@ -77,7 +77,7 @@ TEST_F(RouterTest, UnknownRouteAndWrongMethod) {
   auto r = Call("POST", "/admin/things/1", "Bearer ops-token");
   EXPECT_EQ(r.status, 405);
   ASSERT_FALSE(r.headers.empty());
-  EXPECT_EQ(r.headers[0].second, "GET, DELETE");
+  EXPECT_EQ(r.headers[0].second, "GET, HEAD, DELETE");
   EXPECT_EQ(Call("POST", "/healthz").status, 405);
   EXPECT_EQ(Call("GET", "/healthz").status, 200);
 }
@@ -172,6 +172,33 @@ TEST_F(RouterTest, HandlerExceptionIs500WithTheRequestId) {
 }
 
 // Issue 9, item 6: the server asks which handlers may wait on a backend.
+// RFC 9110 §9.3.2: HEAD runs the GET route, under the same auth (the
+// server drops the body), and Allow names HEAD wherever GET is.
+TEST_F(RouterTest, HeadRunsTheGetRouteUnderTheSameAuth) {
+  auto r = Call("HEAD", "/healthz");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, Call("GET", "/healthz").body);
+  EXPECT_EQ(Call("HEAD", "/admin/things/1").status, 401);
+  EXPECT_EQ(Call("HEAD", "/admin/things/1", "Bearer wrong").status, 401);
+  r = Call("HEAD", "/admin/things/7", "Bearer viewer-token");  // a viewer may HEAD what it may GET
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("\"id\":\"7\""), std::string::npos) << r.body;
+  r = Call("HEAD", "/admin/things", "Bearer ops-token");  // POST only: no GET to run
+  EXPECT_EQ(r.status, 405);
+  ASSERT_FALSE(r.headers.empty());
+  EXPECT_EQ(r.headers[0].second, "POST");
+  r = Call("PUT", "/admin/things/1", "Bearer ops-token");
+  ASSERT_EQ(r.status, 405);
+  EXPECT_EQ(r.headers[0].second, "GET, HEAD, DELETE");
+  EXPECT_EQ(Call("HEAD", "/nope").status, 404);
+  HttpRequest head;
+  head.method = "HEAD";
+  head.path = "/admin/things/1";
+  EXPECT_TRUE(router_->MayBlock(head));
+  head.path = "/healthz";
+  EXPECT_FALSE(router_->MayBlock(head));
+}
+
 TEST_F(RouterTest, MayBlockFollowsTheRoute) {
   HttpRequest r;
   r.method = "GET";

@@ -314,6 +314,28 @@ Result<HttpHeaders> CredentialHeaders(const AdapterConfig& config, const Credent
   return out;
 }
 
+Status CheckHeaderBoundFields(const AdapterConfig& config, const CredentialFields& fields) {
+  auto check = [&](const std::string& field, const std::string& member) -> Status {
+    auto it = fields.find(field);
+    if (it == fields.end() || DecodeReference(it->second) || IsHeaderSafe(it->second.view())) return OkStatus();
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "field 'credentials." + field + "' holds a control character (CR, LF, NUL, …), which the header " +
+                         "it is sent in (adapterConfig." + member + ") cannot carry");
+  };
+  // The placeholders as CredentialHeaders reads them.
+  std::string_view t = config.auth.value_template;
+  for (size_t open = t.find('{'); open != std::string_view::npos; open = t.find('{', open + 1)) {
+    const size_t close = t.find('}', open);
+    if (close == std::string_view::npos) break;
+    DYAD_RETURN_IF_ERROR(check(std::string(t.substr(open + 1, close - open - 1)), "auth.template"));
+    open = close;
+  }
+  for (const auto& [field, header] : config.credential_headers) {
+    DYAD_RETURN_IF_ERROR(check(field, "credentialHeaders." + field));
+  }
+  return OkStatus();
+}
+
 std::string UpstreamHost(std::string_view base_url) {
   auto parts = SplitUrl(base_url);
   if (!parts.ok()) return "";

@@ -23,7 +23,8 @@
 // kInvalidArgument naming the member ("adapterConfig.auth.header: …").
 // CredentialHeaders' are kFailedPrecondition naming the credential field
 // (missing, or holding CR, LF, NUL or another control character that would
-// split a header); never a value.
+// split a header); never a value. CheckHeaderBoundFields refuses the latter
+// when credentials are written, CredentialHeaders still when they are used.
 #pragma once
 
 #include <string>
@@ -59,6 +60,14 @@ Result<AdapterConfig> ParseAdapterConfig(std::string_view adapter_config_json, c
 // The headers that carry `fields` upstream: the auth header, then each
 // credentialHeaders entry whose field the credentials hold.
 Result<HttpHeaders> CredentialHeaders(const AdapterConfig& config, const CredentialFields& fields);
+
+// For a write: kInvalidArgument naming the first field of `fields` that
+// `config` sends in a header (a {field} of auth.template, a credentialHeaders
+// entry) and whose value CredentialHeaders would refuse (CR, LF, NUL or
+// another control character): such a credential could never be sent, so it
+// is not stored. A reference (resolved at use) and a field sent in no header
+// (a PEM key with its line breaks) are not checked. Never a value.
+Status CheckHeaderBoundFields(const AdapterConfig& config, const CredentialFields& fields);
 
 // The host of an http(s) URL as ParseAdapterConfig accepted it, without
 // brackets or port ("api.openai.com", "::1"); empty when there is none.

@@ -213,6 +213,38 @@ TEST(AdapterConfigTest, CredentialHeadersRefuseMissingFieldsAndInjection) {
   }
 }
 
+// At write time: the fields the config sends in a header, and only those,
+// are refused with what CredentialHeaders would refuse at use.
+TEST(AdapterConfigTest, HeaderBoundFieldsAreCheckedForAWrite) {
+  auto config = Parse(json{{"baseUrl", "https://x.test"}}).value();
+  const std::string pem = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+  EXPECT_TRUE(CheckHeaderBoundFields(config, Fields({{"api_key", "sk-1\tx"}, {"private_key", pem}})).ok());
+  EXPECT_TRUE(CheckHeaderBoundFields(config, Fields({{"token", "no api_key: not this check's"}})).ok());
+  CredentialFields ref;
+  ref.emplace("api_key", EncodeReference({"database/creds/readonly", "password"}));  // holds a NUL; resolved at use
+  EXPECT_TRUE(CheckHeaderBoundFields(config, ref).ok());
+  for (std::string bad : {std::string("sk-1\r\nX-Evil: 1"), std::string("sk-1\n"), std::string("sk-1\0x", 6),
+                          std::string("sk-1\x7f")}) {
+    Status s = CheckHeaderBoundFields(config, Fields({{"api_key", bad}, {"private_key", pem}}));
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_EQ(s.error().message,
+              "field 'credentials.api_key' holds a control character (CR, LF, NUL, …), which the header it is sent in "
+              "(adapterConfig.auth.template) cannot carry");
+    Status org = CheckHeaderBoundFields(config, Fields({{"api_key", "ok"}, {"organization", bad}}));
+    ASSERT_FALSE(org.ok());
+    EXPECT_NE(org.error().message.find("'credentials.organization'"), std::string::npos) << org.error().message;
+    EXPECT_NE(org.error().message.find("adapterConfig.credentialHeaders.organization"), std::string::npos);
+    EXPECT_EQ(org.error().message.find("sk-1"), std::string::npos);
+  }
+  auto custom = Parse(json::parse(R"({"baseUrl":"https://x.test","auth":{"header":"x-api-key","template":"{user}:{api_key}!"}})")).value();
+  Status user = CheckHeaderBoundFields(custom, Fields({{"api_key", "k"}, {"user", "u\r\n"}}));
+  ASSERT_FALSE(user.ok());
+  EXPECT_NE(user.error().message.find("'credentials.user'"), std::string::npos) << user.error().message;
+  // Not sent by this config: its line breaks are its own.
+  EXPECT_TRUE(CheckHeaderBoundFields(custom, Fields({{"api_key", "k"}, {"user", "u"}, {"note", "o\n"}})).ok());
+}
+
 TEST(AdapterConfigTest, UpstreamHostStripsPortAndBrackets) {
   EXPECT_EQ(UpstreamHost("https://api.openai.com:8443/v1"), "api.openai.com");
   EXPECT_EQ(UpstreamHost("http://[::1]:9/x"), "::1");

@@ -74,6 +74,22 @@ class StatusSink final : public UpstreamSink {
 
 bool UsesUpstream(const std::string& type) { return type == "http-sdk" || type == "proxy"; }
 
+namespace {
+
+// The credentials being written against the headers `p`'s adapterConfig
+// sends them in: one that no header can carry is refused now, not found
+// broken on the first /v1 call (CredentialHeaders still checks there). An
+// adapterConfig that does not parse is another error's, reported where it
+// is checked (or an old row's, kept as it is).
+Status CheckCredentialsForHeaders(const Provider& p, const CredentialFields& fields, const UpstreamPolicy& policy) {
+  if (!UsesUpstream(p.type)) return OkStatus();
+  auto config = ParseAdapterConfig(p.adapter_config_json, policy);
+  if (!config.ok()) return OkStatus();
+  return CheckHeaderBoundFields(*config, fields);
+}
+
+}  // namespace
+
 std::string UpstreamProbe::Describe() const {
   if (status != 0) return "GET " + url + " answered HTTP " + std::to_string(status);
   return "GET " + url + " had no answer: " + error;
@@ -150,7 +166,9 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   Apply(input, p);
   p.created_at = p.updated_at = FormatIso8601(clock_.WallNow());
   if (UsesUpstream(p.type)) {
-    if (Status up = CheckUpstream(p); !up.ok()) {
+    Status up = CheckUpstream(p);
+    if (up.ok() && input.credentials) up = CheckCredentialsForHeaders(p, *input.credentials, upstream_.policy);
+    if (!up.ok()) {
       Audit("provider.create", p.id, up, caller, t0);
       return up.error();
     }
@@ -257,6 +275,7 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
     if (UsesUpstream(p.type) && (p.type != type_before || p.adapter_config_json != config_before)) {
       DYAD_RETURN_IF_ERROR(CheckUpstream(p));
     }
+    if (patch.credentials) DYAD_RETURN_IF_ERROR(CheckCredentialsForHeaders(p, *patch.credentials, upstream_.policy));
     p.updated_at = FormatIso8601(clock_.WallNow());
     // Both writes are fenced by what was read under the lease (the secret's
     // version, the row's revision): a writer whose lease ran out while it
@@ -428,6 +447,7 @@ Result<Provider> ProviderService::RotateCredentials(const std::string& id, const
                                                             "stored; rotate without validate, then validate live");
         }
       }
+      DYAD_RETURN_IF_ERROR(CheckCredentialsForHeaders(p, credentials, upstream_.policy));
       DYAD_ASSIGN_OR_RETURN(*probe, ProbeUpstream(p, credentials));
       if (!probe->ok()) {
         return MakeError(ErrorCode::kFailedPrecondition,

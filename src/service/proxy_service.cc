@@ -552,7 +552,10 @@ class ForwardSink final : public UpstreamSink {
     return !client_gone;
   }
 
+  void OnFailure(UpstreamFailure kind) override { failure = kind; }
+
   ProxyAnswer answer;
+  UpstreamFailure failure = UpstreamFailure::kNone;
   std::optional<double> upstream_seconds;
   bool retry = false;
   bool client_gone = false;
@@ -778,8 +781,20 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     if (!sent.ok() && !answer.streamed) {
       Error e = client_gone ? MakeError(ErrorCode::kCancelled, "the client went away") : sent.error();
       metrics_.ObserveV1(provider->slug, metric_model, StatusOf(e), sink.upstream_seconds, *overhead, 0);
-      if (e.code == ErrorCode::kUnavailable) e.message = "upstream '" + provider->slug + "' unreachable: " + e.message;
-      if (e.code == ErrorCode::kDeadlineExceeded) e.message = "upstream '" + provider->slug + "' timed out: " + e.message;
+      if (e.code == ErrorCode::kCancelled) return e;
+      // The client's words (B6): the provider and the kind of failure. The
+      // error's own name the upstream's URL, and curl's its host, port and
+      // address, which a /v1 client must not learn: they go to the log.
+      spdlog::warn("v1: request {}: the call to provider {} failed: {}", request.caller.request_id, provider->slug,
+                   e.message);
+      const std::string kind = DescribeUpstreamFailure(sink.failure, up.timeouts);
+      const std::string named = "upstream '" + provider->slug + "'";
+      switch (e.code) {
+        case ErrorCode::kUnavailable: e.message = named + " unreachable: " + kind; break;
+        case ErrorCode::kDeadlineExceeded: e.message = named + " timed out: " + kind; break;
+        case ErrorCode::kInvalidArgument: e.message = named + " was not called: " + kind; break;
+        default: e.message = named + " was not called: internal error (request id " + request.caller.request_id + ")";
+      }
       return e;
     }
     if (!sent.ok()) {

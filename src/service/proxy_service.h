@@ -34,7 +34,10 @@
 // other answers are kept whole and returned (one write, with a length).
 // Upstream errors: kUnavailable (unreachable), kDeadlineExceeded (a
 // timeout), kCancelled (the client went away); once an answer was begun to
-// the client an error only cuts it short (ProxyAnswer::cut_short).
+// the client an error only cuts it short (ProxyAnswer::cut_short). Their
+// messages name the provider's slug and the kind of failure, never the
+// upstream's URL, host, port or address (a /v1 client must not learn them):
+// the upstream client's full words go to the log at warn, with the request id.
 //
 // A client with allow-lists is told nothing of what lies outside them: a
 // provider or model outside its lists is answered as one that does not exist

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "testing/gate.h"
+#include "testing/log_capture.h"
 #include "testing/service_fixture.h"
 
 namespace dyad {
@@ -26,6 +27,7 @@ class FakeUpstream final : public UpstreamClient {
     std::vector<std::string> pieces = {R"({"ok":true})"};
     Status error;  // returned after the pieces (an empty status: success)
     bool error_before_head = false;
+    UpstreamFailure failure = UpstreamFailure::kNone;  // told to the sink before `error`
     // Answers 401 unless the request carries this Authorization value.
     std::string require_authorization;
   };
@@ -55,6 +57,7 @@ class FakeUpstream final : public UpstreamClient {
     if (during_send) during_send();  // the time the call takes, a rotation meanwhile
     Answer a = answers.size() > 1 ? answers.front() : answers.back();
     if (answers.size() > 1) answers.pop_front();
+    if (!a.error.ok() && a.failure != UpstreamFailure::kNone) sink.OnFailure(a.failure);
     if (a.error_before_head) return a.error;
     if (!a.require_authorization.empty() && seen.back().Header("Authorization") != a.require_authorization) {
       a.status = 401;
@@ -462,6 +465,56 @@ TEST_F(ProxyServiceTest, UpstreamErrorsRedirectsAndCutBodies) {
   cut.error = MakeError(ErrorCode::kDeadlineExceeded, "idle");
   upstream_.answers = {cut};
   EXPECT_EQ(Call(R"({"model":"gpt-a"})").code(), ErrorCode::kDeadlineExceeded);
+}
+
+// B6: the client's message names the provider and the kind of failure; the
+// upstream's words (its URL, curl's host, port and address) go to the log
+// only, with the request id.
+TEST_F(ProxyServiceTest, UpstreamErrorsTellTheClientTheKindNotTheAddress) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  const std::string where = "POST http://10.9.8.7:8443/alpha/v1/chat/completions: ";
+  struct Case {
+    ErrorCode code;
+    UpstreamFailure kind;
+    std::string detail;
+    std::string want;
+  };
+  const std::vector<Case> cases = {
+      {ErrorCode::kUnavailable, UpstreamFailure::kConnect,
+       "Failed to connect to 10.9.8.7 port 8443 after 0 ms: Couldn't connect to server",
+       "upstream 'alpha' unreachable: could not connect"},
+      {ErrorCode::kUnavailable, UpstreamFailure::kResolve, "Could not resolve host: up.internal.example",
+       "upstream 'alpha' unreachable: its host name could not be resolved (DNS)"},
+      {ErrorCode::kUnavailable, UpstreamFailure::kTls, "SSL certificate problem: unable to get local issuer certificate",
+       "upstream 'alpha' unreachable: TLS failure (the handshake or the certificate check failed)"},
+      {ErrorCode::kUnavailable, UpstreamFailure::kConnectionLost, "Connection reset by peer",
+       "upstream 'alpha' unreachable: connection reset or closed"},
+      {ErrorCode::kUnavailable, UpstreamFailure::kRefusedAddress,
+       "refused to connect to 169.254.169.254, a link-local or cloud metadata address",
+       "upstream 'alpha' unreachable: its address is link-local or cloud metadata, which is refused"},
+      {ErrorCode::kDeadlineExceeded, UpstreamFailure::kConnectTimeout, "the connect timeout (123 ms) passed",
+       "upstream 'alpha' timed out: the connect timeout (123 ms) passed"},
+      {ErrorCode::kDeadlineExceeded, UpstreamFailure::kIdleTimeout, "the idle timeout (60000 ms) passed",
+       "upstream 'alpha' timed out: the idle timeout (60000 ms) passed"},
+      {ErrorCode::kUnavailable, UpstreamFailure::kNone, "something new at 10.9.8.7",
+       "upstream 'alpha' unreachable: the call failed"},
+      {ErrorCode::kInvalidArgument, UpstreamFailure::kInvalidRequest, "header Authorization has a CR, LF or NUL",
+       "upstream 'alpha' was not called: the request cannot be sent as HTTP (a header or the query)"},
+  };
+  for (const Case& c : cases) {
+    testing::LogCapture log;
+    FakeUpstream::Answer down;
+    down.error_before_head = true;
+    down.failure = c.kind;
+    down.error = MakeError(c.code, where + c.detail);
+    upstream_.answers = {down};
+    auto a = Call(R"({"model":"gpt-a"})");
+    ASSERT_FALSE(a.ok()) << c.want;
+    EXPECT_EQ(a.code(), c.code) << c.want;
+    EXPECT_EQ(a.error().message, c.want);
+    EXPECT_EQ(log.Count("request rid: the call to provider alpha failed: " + where + c.detail), 1u) << log.Text();
+    EXPECT_NE(log.Text().find("[warning]"), std::string::npos) << log.Text();
+  }
 }
 
 TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {

@@ -245,6 +245,41 @@ TEST_F(UpstreamCheckTest, ValidateBeforePromoteWritesOnlyWhatTheUpstreamTakes) {
   EXPECT_EQ(client_.requests().size(), 2u);
 }
 
+// A credential no header can carry is refused when it is written (create,
+// replace, rotate with or without validate), not found broken on traffic;
+// nothing is stored and nothing reaches the upstream.
+TEST_F(UpstreamCheckTest, ACredentialNoHeaderCanCarryIsRefusedWhenWritten) {
+  const std::string bad = "sk-SECRET\r\nX-Evil: 1";
+  auto created = Create("a", R"({"baseUrl":"https://api.openai.com/v1"})", "http-sdk", bad);
+  ASSERT_FALSE(created.ok());
+  EXPECT_EQ(created.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(created.error().message.find("'credentials.api_key'"), std::string::npos) << created.error().message;
+  EXPECT_EQ(created.error().message.find("SECRET"), std::string::npos);
+  EXPECT_EQ(repo_->List(0, 10)->total, 0);
+  EXPECT_TRUE(store_.data().empty());
+  EXPECT_EQ(LastAudit("provider.create").outcome, "failure");
+  // A type that sends no header keeps the value as given.
+  EXPECT_TRUE(Create("loc", "{}", "local", bad).ok());
+
+  auto p = Create("openai", R"({"baseUrl":"https://api.openai.com/v1"})", "http-sdk", "sk-old");
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  ProviderPatch replace;
+  replace.credentials = Key(bad);
+  auto put = providers_->Update(p->id, replace, caller_);
+  ASSERT_FALSE(put.ok());
+  EXPECT_EQ(put.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(providers_->RotateCredentials(p->id, Key(bad), caller_).code(), ErrorCode::kInvalidArgument);
+  UpstreamProbe probe;
+  auto validated = providers_->RotateCredentials(p->id, Key(bad), caller_, &probe);
+  ASSERT_FALSE(validated.ok());
+  EXPECT_EQ(validated.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(validated.error().message.find("'credentials.api_key'"), std::string::npos);
+  EXPECT_FALSE(probe.attempted);
+  EXPECT_TRUE(client_.requests().empty());
+  EXPECT_EQ(StoredKey(p->id), "sk-old");
+  EXPECT_EQ(repo_->Get(p->id)->credentials_version, 1);
+}
+
 TEST_F(UpstreamCheckTest, ProbeUsesTheConfiguredHeaderAndPath) {
   auto p = Create("anthropic", R"({"baseUrl":"https://api.anthropic.test","auth":{"header":"x-api-key",
     "template":"{api_key}"},"credentialHeaders":{"project":"X-Project"},"validatePath":"/v1/models?limit=1"})");

@@ -140,6 +140,7 @@ struct Exchange final : AnswerListener {
   Steady::time_point sent_at;
   Steady::time_point last_activity;
   std::string refused;  // a forbidden address curl was about to connect to
+  UpstreamFailure failure = UpstreamFailure::kNone;  // told to the sink when the call fails
 
   bool OnAnswerHead(int final_status) override {
     head.status = final_status;
@@ -329,28 +330,77 @@ class CurlUpstreamClient final : public UpstreamClient {
   }
 
   Status Send(const UpstreamRequest& request, UpstreamSink& sink) override {
-    DYAD_ASSIGN_OR_RETURN(std::shared_ptr<const UpstreamTarget> aimed, targets_.Get(request.url));
-    const UpstreamTarget& target = *aimed;
+    Exchange x;
+    x.sink = &sink;
+    Status status = Call(request, x);
+    if (!status.ok() && x.failure != UpstreamFailure::kNone) sink.OnFailure(x.failure);
+    return status;
+  }
+
+ private:
+  // An error of `kind` (the sink is told the kind when Send returns it).
+  static Status Failed(Exchange& x, UpstreamFailure kind, ErrorCode code, std::string message) {
+    x.failure = kind;
+    return MakeError(code, std::move(message));
+  }
+
+  // The kind of a curl error code.
+  static UpstreamFailure KindOf(CURLcode rc) {
+    switch (rc) {
+      case CURLE_COULDNT_RESOLVE_HOST:
+      case CURLE_COULDNT_RESOLVE_PROXY:
+        return UpstreamFailure::kResolve;
+      case CURLE_COULDNT_CONNECT:
+        return UpstreamFailure::kConnect;
+      case CURLE_SSL_CONNECT_ERROR:
+      case CURLE_PEER_FAILED_VERIFICATION:
+      case CURLE_SSL_CERTPROBLEM:
+      case CURLE_SSL_CIPHER:
+      case CURLE_SSL_CACERT_BADFILE:
+      case CURLE_SSL_CRL_BADFILE:
+      case CURLE_SSL_ISSUER_ERROR:
+      case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+      case CURLE_SSL_INVALIDCERTSTATUS:
+      case CURLE_SSL_SHUTDOWN_FAILED:
+      case CURLE_SSL_CLIENTCERT:
+      case CURLE_USE_SSL_FAILED:
+        return UpstreamFailure::kTls;
+      case CURLE_SEND_ERROR:
+      case CURLE_RECV_ERROR:
+      case CURLE_GOT_NOTHING:
+      case CURLE_PARTIAL_FILE:
+        return UpstreamFailure::kConnectionLost;
+      case CURLE_WEIRD_SERVER_REPLY:
+        return UpstreamFailure::kBadAnswer;
+      default:
+        return UpstreamFailure::kOther;
+    }
+  }
+
+  Status Call(const UpstreamRequest& request, Exchange& x) {
+    auto aimed = targets_.Get(request.url);
+    if (!aimed.ok()) return Failed(x, UpstreamFailure::kInvalidRequest, aimed.code(), aimed.error().message);
+    const UpstreamTarget& target = **aimed;
     if (!IsHttpToken(request.method)) {
-      return MakeError(ErrorCode::kInvalidArgument, "upstream request: the method is not an HTTP token");
+      return Failed(x, UpstreamFailure::kInvalidRequest, ErrorCode::kInvalidArgument,
+                    "upstream request: the method is not an HTTP token");
     }
     for (const auto& [name, value] : request.headers) {
       if (!IsHttpToken(name)) {
-        return MakeError(ErrorCode::kInvalidArgument, What(request.method, target) + ": a header name is not an HTTP token");
+        return Failed(x, UpstreamFailure::kInvalidRequest, ErrorCode::kInvalidArgument,
+                      What(request.method, target) + ": a header name is not an HTTP token");
       }
       if (HasBreakOrNul(value)) {
-        return MakeError(ErrorCode::kInvalidArgument,
-                         What(request.method, target) + ": header " + name + " has a CR, LF or NUL in its value");
+        return Failed(x, UpstreamFailure::kInvalidRequest, ErrorCode::kInvalidArgument,
+                      What(request.method, target) + ": header " + name + " has a CR, LF or NUL in its value");
       }
     }
     // A client gone already (while the call waited for a thread, say): no
     // request goes out for it.
     if (request.hang_up_fd >= 0 && HungUp(request.hang_up_fd)) return ClientHungUp(What(request.method, target));
-    if (!options_.proxy.empty()) DYAD_RETURN_IF_ERROR(CheckHostBeforeProxy(What(request.method, target), target.host));
+    if (!options_.proxy.empty()) DYAD_RETURN_IF_ERROR(CheckHostBeforeProxy(x, What(request.method, target), target.host));
     std::unique_ptr<Entry> entry = Lease(target.origin);
     if (!entry) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
-    Exchange x;
-    x.sink = &sink;
     x.head.headers = std::move(entry->head_headers);  // no growth of a new vector per answer
     Status status = options_.proxy.empty() ? PerformOwn(*entry, request, x, target) : Perform(*entry, request, x, target);
     x.head.headers.clear();
@@ -359,7 +409,6 @@ class CurlUpstreamClient final : public UpstreamClient {
     return status;
   }
 
- private:
   static bool IsNumeric(const std::string& host) {
     unsigned char buf[sizeof(in6_addr)];
     const std::string bare = host.substr(0, host.find('%'));
@@ -368,26 +417,26 @@ class CurlUpstreamClient final : public UpstreamClient {
 
   // Through the proxy: the URL's host, resolved here, leads to no refused
   // address (a numeric host is its own address).
-  Status CheckHostBeforeProxy(const std::string& what, const std::string& host) const {
+  Status CheckHostBeforeProxy(Exchange& x, const std::string& what, const std::string& host) const {
     if (IsNumeric(host)) {
-      if (IsForbiddenUpstreamAddress(host.substr(0, host.find('%')))) return Refused(what, host);
+      if (IsForbiddenUpstreamAddress(host.substr(0, host.find('%')))) return Refused(x, what, host);
       return OkStatus();
     }
     auto addresses = options_.resolver->Resolve(host);
     if (!addresses.ok()) {
-      return MakeError(ErrorCode::kUnavailable, what + ": the host could not be resolved to check it before the "
+      return Failed(x, UpstreamFailure::kResolve, ErrorCode::kUnavailable, what + ": the host could not be resolved to check it before the "
                                                        "call through GATEWAY_UPSTREAM_PROXY (" +
                                                        std::string(ErrorCodeName(addresses.code())) + ")");
     }
     for (const std::string& a : *addresses) {
-      if (IsForbiddenUpstreamAddress(a)) return Refused(what, a);
+      if (IsForbiddenUpstreamAddress(a)) return Refused(x, what, a);
     }
     return OkStatus();
   }
 
-  static Status Refused(const std::string& what, const std::string& address) {
-    return MakeError(ErrorCode::kUnavailable,
-                     what + ": refused to connect to " + address + ", a link-local or cloud metadata address");
+  static Status Refused(Exchange& x, const std::string& what, const std::string& address) {
+    return Failed(x, UpstreamFailure::kRefusedAddress, ErrorCode::kUnavailable,
+                  what + ": refused to connect to " + address + ", a link-local or cloud metadata address");
   }
 
   Status Perform(Entry& e, const UpstreamRequest& request, Exchange& x, const UpstreamTarget& target) {
@@ -482,25 +531,30 @@ class CurlUpstreamClient final : public UpstreamClient {
     }
     const std::string what = What(request.method, target);
     if (hung_up) return ClientHungUp(what);
-    if (timed_out) return TimedOut(what, timed_out, request.timeouts, x.head_done);
-    if (!failure.empty()) return MakeError(ErrorCode::kInternal, what + ": " + failure);
+    if (timed_out) return TimedOut(x, what, timed_out, request.timeouts, x.head_done);
+    if (!failure.empty()) return Failed(x, UpstreamFailure::kOther, ErrorCode::kInternal, what + ": " + failure);
     if (x.cancelled) return MakeError(ErrorCode::kCancelled, what + ": the answer's reader stopped reading it");
-    if (x.head_too_large) return HeadTooLarge(what);
-    if (result == CURLE_OPERATION_TIMEDOUT) return TimedOut(what, "connect", request.timeouts, false);
-    if (result != CURLE_OK && !x.refused.empty()) return Refused(what, x.refused);
+    if (x.head_too_large) return HeadTooLarge(x, what);
+    if (result == CURLE_OPERATION_TIMEDOUT) return TimedOut(x, what, "connect", request.timeouts, false);
+    if (result != CURLE_OK && !x.refused.empty()) return Refused(x, what, x.refused);
     if (result != CURLE_OK) {
       const std::string why = e.error[0] ? std::string(e.error) : curl_easy_strerror(result);
-      return MakeError(ErrorCode::kUnavailable,
-                       what + ": " + (x.head_done ? "the answer was cut short: " : "") + why);
+      return Failed(x, KindOf(result), ErrorCode::kUnavailable,
+                    what + ": " + (x.head_done ? "the answer was cut short: " : "") + why);
     }
-    if (!x.head_done) return MakeError(ErrorCode::kUnavailable, what + ": no answer head");
+    if (!x.head_done) return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable, what + ": no answer head");
     return OkStatus();
   }
 
   // `which` timeout ("connect", "first-byte", "idle" or "total") passed.
-  static Status TimedOut(const std::string& what, const char* which, const UpstreamTimeouts& t, bool head_done) {
+  static Status TimedOut(Exchange& x, const std::string& what, const char* which, const UpstreamTimeouts& t,
+                         bool head_done) {
     const std::string_view w = which;
     const auto limit = w == "idle" ? t.idle : w == "total" ? t.total : w == "connect" ? t.connect : t.first_byte;
+    x.failure = w == "idle"      ? UpstreamFailure::kIdleTimeout
+                : w == "total"   ? UpstreamFailure::kTotalTimeout
+                : w == "connect" ? UpstreamFailure::kConnectTimeout
+                                 : UpstreamFailure::kFirstByteTimeout;
     return MakeError(ErrorCode::kDeadlineExceeded, what + ": the " + which + " timeout (" +
                                                        std::to_string(limit.count()) + " ms) passed" +
                                                        (head_done ? "; the answer was cut short" : ""));
@@ -510,9 +564,9 @@ class CurlUpstreamClient final : public UpstreamClient {
     return MakeError(ErrorCode::kCancelled, what + ": stopped, the client hung up");
   }
 
-  static Status HeadTooLarge(const std::string& what) {
-    return MakeError(ErrorCode::kUnavailable,
-                     what + ": the answer's head (or a chunk's size line, or its trailers) is larger than " +
+  static Status HeadTooLarge(Exchange& x, const std::string& what) {
+    return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable,
+                  what + ": the answer's head (or a chunk's size line, or its trailers) is larger than " +
                          std::to_string(kMaxHeadBytes) + " bytes");
   }
 
@@ -526,8 +580,8 @@ class CurlUpstreamClient final : public UpstreamClient {
       query = std::string_view(request.url).substr(q, request.url.find('#', q) - q);
       for (unsigned char c : query) {
         if (c <= ' ' || c == 0x7f) {
-          return MakeError(ErrorCode::kInvalidArgument,
-                           What(request.method, target) + ": the URL's query has a space or control character");
+          return Failed(x, UpstreamFailure::kInvalidRequest, ErrorCode::kInvalidArgument,
+                        What(request.method, target) + ": the URL's query has a space or control character");
         }
       }
       if (query.size() == 1) query = {};  // "?" alone: curl sends none either
@@ -593,7 +647,7 @@ class CurlUpstreamClient final : public UpstreamClient {
       e.sock = CURL_SOCKET_BAD;
     }
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - Steady::now());
-    if (left.count() <= 0) return TimedOut(What(request.method, target), "total", request.timeouts, false);
+    if (left.count() <= 0) return TimedOut(x, What(request.method, target), "total", request.timeouts, false);
     CURL* h = e.easy;
     e.error[0] = '\0';
     x.refused.clear();
@@ -605,16 +659,18 @@ class CurlUpstreamClient final : public UpstreamClient {
     curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, nullptr);
     if (rc != CURLE_OK) {
       const std::string what = What(request.method, target);
-      if (!x.refused.empty()) return Refused(what, x.refused);
+      if (!x.refused.empty()) return Refused(x, what, x.refused);
       if (rc == CURLE_OPERATION_TIMEDOUT) {
         const bool total = Steady::now() >= give_up && request.timeouts.total < request.timeouts.connect;
-        return TimedOut(what, total ? "total" : "connect", request.timeouts, false);
+        return TimedOut(x, what, total ? "total" : "connect", request.timeouts, false);
       }
-      return MakeError(ErrorCode::kUnavailable, what + ": " + (e.error[0] ? std::string(e.error) : curl_easy_strerror(rc)));
+      return Failed(x, KindOf(rc), ErrorCode::kUnavailable,
+                    what + ": " + (e.error[0] ? std::string(e.error) : curl_easy_strerror(rc)));
     }
     curl_socket_t sock = CURL_SOCKET_BAD;
     if (curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, &sock) != CURLE_OK || sock == CURL_SOCKET_BAD) {
-      return MakeError(ErrorCode::kUnavailable, What(request.method, target) + ": no socket after connecting");
+      return Failed(x, UpstreamFailure::kConnect, ErrorCode::kUnavailable,
+                    What(request.method, target) + ": no socket after connecting");
     }
     e.sock = sock;
     e.connected = true;
@@ -651,7 +707,7 @@ class CurlUpstreamClient final : public UpstreamClient {
   }
 
   // The status of an exchange that was not resent.
-  static Status Settle(const ExchangeResult& r, const AnswerReader& reader, const Exchange& x, const std::string& what,
+  static Status Settle(const ExchangeResult& r, const AnswerReader& reader, Exchange& x, const std::string& what,
                        const UpstreamTimeouts& t) {
     const char* cut = x.head_done ? "the answer was cut short: " : "";
     switch (r.end) {
@@ -659,21 +715,23 @@ class CurlUpstreamClient final : public UpstreamClient {
         const char* which = r.timeout == ExchangeTimeout::kIdle    ? "idle"
                             : r.timeout == ExchangeTimeout::kTotal ? "total"
                                                                    : "first-byte";
-        return TimedOut(what, which, t, x.head_done);
+        return TimedOut(x, what, which, t, x.head_done);
       }
       case ExchangeEnd::kHeadTooLarge:
-        return HeadTooLarge(what);
+        return HeadTooLarge(x, what);
       case ExchangeEnd::kCancelled:
         return ClientHungUp(what);
       case ExchangeEnd::kResend:
       case ExchangeEnd::kFailed:
-        return MakeError(ErrorCode::kUnavailable, what + ": " + cut + r.why);
+        return Failed(x, UpstreamFailure::kConnectionLost, ErrorCode::kUnavailable, what + ": " + cut + r.why);
       case ExchangeEnd::kDone:
         break;
     }
     if (reader.cancelled()) return MakeError(ErrorCode::kCancelled, what + ": the answer's reader stopped reading it");
-    if (reader.head_too_large()) return HeadTooLarge(what);
-    if (reader.failed()) return MakeError(ErrorCode::kUnavailable, what + ": " + cut + reader.error());
+    if (reader.head_too_large()) return HeadTooLarge(x, what);
+    if (reader.failed()) {
+      return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable, what + ": " + cut + reader.error());
+    }
     return OkStatus();
   }
 
@@ -807,6 +865,28 @@ class CurlUpstreamClient final : public UpstreamClient {
 
 // IsForbiddenUpstreamAddress: transport/upstream_address.cc (one definition for both
 // branches that wrote it).
+
+std::string DescribeUpstreamFailure(UpstreamFailure kind, const UpstreamTimeouts& timeouts) {
+  auto passed = [](const char* which, std::chrono::milliseconds limit) {
+    return std::string("the ") + which + " timeout (" + std::to_string(limit.count()) + " ms) passed";
+  };
+  switch (kind) {
+    case UpstreamFailure::kResolve: return "its host name could not be resolved (DNS)";
+    case UpstreamFailure::kConnect: return "could not connect";
+    case UpstreamFailure::kRefusedAddress: return "its address is link-local or cloud metadata, which is refused";
+    case UpstreamFailure::kTls: return "TLS failure (the handshake or the certificate check failed)";
+    case UpstreamFailure::kConnectionLost: return "connection reset or closed";
+    case UpstreamFailure::kBadAnswer: return "its answer was not valid HTTP";
+    case UpstreamFailure::kInvalidRequest: return "the request cannot be sent as HTTP (a header or the query)";
+    case UpstreamFailure::kConnectTimeout: return passed("connect", timeouts.connect);
+    case UpstreamFailure::kFirstByteTimeout: return passed("first-byte", timeouts.first_byte);
+    case UpstreamFailure::kIdleTimeout: return passed("idle", timeouts.idle);
+    case UpstreamFailure::kTotalTimeout: return passed("total", timeouts.total);
+    case UpstreamFailure::kNone:
+    case UpstreamFailure::kOther: break;
+  }
+  return "the call failed";
+}
 
 namespace {
 

@@ -38,7 +38,9 @@
 // first-byte, idle or total), kCancelled when the sink returned false or the
 // request's hang_up_fd hung up before the answer's head (the connection is
 // then closed, not pooled), kInvalidArgument for a URL the client will not call. Once OnHead was called
-// an error means the body was cut short.
+// an error means the body was cut short. The messages name the call's URL and
+// keep the library's words (host, port, address): the sink's OnFailure is
+// told the kind of failure in words for those who must not learn them.
 #pragma once
 
 #include <chrono>
@@ -89,6 +91,30 @@ struct UpstreamHead {
   HttpHeaders headers;  // names lower-cased; hop-by-hop headers removed
 };
 
+// What kind of failure ended a call, for whoever must not learn the
+// upstream's address: a Send error's message names the call's URL and keeps
+// the library's words, which name the host, the port and the IP (for the
+// gateway's log and its admins); a /v1 client is told this instead.
+enum class UpstreamFailure {
+  kNone,            // not told (a client gone, a sink that stopped, a fake)
+  kResolve,         // the host name did not resolve
+  kConnect,         // no connection (refused, unreachable)
+  kRefusedAddress,  // a link-local or cloud metadata address, refused here
+  kTls,             // the TLS handshake or the certificate check failed
+  kConnectionLost,  // the connection was reset or closed
+  kBadAnswer,       // the answer was not HTTP (no head, a head too large, malformed)
+  kInvalidRequest,  // the request cannot be sent as HTTP (a header or the query)
+  kConnectTimeout,
+  kFirstByteTimeout,
+  kIdleTimeout,
+  kTotalTimeout,
+  kOther,
+};
+
+// The kind in words that name no host, port, address or URL; a timeout
+// with its limit in `timeouts` ("the first-byte timeout (400 ms) passed").
+std::string DescribeUpstreamFailure(UpstreamFailure kind, const UpstreamTimeouts& timeouts);
+
 // Called on the caller's thread, in order: OnHead once, then OnBody for each
 // piece (never empty), with OnFlush after those of one read from the
 // upstream, before the call waits for more. Returning false cancels the call.
@@ -102,6 +128,9 @@ class UpstreamSink {
   // answer that fails gets no OnFlush(true): the call's error says so, and
   // what the sink holds is its to pass on or drop.
   virtual bool OnFlush(bool /*last*/) { return true; }
+  // Before Send returns an error of kUnavailable, kDeadlineExceeded or
+  // kInvalidArgument (not always for kInternal): what kind it was.
+  virtual void OnFailure(UpstreamFailure /*kind*/) {}
 };
 
 struct UpstreamClientOptions {

@@ -41,6 +41,7 @@ struct Recorder : UpstreamSink {
   std::function<bool(std::string_view)> on_body;
   std::function<void()> on_flush;
   std::vector<std::string> flushes;  // the body so far at each OnFlush
+  std::vector<UpstreamFailure> failures;  // what OnFailure was told
 
   bool OnHead(const UpstreamHead& h) override {
     ++heads;
@@ -58,6 +59,7 @@ struct Recorder : UpstreamSink {
     if (on_flush) on_flush();
     return true;
   }
+  void OnFailure(UpstreamFailure kind) override { failures.push_back(kind); }
   std::string body() const {
     std::string all;
     for (const auto& p : pieces) all += p;
@@ -279,6 +281,7 @@ TEST(UpstreamClient, MetadataAddressesAreRefusedBeforeConnecting) {
     EXPECT_EQ(s.error().message.find("query-secret"), std::string::npos) << s.error().message;
     EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
     EXPECT_EQ(sink.heads, 0);
+    EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kRefusedAddress}) << url;
   }
   Recorder sink;
   Status s = client->Send(Post("http://[::ffff:169.254.169.254]/"), sink);
@@ -302,6 +305,7 @@ TEST(UpstreamClient, URLsAndHeadersItWillNotSend) {
   EXPECT_EQ(s.error().code, ErrorCode::kInvalidArgument);
   EXPECT_NE(s.error().message.find("X-Injected"), std::string::npos) << s.error().message;
   EXPECT_EQ(s.error().message.find("secret-value"), std::string::npos) << s.error().message;
+  EXPECT_EQ(sink.failures.back(), UpstreamFailure::kInvalidRequest);
   request = Post("http://127.0.0.1:1/");
   request.headers.push_back({"Bad Name", "v"});
   EXPECT_EQ(client->Send(request, sink).error().code, ErrorCode::kInvalidArgument);
@@ -325,6 +329,8 @@ TEST(UpstreamClient, AnUpstreamThatIsDownIsUnavailableWithoutTheCredential) {
   EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
   EXPECT_EQ(s.error().message.find("query-secret"), std::string::npos) << s.error().message;
   EXPECT_EQ(s.error().message.find("model"), std::string::npos) << s.error().message;  // nor the body
+  EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kConnect});
+  EXPECT_EQ(DescribeUpstreamFailure(sink.failures[0], {}), "could not connect");
 }
 
 // A listener whose accept queue is full drops the next SYN: the connection
@@ -349,6 +355,8 @@ TEST(UpstreamClient, AnUpstreamThatDoesNotAcceptHitsTheConnectTimeout) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded) << s.error().message;
   EXPECT_NE(s.error().message.find("connect timeout (100 ms)"), std::string::npos) << s.error().message;
+  EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kConnectTimeout});
+  EXPECT_EQ(DescribeUpstreamFailure(sink.failures[0], request.timeouts), "the connect timeout (100 ms) passed");
 }
 
 TEST(UpstreamClient, AnUpstreamThatNeverAnswersHitsTheFirstByteTimeout) {
@@ -366,6 +374,7 @@ TEST(UpstreamClient, AnUpstreamThatNeverAnswersHitsTheFirstByteTimeout) {
   EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded);
   EXPECT_NE(s.error().message.find("first-byte timeout (100 ms)"), std::string::npos) << s.error().message;
   EXPECT_EQ(sink.heads, 0);
+  EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kFirstByteTimeout});
 }
 
 TEST(UpstreamClient, ASilenceInTheBodyHitsTheIdleTimeoutAndTheConnectionIsClosed) {
@@ -618,6 +627,7 @@ TEST(UpstreamClient, TheConfiguredProxyCarriesTheCallAfterTheHostIsChecked) {
     ASSERT_FALSE(refused.ok()) << url;
     EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable) << url;
     EXPECT_EQ(refused_sink.heads, 0);
+    EXPECT_EQ(refused_sink.failures.size(), 1u) << url;
   }
   EXPECT_EQ(proxy.requests().size(), 1u);  // none of those reached the proxy
   Recorder refused_sink;
@@ -885,6 +895,7 @@ TEST(UpstreamClient, HttpsWithAPrivateCaAndRefusedWithAnother) {
     EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
     EXPECT_NE(s.error().message.find("certificate"), std::string::npos) << s.error().message;
     EXPECT_EQ(sink.heads, 0);
+    EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kTls});
   }
   EXPECT_EQ(server.requests().size(), 2u);
   auto missing = NewUpstreamClient(UpstreamClientOptions{"/nonexistent/ca.pem"});
@@ -959,6 +970,9 @@ TEST(UpstreamClient, GarbageHugeHeadsAndCutBodiesAreErrors) {
     if (!c.head_expected) {
       EXPECT_EQ(sink.heads, 0) << shown;
     }
+    ASSERT_EQ(sink.failures.size(), 1u) << shown;
+    EXPECT_TRUE(sink.failures[0] == UpstreamFailure::kBadAnswer || sink.failures[0] == UpstreamFailure::kConnectionLost)
+        << shown << ": " << static_cast<int>(sink.failures[0]);
     EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
   }
 }

@@ -508,3 +508,56 @@ def test_transfer_encoding_in_an_http_10_request_is_400_and_closes(gateway):
     answer = raw_exchange(gateway, head.encode() + b"GET /admin/providers HTTP/1.1\r\nHost: x\r\n\r\n")
     assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer) == [b"400"], answer[:400]
     assert b"HTTP/1.0 request" in answer
+
+
+def read_head(s):
+    """One answer's status line and header fields from `s` (its body left unread), as (status, {lower name: value})."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        byte = s.recv(1)
+        assert byte, raw
+        raw += byte
+    lines = raw.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), fields
+
+
+def test_head_is_answered_wherever_get_is_without_a_body(gateway):
+    """RFC 9110 §9.3.2: HEAD answers as GET would, without the body, its Content-Length the GET's. No byte of a body
+    follows the head (a keep-alive client would read it as the next answer), and admin auth applies to HEAD too."""
+    get = requests.get(gateway.url + "/healthz")
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        for target, want, token in (("/healthz", 200, None), ("/readyz", 200, None), ("/admin/providers", 401, None),
+                                    ("/admin/providers", 200, VIEWER_TOKEN), ("/nope", 404, None)):
+            auth = f"Authorization: Bearer {token}\r\n" if token else ""
+            s.sendall(f"HEAD {target} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+            status, fields = read_head(s)
+            assert status == want, (target, status, fields)
+            assert int(fields["content-length"]) > 0, (target, fields)
+            if target == "/healthz":
+                assert int(fields["content-length"]) == len(get.content), fields
+            if want == 401:
+                assert fields["www-authenticate"] == "Bearer", fields
+            s.settimeout(0.3)
+            try:
+                stray = s.recv(65536)
+            except TimeoutError:
+                stray = b""
+            s.settimeout(10)
+            assert stray == b"", (target, stray)
+        # The connection is in step: the next GET is answered whole.
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, fields = read_head(s)
+        body = b""
+        while chunk := s.recv(65536):
+            body += chunk
+        assert status == 200 and json.loads(body) == get.json(), (status, body)
+        assert int(fields["content-length"]) == len(body)
+    # POST where only GET is routed: 405, and Allow names HEAD with GET.
+    r = requests.post(gateway.url + "/healthz")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD", r.headers
+    assert gateway.call("HEAD", "/admin/providers", token=None).status_code == 401

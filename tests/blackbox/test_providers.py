@@ -1,4 +1,5 @@
 """Provider registry CRUD through the API, persistence and conflicts."""
+import json
 import os
 import stat
 import subprocess
@@ -96,3 +97,59 @@ def test_credential_names_for_one_variable_and_slugs_without_letters_are_400(gat
     assert [p["slug"] for p in data(gateway.call("GET", "/admin/providers"))["items"]] == ["witness"]
     v = data(gateway.call("POST", f"/admin/secrets/providers/{witness['id']}/credentials/validate"))
     assert v["valid"] is True
+
+
+def test_a_control_character_in_a_name_is_400_at_create_put_and_patch(gateway):
+    """A NUL, an escape or a DEL in a provider's name would hide or forge text wherever the name is shown (listings,
+    logs, a terminal): refused at every write, naming the field, and nothing is stored."""
+    for name in ("Open\u0000AI", "Open\u001b[2JAI", "OpenAI\n", "Open\u007fAI"):
+        r = gateway.call("POST", "/admin/providers", json=provider_body(name=name))
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["error"]["message"] == "field 'name' must not contain control characters", r.text
+    assert data(gateway.call("GET", "/admin/providers"))["total"] == 0
+    created = data(gateway.call("POST", "/admin/providers", json=provider_body(name="Open AI \u00e9")), 201)
+    pid = created["id"]
+    r = gateway.call("PUT", f"/admin/providers/{pid}", json={"name": "a\u0000b"})
+    assert r.status_code == 400 and "'name' must not contain control characters" in r.text, r.text
+    r = gateway.call("PATCH", f"/admin/providers/{pid}", data='{"name": "a\\u0007b"}',
+                     headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 400 and "'name' must not contain control characters" in r.text, r.text
+    assert data(gateway.call("GET", f"/admin/providers/{pid}"))["name"] == "Open AI \u00e9"
+
+
+def test_a_header_bound_credential_with_cr_lf_or_nul_is_400_at_every_write(gateway):
+    """A credential value the /v1 path sends in a header (auth.template's fields, credentialHeaders) cannot hold a
+    CR, LF or NUL: refused when written (create, PUT, PATCH, rotate, with or without validate), naming the field,
+    never the value; a field that is not sent as a header (a PEM key) keeps its line breaks."""
+    bad = "sk-SECRETVALUE\r\nX-Evil: 1"
+
+    def refused(r, field):
+        assert r.status_code == 400, r.text
+        assert f"'credentials.{field}'" in r.text, r.text
+        assert "SECRETVALUE" not in r.text and "X-Evil" not in r.text, r.text
+
+    refused(gateway.call("POST", "/admin/providers", json=provider_body(credentials={"api_key": bad})), "api_key")
+    refused(gateway.call("POST", "/admin/providers", json=provider_body(
+        credentials={"api_key": "sk-ok", "organization": "org-SECRETVALUE\n"})), "organization")
+    refused(gateway.call("POST", "/admin/providers", json=provider_body(
+        adapterConfig={"baseUrl": "https://192.0.2.1", "auth": {"header": "x-api-key", "template": "{token}"}},
+        credentials={"token": "tok-SECRETVALUE\u0000"})), "token")
+    assert data(gateway.call("GET", "/admin/providers"))["total"] == 0
+    assert "SECRETVALUE" not in gateway.logs()
+
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+    p = data(gateway.call("POST", "/admin/providers", json=provider_body(
+        credentials={"api_key": "sk-ok", "private_key": pem})), 201)
+    local = data(gateway.call("POST", "/admin/providers", json=provider_body(
+        slug="local-one", type="local", credentials={"api_key": "line\nbreak"})), 201)
+    assert local["credentials"] == {"api_key": "[STORED_EXTERNALLY]"}
+
+    pid = p["id"]
+    refused(gateway.call("PUT", f"/admin/providers/{pid}", json={"credentials": {"api_key": bad}}), "api_key")
+    refused(gateway.call("PATCH", f"/admin/providers/{pid}", data=json.dumps({"credentials": {"api_key": bad}}),
+                         headers={"Content-Type": "application/merge-patch+json"}), "api_key")
+    for validate in (False, True):
+        refused(gateway.call("POST", f"/admin/providers/{pid}/credentials/rotate",
+                             json={"credentials": {"api_key": bad}, "validate": validate}), "api_key")
+    assert data(gateway.call("GET", f"/admin/providers/{pid}"))["credentialsVersion"] == 1
+    assert "SECRETVALUE" not in gateway.logs()

@@ -270,6 +270,37 @@ def test_upstream_down_slow_and_redirect(v1, stubs):
     assert target.seen == []  # never followed, so the key never went there
 
 
+def test_upstream_errors_do_not_show_the_upstreams_address(v1, stubs):
+    """B6: a /v1 client's 502 and 504 name the provider and what went wrong, never the upstream's host, port, IP
+    or URL (curl's own words name them); the full words, with the request id, are in the gateway's log at warn."""
+    gw = v1({"GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "400"})
+    slow = stubs(STUB_KEY, "slow")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    cases = [("down", f"http://127.0.0.1:{closed_port}/v1", 502, "upstream_unavailable", "could not connect"),
+             ("downlocal", f"http://localhost:{closed_port}/v1", 502, "upstream_unavailable", "could not connect"),
+             ("slow", slow.base_url, 504, "upstream_timeout", "first-byte timeout")]
+    for slug, base_url, _, _, _ in cases:
+        add_provider(gw, slug, base_url, STUB_KEY, [(slug + "-model", slug + "-model")])
+    for slug, base_url, status, code, kind in cases:
+        port = base_url.split(":")[2].split("/")[0]
+        for stream in (False, True):
+            rid = f"b6-{slug}-{stream}"
+            r = requests.post(gw.url + "/v1/chat/completions", timeout=20,
+                              json={"model": slug + "-model", "stream": stream, "messages": []},
+                              headers={"Authorization": f"Bearer {CLIENT_TOKEN}", "X-Request-Id": rid})
+            assert r.status_code == status, (slug, r.status_code, r.text)
+            err = r.json()["error"]
+            assert err["type"] == "api_error" and err["code"] == code, err
+            message = err["message"]
+            assert f"'{slug}'" in message and kind in message, message
+            for shown in (port, "127.0.0.1", "localhost", base_url, "http://", "/v1"):
+                assert shown not in r.text, (shown, r.text)
+            logged = [line for line in gw.logs().splitlines() if rid in line]
+            assert logged and any("warn" in line and port in line for line in logged), logged
+
+
 def raw_v1_post(gw, token, body, content_length=None):
     """POST /v1/chat/completions over a raw socket (15 s timeout), its Content-Length len(body) unless given."""
     length = len(body) if content_length is None else content_length
