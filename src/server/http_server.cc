@@ -694,10 +694,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (buffer_.size() == 0) {
       if (server_->options.detach_lingering && server_->options.pool_linger.count() > 0) Detach();
       if (!Linger(pool)) return to_strand(read_on);
-      if (!ReadNow()) return to_strand(read_on);  // the strand's read sees the close or the error
+      if (ReadNow() == 0) return to_strand(read_on);  // the strand's read sees the close or the error
     }
     NewParser();
     beast::error_code ec;
+    // What this thread reads of one request is bounded: a body's chunk
+    // framing does not count toward its limit, so a fast sender could
+    // otherwise hold the thread for as long as it keeps sending.
+    size_t left = server_->options.max_body_bytes + 2 * kReadBufferLimit;
     for (bool header_done = false;;) {
       // put() stops at the end of the header (the parser is not eager).
       while (buffer_.size() > 0 && !parser_->is_header_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
@@ -705,8 +709,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       while (buffer_.size() > 0 && !parser_->is_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
       if (ec == http::error::need_more) ec = {};
       // The rest of a request that did not come in one read (a conversation's
-      // body) is taken while it is there; what is not yet, the strand waits for.
-      if (ec || parser_->is_done() || !ReadNow()) break;
+      // body) is taken while it is there and no other call waits for this
+      // pool; the strand waits for the rest.
+      if (ec || parser_->is_done() || pool.Waiting() > 0) break;
+      const size_t got = ReadNow(left);
+      if (got == 0) break;
+      left -= got;
     }
     if (ec) return to_strand([ec](Session& s) { s.OnRead(ec); });
     if (!parser_->is_done()) return to_strand([](Session& s) { s.ReadHeader(); });
@@ -714,17 +722,18 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     return MakeRequest(version);
   }
 
-  // Plain, on a pool thread: what the socket holds now, into buffer_ (one
-  // recv that never waits); false when nothing came (none yet, the close, an
-  // error: the strand's read sees those) or the buffer is full.
-  bool ReadNow() {
-    const size_t room = std::min<size_t>(16 * 1024, buffer_.max_size() - buffer_.size());
-    if (room == 0) return false;
+  // Plain, on a pool thread: what the socket holds now, up to `most` bytes,
+  // into buffer_ (one recv that never waits); how many came. 0 when none did
+  // (none yet, the close, an error: the strand's read sees those) or when
+  // the buffer or `most` leaves no room.
+  size_t ReadNow(size_t most = 16 * 1024) {
+    const size_t room = std::min<size_t>({16 * 1024, most, buffer_.max_size() - buffer_.size()});
+    if (room == 0) return 0;
     auto space = buffer_.prepare(room);
     const ssize_t n = ::recv(Fd(), space.data(), space.size(), MSG_DONTWAIT);
-    if (n <= 0) return false;
+    if (n <= 0) return 0;
     buffer_.commit(static_cast<size_t>(n));
-    return true;
+    return static_cast<size_t>(n);
   }
 
   // Plain, on a pool thread: waits up to options.pool_linger for the

@@ -208,7 +208,10 @@ Result<ModelField> FindModel(std::string_view body) {
     i = SkipSpace(body, key_end) + 1;  // past ':'
     i = SkipSpace(body, i);
     size_t value_end = SkipValue(body, i);
+    // The token found must be the value the parser read: ReplaceModel
+    // rewrites it, so a disagreement must not pick another one.
     if (is_model) {
+      if (DecodeString(body.substr(i, value_end - i)) != field.value) break;
       field.begin = i;
       field.end = value_end;
       return field;
