@@ -424,9 +424,9 @@ class CurlUpstreamClient final : public UpstreamClient {
     }
     auto addresses = options_.resolver->Resolve(host);
     if (!addresses.ok()) {
-      return Failed(x, UpstreamFailure::kResolve, ErrorCode::kUnavailable, what + ": the host could not be resolved to check it before the "
-                                                       "call through GATEWAY_UPSTREAM_PROXY (" +
-                                                       std::string(ErrorCodeName(addresses.code())) + ")");
+      return Failed(x, UpstreamFailure::kResolve, ErrorCode::kUnavailable,
+                    what + ": the host could not be resolved to check it before the call through "
+                           "GATEWAY_UPSTREAM_PROXY (" + std::string(ErrorCodeName(addresses.code())) + ")");
     }
     for (const std::string& a : *addresses) {
       if (IsForbiddenUpstreamAddress(a)) return Refused(x, what, a);
@@ -567,7 +567,7 @@ class CurlUpstreamClient final : public UpstreamClient {
   static Status HeadTooLarge(Exchange& x, const std::string& what) {
     return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable,
                   what + ": the answer's head (or a chunk's size line, or its trailers) is larger than " +
-                         std::to_string(kMaxHeadBytes) + " bytes");
+                      std::to_string(kMaxHeadBytes) + " bytes");
   }
 
   // Our own exchange (see the top of this file).
