@@ -25,6 +25,9 @@ bool MediaTypeIs(std::string_view content_type, std::string_view type);
 // An RFC 9110 token (a header name, a method): one or more of A-Z a-z 0-9
 // and !#$%&'*+-.^_`|~.
 bool IsHttpToken(std::string_view s);
+// A header field value that cannot end its header early or start another:
+// no control character but HTAB (obs-text, 0x80 and above, is allowed).
+bool IsHttpFieldValue(std::string_view s);
 
 // Decodes %XX escapes (a malformed escape stays as it is); '+' becomes a
 // space only when asked (form encoding).

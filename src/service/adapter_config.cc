@@ -85,12 +85,12 @@ Status CheckTemplate(std::string_view member, const json& j) {
   if (s.empty() || s.size() > kMaxTemplate) {
     return Invalid(member, "must be 1 to " + std::to_string(kMaxTemplate) + " characters");
   }
+  if (!IsHttpFieldValue(s)) {
+    return Invalid(member, "holds a control character (CR, LF, NUL, …), which would split the header");
+  }
   size_t placeholders = 0;
   for (size_t i = 0; i < s.size(); ++i) {
     auto c = static_cast<unsigned char>(s[i]);
-    if ((c < 0x20 && c != '\t') || c == 0x7f) {
-      return Invalid(member, "holds a control character (CR, LF, NUL, …), which would split the header");
-    }
     if (c == '}') return Invalid(member, "has a '}' that closes no {field}");
     if (c != '{') continue;
     size_t close = s.find('}', i);
@@ -235,14 +235,6 @@ Result<std::string> ParseValidatePath(const json& j) {
   return s;
 }
 
-// A header value must not end the header early or start another.
-bool IsHeaderSafe(std::string_view v) {
-  return std::none_of(v.begin(), v.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return (u < 0x20 && u != '\t') || u == 0x7f;
-  });
-}
-
 Error BadField(std::string_view member, std::string_view field, std::string_view what) {
   return MakeError(ErrorCode::kFailedPrecondition,
                    "adapterConfig." + std::string(member) + ": credential field '" + std::string(field) + "' " + std::string(what));
@@ -294,7 +286,7 @@ Result<HttpHeaders> CredentialHeaders(const AdapterConfig& config, const Credent
       Cleanse(value);
       return BadField("auth.template", field, "is not among the provider's credentials");
     }
-    if (!IsHeaderSafe(it->second.view())) {
+    if (!IsHttpFieldValue(it->second.view())) {
       Cleanse(value);
       return BadField("auth.template", field, "holds a control character (CR, LF, NUL, …) a header cannot carry");
     }
@@ -305,7 +297,7 @@ Result<HttpHeaders> CredentialHeaders(const AdapterConfig& config, const Credent
   for (const auto& [field, header] : config.credential_headers) {
     auto it = fields.find(field);
     if (it == fields.end()) continue;
-    if (!IsHeaderSafe(it->second.view())) {
+    if (!IsHttpFieldValue(it->second.view())) {
       for (auto& h : out) Cleanse(h.second);
       return BadField("credentialHeaders." + field, field, "holds a control character (CR, LF, NUL, …) a header cannot carry");
     }
@@ -317,7 +309,7 @@ Result<HttpHeaders> CredentialHeaders(const AdapterConfig& config, const Credent
 Status CheckHeaderBoundFields(const AdapterConfig& config, const CredentialFields& fields) {
   auto check = [&](const std::string& field, const std::string& member) -> Status {
     auto it = fields.find(field);
-    if (it == fields.end() || DecodeReference(it->second) || IsHeaderSafe(it->second.view())) return OkStatus();
+    if (it == fields.end() || DecodeReference(it->second) || IsHttpFieldValue(it->second.view())) return OkStatus();
     return MakeError(ErrorCode::kInvalidArgument,
                      "field 'credentials." + field + "' holds a control character (CR, LF, NUL, …), which the header " +
                          "it is sent in (adapterConfig." + member + ") cannot carry");

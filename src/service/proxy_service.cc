@@ -274,18 +274,6 @@ HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::str
   return out;
 }
 
-namespace {
-
-// No control character but HTAB (obs-text, 0x80 and above, is allowed).
-bool IsCleanValue(std::string_view s) {
-  for (unsigned char c : s) {
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-  }
-  return true;
-}
-
-}  // namespace
-
 bool IsPassableUpstreamHeader(std::string_view name, std::string_view value) {
   static constexpr std::string_view kNever[] = {
       // hop-by-hop (RFC 9110 §7.6.1) and framing: the gateway's own connection's
@@ -293,7 +281,7 @@ bool IsPassableUpstreamHeader(std::string_view name, std::string_view value) {
       // the gateway's origin is not the upstream's: its cookies, CORS, HSTS,
       // alternative services and site data are not the upstream's to set
       "set-cookie", "set-cookie2", "strict-transport-security", "alt-svc", "clear-site-data"};
-  if (!IsHttpToken(name) || !IsCleanValue(value)) return false;
+  if (!IsHttpToken(name) || !IsHttpFieldValue(value)) return false;
   if (StartsWithI(name, "proxy-") || StartsWithI(name, "access-control-")) return false;
   for (std::string_view never : kNever) {
     if (IEquals(name, never)) return false;
