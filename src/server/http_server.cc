@@ -5,8 +5,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -269,16 +269,16 @@ class SessionBase {
  public:
   virtual ~SessionBase() = default;
   virtual void Start() = 0;
-  // Asks the session, on its own strand, to close if it is idle.
+  // Asks the session, on its own loop, to close if it is idle.
   virtual void PostShutdown() = 0;
   // After a TLS reload: asks a session that authenticated by client
-  // certificate, on its own strand, to close now if idle (else after its
+  // certificate, on its own loop, to close now if idle (else after its
   // current answer).
   virtual void PostReload() = 0;
 };
 
 // What a streamed answer's producer (the handler's thread) and the session's
-// strand share: the pieces queued unwritten, in order.
+// loop share: the pieces queued unwritten, in order.
 struct StreamQueue {
   Mutex mu;
   CondVar cv;  // signalled when queued bytes are written or the stream fails
@@ -291,17 +291,44 @@ struct StreamQueue {
 };
 
 struct HttpServer::Impl {
+  explicit Impl(HttpServerOptions opts) : options(std::move(opts)) {}
+
+  static std::vector<std::unique_ptr<asio::io_context>> MakeLoops(int threads) {
+    std::vector<std::unique_ptr<asio::io_context>> loops;
+    for (int i = 0; i < std::max(1, threads); ++i) loops.push_back(std::make_unique<asio::io_context>(1));
+    return loops;
+  }
+  static std::vector<asio::executor_work_guard<asio::io_context::executor_type>> GuardLoops(
+      const std::vector<std::unique_ptr<asio::io_context>>& loops) {
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+    for (size_t i = 1; i < loops.size(); ++i) guards.push_back(asio::make_work_guard(*loops[i]));
+    return guards;
+  }
+  void StopLoops() {
+    for (auto& loop : loops) loop->stop();
+  }
+
   HttpServerOptions options;
   RequestHandler handler;
   PoolClassifier classify;
-  // Before ioc: sessions still queued in ioc when it is destroyed forget
-  // themselves here.
+  // Before the loops: sessions still queued in a loop when it is destroyed
+  // forget themselves here.
   std::atomic<bool> stopping{false};
   std::atomic<bool> finished{false};  // Run() has returned
   Mutex mu;
   uint64_t next_session DYAD_GUARDED_BY(mu) = 0;
   std::unordered_map<uint64_t, std::weak_ptr<SessionBase>> sessions DYAD_GUARDED_BY(mu);
-  asio::io_context ioc;
+  // One event loop per I/O thread, each run by its thread alone
+  // (concurrency hint 1): a connection lives on one loop, so its handlers
+  // run in order on one thread with no strand and no lock shared with the
+  // other loops' connections. Accepted connections go to the running loops
+  // in turn. loops[0] is run by Run()'s caller and holds the acceptor too;
+  // the others are held open by their guard until loops[0] is done.
+  std::vector<std::unique_ptr<asio::io_context>> loops = MakeLoops(options.threads);
+  asio::io_context& ioc = *loops[0];
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> loop_guards = GuardLoops(loops);
+  size_t running_loops = 1;  // set by Run() before it accepts
+  size_t next_loop = 0;      // the next connection's; used only on `control`
   // The acceptor, its back-off timer, the signals and the grace timer are
   // used only on this strand.
   asio::strand<asio::io_context::executor_type> control{ioc.get_executor()};
@@ -335,8 +362,8 @@ struct HttpServer::Impl {
   EventFd io_stop;
   // Raised when the shutdown begins: a lingering pool thread polls it too.
   EventFd shutting_down;
-  // After ioc, so destroyed first: work it dropped holds sessions whose
-  // sockets belong to ioc.
+  // After the loops, so destroyed first: work it dropped holds sessions
+  // whose sockets belong to a loop.
   // Started by Listen().
   ThreadPool blocking;  // when classify is set
   ThreadPool upstream;  // likewise
@@ -477,7 +504,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // answers no more requests by it and closes after its current answer.
   bool CertRevoked() const { return cert_authenticated_ && tls_generation_ != server_->tls_generation.load(); }
 
-  // Called on the session's strand when the server shuts down (or, for a
+  // Called on the session's loop when the server shuts down (or, for a
   // revoked certificate identity, reloads): closes an idle connection.
   void OnShutdown() {
     if (!busy_ && buffer_.size() == 0 && !(parser_ && parser_->got_some())) {
@@ -632,8 +659,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // followed the same way. Anything else (a TLS session, a queued stream,
   // an answer or a request that does not go through at once, an error, no
   // request in time, other work waiting for this pool, a shutdown) goes back
-  // to the session's strand, as every answer did before. Meanwhile the
-  // session stays busy_, so the strand does not touch it.
+  // to the session's loop, as every answer did before. Meanwhile the
+  // session stays busy_, so its loop does not touch it.
   void ServeOnPool(HttpRequest req, unsigned version, ThreadPool& pool) {
     for (;;) {
       Streamer writer(this->shared_from_this(), req.request_id, version);
@@ -653,7 +680,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         if (!next) return;
         ThreadPool* next_pool = server_->PoolFor(*next);
         if (next_pool != &pool) {
-          ToStrand([self = this->shared_from_this(), r = std::move(*next), version]() mutable {
+          ToLoop([self = this->shared_from_this(), r = std::move(*next), version]() mutable {
             self->Dispatch(std::move(r), version);
           });
           return;
@@ -664,7 +691,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // Plain, on a pool thread: true when the answer went out whole and the
-  // connection is kept; else the strand has the rest (the remainder to
+  // connection is kept; else its loop has the rest (the remainder to
   // write, the next read, or the close).
   bool WriteOnPool(HttpResponse resp, const std::string& request_id, unsigned version) {
     auto res = MakeResponse(std::move(resp), request_id, version);
@@ -672,7 +699,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     beast::error_code ec;
     const bool whole = WriteAtOnce(*sr, ec);
     if (whole && !ec && res->keep_alive() && !server_->stopping) return true;
-    ToStrand([self = this->shared_from_this(), res, sr, whole, ec] {
+    ToLoop([self = this->shared_from_this(), res, sr, whole, ec] {
       if (!whole) return self->WriteRest(res, sr);
       self->AfterWrite(ec, res->keep_alive());
     });
@@ -680,21 +707,21 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // Plain, on a pool thread: the connection's next request when it comes
-  // whole within options.pool_linger; else nullopt, the strand having the
+  // whole within options.pool_linger; else nullopt, its loop having the
   // connection again (reading on, answering a malformed request, or closing).
   std::optional<HttpRequest> NextOnPool(ThreadPool& pool, unsigned& version) {
-    auto to_strand = [this](std::function<void(Session&)> then) {
-      ToStrand([self = this->shared_from_this(), then = std::move(then)] { then(*self); });
+    auto to_loop = [this](std::function<void(Session&)> then) {
+      ToLoop([self = this->shared_from_this(), then = std::move(then)] { then(*self); });
       return std::nullopt;
     };
     auto read_on = [](Session& s) { s.AfterWrite({}, true); };
     // Work waiting for this pool goes first, even when the client already
-    // sent more (pipelined): it queues behind it, as on the strand path.
-    if (server_->stopping || pool.Waiting() > 0) return to_strand(read_on);
+    // sent more (pipelined): it queues behind it, as on the loop path.
+    if (server_->stopping || pool.Waiting() > 0) return to_loop(read_on);
     if (buffer_.size() == 0) {
       if (server_->options.detach_lingering && server_->options.pool_linger.count() > 0) Detach();
-      if (!Linger(pool)) return to_strand(read_on);
-      if (ReadNow() == 0) return to_strand(read_on);  // the strand's read sees the close or the error
+      if (!Linger(pool)) return to_loop(read_on);
+      if (ReadNow() == 0) return to_loop(read_on);  // its loop's read sees the close or the error
     }
     NewParser();
     beast::error_code ec;
@@ -710,21 +737,21 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       if (ec == http::error::need_more) ec = {};
       // The rest of a request that did not come in one read (a conversation's
       // body) is taken while it is there and no other call waits for this
-      // pool; the strand waits for the rest.
+      // pool; its loop waits for the rest.
       if (ec || parser_->is_done() || pool.Waiting() > 0) break;
       const size_t got = ReadNow(left);
       if (got == 0) break;
       left -= got;
     }
-    if (ec) return to_strand([ec](Session& s) { s.OnRead(ec); });
-    if (!parser_->is_done()) return to_strand([](Session& s) { s.ReadHeader(); });
-    if (RefusedHeader(parser_->get(), header_fields_)) return to_strand([](Session& s) { s.OnRead({}); });
+    if (ec) return to_loop([ec](Session& s) { s.OnRead(ec); });
+    if (!parser_->is_done()) return to_loop([](Session& s) { s.ReadHeader(); });
+    if (RefusedHeader(parser_->get(), header_fields_)) return to_loop([](Session& s) { s.OnRead({}); });
     return MakeRequest(version);
   }
 
   // Plain, on a pool thread: what the socket holds now, up to `most` bytes,
   // into buffer_ (one recv that never waits); how many came. 0 when none did
-  // (none yet, the close, an error: the strand's read sees those) or when
+  // (none yet, the close, an error: its loop's read sees those) or when
   // the buffer or `most` leaves no room.
   size_t ReadNow(size_t most = 16 * 1024) {
     const size_t room = std::min<size_t>({16 * 1024, most, buffer_.max_size() - buffer_.size()});
@@ -768,7 +795,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // stop for good), so a client that reads slowly slows the producer down,
   // nothing is buffered here and no piece costs a hand-off. Queued (TLS): each
   // piece is copied into the stream's queue and handed to the session's
-  // strand only when no write is in progress (the pieces queued meanwhile go
+  // loop only when no write is in progress (the pieces queued meanwhile go
   // out together, as one chunk), so the handler's thread does not wait for
   // each write; it waits only while options.stream_buffer_bytes are queued
   // unwritten. A failed write (the client gone, or not reading for the idle
@@ -810,7 +837,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         if (!session_->SendHeadDirect(*head)) failed_ = true;
         return !failed_;
       }
-      if (!session_->Attach()) {  // the strand writes a queued stream while this thread runs on
+      if (!session_->Attach()) {  // its loop writes a queued stream while this thread runs on
         failed_ = true;
         return false;
       }
@@ -892,19 +919,19 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     bool begun() const override { return begun_; }
     // Before Begin() only: after it, on the queued path, a failed write on
-    // the strand may close the socket while the handler runs.
+    // its loop may close the socket while the handler runs.
     int HangUpFd() const override { return begun_ ? -1 : session_->Fd(); }
 
     // After the handler returned. Direct: the last chunk; true when the
     // connection is kept and its next request is this thread's to wait for
-    // (ServeOnPool), else the strand closes it. Queued: FinishQueued.
+    // (ServeOnPool), else its loop closes it. Queued: FinishQueued.
     bool Finish() {
       if (direct_) return session_->EndStreamDirect(!SendHeld(), ended_);
       FinishQueued();
       return false;
     }
     // What is queued, then the last chunk, then the next request (or the
-    // close), on the strand.
+    // close), on the session's loop.
     void FinishQueued() {
       if (!queue_) return;  // Begin() found the I/O threads stopped
       MutexLock lock(&queue_->mu);
@@ -955,7 +982,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     stream_keep_alive_ = head.keep_alive();
   }
 
-  // On the strand: a queued stream's head.
+  // On the session's loop: a queued stream's head.
   void WriteStreamHead(std::shared_ptr<http::response<http::empty_body>> head,
                        std::function<void(beast::error_code)> done) {
     FrameStream(*head);
@@ -966,7 +993,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     });
   }
 
-  // On the strand, one at a time per stream (StreamQueue::draining): writes
+  // On the session's loop, one at a time per stream (StreamQueue::draining): writes
   // every piece queued so far as one chunk, then looks again; with nothing
   // queued, stops, or ends the stream once the handler has returned. After a
   // failure the queue is dropped. Plain: a chunk the socket takes at once is
@@ -1151,7 +1178,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // The end of a direct stream (`failed`: a write failed or the producer
   // aborted; `ended`: its last chunk went out already). True when the last
   // chunk went out and the connection is kept: the caller waits for the next
-  // request (ServeOnPool); else the strand closes the connection (an
+  // request (ServeOnPool); else its loop closes the connection (an
   // incomplete body is so told from a whole one).
   bool EndStreamDirect(bool failed, bool ended) {
     if (!failed && !ended && stream_chunked_) {
@@ -1159,11 +1186,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     if (!failed && stream_chunked_ && stream_keep_alive_ && !server_->stopping) return true;
     // Chunked, the last chunk went out or must not: the close only.
-    ToStrand([self = this->shared_from_this(), cut = failed || stream_chunked_] { self->FinishStream(cut); });
+    ToLoop([self = this->shared_from_this(), cut = failed || stream_chunked_] { self->FinishStream(cut); });
     return false;
   }
 
-  // On the strand, a streamed answer's end: its last chunk and the next
+  // On the session's loop, a streamed answer's end: its last chunk and the next
   // request, else (`cut`: it failed, or chunked, its last chunk went out
   // already; or HTTP/1.0) the close. Over HTTP/1.0 the close is the body's
   // end, so a cut one ends with a reset instead: the client cannot take a
@@ -1310,9 +1337,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     detached_ = true;
   }
 
-  // The socket back in the I/O threads' reactor, before the strand uses it
-  // (ToStrand, a queued stream). One the reactor refuses is closed (false):
-  // the strand's next operation on it fails and ends the session.
+  // The socket back in the I/O threads' reactor, before the session's loop uses it
+  // (ToLoop, a queued stream). One the reactor refuses is closed (false):
+  // its loop's next operation on it fails and ends the session.
   bool Attach() {
     if (!detached_) return true;
     detached_ = false;
@@ -1337,9 +1364,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
   }
 
-  // Hands the connection back to the strand, then runs `fn` there.
+  // Hands the connection back to the session's loop, then runs `fn` there.
   template <class Fn>
-  void ToStrand(Fn&& fn) {
+  void ToLoop(Fn&& fn) {
     Attach();
     asio::post(stream_.get_executor(), std::forward<Fn>(fn));
   }
@@ -1368,8 +1395,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 };
 
 void HttpServer::Impl::Accept() {
-  acceptor.async_accept(asio::make_strand(ioc), asio::bind_executor(control, [this](beast::error_code ec,
-                                                                                     tcp::socket socket) {
+  asio::io_context& loop = *loops[next_loop++ % running_loops];
+  acceptor.async_accept(loop, asio::bind_executor(control, [this](beast::error_code ec, tcp::socket socket) {
     OnAccepted(ec, std::move(socket));
   }));
 }
@@ -1500,13 +1527,12 @@ void HttpServer::Impl::BeginShutdown() {
     }
     spdlog::warn("shutdown: {} connection(s) still open after the {}s grace period; stopping", open,
                  options.shutdown_grace.count());
-    ioc.stop();  // requests still running past the grace period
+    StopLoops();  // requests still running past the grace period
   });
 }
 
 HttpServer::HttpServer(HttpServerOptions options, RequestHandler handler, PoolClassifier classify)
-    : impl_(std::make_unique<Impl>()) {
-  impl_->options = std::move(options);
+    : impl_(std::make_unique<Impl>(std::move(options))) {
   impl_->handler = std::move(handler);
   impl_->classify = std::move(classify);
 }
@@ -1556,21 +1582,26 @@ uint16_t HttpServer::port() const {
 }
 
 void HttpServer::Run() {
-  asio::dispatch(impl_->control, [this] {
-    impl_->WaitForSignal();
-    impl_->Accept();
-  });
   std::vector<std::thread> threads;
-  for (int i = 1; i < impl_->options.threads; ++i) {
-    auto started = StartThread(impl_->options.start_thread, [this] { RunContainingEscapes(impl_->ioc, "I/O thread"); });
+  for (size_t i = 1; i < impl_->loops.size(); ++i) {
+    asio::io_context& loop = *impl_->loops[i];
+    auto started = StartThread(impl_->options.start_thread, [&loop] { RunContainingEscapes(loop, "I/O thread"); });
     if (!started.ok()) {  // serve on those there are: a throw here would end the process
-      spdlog::warn("serving on {} of {} I/O threads: cannot start another: {}", i, impl_->options.threads,
+      spdlog::warn("serving on {} of {} I/O threads: cannot start another: {}", i, impl_->loops.size(),
                    started.error().message);
       break;
     }
     threads.push_back(std::move(started).value());
   }
+  impl_->running_loops = threads.size() + 1;  // before the first accept, which reads it
+  asio::dispatch(impl_->control, [this] {
+    impl_->WaitForSignal();
+    impl_->Accept();
+  });
   RunContainingEscapes(impl_->ioc, "I/O thread");
+  // loops[0] ran out of work: no connection is left (or the grace period
+  // stopped every loop). The other loops end once their queues are empty.
+  impl_->loop_guards.clear();
   for (auto& t : threads) t.join();
   impl_->finished = true;
   impl_->StopStreams();  // before the pools' join: a producer waiting for room returns

@@ -7,6 +7,9 @@
 // first), a cap on open connections (one over it is closed at once), a pause
 // before accepting again when accept fails (EMFILE: no busy loop), an
 // X-Request-Id echoed (when printable and at most 128 bytes) or generated.
+// Each of the `threads` I/O threads runs its own event loop; a connection
+// stays on the one it was given when accepted (in turn), so its handlers run
+// in order with no strand or lock shared between connections.
 // A classifier says where each request's handler runs: on the I/O thread
 // that read it (kIo), on a pool of `blocking_threads` (kBlocking: a handler
 // that waits on a backend never holds an I/O thread) or on a separate pool of
