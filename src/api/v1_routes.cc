@@ -32,29 +32,99 @@ const std::vector<std::string>* Models(const Principal& p) {
   return p.scope && p.scope->models ? &*p.scope->models : nullptr;
 }
 
-HttpResponse Forward(ProxyService& proxy, const RouteContext& ctx, std::string_view endpoint) {
-  const HttpRequest& req = ctx.request;
+ProxyRequest MakeProxyRequest(const HttpRequest& req, const Principal& principal, std::string_view endpoint) {
   ProxyRequest pr;
   pr.endpoint = endpoint;
   pr.body = req.body;
   pr.query = req.query;
   pr.headers = &req.headers;
-  pr.allowed_providers = Providers(ctx.principal);
-  pr.allowed_models = Models(ctx.principal);
-  pr.caller = Caller{ctx.principal.identity, req.request_id};
-  WriterOutput out(req.writer);
-  auto answer = proxy.Forward(pr, out);
+  pr.allowed_providers = Providers(principal);
+  pr.allowed_models = Models(principal);
+  pr.caller = Caller{principal.identity, req.request_id};
+  return pr;
+}
+
+HttpResponse Answer(Result<ProxyAnswer> answer, ResponseWriter* writer) {
   if (!answer.ok()) return V1ErrorResponse(answer.error());
   HttpResponse r;
   r.status = answer->status;
   if (answer->streamed) {  // already sent; the status is for the access log
-    if (answer->cut_short && req.writer) req.writer->Abort();
+    if (answer->cut_short && writer) writer->Abort();
     return r;
   }
   if (!answer->content_type.empty()) r.content_type = std::move(answer->content_type);
   r.headers = std::move(answer->headers);
   r.body = std::move(answer->body);
   return r;
+}
+
+// A /v1 call answered on the I/O threads (HttpRequest::may_defer): the
+// proxy's Prepare made it ready, the server drives its exchange, Finish
+// answers. Without a prepared call (ProxyService::Prepare said to Forward
+// it), and after a held 401, the server runs RunOnPool: Forward, on the
+// upstream pool. Holds the client's concurrency slot to the end.
+class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_this<V1Deferred> {
+ public:
+  V1Deferred(ProxyService& proxy, const RouteContext& ctx, std::string_view endpoint,
+             std::optional<ConcurrencyLimit::Slot> slot)
+      : proxy_(proxy),
+        principal_(ctx.principal),
+        endpoint_(endpoint),
+        slot_(std::move(slot)),
+        request_(&ctx.request),
+        output_(ctx.request.writer) {}
+
+  // Prepare's error, or this (a prepared call or none).
+  Result<std::shared_ptr<DeferredAnswer>> Prepare() {
+    auto call = proxy_.Prepare(MakeProxyRequest(*request_, principal_, endpoint_), output_);
+    if (!call.ok()) return call.error();
+    call_ = std::move(call).value();
+    return std::shared_ptr<DeferredAnswer>(shared_from_this());
+  }
+
+  const UpstreamRequest* upstream() const override { return call_ ? &call_->request() : nullptr; }
+  UpstreamSink& sink() override { return call_->sink(); }
+  HttpResponse Finish(const Status& sent) override {
+    if (call_->retry()) {  // a 401 held back: read the credential again, on the pool
+      call_.reset();
+      after_401_ = true;
+      HttpResponse again;
+      again.deferred = shared_from_this();
+      return again;
+    }
+    return Answer(proxy_.Finish(*call_, sent), request_->writer);
+  }
+  HttpResponse RunOnPool(const HttpRequest& request) override {
+    call_.reset();
+    ProxyRequest pr = MakeProxyRequest(request, principal_, endpoint_);
+    pr.after_401 = after_401_;
+    WriterOutput out(request.writer);
+    return Answer(proxy_.Forward(pr, out), request.writer);
+  }
+
+ private:
+  ProxyService& proxy_;
+  const Principal principal_;
+  const std::string_view endpoint_;  // a literal of RegisterV1Routes
+  std::optional<ConcurrencyLimit::Slot> slot_;
+  const HttpRequest* request_;  // the same object until Finish (DeferredAnswer)
+  WriterOutput output_;         // its writer, the server's, until Finish
+  std::unique_ptr<ProxyCall> call_;
+  bool after_401_ = false;
+};
+
+HttpResponse Forward(ProxyService& proxy, const RouteContext& ctx, std::string_view endpoint,
+                     std::optional<ConcurrencyLimit::Slot> slot) {
+  const HttpRequest& req = ctx.request;
+  if (req.may_defer) {
+    auto deferred = std::make_shared<V1Deferred>(proxy, ctx, endpoint, std::move(slot))->Prepare();
+    if (!deferred.ok()) return V1ErrorResponse(deferred.error());
+    HttpResponse r;
+    r.deferred = std::move(deferred).value();
+    return r;
+  }
+  WriterOutput out(req.writer);
+  return Answer(proxy.Forward(MakeProxyRequest(req, ctx.principal, endpoint), out), req.writer);
 }
 
 }  // namespace
@@ -126,11 +196,11 @@ void RegisterV1Routes(Router& r, ProxyService& proxy, ConcurrencyLimit* limit) {
         [retrieve](const RouteContext& ctx) { return retrieve(ctx, ctx.params[0] + "/" + ctx.params[1]); });
   for (std::string_view endpoint : {"chat/completions", "completions", "embeddings"}) {
     r.Add("POST", "/v1/" + std::string(endpoint), [p, endpoint, limit](const RouteContext& ctx) {
-      if (!limit) return Forward(*p, ctx, endpoint);
+      if (!limit) return Forward(*p, ctx, endpoint, std::nullopt);
       ConcurrencyLimit::Refusal why = ConcurrencyLimit::Refusal::kNone;
       auto slot = limit->TryAcquire(ctx.principal.identity, &why);
       if (!slot) return V1BusyResponse(limit->limits(), why);
-      return Forward(*p, ctx, endpoint);
+      return Forward(*p, ctx, endpoint, std::move(slot));
     });
   }
 }

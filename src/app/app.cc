@@ -60,6 +60,7 @@ struct App::Parts {
   std::unique_ptr<ProxyService> proxy;
   std::unique_ptr<ConcurrencyLimit> v1_limit;  // before the router, whose /v1 routes hold it
   int v1_threads = 64;
+  bool v1_evented = true;
   std::unique_ptr<Router> router;
   std::unique_ptr<CacheWarmer> warmer;  // last: stopped before what it reads
 };
@@ -221,12 +222,15 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
   po.timeouts.total = v1.upstream_total;
   po.forced_refresh_interval = v1.refresh_interval;
   po.policy.allow_plaintext = config.allow_plaintext_upstream;
+  // Through GATEWAY_UPSTREAM_PROXY every call is UpstreamClient's.
+  po.prepare = v1.evented && uo.proxy.empty();
   p.proxy = std::make_unique<ProxyService>(po, *p.repo, *p.secrets, *p.upstream, *p.metrics, clock);
   p.router = std::make_unique<Router>(p.auth.get(), p.audit.get(), &clock);
   RegisterRoutes(*p.router, ApiContext{*p.providers, *p.secrets, *p.repo, *p.metrics, *p.rotation, *p.scheduler,
                                        *p.audit, config.max_body_bytes, p.warmer.get()});
   p.v1_limit = std::make_unique<ConcurrencyLimit>(v1.limits);
   p.v1_threads = v1.threads;
+  p.v1_evented = v1.evented;
   RegisterV1Routes(*p.router, *p.proxy, p.v1_limit.get());
   p.metrics->SetHttpRoutes(RoutePairs(*p.router));  // each route's latency series, found without a label lookup
   if (serving) {
@@ -258,10 +262,65 @@ std::vector<std::pair<std::string, std::string>> App::Routes() const { return Ro
 HandlerPool App::PoolFor(const HttpRequest& request) const {
   if (!parts_->router->MayBlock(request)) return HandlerPool::kIo;
   // The router refuses a non-canonical spelling of /v1 (answered inline).
-  return request.path.rfind("/v1/", 0) == 0 ? HandlerPool::kUpstream : HandlerPool::kBlocking;
+  if (request.path.rfind("/v1/", 0) != 0) return HandlerPool::kBlocking;
+  // A refused token is audited (a file written): never on an I/O thread.
+  if (parts_->v1_evented && request.method == "POST" &&
+      parts_->auth->AuthenticateClient(request.authorization, request.client_cert_subject)) {
+    return HandlerPool::kEvented;
+  }
+  return HandlerPool::kUpstream;
 }
 
 int App::v1_threads() const { return parts_->v1_threads; }
+bool App::v1_evented() const { return parts_->v1_evented; }
+
+struct App::AccessLine {
+  std::string_view method, path, request_id, peer, identity;
+  std::string_view route;  // the router's pattern
+  Clock::Instant t0;
+};
+
+void App::Account(const AccessLine& line, int status) {
+  parts_->metrics->CountHttpRequest(status);
+  parts_->metrics->ObserveHttpLatency(line.method, line.route,
+                                      std::chrono::duration<double>(parts_->clock->Now() - line.t0).count());
+  if (spdlog::should_log(spdlog::level::info)) {
+    double ms = std::chrono::duration<double, std::milli>(parts_->clock->Now() - line.t0).count();
+    spdlog::info("{} {} {} {:.3f}ms id={} rid={} peer={}", line.method, line.path, status, ms, line.identity,
+                 line.request_id, line.peer);
+  }
+}
+
+// A deferred answer (a /v1 call on the I/O threads), accounted for when its
+// answer is known, as Handle() accounts for the others.
+class App::LoggedDeferred final : public DeferredAnswer {
+ public:
+  LoggedDeferred(App* app, std::shared_ptr<DeferredAnswer> inner, const AccessLine& line)
+      : app_(app),
+        inner_(std::move(inner)),
+        method_(line.method),
+        path_(line.path),
+        request_id_(line.request_id),
+        peer_(line.peer),
+        identity_(line.identity),
+        route_(line.route),
+        t0_(line.t0) {}
+  const UpstreamRequest* upstream() const override { return inner_->upstream(); }
+  UpstreamSink& sink() override { return inner_->sink(); }
+  HttpResponse Finish(const Status& sent) override { return Accounted(inner_->Finish(sent)); }
+  HttpResponse RunOnPool(const HttpRequest& request) override { return Accounted(inner_->RunOnPool(request)); }
+
+ private:
+  HttpResponse Accounted(HttpResponse resp) {
+    if (!resp.deferred) app_->Account({method_, path_, request_id_, peer_, identity_, route_, t0_}, resp.status);
+    return resp;
+  }
+  App* app_;
+  std::shared_ptr<DeferredAnswer> inner_;
+  std::string method_, path_, request_id_, peer_, identity_;  // the request's, which may move meanwhile
+  std::string_view route_;
+  Clock::Instant t0_;
+};
 
 void App::BeginShutdown() { parts_->secrets->locks().Interrupt(); }
 
@@ -289,13 +348,11 @@ HttpResponse App::Handle(const HttpRequest& request) {
   if (resp.status < 300 && request.method != "GET" && route.rfind("/admin/providers", 0) == 0) {
     parts_->proxy->InvalidateCatalog();
   }
-  parts_->metrics->CountHttpRequest(resp.status);
-  parts_->metrics->ObserveHttpLatency(request.method, route,
-                                      std::chrono::duration<double>(parts_->clock->Now() - t0).count());
-  if (spdlog::should_log(spdlog::level::info)) {
-    double ms = std::chrono::duration<double, std::milli>(parts_->clock->Now() - t0).count();
-    spdlog::info("{} {} {} {:.3f}ms id={} rid={} peer={}", request.method, request.path, resp.status, ms, who.identity,
-                 request.request_id, request.peer);
+  AccessLine line{request.method, request.path, request.request_id, request.peer, who.identity, route, t0};
+  if (resp.deferred) {
+    resp.deferred = std::make_shared<LoggedDeferred>(this, std::move(resp.deferred), line);
+  } else {
+    Account(line, resp.status);
   }
   return resp;
 }

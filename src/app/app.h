@@ -35,13 +35,17 @@ class App {
   HttpResponse Handle(const HttpRequest& request);
   // Where the server runs Handle() for this request: the I/O thread, the
   // blocking pool (it may wait on a backend) or, for /v1, the upstream pool
-  // (it waits on an upstream for as long as a stream lasts).
+  // (it waits on an upstream for as long as a stream lasts); a /v1 call of
+  // a known client token, with GATEWAY_V1_EVENTED, on the I/O thread, where
+  // it may defer (HttpRequest::may_defer).
   HandlerPool PoolFor(const HttpRequest& request) const;
   // The upstream pool's size (GATEWAY_V1_THREADS).
   int v1_threads() const;
   // The server's shutdown began: writes waiting for another writer stop
   // waiting (ProviderLocks::Interrupt). Does not block.
   void BeginShutdown();
+  // GATEWAY_V1_EVENTED (HttpServerOptions::evented_upstream).
+  bool v1_evented() const;
 
   // The routes served, as the router has them (the API description is
   // checked against these).
@@ -57,6 +61,10 @@ class App {
 
  private:
   App();
+  struct AccessLine;
+  class LoggedDeferred;
+  // The access log's line and the HTTP metrics of an answered request.
+  void Account(const AccessLine& line, int status);
   struct Parts;
   std::unique_ptr<Parts> parts_;
 };

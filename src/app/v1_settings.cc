@@ -41,6 +41,7 @@ Result<V1Settings> ReadV1Settings(const EnvMap& env) {
   int refresh_ms = 5000;
   DYAD_RETURN_IF_ERROR(ReadIntVariable(env, "GATEWAY_V1_REFRESH_INTERVAL_MS", 0, 3600000, refresh_ms));
   s.refresh_interval = std::chrono::milliseconds(refresh_ms);
+  DYAD_RETURN_IF_ERROR(ReadBoolVariable(env, "GATEWAY_V1_EVENTED", s.evented));
   s.limits.total = total;
   s.limits.per_client = per_client;
   s.upstream_total = std::chrono::milliseconds(total_ms);

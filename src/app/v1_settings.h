@@ -18,6 +18,12 @@
 //   GATEWAY_V1_REFRESH_INTERVAL_MS       at most one 401-forced credential read per
 //                                        provider and credential in this time;
 //                                        default 5000, 0 to 3600000 (0: no limit)
+//   GATEWAY_V1_EVENTED                   true (default): over plain HTTP, a call
+//                                        whose credential is cached, to a plain
+//                                        HTTP upstream at an IP address, runs on
+//                                        the I/O threads with no thread waiting
+//                                        for its upstream; false: every call on
+//                                        the pool above
 //
 // Errors: kInvalidArgument naming the variable, its value and the accepted
 // range. Pure; thread-safe.
@@ -36,6 +42,7 @@ struct V1Settings {
   ConcurrencyLimits limits;
   std::chrono::milliseconds upstream_total{600000};
   std::chrono::milliseconds refresh_interval{5000};
+  bool evented = true;
 };
 
 Result<V1Settings> ReadV1Settings(const EnvMap& env);

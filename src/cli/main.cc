@@ -125,6 +125,7 @@ int Serve(bool dev, const std::string& env_file) {
   opts.max_connections = static_cast<size_t>(config->max_connections);
   opts.blocking_threads = config->blocking_threads;
   opts.upstream_threads = (*app)->v1_threads();
+  opts.evented_upstream = (*app)->v1_evented();
   opts.tls = config->tls;
   opts.on_shutdown = [&app] { (*app)->BeginShutdown(); };
   HttpServer server(opts, [&app](const HttpRequest& r) { return (*app)->Handle(r); },

@@ -216,6 +216,15 @@ static Error NotFoundError(const std::string& key) {
 }
 
 Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loader) {
+  return *Lookup(key, loader, /*may_wait=*/true);
+}
+
+CredentialsPtr CredentialCache::GetIfFresh(const std::string& key, const Loader& loader) {
+  auto read = Lookup(key, loader, /*may_wait=*/false);
+  return read && read->ok() && (*read)->source == CacheSource::kHit ? (*read)->value : nullptr;
+}
+
+std::optional<Result<CacheRead>> CredentialCache::Lookup(const std::string& key, const Loader& loader, bool may_wait) {
   const Clock::Instant now = clock_.CoarseNow();
   const size_t hash = std::hash<std::string>{}(key);
   Front* front = FrontOfThisThread(/*create=*/true);
@@ -238,11 +247,13 @@ Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loa
     auto& e = it->second;
     if (now < e.expires) {
       if (e.last_access != now) e.last_access = now;  // coarse time: rarely a write
-      ++shard.hits;
       if (!e.value) {
+        if (may_wait) ++shard.hits;
         shard.mu.Unlock();
+        if (!may_wait) return std::nullopt;
         return NotFoundError(key);
       }
+      ++shard.hits;
       CacheRead read{e.value, CacheSource::kHit};
       if (!e.refreshing && !e.leased && now >= e.expires - refresh_ahead_ && spawn_) {
         e.refreshing = true;
@@ -254,6 +265,10 @@ Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loa
       shard.mu.Unlock();
       return read;
     }
+    if (!may_wait) {
+      shard.mu.Unlock();
+      return std::nullopt;
+    }
     if (e.value && now < e.stale_until && now < e.retry_after) {
       // The last load failed moments ago: serve stale without asking again.
       e.last_access = now;
@@ -264,6 +279,10 @@ Result<CacheRead> CredentialCache::Get(const std::string& key, const Loader& loa
     }
     stale_value = e.value;
     stale_until = e.stale_until;
+  }
+  if (!may_wait) {
+    shard.mu.Unlock();
+    return std::nullopt;
   }
   ++shard.misses;
   return LoadOrJoin(shard, key, loader, std::move(stale_value), stale_until);

@@ -106,6 +106,11 @@ class CredentialCache {
   ~CredentialCache();
 
   Result<CacheRead> Get(const std::string& key, const Loader& loader);
+  // Get's fresh hit alone, for a caller that must not wait (the /v1 path on
+  // an I/O thread): the value Get would serve as a hit (a refresh ahead is
+  // started as Get starts it), else null, without counting a miss: a miss,
+  // a load to join, a stale or not-found entry are left to Get.
+  CredentialsPtr GetIfFresh(const std::string& key, const Loader& loader);
   void Invalidate(const std::string& key);
   size_t Clear();  // returns how many entries it dropped
   size_t Size() const { return size_.load(std::memory_order_relaxed); }
@@ -158,6 +163,8 @@ class CredentialCache {
   void SweepFronts(const std::string* key, bool drop, std::vector<CredentialsPtr>& released)
       DYAD_EXCLUSIVE_LOCKS_REQUIRED(fronts_mu_);
   // Entered with shard.mu held; releases it.
+  // Get, or with `may_wait` false GetIfFresh (nullopt where Get would wait).
+  std::optional<Result<CacheRead>> Lookup(const std::string& key, const Loader& loader, bool may_wait);
   Result<CacheRead> LoadOrJoin(Shard& shard, const std::string& key, const Loader& loader,
                                CredentialsPtr stale_value, Clock::Instant stale_until)
       DYAD_UNLOCK_FUNCTION(shard.mu);

@@ -33,6 +33,7 @@
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/thread.h"
+#include "server/evented_upstream.h"
 #include "server/tls_context.h"
 
 namespace dyad {
@@ -329,6 +330,9 @@ struct HttpServer::Impl {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> loop_guards = GuardLoops(loops);
   size_t running_loops = 1;  // set by Run() before it accepts
   size_t next_loop = 0;      // the next connection's; used only on `control`
+  // The /v1 upstream calls the I/O threads drive (HandlerPool::kEvented);
+  // null with options.evented_upstream off.
+  std::unique_ptr<EventedUpstream> evented;
   // The acceptor, its back-off timer, the signals and the grace timer are
   // used only on this strand.
   asio::strand<asio::io_context::executor_type> control{ioc.get_executor()};
@@ -390,13 +394,21 @@ struct HttpServer::Impl {
     }
   }
 
-  // The pool a request's handler runs on; null: the I/O thread.
-  ThreadPool* PoolFor(const HttpRequest& request) {
-    if (!classify) return nullptr;
-    switch (classify(request)) {
+  // Where a request's handler runs on a session (`plain`: not TLS); an
+  // evented one only over plain HTTP, with the evented client.
+  HandlerPool Where(const HttpRequest& request, bool plain) {
+    if (!classify) return HandlerPool::kIo;
+    const HandlerPool where = classify(request);
+    if (where == HandlerPool::kEvented && !(plain && evented)) return HandlerPool::kUpstream;
+    return where;
+  }
+  // Its pool; null: an I/O thread.
+  ThreadPool* PoolOf(HandlerPool where) {
+    switch (where) {
       case HandlerPool::kBlocking: return &blocking;
       case HandlerPool::kUpstream: return &upstream;
-      case HandlerPool::kIo: break;
+      case HandlerPool::kIo:
+      case HandlerPool::kEvented: break;
     }
     return nullptr;
   }
@@ -408,10 +420,15 @@ struct HttpServer::Impl {
   void OnAccepted(beast::error_code ec, tcp::socket socket) DYAD_LOCKS_EXCLUDED(mu);
   void BeginShutdown() DYAD_LOCKS_EXCLUDED(mu);
   void Forget(uint64_t id) DYAD_LOCKS_EXCLUDED(mu);
-  // The handler, with any exception turned into a 500.
+  // The handler (or `fn`, the rest of a deferred answer), with any
+  // exception turned into a 500.
   HttpResponse Call(const HttpRequest& request) {
+    return Guarded(request, [&] { return handler(request); });
+  }
+  template <class Fn>
+  HttpResponse Guarded(const HttpRequest& request, Fn&& fn) {
     try {
-      return handler(request);
+      return fn();
     } catch (...) {
       if (request.writer && request.writer->begun()) {  // the 500 is not sent: the body must not look whole
         spdlog::error("request {}: the handler threw during its streamed answer; the answer is cut short",
@@ -640,7 +657,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   // Runs the request's handler where the classifier says.
   void Dispatch(HttpRequest req, unsigned version) {
-    if (ThreadPool* pool = server_->PoolFor(req)) {
+    const HandlerPool where = server_->Where(req, !kTls);
+    if constexpr (!kTls) {
+      if (where == HandlerPool::kEvented) return DispatchEvented(std::move(req), version);
+    }
+    if (ThreadPool* pool = server_->PoolOf(where)) {
       pool->Post([self = this->shared_from_this(), req = std::move(req), version, pool]() mutable {
         self->ServeOnPool(std::move(req), version, *pool);
       });
@@ -661,11 +682,16 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // request in time, other work waiting for this pool, a shutdown) goes back
   // to the session's loop, as every answer did before. Meanwhile the
   // session stays busy_, so its loop does not touch it.
-  void ServeOnPool(HttpRequest req, unsigned version, ThreadPool& pool) {
+  // `deferred`: the first request's answer is its RunOnPool.
+  void ServeOnPool(HttpRequest req, unsigned version, ThreadPool& pool,
+                   std::shared_ptr<DeferredAnswer> deferred = nullptr) {
     for (;;) {
       Streamer writer(this->shared_from_this(), req.request_id, version);
       req.writer = head_ ? nullptr : &writer;  // a HEAD answer is never streamed (MakeResponse drops its body)
-      HttpResponse resp = server_->Call(req);
+      HttpResponse resp = deferred ? server_->Guarded(req, [&] { return deferred->RunOnPool(req); })
+                                   : server_->Call(req);
+      deferred.reset();
+      resp.deferred.reset();  // never from a pool's handler (no may_defer)
       req.writer = nullptr;
       if constexpr (kTls) {
         if (writer.begun()) return writer.FinishQueued();
@@ -678,7 +704,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         if (writer.begun() ? !writer.Finish() : !WriteOnPool(std::move(resp), req.request_id, version)) return;
         std::optional<HttpRequest> next = NextOnPool(pool, version);
         if (!next) return;
-        ThreadPool* next_pool = server_->PoolFor(*next);
+        ThreadPool* next_pool = server_->PoolOf(server_->Where(*next, !kTls));
         if (next_pool != &pool) {
           ToLoop([self = this->shared_from_this(), r = std::move(*next), version]() mutable {
             self->Dispatch(std::move(r), version);
@@ -817,18 +843,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                const std::vector<std::pair<std::string, std::string>>& headers) override {
       if (begun_ || failed_) return false;
       begun_ = true;
-      auto head = std::make_shared<http::response<http::empty_body>>(static_cast<http::status>(status), version_);
-      head->set(http::field::server, "dyad-gateway");
-      if (!content_type.empty()) head->set(http::field::content_type, content_type);
-      head->set("X-Request-Id", request_id_);
-      for (const auto& [name, value] : headers) {
-        if (beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding") ||
-            beast::iequals(name, "connection") || beast::iequals(name, "x-request-id") ||
-            beast::iequals(name, "server") || beast::iequals(name, "content-type")) {
-          continue;
-        }
-        head->insert(name, value);
-      }
+      auto head = StreamHead(status, content_type, headers, request_id_, version_);
       if (direct_ && holding_) {
         session_->HoldHeadDirect(*head, held_);
         return true;
@@ -967,6 +982,207 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     bool ended_ = false;    // after Flush(true) (direct and chunked: the last chunk went out)
     std::string held_;      // the head and chunks Hold() keeps, framed
   };
+
+  // A streamed answer's head (ResponseWriter::Begin): the server's fields,
+  // then the handler's less those the server sets (framing, connection).
+  static std::shared_ptr<http::response<http::empty_body>> StreamHead(
+      int status, std::string_view content_type, const std::vector<std::pair<std::string, std::string>>& headers,
+      const std::string& request_id, unsigned version) {
+    auto head = std::make_shared<http::response<http::empty_body>>(static_cast<http::status>(status), version);
+    head->set(http::field::server, "dyad-gateway");
+    if (!content_type.empty()) head->set(http::field::content_type, content_type);
+    head->set("X-Request-Id", request_id);
+    for (const auto& [name, value] : headers) {
+      if (beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding") ||
+          beast::iequals(name, "connection") || beast::iequals(name, "x-request-id") ||
+          beast::iequals(name, "server") || beast::iequals(name, "content-type")) {
+        continue;
+      }
+      head->insert(name, value);
+    }
+    return head;
+  }
+
+  // The ResponseWriter of a handler that may defer (kEvented), on the
+  // session's loop: the head and pieces are held, framed, and the session writes
+  // them after each read of the upstream (DrainHeld), before the next one.
+  class HeldWriter final : public ResponseWriter {
+   public:
+    HeldWriter(Session* session, const std::string* request_id, unsigned version)
+        : session_(session), request_id_(request_id), version_(version) {}
+    bool Begin(int status, std::string_view content_type,
+               const std::vector<std::pair<std::string, std::string>>& headers) override {
+      if (begun_ || failed) return false;
+      begun_ = true;
+      session_->HoldHeadDirect(*StreamHead(status, content_type, headers, *request_id_, version_), held);
+      return true;
+    }
+    bool Write(std::string_view piece) override {
+      if (!begun_ || failed || ended) return false;
+      if (piece.empty()) return true;  // (an empty chunk would end the body)
+      session_->HoldPieceDirect(piece, held);
+      return true;
+    }
+    void Hold() override {}
+    bool Flush(bool last) override {
+      if (!begun_ || failed || ended) return false;
+      ended = last;
+      if (last && session_->stream_chunked_) held.append("0\r\n\r\n");
+      return true;
+    }
+    void Abort() override { aborted = failed = true; }
+    bool begun() const override { return begun_; }
+    int HangUpFd() const override { return -1; }  // the session watches (WatchHangUp)
+
+    std::string held;      // framed, not yet written
+    bool failed = false;   // a write failed (the client has gone), or aborted
+    bool aborted = false;  // the producer cut the answer short
+    bool ended = false;    // the last chunk is held or written
+
+   private:
+    Session* session_;
+    const std::string* request_id_;
+    unsigned version_;
+    bool begun_ = false;
+  };
+
+  // A request whose handler may defer, from its dispatch to its answer; on
+  // the session's loop. The request stays here while the deferred answer uses it.
+  struct Deferral final : UpstreamSink {
+    Deferral(Session* s, HttpRequest r, unsigned v)
+        : session(s), request(std::move(r)), version(v), writer(s, &request.request_id, v) {}
+    // The deferred answer's sink, the client's hang-up no longer watched
+    // once the head came (as UpstreamClient watches it only until then).
+    bool OnHead(const UpstreamHead& head) override {
+      session->StopWatching(*this);
+      return answer->sink().OnHead(head);
+    }
+    bool OnBody(std::string_view piece) override { return answer->sink().OnBody(piece); }
+    bool OnFlush(bool last) override { return answer->sink().OnFlush(last); }
+    void OnFailure(UpstreamFailure kind) override { answer->sink().OnFailure(kind); }
+
+    Session* session;
+    HttpRequest request;
+    unsigned version;
+    HeldWriter writer;
+    std::shared_ptr<DeferredAnswer> answer;
+    std::shared_ptr<EventedUpstream::Call> call;  // until its Done
+    bool watching = false;  // a hang-up wait is pending
+  };
+
+  // Plain, on the session's loop: the handler runs here, and may answer with a
+  // DeferredAnswer, whose exchange the I/O threads then drive (or, for one
+  // they cannot make, the upstream pool's RunOnPool).
+  void DispatchEvented(HttpRequest req, unsigned version) {
+    auto d = std::make_shared<Deferral>(this, std::move(req), version);
+    d->request.may_defer = true;
+    d->request.writer = &d->writer;
+    HttpResponse resp = server_->Call(d->request);
+    d->request.may_defer = false;
+    if (!resp.deferred) {
+      d->request.writer = nullptr;
+      return Write(std::move(resp), d->request.request_id, version);
+    }
+    d->answer = std::move(resp.deferred);
+    const UpstreamRequest* up = d->answer->upstream();
+    if (!up || !server_->evented->Supports(*up)) return DeferToPool(d);
+    auto self = this->shared_from_this();
+    d->call = server_->evented->Start(
+        *up, *d, stream_.get_executor(),
+        [self, d](std::function<void(bool)> resume) { self->DrainHeld(d, std::move(resume)); },
+        [self, d](Status sent) { self->OnDeferredDone(d, std::move(sent)); });
+    WatchHangUp(d);
+  }
+
+  // The deferred answer's RunOnPool on the upstream pool, as a handler run
+  // there (its next requests served there too).
+  void DeferToPool(const std::shared_ptr<Deferral>& d) {
+    ThreadPool* pool = &server_->upstream;
+    pool->Post([self = this->shared_from_this(), d, pool]() mutable {
+      d->request.writer = nullptr;
+      self->ServeOnPool(std::move(d->request), d->version, *pool, std::move(d->answer));
+    });
+  }
+
+  // While the upstream is awaited: a client that hangs up (its peer closed,
+  // or the connection failed) cancels the call. Bytes it sends meanwhile
+  // (its next request) end the watch: they are read after this answer.
+  void WatchHangUp(const std::shared_ptr<Deferral>& d) {
+    d->watching = true;
+    Tcp().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this(), d](beast::error_code ec) {
+      if (ec || !d->watching) return;
+      d->watching = false;
+      char byte;
+      const ssize_t n = ::recv(self->Fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      const bool hung_up = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+      if (hung_up && d->call) d->call->Cancel();
+    });
+  }
+  void StopWatching(Deferral& d) {
+    if (!d.watching) return;
+    d.watching = false;
+    beast::error_code ignored;
+    Tcp().socket().cancel(ignored);  // the only operation on it now
+  }
+
+  // What the sink wrote, to the client, before the upstream is read again;
+  // resume(false) when the client has gone.
+  void DrainHeld(const std::shared_ptr<Deferral>& d, std::function<void(bool)> resume) {
+    HeldWriter& w = d->writer;
+    if (w.failed) return resume(false);
+    if (w.held.empty()) return resume(true);
+    auto pending = std::make_shared<std::string>(std::move(w.held));
+    w.held.clear();
+    auto rest = std::make_shared<beast::buffers_suffix<asio::const_buffer>>(asio::buffer(*pending));
+    beast::error_code ec;
+    if (WriteNow(*rest, ec)) return resume(true);  // most pieces: the socket takes them at once
+    if (ec != asio::error::would_block) {
+      w.failed = true;
+      return resume(false);
+    }
+    Tcp().expires_after(server_->options.idle_timeout);
+    asio::async_write(stream_, *rest,
+                      [d, pending, rest, resume = std::move(resume)](beast::error_code ec, size_t) {
+                        if (ec) d->writer.failed = true;
+                        resume(!ec);
+                      });
+  }
+
+  // The exchange ended: the deferred answer's Finish, then its answer
+  // written, or the streamed one ended, or (a held 401) RunOnPool.
+  void OnDeferredDone(const std::shared_ptr<Deferral>& d, Status sent) {
+    d->call.reset();
+    StopWatching(*d);
+    HttpResponse resp = server_->Guarded(d->request, [&] { return d->answer->Finish(sent); });
+    if (resp.deferred && !d->writer.begun()) return DeferToPool(d);
+    if (!d->writer.begun()) {
+      d->request.writer = nullptr;
+      return Write(std::move(resp), d->request.request_id, d->version);
+    }
+    EndHeld(d);
+  }
+
+  // A streamed deferred answer's end: what is still held, then the last
+  // chunk and the next request, or the close (FinishStream).
+  void EndHeld(const std::shared_ptr<Deferral>& d) {
+    HeldWriter& w = d->writer;
+    const bool cut = w.failed || w.aborted;
+    if (!w.held.empty() && !(cut && !stream_chunked_)) {
+      auto pending = std::make_shared<std::string>(std::move(w.held));
+      w.held.clear();
+      Tcp().expires_after(server_->options.idle_timeout);
+      asio::async_write(stream_, asio::buffer(*pending),
+                        [self = this->shared_from_this(), d, pending](beast::error_code ec, size_t) {
+                          if (ec) d->writer.failed = true;
+                          self->EndHeld(d);
+                        });
+      return;
+    }
+    if (cut || !stream_chunked_ || !w.ended) return FinishStream(cut);
+    busy_ = false;
+    if (!stream_keep_alive_ || server_->stopping) return Close();
+    Read();
+  }
 
   // A streamed answer's head: chunked (HTTP/1.1) or, for HTTP/1.0, its body
   // delimited by the close.
@@ -1535,6 +1751,9 @@ HttpServer::HttpServer(HttpServerOptions options, RequestHandler handler, PoolCl
     : impl_(std::make_unique<Impl>(std::move(options))) {
   impl_->handler = std::move(handler);
   impl_->classify = std::move(classify);
+  if (impl_->options.evented_upstream) {
+    impl_->evented = std::make_unique<EventedUpstream>(EventedUpstream::Options{});
+  }
 }
 
 HttpServer::~HttpServer() = default;

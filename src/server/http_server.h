@@ -84,6 +84,11 @@ struct HttpServerOptions {
   // takes no more: no hand-off to the I/O threads per piece. False: through
   // the session's queue, as over TLS.
   bool stream_direct = true;
+  // Over plain HTTP, /v1 calls the classifier marks kEvented run on the I/O
+  // threads, their upstream exchange driven there (server/evented_upstream.h:
+  // no thread waits on an upstream). False: on the upstream pool, as over
+  // TLS (GATEWAY_V1_EVENTED).
+  bool evented_upstream = true;
   TlsFiles tls;  // cert_file set: HTTPS
   // Called once when the shutdown begins (SIGTERM, SIGINT, Shutdown()), on
   // an I/O thread: what would keep a handler waiting past the grace period
@@ -95,8 +100,10 @@ struct HttpServerOptions {
 };
 
 using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
-// Where a request's handler runs (see above).
-enum class HandlerPool { kIo, kBlocking, kUpstream };
+// Where a request's handler runs (see above). kEvented: on the I/O thread
+// that read it, with HttpRequest::may_defer (over TLS, or with
+// evented_upstream off: as kUpstream).
+enum class HandlerPool { kIo, kBlocking, kUpstream, kEvented };
 // Says it for each request, on an I/O thread. Thread-safe.
 using PoolClassifier = std::function<HandlerPool(const HttpRequest&)>;
 

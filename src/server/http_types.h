@@ -16,13 +16,20 @@
 // thread-safe: the handler's thread only.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "core/result.h"
+
 namespace dyad {
+
+struct UpstreamRequest;  // transport/upstream_client.h
+class UpstreamSink;
+class DeferredAnswer;
 
 class ResponseWriter {
  public:
@@ -73,8 +80,12 @@ struct HttpRequest {
   // Every header as received (names as the client spelled them), bounded
   // by the server's header limit.
   std::vector<std::pair<std::string, std::string>> headers;
-  // Set for handlers run off the I/O threads; null otherwise.
+  // Set for handlers run off the I/O threads, and for those that may defer
+  // (below); null otherwise.
   ResponseWriter* writer = nullptr;
+  // The handler runs on an I/O thread and may answer with a DeferredAnswer
+  // instead of waiting on an upstream (HandlerPool::kEvented).
+  bool may_defer = false;
 };
 
 struct HttpResponse {
@@ -82,6 +93,31 @@ struct HttpResponse {
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
+  // Set only when the request's may_defer was: the rest of the answer is
+  // this (the fields above are not sent).
+  std::shared_ptr<DeferredAnswer> deferred;
+};
+
+// The rest of an answer that waits on an upstream, returned by a handler
+// that may defer (HttpRequest::may_defer): the server drives the exchange
+// on its I/O threads, with no thread waiting for it. The request stays where
+// it was (the same object, its writer the server's) until Finish returns.
+class DeferredAnswer {
+ public:
+  virtual ~DeferredAnswer() = default;
+  // The exchange to drive, its answer into sink(); null: none the I/O
+  // threads make (RunOnPool answers instead). The server may also send to
+  // RunOnPool one it cannot make itself.
+  virtual const UpstreamRequest* upstream() const = 0;
+  virtual UpstreamSink& sink() = 0;
+  // On the I/O thread, after the exchange (`sent`: its outcome): the answer
+  // (not sent when the request's writer began one). With `deferred` set
+  // again (to this), RunOnPool answers instead.
+  virtual HttpResponse Finish(const Status& sent) = 0;
+  // On the /v1 upstream pool, as a handler run there: the whole answer
+  // (`request` may be another object than the one the handler was given,
+  // with the pool's writer).
+  virtual HttpResponse RunOnPool(const HttpRequest& request) = 0;
 };
 
 // Splits a request target into path (before the first '?') and query, as

@@ -11,6 +11,7 @@
 #include "core/parse_int.h"
 #include "core/secret_bytes.h"
 #include "core/time_format.h"
+#include "transport/upstream_target.h"
 
 namespace dyad {
 namespace {
@@ -314,6 +315,7 @@ struct ProxyService::Catalog {
     int64_t created = 0;
     std::vector<Model> models;
     std::optional<AdapterConfig> adapter;  // http-sdk and proxy, when it parses
+    bool preparable = false;  // Prepare may make its calls (ProxyOptions::prepare)
     std::string adapter_error;
     // Every header the credential may set (the adapter's auth header and
     // credentialHeaders), values empty: never taken from the client.
@@ -358,7 +360,8 @@ namespace {
 
 using Catalog = ProxyService::Catalog;
 
-Status LoadCatalog(ProviderRepository& repo, const UpstreamPolicy& policy, Catalog& cat) {
+Status LoadCatalog(ProviderRepository& repo, const ProxyOptions& options, Catalog& cat) {
+  const UpstreamPolicy& policy = options.policy;
   return ForEachProvider(repo, [&](const Provider& p) {
     Catalog::Entry e;
     e.id = p.id;
@@ -383,6 +386,8 @@ Status LoadCatalog(ProviderRepository& repo, const UpstreamPolicy& policy, Catal
       auto adapter = ParseAdapterConfig(p.adapter_config_json, policy);
       if (adapter.ok()) {
         e.adapter = std::move(adapter).value();
+        auto target = ParseUpstreamTarget(e.adapter->base_url);
+        e.preparable = options.prepare && target.ok() && IsPlainNumericTarget(*target);
         e.reserved.emplace_back(e.adapter->auth.header, "");
         for (const auto& [field, header] : e.adapter->credential_headers) e.reserved.emplace_back(header, "");
       } else {
@@ -431,7 +436,7 @@ Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
   cat->epoch = epoch;
   Status listed = OkStatus();
   try {  // whatever happens, the waiters hear of it (a throw would leave them waiting)
-    listed = LoadCatalog(repo_, options_.policy, *cat);
+    listed = LoadCatalog(repo_, options_, *cat);
   } catch (const std::exception& e) {
     listed = MakeError(ErrorCode::kInternal, std::string("reading the provider catalog failed: ") + e.what());
   }
@@ -668,15 +673,59 @@ Result<Routed> Route(const Catalog& cat, const std::string& model, const ProxyRe
 
 }  // namespace
 
-Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutput& output) {
-  const auto t0 = clock_.Now();
-  // One total deadline for the client's call, the 401 retry included.
-  const auto give_up = t0 + options_.timeouts.total;
+// One call's state, from its route to its answer (Forward's, or one
+// driven by the caller: ProxyCall).
+struct ProxyCall::State {
+  State() = default;
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+  // The credential's copies are wiped on every way out, as the client wipes
+  // its own (a short value moved out stays in the moved-from string's own
+  // buffer: wiped too).
+  ~State() { WipeInjected(); }
+  void WipeInjected() {
+    for (size_t i = injected_from; i < up.headers.size(); ++i) Cleanse(up.headers[i].second);
+  }
+
+  std::shared_ptr<const Catalog> cat;  // holds `provider`
+  const Catalog::Entry* provider = nullptr;
+  std::string_view metric_model;
+  std::string rewritten;  // the body, when the model sent upstream is another string
+  UpstreamRequest up;
+  size_t injected_from = 0;  // up.headers from here on are the credential's
+  CredentialsPtr used;
+  std::string request_id;  // the caller's, for the log
+  Clock::Instant t0;
+  Clock::Instant give_up;  // one total deadline for the client's call, the 401 retry included
+  std::optional<double> overhead;
+  std::function<bool()> hold_401;
+  std::optional<ForwardSink> sink;
+};
+
+ProxyCall::ProxyCall(std::unique_ptr<State> state) : s_(std::move(state)) {}
+ProxyCall::~ProxyCall() = default;
+const UpstreamRequest& ProxyCall::request() const { return s_->up; }
+UpstreamSink& ProxyCall::sink() { return *s_->sink; }
+bool ProxyCall::retry() const { return s_->sink->retry; }
+
+std::shared_ptr<const ProxyService::Catalog> ProxyService::FreshSnapshot() {
+  const auto now = clock_.CoarseNow();
+  MutexLock lock(&mu_);
+  return CatalogFresh(now) ? catalog_ : nullptr;
+}
+
+Result<bool> ProxyService::Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait) {
+  s.t0 = clock_.Now();
+  s.give_up = s.t0 + options_.timeouts.total;
+  s.request_id = request.caller.request_id;
   DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
-  DYAD_ASSIGN_OR_RETURN(auto cat, Snapshot());
-  DYAD_ASSIGN_OR_RETURN(Routed routed, Route(*cat, field.value, request));
-  const Catalog::Entry* provider = routed.provider;
-  const Catalog::Model* listed = routed.listed;
+  if (may_wait) {
+    DYAD_ASSIGN_OR_RETURN(s.cat, Snapshot());
+  } else if (!(s.cat = FreshSnapshot())) {
+    return false;
+  }
+  DYAD_ASSIGN_OR_RETURN(Routed routed, Route(*s.cat, field.value, request));
+  const Catalog::Entry* provider = s.provider = routed.provider;
   const std::string_view upstream_model = routed.upstream_model;
   if (provider->type != "http-sdk" && provider->type != "proxy") {
     return MakeError(ErrorCode::kUnimplemented, "provider '" + provider->slug + "' has type '" + provider->type +
@@ -686,117 +735,152 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     return MakeError(ErrorCode::kFailedPrecondition,
                      "provider '" + provider->slug + "' cannot be called: " + provider->adapter_error);
   }
-  const std::string_view metric_model = listed ? std::string_view(listed->dyad_id) : std::string_view("other");
+  s.metric_model = routed.listed ? std::string_view(routed.listed->dyad_id) : std::string_view("other");
   // The body as received, unless the model sent upstream is another string.
-  std::string rewritten;
-  std::string_view body = request.body;
+  s.up.body = request.body;
   if (upstream_model != field.value) {
-    rewritten = ReplaceModel(request.body, field, upstream_model);
-    body = rewritten;
+    s.rewritten = ReplaceModel(request.body, field, upstream_model);
+    s.up.body = s.rewritten;
   }
-  UpstreamRequest up;
-  up.method = "POST";
-  up.url.reserve(provider->adapter->base_url.size() + request.endpoint.size() + request.query.size() + 2);
-  up.url.append(provider->adapter->base_url).append("/").append(request.endpoint);
-  if (!request.query.empty()) up.url.append("?").append(request.query);
-  up.body = body;
-  up.timeouts = options_.timeouts;
-  up.hang_up_fd = output.HangUpFd();
+  s.up.method = "POST";
+  std::string& url = s.up.url;
+  url.reserve(provider->adapter->base_url.size() + request.endpoint.size() + request.query.size() + 2);
+  url.append(provider->adapter->base_url).append("/").append(request.endpoint);
+  if (!request.query.empty()) url.append("?").append(request.query);
+  s.up.timeouts = options_.timeouts;
+  return true;
+}
 
-  std::optional<double> overhead;
+Status ProxyService::Inject(const ProxyRequest& request, ProxyCall::State& s, CredentialsPtr credentials) {
+  s.WipeInjected();
+  auto injected = CredentialHeaders(*s.provider->adapter, credentials->fields);
+  if (!injected.ok()) {
+    return MakeError(ErrorCode::kFailedPrecondition,
+                     "provider '" + s.provider->slug + "' cannot be called: " + injected.error().message);
+  }
+  // Every header the credential may set is the gateway's, set or not: a
+  // client never supplies one the stored credentials happen to lack.
+  s.up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, s.provider->reserved);
+  s.injected_from = s.up.headers.size();
+  for (auto& h : *injected) {
+    s.up.headers.push_back(std::move(h));
+    Cleanse(h.second);
+  }
+  s.used = std::move(credentials);
+  return OkStatus();
+}
+
+std::optional<Error> ProxyService::Arm(ProxyCall::State& s, ProxyOutput& output, bool may_hold) {
+  s.sink.emplace(output, options_.max_buffered_bytes, may_hold ? &s.hold_401 : nullptr, clock_);
+  if (!s.overhead) s.overhead = std::chrono::duration<double>(clock_.Now() - s.t0).count();
+  const auto now = clock_.Now();
+  if (now >= s.give_up) {
+    Error e = MakeError(ErrorCode::kDeadlineExceeded, "upstream '" + s.provider->slug +
+                                                          "' timed out: the total timeout (" +
+                                                          std::to_string(options_.timeouts.total.count()) +
+                                                          " ms) passed");
+    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt, *s.overhead, 0);
+    return e;
+  }
+  s.up.timeouts.total = std::chrono::ceil<std::chrono::milliseconds>(s.give_up - now);
+  return std::nullopt;
+}
+
+Result<ProxyAnswer> ProxyService::Conclude(ProxyCall::State& s, const Status& sent) {
+  ForwardSink& sink = *s.sink;
+  const Catalog::Entry* provider = s.provider;
+  ProxyAnswer answer = std::move(sink.answer);
+  // Gone while a piece was written to it, or while the upstream was awaited.
+  const bool client_gone = sink.client_gone || (!sent.ok() && sent.code() == ErrorCode::kCancelled);
+  if (!sent.ok() && !answer.streamed) {
+    Error e = client_gone ? MakeError(ErrorCode::kCancelled, "the client went away") : sent.error();
+    metrics_.ObserveV1(provider->slug, s.metric_model, StatusOf(e), sink.upstream_seconds, *s.overhead, 0);
+    if (e.code == ErrorCode::kCancelled) return e;
+    // The client's words (B6): the provider and the kind of failure. The
+    // error's own name the upstream's URL, and curl's its host, port and
+    // address, which a /v1 client must not learn: they go to the log.
+    spdlog::warn("v1: request {}: the call to provider {} failed: {}", s.request_id, provider->slug, e.message);
+    const std::string kind = DescribeUpstreamFailure(sink.failure, s.up.timeouts);
+    const std::string named = "upstream '" + provider->slug + "'";
+    switch (e.code) {
+      case ErrorCode::kUnavailable: e.message = named + " unreachable: " + kind; break;
+      case ErrorCode::kDeadlineExceeded: e.message = named + " timed out: " + kind; break;
+      case ErrorCode::kInvalidArgument: e.message = named + " was not called: " + kind; break;
+      default: e.message = named + " was not called: internal error (request id " + s.request_id + ")";
+    }
+    return e;
+  }
+  if (!sent.ok()) {
+    answer.cut_short = true;
+    spdlog::warn("v1: the answer of provider {} was cut short: {}", provider->slug,
+                 client_gone ? std::string("the client went away") : sent.error().message);
+  }
+  metrics_.ObserveV1(provider->slug, s.metric_model, client_gone ? 499 : answer.status, sink.upstream_seconds,
+                     *s.overhead, sink.bytes);
+  return answer;
+}
+
+Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutput& output) {
+  ProxyCall::State s;
+  DYAD_RETURN_IF_ERROR(Resolve(request, s, /*may_wait=*/true));
+  s.up.hang_up_fd = output.HangUpFd();
   for (int attempt = 0;; ++attempt) {
-    auto read = secrets_.Get(provider->id, request.caller);
+    auto read = secrets_.Get(s.provider->id, request.caller);
     if (!read.ok()) {
-      Error e = MakeError(ErrorCode::kFailedPrecondition, "the credentials of provider '" + provider->slug +
+      Error e = MakeError(ErrorCode::kFailedPrecondition, "the credentials of provider '" + s.provider->slug +
                                                               "' cannot be read (" +
                                                               std::string(ErrorCodeName(read.code())) + ")");
-      metrics_.ObserveV1(provider->slug, metric_model, StatusOf(e), std::nullopt,
-                         std::chrono::duration<double>(clock_.Now() - t0).count(), 0);
+      metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
+                         std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
       return e;
     }
-    auto injected = CredentialHeaders(*provider->adapter, read->credentials->fields);
-    if (!injected.ok()) {
-      return MakeError(ErrorCode::kFailedPrecondition,
-                       "provider '" + provider->slug + "' cannot be called: " + injected.error().message);
-    }
-    // Every header the credential may set is the gateway's, set or not: a
-    // client never supplies one the stored credentials happen to lack.
-    up.headers = ForwardableHeaders(request.headers ? *request.headers : kNoHeaders, provider->reserved);
-    // The credential's copies are wiped on every way out of this attempt, as
-    // the client wipes its own (a short value moved out stays in the moved-from
-    // string's own buffer: wiped too).
-    struct WipeInjected {
-      HttpHeaders& headers;
-      size_t first;
-      ~WipeInjected() {
-        for (size_t i = first; i < headers.size(); ++i) Cleanse(headers[i].second);
-      }
-    } wipe{up.headers, up.headers.size()};
-    for (auto& h : *injected) {
-      up.headers.push_back(std::move(h));
-      Cleanse(h.second);
-    }
+    DYAD_RETURN_IF_ERROR(Inject(request, s, read->credentials));
     // A 401 to the cached credential (first attempt only) is held back and
     // retried when this credential's window allows a fresh read (claimed
     // and the cache entry dropped in one step), or when the cache already
     // holds another credential (replaced meanwhile). Asked only on a 401.
-    const CredentialsPtr used = read->credentials;
-    const std::function<bool()> hold_401 = [&] {
-      const std::string used_fingerprint = secrets_.Fingerprint(used->fields);
-      if (ClaimForcedRefresh(provider->id, used_fingerprint)) {
-        spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", provider->slug);
+    s.hold_401 = [&] {
+      const std::string used_fingerprint = secrets_.Fingerprint(s.used->fields);
+      if (ClaimForcedRefresh(s.provider->id, used_fingerprint)) {
+        spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", s.provider->slug);
         return true;
       }
       // Another credential by value, not by pointer: a re-read that found
       // the same key would only earn a second 401.
-      auto now_cached = secrets_.Get(provider->id, request.caller);
+      auto now_cached = secrets_.Get(s.provider->id, request.caller);
       return now_cached.ok() && secrets_.Fingerprint(now_cached->credentials->fields) != used_fingerprint;
     };
-    const bool may_hold = attempt == 0 && read->source == "cache";
-    ForwardSink sink(output, options_.max_buffered_bytes, may_hold ? &hold_401 : nullptr, clock_);
-    if (!overhead) overhead = std::chrono::duration<double>(clock_.Now() - t0).count();
-    const auto now = clock_.Now();
-    if (now >= give_up) {
-      Error e = MakeError(ErrorCode::kDeadlineExceeded, "upstream '" + provider->slug + "' timed out: the total timeout (" +
-                                                            std::to_string(options_.timeouts.total.count()) +
-                                                            " ms) passed");
-      metrics_.ObserveV1(provider->slug, metric_model, StatusOf(e), std::nullopt, *overhead, 0);
-      return e;
-    }
-    up.timeouts.total = std::chrono::ceil<std::chrono::milliseconds>(give_up - now);
-    Status sent = upstream_.Send(up, sink);
-    if (sink.retry) continue;  // a held 401 (see above)
-    ProxyAnswer answer = std::move(sink.answer);
-    // Gone while a piece was written to it, or while the upstream was awaited.
-    const bool client_gone = sink.client_gone || (!sent.ok() && sent.code() == ErrorCode::kCancelled);
-    if (!sent.ok() && !answer.streamed) {
-      Error e = client_gone ? MakeError(ErrorCode::kCancelled, "the client went away") : sent.error();
-      metrics_.ObserveV1(provider->slug, metric_model, StatusOf(e), sink.upstream_seconds, *overhead, 0);
-      if (e.code == ErrorCode::kCancelled) return e;
-      // The client's words (B6): the provider and the kind of failure. The
-      // error's own name the upstream's URL, and curl's its host, port and
-      // address, which a /v1 client must not learn: they go to the log.
-      spdlog::warn("v1: request {}: the call to provider {} failed: {}", request.caller.request_id, provider->slug,
-                   e.message);
-      const std::string kind = DescribeUpstreamFailure(sink.failure, up.timeouts);
-      const std::string named = "upstream '" + provider->slug + "'";
-      switch (e.code) {
-        case ErrorCode::kUnavailable: e.message = named + " unreachable: " + kind; break;
-        case ErrorCode::kDeadlineExceeded: e.message = named + " timed out: " + kind; break;
-        case ErrorCode::kInvalidArgument: e.message = named + " was not called: " + kind; break;
-        default: e.message = named + " was not called: internal error (request id " + request.caller.request_id + ")";
-      }
-      return e;
-    }
-    if (!sent.ok()) {
-      answer.cut_short = true;
-      spdlog::warn("v1: the answer of provider {} was cut short: {}", provider->slug,
-                   client_gone ? std::string("the client went away") : sent.error().message);
-    }
-    metrics_.ObserveV1(provider->slug, metric_model, client_gone ? 499 : answer.status, sink.upstream_seconds,
-                       *overhead, sink.bytes);
-    return answer;
+    const bool may_hold = attempt == 0 && !request.after_401 && read->source == "cache";
+    if (auto late = Arm(s, output, may_hold)) return *late;
+    Status sent = upstream_.Send(s.up, *s.sink);
+    if (s.sink->retry) continue;  // a held 401 (see above)
+    return Conclude(s, sent);
   }
 }
+
+Result<std::unique_ptr<ProxyCall>> ProxyService::Prepare(const ProxyRequest& request, ProxyOutput& output) {
+  auto s = std::make_unique<ProxyCall::State>();
+  DYAD_ASSIGN_OR_RETURN(bool resolved, Resolve(request, *s, /*may_wait=*/false));
+  if (!resolved || request.after_401 || !s->provider->preparable) return std::unique_ptr<ProxyCall>();
+  CredentialsPtr cached = secrets_.GetCached(s->provider->id);
+  if (!cached) return std::unique_ptr<ProxyCall>();
+  DYAD_RETURN_IF_ERROR(Inject(request, *s, std::move(cached)));
+  // Forward's hold, without its wait: when the window is used, only what
+  // the cache holds now is compared (a miss is not read here: not held).
+  ProxyCall::State* state = s.get();
+  s->hold_401 = [this, state] {
+    const std::string used_fingerprint = secrets_.Fingerprint(state->used->fields);
+    if (ClaimForcedRefresh(state->provider->id, used_fingerprint)) {
+      spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", state->provider->slug);
+      return true;
+    }
+    CredentialsPtr now_cached = secrets_.GetCached(state->provider->id);
+    return now_cached && secrets_.Fingerprint(now_cached->fields) != used_fingerprint;
+  };
+  if (auto late = Arm(*s, output, /*may_hold=*/true)) return *late;
+  return std::unique_ptr<ProxyCall>(new ProxyCall(std::move(s)));
+}
+
+Result<ProxyAnswer> ProxyService::Finish(ProxyCall& call, const Status& sent) { return Conclude(*call.s_, sent); }
 
 }  // namespace dyad

@@ -82,6 +82,10 @@ struct ProxyOptions {
   // this time (GATEWAY_V1_REFRESH_INTERVAL_MS): a credential the upstream
   // keeps refusing does not make every request read the backend.
   Clock::Duration forced_refresh_interval = std::chrono::seconds(5);
+  // Prepare makes calls (else it always answers "Forward it"): to providers
+  // whose baseUrl a caller that must not wait can call (IsPlainNumericTarget).
+  // Off with GATEWAY_UPSTREAM_PROXY (every call goes through the proxy).
+  bool prepare = false;
 };
 
 struct ProxyRequest {
@@ -94,6 +98,9 @@ struct ProxyRequest {
   // Model ids, or <slug>/<model> for a model its provider does not list.
   const std::vector<std::string>* allowed_models = nullptr;
   Caller caller;
+  // The first attempt was answered 401 and held back (ProxyService::Prepare's
+  // call): this one reads the credential again and is not held back twice.
+  bool after_401 = false;
 };
 
 // Where a streamed answer goes (the client): false when it has gone.
@@ -119,6 +126,29 @@ struct ProxyAnswer {
   bool cut_short = false;  // streamed, and the upstream or the client failed before its end
 };
 
+// One /v1 call made ready without waiting (ProxyService::Prepare), for a
+// caller that drives the upstream exchange itself (the server's I/O
+// threads): the request to send, with the credential injected (wiped when
+// the call is destroyed), and the sink its answer goes into.
+class ProxyCall {
+ public:
+  ~ProxyCall();
+  ProxyCall(const ProxyCall&) = delete;
+  ProxyCall& operator=(const ProxyCall&) = delete;
+  const UpstreamRequest& request() const;
+  UpstreamSink& sink();
+  // The upstream answered 401 to the cached credential and the answer was
+  // held back (as Forward holds it): ask Forward again, with after_401.
+  bool retry() const;
+
+  struct State;  // in proxy_service.cc
+
+ private:
+  friend class ProxyService;
+  explicit ProxyCall(std::unique_ptr<State> state);
+  std::unique_ptr<State> s_;
+};
+
 // One entry of GET /v1/models.
 struct ListedModel {
   std::string id;
@@ -133,6 +163,16 @@ class ProxyService {
   ~ProxyService();
 
   Result<ProxyAnswer> Forward(const ProxyRequest& request, ProxyOutput& output);
+  // Forward in two halves, for a caller that must not wait (an I/O thread):
+  // Prepare does Forward's work up to the upstream call with what is at
+  // hand (the catalog as held, the credential from the cache only) and
+  // Finish, after the caller's exchange (`sent`: its outcome), what Forward
+  // does after it. Prepare's errors are Forward's; null (no error) when it
+  // would have to wait (the catalog due, a credential not cached), for a
+  // provider it does not call (ProxyOptions::prepare) and for a request
+  // with after_401: Forward it then, off the I/O threads.
+  Result<std::unique_ptr<ProxyCall>> Prepare(const ProxyRequest& request, ProxyOutput& output);
+  Result<ProxyAnswer> Finish(ProxyCall& call, const Status& sent);
   // The enabled providers' models, in provider order (a model listed by two
   // providers is listed once, as the first's); only those the allow-lists pass.
   Result<std::vector<ListedModel>> Models(const std::vector<std::string>* allowed_providers,
@@ -150,6 +190,18 @@ class ProxyService {
 
  private:
   Result<std::shared_ptr<const Catalog>> Snapshot() DYAD_LOCKS_EXCLUDED(mu_);
+  // The catalog when it is fresh, else null (never reads the registry).
+  std::shared_ptr<const Catalog> FreshSnapshot() DYAD_LOCKS_EXCLUDED(mu_);
+  // The halves of a call (Forward, Prepare, Finish). Resolve: the body's
+  // model, its route and the upstream request less its headers; false
+  // when `may_wait` is not and the catalog is due. Inject: the headers,
+  // with `credentials` injected. Arm: the sink, and the total timeout left
+  // (an error, counted, when none is). Conclude: the answer or error of an
+  // exchange, counted.
+  Result<bool> Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait);
+  Status Inject(const ProxyRequest& request, ProxyCall::State& s, CredentialsPtr credentials);
+  std::optional<Error> Arm(ProxyCall::State& s, ProxyOutput& output, bool may_hold);
+  Result<ProxyAnswer> Conclude(ProxyCall::State& s, const Status& sent);
   bool CatalogFresh(Clock::Instant now) const DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a 401 to the cached credential with this fingerprint: claims the
   // window of (provider, fingerprint) and, in the same step, drops the cache

@@ -354,6 +354,14 @@ Result<CredentialsPtr> SecretsService::FromEnvironment(const std::string& provid
   return CredentialsPtr(std::move(creds));
 }
 
+CredentialsPtr SecretsService::GetCached(const std::string& provider_id) {
+  if (!options_.cache_enabled) return nullptr;
+  auto t0 = clock_.Now();
+  CredentialsPtr hit = cache_.GetIfFresh(provider_id, load_);
+  if (hit && Metrics::SampleHit()) metrics_.ObserveRead(ReadSource::kCache, clock_.Now() - t0, Metrics::kHitSample);
+  return hit;
+}
+
 Result<CredentialRead> SecretsService::Get(const std::string& provider_id, const Caller& caller) {
   auto t0 = clock_.Now();
   Result<CredentialRead> read = MakeError(ErrorCode::kInternal, "unset");

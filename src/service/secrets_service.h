@@ -191,6 +191,10 @@ class SecretsService {
 
   // The hot path (through the cache unless SECRETS_CACHE_ENABLED=false).
   Result<CredentialRead> Get(const std::string& provider_id, const Caller& caller);
+  // Get's cache hit alone, never waiting (CredentialCache::GetIfFresh): the
+  // credentials Get would serve from the cache, else null (a miss, a stale
+  // or leased-out entry, the cache off): Get must be asked, off the I/O threads.
+  CredentialsPtr GetCached(const std::string& provider_id);
 
   // Seal and store under the provider's lock (locks().Hold()), returning
   // the document stored and its version. Create fails with kAlreadyExists

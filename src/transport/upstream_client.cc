@@ -75,6 +75,7 @@
 #include "transport/curl_common.h"
 #include "transport/http_answer.h"
 #include "transport/upstream_target.h"
+#include "transport/upstream_wire.h"
 
 namespace dyad {
 namespace {
@@ -121,8 +122,100 @@ bool IsSetByClientAnyCase(std::string_view name) {
 // The most an answer head may take (curl's own limit is 100 KiB per line).
 constexpr size_t kMaxHeadBytes = 64 * 1024;
 
-// Removes hop-by-hop headers, and those the answer's Connection header names.
-void RemoveHopByHop(HttpHeaders& headers);
+}  // namespace
+
+// upstream_wire.h
+
+// How errors name a call: its method and target (built only for an error).
+std::string UpstreamCallName(const std::string& method, const UpstreamTarget& target) { return method + " " + target.shown; }
+
+// Removes hop-by-hop headers, and those the answer's Connection header names
+// (sorted, so a hostile head of many names and fields costs n log n).
+void RemoveHopByHop(HttpHeaders& headers) {
+  std::vector<std::string> named;
+  for (const auto& [name, value] : headers) {
+    if (name != "connection") continue;
+    std::string_view rest = value;
+    while (!rest.empty()) {
+      const size_t comma = rest.find(',');
+      const std::string_view token = TrimSpace(rest.substr(0, comma));
+      if (!token.empty()) named.push_back(AsciiLower(token));
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    }
+  }
+  std::sort(named.begin(), named.end());
+  named.erase(std::unique(named.begin(), named.end()), named.end());
+  std::erase_if(headers, [&](const auto& h) {
+    return IsHopByHop(h.first) || std::binary_search(named.begin(), named.end(), h.first);
+  });
+}
+
+// The request line and headers (and a small body) in `out`,
+// sized first: no growth, no copy of the credential left in freed memory.
+void SerialiseUpstreamRequest(const UpstreamRequest& request, const UpstreamTarget& target, std::string_view query,
+                            bool inline_body, WipedString& out) {
+  size_t size = request.method.size() + target.path.size() + query.size() + target.host_header.size() + 80;
+  for (const auto& [k, v] : request.headers) size += k.size() + v.size() + 4;
+  if (inline_body) size += request.body.size();
+  out.clear();
+  out.reserve(size);
+  out.append(request.method).append(" ").append(target.path).append(query).append(" HTTP/1.1\r\nHost: ");
+  out.append(target.host_header).append("\r\n");
+  for (const auto& [k, v] : request.headers) {
+    if (IsSetByClientAnyCase(k)) continue;
+    out.append(k).append(v.empty() ? ":" : ": ").append(v).append("\r\n");
+  }
+  if (!request.body.empty() || (request.method != "GET" && request.method != "HEAD")) {
+    char length[48];
+    const int n = std::snprintf(length, sizeof length, "Content-Length: %zu\r\n", request.body.size());
+    out.append(length, static_cast<size_t>(n));
+  }
+  out.append("\r\n");
+  if (inline_body) out.append(request.body);
+}
+
+Result<std::string_view> UpstreamQuery(const UpstreamRequest& request, const UpstreamTarget& target) {
+  std::string_view query;
+  if (const size_t q = request.url.find('?'); q != std::string::npos) {
+    query = std::string_view(request.url).substr(q, request.url.find('#', q) - q);
+    for (unsigned char c : query) {
+      if (c <= ' ' || c == 0x7f) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         UpstreamCallName(request.method, target) + ": the URL's query has a space or control character");
+      }
+    }
+    if (query.size() == 1) query = {};  // "?" alone: curl sends none either
+  }
+  return query;
+}
+
+UpstreamFailure TimeoutFailure(std::string_view which) {
+  return which == "idle"      ? UpstreamFailure::kIdleTimeout
+         : which == "total"   ? UpstreamFailure::kTotalTimeout
+         : which == "connect" ? UpstreamFailure::kConnectTimeout
+                              : UpstreamFailure::kFirstByteTimeout;
+}
+
+// `which` timeout ("connect", "first-byte", "idle" or "total") passed.
+Status UpstreamTimedOut(const std::string& what, const char* which, const UpstreamTimeouts& t, bool head_done) {
+  const std::string_view w = which;
+  const auto limit = w == "idle" ? t.idle : w == "total" ? t.total : w == "connect" ? t.connect : t.first_byte;
+  return MakeError(ErrorCode::kDeadlineExceeded, what + ": the " + which + " timeout (" +
+                                                     std::to_string(limit.count()) + " ms) passed" +
+                                                     (head_done ? "; the answer was cut short" : ""));
+}
+
+Status UpstreamClientHungUp(const std::string& what) {
+  return MakeError(ErrorCode::kCancelled, what + ": stopped, the client hung up");
+}
+
+Status UpstreamHeadTooLarge(const std::string& what) {
+  return MakeError(ErrorCode::kUnavailable,
+                   what + ": the answer's head (or a chunk's size line, or its trailers) is larger than " +
+                       std::to_string(kMaxHeadBytes) + " bytes");
+}
+
+namespace {
 
 // One call's state, reached from curl's callbacks (through the proxy) or
 // from AnswerReader (our own exchange).
@@ -167,26 +260,6 @@ struct Exchange final : AnswerListener {
   }
 };
 
-// Removes hop-by-hop headers, and those the answer's Connection header names
-// (sorted, so a hostile head of many names and fields costs n log n).
-void RemoveHopByHop(HttpHeaders& headers) {
-  std::vector<std::string> named;
-  for (const auto& [name, value] : headers) {
-    if (name != "connection") continue;
-    std::string_view rest = value;
-    while (!rest.empty()) {
-      const size_t comma = rest.find(',');
-      const std::string_view token = TrimSpace(rest.substr(0, comma));
-      if (!token.empty()) named.push_back(AsciiLower(token));
-      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-    }
-  }
-  std::sort(named.begin(), named.end());
-  named.erase(std::unique(named.begin(), named.end()), named.end());
-  std::erase_if(headers, [&](const auto& h) {
-    return IsHopByHop(h.first) || std::binary_search(named.begin(), named.end(), h.first);
-  });
-}
 
 size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
   auto* x = static_cast<Exchange*>(user);
@@ -316,9 +389,6 @@ constexpr size_t kInlineBody = 16 * 1024;
 // round trip and then some. Later, the upstream may have worked on it.
 constexpr std::chrono::milliseconds kStaleCloseWindow{250};
 
-// How errors name a call: its method and target (built only for an error).
-std::string What(const std::string& method, const UpstreamTarget& target) { return method + " " + target.shown; }
-
 class CurlUpstreamClient final : public UpstreamClient {
  public:
   explicit CurlUpstreamClient(UpstreamClientOptions options) : options_(std::move(options)) {
@@ -388,17 +458,17 @@ class CurlUpstreamClient final : public UpstreamClient {
     for (const auto& [name, value] : request.headers) {
       if (!IsHttpToken(name)) {
         return Failed(x, UpstreamFailure::kInvalidRequest, ErrorCode::kInvalidArgument,
-                      What(request.method, target) + ": a header name is not an HTTP token");
+                      UpstreamCallName(request.method, target) + ": a header name is not an HTTP token");
       }
       if (HasBreakOrNul(value)) {
         return Failed(x, UpstreamFailure::kInvalidRequest, ErrorCode::kInvalidArgument,
-                      What(request.method, target) + ": header " + name + " has a CR, LF or NUL in its value");
+                      UpstreamCallName(request.method, target) + ": header " + name + " has a CR, LF or NUL in its value");
       }
     }
     // A client gone already (while the call waited for a thread, say): no
     // request goes out for it.
-    if (request.hang_up_fd >= 0 && HungUp(request.hang_up_fd)) return ClientHungUp(What(request.method, target));
-    if (!options_.proxy.empty()) DYAD_RETURN_IF_ERROR(CheckHostBeforeProxy(x, What(request.method, target), target.host));
+    if (request.hang_up_fd >= 0 && HungUp(request.hang_up_fd)) return UpstreamClientHungUp(UpstreamCallName(request.method, target));
+    if (!options_.proxy.empty()) DYAD_RETURN_IF_ERROR(CheckHostBeforeProxy(x, UpstreamCallName(request.method, target), target.host));
     std::unique_ptr<Entry> entry = Lease(target.origin);
     if (!entry) return MakeError(ErrorCode::kInternal, "curl_easy_init failed");
     x.head.headers = std::move(entry->head_headers);  // no growth of a new vector per answer
@@ -529,8 +599,8 @@ class CurlUpstreamClient final : public UpstreamClient {
         x.head_done) {
       return OkStatus();
     }
-    const std::string what = What(request.method, target);
-    if (hung_up) return ClientHungUp(what);
+    const std::string what = UpstreamCallName(request.method, target);
+    if (hung_up) return UpstreamClientHungUp(what);
     if (timed_out) return TimedOut(x, what, timed_out, request.timeouts, x.head_done);
     if (!failure.empty()) return Failed(x, UpstreamFailure::kOther, ErrorCode::kInternal, what + ": " + failure);
     if (x.cancelled) return MakeError(ErrorCode::kCancelled, what + ": the answer's reader stopped reading it");
@@ -549,25 +619,13 @@ class CurlUpstreamClient final : public UpstreamClient {
   // `which` timeout ("connect", "first-byte", "idle" or "total") passed.
   static Status TimedOut(Exchange& x, const std::string& what, const char* which, const UpstreamTimeouts& t,
                          bool head_done) {
-    const std::string_view w = which;
-    const auto limit = w == "idle" ? t.idle : w == "total" ? t.total : w == "connect" ? t.connect : t.first_byte;
-    x.failure = w == "idle"      ? UpstreamFailure::kIdleTimeout
-                : w == "total"   ? UpstreamFailure::kTotalTimeout
-                : w == "connect" ? UpstreamFailure::kConnectTimeout
-                                 : UpstreamFailure::kFirstByteTimeout;
-    return MakeError(ErrorCode::kDeadlineExceeded, what + ": the " + which + " timeout (" +
-                                                       std::to_string(limit.count()) + " ms) passed" +
-                                                       (head_done ? "; the answer was cut short" : ""));
-  }
-
-  static Status ClientHungUp(const std::string& what) {
-    return MakeError(ErrorCode::kCancelled, what + ": stopped, the client hung up");
+    x.failure = TimeoutFailure(which);
+    return UpstreamTimedOut(what, which, t, head_done);
   }
 
   static Status HeadTooLarge(Exchange& x, const std::string& what) {
-    return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable,
-                  what + ": the answer's head (or a chunk's size line, or its trailers) is larger than " +
-                      std::to_string(kMaxHeadBytes) + " bytes");
+    x.failure = UpstreamFailure::kBadAnswer;
+    return UpstreamHeadTooLarge(what);
   }
 
   // Our own exchange (see the top of this file).
@@ -575,19 +633,13 @@ class CurlUpstreamClient final : public UpstreamClient {
     const Steady::time_point give_up = Steady::now() + request.timeouts.total;
     // The query is the call's (the target is kept without it): it goes into
     // the request line, so nothing in it may end or split that line.
-    std::string_view query;
-    if (const size_t q = request.url.find('?'); q != std::string::npos) {
-      query = std::string_view(request.url).substr(q, request.url.find('#', q) - q);
-      for (unsigned char c : query) {
-        if (c <= ' ' || c == 0x7f) {
-          return Failed(x, UpstreamFailure::kInvalidRequest, ErrorCode::kInvalidArgument,
-                        What(request.method, target) + ": the URL's query has a space or control character");
-        }
-      }
-      if (query.size() == 1) query = {};  // "?" alone: curl sends none either
+    auto query = UpstreamQuery(request, target);
+    if (!query.ok()) {
+      x.failure = UpstreamFailure::kInvalidRequest;
+      return query.error();
     }
     const bool inline_body = request.body.size() <= kInlineBody;
-    Serialise(e, request, target, query, inline_body);
+    SerialiseUpstreamRequest(request, target, *query, inline_body, e.out);
     Status status = OkStatus();
     for (int attempt = 0; attempt < 2; ++attempt) {
       const bool reused = e.connected && ConnectionStillOpen(e.easy);
@@ -597,7 +649,7 @@ class CurlUpstreamClient final : public UpstreamClient {
         // The connect (and TLS handshake) watched no client: one gone
         // meanwhile gets no request sent.
         if (request.hang_up_fd >= 0 && HungUp(request.hang_up_fd)) {
-          status = ClientHungUp(What(request.method, target));
+          status = UpstreamClientHungUp(UpstreamCallName(request.method, target));
           break;
         }
       }
@@ -607,30 +659,6 @@ class CurlUpstreamClient final : public UpstreamClient {
     return status;
   }
 
-  // The request line and headers (and a small body) in the entry's buffer,
-  // sized first: no growth, no copy of the credential left in freed memory.
-  static void Serialise(Entry& e, const UpstreamRequest& request, const UpstreamTarget& target,
-                        std::string_view query, bool inline_body) {
-    size_t size = request.method.size() + target.path.size() + query.size() + target.host_header.size() + 80;
-    for (const auto& [k, v] : request.headers) size += k.size() + v.size() + 4;
-    if (inline_body) size += request.body.size();
-    WipedString& out = e.out;
-    out.clear();
-    out.reserve(size);
-    out.append(request.method).append(" ").append(target.path).append(query).append(" HTTP/1.1\r\nHost: ");
-    out.append(target.host_header).append("\r\n");
-    for (const auto& [k, v] : request.headers) {
-      if (IsSetByClientAnyCase(k)) continue;
-      out.append(k).append(v.empty() ? ":" : ": ").append(v).append("\r\n");
-    }
-    if (!request.body.empty() || (request.method != "GET" && request.method != "HEAD")) {
-      char length[48];
-      const int n = std::snprintf(length, sizeof length, "Content-Length: %zu\r\n", request.body.size());
-      out.append(length, static_cast<size_t>(n));
-    }
-    out.append("\r\n");
-    if (inline_body) out.append(request.body);
-  }
 
   // A new connection for the entry's origin, made by curl with the options
   // set at Lease; the open-socket callback refuses forbidden addresses.
@@ -647,7 +675,7 @@ class CurlUpstreamClient final : public UpstreamClient {
       e.sock = CURL_SOCKET_BAD;
     }
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - Steady::now());
-    if (left.count() <= 0) return TimedOut(x, What(request.method, target), "total", request.timeouts, false);
+    if (left.count() <= 0) return TimedOut(x, UpstreamCallName(request.method, target), "total", request.timeouts, false);
     CURL* h = e.easy;
     e.error[0] = '\0';
     x.refused.clear();
@@ -658,7 +686,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     const CURLcode rc = curl_easy_perform(h);
     curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, nullptr);
     if (rc != CURLE_OK) {
-      const std::string what = What(request.method, target);
+      const std::string what = UpstreamCallName(request.method, target);
       if (!x.refused.empty()) return Refused(x, what, x.refused);
       if (rc == CURLE_OPERATION_TIMEDOUT) {
         const bool total = Steady::now() >= give_up && request.timeouts.total < request.timeouts.connect;
@@ -670,7 +698,7 @@ class CurlUpstreamClient final : public UpstreamClient {
     curl_socket_t sock = CURL_SOCKET_BAD;
     if (curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, &sock) != CURLE_OK || sock == CURL_SOCKET_BAD) {
       return Failed(x, UpstreamFailure::kConnect, ErrorCode::kUnavailable,
-                    What(request.method, target) + ": no socket after connecting");
+                    UpstreamCallName(request.method, target) + ": no socket after connecting");
     }
     e.sock = sock;
     e.connected = true;
@@ -702,7 +730,7 @@ class CurlUpstreamClient final : public UpstreamClient {
                                             inline_body ? std::string_view() : request.body, reader, timeouts, resend);
     if (!r.keep) Retire(e);
     if (r.end == ExchangeEnd::kResend) return Outcome::kRetry;
-    status = Settle(r, reader, x, What(request.method, target), t);
+    status = Settle(r, reader, x, UpstreamCallName(request.method, target), t);
     return status.ok() ? Outcome::kDone : Outcome::kFailed;
   }
 
@@ -720,7 +748,7 @@ class CurlUpstreamClient final : public UpstreamClient {
       case ExchangeEnd::kHeadTooLarge:
         return HeadTooLarge(x, what);
       case ExchangeEnd::kCancelled:
-        return ClientHungUp(what);
+        return UpstreamClientHungUp(what);
       case ExchangeEnd::kResend:
       case ExchangeEnd::kFailed:
         return Failed(x, UpstreamFailure::kConnectionLost, ErrorCode::kUnavailable, what + ": " + cut + r.why);

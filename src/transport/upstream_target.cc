@@ -1,5 +1,8 @@
 #include "transport/upstream_target.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <curl/curl.h>
 
 #include "core/encoding.h"
@@ -28,6 +31,12 @@ Result<UpstreamTarget> ParseUpstreamTarget(const std::string& url) {
   if (path.empty()) path = "/";
   std::string shown = origin + path;
   return UpstreamTarget{std::move(origin), std::move(shown), std::move(host), std::move(path), std::move(host_header)};
+}
+
+bool IsPlainNumericTarget(const UpstreamTarget& target) {
+  if (!target.origin.starts_with("http://")) return false;
+  unsigned char address[sizeof(in6_addr)];
+  return inet_pton(AF_INET, target.host.c_str(), address) == 1 || inet_pton(AF_INET6, target.host.c_str(), address) == 1;
 }
 
 Result<std::shared_ptr<const UpstreamTarget>> UpstreamTargetCache::Get(const std::string& url) {

@@ -40,6 +40,10 @@ struct UpstreamTarget {
 
 Result<UpstreamTarget> ParseUpstreamTarget(const std::string& url);
 
+// Plain HTTP to an IP literal (no zone): a call needs no name resolved and
+// no TLS handshake (the calls server/evented_upstream.h makes).
+bool IsPlainNumericTarget(const UpstreamTarget& target);
+
 class UpstreamTargetCache {
  public:
   explicit UpstreamTargetCache(size_t capacity = 256) : capacity_(capacity) {}
