@@ -326,6 +326,50 @@ TEST_F(CacheTest, RefreshAheadRunsInTheBackground) {
   EXPECT_EQ(Value(*r), "v2");
 }
 
+// GetIfFresh (the /v1 path on an I/O thread) never loads and never waits:
+// a fresh hit or null, the rest left to Get.
+TEST_F(CacheTest, GetIfFreshServesOnlyAFreshHitAndNeverLoads) {
+  CredentialCache cache(Options(), clock_, Queue());
+  EXPECT_EQ(cache.GetIfFresh("a", Loader("v1")), nullptr);  // a miss: not loaded here
+  EXPECT_EQ(loads_, 0);
+  EXPECT_EQ(cache.Stats().misses, 0u);  // nor counted: Get counts it when it loads
+  ASSERT_TRUE(cache.Get("a", Loader("v1")).ok());
+  const uint64_t hits = cache.Stats().hits;
+  CredentialsPtr fresh = cache.GetIfFresh("a", Loader("v2"));
+  ASSERT_NE(fresh, nullptr);
+  EXPECT_EQ(std::string(fresh->fields.at("api_key").view()), "v1");
+  EXPECT_EQ(cache.Stats().hits, hits + 1);
+  clock_.Advance(301s);  // expired: Get would load (or serve stale)
+  EXPECT_EQ(cache.GetIfFresh("a", Loader("v2")), nullptr);
+  EXPECT_EQ(loads_, 1);
+  fail_ = MakeError(ErrorCode::kUnavailable, "down");
+  EXPECT_EQ(cache.Get("a", Loader("v2"))->source, CacheSource::kStale);
+  EXPECT_EQ(cache.GetIfFresh("a", Loader("v2")), nullptr);  // stale is Get's to serve
+}
+
+TEST_F(CacheTest, GetIfFreshLeavesANotFoundEntryToGet) {
+  CredentialCache cache(Options(), clock_, Queue());
+  fail_ = MakeError(ErrorCode::kNotFound, "none");
+  EXPECT_EQ(cache.Get("a", Loader("x")).code(), ErrorCode::kNotFound);
+  const uint64_t hits = cache.Stats().hits;
+  EXPECT_EQ(cache.GetIfFresh("a", Loader("x")), nullptr);
+  EXPECT_EQ(cache.Stats().hits, hits);  // Get counts the negative hit when it answers it
+  EXPECT_EQ(loads_, 1);
+}
+
+TEST_F(CacheTest, GetIfFreshStartsTheRefreshAheadAsGetDoes) {
+  CredentialCache cache(Options(), clock_, Queue());
+  ASSERT_TRUE(cache.Get("a", Loader("v1")).ok());
+  clock_.Advance(280s);  // inside the last 10% of the TTL
+  ASSERT_NE(cache.GetIfFresh("a", Loader("v2")), nullptr);
+  ASSERT_EQ(queued_.size(), 1u);
+  queued_[0]();
+  clock_.Advance(30s);
+  CredentialsPtr fresh = cache.GetIfFresh("a", Loader("v3"));
+  ASSERT_NE(fresh, nullptr);
+  EXPECT_EQ(std::string(fresh->fields.at("api_key").view()), "v2");
+}
+
 TEST_F(CacheTest, ClearReturnsCount) {
   CredentialCache cache(Options(), clock_, Queue());
   ASSERT_TRUE(cache.Get("a", Loader("a")).ok());

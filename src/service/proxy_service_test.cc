@@ -9,6 +9,7 @@
 #include <functional>
 #include <thread>
 
+#include "core/encoding.h"
 #include "testing/gate.h"
 #include "testing/log_capture.h"
 #include "testing/service_fixture.h"
@@ -515,6 +516,106 @@ TEST_F(ProxyServiceTest, UpstreamErrorsTellTheClientTheKindNotTheAddress) {
     EXPECT_EQ(log.Count("request rid: the call to provider alpha failed: " + where + c.detail), 1u) << log.Text();
     EXPECT_NE(log.Text().find("[warning]"), std::string::npos) << log.Text();
   }
+}
+
+// Prepare/Finish: Forward in two halves for the I/O threads. Prepare makes
+// no upstream call and waits on nothing: with the catalog as held and the
+// credential cached it returns the call to drive, else null ("Forward it").
+class PreparedCallTest : public ProxyServiceTest {
+ protected:
+  void SetUp() override {
+    ProxyServiceTest::SetUp();
+    ProxyOptions o;
+    o.prepare = true;
+    Rebuild(o);
+  }
+  ProxyRequest Request(const std::string& body) {
+    ProxyRequest r;
+    r.endpoint = "chat/completions";
+    r.body = body;
+    r.headers = &client_headers_;
+    r.caller = Caller{"app", "rid"};
+    return r;
+  }
+};
+
+TEST_F(PreparedCallTest, NullUntilTheCatalogAndTheCredentialAreAtHandThenTheCallForwardWouldMake) {
+  const std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  const std::string body = R"({"model":"gpt-a"})";
+  auto early = proxy_->Prepare(Request(body), out_);  // the catalog is due: read it on the pool
+  ASSERT_TRUE(early.ok()) << early.error().message;
+  EXPECT_EQ(*early, nullptr);
+  ASSERT_TRUE(Call(body).ok());  // Forward reads the catalog and caches the credential
+  upstream_.seen.clear();
+  auto call = proxy_->Prepare(Request(body), out_);
+  ASSERT_TRUE(call.ok()) << call.error().message;
+  ASSERT_NE(*call, nullptr);
+  EXPECT_TRUE(upstream_.seen.empty());  // Prepare sends nothing
+  const UpstreamRequest& up = (*call)->request();
+  EXPECT_EQ(up.url, "http://127.0.0.1:9/alpha/v1/chat/completions");
+  EXPECT_EQ(up.body, body);
+  int authorizations = 0;
+  for (const auto& [k, v] : up.headers) {
+    if (AsciiLower(k) == "authorization") {
+      ++authorizations;
+      EXPECT_EQ(v, "Bearer sk-alpha");
+    }
+    EXPECT_NE(AsciiLower(k), "cookie");
+  }
+  EXPECT_EQ(authorizations, 1);  // the credential, never the client's token
+  // The caller drives the exchange into the call's sink, then Finish answers.
+  UpstreamSink& sink = (*call)->sink();
+  ASSERT_TRUE(sink.OnHead(UpstreamHead{200, {{"content-type", "application/json"}}}));
+  ASSERT_TRUE(sink.OnBody(R"({"ok":)"));
+  ASSERT_TRUE(sink.OnBody("true}"));
+  ASSERT_TRUE(sink.OnFlush(true));
+  auto a = proxy_->Finish(**call, OkStatus());
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->status, 200);
+  EXPECT_EQ(a->body, R"({"ok":true})");
+  // A credential no longer cached: null again (Forward reads it, on the pool).
+  ASSERT_TRUE(RotateElsewhere(id, "sk-new").ok());
+  secrets_->cache().Clear();
+  auto uncached = proxy_->Prepare(Request(body), out_);
+  ASSERT_TRUE(uncached.ok());
+  EXPECT_EQ(*uncached, nullptr);
+}
+
+TEST_F(PreparedCallTest, NoCallWithoutTheOptionOrForAnAfter401Retry) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  const std::string body = R"({"model":"gpt-a"})";
+  ASSERT_TRUE(Call(body).ok());
+  ProxyRequest retry = Request(body);
+  retry.after_401 = true;
+  auto after = proxy_->Prepare(retry, out_);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, nullptr);
+  Rebuild(ProxyOptions{});  // prepare off (GATEWAY_UPSTREAM_PROXY, GATEWAY_V1_EVENTED=false)
+  ASSERT_TRUE(Call(body).ok());
+  auto off = proxy_->Prepare(Request(body), out_);
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(*off, nullptr);
+  // Its errors are Forward's: an unknown model is refused at once.
+  Rebuild([] { ProxyOptions o; o.prepare = true; return o; }());
+  ASSERT_TRUE(Call(body).ok());
+  auto unknown = proxy_->Prepare(Request(R"({"model":"nope"})"), out_);
+  EXPECT_EQ(unknown.code(), ErrorCode::kNotFound);
+}
+
+TEST_F(PreparedCallTest, FinishTellsTheClientTheKindNotTheAddress) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
+  const std::string body = R"({"model":"gpt-a"})";
+  ASSERT_TRUE(Call(body).ok());
+  auto call = proxy_->Prepare(Request(body), out_);
+  ASSERT_TRUE(call.ok() && *call);
+  testing::LogCapture log;
+  (*call)->sink().OnFailure(UpstreamFailure::kConnect);
+  const std::string detail = "POST http://127.0.0.1:9/alpha/v1/chat/completions: cannot connect: Connection refused";
+  auto a = proxy_->Finish(**call, MakeError(ErrorCode::kUnavailable, detail));
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(a.error().message, "upstream 'alpha' unreachable: could not connect");
+  EXPECT_EQ(log.Count("request rid: the call to provider alpha failed: " + detail), 1u) << log.Text();
 }
 
 TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {
