@@ -394,4 +394,10 @@ size_t EventedUpstream::IdleConnections() {
   return n;
 }
 
+void EventedUpstream::CloseIdle() {
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> idle;  // closed after the lock
+  MutexLock lock(&impl_->mu);
+  idle.swap(impl_->idle);
+}
+
 }  // namespace dyad

@@ -75,6 +75,10 @@ class EventedUpstream {
                               Pause pause, Done done);
   // Kept connections, for tests.
   size_t IdleConnections();
+  // Closes the kept connections, once the loops they belong to have stopped
+  // and before those are destroyed (a call still queued there may hold this
+  // client past them).
+  void CloseIdle();
 
   struct Impl;  // in evented_upstream.cc
 
