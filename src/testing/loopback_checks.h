@@ -1,13 +1,16 @@
 // gtest helpers for the HTTP clients' tests against LoopbackHttpServer (the
 // server itself stays free of gtest: bench/ uses it): a TLS server's
-// context and the CA file its clients trust, and the check that ends a test
-// whose connection must not be kept. Test code only.
+// context and the CA file its clients trust, the check that ends a test
+// whose connection must not be kept, and the wait for the server's closes.
+// Test code only.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "core/result.h"
 #include "server/tls_context.h"
@@ -42,6 +45,18 @@ inline void ExpectAnsweredOnANewConnection(const Result<std::string>& body, cons
   ASSERT_TRUE(body.ok()) << body.error().message;
   EXPECT_EQ(*body, fresh);
   EXPECT_EQ(server.connections(), connections);
+}
+
+// Waits (bounded, without a timing assertion) until the server has closed
+// its end of `n` connections (their scripts returned): it does so on its own
+// thread, racing the client. True when it did within 10 s.
+inline bool ServerClosed(const LoopbackHttpServer& server, int n) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server.closed() < n) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::yield();
+  }
+  return true;
 }
 
 }  // namespace dyad

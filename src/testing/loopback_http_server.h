@@ -33,6 +33,9 @@ class LoopbackConn {
  public:
   LoopbackConn(int fd, SSL* ssl, int index) : fd_(fd), ssl_(ssl), index_(index) {}
   int index() const { return index_; }  // 0 for the server's first connection
+  // The socket, for what the script does beyond reading and writing (a
+  // half-close: shutdown(fd(), SHUT_WR)). Plain TCP only.
+  int fd() const { return fd_; }
 
   // The next whole request (head and Content-Length body), "" at the end of
   // the stream.

@@ -529,18 +529,6 @@ int OpenDescriptors() {
   return n;
 }
 
-// Waits (bounded) until the server has closed its end of `n` connections:
-// it does so on its own thread, racing the client, so a count of the
-// process's descriptors taken sooner could see one of them.
-bool ServerClosed(const LoopbackHttpServer& server, int n) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (server.closed() < n) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
-
 // A retired connection's socket is closed, not kept by curl: forty answers
 // that each end their connection leave no more descriptors open than one.
 // (Counted whatever their state: a kept socket whose peer closed is no

@@ -26,52 +26,12 @@
 #include "core/secret_bytes.h"
 #include "testing/loopback_checks.h"
 #include "testing/loopback_http_server.h"
+#include "testing/recording_sink.h"
 
 namespace dyad {
 namespace {
 
 using std::chrono::milliseconds;
-
-// Records what the client hands on; `on_body` may stop the call.
-struct Recorder : UpstreamSink {
-  int heads = 0;
-  UpstreamHead head;
-  std::vector<std::string> pieces;
-  bool accept_head = true;
-  std::function<bool(std::string_view)> on_body;
-  std::function<void()> on_flush;
-  std::vector<std::string> flushes;  // the body so far at each OnFlush
-  std::vector<UpstreamFailure> failures;  // what OnFailure was told
-
-  bool OnHead(const UpstreamHead& h) override {
-    ++heads;
-    head = h;
-    return accept_head;
-  }
-  bool OnBody(std::string_view piece) override {
-    EXPECT_EQ(heads, 1) << "a body piece before the head";
-    EXPECT_FALSE(piece.empty());
-    pieces.emplace_back(piece);
-    return on_body ? on_body(piece) : true;
-  }
-  bool OnFlush(bool last) override {
-    flushes.push_back(body() + (last ? "<last>" : ""));
-    if (on_flush) on_flush();
-    return true;
-  }
-  void OnFailure(UpstreamFailure kind) override { failures.push_back(kind); }
-  std::string body() const {
-    std::string all;
-    for (const auto& p : pieces) all += p;
-    return all;
-  }
-  std::string Header(const std::string& name) const {
-    for (const auto& [k, v] : head.headers) {
-      if (k == name) return v;
-    }
-    return "<none>";
-  }
-};
 
 // A clock that moves a second each time it is read.
 class SecondPerReadClock final : public Clock {
@@ -103,7 +63,7 @@ std::string Answer(const std::string& body, const std::string& extra = "") {
 
 // The body handed on for Post(url), or why the call failed.
 Result<std::string> BodyOf(UpstreamClient& client, const std::string& url) {
-  Recorder sink;
+  RecordingSink sink;
   DYAD_RETURN_IF_ERROR(client.Send(Post(url), sink));
   return sink.body();
 }
@@ -139,7 +99,7 @@ TEST(UpstreamClient, StatusHeadersAndBodyHandedOnAndTheRequestSentAsGiven) {
                                    self));
   self = &server;
   auto client = Client();
-  Recorder sink;
+  RecordingSink sink;
   UpstreamRequest request = Post(server.url("/v1/chat/completions"));
   request.headers.push_back({"OpenAI-Organization", "org-1"});
   request.headers.push_back({"X-Empty", ""});
@@ -180,7 +140,7 @@ TEST(UpstreamClient, GetHeadAndABodylessAnswerStillHaveAHead) {
   self = &server;
   auto client = Client();
   for (const char* method : {"GET", "HEAD", "DELETE", "POST"}) {
-    Recorder sink;
+    RecordingSink sink;
     UpstreamRequest request = Post(server.url("/models"), "");
     request.method = method;
     request.headers.clear();
@@ -206,7 +166,7 @@ TEST(UpstreamClient, InterimHeadsAreSkipped) {
   LoopbackHttpServer server(
       Always("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + Answer("x", "X-Final: 1\r\n"), self));
   self = &server;
-  Recorder sink;
+  RecordingSink sink;
   ASSERT_TRUE(Client()->Send(Post(server.url()), sink).ok());
   EXPECT_EQ(sink.heads, 1);
   EXPECT_EQ(sink.head.status, 200);
@@ -231,7 +191,7 @@ TEST(UpstreamClient, AStreamedAnswerArrivesPieceByPieceBeforeItsEnd) {
     c.Write("b\r\ndata: two\n\n\r\n0\r\n\r\n");
   });
   self = &server;
-  Recorder sink;
+  RecordingSink sink;
   bool second_sent_before_first_seen = true;
   sink.on_body = [&](std::string_view piece) {
     if (piece.find("one") != std::string_view::npos) {
@@ -259,7 +219,7 @@ TEST(UpstreamClient, ARedirectIsHandedBackNotFollowed) {
                                        "\r\nContent-Length: 0\r\n\r\n",
                                    self));
   self = &server;
-  Recorder sink;
+  RecordingSink sink;
   ASSERT_TRUE(Client()->Send(Post(server.url()), sink).ok());
   EXPECT_EQ(sink.head.status, 307);
   EXPECT_EQ(sink.Header("location"), other.url("/steal"));
@@ -271,7 +231,7 @@ TEST(UpstreamClient, MetadataAddressesAreRefusedBeforeConnecting) {
   for (const std::string url : {"http://169.254.169.254/latest/meta-data?sig=query-secret",
                                 "http://[::ffff:169.254.169.254]:80/x?sig=query-secret",
                                 "https://[fd00:ec2::254]/x?sig=query-secret", "http://[fe80::1]:8080/?sig=query-secret"}) {
-    Recorder sink;
+    RecordingSink sink;
     UpstreamRequest request = Post(url);
     request.timeouts.connect = milliseconds(20000);  // refused at once, not timed out
     Status s = client->Send(request, sink);
@@ -283,7 +243,7 @@ TEST(UpstreamClient, MetadataAddressesAreRefusedBeforeConnecting) {
     EXPECT_EQ(sink.heads, 0);
     EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kRefusedAddress}) << url;
   }
-  Recorder sink;
+  RecordingSink sink;
   Status s = client->Send(Post("http://[::ffff:169.254.169.254]/"), sink);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().message.find("::ffff:169.254.169.254"), std::string::npos) << s.error().message;
@@ -291,7 +251,7 @@ TEST(UpstreamClient, MetadataAddressesAreRefusedBeforeConnecting) {
 
 TEST(UpstreamClient, URLsAndHeadersItWillNotSend) {
   auto client = Client();
-  Recorder sink;
+  RecordingSink sink;
   for (const std::string url : {"ftp://127.0.0.1/x", "file:///etc/passwd", "http://user:pw@127.0.0.1/", "not a url"}) {
     Status s = client->Send(Post(url), sink);
     ASSERT_FALSE(s.ok()) << url;
@@ -321,7 +281,7 @@ TEST(UpstreamClient, AnUpstreamThatIsDownIsUnavailableWithoutTheCredential) {
     LoopbackHttpServer gone([](LoopbackConn&) {});
     port = gone.port();
   }  // closed: nothing listens there now
-  Recorder sink;
+  RecordingSink sink;
   Status s = Client()->Send(Post("http://127.0.0.1:" + std::to_string(port) + "/v1/x?k=query-secret"), sink);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
@@ -346,7 +306,7 @@ TEST(UpstreamClient, AnUpstreamThatDoesNotAcceptHitsTheConnectTimeout) {
   getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
   const int filler = socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_EQ(connect(filler, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);  // fills the queue
-  Recorder sink;
+  RecordingSink sink;
   UpstreamRequest request = Post("http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/");
   request.timeouts.connect = milliseconds(100);
   Status s = Client()->Send(request, sink);
@@ -366,7 +326,7 @@ TEST(UpstreamClient, AnUpstreamThatNeverAnswersHitsTheFirstByteTimeout) {
     c.WaitForClose();
   });
   self = &server;
-  Recorder sink;
+  RecordingSink sink;
   UpstreamRequest request = Post(server.url());
   request.timeouts.first_byte = milliseconds(100);
   Status s = Client()->Send(request, sink);
@@ -388,7 +348,7 @@ TEST(UpstreamClient, ASilenceInTheBodyHitsTheIdleTimeoutAndTheConnectionIsClosed
     closed.set_value();
   });
   self = &server;
-  Recorder sink;
+  RecordingSink sink;
   UpstreamRequest request = Post(server.url());
   request.timeouts.idle = milliseconds(100);
   Status s = Client()->Send(request, sink);
@@ -458,7 +418,7 @@ TEST(UpstreamClient, ASinkThatStopsCancelsAndClosesTheConnection) {
     });
     self = &server;
     auto client = Client();
-    Recorder sink;
+    RecordingSink sink;
     sink.accept_head = !stop_at_head;
     sink.on_body = [](std::string_view) { return false; };
     Status s = client->Send(Post(server.url()), sink);
@@ -483,12 +443,12 @@ TEST(UpstreamClient, ConsecutiveCallsReuseOneConnectionUntilTheUpstreamClosesIt)
   self = &server;
   auto client = Client();
   for (int i = 0; i < 3; ++i) {
-    Recorder sink;
+    RecordingSink sink;
     ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());
     EXPECT_EQ(sink.body(), "r" + std::to_string(i));
   }
   EXPECT_EQ(server.connections(), 1);
-  Recorder sink;
+  RecordingSink sink;
   ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());  // on a new connection
   EXPECT_EQ(sink.body(), "r0");
   EXPECT_EQ(server.connections(), 2);
@@ -504,7 +464,7 @@ TEST(UpstreamClient, AConnectionIdleTooLongIsNotUsed) {
   options.max_idle_age = milliseconds(0);
   auto client = Client(options);
   for (int i = 0; i < 2; ++i) {
-    Recorder sink;
+    RecordingSink sink;
     ASSERT_TRUE(client->Send(Post(server.url()), sink).ok());
     EXPECT_EQ(sink.body(), "ok");
   }
@@ -547,13 +507,13 @@ TEST(UpstreamClient, TwoPathsOnOneOriginAndAChangedUpstreamEachGoWhereTheirUrlSa
   auto client = Client();
   for (int i = 0; i < 2; ++i) {
     for (const std::string path : {"/a/v1/chat/completions", "/b/v1/chat/completions"}) {
-      Recorder sink;
+      RecordingSink sink;
       ASSERT_TRUE(client->Send(Post(first.url(path)), sink).ok());
       EXPECT_EQ(sink.body(), "one");
     }
   }
   EXPECT_EQ(first.connections(), 1);
-  Recorder moved;
+  RecordingSink moved;
   ASSERT_TRUE(client->Send(Post(second.url("/a/v1/chat/completions")), moved).ok());
   EXPECT_EQ(moved.body(), "two");
   std::lock_guard<std::mutex> lock(mu);
@@ -577,9 +537,9 @@ TEST(UpstreamClient, ProxyVariablesOfTheEnvironmentAreIgnored) {
   unsetenv("no_proxy");
   unsetenv("NO_PROXY");
   auto client = Client();
-  Recorder sink;
+  RecordingSink sink;
   Status direct = client->Send(Post(upstream.url("/v1/models")), sink);
-  Recorder named_sink;  // a name only a proxy could reach
+  RecordingSink named_sink;  // a name only a proxy could reach
   Status named = client->Send(Post("http://upstream.invalid:8080/v1/models"), named_sink);
   for (const auto& n : names) unsetenv(n.c_str());
   ASSERT_TRUE(direct.ok()) << direct.error().message;
@@ -612,7 +572,7 @@ TEST(UpstreamClient, TheConfiguredProxyCarriesTheCallAfterTheHostIsChecked) {
   o.proxy = proxy.url("");
   o.resolver = &resolver;
   auto client = Client(o);
-  Recorder sink;
+  RecordingSink sink;
   Status through = client->Send(Post("http://upstream.example:8080/v1/models"), sink);
   unsetenv("no_proxy");
   ASSERT_TRUE(through.ok()) << through.error().message;
@@ -622,7 +582,7 @@ TEST(UpstreamClient, TheConfiguredProxyCarriesTheCallAfterTheHostIsChecked) {
       << proxy.requests()[0];
   for (const char* url : {"http://169.254.169.254/latest", "http://[fd00:ec2::254]/x", "http://metadata.example/v1",
                           "http://unknown.example/v1"}) {
-    Recorder refused_sink;
+    RecordingSink refused_sink;
     Status refused = client->Send(Post(url), refused_sink);
     ASSERT_FALSE(refused.ok()) << url;
     EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable) << url;
@@ -630,7 +590,7 @@ TEST(UpstreamClient, TheConfiguredProxyCarriesTheCallAfterTheHostIsChecked) {
     EXPECT_EQ(refused_sink.failures.size(), 1u) << url;
   }
   EXPECT_EQ(proxy.requests().size(), 1u);  // none of those reached the proxy
-  Recorder refused_sink;
+  RecordingSink refused_sink;
   Status refused = client->Send(Post("http://metadata.example/v1"), refused_sink);
   EXPECT_NE(refused.error().message.find("refused to connect to 169.254.169.254"), std::string::npos)
       << refused.error().message;
@@ -679,7 +639,7 @@ TEST(UpstreamClient, TheCallersClientHangingUpStopsTheWaitAndClosesTheConnection
     UpstreamRequest request = Post(UrlVia(through_proxy, server));
     request.timeouts.first_byte = std::chrono::seconds(30);
     request.hang_up_fd = client[0];
-    Recorder sink;
+    RecordingSink sink;
     auto call = std::async(std::launch::async, [&] { return upstream->Send(request, sink); });
     ASSERT_EQ(requested_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
     // The pipelined bytes did not stop it (a call that stopped would be back well within this).
@@ -716,7 +676,7 @@ TEST(UpstreamClient, EachReadIsFlushedBeforeTheCallWaitsForMore) {
     });
     self = &server;
     FixedResolver resolver;
-    Recorder sink;
+    RecordingSink sink;
     bool signalled = false;
     sink.on_flush = [&] {
       if (!signalled && sink.body() == "data: one\n\n") first_flushed.set_value();
@@ -748,7 +708,7 @@ TEST(UpstreamClient, TheAnswersEndIsFlushedAsTheLast) {
       });
       self = &server;
       FixedResolver resolver;
-      Recorder sink;
+      RecordingSink sink;
       Status s = Client(ProxyIf(through_proxy, server, resolver))->Send(Post(UrlVia(through_proxy, server)), sink);
       ASSERT_TRUE(s.ok()) << s.error().message;
       ASSERT_FALSE(sink.flushes.empty());
@@ -773,7 +733,7 @@ TEST(UpstreamClient, ASinkThatStopsIsNotFlushedAndTheCallIsCancelled) {
     });
     self = &server;
     FixedResolver resolver;
-    Recorder sink;
+    RecordingSink sink;
     sink.on_body = [](std::string_view) { return false; };
     Status s = Client(ProxyIf(through_proxy, server, resolver))->Send(Post(UrlVia(through_proxy, server)), sink);
     ASSERT_FALSE(s.ok());
@@ -798,7 +758,7 @@ TEST(UpstreamClient, AClientGoneBeforeTheCallSendsNothingUpstream) {
     const UpstreamClientOptions o = ProxyIf(through_proxy, server, resolver);
     UpstreamRequest request = Post(UrlVia(through_proxy, server));
     request.hang_up_fd = client[0];
-    Recorder sink;
+    RecordingSink sink;
     Status s = Client(o)->Send(request, sink);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.error().code, ErrorCode::kCancelled) << s.error().message;
@@ -835,7 +795,7 @@ TEST(UpstreamClient, AHangUpAfterTheAnswerBeganLetsItEndAndKeepsTheConnection) {
     const std::string url = UrlVia(through_proxy, server);
     UpstreamRequest request = Post(url);
     request.hang_up_fd = client[0];
-    Recorder sink;
+    RecordingSink sink;
     sink.on_body = [&](std::string_view) {
       close(client[1]);  // the client read [DONE] and left
       hung_up.set_value();
@@ -881,7 +841,7 @@ TEST(UpstreamClient, HttpsWithAPrivateCaAndRefusedWithAnother) {
   self = &server;
   auto client = Client(UpstreamClientOptions{tls.ca_file});
   for (int i = 0; i < 2; ++i) {
-    Recorder sink;
+    RecordingSink sink;
     Status s = client->Send(Post(server.url("/v1/models")), sink);
     ASSERT_TRUE(s.ok()) << s.error().message;
     EXPECT_EQ(sink.body(), "secure");
@@ -889,7 +849,7 @@ TEST(UpstreamClient, HttpsWithAPrivateCaAndRefusedWithAnother) {
   EXPECT_EQ(server.connections(), 1);  // TLS kept alive too
 
   for (auto options : {UpstreamClientOptions{stranger.cert_file}, UpstreamClientOptions{}}) {
-    Recorder sink;
+    RecordingSink sink;
     Status s = Client(options)->Send(Post(server.url("/v1/models")), sink);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
@@ -921,7 +881,7 @@ TEST(UpstreamClient, EightThreadsAtOnceEachGetTheirOwnAnswer) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 25; ++i) {
         const std::string body = "t" + std::to_string(t) + "-" + std::to_string(i);
-        Recorder sink;
+        RecordingSink sink;
         if (client->Send(Post(server.url(), body), sink).ok() && sink.body() == "echo:" + body) good.fetch_add(1);
       }
     });
@@ -961,7 +921,7 @@ TEST(UpstreamClient, GarbageHugeHeadsAndCutBodiesAreErrors) {
       conn.Write(c.answer);
     });  // the script returns: the connection is closed
     self = &server;
-    Recorder sink;
+    RecordingSink sink;
     Status s = client->Send(Post(server.url()), sink);
     const std::string shown = c.answer.substr(0, 40);
     ASSERT_FALSE(s.ok()) << shown;
@@ -978,17 +938,6 @@ TEST(UpstreamClient, GarbageHugeHeadsAndCutBodiesAreErrors) {
 }
 
 // Our own exchange (no proxy configured): what curl did for us before.
-
-// Waits (without a timing assertion) until the server has closed `n`
-// connections: true when it did within 10 s.
-bool ServerClosed(LoopbackHttpServer& server, int n) {
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (server.closed() < n) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
 
 // A chunked event stream whose chunks are cut anywhere (a chunk's size line,
 // its data, its CRLF each in a write of its own): each decoded piece reaches
@@ -1013,7 +962,7 @@ TEST(UpstreamClient, ChunksCutAnywhereArriveAsTheirDecodedPieces) {
     }
   });
   self = &server;
-  Recorder sink;
+  RecordingSink sink;
   size_t next = 1;
   sink.on_body = [&](std::string_view) {
     if (next <= 3) seen[next++].set_value();
@@ -1037,11 +986,11 @@ TEST(UpstreamClient, AKeptConnectionTheUpstreamClosedIsRetiredAndTheCallMadeOnAN
   });
   self = &server;
   auto client = Client();
-  Recorder first;
+  RecordingSink first;
   ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
   EXPECT_EQ(first.body(), "c0");
   ASSERT_TRUE(ServerClosed(server, 1));
-  Recorder second;
+  RecordingSink second;
   Status s = client->Send(Post(server.url()), second);
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(second.body(), "c1");
@@ -1071,7 +1020,7 @@ TEST(UpstreamClient, StrayBytesOnAnIdleConnectionRetireIt) {
   });
   self = &server;
   auto client = Client();
-  Recorder first;
+  RecordingSink first;
   ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
   first_done.set_value();
   ASSERT_EQ(stray_sent_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
@@ -1086,7 +1035,7 @@ TEST(UpstreamClient, BytesBehindTheAnswerMeanTheConnectionIsNotKept) {
   self = &server;
   auto client = Client();
   for (int i = 0; i < 2; ++i) {
-    Recorder sink;
+    RecordingSink sink;
     Status s = client->Send(Post(server.url()), sink);
     ASSERT_TRUE(s.ok()) << s.error().message;
     EXPECT_EQ(sink.body(), "one");
@@ -1124,7 +1073,7 @@ TEST(UpstreamClient, BytesBehindTheAnswerInsideATlsRecordMeanTheConnectionIsNotK
       tls.ctx.get());
   self = &server;
   auto client = Client(UpstreamClientOptions{tls.ca_file});
-  Recorder first;
+  RecordingSink first;
   Status s = client->Send(Post(server.url()), first);
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(first.body(), "ok");
@@ -1163,7 +1112,7 @@ TEST(UpstreamClient, ASinkThatThrowsLeavesTheRequestBufferWipedAndTheClientUsabl
   SetSecretFreeObserverForTesting(nullptr);
   EXPECT_GE(g_largest_wiped_free.load(), server.requests().at(0).size());
   EXPECT_FALSE(g_unwiped_free.load());
-  Recorder sink;
+  RecordingSink sink;
   Status s = client->Send(Post(server.url()), sink);
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(sink.body(), "body");
@@ -1183,9 +1132,9 @@ TEST(UpstreamClient, APostIsResentOnceOnlyWhenAKeptConnectionClosedBeforeAnyByte
   });
   self = &server;
   auto client = Client();
-  Recorder first;
+  RecordingSink first;
   ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
-  Recorder second;
+  RecordingSink second;
   Status s = client->Send(Post(server.url()), second);
   ASSERT_FALSE(s.ok());  // resent once on connection 1, which closes unanswered too
   EXPECT_EQ(s.error().code, ErrorCode::kUnavailable) << s.error().message;
@@ -1194,7 +1143,7 @@ TEST(UpstreamClient, APostIsResentOnceOnlyWhenAKeptConnectionClosedBeforeAnyByte
   EXPECT_EQ(server.requests().size(), 3u);  // once on the kept connection, once on the new one
   EXPECT_EQ(s.error().message.find("sk-upstream-secret"), std::string::npos) << s.error().message;
 
-  Recorder third;
+  RecordingSink third;
   s = client->Send(Post(server.url()), third);  // on a new connection: not resent
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(server.connections(), 3);
@@ -1214,7 +1163,7 @@ TEST(UpstreamClient, AResentRequestIsAnsweredOnTheNewConnection) {
   });
   self = &server;
   auto client = Client();
-  Recorder first, second;
+  RecordingSink first, second;
   ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
   Status s = client->Send(Post(server.url(), "{\"n\":2}"), second);
   ASSERT_TRUE(s.ok()) << s.error().message;
@@ -1240,7 +1189,7 @@ TEST(UpstreamClient, AHeadOver64KiBIsRefusedAndOneUnderItIsNot) {
     LoopbackHttpServer* self = nullptr;
     LoopbackHttpServer server(Always(answer, self));
     self = &server;
-    Recorder sink;
+    RecordingSink sink;
     Status s = Client()->Send(Post(server.url()), sink);
     if (bytes < 64 * 1024) {
       ASSERT_TRUE(s.ok()) << s.error().message;
@@ -1268,7 +1217,7 @@ TEST(UpstreamClient, InterimHeadsInWritesOfTheirOwnAreSkipped) {
   self = &server;
   auto client = Client();
   for (int i = 0; i < 2; ++i) {  // and the connection is kept after them
-    Recorder sink;
+    RecordingSink sink;
     Status s = client->Send(Post(server.url()), sink);
     ASSERT_TRUE(s.ok()) << s.error().message;
     EXPECT_EQ(sink.heads, 1);
@@ -1294,7 +1243,7 @@ TEST(UpstreamClient, ABodyReadToTheCloseIsWholeAndItsConnectionNotKept) {
     self = &server;
     auto client = Client();
     for (int i = 0; i < 2; ++i) {
-      Recorder sink;
+      RecordingSink sink;
       Status s = client->Send(Post(server.url()), sink);
       ASSERT_TRUE(s.ok()) << version << ": " << s.error().message;
       EXPECT_EQ(sink.body(), "until the end") << version;
@@ -1313,13 +1262,13 @@ TEST(UpstreamClient, ACancelledStreamDoesNotPoolItsConnection) {
   });
   self = &server;
   auto client = Client();
-  Recorder stopper;
+  RecordingSink stopper;
   stopper.on_body = [](std::string_view) { return false; };
   Status s = client->Send(Post(server.url()), stopper);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, ErrorCode::kCancelled);
   EXPECT_EQ(stopper.body(), "one");
-  Recorder next;
+  RecordingSink next;
   s = client->Send(Post(server.url()), next);
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(next.body(), "onetwo");  // a whole answer of its own, not the rest of the first
@@ -1335,10 +1284,10 @@ TEST(UpstreamClient, TheQueryIsSentAsWrittenAndOneWithSpacesOrBreaksRefused) {
   auto client = Client();
   for (const std::string& url : {server.url("/v1/models?api-version=2024-10-21&x=%20y#frag"),
                                 server.url("/v1/models?"), "http://127.0.0.1:" + std::to_string(server.port())}) {
-    Recorder sink;
+    RecordingSink sink;
     ASSERT_TRUE(client->Send(Post(url), sink).ok()) << url;
   }
-  Recorder sink;
+  RecordingSink sink;
   for (const std::string& bad : std::vector<std::string>{"/v1?a b", "/v1?a\r\nX-Evil: 1", "/v1?a\tb", std::string("/v1?a\0b", 7)}) {
     Status s = client->Send(Post(server.url(bad)), sink);
     ASSERT_FALSE(s.ok());
@@ -1367,7 +1316,7 @@ TEST(UpstreamClient, TheClientsHeadersAreDroppedInAnySpellingAndLookAlikesKept) 
                      {"Hostname", "kept-1"},
                      {"Content-Length-Hint", "kept-2"},
                      {"X-A-Header-Name-Longer-Than-Twenty-Four", "kept-3"}};
-  Recorder sink;
+  RecordingSink sink;
   Status s = Client()->Send(request, sink);
   ASSERT_TRUE(s.ok()) << s.error().message;
   const std::string seen = server.requests().at(0);
@@ -1394,7 +1343,7 @@ TEST(UpstreamClient, ALargeBodyIsSentWhole) {
   });
   self = &server;
   const std::string big(300 * 1024, 'z');
-  Recorder sink;
+  RecordingSink sink;
   Status s = Client()->Send(Post(server.url(), big), sink);
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(sink.body(), std::to_string(big.size()));
@@ -1426,7 +1375,7 @@ TEST(UpstreamClient, AnEarlyAnswerDuringALargeUploadIsReadAndItsConnectionNotKep
   const std::string big(32 * 1024 * 1024, 'b');
   UpstreamRequest request = Post(server.url(), big);
   request.timeouts.first_byte = milliseconds(5000);
-  Recorder sink;
+  RecordingSink sink;
   Status s = client->Send(request, sink);  // without reading early: the first-byte timeout
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(sink.head.status, 401);
@@ -1451,12 +1400,12 @@ TEST(UpstreamClient, AnEarlyAnswerAndAResetOnAKeptConnectionIsTheAnswerNotAResen
   });
   self = &server;
   auto client = Client();
-  Recorder first;
+  RecordingSink first;
   ASSERT_TRUE(client->Send(Post(server.url()), first).ok());
   const std::string big(32 * 1024 * 1024, 'b');
   UpstreamRequest request = Post(server.url(), big);
   request.timeouts.first_byte = milliseconds(5000);
-  Recorder sink;
+  RecordingSink sink;
   Status s = client->Send(request, sink);
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(sink.head.status, 413);
@@ -1489,12 +1438,12 @@ TEST(UpstreamClient, AnInterimOrEarlyHeadDuringALargeUploadDoesNotStopIt) {
     auto client = Client();
     UpstreamRequest request = Post(server.url(), big);
     request.timeouts.first_byte = request.timeouts.idle = milliseconds(5000);
-    Recorder sink;
+    RecordingSink sink;
     Status s = client->Send(request, sink);
     ASSERT_TRUE(s.ok()) << early << s.error().message;
     EXPECT_EQ(sink.head.status, 200) << early;
     EXPECT_EQ(sink.body(), "whole") << early;
-    Recorder second;
+    RecordingSink second;
     s = client->Send(Post(server.url(), "{}"), second);
     ASSERT_TRUE(s.ok()) << early << s.error().message;
     EXPECT_EQ(second.body(), "whole") << early;
@@ -1523,7 +1472,7 @@ TEST(UpstreamClient, APostAKeptConnectionClosedOnLongAfterItWentOutIsNotResent) 
     self = &server;
     SecondPerReadClock clock;
     auto client = Client(UpstreamClientOptions{.clock = &clock});
-    Recorder first, second;
+    RecordingSink first, second;
     UpstreamRequest request = Post(server.url());
     request.method = method;
     ASSERT_TRUE(client->Send(request, first).ok());
@@ -1560,7 +1509,7 @@ TEST(UpstreamClient, AStreamOverTlsArrivesWholeAndTheConnectionIsKept) {
   std::string want;
   for (int i = 0; i < 20; ++i) want += "data: " + std::to_string(i % 10);
   for (int i = 0; i < 2; ++i) {
-    Recorder sink;
+    RecordingSink sink;
     Status s = client->Send(Post(server.url("/v1/chat/completions")), sink);
     ASSERT_TRUE(s.ok()) << s.error().message;
     EXPECT_EQ(sink.body(), want);
