@@ -113,6 +113,7 @@ class Exchange final : public EventedUpstream::Call,
     if (!target.ok()) return Finish(target.error(), UpstreamFailure::kInvalidRequest);
     target_ = std::move(target).value();
     what_ = UpstreamCallName(request_.method, *target_);
+    if (Interrupted()) return;  // cancelled before it ran: nothing goes out
     auto query = UpstreamQuery(request_, *target_);
     if (!query.ok()) return Finish(query.error(), UpstreamFailure::kInvalidRequest);
     give_up_ = Steady::now() + request_.timeouts.total;
@@ -236,10 +237,9 @@ class Exchange final : public EventedUpstream::Call,
       if (!answered_ && reused_ && !resent_ && Steady::now() - sent_at_ < kStaleCloseWindow) return Resend();
       return Finish(MakeError(ErrorCode::kUnavailable, what_ + ": " + Cut() + ec.message()), UpstreamFailure::kConnectionLost);
     }
-    if (reader.failed()) return Finish(ReaderError(), UpstreamFailure::kBadAnswer);
-    if (!reader.done() && ec == asio::error::eof) {
-      return Finish(MakeError(ErrorCode::kUnavailable, what_ + ": " + Cut() + "the connection closed"),
-                    UpstreamFailure::kConnectionLost);
+    if (reader.failed()) {
+      return Finish(ReaderError(),
+                    reader.cut_by_close() ? UpstreamFailure::kConnectionLost : UpstreamFailure::kBadAnswer);
     }
     if (!fed_) return reader.done() ? Complete() : Read();
     // The sink wrote: the client takes it before the upstream is read again.

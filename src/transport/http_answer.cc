@@ -163,7 +163,7 @@ void AnswerReader::Start(HttpReply* reply, size_t max_body, bool head) {
   impl_->head = head;
   impl_->head_bytes = 0;
   impl_->Begin();
-  done_ = too_big_ = head_too_large_ = cancelled_ = keep_alive_ = false;
+  done_ = too_big_ = head_too_large_ = cancelled_ = cut_by_close_ = keep_alive_ = false;
   error_.clear();
 }
 
@@ -173,7 +173,7 @@ void AnswerReader::StartStreaming(HttpHeaders* headers, AnswerListener* listener
   impl_->head = head;
   impl_->head_bytes = 0;
   impl_->Begin();
-  done_ = too_big_ = head_too_large_ = cancelled_ = keep_alive_ = false;
+  done_ = too_big_ = head_too_large_ = cancelled_ = cut_by_close_ = keep_alive_ = false;
   error_.clear();
 }
 
@@ -243,6 +243,7 @@ void AnswerReader::FeedEof() {
   if (p.got_some()) p.put_eof(ec);  // put_eof wants a started answer (none yet, or none after a 1xx)
   if (!p.got_some() || ec || !p.is_done()) {
     error_ = "connection closed before the end of the answer";
+    cut_by_close_ = true;
     return;
   }
   done_ = true;

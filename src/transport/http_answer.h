@@ -82,6 +82,9 @@ class AnswerReader {
   bool head_too_large() const { return head_too_large_; }
   // The listener returned false (failed() too).
   bool cancelled() const { return cancelled_; }
+  // The connection closed before the answer's end (failed() too): the
+  // connection was lost, not the answer malformed.
+  bool cut_by_close() const { return cut_by_close_; }
   // The connection may carry another request (HTTP/1.1 without
   // "Connection: close", or HTTP/1.0 with keep-alive; not read to close).
   bool keep_alive() const { return keep_alive_; }
@@ -96,6 +99,7 @@ class AnswerReader {
   bool too_big_ = false;
   bool head_too_large_ = false;
   bool cancelled_ = false;
+  bool cut_by_close_ = false;
   bool keep_alive_ = false;
   std::string error_;
 };

@@ -186,6 +186,34 @@ TEST(http_answer_unit, AStreamedAnswerReadToCloseOrOfALengthIsWhole) {
   }
 }
 
+// A close before the answer's end fails it as cut by the close (a lost
+// connection); a malformed answer fails it otherwise.
+TEST(http_answer_unit, ACloseBeforeTheEndIsACutNotAMalformedAnswer) {
+  for (const std::string& cut : {std::string("HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nuntil"),
+                                std::string("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nun"),
+                                std::string("HTTP/1.1 200 OK\r\nContent-Ty")}) {
+    AnswerReader reader;
+    Listened l;
+    reader.StartStreaming(&l.headers, &l, false);
+    reader.Feed(cut.data(), cut.size());
+    ASSERT_FALSE(reader.failed()) << cut;
+    reader.FeedEof();
+    EXPECT_TRUE(reader.failed()) << cut;
+    EXPECT_TRUE(reader.cut_by_close()) << cut;
+  }
+  AnswerReader reader;
+  Listened l;
+  reader.StartStreaming(&l.headers, &l, false);
+  const std::string bad = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+  reader.Feed(bad.data(), bad.size());
+  reader.FeedEof();
+  EXPECT_TRUE(reader.failed());
+  EXPECT_FALSE(reader.cut_by_close());
+  reader.StartStreaming(&l.headers, &l, false);  // a new answer starts clean
+  EXPECT_FALSE(reader.failed());
+  EXPECT_FALSE(reader.cut_by_close());
+}
+
 TEST(http_answer_unit, AListenerThatReturnsFalseStopsTheAnswer) {
   const std::string answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n";
   for (bool at_head : {true, false}) {

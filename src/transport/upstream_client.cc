@@ -758,7 +758,8 @@ class CurlUpstreamClient final : public UpstreamClient {
     if (reader.cancelled()) return MakeError(ErrorCode::kCancelled, what + ": the answer's reader stopped reading it");
     if (reader.head_too_large()) return HeadTooLarge(x, what);
     if (reader.failed()) {
-      return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable, what + ": " + cut + reader.error());
+      return Failed(x, reader.cut_by_close() ? UpstreamFailure::kConnectionLost : UpstreamFailure::kBadAnswer,
+                    ErrorCode::kUnavailable, what + ": " + cut + reader.error());
     }
     return OkStatus();
   }
