@@ -243,10 +243,14 @@ class Exchange final : public EventedUpstream::Call,
     }
     if (!fed_) return reader.done() ? Complete() : Read();
     // The sink wrote: the client takes it before the upstream is read again.
+    // Meanwhile only the total timeout runs: a slow client is not the
+    // upstream's silence. The idle one starts again with the next read.
+    Arm(give_up_, "total");
     pause_([self = shared_from_this()](bool client_took_it) {
       if (self->Interrupted()) return;
       if (!client_took_it) return self->Finish(UpstreamClientHungUp(self->what_));
       if (self->conn_->reader.done()) return self->Complete();
+      self->Arm(Steady::now() + self->request_.timeouts.idle, "idle");
       self->Read();
     });
   }

@@ -20,6 +20,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -495,6 +496,33 @@ TEST(EventedUpstream, ASilenceInTheBodyHitsTheIdleTimeoutAndIsNotKept) {
   EXPECT_EQ(sink.body(), "first");
   EXPECT_EQ(upstream.IdleConnections(), 0u);
   EXPECT_TRUE(ServerClosed(server, 1)) << "the timed-out connection was not closed";
+}
+
+// A client slower than the idle timeout is not the upstream's silence: while
+// the call waits for the client to take a piece, only the total timeout runs,
+// and the idle one starts again with the next read.
+TEST(EventedUpstream, AClientSlowerThanTheIdleTimeoutDoesNotCutTheAnswer) {
+  asio::io_context io;
+  LoopbackHttpServer server([](LoopbackConn& c, LoopbackHttpServer& server) {
+    server.Read(c);
+    c.Write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n");
+    c.WaitForClose();
+  });
+  EventedUpstream upstream({});
+  UpstreamRequest request = Post(server.url("/v1/chat/completions"));
+  request.timeouts.idle = milliseconds(40);
+  RecordingSink sink;
+  // Each piece is taken 150 ms after it was written (a timer on the loop).
+  asio::steady_timer slow_client(io);
+  auto slow = [&](std::function<void(bool)> resume) {
+    slow_client.expires_after(milliseconds(150));
+    slow_client.async_wait([resume = std::move(resume)](const boost::system::error_code&) { resume(true); });
+  };
+
+  Status s = CallOnce(upstream, io, request, sink, slow);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(sink.body(), "onetwo");
+  EXPECT_TRUE(sink.failures.empty());
 }
 
 // --- The client going away ----------------------------------------------

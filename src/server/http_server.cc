@@ -1106,16 +1106,23 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   // While the upstream is awaited: a client that hangs up (its peer closed,
   // or the connection failed) cancels the call. Bytes it sends meanwhile
-  // (its next request) end the watch: they are read after this answer.
+  // (its next request, pipelined) go to the session's buffer, read after
+  // this answer, and the watch goes on while the buffer has room (else the
+  // close is seen only when the buffer is read).
   void WatchHangUp(const std::shared_ptr<Deferral>& d) {
     d->watching = true;
     Tcp().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this(), d](beast::error_code ec) {
       if (ec || !d->watching) return;
       d->watching = false;
-      char byte;
-      const ssize_t n = ::recv(self->Fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      beast::flat_buffer& in = self->buffer_;
+      const size_t room = in.max_size() - in.size();  // kReadBufferLimit in all
+      if (room == 0) return;
+      auto space = in.prepare(room);
+      const ssize_t n = ::recv(self->Fd(), space.data(), space.size(), MSG_DONTWAIT);
+      if (n > 0) in.commit(static_cast<size_t>(n));
       const bool hung_up = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
-      if (hung_up && d->call) d->call->Cancel();
+      if (!hung_up) return self->WatchHangUp(d);
+      if (d->call) d->call->Cancel();
     });
   }
   void StopWatching(Deferral& d) {

@@ -566,7 +566,7 @@ class ForwardSink final : public UpstreamSink {
       client_gone = true;
       return false;
     }
-    answer.body.clear();
+    std::string().swap(answer.body);  // its memory too: up to max_buffered_bytes, and the output may hold a copy
     return true;
   }
 

@@ -344,25 +344,38 @@ def v1_count(gw, status):
     return 0
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_client_disconnect_before_the_answer_frees_the_upstream(v1, stubs, stream):
+@pytest.mark.parametrize("stream,pipelined,evented", [(False, False, False), (True, False, False), (False, True, False),
+                                                       (False, False, True), (True, False, True), (False, True, True)])
+def test_client_disconnect_before_the_answer_frees_the_upstream(v1, stubs, stream, pipelined, evented):
     """A client that hangs up before the upstream's answer began (a long completion, or a stream's first token)
     stops the upstream call at once, not at the first-byte timeout (30 s here): the upstream's connection is closed
-    and the call counted as a 499."""
-    gw = v1({"GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "30000"})
+    and the call counted as a 499. Also when it sent its next request first (pipelined), and on both paths: a call
+    on the pool (GATEWAY_V1_EVENTED=false), and one on the I/O thread (a call after the first, whose catalog and
+    credential are at hand)."""
+    gw = v1({"GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "30000", "GATEWAY_V1_EVENTED": str(evented).lower()})
     held = stubs(STUB_KEY, "hold")
     add_provider(gw, "stubai", held.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
-    s = raw_v1_post(gw, CLIENT_TOKEN, json.dumps({"model": "gpt-stub", "stream": stream, "messages": []}).encode())
+    held.release.set()
+    assert post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []})).json() == {"late": True}
+    held.release.clear()
+    held.seen.clear()
+    body = json.dumps({"model": "gpt-stub", "stream": stream, "messages": []}).encode()
+    s = raw_v1_post(gw, CLIENT_TOKEN, body)
     deadline = time.monotonic() + 10
     while not held.seen and time.monotonic() < deadline:
         time.sleep(0.01)
     assert held.seen, "the call never reached the upstream"
+    if pipelined:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_TOKEN.encode() +
+                  b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(0.2)  # read by the gateway before the close
     s.close()
     assert held.stream_closed.wait(10), "the upstream connection stayed open after the client left"
+    gone = 2 if pipelined else 1  # each request the client sent before it left is a 499
     deadline = time.monotonic() + 10
-    while v1_count(gw, 499) != 1 and time.monotonic() < deadline:
+    while v1_count(gw, 499) != gone and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert v1_count(gw, 499) == 1
+    assert v1_count(gw, 499) == gone
     # A client that stays gets its answer, on the same gateway.
     held.release.set()
     assert post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []})).json() == {"late": True}
