@@ -104,18 +104,6 @@ Status CallOnce(EventedUpstream& upstream, asio::io_context& io, const UpstreamR
   return Finish(io, s);
 }
 
-UpstreamRequest Post(const std::string& url, std::string_view body = "{\"model\":\"m\"}") {
-  UpstreamRequest r;
-  r.url = url;
-  r.body = body;
-  r.headers = {{"Authorization", "Bearer sk-upstream-secret"}, {"Content-Type", "application/json"}};
-  return r;
-}
-
-std::string Answer(const std::string& body, const std::string& extra = "") {
-  return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body;
-}
-
 // Answers every request on a connection with `answer`, keeping it open
 // until the client closes it.
 LoopbackHttpServer::ServerScript AnswerEach(std::string answer) {

@@ -1,6 +1,7 @@
 // RecordingSink: an UpstreamSink for the /v1 upstream clients' tests
 // (transport/upstream_client_test.cc, server/evented_upstream_test.cc): it
-// keeps every head, body piece, flush and failure it is told, in order.
+// keeps every head, body piece, flush and failure it is told, in order;
+// and the request and the answer those tests exchange (Post, Answer).
 // Not thread-safe: the calls it records come from one thread at a time.
 // Test code only (gtest).
 #pragma once
@@ -56,5 +57,19 @@ struct RecordingSink : UpstreamSink {
     return "<none>";
   }
 };
+
+// A /v1 call as the proxy makes it: a JSON body, the credential's Authorization.
+inline UpstreamRequest Post(const std::string& url, std::string_view body = "{\"model\":\"m\"}") {
+  UpstreamRequest r;
+  r.url = url;
+  r.body = body;
+  r.headers = {{"Authorization", "Bearer sk-upstream-secret"}, {"Content-Type", "application/json"}};
+  return r;
+}
+
+// A 200 of `body` with its Content-Length; `extra`: header lines ("Name: v\r\n").
+inline std::string Answer(const std::string& body, const std::string& extra = "") {
+  return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body;
+}
 
 }  // namespace dyad

@@ -49,18 +49,6 @@ std::unique_ptr<UpstreamClient> Client(UpstreamClientOptions options = {}) {
   return std::move(c).value();
 }
 
-UpstreamRequest Post(const std::string& url, std::string_view body = "{\"model\":\"m\"}") {
-  UpstreamRequest r;
-  r.url = url;
-  r.body = body;
-  r.headers = {{"Authorization", "Bearer sk-upstream-secret"}, {"Content-Type", "application/json"}};
-  return r;
-}
-
-std::string Answer(const std::string& body, const std::string& extra = "") {
-  return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body;
-}
-
 // The body handed on for Post(url), or why the call failed.
 Result<std::string> BodyOf(UpstreamClient& client, const std::string& url) {
   RecordingSink sink;
