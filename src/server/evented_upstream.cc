@@ -80,6 +80,7 @@ struct EventedUpstream::Impl {
   void GiveBack(const std::string& origin, std::unique_ptr<Conn> c) DYAD_LOCKS_EXCLUDED(mu) {
     c->idle_since = Steady::now();
     MutexLock lock(&mu);
+    if (closed) return;  // `c` closes its connection (on its own loop's thread)
     auto& free = idle[origin];
     if (free.size() < options.max_idle_per_host) free.push_back(std::move(c));
     // Over the limit: `c` closes its connection here.
@@ -89,6 +90,7 @@ struct EventedUpstream::Impl {
   UpstreamTargetCache targets;
   Mutex mu;
   std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> idle DYAD_GUARDED_BY(mu);
+  bool closed DYAD_GUARDED_BY(mu) = false;  // CloseIdle: nothing is kept from then on
 };
 
 namespace {
@@ -376,7 +378,9 @@ class Exchange final : public EventedUpstream::Call,
 
 EventedUpstream::EventedUpstream(Options options) : impl_(std::make_shared<Impl>(options)) {}
 
-EventedUpstream::~EventedUpstream() = default;
+// Calls still queued on the loops may hold the client's state past this,
+// and with it kept connections of loops destroyed before it: closed now.
+EventedUpstream::~EventedUpstream() { CloseIdle(); }
 
 bool EventedUpstream::Supports(const UpstreamRequest& request) {
   if (request.body.size() > kMaxBody) return false;
@@ -401,6 +405,7 @@ size_t EventedUpstream::IdleConnections() {
 void EventedUpstream::CloseIdle() {
   std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> idle;  // closed after the lock
   MutexLock lock(&impl_->mu);
+  impl_->closed = true;
   idle.swap(impl_->idle);
 }
 

@@ -75,9 +75,10 @@ class EventedUpstream {
                               Pause pause, Done done);
   // Kept connections, for tests.
   size_t IdleConnections();
-  // Closes the kept connections, once the loops they belong to have stopped
-  // and before those are destroyed (a call still queued there may hold this
-  // client past them).
+  // Closes the kept connections and keeps none from then on. The
+  // destructor does it: destroy this before the loops its calls ran on (a
+  // call still queued there may hold the client's state past this object,
+  // and a kept connection's socket must not outlive its loop).
   void CloseIdle();
 
   struct Impl;  // in evented_upstream.cc

@@ -1829,7 +1829,6 @@ void HttpServer::Run() {
   // stopped every loop). The other loops end once their queues are empty.
   impl_->loop_guards.clear();
   for (auto& t : threads) t.join();
-  if (impl_->evented) impl_->evented->CloseIdle();  // their sockets belong to the loops
   impl_->finished = true;
   impl_->StopStreams();  // before the pools' join: a producer waiting for room returns
   impl_->blocking.Stop();  // queued work is dropped; running handlers finish
