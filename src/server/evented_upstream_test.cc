@@ -442,48 +442,44 @@ TEST(EventedUpstream, AHeadOver64KiBIsABadAnswerAndOneUnderItIsRead) {
 
 // --- Timeouts -------------------------------------------------------------
 
-TEST(EventedUpstream, AnUpstreamThatNeverAnswersHitsTheFirstByteTimeoutAndIsNotKept) {
-  asio::io_context io;
-  LoopbackHttpServer server([](LoopbackConn& c, LoopbackHttpServer& server) {
-    server.Read(c);
-    c.WaitForClose();
-  });
-  EventedUpstream upstream({});
-  UpstreamRequest request = Post(server.url("/v1/embeddings"));
-  request.timeouts.first_byte = milliseconds(40);
-  RecordingSink sink;
+// An upstream silent before the answer's head (the first-byte timeout) or
+// inside its body (the idle one): the call ends with the timeout named, the
+// sink told its kind, and the connection closed, not kept.
+TEST(EventedUpstream, AnUpstreamSilentBeforeTheHeadOrInTheBodyTimesOutAndIsNotKept) {
+  struct Case {
+    std::string sent;  // what the upstream sends before it goes silent
+    milliseconds UpstreamTimeouts::*timeout;
+    std::string named;
+    UpstreamFailure kind;
+    int heads;
+  };
+  const std::vector<Case> cases = {
+      {"", &UpstreamTimeouts::first_byte, "first-byte timeout (40 ms)", UpstreamFailure::kFirstByteTimeout, 0},
+      {"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst", &UpstreamTimeouts::idle, "idle timeout (40 ms)",
+       UpstreamFailure::kIdleTimeout, 1},
+  };
+  for (const Case& c : cases) {
+    asio::io_context io;
+    LoopbackHttpServer server([&](LoopbackConn& conn, LoopbackHttpServer& server) {
+      server.Read(conn);
+      if (!c.sent.empty()) conn.Write(c.sent);
+      conn.WaitForClose();
+    });
+    EventedUpstream upstream({});
+    UpstreamRequest request = Post(server.url("/v1/embeddings"));
+    request.timeouts.*c.timeout = milliseconds(40);
+    RecordingSink sink;
 
-  Status s = CallOnce(upstream, io, request, sink);
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded) << s.error().message;
-  EXPECT_NE(s.error().message.find("first-byte timeout (40 ms)"), std::string::npos) << s.error().message;
-  EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kFirstByteTimeout});
-  EXPECT_EQ(sink.heads, 0);
-  EXPECT_EQ(upstream.IdleConnections(), 0u);
-  EXPECT_TRUE(ServerClosed(server, 1)) << "the timed-out connection was not closed";
-}
-
-TEST(EventedUpstream, ASilenceInTheBodyHitsTheIdleTimeoutAndIsNotKept) {
-  asio::io_context io;
-  LoopbackHttpServer server([](LoopbackConn& c, LoopbackHttpServer& server) {
-    server.Read(c);
-    c.Write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst");
-    c.WaitForClose();
-  });
-  EventedUpstream upstream({});
-  UpstreamRequest request = Post(server.url("/v1/embeddings"));
-  request.timeouts.idle = milliseconds(40);
-  RecordingSink sink;
-
-  Status s = CallOnce(upstream, io, request, sink);
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded) << s.error().message;
-  EXPECT_NE(s.error().message.find("idle timeout (40 ms)"), std::string::npos) << s.error().message;
-  EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kIdleTimeout});
-  EXPECT_EQ(sink.heads, 1);
-  EXPECT_EQ(sink.body(), "first");
-  EXPECT_EQ(upstream.IdleConnections(), 0u);
-  EXPECT_TRUE(ServerClosed(server, 1)) << "the timed-out connection was not closed";
+    Status s = CallOnce(upstream, io, request, sink);
+    ASSERT_FALSE(s.ok()) << c.named;
+    EXPECT_EQ(s.error().code, ErrorCode::kDeadlineExceeded) << s.error().message;
+    EXPECT_NE(s.error().message.find(c.named), std::string::npos) << s.error().message;
+    EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{c.kind}) << c.named;
+    EXPECT_EQ(sink.heads, c.heads) << c.named;
+    if (c.heads == 1) EXPECT_EQ(sink.body(), "first");
+    EXPECT_EQ(upstream.IdleConnections(), 0u) << c.named;
+    EXPECT_TRUE(ServerClosed(server, 1)) << c.named << ": the timed-out connection was not closed";
+  }
 }
 
 // A client slower than the idle timeout is not the upstream's silence: while

@@ -260,7 +260,6 @@ struct Exchange final : AnswerListener {
   }
 };
 
-
 size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
   auto* x = static_cast<Exchange*>(user);
   const size_t bytes = size * n;
@@ -658,7 +657,6 @@ class CurlUpstreamClient final : public UpstreamClient {
     Cleanse(e.out);  // the credential; the capacity stays for the next call
     return status;
   }
-
 
   // A new connection for the entry's origin, made by curl with the options
   // set at Lease; the open-socket callback refuses forbidden addresses.
