@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <unordered_map>
@@ -16,6 +17,7 @@
 
 #include "core/mutex.h"
 #include "core/secret_bytes.h"
+#include "server/fd_writer.h"
 #include "transport/http_answer.h"
 #include "transport/upstream_target.h"
 #include "transport/upstream_wire.h"
@@ -59,13 +61,51 @@ bool QuietSinceKept(Conn& c) {
 struct EventedUpstream::Impl {
   explicit Impl(Options options) : options(options) {}
 
+  // One event loop's kept connections, by origin. Each stays on the loop
+  // that made it, whose thread alone runs its handlers; only that loop's
+  // calls (and CloseIdle, IdleConnections) lock its shard, so the loops
+  // never wait for each other here.
+  struct Shard {
+    Mutex mu;
+    std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> idle DYAD_GUARDED_BY(mu);
+    bool closed DYAD_GUARDED_BY(mu) = false;  // CloseIdle: nothing is kept from then on
+  };
+
+  // `loop`'s shard: found once per thread, then remembered (a loop's calls
+  // run on its one thread).
+  Shard& ShardOf(const void* loop) DYAD_LOCKS_EXCLUDED(shards_mu) {
+    thread_local struct {
+      uint64_t owner = 0;
+      const void* loop = nullptr;
+      Shard* shard = nullptr;
+    } last;
+    if (last.owner == id && last.loop == loop) return *last.shard;
+    MutexLock lock(&shards_mu);
+    std::unique_ptr<Shard>& shard = shards[loop];
+    if (!shard) {
+      shard = std::make_unique<Shard>();
+      MutexLock shard_lock(&shard->mu);
+      shard->closed = closed;
+    }
+    last = {id, loop, shard.get()};
+    return *shard;
+  }
+
+  // The target of a call Start can make; null for any other.
+  std::shared_ptr<const UpstreamTarget> TargetOf(const UpstreamRequest& request) {
+    if (request.body.size() > kMaxBody) return nullptr;
+    auto target = targets.Get(request.url);
+    if (!target.ok() || !IsPlainNumericTarget(**target)) return nullptr;
+    return std::move(target).value();
+  }
+
   // The most recently kept connection to `origin` that is still fit; null
   // when there is none (those too old or no longer quiet are closed).
-  std::unique_ptr<Conn> Lease(const std::string& origin) DYAD_LOCKS_EXCLUDED(mu) {
+  std::unique_ptr<Conn> Lease(Shard& shard, const std::string& origin) DYAD_LOCKS_EXCLUDED(shard.mu) {
     std::vector<std::unique_ptr<Conn>> unfit;  // closed after the lock
-    MutexLock lock(&mu);
-    auto it = idle.find(origin);
-    if (it == idle.end()) return nullptr;
+    MutexLock lock(&shard.mu);
+    auto it = shard.idle.find(origin);
+    if (it == shard.idle.end()) return nullptr;
     auto& free = it->second;
     const Steady::time_point oldest_kept = Steady::now() - options.max_idle_age;
     while (!free.empty()) {
@@ -77,50 +117,57 @@ struct EventedUpstream::Impl {
     return nullptr;
   }
 
-  void GiveBack(const std::string& origin, std::unique_ptr<Conn> c) DYAD_LOCKS_EXCLUDED(mu) {
+  void GiveBack(Shard& shard, const std::string& origin, std::unique_ptr<Conn> c) DYAD_LOCKS_EXCLUDED(shard.mu) {
     c->idle_since = Steady::now();
-    MutexLock lock(&mu);
-    if (closed) return;  // `c` closes its connection (on its own loop's thread)
-    auto& free = idle[origin];
+    MutexLock lock(&shard.mu);
+    if (shard.closed) return;  // `c` closes its connection (on its own loop's thread)
+    auto& free = shard.idle[origin];
     if (free.size() < options.max_idle_per_host) free.push_back(std::move(c));
     // Over the limit: `c` closes its connection here.
   }
 
   const Options options;
+  const uint64_t id = NextId();  // tells this object from one made later at the same address
   UpstreamTargetCache targets;
-  Mutex mu;
-  std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> idle DYAD_GUARDED_BY(mu);
-  bool closed DYAD_GUARDED_BY(mu) = false;  // CloseIdle: nothing is kept from then on
+  Mutex shards_mu;
+  std::unordered_map<const void*, std::unique_ptr<Shard>> shards DYAD_GUARDED_BY(shards_mu);
+  bool closed DYAD_GUARDED_BY(shards_mu) = false;
+
+ private:
+  static uint64_t NextId() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
 };
 
 namespace {
 
-// One call, on its executor from Run() to Finish().
+// One call, on its executor from Begin() to Finish().
 class Exchange final : public EventedUpstream::Call,
                        public AnswerListener,
                        public std::enable_shared_from_this<Exchange> {
  public:
-  Exchange(std::shared_ptr<EventedUpstream::Impl> owner, const UpstreamRequest& request, UpstreamSink& sink,
-           asio::any_io_executor executor, EventedUpstream::Pause pause, EventedUpstream::Done done)
+  Exchange(std::shared_ptr<EventedUpstream::Impl> owner, const UpstreamRequest& request,
+           std::shared_ptr<const UpstreamTarget> target, UpstreamSink& sink, asio::any_io_executor executor,
+           EventedUpstream::Pause pause, EventedUpstream::Done done)
       : owner_(std::move(owner)),
         request_(request),
+        target_(std::move(target)),
         sink_(sink),
         executor_(std::move(executor)),
         timer_(executor_),
         pause_(std::move(pause)),
         done_(std::move(done)) {}
 
-  void Run() {
-    auto target = owner_->targets.Get(request_.url);
-    if (!target.ok()) return Finish(target.error(), UpstreamFailure::kInvalidRequest);
-    target_ = std::move(target).value();
+  void Begin() override {
     what_ = UpstreamCallName(request_.method, *target_);
     if (Interrupted()) return;  // cancelled before it ran: nothing goes out
     auto query = UpstreamQuery(request_, *target_);
     if (!query.ok()) return Finish(query.error(), UpstreamFailure::kInvalidRequest);
     give_up_ = Steady::now() + request_.timeouts.total;
     SerialiseUpstreamRequest(request_, *target_, *query, /*inline_body=*/false, out_);
-    conn_ = owner_->Lease(PoolKey());
+    shard_ = &owner_->ShardOf(&asio::query(executor_, asio::execution::context));
+    conn_ = owner_->Lease(*shard_, target_->origin);
     reused_ = conn_ != nullptr;
     if (reused_) return Send();
     Connect();
@@ -150,13 +197,6 @@ class Exchange final : public EventedUpstream::Call,
 
  private:
   auto Bound(auto fn) { return asio::bind_executor(executor_, std::move(fn)); }
-  // Connections are kept per origin and per event loop: each stays on the
-  // loop that made it, whose thread alone runs its handlers.
-  std::string PoolKey() const {
-    const void* loop = &asio::query(executor_, asio::execution::context);
-    return target_->origin + "#" + std::to_string(reinterpret_cast<uintptr_t>(loop));
-  }
-
   void Connect() {
     const std::string& host = target_->host;
     beast_ec ec;
@@ -189,9 +229,20 @@ class Exchange final : public EventedUpstream::Call,
     head_.headers.clear();
     conn_->reader.StartStreaming(&head_.headers, this, request_.method == "HEAD");
     in_begin_ = in_end_ = 0;
-    const std::array<asio::const_buffer, 2> buffers{asio::buffer(out_.data(), out_.size()),
-                                                    asio::buffer(request_.body.data(), request_.body.size())};
-    asio::async_write(conn_->sock, buffers, Bound([self = shared_from_this()](beast_ec ec, size_t) {
+    std::array<asio::const_buffer, 2> rest{asio::buffer(out_.data(), out_.size()),
+                                           asio::buffer(request_.body.data(), request_.body.size())};
+    // Most requests fit the socket's send buffer: written here at once, with
+    // no completion queued; only a remainder is written asynchronously.
+    beast_ec ec;
+    size_t sent = FdWriter{conn_->sock.native_handle()}.write_some(rest, ec);
+    if (ec && ec != asio::error::would_block) return OnSent(ec);
+    for (asio::const_buffer& b : rest) {
+      const size_t n = std::min(sent, b.size());
+      b += n;
+      sent -= n;
+    }
+    if (asio::buffer_size(rest) == 0) return OnSent({});
+    asio::async_write(conn_->sock, rest, Bound([self = shared_from_this()](beast_ec ec, size_t) {
                         self->OnSent(ec);
                       }));
   }
@@ -273,7 +324,7 @@ class Exchange final : public EventedUpstream::Call,
       return Finish(MakeError(ErrorCode::kUnavailable, what_ + ": no answer head"), UpstreamFailure::kBadAnswer);
     }
     if (conn_->reader.keep_alive() && in_end_ == 0) {
-      owner_->GiveBack(PoolKey(), std::move(conn_));
+      owner_->GiveBack(*shard_, target_->origin, std::move(conn_));
     }
     Finish(OkStatus());
   }
@@ -350,12 +401,13 @@ class Exchange final : public EventedUpstream::Call,
 
   std::shared_ptr<EventedUpstream::Impl> owner_;
   const UpstreamRequest& request_;
+  const std::shared_ptr<const UpstreamTarget> target_;
   UpstreamSink& sink_;
   asio::any_io_executor executor_;
   asio::steady_timer timer_;
   EventedUpstream::Pause pause_;
   EventedUpstream::Done done_;
-  std::shared_ptr<const UpstreamTarget> target_;
+  EventedUpstream::Impl::Shard* shard_ = nullptr;  // this loop's kept connections
   std::string what_;
   WipedString out_;  // the request's head, the credential in it
   std::unique_ptr<Conn> conn_;
@@ -382,31 +434,38 @@ EventedUpstream::EventedUpstream(Options options) : impl_(std::make_shared<Impl>
 // and with it kept connections of loops destroyed before it: closed now.
 EventedUpstream::~EventedUpstream() { CloseIdle(); }
 
-bool EventedUpstream::Supports(const UpstreamRequest& request) {
-  if (request.body.size() > kMaxBody) return false;
-  auto target = impl_->targets.Get(request.url);
-  return target.ok() && IsPlainNumericTarget(**target);
-}
+bool EventedUpstream::Supports(const UpstreamRequest& request) { return impl_->TargetOf(request) != nullptr; }
 
 std::shared_ptr<EventedUpstream::Call> EventedUpstream::Start(const UpstreamRequest& request, UpstreamSink& sink,
                                                               asio::any_io_executor executor, Pause pause, Done done) {
-  auto call = std::make_shared<Exchange>(impl_, request, sink, executor, std::move(pause), std::move(done));
-  asio::post(executor, [call] { call->Run(); });
-  return call;
+  auto target = impl_->TargetOf(request);
+  if (!target) return nullptr;
+  return std::make_shared<Exchange>(impl_, request, std::move(target), sink, std::move(executor), std::move(pause),
+                                    std::move(done));
 }
 
 size_t EventedUpstream::IdleConnections() {
-  MutexLock lock(&impl_->mu);
+  MutexLock lock(&impl_->shards_mu);
   size_t n = 0;
-  for (const auto& [origin, free] : impl_->idle) n += free.size();
+  for (const auto& [loop, shard] : impl_->shards) {
+    MutexLock shard_lock(&shard->mu);
+    for (const auto& [origin, free] : shard->idle) n += free.size();
+  }
   return n;
 }
 
 void EventedUpstream::CloseIdle() {
-  std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> idle;  // closed after the lock
-  MutexLock lock(&impl_->mu);
+  std::vector<std::unique_ptr<Conn>> idle;  // closed after the locks
+  MutexLock lock(&impl_->shards_mu);
   impl_->closed = true;
-  idle.swap(impl_->idle);
+  for (const auto& [loop, shard] : impl_->shards) {
+    MutexLock shard_lock(&shard->mu);
+    shard->closed = true;
+    for (auto& [origin, free] : shard->idle) {
+      for (auto& c : free) idle.push_back(std::move(c));
+    }
+    shard->idle.clear();
+  }
 }
 
 }  // namespace dyad

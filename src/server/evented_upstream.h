@@ -52,12 +52,16 @@ class EventedUpstream {
   // once `resume(true)` is called (the client took what the sink wrote),
   // and stops (kCancelled) on `resume(false)` (the client has gone).
   using Pause = std::function<void(std::function<void(bool)> resume)>;
-  // Once, on the call's executor, never from within Start.
+  // Once, on the call's executor, never from within Start (it may be from
+  // within Begin).
   using Done = std::function<void(Status)>;
 
   class Call {
    public:
     virtual ~Call() = default;
+    // On the call's executor, once: the call begins (Start only makes it, so
+    // that its owner holds it before any handler of it runs).
+    virtual void Begin() = 0;
     // On the call's executor: the client hung up; Done hears kCancelled.
     virtual void Cancel() = 0;
   };
@@ -69,8 +73,10 @@ class EventedUpstream {
 
   // Whether Start can make this call (above).
   bool Supports(const UpstreamRequest& request);
-  // Starts the call; its handlers, the sink's calls, `pause` and `done` run
-  // on `executor` (the connection's event loop). `request` and `sink` must outlive `done`.
+  // Makes the call, which Begin() starts; null when this cannot make it
+  // (Supports): the caller makes it elsewhere. Its handlers, the sink's
+  // calls, `pause` and `done` run on `executor` (the connection's event
+  // loop). `request` and `sink` must outlive `done`.
   std::shared_ptr<Call> Start(const UpstreamRequest& request, UpstreamSink& sink, boost::asio::any_io_executor executor,
                               Pause pause, Done done);
   // Kept connections, for tests.

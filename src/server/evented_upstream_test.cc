@@ -85,6 +85,7 @@ Started Start(EventedUpstream& upstream, asio::io_context& io, const UpstreamReq
                             *status = std::move(st);
                           });
   EXPECT_FALSE(s.done()) << "Done was called from within Start";
+  asio::post(io, [call = s.call] { call->Begin(); });
   return s;
 }
 

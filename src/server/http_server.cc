@@ -34,6 +34,7 @@
 #include "core/mutex.h"
 #include "core/thread.h"
 #include "server/evented_upstream.h"
+#include "server/fd_writer.h"
 #include "server/tls_context.h"
 
 namespace dyad {
@@ -109,44 +110,6 @@ bool PrintableId(std::string_view id) {
   }
   return true;
 }
-
-// A plain connection's socket as Beast's synchronous writes see it, by its
-// descriptor: one non-blocking sendmsg per call (would_block when the socket
-// takes nothing now). It works whether or not the asio socket holds the
-// descriptor (Session::Detach).
-struct FdWriter {
-  int fd;
-  template <class ConstBufferSequence>
-  size_t write_some(const ConstBufferSequence& buffers, beast::error_code& ec) {
-    iovec iov[64];
-    size_t n = 0;
-    for (const auto b : beast::buffers_range_ref(buffers)) {
-      if (n == std::size(iov)) break;
-      if (b.size() > 0) iov[n++] = {const_cast<void*>(b.data()), b.size()};
-    }
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = n;
-    for (;;) {
-      const ssize_t sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (sent >= 0) {
-        ec = {};
-        return static_cast<size_t>(sent);
-      }
-      if (errno != EINTR) {
-        ec.assign(errno, beast::system_category());
-        return 0;
-      }
-    }
-  }
-  template <class ConstBufferSequence>
-  size_t write_some(const ConstBufferSequence& buffers) {
-    beast::error_code ec;
-    const size_t n = write_some(buffers, ec);
-    if (ec) throw beast::system_error(ec);
-    return n;
-  }
-};
 
 // A printable-ASCII string as the inside of a JSON string.
 std::string JsonEscapePrintable(std::string_view s) {
@@ -396,7 +359,7 @@ struct HttpServer::Impl {
 
   // Where a request's handler runs on a session (`plain`: not TLS); an
   // evented one only over plain HTTP, with the evented client.
-  HandlerPool Where(const HttpRequest& request, bool plain) {
+  HandlerPool Where(HttpRequest& request, bool plain) {
     if (!classify) return HandlerPool::kIo;
     const HandlerPool where = classify(request);
     if (where == HandlerPool::kEvented && !(plain && evented)) return HandlerPool::kUpstream;
@@ -720,14 +683,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // connection is kept; else its loop has the rest (the remainder to
   // write, the next read, or the close).
   bool WriteOnPool(HttpResponse resp, const std::string& request_id, unsigned version) {
-    auto res = MakeResponse(std::move(resp), request_id, version);
-    auto sr = std::make_shared<http::response_serializer<http::string_body>>(*res);
+    auto answer = std::make_shared<PlainAnswer>(MakeResponse(std::move(resp), request_id, version));
     beast::error_code ec;
-    const bool whole = WriteAtOnce(*sr, ec);
-    if (whole && !ec && res->keep_alive() && !server_->stopping) return true;
-    ToLoop([self = this->shared_from_this(), res, sr, whole, ec] {
-      if (!whole) return self->WriteRest(res, sr);
-      self->AfterWrite(ec, res->keep_alive());
+    const bool whole = WriteAtOnce(*answer, ec);
+    if (whole && !ec && answer->res->keep_alive() && !server_->stopping) return true;
+    ToLoop([self = this->shared_from_this(), answer, whole, ec] {
+      if (!whole) return self->WriteRest(answer);
+      self->AfterWrite(ec, answer->res->keep_alive());
     });
     return false;
   }
@@ -1085,13 +1047,16 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     d->answer = std::move(resp.deferred);
     const UpstreamRequest* up = d->answer->upstream();
-    if (!up || !server_->evented->Supports(*up)) return DeferToPool(d);
     auto self = this->shared_from_this();
-    d->call = server_->evented->Start(
-        *up, *d, stream_.get_executor(),
-        [self, d](std::function<void(bool)> resume) { self->DrainHeld(d, std::move(resume)); },
-        [self, d](Status sent) { self->OnDeferredDone(d, std::move(sent)); });
+    auto call = !up ? nullptr
+                    : server_->evented->Start(
+                          *up, *d, stream_.get_executor(),
+                          [self, d](std::function<void(bool)> resume) { self->DrainHeld(d, std::move(resume)); },
+                          [self, d](Status sent) { self->OnDeferredDone(d, std::move(sent)); });
+    if (!call) return DeferToPool(d);
+    d->call = call;
     WatchHangUp(d);
+    call->Begin();  // (its Done may run within: OnDeferredDone stops the watch)
   }
 
   // The deferred answer's RunOnPool on the upstream pool, as a handler run
@@ -1466,21 +1431,33 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     return res;
   }
 
+  // A plain answer as it goes out: its head as Beast frames it (the fields'
+  // writer) and its body, written without Beast's serializer, whose state
+  // machine cost more than the rest of the write (one sendmsg for most).
+  struct PlainAnswer {
+    explicit PlainAnswer(std::shared_ptr<http::response<http::string_body>> r)
+        : res(std::move(r)),
+          head(*res, res->version(), res->result_int()),
+          rest(beast::buffers_cat(head.get(), asio::const_buffer(res->body().data(), res->body().size()))) {}
+    std::shared_ptr<http::response<http::string_body>> res;
+    http::fields::writer head;  // (refers to res)
+    beast::buffers_suffix<beast::buffers_cat_view<decltype(std::declval<http::fields::writer&>().get()),
+                                                  asio::const_buffer>>
+        rest;  // not yet written
+  };
+
   // Plain (FdWriter: never waits): writes what the socket takes now; true
   // when the whole answer went out or the write failed (`ec`), false when the
   // rest must wait (WriteRest).
-  bool WriteAtOnce(http::response_serializer<http::string_body>& sr, beast::error_code& ec) {
-    FdWriter out{Fd()};
-    while (!ec && !sr.is_done()) http::write_some(out, sr, ec);
-    return ec != asio::error::would_block;
+  bool WriteAtOnce(PlainAnswer& answer, beast::error_code& ec) {
+    return WriteNow(answer.rest, ec) || ec != asio::error::would_block;
   }
 
   // What did not fit the socket (a large answer, a slow reader), under the idle timeout.
-  void WriteRest(std::shared_ptr<http::response<http::string_body>> res,
-                 std::shared_ptr<http::response_serializer<http::string_body>> sr) {
+  void WriteRest(std::shared_ptr<PlainAnswer> answer) {
     Tcp().expires_after(server_->options.idle_timeout);
-    http::async_write(stream_, *sr, [self = this->shared_from_this(), res, sr](beast::error_code ec, size_t) {
-      self->AfterWrite(ec, res->keep_alive());
+    asio::async_write(stream_, answer->rest, [self = this->shared_from_this(), answer](beast::error_code ec, size_t) {
+      self->AfterWrite(ec, answer->res->keep_alive());
     });
   }
 
@@ -1489,10 +1466,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if constexpr (!kTls) {
       // Most answers fit the socket's send buffer: written here at once, with
       // no timer armed and cancelled and no completion queued.
-      auto sr = std::make_shared<http::response_serializer<http::string_body>>(*res);
+      auto answer = std::make_shared<PlainAnswer>(std::move(res));
       beast::error_code ec;
-      if (!WriteAtOnce(*sr, ec)) return WriteRest(res, sr);
-      return AfterWrite(ec, res->keep_alive());
+      if (!WriteAtOnce(*answer, ec)) return WriteRest(answer);
+      return AfterWrite(ec, answer->res->keep_alive());
     }
     Tcp().expires_after(server_->options.idle_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {

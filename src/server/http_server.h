@@ -104,8 +104,9 @@ using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
 // that read it, with HttpRequest::may_defer (over TLS, or with
 // evented_upstream off: as kUpstream).
 enum class HandlerPool { kIo, kBlocking, kUpstream, kEvented };
-// Says it for each request, on an I/O thread. Thread-safe.
-using PoolClassifier = std::function<HandlerPool(const HttpRequest&)>;
+// Says it for each request, on an I/O thread; it may note the /v1 client
+// it authenticated (HttpRequest::v1_client). Thread-safe.
+using PoolClassifier = std::function<HandlerPool(HttpRequest&)>;
 
 class HttpServer {
  public:
