@@ -259,14 +259,17 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
 
 std::vector<std::pair<std::string, std::string>> App::Routes() const { return RoutePairs(*parts_->router); }
 
-HandlerPool App::PoolFor(const HttpRequest& request) const {
+HandlerPool App::PoolFor(const HttpRequest& request, std::optional<Principal>* v1_client) const {
   if (!parts_->router->MayBlock(request)) return HandlerPool::kIo;
   // The router refuses a non-canonical spelling of /v1 (answered inline).
   if (request.path.rfind("/v1/", 0) != 0) return HandlerPool::kBlocking;
   // A refused token is audited (a file written): never on an I/O thread.
-  if (parts_->v1_evented && request.method == "POST" &&
-      parts_->auth->AuthenticateClient(request.authorization, request.client_cert_subject)) {
-    return HandlerPool::kEvented;
+  if (parts_->v1_evented && request.method == "POST") {
+    auto client = parts_->auth->AuthenticateClient(request.authorization, request.client_cert_subject);
+    if (client) {
+      if (v1_client) *v1_client = std::move(client);
+      return HandlerPool::kEvented;
+    }
   }
   return HandlerPool::kUpstream;
 }

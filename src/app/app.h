@@ -37,8 +37,9 @@ class App {
   // blocking pool (it may wait on a backend) or, for /v1, the upstream pool
   // (it waits on an upstream for as long as a stream lasts); a /v1 call of
   // a known client token, with GATEWAY_V1_EVENTED, on the I/O thread, where
-  // it may defer (HttpRequest::may_defer).
-  HandlerPool PoolFor(const HttpRequest& request) const;
+  // it may defer (HttpRequest::may_defer). For that one, `v1_client` (when
+  // given) is set to the client it authenticated (HttpRequest::v1_client).
+  HandlerPool PoolFor(const HttpRequest& request, std::optional<Principal>* v1_client = nullptr) const;
   // The upstream pool's size (GATEWAY_V1_THREADS).
   int v1_threads() const;
   // The server's shutdown began: writes waiting for another writer stop

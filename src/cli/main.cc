@@ -129,7 +129,7 @@ int Serve(bool dev, const std::string& env_file) {
   opts.tls = config->tls;
   opts.on_shutdown = [&app] { (*app)->BeginShutdown(); };
   HttpServer server(opts, [&app](const HttpRequest& r) { return (*app)->Handle(r); },
-                    [&app](const HttpRequest& r) { return (*app)->PoolFor(r); });
+                    [&app](HttpRequest& r) { return (*app)->PoolFor(r, &r.v1_client); });
   s = server.Listen();
   if (!s.ok()) return Fail(s.error().message);
   spdlog::warn("dyad-gateway listening on {}://{}:{} (provider {}, {} threads{}{})", opts.tls.enabled() ? "https" : "http",

@@ -37,25 +37,9 @@
 
 #include "core/result.h"
 #include "core/secret_bytes.h"
+#include "server/principal.h"
 
 namespace dyad {
-
-enum class Role { kViewer, kAdmin, kClient };
-
-// A client token's allow-lists; nullopt: no limit.
-struct ClientScope {
-  std::optional<std::vector<std::string>> providers;  // provider slugs
-  std::optional<std::vector<std::string>> models;
-  bool AllowsProvider(std::string_view slug) const;
-};
-
-struct Principal {
-  std::string identity;
-  Role role = Role::kViewer;
-  // Role kClient only: the entry's allow-lists (owned by the authenticator,
-  // which outlives every request); null: no limit.
-  const ClientScope* scope = nullptr;
-};
 
 class TokenAuthenticator {
  public:

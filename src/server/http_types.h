@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "server/principal.h"
 
 namespace dyad {
 
@@ -86,6 +87,11 @@ struct HttpRequest {
   // The handler runs on an I/O thread and may answer with a DeferredAnswer
   // instead of waiting on an upstream (HandlerPool::kEvented).
   bool may_defer = false;
+  // The /v1 client this request's credentials were found to be by the
+  // server's pool classifier (App::PoolFor), which authenticates /v1 calls
+  // to choose their pool: the router takes it for a /v1 route instead of
+  // hashing the token again. Never read from the request itself.
+  std::optional<Principal> v1_client;
 };
 
 struct HttpResponse {

@@ -200,7 +200,9 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
     }
     principal = *who;
   } else if (v1) {
-    auto who = auth_ ? auth_->AuthenticateClient(request.authorization, request.client_cert_subject) : std::nullopt;
+    auto who = request.v1_client ? request.v1_client
+               : auth_           ? auth_->AuthenticateClient(request.authorization, request.client_cert_subject)
+                                 : std::nullopt;
     if (!who) {
       auto other = auth_ ? auth_->Authenticate(request.authorization, request.client_cert_subject) : std::nullopt;
       if (other) {

@@ -344,6 +344,25 @@ TEST_F(V1RealmTest, ClientTokensCallV1Only) {
   EXPECT_NE(r.body.find("client role"), std::string::npos) << r.body;
 }
 
+// The server's pool classifier authenticated the /v1 client already
+// (App::PoolFor): the router takes that client for /v1, and nothing else
+// from it. An /admin route still checks the token itself.
+TEST_F(V1RealmTest, AClientTheClassifierFoundIsTakenForV1Only) {
+  HttpRequest r;
+  r.method = "GET";
+  r.authorization = "Bearer client-token";
+  r.v1_client = Principal{"noted-by-the-classifier", Role::kClient, nullptr};
+  Principal who;
+  r.path = "/v1/models";
+  EXPECT_EQ(router_->Handle(r, who).status, 200);
+  EXPECT_EQ(seen_.identity, "noted-by-the-classifier");  // not hashed and found again
+  r.path = "/admin/things";
+  EXPECT_EQ(router_->Handle(r, who).status, 403) << "a /v1 client is no admin";
+  r.authorization = "Bearer ops-token";
+  EXPECT_EQ(router_->Handle(r, who).status, 200);
+  EXPECT_EQ(who.identity, "ops");
+}
+
 TEST_F(V1RealmTest, AdminAndViewerTokensAreRefusedOnV1UnlessAlsoClients) {
   for (const char* token : {"Bearer ops-token", "Bearer viewer-token"}) {
     auto r = Call("GET", "/v1/models", token);

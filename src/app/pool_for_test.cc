@@ -1,0 +1,64 @@
+// App::PoolFor for /v1 calls: a POST of a known client token runs evented
+// (on the I/O thread), the client it authenticated noted for the router, so
+// that the token is hashed once per call; any other /v1 call goes to the
+// upstream pool, and nothing is noted.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <optional>
+#include <string>
+
+#include "core/encoding.h"
+#include "testing/fakes.h"
+#include "testing/test_app.h"
+
+namespace dyad {
+namespace {
+
+constexpr char kClientToken[] = "client-token-0123456789";
+
+HttpRequest V1Post(std::string authorization) {
+  HttpRequest r;
+  r.method = "POST";
+  SetTarget(r, "/v1/chat/completions");
+  r.authorization = std::move(authorization);
+  return r;
+}
+
+TEST(PoolFor, AV1CallOfAKnownClientRunsEventedWithTheClientNoted) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("clients.json")) << R"({"tokens":[{"name":"app","role":"client","sha256":")" +
+                                                 HexEncode(Sha256(kClientToken)) + "\"}]}";
+  testing::TestApp t({{"GATEWAY_CLIENT_API_KEYS_FILE", dir.File("clients.json")}});
+
+  std::optional<Principal> noted;
+  EXPECT_EQ(t.app().PoolFor(V1Post(std::string("Bearer ") + kClientToken), &noted), HandlerPool::kEvented);
+  ASSERT_TRUE(noted.has_value());
+  EXPECT_EQ(noted->identity, "app");
+  EXPECT_EQ(noted->role, Role::kClient);
+
+  for (const std::string& refused : {std::string("Bearer wrong-token"), std::string(""),
+                                     std::string("Bearer ") + testing::kAdminToken}) {
+    noted.reset();
+    EXPECT_EQ(t.app().PoolFor(V1Post(refused), &noted), HandlerPool::kUpstream) << refused;
+    EXPECT_FALSE(noted.has_value()) << refused;
+  }
+  HttpRequest get = V1Post(std::string("Bearer ") + kClientToken);
+  get.method = "GET";
+  SetTarget(get, "/v1/models");
+  EXPECT_EQ(t.app().PoolFor(get, &noted), HandlerPool::kUpstream);
+  EXPECT_FALSE(noted.has_value());
+}
+
+TEST(PoolFor, WithEventedCallsOffNothingIsNoted) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("clients.json")) << R"({"tokens":[{"name":"app","role":"client","sha256":")" +
+                                                 HexEncode(Sha256(kClientToken)) + "\"}]}";
+  testing::TestApp t({{"GATEWAY_CLIENT_API_KEYS_FILE", dir.File("clients.json")}, {"GATEWAY_V1_EVENTED", "false"}});
+  std::optional<Principal> noted;
+  EXPECT_EQ(t.app().PoolFor(V1Post(std::string("Bearer ") + kClientToken), &noted), HandlerPool::kUpstream);
+  EXPECT_FALSE(noted.has_value());
+}
+
+}  // namespace
+}  // namespace dyad
