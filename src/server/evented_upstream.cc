@@ -225,7 +225,6 @@ class Exchange final : public EventedUpstream::Call,
 
   void Send() {
     sent_at_ = Steady::now();
-    Arm(sent_at_ + request_.timeouts.first_byte, "first-byte");
     head_.headers.clear();
     conn_->reader.StartStreaming(&head_.headers, this, request_.method == "HEAD");
     in_begin_ = in_end_ = 0;
@@ -235,6 +234,9 @@ class Exchange final : public EventedUpstream::Call,
     // no completion queued; only a remainder is written asynchronously.
     beast_ec ec;
     size_t sent = FdWriter{conn_->sock.native_handle()}.write_some(rest, ec);
+    // (armed after the write: the timer's update is not between the request
+    // and the upstream)
+    Arm(sent_at_ + request_.timeouts.first_byte, "first-byte");
     if (ec && ec != asio::error::would_block) return OnSent(ec);
     for (asio::const_buffer& b : rest) {
       const size_t n = std::min(sent, b.size());

@@ -512,10 +512,34 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     stream_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
       if (ec) return self->Close();
       self->buffer_.commit(n);
-      // Headers already whole (the common case): no header timer to arm.
+      // Headers already whole (the common case): no header timer to arm,
+      // and the request, when it came whole, parsed here.
       std::string_view got(static_cast<const char*>(self->buffer_.data().data()), self->buffer_.size());
-      self->ReadHeader(got.find("\r\n\r\n") == std::string_view::npos);
+      const bool whole_head = got.find("\r\n\r\n") != std::string_view::npos;
+      if (whole_head && self->ParseBuffered()) return;
+      self->ReadHeader(!whole_head);
     });
+  }
+
+  // What the buffer holds, parsed here: a request that came whole in one
+  // read (most do) costs no composed read and no queued completion. True
+  // when it was whole, or refused (OnRead has it); false when more must be
+  // read (ReadHeader goes on from what was parsed).
+  bool ParseBuffered() {
+    beast::error_code ec;
+    while (!parser_->is_done() && buffer_.size() > 0) {
+      const bool had_head = parser_->is_header_done();
+      const size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == http::error::need_more) return false;
+      if (ec) break;
+      // (before the body is parsed: what follows the fields is the trailer)
+      if (!had_head && parser_->is_header_done()) HeaderDone();
+      if (used == 0) return false;
+    }
+    if (!ec && !parser_->is_done()) return false;
+    OnRead(ec);
+    return true;
   }
 
   void ReadHeader(bool arm_timer = true) {

@@ -403,6 +403,38 @@ TEST(HttpServerStream, HeadersReachTheHandler) {
   EXPECT_EQ(custom, (std::vector<std::string>{"v1", "v2"}));
 }
 
+// A kept-alive connection's next request, when it comes whole in one read,
+// is parsed from the read buffer (Session::ParseBuffered), not by a composed
+// read: it must be the same request. A chunked body's trailer is not its
+// header (review 38b), and a body that comes in two pieces is read on.
+TEST(HttpServerRead, AKeptAliveConnectionsNextRequestIsReadWhole) {
+  Running server(
+      [](const HttpRequest& req) {
+        bool trailer_seen = false;
+        for (const auto& [k, v] : req.headers) trailer_seen = trailer_seen || k == "X-T";
+        HttpResponse r;
+        r.body = req.path + " auth=[" + req.authorization + "] trailer=" + (trailer_seen ? "yes" : "no") +
+                 " body=" + req.body + "|";
+        return r;
+      },
+      false);
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  c.Send(kGet);
+  ASSERT_NE(c.ReadUntil("|").find("/x auth=[]"), std::string::npos);
+  c.Send("POST /chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "2\r\n{}\r\n0\r\nAuthorization: Bearer from-the-trailer\r\nX-T: 1\r\n\r\n");
+  std::string answer = c.ReadUntil("|");
+  EXPECT_NE(answer.find("/chunked auth=[] trailer=no body={}|"), std::string::npos) << answer;
+  c.Send("POST /pieces HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234");
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // (two reads: the server parses the first alone)
+  c.Send("56789");
+  answer = c.ReadUntil("|");
+  EXPECT_NE(answer.find("/pieces auth=[] trailer=no body=0123456789|"), std::string::npos) << answer;
+  c.Send("GET /bad\x01 HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_NE(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 400", 0), std::string::npos);
+}
+
 TEST(HttpServerStream, InlineHandlersHaveNoWriter) {
   bool had_writer = true;
   Running server(
