@@ -72,7 +72,9 @@ struct EventedUpstream::Impl {
   };
 
   // `loop`'s shard: found once per thread, then remembered (a loop's calls
-  // run on its one thread).
+  // run on its one thread). A loop is known by its address, so this object
+  // must not outlive its loops (HttpServer destroys it first): a new loop at
+  // a dead one's address would find connections of the dead one.
   Shard& ShardOf(const void* loop) DYAD_LOCKS_EXCLUDED(shards_mu) {
     thread_local struct {
       uint64_t owner = 0;

@@ -27,6 +27,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/result.h"
@@ -85,6 +86,11 @@ Started Start(EventedUpstream& upstream, asio::io_context& io, const UpstreamReq
                             *status = std::move(st);
                           });
   EXPECT_FALSE(s.done()) << "Done was called from within Start";
+  if (!s.call) {
+    ADD_FAILURE() << "Start cannot make this call";
+    *s.status = MakeError(ErrorCode::kInternal, "test: Start made no call");
+    return s;
+  }
   asio::post(io, [call = s.call] { call->Begin(); });
   return s;
 }
@@ -257,6 +263,92 @@ TEST(EventedUpstream, CallsOnTwoLoopsDoNotShareAKeptConnection) {
   ASSERT_TRUE(CallOnce(upstream, io1, request, c).ok());
   EXPECT_EQ(server.connections(), 2);  // io1 took its own
   EXPECT_EQ(server.requests().size(), 3u);
+}
+
+// The per-loop shards, found through a per-thread cache: two clients
+// in turn on one loop and one thread keep apart; one made where another was
+// (same address, likely) starts with nothing kept; after CloseIdle, a call
+// on a loop not seen before keeps nothing either, nor one on a seen loop.
+TEST(EventedUpstream, ShardsOfTwoClientsOnOneThreadAndAfterCloseIdle) {
+  asio::io_context io;
+  LoopbackHttpServer server(AnswerEach(Answer("k")));
+  const UpstreamRequest request = Post(server.url("/v1/embeddings"));
+  RecordingSink s1, s2, s3, s4, s5, s6;
+  {
+    EventedUpstream a({}), b({});
+    ASSERT_TRUE(CallOnce(a, io, request, s1).ok());
+    ASSERT_TRUE(CallOnce(b, io, request, s2).ok());
+    EXPECT_EQ(a.IdleConnections(), 1u);
+    EXPECT_EQ(b.IdleConnections(), 1u);
+    EXPECT_EQ(server.connections(), 2);
+    ASSERT_TRUE(CallOnce(a, io, request, s3).ok());
+    EXPECT_EQ(server.connections(), 2);
+  }
+  {
+    EventedUpstream c({});
+    EXPECT_EQ(c.IdleConnections(), 0u);
+    ASSERT_TRUE(CallOnce(c, io, request, s4).ok());
+    EXPECT_EQ(server.connections(), 3);
+    c.CloseIdle();
+    EXPECT_EQ(c.IdleConnections(), 0u);
+    ASSERT_TRUE(CallOnce(c, io, request, s5).ok());
+    EXPECT_EQ(c.IdleConnections(), 0u) << "kept after CloseIdle (a seen loop)";
+    asio::io_context other;
+    ASSERT_TRUE(CallOnce(c, other, request, s6).ok());
+    EXPECT_EQ(c.IdleConnections(), 0u) << "kept after CloseIdle (a new loop)";
+  }
+}
+
+// A request the upstream's socket does not take at once (a small
+// receive buffer, read late): the sendmsg's remainder is written
+// asynchronously, and the upstream reads the request byte for byte.
+TEST(EventedUpstream, ARequestWrittenInPartsArrivesWhole) {
+  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int small = 2048;
+  ::setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/v1/embeddings";
+  std::string body(EventedUpstream::kMaxBody, 'x');
+  for (size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>('a' + i % 26);
+  const UpstreamRequest request = Post(url, body);
+  std::promise<std::string> got;
+  std::thread upstream_thread([&] {
+    const int fd = ::accept(lfd, nullptr, nullptr);
+    std::this_thread::sleep_for(milliseconds(200));  // the client's sendmsg meets a full window
+    std::string in;
+    char buf[4096];
+    while (in.find("\r\n\r\n") == std::string::npos || in.size() < in.find("\r\n\r\n") + 4 + body.size()) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+    }
+    const std::string answer = Answer("ok");
+    ::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL);
+    got.set_value(in);
+    std::this_thread::sleep_for(milliseconds(100));
+    ::close(fd);
+  });
+  asio::io_context io;
+  EventedUpstream upstream({});
+  RecordingSink sink;
+  UpstreamRequest r = request;
+  r.headers.push_back({"X-Big", std::string(4 << 20, 'h')});  // more than the socket takes at once
+  r.timeouts.first_byte = std::chrono::seconds(5);
+  Status s = CallOnce(upstream, io, r, sink);
+  upstream_thread.join();
+  ::close(lfd);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::string in = got.get_future().get();
+  const size_t head_end = in.find("\r\n\r\n");
+  ASSERT_NE(head_end, std::string::npos);
+  EXPECT_EQ(in.substr(head_end + 4), body);
+  EXPECT_EQ(sink.body(), "ok");
 }
 
 // The upstream half-closes a kept connection while it is idle (its FIN, as

@@ -496,6 +496,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void NewParser() {
     parser_.emplace();
+    head_counted_ = false;
     parser_->body_limit(server_->options.max_body_bytes);
     parser_->header_limit(kHeaderLimit);
   }
@@ -545,7 +546,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void ReadHeader(bool arm_timer = true) {
     if (arm_timer) Tcp().expires_after(server_->options.header_timeout);
     http::async_read_header(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
-      if (!ec) self->HeaderDone();
+      if (!ec && !self->head_counted_) self->HeaderDone();  // (ParseBuffered may have)
       if (ec || self->parser_->is_done()) return self->OnRead(ec);
       // The body has the idle timeout: it must keep coming, not arrive
       // within the header timeout.
@@ -600,6 +601,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // The header is whole: what follows its fields is the trailer.
   void HeaderDone() {
     const auto& msg = parser_->get();
+    head_counted_ = true;
     header_fields_ = static_cast<size_t>(std::distance(msg.begin(), msg.end()));
     header_keep_alive_ = msg.keep_alive();
   }
@@ -643,8 +645,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // Runs the request's handler where the classifier says.
-  void Dispatch(HttpRequest req, unsigned version) {
-    const HandlerPool where = server_->Where(req, !kTls);
+  // `decided`: where a pool thread that read it found it runs (the
+  // classifier not run twice: for /v1 it hashes the client token).
+  void Dispatch(HttpRequest req, unsigned version, std::optional<HandlerPool> decided = std::nullopt) {
+    const HandlerPool where = decided ? *decided : server_->Where(req, !kTls);
     if constexpr (!kTls) {
       if (where == HandlerPool::kEvented) return DispatchEvented(std::move(req), version);
     }
@@ -691,10 +695,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         if (writer.begun() ? !writer.Finish() : !WriteOnPool(std::move(resp), req.request_id, version)) return;
         std::optional<HttpRequest> next = NextOnPool(pool, version);
         if (!next) return;
-        ThreadPool* next_pool = server_->PoolOf(server_->Where(*next, !kTls));
-        if (next_pool != &pool) {
-          ToLoop([self = this->shared_from_this(), r = std::move(*next), version]() mutable {
-            self->Dispatch(std::move(r), version);
+        const HandlerPool next_where = server_->Where(*next, !kTls);
+        if (server_->PoolOf(next_where) != &pool) {
+          ToLoop([self = this->shared_from_this(), r = std::move(*next), version, next_where]() mutable {
+            self->Dispatch(std::move(r), version, next_where);
           });
           return;
         }
@@ -1602,6 +1606,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   beast::flat_buffer buffer_{kReadBufferLimit};
   std::optional<http::request_parser<http::string_body>> parser_;
   size_t header_fields_ = 0;        // of parser_'s message, when its header was done (HeaderDone)
+  bool head_counted_ = false;       // HeaderDone ran for parser_'s message
   bool header_keep_alive_ = false;  // what the header asked (a trailer's Connection does not count)
   HttpServer::Impl* server_;
   uint64_t id_;

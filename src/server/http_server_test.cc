@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 
 #include "core/mutex.h"
 #include "testing/gate.h"
+#include "testing/recording_sink.h"
 #include "testing/refusing_threads.h"
 
 namespace dyad {
@@ -46,6 +48,11 @@ class RawClient {
   }
   ~RawClient() { Close(); }
   bool connected() const { return connected_; }
+  // Each Send goes out at once (no Nagle wait for the last one's ACK).
+  void NoDelay() {
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
   void Send(std::string_view s) { ASSERT_EQ(::send(fd_, s.data(), s.size(), MSG_NOSIGNAL), ssize_t(s.size())); }
   void Close() {
     if (fd_ >= 0) ::close(fd_);
@@ -433,6 +440,167 @@ TEST(HttpServerRead, AKeptAliveConnectionsNextRequestIsReadWhole) {
   EXPECT_NE(answer.find("/pieces auth=[] trailer=no body=0123456789|"), std::string::npos) << answer;
   c.Send("GET /bad\x01 HTTP/1.1\r\nHost: t\r\n\r\n");
   EXPECT_NE(c.ReadUntil("\r\n\r\n").rfind("HTTP/1.1 400", 0), std::string::npos);
+}
+
+// A kept-alive connection's next request split in two at every byte (a
+// Content-Length body, a chunked one whose trailer holds an Authorization,
+// an Expect: 100-continue), then a third request: each read whole, whatever
+// ParseBuffered saw of it first.
+TEST(HttpServerRead, ANextRequestSplitAtAnyByteIsReadWhole) {
+  Running server(
+      [](const HttpRequest& req) {
+        bool trailer_seen = false;
+        for (const auto& [k, v] : req.headers) trailer_seen = trailer_seen || k == "X-T";
+        HttpResponse r;
+        r.body = req.path + " auth=[" + req.authorization + "] trailer=" + (trailer_seen ? "yes" : "no") +
+                 " body=" + req.body + "|";
+        return r;
+      },
+      false);
+  const std::vector<std::pair<std::string, std::string>> shapes = {
+      {"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", "/p auth=[] trailer=no body=hello|"},
+      {"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n3\r\nabc\r\n0\r\n"
+       "Authorization: Bearer T\r\nX-T: 1\r\nConnection: close\r\n\r\n",
+       "/c auth=[] trailer=no body={}abc|"},
+      {"POST /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nxyz",
+       "/e auth=[] trailer=no body=xyz|"},
+  };
+  for (const auto& [req, want] : shapes) {
+    for (size_t k = 1; k < req.size(); ++k) {
+      RawClient c(server.port());
+      ASSERT_TRUE(c.connected());
+      c.NoDelay();
+      c.Send(kGet);
+      ASSERT_NE(c.ReadUntil("|").find("/x auth=[]"), std::string::npos);
+      c.Send(req.substr(0, k));
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));  // (two reads, most often)
+      c.Send(req.substr(k));
+      std::string answer = c.ReadUntil("|");
+      EXPECT_NE(answer.find(want), std::string::npos) << "split at " << k << ": " << answer;
+      c.Send("GET /third HTTP/1.1\r\nHost: t\r\n\r\n");
+      answer = c.ReadUntil("|");
+      EXPECT_NE(answer.find("/third auth=[]"), std::string::npos) << "split at " << k << ": " << answer;
+    }
+  }
+}
+
+// An evented call whose Done runs within Begin (a metadata address, refused
+// before anything is sent): answered, and the connection kept, one request
+// at a time and pipelined.
+class RefusedDeferred final : public DeferredAnswer {
+ public:
+  explicit RefusedDeferred(std::string url) : up_(Post(url)) { up_.timeouts.connect = std::chrono::milliseconds(200); }
+  const UpstreamRequest* upstream() const override { return &up_; }
+  UpstreamSink& sink() override { return sink_; }
+  HttpResponse Finish(const Status& sent) override {
+    HttpResponse r;
+    r.status = sent.ok() ? 200 : 502;
+    r.body = (sent.ok() ? sink_.body() : std::string("failed")) + "|";
+    return r;
+  }
+  HttpResponse RunOnPool(const HttpRequest&) override {
+    HttpResponse r;
+    r.body = "pool|";
+    return r;
+  }
+
+ private:
+  UpstreamRequest up_;
+  RecordingSink sink_;
+};
+
+TEST(HttpServerEvented, ACallEndedWithinBeginIsAnsweredAndTheConnectionKept) {
+  HttpServerOptions o = Running::Options();
+  o.evented_upstream = true;
+  Running server(
+      [](const HttpRequest& req) {
+        HttpResponse r;
+        if (!req.may_defer) {
+          r.body = "not deferred|";
+          return r;
+        }
+        r.deferred = std::make_shared<RefusedDeferred>("http://169.254.169.254/x");
+        return r;
+      },
+      false, [](HttpRequest&) { return HandlerPool::kEvented; }, o);
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  const std::string req = "POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}";
+  for (int i = 0; i < 3; ++i) {
+    c.Send(req);
+    std::string a = c.ReadUntil("|");
+    EXPECT_NE(a.find("502"), std::string::npos) << a;
+    EXPECT_NE(a.find("failed|"), std::string::npos) << a;
+  }
+  c.Send(req + req + req);
+  for (int i = 0; i < 3; ++i) {
+    std::string a = c.ReadUntil("|");
+    EXPECT_NE(a.find("failed|"), std::string::npos) << i << ": " << a;
+  }
+}
+
+// A chunked request with a trailer, a GET and half a POST in one write, the
+// rest of the POST later: each read as itself, the trailer in none.
+TEST(HttpServerRead, RequestsPipelinedAfterATrailerAreReadInOrder) {
+  Running server(
+      [](const HttpRequest& req) {
+        bool trailer_seen = false;
+        for (const auto& [k, v] : req.headers) trailer_seen = trailer_seen || k == "X-T";
+        HttpResponse r;
+        r.body = req.path + " auth=[" + req.authorization + "] trailer=" + (trailer_seen ? "yes" : "no") +
+                 " body=" + req.body + "|";
+        return r;
+      },
+      false);
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  c.Send(kGet);
+  ASSERT_NE(c.ReadUntil("|").find("/x auth=[]"), std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  c.Send("POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+         "Authorization: Bearer T\r\nX-T: 1\r\n\r\nGET /g HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer G\r\n\r\n"
+         "POST /h HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
+  std::string a = c.ReadUntil("|");
+  EXPECT_NE(a.find("/c auth=[] trailer=no body={}|"), std::string::npos) << a;
+  a = c.ReadUntil("|");
+  EXPECT_NE(a.find("/g auth=[Bearer G] trailer=no body=|"), std::string::npos) << a;
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  c.Send("cd");
+  a = c.ReadUntil("|");
+  EXPECT_NE(a.find("/h auth=[] trailer=no body=abcd|"), std::string::npos) << a;
+}
+
+// A request the upstream pool's thread reads next (NextOnPool) and hands to
+// the loop for the evented path is classified once: the classifier
+// (App::PoolFor) hashes the client token.
+TEST(HttpServerLinger, ANextRequestHandedToTheLoopIsClassifiedOnce) {
+  HttpServerOptions o = Running::Options();
+  o.evented_upstream = true;
+  o.pool_linger = std::chrono::milliseconds(500);
+  auto counts = std::make_shared<std::map<std::string, int>>();
+  auto mu = std::make_shared<std::mutex>();
+  Running server(
+      [](const HttpRequest& req) {
+        HttpResponse r;
+        r.body = req.path + "|";
+        return r;
+      },
+      true,
+      [counts, mu](HttpRequest& r) {
+        std::lock_guard<std::mutex> lock(*mu);
+        ++(*counts)[r.path];
+        return r.path == "/v1/next" ? HandlerPool::kEvented : HandlerPool::kUpstream;
+      },
+      o);
+  RawClient c(server.port());
+  ASSERT_TRUE(c.connected());
+  c.Send("GET /v1/models HTTP/1.1\r\nHost: t\r\n\r\n");
+  ASSERT_NE(c.ReadUntil("|").find("/v1/models|"), std::string::npos);
+  c.Send("POST /v1/next HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}");  // within the linger
+  ASSERT_NE(c.ReadUntil("|").find("/v1/next|"), std::string::npos);
+  std::lock_guard<std::mutex> lock(*mu);
+  EXPECT_EQ((*counts)["/v1/models"], 1);
+  EXPECT_EQ((*counts)["/v1/next"], 1) << "classified (its token hashed) on the pool thread and again on the loop";
 }
 
 TEST(HttpServerStream, InlineHandlersHaveNoWriter) {
