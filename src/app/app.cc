@@ -310,7 +310,18 @@ class App::LoggedDeferred final : public DeferredAnswer {
         t0_(line.t0) {}
   const UpstreamRequest* upstream() const override { return inner_->upstream(); }
   UpstreamSink& sink() override { return inner_->sink(); }
-  HttpResponse Finish(const Status& sent) override { return Accounted(inner_->Finish(sent)); }
+  // Accounted once the answer went out (Answered): the access line's
+  // formatting and write are not between the upstream's answer and the client.
+  HttpResponse Finish(const Status& sent) override {
+    HttpResponse resp = inner_->Finish(sent);
+    if (!resp.deferred) answered_ = resp.status;
+    return resp;
+  }
+  void Answered() override {
+    if (!answered_) return;
+    app_->Account({method_, path_, request_id_, peer_, identity_, route_, t0_}, *answered_);
+    answered_.reset();
+  }
   HttpResponse RunOnPool(const HttpRequest& request) override { return Accounted(inner_->RunOnPool(request)); }
 
  private:
@@ -323,6 +334,7 @@ class App::LoggedDeferred final : public DeferredAnswer {
   std::string method_, path_, request_id_, peer_, identity_;  // the request's, which may move meanwhile
   std::string_view route_;
   Clock::Instant t0_;
+  std::optional<int> answered_;  // Finish's status, until Answered
 };
 
 void App::BeginShutdown() { parts_->secrets->locks().Interrupt(); }

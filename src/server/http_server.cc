@@ -1083,8 +1083,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                           [self, d](Status sent) { self->OnDeferredDone(d, std::move(sent)); });
     if (!call) return DeferToPool(d);
     d->call = call;
-    WatchHangUp(d);
-    call->Begin();  // (its Done may run within: OnDeferredDone stops the watch)
+    call->Begin();
+    // The watch after the request went out (one epoll_ctl less before it);
+    // none when the call ended within Begin (OnDeferredDone dropped it).
+    if (d->call) WatchHangUp(d);
   }
 
   // The deferred answer's RunOnPool on the upstream pool, as a handler run
@@ -1157,9 +1159,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (resp.deferred && !d->writer.begun()) return DeferToPool(d);
     if (!d->writer.begun()) {
       d->request.writer = nullptr;
-      return Write(std::move(resp), d->request.request_id, d->version);
+      Write(std::move(resp), d->request.request_id, d->version);
+    } else {
+      EndHeld(d);
     }
-    EndHeld(d);
+    d->answer->Answered();
   }
 
   // A streamed deferred answer's end: what is still held, then the last

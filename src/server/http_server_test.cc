@@ -486,17 +486,25 @@ TEST(HttpServerRead, ANextRequestSplitAtAnyByteIsReadWhole) {
 
 // An evented call whose Done runs within Begin (a metadata address, refused
 // before anything is sent): answered, and the connection kept, one request
-// at a time and pipelined.
+// at a time and pipelined; told Answered once per answer, after its Finish.
 class RefusedDeferred final : public DeferredAnswer {
  public:
-  explicit RefusedDeferred(std::string url) : up_(Post(url)) { up_.timeouts.connect = std::chrono::milliseconds(200); }
+  RefusedDeferred(std::string url, std::atomic<int>* finished, std::atomic<int>* answered)
+      : up_(Post(url)), finished_(finished), answered_(answered) {
+    up_.timeouts.connect = std::chrono::milliseconds(200);
+  }
   const UpstreamRequest* upstream() const override { return &up_; }
   UpstreamSink& sink() override { return sink_; }
   HttpResponse Finish(const Status& sent) override {
+    ++*finished_;
     HttpResponse r;
     r.status = sent.ok() ? 200 : 502;
     r.body = (sent.ok() ? sink_.body() : std::string("failed")) + "|";
     return r;
+  }
+  void Answered() override {
+    EXPECT_EQ(*finished_, *answered_ + 1) << "Answered before Finish, or twice";
+    ++*answered_;
   }
   HttpResponse RunOnPool(const HttpRequest&) override {
     HttpResponse r;
@@ -507,19 +515,22 @@ class RefusedDeferred final : public DeferredAnswer {
  private:
   UpstreamRequest up_;
   RecordingSink sink_;
+  std::atomic<int>* finished_;
+  std::atomic<int>* answered_;
 };
 
 TEST(HttpServerEvented, ACallEndedWithinBeginIsAnsweredAndTheConnectionKept) {
   HttpServerOptions o = Running::Options();
   o.evented_upstream = true;
+  std::atomic<int> finished{0}, answered{0};
   Running server(
-      [](const HttpRequest& req) {
+      [&](const HttpRequest& req) {
         HttpResponse r;
         if (!req.may_defer) {
           r.body = "not deferred|";
           return r;
         }
-        r.deferred = std::make_shared<RefusedDeferred>("http://169.254.169.254/x");
+        r.deferred = std::make_shared<RefusedDeferred>("http://169.254.169.254/x", &finished, &answered);
         return r;
       },
       false, [](HttpRequest&) { return HandlerPool::kEvented; }, o);
@@ -537,6 +548,10 @@ TEST(HttpServerEvented, ACallEndedWithinBeginIsAnsweredAndTheConnectionKept) {
     std::string a = c.ReadUntil("|");
     EXPECT_NE(a.find("failed|"), std::string::npos) << i << ": " << a;
   }
+  // (told on the loop just after each answer went out)
+  for (int i = 0; i < 200 && answered < 6; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(finished, 6);
+  EXPECT_EQ(answered, 6);
 }
 
 // A chunked request with a trailer, a GET and half a POST in one write, the

@@ -335,6 +335,40 @@ def test_client_disconnect_mid_stream_frees_the_upstream(v1, stubs):
     assert sdk(gw).models.list().data[0].id == "gpt-stub"
 
 
+@pytest.mark.parametrize("evented", [False, True])
+def test_every_call_has_its_access_line_after_its_answer(v1, stubs, evented):
+    """Each /v1 call, plain and streamed, writes its access line (on the I/O threads: once its answer has gone to
+    the client, not before) and is counted in dyad_http_requests_total, on the pool and on the I/O threads (the calls
+    after the first, whose catalog and credential are at hand)."""
+    gw = v1({"GATEWAY_V1_EVENTED": str(evented).lower()})
+    main = stubs(STUB_KEY)
+    add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    before = http_2xx(gw)
+    for i in range(3):
+        for stream in (False, True):
+            r = requests.post(gw.url + "/v1/chat/completions", timeout=20,
+                              data=json.dumps({"model": "gpt-stub", "stream": stream, "messages": []}),
+                              headers={"Authorization": f"Bearer {CLIENT_TOKEN}", "Content-Type": "application/json",
+                                       "X-Request-Id": f"line-{i}-{int(stream)}"})
+            assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [line for line in gw.logs().splitlines() if "POST /v1/chat/completions 200" in line]
+        if len(lines) >= 6:
+            break
+        time.sleep(0.01)
+    for i in range(3):
+        for stream in (0, 1):
+            assert sum(f"rid=line-{i}-{stream} " in line for line in lines) == 1, (i, stream, lines)
+    assert http_2xx(gw) - before >= 6  # (and the first /metrics read)
+
+
+def http_2xx(gw):
+    """dyad_http_requests_total for 2xx answers."""
+    m = re.search(r'^dyad_http_requests_total\{code="2xx"\} (\S+)$', requests.get(gw.url + "/metrics").text, re.M)
+    return float(m.group(1)) if m else 0
+
+
 def v1_count(gw, status):
     """dyad_v1_requests_total of the stub's model for `status`, 0 when absent."""
     want = f'dyad_v1_requests_total{{model="gpt-stub",provider="stubai",status="{status}"}} '
