@@ -120,9 +120,10 @@ class DeferredAnswer {
   // (not sent when the request's writer began one). With `deferred` set
   // again (to this), RunOnPool answers instead.
   virtual HttpResponse Finish(const Status& sent) = 0;
-  // On the I/O thread, once the answer has gone to the client (what the
-  // socket did not take at once goes on asynchronously), or the streamed
-  // one ended there: for work that need not delay it (the access line).
+  // On the I/O thread, once the answer Finish returned, or the streamed
+  // one's end, was handed to the client's socket (what the socket did not
+  // take at once is still being written): for work that need not delay the
+  // answer (the access line). Not called when Finish sent it to RunOnPool.
   virtual void Answered() {}
   // On the /v1 upstream pool, as a handler run there: the whole answer
   // (`request` may be another object than the one the handler was given,
