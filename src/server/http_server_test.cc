@@ -410,21 +410,24 @@ TEST(HttpServerStream, HeadersReachTheHandler) {
   EXPECT_EQ(custom, (std::vector<std::string>{"v1", "v2"}));
 }
 
+// What a handler saw of a request, as its answer: the path, the
+// Authorization, whether the trailer's X-T field came in as a header, and the
+// body, ended by '|'.
+HttpResponse DescribeRequest(const HttpRequest& req) {
+  bool trailer_seen = false;
+  for (const auto& [k, v] : req.headers) trailer_seen = trailer_seen || k == "X-T";
+  HttpResponse r;
+  r.body = req.path + " auth=[" + req.authorization + "] trailer=" + (trailer_seen ? "yes" : "no") +
+           " body=" + req.body + "|";
+  return r;
+}
+
 // A kept-alive connection's next request, when it comes whole in one read,
 // is parsed from the read buffer (Session::ParseBuffered), not by a composed
 // read: it must be the same request. A chunked body's trailer is not its
 // header (review 38b), and a body that comes in two pieces is read on.
 TEST(HttpServerRead, AKeptAliveConnectionsNextRequestIsReadWhole) {
-  Running server(
-      [](const HttpRequest& req) {
-        bool trailer_seen = false;
-        for (const auto& [k, v] : req.headers) trailer_seen = trailer_seen || k == "X-T";
-        HttpResponse r;
-        r.body = req.path + " auth=[" + req.authorization + "] trailer=" + (trailer_seen ? "yes" : "no") +
-                 " body=" + req.body + "|";
-        return r;
-      },
-      false);
+  Running server(DescribeRequest, false);
   RawClient c(server.port());
   ASSERT_TRUE(c.connected());
   c.Send(kGet);
@@ -447,16 +450,7 @@ TEST(HttpServerRead, AKeptAliveConnectionsNextRequestIsReadWhole) {
 // an Expect: 100-continue), then a third request: each read whole, whatever
 // ParseBuffered saw of it first.
 TEST(HttpServerRead, ANextRequestSplitAtAnyByteIsReadWhole) {
-  Running server(
-      [](const HttpRequest& req) {
-        bool trailer_seen = false;
-        for (const auto& [k, v] : req.headers) trailer_seen = trailer_seen || k == "X-T";
-        HttpResponse r;
-        r.body = req.path + " auth=[" + req.authorization + "] trailer=" + (trailer_seen ? "yes" : "no") +
-                 " body=" + req.body + "|";
-        return r;
-      },
-      false);
+  Running server(DescribeRequest, false);
   const std::vector<std::pair<std::string, std::string>> shapes = {
       {"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", "/p auth=[] trailer=no body=hello|"},
       {"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n3\r\nabc\r\n0\r\n"
@@ -557,16 +551,7 @@ TEST(HttpServerEvented, ACallEndedWithinBeginIsAnsweredAndTheConnectionKept) {
 // A chunked request with a trailer, a GET and half a POST in one write, the
 // rest of the POST later: each read as itself, the trailer in none.
 TEST(HttpServerRead, RequestsPipelinedAfterATrailerAreReadInOrder) {
-  Running server(
-      [](const HttpRequest& req) {
-        bool trailer_seen = false;
-        for (const auto& [k, v] : req.headers) trailer_seen = trailer_seen || k == "X-T";
-        HttpResponse r;
-        r.body = req.path + " auth=[" + req.authorization + "] trailer=" + (trailer_seen ? "yes" : "no") +
-                 " body=" + req.body + "|";
-        return r;
-      },
-      false);
+  Running server(DescribeRequest, false);
   RawClient c(server.port());
   ASSERT_TRUE(c.connected());
   c.Send(kGet);
