@@ -509,17 +509,50 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     // Kept alive: the idle timeout until the next request's first byte,
     // then the header timeout for its headers.
+    if (queued_watches_ > 0) return ReadOnWatch();
     Tcp().expires_after(server_->options.idle_timeout);
     stream_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
       if (ec) return self->Close();
       self->buffer_.commit(n);
-      // Headers already whole (the common case): no header timer to arm,
-      // and the request, when it came whole, parsed here.
-      std::string_view got(static_cast<const char*>(self->buffer_.data().data()), self->buffer_.size());
-      const bool whole_head = got.find("\r\n\r\n") != std::string_view::npos;
-      if (whole_head && self->ParseBuffered()) return;
-      self->ReadHeader(!whole_head);
+      self->OnRequestBytes();
     });
+  }
+
+  // The first bytes of a kept-alive connection's next request are in
+  // buffer_. Headers already whole (the common case): no header timer to
+  // arm, and the request, when it came whole, parsed here.
+  void OnRequestBytes() {
+    std::string_view got(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    const bool whole_head = got.find("\r\n\r\n") != std::string_view::npos;
+    if (whole_head && ParseBuffered()) return;
+    ReadHeader(!whole_head);
+  }
+
+  // The next request read once the hang-up watch still queued on the
+  // socket (StopWatching) sees it readable (OnWatchEnded), under the idle
+  // timeout: no read tried before, and no second operation queued behind
+  // the watch, whose completion would wait a turn of the loop.
+  void ReadOnWatch() {
+    next_on_watch_ = true;
+    idle_timer_.expires_after(server_->options.idle_timeout);
+    idle_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (ec) return;  // cancelled: the socket was readable, or it closed
+      beast::error_code ignored;
+      self->Tcp().socket().close(ignored);  // the watch ends aborted: OnWatchEnded closes the session
+    });
+  }
+
+  // A watch left queued ended while the next request is awaited on it.
+  void OnWatchEnded(beast::error_code ec) {
+    next_on_watch_ = false;
+    idle_timer_.cancel();
+    if (ec) return Close();
+    auto space = buffer_.prepare(4096);
+    const ssize_t n = ::recv(Fd(), space.data(), space.size(), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Read();  // woken for nothing: read as ever
+    if (n <= 0) return Close();
+    buffer_.commit(static_cast<size_t>(n));
+    OnRequestBytes();
   }
 
   // What the buffer holds, parsed here: a request that came whole in one
@@ -1104,10 +1137,20 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // (its next request, pipelined) go to the session's buffer, read after
   // this answer, and the watch goes on while the buffer has room (else the
   // close is seen only when the buffer is read).
+  // A watch stopped stays queued (StopWatching) and holds the call's
+  // state only weakly; the next request may be read on it (ReadOnWatch).
   void WatchHangUp(const std::shared_ptr<Deferral>& d) {
     d->watching = true;
-    Tcp().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this(), d](beast::error_code ec) {
-      if (ec || !d->watching) return;
+    ++queued_watches_;
+    Tcp().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this(),
+                                                       weak = std::weak_ptr<Deferral>(d)](beast::error_code ec) {
+      --self->queued_watches_;
+      const std::shared_ptr<Deferral> d = weak.lock();
+      if (!d || !d->watching) {
+        if (self->next_on_watch_) self->OnWatchEnded(ec);
+        return;
+      }
+      if (ec) return;
       d->watching = false;
       beast::flat_buffer& in = self->buffer_;
       const size_t room = in.max_size() - in.size();  // kReadBufferLimit in all
@@ -1120,12 +1163,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       if (d->call) d->call->Cancel();
     });
   }
-  void StopWatching(Deferral& d) {
-    if (!d.watching) return;
-    d.watching = false;
-    beast::error_code ignored;
-    Tcp().socket().cancel(ignored);  // the only operation on it now
-  }
+  // Not cancelled: the wait stays queued on the socket until the client's
+  // next bytes (or its close) end it, and Read waits for the next request
+  // on it (ReadOnWatch) instead of first trying a read that fails (asio
+  // tries a read at once): per call one system call, one operation and the
+  // cancel's completion less. A pool thread that takes the socket (Detach)
+  // ends the wait (aborted), before the session's loop reads again.
+  void StopWatching(Deferral& d) { d.watching = false; }
 
   // What the sink wrote, to the client, before the upstream is read again;
   // resume(false) when the client has gone.
@@ -1625,6 +1669,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool stream_keep_alive_ = false;  // and keeps the connection
   int fd_ = -1;                     // while detached: the socket's descriptor
   bool detached_ = false;           // plain: a pool thread holds fd_ (Detach)
+  int queued_watches_ = 0;          // hang-up waits queued on the socket (WatchHangUp)
+  bool next_on_watch_ = false;      // the next request awaits their end (ReadOnWatch)
+  asio::steady_timer idle_timer_{stream_.get_executor()};  // ReadOnWatch's idle timeout
 };
 
 void HttpServer::Impl::Accept() {

@@ -27,6 +27,7 @@
 
 #include "core/mutex.h"
 #include "testing/gate.h"
+#include "testing/loopback_http_server.h"
 #include "testing/recording_sink.h"
 #include "testing/refusing_threads.h"
 
@@ -71,12 +72,14 @@ class RawClient {
   }
   // Reads until `until` is in what was read (kept for later), or EOF.
   std::string ReadUntil(std::string_view until) {
-    while (buf_.find(until) == std::string::npos) {
-      char tmp[4096];
+    size_t from = 0;  // where `until` may begin in what is new
+    while (buf_.find(until, from) == std::string::npos) {
+      char tmp[65536];
       ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
       closed_ = n == 0;
       reset_ = n < 0 && errno == ECONNRESET;
       if (n <= 0) break;
+      from = buf_.size() < until.size() ? 0 : buf_.size() - until.size() + 1;
       buf_.append(tmp, static_cast<size_t>(n));
     }
     size_t end = buf_.find(until);
@@ -478,12 +481,21 @@ TEST(HttpServerRead, ANextRequestSplitAtAnyByteIsReadWhole) {
   }
 }
 
-// An evented call whose Done runs within Begin (a metadata address, refused
-// before anything is sent): answered, and the connection kept, one request
-// at a time and pipelined; told Answered once per answer, after its Finish.
-class RefusedDeferred final : public DeferredAnswer {
+// A deferred /v1 answer: the upstream's body, or "failed", then "|"; counts
+// its Finish and Answered calls.
+class RecordedDeferred final : public DeferredAnswer {
+  // Only the body (RecordingSink copies it at every flush: slow for megabytes).
+  struct BodySink final : UpstreamSink {
+    bool OnHead(const UpstreamHead&) override { return true; }
+    bool OnBody(std::string_view piece) override {
+      body.append(piece);
+      return true;
+    }
+    std::string body;
+  };
+
  public:
-  RefusedDeferred(std::string url, std::atomic<int>* finished, std::atomic<int>* answered)
+  RecordedDeferred(std::string url, std::atomic<int>* finished, std::atomic<int>* answered)
       : up_(Post(url)), finished_(finished), answered_(answered) {
     up_.timeouts.connect = std::chrono::milliseconds(200);
   }
@@ -493,7 +505,7 @@ class RefusedDeferred final : public DeferredAnswer {
     ++*finished_;
     HttpResponse r;
     r.status = sent.ok() ? 200 : 502;
-    r.body = (sent.ok() ? sink_.body() : std::string("failed")) + "|";
+    r.body = (sent.ok() ? sink_.body : std::string("failed")) + "|";
     return r;
   }
   void Answered() override {
@@ -508,11 +520,14 @@ class RefusedDeferred final : public DeferredAnswer {
 
  private:
   UpstreamRequest up_;
-  RecordingSink sink_;
+  BodySink sink_;
   std::atomic<int>* finished_;
   std::atomic<int>* answered_;
 };
 
+// An evented call whose Done runs within Begin (a metadata address, refused
+// before anything is sent): answered, and the connection kept, one request
+// at a time and pipelined; told Answered once per answer, after its Finish.
 TEST(HttpServerEvented, ACallEndedWithinBeginIsAnsweredAndTheConnectionKept) {
   HttpServerOptions o = Running::Options();
   o.evented_upstream = true;
@@ -524,7 +539,7 @@ TEST(HttpServerEvented, ACallEndedWithinBeginIsAnsweredAndTheConnectionKept) {
           r.body = "not deferred|";
           return r;
         }
-        r.deferred = std::make_shared<RefusedDeferred>("http://169.254.169.254/x", &finished, &answered);
+        r.deferred = std::make_shared<RecordedDeferred>("http://169.254.169.254/x", &finished, &answered);
         return r;
       },
       false, [](HttpRequest&) { return HandlerPool::kEvented; }, o);
@@ -546,6 +561,107 @@ TEST(HttpServerEvented, ACallEndedWithinBeginIsAnsweredAndTheConnectionKept) {
   for (int i = 0; i < 200 && answered < 6; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(finished, 6);
   EXPECT_EQ(answered, 6);
+}
+
+// A server whose every request is an evented call to `upstream_url`
+// (RecordedDeferred).
+std::unique_ptr<Running> EventedTo(const std::string& upstream_url, HttpServerOptions o = Running::Options()) {
+  o.evented_upstream = true;
+  auto counts = std::make_shared<std::pair<std::atomic<int>, std::atomic<int>>>();
+  return std::make_unique<Running>(
+      [upstream_url, counts](const HttpRequest&) {
+        HttpResponse r;
+        r.deferred = std::make_shared<RecordedDeferred>(upstream_url, &counts->first, &counts->second);
+        return r;
+      },
+      false, [](HttpRequest&) { return HandlerPool::kEvented; }, o);
+}
+
+LoopbackHttpServer::ServerScript AnswerEachWith(std::string body) {
+  return [body](LoopbackConn& c, LoopbackHttpServer& server) {
+    while (!server.Read(c).empty()) {
+      if (!c.Write(Answer(body))) return;
+    }
+  };
+}
+
+// After an upstream call, the connection's next request is awaited on the
+// hang-up watch the call left queued (Session::ReadOnWatch): each is read
+// and answered, whether it comes whole, with its head in two pieces, or two
+// at once.
+TEST(HttpServerEvented, TheNextRequestAfterAnUpstreamCallIsReadHoweverItComes) {
+  LoopbackHttpServer upstream(AnswerEachWith("up"));
+  auto server = EventedTo(upstream.url("/v1/x"));
+  RawClient c(server->port());
+  ASSERT_TRUE(c.connected());
+  c.NoDelay();
+  const std::string req = "POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}";
+  for (int i = 0; i < 3; ++i) {
+    c.Send(req);
+    EXPECT_NE(c.ReadUntil("|").find("200 OK"), std::string::npos) << i;
+  }
+  for (size_t split : {size_t{5}, req.find("\r\n\r\n") + 2, req.size() - 1}) {
+    c.Send(req.substr(0, split));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // (two reads, most often)
+    c.Send(req.substr(split));
+    std::string a = c.ReadUntil("|");
+    EXPECT_NE(a.find("200 OK"), std::string::npos) << "split at " << split << ": " << a;
+    EXPECT_NE(a.find("up|"), std::string::npos) << "split at " << split << ": " << a;
+  }
+  c.Send(req + req);
+  for (int i = 0; i < 2; ++i) EXPECT_NE(c.ReadUntil("|").find("up|"), std::string::npos) << "pipelined " << i;
+  EXPECT_EQ(upstream.requests().size(), 8u);
+}
+
+// A next request that comes while a large answer is still being written
+// (after the watch stopped) is read once the answer is out.
+TEST(HttpServerEvented, ANextRequestSentWhileTheAnswerIsWrittenIsReadAfterIt) {
+  LoopbackHttpServer upstream(AnswerEachWith(std::string(8 << 20, 'x')));  // more than the socket buffers hold
+  auto server = EventedTo(upstream.url("/v1/x"));
+  RawClient c(server->port());
+  ASSERT_TRUE(c.connected());
+  const std::string req = "POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}";
+  c.Send(req);
+  ASSERT_NE(c.ReadUntil("\r\n\r\n").find("200 OK"), std::string::npos);  // the head: the rest is being written
+  c.Send(req);
+  EXPECT_EQ(c.ReadUntil("|").size(), (8u << 20) + 1);
+  EXPECT_NE(c.ReadUntil("\r\n\r\n").find("200 OK"), std::string::npos) << "the next request was not answered";
+  EXPECT_EQ(c.ReadUntil("|").size(), (8u << 20) + 1);
+}
+
+// A client that sends nothing after an upstream call's answer is closed at
+// the idle timeout (the wait for its next request has one too).
+TEST(HttpServerEvented, AConnectionIdleAfterAnUpstreamCallClosesAtTheIdleTimeout) {
+  LoopbackHttpServer upstream(AnswerEachWith("up"));
+  HttpServerOptions o = Running::Options();
+  o.idle_timeout = std::chrono::seconds(1);
+  auto server = EventedTo(upstream.url("/v1/x"), o);
+  RawClient c(server->port());
+  ASSERT_TRUE(c.connected());
+  c.Send("POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}");
+  ASSERT_NE(c.ReadUntil("|").find("up|"), std::string::npos);
+  EXPECT_EQ(c.ReadToEnd(), "");
+  EXPECT_TRUE(c.closed()) << "still open 10 s after the answer, with a 1 s idle timeout";
+}
+
+// A shutdown closes a connection idle after an upstream call at once, and
+// one whose client closed first is gone: the server stops within the
+// client's 10 s read timeout (its grace period is 15 s).
+TEST(HttpServerEvented, AShutdownClosesAConnectionIdleAfterAnUpstreamCall) {
+  LoopbackHttpServer upstream(AnswerEachWith("up"));
+  auto server = EventedTo(upstream.url("/v1/x"));
+  const std::string req = "POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}";
+  RawClient gone(server->port()), idle(server->port());
+  ASSERT_TRUE(gone.connected() && idle.connected());
+  for (RawClient* c : {&gone, &idle}) {
+    c->Send(req);
+    ASSERT_NE(c->ReadUntil("|").find("up|"), std::string::npos);
+  }
+  gone.Close();
+  std::thread stop([&] { server.reset(); });
+  EXPECT_EQ(idle.ReadToEnd(), "");
+  EXPECT_TRUE(idle.closed()) << "not closed by the shutdown";
+  stop.join();
 }
 
 // A chunked request with a trailer, a GET and half a POST in one write, the
