@@ -260,18 +260,20 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
 std::vector<std::pair<std::string, std::string>> App::Routes() const { return RoutePairs(*parts_->router); }
 
 HandlerPool App::PoolFor(const HttpRequest& request, std::optional<Principal>* v1_client) const {
+  // A /v1 POST: a known client's on the I/O threads without a route lookup
+  // (the router answers a path that is no route, or not canonical, there
+  // too, without blocking); any other's on the upstream pool, where a
+  // refused token is audited (a file written: never on an I/O thread).
+  const bool v1 = request.path.rfind("/v1/", 0) == 0;
+  if (v1 && parts_->v1_evented && request.method == "POST") {
+    auto client = parts_->auth->AuthenticateClient(request.authorization, request.client_cert_subject);
+    if (!client) return HandlerPool::kUpstream;
+    if (v1_client) *v1_client = std::move(client);
+    return HandlerPool::kEvented;
+  }
   if (!parts_->router->MayBlock(request)) return HandlerPool::kIo;
   // The router refuses a non-canonical spelling of /v1 (answered inline).
-  if (request.path.rfind("/v1/", 0) != 0) return HandlerPool::kBlocking;
-  // A refused token is audited (a file written): never on an I/O thread.
-  if (parts_->v1_evented && request.method == "POST") {
-    auto client = parts_->auth->AuthenticateClient(request.authorization, request.client_cert_subject);
-    if (client) {
-      if (v1_client) *v1_client = std::move(client);
-      return HandlerPool::kEvented;
-    }
-  }
-  return HandlerPool::kUpstream;
+  return v1 ? HandlerPool::kUpstream : HandlerPool::kBlocking;
 }
 
 int App::v1_threads() const { return parts_->v1_threads; }

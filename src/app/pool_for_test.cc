@@ -1,7 +1,8 @@
 // App::PoolFor for /v1 calls: a POST of a known client token runs evented
 // (on the I/O thread), the client it authenticated noted for the router, so
 // that the token is hashed once per call; any other /v1 call goes to the
-// upstream pool, and nothing is noted.
+// upstream pool, and nothing is noted. A /v1 POST is classified without a
+// route lookup.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -43,6 +44,17 @@ TEST(PoolFor, AV1CallOfAKnownClientRunsEventedWithTheClientNoted) {
     EXPECT_EQ(t.app().PoolFor(V1Post(refused), &noted), HandlerPool::kUpstream) << refused;
     EXPECT_FALSE(noted.has_value()) << refused;
   }
+  // A POST to no /v1 route: the router's 404 on the I/O thread for a known
+  // client (no route looked up to classify it); a refused token's 401 on the
+  // pool, where it is audited.
+  HttpRequest unknown = V1Post(std::string("Bearer ") + kClientToken);
+  SetTarget(unknown, "/v1/no-such-route");
+  EXPECT_EQ(t.app().PoolFor(unknown, &noted), HandlerPool::kEvented);
+  EXPECT_EQ(t.app().Handle(unknown).status, 404);
+  noted.reset();
+  unknown.authorization = "Bearer wrong-token";
+  EXPECT_EQ(t.app().PoolFor(unknown, &noted), HandlerPool::kUpstream);
+  EXPECT_FALSE(noted.has_value());
   HttpRequest get = V1Post(std::string("Bearer ") + kClientToken);
   get.method = "GET";
   SetTarget(get, "/v1/models");
