@@ -534,9 +534,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // the watch, whose completion would wait a turn of the loop.
   void ReadOnWatch() {
     next_on_watch_ = true;
+    const uint64_t wait = ++watch_waits_;
     idle_timer_.expires_after(server_->options.idle_timeout);
-    idle_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
-      if (ec) return;  // cancelled: the socket was readable, or it closed
+    idle_timer_.async_wait([self = this->shared_from_this(), wait](beast::error_code ec) {
+      // Cancelled, or expired as the watch ended (its handler ran first:
+      // the next request may be in progress, or a later wait begun).
+      if (ec || !self->next_on_watch_ || wait != self->watch_waits_) return;
       beast::error_code ignored;
       self->Tcp().socket().close(ignored);  // the watch ends aborted: OnWatchEnded closes the session
     });
@@ -1592,6 +1595,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     } else {
       beast::error_code ec;
       stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+      // A hang-up wait still queued (StopWatching) would hold the session,
+      // and the socket, until the client sent or closed.
+      if (queued_watches_ > 0) stream_.socket().cancel(ec);
     }
   }
 
@@ -1671,6 +1677,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool detached_ = false;           // plain: a pool thread holds fd_ (Detach)
   int queued_watches_ = 0;          // hang-up waits queued on the socket (WatchHangUp)
   bool next_on_watch_ = false;      // the next request awaits their end (ReadOnWatch)
+  uint64_t watch_waits_ = 0;        // ReadOnWatch's waits begun (its timer's is the last)
   asio::steady_timer idle_timer_{stream_.get_executor()};  // ReadOnWatch's idle timeout
 };
 

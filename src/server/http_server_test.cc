@@ -644,6 +644,68 @@ TEST(HttpServerEvented, AConnectionIdleAfterAnUpstreamCallClosesAtTheIdleTimeout
   EXPECT_TRUE(c.closed()) << "still open 10 s after the answer, with a 1 s idle timeout";
 }
 
+// Stops a server on a thread of its own.
+class Stopping {
+ public:
+  explicit Stopping(std::unique_ptr<Running>& server)
+      : thread_([this, &server] {
+          server.reset();
+          stopped_.set_value();
+        }) {}
+  ~Stopping() { thread_.join(); }
+  // Whether it stopped within 10 s (LongGrace: its grace period is 20 s).
+  bool InTime() { return done_.wait_for(std::chrono::seconds(10)) == std::future_status::ready; }
+
+ private:
+  std::promise<void> stopped_;
+  std::future<void> done_ = stopped_.get_future();
+  std::thread thread_;  // last: started once the rest is made
+};
+
+HttpServerOptions LongGrace() {
+  HttpServerOptions o = Running::Options();
+  o.shutdown_grace = std::chrono::seconds(20);
+  return o;
+}
+
+// An upstream call's answer that closes the connection (the request's
+// Connection: close) ends the session with it, though the client keeps its
+// end open and sends nothing: the call's hang-up wait, still queued, does
+// not hold it (a shutdown would wait for it until its grace ended).
+TEST(HttpServerEvented, AnUpstreamCallsAnswerThatClosesEndsTheSession) {
+  LoopbackHttpServer upstream(AnswerEachWith("up"));
+  auto server = EventedTo(upstream.url("/v1/x"), LongGrace());
+  RawClient c(server->port());
+  ASSERT_TRUE(c.connected());
+  c.Send("POST /v1/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_NE(c.ReadToEnd().find("up|"), std::string::npos);
+  ASSERT_TRUE(c.closed());
+  EXPECT_TRUE(Stopping(server).InTime()) << "a session that answered and closed was still open";
+}
+
+// The same when the shutdown begins during the call: its answer closes the
+// connection (AfterWrite), and the session ends with it.
+TEST(HttpServerEvented, AShutdownDuringAnUpstreamCallEndsTheSessionWithItsAnswer) {
+  testing::Gate answer;
+  LoopbackHttpServer upstream([&](LoopbackConn& c, LoopbackHttpServer& s) {
+    while (!s.Read(c).empty()) {
+      answer.Pass();
+      if (!c.Write(Answer("up"))) return;
+    }
+  });
+  auto server = EventedTo(upstream.url("/v1/x"), LongGrace());
+  RawClient c(server->port());
+  ASSERT_TRUE(c.connected());
+  c.Send("POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}");
+  ASSERT_TRUE(answer.WaitArrived(1));  // the upstream has the request
+  Stopping stopping(server);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // (the shutdown has begun: the session is busy)
+  answer.Open();
+  EXPECT_NE(c.ReadToEnd().find("up|"), std::string::npos);
+  EXPECT_TRUE(c.closed());
+  EXPECT_TRUE(stopping.InTime()) << "a session that answered and closed was still open";
+}
+
 // A shutdown closes a connection idle after an upstream call at once, and
 // one whose client closed first is gone: the server stops within the
 // client's 10 s read timeout (its grace period is 15 s).
