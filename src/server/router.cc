@@ -149,7 +149,9 @@ bool Router::MayBlock(const HttpRequest& request) const {
       return route.cost == HandlerCost::kMayBlock;
     }
   }
-  return false;
+  // No route: a 404 or 405, but in the /admin and /v1 realms only after the
+  // token is checked, and a refused one is audited (a file written).
+  return !path->empty() && (path->front() == "admin" || path->front() == "v1");
 }
 
 HttpResponse Router::Handle(const HttpRequest& request, Principal& principal, std::string_view* route) const {

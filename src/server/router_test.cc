@@ -209,6 +209,16 @@ TEST_F(RouterTest, MayBlockFollowsTheRoute) {
   EXPECT_TRUE(router_->MayBlock(r));
   r.path = "//admin/things";
   EXPECT_FALSE(router_->MayBlock(r));  // a 400, answered inline
+  // No route in a realm: the token is checked first, a refusal audited.
+  for (const auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/admin/nope"}, {"PUT", "/admin/things/1"}, {"POST", "/v1"}, {"GET", "/v1/nope"}}) {
+    r.method = method;
+    r.path = path;
+    EXPECT_TRUE(router_->MayBlock(r)) << method << " " << path;
+  }
+  r.method = "GET";
+  r.path = "/nope";  // no realm: a 404 inline
+  EXPECT_FALSE(router_->MayBlock(r));
 }
 
 TEST(TokensFile, ErrorsNameTheEntry) {
