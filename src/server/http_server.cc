@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstring>
 #include <mutex>
@@ -33,6 +34,7 @@
 #include "core/encoding.h"
 #include "core/mutex.h"
 #include "core/thread.h"
+#include "server/answer_head.h"
 #include "server/evented_upstream.h"
 #include "server/fd_writer.h"
 #include "server/tls_context.h"
@@ -714,7 +716,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                    std::shared_ptr<DeferredAnswer> deferred = nullptr) {
     for (;;) {
       Streamer writer(this->shared_from_this(), req.request_id, version);
-      req.writer = head_ ? nullptr : &writer;  // a HEAD answer is never streamed (MakeResponse drops its body)
+      req.writer = head_ ? nullptr : &writer;  // a HEAD answer is never streamed (MakeAnswer drops its body)
       HttpResponse resp = deferred ? server_->Guarded(req, [&] { return deferred->RunOnPool(req); })
                                    : server_->Call(req);
       deferred.reset();
@@ -747,13 +749,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // connection is kept; else its loop has the rest (the remainder to
   // write, the next read, or the close).
   bool WriteOnPool(HttpResponse resp, const std::string& request_id, unsigned version) {
-    auto answer = std::make_shared<PlainAnswer>(MakeResponse(std::move(resp), request_id, version));
+    auto answer = MakeAnswer(std::move(resp), request_id, version);
     beast::error_code ec;
     const bool whole = WriteAtOnce(*answer, ec);
-    if (whole && !ec && answer->res->keep_alive() && !server_->stopping) return true;
+    if (whole && !ec && answer->keep_alive && !server_->stopping) return true;
     ToLoop([self = this->shared_from_this(), answer, whole, ec] {
       if (!whole) return self->WriteRest(answer);
-      self->AfterWrite(ec, answer->res->keep_alive());
+      self->AfterWrite(ec, answer->keep_alive);
     });
     return false;
   }
@@ -1489,41 +1491,32 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Write(std::move(r), GenerateRequestId(), 11);
   }
 
-  std::shared_ptr<http::response<http::string_body>> MakeResponse(HttpResponse resp, const std::string& request_id,
-                                                                unsigned version) {
-    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(resp.status), version);
-    res->set(http::field::server, "dyad-gateway");
-    res->set(http::field::content_type, resp.content_type);
-    res->set("X-Request-Id", request_id);
-    for (auto& [k, v] : resp.headers) res->set(k, v);
-    res->body() = std::move(resp.body);
-    res->keep_alive(keep_alive_ && !server_->stopping && !CertRevoked());
-    res->prepare_payload();
-    if (head_ && res->has_content_length()) {
-      // HEAD (RFC 9110 §9.3.2): the head a GET would have, its Content-Length
-      // the body's, and no byte of the body (a kept connection would read
-      // it as the next answer).
-      const size_t length = res->body().size();
-      res->body().clear();
-      res->content_length(length);
-    }
-    return res;
-  }
-
-  // A plain answer as it goes out: its head as Beast frames it (the fields'
-  // writer) and its body, written without Beast's serializer, whose state
-  // machine cost more than the rest of the write (one sendmsg for most).
+  // A whole answer as it goes out: its head (AnswerHead) and its body,
+  // written without Beast's serializer, whose state machine cost more than
+  // the rest of the write (one sendmsg for most).
   struct PlainAnswer {
-    explicit PlainAnswer(std::shared_ptr<http::response<http::string_body>> r)
-        : res(std::move(r)),
-          head(*res, res->version(), res->result_int()),
-          rest(beast::buffers_cat(head.get(), asio::const_buffer(res->body().data(), res->body().size()))) {}
-    std::shared_ptr<http::response<http::string_body>> res;
-    http::fields::writer head;  // (refers to res)
-    beast::buffers_suffix<beast::buffers_cat_view<decltype(std::declval<http::fields::writer&>().get()),
-                                                  asio::const_buffer>>
-        rest;  // not yet written
+    PlainAnswer(std::string h, std::string b, bool keep)
+        : head(std::move(h)),
+          body(std::move(b)),
+          keep_alive(keep),
+          rest(std::array{asio::const_buffer(head.data(), head.size()), asio::const_buffer(body.data(), body.size())}) {}
+    PlainAnswer(const PlainAnswer&) = delete;
+    PlainAnswer& operator=(const PlainAnswer&) = delete;
+    const std::string head, body;
+    const bool keep_alive;
+    beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest;  // not yet written (refers to head and body)
   };
+
+  std::shared_ptr<PlainAnswer> MakeAnswer(HttpResponse resp, const std::string& request_id, unsigned version) {
+    const bool keep_alive = keep_alive_ && !server_->stopping && !CertRevoked();
+    std::string head =
+        AnswerHead(resp.status, resp.content_type, resp.headers, request_id, {version, keep_alive, resp.body.size()});
+    // HEAD (RFC 9110 §9.3.2): the head a GET would have, its Content-Length
+    // the body's, and no byte of the body (a kept connection would read it
+    // as the next answer).
+    if (head_ || AnswerHasNoBody(resp.status)) resp.body.clear();
+    return std::make_shared<PlainAnswer>(std::move(head), std::move(resp.body), keep_alive);
+  }
 
   // Plain (FdWriter: never waits): writes what the socket takes now; true
   // when the whole answer went out or the write failed (`ec`), false when the
@@ -1536,24 +1529,20 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void WriteRest(std::shared_ptr<PlainAnswer> answer) {
     Tcp().expires_after(server_->options.idle_timeout);
     asio::async_write(stream_, answer->rest, [self = this->shared_from_this(), answer](beast::error_code ec, size_t) {
-      self->AfterWrite(ec, answer->res->keep_alive());
+      self->AfterWrite(ec, answer->keep_alive);
     });
   }
 
   void Write(HttpResponse resp, const std::string& request_id, unsigned version) {
-    auto res = MakeResponse(std::move(resp), request_id, version);
+    auto answer = MakeAnswer(std::move(resp), request_id, version);
     if constexpr (!kTls) {
       // Most answers fit the socket's send buffer: written here at once, with
       // no timer armed and cancelled and no completion queued.
-      auto answer = std::make_shared<PlainAnswer>(std::move(res));
       beast::error_code ec;
       if (!WriteAtOnce(*answer, ec)) return WriteRest(answer);
-      return AfterWrite(ec, answer->res->keep_alive());
+      return AfterWrite(ec, answer->keep_alive);
     }
-    Tcp().expires_after(server_->options.idle_timeout);
-    http::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
-      self->AfterWrite(ec, res->keep_alive());
-    });
+    WriteRest(answer);
   }
 
   // A whole answer written (or failed): the next request, or the close.

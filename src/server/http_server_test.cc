@@ -832,6 +832,43 @@ TEST(HttpServerHead, TheBodyIsDroppedAndItsLengthKept) {
   }
 }
 
+// A whole answer's head: a field the handler repeats goes out each time
+// (a proxied Vary or Link); those the server frames are its own, whatever
+// the handler set; a 204 goes out with neither body nor length, and the
+// connection is kept in step. Inline and on a pool.
+TEST(HttpServerHead, AWholeAnswersFieldsAreTheHandlersAndItsFramingTheServers) {
+  for (bool blocking : {false, true}) {
+    Running server(
+        [&](const HttpRequest& req) {
+          HttpResponse r;
+          r.status = req.path == "/none" ? 204 : 200;
+          r.body = "twelve bytes";
+          r.headers = {{"Vary", "Origin"}, {"Vary", "Accept"}, {"Content-Length", "3"},
+                       {"Connection", "close"}, {"Server", "upstream"}, {"X-Request-Id", "theirs"}};
+          return r;
+        },
+        blocking);
+    RawClient c(server.port());
+    c.Send("GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::string got = c.ReadUntil("twelve bytes");
+    EXPECT_NE(got.find("\r\nVary: Origin\r\nVary: Accept\r\n"), std::string::npos) << got;
+    EXPECT_NE(got.find("\r\nContent-Length: 12\r\n"), std::string::npos) << got;
+    EXPECT_NE(got.find("\r\nServer: dyad-gateway\r\n"), std::string::npos) << got;
+    for (std::string_view theirs : {"Content-Length: 3", "Connection", "upstream", "theirs"}) {
+      EXPECT_EQ(got.find(theirs), std::string::npos) << theirs << " in " << got;
+    }
+    c.Send("GET /none HTTP/1.1\r\nHost: t\r\n\r\n");
+    got = c.ReadUntil("\r\n\r\n");
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 204 No Content\r\n")) << got;
+    EXPECT_EQ(got.find("Content-Length"), std::string::npos) << got;
+    c.Send("GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    const std::string rest = c.ReadToEnd();
+    EXPECT_TRUE(rest.starts_with("HTTP/1.1 200 OK\r\n")) << rest;  // no body of the 204 before it
+    EXPECT_TRUE(rest.ends_with("\r\n\r\ntwelve bytes")) << rest;
+    EXPECT_TRUE(c.closed()) << blocking;
+  }
+}
+
 TEST_P(StreamedAnswer, ClientGoneFailsTheNextWrites) {
   std::promise<int> stopped_after;  // how many writes succeeded before one failed (-1: none failed)
   std::promise<void> head_read;
