@@ -46,11 +46,12 @@ std::string AnswerHead(int status, std::string_view content_type,
   for (const auto& [name, value] : headers) {
     if (!SetByServer(name)) AppendField(out, name, value);
   }
+  if (!framing.body_size && framing.version != 10) AppendField(out, "Transfer-Encoding", "chunked");
   // HTTP/1.1 keeps the connection unless told; HTTP/1.0 closes it unless told.
   if (framing.version == 10 && framing.keep_alive) AppendField(out, "Connection", "keep-alive");
   if (framing.version != 10 && !framing.keep_alive) AppendField(out, "Connection", "close");
-  if (!AnswerHasNoBody(status)) {
-    end = std::to_chars(digits, digits + sizeof digits, framing.body_size).ptr;
+  if (framing.body_size && !AnswerHasNoBody(status)) {
+    end = std::to_chars(digits, digits + sizeof digits, *framing.body_size).ptr;
     AppendField(out, "Content-Length", std::string_view(digits, end - digits));
   }
   out.append("\r\n");

@@ -1,11 +1,11 @@
-// AnswerHead: the head of a whole (not streamed) answer, framed in one
-// string: what the server writes before the body, in the bytes Beast's
-// serializer writes for the same message, without building one (its fields
-// allocate per field, and its buffer sequence costs more to walk than the
-// bytes cost to copy).
+// AnswerHead: the head of an answer, framed in one string: what the server
+// writes before the body, in the bytes Beast's serializer writes for the
+// same message, without building one (its fields allocate per field, and
+// its buffer sequence costs more to walk than the bytes cost to copy).
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,7 +16,9 @@ namespace dyad {
 struct AnswerFraming {
   unsigned version = 11;  // the request's: 10 or 11
   bool keep_alive = true;
-  size_t body_size = 0;
+  // The whole body's size; none: streamed, chunked over HTTP/1.1 and ended
+  // by the close over HTTP/1.0.
+  std::optional<size_t> body_size;
 };
 
 // Whether an answer of `status` carries no body and no Content-Length
@@ -27,8 +29,10 @@ bool AnswerHasNoBody(int status);
 // The status line; Server, Content-Type (when not empty) and X-Request-Id;
 // then `headers` in their order, repeated names kept, less those the server
 // sets (Content-Length, Transfer-Encoding, Connection and its own three);
-// Connection when the version's default is not `keep_alive`;
-// Content-Length: `body_size` unless AnswerHasNoBody; the blank line.
+// Content-Length: `body_size` unless AnswerHasNoBody, or for a stream
+// Transfer-Encoding: chunked (HTTP/1.1); Connection when the version's
+// default is not `keep_alive`; the blank line. (Beast's order: Connection
+// before Content-Length, after Transfer-Encoding.)
 std::string AnswerHead(int status, std::string_view content_type,
                        const std::vector<std::pair<std::string, std::string>>& headers, std::string_view request_id,
                        const AnswerFraming& framing);

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/buffers_range.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -32,7 +32,24 @@ std::string AsBeastWrites(int status, std::string_view content_type, const Heade
   return out.str();
 }
 
-TEST(AnswerHead, IsWhatBeastWritesForTheSameAnswer) {
+// A streamed answer's head as Beast frames it: chunked over HTTP/1.1.
+std::string StreamHeadAsBeastWrites(int status, std::string_view content_type, const Headers& headers,
+                                    std::string_view request_id, const AnswerFraming& f) {
+  http::response<http::empty_body> res(static_cast<http::status>(status), f.version);
+  res.set(http::field::server, "dyad-gateway");
+  res.set(http::field::content_type, content_type);
+  res.set("X-Request-Id", request_id);
+  for (const auto& [name, value] : headers) res.insert(name, value);
+  if (f.version >= 11) res.chunked(true);
+  res.keep_alive(f.keep_alive);
+  http::fields::writer head(res, res.version(), res.result_int());
+  const auto buffers = head.get();  // (a temporary in the loop's range would dangle)
+  std::string out;
+  for (const auto b : boost::beast::buffers_range_ref(buffers)) out.append(static_cast<const char*>(b.data()), b.size());
+  return out;
+}
+
+TEST(AnswerHead, IsWhatBeastWritesForTheSameAnswerWholeOrStreamed) {
   const Headers none;
   const Headers some = {{"WWW-Authenticate", "Bearer"}, {"x-ratelimit-remaining", "9"}, {"Vary", "Origin"},
                         {"vary", "Accept"}, {"Retry-After", "1"}, {"x-empty", ""}};
@@ -47,6 +64,10 @@ TEST(AnswerHead, IsWhatBeastWritesForTheSameAnswer) {
             EXPECT_EQ(AnswerHead(status, "application/json", *headers, "req-1", f) + body,
                       AsBeastWrites(status, "application/json", *headers, "req-1", f, body));
           }
+          const AnswerFraming streamed{version, keep_alive, std::nullopt};
+          EXPECT_EQ(AnswerHead(status, "text/event-stream", *headers, "req-2", streamed),
+                    StreamHeadAsBeastWrites(status, "text/event-stream", *headers, "req-2", streamed))
+              << status << " HTTP/1." << version % 10 << " keep-alive " << keep_alive;
         }
       }
     }
@@ -77,6 +98,14 @@ TEST(AnswerHead, AnAnswerThatHasNoBodyHasNoLength) {
   for (int status : {200, 205, 302, 400}) EXPECT_FALSE(AnswerHasNoBody(status)) << status;
   EXPECT_EQ(AnswerHead(204, "", {}, "r", {11, true, 0}),
             "HTTP/1.1 204 No Content\r\nServer: dyad-gateway\r\nX-Request-Id: r\r\n\r\n");
+}
+
+TEST(AnswerHead, AStreamIsChunkedOverHttp11AndEndedByTheCloseOverHttp10) {
+  EXPECT_EQ(AnswerHead(200, "text/event-stream", {}, "r", {11, true, std::nullopt}),
+            "HTTP/1.1 200 OK\r\nServer: dyad-gateway\r\nContent-Type: text/event-stream\r\nX-Request-Id: r\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n");
+  EXPECT_EQ(AnswerHead(200, "text/event-stream", {}, "r", {10, false, std::nullopt}),
+            "HTTP/1.0 200 OK\r\nServer: dyad-gateway\r\nContent-Type: text/event-stream\r\nX-Request-Id: r\r\n\r\n");
 }
 
 TEST(AnswerHead, AnEmptyContentTypeIsLeftOut) {

@@ -871,13 +871,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                const std::vector<std::pair<std::string, std::string>>& headers) override {
       if (begun_ || failed_) return false;
       begun_ = true;
-      auto head = StreamHead(status, content_type, headers, request_id_, version_);
       if (direct_ && holding_) {
-        session_->HoldHeadDirect(*head, held_);
+        held_ += session_->StreamedHead(status, content_type, headers, request_id_, version_);
         return true;
       }
       if (direct_) {
-        if (!session_->SendHeadDirect(*head)) failed_ = true;
+        if (!session_->SendHeadDirect(session_->StreamedHead(status, content_type, headers, request_id_, version_))) {
+          failed_ = true;
+        }
         return !failed_;
       }
       if (!session_->Attach()) {  // its loop writes a queued stream while this thread runs on
@@ -894,8 +895,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         failed_ = true;
         return false;
       }
-      asio::post(session_->stream_.get_executor(), [s = session_, head, q = queue_] {
-        s->WriteStreamHead(head, [s, q](beast::error_code ec) {
+      asio::post(session_->stream_.get_executor(), [s = session_, q = queue_, status,
+                                                    content_type = std::string(content_type), headers,
+                                                    request_id = request_id_, version = version_] {
+        auto head = std::make_shared<std::string>(s->StreamedHead(status, content_type, headers, request_id, version));
+        s->WriteStreamHead(std::move(head), [s, q](beast::error_code ec) {
           if (ec) {
             MutexLock lock(&q->mu);
             q->failed = true;
@@ -1011,26 +1015,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     std::string held_;      // the head and chunks Hold() keeps, framed
   };
 
-  // A streamed answer's head (ResponseWriter::Begin): the server's fields,
-  // then the handler's less those the server sets (framing, connection).
-  static std::shared_ptr<http::response<http::empty_body>> StreamHead(
-      int status, std::string_view content_type, const std::vector<std::pair<std::string, std::string>>& headers,
-      const std::string& request_id, unsigned version) {
-    auto head = std::make_shared<http::response<http::empty_body>>(static_cast<http::status>(status), version);
-    head->set(http::field::server, "dyad-gateway");
-    if (!content_type.empty()) head->set(http::field::content_type, content_type);
-    head->set("X-Request-Id", request_id);
-    for (const auto& [name, value] : headers) {
-      if (beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding") ||
-          beast::iequals(name, "connection") || beast::iequals(name, "x-request-id") ||
-          beast::iequals(name, "server") || beast::iequals(name, "content-type")) {
-        continue;
-      }
-      head->insert(name, value);
-    }
-    return head;
-  }
-
   // The ResponseWriter of a handler that may defer (kEvented), on the
   // session's loop: the head and pieces are held, framed, and the session writes
   // them after each read of the upstream (DrainHeld), before the next one.
@@ -1042,7 +1026,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                const std::vector<std::pair<std::string, std::string>>& headers) override {
       if (begun_ || failed) return false;
       begun_ = true;
-      session_->HoldHeadDirect(*StreamHead(status, content_type, headers, *request_id_, version_), held);
+      held += session_->StreamedHead(status, content_type, headers, *request_id_, version_);
       return true;
     }
     bool Write(std::string_view piece) override {
@@ -1237,27 +1221,32 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Read();
   }
 
-  // A streamed answer's head: chunked (HTTP/1.1) or, for HTTP/1.0, its body
-  // delimited by the close.
+  // A streamed answer's framing: chunked (HTTP/1.1) or, for HTTP/1.0, its
+  // body delimited by the close.
   // Unchunked, the socket resets when closed (SO_LINGER 0, set by its
   // descriptor: asio's destructor would undo its own option) until
   // FinishStream knows the body whole: one closed any other way (the
   // shutdown's grace ending, the process exiting) is not taken for whole.
-  void FrameStream(http::response<http::empty_body>& head) {
-    stream_chunked_ = head.version() >= 11;
+  AnswerFraming FrameStream(unsigned version) {
+    stream_chunked_ = version >= 11;
     if (!stream_chunked_) ResetOnClose(true);
-    if (stream_chunked_) head.chunked(true);
-    head.keep_alive(stream_chunked_ && keep_alive_ && !server_->stopping && !CertRevoked());
-    stream_keep_alive_ = head.keep_alive();
+    stream_keep_alive_ = stream_chunked_ && keep_alive_ && !server_->stopping && !CertRevoked();
+    return {version, stream_keep_alive_, std::nullopt};
+  }
+
+  // A streamed answer's head (ResponseWriter::Begin), its framing set
+  // (FrameStream): the server's fields, then the handler's less those the
+  // server sets (AnswerHead).
+  std::string StreamedHead(int status, std::string_view content_type,
+                           const std::vector<std::pair<std::string, std::string>>& headers,
+                           std::string_view request_id, unsigned version) {
+    return AnswerHead(status, content_type, headers, request_id, FrameStream(version));
   }
 
   // On the session's loop: a queued stream's head.
-  void WriteStreamHead(std::shared_ptr<http::response<http::empty_body>> head,
-                       std::function<void(beast::error_code)> done) {
-    FrameStream(*head);
-    auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*head);
+  void WriteStreamHead(std::shared_ptr<std::string> head, std::function<void(beast::error_code)> done) {
     Tcp().expires_after(server_->options.idle_timeout);
-    http::async_write_header(stream_, *sr, [head, sr, done = std::move(done)](beast::error_code ec, size_t) {
+    asio::async_write(stream_, asio::buffer(*head), [head, done = std::move(done)](beast::error_code ec, size_t) {
       done(ec);
     });
   }
@@ -1409,25 +1398,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     return SendDirectWithin([&](beast::error_code& ec) { return WriteNow(rest, ec); });
   }
 
-  bool SendHeadDirect(http::response<http::empty_body>& head) {
-    FrameStream(head);
-    http::response_serializer<http::empty_body> sr(head);
-    FdWriter out{Fd()};
-    return SendDirectWithin([&](beast::error_code& ec) {
-      http::write_header(out, sr, ec);  // what went out is consumed: a retry writes on
-      return !ec;
-    });
+  bool SendHeadDirect(const std::string& head) {
+    return SendDirect(beast::buffers_suffix<asio::const_buffer>(asio::buffer(head)));
   }
-
-  // A direct stream that holds (Streamer::Hold): the head, then each piece
-  // as its chunk, appended to `held` as they will go out.
-  void HoldHeadDirect(http::response<http::empty_body>& head, std::string& held) {
-    FrameStream(head);
-    http::fields::writer header(head, head.version(), head.result_int());
-    const auto buffers = header.get();
-    held.reserve(held.size() + beast::buffer_bytes(buffers));
-    for (const auto b : beast::buffers_range_ref(buffers)) held.append(static_cast<const char*>(b.data()), b.size());
-  }
+  // A direct stream that holds (Streamer::Hold): the head (StreamedHead),
+  // then each piece as its chunk, appended to the held bytes as they will go out.
   void HoldPieceDirect(std::string_view piece, std::string& held) const {
     if (!stream_chunked_) {
       held.append(piece);
