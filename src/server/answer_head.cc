@@ -36,8 +36,9 @@ std::string AnswerHead(int status, std::string_view content_type,
   for (const auto& [name, value] : headers) size += name.size() + value.size() + 4;
   std::string out;
   out.reserve(size);
-  out.append(framing.version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
-  char digits[16];
+  const bool http11 = framing.version >= 11;
+  out.append(http11 ? "HTTP/1.1 " : "HTTP/1.0 ");
+  char digits[24];
   auto end = std::to_chars(digits, digits + sizeof digits, status).ptr;
   out.append(digits, end).append(" ").append(reason.data(), reason.size()).append("\r\n");
   AppendField(out, "Server", "dyad-gateway");
@@ -46,11 +47,12 @@ std::string AnswerHead(int status, std::string_view content_type,
   for (const auto& [name, value] : headers) {
     if (!SetByServer(name)) AppendField(out, name, value);
   }
-  if (!framing.body_size && framing.version != 10) AppendField(out, "Transfer-Encoding", "chunked");
+  const bool bodiless = AnswerHasNoBody(status);
+  if (!framing.body_size && http11 && !bodiless) AppendField(out, "Transfer-Encoding", "chunked");
   // HTTP/1.1 keeps the connection unless told; HTTP/1.0 closes it unless told.
-  if (framing.version == 10 && framing.keep_alive) AppendField(out, "Connection", "keep-alive");
-  if (framing.version != 10 && !framing.keep_alive) AppendField(out, "Connection", "close");
-  if (framing.body_size && !AnswerHasNoBody(status)) {
+  if (!http11 && framing.keep_alive) AppendField(out, "Connection", "keep-alive");
+  if (http11 && !framing.keep_alive) AppendField(out, "Connection", "close");
+  if (framing.body_size && !bodiless) {
     end = std::to_chars(digits, digits + sizeof digits, *framing.body_size).ptr;
     AppendField(out, "Content-Length", std::string_view(digits, end - digits));
   }

@@ -29,8 +29,8 @@ bool AnswerHasNoBody(int status);
 // The status line; Server, Content-Type (when not empty) and X-Request-Id;
 // then `headers` in their order, repeated names kept, less those the server
 // sets (Content-Length, Transfer-Encoding, Connection and its own three);
-// Content-Length: `body_size` unless AnswerHasNoBody, or for a stream
-// Transfer-Encoding: chunked (HTTP/1.1); Connection when the version's
+// Content-Length: `body_size`, or for a stream Transfer-Encoding: chunked
+// (HTTP/1.1), neither when AnswerHasNoBody; Connection when the version's
 // default is not `keep_alive`; the blank line. (Beast's order: Connection
 // before Content-Length, after Transfer-Encoding.)
 std::string AnswerHead(int status, std::string_view content_type,

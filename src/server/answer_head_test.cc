@@ -94,6 +94,8 @@ TEST(AnswerHead, AnAnswerThatHasNoBodyHasNoLength) {
   for (int status : {100, 101, 204, 304}) {
     EXPECT_TRUE(AnswerHasNoBody(status)) << status;
     EXPECT_EQ(AnswerHead(status, "", {}, "r", {11, true, 0}).find("Content-Length"), std::string::npos) << status;
+    const std::string streamed = AnswerHead(status, "", {}, "r", {11, false, std::nullopt});
+    EXPECT_EQ(streamed.find("Transfer-Encoding"), std::string::npos) << status;
   }
   for (int status : {200, 205, 302, 400}) EXPECT_FALSE(AnswerHasNoBody(status)) << status;
   EXPECT_EQ(AnswerHead(204, "", {}, "r", {11, true, 0}),

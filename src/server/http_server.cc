@@ -871,6 +871,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                const std::vector<std::pair<std::string, std::string>>& headers) override {
       if (begun_ || failed_) return false;
       begun_ = true;
+      bodiless_ = AnswerHasNoBody(status);
       if (direct_ && holding_) {
         held_ += session_->StreamedHead(status, content_type, headers, request_id_, version_);
         return true;
@@ -912,7 +913,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
     bool Write(std::string_view piece) override {
       if (!begun_ || failed_ || ended_) return false;
-      if (piece.empty()) return true;
+      if (piece.empty() || bodiless_) return true;
       if (direct_ && holding_ && piece.size() < kMaxHeld) {
         session_->HoldPieceDirect(piece, held_);
         return held_.size() < kMaxHeld || SendHeld();
@@ -1009,6 +1010,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     const bool direct_;
     std::shared_ptr<StreamQueue> queue_;  // from Begin(), when queued
     bool begun_ = false;
+    bool bodiless_ = false;  // its status has no body (AnswerHasNoBody): pieces are dropped
     bool failed_ = false;
     bool holding_ = false;  // direct, after Hold()
     bool ended_ = false;    // after Flush(true) (direct and chunked: the last chunk went out)
@@ -1026,12 +1028,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                const std::vector<std::pair<std::string, std::string>>& headers) override {
       if (begun_ || failed) return false;
       begun_ = true;
+      bodiless_ = AnswerHasNoBody(status);
       held += session_->StreamedHead(status, content_type, headers, *request_id_, version_);
       return true;
     }
     bool Write(std::string_view piece) override {
       if (!begun_ || failed || ended) return false;
-      if (piece.empty()) return true;  // (an empty chunk would end the body)
+      if (piece.empty() || bodiless_) return true;  // (an empty chunk would end the body)
       session_->HoldPieceDirect(piece, held);
       return true;
     }
@@ -1056,6 +1059,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     const std::string* request_id_;
     unsigned version_;
     bool begun_ = false;
+    bool bodiless_ = false;  // as Streamer's
   };
 
   // A request whose handler may defer, from its dispatch to its answer; on
@@ -1227,9 +1231,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // descriptor: asio's destructor would undo its own option) until
   // FinishStream knows the body whole: one closed any other way (the
   // shutdown's grace ending, the process exiting) is not taken for whole.
-  AnswerFraming FrameStream(unsigned version) {
-    stream_chunked_ = version >= 11;
-    if (!stream_chunked_) ResetOnClose(true);
+  // A status that has no body (a 204 or 304 the upstream streamed): the
+  // head alone, then the close; the writer drops the pieces.
+  AnswerFraming FrameStream(int status, unsigned version) {
+    const bool bodiless = AnswerHasNoBody(status);
+    stream_chunked_ = version >= 11 && !bodiless;
+    if (version < 11 && !bodiless) ResetOnClose(true);
     stream_keep_alive_ = stream_chunked_ && keep_alive_ && !server_->stopping && !CertRevoked();
     return {version, stream_keep_alive_, std::nullopt};
   }
@@ -1240,7 +1247,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   std::string StreamedHead(int status, std::string_view content_type,
                            const std::vector<std::pair<std::string, std::string>>& headers,
                            std::string_view request_id, unsigned version) {
-    return AnswerHead(status, content_type, headers, request_id, FrameStream(version));
+    return AnswerHead(status, content_type, headers, request_id, FrameStream(status, version));
   }
 
   // On the session's loop: a queued stream's head.

@@ -259,6 +259,32 @@ TEST_P(StreamedAnswer, HeldPiecesGoOutAtTheFlushAndTheLastOneEndsTheBody) {
   EXPECT_EQ(next.rfind("HTTP/1.1 200", 0), 0u) << next;  // no second last chunk before it
 }
 
+// A streamed answer whose status has no body (an upstream's 204 or 304
+// sent as an event stream): its head alone, neither chunked nor with a
+// length, then the close; the pieces are dropped, held or not.
+TEST_P(StreamedAnswer, AStatusWithoutABodyGoesOutAsItsHeadAloneThenTheClose) {
+  for (bool hold : {false, true}) {
+    Running server(
+        [&](const HttpRequest& req) {
+          if (hold) req.writer->Hold();
+          EXPECT_TRUE(req.writer->Begin(204, "text/event-stream", {}));
+          EXPECT_TRUE(req.writer->Write("data: dropped\n\n"));
+          if (hold) {
+            EXPECT_TRUE(req.writer->Flush(true));
+          }
+          return HttpResponse{};
+        },
+        true, nullptr, Options());
+    RawClient c(server.port());
+    c.Send(kGet);
+    const std::string all = c.ReadToEnd();
+    EXPECT_TRUE(all.starts_with("HTTP/1.1 204 No Content\r\n")) << all;
+    EXPECT_TRUE(all.ends_with("\r\nConnection: close\r\n\r\n")) << all;  // nothing after the head
+    EXPECT_EQ(all.find("Transfer-Encoding"), std::string::npos) << all;
+    EXPECT_TRUE(c.closed()) << hold;
+  }
+}
+
 // A piece too large to hold is not kept for the Flush(): it goes out at
 // once, after what was held.
 TEST_P(StreamedAnswer, ALargePieceGoesOutWithoutWaitingForTheFlush) {
@@ -586,6 +612,59 @@ LoopbackHttpServer::ServerScript AnswerEachWith(std::string body) {
       if (!c.Write(Answer(body))) return;
     }
   };
+}
+
+// A deferred answer streamed through the request's writer (the session's
+// held writer), under `status` whatever the upstream's.
+class StreamedDeferred final : public DeferredAnswer {
+  struct Sink final : UpstreamSink {
+    bool OnHead(const UpstreamHead&) override { return writer->Begin(status, "text/event-stream", {}); }
+    bool OnBody(std::string_view piece) override { return writer->Write(piece); }
+    bool OnFlush(bool last) override { return writer->Flush(last); }
+    ResponseWriter* writer = nullptr;
+    int status = 200;
+  };
+
+ public:
+  StreamedDeferred(const std::string& url, ResponseWriter* writer, int status) : up_(Post(url)) {
+    sink_.writer = writer;
+    sink_.status = status;
+  }
+  const UpstreamRequest* upstream() const override { return &up_; }
+  UpstreamSink& sink() override { return sink_; }
+  HttpResponse Finish(const Status&) override { return HttpResponse{}; }
+  HttpResponse RunOnPool(const HttpRequest&) override { return HttpResponse{}; }
+
+ private:
+  UpstreamRequest up_;
+  Sink sink_;
+};
+
+// On the loops too: an upstream's stream under a status that has no body
+// goes out as its head alone, then the close; a 200 stream is chunked and
+// the connection kept.
+TEST(HttpServerEvented, AStreamedStatusWithoutABodyGoesOutAsItsHeadAloneThenTheClose) {
+  LoopbackHttpServer upstream(AnswerEachWith("data: dropped\n\n"));
+  HttpServerOptions o = Running::Options();
+  o.evented_upstream = true;
+  std::atomic<int> status{200};
+  Running server(
+      [&](const HttpRequest& req) {
+        HttpResponse r;
+        r.deferred = std::make_shared<StreamedDeferred>(upstream.url("/v1/x"), req.writer, status.load());
+        return r;
+      },
+      false, [](HttpRequest&) { return HandlerPool::kEvented; }, o);
+  RawClient c(server.port());
+  c.Send(kV1Call);
+  EXPECT_NE(c.ReadUntil("0\r\n\r\n").find("Transfer-Encoding: chunked"), std::string::npos);
+  status = 304;
+  c.Send(kV1Call);
+  const std::string all = c.ReadToEnd();
+  EXPECT_TRUE(all.starts_with("HTTP/1.1 304 Not Modified\r\n")) << all;
+  EXPECT_TRUE(all.ends_with("\r\nConnection: close\r\n\r\n")) << all;  // nothing after the head
+  EXPECT_EQ(all.find("Transfer-Encoding"), std::string::npos) << all;
+  EXPECT_TRUE(c.closed());
 }
 
 // After an upstream call, the connection's next request is awaited on the
