@@ -959,7 +959,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // HTTP/1.0, where the close is the body's end: there what is held is
     // dropped, so a cut made before the first flush is not taken for whole.
     void Abort() override {
-      if (direct_ && session_->stream_chunked_) SendHeld();
+      if (direct_ && !session_->stream_close_delimited_) SendHeld();
       failed_ = true;
       if (!queue_) return;
       MutexLock lock(&queue_->mu);
@@ -1092,7 +1092,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void DispatchEvented(HttpRequest req, unsigned version) {
     auto d = std::make_shared<Deferral>(this, std::move(req), version);
     d->request.may_defer = true;
-    d->request.writer = &d->writer;
+    d->request.writer = head_ ? nullptr : &d->writer;  // a HEAD answer is never streamed, as on the pools
     HttpResponse resp = server_->Call(d->request);
     d->request.may_defer = false;
     if (!resp.deferred) {
@@ -1208,7 +1208,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void EndHeld(const std::shared_ptr<Deferral>& d) {
     HeldWriter& w = d->writer;
     const bool cut = w.failed || w.aborted;
-    if (!w.held.empty() && !(cut && !stream_chunked_)) {
+    if (!w.held.empty() && !(cut && stream_close_delimited_)) {
       auto pending = std::make_shared<std::string>(std::move(w.held));
       w.held.clear();
       Tcp().expires_after(server_->options.idle_timeout);
@@ -1232,11 +1232,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // FinishStream knows the body whole: one closed any other way (the
   // shutdown's grace ending, the process exiting) is not taken for whole.
   // A status that has no body (a 204 or 304 the upstream streamed): the
-  // head alone, then the close; the writer drops the pieces.
+  // head alone, then the close (a clean one, cut or not: nothing can be);
+  // the writer drops the pieces.
   AnswerFraming FrameStream(int status, unsigned version) {
     const bool bodiless = AnswerHasNoBody(status);
     stream_chunked_ = version >= 11 && !bodiless;
-    if (version < 11 && !bodiless) ResetOnClose(true);
+    stream_close_delimited_ = version < 11 && !bodiless;
+    if (stream_close_delimited_) ResetOnClose(true);
     stream_keep_alive_ = stream_chunked_ && keep_alive_ && !server_->stopping && !CertRevoked();
     return {version, stream_keep_alive_, std::nullopt};
   }
@@ -1281,7 +1283,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       {
         MutexLock lock(&q->mu);
         // Over HTTP/1.0 the close ends the body: an aborted one is cut where it is.
-        if (q->failed || (q->aborted && !stream_chunked_)) {
+        if (q->failed || (q->aborted && stream_close_delimited_)) {
           q->pieces.clear();
           q->queued = 0;
           q->cv.SignalAll();
@@ -1449,8 +1451,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void FinishStream(bool cut) {
     if (cut || !stream_chunked_) {
       busy_ = false;
-      if (cut && !stream_chunked_) return Reset();
-      if (!stream_chunked_) ResetOnClose(false);  // whole: the close ends it
+      if (cut && stream_close_delimited_) return Reset();
+      if (stream_close_delimited_) ResetOnClose(false);  // whole: the close ends it
       return Close();
     }
     Tcp().expires_after(server_->options.idle_timeout);
@@ -1643,6 +1645,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool keep_alive_ = true;
   bool head_ = false;  // the request being answered is a HEAD (MakeRequest)
   bool stream_chunked_ = false;     // the streamed answer in progress is chunked
+  bool stream_close_delimited_ = false;  // or its body ends at the close (HTTP/1.0); else it has none
   bool stream_keep_alive_ = false;  // and keeps the connection
   int fd_ = -1;                     // while detached: the socket's descriptor
   bool detached_ = false;           // plain: a pool thread holds fd_ (Detach)

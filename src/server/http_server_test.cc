@@ -261,27 +261,33 @@ TEST_P(StreamedAnswer, HeldPiecesGoOutAtTheFlushAndTheLastOneEndsTheBody) {
 
 // A streamed answer whose status has no body (an upstream's 204 or 304
 // sent as an event stream): its head alone, neither chunked nor with a
-// length, then the close; the pieces are dropped, held or not.
+// length, then the close; the pieces are dropped, held or not. A producer
+// that aborts cuts nothing: the head still goes out, and the close is a
+// clean one, not a reset.
 TEST_P(StreamedAnswer, AStatusWithoutABodyGoesOutAsItsHeadAloneThenTheClose) {
   for (bool hold : {false, true}) {
-    Running server(
-        [&](const HttpRequest& req) {
-          if (hold) req.writer->Hold();
-          EXPECT_TRUE(req.writer->Begin(204, "text/event-stream", {}));
-          EXPECT_TRUE(req.writer->Write("data: dropped\n\n"));
-          if (hold) {
-            EXPECT_TRUE(req.writer->Flush(true));
-          }
-          return HttpResponse{};
-        },
-        true, nullptr, Options());
-    RawClient c(server.port());
-    c.Send(kGet);
-    const std::string all = c.ReadToEnd();
-    EXPECT_TRUE(all.starts_with("HTTP/1.1 204 No Content\r\n")) << all;
-    EXPECT_TRUE(all.ends_with("\r\nConnection: close\r\n\r\n")) << all;  // nothing after the head
-    EXPECT_EQ(all.find("Transfer-Encoding"), std::string::npos) << all;
-    EXPECT_TRUE(c.closed()) << hold;
+    for (bool abort : {false, true}) {
+      Running server(
+          [&](const HttpRequest& req) {
+            if (hold) req.writer->Hold();
+            EXPECT_TRUE(req.writer->Begin(204, "text/event-stream", {}));
+            EXPECT_TRUE(req.writer->Write("data: dropped\n\n"));
+            if (abort) {
+              req.writer->Abort();
+            } else if (hold) {
+              EXPECT_TRUE(req.writer->Flush(true));
+            }
+            return HttpResponse{};
+          },
+          true, nullptr, Options());
+      RawClient c(server.port());
+      c.Send(kGet);
+      const std::string all = c.ReadToEnd();
+      EXPECT_TRUE(all.starts_with("HTTP/1.1 204 No Content\r\n")) << all;
+      EXPECT_TRUE(all.ends_with("\r\nConnection: close\r\n\r\n")) << all;  // nothing after the head
+      EXPECT_EQ(all.find("Transfer-Encoding"), std::string::npos) << all;
+      EXPECT_TRUE(c.closed()) << "hold " << hold << ", abort " << abort;  // (a reset is not a close)
+    }
   }
 }
 
