@@ -485,6 +485,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // Whether this session's certificate identity predates a TLS reload: it
   // answers no more requests by it and closes after its current answer.
   bool CertRevoked() const { return cert_authenticated_ && tls_generation_ != server_->tls_generation.load(); }
+  // Whether the answer being written keeps the connection: the client's
+  // wish, unless a shutdown began or its certificate no longer vouches.
+  bool KeepsAlive() const { return keep_alive_ && !server_->stopping && !CertRevoked(); }
 
   // Called on the session's loop when the server shuts down (or, for a
   // revoked certificate identity, reloads): closes an idle connection.
@@ -872,14 +875,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       if (begun_ || failed_) return false;
       begun_ = true;
       bodiless_ = AnswerHasNoBody(status);
-      if (direct_ && holding_) {
-        held_ += session_->StreamedHead(status, content_type, headers, request_id_, version_);
-        return true;
-      }
       if (direct_) {
-        if (!session_->SendHeadDirect(session_->StreamedHead(status, content_type, headers, request_id_, version_))) {
-          failed_ = true;
+        std::string head = session_->StreamedHead(status, content_type, headers, request_id_, version_);
+        if (holding_) {
+          held_ += head;
+          return true;
         }
+        if (!session_->SendDirect(beast::buffers_suffix<asio::const_buffer>(asio::buffer(head)))) failed_ = true;
         return !failed_;
       }
       if (!session_->Attach()) {  // its loop writes a queued stream while this thread runs on
@@ -1239,7 +1241,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     stream_chunked_ = version >= 11 && !bodiless;
     stream_close_delimited_ = version < 11 && !bodiless;
     if (stream_close_delimited_) ResetOnClose(true);
-    stream_keep_alive_ = stream_chunked_ && keep_alive_ && !server_->stopping && !CertRevoked();
+    stream_keep_alive_ = stream_chunked_ && KeepsAlive();
     return {version, stream_keep_alive_, std::nullopt};
   }
 
@@ -1407,9 +1409,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     return SendDirectWithin([&](beast::error_code& ec) { return WriteNow(rest, ec); });
   }
 
-  bool SendHeadDirect(const std::string& head) {
-    return SendDirect(beast::buffers_suffix<asio::const_buffer>(asio::buffer(head)));
-  }
   // A direct stream that holds (Streamer::Hold): the head (StreamedHead),
   // then each piece as its chunk, appended to the held bytes as they will go out.
   void HoldPieceDirect(std::string_view piece, std::string& held) const {
@@ -1492,7 +1491,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   };
 
   std::shared_ptr<PlainAnswer> MakeAnswer(HttpResponse resp, const std::string& request_id, unsigned version) {
-    const bool keep_alive = keep_alive_ && !server_->stopping && !CertRevoked();
+    const bool keep_alive = KeepsAlive();
     std::string head =
         AnswerHead(resp.status, resp.content_type, resp.headers, request_id, {version, keep_alive, resp.body.size()});
     // HEAD (RFC 9110 §9.3.2): the head a GET would have, its Content-Length
