@@ -37,6 +37,7 @@
 #include "server/answer_head.h"
 #include "server/evented_upstream.h"
 #include "server/fd_writer.h"
+#include "server/request_parser.h"
 #include "server/tls_context.h"
 
 namespace dyad {
@@ -72,37 +73,6 @@ void RunContainingEscapes(asio::io_context& context, std::string_view what) {
       spdlog::error("{}: a handler threw; its connection is closed", what);
     }
   }
-}
-
-// Why a parsed request's framing or identity is refused before any handler
-// sees it (RFC 9112 §6.1, §6.3): a Transfer-Encoding other than chunked
-// alone. Beast reads a request whose last coding is not chunked as one
-// without a body, and what the client sent as its body as the next request
-// (smuggled past a proxy that framed it otherwise); another coding beside
-// chunked would reach the handler undecoded. Any in an HTTP/1.0 request,
-// whose framing is then faulty. And a second Authorization: which one
-// counts would differ between a proxy in front and the gateway. Only the
-// first `header_fields` count: the rest are the body's trailer, which
-// nothing here reads (a proxy in front may not have looked at it).
-struct Refusal {
-  int status;
-  std::string_view code;
-  std::string message;
-};
-std::optional<Refusal> RefusedHeader(const http::request<http::string_body>& msg, size_t header_fields) {
-  int authorizations = 0, codings = 0;
-  for (const auto& field : msg) {
-    if (header_fields-- == 0) break;
-    if (field.name() == http::field::authorization) ++authorizations;
-    if (field.name() != http::field::transfer_encoding) continue;
-    const std::string_view coding = TrimSpace(field.value());
-    if (msg.version() < 11) return Refusal{400, "BAD_REQUEST", "Transfer-Encoding in an HTTP/1.0 request"};
-    if (++codings > 1 || !beast::iequals(coding, "chunked")) {
-      return Refusal{501, "NOT_IMPLEMENTED", "Transfer-Encoding: only chunked alone is supported (or a Content-Length)"};
-    }
-  }
-  if (authorizations > 1) return Refusal{400, "BAD_REQUEST", "more than one Authorization header"};
-  return std::nullopt;
 }
 
 bool PrintableId(std::string_view id) {
@@ -499,12 +469,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
   }
 
-  void NewParser() {
-    parser_.emplace();
-    head_counted_ = false;
-    parser_->body_limit(server_->options.max_body_bytes);
-    parser_->header_limit(kHeaderLimit);
-  }
+  void NewParser() { parser_.emplace(server_->options.max_body_bytes, kHeaderLimit); }
 
   void Read() {
     NewParser();
@@ -570,13 +535,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool ParseBuffered() {
     beast::error_code ec;
     while (!parser_->is_done() && buffer_.size() > 0) {
-      const bool had_head = parser_->is_header_done();
       const size_t used = parser_->put(buffer_.data(), ec);
       buffer_.consume(used);
       if (ec == http::error::need_more) return false;
       if (ec) break;
-      // (before the body is parsed: what follows the fields is the trailer)
-      if (!had_head && parser_->is_header_done()) HeaderDone();
       if (used == 0) return false;
     }
     if (!ec && !parser_->is_done()) return false;
@@ -587,7 +549,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void ReadHeader(bool arm_timer = true) {
     if (arm_timer) Tcp().expires_after(server_->options.header_timeout);
     http::async_read_header(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
-      if (!ec && !self->head_counted_) self->HeaderDone();  // (ParseBuffered may have)
       if (ec || self->parser_->is_done()) return self->OnRead(ec);
       // The body has the idle timeout: it must keep coming, not arrive
       // within the header timeout.
@@ -600,9 +561,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       // large one) would otherwise wait a second before sending it anyway.
       // Not to HTTP/1.0 (RFC 9110 §10.1.1); a header already refused is
       // answered before the body is sent.
-      const auto& msg = self->parser_->get();
-      if (msg.version() < 11 || !beast::iequals(msg[http::field::expect], "100-continue")) return read_body();
-      if (auto refused = RefusedHeader(msg, self->header_fields_)) {
+      if (!self->parser_->expects_continue()) return read_body();
+      if (auto refused = self->parser_->refusal()) {
         return self->Reply(refused->status, refused->code, refused->message);
       }
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -630,44 +590,18 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return Reply(400, "BAD_REQUEST", "malformed HTTP request");
     }
     if (ec) return Close();
-    if (auto refused = RefusedHeader(parser_->get(), header_fields_)) {
-      return Reply(refused->status, refused->code, refused->message);
-    }
+    if (auto refused = parser_->refusal()) return Reply(refused->status, refused->code, refused->message);
     busy_ = true;
     unsigned version = 11;
     HttpRequest req = MakeRequest(version);
     Dispatch(std::move(req), version);
   }
 
-  // The header is whole: what follows its fields is the trailer.
-  void HeaderDone() {
-    const auto& msg = parser_->get();
-    head_counted_ = true;
-    header_fields_ = static_cast<size_t>(std::distance(msg.begin(), msg.end()));
-    header_keep_alive_ = msg.keep_alive();
-  }
-
-  // The parsed request as the handler sees it, and its HTTP version. Only
-  // the header's fields: a chunked body's trailer is not read.
+  // The parsed request as the handler sees it, and its HTTP version.
   HttpRequest MakeRequest(unsigned& version) {
-    auto& msg = parser_->get();
-    HttpRequest req;
-    req.method = std::string(msg.method_string());
-    head_ = msg.method() == http::verb::head;
-    SetTarget(req, msg.target());
-    req.headers.reserve(16);
-    std::optional<std::string_view> authorization, content_type, rid;  // the first of each
-    size_t left = header_fields_;
-    for (const auto& field : msg) {
-      if (left-- == 0) break;
-      if (field.name() == http::field::authorization && !authorization) authorization = field.value();
-      if (field.name() == http::field::content_type && !content_type) content_type = field.value();
-      if (!rid && beast::iequals(field.name_string(), "X-Request-Id")) rid = field.value();
-      req.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-    }
-    req.authorization = authorization.value_or("");
-    req.content_type = content_type.value_or("");
-    req.request_id = rid && PrintableId(*rid) ? std::string(*rid) : GenerateRequestId();
+    HttpRequest req = std::move(parser_->request());
+    head_ = parser_->head();
+    if (!PrintableId(req.request_id)) req.request_id = GenerateRequestId();
     if (!peer_known_) {  // once per connection (a getpeername call)
       peer_known_ = true;
       beast::error_code peer_ec;
@@ -679,9 +613,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // identity (a bearer token still counts); its answer closes the connection.
     if (CertRevoked()) client_cert_subject_.clear();
     req.client_cert_subject = client_cert_subject_;
-    req.body = std::move(msg.body());
-    keep_alive_ = header_keep_alive_ && !CertRevoked();
-    version = msg.version();
+    keep_alive_ = parser_->header_keep_alive() && !CertRevoked();
+    version = parser_->version();
     return req;
   }
 
@@ -786,10 +719,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // framing does not count toward its limit, so a fast sender could
     // otherwise hold the thread for as long as it keeps sending.
     size_t left = server_->options.max_body_bytes + 2 * kReadBufferLimit;
-    for (bool header_done = false;;) {
+    for (;;) {
       // put() stops at the end of the header (the parser is not eager).
       while (buffer_.size() > 0 && !parser_->is_header_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
-      if (parser_->is_header_done() && !std::exchange(header_done, true)) HeaderDone();
       while (buffer_.size() > 0 && !parser_->is_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
       if (ec == http::error::need_more) ec = {};
       // The rest of a request that did not come in one read (a conversation's
@@ -802,7 +734,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     if (ec) return to_loop([ec](Session& s) { s.OnRead(ec); });
     if (!parser_->is_done()) return to_loop([](Session& s) { s.ReadHeader(); });
-    if (RefusedHeader(parser_->get(), header_fields_)) return to_loop([](Session& s) { s.OnRead({}); });
+    if (parser_->refusal()) return to_loop([](Session& s) { s.OnRead({}); });
     return MakeRequest(version);
   }
 
@@ -1630,10 +1562,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   std::string client_cert_subject_;  // RFC 2253; empty without a verified client certificate
   bool cert_authenticated_ = false;  // the handshake verified a client certificate
   beast::flat_buffer buffer_{kReadBufferLimit};
-  std::optional<http::request_parser<http::string_body>> parser_;
-  size_t header_fields_ = 0;        // of parser_'s message, when its header was done (HeaderDone)
-  bool head_counted_ = false;       // HeaderDone ran for parser_'s message
-  bool header_keep_alive_ = false;  // what the header asked (a trailer's Connection does not count)
+  std::optional<RequestParser> parser_;
   HttpServer::Impl* server_;
   uint64_t id_;
   uint64_t tls_generation_;  // Impl::tls_generation when tls_ was taken

@@ -1,0 +1,94 @@
+// libFuzzer: the server's request parser (RequestParser, on Beast's
+// basic_parser) on whatever a client sends. Byte 0 picks how the rest
+// arrives (in pieces of 1 to 8 bytes, or at once). Beast's own request
+// parser reads the same bytes the same way and is the oracle: both must end
+// alike (done, wanting more, or failed with the same error) and, when done,
+// agree on the method, the target, every field of the header (in order),
+// the body, the version and keep-alive. Besides: the request's
+// Authorization, Content-Type and X-Request-Id are the first of their
+// fields, a chunked body's trailer is no field of the request, and never
+// more bytes are used than given.
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "server/request_parser.h"
+
+namespace {
+
+namespace http = boost::beast::http;
+using boost::beast::error_code;
+
+constexpr uint64_t kBodyLimit = 4096;
+constexpr uint32_t kHeaderLimit = 2048;
+
+// Feeds `in` `step` bytes at a time, keeping what the parser did not use;
+// its error, or need_more when the bytes ran out first.
+template <class Parser>
+error_code Feed(Parser& parser, std::string_view in, size_t step) {
+  std::string pending;
+  error_code ec = http::error::need_more;
+  for (size_t pos = 0; !parser.is_done() && pos < in.size();) {
+    const size_t take = std::min(step, in.size() - pos);
+    pending.append(in.substr(pos, take));
+    pos += take;
+    ec = {};
+    const size_t used = parser.put(boost::asio::buffer(pending), ec);
+    if (used > pending.size()) std::abort();
+    pending.erase(0, used);
+    if (ec && ec != http::error::need_more) return ec;
+  }
+  return parser.is_done() ? error_code{} : error_code{http::error::need_more};
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  const size_t step = data[0] % 9 == 0 ? size : data[0] % 9;
+  std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
+
+  dyad::RequestParser ours(kBodyLimit, kHeaderLimit);
+  const error_code our_ec = Feed(ours, in, step);
+  http::request_parser<http::string_body> beast;
+  beast.body_limit(kBodyLimit);
+  beast.header_limit(kHeaderLimit);
+  const error_code beast_ec = Feed(beast, in, step);
+  if (our_ec != beast_ec) std::abort();
+  if (our_ec) return 0;
+
+  const dyad::HttpRequest& r = ours.request();
+  const auto& m = beast.get();
+  dyad::HttpRequest split;
+  dyad::SetTarget(split, m.target());
+  if (r.method != m.method_string() || r.path != split.path || r.query != split.query) std::abort();
+  if (r.body != m.body() || ours.version() != m.version()) std::abort();
+  // Beast's message holds the trailer's fields after the header's.
+  size_t i = 0;
+  for (const auto& f : m) {
+    if (i == r.headers.size()) break;
+    if (r.headers[i].first != f.name_string() || r.headers[i].second != f.value()) std::abort();
+    ++i;
+  }
+  if (i != r.headers.size()) std::abort();
+  auto first = [&](std::string_view name) {
+    for (const auto& [n, v] : r.headers) {
+      if (boost::beast::iequals(n, name)) return v;
+    }
+    return std::string();
+  };
+  if (r.authorization != first("Authorization") || r.content_type != first("Content-Type") ||
+      r.request_id != first("X-Request-Id")) {
+    std::abort();
+  }
+  // Without a trailer, the header's keep-alive is Beast's.
+  if (r.headers.size() == static_cast<size_t>(std::distance(m.begin(), m.end())) &&
+      ours.header_keep_alive() != beast.keep_alive()) {
+    std::abort();
+  }
+  return 0;
+}

@@ -1,0 +1,106 @@
+#include "server/request_parser.h"
+
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include <utility>
+
+#include "core/encoding.h"
+
+namespace dyad {
+
+namespace http = boost::beast::http;
+using boost::beast::error_code;
+using boost::beast::string_view;
+
+namespace {
+
+std::string_view View(string_view s) { return {s.data(), s.size()}; }
+
+}  // namespace
+
+RequestParser::RequestParser(uint64_t body_limit, uint32_t header_limit) {
+  this->body_limit(body_limit);
+  this->header_limit(header_limit);
+  request_.headers.reserve(16);
+}
+
+std::optional<Refusal> RequestParser::refusal() const {
+  if (coding_refusal_) return coding_refusal_;
+  if (authorizations_ > 1) return Refusal{400, "BAD_REQUEST", "more than one Authorization header"};
+  return std::nullopt;
+}
+
+void RequestParser::on_request_impl(http::verb method, string_view method_string, string_view target, int version,
+                                    error_code&) {
+  request_.method.assign(method_string.data(), method_string.size());
+  head_ = method == http::verb::head;
+  SetTarget(request_, View(target));
+  version_ = static_cast<unsigned>(version);
+}
+
+void RequestParser::on_response_impl(int, string_view, int, error_code& ec) {
+  ec = http::error::bad_version;  // never called for a request parser
+}
+
+void RequestParser::on_field_impl(http::field name, string_view name_string, string_view value, error_code&) {
+  if (header_done_) return;  // the body's trailer: not a field of the request
+  switch (name) {
+    case http::field::authorization:
+      ++authorizations_;
+      if (!std::exchange(has_authorization_, true)) request_.authorization.assign(value.data(), value.size());
+      break;
+    case http::field::content_type:
+      if (!std::exchange(has_content_type_, true)) request_.content_type.assign(value.data(), value.size());
+      break;
+    case http::field::expect:  // the first counts
+      if (!std::exchange(has_expect_, true)) expects_continue_ = boost::beast::iequals(value, "100-continue");
+      break;
+    case http::field::transfer_encoding:
+      if (!coding_refusal_) {
+        if (version_ < 11) {
+          coding_refusal_ = Refusal{400, "BAD_REQUEST", "Transfer-Encoding in an HTTP/1.0 request"};
+        } else if (++codings_ > 1 || !boost::beast::iequals(TrimSpace(View(value)), "chunked")) {
+          coding_refusal_ =
+              Refusal{501, "NOT_IMPLEMENTED", "Transfer-Encoding: only chunked alone is supported (or a Content-Length)"};
+        }
+      }
+      break;
+    case http::field::unknown:  // Beast knows no X-Request-Id
+      if (!has_request_id_ && boost::beast::iequals(name_string, "X-Request-Id")) {
+        has_request_id_ = true;
+        request_.request_id.assign(value.data(), value.size());
+      }
+      break;
+    default:
+      break;
+  }
+  request_.headers.emplace_back(std::piecewise_construct, std::forward_as_tuple(name_string.data(), name_string.size()),
+                                std::forward_as_tuple(value.data(), value.size()));
+}
+
+void RequestParser::on_header_impl(error_code&) {
+  header_done_ = true;
+  header_keep_alive_ = keep_alive();
+}
+
+void RequestParser::on_body_init_impl(const boost::optional<std::uint64_t>& content_length, error_code&) {
+  // (within the body limit: the parser refused a larger Content-Length)
+  if (content_length) request_.body.reserve(static_cast<size_t>(*content_length));
+}
+
+std::size_t RequestParser::on_body_impl(string_view body, error_code&) {
+  request_.body.append(body.data(), body.size());
+  return body.size();
+}
+
+void RequestParser::on_chunk_header_impl(std::uint64_t, string_view, error_code&) {}
+
+std::size_t RequestParser::on_chunk_body_impl(std::uint64_t, string_view body, error_code&) {
+  request_.body.append(body.data(), body.size());
+  return body.size();
+}
+
+void RequestParser::on_finish_impl(error_code&) {}
+
+}  // namespace dyad
