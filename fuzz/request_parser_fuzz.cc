@@ -3,18 +3,22 @@
 // arrives (in pieces of 1 to 8 bytes, or at once). Beast's own request
 // parser reads the same bytes the same way and is the oracle: both must end
 // alike (done, wanting more, or failed with the same error) and, when done,
-// agree on the method, the target, every field of the header (in order),
-// the body, the version and keep-alive. Besides: the request's
+// agree on the method, the target, every field of the header (each name's
+// in order), the body, the version and keep-alive. Besides: the request's
 // Authorization, Content-Type and X-Request-Id are the first of their
 // fields, a chunked body's trailer is no field of the request, and never
 // more bytes are used than given.
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "server/request_parser.h"
 
@@ -27,7 +31,11 @@ constexpr uint64_t kBodyLimit = 4096;
 constexpr uint32_t kHeaderLimit = 2048;
 
 // Feeds `in` `step` bytes at a time, keeping what the parser did not use;
-// its error, or need_more when the bytes ran out first.
+// its error, or need_more when the bytes ran out first. The parser is given
+// at least 5 bytes at a time (all that is left at the end): Boost 1.81's
+// parser asserts that a final chunk's head continued is 5 bytes at least,
+// wrongly when no chunk came before (boostorg/beast#2861, fixed in 1.86);
+// the code after the assertion is right, and release builds have none.
 template <class Parser>
 error_code Feed(Parser& parser, std::string_view in, size_t step) {
   std::string pending;
@@ -36,6 +44,7 @@ error_code Feed(Parser& parser, std::string_view in, size_t step) {
     const size_t take = std::min(step, in.size() - pos);
     pending.append(in.substr(pos, take));
     pos += take;
+    if (pending.size() < 5 && pos < in.size()) continue;
     ec = {};
     const size_t used = parser.put(boost::asio::buffer(pending), ec);
     if (used > pending.size()) std::abort();
@@ -43,6 +52,12 @@ error_code Feed(Parser& parser, std::string_view in, size_t step) {
     if (ec && ec != http::error::need_more) return ec;
   }
   return parser.is_done() ? error_code{} : error_code{http::error::need_more};
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
 }
 
 }  // namespace
@@ -67,14 +82,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   dyad::SetTarget(split, m.target());
   if (r.method != m.method_string() || r.path != split.path || r.query != split.query) std::abort();
   if (r.body != m.body() || ours.version() != m.version()) std::abort();
-  // Beast's message holds the trailer's fields after the header's.
-  size_t i = 0;
-  for (const auto& f : m) {
-    if (i == r.headers.size()) break;
-    if (r.headers[i].first != f.name_string() || r.headers[i].second != f.value()) std::abort();
-    ++i;
+  // Beast's message groups fields of one name together (each group in the
+  // order they came) and holds the trailer's too; ours are in the order
+  // they came, the header's only. Compared by name: each of our groups is
+  // Beast's, or without a chunked body (no trailer) the same.
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> ours_by_name, beasts_by_name;
+  for (const auto& [n, v] : r.headers) ours_by_name[Lower(n)].emplace_back(n, v);
+  for (const auto& f : m) beasts_by_name[Lower(f.name_string())].emplace_back(f.name_string(), f.value());
+  for (const auto& [name, fields] : ours_by_name) {
+    const auto& theirs = beasts_by_name[name];
+    if (fields.size() > theirs.size() || !std::equal(fields.begin(), fields.end(), theirs.begin())) std::abort();
+    if (!beast.chunked() && fields.size() != theirs.size()) std::abort();
   }
-  if (i != r.headers.size()) std::abort();
+  if (!beast.chunked() && r.headers.size() != static_cast<size_t>(std::distance(m.begin(), m.end()))) std::abort();
   auto first = [&](std::string_view name) {
     for (const auto& [n, v] : r.headers) {
       if (boost::beast::iequals(n, name)) return v;
@@ -86,9 +106,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::abort();
   }
   // Without a trailer, the header's keep-alive is Beast's.
-  if (r.headers.size() == static_cast<size_t>(std::distance(m.begin(), m.end())) &&
-      ours.header_keep_alive() != beast.keep_alive()) {
-    std::abort();
-  }
+  if (!beast.chunked() && ours.header_keep_alive() != beast.keep_alive()) std::abort();
   return 0;
 }

@@ -78,8 +78,8 @@ struct HttpRequest {
   // The verified TLS client certificate's subject (RFC 2253, see
   // server/tls_context.h); empty without mTLS or without a certificate.
   std::string client_cert_subject;
-  // Every header as received (names as the client spelled them), bounded
-  // by the server's header limit.
+  // Every header as received, in the order received (names as the client
+  // spelled them), bounded by the server's header limit.
   std::vector<std::pair<std::string, std::string>> headers;
   // Set for handlers run off the I/O threads, and for those that may defer
   // (below); null otherwise.

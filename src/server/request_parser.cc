@@ -28,6 +28,8 @@ RequestParser::RequestParser(uint64_t body_limit, uint32_t header_limit) {
 std::optional<Refusal> RequestParser::refusal() const {
   if (coding_refusal_) return coding_refusal_;
   if (authorizations_ > 1) return Refusal{400, "BAD_REQUEST", "more than one Authorization header"};
+  if (hosts_ > 1) return Refusal{400, "BAD_REQUEST", "more than one Host header"};
+  if (hosts_ == 0 && version_ >= 11) return Refusal{400, "BAD_REQUEST", "an HTTP/1.1 request without a Host header"};
   return std::nullopt;
 }
 
@@ -52,6 +54,9 @@ void RequestParser::on_field_impl(http::field name, string_view name_string, str
       break;
     case http::field::content_type:
       if (!std::exchange(has_content_type_, true)) request_.content_type.assign(value.data(), value.size());
+      break;
+    case http::field::host:
+      ++hosts_;
       break;
     case http::field::expect:  // the first counts
       if (!std::exchange(has_expect_, true)) expects_continue_ = boost::beast::iequals(value, "100-continue");

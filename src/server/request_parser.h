@@ -1,11 +1,11 @@
 // RequestParser: one client request parsed by Beast's basic_parser straight
 // into the HttpRequest its handler sees: the method, the target split into
-// path and query, every header field in order (names as the client spelled
-// them), the first Authorization, Content-Type and X-Request-Id, the body
-// (Content-Length or chunked, its framing removed). No Beast message is
-// built and copied after: the fields go once from the read buffer into the
-// request. A chunked body's trailer is not a field of the request: nothing
-// here reads it.
+// path and query, every header field in the order they came (names as the
+// client spelled them), the first Authorization, Content-Type and
+// X-Request-Id, the body (Content-Length or chunked, its framing removed).
+// No Beast message is built and copied after: the fields go once from the
+// read buffer into the request. A chunked body's trailer is not a field of
+// the request: nothing here reads it.
 //
 // Besides, what the header says that the session decides on before any
 // handler runs: the version, HEAD, keep-alive as the header asked (a
@@ -56,7 +56,8 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
   // it otherwise; another coding beside chunked would reach the handler
   // undecoded); any in an HTTP/1.0 request, whose framing is then faulty;
   // a second Authorization (which one counts would differ between a proxy
-  // in front and the gateway).
+  // in front and the gateway); an HTTP/1.1 request without a Host, or any
+  // with two (RFC 9112 §3.2).
   std::optional<Refusal> refusal() const;
 
  private:
@@ -82,6 +83,7 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
   bool expects_continue_ = false;
   bool has_authorization_ = false, has_content_type_ = false, has_request_id_ = false, has_expect_ = false;
   int authorizations_ = 0;
+  int hosts_ = 0;
   int codings_ = 0;
   std::optional<Refusal> coding_refusal_;  // the first Transfer-Encoding refused
 };

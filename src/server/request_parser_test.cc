@@ -117,7 +117,7 @@ TEST(RequestParser, ParsesWhatBeastsOwnParserDoesWholeAndByteByByte) {
 TEST(RequestParser, KeepsTheFirstAuthorizationContentTypeAndRequestIdAndEveryFieldInOrder) {
   RequestParser parser(kBodyLimit, kHeaderLimit);
   ASSERT_FALSE(Feed(parser,
-                    "POST /v1/embeddings?a=b HTTP/1.1\r\nx-request-id: first\r\nContent-Type: text/plain\r\n"
+                    "POST /v1/embeddings?a=b HTTP/1.1\r\nx-request-id: first\r\nHost: a\r\nContent-Type: text/plain\r\n"
                     "Authorization: Bearer one\r\nContent-Type: application/json\r\nX-Request-Id: second\r\n"
                     "Content-Length: 2\r\n\r\n{}",
                     0));
@@ -129,41 +129,58 @@ TEST(RequestParser, KeepsTheFirstAuthorizationContentTypeAndRequestIdAndEveryFie
   EXPECT_EQ(r.content_type, "text/plain");
   EXPECT_EQ(r.request_id, "first");
   EXPECT_EQ(r.body, "{}");
-  ASSERT_EQ(r.headers.size(), 6u);
+  ASSERT_EQ(r.headers.size(), 7u);
   EXPECT_EQ(r.headers[0], (std::pair<std::string, std::string>{"x-request-id", "first"}));
-  EXPECT_EQ(r.headers[4], (std::pair<std::string, std::string>{"X-Request-Id", "second"}));
+  EXPECT_EQ(r.headers[5], (std::pair<std::string, std::string>{"X-Request-Id", "second"}));
   EXPECT_FALSE(parser.refusal());
   EXPECT_FALSE(parser.head());
+}
+
+// Beast's message grouped fields of one name together; the request keeps
+// them in the order they came (each name's order the same either way).
+TEST(RequestParser, KeepsTheFieldsInTheOrderTheyCame) {
+  RequestParser parser(kBodyLimit, kHeaderLimit);
+  ASSERT_FALSE(Feed(parser, "GET / HTTP/1.1\r\nAccept: 1\r\nHost: a\r\naccept: 2\r\nX-B: 3\r\nACCEPT: 4\r\n\r\n", 0));
+  EXPECT_EQ(parser.request().headers,
+            (Headers{{"Accept", "1"}, {"Host", "a"}, {"accept", "2"}, {"X-B", "3"}, {"ACCEPT", "4"}}));
 }
 
 TEST(RequestParser, AChunkedBodysTrailerIsNotPartOfTheRequest) {
   RequestParser parser(kBodyLimit, kHeaderLimit);
   ASSERT_FALSE(Feed(parser,
-                    "POST /x HTTP/1.1\r\nAuthorization: Bearer one\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "POST /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer one\r\nTransfer-Encoding: chunked\r\n\r\n"
                     "2\r\n{}\r\n0\r\nAuthorization: Bearer two\r\nConnection: close\r\nX-Request-Id: t\r\n\r\n",
                     1));
   const HttpRequest& r = parser.request();
   EXPECT_EQ(r.body, "{}");
-  EXPECT_EQ(r.headers.size(), 2u);
+  EXPECT_EQ(r.headers.size(), 3u);
   EXPECT_EQ(r.authorization, "Bearer one");
   EXPECT_EQ(r.request_id, "");
   EXPECT_FALSE(parser.refusal());          // the trailer's Authorization is not a second one
   EXPECT_TRUE(parser.header_keep_alive());  // nor its Connection the header's
 }
 
-TEST(RequestParser, RefusesTransferCodingsOtherThanChunkedAloneAndASecondAuthorization) {
+TEST(RequestParser, RefusesOddFramingASecondAuthorizationAndAMissingOrRepeatedHost) {
   struct Case {
     std::string in;
     int status;
+    std::string_view says;
   };
   const std::vector<Case> cases = {
-      {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
-      {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
-      {"POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", 501},
-      {"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
-      {"GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n", 400},
-      // the framing's refusal first
-      {"POST / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, "only chunked"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501,
+       "only chunked"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 501, "only chunked"},
+      {"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "HTTP/1.0"},
+      {"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n", 400,
+       "Authorization"},
+      {"GET / HTTP/1.1\r\n\r\n", 400, "without a Host"},
+      {"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400, "more than one Host"},
+      {"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400, "more than one Host"},
+      // the framing's refusal first, then the identity's
+      {"POST / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
+       "only chunked"},
+      {"GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n", 400, "Authorization"},
   };
   for (const auto& c : cases) {
     RequestParser parser(kBodyLimit, kHeaderLimit);
@@ -172,10 +189,14 @@ TEST(RequestParser, RefusesTransferCodingsOtherThanChunkedAloneAndASecondAuthori
     auto refused = parser.refusal();
     ASSERT_TRUE(refused) << c.in;
     EXPECT_EQ(refused->status, c.status) << c.in;
+    EXPECT_NE(refused->message.find(c.says), std::string::npos) << c.in << refused->message;
   }
-  RequestParser fine(kBodyLimit, kHeaderLimit);
-  ASSERT_FALSE(Feed(fine, "POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n0\r\n\r\n", 0));
-  EXPECT_FALSE(fine.refusal());
+  for (std::string_view fine : {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  Chunked \r\n\r\n0\r\n\r\n",
+                                "GET / HTTP/1.0\r\n\r\n", "GET / HTTP/1.1\r\nHost:\r\n\r\n"}) {
+    RequestParser parser(kBodyLimit, kHeaderLimit);
+    ASSERT_FALSE(Feed(parser, fine, 0)) << fine;
+    EXPECT_FALSE(parser.refusal()) << fine;
+  }
 }
 
 TEST(RequestParser, ExpectsContinueOnlyForTheFirstExpectOfAnHttp11Request) {

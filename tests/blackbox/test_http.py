@@ -451,6 +451,21 @@ def test_two_authorization_headers_are_400_whatever_their_order(gateway):
         assert "more than one Authorization header" in answer.decode()
 
 
+def test_an_http_11_request_without_a_host_or_with_two_is_400_and_closes(gateway):
+    """RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request without a Host, or any with two (helper-154
+    found one answered). The admin call pipelined after it is not run."""
+    call = f"POST /admin/secrets/clear-cache HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n" \
+           "Content-Length: 0\r\n\r\n"
+    for head, says in (("GET /healthz HTTP/1.1\r\n\r\n", b"without a Host header"),
+                       ("GET /healthz HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n", b"more than one Host header"),
+                       ("GET /healthz HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n", b"more than one Host header")):
+        answer = raw_exchange(gateway, (head + call).encode())
+        assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer) == [b"400"], (head, answer[:400])
+        assert says in answer
+    answer = raw_exchange(gateway, b"GET /healthz HTTP/1.0\r\n\r\n")  # HTTP/1.0 needs none
+    assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer) == [b"200"], answer[:400]
+
+
 def test_a_client_that_expects_100_continue_is_told_to_send_its_body(gateway):
     """Review 38, B8: `Expect: 100-continue` was never answered, so curl (which sends it for a large body) waited a
     second before sending the body anyway. The 100 comes before the body is sent; the final answer after it."""
