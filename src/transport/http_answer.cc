@@ -51,7 +51,7 @@ class Parser final : public http::basic_parser<false> {
     ec = http::error::bad_method;  // never called for a response parser
   }
   void on_response_impl(int code, string_view, int, error_code& ec) override {
-    if (code < 100) ec = http::error::bad_status;  // three digits, but not a status (RFC 9110 §15)
+    if (code < 100 || code > 599) ec = http::error::bad_status;  // three digits, but not a status (RFC 9110 §15)
     status_ = code;
     if (to_.reply) to_.reply->status = code;
   }
