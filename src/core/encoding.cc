@@ -168,6 +168,13 @@ std::string AsciiLower(std::string_view s) {
   return out;
 }
 
+LowerName::LowerName(std::string_view name) : size_(std::min(name.size(), kSize)), full_(name.size() > kSize) {
+  for (size_t i = 0; i < size_; ++i) {
+    const char c = name[i];
+    buf_[i] = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  }
+}
+
 bool MediaTypeIs(std::string_view content_type, std::string_view type) {
   const std::string_view given = TrimSpace(content_type.substr(0, content_type.find(';')));
   return given.size() == type.size() && AsciiLower(given) == type;

@@ -2,6 +2,7 @@
 // Pure functions; thread-safe. Decoders reject malformed input.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +20,22 @@ std::string_view TrimSpace(std::string_view s);
 // A-Z as a-z, every other byte as it is (whatever the C locale says): host
 // names, schemes, header names, keywords.
 std::string AsciiLower(std::string_view s);
+// A header name lowered into a buffer of its own, without an allocation, for
+// comparisons with lower-case names (==): the hot path's header filters. A
+// name longer than the buffer keeps only its first kSize bytes, lowered, and
+// full() says so (it equals no name of kSize bytes or fewer).
+class LowerName {
+ public:
+  static constexpr size_t kSize = 32;
+  explicit LowerName(std::string_view name);
+  std::string_view view() const { return {buf_, size_}; }
+  bool full() const { return full_; }
+
+ private:
+  char buf_[kSize];
+  size_t size_;
+  bool full_;
+};
 // Whether a Content-Type names the media type `type` (lower case): its part
 // before any parameter, without surrounding whitespace, compared without case.
 bool MediaTypeIs(std::string_view content_type, std::string_view type);

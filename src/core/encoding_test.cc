@@ -54,6 +54,20 @@ TEST(Encoding, AsciiLowerTouchesOnlyAToZ) {
   EXPECT_EQ(AsciiLower("\xC3\x89@[]`{Z"), "\xC3\x89@[]`{z");
 }
 
+TEST(Encoding, LowerNameLowersAToZIntoItsBufferAndSaysWhenCut) {
+  const LowerName short_name("Content-Length");
+  EXPECT_EQ(short_name.view(), "content-length");
+  EXPECT_FALSE(short_name.full());
+  EXPECT_EQ(LowerName("X-\xC4-Z_1").view(), "x-\xC4-z_1");
+  EXPECT_EQ(LowerName("").view(), "");
+  const std::string exact(LowerName::kSize, 'A');
+  EXPECT_EQ(LowerName(exact).view(), std::string(LowerName::kSize, 'a'));
+  EXPECT_FALSE(LowerName(exact).full());
+  const LowerName cut("Proxy-" + std::string(40, 'B'));
+  EXPECT_TRUE(cut.full());
+  EXPECT_EQ(cut.view(), "proxy-" + std::string(LowerName::kSize - 6, 'b'));
+}
+
 TEST(Encoding, HttpTokenIsTcharOnly) {
   EXPECT_TRUE(IsHttpToken("X-Api-Key"));
   EXPECT_TRUE(IsHttpToken("!#$%&'*+-.^_`|~09azAZ"));

@@ -621,7 +621,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // Runs the request's handler where the classifier says.
   // `decided`: where a pool thread that read it found it runs (the
   // classifier not run twice: for /v1 it hashes the client token).
-  void Dispatch(HttpRequest req, unsigned version, std::optional<HandlerPool> decided = std::nullopt) {
+  void Dispatch(HttpRequest&& req, unsigned version, std::optional<HandlerPool> decided = std::nullopt) {
     const HandlerPool where = decided ? *decided : server_->Where(req, !kTls);
     if constexpr (!kTls) {
       if (where == HandlerPool::kEvented) return DispatchEvented(std::move(req), version);
@@ -999,7 +999,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // A request whose handler may defer, from its dispatch to its answer; on
   // the session's loop. The request stays here while the deferred answer uses it.
   struct Deferral final : UpstreamSink {
-    Deferral(Session* s, HttpRequest r, unsigned v)
+    Deferral(Session* s, HttpRequest&& r, unsigned v)
         : session(s), request(std::move(r)), version(v), writer(s, &request.request_id, v) {}
     // The deferred answer's sink, the client's hang-up no longer watched
     // once the head came (as UpstreamClient watches it only until then).
@@ -1023,7 +1023,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // Plain, on the session's loop: the handler runs here, and may answer with a
   // DeferredAnswer, whose exchange the I/O threads then drive (or, for one
   // they cannot make, the upstream pool's RunOnPool).
-  void DispatchEvented(HttpRequest req, unsigned version) {
+  void DispatchEvented(HttpRequest&& req, unsigned version) {
     auto d = std::make_shared<Deferral>(this, std::move(req), version);
     d->request.may_defer = true;
     d->request.writer = head_ ? nullptr : &d->writer;  // a HEAD answer is never streamed, as on the pools

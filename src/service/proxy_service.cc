@@ -259,16 +259,17 @@ std::vector<std::string_view> ConnectionNamed(const std::vector<std::pair<std::s
 
 HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::string>>& client,
                                const HttpHeaders& injected) {
-  static constexpr std::string_view kNever[] = {
-      "authorization", "cookie",  "host",    "content-length",    "expect",  "connection",
-      "keep-alive",    "te",      "trailer", "transfer-encoding", "upgrade"};
   const std::vector<std::string_view> named = ConnectionNamed(client);
   HttpHeaders out;
   out.reserve(client.size() + injected.size());  // room for the injected ones, added after
   for (const auto& [name, value] : client) {
-    bool drop = StartsWithI(name, "proxy-");
-    for (std::string_view never : kNever) drop = drop || IEquals(name, never);
-    for (std::string_view n : named) drop = drop || IEquals(name, n);
+    const LowerName lower(name);
+    const std::string_view n = lower.view();
+    bool drop = n.starts_with("proxy-") ||
+                (!lower.full() && (n == "authorization" || n == "cookie" || n == "host" || n == "content-length" ||
+                                   n == "expect" || n == "connection" || n == "keep-alive" || n == "te" ||
+                                   n == "trailer" || n == "transfer-encoding" || n == "upgrade"));
+    for (std::string_view c : named) drop = drop || IEquals(name, c);
     for (const auto& [inj, unused] : injected) drop = drop || IEquals(name, inj);
     if (!drop) out.emplace_back(name, value);
   }
@@ -289,6 +290,7 @@ bool IsPassableUpstreamHeader(std::string_view name, std::string_view value) {
   }
   return true;
 }
+
 
 HttpHeaders PassableUpstreamHeaders(const HttpHeaders& upstream) {
   const std::vector<std::string_view> named = ConnectionNamed(upstream);

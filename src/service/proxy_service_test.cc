@@ -275,6 +275,19 @@ TEST(ForwardableHeaders, NeverTheGatewayTokenNorHopByHop) {
       {"Expect", "100-continue"},    {"X-Keep", "yes"},   {"x-api-key", "c"}, {"Accept", "text/event-stream"}};
   auto out = ForwardableHeaders(client, {{"X-Api-Key", "injected"}});
   EXPECT_EQ(out, (HttpHeaders{{"X-Keep", "yes"}, {"Accept", "text/event-stream"}}));
+  // Names past the 32 bytes compared in a stack buffer: proxy-* still dropped, others kept.
+  const std::string long_proxy = "Proxy-Authorization-" + std::string(40, 'X');
+  const std::string long_kept = "X-" + std::string(40, 'K');
+  EXPECT_EQ(ForwardableHeaders({{long_proxy, "1"}, {long_kept, "2"}}, {}), (HttpHeaders{{long_kept, "2"}}));
+}
+
+TEST(IsPassableUpstreamHeader, ComparesNamesWithoutCase) {
+  const std::vector<std::string> refused = {"Set-Cookie", "STRICT-TRANSPORT-SECURITY", "Access-Control-Allow-Origin",
+                                            "Access-Control-Expose-Headers-" + std::string(40, 'x'),
+                                            "Proxy-Agent", "Keep-Alive", "TE"};
+  for (const auto& name : refused) EXPECT_FALSE(IsPassableUpstreamHeader(name, "v")) << name;
+  const std::vector<std::string> passed = {"X-Ratelimit-Limit-Requests", "Retry-After", "x-" + std::string(40, 'y')};
+  for (const auto& name : passed) EXPECT_TRUE(IsPassableUpstreamHeader(name, "v")) << name;
 }
 
 TEST_F(ProxyServiceTest, RoutesByModelWithTheBodyUnchanged) {

@@ -63,6 +63,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <charconv>
 #include <iterator>
 #include <cctype>
 #include <cstdio>
@@ -108,15 +109,10 @@ bool IsSetByClient(std::string_view lower) {
 // IsSetByClient of a header name as the caller spelled it, without an
 // allocation (the request path runs it for every header of every call).
 bool IsSetByClientAnyCase(std::string_view name) {
-  char lower[24];
-  const size_t n = std::min(name.size(), sizeof lower);
-  for (size_t i = 0; i < n; ++i) {
-    const char c = name[i];
-    lower[i] = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-  }
+  const LowerName lower(name);
   // Longer than the buffer: only a proxy-* name can be one of them.
-  if (name.size() > sizeof lower) return std::string_view(lower, n).starts_with("proxy-");
-  return IsSetByClient(std::string_view(lower, n));
+  if (lower.full()) return lower.view().starts_with("proxy-");
+  return IsSetByClient(lower.view());
 }
 
 // The most an answer head may take (curl's own limit is 100 KiB per line).
@@ -166,9 +162,9 @@ void SerialiseUpstreamRequest(const UpstreamRequest& request, const UpstreamTarg
     out.append(k).append(v.empty() ? ":" : ": ").append(v).append("\r\n");
   }
   if (!request.body.empty() || (request.method != "GET" && request.method != "HEAD")) {
-    char length[48];
-    const int n = std::snprintf(length, sizeof length, "Content-Length: %zu\r\n", request.body.size());
-    out.append(length, static_cast<size_t>(n));
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, request.body.size()).ptr;
+    out.append("Content-Length: ").append(digits, static_cast<size_t>(end - digits)).append("\r\n");
   }
   out.append("\r\n");
   if (inline_body) out.append(request.body);
