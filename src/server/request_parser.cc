@@ -2,10 +2,9 @@
 
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
+#include <boost/beast/http/rfc7230.hpp>
 
 #include <utility>
-
-#include "core/encoding.h"
 
 namespace dyad {
 
@@ -16,6 +15,19 @@ using boost::beast::string_view;
 namespace {
 
 std::string_view View(string_view s) { return {s.data(), s.size()}; }
+
+// A Host value as RFC 9112 §3.2 allows: uri-host [":" port], here its
+// characters (RFC 3986: unreserved, pct-encoded, sub-delims, ':' and an IP
+// literal's brackets), or empty. Two Host fields merged by a proxy in front
+// ("a, b") are not one.
+bool IsHostValue(std::string_view v) {
+  for (char c : v) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("-._~%!$&'()*+,;=:[]").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -29,6 +41,7 @@ std::optional<Refusal> RequestParser::refusal() const {
   if (coding_refusal_) return coding_refusal_;
   if (authorizations_ > 1) return Refusal{400, "BAD_REQUEST", "more than one Authorization header"};
   if (hosts_ > 1) return Refusal{400, "BAD_REQUEST", "more than one Host header"};
+  if (bad_host_) return Refusal{400, "BAD_REQUEST", "the Host header is not a host and port"};
   if (hosts_ == 0 && version_ >= 11) return Refusal{400, "BAD_REQUEST", "an HTTP/1.1 request without a Host header"};
   return std::nullopt;
 }
@@ -57,6 +70,13 @@ void RequestParser::on_field_impl(http::field name, string_view name_string, str
       break;
     case http::field::host:
       ++hosts_;
+      bad_host_ = bad_host_ || !IsHostValue(View(value));
+      break;
+    case http::field::connection:  // every one counts (RFC 9110 §7.6.1)
+      for (const auto& token : http::token_list{value}) {
+        connection_close_ = connection_close_ || boost::beast::iequals(token, "close");
+        connection_keep_alive_ = connection_keep_alive_ || boost::beast::iequals(token, "keep-alive");
+      }
       break;
     case http::field::expect:  // the first counts
       if (!std::exchange(has_expect_, true)) expects_continue_ = boost::beast::iequals(value, "100-continue");
@@ -65,7 +85,7 @@ void RequestParser::on_field_impl(http::field name, string_view name_string, str
       if (!coding_refusal_) {
         if (version_ < 11) {
           coding_refusal_ = Refusal{400, "BAD_REQUEST", "Transfer-Encoding in an HTTP/1.0 request"};
-        } else if (++codings_ > 1 || !boost::beast::iequals(TrimSpace(View(value)), "chunked")) {
+        } else if (++codings_ > 1 || !boost::beast::iequals(value, "chunked")) {
           coding_refusal_ =
               Refusal{501, "NOT_IMPLEMENTED", "Transfer-Encoding: only chunked alone is supported (or a Content-Length)"};
         }
@@ -84,9 +104,14 @@ void RequestParser::on_field_impl(http::field name, string_view name_string, str
                                 std::forward_as_tuple(value.data(), value.size()));
 }
 
+// RFC 9112 §9.3: "close" in any Connection field ends the connection after
+// the answer; else HTTP/1.1 keeps it, and HTTP/1.0 only with "keep-alive".
+// (Beast's message looked at the first Connection field alone, and its
+// parser counts Proxy-Connection too, a field no standard defines, and lets
+// an HTTP/1.0 "keep-alive" outweigh a "close".)
 void RequestParser::on_header_impl(error_code&) {
   header_done_ = true;
-  header_keep_alive_ = keep_alive();
+  header_keep_alive_ = !connection_close_ && (version_ >= 11 || connection_keep_alive_);
 }
 
 void RequestParser::on_body_init_impl(const boost::optional<std::uint64_t>& content_length, error_code&) {

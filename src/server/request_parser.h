@@ -45,7 +45,8 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
   // Once is_header_done():
   unsigned version() const { return version_; }
   bool head() const { return head_; }
-  // What the header asked: the connection may carry another request.
+  // What the header asked: the connection may carry another request
+  // (RFC 9112 §9.3; a trailer's Connection does not count).
   bool header_keep_alive() const { return header_keep_alive_; }
   // An HTTP/1.1 request that waits for leave to send its body.
   bool expects_continue() const { return expects_continue_ && version_ >= 11; }
@@ -57,7 +58,7 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
   // undecoded); any in an HTTP/1.0 request, whose framing is then faulty;
   // a second Authorization (which one counts would differ between a proxy
   // in front and the gateway); an HTTP/1.1 request without a Host, or any
-  // with two (RFC 9112 §3.2).
+  // with two or with one that is no host and port (RFC 9112 §3.2).
   std::optional<Refusal> refusal() const;
 
  private:
@@ -84,6 +85,8 @@ class RequestParser final : public boost::beast::http::basic_parser<true> {
   bool has_authorization_ = false, has_content_type_ = false, has_request_id_ = false, has_expect_ = false;
   int authorizations_ = 0;
   int hosts_ = 0;
+  bool bad_host_ = false;
+  bool connection_close_ = false, connection_keep_alive_ = false;  // tokens of the Connection fields
   int codings_ = 0;
   std::optional<Refusal> coding_refusal_;  // the first Transfer-Encoding refused
 };

@@ -73,7 +73,7 @@ Parsed ByBeast(std::string_view in, size_t step) {
   p.body = m.body();
   for (const auto& f : m) p.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
   p.version = m.version();
-  p.keep_alive = parser.keep_alive();
+  p.keep_alive = m.keep_alive();  // the message's: the first Connection field
   return p;
 }
 
@@ -209,6 +209,41 @@ TEST(RequestParser, ExpectsContinueOnlyForTheFirstExpectOfAnHttp11Request) {
   EXPECT_FALSE(expects("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"));
   EXPECT_FALSE(expects("POST / HTTP/1.1\r\nExpect: nothing\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"));
   EXPECT_FALSE(expects("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n"));
+}
+
+// RFC 9112 §9.3, as helper-155 found it broken: "close" in any Connection
+// field wins, Proxy-Connection is no Connection, HTTP/1.0 keeps the
+// connection only when asked.
+TEST(RequestParser, KeepsTheConnectionAsEveryConnectionFieldSays) {
+  auto keeps = [](std::string_view head) {
+    RequestParser parser(kBodyLimit, kHeaderLimit);
+    EXPECT_FALSE(Feed(parser, std::string(head) + "\r\n", 0)) << head;
+    return parser.header_keep_alive();
+  };
+  EXPECT_TRUE(keeps("GET / HTTP/1.1\r\nHost: a\r\n"));
+  EXPECT_FALSE(keeps("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n"));
+  EXPECT_FALSE(keeps("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-a, Close\r\n"));
+  EXPECT_TRUE(keeps("GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n"));
+  EXPECT_FALSE(keeps("GET / HTTP/1.0\r\n"));
+  EXPECT_TRUE(keeps("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n"));
+  EXPECT_FALSE(keeps("GET / HTTP/1.0\r\nConnection: close\r\nProxy-Connection: keep-alive\r\n"));
+  EXPECT_FALSE(keeps("GET / HTTP/1.0\r\nProxy-Connection: keep-alive\r\n"));
+  EXPECT_FALSE(keeps("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n"));
+}
+
+TEST(RequestParser, AHostValueThatIsNoHostAndPortIsRefused) {
+  for (std::string_view host : {"a, b", "a b", "a/b", "a@b", "a\tb", "\xC3\xA9.example"}) {
+    RequestParser parser(kBodyLimit, kHeaderLimit);
+    Feed(parser, "GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n", 0);
+    ASSERT_TRUE(parser.is_header_done()) << host;
+    ASSERT_TRUE(parser.refusal()) << host;
+    EXPECT_NE(parser.refusal()->message.find("not a host and port"), std::string::npos) << host;
+  }
+  for (std::string_view host : {"gateway.example:8080", "127.0.0.1", "[::1]:80", "xn--bcher-kva.example", "a,b"}) {
+    RequestParser parser(kBodyLimit, kHeaderLimit);
+    ASSERT_FALSE(Feed(parser, "GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n", 0)) << host;
+    EXPECT_FALSE(parser.refusal()) << host;
+  }
 }
 
 TEST(RequestParser, AHeadRequestIsKnownForOne) {

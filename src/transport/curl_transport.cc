@@ -488,6 +488,10 @@ class CurlTransport final : public HttpTransport {
     if (rc != CURLE_OK) {
       return MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": " + curl_easy_strerror(rc));
     }
+    if (status < 100 || status > 599) {  // curl takes any three digits (RFC 9110 §15: 100 to 599)
+      return MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": the answer's status " +
+                                                    std::to_string(status) + " is not an HTTP status");
+    }
     reply.status = static_cast<int>(status);
     return reply;
   }

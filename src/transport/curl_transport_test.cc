@@ -523,6 +523,20 @@ TEST(curl_transport_unit, TheLibcurlPathAnswersToo) {
   EXPECT_EQ(server.connections(), 1);
 }
 
+// A status outside 100 to 599 is no HTTP status (RFC 9110 §15): both paths
+// refuse it (curl's own parser takes any three digits), without the answer's bytes.
+TEST(curl_transport_unit, AStatusOver599IsUnavailableOnBothPaths) {
+  for (bool libcurl : {false, true}) {
+    LoopbackHttpServer server(OneShot("HTTP/1.1 999 Odd\r\nX-Secret: hunter2\r\nContent-Length: 2\r\n\r\n{}"));
+    CurlOptions options;
+    options.libcurl_http = libcurl;
+    auto reply = NewCurlTransport(options)->Send(Get(server.url()));
+    ASSERT_FALSE(reply.ok()) << libcurl;
+    EXPECT_EQ(reply.error().code, ErrorCode::kUnavailable) << libcurl;
+    EXPECT_EQ(reply.error().message.find("hunter2"), std::string::npos) << reply.error().message;
+  }
+}
+
 int OpenDescriptors() {
   int n = 0;
   for (int fd = 0; fd < 4096; ++fd) n += fcntl(fd, F_GETFD) != -1;

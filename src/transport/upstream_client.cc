@@ -222,6 +222,7 @@ struct Exchange final : AnswerListener {
   size_t head_bytes = 0;
   bool head_done = false;   // OnHead was called
   bool head_too_large = false;
+  bool bad_status = false;  // a head whose status is not 100 to 599
   bool cancelled = false;   // the sink returned false
   bool unflushed = false;   // curl: the sink was called since its last OnFlush
   bool sent = false;        // the request is going out (first-byte timeout running)
@@ -280,6 +281,10 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
     return bytes;
   }
   if (line.empty()) {  // the end of a head
+    if (x->status < 100 || x->status > 599) {  // three digits, but not a status (RFC 9110 §15)
+      x->bad_status = true;
+      return 0;
+    }
     if (x->status < 200) {
       x->head.headers.clear();  // 1xx: the final head follows
       return bytes;
@@ -600,6 +605,10 @@ class CurlUpstreamClient final : public UpstreamClient {
     if (!failure.empty()) return Failed(x, UpstreamFailure::kOther, ErrorCode::kInternal, what + ": " + failure);
     if (x.cancelled) return MakeError(ErrorCode::kCancelled, what + ": the answer's reader stopped reading it");
     if (x.head_too_large) return HeadTooLarge(x, what);
+    if (x.bad_status) {
+      return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable,
+                    what + ": the answer's status " + std::to_string(x.status) + " is not an HTTP status");
+    }
     if (result == CURLE_OPERATION_TIMEDOUT) return TimedOut(x, what, "connect", request.timeouts, false);
     if (result != CURLE_OK && !x.refused.empty()) return Refused(x, what, x.refused);
     if (result != CURLE_OK) {

@@ -598,6 +598,26 @@ std::string UrlVia(bool through_proxy, LoopbackHttpServer& server) {
   return through_proxy ? "http://upstream.example:8080/v1/chat" : server.url();
 }
 
+// A status outside 100 to 599 is no HTTP status (RFC 9110 §15): a bad
+// answer whether our parser reads it or curl's (through the proxy, which
+// takes any three digits), never relayed as a status (helper-155).
+TEST(UpstreamClient, AStatusOver599IsABadAnswerEitherWay) {
+  for (bool through_proxy : {false, true}) {
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server(Always("HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\n{}", self));
+    self = &server;
+    FixedResolver resolver;
+    auto client = Client(ProxyIf(through_proxy, server, resolver));
+    RecordingSink sink;
+    Status sent = client->Send(Post(UrlVia(through_proxy, server)), sink);
+    ASSERT_FALSE(sent.ok()) << through_proxy;
+    EXPECT_EQ(sent.error().code, ErrorCode::kUnavailable) << through_proxy;
+    EXPECT_EQ(sink.heads, 0) << through_proxy;
+    ASSERT_EQ(sink.failures.size(), 1u) << through_proxy;
+    EXPECT_EQ(sink.failures[0], UpstreamFailure::kBadAnswer) << through_proxy;
+  }
+}
+
 // A hang-up of the caller's client (request.hang_up_fd) stops a call whose
 // answer has not come, at once (the first-byte timeout is 30 s), and closes
 // its upstream connection; bytes from the client alone (a pipelined

@@ -458,12 +458,27 @@ def test_an_http_11_request_without_a_host_or_with_two_is_400_and_closes(gateway
            "Content-Length: 0\r\n\r\n"
     for head, says in (("GET /healthz HTTP/1.1\r\n\r\n", b"without a Host header"),
                        ("GET /healthz HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n", b"more than one Host header"),
-                       ("GET /healthz HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n", b"more than one Host header")):
+                       ("GET /healthz HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n", b"more than one Host header"),
+                       ("GET /healthz HTTP/1.1\r\nHost: x, y\r\n\r\n", b"not a host and port")):
         answer = raw_exchange(gateway, (head + call).encode())
         assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer) == [b"400"], (head, answer[:400])
         assert says in answer
     answer = raw_exchange(gateway, b"GET /healthz HTTP/1.0\r\n\r\n")  # HTTP/1.0 needs none
     assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer) == [b"200"], answer[:400]
+
+
+def test_a_connection_close_ends_the_connection_whatever_else_the_request_says(gateway):
+    """RFC 9112 §9.3 (helper-155): "close" in any Connection field wins, and Proxy-Connection is no Connection; an
+    HTTP/1.0 request keeps the connection only with Connection: keep-alive. The pipelined second request is answered
+    only where the first one kept the connection."""
+    then = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    for head, kept in (("GET /healthz HTTP/1.0\r\nConnection: close\r\nProxy-Connection: keep-alive\r\n", False),
+                       ("GET /healthz HTTP/1.0\r\nProxy-Connection: keep-alive\r\n", False),
+                       ("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: close\r\n", False),
+                       ("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n", True),
+                       ("GET /healthz HTTP/1.1\r\nHost: x\r\nProxy-Connection: close\r\n", True)):
+        answer = raw_exchange(gateway, head.encode() + b"\r\n" + then, timeout=5)
+        assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer) == [b"200"] * (3 if kept else 1), (head, answer[:600])
 
 
 def test_a_client_that_expects_100_continue_is_told_to_send_its_body(gateway):
