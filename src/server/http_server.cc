@@ -57,6 +57,10 @@ namespace {
 // neither), and Beast throws on a trailer field over 64 KiB.
 constexpr size_t kHeaderLimit = 16 * 1024;
 constexpr size_t kReadBufferLimit = 32 * 1024;
+// How often each loop's tick (Impl::Tick) fires: sooner than any timeout a
+// call arms (seconds; tests' shortest are tenths, which then reprogram the
+// timer as before).
+constexpr std::chrono::milliseconds kTickPeriod{500};
 
 // Runs `context` until it stops. An exception a handler lets out (a
 // library's, on hostile input) ends that handler, and the connection it
@@ -243,6 +247,32 @@ struct HttpServer::Impl {
   void StopLoops() {
     for (auto& loop : loops) loop->stop();
   }
+  static std::vector<std::unique_ptr<asio::steady_timer>> MakeTicks(
+      const std::vector<std::unique_ptr<asio::io_context>>& loops) {
+    std::vector<std::unique_ptr<asio::steady_timer>> ticks;
+    for (auto& loop : loops) ticks.push_back(std::make_unique<asio::steady_timer>(*loop));
+    return ticks;
+  }
+  // A timer that fires every kTickPeriod on loop `i` until the shutdown,
+  // doing nothing: a loop's timers share one timerfd, which Asio reprograms
+  // (a timerfd_settime call) whenever a timer armed is the loop's earliest.
+  // A /v1 call arms its upstream deadline after sending the request, and the
+  // session its idle timer after sending the answer: each was the earliest,
+  // so two system calls per call, right after the sends, when the woken
+  // upstream or client may be waiting for this core. Behind the tick, they
+  // are not the earliest; the tick costs two calls a period.
+  void Tick(size_t i) {
+    asio::steady_timer& tick = *ticks[i];
+    tick.expires_after(kTickPeriod);
+    tick.async_wait([this, i](beast::error_code ec) {
+      if (!ec && !stopping) Tick(i);
+    });
+  }
+  void StopTicks() {
+    for (size_t i = 0; i < loops.size(); ++i) {
+      asio::post(*loops[i], [t = ticks[i].get()] { t->cancel(); });
+    }
+  }
 
   HttpServerOptions options;
   RequestHandler handler;
@@ -263,6 +293,7 @@ struct HttpServer::Impl {
   std::vector<std::unique_ptr<asio::io_context>> loops = MakeLoops(options.threads);
   asio::io_context& ioc = *loops[0];
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> loop_guards = GuardLoops(loops);
+  std::vector<std::unique_ptr<asio::steady_timer>> ticks = MakeTicks(loops);  // one per loop (Tick)
   size_t running_loops = 1;  // set by Run() before it accepts
   size_t next_loop = 0;      // the next connection's; used only on `control`
   // The /v1 upstream calls the I/O threads drive (HandlerPool::kEvented);
@@ -1692,6 +1723,7 @@ void HttpServer::Impl::Forget(uint64_t id) {
 void HttpServer::Impl::BeginShutdown() {
   if (stopping.exchange(true)) return;
   shutting_down.Raise();
+  StopTicks();
   if (options.on_shutdown) options.on_shutdown();
   beast::error_code ec;
   acceptor.close(ec);
@@ -1786,6 +1818,11 @@ void HttpServer::Run() {
     threads.push_back(std::move(started).value());
   }
   impl_->running_loops = threads.size() + 1;  // before the first accept, which reads it
+  for (size_t i = 0; i < impl_->loops.size(); ++i) {
+    asio::post(*impl_->loops[i], [this, i] {
+      if (!impl_->stopping) impl_->Tick(i);
+    });
+  }
   asio::dispatch(impl_->control, [this] {
     impl_->WaitForSignal();
     impl_->Accept();
