@@ -233,9 +233,10 @@ struct StreamQueue {
 struct HttpServer::Impl {
   explicit Impl(HttpServerOptions opts) : options(std::move(opts)) {}
 
+  static size_t MakeLoopCount(int threads) { return static_cast<size_t>(std::max(1, threads)); }
   static std::vector<std::unique_ptr<asio::io_context>> MakeLoops(int threads) {
     std::vector<std::unique_ptr<asio::io_context>> loops;
-    for (int i = 0; i < std::max(1, threads); ++i) loops.push_back(std::make_unique<asio::io_context>(1));
+    for (size_t i = 0; i < MakeLoopCount(threads); ++i) loops.push_back(std::make_unique<asio::io_context>(1));
     return loops;
   }
   static std::vector<asio::executor_work_guard<asio::io_context::executor_type>> GuardLoops(
@@ -247,30 +248,54 @@ struct HttpServer::Impl {
   void StopLoops() {
     for (auto& loop : loops) loop->stop();
   }
-  static std::vector<std::unique_ptr<asio::steady_timer>> MakeTicks(
-      const std::vector<std::unique_ptr<asio::io_context>>& loops) {
-    std::vector<std::unique_ptr<asio::steady_timer>> ticks;
-    for (auto& loop : loops) ticks.push_back(std::make_unique<asio::steady_timer>(*loop));
+  // Each loop's tick (Tick): its timer, armed or not.
+  struct LoopTick {
+    explicit LoopTick(asio::io_context& loop) : timer(loop) {}
+    asio::steady_timer timer;
+    bool armed = false;  // on the loop's thread only
+  };
+  static std::vector<std::unique_ptr<LoopTick>> MakeTicks(const std::vector<std::unique_ptr<asio::io_context>>& loops) {
+    std::vector<std::unique_ptr<LoopTick>> ticks;
+    for (auto& loop : loops) ticks.push_back(std::make_unique<LoopTick>(*loop));
     return ticks;
   }
-  // A timer that fires every kTickPeriod on loop `i` until the shutdown,
-  // doing nothing: a loop's timers share one timerfd, which Asio reprograms
-  // (a timerfd_settime call) whenever a timer armed is the loop's earliest.
-  // A /v1 call arms its upstream deadline after sending the request, and the
-  // session its idle timer after sending the answer: each was the earliest,
-  // so two system calls per call, right after the sends, when the woken
-  // upstream or client may be waiting for this core. Behind the tick, they
-  // are not the earliest; the tick costs two calls a period.
+  // The index of the loop `context` is.
+  size_t LoopOf(const asio::execution_context& context) const {
+    for (size_t i = 0; i < loops.size(); ++i) {
+      if (loops[i].get() == &context) return i;
+    }
+    return 0;
+  }
+  // A timer that fires every kTickPeriod on loop `i` while sessions live
+  // there, doing nothing: a loop's timers share one timerfd, which Asio
+  // reprograms (a timerfd_settime call) whenever a timer armed is the loop's
+  // earliest. A /v1 call arms its upstream deadline after sending the
+  // request, and the session its idle timer after sending the answer: each
+  // was the earliest, so two system calls per call, right after the sends,
+  // when the woken upstream or client may be waiting for this core. Behind
+  // the tick, they are not the earliest; the tick costs two calls a period,
+  // and none on a loop without connections.
   void Tick(size_t i) {
-    asio::steady_timer& tick = *ticks[i];
-    tick.expires_after(kTickPeriod);
-    tick.async_wait([this, i](beast::error_code ec) {
-      if (!ec && !stopping) Tick(i);
+    ticks[i]->timer.expires_after(kTickPeriod);
+    ticks[i]->timer.async_wait([this, i](beast::error_code ec) {
+      if (ec || stopping || loop_sessions[i] == 0) {
+        ticks[i]->armed = false;
+        return;
+      }
+      Tick(i);
     });
   }
+  // On loop `i`'s thread, as a session starts there.
+  void SessionStarted(size_t i) {
+    ++loop_sessions[i];
+    if (ticks[i]->armed || stopping) return;
+    ticks[i]->armed = true;
+    Tick(i);
+  }
+  void SessionEnded(size_t i) { --loop_sessions[i]; }
   void StopTicks() {
     for (size_t i = 0; i < loops.size(); ++i) {
-      asio::post(*loops[i], [t = ticks[i].get()] { t->cancel(); });
+      asio::post(*loops[i], [t = &ticks[i]->timer] { t->cancel(); });
     }
   }
 
@@ -284,6 +309,9 @@ struct HttpServer::Impl {
   Mutex mu;
   uint64_t next_session DYAD_GUARDED_BY(mu) = 0;
   std::unordered_map<uint64_t, std::weak_ptr<SessionBase>> sessions DYAD_GUARDED_BY(mu);
+  // How many sessions live on each loop (Tick); counted from any thread (a
+  // session's last owner may be a pool thread), and before the loops too.
+  std::vector<std::atomic<size_t>> loop_sessions = std::vector<std::atomic<size_t>>(MakeLoopCount(options.threads));
   // One event loop per I/O thread, each run by its thread alone
   // (concurrency hint 1): a connection lives on one loop, so its handlers
   // run in order on one thread with no strand and no lock shared with the
@@ -293,7 +321,7 @@ struct HttpServer::Impl {
   std::vector<std::unique_ptr<asio::io_context>> loops = MakeLoops(options.threads);
   asio::io_context& ioc = *loops[0];
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> loop_guards = GuardLoops(loops);
-  std::vector<std::unique_ptr<asio::steady_timer>> ticks = MakeTicks(loops);  // one per loop (Tick)
+  std::vector<std::unique_ptr<LoopTick>> ticks = MakeTicks(loops);  // one per loop
   size_t running_loops = 1;  // set by Run() before it accepts
   size_t next_loop = 0;      // the next connection's; used only on `control`
   // The /v1 upstream calls the I/O threads drive (HandlerPool::kEvented);
@@ -432,13 +460,17 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         tls_generation_(tls_generation) {}
   ~Session() override {
     if (detached_) ::close(fd_);
+    if (counted_) server_->SessionEnded(loop_);
     server_->Forget(id_);
   }
 
   void Start() override {
     beast::error_code ignored;
     Tcp().socket().set_option(tcp::no_delay(true), ignored);
+    loop_ = server_->LoopOf(asio::query(stream_.get_executor(), asio::execution::context));
     asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      self->server_->SessionStarted(self->loop_);
+      self->counted_ = true;
       if constexpr (kTls) {
         self->Handshake();
       } else {
@@ -1596,6 +1628,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   std::optional<RequestParser> parser_;
   HttpServer::Impl* server_;
   uint64_t id_;
+  size_t loop_ = 0;       // which of the server's loops this session lives on (Start)
+  bool counted_ = false;  // SessionStarted ran for it
   uint64_t tls_generation_;  // Impl::tls_generation when tls_ was taken
   std::string peer_;  // the remote address, taken at the first request
   bool peer_known_ = false;
@@ -1818,11 +1852,6 @@ void HttpServer::Run() {
     threads.push_back(std::move(started).value());
   }
   impl_->running_loops = threads.size() + 1;  // before the first accept, which reads it
-  for (size_t i = 0; i < impl_->loops.size(); ++i) {
-    asio::post(*impl_->loops[i], [this, i] {
-      if (!impl_->stopping) impl_->Tick(i);
-    });
-  }
   asio::dispatch(impl_->control, [this] {
     impl_->WaitForSignal();
     impl_->Accept();

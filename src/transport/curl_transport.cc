@@ -481,6 +481,8 @@ class CurlTransport final : public HttpTransport {
     curl_easy_setopt(h, CURLOPT_CONNECT_TO, nullptr);
     Cleanse(handle.lines);  // a token or signature; the capacity stays for the next request
     curl_slist_free_all(connect_to);
+    const bool refused = received.too_big || rc != CURLE_OK || status < 100 || status > 599;
+    if (refused && reply.body.capacity() > 0) Cleanse(reply.body);  // what came may be a secret: not left in freed memory
     if (received.too_big) {
       return MakeError(ErrorCode::kUnavailable, call.method + " " + url + ": response larger than " +
                                                     std::to_string(options_.max_response_bytes) + " bytes");
