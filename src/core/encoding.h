@@ -36,6 +36,21 @@ class LowerName {
   size_t size_;
   bool full_;
 };
+// Calls f(element) for each element of an RFC 9110 §5.6.1 list (a
+// Connection or Transfer-Encoding value): split at commas, spaces and tabs
+// around each trimmed, empty elements skipped. Nothing is allocated.
+template <typename F>
+void ForEachListElement(std::string_view list, F&& f) {
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    std::string_view element = list.substr(0, comma);
+    while (!element.empty() && (element.front() == ' ' || element.front() == '\t')) element.remove_prefix(1);
+    while (!element.empty() && (element.back() == ' ' || element.back() == '\t')) element.remove_suffix(1);
+    if (!element.empty()) f(element);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+}
 // Whether a Content-Type names the media type `type` (lower case): its part
 // before any parameter, without surrounding whitespace, compared without case.
 bool MediaTypeIs(std::string_view content_type, std::string_view type);

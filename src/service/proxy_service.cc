@@ -12,6 +12,7 @@
 #include "core/secret_bytes.h"
 #include "core/time_format.h"
 #include "transport/upstream_target.h"
+#include "transport/upstream_wire.h"
 
 namespace dyad {
 namespace {
@@ -240,17 +241,7 @@ namespace {
 std::vector<std::string_view> ConnectionNamed(const std::vector<std::pair<std::string, std::string>>& headers) {
   std::vector<std::string_view> named;
   for (const auto& [name, value] : headers) {
-    if (!IEquals(name, "connection")) continue;
-    std::string_view rest = value;
-    while (!rest.empty()) {
-      size_t comma = rest.find(',');
-      std::string_view token = rest.substr(0, comma);
-      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
-      while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-      if (!token.empty()) named.push_back(token);
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
-    }
+    if (IEquals(name, "connection")) ForEachListElement(value, [&](std::string_view token) { named.push_back(token); });
   }
   return named;
 }
@@ -265,10 +256,8 @@ HttpHeaders ForwardableHeaders(const std::vector<std::pair<std::string, std::str
   for (const auto& [name, value] : client) {
     const LowerName lower(name);
     const std::string_view n = lower.view();
-    bool drop = n.starts_with("proxy-") ||
-                (!lower.full() && (n == "authorization" || n == "cookie" || n == "host" || n == "content-length" ||
-                                   n == "expect" || n == "connection" || n == "keep-alive" || n == "te" ||
-                                   n == "trailer" || n == "transfer-encoding" || n == "upgrade"));
+    // (A name longer than the buffer can only be a proxy-* one of them.)
+    bool drop = lower.full() ? n.starts_with("proxy-") : IsSetByClient(n) || n == "authorization" || n == "cookie";
     for (std::string_view c : named) drop = drop || IEquals(name, c);
     for (const auto& [inj, unused] : injected) drop = drop || IEquals(name, inj);
     if (!drop) out.emplace_back(name, value);

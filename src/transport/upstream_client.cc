@@ -102,10 +102,6 @@ bool IsHopByHop(std::string_view lower) {
          lower == "trailer" || lower == "transfer-encoding" || lower == "upgrade";
 }
 
-bool IsSetByClient(std::string_view lower) {
-  return IsHopByHop(lower) || lower == "host" || lower == "content-length" || lower == "expect";
-}
-
 // IsSetByClient of a header name as the caller spelled it, without an
 // allocation (the request path runs it for every header of every call).
 bool IsSetByClientAnyCase(std::string_view name) {
@@ -122,6 +118,10 @@ constexpr size_t kMaxHeadBytes = 64 * 1024;
 
 // upstream_wire.h
 
+bool IsSetByClient(std::string_view lower) {
+  return IsHopByHop(lower) || lower == "host" || lower == "content-length" || lower == "expect";
+}
+
 // How errors name a call: its method and target (built only for an error).
 std::string UpstreamCallName(const std::string& method, const UpstreamTarget& target) { return method + " " + target.shown; }
 
@@ -130,14 +130,7 @@ std::string UpstreamCallName(const std::string& method, const UpstreamTarget& ta
 void RemoveHopByHop(HttpHeaders& headers) {
   std::vector<std::string> named;
   for (const auto& [name, value] : headers) {
-    if (name != "connection") continue;
-    std::string_view rest = value;
-    while (!rest.empty()) {
-      const size_t comma = rest.find(',');
-      const std::string_view token = TrimSpace(rest.substr(0, comma));
-      if (!token.empty()) named.push_back(AsciiLower(token));
-      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-    }
+    if (name == "connection") ForEachListElement(value, [&](std::string_view token) { named.push_back(AsciiLower(token)); });
   }
   std::sort(named.begin(), named.end());
   named.erase(std::unique(named.begin(), named.end()), named.end());

@@ -29,6 +29,12 @@ Result<std::string_view> UpstreamQuery(const UpstreamRequest& request, const Ups
 void SerialiseUpstreamRequest(const UpstreamRequest& request, const UpstreamTarget& target, std::string_view query,
                               bool inline_body, WipedString& out);
 
+// A header the client sets on every request (names lower-cased): Host,
+// Content-Length, Expect and the hop-by-hop ones (Connection and those of
+// RFC 9110 §7.6.1, every proxy-*). A caller's field of such a name is never
+// sent upstream.
+bool IsSetByClient(std::string_view lower);
+
 // Removes hop-by-hop headers (names lower-cased), and those the answer's
 // Connection header names.
 void RemoveHopByHop(HttpHeaders& headers);
