@@ -504,6 +504,22 @@ TEST(EventedUpstream, AnAnswerThatIsNotHttpIsABadAnswer) {
   EXPECT_TRUE(ServerClosed(server, 1));
 }
 
+// A transfer coding before chunked (not asked for: no TE is sent) would
+// reach the client still applied: a bad answer, the connection not kept.
+TEST(EventedUpstream, ATransferCodingOtherThanChunkedIsABadAnswer) {
+  asio::io_context io;
+  LoopbackHttpServer server(AnswerEach("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"));
+  EventedUpstream upstream({});
+  RecordingSink sink;
+
+  Status s = CallOnce(upstream, io, Post(server.url("/v1/embeddings")), sink);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kUnavailable) << s.error().message;
+  EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kBadAnswer});
+  EXPECT_EQ(sink.heads, 0);
+  EXPECT_EQ(upstream.IdleConnections(), 0u);
+}
+
 // A head over the reader's 64 KiB is refused; one of 60 KiB (more than the
 // first 16 KiB buffer holds) is read whole.
 TEST(EventedUpstream, AHeadOver64KiBIsABadAnswerAndOneUnderItIsRead) {

@@ -57,17 +57,18 @@ class Parser final : public http::basic_parser<false> {
   }
   void on_field_impl(http::field f, string_view name, string_view value, error_code&) override {
     if (header_done_) return;  // a trailer: not a field of the answer
-    if (f == http::field::transfer_encoding) transfer_encoding_ = true;
+    if (f == http::field::transfer_encoding) codings_.Add(std::string_view(value.data(), value.size()));
     to_.headers->emplace_back(AsciiLower(std::string_view(name.data(), name.size())),
                               std::string(value.data(), value.size()));
   }
   void on_header_impl(error_code& ec) override {
     header_done_ = true;
-    // A transfer coding other than chunked last leaves the body's end to
-    // the close, and Beast would let a Content-Length after it frame the
-    // body (it refuses one only after chunked): a body two readers can frame
-    // differently. An error, as RFC 9112 §6.3 allows (we ask for no coding).
-    if (transfer_encoding_ && !chunked()) {
+    // A transfer coding other than chunked alone: none we asked for
+    // (TransferCodings), and one not ending in chunked leaves the body's end
+    // to the close while Beast would let a Content-Length after it frame
+    // the body (it refuses one only after chunked): a body two readers can
+    // frame differently. An error, as RFC 9112 §6.3 allows.
+    if (!codings_.ok()) {
       ec = http::error::bad_transfer_encoding;
       return;
     }
@@ -125,13 +126,25 @@ class Parser final : public http::basic_parser<false> {
   Destination to_;
   int status_ = 0;
   bool header_done_ = false;
-  bool transfer_encoding_ = false;  // the head has a Transfer-Encoding field
+  TransferCodings codings_;  // of the head's Transfer-Encoding fields
   bool too_big_ = false;
   bool cancelled_ = false;
   bool heard_ = false;
 };
 
 }  // namespace
+
+void TransferCodings::Add(std::string_view field_value) {
+  seen_ = true;
+  ForEachListElement(field_value, [this](std::string_view coding) {
+    // (A coding may have parameters, "chunked;x=y" is not chunked: RFC 9112 §7.)
+    if (coding.size() == 7 && AsciiLower(coding) == "chunked") {
+      ++chunked_;
+    } else {
+      other_ = true;
+    }
+  });
+}
 
 struct AnswerReader::Impl {
   std::optional<Parser> parser;

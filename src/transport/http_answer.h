@@ -5,7 +5,8 @@
 //
 // What it gives the transport: the status, the final answer's header fields
 // (names lower-cased; 1xx answers are skipped, their fields dropped, but a
-// 101 is a failure: no upgrade is ever asked for; chunked
+// 101 is a failure: no upgrade is ever asked for; so is a transfer coding
+// other than chunked alone: none is ever asked for either; chunked
 // trailers are not fields of the answer and are dropped too), the body
 // (Content-Length, chunked, or read to the end of the stream), whether the
 // connection may carry another request, and a failure without any byte of
@@ -48,6 +49,22 @@ class AnswerListener {
   // the listener holds goes on now (the feeder may wait next). `last`: the
   // answer is complete. False stops an answer that is not.
   virtual bool OnAnswerFlush(bool /*last*/) { return true; }
+};
+
+// An answer's transfer codings, from its Transfer-Encoding fields (each
+// value Add()ed). We send no TE field, so chunked, once, is the only coding
+// an answer may carry (RFC 9112 §6.1); any other would reach the caller
+// still applied (a gzip'd body taken for the body), so ok() refuses it.
+class TransferCodings {
+ public:
+  void Add(std::string_view field_value);
+  // No Transfer-Encoding field, or chunked alone.
+  bool ok() const { return !seen_ || (chunked_ == 1 && !other_); }
+
+ private:
+  bool seen_ = false;
+  bool other_ = false;
+  int chunked_ = 0;
 };
 
 class AnswerReader {

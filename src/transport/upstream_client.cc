@@ -216,6 +216,7 @@ struct Exchange final : AnswerListener {
   bool head_done = false;   // OnHead was called
   bool head_too_large = false;
   bool bad_status = false;  // a head whose status is not 100 to 599
+  bool bad_coding = false;  // a head with a transfer coding not chunked alone (TransferCodings)
   bool cancelled = false;   // the sink returned false
   bool unflushed = false;   // curl: the sink was called since its last OnFlush
   bool sent = false;        // the request is going out (first-byte timeout running)
@@ -281,6 +282,14 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
     if (x->status < 200) {
       x->head.headers.clear();  // 1xx: the final head follows
       return bytes;
+    }
+    TransferCodings codings;  // as AnswerReader refuses them on our own exchange
+    for (const auto& [name, value] : x->head.headers) {
+      if (name == "transfer-encoding") codings.Add(value);
+    }
+    if (!codings.ok()) {
+      x->bad_coding = true;
+      return 0;
     }
     x->head.status = x->status;
     RemoveHopByHop(x->head.headers);
@@ -601,6 +610,10 @@ class CurlUpstreamClient final : public UpstreamClient {
     if (x.bad_status) {
       return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable,
                     what + ": the answer's status " + std::to_string(x.status) + " is not an HTTP status");
+    }
+    if (x.bad_coding) {
+      return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable,
+                    what + ": the answer has a transfer coding other than chunked, which was not asked for");
     }
     if (result == CURLE_OPERATION_TIMEDOUT) return TimedOut(x, what, "connect", request.timeouts, false);
     if (result != CURLE_OK && !x.refused.empty()) return Refused(x, what, x.refused);

@@ -618,6 +618,27 @@ TEST(UpstreamClient, AStatusOver599IsABadAnswerEitherWay) {
   }
 }
 
+// A transfer coding before chunked would reach the client still applied
+// (gzip bytes taken for the body, nothing saying so): a bad answer, on
+// either path, never relayed; we send no TE, so none was asked for.
+TEST(UpstreamClient, ATransferCodingOtherThanChunkedIsABadAnswerEitherWay) {
+  for (bool through_proxy : {false, true}) {
+    LoopbackHttpServer* self = nullptr;
+    LoopbackHttpServer server(
+        Always("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", self));
+    self = &server;
+    FixedResolver resolver;
+    auto client = Client(ProxyIf(through_proxy, server, resolver));
+    RecordingSink sink;
+    Status sent = client->Send(Post(UrlVia(through_proxy, server)), sink);
+    ASSERT_FALSE(sent.ok()) << through_proxy;
+    EXPECT_EQ(sent.error().code, ErrorCode::kUnavailable) << through_proxy;
+    EXPECT_EQ(sink.heads, 0) << through_proxy;
+    ASSERT_EQ(sink.failures.size(), 1u) << through_proxy;
+    EXPECT_EQ(sink.failures[0], UpstreamFailure::kBadAnswer) << through_proxy;
+  }
+}
+
 // A hang-up of the caller's client (request.hang_up_fd) stops a call whose
 // answer has not come, at once (the first-byte timeout is 30 s), and closes
 // its upstream connection; bytes from the client alone (a pipelined

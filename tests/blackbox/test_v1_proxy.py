@@ -1,5 +1,6 @@
 """Issue 16: the /v1 proxy, driven with the official OpenAI Python SDK against loopback upstream stubs that
 check the injected key."""
+import gzip
 import hashlib
 import json
 import re
@@ -56,6 +57,12 @@ class Stub(LoopbackStub):
                     return self._send(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
                 if stub.mode == "redirect":
                     return self._send(302, {"moved": True}, extra=[("Location", stub.redirect_to)])
+                if stub.mode == "gzip-chunked":  # a transfer coding the gateway never asked for
+                    packed = gzip.compress(b'{"object": "chat.completion"}')
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     b"Transfer-Encoding: gzip, chunked\r\n\r\n" +
+                                     f"{len(packed):x}\r\n".encode() + packed + b"\r\n0\r\n\r\n")
+                    return
                 if stub.mode == "slow":
                     time.sleep(3)
                     return self._send(200, {"late": True})
@@ -600,6 +607,23 @@ def test_upstream_answer_headers_are_filtered(v1, stubs):
     assert h["content-type"].startswith("application/json")
     for gone in ("set-cookie", "access-control-allow-origin", "strict-transport-security", "alt-svc", "keep-alive"):
         assert gone not in h, gone
+
+
+def test_an_upstream_transfer_coding_other_than_chunked_is_a_502(v1, stubs):
+    """`Transfer-Encoding: gzip, chunked` from the upstream (no TE was sent): de-chunked and relayed, the client would
+    get gzip bytes with nothing saying so (helper-154). A 502 in OpenAI's shape, streamed or not (curl's path through
+    an upstream proxy: a unit test)."""
+    gw = v1()
+    gz = stubs(STUB_KEY, "gzip-chunked")
+    add_provider(gw, "gz", gz.base_url, STUB_KEY, [("gz-model", "gz-model")])
+    for stream in (False, True):
+        r = requests.post(gw.url + "/v1/chat/completions", timeout=20,
+                          json={"model": "gz-model", "stream": stream, "messages": []},
+                          headers={"Authorization": f"Bearer {CLIENT_TOKEN}"})
+        assert r.status_code == 502, (stream, r.status_code, r.content[:200])
+        assert r.json()["error"]["type"] == "api_error", r.text
+        assert b"\x1f\x8b" not in r.content
+    assert len(gz.seen) == 2
 
 
 def get_raw(gw, target, token=CLIENT_TOKEN):
