@@ -60,6 +60,8 @@ class TransferCodings {
   void Add(std::string_view field_value);
   // No Transfer-Encoding field, or chunked alone.
   bool ok() const { return !seen_ || (chunked_ == 1 && !other_); }
+  // A Transfer-Encoding field came.
+  bool any() const { return seen_; }
 
  private:
   bool seen_ = false;

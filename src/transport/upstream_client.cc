@@ -216,7 +216,8 @@ struct Exchange final : AnswerListener {
   bool head_done = false;   // OnHead was called
   bool head_too_large = false;
   bool bad_status = false;  // a head whose status is not 100 to 599
-  bool bad_coding = false;  // a head with a transfer coding not chunked alone (TransferCodings)
+  bool at_head_start = true;  // curl: the next head line is a status line
+  std::string_view malformed;  // curl: why a head was refused (OnHeaderLine), else empty
   bool cancelled = false;   // the sink returned false
   bool unflushed = false;   // curl: the sink was called since its last OnFlush
   bool sent = false;        // the request is going out (first-byte timeout running)
@@ -251,6 +252,11 @@ struct Exchange final : AnswerListener {
   }
 };
 
+// curl's head, line by line. curl takes more than Beast does on our own
+// exchange, and some of it differently from what a line-by-line reading
+// here would see (a folded line it does not unfold, a name with a space
+// before its colon it ignores): a head AnswerReader would refuse is
+// refused here too (Exchange::malformed), before the sink hears of it.
 size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
   auto* x = static_cast<Exchange*>(user);
   const size_t bytes = size * n;
@@ -264,10 +270,16 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
   }
   std::string_view line(data, bytes);
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-  if (line.starts_with("HTTP/")) {  // a new head (after an interim one)
+  auto refuse = [&](std::string_view why) -> size_t {
+    x->malformed = why;
+    return 0;
+  };
+  if (x->at_head_start) {  // a head's status line (an interim head's, or the final one's); only there
+    x->at_head_start = false;
     x->head.headers.clear();
-    const size_t space = line.find(' ');
     x->status = 0;
+    if (!line.starts_with("HTTP/")) return refuse("a head that does not start with a status line");
+    const size_t space = line.find(' ');
     for (size_t i = space + 1; space != std::string_view::npos && i < line.size() && i < space + 4; ++i) {
       if (line[i] < '0' || line[i] > '9') break;
       x->status = x->status * 10 + (line[i] - '0');
@@ -275,21 +287,23 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
     return bytes;
   }
   if (line.empty()) {  // the end of a head
+    x->at_head_start = true;
     if (x->status < 100 || x->status > 599) {  // three digits, but not a status (RFC 9110 §15)
       x->bad_status = true;
       return 0;
     }
+    if (x->status == 101) return refuse("a 101 (Switching Protocols) head, and no upgrade was asked for");
+    TransferCodings codings;  // as AnswerReader reads them
+    bool length = false;
+    for (const auto& [name, value] : x->head.headers) {
+      if (name == "transfer-encoding") codings.Add(value);
+      length = length || name == "content-length";
+    }
+    if (!codings.ok()) return refuse("a transfer coding other than chunked, which was not asked for");
+    if (codings.any() && length) return refuse("both Transfer-Encoding and Content-Length (RFC 9112 §6.3)");
     if (x->status < 200) {
       x->head.headers.clear();  // 1xx: the final head follows
       return bytes;
-    }
-    TransferCodings codings;  // as AnswerReader refuses them on our own exchange
-    for (const auto& [name, value] : x->head.headers) {
-      if (name == "transfer-encoding") codings.Add(value);
-    }
-    if (!codings.ok()) {
-      x->bad_coding = true;
-      return 0;
     }
     x->head.status = x->status;
     RemoveHopByHop(x->head.headers);
@@ -302,13 +316,16 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
     x->last_activity = Steady::now();  // the sink's time is not the upstream's silence
     return bytes;
   }
-  if (line.front() == ' ' || line.front() == '\t') {  // an obsolete folded line continues the last value
-    if (!x->head.headers.empty()) x->head.headers.back().second.append(" ").append(TrimSpace(line));
-    return bytes;
-  }
+  // An obsolete folded line: curl does not unfold it, so its Transfer-Encoding
+  // would not be the one read here; a gateway may refuse it (RFC 9112 §5.2).
+  if (line.front() == ' ' || line.front() == '\t') return refuse("a folded header line");
   const size_t colon = line.find(':');
-  if (colon == std::string_view::npos || colon == 0) return bytes;  // not a header: ignored
-  x->head.headers.emplace_back(AsciiLower(line.substr(0, colon)), std::string(TrimSpace(line.substr(colon + 1))));
+  if (colon == std::string_view::npos || !IsHttpToken(line.substr(0, colon))) {
+    return refuse("a header line that is not a name, a colon and a value");
+  }
+  const std::string_view value = TrimSpace(line.substr(colon + 1));
+  if (!IsHttpFieldValue(value)) return refuse("a control character in a header value");
+  x->head.headers.emplace_back(AsciiLower(line.substr(0, colon)), std::string(value));
   return bytes;
 }
 
@@ -611,9 +628,9 @@ class CurlUpstreamClient final : public UpstreamClient {
       return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable,
                     what + ": the answer's status " + std::to_string(x.status) + " is not an HTTP status");
     }
-    if (x.bad_coding) {
+    if (!x.malformed.empty()) {
       return Failed(x, UpstreamFailure::kBadAnswer, ErrorCode::kUnavailable,
-                    what + ": the answer has a transfer coding other than chunked, which was not asked for");
+                    what + ": the answer's head has " + std::string(x.malformed));
     }
     if (result == CURLE_OPERATION_TIMEDOUT) return TimedOut(x, what, "connect", request.timeouts, false);
     if (result != CURLE_OK && !x.refused.empty()) return Refused(x, what, x.refused);

@@ -603,10 +603,23 @@ std::string UrlVia(bool through_proxy, LoopbackHttpServer& server) {
 // is no HTTP status (RFC 9110 §15; curl takes any three digits;
 // helper-155); a transfer coding before chunked would reach the client
 // still applied (gzip bytes taken for the body, nothing saying so), and we
-// send no TE, so none was asked for (helper-154).
-TEST(UpstreamClient, AStatusOver599OrACodingOtherThanChunkedIsABadAnswerEitherWay) {
-  for (const char* answer : {"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\n{}",
-                             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"}) {
+// send no TE, so none was asked for (helper-154); nor may curl's head be
+// read otherwise than curl reads it (helper-157): a status line inside a
+// head, a name with a space before its colon, both framings, a control
+// character in a value, a 101 we did not ask for.
+TEST(UpstreamClient, AMalformedHeadIsABadAnswerEitherWay) {
+  for (const char* answer : {
+           "HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\n{}",
+           "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+           // A line that looks like a status line inside a head is a header to
+           // curl: it must not start a new head here (helper-157).
+           "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nHTTP/1.1: 200 OK\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+           "HTTP/1.1 999 Odd\r\nContent-Length: 2\r\nHTTP/x: 200\r\n\r\n{}",
+           "HTTP/1.1 200 OK\r\nTransfer-Encoding : gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+           "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+           "HTTP/1.1 200 OK\r\nConnection: keep-alive,\x0bX-Foo\r\nX-Foo: bar\r\nContent-Length: 2\r\n\r\n{}",
+           "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+           "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"}) {
     for (bool through_proxy : {false, true}) {
       SCOPED_TRACE(std::string(answer) + (through_proxy ? ", through the proxy" : ", own exchange"));
       LoopbackHttpServer* self = nullptr;
@@ -623,6 +636,25 @@ TEST(UpstreamClient, AStatusOver599OrACodingOtherThanChunkedIsABadAnswerEitherWa
       EXPECT_EQ(sink.failures[0], UpstreamFailure::kBadAnswer);
     }
   }
+}
+
+// An obsolete folded line: Beast unfolds it on our own exchange, curl does
+// not (its Transfer-Encoding here would be empty, the chunks relayed as the
+// body): through the proxy, a bad answer (RFC 9112 §5.2 lets a gateway
+// refuse it; helper-157).
+TEST(UpstreamClient, AFoldedHeaderLineThroughTheProxyIsABadAnswer) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(
+      Always("HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", self));
+  self = &server;
+  FixedResolver resolver;
+  auto client = Client(ProxyIf(true, server, resolver));
+  RecordingSink sink;
+  Status sent = client->Send(Post(UrlVia(true, server)), sink);
+  ASSERT_FALSE(sent.ok());
+  EXPECT_NE(sent.error().message.find("folded"), std::string::npos) << sent.error().message;
+  EXPECT_EQ(sink.heads, 0);
+  EXPECT_EQ(sink.failures, std::vector<UpstreamFailure>{UpstreamFailure::kBadAnswer});
 }
 
 // A hang-up of the caller's client (request.hang_up_fd) stops a call whose
