@@ -13,7 +13,9 @@ bench/one_client_probe.cc sends --requests requests on one kept-alive connection
 - each send's own time in the kernel (the receiver's TCP input and wake-up run in it).
 
 Intervals in which the thread was switched out are left out (they time the scheduler, not the proxy). Each traced
-system call adds about a microsecond, so compare the two programs, not the figures with untraced ones.
+system call adds about a microsecond, so compare the two programs, not the figures with untraced ones. The first
+exchange names the connections (the client's is the one read before the first send; writes to fd 2, the access log,
+are not sends); the system call numbers are x86-64's.
 
 Usage: python3 bench/v1_critical_path.py [--modes json sse] [--requests 3000] [--json]
 Binaries: DYAD_GATEWAY_BIN and DYAD_SKETCH_BIN as for v1_proxy_bench.py (the sketch is skipped when not built).
@@ -39,17 +41,28 @@ SENDS = {1: "write", 20: "writev", 44: "sendto", 46: "sendmsg"}
 EVENT = re.compile(r"\s*(\d+)\s+([\d.]+):\s+(raw_syscalls:sys_enter|raw_syscalls:sys_exit|sched:sched_switch):\s*(.*)")
 
 
+def probe_run(probe, spec, rounds, warmup):
+    """The probe's rounds on one path; every answer must have been a 200 (a 401 is no /v1 call)."""
+    out = subprocess.run([str(probe), "--rounds", str(rounds), "--warmup", str(warmup), spec],
+                         capture_output=True, text=True, check=True).stdout
+    failed = sum(p["failed"] for p in json.loads(out)["paths"].values())
+    if failed:
+        raise SystemExit(f"{failed} of the probe's requests failed ({spec.split('=')[0]}): nothing to measure")
+
+
 def trace(pid, probe, spec, requests, work, name):
     """perf's events for `pid` while the probe sends `requests` requests: [(tid, µs, event, text)]."""
-    subprocess.run([str(probe), "--rounds", "500", "--warmup", "100", spec], capture_output=True, check=True)
+    probe_run(probe, spec, 500, 100)
     data = work / f"{name}.perf.data"
     rec = subprocess.Popen(["perf", "record", "-q", "-e", "raw_syscalls:sys_enter", "-e", "raw_syscalls:sys_exit",
                             "-e", "sched:sched_switch", "-o", str(data), "-p", str(pid)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1)
-    subprocess.run([str(probe), "--rounds", str(requests), "--warmup", "0", spec], capture_output=True, check=True)
-    rec.send_signal(2)
-    _, err = rec.communicate()
+    try:
+        time.sleep(1)
+        probe_run(probe, spec, requests, 0)
+    finally:
+        rec.send_signal(2)
+        _, err = rec.communicate()
     if rec.returncode not in (0, -2, 130) or not data.exists():
         raise SystemExit(f"perf record failed ({rec.returncode}): {err.decode()[-300:]}")
     text = subprocess.run(["perf", "script", "-i", str(data), "-F", "tid,time,event,trace"],
@@ -133,6 +146,7 @@ def run(opts):
     finally:
         for p in reversed(procs):
             p.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the perf data: tens of megabytes
     return result
 
 
