@@ -135,6 +135,12 @@ std::string_view TrimSpace(std::string_view s) {
   return s;
 }
 
+std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
 bool IsHttpToken(std::string_view s) {
   // tchar (RFC 9110 §5.6.2), one table lookup a byte: every header name of
   // every /v1 answer is checked.

@@ -17,6 +17,9 @@ std::optional<std::string> Base64Decode(std::string_view text);
 
 // Without leading and trailing whitespace (isspace).
 std::string_view TrimSpace(std::string_view s);
+// Without leading and trailing spaces and tabs: HTTP's optional whitespace
+// (RFC 9110 §5.6.3), where TrimSpace would also drop \v \f \r \n.
+std::string_view TrimOws(std::string_view s);
 // A-Z as a-z, every other byte as it is (whatever the C locale says): host
 // names, schemes, header names, keywords.
 std::string AsciiLower(std::string_view s);
@@ -43,9 +46,7 @@ template <typename F>
 void ForEachListElement(std::string_view list, F&& f) {
   while (!list.empty()) {
     const size_t comma = list.find(',');
-    std::string_view element = list.substr(0, comma);
-    while (!element.empty() && (element.front() == ' ' || element.front() == '\t')) element.remove_prefix(1);
-    while (!element.empty() && (element.back() == ' ' || element.back() == '\t')) element.remove_suffix(1);
+    const std::string_view element = TrimOws(list.substr(0, comma));
     if (!element.empty()) f(element);
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);

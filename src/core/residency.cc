@@ -134,9 +134,7 @@ Result<AllowedRegions> ParseAllowedRegions(std::string_view value) {
   while (start <= value.size()) {
     size_t comma = value.find(',', start);
     if (comma == std::string_view::npos) comma = value.size();
-    std::string_view entry = value.substr(start, comma - start);
-    while (!entry.empty() && (entry.front() == ' ' || entry.front() == '\t')) entry.remove_prefix(1);
-    while (!entry.empty() && (entry.back() == ' ' || entry.back() == '\t')) entry.remove_suffix(1);
+    const std::string_view entry = TrimOws(value.substr(start, comma - start));
     start = comma + 1;
     if (entry.empty()) {
       if (comma == value.size() && !out.places.empty() && value.back() == ',') break;  // a trailing comma

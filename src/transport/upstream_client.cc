@@ -323,7 +323,7 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
   if (colon == std::string_view::npos || !IsHttpToken(line.substr(0, colon))) {
     return refuse("a header line that is not a name, a colon and a value");
   }
-  const std::string_view value = TrimSpace(line.substr(colon + 1));
+  const std::string_view value = TrimOws(line.substr(colon + 1));  // a \v kept: refused below, as curl keeps it
   if (!IsHttpFieldValue(value)) return refuse("a control character in a header value");
   x->head.headers.emplace_back(AsciiLower(line.substr(0, colon)), std::string(value));
   return bytes;
