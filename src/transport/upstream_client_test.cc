@@ -597,6 +597,16 @@ UpstreamClientOptions ProxyIf(bool through_proxy, LoopbackHttpServer& server, Ho
 std::string UrlVia(bool through_proxy, LoopbackHttpServer& server) {
   return through_proxy ? "http://upstream.example:8080/v1/chat" : server.url();
 }
+// One call to a server that gives `answer` to every request, straight or
+// through the proxy.
+Status SendToOneThatAnswers(const std::string& answer, bool through_proxy, RecordingSink& sink) {
+  LoopbackHttpServer* self = nullptr;
+  LoopbackHttpServer server(Always(answer, self));
+  self = &server;
+  FixedResolver resolver;
+  auto client = Client(ProxyIf(through_proxy, server, resolver));
+  return client->Send(Post(UrlVia(through_proxy, server)), sink);
+}
 
 // Heads no answer may have, a bad answer whether our parser reads them or
 // curl's (through the proxy), never relayed: a status outside 100 to 599
@@ -629,13 +639,8 @@ TEST(UpstreamClient, AMalformedHeadIsABadAnswerEitherWay) {
            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"}) {
     for (bool through_proxy : {false, true}) {
       SCOPED_TRACE(std::string(answer) + (through_proxy ? ", through the proxy" : ", own exchange"));
-      LoopbackHttpServer* self = nullptr;
-      LoopbackHttpServer server(Always(answer, self));
-      self = &server;
-      FixedResolver resolver;
-      auto client = Client(ProxyIf(through_proxy, server, resolver));
       RecordingSink sink;
-      Status sent = client->Send(Post(UrlVia(through_proxy, server)), sink);
+      Status sent = SendToOneThatAnswers(answer, through_proxy, sink);
       ASSERT_FALSE(sent.ok());
       EXPECT_EQ(sent.error().code, ErrorCode::kUnavailable);
       EXPECT_EQ(sink.heads, 0);
@@ -650,14 +655,9 @@ TEST(UpstreamClient, AMalformedHeadIsABadAnswerEitherWay) {
 // body): through the proxy, a bad answer (RFC 9112 §5.2 lets a gateway
 // refuse it; helper-157).
 TEST(UpstreamClient, AFoldedHeaderLineThroughTheProxyIsABadAnswer) {
-  LoopbackHttpServer* self = nullptr;
-  LoopbackHttpServer server(
-      Always("HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", self));
-  self = &server;
-  FixedResolver resolver;
-  auto client = Client(ProxyIf(true, server, resolver));
   RecordingSink sink;
-  Status sent = client->Send(Post(UrlVia(true, server)), sink);
+  Status sent = SendToOneThatAnswers(
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", true, sink);
   ASSERT_FALSE(sent.ok());
   EXPECT_NE(sent.error().message.find("folded"), std::string::npos) << sent.error().message;
   EXPECT_EQ(sink.heads, 0);
