@@ -278,7 +278,7 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
     x->at_head_start = false;
     x->head.headers.clear();
     x->status = 0;
-    if (!line.starts_with("HTTP/")) return refuse("a head that does not start with a status line");
+    if (!line.starts_with("HTTP/")) return refuse("no status line where it starts");
     const size_t space = line.find(' ');
     for (size_t i = space + 1; space != std::string_view::npos && i < line.size() && i < space + 4; ++i) {
       if (line[i] < '0' || line[i] > '9') break;
@@ -292,7 +292,7 @@ size_t OnHeaderLine(char* data, size_t size, size_t n, void* user) {
       x->bad_status = true;
       return 0;
     }
-    if (x->status == 101) return refuse("a 101 (Switching Protocols) head, and no upgrade was asked for");
+    if (x->status == 101) return refuse("a 101 (Switching Protocols) status, and no upgrade was asked for");
     TransferCodings codings;  // as AnswerReader reads them
     bool length = false;
     for (const auto& [name, value] : x->head.headers) {
