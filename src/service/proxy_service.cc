@@ -857,7 +857,11 @@ Result<std::unique_ptr<ProxyCall>> ProxyService::Prepare(const ProxyRequest& req
   if (!cached) return std::unique_ptr<ProxyCall>();
   DYAD_RETURN_IF_ERROR(Inject(request, *s, std::move(cached)));
   // Forward's hold, without its wait: when the window is used, only what
-  // the cache holds now is compared (a miss is not read here: not held).
+  // the cache holds now is compared. An empty cache is held too: the entry
+  // was dropped (by the window's claim, for another call that met the same
+  // 401, or by a change another instance made), a newer credential is being
+  // read, and the retry on the pool waits for it (Forward), once; passing
+  // the 401 on would fail a client in the middle of a rotation.
   ProxyCall::State* state = s.get();
   s->hold_401 = [this, state] {
     const std::string used_fingerprint = secrets_.Fingerprint(state->used->fields);
@@ -866,7 +870,7 @@ Result<std::unique_ptr<ProxyCall>> ProxyService::Prepare(const ProxyRequest& req
       return true;
     }
     CredentialsPtr now_cached = secrets_.GetCached(state->provider->id);
-    return now_cached && secrets_.Fingerprint(now_cached->fields) != used_fingerprint;
+    return !now_cached || secrets_.Fingerprint(now_cached->fields) != used_fingerprint;
   };
   if (auto late = Arm(*s, output, /*may_hold=*/true)) return *late;
   return std::unique_ptr<ProxyCall>(new ProxyCall(std::move(s)));

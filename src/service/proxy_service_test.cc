@@ -631,6 +631,32 @@ TEST_F(PreparedCallTest, FinishTellsTheClientTheKindNotTheAddress) {
   EXPECT_EQ(log.Count("request rid: the call to provider alpha failed: " + detail), 1u) << log.Text();
 }
 
+// Two prepared calls meet a revoked key's 401 together: the first claims
+// the forced read (the cache entry dropped), the second finds the window
+// used and the cache empty while that read is under way. A newer credential
+// is coming, so the second's 401 is held too (retried on the pool, where
+// Forward waits for the read), not passed on to its client: a client failed
+// in the middle of a rotation (test_a_rotation_through_another_instance_
+// with_the_old_key_revoked_at_once, once, on a loaded machine). A third,
+// after the cache holds the same key again, is passed on.
+TEST_F(PreparedCallTest, A401WhileAnotherCallsForcedReadIsUnderWayIsHeldToo) {
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  const std::string body = R"({"model":"gpt-a"})";
+  ASSERT_TRUE(Call(body).ok());  // sk-old cached
+  auto first = proxy_->Prepare(Request(body), out_);
+  auto second = proxy_->Prepare(Request(body), out_);
+  auto third = proxy_->Prepare(Request(body), out_);
+  ASSERT_TRUE(first.ok() && *first && second.ok() && *second && third.ok() && *third);
+  const UpstreamHead refused{401, {{"content-type", "application/json"}}};
+  EXPECT_FALSE((*first)->sink().OnHead(refused));
+  EXPECT_TRUE((*first)->retry());  // claimed the window: the entry dropped
+  EXPECT_FALSE((*second)->sink().OnHead(refused));
+  EXPECT_TRUE((*second)->retry());  // the cache empty: held too
+  ASSERT_TRUE(Call(body).ok());     // the read done: the same key cached again (nothing rotated here)
+  EXPECT_TRUE((*third)->sink().OnHead(refused));
+  EXPECT_FALSE((*third)->retry());  // the same key: the 401 is the answer
+}
+
 TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {
   std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
   ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
