@@ -86,6 +86,7 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
   UpstreamSink& sink() override { return call_->sink(); }
   HttpResponse Finish(const Status& sent) override {
     if (call_->retry()) {  // a 401 held back: read the credential again, on the pool
+      give_up_ = call_->give_up();
       call_.reset();
       after_401_ = true;
       HttpResponse again;
@@ -98,6 +99,7 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
     call_.reset();
     ProxyRequest pr = MakeProxyRequest(request, principal_, endpoint_);
     pr.after_401 = after_401_;
+    if (after_401_) pr.give_up = give_up_;
     WriterOutput out(request.writer);
     return Answer(proxy_.Forward(pr, out), request.writer);
   }
@@ -111,6 +113,7 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
   WriterOutput output_;         // its writer, the server's, until Finish
   std::unique_ptr<ProxyCall> call_;
   bool after_401_ = false;
+  Clock::Instant give_up_{};  // the held call's total deadline, which its retry keeps
 };
 
 HttpResponse Forward(ProxyService& proxy, const RouteContext& ctx, std::string_view endpoint,

@@ -698,6 +698,7 @@ ProxyCall::~ProxyCall() = default;
 const UpstreamRequest& ProxyCall::request() const { return s_->up; }
 UpstreamSink& ProxyCall::sink() { return *s_->sink; }
 bool ProxyCall::retry() const { return s_->sink->retry; }
+Clock::Instant ProxyCall::give_up() const { return s_->give_up; }
 
 std::shared_ptr<const ProxyService::Catalog> ProxyService::FreshSnapshot() {
   const auto now = clock_.CoarseNow();
@@ -707,7 +708,7 @@ std::shared_ptr<const ProxyService::Catalog> ProxyService::FreshSnapshot() {
 
 Result<bool> ProxyService::Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait) {
   s.t0 = clock_.Now();
-  s.give_up = s.t0 + options_.timeouts.total;
+  s.give_up = request.give_up ? *request.give_up : s.t0 + options_.timeouts.total;  // one total per client call
   s.request_id = request.caller.request_id;
   DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
   if (may_wait) {
@@ -858,10 +859,11 @@ Result<std::unique_ptr<ProxyCall>> ProxyService::Prepare(const ProxyRequest& req
   DYAD_RETURN_IF_ERROR(Inject(request, *s, std::move(cached)));
   // Forward's hold, without its wait: when the window is used, only what
   // the cache holds now is compared. An empty cache is held too: the entry
-  // was dropped (by the window's claim, for another call that met the same
-  // 401, or by a change another instance made), a newer credential is being
-  // read, and the retry on the pool waits for it (Forward), once; passing
-  // the 401 on would fail a client in the middle of a rotation.
+  // may have been dropped by the window's claim for another call that met
+  // the same 401 (whose read the retry joins) or by a change another
+  // instance made, or it expired; the retry on the pool reads it (Forward),
+  // once, and may find the same key (a second 401, passed on). Passing this
+  // 401 on would fail a client in the middle of a rotation.
   ProxyCall::State* state = s.get();
   s->hold_401 = [this, state] {
     const std::string used_fingerprint = secrets_.Fingerprint(state->used->fields);

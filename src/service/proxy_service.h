@@ -99,8 +99,10 @@ struct ProxyRequest {
   const std::vector<std::string>* allowed_models = nullptr;
   Caller caller;
   // The first attempt was answered 401 and held back (ProxyService::Prepare's
-  // call): this one reads the credential again and is not held back twice.
+  // call): this one reads the credential again and is not held back twice,
+  // within what is left of the first's total deadline (ProxyCall::give_up).
   bool after_401 = false;
+  std::optional<Clock::Instant> give_up;
 };
 
 // Where a streamed answer goes (the client): false when it has gone.
@@ -138,8 +140,10 @@ class ProxyCall {
   const UpstreamRequest& request() const;
   UpstreamSink& sink();
   // The upstream answered 401 to the cached credential and the answer was
-  // held back (as Forward holds it): ask Forward again, with after_401.
+  // held back (as Forward holds it): ask Forward again, with after_401 and
+  // this call's total deadline.
   bool retry() const;
+  Clock::Instant give_up() const;
 
   struct State;  // in proxy_service.cc
 

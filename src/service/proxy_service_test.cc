@@ -657,6 +657,36 @@ TEST_F(PreparedCallTest, A401WhileAnotherCallsForcedReadIsUnderWayIsHeldToo) {
   EXPECT_FALSE((*third)->retry());  // the same key: the 401 is the answer
 }
 
+// A prepared call's held 401 is retried by Forward on the pool within what
+// is left of the call's total deadline, as Forward's own retry is
+// (helper-159: the retry began a new total, twice the total in all).
+TEST_F(PreparedCallTest, TheRetryOfAHeld401KeepsTheCallsTotalDeadline) {
+  ProxyOptions o;
+  o.prepare = true;
+  o.timeouts.total = 10s;
+  Rebuild(o);
+  const std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  const std::string body = R"({"model":"gpt-a"})";
+  ASSERT_TRUE(Call(body).ok());  // sk-old cached
+  auto call = proxy_->Prepare(Request(body), out_);
+  ASSERT_TRUE(call.ok() && *call);
+  EXPECT_EQ((*call)->request().timeouts.total, 10s);
+  ASSERT_TRUE(RotateElsewhere(id, "sk-new").ok());
+  clock_.Advance(7s);  // the 401 took 7 of the 10 s
+  EXPECT_FALSE((*call)->sink().OnHead(UpstreamHead{401, {}}));
+  ASSERT_TRUE((*call)->retry());
+  UpstreamRequires("Bearer sk-new");
+  upstream_.seen.clear();
+  ProxyRequest retry = Request(body);
+  retry.after_401 = true;
+  retry.give_up = (*call)->give_up();
+  auto a = proxy_->Forward(retry, out_);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->status, 200);
+  ASSERT_EQ(upstream_.seen.size(), 1u);
+  EXPECT_EQ(upstream_.seen[0].timeouts.total, 3s);  // what is left, not 10 s again
+}
+
 TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {
   std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
   ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
