@@ -86,9 +86,8 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
   UpstreamSink& sink() override { return call_->sink(); }
   HttpResponse Finish(const Status& sent) override {
     if (call_->retry()) {  // a 401 held back: read the credential again, on the pool
-      give_up_ = call_->give_up();
+      held_deadline_ = call_->give_up();
       call_.reset();
-      after_401_ = true;
       HttpResponse again;
       again.deferred = shared_from_this();
       return again;
@@ -98,8 +97,8 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
   HttpResponse RunOnPool(const HttpRequest& request) override {
     call_.reset();
     ProxyRequest pr = MakeProxyRequest(request, principal_, endpoint_);
-    pr.after_401 = after_401_;
-    if (after_401_) pr.give_up = give_up_;
+    pr.after_401 = held_deadline_.has_value();
+    pr.give_up = held_deadline_;
     WriterOutput out(request.writer);
     return Answer(proxy_.Forward(pr, out), request.writer);
   }
@@ -112,8 +111,9 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
   const HttpRequest* request_;  // the same object until Finish (DeferredAnswer)
   WriterOutput output_;         // its writer, the server's, until Finish
   std::unique_ptr<ProxyCall> call_;
-  bool after_401_ = false;
-  Clock::Instant give_up_{};  // the held call's total deadline, which its retry keeps
+  // Set when a 401 was held back: the call's total deadline, which its
+  // retry on the pool keeps.
+  std::optional<Clock::Instant> held_deadline_;
 };
 
 HttpResponse Forward(ProxyService& proxy, const RouteContext& ctx, std::string_view endpoint,
