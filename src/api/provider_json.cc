@@ -127,8 +127,10 @@ Result<std::string> String(const json& j, const std::string& field, size_t max, 
 
 // A C0 control character or DEL: in a name shown in listings, logs and
 // terminals, one would hide or forge text (a NUL cuts it in C tools).
-bool HasControlCharacter(std::string_view s) {
+// `lines`: tabs and line breaks allowed (free text, as a description).
+bool HasControlCharacter(std::string_view s, bool lines = false) {
   for (unsigned char c : s) {
+    if (lines && (c == '\t' || c == '\n' || c == '\r')) continue;
     if (c < 0x20 || c == 0x7f) return true;
   }
   return false;
@@ -144,7 +146,10 @@ Result<std::string> Models(const json& j) {
     for (auto it = m.begin(); it != m.end(); ++it) {
       const std::string& k = it.key();
       if (k == "dyadModelId" || k == "adapterModelId") {
-        DYAD_RETURN_IF_ERROR(String(it.value(), where + "." + k, 256, false));
+        DYAD_ASSIGN_OR_RETURN(std::string id, String(it.value(), where + "." + k, 256, false));
+        // Matched against what clients send, listed by GET /v1/models and
+        // sent upstream: no model id has one.
+        if (HasControlCharacter(id)) return Invalid(where + "." + k, "must not contain control characters");
       } else if (k == "maxTokens" || k == "contextWindow") {
         if (!it.value().is_number_integer() || it.value().get<int64_t>() <= 0) {
           return Invalid(where + "." + k, "must be a positive integer");
@@ -255,6 +260,9 @@ Result<ProviderPatch> ParseProviderJson(const json& j, BodyKind kind) {
       p.type = type;
     } else if (k == "description") {
       DYAD_ASSIGN_OR_RETURN(p.description, String(v, k, 2000, true));
+      if (HasControlCharacter(*p.description, /*lines=*/true)) {
+        return Invalid(k, "must not contain control characters other than tabs and line breaks");
+      }
     } else if (k == "enabled") {
       if (!v.is_boolean()) return Invalid(k, "must be true or false");
       p.enabled = v.get<bool>();

@@ -59,6 +59,31 @@ TEST(ProviderJson, ANameWithAControlCharacterIsRefused) {
   EXPECT_EQ(*r->name, "Open AI \xc3\xa9 ~!");
 }
 
+// The same for model ids (matched against what clients send, listed by
+// GET /v1/models, sent upstream) and a description, which may hold tabs and
+// line breaks (free text) but no other control character.
+TEST(ProviderJson, ModelIdsAndADescriptionWithAControlCharacterAreRefused) {
+  for (const std::string escaped : {"\\u0000", "\\u001b[2J", "\\t", "\\n", "\\u007f"}) {
+    for (const std::string key : {"dyadModelId", "adapterModelId"}) {
+      const std::string other = key == "dyadModelId" ? "adapterModelId" : "dyadModelId";
+      EXPECT_EQ(ErrorOf(R"({"name":"n","slug":"a","type":"local","models":[{"dyadModelId":"ok","adapterModelId":"ok"},{")" +
+                        key + R"(":"m)" + escaped + R"(",")" + other + R"(":"m"}]})", BodyKind::kUpdate),
+                "field 'models[1]." + key + "' must not contain control characters")
+          << key << " " << escaped;
+    }
+  }
+  for (const std::string escaped : {"\\u0000", "\\u0001", "\\u001b[2J", "\\u007f"}) {
+    EXPECT_EQ(ErrorOf(R"({"name":"n","slug":"a","type":"local","description":"a)" + escaped + R"(b"})"),
+              "field 'description' must not contain control characters other than tabs and line breaks")
+        << escaped;
+  }
+  auto r = ParseProviderBody(R"({"name":"n","slug":"a","type":"local","description":"one\tline\r\ntwo \u00e9",)"
+                             R"("models":[{"dyadModelId":"gpt-4o \u00e9","adapterModelId":"a/b:c"}]})",
+                             BodyKind::kCreate);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r->description, "one\tline\r\ntwo \xc3\xa9");
+}
+
 TEST(ProviderJson, CredentialErrorsNeverEchoValues) {
   std::string m = ErrorOf(R"({"name":"n","slug":"a","type":"local","credentials":{"api_key":42}})");
   EXPECT_NE(m.find("credentials.api_key"), std::string::npos);

@@ -47,6 +47,24 @@ def test_duplicate_slug_is_409(gateway):
     assert r.status_code == 409
 
 
+def test_control_characters_in_model_ids_and_description_are_refused(gateway):
+    """A model id is matched against clients' `model`, listed by GET /v1/models and sent upstream; a description is
+    free text (tabs and line breaks kept). A NUL or an escape sequence in either is a 400 naming the field, on create
+    and on update, and nothing is stored."""
+    for field, bad in (("models[0].dyadModelId", {"models": [{"dyadModelId": "gpt\u0000x", "adapterModelId": "g"}]}),
+                       ("models[0].adapterModelId", {"models": [{"dyadModelId": "g", "adapterModelId": "gpt\x1b[2J"}]}),
+                       ("description", {"description": "line\u0000cut"})):
+        r = gateway.call("POST", "/admin/providers", json=provider_body(**bad))
+        assert r.status_code == 400, r.text
+        assert f"field '{field}' must not contain control characters" in r.json()["error"]["message"]
+    assert data(gateway.call("GET", "/admin/providers"))["total"] == 0
+    p = data(gateway.call("POST", "/admin/providers", json=provider_body(description="one\ttwo\r\nthree")), 201)
+    assert p["description"] == "one\ttwo\r\nthree"
+    r = gateway.call("PUT", f"/admin/providers/{p['id']}", json={"description": "\u007f"})
+    assert r.status_code == 400 and "'description'" in r.json()["error"]["message"]
+    assert data(gateway.call("GET", f"/admin/providers/{p['id']}"))["description"] == "one\ttwo\r\nthree"
+
+
 def test_data_persists_across_restart(gateway):
     created = data(gateway.call("POST", "/admin/providers", json=provider_body()), 201)
     gateway.restart()
