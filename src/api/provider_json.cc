@@ -136,7 +136,8 @@ bool HasControlCharacter(std::string_view s, bool lines = false) {
   return false;
 }
 
-Result<std::string> Models(const json& j) {
+// `check_ids`: model ids are checked for control characters (not stored ones).
+Result<std::string> Models(const json& j, bool check_ids) {
   if (!j.is_array()) return Invalid("models", "must be an array");
   if (j.size() > 1000) return Invalid("models", "has more than 1000 entries");
   for (size_t i = 0; i < j.size(); ++i) {
@@ -149,7 +150,7 @@ Result<std::string> Models(const json& j) {
         DYAD_ASSIGN_OR_RETURN(std::string id, String(it.value(), where + "." + k, 256, false));
         // Matched against what clients send, listed by GET /v1/models and
         // sent upstream: no model id has one.
-        if (HasControlCharacter(id)) return Invalid(where + "." + k, "must not contain control characters");
+        if (check_ids && HasControlCharacter(id)) return Invalid(where + "." + k, "must not contain control characters");
       } else if (k == "maxTokens" || k == "contextWindow") {
         if (!it.value().is_number_integer() || it.value().get<int64_t>() <= 0) {
           return Invalid(where + "." + k, "must be a positive integer");
@@ -237,14 +238,15 @@ Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind) {
   return ParseProviderJson(j, kind);
 }
 
-Result<ProviderPatch> ParseProviderJson(const json& j, BodyKind kind) {
+Result<ProviderPatch> ParseProviderJson(const json& j, BodyKind kind, const json* patch) {
   ProviderPatch p;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const json& v = it.value();
+    const bool stored = patch && !patch->contains(k);
     if (k == "name") {
       DYAD_ASSIGN_OR_RETURN(std::string name, String(v, k, 200, false));
-      if (HasControlCharacter(name)) return Invalid(k, "must not contain control characters");
+      if (!stored && HasControlCharacter(name)) return Invalid(k, "must not contain control characters");
       p.name = std::move(name);
     } else if (k == "slug") {
       DYAD_ASSIGN_OR_RETURN(std::string slug, String(v, k, 64, false));
@@ -260,14 +262,14 @@ Result<ProviderPatch> ParseProviderJson(const json& j, BodyKind kind) {
       p.type = type;
     } else if (k == "description") {
       DYAD_ASSIGN_OR_RETURN(p.description, String(v, k, 2000, true));
-      if (HasControlCharacter(*p.description, /*lines=*/true)) {
+      if (!stored && HasControlCharacter(*p.description, /*lines=*/true)) {
         return Invalid(k, "must not contain control characters other than tabs and line breaks");
       }
     } else if (k == "enabled") {
       if (!v.is_boolean()) return Invalid(k, "must be true or false");
       p.enabled = v.get<bool>();
     } else if (k == "models") {
-      DYAD_ASSIGN_OR_RETURN(p.models_json, Models(v));
+      DYAD_ASSIGN_OR_RETURN(p.models_json, Models(v, /*check_ids=*/!stored));
     } else if (k == "adapterConfig") {
       if (!v.is_object()) return Invalid(k, "must be an object");
       p.adapter_config_json = v.dump();

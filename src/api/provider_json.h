@@ -19,8 +19,13 @@ inline constexpr size_t kMaxCredentialFields = 64;
 // Parses and validates a create or update body. kInvalidArgument errors name
 // the field; credential values never appear in messages.
 Result<ProviderPatch> ParseProviderBody(std::string_view body, BodyKind kind);
-// The same, of a body already parsed (a merged PATCH document).
-Result<ProviderPatch> ParseProviderJson(const nlohmann::json& body, BodyKind kind);
+// The same, of a body already parsed (a merged PATCH document). With
+// `patch` (the PATCH's own body), a member it does not set is the stored
+// one, and is not checked for control characters: a name, description or
+// model id stored before that check (or by an older instance) does not
+// block a change to another member.
+Result<ProviderPatch> ParseProviderJson(const nlohmann::json& body, BodyKind kind,
+                                        const nlohmann::json* patch = nullptr);
 // Parses {"credentials":{…}} for the rotate route.
 Result<CredentialFields> ParseCredentialsBody(std::string_view body);
 // The rotate route's whole body: {"credentials":{…}, "validate": bool}

@@ -115,7 +115,7 @@ Result<ProviderPatch> MergeProviderPatch(const Provider& row, const CredentialFi
   }
   doc.merge_patch(change);
   if (touches && !doc.contains("credentials")) doc["credentials"] = json::object();  // "credentials": null
-  DYAD_ASSIGN_OR_RETURN(ProviderPatch merged, ParseProviderJson(doc, BodyKind::kCreate));
+  DYAD_ASSIGN_OR_RETURN(ProviderPatch merged, ParseProviderJson(doc, BodyKind::kCreate, &patch));
   DYAD_RETURN_IF_ERROR(CheckFitsABody(doc, stored_bytes, max_body_bytes));
   // A member the patch removed (null) goes back to its default, which is
   // empty ("enabled", whose default is not, is refused above): the whole

@@ -47,6 +47,37 @@ std::string ErrorOf(const std::string& patch, size_t max_body = kMaxBody) {
   return r.ok() ? "" : r.error().message;
 }
 
+// A name, description or model id stored with a control character (before
+// those checks, or by an older instance) does not block a PATCH of another
+// member; a PATCH that sets one is checked.
+TEST(ProviderPatch, StoredControlCharactersDoNotBlockAChangeToAnotherMember) {
+  Provider row = Row();
+  row.name = "Open\x1b[2JAI";
+  row.description = "bad\x07" "desc";
+  row.models_json = R"([{"dyadModelId":"x\u0000y","adapterModelId":"gpt\u007f"}])";
+  auto merge = [&](const std::string& patch) {
+    return MergeProviderPatch(row, Masked(), MaskedBytes(), json::parse(patch), kMaxBody);
+  };
+  auto r = merge(R"({"enabled":true})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r->name, row.name);
+  EXPECT_EQ(*r->description, row.description);
+  EXPECT_EQ(json::parse(*r->models_json), json::parse(row.models_json));
+  r = merge(R"({"description":"fixed","credentials":{"api_key":"sk-new"}})");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r->description, "fixed");
+  for (const auto& [patch, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"name":"a\u0001b"})", "name"},
+           {R"({"description":"still\u0007bad"})", "description"},
+           {R"({"models":[{"dyadModelId":"ok","adapterModelId":"b\u001bad"}]})", "models[0].adapterModelId"}}) {
+    auto bad = merge(patch);
+    ASSERT_FALSE(bad.ok()) << patch;
+    EXPECT_NE(bad.error().message.find("field '" + field + "' must not contain control characters"),
+              std::string::npos)
+        << bad.error().message;
+  }
+}
+
 TEST(ProviderPatch, MembersLeftOutKeepTheirValueAndCredentialsAreNotWritten) {
   auto r = Merge(R"({"description":"second"})");
   ASSERT_TRUE(r.ok()) << r.error().message;

@@ -1,5 +1,6 @@
 """PATCH /admin/providers/{id}: JSON Merge Patch (RFC 7396) of a provider and of its stored credentials."""
 import json
+import sqlite3
 import threading
 
 import requests
@@ -263,3 +264,20 @@ def test_patch_of_credentials_read_from_the_environment_is_refused(make_gateway)
     # No DYAD_PROVIDER_<SLUG>_* set: nothing to lose, the PATCH stores what it names.
     other = data(gw.call("POST", "/admin/providers", json=provider_body(slug="other")), 201)
     assert data(patch(gw, other["id"], {"credentials": {"api_key": canary()}}))["credentialsVersion"] == 1
+
+
+def test_stored_control_characters_do_not_block_a_patch_of_another_member(gateway):
+    """A description and model ids stored with control characters (before they were refused, or by an older instance
+    sharing the database) still let a PATCH change another member and keep them; a PATCH that sets them is checked."""
+    p = create(gateway, "old", {"api_key": "sk-old-123"})
+    models = [{"dyadModelId": "x\u0000y", "adapterModelId": "gpt\u007f"}]
+    with sqlite3.connect(gateway.data_dir / "gateway.db") as db:
+        db.execute("UPDATE providers SET description = ?, models = ? WHERE id = ?",
+                   ("bad\u0007desc", json.dumps(models), p["id"]))
+    got = data(patch(gateway, p["id"], {"enabled": False}))
+    assert got["enabled"] is False and got["description"] == "bad\u0007desc" and got["models"] == models
+    got = data(patch(gateway, p["id"], {"description": "fixed", "credentials": {"api_key": "sk-new-456"}}))
+    assert got["description"] == "fixed" and got["models"] == models
+    r = patch(gateway, p["id"], {"models": [{"dyadModelId": "ok", "adapterModelId": "b\u001bad"}]})
+    assert error(r, 400)["message"] == "field 'models[0].adapterModelId' must not contain control characters"
+    assert data(gateway.call("GET", f"/admin/providers/{p['id']}"))["models"] == models
