@@ -150,7 +150,9 @@ Result<std::string> Models(const json& j, bool check_ids) {
         DYAD_ASSIGN_OR_RETURN(std::string id, String(it.value(), where + "." + k, 256, false));
         // Matched against what clients send, listed by GET /v1/models and
         // sent upstream: no model id has one.
-        if (check_ids && HasControlCharacter(id)) return Invalid(where + "." + k, "must not contain control characters");
+        if (check_ids && HasControlCharacter(id)) {
+          return Invalid(where + "." + k, "must not contain control characters");
+        }
       } else if (k == "maxTokens" || k == "contextWindow") {
         if (!it.value().is_number_integer() || it.value().get<int64_t>() <= 0) {
           return Invalid(where + "." + k, "must be a positive integer");

@@ -66,8 +66,10 @@ TEST(ProviderJson, ModelIdsAndADescriptionWithAControlCharacterAreRefused) {
   for (const std::string escaped : {"\\u0000", "\\u001b[2J", "\\t", "\\n", "\\u007f"}) {
     for (const std::string key : {"dyadModelId", "adapterModelId"}) {
       const std::string other = key == "dyadModelId" ? "adapterModelId" : "dyadModelId";
-      EXPECT_EQ(ErrorOf(R"({"name":"n","slug":"a","type":"local","models":[{"dyadModelId":"ok","adapterModelId":"ok"},{")" +
-                        key + R"(":"m)" + escaped + R"(",")" + other + R"(":"m"}]})", BodyKind::kUpdate),
+      EXPECT_EQ(ErrorOf(R"({"name":"n","slug":"a","type":"local",)"
+                        R"("models":[{"dyadModelId":"ok","adapterModelId":"ok"},{")" +
+                            key + R"(":"m)" + escaped + R"(",")" + other + R"(":"m"}]})",
+                        BodyKind::kUpdate),
                 "field 'models[1]." + key + "' must not contain control characters")
           << key << " " << escaped;
     }
