@@ -24,10 +24,14 @@ class StubHandler(http.server.BaseHTTPRequestHandler):
 
 
 class LoopbackStub:
-    """A ThreadingHTTPServer on an ephemeral loopback port, served from a daemon thread until close()."""
+    """A ThreadingHTTPServer on an ephemeral loopback port, served from a daemon thread until close(); over TLS when
+    given a server-side ssl.SSLContext (base_url is then https://)."""
 
-    def _serve(self, handler):
+    def _serve(self, handler, tls=None):
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.tls = tls
+        if tls:  # each connection's handshake runs in accept(); a failed one is dropped there (an OSError)
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -38,7 +42,7 @@ class LoopbackStub:
 
     @property
     def base_url(self):
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if getattr(self, 'tls', None) else 'http'}://127.0.0.1:{self.port}/v1"
 
     def close(self):
         self.server.shutdown()

@@ -1,8 +1,7 @@
 """Issue 13, TLS listener: HTTPS with GATEWAY_TLS_CERT_FILE/KEY_FILE, reload on SIGHUP, client certificates
 mapped to identities of the tokens file, and no plain-text listener off loopback.
 
-Certificates are made here with `cryptography`; clients are curl, Python's ssl/http.client and requests."""
-import datetime
+Certificates are made with `cryptography` (pki.py); clients are curl, Python's ssl/http.client and requests."""
 import hashlib
 import http.client
 import json
@@ -16,58 +15,11 @@ import time
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from conftest import ADMIN_TOKEN, BINARY, provider_body
-
-NOW = datetime.datetime.now(datetime.timezone.utc)
-
-
-def _name(cn, org="dyad-test"):
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _pem_key(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-class Ca:
-    def __init__(self, name):
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = _name(name)
-        self.cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=30))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .sign(self.key, hashes.SHA256()))
-
-    def pem(self):
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def issue(self, subject, serial=None, server=True, expired=False):
-        key = ec.generate_private_key(ec.SECP256R1())
-        start, end = (NOW - datetime.timedelta(days=10), NOW - datetime.timedelta(days=1)) if expired else \
-                     (NOW - datetime.timedelta(hours=1), NOW + datetime.timedelta(days=10))
-        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.name).public_key(key.public_key())
-             .serial_number(serial or x509.random_serial_number()).not_valid_before(start).not_valid_after(end))
-        if server:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(
-                "127.0.0.1"))]), critical=False)
-            b = b.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        else:
-            b = b.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        return b.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key
-
-
-def write(path, data, mode=0o600):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)  # as a deployment would: whole files, never half-written
-    return str(path)
+from pki import Ca, name, pem_key, write
 
 
 @pytest.fixture
@@ -75,9 +27,9 @@ def pki(tmp_path):
     d = tmp_path / "pki"
     d.mkdir()
     ca = Ca("server-ca")
-    cert, key = ca.issue(_name("127.0.0.1"), serial=1001)
+    cert, key = ca.issue(name("127.0.0.1"), serial=1001)
     return {"dir": d, "ca": ca, "ca_file": write(d / "ca.pem", ca.pem()),
-            "cert_file": write(d / "cert.pem", cert), "key_file": write(d / "key.pem", _pem_key(key))}
+            "cert_file": write(d / "cert.pem", cert), "key_file": write(d / "key.pem", pem_key(key))}
 
 
 def tls_env(pki, **extra):
@@ -160,9 +112,9 @@ def test_bearer_token_over_tls(make_gateway, pki):
 
 
 def test_expired_server_certificate_is_refused_by_clients(make_gateway, pki):
-    cert, key = pki["ca"].issue(_name("127.0.0.1"), expired=True)
+    cert, key = pki["ca"].issue(name("127.0.0.1"), expired=True)
     write(pki["dir"] / "cert.pem", cert)
-    write(pki["dir"] / "key.pem", _pem_key(key))
+    write(pki["dir"] / "key.pem", pem_key(key))
     gw = make_gateway(tls_env(pki)).start()
     assert "has expired" in gw.logs()  # said at start, still served: the clients refuse it
     out = subprocess.run(["curl", "-sS", "--cacert", pki["ca_file"], https(gw)], capture_output=True, text=True,
@@ -247,8 +199,8 @@ def test_sighup_reloads_for_new_connections_and_keeps_old_ones(make_gateway, pki
     ctx = client_context(pki)
     serial, old = served_serial(gw, ctx)
     assert serial == 1001
-    cert, key = pki["ca"].issue(_name("127.0.0.1"), serial=2002)
-    write(pki["dir"] / "key.pem", _pem_key(key))
+    cert, key = pki["ca"].issue(name("127.0.0.1"), serial=2002)
+    write(pki["dir"] / "key.pem", pem_key(key))
     write(pki["dir"] / "cert.pem", cert)
     gw.proc.send_signal(signal.SIGHUP)
     wait_for_log(gw, "TLS certificate and key reloaded")
@@ -268,7 +220,7 @@ def test_sighup_reloads_for_new_connections_and_keeps_old_ones(make_gateway, pki
     assert served_serial(gw, ctx)[0] == 2002
     # A key that does not match the certificate: refused as well.
     write(pki["dir"] / "cert.pem", cert)
-    write(pki["dir"] / "key.pem", _pem_key(ec.generate_private_key(ec.SECP256R1())))
+    write(pki["dir"] / "key.pem", pem_key(ec.generate_private_key(ec.SECP256R1())))
     gw.proc.send_signal(signal.SIGHUP)
     wait_for_log(gw, "TLS reload failed", count=2)
     assert "does not match the certificate" in gw.logs()
@@ -284,11 +236,11 @@ def test_sighup_reloads_for_new_connections_and_keeps_old_ones(make_gateway, pki
 def mtls(make_gateway, pki, tmp_path):
     client_ca = Ca("client-ca")
     files = {"ca": client_ca, "client_ca": write(pki["dir"] / "client-ca.pem", client_ca.pem())}
-    for label, subject, issuer in [("ci", _name("ci-runner"), client_ca), ("stranger", _name("stranger"), client_ca),
-                                   ("forged", _name("ci-runner"), Ca("other-ca")),
-                                   ("tricky", _name("ci-runner,O=dyad-test"), client_ca)]:
+    for label, subject, issuer in [("ci", name("ci-runner"), client_ca), ("stranger", name("stranger"), client_ca),
+                                   ("forged", name("ci-runner"), Ca("other-ca")),
+                                   ("tricky", name("ci-runner,O=dyad-test"), client_ca)]:
         cert, key = issuer.issue(subject, server=False)
-        files[label] = (write(pki["dir"] / f"{label}.pem", cert), write(pki["dir"] / f"{label}-key.pem", _pem_key(key)))
+        files[label] = (write(pki["dir"] / f"{label}.pem", cert), write(pki["dir"] / f"{label}-key.pem", pem_key(key)))
     tokens = tmp_path / "mtls-tokens.json"
     tokens.write_text(json.dumps({"tokens": [
         {"name": "ci", "role": "viewer", "clientCertSubject": "CN=ci-runner,O=dyad-test"},
@@ -362,10 +314,10 @@ def _handshake_and_get(gw, ctx):
 def test_expired_and_server_only_client_certificates_are_refused(mtls, pki):
     gw, files = mtls
     assert _handshake_and_get(gw, client_context(pki, *files["ci"])).startswith(b"HTTP/1.1 200")
-    expired, key = files["ca"].issue(_name("ci-runner"), server=False, expired=True)
-    server_only, key2 = files["ca"].issue(_name("ci-runner"), server=True)  # EKU serverAuth only
+    expired, key = files["ca"].issue(name("ci-runner"), server=False, expired=True)
+    server_only, key2 = files["ca"].issue(name("ci-runner"), server=True)  # EKU serverAuth only
     for label, cert, k in (("expired", expired, key), ("server-only", server_only, key2)):
-        paths = (write(pki["dir"] / f"{label}.pem", cert), write(pki["dir"] / f"{label}-key.pem", _pem_key(k)))
+        paths = (write(pki["dir"] / f"{label}.pem", cert), write(pki["dir"] / f"{label}-key.pem", pem_key(k)))
         with pytest.raises((ssl.SSLError, ConnectionError)):
             _handshake_and_get(gw, client_context(pki, *paths))
 
@@ -502,7 +454,7 @@ def test_bad_files_refuse_the_start_naming_variable_and_file(pki, tmp_path):
     key_pem = (pki["dir"] / "key.pem").read_bytes()
     r = run(tls_env(pki, GATEWAY_TLS_KEY_FILE=str(tmp_path / "absent.pem")), tmp_path)
     assert r.returncode == 2 and f"GATEWAY_TLS_KEY_FILE: '{tmp_path / 'absent.pem'}' cannot be read" in r.stderr
-    other = write(pki["dir"] / "other-key.pem", _pem_key(ec.generate_private_key(ec.SECP256R1())))
+    other = write(pki["dir"] / "other-key.pem", pem_key(ec.generate_private_key(ec.SECP256R1())))
     r = run(tls_env(pki, GATEWAY_TLS_KEY_FILE=other), tmp_path)
     assert r.returncode == 2 and f"GATEWAY_TLS_KEY_FILE: '{other}' does not match the certificate" in r.stderr
     r = run(tls_env(pki, GATEWAY_TLS_CERT_FILE=pki["key_file"]), tmp_path)

@@ -6,6 +6,7 @@ import json
 import re
 import select
 import socket
+import ssl
 import threading
 import time
 
@@ -15,6 +16,7 @@ import requests
 
 from conftest import ADMIN_TOKEN, data
 from loopback_stub import LoopbackStub, StubHandler
+from pki import Ca, name as cert_name, pem_key, write as write_private
 
 CLIENT_TOKEN = "client-token-" + "c" * 20
 LIMITED_TOKEN = "limited-token-" + "l" * 20
@@ -26,7 +28,7 @@ OTHER_KEY = "sk-other-" + "o" * 16
 class Stub(LoopbackStub):
     """A threaded loopback upstream: answers OpenAI-style, 401 without its key, records every request."""
 
-    def __init__(self, key, mode="ok"):
+    def __init__(self, key, mode="ok", tls=None):
         self.key = key
         self.mode = mode
         self.seen = []
@@ -107,7 +109,7 @@ class Stub(LoopbackStub):
                 except (BrokenPipeError, ConnectionResetError):
                     stub.stream_closed.set()
 
-        self._serve(Handler)
+        self._serve(Handler, tls)
 
 
 def sha(token):
@@ -118,8 +120,8 @@ def sha(token):
 def stubs():
     made = []
 
-    def make(key, mode="ok"):
-        s = Stub(key, mode)
+    def make(key, mode="ok", tls=None):
+        s = Stub(key, mode, tls)
         made.append(s)
         return s
 
@@ -306,6 +308,44 @@ def test_upstream_errors_do_not_show_the_upstreams_address(v1, stubs):
                 assert shown not in r.text, (shown, r.text)
             logged = [line for line in gw.logs().splitlines() if rid in line]
             assert logged and any("warn" in line and port in line for line in logged), logged
+
+
+@pytest.mark.parametrize("trust", ["private-ca", "another-ca", "system-store", "expired"])
+def test_an_https_upstream_is_called_only_over_a_verified_connection(v1, stubs, tmp_path, trust):
+    """TLS verification of upstreams is always on, and GATEWAY_UPSTREAM_CA_FILE adds a private CA: an https upstream
+    whose certificate that CA issued gets the key (streamed and not); one whose certificate the gateway cannot
+    verify (another CA, only the system's store, expired) gets nothing at all, not even the request, and the client
+    a 502 that says TLS without the upstream's address."""
+    ca, other = Ca("upstream-ca"), Ca("other-ca")
+    cert, key = ca.issue(cert_name("127.0.0.1"), expired=trust == "expired")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(write_private(tmp_path / "cert.pem", cert), write_private(tmp_path / "key.pem", pem_key(key)))
+    upstream = stubs(STUB_KEY, tls=server)
+    env = {"another-ca": {"GATEWAY_UPSTREAM_CA_FILE": write_private(tmp_path / "other.pem", other.pem())},
+           "system-store": {}}.get(trust, {"GATEWAY_UPSTREAM_CA_FILE": write_private(tmp_path / "ca.pem", ca.pem())})
+    gw = v1(env)
+    assert upstream.base_url.startswith("https://127.0.0.1:")
+    add_provider(gw, "tlsai", upstream.base_url, STUB_KEY, [("gpt-tls", "gpt-tls")])
+    messages = [{"role": "user", "content": "hi"}]
+    if trust == "private-ca":
+        assert sdk(gw).chat.completions.create(model="gpt-tls", messages=messages).choices[0].message.content == \
+            "hello from gpt-tls"
+        parts = [c.choices[0].delta.content for c in sdk(gw).chat.completions.create(
+            model="gpt-tls", messages=messages, stream=True) if c.choices and c.choices[0].delta.content]
+        assert parts == ["part0 ", "part1 ", "part2 "]
+        assert [h["headers"]["authorization"] for h in upstream.seen] == [f"Bearer {STUB_KEY}"] * 2
+        return
+    for stream in (False, True):
+        r = requests.post(gw.url + "/v1/chat/completions", timeout=20,
+                          json={"model": "gpt-tls", "stream": stream, "messages": messages},
+                          headers={"Authorization": f"Bearer {CLIENT_TOKEN}"})
+        assert r.status_code == 502, r.text
+        err = r.json()["error"]
+        assert err["code"] == "upstream_unavailable" and "'tlsai'" in err["message"], err
+        assert "TLS failure" in err["message"], err
+        for shown in (str(upstream.port), "127.0.0.1", "https://"):
+            assert shown not in r.text, (shown, r.text)
+    assert upstream.seen == []
 
 
 def raw_v1_post(gw, token, body, content_length=None):
