@@ -55,6 +55,18 @@ def test_bad_tokens_file(tmp_path):
     assert "GATEWAY_ADMIN_TOKENS_FILE" in r.stderr and "tokens[0].role" in r.stderr
 
 
+@pytest.mark.parametrize("role", ["admin", "viewer"])
+def test_a_clients_file_holds_client_tokens_only(role, tmp_path):
+    """GATEWAY_CLIENT_API_KEYS_FILE is for the /v1 clients' tokens (whoever manages app keys edits it): an admin or
+    viewer entry there would be a way into /admin, so the gateway refuses to start, naming the file and the entry."""
+    f = tmp_path / "clients.json"
+    f.write_text('{"tokens":[{"name":"app","role":"client","sha256":"' + "a" * 64 + '"},'
+                 '{"name":"sneaky","role":"' + role + '","sha256":"' + "b" * 64 + '"}]}')
+    r = run({**GOOD, "GATEWAY_CLIENT_API_KEYS_FILE": str(f)}, tmp_path=tmp_path)
+    assert r.returncode != 0
+    assert "GATEWAY_CLIENT_API_KEYS_FILE" in r.stderr and "tokens[1]" in r.stderr and "sneaky" in r.stderr, r.stderr
+
+
 def test_bad_env_file_line(tmp_path):
     f = tmp_path / ".env"
     f.write_text("GOOD=1\nthis line is wrong\n")

@@ -14,7 +14,7 @@ import openai
 import pytest
 import requests
 
-from conftest import ADMIN_TOKEN, data
+from conftest import ADMIN_TOKEN, VIEWER_TOKEN, data
 from loopback_stub import LoopbackStub, StubHandler
 from pki import Ca, name as cert_name, pem_key, write as write_private
 
@@ -36,6 +36,7 @@ class Stub(LoopbackStub):
         self.stream_closed = threading.Event()  # the gateway closed the connection before the answer's end
         self.release = threading.Event()  # a "hang-stream" or "hold" answer ends when this is set
         self.extra_headers = []  # sent with every non-streamed answer
+        self.auth = ("Authorization", f"Bearer {key}")  # the header and value a call must carry
         stub = self
 
         class Handler(StubHandler):
@@ -52,10 +53,11 @@ class Stub(LoopbackStub):
 
             def _handle(self):
                 raw = self._body()
-                stub.seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": raw})
+                stub.seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                  "all_headers": [(k.lower(), v) for k, v in self.headers.items()], "body": raw})
                 if stub.mode == "record-only":
                     return self._send(200, {"recorded": True})
-                if self.headers.get("Authorization") != f"Bearer {stub.key}":
+                if self.headers.get(stub.auth[0]) != stub.auth[1]:
                     return self._send(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
                 if stub.mode == "redirect":
                     return self._send(302, {"moved": True}, extra=[("Location", stub.redirect_to)])
@@ -227,6 +229,96 @@ def test_client_role_enforcement(v1, stubs):
     assert main.seen == []
 
 
+def test_a_custom_auth_header_and_credential_headers_reach_the_upstream_and_client_copies_do_not(v1, stubs):
+    """adapterConfig.auth puts the key in another header (x-api-key, as Anthropic's API takes it) and
+    credentialHeaders sends stored fields as headers (organization → OpenAI-Organization): each arrives once, with the
+    stored value, on the first call (the pool) and on the next ones (the credential cached: the I/O threads), streamed
+    and not. The client's own copies of those headers, its gateway token and its hop-by-hop headers never reach the
+    upstream; its other headers do."""
+    gw = v1()
+    upstream = stubs(STUB_KEY)
+    upstream.auth = ("x-api-key", STUB_KEY)
+    body = {"name": "anthropicish", "slug": "keyed", "type": "http-sdk",
+            "models": [{"dyadModelId": "keyed-model", "adapterModelId": "keyed-model"}],
+            "adapterConfig": {"baseUrl": upstream.base_url, "auth": {"header": "x-api-key", "template": "{api_key}"},
+                              "credentialHeaders": {"organization": "OpenAI-Organization", "project": "OpenAI-Project"}},
+            "credentials": {"api_key": STUB_KEY, "organization": "org-stored", "project": "proj-stored"}}
+    data(gw.call("POST", "/admin/providers", json=body), 201)
+    sent = {"x-api-key": "client-key", "OpenAI-Organization": "org-client", "OpenAI-Project": "proj-client",
+            "Connection": "keep-alive, X-Hop", "X-Hop": "named-by-connection", "Keep-Alive": "timeout=5",
+            "Proxy-Authorization": "Basic cHJveHk6c2VjcmV0", "TE": "trailers", "Cookie": "session=client",
+            "X-Keep": "kept", "OpenAI-Beta": "assistants=v2"}
+    messages = [{"role": "user", "content": "hi"}]
+    for stream in (False, False, True):
+        r = requests.post(gw.url + "/v1/chat/completions", timeout=20,
+                          json={"model": "keyed-model", "stream": stream, "messages": messages},
+                          headers={"Authorization": f"Bearer {CLIENT_TOKEN}", **sent})
+        assert r.status_code == 200, r.text
+        assert ("part2" in r.text) if stream else r.json()["choices"][0]["message"]["content"] == "hello from keyed-model"
+    assert len(upstream.seen) == 3
+    for call in upstream.seen:
+        names = [k for k, _ in call["all_headers"]]
+        got = dict(call["all_headers"])
+        assert names.count("x-api-key") == 1 and got["x-api-key"] == STUB_KEY, call["all_headers"]
+        assert names.count("openai-organization") == 1 and got["openai-organization"] == "org-stored"
+        assert names.count("openai-project") == 1 and got["openai-project"] == "proj-stored"
+        for never in ("authorization", "x-hop", "keep-alive", "proxy-authorization", "te", "cookie"):
+            assert never not in names, (never, call["all_headers"])
+        assert got.get("connection", "keep-alive").lower() == "keep-alive", got
+        assert got["x-keep"] == "kept" and got["openai-beta"] == "assistants=v2"
+
+
+def test_a_disabled_provider_is_neither_listed_nor_called(v1, stubs):
+    """Disabling a provider cuts it off at once on this instance: its models leave GET /v1/models and calls to them,
+    by catalog id or by the provider's prefix, are 404 without reaching the upstream; enabled again, they route."""
+    gw = v1()
+    upstream = stubs(STUB_KEY)
+    add_provider(gw, "stubai", upstream.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    off = add_provider(gw, "offco", upstream.base_url, STUB_KEY, [("off-model", "off-model")], enabled=False)
+    client = sdk(gw)
+    messages = [{"role": "user", "content": "hi"}]
+
+    def refused():
+        assert [m.id for m in client.models.list()] == ["gpt-stub"]
+        for model in ("off-model", "offco/off-model", "offco/anything"):
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(model=model, messages=messages)
+
+    refused()
+    assert upstream.seen == []
+    merge = {"Content-Type": "application/merge-patch+json"}
+    data(gw.call("PATCH", f"/admin/providers/{off['id']}", data=json.dumps({"enabled": True}), headers=merge))
+    assert sorted(m.id for m in client.models.list()) == ["gpt-stub", "off-model"]
+    assert client.chat.completions.create(model="offco/off-model", messages=messages).choices
+    assert len(upstream.seen) == 1
+    data(gw.call("PATCH", f"/admin/providers/{off['id']}", data=json.dumps({"enabled": False}), headers=merge))
+    refused()
+    assert len(upstream.seen) == 1
+    # A viewer token is no client either.
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk(gw, VIEWER_TOKEN).chat.completions.create(model="gpt-stub", messages=messages)
+
+
+def test_legacy_completions_and_the_body_forwarded_byte_for_byte_but_its_model(v1, stubs):
+    """POST /v1/completions routes like the others, to the upstream's /completions. The body goes upstream as the
+    client wrote it (spacing, key order, escapes, numbers as spelled), except the `model` string, replaced by the
+    adapter's id: no re-serialisation on the pool's path nor on the I/O threads'."""
+    gw = v1()
+    upstream = stubs(STUB_KEY)
+    add_provider(gw, "stubai", upstream.base_url, STUB_KEY, [("legacy", "gpt-3.5-turbo-instruct")])
+    assert sdk(gw).completions.create(model="stubai/legacy", prompt="say hi", max_tokens=3).model == \
+        "gpt-3.5-turbo-instruct"
+    assert upstream.seen[0]["path"] == "/v1/completions"
+    assert json.loads(upstream.seen[0]["body"])["model"] == "gpt-3.5-turbo-instruct"
+    raw = ('{ "prompt" : "caf\\u00e9 \\"quoted\\" \u00e9",\n\t"model":"legacy" ,"temperature": 1.50, '
+           '"n":1e0, "stop": ["\\n"], "logit_bias": {"50256": -100} }').encode()
+    for _ in range(2):  # the first call on the pool, the next with the credential cached (the I/O threads)
+        r = requests.post(gw.url + "/v1/completions", data=raw, timeout=20,
+                          headers={"Authorization": f"Bearer {CLIENT_TOKEN}", "Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        assert upstream.seen[-1]["body"] == raw.replace(b'"legacy"', b'"gpt-3.5-turbo-instruct"'), upstream.seen[-1]
+
+
 def test_streaming_passes_chunks(v1, stubs):
     gw = v1()
     main = stubs(STUB_KEY)
@@ -368,10 +460,14 @@ def read_until(s, marker):
     return got
 
 
-def test_client_disconnect_mid_stream_frees_the_upstream(v1, stubs):
-    gw = v1()
+@pytest.mark.parametrize("evented", [False, True])
+def test_client_disconnect_mid_stream_frees_the_upstream(v1, stubs, evented):
+    """On the pool and on the I/O threads (the credential cached by a first call)."""
+    gw = v1({"GATEWAY_V1_EVENTED": str(evented).lower()})
     main = stubs(STUB_KEY, "long-stream")
     add_provider(gw, "stubai", main.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    if evented:
+        assert post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []})).status_code == 200
     body = json.dumps({"model": "gpt-stub", "stream": True, "messages": []}).encode()
     with raw_v1_post(gw, CLIENT_TOKEN, body) as s:
         assert b"Transfer-Encoding: chunked" in read_until(s, b"part1")
@@ -469,6 +565,29 @@ def open_stream(gw, token, model="gpt-stub"):
     got = read_until(s, b"part0")
     assert got.startswith(b"HTTP/1.1 200"), got
     return s
+
+
+@pytest.mark.parametrize("evented", [False, True])
+def test_an_upstream_silent_mid_stream_is_cut_at_the_idle_timeout(v1, stubs, evented):
+    """GATEWAY_UPSTREAM_IDLE_TIMEOUT_MS: an upstream that goes silent inside a streamed answer (here after its first
+    event, for up to 30 s) does not hold the client and a /v1 slot until the total timeout: the stream is cut at the
+    idle timeout, closed without its last chunk so that the client cannot take it for whole, on the pool and on the
+    I/O threads (the credential cached by a first call)."""
+    gw = v1({"GATEWAY_UPSTREAM_IDLE_TIMEOUT_MS": "300", "GATEWAY_V1_EVENTED": str(evented).lower()})
+    stall = stubs(STUB_KEY, "hang-stream")
+    add_provider(gw, "stubai", stall.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    if evented:
+        assert post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []})).status_code == 200
+    s = open_stream(gw, CLIENT_TOKEN)
+    try:
+        got = b""
+        while chunk := s.recv(65536):  # the socket's 15 s timeout: the stub stays silent for 30 s
+            got += chunk
+        assert b"[DONE]" not in got and not got.endswith(b"0\r\n\r\n"), got
+    finally:
+        s.close()
+        stall.release.set()
+    assert any("idle" in line and "timeout" in line for line in gw.logs().splitlines()), gw.logs()[-2000:]
 
 
 def post_v1(gw, body, token=CLIENT_TOKEN, **kw):
