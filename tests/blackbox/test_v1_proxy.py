@@ -522,6 +522,43 @@ def v1_count(gw, status):
     return 0
 
 
+def scrape(gw, name, **labels):
+    """The value of metric `name` with exactly `labels` on /metrics, 0 when absent."""
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "") + " "
+    for line in requests.get(gw.url + "/metrics").text.splitlines():
+        if line.startswith(want):
+            return float(line[len(want):])
+    return 0.0
+
+
+def test_v1_metrics_count_each_call_its_upstream_latency_overhead_and_bytes(v1, stubs):
+    """The /v1 metrics as scraped: requests by provider, model and status; the upstream latency by provider and the
+    gateway's overhead, once per call; the answer body bytes passed on, to the byte (pool and I/O threads, streamed
+    and not; an upstream's 401 counted under its status)."""
+    gw = v1()
+    upstream = stubs(STUB_KEY)
+    add_provider(gw, "stubai", upstream.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    add_provider(gw, "badkey", upstream.base_url, "sk-refused-" + "r" * 12, [("bad-model", "bad-model")])
+    received = 0
+    for stream in (False, False, True, True):
+        r = post_v1(gw, json.dumps({"model": "gpt-stub", "stream": stream, "messages": []}))
+        assert r.status_code == 200, r.text
+        received += len(r.content)
+    assert post_v1(gw, json.dumps({"model": "bad-model", "messages": []})).status_code == 401
+    deadline = time.monotonic() + 10  # an access line and its counts may follow the answer by a moment
+    while v1_count(gw, 200) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert v1_count(gw, 200) == 4
+    assert scrape(gw, "dyad_v1_requests_total", provider="badkey", model="bad-model", status="401") == 1
+    assert scrape(gw, "dyad_v1_upstream_seconds_count", provider="stubai") == 4
+    assert scrape(gw, "dyad_v1_upstream_seconds_sum", provider="stubai") > 0
+    # The refused key was read from the store for that call (not cached): its 401 is not retried.
+    assert scrape(gw, "dyad_v1_upstream_seconds_count", provider="badkey") == 1
+    assert [c["path"] for c in upstream.seen].count("/v1/chat/completions") == 5
+    assert scrape(gw, "dyad_v1_overhead_seconds_count") == 5
+    assert scrape(gw, "dyad_v1_streamed_bytes_total", provider="stubai") == received
+
+
 @pytest.mark.parametrize("stream,pipelined,evented", [(False, False, False), (True, False, False), (False, True, False),
                                                        (False, False, True), (True, False, True), (False, True, True)])
 def test_client_disconnect_before_the_answer_frees_the_upstream(v1, stubs, stream, pipelined, evented):
