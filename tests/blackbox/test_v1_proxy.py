@@ -53,7 +53,8 @@ class Stub(LoopbackStub):
 
             def _handle(self):
                 raw = self._body()
-                stub.seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                stub.seen.append({"path": self.path, "peer": self.client_address,
+                                  "headers": {k.lower(): v for k, v in self.headers.items()},
                                   "all_headers": [(k.lower(), v) for k, v in self.headers.items()], "body": raw})
                 if stub.mode == "record-only":
                     return self._send(200, {"recorded": True})
@@ -202,6 +203,22 @@ def test_routing_injection_and_models(v1, stubs):
     assert r.status_code == 400
 
 
+@pytest.mark.parametrize("evented", [False, True])
+def test_upstream_connections_are_kept_alive_and_reused(v1, stubs, evented):
+    """Pooled keep-alive connections per upstream: 20 calls one after another reach the upstream over one connection
+    on the pool's path; with the I/O threads, over at most one more per I/O thread (each keeps its own), never one
+    per call. (This stub closes the connection after an event stream, so the calls are not streamed.)"""
+    gw = v1({"GATEWAY_V1_EVENTED": str(evented).lower()})
+    upstream = stubs(STUB_KEY)
+    add_provider(gw, "stubai", upstream.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    for i in range(20):
+        r = post_v1(gw, json.dumps({"model": "gpt-stub", "messages": [{"role": "user", "content": str(i)}]}))
+        assert r.status_code == 200, r.text
+    ports = {call["peer"][1] for call in upstream.seen}
+    assert len(upstream.seen) == 20
+    assert len(ports) <= (3 if evented else 1), sorted(ports)
+
+
 def test_client_role_enforcement(v1, stubs):
     gw = v1()
     main = stubs(STUB_KEY)
@@ -223,9 +240,13 @@ def test_client_role_enforcement(v1, stubs):
     # Outside its lists is as unknown (review round 2, item 6): nothing there is named.
     with pytest.raises(openai.NotFoundError):
         limited.chat.completions.create(model="other-model", messages=[{"role": "user", "content": "x"}])
-    with pytest.raises(openai.APIStatusError) as e:
-        sdk(gw).chat.completions.create(model="cli-model", messages=[{"role": "user", "content": "x"}])
-    assert e.value.status_code == 501 and "spawn-cli" in e.value.message
+    data(gw.call("POST", "/admin/providers", json={"name": "on-device", "slug": "ondevice", "type": "local",
+                                                   "models": [{"dyadModelId": "local-model", "adapterModelId": "m"}]}),
+         201)
+    for model, type_ in (("cli-model", "spawn-cli"), ("local-model", "local")):
+        with pytest.raises(openai.APIStatusError) as e:
+            sdk(gw).chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+        assert e.value.status_code == 501 and f"'{type_}'" in e.value.message, e.value.message
     assert main.seen == []
 
 
@@ -363,11 +384,14 @@ def test_upstream_down_slow_and_redirect(v1, stubs):
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(model="slow-model", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 504
-    r = requests.post(gw.url + "/v1/chat/completions", json={"model": "redir-model", "messages": []},
-                      headers={"Authorization": f"Bearer {CLIENT_TOKEN}"}, allow_redirects=False)
-    assert r.status_code == 302
-    assert r.headers["Location"] == target.base_url + "/chat/completions"
-    assert len(redirect.seen) == 1
+    # The first call reads the credential (the pool), the next has it cached (the I/O threads); streamed and not.
+    for n, stream in enumerate((False, False, True), start=1):
+        r = requests.post(gw.url + "/v1/chat/completions", json={"model": "redir-model", "messages": [],
+                                                                 "stream": stream},
+                          headers={"Authorization": f"Bearer {CLIENT_TOKEN}"}, allow_redirects=False)
+        assert r.status_code == 302
+        assert r.headers["Location"] == target.base_url + "/chat/completions"
+        assert len(redirect.seen) == n
     assert target.seen == []  # never followed, so the key never went there
 
 

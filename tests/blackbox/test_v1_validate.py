@@ -171,8 +171,14 @@ def test_plain_http_upstreams_need_loopback_or_the_switch(make_gateway):
         assert "pw@" not in r.json()["error"]["message"]
     # spawn-cli and local providers need no baseUrl.
     data(gw.call("POST", "/admin/providers", json={"name": "l", "slug": "l", "type": "local"}), 201)
-    assert data(gw.call("POST", "/admin/providers", json=provider_body(
+    loop = data(gw.call("POST", "/admin/providers", json=provider_body(
         slug="loop", adapterConfig={"baseUrl": "http://localhost:1/v1"})), 201)
+    # Nor can an update or a PATCH move a provider to plain http off loopback.
+    for method, headers in (("PUT", {}), ("PATCH", {"Content-Type": "application/merge-patch+json"})):
+        r = gw.call(method, f"/admin/providers/{loop['id']}", data=json.dumps(
+            {"adapterConfig": {"baseUrl": "http://10.0.0.5:8000/v1"}}), headers=headers)
+        assert r.status_code == 400 and "GATEWAY_ALLOW_PLAINTEXT_UPSTREAM" in r.text, (method, r.text)
+    assert data(gw.call("GET", f"/admin/providers/{loop['id']}"))["adapterConfig"]["baseUrl"] == "http://localhost:1/v1"
     gw.stop()
     gw = make_gateway({"GATEWAY_ALLOW_PLAINTEXT_UPSTREAM": "true"}, name="allowed").start()
     data(gw.call("POST", "/admin/providers", json=body), 201)
