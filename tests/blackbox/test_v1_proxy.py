@@ -395,6 +395,24 @@ def test_upstream_down_slow_and_redirect(v1, stubs):
     assert target.seen == []  # never followed, so the key never went there
 
 
+def test_an_upstream_that_does_not_accept_hits_the_connect_timeout(v1):
+    """GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS: a listener whose accept queue is full drops the gateway's SYNs; the call is
+    a 504 naming the connect timeout (not the first-byte one, not a 502), on the pool's path and then, the credential
+    cached, on the I/O threads'."""
+    gw = v1({"GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS": "200", "GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT_MS": "30000"})
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the accept queue, never accepted
+            add_provider(gw, "full", f"http://127.0.0.1:{port}/v1", STUB_KEY, [("full-model", "full-model")])
+            for _ in range(2):
+                r = post_v1(gw, json.dumps({"model": "full-model", "messages": []}))
+                assert r.status_code == 504, r.text
+                err = r.json()["error"]
+                assert err["code"] == "upstream_timeout" and "connect timeout (200 ms)" in err["message"], err
+
+
 def test_upstream_errors_do_not_show_the_upstreams_address(v1, stubs):
     """B6: a /v1 client's 502 and 504 name the provider and what went wrong, never the upstream's host, port, IP
     or URL (curl's own words name them); the full words, with the request id, are in the gateway's log at warn."""
