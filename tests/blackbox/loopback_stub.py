@@ -1,6 +1,7 @@
 """What the /v1 tests' loopback upstream stubs share: a quiet HTTP/1.1 handler that sends GET and POST to one
 `_handle()`, and a threaded server on 127.0.0.1 with a base_url and close()."""
 import http.server
+import ssl
 import threading
 
 
@@ -11,6 +12,15 @@ class StubHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def setup(self):
+        # Over TLS, the handshake here, on the connection's own thread and under a timeout (not in accept(), where
+        # a peer that says nothing would hold the server's only thread, and close() with it).
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
 
     def do_GET(self):
         self._handle()
@@ -30,8 +40,9 @@ class LoopbackStub:
     def _serve(self, handler, tls=None):
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.tls = tls
-        if tls:  # each connection's handshake runs in accept(); a failed one is dropped there (an OSError)
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        if tls:  # each connection's handshake in its handler's setup(); a failed one ends that connection quietly
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
+            self.server.handle_error = lambda request, address: None
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -1,4 +1,5 @@
 """PATCH /admin/providers/{id}: JSON Merge Patch (RFC 7396) of a provider and of its stored credentials."""
+import contextlib
 import json
 import sqlite3
 import threading
@@ -271,7 +272,7 @@ def test_stored_control_characters_do_not_block_a_patch_of_another_member(gatewa
     sharing the database) still let a PATCH change another member and keep them; a PATCH that sets them is checked."""
     p = create(gateway, "old", {"api_key": "sk-old-123"})
     models = [{"dyadModelId": "x\u0000y", "adapterModelId": "gpt\u007f"}]
-    with sqlite3.connect(gateway.data_dir / "gateway.db") as db:
+    with contextlib.closing(sqlite3.connect(gateway.data_dir / "gateway.db")) as db, db:
         db.execute("UPDATE providers SET description = ?, models = ? WHERE id = ?",
                    ("bad\u0007desc", json.dumps(models), p["id"]))
     got = data(patch(gateway, p["id"], {"enabled": False}))
