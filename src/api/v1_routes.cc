@@ -97,8 +97,7 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
   HttpResponse RunOnPool(const HttpRequest& request) override {
     call_.reset();
     ProxyRequest pr = MakeProxyRequest(request, principal_, endpoint_);
-    pr.after_401 = held_deadline_.has_value();
-    pr.give_up = held_deadline_;
+    pr.after_401 = held_deadline_;
     WriterOutput out(request.writer);
     return Answer(proxy_.Forward(pr, out), request.writer);
   }

@@ -708,7 +708,7 @@ std::shared_ptr<const ProxyService::Catalog> ProxyService::FreshSnapshot() {
 
 Result<bool> ProxyService::Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait) {
   s.t0 = clock_.Now();
-  s.give_up = request.give_up ? *request.give_up : s.t0 + options_.timeouts.total;  // one total per client call
+  s.give_up = request.after_401 ? *request.after_401 : s.t0 + options_.timeouts.total;  // one total per client call
   s.request_id = request.caller.request_id;
   DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
   if (may_wait) {

@@ -98,11 +98,11 @@ struct ProxyRequest {
   // Model ids, or <slug>/<model> for a model its provider does not list.
   const std::vector<std::string>* allowed_models = nullptr;
   Caller caller;
-  // The first attempt was answered 401 and held back (ProxyService::Prepare's
-  // call): this one reads the credential again and is not held back twice,
-  // within what is left of the first's total deadline (ProxyCall::give_up).
-  bool after_401 = false;
-  std::optional<Clock::Instant> give_up;
+  // Set when the first attempt was answered 401 and held back
+  // (ProxyService::Prepare's call): that attempt's total deadline
+  // (ProxyCall::give_up). This one reads the credential again, is not held
+  // back twice, and keeps the deadline.
+  std::optional<Clock::Instant> after_401;
 };
 
 // Where a streamed answer goes (the client): false when it has gone.
@@ -140,8 +140,8 @@ class ProxyCall {
   const UpstreamRequest& request() const;
   UpstreamSink& sink();
   // The upstream answered 401 to the cached credential and the answer was
-  // held back (as Forward holds it): ask Forward again, with after_401 and
-  // this call's total deadline.
+  // held back (as Forward holds it): ask Forward again, with after_401 set
+  // to this call's total deadline.
   bool retry() const;
   Clock::Instant give_up() const;
 

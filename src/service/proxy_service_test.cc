@@ -599,7 +599,7 @@ TEST_F(PreparedCallTest, NoCallWithoutTheOptionOrForAnAfter401Retry) {
   const std::string body = R"({"model":"gpt-a"})";
   ASSERT_TRUE(Call(body).ok());
   ProxyRequest retry = Request(body);
-  retry.after_401 = true;
+  retry.after_401 = std::chrono::steady_clock::now() + std::chrono::seconds(600);
   auto after = proxy_->Prepare(retry, out_);
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(*after, nullptr);
@@ -678,8 +678,7 @@ TEST_F(PreparedCallTest, TheRetryOfAHeld401KeepsTheCallsTotalDeadline) {
   UpstreamRequires("Bearer sk-new");
   upstream_.seen.clear();
   ProxyRequest retry = Request(body);
-  retry.after_401 = true;
-  retry.give_up = (*call)->give_up();
+  retry.after_401 = (*call)->give_up();
   auto a = proxy_->Forward(retry, out_);
   ASSERT_TRUE(a.ok()) << a.error().message;
   EXPECT_EQ(a->status, 200);
