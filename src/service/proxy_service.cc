@@ -792,7 +792,9 @@ Result<ProxyAnswer> ProxyService::Conclude(ProxyCall::State& s, const Status& se
     // error's own name the upstream's URL, and curl's its host, port and
     // address, which a /v1 client must not learn: they go to the log.
     spdlog::warn("v1: request {}: the call to provider {} failed: {}", s.request_id, provider->slug, e.message);
-    const std::string kind = DescribeUpstreamFailure(sink.failure, s.up.timeouts);
+    // The timeouts as configured: the call's total is what was left of it
+    // (Arm), less than the configured one after a held 401's retry.
+    const std::string kind = DescribeUpstreamFailure(sink.failure, options_.timeouts);
     const std::string named = "upstream '" + provider->slug + "'";
     switch (e.code) {
       case ErrorCode::kUnavailable: e.message = named + " unreachable: " + kind; break;

@@ -684,6 +684,16 @@ TEST_F(PreparedCallTest, TheRetryOfAHeld401KeepsTheCallsTotalDeadline) {
   EXPECT_EQ(a->status, 200);
   ASSERT_EQ(upstream_.seen.size(), 1u);
   EXPECT_EQ(upstream_.seen[0].timeouts.total, 3s);  // what is left, not 10 s again
+  // A retry that times out names the total as configured, not what was left
+  // (helper-164: "the total timeout (97 ms) passed" with 2000 ms set).
+  FakeUpstream::Answer late;
+  late.error_before_head = true;
+  late.failure = UpstreamFailure::kTotalTimeout;
+  late.error = MakeError(ErrorCode::kDeadlineExceeded, "the total timeout (3000 ms) passed");
+  upstream_.answers = {late};
+  auto timed_out = proxy_->Forward(retry, out_);
+  ASSERT_FALSE(timed_out.ok());
+  EXPECT_EQ(timed_out.error().message, "upstream 'alpha' timed out: the total timeout (10000 ms) passed");
 }
 
 TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {
