@@ -465,6 +465,29 @@ bool ProxyService::ClaimForcedRefresh(const std::string& provider_id, const std:
   return true;
 }
 
+bool ProxyService::AnotherCredential(const std::string& provider_id, const std::string& slug, const Credentials& used,
+                                     const Caller* read_as) {
+  const std::string used_fingerprint = secrets_.Fingerprint(used.fields);
+  const bool claimed = ClaimForcedRefresh(provider_id, used_fingerprint);
+  if (claimed) spdlog::info("v1: provider {} answered 401 to its credential; reading it again", slug);
+  if (!read_as) {
+    // On an I/O thread, no store read: after the claim, the retry on the
+    // pool reads it (Forward), once, and may find the same key (a second
+    // 401, passed on). An empty cache is held too: the entry may have been
+    // dropped by the window's claim for another call that met the same 401
+    // (whose read the retry joins), by a change another instance made, or it
+    // expired. Passing this 401 on would fail a client mid-rotation.
+    if (claimed) return true;
+    CredentialsPtr now_cached = secrets_.GetCached(provider_id);
+    return !now_cached || secrets_.Fingerprint(now_cached->fields) != used_fingerprint;
+  }
+  // The store's answer after a claim (the entry is dropped), else what the
+  // cache holds now (another call's forced read, or a rotation here). By
+  // value, not by pointer: the same key again would only earn a second 401.
+  auto now = secrets_.Get(provider_id, *read_as);
+  return now.ok() && secrets_.Fingerprint(now->credentials->fields) != used_fingerprint;
+}
+
 Result<std::vector<ListedModel>> ProxyService::Models(const std::vector<std::string>* allowed_providers,
                                                       const std::vector<std::string>* allowed_models) {
   DYAD_ASSIGN_OR_RETURN(auto cat, Snapshot());
@@ -829,22 +852,13 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
       return e;
     }
     DYAD_RETURN_IF_ERROR(Inject(request, s, read->credentials));
-    // A 401 to the cached credential (first attempt only) is held back and
-    // retried when this credential's window allows a fresh read (claimed
-    // and the cache entry dropped in one step), or when the cache already
-    // holds another credential (replaced meanwhile). Asked only on a 401.
-    s.hold_401 = [&] {
-      const std::string used_fingerprint = secrets_.Fingerprint(s.used->fields);
-      if (ClaimForcedRefresh(s.provider->id, used_fingerprint)) {
-        spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", s.provider->slug);
-        return true;
-      }
-      // Another credential by value, not by pointer: a re-read that found
-      // the same key would only earn a second 401.
-      auto now_cached = secrets_.Get(s.provider->id, request.caller);
-      return now_cached.ok() && secrets_.Fingerprint(now_cached->credentials->fields) != used_fingerprint;
-    };
-    const bool may_hold = attempt == 0 && !request.after_401 && read->source == "cache";
+    // A 401 (first attempt only) is held back and retried when a fresh read
+    // finds another credential: one rotated by another instance since the
+    // cache was filled, or since this very store read. Not after a read the
+    // store did not answer (stale, fallback) or without a store (environment).
+    s.hold_401 = [&] { return AnotherCredential(s.provider->id, s.provider->slug, *s.used, &request.caller); };
+    const bool may_hold =
+        attempt == 0 && !request.after_401 && (read->source == "cache" || read->source == "store");
     if (auto late = Arm(s, output, may_hold)) return *late;
     Status sent = upstream_.Send(s.up, *s.sink);
     if (s.sink->retry) continue;  // a held 401 (see above)
@@ -859,22 +873,10 @@ Result<std::unique_ptr<ProxyCall>> ProxyService::Prepare(const ProxyRequest& req
   CredentialsPtr cached = secrets_.GetCached(s->provider->id);
   if (!cached) return std::unique_ptr<ProxyCall>();
   DYAD_RETURN_IF_ERROR(Inject(request, *s, std::move(cached)));
-  // Forward's hold, without its wait: when the window is used, only what
-  // the cache holds now is compared. An empty cache is held too: the entry
-  // may have been dropped by the window's claim for another call that met
-  // the same 401 (whose read the retry joins) or by a change another
-  // instance made, or it expired; the retry on the pool reads it (Forward),
-  // once, and may find the same key (a second 401, passed on). Passing this
-  // 401 on would fail a client in the middle of a rotation.
+  // Forward's hold, without its store read (see AnotherCredential).
   ProxyCall::State* state = s.get();
   s->hold_401 = [this, state] {
-    const std::string used_fingerprint = secrets_.Fingerprint(state->used->fields);
-    if (ClaimForcedRefresh(state->provider->id, used_fingerprint)) {
-      spdlog::info("v1: provider {} answered 401 to the cached credential; reading it again", state->provider->slug);
-      return true;
-    }
-    CredentialsPtr now_cached = secrets_.GetCached(state->provider->id);
-    return !now_cached || secrets_.Fingerprint(now_cached->fields) != used_fingerprint;
+    return AnotherCredential(state->provider->id, state->provider->slug, *state->used, nullptr);
   };
   if (auto late = Arm(*s, output, /*may_hold=*/true)) return *late;
   return std::unique_ptr<ProxyCall>(new ProxyCall(std::move(s)));

@@ -20,14 +20,15 @@
 // (its gateway token), Cookie, Host, Content-Length, Expect, hop-by-hop
 // headers (Connection and those it names, Keep-Alive, Proxy-*, TE, Trailer,
 // Transfer-Encoding, Upgrade) and any header the credential sets. An upstream
-// 401 to a credential served from the cache drops that cache entry and is
-// retried once with a fresh read (another instance may have rotated it); the
-// 401 never reaches the client then. At most one such forced read per
-// provider and credential (its fingerprint) per forced_refresh_interval (on
-// the injected clock); the claim of that window and the drop of the cache
-// entry are one step, so two requests never both drop and read. A 401 to a
-// credential whose window is used is still retried once when the cache
-// already holds another one (a replaced credential), else passed on. The
+// 401 to a credential read from the cache or the store is held back and
+// retried once when a fresh read finds another credential (another instance
+// may have rotated it, before or during the call); the 401 never reaches the
+// client then. At most one such forced read per provider and credential (its
+// fingerprint) per forced_refresh_interval (on the injected clock); the
+// claim of that window and the drop of the cache entry are one step, so two
+// requests never both drop and read. A 401 to a credential whose window is
+// used is still retried once when the cache already holds another one (a
+// replaced credential), else passed on. The
 // total timeout is one deadline per client call, across that retry.
 // A text/event-stream answer (or one
 // larger than max_buffered_bytes) is passed on piece by piece as it comes;
@@ -207,7 +208,14 @@ class ProxyService {
   std::optional<Error> Arm(ProxyCall::State& s, ProxyOutput& output, bool may_hold);
   Result<ProxyAnswer> Conclude(ProxyCall::State& s, const Status& sent);
   bool CatalogFresh(Clock::Instant now) const DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // After a 401 to the cached credential with this fingerprint: claims the
+  // On a 401 to `used`: whether a retry would carry another credential.
+  // Claims the window (ClaimForcedRefresh), then compares `used` with the
+  // store's credential read as `read_as`, or, without it (an I/O thread:
+  // no store read), with what the cache holds (an empty cache counts as
+  // another: the retry reads it).
+  bool AnotherCredential(const std::string& provider_id, const std::string& slug, const Credentials& used,
+                         const Caller* read_as) DYAD_LOCKS_EXCLUDED(mu_);
+  // After a 401 to the credential with this fingerprint: claims the
   // window of (provider, fingerprint) and, in the same step, drops the cache
   // entry; false when the window is already used.
   bool ClaimForcedRefresh(const std::string& provider_id, const std::string& fingerprint) DYAD_LOCKS_EXCLUDED(mu_);

@@ -863,10 +863,10 @@ TEST_F(ProxyServiceTest, A401ForcesAtMostOneFreshReadPerProviderPerInterval) {
   ASSERT_TRUE(Call(R"({"model":"gpt-b"})").ok());
   UpstreamRequires("Bearer sk-revoked-by-the-upstream");
   const int gets = store_.gets;
-  auto a = Call(R"({"model":"gpt-a"})");  // the first 401: dropped, read again, sent again
+  auto a = Call(R"({"model":"gpt-a"})");  // the first 401: dropped, read again: the same key, passed on
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a->status, 401);
-  EXPECT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen.size(), 1u);  // not sent again: it would only earn a second 401
   EXPECT_EQ(store_.gets, gets + 1);
   for (int i = 0; i < 10; ++i) {  // within the interval: the 401 is the answer, the store is not read
     clock_.Advance(400ms);
@@ -874,19 +874,19 @@ TEST_F(ProxyServiceTest, A401ForcesAtMostOneFreshReadPerProviderPerInterval) {
     ASSERT_TRUE(a.ok());
     EXPECT_EQ(a->status, 401);
   }
-  EXPECT_EQ(upstream_.seen.size(), 12u);
+  EXPECT_EQ(upstream_.seen.size(), 11u);
   EXPECT_EQ(store_.gets, gets + 1);
   // Another provider has its own window (it was not refreshed).
   a = Call(R"({"model":"gpt-b"})");
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(store_.gets, gets + 2);
-  EXPECT_EQ(upstream_.seen.size(), 14u);
+  EXPECT_EQ(upstream_.seen.size(), 12u);
   // Past the interval, one more forced read for alpha's credential.
   clock_.Advance(1s);
   a = Call(R"({"model":"gpt-a"})");
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(store_.gets, gets + 3);
-  EXPECT_EQ(upstream_.seen.size(), 16u);
+  EXPECT_EQ(upstream_.seen.size(), 13u);
 }
 
 }  // namespace
@@ -991,6 +991,56 @@ TEST_F(ProxyServiceTest, A401ToAnAlreadyReplacedCredentialIsRetriedWithTheNewOne
   ASSERT_EQ(upstream_.seen.size(), 2u);
   EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-old");
   EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-new");
+}
+
+// helper-164: with an empty cache, the key read from the store just before
+// another instance's rotation met the upstream's 401, passed on (only a
+// cached key's 401 was held): a failed call in the middle of a rotation.
+TEST_F(ProxyServiceTest, A401ToAKeyJustReadFromTheStoreIsRetriedWhenTheStoreNowHoldsAnother) {
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  secrets_->cache().Invalidate(id);  // nothing cached: the call reads the store
+  UpstreamRequires("Bearer sk-new");
+  bool rotated = false;
+  int gets = 0;
+  upstream_.during_send = [&] {
+    if (rotated) return;
+    rotated = true;
+    ASSERT_TRUE(RotateElsewhere(id, "sk-new").ok());  // after this call's read, before its answer
+    gets = store_.gets;
+  };
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->status, 200);
+  ASSERT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-old");
+  EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-new");
+  EXPECT_EQ(store_.gets, gets + 1);  // the 401's read; the retry is served by the cache
+  // A key the store still holds is refused: one forced read, the same key,
+  // the 401 passed on, the upstream called once.
+  secrets_->cache().Invalidate(id);
+  clock_.Advance(10s);
+  UpstreamRequires("Bearer sk-other");
+  a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->status, 401);
+  EXPECT_EQ(upstream_.seen.size(), 1u);
+}
+
+// A key served while the store does not answer (stale, or the environment's
+// fallback) is not held: a fresh read cannot find another one.
+TEST_F(ProxyServiceTest, A401ToAStaleKeyIsPassedOnWithoutAnotherRead) {
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-a");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // cached
+  clock_.Advance(10min);  // past the cache's lifetime (5 min), within stale-if-error (1 h)
+  store_.Fail(MakeError(ErrorCode::kUnavailable, "the store is down"));
+  UpstreamRequires("Bearer sk-never");
+  const int gets = store_.gets;
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->status, 401);
+  EXPECT_EQ(upstream_.seen.size(), 1u);
+  EXPECT_EQ(store_.gets, gets + 1);  // the call's read only
+  store_.Fail(std::nullopt);
 }
 
 TEST_F(ProxyServiceTest, TheForcedReadIntervalIsTheOptions) {

@@ -32,6 +32,7 @@ class KeyStub(LoopbackStub):
         self.delay = delay
         self.lock = threading.Lock()
         self.seen = []  # {"rid", "key", "path", "status"}
+        self.before_answer = None  # called with each request's key before it is judged (outside the lock)
         stub = self
 
         class Handler(StubHandler):
@@ -47,6 +48,8 @@ class KeyStub(LoopbackStub):
                 raw = self._body()
                 auth = self.headers.get("Authorization", "")
                 key = auth[len("Bearer "):] if auth.startswith("Bearer ") else auth
+                if stub.before_answer:
+                    stub.before_answer(key)
                 ok = key in stub.accepted
                 with stub.lock:
                     stub.seen.append({"rid": self.headers.get("X-Test-Request-Id"), "key": key, "path": self.path,
@@ -281,6 +284,41 @@ def test_a_rotation_through_another_instance_with_the_old_key_revoked_at_once(ma
     # (How many met the 401 depends on when A's feed poll fell; with 8 clients streaming for the second the feed
     # may take, almost always some did: were the retry broken, those would have failed above.)
     print(f"requests retried after a 401 to the cached old key: {retried}")
+    for gw in (a, b):
+        assert old not in gw.logs() and new not in gw.logs()
+
+
+def test_a_key_read_from_the_store_then_rotated_by_another_instance_is_retried(make_gateway, key_stubs, tmp_path):
+    """helper-164: A's cache is empty, so its call reads the old key from the store; while that call is at the
+    upstream, B rotates and the upstream revokes the old key. The 401 is A's to absorb as for a cached key (a fresh
+    read finds another key: retried once with it). It was passed on to the client (only a cached key's 401 was
+    held). Deterministic: the stub rotates through B when the old key first reaches it."""
+    old, new = "sk-old-" + uuid.uuid4().hex, "sk-new-" + uuid.uuid4().hex
+    stub = key_stubs({old})
+    shared = {"GATEWAY_DATA_DIR": str(tmp_path / "shared"), "GATEWAY_CLIENT_API_KEYS_FILE": clients_file(tmp_path)}
+    a = make_gateway(shared, name="a").start()
+    b = make_gateway(shared, name="b").start()
+    p = add_provider(b, "stubai", stub.base_url, old, [("gpt-stub", "gpt-stub")])
+    rotated = threading.Event()
+
+    def rotate_through_b_and_revoke(key):
+        if key == old and not rotated.is_set():
+            rotated.set()
+            r = b.call("POST", f"/admin/providers/{p['id']}/credentials/rotate", json={"credentials": {"api_key": new}})
+            assert data(r)["credentialsVersion"] == 2
+            with stub.lock:
+                stub.accepted = {new}
+
+    stub.before_answer = rotate_through_b_and_revoke
+    data(a.call("POST", "/admin/secrets/clear-cache"))  # nothing cached: A's call reads the store
+    client = sdk(a)
+    for rid in ("first", "second"):
+        reply = client.chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}],
+                                               extra_headers={"X-Test-Request-Id": rid})
+        assert reply.choices[0].message.content == "hello"
+    by_rid = requests_by_rid(stub)
+    assert [(s["key"] == new, s["status"]) for s in by_rid["first"]] == [(False, 401), (True, 200)]
+    assert [(s["key"] == new, s["status"]) for s in by_rid["second"]] == [(True, 200)]
     for gw in (a, b):
         assert old not in gw.logs() and new not in gw.logs()
 
