@@ -288,11 +288,13 @@ def test_a_rotation_through_another_instance_with_the_old_key_revoked_at_once(ma
         assert old not in gw.logs() and new not in gw.logs()
 
 
-def test_a_key_read_from_the_store_then_rotated_by_another_instance_is_retried(make_gateway, key_stubs, tmp_path):
-    """helper-164: A's cache is empty, so its call reads the old key from the store; while that call is at the
-    upstream, B rotates and the upstream revokes the old key. The 401 is A's to absorb as for a cached key (a fresh
-    read finds another key: retried once with it). It was passed on to the client (only a cached key's 401 was
-    held). Deterministic: the stub rotates through B when the old key first reaches it."""
+@pytest.mark.parametrize("cached", [False, True], ids=["read-from-the-store", "cached"])
+def test_a_key_rotated_by_another_instance_during_the_call_is_retried(make_gateway, key_stubs, tmp_path, cached):
+    """While A's call is at the upstream with the old key, B rotates and the upstream revokes the old key: the 401
+    is A's to absorb (a fresh read finds another key: retried once with it), whether A's key came from its cache
+    (the case the issue names; the rotation tests meet it only by chance) or, its cache empty, from the store
+    (helper-164: passed on to the client before, only a cached key's 401 was held). Deterministic: the stub
+    rotates through B when the old key reaches it the first time after `armed`."""
     old, new = "sk-old-" + uuid.uuid4().hex, "sk-new-" + uuid.uuid4().hex
     stub = key_stubs({old})
     shared = {"GATEWAY_DATA_DIR": str(tmp_path / "shared"), "GATEWAY_CLIENT_API_KEYS_FILE": clients_file(tmp_path)}
@@ -309,9 +311,12 @@ def test_a_key_read_from_the_store_then_rotated_by_another_instance_is_retried(m
             with stub.lock:
                 stub.accepted = {new}
 
-    stub.before_answer = rotate_through_b_and_revoke
-    data(a.call("POST", "/admin/secrets/clear-cache"))  # nothing cached: A's call reads the store
     client = sdk(a)
+    data(a.call("POST", "/admin/secrets/clear-cache"))  # nothing cached: A's call reads the store
+    if cached:
+        reply = client.chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content == "hello"  # the old key is in A's cache now
+    stub.before_answer = rotate_through_b_and_revoke
     for rid in ("first", "second"):
         reply = client.chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}],
                                                extra_headers={"X-Test-Request-Id": rid})
