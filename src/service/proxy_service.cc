@@ -305,6 +305,7 @@ struct ProxyService::Catalog {
     bool enabled = false;
     int64_t created = 0;
     std::vector<Model> models;
+    int64_t credentials_version = 0;  // the registry's, when the catalog was read
     std::optional<AdapterConfig> adapter;  // http-sdk and proxy, when it parses
     bool preparable = false;  // Prepare may make its calls (ProxyOptions::prepare)
     std::string adapter_error;
@@ -359,6 +360,7 @@ Status LoadCatalog(ProviderRepository& repo, const ProxyOptions& options, Catalo
     e.slug = p.slug;
     e.type = p.type;
     e.enabled = p.enabled;
+    e.credentials_version = p.credentials_version;
     if (auto t = ParseIso8601(p.created_at)) {
       e.created = std::chrono::duration_cast<std::chrono::seconds>(t->time_since_epoch()).count();
     }
@@ -482,8 +484,11 @@ bool ProxyService::AnotherCredential(const std::string& provider_id, const std::
     return !now_cached || secrets_.Fingerprint(now_cached->fields) != used_fingerprint;
   }
   // The store's answer after a claim (the entry is dropped), else what the
-  // cache holds now (another call's forced read, or a rotation here). By
-  // value, not by pointer: the same key again would only earn a second 401.
+  // cache holds now (another call's forced read, or a rotation here), or
+  // the read that fills it. Without a cache, only the claim reads: at most
+  // one store read per window, as with one. By value, not by pointer: the
+  // same key again would only earn a second 401.
+  if (!claimed && !secrets_.cache_enabled()) return false;
   auto now = secrets_.Get(provider_id, *read_as);
   return now.ok() && secrets_.Fingerprint(now->credentials->fields) != used_fingerprint;
 }
@@ -723,18 +728,34 @@ UpstreamSink& ProxyCall::sink() { return *s_->sink; }
 bool ProxyCall::retry() const { return s_->sink->retry; }
 Clock::Instant ProxyCall::give_up() const { return s_->give_up; }
 
+Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::SnapshotAfter(const Catalog& outdated) {
+  {
+    MutexLock lock(&mu_);
+    // Once for every call that found the same catalog outdated: a read that
+    // begins after this one's start is after each of theirs.
+    if (catalog_epoch_ == outdated.epoch) {
+      catalog_.reset();
+      ++catalog_epoch_;
+    }
+  }
+  return Snapshot();
+}
+
 std::shared_ptr<const ProxyService::Catalog> ProxyService::FreshSnapshot() {
   const auto now = clock_.CoarseNow();
   MutexLock lock(&mu_);
   return CatalogFresh(now) ? catalog_ : nullptr;
 }
 
-Result<bool> ProxyService::Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait) {
-  s.t0 = clock_.Now();
+Result<bool> ProxyService::Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait,
+                                   const Reroute* reroute) {
+  s.t0 = reroute ? reroute->started : clock_.Now();
   s.give_up = request.after_401 ? *request.after_401 : s.t0 + options_.timeouts.total;  // one total per client call
   s.request_id = request.caller.request_id;
   DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
-  if (may_wait) {
+  if (reroute) {
+    DYAD_ASSIGN_OR_RETURN(s.cat, SnapshotAfter(*reroute->outdated));
+  } else if (may_wait) {
     DYAD_ASSIGN_OR_RETURN(s.cat, Snapshot());
   } else if (!(s.cat = FreshSnapshot())) {
     return false;
@@ -838,32 +859,51 @@ Result<ProxyAnswer> ProxyService::Conclude(ProxyCall::State& s, const Status& se
 }
 
 Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutput& output) {
+  return Forward(request, output, nullptr);
+}
+
+Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutput& output,
+                                          const Reroute* reroute) {
   ProxyCall::State s;
-  DYAD_RETURN_IF_ERROR(Resolve(request, s, /*may_wait=*/true));
+  DYAD_RETURN_IF_ERROR(Resolve(request, s, /*may_wait=*/true, reroute));
   s.up.hang_up_fd = output.HangUpFd();
-  for (int attempt = 0;; ++attempt) {
-    auto read = secrets_.Get(s.provider->id, request.caller);
-    if (!read.ok()) {
-      Error e = MakeError(ErrorCode::kFailedPrecondition, "the credentials of provider '" + s.provider->slug +
-                                                              "' cannot be read (" +
-                                                              std::string(ErrorCodeName(read.code())) + ")");
-      metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
-                         std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
-      return e;
-    }
-    DYAD_RETURN_IF_ERROR(Inject(request, s, read->credentials));
-    // A 401 (first attempt only) is held back and retried when a fresh read
-    // finds another credential: one rotated by another instance since the
-    // cache was filled, or since this very store read. Not after a read the
-    // store did not answer (stale, fallback) or without a store (environment).
-    s.hold_401 = [&] { return AnotherCredential(s.provider->id, s.provider->slug, *s.used, &request.caller); };
-    const bool may_hold =
-        attempt == 0 && !request.after_401 && (read->source == "cache" || read->source == "store");
-    if (auto late = Arm(s, output, may_hold)) return *late;
-    Status sent = upstream_.Send(s.up, *s.sink);
-    if (s.sink->retry) continue;  // a held 401 (see above)
-    return Conclude(s, sent);
+  auto read = secrets_.Get(s.provider->id, request.caller);
+  if (!read.ok()) {
+    Error e = MakeError(ErrorCode::kFailedPrecondition, "the credentials of provider '" + s.provider->slug +
+                                                            "' cannot be read (" +
+                                                            std::string(ErrorCodeName(read.code())) + ")");
+    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
+                       std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
+    return e;
   }
+  // A key newer than this catalog's view of its provider (rotated since the
+  // catalog was read, up to catalog_ttl ago) goes where a catalog read after
+  // it says: a baseUrl changed before a rotation never gets the new key.
+  // Once (a registry that lags the store: the catalog read again is used),
+  // within the call's one total deadline (from its start).
+  if (!reroute && read->credentials->version > s.provider->credentials_version) {
+    const Reroute again{s.cat.get(), s.t0};
+    return Forward(request, output, &again);
+  }
+  DYAD_RETURN_IF_ERROR(Inject(request, s, read->credentials));
+  // A 401 (first attempt only) is held back and retried when a fresh read
+  // finds another credential: one rotated by another instance since the
+  // cache was filled, or since this very store read. Not after a read the
+  // store did not answer (stale, fallback) or without a store (environment).
+  s.hold_401 = [&] { return AnotherCredential(s.provider->id, s.provider->slug, *s.used, &request.caller); };
+  const bool may_hold = !request.after_401 && (read->source == "cache" || read->source == "store");
+  if (auto late = Arm(s, output, may_hold)) return *late;
+  Status sent = upstream_.Send(s.up, *s.sink);
+  if (s.sink->retry) {
+    // The retry resolves anew, as Prepare's does (RunOnPool): it goes where
+    // the catalog says now, not where it said when this attempt began (an
+    // upstream may hold its 401 for the first-byte timeout, meanwhile its
+    // provider's baseUrl changed and its key rotated).
+    ProxyRequest retry = request;
+    retry.after_401 = s.give_up;
+    return Forward(retry, output, nullptr);
+  }
+  return Conclude(s, sent);
 }
 
 Result<std::unique_ptr<ProxyCall>> ProxyService::Prepare(const ProxyRequest& request, ProxyOutput& output) {
@@ -871,7 +911,8 @@ Result<std::unique_ptr<ProxyCall>> ProxyService::Prepare(const ProxyRequest& req
   DYAD_ASSIGN_OR_RETURN(bool resolved, Resolve(request, *s, /*may_wait=*/false));
   if (!resolved || request.after_401 || !s->provider->preparable) return std::unique_ptr<ProxyCall>();
   CredentialsPtr cached = secrets_.GetCached(s->provider->id);
-  if (!cached) return std::unique_ptr<ProxyCall>();
+  // A key newer than the catalog: Forward reads the catalog again.
+  if (!cached || cached->version > s->provider->credentials_version) return std::unique_ptr<ProxyCall>();
   DYAD_RETURN_IF_ERROR(Inject(request, *s, std::move(cached)));
   // Forward's hold, without its store read (see AnotherCredential).
   ProxyCall::State* state = s.get();

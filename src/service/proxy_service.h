@@ -28,7 +28,7 @@
 // claim of that window and the drop of the cache entry are one step, so two
 // requests never both drop and read. A 401 to a credential whose window is
 // used is still retried once when the cache already holds another one (a
-// replaced credential), else passed on. The
+// replaced credential), else passed on. The retry is routed anew. The
 // total timeout is one deadline per client call, across that retry.
 // A text/event-stream answer (or one
 // larger than max_buffered_bytes) is passed on piece by piece as it comes;
@@ -48,7 +48,10 @@
 // The catalog of providers is read from the registry at most once per
 // catalog_ttl (and again after InvalidateCatalog(), which this instance's
 // provider writes call), so a request reads no registry row; one request
-// reads it, those arriving meanwhile wait for its result (single flight). /v1 calls are
+// reads it, those arriving meanwhile wait for its result (single flight). A
+// credential newer than the catalog's view of its provider (its
+// credentials_version) is sent only after the catalog is read again: a
+// baseUrl changed before a rotation never gets the rotated key. /v1 calls are
 // not audited (a hot-path file write per call); they are counted in
 // Metrics::ObserveV1. A credential read that misses the cache is audited by
 // SecretsService as always. Thread-safe.
@@ -195,6 +198,9 @@ class ProxyService {
 
  private:
   Result<std::shared_ptr<const Catalog>> Snapshot() DYAD_LOCKS_EXCLUDED(mu_);
+  // A catalog read after `outdated` was found so (its key newer than its
+  // view of the provider): read again unless that has begun since.
+  Result<std::shared_ptr<const Catalog>> SnapshotAfter(const Catalog& outdated) DYAD_LOCKS_EXCLUDED(mu_);
   // The catalog when it is fresh, else null (never reads the registry).
   std::shared_ptr<const Catalog> FreshSnapshot() DYAD_LOCKS_EXCLUDED(mu_);
   // The halves of a call (Forward, Prepare, Finish). Resolve: the body's
@@ -203,7 +209,15 @@ class ProxyService {
   // with `credentials` injected. Arm: the sink, and the total timeout left
   // (an error, counted, when none is). Conclude: the answer or error of an
   // exchange, counted.
-  Result<bool> Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait);
+  // A call resolved again: the catalog found outdated (read again,
+  // SnapshotAfter) and when the call began (its total deadline's start).
+  struct Reroute {
+    const Catalog* outdated;
+    Clock::Instant started;
+  };
+  Result<bool> Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait,
+                       const Reroute* reroute = nullptr);
+  Result<ProxyAnswer> Forward(const ProxyRequest& request, ProxyOutput& output, const Reroute* reroute);
   Status Inject(const ProxyRequest& request, ProxyCall::State& s, CredentialsPtr credentials);
   std::optional<Error> Arm(ProxyCall::State& s, ProxyOutput& output, bool may_hold);
   Result<ProxyAnswer> Conclude(ProxyCall::State& s, const Status& sent);

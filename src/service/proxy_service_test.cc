@@ -144,6 +144,19 @@ class ProxyServiceTest : public testing::ServiceFixture {
     auto rotated = other.RotateCredentials(id, {{"api_key", SecretBytes(key)}}, caller_);
     return rotated.ok() ? OkStatus() : Status(rotated.error());
   }
+  // Another instance moves the provider to `base_url` (an admin fixing a
+  // wrong one), then rotates its key (the old one went there).
+  Status MoveAndRotateElsewhere(const std::string& id, const std::string& base_url, const std::string& key) {
+    auto other_secrets_owner = SecretsService::Create(SecretsOptions{}, store_, *keys_, *repo_, audit_, metrics_,
+                                                      clock_, DefaultRandom(), EnvMap{}).value();
+    ProviderService other(*repo_, *other_secrets_owner, clock_, DefaultRandom(), audit_);
+    ProviderPatch moved;
+    moved.adapter_config_json = R"({"baseUrl":")" + base_url + R"("})";
+    auto updated = other.Update(id, moved, caller_);
+    if (!updated.ok()) return updated.error();
+    auto rotated = other.RotateCredentials(id, {{"api_key", SecretBytes(key)}}, caller_);
+    return rotated.ok() ? OkStatus() : Status(rotated.error());
+  }
   // The upstream answers 200 to `authorization` only (401 otherwise); what it saw is forgotten.
   void UpstreamRequires(const std::string& authorization) {
     upstream_.answers = {FakeUpstream::Answer{}};
@@ -594,6 +607,24 @@ TEST_F(PreparedCallTest, NullUntilTheCatalogAndTheCredentialAreAtHandThenTheCall
   EXPECT_EQ(*uncached, nullptr);
 }
 
+// A cached key newer than the (fresh) catalog's view of its provider: not
+// prepared; Forward reads the catalog again before sending it.
+TEST_F(PreparedCallTest, AKeyNewerThanTheCatalogIsLeftToForward) {
+  const std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  const std::string body = R"({"model":"gpt-a"})";
+  ASSERT_TRUE(Call(body).ok());  // the catalog read, the key cached
+  ASSERT_TRUE(MoveAndRotateElsewhere(id, "http://127.0.0.1:9/fixed/v1", "sk-new").ok());
+  secrets_->cache().Invalidate(id);
+  ASSERT_TRUE(secrets_->Get(id, caller_).ok());  // sk-new cached; the catalog still fresh, with the old baseUrl
+  auto call = proxy_->Prepare(Request(body), out_);
+  ASSERT_TRUE(call.ok()) << call.error().message;
+  EXPECT_EQ(*call, nullptr);
+  upstream_.seen.clear();
+  ASSERT_TRUE(Call(body).ok());
+  ASSERT_EQ(upstream_.seen.size(), 1u);
+  EXPECT_EQ(upstream_.seen[0].url, "http://127.0.0.1:9/fixed/v1/chat/completions");
+}
+
 TEST_F(PreparedCallTest, NoCallWithoutTheOptionOrForAnAfter401Retry) {
   AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-alpha");
   const std::string body = R"({"model":"gpt-a"})";
@@ -1020,10 +1051,12 @@ TEST_F(ProxyServiceTest, A401ToAKeyJustReadFromTheStoreIsRetriedWhenTheStoreNowH
   secrets_->cache().Invalidate(id);
   clock_.Advance(10s);
   UpstreamRequires("Bearer sk-other");
+  gets = store_.gets;
   a = Call(R"({"model":"gpt-a"})");
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a->status, 401);
   EXPECT_EQ(upstream_.seen.size(), 1u);
+  EXPECT_EQ(store_.gets, gets + 2);  // the call's read and the 401's
 }
 
 // A key served while the store does not answer (stale, or the environment's
@@ -1041,6 +1074,65 @@ TEST_F(ProxyServiceTest, A401ToAStaleKeyIsPassedOnWithoutAnotherRead) {
   EXPECT_EQ(upstream_.seen.size(), 1u);
   EXPECT_EQ(store_.gets, gets + 1);  // the call's read only
   store_.Fail(std::nullopt);
+}
+
+// helper-165 (high): the retry of a held 401 reused the first attempt's
+// route, so while an upstream held its 401, an admin who moved the provider
+// to a new baseUrl and rotated its key had the new key sent to the old one.
+TEST_F(ProxyServiceTest, TheRetryOfAHeld401GoesWhereTheCatalogSaysNow) {
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  secrets_->cache().Invalidate(id);  // read from the store (the case this change holds too)
+  UpstreamRequires("Bearer sk-new");
+  bool moved = false;
+  upstream_.during_send = [&] {
+    if (moved) return;
+    moved = true;
+    ASSERT_TRUE(MoveAndRotateElsewhere(id, "http://127.0.0.1:9/fixed/v1", "sk-new").ok());
+  };
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->status, 200);
+  ASSERT_EQ(upstream_.seen.size(), 2u);
+  EXPECT_EQ(upstream_.seen[0].url, "http://127.0.0.1:9/alpha/v1/chat/completions");
+  EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-old");
+  EXPECT_EQ(upstream_.seen[1].url, "http://127.0.0.1:9/fixed/v1/chat/completions");
+  EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-new");
+}
+
+// The same without a 401: the catalog (read up to catalog_ttl ago) still
+// has the old baseUrl when the call reads the new key from the store; the
+// key is newer than the catalog's view of its provider, so the catalog is
+// read again first. Once per outdated catalog, for every call that found it.
+TEST_F(ProxyServiceTest, AKeyNewerThanTheCatalogGoesWhereACatalogReadAfterItSays) {
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // the catalog is read (fresh for 1 s on this clock)
+  ASSERT_TRUE(MoveAndRotateElsewhere(id, "http://127.0.0.1:9/fixed/v1", "sk-new").ok());
+  secrets_->cache().Invalidate(id);  // as another instance's change, through the change feed
+  upstream_.seen.clear();
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  ASSERT_EQ(upstream_.seen.size(), 1u);
+  EXPECT_EQ(upstream_.seen[0].url, "http://127.0.0.1:9/fixed/v1/chat/completions");
+  EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-new");
+}
+
+// helper-165 (medium): without a cache, the hold read the store on every
+// 401, the window's limit notwithstanding (two reads per refused call).
+TEST_F(ProxyServiceTest, WithoutACacheA401ReadsTheStoreAtMostOncePerWindow) {
+  SecretsOptions no_cache;
+  no_cache.cache_enabled = false;
+  Build(no_cache);
+  Rebuild(ProxyOptions{});
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-a");
+  UpstreamRequires("Bearer sk-never");
+  const int gets = store_.gets;
+  for (int i = 0; i < 5; ++i) {
+    auto a = Call(R"({"model":"gpt-a"})");
+    ASSERT_TRUE(a.ok()) << a.error().message;
+    EXPECT_EQ(a->status, 401);
+  }
+  EXPECT_EQ(upstream_.seen.size(), 5u);  // the same key found again: never sent twice
+  EXPECT_EQ(store_.gets, gets + 5 + 1);  // each call's read, and one for the window's claim
 }
 
 TEST_F(ProxyServiceTest, TheForcedReadIntervalIsTheOptions) {

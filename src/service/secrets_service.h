@@ -195,6 +195,7 @@ class SecretsService {
   // credentials Get would serve from the cache, else null (a miss, a stale
   // or leased-out entry, the cache off): Get must be asked, off the I/O threads.
   CredentialsPtr GetCached(const std::string& provider_id);
+  bool cache_enabled() const { return options_.cache_enabled; }
 
   // Seal and store under the provider's lock (locks().Hold()), returning
   // the document stored and its version. Create fails with kAlreadyExists

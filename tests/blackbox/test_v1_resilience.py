@@ -17,7 +17,7 @@ from aws_peers import Moto
 from loopback_stub import LoopbackStub, StubHandler
 from conftest import data
 from test_aws import aws_gateway
-from test_v1_proxy import CLIENT_TOKEN, add_provider, sdk, sha
+from test_v1_proxy import CLIENT_TOKEN, add_provider, scrape, sdk, sha
 
 CHUNKS = 20
 
@@ -294,23 +294,27 @@ def test_a_key_rotated_by_another_instance_during_the_call_is_retried(make_gatew
     is A's to absorb (a fresh read finds another key: retried once with it), whether A's key came from its cache
     (the case the issue names; the rotation tests meet it only by chance) or, its cache empty, from the store
     (helper-164: passed on to the client before, only a cached key's 401 was held). Deterministic: the stub
-    rotates through B when the old key reaches it the first time after `armed`."""
+    rotates through B when the old key reaches it for the first time after `before_answer` is set."""
     old, new = "sk-old-" + uuid.uuid4().hex, "sk-new-" + uuid.uuid4().hex
     stub = key_stubs({old})
     shared = {"GATEWAY_DATA_DIR": str(tmp_path / "shared"), "GATEWAY_CLIENT_API_KEYS_FILE": clients_file(tmp_path)}
     a = make_gateway(shared, name="a").start()
     b = make_gateway(shared, name="b").start()
     p = add_provider(b, "stubai", stub.base_url, old, [("gpt-stub", "gpt-stub")])
-    rotated = threading.Event()
+    rotated = []  # the rotate's answer (asserted here: an assert in the stub's thread would only be a 502)
 
     def rotate_through_b_and_revoke(key):
-        if key == old and not rotated.is_set():
-            rotated.set()
+        if key == old and not rotated:
             r = b.call("POST", f"/admin/providers/{p['id']}/credentials/rotate", json={"credentials": {"api_key": new}})
-            assert data(r)["credentialsVersion"] == 2
+            rotated.append((r.status_code, r.json()))
             with stub.lock:
                 stub.accepted = {new}
 
+    # A's change feed has applied B's create (else, applied after the warm-up below, it would drop the cached key).
+    deadline = time.monotonic() + 15
+    while scrape(a, "dyad_registry_changes_applied_total", kind="credentials") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scrape(a, "dyad_registry_changes_applied_total", kind="credentials") >= 1
     client = sdk(a)
     data(a.call("POST", "/admin/secrets/clear-cache"))  # nothing cached: A's call reads the store
     if cached:
@@ -321,11 +325,51 @@ def test_a_key_rotated_by_another_instance_during_the_call_is_retried(make_gatew
         reply = client.chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}],
                                                extra_headers={"X-Test-Request-Id": rid})
         assert reply.choices[0].message.content == "hello"
+    assert len(rotated) == 1 and rotated[0][0] == 200 and rotated[0][1]["data"]["credentialsVersion"] == 2, rotated
     by_rid = requests_by_rid(stub)
     assert [(s["key"] == new, s["status"]) for s in by_rid["first"]] == [(False, 401), (True, 200)]
     assert [(s["key"] == new, s["status"]) for s in by_rid["second"]] == [(True, 200)]
     for gw in (a, b):
         assert old not in gw.logs() and new not in gw.logs()
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["read-from-the-store", "cached"])
+def test_a_held_401s_retry_goes_to_the_base_url_set_meanwhile(make_gateway, key_stubs, tmp_path, cached):
+    """helper-165 (high): the old upstream X holds A's call and then answers 401; meanwhile an admin, through B,
+    moves the provider to Y and rotates its key (the old one went to X). A's retry must go to Y: X never sees the
+    new key. With a key read from the store the retry reused the first attempt's route (X got the new key)."""
+    old, new = "sk-old-" + uuid.uuid4().hex, "sk-new-" + uuid.uuid4().hex
+    x, y = key_stubs({old}), key_stubs({new})  # X takes the old key until the change; Y the new one
+    shared = {"GATEWAY_DATA_DIR": str(tmp_path / "shared"), "GATEWAY_CLIENT_API_KEYS_FILE": clients_file(tmp_path)}
+    a = make_gateway(shared, name="a").start()
+    b = make_gateway(shared, name="b").start()
+    p = add_provider(b, "stubai", x.base_url, old, [("gpt-stub", "gpt-stub")])
+    deadline = time.monotonic() + 15
+    while scrape(a, "dyad_registry_changes_applied_total", kind="credentials") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    data(a.call("POST", "/admin/secrets/clear-cache"))
+    client = sdk(a)
+    if cached:  # the old key into A's cache
+        reply = client.chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}])
+        assert reply.choices[0].message.content == "hello"
+    changed = []
+
+    def move_and_rotate_through_b(key):
+        if key == old and not changed:
+            moved = b.call("PATCH", f"/admin/providers/{p['id']}", json={"adapterConfig": {"baseUrl": y.base_url}})
+            rotated = b.call("POST", f"/admin/providers/{p['id']}/credentials/rotate",
+                             json={"credentials": {"api_key": new}})
+            changed.append((moved.status_code, rotated.status_code))
+            with x.lock:
+                x.accepted = set()  # X answers this call 401 (revoked)
+
+    x.seen.clear()
+    x.before_answer = move_and_rotate_through_b
+    reply = client.chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content == "hello"
+    assert changed == [(200, 200)]
+    assert [(s["key"] == old, s["status"]) for s in x.seen] == [(True, 401)]
+    assert [(s["key"] == new, s["status"]) for s in y.seen] == [(True, 200)]
 
 
 # 2. The store down: the credential still served on /v1.
