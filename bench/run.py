@@ -340,6 +340,29 @@ def v1_result_rows(r):
     return rows
 
 
+# --- the /v1 proxy's streams: bench/v1_first_byte.py (lockstep stub; gateway, nginx, sketch beside direct) ---
+
+def first_byte_rows(mode):
+    if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        raise Skip("nginx not installed (scripts/install-deps.sh --test)")
+    rounds = ["--rounds", "3000", "--warm", "300"] if mode["v1"] else []
+    return first_byte_result_rows(run_json([sys.executable, "bench/v1_first_byte.py", "--json", *rounds],
+                                           env={"DYAD_BUILD_DIR": str(BUILD)}, timeout=1200))
+
+
+def first_byte_result_rows(r):
+    p = r["paths"]
+    g = p["gateway"]["first"]
+    cmp = "; ".join(f"{name}: p99 {p[name]['first']['added_p99']:+,.0f}, p50 {p[name]['first']['added_p50']:+,.0f} µs"
+                    for name in ("gateway (pool)", "nginx", "sketch") if name in p)
+    worst = max(p[name]["first"]["added_p99"] for name in ("gateway", "gateway (pool)"))
+    return [row("/v1 stream, 1 client: an event's first byte to the client after the upstream's, added vs direct",
+                f"p99 {g['added_p99']:+,.0f} µs, p50 {g['added_p50']:+,.0f} µs"
+                + (f" ({r['stalled']} events held back)" if r["stalled"] else ""),
+                cmp + f"; direct p50 {n0(p['direct']['first']['p50'])} µs", f"{worst / 1000:.2f}× the target",
+                "≤ 1 ms", verdict(worst <= 1000 and not r["stalled"]))]
+
+
 SECTIONS = [  # (name, rows function, label for a row that could not run)
     ("secrets core (dyad_bench)", gbench_rows, "secrets core: cache hits, envelope seal/open"),
     ("key rotation (dyad_rotation_bench)", rotation_rows, "key rotation, local keyring"),
@@ -353,6 +376,7 @@ SECTIONS = [  # (name, rows function, label for a row that could not run)
     ("Vault rotation (bench/vault_rotation_bench.py)", vault_rotation_rows, "Vault key rotation"),
     ("cluster mode (bench/cluster_bench.py)", cluster_rows, "cluster mode: rotation and GET on PostgreSQL"),
     ("/v1 proxy (bench/v1_proxy_bench.py)", v1_rows, "/v1 proxy against direct, nginx and LiteLLM"),
+    ("/v1 streams (bench/v1_first_byte.py)", first_byte_rows, "/v1 stream's first byte against direct"),
 ]
 
 

@@ -9,6 +9,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import time
 
 import pytest
 import requests
@@ -25,6 +26,7 @@ def load(name, path):
 
 bench = load("v1_proxy_bench", "bench/v1_proxy_bench.py")
 ab = load("v1_ab_bench", "bench/v1_ab_bench.py")
+first_byte = load("v1_first_byte", "bench/v1_first_byte.py")
 run = load("bench_run_v1", "bench/run.py")
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if pathlib.Path("/usr/sbin/nginx").exists() else None)
 
@@ -379,3 +381,40 @@ def test_the_instruction_count_is_per_request_and_names_the_gateways_own_work():
     # and cached the credential, every call is prepared there, none forwarded on the pool.
     assert any("ProxyService::Prepare" in n for n in names), names
     assert "| json | " in instructions.table(r)
+
+
+def test_the_first_byte_benchs_stub_sends_each_event_only_once_the_one_before_was_read():
+    """bench/v1_first_byte.py: its lockstep stub is what makes a held-back answer show (a stall, not a figure)."""
+    stub = first_byte.LockstepStub(wait=0.3)
+    try:
+        client = first_byte.Client(stub.port, bench.UPSTREAM_KEY, stub)
+        read_at = client.stream()
+        assert len(read_at) == len(stub.sent) == first_byte.EVENTS and stub.stalled == 0
+        assert all(r >= s for r, s in zip(read_at, stub.sent))
+        assert read_at[0] <= stub.sent[1]  # the second event went only after the first was read
+        # A client that does not say it read an event (as if it never came): the stub waits, then counts a stall.
+        raw = first_byte.Client(stub.port, bench.UPSTREAM_KEY, stub)
+        raw.sock.sendall(raw.request)
+        raw._until(b"", b"part0")
+        deadline = time.monotonic() + 10
+        while stub.stalled == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stub.stalled == 1
+        # Without the upstream key: a 401, which the client refuses to time.
+        with pytest.raises(RuntimeError):
+            first_byte.Client(stub.port, "sk-wrong", stub).stream()
+    finally:
+        stub.close()
+
+
+def test_the_first_byte_row_is_met_only_within_1_ms_and_without_a_held_event():
+    def result(gw_p99, stalled=0):
+        first = {"p50": 60, "p99": 120, "added_p50": 40, "added_p99": gw_p99}
+        paths = {name: {"first": dict(first), "next": dict(first)} for name in ("gateway", "gateway (pool)", "nginx")}
+        paths["direct"] = {"first": {"p50": 20, "p99": 60}, "next": {"p50": 20, "p99": 60}}
+        return {"rounds": 10, "stalled": stalled, "paths": paths}
+    [r] = run.first_byte_result_rows(result(62))
+    assert r["met"] == "**met**" and r["figure"].startswith("p99 +62 µs") and "nginx: p99 +62" in r["comparison"]
+    assert run.first_byte_result_rows(result(1200))[0]["met"] == "not met"
+    [held] = run.first_byte_result_rows(result(62, stalled=1))
+    assert held["met"] == "not met" and "(1 events held back)" in held["figure"]

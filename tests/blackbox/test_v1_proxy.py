@@ -35,6 +35,11 @@ class Stub(LoopbackStub):
         self.redirect_to = None
         self.stream_closed = threading.Event()  # the gateway closed the connection before the answer's end
         self.release = threading.Event()  # a "hang-stream" or "hold" answer ends when this is set
+        # "lockstep": each event waits for the client to have the one before (ack); when each was sent, and
+        # whether one waited in vain (the client never got the event before it: the answer was held back).
+        self.ack = threading.Semaphore(0)
+        self.sent_at = []
+        self.waited_in_vain = False
         self.extra_headers = []  # sent with every non-streamed answer
         self.auth = ("Authorization", f"Bearer {key}")  # the header and value a call must carry
         stub = self
@@ -84,7 +89,7 @@ class Stub(LoopbackStub):
                         {"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
                         "usage": {"prompt_tokens": 1, "total_tokens": 1}})
                 if body.get("stream"):
-                    return self._stream(model, {"long-stream": 400, "trickle": 200}.get(stub.mode, 3))
+                    return self._stream(model, {"long-stream": 400, "trickle": 200, "lockstep": 8}.get(stub.mode, 3))
                 return self._send(200, {
                     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
                     "choices": [{"index": 0, "finish_reason": "stop",
@@ -101,6 +106,9 @@ class Stub(LoopbackStub):
                     for i in range(n):
                         chunk = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": model,
                                  "choices": [{"index": 0, "delta": {"content": f"part{i} "}, "finish_reason": None}]}
+                        if stub.mode == "lockstep" and i > 0 and not stub.ack.acquire(timeout=10):
+                            stub.waited_in_vain = True
+                        stub.sent_at.append(time.monotonic())
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                         self.wfile.flush()
                         if stub.mode in ("long-stream", "trickle"):
@@ -504,6 +512,30 @@ def read_until(s, marker):
         assert chunk, got
         got += chunk
     return got
+
+
+@pytest.mark.parametrize("evented", [False, True])
+def test_each_event_reaches_the_client_before_the_upstream_sends_the_next(v1, stubs, evented):
+    """Streaming without buffering: the stub sends each event only once the SDK client has yielded the one before
+    (waiting up to 10 s), so an answer held back anywhere on the way, for a size, a time or its end, fails here. On
+    the pool and on the I/O threads. The time from the stub's write to the client's event is printed; the issue's
+    "first byte within 1 ms of the upstream's" is measured against direct in bench/v1_first_byte.py (no timing
+    assertions in tests)."""
+    gw = v1({"GATEWAY_V1_EVENTED": str(evented).lower()})
+    stub = stubs(STUB_KEY, "lockstep")
+    add_provider(gw, "stubai", stub.base_url, STUB_KEY, [("gpt-stub", "gpt-stub")])
+    if evented:
+        assert post_v1(gw, json.dumps({"model": "gpt-stub", "messages": []})).status_code == 200
+    stream = sdk(gw).chat.completions.create(model="gpt-stub", messages=[{"role": "user", "content": "x"}],
+                                             stream=True)
+    parts, got_at = [], []
+    for c in stream:
+        got_at.append(time.monotonic())
+        parts.append(c.choices[0].delta.content)
+        stub.ack.release()
+    assert parts == [f"part{i} " for i in range(8)]
+    assert not stub.waited_in_vain
+    print("stub write to SDK event, ms:", [round((g - w) * 1000, 3) for g, w in zip(got_at, stub.sent_at)])
 
 
 @pytest.mark.parametrize("evented", [False, True])
