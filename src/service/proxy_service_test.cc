@@ -157,6 +157,15 @@ class ProxyServiceTest : public testing::ServiceFixture {
     auto rotated = other.RotateCredentials(id, {{"api_key", SecretBytes(key)}}, caller_);
     return rotated.ok() ? OkStatus() : Status(rotated.error());
   }
+  // The call's answer is the retry's 200: a first send with sk-old (its
+  // 401 held back), a second with sk-new.
+  void ExpectRetriedWithTheNewKey(const Result<ProxyAnswer>& a) {
+    ASSERT_TRUE(a.ok()) << a.error().message;
+    EXPECT_EQ(a->status, 200);
+    ASSERT_EQ(upstream_.seen.size(), 2u);
+    EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-old");
+    EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-new");
+  }
   // The upstream answers 200 to `authorization` only (401 otherwise); what it saw is forgotten.
   void UpstreamRequires(const std::string& authorization) {
     upstream_.answers = {FakeUpstream::Answer{}};
@@ -397,11 +406,7 @@ TEST_F(ProxyServiceTest, AStale401IsRetriedOnceWithAFreshRead) {
   ASSERT_TRUE(RotateElsewhere(id, "sk-new").ok());  // another instance rotates
   UpstreamRequires("Bearer sk-new");
   auto a = Call(R"({"model":"gpt-a"})");
-  ASSERT_TRUE(a.ok()) << a.error().message;
-  EXPECT_EQ(a->status, 200);
-  ASSERT_EQ(upstream_.seen.size(), 2u);
-  EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-old");
-  EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-new");
+  ExpectRetriedWithTheNewKey(a);
   // A 401 to a fresh read is the answer: passed on, not retried again.
   upstream_.answers.back().require_authorization = "Bearer sk-other";
   upstream_.seen.clear();
@@ -1017,11 +1022,7 @@ TEST_F(ProxyServiceTest, A401ToAnAlreadyReplacedCredentialIsRetriedWithTheNewOne
     ASSERT_TRUE(providers_->RotateCredentials(id, {{"api_key", SecretBytes("sk-new")}}, caller_).ok());
   };
   a = Call(R"({"model":"gpt-a"})");
-  ASSERT_TRUE(a.ok());
-  EXPECT_EQ(a->status, 200);
-  ASSERT_EQ(upstream_.seen.size(), 2u);
-  EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-old");
-  EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-new");
+  ExpectRetriedWithTheNewKey(a);
 }
 
 // helper-164: with an empty cache, the key read from the store just before
@@ -1040,11 +1041,7 @@ TEST_F(ProxyServiceTest, A401ToAKeyJustReadFromTheStoreIsRetriedWhenTheStoreNowH
     gets = store_.gets;
   };
   auto a = Call(R"({"model":"gpt-a"})");
-  ASSERT_TRUE(a.ok()) << a.error().message;
-  EXPECT_EQ(a->status, 200);
-  ASSERT_EQ(upstream_.seen.size(), 2u);
-  EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-old");
-  EXPECT_EQ(upstream_.seen[1].Header("Authorization"), "Bearer sk-new");
+  ExpectRetriedWithTheNewKey(a);
   EXPECT_EQ(store_.gets, gets + 1);  // the 401's read; the retry is served by the cache
   // A key the store still holds is refused: one forced read, the same key,
   // the 401 passed on, the upstream called once.
