@@ -305,7 +305,6 @@ struct ProxyService::Catalog {
     bool enabled = false;
     int64_t created = 0;
     std::vector<Model> models;
-    int64_t credentials_version = 0;  // the registry's, when the catalog was read
     std::optional<AdapterConfig> adapter;  // http-sdk and proxy, when it parses
     bool preparable = false;  // Prepare may make its calls (ProxyOptions::prepare)
     std::string adapter_error;
@@ -322,8 +321,9 @@ struct ProxyService::Catalog {
   std::vector<Entry> providers;                                     // creation order
   std::unordered_map<std::string, std::vector<size_t>> by_model;    // dyadModelId → enabled providers
   std::unordered_map<std::string, size_t> by_slug;
-  Clock::Instant loaded;
-  uint64_t epoch = 0;  // catalog_epoch_ when the read began
+  Clock::Instant loaded;  // coarse: for catalog_ttl
+  Clock::Instant began;   // when its registry read began (precise: Credentials::read_at)
+  uint64_t epoch = 0;     // catalog_epoch_ when the read began
 };
 
 ProxyService::ProxyService(ProxyOptions options, ProviderRepository& repo, SecretsService& secrets,
@@ -360,7 +360,6 @@ Status LoadCatalog(ProviderRepository& repo, const ProxyOptions& options, Catalo
     e.slug = p.slug;
     e.type = p.type;
     e.enabled = p.enabled;
-    e.credentials_version = p.credentials_version;
     if (auto t = ParseIso8601(p.created_at)) {
       e.created = std::chrono::duration_cast<std::chrono::seconds>(t->time_since_epoch()).count();
     }
@@ -409,6 +408,7 @@ bool ProxyService::CatalogFresh(Clock::Instant now) const {
 Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
   const auto now = clock_.CoarseNow();
   uint64_t epoch = 0;
+  Clock::Instant began;
   {
     MutexLock lock(&mu_);
     // Single flight: while one request reads the registry, the others wait
@@ -422,10 +422,12 @@ Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
     }
     if (CatalogFresh(now)) return catalog_;
     catalog_loading_ = true;
+    began = catalog_loading_began_ = clock_.Now();
     epoch = catalog_epoch_;
   }
   auto cat = std::make_shared<Catalog>();
   cat->loaded = now;
+  cat->began = began;
   cat->epoch = epoch;
   Status listed = OkStatus();
   try {  // whatever happens, the waiters hear of it (a throw would leave them waiting)
@@ -728,12 +730,13 @@ UpstreamSink& ProxyCall::sink() { return *s_->sink; }
 bool ProxyCall::retry() const { return s_->sink->retry; }
 Clock::Instant ProxyCall::give_up() const { return s_->give_up; }
 
-Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::SnapshotAfter(const Catalog& outdated) {
+Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::SnapshotAfter(Clock::Instant t) {
   {
     MutexLock lock(&mu_);
-    // Once for every call that found the same catalog outdated: a read that
-    // begins after this one's start is after each of theirs.
-    if (catalog_epoch_ == outdated.epoch) {
+    // The catalog, or the read in flight, if it began after t; else the
+    // next read, begun from now on (one for every call waiting here).
+    const bool will_do = (catalog_ && catalog_->began > t) || (catalog_loading_ && catalog_loading_began_ > t);
+    if (!will_do) {
       catalog_.reset();
       ++catalog_epoch_;
     }
@@ -754,7 +757,7 @@ Result<bool> ProxyService::Resolve(const ProxyRequest& request, ProxyCall::State
   s.request_id = request.caller.request_id;
   DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
   if (reroute) {
-    DYAD_ASSIGN_OR_RETURN(s.cat, SnapshotAfter(*reroute->outdated));
+    DYAD_ASSIGN_OR_RETURN(s.cat, SnapshotAfter(reroute->key_read_at));
   } else if (may_wait) {
     DYAD_ASSIGN_OR_RETURN(s.cat, Snapshot());
   } else if (!(s.cat = FreshSnapshot())) {
@@ -876,13 +879,13 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
                        std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
     return e;
   }
-  // A key newer than this catalog's view of its provider (rotated since the
-  // catalog was read, up to catalog_ttl ago) goes where a catalog read after
-  // it says: a baseUrl changed before a rotation never gets the new key.
-  // Once (a registry that lags the store: the catalog read again is used),
-  // within the call's one total deadline (from its start).
-  if (!reroute && read->credentials->version > s.provider->credentials_version) {
-    const Reroute again{s.cat.get(), s.t0};
+  // A key read from the store after this catalog's registry read began
+  // (up to catalog_ttl ago) goes where a catalog read after it says: a
+  // baseUrl changed before a rotation began never gets the rotated key.
+  // Once per call, within its one total deadline (from its start); after
+  // each store read of the key, one catalog read (SnapshotAfter).
+  if (!reroute && read->credentials->read_at > s.cat->began) {
+    const Reroute again{read->credentials->read_at, s.t0};
     return Forward(request, output, &again);
   }
   DYAD_RETURN_IF_ERROR(Inject(request, s, read->credentials));
@@ -911,8 +914,8 @@ Result<std::unique_ptr<ProxyCall>> ProxyService::Prepare(const ProxyRequest& req
   DYAD_ASSIGN_OR_RETURN(bool resolved, Resolve(request, *s, /*may_wait=*/false));
   if (!resolved || request.after_401 || !s->provider->preparable) return std::unique_ptr<ProxyCall>();
   CredentialsPtr cached = secrets_.GetCached(s->provider->id);
-  // A key newer than the catalog: Forward reads the catalog again.
-  if (!cached || cached->version > s->provider->credentials_version) return std::unique_ptr<ProxyCall>();
+  // A key read after the catalog: Forward reads the catalog again.
+  if (!cached || cached->read_at > s->cat->began) return std::unique_ptr<ProxyCall>();
   DYAD_RETURN_IF_ERROR(Inject(request, *s, std::move(cached)));
   // Forward's hold, without its store read (see AnotherCredential).
   ProxyCall::State* state = s.get();

@@ -47,11 +47,12 @@
 //
 // The catalog of providers is read from the registry at most once per
 // catalog_ttl (and again after InvalidateCatalog(), which this instance's
-// provider writes call), so a request reads no registry row; one request
+// provider writes call, and after a key's store read, below), so a request
+// reads no registry row; one request
 // reads it, those arriving meanwhile wait for its result (single flight). A
-// credential newer than the catalog's view of its provider (its
-// credentials_version) is sent only after the catalog is read again: a
-// baseUrl changed before a rotation never gets the rotated key. /v1 calls are
+// credential read from the store (Credentials::read_at) is sent only with a
+// catalog whose registry read began after that: a baseUrl changed before a
+// rotation began never gets the rotated key. /v1 calls are
 // not audited (a hot-path file write per call); they are counted in
 // Metrics::ObserveV1. A credential read that misses the cache is audited by
 // SecretsService as always. Thread-safe.
@@ -198,9 +199,9 @@ class ProxyService {
 
  private:
   Result<std::shared_ptr<const Catalog>> Snapshot() DYAD_LOCKS_EXCLUDED(mu_);
-  // A catalog read after `outdated` was found so (its key newer than its
-  // view of the provider): read again unless that has begun since.
-  Result<std::shared_ptr<const Catalog>> SnapshotAfter(const Catalog& outdated) DYAD_LOCKS_EXCLUDED(mu_);
+  // A catalog whose registry read began after `t`: the current one, the
+  // read in flight, or a new read.
+  Result<std::shared_ptr<const Catalog>> SnapshotAfter(Clock::Instant t) DYAD_LOCKS_EXCLUDED(mu_);
   // The catalog when it is fresh, else null (never reads the registry).
   std::shared_ptr<const Catalog> FreshSnapshot() DYAD_LOCKS_EXCLUDED(mu_);
   // The halves of a call (Forward, Prepare, Finish). Resolve: the body's
@@ -209,10 +210,11 @@ class ProxyService {
   // with `credentials` injected. Arm: the sink, and the total timeout left
   // (an error, counted, when none is). Conclude: the answer or error of an
   // exchange, counted.
-  // A call resolved again: the catalog found outdated (read again,
-  // SnapshotAfter) and when the call began (its total deadline's start).
+  // A call resolved again: when its key was read from the store (the
+  // catalog must have been read after, SnapshotAfter) and when the call
+  // began (its total deadline's start).
   struct Reroute {
-    const Catalog* outdated;
+    Clock::Instant key_read_at;
     Clock::Instant started;
   };
   Result<bool> Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait,
@@ -245,6 +247,7 @@ class ProxyService {
   std::shared_ptr<const Catalog> catalog_ DYAD_GUARDED_BY(mu_);
   uint64_t catalog_epoch_ DYAD_GUARDED_BY(mu_) = 0;  // moved by InvalidateCatalog()
   bool catalog_loading_ DYAD_GUARDED_BY(mu_) = false;
+  Clock::Instant catalog_loading_began_ DYAD_GUARDED_BY(mu_);  // of the read in flight
   uint64_t catalog_loads_ DYAD_GUARDED_BY(mu_) = 0;  // reads ended
   std::optional<Error> catalog_error_ DYAD_GUARDED_BY(mu_);  // of the last read
   int catalog_waiters_ DYAD_GUARDED_BY(mu_) = 0;

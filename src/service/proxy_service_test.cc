@@ -8,6 +8,7 @@
 #include <deque>
 #include <functional>
 #include <thread>
+#include <utility>
 
 #include "core/encoding.h"
 #include "testing/gate.h"
@@ -612,12 +613,13 @@ TEST_F(PreparedCallTest, NullUntilTheCatalogAndTheCredentialAreAtHandThenTheCall
   EXPECT_EQ(*uncached, nullptr);
 }
 
-// A cached key newer than the (fresh) catalog's view of its provider: not
+// A cached key read from the store after the (fresh) catalog: not
 // prepared; Forward reads the catalog again before sending it.
-TEST_F(PreparedCallTest, AKeyNewerThanTheCatalogIsLeftToForward) {
+TEST_F(PreparedCallTest, AKeyReadAfterTheCatalogIsLeftToForward) {
   const std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
   const std::string body = R"({"model":"gpt-a"})";
   ASSERT_TRUE(Call(body).ok());  // the catalog read, the key cached
+  clock_.Advance(1ms);
   ASSERT_TRUE(MoveAndRotateElsewhere(id, "http://127.0.0.1:9/fixed/v1", "sk-new").ok());
   secrets_->cache().Invalidate(id);
   ASSERT_TRUE(secrets_->Get(id, caller_).ok());  // sk-new cached; the catalog still fresh, with the old baseUrl
@@ -1084,7 +1086,9 @@ TEST_F(ProxyServiceTest, TheRetryOfAHeld401GoesWhereTheCatalogSaysNow) {
   upstream_.during_send = [&] {
     if (moved) return;
     moved = true;
+    clock_.Advance(1ms);  // within catalog_ttl: this instance's catalog still has the old baseUrl
     ASSERT_TRUE(MoveAndRotateElsewhere(id, "http://127.0.0.1:9/fixed/v1", "sk-new").ok());
+    clock_.Advance(1ms);
   };
   auto a = Call(R"({"model":"gpt-a"})");
   ASSERT_TRUE(a.ok()) << a.error().message;
@@ -1098,11 +1102,11 @@ TEST_F(ProxyServiceTest, TheRetryOfAHeld401GoesWhereTheCatalogSaysNow) {
 
 // The same without a 401: the catalog (read up to catalog_ttl ago) still
 // has the old baseUrl when the call reads the new key from the store; the
-// key is newer than the catalog's view of its provider, so the catalog is
-// read again first. Once per outdated catalog, for every call that found it.
-TEST_F(ProxyServiceTest, AKeyNewerThanTheCatalogGoesWhereACatalogReadAfterItSays) {
+// key was read after the catalog, so the catalog is read again first.
+TEST_F(ProxyServiceTest, AKeyReadAfterTheCatalogGoesWhereACatalogReadAfterItSays) {
   std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
   ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());  // the catalog is read (fresh for 1 s on this clock)
+  clock_.Advance(1ms);
   ASSERT_TRUE(MoveAndRotateElsewhere(id, "http://127.0.0.1:9/fixed/v1", "sk-new").ok());
   secrets_->cache().Invalidate(id);  // as another instance's change, through the change feed
   upstream_.seen.clear();
@@ -1111,6 +1115,51 @@ TEST_F(ProxyServiceTest, AKeyNewerThanTheCatalogGoesWhereACatalogReadAfterItSays
   ASSERT_EQ(upstream_.seen.size(), 1u);
   EXPECT_EQ(upstream_.seen[0].url, "http://127.0.0.1:9/fixed/v1/chat/completions");
   EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-new");
+}
+
+// Runs `during_get` (once) inside the next Get, before the read.
+class HookedStore final : public testing::ForwardingStore {
+ public:
+  using ForwardingStore::ForwardingStore;
+  Result<StoredSecret> Get(const std::string& name) override {
+    if (auto hook = std::exchange(during_get, nullptr)) hook();
+    return inner_.Get(name);
+  }
+  std::function<void()> during_get;
+};
+
+// helper-166 (high): the catalog read again was chosen by epoch, so a
+// catalog another call read while this one's key was being read (after an
+// unrelated provider write moved the epoch), but before the baseUrl moved,
+// passed for a newer one: the rotated key went to the old baseUrl. The
+// catalog must have begun its read after the key's.
+TEST_F(ProxyServiceTest, ACatalogReadWhileTheKeyWasReadIsNotNewEnough) {
+  HookedStore hooked(store_);
+  Build(SecretsOptions{}, {}, &hooked);
+  Rebuild(ProxyOptions{});
+  std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+  secrets_->cache().Invalidate(id);  // the next call reads the store
+  clock_.Advance(1ms);
+  hooked.during_get = [&] {
+    proxy_->InvalidateCatalog();  // an unrelated provider write on this instance
+    ASSERT_TRUE(proxy_->Models(nullptr, nullptr).ok());  // another call reads the catalog: the old baseUrl
+    clock_.Advance(1ms);
+    ASSERT_TRUE(MoveAndRotateElsewhere(id, "http://127.0.0.1:9/fixed/v1", "sk-new").ok());
+    clock_.Advance(1ms);
+  };
+  upstream_.seen.clear();
+  auto a = Call(R"({"model":"gpt-a"})");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  ASSERT_EQ(upstream_.seen.size(), 1u);
+  EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-new");
+  EXPECT_EQ(upstream_.seen[0].url, "http://127.0.0.1:9/fixed/v1/chat/completions");
+  // Later calls: the key (cached) was read before the catalog now held.
+  const int gets = store_.gets;
+  upstream_.seen.clear();
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+  EXPECT_EQ(upstream_.seen.size(), 1u);
+  EXPECT_EQ(store_.gets, gets);
 }
 
 // helper-165 (medium): without a cache, the hold read the store on every

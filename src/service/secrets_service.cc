@@ -279,6 +279,7 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
     return row.error();
   }
   auto blob = TimedStore("get", name, [&] { return store_.Get(name); });
+  const Clock::Instant read_at = clock_.Now();
   if (!blob.ok()) {
     if (blob.code() == ErrorCode::kNotFound && options_.env_is_source) {
       return FromEnvironment(provider_id, "environment");
@@ -300,6 +301,7 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
     creds->version = *row_version;
   }
   creds->origin = "store";
+  creds->read_at = read_at;
   if (HasReferences(creds->fields)) {
     if (!leased_) {
       return MakeError(ErrorCode::kFailedPrecondition, "provider '" + provider_id +
