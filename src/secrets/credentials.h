@@ -57,7 +57,8 @@ struct alignas(64) Credentials {
   CredentialFields fields;
   int64_t version = 0;      // credentials version (envelope cv)
   std::string origin;       // store | environment | fallback
-  // When the store's answer was read (origin store); the clock's epoch for
+  // When the store's answer (and the dynamic secrets it refers to) was
+  // read (origin store); the clock's epoch for
   // values no store gave. A /v1 call sends a key read at t only with a
   // provider catalog whose registry read began after t (ProxyService).
   Clock::Instant read_at{};

@@ -405,24 +405,32 @@ bool ProxyService::CatalogFresh(Clock::Instant now) const {
   return catalog_ && catalog_->epoch == catalog_epoch_ && now - catalog_->loaded < options_.catalog_ttl;
 }
 
-Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot() {
+Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::Snapshot(
+    std::optional<Clock::Instant> begun_after) {
   const auto now = clock_.CoarseNow();
   uint64_t epoch = 0;
   Clock::Instant began;
   {
     MutexLock lock(&mu_);
+    // Fresh; or, asked for one begun after a key's read, one whose registry
+    // read began after it (a read in flight that began before it is waited
+    // for, then another made).
+    auto usable = [&]() DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (!begun_after) return CatalogFresh(now);
+      return catalog_ && catalog_->epoch == catalog_epoch_ && catalog_->began > *begun_after;
+    };
     // Single flight: while one request reads the registry, the others wait
     // for its result (its catalog, or its error) rather than read it too.
-    while (!CatalogFresh(now) && catalog_loading_) {
+    while (!usable() && catalog_loading_) {
       const uint64_t loads = catalog_loads_;
       ++catalog_waiters_;
       while (catalog_loading_ && catalog_loads_ == loads) catalog_loaded_.Wait(&mu_);
       --catalog_waiters_;
-      if (catalog_loads_ != loads && !CatalogFresh(now) && catalog_error_) return *catalog_error_;
+      if (catalog_loads_ != loads && !usable() && catalog_error_) return *catalog_error_;
     }
-    if (CatalogFresh(now)) return catalog_;
+    if (usable()) return catalog_;
     catalog_loading_ = true;
-    began = catalog_loading_began_ = clock_.Now();
+    began = clock_.Now();
     epoch = catalog_epoch_;
   }
   auto cat = std::make_shared<Catalog>();
@@ -730,20 +738,6 @@ UpstreamSink& ProxyCall::sink() { return *s_->sink; }
 bool ProxyCall::retry() const { return s_->sink->retry; }
 Clock::Instant ProxyCall::give_up() const { return s_->give_up; }
 
-Result<std::shared_ptr<const ProxyService::Catalog>> ProxyService::SnapshotAfter(Clock::Instant t) {
-  {
-    MutexLock lock(&mu_);
-    // The catalog, or the read in flight, if it began after t; else the
-    // next read, begun from now on (one for every call waiting here).
-    const bool will_do = (catalog_ && catalog_->began > t) || (catalog_loading_ && catalog_loading_began_ > t);
-    if (!will_do) {
-      catalog_.reset();
-      ++catalog_epoch_;
-    }
-  }
-  return Snapshot();
-}
-
 std::shared_ptr<const ProxyService::Catalog> ProxyService::FreshSnapshot() {
   const auto now = clock_.CoarseNow();
   MutexLock lock(&mu_);
@@ -757,7 +751,7 @@ Result<bool> ProxyService::Resolve(const ProxyRequest& request, ProxyCall::State
   s.request_id = request.caller.request_id;
   DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
   if (reroute) {
-    DYAD_ASSIGN_OR_RETURN(s.cat, SnapshotAfter(reroute->key_read_at));
+    DYAD_ASSIGN_OR_RETURN(s.cat, Snapshot(reroute->read.credentials->read_at));
   } else if (may_wait) {
     DYAD_ASSIGN_OR_RETURN(s.cat, Snapshot());
   } else if (!(s.cat = FreshSnapshot())) {
@@ -870,31 +864,48 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
   ProxyCall::State s;
   DYAD_RETURN_IF_ERROR(Resolve(request, s, /*may_wait=*/true, reroute));
   s.up.hang_up_fd = output.HangUpFd();
-  auto read = secrets_.Get(s.provider->id, request.caller);
-  if (!read.ok()) {
-    Error e = MakeError(ErrorCode::kFailedPrecondition, "the credentials of provider '" + s.provider->slug +
-                                                            "' cannot be read (" +
-                                                            std::string(ErrorCodeName(read.code())) + ")");
-    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
-                       std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
-    return e;
+  CredentialRead read;
+  if (reroute && reroute->provider_id == s.provider->id) {
+    read = reroute->read;  // the key this catalog was read after: not read again (it may be newer by now)
+  } else {
+    auto got = secrets_.Get(s.provider->id, request.caller);
+    if (!got.ok()) {
+      Error e = MakeError(ErrorCode::kFailedPrecondition, "the credentials of provider '" + s.provider->slug +
+                                                              "' cannot be read (" +
+                                                              std::string(ErrorCodeName(got.code())) + ")");
+      metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
+                         std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
+      return e;
+    }
+    read = std::move(got).value();
   }
-  // A key read from the store after this catalog's registry read began
-  // (up to catalog_ttl ago) goes where a catalog read after it says: a
+  // A key read from the store after this catalog's registry read began (up
+  // to catalog_ttl ago) goes only where a catalog read after it says: a
   // baseUrl changed before a rotation began never gets the rotated key.
-  // Once per call, within its one total deadline (from its start); after
-  // each store read of the key, one catalog read (SnapshotAfter).
-  if (!reroute && read->credentials->read_at > s.cat->began) {
-    const Reroute again{read->credentials->read_at, s.t0};
+  // The call is resolved again with that key (one catalog read after each
+  // store read of a key; with the cache off, after every call's), within
+  // its one total deadline (from its start). Again only if the route moved
+  // to another provider meanwhile, a few times at most.
+  if (read.credentials->read_at > s.cat->began) {
+    const int reroutes = reroute ? reroute->count + 1 : 1;
+    if (reroutes > kMaxReroutes) {
+      Error e = MakeError(ErrorCode::kFailedPrecondition,
+                          "provider '" + s.provider->slug + "' cannot be called: its catalog entry kept changing "
+                          "while its key was read; retry");
+      metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
+                         std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
+      return e;
+    }
+    const Reroute again{std::move(read), s.provider->id, s.t0, reroutes};
     return Forward(request, output, &again);
   }
-  DYAD_RETURN_IF_ERROR(Inject(request, s, read->credentials));
+  DYAD_RETURN_IF_ERROR(Inject(request, s, read.credentials));
   // A 401 (first attempt only) is held back and retried when a fresh read
   // finds another credential: one rotated by another instance since the
   // cache was filled, or since this very store read. Not after a read the
   // store did not answer (stale, fallback) or without a store (environment).
   s.hold_401 = [&] { return AnotherCredential(s.provider->id, s.provider->slug, *s.used, &request.caller); };
-  const bool may_hold = !request.after_401 && (read->source == "cache" || read->source == "store");
+  const bool may_hold = !request.after_401 && (read.source == "cache" || read.source == "store");
   if (auto late = Arm(s, output, may_hold)) return *late;
   Status sent = upstream_.Send(s.up, *s.sink);
   if (s.sink->retry) {

@@ -198,10 +198,10 @@ class ProxyService {
   struct Catalog;  // in proxy_service.cc
 
  private:
-  Result<std::shared_ptr<const Catalog>> Snapshot() DYAD_LOCKS_EXCLUDED(mu_);
-  // A catalog whose registry read began after `t`: the current one, the
-  // read in flight, or a new read.
-  Result<std::shared_ptr<const Catalog>> SnapshotAfter(Clock::Instant t) DYAD_LOCKS_EXCLUDED(mu_);
+  // The catalog, fresh; with `begun_after`, one whose registry read began
+  // after that instant (the current one, else a new read).
+  Result<std::shared_ptr<const Catalog>> Snapshot(std::optional<Clock::Instant> begun_after = std::nullopt)
+      DYAD_LOCKS_EXCLUDED(mu_);
   // The catalog when it is fresh, else null (never reads the registry).
   std::shared_ptr<const Catalog> FreshSnapshot() DYAD_LOCKS_EXCLUDED(mu_);
   // The halves of a call (Forward, Prepare, Finish). Resolve: the body's
@@ -210,13 +210,17 @@ class ProxyService {
   // with `credentials` injected. Arm: the sink, and the total timeout left
   // (an error, counted, when none is). Conclude: the answer or error of an
   // exchange, counted.
-  // A call resolved again: when its key was read from the store (the
-  // catalog must have been read after, SnapshotAfter) and when the call
-  // began (its total deadline's start).
+  // A call resolved again: its provider's key, read from the store after
+  // the catalog it had (the one it gets now is read after the key, and the
+  // key is used as read), and when the call began (its total deadline's
+  // start); how many times it was, at most kMaxReroutes.
   struct Reroute {
-    Clock::Instant key_read_at;
+    CredentialRead read;
+    std::string provider_id;
     Clock::Instant started;
+    int count = 1;
   };
+  static constexpr int kMaxReroutes = 3;
   Result<bool> Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait,
                        const Reroute* reroute = nullptr);
   Result<ProxyAnswer> Forward(const ProxyRequest& request, ProxyOutput& output, const Reroute* reroute);
@@ -247,7 +251,6 @@ class ProxyService {
   std::shared_ptr<const Catalog> catalog_ DYAD_GUARDED_BY(mu_);
   uint64_t catalog_epoch_ DYAD_GUARDED_BY(mu_) = 0;  // moved by InvalidateCatalog()
   bool catalog_loading_ DYAD_GUARDED_BY(mu_) = false;
-  Clock::Instant catalog_loading_began_ DYAD_GUARDED_BY(mu_);  // of the read in flight
   uint64_t catalog_loads_ DYAD_GUARDED_BY(mu_) = 0;  // reads ended
   std::optional<Error> catalog_error_ DYAD_GUARDED_BY(mu_);  // of the last read
   int catalog_waiters_ DYAD_GUARDED_BY(mu_) = 0;

@@ -1162,6 +1162,29 @@ TEST_F(ProxyServiceTest, ACatalogReadWhileTheKeyWasReadIsNotNewEnough) {
   EXPECT_EQ(store_.gets, gets);
 }
 
+// helper-167 (high): the call resolved again read the key again, unchecked:
+// a key rotated once more meanwhile (the entry dropped or expired, or no
+// cache) went with the catalog read before it. The key the new catalog was
+// read after is the one sent. Without a cache, every call is resolved again
+// (its key is always read after the catalog): one store read each still.
+TEST_F(ProxyServiceTest, ACallResolvedAgainSendsTheKeyItsCatalogWasReadAfter) {
+  SecretsOptions no_cache;
+  no_cache.cache_enabled = false;
+  Build(no_cache);
+  Rebuild(ProxyOptions{});
+  AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-a");
+  ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(1ms);
+    const int gets = store_.gets;
+    upstream_.seen.clear();
+    ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
+    EXPECT_EQ(store_.gets, gets + 1);
+    ASSERT_EQ(upstream_.seen.size(), 1u);
+    EXPECT_EQ(upstream_.seen[0].Header("Authorization"), "Bearer sk-a");
+  }
+}
+
 // helper-165 (medium): without a cache, the hold read the store on every
 // 401, the window's limit notwithstanding (two reads per refused call).
 TEST_F(ProxyServiceTest, WithoutACacheA401ReadsTheStoreAtMostOncePerWindow) {

@@ -279,7 +279,6 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
     return row.error();
   }
   auto blob = TimedStore("get", name, [&] { return store_.Get(name); });
-  const Clock::Instant read_at = clock_.Now();
   if (!blob.ok()) {
     if (blob.code() == ErrorCode::kNotFound && options_.env_is_source) {
       return FromEnvironment(provider_id, "environment");
@@ -301,7 +300,6 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
     creds->version = *row_version;
   }
   creds->origin = "store";
-  creds->read_at = read_at;
   if (HasReferences(creds->fields)) {
     if (!leased_) {
       return MakeError(ErrorCode::kFailedPrecondition, "provider '" + provider_id +
@@ -310,6 +308,7 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
     }
     DYAD_RETURN_IF_ERROR(leased_->Resolve(provider_id, *creds));
   }
+  creds->read_at = clock_.Now();  // after every read (the secret, and the values it refers to)
   return CredentialsPtr(std::move(creds));
 }
 
