@@ -57,10 +57,10 @@ struct alignas(64) Credentials {
   CredentialFields fields;
   int64_t version = 0;      // credentials version (envelope cv)
   std::string origin;       // store | environment | fallback
-  // When the store's answer (and the dynamic secrets it refers to) was
-  // read (origin store); the clock's epoch for
-  // values no store gave. A /v1 call sends a key read at t only with a
-  // provider catalog whose registry read began after t (ProxyService).
+  // When the store's answer (and the dynamic secrets it refers to) was read
+  // (origin store); the clock's epoch for values no store gave. A /v1 call
+  // sends a key read at t only with a provider catalog whose registry read
+  // began after t (ProxyService).
   Clock::Instant read_at{};
   uint32_t key_version = 0; // 0 when not from an envelope
   // Fields resolved from leased secrets: the cache keeps these credentials

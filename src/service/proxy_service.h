@@ -48,13 +48,12 @@
 // The catalog of providers is read from the registry at most once per
 // catalog_ttl (and again after InvalidateCatalog(), which this instance's
 // provider writes call, and after a key's store read, below), so a request
-// reads no registry row; one request
-// reads it, those arriving meanwhile wait for its result (single flight). A
-// credential read from the store (Credentials::read_at) is sent only with a
-// catalog whose registry read began after that: a baseUrl changed before a
-// rotation began never gets the rotated key. /v1 calls are
-// not audited (a hot-path file write per call); they are counted in
-// Metrics::ObserveV1. A credential read that misses the cache is audited by
+// reads no registry row; one request reads it, those arriving meanwhile wait
+// for its result (single flight). A credential read from the store
+// (Credentials::read_at) is sent only with a catalog whose registry read
+// began after that: a baseUrl changed before a rotation began never gets the
+// rotated key. /v1 calls are not audited (a hot-path file write per call);
+// they are counted in Metrics::ObserveV1. A credential read that misses the cache is audited by
 // SecretsService as always. Thread-safe.
 #pragma once
 
@@ -198,6 +197,17 @@ class ProxyService {
   struct Catalog;  // in proxy_service.cc
 
  private:
+  // A call resolved again: its provider's key, read from the store after
+  // the catalog it had (the one it gets now is read after the key, and the
+  // key is used as read), and when the call began (its total deadline's
+  // start); how many times it was, at most kMaxReroutes.
+  struct Reroute {
+    CredentialRead read;
+    std::string provider_id;
+    Clock::Instant started;
+    int count = 1;
+  };
+  static constexpr int kMaxReroutes = 3;
   // The catalog, fresh; with `begun_after`, one whose registry read began
   // after that instant (the current one, else a new read).
   Result<std::shared_ptr<const Catalog>> Snapshot(std::optional<Clock::Instant> begun_after = std::nullopt)
@@ -210,17 +220,6 @@ class ProxyService {
   // with `credentials` injected. Arm: the sink, and the total timeout left
   // (an error, counted, when none is). Conclude: the answer or error of an
   // exchange, counted.
-  // A call resolved again: its provider's key, read from the store after
-  // the catalog it had (the one it gets now is read after the key, and the
-  // key is used as read), and when the call began (its total deadline's
-  // start); how many times it was, at most kMaxReroutes.
-  struct Reroute {
-    CredentialRead read;
-    std::string provider_id;
-    Clock::Instant started;
-    int count = 1;
-  };
-  static constexpr int kMaxReroutes = 3;
   Result<bool> Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait,
                        const Reroute* reroute = nullptr);
   Result<ProxyAnswer> Forward(const ProxyRequest& request, ProxyOutput& output, const Reroute* reroute);
