@@ -864,18 +864,21 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
   ProxyCall::State s;
   DYAD_RETURN_IF_ERROR(Resolve(request, s, /*may_wait=*/true, reroute));
   s.up.hang_up_fd = output.HangUpFd();
+  // A call refused before its upstream call, counted.
+  auto refuse = [&](Error e) {
+    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
+                       std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
+    return e;
+  };
   CredentialRead read;
   if (reroute && reroute->provider_id == s.provider->id) {
     read = reroute->read;  // the key this catalog was read after: not read again (it may be newer by now)
   } else {
     auto got = secrets_.Get(s.provider->id, request.caller);
     if (!got.ok()) {
-      Error e = MakeError(ErrorCode::kFailedPrecondition, "the credentials of provider '" + s.provider->slug +
-                                                              "' cannot be read (" +
-                                                              std::string(ErrorCodeName(got.code())) + ")");
-      metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
-                         std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
-      return e;
+      return refuse(MakeError(ErrorCode::kFailedPrecondition, "the credentials of provider '" + s.provider->slug +
+                                                                  "' cannot be read (" +
+                                                                  std::string(ErrorCodeName(got.code())) + ")"));
     }
     read = std::move(got).value();
   }
@@ -889,12 +892,9 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
   if (read.credentials->read_at > s.cat->began) {
     const int reroutes = reroute ? reroute->count + 1 : 1;
     if (reroutes > kMaxReroutes) {
-      Error e = MakeError(ErrorCode::kFailedPrecondition,
-                          "provider '" + s.provider->slug + "' cannot be called: its catalog entry kept changing "
-                          "while its key was read; retry");
-      metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
-                         std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
-      return e;
+      return refuse(MakeError(ErrorCode::kFailedPrecondition,
+                              "provider '" + s.provider->slug + "' cannot be called: its catalog entry kept changing "
+                              "while its key was read; retry"));
     }
     const Reroute again{std::move(read), s.provider->id, s.t0, reroutes};
     return Forward(request, output, &again);

@@ -158,6 +158,13 @@ class ProxyServiceTest : public testing::ServiceFixture {
     auto rotated = other.RotateCredentials(id, {{"api_key", SecretBytes(key)}}, caller_);
     return rotated.ok() ? OkStatus() : Status(rotated.error());
   }
+  // SECRETS_CACHE_ENABLED=false: every read is the store's.
+  void BuildWithoutACache() {
+    SecretsOptions no_cache;
+    no_cache.cache_enabled = false;
+    Build(no_cache);
+    Rebuild(ProxyOptions{});
+  }
   // The call's answer is the retry's 200: a first send with sk-old (its
   // 401 held back), a second with sk-new.
   void ExpectRetriedWithTheNewKey(const Result<ProxyAnswer>& a) {
@@ -1168,10 +1175,7 @@ TEST_F(ProxyServiceTest, ACatalogReadWhileTheKeyWasReadIsNotNewEnough) {
 // read after is the one sent. Without a cache, every call is resolved again
 // (its key is always read after the catalog): one store read each still.
 TEST_F(ProxyServiceTest, ACallResolvedAgainSendsTheKeyItsCatalogWasReadAfter) {
-  SecretsOptions no_cache;
-  no_cache.cache_enabled = false;
-  Build(no_cache);
-  Rebuild(ProxyOptions{});
+  BuildWithoutACache();
   AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-a");
   ASSERT_TRUE(Call(R"({"model":"gpt-a"})").ok());
   for (int i = 0; i < 3; ++i) {
@@ -1188,10 +1192,7 @@ TEST_F(ProxyServiceTest, ACallResolvedAgainSendsTheKeyItsCatalogWasReadAfter) {
 // helper-165 (medium): without a cache, the hold read the store on every
 // 401, the window's limit notwithstanding (two reads per refused call).
 TEST_F(ProxyServiceTest, WithoutACacheA401ReadsTheStoreAtMostOncePerWindow) {
-  SecretsOptions no_cache;
-  no_cache.cache_enabled = false;
-  Build(no_cache);
-  Rebuild(ProxyOptions{});
+  BuildWithoutACache();
   AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-a");
   UpstreamRequires("Bearer sk-never");
   const int gets = store_.gets;
