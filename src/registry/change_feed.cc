@@ -179,6 +179,10 @@ Status ChangeLogFeed::CheckNow() {
     everything = rows.empty() || now.max < last_ || now.min > last_ + 1;
   }
   if (everything) {
+    // Every instance's cache is emptied by this: worth a line when it happens.
+    spdlog::warn("change feed: the changes after row {} cannot be read one by one (newest row {}, oldest {}, {} read); "
+                 "every cached credential is dropped",
+                 last_, span.max, span.min, rows.size());
     Deliver(Change{Change::Kind::kEverything, {}});
     last_ = span.max;
   } else {

@@ -354,6 +354,10 @@ void CredentialCache::Publish(Shard& shard, const std::string& key, const std::s
       e.last_access = now;
       if (it == shard.entries.end()) {
         shard.entries.emplace(key, std::move(e));
+        // Counted under the shard's lock: an Invalidate() of this entry,
+        // which takes it next, never subtracts before this adds (a wrapped
+        // size would make EvictIfFull() evict live entries).
+        size_.fetch_add(1, std::memory_order_relaxed);
         grew = true;
       } else {
         replaced = it->second.value != e.value;
@@ -365,10 +369,7 @@ void CredentialCache::Publish(Shard& shard, const std::string& key, const std::s
     }
   }
   if (replaced) DropFromFronts(&key);
-  if (grew) {
-    size_.fetch_add(1, std::memory_order_relaxed);
-    EvictIfFull();
-  }
+  if (grew) EvictIfFull();
 }
 
 void CredentialCache::StartRefresh(Shard& shard, const std::string& key, const Loader& loader) {

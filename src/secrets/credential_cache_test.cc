@@ -676,6 +676,31 @@ TEST_F(CacheTest, StressReadYourWritesWithEvictionRefreshAndShortLivedReaders) {
   EXPECT_EQ(stale_reads.load(), 0);
 }
 
+// The size is counted where the entry is made, under the shard's lock: an
+// Invalidate() right after a load's insert never subtracts first (the size
+// wrapped below zero, and /metrics and the LRU bound read it so).
+TEST_F(CacheTest, SizeNeverCountsBelowZeroWhileLoadsAndInvalidationsRace) {
+  CredentialCache cache(Options(), clock_, Queue());
+  std::atomic<bool> stop{false};
+  std::thread invalidator([&] {
+    while (!stop.load(std::memory_order_relaxed)) cache.Invalidate("a");
+  });
+  size_t largest = 0;
+  std::thread watcher([&] {
+    while (!stop.load(std::memory_order_relaxed)) largest = std::max(largest, cache.Size());
+  });
+  for (int i = 0; i < 300000; ++i) {
+    ASSERT_TRUE(cache.Get("a", Loader("v")).ok());
+    if (i % 2) cache.Invalidate("a");  // the next Get loads, as the invalidator may
+  }
+  stop = true;
+  invalidator.join();
+  watcher.join();
+  EXPECT_LE(largest, 1u);
+  EXPECT_LE(cache.Size(), 1u);
+  EXPECT_EQ(cache.Stats().evictions, 0u);
+}
+
 }  // namespace
 }  // namespace dyad
 

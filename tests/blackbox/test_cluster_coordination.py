@@ -81,6 +81,13 @@ def metric(gw, name, s=None):
     return total
 
 
+def feed_state(gw, when):
+    """What an instance's change feed applied, and its log's end: the message of an assertion on what it cached."""
+    text = requests.get(gw.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10).text
+    lines = [x for x in text.splitlines() if x.startswith(("dyad_registry_change", "dyad_cache_"))]
+    return f"instance {gw.port}, {when}:\n" + "\n".join(lines) + "\nlog:\n" + gw.logs()[-3000:]
+
+
 def validate(gw, pid, s=None):
     r = (s or session()).post(f"{gw.url}/admin/secrets/providers/{pid}/credentials/validate", timeout=30)
     return data(r)
@@ -139,7 +146,7 @@ def test_credential_written_through_a_is_read_new_through_b_and_c(cluster):
             validate(gw, pid, sessions[gw.port])
             v = validate(gw, pid, sessions[gw.port])
             assert v["source"] == "cache" and v["credentialsVersion"] == i, v
-            assert metric(gw, "dyad_cache_entries") == 1
+            assert metric(gw, "dyad_cache_entries") == 1, feed_state(gw, f"round {i}")
         new = {"api_key": canary(), "round": str(i)}
         r = session().post(f"{a.url}/admin/providers/{pid}/credentials/rotate", json={"credentials": new}, timeout=30)
         assert data(r)["credentialsVersion"] == i + 1
