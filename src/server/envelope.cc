@@ -2,6 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
+#include <string>
+
 namespace dyad {
 
 HttpResponse JsonSuccess(const nlohmann::json& data, int status) {
@@ -37,6 +40,24 @@ HttpResponse OpenAiError(int status, std::string_view type, std::string_view mes
                           {"code", opt(code)}};
   r.body = "{\"error\":" + error.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "}";
   return r;
+}
+
+bool AimsAtV1(std::string_view path) {
+  while (!path.empty()) {
+    size_t slash = path.find('/');
+    std::string_view seg = path.substr(0, slash);
+    if (!seg.empty() && seg != ".") return seg == "v1";
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
+  }
+  return false;
+}
+
+HttpResponse ErrorFor(std::string_view path, int status, std::string_view code, std::string_view message) {
+  if (!AimsAtV1(path)) return JsonError(status, code, message);
+  std::string lower(code);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return OpenAiError(status, "invalid_request_error", message, lower);
 }
 
 int HttpStatusFor(ErrorCode code) {

@@ -28,4 +28,11 @@ int HttpStatusFor(ErrorCode code);
 HttpResponse OpenAiError(int status, std::string_view type, std::string_view message, std::string_view code = {},
                          std::string_view param = {});
 
+// Whether a path, canonical or not, was meant for /v1: its first segment,
+// skipping empty and "." ones, is "v1" as written (nothing decoded).
+bool AimsAtV1(std::string_view path);
+// An error in the shape the client of `path` reads: OpenAI's for /v1 (type
+// "invalid_request_error", `code` lower-cased), the envelope's otherwise.
+HttpResponse ErrorFor(std::string_view path, int status, std::string_view code, std::string_view message);
+
 }  // namespace dyad

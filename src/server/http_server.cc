@@ -35,6 +35,7 @@
 #include "core/mutex.h"
 #include "core/thread.h"
 #include "server/answer_head.h"
+#include "server/envelope.h"
 #include "server/evented_upstream.h"
 #include "server/fd_writer.h"
 #include "server/request_parser.h"
@@ -1458,11 +1459,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     });
   }
 
+  // An error before the request reached a handler, in the shape its client
+  // reads (the path is known once the request line was parsed).
   void Reply(int status, std::string_view code, const std::string& message) {
-    HttpResponse r;
-    r.status = status;
-    r.body = std::string(R"({"status":"error","error":{"code":")") + std::string(code) +
-             R"(","message":")" + message + "\"}}";
+    HttpResponse r = ErrorFor(parser_ ? std::string_view(parser_->request().path) : std::string_view(), status, code,
+                              message);
     keep_alive_ = false;
     head_ = false;  // no request was read whole: the body goes out, and the connection closes
     busy_ = true;

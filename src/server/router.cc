@@ -69,20 +69,6 @@ Result<std::string> DecodeSegment(std::string_view seg) {
   return out;
 }
 
-// Whether a path the router refuses as not canonical was meant for /v1: its
-// first segment, skipping empty and "." ones, is "v1" as written (nothing
-// decoded). Its client is an OpenAI SDK, which reads OpenAI's error shape.
-bool AimsAtV1(std::string_view path) {
-  while (!path.empty()) {
-    size_t slash = path.find('/');
-    std::string_view seg = path.substr(0, slash);
-    if (!seg.empty() && seg != ".") return seg == "v1";
-    if (slash == std::string_view::npos) break;
-    path.remove_prefix(slash + 1);
-  }
-  return false;
-}
-
 bool IsReadOnly(std::string_view method) { return method == "GET" || method == "HEAD"; }
 
 // Whether a route added for `route_method` answers `method`: HEAD runs the
@@ -172,8 +158,7 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
   principal = Principal{"anonymous", Role::kViewer};
   auto parsed = ParseCanonicalPath(request.path);
   if (!parsed.ok()) {
-    if (AimsAtV1(request.path)) return OpenAiError(400, "invalid_request_error", parsed.error().message, "bad_request");
-    return JsonError(400, "BAD_REQUEST", parsed.error().message);
+    return ErrorFor(request.path, 400, "BAD_REQUEST", parsed.error().message);
   }
   const std::vector<std::string>& path = *parsed;
   // Decided on the same parse the routes are matched against: "admin" and

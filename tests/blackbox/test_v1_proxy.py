@@ -810,10 +810,20 @@ def test_hostile_bodies_are_400_never_500(v1, stubs):
         assert r.status_code == 400, (levels, r.status_code)
         assert r.json()["error"]["message"] == "the request body is nested deeper than 256 levels"
     main.seen.clear()
-    # Over GATEWAY_MAX_BODY_BYTES (1 MiB): refused from its Content-Length, before the body is read.
+    # Over GATEWAY_MAX_BODY_BYTES (1 MiB): refused from its Content-Length, before the body is read, or once a
+    # chunked body passes it; in OpenAI's error shape, which the SDK reads.
     with raw_v1_post(gw, CLIENT_TOKEN, b"{", content_length=2 << 20) as s:
-        head = s.recv(4096)
-    assert head.startswith(b"HTTP/1.1 413"), head
+        status, body = read_answer(s)
+    assert status == 413, body
+    assert json.loads(body) == {"error": {"message": "the request body exceeds 1048576 bytes",
+                                          "type": "invalid_request_error", "param": None, "code": "payload_too_large"}}
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.settimeout(15)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_TOKEN.encode() +
+                  b"\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % (1 << 20) + b" " * (1 << 20) + b"\r\n")
+        s.sendall(b"10\r\n" + b" " * 16 + b"\r\n")
+        status, body = read_answer(s)
+    assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large", body
     assert main.seen == []  # none of them went upstream
     # The gateway still serves.
     assert sdk(gw).chat.completions.create(model="gpt-stub", messages=[]).choices[0].message.content
