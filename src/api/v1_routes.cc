@@ -86,7 +86,7 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
   UpstreamSink& sink() override { return call_->sink(); }
   HttpResponse Finish(const Status& sent) override {
     if (call_->retry()) {  // a 401 held back: read the credential again, on the pool
-      held_deadline_ = call_->give_up();
+      held_ = call_->held();
       call_.reset();
       HttpResponse again;
       again.deferred = shared_from_this();
@@ -97,7 +97,7 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
   HttpResponse RunOnPool(const HttpRequest& request) override {
     call_.reset();
     ProxyRequest pr = MakeProxyRequest(request, principal_, endpoint_);
-    pr.after_401 = held_deadline_;
+    pr.after_401 = held_;
     WriterOutput out(request.writer);
     return Answer(proxy_.Forward(pr, out), request.writer);
   }
@@ -110,9 +110,8 @@ class V1Deferred final : public DeferredAnswer, public std::enable_shared_from_t
   const HttpRequest* request_;  // the same object until Finish (DeferredAnswer)
   WriterOutput output_;         // its writer, the server's, until Finish
   std::unique_ptr<ProxyCall> call_;
-  // Set when a 401 was held back: the call's total deadline, which its
-  // retry on the pool keeps.
-  std::optional<Clock::Instant> held_deadline_;
+  // Set when a 401 was held back: what its retry on the pool keeps.
+  std::optional<ProxyRequest::HeldAttempt> held_;
 };
 
 HttpResponse Forward(ProxyService& proxy, const RouteContext& ctx, std::string_view endpoint,

@@ -724,19 +724,40 @@ struct ProxyCall::State {
   size_t injected_from = 0;  // up.headers from here on are the credential's
   CredentialsPtr used;
   std::string request_id;  // the caller's, for the log
-  Clock::Instant t0;
+  Clock::Instant t0;       // the client call's start (a held 401's retry keeps it)
   Clock::Instant give_up;  // one total deadline for the client's call, the 401 retry included
+  double held_upstream = 0;  // a held 401's upstream seconds, when this is its retry
   std::optional<double> overhead;
   std::function<bool()> hold_401;
   std::optional<ForwardSink> sink;
 };
+
+namespace {
+
+// What a held 401's retry keeps of the attempt (ProxyRequest::after_401).
+ProxyRequest::HeldAttempt Held(const ProxyCall::State& s) {
+  return {s.t0, s.give_up, s.held_upstream + s.sink->upstream_seconds.value_or(0)};
+}
+
+// The call's time so far less its held attempt's upstream time.
+double Overhead(const ProxyCall::State& s, const Clock& clock) {
+  return std::max(0.0, std::chrono::duration<double>(clock.Now() - s.t0).count() - s.held_upstream);
+}
+
+// The answer's upstream time, a held attempt's included (none without a head).
+std::optional<double> UpstreamSeconds(const ProxyCall::State& s) {
+  const std::optional<double>& last = s.sink->upstream_seconds;
+  return last ? std::optional<double>(*last + s.held_upstream) : std::nullopt;
+}
+
+}  // namespace
 
 ProxyCall::ProxyCall(std::unique_ptr<State> state) : s_(std::move(state)) {}
 ProxyCall::~ProxyCall() = default;
 const UpstreamRequest& ProxyCall::request() const { return s_->up; }
 UpstreamSink& ProxyCall::sink() { return *s_->sink; }
 bool ProxyCall::retry() const { return s_->sink->retry; }
-Clock::Instant ProxyCall::give_up() const { return s_->give_up; }
+ProxyRequest::HeldAttempt ProxyCall::held() const { return Held(*s_); }
 
 std::shared_ptr<const ProxyService::Catalog> ProxyService::FreshSnapshot() {
   const auto now = clock_.CoarseNow();
@@ -746,8 +767,10 @@ std::shared_ptr<const ProxyService::Catalog> ProxyService::FreshSnapshot() {
 
 Result<bool> ProxyService::Resolve(const ProxyRequest& request, ProxyCall::State& s, bool may_wait,
                                    const Reroute* reroute) {
-  s.t0 = reroute ? reroute->started : clock_.Now();
-  s.give_up = request.after_401 ? *request.after_401 : s.t0 + options_.timeouts.total;  // one total per client call
+  const auto& held = request.after_401;
+  s.t0 = reroute ? reroute->started : held ? held->started : clock_.Now();
+  s.give_up = held ? held->give_up : s.t0 + options_.timeouts.total;  // one total per client call
+  s.held_upstream = held ? held->upstream_seconds : 0;
   s.request_id = request.caller.request_id;
   DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
   if (reroute) {
@@ -805,7 +828,7 @@ Status ProxyService::Inject(const ProxyRequest& request, ProxyCall::State& s, Cr
 
 std::optional<Error> ProxyService::Arm(ProxyCall::State& s, ProxyOutput& output, bool may_hold) {
   s.sink.emplace(output, options_.max_buffered_bytes, may_hold ? &s.hold_401 : nullptr, clock_);
-  if (!s.overhead) s.overhead = std::chrono::duration<double>(clock_.Now() - s.t0).count();
+  if (!s.overhead) s.overhead = Overhead(s, clock_);
   const auto now = clock_.Now();
   if (now >= s.give_up) {
     Error e = MakeError(ErrorCode::kDeadlineExceeded, "upstream '" + s.provider->slug +
@@ -827,7 +850,7 @@ Result<ProxyAnswer> ProxyService::Conclude(ProxyCall::State& s, const Status& se
   const bool client_gone = sink.client_gone || (!sent.ok() && sent.code() == ErrorCode::kCancelled);
   if (!sent.ok() && !answer.streamed) {
     Error e = client_gone ? MakeError(ErrorCode::kCancelled, "the client went away") : sent.error();
-    metrics_.ObserveV1(provider->slug, s.metric_model, StatusOf(e), sink.upstream_seconds, *s.overhead, 0);
+    metrics_.ObserveV1(provider->slug, s.metric_model, StatusOf(e), UpstreamSeconds(s), *s.overhead, 0);
     if (e.code == ErrorCode::kCancelled) return e;
     // The client's words (B6): the provider and the kind of failure. The
     // error's own name the upstream's URL, and curl's its host, port and
@@ -850,7 +873,7 @@ Result<ProxyAnswer> ProxyService::Conclude(ProxyCall::State& s, const Status& se
     spdlog::warn("v1: the answer of provider {} was cut short: {}", provider->slug,
                  client_gone ? std::string("the client went away") : sent.error().message);
   }
-  metrics_.ObserveV1(provider->slug, s.metric_model, client_gone ? 499 : answer.status, sink.upstream_seconds,
+  metrics_.ObserveV1(provider->slug, s.metric_model, client_gone ? 499 : answer.status, UpstreamSeconds(s),
                      *s.overhead, sink.bytes);
   return answer;
 }
@@ -866,8 +889,7 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
   s.up.hang_up_fd = output.HangUpFd();
   // A call refused before its upstream call, counted.
   auto refuse = [&](Error e) {
-    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt,
-                       std::chrono::duration<double>(clock_.Now() - s.t0).count(), 0);
+    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt, Overhead(s, clock_), 0);
     return e;
   };
   CredentialRead read;
@@ -914,7 +936,7 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
     // upstream may hold its 401 for the first-byte timeout, meanwhile its
     // provider's baseUrl changed and its key rotated).
     ProxyRequest retry = request;
-    retry.after_401 = s.give_up;
+    retry.after_401 = Held(s);
     return Forward(retry, output, nullptr);
   }
   return Conclude(s, sent);

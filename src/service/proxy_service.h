@@ -102,11 +102,17 @@ struct ProxyRequest {
   // Model ids, or <slug>/<model> for a model its provider does not list.
   const std::vector<std::string>* allowed_models = nullptr;
   Caller caller;
-  // Set when the first attempt was answered 401 and held back
-  // (ProxyService::Prepare's call): that attempt's total deadline
-  // (ProxyCall::give_up). This one reads the credential again, is not held
-  // back twice, and keeps the deadline.
-  std::optional<Clock::Instant> after_401;
+  // The first attempt, answered 401 and held back (Forward's own, or
+  // ProxyService::Prepare's call: ProxyCall::held()). The retry reads the
+  // credential again, is not held back twice, and keeps the client call's
+  // start and total deadline; its metrics count the held attempt's upstream
+  // time as upstream time, not as the gateway's overhead.
+  struct HeldAttempt {
+    Clock::Instant started;
+    Clock::Instant give_up;
+    double upstream_seconds = 0;
+  };
+  std::optional<HeldAttempt> after_401;
 };
 
 // Where a streamed answer goes (the client): false when it has gone.
@@ -145,9 +151,9 @@ class ProxyCall {
   UpstreamSink& sink();
   // The upstream answered 401 to the cached credential and the answer was
   // held back (as Forward holds it): ask Forward again, with after_401 set
-  // to this call's total deadline.
+  // to held().
   bool retry() const;
-  Clock::Instant give_up() const;
+  ProxyRequest::HeldAttempt held() const;
 
   struct State;  // in proxy_service.cc
 

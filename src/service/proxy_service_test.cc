@@ -644,7 +644,7 @@ TEST_F(PreparedCallTest, NoCallWithoutTheOptionOrForAnAfter401Retry) {
   const std::string body = R"({"model":"gpt-a"})";
   ASSERT_TRUE(Call(body).ok());
   ProxyRequest retry = Request(body);
-  retry.after_401 = std::chrono::steady_clock::now() + std::chrono::seconds(600);
+  retry.after_401 = ProxyRequest::HeldAttempt{clock_.Now(), clock_.Now() + std::chrono::seconds(600)};
   auto after = proxy_->Prepare(retry, out_);
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(*after, nullptr);
@@ -723,7 +723,7 @@ TEST_F(PreparedCallTest, TheRetryOfAHeld401KeepsTheCallsTotalDeadline) {
   UpstreamRequires("Bearer sk-new");
   upstream_.seen.clear();
   ProxyRequest retry = Request(body);
-  retry.after_401 = (*call)->give_up();
+  retry.after_401 = (*call)->held();
   auto a = proxy_->Forward(retry, out_);
   ASSERT_TRUE(a.ok()) << a.error().message;
   EXPECT_EQ(a->status, 200);
@@ -739,6 +739,38 @@ TEST_F(PreparedCallTest, TheRetryOfAHeld401KeepsTheCallsTotalDeadline) {
   auto timed_out = proxy_->Forward(retry, out_);
   ASSERT_FALSE(timed_out.ok());
   EXPECT_EQ(timed_out.error().message, "upstream 'alpha' timed out: the total timeout (10000 ms) passed");
+}
+
+// A held 401's retry counts as one call in /metrics: the held attempt's
+// wait is upstream time, the time between the two attempts is overhead
+// (helper-168: the retry was counted alone, from its own start).
+TEST_F(PreparedCallTest, AHeld401sRetryCountsBothAttemptsUpstreamTimeAndTheGapAsOverhead) {
+  ProxyOptions o;
+  o.prepare = true;
+  Rebuild(o);
+  const std::string id = AddProvider("alpha", Models({{"gpt-a", "gpt-a"}}), "sk-old");
+  const std::string body = R"({"model":"gpt-a"})";
+  ASSERT_TRUE(Call(body).ok());  // sk-old cached; counted: no upstream or overhead time on this clock
+  auto call = proxy_->Prepare(Request(body), out_);
+  ASSERT_TRUE(call.ok() && *call);
+  ASSERT_TRUE(RotateElsewhere(id, "sk-new").ok());
+  clock_.Advance(7s);  // the upstream's 401 took 7 s
+  EXPECT_FALSE((*call)->sink().OnHead(UpstreamHead{401, {}}));
+  ASSERT_TRUE((*call)->retry());
+  clock_.Advance(1s);  // the hand-over to the pool
+  UpstreamRequires("Bearer sk-new");
+  upstream_.during_send = [this] { clock_.Advance(2s); };  // the retry's answer takes 2 s
+  ProxyRequest retry = Request(body);
+  retry.after_401 = (*call)->held();
+  auto a = proxy_->Forward(retry, out_);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->status, 200);
+  const std::string text = metrics_.Render();
+  EXPECT_NE(text.find(R"(dyad_v1_requests_total{model="gpt-a",provider="alpha",status="200"} 2)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(dyad_v1_upstream_seconds_sum{provider="alpha"} 9)"), std::string::npos) << text;
+  EXPECT_NE(text.find("dyad_v1_overhead_seconds_sum 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("dyad_v1_overhead_seconds_count 2\n"), std::string::npos) << text;
 }
 
 TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {
