@@ -350,8 +350,9 @@ HttpResponse App::Handle(const HttpRequest& request) {
   // waits until it can be audited, as Vault does. /v1 calls change nothing
   // and show no secret to their caller (they are counted in metrics, not
   // audited): the proxy keeps serving while the audit log cannot be
-  // written. (A non-canonical spelling of /v1 is refused by the router.)
-  const bool v1 = request.path.rfind("/v1/", 0) == 0;
+  // written. (A non-canonical spelling of /v1 is refused by the router,
+  // in /v1's error shape, as /v1 is.)
+  const bool v1 = AimsAtV1(request.path);
   if (!v1 && request.method != "GET" && request.method != "HEAD" && !parts_->audit->Ready()) {
     // Why, only to a known identity (the reason may be the KMS's answer).
     std::string why = parts_->auth->Authenticate(request.authorization, request.client_cert_subject) ? ": " + parts_->audit->Problem() : "";

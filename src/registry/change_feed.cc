@@ -179,7 +179,7 @@ Status ChangeLogFeed::CheckNow() {
     everything = rows.empty() || now.max < last_ || now.min > last_ + 1;
   }
   if (everything) {
-    // Every instance's cache is emptied by this: worth a line when it happens.
+    // This instance's whole cache is emptied by it: worth a line.
     spdlog::warn("change feed: the changes after row {} cannot be read one by one (newest row {}, oldest {}, {} read); "
                  "every cached credential is dropped",
                  last_, span.max, span.min, rows.size());

@@ -689,13 +689,15 @@ TEST_F(CacheTest, SizeNeverCountsBelowZeroWhileLoadsAndInvalidationsRace) {
   std::thread watcher([&] {
     while (!stop.load(std::memory_order_relaxed)) largest = std::max(largest, cache.Size());
   });
+  int failed = 0;
   for (int i = 0; i < 300000; ++i) {
-    ASSERT_TRUE(cache.Get("a", Loader("v")).ok());
+    if (!cache.Get("a", Loader("v")).ok()) ++failed;
     if (i % 2) cache.Invalidate("a");  // the next Get loads, as the invalidator may
   }
   stop = true;
   invalidator.join();
   watcher.join();
+  EXPECT_EQ(failed, 0);
   EXPECT_LE(largest, 1u);
   EXPECT_LE(cache.Size(), 1u);
   EXPECT_EQ(cache.Stats().evictions, 0u);

@@ -57,7 +57,7 @@ HttpResponse ErrorFor(std::string_view path, int status, std::string_view code, 
   if (!AimsAtV1(path)) return JsonError(status, code, message);
   std::string lower(code);
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return OpenAiError(status, "invalid_request_error", message, lower);
+  return OpenAiError(status, status == 500 ? "server_error" : "invalid_request_error", message, lower);
 }
 
 int HttpStatusFor(ErrorCode code) {

@@ -32,7 +32,8 @@ HttpResponse OpenAiError(int status, std::string_view type, std::string_view mes
 // skipping empty and "." ones, is "v1" as written (nothing decoded).
 bool AimsAtV1(std::string_view path);
 // An error in the shape the client of `path` reads: OpenAI's for /v1 (type
-// "invalid_request_error", `code` lower-cased), the envelope's otherwise.
+// "server_error" for a 500, else "invalid_request_error", as the /v1
+// routes answer; `code` lower-cased), the envelope's otherwise.
 HttpResponse ErrorFor(std::string_view path, int status, std::string_view code, std::string_view message);
 
 }  // namespace dyad

@@ -88,16 +88,6 @@ bool PrintableId(std::string_view id) {
   return true;
 }
 
-// A printable-ASCII string as the inside of a JSON string.
-std::string JsonEscapePrintable(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
 std::string GenerateRequestId() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   uint64_t v[2] = {rng(), rng()};
@@ -434,11 +424,7 @@ struct HttpServer::Impl {
         return cut;
       }
       spdlog::error("request {}: the handler threw; answered 500", request.request_id);
-      HttpResponse r;
-      r.status = 500;
-      r.body = R"({"status":"error","error":{"code":"INTERNAL_ERROR","message":"internal error; request id )" +
-               JsonEscapePrintable(request.request_id) + "\"}}";
-      return r;
+      return ErrorFor(request.path, 500, "INTERNAL_ERROR", "internal error; request id " + request.request_id);
     }
   }
 };

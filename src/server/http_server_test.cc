@@ -885,6 +885,26 @@ TEST(HttpServerStream, InlineHandlersHaveNoWriter) {
   EXPECT_FALSE(had_writer);
 }
 
+// A handler that throws is answered 500 naming the request id, in the error
+// shape its client reads: OpenAI's for /v1, the envelope otherwise.
+TEST(HttpServerStream, AThrowingHandlersFiveHundredIsInItsPathsErrorShape) {
+  Running server([](const HttpRequest&) -> HttpResponse { throw std::runtime_error("boom"); }, false);
+  RawClient c(server.port());
+  c.Send("GET /admin/x HTTP/1.1\r\nHost: t\r\nX-Request-Id: req-1\r\n\r\n");
+  std::string got = c.ReadUntil("}}");
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 500 ")) << got;
+  EXPECT_TRUE(got.ends_with(
+      R"({"status":"error","error":{"code":"INTERNAL_ERROR","message":"internal error; request id req-1"}})"))
+      << got;
+  c.Send("POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nX-Request-Id: req-\"2\r\nContent-Length: 0\r\n\r\n");
+  got = c.ReadUntil("}}");
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 500 ")) << got;
+  EXPECT_NE(got.find(R"({"error":{"code":"internal_error","message":"internal error; request id req-\"2",)"
+                     R"("param":null,"type":"server_error"}})"),
+            std::string::npos)
+      << got;
+}
+
 // A HEAD answer is the head alone, its Content-Length the body's; the next
 // request on the connection is answered in step. Inline and on a pool, and a
 // HEAD is never given a writer to stream with.

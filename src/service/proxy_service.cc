@@ -726,7 +726,7 @@ struct ProxyCall::State {
   std::string request_id;  // the caller's, for the log
   Clock::Instant t0;       // the client call's start (a held 401's retry keeps it)
   Clock::Instant give_up;  // one total deadline for the client's call, the 401 retry included
-  double held_upstream = 0;  // a held 401's upstream seconds, when this is its retry
+  std::optional<double> held_upstream;  // a held 401's upstream seconds, when this is its retry
   std::optional<double> overhead;
   std::function<bool()> hold_401;
   std::optional<ForwardSink> sink;
@@ -734,20 +734,23 @@ struct ProxyCall::State {
 
 namespace {
 
+// The call's upstream time: the request sent to the answer's head, a held
+// attempt's included (none when no attempt had a head).
+std::optional<double> UpstreamSeconds(const ProxyCall::State& s) {
+  const std::optional<double> last = s.sink ? s.sink->upstream_seconds : std::nullopt;
+  if (!s.held_upstream) return last;
+  return *s.held_upstream + last.value_or(0);
+}
+
 // What a held 401's retry keeps of the attempt (ProxyRequest::after_401).
 ProxyRequest::HeldAttempt Held(const ProxyCall::State& s) {
-  return {s.t0, s.give_up, s.held_upstream + s.sink->upstream_seconds.value_or(0)};
+  return {s.t0, s.give_up, UpstreamSeconds(s).value_or(0)};
 }
 
 // The call's time so far less its held attempt's upstream time.
 double Overhead(const ProxyCall::State& s, const Clock& clock) {
-  return std::max(0.0, std::chrono::duration<double>(clock.Now() - s.t0).count() - s.held_upstream);
-}
-
-// The answer's upstream time, a held attempt's included (none without a head).
-std::optional<double> UpstreamSeconds(const ProxyCall::State& s) {
-  const std::optional<double>& last = s.sink->upstream_seconds;
-  return last ? std::optional<double>(*last + s.held_upstream) : std::nullopt;
+  const double elapsed = std::chrono::duration<double>(clock.Now() - s.t0).count();
+  return std::max(0.0, elapsed - s.held_upstream.value_or(0));
 }
 
 }  // namespace
@@ -770,7 +773,7 @@ Result<bool> ProxyService::Resolve(const ProxyRequest& request, ProxyCall::State
   const auto& held = request.after_401;
   s.t0 = reroute ? reroute->started : held ? held->started : clock_.Now();
   s.give_up = held ? held->give_up : s.t0 + options_.timeouts.total;  // one total per client call
-  s.held_upstream = held ? held->upstream_seconds : 0;
+  if (held) s.held_upstream = held->upstream_seconds;
   s.request_id = request.caller.request_id;
   DYAD_ASSIGN_OR_RETURN(ModelField field, FindModel(request.body));
   if (reroute) {
@@ -835,7 +838,7 @@ std::optional<Error> ProxyService::Arm(ProxyCall::State& s, ProxyOutput& output,
                                                           "' timed out: the total timeout (" +
                                                           std::to_string(options_.timeouts.total.count()) +
                                                           " ms) passed");
-    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt, *s.overhead, 0);
+    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), UpstreamSeconds(s), *s.overhead, 0);
     return e;
   }
   s.up.timeouts.total = std::chrono::ceil<std::chrono::milliseconds>(s.give_up - now);
@@ -889,7 +892,7 @@ Result<ProxyAnswer> ProxyService::Forward(const ProxyRequest& request, ProxyOutp
   s.up.hang_up_fd = output.HangUpFd();
   // A call refused before its upstream call, counted.
   auto refuse = [&](Error e) {
-    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), std::nullopt, Overhead(s, clock_), 0);
+    metrics_.ObserveV1(s.provider->slug, s.metric_model, StatusOf(e), UpstreamSeconds(s), Overhead(s, clock_), 0);
     return e;
   };
   CredentialRead read;

@@ -771,6 +771,15 @@ TEST_F(PreparedCallTest, AHeld401sRetryCountsBothAttemptsUpstreamTimeAndTheGapAs
   EXPECT_NE(text.find(R"(dyad_v1_upstream_seconds_sum{provider="alpha"} 9)"), std::string::npos) << text;
   EXPECT_NE(text.find("dyad_v1_overhead_seconds_sum 1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("dyad_v1_overhead_seconds_count 2\n"), std::string::npos) << text;
+  // A retry that fails before its head still counts the held attempt's 7 s (helper-169).
+  FakeUpstream::Answer down;
+  down.error_before_head = true;
+  down.error = MakeError(ErrorCode::kUnavailable, "connection refused");
+  upstream_.answers = {down};
+  upstream_.during_send = nullptr;
+  EXPECT_EQ(proxy_->Forward(retry, out_).code(), ErrorCode::kUnavailable);
+  const std::string after = metrics_.Render();
+  EXPECT_NE(after.find(R"(dyad_v1_upstream_seconds_sum{provider="alpha"} 16)"), std::string::npos) << after;
 }
 
 TEST_F(ProxyServiceTest, CatalogFollowsTheRegistry) {
