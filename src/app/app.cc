@@ -8,6 +8,7 @@
 
 #include "api/routes.h"
 #include "api/v1_routes.h"
+#include "app/accounted_answer.h"
 #include "audit/audit_log.h"
 #include "app/audit_setup.h"
 #include "app/backend.h"
@@ -296,49 +297,6 @@ void App::Account(const AccessLine& line, int status) {
   }
 }
 
-// A deferred answer (a /v1 call on the I/O threads), accounted for when its
-// answer is known, as Handle() accounts for the others.
-class App::LoggedDeferred final : public DeferredAnswer {
- public:
-  LoggedDeferred(App* app, std::shared_ptr<DeferredAnswer> inner, const AccessLine& line)
-      : app_(app),
-        inner_(std::move(inner)),
-        method_(line.method),
-        path_(line.path),
-        request_id_(line.request_id),
-        peer_(line.peer),
-        identity_(line.identity),
-        route_(line.route),
-        t0_(line.t0) {}
-  const UpstreamRequest* upstream() const override { return inner_->upstream(); }
-  UpstreamSink& sink() override { return inner_->sink(); }
-  // Accounted once the answer went out (Answered): the access line's
-  // formatting and write are not between the upstream's answer and the client.
-  HttpResponse Finish(const Status& sent) override {
-    HttpResponse resp = inner_->Finish(sent);
-    if (!resp.deferred) answered_ = resp.status;
-    return resp;
-  }
-  void Answered() override {
-    if (!answered_) return;
-    app_->Account({method_, path_, request_id_, peer_, identity_, route_, t0_}, *answered_);
-    answered_.reset();
-  }
-  HttpResponse RunOnPool(const HttpRequest& request) override { return Accounted(inner_->RunOnPool(request)); }
-
- private:
-  HttpResponse Accounted(HttpResponse resp) {
-    if (!resp.deferred) app_->Account({method_, path_, request_id_, peer_, identity_, route_, t0_}, resp.status);
-    return resp;
-  }
-  App* app_;
-  std::shared_ptr<DeferredAnswer> inner_;
-  std::string method_, path_, request_id_, peer_, identity_;  // the request's, which may move meanwhile
-  std::string_view route_;
-  Clock::Instant t0_;
-  std::optional<int> answered_;  // Finish's status, until Answered
-};
-
 void App::BeginShutdown() { parts_->secrets->locks().Interrupt(); }
 
 HttpResponse App::Handle(const HttpRequest& request) {
@@ -368,7 +326,13 @@ HttpResponse App::Handle(const HttpRequest& request) {
   }
   AccessLine line{request.method, request.path, request.request_id, request.peer, who.identity, route, t0};
   if (resp.deferred) {
-    resp.deferred = std::make_shared<LoggedDeferred>(this, std::move(resp.deferred), line);
+    // A deferred answer (a /v1 call on the I/O threads) is accounted once it
+    // went out; the request's strings are copied (it may move meanwhile).
+    resp.deferred = std::make_shared<AccountedAnswer>(
+        std::move(resp.deferred),
+        [this, method = std::string(line.method), path = std::string(line.path), rid = std::string(line.request_id),
+         peer = std::string(line.peer), identity = std::string(line.identity), route = line.route,
+         t0 = line.t0](int status) { Account({method, path, rid, peer, identity, route, t0}, status); });
   } else {
     Account(line, resp.status);
   }

@@ -63,7 +63,6 @@ class App {
  private:
   App();
   struct AccessLine;
-  class LoggedDeferred;
   // The access log's line and the HTTP metrics of an answered request.
   void Account(const AccessLine& line, int status);
   struct Parts;

@@ -1,0 +1,35 @@
+#include "app/accounted_answer.h"
+
+namespace dyad {
+
+HttpResponse AccountedAnswer::Finish(const Status& sent) {
+  try {
+    HttpResponse resp = inner_->Finish(sent);
+    if (!resp.deferred) answered_ = resp.status;
+    return resp;
+  } catch (...) {
+    answered_ = 500;
+    throw;
+  }
+}
+
+void AccountedAnswer::Answered() {
+  if (!answered_) return;
+  const int status = *answered_;
+  answered_.reset();
+  account_(status);
+}
+
+HttpResponse AccountedAnswer::RunOnPool(const HttpRequest& request) {
+  HttpResponse resp;
+  try {
+    resp = inner_->RunOnPool(request);
+  } catch (...) {
+    account_(500);
+    throw;
+  }
+  if (!resp.deferred) account_(resp.status);
+  return resp;
+}
+
+}  // namespace dyad
