@@ -21,15 +21,15 @@ void AccountedAnswer::Answered() {
 }
 
 HttpResponse AccountedAnswer::RunOnPool(const HttpRequest& request) {
-  HttpResponse resp;
+  std::optional<HttpResponse> resp;
   try {
-    resp = inner_->RunOnPool(request);
+    resp.emplace(inner_->RunOnPool(request));
   } catch (...) {
     account_(500);
     throw;
   }
-  if (!resp.deferred) account_(resp.status);
-  return resp;
+  if (!resp->deferred) account_(resp->status);
+  return std::move(*resp);
 }
 
 }  // namespace dyad

@@ -1,9 +1,10 @@
 // AccountedAnswer: a deferred answer (DeferredAnswer) accounted — the
 // access line and the HTTP metrics — once it has gone out: at Answered()
 // after Finish(), or when RunOnPool() returns (an answer that defers again
-// is not accounted yet). An inner answer that throws is accounted as the
-// 500 the server sends then (HttpServer's Guarded), and the exception goes
-// on to the server.
+// is not accounted: the server's pool answers none). An inner answer that
+// throws is accounted as a 500, the status the server answers it with
+// (HttpServer's Guarded; a streamed answer already begun is cut short
+// instead), and the exception goes on to the server.
 #pragma once
 
 #include <functional>

@@ -527,14 +527,15 @@ class RecordedDeferred final : public DeferredAnswer {
   };
 
  public:
-  RecordedDeferred(std::string url, std::atomic<int>* finished, std::atomic<int>* answered)
-      : up_(Post(url)), finished_(finished), answered_(answered) {
+  RecordedDeferred(std::string url, std::atomic<int>* finished, std::atomic<int>* answered, bool throws = false)
+      : up_(Post(url)), finished_(finished), answered_(answered), throws_(throws) {
     up_.timeouts.connect = std::chrono::milliseconds(200);
   }
   const UpstreamRequest* upstream() const override { return &up_; }
   UpstreamSink& sink() override { return sink_; }
   HttpResponse Finish(const Status& sent) override {
     ++*finished_;
+    if (throws_) throw std::runtime_error("a bug in Finish");
     HttpResponse r;
     r.status = sent.ok() ? 200 : 502;
     r.body = (sent.ok() ? sink_.body : std::string("failed")) + "|";
@@ -555,6 +556,7 @@ class RecordedDeferred final : public DeferredAnswer {
   BodySink sink_;
   std::atomic<int>* finished_;
   std::atomic<int>* answered_;
+  const bool throws_;
 };
 
 // A /v1 call, as the servers of the tests below take it.
@@ -596,6 +598,32 @@ TEST(HttpServerEvented, ACallEndedWithinBeginIsAnsweredAndTheConnectionKept) {
   for (int i = 0; i < 200 && answered < 6; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(finished, 6);
   EXPECT_EQ(answered, 6);
+}
+
+// A deferred answer whose Finish throws (a bug) is answered 500, in /v1's
+// error shape, the connection kept; Answered still follows, once (the
+// access line: AccountedAnswer).
+TEST(HttpServerEvented, AFinishThatThrowsIsAnswered500AndStillToldAnswered) {
+  HttpServerOptions o = Running::Options();
+  o.evented_upstream = true;
+  std::atomic<int> finished{0}, answered{0};
+  Running server(
+      [&](const HttpRequest&) {
+        HttpResponse r;
+        r.deferred = std::make_shared<RecordedDeferred>("http://169.254.169.254/x", &finished, &answered, true);
+        return r;
+      },
+      false, [](HttpRequest&) { return HandlerPool::kEvented; }, o);
+  RawClient c(server.port());
+  for (int i = 0; i < 2; ++i) {
+    c.Send(kV1Call);
+    const std::string a = c.ReadUntil("}}");
+    EXPECT_TRUE(a.starts_with("HTTP/1.1 500 ")) << a;
+    EXPECT_NE(a.find(R"("type":"server_error")"), std::string::npos) << a;
+  }
+  for (int i = 0; i < 200 && answered < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(finished, 2);
+  EXPECT_EQ(answered, 2);
 }
 
 // A server whose every request is an evented call to `upstream_url`

@@ -123,7 +123,8 @@ class DeferredAnswer {
   // On the I/O thread, once the answer Finish returned, or the streamed
   // one's end, was handed to the client's socket (what the socket did not
   // take at once is still being written): for work that need not delay the
-  // answer (the access line). Not called when Finish sent it to RunOnPool.
+  // answer (the access line); also after Finish threw (the server answered
+  // 500 then). Not called when Finish sent it to RunOnPool.
   virtual void Answered() {}
   // On the /v1 upstream pool, as a handler run there: the whole answer
   // (`request` may be another object than the one the handler was given,

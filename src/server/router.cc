@@ -151,7 +151,7 @@ HttpResponse Router::Handle(const HttpRequest& request, Principal& principal, st
   } catch (...) {
     spdlog::error("request {} {}: unhandled exception", request.method, request.request_id);
   }
-  return JsonError(500, "INTERNAL_ERROR", "internal error; request id " + request.request_id);
+  return ErrorFor(request.path, 500, "INTERNAL_ERROR", "internal error; request id " + request.request_id);
 }
 
 HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, std::string_view* matched) const {

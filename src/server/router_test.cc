@@ -15,7 +15,8 @@ class RouterTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string tokens = R"({"tokens":[{"name":"ci","role":"viewer","sha256":")" + HexEncode(Sha256("viewer-token")) +
-                         R"("},{"name":"ops","role":"admin","sha256":")" + HexEncode(Sha256("ops-token")) + "\"}]}";
+                         R"("},{"name":"ops","role":"admin","sha256":")" + HexEncode(Sha256("ops-token")) +
+                         R"("},{"name":"app","role":"client","sha256":")" + HexEncode(Sha256("client-token")) + "\"}]}";
     auto a = TokenAuthenticator::FromTokensJson(SecretBytes(std::string("admin-key-0123456789")), tokens);
     ASSERT_TRUE(a.ok()) << a.error().message;
     auth_ = std::move(a).value();
@@ -30,6 +31,9 @@ class RouterTest : public ::testing::Test {
       return JsonSuccess(true, 201);
     });
     router_->Add("POST", "/things/throw", [](const RouteContext&) -> HttpResponse {
+      throw std::runtime_error("boom with a secret sk-never-logged");
+    });
+    router_->Add("POST", "/v1/throw", [](const RouteContext&) -> HttpResponse {
       throw std::runtime_error("boom with a secret sk-never-logged");
     });
   }
@@ -80,6 +84,11 @@ TEST_F(RouterTest, UnknownRouteAndWrongMethod) {
   EXPECT_EQ(r.headers[0].second, "GET, HEAD, DELETE");
   EXPECT_EQ(Call("POST", "/healthz").status, 405);
   EXPECT_EQ(Call("GET", "/healthz").status, 200);
+  // A /v1 handler's 500 is in OpenAI's shape (its client is an OpenAI SDK).
+  r = Call("POST", "/v1/throw", "Bearer client-token");
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(r.body, R"({"error":{"code":"internal_error","message":"internal error; request id rid-1234",)"
+                    R"("param":null,"type":"server_error"}})");
 }
 
 // Issue 9, item 1: `POST //admin/…` ran without a token (auth looked at the
