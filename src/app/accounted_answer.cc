@@ -17,7 +17,7 @@ void AccountedAnswer::Answered() {
   if (!answered_) return;
   const int status = *answered_;
   answered_.reset();
-  account_(status);
+  account_(record_, status);
 }
 
 HttpResponse AccountedAnswer::RunOnPool(const HttpRequest& request) {
@@ -25,10 +25,10 @@ HttpResponse AccountedAnswer::RunOnPool(const HttpRequest& request) {
   try {
     resp.emplace(inner_->RunOnPool(request));
   } catch (...) {
-    account_(500);
+    account_(record_, 500);
     throw;
   }
-  if (!resp->deferred) account_(resp->status);
+  if (!resp->deferred) account_(record_, resp->status);
   return std::move(*resp);
 }
 

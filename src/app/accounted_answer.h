@@ -10,17 +10,30 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 
+#include "core/clock.h"
 #include "server/http_types.h"
 
 namespace dyad {
 
+// The request's side of its access line, owned: the request may move
+// before its answer goes out.
+struct AccessRecord {
+  std::string method, path, request_id, peer, identity;
+  std::string_view route;  // the router's pattern (as long-lived as the router)
+  Clock::Instant t0;
+};
+
 class AccountedAnswer final : public DeferredAnswer {
  public:
-  using Account = std::function<void(int status)>;
+  // Held by the answer, so that a callback capturing only its owner takes
+  // no allocation of its own.
+  using Account = std::function<void(const AccessRecord& record, int status)>;
 
-  AccountedAnswer(std::shared_ptr<DeferredAnswer> inner, Account account)
-      : inner_(std::move(inner)), account_(std::move(account)) {}
+  AccountedAnswer(std::shared_ptr<DeferredAnswer> inner, AccessRecord record, Account account)
+      : inner_(std::move(inner)), record_(std::move(record)), account_(std::move(account)) {}
 
   const UpstreamRequest* upstream() const override { return inner_->upstream(); }
   UpstreamSink& sink() override { return inner_->sink(); }
@@ -32,6 +45,7 @@ class AccountedAnswer final : public DeferredAnswer {
 
  private:
   std::shared_ptr<DeferredAnswer> inner_;
+  const AccessRecord record_;
   Account account_;
   std::optional<int> answered_;  // Finish's status, until Answered
 };

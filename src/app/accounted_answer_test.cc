@@ -33,7 +33,11 @@ class Inner final : public DeferredAnswer {
 struct Accounted {
   std::shared_ptr<Inner> inner = std::make_shared<Inner>();
   std::vector<int> lines;  // the statuses accounted, in order
-  AccountedAnswer answer{inner, [this](int status) { lines.push_back(status); }};
+  AccountedAnswer answer{inner, AccessRecord{"POST", "/v1/chat/completions", "rid-1", "127.0.0.1", "app", "/v1/x", {}},
+                         [this](const AccessRecord& r, int status) {
+                           EXPECT_EQ(r.request_id, "rid-1");
+                           lines.push_back(status);
+                         }};
 };
 
 TEST(AccountedAnswer, FinishIsAccountedOnceAtAnswered) {

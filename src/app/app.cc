@@ -330,9 +330,11 @@ HttpResponse App::Handle(const HttpRequest& request) {
     // went out; the request's strings are copied (it may move meanwhile).
     resp.deferred = std::make_shared<AccountedAnswer>(
         std::move(resp.deferred),
-        [this, method = std::string(line.method), path = std::string(line.path), rid = std::string(line.request_id),
-         peer = std::string(line.peer), identity = std::string(line.identity), route = line.route,
-         t0 = line.t0](int status) { Account({method, path, rid, peer, identity, route, t0}, status); });
+        AccessRecord{std::string(line.method), std::string(line.path), std::string(line.request_id),
+                     std::string(line.peer), std::string(line.identity), line.route, line.t0},
+        [this](const AccessRecord& r, int status) {
+          Account({r.method, r.path, r.request_id, r.peer, r.identity, r.route, r.t0}, status);
+        });
   } else {
     Account(line, resp.status);
   }
