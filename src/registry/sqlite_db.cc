@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 
 #include "registry/migrations.h"
 #include "registry/transaction.h"
@@ -22,6 +24,9 @@ Error SqliteError(sqlite3* db, int rc, std::string_view what) {
   const char* msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
   return MakeError(code, std::string(what) + ": " + msg);
 }
+
+// How long a statement waits for another connection's lock.
+constexpr int kBusyTimeoutMs = 5000;
 
 }  // namespace
 
@@ -103,7 +108,7 @@ Status SqliteConnection::Exec(const std::string& sql) {
     std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
     Error e = SqliteError(nullptr, sqlite3_extended_errcode(db_), "sqlite");
-    e.message = "sqlite: " + msg;
+    e.message = "sqlite: " + msg + " (in: " + sql.substr(0, 60) + (sql.size() > 60 ? "…" : "") + ")";
     return e;
   }
   return OkStatus();
@@ -136,7 +141,7 @@ Result<std::shared_ptr<SqliteDb>> SqliteDb::OpenMemoryCopy(const std::string& pa
   int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
   SqliteConnection source(raw);  // closes `raw` in every case
   if (rc != SQLITE_OK) return SqliteError(raw, rc, "cannot open database " + path);
-  sqlite3_busy_timeout(raw, 5000);
+  sqlite3_busy_timeout(raw, kBusyTimeoutMs);
   // One read transaction (the WAL's frames included). The image says WAL
   // (bytes 18-19), which a memdb cannot do: marked a rollback-journal
   // database, staged in a private connection, then copied into the shared
@@ -187,11 +192,23 @@ Result<std::unique_ptr<SqliteConnection>> SqliteDb::Acquire() {
     return e;
   }
   auto conn = std::make_unique<SqliteConnection>(raw);
-  sqlite3_busy_timeout(raw, 5000);
+  sqlite3_busy_timeout(raw, kBusyTimeoutMs);
   // mmap and a 32 MiB page cache keep reads out of pread() for registries of
   // 100k credentials; NORMAL is durable across process crashes in WAL mode.
-  DYAD_RETURN_IF_ERROR(conn->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
-                                  "PRAGMA mmap_size=268435456; PRAGMA cache_size=-32768;"));
+  // Switching a new file to WAL takes an exclusive lock that SQLite does not
+  // wait for: a connection (another process's) opening the same new file at
+  // that moment gets SQLITE_BUSY. It tries again for up to the busy timeout
+  // (the file is WAL from then on, and the pragma changes nothing).
+  static constexpr const char* kSetup =
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
+      "PRAGMA mmap_size=268435456; PRAGMA cache_size=-32768;";
+  Status set = conn->Exec(kSetup);
+  for (int waited_ms = 0; !set.ok() && set.code() == ErrorCode::kUnavailable && waited_ms < kBusyTimeoutMs;
+       waited_ms += 10) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    set = conn->Exec(kSetup);
+  }
+  DYAD_RETURN_IF_ERROR(set);
   return conn;
 }
 

@@ -53,3 +53,25 @@ TEST(SqliteMemoryCopy, MissingFileIsAnErrorNamingIt) {
 
 }  // namespace
 }  // namespace dyad
+
+namespace dyad {
+namespace {
+
+// Processes that open one new registry file at the same moment (instances
+// started together, a restart overlapping the old process) all open it:
+// switching a new file to WAL takes an exclusive lock SQLite does not wait
+// for, and the one that lost the race got "database is locked" at start.
+TEST(SqliteOpen, ConnectionsOpeningOneNewFileTogetherAllOpenIt) {
+  testing::TempDir dir;
+  for (int round = 0; round < 40; ++round) {
+    const std::string path = dir.File("registry-" + std::to_string(round) + ".db");
+    std::vector<Result<std::shared_ptr<SqliteDb>>> opened(3, MakeError(ErrorCode::kInternal, "not run"));
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < opened.size(); ++i) threads.emplace_back([&, i] { opened[i] = SqliteDb::Open(path); });
+    for (auto& t : threads) t.join();
+    for (const auto& o : opened) ASSERT_TRUE(o.ok()) << "round " << round << ": " << o.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace dyad
