@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -108,7 +109,9 @@ Status SqliteConnection::Exec(const std::string& sql) {
     std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
     Error e = SqliteError(nullptr, sqlite3_extended_errcode(db_), "sqlite");
-    e.message = "sqlite: " + msg + " (in: " + sql.substr(0, 60) + (sql.size() > 60 ? "…" : "") + ")";
+    std::string start = sql.substr(sql.find_first_not_of(" \n"), 60);  // one line in the log
+    std::replace(start.begin(), start.end(), '\n', ' ');
+    e.message = "sqlite: " + msg + " (in: " + start + (sql.size() > start.size() ? "…" : "") + ")";
     return e;
   }
   return OkStatus();
@@ -197,14 +200,16 @@ Result<std::unique_ptr<SqliteConnection>> SqliteDb::Acquire() {
   // 100k credentials; NORMAL is durable across process crashes in WAL mode.
   // Switching a new file to WAL takes an exclusive lock that SQLite does not
   // wait for: a connection (another process's) opening the same new file at
-  // that moment gets SQLITE_BUSY. It tries again for up to the busy timeout
-  // (the file is WAL from then on, and the pragma changes nothing).
+  // that moment gets SQLITE_BUSY. Only that is tried again, until the busy
+  // timeout has passed in all (a lock held by another program, which each
+  // attempt waits out, fails as it did); once the file is WAL the pragma
+  // takes no lock. The pragmas only set values: running them again is safe.
   static constexpr const char* kSetup =
       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
       "PRAGMA mmap_size=268435456; PRAGMA cache_size=-32768;";
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
   Status set = conn->Exec(kSetup);
-  for (int waited_ms = 0; !set.ok() && set.code() == ErrorCode::kUnavailable && waited_ms < kBusyTimeoutMs;
-       waited_ms += 10) {
+  while (!set.ok() && (sqlite3_errcode(raw) & 0xff) == SQLITE_BUSY && std::chrono::steady_clock::now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     set = conn->Exec(kSetup);
   }

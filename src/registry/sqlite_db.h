@@ -58,6 +58,8 @@ class SqliteConnection {
   SqliteConnection(const SqliteConnection&) = delete;
 
   Result<Statement> Prepare(const std::string& sql);
+  // Constant SQL only (values go through Prepare): its error quotes the
+  // statement's start.
   Status Exec(const std::string& sql);
   int64_t Changes() const;
   // The SQLite handle, for what the wrapper does not cover (the backup API).

@@ -63,7 +63,7 @@ namespace {
 // for, and the one that lost the race got "database is locked" at start.
 TEST(SqliteOpen, ConnectionsOpeningOneNewFileTogetherAllOpenIt) {
   testing::TempDir dir;
-  for (int round = 0; round < 40; ++round) {
+  for (int round = 0; round < 25; ++round) {
     const std::string path = dir.File("registry-" + std::to_string(round) + ".db");
     std::vector<Result<std::shared_ptr<SqliteDb>>> opened(3, MakeError(ErrorCode::kInternal, "not run"));
     std::vector<std::thread> threads;
