@@ -109,9 +109,11 @@ Status SqliteConnection::Exec(const std::string& sql) {
     std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
     Error e = SqliteError(nullptr, sqlite3_extended_errcode(db_), "sqlite");
-    std::string start = sql.substr(sql.find_first_not_of(" \n"), 60);  // one line in the log
+    size_t first = std::min(sql.find_first_not_of(" \n"), sql.size());
+    std::string start = sql.substr(first, 60);  // one line in the log
+    bool cut = sql.size() - first > start.size();
     std::replace(start.begin(), start.end(), '\n', ' ');
-    e.message = "sqlite: " + msg + " (in: " + start + (sql.size() > start.size() ? "…" : "") + ")";
+    e.message = "sqlite: " + msg + " (in: " + start + (cut ? "…" : "") + ")";
     return e;
   }
   return OkStatus();

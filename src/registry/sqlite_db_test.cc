@@ -51,12 +51,6 @@ TEST(SqliteMemoryCopy, MissingFileIsAnErrorNamingIt) {
   EXPECT_FALSE(std::ifstream(dir.File("none.db")).good());  // not created
 }
 
-}  // namespace
-}  // namespace dyad
-
-namespace dyad {
-namespace {
-
 // Processes that open one new registry file at the same moment (instances
 // started together, a restart overlapping the old process) all open it:
 // switching a new file to WAL takes an exclusive lock SQLite does not wait
@@ -71,6 +65,28 @@ TEST(SqliteOpen, ConnectionsOpeningOneNewFileTogetherAllOpenIt) {
     for (auto& t : threads) t.join();
     for (const auto& o : opened) ASSERT_TRUE(o.ok()) << "round " << round << ": " << o.error().message;
   }
+}
+
+// A failed statement's error names it by its first 60 characters on one line
+// (never a value: Exec takes constant SQL), and says when it is cut.
+TEST(SqliteExec, ErrorQuotesTheStatementsStartOnOneLine) {
+  testing::TempDir dir;
+  auto db = SqliteDb::Open(dir.File("registry.db"));
+  ASSERT_TRUE(db.ok()) << db.error().message;
+  auto message = [&](const std::string& sql) {
+    auto r = (*db)->With<int>([&](SqliteConnection& c) -> Result<int> {
+      Status s = c.Exec(sql);
+      if (s.ok()) return 0;
+      return s.error();
+    });
+    return r.ok() ? std::string("ok") : r.error().message;
+  };
+  std::string short_sql = message("\n  SELEC 1");
+  EXPECT_NE(short_sql.find("(in: SELEC 1)"), std::string::npos) << short_sql;
+  std::string long_sql = message("SELECT nothing FROM\nno_such_table WHERE " + std::string(80, 'x') + " = 1");
+  EXPECT_NE(long_sql.find("(in: SELECT nothing FROM no_such_table WHERE xxx"), std::string::npos) << long_sql;
+  EXPECT_NE(long_sql.find("…)"), std::string::npos) << long_sql;
+  EXPECT_EQ(message(" \n "), "ok");  // nothing to run is not an error
 }
 
 }  // namespace
