@@ -1,7 +1,8 @@
 // libFuzzer: the router's auth invariant (issue 9, item 1). Whatever the
 // bytes of the method, the target and the Authorization header, no admin
 // handler runs unless the header holds an admin token (or a viewer token on a
-// GET), and none runs on a target that is not in canonical form.
+// GET), and none runs on a target that is not in canonical form; the
+// server's early refusal (RefusesHead) agrees with Handle.
 //
 // Input: method '\n' target '\n' authorization (missing parts are empty).
 // The routes mirror src/api/routes.cc, plus catch-all parameter patterns.
@@ -102,5 +103,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Violation("a 200 on an admin path without a valid token");
   }
   (void)TheRouter().MayBlock(request);
+  // The server's question before it reads a body: refused from the head
+  // alone exactly when no handler runs (every handler here answers 200).
+  if (TheRouter().RefusesHead(request) != (response.status >= 400)) Violation("RefusesHead disagrees with Handle");
+  // A request whose body was left unread never reaches a handler.
+  request.body_unread = true;
+  if (TheRouter().Handle(request, who).status < 300) Violation("a handler ran on a request with its body unread");
   return 0;
 }

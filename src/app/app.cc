@@ -277,6 +277,8 @@ HandlerPool App::PoolFor(const HttpRequest& request, std::optional<Principal>* v
   return v1 ? HandlerPool::kUpstream : HandlerPool::kBlocking;
 }
 
+bool App::RefusesHead(const HttpRequest& head) const { return parts_->router->RefusesHead(head); }
+
 int App::v1_threads() const { return parts_->v1_threads; }
 bool App::v1_evented() const { return parts_->v1_evented; }
 

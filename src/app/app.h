@@ -40,6 +40,9 @@ class App {
   // it may defer (HttpRequest::may_defer). For that one, `v1_client` (when
   // given) is set to the client it authenticated (HttpRequest::v1_client).
   HandlerPool PoolFor(const HttpRequest& request, std::optional<Principal>* v1_client = nullptr) const;
+  // Whether Handle() refuses the request whatever its body: an unknown
+  // caller, no route (HttpServerOptions::refuses_head). Audits nothing.
+  bool RefusesHead(const HttpRequest& head) const;
   // The upstream pool's size (GATEWAY_V1_THREADS).
   int v1_threads() const;
   // The server's shutdown began: writes waiting for another writer stop

@@ -128,6 +128,7 @@ int Serve(bool dev, const std::string& env_file) {
   opts.evented_upstream = (*app)->v1_evented();
   opts.tls = config->tls;
   opts.on_shutdown = [&app] { (*app)->BeginShutdown(); };
+  opts.refuses_head = [&app](const HttpRequest& head) { return (*app)->RefusesHead(head); };
   HttpServer server(opts, [&app](const HttpRequest& r) { return (*app)->Handle(r); },
                     [&app](HttpRequest& r) { return (*app)->PoolFor(r, &r.v1_client); });
   s = server.Listen();

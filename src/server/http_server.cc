@@ -600,28 +600,56 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (arm_timer) Tcp().expires_after(server_->options.header_timeout);
     http::async_read_header(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
       if (ec || self->parser_->is_done()) return self->OnRead(ec);
-      // The body has the idle timeout: it must keep coming, not arrive
-      // within the header timeout.
-      self->Tcp().expires_after(self->server_->options.idle_timeout);
-      auto read_body = [self] {
-        http::async_read(self->stream_, self->buffer_, *self->parser_,
-                         [self](beast::error_code ec, size_t) { self->OnRead(ec); });
-      };
-      // A client that waits for leave to send its body (curl does, for a
-      // large one) would otherwise wait a second before sending it anyway.
-      // Not to HTTP/1.0 (RFC 9110 §10.1.1); a header already refused is
-      // answered before the body is sent.
-      if (!self->parser_->expects_continue()) return read_body();
-      if (auto refused = self->parser_->refusal()) {
-        return self->Reply(refused->status, refused->code, refused->message);
-      }
-      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      asio::async_write(self->stream_, asio::buffer(kContinue.data(), kContinue.size()),
-                        [self, read_body](beast::error_code ec, size_t) {
-                          if (ec) return self->Close();
-                          read_body();
-                        });
+      self->OnHeader();
     });
+  }
+
+  // The head is read, the body not whole: read on, unless the head alone is
+  // refused (by the parser, or by the handler: refuses_head), which is then
+  // answered without the body ever read or held.
+  void OnHeader() {
+    if (auto refused = parser_->refusal()) return Reply(refused->status, refused->code, refused->message);
+    if (RefusesHead()) return AnswerRefusedHead();
+    // The body has the idle timeout: it must keep coming, not arrive
+    // within the header timeout.
+    Tcp().expires_after(server_->options.idle_timeout);
+    auto read_body = [self = this->shared_from_this()] {
+      http::async_read(self->stream_, self->buffer_, *self->parser_,
+                       [self](beast::error_code ec, size_t) { self->OnRead(ec); });
+    };
+    // A client that waits for leave to send its body (curl does, for a
+    // large one) would otherwise wait a second before sending it anyway.
+    // Not to HTTP/1.0 (RFC 9110 §10.1.1).
+    if (!parser_->expects_continue()) return read_body();
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                      [self = this->shared_from_this(), read_body](beast::error_code ec, size_t) {
+                        if (ec) return self->Close();
+                        read_body();
+                      });
+  }
+
+  // Whether the handler refuses the request whose head was read whatever
+  // its body (HttpServerOptions::refuses_head).
+  bool RefusesHead() {
+    const auto& refuses = server_->options.refuses_head;
+    if (!refuses) return false;
+    HttpRequest& head = parser_->request();
+    head.client_cert_subject = CertRevoked() ? std::string() : client_cert_subject_;
+    return refuses(head);
+  }
+
+  // A refused head, to its handler without its body; the connection closes
+  // after the answer, what the client still sends discarded (Close).
+  void AnswerRefusedHead() {
+    busy_ = true;
+    unsigned version = 11;
+    HttpRequest req = MakeRequest(version);
+    req.body_unread = true;
+    req.body.clear();  // what came with the head: not the request's body
+    keep_alive_ = false;
+    discard_rest_ = true;
+    Dispatch(std::move(req), version);
   }
 
   void OnRead(beast::error_code ec) {
@@ -769,6 +797,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // framing does not count toward its limit, so a fast sender could
     // otherwise hold the thread for as long as it keeps sending.
     size_t left = server_->options.max_body_bytes + 2 * kReadBufferLimit;
+    bool head_judged = false;
     for (;;) {
       // put() stops at the end of the header (the parser is not eager).
       while (buffer_.size() > 0 && !parser_->is_header_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
@@ -778,6 +807,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       // body) is taken while it is there and no other call waits for this
       // pool; its loop waits for the rest.
       if (ec || parser_->is_done() || pool.Waiting() > 0) break;
+      // A body the handler would refuse unread is not read here either.
+      if (!head_judged && parser_->is_header_done()) {
+        head_judged = true;
+        if (parser_->refusal() || RefusesHead()) return to_loop([](Session& s) { s.OnHeader(); });
+      }
       const size_t got = ReadNow(left);
       if (got == 0) break;
       left -= got;
@@ -1451,6 +1485,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     HttpResponse r = ErrorFor(parser_ ? std::string_view(parser_->request().path) : std::string_view(), status, code,
                               message);
     keep_alive_ = false;
+    discard_rest_ = true;
     head_ = false;  // no request was read whole: the body goes out, and the connection closes
     busy_ = true;
     Write(std::move(r), GenerateRequestId(), 11);
@@ -1534,6 +1569,15 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   void Close() {
+    if (discard_rest_ && !server_->stopping) {
+      discard_rest_ = false;
+      if constexpr (!kTls) {  // the answer's end for the client first
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+      }
+      Tcp().expires_after(server_->options.header_timeout);  // one deadline for all of it
+      return DiscardRest(8 * server_->options.max_body_bytes + 2 * kReadBufferLimit);
+    }
     if constexpr (kTls) {
       if (server_->stopping) {  // no wait for the peer's close_notify
         beast::error_code ignored;
@@ -1553,6 +1597,21 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       // and the socket, until the client sent or closed.
       if (queued_watches_ > 0) stream_.socket().cancel(ec);
     }
+  }
+
+  // Reads and drops what the client still sends of a request answered
+  // before it was read whole (a refused head, a 413), until its end: closed
+  // with bytes unread, the socket would reset, and a client still sending
+  // could lose the answer to the reset (nginx's lingering close). At most
+  // `left` bytes (Close: 8 × max_body_bytes and a little more) within the
+  // header timeout, then the close.
+  void DiscardRest(size_t left) {
+    buffer_.clear();
+    stream_.async_read_some(buffer_.prepare(std::min<size_t>(left, 16 * 1024)),
+                            [self = this->shared_from_this(), left](beast::error_code ec, size_t n) {
+                              if (ec || n >= left) return self->Close();
+                              self->DiscardRest(left - n);
+                            });
   }
 
   // The socket's descriptor, whether the asio socket holds it or (plain) a
@@ -1624,6 +1683,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool busy_ = false;
   bool keep_alive_ = true;
   bool head_ = false;  // the request being answered is a HEAD (MakeRequest)
+  bool discard_rest_ = false;  // its answer went out before it was read whole: Close discards the rest
   bool stream_chunked_ = false;     // the streamed answer in progress is chunked
   bool stream_close_delimited_ = false;  // or its body ends at the close (HTTP/1.0); else it has none
   bool stream_keep_alive_ = false;  // and keeps the connection

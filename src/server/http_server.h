@@ -7,6 +7,9 @@
 // first), a cap on open connections (one over it is closed at once), a pause
 // before accepting again when accept fails (EMFILE: no busy loop), an
 // X-Request-Id echoed (when printable and at most 128 bytes) or generated.
+// A head the handler refuses whatever its body (refuses_head) is answered
+// without the body read; after an answer given before its request was read
+// whole, what the client still sends is read and dropped, then the close.
 // Each of the `threads` I/O threads runs its own event loop; a connection
 // stays on the one it was given when accepted (in turn), so its handlers run
 // in order with no strand or lock shared between connections.
@@ -89,6 +92,14 @@ struct HttpServerOptions {
   // no thread waits on an upstream). False: on the upstream pool, as over
   // TLS (GATEWAY_V1_EVENTED).
   bool evented_upstream = true;
+  // Says, from a request's head alone, that its handler refuses it whatever
+  // its body (an unknown caller, no route): when the body did not come with
+  // the head, it is then never read nor held; the request reaches the
+  // handler with HttpRequest::body_unread, and after the answer the
+  // connection closes, what the client still sends read and dropped (at most
+  // max_body_bytes and a little more, within the header timeout), as after
+  // a 413. Runs on an I/O thread or a pool's; must not block.
+  std::function<bool(const HttpRequest& head)> refuses_head = nullptr;
   TlsFiles tls;  // cert_file set: HTTPS
   // Called once when the shutdown begins (SIGTERM, SIGINT, Shutdown()), on
   // an I/O thread: what would keep a handler waiting past the grace period

@@ -55,6 +55,8 @@ class RawClient {
     ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   void Send(std::string_view s) { ASSERT_EQ(::send(fd_, s.data(), s.size(), MSG_NOSIGNAL), ssize_t(s.size())); }
+  // The end of what this client sends (its FIN); it still reads.
+  void ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
   void Close() {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
@@ -1891,6 +1893,99 @@ TEST(HttpServerLinger, PipelinedRequestsDoNotHoldWorkWaitingForThePool) {
   b.Close();  // were the thread lingering on it, closed it lets the thread take /a2
   for (std::string path : {"/hold|", "/a2|", "/a3|"}) EXPECT_NE(a.ReadUntil("|").find(path), std::string::npos) << path;
   EXPECT_EQ(server.Order(), (std::vector<std::string>{"/hold", "/b", "/a2", "/a3"}));
+}
+
+// A head the handler refuses whatever its body (an unknown caller) is
+// answered without its body ever read or held: the handler sees it marked
+// body_unread, the connection closes, and what the client still sends is
+// read and dropped, so the client reads the answer and a clean close, not a
+// reset. The pool's lingering thread (the next request) judges it the same.
+HttpServerOptions RefusingHeads(HttpServerOptions o) {
+  o.max_body_bytes = 4 << 20;
+  o.refuses_head = [](const HttpRequest& head) { return head.path == "/refused"; };
+  return o;
+}
+
+struct SeenRequest {
+  std::mutex mu;
+  int calls = 0;
+  bool body_unread = false;
+  size_t body_size = 0;
+  RequestHandler Handler() {
+    return [this](const HttpRequest& req) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++calls;
+        body_unread = req.body_unread;
+        body_size = req.body.size();
+      }
+      HttpResponse r = EchoPath(req);
+      if (req.path == "/refused") r.status = 401;
+      return r;
+    };
+  }
+};
+
+TEST(HttpServerRefusedHead, IsAnsweredWithoutItsBodyThenWhatStillComesIsDiscarded) {
+  for (bool lingering : {false, true}) {
+    SCOPED_TRACE(lingering ? "read by the lingering pool thread" : "read by the I/O thread");
+    SeenRequest seen;
+    Running server(seen.Handler(), true, nullptr, RefusingHeads(lingering ? Lingering() : Running::Options()));
+    RawClient c(server.port());
+    if (lingering) ExpectServed(c, "/first");
+    const size_t kBody = 3 << 20;  // more than the socket buffers between the two hold
+    c.Send("POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(kBody) + "\r\n\r\n{\"a\":");
+    std::string answer = c.ReadUntil("|");  // before any more of the body is sent
+    EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0u) << answer;
+    EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+    {
+      std::lock_guard<std::mutex> lock(seen.mu);
+      EXPECT_EQ(seen.calls, lingering ? 2 : 1);
+      EXPECT_TRUE(seen.body_unread);
+      EXPECT_EQ(seen.body_size, 0u);
+    }
+    c.Send(std::string(kBody - 5, 'x'));  // the server reads it (a closed socket would reset)
+    c.ShutdownWrite();
+    EXPECT_EQ(c.ReadToEnd(), "");
+    EXPECT_TRUE(c.closed());
+    EXPECT_FALSE(c.reset());
+  }
+}
+
+TEST(HttpServerRefusedHead, GetsNo100ContinueAndAHeadNotRefusedIsReadWhole) {
+  SeenRequest seen;
+  Running server(seen.Handler(), true, nullptr, RefusingHeads(Running::Options()));
+  {
+    RawClient c(server.port());
+    c.Send("POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    std::string answer = c.ReadUntil("|");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0u) << answer;
+    EXPECT_EQ(answer.find("100 Continue"), std::string::npos) << answer;
+  }
+  RawClient c(server.port());
+  c.Send("POST /taken HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab");
+  c.Send("cde");
+  EXPECT_NE(c.ReadUntil("|").find("/taken:abcde|"), std::string::npos);
+  std::lock_guard<std::mutex> lock(seen.mu);
+  EXPECT_FALSE(seen.body_unread);
+}
+
+// An answer given before the request was read whole (a body over the limit)
+// discards what the client still sends: the client's send goes through and
+// it reads a clean close.
+TEST(HttpServerRefusedHead, ABodyOverTheLimitIsDiscardedAfterThe413) {
+  HttpServerOptions o = Running::Options();
+  o.max_body_bytes = 1 << 20;
+  Running server(EchoPath, true, nullptr, o);
+  RawClient c(server.port());
+  c.Send("POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(2 << 20) + "\r\n\r\n");
+  std::string answer = c.ReadUntil("\r\n\r\n");
+  EXPECT_EQ(answer.rfind("HTTP/1.1 413", 0), 0u) << answer;
+  c.Send(std::string(2 << 20, 'x'));  // more than the socket buffers hold
+  c.ShutdownWrite();
+  c.ReadToEnd();
+  EXPECT_TRUE(c.closed());
+  EXPECT_FALSE(c.reset());
 }
 
 }  // namespace

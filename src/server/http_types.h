@@ -92,6 +92,10 @@ struct HttpRequest {
   // to choose their pool: the router takes it for a /v1 route instead of
   // hashing the token again. Never read from the request itself.
   std::optional<Principal> v1_client;
+  // The server did not read the body: the router refused the head
+  // (HttpServerOptions::refuses_head), and the connection closes after the
+  // answer. A handler never runs for such a request.
+  bool body_unread = false;
 };
 
 struct HttpResponse {

@@ -154,13 +154,22 @@ HttpResponse Router::Handle(const HttpRequest& request, Principal& principal, st
   return ErrorFor(request.path, 500, "INTERNAL_ERROR", "internal error; request id " + request.request_id);
 }
 
-HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, std::string_view* matched) const {
-  principal = Principal{"anonymous", Role::kViewer};
+Router::Decision Router::Decide(const HttpRequest& request) const {
+  Decision d;
   auto parsed = ParseCanonicalPath(request.path);
   if (!parsed.ok()) {
-    return ErrorFor(request.path, 400, "BAD_REQUEST", parsed.error().message);
+    d.refusal = ErrorFor(request.path, 400, "BAD_REQUEST", parsed.error().message);
+    return d;
   }
-  const std::vector<std::string>& path = *parsed;
+  d.path = std::move(parsed).value();
+  const std::vector<std::string>& path = d.path;
+  Principal& principal = d.principal;
+  auto deny = [&](HttpResponse r, int status, const Principal& who) {
+    d.refusal = std::move(r);
+    d.audit = status;
+    d.audited = who;
+    return std::move(d);
+  };
   // Decided on the same parse the routes are matched against: "admin" and
   // "v1" are exact segments, so no spelling of either escapes its realm
   // (a different one is not canonical, or is no route).
@@ -172,18 +181,17 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
       auto client = auth_ ? auth_->AuthenticateClient(request.authorization, request.client_cert_subject)
                           : std::nullopt;
       if (client) {
-        AuditDenial(request, *client, 403);
-        return JsonError(403, "FORBIDDEN", "identity '" + client->identity +
-                                               "' has the client role, which may call /v1 only, nothing under /admin");
+        return deny(JsonError(403, "FORBIDDEN", "identity '" + client->identity +
+                                                    "' has the client role, which may call /v1 only, nothing under /admin"),
+                    403, *client);
       }
-      AuditDenial(request, principal, 401);
       HttpResponse r = JsonError(401, "UNAUTHORIZED",
                                  !request.authorization.empty()        ? "invalid bearer token"
                                  : request.client_cert_subject.empty() ? "missing Authorization: Bearer <token>"
                                                                        : "missing Authorization: Bearer <token>; the "
                                                                          "client certificate names no identity");
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return r;
+      return deny(std::move(r), 401, principal);
     }
     principal = *who;
   } else if (v1) {
@@ -193,20 +201,19 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
     if (!who) {
       auto other = auth_ ? auth_->Authenticate(request.authorization, request.client_cert_subject) : std::nullopt;
       if (other) {
-        AuditDenial(request, *other, 403);
-        return OpenAiError(403, "permission_error",
-                           "identity '" + other->identity + "' has the " +
-                               (other->role == Role::kAdmin ? "admin" : "viewer") +
-                               " role; /v1 takes a client token (role \"client\")",
-                           "forbidden");
+        return deny(OpenAiError(403, "permission_error",
+                                "identity '" + other->identity + "' has the " +
+                                    (other->role == Role::kAdmin ? "admin" : "viewer") +
+                                    " role; /v1 takes a client token (role \"client\")",
+                                "forbidden"),
+                    403, *other);
       }
-      AuditDenial(request, principal, 401);
       HttpResponse r = OpenAiError(401, "invalid_request_error",
                                    request.authorization.empty() ? "missing Authorization: Bearer <client token>"
                                                                  : "invalid client token",
                                    "invalid_api_key");
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return r;
+      return deny(std::move(r), 401, principal);
     }
     principal = *who;
   }
@@ -216,10 +223,10 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
   // send (and a cross-site JSON POST needs a preflight, never answered here).
   if ((admin || v1) && request.method == "POST" && request.authorization.empty() &&
       !request.client_cert_subject.empty() && !MediaTypeIs(request.content_type, "application/json")) {
-    AuditDenial(request, principal, 415);
     const std::string m = "a POST authenticated by client certificate alone must send Content-Type: application/json";
-    return v1 ? OpenAiError(415, "invalid_request_error", m, "unsupported_media_type")
-              : JsonError(415, "UNSUPPORTED_MEDIA_TYPE", m);
+    return deny(v1 ? OpenAiError(415, "invalid_request_error", m, "unsupported_media_type")
+                   : JsonError(415, "UNSUPPORTED_MEDIA_TYPE", m),
+                415, principal);
   }
   std::string allow;
   for (const auto& route : routes_) {
@@ -229,14 +236,12 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
       continue;
     }
     if (admin && !IsReadOnly(request.method) && principal.role != Role::kAdmin) {
-      AuditDenial(request, principal, 403);
-      return JsonError(403, "FORBIDDEN", "identity '" + principal.identity + "' has the viewer role; "
-                                         "this route needs admin");
+      return deny(JsonError(403, "FORBIDDEN", "identity '" + principal.identity + "' has the viewer role; "
+                                              "this route needs admin"),
+                  403, principal);
     }
-    RouteContext ctx{request, {}, principal};
-    Match(route, path, &ctx.params);
-    if (matched) *matched = route.pattern;
-    return route.handler(ctx);
+    d.route = &route;
+    return d;
   }
   if (!allow.empty()) {
     HttpResponse r = v1 ? OpenAiError(405, "invalid_request_error",
@@ -245,11 +250,32 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
                         : JsonError(405, "METHOD_NOT_ALLOWED",
                                "method " + request.method + " is not allowed here; allowed: " + allow);
     r.headers.emplace_back("Allow", allow);
-    return r;
+    d.refusal = std::move(r);
+  } else if (v1) {
+    d.refusal = OpenAiError(404, "invalid_request_error", "no route for " + request.method + " " + request.path, "not_found");
+  } else {
+    d.refusal = JsonError(404, "NOT_FOUND", "no route for " + request.method + " " + request.path);
   }
-  if (v1) return OpenAiError(404, "invalid_request_error", "no route for " + request.method + " " + request.path, "not_found");
-  return JsonError(404, "NOT_FOUND", "no route for " + request.method + " " + request.path);
+  return d;
 }
+
+HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, std::string_view* matched) const {
+  Decision d = Decide(request);
+  principal = std::move(d.principal);
+  if (d.audit != 0) AuditDenial(request, d.audited, d.audit);
+  if (d.refusal) return std::move(*d.refusal);
+  // The server left the body unread because RefusesHead said the head was
+  // refused; a handler must not take a request without its body for whole.
+  if (request.body_unread) {
+    return ErrorFor(request.path, 503, "UNAVAILABLE", "the request was refused before its body was read; send it again");
+  }
+  RouteContext ctx{request, {}, principal};
+  Match(*d.route, d.path, &ctx.params);
+  if (matched) *matched = d.route->pattern;
+  return d.route->handler(ctx);
+}
+
+bool Router::RefusesHead(const HttpRequest& head) const { return Decide(head).route == nullptr; }
 
 void Router::AuditDenial(const HttpRequest& request, const Principal& who, int status) const {
   if (!audit_ || !clock_) return;

@@ -23,6 +23,7 @@
 
 #include <compare>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -64,6 +65,10 @@ class Router {
   HttpResponse Handle(const HttpRequest& request, Principal& principal, std::string_view* route = nullptr) const;
   // True when Handle() would run a handler marked kMayBlock.
   bool MayBlock(const HttpRequest& request) const;
+  // True when Handle() refuses the request whatever its body (its path is
+  // not canonical or no route, its caller unknown or not allowed there): the
+  // server then answers it without reading the body. Audits nothing.
+  bool RefusesHead(const HttpRequest& head) const;
   // Every route added, in order: what the API description must describe.
   struct RouteKey {
     std::string method;
@@ -82,6 +87,17 @@ class Router {
     HandlerCost cost;
   };
   static bool Match(const Route& route, const std::vector<std::string>& path, std::vector<std::string>* params);
+  // What the request's head decides before any handler runs: the route and
+  // who calls it, or the answer that refuses it (with the denial to audit).
+  struct Decision {
+    const Route* route = nullptr;
+    std::vector<std::string> path;  // the canonical segments
+    Principal principal{"anonymous", Role::kViewer};
+    std::optional<HttpResponse> refusal;  // when no route runs
+    int audit = 0;                        // the denial's status to audit, 0 for none
+    Principal audited;                    // whose denial
+  };
+  Decision Decide(const HttpRequest& request) const;
   HttpResponse Dispatch(const HttpRequest& request, Principal& principal, std::string_view* route) const;
   void AuditDenial(const HttpRequest& request, const Principal& who, int status) const DYAD_LOCKS_EXCLUDED(denial_mu_);
 

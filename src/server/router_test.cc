@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "core/encoding.h"
 #include <nlohmann/json.hpp>
 
@@ -296,6 +298,54 @@ TEST_F(RouterTest, ReportsThePatternOfTheRouteThatRanAndNothingOtherwise) {
   r.authorization = "";
   EXPECT_EQ(router_->Handle(r, who, &route).status, 401);
   EXPECT_EQ(route, "");
+}
+// Whether the head alone is refused, whatever the body: what the server
+// asks before it reads a body (HttpServerOptions::refuses_head). The same
+// decisions Handle makes; asking audits nothing.
+TEST_F(RouterTest, RefusesHeadWhenNoBodyCouldMakeItRun) {
+  auto refused = [&](std::string method, std::string path, std::string auth) {
+    HttpRequest head;
+    head.method = std::move(method);
+    head.path = std::move(path);
+    head.authorization = std::move(auth);
+    head.peer = "10.0.0.1";
+    return router_->RefusesHead(head);
+  };
+  for (const auto& [method, path, auth] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"POST", "/admin/things", ""},                      // 401
+           {"POST", "/admin/things", "Bearer wrong"},          // 401
+           {"POST", "/admin/things", "Bearer viewer-token"},   // 403: a viewer may not write
+           {"POST", "/admin/things", "Bearer client-token"},   // 403: a client under /admin
+           {"POST", "/v1/throw", "Bearer ops-token"},          // 403: an admin on /v1
+           {"POST", "/v1/throw", "Bearer wrong"},              // 401
+           {"POST", "//admin/things", "Bearer ops-token"},     // 400
+           {"POST", "/admin/things/1", "Bearer ops-token"},    // 405
+           {"POST", "/nothing", ""},                           // 404
+           {"POST", "/healthz", ""}}) {                        // 405
+    EXPECT_TRUE(refused(method, path, auth)) << method << " " << path << " " << auth;
+  }
+  EXPECT_FALSE(refused("POST", "/admin/things", "Bearer ops-token"));
+  EXPECT_FALSE(refused("POST", "/v1/throw", "Bearer client-token"));
+  EXPECT_FALSE(refused("POST", "/things/throw", ""));
+  EXPECT_TRUE(audit_.events().empty());
+  EXPECT_EQ(admin_runs_, 0);
+}
+
+// A request whose body the server left unread never reaches a handler,
+// even when its caller is allowed by the time it is handled.
+TEST_F(RouterTest, ARequestWithItsBodyUnreadRunsNoHandler) {
+  HttpRequest r;
+  r.method = "POST";
+  r.path = "/admin/things";
+  r.authorization = "Bearer ops-token";
+  r.body_unread = true;
+  Principal who;
+  auto answer = router_->Handle(r, who);
+  EXPECT_EQ(answer.status, 503);
+  EXPECT_EQ(admin_runs_, 0);
+  r.authorization = "Bearer wrong";  // refused as ever, and audited
+  EXPECT_EQ(router_->Handle(r, who).status, 401);
+  EXPECT_EQ(audit_.events().size(), 1u);
 }
 
 }  // namespace

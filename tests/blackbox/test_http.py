@@ -383,7 +383,8 @@ def statuses(answer):
     return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
 
 
-def chunked_head(target="/healthz", extra=""):
+def chunked_head(target="/admin/secrets/clear-cache", extra=f"Authorization: Bearer {ADMIN_TOKEN}\r\n"):
+    """A chunked POST's head the gateway takes, so that its body is read (a refused head's never is)."""
     return f"POST {target} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode()
 
 
@@ -591,3 +592,48 @@ def test_head_is_answered_wherever_get_is_without_a_body(gateway):
     r = requests.post(gateway.url + "/healthz")
     assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD", r.headers
     assert gateway.call("HEAD", "/admin/providers", token=None).status_code == 401
+
+
+def test_a_refused_caller_is_answered_before_its_body_is_read(gateway):
+    """A request no body could make run (no token or a wrong one, no route) is answered from its head: the gateway
+    never reads nor holds the body of a caller it refuses (4,096 connections × 1 MiB each, else), and sends no
+    `100 Continue` to one. What the client still sends is read and dropped, so a client that sends its whole body
+    anyway (requests does) reads the answer, not a reset. Each case below sends only the head of a 1 MB body: before,
+    the gateway waited for the body, and the read timed out."""
+    cases = [("/admin/providers", "Bearer wrong-token", 401, "UNAUTHORIZED"),
+             ("/admin/providers", None, 401, "UNAUTHORIZED"),
+             ("/admin/providers", f"Bearer {VIEWER_TOKEN}", 403, "FORBIDDEN"),
+             ("/admin/nowhere", "Bearer wrong-token", 401, "UNAUTHORIZED"),
+             ("/nowhere", None, 404, "NOT_FOUND"),
+             ("/v1/chat/completions", "Bearer wrong-token", 401, "invalid_api_key")]
+    for path, auth, status, code in cases:
+        for expect in ("", "Expect: 100-continue\r\n"):
+            head = (f"POST {path} HTTP/1.1\r\nHost: x\r\n" + (f"Authorization: {auth}\r\n" if auth else "") +
+                    f"Content-Type: application/json\r\nContent-Length: 1000000\r\n{expect}\r\n")
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as s:
+                s.sendall(head.encode())
+                answer = b""
+                while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                    chunk = s.recv(65536)
+                    assert chunk, (path, answer)
+                    answer += chunk
+            assert statuses(answer) == [status], (path, expect, answer[:300])
+            assert b"Connection: close" in answer and b"100 Continue" not in answer, answer[:300]
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == code, answer
+    # Sent whole anyway, through a real client: the answer, not a reset.
+    r = requests.post(gateway.url + "/admin/providers", data=b"{" + b" " * 999_998 + b"}",
+                      headers={"Authorization": "Bearer wrong-token", "Content-Type": "application/json"}, timeout=10)
+    assert_error(r, 401, "UNAUTHORIZED")
+    # An allowed caller's body is read as ever, however it comes.
+    body = json.dumps(provider_body()).encode()
+    head = (f"POST /admin/providers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
+        s.sendall(head.encode())
+        time.sleep(0.2)
+        s.sendall(body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert statuses(answer) == [201], answer[:300]
+    assert "wrong-token" not in gateway.logs()
