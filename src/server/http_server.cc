@@ -1480,15 +1480,28 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // An error before the request reached a handler, in the shape its client
-  // reads (the path is known once the request line was parsed).
+  // reads (ErrorFor, by the target it sent).
   void Reply(int status, std::string_view code, const std::string& message) {
-    HttpResponse r = ErrorFor(parser_ ? std::string_view(parser_->request().path) : std::string_view(), status, code,
-                              message);
+    HttpResponse r = ErrorFor(TargetSent(), status, code, message);
     keep_alive_ = false;
     discard_rest_ = true;
     head_ = false;  // no request was read whole: the body goes out, and the connection closes
     busy_ = true;
     Write(std::move(r), GenerateRequestId(), 11);
+  }
+
+  // The target of the request being read: the parsed one, or, for a
+  // request line the parser refused (too long, a bad version), its second
+  // word as the client sent it, still in the buffer. Only to pick an error's
+  // shape (AimsAtV1 reads it as written).
+  std::string_view TargetSent() {
+    if (parser_ && !parser_->request().path.empty()) return parser_->request().path;
+    std::string_view line(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    line = line.substr(0, line.find('\n'));
+    const size_t space = line.find(' ');
+    if (space == std::string_view::npos) return {};
+    line.remove_prefix(space + 1);
+    return line.substr(0, line.find_first_of(" ?\r"));
   }
 
   // A whole answer as it goes out: its head (AnswerHead) and its body,

@@ -21,6 +21,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -933,6 +934,26 @@ TEST(HttpServerStream, AThrowingHandlersFiveHundredIsInItsPathsErrorShape) {
                      R"("param":null,"type":"server_error"}})"),
             std::string::npos)
       << got;
+}
+
+// A request line the parser refuses (over the header limit, a bad version)
+// is answered in the shape its target's client reads, as far as the target
+// can be read from what was sent.
+TEST(HttpServerRead, ARefusedRequestLineIsAnsweredInItsTargetsErrorShape) {
+  Running server([](const HttpRequest&) { return HttpResponse{}; }, false);
+  const std::string long_tail(20000, 'a');
+  for (const auto& [line, status, v1] : std::vector<std::tuple<std::string, std::string, bool>>{
+           {"POST /v1/chat/completions?x=" + long_tail + " HTTP/1.1", "431", true},
+           {"POST /v1/chat/completions HTTP/9.1", "400", true},
+           {"GET /admin/x/" + long_tail + " HTTP/1.1", "431", false},
+           {"GET /admin/x HTTP/9.1", "400", false}}) {
+    RawClient c(server.port());
+    c.Send(line + "\r\nHost: t\r\n\r\n");
+    std::string got = c.ReadUntil("}}");
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 " + status + " ")) << got.substr(0, 200);
+    EXPECT_EQ(got.find(R"({"error":{"code":)") != std::string::npos, v1) << got.substr(0, 400);
+    EXPECT_EQ(got.find(R"({"status":"error")") != std::string::npos, !v1) << got.substr(0, 400);
+  }
 }
 
 // A HEAD answer is the head alone, its Content-Length the body's; the next
