@@ -4,7 +4,8 @@
 // GET), and none runs on a target that is not in canonical form; the
 // server's early refusal (RefusesHead) agrees with Handle.
 //
-// Input: method '\n' target '\n' authorization (missing parts are empty).
+// Input: method '\n' target '\n' authorization '\n' content type '\n'
+// client certificate subject (missing parts are empty).
 // The routes mirror src/api/routes.cc, plus catch-all parameter patterns.
 #include <cstdint>
 #include <cstdlib>
@@ -34,7 +35,7 @@ bool IsAdminPath(std::string_view p) { return p == "/admin" || p.rfind("/admin/"
 
 dyad::HttpResponse CheckAdmin(const dyad::RouteContext& ctx) {
   const dyad::HttpRequest& r = ctx.request;
-  auto who = auth->Authenticate(r.authorization);
+  auto who = auth->Authenticate(r.authorization, r.client_cert_subject);
   if (!who) Violation("an admin handler ran without a valid token");
   if (who->role != dyad::Role::kAdmin && r.method != "GET" && r.method != "HEAD") {
     Violation("an admin handler ran for a viewer on a method other than GET");
@@ -52,7 +53,9 @@ dyad::HttpResponse CheckAdmin(const dyad::RouteContext& ctx) {
 dyad::Router& TheRouter() {
   static std::unique_ptr<dyad::TokenAuthenticator> a = [] {
     std::string tokens = R"({"tokens":[{"name":"v","role":"viewer","sha256":")" +
-                         dyad::HexEncode(dyad::Sha256(kViewerToken)) + "\"}]}";
+                         dyad::HexEncode(dyad::Sha256(kViewerToken)) +
+                         R"("},{"name":"cv","role":"viewer","clientCertSubject":"CN=viewer"},)"
+                         R"({"name":"ca","role":"admin","clientCertSubject":"CN=admin"}]})";
     return std::move(dyad::TokenAuthenticator::FromTokensJson(dyad::SecretBytes(std::string(kAdminToken)), tokens))
         .value();
   }();
@@ -71,7 +74,8 @@ dyad::Router& TheRouter() {
     for (auto& [method, pattern] : admin) r->Add(method, pattern, CheckAdmin);
     for (const char* pattern : {"/healthz", "/readyz", "/metrics", "/{x}", "/{x}/{y}"}) {
       r->Add("GET", pattern, [](const dyad::RouteContext& ctx) {
-        if (IsAdminPath(ctx.request.path) && !auth->Authenticate(ctx.request.authorization)) {
+        if (IsAdminPath(ctx.request.path) &&
+            !auth->Authenticate(ctx.request.authorization, ctx.request.client_cert_subject)) {
           Violation("a handler ran on an admin path without a valid token");
         }
         return dyad::JsonSuccess(true);
@@ -86,7 +90,7 @@ dyad::Router& TheRouter() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);
-  std::string_view parts[3];
+  std::string_view parts[5];
   for (auto& part : parts) {
     auto nl = in.find('\n');
     part = in.substr(0, nl);
@@ -96,10 +100,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   request.method = std::string(parts[0]);
   dyad::SetTarget(request, parts[1]);
   request.authorization = std::string(parts[2]);
+  request.content_type = std::string(parts[3]);
+  request.client_cert_subject = std::string(parts[4]);
   request.request_id = "fuzz";
   dyad::Principal who;
   dyad::HttpResponse response = TheRouter().Handle(request, who);
-  if (response.status < 300 && IsAdminPath(request.path) && !auth->Authenticate(request.authorization)) {
+  if (response.status < 300 && IsAdminPath(request.path) &&
+      !auth->Authenticate(request.authorization, request.client_cert_subject)) {
     Violation("a 200 on an admin path without a valid token");
   }
   (void)TheRouter().MayBlock(request);

@@ -512,7 +512,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // Called on the session's loop when the server shuts down (or, for a
   // revoked certificate identity, reloads): closes an idle connection.
   void OnShutdown() {
-    if (!busy_ && buffer_.size() == 0 && !(parser_ && parser_->got_some())) {
+    if (close_by_ || (!busy_ && buffer_.size() == 0 && !(parser_ && parser_->got_some()))) {
       beast::error_code ec;
       Tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
       Tcp().cancel();
@@ -606,9 +606,23 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   // The head is read, the body not whole: read on, unless the head alone is
   // refused (by the parser, or by the handler: refuses_head), which is then
-  // answered without the body ever read or held.
+  // answered without the rest of the body ever read or held.
   void OnHeader() {
     if (auto refused = parser_->refusal()) return Reply(refused->status, refused->code, refused->message);
+    // What came with the head, and (plain) what has come since: a request
+    // that is whole by then is served as one read at once (not judged, its
+    // connection kept).
+    beast::error_code ec;
+    bool whole = TakeBody(ec);
+    if constexpr (!kTls) {
+      for (size_t left = server_->options.max_body_bytes + 2 * kReadBufferLimit; !whole && !ec;) {
+        const size_t got = ReadNow(left);
+        if (got == 0) break;
+        left -= got;
+        whole = TakeBody(ec);
+      }
+    }
+    if (ec || whole) return OnRead(ec);
     if (RefusesHead()) return AnswerRefusedHead();
     // The body has the idle timeout: it must keep coming, not arrive
     // within the header timeout.
@@ -629,14 +643,30 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                       });
   }
 
+  // Feeds what the buffer holds of the body to the parser: true when the
+  // request is whole; `ec` its refusal.
+  bool TakeBody(beast::error_code& ec) {
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+      const size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == http::error::need_more) ec = {};
+      if (ec || used == 0) break;
+    }
+    return !ec && parser_->is_done();
+  }
+
   // Whether the handler refuses the request whose head was read whatever
-  // its body (HttpServerOptions::refuses_head).
+  // its body (HttpServerOptions::refuses_head); not when it throws.
   bool RefusesHead() {
     const auto& refuses = server_->options.refuses_head;
     if (!refuses) return false;
     HttpRequest& head = parser_->request();
     head.client_cert_subject = CertRevoked() ? std::string() : client_cert_subject_;
-    return refuses(head);
+    try {
+      return refuses(head);
+    } catch (const std::exception&) {
+      return false;  // judged with the body, as before
+    }
   }
 
   // A refused head, to its handler without its body; the connection closes
@@ -646,7 +676,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     unsigned version = 11;
     HttpRequest req = MakeRequest(version);
     req.body_unread = true;
-    req.body.clear();  // what came with the head: not the request's body
+    std::string().swap(req.body);  // what came with the head: not the request's body, nor its reserve
     keep_alive_ = false;
     discard_rest_ = true;
     Dispatch(std::move(req), version);
@@ -668,7 +698,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return Reply(400, "BAD_REQUEST", "malformed HTTP request");
     }
     if (ec) return Close();
-    if (auto refused = parser_->refusal()) return Reply(refused->status, refused->code, refused->message);
+    if (auto refused = parser_->refusal()) return Reply(refused->status, refused->code, refused->message, false);
     busy_ = true;
     unsigned version = 11;
     HttpRequest req = MakeRequest(version);
@@ -797,7 +827,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // framing does not count toward its limit, so a fast sender could
     // otherwise hold the thread for as long as it keeps sending.
     size_t left = server_->options.max_body_bytes + 2 * kReadBufferLimit;
-    bool head_judged = false;
     for (;;) {
       // put() stops at the end of the header (the parser is not eager).
       while (buffer_.size() > 0 && !parser_->is_header_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
@@ -807,11 +836,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       // body) is taken while it is there and no other call waits for this
       // pool; its loop waits for the rest.
       if (ec || parser_->is_done() || pool.Waiting() > 0) break;
-      // A body the handler would refuse unread is not read here either.
-      if (!head_judged && parser_->is_header_done()) {
-        head_judged = true;
-        if (parser_->refusal() || RefusesHead()) return to_loop([](Session& s) { s.OnHeader(); });
-      }
       const size_t got = ReadNow(left);
       if (got == 0) break;
       left -= got;
@@ -1480,11 +1504,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // An error before the request reached a handler, in the shape its client
-  // reads (ErrorFor, by the target it sent).
-  void Reply(int status, std::string_view code, const std::string& message) {
+  // reads (ErrorFor, by the target it sent). `cut_short`: the request was
+  // not read whole (what still comes is discarded before the close).
+  void Reply(int status, std::string_view code, const std::string& message, bool cut_short = true) {
     HttpResponse r = ErrorFor(TargetSent(), status, code, message);
     keep_alive_ = false;
-    discard_rest_ = true;
+    discard_rest_ = cut_short;
     head_ = false;  // no request was read whole: the body goes out, and the connection closes
     busy_ = true;
     Write(std::move(r), GenerateRequestId(), 11);
@@ -1588,7 +1613,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
       }
-      Tcp().expires_after(server_->options.header_timeout);  // one deadline for all of it
+      close_by_ = std::chrono::steady_clock::now() + server_->options.header_timeout;  // one deadline for all of it
+      Tcp().expires_at(*close_by_);
       return DiscardRest(8 * server_->options.max_body_bytes + 2 * kReadBufferLimit);
     }
     if constexpr (kTls) {
@@ -1597,8 +1623,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
         return;
       }
-      // close_notify, then the TCP close; bounded like any other wait.
-      Tcp().expires_after(server_->options.header_timeout);
+      // close_notify, then the TCP close; bounded like any other wait (after
+      // a discard, by what is left of its deadline).
+      if (close_by_) {
+        Tcp().expires_at(*close_by_);
+      } else {
+        Tcp().expires_after(server_->options.header_timeout);
+      }
       stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
         beast::error_code ignored;
         self->Tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
@@ -1697,6 +1728,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool keep_alive_ = true;
   bool head_ = false;  // the request being answered is a HEAD (MakeRequest)
   bool discard_rest_ = false;  // its answer went out before it was read whole: Close discards the rest
+  // Set when that discard begins: the close is done by then (the shutdown
+  // does not wait for it).
+  std::optional<std::chrono::steady_clock::time_point> close_by_;
   bool stream_chunked_ = false;     // the streamed answer in progress is chunked
   bool stream_close_delimited_ = false;  // or its body ends at the close (HTTP/1.0); else it has none
   bool stream_keep_alive_ = false;  // and keeps the connection

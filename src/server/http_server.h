@@ -97,8 +97,9 @@ struct HttpServerOptions {
   // the head, it is then never read nor held; the request reaches the
   // handler with HttpRequest::body_unread, and after the answer the
   // connection closes, what the client still sends read and dropped (at most
-  // max_body_bytes and a little more, within the header timeout), as after
-  // a 413. Runs on an I/O thread or a pool's; must not block.
+  // 8 × max_body_bytes and a little more, within the header timeout), as
+  // after a 413. Asked only when the body has not come whole; runs on an I/O
+  // thread; must not block.
   std::function<bool(const HttpRequest& head)> refuses_head = nullptr;
   TlsFiles tls;  // cert_file set: HTTPS
   // Called once when the shutdown begins (SIGTERM, SIGINT, Shutdown()), on

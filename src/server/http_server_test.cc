@@ -56,6 +56,8 @@ class RawClient {
     ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   void Send(std::string_view s) { ASSERT_EQ(::send(fd_, s.data(), s.size(), MSG_NOSIGNAL), ssize_t(s.size())); }
+  // Whether a send went through whole (false once the server reset).
+  bool TrySend(std::string_view s) { return ::send(fd_, s.data(), s.size(), MSG_NOSIGNAL) == ssize_t(s.size()); }
   // The end of what this client sends (its FIN); it still reads.
   void ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
   void Close() {
@@ -1989,6 +1991,49 @@ TEST(HttpServerRefusedHead, GetsNo100ContinueAndAHeadNotRefusedIsReadWhole) {
   EXPECT_NE(c.ReadUntil("|").find("/taken:abcde|"), std::string::npos);
   std::lock_guard<std::mutex> lock(seen.mu);
   EXPECT_FALSE(seen.body_unread);
+}
+
+// A refused head whose body came with it, on a new connection (judged
+// after the first read): served as any whole request, its connection kept
+// and the next request answered; the handler refuses it with its body.
+TEST(HttpServerRefusedHead, IsNotAskedWhenTheBodyCameWithTheHead) {
+  SeenRequest seen;
+  Running server(seen.Handler(), true, nullptr, RefusingHeads(Running::Options()));
+  RawClient c(server.port());
+  c.Send("POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+  std::string first = c.ReadUntil("|");
+  EXPECT_EQ(first.rfind("HTTP/1.1 401", 0), 0u) << first;
+  EXPECT_EQ(first.find("Connection: close"), std::string::npos) << first;
+  EXPECT_NE(c.ReadUntil("|").find("/next|"), std::string::npos);
+  std::lock_guard<std::mutex> lock(seen.mu);
+  EXPECT_EQ(seen.calls, 2);
+  EXPECT_FALSE(seen.body_unread);
+}
+
+// The shutdown ends a discard at once: it does not wait out its deadline
+// nor the grace (here both longer than the client's read timeout, 10 s).
+TEST(HttpServerRefusedHead, TheShutdownEndsADiscard) {
+  HttpServerOptions o = RefusingHeads(Running::Options());
+  o.header_timeout = std::chrono::seconds(60);
+  o.shutdown_grace = std::chrono::seconds(60);
+  SeenRequest seen;
+  HttpServer server(o, seen.Handler(), [](const HttpRequest&) { return HandlerPool::kBlocking; });
+  ASSERT_TRUE(server.Listen().ok());
+  std::thread run([&] { server.Run(); });
+  RawClient c(server.port());
+  c.Send("POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n");
+  EXPECT_EQ(c.ReadUntil("|").rfind("HTTP/1.1 401", 0), 0u);
+  c.Send("still sending");
+  server.Shutdown();
+  // The server's socket closed (not only its side shut: the answer's end
+  // goes first): a send is then reset. Tried for up to 10 s.
+  bool reset = false;
+  for (int i = 0; i < 200 && !reset; ++i) {
+    reset = !c.TrySend("more");
+    if (!reset) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(reset);
+  run.join();
 }
 
 // An answer given before the request was read whole (a body over the limit)

@@ -128,16 +128,11 @@ bool Router::Match(const Route& route, const std::vector<std::string>& path, std
 }
 
 bool Router::MayBlock(const HttpRequest& request) const {
-  auto path = ParseCanonicalPath(request.path);
-  if (!path.ok()) return false;
-  for (const auto& route : routes_) {
-    if (Answers(route.method, request.method) && Match(route, *path, nullptr)) {
-      return route.cost == HandlerCost::kMayBlock;
-    }
-  }
-  // No route: a 404 or 405, but in the /admin and /v1 realms only after the
-  // token is checked, and a refused one is audited (a file written).
-  return !path->empty() && (path->front() == "admin" || path->front() == "v1");
+  const Decision d = Decide(request);
+  // A denial is audited (a file written, on SQLite a commit) wherever the
+  // route would have run; an inline route's too.
+  if (d.audit != 0) return true;
+  return d.route && d.route->cost == HandlerCost::kMayBlock;
 }
 
 HttpResponse Router::Handle(const HttpRequest& request, Principal& principal, std::string_view* route) const {

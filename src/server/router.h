@@ -63,7 +63,8 @@ class Router {
   // log), `route` (if given) the pattern of the route that ran, as Add()
   // was given it ("" when none did): a bounded label for metrics.
   HttpResponse Handle(const HttpRequest& request, Principal& principal, std::string_view* route = nullptr) const;
-  // True when Handle() would run a handler marked kMayBlock.
+  // True when Handle() would run a handler marked kMayBlock, or audit a
+  // denial (a file written).
   bool MayBlock(const HttpRequest& request) const;
   // True when Handle() refuses the request whatever its body (its path is
   // not canonical or no route, its caller unknown or not allowed there): the

@@ -28,6 +28,7 @@ class RouterTest : public ::testing::Test {
     });
     router_->Add("DELETE", "/admin/things/{id}", [](const RouteContext& c) { return JsonSuccess(true); });
     router_->Add("GET", "/healthz", [](const RouteContext&) { return JsonSuccess(true); }, HandlerCost::kInline);
+    router_->Add("GET", "/admin/inline", [](const RouteContext&) { return JsonSuccess(true); }, HandlerCost::kInline);
     router_->Add("POST", "/admin/things", [this](const RouteContext&) {
       ++admin_runs_;
       return JsonSuccess(true, 201);
@@ -230,6 +231,18 @@ TEST_F(RouterTest, MayBlockFollowsTheRoute) {
   r.method = "GET";
   r.path = "/nope";  // no realm: a 404 inline
   EXPECT_FALSE(router_->MayBlock(r));
+  // An inline route in a realm runs inline for its caller; a refused caller's
+  // denial is audited (a file written): off the I/O threads.
+  r.path = "/admin/inline";
+  EXPECT_TRUE(router_->MayBlock(r));
+  r.authorization = "Bearer viewer-token";
+  EXPECT_FALSE(router_->MayBlock(r));
+  r.authorization = "Bearer client-token";
+  EXPECT_TRUE(router_->MayBlock(r));  // a 403, audited
+  r.path = "/admin/nope";
+  r.authorization = "Bearer ops-token";
+  EXPECT_FALSE(router_->MayBlock(r));  // a 404 for a known caller: nothing audited
+  EXPECT_TRUE(audit_.events().empty());
 }
 
 TEST(TokensFile, ErrorsNameTheEntry) {
@@ -324,6 +337,8 @@ TEST_F(RouterTest, RefusesHeadWhenNoBodyCouldMakeItRun) {
            {"POST", "/healthz", ""}}) {                        // 405
     EXPECT_TRUE(refused(method, path, auth)) << method << " " << path << " " << auth;
   }
+  EXPECT_TRUE(refused("HEAD", "/admin/things/1", ""));  // HEAD as GET, under the same auth
+  EXPECT_FALSE(refused("HEAD", "/admin/things/1", "Bearer viewer-token"));
   EXPECT_FALSE(refused("POST", "/admin/things", "Bearer ops-token"));
   EXPECT_FALSE(refused("POST", "/v1/throw", "Bearer client-token"));
   EXPECT_FALSE(refused("POST", "/things/throw", ""));
@@ -558,7 +573,10 @@ TEST(CertificateOnlyPost, MustDeclareItsBodyJson) {
     r.authorization = authorization;
     r.peer = "10.0.0.9";
     Principal who;
-    return router.Handle(r, who);
+    HttpResponse answer = router.Handle(r, who);
+    // The head alone decides it: the server's early question agrees.
+    EXPECT_EQ(router.RefusesHead(r), answer.status != 200) << path << " " << subject << " " << content_type;
+    return answer;
   };
   for (const char* type : {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""}) {
     SCOPED_TRACE(type);
