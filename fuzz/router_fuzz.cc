@@ -1,8 +1,10 @@
 // libFuzzer: the router's auth invariant (issue 9, item 1). Whatever the
 // bytes of the method, the target and the Authorization header, no admin
 // handler runs unless the header holds an admin token (or a viewer token on a
-// GET), and none runs on a target that is not in canonical form; the
-// server's early refusal (RefusesHead) agrees with Handle.
+// GET), or a client certificate the tokens name (a POST on the certificate
+// alone only with a JSON body), and none runs on a target that is not in
+// canonical form; the server's early refusal (RefusesHead) agrees with
+// Handle, and every audited denial runs off the I/O threads (MayBlock).
 //
 // Input: method '\n' target '\n' authorization '\n' content type '\n'
 // client certificate subject (missing parts are empty).
@@ -41,6 +43,9 @@ dyad::HttpResponse CheckAdmin(const dyad::RouteContext& ctx) {
     Violation("an admin handler ran for a viewer on a method other than GET");
   }
   if (ctx.principal.identity != who->identity) Violation("the handler saw another principal");
+  if (r.method == "POST" && r.authorization.empty() && !dyad::MediaTypeIs(r.content_type, "application/json")) {
+    Violation("a POST on a client certificate alone ran without a JSON body");
+  }
   std::string_view p = r.path;
   if (p.rfind("/admin/", 0) != 0) Violation("an admin handler ran on a path not under /admin/");
   if (p.find("//") != p.npos || p.find("/./") != p.npos || p.find("/../") != p.npos || p.back() == '/' ||
@@ -109,7 +114,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       !auth->Authenticate(request.authorization, request.client_cert_subject)) {
     Violation("a 200 on an admin path without a valid token");
   }
-  (void)TheRouter().MayBlock(request);
+  const bool audited = response.status == 401 || response.status == 403 || response.status == 415;
+  if (audited && !TheRouter().MayBlock(request)) Violation("a denial would be audited on an I/O thread");
   // The server's question before it reads a body: refused from the head
   // alone exactly when no handler runs (every handler here answers 200).
   if (TheRouter().RefusesHead(request) != (response.status >= 400)) Violation("RefusesHead disagrees with Handle");

@@ -512,7 +512,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // Called on the session's loop when the server shuts down (or, for a
   // revoked certificate identity, reloads): closes an idle connection.
   void OnShutdown() {
-    if (close_by_ || (!busy_ && buffer_.size() == 0 && !(parser_ && parser_->got_some()))) {
+    if ((close_by_ && server_->stopping) || (!busy_ && buffer_.size() == 0 && !(parser_ && parser_->got_some()))) {
       beast::error_code ec;
       Tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
       Tcp().cancel();
@@ -609,18 +609,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // answered without the rest of the body ever read or held.
   void OnHeader() {
     if (auto refused = parser_->refusal()) return Reply(refused->status, refused->code, refused->message);
-    // What came with the head, and (plain) what has come since: a request
-    // that is whole by then is served as one read at once (not judged, its
-    // connection kept).
+    // What came with the head, and (plain) one buffer's worth of what has
+    // come since: a request whole by then is served as one read at once
+    // (not judged, its connection kept). No more is read before the
+    // judgement: a refused caller's body is never held beyond that.
     beast::error_code ec;
     bool whole = TakeBody(ec);
     if constexpr (!kTls) {
-      for (size_t left = server_->options.max_body_bytes + 2 * kReadBufferLimit; !whole && !ec;) {
-        const size_t got = ReadNow(left);
-        if (got == 0) break;
-        left -= got;
-        whole = TakeBody(ec);
-      }
+      if (!whole && !ec && ReadNow(kReadBufferLimit) > 0) whole = TakeBody(ec);
     }
     if (ec || whole) return OnRead(ec);
     if (RefusesHead()) return AnswerRefusedHead();
@@ -698,7 +694,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return Reply(400, "BAD_REQUEST", "malformed HTTP request");
     }
     if (ec) return Close();
-    if (auto refused = parser_->refusal()) return Reply(refused->status, refused->code, refused->message, false);
+    if (auto refused = parser_->refusal()) return Reply(refused->status, refused->code, refused->message);
     busy_ = true;
     unsigned version = 11;
     HttpRequest req = MakeRequest(version);
@@ -827,6 +823,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // framing does not count toward its limit, so a fast sender could
     // otherwise hold the thread for as long as it keeps sending.
     size_t left = server_->options.max_body_bytes + 2 * kReadBufferLimit;
+    bool head_judged = false;
     for (;;) {
       // put() stops at the end of the header (the parser is not eager).
       while (buffer_.size() > 0 && !parser_->is_header_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
@@ -836,6 +833,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       // body) is taken while it is there and no other call waits for this
       // pool; its loop waits for the rest.
       if (ec || parser_->is_done() || pool.Waiting() > 0) break;
+      // The first read did not bring the body whole: one its handler would
+      // refuse whatever it holds is not read on (its loop answers it).
+      if (!head_judged && parser_->is_header_done()) {
+        head_judged = true;
+        if (parser_->refusal() || RefusesHead()) return to_loop([](Session& s) { s.OnHeader(); });
+      }
       const size_t got = ReadNow(left);
       if (got == 0) break;
       left -= got;
@@ -1504,12 +1507,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   // An error before the request reached a handler, in the shape its client
-  // reads (ErrorFor, by the target it sent). `cut_short`: the request was
-  // not read whole (what still comes is discarded before the close).
-  void Reply(int status, std::string_view code, const std::string& message, bool cut_short = true) {
+  // reads (ErrorFor, by the target it sent). What the client still sends is
+  // discarded before the close: a request the parser read "whole" may have
+  // a body it did not frame (a transfer coding it refused).
+  void Reply(int status, std::string_view code, const std::string& message) {
     HttpResponse r = ErrorFor(TargetSent(), status, code, message);
     keep_alive_ = false;
-    discard_rest_ = cut_short;
+    discard_rest_ = true;
     head_ = false;  // no request was read whole: the body goes out, and the connection closes
     busy_ = true;
     Write(std::move(r), GenerateRequestId(), 11);

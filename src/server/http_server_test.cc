@@ -1929,18 +1929,29 @@ HttpServerOptions RefusingHeads(HttpServerOptions o) {
   return o;
 }
 
+// What the handler saw of the last request to each path.
 struct SeenRequest {
+  struct Seen {
+    bool body_unread = false;
+    size_t body_size = 0;
+  };
   std::mutex mu;
   int calls = 0;
-  bool body_unread = false;
-  size_t body_size = 0;
+  std::map<std::string, Seen> by_path;
+  Seen Of(const std::string& path) {
+    std::lock_guard<std::mutex> lock(mu);
+    return by_path[path];
+  }
+  int Calls() {
+    std::lock_guard<std::mutex> lock(mu);
+    return calls;
+  }
   RequestHandler Handler() {
     return [this](const HttpRequest& req) {
       {
         std::lock_guard<std::mutex> lock(mu);
         ++calls;
-        body_unread = req.body_unread;
-        body_size = req.body.size();
+        by_path[req.path] = {req.body_unread, req.body.size()};
       }
       HttpResponse r = EchoPath(req);
       if (req.path == "/refused") r.status = 401;
@@ -1951,27 +1962,30 @@ struct SeenRequest {
 
 TEST(HttpServerRefusedHead, IsAnsweredWithoutItsBodyThenWhatStillComesIsDiscarded) {
   for (bool lingering : {false, true}) {
-    SCOPED_TRACE(lingering ? "read by the lingering pool thread" : "read by the I/O thread");
-    SeenRequest seen;
-    Running server(seen.Handler(), true, nullptr, RefusingHeads(lingering ? Lingering() : Running::Options()));
-    RawClient c(server.port());
-    if (lingering) ExpectServed(c, "/first");
-    const size_t kBody = 3 << 20;  // more than the socket buffers between the two hold
-    c.Send("POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(kBody) + "\r\n\r\n{\"a\":");
-    std::string answer = c.ReadUntil("|");  // before any more of the body is sent
-    EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0u) << answer;
-    EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
-    {
-      std::lock_guard<std::mutex> lock(seen.mu);
-      EXPECT_EQ(seen.calls, lingering ? 2 : 1);
-      EXPECT_TRUE(seen.body_unread);
-      EXPECT_EQ(seen.body_size, 0u);
+    for (bool body_at_once : {false, true}) {
+      SCOPED_TRACE(lingering ? "read by the lingering pool thread" : "read by the I/O thread");
+      SCOPED_TRACE(body_at_once ? "the body sent with the head" : "the body sent after the answer");
+      SeenRequest seen;
+      Running server(seen.Handler(), true, nullptr, RefusingHeads(lingering ? Lingering() : Running::Options()));
+      RawClient c(server.port());
+      if (lingering) ExpectServed(c, "/first");
+      const size_t kBody = 3 << 20;  // more than the socket buffers between the two hold
+      const std::string head = "POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(kBody) + "\r\n\r\n";
+      // Sent at once, the body is read only as far as one buffer before the
+      // refusal, the rest discarded (else the send would block, or reset).
+      c.Send(body_at_once ? head + std::string(kBody, 'x') : head + "{\"a\":");
+      std::string answer = c.ReadUntil("|");
+      EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0u) << answer;
+      EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+      EXPECT_EQ(seen.Calls(), lingering ? 2 : 1);
+      EXPECT_TRUE(seen.Of("/refused").body_unread);
+      EXPECT_EQ(seen.Of("/refused").body_size, 0u);
+      if (!body_at_once) c.Send(std::string(kBody - 5, 'x'));  // the server reads it (a closed socket would reset)
+      c.ShutdownWrite();
+      EXPECT_EQ(c.ReadToEnd(), "");
+      EXPECT_TRUE(c.closed());
+      EXPECT_FALSE(c.reset());
     }
-    c.Send(std::string(kBody - 5, 'x'));  // the server reads it (a closed socket would reset)
-    c.ShutdownWrite();
-    EXPECT_EQ(c.ReadToEnd(), "");
-    EXPECT_TRUE(c.closed());
-    EXPECT_FALSE(c.reset());
   }
 }
 
@@ -1989,8 +2003,7 @@ TEST(HttpServerRefusedHead, GetsNo100ContinueAndAHeadNotRefusedIsReadWhole) {
   c.Send("POST /taken HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab");
   c.Send("cde");
   EXPECT_NE(c.ReadUntil("|").find("/taken:abcde|"), std::string::npos);
-  std::lock_guard<std::mutex> lock(seen.mu);
-  EXPECT_FALSE(seen.body_unread);
+  EXPECT_FALSE(seen.Of("/taken").body_unread);
 }
 
 // A refused head whose body came with it, on a new connection (judged
@@ -2005,9 +2018,9 @@ TEST(HttpServerRefusedHead, IsNotAskedWhenTheBodyCameWithTheHead) {
   EXPECT_EQ(first.rfind("HTTP/1.1 401", 0), 0u) << first;
   EXPECT_EQ(first.find("Connection: close"), std::string::npos) << first;
   EXPECT_NE(c.ReadUntil("|").find("/next|"), std::string::npos);
-  std::lock_guard<std::mutex> lock(seen.mu);
-  EXPECT_EQ(seen.calls, 2);
-  EXPECT_FALSE(seen.body_unread);
+  EXPECT_EQ(seen.Calls(), 2);
+  EXPECT_FALSE(seen.Of("/refused").body_unread);
+  EXPECT_EQ(seen.Of("/refused").body_size, 2u);
 }
 
 // The shutdown ends a discard at once: it does not wait out its deadline
@@ -2023,6 +2036,8 @@ TEST(HttpServerRefusedHead, TheShutdownEndsADiscard) {
   RawClient c(server.port());
   c.Send("POST /refused HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n");
   EXPECT_EQ(c.ReadUntil("|").rfind("HTTP/1.1 401", 0), 0u);
+  c.ReadToEnd();  // the answer's end: the discard has begun
+  ASSERT_TRUE(c.closed());
   c.Send("still sending");
   server.Shutdown();
   // The server's socket closed (not only its side shut: the answer's end
