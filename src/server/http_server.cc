@@ -609,14 +609,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // answered without the rest of the body ever read or held.
   void OnHeader() {
     if (auto refused = parser_->refusal()) return Reply(refused->status, refused->code, refused->message);
-    // What came with the head, and (plain) one buffer's worth of what has
-    // come since: a request whole by then is served as one read at once
-    // (not judged, its connection kept). No more is read before the
-    // judgement: a refused caller's body is never held beyond that.
+    // What came with the head, and (plain) one read (16 KiB) of what has come
+    // since: a request whole by then is served as one read at once (not
+    // judged, its connection kept). No more is read before the judgement: a
+    // refused caller's body is never held beyond that.
     beast::error_code ec;
     bool whole = TakeBody(ec);
     if constexpr (!kTls) {
-      if (!whole && !ec && ReadNow(kReadBufferLimit) > 0) whole = TakeBody(ec);
+      if (!whole && !ec && ReadNow() > 0) whole = TakeBody(ec);
     }
     if (ec || whole) return OnRead(ec);
     if (RefusesHead()) return AnswerRefusedHead();
@@ -660,7 +660,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     head.client_cert_subject = CertRevoked() ? std::string() : client_cert_subject_;
     try {
       return refuses(head);
-    } catch (const std::exception&) {
+    } catch (...) {
       return false;  // judged with the body, as before
     }
   }
@@ -1524,7 +1524,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // word as the client sent it, still in the buffer. Only to pick an error's
   // shape (AimsAtV1 reads it as written).
   std::string_view TargetSent() {
-    if (parser_ && !parser_->request().path.empty()) return parser_->request().path;
+    if (parser_ && !parser_->request().method.empty()) return parser_->request().path;  // the line was parsed
     std::string_view line(static_cast<const char*>(buffer_.data().data()), buffer_.size());
     line = line.substr(0, line.find('\n'));
     const size_t space = line.find(' ');

@@ -94,8 +94,8 @@ struct HttpServerOptions {
   bool evented_upstream = true;
   // Says, from a request's head alone, that its handler refuses it whatever
   // its body (an unknown caller, no route). Asked when the body has not come
-  // whole with the head and one read after it (at most the read buffer,
-  // 32 KiB): no more of it is then read nor held; the request reaches the
+  // whole with the head's read and one more (16 KiB; over TLS none): no more
+  // of it is then read nor held; the request reaches the
   // handler with HttpRequest::body_unread, and after the answer the
   // connection closes, what the client still sends read and dropped (at
   // most 8 × max_body_bytes and a little more, within the header timeout),
