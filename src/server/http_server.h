@@ -95,11 +95,11 @@ struct HttpServerOptions {
   // Says, from a request's head alone, that its handler refuses it whatever
   // its body (an unknown caller, no route). Asked when the body has not come
   // whole with the head's read and one more (16 KiB; over TLS none): no more
-  // of it is then read nor held; the request reaches the
-  // handler with HttpRequest::body_unread, and after the answer the
-  // connection closes, what the client still sends read and dropped (at
-  // most 8 × max_body_bytes and a little more, within the header timeout),
-  // as after a 413. Runs on an I/O thread or a pool's; must not block.
+  // of it is then read nor held, the request reaches the handler with
+  // HttpRequest::body_unread, and after the answer the connection closes,
+  // what the client still sends read and dropped (at most 8 × max_body_bytes
+  // and a little more, within the header timeout), as after a 413. Runs on
+  // an I/O thread or a pool's; must not block.
   std::function<bool(const HttpRequest& head)> refuses_head = nullptr;
   TlsFiles tls;  // cert_file set: HTTPS
   // Called once when the shutdown begins (SIGTERM, SIGINT, Shutdown()), on
