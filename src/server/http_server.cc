@@ -505,6 +505,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // Whether this session's certificate identity predates a TLS reload: it
   // answers no more requests by it and closes after its current answer.
   bool CertRevoked() const { return cert_authenticated_ && tls_generation_ != server_->tls_generation.load(); }
+  // The identity a request read now carries by its certificate: none after
+  // a reload (a bearer token still counts; its answer closes the connection).
+  std::string CertSubject() const { return CertRevoked() ? std::string() : client_cert_subject_; }
   // Whether the answer being written keeps the connection: the client's
   // wish, unless a shutdown began or its certificate no longer vouches.
   bool KeepsAlive() const { return keep_alive_ && !server_->stopping && !CertRevoked(); }
@@ -584,14 +587,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // read (ReadHeader goes on from what was parsed).
   bool ParseBuffered() {
     beast::error_code ec;
-    while (!parser_->is_done() && buffer_.size() > 0) {
-      const size_t used = parser_->put(buffer_.data(), ec);
-      buffer_.consume(used);
-      if (ec == http::error::need_more) return false;
-      if (ec) break;
-      if (used == 0) return false;
-    }
-    if (!ec && !parser_->is_done()) return false;
+    if (!TakeBuffered(ec) && !ec) return false;
     OnRead(ec);
     return true;
   }
@@ -614,9 +610,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // judged, its connection kept). No more is read before the judgement: a
     // refused caller's body is never held beyond that.
     beast::error_code ec;
-    bool whole = TakeBody(ec);
+    bool whole = TakeBuffered(ec);
     if constexpr (!kTls) {
-      if (!whole && !ec && ReadNow() > 0) whole = TakeBody(ec);
+      if (!whole && !ec && ReadNow() > 0) whole = TakeBuffered(ec);
     }
     if (ec || whole) return OnRead(ec);
     if (RefusesHead()) return AnswerRefusedHead();
@@ -639,9 +635,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                       });
   }
 
-  // Feeds what the buffer holds of the body to the parser: true when the
-  // request is whole; `ec` its refusal.
-  bool TakeBody(beast::error_code& ec) {
+  // Feeds what the buffer holds to the parser, past the end of the head
+  // (put() alone stops there): true when the request is whole; `ec` its
+  // refusal (never need_more).
+  bool TakeBuffered(beast::error_code& ec) {
     while (buffer_.size() > 0 && !parser_->is_done()) {
       const size_t used = parser_->put(buffer_.data(), ec);
       buffer_.consume(used);
@@ -657,7 +654,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     const auto& refuses = server_->options.refuses_head;
     if (!refuses) return false;
     HttpRequest& head = parser_->request();
-    head.client_cert_subject = CertRevoked() ? std::string() : client_cert_subject_;
+    head.client_cert_subject = CertSubject();
     try {
       return refuses(head);
     } catch (...) {
@@ -713,10 +710,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       if (!peer_ec) peer_ = ep.address().to_string();
     }
     req.peer = peer_;
-    // A request read after a reload no longer carries the certificate's
-    // identity (a bearer token still counts); its answer closes the connection.
-    if (CertRevoked()) client_cert_subject_.clear();
-    req.client_cert_subject = client_cert_subject_;
+    req.client_cert_subject = CertSubject();
     keep_alive_ = parser_->header_keep_alive() && !CertRevoked();
     version = parser_->version();
     return req;
@@ -825,10 +819,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     size_t left = server_->options.max_body_bytes + 2 * kReadBufferLimit;
     bool head_judged = false;
     for (;;) {
-      // put() stops at the end of the header (the parser is not eager).
-      while (buffer_.size() > 0 && !parser_->is_header_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
-      while (buffer_.size() > 0 && !parser_->is_done() && !ec) buffer_.consume(parser_->put(buffer_.data(), ec));
-      if (ec == http::error::need_more) ec = {};
+      TakeBuffered(ec);
       // The rest of a request that did not come in one read (a conversation's
       // body) is taken while it is there and no other call waits for this
       // pool; its loop waits for the rest.
