@@ -4,7 +4,8 @@
 // GET), or a client certificate the tokens name (a POST on the certificate
 // alone only with a JSON body), and none runs on a target that is not in
 // canonical form; the server's early refusal (RefusesHead) agrees with
-// Handle, and every audited denial runs off the I/O threads (MayBlock).
+// Handle, every audited denial runs off the I/O threads (MayBlock), and the
+// caller MayBlock notes for Handle changes nothing it decides.
 //
 // Input: method '\n' target '\n' authorization '\n' content type '\n'
 // client certificate subject (missing parts are empty).
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -116,6 +118,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const bool audited = response.status == 401 || response.status == 403 || response.status == 415;
   if (audited && !TheRouter().MayBlock(request)) Violation("a denial would be audited on an I/O thread");
+  // The caller the classifier notes changes nothing Handle decides.
+  std::optional<dyad::Principal> caller;
+  TheRouter().MayBlock(request, &caller);
+  if (caller && response.status >= 400) Violation("MayBlock noted the caller of a refused request");
+  request.caller = caller;
+  dyad::Principal again;
+  if (TheRouter().Handle(request, again).status != response.status || again.identity != who.identity ||
+      again.role != who.role) {
+    Violation("the noted caller changed Handle's decision");
+  }
   // The server's question before it reads a body: refused from the head
   // alone exactly when no handler runs (every handler here answers 200).
   if (TheRouter().RefusesHead(request) != (response.status >= 400)) Violation("RefusesHead disagrees with Handle");

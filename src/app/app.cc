@@ -260,7 +260,7 @@ Result<std::unique_ptr<App>> App::Create(const Config& config, const Clock& cloc
 
 std::vector<std::pair<std::string, std::string>> App::Routes() const { return RoutePairs(*parts_->router); }
 
-HandlerPool App::PoolFor(const HttpRequest& request, std::optional<Principal>* v1_client) const {
+HandlerPool App::PoolFor(const HttpRequest& request, std::optional<Principal>* caller) const {
   // A /v1 POST: a known client's on the I/O threads without a route lookup
   // (the router answers a path that is no route, or not canonical, there
   // too, without blocking); any other's on the upstream pool, where a
@@ -269,10 +269,10 @@ HandlerPool App::PoolFor(const HttpRequest& request, std::optional<Principal>* v
   if (v1 && parts_->v1_evented && request.method == "POST") {
     auto client = parts_->auth->AuthenticateClient(request.authorization, request.client_cert_subject);
     if (!client) return HandlerPool::kUpstream;
-    if (v1_client) *v1_client = std::move(client);
+    if (caller) *caller = std::move(client);
     return HandlerPool::kEvented;
   }
-  if (!parts_->router->MayBlock(request)) return HandlerPool::kIo;
+  if (!parts_->router->MayBlock(request, caller)) return HandlerPool::kIo;
   // The router refuses a non-canonical spelling of /v1 (answered inline).
   return v1 ? HandlerPool::kUpstream : HandlerPool::kBlocking;
 }

@@ -37,9 +37,10 @@ class App {
   // blocking pool (it may wait on a backend) or, for /v1, the upstream pool
   // (it waits on an upstream for as long as a stream lasts); a /v1 call of
   // a known client token, with GATEWAY_V1_EVENTED, on the I/O thread, where
-  // it may defer (HttpRequest::may_defer). For that one, `v1_client` (when
-  // given) is set to the client it authenticated (HttpRequest::v1_client).
-  HandlerPool PoolFor(const HttpRequest& request, std::optional<Principal>* v1_client = nullptr) const;
+  // it may defer (HttpRequest::may_defer). `caller` (when given) is set to
+  // whom it authenticated for a request a route would run
+  // (HttpRequest::caller).
+  HandlerPool PoolFor(const HttpRequest& request, std::optional<Principal>* caller = nullptr) const;
   // Whether Handle() refuses the request whatever its body: an unknown
   // caller, no route (HttpServerOptions::refuses_head). Audits nothing.
   bool RefusesHead(const HttpRequest& head) const;

@@ -1,8 +1,8 @@
 // App::PoolFor for /v1 calls: a POST of a known client token runs evented
-// (on the I/O thread), the client it authenticated noted for the router, so
-// that the token is hashed once per call; any other /v1 call goes to the
-// upstream pool, and nothing is noted. A /v1 POST is classified without a
-// route lookup.
+// (on the I/O thread); any other /v1 call goes to the upstream pool. The
+// caller it authenticated for a route that runs is noted for the router, so
+// that a token is hashed once per call; a refused one's is not. A /v1 POST
+// is classified without a route lookup.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -59,17 +59,32 @@ TEST(PoolFor, AV1CallOfAKnownClientRunsEventedWithTheClientNoted) {
   get.method = "GET";
   SetTarget(get, "/v1/models");
   EXPECT_EQ(t.app().PoolFor(get, &noted), HandlerPool::kUpstream);
+  ASSERT_TRUE(noted.has_value());
+  EXPECT_EQ(noted->identity, "app");
+  // Under /admin: the admin noted for the route; a client token is refused
+  // there (403, audited on a pool), and not noted.
+  HttpRequest admin = get;
+  SetTarget(admin, "/admin/providers");
+  admin.authorization = std::string("Bearer ") + testing::kAdminToken;
+  noted.reset();
+  EXPECT_NE(t.app().PoolFor(admin, &noted), HandlerPool::kEvented);
+  ASSERT_TRUE(noted.has_value());
+  EXPECT_EQ(noted->role, Role::kAdmin);
+  admin.authorization = std::string("Bearer ") + kClientToken;
+  noted.reset();
+  EXPECT_NE(t.app().PoolFor(admin, &noted), HandlerPool::kIo);
   EXPECT_FALSE(noted.has_value());
 }
 
-TEST(PoolFor, WithEventedCallsOffNothingIsNoted) {
+TEST(PoolFor, WithEventedCallsOffTheClientRunsOnThePool) {
   testing::TempDir dir;
   std::ofstream(dir.File("clients.json")) << R"({"tokens":[{"name":"app","role":"client","sha256":")" +
                                                  HexEncode(Sha256(kClientToken)) + "\"}]}";
   testing::TestApp t({{"GATEWAY_CLIENT_API_KEYS_FILE", dir.File("clients.json")}, {"GATEWAY_V1_EVENTED", "false"}});
   std::optional<Principal> noted;
   EXPECT_EQ(t.app().PoolFor(V1Post(std::string("Bearer ") + kClientToken), &noted), HandlerPool::kUpstream);
-  EXPECT_FALSE(noted.has_value());
+  ASSERT_TRUE(noted.has_value());
+  EXPECT_EQ(noted->identity, "app");
 }
 
 }  // namespace

@@ -130,7 +130,7 @@ int Serve(bool dev, const std::string& env_file) {
   opts.on_shutdown = [&app] { (*app)->BeginShutdown(); };
   opts.refuses_head = [&app](const HttpRequest& head) { return (*app)->RefusesHead(head); };
   HttpServer server(opts, [&app](const HttpRequest& r) { return (*app)->Handle(r); },
-                    [&app](HttpRequest& r) { return (*app)->PoolFor(r, &r.v1_client); });
+                    [&app](HttpRequest& r) { return (*app)->PoolFor(r, &r.caller); });
   s = server.Listen();
   if (!s.ok()) return Fail(s.error().message);
   spdlog::warn("dyad-gateway listening on {}://{}:{} (provider {}, {} threads{}{})", opts.tls.enabled() ? "https" : "http",

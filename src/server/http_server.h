@@ -116,8 +116,8 @@ using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
 // that read it, with HttpRequest::may_defer (over TLS, or with
 // evented_upstream off: as kUpstream).
 enum class HandlerPool { kIo, kBlocking, kUpstream, kEvented };
-// Says it for each request, on an I/O thread; it may note the /v1 client
-// it authenticated (HttpRequest::v1_client). Thread-safe.
+// Says it for each request, on an I/O thread; it may note the caller it
+// authenticated (HttpRequest::caller). Thread-safe.
 using PoolClassifier = std::function<HandlerPool(HttpRequest&)>;
 
 class HttpServer {

@@ -87,11 +87,11 @@ struct HttpRequest {
   // The handler runs on an I/O thread and may answer with a DeferredAnswer
   // instead of waiting on an upstream (HandlerPool::kEvented).
   bool may_defer = false;
-  // The /v1 client this request's credentials were found to be by the
-  // server's pool classifier (App::PoolFor), which authenticates /v1 calls
-  // to choose their pool: the router takes it for a /v1 route instead of
+  // Who this request's credentials were found to be by the server's pool
+  // classifier (App::PoolFor), which authenticates a caller to choose its
+  // pool: the router takes it for the realm (/v1 or /admin) instead of
   // hashing the token again. Never read from the request itself.
-  std::optional<Principal> v1_client;
+  std::optional<Principal> caller;
   // The server did not read the body: the router refused the head
   // (HttpServerOptions::refuses_head), and the connection closes after the
   // answer. A handler never runs for such a request.

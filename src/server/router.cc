@@ -127,12 +127,14 @@ bool Router::Match(const Route& route, const std::vector<std::string>& path, std
   return true;
 }
 
-bool Router::MayBlock(const HttpRequest& request) const {
-  const Decision d = Decide(request);
+bool Router::MayBlock(const HttpRequest& request, std::optional<Principal>* caller) const {
+  Decision d = Decide(request);
   // A denial is audited (a file written, on SQLite a commit) wherever the
   // route would have run; an inline route's too.
   if (d.audit != 0) return true;
-  return d.route && d.route->cost == HandlerCost::kMayBlock;
+  if (!d.route) return false;
+  if (caller && d.authenticated) *caller = std::move(d.principal);
+  return d.route->cost == HandlerCost::kMayBlock;
 }
 
 HttpResponse Router::Handle(const HttpRequest& request, Principal& principal, std::string_view* route) const {
@@ -153,14 +155,14 @@ Router::Decision Router::Decide(const HttpRequest& request) const {
   Decision d;
   auto parsed = ParseCanonicalPath(request.path);
   if (!parsed.ok()) {
-    d.refusal = ErrorFor(request.path, 400, "BAD_REQUEST", parsed.error().message);
+    d.refused = Refused::kNotCanonical;
+    d.detail = parsed.error().message;
     return d;
   }
   d.path = std::move(parsed).value();
   const std::vector<std::string>& path = d.path;
-  Principal& principal = d.principal;
-  auto deny = [&](HttpResponse r, int status, const Principal& who) {
-    d.refusal = std::move(r);
+  auto deny = [&](Refused why, int status, const Principal& who) {
+    d.refused = why;
     d.audit = status;
     d.audited = who;
     return std::move(d);
@@ -168,97 +170,116 @@ Router::Decision Router::Decide(const HttpRequest& request) const {
   // Decided on the same parse the routes are matched against: "admin" and
   // "v1" are exact segments, so no spelling of either escapes its realm
   // (a different one is not canonical, or is no route).
-  bool admin = !path.empty() && path.front() == "admin";
-  bool v1 = !path.empty() && path.front() == "v1";
+  const bool admin = !path.empty() && path.front() == "admin";
+  d.v1 = !path.empty() && path.front() == "v1";
+  // The caller the server's classifier found (MayBlock, or App's own for
+  // a /v1 POST) is taken in the realm its role belongs to, and only there.
+  const auto noted = [&](bool client) {
+    return request.caller && (request.caller->role == Role::kClient) == client ? request.caller : std::nullopt;
+  };
   if (admin) {
-    auto who = auth_ ? auth_->Authenticate(request.authorization, request.client_cert_subject) : std::nullopt;
+    auto who = noted(false);
+    if (!who && auth_) who = auth_->Authenticate(request.authorization, request.client_cert_subject);
     if (!who) {
       auto client = auth_ ? auth_->AuthenticateClient(request.authorization, request.client_cert_subject)
                           : std::nullopt;
-      if (client) {
-        return deny(JsonError(403, "FORBIDDEN", "identity '" + client->identity +
-                                                    "' has the client role, which may call /v1 only, nothing under /admin"),
-                    403, *client);
-      }
-      HttpResponse r = JsonError(401, "UNAUTHORIZED",
-                                 !request.authorization.empty()        ? "invalid bearer token"
-                                 : request.client_cert_subject.empty() ? "missing Authorization: Bearer <token>"
-                                                                       : "missing Authorization: Bearer <token>; the "
-                                                                         "client certificate names no identity");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return deny(std::move(r), 401, principal);
+      if (client) return deny(Refused::kClientUnderAdmin, 403, *client);
+      return deny(Refused::kUnauthenticated, 401, d.principal);
     }
-    principal = *who;
-  } else if (v1) {
-    auto who = request.v1_client ? request.v1_client
-               : auth_           ? auth_->AuthenticateClient(request.authorization, request.client_cert_subject)
-                                 : std::nullopt;
+    d.principal = *who;
+    d.authenticated = true;
+  } else if (d.v1) {
+    auto who = noted(true);
+    if (!who && auth_) who = auth_->AuthenticateClient(request.authorization, request.client_cert_subject);
     if (!who) {
       auto other = auth_ ? auth_->Authenticate(request.authorization, request.client_cert_subject) : std::nullopt;
-      if (other) {
-        return deny(OpenAiError(403, "permission_error",
-                                "identity '" + other->identity + "' has the " +
-                                    (other->role == Role::kAdmin ? "admin" : "viewer") +
-                                    " role; /v1 takes a client token (role \"client\")",
-                                "forbidden"),
-                    403, *other);
-      }
-      HttpResponse r = OpenAiError(401, "invalid_request_error",
-                                   request.authorization.empty() ? "missing Authorization: Bearer <client token>"
-                                                                 : "invalid client token",
-                                   "invalid_api_key");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return deny(std::move(r), 401, principal);
+      if (other) return deny(Refused::kNotClient, 403, *other);
+      return deny(Refused::kUnauthenticated, 401, d.principal);
     }
-    principal = *who;
+    d.principal = *who;
+    d.authenticated = true;
   }
   // A caller identified by its client certificate alone may be a browser
   // that holds the certificate, made to send a cross-site form: a POST no
   // preflight stops. Its body must then be declared JSON, which no form can
   // send (and a cross-site JSON POST needs a preflight, never answered here).
-  if ((admin || v1) && request.method == "POST" && request.authorization.empty() &&
+  if ((admin || d.v1) && request.method == "POST" && request.authorization.empty() &&
       !request.client_cert_subject.empty() && !MediaTypeIs(request.content_type, "application/json")) {
-    const std::string m = "a POST authenticated by client certificate alone must send Content-Type: application/json";
-    return deny(v1 ? OpenAiError(415, "invalid_request_error", m, "unsupported_media_type")
-                   : JsonError(415, "UNSUPPORTED_MEDIA_TYPE", m),
-                415, principal);
+    return deny(Refused::kNotJson, 415, d.principal);
   }
-  std::string allow;
   for (const auto& route : routes_) {
     if (!Match(route, path, nullptr)) continue;
     if (!Answers(route.method, request.method)) {
-      allow += (allow.empty() ? "" : ", ") + route.method + (route.method == "GET" ? ", HEAD" : "");
+      d.detail += (d.detail.empty() ? "" : ", ") + route.method + (route.method == "GET" ? ", HEAD" : "");
       continue;
     }
-    if (admin && !IsReadOnly(request.method) && principal.role != Role::kAdmin) {
-      return deny(JsonError(403, "FORBIDDEN", "identity '" + principal.identity + "' has the viewer role; "
-                                              "this route needs admin"),
-                  403, principal);
+    if (admin && !IsReadOnly(request.method) && d.principal.role != Role::kAdmin) {
+      return deny(Refused::kViewer, 403, d.principal);
     }
     d.route = &route;
+    d.detail.clear();
     return d;
   }
-  if (!allow.empty()) {
-    HttpResponse r = v1 ? OpenAiError(405, "invalid_request_error",
-                                      "method " + request.method + " is not allowed here; allowed: " + allow,
-                                      "method_not_allowed")
-                        : JsonError(405, "METHOD_NOT_ALLOWED",
-                               "method " + request.method + " is not allowed here; allowed: " + allow);
-    r.headers.emplace_back("Allow", allow);
-    d.refusal = std::move(r);
-  } else if (v1) {
-    d.refusal = OpenAiError(404, "invalid_request_error", "no route for " + request.method + " " + request.path, "not_found");
-  } else {
-    d.refusal = JsonError(404, "NOT_FOUND", "no route for " + request.method + " " + request.path);
-  }
+  d.refused = d.detail.empty() ? Refused::kNoRoute : Refused::kMethod;
   return d;
+}
+
+HttpResponse Router::Refusal(const HttpRequest& request, const Decision& d) {
+  const bool v1 = d.v1;
+  const Principal& who = d.audited;
+  switch (d.refused) {
+    case Refused::kNone:
+      break;
+    case Refused::kNotCanonical:
+      return ErrorFor(request.path, 400, "BAD_REQUEST", d.detail);
+    case Refused::kClientUnderAdmin:
+      return JsonError(403, "FORBIDDEN",
+                       "identity '" + who.identity + "' has the client role, which may call /v1 only, nothing under /admin");
+    case Refused::kNotClient:
+      return OpenAiError(403, "permission_error",
+                         "identity '" + who.identity + "' has the " + (who.role == Role::kAdmin ? "admin" : "viewer") +
+                             " role; /v1 takes a client token (role \"client\")",
+                         "forbidden");
+    case Refused::kUnauthenticated: {
+      HttpResponse r = v1 ? OpenAiError(401, "invalid_request_error",
+                                        request.authorization.empty() ? "missing Authorization: Bearer <client token>"
+                                                                      : "invalid client token",
+                                        "invalid_api_key")
+                          : JsonError(401, "UNAUTHORIZED",
+                                      !request.authorization.empty()        ? "invalid bearer token"
+                                      : request.client_cert_subject.empty() ? "missing Authorization: Bearer <token>"
+                                                                            : "missing Authorization: Bearer <token>; the "
+                                                                              "client certificate names no identity");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return r;
+    }
+    case Refused::kNotJson: {
+      const std::string m = "a POST authenticated by client certificate alone must send Content-Type: application/json";
+      return v1 ? OpenAiError(415, "invalid_request_error", m, "unsupported_media_type")
+                : JsonError(415, "UNSUPPORTED_MEDIA_TYPE", m);
+    }
+    case Refused::kViewer:
+      return JsonError(403, "FORBIDDEN", "identity '" + who.identity + "' has the viewer role; this route needs admin");
+    case Refused::kMethod: {
+      const std::string m = "method " + request.method + " is not allowed here; allowed: " + d.detail;
+      HttpResponse r = v1 ? OpenAiError(405, "invalid_request_error", m, "method_not_allowed")
+                          : JsonError(405, "METHOD_NOT_ALLOWED", m);
+      r.headers.emplace_back("Allow", d.detail);
+      return r;
+    }
+    case Refused::kNoRoute: {
+      const std::string m = "no route for " + request.method + " " + request.path;
+      return v1 ? OpenAiError(404, "invalid_request_error", m, "not_found") : JsonError(404, "NOT_FOUND", m);
+    }
+  }
+  return ErrorFor(request.path, 500, "INTERNAL_ERROR", "internal error; request id " + request.request_id);
 }
 
 HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, std::string_view* matched) const {
   Decision d = Decide(request);
   principal = std::move(d.principal);
   if (d.audit != 0) AuditDenial(request, d.audited, d.audit);
-  if (d.refusal) return std::move(*d.refusal);
+  if (d.refused != Refused::kNone) return Refusal(request, d);
   // The server left the body unread because RefusesHead said the head was
   // refused; a handler must not take a request without its body for whole.
   if (request.body_unread) {
@@ -270,7 +291,7 @@ HttpResponse Router::Dispatch(const HttpRequest& request, Principal& principal, 
   return d.route->handler(ctx);
 }
 
-bool Router::RefusesHead(const HttpRequest& head) const { return Decide(head).route == nullptr; }
+bool Router::RefusesHead(const HttpRequest& head) const { return Decide(head).refused != Refused::kNone; }
 
 void Router::AuditDenial(const HttpRequest& request, const Principal& who, int status) const {
   if (!audit_ || !clock_) return;

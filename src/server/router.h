@@ -64,8 +64,10 @@ class Router {
   // was given it ("" when none did): a bounded label for metrics.
   HttpResponse Handle(const HttpRequest& request, Principal& principal, std::string_view* route = nullptr) const;
   // True when Handle() would run a handler marked kMayBlock, or audit a
-  // denial (a file written).
-  bool MayBlock(const HttpRequest& request) const;
+  // denial (a file written). When a route would run, `caller` (if given)
+  // receives who calls it: set as HttpRequest::caller, Handle() takes it
+  // instead of checking the credentials again.
+  bool MayBlock(const HttpRequest& request, std::optional<Principal>* caller = nullptr) const;
   // True when Handle() refuses the request whatever its body (its path is
   // not canonical or no route, its caller unknown or not allowed there): the
   // server then answers it without reading the body. Audits nothing.
@@ -88,17 +90,34 @@ class Router {
     HandlerCost cost;
   };
   static bool Match(const Route& route, const std::vector<std::string>& path, std::vector<std::string>* params);
+  // Why a request's head is refused (Refusal says it to the client).
+  enum class Refused {
+    kNone,
+    kNotCanonical,      // 400; detail: what is not canonical
+    kUnauthenticated,   // 401
+    kClientUnderAdmin,  // 403: a client token under /admin
+    kNotClient,         // 403: an admin or viewer token on /v1
+    kNotJson,           // 415: a certificate-only POST not declared JSON
+    kViewer,            // 403: a viewer on an admin route that writes
+    kMethod,            // 405; detail: the methods the path allows
+    kNoRoute,           // 404
+  };
   // What the request's head decides before any handler runs: the route and
-  // who calls it, or the answer that refuses it (with the denial to audit).
+  // who calls it, or why it is refused (with the denial to audit). Only
+  // Dispatch builds a refusal's answer: MayBlock and RefusesHead need none.
   struct Decision {
     const Route* route = nullptr;
     std::vector<std::string> path;  // the canonical segments
     Principal principal{"anonymous", Role::kViewer};
-    std::optional<HttpResponse> refusal;  // when no route runs
-    int audit = 0;                        // the denial's status to audit, 0 for none
-    Principal audited;                    // whose denial
+    bool authenticated = false;  // principal found by credentials (/admin, /v1)
+    bool v1 = false;             // the /v1 realm: errors in OpenAI's shape
+    Refused refused = Refused::kNone;
+    std::string detail;  // see Refused
+    int audit = 0;       // the denial's status to audit, 0 for none
+    Principal audited;   // whose denial
   };
   Decision Decide(const HttpRequest& request) const;
+  static HttpResponse Refusal(const HttpRequest& request, const Decision& d);
   HttpResponse Dispatch(const HttpRequest& request, Principal& principal, std::string_view* route) const;
   void AuditDenial(const HttpRequest& request, const Principal& who, int status) const DYAD_LOCKS_EXCLUDED(denial_mu_);
 

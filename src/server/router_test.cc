@@ -428,14 +428,14 @@ TEST_F(V1RealmTest, ClientTokensCallV1Only) {
   EXPECT_NE(r.body.find("client role"), std::string::npos) << r.body;
 }
 
-// The server's pool classifier authenticated the /v1 client already
-// (App::PoolFor): the router takes that client for /v1, and nothing else
-// from it. An /admin route still checks the token itself.
-TEST_F(V1RealmTest, AClientTheClassifierFoundIsTakenForV1Only) {
+// The server's pool classifier authenticated the caller already
+// (App::PoolFor): the router takes it in the realm its role belongs to, and
+// checks the token itself in the other.
+TEST_F(V1RealmTest, ACallerTheClassifierFoundIsTakenInItsRealmOnly) {
   HttpRequest r;
   r.method = "GET";
   r.authorization = "Bearer client-token";
-  r.v1_client = Principal{"noted-by-the-classifier", Role::kClient, nullptr};
+  r.caller = Principal{"noted-by-the-classifier", Role::kClient, nullptr};
   Principal who;
   r.path = "/v1/models";
   EXPECT_EQ(router_->Handle(r, who).status, 200);
@@ -445,6 +445,41 @@ TEST_F(V1RealmTest, AClientTheClassifierFoundIsTakenForV1Only) {
   r.authorization = "Bearer ops-token";
   EXPECT_EQ(router_->Handle(r, who).status, 200);
   EXPECT_EQ(who.identity, "ops");
+
+  r.caller = Principal{"noted-admin", Role::kAdmin, nullptr};
+  EXPECT_EQ(router_->Handle(r, who).status, 200);
+  EXPECT_EQ(who.identity, "noted-admin");
+  r.path = "/v1/models";
+  EXPECT_EQ(router_->Handle(r, who).status, 403) << "an admin is no /v1 client";
+}
+
+// MayBlock notes whom it authenticated when a route would run, for Handle
+// to take; nobody for a refused caller or a public route.
+TEST_F(V1RealmTest, MayBlockNotesTheCallerOfARouteThatRuns) {
+  router_->Add("GET", "/healthz", [](const RouteContext&) { return JsonSuccess(true); });
+  HttpRequest r;
+  r.method = "GET";
+  r.path = "/admin/things";
+  r.authorization = "Bearer viewer-token";
+  std::optional<Principal> caller;
+  router_->MayBlock(r, &caller);
+  ASSERT_TRUE(caller.has_value());
+  EXPECT_EQ(caller->identity, "ci");
+  EXPECT_EQ(caller->role, Role::kViewer);
+  r.path = "/v1/models";
+  r.authorization = "Bearer client-token";
+  caller.reset();
+  router_->MayBlock(r, &caller);
+  ASSERT_TRUE(caller.has_value());
+  EXPECT_EQ(caller->identity, "app");
+  for (auto [path, token] : {std::pair{"/admin/things", "Bearer client-token"}, std::pair{"/v1/models", "Bearer nobody"},
+                             std::pair{"/healthz", "Bearer ops-token"}, std::pair{"/admin/nothing", "Bearer ops-token"}}) {
+    r.path = path;
+    r.authorization = token;
+    caller.reset();
+    router_->MayBlock(r, &caller);
+    EXPECT_FALSE(caller.has_value()) << path << " " << token;
+  }
 }
 
 TEST_F(V1RealmTest, AdminAndViewerTokensAreRefusedOnV1UnlessAlsoClients) {
