@@ -5,7 +5,9 @@
 // alone only with a JSON body), and none runs on a target that is not in
 // canonical form; the server's early refusal (RefusesHead) agrees with
 // Handle, every audited denial runs off the I/O threads (MayBlock), and the
-// caller MayBlock notes for Handle changes nothing it decides.
+// caller MayBlock notes for Handle changes nothing it answers (one planted
+// from the other realm is not taken). A /v1 handler runs only for a client
+// token or certificate.
 //
 // Input: method '\n' target '\n' authorization '\n' content type '\n'
 // client certificate subject (missing parts are empty).
@@ -27,6 +29,7 @@ namespace {
 
 constexpr std::string_view kAdminToken = "admin-token-0123456789";
 constexpr std::string_view kViewerToken = "viewer-token-0123456789";
+constexpr std::string_view kClientToken = "client-token-0123456789";
 
 const dyad::TokenAuthenticator* auth = nullptr;
 
@@ -57,13 +60,28 @@ dyad::HttpResponse CheckAdmin(const dyad::RouteContext& ctx) {
   return dyad::JsonSuccess(true);
 }
 
+dyad::HttpResponse CheckClient(const dyad::RouteContext& ctx) {
+  const dyad::HttpRequest& r = ctx.request;
+  auto who = auth->AuthenticateClient(r.authorization, r.client_cert_subject);
+  if (!who) Violation("a /v1 handler ran without a client token");
+  if (ctx.principal.identity != who->identity || ctx.principal.role != dyad::Role::kClient) {
+    Violation("a /v1 handler saw another principal");
+  }
+  if (r.path.rfind("/v1/", 0) != 0) Violation("a /v1 handler ran on a path not under /v1/");
+  return dyad::JsonSuccess(true);
+}
+
 dyad::Router& TheRouter() {
   static std::unique_ptr<dyad::TokenAuthenticator> a = [] {
     std::string tokens = R"({"tokens":[{"name":"v","role":"viewer","sha256":")" +
                          dyad::HexEncode(dyad::Sha256(kViewerToken)) +
                          R"("},{"name":"cv","role":"viewer","clientCertSubject":"CN=viewer"},)"
                          R"({"name":"ca","role":"admin","clientCertSubject":"CN=admin"}]})";
-    return std::move(dyad::TokenAuthenticator::FromTokensJson(dyad::SecretBytes(std::string(kAdminToken)), tokens))
+    std::string clients = R"({"tokens":[{"name":"app","role":"client","sha256":")" +
+                          dyad::HexEncode(dyad::Sha256(kClientToken)) +
+                          R"("},{"name":"cc","role":"client","clientCertSubject":"CN=client"}]})";
+    return std::move(
+               dyad::TokenAuthenticator::FromTokensJson(dyad::SecretBytes(std::string(kAdminToken)), tokens, true, clients))
         .value();
   }();
   static std::unique_ptr<dyad::Router> router = [] {
@@ -79,6 +97,8 @@ dyad::Router& TheRouter() {
         {"POST", "/admin/secrets/key-rotation/toggle"}, {"GET", "/admin/{a}"}, {"POST", "/admin/{a}/{b}"},
         {"PATCH", "/admin/{a}/{b}/{c}"}, {"HEAD", "/admin/providers/{id}"}};
     for (auto& [method, pattern] : admin) r->Add(method, pattern, CheckAdmin);
+    const char* v1[][2] = {{"GET", "/v1/models"}, {"POST", "/v1/chat/completions"}, {"POST", "/v1/{a}"}};
+    for (auto& [method, pattern] : v1) r->Add(method, pattern, CheckClient);
     for (const char* pattern : {"/healthz", "/readyz", "/metrics", "/{x}", "/{x}/{y}"}) {
       r->Add("GET", pattern, [](const dyad::RouteContext& ctx) {
         if (IsAdminPath(ctx.request.path) &&
@@ -118,16 +138,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const bool audited = response.status == 401 || response.status == 403 || response.status == 415;
   if (audited && !TheRouter().MayBlock(request)) Violation("a denial would be audited on an I/O thread");
-  // The caller the classifier notes changes nothing Handle decides.
+  // The caller the classifier notes changes nothing Handle answers; one
+  // noted in the other realm (a planted one) is not taken.
   std::optional<dyad::Principal> caller;
   TheRouter().MayBlock(request, &caller);
   if (caller && response.status >= 400) Violation("MayBlock noted the caller of a refused request");
+  auto same_answer = [&](const char* what) {
+    dyad::Principal again;
+    const dyad::HttpResponse r = TheRouter().Handle(request, again);
+    if (r.status != response.status || r.body != response.body || r.headers != response.headers ||
+        again.identity != who.identity || again.role != who.role) {
+      Violation(what);
+    }
+  };
   request.caller = caller;
-  dyad::Principal again;
-  if (TheRouter().Handle(request, again).status != response.status || again.identity != who.identity ||
-      again.role != who.role) {
-    Violation("the noted caller changed Handle's decision");
-  }
+  same_answer("the noted caller changed Handle's answer");
+  const bool v1 = request.path == "/v1" || request.path.rfind("/v1/", 0) == 0;  // the realm: its first segment
+  request.caller = dyad::Principal{"planted", v1 ? dyad::Role::kAdmin : dyad::Role::kClient, nullptr};
+  same_answer("a caller noted in the other realm was taken");
   // The server's question before it reads a body: refused from the head
   // alone exactly when no handler runs (every handler here answers 200).
   if (TheRouter().RefusesHead(request) != (response.status >= 400)) Violation("RefusesHead disagrees with Handle");

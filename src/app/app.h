@@ -38,8 +38,9 @@ class App {
   // (it waits on an upstream for as long as a stream lasts); a /v1 call of
   // a known client token, with GATEWAY_V1_EVENTED, on the I/O thread, where
   // it may defer (HttpRequest::may_defer). `caller` (when given) is set to
-  // whom it authenticated for a request a route would run
-  // (HttpRequest::caller).
+  // whom it authenticated (HttpRequest::caller): a /v1 POST's known client
+  // (before any route lookup), else the caller of a route that would run;
+  // nobody the router refuses.
   HandlerPool PoolFor(const HttpRequest& request, std::optional<Principal>* caller = nullptr) const;
   // Whether Handle() refuses the request whatever its body: an unknown
   // caller, no route (HttpServerOptions::refuses_head). Audits nothing.

@@ -1,8 +1,9 @@
 // App::PoolFor for /v1 calls: a POST of a known client token runs evented
 // (on the I/O thread); any other /v1 call goes to the upstream pool. The
-// caller it authenticated for a route that runs is noted for the router, so
-// that a token is hashed once per call; a refused one's is not. A /v1 POST
-// is classified without a route lookup.
+// caller it authenticated is noted for the router, so that a token is hashed
+// once per call: a /v1 POST's client before any route lookup (the router
+// answers a path that is no route itself), else the caller of a route that
+// runs; a refused caller is not noted.
 #include <gtest/gtest.h>
 
 #include <fstream>

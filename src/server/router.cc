@@ -173,7 +173,9 @@ Router::Decision Router::Decide(const HttpRequest& request) const {
   const bool admin = !path.empty() && path.front() == "admin";
   d.v1 = !path.empty() && path.front() == "v1";
   // The caller the server's classifier found (MayBlock, or App's own for
-  // a /v1 POST) is taken in the realm its role belongs to, and only there.
+  // a /v1 POST) from this request's own credentials, which nothing changes
+  // between there and here (the request is classified once, after it is
+  // parsed), is taken in the realm its role belongs to, and only there.
   const auto noted = [&](bool client) {
     return request.caller && (request.caller->role == Role::kClient) == client ? request.caller : std::nullopt;
   };
