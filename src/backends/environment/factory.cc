@@ -53,7 +53,8 @@ class EnvironmentBackendFactory final : public BackendFactory {
     // In dev mode the key is read (or generated) from the data dir by now.
     if (!config.encryption_key) return BadVariable("ENCRYPTION_KEY", "is required");
     Backend b;
-    LocalKeyringOptions ko{config.encryption_key_id, *config.encryption_key, config.encryption_key_previous};
+    LocalKeyringOptions ko{config.encryption_key_id, *config.encryption_key, config.encryption_key_previous,
+                           ReserveBlockFor(config.key_rotation_max_encryptions)};
     DYAD_ASSIGN_OR_RETURN(b.keys, NewLocalKeyring(std::move(ko), context.db->NewKeyVersionRepository(),
                                                   context.random, context.clock));
     // The secrets live in the registry database: its engine's table.

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "backends/environment/local_keyring.h"
 #include "testing/fakes.h"
 
 namespace dyad {
@@ -76,6 +77,37 @@ TEST(EnvironmentBackend, OpensTheKeyringAndTheSqliteStore) {
   auto keyless = f.registry.Open(BackendContext{*dev, SqliteDatabase(*db), clock, DefaultRandom()});
   ASSERT_FALSE(keyless.ok());
   EXPECT_EQ(keyless.error().message.rfind("ENCRYPTION_KEY:", 0), 0u);
+}
+
+// The keyring records encryptions ahead of use in blocks; with a small wear
+// limit a block of 4096 was recorded at the first encryption, so a fresh key
+// counted as worn at once (and so did each one a rotation made: a rotation
+// every tick). The block follows the limit.
+TEST(EnvironmentBackend, TheKeyringsReservationsStayFarBelowTheWearLimit) {
+  EXPECT_EQ(ReserveBlockFor(1000), 3u);
+  EXPECT_EQ(ReserveBlockFor(255), 1u);
+  EXPECT_EQ(ReserveBlockFor(4294967295ULL), 4096u);
+  Fixture f;
+  testing::TempDir dir;
+  EnvMap env = Base();
+  env["KEY_ROTATION_MAX_ENCRYPTIONS"] = "1000";
+  auto config = LoadConfig(env, false);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  auto db = SqliteDb::Open(dir.File("t.db"));
+  ASSERT_TRUE(db.ok());
+  FakeClock clock;
+  auto backend = f.registry.Open(BackendContext{*config, SqliteDatabase(*db), clock, DefaultRandom()});
+  ASSERT_TRUE(backend.ok()) << backend.error().message;
+  for (int round = 0; round < 2; ++round) {  // the first version, then the one a rotation makes
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(backend->keys->GenerateDataKey().ok());
+    auto state = backend->keys->Describe();
+    ASSERT_TRUE(state.ok());
+    const KeyVersionInfo& primary = state->versions.back();
+    ASSERT_EQ(primary.version, state->primary_version);
+    EXPECT_GE(primary.encryptions, 10u);
+    EXPECT_LE(primary.encryptions, 12u) << "round " << round;  // 10, recorded in blocks of 3
+    ASSERT_TRUE(backend->keys->Rotate().ok());
+  }
 }
 
 }  // namespace

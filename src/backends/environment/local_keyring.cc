@@ -1,5 +1,6 @@
 #include "backends/environment/local_keyring.h"
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <optional>
@@ -303,14 +304,14 @@ class LocalKeyring final : public KeyManager {
   // database records a bound ahead of use, in blocks, so a crash can make
   // the count too high but never too low.
   Status CountEncryption(uint32_t version) DYAD_SHARED_LOCKS_REQUIRED(mu_) DYAD_LOCKS_EXCLUDED(reserve_mu_) {
-    static constexpr uint64_t kBlock = 4096;
+    const uint64_t block = options_.reserve_block;
     Version& v = versions_.at(version);
     uint64_t n = v.used->fetch_add(1, std::memory_order_relaxed) + 1;
     if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
     MutexLock reserve(&reserve_mu_);
     if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
-    DYAD_RETURN_IF_ERROR(repo_->ReserveEncryptions(options_.key_id, version, v.reserved->load(), kBlock));
-    v.reserved->fetch_add(kBlock, std::memory_order_release);
+    DYAD_RETURN_IF_ERROR(repo_->ReserveEncryptions(options_.key_id, version, v.reserved->load(), block));
+    v.reserved->fetch_add(block, std::memory_order_release);
     return OkStatus();
   }
 
@@ -368,6 +369,10 @@ class LocalKeyring final : public KeyManager {
 };
 
 }  // namespace
+
+uint64_t ReserveBlockFor(uint64_t max_encryptions) {
+  return std::clamp<uint64_t>(max_encryptions / 256, 1, 4096);
+}
 
 Result<std::unique_ptr<KeyManager>> NewLocalKeyring(LocalKeyringOptions options,
                                                     std::shared_ptr<KeyVersionRepository> versions, Random& random,

@@ -32,7 +32,18 @@ struct LocalKeyringOptions {
   std::string key_id;
   SecretBytes master;
   std::vector<SecretBytes> previous_masters;
+  // Encryptions recorded in the database at a time, ahead of use (the
+  // recorded count is an upper bound, by up to a block per process): far
+  // below the wear limit, which it would otherwise reach on its first
+  // reservation (ReserveBlockFor).
+  uint64_t reserve_block = 4096;
 };
+
+// The reserve block for a wear limit (KEY_ROTATION_MAX_ENCRYPTIONS): 1/256
+// of it, from 1 to 4096, so the limit's last 1/16 (where a rotation starts)
+// holds 16 blocks: that many processes' unused reservations do not start
+// it early.
+uint64_t ReserveBlockFor(uint64_t max_encryptions);
 
 Result<std::unique_ptr<KeyManager>> NewLocalKeyring(LocalKeyringOptions options,
                                                     std::shared_ptr<KeyVersionRepository> versions, Random& random,
