@@ -105,14 +105,10 @@ Result<TargetConfig> LoadTargetConfig(const std::string& path, const Config& sou
       }
     }
   }
-  // The admin token is the target's `serve`'s business: without one in
-  // TARGET.env, a stand-in lets its backend settings be checked (the
-  // migration serves nothing).
-  if (!env.count("GATEWAY_ADMIN_API_KEY") && !env.count("GATEWAY_ADMIN_TOKENS_FILE")) {
-    env.emplace("GATEWAY_ADMIN_API_KEY", "migrate-checks-no-token-here-0000");
-  }
+  // The admin token is the target's `serve`'s business (the migration
+  // serves nothing).
   auto check = [&backends](const Config& c) { return backends.Check(c); };
-  auto config = LoadConfig(env, false, check);
+  auto config = LoadConfig(env, false, check, ConfigUse::kCommand);
   for (auto& [name, value] : env) {
     if (IsSecretVariable(name)) Cleanse(value);
   }

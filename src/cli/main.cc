@@ -92,10 +92,11 @@ Result<Config> LoadWith(const std::string& env_file, const std::function<Result<
   return config;
 }
 
-Result<Config> LoadFrom(const std::string& env_file, bool dev) {
+// A command other than `serve` needs no admin token: it serves nothing.
+Result<Config> LoadFrom(const std::string& env_file, bool dev, ConfigUse use = ConfigUse::kCommand) {
   // The backend's own settings too, before anything is opened or created.
   auto check_backend = [](const Config& c) { return BuiltinBackends().Check(c); };
-  return LoadWith(env_file, [&](const EnvMap& env) { return LoadConfig(env, dev, check_backend); });
+  return LoadWith(env_file, [&](const EnvMap& env) { return LoadConfig(env, dev, check_backend, use); });
 }
 
 int Serve(bool dev, const std::string& env_file) {
@@ -106,7 +107,7 @@ int Serve(bool dev, const std::string& env_file) {
   // A log reader that went away (stderr a pipe or socket) must not end the
   // gateway: its write fails instead (EPIPE) and the line is dropped.
   std::signal(SIGPIPE, SIG_IGN);
-  auto config = LoadFrom(env_file, dev);
+  auto config = LoadFrom(env_file, dev, ConfigUse::kServe);
   if (!config.ok()) return Fail("configuration error: " + config.error().message);
   ConfigureLogging(config->log_level, config->log_format);
   Status s = EnsureDataDir(config->data_dir);

@@ -109,14 +109,14 @@ Status ReadSchedule(const EnvMap& env, Config& c) {
   return OkStatus();
 }
 
-Status ReadAdmin(const EnvMap& env, Config& c) {
+Status ReadAdmin(const EnvMap& env, Config& c, ConfigUse use) {
   if (const std::string* v = FindVariable(env, "GATEWAY_ADMIN_API_KEY"); v && !v->empty()) {
     if (v->size() < 16) return BadVariable("GATEWAY_ADMIN_API_KEY", "must be at least 16 characters");
     c.admin_api_key = SecretBytes(*v);
   }
   if (const std::string* v = FindVariable(env, "GATEWAY_ADMIN_TOKENS_FILE")) c.admin_tokens_file = *v;
   if (const std::string* v = FindVariable(env, "GATEWAY_CLIENT_API_KEYS_FILE")) c.client_api_keys_file = *v;
-  if (!c.admin_api_key && c.admin_tokens_file.empty() && !c.dev) {
+  if (!c.admin_api_key && c.admin_tokens_file.empty() && !c.dev && use == ConfigUse::kServe) {
     return BadVariable("GATEWAY_ADMIN_API_KEY", "is required (or GATEWAY_ADMIN_TOKENS_FILE); the admin API "
                                                 "never runs without a token outside `serve --dev`");
   }
@@ -208,7 +208,7 @@ void ClearSecretVariables() {
   for (const auto& name : names) ::unsetenv(name.c_str());
 }
 
-Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend) {
+Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend, ConfigUse use) {
   Config c;
   c.dev = dev;
   for (const auto& [name, value] : env) {
@@ -261,7 +261,7 @@ Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check
   if (c.threads == 0) c.threads = static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   DYAD_RETURN_IF_ERROR(ReadKeys(env, c));
   if (check_backend) DYAD_RETURN_IF_ERROR(check_backend(c));
-  DYAD_RETURN_IF_ERROR(ReadAdmin(env, c));
+  DYAD_RETURN_IF_ERROR(ReadAdmin(env, c, use));
   return c;
 }
 

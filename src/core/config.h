@@ -123,7 +123,11 @@ struct Config {
 // backend's errors (ENCRYPTION_KEY for the keyring, AWS_REGION, …) come
 // before a missing token's, as they always have.
 using BackendCheck = std::function<Status(const Config&)>;
-Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend = nullptr);
+// What the configuration is read for: `serve` needs an admin token (or
+// tokens file) outside dev mode; a command that serves nothing does not.
+enum class ConfigUse { kServe, kCommand };
+Result<Config> LoadConfig(const EnvMap& env, bool dev, const BackendCheck& check_backend = nullptr,
+                          ConfigUse use = ConfigUse::kServe);
 
 // True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104; false for anything
 // else, including what is not an IP address.

@@ -227,6 +227,19 @@ TEST(Config, AdminTokenRequiredOutsideDev) {
   EXPECT_NE(ErrorFor(env).find("at least 16"), std::string::npos);
 }
 
+// A command that serves nothing (secrets verify, audit verify, backup, …)
+// needs no admin token; a bad one is still refused.
+TEST(Config, ACommandOtherThanServeNeedsNoAdminToken) {
+  EnvMap env = {{"ENCRYPTION_KEY", kKey}};
+  auto c = LoadConfig(env, false, nullptr, ConfigUse::kCommand);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_FALSE(c->admin_api_key.has_value());
+  env["GATEWAY_ADMIN_API_KEY"] = "short";
+  c = LoadConfig(env, false, nullptr, ConfigUse::kCommand);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("at least 16"), std::string::npos);
+}
+
 TEST(Config, PreviousKeysAreParsedAndNamedByEntry) {
   auto env = Base();
   env["ENCRYPTION_KEY_PREVIOUS"] = std::string(64, 'b') + "," + std::string(64, 'c');
