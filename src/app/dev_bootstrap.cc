@@ -89,6 +89,18 @@ Status PrepareDevSecrets(Config& config, bool generate) {
     std::string path = config.data_dir + "/dev-encryption-key";
     std::function<std::string()> make;
     if (generate) make = [] { return RandomHex(32); };
+    // A registry without the key that sealed it (a restored backup, which
+    // does not hold the key, or a key file removed): a new key opens
+    // nothing there, and left behind it would stand in the old one's place.
+    std::error_code ec;
+    if (generate && !config.database_path.empty() && !std::filesystem::exists(path, ec) &&
+        std::filesystem::file_size(config.database_path, ec) > 0 && !ec) {
+      return MakeError(ErrorCode::kFailedPrecondition,
+                       "dev mode: " + path + " is missing, but the registry " + config.database_path +
+                           " exists, sealed under the key that file held: copy it there from the data dir the "
+                           "registry comes from (a backup does not hold it), or set ENCRYPTION_KEY; no key was "
+                           "generated");
+    }
     DYAD_ASSIGN_OR_RETURN(std::string hex, ReadOrCreate(path, make, created));
     auto raw = HexDecode(hex);
     if (!raw || raw->size() != 32) {

@@ -214,3 +214,35 @@ def test_restore_refuses_a_database_path_with_a_leftover_wal(make_gateway, tmp_p
     wal.unlink()
     r = run("restore", str(out), data_dir=tmp_path / "fresh", GATEWAY_DATABASE_URL=f"sqlite://{db_dir}/gateway.db")
     assert r.returncode == 0, r.stderr
+
+
+def test_a_restored_dev_data_dir_asks_for_its_key_and_makes_none(make_gateway, tmp_path):
+    """`serve --dev` keeps its ENCRYPTION_KEY in the data dir's dev-encryption-key, which a backup does not hold. On a
+    restored registry without it, a new key would open nothing (the start failed after printing a new admin token "shown
+    once") and stay behind in the old key's place: the start is refused, naming the file, and nothing is generated; with
+    the old file copied in, the restored gateway serves its credentials."""
+    dev = {"ENCRYPTION_KEY": None, "GATEWAY_ADMIN_API_KEY": None, "GATEWAY_ADMIN_TOKENS_FILE": None}
+    gw = make_gateway(dev, args=("serve", "--dev")).start()
+    token = (gw.data_dir / "dev-admin-token").read_text().strip()
+    pid = data(gw.call("POST", "/admin/providers", token=token,
+                       json=provider_body(slug="restored", credentials={"api_key": canary()})), 201)["id"]
+    out = tmp_path / "dev.db"
+    assert run("backup", "--out", str(out), data_dir=gw.data_dir).returncode == 0
+    gw.stop()
+
+    fresh = tmp_path / "restored"
+    r = run("restore", str(out), data_dir=fresh)
+    assert r.returncode == 0, r.stderr
+    restored = make_gateway(dev, args=("serve", "--dev"), name="restored")
+    p = subprocess.run([BINARY, "serve", "--dev"], env=restored.env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "dev-encryption-key is missing" in p.stderr and "a backup does not hold it" in p.stderr, p.stderr
+    assert "admin token" not in p.stdout, p.stdout
+    assert sorted(os.listdir(fresh)) == ["gateway.db"]  # no key, no token made
+
+    for name in ("dev-encryption-key", "dev-admin-token"):
+        (fresh / name).write_bytes((gw.data_dir / name).read_bytes())
+        os.chmod(fresh / name, 0o600)
+    restored.start()
+    v = data(restored.call("POST", f"/admin/secrets/providers/{pid}/credentials/validate", token=token))
+    assert v["valid"] is True, v
