@@ -581,9 +581,19 @@ int main(int argc, char** argv) {
   import_env->add_flag("--dry-run", import_dry_run, "List what would be stored; write nothing");
   common(import_env);
 
-  CLI11_PARSE(cli, argc, argv);
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own codes (106, 109, …) are not ours: a usage error is 2;
+    // --help and --version are 0.
+    return cli.exit(e) == 0 ? 0 : 2;
+  }
   if (*import_env) return MigrateImportEnv(options, import_dry_run);
   if (*migrate) {
+    if (argc == 2) {  // `migrate` alone
+      std::printf("%s", migrate->help().c_str());
+      return 0;
+    }
     if (migrate_target.empty()) return Fail("migrate: --to-env-file TARGET.env is required (or `migrate import-env`)");
     return Migrate(options, migrate_target, migrate_options);
   }
@@ -598,7 +608,15 @@ int main(int argc, char** argv) {
   if (*hash) {
     std::string t;
     std::getline(std::cin, t);
+    // As GATEWAY_ADMIN_API_KEY: a tokens file holds only hashes, so its
+    // tokens' length can be checked here alone.
+    if (t.size() < 16) {
+      Cleanse(t);
+      return Fail("token hash: the token read from stdin is shorter than 16 characters; use a long random one, e.g. "
+                  "`openssl rand -hex 24`");
+    }
     std::printf("%s\n", HexEncode(Sha256(t)).c_str());
+    Cleanse(t);
     return 0;
   }
   return 0;

@@ -136,6 +136,13 @@ Status TokenAuthenticator::AddEntries(std::string_view tokens_json, std::string_
       if (!hash->is_string()) return bad(where + ".sha256 must be a string");
       auto raw = HexDecode(hash->get<std::string>());
       if (!raw || raw->size() != 32) return bad(where + ".sha256 must be 64 hex characters");
+      // One identity per token in a realm, or which one a token is would
+      // depend on the order of the entries (a token may be a client too).
+      for (const auto& e : entries_) {
+        if (e.sha256 == *raw && (e.principal.role == Role::kClient) == (r == Role::kClient)) {
+          return bad(where + ".sha256 is also the token of identity '" + e.principal.identity + "'");
+        }
+      }
       entries_.push_back({*raw, principal});
     }
     if (subject != t.end()) {

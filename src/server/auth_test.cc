@@ -95,5 +95,36 @@ TEST(ClientCertSubject, BadEntriesAreRefusedNamingTheEntry) {
                   .ok());
 }
 
+// A token listed twice in one realm would be whichever identity came first:
+// refused, naming the entry. In the two realms (admin or viewer, and
+// client) one token may be listed once each.
+TEST(TokensFile, ATokenIsOneIdentityPerRealm) {
+  const std::string h = HexEncode(Sha256("shared-token-0123456789"));
+  auto twice = TokenAuthenticator::FromTokensJson(
+      std::nullopt, R"({"tokens":[{"name":"a","role":"viewer","sha256":")" + h +
+                        R"("},{"name":"b","role":"admin","sha256":")" + h + "\"}]}");
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.error().message.find("tokens[1].sha256 is also the token of identity 'a'"), std::string::npos)
+      << twice.error().message;
+  auto key = TokenAuthenticator::FromTokensJson(SecretBytes(std::string("shared-token-0123456789")),
+                                                R"({"tokens":[{"name":"b","role":"viewer","sha256":")" + h + "\"}]}");
+  ASSERT_FALSE(key.ok());
+  EXPECT_NE(key.error().message.find("identity 'admin'"), std::string::npos) << key.error().message;
+  auto clients = TokenAuthenticator::FromTokensJson(
+      std::nullopt, R"({"tokens":[{"name":"ops","role":"admin","sha256":")" + h + "\"}]}", true,
+      R"({"tokens":[{"name":"c1","role":"client","sha256":")" + h + R"("},{"name":"c2","role":"client","sha256":")" + h +
+          "\"}]}");
+  ASSERT_FALSE(clients.ok());
+  EXPECT_NE(clients.error().message.find("GATEWAY_CLIENT_API_KEYS_FILE: tokens[1].sha256 is also the token of identity 'c1'"),
+            std::string::npos)
+      << clients.error().message;
+  auto both = TokenAuthenticator::FromTokensJson(
+      std::nullopt, R"({"tokens":[{"name":"ops","role":"admin","sha256":")" + h + "\"}]}", true,
+      R"({"tokens":[{"name":"ops-as-client","role":"client","sha256":")" + h + "\"}]}");
+  ASSERT_TRUE(both.ok()) << both.error().message;
+  EXPECT_EQ((*both)->Authenticate("Bearer shared-token-0123456789")->identity, "ops");
+  EXPECT_EQ((*both)->AuthenticateClient("Bearer shared-token-0123456789", "")->identity, "ops-as-client");
+}
+
 }  // namespace
 }  // namespace dyad

@@ -1,4 +1,5 @@
 """Start-up configuration errors: non-zero exit, the variable named, no secret echoed."""
+import hashlib
 import subprocess
 
 import pytest
@@ -87,6 +88,32 @@ def test_help_and_version():
     assert r.returncode == 0 and "serve" in r.stdout
     r = subprocess.run([BINARY, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "dyad-gateway" in r.stdout
+    r = subprocess.run([BINARY, "migrate"], capture_output=True, text=True)  # README: "with no subcommand: its help"
+    assert r.returncode == 0 and "--to-env-file" in r.stdout and "import-env" in r.stdout, r.stdout + r.stderr
+
+
+def test_token_hash_refuses_a_short_token():
+    """A tokens file holds hashes only: `token hash` is where a token's length can be checked (16, as the API key)."""
+    for short in ("", "a", "x" * 15):
+        r = subprocess.run([BINARY, "token", "hash"], input=short + "\n", capture_output=True, text=True, timeout=20)
+        assert r.returncode == 2 and "shorter than 16 characters" in r.stderr and r.stdout == "", (short, r.stderr)
+    r = subprocess.run([BINARY, "token", "hash"], input="y" * 16 + "\n", capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and r.stdout.strip() == hashlib.sha256(b"y" * 16).hexdigest(), r.stderr
+
+
+@pytest.mark.parametrize("args,expect", [
+    ((), "A subcommand is required"),
+    (("serve", "--bogus"), "--bogus"),
+    (("backup",), "--out is required"),
+    (("restore",), "file is required"),
+    (("secrets",), "A subcommand is required"),
+    (("migrate", "--dry-run"), "--to-env-file TARGET.env is required"),
+])
+def test_a_usage_error_exits_2_saying_what(args, expect):
+    """The README: exit 2 for a configuration or usage error (the command-line parser's own codes were 106, 109)."""
+    r = subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert expect in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("env,var,expect", [
