@@ -19,6 +19,8 @@ class LimitsCheck final : public nlohmann::json_sax<json> {
   explicit LimitsCheck(const JsonLimits& limits) : limits_(limits) {}
   const std::string& failure() const { return failure_; }
   bool syntax_error() const { return syntax_error_; }
+  // Where the syntax error is (the byte at which the parser stopped, from 1).
+  size_t error_position() const { return error_position_; }
 
   bool null() override { return true; }
   bool boolean(bool) override { return true; }
@@ -36,7 +38,7 @@ class LimitsCheck final : public nlohmann::json_sax<json> {
     if (++members_ > limits_.max_members) {
       return Fail("more than " + std::to_string(limits_.max_members) + " object members in all");
     }
-    if (!keys_.back().insert(k).second) return Fail("duplicate key '" + k.substr(0, 64) + "'");
+    if (!keys_.back().insert(k).second) return Fail("holds a duplicate key '" + k.substr(0, 64) + "'");
     return true;
   }
   bool end_object() override {
@@ -49,8 +51,9 @@ class LimitsCheck final : public nlohmann::json_sax<json> {
     --depth_;
     return true;
   }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception&) override {
     syntax_error_ = true;
+    error_position_ = position;
     return false;
   }
 
@@ -76,6 +79,7 @@ class LimitsCheck final : public nlohmann::json_sax<json> {
   std::vector<std::unordered_set<std::string>> keys_;  // per open object
   std::string failure_;
   bool syntax_error_ = false;
+  size_t error_position_ = 0;
 };
 
 constexpr std::string_view kPlaceholder = "[STORED_EXTERNALLY]";  // what a response shows for a value
@@ -222,7 +226,12 @@ Result<json> ParseJsonObject(std::string_view body, const JsonLimits& limits) {
   if (!ok && !check.failure().empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "the request body " + check.failure());
   }
-  if (!ok) return MakeError(ErrorCode::kInvalidArgument, "malformed JSON in the request body");
+  // The position only: the parser's own words quote the input (a
+  // credential, perhaps).
+  if (!ok) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "malformed JSON in the request body (at byte " + std::to_string(check.error_position()) + ")");
+  }
   json j = json::parse(body.begin(), body.end(), nullptr, false);
   if (j.is_discarded()) return MakeError(ErrorCode::kInvalidArgument, "malformed JSON in the request body");
   if (!j.is_object()) return MakeError(ErrorCode::kInvalidArgument, "the request body must be a JSON object");

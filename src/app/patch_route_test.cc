@@ -104,7 +104,7 @@ TEST_F(PatchRoute, AnInvalidResultIsRefusedNamingTheFieldAndChangesNothing) {
 TEST_F(PatchRoute, BadRequestsAndUnknownIds) {
   std::string id = Create("openai", {{"api_key", "sk-1"}});
   EXPECT_EQ(Patch(id, "{\"name\":").status, 400);
-  EXPECT_EQ(ErrorMessage(Patch(id, "{\"name\":")), "malformed JSON in the request body");
+  EXPECT_EQ(ErrorMessage(Patch(id, "{\"name\":")), "malformed JSON in the request body (at byte 9)");
   EXPECT_EQ(Patch(id, "[1]").status, 400);
   EXPECT_EQ(Patch(id, "{}", "text/plain").status, 415);
   EXPECT_EQ(Patch(id, "{}", "").status, 415);

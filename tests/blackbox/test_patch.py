@@ -101,7 +101,8 @@ def test_unknown_id_viewer_malformed_and_media_type(gateway):
     assert error(patch(gateway, "no-such-provider", {"description": "x"}), 404)["code"] == "NOT_FOUND"
     assert error(patch(gateway, p["id"], {"description": "x"}, token=VIEWER_TOKEN), 403)["code"] == "FORBIDDEN"
     assert error(patch(gateway, p["id"], {"description": "x"}, token=None), 401)["code"] == "UNAUTHORIZED"
-    assert error(patch(gateway, p["id"], '{"description":'), 400)["message"] == "malformed JSON in the request body"
+    assert error(patch(gateway, p["id"], '{"description":'), 400)["message"] == \
+        "malformed JSON in the request body (at byte 16)"
     assert error(patch(gateway, p["id"], '"x"'), 400)["message"] == "the request body must be a JSON object"
     e = error(patch(gateway, p["id"], {"description": "x"}, headers={"Content-Type": "text/plain"}), 415)
     assert e["code"] == "UNSUPPORTED_MEDIA_TYPE" and "application/merge-patch+json" in e["message"]
