@@ -778,6 +778,25 @@ TEST_P(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
   EXPECT_FALSE(worn.KeyWorn());
 }
 
+// More secrets than the wear limit allows: the rotation that makes a
+// version wears it with its own re-encryptions, and a rotation for wear at
+// every tick would follow. The first is made; the version it made is not
+// rotated again for wear.
+TEST_P(RotationTest, AVersionWornByItsOwnRotationIsNotRotatedAgainForWear) {
+  Seed(5);
+  FakeClock fake;
+  RotationScheduler worn(*rotation_, *keys_, std::move(Instance().settings), RotationTiming{std::nullopt, std::chrono::hours(24 * 365)},
+                         false, 4, fake);
+  ASSERT_TRUE(worn.KeyWorn());
+  ASSERT_TRUE(worn.Tick(fake.WallNow()).has_value());
+  rotation_->WaitIdle();
+  ASSERT_EQ(keys_->Describe()->primary_version, 2u);
+  EXPECT_EQ(rotation_->History(1)->front().reencrypted, 5);
+  EXPECT_FALSE(worn.KeyWorn());
+  EXPECT_FALSE(worn.Tick(fake.WallNow()).has_value());
+  EXPECT_EQ(keys_->Describe()->primary_version, 2u);
+}
+
 TEST_P(RotationTest, DryRunCountsAndWritesNothing) {
   Seed(30);
   auto before = store_->List()->size();

@@ -281,8 +281,26 @@ void RotationScheduler::UseSlot(WallTime now, std::optional<HandedSlot> handed) 
 bool RotationScheduler::KeyWorn() {
   auto state = keys_.Describe();
   if (!state.ok()) return false;
+  const uint64_t threshold = max_encryptions_ - max_encryptions_ / 16;
   for (const auto& v : state->versions) {
-    if (v.version == state->primary_version) return v.encryptions >= max_encryptions_ - max_encryptions_ / 16;
+    if (v.version != state->primary_version) continue;
+    if (v.encryptions < threshold) return false;
+    // Worn by the re-encryptions of the rotation that made it: the next
+    // one's would wear the version after it the same way (a rotation at
+    // every tick). Said once per version; the schedule still rotates.
+    auto last = rotation_.History(1);
+    if (last.ok() && !last->empty() && last->front().to_version == v.version &&
+        static_cast<uint64_t>(std::max<int64_t>(last->front().reencrypted, 0)) >= threshold) {
+      if (futile_wear_warned_.exchange(v.version) != v.version) {
+        spdlog::error("key version {} is worn by its own rotation's {} re-encryptions (rotation starts at {} of "
+                      "KEY_ROTATION_MAX_ENCRYPTIONS {}): another rotation would wear the next version alike, so "
+                      "none starts for key wear; raise KEY_ROTATION_MAX_ENCRYPTIONS above the number of stored "
+                      "secrets",
+                      v.version, last->front().reencrypted, threshold, max_encryptions_);
+      }
+      return false;
+    }
+    return true;
   }
   return false;
 }

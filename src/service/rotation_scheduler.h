@@ -85,6 +85,9 @@ class RotationScheduler {
   // Starts a rotation if the schedule is due at `now` or the key is worn,
   // or resumes a run left running; returns the id of the run it began.
   std::optional<std::string> Tick(WallTime now) DYAD_LOCKS_EXCLUDED(mu_);
+  // Whether the primary version's encryptions (every process's) reached
+  // 15/16 of the limit; not when the rotation that made it wore it alone
+  // (more secrets than the limit allows: logged).
   bool KeyWorn();
 
  private:
@@ -161,6 +164,8 @@ class RotationScheduler {
   const bool enabled_by_env_;
   const uint64_t max_encryptions_;
   const Clock& clock_;
+  // The last version KeyWorn found worn by its own rotation (said once).
+  std::atomic<uint32_t> futile_wear_warned_{0};
   // Waits up to 30 s (1 s while an interrupted run waits to resume), or until the destructor says stop; false when stopping.
   bool WaitForNextCheck() DYAD_LOCKS_EXCLUDED(mu_);
 

@@ -66,8 +66,7 @@ class LocalKeyring final : public KeyManager {
         if (!unopened) unopened = key.error();
         continue;
       }
-      loaded[row.version] =
-          Version{std::move(key).value(), row.state, row.created_at, row.encryptions, row.encryptions};
+      loaded[row.version] = Version{std::move(key).value(), row.state, row.created_at, row.encryptions};
     }
     // The master opens some versions but not this one: the version is
     // damaged, not the master wrong (that would open none).
@@ -180,7 +179,7 @@ class LocalKeyring final : public KeyManager {
     WriterMutexLock lock(&mu_);
     applied_ = std::max(applied_, ticket);  // a read begun before the write is older than this
     // Only forward: a later read may have loaded it already (and seen it retiring).
-    if (!versions_.count(version)) versions_[version] = Version{std::move(key), "active", created, 0, 0};
+    if (!versions_.count(version)) versions_[version] = Version{std::move(key), "active", created, 0};
     primary_ = std::max(primary_, version);
     return version;
   }
@@ -207,7 +206,10 @@ class LocalKeyring final : public KeyManager {
     ReaderMutexLock lock(&mu_);
     KeyState s{kind_, options_.key_id, primary_, {}};
     for (auto& [v, info] : versions_) {
-      s.versions.push_back({v, info.state, info.created_at, info.reserved->load(std::memory_order_relaxed)});
+      // Every process's reservations as last read, or this one's since.
+      const uint64_t encryptions = std::max(info.recorded->load(std::memory_order_relaxed),
+                                            info.reserved->load(std::memory_order_relaxed));
+      s.versions.push_back({v, info.state, info.created_at, encryptions});
     }
     return s;
   }
@@ -215,16 +217,22 @@ class LocalKeyring final : public KeyManager {
  private:
   struct Version {
     Version() = default;
-    Version(SecretBytes k, std::string s, std::string c, uint64_t used_count, uint64_t reserved_count)
+    Version(SecretBytes k, std::string s, std::string c, uint64_t recorded_count)
         : key(std::move(k)), state(std::move(s)), created_at(std::move(c)),
-          used(std::make_shared<std::atomic<uint64_t>>(used_count)),
-          reserved(std::make_shared<std::atomic<uint64_t>>(reserved_count)) {}
+          used(std::make_shared<std::atomic<uint64_t>>(recorded_count)),
+          reserved(std::make_shared<std::atomic<uint64_t>>(recorded_count)),
+          recorded(std::make_shared<std::atomic<uint64_t>>(recorded_count)) {}
     SecretBytes key;
     std::string state;
     std::string created_at;
-    // Encryptions made, and the bound already recorded in the database.
+    // Encryptions made (counted from the database's bound at load), and the
+    // bound this process has recorded in the database since.
     std::shared_ptr<std::atomic<uint64_t>> used = std::make_shared<std::atomic<uint64_t>>(0);
     std::shared_ptr<std::atomic<uint64_t>> reserved = std::make_shared<std::atomic<uint64_t>>(0);
+    // The database's bound as last read: every process's reservations (for
+    // the wear, Describe); never what this one reserves from (it would
+    // count other processes' blocks as its own).
+    std::shared_ptr<std::atomic<uint64_t>> recorded = std::make_shared<std::atomic<uint64_t>>(0);
   };
 
   // A writer learns a primary made by another process within this interval.
@@ -275,14 +283,23 @@ class LocalKeyring final : public KeyManager {
   Status Refresh() DYAD_LOCKS_EXCLUDED(mu_) {
     last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
     std::map<uint32_t, std::string> states;
+    std::map<uint32_t, uint64_t> encryptions;
     const uint64_t ticket = NextTicket();
     DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> rows, repo_->List(options_.key_id));
-    for (auto& row : rows) states[row.version] = std::move(row.state);
+    for (auto& row : rows) {
+      states[row.version] = std::move(row.state);
+      encryptions[row.version] = row.encryptions;
+    }
     {
       WriterMutexLock lock(&mu_);
       bool unseen = false;
       for (const auto& [v, state] : states) unseen = unseen || !versions_.count(v);
       if (!unseen) {
+        // The bound only grows: any read's is applied, oldest or not.
+        for (const auto& [v, n] : encryptions) {
+          std::atomic<uint64_t>& recorded = *versions_[v].recorded;
+          recorded.store(std::max(recorded.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
+        }
         // A read begun after this one (or a Rotate or state change made
         // here after it) is applied already: this older view would undo it
         // — set the primary back to the version another thread has just
@@ -309,9 +326,14 @@ class LocalKeyring final : public KeyManager {
     uint64_t n = v.used->fetch_add(1, std::memory_order_relaxed) + 1;
     if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
     MutexLock reserve(&reserve_mu_);
-    if (n <= v.reserved->load(std::memory_order_acquire)) return OkStatus();
-    DYAD_RETURN_IF_ERROR(repo_->ReserveEncryptions(options_.key_id, version, v.reserved->load(), block));
-    v.reserved->fetch_add(block, std::memory_order_release);
+    const uint64_t reserved = v.reserved->load(std::memory_order_acquire);
+    if (n <= reserved) return OkStatus();
+    // Up to this encryption's number, in whole blocks: threads that took
+    // numbers while this lock was held may come to it in any order, the
+    // highest first (one block would then leave it unrecorded).
+    const uint64_t amount = (n - reserved + block - 1) / block * block;
+    DYAD_RETURN_IF_ERROR(repo_->ReserveEncryptions(options_.key_id, version, reserved, amount));
+    v.reserved->fetch_add(amount, std::memory_order_release);
     return OkStatus();
   }
 

@@ -6,6 +6,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "registry/sqlite_key_version_repository.h"
 #include "testing/fakes.h"
@@ -25,8 +26,8 @@ class TwoKeyrings : public ::testing::Test {
     a_ = Open();
     b_ = Open();
   }
-  std::unique_ptr<KeyManager> Open() {
-    auto k = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}},
+  std::unique_ptr<KeyManager> Open(uint64_t reserve_block = 4096) {
+    auto k = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}, reserve_block},
                              NewSqliteKeyVersionRepository(db_), DefaultRandom(), clock_);
     EXPECT_TRUE(k.ok()) << k.error().message;
     return std::move(k).value();
@@ -164,6 +165,50 @@ TEST_F(HeldRefresh, AnOlderViewNeverUndoesARetireMark) {
   EXPECT_EQ(state->primary_version, 2u);
   // A view read after the mark is taken as it is.
   EXPECT_EQ(*keys_->CurrentState(1), "retiring");
+}
+
+// Key wear counts every process's encryptions: what another one recorded in
+// the database is read back (Describe, which the wear limit reads), not only
+// this process's own.
+TEST_F(TwoKeyrings, EachSeesTheEncryptionsTheOtherRecorded) {
+  a_ = Open(3);
+  b_ = Open(3);
+  for (int i = 0; i < 600; ++i) ASSERT_TRUE(a_->GenerateDataKey().ok());
+  for (int i = 0; i < 600; ++i) ASSERT_TRUE(b_->GenerateDataKey().ok());
+  for (KeyManager* k : {a_.get(), b_.get()}) {
+    k->MarkStale();
+    auto state = k->Describe();
+    ASSERT_TRUE(state.ok());
+    EXPECT_GE(state->versions.front().encryptions, 1200u);
+    EXPECT_LE(state->versions.front().encryptions, 1206u);  // a block each ahead
+  }
+}
+
+// Threads take encryption numbers before the lock that records them; the
+// one with the highest number may record first. What the database holds
+// is never below what was made (with one block at a time it was, at once).
+TEST(LocalKeyringWear, TheRecordedCountIsNeverBelowTheEncryptionsMade) {
+  testing::TempDir dir;
+  auto db = SqliteDb::Open(dir.File("k.db"));
+  ASSERT_TRUE(db.ok()) << db.error().message;
+  FakeClock clock;
+  auto k = NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}, 1}, NewSqliteKeyVersionRepository(*db),
+                           DefaultRandom(), clock);
+  ASSERT_TRUE(k.ok()) << k.error().message;
+  constexpr int kThreads = 4, kEach = 300;
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i) failed += (*k)->GenerateDataKey().ok() ? 0 : 1;
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_EQ(failed.load(), 0);
+  auto rows = NewSqliteKeyVersionRepository(*db)->List("k");
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_GE(rows->front().encryptions, uint64_t{kThreads * kEach});
 }
 
 TEST(LocalKeyringStart, ConcurrentFirstLoadsCreateOneVersion) {
