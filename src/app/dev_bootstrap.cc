@@ -6,6 +6,7 @@
 #include <functional>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "app/app.h"
@@ -17,27 +18,47 @@ namespace {
 
 // Reads a one-line secret file, or creates it (0600) with `make()` when
 // `make` is set; kNotFound when the file is absent and there is no `make`.
+// A file that is there is never written over: one whose first line is
+// empty is an error (it may hold the key further down, or a crash left it).
 Result<std::string> ReadOrCreate(const std::string& path, const std::function<std::string()>& make, bool& created) {
   created = false;
-  std::ifstream in(path);
-  if (in) {
+  auto read = [&path]() -> std::optional<Result<std::string>> {
+    std::ifstream in(path);
+    if (!in) return std::nullopt;
     std::string line;
     std::getline(in, line);
     ::chmod(path.c_str(), 0600);  // also a file an older build (or a copy) left readable
-    if (!line.empty()) return line;
-  }
+    if (line.empty()) {
+      return Result<std::string>(MakeError(ErrorCode::kDataLoss, path + " is empty or its first line is blank; "
+                                                                        "put the value on its first line, or "
+                                                                        "remove the file to start afresh"));
+    }
+    return Result<std::string>(std::move(line));
+  };
+  if (auto existing = read()) return std::move(*existing);
   if (!make) {
     return MakeError(ErrorCode::kNotFound, path + " does not exist; only `dyad-gateway serve --dev` generates it");
   }
+  // Written whole under a name of its own, then linked to `path`, which
+  // link() never replaces: no half-written file under the name, and of two
+  // processes starting at once the second reads the first one's.
   std::string value = make();
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return MakeError(ErrorCode::kUnavailable, "cannot write " + path);
+  const std::string staged = path + ".new-" + std::to_string(::getpid());
+  int fd = ::open(staged.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return MakeError(ErrorCode::kUnavailable, "cannot write " + staged);
   std::string text = value + "\n";
   bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ok = (::fchmod(fd, 0600) == 0) && ok;
+  ok = (::fchmod(fd, 0600) == 0) && (::fsync(fd) == 0) && ok;
   ::close(fd);
   Cleanse(text);
-  if (!ok) return MakeError(ErrorCode::kUnavailable, "cannot write " + path);
+  const int linked = ok ? ::link(staged.c_str(), path.c_str()) : -1;
+  const int link_errno = errno;
+  ::unlink(staged.c_str());
+  if (linked != 0 && ok && link_errno == EEXIST) {
+    Cleanse(value);
+    if (auto theirs = read()) return std::move(*theirs);
+  }
+  if (linked != 0) return MakeError(ErrorCode::kUnavailable, "cannot write " + path);
   created = true;
   return value;
 }
@@ -93,7 +114,8 @@ Status PrepareDevSecrets(Config& config, bool generate) {
     // does not hold the key, or a key file removed): a new key opens
     // nothing there, and left behind it would stand in the old one's place.
     std::error_code ec;
-    if (generate && !config.database_path.empty() && !std::filesystem::exists(path, ec) &&
+    if (generate && config.secrets_provider == "environment" && !config.database_path.empty() &&
+        !std::filesystem::exists(path, ec) &&
         std::filesystem::file_size(config.database_path, ec) > 0 && !ec) {
       return MakeError(ErrorCode::kFailedPrecondition,
                        "dev mode: " + path + " is missing, but the registry " + config.database_path +

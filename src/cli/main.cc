@@ -608,6 +608,7 @@ int main(int argc, char** argv) {
   if (*hash) {
     std::string t;
     std::getline(std::cin, t);
+    if (!t.empty() && t.back() == '\r') t.pop_back();  // a file saved with CRLF: the token is the line
     // As GATEWAY_ADMIN_API_KEY: a tokens file holds only hashes, so its
     // tokens' length can be checked here alone.
     if (t.size() < 16) {

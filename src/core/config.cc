@@ -114,9 +114,10 @@ Status ReadAdmin(const EnvMap& env, Config& c, ConfigUse use) {
     if (v->size() < 16) return BadVariable("GATEWAY_ADMIN_API_KEY", "must be at least 16 characters");
     c.admin_api_key = SecretBytes(*v);
   }
+  if (use == ConfigUse::kCommand) return OkStatus();  // it serves nothing: no tokens file is read
   if (const std::string* v = FindVariable(env, "GATEWAY_ADMIN_TOKENS_FILE")) c.admin_tokens_file = *v;
   if (const std::string* v = FindVariable(env, "GATEWAY_CLIENT_API_KEYS_FILE")) c.client_api_keys_file = *v;
-  if (!c.admin_api_key && c.admin_tokens_file.empty() && !c.dev && use == ConfigUse::kServe) {
+  if (!c.admin_api_key && c.admin_tokens_file.empty() && !c.dev) {
     return BadVariable("GATEWAY_ADMIN_API_KEY", "is required (or GATEWAY_ADMIN_TOKENS_FILE); the admin API "
                                                 "never runs without a token outside `serve --dev`");
   }

@@ -238,6 +238,15 @@ TEST(Config, ACommandOtherThanServeNeedsNoAdminToken) {
   c = LoadConfig(env, false, nullptr, ConfigUse::kCommand);
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.error().message.find("at least 16"), std::string::npos);
+  // Nor does it read a tokens file (a missing one is `serve`'s error).
+  env.erase("GATEWAY_ADMIN_API_KEY");
+  env["GATEWAY_ADMIN_TOKENS_FILE"] = "/nonexistent/tokens.json";
+  env["GATEWAY_CLIENT_API_KEYS_FILE"] = "/nonexistent/clients.json";
+  c = LoadConfig(env, false, nullptr, ConfigUse::kCommand);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->admin_tokens_file, "");
+  EXPECT_EQ(c->client_api_keys_file, "");
+  EXPECT_EQ(LoadConfig(env, false)->admin_tokens_file, "/nonexistent/tokens.json");
 }
 
 TEST(Config, PreviousKeysAreParsedAndNamedByEntry) {

@@ -140,7 +140,7 @@ Status TokenAuthenticator::AddEntries(std::string_view tokens_json, std::string_
       // depend on the order of the entries (a token may be a client too).
       for (const auto& e : entries_) {
         if (e.sha256 == *raw && (e.principal.role == Role::kClient) == (r == Role::kClient)) {
-          return bad(where + ".sha256 is also the token of identity '" + e.principal.identity + "'");
+          return bad(where + ".sha256 is also the token of identity '" + e.principal.identity.substr(0, 64) + "'");
         }
       }
       entries_.push_back({*raw, principal});

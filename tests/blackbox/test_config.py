@@ -97,8 +97,11 @@ def test_token_hash_refuses_a_short_token():
     for short in ("", "a", "x" * 15):
         r = subprocess.run([BINARY, "token", "hash"], input=short + "\n", capture_output=True, text=True, timeout=20)
         assert r.returncode == 2 and "shorter than 16 characters" in r.stderr and r.stdout == "", (short, r.stderr)
-    r = subprocess.run([BINARY, "token", "hash"], input="y" * 16 + "\n", capture_output=True, text=True, timeout=20)
-    assert r.returncode == 0 and r.stdout.strip() == hashlib.sha256(b"y" * 16).hexdigest(), r.stderr
+    for line in ("y" * 16 + "\n", "y" * 16 + "\r\n"):  # a file saved with CRLF: the token is the line
+        r = subprocess.run([BINARY, "token", "hash"], input=line, capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0 and r.stdout.strip() == hashlib.sha256(b"y" * 16).hexdigest(), r.stderr
+    r = subprocess.run([BINARY, "token", "hash"], input="x" * 15 + "\r\n", capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2, r.stdout
 
 
 @pytest.mark.parametrize("args,expect", [
