@@ -9,13 +9,19 @@
 // instead of each calling the source. A failed refresh keeps serving the
 // current credential until it actually expires, logs a warning, and is tried
 // again no sooner than `min_retry_interval` later. Once nothing usable is
-// left, Get() returns the source's own error.
+// left, Get() returns the source's own error: asking the source again at
+// each call while it is unavailable (kUnavailable, kDeadlineExceeded), but
+// not after it refused (a wrong secret: each try would count toward a
+// login lockout such as Vault's, for every instance using that login),
+// until `min_retry_interval` has passed, doubling with each refusal in a
+// row up to 8 times that.
 //
 // The fetch runs on the caller's thread without the lock held; at most one
 // runs at a time. Expiry is wall time (what servers state); the retry
 // interval is monotonic time; both from the injected Clock. Thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -66,6 +72,7 @@ class RefreshingCredential {
       const Clock::WallTime now = clock_.WallNow();
       if (current_ && !RefreshDue(now)) return current_->value;
       const bool usable = Usable(now);
+      if (!usable && !refreshing_ && refusals_ > 0 && clock_.Now() < retry_after_) return last_error_;
       if (refreshing_ || (usable && clock_.Now() < retry_after_)) {
         if (usable) return current_->value;
         // Nothing to serve meanwhile: the outcome of the fetch in flight.
@@ -84,10 +91,13 @@ class RefreshingCredential {
       current_ = std::move(fetched).value();
       invalidated_ = false;
       fetched_at_ = clock_.Now();
+      refusals_ = 0;
       return current_->value;
     }
     last_error_ = fetched.error();
-    retry_after_ = clock_.Now() + options_.min_retry_interval;
+    const bool refused = last_error_.code != ErrorCode::kUnavailable && last_error_.code != ErrorCode::kDeadlineExceeded;
+    refusals_ = refused ? std::min(refusals_ + 1, 4) : 0;
+    retry_after_ = clock_.Now() + options_.min_retry_interval * (refused ? 1 << (refusals_ - 1) : 1);
     if (Usable(clock_.WallNow())) {
       refreshing_credential_internal::LogKeptAfterFailure(options_.name, last_error_, current_->expires);
       return current_->value;
@@ -131,8 +141,10 @@ class RefreshingCredential {
   bool refreshing_ DYAD_GUARDED_BY(mu_) = false;
   uint64_t flights_ DYAD_GUARDED_BY(mu_) = 0;  // fetches finished
   Error last_error_ DYAD_GUARDED_BY(mu_){ErrorCode::kInternal, "no fetch yet"};
-  // No refresh before this while a usable credential is served.
+  // No refresh before this while a usable credential is served, nor, after
+  // a refusal, while none is.
   Clock::Instant retry_after_ DYAD_GUARDED_BY(mu_) = Clock::Instant::min();
+  int refusals_ DYAD_GUARDED_BY(mu_) = 0;  // fetches refused in a row (1 to 4)
 };
 
 }  // namespace dyad

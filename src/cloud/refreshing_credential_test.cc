@@ -103,9 +103,40 @@ TEST(RefreshingCredential, ExpiredAndFailingReturnsTheSourcesError) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.code(), ErrorCode::kPermissionDenied);
   EXPECT_EQ(r.error().message, "source says no");
-  // With nothing to serve, each call asks the source (no error is cached).
+  EXPECT_EQ(source.calls, 2);
+}
+
+// With nothing to serve, a source that refused (a wrong secret: each try
+// counts toward a login lockout) is not asked again before the retry
+// interval, doubled with each refusal in a row up to 8 times; one that is
+// unavailable is asked at each call.
+TEST(RefreshingCredential, ARefusalIsNotAskedAgainAtOnceAndBacksOff) {
+  FakeClock clock;
+  Source source{clock};
+  source.ThenFail(ErrorCode::kPermissionDenied);
+  RefreshingCredential<std::string> cred([&] { return source(); }, clock, Options());
   EXPECT_EQ(cred.Get().code(), ErrorCode::kPermissionDenied);
-  EXPECT_EQ(source.calls, 3);
+  EXPECT_EQ(cred.Get().error().message, "source says no");  // the refusal, kept
+  EXPECT_EQ(source.calls, 1);
+  int expected = 1;
+  for (int wait : {30, 60, 120, 240, 240}) {
+    clock.Advance(seconds(wait - 1));
+    EXPECT_EQ(cred.Get().code(), ErrorCode::kPermissionDenied);
+    EXPECT_EQ(source.calls, expected) << "before " << wait << " s";
+    clock.Advance(seconds(1));
+    EXPECT_EQ(cred.Get().code(), ErrorCode::kPermissionDenied);
+    EXPECT_EQ(source.calls, ++expected) << "after " << wait << " s";
+  }
+  // A success ends the back-off; an unavailable source is asked each time.
+  source.script.clear();
+  source.ThenFail(ErrorCode::kUnavailable);
+  clock.Advance(seconds(240));
+  EXPECT_EQ(cred.Get().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(cred.Get().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(source.calls, expected + 2);
+  source.script.clear();
+  source.Then("fine", minutes(60));
+  EXPECT_EQ(cred.Get().value(), "fine");
 }
 
 TEST(RefreshingCredential, TheFirstFetchFailingIsTheSourcesError) {

@@ -28,6 +28,13 @@ std::string ShortType(std::string type) {
 
 }  // namespace
 
+bool NotPermitted(const Error& e) {
+  // The message is "<Action>: <ErrorType>: …" (DecodeAwsReply).
+  const size_t type = e.message.find(": ");
+  return e.code == ErrorCode::kPermissionDenied && type != std::string::npos &&
+         std::string_view(e.message).substr(type + 2).starts_with("AccessDenied");
+}
+
 ReplyError DecodeAwsReply(std::string_view action, const HttpReply& reply) {
   std::string type = ShortType(reply.Header("x-amzn-errortype"));
   std::string message;

@@ -64,5 +64,10 @@ Error AwsErrorFromReply(const std::string& action, const HttpReply& reply, bool*
 // The same as JsonClient's ErrorDecoder: a throttling error is `throttled`,
 // a clock-skew refusal `auth_rejected`.
 ReplyError DecodeAwsReply(std::string_view action, const HttpReply& reply);
+// Whether `e` is AWS refusing an action for want of a permission
+// (AccessDenied, AccessDeniedException), as opposed to credentials it did
+// not accept (a bad signature, an unknown or expired key), which are
+// kPermissionDenied too but say nothing about the policy.
+bool NotPermitted(const Error& e);
 
 }  // namespace dyad

@@ -23,12 +23,9 @@ using nlohmann::json;
 // not permitted. Not a secret.
 constexpr std::string_view kProbePlaintext = "dyad-gateway key probe";
 
-// AWS refused `action` for want of a permission (AccessDenied or
-// AccessDeniedException), as opposed to a bad signature or expired
-// credentials, which are kPermissionDenied too but say nothing about the
-// policy. AwsErrorFromReply spells its message "<Action>: <Type>: …".
+// AWS refused `action` for want of a permission (NotPermitted).
 bool NotPermitted(const Error& e, const std::string& action) {
-  return e.code == ErrorCode::kPermissionDenied && e.message.starts_with(action + ": AccessDenied");
+  return NotPermitted(e) && e.message.starts_with(action + ": ");
 }
 
 class KmsKeyManager final : public KeyManager {

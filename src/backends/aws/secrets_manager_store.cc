@@ -309,7 +309,7 @@ class SecretsManagerStore final : public SecretStore {
   }
 
   static Error ListRefused(Error e) {
-    if (e.code == ErrorCode::kPermissionDenied) {
+    if (NotPermitted(e)) {
       e.message = "secretsmanager:ListSecrets is not permitted (`secrets gc`, counting orphans and the replica check "
                   "after a restart need it): " + e.message;
     }
@@ -394,7 +394,7 @@ class SecretsManagerStore final : public SecretStore {
     auto removed = Send("RemoveRegionsFromReplication", {{"SecretId", name}, {"RemoveReplicaRegions", regions}});
     if (removed.ok()) return OkStatus();
     Error e = Gone(removed.error());
-    if (e.code == ErrorCode::kPermissionDenied) {
+    if (NotPermitted(e)) {
       e.message = "secretsmanager:RemoveRegionsFromReplication is not permitted (deleting a secret that has replicas "
                   "needs it): " + e.message;
     }

@@ -287,6 +287,24 @@ TEST(SecretsManagerStore, ARefusedReplicaRemovalNamesThePermission) {
   EXPECT_EQ(s.http->calls.size(), 3u);  // no delete after a refused removal
 }
 
+// A refused ListSecrets names the permission only when AWS said the
+// policy lacks it: credentials AWS did not accept (a bad secret key) are
+// denied too, and a "not permitted" would send the operator to the policy.
+TEST(SecretsManagerStore, AListRefusedForItsCredentialsIsNotCalledAMissingPermission) {
+  Scripted s;
+  s.http->Then(400, Denied("secretsmanager:ListSecrets"));
+  auto listed = s.store->List();
+  ASSERT_FALSE(listed.ok());
+  EXPECT_EQ(listed.error().message.rfind("secretsmanager:ListSecrets is not permitted", 0), 0u)
+      << listed.error().message;
+  s.http->Then(403, R"({"__type":"SignatureDoesNotMatch","message":"The request signature we calculated does not match"})");
+  listed = s.store->List();
+  ASSERT_FALSE(listed.ok());
+  EXPECT_EQ(listed.code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(listed.error().message.find("not permitted"), std::string::npos) << listed.error().message;
+  EXPECT_NE(listed.error().message.find("SignatureDoesNotMatch"), std::string::npos) << listed.error().message;
+}
+
 // Only that refusal removes replicas: no other InvalidRequestException or
 // InvalidParameterException of DeleteSecret does.
 TEST(SecretsManagerStore, NoOtherRefusalRemovesReplicas) {

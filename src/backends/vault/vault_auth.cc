@@ -227,7 +227,9 @@ Result<VaultTokenAuth::Held> VaultTokenAuth::Describe(SecretBytes token) {
     held.lookup_denied = true;
     if (!lookup_denied_logged_) {
       lookup_denied_logged_ = true;
-      spdlog::warn("Vault: the token may not look itself up ({}); using it as a token that never expires",
+      spdlog::warn("Vault refused the token's lookup of itself ({}): the token is not valid (check VAULT_TOKEN or "
+                   "the token file), or its policy lacks the default policy's lookup-self; using it as a token that "
+                   "never expires",
                    answer.error().message);
     }
     return held;
@@ -302,6 +304,7 @@ Result<VaultTokenAuth::Held> VaultTokenAuth::Login() {
   call.method = "POST";
   call.path = "auth/" + mount_ + "/login";
   call.body = &body;
+  call.tokenless = true;
   auto answer = login_.Call(call);
   WipeMember(body, "secret_id");
   WipeMember(body, "jwt");

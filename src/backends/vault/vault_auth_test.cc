@@ -473,5 +473,29 @@ TEST(VaultAuth, ARefusedOrMalformedLoginSaysSoWithoutTheSecrets) {
   }
 }
 
+// A refused login (a wrong secret id, a locked role) is not tried again at
+// each data call: every try counts toward Vault's login lockout, which
+// would then lock the role for every instance using it. Its 403 names no
+// token policy (no token was sent).
+TEST(VaultAuth, ARefusedLoginIsNotRepeatedAtEachCall) {
+  Harness h(AppRole());
+  h.vault->On("auth/approle/login", 403, R"({"errors":["permission denied"]})");
+  for (int i = 0; i < 20; ++i) {
+    auto t = h.Token();
+    ASSERT_FALSE(t.ok());
+    EXPECT_EQ(t.error().code, ErrorCode::kPermissionDenied);
+    EXPECT_EQ(t.error().message.find("policy needs"), std::string::npos) << t.error().message;
+  }
+  EXPECT_EQ(h.vault->Count("auth/approle/login"), 1);
+  h.vault->On("auth/approle/login", 200, AuthAnswer("hvs.login-2", 3600, true));  // after one more refusal
+  h.clock.Advance(seconds(30));
+  EXPECT_FALSE(h.Token().ok());
+  EXPECT_EQ(h.vault->Count("auth/approle/login"), 2);
+  h.clock.Advance(seconds(59));
+  EXPECT_FALSE(h.Token().ok());  // backing off: 60 s after the second refusal
+  h.clock.Advance(seconds(1));
+  EXPECT_EQ(h.Token().value(), "hvs.login-2");
+}
+
 }  // namespace
 }  // namespace dyad

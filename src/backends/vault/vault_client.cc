@@ -117,7 +117,9 @@ Result<json> VaultClient::Call(const VaultCall& call) {
   for (auto& [name, value] : request.headers) Cleanse(value);
   if (!reply.ok()) {
     Error e = reply.error();
-    if (e.code == ErrorCode::kPermissionDenied) {
+    // Vault's own 403 to this call (not the auth step's refused login,
+    // which the error carries as it is), to a call made with a token.
+    if (e.code == ErrorCode::kPermissionDenied && !call.tokenless && e.message.starts_with(call.op + ": HTTP 403")) {
       const std::string capability = call.capability.empty() ? DefaultCapability(call.method, call.query)
                                                              : call.capability;
       e.message += " (the token's policy needs '" + capability + "' on '" + call.path + "'";

@@ -52,6 +52,8 @@ struct VaultCall {
   std::string query;          // after '?', percent-encoded
   // The capability a 403 names ("read", "create", "update", "delete", "list").
   std::string capability;
+  // Sent without a token (a login): a 403 names no policy.
+  bool tokenless = false;
   // Sent besides the client's own (the token of a renew-self on the login
   // client); values are wiped after the call, never in errors.
   HttpHeaders headers{};
