@@ -169,13 +169,6 @@ Result<UrlParts> SplitUrl(std::string_view url) {
   return parts;
 }
 
-bool IsLoopbackHost(std::string_view host) {
-  std::string lower = AsciiLower(host);
-  if (lower == "localhost" || lower == "localhost.") return true;
-  auto ip = ParseIpLiteral(host);
-  return ip && IsLoopbackIp(*ip);
-}
-
 bool IsMetadataName(std::string_view host) {
   std::string lower = AsciiLower(host);
   if (!lower.empty() && lower.back() == '.') lower.pop_back();

@@ -1,5 +1,7 @@
 #include "transport/upstream_address.h"
 
+#include <cctype>
+
 #include <arpa/inet.h>
 
 #include <string>
@@ -131,6 +133,14 @@ bool IsLoopbackIp(const IpAddress& ip) {
 bool IsForbiddenUpstreamAddress(std::string_view address) {
   auto ip = ParseIpLiteral(address);
   return !ip || IsForbiddenIp(*ip);
+}
+
+bool IsLoopbackHost(std::string_view host) {
+  std::string lower;
+  for (char c : host) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "localhost" || lower == "localhost.") return true;
+  auto ip = ParseIpLiteral(host);
+  return ip && IsLoopbackIp(*ip);
 }
 
 }  // namespace dyad

@@ -32,5 +32,7 @@ std::optional<IpAddress> ParseIpLiteral(std::string_view host);
 bool IsForbiddenIp(const IpAddress& ip);
 // 127.0.0.0/8 (also mapped) and ::1.
 bool IsLoopbackIp(const IpAddress& ip);
+// "localhost", or an IP literal (bracketed or not) of the loopback.
+bool IsLoopbackHost(std::string_view host);
 
 }  // namespace dyad

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <optional>
 
+#include "cloud/endpoint_policy.h"
 #include "core/endpoint.h"
 #include "core/env_vars.h"
 #include "core/ini.h"
@@ -44,6 +45,7 @@ Status ReadEndpoint(const EnvMap& env, const std::string& specific, const std::s
     if (auto at = shown.find('@'); at != std::string::npos) shown = "…" + shown.substr(at);
     return BadVariable(name, "'" + shown + "' is not an endpoint URL; use https://host[:port] (no path, no user)");
   }
+  DYAD_RETURN_IF_ERROR(CheckEndpointTransport(env, name, *endpoint, "signed requests and data keys"));
   out = endpoint->url;
   return OkStatus();
 }

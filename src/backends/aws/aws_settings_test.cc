@@ -40,6 +40,16 @@ TEST(AwsSettings, NeedARegionAndTakeEndpointOverrides) {
   EXPECT_EQ(s->endpoint_kms, "http://127.0.0.1:8080");
   env["AWS_ENDPOINT_URL_KMS"] = "kms.local:8080";
   EXPECT_NE(ErrorFor(env).find("AWS_ENDPOINT_URL_KMS: 'kms.local:8080' is not an endpoint URL"), std::string::npos);
+  // Plain http only to a loopback host, unless the network is said to be trusted.
+  env["AWS_ENDPOINT_URL_KMS"] = "http://kms.internal:8080";
+  EXPECT_NE(ErrorFor(env).find("AWS_ENDPOINT_URL_KMS: 'http://kms.internal:8080' is plain http to a host that is not "
+                               "loopback"),
+            std::string::npos);
+  env["SECRETS_ALLOW_PLAINTEXT_BACKEND"] = "true";
+  s = ReadAwsSettings(env, {});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->endpoint_kms, "http://kms.internal:8080");
+  env.erase("SECRETS_ALLOW_PLAINTEXT_BACKEND");
   env.erase("AWS_ENDPOINT_URL_KMS");
   env["AWS_SECRETS_RECOVERY_WINDOW_DAYS"] = "3";
   EXPECT_NE(ErrorFor(env).find("AWS_SECRETS_RECOVERY_WINDOW_DAYS"), std::string::npos);

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cloud/endpoint_policy.h"
 #include "core/endpoint.h"
 #include "core/env_vars.h"
 #include "core/residency.h"
@@ -323,6 +324,7 @@ Result<VaultSettings> ReadVaultSettings(const EnvMap& env, const SecretEnv& secr
     if (auto at = shown.find('@'); at != std::string::npos) shown = "…" + shown.substr(at);
     return BadVariable("VAULT_ADDR", "'" + shown + "' is not a server address; use https://host[:port] (no path)");
   }
+  DYAD_RETURN_IF_ERROR(CheckEndpointTransport(env, "VAULT_ADDR", *endpoint, "the Vault token and data keys"));
   v.address = endpoint->url;
   DYAD_RETURN_IF_ERROR(ReadNamespace(env, "VAULT_NAMESPACE", v.name_space));
   DYAD_RETURN_IF_ERROR(ReadNamespace(env, "VAULT_AUTH_NAMESPACE", v.auth_namespace));

@@ -173,10 +173,12 @@ TEST(VaultSettings, RedirectHostsAreHostsOrHostPortsAndNoneByDefault) {
   EXPECT_EQ(s->redirect_hosts, (std::vector<std::string>{"vault-b.internal:443", "10.0.0.7:8200", "[::1]:8201",
                                                          "[fd00::2]:443", "vault-c.internal:8200"}));
   env["VAULT_ADDR"] = "http://vault.example.com:8200";  // the default port is the address's scheme's
+  env["SECRETS_ALLOW_PLAINTEXT_BACKEND"] = "true";       // plain http off loopback
   s = ReadVaultSettings(env, Token());
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ(s->redirect_hosts.at(0), "vault-b.internal:80");
   env["VAULT_ADDR"] = Base()["VAULT_ADDR"];
+  env.erase("SECRETS_ALLOW_PLAINTEXT_BACKEND");
   for (const std::string& bad : std::vector<std::string>{"a,,b", "a,", "user@host", "host:0", "host:65536", "host:", "host:80x",
                                 "http://host", "host/path", "[::1", "[zz::1]", "-host", "host:8200:1",
                                 std::string(300, 'h'), "a..b", "host-.example", "host.-x", "host:+80",
@@ -294,6 +296,27 @@ TEST(VaultSettings, KubernetesJwtAndCertLogins) {
   EXPECT_EQ(s->auth, VaultAuthMethod::kCert);
   EXPECT_EQ(s->cert_role, "web");
   EXPECT_EQ(s->cert_mount, "cert");
+}
+
+// The token and the data keys would cross in clear: plain http only to a
+// loopback Vault, unless SECRETS_ALLOW_PLAINTEXT_BACKEND says the network
+// between is trusted.
+TEST(VaultSettings, PlainHttpOnlyToALoopbackVaultUnlessAllowed) {
+  for (const char* local : {"http://127.0.0.1:8200", "http://localhost:8200", "http://[::1]:8200", "http://127.9.9.9"}) {
+    auto s = ReadVaultSettings({{"VAULT_ADDR", local}}, Token());
+    EXPECT_TRUE(s.ok()) << local << ": " << s.error().message;
+  }
+  for (const char* remote : {"http://vault.example.com:8200", "http://10.0.0.7:8200", "http://[fd00::2]:8200",
+                             "http://localhost.example.com", "http://127.0.0.1.example.com"}) {
+    std::string e = ErrorFor({{"VAULT_ADDR", remote}});
+    EXPECT_TRUE(Has(e, "VAULT_ADDR: '")) << remote << ": " << e;
+    EXPECT_TRUE(Has(e, "would cross the network in clear")) << e;
+    EXPECT_TRUE(Has(e, "SECRETS_ALLOW_PLAINTEXT_BACKEND=true")) << e;
+    auto s = ReadVaultSettings({{"VAULT_ADDR", remote}, {"SECRETS_ALLOW_PLAINTEXT_BACKEND", "true"}}, Token());
+    EXPECT_TRUE(s.ok()) << remote << ": " << s.error().message;
+  }
+  EXPECT_TRUE(Has(ErrorFor({{"VAULT_ADDR", "http://vault:8200"}, {"SECRETS_ALLOW_PLAINTEXT_BACKEND", "maybe"}}),
+                  "SECRETS_ALLOW_PLAINTEXT_BACKEND"));
 }
 
 TEST(VaultSettings, TwoLoginMethodsOrAMismatchedMethodAreErrorsNamingBoth) {
