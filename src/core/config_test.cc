@@ -425,6 +425,29 @@ TEST(Config, ClearSecretVariablesZeroesAndRemovesThem) {
   ::unsetenv("DYAD_TEST_PLAIN");
 }
 
+// GATEWAY_DATABASE_URL is no secret variable (its value is shown without
+// the password), but a PostgreSQL URL may carry one: zeroed in place once
+// read, in the user info and as a parameter.
+TEST(Config, ClearSecretVariablesZeroesADatabaseUrlsPassword) {
+  ASSERT_EQ(::setenv("GATEWAY_DATABASE_URL",
+                     "postgresql://gw:pw-canary-1@db.example:5432/gw?sslmode=require&password=pw-canary-2&apassword=x",
+                     1), 0);
+  const char* value = ::getenv("GATEWAY_DATABASE_URL");
+  ASSERT_NE(value, nullptr);
+  const std::string before(value);
+  ClearSecretVariables();
+  const std::string_view after(value, before.size());  // the same bytes, in place
+  EXPECT_EQ(after.find("pw-canary"), std::string_view::npos);
+  EXPECT_TRUE(after.starts_with("postgresql://gw:")) << after;
+  EXPECT_NE(after.find("@db.example:5432/gw?sslmode=require&password="), std::string_view::npos);
+  EXPECT_NE(after.find("&apassword=x"), std::string_view::npos);  // another parameter, kept
+  ::unsetenv("GATEWAY_DATABASE_URL");
+  ASSERT_EQ(::setenv("GATEWAY_DATABASE_URL", "sqlite://./data/gateway.db", 1), 0);
+  ClearSecretVariables();
+  EXPECT_STREQ(::getenv("GATEWAY_DATABASE_URL"), "sqlite://./data/gateway.db");
+  ::unsetenv("GATEWAY_DATABASE_URL");
+}
+
 TEST(Dotenv, ParsesQuotesCommentsAndExport) {
   auto env = ParseDotenv("# comment\nexport A=1\nB = \"two words\"\nC='x#y'\nD=plain # trailing\n\n");
   ASSERT_TRUE(env.ok());

@@ -244,7 +244,10 @@ struct Metrics::Impl {
     for (int c = 1; c <= 5; ++c) http_by_class[c] = &http.Add({{"code", std::to_string(c) + "xx"}});
     for (const char* reason : {"rollback", "integrity"}) tampered.Add({{"reason", reason}});  // shown at 0
     // Shown at 0 from the start, so that rates and alerts have a series.
-    for (const char* outcome : {"completed", "failed"}) rotations.Add({{"outcome", outcome}});
+    for (const char* outcome : {"completed", "failed"}) {
+      rotations.Add({{"outcome", outcome}});
+      rotation_duration.Add({{"outcome", outcome}}, RotationBuckets());  // the dashboard's panel has a series
+    }
     rotation_last.Add({});
     const char* secret_outcomes[] = {"reencrypted", "skipped", "failed"};
     for (int i = 0; i < 3; ++i) rotation_secrets_by[i] = &rotation_secrets.Add({{"outcome", secret_outcomes[i]}});

@@ -64,6 +64,9 @@ TEST(Metrics, LabelsHttpLatencyByRoutePatternAndFoldsUnmatchedRequests) {
 TEST(Metrics, RecordsRotationsTheirSecretsAndTheKeysWear) {
   Metrics metrics;
   EXPECT_NE(metrics.Render().find("dyad_key_rotation_last_success_timestamp_seconds 0"), std::string::npos);
+  // Every rotation series is there before the first run (alerts and the dashboard's panels have one).
+  EXPECT_NE(metrics.Render().find(R"(dyad_key_rotation_duration_seconds_count{outcome="completed"} 0)"),
+            std::string::npos);
   metrics.ObserveRotation("completed", 12.5, 1700000000.0);
   metrics.ObserveRotation("failed", 1, std::nullopt);
   metrics.CountRotationSecrets(7, 2, 1);
