@@ -49,6 +49,13 @@ Result<std::string> TokenAuthenticator::CheckSubject(const nlohmann::json& subje
   for (unsigned char ch : s) {
     if (ch < 0x20 || ch == 0x7f) return bad("holds a control character");
   }
+  // "CN=a, O=b" (as `openssl x509 -subject` prints by default) never
+  // matches: RFC 2253 separates with a bare comma ("\," escapes one).
+  for (size_t i = s.find(", "); i != std::string::npos; i = s.find(", ", i + 1)) {
+    size_t slashes = 0;
+    while (slashes < i && s[i - 1 - slashes] == '\\') ++slashes;
+    if (slashes % 2 == 0) return bad("has a space after a separating comma, which RFC 2253 never prints");
+  }
   for (const auto& e : so_far.subjects_) {
     if (e.subject == s) return bad("is also the subject of identity '" + e.principal.identity + "'");
   }

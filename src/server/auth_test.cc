@@ -86,6 +86,12 @@ TEST(ClientCertSubject, BadEntriesAreRefusedNamingTheEntry) {
             std::string::npos);
   EXPECT_NE(bad(R"({"tokens":[{"name":"a","role":"admin","clientCertSubject":"CN=a\u0000b"}]})").find("control"),
             std::string::npos);
+  EXPECT_NE(bad(R"({"tokens":[{"name":"a","role":"admin","clientCertSubject":"CN=ci-runner, O=Example"}]})")
+                .find("tokens[0].clientCertSubject has a space after a separating comma"),
+            std::string::npos);
+  EXPECT_TRUE(TokenAuthenticator::FromTokensJson(
+                  std::nullopt, R"({"tokens":[{"name":"a","role":"admin","clientCertSubject":"CN=ci,O=Example\\, Inc."}]})")
+                  .ok());  // an escaped comma in a value
   std::string dup = bad(R"({"tokens":[{"name":"a","role":"viewer","clientCertSubject":"CN=x"},
                                       {"name":"b","role":"admin","clientCertSubject":"CN=x"}]})");
   EXPECT_NE(dup.find("tokens[1].clientCertSubject is also the subject of identity 'a'"), std::string::npos) << dup;
