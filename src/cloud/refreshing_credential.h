@@ -9,12 +9,14 @@
 // instead of each calling the source. A failed refresh keeps serving the
 // current credential until it actually expires, logs a warning, and is tried
 // again no sooner than `min_retry_interval` later. Once nothing usable is
-// left, Get() returns the source's own error: asking the source again at
-// each call while it is unavailable (kUnavailable, kDeadlineExceeded), but
-// not after it refused (a wrong secret: each try would count toward a
-// login lockout such as Vault's, for every instance using that login),
-// until `min_retry_interval` has passed, doubling with each refusal in a
-// row up to 8 times that.
+// left, Get() returns the source's own error, asking the source again at
+// each call, except after the source refused the credentials while none
+// was usable (kPermissionDenied, kUnauthenticated: a wrong secret, whose
+// every try would count toward a login lockout such as Vault's, for every
+// instance using that login): then not before `min_retry_interval` has
+// passed, doubling with each such refusal in a row up to 8 times that.
+// A credential that expires is always fetched again once at once, whatever
+// its refreshes ahead met.
 //
 // The fetch runs on the caller's thread without the lock held; at most one
 // runs at a time. Expiry is wall time (what servers state); the retry
@@ -67,6 +69,7 @@ class RefreshingCredential {
   RefreshingCredential& operator=(const RefreshingCredential&) = delete;
 
   Result<T> Get() DYAD_LOCKS_EXCLUDED(mu_) {
+    bool replacing = false;  // a usable credential is being refreshed ahead
     {
       MutexLock lock(&mu_);
       const Clock::WallTime now = clock_.WallNow();
@@ -81,6 +84,7 @@ class RefreshingCredential {
         return last_error_;
       }
       refreshing_ = true;
+      replacing = usable;
     }
     Result<Expiring<T>> fetched = fetch_();
     MutexLock lock(&mu_);
@@ -95,7 +99,8 @@ class RefreshingCredential {
       return current_->value;
     }
     last_error_ = fetched.error();
-    const bool refused = last_error_.code != ErrorCode::kUnavailable && last_error_.code != ErrorCode::kDeadlineExceeded;
+    const bool refused = !replacing && (last_error_.code == ErrorCode::kPermissionDenied ||
+                                        last_error_.code == ErrorCode::kUnauthenticated);
     refusals_ = refused ? std::min(refusals_ + 1, 4) : 0;
     retry_after_ = clock_.Now() + options_.min_retry_interval * (refused ? 1 << (refusals_ - 1) : 1);
     if (Usable(clock_.WallNow())) {

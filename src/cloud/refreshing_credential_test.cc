@@ -139,6 +139,37 @@ TEST(RefreshingCredential, ARefusalIsNotAskedAgainAtOnceAndBacksOff) {
   EXPECT_EQ(cred.Get().value(), "fine");
 }
 
+// Refusals met while refreshing ahead (the current credential still
+// serving) arm no back-off: at expiry the source is asked again at once.
+// Neither do a source's other failures (a file not there yet).
+TEST(RefreshingCredential, ACredentialThatExpiresIsFetchedAgainAtOnce) {
+  FakeClock clock;
+  Source source{clock};
+  source.Then("old", minutes(10));
+  for (int i = 0; i < 4; ++i) source.ThenFail(ErrorCode::kPermissionDenied);
+  source.Then("new", minutes(60));
+  RefreshingCredential<std::string> cred([&] { return source(); }, clock, Options());
+  ASSERT_EQ(cred.Get().value(), "old");
+  clock.Advance(minutes(5));  // the refresh window: refused, the old one kept
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(cred.Get().value(), "old");
+    clock.Advance(seconds(30));
+  }
+  EXPECT_EQ(source.calls, 4);
+  clock.Advance(minutes(5));  // expired: asked at once (its 4th refusal), then the next call's fetch succeeds
+  EXPECT_EQ(cred.Get().code(), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(source.calls, 5);
+  clock.Advance(seconds(30));
+  EXPECT_EQ(cred.Get().value(), "new");
+
+  Source files{clock};
+  files.ThenFail(ErrorCode::kFailedPrecondition);
+  RefreshingCredential<std::string> late([&] { return files(); }, clock, Options());
+  EXPECT_FALSE(late.Get().ok());
+  EXPECT_FALSE(late.Get().ok());
+  EXPECT_EQ(files.calls, 2);  // asked at each call
+}
+
 TEST(RefreshingCredential, TheFirstFetchFailingIsTheSourcesError) {
   FakeClock clock;
   Source source{clock};

@@ -76,7 +76,10 @@ std::string RefusalText(const std::string& body) {
 Result<Expiring<SecretBytes>> ParseTokenAnswer(const std::string& what, HttpReply& reply, Clock::WallTime now) {
   if (reply.status != 200) {
     const int s = reply.status;
-    const ErrorCode code = s == 429 || s >= 500 ? ErrorCode::kUnavailable : ErrorCode::kUnauthenticated;
+    // 404 and 410 are the managed-identity endpoint's "not yet" (an identity
+    // still being assigned, IMDS updating): tried again, never a refusal.
+    const ErrorCode code =
+        s == 429 || s >= 500 || s == 404 || s == 410 ? ErrorCode::kUnavailable : ErrorCode::kUnauthenticated;
     std::string text = what + ": HTTP " + std::to_string(s);
     if (std::string m = RefusalText(reply.body); !m.empty()) text += ": " + m;
     Cleanse(reply.body);
@@ -218,12 +221,16 @@ class ClientCredentialSource final : public EntraTokenSource {
       } else {
         auto file = ReadSmallFile(token_file_, 64 * 1024);
         if (!file.ok()) {
-          return MakeError(ErrorCode::kUnauthenticated,
+          // A local file (projected at a pod's start, perhaps not yet): no
+          // refusal of Entra's, so not backed off as one.
+          return MakeError(ErrorCode::kFailedPrecondition,
                            what + ": AZURE_FEDERATED_TOKEN_FILE cannot be read: " + file.error().message);
         }
         assertion = std::string(TrimSpace(*file));
         Cleanse(*file);
-        if (assertion.empty()) return MakeError(ErrorCode::kUnauthenticated, what + ": AZURE_FEDERATED_TOKEN_FILE is empty");
+        if (assertion.empty()) {
+          return MakeError(ErrorCode::kFailedPrecondition, what + ": AZURE_FEDERATED_TOKEN_FILE is empty");
+        }
       }
       call.body += "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
                    "&client_assertion=" + PercentEncode(assertion, false);

@@ -308,7 +308,7 @@ TEST(EntraAuth, WorkloadIdentityReadsTheTokenFileOnEveryFetch) {
   EXPECT_EQ((*source)->Name(), "workload identity");
   auto r = (*source)->Fetch(kScope);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, ErrorCode::kUnauthenticated);
+  EXPECT_EQ(r.error().code, ErrorCode::kFailedPrecondition);
   EXPECT_NE(r.error().message.find("AZURE_FEDERATED_TOKEN_FILE cannot be read"), std::string::npos);
   std::ofstream(dir.File("token")) << "\n";
   r = (*source)->Fetch(kScope);
