@@ -112,6 +112,7 @@ VaultTokenAuth::Liveness VaultTokenAuth::Probe(std::string_view op) {
   VaultCall call;
   call.op = "auth.token.lookup-self";
   call.path = "auth/token/lookup-self";
+  call.policy_hint = false;
   call.headers.emplace_back("X-Vault-Token", std::string(token.view()));
   auto answer = login_.Call(call);
   Cleanse(call.headers.back().second);
@@ -183,6 +184,14 @@ Result<Expiring<SecretBytes>> VaultTokenAuth::Fetch() {
   }
   auto fresh = Acquire();
   if (!fresh.ok()) return fresh.error();
+  // The token file still holds the token Vault refused (its lookup refused
+  // too): not taken again as one that never expires (it would be held for
+  // good); the file is read again after the back-off (a Vault Agent sink
+  // writes the next one).
+  if (rejected && !LoginBased() && held_ && fresh->token == held_->token && fresh->lookup_denied) {
+    return MakeError(ErrorCode::kPermissionDenied, "Vault refused the token in " + token_file_ +
+                                                       ", which holds it still; waiting for a new token there");
+  }
   fresh->after_dead = rejected && LoginBased();
   // A login replaced a token that may still be valid (at its max TTL, a
   // refused renewal, a refusal): it is revoked rather than left to expire.
@@ -216,6 +225,7 @@ Result<VaultTokenAuth::Held> VaultTokenAuth::Describe(SecretBytes token) {
   VaultCall call;
   call.op = "auth.token.lookup-self";
   call.path = "auth/token/lookup-self";
+  call.policy_hint = false;
   call.headers.emplace_back("X-Vault-Token", std::string(token.view()));
   auto answer = login_.Call(call);
   Cleanse(call.headers.back().second);
@@ -304,7 +314,7 @@ Result<VaultTokenAuth::Held> VaultTokenAuth::Login() {
   call.method = "POST";
   call.path = "auth/" + mount_ + "/login";
   call.body = &body;
-  call.tokenless = true;
+  call.policy_hint = false;
   auto answer = login_.Call(call);
   WipeMember(body, "secret_id");
   WipeMember(body, "jwt");

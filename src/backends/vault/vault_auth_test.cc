@@ -232,6 +232,31 @@ TEST(VaultAuth, ATokenFileIsReadAgainWhenATokenIsRefused) {
   EXPECT_EQ(h.vault->Count("auth/token/revoke-self"), 0) << "a file's token belongs to whoever wrote it";
 }
 
+// Vault revoked the file's token before the file was rewritten: the same
+// token read again (its lookup refused too) is not kept as one that never
+// expires, which held it for good; the file is read again after the
+// back-off, and its next token used.
+TEST(VaultAuth, ARefusedTokenStillInItsFileIsNotHeldForGood) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("t")) << "hvs.file-one\n";
+  VaultSettings s;
+  s.token_file = dir.File("t");
+  Harness h(s);
+  h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));  // the first use
+  h.vault->On("auth/token/lookup-self", 403, R"({"errors":["permission denied"]})");  // revoked
+  EXPECT_EQ(h.Token().value(), "hvs.file-one");
+  h.clock.Advance(seconds(31));
+  EXPECT_TRUE(h.Rejected());  // dead: the file is read again
+  auto t = h.Token();
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.error().message.find("which holds it still"), std::string::npos) << t.error().message;
+  EXPECT_EQ(t.error().message.find("policy needs"), std::string::npos) << t.error().message;
+  std::ofstream(dir.File("t")) << "hvs.file-two\n";  // the agent's next token
+  h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));
+  h.clock.Advance(seconds(30));
+  EXPECT_EQ(h.Token().value(), "hvs.file-two");
+}
+
 TEST(VaultAuth, AppRoleLogsInWithoutATokenInTheAuthNamespaceAndReadsTheSecretIdFileEachTime) {
   testing::TempDir dir;
   std::ofstream(dir.File("sid")) << "sid-one\n";
@@ -382,7 +407,9 @@ TEST(VaultAuth, ADataCallRefusedForAnOldTokenIsSentOnceMoreWithANewOne) {
   EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), 1);
   ASSERT_EQ(h.vault->Count("auth/token/revoke-self"), 1);
   for (const auto& c : h.vault->calls) {
-    if (c.url.ends_with("revoke-self")) EXPECT_EQ(Header(c, "X-Vault-Token"), "hvs.login-one");
+    if (c.url.ends_with("revoke-self")) {
+      EXPECT_EQ(Header(c, "X-Vault-Token"), "hvs.login-one");
+    }
   }
   // The new token refused later: it is alive, so the policy refused; no
   // further login or retry, however often it happens.

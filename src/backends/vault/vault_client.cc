@@ -118,8 +118,8 @@ Result<json> VaultClient::Call(const VaultCall& call) {
   if (!reply.ok()) {
     Error e = reply.error();
     // Vault's own 403 to this call (not the auth step's refused login,
-    // which the error carries as it is), to a call made with a token.
-    if (e.code == ErrorCode::kPermissionDenied && !call.tokenless && e.message.starts_with(call.op + ": HTTP 403")) {
+    // which the error carries as it is).
+    if (e.code == ErrorCode::kPermissionDenied && call.policy_hint && e.message.starts_with(call.op + ": HTTP 403")) {
       const std::string capability = call.capability.empty() ? DefaultCapability(call.method, call.query)
                                                              : call.capability;
       e.message += " (the token's policy needs '" + capability + "' on '" + call.path + "'";

@@ -52,8 +52,10 @@ struct VaultCall {
   std::string query;          // after '?', percent-encoded
   // The capability a 403 names ("read", "create", "update", "delete", "list").
   std::string capability;
-  // Sent without a token (a login): a 403 names no policy.
-  bool tokenless = false;
+  // Whether a 403 names the capability the token's policy lacks: not for
+  // a login (no token is sent) nor a token's lookup of itself (the default
+  // policy grants it: its 403 says the token is dead).
+  bool policy_hint = true;
   // Sent besides the client's own (the token of a renew-self on the login
   // client); values are wiped after the call, never in errors.
   HttpHeaders headers{};
