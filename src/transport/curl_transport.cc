@@ -18,6 +18,7 @@
 #include "core/secret_bytes.h"
 #include "transport/curl_common.h"
 #include "transport/http_answer.h"
+#include "transport/upstream_address.h"
 
 namespace dyad {
 
@@ -159,6 +160,15 @@ Result<Target> TargetFor(const std::string& url, const std::string& server_name)
     return MakeError(ErrorCode::kInvalidArgument, "'" + url + "' has no host to connect to as " + server_name);
   }
   return Target{u.Get(CURLUPART_URL), server_name + ":" + port + ":" + host + ":" + port};
+}
+
+// Whether `url` is plain http to a loopback host: never sent through a
+// proxy the environment names (it would carry a token in clear off the
+// machine; a proxy cannot reach the machine's loopback anyway).
+bool PlainToLoopback(const std::string& url) {
+  UrlHandle u;
+  if (!u.u || curl_url_set(u.u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return false;
+  return u.Get(CURLUPART_SCHEME) == "http" && IsLoopbackHost(u.Get(CURLUPART_HOST));
 }
 
 }  // namespace
@@ -459,6 +469,7 @@ class CurlTransport final : public HttpTransport {
     curl_easy_setopt(h, CURLOPT_URL, target.url.c_str());
     curl_easy_setopt(h, CURLOPT_CONNECT_TO, connect_to);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, PlainToLoopback(target.url) ? "*" : nullptr);  // reset per request
     if (call.method == "GET") {
       curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     } else {

@@ -508,6 +508,23 @@ TEST(curl_transport_unit, AProxyInTheEnvironmentTakesTheRequest) {
       << proxy.requests()[0];
 }
 
+// Plain http to a loopback host (a local Vault, an emulator) never goes
+// through that proxy: it would carry the token in clear off the machine.
+TEST(curl_transport_unit, PlainHttpToLoopbackBypassesTheEnvironmentsProxy) {
+  LoopbackHttpServer proxy(AnswerAll(kOk));
+  LoopbackHttpServer origin(AnswerAll(kOk));
+  ASSERT_EQ(setenv("http_proxy", proxy.url("").c_str(), 1), 0);
+  auto transport = NewCurlTransport();
+  auto direct = transport->Send(Get(origin.url()));
+  auto proxied = transport->Send(Get("http://origin.invalid:8080/path"));  // the same handle, reused
+  unsetenv("http_proxy");
+  ASSERT_TRUE(direct.ok()) << direct.error().message;
+  ASSERT_TRUE(proxied.ok()) << proxied.error().message;
+  EXPECT_EQ(origin.requests().size(), 1u);
+  ASSERT_EQ(proxy.requests().size(), 1u);
+  EXPECT_TRUE(proxy.requests()[0].starts_with("GET http://origin.invalid:8080/path")) << proxy.requests()[0];
+}
+
 // The curl_easy_perform path, when asked for, still answers.
 TEST(curl_transport_unit, TheLibcurlPathAnswersToo) {
   LoopbackHttpServer server(AnswerAll(kOk));

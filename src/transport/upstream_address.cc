@@ -136,9 +136,12 @@ bool IsForbiddenUpstreamAddress(std::string_view address) {
 }
 
 bool IsLoopbackHost(std::string_view host) {
+  // "localhost." and "127.0.0.1." are names a resolver answers for, not
+  // /etc/hosts nor an IP literal: DNS would choose where they go.
+  if (host.ends_with('.')) return false;
   std::string lower;
   for (char c : host) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower == "localhost" || lower == "localhost.") return true;
+  if (lower == "localhost") return true;
   auto ip = ParseIpLiteral(host);
   return ip && IsLoopbackIp(*ip);
 }

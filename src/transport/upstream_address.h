@@ -32,7 +32,8 @@ std::optional<IpAddress> ParseIpLiteral(std::string_view host);
 bool IsForbiddenIp(const IpAddress& ip);
 // 127.0.0.0/8 (also mapped) and ::1.
 bool IsLoopbackIp(const IpAddress& ip);
-// "localhost", or an IP literal (bracketed or not) of the loopback.
+// "localhost", or an IP literal (bracketed or not) of the loopback; no
+// name with a trailing dot (a resolver's to answer).
 bool IsLoopbackHost(std::string_view host);
 
 }  // namespace dyad

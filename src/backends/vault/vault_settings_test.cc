@@ -307,7 +307,8 @@ TEST(VaultSettings, PlainHttpOnlyToALoopbackVaultUnlessAllowed) {
     EXPECT_TRUE(s.ok()) << local << ": " << s.error().message;
   }
   for (const char* remote : {"http://vault.example.com:8200", "http://10.0.0.7:8200", "http://[fd00::2]:8200",
-                             "http://localhost.example.com", "http://127.0.0.1.example.com"}) {
+                             "http://localhost.example.com", "http://127.0.0.1.example.com",
+                             "http://localhost.:8200", "http://127.0.0.1.:8200"}) {  // a resolver's names
     std::string e = ErrorFor({{"VAULT_ADDR", remote}});
     EXPECT_TRUE(Has(e, "VAULT_ADDR: '")) << remote << ": " << e;
     EXPECT_TRUE(Has(e, "would cross the network in clear")) << e;
