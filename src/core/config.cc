@@ -197,24 +197,14 @@ SecretEnv ProviderVariables(const EnvMap& env) {
 
 namespace {
 
-// Zeroes, in place, the password a database URL carries: in its user info
-// (scheme://user:PASSWORD@host) and as a `password=` parameter. The URL
-// keeps its length; its text ends where the password began.
-void CleanseUrlPassword(char* url, size_t size) {
+// Zeroes, in place, all a PostgreSQL URL holds after its scheme: libpq
+// takes a password in its user info (up to the last '@' before a '/',
+// whatever comes between) or as a parameter (percent-encoded names too),
+// and Config keeps its own copy. An SQLite URL holds none: kept.
+void CleanseDatabaseUrl(char* url, size_t size) {
   std::string_view u(url, size);
-  const size_t scheme = u.find("://");
-  if (scheme == std::string_view::npos) return;
-  const size_t authority_end = std::min(u.find_first_of("/?#", scheme + 3), u.size());
-  const size_t at = u.rfind('@', authority_end);
-  if (at != std::string_view::npos && at > scheme) {
-    const size_t colon = u.find(':', scheme + 3);
-    if (colon < at) OPENSSL_cleanse(url + colon + 1, at - colon - 1);
-  }
-  for (size_t p = u.find("password=", authority_end); p != std::string_view::npos; p = u.find("password=", p + 1)) {
-    if (p > 0 && u[p - 1] != '?' && u[p - 1] != '&') continue;  // another parameter's name ends so
-    const size_t from = p + 9;
-    const size_t to = std::min(u.find_first_of("&#", from), u.size());
-    OPENSSL_cleanse(url + from, to - from);
+  for (std::string_view scheme : {"postgresql://", "postgres://"}) {
+    if (u.starts_with(scheme)) OPENSSL_cleanse(url + scheme.size(), size - scheme.size());
   }
 }
 
@@ -227,7 +217,7 @@ void ClearSecretVariables() {
     auto eq = entry.find('=');
     if (eq != std::string_view::npos && entry.substr(0, eq) == "GATEWAY_DATABASE_URL") {
       // Read already (Config::database_url); /proc/PID/environ would show it.
-      CleanseUrlPassword(*e + eq + 1, entry.size() - eq - 1);
+      CleanseDatabaseUrl(*e + eq + 1, entry.size() - eq - 1);
       continue;
     }
     if (eq == std::string_view::npos || !IsSecretVariable(entry.substr(0, eq))) continue;

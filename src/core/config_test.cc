@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 
+#include <cstring>
 #include <string_view>
 
 
@@ -426,8 +427,8 @@ TEST(Config, ClearSecretVariablesZeroesAndRemovesThem) {
 }
 
 // GATEWAY_DATABASE_URL is no secret variable (its value is shown without
-// the password), but a PostgreSQL URL may carry one: zeroed in place once
-// read, in the user info and as a parameter.
+// the password), but a PostgreSQL URL may carry one: all after its scheme
+// is zeroed in place once read.
 TEST(Config, ClearSecretVariablesZeroesADatabaseUrlsPassword) {
   ASSERT_EQ(::setenv("GATEWAY_DATABASE_URL",
                      "postgresql://gw:pw-canary-1@db.example:5432/gw?sslmode=require&password=pw-canary-2&apassword=x",
@@ -438,10 +439,18 @@ TEST(Config, ClearSecretVariablesZeroesADatabaseUrlsPassword) {
   ClearSecretVariables();
   const std::string_view after(value, before.size());  // the same bytes, in place
   EXPECT_EQ(after.find("pw-canary"), std::string_view::npos);
-  EXPECT_TRUE(after.starts_with("postgresql://gw:")) << after;
-  EXPECT_NE(after.find("@db.example:5432/gw?sslmode=require&password="), std::string_view::npos);
-  EXPECT_NE(after.find("&apassword=x"), std::string_view::npos);  // another parameter, kept
+  EXPECT_EQ(after, std::string("postgresql://") + std::string(before.size() - 13, '\0'));
   ::unsetenv("GATEWAY_DATABASE_URL");
+  // Forms libpq reads whose password a parser of URLs would miss.
+  for (const char* url : {"postgres://gw:ab#pw-canary@db/gw", "postgresql://gw:ab?pw-canary@db/gw",
+                          "postgresql://db/gw?pass%77ord=pw-canary"}) {
+    ASSERT_EQ(::setenv("GATEWAY_DATABASE_URL", url, 1), 0);
+    const char* v = ::getenv("GATEWAY_DATABASE_URL");
+    const size_t n = std::strlen(v);
+    ClearSecretVariables();
+    EXPECT_EQ(std::string_view(v, n).find("pw-canary"), std::string_view::npos) << url;
+    ::unsetenv("GATEWAY_DATABASE_URL");
+  }
   ASSERT_EQ(::setenv("GATEWAY_DATABASE_URL", "sqlite://./data/gateway.db", 1), 0);
   ClearSecretVariables();
   EXPECT_STREQ(::getenv("GATEWAY_DATABASE_URL"), "sqlite://./data/gateway.db");
