@@ -782,7 +782,14 @@ TEST_P(RotationTest, SchedulerFollowsCronAndToggleAndRotatesAWornKey) {
 // version wears it with its own re-encryptions, and a rotation for wear at
 // every tick would follow. The first is made; the version it made is not
 // rotated again for wear.
-TEST_P(RotationTest, AVersionWornByItsOwnRotationIsNotRotatedAgainForWear) {
+// The keyring as `serve` makes it for a wear limit of 4: encryptions
+// recorded one at a time (ReserveBlockFor).
+class SmallWearLimitTest : public RotationTest {
+ protected:
+  uint64_t ReserveBlock() const override { return ReserveBlockFor(4); }
+};
+
+TEST_P(SmallWearLimitTest, AVersionWornByItsOwnRotationIsNotRotatedAgainForWear) {
   Seed(5);
   FakeClock fake;
   RotationScheduler worn(*rotation_, *keys_, std::move(Instance().settings), RotationTiming{std::nullopt, std::chrono::hours(24 * 365)},
@@ -795,6 +802,12 @@ TEST_P(RotationTest, AVersionWornByItsOwnRotationIsNotRotatedAgainForWear) {
   EXPECT_FALSE(worn.KeyWorn());
   EXPECT_FALSE(worn.Tick(fake.WallNow()).has_value());
   EXPECT_EQ(keys_->Describe()->primary_version, 2u);
+  // The limit still holds for what is encrypted since: as many again as
+  // its threshold, and the version is worn.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(keys_->GenerateDataKey().ok());
+  EXPECT_FALSE(worn.KeyWorn());
+  ASSERT_TRUE(keys_->GenerateDataKey().ok());
+  EXPECT_TRUE(worn.KeyWorn());
 }
 
 TEST_P(RotationTest, DryRunCountsAndWritesNothing) {
@@ -1361,6 +1374,7 @@ TEST_P(RetireFenceTest, NoVersionIsMarkedAfterAMarkThatRanIntoATakeover) { Check
 TEST_P(RetireFenceTest, NoVersionIsRetiredAfterARetireThatRanIntoATakeover) { Check(Slow::kRetire); }
 
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RotationTest);
+DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(SmallWearLimitTest);
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RetireScopeTest);
 DYAD_INSTANTIATE_ON_REGISTRY_ENGINES(RetireFenceTest);
 

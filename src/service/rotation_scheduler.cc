@@ -287,10 +287,15 @@ bool RotationScheduler::KeyWorn() {
     if (v.encryptions < threshold) return false;
     // Worn by the re-encryptions of the rotation that made it: the next
     // one's would wear the version after it the same way (a rotation at
-    // every tick). Said once per version; the schedule still rotates.
+    // every tick). Not rotated for wear until the encryptions made since
+    // reach the threshold too. Said once per version; the schedule still
+    // rotates.
     auto last = rotation_.History(1);
-    if (last.ok() && !last->empty() && last->front().to_version == v.version &&
-        static_cast<uint64_t>(std::max<int64_t>(last->front().reencrypted, 0)) >= threshold) {
+    const uint64_t reencrypted =
+        last.ok() && !last->empty() && last->front().to_version == v.version
+            ? static_cast<uint64_t>(std::max<int64_t>(last->front().reencrypted, 0))
+            : 0;
+    if (reencrypted >= threshold && v.encryptions - std::min(v.encryptions, reencrypted) < threshold) {
       if (futile_wear_warned_.exchange(v.version) != v.version) {
         spdlog::error("key version {} is worn by its own rotation's {} re-encryptions (rotation starts at {} of "
                       "KEY_ROTATION_MAX_ENCRYPTIONS {}): another rotation would wear the next version alike, so "

@@ -53,9 +53,12 @@ class RotationFixture : public RegistryContractTest {
   // Another process's view of the keyring: its own object and pool on the
   // same database.
   std::unique_ptr<KeyManager> NewKeyring() {
-    return std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}}, std::move(Instance().key_versions),
-                                     DefaultRandom(), clock_)).value();
+    return std::move(NewLocalKeyring({"k", SecretBytes(std::string(32, 'm')), {}, ReserveBlock()},
+                                     std::move(Instance().key_versions), DefaultRandom(), clock_))
+        .value();
   }
+  // The keyring's reserve block (LocalKeyringOptions::reserve_block).
+  virtual uint64_t ReserveBlock() const { return 4096; }
 
   // SQL both engines read alike, on the test's database.
   Status Sql(const std::string& sql) { return ExecSql(registry_, sql); }
