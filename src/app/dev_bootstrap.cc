@@ -2,7 +2,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <filesystem>
 #include <fstream>
@@ -39,26 +41,46 @@ Result<std::string> ReadOrCreate(const std::string& path, const std::function<st
   if (!make) {
     return MakeError(ErrorCode::kNotFound, path + " does not exist; only `dyad-gateway serve --dev` generates it");
   }
-  // Written whole under a name of its own, then linked to `path`, which
-  // link() never replaces: no half-written file under the name, and of two
-  // processes starting at once the second reads the first one's.
+  // Written whole under a name of its own (mkostemp: unique, 0600), then
+  // linked to `path`, which link() never replaces: no half-written file
+  // under the name, and of two processes starting at once the second reads
+  // the first one's. A filesystem without hard links: created exclusively
+  // in place.
   std::string value = make();
-  const std::string staged = path + ".new-" + std::to_string(::getpid());
-  int fd = ::open(staged.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return MakeError(ErrorCode::kUnavailable, "cannot write " + staged);
   std::string text = value + "\n";
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ok = (::fchmod(fd, 0600) == 0) && (::fsync(fd) == 0) && ok;
-  ::close(fd);
-  Cleanse(text);
-  const int linked = ok ? ::link(staged.c_str(), path.c_str()) : -1;
+  auto write_all = [&text](int fd) {
+    bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    ok = (::fchmod(fd, 0600) == 0) && (::fsync(fd) == 0) && ok;
+    ::close(fd);
+    return ok;
+  };
+  auto failed = [&path](const char* what, int err) {
+    return MakeError(ErrorCode::kUnavailable, "cannot write " + path + " (" + what + ": " + std::strerror(err) + ")");
+  };
+  std::string staged = path + ".new-XXXXXX";
+  const int fd = ::mkostemp(staged.data(), O_CLOEXEC);
+  if (fd < 0) {
+    Cleanse(text);
+    return failed("a temporary file beside it", errno);
+  }
+  const bool written = write_all(fd);
+  const int linked = written ? ::link(staged.c_str(), path.c_str()) : -1;
   const int link_errno = errno;
   ::unlink(staged.c_str());
-  if (linked != 0 && ok && link_errno == EEXIST) {
+  int err = written ? 0 : EIO;
+  if (written && linked != 0) {
+    err = link_errno;
+    if (err == EPERM || err == ENOSYS || err == EOPNOTSUPP) {
+      const int in_place = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      err = in_place < 0 ? errno : (write_all(in_place) ? 0 : EIO);
+    }
+  }
+  Cleanse(text);
+  if (err == EEXIST) {
     Cleanse(value);
     if (auto theirs = read()) return std::move(*theirs);
   }
-  if (linked != 0) return MakeError(ErrorCode::kUnavailable, "cannot write " + path);
+  if (err != 0) return failed("writing it", err);
   created = true;
   return value;
 }

@@ -3,6 +3,7 @@
 // it does not have.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -52,6 +53,9 @@ TEST(DevSecrets, GeneratedOnceThenRead) {
   ASSERT_TRUE(PrepareDevSecrets(second, /*generate=*/true).ok());
   EXPECT_TRUE(*second.encryption_key == *first.encryption_key);
   EXPECT_EQ(Slurp(dir.File("data/dev-encryption-key")).size(), 65u);  // 64 hex and the line's end
+  for (const auto& entry : std::filesystem::directory_iterator(dir.File("data"))) {  // no staged file left
+    EXPECT_EQ(entry.path().filename().string().find(".new-"), std::string::npos) << entry.path();
+  }
 }
 
 // Beside an existing registry: refused for the environment backend, whose
