@@ -96,6 +96,12 @@ bool VaultTokenAuth::OnRejected(std::string_view op, const HttpReply& reply) {
   // VAULT_TOKEN is the only token there is: asking again cannot help.
   if (method_ == VaultAuthMethod::kToken && token_file_.empty()) return false;
   if (Probe(op) != Liveness::kDead) return false;  // the policy's answer (or Vault is away): fail closed
+  if (!LoginBased()) {
+    // Before the fetch that reads the file again may run: that token is
+    // never taken again, whatever its lookup says (Acquire).
+    MutexLock lock(&mu_);
+    if (held_) refused_token_ = held_->token;
+  }
   const bool retry = current_.Invalidate();
   if (retry) rejected_ = true;
   if (retry) spdlog::info("{}: Vault refused the token (HTTP {}); obtaining a new one", op, reply.status);
@@ -184,14 +190,14 @@ Result<Expiring<SecretBytes>> VaultTokenAuth::Fetch() {
   }
   auto fresh = Acquire();
   if (!fresh.ok()) return fresh.error();
-  // The token file still holds the token Vault refused (its lookup refused
-  // too): not taken again as one that never expires (it would be held for
-  // good); the file is read again after the back-off (a Vault Agent sink
-  // writes the next one).
-  if (rejected && !LoginBased() && held_ && fresh->token == held_->token && fresh->lookup_denied) {
-    return MakeError(ErrorCode::kPermissionDenied, "Vault refused the token in " + token_file_ +
-                                                       ", which holds it still; waiting for a new token there");
+  // A renewal refused, and the file holds the same token, whose lookup is
+  // refused too: dead, not one that never expires (it would be held for
+  // good). Remembered, as a data call's refusal is (OnRejected).
+  if (renewal_refused && !LoginBased() && held_ && fresh->token == held_->token && fresh->lookup_denied) {
+    refused_token_ = fresh->token;
+    return RefusedTokenInFile();
   }
+  if (!LoginBased()) refused_token_.reset();  // the file holds another token
   fresh->after_dead = rejected && LoginBased();
   // A login replaced a token that may still be valid (at its max TTL, a
   // refused renewal, a refusal): it is revoked rather than left to expire.
@@ -218,7 +224,16 @@ Result<VaultTokenAuth::Held> VaultTokenAuth::Acquire() {
   if (!static_token_.empty()) return Describe(static_token_);
   auto token = ReadSecretFile(token_file_, "VAULT_TOKEN_FILE");
   if (!token.ok()) return MakeError(ErrorCode::kFailedPrecondition, token.error().message);
+  if (refused_token_ && *token == *refused_token_) return RefusedTokenInFile();
   return Describe(std::move(token).value());
+}
+
+// Not a refusal of Vault's (kFailedPrecondition): the file is read again
+// at the next call, with no lookup while it holds that token, and the
+// agent's next token is taken at once.
+Error VaultTokenAuth::RefusedTokenInFile() const {
+  return MakeError(ErrorCode::kFailedPrecondition,
+                   "Vault refused the token in " + token_file_ + ", which holds it still; waiting for a new token there");
 }
 
 Result<VaultTokenAuth::Held> VaultTokenAuth::Describe(SecretBytes token) {

@@ -90,6 +90,7 @@ class VaultTokenAuth final : public RequestAuth {
   Result<Held> Acquire() DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Result<Held> Login();
   Result<Held> Describe(SecretBytes token) DYAD_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // lookup-self
+  Error RefusedTokenInFile() const;
   Result<Held> Renew(const Held& held);      // renew-self
   // Whether Vault still honours the held token (lookup-self).
   Liveness Probe(std::string_view op) DYAD_LOCKS_EXCLUDED(mu_);
@@ -113,6 +114,9 @@ class VaultTokenAuth final : public RequestAuth {
   const Clock& clock_;
   Mutex mu_;
   std::optional<Held> held_ DYAD_GUARDED_BY(mu_);
+  // A token file's token Vault refused: never taken again from the file
+  // (its lookup, also refused, would make it one that never expires).
+  std::optional<SecretBytes> refused_token_ DYAD_GUARDED_BY(mu_);
   bool lookup_denied_logged_ DYAD_GUARDED_BY(mu_) = false;
   bool capped_logged_ DYAD_GUARDED_BY(mu_) = false;
   bool probe_denied_logged_ DYAD_GUARDED_BY(mu_) = false;

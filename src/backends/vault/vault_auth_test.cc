@@ -247,13 +247,17 @@ TEST(VaultAuth, ARefusedTokenStillInItsFileIsNotHeldForGood) {
   EXPECT_EQ(h.Token().value(), "hvs.file-one");
   h.clock.Advance(seconds(31));
   EXPECT_TRUE(h.Rejected());  // dead: the file is read again
-  auto t = h.Token();
-  ASSERT_FALSE(t.ok());
-  EXPECT_NE(t.error().message.find("which holds it still"), std::string::npos) << t.error().message;
-  EXPECT_EQ(t.error().message.find("policy needs"), std::string::npos) << t.error().message;
-  std::ofstream(dir.File("t")) << "hvs.file-two\n";  // the agent's next token
+  const int lookups = h.vault->Count("auth/token/lookup-self");
+  for (int i = 0; i < 3; ++i) {  // however long the file keeps it
+    auto t = h.Token();
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.error().message.find("which holds it still"), std::string::npos) << t.error().message;
+    EXPECT_EQ(t.error().message.find("policy needs"), std::string::npos) << t.error().message;
+    h.clock.Advance(seconds(300));
+  }
+  EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), lookups) << "no lookup of a token known dead";
+  std::ofstream(dir.File("t")) << "hvs.file-two\n";  // the agent's next token, taken at once
   h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));
-  h.clock.Advance(seconds(30));
   EXPECT_EQ(h.Token().value(), "hvs.file-two");
 }
 
