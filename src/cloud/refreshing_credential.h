@@ -96,6 +96,7 @@ class RefreshingCredential {
       invalidated_ = false;
       fetched_at_ = clock_.Now();
       refusals_ = 0;
+      retry_after_ = Clock::Instant::min();
       return current_->value;
     }
     last_error_ = fetched.error();
@@ -121,7 +122,7 @@ class RefreshingCredential {
     if (!current_ || invalidated_) return true;
     if (clock_.Now() < fetched_at_ + options_.min_retry_interval) return false;
     invalidated_ = true;
-    retry_after_ = Clock::Instant::min();
+    if (refusals_ == 0) retry_after_ = Clock::Instant::min();  // a refusal's back-off holds
     return true;
   }
 

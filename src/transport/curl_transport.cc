@@ -469,7 +469,8 @@ class CurlTransport final : public HttpTransport {
     curl_easy_setopt(h, CURLOPT_URL, target.url.c_str());
     curl_easy_setopt(h, CURLOPT_CONNECT_TO, connect_to);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(h, CURLOPT_NOPROXY, PlainToLoopback(target.url) ? "*" : nullptr);  // reset per request
+    // The URL as given (target.url may name the TLS server name instead of its host); reset per request.
+    curl_easy_setopt(h, CURLOPT_NOPROXY, PlainToLoopback(url) ? "*" : nullptr);
     if (call.method == "GET") {
       curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     } else {
