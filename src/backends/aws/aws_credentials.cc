@@ -75,7 +75,7 @@ Result<Fetched> FromMetadataJson(const std::string& body, const std::string& sou
 }
 
 Error HttpFailure(const std::string& source, const HttpReply& reply) {
-  ErrorCode code = reply.status >= 500 ? ErrorCode::kUnavailable
+  ErrorCode code = reply.status >= 500 || reply.status == 429 ? ErrorCode::kUnavailable
                    : (reply.status == 401 || reply.status == 403) ? ErrorCode::kPermissionDenied
                                                                    : ErrorCode::kInvalidArgument;
   return MakeError(code, source + ": HTTP " + std::to_string(reply.status));
@@ -223,6 +223,12 @@ class Chain final : public AwsCredentialSource {
       std::string code = XmlElementText(reply->body, "Code"), message = XmlElementText(reply->body, "Message");
       Error e = HttpFailure("STS AssumeRoleWithWebIdentity", *reply);
       if (!code.empty()) e.message += " " + code + ": " + message;
+      // STS refusing the identity is a refusal (RefreshingCredential backs
+      // off); its throttling or an identity provider it cannot reach is not.
+      if (code == "Throttling" || code == "IDPCommunicationError") e.code = ErrorCode::kUnavailable;
+      if (code == "InvalidIdentityToken" || code == "AccessDenied" || code == "IDPRejectedClaim") {
+        e.code = ErrorCode::kUnauthenticated;
+      }
       return e;
     }
     Fetched f;

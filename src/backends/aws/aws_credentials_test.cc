@@ -184,6 +184,37 @@ TEST(AwsCredentialChain, WebIdentityThroughSts) {
   EXPECT_NE(call.body.find("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fgw"), std::string::npos);
 }
 
+// STS refusing the identity is a refusal (backed off: each try is one
+// more failed federation); its throttling or an unreachable identity
+// provider is not (asked again at the next call).
+TEST(AwsCredentialChain, StsRefusalsAreToldFromItsPassingTroubles) {
+  testing::TempDir dir;
+  Write(dir.File("token"), "eyJ.web.identity\n");
+  EnvMap env = NoImds({{"AWS_WEB_IDENTITY_TOKEN_FILE", dir.File("token")},
+                       {"AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/gw"}});
+  auto sts_error = [](const char* code) {
+    return std::string("<ErrorResponse><Error><Type>Sender</Type><Code>") + code +
+           "</Code><Message>no</Message></Error></ErrorResponse>";
+  };
+  struct Case {
+    int status;
+    const char* code;
+    ErrorCode expected;
+  };
+  for (const Case& c : {Case{400, "InvalidIdentityToken", ErrorCode::kUnauthenticated},
+                        Case{403, "AccessDenied", ErrorCode::kUnauthenticated},
+                        Case{400, "Throttling", ErrorCode::kUnavailable},
+                        Case{400, "IDPCommunicationError", ErrorCode::kUnavailable},
+                        Case{429, "", ErrorCode::kUnavailable}}) {
+    FakeClock clock;
+    ScriptedTransport http;
+    http.Then(c.status, sts_error(c.code));
+    auto r = NewAwsCredentialChain(Options(env, "eu-west-1", "http://127.0.0.1:5000"), http, clock)->Get();
+    ASSERT_FALSE(r.ok()) << c.code;
+    EXPECT_EQ(r.error().code, c.expected) << c.code << ": " << r.error().message;
+  }
+}
+
 TEST(Ini, SectionsCommentsAndNestedBlocks) {
   const char* text = "# c\n[default]\nregion=us-east-1\n; c\n[profile x]\n  region = nested\nregion = eu-west-1 \n"
                      "[broken\nregion = ignored-no-section-change\n";
