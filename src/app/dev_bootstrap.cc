@@ -48,39 +48,43 @@ Result<std::string> ReadOrCreate(const std::string& path, const std::function<st
   // in place.
   std::string value = make();
   std::string text = value + "\n";
+  // 0, or the errno of what failed; closes `fd`.
   auto write_all = [&text](int fd) {
-    bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    ok = (::fchmod(fd, 0600) == 0) && (::fsync(fd) == 0) && ok;
+    int err = 0;
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n != static_cast<ssize_t>(text.size())) err = n < 0 ? errno : EIO;
+    if (err == 0 && (::fchmod(fd, 0600) != 0 || ::fsync(fd) != 0)) err = errno;
     ::close(fd);
-    return ok;
-  };
-  auto failed = [&path](const char* what, int err) {
-    return MakeError(ErrorCode::kUnavailable, "cannot write " + path + " (" + what + ": " + std::strerror(err) + ")");
+    return err;
   };
   std::string staged = path + ".new-XXXXXX";
   const int fd = ::mkostemp(staged.data(), O_CLOEXEC);
-  if (fd < 0) {
-    Cleanse(text);
-    return failed("a temporary file beside it", errno);
+  int err = fd < 0 ? errno : write_all(fd);
+  if (fd >= 0) {
+    if (err == 0 && ::link(staged.c_str(), path.c_str()) != 0) err = errno;
+    ::unlink(staged.c_str());
   }
-  const bool written = write_all(fd);
-  const int linked = written ? ::link(staged.c_str(), path.c_str()) : -1;
-  const int link_errno = errno;
-  ::unlink(staged.c_str());
-  int err = written ? 0 : EIO;
-  if (written && linked != 0) {
-    err = link_errno;
-    if (err == EPERM || err == ENOSYS || err == EOPNOTSUPP) {
-      const int in_place = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      err = in_place < 0 ? errno : (write_all(in_place) ? 0 : EIO);
-    }
+  if (err == EPERM || err == ENOSYS || err == EOPNOTSUPP) {  // no hard links here: created exclusively in place
+    const int in_place = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    err = in_place < 0 ? errno : write_all(in_place);
+    if (in_place >= 0 && err != 0) ::unlink(path.c_str());  // never a partial file under the name
   }
   Cleanse(text);
-  if (err == EEXIST) {
+  if (err == EEXIST) {  // another process made it first: its key
     Cleanse(value);
     if (auto theirs = read()) return std::move(*theirs);
   }
-  if (err != 0) return failed("writing it", err);
+  if (err != 0) {
+    Cleanse(value);
+    return MakeError(ErrorCode::kUnavailable, "cannot write " + path + ": " + std::strerror(err));
+  }
+  // The name itself made durable: a registry sealed with this key must not
+  // outlive it after a power loss.
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  if (const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
   created = true;
   return value;
 }
