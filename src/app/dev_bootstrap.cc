@@ -60,11 +60,15 @@ Result<std::string> ReadOrCreate(const std::string& path, const std::function<st
   std::string staged = path + ".new-XXXXXX";
   const int fd = ::mkostemp(staged.data(), O_CLOEXEC);
   int err = fd < 0 ? errno : write_all(fd);
+  bool link_refused = false;
   if (fd >= 0) {
-    if (err == 0 && ::link(staged.c_str(), path.c_str()) != 0) err = errno;
+    if (err == 0 && ::link(staged.c_str(), path.c_str()) != 0) {
+      err = errno;
+      link_refused = err == EPERM || err == ENOSYS || err == EOPNOTSUPP;
+    }
     ::unlink(staged.c_str());
   }
-  if (err == EPERM || err == ENOSYS || err == EOPNOTSUPP) {  // no hard links here: created exclusively in place
+  if (link_refused) {  // no hard links here: created exclusively in place
     const int in_place = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     err = in_place < 0 ? errno : write_all(in_place);
     if (in_place >= 0 && err != 0) ::unlink(path.c_str());  // never a partial file under the name

@@ -223,12 +223,11 @@ class Chain final : public AwsCredentialSource {
       std::string code = XmlElementText(reply->body, "Code"), message = XmlElementText(reply->body, "Message");
       Error e = HttpFailure("STS AssumeRoleWithWebIdentity", *reply);
       if (!code.empty()) e.message += " " + code + ": " + message;
-      // STS refusing the identity is a refusal (RefreshingCredential backs
-      // off); its throttling or an identity provider it cannot reach is not.
+      // Its throttling and an identity provider it cannot reach are passing
+      // troubles. (Its refusals stay kInvalidArgument, asked again at each
+      // call: STS locks nothing out, and it answers InvalidIdentityToken
+      // for passing troubles too, a verification key it could not fetch.)
       if (code == "Throttling" || code == "IDPCommunicationError") e.code = ErrorCode::kUnavailable;
-      if (code == "InvalidIdentityToken" || code == "AccessDenied" || code == "IDPRejectedClaim") {
-        e.code = ErrorCode::kUnauthenticated;
-      }
       return e;
     }
     Fetched f;

@@ -184,9 +184,10 @@ TEST(AwsCredentialChain, WebIdentityThroughSts) {
   EXPECT_NE(call.body.find("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fgw"), std::string::npos);
 }
 
-// STS refusing the identity is a refusal (backed off: each try is one
-// more failed federation); its throttling or an unreachable identity
-// provider is not (asked again at the next call).
+// STS's throttling and an unreachable identity provider are passing
+// troubles (kUnavailable); its refusals are not backed off either (STS
+// locks nothing out, and says InvalidIdentityToken for passing troubles
+// too).
 TEST(AwsCredentialChain, StsRefusalsAreToldFromItsPassingTroubles) {
   testing::TempDir dir;
   Write(dir.File("token"), "eyJ.web.identity\n");
@@ -201,8 +202,8 @@ TEST(AwsCredentialChain, StsRefusalsAreToldFromItsPassingTroubles) {
     const char* code;
     ErrorCode expected;
   };
-  for (const Case& c : {Case{400, "InvalidIdentityToken", ErrorCode::kUnauthenticated},
-                        Case{403, "AccessDenied", ErrorCode::kUnauthenticated},
+  for (const Case& c : {Case{400, "InvalidIdentityToken", ErrorCode::kInvalidArgument},
+                        Case{403, "AccessDenied", ErrorCode::kPermissionDenied},
                         Case{400, "Throttling", ErrorCode::kUnavailable},
                         Case{400, "IDPCommunicationError", ErrorCode::kUnavailable},
                         Case{429, "", ErrorCode::kUnavailable}}) {

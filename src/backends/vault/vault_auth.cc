@@ -96,12 +96,6 @@ bool VaultTokenAuth::OnRejected(std::string_view op, const HttpReply& reply) {
   // VAULT_TOKEN is the only token there is: asking again cannot help.
   if (method_ == VaultAuthMethod::kToken && token_file_.empty()) return false;
   if (Probe(op) != Liveness::kDead) return false;  // the policy's answer (or Vault is away): fail closed
-  if (!LoginBased()) {
-    // Before the fetch that reads the file again may run: that token is
-    // never taken again, whatever its lookup says (Acquire).
-    MutexLock lock(&mu_);
-    if (held_) refused_token_ = held_->token;
-  }
   const bool retry = current_.Invalidate();
   if (retry) rejected_ = true;
   if (retry) spdlog::info("{}: Vault refused the token (HTTP {}); obtaining a new one", op, reply.status);
@@ -145,6 +139,10 @@ VaultTokenAuth::Liveness VaultTokenAuth::Probe(std::string_view op) {
     }
     return Liveness::kAlive;
   }
+  // Under the lock that found it still held, before the fetch that reads
+  // the file again may run: that token is never taken again, whatever its
+  // lookup says (Acquire).
+  if (!LoginBased()) refused_token_ = token;
   return Liveness::kDead;
 }
 
