@@ -307,16 +307,35 @@ Status CheckHeaderBoundFields(const AdapterConfig& config, const CredentialField
                      "field 'credentials." + field + "' holds a control character (CR, LF, NUL, …), which the header " +
                          "it is sent in (adapterConfig." + member + ") cannot carry");
   };
-  // The placeholders as CredentialHeaders reads them.
-  std::string_view t = config.auth.value_template;
-  for (size_t open = t.find('{'); open != std::string_view::npos; open = t.find('{', open + 1)) {
-    const size_t close = t.find('}', open);
-    if (close == std::string_view::npos) break;
-    DYAD_RETURN_IF_ERROR(check(std::string(t.substr(open + 1, close - open - 1)), "auth.template"));
-    open = close;
+  for (const std::string& field : TemplateFields(config.auth.value_template)) {
+    DYAD_RETURN_IF_ERROR(check(field, "auth.template"));
   }
   for (const auto& [field, header] : config.credential_headers) {
     DYAD_RETURN_IF_ERROR(check(field, "credentialHeaders." + field));
+  }
+  return OkStatus();
+}
+
+std::vector<std::string> TemplateFields(std::string_view t) {
+  std::vector<std::string> out;
+  for (size_t open = t.find('{'); open != std::string_view::npos; open = t.find('{', open + 1)) {
+    const size_t close = t.find('}', open);
+    if (close == std::string_view::npos) break;
+    std::string field(t.substr(open + 1, close - open - 1));
+    if (std::find(out.begin(), out.end(), field) == out.end()) out.push_back(std::move(field));
+    open = close;
+  }
+  return out;
+}
+
+Status CheckTemplateFields(const AdapterConfig& config, const std::vector<std::string>& names) {
+  if (names.empty()) return OkStatus();
+  for (const std::string& field : TemplateFields(config.auth.value_template)) {
+    if (std::find(names.begin(), names.end(), field) != names.end()) continue;
+    std::string held;
+    for (const std::string& name : names) held += (held.empty() ? "'" : ", '") + name + "'";
+    return Invalid("auth.template", "sends credential field '" + field + "', which the provider's credentials do " +
+                                        "not have (they hold " + held + "): every call would fail");
   }
   return OkStatus();
 }

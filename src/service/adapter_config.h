@@ -69,6 +69,16 @@ Result<HttpHeaders> CredentialHeaders(const AdapterConfig& config, const Credent
 // (a PEM key with its line breaks) are not checked. Never a value.
 Status CheckHeaderBoundFields(const AdapterConfig& config, const CredentialFields& fields);
 
+// For a write: kInvalidArgument naming the first {field} of auth.template
+// that `names` (the credential field names the provider will hold) lacks:
+// every call would fail on it. No names (no credentials stored: the
+// environment's are read, or none yet) are not checked.
+Status CheckTemplateFields(const AdapterConfig& config, const std::vector<std::string>& names);
+
+// The {field}s of an auth.template ParseAdapterConfig accepted, in order,
+// each once.
+std::vector<std::string> TemplateFields(std::string_view value_template);
+
 // The host of an http(s) URL as ParseAdapterConfig accepted it, without
 // brackets or port ("api.openai.com", "::1"); empty when there is none.
 std::string UpstreamHost(std::string_view base_url);

@@ -245,6 +245,25 @@ TEST(AdapterConfigTest, HeaderBoundFieldsAreCheckedForAWrite) {
   EXPECT_TRUE(CheckHeaderBoundFields(custom, Fields({{"api_key", "k"}, {"user", "u"}, {"note", "o\n"}})).ok());
 }
 
+TEST(AdapterConfigTest, CheckTemplateFieldsNamesAFieldTheCredentialsLack) {
+  auto config = Parse(json{{"baseUrl", "https://x.test"}}).value();
+  EXPECT_TRUE(CheckTemplateFields(config, {"api_key", "organization"}).ok());
+  EXPECT_TRUE(CheckTemplateFields(config, {}).ok());  // none stored: the environment's are read
+  Status lacking = CheckTemplateFields(config, {"organization", "token"});
+  ASSERT_FALSE(lacking.ok());
+  EXPECT_EQ(lacking.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(lacking.error().message,
+            "adapterConfig.auth.template: sends credential field 'api_key', which the provider's credentials do not "
+            "have (they hold 'organization', 'token'): every call would fail");
+  auto custom = Parse(json::parse(R"({"baseUrl":"https://x.test","auth":{"header":"x-api-key","template":"{user}:{api_key}"}})")).value();
+  EXPECT_TRUE(CheckTemplateFields(custom, {"api_key", "user"}).ok());
+  Status second = CheckTemplateFields(custom, {"user"});
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.error().message.find("'api_key'"), std::string::npos) << second.error().message;
+  // credentialHeaders' fields are optional: sent when the provider has them.
+  EXPECT_TRUE(CheckTemplateFields(config, {"api_key"}).ok());
+}
+
 TEST(AdapterConfigTest, UpstreamHostStripsPortAndBrackets) {
   EXPECT_EQ(UpstreamHost("https://api.openai.com:8443/v1"), "api.openai.com");
   EXPECT_EQ(UpstreamHost("http://[::1]:9/x"), "::1");

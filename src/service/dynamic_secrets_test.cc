@@ -315,7 +315,7 @@ TEST_F(DynamicSecretsTest, APathTheSourceRefusesIsA400NamingTheFieldAndNothingIs
   ProviderPatch patch;
   patch.name = patch.slug = "victim-reader";
   patch.type = "http-sdk";
-  patch.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
+  patch.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9","auth":{"template":"Bearer {token}"}})";
   patch.credentials = CredentialFields{};
   patch.credentials->emplace("org", SecretBytes("org-1"));
   patch.credentials->emplace("token", Ref("secret/data/dyad-gateway/providers/victim", "api_key"));

@@ -38,7 +38,12 @@ class EnvImportTest : public testing::ServiceFixture {
     p.name = slug;
     p.slug = slug;
     p.type = "http-sdk";
-    p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
+    // A write without auth.template's fields is refused: a provider stored
+    // without an api_key sends a field it has.
+    const std::string sent = credentials && !credentials->empty() && !credentials->contains("api_key")
+                                 ? credentials->begin()->first
+                                 : "api_key";
+    p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9","auth":{"template":"Bearer {)" + sent + R"(}"}})";
     p.credentials = std::move(credentials);
     auto r = providers_->Create(p, caller_);
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);

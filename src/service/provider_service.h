@@ -199,7 +199,9 @@ class ProviderService {
   const ProviderUpstream upstream_;
 };
 
-// Fields a provider type needs in its credentials.
-std::vector<std::string> RequiredCredentialFields(const std::string& type);
+// Fields a provider needs in its credentials: for the upstream types the
+// {field}s its adapterConfig's auth.template sends ("api_key" by default,
+// and for an adapterConfig that does not parse); none for the others.
+std::vector<std::string> RequiredCredentialFields(const Provider& p);
 
 }  // namespace dyad

@@ -1168,13 +1168,23 @@ TEST_F(ServicesTest, ValidateChecksRequiredFields) {
   p.type = "proxy";
   p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
   p.credentials = CredentialFields{};
+  p.credentials->emplace("api_key", SecretBytes(""));
   p.credentials->emplace("token", SecretBytes("t"));
   auto created = providers_->Create(p, caller_);
-  ASSERT_TRUE(created.ok());
+  ASSERT_TRUE(created.ok()) << created.error().message;
   auto report = providers_->Validate(created->id, caller_);
   ASSERT_TRUE(report.ok());
   EXPECT_FALSE(report->valid);
   EXPECT_EQ(report->checks.back().message, "missing: api_key");
+  // The fields required are those auth.template sends, not always api_key.
+  p.slug = "proxy-two";
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9","auth":{"header":"x-token","template":"{token}"}})";
+  p.credentials->erase("api_key");
+  auto templated = providers_->Create(p, caller_);
+  ASSERT_TRUE(templated.ok()) << templated.error().message;
+  report = providers_->Validate(templated->id, caller_);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->valid) << report->checks.back().message;
   EXPECT_EQ(providers_->Validate("nope", caller_).code(), ErrorCode::kNotFound);
   Provider good = Create("good");
   EXPECT_TRUE(providers_->Validate(good.id, caller_)->valid);

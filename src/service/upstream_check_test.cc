@@ -313,7 +313,9 @@ TEST_F(UpstreamCheckTest, ValidateBeforePromoteRefusals) {
   UpstreamProbe unused;
   auto missing = providers_->RotateCredentials(p->id, other, caller_, &unused);
   ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.error().message.find("'api_key' is not among"), std::string::npos);
+  EXPECT_EQ(missing.code(), ErrorCode::kInvalidArgument);  // the input's fault, as for a write without validate
+  EXPECT_NE(missing.error().message.find("sends credential field 'api_key'"), std::string::npos)
+      << missing.error().message;
   EXPECT_FALSE(unused.attempted);
   // A header-splitting value never reaches the upstream.
   size_t sent = client_.requests().size();

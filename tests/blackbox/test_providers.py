@@ -137,6 +137,57 @@ def test_a_control_character_in_a_name_is_400_at_create_put_and_patch(gateway):
     assert data(gateway.call("GET", f"/admin/providers/{pid}"))["name"] == "Open AI \u00e9"
 
 
+def test_credentials_without_a_field_auth_template_sends_are_400_at_every_write(gateway):
+    """auth.template's {field}s are sent on every /v1 call: credentials that lack one (or an adapterConfig naming one
+    the stored credentials lack) are refused when written, naming the field and the fields held, never a value; a
+    provider with no stored credentials (it reads the environment's) is not judged."""
+    def refused(r, field):
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["error"]["code"] == "VALIDATION_ERROR", r.text
+        assert f"adapterConfig.auth.template: sends credential field '{field}'" in body["error"]["message"], r.text
+        assert "SECRETVALUE" not in r.text, r.text
+
+    default_config = {"baseUrl": "https://192.0.2.1"}
+    refused(gateway.call("POST", "/admin/providers", json=provider_body(
+        adapterConfig=default_config, credentials={"token": "tok-SECRETVALUE"})), "api_key")
+    r = gateway.call("POST", "/admin/providers", json=provider_body(
+        adapterConfig={"baseUrl": "https://192.0.2.1", "auth": {"template": "{user}:{api_key}"}},
+        credentials={"api_key": "sk-SECRETVALUE"}))
+    refused(r, "user")
+    assert "(they hold 'api_key')" in r.json()["error"]["message"], r.text
+    assert data(gateway.call("GET", "/admin/providers"))["total"] == 0
+
+    p = data(gateway.call("POST", "/admin/providers", json=provider_body(
+        adapterConfig=default_config, credentials={"api_key": "sk-SECRETVALUE", "organization": "org-1"})), 201)
+    pid = p["id"]
+    refused(gateway.call("PUT", f"/admin/providers/{pid}", json={"credentials": {"organization": "org-2"}}), "api_key")
+    refused(gateway.call("PATCH", f"/admin/providers/{pid}", data=json.dumps({"credentials": {"api_key": None}}),
+                         headers={"Content-Type": "application/merge-patch+json"}), "api_key")
+    refused(gateway.call("PATCH", f"/admin/providers/{pid}", data=json.dumps(
+        {"adapterConfig": {"baseUrl": "https://192.0.2.1", "auth": {"header": "x-api-key", "template": "{key}"}}}),
+        headers={"Content-Type": "application/merge-patch+json"}), "key")
+    refused(gateway.call("PUT", f"/admin/providers/{pid}", json={
+        "adapterConfig": {"baseUrl": "https://192.0.2.1", "auth": {"template": "Bearer {secret}"}}}), "secret")
+    for validate in (False, True):
+        refused(gateway.call("POST", f"/admin/providers/{pid}/credentials/rotate",
+                             json={"credentials": {"organization": "org-3"}, "validate": validate}), "api_key")
+    after = data(gateway.call("GET", f"/admin/providers/{pid}"))
+    assert after["credentialsVersion"] == 1 and after["adapterConfig"] == default_config, after
+    # The template and the credentials changed together are judged together.
+    both = data(gateway.call("PUT", f"/admin/providers/{pid}", json={
+        "adapterConfig": {"baseUrl": "https://192.0.2.1", "auth": {"header": "x-api-key", "template": "{key}"}},
+        "credentials": {"key": "k-1"}}))
+    assert both["credentialsVersion"] == 2 and both["credentials"] == {"key": "[STORED_EXTERNALLY]"}, both
+
+    # Nothing stored: the environment's variables are read at use, whatever fields they give.
+    bare = data(gateway.call("POST", "/admin/providers", json=provider_body(slug="env-only")), 201)
+    changed = data(gateway.call("PUT", f"/admin/providers/{bare['id']}", json={
+        "adapterConfig": {"baseUrl": "https://192.0.2.1", "auth": {"template": "Bearer {token}"}}}))
+    assert changed["adapterConfig"]["auth"] == {"template": "Bearer {token}"}, changed
+    assert "SECRETVALUE" not in gateway.logs()
+
+
 def test_a_header_bound_credential_with_cr_lf_or_nul_is_400_at_every_write(gateway):
     """A credential value the /v1 path sends in a header (auth.template's fields, credentialHeaders) cannot hold a
     CR, LF or NUL: refused when written (create, PUT, PATCH, rotate, with or without validate), naming the field,

@@ -38,11 +38,17 @@ def test_credentials_stored_externally_then_valid_after_restart(gateway):
 
 
 def test_validate_reports_missing_required_field(gateway):
-    p = create_provider(gateway, "proxy-a", {"token": "t-1"})
+    """The required fields are those auth.template sends (api_key by default), each non-empty."""
+    p = create_provider(gateway, "proxy-a", {"api_key": "", "token": "t-1"})
     v = data(gateway.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
     assert v["valid"] is False
     failed = [c for c in v["checks"] if not c["ok"]]
-    assert failed and failed[0]["check"] == "required_fields" and "api_key" in failed[0]["message"]
+    assert [(c["check"], c["message"]) for c in failed] == [("required_fields", "missing: api_key")], v
+    sent = data(gateway.call("POST", "/admin/providers", json=provider_body(
+        slug="proxy-b", credentials={"token": "t-1"},
+        adapterConfig={"baseUrl": "https://192.0.2.1", "auth": {"header": "x-token", "template": "{token}"}})), 201)
+    v = data(gateway.call("POST", f"/admin/secrets/providers/{sent['id']}/credentials/validate"))
+    assert v["valid"] is True and all(c["ok"] for c in v["checks"]), v
 
 
 def test_environment_variables_are_a_read_only_source(make_gateway):
