@@ -394,9 +394,13 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
     std::printf("%-14s %s%s%s\n", item.outcome.c_str(), item.provider_id.c_str(), item.detail.empty() ? "" : "  ",
                 item.detail.c_str());
   }
-  std::printf("%s %lld, skipped %lld, failed %lld\n", options.dry_run ? "would copy" : "copied",
+  std::printf("%s %lld, skipped %lld, failed %lld", options.dry_run ? "would copy" : "copied",
               static_cast<long long>(report->copied), static_cast<long long>(report->skipped),
               static_cast<long long>(report->failed));
+  if (report->without_credentials) {
+    std::printf(", without credentials %lld", static_cast<long long>(report->without_credentials));
+  }
+  std::printf("\n");
   if (report->verified) {
     for (const auto& item : report->verify_failures) {
       std::printf("verify failed  %s  %s\n", item.provider_id.c_str(), item.detail.c_str());

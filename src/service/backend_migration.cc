@@ -356,6 +356,7 @@ Result<MigrationReport> BackendMigration::Run(const MigrationOptions& options, c
   for (const MigrationItem& item : report.items) {
     if (item.outcome == "copied" || item.outcome == "would copy") ++report.copied;
     else if (item.outcome == "failed") ++report.failed;
+    else if (item.outcome == "no credentials") ++report.without_credentials;
     else ++report.skipped;
   }
   const auto tell = [&](std::string_view pass, size_t n) {

@@ -93,6 +93,7 @@ struct MigrationReport {
   std::string migration;  // the name of the source -> target pair
   std::vector<MigrationItem> items;
   int64_t copied = 0, skipped = 0, failed = 0;
+  int64_t without_credentials = 0;  // "no credentials": nothing to copy, not counted as skipped
   bool verified = false;  // a verify pass ran
   int64_t verify_ok = 0, verify_failed = 0;
   std::vector<MigrationItem> verify_failures;

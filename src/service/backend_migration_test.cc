@@ -482,6 +482,8 @@ TEST_F(BackendMigrationTest, ProvidersWithoutCredentialsAndUnreadableSourcesAreR
   ASSERT_TRUE(source_.Delete(secrets_->SecretName(gone)).ok());
   MigrationReport r = Run();
   EXPECT_EQ(Count(r, "no credentials"), 1);
+  EXPECT_EQ(r.without_credentials, 1);
+  EXPECT_EQ(r.skipped, 0);  // nothing to copy is not a copy left alone
   EXPECT_EQ(r.failed, 1);
   EXPECT_EQ(r.items.at(1).provider_id, gone);
   EXPECT_EQ(r.items.at(1).detail, "source: the source holds no secret for it");

@@ -18,7 +18,7 @@ from azure.keyvault.secrets import SecretClient
 
 from aws_peers import REGION, LocalKms, Moto
 from azure_double import AzureDouble
-from conftest import BINARY, Gateway, canary, create_provider, data
+from conftest import BINARY, Gateway, canary, create_provider, data, provider_body
 from test_secrets import keyed_fingerprint
 from vault_peers import Bao
 
@@ -218,9 +218,14 @@ def small(tmp_path):
 
 def test_dry_run_reads_everything_and_writes_nothing(tmp_path, small):
     gw, providers, moto, target_env = small
+    gw.start()
+    bare = data(gw.call("POST", "/admin/providers", json=provider_body(slug="bare", type="local")), 201)
+    gw.stop()
     r = migrate(gw, write_env(tmp_path / "t.env", target_env), "--dry-run", "--delete-source")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "would copy 3, skipped 0, failed 0" in r.stdout and "switch to" not in r.stdout
+    # Nothing to copy is not a copy left alone: counted apart.
+    assert "would copy 3, skipped 0, failed 0, without credentials 1\n" in r.stdout and "switch to" not in r.stdout
+    assert re.search(rf"^no credentials +{bare['id']}$", r.stdout, re.M), r.stdout
     assert aws_names(moto, target_env["SECRETS_PREFIX"]) == []
     assert env_secret_count(gw.data_dir) == 3
     db = sqlite3.connect(f"file:{gw.data_dir / 'gateway.db'}?mode=ro", uri=True)
