@@ -308,6 +308,10 @@ Status CheckHeaderBoundFields(const AdapterConfig& config, const CredentialField
                          "it is sent in (adapterConfig." + member + ") cannot carry");
   };
   for (const std::string& field : TemplateFields(config.auth.value_template)) {
+    if (auto it = fields.find(field); it != fields.end() && it->second.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, "field 'credentials." + field + "' is empty, and " +
+                                                        "adapterConfig.auth.template sends it on every call");
+    }
     DYAD_RETURN_IF_ERROR(check(field, "auth.template"));
   }
   for (const auto& [field, header] : config.credential_headers) {
@@ -326,6 +330,24 @@ std::vector<std::string> TemplateFields(std::string_view t) {
     open = close;
   }
   return out;
+}
+
+bool UsesUpstream(std::string_view type) { return type == "http-sdk" || type == "proxy"; }
+
+Status CheckCredentialsWrite(std::string_view type, std::string_view adapter_config_json,
+                             const CredentialFields* fields, const std::vector<std::string>& names) {
+  if (!UsesUpstream(type)) return OkStatus();
+  auto config = ParseAdapterConfig(adapter_config_json, UpstreamPolicy{.allow_plaintext = true});
+  if (!config.ok()) return OkStatus();
+  if (fields) DYAD_RETURN_IF_ERROR(CheckHeaderBoundFields(*config, *fields));
+  return CheckTemplateFields(*config, names);
+}
+
+std::vector<std::string> RequiredCredentialFields(std::string_view type, std::string_view adapter_config_json) {
+  if (!UsesUpstream(type)) return {};
+  // Only auth is read: where plain http may go is not this question's.
+  auto config = ParseAdapterConfig(adapter_config_json, UpstreamPolicy{.allow_plaintext = true});
+  return TemplateFields(config.ok() ? config->auth.value_template : UpstreamAuth{}.value_template);
 }
 
 Status CheckTemplateFields(const AdapterConfig& config, const std::vector<std::string>& names) {

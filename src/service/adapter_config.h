@@ -38,6 +38,10 @@
 
 namespace dyad {
 
+// Whether a provider type calls an upstream (http-sdk, proxy: it needs a
+// baseUrl, and its credentials are sent per its adapterConfig).
+bool UsesUpstream(std::string_view type);
+
 struct UpstreamAuth {
   std::string header = "Authorization";
   std::string value_template = "Bearer {api_key}";
@@ -64,9 +68,10 @@ Result<HttpHeaders> CredentialHeaders(const AdapterConfig& config, const Credent
 // For a write: kInvalidArgument naming the first field of `fields` that
 // `config` sends in a header (a {field} of auth.template, a credentialHeaders
 // entry) and whose value CredentialHeaders would refuse (CR, LF, NUL or
-// another control character): such a credential could never be sent, so it
-// is not stored. A reference (resolved at use) and a field sent in no header
-// (a PEM key with its line breaks) are not checked. Never a value.
+// another control character), or that auth.template sends and is empty:
+// such a credential could never be sent, so it is not stored. A reference
+// (resolved at use) and a field sent in no header (a PEM key with its line
+// breaks) are not checked. Never a value.
 Status CheckHeaderBoundFields(const AdapterConfig& config, const CredentialFields& fields);
 
 // For a write: kInvalidArgument naming the first {field} of auth.template
@@ -78,6 +83,22 @@ Status CheckTemplateFields(const AdapterConfig& config, const std::vector<std::s
 // The {field}s of an auth.template ParseAdapterConfig accepted, in order,
 // each once.
 std::vector<std::string> TemplateFields(std::string_view value_template);
+
+// A write of credentials to a provider of `type` with this adapterConfig:
+// CheckHeaderBoundFields of `fields` (when given) and CheckTemplateFields
+// of `names` (the field names the provider will hold). Any baseUrl scheme
+// is taken: where plain http may go is not this check's (another instance,
+// allowed it, may serve the provider). OK for a type without upstream and
+// for an adapterConfig that does not parse (another check's error, or an
+// old row's, kept as it is).
+Status CheckCredentialsWrite(std::string_view type, std::string_view adapter_config_json,
+                             const CredentialFields* fields, const std::vector<std::string>& names);
+
+// The credential fields a provider of `type` with this adapterConfig sends
+// upstream on every call: auth.template's {field}s ("api_key" by default,
+// and for an adapterConfig that does not parse); none for a type without
+// upstream.
+std::vector<std::string> RequiredCredentialFields(std::string_view type, std::string_view adapter_config_json);
 
 // The host of an http(s) URL as ParseAdapterConfig accepted it, without
 // brackets or port ("api.openai.com", "::1"); empty when there is none.

@@ -264,6 +264,37 @@ TEST(AdapterConfigTest, CheckTemplateFieldsNamesAFieldTheCredentialsLack) {
   EXPECT_TRUE(CheckTemplateFields(config, {"api_key"}).ok());
 }
 
+TEST(AdapterConfigTest, AnEmptyFieldTheTemplateSendsIsRefusedAtWrite) {
+  auto config = Parse(json{{"baseUrl", "https://x.test"}}).value();
+  Status empty = CheckHeaderBoundFields(config, Fields({{"api_key", ""}}));
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.error().message,
+            "field 'credentials.api_key' is empty, and adapterConfig.auth.template sends it on every call");
+  EXPECT_TRUE(CheckHeaderBoundFields(config, Fields({{"api_key", "k"}, {"organization", ""}, {"note", ""}})).ok());
+}
+
+// What a write is judged by, whichever instance takes it: the plaintext
+// policy is CheckUpstream's, not this check's (an instance allowed plain
+// http may serve the provider).
+TEST(AdapterConfigTest, CheckCredentialsWriteJudgesEveryUpstreamConfigAlike) {
+  const std::vector<std::string> lacking = {"token"};
+  for (const char* config : {R"({"baseUrl":"https://x.test"})", R"({"baseUrl":"http://192.0.2.1"})"}) {
+    Status s = CheckCredentialsWrite("http-sdk", config, nullptr, lacking);
+    ASSERT_FALSE(s.ok()) << config;
+    EXPECT_NE(s.error().message.find("'api_key'"), std::string::npos) << s.error().message;
+    EXPECT_FALSE(CheckCredentialsWrite("proxy", config, nullptr, lacking).ok()) << config;
+  }
+  EXPECT_TRUE(CheckCredentialsWrite("local", R"({"baseUrl":"https://x.test"})", nullptr, lacking).ok());
+  EXPECT_TRUE(CheckCredentialsWrite("http-sdk", R"({"auth":{"template":"{x}"}})", nullptr, lacking).ok())
+      << "an adapterConfig that does not parse is another check's";
+  CredentialFields bad = Fields({{"api_key", "k\r\n"}});
+  EXPECT_FALSE(CheckCredentialsWrite("http-sdk", R"({"baseUrl":"http://192.0.2.1"})", &bad, {"api_key"}).ok());
+  EXPECT_EQ(RequiredCredentialFields("http-sdk", R"({"baseUrl":"http://192.0.2.1","auth":{"template":"{a}{b}{a}"}})"),
+            (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(RequiredCredentialFields("proxy", "not json"), (std::vector<std::string>{"api_key"}));
+  EXPECT_TRUE(RequiredCredentialFields("spawn-cli", R"({"baseUrl":"https://x.test"})").empty());
+}
+
 TEST(AdapterConfigTest, UpstreamHostStripsPortAndBrackets) {
   EXPECT_EQ(UpstreamHost("https://api.openai.com:8443/v1"), "api.openai.com");
   EXPECT_EQ(UpstreamHost("http://[::1]:9/x"), "::1");

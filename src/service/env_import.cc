@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "service/adapter_config.h"
+
 namespace dyad {
 namespace {
 
@@ -53,7 +55,14 @@ Result<EnvImportReport> ImportEnvironmentCredentials(ProviderService& providers,
     } else if (fill.empty()) {
       item.outcome = "unchanged";
     } else if (dry_run) {
-      item.outcome = "would store";
+      // Judged as the write would be (ImportCredentials): the stored fields and those added.
+      CredentialFields merged = *stored;
+      std::vector<std::string> names;
+      for (const auto& [field, value] : fill) merged.emplace(field, value);
+      for (const auto& [field, value] : merged) names.push_back(field);
+      Status writable = CheckCredentialsWrite(p.type, p.adapter_config_json, &merged, names);
+      item.outcome = writable.ok() ? "would store" : "failed";
+      if (!writable.ok()) item.error = writable.error().message;
     } else if (auto written = providers.ImportCredentials(p.id, fill, caller); written.ok()) {
       item.outcome = "stored";
       for (const auto& [field, value] : fill) settled.push_back(variables.at(field));

@@ -186,6 +186,35 @@ TEST_F(EnvImportTest, AProviderReadingTheEnvironmentGetsItsVariablesStored) {
   EXPECT_EQ(ReadWithoutVariables(p.id)["api_key"], kEnvKey);
 }
 
+// The fields auth.template sends are read from the environment too, and a
+// dry run judges the write as the real run does: the same refusal.
+TEST_F(EnvImportTest, TheTemplatesFieldsAreReadAndADryRunIsJudgedAsTheWrite) {
+  Build({}, /*env_is_source=*/true);
+  ProviderPatch patch;
+  patch.name = patch.slug = "userkey";
+  patch.type = "http-sdk";
+  patch.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9","auth":{"template":"{user}:{api_key}"}})";
+  auto p = providers_->Create(patch, caller_);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  Build({{"DYAD_PROVIDER_USERKEY_API_KEY", kEnvKey}}, true);
+  std::string refusal;
+  for (bool dry_run : {true, false}) {
+    auto r = ImportEnvironmentCredentials(*providers_, *secrets_, dry_run, caller_);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_EQ(r->items.size(), 1u);
+    EXPECT_EQ(r->items[0].outcome, "failed") << dry_run;
+    EXPECT_NE(r->items[0].error.find("sends credential field 'user'"), std::string::npos) << r->items[0].error;
+    if (dry_run) refusal = r->items[0].error;
+    else EXPECT_EQ(r->items[0].error, refusal);
+  }
+  Build({{"DYAD_PROVIDER_USERKEY_API_KEY", kEnvKey}, {"DYAD_PROVIDER_USERKEY_USER", "u-1"}}, true);
+  EXPECT_EQ(secrets_->Get(p->id, caller_)->credentials->fields.size(), 2u) << "the fallback reads {user} too";
+  auto r = ImportEnvironmentCredentials(*providers_, *secrets_, false, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->items.at(0).outcome, "stored") << r->items[0].error;
+  EXPECT_EQ(ReadWithoutVariables(p->id)["user"], "u-1");
+}
+
 TEST_F(EnvImportTest, AFailedProviderIsReportedAndTheOthersGoOn) {
   Create("first", Fields({{"api_key", kOld}}));
   Create("second", Fields({{"api_key", kOld}}));

@@ -72,22 +72,14 @@ class StatusSink final : public UpstreamSink {
 
 }  // namespace
 
-bool UsesUpstream(const std::string& type) { return type == "http-sdk" || type == "proxy"; }
 
 namespace {
 
 // The credentials being written (`fields`; null: those stored, by name)
-// against the headers `p`'s adapterConfig sends them in: a credential that
-// no header can carry, or an auth.template {field} they lack, is refused
-// now, not found broken on the first /v1 call (CredentialHeaders still
-// checks there). An adapterConfig that does not parse is another error's,
-// reported where it is checked (or an old row's, kept as it is).
-Status CheckCredentialsForHeaders(const Provider& p, const CredentialFields* fields, const UpstreamPolicy& policy) {
-  if (!UsesUpstream(p.type)) return OkStatus();
-  auto config = ParseAdapterConfig(p.adapter_config_json, policy);
-  if (!config.ok()) return OkStatus();
-  if (fields) DYAD_RETURN_IF_ERROR(CheckHeaderBoundFields(*config, *fields));
-  return CheckTemplateFields(*config, fields ? Names(*fields) : p.credential_fields);
+// against `p`'s adapterConfig: refused now, not found broken on the first
+// /v1 call.
+Status CheckCredentialsForHeaders(const Provider& p, const CredentialFields* fields) {
+  return CheckCredentialsWrite(p.type, p.adapter_config_json, fields, fields ? Names(*fields) : p.credential_fields);
 }
 
 }  // namespace
@@ -141,13 +133,6 @@ Result<UpstreamProbe> ProviderService::ProbeUpstream(const Provider& p, const Cr
   return probe;
 }
 
-std::vector<std::string> RequiredCredentialFields(const Provider& p) {
-  if (!UsesUpstream(p.type)) return {};
-  // Only auth is read: where plain http may go is not this question's.
-  auto config = ParseAdapterConfig(p.adapter_config_json, UpstreamPolicy{.allow_plaintext = true});
-  return config.ok() ? TemplateFields(config->auth.value_template) : TemplateFields(UpstreamAuth{}.value_template);
-}
-
 void ProviderService::Audit(const std::string& action, const std::string& id, const Status& s, const Caller& caller,
                             Clock::Instant started, std::vector<std::string> fields) {
   AuditEvent e;
@@ -171,7 +156,7 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   p.created_at = p.updated_at = FormatIso8601(clock_.WallNow());
   if (UsesUpstream(p.type)) {
     Status up = CheckUpstream(p);
-    if (up.ok() && input.credentials) up = CheckCredentialsForHeaders(p, &*input.credentials, upstream_.policy);
+    if (up.ok() && input.credentials) up = CheckCredentialsForHeaders(p, &*input.credentials);
     if (!up.ok()) {
       Audit("provider.create", p.id, up, caller, t0);
       return up.error();
@@ -280,7 +265,7 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
     if (UsesUpstream(p.type) && config_changed) DYAD_RETURN_IF_ERROR(CheckUpstream(p));
     if (patch.credentials || config_changed) {
       const CredentialFields* written_fields = patch.credentials ? &*patch.credentials : nullptr;
-      DYAD_RETURN_IF_ERROR(CheckCredentialsForHeaders(p, written_fields, upstream_.policy));
+      DYAD_RETURN_IF_ERROR(CheckCredentialsForHeaders(p, written_fields));
     }
     p.updated_at = FormatIso8601(clock_.WallNow());
     // Both writes are fenced by what was read under the lease (the secret's
@@ -453,7 +438,7 @@ Result<Provider> ProviderService::RotateCredentials(const std::string& id, const
                                                             "stored; rotate without validate, then validate live");
         }
       }
-      DYAD_RETURN_IF_ERROR(CheckCredentialsForHeaders(p, &credentials, upstream_.policy));
+      DYAD_RETURN_IF_ERROR(CheckCredentialsForHeaders(p, &credentials));
       DYAD_ASSIGN_OR_RETURN(*probe, ProbeUpstream(p, credentials));
       if (!probe->ok()) {
         return MakeError(ErrorCode::kFailedPrecondition,
@@ -496,7 +481,7 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
     secrets_.cache().Invalidate(id);
     read = secrets_.Get(id, caller);
   }
-  bool needs = !RequiredCredentialFields(p).empty() || !p.credential_fields.empty();
+  bool needs = !RequiredCredentialFields(p.type, p.adapter_config_json).empty() || !p.credential_fields.empty();
   if (!read.ok() && read.code() == ErrorCode::kNotFound && !needs) {
     report.valid = true;
     report.source = "none";
@@ -517,12 +502,12 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
       report.lease_ttl_seconds[field] =
           end > now ? std::chrono::duration_cast<std::chrono::seconds>(end - now).count() : 0;
     }
-    for (const auto& field : RequiredCredentialFields(p)) {
+    for (const auto& field : RequiredCredentialFields(p.type, p.adapter_config_json)) {
       auto it = read->credentials->fields.find(field);
       if (it == read->credentials->fields.end() || it->second.empty()) missing.push_back(field);
     }
   } else {
-    missing = RequiredCredentialFields(p);
+    missing = RequiredCredentialFields(p.type, p.adapter_config_json);
   }
   std::string msg;
   for (const auto& m : missing) msg += (msg.empty() ? "missing: " : ", ") + m;

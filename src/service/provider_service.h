@@ -88,8 +88,6 @@ struct ProviderUpstream {
                                   std::chrono::milliseconds(15000)};
 };
 
-// Whether a provider type calls an upstream (and so needs a baseUrl).
-bool UsesUpstream(const std::string& type);
 
 struct ValidationReport {
   bool valid = false;
@@ -198,10 +196,5 @@ class ProviderService {
   AuditSink& audit_;
   const ProviderUpstream upstream_;
 };
-
-// Fields a provider needs in its credentials: for the upstream types the
-// {field}s its adapterConfig's auth.template sends ("api_key" by default,
-// and for an adapterConfig that does not parse); none for the others.
-std::vector<std::string> RequiredCredentialFields(const Provider& p);
 
 }  // namespace dyad

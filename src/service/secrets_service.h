@@ -240,7 +240,8 @@ class SecretsService {
   // one of its variables set); empty otherwise.
   std::string EnvironmentSource(const Provider& p) const;
   // The DYAD_PROVIDER_<SLUG>_<FIELD> variables set (not empty) for `p`, by
-  // field: its credential fields and api_key, what the fallback reads.
+  // field: its credential fields, the fields its auth.template sends, and
+  // api_key; what the fallback reads.
   std::map<std::string, std::string> EnvironmentVariables(const Provider& p) const;
   // Their values (the fallback's credentials for `p`).
   CredentialFields EnvironmentFields(const Provider& p) const;

@@ -1167,19 +1167,24 @@ TEST_F(ServicesTest, ValidateChecksRequiredFields) {
   p.name = p.slug = "proxy-one";
   p.type = "proxy";
   p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
+  // Credentials without it (or with it empty) are not stored; a provider
+  // without stored credentials (nor variables) misses it.
   p.credentials = CredentialFields{};
   p.credentials->emplace("api_key", SecretBytes(""));
   p.credentials->emplace("token", SecretBytes("t"));
+  EXPECT_EQ(providers_->Create(p, caller_).code(), ErrorCode::kInvalidArgument);
+  p.credentials.reset();
   auto created = providers_->Create(p, caller_);
   ASSERT_TRUE(created.ok()) << created.error().message;
   auto report = providers_->Validate(created->id, caller_);
   ASSERT_TRUE(report.ok());
   EXPECT_FALSE(report->valid);
   EXPECT_EQ(report->checks.back().message, "missing: api_key");
+  p.credentials = CredentialFields{};
+  p.credentials->emplace("token", SecretBytes("t"));
   // The fields required are those auth.template sends, not always api_key.
   p.slug = "proxy-two";
   p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9","auth":{"header":"x-token","template":"{token}"}})";
-  p.credentials->erase("api_key");
   auto templated = providers_->Create(p, caller_);
   ASSERT_TRUE(templated.ok()) << templated.error().message;
   report = providers_->Validate(templated->id, caller_);

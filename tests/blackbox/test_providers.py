@@ -180,7 +180,7 @@ def test_credentials_without_a_field_auth_template_sends_are_400_at_every_write(
         "credentials": {"key": "k-1"}}))
     assert both["credentialsVersion"] == 2 and both["credentials"] == {"key": "[STORED_EXTERNALLY]"}, both
 
-    # Nothing stored: the environment's variables are read at use, whatever fields they give.
+    # Nothing stored: the environment's variables are read at use (DYAD_PROVIDER_ENV_ONLY_TOKEN here).
     bare = data(gateway.call("POST", "/admin/providers", json=provider_body(slug="env-only")), 201)
     changed = data(gateway.call("PUT", f"/admin/providers/{bare['id']}", json={
         "adapterConfig": {"baseUrl": "https://192.0.2.1", "auth": {"template": "Bearer {token}"}}}))

@@ -37,18 +37,26 @@ def test_credentials_stored_externally_then_valid_after_restart(gateway):
     assert v["credentialsVersion"] == 1
 
 
-def test_validate_reports_missing_required_field(gateway):
-    """The required fields are those auth.template sends (api_key by default), each non-empty."""
-    p = create_provider(gateway, "proxy-a", {"api_key": "", "token": "t-1"})
-    v = data(gateway.call("POST", f"/admin/secrets/providers/{p['id']}/credentials/validate"))
+def test_validate_reports_missing_required_field(make_gateway):
+    """The required fields are those auth.template sends (api_key by default), each non-empty; the environment's
+    fallback reads them too."""
+    gw = make_gateway({"DYAD_PROVIDER_ENVT_TOKEN": "t-env"}).start()
+    r = gw.call("POST", "/admin/providers", json=provider_body(slug="proxy-a", credentials={"api_key": "", "token": "t"}))
+    assert r.status_code == 400 and "'credentials.api_key' is empty" in r.text, r.text
+    bare = data(gw.call("POST", "/admin/providers", json=provider_body(slug="proxy-a")), 201)
+    v = data(gw.call("POST", f"/admin/secrets/providers/{bare['id']}/credentials/validate"))
     assert v["valid"] is False
-    failed = [c for c in v["checks"] if not c["ok"]]
-    assert [(c["check"], c["message"]) for c in failed] == [("required_fields", "missing: api_key")], v
-    sent = data(gateway.call("POST", "/admin/providers", json=provider_body(
-        slug="proxy-b", credentials={"token": "t-1"},
-        adapterConfig={"baseUrl": "https://192.0.2.1", "auth": {"header": "x-token", "template": "{token}"}})), 201)
-    v = data(gateway.call("POST", f"/admin/secrets/providers/{sent['id']}/credentials/validate"))
+    required = [c for c in v["checks"] if c["check"] == "required_fields"]
+    assert [(c["ok"], c["message"]) for c in required] == [(False, "missing: api_key")], v
+    token_config = {"baseUrl": "https://192.0.2.1", "auth": {"header": "x-token", "template": "{token}"}}
+    sent = data(gw.call("POST", "/admin/providers", json=provider_body(
+        slug="proxy-b", credentials={"token": "t-1"}, adapterConfig=token_config)), 201)
+    v = data(gw.call("POST", f"/admin/secrets/providers/{sent['id']}/credentials/validate"))
     assert v["valid"] is True and all(c["ok"] for c in v["checks"]), v
+    envt = data(gw.call("POST", "/admin/providers", json=provider_body(slug="envt", adapterConfig=token_config)), 201)
+    v = data(gw.call("POST", f"/admin/secrets/providers/{envt['id']}/credentials/validate"))
+    assert v["valid"] is True and v["source"] == "environment", v
+    assert v["fingerprint"] == keyed_fingerprint(gw, {"token": "t-env"})
 
 
 def test_environment_variables_are_a_read_only_source(make_gateway):
