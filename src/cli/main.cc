@@ -398,7 +398,7 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
               static_cast<long long>(report->copied), static_cast<long long>(report->skipped),
               static_cast<long long>(report->failed));
   if (report->without_credentials) {
-    std::printf(", without credentials %lld", static_cast<long long>(report->without_credentials));
+    std::printf(", no credentials %lld", static_cast<long long>(report->without_credentials));
   }
   std::printf("\n");
   if (report->verified) {

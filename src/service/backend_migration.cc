@@ -136,7 +136,18 @@ bool BackendMigration::MovedAndSourceDeleted(const Provider& p, const Records& d
 
 MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOptions& options, Records& done,
                                         const Caller& caller) {
-  if (p.credential_fields.empty()) return Item(p.id, "no credentials");
+  if (p.credential_fields.empty()) {
+    // Nothing stored. The environment's variables, read while nothing is,
+    // do not move with a migration: once the gateway runs on the target
+    // they are a fallback only.
+    if (const std::string prefix = source_.EnvironmentSource(p); !prefix.empty()) {
+      return Item(p.id, "failed",
+                  "source: nothing stored (its credentials come from " + prefix +
+                      "* variables: store them first, with `migrate import-env`)",
+                  ErrorCode::kFailedPrecondition);
+    }
+    return Item(p.id, "no credentials");
+  }
   // Writers of this provider on the source wait while it is copied (not
   // for a dry run, which writes nothing, not even a lease row).
   Result<std::unique_ptr<ProviderLocks::Held>> held = std::unique_ptr<ProviderLocks::Held>();
@@ -156,7 +167,8 @@ MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOption
     if (!source.ok()) {
       Error why = source.error();
       if (source.code() == ErrorCode::kNotFound && !source_.EnvironmentSource(p).empty()) {
-        why.message += " (its credentials come from " + source_.EnvironmentSource(p) + "* variables: store them first)";
+        why.message += " (its credentials come from " + source_.EnvironmentSource(p) +
+                       "* variables: store them first, with `migrate import-env`)";
       }
       return Failed(p.id, "source: ", why);
     }

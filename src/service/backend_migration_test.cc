@@ -489,6 +489,29 @@ TEST_F(BackendMigrationTest, ProvidersWithoutCredentialsAndUnreadableSourcesAreR
   EXPECT_EQ(r.items.at(1).detail, "source: the source holds no secret for it");
 }
 
+// Its DYAD_PROVIDER_* variables do not move with it: not "no credentials".
+TEST_F(BackendMigrationTest, AProviderReadingOnlyTheEnvironmentFailsNamingItsVariables) {
+  ProviderPatch p;
+  p.name = p.slug = "envy";
+  p.type = "http-sdk";
+  p.adapter_config_json = R"({"baseUrl":"http://127.0.0.1:9"})";
+  ASSERT_TRUE(providers_->Create(p, Caller{}).ok());
+  SecretsOptions o;
+  o.env_is_source = true;
+  auto from_env = SecretsService::Create(o, source_, *keys_, *repo_, audit_, metrics_, clock_, DefaultRandom(),
+                                        EnvMap{{"DYAD_PROVIDER_ENVY_API_KEY", "sk-env-canary"}}).value();
+  MigrationReport r = Run({}, from_env.get());
+  ASSERT_EQ(r.items.size(), 1u);
+  EXPECT_EQ(r.items[0].outcome, "failed");
+  EXPECT_EQ(r.items[0].code, ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(r.items[0].detail, "source: nothing stored (its credentials come from DYAD_PROVIDER_ENVY_* variables: "
+                               "store them first, with `migrate import-env`)");
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_EQ(r.without_credentials, 0);
+  // Without its variables there is nothing to copy.
+  EXPECT_EQ(Run().items.at(0).outcome, "no credentials");
+}
+
 TEST_F(BackendMigrationTest, TheSourceItselfIsRefusedAsTarget) {
   Create("a", kCanary);
   BackendMigration m(*secrets_, *repo_, *records_, {source_, *keys_, SealMode::kEnvelope, DefaultRandom()});

@@ -224,7 +224,7 @@ def test_dry_run_reads_everything_and_writes_nothing(tmp_path, small):
     r = migrate(gw, write_env(tmp_path / "t.env", target_env), "--dry-run", "--delete-source")
     assert r.returncode == 0, r.stdout + r.stderr
     # Nothing to copy is not a copy left alone: counted apart.
-    assert "would copy 3, skipped 0, failed 0, without credentials 1\n" in r.stdout and "switch to" not in r.stdout
+    assert "would copy 3, skipped 0, failed 0, no credentials 1\n" in r.stdout and "switch to" not in r.stdout
     assert re.search(rf"^no credentials +{bare['id']}$", r.stdout, re.M), r.stdout
     assert aws_names(moto, target_env["SECRETS_PREFIX"]) == []
     assert env_secret_count(gw.data_dir) == 3
