@@ -282,23 +282,18 @@ class LocalKeyring final : public KeyManager {
   // states and the primary are brought up to date in memory.
   Status Refresh() DYAD_LOCKS_EXCLUDED(mu_) {
     last_refresh_ns_.store(clock_.Now().time_since_epoch().count(), std::memory_order_relaxed);
-    std::map<uint32_t, std::string> states;
-    std::map<uint32_t, uint64_t> encryptions;
     const uint64_t ticket = NextTicket();
-    DYAD_ASSIGN_OR_RETURN(std::vector<KeyVersionRecord> rows, repo_->List(options_.key_id));
-    for (auto& row : rows) {
-      states[row.version] = std::move(row.state);
-      encryptions[row.version] = row.encryptions;
-    }
+    // In version order (the repository's List).
+    DYAD_ASSIGN_OR_RETURN(const std::vector<KeyVersionRecord> rows, repo_->List(options_.key_id));
     {
       WriterMutexLock lock(&mu_);
       bool unseen = false;
-      for (const auto& [v, state] : states) unseen = unseen || !versions_.count(v);
+      for (const KeyVersionRecord& row : rows) unseen = unseen || !versions_.count(row.version);
       if (!unseen) {
         // The bound only grows: any read's is applied, oldest or not.
-        for (const auto& [v, n] : encryptions) {
-          std::atomic<uint64_t>& recorded = *versions_[v].recorded;
-          recorded.store(std::max(recorded.load(std::memory_order_relaxed), n), std::memory_order_relaxed);
+        for (const KeyVersionRecord& row : rows) {
+          std::atomic<uint64_t>& recorded = *versions_[row.version].recorded;
+          recorded.store(std::max(recorded.load(std::memory_order_relaxed), row.encryptions), std::memory_order_relaxed);
         }
         // A read begun after this one (or a Rotate or state change made
         // here after it) is applied already: this older view would undo it
@@ -306,9 +301,10 @@ class LocalKeyring final : public KeyManager {
         // rotated away from, under which a rotation then "re-encrypts".
         if (!Newest(ticket)) return OkStatus();
         uint32_t primary = 0;
-        for (const auto& [v, state] : states) {
-          if (versions_[v].state != state) ApplyState(versions_[v], state);
-          if (state == "active") primary = v;
+        for (const KeyVersionRecord& row : rows) {
+          Version& v = versions_[row.version];
+          if (v.state != row.state) ApplyState(v, row.state);
+          if (row.state == "active") primary = row.version;
         }
         if (primary != 0) primary_ = primary;
         return OkStatus();

@@ -154,12 +154,22 @@ TEST(VaultAuth, ARefusedRenewalOfVaultTokenStopsRenewingIt) {
   EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), 1);
 }
 
-TEST(VaultAuth, ATokenFileWhoseRenewalIsRefusedIsReadAgainAndAnUnchangedTokenNotRenewed) {
+// VAULT_TOKEN_FILE, as an agent writes it.
+struct TokenFile {
+  explicit TokenFile(const std::string& token) { Write(token); }
+  void Write(const std::string& token) const { std::ofstream(path) << token << "\n"; }
+  VaultSettings Settings() const {
+    VaultSettings s;
+    s.token_file = path;
+    return s;
+  }
   testing::TempDir dir;
-  std::ofstream(dir.File("t")) << "hvs.file-one\n";
-  VaultSettings s;
-  s.token_file = dir.File("t");
-  Harness h(s);
+  const std::string path = dir.File("t");
+};
+
+TEST(VaultAuth, ATokenFileWhoseRenewalIsRefusedIsReadAgainAndAnUnchangedTokenNotRenewed) {
+  TokenFile file("hvs.file-one");
+  Harness h(file.Settings());
   h.vault->On("auth/token/lookup-self", 200, LookupAnswer(3000, true, 3000));
   h.vault->On("auth/token/renew-self", 403, R"({"errors":["permission denied"]})");
   ASSERT_EQ(h.Token().value(), "hvs.file-one");
@@ -170,7 +180,7 @@ TEST(VaultAuth, ATokenFileWhoseRenewalIsRefusedIsReadAgainAndAnUnchangedTokenNot
   EXPECT_EQ(h.Token().value(), "hvs.file-one");
   EXPECT_EQ(h.vault->Count("auth/token/renew-self"), 1);
   // At two thirds of the new lookup's ttl the file is read again: an agent's new token is taken.
-  std::ofstream(dir.File("t")) << "hvs.file-two\n";
+  file.Write("hvs.file-two");
   h.clock.Advance(seconds(1100));
   EXPECT_EQ(h.Token().value(), "hvs.file-two");
 }
@@ -212,11 +222,8 @@ TEST(VaultAuth, AnUnavailableOrMalformedLookupIsAnErrorWithoutTheToken) {
 }
 
 TEST(VaultAuth, ATokenFileIsReadAgainWhenATokenIsRefused) {
-  testing::TempDir dir;
-  std::ofstream(dir.File("t")) << "hvs.file-one\n";
-  VaultSettings s;
-  s.token_file = dir.File("t");
-  Harness h(s);
+  TokenFile file("hvs.file-one");
+  Harness h(file.Settings());
   h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));  // the first use
   h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));  // after a 403: alive
   h.vault->On("auth/token/lookup-self", 403, R"({"errors":["permission denied"]})");  // then dead
@@ -224,7 +231,7 @@ TEST(VaultAuth, ATokenFileIsReadAgainWhenATokenIsRefused) {
   h.clock.Advance(seconds(31));
   EXPECT_FALSE(h.Rejected()) << "the token is alive: the policy refused";
   EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), 2);
-  std::ofstream(dir.File("t")) << "hvs.file-two\n";  // an agent wrote a new one
+  file.Write("hvs.file-two");  // an agent wrote a new one
   EXPECT_TRUE(h.Rejected());
   EXPECT_EQ(Header(h.vault->Last(), "X-Vault-Token"), "hvs.file-one");
   h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));
@@ -237,11 +244,8 @@ TEST(VaultAuth, ATokenFileIsReadAgainWhenATokenIsRefused) {
 // expires, which held it for good; the file is read again after the
 // back-off, and its next token used.
 TEST(VaultAuth, ARefusedTokenStillInItsFileIsNotHeldForGood) {
-  testing::TempDir dir;
-  std::ofstream(dir.File("t")) << "hvs.file-one\n";
-  VaultSettings s;
-  s.token_file = dir.File("t");
-  Harness h(s);
+  TokenFile file("hvs.file-one");
+  Harness h(file.Settings());
   h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));  // the first use
   h.vault->On("auth/token/lookup-self", 403, R"({"errors":["permission denied"]})");  // revoked
   EXPECT_EQ(h.Token().value(), "hvs.file-one");
@@ -256,7 +260,7 @@ TEST(VaultAuth, ARefusedTokenStillInItsFileIsNotHeldForGood) {
     h.clock.Advance(seconds(300));
   }
   EXPECT_EQ(h.vault->Count("auth/token/lookup-self"), lookups) << "no lookup of a token known dead";
-  std::ofstream(dir.File("t")) << "hvs.file-two\n";  // the agent's next token, taken at once
+  file.Write("hvs.file-two");  // the agent's next token, taken at once
   h.vault->On("auth/token/lookup-self", 200, LookupAnswer(0, false));
   EXPECT_EQ(h.Token().value(), "hvs.file-two");
 }
@@ -353,11 +357,8 @@ TEST(VaultAuth, ARefusedLoginTokenIsReplacedOnceButAFreshOneFailsClosed) {
 }
 
 TEST(VaultAuth, ATokenThatMayNotLookItselfUpIsKeptOnA403AndAnUnavailableLookupFailsClosed) {
-  testing::TempDir dir;
-  std::ofstream(dir.File("t")) << "hvs.file-one\n";
-  VaultSettings s;
-  s.token_file = dir.File("t");
-  Harness h(s);
+  TokenFile file("hvs.file-one");
+  Harness h(file.Settings());
   h.vault->On("auth/token/lookup-self", 403, R"({"errors":["1 error occurred:\n\t* permission denied\n\n"]})");
   EXPECT_EQ(h.Token().value(), "hvs.file-one");
   h.clock.Advance(seconds(60));
