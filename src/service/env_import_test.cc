@@ -186,9 +186,10 @@ TEST_F(EnvImportTest, AProviderReadingTheEnvironmentGetsItsVariablesStored) {
   EXPECT_EQ(ReadWithoutVariables(p.id)["api_key"], kEnvKey);
 }
 
-// The fields auth.template sends are read from the environment too, and a
-// dry run judges the write as the real run does: the same refusal.
-TEST_F(EnvImportTest, TheTemplatesFieldsAreReadAndADryRunIsJudgedAsTheWrite) {
+// A dry run judges the write as the real run does: the same refusal. The
+// other fields auth.template sends are not read from the environment: a
+// slug and a field can spell another provider's variable.
+TEST_F(EnvImportTest, ADryRunIsJudgedAsTheWriteAndOnlyApiKeyIsReadForATemplate) {
   Build({}, /*env_is_source=*/true);
   ProviderPatch patch;
   patch.name = patch.slug = "userkey";
@@ -208,11 +209,11 @@ TEST_F(EnvImportTest, TheTemplatesFieldsAreReadAndADryRunIsJudgedAsTheWrite) {
     else EXPECT_EQ(r->items[0].error, refusal);
   }
   Build({{"DYAD_PROVIDER_USERKEY_API_KEY", kEnvKey}, {"DYAD_PROVIDER_USERKEY_USER", "u-1"}}, true);
-  EXPECT_EQ(secrets_->Get(p->id, caller_)->credentials->fields.size(), 2u) << "the fallback reads {user} too";
+  EXPECT_EQ(secrets_->Get(p->id, caller_)->credentials->fields.size(), 1u) << "{user}'s variable is not read";
   auto r = ImportEnvironmentCredentials(*providers_, *secrets_, false, caller_);
   ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(r->items.at(0).outcome, "stored") << r->items[0].error;
-  EXPECT_EQ(ReadWithoutVariables(p->id)["user"], "u-1");
+  EXPECT_EQ(r->items.at(0).outcome, "failed");
+  EXPECT_EQ(r->unknown, (std::vector<std::string>{"DYAD_PROVIDER_USERKEY_USER"}));
 }
 
 TEST_F(EnvImportTest, AFailedProviderIsReportedAndTheOthersGoOn) {

@@ -9,7 +9,6 @@
 #include <spdlog/spdlog.h>
 
 #include "core/time_format.h"
-#include "service/adapter_config.h"
 #include "secrets/envelope.h"
 
 namespace dyad {
@@ -315,11 +314,7 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
 
 std::map<std::string, std::string> SecretsService::EnvironmentVariables(const Provider& p) const {
   std::vector<std::string> names = p.credential_fields;
-  std::vector<std::string> sent = RequiredCredentialFields(p.type, p.adapter_config_json);
-  sent.push_back("api_key");
-  for (std::string& field : sent) {
-    if (std::find(names.begin(), names.end(), field) == names.end()) names.push_back(std::move(field));
-  }
+  if (std::find(names.begin(), names.end(), "api_key") == names.end()) names.push_back("api_key");
   std::map<std::string, std::string> out;
   const std::string prefix = "DYAD_PROVIDER_" + EnvSegment(p.slug) + "_";
   for (const auto& field : names) {

@@ -240,8 +240,10 @@ class SecretsService {
   // one of its variables set); empty otherwise.
   std::string EnvironmentSource(const Provider& p) const;
   // The DYAD_PROVIDER_<SLUG>_<FIELD> variables set (not empty) for `p`, by
-  // field: its credential fields, the fields its auth.template sends, and
-  // api_key; what the fallback reads.
+  // field: its credential fields and api_key, what the fallback reads. Not
+  // the other fields an auth.template names: a slug and a field can spell
+  // another provider's variable ("google-api"'s {key} would read provider
+  // "google"'s DYAD_PROVIDER_GOOGLE_API_KEY).
   std::map<std::string, std::string> EnvironmentVariables(const Provider& p) const;
   // Their values (the fallback's credentials for `p`).
   CredentialFields EnvironmentFields(const Provider& p) const;

@@ -38,9 +38,9 @@ def test_credentials_stored_externally_then_valid_after_restart(gateway):
 
 
 def test_validate_reports_missing_required_field(make_gateway):
-    """The required fields are those auth.template sends (api_key by default), each non-empty; the environment's
-    fallback reads them too."""
-    gw = make_gateway({"DYAD_PROVIDER_ENVT_TOKEN": "t-env"}).start()
+    """The required fields are those auth.template sends (api_key by default), each non-empty. A provider without
+    stored credentials reads only DYAD_PROVIDER_<SLUG>_API_KEY: "google-api"'s {key} would be "google"'s api_key."""
+    gw = make_gateway({"DYAD_PROVIDER_GOOGLE_API_KEY": "sk-google-canary"}).start()
     r = gw.call("POST", "/admin/providers", json=provider_body(slug="proxy-a", credentials={"api_key": "", "token": "t"}))
     assert r.status_code == 400 and "'credentials.api_key' is empty" in r.text, r.text
     bare = data(gw.call("POST", "/admin/providers", json=provider_body(slug="proxy-a")), 201)
@@ -53,10 +53,15 @@ def test_validate_reports_missing_required_field(make_gateway):
         slug="proxy-b", credentials={"token": "t-1"}, adapterConfig=token_config)), 201)
     v = data(gw.call("POST", f"/admin/secrets/providers/{sent['id']}/credentials/validate"))
     assert v["valid"] is True and all(c["ok"] for c in v["checks"]), v
-    envt = data(gw.call("POST", "/admin/providers", json=provider_body(slug="envt", adapterConfig=token_config)), 201)
-    v = data(gw.call("POST", f"/admin/secrets/providers/{envt['id']}/credentials/validate"))
+    google = data(gw.call("POST", "/admin/providers", json=provider_body(slug="google")), 201)
+    v = data(gw.call("POST", f"/admin/secrets/providers/{google['id']}/credentials/validate"))
     assert v["valid"] is True and v["source"] == "environment", v
-    assert v["fingerprint"] == keyed_fingerprint(gw, {"token": "t-env"})
+    key_config = {"baseUrl": "https://192.0.2.1", "auth": {"header": "x-goog-api-key", "template": "{key}"}}
+    other = data(gw.call("POST", "/admin/providers", json=provider_body(slug="google-api", adapterConfig=key_config)), 201)
+    v = data(gw.call("POST", f"/admin/secrets/providers/{other['id']}/credentials/validate"))
+    assert v["valid"] is False, v
+    assert [c["message"] for c in v["checks"] if c["check"] == "required_fields"] == ["missing: key"], v
+    assert "sk-google-canary" not in gw.logs()
 
 
 def test_environment_variables_are_a_read_only_source(make_gateway):
