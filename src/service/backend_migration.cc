@@ -2,6 +2,7 @@
 
 #include "core/encoding.h"
 #include "secrets/credentials.h"
+#include "service/adapter_config.h"
 
 namespace dyad {
 namespace {
@@ -138,9 +139,11 @@ MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOption
                                         const Caller& caller) {
   if (p.credential_fields.empty()) {
     // Nothing stored. The environment's variables, read while nothing is,
-    // do not move with a migration: once the gateway runs on the target
-    // they are a fallback only.
-    if (const std::string prefix = source_.EnvironmentSource(p); !prefix.empty()) {
+    // do not move with a migration: on a target that does not read them so
+    // (another backend), a provider that sends credentials upstream would
+    // have none.
+    const bool needs_them = UsesUpstream(p.type) && !target_.env_is_source;
+    if (const std::string prefix = source_.EnvironmentSource(p); needs_them && !prefix.empty()) {
       return Item(p.id, "failed",
                   "source: nothing stored (its credentials come from " + prefix +
                       "* variables: store them first, with `migrate import-env`)",
