@@ -24,7 +24,7 @@ for _ in $(seq 100); do grep -q "listening on" "$DATA/stdout" 2>/dev/null && bre
 PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$DATA/stdout")
 URL="http://127.0.0.1:$PORT"
 ID=$(curl -sf -H "Authorization: Bearer $TOKEN" -X POST "$URL/admin/providers" \
-  -d '{"name":"Bench","slug":"bench","type":"http-sdk","credentials":{"api_key":"sk-bench"},"models":[{"dyadModelId":"m","adapterModelId":"a"}]}' \
+  -d '{"name":"Bench","slug":"bench","type":"http-sdk","credentials":{"api_key":"sk-bench"},"models":[{"dyadModelId":"m","adapterModelId":"a"}],"adapterConfig":{"baseUrl":"https://192.0.2.1"}}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
 if [ "$JSON" = 1 ]; then
   sep='{"connections": '"$CONNS"', "seconds": '"$SECS"', "routes": {'
