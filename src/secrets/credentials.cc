@@ -79,6 +79,13 @@ bool HasReferences(const CredentialFields& fields) {
   return std::any_of(fields.begin(), fields.end(), [](const auto& kv) { return DecodeReference(kv.second).has_value(); });
 }
 
+std::vector<std::string> FieldNames(const CredentialFields& fields) {
+  std::vector<std::string> names;
+  names.reserve(fields.size());
+  for (const auto& [name, value] : fields) names.push_back(name);
+  return names;
+}
+
 SecretBytes CredentialsToJson(const CredentialFields& fields) {
   std::string out = "{";
   for (const auto& [name, value] : fields) {

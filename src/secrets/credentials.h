@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/clock.h"
 #include "core/result.h"
@@ -50,6 +51,8 @@ SecretBytes EncodeReference(const CredentialReference& ref);
 // nullopt for a value that is not a reference.
 std::optional<CredentialReference> DecodeReference(const SecretBytes& value);
 bool HasReferences(const CredentialFields& fields);
+// The field names, in order; never a value.
+std::vector<std::string> FieldNames(const CredentialFields& fields);
 
 // Cache-line aligned: readers on different cores bump the reference counts
 // of different values, and those counts must not share a line with anything.

@@ -57,10 +57,8 @@ Result<EnvImportReport> ImportEnvironmentCredentials(ProviderService& providers,
     } else if (dry_run) {
       // Judged as the write would be (ImportCredentials): the stored fields and those added.
       CredentialFields merged = *stored;
-      std::vector<std::string> names;
       for (const auto& [field, value] : fill) merged.emplace(field, value);
-      for (const auto& [field, value] : merged) names.push_back(field);
-      Status writable = CheckCredentialsWrite(p.type, p.adapter_config_json, &merged, names);
+      Status writable = CheckCredentialsWrite(p.type, p.adapter_config_json, &merged, FieldNames(merged));
       item.outcome = writable.ok() ? "would store" : "failed";
       if (!writable.ok()) item.error = writable.error().message;
     } else if (auto written = providers.ImportCredentials(p.id, fill, caller); written.ok()) {

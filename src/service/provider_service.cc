@@ -14,12 +14,6 @@ namespace {
 // row update failed in a row, which no real sequence comes near.
 constexpr int64_t kMaxVersionsAhead = 1000;
 
-std::vector<std::string> Names(const CredentialFields& fields) {
-  std::vector<std::string> out;
-  for (const auto& [k, v] : fields) out.push_back(k);
-  return out;
-}
-
 void Apply(const ProviderPatch& patch, Provider& p) {
   if (patch.name) p.name = *patch.name;
   if (patch.slug) p.slug = *patch.slug;
@@ -79,7 +73,8 @@ namespace {
 // against `p`'s adapterConfig: refused now, not found broken on the first
 // /v1 call.
 Status CheckCredentialsForHeaders(const Provider& p, const CredentialFields* fields) {
-  return CheckCredentialsWrite(p.type, p.adapter_config_json, fields, fields ? Names(*fields) : p.credential_fields);
+  return CheckCredentialsWrite(p.type, p.adapter_config_json, fields,
+                               fields ? FieldNames(*fields) : p.credential_fields);
 }
 
 }  // namespace
@@ -166,7 +161,7 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
   Status s = held.ok() ? OkStatus() : Status(held.error());
   std::optional<StoredSecret> written;
   if (s.ok() && input.credentials && !input.credentials->empty()) {
-    p.credential_fields = Names(*input.credentials);
+    p.credential_fields = FieldNames(*input.credentials);
     p.credentials_version = 1;
     auto stored = secrets_.Create(p.id, p.credentials_version, *input.credentials, caller, **held);
     if (stored.ok()) written = std::move(stored).value();
@@ -195,7 +190,7 @@ Result<Provider> ProviderService::Create(const ProviderPatch& input, const Calle
 
 Result<Provider> ProviderService::Update(const std::string& id, const ProviderPatch& patch, const Caller& caller) {
   std::optional<std::vector<std::string>> named;
-  if (patch.credentials) named = Names(*patch.credentials);
+  if (patch.credentials) named = FieldNames(*patch.credentials);
   return Write(id, false, named,
                [&](const Provider&, const CredentialFields&, const StoredBytes&) -> Result<ProviderPatch> {
                  return patch;
@@ -255,7 +250,7 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
     }
     if (patch.credentials) {
       credentials_written = true;
-      fields = Names(*patch.credentials);
+      fields = FieldNames(*patch.credentials);
     }
     const std::string type_before = p.type, config_before = p.adapter_config_json;
     Apply(patch, p);
@@ -290,7 +285,7 @@ Result<Provider> ProviderService::Write(const std::string& id, bool reads_creden
         clearing = previous.has_value();
         p.credential_fields.clear();
       } else {
-        p.credential_fields = Names(*patch.credentials);
+        p.credential_fields = FieldNames(*patch.credentials);
         DYAD_ASSIGN_OR_RETURN(StoredSecret stored_now,
                               secrets_.Put(id, std::max(p.credentials_version, stored_version) + 1,
                                            *patch.credentials, previous, caller, *held));
@@ -420,7 +415,7 @@ Result<Provider> ProviderService::ImportCredentials(const std::string& id, const
     for (const auto& [name, value] : fields) patch.credentials->emplace(name, value);
     return patch;
   };
-  return Write(id, true, Names(fields), merge, caller, /*from_environment=*/true);
+  return Write(id, true, FieldNames(fields), merge, caller, /*from_environment=*/true);
 }
 
 Result<Provider> ProviderService::RotateCredentials(const std::string& id, const CredentialFields& credentials,
@@ -447,7 +442,7 @@ Result<Provider> ProviderService::RotateCredentials(const std::string& id, const
       return OkStatus();
     }();
     if (!checked.ok()) {
-      Audit("credentials.rotate", id, checked, caller, t0, Names(credentials));
+      Audit("credentials.rotate", id, checked, caller, t0, FieldNames(credentials));
       return checked.error();
     }
   }

@@ -374,7 +374,7 @@ Status LoadCatalog(ProviderRepository& repo, const ProxyOptions& options, Catalo
         e.models.push_back({std::move(dyad), std::move(adapter)});
       }
     }
-    if (p.type == "http-sdk" || p.type == "proxy") {
+    if (UsesUpstream(p.type)) {
       auto adapter = ParseAdapterConfig(p.adapter_config_json, policy);
       if (adapter.ok()) {
         e.adapter = std::move(adapter).value();

@@ -25,12 +25,6 @@ std::string EnvSegment(std::string_view s) {
   return out;
 }
 
-std::vector<std::string> FieldNames(const CredentialFields& fields) {
-  std::vector<std::string> names;
-  for (const auto& [k, v] : fields) names.push_back(k);
-  return names;
-}
-
 // A store may hand back the document it was given serialised anew (Vault KV:
 // compact, keys sorted, as kv_store.h says): the same JSON is the same
 // probe. The probe holds no credential, so nothing needs wiping.
