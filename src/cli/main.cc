@@ -365,7 +365,7 @@ int Migrate(const CliOptions& cli, const std::string& target_file, const Migrati
   auto records = (*app)->database()->NewMigrationProgressRepository(clock);
   MigrationTarget to{*backend->store, *backend->keys,
                      target->config.encryption_mode == "provider" ? SealMode::kProvider : SealMode::kEnvelope,
-                     DefaultRandom(), target->route, backend->traits.env_is_source};
+                     DefaultRandom(), target->route};
   if (!options.dry_run) {
     // Whether the target's key manager can take the audit key, before
     // anything is copied: one that cannot (the source's key id naming another

@@ -139,11 +139,11 @@ MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOption
                                         const Caller& caller) {
   if (p.credential_fields.empty()) {
     // Nothing stored. The environment's variables, read while nothing is,
-    // do not move with a migration: on a target that does not read them so
-    // (another backend), a provider that sends credentials upstream would
-    // have none.
-    const bool needs_them = UsesUpstream(p.type) && !target_.env_is_source;
-    if (const std::string prefix = source_.EnvironmentSource(p); needs_them && !prefix.empty()) {
+    // do not move with a migration (TARGET.env is read alone, and the
+    // switch block names its variables only): a provider that sends
+    // credentials upstream would have none on the target. One that sends
+    // none (local, spawn-cli) loses nothing.
+    if (const std::string prefix = source_.EnvironmentSource(p); UsesUpstream(p.type) && !prefix.empty()) {
       return Item(p.id, "failed",
                   "source: nothing stored (its credentials come from " + prefix +
                       "* variables: store them first, with `migrate import-env`)",

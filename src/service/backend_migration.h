@@ -71,9 +71,6 @@ struct MigrationTarget {
   // so that runs to two places that name their secrets alike (two Vault
   // servers, two regions) never share progress records.
   std::string route;
-  // The target reads DYAD_PROVIDER_* variables for a provider with nothing
-  // stored (BackendTraits::env_is_source), as an environment source does.
-  bool env_is_source = false;
 };
 
 struct MigrationOptions {

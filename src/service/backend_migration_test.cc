@@ -510,12 +510,6 @@ TEST_F(BackendMigrationTest, AProviderReadingOnlyTheEnvironmentFailsNamingItsVar
   EXPECT_EQ(r.without_credentials, 0);
   // Without its variables there is nothing to copy.
   EXPECT_EQ(Run().items.at(0).outcome, "no credentials");
-  // A target that reads the variables as the source does (the environment
-  // backend under another prefix): nothing is lost.
-  MigrationTarget env_target{target_, *target_keys_, SealMode::kEnvelope, DefaultRandom(), "", /*env_is_source=*/true};
-  auto to_env = BackendMigration(*from_env, *repo_, *records_, env_target).Run({}, nullptr, Caller{"cli-migrate", ""});
-  ASSERT_TRUE(to_env.ok()) << to_env.error().message;
-  EXPECT_EQ(to_env->items.at(0).outcome, "no credentials");
   // A type that sends no credentials upstream (local: /v1 answers 501).
   ProviderPatch local;
   local.name = local.slug = "localone";

@@ -216,6 +216,31 @@ TEST_F(EnvImportTest, ADryRunIsJudgedAsTheWriteAndOnlyApiKeyIsReadForATemplate) 
   EXPECT_EQ(r->unknown, (std::vector<std::string>{"DYAD_PROVIDER_USERKEY_USER"}));
 }
 
+// "google-api"'s field key and "google"'s api_key are both
+// DYAD_PROVIDER_GOOGLE_API_KEY: read for neither, never one's sent as the
+// other's (nor stored for it by import-env).
+TEST_F(EnvImportTest, AVariableTwoProvidersSpellIsReadForNeither) {
+  Build({}, /*env_is_source=*/true);
+  Provider google = Create("google", std::nullopt);
+  Provider other = Create("google-api", Fields({{"key", kOld}}));
+  Build({{"DYAD_PROVIDER_GOOGLE_API_KEY", kEnvKey}, {"DYAD_PROVIDER_GOOGLE_API_API_KEY", "sk-own-canary"}}, true);
+  EXPECT_TRUE(secrets_->EnvironmentVariables(google).empty());
+  EXPECT_EQ(secrets_->EnvironmentVariables(other),
+            (std::map<std::string, std::string>{{"api_key", "DYAD_PROVIDER_GOOGLE_API_API_KEY"}}));
+  EXPECT_EQ(secrets_->Get(google.id, caller_).code(), ErrorCode::kNotFound);
+  store_.Fail(MakeError(ErrorCode::kUnavailable, "store down"));
+  auto fallback = secrets_->Get(other.id, caller_);
+  store_.Fail(std::nullopt);
+  ASSERT_TRUE(fallback.ok()) << fallback.error().message;
+  EXPECT_EQ(fallback->credentials->fields.count("key"), 0u) << "google's key is not google-api's";
+  auto r = ImportEnvironmentCredentials(*providers_, *secrets_, false, caller_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->unknown, (std::vector<std::string>{"DYAD_PROVIDER_GOOGLE_API_KEY"}));
+  EXPECT_EQ(ReadWithoutVariables(other.id).count("key"), 1u);
+  EXPECT_NE(ReadWithoutVariables(other.id)["key"], kEnvKey);
+  EXPECT_EQ(Text(*r).find(kEnvKey), std::string::npos);
+}
+
 TEST_F(EnvImportTest, AFailedProviderIsReportedAndTheOthersGoOn) {
   Create("first", Fields({{"api_key", kOld}}));
   Create("second", Fields({{"api_key", kOld}}));

@@ -306,14 +306,51 @@ Result<CredentialsPtr> SecretsService::Load(const std::string& provider_id) {
   return CredentialsPtr(std::move(creds));
 }
 
-std::map<std::string, std::string> SecretsService::EnvironmentVariables(const Provider& p) const {
-  std::vector<std::string> names = p.credential_fields;
-  if (std::find(names.begin(), names.end(), "api_key") == names.end()) names.push_back("api_key");
-  std::map<std::string, std::string> out;
+namespace {
+
+// The variable each field the fallback reads for `p` is named by: its
+// credential fields and api_key.
+std::vector<std::pair<std::string, std::string>> VariablesOf(const Provider& p) {
+  std::vector<std::string> fields = p.credential_fields;
+  if (std::find(fields.begin(), fields.end(), "api_key") == fields.end()) fields.push_back("api_key");
   const std::string prefix = "DYAD_PROVIDER_" + EnvSegment(p.slug) + "_";
-  for (const auto& field : names) {
-    auto it = env_.find(prefix + EnvSegment(field));
-    if (it != env_.end() && !it->second.empty()) out.emplace(field, it->first);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& field : fields) {
+    std::string variable = prefix + EnvSegment(field);
+    out.emplace_back(std::move(field), std::move(variable));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> SecretsService::EnvironmentVariables(const Provider& p) const {
+  std::map<std::string, std::string> out;
+  for (auto& [field, variable] : VariablesOf(p)) {
+    auto it = env_.find(variable);
+    if (it != env_.end() && !it->second.empty()) out.emplace(std::move(field), std::move(variable));
+  }
+  if (out.empty()) return out;
+  std::map<std::string, std::string> spelled;  // another provider's variable -> that provider's slug
+  Status listed = ForEachProvider(providers_, [&](const Provider& other) {
+    if (other.id == p.id) return true;
+    for (auto& [field, variable] : VariablesOf(other)) spelled.emplace(std::move(variable), other.slug);
+    return true;
+  });
+  if (!listed.ok()) {
+    spdlog::warn("provider '{}': DYAD_PROVIDER_* variables not read: cannot list the providers to tell whether "
+                 "another one's name is the same: {}", p.slug, listed.error().message);
+    return {};
+  }
+  for (auto it = out.begin(); it != out.end();) {
+    auto other = spelled.find(it->second);
+    if (other == spelled.end()) {
+      ++it;
+      continue;
+    }
+    spdlog::warn("{} names field '{}' of provider '{}' and a field of provider '{}': read for neither; store the "
+                 "credentials, or change a slug or field name", it->second, it->first, p.slug, other->second);
+    it = out.erase(it);
   }
   return out;
 }

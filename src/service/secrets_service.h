@@ -240,10 +240,11 @@ class SecretsService {
   // one of its variables set); empty otherwise.
   std::string EnvironmentSource(const Provider& p) const;
   // The DYAD_PROVIDER_<SLUG>_<FIELD> variables set (not empty) for `p`, by
-  // field: its credential fields and api_key, what the fallback reads. Not
-  // the other fields an auth.template names: a slug and a field can spell
-  // another provider's variable ("google-api"'s {key} would read provider
-  // "google"'s DYAD_PROVIDER_GOOGLE_API_KEY).
+  // field: its credential fields and api_key, what the fallback reads. A
+  // slug and a field can spell another provider's variable ("google-api"'s
+  // field key and "google"'s api_key are both DYAD_PROVIDER_GOOGLE_API_KEY):
+  // such a name is read for neither (logged), and none is read when the
+  // registry cannot be listed to tell.
   std::map<std::string, std::string> EnvironmentVariables(const Provider& p) const;
   // Their values (the fallback's credentials for `p`).
   CredentialFields EnvironmentFields(const Provider& p) const;

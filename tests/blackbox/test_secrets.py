@@ -61,6 +61,14 @@ def test_validate_reports_missing_required_field(make_gateway):
     v = data(gw.call("POST", f"/admin/secrets/providers/{other['id']}/credentials/validate"))
     assert v["valid"] is False, v
     assert [c["message"] for c in v["checks"] if c["check"] == "required_fields"] == ["missing: key"], v
+    # Once "google-api" stores a field key (its store-down fallback would read DYAD_PROVIDER_GOOGLE_API_KEY), that
+    # variable names a field of each: read for neither.
+    data(gw.call("PUT", f"/admin/providers/{other['id']}", json={"credentials": {"key": "k-own"}}))
+    data(gw.call("POST", "/admin/secrets/clear-cache"))
+    v = data(gw.call("POST", f"/admin/secrets/providers/{google['id']}/credentials/validate"))
+    assert v["valid"] is False, v
+    assert ("DYAD_PROVIDER_GOOGLE_API_KEY names field 'api_key' of provider 'google' and a field of provider "
+            "'google-api': read for neither") in gw.logs()
     assert "sk-google-canary" not in gw.logs()
 
 
