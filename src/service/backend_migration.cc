@@ -169,9 +169,11 @@ MigrationItem BackendMigration::CopyOne(const Provider& p, const MigrationOption
     }
     if (!source.ok()) {
       Error why = source.error();
-      if (source.code() == ErrorCode::kNotFound && !source_.EnvironmentSource(p).empty()) {
-        why.message += " (its credentials come from " + source_.EnvironmentSource(p) +
-                       "* variables: store them first, with `migrate import-env`)";
+      if (source.code() == ErrorCode::kNotFound) {
+        if (const std::string prefix = source_.EnvironmentSource(p); !prefix.empty()) {
+          why.message += " (its credentials come from " + prefix + "* variables: store them first, with `migrate "
+                         "import-env`)";
+        }
       }
       return Failed(p.id, "source: ", why);
     }

@@ -41,7 +41,7 @@ Result<EnvImportReport> ImportEnvironmentCredentials(ProviderService& providers,
     std::vector<std::string> settled;  // variables whose value is stored as it is
     auto stored = Stored(secrets, p);
     if (stored.ok()) {
-      for (auto& [field, value] : secrets.EnvironmentFields(p)) {
+      for (auto& [field, value] : secrets.EnvironmentFields(variables)) {
         const std::string& name = variables.at(field);
         auto it = stored->find(field);
         if (it == stored->end()) fill.emplace(field, std::move(value));

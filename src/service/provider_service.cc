@@ -476,7 +476,8 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
     secrets_.cache().Invalidate(id);
     read = secrets_.Get(id, caller);
   }
-  bool needs = !RequiredCredentialFields(p.type, p.adapter_config_json).empty() || !p.credential_fields.empty();
+  const std::vector<std::string> required = RequiredCredentialFields(p.type, p.adapter_config_json);
+  bool needs = !required.empty() || !p.credential_fields.empty();
   if (!read.ok() && read.code() == ErrorCode::kNotFound && !needs) {
     report.valid = true;
     report.source = "none";
@@ -497,12 +498,12 @@ Result<ValidationReport> ProviderService::Validate(const std::string& id, const 
       report.lease_ttl_seconds[field] =
           end > now ? std::chrono::duration_cast<std::chrono::seconds>(end - now).count() : 0;
     }
-    for (const auto& field : RequiredCredentialFields(p.type, p.adapter_config_json)) {
+    for (const auto& field : required) {
       auto it = read->credentials->fields.find(field);
       if (it == read->credentials->fields.end() || it->second.empty()) missing.push_back(field);
     }
   } else {
-    missing = RequiredCredentialFields(p.type, p.adapter_config_json);
+    missing = required;
   }
   std::string msg;
   for (const auto& m : missing) msg += (msg.empty() ? "missing: " : ", ") + m;

@@ -355,9 +355,9 @@ std::map<std::string, std::string> SecretsService::EnvironmentVariables(const Pr
   return out;
 }
 
-CredentialFields SecretsService::EnvironmentFields(const Provider& p) const {
+CredentialFields SecretsService::EnvironmentFields(const std::map<std::string, std::string>& variables) const {
   CredentialFields out;
-  for (const auto& [field, variable] : EnvironmentVariables(p)) out.emplace(field, env_.at(variable));
+  for (const auto& [field, variable] : variables) out.emplace(field, env_.at(variable));
   return out;
 }
 

@@ -247,7 +247,10 @@ class SecretsService {
   // registry cannot be listed to tell.
   std::map<std::string, std::string> EnvironmentVariables(const Provider& p) const;
   // Their values (the fallback's credentials for `p`).
-  CredentialFields EnvironmentFields(const Provider& p) const;
+  CredentialFields EnvironmentFields(const Provider& p) const { return EnvironmentFields(EnvironmentVariables(p)); }
+  // The values of `variables`, as EnvironmentVariables gave them (one
+  // reading of the registry for both).
+  CredentialFields EnvironmentFields(const std::map<std::string, std::string>& variables) const;
   // The names of every DYAD_PROVIDER_* variable set (not empty), sorted.
   std::vector<std::string> EnvironmentVariableNames() const;
   // Undoes a write: puts `raw` back (nullopt: deletes) only where the store
